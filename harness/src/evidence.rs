@@ -1,0 +1,156 @@
+//! Evidence from the server's own tables. "B blocks on A" is decided here, from `pg_stat_activity`,
+//! `pg_locks` and `pg_blocking_pids()`, polled every few milliseconds as PostgreSQL's isolation
+//! tester does — never from elapsed time. A probe that runs out of time is a failure carrying a
+//! lock-table snapshot, never a pass.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// How often the probes poll the lock tables.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// One backend of the scenario's database, as `pg_stat_activity` shows it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct BackendActivity {
+    /// The backend's process id.
+    pub pid: i32,
+    /// `harbor:<actor>` for a tagged request's transaction.
+    pub application_name: String,
+    /// `active`, `idle in transaction`, …
+    pub state: Option<String>,
+    /// `Lock` when the backend waits for a heavyweight lock.
+    pub wait_event_type: Option<String>,
+    /// The lock type waited for: `advisory`, `tuple`, `transactionid`, …
+    pub wait_event: Option<String>,
+    /// `pg_blocking_pids(pid)`.
+    pub blocking_pids: Vec<i32>,
+    /// The `application_name` of each blocking backend, in the same order.
+    pub blocking_apps: Vec<String>,
+}
+
+impl BackendActivity {
+    /// The actor tag, when the backend's transaction is tagged.
+    pub fn actor(&self) -> Option<&str> {
+        self.application_name.strip_prefix("harbor:")
+    }
+
+    /// The actors of the blocking backends (untagged blockers are shown by their application name).
+    pub fn blocking_actors(&self) -> Vec<String> {
+        self.blocking_apps.iter().map(|a| a.strip_prefix("harbor:").unwrap_or(a).to_owned()).collect()
+    }
+
+    /// Whether the backend waits for a heavyweight lock.
+    pub fn is_lock_waiting(&self) -> bool {
+        self.wait_event_type.as_deref() == Some("Lock")
+    }
+}
+
+/// A row of `pg_locks` for the scenario's database or an advisory lock.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, PartialEq, Eq)]
+pub struct LockRow {
+    /// The holding or waiting backend.
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// `advisory`, `tuple`, `transactionid`, `relation`, …
+    pub locktype: String,
+    /// For advisory locks: the first key.
+    pub classid: Option<i64>,
+    /// For advisory locks: the second key.
+    pub objid: Option<i64>,
+    /// The relation, when the lock is on one.
+    pub relation: Option<String>,
+    /// The lock mode.
+    pub mode: String,
+    /// Whether it is held (true) or awaited (false).
+    pub granted: bool,
+}
+
+const ACTIVITY_SQL: &str = "\
+    SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event, \
+           pg_blocking_pids(a.pid) AS blocking_pids, \
+           ARRAY(SELECT coalesce(b.application_name, '') FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(p, n) \
+                 LEFT JOIN pg_stat_activity b ON b.pid = u.p ORDER BY u.n) AS blocking_apps \
+    FROM pg_stat_activity a \
+    WHERE a.datname = current_database() AND a.application_name = $1";
+
+const LOCKS_SQL: &str = "\
+    SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.locktype, \
+           l.classid::bigint AS classid, l.objid::bigint AS objid, l.relation::regclass::text AS relation, \
+           l.mode, l.granted \
+    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+    WHERE (l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) OR l.locktype = 'transactionid') \
+      AND l.pid <> pg_backend_pid() \
+    ORDER BY l.pid, l.locktype";
+
+/// The backend currently running the transaction tagged with `actor`, if any.
+pub async fn activity_of(pool: &PgPool, actor: &str) -> Result<Option<BackendActivity>, sqlx::Error> {
+    sqlx::query_as(ACTIVITY_SQL).bind(format!("harbor:{actor}")).fetch_optional(pool).await
+}
+
+/// Every lock on the scenario's database (and every transaction-id lock), held or awaited.
+pub async fn lock_snapshot(pool: &PgPool) -> Result<Vec<LockRow>, sqlx::Error> {
+    sqlx::query_as(LOCKS_SQL).fetch_all(pool).await
+}
+
+/// The advisory locks held by the actor's backend.
+pub async fn advisory_locks_of(pool: &PgPool, actor: &str) -> Result<Vec<LockRow>, sqlx::Error> {
+    let app = format!("harbor:{actor}");
+    Ok(lock_snapshot(pool)
+        .await?
+        .into_iter()
+        .filter(|l| l.application_name == app && l.locktype == "advisory")
+        .collect())
+}
+
+/// Why a probe gave up: what it waited for, and the lock tables when it gave up.
+#[derive(Debug, Serialize)]
+pub struct ProbeTimeout {
+    /// What the probe was waiting for.
+    pub waited_for: String,
+    /// How long it waited.
+    pub waited: Duration,
+    /// The actor's backend when it gave up (None: no tagged backend at all).
+    pub last_seen: Option<BackendActivity>,
+    /// `pg_locks` when it gave up.
+    pub locks: Vec<LockRow>,
+}
+
+impl std::fmt::Display for ProbeTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "timed out after {:?} waiting for {}; backend: {:?}; locks: ", self.waited, self.waited_for, self.last_seen)?;
+        for l in &self.locks {
+            write!(
+                f,
+                "[{} {} {} {:?}/{:?} {:?} granted={}] ",
+                l.application_name, l.locktype, l.mode, l.classid, l.objid, l.relation, l.granted
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Polls until the actor's backend waits for a heavyweight lock, and returns what it saw.
+pub async fn until_lock_waiting(pool: &PgPool, actor: &str, limit: Duration) -> Result<BackendActivity, ProbeTimeout> {
+    let started = Instant::now();
+    let mut last_seen = None;
+    while started.elapsed() < limit {
+        if let Ok(seen) = activity_of(pool, actor).await {
+            if let Some(a) = &seen {
+                if a.is_lock_waiting() && !a.blocking_pids.is_empty() {
+                    return Ok(a.clone());
+                }
+            }
+            last_seen = seen;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    Err(ProbeTimeout {
+        waited_for: format!("{actor} to wait for a lock"),
+        waited: limit,
+        last_seen,
+        locks: lock_snapshot(pool).await.unwrap_or_default(),
+    })
+}

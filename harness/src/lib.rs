@@ -1,0 +1,19 @@
+//! Harbor's certification harness: it provisions real PostgreSQL and Redis, runs the reference
+//! service in-process (one or more replicas), replays interleavings, and proves blocking from the
+//! server's own lock tables.
+//!
+//! Map of the modules:
+//! - [`provision`]: one interface over the `docker`, `local` and `external` backends; a migrated
+//!   template database cloned per scenario/test, and a Redis key prefix per scenario/test.
+//! - [`service`]: [`service::ServiceUnderTest`], the service's replicas started in-process on one
+//!   isolated environment, with the sync-point controllers the runner drives.
+//! - [`tokens`]: [`tokens::TokenMint`], the stand-in for the identity gateway: an Ed25519 key pair,
+//!   its JWK set for the service, and good or deliberately bad tokens.
+//! - [`fixtures`]: tenants, workspaces, users, memberships, entitlements and connection states.
+//! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
+
+pub mod evidence;
+pub mod fixtures;
+pub mod provision;
+pub mod service;
+pub mod tokens;

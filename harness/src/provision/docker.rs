@@ -1,0 +1,215 @@
+//! The Docker backend: PostgreSQL and Redis containers through testcontainers.
+//!
+//! Images come from `HARBOR_POSTGRES_IMAGE` / `HARBOR_REDIS_IMAGE`; without them, the pinned
+//! official tags when present locally, else the images `scripts/offline-images.sh` builds, else the
+//! official tags again (testcontainers then tries to pull them). Every container carries the label
+//! [`DOCKER_LABEL`] and the owning process id; containers whose owner is gone are removed at the
+//! next start, since the Rust testcontainers has no reaper.
+
+use std::time::Duration;
+
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio::process::Command;
+
+use super::ProvisionError;
+
+/// The label on every container Harbor starts.
+pub const DOCKER_LABEL: &str = "dev.harbor.managed";
+const OWNER_LABEL: &str = "dev.harbor.owner-pid";
+
+const OFFICIAL_POSTGRES: &str = "postgres:16-alpine";
+const OFFICIAL_REDIS: &str = "redis:7-alpine";
+const OFFLINE_POSTGRES: &str = "harbor-offline/postgres:15-bookworm";
+const OFFLINE_REDIS: &str = "harbor-offline/redis:7-bookworm";
+
+/// The two images a Docker run uses.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DockerImages {
+    /// The PostgreSQL image reference.
+    pub postgres: String,
+    /// The Redis image reference.
+    pub redis: String,
+}
+
+impl DockerImages {
+    /// Chooses the images as described in the module documentation. Fails only when an image is
+    /// neither present nor named explicitly and no official or offline image exists locally.
+    pub async fn resolve() -> Result<Self, String> {
+        let postgres = resolve_one("HARBOR_POSTGRES_IMAGE", OFFICIAL_POSTGRES, OFFLINE_POSTGRES).await?;
+        let redis = resolve_one("HARBOR_REDIS_IMAGE", OFFICIAL_REDIS, OFFLINE_REDIS).await?;
+        Ok(Self { postgres, redis })
+    }
+}
+
+async fn resolve_one(var: &str, official: &str, offline: &str) -> Result<String, String> {
+    if let Ok(explicit) = std::env::var(var) {
+        if !explicit.is_empty() {
+            return Ok(explicit);
+        }
+    }
+    for candidate in [official, offline] {
+        if image_present(candidate).await {
+            return Ok(candidate.to_owned());
+        }
+    }
+    if pull(official).await {
+        return Ok(official.to_owned());
+    }
+    Err(format!(
+        "neither {official} nor {offline} is present and {official} cannot be pulled; \
+         run scripts/offline-images.sh or set {var}"
+    ))
+}
+
+async fn docker_cli(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run the docker client: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+async fn image_present(image: &str) -> bool {
+    docker_cli(&["image", "inspect", "--format", "{{.Id}}", image]).await.is_ok()
+}
+
+async fn pull(image: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(60), docker_cli(&["pull", "-q", image]))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false)
+}
+
+/// The Docker engine's version, or why it does not answer.
+pub(super) async fn engine_version() -> Result<String, String> {
+    let probe = docker_cli(&["version", "--format", "{{.Server.Version}}"]);
+    match tokio::time::timeout(Duration::from_secs(10), probe).await {
+        Ok(Ok(v)) if !v.is_empty() => Ok(v),
+        Ok(Ok(_)) => Err("the Docker engine did not report a version".into()),
+        Ok(Err(e)) => Err(format!("no Docker engine answers ({})", e.lines().last().unwrap_or("no detail"))),
+        Err(_) => Err("the Docker engine did not answer within 10 s".into()),
+    }
+}
+
+/// Removes containers left by Harbor runs whose process is gone (a killed run).
+pub(super) async fn reap_orphans() -> usize {
+    let listing = docker_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={DOCKER_LABEL}=true"),
+        "--format",
+        &format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}"),
+    ])
+    .await
+    .unwrap_or_default();
+    let mut removed = 0;
+    for line in listing.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(id), owner) = (parts.next(), parts.next()) else { continue };
+        let alive = owner
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive && docker_cli(&["rm", "-f", "-v", id]).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The running containers of one run.
+pub(super) struct Containers {
+    pub(super) admin_url: String,
+    pub(super) redis_url: String,
+    pub(super) images: DockerImages,
+    postgres: Option<ContainerAsync<GenericImage>>,
+    redis: Option<ContainerAsync<GenericImage>>,
+}
+
+fn split_image(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+/// Starts both containers (after reaping orphans).
+pub(super) async fn start() -> Result<Containers, ProvisionError> {
+    engine_version().await.map_err(ProvisionError::Docker)?;
+    let reaped = reap_orphans().await;
+    if reaped > 0 {
+        tracing::info!(reaped, "removed containers left behind by killed runs");
+    }
+    let images = DockerImages::resolve().await.map_err(ProvisionError::Docker)?;
+    let owner = std::process::id().to_string();
+
+    let (pg_name, pg_tag) = split_image(&images.postgres);
+    let postgres = GenericImage::new(pg_name, pg_tag)
+        .with_exposed_port(5432.tcp())
+        .with_wait_for(WaitFor::Nothing)
+        .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+        .with_env_var("POSTGRES_USER", "postgres")
+        .with_cmd([
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+            "-c", "max_connections=500",
+        ])
+        .with_label(DOCKER_LABEL, "true")
+        .with_label(OWNER_LABEL, owner.clone())
+        .with_startup_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .map_err(|e| ProvisionError::Docker(format!("starting {}: {e}", images.postgres)))?;
+
+    let (redis_name, redis_tag) = split_image(&images.redis);
+    let redis = GenericImage::new(redis_name, redis_tag)
+        .with_exposed_port(6379.tcp())
+        .with_wait_for(WaitFor::Nothing)
+        .with_label(DOCKER_LABEL, "true")
+        .with_label(OWNER_LABEL, owner)
+        .with_startup_timeout(Duration::from_secs(60))
+        .start()
+        .await;
+    let redis = match redis {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = postgres.rm().await;
+            return Err(ProvisionError::Docker(format!("starting {}: {e}", images.redis)));
+        }
+    };
+    let pg_port = postgres
+        .get_host_port_ipv4(5432.tcp())
+        .await
+        .map_err(|e| ProvisionError::Docker(e.to_string()))?;
+    let redis_port = redis
+        .get_host_port_ipv4(6379.tcp())
+        .await
+        .map_err(|e| ProvisionError::Docker(e.to_string()))?;
+    Ok(Containers {
+        admin_url: format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
+        redis_url: format!("redis://127.0.0.1:{redis_port}/"),
+        images,
+        postgres: Some(postgres),
+        redis: Some(redis),
+    })
+}
+
+impl Containers {
+    /// Removes both containers and their volumes, waiting for the engine to confirm.
+    pub(super) async fn remove(mut self) {
+        for container in [self.postgres.take(), self.redis.take()].into_iter().flatten() {
+            if let Err(e) = container.rm().await {
+                tracing::warn!(error = %e, "could not remove a container; the next run will reap it");
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Provisioning of real PostgreSQL and Redis servers, behind one small interface used by the
+//! scenario runner, the integration tests, the benches and the load tests.
+//!
+//! - [`Infra::provision`] starts (or finds) one PostgreSQL and one Redis for a whole run, with the
+//!   backend chosen by [`BackendChoice`]: `docker` (testcontainers), `local` (throwaway server
+//!   processes), `external` (URLs given by the user) or `auto`.
+//! - [`Infra::isolated_env`] gives each scenario or test its own database, cloned from a migrated
+//!   template (`CREATE DATABASE … TEMPLATE …`), and its own Redis key prefix. Dropping it with
+//!   [`IsolatedEnv::cleanup`] removes both.
+//! - [`Infra::shutdown`] removes every container, process and directory the run created.
+
+mod docker;
+mod external;
+mod local;
+mod template;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+pub use docker::{DockerImages, DOCKER_LABEL};
+pub use local::LocalBinaries;
+
+/// Which backend to provision with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// External if both URLs are set, else Docker if an engine answers, else local binaries.
+    Auto,
+    /// Containers through testcontainers.
+    Docker,
+    /// Throwaway `postgres` and `redis-server` processes on free ports.
+    Local,
+    /// `HARBOR_DATABASE_URL` and `HARBOR_REDIS_URL`, provided by the user.
+    External,
+}
+
+/// The backend actually used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Containers through testcontainers.
+    Docker,
+    /// Throwaway local server processes.
+    Local,
+    /// Servers given by the user.
+    External,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Local => "local",
+            BackendKind::External => "external",
+        })
+    }
+}
+
+/// Why provisioning failed. Its `Display` says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// `auto` found no way to get PostgreSQL and Redis.
+    #[error(
+        "no PostgreSQL/Redis available. Fix one of:\n  \
+         1. external: export HARBOR_DATABASE_URL=postgres://… and HARBOR_REDIS_URL=redis://…\n  \
+         2. docker:   start a Docker engine (e.g. `dockerd &`); without a registry, run scripts/offline-images.sh\n  \
+         3. local:    install the server binaries (e.g. `apt-get install -y postgresql redis-server`)\n\
+         (docker: {docker}; local: {local})"
+    )]
+    NothingAvailable {
+        /// Why Docker could not be used.
+        docker: String,
+        /// Why local binaries could not be used.
+        local: String,
+    },
+    /// The Docker backend failed.
+    #[error("docker backend: {0}")]
+    Docker(String),
+    /// The local backend failed.
+    #[error("local backend: {0}")]
+    Local(String),
+    /// The external backend is misconfigured.
+    #[error("external backend: {0}")]
+    External(String),
+    /// A server never answered its readiness probe.
+    #[error("{what} did not answer within {waited:?}: {last_error}")]
+    NotReady {
+        /// Which server.
+        what: &'static str,
+        /// How long we waited.
+        waited: Duration,
+        /// The last probe's error.
+        last_error: String,
+    },
+    /// A PostgreSQL operation on the provisioned server failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// Migrating the template failed.
+    #[error("migrating the template database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A Redis operation on the provisioned server failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The servers a run uses, and what must be removed when it ends.
+pub struct Infra {
+    /// The backend that provided them.
+    pub kind: BackendKind,
+    /// A superuser URL to the `postgres` database.
+    pub admin_url: String,
+    /// The Redis URL.
+    pub redis_url: String,
+    /// `SHOW server_version`.
+    pub postgres_version: String,
+    /// `redis_version` from `INFO server`.
+    pub redis_version: String,
+    /// The images used (docker backend only).
+    pub images: Option<DockerImages>,
+    /// Time from the start of provisioning until both servers answered.
+    pub ready_in: Duration,
+    resources: Resources,
+    template: tokio::sync::OnceCell<String>,
+}
+
+enum Resources {
+    Docker(docker::Containers),
+    Local(local::LocalServers),
+    External,
+}
+
+impl fmt::Debug for Infra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Infra")
+            .field("kind", &self.kind)
+            .field("postgres_version", &self.postgres_version)
+            .field("redis_version", &self.redis_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One scenario's or test's own database and Redis key prefix.
+#[derive(Clone, Debug)]
+pub struct IsolatedEnv {
+    /// The database's name.
+    pub database_name: String,
+    /// A URL to the database (same credentials as the admin URL).
+    pub database_url: String,
+    /// The Redis URL (shared server).
+    pub redis_url: String,
+    /// The prefix every key of this environment must carry.
+    pub redis_key_prefix: String,
+    admin_url: String,
+}
+
+impl Infra {
+    /// Provisions PostgreSQL and Redis with the chosen backend.
+    pub async fn provision(choice: BackendChoice) -> Result<Self, ProvisionError> {
+        let started = Instant::now();
+        let kind = match choice {
+            BackendChoice::Docker => BackendKind::Docker,
+            BackendChoice::Local => BackendKind::Local,
+            BackendChoice::External => BackendKind::External,
+            BackendChoice::Auto => resolve_auto().await?,
+        };
+        let (admin_url, redis_url, images, resources) = match kind {
+            BackendKind::External => {
+                let (pg, redis) = external::urls()?;
+                (pg, redis, None, Resources::External)
+            }
+            BackendKind::Docker => {
+                let c = docker::start().await?;
+                (c.admin_url.clone(), c.redis_url.clone(), Some(c.images.clone()), Resources::Docker(c))
+            }
+            BackendKind::Local => {
+                let l = local::start().await?;
+                (l.admin_url.clone(), l.redis_url.clone(), None, Resources::Local(l))
+            }
+        };
+        let mut infra = Infra {
+            kind,
+            admin_url,
+            redis_url,
+            postgres_version: String::new(),
+            redis_version: String::new(),
+            images,
+            ready_in: Duration::ZERO,
+            resources,
+            template: tokio::sync::OnceCell::new(),
+        };
+        let probe = async {
+            let pg = wait_for_postgres(&infra.admin_url, Duration::from_secs(60)).await?;
+            let redis = wait_for_redis(&infra.redis_url, Duration::from_secs(30)).await?;
+            Ok::<_, ProvisionError>((pg, redis))
+        };
+        match probe.await {
+            Ok((pg, redis)) => {
+                infra.postgres_version = pg;
+                infra.redis_version = redis;
+                infra.ready_in = started.elapsed();
+                Ok(infra)
+            }
+            Err(e) => {
+                infra.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a fresh database from the migrated template and a fresh Redis key prefix.
+    pub async fn isolated_env(&self) -> Result<IsolatedEnv, ProvisionError> {
+        let template = self.template.get_or_try_init(|| template::ensure(&self.admin_url)).await?;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let database_name = format!("harbor_t_{}", &suffix[..16]);
+        let mut admin = template::admin_connection(&self.admin_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {database_name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await?;
+        Ok(IsolatedEnv {
+            database_url: template::database_url(&self.admin_url, &database_name),
+            database_name,
+            redis_url: self.redis_url.clone(),
+            redis_key_prefix: format!("harbor:t:{}:", &suffix[..16]),
+            admin_url: self.admin_url.clone(),
+        })
+    }
+
+    /// Removes every container, process and directory this run created. Idempotent.
+    pub async fn shutdown(&mut self) {
+        match std::mem::replace(&mut self.resources, Resources::External) {
+            Resources::Docker(c) => c.remove().await,
+            Resources::Local(l) => l.stop(),
+            Resources::External => {}
+        }
+    }
+}
+
+impl IsolatedEnv {
+    /// A pool on this environment's database.
+    pub async fn pool(&self, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(&self.database_url)
+            .await
+    }
+
+    /// Drops the database (forcing out any session) and every Redis key under the prefix.
+    pub async fn cleanup(&self) -> Result<(), ProvisionError> {
+        let mut admin = template::admin_connection(&self.admin_url).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name))
+            .execute(&mut admin)
+            .await?;
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let pattern = format!("{}*", self.redis_key_prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for chunk in keys.chunks(500) {
+            redis::cmd("UNLINK").arg(chunk).query_async::<()>(&mut conn).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn resolve_auto() -> Result<BackendKind, ProvisionError> {
+    if external::urls().is_ok() {
+        return Ok(BackendKind::External);
+    }
+    let docker = match docker::engine_version().await {
+        Ok(_) => match DockerImages::resolve().await {
+            Ok(_) => return Ok(BackendKind::Docker),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    match LocalBinaries::find() {
+        Ok(_) => Ok(BackendKind::Local),
+        Err(local) => Err(ProvisionError::NothingAvailable { docker, local }),
+    }
+}
+
+/// Polls until PostgreSQL answers a query; returns its version.
+async fn wait_for_postgres(url: &str, limit: Duration) -> Result<String, ProvisionError> {
+    use sqlx::Connection;
+    let started = Instant::now();
+    loop {
+        let attempt = async {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(version)
+        };
+        match attempt.await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() >= limit => {
+                return Err(ProvisionError::NotReady { what: "PostgreSQL", waited: limit, last_error: e.to_string() })
+            }
+            // Polling a server that is starting: the only wait in provisioning, bounded above.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Polls until Redis answers PING; returns its version.
+async fn wait_for_redis(url: &str, limit: Duration) -> Result<String, ProvisionError> {
+    let started = Instant::now();
+    loop {
+        let attempt = async {
+            let client = redis::Client::open(url)?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .unwrap_or("unknown")
+                    .trim()
+                    .to_owned(),
+            )
+        };
+        match attempt.await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() >= limit => {
+                return Err(ProvisionError::NotReady { what: "Redis", waited: limit, last_error: e.to_string() })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `POST /v1/workspaces/{workspace_id}/activation`: activates a workspace once it is entitled and
+//! its QuickBooks Online connection is `CONNECTED`.
+//!
+//! One transaction: workspace advisory lock → entitlement → QBO connection status `FOR UPDATE` →
+//! `INSERT … ON CONFLICT (workspace_id) DO NOTHING RETURNING` → commit. Every query is scoped by
+//! `workspace_id`. On any failure the transaction is rolled back, and the rollback has completed,
+//! before the error response is written ([`crate::db::finish`]).
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::WorkspaceMember;
+use crate::context::RequestContext;
+use crate::db::{self, Tx};
+use crate::domain::Provider;
+use crate::error::{ApiError, ErrorBody};
+use crate::lifecycle::{self, ConnectionStatus};
+use crate::locks;
+use crate::syncpoints::{self, SyncHooks};
+
+/// The outcome of an activation request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActivationResponse {
+    /// The workspace.
+    pub workspace_id: uuid::Uuid,
+    /// When the workspace was first activated.
+    pub activated_at: DateTime<Utc>,
+    /// False for the call that activated the workspace, true for every call after it.
+    pub already_completed: bool,
+}
+
+/// Activates the workspace (idempotent).
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{workspace_id}/activation",
+    params(("workspace_id" = uuid::Uuid, Path, description = "The workspace to activate")),
+    responses(
+        (status = 200, description = "Activated now or before", body = ActivationResponse),
+        (status = 400, description = "Malformed workspace id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
+        (status = 409, description = "ACTIVATION_NOT_ENTITLED or ACTIVATION_NOT_READY", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "activation"
+)]
+pub async fn activate(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    member: WorkspaceMember,
+) -> Result<Json<ActivationResponse>, ApiError> {
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref()).await?;
+    let result = activate_in(&mut tx, &state, &ctx, &member).await;
+    let response = db::finish(tx, result).await?;
+    Ok(Json(response))
+}
+
+async fn activate_in(
+    tx: &mut Tx,
+    state: &AppState,
+    ctx: &RequestContext,
+    member: &WorkspaceMember,
+) -> Result<ActivationResponse, ApiError> {
+    let hooks = state.sync_points.as_ref();
+    let workspace_id = member.workspace_id;
+    let lock = locks::lock_workspace(tx, workspace_id).await?;
+    SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_LOCKED).await?;
+
+    let entitled: Option<bool> = sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
+        .bind(workspace_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if entitled != Some(true) {
+        return Err(ApiError::ActivationNotEntitled);
+    }
+
+    let qbo = lifecycle::lock_connection(tx, &lock, Provider::Qbo).await?;
+    SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_STATUS_READ).await?;
+    if qbo.status != ConnectionStatus::Connected {
+        return Err(ApiError::ActivationNotReady(qbo.status.as_str()));
+    }
+
+    let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) \
+         ON CONFLICT (workspace_id) DO NOTHING RETURNING activated_at",
+    )
+    .bind(member.tenant_id)
+    .bind(workspace_id)
+    .bind(member.user_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (activated_at, already_completed) = match inserted {
+        Some(at) => (at, false),
+        None => {
+            let at = sqlx::query_scalar("SELECT activated_at FROM workspace_activations WHERE workspace_id = $1")
+                .bind(workspace_id)
+                .fetch_one(&mut **tx)
+                .await?;
+            (at, true)
+        }
+    };
+    if !already_completed {
+        audit::record(
+            tx,
+            ctx,
+            AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "activation",
+                outcome: "activated",
+                detail: json!({}),
+            },
+        )
+        .await?;
+    }
+    SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_BEFORE_COMMIT).await?;
+    Ok(ActivationResponse { workspace_id: workspace_id.0, activated_at, already_completed })
+}

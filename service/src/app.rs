@@ -1,0 +1,140 @@
+//! [`Application`]: builds the shared state and the router, binds (port 0 works), and serves until
+//! told to stop. The harness runs it in-process, one instance per replica.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use harbor_syncpoint::SyncPoints;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::auth::{JwtVerifier, KeyError};
+use crate::config::{Config, ConfigError};
+use crate::error::ApiError;
+use crate::syncpoints::SyncHooks;
+use crate::{activation, connections, context, db, health, openapi};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The PostgreSQL pool.
+    pub db: PgPool,
+    /// The Redis connection (multiplexed, reconnecting).
+    pub redis: redis::aio::ConnectionManager,
+    /// Bearer-token verification.
+    pub jwt: Arc<JwtVerifier>,
+    /// The harness's sync points; `None` unless enabled by configuration.
+    pub sync_points: Option<SyncHooks>,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: Arc<str>,
+}
+
+/// Test hooks the harness passes when it runs the service in-process.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    /// A sync-point controller to share with the harness (used only when the configuration
+    /// enables sync points; otherwise the service makes none).
+    pub sync_points: Option<SyncPoints>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration is refused.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A verification key is unusable.
+    #[error("jwt keys: {0}")]
+    Keys(#[from] KeyError),
+    /// PostgreSQL could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Redis could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The listener could not be bound.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built, bound, not yet serving service.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds the service from its configuration.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with(config, Hooks::default()).await
+    }
+
+    /// Builds the service with test hooks (the harness's entry point).
+    pub async fn build_with(config: Config, hooks: Hooks) -> Result<Self, StartupError> {
+        config.validate()?;
+        let jwt = Arc::new(JwtVerifier::new(&config.jwt)?);
+        let db = db::connect(&config).await?;
+        db::MIGRATOR.run(&db).await?;
+        let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
+        let redis = redis::aio::ConnectionManager::new(redis_client).await?;
+        let sync_points = config
+            .sync_points
+            .then(|| SyncHooks::new(hooks.sync_points.unwrap_or_default(), config.sync_point_timeout));
+        if sync_points.is_some() {
+            tracing::warn!("sync points are ENABLED: requests tagged by the harness can be parked (test mode)");
+        }
+        let state = AppState {
+            db,
+            redis,
+            jwt,
+            sync_points,
+            redis_key_prefix: Arc::from(config.redis_key_prefix.as_str()),
+        };
+        let router = router(state.clone());
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        Ok(Self { listener, router, state })
+    }
+
+    /// The address the service listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared state (the harness reads the pool and sync points from it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    }
+}
+
+/// The service's routes and middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/v1/workspaces/{workspace_id}/activation", post(activation::activate))
+        .route("/v1/workspaces/{workspace_id}/connections", get(connections::list))
+        .route("/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", post(connections::disconnect))
+        .route("/v1/workspaces/{workspace_id}/connections/{provider}/revoke", post(connections::revoke))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, ApiError::NotFound.into_response().into_body())
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
+        .with_state(state)
+}

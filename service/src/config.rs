@@ -1,0 +1,150 @@
+//! Configuration from the environment (12-factor). Secrets are held in `secrecy` types so that
+//! they cannot be formatted by accident.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// The deployment profile. Production refuses every test-only hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A real deployment: sync points and clock control are refused at start-up.
+    Production,
+    /// A developer's machine.
+    Development,
+    /// Driven by the certification harness or the test suite.
+    Test,
+}
+
+impl Profile {
+    fn parse(raw: &str) -> Result<Self, ConfigError> {
+        match raw {
+            "production" => Ok(Profile::Production),
+            "development" => Ok(Profile::Development),
+            "test" => Ok(Profile::Test),
+            other => Err(ConfigError::Invalid {
+                var: "HARBOR_PROFILE",
+                message: format!("expected production, development or test, got {other:?}"),
+            }),
+        }
+    }
+}
+
+/// Everything the service needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Which kind of deployment this is.
+    pub profile: Profile,
+    /// Where to listen; port 0 picks a free port (the harness does this).
+    pub listen_addr: SocketAddr,
+    /// PostgreSQL connection URL (may carry a password).
+    pub database_url: SecretString,
+    /// Most connections the pool opens.
+    pub database_max_connections: u32,
+    /// Redis connection URL (may carry a password).
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key the service writes, so several deployments can share a server.
+    pub redis_key_prefix: String,
+    /// How bearer tokens are verified.
+    pub jwt: JwtConfig,
+    /// Whether the harness's sync points and actor tags are honoured. Never in production.
+    pub sync_points: bool,
+    /// How long a request may stay parked at a sync point before it fails loudly.
+    pub sync_point_timeout: Duration,
+    /// Whether JSON logs are written (the binary's choice; in-process use leaves logging alone).
+    pub json_logs: bool,
+}
+
+/// How the gateway's bearer tokens are verified.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// The public keys, as a JWK set (`{"keys": [...]}`); the token's `kid` picks one.
+    pub jwks: jsonwebtoken::jwk::JwkSet,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry.
+    pub audience: String,
+}
+
+/// A configuration value that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("{var}: {message}")]
+    Invalid {
+        /// The variable's name.
+        var: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn var(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name).map_err(|_| ConfigError::Missing(name))
+}
+
+fn var_or(name: &'static str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn parse_var<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    var_or(name, default)
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid { var: name, message: e.to_string() })
+}
+
+impl Config {
+    /// Reads the configuration from `HARBOR_*` environment variables (see README.md).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let jwks_raw = match std::env::var("HARBOR_JWT_JWKS_FILE") {
+            Ok(path) => std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                var: "HARBOR_JWT_JWKS_FILE",
+                message: format!("{path}: {e}"),
+            })?,
+            Err(_) => var("HARBOR_JWT_JWKS")?,
+        };
+        let jwks = serde_json::from_str(&jwks_raw).map_err(|e| ConfigError::Invalid {
+            var: "HARBOR_JWT_JWKS",
+            message: format!("not a JWK set: {e}"),
+        })?;
+        let config = Config {
+            profile: Profile::parse(&var_or("HARBOR_PROFILE", "production"))?,
+            listen_addr: parse_var("HARBOR_LISTEN_ADDR", "127.0.0.1:8080")?,
+            database_url: SecretString::from(var("HARBOR_DATABASE_URL")?),
+            database_max_connections: parse_var("HARBOR_DATABASE_MAX_CONNECTIONS", "20")?,
+            redis_url: SecretString::from(var("HARBOR_REDIS_URL")?),
+            redis_key_prefix: var_or("HARBOR_REDIS_PREFIX", "harbor:"),
+            jwt: JwtConfig {
+                jwks,
+                issuer: var("HARBOR_JWT_ISSUER")?,
+                audience: var("HARBOR_JWT_AUDIENCE")?,
+            },
+            sync_points: parse_var("HARBOR_SYNC_POINTS", "false")?,
+            sync_point_timeout: Duration::from_millis(parse_var("HARBOR_SYNC_POINT_TIMEOUT_MS", "10000")?),
+            json_logs: parse_var("HARBOR_JSON_LOGS", "true")?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses combinations that must never run, whatever built the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile == Profile::Production && self.sync_points {
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_SYNC_POINTS",
+                message: "sync points are a test hook and are refused with HARBOR_PROFILE=production".into(),
+            });
+        }
+        if self.jwt.jwks.keys.is_empty() {
+            return Err(ConfigError::Invalid { var: "HARBOR_JWT_JWKS", message: "the key set is empty".into() });
+        }
+        Ok(())
+    }
+}

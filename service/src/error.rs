@@ -1,0 +1,98 @@
+//! The service's one error type, [`ApiError`], and the one place where every error is mapped to
+//! an HTTP status and a stable code. Error bodies are `{"error": {"code", "message", "request_id"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::context;
+use crate::domain::ParseError;
+use crate::lifecycle::TransitionError;
+
+/// Everything a request can fail with. Area errors convert into it with `From`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No bearer token, or one that does not verify.
+    #[error("authentication required: {0}")]
+    Unauthenticated(&'static str),
+    /// The resource does not exist *for this caller*; also used for workspaces the caller is not a
+    /// member of, so that their existence is not revealed.
+    #[error("not found")]
+    NotFound,
+    /// The caller is a member but their role does not allow the operation.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Malformed input: the field is named.
+    #[error(transparent)]
+    BadRequest(#[from] ParseError),
+    /// The workspace has no active entitlement.
+    #[error("the workspace is not entitled to activation")]
+    ActivationNotEntitled,
+    /// The workspace's QuickBooks Online connection is not `CONNECTED`.
+    #[error("the QuickBooks Online connection is {0}, not CONNECTED")]
+    ActivationNotReady(&'static str),
+    /// A connection lifecycle transition that the state machine forbids.
+    #[error(transparent)]
+    InvalidTransition(#[from] TransitionError),
+    /// A request parked at a sync point was not released in time (test mode only).
+    #[error("sync point {0} was not released in time")]
+    SyncPointTimeout(String),
+    /// PostgreSQL failed; details are logged, never returned.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Redis failed; details are logged, never returned.
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+/// The body of every error response.
+pub struct ErrorBody {
+    /// The error itself.
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+/// One error: a stable code to branch on, a message for people, and the request id to quote.
+pub struct ErrorDetail {
+    /// Stable, machine-readable code such as `ACTIVATION_NOT_READY`.
+    pub code: &'static str,
+    /// Human-readable explanation; never contains secrets.
+    pub message: String,
+    /// The request's id, also in the `x-request-id` header and the logs.
+    pub request_id: String,
+}
+
+impl ApiError {
+    /// The HTTP status and stable code for this error: the only mapping in the service.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            ApiError::ActivationNotEntitled => (StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED"),
+            ApiError::ActivationNotReady(_) => (StatusCode::CONFLICT, "ACTIVATION_NOT_READY"),
+            ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "INVALID_TRANSITION"),
+            ApiError::SyncPointTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"),
+            ApiError::Database(_) | ApiError::Redis(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let request_id = context::current_request_id();
+        match &self {
+            ApiError::Database(e) => tracing::error!(%request_id, error = %e, "database error"),
+            ApiError::Redis(e) => tracing::error!(%request_id, error = %e, "redis error"),
+            ApiError::SyncPointTimeout(p) => {
+                tracing::error!(%request_id, point = %p, "request parked at a sync point was never released")
+            }
+            other => tracing::info!(%request_id, code, reason = %other, "request refused"),
+        }
+        let body = ErrorBody { error: ErrorDetail { code, message: self.to_string(), request_id } };
+        (status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,39 @@
+//! Harbor's reference service: a multi-tenant SaaS backend that implements, correctly, the two flows
+//! the certification harness certifies — workspace activation and third-party OAuth connectors.
+//!
+//! Map of the modules:
+//! - [`app`]: `Application::build` (binds port 0 in tests), shared [`app::AppState`], the router.
+//! - [`config`]: environment → typed [`config::Config`]; secrets in `secrecy` types.
+//! - [`error`]: [`error::ApiError`], the one mapping from errors to HTTP status + stable code.
+//! - [`context`]: request id and the harness's actor tag, per request.
+//! - [`domain`]: newtypes that validate on `parse` (ids, providers, roles, actor tags).
+//! - [`auth`]: JWT verification and the workspace membership guard.
+//! - [`db`]: pool, migrations, and the begin/finish discipline for transactions.
+//! - [`locks`]: `lock_key_for_workspace`, the only place advisory-lock keys are derived.
+//! - [`lifecycle`]: the connection state machine, the only place transitions are decided.
+//! - [`activation`]: `POST /v1/workspaces/{id}/activation`.
+//! - [`connections`]: list, disconnect and revoke.
+//! - [`audit`]: the append-only audit trail.
+//! - [`syncpoints`]: the named points where the harness can park a request.
+//! - [`health`], [`openapi`]: operations endpoints and the API description.
+//! - [`telemetry`]: log set-up and the shutdown signal for the binary.
+
+pub mod activation;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod connections;
+pub mod context;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod health;
+pub mod lifecycle;
+pub mod locks;
+pub mod openapi;
+pub mod syncpoints;
+pub mod telemetry;
+
+pub use app::{Application, Hooks};
+pub use config::Config;

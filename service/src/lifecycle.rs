@@ -1,0 +1,241 @@
+//! The connection lifecycle: the only place where transitions are decided (audit finding 7.1,
+//! recommendation 8.2). Every transition runs under the workspace lock ([`WorkspaceLock`]) and the
+//! connection's row lock (`SELECT … FOR UPDATE`).
+//!
+//! ```text
+//!  NOT_CONNECTED ─┐
+//!  DISCONNECTED  ─┼─ start_authorization ─► PENDING ─ complete_authorization ─► CONNECTED
+//!  REVOKED       ─┘                           │  ▲                               │
+//!                    fail_authorization ◄─────┘  └── start_authorization         ├─ disconnect ─► DISCONNECTED
+//!                    (back to the settled status)                                ├─ revoke ─────► REVOKED
+//!                                                                                └─ refresh_rejected ► REVOKED
+//!  PENDING, REVOKED ─ disconnect ─► DISCONNECTED
+//! ```
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::db::Tx;
+use crate::domain::{ConnectionId, Provider, TenantId};
+use crate::error::ApiError;
+use crate::locks::WorkspaceLock;
+
+/// Where a connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectionStatus {
+    /// Never connected.
+    NotConnected,
+    /// An authorization is under way.
+    Pending,
+    /// Tokens are stored and usable.
+    Connected,
+    /// A member disconnected it; tokens are wiped.
+    Disconnected,
+    /// The grant was revoked (by Harbor or the provider); tokens are wiped; re-authorize.
+    Revoked,
+}
+
+impl ConnectionStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::NotConnected => "NOT_CONNECTED",
+            ConnectionStatus::Pending => "PENDING",
+            ConnectionStatus::Connected => "CONNECTED",
+            ConnectionStatus::Disconnected => "DISCONNECTED",
+            ConnectionStatus::Revoked => "REVOKED",
+        }
+    }
+
+    /// Parses a stored name; the database's CHECK constraint makes anything else impossible.
+    pub fn parse(raw: &str) -> Result<Self, sqlx::Error> {
+        Ok(match raw {
+            "NOT_CONNECTED" => ConnectionStatus::NotConnected,
+            "PENDING" => ConnectionStatus::Pending,
+            "CONNECTED" => ConnectionStatus::Connected,
+            "DISCONNECTED" => ConnectionStatus::Disconnected,
+            "REVOKED" => ConnectionStatus::Revoked,
+            other => return Err(sqlx::Error::Decode(format!("unknown connection status {other:?}").into())),
+        })
+    }
+
+    /// Whether the status is a resting one (every status but `PENDING`).
+    pub fn is_settled(self) -> bool {
+        self != ConnectionStatus::Pending
+    }
+}
+
+impl fmt::Display for ConnectionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happens to a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// A member starts an OAuth authorization.
+    StartAuthorization,
+    /// The OAuth callback stored tokens.
+    CompleteAuthorization,
+    /// The OAuth callback failed (provider error): back to the settled status.
+    FailAuthorization,
+    /// An admin disconnects: tokens wiped.
+    Disconnect,
+    /// An admin revokes the grant at the provider: tokens wiped.
+    Revoke,
+    /// The provider refused a refresh (`invalid_grant`): re-authorization needed.
+    RefreshRejected,
+}
+
+impl Transition {
+    /// The transition's name in errors and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::StartAuthorization => "start_authorization",
+            Transition::CompleteAuthorization => "complete_authorization",
+            Transition::FailAuthorization => "fail_authorization",
+            Transition::Disconnect => "disconnect",
+            Transition::Revoke => "revoke",
+            Transition::RefreshRejected => "refresh_rejected",
+        }
+    }
+
+    /// Whether the transition ends with the tokens wiped.
+    pub fn wipes_tokens(self) -> bool {
+        matches!(self, Transition::Disconnect | Transition::Revoke | Transition::RefreshRejected)
+    }
+}
+
+/// A transition the state machine forbids from the connection's current status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {} a connection that is {from}", transition.as_str())]
+pub struct TransitionError {
+    /// The status the connection was in.
+    pub from: ConnectionStatus,
+    /// What was attempted.
+    pub transition: Transition,
+}
+
+/// The state machine: the status after `transition` from `from`, where `settled` is the status a
+/// failed authorization returns to.
+pub fn next_status(
+    from: ConnectionStatus,
+    settled: ConnectionStatus,
+    transition: Transition,
+) -> Result<ConnectionStatus, TransitionError> {
+    use ConnectionStatus::*;
+    use Transition::*;
+    let to = match (transition, from) {
+        (StartAuthorization, NotConnected | Disconnected | Revoked | Pending) => Pending,
+        (CompleteAuthorization, Pending) => Connected,
+        (FailAuthorization, Pending) => settled,
+        (Disconnect, Connected | Pending | Revoked) => Disconnected,
+        (Revoke | RefreshRejected, Connected) => Revoked,
+        _ => return Err(TransitionError { from, transition }),
+    };
+    Ok(to)
+}
+
+/// A connection row as read under its row lock.
+#[derive(Clone, Debug)]
+pub struct LockedConnection {
+    /// The row's id.
+    pub id: ConnectionId,
+    /// The tenant that owns it.
+    pub tenant_id: TenantId,
+    /// The provider.
+    pub provider: Provider,
+    /// Its status when read.
+    pub status: ConnectionStatus,
+    /// The settled status a failed authorization returns to.
+    pub settled_status: ConnectionStatus,
+    /// Compare-and-set version, bumped by every change.
+    pub version: i64,
+}
+
+/// Reads the workspace's connection to `provider` with `FOR UPDATE`, under the workspace lock.
+pub async fn lock_connection(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    provider: Provider,
+) -> Result<LockedConnection, ApiError> {
+    let row: Option<(ConnectionId, TenantId, String, String, i64)> = sqlx::query_as(
+        "SELECT id, tenant_id, status, settled_status, version FROM connections \
+         WHERE workspace_id = $1 AND provider = $2 FOR UPDATE",
+    )
+    .bind(lock.workspace_id)
+    .bind(provider.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (id, tenant_id, status, settled, version) = row.ok_or(ApiError::NotFound)?;
+    Ok(LockedConnection {
+        id,
+        tenant_id,
+        provider,
+        status: ConnectionStatus::parse(&status)?,
+        settled_status: ConnectionStatus::parse(&settled)?,
+        version,
+    })
+}
+
+/// Applies a transition to a locked connection and stores the result. Returns the new status.
+pub async fn apply(
+    tx: &mut Tx,
+    _lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    transition: Transition,
+) -> Result<ConnectionStatus, ApiError> {
+    let to = next_status(connection.status, connection.settled_status, transition)?;
+    let settled = if to.is_settled() { to } else { connection.settled_status };
+    sqlx::query(
+        "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now() \
+         WHERE id = $1 AND version = $4",
+    )
+    .bind(connection.id)
+    .bind(to.as_str())
+    .bind(settled.as_str())
+    .bind(connection.version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionStatus::*;
+    use super::Transition::*;
+    use super::*;
+
+    #[test]
+    fn authorization_round_trip() {
+        assert_eq!(next_status(NotConnected, NotConnected, StartAuthorization), Ok(Pending));
+        assert_eq!(next_status(Pending, NotConnected, CompleteAuthorization), Ok(Connected));
+        assert_eq!(next_status(Pending, Revoked, FailAuthorization), Ok(Revoked));
+    }
+
+    #[test]
+    fn forbidden_transitions_are_refused() {
+        for (from, t) in [
+            (NotConnected, Disconnect),
+            (NotConnected, Revoke),
+            (Disconnected, Revoke),
+            (Connected, StartAuthorization),
+            (Connected, CompleteAuthorization),
+            (Disconnected, CompleteAuthorization),
+            (Revoked, RefreshRejected),
+        ] {
+            assert_eq!(next_status(from, from, t), Err(TransitionError { from, transition: t }));
+        }
+    }
+
+    #[test]
+    fn only_settled_statuses_are_remembered() {
+        assert!(!Pending.is_settled());
+        for s in [NotConnected, Connected, Disconnected, Revoked] {
+            assert!(s.is_settled());
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The one lock namespace for a workspace's connection and activation state (audit §2.1).
+//!
+//! Every path that reads-to-decide or changes a workspace's connection or activation state —
+//! activation, OAuth authorize and callback, disconnect, revoke, token refresh — takes
+//! [`lock_workspace`] first, inside its transaction, and only then row-locks what it reads.
+//!
+//! ## Derivation
+//! The key is PostgreSQL's two-`int4` advisory lock form: `classid` is the fixed namespace
+//! [`WORKSPACE_LOCK_NAMESPACE`] and `objid` is the first four bytes of SHA-256 of the workspace
+//! id's sixteen bytes. In `pg_locks` it shows as `locktype = 'advisory'`, `classid`, `objid`,
+//! `objsubid = 2`. SHA-256 rather than a `Hasher` because the key must be identical across
+//! replicas, restarts and releases.
+//!
+//! ## Why a collision is harmless
+//! Two workspaces whose hashes collide share one lock. The lock only ever *adds* mutual exclusion,
+//! so a collision can only make one workspace's request wait for the other's — never let two
+//! requests for the same workspace run together. No transaction takes two workspace locks, so a
+//! collision cannot create a deadlock either.
+
+use sha2::{Digest, Sha256};
+
+use crate::db::Tx;
+use crate::domain::WorkspaceId;
+
+/// The advisory-lock `classid` of workspace-state locks ("HBRW").
+pub const WORKSPACE_LOCK_NAMESPACE: i32 = 0x4842_5257;
+
+/// A workspace's advisory-lock key, as it appears in `pg_locks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceLockKey {
+    /// `pg_locks.classid`: always [`WORKSPACE_LOCK_NAMESPACE`].
+    pub classid: i32,
+    /// `pg_locks.objid`: derived from the workspace id.
+    pub objid: i32,
+}
+
+/// Proof that the workspace lock is held by the current transaction. Functions that change a
+/// workspace's state take it as an argument, so they cannot be called without the lock.
+#[derive(Debug)]
+pub struct WorkspaceLock {
+    /// The workspace whose lock is held.
+    pub workspace_id: WorkspaceId,
+    _private: (),
+}
+
+/// Derives the advisory-lock key for a workspace. The only place keys are derived.
+pub fn lock_key_for_workspace(workspace_id: WorkspaceId) -> WorkspaceLockKey {
+    let digest = Sha256::digest(workspace_id.0.as_bytes());
+    let objid = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    WorkspaceLockKey { classid: WORKSPACE_LOCK_NAMESPACE, objid }
+}
+
+/// Takes the workspace's transaction-scoped advisory lock, waiting for any holder to finish.
+pub async fn lock_workspace(tx: &mut Tx, workspace_id: WorkspaceId) -> Result<WorkspaceLock, sqlx::Error> {
+    let key = lock_key_for_workspace(workspace_id);
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(key.classid)
+        .bind(key.objid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(WorkspaceLock { workspace_id, _private: () })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_namespaced() {
+        let w = WorkspaceId::parse("6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11").unwrap();
+        let k = lock_key_for_workspace(w);
+        assert_eq!(k, lock_key_for_workspace(w));
+        assert_eq!(k.classid, WORKSPACE_LOCK_NAMESPACE);
+        let other = WorkspaceId::parse("0d4e7c1a-9b2f-4e61-8a3d-5c6b7a8f9e01").unwrap();
+        assert_ne!(k.objid, lock_key_for_workspace(other).objid);
+    }
+}

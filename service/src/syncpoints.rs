@@ -1,0 +1,63 @@
+//! The service's side of the harness's sync points: named places where a tagged request can be
+//! parked. Off by default; when off, [`SyncHooks::reach`] is a branch on `None` and nothing else.
+//!
+//! The controller itself is [`harbor_syncpoint::SyncPoints`], a runtime-free state machine the
+//! harness shares with the service when it runs it in-process.
+
+use std::time::Duration;
+
+use harbor_syncpoint::{SlotKey, SyncPoints};
+
+use crate::context::RequestContext;
+use crate::error::ApiError;
+
+/// Every sync point the service has, so scenario files can be checked before anything runs.
+pub const SYNC_POINTS: &[&str] = &[
+    ACTIVATION_LOCKED,
+    ACTIVATION_STATUS_READ,
+    ACTIVATION_BEFORE_COMMIT,
+    LIFECYCLE_LOCKED,
+    LIFECYCLE_BEFORE_COMMIT,
+];
+
+/// Activation holds the workspace lock and has read nothing yet.
+pub const ACTIVATION_LOCKED: &str = "activation.locked";
+/// Activation has read the QBO connection status under its row lock.
+pub const ACTIVATION_STATUS_READ: &str = "activation.status_read";
+/// Activation has written its row and is about to commit.
+pub const ACTIVATION_BEFORE_COMMIT: &str = "activation.before_commit";
+/// Disconnect or revoke holds the workspace lock and the connection's row lock.
+pub const LIFECYCLE_LOCKED: &str = "lifecycle.locked";
+/// Disconnect or revoke has written the new status and is about to commit.
+pub const LIFECYCLE_BEFORE_COMMIT: &str = "lifecycle.before_commit";
+
+/// The sync-point hooks of one service instance.
+#[derive(Clone, Debug)]
+pub struct SyncHooks {
+    controller: SyncPoints,
+    timeout: Duration,
+}
+
+impl SyncHooks {
+    /// Hooks backed by `controller`; a parked request fails after `timeout`.
+    pub fn new(controller: SyncPoints, timeout: Duration) -> Self {
+        Self { controller, timeout }
+    }
+
+    /// The controller, for the harness.
+    pub fn controller(&self) -> &SyncPoints {
+        &self.controller
+    }
+
+    /// Reaches a sync point: parks if the harness armed it for this request's actor.
+    pub async fn reach(hooks: Option<&SyncHooks>, ctx: &RequestContext, point: &'static str) -> Result<(), ApiError> {
+        let (Some(hooks), Some(actor)) = (hooks, ctx.actor.as_ref()) else {
+            return Ok(());
+        };
+        debug_assert!(SYNC_POINTS.contains(&point), "undeclared sync point {point}");
+        let arrival = hooks.controller.arrive(SlotKey::new(actor.as_str(), point));
+        tokio::time::timeout(hooks.timeout, arrival)
+            .await
+            .map_err(|_| ApiError::SyncPointTimeout(format!("{actor}@{point}")))
+    }
+}
