@@ -204,6 +204,11 @@ pub(super) async fn start() -> Result<Containers, ProvisionError> {
 }
 
 impl Containers {
+    /// The containers' ids.
+    pub(super) fn ids(&self) -> Vec<String> {
+        [&self.postgres, &self.redis].into_iter().flatten().map(|c| c.id().to_owned()).collect()
+    }
+
     /// Removes both containers and their volumes, waiting for the engine to confirm.
     pub(super) async fn remove(mut self) {
         for container in [self.postgres.take(), self.redis.take()].into_iter().flatten() {

@@ -22,21 +22,34 @@ pub struct LocalBinaries {
     pub redis_server: PathBuf,
 }
 
+/// Directories to search: `HARBOR_LOCAL_BIN_PATHS` when set (and then nothing else), else PATH.
+fn search_dirs() -> (Vec<PathBuf>, bool) {
+    match std::env::var_os("HARBOR_LOCAL_BIN_PATHS") {
+        Some(dirs) => (std::env::split_paths(&dirs).collect(), false),
+        None => (std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default(), true),
+    }
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
+    search_dirs()
+        .0
         .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
 impl LocalBinaries {
-    /// Finds the binaries on PATH or in the usual install paths.
+    /// Finds the binaries on PATH or in the usual install paths; with `HARBOR_LOCAL_BIN_PATHS`
+    /// set, only in the directories it lists.
     pub fn find() -> Result<Self, String> {
+        let usual_paths = search_dirs().1;
         let postgres_bin = on_path("initdb")
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .filter(|d| d.join("postgres").is_file())
             .or_else(|| {
+                if !usual_paths {
+                    return None;
+                }
                 let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
                     .ok()?
                     .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -48,6 +61,9 @@ impl LocalBinaries {
             .ok_or("initdb/postgres not found on PATH or under /usr/lib/postgresql/*/bin")?;
         let redis_server = on_path("redis-server")
             .or_else(|| {
+                if !usual_paths {
+                    return None;
+                }
                 ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
                     .iter()
                     .map(PathBuf::from)
@@ -204,6 +220,15 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
 }
 
 impl LocalServers {
+    /// The server processes and the directory.
+    pub(super) fn footprint(&self) -> super::Footprint {
+        super::Footprint {
+            containers: Vec::new(),
+            pids: self.children.iter().map(Child::id).collect(),
+            dir: self.dir.as_ref().map(|d| d.path().to_path_buf()),
+        }
+    }
+
     /// Stops both servers (fast shutdown, then kill) and removes the directory.
     pub(super) fn stop(mut self) {
         self.stop_in_place();

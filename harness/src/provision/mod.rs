@@ -141,6 +141,17 @@ impl fmt::Debug for Infra {
     }
 }
 
+/// What a run has started on this machine, so that its removal can be checked, not assumed.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Footprint {
+    /// Container ids (docker backend).
+    pub containers: Vec<String>,
+    /// Server process ids (local backend).
+    pub pids: Vec<u32>,
+    /// The temporary directory (local backend).
+    pub dir: Option<std::path::PathBuf>,
+}
+
 /// One scenario's or test's own database and Redis key prefix.
 #[derive(Clone, Debug)]
 pub struct IsolatedEnv {
@@ -225,6 +236,15 @@ impl Infra {
             redis_key_prefix: format!("harbor:t:{}:", &suffix[..16]),
             admin_url: self.admin_url.clone(),
         })
+    }
+
+    /// What this run has started: containers, processes, directories.
+    pub fn footprint(&self) -> Footprint {
+        match &self.resources {
+            Resources::Docker(c) => Footprint { containers: c.ids(), ..Footprint::default() },
+            Resources::Local(l) => l.footprint(),
+            Resources::External => Footprint::default(),
+        }
     }
 
     /// Removes every container, process and directory this run created. Idempotent.

@@ -1,0 +1,85 @@
+//! Operability: bad input gets 400 with the field named and a request id, unknown routes get JSON
+//! 404s, health and readiness answer, the OpenAPI document is served, and production refuses the
+//! test hooks.
+
+use std::net::SocketAddr;
+
+use harbor_harness::tokens::TokenMint;
+use harbor_service::config::{Config, Profile};
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+
+use crate::helpers::{spawn_app, test_infra};
+
+#[tokio::test]
+async fn malformed_input_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let t = app.tenant("inputs", true, harbor_service::lifecycle::ConnectionStatus::Connected).await;
+
+    let r = app.call(Method::POST, "/v1/workspaces/not-a-uuid/activation").as_user(t.owner.0).send().await;
+    r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("workspace_id:"), "{}", r.body);
+
+    let r = app
+        .call(Method::POST, format!("/v1/workspaces/{}/connections/dropbox/disconnect", t.workspace))
+        .as_user(t.owner.0)
+        .send()
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("provider:"), "{}", r.body);
+
+    let r = app.call(Method::POST, format!("/v1/workspaces/{}/activation", t.workspace)).as_user(t.owner.0)
+        .actor("bad actor!").send().await;
+    r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("x-harbor-actor:"), "{}", r.body);
+
+    app.call(Method::GET, "/v1/nothing-here").send().await.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let r = app.call(Method::DELETE, format!("/v1/workspaces/{}/activation", t.workspace)).send().await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.code(), "NOT_FOUND");
+    // Nothing was lost or half-written by any of it.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations").fetch_one(app.db()).await.unwrap();
+    assert_eq!(rows, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi_are_served() {
+    let app = spawn_app().await;
+    let r = app.call(Method::GET, "/healthz").send().await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.call(Method::GET, "/readyz").send().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["postgres"], true);
+    assert_eq!(r.body["redis"], true);
+    assert_eq!(r.body["sync_points"], true, "readiness says the test hook is on");
+    let r = app.call(Method::GET, "/openapi.json").send().await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["paths"]["/v1/workspaces/{workspace_id}/activation"]["post"].is_object());
+    assert!(r.body["components"]["securitySchemes"]["bearer"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn production_refuses_sync_points_at_start_up() {
+    let mut infra = test_infra().await;
+    let env = infra.isolated_env().await.unwrap();
+    let tokens = TokenMint::new();
+    let config = Config {
+        profile: Profile::Production,
+        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url: SecretString::from(env.database_url.clone()),
+        database_max_connections: 2,
+        redis_url: SecretString::from(env.redis_url.clone()),
+        redis_key_prefix: env.redis_key_prefix.clone(),
+        jwt: tokens.jwt_config(),
+        sync_points: true,
+        sync_point_timeout: std::time::Duration::from_secs(1),
+        json_logs: false,
+    };
+    let refused = harbor_service::Application::build(config).await;
+    let message = refused.err().expect("production with sync points must not start").to_string();
+    assert!(message.contains("HARBOR_SYNC_POINTS"), "{message}");
+    env.cleanup().await.unwrap();
+    infra.shutdown().await;
+}

@@ -1,0 +1,137 @@
+//! Sync points and lock-table evidence: a parked request holds the workspace lock, a second
+//! request is *seen* waiting on it in `pg_locks`, a raw writer that skips the advisory lock blocks
+//! on the row lock, another workspace is never blocked, and a parked request that is never released
+//! fails loudly and releases its lock.
+
+use std::time::Duration;
+
+use harbor_harness::evidence;
+use harbor_harness::service::ServiceOptions;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::locks::lock_key_for_workspace;
+use harbor_syncpoint::{SlotKey, SlotState};
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, spawn_app_with, within, PROBE_LIMIT};
+
+#[tokio::test]
+async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
+    let app = spawn_app().await;
+    let t = app.tenant("parked", true, ConnectionStatus::Connected).await;
+    let sync = app.sut.replicas[0].sync.clone();
+    let a_slot = SlotKey::new("A", "activation.locked");
+    sync.arm(a_slot.clone()).unwrap();
+
+    let a = app.activate(&t, Some("A"));
+    let b = app.activate(&t, Some("B"));
+    let observe = async {
+        within("A to park", sync.until(a_slot.clone(), SlotState::Parked)).await;
+        let held = evidence::advisory_locks_of(app.db(), "A").await.unwrap();
+        let key = lock_key_for_workspace(t.workspace);
+        assert!(
+            held.iter().any(|l| l.granted
+                && l.classid == Some(i64::from(key.classid as u32))
+                && l.objid == Some(i64::from(key.objid as u32))),
+            "A holds the workspace lock while parked: {held:?}"
+        );
+        let waiting = evidence::until_lock_waiting(app.db(), "B", PROBE_LIMIT).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(waiting.wait_event.as_deref(), Some("advisory"));
+        assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()]);
+        sync.release(&a_slot).unwrap();
+    };
+    let (ra, rb, ()) = tokio::join!(a, b, observe);
+    assert_eq!(ra.status, StatusCode::OK);
+    assert_eq!(ra.body["already_completed"], false, "A went first");
+    assert_eq!(rb.body["already_completed"], true, "B waited for A");
+    assert_eq!(sync.history(), vec![a_slot]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
+    let app = spawn_app().await;
+    let t = app.tenant("rowlock", true, ConnectionStatus::Connected).await;
+    let sync = app.sut.replicas[0].sync.clone();
+    let slot = SlotKey::new("A", "activation.status_read");
+    sync.arm(slot.clone()).unwrap();
+    let a = app.activate(&t, Some("A"));
+    let raw = async {
+        within("A to park", sync.until(slot.clone(), SlotState::Parked)).await;
+        let pool = app.db().clone();
+        let w = t.workspace;
+        let writer = tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT set_config('application_name', 'harbor:RAW', true)").execute(&mut *tx).await.unwrap();
+            sqlx::query("UPDATE connections SET status = 'DISCONNECTED' WHERE workspace_id = $1 AND provider = 'qbo'")
+                .bind(w)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        });
+        let waiting = evidence::until_lock_waiting(app.db(), "RAW", PROBE_LIMIT).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()], "the raw writer waits for A's row lock");
+        assert!(
+            matches!(waiting.wait_event.as_deref(), Some("transactionid" | "tuple")),
+            "a row-lock wait, got {:?}",
+            waiting.wait_event
+        );
+        sync.release(&slot).unwrap();
+        within("the raw writer", writer).await.unwrap();
+    };
+    let (ra, ()) = tokio::join!(a, raw);
+    assert_eq!(ra.status, StatusCode::OK, "A read CONNECTED under its row lock and activated: {}", ra.body);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_workspace_lock_never_blocks_another_workspace() {
+    let app = spawn_app().await;
+    let w1 = app.tenant("w-one", true, ConnectionStatus::Connected).await;
+    let w2 = app.tenant("w-two", true, ConnectionStatus::Connected).await;
+    let sync = app.sut.replicas[0].sync.clone();
+    let slot = SlotKey::new("A", "activation.locked");
+    sync.arm(slot.clone()).unwrap();
+    let a = app.activate(&w1, Some("A"));
+    let other = async {
+        within("A to park", sync.until(slot.clone(), SlotState::Parked)).await;
+        let reply = within("W2's activation while W1 is locked", app.activate(&w2, Some("B"))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(sync.state(&slot), Some(SlotState::Parked), "A was still holding W1's lock");
+        sync.release(&slot).unwrap();
+    };
+    let (ra, ()) = tokio::join!(a, other);
+    assert_eq!(ra.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_never_released_fails_loudly_and_frees_the_lock() {
+    let options = ServiceOptions { sync_point_timeout: Duration::from_millis(300), ..ServiceOptions::default() };
+    let app = spawn_app_with(options).await;
+    let t = app.tenant("stuck", true, ConnectionStatus::Connected).await;
+    let sync = app.sut.replicas[0].sync.clone();
+    sync.arm(SlotKey::new("A", "activation.locked")).unwrap();
+    let reply = app.activate(&t, Some("A")).await;
+    reply.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT");
+    assert!(evidence::advisory_locks_of(app.db(), "A").await.unwrap().is_empty());
+    assert_eq!(sync.state(&SlotKey::new("A", "activation.locked")), None, "the slot is freed");
+    // The workspace is usable again at once.
+    let again = app.activate(&t, None).await;
+    assert_eq!(again.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_sync_points_the_actor_header_is_ignored() {
+    let options = ServiceOptions { sync_points: false, ..ServiceOptions::default() };
+    let app = spawn_app_with(options).await;
+    let t = app.tenant("prod-like", true, ConnectionStatus::Connected).await;
+    let sync = app.sut.replicas[0].sync.clone();
+    sync.arm(SlotKey::new("A", "activation.locked")).unwrap();
+    // Would park forever if the header were honoured; instead it completes.
+    let reply = within("an untagged activation", app.activate(&t, Some("A"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(sync.state(&SlotKey::new("A", "activation.locked")), Some(SlotState::Armed));
+    app.stop().await;
+}
