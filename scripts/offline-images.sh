@@ -20,11 +20,15 @@ SUITE=bookworm
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 can_pull() { timeout 20 docker pull -q "$1" >/dev/null 2>&1; }
 
+# The harness prefers the pinned official tags; when they are here (or can be pulled), nothing is
+# needed. Otherwise the offline tags the harness falls back to are built.
+OFFICIAL_PG=postgres:16-alpine
+OFFICIAL_REDIS=redis:7-alpine
 need_pg=1; need_redis=1
-if have_image "$PG_IMAGE" || can_pull "$PG_IMAGE"; then need_pg=0; fi
-if have_image "$REDIS_IMAGE" || can_pull "$REDIS_IMAGE"; then need_redis=0; fi
+if have_image "$PG_IMAGE" || have_image "$OFFICIAL_PG" || can_pull "$OFFICIAL_PG"; then need_pg=0; fi
+if have_image "$REDIS_IMAGE" || have_image "$OFFICIAL_REDIS" || can_pull "$OFFICIAL_REDIS"; then need_redis=0; fi
 if [ $need_pg = 0 ] && [ $need_redis = 0 ]; then
-  echo "offline-images: $PG_IMAGE and $REDIS_IMAGE present; nothing to do"
+  echo "offline-images: PostgreSQL and Redis images present; nothing to do"
   exit 0
 fi
 

@@ -1,1 +1,246 @@
-fn main(){}
+//! `cargo xtask`: makes the machine able to serve, then runs the job.
+//!
+//! - `cargo xtask test [ARGS…]`: the whole test suite (`cargo nextest run --workspace ARGS…`) with one
+//!   PostgreSQL and one Redis for the run, held by `harbor-certify infra`.
+//! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `doctor`) after the same set-up.
+//!
+//! Set-up, each phase timed: a Docker engine answers (starting `dockerd` if it is installed but not
+//! running); the images exist or can be pulled, else `scripts/offline-images.sh` builds them; the
+//! local backend's binaries are there. As root on Debian, missing packages (`docker.io`,
+//! `redis-server`, `debootstrap`) are installed; otherwise the exact command is printed and the
+//! task exits 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const CANNOT_RUN: u8 = 2;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_str() {
+        "test" => test(&rest),
+        "certify" => certify(&rest),
+        _ => {
+            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…]");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::from(CANNOT_RUN)
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// Times one phase and prints it.
+fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    eprintln!("xtask: ▶ {name}");
+    let out = f();
+    let took = started.elapsed();
+    match &out {
+        Ok(_) => eprintln!("xtask: ✔ {name} ({:.1} s)", took.as_secs_f64()),
+        Err(e) => eprintln!("xtask: ✘ {name} ({:.1} s): {e:#}", took.as_secs_f64()),
+    }
+    out
+}
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+fn have(binary: &str) -> bool {
+    quiet(Command::new("sh").args(["-c", &format!("command -v {binary}")]))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Installs Debian packages when we may; otherwise says exactly what to run.
+fn install(packages: &[&str]) -> Result<()> {
+    let command = format!("apt-get update && apt-get install -y {}", packages.join(" "));
+    if !(is_root() && have("apt-get")) {
+        bail!("missing {}; run as root: {command}", packages.join(", "));
+    }
+    eprintln!("xtask:   installing {}", packages.join(" "));
+    let ok = Command::new("sh")
+        .args(["-c", &format!("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {} >/dev/null", packages.join(" "))])
+        .status()
+        .context("running apt-get")?
+        .success();
+    if !ok {
+        bail!("`{command}` failed");
+    }
+    Ok(())
+}
+
+fn docker_answers() -> bool {
+    quiet(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
+}
+
+fn ensure_docker() -> Result<()> {
+    if docker_answers() {
+        return Ok(());
+    }
+    if !have("dockerd") {
+        install(&["docker.io"])?;
+    }
+    eprintln!("xtask:   starting dockerd (log: /var/log/harbor-dockerd.log)");
+    let log = std::fs::File::create("/var/log/harbor-dockerd.log")
+        .or_else(|_| std::fs::File::create(std::env::temp_dir().join("harbor-dockerd.log")))
+        .context("creating the dockerd log")?;
+    Command::new("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting dockerd")?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if docker_answers() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("dockerd did not answer within 60 s; see /var/log/harbor-dockerd.log")
+}
+
+fn ensure_images() -> Result<()> {
+    if !have("debootstrap") {
+        // Only needed when the images must be built; the script says so if it is.
+        let _ = install(&["debootstrap"]);
+    }
+    let ok = Command::new("bash").arg(root().join("scripts/offline-images.sh")).status().context("running offline-images.sh")?.success();
+    if !ok {
+        bail!("scripts/offline-images.sh failed");
+    }
+    Ok(())
+}
+
+fn ensure_local_binaries() -> Result<()> {
+    let postgres = have("initdb") || Path::new("/usr/lib/postgresql").exists();
+    let mut missing = Vec::new();
+    if !postgres {
+        missing.push("postgresql");
+    }
+    if !have("redis-server") {
+        missing.push("redis-server");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    install(&missing)
+}
+
+/// Makes the machine able to serve both backends the suite exercises.
+fn ensure_environment() -> Result<()> {
+    phase("docker engine", ensure_docker)?;
+    phase("container images", ensure_images)?;
+    phase("local backend binaries", ensure_local_binaries)?;
+    Ok(())
+}
+
+fn build_certify() -> Result<PathBuf> {
+    let ok = Command::new(cargo())
+        .current_dir(root())
+        .args(["build", "--quiet", "-p", "harbor-harness", "--bin", "harbor-certify"])
+        .status()
+        .context("running cargo build")?
+        .success();
+    if !ok {
+        bail!("building harbor-certify failed");
+    }
+    Ok(target_dir().join("debug/harbor-certify"))
+}
+
+/// The servers held for the run by `harbor-certify infra`; stopped on drop.
+struct HeldInfra {
+    child: Child,
+    env: Vec<(String, String)>,
+}
+
+impl Drop for HeldInfra {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn hold_infra(certify: &Path) -> Result<HeldInfra> {
+    let env_file = target_dir().join(format!("harbor-infra-{}.env", std::process::id()));
+    let _ = std::fs::remove_file(&env_file);
+    let child = Command::new(certify)
+        .args(["infra", "--env-file"])
+        .arg(&env_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting harbor-certify infra")?;
+    let mut held = HeldInfra { child, env: Vec::new() };
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&env_file) {
+            held.env = text
+                .lines()
+                .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                .collect();
+            return Ok(held);
+        }
+        if let Some(status) = held.child.try_wait()? {
+            bail!("harbor-certify infra exited with {status} before the servers were ready");
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            bail!("the servers were not ready within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn test(args: &[String]) -> Result<ExitCode> {
+    let started = Instant::now();
+    ensure_environment()?;
+    let certify = phase("build harbor-certify", build_certify)?;
+    let held = phase("provision PostgreSQL and Redis for the run", || hold_infra(&certify))?;
+    let status = phase("cargo nextest run --workspace", || {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root()).args(["nextest", "run", "--workspace"]).args(args);
+        for (k, v) in &held.env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.status().context("running cargo nextest (is cargo-nextest installed?)")?)
+    })?;
+    drop(held);
+    eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+}
+
+fn certify(args: &[String]) -> Result<ExitCode> {
+    ensure_environment()?;
+    let certify = phase("build harbor-certify", build_certify)?;
+    let args: Vec<String> = if args.is_empty() { vec!["doctor".into()] } else { args.to_vec() };
+    let status = phase(&format!("harbor-certify {}", args.join(" ")), || {
+        Ok(Command::new(&certify).args(&args).status().context("running harbor-certify")?)
+    })?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+}

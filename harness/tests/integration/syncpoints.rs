@@ -23,8 +23,7 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
     sync.arm(a_slot.clone()).unwrap();
 
     let a = app.activate(&t, Some("A"));
-    let b = app.activate(&t, Some("B"));
-    let observe = async {
+    let observe_and_b = async {
         within("A to park", sync.until(a_slot.clone(), SlotState::Parked)).await;
         let held = evidence::advisory_locks_of(app.db(), "A").await.unwrap();
         let key = lock_key_for_workspace(t.workspace);
@@ -34,12 +33,19 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
                 && l.objid == Some(i64::from(key.objid as u32))),
             "A holds the workspace lock while parked: {held:?}"
         );
-        let waiting = evidence::until_lock_waiting(app.db(), "B", PROBE_LIMIT).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(waiting.wait_event.as_deref(), Some("advisory"));
-        assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()]);
-        sync.release(&a_slot).unwrap();
+        // B starts only once A is parked: the order is the harness's, not the scheduler's.
+        let b = app.activate(&t, Some("B"));
+        let probe = async {
+            let waiting =
+                evidence::until_lock_waiting(app.db(), "B", PROBE_LIMIT).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(waiting.wait_event.as_deref(), Some("advisory"));
+            assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()]);
+            sync.release(&a_slot).unwrap();
+        };
+        let (rb, ()) = tokio::join!(b, probe);
+        rb
     };
-    let (ra, rb, ()) = tokio::join!(a, b, observe);
+    let (ra, rb) = tokio::join!(a, observe_and_b);
     assert_eq!(ra.status, StatusCode::OK);
     assert_eq!(ra.body["already_completed"], false, "A went first");
     assert_eq!(rb.body["already_completed"], true, "B waited for A");
