@@ -1,7 +1,8 @@
 //! `cargo xtask`: makes the machine able to serve, then runs the job.
 //!
-//! - `cargo xtask test [ARGS…]`: the whole test suite (`cargo nextest run --workspace ARGS…`) with one
-//!   PostgreSQL and one Redis for the run, held by `harbor-certify infra`.
+//! - `cargo xtask test [ARGS…]`: the loom model check of `harbor-syncpoint`, then the whole test
+//!   suite (`cargo nextest run --workspace ARGS…`) with one PostgreSQL and one Redis for the run,
+//!   held by `harbor-certify infra`.
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `doctor`) after the same set-up.
 //!
 //! Set-up, each phase timed: a Docker engine answers (starting `dockerd` if it is installed but not
@@ -217,9 +218,27 @@ fn hold_infra(certify: &Path) -> Result<HeldInfra> {
     }
 }
 
+/// Model-checks the sync-point controller with loom. It builds with `--cfg harbor_loom` in a
+/// target directory of its own, so the normal build is not invalidated.
+fn loom() -> Result<()> {
+    let ok = Command::new(cargo())
+        .current_dir(root())
+        .env("RUSTFLAGS", "--cfg harbor_loom")
+        .args(["test", "--quiet", "--release", "-p", "harbor-syncpoint", "--lib", "--target-dir"])
+        .arg(target_dir().join("loom"))
+        .status()
+        .context("running cargo test for loom")?
+        .success();
+    if !ok {
+        bail!("the loom model check of harbor-syncpoint failed");
+    }
+    Ok(())
+}
+
 fn test(args: &[String]) -> Result<ExitCode> {
     let started = Instant::now();
     ensure_environment()?;
+    phase("loom model check of harbor-syncpoint", loom)?;
     let certify = phase("build harbor-certify", build_certify)?;
     let held = phase("provision PostgreSQL and Redis for the run", || hold_infra(&certify))?;
     let status = phase("cargo nextest run --workspace", || {
