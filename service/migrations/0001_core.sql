@@ -20,17 +20,20 @@ CREATE TABLE users (
     id          uuid PRIMARY KEY,
     tenant_id   uuid NOT NULL REFERENCES tenants(id),
     email       text NOT NULL UNIQUE,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, id)
 );
 
 CREATE TABLE memberships (
     tenant_id     uuid NOT NULL,
     workspace_id  uuid NOT NULL,
-    user_id       uuid NOT NULL REFERENCES users(id),
+    user_id       uuid NOT NULL,
     role          text NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workspace_id, user_id),
-    FOREIGN KEY (tenant_id, workspace_id) REFERENCES workspaces(tenant_id, id)
+    FOREIGN KEY (tenant_id, workspace_id) REFERENCES workspaces(tenant_id, id),
+    -- A user can only be a member of workspaces of their own tenant.
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users(tenant_id, id)
 );
 
 CREATE TABLE entitlements (
@@ -75,9 +78,10 @@ CREATE TABLE workspace_activations (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id     uuid NOT NULL,
     workspace_id  uuid NOT NULL UNIQUE,
-    activated_by  uuid NOT NULL REFERENCES users(id),
+    activated_by  uuid NOT NULL,
     activated_at  timestamptz NOT NULL DEFAULT now(),
-    FOREIGN KEY (tenant_id, workspace_id) REFERENCES workspaces(tenant_id, id)
+    FOREIGN KEY (tenant_id, workspace_id) REFERENCES workspaces(tenant_id, id),
+    FOREIGN KEY (tenant_id, activated_by) REFERENCES users(tenant_id, id)
 );
 
 -- Append-only: who did what to which workspace, with what outcome. Never secrets.

@@ -1,7 +1,8 @@
 //! `POST /v1/workspaces/{workspace_id}/activation`: activates a workspace once it is entitled and
 //! its QuickBooks Online connection is `CONNECTED`.
 //!
-//! One transaction: workspace advisory lock → entitlement → QBO connection status `FOR UPDATE` →
+//! One transaction: workspace advisory lock → already activated? (then `already_completed`, whatever
+//! the connection's status is now) → entitlement → QBO connection status `FOR UPDATE` →
 //! `INSERT … ON CONFLICT (workspace_id) DO NOTHING RETURNING` → commit. Every query is scoped by
 //! `workspace_id`. On any failure the transaction is rolled back, and the rollback has completed,
 //! before the error response is written ([`crate::db::finish`]).
@@ -70,6 +71,17 @@ async fn activate_in(
     let workspace_id = member.workspace_id;
     let lock = locks::lock_workspace(tx, workspace_id).await?;
     SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_LOCKED).await?;
+
+    // A retry of a call that succeeded (its response lost) must learn that it succeeded, even if
+    // the connection or entitlement has changed since.
+    let existing: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT activated_at FROM workspace_activations WHERE workspace_id = $1")
+            .bind(workspace_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some(activated_at) = existing {
+        return Ok(ActivationResponse { workspace_id: workspace_id.0, activated_at, already_completed: true });
+    }
 
     let entitled: Option<bool> = sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
         .bind(workspace_id)

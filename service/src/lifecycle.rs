@@ -190,7 +190,7 @@ pub async fn apply(
 ) -> Result<ConnectionStatus, ApiError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
     let settled = if to.is_settled() { to } else { connection.settled_status };
-    sqlx::query(
+    let updated = sqlx::query(
         "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now() \
          WHERE id = $1 AND version = $4",
     )
@@ -200,6 +200,14 @@ pub async fn apply(
     .bind(connection.version)
     .execute(&mut **tx)
     .await?;
+    // Under the row lock the version cannot move; if it did, some writer skipped the lock
+    // discipline, and claiming success would audit a transition that never happened.
+    if updated.rows_affected() != 1 {
+        return Err(ApiError::Database(sqlx::Error::Protocol(format!(
+            "connection {} changed under its row lock (version {})",
+            connection.id, connection.version
+        ))));
+    }
     Ok(to)
 }
 

@@ -1,8 +1,9 @@
 //! The one lock namespace for a workspace's connection and activation state (audit §2.1).
 //!
 //! Every path that reads-to-decide or changes a workspace's connection or activation state —
-//! activation, OAuth authorize and callback, disconnect, revoke, token refresh — takes
-//! [`lock_workspace`] first, inside its transaction, and only then row-locks what it reads.
+//! activation, disconnect and revoke today; OAuth authorize, callback and token refresh when the
+//! connectors land — takes [`lock_workspace`] first, inside its transaction, and only then
+//! row-locks what it reads.
 //!
 //! ## Derivation
 //! The key is PostgreSQL's two-`int4` advisory lock form: `classid` is the fixed namespace

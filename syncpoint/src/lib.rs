@@ -230,14 +230,17 @@ impl Future for Arrival {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(());
+        }
         let controller = this.controller.clone();
         let mut inner = controller.lock();
         let Some(slot) = inner.slots.get_mut(&this.key) else {
             this.done = true;
             return Poll::Ready(());
         };
-        match slot.state {
-            SlotState::Armed if !this.registered => {
+        match (slot.state, this.registered) {
+            (SlotState::Armed, false) => {
                 slot.state = SlotState::Parked;
                 slot.arrival = Some(cx.waker().clone());
                 this.registered = true;
@@ -245,19 +248,23 @@ impl Future for Arrival {
                 inner.wake_observers();
                 Poll::Pending
             }
-            // Armed again after our own release: that arm is for the actor's next arrival.
-            SlotState::Armed => {
-                this.done = true;
-                Poll::Ready(())
-            }
-            SlotState::Parked => {
+            (SlotState::Parked, true) => {
                 slot.arrival = Some(cx.waker().clone());
                 Poll::Pending
             }
-            SlotState::Released => {
+            (SlotState::Released, true) => {
                 inner.slots.remove(&this.key);
                 inner.wake_observers();
                 this.done = true;
+                Poll::Ready(())
+            }
+            // The slot belongs to another arrival (one arm parks one request), or it was armed
+            // again after our own release (that arm is for the actor's next arrival): pass.
+            (SlotState::Parked | SlotState::Released, false) | (SlotState::Armed, true) => {
+                let owned = this.registered;
+                this.registered = false;
+                this.done = true;
+                debug_assert!(!owned || slot.state == SlotState::Armed);
                 Poll::Ready(())
             }
         }
@@ -355,6 +362,26 @@ mod tests {
     }
 
     #[test]
+    fn a_second_arrival_passes_and_steals_nothing() {
+        let sp = SyncPoints::new();
+        let key = SlotKey::new("A", "p");
+        sp.arm(key.clone()).unwrap();
+        let first_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let second_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let mut first = sp.arrive(key.clone());
+        assert!(poll_once(&mut first, &first_flag).is_pending());
+        let mut second = sp.arrive(key.clone());
+        assert!(poll_once(&mut second, &second_flag).is_ready(), "one arm parks one request");
+        drop(second);
+        assert_eq!(sp.state(&key), Some(SlotState::Parked), "the first stays parked");
+        sp.release(&key).unwrap();
+        assert!(first_flag.0.load(Ordering::SeqCst), "the release wakes the parked request");
+        assert!(poll_once(&mut first, &first_flag).is_ready());
+        assert!(poll_once(&mut first, &first_flag).is_ready(), "a finished arrival stays finished");
+        assert_eq!(sp.state(&key), None);
+    }
+
+    #[test]
     fn release_without_parked_request_is_refused() {
         let sp = SyncPoints::new();
         let key = SlotKey::new("A", "p");
@@ -414,6 +441,29 @@ mod loom_tests {
             sp.release(&key).unwrap();
             service.join().unwrap();
             assert_eq!(sp.state(&key), None);
+        });
+    }
+
+    /// Two requests of the same actor race to one armed point: exactly one parks, the other passes,
+    /// and the release reaches the parked one.
+    #[test]
+    fn one_arm_parks_exactly_one_of_two_arrivals() {
+        loom::model(|| {
+            let sp = SyncPoints::new();
+            let key = SlotKey::new("A", "p");
+            sp.arm(key.clone()).unwrap();
+            let spawn = |sp: &SyncPoints| {
+                let sp = sp.clone();
+                let key = key.clone();
+                loom::thread::spawn(move || loom::future::block_on(sp.arrive(key)))
+            };
+            let (one, two) = (spawn(&sp), spawn(&sp));
+            loom::future::block_on(sp.until(key.clone(), SlotState::Parked));
+            sp.release(&key).unwrap();
+            one.join().unwrap();
+            two.join().unwrap();
+            assert_eq!(sp.state(&key), None);
+            assert_eq!(sp.history().len(), 1);
         });
     }
 }

@@ -129,15 +129,20 @@ fn ensure_docker() -> Result<()> {
 }
 
 fn ensure_images() -> Result<()> {
+    let run = || -> Result<bool> {
+        Ok(Command::new("bash").arg(root().join("scripts/offline-images.sh")).status().context("running offline-images.sh")?.success())
+    };
+    if run()? {
+        return Ok(());
+    }
+    // The script exits 2 when it has to build and debootstrap is missing: install it, once.
     if !have("debootstrap") {
-        // Only needed when the images must be built; the script says so if it is.
-        let _ = install(&["debootstrap"]);
+        install(&["debootstrap"])?;
+        if run()? {
+            return Ok(());
+        }
     }
-    let ok = Command::new("bash").arg(root().join("scripts/offline-images.sh")).status().context("running offline-images.sh")?.success();
-    if !ok {
-        bail!("scripts/offline-images.sh failed");
-    }
-    Ok(())
+    bail!("scripts/offline-images.sh failed")
 }
 
 fn ensure_local_binaries() -> Result<()> {
@@ -179,11 +184,14 @@ fn build_certify() -> Result<PathBuf> {
 /// The servers held for the run by `harbor-certify infra`; stopped on drop.
 struct HeldInfra {
     child: Child,
+    /// Held open for the run: if xtask dies, the pipe closes and `infra` stops by itself.
+    stdin: Option<std::process::ChildStdin>,
     env: Vec<(String, String)>,
 }
 
 impl Drop for HeldInfra {
     fn drop(&mut self) {
+        drop(self.stdin.take());
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
@@ -192,13 +200,14 @@ impl Drop for HeldInfra {
 fn hold_infra(certify: &Path) -> Result<HeldInfra> {
     let env_file = target_dir().join(format!("harbor-infra-{}.env", std::process::id()));
     let _ = std::fs::remove_file(&env_file);
-    let child = Command::new(certify)
+    let mut child = Command::new(certify)
         .args(["infra", "--env-file"])
         .arg(&env_file)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .spawn()
         .context("starting harbor-certify infra")?;
-    let mut held = HeldInfra { child, env: Vec::new() };
+    let stdin = child.stdin.take();
+    let mut held = HeldInfra { child, stdin, env: Vec::new() };
     let started = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(&env_file) {

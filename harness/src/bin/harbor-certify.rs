@@ -25,8 +25,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
         backend: BackendChoice,
     },
-    /// Provision once and hold the servers for other processes (the test suite) until SIGINT or
-    /// SIGTERM; writes `HARBOR_DATABASE_URL=…` and `HARBOR_REDIS_URL=…` lines to the env file.
+    /// Provision once and hold the servers for other processes (the test suite) until SIGINT,
+    /// SIGTERM or the end of standard input; writes `HARBOR_DATABASE_URL=…` and
+    /// `HARBOR_REDIS_URL=…` lines to the env file.
     Infra {
         /// Which backend to provision with.
         #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
@@ -121,8 +122,23 @@ async fn infra(backend: BackendChoice, env_file: std::path::PathBuf) -> ExitCode
         infra.shutdown().await;
         return ExitCode::from(CANNOT_RUN);
     }
-    eprintln!("harbor-certify: {} servers ready in {} ms; holding until SIGINT/SIGTERM", infra.kind, infra.ready_in.as_millis());
-    harbor_service::telemetry::shutdown_signal().await;
+    eprintln!(
+        "harbor-certify: {} servers ready in {} ms; holding until SIGINT/SIGTERM or end of standard input",
+        infra.kind,
+        infra.ready_in.as_millis()
+    );
+    // A parent that dies without signalling (killed by a CI timeout) closes our standard input:
+    // that ends the hold too, so the servers never outlive the run that asked for them.
+    let stdin_closed = async {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        _ = harbor_service::telemetry::shutdown_signal() => {}
+        _ = stdin_closed => {}
+    }
     infra.shutdown().await;
     let _ = std::fs::remove_file(&env_file);
     ExitCode::SUCCESS

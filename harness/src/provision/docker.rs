@@ -34,19 +34,22 @@ pub struct DockerImages {
 }
 
 impl DockerImages {
-    /// Chooses the images as described in the module documentation. Fails only when an image is
-    /// neither present nor named explicitly and no official or offline image exists locally.
-    pub async fn resolve() -> Result<Self, String> {
-        let postgres = resolve_one("HARBOR_POSTGRES_IMAGE", OFFICIAL_POSTGRES, OFFLINE_POSTGRES).await?;
-        let redis = resolve_one("HARBOR_REDIS_IMAGE", OFFICIAL_REDIS, OFFLINE_REDIS).await?;
+    /// Chooses the images as described in the module documentation. With `allow_pull` false (the
+    /// `auto` backend's detection) only images already present count, so detection is quick.
+    pub async fn resolve(allow_pull: bool) -> Result<Self, String> {
+        let postgres = resolve_one("HARBOR_POSTGRES_IMAGE", OFFICIAL_POSTGRES, OFFLINE_POSTGRES, allow_pull).await?;
+        let redis = resolve_one("HARBOR_REDIS_IMAGE", OFFICIAL_REDIS, OFFLINE_REDIS, allow_pull).await?;
         Ok(Self { postgres, redis })
     }
 }
 
-async fn resolve_one(var: &str, official: &str, offline: &str) -> Result<String, String> {
+async fn resolve_one(var: &str, official: &str, offline: &str, allow_pull: bool) -> Result<String, String> {
     if let Ok(explicit) = std::env::var(var) {
         if !explicit.is_empty() {
-            return Ok(explicit);
+            if allow_pull || image_present(&explicit).await {
+                return Ok(explicit);
+            }
+            return Err(format!("{var}={explicit} is not present locally"));
         }
     }
     for candidate in [official, offline] {
@@ -54,7 +57,7 @@ async fn resolve_one(var: &str, official: &str, offline: &str) -> Result<String,
             return Ok(candidate.to_owned());
         }
     }
-    if pull(official).await {
+    if allow_pull && pull(official).await {
         return Ok(official.to_owned());
     }
     Err(format!(
@@ -148,7 +151,7 @@ pub(super) async fn start() -> Result<Containers, ProvisionError> {
     if reaped > 0 {
         tracing::info!(reaped, "removed containers left behind by killed runs");
     }
-    let images = DockerImages::resolve().await.map_err(ProvisionError::Docker)?;
+    let images = DockerImages::resolve(true).await.map_err(ProvisionError::Docker)?;
     let owner = std::process::id().to_string();
 
     let (pg_name, pg_tag) = split_image(&images.postgres);

@@ -55,7 +55,16 @@ impl LocalBinaries {
                     .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
                     .filter(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
                     .collect();
-                versions.sort();
+                // Numerically: 9.6 < 13 < 16.
+                let major = |d: &PathBuf| -> u32 {
+                    d.parent()
+                        .and_then(|v| v.file_name())
+                        .and_then(|v| v.to_str())
+                        .and_then(|v| v.split('.').next())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
+                versions.sort_by_key(major);
                 versions.pop()
             })
             .ok_or("initdb/postgres not found on PATH or under /usr/lib/postgresql/*/bin")?;
@@ -135,6 +144,14 @@ fn base_dir() -> PathBuf {
     }
 }
 
+fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e > age)
+}
+
 /// Stops the servers of directories whose owner process is gone, then removes the directories.
 pub(super) fn reap_orphans() -> usize {
     let Ok(entries) = std::fs::read_dir(base_dir()) else { return 0 };
@@ -146,14 +163,24 @@ pub(super) fn reap_orphans() -> usize {
             continue;
         }
         let owner = std::fs::read_to_string(path.join(OWNER_FILE)).ok().and_then(|s| s.trim().parse::<u32>().ok());
-        if owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
-            continue;
+        match owner {
+            Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => continue,
+            // No owner file yet: a run is between creating the directory and writing it. Only a
+            // directory left like that for long is an orphan.
+            None if !older_than(&path, Duration::from_secs(600)) => continue,
+            _ => {}
         }
-        for pid_file in ["data/postmaster.pid", "redis.pid"] {
+        for (pid_file, program) in [("data/postmaster.pid", "postgres"), ("redis.pid", "redis-server")] {
             let pid = std::fs::read_to_string(path.join(pid_file))
                 .ok()
                 .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
-            if let Some(pid) = pid {
+            // Only a process that is still that server, not whatever reused its pid.
+            let is_server = |pid: u32| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(program))
+                    .unwrap_or(false)
+            };
+            if let Some(pid) = pid.filter(|p| is_server(*p)) {
                 signal(pid, "-KILL");
             }
         }

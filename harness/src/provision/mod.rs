@@ -304,7 +304,7 @@ async fn resolve_auto() -> Result<BackendKind, ProvisionError> {
         return Ok(BackendKind::External);
     }
     let docker = match docker::engine_version().await {
-        Ok(_) => match DockerImages::resolve().await {
+        Ok(_) => match DockerImages::resolve(false).await {
             Ok(_) => return Ok(BackendKind::Docker),
             Err(e) => e,
         },

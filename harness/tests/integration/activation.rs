@@ -19,6 +19,13 @@ async fn activation_succeeds_once_then_reports_already_completed() {
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body["already_completed"], true);
     assert_eq!(first.body["activated_at"], second.body["activated_at"]);
+    // A retry after the connection went away still learns that its activation happened.
+    harbor_harness::fixtures::connection_status(app.db(), t.workspace, harbor_service::domain::Provider::Qbo, ConnectionStatus::Disconnected)
+        .await
+        .unwrap();
+    let retry = app.activate(&t, None).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_eq!(retry.body["already_completed"], true);
 
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
         .bind(t.workspace)
