@@ -33,6 +33,22 @@ impl Default for ServiceOptions {
     }
 }
 
+/// The configuration of a replica on `env`: test profile, port 0, keys from `tokens`.
+pub fn service_config(env: &IsolatedEnv, tokens: &TokenMint, options: ServiceOptions) -> Config {
+    Config {
+        profile: Profile::Test,
+        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url: SecretString::from(env.database_url.clone()),
+        database_max_connections: 20,
+        redis_url: SecretString::from(env.redis_url.clone()),
+        redis_key_prefix: env.redis_key_prefix.clone(),
+        jwt: tokens.jwt_config(),
+        sync_points: options.sync_points,
+        sync_point_timeout: options.sync_point_timeout,
+        json_logs: false,
+    }
+}
+
 /// One running replica.
 pub struct Replica {
     /// `http://127.0.0.1:<port>`.
@@ -92,18 +108,7 @@ impl ServiceUnderTest {
         let db = env.pool(10).await?;
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
         for _ in 0..options.replicas.max(1) {
-            let config = Config {
-                profile: Profile::Test,
-                listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                database_url: SecretString::from(env.database_url.clone()),
-                database_max_connections: 20,
-                redis_url: SecretString::from(env.redis_url.clone()),
-                redis_key_prefix: env.redis_key_prefix.clone(),
-                jwt: tokens.jwt_config(),
-                sync_points: options.sync_points,
-                sync_point_timeout: options.sync_point_timeout,
-                json_logs: false,
-            };
+            let config = service_config(&env, &tokens, options);
             let sync = SyncPoints::new();
             let app = Application::build_with(config, Hooks { sync_points: Some(sync.clone()) }).await?;
             let base_url = format!("http://{}", app.local_addr());

@@ -55,8 +55,7 @@ async fn activation_refuses_a_workspace_that_is_not_entitled() {
     // No entitlement row at all is the same refusal.
     sqlx::query("DELETE FROM entitlements WHERE workspace_id = $1").bind(t.workspace).execute(app.db()).await.unwrap();
     app.activate(&t, None).await.assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations").fetch_one(app.db()).await.unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0);
     app.stop().await;
 }
 
@@ -74,8 +73,7 @@ async fn activation_is_not_ready_for_every_status_but_connected() {
         reply.assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
         assert!(reply.body["error"]["message"].as_str().unwrap().contains(status.as_str()));
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations").fetch_one(app.db()).await.unwrap();
-    assert_eq!(rows, 0, "no activation row for any refused workspace");
+    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0, "no row for any refused workspace");
     app.stop().await;
 }
 

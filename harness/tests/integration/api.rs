@@ -2,12 +2,10 @@
 //! 404s, health and readiness answer, the OpenAPI document is served, and production refuses the
 //! test hooks.
 
-use std::net::SocketAddr;
-
+use harbor_harness::service::{service_config, ServiceOptions};
 use harbor_harness::tokens::TokenMint;
 use harbor_service::config::{Config, Profile};
 use reqwest::{Method, StatusCode};
-use secrecy::SecretString;
 
 use crate::helpers::{spawn_app, test_infra};
 
@@ -38,8 +36,7 @@ async fn malformed_input_is_a_400_naming_the_field() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.code(), "NOT_FOUND");
     // Nothing was lost or half-written by any of it.
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations").fetch_one(app.db()).await.unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0);
     app.stop().await;
 }
 
@@ -67,15 +64,7 @@ async fn production_refuses_sync_points_at_start_up() {
     let tokens = TokenMint::new();
     let config = Config {
         profile: Profile::Production,
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database_url: SecretString::from(env.database_url.clone()),
-        database_max_connections: 2,
-        redis_url: SecretString::from(env.redis_url.clone()),
-        redis_key_prefix: env.redis_key_prefix.clone(),
-        jwt: tokens.jwt_config(),
-        sync_points: true,
-        sync_point_timeout: std::time::Duration::from_secs(1),
-        json_logs: false,
+        ..service_config(&env, &tokens, ServiceOptions { sync_points: true, ..ServiceOptions::default() })
     };
     let refused = harbor_service::Application::build(config).await;
     let message = refused.err().expect("production with sync points must not start").to_string();

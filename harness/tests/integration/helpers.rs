@@ -125,6 +125,11 @@ impl TestApp {
         &self.sut.db
     }
 
+    /// Runs a `SELECT count(*) …` on the test's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(self.db()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     pub async fn tenant(&self, name: &str, entitled: bool, qbo: ConnectionStatus) -> TenantWorkspace {
         TenantWorkspace::create(self.db(), name, entitled, qbo).await.expect("fixtures")
     }
