@@ -38,10 +38,15 @@ pub struct ConnectionList {
     pub connections: Vec<ConnectionView>,
 }
 
+impl ConnectionView {
+    /// The view of a connection in `status`; `connected` is derived from it.
+    pub fn new(provider: Provider, status: ConnectionStatus, updated_at: DateTime<Utc>) -> Self {
+        Self { provider, status, connected: status == ConnectionStatus::Connected, updated_at }
+    }
+}
+
 fn view(provider: &str, status: &str, updated_at: DateTime<Utc>) -> Result<ConnectionView, ApiError> {
-    let status = ConnectionStatus::parse(status)?;
-    let provider = Provider::parse(provider)?;
-    Ok(ConnectionView { provider, status, connected: status == ConnectionStatus::Connected, updated_at })
+    Ok(ConnectionView::new(Provider::parse(provider)?, ConnectionStatus::parse(status)?, updated_at))
 }
 
 /// Lists the workspace's connections (status and metadata only).
@@ -133,7 +138,7 @@ async fn transition(
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
-        let to = lifecycle::apply(&mut tx, &lock, &connection, transition).await?;
+        let (to, updated_at) = lifecycle::apply(&mut tx, &lock, &connection, transition).await?;
         audit::record(
             &mut tx,
             ctx,
@@ -148,7 +153,7 @@ async fn transition(
         )
         .await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_BEFORE_COMMIT).await?;
-        Ok(ConnectionView { provider, status: to, connected: false, updated_at: Utc::now() })
+        Ok(ConnectionView::new(provider, to, updated_at))
     }
     .await;
     db::finish(tx, result).await

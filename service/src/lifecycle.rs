@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::Tx;
@@ -181,34 +182,35 @@ pub async fn lock_connection(
     })
 }
 
-/// Applies a transition to a locked connection and stores the result. Returns the new status.
+/// Applies a transition to a locked connection and stores the result. Returns the new status and
+/// when it was stored.
 pub async fn apply(
     tx: &mut Tx,
     _lock: &WorkspaceLock,
     connection: &LockedConnection,
     transition: Transition,
-) -> Result<ConnectionStatus, ApiError> {
+) -> Result<(ConnectionStatus, DateTime<Utc>), ApiError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
     let settled = if to.is_settled() { to } else { connection.settled_status };
-    let updated = sqlx::query(
+    let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now() \
-         WHERE id = $1 AND version = $4",
+         WHERE id = $1 AND version = $4 RETURNING updated_at",
     )
     .bind(connection.id)
     .bind(to.as_str())
     .bind(settled.as_str())
     .bind(connection.version)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
     // Under the row lock the version cannot move; if it did, some writer skipped the lock
     // discipline, and claiming success would audit a transition that never happened.
-    if updated.rows_affected() != 1 {
-        return Err(ApiError::Database(sqlx::Error::Protocol(format!(
+    let updated_at = updated_at.ok_or_else(|| {
+        ApiError::Database(sqlx::Error::Protocol(format!(
             "connection {} changed under its row lock (version {})",
             connection.id, connection.version
-        ))));
-    }
-    Ok(to)
+        )))
+    })?;
+    Ok((to, updated_at))
 }
 
 #[cfg(test)]

@@ -144,14 +144,20 @@ fn split_image(reference: &str) -> (&str, &str) {
     }
 }
 
-/// Starts both containers (after reaping orphans).
-pub(super) async fn start() -> Result<Containers, ProvisionError> {
-    engine_version().await.map_err(ProvisionError::Docker)?;
+/// Starts both containers (after reaping orphans). `detected` are the images `auto` already
+/// resolved, with the engine known to answer; `None` checks the engine and resolves them here.
+pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, ProvisionError> {
+    if detected.is_none() {
+        engine_version().await.map_err(ProvisionError::Docker)?;
+    }
     let reaped = reap_orphans().await;
     if reaped > 0 {
         tracing::info!(reaped, "removed containers left behind by killed runs");
     }
-    let images = DockerImages::resolve(true).await.map_err(ProvisionError::Docker)?;
+    let images = match detected {
+        Some(images) => images,
+        None => DockerImages::resolve(true).await.map_err(ProvisionError::Docker)?,
+    };
     let owner = std::process::id().to_string();
 
     let (pg_name, pg_tag) = split_image(&images.postgres);

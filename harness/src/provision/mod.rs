@@ -170,10 +170,10 @@ impl Infra {
     /// Provisions PostgreSQL and Redis with the chosen backend.
     pub async fn provision(choice: BackendChoice) -> Result<Self, ProvisionError> {
         let started = Instant::now();
-        let kind = match choice {
-            BackendChoice::Docker => BackendKind::Docker,
-            BackendChoice::Local => BackendKind::Local,
-            BackendChoice::External => BackendKind::External,
+        let (kind, detected_images) = match choice {
+            BackendChoice::Docker => (BackendKind::Docker, None),
+            BackendChoice::Local => (BackendKind::Local, None),
+            BackendChoice::External => (BackendKind::External, None),
             BackendChoice::Auto => resolve_auto().await?,
         };
         let (admin_url, redis_url, images, resources) = match kind {
@@ -182,7 +182,7 @@ impl Infra {
                 (pg, redis, None, Resources::External)
             }
             BackendKind::Docker => {
-                let c = docker::start().await?;
+                let c = docker::start(detected_images).await?;
                 (c.admin_url.clone(), c.redis_url.clone(), Some(c.images.clone()), Resources::Docker(c))
             }
             BackendKind::Local => {
@@ -299,19 +299,21 @@ impl IsolatedEnv {
     }
 }
 
-async fn resolve_auto() -> Result<BackendKind, ProvisionError> {
+/// `auto`'s choice; when it picks Docker, the engine has answered and the images it found are
+/// handed on, so `docker::start` does not ask again.
+async fn resolve_auto() -> Result<(BackendKind, Option<DockerImages>), ProvisionError> {
     if external::urls().is_ok() {
-        return Ok(BackendKind::External);
+        return Ok((BackendKind::External, None));
     }
     let docker = match docker::engine_version().await {
         Ok(_) => match DockerImages::resolve(false).await {
-            Ok(_) => return Ok(BackendKind::Docker),
+            Ok(images) => return Ok((BackendKind::Docker, Some(images))),
             Err(e) => e,
         },
         Err(e) => e,
     };
     match LocalBinaries::find() {
-        Ok(_) => Ok(BackendKind::Local),
+        Ok(_) => Ok((BackendKind::Local, None)),
         Err(local) => Err(ProvisionError::NothingAvailable { docker, local }),
     }
 }

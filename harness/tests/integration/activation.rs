@@ -27,12 +27,7 @@ async fn activation_succeeds_once_then_reports_already_completed() {
     assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
     assert_eq!(retry.body["already_completed"], true);
 
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
-        .bind(t.workspace)
-        .fetch_one(app.db())
-        .await
-        .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(app.activations_of(t.workspace).await, 1);
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events WHERE workspace_id = $1 AND action = 'activation' AND outcome = 'activated' \
          AND actor_user_id = $2 AND request_id <> ''",
@@ -90,12 +85,7 @@ async fn twenty_concurrent_activations_create_one_row_and_one_first_caller() {
         }
     }
     assert_eq!(firsts, 1, "exactly one call reports already_completed=false");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
-        .bind(t.workspace)
-        .fetch_one(app.db())
-        .await
-        .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(app.activations_of(t.workspace).await, 1);
     app.stop().await;
 }
 

@@ -130,6 +130,15 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(self.db()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The workspace's activation rows.
+    pub async fn activations_of(&self, workspace: harbor_service::domain::WorkspaceId) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
+            .bind(workspace)
+            .fetch_one(self.db())
+            .await
+            .expect("counting activations")
+    }
+
     pub async fn tenant(&self, name: &str, entitled: bool, qbo: ConnectionStatus) -> TenantWorkspace {
         TenantWorkspace::create(self.db(), name, entitled, qbo).await.expect("fixtures")
     }
