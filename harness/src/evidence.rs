@@ -154,3 +154,76 @@ pub async fn until_lock_waiting(pool: &PgPool, actor: &str, limit: Duration) -> 
         locks: lock_snapshot(pool).await.unwrap_or_default(),
     })
 }
+
+/// A full `pg_dump` (schema and data, plain SQL) of the database at `database_url`, made with the
+/// newest `pg_dump` on this machine (on `PATH` or under `/usr/lib/postgresql/*/bin`). Leak
+/// searches read it like an attacker who stole a backup would.
+pub async fn pg_dump(database_url: &str) -> Result<String, String> {
+    let mut candidates: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/pg_dump")))
+        .filter(|p| p.is_file())
+        .collect();
+    candidates.sort();
+    candidates.reverse();
+    candidates.push("pg_dump".into());
+    let mut last_error = String::from("no pg_dump found");
+    for bin in candidates {
+        let out = tokio::process::Command::new(&bin).arg("--no-owner").arg(database_url).output().await;
+        match out {
+            Ok(out) if out.status.success() => return String::from_utf8(out.stdout).map_err(|e| e.to_string()),
+            Ok(out) => last_error = format!("{}: {}", bin.display(), String::from_utf8_lossy(&out.stderr).trim()),
+            Err(e) => last_error = format!("{}: {e}", bin.display()),
+        }
+    }
+    Err(last_error)
+}
+
+/// One Redis key of an environment, as an attacker with a Redis dump would see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedisEntry {
+    /// The key.
+    pub key: String,
+    /// The value (strings as they are, other types rendered by `DUMP` in hex).
+    pub value: String,
+    /// Seconds to live; -1 for none.
+    pub ttl: i64,
+}
+
+/// Every key under `prefix`, with its value and TTL.
+pub async fn redis_dump(redis_url: &str, prefix: &str) -> Result<Vec<RedisEntry>, redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
+        let value = if kind == "string" {
+            redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut conn).await?.unwrap_or_default()
+        } else {
+            let raw: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await?;
+            hex::encode(raw.unwrap_or_default())
+        };
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
+        out.push(RedisEntry { key, value, ttl });
+    }
+    Ok(out)
+}

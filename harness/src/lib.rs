@@ -10,9 +10,12 @@
 //! - [`tokens`]: [`tokens::TokenMint`], the stand-in for the identity gateway: an Ed25519 key pair,
 //!   its JWK set for the service, and good or deliberately bad tokens.
 //! - [`fixtures`]: tenants, workspaces, users, memberships, entitlements and connection states.
+//! - [`fake_provider`]: [`fake_provider::FakeProvider`], a real HTTP OAuth provider with PKCE,
+//!   refresh rotation, revocation, injectable errors and delays, and call counters.
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod evidence;
+pub mod fake_provider;
 pub mod fixtures;
 pub mod provision;
 pub mod service;

@@ -5,7 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use harbor_service::clock::Clock;
 use harbor_service::config::{Config, Profile};
+use harbor_service::domain::{Provider, UserId, WorkspaceId};
+use harbor_service::ratelimit::{Quota, RateLimits};
+use harbor_service::vault::{KeyRing, TokenKeysConfig};
 use harbor_service::{Application, Hooks};
 use harbor_syncpoint::SyncPoints;
 use secrecy::SecretString;
@@ -13,8 +17,9 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::fake_provider::{Consent, FakeProvider};
 use crate::provision::{Infra, IsolatedEnv, ProvisionError};
-use crate::tokens::TokenMint;
+use crate::tokens::{TokenKind, TokenMint};
 
 /// How to start the service.
 #[derive(Clone, Copy, Debug)]
@@ -25,24 +30,51 @@ pub struct ServiceOptions {
     pub sync_points: bool,
     /// How long a parked request waits for its release before failing loudly.
     pub sync_point_timeout: Duration,
+    /// Rate limits of the OAuth routes. The harness's default keeps the production per-tenant
+    /// limit but lifts the per-address one, since every simulated user calls from 127.0.0.1.
+    pub rate_limits: RateLimits,
 }
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        Self { replicas: 1, sync_points: true, sync_point_timeout: Duration::from_secs(10) }
+        Self {
+            replicas: 1,
+            sync_points: true,
+            sync_point_timeout: Duration::from_secs(10),
+            rate_limits: RateLimits {
+                per_address: Quota { per_minute: 60_000, burst: 10_000 },
+                ..RateLimits::default()
+            },
+        }
     }
 }
 
+/// What a replica needs besides the isolated environment: the identity keys, the token keys and
+/// the fake provider's endpoints.
+pub struct ServiceDeps<'a> {
+    /// Signs bearer tokens; its public keys go into the configuration.
+    pub tokens: &'a TokenMint,
+    /// Token encryption keys.
+    pub token_keys: &'a TokenKeysConfig,
+    /// The fake OAuth provider.
+    pub provider: &'a FakeProvider,
+}
+
 /// The configuration of a replica on `env`: test profile, port 0, keys from `tokens`.
-pub fn service_config(env: &IsolatedEnv, tokens: &TokenMint, options: ServiceOptions) -> Config {
+pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: ServiceOptions) -> Config {
     Config {
         profile: Profile::Test,
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: SecretString::from(env.database_url.clone()),
         database_max_connections: 20,
+        database_role: Some("harbor_app".to_owned()),
         redis_url: SecretString::from(env.redis_url.clone()),
         redis_key_prefix: env.redis_key_prefix.clone(),
-        jwt: tokens.jwt_config(),
+        jwt: deps.tokens.jwt_config(),
+        token_keys: deps.token_keys.clone(),
+        providers: deps.provider.providers_config(Duration::from_secs(5)),
+        rate_limits: options.rate_limits,
+        refresh_margin: Duration::from_secs(300),
         sync_points: options.sync_points,
         sync_point_timeout: options.sync_point_timeout,
         json_logs: false,
@@ -86,8 +118,14 @@ pub struct ServiceUnderTest {
     pub db: PgPool,
     /// Signs tokens the service accepts (and some it must refuse).
     pub tokens: TokenMint,
-    /// An HTTP client for the replicas.
+    /// An HTTP client for the replicas (and the fake provider); it never follows redirects.
     pub http: reqwest::Client,
+    /// The fake OAuth provider every replica is configured with.
+    pub provider: FakeProvider,
+    /// The clock every replica shares; moving it moves them all.
+    pub clock: Clock,
+    /// The token encryption keys the replicas were started with.
+    pub token_keys: TokenKeysConfig,
 }
 
 impl ServiceUnderTest {
@@ -105,12 +143,17 @@ impl ServiceUnderTest {
 
     async fn start_on(env: IsolatedEnv, options: ServiceOptions) -> Result<Self, ServiceError> {
         let tokens = TokenMint::new();
+        let (_, token_keys) = KeyRing::generate("harness-k1");
+        let provider = FakeProvider::start().await.map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
+        let clock = Clock::system();
         let db = env.pool(10).await?;
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
         for _ in 0..options.replicas.max(1) {
-            let config = service_config(&env, &tokens, options);
+            let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
+            let config = service_config(&env, &deps, options);
             let sync = SyncPoints::new();
-            let app = Application::build_with(config, Hooks { sync_points: Some(sync.clone()) }).await?;
+            let hooks = Hooks { sync_points: Some(sync.clone()), clock: Some(clock.clone()) };
+            let app = Application::build_with(config, hooks).await?;
             let base_url = format!("http://{}", app.local_addr());
             let (tx, rx) = oneshot::channel();
             let task = tokio::spawn(app.run_until_stopped(async {
@@ -120,9 +163,73 @@ impl ServiceUnderTest {
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ServiceError::Task(e.to_string()))?;
-        Ok(Self { env, replicas, db, tokens, http })
+        Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys })
+    }
+
+    /// The key ring the replicas use (to check stored ciphertext from the outside).
+    pub fn key_ring(&self) -> KeyRing {
+        KeyRing::from_config(&self.token_keys).expect("the harness's keys are valid")
+    }
+
+    /// Starts an authorization on `replica` as `user` and plays the browser at the fake provider:
+    /// returns what the provider redirected back with.
+    pub async fn authorize_and_consent(
+        &self,
+        replica: usize,
+        user: UserId,
+        workspace: WorkspaceId,
+        provider: Provider,
+    ) -> Result<Consent, String> {
+        let path = format!("/v1/workspaces/{workspace}/connections/{provider}/authorize");
+        let response = self
+            .http
+            .post(self.url(replica, &path))
+            .bearer_auth(self.tokens.token(user.0, TokenKind::Valid))
+            .send()
+            .await
+            .map_err(|e| format!("authorize: {e}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.map_err(|e| format!("authorize body: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("authorize answered {status}: {body}"));
+        }
+        let url = body["authorization_url"].as_str().ok_or("no authorization_url")?;
+        self.provider.consent(&self.http, url).await
+    }
+
+    /// Delivers a consent to the service's callback on `replica`, as `user`. Returns the status and
+    /// body.
+    pub async fn callback(
+        &self,
+        replica: usize,
+        user: UserId,
+        provider: Provider,
+        consent: &Consent,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), String> {
+        let path = format!("/v1/oauth/{provider}/callback?{}", consent.callback_query());
+        let response = self
+            .http
+            .get(self.url(replica, &path))
+            .bearer_auth(self.tokens.token(user.0, TokenKind::Valid))
+            .send()
+            .await
+            .map_err(|e| format!("callback: {e}"))?;
+        let status = response.status();
+        let body = response.json().await.map_err(|e| format!("callback body: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// The whole OAuth flow for `user` on `workspace`: authorize, consent, callback. Fails unless
+    /// the callback answers 200.
+    pub async fn connect(&self, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<(), String> {
+        let consent = self.authorize_and_consent(0, user, workspace, provider).await?;
+        match self.callback(0, user, provider, &consent).await? {
+            (s, _) if s.is_success() => Ok(()),
+            (s, body) => Err(format!("callback answered {s}: {body}")),
+        }
     }
 
     /// The URL of `path` on replica `replica`.
@@ -143,6 +250,7 @@ impl ServiceUnderTest {
                 task.await.map_err(|e| ServiceError::Task(e.to_string()))?.map_err(|e| ServiceError::Task(e.to_string()))?;
             }
         }
+        self.provider.stop();
         self.db.close().await;
         self.env.cleanup().await?;
         Ok(())

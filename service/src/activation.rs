@@ -55,7 +55,7 @@ pub async fn activate(
     Extension(ctx): Extension<RequestContext>,
     member: WorkspaceMember,
 ) -> Result<Json<ActivationResponse>, ApiError> {
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref()).await?;
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = activate_in(&mut tx, &state, &ctx, &member).await;
     let response = db::finish(tx, result).await?;
     Ok(Json(response))

@@ -15,10 +15,15 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::auth::{JwtVerifier, KeyError};
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
+use crate::oauth_state::OAuthStateStore;
+use crate::providers::ProviderClient;
+use crate::ratelimit::RateLimiter;
 use crate::syncpoints::SyncHooks;
-use crate::{activation, connections, context, db, health, openapi};
+use crate::vault::{KeyRing, VaultError};
+use crate::{activation, connections, context, db, documents, health, oauth, openapi};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -33,6 +38,18 @@ pub struct AppState {
     pub sync_points: Option<SyncHooks>,
     /// Prefix of every Redis key.
     pub redis_key_prefix: Arc<str>,
+    /// The service's clock.
+    pub clock: Clock,
+    /// Token encryption keys.
+    pub vault: Arc<KeyRing>,
+    /// The OAuth providers.
+    pub providers: ProviderClient,
+    /// OAuth states in Redis.
+    pub states: OAuthStateStore,
+    /// Rate limits of the OAuth routes.
+    pub limiter: RateLimiter,
+    /// How close to expiry an access token is refreshed before a sync.
+    pub refresh_margin: std::time::Duration,
 }
 
 /// Test hooks the harness passes when it runs the service in-process.
@@ -41,6 +58,8 @@ pub struct Hooks {
     /// A sync-point controller to share with the harness (used only when the configuration
     /// enables sync points; otherwise the service makes none).
     pub sync_points: Option<SyncPoints>,
+    /// A clock to share with the harness, which moves it forward; the system clock otherwise.
+    pub clock: Option<Clock>,
 }
 
 /// Why the service could not start.
@@ -49,6 +68,9 @@ pub enum StartupError {
     /// The configuration is refused.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    /// No usable token encryption key.
+    #[error("token keys: {0}")]
+    Vault(#[from] VaultError),
     /// A verification key is unusable.
     #[error("jwt keys: {0}")]
     Keys(#[from] KeyError),
@@ -83,8 +105,14 @@ impl Application {
     pub async fn build_with(config: Config, hooks: Hooks) -> Result<Self, StartupError> {
         config.validate()?;
         let jwt = Arc::new(JwtVerifier::new(&config.jwt)?);
+        let vault = Arc::new(KeyRing::from_config(&config.token_keys)?);
+        {
+            // Migrations run as the schema owner; requests run as the non-owner role.
+            let owner = db::connect_owner(&config, 1).await?;
+            db::MIGRATOR.run(&owner).await?;
+            owner.close().await;
+        }
         let db = db::connect(&config).await?;
-        db::MIGRATOR.run(&db).await?;
         let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
         let redis = redis::aio::ConnectionManager::new(redis_client).await?;
         let sync_points = config
@@ -93,12 +121,20 @@ impl Application {
         if sync_points.is_some() {
             tracing::warn!("sync points are ENABLED: requests tagged by the harness can be parked (test mode)");
         }
+        let prefix: Arc<str> = Arc::from(config.redis_key_prefix.as_str());
+        let clock = hooks.clock.unwrap_or_default();
         let state = AppState {
+            states: OAuthStateStore::new(redis.clone(), prefix.clone()),
+            limiter: RateLimiter::new(redis.clone(), prefix.clone(), clock.clone(), config.rate_limits),
+            providers: ProviderClient::new(config.providers.clone()),
             db,
             redis,
             jwt,
             sync_points,
-            redis_key_prefix: Arc::from(config.redis_key_prefix.as_str()),
+            redis_key_prefix: prefix,
+            clock,
+            vault,
+            refresh_margin: config.refresh_margin,
         };
         let router = router(state.clone());
         let listener = TcpListener::bind(config.listen_addr).await?;
@@ -117,7 +153,8 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await
     }
 }
 
@@ -131,6 +168,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{workspace_id}/connections", get(connections::list))
         .route("/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", post(connections::disconnect))
         .route("/v1/workspaces/{workspace_id}/connections/{provider}/revoke", post(connections::revoke))
+        .route("/v1/workspaces/{workspace_id}/connections/{provider}/authorize", post(oauth::authorize))
+        .route("/v1/workspaces/{workspace_id}/connections/{provider}/sync", post(documents::sync))
+        .route("/v1/workspaces/{workspace_id}/documents", get(documents::list))
+        .route("/v1/oauth/{provider}/callback", get(oauth::callback))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, ApiError::NotFound.into_response().into_body())

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::providers::ProvidersConfig;
+use crate::ratelimit::{Quota, RateLimits};
+use crate::vault::TokenKeysConfig;
+
 /// The deployment profile. Production refuses every test-only hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -42,12 +46,23 @@ pub struct Config {
     pub database_url: SecretString,
     /// Most connections the pool opens.
     pub database_max_connections: u32,
+    /// The role the service's sessions run as (`SET ROLE`): a non-owner, so row-level security
+    /// applies to it. `None` only where the login role is already such a role.
+    pub database_role: Option<String>,
     /// Redis connection URL (may carry a password).
     pub redis_url: SecretString,
     /// Prefix of every Redis key the service writes, so several deployments can share a server.
     pub redis_key_prefix: String,
     /// How bearer tokens are verified.
     pub jwt: JwtConfig,
+    /// The token encryption keys; the service refuses to start without one.
+    pub token_keys: TokenKeysConfig,
+    /// The OAuth providers that can be connected.
+    pub providers: ProvidersConfig,
+    /// Rate limits of the OAuth routes.
+    pub rate_limits: RateLimits,
+    /// A sync refreshes the access token first when it expires within this margin.
+    pub refresh_margin: Duration,
     /// Whether the harness's sync points and actor tags are honoured. Never in production.
     pub sync_points: bool,
     /// How long a request may stay parked at a sync point before it fails loudly.
@@ -100,6 +115,20 @@ where
         .map_err(|e: T::Err| ConfigError::Invalid { var: name, message: e.to_string() })
 }
 
+impl std::str::FromStr for Quota {
+    type Err = String;
+    /// `per_minute/burst`, such as `60/20`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let (rate, burst) = raw.split_once('/').ok_or("expected per_minute/burst, such as 60/20")?;
+        let per_minute: u32 = rate.trim().parse().map_err(|_| "per_minute is not a number")?;
+        let burst: u32 = burst.trim().parse().map_err(|_| "burst is not a number")?;
+        if per_minute == 0 || burst == 0 {
+            return Err("per_minute and burst must be positive".into());
+        }
+        Ok(Quota { per_minute, burst })
+    }
+}
+
 impl Config {
     /// Reads the configuration from `HARBOR_*` environment variables (see README.md).
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -114,11 +143,32 @@ impl Config {
             var: "HARBOR_JWT_JWKS",
             message: format!("not a JWK set: {e}"),
         })?;
+        let provider_timeout = Duration::from_millis(parse_var("HARBOR_PROVIDER_TIMEOUT_MS", "10000")?);
+        let providers = match std::env::var("HARBOR_PROVIDERS_FILE") {
+            Err(_) => ProvidersConfig { providers: Default::default(), timeout: provider_timeout },
+            Ok(path) => {
+                let raw = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                    var: "HARBOR_PROVIDERS_FILE",
+                    message: format!("{path}: {e}"),
+                })?;
+                ProvidersConfig::from_json(&raw, provider_timeout)
+                    .map_err(|message| ConfigError::Invalid { var: "HARBOR_PROVIDERS_FILE", message })?
+            }
+        };
+        let defaults = RateLimits::default();
+        let quota = |name: &'static str, default: Quota| -> Result<Quota, ConfigError> {
+            match std::env::var(name) {
+                Err(_) => Ok(default),
+                Ok(raw) => raw.parse().map_err(|message| ConfigError::Invalid { var: name, message }),
+            }
+        };
+        let role = var_or("HARBOR_DATABASE_ROLE", "harbor_app");
         let config = Config {
             profile: Profile::parse(&var_or("HARBOR_PROFILE", "production"))?,
             listen_addr: parse_var("HARBOR_LISTEN_ADDR", "127.0.0.1:8080")?,
             database_url: SecretString::from(var("HARBOR_DATABASE_URL")?),
             database_max_connections: parse_var("HARBOR_DATABASE_MAX_CONNECTIONS", "20")?,
+            database_role: (!role.is_empty()).then_some(role),
             redis_url: SecretString::from(var("HARBOR_REDIS_URL")?),
             redis_key_prefix: var_or("HARBOR_REDIS_PREFIX", "harbor:"),
             jwt: JwtConfig {
@@ -126,6 +176,17 @@ impl Config {
                 issuer: var("HARBOR_JWT_ISSUER")?,
                 audience: var("HARBOR_JWT_AUDIENCE")?,
             },
+            token_keys: TokenKeysConfig {
+                keys: SecretString::from(var("HARBOR_TOKEN_KEYS")?),
+                primary: std::env::var("HARBOR_TOKEN_PRIMARY_KEY").ok(),
+            },
+            providers,
+            rate_limits: RateLimits {
+                per_tenant: quota("HARBOR_RATE_LIMIT_TENANT", defaults.per_tenant)?,
+                per_address: quota("HARBOR_RATE_LIMIT_ADDRESS", defaults.per_address)?,
+                failed_states_per_address: quota("HARBOR_RATE_LIMIT_FAILED_STATES", defaults.failed_states_per_address)?,
+            },
+            refresh_margin: Duration::from_secs(parse_var("HARBOR_REFRESH_MARGIN_SECONDS", "300")?),
             sync_points: parse_var("HARBOR_SYNC_POINTS", "false")?,
             sync_point_timeout: Duration::from_millis(parse_var("HARBOR_SYNC_POINT_TIMEOUT_MS", "10000")?),
             json_logs: parse_var("HARBOR_JSON_LOGS", "true")?,
@@ -141,6 +202,14 @@ impl Config {
                 var: "HARBOR_SYNC_POINTS",
                 message: "sync points are a test hook and are refused with HARBOR_PROFILE=production".into(),
             });
+        }
+        if let Some(role) = &self.database_role {
+            if role.is_empty() || !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(ConfigError::Invalid {
+                    var: "HARBOR_DATABASE_ROLE",
+                    message: "a role name of [A-Za-z0-9_] characters".into(),
+                });
+            }
         }
         if self.jwt.jwks.keys.is_empty() {
             return Err(ConfigError::Invalid { var: "HARBOR_JWT_JWKS", message: "the key set is empty".into() });

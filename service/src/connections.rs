@@ -11,14 +11,15 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ProviderPath, WorkspaceMember};
 use crate::context::RequestContext;
-use crate::db;
-use crate::domain::Provider;
+use crate::db::{self, Tx};
+use crate::domain::{Provider, WorkspaceId};
+use crate::oauth;
 use crate::error::{ApiError, ErrorBody};
-use crate::lifecycle::{self, ConnectionStatus, Transition};
+use crate::lifecycle::{self, ConnectionStatus, LockedConnection, Transition};
 use crate::locks;
 use crate::syncpoints::{self, SyncHooks};
 
-/// What a client may know about a connection: metadata, never token material.
+/// What a client may know about a connection: metadata, never token material or ciphertext.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     /// The provider.
@@ -27,7 +28,17 @@ pub struct ConnectionView {
     pub status: ConnectionStatus,
     /// Shorthand for `status == CONNECTED`.
     pub connected: bool,
-    /// When the status last changed.
+    /// Whether a refresh token is stored.
+    pub has_refresh_token: bool,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// When the access token expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the tokens were last refreshed.
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    /// How the last refresh ended (`ok`, `invalid_grant`).
+    pub last_refresh_outcome: Option<String>,
+    /// When the connection last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -38,15 +49,45 @@ pub struct ConnectionList {
     pub connections: Vec<ConnectionView>,
 }
 
-impl ConnectionView {
-    /// The view of a connection in `status`; `connected` is derived from it.
-    pub fn new(provider: Provider, status: ConnectionStatus, updated_at: DateTime<Utc>) -> Self {
-        Self { provider, status, connected: status == ConnectionStatus::Connected, updated_at }
-    }
+type ViewRow = (
+    String,
+    String,
+    bool,
+    Vec<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+/// The one query that builds views: it selects metadata columns only, so token columns cannot
+/// reach a response by accident.
+const VIEW_SELECT: &str = "SELECT provider, status, refresh_token IS NOT NULL, scopes, token_expires_at, \
+     last_refresh_at, last_refresh_outcome, updated_at FROM connections WHERE workspace_id = $1";
+
+fn view((provider, status, has_refresh_token, scopes, expires_at, last_refresh_at, last_refresh_outcome, updated_at): ViewRow) -> Result<ConnectionView, ApiError> {
+    let status = ConnectionStatus::parse(&status)?;
+    Ok(ConnectionView {
+        provider: Provider::parse(&provider)?,
+        status,
+        connected: status == ConnectionStatus::Connected,
+        has_refresh_token,
+        scopes,
+        expires_at,
+        last_refresh_at,
+        last_refresh_outcome,
+        updated_at,
+    })
 }
 
-fn view(provider: &str, status: &str, updated_at: DateTime<Utc>) -> Result<ConnectionView, ApiError> {
-    Ok(ConnectionView::new(Provider::parse(provider)?, ConnectionStatus::parse(status)?, updated_at))
+/// Reads the view of one connection inside the request's transaction.
+pub async fn read_view(tx: &mut Tx, workspace_id: WorkspaceId, provider: Provider) -> Result<ConnectionView, ApiError> {
+    let row: ViewRow = sqlx::query_as(&format!("{VIEW_SELECT} AND provider = $2"))
+        .bind(workspace_id)
+        .bind(provider.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+    view(row)
 }
 
 /// Lists the workspace's connections (status and metadata only).
@@ -62,13 +103,21 @@ fn view(provider: &str, status: &str, updated_at: DateTime<Utc>) -> Result<Conne
     security(("bearer" = [])),
     tag = "connections"
 )]
-pub async fn list(State(state): State<AppState>, member: WorkspaceMember) -> Result<Json<ConnectionList>, ApiError> {
-    let rows: Vec<(String, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT provider, status, updated_at FROM connections WHERE workspace_id = $1 ORDER BY provider")
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    member: WorkspaceMember,
+) -> Result<Json<ConnectionList>, ApiError> {
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
             .bind(member.workspace_id)
-            .fetch_all(&state.db)
+            .fetch_all(&mut *tx)
             .await?;
-    let connections = rows.iter().map(|(p, s, at)| view(p, s, *at)).collect::<Result<_, _>>()?;
+        rows.into_iter().map(view).collect::<Result<Vec<_>, _>>()
+    }
+    .await;
+    let connections = db::finish(tx, result).await?;
     Ok(Json(ConnectionList { connections }))
 }
 
@@ -98,7 +147,10 @@ pub async fn disconnect(
     transition(&state, &ctx, &member, provider, Transition::Disconnect).await.map(Json)
 }
 
-/// Revokes a connection's grant: `REVOKED`, tokens wiped. Owner or admin only.
+/// Revokes a connection's grant: the provider's revocation endpoint is called with the stored
+/// grant, then the connection is `REVOKED` and its tokens wiped. Owner or admin only. The local
+/// revocation does not depend on the provider: if the provider cannot be reached the tokens are
+/// still wiped, and the audit event records `provider_revocation: failed`.
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
@@ -133,12 +185,19 @@ async fn transition(
 ) -> Result<ConnectionView, ApiError> {
     member.require_admin()?;
     let hooks = state.sync_points.as_ref();
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref()).await?;
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
-        let (to, updated_at) = lifecycle::apply(&mut tx, &lock, &connection, transition).await?;
+        // Refuse a forbidden transition before calling anyone.
+        lifecycle::next_status(connection.status, connection.settled_status, transition)?;
+        let provider_revocation = if transition == Transition::Revoke {
+            revoke_at_provider(state, &connection).await?
+        } else {
+            "not_requested"
+        };
+        let (to, _) = lifecycle::apply(&mut tx, &lock, &connection, transition, None).await?;
         audit::record(
             &mut tx,
             ctx,
@@ -148,13 +207,32 @@ async fn transition(
                 actor_user_id: Some(member.user_id),
                 action: transition.as_str(),
                 outcome: to.as_str(),
-                detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
+                detail: json!({
+                    "provider": provider.as_str(),
+                    "from": connection.status.as_str(),
+                    "provider_revocation": provider_revocation,
+                }),
             },
         )
         .await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_BEFORE_COMMIT).await?;
-        Ok(ConnectionView::new(provider, to, updated_at))
+        read_view(&mut tx, member.workspace_id, provider).await
     }
     .await;
     db::finish(tx, result).await
+}
+
+/// Calls the provider's revocation endpoint with the stored grant (the refresh token if there is
+/// one, which revokes the whole grant, else the access token). Returns the outcome for the audit.
+async fn revoke_at_provider(state: &AppState, connection: &LockedConnection) -> Result<&'static str, ApiError> {
+    let Some((access, refresh)) = oauth::open_tokens(&state.vault, connection)? else {
+        return Ok("no_tokens");
+    };
+    match state.providers.revoke(connection.provider, refresh.as_ref().unwrap_or(&access)).await {
+        Ok(()) => Ok("ok"),
+        Err(e) => {
+            tracing::warn!(provider = connection.provider.as_str(), error = %e, "provider revocation failed; tokens wiped locally");
+            Ok("failed")
+        }
+    }
 }

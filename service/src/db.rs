@@ -12,7 +12,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 
 use crate::config::Config;
-use crate::domain::Actor;
+use crate::domain::{Actor, TenantId};
 use crate::error::ApiError;
 
 /// The service's schema migrations, embedded at build time. The harness migrates its template
@@ -22,25 +22,45 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A request's transaction.
 pub type Tx = Transaction<'static, Postgres>;
 
-/// Opens the pool described by the configuration.
+/// Opens the service's pool: every session runs as the configured non-owner role, so row-level
+/// security applies to every query the service makes.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())?.application_name("harbor-service");
+    let role = config.database_role.clone();
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            let role = role.clone();
+            Box::pin(async move {
+                if let Some(role) = role {
+                    // The name is checked by `Config::validate` ([A-Za-z0-9_]+), so quoting is enough.
+                    sqlx::query(&format!("SET ROLE \"{role}\"")).execute(conn).await?;
+                }
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await
 }
 
-/// Begins a transaction, tagged with the request's actor when there is one.
-pub async fn begin(pool: &PgPool, actor: Option<&Actor>) -> Result<Tx, ApiError> {
+/// Opens a pool as the login role itself (the schema owner): for migrations and key rotation,
+/// which must see every tenant. Request handling never uses it.
+pub async fn connect_owner(config: &Config, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options =
+        PgConnectOptions::from_str(config.database_url.expose_secret())?.application_name("harbor-service-owner");
+    PgPoolOptions::new().max_connections(max_connections).connect_with(options).await
+}
+
+/// Begins a request's transaction: scoped to `tenant` for row-level security
+/// (`harbor.tenant_id`), and tagged with the request's actor when there is one.
+pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, ApiError> {
     let mut tx = pool.begin().await?;
-    if let Some(actor) = actor {
-        sqlx::query("SELECT set_config('application_name', $1, true)")
-            .bind(actor.application_name())
-            .execute(&mut *tx)
-            .await?;
-    }
+    sqlx::query("SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', $2, true)")
+        .bind(tenant.to_string())
+        .bind(actor.map(Actor::application_name).unwrap_or_else(|| "harbor-service".to_owned()))
+        .execute(&mut *tx)
+        .await?;
     Ok(tx)
 }
 

@@ -66,7 +66,7 @@ uuid_id!(
 );
 
 /// A third-party provider Harbor can connect a workspace to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// QuickBooks Online: the connection activation depends on.

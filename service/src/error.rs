@@ -8,6 +8,9 @@ use serde::Serialize;
 use crate::context;
 use crate::domain::ParseError;
 use crate::lifecycle::TransitionError;
+use crate::oauth_state::StateStoreError;
+use crate::providers::ProviderError;
+use crate::vault::VaultError;
 
 /// Everything a request can fail with. Area errors convert into it with `From`.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,30 @@ pub enum ApiError {
     /// A connection lifecycle transition that the state machine forbids.
     #[error(transparent)]
     InvalidTransition(#[from] TransitionError),
+    /// The OAuth state is unknown, expired or already used.
+    #[error("the OAuth state is unknown, expired or already used")]
+    OAuthStateInvalid,
+    /// The OAuth state was issued to another tenant, user or provider (possible CSRF).
+    #[error("the OAuth state was not issued for this caller and provider")]
+    OAuthStateMismatch,
+    /// The provider failed or refused; the message names the provider's error code only.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// Too many requests; retry after the given time.
+    #[error("too many requests; retry after {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
+    /// The provider refused the refresh token: the connection needs a new authorization.
+    #[error("the provider refused the stored grant; reconnect the provider")]
+    ReconnectRequired,
+    /// The operation needs a `CONNECTED` connection.
+    #[error("the connection is {0}, not CONNECTED")]
+    NotConnected(&'static str),
+    /// A stored token could not be decrypted or encrypted; details are logged, never returned.
+    #[error("token storage error")]
+    Vault(#[from] VaultError),
+    /// The OAuth state store failed; details are logged, never returned.
+    #[error("state store error")]
+    StateStore(#[from] StateStoreError),
     /// A request parked at a sync point was not released in time (test mode only).
     #[error("sync point {0} was not released in time")]
     SyncPointTimeout(String),
@@ -74,8 +101,17 @@ impl ApiError {
             ApiError::ActivationNotEntitled => (StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED"),
             ApiError::ActivationNotReady(_) => (StatusCode::CONFLICT, "ACTIVATION_NOT_READY"),
             ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "INVALID_TRANSITION"),
+            ApiError::OAuthStateInvalid => (StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID"),
+            ApiError::OAuthStateMismatch => (StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH"),
+            ApiError::Provider(ProviderError::NotConfigured(_)) => (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED"),
+            ApiError::Provider(_) => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::ReconnectRequired => (StatusCode::CONFLICT, "RECONNECT_REQUIRED"),
+            ApiError::NotConnected(_) => (StatusCode::CONFLICT, "CONNECTION_NOT_CONNECTED"),
             ApiError::SyncPointTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"),
-            ApiError::Database(_) | ApiError::Redis(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            ApiError::Database(_) | ApiError::Redis(_) | ApiError::Vault(_) | ApiError::StateStore(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+            }
         }
     }
 }
@@ -87,12 +123,20 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Database(e) => tracing::error!(%request_id, error = %e, "database error"),
             ApiError::Redis(e) => tracing::error!(%request_id, error = %e, "redis error"),
+            ApiError::Vault(e) => tracing::error!(%request_id, error = %e, "token vault error"),
+            ApiError::StateStore(e) => tracing::error!(%request_id, error = %e, "oauth state store error"),
+            ApiError::Provider(e) => tracing::warn!(%request_id, code, error = %e, "provider call failed"),
             ApiError::SyncPointTimeout(p) => {
                 tracing::error!(%request_id, point = %p, "request parked at a sync point was never released")
             }
             other => tracing::info!(%request_id, code, reason = %other, "request refused"),
         }
         let body = ErrorBody { error: ErrorDetail { code, message: self.to_string(), request_id } };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::RateLimited(retry_after) = self {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }

@@ -12,7 +12,14 @@
 //! - [`locks`]: `lock_key_for_workspace`, the only place advisory-lock keys are derived.
 //! - [`lifecycle`]: the connection state machine, the only place transitions are decided.
 //! - [`activation`]: `POST /v1/workspaces/{id}/activation`.
-//! - [`connections`]: list, disconnect and revoke.
+//! - [`connections`]: list (metadata only), disconnect and revoke (which calls the provider).
+//! - [`oauth`]: authorize and callback — the tenant-bound OAuth flow with PKCE.
+//! - [`oauth_state`]: [`oauth_state::OAuthStateStore`], states in Redis, consumed once.
+//! - [`providers`]: provider configuration and the HTTP client (exchange, refresh, revoke, fetch).
+//! - [`vault`]: AES-256-GCM token encryption bound to its row, the key ring, key rotation.
+//! - [`documents`]: connector sync with single-flight refresh, and the documents list.
+//! - [`ratelimit`]: GCRA rate limits in Redis, shared by replicas.
+//! - [`clock`]: the service's clock, which the harness can move.
 //! - [`audit`]: the append-only audit trail.
 //! - [`syncpoints`]: the named points where the harness can park a request.
 //! - [`health`], [`openapi`]: operations endpoints and the API description.
@@ -22,18 +29,25 @@ pub mod activation;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod context;
 pub mod db;
+pub mod documents;
 pub mod domain;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod locks;
+pub mod oauth;
+pub mod oauth_state;
 pub mod openapi;
+pub mod providers;
+pub mod ratelimit;
 pub mod syncpoints;
 pub mod telemetry;
+pub mod vault;
 
 pub use app::{Application, Hooks};
 pub use config::Config;

@@ -140,6 +140,32 @@ pub fn next_status(
     Ok(to)
 }
 
+/// A connection's tokens as stored: ciphertext only (see [`crate::vault`]).
+#[derive(Clone)]
+pub struct SealedTokens {
+    /// The encrypted access token.
+    pub access_token: Vec<u8>,
+    /// The encrypted refresh token, if the provider issued one.
+    pub refresh_token: Option<Vec<u8>>,
+    /// The key both were encrypted with.
+    pub key_id: String,
+    /// When the access token expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+}
+
+impl fmt::Debug for SealedTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Ciphertext is not secret without the key, but it has no business in logs either.
+        f.debug_struct("SealedTokens")
+            .field("key_id", &self.key_id)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A connection row as read under its row lock.
 #[derive(Clone, Debug)]
 pub struct LockedConnection {
@@ -155,7 +181,22 @@ pub struct LockedConnection {
     pub settled_status: ConnectionStatus,
     /// Compare-and-set version, bumped by every change.
     pub version: i64,
+    /// Its tokens, present only when `CONNECTED`.
+    pub tokens: Option<SealedTokens>,
 }
+
+type ConnectionRow = (
+    ConnectionId,
+    TenantId,
+    String,
+    String,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Vec<String>,
+);
 
 /// Reads the workspace's connection to `provider` with `FOR UPDATE`, under the workspace lock.
 pub async fn lock_connection(
@@ -163,15 +204,22 @@ pub async fn lock_connection(
     lock: &WorkspaceLock,
     provider: Provider,
 ) -> Result<LockedConnection, ApiError> {
-    let row: Option<(ConnectionId, TenantId, String, String, i64)> = sqlx::query_as(
-        "SELECT id, tenant_id, status, settled_status, version FROM connections \
-         WHERE workspace_id = $1 AND provider = $2 FOR UPDATE",
+    let row: Option<ConnectionRow> = sqlx::query_as(
+        "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
+         token_expires_at, scopes FROM connections WHERE workspace_id = $1 AND provider = $2 FOR UPDATE",
     )
     .bind(lock.workspace_id)
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)
     .await?;
-    let (id, tenant_id, status, settled, version) = row.ok_or(ApiError::NotFound)?;
+    let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes) =
+        row.ok_or(ApiError::NotFound)?;
+    let tokens = match (access, key_id) {
+        (Some(access_token), Some(key_id)) => {
+            Some(SealedTokens { access_token, refresh_token: refresh, key_id, expires_at, scopes })
+        }
+        _ => None,
+    };
     Ok(LockedConnection {
         id,
         tenant_id,
@@ -179,38 +227,103 @@ pub async fn lock_connection(
         status: ConnectionStatus::parse(&status)?,
         settled_status: ConnectionStatus::parse(&settled)?,
         version,
+        tokens,
     })
 }
 
-/// Applies a transition to a locked connection and stores the result. Returns the new status and
-/// when it was stored.
+/// What a stored change does to the connection's tokens.
+#[derive(Debug)]
+pub enum TokenChange {
+    /// Leave them as they are.
+    Keep,
+    /// Remove them.
+    Wipe,
+    /// Replace them.
+    Store(SealedTokens),
+}
+
+/// Applies a transition to a locked connection and stores the result. Transitions that end a
+/// grant wipe the tokens; `CompleteAuthorization` stores `tokens` (and needs them). Returns the new
+/// status and when it was stored.
 pub async fn apply(
     tx: &mut Tx,
-    _lock: &WorkspaceLock,
+    lock: &WorkspaceLock,
     connection: &LockedConnection,
     transition: Transition,
+    tokens: Option<SealedTokens>,
 ) -> Result<(ConnectionStatus, DateTime<Utc>), ApiError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
     let settled = if to.is_settled() { to } else { connection.settled_status };
+    let change = match (transition, tokens) {
+        (Transition::CompleteAuthorization, Some(t)) => TokenChange::Store(t),
+        (Transition::CompleteAuthorization, None) => {
+            return Err(ApiError::Database(sqlx::Error::Protocol("completing an authorization needs tokens".into())))
+        }
+        (t, _) if t.wipes_tokens() => TokenChange::Wipe,
+        _ => TokenChange::Keep,
+    };
+    let refresh_outcome = (transition == Transition::RefreshRejected).then_some("invalid_grant");
+    let updated_at = store(tx, lock, connection, to, settled, change, refresh_outcome).await?;
+    Ok((to, updated_at))
+}
+
+/// Replaces a `CONNECTED` connection's tokens after a refresh (no status change), recording the
+/// refresh outcome. Compare-and-set on the version read under the row lock.
+pub async fn store_refreshed(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    tokens: SealedTokens,
+) -> Result<DateTime<Utc>, ApiError> {
+    store(tx, lock, connection, connection.status, connection.settled_status, TokenChange::Store(tokens), Some("ok")).await
+}
+
+async fn store(
+    tx: &mut Tx,
+    _lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    to: ConnectionStatus,
+    settled: ConnectionStatus,
+    change: TokenChange,
+    refresh_outcome: Option<&str>,
+) -> Result<DateTime<Utc>, ApiError> {
+    let (write, t) = match change {
+        TokenChange::Keep => (false, None),
+        TokenChange::Wipe => (true, None),
+        TokenChange::Store(t) => (true, Some(t)),
+    };
     let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now() \
+        "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
+           access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
+           refresh_token    = CASE WHEN $5 THEN $7 ELSE refresh_token END, \
+           token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \
+           token_expires_at = CASE WHEN $5 THEN $9 ELSE token_expires_at END, \
+           scopes           = CASE WHEN $5 THEN $10 ELSE scopes END, \
+           last_refresh_at  = CASE WHEN $11::text IS NULL THEN last_refresh_at ELSE now() END, \
+           last_refresh_outcome = COALESCE($11, last_refresh_outcome) \
          WHERE id = $1 AND version = $4 RETURNING updated_at",
     )
     .bind(connection.id)
     .bind(to.as_str())
     .bind(settled.as_str())
     .bind(connection.version)
+    .bind(write)
+    .bind(t.as_ref().map(|t| t.access_token.clone()))
+    .bind(t.as_ref().and_then(|t| t.refresh_token.clone()))
+    .bind(t.as_ref().map(|t| t.key_id.clone()))
+    .bind(t.as_ref().and_then(|t| t.expires_at))
+    .bind(t.map(|t| t.scopes).unwrap_or_default())
+    .bind(refresh_outcome)
     .fetch_optional(&mut **tx)
     .await?;
     // Under the row lock the version cannot move; if it did, some writer skipped the lock
-    // discipline, and claiming success would audit a transition that never happened.
-    let updated_at = updated_at.ok_or_else(|| {
+    // discipline, and claiming success would audit a change that never happened.
+    updated_at.ok_or_else(|| {
         ApiError::Database(sqlx::Error::Protocol(format!(
             "connection {} changed under its row lock (version {})",
             connection.id, connection.version
         )))
-    })?;
-    Ok((to, updated_at))
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@ use utoipa::{Modify, OpenApi};
         crate::connections::list,
         crate::connections::disconnect,
         crate::connections::revoke,
+        crate::oauth::authorize,
+        crate::oauth::callback,
+        crate::documents::sync,
+        crate::documents::list,
     ),
     modifiers(&BearerAuth)
 )]

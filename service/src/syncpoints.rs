@@ -18,6 +18,14 @@ pub const SYNC_POINTS: &[&str] = &[
     ACTIVATION_BEFORE_COMMIT,
     LIFECYCLE_LOCKED,
     LIFECYCLE_BEFORE_COMMIT,
+    OAUTH_AUTHORIZE_LOCKED,
+    OAUTH_CALLBACK_STATE_CONSUMED,
+    OAUTH_CALLBACK_EXCHANGED,
+    OAUTH_CALLBACK_LOCKED,
+    OAUTH_CALLBACK_BEFORE_COMMIT,
+    SYNC_LOCKED,
+    SYNC_REFRESHED,
+    SYNC_BEFORE_FETCH,
 ];
 
 /// Activation holds the workspace lock and has read nothing yet.
@@ -30,6 +38,23 @@ pub const ACTIVATION_BEFORE_COMMIT: &str = "activation.before_commit";
 pub const LIFECYCLE_LOCKED: &str = "lifecycle.locked";
 /// Disconnect or revoke has written the new status and is about to commit.
 pub const LIFECYCLE_BEFORE_COMMIT: &str = "lifecycle.before_commit";
+
+/// Authorize holds the workspace lock and the connection's row lock.
+pub const OAUTH_AUTHORIZE_LOCKED: &str = "oauth.authorize.locked";
+/// The callback has consumed its state (it is gone from Redis) and checked nothing yet.
+pub const OAUTH_CALLBACK_STATE_CONSUMED: &str = "oauth.callback.state_consumed";
+/// The callback has exchanged the code for tokens and holds no lock yet.
+pub const OAUTH_CALLBACK_EXCHANGED: &str = "oauth.callback.exchanged";
+/// The callback holds the workspace lock and the connection's row lock.
+pub const OAUTH_CALLBACK_LOCKED: &str = "oauth.callback.locked";
+/// The callback has stored the tokens and is about to commit.
+pub const OAUTH_CALLBACK_BEFORE_COMMIT: &str = "oauth.callback.before_commit";
+/// A sync holds the workspace lock and the row lock, before deciding whether to refresh.
+pub const SYNC_LOCKED: &str = "sync.locked";
+/// A sync has refreshed the token at the provider and not stored it yet.
+pub const SYNC_REFRESHED: &str = "sync.refreshed";
+/// A sync has committed its token decision and is about to read the provider's documents.
+pub const SYNC_BEFORE_FETCH: &str = "sync.before_fetch";
 
 /// The sync-point hooks of one service instance.
 #[derive(Clone, Debug)]

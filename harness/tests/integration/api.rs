@@ -2,7 +2,10 @@
 //! 404s, health and readiness answer, the OpenAPI document is served, and production refuses the
 //! test hooks.
 
-use harbor_harness::service::{service_config, ServiceOptions};
+use harbor_harness::fake_provider::FakeProvider;
+use harbor_harness::service::{service_config, ServiceDeps, ServiceOptions};
+use harbor_service::vault::{KeyRing, TokenKeysConfig};
+use secrecy::SecretString;
 use harbor_harness::tokens::TokenMint;
 use harbor_service::config::{Config, Profile};
 use reqwest::{Method, StatusCode};
@@ -62,13 +65,25 @@ async fn production_refuses_sync_points_at_start_up() {
     let mut infra = test_infra().await;
     let env = infra.isolated_env().await.unwrap();
     let tokens = TokenMint::new();
+    let (_, token_keys) = KeyRing::generate("k1");
+    let provider = FakeProvider::start().await.unwrap();
+    let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
     let config = Config {
         profile: Profile::Production,
-        ..service_config(&env, &tokens, ServiceOptions { sync_points: true, ..ServiceOptions::default() })
+        ..service_config(&env, &deps, ServiceOptions { sync_points: true, ..ServiceOptions::default() })
     };
     let refused = harbor_service::Application::build(config).await;
     let message = refused.err().expect("production with sync points must not start").to_string();
     assert!(message.contains("HARBOR_SYNC_POINTS"), "{message}");
+
+    // No token key: the service refuses to start rather than store tokens it cannot protect.
+    let config = Config {
+        token_keys: TokenKeysConfig { keys: SecretString::from(String::new()), primary: None },
+        ..service_config(&env, &deps, ServiceOptions::default())
+    };
+    let refused = harbor_service::Application::build(config).await;
+    let message = refused.err().expect("a service without a token key must not start").to_string();
+    assert!(message.contains("HARBOR_TOKEN_KEYS"), "{message}");
     env.cleanup().await.unwrap();
     infra.shutdown().await;
 }

@@ -51,6 +51,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub request_id: Option<String>,
+    pub retry_after: Option<String>,
 }
 
 impl Reply {
@@ -88,6 +89,10 @@ impl<'a> Call<'a> {
         let token = self.app.sut.tokens.token(user, TokenKind::Valid);
         self.bearer(token)
     }
+    pub fn on_replica(mut self, replica: usize) -> Self {
+        self.replica = replica;
+        self
+    }
     pub fn actor(mut self, actor: &str) -> Self {
         self.actor = Some(actor.to_owned());
         self
@@ -110,9 +115,10 @@ impl<'a> Call<'a> {
         let resp = req.send().await.expect("the service answers");
         let status = resp.status();
         let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await.expect("a readable body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, body, request_id }
+        Reply { status, body, request_id, retry_after }
     }
 }
 

@@ -67,7 +67,21 @@ async fn disconnect_and_revoke_follow_the_state_machine() {
     assert_eq!(items.len(), 4);
     for item in items {
         let keys: Vec<&String> = item.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["connected", "provider", "status", "updated_at"], "metadata only");
+        assert_eq!(
+            keys,
+            [
+                "connected",
+                "expires_at",
+                "has_refresh_token",
+                "last_refresh_at",
+                "last_refresh_outcome",
+                "provider",
+                "scopes",
+                "status",
+                "updated_at"
+            ],
+            "metadata only"
+        );
     }
     app.stop().await;
 }

@@ -7,6 +7,7 @@
 mod activation;
 mod api;
 mod auth;
+mod connectors;
 mod helpers;
 mod lifecycle;
 mod provision;

@@ -1,0 +1,400 @@
+//! The OAuth connector flow (threat model "proposed solution architecture"; RFC 9700 §2.1, §4.4,
+//! §4.7; RFC 7636).
+//!
+//! - `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize` ([`authorize`]): under
+//!   the workspace lock the connection becomes `PENDING`; a state and a PKCE verifier are stored in
+//!   Redis ([`crate::oauth_state`]) bound to tenant, workspace, user and provider; the response is
+//!   the provider's authorization URL.
+//! - `GET /v1/oauth/{provider}/callback?state&code` ([`callback`]), authenticated as the user:
+//!   consume the state (exactly once, whatever happens next) → check it belongs to this caller and
+//!   provider → exchange the code with the verifier → under the workspace lock and row lock,
+//!   encrypt and store the tokens, `CONNECTED`.
+//!
+//! Neither codes, states nor tokens are logged, returned in errors or written to audit rows.
+
+use axum::extract::{RawQuery, State};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{Identity, ProviderPath, WorkspaceMember};
+use crate::connections::{self, ConnectionView};
+use crate::context::RequestContext;
+use crate::db;
+use crate::domain::{ParseError, Provider, TenantId, UserId};
+use crate::error::{ApiError, ErrorBody};
+use crate::lifecycle::{self, ConnectionStatus, LockedConnection, SealedTokens, Transition};
+use crate::locks;
+use crate::oauth_state::{self, OAuthStateRecord, STATE_TTL_SECONDS};
+use crate::providers::{ProviderError, TokenSet};
+use crate::ratelimit::ClientAddress;
+use crate::syncpoints::{self, SyncHooks};
+use crate::vault::{KeyRing, TokenBinding, TokenField};
+
+/// Where to send the user's browser.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuthorizeResponse {
+    /// The provider's authorization URL, with state and PKCE challenge.
+    pub authorization_url: String,
+    /// Seconds until the state expires.
+    pub expires_in: i64,
+    /// The connection's status now (`PENDING`).
+    pub status: ConnectionStatus,
+}
+
+/// Starts connecting the workspace to a provider. Any member may start it.
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
+    params(
+        ("workspace_id" = uuid::Uuid, Path, description = "The workspace"),
+        ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
+    ),
+    responses(
+        (status = 200, description = "Authorization started", body = AuthorizeResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
+        (status = 409, description = "INVALID_TRANSITION or PROVIDER_NOT_CONFIGURED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "oauth"
+)]
+pub async fn authorize(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    address: ClientAddress,
+    member: WorkspaceMember,
+    ProviderPath(provider): ProviderPath,
+) -> Result<Json<AuthorizeResponse>, ApiError> {
+    state.limiter.charge("authorize", &address, &member.tenant_id.to_string()).await?;
+    let config = state.providers.config(provider)?.clone();
+    let hooks = state.sync_points.as_ref();
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
+        let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
+        let verifier = oauth_state::random_token();
+        let challenge = oauth_state::pkce_challenge(&verifier);
+        let record = OAuthStateRecord {
+            tenant_id: member.tenant_id,
+            workspace_id: member.workspace_id,
+            user_id: member.user_id,
+            provider,
+            issuer: config.issuer.clone(),
+            redirect_uri: config.redirect_uri.to_string(),
+            verifier,
+            created_at: state.clock.now(),
+        };
+        let state_value = state.states.issue(&record).await?;
+        let mut url = config.authorize_url.clone();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &config.client_id)
+            .append_pair("redirect_uri", config.redirect_uri.as_str())
+            .append_pair("scope", &config.scopes.join(" "))
+            .append_pair("state", state_value.expose_secret())
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        audit::record(
+            &mut tx,
+            &ctx,
+            AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(member.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.authorize",
+                outcome: status.as_str(),
+                detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
+            },
+        )
+        .await?;
+        Ok(AuthorizeResponse { authorization_url: url.to_string(), expires_in: STATE_TTL_SECONDS, status })
+    }
+    .await;
+    db::finish(tx, result).await.map(Json)
+}
+
+/// The callback's query parameters. `Debug` is redacted: they are credentials.
+struct CallbackParams {
+    state: SecretString,
+    code: Option<SecretString>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
+    let (mut state, mut code, mut error, mut iss) = (None, None, None, None);
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "state" => state = Some(SecretString::from(v.into_owned())),
+            "code" => code = Some(SecretString::from(v.into_owned())),
+            // Only the provider's error *code* is kept, and only if it looks like one.
+            "error" => error = Some(v.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()),
+            "iss" => iss = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let state = state.ok_or_else(|| ParseError::new("state", "missing from the query"))?;
+    if code.is_none() && error.is_none() {
+        return Err(ParseError::new("code", "missing from the query").into());
+    }
+    Ok(CallbackParams { state, code, error, iss })
+}
+
+/// Completes a connection: the provider redirected the user's browser here.
+#[utoipa::path(
+    get,
+    path = "/v1/oauth/{provider}/callback",
+    params(
+        ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
+        ("state" = String, Query, description = "The state from the authorization URL"),
+        ("code" = String, Query, description = "The authorization code"),
+    ),
+    responses(
+        (status = 200, description = "Connected", body = ConnectionView),
+        (status = 400, description = "OAUTH_STATE_INVALID (unknown, expired or used state) or BAD_REQUEST", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "OAUTH_STATE_MISMATCH: the state belongs to another tenant, user or provider", body = ErrorBody),
+        (status = 409, description = "INVALID_TRANSITION: the connection changed meanwhile", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
+        (status = 502, description = "PROVIDER_ERROR: the code exchange failed", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "oauth"
+)]
+pub async fn callback(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    address: ClientAddress,
+    identity: Identity,
+    ProviderPath(provider): ProviderPath,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let caller_tenant = user_tenant(&state, identity.user_id).await?;
+    state.limiter.charge("callback", &address, &caller_tenant.to_string()).await?;
+    state
+        .limiter
+        .check_failed_states(&address.0)
+        .await?
+        .map_err(|l| ApiError::RateLimited(l.retry_after))?;
+    let params = callback_params(query.as_deref())?;
+    let hooks = state.sync_points.as_ref();
+
+    // 1. Consume the state: after this line it is gone, whatever happens below.
+    let record = match state.states.consume(params.state.expose_secret()).await? {
+        Some(record) if state.clock.now() - record.created_at <= chrono::Duration::seconds(STATE_TTL_SECONDS) => record,
+        _ => {
+            state.limiter.charge_failed_state(&address.0).await?;
+            return Err(ApiError::OAuthStateInvalid);
+        }
+    };
+    SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_STATE_CONSUMED).await?;
+
+    // 2. The state must have been issued to this user, in this tenant, for this provider.
+    let bound = record.user_id == identity.user_id
+        && record.tenant_id == caller_tenant
+        && record.provider == provider
+        && params.iss.as_deref().is_none_or(|iss| iss == record.issuer);
+    if !bound {
+        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), caller_tenant).await?;
+        let result = audit::record(
+            &mut tx,
+            &ctx,
+            AuditEvent {
+                tenant_id: Some(caller_tenant),
+                workspace_id: None,
+                actor_user_id: Some(identity.user_id),
+                action: "oauth.callback",
+                outcome: "csrf_suspected",
+                detail: json!({
+                    "provider": provider.as_str(),
+                    "state_provider": record.provider.as_str(),
+                    "state_tenant_id": record.tenant_id,
+                    "state_workspace_id": record.workspace_id,
+                    "state_user_id": record.user_id,
+                }),
+            },
+        )
+        .await
+        .map_err(ApiError::from);
+        db::finish(tx, result).await?;
+        tracing::warn!(provider = provider.as_str(), "OAuth callback with a state issued to someone else");
+        return Err(ApiError::OAuthStateMismatch);
+    }
+    // The caller must still be a member of the workspace the flow was started for.
+    crate::auth::membership(&state.db, record.workspace_id, identity.user_id).await?.ok_or(ApiError::NotFound)?;
+    let member = MemberOfRecord { tenant_id: record.tenant_id, user_id: record.user_id };
+
+    // 3. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
+    let exchanged = match (&params.error, &params.code) {
+        (Some(error), _) => Err(ProviderError::Rejected { status: 400, error: error.clone() }),
+        (None, Some(code)) => {
+            state.providers.exchange_code(provider, code, &record.verifier, &record.redirect_uri).await
+        }
+        (None, None) => unreachable!("callback_params requires a code or an error"),
+    };
+    let tokens = match exchanged {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            settle_failed_authorization(&state, &ctx, &record, &member, &error).await?;
+            return Err(ApiError::Provider(error));
+        }
+    };
+    SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
+
+    // 4. Under the workspace lock and the row lock: encrypt, store, CONNECTED.
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), record.tenant_id).await?;
+    let result = async {
+        let lock = locks::lock_workspace(&mut tx, record.workspace_id).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
+        let sealed = seal_token_set(&state.vault, &connection, &tokens, None, state.clock.now())?;
+        let (to, _) =
+            lifecycle::apply(&mut tx, &lock, &connection, Transition::CompleteAuthorization, Some(sealed)).await?;
+        audit::record(
+            &mut tx,
+            &ctx,
+            AuditEvent {
+                tenant_id: Some(record.tenant_id),
+                workspace_id: Some(record.workspace_id),
+                actor_user_id: Some(identity.user_id),
+                action: "oauth.callback",
+                outcome: to.as_str(),
+                detail: json!({ "provider": provider.as_str() }),
+            },
+        )
+        .await?;
+        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT).await?;
+        connections::read_view(&mut tx, record.workspace_id, provider).await
+    }
+    .await;
+    let finished = db::finish(tx, result).await;
+    if finished.is_err() {
+        // The connection changed meanwhile (say, a disconnect): the fresh grant is useless, so
+        // give it back rather than leave it live at the provider.
+        let token = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
+        if let Err(e) = state.providers.revoke(provider, token).await {
+            tracing::warn!(error = %e, "could not revoke an unused grant");
+        }
+    }
+    finished.map(Json)
+}
+
+struct MemberOfRecord {
+    tenant_id: TenantId,
+    user_id: UserId,
+}
+
+/// After a failed code exchange: back to the settled status (if still `PENDING`), audited.
+async fn settle_failed_authorization(
+    state: &AppState,
+    ctx: &RequestContext,
+    record: &OAuthStateRecord,
+    member: &MemberOfRecord,
+    error: &ProviderError,
+) -> Result<(), ApiError> {
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        let lock = locks::lock_workspace(&mut tx, record.workspace_id).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
+        let outcome = if connection.status == ConnectionStatus::Pending {
+            lifecycle::apply(&mut tx, &lock, &connection, Transition::FailAuthorization, None).await?.0
+        } else {
+            connection.status
+        };
+        audit::record(
+            &mut tx,
+            ctx,
+            AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(record.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.callback",
+                outcome: "provider_error",
+                detail: json!({
+                    "provider": record.provider.as_str(),
+                    "error": error_code(error),
+                    "status_now": outcome.as_str(),
+                }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    db::finish(tx, result).await
+}
+
+/// A provider error's code for audit rows: never a message that could echo a token.
+pub fn error_code(error: &ProviderError) -> String {
+    match error {
+        ProviderError::NotConfigured(_) => "not_configured".into(),
+        ProviderError::InvalidGrant => "invalid_grant".into(),
+        ProviderError::Rejected { error, status } if error.is_empty() => format!("http_{status}"),
+        ProviderError::Rejected { error, .. } => error.clone(),
+        ProviderError::Unavailable(_) => "unavailable".into(),
+    }
+}
+
+async fn user_tenant(state: &AppState, user_id: UserId) -> Result<TenantId, ApiError> {
+    sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or(ApiError::Unauthenticated("unknown user"))
+}
+
+/// Encrypts a provider's token set for `connection`. When the provider sent no refresh token,
+/// `previous_refresh` (the one in use) is kept, re-encrypted under the primary key.
+pub fn seal_token_set(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+    tokens: &TokenSet,
+    previous_refresh: Option<&SecretString>,
+    now: DateTime<Utc>,
+) -> Result<SealedTokens, ApiError> {
+    let binding = |field| TokenBinding {
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider,
+        field,
+    };
+    let access_token = vault.encrypt(&tokens.access_token, &binding(TokenField::Access))?;
+    let refresh_token = tokens
+        .refresh_token
+        .as_ref()
+        .or(previous_refresh)
+        .map(|r| vault.encrypt(r, &binding(TokenField::Refresh)))
+        .transpose()?;
+    Ok(SealedTokens {
+        access_token,
+        refresh_token,
+        key_id: vault.primary_key_id().to_owned(),
+        expires_at: tokens.expires_in.map(|s| now + chrono::Duration::seconds(s)),
+        scopes: tokens.scope.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
+    })
+}
+
+/// Decrypts a connection's stored tokens: (access, refresh).
+pub fn open_tokens(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
+    let Some(sealed) = &connection.tokens else { return Ok(None) };
+    let binding = |field| TokenBinding {
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider,
+        field,
+    };
+    let access = vault.decrypt(&sealed.access_token, &binding(TokenField::Access))?;
+    let refresh = sealed.refresh_token.as_ref().map(|r| vault.decrypt(r, &binding(TokenField::Refresh))).transpose()?;
+    Ok(Some((access, refresh)))
+}

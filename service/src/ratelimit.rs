@@ -1,0 +1,165 @@
+//! Rate limits shared by every replica (threat model: "callback rate limiting"; RFC 6749 §10.12
+//! state guessing): GCRA in one Redis Lua script, so the decision and the update are atomic.
+//!
+//! Authorize and callback are limited per tenant and per client address; a callback whose state
+//! is unknown is also charged to a stricter per-address bucket of failed look-ups, checked before
+//! every state look-up. Time comes from the service's [`crate::clock::Clock`], so recovery is
+//! testable by moving the clock instead of sleeping.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::clock::Clock;
+
+/// A rate: `burst` requests at once, refilled at `per_minute`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Sustained requests per minute.
+    pub per_minute: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+impl Quota {
+    fn emission_interval_ms(self) -> u64 {
+        60_000 / u64::from(self.per_minute.max(1))
+    }
+}
+
+/// The limits of the OAuth routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Authorize and callback requests of one tenant.
+    pub per_tenant: Quota,
+    /// Authorize and callback requests from one client address.
+    pub per_address: Quota,
+    /// Callbacks from one address whose state was unknown, expired or used.
+    pub failed_states_per_address: Quota,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            per_tenant: Quota { per_minute: 60, burst: 20 },
+            per_address: Quota { per_minute: 120, burst: 60 },
+            failed_states_per_address: Quota { per_minute: 10, burst: 10 },
+        }
+    }
+}
+
+/// GCRA: KEYS[1] holds the theoretical arrival time (ms). ARGV: now, emission interval, burst,
+/// cost (0 = only check). Returns {allowed, retry_after_ms}.
+const GCRA: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local tolerance = interval * burst
+local new_tat = tat + interval * math.max(cost, 1)
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, allow_at - now}
+end
+if cost > 0 then
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, new_tat - now))
+end
+return {1, 0}
+";
+
+/// The limiter of one deployment.
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: redis::aio::ConnectionManager,
+    prefix: std::sync::Arc<str>,
+    clock: Clock,
+    limits: RateLimits,
+    script: std::sync::Arc<Script>,
+}
+
+/// A request over its limit; retry after this long.
+#[derive(Clone, Copy, Debug)]
+pub struct Limited {
+    /// When to retry.
+    pub retry_after: Duration,
+}
+
+impl RateLimiter {
+    /// A limiter with `limits`, keys under `prefix`.
+    pub fn new(redis: redis::aio::ConnectionManager, prefix: std::sync::Arc<str>, clock: Clock, limits: RateLimits) -> Self {
+        Self { redis, prefix, clock, limits, script: std::sync::Arc::new(Script::new(GCRA)) }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> RateLimits {
+        self.limits
+    }
+
+    async fn gcra(&self, bucket: &str, quota: Quota, cost: u32) -> Result<Result<(), Limited>, redis::RedisError> {
+        let mut redis = self.redis.clone();
+        let now = self.clock.now().timestamp_millis();
+        let (allowed, retry_ms): (i64, i64) = self
+            .script
+            .key(format!("{}ratelimit:{bucket}", self.prefix))
+            .arg(now)
+            .arg(quota.emission_interval_ms())
+            .arg(quota.burst)
+            .arg(cost)
+            .invoke_async(&mut redis)
+            .await?;
+        if allowed == 1 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(Limited { retry_after: Duration::from_millis(retry_ms.max(0) as u64) }))
+        }
+    }
+
+    /// Charges one request of `route` to the client address's bucket.
+    pub async fn charge_address(&self, route: &str, address: &str) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(&format!("{route}:addr:{address}"), self.limits.per_address, 1).await
+    }
+
+    /// Charges one request of `route` to the tenant's bucket.
+    pub async fn charge_tenant(&self, route: &str, tenant: &str) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(&format!("{route}:tenant:{tenant}"), self.limits.per_tenant, 1).await
+    }
+
+    /// Checks, without charging, that the address has failed-state budget left.
+    pub async fn check_failed_states(&self, address: &str) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(&format!("failed-state:addr:{address}"), self.limits.failed_states_per_address, 0).await
+    }
+
+    /// Charges one failed state look-up to the address.
+    pub async fn charge_failed_state(&self, address: &str) -> Result<(), redis::RedisError> {
+        self.gcra(&format!("failed-state:addr:{address}"), self.limits.failed_states_per_address, 1).await.map(|_| ())
+    }
+}
+
+/// The client's address as the socket saw it. Forwarding headers are not trusted: a deployment
+/// behind a proxy must have the proxy enforce its own per-address limit.
+#[derive(Clone, Debug)]
+pub struct ClientAddress(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Ok(ClientAddress(addr))
+    }
+}
+
+impl RateLimiter {
+    /// Charges an OAuth route request to the address and then to the tenant; the first bucket
+    /// that is empty refuses it.
+    pub async fn charge(&self, route: &str, address: &ClientAddress, tenant: &str) -> Result<(), crate::error::ApiError> {
+        self.charge_address(route, &address.0).await?.map_err(|l| crate::error::ApiError::RateLimited(l.retry_after))?;
+        self.charge_tenant(route, tenant).await?.map_err(|l| crate::error::ApiError::RateLimited(l.retry_after))?;
+        Ok(())
+    }
+}

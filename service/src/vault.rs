@@ -1,0 +1,350 @@
+//! Token encryption at rest (threat model: "plaintext token storage", "DB breach → token leak").
+//!
+//! AES-256-GCM with a random 96-bit nonce per encryption. A stored value is
+//! `version (1 byte) ‖ key id length (1 byte) ‖ key id ‖ nonce (12 bytes) ‖ ciphertext+tag`.
+//! The associated data binds the value to its tenant, connection row, provider and field
+//! ([`TokenBinding`]), so a ciphertext copied to another row, tenant or column fails to decrypt.
+//!
+//! Keys come from configuration, never the database: a [`KeyRing`] has one primary key for new
+//! writes and older keys that only decrypt. [`rotate_keys`] re-encrypts rows under the primary key
+//! in batches; it is resumable because it only ever selects rows still under an older key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+
+use crate::domain::{ConnectionId, Provider, TenantId};
+
+const FORMAT_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+/// Why a token could not be encrypted or decrypted, or the key ring could not be built. Never
+/// carries key or token material.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// No key is configured: the service refuses to start.
+    #[error("no token encryption key is configured (HARBOR_TOKEN_KEYS)")]
+    NoKeys,
+    /// A configured key is malformed.
+    #[error("token key {0:?}: {1}")]
+    BadKey(String, &'static str),
+    /// The primary key id names no configured key.
+    #[error("the primary token key {0:?} is not in HARBOR_TOKEN_KEYS")]
+    UnknownPrimary(String),
+    /// The stored value is not in the expected format.
+    #[error("stored token is malformed")]
+    Malformed,
+    /// The stored value names a key the ring does not have.
+    #[error("stored token is under key {0:?}, which is not configured")]
+    UnknownKey(String),
+    /// Authentication failed: wrong key, tampered value, or a value bound to another row.
+    #[error("stored token does not decrypt for this connection")]
+    Undecryptable,
+}
+
+/// Which token a value holds; part of the associated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenField {
+    /// The access token.
+    Access,
+    /// The refresh token.
+    Refresh,
+}
+
+impl TokenField {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenField::Access => "access_token",
+            TokenField::Refresh => "refresh_token",
+        }
+    }
+}
+
+/// What a ciphertext is bound to: it decrypts only for this tenant, row, provider and field.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenBinding {
+    /// The tenant owning the connection.
+    pub tenant_id: TenantId,
+    /// The connection row.
+    pub connection_id: ConnectionId,
+    /// The provider.
+    pub provider: Provider,
+    /// The column.
+    pub field: TokenField,
+}
+
+impl TokenBinding {
+    fn associated_data(&self) -> Vec<u8> {
+        format!(
+            "harbor.token.v1\0{}\0{}\0{}\0{}",
+            self.tenant_id,
+            self.connection_id,
+            self.provider.as_str(),
+            self.field.as_str()
+        )
+        .into_bytes()
+    }
+}
+
+/// The configured keys: `id:base64(32 bytes)` entries and the id of the primary.
+#[derive(Clone, Debug)]
+pub struct TokenKeysConfig {
+    /// The keys, as `id:base64key` entries separated by commas.
+    pub keys: SecretString,
+    /// The key new values are written with; the first key when unset.
+    pub primary: Option<String>,
+}
+
+/// The token keys in memory.
+pub struct KeyRing {
+    primary: String,
+    keys: BTreeMap<String, Aes256Gcm>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("primary", &self.primary)
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn valid_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl KeyRing {
+    /// Builds the ring from configuration; refuses an empty or malformed configuration.
+    pub fn from_config(config: &TokenKeysConfig) -> Result<Self, VaultError> {
+        let mut keys = BTreeMap::new();
+        let mut first = None;
+        for entry in config.keys.expose_secret().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (id, material) = entry.split_once(':').ok_or_else(|| VaultError::BadKey(String::new(), "expected id:base64"))?;
+            if !valid_key_id(id) {
+                return Err(VaultError::BadKey(id.to_owned(), "ids are 1-32 characters of [A-Za-z0-9_-]"));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(material)
+                .map_err(|_| VaultError::BadKey(id.to_owned(), "not base64"))?;
+            let cipher =
+                Aes256Gcm::new_from_slice(&bytes).map_err(|_| VaultError::BadKey(id.to_owned(), "not 32 bytes"))?;
+            if keys.insert(id.to_owned(), cipher).is_some() {
+                return Err(VaultError::BadKey(id.to_owned(), "configured twice"));
+            }
+            first.get_or_insert_with(|| id.to_owned());
+        }
+        let primary = config.primary.clone().or(first).ok_or(VaultError::NoKeys)?;
+        if !keys.contains_key(&primary) {
+            return Err(VaultError::UnknownPrimary(primary));
+        }
+        Ok(Self { primary, keys })
+    }
+
+    /// A ring with one fresh random key (tests and the harness).
+    pub fn generate(id: &str) -> (Self, TokenKeysConfig) {
+        let key = Aes256Gcm::generate_key(OsRng);
+        let config = TokenKeysConfig {
+            keys: SecretString::from(format!("{id}:{}", base64::engine::general_purpose::STANDARD.encode(key))),
+            primary: Some(id.to_owned()),
+        };
+        (Self::from_config(&config).expect("a generated key is valid"), config)
+    }
+
+    /// The id of the key new values are written with.
+    pub fn primary_key_id(&self) -> &str {
+        &self.primary
+    }
+
+    /// Encrypts `plaintext` under the primary key, bound to `binding`.
+    pub fn encrypt(&self, plaintext: &SecretString, binding: &TokenBinding) -> Result<Vec<u8>, VaultError> {
+        let cipher = &self.keys[&self.primary];
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = binding.associated_data();
+        let sealed = cipher
+            .encrypt(&nonce, Payload { msg: plaintext.expose_secret().as_bytes(), aad: &aad })
+            .map_err(|_| VaultError::Undecryptable)?;
+        let mut out = Vec::with_capacity(2 + self.primary.len() + NONCE_LEN + sealed.len());
+        out.push(FORMAT_VERSION);
+        out.push(self.primary.len() as u8);
+        out.extend_from_slice(self.primary.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Decrypts a stored value; fails unless it was encrypted for exactly `binding`.
+    pub fn decrypt(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
+        let (key_id, nonce, sealed) = split(stored)?;
+        let cipher = self.keys.get(key_id).ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
+        let aad = binding.associated_data();
+        let plain = cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+            .map_err(|_| VaultError::Undecryptable)?;
+        let text = String::from_utf8(plain).map_err(|_| VaultError::Malformed)?;
+        Ok(SecretString::from(text))
+    }
+}
+
+/// The key id a stored value was written with.
+pub fn key_id_of(stored: &[u8]) -> Result<&str, VaultError> {
+    split(stored).map(|(id, _, _)| id)
+}
+
+fn split(stored: &[u8]) -> Result<(&str, &[u8], &[u8]), VaultError> {
+    let (&version, rest) = stored.split_first().ok_or(VaultError::Malformed)?;
+    if version != FORMAT_VERSION {
+        return Err(VaultError::Malformed);
+    }
+    let (&id_len, rest) = rest.split_first().ok_or(VaultError::Malformed)?;
+    let id_len = usize::from(id_len);
+    if rest.len() < id_len + NONCE_LEN + 16 {
+        return Err(VaultError::Malformed);
+    }
+    let (id, rest) = rest.split_at(id_len);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let id = std::str::from_utf8(id).map_err(|_| VaultError::Malformed)?;
+    Ok((id, nonce, sealed))
+}
+
+/// What a [`rotate_keys`] run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    /// Connections re-encrypted under the primary key.
+    pub rotated: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Rows still under an older key when the run ended (locked by a request; run again).
+    pub remaining: u64,
+}
+
+/// Why key rotation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The database failed; batches already committed stay committed (the run can resume).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value could not be decrypted.
+    #[error("connection {0}: {1}")]
+    Vault(ConnectionId, VaultError),
+}
+
+type RotationRow = (ConnectionId, TenantId, String, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Re-encrypts every connection whose tokens are under an older key, `batch_size` rows per
+/// transaction. Needs a pool that can see every tenant (the owner's, not the service's role).
+/// Rows being changed by a request are skipped (`SKIP LOCKED`) and counted in `remaining`.
+pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Result<RotationReport, RotationError> {
+    let mut report = RotationReport::default();
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<RotationRow> = sqlx::query_as(
+            "SELECT id, tenant_id, provider, access_token, refresh_token FROM connections \
+             WHERE token_key_id IS NOT NULL AND token_key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(ring.primary_key_id())
+        .bind(batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            break;
+        }
+        for (id, tenant_id, provider, access, refresh) in &rows {
+            let provider = Provider::parse(provider).map_err(|_| RotationError::Vault(*id, VaultError::Malformed))?;
+            let reseal = |stored: &Option<Vec<u8>>, field| -> Result<Option<Vec<u8>>, RotationError> {
+                let Some(stored) = stored else { return Ok(None) };
+                let binding = TokenBinding { tenant_id: *tenant_id, connection_id: *id, provider, field };
+                let plain = ring.decrypt(stored, &binding).map_err(|e| RotationError::Vault(*id, e))?;
+                ring.encrypt(&plain, &binding).map(Some).map_err(|e| RotationError::Vault(*id, e))
+            };
+            let access = reseal(access, TokenField::Access)?;
+            let refresh = reseal(refresh, TokenField::Refresh)?;
+            sqlx::query("UPDATE connections SET access_token = $2, refresh_token = $3, token_key_id = $4 WHERE id = $1")
+                .bind(id)
+                .bind(access)
+                .bind(refresh)
+                .bind(ring.primary_key_id())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        report.rotated += rows.len() as u64;
+        report.batches += 1;
+    }
+    report.remaining = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM connections WHERE token_key_id IS NOT NULL AND token_key_id <> $1",
+    )
+    .bind(ring.primary_key_id())
+    .fetch_one(pool)
+    .await? as u64;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn binding() -> TokenBinding {
+        TokenBinding {
+            tenant_id: TenantId(Uuid::new_v4()),
+            connection_id: ConnectionId(Uuid::new_v4()),
+            provider: Provider::Gmail,
+            field: TokenField::Access,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_fresh_nonce() {
+        let (ring, _) = KeyRing::generate("k1");
+        let b = binding();
+        let secret = SecretString::from("ya29.canary-token");
+        let one = ring.encrypt(&secret, &b).unwrap();
+        let two = ring.encrypt(&secret, &b).unwrap();
+        assert_ne!(one, two, "a fresh nonce per encryption");
+        assert_eq!(ring.decrypt(&one, &b).unwrap().expose_secret(), "ya29.canary-token");
+        assert_eq!(key_id_of(&one).unwrap(), "k1");
+        assert!(!one.windows(6).any(|w| w == b"canary"));
+    }
+
+    #[test]
+    fn binding_is_enforced() {
+        let (ring, _) = KeyRing::generate("k1");
+        let b = binding();
+        let sealed = ring.encrypt(&SecretString::from("t"), &b).unwrap();
+        for other in [
+            TokenBinding { tenant_id: TenantId(Uuid::new_v4()), ..b },
+            TokenBinding { connection_id: ConnectionId(Uuid::new_v4()), ..b },
+            TokenBinding { provider: Provider::Slack, ..b },
+            TokenBinding { field: TokenField::Refresh, ..b },
+        ] {
+            assert!(matches!(ring.decrypt(&sealed, &other), Err(VaultError::Undecryptable)));
+        }
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(matches!(ring.decrypt(&tampered, &b), Err(VaultError::Undecryptable)));
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let cfg = |keys: &str, primary: Option<&str>| TokenKeysConfig {
+            keys: SecretString::from(keys.to_owned()),
+            primary: primary.map(str::to_owned),
+        };
+        assert!(matches!(KeyRing::from_config(&cfg("", None)), Err(VaultError::NoKeys)));
+        assert!(matches!(KeyRing::from_config(&cfg("k1:AAAA", None)), Err(VaultError::BadKey(..))));
+        let (_, good) = KeyRing::generate("old");
+        let (_, new) = KeyRing::generate("new");
+        let both = format!("{},{}", good.keys.expose_secret(), new.keys.expose_secret());
+        let ring = KeyRing::from_config(&cfg(&both, Some("new"))).unwrap();
+        assert_eq!(ring.primary_key_id(), "new");
+        assert!(matches!(KeyRing::from_config(&cfg(&both, Some("nope"))), Err(VaultError::UnknownPrimary(_))));
+        assert!(!format!("{ring:?}").contains(&good.keys.expose_secret()[4..]));
+    }
+}
