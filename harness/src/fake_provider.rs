@@ -232,29 +232,9 @@ impl FakeProvider {
             || inner.refresh.get(token).is_some_and(|r| r.1)
     }
 
-    /// Plays the user's browser: opens `authorization_url` and returns the redirect it answers
-    /// with (the code, state and issuer the provider sends back), without following it.
+    /// Plays the user's browser at this provider (see [`consent`]).
     pub async fn consent(&self, http: &reqwest::Client, authorization_url: &str) -> Result<Consent, String> {
-        let response = http.get(authorization_url).send().await.map_err(|e| format!("authorize: {e}"))?;
-        if response.status() != StatusCode::FOUND {
-            return Err(format!("authorize answered {} instead of a redirect", response.status()));
-        }
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or("authorize redirect has no Location")?;
-        let url = Url::parse(location).map_err(|e| format!("redirect: {e}"))?;
-        let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-        if let Some(error) = param("error") {
-            return Err(format!("the provider refused the authorization: {error}"));
-        }
-        Ok(Consent {
-            redirect: url.clone(),
-            code: param("code").ok_or("redirect has no code")?,
-            state: param("state").ok_or("redirect has no state")?,
-            iss: param("iss"),
-        })
+        consent(http, authorization_url).await
     }
 
     /// Stops the server.
@@ -269,6 +249,31 @@ impl Drop for FakeProvider {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Plays the user's browser: opens `authorization_url` and returns the redirect it answers
+/// with (the code, state and issuer the provider sends back), without following it.
+pub async fn consent(http: &reqwest::Client, authorization_url: &str) -> Result<Consent, String> {
+    let response = http.get(authorization_url).send().await.map_err(|e| format!("authorize: {e}"))?;
+    if response.status() != StatusCode::FOUND {
+        return Err(format!("authorize answered {} instead of a redirect", response.status()));
+    }
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("authorize redirect has no Location")?;
+    let url = Url::parse(location).map_err(|e| format!("redirect: {e}"))?;
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    if let Some(error) = param("error") {
+        return Err(format!("the provider refused the authorization: {error}"));
+    }
+    Ok(Consent {
+        redirect: url.clone(),
+        code: param("code").ok_or("redirect has no code")?,
+        state: param("state").ok_or("redirect has no state")?,
+        iss: param("iss"),
+    })
 }
 
 /// What the provider sent back through the user's browser.

@@ -12,11 +12,16 @@
 //! - [`fixtures`]: tenants, workspaces, users, memberships, entitlements and connection states.
 //! - [`fake_provider`]: [`fake_provider::FakeProvider`], a real HTTP OAuth provider with PKCE,
 //!   refresh rotation, revocation, injectable errors and delays, and call counters.
+//! - [`scenario`]: scenario files, their checks, the [`scenario::runner::ScenarioRunner`], traces
+//!   and verdicts over repeated runs.
+//! - [`report`]: the run folder and `report.json`.
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod evidence;
 pub mod fake_provider;
 pub mod fixtures;
 pub mod provision;
+pub mod report;
+pub mod scenario;
 pub mod service;
 pub mod tokens;

@@ -4,21 +4,64 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 use harbor_harness::provision::{BackendChoice, Infra};
+use harbor_harness::report::{self, Report};
+use harbor_harness::scenario::load::{self, LoadedScenario};
+use harbor_harness::scenario::logs::LogCapture;
+use harbor_harness::scenario::runner::ScenarioRunner;
+use harbor_harness::scenario;
 
-/// Exit code when the harness could not run at all (no backend, bad arguments).
+/// Exit code when a scenario failed or was flaky.
+const NOT_CERTIFIED: u8 = 1;
+/// Exit code when the harness could not run at all (no backend, bad arguments, bad scenario files).
 const CANNOT_RUN: u8 = 2;
 
 #[derive(Parser)]
 #[command(name = "harbor-certify", version, about = "Certify a concurrent, multi-tenant service against real PostgreSQL and Redis")]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand, `harbor-certify` is `harbor-certify run`.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What to run and where the results go.
+#[derive(clap::Args, Clone, Debug)]
+struct RunArgs {
+    /// Scenario ids or file names (default: every scenario).
+    scenarios: Vec<String>,
+    /// Only scenarios whose id or title contains this (case-insensitive).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Run each scenario this many times; differing traces make it FLAKY.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    backend: BackendChoice,
+    /// Where run folders are written (`<DIR>/<timestamp>/`, `<DIR>/latest`).
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Where the scenario files are.
+    #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
+    scenarios_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the scenario catalogue (the default command).
+    Run(RunArgs),
+    /// Print the id and title of every scenario, after checking the files.
+    List {
+        /// Where the scenario files are.
+        #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
+        scenarios_dir: PathBuf,
+    },
     /// Provision PostgreSQL and Redis, print their versions and how long they took, clean up.
     Doctor {
         /// Which backend to provision with.
@@ -40,15 +83,159 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    if matches!(command, Command::Run(_)) {
+        // The run searches the service's logs for leaked secrets: capture them.
+        if let Some(capture) = LogCapture::install() {
+            LOGS.set(capture).ok();
+        }
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::List { scenarios_dir } => list(&scenarios_dir),
         Command::Doctor { backend } => doctor(backend).await,
         Command::Infra { backend, env_file } => infra(backend, env_file).await,
     }
+}
+
+static LOGS: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+
+fn load(dir: &std::path::Path) -> Result<Vec<LoadedScenario>, ExitCode> {
+    let files = load::scenario_files(dir).map_err(|e| {
+        eprintln!("harbor-certify: cannot read the scenario directory {}: {e}", dir.display());
+        ExitCode::from(CANNOT_RUN)
+    })?;
+    if files.is_empty() {
+        eprintln!("harbor-certify: no *.toml scenario in {}", dir.display());
+        return Err(ExitCode::from(CANNOT_RUN));
+    }
+    load::load_all(&files).map_err(|errors| {
+        for e in &errors {
+            eprintln!("harbor-certify: {e}");
+        }
+        eprintln!("harbor-certify: {} scenario file(s) rejected; nothing was run", errors.len());
+        ExitCode::from(CANNOT_RUN)
+    })
+}
+
+fn list(dir: &std::path::Path) -> ExitCode {
+    match load(dir) {
+        Ok(all) => {
+            for s in all {
+                println!("{}\t{}", s.scenario.id, s.scenario.title);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let all = match load(&args.scenarios_dir) {
+        Ok(all) => all,
+        Err(code) => return code,
+    };
+    let selected = match scenario::select(all, &args.scenarios, args.filter.as_deref()) {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => {
+            eprintln!("harbor-certify: the selection matches no scenario");
+            return ExitCode::from(CANNOT_RUN);
+        }
+        Err(e) => {
+            eprintln!("harbor-certify: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    let mut infra = match provision_or_explain(args.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let provision_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "harbor-certify: {} backend ready in {} ms (PostgreSQL {}, Redis {}); {} scenario(s) × {}",
+        infra.kind,
+        infra.ready_in.as_millis(),
+        infra.postgres_version,
+        infra.redis_version,
+        selected.len(),
+        args.repeat
+    );
+    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned());
+    let bar = progress_bar(selected.len() as u64);
+    let mut results = Vec::with_capacity(selected.len());
+    for loaded in &selected {
+        bar.set_message(loaded.scenario.id.clone());
+        let result = scenario::run_repeated(&runner, loaded, args.repeat).await;
+        let line = format!("{:<7} {:<28} {:>7.0} ms  {}", result.verdict.as_str(), result.id, result.duration_ms, result.title);
+        bar.suspend(|| {
+            println!("{line}");
+            for f in &result.failures {
+                println!("        step {}: {}", f.step.map_or("-".into(), |s| s.to_string()), f.message);
+            }
+            if let Some(why) = &result.flaky {
+                println!("        flaky: {why}");
+            }
+        });
+        bar.inc(1);
+        results.push(result);
+    }
+    bar.finish_and_clear();
+    let mut environment = report::host_environment();
+    environment.backend = infra.kind.to_string();
+    environment.postgres_version = infra.postgres_version.clone();
+    environment.redis_version = infra.redis_version.clone();
+    environment.images = infra.images.as_ref().map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
+    infra.shutdown().await;
+    let report = Report::new(started_at, environment, results, args.repeat, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    let s = &report.summary;
+    println!(
+        "\n{}: {} scenario(s), {} passed, {} failed, {} flaky, {} could not run, in {:.1} s (provisioning {:.1} s)",
+        if report.verdict == "PASS" { "CERTIFIED" } else { "NOT CERTIFIED" },
+        s.total,
+        s.passed,
+        s.failed,
+        s.flaky,
+        s.errors,
+        s.duration_ms / 1000.0,
+        s.provision_ms / 1000.0
+    );
+    let slowest: Vec<String> = s.slowest.iter().map(|(id, ms)| format!("{id} {ms:.0} ms")).collect();
+    println!("slowest: {}", slowest.join(", "));
+    match report::write_run(&args.out, &report) {
+        Ok(dir) => println!("report: {}", dir.join("report.json").display()),
+        Err(e) => {
+            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.out.display());
+            return ExitCode::from(CANNOT_RUN);
+        }
+    }
+    if s.errors > 0 {
+        ExitCode::from(CANNOT_RUN)
+    } else if report.verdict == "PASS" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_CERTIFIED)
+    }
+}
+
+/// A progress bar on a terminal; hidden otherwise (the per-scenario lines are printed either way).
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("a valid template"),
+    );
+    bar
 }
 
 async fn provision_or_explain(backend: BackendChoice) -> Result<Infra, ExitCode> {

@@ -1,0 +1,179 @@
+//! Scenarios: files an auditor can read, copy and change (`scenarios/*.toml`), checked before
+//! anything runs, replayed against the service with lock-table evidence, and repeated to catch
+//! flakiness.
+//!
+//! - [`model`]: the file format.
+//! - [`load`]: parsing and every check that can be made before running.
+//! - [`runner`]: [`runner::ScenarioRunner`], one run of one scenario on a fresh environment.
+//! - [`trace`]: what happened, rendered like the seed audit's trace tables.
+//! - [`logs`]: the in-memory capture of the service's logs, for leak searches.
+
+pub mod load;
+pub mod logs;
+pub mod model;
+pub mod runner;
+pub mod trace;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use load::LoadedScenario;
+use model::Severity;
+use runner::{Failure, ScenarioRun, ScenarioRunner};
+use trace::Trace;
+
+/// A scenario's verdict over all its runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Every run passed with the same trace.
+    Passed,
+    /// Every run failed.
+    Failed,
+    /// Runs disagreed: different step order or outcomes, or some passed and some failed.
+    Flaky,
+    /// The environment failed; nothing was learnt about the service.
+    Error,
+}
+
+impl Verdict {
+    /// The upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "PASSED",
+            Verdict::Failed => "FAILED",
+            Verdict::Flaky => "FLAKY",
+            Verdict::Error => "ERROR",
+        }
+    }
+}
+
+/// A scenario's result over `runs` repetitions.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    /// The scenario's id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// The seed section or threat it covers.
+    pub source: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its audit area.
+    pub area: String,
+    /// Requirement references.
+    pub requirements: Vec<String>,
+    /// Threat-matrix rows covered.
+    pub threats: Vec<String>,
+    /// The file it came from.
+    pub file: String,
+    /// The actors and their roles, for trace tables.
+    pub actors: Vec<(String, String)>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// How many times it ran.
+    pub runs: usize,
+    /// Mean wall time of a run, in milliseconds.
+    pub duration_ms: f64,
+    /// Slowest run, in milliseconds.
+    pub max_duration_ms: f64,
+    /// Checks that held in the first run.
+    pub checks: usize,
+    /// The trace of the first failing run, or of the first run.
+    pub trace: Trace,
+    /// The failures of the first failing run.
+    pub failures: Vec<Failure>,
+    /// Why it is flaky: the first run whose trace differs, and the first differing line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flaky: Option<String>,
+}
+
+/// Runs `loaded` `repeat` times and judges the runs together.
+pub async fn run_repeated(runner: &ScenarioRunner<'_>, loaded: &LoadedScenario, repeat: usize) -> ScenarioResult {
+    let mut runs: Vec<ScenarioRun> = Vec::with_capacity(repeat.max(1));
+    for _ in 0..repeat.max(1) {
+        runs.push(runner.run(loaded).await);
+    }
+    judge(loaded, runs)
+}
+
+fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
+    let sc = &loaded.scenario;
+    let failed: Vec<&ScenarioRun> = runs.iter().filter(|r| !r.failures.is_empty()).collect();
+    let environment = runs.iter().any(|r| r.failures.iter().any(|f| f.environment));
+    let mut flaky = None;
+    let verdict = if environment {
+        Verdict::Error
+    } else if failed.len() == runs.len() {
+        Verdict::Failed
+    } else if !failed.is_empty() {
+        flaky = Some(format!("{} of {} runs failed", failed.len(), runs.len()));
+        Verdict::Flaky
+    } else {
+        let first = runs[0].trace.signature();
+        for (n, r) in runs.iter().enumerate().skip(1) {
+            let sig = r.trace.signature();
+            if sig != first {
+                let at = first.iter().zip(&sig).position(|(a, b)| a != b).unwrap_or(first.len().min(sig.len()));
+                flaky = Some(format!(
+                    "run {} differs from run 1 at trace line {}: {:?} vs {:?}",
+                    n + 1,
+                    at + 1,
+                    first.get(at),
+                    sig.get(at)
+                ));
+                break;
+            }
+        }
+        if flaky.is_some() {
+            Verdict::Flaky
+        } else {
+            Verdict::Passed
+        }
+    };
+    let shown = failed.first().copied().unwrap_or(&runs[0]);
+    let total: Duration = runs.iter().map(|r| r.duration).sum();
+    ScenarioResult {
+        id: sc.id.clone(),
+        title: sc.title.clone(),
+        source: sc.source.clone(),
+        severity: sc.severity,
+        area: sc.area.clone(),
+        requirements: sc.requirements.clone(),
+        threats: sc.threats.clone(),
+        file: loaded.file.display().to_string(),
+        actors: sc.actors.iter().map(|a| (a.name.clone(), a.role.clone())).collect(),
+        verdict,
+        runs: runs.len(),
+        duration_ms: (total / runs.len() as u32).as_secs_f64() * 1000.0,
+        max_duration_ms: runs.iter().map(|r| r.duration).max().unwrap_or_default().as_secs_f64() * 1000.0,
+        checks: shown.checks,
+        trace: shown.trace.clone(),
+        failures: shown.failures.clone(),
+        flaky,
+    }
+}
+
+/// Picks scenarios by id or file name (any of `wanted`; all when empty) and by a substring of the
+/// id or title (`filter`). Unknown ids are an error naming them.
+pub fn select(all: Vec<LoadedScenario>, wanted: &[String], filter: Option<&str>) -> Result<Vec<LoadedScenario>, String> {
+    let mut unknown: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !all.iter().any(|s| &s.scenario.id == *w || s.file.ends_with(w.as_str())))
+        .collect();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        return Err(format!("no scenario with id or file {unknown:?}"));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| &s.scenario.id == w || s.file.ends_with(w.as_str())))
+        .filter(|s| {
+            filter.is_none_or(|f| {
+                let f = f.to_lowercase();
+                s.scenario.id.to_lowercase().contains(&f) || s.scenario.title.to_lowercase().contains(&f)
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,176 @@
+//! A scenario's trace: every step's launch, parking, blocking (with the blocker's backend and the
+//! lock awaited, from `pg_locks`), release and completion, with timestamps. Rendered like the seed
+//! audit's "Trace: Activation vs. OAuth Callback (Q2)" table, one column per actor.
+
+use serde::Serialize;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The step was sent (its request or statement is under way).
+    Launched,
+    /// The request reached its sync point and waits there.
+    Parked,
+    /// The backend waits for a lock held by another actor (evidence attached).
+    Blocked,
+    /// The harness released a parked request.
+    Released,
+    /// The step finished; `detail` is its outcome.
+    Completed,
+    /// A harness action: clock moved, provider switched, fixture made.
+    Note,
+    /// An assertion held.
+    Checked,
+    /// An expectation or assertion failed.
+    Failed,
+}
+
+/// Lock-table evidence of a blocked step.
+#[derive(Clone, Debug, Serialize)]
+pub struct LockEvidence {
+    /// The waiting backend.
+    pub pid: i32,
+    /// `pg_blocking_pids()` of it.
+    pub blocking_pids: Vec<i32>,
+    /// The actors of those backends.
+    pub blocking_actors: Vec<String>,
+    /// `pg_locks.locktype` of the awaited lock.
+    pub lock_type: String,
+    /// `pg_locks.mode` of the awaited lock.
+    pub mode: String,
+    /// For advisory locks: `classid`.
+    pub classid: Option<i64>,
+    /// For advisory locks: `objid`.
+    pub objid: Option<i64>,
+    /// For row and relation locks: the relation.
+    pub relation: Option<String>,
+}
+
+/// One trace line.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceEvent {
+    /// Milliseconds since the scenario's first step.
+    pub at_ms: f64,
+    /// The step's index in the file (`None` for final assertions).
+    pub step: Option<usize>,
+    /// The actor, if any.
+    pub actor: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+    /// What, in words: the action, the outcome (`409 ACTIVATION_NOT_READY`), the note.
+    pub detail: String,
+    /// The step's note from the scenario file (what the audit's table would say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Lock evidence, for `blocked` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<LockEvidence>,
+}
+
+/// The whole trace of one run of a scenario.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Trace {
+    /// Events in the order they were observed.
+    pub events: Vec<TraceEvent>,
+}
+
+impl Trace {
+    /// What must be identical between repeated runs: the order of events, who, what kind, and the
+    /// outcome — not times, process ids, generated ids or sizes (so notes and passed checks count
+    /// by kind only).
+    pub fn signature(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| {
+                if matches!(e.kind, EventKind::Note | EventKind::Checked) {
+                    return format!("{}|{:?}", e.step.map_or("-".into(), |s| s.to_string()), e.kind);
+                }
+                let blockers = e.evidence.as_ref().map(|ev| format!(" on {} ({})", ev.blocking_actors.join("+"), ev.lock_type));
+                format!(
+                    "{}|{}|{:?}|{}{}",
+                    e.step.map_or("-".into(), |s| s.to_string()),
+                    e.actor.as_deref().unwrap_or("-"),
+                    e.kind,
+                    e.detail,
+                    blockers.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// A Markdown table, one column per actor, shaped like the seed audit's trace tables.
+    pub fn to_markdown(&self, actors: &[(String, String)]) -> String {
+        let mut out = String::from("| # | t (ms) |");
+        for (name, role) in actors {
+            if role.is_empty() {
+                out.push_str(&format!(" {name} |"));
+            } else {
+                out.push_str(&format!(" {name} ({role}) |"));
+            }
+        }
+        out.push_str(" Evidence |\n|---:|---:|");
+        for _ in actors {
+            out.push_str("---|");
+        }
+        out.push_str("---|\n");
+        for (i, e) in self.events.iter().enumerate() {
+            out.push_str(&format!("| {} | {:.1} |", i + 1, e.at_ms));
+            let cell = describe(e);
+            let mut placed = false;
+            for (name, _) in actors {
+                if e.actor.as_deref() == Some(name.as_str()) {
+                    out.push_str(&format!(" {cell} |"));
+                    placed = true;
+                } else {
+                    out.push_str(" |");
+                }
+            }
+            let evidence = match (&e.evidence, placed) {
+                (Some(ev), _) => evidence_text(ev),
+                (None, false) => cell,
+                (None, true) => String::new(),
+            };
+            out.push_str(&format!(" {} |\n", evidence.replace('|', "\\|")));
+        }
+        out
+    }
+}
+
+fn describe(e: &TraceEvent) -> String {
+    let text = match e.kind {
+        EventKind::Launched => match &e.note {
+            Some(n) => format!("`{}` — {n}", e.detail),
+            None => format!("`{}`", e.detail),
+        },
+        EventKind::Parked => format!("parked at `{}`", e.detail),
+        EventKind::Blocked => "**BLOCKS**".to_owned(),
+        EventKind::Released => format!("released from `{}`", e.detail),
+        EventKind::Completed => match &e.note {
+            Some(n) => format!("→ {} — {n}", e.detail),
+            None => format!("→ {}", e.detail),
+        },
+        EventKind::Note => e.detail.clone(),
+        EventKind::Checked => format!("✓ {}", e.detail),
+        EventKind::Failed => format!("✗ {}", e.detail),
+    };
+    text.replace('|', "\\|")
+}
+
+/// The evidence of a blocked event in words: who blocks, on what lock.
+pub fn evidence_text(ev: &LockEvidence) -> String {
+    let object = match (ev.classid, ev.objid, &ev.relation) {
+        (Some(c), Some(o), _) if ev.lock_type == "advisory" => format!(" ({c:#x}, {o})"),
+        (_, _, Some(r)) => format!(" on {r}"),
+        _ => String::new(),
+    };
+    format!(
+        "pid {} waits for {} {}{}; pg_blocking_pids = {:?} ({})",
+        ev.pid,
+        ev.lock_type,
+        ev.mode,
+        object,
+        ev.blocking_pids,
+        ev.blocking_actors.join(", ")
+    )
+}
