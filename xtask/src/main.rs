@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask test [ARGS…]`: the loom model check of `harbor-syncpoint`, then the whole test
 //!   suite (`cargo nextest run --workspace ARGS…`) with one PostgreSQL and one Redis for the run,
-//!   held by `harbor-certify infra`.
-//! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `doctor`) after the same set-up.
+//!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`) on them.
+//! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
+//!   after the same set-up.
 //!
 //! Set-up, each phase timed: a Docker engine answers (starting `dockerd` if it is installed but not
 //! running); the images exist or can be pulled, else `scripts/offline-images.sh` builds them; the
@@ -258,17 +259,32 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
         Ok(cmd.status().context("running cargo nextest (is cargo-nextest installed?)")?)
     })?;
+    // The certification gate: the scenario catalogue on the same servers, reports under reports/.
+    let certified = phase("harbor-certify run (the scenario catalogue)", || {
+        let mut cmd = Command::new(&certify);
+        cmd.current_dir(root()).args(["run", "--backend", "external", "--out", "reports"]);
+        for (k, v) in &held.env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.status().context("running harbor-certify run")?)
+    })?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    for (what, s) in [("the test suite", &status), ("the certification", &certified)] {
+        if !s.success() {
+            eprintln!("xtask: {what} failed ({s})");
+        }
+    }
+    let worst = [status, certified].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 
 fn certify(args: &[String]) -> Result<ExitCode> {
     ensure_environment()?;
     let certify = phase("build harbor-certify", build_certify)?;
-    let args: Vec<String> = if args.is_empty() { vec!["doctor".into()] } else { args.to_vec() };
+    let args: Vec<String> = if args.is_empty() { vec!["run".into()] } else { args.to_vec() };
     let status = phase(&format!("harbor-certify {}", args.join(" ")), || {
-        Ok(Command::new(&certify).args(&args).status().context("running harbor-certify")?)
+        Ok(Command::new(&certify).current_dir(root()).args(&args).status().context("running harbor-certify")?)
     })?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
 }

@@ -11,4 +11,5 @@ mod connectors;
 mod helpers;
 mod lifecycle;
 mod provision;
+mod scenarios;
 mod syncpoints;

@@ -1,0 +1,154 @@
+//! The scenario machinery: the catalogue loads, bad files are refused before anything runs, and the
+//! runner's checks can fail.
+
+use std::path::{Path, PathBuf};
+
+use harbor_harness::scenario::load::{self, LoadedScenario};
+use harbor_harness::scenario::runner::ScenarioRunner;
+use harbor_harness::scenario::trace::EventKind;
+use harbor_harness::scenario::{self, Verdict};
+
+use crate::helpers::test_infra;
+
+fn catalogue_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+const CATALOGUE: &[&str] = &[
+    "AUD-Q2-ACTIVATION-FIRST",
+    "AUD-Q2-CALLBACK-FIRST",
+    "AUD-LOCK-NAMESPACE",
+    "AUD-ROW-LOCK-DEFENSE",
+    "AUD-LOCK-RELEASE",
+    "AUD-IDEMPOTENT-ACTIVATION",
+    "AUD-TENANT-LOCK-ISOLATION",
+    "AUD-DISCONNECT-VS-ACTIVATION",
+    "AUD-REVOKE-VS-ACTIVATION",
+    "AUD-AUTH-GUARD",
+    "AUD-NOT-ENTITLED",
+    "TM-S1-CROSS-TENANT-STATE",
+    "TM-S2-NO-PLAINTEXT-TOKENS",
+    "TM-S2-CIPHERTEXT-BINDING",
+    "TM-S3-CONCURRENT-CALLBACK",
+    "TM-S4-STATE-REPLAY",
+    "TM-STATE-EXPIRY",
+    "TM-PROVIDER-MIXUP",
+    "TM-PARALLEL-USERS",
+    "TM-100-CONCURRENT-OAUTH",
+    "TM-CROSS-REPLICA-CALLBACK",
+    "TM-REFRESH-SINGLE-FLIGHT",
+    "TM-CALLBACK-RATE-LIMIT",
+    "TM-NO-TOKEN-EXPOSURE",
+    "TM-DOCUMENT-ISOLATION",
+];
+
+fn catalogue() -> Vec<LoadedScenario> {
+    let files = load::scenario_files(&catalogue_dir()).unwrap();
+    load::load_all(&files).unwrap_or_else(|errors| panic!("the catalogue has bad files: {errors:?}"))
+}
+
+#[test]
+fn the_catalogue_loads_and_has_every_seed_scenario() {
+    let all = catalogue();
+    for s in &all {
+        let stem = s.file.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(stem, s.scenario.id, "each file is named after its id");
+    }
+    let ids: Vec<&str> = all.iter().map(|s| s.scenario.id.as_str()).collect();
+    for id in CATALOGUE {
+        assert!(ids.contains(id), "{id} is missing from scenarios/");
+    }
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+const HEAD: &str = r#"
+id = "X-1"
+title = "t"
+source = "s"
+severity = "low"
+area = "concurrency"
+
+[[tenants]]
+name = "acme"
+
+[[actors]]
+name = "A"
+user = "acme.owner"
+"#;
+
+#[test]
+fn bad_files_are_refused_with_the_file_the_place_and_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("unknown-field.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\nexpect_blokced = {{ on = \"A\" }}\n"), "line 18", "unknown field `expect_blokced`"),
+        ("unknown-actor.toml", format!("{HEAD}\n[[steps]]\nactor = \"Z\"\ndo = \"activate\"\n"), "steps[0] (do = Activate).actor", "unknown actor \"Z\" (declared: A)"),
+        ("unknown-point.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\npark_at = \"activation.nowhere\"\n"), "steps[0] (do = Activate).park_at", "unknown sync point \"activation.nowhere\""),
+        ("bad-ref.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sql\"\nsql = \"SELECT '{{workspace:ghost}}'\"\n"), "steps[0] (do = Sql).sql", "unknown tenant \"ghost\""),
+        ("bad-provider.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sync\"\nprovider = \"dropbox\"\n"), "steps[0] (do = Sync).provider", "expected qbo, gmail, slack or box"),
+        ("nothing-to-wait.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"wait\"\n"), "steps[0] (do = Wait)", "no step running in the background"),
+        ("bad-assert.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n\n[[assert]]\nprovider_counter = \"qbo.exchanges\"\nequals = 1\n"), "assert[0].provider_counter", "unknown counter \"exchanges\""),
+    ];
+    for (name, body, place, message) in cases {
+        let file = write(dir.path(), name, &body);
+        let err = load::load_file(&file).expect_err(name);
+        assert_eq!(err.file, file);
+        assert!(err.place.contains(place), "{name}: place {:?}, wanted {place:?}", err.place);
+        assert!(err.message.contains(message), "{name}: message {:?}, wanted {message:?}", err.message);
+    }
+    // Two files with one id: both load, the set is refused.
+    let a = write(dir.path(), "a.toml", &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n"));
+    let b = write(dir.path(), "b.toml", &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n"));
+    let errors = load::load_all(&[a, b]).expect_err("duplicate ids");
+    assert!(errors[0].message.contains("already used"), "{errors:?}");
+}
+
+#[tokio::test]
+async fn the_q2_trace_carries_lock_table_evidence_and_repeats_identically() {
+    let mut infra = test_infra().await;
+    let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None).unwrap().remove(0);
+    let runner = ScenarioRunner::new(&infra, None);
+    let result = scenario::run_repeated(&runner, &q2, 3).await;
+    assert_eq!(result.verdict, Verdict::Passed, "{:?}", result.failures);
+    assert_eq!(result.runs, 3);
+    let blocked = result.trace.events.iter().find(|e| e.kind == EventKind::Blocked).expect("a blocked event");
+    let ev = blocked.evidence.as_ref().unwrap();
+    assert_eq!((blocked.actor.as_deref(), ev.lock_type.as_str()), (Some("B"), "advisory"));
+    assert_eq!(ev.blocking_actors, ["A"]);
+    let table = result.trace.to_markdown(&result.actors);
+    assert!(table.contains("| A (Activation) | B (OAuth callback) |"), "{table}");
+    assert!(table.contains("**BLOCKS**"), "{table}");
+    infra.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() {
+    let mut infra = test_infra().await;
+    let dir = tempfile::tempdir().unwrap();
+    // B expects to block on A, but A holds nothing: the scenario itself is wrong, and must say so.
+    let body = format!(
+        "{HEAD}\n[[actors]]\nname = \"B\"\nuser = \"acme.owner\"\n\n[[steps]]\nactor = \"B\"\ndo = \"activate\"\nexpect_blocked = {{ on = \"A\" }}\n"
+    );
+    let loaded = load::load_file(&write(dir.path(), "never-blocks.toml", &body)).unwrap();
+    let runner = ScenarioRunner::new(&infra, None);
+    let result = scenario::run_repeated(&runner, &loaded, 1).await;
+    assert_eq!(result.verdict, Verdict::Failed);
+    let f = &result.failures[0];
+    assert!(f.message.contains("expected to block on A, but it completed"), "{}", f.message);
+    assert!(f.diagnostics.as_ref().unwrap().get("locks").is_some());
+
+    // An expectation that cannot hold fails too, and a leak search without captured logs refuses
+    // to pass unchecked.
+    let body = format!(
+        "{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\nexpect = {{ status = 200 }}\n\n[[assert]]\nno_canary_leaks = true\n"
+    );
+    let loaded = load::load_file(&write(dir.path(), "wrong.toml", &body)).unwrap();
+    let result = scenario::run_repeated(&runner, &loaded, 1).await;
+    assert_eq!(result.verdict, Verdict::Failed);
+    assert!(result.failures[0].message.contains("expected status 200, got 409 ACTIVATION_NOT_READY"), "{:?}", result.failures);
+    infra.shutdown().await;
+}
