@@ -155,6 +155,10 @@ fn ensure_local_binaries() -> Result<()> {
     if !have("redis-server") {
         missing.push("redis-server");
     }
+    // The report tests open report.html in a real headless browser.
+    if !have("chromium") {
+        missing.push("chromium");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -165,7 +169,7 @@ fn ensure_local_binaries() -> Result<()> {
 fn ensure_environment() -> Result<()> {
     phase("docker engine", ensure_docker)?;
     phase("container images", ensure_images)?;
-    phase("local backend binaries", ensure_local_binaries)?;
+    phase("local backend binaries and chromium", ensure_local_binaries)?;
     Ok(())
 }
 

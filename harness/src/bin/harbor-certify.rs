@@ -13,6 +13,7 @@ use harbor_harness::scenario::load::{self, LoadedScenario};
 use harbor_harness::scenario::logs::LogCapture;
 use harbor_harness::scenario::runner::ScenarioRunner;
 use harbor_harness::scenario;
+use harbor_harness::scenario::model::Severity;
 
 /// Exit code when a scenario failed or was flaky.
 const NOT_CERTIFIED: u8 = 1;
@@ -50,12 +51,34 @@ struct RunArgs {
     /// Where the scenario files are.
     #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
     scenarios_dir: PathBuf,
+    /// Failures at or above this severity make the run NOT CERTIFIED (exit 1); lower ones are
+    /// reported as warnings.
+    #[arg(long, value_enum, default_value = "low")]
+    fail_on: Severity,
+    /// An Ed25519 PKCS#8 key (`harbor-certify keygen`) to sign the report's manifest with.
+    #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the scenario catalogue (the default command).
     Run(RunArgs),
+    /// Check a report folder: every file against SHA256SUMS, and the signature if there is one.
+    Verify {
+        /// The run folder (such as reports/latest).
+        dir: PathBuf,
+        /// The base64 Ed25519 public key you trust (default: the folder's own signing-key.pub,
+        /// which proves integrity but not authorship).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write a new Ed25519 report-signing key (PKCS#8, base64) and print its public key.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the id and title of every scenario, after checking the files.
     List {
         /// Where the scenario files are.
@@ -99,6 +122,29 @@ async fn main() -> ExitCode {
     match command {
         Command::Run(args) => run(args).await,
         Command::List { scenarios_dir } => list(&scenarios_dir),
+        Command::Verify { dir, public_key } => match report::sign::verify(&dir, public_key.as_deref()) {
+            Ok(v) => {
+                println!("{}: {} file(s) match SHA256SUMS", dir.display(), v.files);
+                match v.signed_by {
+                    Some(k) => println!("signature valid, key {k}{}", if public_key.is_none() { " (the folder's own key: pass --public-key to check who signed)" } else { "" }),
+                    None => println!("not signed"),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("harbor-certify: {}: NOT VERIFIED: {e}", dir.display());
+                ExitCode::from(NOT_CERTIFIED)
+            }
+        },
+        Command::Keygen { out } => {
+            let (pkcs8, key) = report::sign::SigningKey::generate();
+            if let Err(e) = std::fs::write(&out, format!("{pkcs8}\n")) {
+                eprintln!("harbor-certify: {}: {e}", out.display());
+                return ExitCode::from(CANNOT_RUN);
+            }
+            println!("{}", key.public_key());
+            ExitCode::SUCCESS
+        }
         Command::Doctor { backend } => doctor(backend).await,
         Command::Infra { backend, env_file } => infra(backend, env_file).await,
     }
@@ -194,14 +240,15 @@ async fn run(args: RunArgs) -> ExitCode {
     environment.redis_version = infra.redis_version.clone();
     environment.images = infra.images.as_ref().map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
     infra.shutdown().await;
-    let report = Report::new(started_at, environment, results, args.repeat, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    let report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
     let s = &report.summary;
     println!(
-        "\n{}: {} scenario(s), {} passed, {} failed, {} flaky, {} could not run, in {:.1} s (provisioning {:.1} s)",
+        "\n{}: {} scenario(s), {} passed, {} failed, {} warning(s), {} flaky, {} could not run, in {:.1} s (provisioning {:.1} s)",
         if report.verdict == "PASS" { "CERTIFIED" } else { "NOT CERTIFIED" },
         s.total,
         s.passed,
         s.failed,
+        s.warnings,
         s.flaky,
         s.errors,
         s.duration_ms / 1000.0,
@@ -209,8 +256,15 @@ async fn run(args: RunArgs) -> ExitCode {
     );
     let slowest: Vec<String> = s.slowest.iter().map(|(id, ms)| format!("{id} {ms:.0} ms")).collect();
     println!("slowest: {}", slowest.join(", "));
-    match report::write_run(&args.out, &report) {
-        Ok(dir) => println!("report: {}", dir.join("report.json").display()),
+    let signing_key = match args.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("harbor-certify: signing key: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    match report::write_run(&args.out, &report, &[], signing_key.as_ref()) {
+        Ok(dir) => println!("report: {} (report.md, report.html, junit.xml, SHA256SUMS{})", dir.display(), if signing_key.is_some() { ", SHA256SUMS.sig" } else { "" }),
         Err(e) => {
             eprintln!("harbor-certify: cannot write the report under {}: {e}", args.out.display());
             return ExitCode::from(CANNOT_RUN);

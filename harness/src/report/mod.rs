@@ -1,29 +1,45 @@
-//! Certification reports: one folder per run under the output directory (`<UTC timestamp>/`, with a
-//! `latest` link), holding `report.json` (versioned schema, documented in `reports/README.md`).
+//! Certification reports. One folder per run under the output directory (`<UTC timestamp>/`, and a
+//! `latest` link to it, as Jepsen's store does), holding:
+//!
+//! - `report.json` — [`Report`], versioned by [`SCHEMA_VERSION`], documented in `reports/README.md`
+//!   and described by `reports/report.schema.json`;
+//! - `report.md` ([`markdown`]) — shaped like the seed audit;
+//! - `report.html` ([`html`]) — one self-contained page with a sequence diagram per interleaving;
+//! - `junit.xml` ([`junit`]) — one test case per scenario, for CI;
+//! - `SHA256SUMS` and, with a signing key, `SHA256SUMS.sig` ([`sign`]).
+
+pub mod catalogue;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+pub mod sign;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::scenario::model::Severity;
 use crate::scenario::{ScenarioResult, Verdict};
 
 /// The version of `report.json`'s schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Counts over the run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Scenarios selected.
     pub total: usize,
     /// Passed (every repetition, same trace).
     pub passed: usize,
-    /// Failed.
+    /// Failed at or above the `--fail-on` severity.
     pub failed: usize,
-    /// Flaky (repetitions disagreed).
+    /// Failed below the `--fail-on` severity: reported, not blocking.
+    pub warnings: usize,
+    /// Flaky (repetitions disagreed). Always blocking.
     pub flaky: usize,
     /// Could not run (environment).
     pub errors: usize,
-    /// Skipped (never: the harness does not skip; kept for schema stability).
+    /// Skipped (the harness never skips; kept for the conformance-suite shape).
     pub skipped: usize,
     /// Repetitions of each scenario.
     pub repeat: usize,
@@ -36,7 +52,7 @@ pub struct Summary {
 }
 
 /// Where and against what the run happened.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Environment {
     /// `docker`, `local` or `external`.
     pub backend: String,
@@ -44,7 +60,7 @@ pub struct Environment {
     pub postgres_version: String,
     /// Redis's `redis_version`.
     pub redis_version: String,
-    /// Image names (docker backend).
+    /// Image names and ids (docker backend).
     pub images: Option<Vec<String>>,
     /// The service's crate version.
     pub service_version: String,
@@ -59,43 +75,76 @@ pub struct Environment {
 }
 
 /// A whole certification run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// `PASS` when every scenario passed, else `FAIL`.
-    pub verdict: &'static str,
+    /// `PASS` when nothing blocking failed, else `FAIL`.
+    pub verdict: String,
     /// When the run started (RFC 3339, UTC).
     pub started_at: String,
+    /// Failures at or above this severity make the verdict `FAIL`.
+    pub fail_on: Severity,
     /// Counts and timings.
     pub summary: Summary,
     /// The environment.
     pub environment: Environment,
     /// Every scenario's result, in run order.
     pub scenarios: Vec<ScenarioResult>,
+    /// The kill matrix of a `harbor-certify mutants` run, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutants: Option<serde_json::Value>,
+}
+
+/// A scenario's result in the conformance suite's vocabulary, given the `--fail-on` threshold.
+pub fn result_of(s: &ScenarioResult, fail_on: Severity) -> &'static str {
+    match s.verdict {
+        Verdict::Passed => "PASSED",
+        Verdict::Failed if s.severity < fail_on => "WARNING",
+        Verdict::Failed | Verdict::Flaky | Verdict::Error => "FAILED",
+    }
 }
 
 impl Report {
     /// Builds the report from the results.
-    pub fn new(started_at: chrono::DateTime<chrono::Utc>, environment: Environment, scenarios: Vec<ScenarioResult>, repeat: usize, duration_ms: f64, provision_ms: f64) -> Self {
-        let count = |v: Verdict| scenarios.iter().filter(|s| s.verdict == v).count();
+    pub fn new(
+        started_at: chrono::DateTime<chrono::Utc>,
+        environment: Environment,
+        scenarios: Vec<ScenarioResult>,
+        repeat: usize,
+        fail_on: Severity,
+        duration_ms: f64,
+        provision_ms: f64,
+    ) -> Self {
+        let count = |f: &dyn Fn(&ScenarioResult) -> bool| scenarios.iter().filter(|s| f(s)).count();
         let mut slowest: Vec<(String, f64)> = scenarios.iter().map(|s| (s.id.clone(), s.duration_ms)).collect();
         slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
         slowest.truncate(5);
         let summary = Summary {
             total: scenarios.len(),
-            passed: count(Verdict::Passed),
-            failed: count(Verdict::Failed),
-            flaky: count(Verdict::Flaky),
-            errors: count(Verdict::Error),
+            passed: count(&|s| s.verdict == Verdict::Passed),
+            failed: count(&|s| s.verdict == Verdict::Failed && s.severity >= fail_on),
+            warnings: count(&|s| s.verdict == Verdict::Failed && s.severity < fail_on),
+            flaky: count(&|s| s.verdict == Verdict::Flaky),
+            errors: count(&|s| s.verdict == Verdict::Error),
             skipped: 0,
             repeat,
             duration_ms,
             provision_ms,
             slowest,
         };
-        let verdict = if summary.passed == summary.total && summary.total > 0 { "PASS" } else { "FAIL" };
-        Self { schema_version: SCHEMA_VERSION, verdict, started_at: started_at.to_rfc3339(), summary, environment, scenarios }
+        let blocking = summary.failed + summary.flaky + summary.errors;
+        let verdict = if blocking == 0 && summary.total > 0 { "PASS" } else { "FAIL" };
+        Self {
+            schema_version: SCHEMA_VERSION,
+            verdict: verdict.to_owned(),
+            started_at: started_at.to_rfc3339(),
+            fail_on,
+            summary,
+            environment,
+            scenarios,
+            mutants: None,
+        }
     }
 }
 
@@ -116,14 +165,32 @@ pub fn host_environment() -> Environment {
     }
 }
 
-/// Creates `out/<UTC timestamp>/`, writes `report.json` into it and points `out/latest` at it.
-/// Returns the run's folder.
-pub fn write_run(out: &Path, report: &Report) -> std::io::Result<PathBuf> {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-    let dir = out.join(&stamp);
-    std::fs::create_dir_all(&dir)?;
+/// The files of a run folder, in manifest order.
+pub const RUN_FILES: &[&str] = &["report.json", "report.md", "report.html", "junit.xml"];
+
+/// Writes every rendering of `report` into `dir` (created if needed), then the manifest and, with
+/// `signing_key`, its signature. Extra files (such as `mutants.json`) are listed in the manifest too.
+pub fn write_into(dir: &Path, report: &Report, extra: &[(&str, String)], signing_key: Option<&sign::SigningKey>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("report.json"), json)?;
+    std::fs::write(dir.join("report.md"), markdown::render(report))?;
+    std::fs::write(dir.join("report.html"), html::render(report))?;
+    std::fs::write(dir.join("junit.xml"), junit::render(report).map_err(std::io::Error::other)?)?;
+    let mut names: Vec<&str> = RUN_FILES.to_vec();
+    for (name, content) in extra {
+        std::fs::write(dir.join(name), content)?;
+        names.push(name);
+    }
+    sign::write_manifest(dir, &names, signing_key)
+}
+
+/// Creates `out/<UTC timestamp>/`, writes the run into it and points `out/latest` at it. Returns the
+/// run's folder.
+pub fn write_run(out: &Path, report: &Report, extra: &[(&str, String)], signing_key: Option<&sign::SigningKey>) -> std::io::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let dir = out.join(&stamp);
+    write_into(&dir, report, extra, signing_key)?;
     let latest = out.join("latest");
     let _ = std::fs::remove_file(&latest);
     #[cfg(unix)]

@@ -200,6 +200,16 @@ fn check(s: &Scenario) -> Result<(), Problem> {
     if s.id.is_empty() || !s.id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') {
         return Err(problem("id", format!("expected upper-case letters, digits and '-', got {:?}", s.id)));
     }
+    let areas: Vec<&str> = crate::report::catalogue::AREAS.iter().map(|a| a.key).collect();
+    if !areas.contains(&s.area.as_str()) {
+        return Err(problem("area", format!("unknown area {:?}: expected {}", s.area, areas.join(", "))));
+    }
+    for (i, t) in s.threats.iter().enumerate() {
+        if !crate::report::catalogue::THREATS.iter().any(|x| x.name == t) {
+            let names: Vec<&str> = crate::report::catalogue::THREATS.iter().map(|x| x.name).collect();
+            return Err(problem(format!("threats[{i}]"), format!("unknown threat {t:?}: expected one of the threat matrix's rows: {}", names.join("; "))));
+        }
+    }
     if s.service.replicas == 0 || s.service.replicas > 8 {
         return Err(problem("service.replicas", "expected 1 to 8"));
     }

@@ -16,7 +16,7 @@ pub mod trace;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use load::LoadedScenario;
 use model::Severity;
@@ -24,7 +24,7 @@ use runner::{Failure, ScenarioRun, ScenarioRunner};
 use trace::Trace;
 
 /// A scenario's verdict over all its runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
     /// Every run passed with the same trace.
@@ -50,7 +50,7 @@ impl Verdict {
 }
 
 /// A scenario's result over `runs` repetitions.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioResult {
     /// The scenario's id.
     pub id: String,
@@ -82,10 +82,11 @@ pub struct ScenarioResult {
     pub checks: usize,
     /// The trace of the first failing run, or of the first run.
     pub trace: Trace,
-    /// The failures of the first failing run.
+    /// The findings: failures of the first failing run, with their diagnostics.
+    #[serde(rename = "findings")]
     pub failures: Vec<Failure>,
     /// Why it is flaky: the first run whose trace differs, and the first differing line.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flaky: Option<String>,
 }
 

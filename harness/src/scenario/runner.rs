@@ -30,14 +30,14 @@ use crate::service::{ServiceOptions, ServiceUnderTest};
 use crate::tokens::TokenKind;
 
 /// Why a run failed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Failure {
     /// The step (`None`: a final assertion or the set-up).
     pub step: Option<usize>,
     /// What was expected and what happened.
     pub message: String,
     /// Lock tables and backends when it failed, for blocking-related failures.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Value>,
     /// True when the environment, not the service, failed (the run could not happen).
     pub environment: bool,
@@ -657,8 +657,8 @@ impl Ctx<'_> {
                 return Err(format!("expected rows {want}, got {}", outcome.body));
             }
         }
-        if outcome.status == 0 && outcome.error.is_some() && e.ok.is_none() && e.error_contains.is_none() {
-            return Err(outcome.summary());
+        if let (Some(error), None, None) = (&outcome.error, e.ok, &e.error_contains) {
+            return Err(format!("{} ({error})", outcome.summary()));
         }
         Ok(())
     }
@@ -671,7 +671,7 @@ impl Ctx<'_> {
                 self.checks += 1;
                 Ok(())
             }
-            None if outcome.status == 0 && outcome.error.is_some() => Err(fail(Some(step), format!("{actor}: {}", outcome.summary()))),
+            None if outcome.error.is_some() => Err(fail(Some(step), format!("{actor}: {} ({})", outcome.summary(), outcome.error.as_deref().unwrap_or_default()))),
             None => Ok(()),
         }
     }

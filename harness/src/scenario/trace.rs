@@ -2,10 +2,10 @@
 //! lock awaited, from `pg_locks`), release and completion, with timestamps. Rendered like the seed
 //! audit's "Trace: Activation vs. OAuth Callback (Q2)" table, one column per actor.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The step was sent (its request or statement is under way).
@@ -27,7 +27,7 @@ pub enum EventKind {
 }
 
 /// Lock-table evidence of a blocked step.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LockEvidence {
     /// The waiting backend.
     pub pid: i32,
@@ -48,7 +48,7 @@ pub struct LockEvidence {
 }
 
 /// One trace line.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceEvent {
     /// Milliseconds since the scenario's first step.
     pub at_ms: f64,
@@ -61,15 +61,15 @@ pub struct TraceEvent {
     /// What, in words: the action, the outcome (`409 ACTIVATION_NOT_READY`), the note.
     pub detail: String,
     /// The step's note from the scenario file (what the audit's table would say).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Lock evidence, for `blocked` events.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<LockEvidence>,
 }
 
 /// The whole trace of one run of a scenario.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Trace {
     /// Events in the order they were observed.
     pub events: Vec<TraceEvent>,

@@ -11,5 +11,6 @@ mod connectors;
 mod helpers;
 mod lifecycle;
 mod provision;
+mod reports;
 mod scenarios;
 mod syncpoints;

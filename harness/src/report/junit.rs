@@ -1,0 +1,43 @@
+//! `junit.xml`: one test case per scenario (classname = area), failures carrying the diagnostic,
+//! so CI systems show the certification next to the unit tests.
+
+use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+
+use super::{result_of, Report};
+
+/// Renders the report as JUnit XML.
+pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
+    let mut junit = quick_junit::Report::new("harbor-certify");
+    let mut suite = TestSuite::new("certification");
+    for sc in &report.scenarios {
+        let status = match result_of(sc, report.fail_on) {
+            "PASSED" => TestCaseStatus::success(),
+            result => {
+                let kind = if sc.verdict == crate::scenario::Verdict::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let mut status = TestCaseStatus::non_success(kind);
+                let first = sc.failures.first().map(|f| f.message.clone()).or_else(|| sc.flaky.clone()).unwrap_or_default();
+                status.set_message(format!("{result} ({}): {first}", sc.verdict.as_str()));
+                status.set_type(sc.verdict.as_str());
+                let mut description = String::new();
+                for f in &sc.failures {
+                    description.push_str(&format!("step {}: {}\n", f.step.map_or("-".into(), |s| s.to_string()), f.message));
+                    if let Some(d) = &f.diagnostics {
+                        description.push_str(&serde_json::to_string_pretty(d).unwrap_or_default());
+                        description.push('\n');
+                    }
+                }
+                if let Some(why) = &sc.flaky {
+                    description.push_str(&format!("flaky: {why}\n"));
+                }
+                status.set_description(description);
+                status
+            }
+        };
+        let mut case = TestCase::new(format!("{} — {}", sc.id, sc.title), status);
+        case.set_classname(format!("harbor.{}", sc.area));
+        case.set_time(std::time::Duration::from_secs_f64(sc.duration_ms / 1000.0));
+        suite.add_test_case(case);
+    }
+    junit.add_test_suite(suite);
+    junit.to_string()
+}

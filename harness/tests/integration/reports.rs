@@ -1,0 +1,230 @@
+//! The report renderers on a fixed run: golden files, the JSON schema, JUnit parsed back, the HTML
+//! in real headless Chromium, the manifest and signature, and the `--fail-on` threshold.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harbor_harness::report::{self, sign, Environment, Report};
+use harbor_harness::scenario::model::Severity;
+use harbor_harness::scenario::runner::Failure;
+use harbor_harness::scenario::trace::{EventKind, LockEvidence, Trace, TraceEvent};
+use harbor_harness::scenario::{ScenarioResult, Verdict};
+
+fn event(at_ms: f64, step: Option<usize>, actor: Option<&str>, kind: EventKind, detail: &str) -> TraceEvent {
+    TraceEvent { at_ms, step, actor: actor.map(str::to_owned), kind, detail: detail.to_owned(), note: None, evidence: None }
+}
+
+fn scenario(id: &str, severity: Severity, area: &str, verdict: Verdict, trace: Trace, failures: Vec<Failure>) -> ScenarioResult {
+    ScenarioResult {
+        id: id.to_owned(),
+        title: format!("{id} title"),
+        source: "phase3-activation-audit.txt §2.1".to_owned(),
+        severity,
+        area: area.to_owned(),
+        requirements: vec!["AUD-2.1".to_owned()],
+        threats: vec!["Race Condition Leak".to_owned()],
+        file: format!("scenarios/{id}.toml"),
+        actors: vec![("A".into(), "Activation".into()), ("B".into(), "OAuth callback".into())],
+        verdict,
+        runs: 1,
+        duration_ms: 120.0,
+        max_duration_ms: 130.0,
+        checks: 4,
+        trace,
+        failures,
+        flaky: (verdict == Verdict::Flaky).then(|| "run 2 differs from run 1 at trace line 3".to_owned()),
+    }
+}
+
+/// A run whose every field is fixed: one interleaving that passed, one that failed with lock-table
+/// diagnostics, one flaky, one low-severity failure.
+pub fn fixed_run(fail_on: Severity) -> Report {
+    let mut q2 = Trace::default();
+    q2.events.push(event(0.7, Some(0), Some("B"), EventKind::Launched, "POST qbo/authorize + consent"));
+    q2.events.push(event(16.4, Some(0), Some("B"), EventKind::Completed, "200 PENDING"));
+    let mut launched = event(17.1, Some(1), Some("A"), EventKind::Launched, "POST activation");
+    launched.note = Some("BEGIN; pg_advisory_xact_lock(W1)".into());
+    q2.events.push(launched);
+    q2.events.push(event(30.9, Some(1), Some("A"), EventKind::Parked, "activation.status_read"));
+    q2.events.push(event(31.7, Some(2), Some("B"), EventKind::Launched, "GET qbo/callback"));
+    let mut blocked = event(55.0, Some(2), Some("B"), EventKind::Blocked, "blocked on A");
+    blocked.evidence = Some(LockEvidence {
+        pid: 1582,
+        blocking_pids: vec![1584],
+        blocking_actors: vec!["A".into()],
+        lock_type: "advisory".into(),
+        mode: "ExclusiveLock".into(),
+        classid: Some(1212306007),
+        objid: Some(2608626355),
+        relation: None,
+    });
+    q2.events.push(blocked);
+    q2.events.push(event(55.0, Some(3), Some("A"), EventKind::Released, "activation.status_read"));
+    q2.events.push(event(56.6, Some(1), Some("A"), EventKind::Completed, "409 ACTIVATION_NOT_READY"));
+    q2.events.push(event(60.5, Some(2), Some("B"), EventKind::Completed, "200 CONNECTED"));
+    q2.events.push(event(62.0, None, None, EventKind::Checked, "no activation was recorded"));
+    let mut failed = q2.clone();
+    failed.events.truncate(5);
+    failed.events.push(event(5055.0, Some(2), Some("B"), EventKind::Failed, "B: expected to block on A, but it completed: 200 CONNECTED"));
+    let finding = Failure {
+        step: Some(2),
+        message: "B: expected to block on A, but it completed: 200 CONNECTED".into(),
+        diagnostics: Some(serde_json::json!({ "locks": [{ "pid": 1584, "locktype": "advisory", "granted": true }] })),
+        environment: false,
+    };
+    let scenarios = vec![
+        scenario("AUD-Q2-ACTIVATION-FIRST", Severity::Critical, "concurrency", Verdict::Passed, q2.clone(), vec![]),
+        scenario("AUD-LOCK-NAMESPACE", Severity::Critical, "concurrency", Verdict::Failed, failed, vec![finding.clone()]),
+        scenario("TM-S3-CONCURRENT-CALLBACK", Severity::High, "oauth-state", Verdict::Flaky, q2, vec![]),
+        scenario("AUD-NOT-ENTITLED", Severity::Low, "transaction-discipline", Verdict::Failed, Trace::default(), vec![finding]),
+    ];
+    let environment = Environment {
+        backend: "docker".into(),
+        postgres_version: "15.18".into(),
+        redis_version: "7.0.15".into(),
+        images: Some(vec!["harbor-offline/postgres:15-bookworm".into(), "harbor-offline/redis:7-bookworm".into()]),
+        service_version: "0.1.0".into(),
+        git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        flaws: vec![],
+        host: "ci".into(),
+        platform: "linux-x86_64".into(),
+    };
+    let started = chrono::DateTime::parse_from_rfc3339("2026-11-23T02:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    Report::new(started, environment, scenarios, 1, fail_on, 9000.0, 800.0)
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    if expected != actual {
+        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "{name} differs from its golden file at line {}:\n  golden: {:?}\n  actual: {:?}\n(run with UPDATE_GOLDEN=1 if the change is intended)",
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
+
+#[test]
+fn renderers_match_their_golden_files() {
+    let run = fixed_run(Severity::Medium);
+    check_golden("report.md", &report::markdown::render(&run));
+    check_golden("report.html", &report::html::render(&run));
+    check_golden("junit.xml", &report::junit::render(&run).unwrap());
+    check_golden("report.json", &serde_json::to_string_pretty(&run).unwrap());
+}
+
+#[test]
+fn fail_on_turns_low_findings_into_warnings_but_never_flakes() {
+    let strict = fixed_run(Severity::Low);
+    assert_eq!((strict.verdict.as_str(), strict.summary.failed, strict.summary.warnings), ("FAIL", 2, 0));
+    let lenient = fixed_run(Severity::Medium);
+    assert_eq!((lenient.summary.failed, lenient.summary.warnings, lenient.summary.flaky), (1, 1, 1));
+    assert_eq!(lenient.verdict, "FAIL", "a critical failure and a flaky scenario still block");
+    assert_eq!(report::result_of(&lenient.scenarios[3], Severity::Medium), "WARNING");
+}
+
+fn schema() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/report.schema.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn report_json_validates_against_its_schema() {
+    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let mut run = serde_json::to_value(fixed_run(Severity::Low)).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&run).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The schema is strict enough to fail: a missing verdict and an unknown event kind are refused.
+    run.as_object_mut().unwrap().remove("verdict");
+    run["scenarios"][0]["trace"]["events"][0]["kind"] = "teleported".into();
+    assert_eq!(validator.iter_errors(&run).count(), 2);
+}
+
+#[test]
+fn junit_parses_back() {
+    let xml = report::junit::render(&fixed_run(Severity::Low)).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let cases: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), 4);
+    let failures: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("failure")).collect();
+    assert_eq!(failures.len(), 3, "failed, flaky and the low-severity failure (strict threshold)");
+    let first = failures[0];
+    assert!(first.attribute("message").unwrap().contains("expected to block on A"));
+    assert!(first.text().unwrap_or_default().contains("\"locktype\": \"advisory\""), "diagnostics in the body");
+    assert_eq!(cases[0].attribute("classname"), Some("harbor.concurrency"));
+}
+
+/// Chromium's console lines for `page`, and its DOM; the screenshot goes to `screenshot`.
+fn chromium(page: &Path, screenshot: Option<&Path>) -> (Vec<String>, String) {
+    let bin = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("this test needs headless Chromium (Debian package `chromium`; `cargo xtask test` installs it)");
+    let url = format!("file://{}", page.display());
+    let mut cmd = Command::new(bin);
+    cmd.args(["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--window-size=1280,2000"]);
+    match screenshot {
+        Some(s) => cmd.arg(format!("--screenshot={}", s.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(&url).output().expect("chromium runs");
+    let console = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_owned).collect();
+    (console, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn html_opens_in_headless_chromium_without_console_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = fixed_run(Severity::Low);
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, report::html::render(&run)).unwrap();
+    let (console, dom) = chromium(&page, None);
+    assert!(console.is_empty(), "console output: {console:?}");
+    for sc in &run.scenarios {
+        assert!(dom.contains(&sc.id), "{} is on the page", sc.id);
+    }
+    assert!(dom.contains("<svg"), "the interleavings are drawn");
+    for external in ["<script", "<link", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!dom.contains(external), "self-contained, but found {external}");
+    }
+    let failed_first = dom.find("AUD-LOCK-NAMESPACE").unwrap() < dom.find("AUD-Q2-ACTIVATION-FIRST").unwrap();
+    assert!(failed_first, "failures come first");
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let shot = artefacts.join("report.png");
+    let _ = chromium(&page, Some(&shot));
+    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "a screenshot was kept at {}", shot.display());
+
+    // The console check can fail: a page with a script error is caught.
+    let bad = dir.path().join("bad.html");
+    std::fs::write(&bad, "<!DOCTYPE html><p>x</p><script>console.error('boom'); missing();</script>").unwrap();
+    assert!(!chromium(&bad, None).0.is_empty());
+}
+
+#[test]
+fn manifest_and_signature_detect_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = sign::SigningKey::generate();
+    let run = fixed_run(Severity::Low);
+    report::write_into(dir.path(), &run, &[("mutants.json", "{}".into())], Some(&key)).unwrap();
+    let ok = sign::verify(dir.path(), Some(&key.public_key())).unwrap();
+    assert_eq!(ok.files, 5);
+    let (_, other) = sign::SigningKey::generate();
+    assert!(sign::verify(dir.path(), Some(&other.public_key())).unwrap_err().contains("signature"));
+    let md = dir.path().join("report.md");
+    let text = std::fs::read_to_string(&md).unwrap().replace("NOT CERTIFIED", "CERTIFIED");
+    std::fs::write(&md, text).unwrap();
+    assert!(sign::verify(dir.path(), None).unwrap_err().contains("report.md was modified"));
+}
