@@ -14,12 +14,14 @@
 //!   refresh rotation, revocation, injectable errors and delays, and call counters.
 //! - [`scenario`]: scenario files, their checks, the [`scenario::runner::ScenarioRunner`], traces
 //!   and verdicts over repeated runs.
+//! - [`mutants`]: the kill matrix — the catalogue against each seeded flaw of the service.
 //! - [`report`]: the run folder and `report.json`.
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod evidence;
 pub mod fake_provider;
 pub mod fixtures;
+pub mod mutants;
 pub mod provision;
 pub mod report;
 pub mod scenario;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use harbor_service::clock::Clock;
 use harbor_service::config::{Config, Profile};
 use harbor_service::domain::{Provider, UserId, WorkspaceId};
+use harbor_service::flaws::Flaws;
 use harbor_service::ratelimit::{Quota, RateLimits};
 use harbor_service::vault::{KeyRing, TokenKeysConfig};
 use harbor_service::{Application, Hooks};
@@ -22,7 +23,7 @@ use crate::provision::{Infra, IsolatedEnv, ProvisionError};
 use crate::tokens::{TokenKind, TokenMint};
 
 /// How to start the service.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServiceOptions {
     /// How many replicas (at least one).
     pub replicas: usize,
@@ -33,6 +34,8 @@ pub struct ServiceOptions {
     /// Rate limits of the OAuth routes. The harness's default keeps the production per-tenant
     /// limit but lifts the per-address one, since every simulated user calls from 127.0.0.1.
     pub rate_limits: RateLimits,
+    /// Seeded flaws to start the replicas with (empty: the correct service).
+    pub flaws: Flaws,
 }
 
 impl Default for ServiceOptions {
@@ -45,6 +48,7 @@ impl Default for ServiceOptions {
                 per_address: Quota { per_minute: 60_000, burst: 10_000 },
                 ..RateLimits::default()
             },
+            flaws: Flaws::none(),
         }
     }
 }
@@ -78,6 +82,7 @@ pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: Servic
         sync_points: options.sync_points,
         sync_point_timeout: options.sync_point_timeout,
         json_logs: false,
+        flaws: options.flaws,
     }
 }
 
@@ -150,7 +155,7 @@ impl ServiceUnderTest {
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
         for _ in 0..options.replicas.max(1) {
             let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
-            let config = service_config(&env, &deps, options);
+            let config = service_config(&env, &deps, options.clone());
             let sync = SyncPoints::new();
             let hooks = Hooks { sync_points: Some(sync.clone()), clock: Some(clock.clone()) };
             let app = Application::build_with(config, hooks).await?;

@@ -20,6 +20,7 @@ use crate::context::RequestContext;
 use crate::db::{self, Tx};
 use crate::domain::Provider;
 use crate::error::{ApiError, ErrorBody};
+use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus};
 use crate::locks;
 use crate::syncpoints::{self, SyncHooks};
@@ -57,6 +58,22 @@ pub async fn activate(
 ) -> Result<Json<ActivationResponse>, ApiError> {
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = activate_in(&mut tx, &state, &ctx, &member).await;
+    if let (Err(error), true) = (&result, flaws::active(Flaw::EarlyLockRelease)) {
+        // Seeded flaw: release the lock first (commit), then do the error bookkeeping outside it.
+        tx.commit().await?;
+        let mut late = db::begin(&state.db, None, member.tenant_id).await?;
+        let event = AuditEvent {
+            tenant_id: Some(member.tenant_id),
+            workspace_id: Some(member.workspace_id),
+            actor_user_id: Some(member.user_id),
+            action: "activation",
+            outcome: "failed",
+            detail: json!({ "code": error.status_and_code().1 }),
+        };
+        audit::record(&mut late, &ctx, event).await?;
+        late.commit().await?;
+        return Err(result.err().expect("matched Err"));
+    }
     let response = db::finish(tx, result).await?;
     Ok(Json(response))
 }
@@ -79,7 +96,7 @@ async fn activate_in(
             .bind(workspace_id)
             .fetch_optional(&mut **tx)
             .await?;
-    if let Some(activated_at) = existing {
+    if let (Some(activated_at), false) = (existing, flaws::active(Flaw::NoUniqueActivation)) {
         return Ok(ActivationResponse { workspace_id: workspace_id.0, activated_at, already_completed: true });
     }
 
@@ -97,10 +114,12 @@ async fn activate_in(
         return Err(ApiError::ActivationNotReady(qbo.status.as_str()));
     }
 
-    let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(
+    // Seeded flaw `no-unique-activation`: a plain INSERT, which trips over the constraint.
+    let on_conflict = if flaws::active(Flaw::NoUniqueActivation) { "" } else { "ON CONFLICT (workspace_id) DO NOTHING " };
+    let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
         "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) \
-         ON CONFLICT (workspace_id) DO NOTHING RETURNING activated_at",
-    )
+         {on_conflict}RETURNING activated_at",
+    ))
     .bind(member.tenant_id)
     .bind(workspace_id)
     .bind(member.user_id)

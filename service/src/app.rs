@@ -50,6 +50,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// How close to expiry an access token is refreshed before a sync.
     pub refresh_margin: std::time::Duration,
+    /// Seeded flaws (empty unless this is a flawed build under test).
+    pub flaws: crate::flaws::Flaws,
 }
 
 /// Test hooks the harness passes when it runs the service in-process.
@@ -105,7 +107,17 @@ impl Application {
     pub async fn build_with(config: Config, hooks: Hooks) -> Result<Self, StartupError> {
         config.validate()?;
         let jwt = Arc::new(JwtVerifier::new(&config.jwt)?);
-        let vault = Arc::new(KeyRing::from_config(&config.token_keys)?);
+        let mut ring = KeyRing::from_config(&config.token_keys)?;
+        if config.flaws.has(crate::flaws::Flaw::NoAadBinding) {
+            ring.drop_binding_for_flaw();
+        }
+        let vault = Arc::new(ring);
+        if !config.flaws.is_empty() {
+            tracing::error!(
+                flaws = %config.flaws.names().join(","),
+                "SEEDED FLAWS ENABLED: this service is deliberately broken for the harness's mutation run; never deploy it"
+            );
+        }
         {
             // Migrations run as the schema owner; requests run as the non-owner role.
             let owner = db::connect_owner(&config, 1).await?;
@@ -124,7 +136,7 @@ impl Application {
         let prefix: Arc<str> = Arc::from(config.redis_key_prefix.as_str());
         let clock = hooks.clock.unwrap_or_default();
         let state = AppState {
-            states: OAuthStateStore::new(redis.clone(), prefix.clone()),
+            states: OAuthStateStore::new(redis.clone(), prefix.clone(), config.flaws.has(crate::flaws::Flaw::MemoryStateStore)),
             limiter: RateLimiter::new(redis.clone(), prefix.clone(), clock.clone(), config.rate_limits),
             providers: ProviderClient::new(config.providers.clone()),
             db,
@@ -135,6 +147,7 @@ impl Application {
             clock,
             vault,
             refresh_margin: config.refresh_margin,
+            flaws: config.flaws.clone(),
         };
         let router = router(state.clone());
         let listener = TcpListener::bind(config.listen_addr).await?;

@@ -108,6 +108,12 @@ impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if crate::flaws::active(crate::flaws::Flaw::TrustUserHeader) {
+            // Seeded flaw: the v1 "identity from a header" defect of the audit's finding R3.
+            if let Some(user) = parts.headers.get("x-user-id").and_then(|v| v.to_str().ok()) {
+                return Ok(Identity { user_id: UserId::parse(user)? });
+            }
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -179,6 +185,15 @@ impl FromRequestParts<AppState> for WorkspaceMember {
         // Authentication first: an anonymous caller learns nothing, not even that an id is malformed.
         let identity = Identity::from_request_parts(parts, state).await?;
         let workspace_id = WorkspaceId::parse(&path_segment(parts, state, "workspace_id").await?)?;
+        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
+            // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2.
+            let tenant: Option<TenantId> = sqlx::query_scalar("SELECT tenant_id FROM workspaces WHERE id = $1")
+                .bind(workspace_id)
+                .fetch_optional(&state.db)
+                .await?;
+            let tenant_id = tenant.ok_or(ApiError::NotFound)?;
+            return Ok(WorkspaceMember { user_id: identity.user_id, workspace_id, tenant_id, role: Role::Owner });
+        }
         let (tenant_id, role) = membership(&state.db, workspace_id, identity.user_id)
             .await?
             .ok_or(ApiError::NotFound)?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::flaws::{Flaw, Flaws};
 use crate::providers::ProvidersConfig;
 use crate::ratelimit::{Quota, RateLimits};
 use crate::vault::TokenKeysConfig;
@@ -67,6 +68,8 @@ pub struct Config {
     pub sync_points: bool,
     /// How long a request may stay parked at a sync point before it fails loudly.
     pub sync_point_timeout: Duration,
+    /// Seeded flaws (only a build with the `flaws` feature can have any; never in production).
+    pub flaws: Flaws,
     /// Whether JSON logs are written (the binary's choice; in-process use leaves logging alone).
     pub json_logs: bool,
 }
@@ -163,6 +166,14 @@ impl Config {
             }
         };
         let role = var_or("HARBOR_DATABASE_ROLE", "harbor_app");
+        let mut wanted = Vec::new();
+        for name in var_or("HARBOR_FLAWS", "").split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            wanted.push(Flaw::parse(name).ok_or_else(|| ConfigError::Invalid {
+                var: "HARBOR_FLAWS",
+                message: format!("unknown flaw {name:?}"),
+            })?);
+        }
+        let flaws = Flaws::enable(wanted).map_err(|e| ConfigError::Invalid { var: "HARBOR_FLAWS", message: e.to_string() })?;
         let config = Config {
             profile: Profile::parse(&var_or("HARBOR_PROFILE", "production"))?,
             listen_addr: parse_var("HARBOR_LISTEN_ADDR", "127.0.0.1:8080")?,
@@ -190,6 +201,7 @@ impl Config {
             sync_points: parse_var("HARBOR_SYNC_POINTS", "false")?,
             sync_point_timeout: Duration::from_millis(parse_var("HARBOR_SYNC_POINT_TIMEOUT_MS", "10000")?),
             json_logs: parse_var("HARBOR_JSON_LOGS", "true")?,
+            flaws,
         };
         config.validate()?;
         Ok(config)
@@ -201,6 +213,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 var: "HARBOR_SYNC_POINTS",
                 message: "sync points are a test hook and are refused with HARBOR_PROFILE=production".into(),
+            });
+        }
+        if self.profile == Profile::Production && !self.flaws.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_FLAWS",
+                message: "seeded flaws are refused with HARBOR_PROFILE=production".into(),
             });
         }
         if let Some(role) = &self.database_role {

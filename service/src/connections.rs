@@ -107,7 +107,11 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
     member: WorkspaceMember,
-) -> Result<Json<ConnectionList>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if crate::flaws::active(crate::flaws::Flaw::TokenExposure) {
+        return list_exposing_tokens(&state, &ctx, &member).await.map(IntoResponse::into_response);
+    }
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
@@ -118,7 +122,39 @@ pub async fn list(
     }
     .await;
     let connections = db::finish(tx, result).await?;
-    Ok(Json(ConnectionList { connections }))
+    Ok(Json(ConnectionList { connections }).into_response())
+}
+
+/// Seeded flaw `token-exposure`: the "settings info leakage" of the threat model — the list
+/// carries each connection's decrypted access token.
+async fn list_exposing_tokens(
+    state: &AppState,
+    ctx: &RequestContext,
+    member: &WorkspaceMember,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
+            .bind(member.workspace_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let v = view(row)?;
+            let provider = v.provider;
+            let mut json = serde_json::to_value(&v).unwrap_or_default();
+            let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+            if let Some((access, _)) = oauth::open_tokens(&state.vault, &connection)? {
+                json["access_token"] = secrecy::ExposeSecret::expose_secret(&access).into();
+            }
+            out.push(json);
+        }
+        Ok(out)
+    }
+    .await;
+    let connections = db::finish(tx, result).await?;
+    Ok(Json(json!({ "connections": connections })))
 }
 
 /// Disconnects a connection: `DISCONNECTED`, tokens wiped. Owner or admin only.

@@ -58,7 +58,7 @@ pub async fn request_context(State(state): State<AppState>, mut request: Request
                 actor = actor.as_ref().map(Actor::as_str),
             );
             request.extensions_mut().insert(RequestContext { request_id: request_id.clone(), actor });
-            let response = next.run(request).instrument(span.clone()).await;
+            let response = crate::flaws::scope(&state.flaws, next.run(request)).instrument(span.clone()).await;
             span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request finished"));
             with_request_id(response, &request_id)
         })

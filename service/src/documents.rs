@@ -26,7 +26,7 @@ use crate::db;
 use crate::domain::Provider;
 use crate::error::{ApiError, ErrorBody};
 use crate::lifecycle::{self, ConnectionStatus, Transition};
-use crate::locks;
+use crate::flaws::{self, Flaw};
 use crate::oauth;
 use crate::providers::ProviderError;
 use crate::syncpoints::{self, SyncHooks};
@@ -93,8 +93,14 @@ pub async fn sync(
     let hooks = state.sync_points.as_ref();
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
-        let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
+        let lock = if single_flight {
+            flaws::lock_for_oauth(&mut tx, member.workspace_id).await?
+        } else {
+            // Seeded flaw: decide and refresh without any lock; concurrent syncs all refresh.
+            flaws::unlocked(member.workspace_id)
+        };
+        let connection = lifecycle::read_connection(&mut tx, &lock, provider, single_flight && !flaws::active(Flaw::NoRowLock)).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_LOCKED).await?;
         if connection.status != ConnectionStatus::Connected {
             return Err(ApiError::NotConnected(connection.status.as_str()));

@@ -18,6 +18,8 @@ pub struct Readiness {
     pub redis: bool,
     /// Whether the harness's sync points are enabled (never in production).
     pub sync_points: bool,
+    /// Seeded flaws this instance runs with: empty unless it is a flawed build under test.
+    pub flaws: Vec<&'static str>,
 }
 
 /// Liveness: the process answers.
@@ -43,6 +45,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         postgres,
         redis: redis_ok,
         sync_points: state.sync_points.is_some(),
+        flaws: state.flaws.names(),
     };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }

@@ -20,6 +20,7 @@
 //! - [`documents`]: connector sync with single-flight refresh, and the documents list.
 //! - [`ratelimit`]: GCRA rate limits in Redis, shared by replicas.
 //! - [`clock`]: the service's clock, which the harness can move.
+//! - [`flaws`]: seeded v1 flaws for the harness's mutation run (cargo feature `flaws` only).
 //! - [`audit`]: the append-only audit trail.
 //! - [`syncpoints`]: the named points where the harness can park a request.
 //! - [`health`], [`openapi`]: operations endpoints and the API description.
@@ -35,6 +36,7 @@ pub mod connections;
 pub mod context;
 pub mod db;
 pub mod documents;
+pub mod flaws;
 pub mod domain;
 pub mod error;
 pub mod health;

@@ -204,10 +204,22 @@ pub async fn lock_connection(
     lock: &WorkspaceLock,
     provider: Provider,
 ) -> Result<LockedConnection, ApiError> {
-    let row: Option<ConnectionRow> = sqlx::query_as(
+    read_connection(tx, lock, provider, !crate::flaws::active(crate::flaws::Flaw::NoRowLock)).await
+}
+
+/// Reads the connection, with its row lock unless `row_lock` is false — which only seeded flaws
+/// ask for.
+pub(crate) async fn read_connection(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    provider: Provider,
+    row_lock: bool,
+) -> Result<LockedConnection, ApiError> {
+    let row_lock = if row_lock { " FOR UPDATE" } else { "" };
+    let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
-         token_expires_at, scopes FROM connections WHERE workspace_id = $1 AND provider = $2 FOR UPDATE",
-    )
+         token_expires_at, scopes FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
+    ))
     .bind(lock.workspace_id)
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)

@@ -53,7 +53,24 @@ pub fn lock_key_for_workspace(workspace_id: WorkspaceId) -> WorkspaceLockKey {
 
 /// Takes the workspace's transaction-scoped advisory lock, waiting for any holder to finish.
 pub async fn lock_workspace(tx: &mut Tx, workspace_id: WorkspaceId) -> Result<WorkspaceLock, sqlx::Error> {
-    let key = lock_key_for_workspace(workspace_id);
+    take(tx, workspace_id, lock_key_for_workspace(workspace_id)).await
+}
+
+/// Seeded flaw `split-lock-namespace` only (cargo feature `flaws`): the same derivation in
+/// another namespace, so the lock taken does not exclude activation's.
+#[cfg(feature = "flaws")]
+pub async fn lock_workspace_in_namespace_for_flaw(tx: &mut Tx, workspace_id: WorkspaceId, classid: i32) -> Result<WorkspaceLock, sqlx::Error> {
+    let key = WorkspaceLockKey { classid, ..lock_key_for_workspace(workspace_id) };
+    take(tx, workspace_id, key).await
+}
+
+/// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that took no lock.
+#[cfg(feature = "flaws")]
+pub fn unlocked_for_flaw(workspace_id: WorkspaceId) -> WorkspaceLock {
+    WorkspaceLock { workspace_id, _private: () }
+}
+
+async fn take(tx: &mut Tx, workspace_id: WorkspaceId, key: WorkspaceLockKey) -> Result<WorkspaceLock, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
         .bind(key.classid)
         .bind(key.objid)

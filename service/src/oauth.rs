@@ -26,9 +26,9 @@ use crate::connections::{self, ConnectionView};
 use crate::context::RequestContext;
 use crate::db;
 use crate::domain::{ParseError, Provider, TenantId, UserId};
+use crate::flaws::{self, Flaw};
 use crate::error::{ApiError, ErrorBody};
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, SealedTokens, Transition};
-use crate::locks;
 use crate::oauth_state::{self, OAuthStateRecord, STATE_TTL_SECONDS};
 use crate::providers::{ProviderError, TokenSet};
 use crate::ratelimit::ClientAddress;
@@ -76,7 +76,7 @@ pub async fn authorize(
     let hooks = state.sync_points.as_ref();
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
-        let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
+        let lock = flaws::lock_for_oauth(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
         let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
@@ -99,9 +99,10 @@ pub async fn authorize(
             .append_pair("client_id", &config.client_id)
             .append_pair("redirect_uri", config.redirect_uri.as_str())
             .append_pair("scope", &config.scopes.join(" "))
-            .append_pair("state", state_value.expose_secret())
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
+            .append_pair("state", state_value.expose_secret());
+        if !flaws::active(Flaw::NoPkce) {
+            url.query_pairs_mut().append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
+        }
         audit::record(
             &mut tx,
             &ctx,
@@ -198,10 +199,9 @@ pub async fn callback(
     SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_STATE_CONSUMED).await?;
 
     // 2. The state must have been issued to this user, in this tenant, for this provider.
-    let bound = record.user_id == identity.user_id
-        && record.tenant_id == caller_tenant
-        && record.provider == provider
-        && params.iss.as_deref().is_none_or(|iss| iss == record.issuer);
+    let same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
+    let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
+    let bound = same_party && record.provider == provider && params.iss.as_deref().is_none_or(|iss| iss == record.issuer);
     if !bound {
         let mut tx = db::begin(&state.db, ctx.actor.as_ref(), caller_tenant).await?;
         let result = audit::record(
@@ -229,7 +229,9 @@ pub async fn callback(
         return Err(ApiError::OAuthStateMismatch);
     }
     // The caller must still be a member of the workspace the flow was started for.
-    crate::auth::membership(&state.db, record.workspace_id, identity.user_id).await?.ok_or(ApiError::NotFound)?;
+    if !flaws::active(Flaw::NoCallbackTenantCheck) {
+        crate::auth::membership(&state.db, record.workspace_id, identity.user_id).await?.ok_or(ApiError::NotFound)?;
+    }
     let member = MemberOfRecord { tenant_id: record.tenant_id, user_id: record.user_id };
 
     // 3. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
@@ -240,9 +242,11 @@ pub async fn callback(
         }
         (None, None) => unreachable!("callback_params requires a code or an error"),
     };
+    state.states.finish(params.state.expose_secret()).await?;
     let tokens = match exchanged {
         Ok(tokens) => tokens,
         Err(error) => {
+            state.states.after_failure(params.state.expose_secret(), &record).await?;
             settle_failed_authorization(&state, &ctx, &record, &member, &error).await?;
             return Err(ApiError::Provider(error));
         }
@@ -252,7 +256,7 @@ pub async fn callback(
     // 4. Under the workspace lock and the row lock: encrypt, store, CONNECTED.
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), record.tenant_id).await?;
     let result = async {
-        let lock = locks::lock_workspace(&mut tx, record.workspace_id).await?;
+        let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
         let sealed = seal_token_set(&state.vault, &connection, &tokens, None, state.clock.now())?;
@@ -302,7 +306,7 @@ async fn settle_failed_authorization(
 ) -> Result<(), ApiError> {
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
-        let lock = locks::lock_workspace(&mut tx, record.workspace_id).await?;
+        let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
         let outcome = if connection.status == ConnectionStatus::Pending {
             lifecycle::apply(&mut tx, &lock, &connection, Transition::FailAuthorization, None).await?.0
@@ -366,13 +370,14 @@ pub fn seal_token_set(
         provider: connection.provider,
         field,
     };
-    let access_token = vault.encrypt(&tokens.access_token, &binding(TokenField::Access))?;
-    let refresh_token = tokens
-        .refresh_token
-        .as_ref()
-        .or(previous_refresh)
-        .map(|r| vault.encrypt(r, &binding(TokenField::Refresh)))
-        .transpose()?;
+    let seal = |token: &SecretString, field| -> Result<Vec<u8>, ApiError> {
+        if flaws::active(Flaw::PlaintextTokens) {
+            return Ok(token.expose_secret().as_bytes().to_vec());
+        }
+        Ok(vault.encrypt(token, &binding(field))?)
+    };
+    let access_token = seal(&tokens.access_token, TokenField::Access)?;
+    let refresh_token = tokens.refresh_token.as_ref().or(previous_refresh).map(|r| seal(r, TokenField::Refresh)).transpose()?;
     Ok(SealedTokens {
         access_token,
         refresh_token,
@@ -394,7 +399,13 @@ pub fn open_tokens(
         provider: connection.provider,
         field,
     };
-    let access = vault.decrypt(&sealed.access_token, &binding(TokenField::Access))?;
-    let refresh = sealed.refresh_token.as_ref().map(|r| vault.decrypt(r, &binding(TokenField::Refresh))).transpose()?;
+    let open = |stored: &[u8], field| -> Result<SecretString, ApiError> {
+        if flaws::active(Flaw::PlaintextTokens) {
+            return Ok(SecretString::from(String::from_utf8_lossy(stored).into_owned()));
+        }
+        Ok(vault.decrypt(stored, &binding(field))?)
+    };
+    let access = open(&sealed.access_token, TokenField::Access)?;
+    let refresh = sealed.refresh_token.as_ref().map(|r| open(r, TokenField::Refresh)).transpose()?;
     Ok(Some((access, refresh)))
 }

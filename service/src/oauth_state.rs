@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Provider, TenantId, UserId, WorkspaceId};
+use crate::flaws::{self, Flaw};
 
 /// How long a state lives, in seconds (the threat model's ten minutes).
 pub const STATE_TTL_SECONDS: i64 = 600;
@@ -86,12 +87,15 @@ pub enum StateStoreError {
 pub struct OAuthStateStore {
     redis: redis::aio::ConnectionManager,
     prefix: std::sync::Arc<str>,
+    /// Seeded flaw `memory-state-store`: this replica's own map, no TTL. `None` in a correct build.
+    memory: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>>,
 }
 
 impl OAuthStateStore {
-    /// A store on `redis`, keys under `prefix`.
-    pub fn new(redis: redis::aio::ConnectionManager, prefix: std::sync::Arc<str>) -> Self {
-        Self { redis, prefix }
+    /// A store on `redis`, keys under `prefix`. `in_memory` is the seeded flaw
+    /// `memory-state-store` and is false in every correct configuration.
+    pub fn new(redis: redis::aio::ConnectionManager, prefix: std::sync::Arc<str>, in_memory: bool) -> Self {
+        Self { redis, prefix, memory: in_memory.then(Default::default) }
     }
 
     /// The Redis key of a state: a hash, so keys and dumps reveal no state.
@@ -112,6 +116,11 @@ impl OAuthStateStore {
             created_at: record.created_at,
         };
         let value = serde_json::to_string(&wire).map_err(|_| StateStoreError::Corrupt)?;
+        if let Some(memory) = &self.memory {
+            let state = random_token();
+            memory.lock().expect("state map").insert(self.key_for_state(state.expose_secret()), value);
+            return Ok(state);
+        }
         let mut redis = self.redis.clone();
         for _ in 0..2 {
             let state = random_token();
@@ -133,8 +142,15 @@ impl OAuthStateStore {
     /// Takes the state's record out of Redis in one atomic step; `None` if it is unknown, expired
     /// or already used. The state is gone after this call whatever the caller does next.
     pub async fn consume(&self, state: &str) -> Result<Option<OAuthStateRecord>, StateStoreError> {
-        let mut redis = self.redis.clone();
-        let raw: Option<String> = redis.get_del(self.key_for_state(state)).await?;
+        let key = self.key_for_state(state);
+        let raw: Option<String> = if let Some(memory) = &self.memory {
+            memory.lock().expect("state map").remove(&key)
+        } else if flaws::active(Flaw::NonAtomicStateConsume) {
+            // Seeded flaw: read now, delete later (in `finish`), leaving a window for a second reader.
+            self.redis.clone().get(&key).await?
+        } else {
+            self.redis.clone().get_del(&key).await?
+        };
         raw.map(|raw| {
             let w: WireRecord = serde_json::from_str(&raw).map_err(|_| StateStoreError::Corrupt)?;
             Ok(OAuthStateRecord {
@@ -149,6 +165,38 @@ impl OAuthStateStore {
             })
         })
         .transpose()
+    }
+}
+
+impl OAuthStateStore {
+    /// Called once the callback's code exchange is over. A no-op in a correct build: the state
+    /// was already deleted by [`OAuthStateStore::consume`].
+    pub async fn finish(&self, state: &str) -> Result<(), StateStoreError> {
+        if flaws::active(Flaw::NonAtomicStateConsume) && self.memory.is_none() {
+            let _: i64 = self.redis.clone().del(self.key_for_state(state)).await?;
+        }
+        Ok(())
+    }
+
+    /// Called when a callback failed. A no-op in a correct build (the state stays dead); under
+    /// the seeded flaw `state-kept-on-failure` the state is put back for another try.
+    pub async fn after_failure(&self, state: &str, record: &OAuthStateRecord) -> Result<(), StateStoreError> {
+        if !flaws::active(Flaw::StateKeptOnFailure) {
+            return Ok(());
+        }
+        let wire = WireRecord {
+            tenant_id: record.tenant_id,
+            workspace_id: record.workspace_id,
+            user_id: record.user_id,
+            provider: record.provider,
+            issuer: record.issuer.clone(),
+            redirect_uri: record.redirect_uri.clone(),
+            verifier: record.verifier.expose_secret().to_owned(),
+            created_at: record.created_at,
+        };
+        let value = serde_json::to_string(&wire).map_err(|_| StateStoreError::Corrupt)?;
+        let _: () = self.redis.clone().set_ex(self.key_for_state(state), value, STATE_TTL_SECONDS as u64).await?;
+        Ok(())
     }
 }
 

@@ -178,14 +178,16 @@ impl ProviderClient {
         redirect_uri: &str,
     ) -> Result<TokenSet, ProviderError> {
         let c = self.config(provider)?;
-        let form = [
+        let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code.expose_secret()),
             ("redirect_uri", redirect_uri),
             ("client_id", &c.client_id),
             ("client_secret", c.client_secret.expose_secret()),
-            ("code_verifier", verifier.expose_secret()),
         ];
+        if !crate::flaws::active(crate::flaws::Flaw::NoPkce) {
+            form.push(("code_verifier", verifier.expose_secret()));
+        }
         self.token_request(c, &form).await
     }
 

@@ -104,6 +104,8 @@ pub struct TokenKeysConfig {
 pub struct KeyRing {
     primary: String,
     keys: BTreeMap<String, Aes256Gcm>,
+    /// False only under the seeded flaw `no-aad-binding`.
+    bind: bool,
 }
 
 impl fmt::Debug for KeyRing {
@@ -143,7 +145,21 @@ impl KeyRing {
         if !keys.contains_key(&primary) {
             return Err(VaultError::UnknownPrimary(primary));
         }
-        Ok(Self { primary, keys })
+        Ok(Self { primary, keys, bind: true })
+    }
+
+    /// Seeded flaw `no-aad-binding`: encrypt and decrypt without associated data, so ciphertext
+    /// moves between rows and tenants. Called only when that flaw is enabled.
+    pub fn drop_binding_for_flaw(&mut self) {
+        self.bind = false;
+    }
+
+    fn aad(&self, binding: &TokenBinding) -> Vec<u8> {
+        if self.bind {
+            binding.associated_data()
+        } else {
+            Vec::new()
+        }
     }
 
     /// A ring with one fresh random key (tests and the harness).
@@ -165,7 +181,7 @@ impl KeyRing {
     pub fn encrypt(&self, plaintext: &SecretString, binding: &TokenBinding) -> Result<Vec<u8>, VaultError> {
         let cipher = &self.keys[&self.primary];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = binding.associated_data();
+        let aad = self.aad(binding);
         let sealed = cipher
             .encrypt(&nonce, Payload { msg: plaintext.expose_secret().as_bytes(), aad: &aad })
             .map_err(|_| VaultError::Undecryptable)?;
@@ -182,7 +198,7 @@ impl KeyRing {
     pub fn decrypt(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
         let (key_id, nonce, sealed) = split(stored)?;
         let cipher = self.keys.get(key_id).ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
-        let aad = binding.associated_data();
+        let aad = self.aad(binding);
         let plain = cipher
             .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
             .map_err(|_| VaultError::Undecryptable)?;

@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test [ARGS…]`: the loom model check of `harbor-syncpoint`, then the whole test
 //!   suite (`cargo nextest run --workspace ARGS…`) with one PostgreSQL and one Redis for the run,
-//!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`) on them.
+//!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`) and the
+//!   mutation run (`harbor-certify mutants`, built with `--features flaws`) on them.
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
 //!   after the same set-up.
 //!
@@ -272,14 +273,25 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
         Ok(cmd.status().context("running harbor-certify run")?)
     })?;
+    // Proof that the certification can fail: the catalogue against every seeded flaw.
+    let mutants = phase("harbor-certify mutants (the kill matrix)", || {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root())
+            .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
+            .args(["mutants", "--backend", "external", "--out", "reports/mutants"]);
+        for (k, v) in &held.env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.status().context("running harbor-certify mutants")?)
+    })?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    for (what, s) in [("the test suite", &status), ("the certification", &certified)] {
+    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants)] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
         }
     }
-    let worst = [status, certified].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    let worst = [status, certified, mutants].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 

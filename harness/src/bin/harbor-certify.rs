@@ -58,12 +58,46 @@ struct RunArgs {
     /// An Ed25519 PKCS#8 key (`harbor-certify keygen`) to sign the report's manifest with.
     #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// Scenarios run at once (each has its own database, Redis prefix and replicas).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
+    /// The report is marked as a flawed run everywhere.
+    #[arg(long = "flaw")]
+    flaws: Vec<String>,
+}
+
+/// What `mutants` runs.
+#[derive(clap::Args, Clone, Debug)]
+struct MutantsArgs {
+    /// Only these flaws (default: every seeded flaw).
+    #[arg(long = "flaw")]
+    flaws: Vec<String>,
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    backend: BackendChoice,
+    /// Where run folders are written.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Where the scenario files are.
+    #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
+    scenarios_dir: PathBuf,
+    /// An Ed25519 PKCS#8 key to sign the report's manifest with.
+    #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Scenarios run at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the scenario catalogue (the default command).
     Run(RunArgs),
+    /// Run the catalogue against the correct service and against each seeded flaw, and print the
+    /// kill matrix (needs a build with `--features flaws`). Exit 0 only if the correct build passes
+    /// and every flaw is caught by a scenario that names it in `catches`.
+    Mutants(MutantsArgs),
     /// Check a report folder: every file against SHA256SUMS, and the signature if there is one.
     Verify {
         /// The run folder (such as reports/latest).
@@ -108,7 +142,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run(cli.run));
-    if matches!(command, Command::Run(_)) {
+    if matches!(command, Command::Run(_) | Command::Mutants(_)) {
         // The run searches the service's logs for leaked secrets: capture them.
         if let Some(capture) = LogCapture::install() {
             LOGS.set(capture).ok();
@@ -121,6 +155,7 @@ async fn main() -> ExitCode {
     }
     match command {
         Command::Run(args) => run(args).await,
+        Command::Mutants(args) => mutants(args).await,
         Command::List { scenarios_dir } => list(&scenarios_dir),
         Command::Verify { dir, public_key } => match report::sign::verify(&dir, public_key.as_deref()) {
             Ok(v) => {
@@ -200,11 +235,18 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(CANNOT_RUN);
         }
     };
+    let flaws = match parse_flaws(&args.flaws) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
         Err(code) => return code,
     };
     let provision_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !flaws.is_empty() {
+        eprintln!("harbor-certify: ⚠ SEEDED FLAWS ENABLED: {} — this run does not certify a correct build", flaws.names().join(", "));
+    }
     eprintln!(
         "harbor-certify: {} backend ready in {} ms (PostgreSQL {}, Redis {}); {} scenario(s) × {}",
         infra.kind,
@@ -214,12 +256,9 @@ async fn run(args: RunArgs) -> ExitCode {
         selected.len(),
         args.repeat
     );
-    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned());
+    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned()).with_flaws(flaws.clone());
     let bar = progress_bar(selected.len() as u64);
-    let mut results = Vec::with_capacity(selected.len());
-    for loaded in &selected {
-        bar.set_message(loaded.scenario.id.clone());
-        let result = scenario::run_repeated(&runner, loaded, args.repeat).await;
+    let results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
         let line = format!("{:<7} {:<28} {:>7.0} ms  {}", result.verdict.as_str(), result.id, result.duration_ms, result.title);
         bar.suspend(|| {
             println!("{line}");
@@ -231,14 +270,10 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         });
         bar.inc(1);
-        results.push(result);
-    }
+    })
+    .await;
     bar.finish_and_clear();
-    let mut environment = report::host_environment();
-    environment.backend = infra.kind.to_string();
-    environment.postgres_version = infra.postgres_version.clone();
-    environment.redis_version = infra.redis_version.clone();
-    environment.images = infra.images.as_ref().map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
+    let environment = environment_of(&infra, &flaws.names());
     infra.shutdown().await;
     let report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
     let s = &report.summary;
@@ -275,6 +310,117 @@ async fn run(args: RunArgs) -> ExitCode {
     } else if report.verdict == "PASS" {
         ExitCode::SUCCESS
     } else {
+        ExitCode::from(NOT_CERTIFIED)
+    }
+}
+
+fn parse_flaws(names: &[String]) -> Result<harbor_service::flaws::Flaws, ExitCode> {
+    use harbor_service::flaws::{Flaw, Flaws};
+    let mut wanted = Vec::new();
+    for name in names {
+        let Some(f) = Flaw::parse(name) else {
+            let all: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
+            eprintln!("harbor-certify: unknown flaw {name:?}; the flaws are {}", all.join(", "));
+            return Err(ExitCode::from(CANNOT_RUN));
+        };
+        wanted.push(f);
+    }
+    Flaws::enable(wanted).map_err(|e| {
+        eprintln!("harbor-certify: {e}; rebuild with `--features flaws`");
+        ExitCode::from(CANNOT_RUN)
+    })
+}
+
+fn environment_of(infra: &Infra, flaws: &[&str]) -> report::Environment {
+    let mut environment = report::host_environment();
+    environment.backend = infra.kind.to_string();
+    environment.postgres_version = infra.postgres_version.clone();
+    environment.redis_version = infra.redis_version.clone();
+    environment.images = infra.images.as_ref().map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
+    environment.flaws = flaws.iter().map(|f| f.to_string()).collect();
+    environment
+}
+
+async fn mutants(args: MutantsArgs) -> ExitCode {
+    use harbor_service::flaws::{self, Flaw};
+    if !flaws::COMPILED_IN {
+        eprintln!(
+            "harbor-certify: this build has no seeded flaws; run `cargo run -p harbor-harness --features flaws --bin harbor-certify -- mutants`"
+        );
+        return ExitCode::from(CANNOT_RUN);
+    }
+    let mut chosen = Vec::new();
+    for name in &args.flaws {
+        match Flaw::parse(name) {
+            Some(f) => chosen.push(f),
+            None => {
+                let all: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
+                eprintln!("harbor-certify: unknown flaw {name:?}; the flaws are {}", all.join(", "));
+                return ExitCode::from(CANNOT_RUN);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = Flaw::ALL.to_vec();
+    }
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let all = match load(&args.scenarios_dir) {
+        Ok(all) => all,
+        Err(code) => return code,
+    };
+    let signing_key = match args.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("harbor-certify: signing key: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    let mut infra = match provision_or_explain(args.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let provision_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "harbor-certify: mutants: {} scenarios against the correct build and {} seeded flaw(s), {} at a time, on {}",
+        all.len(),
+        chosen.len(),
+        args.jobs,
+        infra.kind
+    );
+    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned());
+    let (baseline, matrix) = harbor_harness::mutants::run(runner, &all, &chosen, args.jobs, |label, results| {
+        let failed: Vec<&str> = results.iter().filter(|r| r.verdict != scenario::Verdict::Passed).map(|r| r.id.as_str()).collect();
+        println!("{label:<26} {} of {} scenarios failed{}", failed.len(), results.len(), if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) });
+    })
+    .await;
+    let environment = environment_of(&infra, &[]);
+    infra.shutdown().await;
+    println!("\nkill matrix ({:.0} s):", matrix.duration_ms / 1000.0);
+    println!("{:<26} {:<17} caught by (expected: …)", "flaw", "status");
+    for row in &matrix.flaws {
+        println!("{:<26} {:<17} {} (expected: {})", row.flaw, row.status, row.caught_by.join(", "), row.expected.join(", "));
+    }
+    println!("correct build: {}", matrix.correct_build);
+    for s in &matrix.survivors {
+        let row = matrix.flaws.iter().find(|r| &r.flaw == s).expect("a survivor has a row");
+        println!("SURVIVOR: {s} — should have been caught by {}", if row.expected.is_empty() { "a scenario naming it in `catches` (none does)".to_owned() } else { row.expected.join(", ") });
+    }
+    let mut report = Report::new(started_at, environment, baseline, 1, Severity::Low, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    report.mutants = serde_json::to_value(&matrix).ok();
+    let mutants_json = serde_json::to_string_pretty(&matrix).unwrap_or_default();
+    match report::write_run(&args.out, &report, &[("mutants.json", mutants_json)], signing_key.as_ref()) {
+        Ok(dir) => println!("report: {} (mutants.json and a kill-matrix section in report.md/html)", dir.display()),
+        Err(e) => {
+            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.out.display());
+            return ExitCode::from(CANNOT_RUN);
+        }
+    }
+    if matrix.is_good() {
+        println!("MUTANTS: every seeded flaw was caught by the scenario that names it");
+        ExitCode::SUCCESS
+    } else {
+        println!("MUTANTS: NOT PROVEN ({} survivor(s), correct build {})", matrix.survivors.len(), matrix.correct_build);
         ExitCode::from(NOT_CERTIFIED)
     }
 }

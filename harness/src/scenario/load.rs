@@ -210,6 +210,12 @@ fn check(s: &Scenario) -> Result<(), Problem> {
             return Err(problem(format!("threats[{i}]"), format!("unknown threat {t:?}: expected one of the threat matrix's rows: {}", names.join("; "))));
         }
     }
+    for (i, f) in s.catches.iter().enumerate() {
+        if harbor_service::flaws::Flaw::parse(f).is_none() {
+            let names: Vec<&str> = harbor_service::flaws::Flaw::ALL.iter().map(|f| f.name()).collect();
+            return Err(problem(format!("catches[{i}]"), format!("unknown flaw {f:?}: expected one of {}", names.join(", "))));
+        }
+    }
     if s.service.replicas == 0 || s.service.replicas > 8 {
         return Err(problem("service.replicas", "expected 1 to 8"));
     }
@@ -264,7 +270,7 @@ fn check(s: &Scenario) -> Result<(), Problem> {
 }
 
 fn check_expect(names: &Names, place: &str, e: &Expect) -> Result<(), Problem> {
-    for x in &e.body_excludes {
+    for x in e.body_excludes.iter().chain(&e.body_contains) {
         names.placeholders(place, x)?;
     }
     Ok(())

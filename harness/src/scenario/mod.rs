@@ -156,6 +156,26 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
     }
 }
 
+/// Runs every scenario (`repeat` times each), `jobs` scenarios at a time, and returns the results
+/// in the given order. Scenarios are independent — each has its own database, Redis prefix,
+/// replicas and fake provider — so running several at once changes timings, never evidence.
+pub async fn run_all(
+    runner: &ScenarioRunner<'_>,
+    scenarios: &[LoadedScenario],
+    repeat: usize,
+    jobs: usize,
+    mut done: impl FnMut(&ScenarioResult),
+) -> Vec<ScenarioResult> {
+    use futures::StreamExt;
+    let mut results = Vec::with_capacity(scenarios.len());
+    let mut stream = futures::stream::iter(scenarios.iter().map(|s| run_repeated(runner, s, repeat))).buffered(jobs.max(1));
+    while let Some(r) = stream.next().await {
+        done(&r);
+        results.push(r);
+    }
+    results
+}
+
 /// Picks scenarios by id or file name (any of `wanted`; all when empty) and by a substring of the
 /// id or title (`filter`). Unknown ids are an error naming them.
 pub fn select(all: Vec<LoadedScenario>, wanted: &[String], filter: Option<&str>) -> Result<Vec<LoadedScenario>, String> {

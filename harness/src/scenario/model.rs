@@ -51,6 +51,9 @@ pub struct Scenario {
     /// Threat-matrix rows this scenario covers (names as in the threat model).
     #[serde(default)]
     pub threats: Vec<String>,
+    /// Seeded flaws this scenario exists to catch (`harbor-certify mutants` checks that it does).
+    #[serde(default)]
+    pub catches: Vec<String>,
     /// Longer explanation for the report.
     #[serde(default)]
     pub description: String,
@@ -318,6 +321,9 @@ pub struct Expect {
     /// Strings the raw body must not contain.
     #[serde(default)]
     pub body_excludes: Vec<String>,
+    /// Strings the raw body must contain.
+    #[serde(default)]
+    pub body_contains: Vec<String>,
     /// For `sql`/`redis`: whether it succeeded.
     pub ok: Option<bool>,
     /// For `sql`/`redis`: a substring of the error.

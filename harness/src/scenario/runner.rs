@@ -60,6 +60,7 @@ pub struct ScenarioRun {
 pub struct ScenarioRunner<'a> {
     infra: &'a Infra,
     logs: Option<LogCapture>,
+    flaws: harbor_service::flaws::Flaws,
 }
 
 /// A step's result.
@@ -277,14 +278,25 @@ impl<'a> ScenarioRunner<'a> {
     /// A runner on `infra`; `logs` is the capture of the service's logs, searched by
     /// `no_canary_leaks` (without it that assertion fails rather than pass unchecked).
     pub fn new(infra: &'a Infra, logs: Option<LogCapture>) -> Self {
-        Self { infra, logs }
+        Self { infra, logs, flaws: harbor_service::flaws::Flaws::none() }
+    }
+
+    /// Runs the service under test with these seeded flaws (`harbor-certify mutants`).
+    pub fn with_flaws(mut self, flaws: harbor_service::flaws::Flaws) -> Self {
+        self.flaws = flaws;
+        self
     }
 
     /// Runs the scenario once on a fresh environment.
     pub async fn run(&self, loaded: &LoadedScenario) -> ScenarioRun {
         let started = Instant::now();
         let sc = &loaded.scenario;
-        let mut options = ServiceOptions { replicas: sc.service.replicas, sync_points: true, ..ServiceOptions::default() };
+        let mut options = ServiceOptions {
+            replicas: sc.service.replicas,
+            sync_points: true,
+            flaws: self.flaws.clone(),
+            ..ServiceOptions::default()
+        };
         options.sync_point_timeout = Duration::from_millis(sc.service.step_timeout_ms * 4);
         if let Some(q) = &sc.service.rate_limit_tenant {
             options.rate_limits.per_tenant = q.parse::<Quota>().expect("checked at load");
@@ -638,6 +650,12 @@ impl Ctx<'_> {
             let x = self.subst(x);
             if outcome.raw.contains(&x) {
                 return Err(format!("the body contains {x:?}"));
+            }
+        }
+        for x in &e.body_contains {
+            let x = self.subst(x);
+            if !outcome.raw.contains(&x) {
+                return Err(format!("the body does not contain {x:?}"));
             }
         }
         if let Some(ok) = e.ok {

@@ -1,0 +1,99 @@
+//! `harbor-certify mutants`: proves the certification can fail. The catalogue runs once against
+//! the correct service, then once against each seeded flaw on its own; a flaw is *killed* when a
+//! scenario that declares it in `catches` fails, and the run is good only when the correct build
+//! passes and every flaw is killed by a scenario whose id says why.
+
+use std::time::Instant;
+
+use harbor_service::flaws::{Flaw, Flaws};
+use serde::Serialize;
+
+use crate::scenario::load::LoadedScenario;
+use crate::scenario::runner::ScenarioRunner;
+use crate::scenario::{self, ScenarioResult, Verdict};
+
+/// How one flaw fared.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlawOutcome {
+    /// The flaw's switch name.
+    pub flaw: String,
+    /// Scenarios that failed (or were flaky) with the flaw on.
+    pub caught_by: Vec<String>,
+    /// Scenarios that declare `catches = [flaw]`.
+    pub expected: Vec<String>,
+    /// `KILLED` (an expected scenario failed), `KILLED_ELSEWHERE` (only others did) or `SURVIVED`.
+    pub status: &'static str,
+    /// Wall time of the flawed catalogue run, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// The kill matrix.
+#[derive(Clone, Debug, Serialize)]
+pub struct KillMatrix {
+    /// `PASS` when the correct build passed every scenario.
+    pub correct_build: &'static str,
+    /// One row per flaw.
+    pub flaws: Vec<FlawOutcome>,
+    /// Flaws not killed by an expected scenario.
+    pub survivors: Vec<String>,
+    /// Wall time of the whole mutation run, in milliseconds.
+    pub duration_ms: f64,
+}
+
+impl KillMatrix {
+    /// Whether the run proves what it should: the correct build passes, every flaw is killed by
+    /// a scenario that names it.
+    pub fn is_good(&self) -> bool {
+        self.correct_build == "PASS" && self.survivors.is_empty()
+    }
+}
+
+fn failed_ids(results: &[ScenarioResult]) -> Vec<String> {
+    results.iter().filter(|r| r.verdict != Verdict::Passed).map(|r| r.id.clone()).collect()
+}
+
+/// Runs the catalogue against the correct build and then each flaw. Returns the correct build's
+/// results and the matrix; `progress` is told about every finished catalogue run.
+pub async fn run(
+    runner: ScenarioRunner<'_>,
+    scenarios: &[LoadedScenario],
+    flaws: &[Flaw],
+    jobs: usize,
+    mut progress: impl FnMut(&str, &[ScenarioResult]),
+) -> (Vec<ScenarioResult>, KillMatrix) {
+    let started = Instant::now();
+    let baseline = scenario::run_all(&runner, scenarios, 1, jobs, |_| {}).await;
+    progress("correct build", &baseline);
+    let correct_build = if baseline.iter().all(|r| r.verdict == Verdict::Passed) { "PASS" } else { "FAIL" };
+    let mut rows = Vec::new();
+    let mut runner = runner;
+    for flaw in flaws {
+        let flaw_started = Instant::now();
+        runner = runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
+        let results = scenario::run_all(&runner, scenarios, 1, jobs, |_| {}).await;
+        progress(flaw.name(), &results);
+        let caught_by = failed_ids(&results);
+        let expected: Vec<String> = scenarios
+            .iter()
+            .filter(|s| s.scenario.catches.iter().any(|c| c == flaw.name()))
+            .map(|s| s.scenario.id.clone())
+            .collect();
+        let status = if caught_by.iter().any(|c| expected.contains(c)) {
+            "KILLED"
+        } else if !caught_by.is_empty() {
+            "KILLED_ELSEWHERE"
+        } else {
+            "SURVIVED"
+        };
+        rows.push(FlawOutcome {
+            flaw: flaw.name().to_owned(),
+            caught_by,
+            expected,
+            status,
+            duration_ms: flaw_started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+    let survivors = rows.iter().filter(|r| r.status != "KILLED").map(|r| r.flaw.clone()).collect();
+    let matrix = KillMatrix { correct_build, flaws: rows, survivors, duration_ms: started.elapsed().as_secs_f64() * 1000.0 };
+    (baseline, matrix)
+}

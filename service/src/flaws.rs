@@ -1,0 +1,247 @@
+//! Seeded flaws: the v1 defects the seed documents describe, each a named switch, so the harness
+//! can show that its catalogue catches every one (`harbor-certify mutants`).
+//!
+//! The switches exist only in a build with the cargo feature `flaws`. Without it, [`active`] is a
+//! constant `false` the compiler removes, [`Flaws`] cannot hold any flaw, and a configuration that
+//! asks for one is refused at start-up. A service started with flaws says so in its logs, in
+//! `/readyz`, and in every report it appears in.
+//!
+//! The flaws of a request are read from a task-local set by the request middleware, so the
+//! flawed branches need no extra parameters.
+
+use std::fmt;
+
+/// One seeded flaw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Flaw {
+    /// OAuth state in a per-replica in-memory map, without TTL.
+    MemoryStateStore,
+    /// The callback does not check the state's tenant and user against the caller.
+    NoCallbackTenantCheck,
+    /// The state is read, and deleted only after the code exchange.
+    NonAtomicStateConsume,
+    /// A failed callback puts its state back.
+    StateKeptOnFailure,
+    /// Tokens are stored as plaintext.
+    PlaintextTokens,
+    /// Token ciphertext is not bound to its row (no associated data).
+    NoAadBinding,
+    /// The OAuth paths derive their workspace lock key in another namespace than activation.
+    SplitLockNamespace,
+    /// Connection reads take no row lock (`FOR UPDATE` missing).
+    NoRowLock,
+    /// A failed activation commits (releasing the lock) and then finishes its error bookkeeping.
+    EarlyLockRelease,
+    /// Activation inserts without `ON CONFLICT` and without looking for an earlier activation.
+    NoUniqueActivation,
+    /// Identity is taken from an `X-User-Id` header when present.
+    TrustUserHeader,
+    /// Workspace routes do not check membership.
+    NoMembershipCheck,
+    /// No PKCE: no challenge at authorize, no verifier at the exchange.
+    NoPkce,
+    /// No rate limits on the OAuth routes.
+    NoRateLimit,
+    /// The connection list returns access tokens.
+    TokenExposure,
+    /// A sync refreshes without the workspace lock or re-reading the row.
+    NoRefreshSingleFlight,
+}
+
+impl Flaw {
+    /// Every flaw, in a stable order.
+    pub const ALL: [Flaw; 16] = [
+        Flaw::MemoryStateStore,
+        Flaw::NoCallbackTenantCheck,
+        Flaw::NonAtomicStateConsume,
+        Flaw::StateKeptOnFailure,
+        Flaw::PlaintextTokens,
+        Flaw::NoAadBinding,
+        Flaw::SplitLockNamespace,
+        Flaw::NoRowLock,
+        Flaw::EarlyLockRelease,
+        Flaw::NoUniqueActivation,
+        Flaw::TrustUserHeader,
+        Flaw::NoMembershipCheck,
+        Flaw::NoPkce,
+        Flaw::NoRateLimit,
+        Flaw::TokenExposure,
+        Flaw::NoRefreshSingleFlight,
+    ];
+
+    /// The flaw's switch name, such as `split-lock-namespace`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flaw::MemoryStateStore => "memory-state-store",
+            Flaw::NoCallbackTenantCheck => "no-callback-tenant-check",
+            Flaw::NonAtomicStateConsume => "non-atomic-state-consume",
+            Flaw::StateKeptOnFailure => "state-kept-on-failure",
+            Flaw::PlaintextTokens => "plaintext-tokens",
+            Flaw::NoAadBinding => "no-aad-binding",
+            Flaw::SplitLockNamespace => "split-lock-namespace",
+            Flaw::NoRowLock => "no-row-lock",
+            Flaw::EarlyLockRelease => "early-lock-release",
+            Flaw::NoUniqueActivation => "no-unique-activation",
+            Flaw::TrustUserHeader => "trust-user-header",
+            Flaw::NoMembershipCheck => "no-membership-check",
+            Flaw::NoPkce => "no-pkce",
+            Flaw::NoRateLimit => "no-rate-limit",
+            Flaw::TokenExposure => "token-exposure",
+            Flaw::NoRefreshSingleFlight => "no-refresh-single-flight",
+        }
+    }
+
+    /// Parses a switch name.
+    pub fn parse(raw: &str) -> Option<Flaw> {
+        Self::ALL.into_iter().find(|f| f.name() == raw)
+    }
+}
+
+impl fmt::Display for Flaw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether this build can enable flaws at all.
+pub const COMPILED_IN: bool = cfg!(feature = "flaws");
+
+/// The flaws a service instance runs with. Always empty without the `flaws` feature.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flaws {
+    #[cfg(feature = "flaws")]
+    enabled: std::collections::BTreeSet<Flaw>,
+}
+
+/// A request for flaws in a build that cannot have them.
+#[derive(Debug, thiserror::Error)]
+#[error("flaws {0:?} were requested, but this build has no `flaws` feature")]
+pub struct NotCompiledIn(pub Vec<String>);
+
+impl Flaws {
+    /// No flaw: the correct service.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The given flaws; refused unless the build has the `flaws` feature (or the list is empty).
+    pub fn enable(flaws: impl IntoIterator<Item = Flaw>) -> Result<Self, NotCompiledIn> {
+        let wanted: Vec<Flaw> = flaws.into_iter().collect();
+        #[cfg(feature = "flaws")]
+        {
+            Ok(Self { enabled: wanted.into_iter().collect() })
+        }
+        #[cfg(not(feature = "flaws"))]
+        {
+            if wanted.is_empty() {
+                Ok(Self::default())
+            } else {
+                Err(NotCompiledIn(wanted.iter().map(|f| f.name().to_owned()).collect()))
+            }
+        }
+    }
+
+    /// Whether `flaw` is enabled.
+    #[inline]
+    pub fn has(&self, flaw: Flaw) -> bool {
+        #[cfg(feature = "flaws")]
+        {
+            self.enabled.contains(&flaw)
+        }
+        #[cfg(not(feature = "flaws"))]
+        {
+            let _ = flaw;
+            false
+        }
+    }
+
+    /// The enabled flaws' names.
+    pub fn names(&self) -> Vec<&'static str> {
+        Flaw::ALL.into_iter().filter(|f| self.has(*f)).map(Flaw::name).collect()
+    }
+
+    /// Whether no flaw is enabled.
+    pub fn is_empty(&self) -> bool {
+        self.names().is_empty()
+    }
+}
+
+#[cfg(feature = "flaws")]
+tokio::task_local! {
+    static REQUEST_FLAWS: Flaws;
+}
+
+/// Runs `fut` with `flaws` as the flaws of the current request.
+pub async fn scope<F: std::future::Future>(flaws: &Flaws, fut: F) -> F::Output {
+    #[cfg(feature = "flaws")]
+    {
+        REQUEST_FLAWS.scope(flaws.clone(), fut).await
+    }
+    #[cfg(not(feature = "flaws"))]
+    {
+        let _ = flaws;
+        fut.await
+    }
+}
+
+/// Whether `flaw` is enabled for the request this task serves. Always `false` without the feature.
+#[inline]
+pub fn active(flaw: Flaw) -> bool {
+    #[cfg(feature = "flaws")]
+    {
+        REQUEST_FLAWS.try_with(|f| f.has(flaw)).unwrap_or(false)
+    }
+    #[cfg(not(feature = "flaws"))]
+    {
+        let _ = flaw;
+        false
+    }
+}
+
+/// The workspace lock for the OAuth paths (authorize, callback, refresh): exactly
+/// [`crate::locks::lock_workspace`], except under the seeded flaw `split-lock-namespace`, where
+/// the key is derived in another namespace — the v1 defect of the audit's §2.1.
+pub async fn lock_for_oauth(
+    tx: &mut crate::db::Tx,
+    workspace_id: crate::domain::WorkspaceId,
+) -> Result<crate::locks::WorkspaceLock, sqlx::Error> {
+    #[cfg(feature = "flaws")]
+    if active(Flaw::SplitLockNamespace) {
+        return crate::locks::lock_workspace_in_namespace_for_flaw(tx, workspace_id, crate::locks::WORKSPACE_LOCK_NAMESPACE ^ 0x0100).await;
+    }
+    crate::locks::lock_workspace(tx, workspace_id).await
+}
+
+/// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that takes no lock. In a
+/// build without the feature this is unreachable ([`active`] is always false).
+pub fn unlocked(workspace_id: crate::domain::WorkspaceId) -> crate::locks::WorkspaceLock {
+    #[cfg(feature = "flaws")]
+    {
+        crate::locks::unlocked_for_flaw(workspace_id)
+    }
+    #[cfg(not(feature = "flaws"))]
+    {
+        let _ = workspace_id;
+        unreachable!("seeded flaws are not compiled in")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for f in Flaw::ALL {
+            assert_eq!(Flaw::parse(f.name()), Some(f));
+        }
+    }
+
+    #[cfg(not(feature = "flaws"))]
+    #[test]
+    fn the_default_build_cannot_enable_flaws() {
+        assert!(Flaws::enable([Flaw::NoRowLock]).is_err());
+        assert!(!active(Flaw::NoRowLock));
+        assert!(Flaws::enable([]).unwrap().is_empty());
+    }
+}
