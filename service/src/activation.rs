@@ -57,25 +57,25 @@ pub async fn activate(
     member: WorkspaceMember,
 ) -> Result<Json<ActivationResponse>, ApiError> {
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-    let result = activate_in(&mut tx, &state, &ctx, &member).await;
-    if let (Err(error), true) = (&result, flaws::active(Flaw::EarlyLockRelease)) {
-        // Seeded flaw: release the lock first (commit), then do the error bookkeeping outside it.
-        tx.commit().await?;
-        let mut late = db::begin(&state.db, None, member.tenant_id).await?;
-        let event = AuditEvent {
-            tenant_id: Some(member.tenant_id),
-            workspace_id: Some(member.workspace_id),
-            actor_user_id: Some(member.user_id),
-            action: "activation",
-            outcome: "failed",
-            detail: json!({ "code": error.status_and_code().1 }),
-        };
-        audit::record(&mut late, &ctx, event).await?;
-        late.commit().await?;
-        return Err(result.err().expect("matched Err"));
-    }
-    let response = db::finish(tx, result).await?;
-    Ok(Json(response))
+    let error = match activate_in(&mut tx, &state, &ctx, &member).await {
+        Err(error) if flaws::active(Flaw::EarlyLockRelease) => error,
+        result => return db::finish(tx, result).await.map(Json),
+    };
+    // Seeded flaw `early-lock-release`: release the lock first (commit), then do the error
+    // bookkeeping outside it.
+    tx.commit().await?;
+    let mut late = db::begin(&state.db, None, member.tenant_id).await?;
+    let event = AuditEvent {
+        tenant_id: Some(member.tenant_id),
+        workspace_id: Some(member.workspace_id),
+        actor_user_id: Some(member.user_id),
+        action: "activation",
+        outcome: "failed",
+        detail: json!({ "code": error.status_and_code().1 }),
+    };
+    audit::record(&mut late, &ctx, event).await?;
+    late.commit().await?;
+    Err(error)
 }
 
 async fn activate_in(

@@ -38,10 +38,10 @@ pub struct WorkspaceLockKey {
 /// Proof that the workspace lock is held by the current transaction. Functions that change a
 /// workspace's state take it as an argument, so they cannot be called without the lock.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct WorkspaceLock {
     /// The workspace whose lock is held.
     pub workspace_id: WorkspaceId,
-    _private: (),
 }
 
 /// Derives the advisory-lock key for a workspace. The only place keys are derived.
@@ -67,7 +67,7 @@ pub async fn lock_workspace_in_namespace_for_flaw(tx: &mut Tx, workspace_id: Wor
 /// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that took no lock.
 #[cfg(feature = "flaws")]
 pub fn unlocked_for_flaw(workspace_id: WorkspaceId) -> WorkspaceLock {
-    WorkspaceLock { workspace_id, _private: () }
+    WorkspaceLock { workspace_id }
 }
 
 async fn take(tx: &mut Tx, workspace_id: WorkspaceId, key: WorkspaceLockKey) -> Result<WorkspaceLock, sqlx::Error> {
@@ -76,7 +76,7 @@ async fn take(tx: &mut Tx, workspace_id: WorkspaceId, key: WorkspaceLockKey) -> 
         .bind(key.objid)
         .execute(&mut **tx)
         .await?;
-    Ok(WorkspaceLock { workspace_id, _private: () })
+    Ok(WorkspaceLock { workspace_id })
 }
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
-        Ok(cmd.status().context("running cargo nextest (is cargo-nextest installed?)")?)
+        cmd.status().context("running cargo nextest (is cargo-nextest installed?)")
     })?;
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.
     let certified = phase("harbor-certify run (the scenario catalogue)", || {
@@ -271,7 +271,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
-        Ok(cmd.status().context("running harbor-certify run")?)
+        cmd.status().context("running harbor-certify run")
     })?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
@@ -282,7 +282,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
-        Ok(cmd.status().context("running harbor-certify mutants")?)
+        cmd.status().context("running harbor-certify mutants")
     })?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
@@ -300,7 +300,7 @@ fn certify(args: &[String]) -> Result<ExitCode> {
     let certify = phase("build harbor-certify", build_certify)?;
     let args: Vec<String> = if args.is_empty() { vec!["run".into()] } else { args.to_vec() };
     let status = phase(&format!("harbor-certify {}", args.join(" ")), || {
-        Ok(Command::new(&certify).current_dir(root()).args(&args).status().context("running harbor-certify")?)
+        Command::new(&certify).current_dir(root()).args(&args).status().context("running harbor-certify")
     })?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
 }

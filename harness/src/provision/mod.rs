@@ -126,7 +126,7 @@ pub struct Infra {
 }
 
 enum Resources {
-    Docker(docker::Containers),
+    Docker(Box<docker::Containers>),
     Local(local::LocalServers),
     External,
 }
@@ -183,7 +183,7 @@ impl Infra {
             }
             BackendKind::Docker => {
                 let c = docker::start(detected_images).await?;
-                (c.admin_url.clone(), c.redis_url.clone(), Some(c.images.clone()), Resources::Docker(c))
+                (c.admin_url.clone(), c.redis_url.clone(), Some(c.images.clone()), Resources::Docker(Box::new(c)))
             }
             BackendKind::Local => {
                 let l = local::start().await?;

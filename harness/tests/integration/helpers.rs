@@ -85,6 +85,7 @@ impl<'a> Call<'a> {
         self.bearer = Some(token.into());
         self
     }
+    #[allow(clippy::wrong_self_convention)] // reads as "call as user …", not a conversion
     pub fn as_user(self, user: Uuid) -> Self {
         let token = self.app.sut.tokens.token(user, TokenKind::Valid);
         self.bearer(token)
