@@ -62,6 +62,12 @@ pub struct LockRow {
     pub objid: Option<i64>,
     /// The relation, when the lock is on one.
     pub relation: Option<String>,
+    /// For tuple locks: the page.
+    pub page: Option<i32>,
+    /// For tuple locks: the tuple.
+    pub tuple: Option<i16>,
+    /// For transaction-id locks: the transaction.
+    pub transactionid: Option<String>,
     /// The lock mode.
     pub mode: String,
     /// Whether it is held (true) or awaited (false).
@@ -79,7 +85,7 @@ const ACTIVITY_SQL: &str = "\
 const LOCKS_SQL: &str = "\
     SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.locktype, \
            l.classid::bigint AS classid, l.objid::bigint AS objid, l.relation::regclass::text AS relation, \
-           l.mode, l.granted \
+           l.page, l.tuple, l.transactionid::text AS transactionid, l.mode, l.granted \
     FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
     WHERE (l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) OR l.locktype = 'transactionid') \
       AND l.pid <> pg_backend_pid() \
@@ -103,6 +109,20 @@ pub async fn advisory_locks_of(pool: &PgPool, actor: &str) -> Result<Vec<LockRow
         .into_iter()
         .filter(|l| l.application_name == app && l.locktype == "advisory")
         .collect())
+}
+
+impl LockRow {
+    /// Whether `self` and `other` are the same lockable object (same lock tag): what a waiter
+    /// awaits and a holder holds.
+    pub fn same_object(&self, other: &LockRow) -> bool {
+        self.locktype == other.locktype
+            && match self.locktype.as_str() {
+                "advisory" => (self.classid, self.objid) == (other.classid, other.objid),
+                "transactionid" => self.transactionid == other.transactionid,
+                "tuple" => (&self.relation, self.page, self.tuple) == (&other.relation, other.page, other.tuple),
+                _ => self.relation == other.relation,
+            }
+    }
 }
 
 /// Why a probe gave up: what it waited for, and the lock tables when it gave up.

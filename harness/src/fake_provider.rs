@@ -66,6 +66,9 @@ pub struct Switches {
     pub rotate_refresh_tokens: bool,
     /// Lifetime of issued access tokens, in seconds.
     pub access_token_ttl: i64,
+    /// A refresh invalidates the access tokens issued earlier to the same grant (as providers
+    /// that rotate do), so a client that keeps using an old one is caught.
+    pub revoke_access_on_refresh: bool,
 }
 
 impl Default for Switches {
@@ -76,6 +79,7 @@ impl Default for Switches {
             token_delay: Duration::ZERO,
             rotate_refresh_tokens: true,
             access_token_ttl: 3600,
+            revoke_access_on_refresh: true,
         }
     }
 }
@@ -115,6 +119,8 @@ struct AccessGrant {
     provider: Provider,
     expires: Instant,
     revoked: bool,
+    /// The grant (authorization) it belongs to.
+    family: u64,
 }
 
 #[derive(Default)]
@@ -128,8 +134,9 @@ struct Inner {
     providers: HashMap<Provider, ProviderState>,
     codes: HashMap<String, (Provider, CodeGrant)>,
     access: HashMap<String, AccessGrant>,
-    /// Refresh token → (provider, still usable).
-    refresh: HashMap<String, (Provider, bool)>,
+    /// Refresh token → (provider, still usable, grant).
+    refresh: HashMap<String, (Provider, bool, u64)>,
+    families: u64,
     issued: Vec<String>,
     base_url: String,
 }
@@ -201,6 +208,7 @@ impl FakeProvider {
                     client_secret: SecretString::from(Self::client_secret(p)),
                     scopes: vec![format!("{p}.read"), "offline_access".to_owned()],
                     redirect_uri: Url::parse(&redirect_uri(p)).expect("a valid URL"),
+                    requires_iss: true,
                 };
                 (p, config)
             })
@@ -436,7 +444,8 @@ async fn token(State(inner): State<Shared>, Path(p): Path<String>, Form(form): F
     let mut guard = inner.lock().expect("fake provider state");
     let ttl = guard.providers.entry(provider).or_default().switches.access_token_ttl;
     let rotate = guard.providers.entry(provider).or_default().switches.rotate_refresh_tokens;
-    let (scope, issue_refresh) = match form.grant_type.as_str() {
+    let revoke_old = guard.providers.entry(provider).or_default().switches.revoke_access_on_refresh;
+    let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
             let Some(code) = form.code else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
             let Some((owner, grant)) = guard.codes.get_mut(&code) else {
@@ -457,30 +466,37 @@ async fn token(State(inner): State<Shared>, Path(p): Path<String>, Form(form): F
             grant.used = true;
             guard.providers.entry(provider).or_default().counters.code_exchanges_ok += 1;
             let scope = guard.codes[&code].1.scope.clone();
-            (scope, true)
+            guard.families += 1;
+            (scope, true, guard.families)
         }
         "refresh_token" => {
             let Some(rt) = form.refresh_token else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
-            match guard.refresh.get_mut(&rt) {
-                Some((owner, usable)) if *owner == provider && *usable => {
+            let family = match guard.refresh.get_mut(&rt) {
+                Some((owner, usable, family)) if *owner == provider && *usable => {
                     if rotate {
                         *usable = false;
                     }
+                    *family
                 }
                 _ => {
                     guard.providers.entry(provider).or_default().counters.refreshes_invalid_grant += 1;
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
-            }
+            };
             guard.providers.entry(provider).or_default().counters.refreshes_ok += 1;
-            (String::new(), rotate)
+            if revoke_old {
+                for a in guard.access.values_mut().filter(|a| a.family == family) {
+                    a.revoked = true;
+                }
+            }
+            (String::new(), rotate, family)
         }
         _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     };
     let access = mint(&mut guard, provider, "at");
     guard.access.insert(
         access.clone(),
-        AccessGrant { provider, expires: Instant::now() + Duration::from_secs(ttl.max(0) as u64), revoked: false },
+        AccessGrant { provider, expires: Instant::now() + Duration::from_secs(ttl.max(0) as u64), revoked: false, family },
     );
     let mut body = json!({ "access_token": access, "token_type": "Bearer", "expires_in": ttl });
     if !scope.is_empty() {
@@ -488,7 +504,7 @@ async fn token(State(inner): State<Shared>, Path(p): Path<String>, Form(form): F
     }
     if issue_refresh {
         let refresh = mint(&mut guard, provider, "rt");
-        guard.refresh.insert(refresh.clone(), (provider, true));
+        guard.refresh.insert(refresh.clone(), (provider, true, family));
         body["refresh_token"] = json!(refresh);
     }
     Json(body).into_response()
@@ -513,8 +529,15 @@ async fn revoke(State(inner): State<Shared>, Path(p): Path<String>, Form(form): 
     if let Some(a) = guard.access.get_mut(&form.token) {
         a.revoked = true;
     }
-    if let Some(r) = guard.refresh.get_mut(&form.token) {
-        r.1 = false;
+    // Revoking a refresh token ends the whole grant (RFC 7009 §2.1).
+    let family = guard.refresh.get(&form.token).map(|r| r.2);
+    if let Some(family) = family {
+        for r in guard.refresh.values_mut().filter(|r| r.2 == family) {
+            r.1 = false;
+        }
+        for a in guard.access.values_mut().filter(|a| a.family == family) {
+            a.revoked = true;
+        }
     }
     StatusCode::OK.into_response()
 }

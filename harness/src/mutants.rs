@@ -21,8 +21,11 @@ pub struct FlawOutcome {
     pub caught_by: Vec<String>,
     /// Scenarios that declare `catches = [flaw]`.
     pub expected: Vec<String>,
-    /// `KILLED` (an expected scenario failed), `KILLED_ELSEWHERE` (only others did) or `SURVIVED`.
+    /// `KILLED` (an expected scenario failed at one of its steps or assertions),
+    /// `KILLED_ELSEWHERE` (only others did, or only at set-up) or `SURVIVED`.
     pub status: &'static str,
+    /// Why each catching scenario failed: its first finding.
+    pub evidence: std::collections::BTreeMap<String, String>,
     /// Wall time of the flawed catalogue run, in milliseconds.
     pub duration_ms: f64,
 }
@@ -48,8 +51,15 @@ impl KillMatrix {
     }
 }
 
-fn failed_ids(results: &[ScenarioResult]) -> Vec<String> {
-    results.iter().filter(|r| r.verdict != Verdict::Passed).map(|r| r.id.clone()).collect()
+/// Scenarios that caught the flaw: failed or flaky — not those whose environment failed, which
+/// proves nothing about the service.
+fn caught(results: &[ScenarioResult]) -> Vec<&ScenarioResult> {
+    results.iter().filter(|r| matches!(r.verdict, Verdict::Failed | Verdict::Flaky)).collect()
+}
+
+/// Whether a scenario failed on its own checks, not while making its fixtures.
+fn failed_at_a_check(r: &ScenarioResult) -> bool {
+    r.verdict == Verdict::Flaky || r.failures.iter().any(|f| !f.message.starts_with("fixtures:"))
 }
 
 /// Runs the catalogue against the correct build and then each flaw. Returns the correct build's
@@ -72,13 +82,21 @@ pub async fn run(
         runner = runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
         let results = scenario::run_all(&runner, scenarios, 1, jobs, |_| {}).await;
         progress(flaw.name(), &results);
-        let caught_by = failed_ids(&results);
+        let catching = caught(&results);
+        let caught_by: Vec<String> = catching.iter().map(|r| r.id.clone()).collect();
+        let evidence = catching
+            .iter()
+            .map(|r| {
+                let why = r.failures.first().map(|f| f.message.clone()).or_else(|| r.flaky.clone()).unwrap_or_default();
+                (r.id.clone(), why)
+            })
+            .collect();
         let expected: Vec<String> = scenarios
             .iter()
             .filter(|s| s.scenario.catches.iter().any(|c| c == flaw.name()))
             .map(|s| s.scenario.id.clone())
             .collect();
-        let status = if caught_by.iter().any(|c| expected.contains(c)) {
+        let status = if catching.iter().any(|r| expected.contains(&r.id) && failed_at_a_check(r)) {
             "KILLED"
         } else if !caught_by.is_empty() {
             "KILLED_ELSEWHERE"
@@ -90,6 +108,7 @@ pub async fn run(
             caught_by,
             expected,
             status,
+            evidence,
             duration_ms: flaw_started.elapsed().as_secs_f64() * 1000.0,
         });
     }

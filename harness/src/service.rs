@@ -72,6 +72,7 @@ pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: Servic
         database_url: SecretString::from(env.database_url.clone()),
         database_max_connections: 20,
         database_role: Some("harbor_app".to_owned()),
+        lock_timeout: Duration::from_secs(15),
         redis_url: SecretString::from(env.redis_url.clone()),
         redis_key_prefix: env.redis_key_prefix.clone(),
         jwt: deps.tokens.jwt_config(),

@@ -57,13 +57,22 @@ pub async fn activate(
     member: WorkspaceMember,
 ) -> Result<Json<ActivationResponse>, ApiError> {
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let hooks = state.sync_points.as_ref();
     let error = match activate_in(&mut tx, &state, &ctx, &member).await {
         Err(error) if flaws::active(Flaw::EarlyLockRelease) => error,
+        Err(error) => {
+            // The error path, still inside the transaction and the lock: the harness checks here
+            // that nobody gets in before the rollback has completed. (A sync-point timeout changes
+            // nothing: the request is failing anyway.)
+            let _ = SyncHooks::reach(hooks, &ctx, syncpoints::ACTIVATION_FAILING).await;
+            return db::finish(tx, Err(error)).await.map(Json);
+        }
         result => return db::finish(tx, result).await.map(Json),
     };
     // Seeded flaw `early-lock-release`: release the lock first (commit), then do the error
     // bookkeeping outside it.
     tx.commit().await?;
+    let _ = SyncHooks::reach(hooks, &ctx, syncpoints::ACTIVATION_FAILING).await;
     let mut late = db::begin(&state.db, None, member.tenant_id).await?;
     let event = AuditEvent {
         tenant_id: Some(member.tenant_id),
@@ -114,7 +123,8 @@ async fn activate_in(
         return Err(ApiError::ActivationNotReady(qbo.status.as_str()));
     }
 
-    // Seeded flaw `no-unique-activation`: a plain INSERT, which trips over the constraint.
+    // Seeded flaw `no-unique-activation`: a plain INSERT, no earlier-activation check, and (see
+    // `Application::build`) no UNIQUE constraint — every call activates again.
     let on_conflict = if flaws::active(Flaw::NoUniqueActivation) { "" } else { "ON CONFLICT (workspace_id) DO NOTHING " };
     let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
         "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) \

@@ -82,6 +82,9 @@ pub enum StartupError {
     /// Migrations failed.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Requests would run without row-level security.
+    #[error("database role: {0}")]
+    RowSecurity(String),
     /// Redis could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -122,9 +125,16 @@ impl Application {
             // Migrations run as the schema owner; requests run as the non-owner role.
             let owner = db::connect_owner(&config, 1).await?;
             db::MIGRATOR.run(&owner).await?;
+            if config.flaws.has(crate::flaws::Flaw::NoUniqueActivation) {
+                // Seeded flaw: the v1 schema, where nothing in the database made activation unique.
+                sqlx::query("ALTER TABLE workspace_activations DROP CONSTRAINT IF EXISTS workspace_activations_workspace_id_key")
+                    .execute(&owner)
+                    .await?;
+            }
             owner.close().await;
         }
         let db = db::connect(&config).await?;
+        db::check_row_security(&db).await?;
         let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
         let redis = redis::aio::ConnectionManager::new(redis_client).await?;
         let sync_points = config

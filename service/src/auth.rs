@@ -186,9 +186,10 @@ impl FromRequestParts<AppState> for WorkspaceMember {
         let identity = Identity::from_request_parts(parts, state).await?;
         let workspace_id = WorkspaceId::parse(&path_segment(parts, state, "workspace_id").await?)?;
         if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
-            // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2.
-            let tenant: Option<TenantId> = sqlx::query_scalar("SELECT tenant_id FROM workspaces WHERE id = $1")
-                .bind(workspace_id)
+            // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2. Row-level
+            // security still scopes the request to the caller's own tenant.
+            let tenant: Option<TenantId> = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+                .bind(identity.user_id)
                 .fetch_optional(&state.db)
                 .await?;
             let tenant_id = tenant.ok_or(ApiError::NotFound)?;
@@ -197,6 +198,8 @@ impl FromRequestParts<AppState> for WorkspaceMember {
         let (tenant_id, role) = membership(&state.db, workspace_id, identity.user_id)
             .await?
             .ok_or(ApiError::NotFound)?;
+        // `tenant_id` scopes row-level security for the request. It is the caller's own tenant
+        // (the membership's foreign key makes the two equal), never something taken from the URL.
         Ok(WorkspaceMember { user_id: identity.user_id, workspace_id, tenant_id, role })
     }
 }

@@ -50,6 +50,9 @@ pub struct Config {
     /// The role the service's sessions run as (`SET ROLE`): a non-owner, so row-level security
     /// applies to it. `None` only where the login role is already such a role.
     pub database_role: Option<String>,
+    /// How long a request waits for a lock before it gives up with 503 `LOCK_TIMEOUT`, so a slow
+    /// provider call under one workspace's lock cannot pile up every pooled connection.
+    pub lock_timeout: Duration,
     /// Redis connection URL (may carry a password).
     pub redis_url: SecretString,
     /// Prefix of every Redis key the service writes, so several deployments can share a server.
@@ -180,6 +183,7 @@ impl Config {
             database_url: SecretString::from(var("HARBOR_DATABASE_URL")?),
             database_max_connections: parse_var("HARBOR_DATABASE_MAX_CONNECTIONS", "20")?,
             database_role: (!role.is_empty()).then_some(role),
+            lock_timeout: Duration::from_millis(parse_var("HARBOR_LOCK_TIMEOUT_MS", "15000")?),
             redis_url: SecretString::from(var("HARBOR_REDIS_URL")?),
             redis_key_prefix: var_or("HARBOR_REDIS_PREFIX", "harbor:"),
             jwt: JwtConfig {
@@ -195,7 +199,7 @@ impl Config {
             rate_limits: RateLimits {
                 per_tenant: quota("HARBOR_RATE_LIMIT_TENANT", defaults.per_tenant)?,
                 per_address: quota("HARBOR_RATE_LIMIT_ADDRESS", defaults.per_address)?,
-                failed_states_per_address: quota("HARBOR_RATE_LIMIT_FAILED_STATES", defaults.failed_states_per_address)?,
+                failed_states_per_user: quota("HARBOR_RATE_LIMIT_FAILED_STATES", defaults.failed_states_per_user)?,
             },
             refresh_margin: Duration::from_secs(parse_var("HARBOR_REFRESH_MARGIN_SECONDS", "300")?),
             sync_points: parse_var("HARBOR_SYNC_POINTS", "false")?,

@@ -261,8 +261,15 @@ async fn transition(
 /// Calls the provider's revocation endpoint with the stored grant (the refresh token if there is
 /// one, which revokes the whole grant, else the access token). Returns the outcome for the audit.
 async fn revoke_at_provider(state: &AppState, connection: &LockedConnection) -> Result<&'static str, ApiError> {
-    let Some((access, refresh)) = oauth::open_tokens(&state.vault, connection)? else {
-        return Ok("no_tokens");
+    let (access, refresh) = match oauth::open_tokens(&state.vault, connection) {
+        Ok(Some(tokens)) => tokens,
+        Ok(None) => return Ok("no_tokens"),
+        // A key gone or a tampered row must not stop an admin from killing the connection: the
+        // tokens are wiped locally and the audit row says the provider could not be told.
+        Err(e) => {
+            tracing::error!(provider = connection.provider.as_str(), error = %e, "stored tokens unreadable; wiping without provider revocation");
+            return Ok("undecryptable");
+        }
     };
     match state.providers.revoke(connection.provider, refresh.as_ref().unwrap_or(&access)).await {
         Ok(()) => Ok("ok"),

@@ -27,12 +27,15 @@ pub type Tx = Transaction<'static, Postgres>;
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())?.application_name("harbor-service");
     let role = config.database_role.clone();
+    let lock_timeout = lock_timeout_statement(config.lock_timeout);
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
         .after_connect(move |conn, _| {
             let role = role.clone();
+            let lock_timeout = lock_timeout.clone();
             Box::pin(async move {
+                sqlx::query(&lock_timeout).execute(&mut *conn).await?;
                 if let Some(role) = role {
                     // The name is checked by `Config::validate` ([A-Za-z0-9_]+), so quoting is enough.
                     sqlx::query(&format!("SET ROLE \"{role}\"")).execute(conn).await?;
@@ -42,6 +45,20 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
         })
         .connect_with(options)
         .await
+}
+
+/// Refuses to serve if requests would bypass row-level security: the session role must be one
+/// the policies apply to (not the tables' owner, not a superuser, not `BYPASSRLS`).
+pub async fn check_row_security(pool: &PgPool) -> Result<(), crate::app::StartupError> {
+    let (role, active): (String, bool) =
+        sqlx::query_as("SELECT current_user::text, row_security_active('connections')").fetch_one(pool).await?;
+    if active {
+        Ok(())
+    } else {
+        Err(crate::app::StartupError::RowSecurity(format!(
+            "requests would run as {role:?}, which bypasses row-level security; set HARBOR_DATABASE_ROLE to a non-owner role (harbor_app)"
+        )))
+    }
 }
 
 /// Opens a pool as the login role itself (the schema owner): for migrations and key rotation,
@@ -62,6 +79,11 @@ pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Re
         .execute(&mut *tx)
         .await?;
     Ok(tx)
+}
+
+/// Sets every pooled session's `lock_timeout` (see `Config::lock_timeout`).
+pub(crate) fn lock_timeout_statement(timeout: std::time::Duration) -> String {
+    format!("SET lock_timeout = {}", timeout.as_millis().max(1))
 }
 
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the

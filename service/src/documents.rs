@@ -91,6 +91,62 @@ pub async fn sync(
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let hooks = state.sync_points.as_ref();
+    // The token decision runs in its own task: a client that disconnects mid-refresh (the
+    // handler's future is then dropped) must not lose a rotated refresh token between the
+    // provider's answer and the commit.
+    let flaws_of_request = state.flaws.clone();
+    let task = {
+        let (state, ctx) = (state.clone(), ctx.clone());
+        tokio::spawn(async move { flaws::scope(&flaws_of_request, decide_token(state, ctx, member, provider)).await })
+    };
+    let prepared = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}"))))?;
+    let (access, refreshed) = match prepared? {
+        Prepared::Ready { access, refreshed } => (access, refreshed),
+        // The REVOKED status is committed; only now is the error answered.
+        Prepared::Rejected => return Err(ApiError::ReconnectRequired),
+    };
+    SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
+    // No lock is held while the resource is read: only the token decision needs serialising.
+    let documents = state.providers.fetch_documents(provider, &access).await?;
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        // A revoke or disconnect may have committed while the resource was read: what the old
+        // grant fetched is not stored. (FOR SHARE: a concurrent change waits for this insert.)
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = $2 FOR SHARE")
+                .bind(member.workspace_id)
+                .bind(provider.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        match status.as_deref().map(ConnectionStatus::parse).transpose()? {
+            Some(ConnectionStatus::Connected) => {}
+            Some(other) => return Err(ApiError::NotConnected(other.as_str())),
+            None => return Err(ApiError::NotFound),
+        }
+        for d in &documents {
+            sqlx::query(
+                "INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (workspace_id, provider, external_id) DO UPDATE SET title = EXCLUDED.title, fetched_at = now()",
+            )
+            .bind(member.tenant_id)
+            .bind(member.workspace_id)
+            .bind(provider.as_str())
+            .bind(&d.id)
+            .bind(&d.title)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(documents.len())
+    }
+    .await;
+    let documents_synced = db::finish(tx, result).await?;
+    Ok(Json(SyncResponse { provider, documents_synced, refreshed }))
+}
+
+/// Under the workspace lock and the row lock: re-read the connection, refresh if the access
+/// token is still stale, store the rotated tokens (compare-and-set), commit.
+async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMember, provider: Provider) -> Result<Prepared, ApiError> {
+    let hooks = state.sync_points.as_ref();
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
@@ -130,34 +186,7 @@ pub async fn sync(
         }
     }
     .await;
-    let (access, refreshed) = match db::finish(tx, result).await? {
-        Prepared::Ready { access, refreshed } => (access, refreshed),
-        // The REVOKED status is committed; only now is the error answered.
-        Prepared::Rejected => return Err(ApiError::ReconnectRequired),
-    };
-    SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
-    // No lock is held while the resource is read: only the token decision needs serialising.
-    let documents = state.providers.fetch_documents(provider, &access).await?;
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-    let result = async {
-        for d in &documents {
-            sqlx::query(
-                "INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (workspace_id, provider, external_id) DO UPDATE SET title = EXCLUDED.title, fetched_at = now()",
-            )
-            .bind(member.tenant_id)
-            .bind(member.workspace_id)
-            .bind(provider.as_str())
-            .bind(&d.id)
-            .bind(&d.title)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(documents.len())
-    }
-    .await;
-    let documents_synced = db::finish(tx, result).await?;
-    Ok(Json(SyncResponse { provider, documents_synced, refreshed }))
+    db::finish(tx, result).await
 }
 
 fn refresh_event<'a>(member: &WorkspaceMember, provider: Provider, outcome: &'a str) -> AuditEvent<'a> {

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The provider failed or refused; the message names the provider's error code only.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// A newer authorization replaced the one this callback belongs to.
+    #[error("a newer authorization of this connection was started; this one no longer applies")]
+    AuthorizationSuperseded,
     /// Too many requests; retry after the given time.
     #[error("too many requests; retry after {} s", .0.as_secs().max(1))]
     RateLimited(std::time::Duration),
@@ -64,9 +67,12 @@ pub enum ApiError {
     /// A request parked at a sync point was not released in time (test mode only).
     #[error("sync point {0} was not released in time")]
     SyncPointTimeout(String),
+    /// A lock was not granted within the configured `lock_timeout`; retry.
+    #[error("the workspace is busy; retry shortly")]
+    LockTimeout,
     /// PostgreSQL failed; details are logged, never returned.
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Redis failed; details are logged, never returned.
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
@@ -106,12 +112,25 @@ impl ApiError {
             ApiError::Provider(ProviderError::NotConfigured(_)) => (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED"),
             ApiError::Provider(_) => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::LockTimeout => (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"),
+            ApiError::AuthorizationSuperseded => (StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED"),
             ApiError::ReconnectRequired => (StatusCode::CONFLICT, "RECONNECT_REQUIRED"),
             ApiError::NotConnected(_) => (StatusCode::CONFLICT, "CONNECTION_NOT_CONNECTED"),
             ApiError::SyncPointTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"),
             ApiError::Database(_) | ApiError::Redis(_) | ApiError::Vault(_) | ApiError::StateStore(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
             }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock.
+        if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
+            ApiError::LockTimeout
+        } else {
+            ApiError::Database(e)
         }
     }
 }
@@ -133,6 +152,9 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody { error: ErrorDetail { code, message: self.to_string(), request_id } };
         let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::LockTimeout = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, 1u64.into());
+        }
         if let ApiError::RateLimited(retry_after) = self {
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());

@@ -183,6 +183,8 @@ pub struct LockedConnection {
     pub version: i64,
     /// Its tokens, present only when `CONNECTED`.
     pub tokens: Option<SealedTokens>,
+    /// The OAuth flow a `PENDING` connection waits for.
+    pub pending_flow: Option<uuid::Uuid>,
 }
 
 type ConnectionRow = (
@@ -196,6 +198,7 @@ type ConnectionRow = (
     Option<String>,
     Option<DateTime<Utc>>,
     Vec<String>,
+    Option<uuid::Uuid>,
 );
 
 /// Reads the workspace's connection to `provider` with `FOR UPDATE`, under the workspace lock.
@@ -218,13 +221,13 @@ pub(crate) async fn read_connection(
     let row_lock = if row_lock { " FOR UPDATE" } else { "" };
     let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
-         token_expires_at, scopes FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
+         token_expires_at, scopes, pending_flow FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
     ))
     .bind(lock.workspace_id)
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)
     .await?;
-    let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes) =
+    let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes, pending_flow) =
         row.ok_or(ApiError::NotFound)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => {
@@ -240,7 +243,19 @@ pub(crate) async fn read_connection(
         settled_status: ConnectionStatus::parse(&settled)?,
         version,
         tokens,
+        pending_flow,
     })
+}
+
+/// Records the OAuth flow a connection that just became `PENDING` waits for (a new authorize
+/// supersedes any earlier flow).
+pub async fn begin_flow(tx: &mut Tx, _lock: &WorkspaceLock, connection: &LockedConnection, flow: uuid::Uuid) -> Result<(), ApiError> {
+    sqlx::query("UPDATE connections SET pending_flow = $2 WHERE id = $1 AND status = 'PENDING'")
+        .bind(connection.id)
+        .bind(flow)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// What a stored change does to the connection's tokens.
@@ -306,6 +321,7 @@ async fn store(
     };
     let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
+           pending_flow     = CASE WHEN $2 = 'PENDING' THEN pending_flow ELSE NULL END, \
            access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
            refresh_token    = CASE WHEN $5 THEN $7 ELSE refresh_token END, \
            token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \

@@ -80,6 +80,8 @@ pub async fn authorize(
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
         let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
+        let flow_id = uuid::Uuid::new_v4();
+        lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
         let verifier = oauth_state::random_token();
         let challenge = oauth_state::pkce_challenge(&verifier);
         let record = OAuthStateRecord {
@@ -91,6 +93,7 @@ pub async fn authorize(
             redirect_uri: config.redirect_uri.to_string(),
             verifier,
             created_at: state.clock.now(),
+            flow_id,
         };
         let state_value = state.states.issue(&record).await?;
         let mut url = config.authorize_url.clone();
@@ -182,17 +185,16 @@ pub async fn callback(
     state.limiter.charge("callback", &address, &caller_tenant.to_string()).await?;
     state
         .limiter
-        .check_failed_states(&address.0)
+        .check_failed_states(&identity.user_id.to_string())
         .await?
         .map_err(|l| ApiError::RateLimited(l.retry_after))?;
     let params = callback_params(query.as_deref())?;
     let hooks = state.sync_points.as_ref();
-
     // 1. Consume the state: after this line it is gone, whatever happens below.
     let record = match state.states.consume(params.state.expose_secret()).await? {
         Some(record) if state.clock.now() - record.created_at <= chrono::Duration::seconds(STATE_TTL_SECONDS) => record,
         _ => {
-            state.limiter.charge_failed_state(&address.0).await?;
+            state.limiter.charge_failed_state(&identity.user_id.to_string()).await?;
             return Err(ApiError::OAuthStateInvalid);
         }
     };
@@ -201,30 +203,45 @@ pub async fn callback(
     // 2. The state must have been issued to this user, in this tenant, for this provider.
     let same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
     let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
-    let bound = same_party && record.provider == provider && params.iss.as_deref().is_none_or(|iss| iss == record.issuer);
+    let requires_iss = state.providers.config(provider).map(|c| c.requires_iss).unwrap_or(true);
+    let iss_ok = match params.iss.as_deref() {
+        Some(iss) => iss == record.issuer,
+        None => !requires_iss,
+    };
+    let bound = same_party && record.provider == provider && iss_ok;
     if !bound {
-        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), caller_tenant).await?;
-        let result = audit::record(
-            &mut tx,
-            &ctx,
-            AuditEvent {
-                tenant_id: Some(caller_tenant),
-                workspace_id: None,
+        // Both tenants learn of it: the caller's without the other tenant's ids, the state
+        // owner's with who presented their state.
+        let mut rows = vec![(
+            caller_tenant,
+            None,
+            json!({ "provider": provider.as_str(), "state_provider": record.provider.as_str() }),
+        )];
+        if record.tenant_id != caller_tenant {
+            rows.push((
+                record.tenant_id,
+                Some(record.workspace_id),
+                json!({
+                    "provider": provider.as_str(),
+                    "state_provider": record.provider.as_str(),
+                    "presented_by_tenant_id": caller_tenant,
+                    "presented_by_user_id": identity.user_id,
+                }),
+            ));
+        }
+        for (tenant, workspace, detail) in rows {
+            let mut tx = db::begin(&state.db, ctx.actor.as_ref(), tenant).await?;
+            let event = AuditEvent {
+                tenant_id: Some(tenant),
+                workspace_id: workspace,
                 actor_user_id: Some(identity.user_id),
                 action: "oauth.callback",
                 outcome: "csrf_suspected",
-                detail: json!({
-                    "provider": provider.as_str(),
-                    "state_provider": record.provider.as_str(),
-                    "state_tenant_id": record.tenant_id,
-                    "state_workspace_id": record.workspace_id,
-                    "state_user_id": record.user_id,
-                }),
-            },
-        )
-        .await
-        .map_err(ApiError::from);
-        db::finish(tx, result).await?;
+                detail,
+            };
+            let result = audit::record(&mut tx, &ctx, event).await.map_err(ApiError::from);
+            db::finish(tx, result).await?;
+        }
         tracing::warn!(provider = provider.as_str(), "OAuth callback with a state issued to someone else");
         return Err(ApiError::OAuthStateMismatch);
     }
@@ -232,8 +249,27 @@ pub async fn callback(
     if !flaws::active(Flaw::NoCallbackTenantCheck) {
         crate::auth::membership(&state.db, record.workspace_id, identity.user_id).await?.ok_or(ApiError::NotFound)?;
     }
-    let member = MemberOfRecord { tenant_id: record.tenant_id, user_id: record.user_id };
+    // Row-level security is scoped to the caller's own tenant (equal to the state's, unless a
+    // seeded flaw skipped the check above — then the database still refuses the other tenant).
+    let member = MemberOfRecord { tenant_id: caller_tenant, user_id: identity.user_id };
 
+    // 3–4 run in their own task: a client that disconnects mid-way (the handler's future is then
+    // dropped) must not cancel between the code exchange and storing — or revoking — its result.
+    let flaws_of_request = state.flaws.clone();
+    let task = tokio::spawn(async move { flaws::scope(&flaws_of_request, complete_flow(state, ctx, record, params, member, provider)).await });
+    task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}"))))?.map(Json)
+}
+
+/// Steps 3 and 4 of the callback: exchange the code, then store the tokens under the locks.
+async fn complete_flow(
+    state: AppState,
+    ctx: RequestContext,
+    record: OAuthStateRecord,
+    params: CallbackParams,
+    member: MemberOfRecord,
+    provider: Provider,
+) -> Result<ConnectionView, ApiError> {
+    let hooks = state.sync_points.as_ref();
     // 3. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
     let exchanged = match (&params.error, &params.code) {
         (Some(error), _) => Err(ProviderError::Rejected { status: 400, error: error.clone() }),
@@ -254,11 +290,14 @@ pub async fn callback(
     SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
 
     // 4. Under the workspace lock and the row lock: encrypt, store, CONNECTED.
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), record.tenant_id).await?;
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
+        if connection.status == ConnectionStatus::Pending && connection.pending_flow != Some(record.flow_id) {
+            return Err(ApiError::AuthorizationSuperseded);
+        }
         let sealed = seal_token_set(&state.vault, &connection, &tokens, None, state.clock.now())?;
         let (to, _) =
             lifecycle::apply(&mut tx, &lock, &connection, Transition::CompleteAuthorization, Some(sealed)).await?;
@@ -266,9 +305,9 @@ pub async fn callback(
             &mut tx,
             &ctx,
             AuditEvent {
-                tenant_id: Some(record.tenant_id),
+                tenant_id: Some(member.tenant_id),
                 workspace_id: Some(record.workspace_id),
-                actor_user_id: Some(identity.user_id),
+                actor_user_id: Some(member.user_id),
                 action: "oauth.callback",
                 outcome: to.as_str(),
                 detail: json!({ "provider": provider.as_str() }),
@@ -288,7 +327,7 @@ pub async fn callback(
             tracing::warn!(error = %e, "could not revoke an unused grant");
         }
     }
-    finished.map(Json)
+    finished
 }
 
 struct MemberOfRecord {
@@ -308,7 +347,8 @@ async fn settle_failed_authorization(
     let result = async {
         let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
-        let outcome = if connection.status == ConnectionStatus::Pending {
+        // Only the flow the connection waits for may send it back; a stale flow changes nothing.
+        let outcome = if connection.status == ConnectionStatus::Pending && connection.pending_flow == Some(record.flow_id) {
             lifecycle::apply(&mut tx, &lock, &connection, Transition::FailAuthorization, None).await?.0
         } else {
             connection.status

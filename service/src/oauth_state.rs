@@ -41,6 +41,8 @@ pub struct OAuthStateRecord {
     pub verifier: SecretString,
     /// When the flow started, by the service's clock.
     pub created_at: DateTime<Utc>,
+    /// The flow's id, recorded on the `PENDING` connection; only this flow may complete it.
+    pub flow_id: uuid::Uuid,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +55,7 @@ struct WireRecord {
     redirect_uri: String,
     verifier: String,
     created_at: DateTime<Utc>,
+    flow_id: uuid::Uuid,
 }
 
 /// 32 bytes from the OS CSPRNG, base64url without padding (43 characters).
@@ -114,6 +117,7 @@ impl OAuthStateStore {
             redirect_uri: record.redirect_uri.clone(),
             verifier: record.verifier.expose_secret().to_owned(),
             created_at: record.created_at,
+            flow_id: record.flow_id,
         };
         let value = serde_json::to_string(&wire).map_err(|_| StateStoreError::Corrupt)?;
         if let Some(memory) = &self.memory {
@@ -162,6 +166,7 @@ impl OAuthStateStore {
                 redirect_uri: w.redirect_uri,
                 verifier: SecretString::from(w.verifier),
                 created_at: w.created_at,
+                flow_id: w.flow_id,
             })
         })
         .transpose()
@@ -193,6 +198,7 @@ impl OAuthStateStore {
             redirect_uri: record.redirect_uri.clone(),
             verifier: record.verifier.expose_secret().to_owned(),
             created_at: record.created_at,
+            flow_id: record.flow_id,
         };
         let value = serde_json::to_string(&wire).map_err(|_| StateStoreError::Corrupt)?;
         let _: () = self.redis.clone().set_ex(self.key_for_state(state), value, STATE_TTL_SECONDS as u64).await?;

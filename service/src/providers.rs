@@ -35,6 +35,9 @@ pub struct ProviderConfig {
     pub scopes: Vec<String>,
     /// The exact redirect URI registered with the provider.
     pub redirect_uri: Url,
+    /// The provider sends `iss` with every authorization response (RFC 9207); a callback
+    /// without it is then refused.
+    pub requires_iss: bool,
 }
 
 /// Every configured provider and the timeout of calls to them.
@@ -59,6 +62,8 @@ struct ProviderFileEntry {
     client_secret_env: String,
     scopes: Vec<String>,
     redirect_uri: Url,
+    #[serde(default)]
+    requires_iss: bool,
 }
 
 impl ProvidersConfig {
@@ -82,6 +87,7 @@ impl ProvidersConfig {
                     client_secret: SecretString::from(secret),
                     scopes: e.scopes,
                     redirect_uri: e.redirect_uri,
+                    requires_iss: e.requires_iss,
                 },
             );
         }
@@ -215,7 +221,17 @@ impl ProviderClient {
         if status.is_success() {
             return response.json().await.map_err(|e| ProviderError::Unavailable(describe(&e)));
         }
-        let error = response.json::<OAuthErrorBody>().await.map(|b| b.error).unwrap_or_default();
+        // The provider's error code is echoed into logs and audit rows: keep only what a code
+        // can look like.
+        let error: String = response
+            .json::<OAuthErrorBody>()
+            .await
+            .map(|b| b.error)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
         if error == "invalid_grant" {
             return Err(ProviderError::InvalidGrant);
         }

@@ -2,7 +2,7 @@
 //! state guessing): GCRA in one Redis Lua script, so the decision and the update are atomic.
 //!
 //! Authorize and callback are limited per tenant and per client address; a callback whose state
-//! is unknown is also charged to a stricter per-address bucket of failed look-ups, checked before
+//! is unknown is also charged to a stricter per-user bucket of failed look-ups, checked before
 //! every state look-up. Time comes from the service's [`crate::clock::Clock`], so recovery is
 //! testable by moving the clock instead of sleeping.
 
@@ -34,8 +34,9 @@ pub struct RateLimits {
     pub per_tenant: Quota,
     /// Authorize and callback requests from one client address.
     pub per_address: Quota,
-    /// Callbacks from one address whose state was unknown, expired or used.
-    pub failed_states_per_address: Quota,
+    /// Callbacks of one user whose state was unknown, expired or used (state guessing). Keyed by
+    /// the verified user, not the address, so callers behind one proxy do not share it.
+    pub failed_states_per_user: Quota,
 }
 
 impl Default for RateLimits {
@@ -43,7 +44,7 @@ impl Default for RateLimits {
         Self {
             per_tenant: Quota { per_minute: 60, burst: 20 },
             per_address: Quota { per_minute: 120, burst: 60 },
-            failed_states_per_address: Quota { per_minute: 10, burst: 10 },
+            failed_states_per_user: Quota { per_minute: 10, burst: 10 },
         }
     }
 }
@@ -129,14 +130,14 @@ impl RateLimiter {
         self.gcra(&format!("{route}:tenant:{tenant}"), self.limits.per_tenant, 1).await
     }
 
-    /// Checks, without charging, that the address has failed-state budget left.
-    pub async fn check_failed_states(&self, address: &str) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(&format!("failed-state:addr:{address}"), self.limits.failed_states_per_address, 0).await
+    /// Checks, without charging, that the user has failed-state budget left.
+    pub async fn check_failed_states(&self, user: &str) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, 0).await
     }
 
-    /// Charges one failed state look-up to the address.
-    pub async fn charge_failed_state(&self, address: &str) -> Result<(), redis::RedisError> {
-        self.gcra(&format!("failed-state:addr:{address}"), self.limits.failed_states_per_address, 1).await.map(|_| ())
+    /// Charges one failed state look-up to the user.
+    pub async fn charge_failed_state(&self, user: &str) -> Result<(), redis::RedisError> {
+        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, 1).await.map(|_| ())
     }
 }
 

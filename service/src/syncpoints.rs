@@ -16,6 +16,7 @@ pub const SYNC_POINTS: &[&str] = &[
     ACTIVATION_LOCKED,
     ACTIVATION_STATUS_READ,
     ACTIVATION_BEFORE_COMMIT,
+    ACTIVATION_FAILING,
     LIFECYCLE_LOCKED,
     LIFECYCLE_BEFORE_COMMIT,
     OAUTH_AUTHORIZE_LOCKED,
@@ -34,6 +35,8 @@ pub const ACTIVATION_LOCKED: &str = "activation.locked";
 pub const ACTIVATION_STATUS_READ: &str = "activation.status_read";
 /// Activation has written its row and is about to commit.
 pub const ACTIVATION_BEFORE_COMMIT: &str = "activation.before_commit";
+/// Activation has failed and is on its error path, before its rollback (its lock still held).
+pub const ACTIVATION_FAILING: &str = "activation.failing";
 /// Disconnect or revoke holds the workspace lock and the connection's row lock.
 pub const LIFECYCLE_LOCKED: &str = "lifecycle.locked";
 /// Disconnect or revoke has written the new status and is about to commit.

@@ -400,6 +400,9 @@ async fn mutants(args: MutantsArgs) -> ExitCode {
     println!("{:<26} {:<17} caught by (expected: …)", "flaw", "status");
     for row in &matrix.flaws {
         println!("{:<26} {:<17} {} (expected: {})", row.flaw, row.status, row.caught_by.join(", "), row.expected.join(", "));
+        for id in row.expected.iter().filter(|id| row.caught_by.contains(id)) {
+            println!("{:<44} {id}: {}", "", row.evidence.get(id).map(String::as_str).unwrap_or(""));
+        }
     }
     println!("correct build: {}", matrix.correct_build);
     for s in &matrix.survivors {

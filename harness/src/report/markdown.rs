@@ -120,12 +120,28 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
     }
     if let Some(m) = &report.mutants {
         let _ = writeln!(out, "\n---\n\n## 6. Seeded flaws (kill matrix)\n");
-        let _ = writeln!(out, "| Flaw | Caught by | Expected catchers | Status |\n|---|---|---|---|");
+        let _ = writeln!(out, "| Flaw | Caught by | Expected catchers | Status | Why (expected catcher's finding) |\n|---|---|---|---|---|");
         for row in m["flaws"].as_array().into_iter().flatten() {
             let list = |k: &str| {
                 row[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")).unwrap_or_default()
             };
-            let _ = writeln!(out, "| `{}` | {} | {} | {} |", row["flaw"].as_str().unwrap_or(""), list("caught_by"), list("expected"), row["status"].as_str().unwrap_or(""));
+            let why = row["expected"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|id| id.as_str())
+                .filter_map(|id| row["evidence"][id].as_str().map(|m| format!("`{id}`: {}", m.replace('|', "\\|"))))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                row["flaw"].as_str().unwrap_or(""),
+                list("caught_by"),
+                list("expected"),
+                row["status"].as_str().unwrap_or(""),
+                why
+            );
         }
     }
     let _ = writeln!(out, "\n---\n\n## Scenario index\n");

@@ -68,6 +68,11 @@ pub struct Verified {
 /// `trusted_key` if given, else the folder's own `signing-key.pub`).
 pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Verified, String> {
     let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).map_err(|e| format!("SHA256SUMS: {e}"))?;
+    // A manifest that simply leaves a file out would protect nothing: every run file must be in it.
+    let listed: Vec<&str> = manifest.lines().filter_map(|l| l.split_once("  ").map(|(_, n)| n)).collect();
+    if let Some(missing) = super::RUN_FILES.iter().find(|f| !listed.contains(f)) {
+        return Err(format!("SHA256SUMS does not list {missing}"));
+    }
     let mut files = 0;
     for line in manifest.lines() {
         let (digest, name) = line.split_once("  ").ok_or_else(|| format!("malformed manifest line {line:?}"))?;

@@ -259,6 +259,18 @@ fn check(s: &Scenario) -> Result<(), Problem> {
     if s.steps.is_empty() {
         return Err(problem("steps", "a scenario needs at least one step"));
     }
+    // One backend per actor: an actor's HTTP requests and its SQL session would both carry its
+    // tag, and the lock tables could not say which one is meant.
+    for a in &s.actors {
+        let sql = s.steps.iter().any(|st| st.actor.as_ref() == Some(&a.name) && st.action == Action::Sql);
+        let other = s.steps.iter().any(|st| {
+            st.actor.as_ref() == Some(&a.name)
+                && !matches!(st.action, Action::Sql | Action::Wait | Action::Release | Action::Redis)
+        });
+        if sql && other {
+            return Err(problem("actors", format!("actor {:?} runs both SQL and HTTP steps; give each its own actor", a.name)));
+        }
+    }
     let mut background: HashSet<String> = HashSet::new();
     for (i, step) in s.steps.iter().enumerate() {
         check_step(s, &names, &mut background, &format!("steps[{i}] (do = {:?})", step.action), step)?;
@@ -402,6 +414,12 @@ fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, pla
     if many && (runs_in_background || !http_like) {
         return Err(problem(place, "concurrency/each_of apply to HTTP steps that run to completion (no park_at, expect_blocked or background)"));
     }
+    if many && step.expect.is_some() {
+        return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all and expect_counts, not expect"));
+    }
+    if step.expect.is_some() && matches!(step.action, Action::Release | Action::Wait | Action::AdvanceClock | Action::Provider | Action::Assert) {
+        return Err(problem(format!("{place}.expect"), "this action has no outcome to expect; put the expectation on the step that launched the request"));
+    }
     if !many && (step.expect_all.is_some() || !step.expect_counts.is_empty()) {
         return Err(problem(place, "expect_all and expect_counts need concurrency or each_of"));
     }
@@ -430,6 +448,15 @@ fn check_assertion(names: &Names, place: &str, a: &Assertion) -> Result<(), Prob
                 if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") }
             ),
         ));
+    }
+    if a.ttl_between.is_some() && a.redis_keys.is_none() {
+        return Err(problem(format!("{place}.ttl_between"), "ttl_between goes with redis_keys"));
+    }
+    if a.rows.is_some() && a.sql.is_none() {
+        return Err(problem(format!("{place}.rows"), "rows goes with sql"));
+    }
+    if a.equals.is_some() && !matches!(kinds[0], "sql" | "redis_keys" | "provider_counter") {
+        return Err(problem(format!("{place}.equals"), "equals goes with sql, redis_keys or provider_counter"));
     }
     match kinds[0] {
         "sql" => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 /// Everything logged since the capture was installed (capped at 64 MiB; the oldest half is dropped
 /// when the cap is reached).
 #[derive(Clone, Default)]
-pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicBool>);
 
 const CAP: usize = 64 << 20;
 
@@ -32,6 +32,11 @@ impl LogCapture {
         tracing_subscriber::registry().with(captured).with(stderr).try_init().ok().map(|_| capture)
     }
 
+    /// Whether the cap was ever reached, so some logs are gone (a leak search must then fail).
+    pub fn dropped_some(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The captured text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log capture")).into_owned()
@@ -44,6 +49,7 @@ impl std::io::Write for LogCapture {
         if v.len() + buf.len() > CAP {
             let half = v.len() / 2;
             v.drain(..half);
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         v.extend_from_slice(buf);
         Ok(buf.len())

@@ -302,7 +302,7 @@ impl<'a> ScenarioRunner<'a> {
             options.rate_limits.per_tenant = q.parse::<Quota>().expect("checked at load");
         }
         if let Some(q) = &sc.service.rate_limit_failed_states {
-            options.rate_limits.failed_states_per_address = q.parse::<Quota>().expect("checked at load");
+            options.rate_limits.failed_states_per_user = q.parse::<Quota>().expect("checked at load");
         }
         let sut = match ServiceUnderTest::start(self.infra, options).await {
             Ok(sut) => sut,
@@ -690,6 +690,8 @@ impl Ctx<'_> {
                 Ok(())
             }
             None if outcome.error.is_some() => Err(fail(Some(step), format!("{actor}: {} ({})", outcome.summary(), outcome.error.as_deref().unwrap_or_default()))),
+            // A step without an expectation still must not crash the service.
+            None if outcome.status >= 500 => Err(fail(Some(step), format!("{actor}: {} (a server error, and the step expected nothing)", outcome.summary()))),
             None => Ok(()),
         }
     }
@@ -864,7 +866,14 @@ impl Ctx<'_> {
             if let Ok(Some(a)) = evidence::activity_of(&self.sut.db, actor).await {
                 if a.is_lock_waiting() && a.blocking_actors().iter().any(|b| b == &blocked.on) {
                     let locks = evidence::lock_snapshot(&self.sut.db).await.unwrap_or_default();
-                    if let Some(w) = locks.iter().find(|l| l.pid == a.pid && !l.granted) {
+                    let holder_app = format!("harbor:{}", blocked.on);
+                    // Not merely "somewhere in pg_blocking_pids" (a waiter queued ahead is listed
+                    // too): the `on` actor must *hold* the very lock being awaited.
+                    let awaited = locks.iter().find(|l| l.pid == a.pid && !l.granted);
+                    let held_by_on = awaited.is_some_and(|w| {
+                        locks.iter().any(|l| l.granted && l.application_name == holder_app && l.same_object(w))
+                    });
+                    if let (Some(w), true) = (awaited, held_by_on) {
                         let ev = LockEvidence {
                             pid: a.pid,
                             blocking_pids: a.blocking_pids.clone(),
@@ -909,7 +918,13 @@ impl Ctx<'_> {
             }
             tokio::time::sleep(evidence::POLL_INTERVAL).await;
         }
-        let mut f = fail(Some(i), format!("{actor}: expected to block on {} within {:?}; last seen {:?}", blocked.on, self.step_timeout, last));
+        let mut f = fail(
+            Some(i),
+            format!(
+                "{actor}: expected to wait for a lock held by {} within {:?}; last seen {:?}",
+                blocked.on, self.step_timeout, last
+            ),
+        );
         f.diagnostics = Some(self.diagnostics().await);
         Err(f)
     }
@@ -951,6 +966,11 @@ impl Ctx<'_> {
         }
         let summary = by_summary.iter().map(|(s, c)| format!("{c} × {s}")).collect::<Vec<_>>().join(", ");
         self.event(Some(i), Some(actor.to_owned()), EventKind::Completed, summary, None);
+        if step.expect_all.is_none() {
+            if let Some((k, o)) = outcomes.iter().enumerate().find(|(_, o)| o.status >= 500 || o.error.is_some()) {
+                return Err(fail(Some(i), format!("{actor} copy {k}: {} (a server error, and the step expected nothing)", o.summary())));
+            }
+        }
         if let Some(e) = &step.expect_all {
             for (k, o) in outcomes.iter().enumerate() {
                 self.check_expect(o, e).map_err(|m| fail(Some(i), format!("{actor} copy {k}: {m}")))?;
@@ -960,7 +980,8 @@ impl Ctx<'_> {
         for c in &step.expect_counts {
             let matched = outcomes.iter().filter(|o| self.check_expect(o, &c.expect).is_ok()).count();
             if matched != c.count {
-                return Err(fail(Some(i), format!("{actor}: expected {} copies matching {:?}, got {matched}", c.count, c.expect)));
+                let wanted = serde_json::to_string(&c.expect).unwrap_or_default();
+                return Err(fail(Some(i), format!("{actor}: expected {} copies matching {wanted}, got {matched}", c.count)));
             }
             self.checks += 1;
         }
@@ -1035,7 +1056,10 @@ impl Ctx<'_> {
                 return if json_eq(&rows, &want) { Ok(format!("{sql} = {want}")) } else { Err(format!("{sql}: expected rows {want}, got {rows}")) };
             }
             let want = toml_to_json(a.equals.as_ref().expect("checked"));
-            let got = rows.get(0).and_then(|r| r.as_object()).and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
+            let single = rows.as_array().filter(|r| r.len() == 1).and_then(|r| r[0].as_object()).filter(|o| o.len() == 1);
+            let Some(got) = single.and_then(|o| o.values().next()).cloned() else {
+                return Err(format!("{sql}: `equals` needs exactly one row of one column, got {rows}"));
+            };
             return if json_eq(&got, &want) { Ok(format!("{sql} = {want}")) } else { Err(format!("{sql}: expected {want}, got {got}")) };
         }
         if let Some(pattern) = &a.redis_keys {
@@ -1084,19 +1108,33 @@ impl Ctx<'_> {
         if canaries.is_empty() {
             return Err("the fake provider issued nothing: the leak search would prove nothing".into());
         }
-        let logs = self.logs.as_ref().ok_or("the service's logs were not captured, so they cannot be searched")?.text();
+        let capture = self.logs.as_ref().ok_or("the service's logs were not captured, so they cannot be searched")?;
+        if capture.dropped_some() {
+            return Err("the log capture overflowed and dropped lines, so the logs cannot be searched completely".into());
+        }
+        let logs = capture.text();
         let dump = evidence::pg_dump(&self.sut.env.database_url).await.map_err(|e| format!("pg_dump: {e}"))?;
         let redis = evidence::redis_dump(&self.sut.env.redis_url, &self.sut.env.redis_key_prefix).await.map_err(|e| e.to_string())?;
         let redis_text = serde_json::to_string(&redis).unwrap_or_default();
         let places: [(&str, &str); 3] = [("pg_dump", &dump), ("Redis", &redis_text), ("logs", &logs)];
         for canary in &canaries {
-            for (name, text) in places {
-                if text.contains(canary.as_str()) {
-                    return Err(format!("{name} contains an issued token or code ({}…)", &canary[..canary.len().min(24)]));
+            // As text, as hex (how pg_dump writes bytea), and as base64 / base64url.
+            use base64::Engine;
+            let forms = [
+                ("text", canary.clone()),
+                ("hex", hex::encode(canary.as_bytes())),
+                ("base64", base64::engine::general_purpose::STANDARD_NO_PAD.encode(canary.as_bytes())),
+                ("base64url", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(canary.as_bytes())),
+            ];
+            for (form, needle) in &forms {
+                for (name, text) in places {
+                    if text.contains(needle.as_str()) {
+                        return Err(format!("{name} contains an issued token or code ({form}: {}…)", &canary[..canary.len().min(24)]));
+                    }
                 }
-            }
-            if self.responses.iter().any(|r| r.contains(canary.as_str())) {
-                return Err(format!("a response contains an issued token or code ({}…)", &canary[..canary.len().min(24)]));
+                if self.responses.iter().any(|r| r.contains(needle.as_str())) {
+                    return Err(format!("a response contains an issued token or code ({form}: {}…)", &canary[..canary.len().min(24)]));
+                }
             }
         }
         Ok(format!(

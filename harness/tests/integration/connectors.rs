@@ -196,7 +196,7 @@ async fn state_from_tenant_a_cannot_be_used_by_tenant_b_callback() {
     let consent = app.sut.authorize_and_consent(0, a.owner, a.workspace, Provider::Qbo).await.unwrap();
     // T2-T3: the attacker's user delivers A's state and code.
     callback(&app, b.owner.0, Provider::Qbo, &consent).await.assert_error(StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH");
-    assert_eq!(audit_outcomes(&app, "oauth.callback").await, ["csrf_suspected"]);
+    assert_eq!(audit_outcomes(&app, "oauth.callback").await, ["csrf_suspected", "csrf_suspected"], "one row per tenant");
     // T4: the state is burned — not even its owner can use it now.
     callback(&app, a.owner.0, Provider::Qbo, &consent).await.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
     // T5: no connection for anyone, and the code never reached the token endpoint.
@@ -572,7 +572,7 @@ async fn rate_limit_engages_and_recovers() {
     let limits = RateLimits {
         per_tenant: Quota { per_minute: 6, burst: 3 },
         per_address: Quota { per_minute: 60_000, burst: 10_000 },
-        failed_states_per_address: Quota { per_minute: 6, burst: 2 },
+        failed_states_per_user: Quota { per_minute: 6, burst: 2 },
     };
     let app = spawn_app_with(ServiceOptions { rate_limits: limits, replicas: 2, ..ServiceOptions::default() }).await;
     let t = app.tenant("flood", true, ConnectionStatus::NotConnected).await;
@@ -595,7 +595,7 @@ async fn rate_limit_engages_and_recovers() {
     app.sut.clock.advance(Duration::from_secs(retry));
     assert_eq!(authorize(0).await.status, StatusCode::OK, "recovered once Retry-After has passed");
 
-    // State guessing: unknown states are counted per address until the guesser is refused (with
+    // State guessing: unknown states are counted per user until the guesser is refused (with
     // the tenant's own budget full again, so it is the failed-state bucket that refuses).
     app.sut.clock.advance(Duration::from_secs(60));
     let guess = |n: usize| {
@@ -605,5 +605,34 @@ async fn rate_limit_engages_and_recovers() {
         guess(n).await.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
     }
     guess(2).await.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
+    let app = spawn_app().await;
+    let t = app.tenant("flows", true, ConnectionStatus::NotConnected).await;
+    // A plain member starts connecting QuickBooks to their own account; the owner then starts
+    // the real flow.
+    let member = app.sut.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();
+    let owner = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
+    // The member's error redirect must not reset the owner's flow…
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("state", &member.state)
+        .append_pair("error", "access_denied")
+        .append_pair("iss", member.iss.as_deref().unwrap_or_default())
+        .finish();
+    app.call(Method::GET, format!("/v1/oauth/qbo/callback?{query}")).as_user(t.member.0).send().await
+        .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR");
+    assert_eq!(row(&app, t.workspace, Provider::Qbo).await.status, "PENDING", "the newer flow is still waited for");
+    // …and a second older state cannot complete over it.
+    let again = app.sut.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();
+    let owner_again = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
+    callback(&app, t.member.0, Provider::Qbo, &again).await.assert_error(StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED");
+    assert_eq!(app.sut.provider.counters(Provider::Qbo).revocations, 1, "the useless grant is given back");
+    // The owner's first flow was superseded by their second; the second completes.
+    callback(&app, t.owner.0, Provider::Qbo, &owner).await.assert_error(StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED");
+    let ok = callback(&app, t.owner.0, Provider::Qbo, &owner_again).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     app.stop().await;
 }
