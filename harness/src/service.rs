@@ -172,6 +172,23 @@ impl ServiceUnderTest {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ServiceError::Task(e.to_string()))?;
+        // A flawed service must say so: every replica's /readyz lists its seeded flaws.
+        if !options.flaws.is_empty() {
+            for r in &replicas {
+                let ready: serde_json::Value = http
+                    .get(format!("{}/readyz", r.base_url))
+                    .send()
+                    .await
+                    .map_err(|e| ServiceError::Task(format!("/readyz: {e}")))?
+                    .json()
+                    .await
+                    .map_err(|e| ServiceError::Task(format!("/readyz: {e}")))?;
+                let listed: Vec<&str> = ready["flaws"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+                if listed != options.flaws.names() {
+                    return Err(ServiceError::Task(format!("a replica runs with flaws {:?} but /readyz says {listed:?}", options.flaws.names())));
+                }
+            }
+        }
         Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys })
     }
 

@@ -7,7 +7,18 @@ use std::sync::{Arc, Mutex};
 /// Everything logged since the capture was installed (capped at 64 MiB; the oldest half is dropped
 /// when the cap is reached).
 #[derive(Clone, Default)]
-pub struct LogCapture(Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicBool>);
+pub struct LogCapture(Arc<Mutex<Captured>>);
+
+#[derive(Default)]
+struct Captured {
+    text: Vec<u8>,
+    /// Bytes dropped from the front so far (positions stay meaningful across drops).
+    dropped: u64,
+}
+
+/// A position in the capture, from [`LogCapture::mark`].
+#[derive(Clone, Copy, Debug)]
+pub struct LogMark(u64);
 
 const CAP: usize = 64 << 20;
 
@@ -32,26 +43,30 @@ impl LogCapture {
         tracing_subscriber::registry().with(captured).with(stderr).try_init().ok().map(|_| capture)
     }
 
-    /// Whether the cap was ever reached, so some logs are gone (a leak search must then fail).
-    pub fn dropped_some(&self) -> bool {
-        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    /// The current end of the capture: a scenario marks its start and searches from there.
+    pub fn mark(&self) -> LogMark {
+        let c = self.0.lock().expect("log capture");
+        LogMark(c.dropped + c.text.len() as u64)
     }
 
-    /// The captured text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log capture")).into_owned()
+    /// Everything logged since `mark`, or `None` if part of it was dropped at the cap (a leak
+    /// search must then fail rather than pass on what is left).
+    pub fn text_since(&self, mark: LogMark) -> Option<String> {
+        let c = self.0.lock().expect("log capture");
+        let start = usize::try_from(mark.0.checked_sub(c.dropped)?).ok()?;
+        Some(String::from_utf8_lossy(&c.text[start.min(c.text.len())..]).into_owned())
     }
 }
 
 impl std::io::Write for LogCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut v = self.0.lock().expect("log capture");
-        if v.len() + buf.len() > CAP {
-            let half = v.len() / 2;
-            v.drain(..half);
-            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut c = self.0.lock().expect("log capture");
+        if c.text.len() + buf.len() > CAP {
+            let half = c.text.len() / 2;
+            c.text.drain(..half);
+            c.dropped += half as u64;
         }
-        v.extend_from_slice(buf);
+        c.text.extend_from_slice(buf);
         Ok(buf.len())
     }
 

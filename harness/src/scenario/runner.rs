@@ -268,6 +268,8 @@ struct Ctx<'s> {
     step_timeout: Duration,
     checks: usize,
     logs: Option<LogCapture>,
+    /// Where this run's logs start in the capture.
+    log_mark: Option<super::logs::LogMark>,
 }
 
 fn fail(step: Option<usize>, message: impl Into<String>) -> Failure {
@@ -326,6 +328,7 @@ impl<'a> ScenarioRunner<'a> {
             responses: Vec::new(),
             step_timeout: Duration::from_millis(sc.service.step_timeout_ms),
             checks: 0,
+            log_mark: self.logs.as_ref().map(LogCapture::mark),
             logs: self.logs.clone(),
         };
         let mut failures = Vec::new();
@@ -1108,11 +1111,13 @@ impl Ctx<'_> {
         if canaries.is_empty() {
             return Err("the fake provider issued nothing: the leak search would prove nothing".into());
         }
-        let capture = self.logs.as_ref().ok_or("the service's logs were not captured, so they cannot be searched")?;
-        if capture.dropped_some() {
-            return Err("the log capture overflowed and dropped lines, so the logs cannot be searched completely".into());
-        }
-        let logs = capture.text();
+        let (capture, mark) = match (&self.logs, self.log_mark) {
+            (Some(c), Some(m)) => (c, m),
+            _ => return Err("the service's logs were not captured, so they cannot be searched".into()),
+        };
+        let logs = capture
+            .text_since(mark)
+            .ok_or("the log capture overflowed and dropped this scenario's lines, so its logs cannot be searched completely")?;
         let dump = evidence::pg_dump(&self.sut.env.database_url).await.map_err(|e| format!("pg_dump: {e}"))?;
         let redis = evidence::redis_dump(&self.sut.env.redis_url, &self.sut.env.redis_key_prefix).await.map_err(|e| e.to_string())?;
         let redis_text = serde_json::to_string(&redis).unwrap_or_default();
