@@ -4,6 +4,7 @@
 //!   suite (`cargo nextest run --workspace ARGS…`) with one PostgreSQL and one Redis for the run,
 //!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`) and the
 //!   mutation run (`harbor-certify mutants`, built with `--features flaws`) on them.
+//! - `cargo xtask load [GOOSE ARGS…]`: the goose load test (`loadtests/`, release build).
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
 //!   after the same set-up.
 //!
@@ -28,8 +29,9 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "test" => test(&rest),
         "certify" => certify(&rest),
+        "load" => load(&rest),
         _ => {
-            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…]");
+            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…]");
             return ExitCode::from(CANNOT_RUN);
         }
     };
@@ -284,15 +286,40 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
         cmd.status().context("running harbor-certify mutants")
     })?;
+    // The goose load test, briefly: the load path works and its invariants hold.
+    let load = phase("harbor-load smoke (goose, 20 users, 5 s)", || {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root())
+            .args(["run", "--quiet", "-p", "harbor-loadtests", "--bin", "harbor-load", "--"])
+            .args(["-u", "20", "-r", "20", "-t", "5", "--quiet"]);
+        for (k, v) in &held.env {
+            cmd.env(k, v);
+        }
+        cmd.env("HARBOR_LOAD_TENANTS", "20");
+        cmd.status().context("running harbor-load")
+    })?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants)] {
+    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the load smoke", &load)] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
         }
     }
-    let worst = [status, certified, mutants].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    let worst = [status, certified, mutants, load].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+fn load(args: &[String]) -> Result<ExitCode> {
+    ensure_environment()?;
+    let status = phase(&format!("harbor-load {}", args.join(" ")), || {
+        Command::new(cargo())
+            .current_dir(root())
+            .args(["run", "--quiet", "--release", "-p", "harbor-loadtests", "--bin", "harbor-load", "--"])
+            .args(args)
+            .status()
+            .context("running harbor-load")
+    })?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
 }
 
 fn certify(args: &[String]) -> Result<ExitCode> {

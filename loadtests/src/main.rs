@@ -1,0 +1,212 @@
+//! `harbor-load`: a goose load test of the reference service on the harness's provisioning layer.
+//!
+//! It provisions PostgreSQL and Redis (`auto` backend, or `HARBOR_DATABASE_URL`/`HARBOR_REDIS_URL`),
+//! starts two replicas with the fake OAuth provider, makes one tenant per goose user, and lets every
+//! user loop through the whole QuickBooks connection flow — authorize on replica 0, consent at the
+//! provider, callback on replica 1, sync, activation, disconnect — as fast as the service allows.
+//! Afterwards it checks the invariants the load must not break (one activation per workspace, every
+//! stored token bound to its own row, no leftover OAuth state) and exits 1 if one is broken.
+//!
+//! Goose's own options work as usual (`-u` users, `-r` hatch rate, `-t` run time, `--report-file`);
+//! the defaults are 100 users, all started at once, for 20 s. Traffic goes to loopback only.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use goose::prelude::*;
+use harbor_harness::fixtures::TenantWorkspace;
+use harbor_harness::provision::{BackendChoice, Infra};
+use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
+use harbor_harness::tokens::TokenKind;
+use harbor_service::domain::{ConnectionId, Provider, TenantId};
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::ratelimit::{Quota, RateLimits};
+use harbor_service::vault::{TokenBinding, TokenField};
+
+/// One goose user's identity and workspace.
+struct LoadUser {
+    token: String,
+    workspace: String,
+}
+
+/// Everything the transactions share: set once before the attack starts.
+struct Shared {
+    users: Vec<LoadUser>,
+    replicas: Vec<String>,
+    /// Plays the browser at the fake provider (never follows redirects).
+    browser: reqwest::Client,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
+
+/// The index of this goose user's tenant.
+struct Claimed(usize);
+
+fn shared() -> &'static Shared {
+    SHARED.get().expect("set before the attack")
+}
+
+async fn claim_user(user: &mut GooseUser) -> TransactionResult {
+    let i = NEXT_USER.fetch_add(1, Ordering::SeqCst) % shared().users.len();
+    user.set_session_data(Claimed(i));
+    Ok(())
+}
+
+/// Sends an authenticated request and records it under `name`; unexpected statuses are failures.
+async fn send(
+    user: &mut GooseUser,
+    method: GooseMethod,
+    url: &str,
+    name: &str,
+    expected: &[u16],
+) -> Result<Option<serde_json::Value>, Box<TransactionError>> {
+    let me = &shared().users[user.get_session_data_unchecked::<Claimed>().0];
+    let builder = user.get_request_builder(&method, url)?.bearer_auth(&me.token);
+    let request = GooseRequest::builder().set_request_builder(builder).name(name).build();
+    let mut goose = user.request(request).await?;
+    let response = match goose.response {
+        Ok(r) => r,
+        Err(e) => {
+            let tag = format!("{name}: {e}");
+            user.set_failure(&tag, &mut goose.request, None, None)?;
+            return Ok(None);
+        }
+    };
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !expected.contains(&status) {
+        let tag = format!("{name}: unexpected {status} {}", body["error"]["code"]);
+        user.set_failure(&tag, &mut goose.request, None, None)?;
+        return Ok(None);
+    }
+    Ok(Some(body))
+}
+
+/// The whole connection flow, across replicas, then a sync, an activation and a disconnect so the
+/// next iteration can connect again.
+async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
+    let s = shared();
+    let workspace = s.users[user.get_session_data_unchecked::<Claimed>().0].workspace.clone();
+    let base0 = &s.replicas[0];
+    let base1 = &s.replicas[s.replicas.len() - 1];
+    let connections = format!("/v1/workspaces/{workspace}/connections/qbo");
+    let Some(started) = send(user, GooseMethod::Post, &format!("{base0}{connections}/authorize"), "authorize", &[200]).await? else {
+        return Ok(());
+    };
+    let Some(url) = started["authorization_url"].as_str() else { return Ok(()) };
+    // The provider's consent page is not the service under test: not measured.
+    let Ok(consent) = harbor_harness::fake_provider::consent(&s.browser, url).await else { return Ok(()) };
+    let callback = format!("{base1}/v1/oauth/qbo/callback?{}", consent.callback_query());
+    if send(user, GooseMethod::Get, &callback, "callback (other replica)", &[200]).await?.is_none() {
+        return Ok(());
+    }
+    send(user, GooseMethod::Post, &format!("{base1}{connections}/sync"), "sync", &[200]).await?;
+    // Activation succeeds once per workspace, then reports already_completed.
+    send(user, GooseMethod::Post, &format!("{base0}/v1/workspaces/{workspace}/activation"), "activation", &[200]).await?;
+    send(user, GooseMethod::Post, &format!("{base0}{connections}/disconnect"), "disconnect", &[200]).await?;
+    Ok(())
+}
+
+/// What the load must not have broken. Returns the broken invariants.
+async fn invariants(sut: &ServiceUnderTest) -> Result<Vec<String>, sqlx::Error> {
+    let mut broken = Vec::new();
+    let duplicated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT workspace_id FROM workspace_activations GROUP BY workspace_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&sut.db)
+    .await?;
+    if duplicated > 0 {
+        broken.push(format!("{duplicated} workspace(s) activated more than once"));
+    }
+    let rows: Vec<(ConnectionId, TenantId, String, Vec<u8>)> =
+        sqlx::query_as("SELECT id, tenant_id, provider, access_token FROM connections WHERE access_token IS NOT NULL")
+            .fetch_all(&sut.db)
+            .await?;
+    let ring = sut.key_ring();
+    let mut seen = std::collections::HashSet::new();
+    for (id, tenant, provider, sealed) in &rows {
+        let Ok(provider) = Provider::parse(provider) else { continue };
+        let binding = TokenBinding { tenant_id: *tenant, connection_id: *id, provider, field: TokenField::Access };
+        match ring.decrypt(sealed, &binding) {
+            Ok(token) => {
+                if !seen.insert(secrecy::ExposeSecret::expose_secret(&token).to_owned()) {
+                    broken.push(format!("connection {id} shares its token with another"));
+                }
+            }
+            Err(e) => broken.push(format!("connection {id}: {e}")),
+        }
+    }
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'CONNECTED' AND access_token IS NULL")
+        .fetch_one(&sut.db)
+        .await?;
+    if pending > 0 {
+        broken.push(format!("{pending} CONNECTED connection(s) without tokens"));
+    }
+    Ok(broken)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("harbor-load: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<bool, Box<dyn std::error::Error>> {
+    let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok() { BackendChoice::External } else { BackendChoice::Auto };
+    let mut infra = Infra::provision(choice).await?;
+    // The per-address limit is lifted (every simulated user is 127.0.0.1); the per-tenant one is
+    // the production default, which one user per tenant never reaches at this pace.
+    let options = ServiceOptions {
+        replicas: 2,
+        sync_points: false,
+        rate_limits: RateLimits {
+            per_tenant: Quota { per_minute: 600, burst: 100 },
+            per_address: Quota { per_minute: 1_000_000, burst: 100_000 },
+            failed_states_per_user: RateLimits::default().failed_states_per_user,
+        },
+        ..ServiceOptions::default()
+    };
+    let sut = ServiceUnderTest::start(&infra, options).await?;
+    let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let mut users = Vec::with_capacity(tenants);
+    for i in 0..tenants {
+        let t = TenantWorkspace::create(&sut.db, &format!("load{i}"), true, ConnectionStatus::NotConnected).await?;
+        users.push(LoadUser { token: sut.tokens.token(t.owner.0, TokenKind::Valid), workspace: t.workspace.to_string() });
+    }
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let replicas: Vec<String> = sut.replicas.iter().map(|r| r.base_url.clone()).collect();
+    let host = replicas[0].clone();
+    SHARED.set(Shared { users, replicas, browser }).map_err(|_| "shared state set twice")?;
+    eprintln!("harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts", infra.kind);
+
+    let metrics = GooseAttack::initialize()?
+        .register_scenario(
+            scenario!("ConnectSyncActivate")
+                .register_transaction(transaction!(claim_user).set_on_start())
+                .register_transaction(transaction!(connection_flow)),
+        )
+        .set_default(GooseDefault::Host, host.as_str())?
+        .set_default(GooseDefault::Users, 100)?
+        .set_default(GooseDefault::HatchRate, "100")?
+        .set_default(GooseDefault::RunTime, 20)?
+        .execute()
+        .await?;
+
+    let broken = invariants(&sut).await?;
+    let requests: usize = metrics.requests.values().map(|r| r.success_count + r.fail_count).sum();
+    let failures: usize = metrics.requests.values().map(|r| r.fail_count).sum();
+    println!("harbor-load: {requests} requests, {failures} failed, over {} s", metrics.duration);
+    for b in &broken {
+        println!("INVARIANT BROKEN: {b}");
+    }
+    sut.stop().await?;
+    infra.shutdown().await;
+    Ok(broken.is_empty() && failures == 0)
+}
