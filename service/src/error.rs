@@ -49,9 +49,15 @@ pub enum ApiError {
     /// A newer authorization replaced the one this callback belongs to.
     #[error("a newer authorization of this connection was started; this one no longer applies")]
     AuthorizationSuperseded,
-    /// Too many requests; retry after the given time.
-    #[error("too many requests; retry after {} s", .0.as_secs().max(1))]
-    RateLimited(std::time::Duration),
+    /// Too many requests from one scope (`tenant`, `address` or `failed-states`); retry after
+    /// the given time.
+    #[error("too many requests ({scope} limit); retry after {} s", .retry_after.as_secs().max(1))]
+    RateLimited {
+        /// Which bucket refused.
+        scope: &'static str,
+        /// When to retry.
+        retry_after: std::time::Duration,
+    },
     /// The provider refused the refresh token: the connection needs a new authorization.
     #[error("the provider refused the stored grant; reconnect the provider")]
     ReconnectRequired,
@@ -111,7 +117,7 @@ impl ApiError {
             ApiError::OAuthStateMismatch => (StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH"),
             ApiError::Provider(ProviderError::NotConfigured(_)) => (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED"),
             ApiError::Provider(_) => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),
-            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::LockTimeout => (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"),
             ApiError::AuthorizationSuperseded => (StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED"),
             ApiError::ReconnectRequired => (StatusCode::CONFLICT, "RECONNECT_REQUIRED"),
@@ -155,7 +161,7 @@ impl IntoResponse for ApiError {
         if let ApiError::LockTimeout = self {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, 1u64.into());
         }
-        if let ApiError::RateLimited(retry_after) = self {
+        if let ApiError::RateLimited { retry_after, .. } = self {
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
         }

@@ -187,7 +187,7 @@ pub async fn callback(
         .limiter
         .check_failed_states(&identity.user_id.to_string())
         .await?
-        .map_err(|l| ApiError::RateLimited(l.retry_after))?;
+        .map_err(|l| ApiError::RateLimited { scope: "failed-states", retry_after: l.retry_after })?;
     let params = callback_params(query.as_deref())?;
     let hooks = state.sync_points.as_ref();
     // 1. Consume the state: after this line it is gone, whatever happens below.

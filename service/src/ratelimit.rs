@@ -162,8 +162,13 @@ impl RateLimiter {
     /// Charges an OAuth route request to the address and then to the tenant; the first bucket
     /// that is empty refuses it.
     pub async fn charge(&self, route: &str, address: &ClientAddress, tenant: &str) -> Result<(), crate::error::ApiError> {
-        self.charge_address(route, &address.0).await?.map_err(|l| crate::error::ApiError::RateLimited(l.retry_after))?;
-        self.charge_tenant(route, tenant).await?.map_err(|l| crate::error::ApiError::RateLimited(l.retry_after))?;
+        use crate::error::ApiError;
+        self.charge_address(route, &address.0)
+            .await?
+            .map_err(|l| ApiError::RateLimited { scope: "address", retry_after: l.retry_after })?;
+        self.charge_tenant(route, tenant)
+            .await?
+            .map_err(|l| ApiError::RateLimited { scope: "tenant", retry_after: l.retry_after })?;
         Ok(())
     }
 }

@@ -82,11 +82,17 @@ impl Outcome {
                 Some(e) => format!("error: {}", e.lines().next().unwrap_or_default()),
             };
         }
+        // Status plus the fields that say what happened, so repeated runs are compared on them.
         match self.body["error"]["code"].as_str() {
             Some(code) => format!("{} {code}", self.status),
-            None => match (self.body.get("status").and_then(Value::as_str), self.body.get("already_completed")) {
-                (Some(s), _) => format!("{} {s}", self.status),
-                (None, Some(done)) => format!("{} already_completed={done}", self.status),
+            None => match (
+                self.body.get("status").and_then(Value::as_str),
+                self.body.get("already_completed"),
+                self.body.get("refreshed"),
+            ) {
+                (Some(s), _, _) => format!("{} {s}", self.status),
+                (None, Some(done), _) => format!("{} already_completed={done}", self.status),
+                (None, None, Some(refreshed)) => format!("{} refreshed={refreshed}", self.status),
                 _ => self.status.to_string(),
             },
         }
