@@ -198,9 +198,24 @@ pub(super) async fn start() -> Result<LocalServers, ProvisionError> {
     if reaped > 0 {
         tracing::info!(reaped, "removed local servers left behind by killed runs");
     }
-    tokio::task::spawn_blocking(move || start_blocking(&bins))
-        .await
-        .map_err(|e| ProvisionError::Local(e.to_string()))?
+    // A free port is only free until someone else takes it: the servers are started on ports
+    // picked a moment earlier, so a server that exits at once (port taken) is retried on new ones.
+    tokio::task::spawn_blocking(move || {
+        let mut last = None;
+        for _ in 0..3 {
+            let mut servers = start_blocking(&bins)?;
+            match servers.until_listening(Duration::from_secs(60)) {
+                Ok(()) => return Ok(servers),
+                Err(e) => {
+                    servers.stop_in_place();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("three attempts were made"))
+    })
+    .await
+    .map_err(|e| ProvisionError::Local(e.to_string()))?
 }
 
 fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> {
@@ -260,6 +275,35 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
 }
 
 impl LocalServers {
+    /// Polls until both servers accept TCP connections; fails at once if one of them exited (its
+    /// port was taken, or it could not start), with the end of the PostgreSQL log.
+    fn until_listening(&mut self, limit: Duration) -> Result<(), ProvisionError> {
+        let ports: Vec<u16> = [&self.admin_url, &self.redis_url]
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok().and_then(|u| u.port()))
+            .collect();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            for child in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = self
+                        .dir
+                        .as_ref()
+                        .and_then(|d| std::fs::read_to_string(d.path().join("postgres.log")).ok())
+                        .unwrap_or_default();
+                    let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                    return Err(ProvisionError::Local(format!("a server exited at start ({status}): {tail}")));
+                }
+            }
+            let listening = ports.iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            if listening {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(ProvisionError::Local(format!("the servers did not listen within {limit:?}")))
+    }
+
     /// The server processes and the directory.
     pub(super) fn footprint(&self) -> super::Footprint {
         super::Footprint {
