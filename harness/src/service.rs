@@ -36,6 +36,9 @@ pub struct ServiceOptions {
     pub rate_limits: RateLimits,
     /// Seeded flaws to start the replicas with (empty: the correct service).
     pub flaws: Flaws,
+    /// The service's `lock_timeout`; by default longer than any park a scenario can make, so a
+    /// request queued behind a parked one waits for it instead of giving up.
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for ServiceOptions {
@@ -49,6 +52,7 @@ impl Default for ServiceOptions {
                 ..RateLimits::default()
             },
             flaws: Flaws::none(),
+            lock_timeout: None,
         }
     }
 }
@@ -72,7 +76,7 @@ pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: Servic
         database_url: SecretString::from(env.database_url.clone()),
         database_max_connections: 20,
         database_role: Some("harbor_app".to_owned()),
-        lock_timeout: Duration::from_secs(15),
+        lock_timeout: options.lock_timeout.unwrap_or(options.sync_point_timeout * 2 + Duration::from_secs(10)),
         redis_url: SecretString::from(env.redis_url.clone()),
         redis_key_prefix: env.redis_key_prefix.clone(),
         jwt: deps.tokens.jwt_config(),

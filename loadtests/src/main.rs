@@ -5,7 +5,8 @@
 //! user loop through the whole QuickBooks connection flow — authorize on replica 0, consent at the
 //! provider, callback on replica 1, sync, activation, disconnect — as fast as the service allows.
 //! Afterwards it checks the invariants the load must not break (one activation per workspace, every
-//! stored token bound to its own row, no leftover OAuth state) and exits 1 if one is broken.
+//! stored token bound to its own row and to no other, no `CONNECTED` row without tokens) and exits
+//! 1 if one is broken or any request failed.
 //!
 //! Goose's own options work as usual (`-u` users, `-r` hatch rate, `-t` run time, `--report-file`);
 //! the defaults are 100 users, all started at once, for 20 s. Traffic goes to loopback only.
@@ -48,12 +49,14 @@ fn shared() -> &'static Shared {
 }
 
 async fn claim_user(user: &mut GooseUser) -> TransactionResult {
-    let i = NEXT_USER.fetch_add(1, Ordering::SeqCst) % shared().users.len();
+    // One tenant per goose user: `run` makes at least as many tenants as users.
+    let i = NEXT_USER.fetch_add(1, Ordering::SeqCst);
     user.set_session_data(Claimed(i));
     Ok(())
 }
 
 /// Sends an authenticated request and records it under `name`; unexpected statuses are failures.
+/// With `then`, a check of the body that can still fail the request (recorded under its name).
 async fn send(
     user: &mut GooseUser,
     method: GooseMethod,
@@ -61,6 +64,21 @@ async fn send(
     name: &str,
     expected: &[u16],
 ) -> Result<Option<serde_json::Value>, Box<TransactionError>> {
+    send_checked(user, method, url, name, expected, |_| async { Ok(()) }).await
+}
+
+async fn send_checked<F, Fut>(
+    user: &mut GooseUser,
+    method: GooseMethod,
+    url: &str,
+    name: &str,
+    expected: &[u16],
+    then: F,
+) -> Result<Option<serde_json::Value>, Box<TransactionError>>
+where
+    F: FnOnce(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let me = &shared().users[user.get_session_data_unchecked::<Claimed>().0];
     let builder = user.get_request_builder(&method, url)?.bearer_auth(&me.token);
     let request = GooseRequest::builder().set_request_builder(builder).name(name).build();
@@ -80,6 +98,10 @@ async fn send(
         user.set_failure(&tag, &mut goose.request, None, None)?;
         return Ok(None);
     }
+    if let Err(why) = then(body.clone()).await {
+        user.set_failure(&format!("{name}: {why}"), &mut goose.request, None, None)?;
+        return Ok(None);
+    }
     Ok(Some(body))
 }
 
@@ -91,12 +113,20 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     let base0 = &s.replicas[0];
     let base1 = &s.replicas[s.replicas.len() - 1];
     let connections = format!("/v1/workspaces/{workspace}/connections/qbo");
-    let Some(started) = send(user, GooseMethod::Post, &format!("{base0}{connections}/authorize"), "authorize", &[200]).await? else {
-        return Ok(());
-    };
-    let Some(url) = started["authorization_url"].as_str() else { return Ok(()) };
-    // The provider's consent page is not the service under test: not measured.
-    let Ok(consent) = harbor_harness::fake_provider::consent(&s.browser, url).await else { return Ok(()) };
+    // The provider's consent page is not the service under test: not timed, but a failure there
+    // fails the authorize request it follows.
+    let consent = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = consent.clone();
+    let authorize_url = format!("{base0}{connections}/authorize");
+    let started = send_checked(user, GooseMethod::Post, &authorize_url, "authorize", &[200], |body| async move {
+        let url = body["authorization_url"].as_str().ok_or("no authorization_url")?.to_owned();
+        let c = harbor_harness::fake_provider::consent(&s.browser, &url).await?;
+        *slot.lock().expect("consent slot") = Some(c);
+        Ok(())
+    })
+    .await?;
+    let consent = consent.lock().expect("consent slot").take();
+    let (Some(_), Some(consent)) = (started, consent) else { return Ok(()) };
     let callback = format!("{base1}/v1/oauth/qbo/callback?{}", consent.callback_query());
     if send(user, GooseMethod::Get, &callback, "callback (other replica)", &[200]).await?.is_none() {
         return Ok(());
@@ -161,8 +191,8 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok() { BackendChoice::External } else { BackendChoice::Auto };
     let mut infra = Infra::provision(choice).await?;
-    // The per-address limit is lifted (every simulated user is 127.0.0.1); the per-tenant one is
-    // the production default, which one user per tenant never reaches at this pace.
+    // The per-address limit is lifted (every simulated user is 127.0.0.1), and the per-tenant one
+    // raised tenfold above the default: one user looping as fast as it can is not an attack.
     let options = ServiceOptions {
         replicas: 2,
         sync_points: false,
@@ -174,7 +204,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         ..ServiceOptions::default()
     };
     let sut = ServiceUnderTest::start(&infra, options).await?;
-    let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100).max(1);
     let mut users = Vec::with_capacity(tenants);
     for i in 0..tenants {
         let t = TenantWorkspace::create(&sut.db, &format!("load{i}"), true, ConnectionStatus::NotConnected).await?;
@@ -186,7 +216,13 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     SHARED.set(Shared { users, replicas, browser }).map_err(|_| "shared state set twice")?;
     eprintln!("harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts", infra.kind);
 
-    let metrics = GooseAttack::initialize()?
+    let attack = GooseAttack::initialize()?;
+    // Goose users beyond the tenants would share one and supersede each other's flows.
+    let wanted_users = std::env::args().skip_while(|a| a != "-u" && a != "--users").nth(1).and_then(|u| u.parse::<usize>().ok()).unwrap_or(100);
+    if wanted_users > tenants {
+        return Err(format!("{wanted_users} goose users but {tenants} tenants: set HARBOR_LOAD_TENANTS to at least the user count").into());
+    }
+    let metrics = attack
         .register_scenario(
             scenario!("ConnectSyncActivate")
                 .register_transaction(transaction!(claim_user).set_on_start())

@@ -7,5 +7,16 @@ CREATE POLICY tenant_isolation ON audit_events
 -- The OAuth flow a PENDING connection waits for: authorize sets it, only a callback carrying the
 -- same flow (inside its state) may complete or fail it, and leaving PENDING clears it. An older
 -- or another member's state cannot complete over a newer flow.
-ALTER TABLE connections ADD COLUMN pending_flow uuid,
-    ADD CONSTRAINT connections_flow_only_when_pending CHECK (status = 'PENDING' OR pending_flow IS NULL);
+ALTER TABLE connections ADD COLUMN pending_flow uuid;
+
+-- Leaving PENDING always forgets the flow, whatever code wrote the row (a trigger rather than a
+-- CHECK, so a replica of the previous release, which does not know the column, keeps working).
+CREATE FUNCTION harbor_forget_settled_flow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status <> 'PENDING' THEN
+        NEW.pending_flow := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER connections_forget_settled_flow BEFORE UPDATE ON connections
+    FOR EACH ROW EXECUTE FUNCTION harbor_forget_settled_flow();

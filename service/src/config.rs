@@ -183,7 +183,7 @@ impl Config {
             database_url: SecretString::from(var("HARBOR_DATABASE_URL")?),
             database_max_connections: parse_var("HARBOR_DATABASE_MAX_CONNECTIONS", "20")?,
             database_role: (!role.is_empty()).then_some(role),
-            lock_timeout: Duration::from_millis(parse_var("HARBOR_LOCK_TIMEOUT_MS", "15000")?),
+            lock_timeout: Duration::from_millis(parse_var("HARBOR_LOCK_TIMEOUT_MS", "5000")?),
             redis_url: SecretString::from(var("HARBOR_REDIS_URL")?),
             redis_key_prefix: var_or("HARBOR_REDIS_PREFIX", "harbor:"),
             jwt: JwtConfig {

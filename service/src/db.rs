@@ -83,7 +83,8 @@ pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Re
 
 /// Sets every pooled session's `lock_timeout` (see `Config::lock_timeout`).
 pub(crate) fn lock_timeout_statement(timeout: std::time::Duration) -> String {
-    format!("SET lock_timeout = {}", timeout.as_millis().max(1))
+    // 0 disables the timeout, as in PostgreSQL itself.
+    format!("SET lock_timeout = {}", timeout.as_millis())
 }
 
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the

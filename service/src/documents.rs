@@ -97,7 +97,8 @@ pub async fn sync(
     let flaws_of_request = state.flaws.clone();
     let task = {
         let (state, ctx) = (state.clone(), ctx.clone());
-        tokio::spawn(async move { flaws::scope(&flaws_of_request, decide_token(state, ctx, member, provider)).await })
+        let decision = decide_token(state, ctx, member, provider);
+        tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, decision).await }))
     };
     let prepared = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}"))))?;
     let (access, refreshed) = match prepared? {
@@ -171,7 +172,9 @@ async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMem
         let refresh = refresh.ok_or(ApiError::ReconnectRequired)?;
         match state.providers.refresh(provider, &refresh).await {
             Ok(tokens) => {
-                SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_REFRESHED).await?;
+                // The provider has rotated the grant: from here on only storing it matters, so a
+                // sync-point timeout is ignored rather than allowed to throw the new tokens away.
+                let _ = SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_REFRESHED).await;
                 let sealed = oauth::seal_token_set(&state.vault, &connection, &tokens, Some(&refresh), state.clock.now())?;
                 lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
                 audit::record(&mut tx, &ctx, refresh_event(&member, provider, "ok")).await?;

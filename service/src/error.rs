@@ -132,8 +132,9 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock.
-        if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
+        // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock. A pool with
+        // no connection to give is the same condition one step earlier: busy, retry.
+        if matches!(e, sqlx::Error::PoolTimedOut) || e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
             ApiError::LockTimeout
         } else {
             ApiError::Database(e)

@@ -82,6 +82,7 @@ pub async fn authorize(
         let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
         let flow_id = uuid::Uuid::new_v4();
         lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
+        let flow_id = Some(flow_id);
         let verifier = oauth_state::random_token();
         let challenge = oauth_state::pkce_challenge(&verifier);
         let record = OAuthStateRecord {
@@ -256,7 +257,8 @@ pub async fn callback(
     // 3–4 run in their own task: a client that disconnects mid-way (the handler's future is then
     // dropped) must not cancel between the code exchange and storing — or revoking — its result.
     let flaws_of_request = state.flaws.clone();
-    let task = tokio::spawn(async move { flaws::scope(&flaws_of_request, complete_flow(state, ctx, record, params, member, provider)).await });
+    let flow = complete_flow(state, ctx, record, params, member, provider);
+    let task = tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, flow).await }));
     task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}"))))?.map(Json)
 }
 
@@ -269,7 +271,6 @@ async fn complete_flow(
     member: MemberOfRecord,
     provider: Provider,
 ) -> Result<ConnectionView, ApiError> {
-    let hooks = state.sync_points.as_ref();
     // 3. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
     let exchanged = match (&params.error, &params.code) {
         (Some(error), _) => Err(ProviderError::Rejected { status: 400, error: error.clone() }),
@@ -287,23 +288,58 @@ async fn complete_flow(
             return Err(ApiError::Provider(error));
         }
     };
-    SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
+    // From here on a live grant exists: whatever fails below, it is given back (see the end).
+    let finished = store_grant(&state, &ctx, &record, &member, provider, &tokens).await;
+    if let Err(error) = &finished {
+        // The connection changed meanwhile (a disconnect, a newer flow) or storing failed: the
+        // fresh grant is useless, so give it back rather than leave it live at the provider.
+        let token = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
+        if let Err(e) = state.providers.revoke(provider, token).await {
+            tracing::warn!(error = %e, "could not revoke an unused grant");
+        }
+        if matches!(error, ApiError::AuthorizationSuperseded) {
+            // Recorded in its own transaction: the callback's own was rolled back.
+            let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+            let event = AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(record.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.callback",
+                outcome: "superseded",
+                detail: json!({ "provider": provider.as_str(), "grant": "revoked" }),
+            };
+            let result = audit::record(&mut tx, &ctx, event).await.map_err(ApiError::from);
+            db::finish(tx, result).await?;
+        }
+    }
+    finished
+}
 
-    // 4. Under the workspace lock and the row lock: encrypt, store, CONNECTED.
+/// Step 4: under the workspace lock and the row lock, encrypt and store the tokens, `CONNECTED`.
+async fn store_grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    record: &OAuthStateRecord,
+    member: &MemberOfRecord,
+    provider: Provider,
+    tokens: &TokenSet,
+) -> Result<ConnectionView, ApiError> {
+    let hooks = state.sync_points.as_ref();
+    SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
-        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
-        if connection.status == ConnectionStatus::Pending && connection.pending_flow != Some(record.flow_id) {
+        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
+        if connection.status == ConnectionStatus::Pending && connection.pending_flow != record.flow_id {
             return Err(ApiError::AuthorizationSuperseded);
         }
-        let sealed = seal_token_set(&state.vault, &connection, &tokens, None, state.clock.now())?;
+        let sealed = seal_token_set(&state.vault, &connection, tokens, None, state.clock.now())?;
         let (to, _) =
             lifecycle::apply(&mut tx, &lock, &connection, Transition::CompleteAuthorization, Some(sealed)).await?;
         audit::record(
             &mut tx,
-            &ctx,
+            ctx,
             AuditEvent {
                 tenant_id: Some(member.tenant_id),
                 workspace_id: Some(record.workspace_id),
@@ -314,20 +350,11 @@ async fn complete_flow(
             },
         )
         .await?;
-        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT).await?;
+        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT).await?;
         connections::read_view(&mut tx, record.workspace_id, provider).await
     }
     .await;
-    let finished = db::finish(tx, result).await;
-    if finished.is_err() {
-        // The connection changed meanwhile (say, a disconnect): the fresh grant is useless, so
-        // give it back rather than leave it live at the provider.
-        let token = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
-        if let Err(e) = state.providers.revoke(provider, token).await {
-            tracing::warn!(error = %e, "could not revoke an unused grant");
-        }
-    }
-    finished
+    db::finish(tx, result).await
 }
 
 struct MemberOfRecord {
@@ -348,7 +375,7 @@ async fn settle_failed_authorization(
         let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
         // Only the flow the connection waits for may send it back; a stale flow changes nothing.
-        let outcome = if connection.status == ConnectionStatus::Pending && connection.pending_flow == Some(record.flow_id) {
+        let outcome = if connection.status == ConnectionStatus::Pending && connection.pending_flow == record.flow_id {
             lifecycle::apply(&mut tx, &lock, &connection, Transition::FailAuthorization, None).await?.0
         } else {
             connection.status

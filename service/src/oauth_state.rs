@@ -42,7 +42,8 @@ pub struct OAuthStateRecord {
     /// When the flow started, by the service's clock.
     pub created_at: DateTime<Utc>,
     /// The flow's id, recorded on the `PENDING` connection; only this flow may complete it.
-    pub flow_id: uuid::Uuid,
+    /// `None` for a state issued before flows existed (it matches a connection without one).
+    pub flow_id: Option<uuid::Uuid>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,7 +56,8 @@ struct WireRecord {
     redirect_uri: String,
     verifier: String,
     created_at: DateTime<Utc>,
-    flow_id: uuid::Uuid,
+    #[serde(default)]
+    flow_id: Option<uuid::Uuid>,
 }
 
 /// 32 bytes from the OS CSPRNG, base64url without padding (43 characters).

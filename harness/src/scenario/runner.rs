@@ -1129,14 +1129,23 @@ impl Ctx<'_> {
         let redis_text = serde_json::to_string(&redis).unwrap_or_default();
         let places: [(&str, &str); 3] = [("pg_dump", &dump), ("Redis", &redis_text), ("logs", &logs)];
         for canary in &canaries {
-            // As text, as hex (how pg_dump writes bytea), and as base64 / base64url.
+            // As text, as hex (how pg_dump writes bytea), and as base64 / base64url at each of the
+            // three alignments it can have inside a longer encoded blob.
             use base64::Engine;
-            let forms = [
-                ("text", canary.clone()),
-                ("hex", hex::encode(canary.as_bytes())),
-                ("base64", base64::engine::general_purpose::STANDARD_NO_PAD.encode(canary.as_bytes())),
-                ("base64url", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(canary.as_bytes())),
-            ];
+            let mut forms = vec![("text", canary.clone()), ("hex", hex::encode(canary.as_bytes()))];
+            for engine in [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD] {
+                for shift in 0..3usize {
+                    let mut bytes = vec![0u8; shift];
+                    bytes.extend_from_slice(canary.as_bytes());
+                    let encoded = engine.encode(&bytes);
+                    // Drop the characters that mix in the filler bytes, and the last, partial group.
+                    let skip = if shift == 0 { 0 } else { 4 };
+                    let keep = encoded.len().saturating_sub(4);
+                    if keep > skip + 8 {
+                        forms.push(("base64", encoded[skip..keep].to_owned()));
+                    }
+                }
+            }
             for (form, needle) in &forms {
                 for (name, text) in places {
                     if text.contains(needle.as_str()) {

@@ -140,3 +140,27 @@ async fn without_sync_points_the_actor_header_is_ignored() {
     assert_eq!(ready.body["sync_points"], false);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_waiting_past_lock_timeout_gets_503_and_retry_after() {
+    let options = ServiceOptions { lock_timeout: Some(Duration::from_millis(300)), ..ServiceOptions::default() };
+    let app = spawn_app_with(options).await;
+    let t = app.tenant("busy", true, ConnectionStatus::Connected).await;
+    let sync = app.sut.replicas[0].sync.clone();
+    let a_slot = SlotKey::new("A", "activation.locked");
+    sync.arm(a_slot.clone()).unwrap();
+    let a = app.activate(&t, Some("A"));
+    let b_after_a_parks = async {
+        within("A to park", sync.until(a_slot.clone(), SlotState::Parked)).await;
+        // A holds the workspace lock; B waits for it longer than lock_timeout allows.
+        let rb = app.activate(&t, Some("B")).await;
+        sync.release(&a_slot).unwrap();
+        rb
+    };
+    let (ra, rb) = tokio::join!(a, b_after_a_parks);
+    rb.assert_error(StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT");
+    assert_eq!(rb.retry_after.as_deref(), Some("1"));
+    assert_eq!(ra.status, StatusCode::OK, "the holder is unaffected");
+    assert_eq!(app.activations_of(t.workspace).await, 1);
+    app.stop().await;
+}
