@@ -218,24 +218,7 @@ pub struct RedisEntry {
 pub async fn redis_dump(redis_url: &str, prefix: &str) -> Result<Vec<RedisEntry>, redis::RedisError> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    keys.sort();
+    let keys = crate::provision::keys_with_prefix(&mut conn, prefix).await?;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;

@@ -60,6 +60,28 @@ struct WireRecord {
     flow_id: Option<uuid::Uuid>,
 }
 
+impl From<&OAuthStateRecord> for WireRecord {
+    fn from(record: &OAuthStateRecord) -> Self {
+        WireRecord {
+            tenant_id: record.tenant_id,
+            workspace_id: record.workspace_id,
+            user_id: record.user_id,
+            provider: record.provider,
+            issuer: record.issuer.clone(),
+            redirect_uri: record.redirect_uri.clone(),
+            verifier: record.verifier.expose_secret().to_owned(),
+            created_at: record.created_at,
+            flow_id: record.flow_id,
+        }
+    }
+}
+
+impl WireRecord {
+    fn to_json(&self) -> Result<String, StateStoreError> {
+        serde_json::to_string(self).map_err(|_| StateStoreError::Corrupt)
+    }
+}
+
 /// 32 bytes from the OS CSPRNG, base64url without padding (43 characters).
 pub fn random_token() -> SecretString {
     let mut bytes = [0u8; 32];
@@ -110,18 +132,7 @@ impl OAuthStateStore {
 
     /// Stores a new state bound to `record` and returns it.
     pub async fn issue(&self, record: &OAuthStateRecord) -> Result<SecretString, StateStoreError> {
-        let wire = WireRecord {
-            tenant_id: record.tenant_id,
-            workspace_id: record.workspace_id,
-            user_id: record.user_id,
-            provider: record.provider,
-            issuer: record.issuer.clone(),
-            redirect_uri: record.redirect_uri.clone(),
-            verifier: record.verifier.expose_secret().to_owned(),
-            created_at: record.created_at,
-            flow_id: record.flow_id,
-        };
-        let value = serde_json::to_string(&wire).map_err(|_| StateStoreError::Corrupt)?;
+        let value = WireRecord::from(record).to_json()?;
         if let Some(memory) = &self.memory {
             let state = random_token();
             memory.lock().expect("state map").insert(self.key_for_state(state.expose_secret()), value);
@@ -191,18 +202,7 @@ impl OAuthStateStore {
         if !flaws::active(Flaw::StateKeptOnFailure) {
             return Ok(());
         }
-        let wire = WireRecord {
-            tenant_id: record.tenant_id,
-            workspace_id: record.workspace_id,
-            user_id: record.user_id,
-            provider: record.provider,
-            issuer: record.issuer.clone(),
-            redirect_uri: record.redirect_uri.clone(),
-            verifier: record.verifier.expose_secret().to_owned(),
-            created_at: record.created_at,
-            flow_id: record.flow_id,
-        };
-        let value = serde_json::to_string(&wire).map_err(|_| StateStoreError::Corrupt)?;
+        let value = WireRecord::from(record).to_json()?;
         let _: () = self.redis.clone().set_ex(self.key_for_state(state), value, STATE_TTL_SECONDS as u64).await?;
         Ok(())
     }

@@ -31,7 +31,24 @@ struct Cli {
     run: RunArgs,
 }
 
-/// What to run and where the results go.
+/// Where the catalogue comes from, what it runs on, and where the results go.
+#[derive(clap::Args, Clone, Debug)]
+struct CatalogueArgs {
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    backend: BackendChoice,
+    /// Where run folders are written (`<DIR>/<timestamp>/`, `<DIR>/latest`).
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Where the scenario files are.
+    #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
+    scenarios_dir: PathBuf,
+    /// An Ed25519 PKCS#8 key (`harbor-certify keygen`) to sign the report's manifest with.
+    #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+}
+
+/// What to run.
 #[derive(clap::Args, Clone, Debug)]
 struct RunArgs {
     /// Scenario ids or file names (default: every scenario).
@@ -42,22 +59,10 @@ struct RunArgs {
     /// Run each scenario this many times; differing traces make it FLAKY.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
-    /// Which backend to provision with.
-    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
-    backend: BackendChoice,
-    /// Where run folders are written (`<DIR>/<timestamp>/`, `<DIR>/latest`).
-    #[arg(long, default_value = "reports")]
-    out: PathBuf,
-    /// Where the scenario files are.
-    #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
-    scenarios_dir: PathBuf,
     /// Failures at or above this severity make the run NOT CERTIFIED (exit 1); lower ones are
     /// reported as warnings.
     #[arg(long, value_enum, default_value = "low")]
     fail_on: Severity,
-    /// An Ed25519 PKCS#8 key (`harbor-certify keygen`) to sign the report's manifest with.
-    #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
     /// Scenarios run at once (each has its own database, Redis prefix and replicas).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -65,6 +70,8 @@ struct RunArgs {
     /// The report is marked as a flawed run everywhere.
     #[arg(long = "flaw")]
     flaws: Vec<String>,
+    #[command(flatten)]
+    catalogue: CatalogueArgs,
 }
 
 /// What `mutants` runs.
@@ -73,21 +80,11 @@ struct MutantsArgs {
     /// Only these flaws (default: every seeded flaw).
     #[arg(long = "flaw")]
     flaws: Vec<String>,
-    /// Which backend to provision with.
-    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
-    backend: BackendChoice,
-    /// Where run folders are written.
-    #[arg(long, default_value = "reports")]
-    out: PathBuf,
-    /// Where the scenario files are.
-    #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
-    scenarios_dir: PathBuf,
-    /// An Ed25519 PKCS#8 key to sign the report's manifest with.
-    #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
     /// Scenarios run at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    #[command(flatten)]
+    catalogue: CatalogueArgs,
 }
 
 #[derive(Subcommand)]
@@ -220,7 +217,7 @@ fn list(dir: &std::path::Path) -> ExitCode {
 async fn run(args: RunArgs) -> ExitCode {
     let started_at = chrono::Utc::now();
     let started = Instant::now();
-    let all = match load(&args.scenarios_dir) {
+    let all = match load(&args.catalogue.scenarios_dir) {
         Ok(all) => all,
         Err(code) => return code,
     };
@@ -239,7 +236,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let mut infra = match provision_or_explain(args.backend).await {
+    let mut infra = match provision_or_explain(args.catalogue.backend).await {
         Ok(i) => i,
         Err(code) => return code,
     };
@@ -291,17 +288,17 @@ async fn run(args: RunArgs) -> ExitCode {
     );
     let slowest: Vec<String> = s.slowest.iter().map(|(id, ms)| format!("{id} {ms:.0} ms")).collect();
     println!("slowest: {}", slowest.join(", "));
-    let signing_key = match args.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+    let signing_key = match args.catalogue.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
         Ok(k) => k,
         Err(e) => {
             eprintln!("harbor-certify: signing key: {e}");
             return ExitCode::from(CANNOT_RUN);
         }
     };
-    match report::write_run(&args.out, &report, &[], signing_key.as_ref()) {
+    match report::write_run(&args.catalogue.out, &report, &[], signing_key.as_ref()) {
         Ok(dir) => println!("report: {} (report.md, report.html, junit.xml, SHA256SUMS{})", dir.display(), if signing_key.is_some() { ", SHA256SUMS.sig" } else { "" }),
         Err(e) => {
-            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.out.display());
+            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.catalogue.out.display());
             return ExitCode::from(CANNOT_RUN);
         }
     }
@@ -365,18 +362,18 @@ async fn mutants(args: MutantsArgs) -> ExitCode {
     }
     let started_at = chrono::Utc::now();
     let started = Instant::now();
-    let all = match load(&args.scenarios_dir) {
+    let all = match load(&args.catalogue.scenarios_dir) {
         Ok(all) => all,
         Err(code) => return code,
     };
-    let signing_key = match args.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+    let signing_key = match args.catalogue.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
         Ok(k) => k,
         Err(e) => {
             eprintln!("harbor-certify: signing key: {e}");
             return ExitCode::from(CANNOT_RUN);
         }
     };
-    let mut infra = match provision_or_explain(args.backend).await {
+    let mut infra = match provision_or_explain(args.catalogue.backend).await {
         Ok(i) => i,
         Err(code) => return code,
     };
@@ -412,10 +409,10 @@ async fn mutants(args: MutantsArgs) -> ExitCode {
     let mut report = Report::new(started_at, environment, baseline, 1, Severity::Low, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
     report.mutants = serde_json::to_value(&matrix).ok();
     let mutants_json = serde_json::to_string_pretty(&matrix).unwrap_or_default();
-    match report::write_run(&args.out, &report, &[("mutants.json", mutants_json)], signing_key.as_ref()) {
+    match report::write_run(&args.catalogue.out, &report, &[("mutants.json", mutants_json)], signing_key.as_ref()) {
         Ok(dir) => println!("report: {} (mutants.json and a kill-matrix section in report.md/html)", dir.display()),
         Err(e) => {
-            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.out.display());
+            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.catalogue.out.display());
             return ExitCode::from(CANNOT_RUN);
         }
     }

@@ -274,24 +274,7 @@ impl IsolatedEnv {
             .await?;
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let pattern = format!("{}*", self.redis_key_prefix);
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let keys = keys_with_prefix(&mut conn, &self.redis_key_prefix).await?;
         for chunk in keys.chunks(500) {
             redis::cmd("UNLINK").arg(chunk).query_async::<()>(&mut conn).await?;
         }
@@ -319,6 +302,27 @@ async fn resolve_auto() -> Result<(BackendKind, Option<DockerImages>), Provision
 }
 
 /// Polls until PostgreSQL answers a query; returns its version.
+/// Every Redis key that starts with `prefix` (SCAN, never KEYS), sorted.
+pub(crate) async fn keys_with_prefix(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Result<Vec<String>, redis::RedisError> {
+    let pattern = format!("{prefix}*");
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(conn).await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    Ok(keys)
+}
+
 async fn wait_for_postgres(url: &str, limit: Duration) -> Result<String, ProvisionError> {
     use sqlx::Connection;
     let started = Instant::now();
