@@ -20,3 +20,8 @@ BEGIN
 END $$;
 CREATE TRIGGER connections_forget_settled_flow BEFORE UPDATE ON connections
     FOR EACH ROW EXECUTE FUNCTION harbor_forget_settled_flow();
+
+-- The grant a CONNECTED connection holds: new with every completed authorization, kept across
+-- refreshes, gone with the tokens. A sync stores what it fetched only if the grant it used is
+-- still the connection's (a disconnect and reconnect in between would otherwise pass).
+ALTER TABLE connections ADD COLUMN grant_id uuid;

@@ -63,7 +63,7 @@ pub struct DocumentList {
 }
 
 enum Prepared {
-    Ready { access: SecretString, refreshed: bool },
+    Ready { access: SecretString, refreshed: bool, grant: Option<uuid::Uuid> },
     Rejected,
 }
 
@@ -101,8 +101,8 @@ pub async fn sync(
         tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, decision).await }))
     };
     let prepared = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}"))))?;
-    let (access, refreshed) = match prepared? {
-        Prepared::Ready { access, refreshed } => (access, refreshed),
+    let (access, refreshed, grant) = match prepared? {
+        Prepared::Ready { access, refreshed, grant } => (access, refreshed, grant),
         // The REVOKED status is committed; only now is the error answered.
         Prepared::Rejected => return Err(ApiError::ReconnectRequired),
     };
@@ -113,16 +113,19 @@ pub async fn sync(
     let result = async {
         // A revoke or disconnect may have committed while the resource was read: what the old
         // grant fetched is not stored. (FOR SHARE: a concurrent change waits for this insert.)
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = $2 FOR SHARE")
-                .bind(member.workspace_id)
-                .bind(provider.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        match status.as_deref().map(ConnectionStatus::parse).transpose()? {
-            Some(ConnectionStatus::Connected) => {}
-            Some(other) => return Err(ApiError::NotConnected(other.as_str())),
-            None => return Err(ApiError::NotFound),
+        let row: Option<(String, Option<uuid::Uuid>)> = sqlx::query_as(
+            "SELECT status, grant_id FROM connections WHERE workspace_id = $1 AND provider = $2 FOR SHARE",
+        )
+        .bind(member.workspace_id)
+        .bind(provider.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((status, current_grant)) = row else { return Err(ApiError::NotFound) };
+        match ConnectionStatus::parse(&status)? {
+            ConnectionStatus::Connected if current_grant == grant => {}
+            // Reconnected meanwhile: what the old grant fetched is not this connection's.
+            ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
+            other => return Err(ApiError::NotConnected(other.as_str())),
         }
         for d in &documents {
             sqlx::query(
@@ -167,7 +170,7 @@ async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMem
         let margin = chrono::Duration::from_std(state.refresh_margin).unwrap_or_default();
         let stale = connection.tokens.as_ref().and_then(|t| t.expires_at).is_some_and(|at| at <= now + margin);
         if !stale {
-            return Ok(Prepared::Ready { access, refreshed: false });
+            return Ok(Prepared::Ready { access, refreshed: false, grant: connection.grant_id });
         }
         let refresh = refresh.ok_or(ApiError::ReconnectRequired)?;
         match state.providers.refresh(provider, &refresh).await {
@@ -178,7 +181,7 @@ async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMem
                 let sealed = oauth::seal_token_set(&state.vault, &connection, &tokens, Some(&refresh), state.clock.now())?;
                 lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
                 audit::record(&mut tx, &ctx, refresh_event(&member, provider, "ok")).await?;
-                Ok(Prepared::Ready { access: tokens.access_token, refreshed: true })
+                Ok(Prepared::Ready { access: tokens.access_token, refreshed: true, grant: connection.grant_id })
             }
             Err(ProviderError::InvalidGrant) => {
                 lifecycle::apply(&mut tx, &lock, &connection, Transition::RefreshRejected, None).await?;

@@ -46,9 +46,13 @@ pub enum ApiError {
     /// The provider failed or refused; the message names the provider's error code only.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// A newer authorization replaced the one this callback belongs to.
+    /// A newer authorization replaced the one this request belongs to.
     #[error("a newer authorization of this connection was started; this one no longer applies")]
     AuthorizationSuperseded,
+    /// The callback could not finish (the workspace stayed busy); its state is spent and its
+    /// grant given back, so only a new authorization helps — not a retry.
+    #[error("the authorization could not be completed; start it again")]
+    AuthorizationInterrupted,
     /// Too many requests from one scope (`tenant`, `address` or `failed-states`); retry after
     /// the given time.
     #[error("too many requests ({scope} limit); retry after {} s", .retry_after.as_secs().max(1))]
@@ -120,6 +124,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::LockTimeout => (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"),
             ApiError::AuthorizationSuperseded => (StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED"),
+            ApiError::AuthorizationInterrupted => (StatusCode::SERVICE_UNAVAILABLE, "AUTHORIZATION_INTERRUPTED"),
             ApiError::ReconnectRequired => (StatusCode::CONFLICT, "RECONNECT_REQUIRED"),
             ApiError::NotConnected(_) => (StatusCode::CONFLICT, "CONNECTION_NOT_CONNECTED"),
             ApiError::SyncPointTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"),

@@ -185,6 +185,8 @@ pub struct LockedConnection {
     pub tokens: Option<SealedTokens>,
     /// The OAuth flow a `PENDING` connection waits for.
     pub pending_flow: Option<uuid::Uuid>,
+    /// The grant a `CONNECTED` connection holds (new with each completed authorization).
+    pub grant_id: Option<uuid::Uuid>,
 }
 
 type ConnectionRow = (
@@ -198,6 +200,7 @@ type ConnectionRow = (
     Option<String>,
     Option<DateTime<Utc>>,
     Vec<String>,
+    Option<uuid::Uuid>,
     Option<uuid::Uuid>,
 );
 
@@ -221,13 +224,13 @@ pub(crate) async fn read_connection(
     let row_lock = if row_lock { " FOR UPDATE" } else { "" };
     let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
-         token_expires_at, scopes, pending_flow FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
+         token_expires_at, scopes, pending_flow, grant_id FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
     ))
     .bind(lock.workspace_id)
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)
     .await?;
-    let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes, pending_flow) =
+    let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes, pending_flow, grant_id) =
         row.ok_or(ApiError::NotFound)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => {
@@ -244,6 +247,7 @@ pub(crate) async fn read_connection(
         version,
         tokens,
         pending_flow,
+        grant_id,
     })
 }
 
@@ -322,6 +326,7 @@ async fn store(
     let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
            pending_flow     = CASE WHEN $2 = 'PENDING' THEN pending_flow ELSE NULL END, \
+           grant_id         = CASE WHEN $12 THEN gen_random_uuid() WHEN $5 AND $6::bytea IS NULL THEN NULL ELSE grant_id END, \
            access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
            refresh_token    = CASE WHEN $5 THEN $7 ELSE refresh_token END, \
            token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \
@@ -342,6 +347,7 @@ async fn store(
     .bind(t.as_ref().and_then(|t| t.expires_at))
     .bind(t.map(|t| t.scopes).unwrap_or_default())
     .bind(refresh_outcome)
+    .bind(to == ConnectionStatus::Connected && connection.status != ConnectionStatus::Connected)
     .fetch_optional(&mut **tx)
     .await?;
     // Under the row lock the version cannot move; if it did, some writer skipped the lock

@@ -259,7 +259,12 @@ pub async fn callback(
     let flaws_of_request = state.flaws.clone();
     let flow = complete_flow(state, ctx, record, params, member, provider);
     let task = tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, flow).await }));
-    task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}"))))?.map(Json)
+    let finished = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}"))))?;
+    // The state is spent: "busy, retry" would only lead to OAUTH_STATE_INVALID.
+    finished.map(Json).map_err(|e| match e {
+        ApiError::LockTimeout => ApiError::AuthorizationInterrupted,
+        other => other,
+    })
 }
 
 /// Steps 3 and 4 of the callback: exchange the code, then store the tokens under the locks.

@@ -636,3 +636,30 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sync_whose_grant_was_replaced_meanwhile_stores_nothing() {
+    let app = spawn_app().await;
+    let t = app.tenant("aba", true, ConnectionStatus::NotConnected).await;
+    app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    let sync_points = app.sut.replicas[0].sync.clone();
+    let slot = harbor_syncpoint::SlotKey::new("S", "sync.before_fetch");
+    sync_points.arm(slot.clone()).unwrap();
+    let parked_sync = app
+        .call(Method::POST, format!("/v1/workspaces/{}/connections/gmail/sync", t.workspace))
+        .as_user(t.member.0)
+        .actor("S")
+        .send();
+    let reconnect = async {
+        crate::helpers::within("the sync to park", sync_points.until(slot.clone(), harbor_syncpoint::SlotState::Parked)).await;
+        // While the sync holds the old grant's access token: disconnect and connect again.
+        let r = app.call(Method::POST, format!("/v1/workspaces/{}/connections/gmail/disconnect", t.workspace)).as_user(t.owner.0).send().await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+        sync_points.release(&slot).unwrap();
+    };
+    let (r, ()) = tokio::join!(parked_sync, reconnect);
+    r.assert_error(StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED");
+    assert_eq!(app.count("SELECT count(*) FROM documents").await, 0, "nothing fetched with the old grant is stored");
+    app.stop().await;
+}
