@@ -240,11 +240,6 @@ impl FakeProvider {
             || inner.refresh.get(token).is_some_and(|r| r.1)
     }
 
-    /// Plays the user's browser at this provider (see [`consent`]).
-    pub async fn consent(&self, http: &reqwest::Client, authorization_url: &str) -> Result<Consent, String> {
-        consent(http, authorization_url).await
-    }
-
     /// Stops the server.
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -224,7 +224,7 @@ impl ServiceUnderTest {
             return Err(format!("authorize answered {status}: {body}"));
         }
         let url = body["authorization_url"].as_str().ok_or("no authorization_url")?;
-        self.provider.consent(&self.http, url).await
+        crate::fake_provider::consent(&self.http, url).await
     }
 
     /// Delivers a consent to the service's callback on `replica`, as `user`. Returns the status and
