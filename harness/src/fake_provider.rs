@@ -53,6 +53,25 @@ pub enum Fault {
     ServerError,
 }
 
+/// What the token endpoint sends as `expires_in` (a hostile or sloppy provider).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiresIn {
+    /// The access token's real lifetime, in seconds (`access_token_ttl`).
+    #[default]
+    Honest,
+    /// `i64::MAX` seconds: more than any calendar holds.
+    Huge,
+    /// `-3600`.
+    Negative,
+    /// `0`.
+    Zero,
+    /// `"soon"`: not a number at all.
+    NonNumeric,
+    /// No `expires_in` field.
+    Missing,
+}
+
 /// Behaviour switches of one provider.
 #[derive(Clone, Debug)]
 pub struct Switches {
@@ -69,6 +88,10 @@ pub struct Switches {
     /// A refresh invalidates the access tokens issued earlier to the same grant (as providers
     /// that rotate do), so a client that keeps using an old one is caught.
     pub revoke_access_on_refresh: bool,
+    /// What the token endpoint says in `expires_in`.
+    pub expires_in: ExpiresIn,
+    /// The resource lists its documents in reverse order (providers promise no order).
+    pub reverse_documents: bool,
 }
 
 impl Default for Switches {
@@ -80,6 +103,8 @@ impl Default for Switches {
             rotate_refresh_tokens: true,
             access_token_ttl: 3600,
             revoke_access_on_refresh: true,
+            expires_in: ExpiresIn::Honest,
+            reverse_documents: false,
         }
     }
 }
@@ -440,6 +465,7 @@ async fn token(State(inner): State<Shared>, Path(p): Path<String>, Form(form): F
     let ttl = guard.providers.entry(provider).or_default().switches.access_token_ttl;
     let rotate = guard.providers.entry(provider).or_default().switches.rotate_refresh_tokens;
     let revoke_old = guard.providers.entry(provider).or_default().switches.revoke_access_on_refresh;
+    let expires_in = guard.providers.entry(provider).or_default().switches.expires_in;
     let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
             let Some(code) = form.code else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
@@ -493,7 +519,15 @@ async fn token(State(inner): State<Shared>, Path(p): Path<String>, Form(form): F
         access.clone(),
         AccessGrant { provider, expires: Instant::now() + Duration::from_secs(ttl.max(0) as u64), revoked: false, family },
     );
-    let mut body = json!({ "access_token": access, "token_type": "Bearer", "expires_in": ttl });
+    let mut body = json!({ "access_token": access, "token_type": "Bearer" });
+    match expires_in {
+        ExpiresIn::Honest => body["expires_in"] = json!(ttl),
+        ExpiresIn::Huge => body["expires_in"] = json!(i64::MAX),
+        ExpiresIn::Negative => body["expires_in"] = json!(-3600),
+        ExpiresIn::Zero => body["expires_in"] = json!(0),
+        ExpiresIn::NonNumeric => body["expires_in"] = json!("soon"),
+        ExpiresIn::Missing => {}
+    }
     if !scope.is_empty() {
         body["scope"] = json!(scope);
     }
@@ -551,17 +585,18 @@ async fn resource(State(inner): State<Shared>, Path(p): Path<String>, headers: H
     let valid = token.as_ref().and_then(|t| guard.access.get(t)).is_some_and(|a| {
         a.provider == provider && !a.revoked && a.expires > Instant::now()
     });
-    let counters = &mut guard.providers.entry(provider).or_default().counters;
-    counters.resource_reads += 1;
+    let state = guard.providers.entry(provider).or_default();
+    state.counters.resource_reads += 1;
     if !valid {
-        counters.resource_unauthorized += 1;
+        state.counters.resource_unauthorized += 1;
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
     }
-    Json(json!({
-        "documents": [
-            { "id": format!("{provider}-doc-1"), "title": format!("{provider} quarterly report") },
-            { "id": format!("{provider}-doc-2"), "title": format!("{provider} onboarding notes") },
-        ]
-    }))
-    .into_response()
+    let mut documents = vec![
+        json!({ "id": format!("{provider}-doc-1"), "title": format!("{provider} quarterly report") }),
+        json!({ "id": format!("{provider}-doc-2"), "title": format!("{provider} onboarding notes") }),
+    ];
+    if state.switches.reverse_documents {
+        documents.reverse();
+    }
+    Json(json!({ "documents": documents })).into_response()
 }

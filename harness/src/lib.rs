@@ -14,14 +14,20 @@
 //!   refresh rotation, revocation, injectable errors and delays, and call counters.
 //! - [`scenario`]: scenario files, their checks, the [`scenario::runner::ScenarioRunner`], traces
 //!   and verdicts over repeated runs.
+//! - [`oracles`]: checks of the stored state shared by scenarios and the load test (tokens bound
+//!   to their row and grant).
 //! - [`mutants`]: the kill matrix — the catalogue against each seeded flaw of the service.
 //! - [`report`]: the run folder and `report.json`.
+//! - [`faults`]: [`faults::FaultProxy`], the TCP proxy through which replicas reach Redis, so a
+//!   scenario can stall or cut it (`do = "fault"`).
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod evidence;
 pub mod fake_provider;
+pub mod faults;
 pub mod fixtures;
 pub mod mutants;
+pub mod oracles;
 pub mod provision;
 pub mod report;
 pub mod scenario;

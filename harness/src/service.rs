@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::fake_provider::{Consent, FakeProvider};
+use crate::faults::FaultProxy;
 use crate::provision::{Infra, IsolatedEnv, ProvisionError};
 use crate::tokens::{TokenKind, TokenMint};
 
@@ -39,6 +40,10 @@ pub struct ServiceOptions {
     /// The service's `lock_timeout`; by default longer than any park a scenario can make, so a
     /// request queued behind a parked one waits for it instead of giving up.
     pub lock_timeout: Option<Duration>,
+    /// Most pooled PostgreSQL connections per replica.
+    pub database_max_connections: u32,
+    /// How long a request waits for a pooled connection (then 503 `DATABASE_UNAVAILABLE`).
+    pub database_acquire_timeout: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -53,6 +58,8 @@ impl Default for ServiceOptions {
             },
             flaws: Flaws::none(),
             lock_timeout: None,
+            database_max_connections: 20,
+            database_acquire_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -73,12 +80,14 @@ pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: Servic
     Config {
         profile: Profile::Test,
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database_url: SecretString::from(env.database_url.clone()),
-        database_max_connections: 20,
-        database_role: Some("harbor_app".to_owned()),
+        database_url: SecretString::from(env.request_database_url.clone()),
+        migration_database_url: Some(SecretString::from(env.database_url.clone())),
+        database_max_connections: options.database_max_connections,
+        database_acquire_timeout: options.database_acquire_timeout,
         lock_timeout: options.lock_timeout.unwrap_or(options.sync_point_timeout * 2 + Duration::from_secs(10)),
         redis_url: SecretString::from(env.redis_url.clone()),
         redis_key_prefix: env.redis_key_prefix.clone(),
+        redis_timeout: Duration::from_secs(2),
         jwt: deps.tokens.jwt_config(),
         token_keys: deps.token_keys.clone(),
         providers: deps.provider.providers_config(Duration::from_secs(5)),
@@ -136,6 +145,9 @@ pub struct ServiceUnderTest {
     pub clock: Clock,
     /// The token encryption keys the replicas were started with.
     pub token_keys: TokenKeysConfig,
+    /// The replicas reach Redis through this proxy, so a scenario can stall or cut their Redis
+    /// without touching the server (the harness's own Redis client goes direct).
+    pub redis_proxy: FaultProxy,
 }
 
 impl ServiceUnderTest {
@@ -157,10 +169,15 @@ impl ServiceUnderTest {
         let provider = FakeProvider::start().await.map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
         let clock = Clock::system();
         let db = env.pool(10).await?;
+        let redis_proxy = FaultProxy::start(redis_address(&env.redis_url)?)
+            .await
+            .map_err(|e| ServiceError::Task(format!("redis proxy: {e}")))?;
+        let proxied_redis_url = through_proxy(&env.redis_url, redis_proxy.local_addr());
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
         for _ in 0..options.replicas.max(1) {
             let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
-            let config = service_config(&env, &deps, options.clone());
+            let mut config = service_config(&env, &deps, options.clone());
+            config.redis_url = SecretString::from(proxied_redis_url.clone());
             let sync = SyncPoints::new();
             let hooks = Hooks { sync_points: Some(sync.clone()), clock: Some(clock.clone()) };
             let app = Application::build_with(config, hooks).await?;
@@ -193,7 +210,7 @@ impl ServiceUnderTest {
                 }
             }
         }
-        Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys })
+        Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys, redis_proxy })
     }
 
     /// The key ring the replicas use (to check stored ciphertext from the outside).
@@ -281,5 +298,28 @@ impl ServiceUnderTest {
         self.db.close().await;
         self.env.cleanup().await?;
         Ok(())
+    }
+}
+
+/// The socket address of the Redis server in `redis_url`.
+fn redis_address(redis_url: &str) -> Result<SocketAddr, ServiceError> {
+    let url = url::Url::parse(redis_url).map_err(|e| ServiceError::Task(format!("redis url: {e}")))?;
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port().unwrap_or(6379);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ServiceError::Task(format!("redis url: cannot resolve {host}:{port}")))
+}
+
+/// `redis_url` pointed at `proxy` instead of the server (credentials and database kept).
+fn through_proxy(redis_url: &str, proxy: SocketAddr) -> String {
+    match url::Url::parse(redis_url) {
+        Ok(mut url) => {
+            let _ = url.set_host(Some(&proxy.ip().to_string()));
+            let _ = url.set_port(Some(proxy.port()));
+            url.to_string()
+        }
+        Err(_) => redis_url.to_owned(),
     }
 }

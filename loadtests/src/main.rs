@@ -19,10 +19,8 @@ use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::provision::{BackendChoice, Infra};
 use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
 use harbor_harness::tokens::TokenKind;
-use harbor_service::domain::{ConnectionId, Provider, TenantId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
-use harbor_service::vault::{TokenBinding, TokenField};
 
 /// One goose user's identity and workspace.
 struct LoadUser {
@@ -149,23 +147,8 @@ async fn invariants(sut: &ServiceUnderTest) -> Result<Vec<String>, sqlx::Error> 
     if duplicated > 0 {
         broken.push(format!("{duplicated} workspace(s) activated more than once"));
     }
-    let rows: Vec<(ConnectionId, TenantId, String, Vec<u8>)> =
-        sqlx::query_as("SELECT id, tenant_id, provider, access_token FROM connections WHERE access_token IS NOT NULL")
-            .fetch_all(&sut.db)
-            .await?;
-    let ring = sut.key_ring();
-    let mut seen = std::collections::HashSet::new();
-    for (id, tenant, provider, sealed) in &rows {
-        let Ok(provider) = Provider::parse(provider) else { continue };
-        let binding = TokenBinding { tenant_id: *tenant, connection_id: *id, provider, field: TokenField::Access };
-        match ring.decrypt(sealed, &binding) {
-            Ok(token) => {
-                if !seen.insert(secrecy::ExposeSecret::expose_secret(&token).to_owned()) {
-                    broken.push(format!("connection {id} shares its token with another"));
-                }
-            }
-            Err(e) => broken.push(format!("connection {id}: {e}")),
-        }
+    if let Err(e) = harbor_harness::oracles::tokens_bound(&sut.db, &sut.key_ring()).await {
+        broken.push(e);
     }
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'CONNECTED' AND access_token IS NULL")
         .fetch_one(&sut.db)

@@ -121,9 +121,9 @@ impl Application {
                 "SEEDED FLAWS ENABLED: this service is deliberately broken for the harness's mutation run; never deploy it"
             );
         }
-        {
-            // Migrations run as the schema owner; requests run as the non-owner role.
-            let owner = db::connect_owner(&config, 1).await?;
+        // Migrations run as the schema owner, when this process is given its credential;
+        // requests run as their own login role.
+        if let Some(owner) = db::connect_owner(&config, 1).await? {
             db::MIGRATOR.run(&owner).await?;
             if config.flaws.has(crate::flaws::Flaw::NoUniqueActivation) {
                 // Seeded flaw: the v1 schema, where nothing in the database made activation unique.
@@ -136,7 +136,12 @@ impl Application {
         let db = db::connect(&config).await?;
         db::check_row_security(&db).await?;
         let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
-        let redis = redis::aio::ConnectionManager::new(redis_client).await?;
+        // Bounded: a stalled Redis fails a request (503 UNAVAILABLE) instead of holding it.
+        let redis_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(config.redis_timeout)
+            .set_response_timeout(config.redis_timeout)
+            .set_number_of_retries(2);
+        let redis = redis::aio::ConnectionManager::new_with_config(redis_client, redis_config).await?;
         let sync_points = config
             .sync_points
             .then(|| SyncHooks::new(hooks.sync_points.unwrap_or_default(), config.sync_point_timeout));

@@ -12,6 +12,10 @@ use chrono::{DateTime, Duration, Utc};
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
     offset_ms: Arc<AtomicI64>,
+    /// How far this host's system clock is off (zero in every real deployment: the system clock
+    /// *is* the host's). Tests set it to play a replica on a badly set host; anything that must
+    /// agree across replicas (rate limits) uses the Redis server's time instead, plus [`Clock::offset`].
+    skew: Duration,
 }
 
 impl Clock {
@@ -20,9 +24,14 @@ impl Clock {
         Self::default()
     }
 
+    /// A clock on a host whose system time is off by `skew` (tests of cross-replica drift).
+    pub fn with_skew(skew: Duration) -> Self {
+        Self { skew, ..Self::default() }
+    }
+
     /// The current time as the service sees it.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+        Utc::now() + self.skew + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
     }
 
     /// Moves the clock forward by `by` (every clone sees it: replicas share one clock).
@@ -31,7 +40,7 @@ impl Clock {
         self.offset_ms.fetch_add(ms, Ordering::SeqCst);
     }
 
-    /// How far the clock has been moved from the system time.
+    /// How far the harness has moved the clock (the host's skew is not part of it).
     pub fn offset(&self) -> Duration {
         Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
     }

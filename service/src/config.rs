@@ -43,13 +43,18 @@ pub struct Config {
     pub profile: Profile,
     /// Where to listen; port 0 picks a free port (the harness does this).
     pub listen_addr: SocketAddr,
-    /// PostgreSQL connection URL (may carry a password).
+    /// PostgreSQL URL of the role requests run as (may carry a password): a LOGIN role that owns
+    /// nothing and is not a member of the owner, so row-level security applies to every request
+    /// session and `RESET ROLE` cannot widen it (checked at start-up).
     pub database_url: SecretString,
+    /// PostgreSQL URL of the schema owner, for migrations (run at start-up when set) and
+    /// `rotate-keys`. Production can leave it out of the serving process and run
+    /// `harbor-service migrate` instead.
+    pub migration_database_url: Option<SecretString>,
     /// Most connections the pool opens.
     pub database_max_connections: u32,
-    /// The role the service's sessions run as (`SET ROLE`): a non-owner, so row-level security
-    /// applies to it. `None` only where the login role is already such a role.
-    pub database_role: Option<String>,
+    /// How long a request waits for a pooled connection before 503 `DATABASE_UNAVAILABLE`.
+    pub database_acquire_timeout: Duration,
     /// How long a request waits for a lock before it gives up with 503 `LOCK_TIMEOUT`, so a slow
     /// provider call under one workspace's lock cannot pile up every pooled connection.
     pub lock_timeout: Duration,
@@ -57,6 +62,9 @@ pub struct Config {
     pub redis_url: SecretString,
     /// Prefix of every Redis key the service writes, so several deployments can share a server.
     pub redis_key_prefix: String,
+    /// Bound on connecting to Redis and on each Redis command; past it the request fails closed
+    /// with 503 `UNAVAILABLE`.
+    pub redis_timeout: Duration,
     /// How bearer tokens are verified.
     pub jwt: JwtConfig,
     /// The token encryption keys; the service refuses to start without one.
@@ -131,6 +139,9 @@ impl std::str::FromStr for Quota {
         if per_minute == 0 || burst == 0 {
             return Err("per_minute and burst must be positive".into());
         }
+        if per_minute > Quota::MAX_PER_MINUTE {
+            return Err(format!("per_minute is at most {} (one request per microsecond)", Quota::MAX_PER_MINUTE));
+        }
         Ok(Quota { per_minute, burst })
     }
 }
@@ -168,7 +179,6 @@ impl Config {
                 Ok(raw) => raw.parse().map_err(|message| ConfigError::Invalid { var: name, message }),
             }
         };
-        let role = var_or("HARBOR_DATABASE_ROLE", "harbor_app");
         let mut wanted = Vec::new();
         for name in var_or("HARBOR_FLAWS", "").split(',').map(str::trim).filter(|n| !n.is_empty()) {
             wanted.push(Flaw::parse(name).ok_or_else(|| ConfigError::Invalid {
@@ -181,11 +191,13 @@ impl Config {
             profile: Profile::parse(&var_or("HARBOR_PROFILE", "production"))?,
             listen_addr: parse_var("HARBOR_LISTEN_ADDR", "127.0.0.1:8080")?,
             database_url: SecretString::from(var("HARBOR_DATABASE_URL")?),
+            migration_database_url: std::env::var("HARBOR_MIGRATION_DATABASE_URL").ok().map(SecretString::from),
             database_max_connections: parse_var("HARBOR_DATABASE_MAX_CONNECTIONS", "20")?,
-            database_role: (!role.is_empty()).then_some(role),
+            database_acquire_timeout: Duration::from_millis(parse_var("HARBOR_DATABASE_ACQUIRE_TIMEOUT_MS", "10000")?),
             lock_timeout: Duration::from_millis(parse_var("HARBOR_LOCK_TIMEOUT_MS", "5000")?),
             redis_url: SecretString::from(var("HARBOR_REDIS_URL")?),
             redis_key_prefix: var_or("HARBOR_REDIS_PREFIX", "harbor:"),
+            redis_timeout: Duration::from_millis(parse_var("HARBOR_REDIS_TIMEOUT_MS", "2000")?),
             jwt: JwtConfig {
                 jwks,
                 issuer: var("HARBOR_JWT_ISSUER")?,
@@ -225,13 +237,26 @@ impl Config {
                 message: "seeded flaws are refused with HARBOR_PROFILE=production".into(),
             });
         }
-        if let Some(role) = &self.database_role {
-            if role.is_empty() || !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(ConfigError::Invalid {
-                    var: "HARBOR_DATABASE_ROLE",
-                    message: "a role name of [A-Za-z0-9_] characters".into(),
-                });
+        if self.profile == Profile::Production {
+            // Tokens, codes and client secrets travel to these endpoints.
+            for (provider, c) in &self.providers.providers {
+                for (what, url) in [
+                    ("authorize_url", &c.authorize_url),
+                    ("token_url", &c.token_url),
+                    ("revoke_url", &c.revoke_url),
+                    ("resource_url", &c.resource_url),
+                ] {
+                    if url.scheme() != "https" {
+                        return Err(ConfigError::Invalid {
+                            var: "HARBOR_PROVIDERS_FILE",
+                            message: format!("{provider}.{what} must be https with HARBOR_PROFILE=production, not {}", url.scheme()),
+                        });
+                    }
+                }
             }
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(ConfigError::Invalid { var: "HARBOR_REDIS_TIMEOUT_MS", message: "must be positive".into() });
         }
         if self.jwt.jwks.keys.is_empty() {
             return Err(ConfigError::Invalid { var: "HARBOR_JWT_JWKS", message: "the key set is empty".into() });

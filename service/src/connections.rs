@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use secrecy::SecretString;
 use serde_json::json;
 
 use crate::app::AppState;
@@ -180,13 +181,51 @@ pub async fn disconnect(
     member: WorkspaceMember,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    transition(&state, &ctx, &member, provider, Transition::Disconnect).await.map(Json)
+    transition(&state, &ctx, &member, provider, Transition::Disconnect).await.map(|(view, _)| Json(view))
 }
 
-/// Revokes a connection's grant: the provider's revocation endpoint is called with the stored
-/// grant, then the connection is `REVOKED` and its tokens wiped. Owner or admin only. The local
-/// revocation does not depend on the provider: if the provider cannot be reached the tokens are
-/// still wiped, and the audit event records `provider_revocation: failed`.
+/// What the provider said about a revoked grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderRevocation {
+    /// The provider confirmed the revocation (RFC 7009).
+    Confirmed,
+    /// The provider could not be reached or refused: the grant may still be live there, though
+    /// Harbor no longer holds it.
+    Failed,
+    /// The connection held no tokens, so there was nothing to revoke.
+    NoTokens,
+    /// The stored tokens could not be decrypted, so the provider could not be told.
+    Undecryptable,
+}
+
+impl ProviderRevocation {
+    /// The name in responses and audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderRevocation::Confirmed => "confirmed",
+            ProviderRevocation::Failed => "failed",
+            ProviderRevocation::NoTokens => "no_tokens",
+            ProviderRevocation::Undecryptable => "undecryptable",
+        }
+    }
+}
+
+/// A revoked connection, and whether the provider confirmed it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevokeResponse {
+    /// The connection, now `REVOKED`.
+    #[serde(flatten)]
+    pub connection: ConnectionView,
+    /// What the provider said; anything but `confirmed` means the grant may still be live there.
+    pub provider_revocation: ProviderRevocation,
+}
+
+/// Revokes a connection's grant. Owner or admin only. Under the locks the stored grant is
+/// decrypted, the connection becomes `REVOKED` with its tokens wiped, and that is committed; only
+/// then is the provider's revocation endpoint called (from a task a disconnecting client cannot
+/// cancel), and its answer audited and returned in `provider_revocation`. Nothing waits on the
+/// provider while the workspace is locked.
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
@@ -195,7 +234,7 @@ pub async fn disconnect(
         ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
     ),
     responses(
-        (status = 200, description = "Revoked", body = ConnectionView),
+        (status = 200, description = "Revoked; `provider_revocation` says whether the provider confirmed", body = RevokeResponse),
         (status = 403, description = "Caller is not an owner or admin", body = ErrorBody),
         (status = 404, description = "No such workspace for this caller", body = ErrorBody),
         (status = 409, description = "INVALID_TRANSITION", body = ErrorBody),
@@ -208,8 +247,46 @@ pub async fn revoke(
     Extension(ctx): Extension<RequestContext>,
     member: WorkspaceMember,
     ProviderPath(provider): ProviderPath,
-) -> Result<Json<ConnectionView>, ApiError> {
-    transition(&state, &ctx, &member, provider, Transition::Revoke).await.map(Json)
+) -> Result<Json<RevokeResponse>, ApiError> {
+    let (connection, grant) = transition(&state, &ctx, &member, provider, Transition::Revoke).await?;
+    let provider_revocation = match grant {
+        GrantToRevoke::Token(token) => {
+            // REVOKED is committed; now the provider is told, in a task of its own so that a client
+            // hanging up cannot leave the grant live and unrecorded.
+            let flaws_of_request = state.flaws.clone();
+            let (state, ctx, member) = (state.clone(), ctx.clone(), member.clone());
+            let told = tell_provider(state, ctx, member, provider, token);
+            let task = tokio::spawn(crate::context::within_request(async move { crate::flaws::scope(&flaws_of_request, told).await }));
+            task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("revocation task failed: {e}"))))?
+        }
+        GrantToRevoke::NoTokens => ProviderRevocation::NoTokens,
+        GrantToRevoke::Undecryptable => ProviderRevocation::Undecryptable,
+        GrantToRevoke::NotRequested => unreachable!("a revoke always decides about its grant"),
+    };
+    Ok(Json(RevokeResponse { connection, provider_revocation }))
+}
+
+/// The grant a committed revoke still has to give back at the provider.
+enum GrantToRevoke {
+    /// The token to revoke (the refresh token if there is one: it ends the whole grant).
+    Token(SecretString),
+    /// There were no tokens.
+    NoTokens,
+    /// The tokens did not decrypt (a key gone, a tampered row): wiped without telling the provider.
+    Undecryptable,
+    /// Not a revoke.
+    NotRequested,
+}
+
+impl GrantToRevoke {
+    fn audit_name(&self) -> &'static str {
+        match self {
+            GrantToRevoke::Token(_) => "pending",
+            GrantToRevoke::NoTokens => "no_tokens",
+            GrantToRevoke::Undecryptable => "undecryptable",
+            GrantToRevoke::NotRequested => "not_requested",
+        }
+    }
 }
 
 async fn transition(
@@ -218,7 +295,7 @@ async fn transition(
     member: &WorkspaceMember,
     provider: Provider,
     transition: Transition,
-) -> Result<ConnectionView, ApiError> {
+) -> Result<(ConnectionView, GrantToRevoke), ApiError> {
     member.require_admin()?;
     let hooks = state.sync_points.as_ref();
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
@@ -226,13 +303,7 @@ async fn transition(
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
-        // Refuse a forbidden transition before calling anyone.
-        lifecycle::next_status(connection.status, connection.settled_status, transition)?;
-        let provider_revocation = if transition == Transition::Revoke {
-            revoke_at_provider(state, &connection).await?
-        } else {
-            "not_requested"
-        };
+        let grant = if transition == Transition::Revoke { grant_of(state, &connection) } else { GrantToRevoke::NotRequested };
         let (to, _) = lifecycle::apply(&mut tx, &lock, &connection, transition, None).await?;
         audit::record(
             &mut tx,
@@ -246,36 +317,65 @@ async fn transition(
                 detail: json!({
                     "provider": provider.as_str(),
                     "from": connection.status.as_str(),
-                    "provider_revocation": provider_revocation,
+                    "provider_revocation": grant.audit_name(),
                 }),
             },
         )
         .await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_BEFORE_COMMIT).await?;
-        read_view(&mut tx, member.workspace_id, provider).await
+        Ok((read_view(&mut tx, member.workspace_id, provider).await?, grant))
     }
     .await;
     db::finish(tx, result).await
 }
 
-/// Calls the provider's revocation endpoint with the stored grant (the refresh token if there is
-/// one, which revokes the whole grant, else the access token). Returns the outcome for the audit.
-async fn revoke_at_provider(state: &AppState, connection: &LockedConnection) -> Result<&'static str, ApiError> {
-    let (access, refresh) = match oauth::open_tokens(&state.vault, connection) {
-        Ok(Some(tokens)) => tokens,
-        Ok(None) => return Ok("no_tokens"),
+/// The stored grant, decrypted under the row lock so that the token to revoke is the one the
+/// committed `REVOKED` wiped.
+fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
+    match oauth::open_tokens(&state.vault, connection) {
+        Ok(Some((access, refresh))) => GrantToRevoke::Token(refresh.unwrap_or(access)),
+        Ok(None) => GrantToRevoke::NoTokens,
         // A key gone or a tampered row must not stop an admin from killing the connection: the
         // tokens are wiped locally and the audit row says the provider could not be told.
         Err(e) => {
             tracing::error!(provider = connection.provider.as_str(), error = %e, "stored tokens unreadable; wiping without provider revocation");
-            return Ok("undecryptable");
-        }
-    };
-    match state.providers.revoke(connection.provider, refresh.as_ref().unwrap_or(&access)).await {
-        Ok(()) => Ok("ok"),
-        Err(e) => {
-            tracing::warn!(provider = connection.provider.as_str(), error = %e, "provider revocation failed; tokens wiped locally");
-            Ok("failed")
+            GrantToRevoke::Undecryptable
         }
     }
+}
+
+/// After the commit: calls the provider's revocation endpoint (RFC 7009) and audits its answer.
+/// The revoke itself is committed whatever happens here, so a failed audit write is logged, not
+/// turned into an error response that would claim the revoke failed.
+async fn tell_provider(
+    state: AppState,
+    ctx: RequestContext,
+    member: WorkspaceMember,
+    provider: Provider,
+    token: SecretString,
+) -> ProviderRevocation {
+    let outcome = match state.providers.revoke(provider, &token).await {
+        Ok(()) => ProviderRevocation::Confirmed,
+        Err(e) => {
+            tracing::warn!(provider = provider.as_str(), error = %e, "provider revocation failed; tokens already wiped locally");
+            ProviderRevocation::Failed
+        }
+    };
+    let event = AuditEvent {
+        tenant_id: Some(member.tenant_id),
+        workspace_id: Some(member.workspace_id),
+        actor_user_id: Some(member.user_id),
+        action: "revoke.provider",
+        outcome: outcome.as_str(),
+        detail: json!({ "provider": provider.as_str(), "provider_revocation": outcome.as_str() }),
+    };
+    let recorded = async {
+        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+        let result = audit::record(&mut tx, &ctx, event).await.map_err(ApiError::from);
+        db::finish(tx, result).await
+    };
+    if let Err(e) = recorded.await {
+        tracing::error!(provider = provider.as_str(), outcome = outcome.as_str(), error = %e, "could not audit the provider's answer to a committed revoke");
+    }
+    outcome
 }

@@ -22,24 +22,19 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A request's transaction.
 pub type Tx = Transaction<'static, Postgres>;
 
-/// Opens the service's pool: every session runs as the configured non-owner role, so row-level
-/// security applies to every query the service makes.
+/// Opens the service's pool, logged in as the request role (`HARBOR_DATABASE_URL`): a role that
+/// owns nothing, so row-level security applies to every query the service makes — and, since it
+/// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())?.application_name("harbor-service");
-    let role = config.database_role.clone();
     let lock_timeout = lock_timeout_statement(config.lock_timeout);
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(10))
+        .acquire_timeout(config.database_acquire_timeout)
         .after_connect(move |conn, _| {
-            let role = role.clone();
             let lock_timeout = lock_timeout.clone();
             Box::pin(async move {
-                sqlx::query(&lock_timeout).execute(&mut *conn).await?;
-                if let Some(role) = role {
-                    // The name is checked by `Config::validate` ([A-Za-z0-9_]+), so quoting is enough.
-                    sqlx::query(&format!("SET ROLE \"{role}\"")).execute(conn).await?;
-                }
+                sqlx::query(&lock_timeout).execute(conn).await?;
                 Ok(())
             })
         })
@@ -47,26 +42,37 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
-/// Refuses to serve if requests would bypass row-level security: the session role must be one
-/// the policies apply to (not the tables' owner, not a superuser, not `BYPASSRLS`).
+/// Refuses to serve if a request session could see past row-level security, even after
+/// `RESET ROLE` (what injected SQL or compromised code would try first): the session's login
+/// role must be subject to the policies, and must not be — or be able to become — a superuser, a
+/// `BYPASSRLS` role or the tables' owner.
 pub async fn check_row_security(pool: &PgPool) -> Result<(), crate::app::StartupError> {
-    let (role, active): (String, bool) =
-        sqlx::query_as("SELECT current_user::text, row_security_active('connections')").fetch_one(pool).await?;
-    if active {
-        Ok(())
-    } else {
-        Err(crate::app::StartupError::RowSecurity(format!(
-            "requests would run as {role:?}, which bypasses row-level security; set HARBOR_DATABASE_ROLE to a non-owner role (harbor_app)"
-        )))
+    let mut conn = pool.acquire().await?;
+    sqlx::query("RESET ROLE").execute(&mut *conn).await?;
+    let (role, active, widening): (String, bool, Vec<String>) = sqlx::query_as(
+        "SELECT session_user::text, row_security_active('connections'), \
+           ARRAY(SELECT r.rolname::text FROM pg_roles r \
+                 WHERE pg_has_role(session_user, r.oid, 'MEMBER') \
+                   AND (r.rolsuper OR r.rolbypassrls OR r.oid = (SELECT relowner FROM pg_class WHERE oid = 'connections'::regclass)) \
+                 ORDER BY 1)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if active && widening.is_empty() {
+        return Ok(());
     }
+    Err(crate::app::StartupError::RowSecurity(format!(
+        "requests would log in as {role:?}, which bypasses row-level security or can become {widening:?}; \
+         set HARBOR_DATABASE_URL to a role that owns nothing and is not a member of the owner (harbor_app)"
+    )))
 }
 
-/// Opens a pool as the login role itself (the schema owner): for migrations and key rotation,
-/// which must see every tenant. Request handling never uses it.
-pub async fn connect_owner(config: &Config, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options =
-        PgConnectOptions::from_str(config.database_url.expose_secret())?.application_name("harbor-service-owner");
-    PgPoolOptions::new().max_connections(max_connections).connect_with(options).await
+/// Opens a pool as the schema owner (`HARBOR_MIGRATION_DATABASE_URL`): for migrations and key
+/// rotation, which must see every tenant. Request handling never uses it.
+pub async fn connect_owner(config: &Config, max_connections: u32) -> Result<Option<PgPool>, sqlx::Error> {
+    let Some(url) = &config.migration_database_url else { return Ok(None) };
+    let options = PgConnectOptions::from_str(url.expose_secret())?.application_name("harbor-service-owner");
+    PgPoolOptions::new().max_connections(max_connections).connect_with(options).await.map(Some)
 }
 
 /// Begins a request's transaction: scoped to `tenant` for row-level security

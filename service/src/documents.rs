@@ -108,7 +108,11 @@ pub async fn sync(
     };
     SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
     // No lock is held while the resource is read: only the token decision needs serialising.
-    let documents = state.providers.fetch_documents(provider, &access).await?;
+    let mut documents = state.providers.fetch_documents(provider, &access).await?;
+    // Written in one order whatever order the provider listed them in: two syncs of the same
+    // documents then queue on the first row instead of locking rows crosswise (a deadlock).
+    documents.sort_by(|a, b| a.id.cmp(&b.id));
+    documents.dedup_by(|a, b| a.id == b.id);
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         // A revoke or disconnect may have committed while the resource was read: what the old
@@ -178,10 +182,12 @@ async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMem
                 // The provider has rotated the grant: from here on only storing it matters, so a
                 // sync-point timeout is ignored rather than allowed to throw the new tokens away.
                 let _ = SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_REFRESHED).await;
-                let sealed = oauth::seal_token_set(&state.vault, &connection, &tokens, Some(&refresh), state.clock.now())?;
+                // Same grant, new tokens (a row from before grants were recorded gets one now).
+                let grant = connection.grant_id.unwrap_or_else(uuid::Uuid::new_v4);
+                let sealed = oauth::seal_token_set(&state.vault, &connection, grant, &tokens, Some(&refresh), state.clock.now())?;
                 lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
                 audit::record(&mut tx, &ctx, refresh_event(&member, provider, "ok")).await?;
-                Ok(Prepared::Ready { access: tokens.access_token, refreshed: true, grant: connection.grant_id })
+                Ok(Prepared::Ready { access: tokens.access_token, refreshed: true, grant: Some(grant) })
             }
             Err(ProviderError::InvalidGrant) => {
                 lifecycle::apply(&mut tx, &lock, &connection, Transition::RefreshRejected, None).await?;

@@ -80,11 +80,17 @@ pub enum ApiError {
     /// A lock was not granted within the configured `lock_timeout`; retry.
     #[error("the workspace is busy; retry shortly")]
     LockTimeout,
+    /// No pooled database connection could be had in time: every one is busy, or PostgreSQL
+    /// cannot be reached. A problem of the whole replica, not of one workspace, so clients are
+    /// told to come back later (a longer, jittered `Retry-After`), not in a second.
+    #[error("no database connection is available; retry later")]
+    DatabaseUnavailable,
     /// PostgreSQL failed; details are logged, never returned.
     #[error("database error")]
     Database(sqlx::Error),
-    /// Redis failed; details are logged, never returned.
-    #[error("redis error")]
+    /// Redis failed or did not answer in time; details are logged, never returned. Nothing that
+    /// needs Redis proceeds without it (fail closed).
+    #[error("a dependency is unavailable; retry later")]
     Redis(#[from] redis::RedisError),
 }
 
@@ -128,7 +134,11 @@ impl ApiError {
             ApiError::ReconnectRequired => (StatusCode::CONFLICT, "RECONNECT_REQUIRED"),
             ApiError::NotConnected(_) => (StatusCode::CONFLICT, "CONNECTION_NOT_CONNECTED"),
             ApiError::SyncPointTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"),
-            ApiError::Database(_) | ApiError::Redis(_) | ApiError::Vault(_) | ApiError::StateStore(_) => {
+            ApiError::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+            ApiError::Redis(_) | ApiError::StateStore(StateStoreError::Redis(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
+            ApiError::Database(_) | ApiError::Vault(_) | ApiError::StateStore(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
             }
         }
@@ -137,9 +147,12 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock. A pool with
-        // no connection to give is the same condition one step earlier: busy, retry.
-        if matches!(e, sqlx::Error::PoolTimedOut) || e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
+        // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock — this
+        // workspace is busy. A pool with no connection to give is not that: it is the whole
+        // replica (or the database) that is short, and it gets its own code.
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            ApiError::DatabaseUnavailable
+        } else if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
             ApiError::LockTimeout
         } else {
             ApiError::Database(e)
@@ -154,6 +167,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Database(e) => tracing::error!(%request_id, error = %e, "database error"),
             ApiError::Redis(e) => tracing::error!(%request_id, error = %e, "redis error"),
+            ApiError::DatabaseUnavailable => tracing::error!(%request_id, "no pooled database connection in time"),
             ApiError::Vault(e) => tracing::error!(%request_id, error = %e, "token vault error"),
             ApiError::StateStore(e) => tracing::error!(%request_id, error = %e, "oauth state store error"),
             ApiError::Provider(e) => tracing::warn!(%request_id, code, error = %e, "provider call failed"),
@@ -164,13 +178,40 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody { error: ErrorDetail { code, message: self.to_string(), request_id } };
         let mut response = (status, axum::Json(body)).into_response();
-        if let ApiError::LockTimeout = self {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, 1u64.into());
+        match self {
+            ApiError::LockTimeout => {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, 1u64.into());
+            }
+            ApiError::DatabaseUnavailable | ApiError::Redis(_) | ApiError::StateStore(StateStoreError::Redis(_)) => {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, unavailable_retry_after().into());
+            }
+            _ => {}
         }
         if let ApiError::RateLimited { retry_after, .. } = self {
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
         }
         response
+    }
+}
+
+/// Seconds a client should wait after a replica-wide unavailability: 5 to 15, at random, so that
+/// the clients refused together do not all come back together.
+pub fn unavailable_retry_after() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(5..=15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_exhaustion_is_not_a_busy_workspace() {
+        let e = ApiError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE"));
+        let seconds: Vec<u64> = (0..200).map(|_| unavailable_retry_after()).collect();
+        assert!(seconds.iter().all(|s| (5..=15).contains(s)));
+        assert!(seconds.iter().any(|s| *s != seconds[0]), "jittered");
     }
 }

@@ -149,6 +149,8 @@ pub struct SealedTokens {
     pub refresh_token: Option<Vec<u8>>,
     /// The key both were encrypted with.
     pub key_id: String,
+    /// The grant both are bound to (part of their associated data); stored as the row's grant.
+    pub grant_id: Option<uuid::Uuid>,
     /// When the access token expires.
     pub expires_at: Option<DateTime<Utc>>,
     /// The scopes granted.
@@ -234,7 +236,7 @@ pub(crate) async fn read_connection(
         row.ok_or(ApiError::NotFound)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => {
-            Some(SealedTokens { access_token, refresh_token: refresh, key_id, expires_at, scopes })
+            Some(SealedTokens { access_token, refresh_token: refresh, key_id, grant_id, expires_at, scopes })
         }
         _ => None,
     };
@@ -326,7 +328,7 @@ async fn store(
     let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
            pending_flow     = CASE WHEN $2 = 'PENDING' THEN pending_flow ELSE NULL END, \
-           grant_id         = CASE WHEN $12 THEN gen_random_uuid() WHEN $5 AND $6::bytea IS NULL THEN NULL ELSE grant_id END, \
+           grant_id         = CASE WHEN $5 THEN $12 ELSE grant_id END, \
            access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
            refresh_token    = CASE WHEN $5 THEN $7 ELSE refresh_token END, \
            token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \
@@ -345,9 +347,11 @@ async fn store(
     .bind(t.as_ref().and_then(|t| t.refresh_token.clone()))
     .bind(t.as_ref().map(|t| t.key_id.clone()))
     .bind(t.as_ref().and_then(|t| t.expires_at))
-    .bind(t.map(|t| t.scopes).unwrap_or_default())
+    .bind(t.as_ref().map(|t| t.scopes.clone()).unwrap_or_default())
     .bind(refresh_outcome)
-    .bind(to == ConnectionStatus::Connected && connection.status != ConnectionStatus::Connected)
+    // The grant the new tokens are sealed to (a new one per completed authorization, the same
+    // one across refreshes); none once the tokens are wiped.
+    .bind(t.and_then(|t| t.grant_id))
     .fetch_optional(&mut **tx)
     .await?;
     // Under the row lock the version cannot move; if it did, some writer skipped the lock

@@ -1,5 +1,7 @@
-//! `harbor-service`: serves until SIGINT/SIGTERM (`serve`, the default), or re-encrypts stored
-//! tokens under the primary key (`rotate-keys`). Configuration comes from the environment.
+//! `harbor-service`: serves until SIGINT/SIGTERM (`serve`, the default), applies the schema
+//! migrations (`migrate`), or re-encrypts stored tokens under the primary key (`rotate-keys`).
+//! Configuration comes from the environment; `migrate` and `rotate-keys` need the owner's
+//! credential (`HARBOR_MIGRATION_DATABASE_URL`).
 
 use clap::{Parser, Subcommand};
 use harbor_service::vault::{self, KeyRing};
@@ -16,6 +18,8 @@ struct Cli {
 enum Command {
     /// Serve the API (the default).
     Serve,
+    /// Apply the schema migrations as the owner (HARBOR_MIGRATION_DATABASE_URL), then exit.
+    Migrate,
     /// Re-encrypt every stored token under the primary key (HARBOR_TOKEN_PRIMARY_KEY), in batches.
     /// Safe to interrupt and run again: it only selects rows still under an older key.
     RotateKeys {
@@ -38,6 +42,7 @@ async fn main() -> std::process::ExitCode {
     harbor_service::telemetry::init(config.json_logs);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
+        Command::Migrate => migrate(config).await,
         Command::RotateKeys { batch_size } => rotate_keys(config, batch_size).await,
     }
 }
@@ -68,24 +73,49 @@ async fn rotate_keys(config: Config, batch_size: i64) -> std::process::ExitCode 
             return std::process::ExitCode::from(2);
         }
     };
-    let pool = match db::connect_owner(&config, 2).await {
-        Ok(pool) => pool,
-        Err(e) => {
-            tracing::error!(error = %e, "database");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let Some(pool) = owner_pool(&config).await else { return std::process::ExitCode::from(2) };
     match vault::rotate_keys(&pool, &ring, batch_size.max(1)).await {
         Ok(report) => {
-            tracing::info!(rotated = report.rotated, batches = report.batches, remaining = report.remaining, primary = ring.primary_key_id(), "key rotation finished");
-            if report.remaining == 0 {
+            let skipped: Vec<String> = report.skipped.iter().map(|id| id.0.to_string()).collect();
+            tracing::info!(rotated = report.rotated, batches = report.batches, remaining = report.remaining, skipped = %skipped.join(","), primary = ring.primary_key_id(), "key rotation finished");
+            if report.is_complete() {
                 std::process::ExitCode::SUCCESS
             } else {
+                // Rows in use (`remaining`): run again. Rows that do not decrypt (`skipped`): each
+                // needs a key restored or a reconnect; a rerun skips them again and goes on.
                 std::process::ExitCode::FAILURE
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "key rotation stopped; run again to resume");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn owner_pool(config: &Config) -> Option<sqlx::PgPool> {
+    match db::connect_owner(config, 2).await {
+        Ok(Some(pool)) => Some(pool),
+        Ok(None) => {
+            tracing::error!("HARBOR_MIGRATION_DATABASE_URL (the schema owner's credential) is not set");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "database");
+            None
+        }
+    }
+}
+
+async fn migrate(config: Config) -> std::process::ExitCode {
+    let Some(pool) = owner_pool(&config).await else { return std::process::ExitCode::from(2) };
+    match db::MIGRATOR.run(&pool).await {
+        Ok(()) => {
+            tracing::info!("migrations applied");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migrations failed");
             std::process::ExitCode::FAILURE
         }
     }

@@ -74,39 +74,31 @@ pub async fn authorize(
     state.limiter.charge("authorize", &address, &member.tenant_id.to_string()).await?;
     let config = state.providers.config(provider)?.clone();
     let hooks = state.sync_points.as_ref();
+    // The state is stored in Redis before the workspace lock is taken: nothing waits on Redis (or
+    // any peer but PostgreSQL) while the lock is held. Without Redis the request fails here, with
+    // nothing written (fail closed: no PENDING connection waiting for a state that does not exist).
+    let flow_id = uuid::Uuid::new_v4();
+    let verifier = oauth_state::random_token();
+    let challenge = oauth_state::pkce_challenge(&verifier);
+    let record = OAuthStateRecord {
+        tenant_id: member.tenant_id,
+        workspace_id: member.workspace_id,
+        user_id: member.user_id,
+        provider,
+        issuer: config.issuer.clone(),
+        redirect_uri: config.redirect_uri.to_string(),
+        verifier,
+        created_at: state.clock.now(),
+        flow_id: Some(flow_id),
+    };
+    let state_value = state.states.issue(&record).await?;
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let lock = flaws::lock_for_oauth(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
         let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
-        let flow_id = uuid::Uuid::new_v4();
         lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
-        let flow_id = Some(flow_id);
-        let verifier = oauth_state::random_token();
-        let challenge = oauth_state::pkce_challenge(&verifier);
-        let record = OAuthStateRecord {
-            tenant_id: member.tenant_id,
-            workspace_id: member.workspace_id,
-            user_id: member.user_id,
-            provider,
-            issuer: config.issuer.clone(),
-            redirect_uri: config.redirect_uri.to_string(),
-            verifier,
-            created_at: state.clock.now(),
-            flow_id,
-        };
-        let state_value = state.states.issue(&record).await?;
-        let mut url = config.authorize_url.clone();
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &config.client_id)
-            .append_pair("redirect_uri", config.redirect_uri.as_str())
-            .append_pair("scope", &config.scopes.join(" "))
-            .append_pair("state", state_value.expose_secret());
-        if !flaws::active(Flaw::NoPkce) {
-            url.query_pairs_mut().append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
-        }
         audit::record(
             &mut tx,
             &ctx,
@@ -120,10 +112,31 @@ pub async fn authorize(
             },
         )
         .await?;
-        Ok(AuthorizeResponse { authorization_url: url.to_string(), expires_in: STATE_TTL_SECONDS, status })
+        Ok(status)
     }
     .await;
-    db::finish(tx, result).await.map(Json)
+    let status = match db::finish(tx, result).await {
+        Ok(status) => status,
+        Err(error) => {
+            // Nothing was committed, so the state leads nowhere; remove it now (after the lock
+            // is gone) rather than leave it to its TTL. Its holder never saw it anyway.
+            if let Err(e) = state.states.discard(state_value.expose_secret()).await {
+                tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
+            }
+            return Err(error);
+        }
+    };
+    let mut url = config.authorize_url.clone();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &config.client_id)
+        .append_pair("redirect_uri", config.redirect_uri.as_str())
+        .append_pair("scope", &config.scopes.join(" "))
+        .append_pair("state", state_value.expose_secret());
+    if !flaws::active(Flaw::NoPkce) {
+        url.query_pairs_mut().append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
+    }
+    Ok(Json(AuthorizeResponse { authorization_url: url.to_string(), expires_in: STATE_TTL_SECONDS, status }))
 }
 
 /// The callback's query parameters. `Debug` is redacted: they are credentials.
@@ -184,21 +197,25 @@ pub async fn callback(
 ) -> Result<Json<ConnectionView>, ApiError> {
     let caller_tenant = user_tenant(&state, identity.user_id).await?;
     state.limiter.charge("callback", &address, &caller_tenant.to_string()).await?;
+    let params = callback_params(query.as_deref())?;
+    // Every look-up is paid for before it is made, in one atomic step with the check: concurrent
+    // guesses cannot all pass a check that none of them has been charged for yet.
+    let user = identity.user_id.to_string();
     state
         .limiter
-        .check_failed_states(&identity.user_id.to_string())
+        .reserve_failed_state(&user)
         .await?
         .map_err(|l| ApiError::RateLimited { scope: "failed-states", retry_after: l.retry_after })?;
-    let params = callback_params(query.as_deref())?;
     let hooks = state.sync_points.as_ref();
     // 1. Consume the state: after this line it is gone, whatever happens below.
     let record = match state.states.consume(params.state.expose_secret()).await? {
         Some(record) if state.clock.now() - record.created_at <= chrono::Duration::seconds(STATE_TTL_SECONDS) => record,
-        _ => {
-            state.limiter.charge_failed_state(&identity.user_id.to_string()).await?;
-            return Err(ApiError::OAuthStateInvalid);
-        }
+        _ => return Err(ApiError::OAuthStateInvalid),
     };
+    // A state that exists was no guess: give the reservation back.
+    if let Err(e) = state.limiter.refund_failed_state(&user).await {
+        tracing::warn!(error = %e, "could not give back a failed-state reservation");
+    }
     SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_STATE_CONSUMED).await?;
 
     // 2. The state must have been issued to this user, in this tenant, for this provider.
@@ -339,7 +356,10 @@ async fn store_grant(
         if connection.status == ConnectionStatus::Pending && connection.pending_flow != record.flow_id {
             return Err(ApiError::AuthorizationSuperseded);
         }
-        let sealed = seal_token_set(&state.vault, &connection, tokens, None, state.clock.now())?;
+        // A new grant: the tokens are sealed to it, so no ciphertext of an earlier grant of this
+        // row can ever be taken for one of this grant.
+        let grant = uuid::Uuid::new_v4();
+        let sealed = seal_token_set(&state.vault, &connection, grant, tokens, None, state.clock.now())?;
         let (to, _) =
             lifecycle::apply(&mut tx, &lock, &connection, Transition::CompleteAuthorization, Some(sealed)).await?;
         audit::record(
@@ -427,11 +447,12 @@ async fn user_tenant(state: &AppState, user_id: UserId) -> Result<TenantId, ApiE
         .ok_or(ApiError::Unauthenticated("unknown user"))
 }
 
-/// Encrypts a provider's token set for `connection`. When the provider sent no refresh token,
-/// `previous_refresh` (the one in use) is kept, re-encrypted under the primary key.
+/// Encrypts a provider's token set for `connection` and `grant`. When the provider sent no
+/// refresh token, `previous_refresh` (the one in use) is kept, re-encrypted under the primary key.
 pub fn seal_token_set(
     vault: &KeyRing,
     connection: &LockedConnection,
+    grant: uuid::Uuid,
     tokens: &TokenSet,
     previous_refresh: Option<&SecretString>,
     now: DateTime<Utc>,
@@ -441,6 +462,7 @@ pub fn seal_token_set(
         connection_id: connection.id,
         provider: connection.provider,
         field,
+        grant_id: Some(grant),
     };
     let seal = |token: &SecretString, field| -> Result<Vec<u8>, ApiError> {
         if flaws::active(Flaw::PlaintextTokens) {
@@ -454,7 +476,8 @@ pub fn seal_token_set(
         access_token,
         refresh_token,
         key_id: vault.primary_key_id().to_owned(),
-        expires_at: tokens.expires_in.map(|s| now + chrono::Duration::seconds(s)),
+        grant_id: Some(grant),
+        expires_at: tokens.expires_at(now),
         scopes: tokens.scope.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
     })
 }
@@ -470,6 +493,7 @@ pub fn open_tokens(
         connection_id: connection.id,
         provider: connection.provider,
         field,
+        grant_id: connection.grant_id,
     };
     let open = |stored: &[u8], field| -> Result<SecretString, ApiError> {
         if flaws::active(Flaw::PlaintextTokens) {

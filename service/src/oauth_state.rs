@@ -187,6 +187,17 @@ impl OAuthStateStore {
 }
 
 impl OAuthStateStore {
+    /// Removes a state that was issued but leads nowhere (its authorization was not committed).
+    pub async fn discard(&self, state: &str) -> Result<(), StateStoreError> {
+        let key = self.key_for_state(state);
+        if let Some(memory) = &self.memory {
+            memory.lock().expect("state map").remove(&key);
+            return Ok(());
+        }
+        let _: i64 = self.redis.clone().del(key).await?;
+        Ok(())
+    }
+
     /// Called once the callback's code exchange is over. A no-op in a correct build: the state
     /// was already deleted by [`OAuthStateStore::consume`].
     pub async fn finish(&self, state: &str) -> Result<(), StateStoreError> {

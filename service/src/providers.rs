@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -125,12 +126,38 @@ pub struct TokenSet {
     /// The refresh token; absent when the provider does not rotate it.
     #[serde(default)]
     pub refresh_token: Option<SecretString>,
-    /// Lifetime of the access token, in seconds.
-    #[serde(default)]
+    /// Lifetime of the access token, in seconds, as the provider sent it: a number or a numeric
+    /// string; anything else (or nothing) is `None`, an unknown lifetime.
+    #[serde(default, deserialize_with = "lenient_seconds")]
     pub expires_in: Option<i64>,
     /// The granted scopes, space-separated.
     #[serde(default)]
     pub scope: Option<String>,
+}
+
+/// The longest access-token lifetime taken at its word: one year. Longer (or negative) values
+/// are treated as an unknown expiry rather than trusted — or, as `now + i64::MAX` s, panicking.
+pub const MAX_TOKEN_LIFETIME_SECONDS: i64 = 366 * 24 * 3600;
+
+impl TokenSet {
+    /// When the access token expires, if the provider said so sensibly: a lifetime from 0 s to
+    /// [`MAX_TOKEN_LIFETIME_SECONDS`]; otherwise unknown (a sync then uses it until it fails).
+    pub fn expires_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let seconds = self.expires_in.filter(|s| (0..=MAX_TOKEN_LIFETIME_SECONDS).contains(s))?;
+        now.checked_add_signed(chrono::Duration::try_seconds(seconds)?)
+    }
+}
+
+/// `expires_in` as providers really send it: a JSON integer, a float, or a numeric string. A
+/// value that is none of these is an unknown lifetime, not a failed token exchange (which would
+/// leave the grant just issued live at the provider and unusable here).
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match value {
+        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite() && f.abs() < 9.0e18).map(|f| f as i64)),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 /// A document as the provider's resource endpoint lists it.
@@ -297,4 +324,34 @@ fn describe(e: &reqwest::Error) -> String {
         "transport error"
     };
     kind.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> TokenSet {
+        serde_json::from_str(body).expect("a token response")
+    }
+
+    #[test]
+    fn hostile_expires_in_never_panics_and_is_clamped() {
+        let now = Utc::now();
+        let at = |body: &str| parse(body).expires_at(now);
+        assert_eq!(at(r#"{"access_token":"a","expires_in":3600}"#), Some(now + chrono::Duration::seconds(3600)));
+        assert_eq!(at(r#"{"access_token":"a","expires_in":"3600"}"#), Some(now + chrono::Duration::seconds(3600)));
+        assert_eq!(at(r#"{"access_token":"a","expires_in":0}"#), Some(now));
+        for hostile in [
+            r#"{"access_token":"a","expires_in":9223372036854775807}"#,
+            r#"{"access_token":"a","expires_in":18446744073709551615}"#,
+            r#"{"access_token":"a","expires_in":1e300}"#,
+            r#"{"access_token":"a","expires_in":-3600}"#,
+            r#"{"access_token":"a","expires_in":"soon"}"#,
+            r#"{"access_token":"a","expires_in":null}"#,
+            r#"{"access_token":"a","expires_in":[1]}"#,
+            r#"{"access_token":"a"}"#,
+        ] {
+            assert_eq!(at(hostile), None, "{hostile}");
+        }
+    }
 }

@@ -2,9 +2,11 @@
 //! state guessing): GCRA in one Redis Lua script, so the decision and the update are atomic.
 //!
 //! Authorize and callback are limited per tenant and per client address; a callback whose state
-//! is unknown is also charged to a stricter per-user bucket of failed look-ups, checked before
-//! every state look-up. Time comes from the service's [`crate::clock::Clock`], so recovery is
-//! testable by moving the clock instead of sleeping.
+//! is unknown is also charged to a stricter per-user bucket of failed look-ups, reserved before
+//! every state look-up (and given back when the state was valid). Time is the Redis server's
+//! `TIME`, so replicas on hosts with drifting clocks agree; the harness's offset of the service's
+//! [`crate::clock::Clock`] is added, so recovery is testable by moving the clock instead of
+//! sleeping. Without Redis nothing is let through: the limits fail closed (503 `UNAVAILABLE`).
 
 use std::time::Duration;
 
@@ -22,8 +24,13 @@ pub struct Quota {
 }
 
 impl Quota {
-    fn emission_interval_ms(self) -> u64 {
-        60_000 / u64::from(self.per_minute.max(1))
+    /// The highest rate with a non-zero emission interval in microseconds.
+    pub const MAX_PER_MINUTE: u32 = 60_000_000;
+
+    /// Microseconds between two requests at the sustained rate. Microseconds, not milliseconds:
+    /// above 60,000 per minute a millisecond interval rounds to zero, which would be no limit.
+    fn emission_interval_us(self) -> u64 {
+        (60_000_000 / u64::from(self.per_minute.clamp(1, Self::MAX_PER_MINUTE))).max(1)
     }
 }
 
@@ -49,24 +56,33 @@ impl Default for RateLimits {
     }
 }
 
-/// GCRA: KEYS[1] holds the theoretical arrival time (ms). ARGV: now, emission interval, burst,
-/// cost (0 = only check). Returns {allowed, retry_after_ms}.
+/// GCRA: KEYS[1] holds the theoretical arrival time (µs). "Now" is the Redis server's `TIME`
+/// (one clock for every replica, however their hosts' clocks drift) plus ARGV[1], the offset only
+/// the in-process harness can move. ARGV: offset, emission interval, burst (all µs but burst),
+/// cost (1 = charge; -1 = give one back). Returns {allowed, retry_after_us}.
 const GCRA: &str = r"
-local now = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cost < 0 then
+  local back = tat - interval
+  if back <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], string.format('%.0f', back), 'PX', math.ceil((back - now) / 1000))
+  end
+  return {1, 0}
+end
 if tat < now then tat = now end
-local tolerance = interval * burst
-local new_tat = tat + interval * math.max(cost, 1)
-local allow_at = new_tat - tolerance
+local new_tat = tat + interval
+local allow_at = new_tat - interval * burst
 if allow_at > now then
   return {0, allow_at - now}
 end
-if cost > 0 then
-  redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, new_tat - now))
-end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
 return {1, 0}
 ";
 
@@ -98,17 +114,17 @@ impl RateLimiter {
         self.limits
     }
 
-    async fn gcra(&self, bucket: &str, quota: Quota, cost: u32) -> Result<Result<(), Limited>, redis::RedisError> {
+    async fn gcra(&self, bucket: &str, quota: Quota, cost: i8) -> Result<Result<(), Limited>, redis::RedisError> {
         if crate::flaws::active(crate::flaws::Flaw::NoRateLimit) {
             return Ok(Ok(()));
         }
         let mut redis = self.redis.clone();
-        let now = self.clock.now().timestamp_millis();
-        let (allowed, retry_ms): (i64, i64) = self
+        let offset_us = self.clock.offset().num_microseconds().unwrap_or(i64::MAX);
+        let (allowed, retry_us): (i64, i64) = self
             .script
             .key(format!("{}ratelimit:{bucket}", self.prefix))
-            .arg(now)
-            .arg(quota.emission_interval_ms())
+            .arg(offset_us)
+            .arg(quota.emission_interval_us())
             .arg(quota.burst)
             .arg(cost)
             .invoke_async(&mut redis)
@@ -116,7 +132,7 @@ impl RateLimiter {
         if allowed == 1 {
             Ok(Ok(()))
         } else {
-            Ok(Err(Limited { retry_after: Duration::from_millis(retry_ms.max(0) as u64) }))
+            Ok(Err(Limited { retry_after: Duration::from_micros(retry_us.max(0) as u64) }))
         }
     }
 
@@ -130,14 +146,16 @@ impl RateLimiter {
         self.gcra(&format!("{route}:tenant:{tenant}"), self.limits.per_tenant, 1).await
     }
 
-    /// Checks, without charging, that the user has failed-state budget left.
-    pub async fn check_failed_states(&self, user: &str) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, 0).await
+    /// Reserves one failed state look-up of the user's budget *before* the look-up, in the same
+    /// atomic step as the check: of concurrent guesses, only as many as the budget holds get
+    /// through. A look-up that finds a valid state gives it back with [`Self::refund_failed_state`].
+    pub async fn reserve_failed_state(&self, user: &str) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, 1).await
     }
 
-    /// Charges one failed state look-up to the user.
-    pub async fn charge_failed_state(&self, user: &str) -> Result<(), redis::RedisError> {
-        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, 1).await.map(|_| ())
+    /// Gives back a reservation whose look-up found a valid state.
+    pub async fn refund_failed_state(&self, user: &str) -> Result<(), redis::RedisError> {
+        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, -1).await.map(|_| ())
     }
 }
 
@@ -170,5 +188,20 @@ impl RateLimiter {
             .await?
             .map_err(|l| ApiError::RateLimited { scope: "tenant", retry_after: l.retry_after })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_above_sixty_thousand_a_minute_still_limit() {
+        // In milliseconds these intervals were 0: no limit at all.
+        assert_eq!(Quota { per_minute: 120_000, burst: 1 }.emission_interval_us(), 500);
+        assert_eq!(Quota { per_minute: 60_001, burst: 1 }.emission_interval_us(), 999);
+        assert_eq!(Quota { per_minute: Quota::MAX_PER_MINUTE, burst: 1 }.emission_interval_us(), 1);
+        assert!("60000001/1".parse::<Quota>().is_err(), "a rate with no representable interval is refused");
+        assert!("60000000/1".parse::<Quota>().is_ok());
     }
 }

@@ -2,12 +2,18 @@
 //!
 //! AES-256-GCM with a random 96-bit nonce per encryption. A stored value is
 //! `version (1 byte) ‖ key id length (1 byte) ‖ key id ‖ nonce (12 bytes) ‖ ciphertext+tag`.
-//! The associated data binds the value to its tenant, connection row, provider and field
-//! ([`TokenBinding`]), so a ciphertext copied to another row, tenant or column fails to decrypt.
+//! The associated data binds the value to its tenant, connection row, provider, field and grant
+//! ([`TokenBinding`]), so a ciphertext copied to another row, tenant or column fails to decrypt —
+//! and so does one of an earlier grant of the same row (a restored backup, a copied dump).
+//!
+//! Version 2 binds the grant; version 1 (before grants were bound) is refused everywhere but in
+//! [`rotate_keys`], which re-seals it as version 2: run `harbor-service rotate-keys` once after
+//! upgrading.
 //!
 //! Keys come from configuration, never the database: a [`KeyRing`] has one primary key for new
 //! writes and older keys that only decrypt. [`rotate_keys`] re-encrypts rows under the primary key
-//! in batches; it is resumable because it only ever selects rows still under an older key.
+//! in batches, in id order behind a cursor: a row it cannot decrypt is skipped and reported by id,
+//! and a run resumes because it only ever selects rows still under an older key or format.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +26,10 @@ use sqlx::PgPool;
 
 use crate::domain::{ConnectionId, Provider, TenantId};
 
-const FORMAT_VERSION: u8 = 1;
+/// The format written: its associated data binds the grant.
+const FORMAT_VERSION: u8 = 2;
+/// The format before grants were bound; only [`rotate_keys`] reads it.
+const LEGACY_FORMAT_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 
 /// Why a token could not be encrypted or decrypted, or the key ring could not be built. Never
@@ -39,6 +48,9 @@ pub enum VaultError {
     /// The stored value is not in the expected format.
     #[error("stored token is malformed")]
     Malformed,
+    /// The stored value is in the format from before grants were bound (run `rotate-keys`).
+    #[error("stored token is in the legacy format without grant binding; run rotate-keys")]
+    Legacy,
     /// The stored value names a key the ring does not have.
     #[error("stored token is under key {0:?}, which is not configured")]
     UnknownKey(String),
@@ -65,7 +77,8 @@ impl TokenField {
     }
 }
 
-/// What a ciphertext is bound to: it decrypts only for this tenant, row, provider and field.
+/// What a ciphertext is bound to: it decrypts only for this tenant, row, provider, field and
+/// grant.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenBinding {
     /// The tenant owning the connection.
@@ -76,18 +89,25 @@ pub struct TokenBinding {
     pub provider: Provider,
     /// The column.
     pub field: TokenField,
+    /// The grant (completed authorization) the token belongs to; `None` only for rows that
+    /// became `CONNECTED` before grants were recorded.
+    pub grant_id: Option<uuid::Uuid>,
 }
 
 impl TokenBinding {
-    fn associated_data(&self) -> Vec<u8> {
-        format!(
-            "harbor.token.v1\0{}\0{}\0{}\0{}",
+    fn associated_data(&self, version: u8) -> Vec<u8> {
+        let mut aad = format!(
+            "harbor.token.v{version}\0{}\0{}\0{}\0{}",
             self.tenant_id,
             self.connection_id,
             self.provider.as_str(),
             self.field.as_str()
-        )
-        .into_bytes()
+        );
+        if version >= 2 {
+            aad.push('\0');
+            aad.push_str(&self.grant_id.map(|g| g.to_string()).unwrap_or_else(|| "no-grant".to_owned()));
+        }
+        aad.into_bytes()
     }
 }
 
@@ -125,6 +145,7 @@ impl KeyRing {
     /// Builds the ring from configuration; refuses an empty or malformed configuration.
     pub fn from_config(config: &TokenKeysConfig) -> Result<Self, VaultError> {
         let mut keys = BTreeMap::new();
+        let mut materials: BTreeMap<Vec<u8>, String> = BTreeMap::new();
         let mut first = None;
         for entry in config.keys.expose_secret().split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (id, material) = entry.split_once(':').ok_or_else(|| VaultError::BadKey(String::new(), "expected id:base64"))?;
@@ -136,6 +157,14 @@ impl KeyRing {
                 .map_err(|_| VaultError::BadKey(id.to_owned(), "not base64"))?;
             let cipher =
                 Aes256Gcm::new_from_slice(&bytes).map_err(|_| VaultError::BadKey(id.to_owned(), "not 32 bytes"))?;
+            // A placeholder key (all zeros, or any one byte repeated) is as good as none.
+            if bytes.windows(2).all(|w| w[0] == w[1]) {
+                return Err(VaultError::BadKey(id.to_owned(), "one byte repeated: not a random key"));
+            }
+            // Two ids for one key would make a rotation between them a no-op that looks done.
+            if let Some(other) = materials.insert(bytes, id.to_owned()) {
+                return Err(VaultError::BadKey(id.to_owned(), if other == id { "configured twice" } else { "the same key material as another id" }));
+            }
             if keys.insert(id.to_owned(), cipher).is_some() {
                 return Err(VaultError::BadKey(id.to_owned(), "configured twice"));
             }
@@ -154,9 +183,9 @@ impl KeyRing {
         self.bind = false;
     }
 
-    fn aad(&self, binding: &TokenBinding) -> Vec<u8> {
+    fn aad(&self, binding: &TokenBinding, version: u8) -> Vec<u8> {
         if self.bind {
-            binding.associated_data()
+            binding.associated_data(version)
         } else {
             Vec::new()
         }
@@ -181,7 +210,7 @@ impl KeyRing {
     pub fn encrypt(&self, plaintext: &SecretString, binding: &TokenBinding) -> Result<Vec<u8>, VaultError> {
         let cipher = &self.keys[&self.primary];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = self.aad(binding);
+        let aad = self.aad(binding, FORMAT_VERSION);
         let sealed = cipher
             .encrypt(&nonce, Payload { msg: plaintext.expose_secret().as_bytes(), aad: &aad })
             .map_err(|_| VaultError::Undecryptable)?;
@@ -194,11 +223,20 @@ impl KeyRing {
         Ok(out)
     }
 
-    /// Decrypts a stored value; fails unless it was encrypted for exactly `binding`.
+    /// Decrypts a stored value; fails unless it was encrypted for exactly `binding` (grant
+    /// included). Legacy values are refused: they are not bound to a grant.
     pub fn decrypt(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
-        let (key_id, nonce, sealed) = split(stored)?;
+        if stored.first() == Some(&LEGACY_FORMAT_VERSION) {
+            return Err(VaultError::Legacy);
+        }
+        self.decrypt_any_format(stored, binding)
+    }
+
+    /// Decrypts a current or legacy value (key rotation re-seals legacy values as current ones).
+    fn decrypt_any_format(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
+        let (version, key_id, nonce, sealed) = split(stored)?;
         let cipher = self.keys.get(key_id).ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
-        let aad = self.aad(binding);
+        let aad = self.aad(binding, version);
         let plain = cipher
             .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
             .map_err(|_| VaultError::Undecryptable)?;
@@ -209,12 +247,12 @@ impl KeyRing {
 
 /// The key id a stored value was written with.
 pub fn key_id_of(stored: &[u8]) -> Result<&str, VaultError> {
-    split(stored).map(|(id, _, _)| id)
+    split(stored).map(|(_, id, _, _)| id)
 }
 
-fn split(stored: &[u8]) -> Result<(&str, &[u8], &[u8]), VaultError> {
+fn split(stored: &[u8]) -> Result<(u8, &str, &[u8], &[u8]), VaultError> {
     let (&version, rest) = stored.split_first().ok_or(VaultError::Malformed)?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != LEGACY_FORMAT_VERSION {
         return Err(VaultError::Malformed);
     }
     let (&id_len, rest) = rest.split_first().ok_or(VaultError::Malformed)?;
@@ -225,18 +263,29 @@ fn split(stored: &[u8]) -> Result<(&str, &[u8], &[u8]), VaultError> {
     let (id, rest) = rest.split_at(id_len);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let id = std::str::from_utf8(id).map_err(|_| VaultError::Malformed)?;
-    Ok((id, nonce, sealed))
+    Ok((version, id, nonce, sealed))
 }
 
 /// What a [`rotate_keys`] run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RotationReport {
-    /// Connections re-encrypted under the primary key.
+    /// Connections re-encrypted under the primary key (and the current format).
     pub rotated: u64,
     /// Batches committed.
     pub batches: u64,
-    /// Rows still under an older key when the run ended (locked by a request; run again).
+    /// Rows still to rotate when the run ended that it did not skip: locked by a request (run
+    /// again).
     pub remaining: u64,
+    /// Rows whose tokens could not be decrypted (a missing key, a tampered value), by id: left as
+    /// they are, reported, and skipped again by the next run.
+    pub skipped: Vec<ConnectionId>,
+}
+
+impl RotationReport {
+    /// Whether every stored token is now under the primary key and the current format.
+    pub fn is_complete(&self) -> bool {
+        self.remaining == 0 && self.skipped.is_empty()
+    }
 }
 
 /// Why key rotation stopped.
@@ -245,42 +294,57 @@ pub enum RotationError {
     /// The database failed; batches already committed stay committed (the run can resume).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// A stored value could not be decrypted.
-    #[error("connection {0}: {1}")]
-    Vault(ConnectionId, VaultError),
 }
 
-type RotationRow = (ConnectionId, TenantId, String, Option<Vec<u8>>, Option<Vec<u8>>);
+type RotationRow = (ConnectionId, TenantId, String, Option<uuid::Uuid>, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// Re-encrypts every connection whose tokens are under an older key, `batch_size` rows per
-/// transaction. Needs a pool that can see every tenant (the owner's, not the service's role).
-/// Rows being changed by a request are skipped (`SKIP LOCKED`) and counted in `remaining`.
+/// Rows to rotate: under an older key, or in the legacy format.
+const NEEDS_ROTATION: &str = "token_key_id IS NOT NULL AND (token_key_id <> $1 OR get_byte(access_token, 0) <> 2)";
+
+/// Re-encrypts every connection whose tokens are under an older key or in the legacy format,
+/// `batch_size` rows per transaction, in id order behind a cursor. Needs a pool that can see every
+/// tenant (the owner's, not the service's role). Rows being changed by a request are skipped
+/// (`SKIP LOCKED`) and counted in `remaining`; rows that do not decrypt are skipped and listed in
+/// `skipped` (the run goes on past them).
 pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Result<RotationReport, RotationError> {
     let mut report = RotationReport::default();
+    let mut cursor = ConnectionId(uuid::Uuid::nil());
     loop {
         let mut tx = pool.begin().await?;
-        let rows: Vec<RotationRow> = sqlx::query_as(
-            "SELECT id, tenant_id, provider, access_token, refresh_token FROM connections \
-             WHERE token_key_id IS NOT NULL AND token_key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
+        let rows: Vec<RotationRow> = sqlx::query_as(&format!(
+            "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token FROM connections \
+             WHERE {NEEDS_ROTATION} AND id > $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ))
         .bind(ring.primary_key_id())
+        .bind(cursor)
         .bind(batch_size)
         .fetch_all(&mut *tx)
         .await?;
-        if rows.is_empty() {
+        let Some(last) = rows.last() else {
             tx.rollback().await?;
             break;
-        }
-        for (id, tenant_id, provider, access, refresh) in &rows {
-            let provider = Provider::parse(provider).map_err(|_| RotationError::Vault(*id, VaultError::Malformed))?;
-            let reseal = |stored: &Option<Vec<u8>>, field| -> Result<Option<Vec<u8>>, RotationError> {
-                let Some(stored) = stored else { return Ok(None) };
-                let binding = TokenBinding { tenant_id: *tenant_id, connection_id: *id, provider, field };
-                let plain = ring.decrypt(stored, &binding).map_err(|e| RotationError::Vault(*id, e))?;
-                ring.encrypt(&plain, &binding).map(Some).map_err(|e| RotationError::Vault(*id, e))
+        };
+        cursor = last.0;
+        let mut rotated = 0;
+        for (id, tenant_id, provider, grant_id, access, refresh) in &rows {
+            let resealed = Provider::parse(provider).map_err(|_| VaultError::Malformed).and_then(|provider| {
+                let reseal = |stored: &Option<Vec<u8>>, field| -> Result<Option<Vec<u8>>, VaultError> {
+                    let Some(stored) = stored else { return Ok(None) };
+                    let binding =
+                        TokenBinding { tenant_id: *tenant_id, connection_id: *id, provider, field, grant_id: *grant_id };
+                    let plain = ring.decrypt_any_format(stored, &binding)?;
+                    ring.encrypt(&plain, &binding).map(Some)
+                };
+                Ok((reseal(access, TokenField::Access)?, reseal(refresh, TokenField::Refresh)?))
+            });
+            let (access, refresh) = match resealed {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::error!(connection = %id.0, error = %e, "stored tokens do not decrypt; row skipped");
+                    report.skipped.push(*id);
+                    continue;
+                }
             };
-            let access = reseal(access, TokenField::Access)?;
-            let refresh = reseal(refresh, TokenField::Refresh)?;
             sqlx::query("UPDATE connections SET access_token = $2, refresh_token = $3, token_key_id = $4 WHERE id = $1")
                 .bind(id)
                 .bind(access)
@@ -288,17 +352,17 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
                 .bind(ring.primary_key_id())
                 .execute(&mut *tx)
                 .await?;
+            rotated += 1;
         }
         tx.commit().await?;
-        report.rotated += rows.len() as u64;
+        report.rotated += rotated;
         report.batches += 1;
     }
-    report.remaining = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM connections WHERE token_key_id IS NOT NULL AND token_key_id <> $1",
-    )
-    .bind(ring.primary_key_id())
-    .fetch_one(pool)
-    .await? as u64;
+    let left = sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM connections WHERE {NEEDS_ROTATION}"))
+        .bind(ring.primary_key_id())
+        .fetch_one(pool)
+        .await? as u64;
+    report.remaining = left.saturating_sub(report.skipped.len() as u64);
     Ok(report)
 }
 
@@ -313,6 +377,7 @@ mod tests {
             connection_id: ConnectionId(Uuid::new_v4()),
             provider: Provider::Gmail,
             field: TokenField::Access,
+            grant_id: Some(Uuid::new_v4()),
         }
     }
 
@@ -339,6 +404,8 @@ mod tests {
             TokenBinding { connection_id: ConnectionId(Uuid::new_v4()), ..b },
             TokenBinding { provider: Provider::Slack, ..b },
             TokenBinding { field: TokenField::Refresh, ..b },
+            TokenBinding { grant_id: Some(Uuid::new_v4()), ..b },
+            TokenBinding { grant_id: None, ..b },
         ] {
             assert!(matches!(ring.decrypt(&sealed, &other), Err(VaultError::Undecryptable)));
         }
@@ -362,5 +429,35 @@ mod tests {
         assert_eq!(ring.primary_key_id(), "new");
         assert!(matches!(KeyRing::from_config(&cfg(&both, Some("nope"))), Err(VaultError::UnknownPrimary(_))));
         assert!(!format!("{ring:?}").contains(&good.keys.expose_secret()[4..]));
+    }
+
+    #[test]
+    fn placeholder_and_duplicated_keys_are_refused() {
+        let cfg = |keys: String| TokenKeysConfig { keys: SecretString::from(keys), primary: None };
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        for byte in [0u8, 0x41, 0xff] {
+            let refused = KeyRing::from_config(&cfg(format!("k1:{}", b64(&[byte; 32]))));
+            assert!(matches!(refused, Err(VaultError::BadKey(_, m)) if m.contains("repeated")), "byte {byte:#x}");
+        }
+        let (_, one) = KeyRing::generate("a");
+        let material = one.keys.expose_secret().split_once(':').unwrap().1.to_owned();
+        let refused = KeyRing::from_config(&cfg(format!("a:{material},b:{material}")));
+        assert!(matches!(refused, Err(VaultError::BadKey(id, m)) if id == "b" && m.contains("same key material")));
+    }
+
+    #[test]
+    fn legacy_values_are_refused_but_rotation_can_read_them() {
+        let (ring, _) = KeyRing::generate("k1");
+        let b = binding();
+        let mut legacy = ring.encrypt(&SecretString::from("t"), &b).unwrap();
+        // Re-seal as a version 1 value would have been written: v1 associated data, no grant.
+        let (_, id, _, _) = split(&legacy).unwrap();
+        let id = id.to_owned();
+        let cipher = &ring.keys[&id];
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let sealed = cipher.encrypt(&nonce, Payload { msg: b"t", aad: &b.associated_data(1) }).unwrap();
+        legacy = [&[LEGACY_FORMAT_VERSION, id.len() as u8][..], id.as_bytes(), &nonce, &sealed].concat();
+        assert!(matches!(ring.decrypt(&legacy, &b), Err(VaultError::Legacy)));
+        assert_eq!(ring.decrypt_any_format(&legacy, &b).unwrap().expose_secret(), "t");
     }
 }

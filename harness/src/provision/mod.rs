@@ -157,8 +157,11 @@ pub struct Footprint {
 pub struct IsolatedEnv {
     /// The database's name.
     pub database_name: String,
-    /// A URL to the database (same credentials as the admin URL).
+    /// A URL to the database (same credentials as the admin URL: the schema owner's).
     pub database_url: String,
+    /// A URL to the database logged in as the service's request role (`harbor_app`), for the
+    /// service's request pool.
+    pub request_database_url: String,
     /// The Redis URL (shared server).
     pub redis_url: String,
     /// The prefix every key of this environment must carry.
@@ -231,6 +234,7 @@ impl Infra {
             .await?;
         Ok(IsolatedEnv {
             database_url: template::database_url(&self.admin_url, &database_name),
+            request_database_url: template::request_database_url(&self.admin_url, &database_name),
             database_name,
             redis_url: self.redis_url.clone(),
             redis_key_prefix: format!("harbor:t:{}:", &suffix[..16]),

@@ -25,6 +25,22 @@ pub(super) fn database_url(admin_url: &str, database: &str) -> String {
     }
 }
 
+/// The password the harness gives the service's request role on the servers it uses (which are
+/// test servers: the backends' own, or ones the user provided for tests).
+const REQUEST_ROLE_PASSWORD: &str = "harbor-app-test-only";
+
+/// A URL to `database` logged in as the service's request role, `harbor_app`.
+pub(super) fn request_database_url(admin_url: &str, database: &str) -> String {
+    match url::Url::parse(&database_url(admin_url, database)) {
+        Ok(mut url) => {
+            let _ = url.set_username("harbor_app");
+            let _ = url.set_password(Some(REQUEST_ROLE_PASSWORD));
+            url.to_string()
+        }
+        Err(_) => admin_url.to_owned(),
+    }
+}
+
 fn template_name() -> String {
     let mut hasher = Sha256::new();
     for m in harbor_service::db::MIGRATOR.iter() {
@@ -55,6 +71,9 @@ pub(super) async fn ensure(admin_url: &str) -> Result<String, ProvisionError> {
                 .execute(&mut admin)
                 .await?;
         }
+        // The role is the cluster's, not the template's: give it a password the harness knows
+        // (servers with password authentication need one; trust ignores it).
+        sqlx::query(&format!("ALTER ROLE harbor_app LOGIN PASSWORD '{REQUEST_ROLE_PASSWORD}'")).execute(&mut admin).await?;
         Ok::<_, ProvisionError>(())
     }
     .await;

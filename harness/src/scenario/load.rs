@@ -289,7 +289,7 @@ fn check_expect(names: &Names, place: &str, e: &Expect) -> Result<(), Problem> {
 }
 
 fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, place: &str, step: &Step) -> Result<(), Problem> {
-    let needs_actor = !matches!(step.action, Action::AdvanceClock | Action::Provider | Action::Assert);
+    let needs_actor = !matches!(step.action, Action::AdvanceClock | Action::Provider | Action::Assert | Action::Fault);
     let actor = match (&step.actor, needs_actor) {
         (Some(a), _) => {
             names.actor(&format!("{place}.actor"), a)?;
@@ -376,6 +376,9 @@ fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, pla
             let check = step.check.as_ref().ok_or_else(|| problem(place, "needs check = { … }"))?;
             check_assertion(names, &format!("{place}.check"), check)?;
         }
+        Action::Fault => {
+            step.fault.ok_or_else(|| problem(place, "needs fault = \"redis_pause\" | \"redis_resume\" | \"redis_drop_connections\""))?;
+        }
         Action::Activate | Action::ListConnections | Action::ListDocuments => {}
     }
     if let Some(c) = &step.consent_of {
@@ -410,14 +413,17 @@ fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, pla
     if step.concurrency == Some(0) {
         return Err(problem(format!("{place}.concurrency"), "expected at least 1"));
     }
-    let runs_in_background = step.park_at.is_some() || step.expect_blocked.is_some() || step.background;
+    // On a `release`, `expect_blocked` says the released request must then block: it runs on in
+    // the background it was parked in, not in a new one.
+    let runs_in_background =
+        step.action != Action::Release && (step.park_at.is_some() || step.expect_blocked.is_some() || step.background);
     if many && (runs_in_background || !http_like) {
         return Err(problem(place, "concurrency/each_of apply to HTTP steps that run to completion (no park_at, expect_blocked or background)"));
     }
     if many && step.expect.is_some() {
         return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all and expect_counts, not expect"));
     }
-    if step.expect.is_some() && matches!(step.action, Action::Release | Action::Wait | Action::AdvanceClock | Action::Provider | Action::Assert) {
+    if step.expect.is_some() && matches!(step.action, Action::Release | Action::Wait | Action::AdvanceClock | Action::Provider | Action::Assert | Action::Fault) {
         return Err(problem(format!("{place}.expect"), "this action has no outcome to expect; put the expectation on the step that launched the request"));
     }
     if !many && (step.expect_all.is_some() || !step.expect_counts.is_empty()) {

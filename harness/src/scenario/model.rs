@@ -89,6 +89,10 @@ pub struct ServiceSection {
     /// Bound on each step (and each probe), in milliseconds.
     #[serde(default = "default_step_timeout")]
     pub step_timeout_ms: u64,
+    /// Most pooled PostgreSQL connections per replica (default 20).
+    pub database_max_connections: Option<u32>,
+    /// How long a request waits for a pooled connection, in milliseconds (default 10,000).
+    pub database_acquire_timeout_ms: Option<u64>,
 }
 
 fn one() -> usize {
@@ -101,7 +105,14 @@ fn default_step_timeout() -> u64 {
 
 impl Default for ServiceSection {
     fn default() -> Self {
-        Self { replicas: 1, rate_limit_tenant: None, rate_limit_failed_states: None, step_timeout_ms: default_step_timeout() }
+        Self {
+            replicas: 1,
+            rate_limit_tenant: None,
+            rate_limit_failed_states: None,
+            step_timeout_ms: default_step_timeout(),
+            database_max_connections: None,
+            database_acquire_timeout_ms: None,
+        }
     }
 }
 
@@ -218,6 +229,8 @@ pub enum Action {
     Provider,
     /// Check an assertion now (`check`).
     Assert,
+    /// Do something to a dependency of the replicas (`fault`).
+    Fault,
 }
 
 /// One step.
@@ -276,6 +289,12 @@ pub struct Step {
     pub revoke_fails: Option<bool>,
     /// For `provider`: rotate refresh tokens.
     pub rotate_refresh_tokens: Option<bool>,
+    /// For `provider`: what the token endpoint sends as `expires_in`.
+    pub expires_in: Option<crate::fake_provider::ExpiresIn>,
+    /// For `provider`: list documents in reverse order.
+    pub reverse_documents: Option<bool>,
+    /// For `fault`: what happens to the dependency.
+    pub fault: Option<crate::faults::FaultKind>,
     /// Park the request at this sync point (the step runs in the background until released).
     pub park_at: Option<String>,
     /// Run in the background without parking (finish it with `wait`).

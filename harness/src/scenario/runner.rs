@@ -9,9 +9,7 @@ use harbor_service::domain::{Provider, TenantId, UserId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::locks::lock_key_for_workspace;
 use harbor_service::ratelimit::Quota;
-use harbor_service::vault::{TokenBinding, TokenField};
 use harbor_syncpoint::{SlotKey, SlotState};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
@@ -306,6 +304,12 @@ impl<'a> ScenarioRunner<'a> {
             ..ServiceOptions::default()
         };
         options.sync_point_timeout = Duration::from_millis(sc.service.step_timeout_ms * 4);
+        if let Some(n) = sc.service.database_max_connections {
+            options.database_max_connections = n;
+        }
+        if let Some(ms) = sc.service.database_acquire_timeout_ms {
+            options.database_acquire_timeout = Duration::from_millis(ms);
+        }
         if let Some(q) = &sc.service.rate_limit_tenant {
             options.rate_limits.per_tenant = q.parse::<Quota>().expect("checked at load");
         }
@@ -719,7 +723,14 @@ impl Ctx<'_> {
                 let fault = step.token_fault.clone();
                 let revoke = step.revoke_fails;
                 let rotate = step.rotate_refresh_tokens;
+                let (expires_in, reverse) = (step.expires_in, step.reverse_documents);
                 self.sut.provider.configure(provider, |s| {
+                    if let Some(e) = expires_in {
+                        s.expires_in = e;
+                    }
+                    if let Some(r) = reverse {
+                        s.reverse_documents = r;
+                    }
                     if let Some(f) = &fault {
                         s.token_fault = match f.as_str() {
                             "server_error" => Some(Fault::ServerError),
@@ -734,10 +745,17 @@ impl Ctx<'_> {
                         s.rotate_refresh_tokens = r;
                     }
                 });
-                self.event(Some(i), None, EventKind::Note, format!("provider {provider}: token_fault={fault:?} revoke_fails={revoke:?}"), None);
+                self.event(Some(i), None, EventKind::Note, format!("provider {provider}: token_fault={fault:?} revoke_fails={revoke:?} expires_in={expires_in:?} reverse_documents={reverse:?}"), None);
                 return Ok(());
             }
             Action::Assert => return self.assertion(Some(i), step.check.as_ref().expect("checked")).await,
+            Action::Fault => {
+                let fault = step.fault.expect("checked");
+                self.sut.redis_proxy.apply(fault);
+                self.event(Some(i), None, EventKind::Note, format!("fault: {}", fault.as_str()), None);
+                self.annotate(step.note.as_ref());
+                return Ok(());
+            }
             Action::Release => {
                 let actor = actor.expect("checked");
                 let key = SlotKey::new(actor.clone(), step.point.clone().expect("checked"));
@@ -746,7 +764,16 @@ impl Ctx<'_> {
                     .sync
                     .release(&key)
                     .map_err(|e| fail(Some(i), format!("releasing {key}: {e} (was it parked?)")))?;
-                self.event(Some(i), Some(actor), EventKind::Released, key.point.clone(), None);
+                self.event(Some(i), Some(actor.clone()), EventKind::Released, key.point.clone(), None);
+                if let Some(blocked) = &step.expect_blocked {
+                    // The released request goes on in its background job and must block next.
+                    let mut bg = self.background.remove(&actor).ok_or_else(|| fail(Some(i), format!("{actor} has no request running to block")))?;
+                    let evidence = self.until_blocked(i, &actor, blocked, &mut bg.handle).await;
+                    self.background.insert(actor.clone(), bg);
+                    let detail = format!("blocked on {}", blocked.on);
+                    self.event(Some(i), Some(actor), EventKind::Blocked, detail, Some(evidence?));
+                    self.checks += 1;
+                }
                 return Ok(());
             }
             Action::Wait => {
@@ -1168,26 +1195,6 @@ impl Ctx<'_> {
     }
 
     async fn tokens_bound(&self) -> Result<String, String> {
-        type Row = (harbor_service::domain::ConnectionId, TenantId, String, Vec<u8>, Option<Vec<u8>>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, tenant_id, provider, access_token, refresh_token FROM connections WHERE access_token IS NOT NULL",
-        )
-        .fetch_all(&self.sut.db)
-        .await
-        .map_err(|e| e.to_string())?;
-        let ring = self.sut.key_ring();
-        let mut seen = std::collections::HashSet::new();
-        for (id, tenant, provider, access, refresh) in &rows {
-            let provider = Provider::parse(provider).map_err(|e| e.to_string())?;
-            for (field, sealed) in [(TokenField::Access, Some(access)), (TokenField::Refresh, refresh.as_ref())] {
-                let Some(sealed) = sealed else { continue };
-                let binding = TokenBinding { tenant_id: *tenant, connection_id: *id, provider, field };
-                let plain = ring.decrypt(sealed, &binding).map_err(|e| format!("connection {id}: {e}"))?;
-                if !seen.insert(plain.expose_secret().to_owned()) {
-                    return Err(format!("connection {id} shares a token with another connection"));
-                }
-            }
-        }
-        Ok(format!("{} stored connections: every token decrypts only for its own row, none shared", rows.len()))
+        crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring()).await
     }
 }

@@ -85,8 +85,11 @@ async fn production_refuses_sync_points_at_start_up() {
     let message = refused.err().expect("a service without a token key must not start").to_string();
     assert!(message.contains("HARBOR_TOKEN_KEYS"), "{message}");
 
-    // Requests that would bypass row-level security (here: the superuser login, no SET ROLE).
-    let config = Config { database_role: None, ..service_config(&env, &deps, ServiceOptions::default()) };
+    // Requests that would bypass row-level security (here: logged in as the superuser owner).
+    let config = Config {
+        database_url: SecretString::from(env.database_url.clone()),
+        ..service_config(&env, &deps, ServiceOptions::default())
+    };
     let refused = harbor_service::Application::build(config).await;
     let message = refused.err().expect("a service that bypasses RLS must not start").to_string();
     assert!(message.contains("bypasses row-level security"), "{message}");

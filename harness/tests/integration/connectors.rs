@@ -21,6 +21,7 @@ use crate::helpers::{spawn_app, spawn_app_with, Reply, TestApp};
 struct Row {
     id: ConnectionId,
     tenant: TenantId,
+    grant: Option<uuid::Uuid>,
     status: String,
     access: Option<Vec<u8>>,
     refresh: Option<Vec<u8>>,
@@ -28,8 +29,8 @@ struct Row {
 }
 
 async fn row(app: &TestApp, w: WorkspaceId, p: Provider) -> Row {
-    let (id, tenant, status, access, refresh, key_id) = sqlx::query_as(
-        "SELECT id, tenant_id, status, access_token, refresh_token, token_key_id FROM connections \
+    let (id, tenant, grant, status, access, refresh, key_id) = sqlx::query_as(
+        "SELECT id, tenant_id, grant_id, status, access_token, refresh_token, token_key_id FROM connections \
          WHERE workspace_id = $1 AND provider = $2",
     )
     .bind(w)
@@ -37,11 +38,11 @@ async fn row(app: &TestApp, w: WorkspaceId, p: Provider) -> Row {
     .fetch_one(app.db())
     .await
     .unwrap();
-    Row { id, tenant, status, access, refresh, key_id }
+    Row { id, tenant, grant, status, access, refresh, key_id }
 }
 
 fn decrypt(ring: &KeyRing, r: &Row, p: Provider, field: TokenField, sealed: &[u8]) -> Result<String, vault::VaultError> {
-    let binding = TokenBinding { tenant_id: r.tenant, connection_id: r.id, provider: p, field };
+    let binding = TokenBinding { tenant_id: r.tenant, connection_id: r.id, provider: p, field, grant_id: r.grant };
     ring.decrypt(sealed, &binding).map(|s| s.expose_secret().to_owned())
 }
 
@@ -550,17 +551,20 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
     assert!(!app.sut.provider.is_live(&refresh), "the grant is dead at the provider");
     let after = row(&app, t.workspace, Provider::Box).await;
     assert!(after.access.is_none() && after.refresh.is_none() && after.key_id.is_none());
-    let detail: serde_json::Value = sqlx::query_scalar("SELECT detail FROM audit_events WHERE action = 'revoke'")
-        .fetch_one(app.db())
-        .await
-        .unwrap();
-    assert_eq!(detail["provider_revocation"], "ok");
+    assert_eq!(r.body["provider_revocation"], "confirmed");
+    let revocations: Vec<String> =
+        sqlx::query_scalar("SELECT detail->>'provider_revocation' FROM audit_events WHERE action LIKE 'revoke%' ORDER BY id")
+            .fetch_all(app.db())
+            .await
+            .unwrap();
+    assert_eq!(revocations, ["pending", "confirmed"], "committed as pending, then the provider's answer");
     // Revocation at a provider that is down still wipes locally, and says so.
     let t2 = app.tenant("revoke-down", true, ConnectionStatus::NotConnected).await;
     app.sut.connect(t2.owner, t2.workspace, Provider::Box).await.unwrap();
     app.sut.provider.configure(Provider::Box, |s| s.revoke_fails = true);
     let r = app.call(Method::POST, format!("/v1/workspaces/{}/connections/box/revoke", t2.workspace)).as_user(t2.owner.0).send().await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["provider_revocation"], "failed", "the caller learns the grant may still be live");
     assert!(row(&app, t2.workspace, Provider::Box).await.access.is_none());
     app.stop().await;
 }

@@ -8,6 +8,7 @@ mod activation;
 mod api;
 mod auth;
 mod connectors;
+mod hardening;
 mod helpers;
 mod lifecycle;
 mod provision;
