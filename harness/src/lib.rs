@@ -16,6 +16,8 @@
 //!   and verdicts over repeated runs.
 //! - [`oracles`]: checks of the stored state shared by scenarios and the load test (tokens bound
 //!   to their row and grant).
+//! - [`serve`]: `harbor-certify serve` — the service with demo tenants and tokens, for people and
+//!   external tools (Schemathesis, goose, curl).
 //! - [`mutants`]: the kill matrix — the catalogue against each seeded flaw of the service.
 //! - [`report`]: the run folder and `report.json`.
 //! - [`faults`]: [`faults::FaultProxy`], the TCP proxy through which replicas reach Redis, so a
@@ -31,5 +33,6 @@ pub mod oracles;
 pub mod provision;
 pub mod report;
 pub mod scenario;
+pub mod serve;
 pub mod service;
 pub mod tokens;

@@ -37,6 +37,8 @@ impl std::fmt::Debug for TokenMint {
 pub enum TokenKind {
     /// Valid for an hour.
     Valid,
+    /// Valid for a day (the tokens `harbor-certify serve` hands out).
+    LongLived,
     /// Expired an hour ago.
     Expired,
     /// Not valid for another hour.
@@ -47,6 +49,9 @@ pub enum TokenKind {
     WrongAudience,
     /// From another issuer.
     WrongIssuer,
+    /// Valid and well signed, but its header lists a `crit` extension nobody understands
+    /// (RFC 7515 §4.1.11: must be refused).
+    UnknownCriticalHeader,
 }
 
 #[derive(Serialize)]
@@ -103,6 +108,7 @@ impl TokenMint {
         let (nbf, exp) = match kind {
             TokenKind::Expired => (now - 2 * hour, now - hour),
             TokenKind::NotYetValid => (now + hour, now + 2 * hour),
+            TokenKind::LongLived => (now - 1, now + 24 * hour),
             _ => (now - 1, now + hour),
         };
         let claims = Claims {
@@ -116,6 +122,15 @@ impl TokenMint {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(KEY_ID.to_owned());
         let key = if kind == TokenKind::WrongKey { &self.impostor } else { &self.key };
+        if kind == TokenKind::UnknownCriticalHeader {
+            // jsonwebtoken's `Header` has no `crit`: the token is assembled and signed by hand.
+            use base64::Engine;
+            let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+            let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": KEY_ID, "crit": ["harbor-ext"], "harbor-ext": true });
+            let signing_input = format!("{}.{}", b64(&header), b64(&serde_json::to_value(&claims).expect("claims")));
+            let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA).expect("signing");
+            return format!("{signing_input}.{signature}");
+        }
         jsonwebtoken::encode(&header, &claims, key).expect("signing with a valid Ed25519 key")
     }
 }

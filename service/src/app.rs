@@ -5,8 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use harbor_syncpoint::SyncPoints;
@@ -201,9 +199,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{workspace_id}/documents", get(documents::list))
         .route("/v1/oauth/{provider}/callback", get(oauth::callback))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, ApiError::NotFound.into_response().into_body())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
         .with_state(state)
 }

@@ -71,6 +71,11 @@ impl JwtVerifier {
     /// Verifies a compact JWT and returns its subject. The error says why without echoing the token.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthenticated("malformed token"))?;
+        if has_critical_extensions(token) {
+            // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the
+            // token invalid, and this service understands none.
+            return Err(ApiError::Unauthenticated("token has critical header extensions"));
+        }
         let kid = header.kid.ok_or(ApiError::Unauthenticated("token has no key id"))?;
         let (key, alg) = self.keys.get(&kid).ok_or(ApiError::Unauthenticated("unknown signing key"))?;
         if header.alg != *alg {
@@ -97,6 +102,18 @@ impl JwtVerifier {
     }
 }
 
+/// Whether the JOSE header carries `crit` (jsonwebtoken's `Header` drops unknown members, so the
+/// header is read again as JSON).
+fn has_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(encoded) = token.split('.').next() else { return false };
+    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')) else { return true };
+    match serde_json::from_slice::<serde_json::Value>(&raw) {
+        Ok(serde_json::Value::Object(members)) => members.contains_key("crit"),
+        _ => true,
+    }
+}
+
 /// The verified caller of a request.
 #[derive(Clone, Copy, Debug)]
 pub struct Identity {
@@ -119,8 +136,11 @@ impl FromRequestParts<AppState> for Identity {
             .get(axum::http::header::AUTHORIZATION)
             .ok_or(ApiError::Unauthenticated("missing bearer token"))?;
         let value = header.to_str().map_err(|_| ApiError::Unauthenticated("malformed authorization header"))?;
+        // The scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer`, `BEARER`.
         let token = value
-            .strip_prefix("Bearer ")
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or(ApiError::Unauthenticated("authorization is not a bearer token"))?;
         let user_id = state.jwt.verify(token.trim())?;
         Ok(Identity { user_id })

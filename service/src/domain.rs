@@ -32,11 +32,15 @@ macro_rules! uuid_id {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// Parses the canonical hyphenated UUID form; anything else is refused.
+            /// Parses the canonical form — 36 characters, lower-case hexadecimal, hyphenated — and
+            /// nothing else (no upper case, braces, `urn:uuid:` or hyphen-less forms): one id has
+            /// one spelling, in URLs, tokens and logs alike.
             pub fn parse(raw: &str) -> Result<Self, ParseError> {
                 Uuid::try_parse(raw)
+                    .ok()
+                    .filter(|u| u.hyphenated().to_string() == raw)
                     .map(Self)
-                    .map_err(|_| ParseError::new($field, "expected a UUID such as 6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11"))
+                    .ok_or_else(|| ParseError::new($field, "expected a lower-case hyphenated UUID such as 6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11"))
             }
         }
 
@@ -192,6 +196,14 @@ mod tests {
         let err = WorkspaceId::parse("42").unwrap_err();
         assert_eq!(err.field, "workspace_id");
         assert!(WorkspaceId::parse("' OR 1=1 --").is_err());
+        for other_spelling in [
+            "6F1C2A9E-0B1D-4C3E-9A57-2F0D1E8B4C11",
+            "6f1c2a9e0b1d4c3e9a572f0d1e8b4c11",
+            "{6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11}",
+            "urn:uuid:6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11",
+        ] {
+            assert!(WorkspaceId::parse(other_spelling).is_err(), "{other_spelling}");
+        }
     }
 
     #[test]

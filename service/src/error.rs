@@ -37,6 +37,13 @@ pub enum ApiError {
     /// A connection lifecycle transition that the state machine forbids.
     #[error(transparent)]
     InvalidTransition(#[from] TransitionError),
+    /// The user declined the authorization at the provider (`error=access_denied`): nothing is
+    /// broken, the connection is back where it was.
+    #[error("the authorization was declined at the provider")]
+    ConsentDenied,
+    /// The route exists but not with this method.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
     /// The OAuth state is unknown, expired or already used.
     #[error("the OAuth state is unknown, expired or already used")]
     OAuthStateInvalid,
@@ -124,6 +131,8 @@ impl ApiError {
             ApiError::ActivationNotReady(_) => (StatusCode::CONFLICT, "ACTIVATION_NOT_READY"),
             ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "INVALID_TRANSITION"),
             ApiError::OAuthStateInvalid => (StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID"),
+            ApiError::ConsentDenied => (StatusCode::FORBIDDEN, "CONSENT_DENIED"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::OAuthStateMismatch => (StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH"),
             ApiError::Provider(ProviderError::NotConfigured(_)) => (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED"),
             ApiError::Provider(_) => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),

@@ -307,6 +307,10 @@ async fn complete_flow(
         Err(error) => {
             state.states.after_failure(params.state.expose_secret(), &record).await?;
             settle_failed_authorization(&state, &ctx, &record, &member, &error).await?;
+            // The user said no at the provider: not a provider failure.
+            if matches!(&error, ProviderError::Rejected { error, .. } if error == "access_denied") {
+                return Err(ApiError::ConsentDenied);
+            }
             return Err(ApiError::Provider(error));
         }
     };

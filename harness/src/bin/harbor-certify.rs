@@ -87,6 +87,27 @@ struct MutantsArgs {
     catalogue: CatalogueArgs,
 }
 
+/// What `serve` starts.
+#[derive(clap::Args, Clone, Debug)]
+struct ServeArgs {
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    backend: BackendChoice,
+    /// Replicas sharing the database and Redis.
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
+    /// Once the service is ready, write HARBOR_BASE_URL, HARBOR_WORKSPACE_ID, HARBOR_OWNER_TOKEN,
+    /// HARBOR_MEMBER_TOKEN, HARBOR_OTHER_TENANT_TOKEN (and more) to this file.
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// Honour the harness's sync points and actor tags (off: requests are never parked).
+    #[arg(long)]
+    sync_points: bool,
+    /// Start the service with this seeded flaw on (repeatable; needs `--features flaws`).
+    #[arg(long = "flaw")]
+    flaws: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the scenario catalogue (the default command).
@@ -122,6 +143,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
         backend: BackendChoice,
     },
+    /// Run the reference service for people and tools: provision PostgreSQL and Redis, start the
+    /// replicas with the fake OAuth provider, seed a demo tenant (owner, member) and another
+    /// tenant, print URLs, tokens and curl lines, and hold until Ctrl-C or the end of standard input.
+    Serve(ServeArgs),
     /// Provision once and hold the servers for other processes (the test suite) until SIGINT,
     /// SIGTERM or the end of standard input; writes `HARBOR_DATABASE_URL=…` and
     /// `HARBOR_REDIS_URL=…` lines to the env file.
@@ -179,6 +204,7 @@ async fn main() -> ExitCode {
         }
         Command::Doctor { backend } => doctor(backend).await,
         Command::Infra { backend, env_file } => infra(backend, env_file).await,
+        Command::Serve(args) => serve(args).await,
     }
 }
 
@@ -514,19 +540,67 @@ async fn infra(backend: BackendChoice, env_file: std::path::PathBuf) -> ExitCode
         infra.kind,
         infra.ready_in.as_millis()
     );
-    // A parent that dies without signalling (killed by a CI timeout) closes our standard input:
-    // that ends the hold too, so the servers never outlive the run that asked for them.
-    let stdin_closed = async {
-        use tokio::io::AsyncReadExt;
-        let mut sink = [0u8; 64];
-        let mut stdin = tokio::io::stdin();
-        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
-    };
-    tokio::select! {
-        _ = harbor_service::telemetry::shutdown_signal() => {}
-        _ = stdin_closed => {}
-    }
+    harbor_harness::serve::hold_until_stopped().await;
     infra.shutdown().await;
     let _ = std::fs::remove_file(&env_file);
     ExitCode::SUCCESS
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    use harbor_harness::serve::Demo;
+    use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
+    let flaws = match parse_flaws(&args.flaws) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if args.replicas == 0 || args.replicas > 8 {
+        eprintln!("harbor-certify: --replicas is 1 to 8");
+        return ExitCode::from(CANNOT_RUN);
+    }
+    let started = Instant::now();
+    let mut infra = match provision_or_explain(args.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let options = ServiceOptions { replicas: args.replicas, sync_points: args.sync_points, flaws, ..ServiceOptions::default() };
+    let sut = match ServiceUnderTest::start(&infra, options).await {
+        Ok(sut) => sut,
+        Err(e) => {
+            eprintln!("harbor-certify: the service did not start: {e}");
+            infra.shutdown().await;
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    let demo = match Demo::seed(&sut).await {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("harbor-certify: seeding the demo tenants failed: {e}");
+            let _ = sut.stop().await;
+            infra.shutdown().await;
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    if let Some(path) = &args.env_file {
+        if let Err(e) = demo.write_env_file(path) {
+            eprintln!("harbor-certify: cannot write {}: {e}", path.display());
+            let _ = sut.stop().await;
+            infra.shutdown().await;
+            return ExitCode::from(CANNOT_RUN);
+        }
+    }
+    println!("{}", demo.instructions(args.env_file.as_deref()));
+    eprintln!("harbor-certify: ready in {} ms on {}", started.elapsed().as_millis(), infra.kind);
+    harbor_harness::serve::hold_until_stopped().await;
+    let stopped = sut.stop().await;
+    infra.shutdown().await;
+    if let Some(path) = &args.env_file {
+        let _ = std::fs::remove_file(path);
+    }
+    match stopped {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harbor-certify: clean-up failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

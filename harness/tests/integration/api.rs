@@ -36,8 +36,14 @@ async fn malformed_input_is_a_400_naming_the_field() {
 
     app.call(Method::GET, "/v1/nothing-here").send().await.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
     let r = app.call(Method::DELETE, format!("/v1/workspaces/{}/activation", t.workspace)).send().await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.code(), "NOT_FOUND");
+    r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    // One spelling per id: the other spellings a UUID parser would take are refused.
+    let w = t.workspace.to_string();
+    for other in [w.to_uppercase(), w.replace('-', ""), format!("{{{w}}}"), format!("urn:uuid:{w}")] {
+        let r = app.call(Method::GET, format!("/v1/workspaces/{other}/connections")).as_user(t.owner.0).send().await;
+        r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    }
     // Nothing was lost or half-written by any of it.
     assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0);
     app.stop().await;
@@ -95,4 +101,23 @@ async fn production_refuses_sync_points_at_start_up() {
     assert!(message.contains("bypasses row-level security"), "{message}");
     env.cleanup().await.unwrap();
     infra.shutdown().await;
+}
+
+/// `harbor-certify serve`'s demo: the env file names everything a tool needs, the owner's token
+/// works, and the other tenant's token learns nothing about the demo workspace.
+#[tokio::test]
+async fn serve_seeds_a_demo_with_working_tokens() {
+    let app = crate::helpers::spawn_app().await;
+    let demo = harbor_harness::serve::Demo::seed(&app.sut).await.unwrap();
+    let env = demo.env_lines();
+    for name in ["HARBOR_BASE_URL=", "HARBOR_WORKSPACE_ID=", "HARBOR_OWNER_TOKEN=", "HARBOR_MEMBER_TOKEN=", "HARBOR_OTHER_TENANT_TOKEN="] {
+        assert!(env.lines().any(|l| l.starts_with(name) && l.len() > name.len()), "{name} missing from:\n{env}");
+    }
+    let path = format!("/v1/workspaces/{}/connections", demo.workspace);
+    for (token, expected) in [(&demo.owner_token, StatusCode::OK), (&demo.member_token, StatusCode::OK), (&demo.other_tenant_token, StatusCode::NOT_FOUND)] {
+        let r = app.call(Method::GET, &path).bearer(token.clone()).send().await;
+        assert_eq!(r.status, expected, "{}", r.body);
+    }
+    assert!(demo.instructions(None).contains("/openapi.json"));
+    app.stop().await;
 }

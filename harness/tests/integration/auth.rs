@@ -24,12 +24,22 @@ async fn bad_or_missing_tokens_are_unauthenticated() {
         TokenKind::WrongKey,
         TokenKind::WrongAudience,
         TokenKind::WrongIssuer,
+        TokenKind::UnknownCriticalHeader,
     ] {
         let token = app.sut.tokens.token(t.owner.0, kind);
         let reply = app.call(Method::POST, &path).bearer(token).send().await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
     }
     assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0, "no bad token activated anything");
+    // The scheme is case-insensitive (RFC 7235 §2.1); the token is not.
+    let token = app.sut.tokens.token(t.owner.0, TokenKind::Valid);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let reply = app.call(Method::GET, format!("/v1/workspaces/{}/connections", t.workspace))
+            .header("authorization", &format!("{scheme} {token}"))
+            .send()
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}: {}", reply.body);
+    }
     app.stop().await;
 }
 

@@ -627,7 +627,7 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
         .append_pair("iss", member.iss.as_deref().unwrap_or_default())
         .finish();
     app.call(Method::GET, format!("/v1/oauth/qbo/callback?{query}")).as_user(t.member.0).send().await
-        .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR");
+        .assert_error(StatusCode::FORBIDDEN, "CONSENT_DENIED");
     assert_eq!(row(&app, t.workspace, Provider::Qbo).await.status, "PENDING", "the newer flow is still waited for");
     // …and a second older state cannot complete over it.
     let again = app.sut.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();

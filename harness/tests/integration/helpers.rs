@@ -52,6 +52,7 @@ pub struct Reply {
     pub body: Value,
     pub request_id: Option<String>,
     pub retry_after: Option<String>,
+    pub content_type: Option<String>,
 }
 
 impl Reply {
@@ -117,9 +118,10 @@ impl<'a> Call<'a> {
         let status = resp.status();
         let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await.expect("a readable body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, body, request_id, retry_after }
+        Reply { status, body, request_id, retry_after, content_type }
     }
 }
 

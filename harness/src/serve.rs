@@ -1,0 +1,133 @@
+//! `harbor-certify serve`: the reference service, ready to poke, in one command — PostgreSQL and
+//! Redis from the usual backends, N replicas with the fake OAuth provider, a demo tenant with an
+//! owner and a member, another tenant to try cross-tenant access with, and bearer tokens for all
+//! three. [`Demo`] is what gets printed and written to the `--env-file`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use harbor_service::domain::WorkspaceId;
+use harbor_service::lifecycle::ConnectionStatus;
+
+use crate::fixtures::TenantWorkspace;
+use crate::service::ServiceUnderTest;
+use crate::tokens::TokenKind;
+
+/// The running demo: where it is and who can call it.
+#[derive(Clone, Debug)]
+pub struct Demo {
+    /// Each replica's base URL (replica 0 first).
+    pub base_urls: Vec<String>,
+    /// The fake OAuth provider's base URL (its consent pages answer with redirects).
+    pub provider_url: String,
+    /// The demo workspace (entitled, nothing connected yet).
+    pub workspace: WorkspaceId,
+    /// A bearer token of the demo workspace's owner (valid 24 h).
+    pub owner_token: String,
+    /// A bearer token of the demo workspace's plain member (valid 24 h).
+    pub member_token: String,
+    /// The other tenant's workspace.
+    pub other_workspace: WorkspaceId,
+    /// A bearer token of a verified user of another tenant: every demo-workspace route must
+    /// answer it 403 or 404.
+    pub other_tenant_token: String,
+}
+
+impl Demo {
+    /// Seeds the demo tenants on a running service and mints their tokens.
+    pub async fn seed(sut: &ServiceUnderTest) -> Result<Self, sqlx::Error> {
+        let demo = TenantWorkspace::create(&sut.db, "demo", true, ConnectionStatus::NotConnected).await?;
+        let other = TenantWorkspace::create(&sut.db, "other", true, ConnectionStatus::NotConnected).await?;
+        let token = |user: harbor_service::domain::UserId| sut.tokens.token(user.0, TokenKind::LongLived);
+        Ok(Self {
+            base_urls: sut.replicas.iter().map(|r| r.base_url.clone()).collect(),
+            provider_url: sut.provider.base_url().to_owned(),
+            workspace: demo.workspace,
+            owner_token: token(demo.owner),
+            member_token: token(demo.member),
+            other_workspace: other.workspace,
+            other_tenant_token: token(other.owner),
+        })
+    }
+
+    /// `NAME=value` lines for shells and tools (`set -a; . FILE`).
+    pub fn env_lines(&self) -> String {
+        format!(
+            "HARBOR_BASE_URL={}\nHARBOR_BASE_URLS={}\nHARBOR_OPENAPI_URL={}/openapi.json\nHARBOR_WORKSPACE_ID={}\n\
+             HARBOR_OWNER_TOKEN={}\nHARBOR_MEMBER_TOKEN={}\nHARBOR_OTHER_WORKSPACE_ID={}\nHARBOR_OTHER_TENANT_TOKEN={}\n\
+             HARBOR_FAKE_PROVIDER_URL={}\n",
+            self.base_urls[0],
+            self.base_urls.join(","),
+            self.base_urls[0],
+            self.workspace,
+            self.owner_token,
+            self.member_token,
+            self.other_workspace,
+            self.other_tenant_token,
+            self.provider_url,
+        )
+    }
+
+    /// Writes [`Demo::env_lines`] to `path` in one step (a reader never sees half a file).
+    pub fn write_env_file(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, self.env_lines())?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// What to print: the URLs, the ids, and `curl` lines that walk one connection from authorize
+    /// to activation.
+    pub fn instructions(&self, env_file: Option<&Path>) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Harbor reference service: {} replica(s)", self.base_urls.len());
+        for (i, url) in self.base_urls.iter().enumerate() {
+            let _ = writeln!(out, "  replica {i}: {url}");
+        }
+        let _ = writeln!(out, "  OpenAPI:   {}/openapi.json", self.base_urls[0]);
+        let _ = writeln!(out, "  fake OAuth provider: {}", self.provider_url);
+        let _ = writeln!(out, "  demo workspace {} (entitled; QuickBooks not connected)", self.workspace);
+        match env_file {
+            Some(path) => {
+                let _ = writeln!(out, "\nEnvironment written to {} — load it with:\n  set -a; . {}; set +a", path.display(), path.display());
+            }
+            None => {
+                let _ = writeln!(out, "\nEnvironment (or pass --env-file FILE):\n");
+                for line in self.env_lines().lines() {
+                    let _ = writeln!(out, "  export {line}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            r#"
+Walk a connection (owner token; the fake provider consents at once and redirects to the
+registered https://harbor.test/... URI, whose query goes to the service's callback):
+
+  H="Authorization: Bearer $HARBOR_OWNER_TOKEN"; W="$HARBOR_BASE_URL/v1/workspaces/$HARBOR_WORKSPACE_ID"
+  AUTH=$(curl -s -X POST -H "$H" "$W/connections/qbo/authorize" | sed -E 's/.*"authorization_url":"([^"]*)".*/\1/')
+  QUERY=$(curl -s -o /dev/null -w '%{{redirect_url}}' "$AUTH" | cut -d'?' -f2)
+  curl -s -H "$H" "$HARBOR_BASE_URL/v1/oauth/qbo/callback?$QUERY"; echo
+  curl -s -X POST -H "$H" "$W/connections/qbo/sync"; echo
+  curl -s -X POST -H "$H" "$W/activation"; echo
+  curl -s -H "Authorization: Bearer $HARBOR_OTHER_TENANT_TOKEN" "$W/connections"; echo   # 404: not your workspace
+
+Stop with Ctrl-C (or end of standard input); everything started is removed."#
+        );
+        out
+    }
+}
+
+/// Waits for SIGINT, SIGTERM or the end of standard input — a parent that dies without signalling
+/// (a CI timeout) closes our standard input, so what we hold never outlives whoever asked for it.
+pub async fn hold_until_stopped() {
+    let stdin_closed = async {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        _ = harbor_service::telemetry::shutdown_signal() => {}
+        _ = stdin_closed => {}
+    }
+}
