@@ -19,7 +19,7 @@ use crate::auth::WorkspaceMember;
 use crate::context::RequestContext;
 use crate::db::{self, Tx};
 use crate::domain::Provider;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus};
 use crate::locks;
@@ -43,10 +43,6 @@ pub struct ActivationResponse {
     params(("workspace_id" = uuid::Uuid, Path, description = "The workspace to activate")),
     responses(
         (status = 200, description = "Activated now or before", body = ActivationResponse),
-        (status = 400, description = "Malformed workspace id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
-        (status = 409, description = "ACTIVATION_NOT_ENTITLED or ACTIVATION_NOT_READY", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "activation"

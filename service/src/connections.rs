@@ -15,7 +15,7 @@ use crate::context::RequestContext;
 use crate::db::{self, Tx};
 use crate::domain::{Provider, WorkspaceId};
 use crate::oauth;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, Transition};
 use crate::locks;
 use crate::syncpoints::{self, SyncHooks};
@@ -98,8 +98,6 @@ pub async fn read_view(tx: &mut Tx, workspace_id: WorkspaceId, provider: Provide
     params(("workspace_id" = uuid::Uuid, Path, description = "The workspace")),
     responses(
         (status = 200, description = "The connections", body = ConnectionList),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "connections"
@@ -168,9 +166,6 @@ async fn list_exposing_tokens(
     ),
     responses(
         (status = 200, description = "Disconnected", body = ConnectionView),
-        (status = 403, description = "Caller is not an owner or admin", body = ErrorBody),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
-        (status = 409, description = "INVALID_TRANSITION", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "connections"
@@ -235,9 +230,6 @@ pub struct RevokeResponse {
     ),
     responses(
         (status = 200, description = "Revoked; `provider_revocation` says whether the provider confirmed", body = RevokeResponse),
-        (status = 403, description = "Caller is not an owner or admin", body = ErrorBody),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
-        (status = 409, description = "INVALID_TRANSITION", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "connections"

@@ -24,7 +24,7 @@ use crate::auth::{ProviderPath, WorkspaceMember};
 use crate::context::RequestContext;
 use crate::db;
 use crate::domain::Provider;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, Transition};
 use crate::flaws::{self, Flaw};
 use crate::oauth;
@@ -77,9 +77,6 @@ enum Prepared {
     ),
     responses(
         (status = 200, description = "Synced", body = SyncResponse),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
-        (status = 409, description = "CONNECTION_NOT_CONNECTED or RECONNECT_REQUIRED", body = ErrorBody),
-        (status = 502, description = "PROVIDER_ERROR", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "connections"
@@ -219,8 +216,6 @@ fn refresh_event<'a>(member: &WorkspaceMember, provider: Provider, outcome: &'a 
     params(("workspace_id" = uuid::Uuid, Path, description = "The workspace")),
     responses(
         (status = 200, description = "The documents", body = DocumentList),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "documents"

@@ -23,7 +23,8 @@
 //! - [`flaws`]: seeded v1 flaws for the harness's mutation run (cargo feature `flaws` only).
 //! - [`audit`]: the append-only audit trail.
 //! - [`syncpoints`]: the named points where the harness can park a request.
-//! - [`health`], [`openapi`]: operations endpoints and the API description.
+//! - [`health`], [`openapi`]: operations endpoints and the API description; [`contract`]: every
+//!   operation's errors, from which the document's error responses are generated.
 //! - [`telemetry`]: log set-up and the shutdown signal for the binary.
 
 pub mod activation;
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod context;
+pub mod contract;
 pub mod db;
 pub mod documents;
 pub mod flaws;

@@ -27,7 +27,7 @@ use crate::context::RequestContext;
 use crate::db;
 use crate::domain::{ParseError, Provider, TenantId, UserId};
 use crate::flaws::{self, Flaw};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, SealedTokens, Transition};
 use crate::oauth_state::{self, OAuthStateRecord, STATE_TTL_SECONDS};
 use crate::providers::{ProviderError, TokenSet};
@@ -56,10 +56,6 @@ pub struct AuthorizeResponse {
     ),
     responses(
         (status = 200, description = "Authorization started", body = AuthorizeResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "No such workspace for this caller", body = ErrorBody),
-        (status = 409, description = "INVALID_TRANSITION or PROVIDER_NOT_CONFIGURED", body = ErrorBody),
-        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "oauth"
@@ -173,16 +169,12 @@ fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
     params(
         ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
         ("state" = String, Query, description = "The state from the authorization URL"),
-        ("code" = String, Query, description = "The authorization code"),
+        ("code" = Option<String>, Query, description = "The authorization code (absent when the provider sends `error`)"),
+        ("error" = Option<String>, Query, description = "The provider's OAuth error code instead of a code (`access_denied`: the user declined)"),
+        ("iss" = Option<String>, Query, description = "The provider's issuer (RFC 9207); required for providers that send it"),
     ),
     responses(
         (status = 200, description = "Connected", body = ConnectionView),
-        (status = 400, description = "OAUTH_STATE_INVALID (unknown, expired or used state) or BAD_REQUEST", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "OAUTH_STATE_MISMATCH: the state belongs to another tenant, user or provider", body = ErrorBody),
-        (status = 409, description = "INVALID_TRANSITION: the connection changed meanwhile", body = ErrorBody),
-        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
-        (status = 502, description = "PROVIDER_ERROR: the code exchange failed", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "oauth"

@@ -4,6 +4,8 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::contract::ErrorResponses;
+
 /// The service's API description.
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +22,8 @@ use utoipa::{Modify, OpenApi};
         crate::documents::sync,
         crate::documents::list,
     ),
-    modifiers(&BearerAuth)
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;
 
@@ -35,7 +38,25 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The document as served: utoipa 5 writes a link's `operationRef` as `operation_ref`, which
+/// no OpenAPI tool reads, so the links are corrected here.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        let operations = paths.values_mut().filter_map(|item| item.as_object_mut()).flat_map(|item| item.values_mut());
+        let responses = operations.filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut())).flat_map(|r| r.values_mut());
+        for links in responses.filter_map(|r| r.get_mut("links").and_then(|l| l.as_object_mut())) {
+            for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                if let Some(target) = link.remove("operation_ref") {
+                    link.insert("operationRef".to_owned(), target);
+                }
+            }
+        }
+    }
+    doc
+}
+
 /// Serves the document.
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn serve() -> Json<serde_json::Value> {
+    Json(document())
 }

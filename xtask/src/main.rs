@@ -7,6 +7,8 @@
 //! - `cargo xtask load [GOOSE ARGS…]`: the goose load test (`loadtests/`, release build).
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
 //!   after the same set-up.
+//! - `cargo xtask contract`: Schemathesis against `harbor-certify serve` (also the last phase of
+//!   `test`): the owner's token, no token, and another tenant's token.
 //!
 //! Set-up, each phase timed: a Docker engine answers (starting `dockerd` if it is installed but not
 //! running); the images exist or can be pulled, else `scripts/offline-images.sh` builds them; the
@@ -30,8 +32,9 @@ fn main() -> ExitCode {
         "test" => test(&rest),
         "certify" => certify(&rest),
         "load" => load(&rest),
+        "contract" => contract(),
         _ => {
-            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…]");
+            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract");
             return ExitCode::from(CANNOT_RUN);
         }
     };
@@ -206,14 +209,24 @@ impl Drop for HeldInfra {
 }
 
 fn hold_infra(certify: &Path) -> Result<HeldInfra> {
-    let env_file = target_dir().join(format!("harbor-infra-{}.env", std::process::id()));
+    hold(certify, &["infra"], &[])
+}
+
+/// Starts `harbor-certify ARGS --env-file F` (`infra` or `serve`), holding its standard input, and
+/// waits for the env file it writes once ready.
+fn hold(certify: &Path, args: &[&str], env: &[(String, String)]) -> Result<HeldInfra> {
+    let env_file = target_dir().join(format!("harbor-{}-{}.env", args[0], std::process::id()));
     let _ = std::fs::remove_file(&env_file);
     let mut child = Command::new(certify)
-        .args(["infra", "--env-file"])
+        .current_dir(root())
+        .args(args)
+        .arg("--env-file")
         .arg(&env_file)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
-        .context("starting harbor-certify infra")?;
+        .with_context(|| format!("starting harbor-certify {}", args[0]))?;
     let stdin = child.stdin.take();
     let mut held = HeldInfra { child, stdin, env: Vec::new() };
     let started = Instant::now();
@@ -226,7 +239,7 @@ fn hold_infra(certify: &Path) -> Result<HeldInfra> {
             return Ok(held);
         }
         if let Some(status) = held.child.try_wait()? {
-            bail!("harbor-certify infra exited with {status} before the servers were ready");
+            bail!("harbor-certify {} exited with {status} before it was ready", args[0]);
         }
         if started.elapsed() > Duration::from_secs(180) {
             bail!("the servers were not ready within 180 s");
@@ -298,15 +311,91 @@ fn test(args: &[String]) -> Result<ExitCode> {
         cmd.env("HARBOR_LOAD_TENANTS", "20");
         cmd.status().context("running harbor-load")
     })?;
+    // The API contract: Schemathesis against `harbor-certify serve` on the same servers.
+    let contract = phase("schemathesis (the API contract: owner, anonymous, another tenant)", || schemathesis(&certify, &held.env))?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the load smoke", &load)] {
+    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the load smoke", &load), ("the contract run", &contract)] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
         }
     }
-    let worst = [status, certified, mutants, load].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    let worst = [status, certified, mutants, load, contract].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// The Schemathesis version the contract run uses (PyPI).
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// A virtualenv with Schemathesis, under the target directory (kept between runs).
+fn ensure_schemathesis() -> Result<PathBuf> {
+    let venv = target_dir().join("schemathesis-venv");
+    let bin = venv.join("bin").join("schemathesis");
+    let pinned = SCHEMATHESIS.split_once("==").map(|(_, v)| v).unwrap_or_default();
+    let installed = Command::new(&bin).arg("--version").output().ok().filter(|o| o.status.success());
+    if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(pinned)) {
+        return Ok(bin);
+    }
+    if !venv.join("bin").join("pip").exists() {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 -m venv")?.success();
+        if !ok {
+            bail!("python3 -m venv failed; install python3 and python3-venv");
+        }
+    }
+    eprintln!("xtask:   installing {SCHEMATHESIS} (PyPI)");
+    let ok = Command::new(venv.join("bin").join("pip")).args(["install", "-q", SCHEMATHESIS]).status().context("pip install")?.success();
+    if !ok {
+        bail!("pip install {SCHEMATHESIS} failed");
+    }
+    Ok(bin)
+}
+
+/// Three Schemathesis passes over `harbor-certify serve`: the owner's token, no token, and
+/// another tenant's token (which must learn nothing of the demo workspace). JUnit files go to
+/// `reports/schemathesis/`.
+fn schemathesis(certify: &Path, infra_env: &[(String, String)]) -> Result<std::process::ExitStatus> {
+    let bin = ensure_schemathesis()?;
+    let served = hold(certify, &["serve", "--backend", "external", "--replicas", "1"], infra_env)?;
+    let var = |name: &str| served.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let dir = root().join("scripts").join("schemathesis");
+    let reports = root().join("reports").join("schemathesis");
+    std::fs::create_dir_all(&reports)?;
+    let mut worst = None;
+    for (name, token, foreign) in [("owner", var("HARBOR_OWNER_TOKEN"), false), ("anonymous", String::new(), false), ("foreign", var("HARBOR_OTHER_TENANT_TOKEN"), true)] {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&dir)
+            .env("PYTHONPATH", &dir)
+            .env("SCHEMATHESIS_HOOKS", "harbor_checks")
+            .env("HARBOR_WORKSPACE_ID", var("HARBOR_WORKSPACE_ID"))
+            .args(["--config-file", "schemathesis.toml", "run"])
+            .arg(var("HARBOR_OPENAPI_URL"))
+            .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "100", "--seed", "1"])
+            .args(["--report", "junit", "--report-junit-path"])
+            .arg(reports.join(format!("{name}.junit.xml")));
+        if !token.is_empty() {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        if foreign {
+            cmd.env("HARBOR_FOREIGN_WORKSPACE", var("HARBOR_WORKSPACE_ID"));
+        }
+        eprintln!("xtask:   schemathesis as {name}");
+        let status = cmd.status().context("running schemathesis")?;
+        if !status.success() && worst.is_none() {
+            worst = Some(status);
+        }
+    }
+    drop(served);
+    Ok(worst.unwrap_or_default())
+}
+
+/// Only the contract run: Schemathesis against `harbor-certify serve`.
+fn contract() -> Result<ExitCode> {
+    ensure_environment()?;
+    let certify = phase("build harbor-certify", build_certify)?;
+    let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
+    let status = phase("schemathesis (the API contract: owner, anonymous, another tenant)", || schemathesis(&certify, &held.env))?;
+    drop(held);
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
 }
 
 fn load(args: &[String]) -> Result<ExitCode> {

@@ -1,0 +1,225 @@
+//! The error contract: for every operation, every error it can answer — and so every status and
+//! stable code a client must handle. [`ERRORS`] is the one list; the OpenAPI document's error
+//! responses are generated from it ([`ErrorResponses`]), so the two cannot drift apart, and the
+//! harness checks that every error the service really answers (the catalogue, Schemathesis) is one
+//! the list has for that operation.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use serde_json::json;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{Ref, RefOr};
+
+use crate::error::ApiError;
+use crate::lifecycle::{ConnectionStatus, Transition, TransitionError};
+use crate::providers::ProviderError;
+
+/// One operation's errors.
+pub struct OperationErrors {
+    /// `GET` or `POST`.
+    pub method: HttpMethod,
+    /// The path as in the OpenAPI document.
+    pub path: &'static str,
+    /// Every error the operation can answer, as a representative value of each.
+    pub errors: fn() -> Vec<ApiError>,
+}
+
+fn transition() -> ApiError {
+    ApiError::InvalidTransition(TransitionError { from: ConnectionStatus::NotConnected, transition: Transition::Disconnect })
+}
+
+fn rate_limited() -> ApiError {
+    ApiError::RateLimited { scope: "tenant", retry_after: std::time::Duration::from_secs(1) }
+}
+
+/// What every `/v1/workspaces/{workspace_id}/…` operation can answer before its own work: a
+/// malformed id or actor tag, no valid token, not a member, no pooled connection, a database
+/// failure.
+fn member_route() -> Vec<ApiError> {
+    vec![
+        ApiError::BadRequest(crate::domain::ParseError::new("workspace_id", "")),
+        ApiError::Unauthenticated(""),
+        ApiError::NotFound,
+        ApiError::DatabaseUnavailable,
+        ApiError::Database(sqlx::Error::PoolClosed),
+    ]
+}
+
+fn with(mut base: Vec<ApiError>, more: impl IntoIterator<Item = ApiError>) -> Vec<ApiError> {
+    base.extend(more);
+    base
+}
+
+/// Every operation's errors.
+pub const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        method: HttpMethod::Post,
+        path: "/v1/workspaces/{workspace_id}/activation",
+        errors: || with(member_route(), [ApiError::ActivationNotEntitled, ApiError::ActivationNotReady(""), ApiError::LockTimeout]),
+    },
+    OperationErrors { method: HttpMethod::Get, path: "/v1/workspaces/{workspace_id}/connections", errors: member_route },
+    OperationErrors { method: HttpMethod::Get, path: "/v1/workspaces/{workspace_id}/documents", errors: member_route },
+    OperationErrors {
+        method: HttpMethod::Post,
+        path: "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
+        errors: || with(member_route(), [ApiError::Forbidden(""), transition(), ApiError::LockTimeout]),
+    },
+    OperationErrors {
+        method: HttpMethod::Post,
+        path: "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
+        errors: || with(member_route(), [ApiError::Forbidden(""), transition(), ApiError::LockTimeout]),
+    },
+    OperationErrors {
+        method: HttpMethod::Post,
+        path: "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
+        errors: || {
+            with(
+                member_route(),
+                [
+                    transition(),
+                    ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
+                    rate_limited(),
+                    ApiError::LockTimeout,
+                    ApiError::Redis(redis::RedisError::from((redis::ErrorKind::IoError, "timeout"))),
+                ],
+            )
+        },
+    },
+    OperationErrors {
+        method: HttpMethod::Post,
+        path: "/v1/workspaces/{workspace_id}/connections/{provider}/sync",
+        errors: || {
+            with(
+                member_route(),
+                [
+                    ApiError::NotConnected(""),
+                    ApiError::ReconnectRequired,
+                    ApiError::AuthorizationSuperseded,
+                    ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
+                    ApiError::Provider(ProviderError::Unavailable(String::new())),
+                    ApiError::LockTimeout,
+                ],
+            )
+        },
+    },
+    OperationErrors {
+        method: HttpMethod::Get,
+        path: "/v1/oauth/{provider}/callback",
+        errors: || {
+            vec![
+                ApiError::BadRequest(crate::domain::ParseError::new("state", "")),
+                ApiError::OAuthStateInvalid,
+                ApiError::Unauthenticated(""),
+                ApiError::OAuthStateMismatch,
+                ApiError::ConsentDenied,
+                ApiError::NotFound,
+                transition(),
+                ApiError::AuthorizationSuperseded,
+                ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
+                rate_limited(),
+                ApiError::Database(sqlx::Error::PoolClosed),
+                ApiError::Provider(ProviderError::Unavailable(String::new())),
+                ApiError::AuthorizationInterrupted,
+                ApiError::DatabaseUnavailable,
+                ApiError::Redis(redis::RedisError::from((redis::ErrorKind::IoError, "timeout"))),
+            ]
+        },
+    },
+];
+
+/// The (status, code) pairs an operation can answer, by status.
+pub fn codes_of(method: HttpMethod, path: &str) -> BTreeMap<u16, Vec<&'static str>> {
+    let mut by_status: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
+    for op in ERRORS.iter().filter(|o| o.method == method && o.path == path) {
+        for e in (op.errors)() {
+            let (status, code) = e.status_and_code();
+            let codes = by_status.entry(status.as_u16()).or_default();
+            if !codes.contains(&code) {
+                codes.push(code);
+            }
+        }
+    }
+    by_status
+}
+
+/// Links between operations (OpenAPI 3 `links`), so a stateful client can walk the API: from a
+/// response to the operations its values feed. (source method, source path, status, link name,
+/// target method, target path, parameters as (name, runtime expression)).
+type LinkSpec = (HttpMethod, &'static str, &'static str, &'static str, HttpMethod, &'static str, &'static [(&'static str, &'static str)]);
+
+const WS: &str = "$request.path.workspace_id";
+
+/// The links: every workspace operation leads to the workspace's other operations, and a listed
+/// connection's provider to the operations on that connection.
+pub const LINKS: &[LinkSpec] = &[
+    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", "200", "ListConnections", HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", &[("workspace_id", "$response.body#/workspace_id")]),
+    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", "200", "ListDocuments", HttpMethod::Get, "/v1/workspaces/{workspace_id}/documents", &[("workspace_id", "$response.body#/workspace_id")]),
+    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Authorize", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/authorize", &[("workspace_id", WS), ("provider", "$response.body#/connections/0/provider")]),
+    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Sync", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/sync", &[("workspace_id", WS), ("provider", "$response.body#/connections/0/provider")]),
+    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Disconnect", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", &[("workspace_id", WS), ("provider", "$response.body#/connections/0/provider")]),
+    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Activate", HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", &[("workspace_id", WS)]),
+    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/authorize", "200", "ListConnections", HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", &[("workspace_id", WS)]),
+    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/sync", "200", "ListDocuments", HttpMethod::Get, "/v1/workspaces/{workspace_id}/documents", &[("workspace_id", WS)]),
+    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/sync", "200", "Activate", HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", &[("workspace_id", WS)]),
+    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", "200", "Revoke", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/revoke", &[("workspace_id", WS), ("provider", "$response.body#/provider")]),
+];
+
+fn operation_mut<'a>(openapi: &'a mut utoipa::openapi::OpenApi, method: &HttpMethod, path: &str) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    let item = openapi.paths.paths.get_mut(path)?;
+    match method {
+        HttpMethod::Get => item.get.as_mut(),
+        HttpMethod::Post => item.post.as_mut(),
+        _ => None,
+    }
+}
+
+/// An `operationRef` to `method path` in this document (RFC 6901 escaping).
+fn operation_ref(method: &HttpMethod, path: &str) -> String {
+    let method = match method {
+        HttpMethod::Get => "get",
+        _ => "post",
+    };
+    format!("#/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Writes every operation's error responses into the OpenAPI document from [`ERRORS`]: one
+/// response per status, its codes in the description, an example body, and `Retry-After` where
+/// the answer carries one.
+pub struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (method, path, status, name, target_method, target_path, parameters) in LINKS {
+            let Some(operation) = operation_mut(openapi, method, path) else { continue };
+            let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else { continue };
+            let mut link = utoipa::openapi::link::LinkBuilder::new().operation_ref(operation_ref(target_method, target_path));
+            for (parameter, expression) in *parameters {
+                link = link.parameter(*parameter, *expression);
+            }
+            response.links.insert((*name).to_owned(), RefOr::T(link.build()));
+        }
+        for op in ERRORS {
+            let Some(operation) = operation_mut(openapi, &op.method, op.path) else { continue };
+            for (status, codes) in codes_of(op.method.clone(), op.path) {
+                let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+                let example = json!({ "error": { "code": codes[0], "message": reason, "request_id": "7d0c2f4e-5a3b-4c1d-9e8f-0a1b2c3d4e5f" } });
+                let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).example(Some(example)).build();
+                let mut response = ResponseBuilder::new().description(format!("{reason}: {}", codes.join(", "))).content("application/json", content);
+                if status == 429 || status == 503 {
+                    response = response.header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer))
+                            .description(Some("Seconds to wait before retrying"))
+                            .build(),
+                    );
+                }
+                operation.responses.responses.insert(status.to_string(), RefOr::T(response.build()));
+            }
+        }
+    }
+}
