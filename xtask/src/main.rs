@@ -279,6 +279,14 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
         cmd.status().context("running cargo nextest (is cargo-nextest installed?)")
     })?;
+    // nextest writes its JUnit file under the target directory, which CI keeps outside the clone
+    // (`$HOME/.cache/harbor-target`): copy it to the one artefact folder in the clone.
+    let junit = target_dir().join("nextest").join("ci").join("junit.xml");
+    if junit.exists() {
+        let artefacts = root().join("target").join("test-artifacts");
+        std::fs::create_dir_all(&artefacts)?;
+        std::fs::copy(&junit, artefacts.join("nextest-junit.xml"))?;
+    }
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.
     let certified = phase("harbor-certify run (the scenario catalogue)", || {
         let mut cmd = Command::new(&certify);
