@@ -65,10 +65,20 @@ struct Claims<'a> {
 }
 
 fn generate() -> (EncodingKey, Vec<u8>) {
+    let (key, public, _) = generate_keeping();
+    (key, public)
+}
+
+fn generate_keeping() -> (EncodingKey, Vec<u8>, Vec<u8>) {
     let rng = SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("ring parses its own PKCS#8");
-    (EncodingKey::from_ed_der(pkcs8.as_ref()), pair.public_key().as_ref().to_vec())
+    let (key, public) = from_pkcs8(pkcs8.as_ref()).expect("ring parses its own PKCS#8");
+    (key, public, pkcs8.as_ref().to_vec())
+}
+
+fn from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, Vec<u8>), String> {
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+    Ok((EncodingKey::from_ed_der(pkcs8), pair.public_key().as_ref().to_vec()))
 }
 
 impl Default for TokenMint {
@@ -83,6 +93,15 @@ impl TokenMint {
         let (key, public) = generate();
         let (impostor, _) = generate();
         Self { key, impostor, public_x: URL_SAFE_NO_PAD.encode(public) }
+    }
+
+    /// A mint from a gateway key written by [`write_service_keys`] (base64 PKCS#8).
+    pub fn from_key_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pkcs8 = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (key, public) = from_pkcs8(&pkcs8)?;
+        let (impostor, _) = generate();
+        Ok(Self { key, impostor, public_x: URL_SAFE_NO_PAD.encode(public) })
     }
 
     /// The JWK set the service verifies with.
@@ -132,5 +151,71 @@ impl TokenMint {
             return format!("{signing_input}.{signature}");
         }
         jsonwebtoken::encode(&header, &claims, key).expect("signing with a valid Ed25519 key")
+    }
+}
+
+/// Writes what a hand-started `harbor-service` needs to verify the tokens of a stand-in gateway
+/// and to seal provider tokens, into `dir`: `gateway.key` (the gateway's Ed25519 key, base64
+/// PKCS#8, private: `harbor-certify token` signs with it), `jwks.json` (its public JWK set) and
+/// `service.env` (`HARBOR_JWT_JWKS_FILE`, `HARBOR_JWT_ISSUER`, `HARBOR_JWT_AUDIENCE`, and
+/// `HARBOR_TOKEN_KEYS` with one fresh random key). Returns the path of `service.env`.
+pub fn write_service_keys(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let (key, public, pkcs8) = generate_keeping();
+    let (impostor, _) = generate();
+    let mint = TokenMint { key, impostor, public_x: URL_SAFE_NO_PAD.encode(public) };
+    let private = |name: &str, text: String| -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(dir.join(name))?.write_all(text.as_bytes())
+    };
+    private("gateway.key", format!("{}\n", base64::engine::general_purpose::STANDARD.encode(&pkcs8)))?;
+    std::fs::write(dir.join("jwks.json"), format!("{:#}\n", mint.jwks_json()))?;
+    let mut token_key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut token_key).expect("the system RNG works");
+    let env = format!(
+        "HARBOR_JWT_JWKS_FILE={}\nHARBOR_JWT_ISSUER={ISSUER}\nHARBOR_JWT_AUDIENCE={AUDIENCE}\nHARBOR_TOKEN_KEYS=k1:{}\n",
+        dir.join("jwks.json").display(),
+        base64::engine::general_purpose::STANDARD.encode(token_key)
+    );
+    private("service.env", env)?;
+    Ok(dir.join("service.env"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `keygen --service` then `token`: the service, configured from `service.env`, accepts the
+    /// token; and the written token key makes a usable key ring.
+    #[test]
+    fn written_service_keys_verify_minted_tokens() {
+        let dir = std::env::temp_dir().join(format!("harbor-keys-{}", Uuid::new_v4()));
+        let env = write_service_keys(&dir).unwrap();
+        let vars: std::collections::HashMap<String, String> = std::fs::read_to_string(&env)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let jwks = std::fs::read_to_string(&vars["HARBOR_JWT_JWKS_FILE"]).unwrap();
+        let config = JwtConfig {
+            jwks: serde_json::from_str(&jwks).unwrap(),
+            issuer: vars["HARBOR_JWT_ISSUER"].clone(),
+            audience: vars["HARBOR_JWT_AUDIENCE"].clone(),
+        };
+        let verifier = harbor_service::auth::JwtVerifier::new(&config).unwrap();
+        let mint = TokenMint::from_key_file(&dir.join("gateway.key")).unwrap();
+        let user = Uuid::new_v4();
+        assert_eq!(verifier.verify(&mint.token(user, TokenKind::LongLived)).unwrap().0, user);
+        let keys = harbor_service::vault::TokenKeysConfig {
+            keys: secrecy::SecretString::from(vars["HARBOR_TOKEN_KEYS"].clone()),
+            primary: None,
+        };
+        assert!(harbor_service::vault::KeyRing::from_config(&keys).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

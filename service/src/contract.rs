@@ -177,13 +177,18 @@ fn operation_mut<'a>(openapi: &'a mut utoipa::openapi::OpenApi, method: &HttpMet
     }
 }
 
+/// The method's name as HTTP spells it (the operations here are GETs and POSTs).
+fn method_name(method: &HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        _ => "OTHER",
+    }
+}
+
 /// An `operationRef` to `method path` in this document (RFC 6901 escaping).
 fn operation_ref(method: &HttpMethod, path: &str) -> String {
-    let method = match method {
-        HttpMethod::Get => "get",
-        _ => "post",
-    };
-    format!("#/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1"))
+    format!("#/paths/{}/{}", path.replace('~', "~0").replace('/', "~1"), method_name(method).to_lowercase())
 }
 
 /// Writes every operation's error responses into the OpenAPI document from [`ERRORS`]: one
@@ -219,6 +224,62 @@ impl utoipa::Modify for ErrorResponses {
                     );
                 }
                 operation.responses.responses.insert(status.to_string(), RefOr::T(response.build()));
+            }
+        }
+    }
+}
+
+/// Whether an error the service answered is in its contract. `Ok` also for requests that match no
+/// documented operation (an unknown path, a method the path does not have: 404/405 by the
+/// router) and for test-mode-only codes; `Err` names what is missing.
+pub fn check_answer(method: &str, path_and_query: &str, status: u16, code: &str) -> Result<(), String> {
+    if status < 400 || code == "SYNC_POINT_TIMEOUT" {
+        return Ok(());
+    }
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    let matches = |template: &str| {
+        let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+    };
+    let Some(op) = ERRORS.iter().find(|o| method_name(&o.method).eq_ignore_ascii_case(method) && matches(o.path)) else {
+        return Ok(());
+    };
+    let documented = codes_of(op.method.clone(), op.path);
+    if documented.get(&status).is_some_and(|codes| codes.contains(&code)) {
+        Ok(())
+    } else {
+        Err(format!("{method} {} answered {status} {code}, which its contract (service/src/contract.rs) does not list", op.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_checked_against_the_operation_they_belong_to() {
+        let ws = "/v1/workspaces/6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11";
+        assert!(check_answer("POST", &format!("{ws}/activation"), 409, "ACTIVATION_NOT_READY").is_ok());
+        assert!(check_answer("POST", &format!("{ws}/activation"), 409, "INVALID_TRANSITION").is_err());
+        assert!(check_answer("GET", "/v1/oauth/qbo/callback?state=x&code=y", 403, "CONSENT_DENIED").is_ok());
+        assert!(check_answer("GET", &format!("{ws}/documents"), 429, "RATE_LIMITED").is_err());
+        // Not a documented operation: the router's 404/405, not the contract's business.
+        assert!(check_answer("GET", "/v1/nothing-here", 404, "NOT_FOUND").is_ok());
+        assert!(check_answer("DELETE", &format!("{ws}/activation"), 405, "METHOD_NOT_ALLOWED").is_ok());
+    }
+
+    #[test]
+    fn every_operation_in_the_table_is_in_the_document() {
+        let doc = crate::openapi::document();
+        for op in ERRORS {
+            let method = method_name(&op.method).to_lowercase();
+            let responses = &doc["paths"][op.path][&method]["responses"];
+            assert!(responses.is_object(), "{method} {} is not in the document", op.path);
+            for (status, codes) in codes_of(op.method.clone(), op.path) {
+                let description = responses[status.to_string()]["description"].as_str().unwrap_or_default();
+                for code in codes {
+                    assert!(description.contains(code), "{method} {} {status}: {code} missing from {description:?}", op.path);
+                }
             }
         }
     }

@@ -377,7 +377,7 @@ fn schemathesis(certify: &Path, infra_env: &[(String, String)]) -> Result<std::p
             .env("HARBOR_WORKSPACE_ID", var("HARBOR_WORKSPACE_ID"))
             .args(["--config-file", "schemathesis.toml", "run"])
             .arg(var("HARBOR_OPENAPI_URL"))
-            .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "100", "--seed", "1"])
+            .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "150", "--seed", "1"])
             .args(["--report", "junit", "--report-junit-path"])
             .arg(reports.join(format!("{name}.junit.xml")));
         if !token.is_empty() {

@@ -125,11 +125,26 @@ enum Command {
         #[arg(long)]
         public_key: Option<String>,
     },
-    /// Write a new Ed25519 report-signing key (PKCS#8, base64) and print its public key.
+    /// Write a new Ed25519 report-signing key (PKCS#8, base64) and print its public key; or, with
+    /// `--service DIR`, the keys a hand-started harbor-service needs (a stand-in gateway's key and
+    /// JWK set, a token encryption key, and `DIR/service.env` naming them).
     Keygen {
-        /// Where to write the private key.
+        /// Where to write the report-signing key.
+        #[arg(long, required_unless_present = "service")]
+        out: Option<PathBuf>,
+        /// Write the service's keys into this directory instead.
+        #[arg(long, conflicts_with = "out")]
+        service: Option<PathBuf>,
+    },
+    /// Print a bearer token (valid 24 h) for user `--sub`, signed with a gateway key from
+    /// `keygen --service`.
+    Token {
+        /// The gateway key (`DIR/gateway.key`).
         #[arg(long)]
-        out: PathBuf,
+        key: PathBuf,
+        /// The user's id (the token's `sub`).
+        #[arg(long)]
+        sub: uuid::Uuid,
     },
     /// Print the id and title of every scenario, after checking the files.
     List {
@@ -193,7 +208,28 @@ async fn main() -> ExitCode {
                 ExitCode::from(NOT_CERTIFIED)
             }
         },
-        Command::Keygen { out } => {
+        Command::Keygen { service: Some(dir), .. } => match harbor_harness::tokens::write_service_keys(&dir) {
+            Ok(env) => {
+                println!("{}", env.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("harbor-certify: {}: {e}", dir.display());
+                ExitCode::from(CANNOT_RUN)
+            }
+        },
+        Command::Token { key, sub } => match harbor_harness::tokens::TokenMint::from_key_file(&key) {
+            Ok(mint) => {
+                println!("{}", mint.token(sub, harbor_harness::tokens::TokenKind::LongLived));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("harbor-certify: {e}");
+                ExitCode::from(CANNOT_RUN)
+            }
+        },
+        Command::Keygen { out, .. } => {
+            let out = out.expect("clap requires --out without --service");
             let (pkcs8, key) = report::sign::SigningKey::generate();
             if let Err(e) = std::fs::write(&out, format!("{pkcs8}\n")) {
                 eprintln!("harbor-certify: {}: {e}", out.display());

@@ -70,6 +70,8 @@ struct Outcome {
     consent: Option<Consent>,
     ok: bool,
     error: Option<String>,
+    /// The answer is an error its operation's contract does not list (`service/src/contract.rs`).
+    off_contract: Option<String>,
 }
 
 impl Outcome {
@@ -130,6 +132,7 @@ enum Job {
 type JobResult = (Outcome, Option<PgConnection>);
 
 async fn send(job: &HttpJob, replica: usize, method: reqwest::Method, path: &str, body: Option<&Value>) -> Outcome {
+    let method_name = method.to_string();
     let mut req = job.http.request(method, format!("{}{}", job.bases[replica], path)).header("x-harbor-actor", &job.actor);
     if let Some(t) = &job.token {
         req = req.bearer_auth(t);
@@ -144,8 +147,12 @@ async fn send(job: &HttpJob, replica: usize, method: reqwest::Method, path: &str
         Ok(resp) => {
             let status = resp.status().as_u16();
             let raw = resp.text().await.unwrap_or_default();
-            let body = serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()));
-            Outcome { status, body, raw, ok: (200..300).contains(&status), ..Outcome::default() }
+            let body: Value = serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()));
+            // Every answer the catalogue provokes is held to the contract, whatever the step expects.
+            let off_contract = body["error"]["code"]
+                .as_str()
+                .and_then(|code| harbor_service::contract::check_answer(&method_name, path, status, code).err());
+            Outcome { status, body, raw, ok: (200..300).contains(&status), off_contract, ..Outcome::default() }
         }
         Err(e) => Outcome { error: Some(format!("request failed: {e}")), ..Outcome::default() },
     }
@@ -269,6 +276,8 @@ struct Ctx<'s> {
     trace: Trace,
     started: Instant,
     responses: Vec<String>,
+    /// Error answers that their operation's contract does not list (each fails the run).
+    off_contract: Vec<String>,
     step_timeout: Duration,
     checks: usize,
     logs: Option<LogCapture>,
@@ -336,6 +345,7 @@ impl<'a> ScenarioRunner<'a> {
             trace: Trace::default(),
             started: Instant::now(),
             responses: Vec::new(),
+            off_contract: Vec::new(),
             step_timeout: Duration::from_millis(sc.service.step_timeout_ms),
             checks: 0,
             log_mark: self.logs.as_ref().map(LogCapture::mark),
@@ -358,6 +368,14 @@ impl<'a> ScenarioRunner<'a> {
             }
             if failures.is_empty() {
                 failures.extend(ctx.finish_background().await);
+            }
+            // An answer outside the contract fails the run even if the step expected it.
+            let mut seen = std::collections::BTreeSet::new();
+            for answer in std::mem::take(&mut ctx.off_contract) {
+                if seen.insert(answer.clone()) {
+                    ctx.event(None, None, EventKind::Failed, answer.clone(), None);
+                    failures.push(fail(None, answer));
+                }
             }
             if failures.is_empty() {
                 for a in &sc.assertions {
@@ -627,6 +645,7 @@ impl Ctx<'_> {
         if !outcome.raw.is_empty() {
             self.responses.push(outcome.raw.clone());
         }
+        self.off_contract.extend(outcome.off_contract.clone());
         outcome
     }
 
@@ -998,6 +1017,7 @@ impl Ctx<'_> {
             *by_summary.entry(o.summary()).or_default() += 1;
             if !o.raw.is_empty() {
                 self.responses.push(o.raw.clone());
+                self.off_contract.extend(o.off_contract.clone());
             }
         }
         let summary = by_summary.iter().map(|(s, c)| format!("{c} × {s}")).collect::<Vec<_>>().join(", ");
