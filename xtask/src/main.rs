@@ -7,6 +7,8 @@
 //! - `cargo xtask load [GOOSE ARGS…]`: the goose load test (`loadtests/`, release build).
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
 //!   after the same set-up.
+//! - `cargo xtask serve [ARGS…]`: `harbor-certify serve ARGS…` after the same set-up (the
+//!   reference service with demo tenants, for people and tools).
 //! - `cargo xtask contract`: Schemathesis against `harbor-certify serve` (also the last phase of
 //!   `test`): the owner's token, no token, and another tenant's token.
 //!
@@ -33,8 +35,13 @@ fn main() -> ExitCode {
         "certify" => certify(&rest),
         "load" => load(&rest),
         "contract" => contract(),
+        "serve" => {
+            let mut args = vec!["serve".to_owned()];
+            args.extend(rest.iter().cloned());
+            certify(&args)
+        }
         _ => {
-            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract");
+            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract | cargo xtask serve [SERVE ARGS…]");
             return ExitCode::from(CANNOT_RUN);
         }
     };
