@@ -27,6 +27,7 @@ use crate::syncpoints::{self, SyncHooks};
 
 /// The outcome of an activation request.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"workspace_id": "6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11", "activated_at": "2026-11-23T16:05:14Z", "already_completed": false}))]
 pub struct ActivationResponse {
     /// The workspace.
     pub workspace_id: uuid::Uuid,

@@ -22,6 +22,7 @@ use crate::syncpoints::{self, SyncHooks};
 
 /// What a client may know about a connection: metadata, never token material or ciphertext.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"provider": "qbo", "status": "CONNECTED", "connected": true, "has_refresh_token": true, "scopes": ["qbo.read", "offline_access"], "expires_at": "2026-11-23T17:05:14Z", "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z"}))]
 pub struct ConnectionView {
     /// The provider.
     pub provider: Provider,
@@ -45,6 +46,7 @@ pub struct ConnectionView {
 
 /// The workspace's connections.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"connections": [{"provider": "qbo", "status": "CONNECTED", "connected": true, "has_refresh_token": true, "scopes": ["qbo.read", "offline_access"], "expires_at": "2026-11-23T17:05:14Z", "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z"}]}))]
 pub struct ConnectionList {
     /// One entry per provider.
     pub connections: Vec<ConnectionView>,
@@ -208,6 +210,7 @@ impl ProviderRevocation {
 
 /// A revoked connection, and whether the provider confirmed it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"provider": "qbo", "status": "REVOKED", "connected": false, "has_refresh_token": false, "scopes": [], "expires_at": null, "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z", "provider_revocation": "confirmed"}))]
 pub struct RevokeResponse {
     /// The connection, now `REVOKED`.
     #[serde(flatten)]

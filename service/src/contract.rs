@@ -269,6 +269,14 @@ mod tests {
     }
 
     #[test]
+    fn every_response_body_has_an_example() {
+        let doc = crate::openapi::document();
+        for schema in ["ActivationResponse", "ConnectionList", "RevokeResponse", "AuthorizeResponse", "SyncResponse", "DocumentList", "ConnectionView"] {
+            assert!(doc["components"]["schemas"][schema]["example"].is_object(), "{schema} has no example");
+        }
+    }
+
+    #[test]
     fn every_operation_in_the_table_is_in_the_document() {
         let doc = crate::openapi::document();
         for op in ERRORS {

@@ -33,6 +33,7 @@ use crate::syncpoints::{self, SyncHooks};
 
 /// What a sync did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"provider": "qbo", "documents_synced": 2, "refreshed": false}))]
 pub struct SyncResponse {
     /// The provider synced.
     pub provider: Provider,
@@ -57,6 +58,7 @@ pub struct DocumentView {
 
 /// The workspace's documents.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"documents": [{"provider": "qbo", "external_id": "qbo-doc-1", "title": "qbo quarterly report", "fetched_at": "2026-11-23T16:05:14Z"}]}))]
 pub struct DocumentList {
     /// Every document, by provider and id.
     pub documents: Vec<DocumentView>,
