@@ -18,6 +18,9 @@
 //!   to their row and grant).
 //! - [`serve`]: `harbor-certify serve` — the service with demo tenants and tokens, for people and
 //!   external tools (Schemathesis, goose, curl).
+//! - [`model`]: the reference model of the workspace flows (pure, no I/O), and
+//!   [`statemachine`]: proptest sequences of operations run against the real service and compared
+//!   with it after every step.
 //! - [`mutants`]: the kill matrix — the catalogue against each seeded flaw of the service.
 //! - [`report`]: the run folder and `report.json`.
 //! - [`faults`]: [`faults::FaultProxy`], the TCP proxy through which replicas reach Redis, so a
@@ -28,6 +31,7 @@ pub mod evidence;
 pub mod fake_provider;
 pub mod faults;
 pub mod fixtures;
+pub mod model;
 pub mod mutants;
 pub mod oracles;
 pub mod provision;
@@ -35,4 +39,5 @@ pub mod report;
 pub mod scenario;
 pub mod serve;
 pub mod service;
+pub mod statemachine;
 pub mod tokens;

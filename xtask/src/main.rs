@@ -11,6 +11,8 @@
 //!   reference service with demo tenants, for people and tools).
 //! - `cargo xtask loom`: every loom model (`LOOM_MAX_PREEMPTIONS`, default 3), also the first
 //!   phase of `test`.
+//! - `cargo xtask proptest`: the state machine against the real service, and its kill matrix
+//!   (`PROPTEST_CASES`, default 16), also a phase of `test`.
 //! - `cargo xtask contract`: Schemathesis against `harbor-certify serve` (also the last phase of
 //!   `test`): the owner's token, no token, and another tenant's token.
 //!
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         "certify" => certify(&rest),
         "load" => load(&rest),
         "contract" => contract(),
+        "proptest" => proptest(),
         "loom" => phase("loom models (sync points, lock protocol)", loom).map(|()| ExitCode::SUCCESS),
         "serve" => {
             let mut args = vec!["serve".to_owned()];
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
             certify(&args)
         }
         _ => {
-            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract | cargo xtask serve [SERVE ARGS…] | cargo xtask loom");
+            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract | cargo xtask serve [SERVE ARGS…] | cargo xtask loom | cargo xtask proptest");
             return ExitCode::from(CANNOT_RUN);
         }
     };
@@ -335,6 +338,8 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
         cmd.status().context("running harbor-certify mutants")
     })?;
+    // Model-based testing: the state machine against the correct build and each flaw it can see.
+    let proptest = phase("harbor-certify proptest --kill-matrix (state machine vs reference model)", || proptest_run(&held.env))?;
     // The goose load test, briefly: the load path works and its invariants hold.
     let load = phase("harbor-load smoke (goose, 20 users, 5 s)", || {
         let mut cmd = Command::new(cargo());
@@ -351,12 +356,12 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let contract = phase("schemathesis (the API contract: owner, anonymous, another tenant)", || schemathesis(&certify, &held.env))?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the load smoke", &load), ("the contract run", &contract)] {
+    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the state machine", &proptest), ("the load smoke", &load), ("the contract run", &contract)] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
         }
     }
-    let worst = [status, certified, mutants, load, contract].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    let worst = [status, certified, mutants, proptest, load, contract].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 
@@ -422,6 +427,29 @@ fn schemathesis(certify: &Path, infra_env: &[(String, String)]) -> Result<std::p
     }
     drop(served);
     Ok(worst.unwrap_or_default())
+}
+
+/// The state machine's kill matrix on the held servers (flaws build). `PROPTEST_CASES` sizes it
+/// (default 16 here).
+fn proptest_run(env: &[(String, String)]) -> Result<std::process::ExitStatus> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root())
+        .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
+        .args(["proptest", "--backend", "external", "--kill-matrix"])
+        .env("PROPTEST_CASES", std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "16".into()))
+        .env("RUST_LOG", "off")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.status().context("running harbor-certify proptest")
+}
+
+/// Only the state machine (`cargo xtask proptest`).
+fn proptest() -> Result<ExitCode> {
+    ensure_environment()?;
+    let certify = phase("build harbor-certify", build_certify)?;
+    let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
+    let status = phase("harbor-certify proptest --kill-matrix", || proptest_run(&held.env))?;
+    drop(held);
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
 }
 
 /// Only the contract run: Schemathesis against `harbor-certify serve`.

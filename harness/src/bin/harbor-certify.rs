@@ -87,6 +87,29 @@ struct MutantsArgs {
     catalogue: CatalogueArgs,
 }
 
+/// How the state machine runs.
+#[derive(clap::Args, Clone, Debug)]
+struct ProptestArgs {
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    backend: BackendChoice,
+    /// Cases (sequences) per run.
+    #[arg(long, env = "PROPTEST_CASES", default_value_t = 32)]
+    cases: u32,
+    /// Longest sequence.
+    #[arg(long, default_value_t = 24)]
+    max_ops: usize,
+    /// Replay this seed exactly (printed by every run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
+    #[arg(long = "flaw")]
+    flaws: Vec<String>,
+    /// Also run each flaw the state machine can see; each must make it fail.
+    #[arg(long)]
+    kill_matrix: bool,
+}
+
 /// What `serve` starts.
 #[derive(clap::Args, Clone, Debug)]
 struct ServeArgs {
@@ -162,6 +185,10 @@ enum Command {
     /// replicas with the fake OAuth provider, seed a demo tenant (owner, member) and another
     /// tenant, print URLs, tokens and curl lines, and hold until Ctrl-C or the end of standard input.
     Serve(ServeArgs),
+    /// Model-based testing: proptest sequences of operations against the real service (fresh
+    /// replicas per case), compared with the reference model after every step. Exit 0 when every
+    /// case passed (with --kill-matrix: and every flaw the state machine can see made it fail).
+    Proptest(ProptestArgs),
     /// Provision once and hold the servers for other processes (the test suite) until SIGINT,
     /// SIGTERM or the end of standard input; writes `HARBOR_DATABASE_URL=…` and
     /// `HARBOR_REDIS_URL=…` lines to the env file.
@@ -241,6 +268,7 @@ async fn main() -> ExitCode {
         Command::Doctor { backend } => doctor(backend).await,
         Command::Infra { backend, env_file } => infra(backend, env_file).await,
         Command::Serve(args) => serve(args).await,
+        Command::Proptest(args) => proptest(args).await,
     }
 }
 
@@ -580,6 +608,33 @@ async fn infra(backend: BackendChoice, env_file: std::path::PathBuf) -> ExitCode
     infra.shutdown().await;
     let _ = std::fs::remove_file(&env_file);
     ExitCode::SUCCESS
+}
+
+async fn proptest(args: ProptestArgs) -> ExitCode {
+    use harbor_harness::statemachine::{self, Options};
+    let flaws = match parse_flaws(&args.flaws) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let mut infra = match provision_or_explain(args.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let persistence = flaws.is_empty().then(|| PathBuf::from(statemachine::REGRESSIONS));
+    let options = Options { cases: args.cases, max_ops: args.max_ops, flaws, seed: args.seed, persistence };
+    let (report, ok) = if args.kill_matrix {
+        statemachine::kill_matrix(&infra, &options)
+    } else {
+        let outcome = statemachine::run(&infra, &options);
+        (statemachine::describe("state machine", &outcome), outcome.failure.is_none())
+    };
+    infra.shutdown().await;
+    println!("{report}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_CERTIFIED)
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

@@ -1,0 +1,453 @@
+//! Model-based testing against the real service: proptest draws sequences of [`Op`]s, each case
+//! runs them on a fresh in-process service (two replicas, one isolated database and Redis prefix
+//! from the usual provisioning), and after every step the response and the stored state are
+//! compared with the reference [`Model`], and the oracles must hold (tokens bound to their row and
+//! grant, `CONNECTED` ⇔ tokens present, one activation, no lock left held, no token in any
+//! response). A failure is shrunk to a minimal sequence, printed, and its seed persisted under
+//! `proptest-regressions/` so the next run replays it first.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harbor_service::domain::Provider;
+use harbor_service::flaws::Flaws;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::ratelimit::{Quota, RateLimits};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use serde_json::Value;
+
+use crate::fake_provider::{CANARY_PREFIX, Consent, Fault};
+use crate::fixtures::TenantWorkspace;
+use crate::model::{Expected, Model, Transition, Who};
+use crate::provision::Infra;
+use crate::service::{ServiceOptions, ServiceUnderTest};
+use crate::tokens::TokenKind;
+
+/// The providers the sequences use: two, so that flows collide often.
+pub const PROVIDERS: [Provider; 2] = [Provider::Qbo, Provider::Gmail];
+
+/// One operation of a sequence.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `POST …/authorize` (and the user's consent at the provider).
+    Authorize {
+        /// Who asks.
+        who: Who,
+        /// For which provider.
+        provider: Provider,
+        /// On which replica.
+        replica: usize,
+    },
+    /// A callback with an issued state.
+    Callback {
+        /// Which issued state (modulo how many there are).
+        state: usize,
+        /// Who presents it.
+        presenter: Who,
+        /// At which provider's callback (`None`: the state's own provider).
+        path: Option<Provider>,
+        /// The user declined at the provider (`error=access_denied`).
+        denied: bool,
+        /// On which replica.
+        replica: usize,
+    },
+    /// `POST …/activation`.
+    Activate {
+        /// Who asks.
+        who: Who,
+        /// On which replica.
+        replica: usize,
+    },
+    /// `POST …/disconnect`.
+    Disconnect {
+        /// Who asks.
+        who: Who,
+        /// Which connection.
+        provider: Provider,
+    },
+    /// `POST …/revoke`.
+    Revoke {
+        /// Who asks.
+        who: Who,
+        /// Which connection.
+        provider: Provider,
+    },
+    /// `POST …/sync` (by the plain member).
+    Sync {
+        /// Which connection.
+        provider: Provider,
+        /// On which replica.
+        replica: usize,
+    },
+    /// `GET …/connections`: metadata only.
+    ListConnections,
+    /// Move the service's clock (values that never land exactly on a state or token deadline).
+    AdvanceClock {
+        /// By how much.
+        seconds: i64,
+    },
+    /// The provider's token endpoint answers 500 (or stops doing so).
+    TokenFault {
+        /// On or off.
+        on: bool,
+    },
+    /// A request with an expired token: 401.
+    ExpiredToken,
+}
+
+fn who() -> impl Strategy<Value = Who> {
+    prop_oneof![3 => Just(Who::Owner), 2 => Just(Who::Member), 1 => Just(Who::Outsider)]
+}
+
+fn provider() -> impl Strategy<Value = Provider> {
+    prop_oneof![Just(Provider::Qbo), Just(Provider::Gmail)]
+}
+
+/// Operations, weighted towards the flows that change state.
+pub fn op() -> impl Strategy<Value = Op> {
+    let replica = 0..2usize;
+    prop_oneof![
+        6 => (who(), provider(), replica.clone()).prop_map(|(who, provider, replica)| Op::Authorize { who, provider, replica }),
+        8 => (0..8usize, prop_oneof![6 => Just(None), 1 => provider().prop_map(Some)], prop_oneof![8 => Just(false), 1 => Just(true)], replica.clone(), who())
+            .prop_map(|(state, path, denied, replica, presenter)| Op::Callback { state, presenter, path, denied, replica }),
+        4 => (who(), replica.clone()).prop_map(|(who, replica)| Op::Activate { who, replica }),
+        2 => (who(), provider()).prop_map(|(who, provider)| Op::Disconnect { who, provider }),
+        2 => (who(), provider()).prop_map(|(who, provider)| Op::Revoke { who, provider }),
+        3 => (provider(), replica).prop_map(|(provider, replica)| Op::Sync { provider, replica }),
+        1 => Just(Op::ListConnections),
+        2 => prop_oneof![Just(170i64), Just(700), Just(3500)].prop_map(|seconds| Op::AdvanceClock { seconds }),
+        1 => any::<bool>().prop_map(|on| Op::TokenFault { on }),
+        1 => Just(Op::ExpiredToken),
+    ]
+}
+
+/// How to run the state machine.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Cases (sequences) to run.
+    pub cases: u32,
+    /// Longest sequence.
+    pub max_ops: usize,
+    /// Seeded flaws of the service under test.
+    pub flaws: Flaws,
+    /// Replay exactly this seed's cases.
+    pub seed: Option<u64>,
+    /// Where failing seeds are kept (and replayed from first); `None` keeps nothing.
+    pub persistence: Option<PathBuf>,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Cases run (shrinking included).
+    pub cases: u32,
+    /// Wall time.
+    pub duration: Duration,
+    /// The seed the run used.
+    pub seed: u64,
+    /// The minimal failing sequence and why it fails.
+    pub failure: Option<(Vec<Op>, String)>,
+}
+
+/// Runs the state machine on `infra`. Must be called from a multi-threaded tokio runtime.
+pub fn run(infra: &Infra, options: &Options) -> Outcome {
+    let seed = options.seed.unwrap_or_else(rand::random);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases: options.cases,
+        max_shrink_iters: 256,
+        max_shrink_time: 120_000,
+        failure_persistence: options
+            .persistence
+            .as_ref()
+            .map(|p| Box::new(FileFailurePersistence::Direct(Box::leak(p.display().to_string().into_boxed_str()))) as _),
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let handle = tokio::runtime::Handle::current();
+    let started = Instant::now();
+    let cases = std::sync::atomic::AtomicU32::new(0);
+    let strategy = prop::collection::vec(op(), 1..=options.max_ops);
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&strategy, |ops| {
+            cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            handle.block_on(run_case(infra, &options.flaws, &ops)).map_err(TestCaseError::fail)
+        })
+    });
+    let failure = match result {
+        Ok(()) => None,
+        Err(proptest::test_runner::TestError::Fail(reason, ops)) => Some((ops, reason.to_string())),
+        Err(proptest::test_runner::TestError::Abort(reason)) => Some((Vec::new(), format!("aborted: {reason}"))),
+    };
+    Outcome { cases: cases.into_inner(), duration: started.elapsed(), seed, failure }
+}
+
+/// One case: a fresh service, the sequence, the comparisons.
+async fn run_case(infra: &Infra, flaws: &Flaws, ops: &[Op]) -> Result<(), String> {
+    let options = ServiceOptions {
+        replicas: 2,
+        sync_points: false,
+        flaws: flaws.clone(),
+        // Sequences are short and fast: the limits are not what is tested here.
+        rate_limits: RateLimits {
+            per_tenant: Quota { per_minute: 60_000, burst: 10_000 },
+            per_address: Quota { per_minute: 60_000, burst: 10_000 },
+            failed_states_per_user: Quota { per_minute: 60_000, burst: 10_000 },
+        },
+        ..ServiceOptions::default()
+    };
+    let sut = ServiceUnderTest::start(infra, options).await.map_err(|e| format!("the service did not start: {e}"))?;
+    let result = async {
+        let a = TenantWorkspace::create(&sut.db, "a", true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
+        let b = TenantWorkspace::create(&sut.db, "b", true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
+        let mut subject = Subject { sut: &sut, a, b, model: Model::new(&PROVIDERS), consents: Vec::new() };
+        for (i, op) in ops.iter().enumerate() {
+            subject.step(op).await.map_err(|e| format!("step {i} ({op:?}): {e}"))?;
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    let stopped = sut.stop().await;
+    result?;
+    stopped.map_err(|e| format!("clean-up: {e}"))
+}
+
+struct Subject<'a> {
+    sut: &'a ServiceUnderTest,
+    a: TenantWorkspace,
+    b: TenantWorkspace,
+    model: Model,
+    /// The consent of each issued state, in the model's order.
+    consents: Vec<Consent>,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    raw: String,
+}
+
+impl Subject<'_> {
+    fn user(&self, who: Who) -> uuid::Uuid {
+        match who {
+            Who::Owner => self.a.owner.0,
+            Who::Member => self.a.member.0,
+            Who::Outsider => self.b.owner.0,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, replica: usize, path: &str, token: Option<String>) -> Result<Answer, String> {
+        let mut request = self.sut.http.request(method, self.sut.url(replica, path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status().as_u16();
+        let raw = response.text().await.map_err(|e| e.to_string())?;
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Ok(Answer { status, body, raw })
+    }
+
+    async fn as_user(&self, who: Who, method: reqwest::Method, replica: usize, path: &str) -> Result<Answer, String> {
+        self.call(method, replica, path, Some(self.sut.tokens.token(self.user(who), TokenKind::Valid))).await
+    }
+
+    async fn step(&mut self, op: &Op) -> Result<(), String> {
+        let ws = format!("/v1/workspaces/{}", self.a.workspace);
+        let (answer, expected) = match op {
+            Op::Authorize { who, provider, replica } => {
+                let answer = self.as_user(*who, reqwest::Method::POST, *replica, &format!("{ws}/connections/{provider}/authorize")).await?;
+                let expected = self.model.authorize(*who, *provider);
+                if answer.status == 200 && expected.status == 200 {
+                    let url = answer.body["authorization_url"].as_str().ok_or("no authorization_url")?;
+                    self.consents.push(crate::fake_provider::consent(&self.sut.http, url).await?);
+                }
+                (answer, expected)
+            }
+            Op::Callback { state, presenter, path, denied, replica } => {
+                if self.consents.is_empty() {
+                    return Ok(());
+                }
+                let index = state % self.consents.len();
+                let consent = &self.consents[index];
+                let own = self.model.states[index].provider;
+                let at = path.unwrap_or(own);
+                let query = if *denied {
+                    let mut q = url::form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("state", &consent.state).append_pair("error", "access_denied");
+                    if let Some(iss) = &consent.iss {
+                        q.append_pair("iss", iss);
+                    }
+                    q.finish()
+                } else {
+                    consent.callback_query()
+                };
+                let answer = self.as_user(*presenter, reqwest::Method::GET, *replica, &format!("/v1/oauth/{at}/callback?{query}")).await?;
+                (answer, self.model.callback(index, *presenter, at, *denied))
+            }
+            Op::Activate { who, replica } => {
+                let answer = self.as_user(*who, reqwest::Method::POST, *replica, &format!("{ws}/activation")).await?;
+                (answer, self.model.activate(*who))
+            }
+            Op::Disconnect { who, provider } => {
+                let answer = self.as_user(*who, reqwest::Method::POST, 0, &format!("{ws}/connections/{provider}/disconnect")).await?;
+                (answer, self.model.end(*who, *provider, Transition::Disconnect))
+            }
+            Op::Revoke { who, provider } => {
+                let answer = self.as_user(*who, reqwest::Method::POST, 1, &format!("{ws}/connections/{provider}/revoke")).await?;
+                (answer, self.model.end(*who, *provider, Transition::Revoke))
+            }
+            Op::Sync { provider, replica } => {
+                let answer = self.as_user(Who::Member, reqwest::Method::POST, *replica, &format!("{ws}/connections/{provider}/sync")).await?;
+                (answer, self.model.sync(*provider))
+            }
+            Op::ListConnections => {
+                let answer = self.as_user(Who::Member, reqwest::Method::GET, 0, &format!("{ws}/connections")).await?;
+                (answer, Expected { status: 200, code: None, field: None })
+            }
+            Op::AdvanceClock { seconds } => {
+                self.sut.clock.advance(Duration::from_secs(*seconds as u64));
+                self.model.clock += seconds;
+                return self.invariants().await;
+            }
+            Op::TokenFault { on } => {
+                let fault = on.then_some(Fault::ServerError);
+                for p in PROVIDERS {
+                    self.sut.provider.configure(p, |s| s.token_fault = fault);
+                }
+                self.model.token_fault = *on;
+                return self.invariants().await;
+            }
+            Op::ExpiredToken => {
+                let token = self.sut.tokens.token(self.a.owner.0, TokenKind::Expired);
+                let answer = self.call(reqwest::Method::GET, 0, &format!("{ws}/connections"), Some(token)).await?;
+                (answer, Expected { status: 401, code: Some("UNAUTHENTICATED"), field: None })
+            }
+        };
+        compare(&answer, &expected)?;
+        if answer.raw.contains(CANARY_PREFIX) {
+            return Err("a response carries a token or code the provider issued".into());
+        }
+        self.invariants().await
+    }
+
+    /// The stored state against the model, and the oracles.
+    async fn invariants(&self) -> Result<(), String> {
+        let db = &self.sut.db;
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT provider, status, access_token IS NOT NULL FROM connections WHERE workspace_id = $1 AND provider = ANY($2)",
+        )
+        .bind(self.a.workspace)
+        .bind(PROVIDERS.iter().map(|p| p.as_str()).collect::<Vec<_>>())
+        .fetch_all(db)
+        .await
+        .map_err(|e| e.to_string())?;
+        for (provider, status, has_tokens) in rows {
+            let p = Provider::parse(&provider).map_err(|e| e.to_string())?;
+            let expected = self.model.connections[&p].status;
+            if status != expected.as_str() {
+                return Err(format!("{provider} is {status} in the database, {} in the model", expected.as_str()));
+            }
+            if has_tokens != (status == "CONNECTED") {
+                return Err(format!("{provider} is {status} with tokens stored: {has_tokens}"));
+            }
+        }
+        let activations: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
+            .bind(self.a.workspace)
+            .fetch_one(db)
+            .await
+            .map_err(|e| e.to_string())?;
+        if activations != i64::from(self.model.activated) {
+            return Err(format!("{activations} activation row(s), the model has {}", u8::from(self.model.activated)));
+        }
+        let locks: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(db)
+        .await
+        .map_err(|e| e.to_string())?;
+        if locks > 0 {
+            return Err(format!("{locks} advisory lock(s) still held after the request answered"));
+        }
+        crate::oracles::tokens_bound(db, &self.sut.key_ring()).await.map(|_| ())
+    }
+}
+
+fn compare(answer: &Answer, expected: &Expected) -> Result<(), String> {
+    let code = answer.body["error"]["code"].as_str();
+    if answer.status != expected.status || (expected.code.is_some() && code != expected.code) {
+        return Err(format!(
+            "answered {} {}, the model expects {} {}",
+            answer.status,
+            code.unwrap_or(""),
+            expected.status,
+            expected.code.unwrap_or("")
+        ));
+    }
+    if let Some((field, value)) = &expected.field {
+        if &answer.body[*field] != value {
+            return Err(format!("answered {field} = {}, the model expects {value}", answer.body[*field]));
+        }
+    }
+    Ok(())
+}
+
+/// The seeded flaws the state machine can see (each must make it fail).
+pub const FLAWS_IT_SEES: &[&str] = &[
+    "no-callback-tenant-check",
+    "state-kept-on-failure",
+    "memory-state-store",
+    "no-unique-activation",
+    "token-exposure",
+    "no-membership-check",
+];
+
+/// Where failing seeds of the correct build are kept (committed; replayed first by every run).
+pub const REGRESSIONS: &str = "proptest-regressions/state-machine.txt";
+
+/// A run's one-paragraph account: cases, time, rate, seed, and the minimal failing sequence.
+pub fn describe(label: &str, outcome: &Outcome) -> String {
+    let rate = f64::from(outcome.cases) / outcome.duration.as_secs_f64().max(1e-9);
+    let mut out = format!(
+        "{label}: {} case(s) in {:.1} s ({rate:.1} cases/s), seed {}: {}",
+        outcome.cases,
+        outcome.duration.as_secs_f64(),
+        outcome.seed,
+        if outcome.failure.is_some() { "FAILED" } else { "passed" }
+    );
+    if let Some((ops, reason)) = &outcome.failure {
+        out.push_str(&format!("\n  minimal failing sequence ({} op(s)):", ops.len()));
+        for (i, op) in ops.iter().enumerate() {
+            out.push_str(&format!("\n    {i}: {op:?}"));
+        }
+        out.push_str(&format!("\n  because: {reason}"));
+    }
+    out
+}
+
+/// The correct build must pass; every flaw of [`FLAWS_IT_SEES`] must make the state machine fail.
+/// Returns the report and whether both held. Needs the `flaws` feature for the flaw runs.
+pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
+    let mut report = Vec::new();
+    let correct = run(infra, options);
+    let mut ok = correct.failure.is_none();
+    report.push(describe("correct build", &correct));
+    for name in FLAWS_IT_SEES {
+        let Some(flaw) = harbor_service::flaws::Flaw::parse(name) else { continue };
+        let flaws = match Flaws::enable([flaw]) {
+            Ok(f) => f,
+            Err(e) => {
+                report.push(format!("{name}: cannot be enabled ({e}); rebuild with --features flaws"));
+                ok = false;
+                continue;
+            }
+        };
+        let flawed = run(infra, &Options { flaws, persistence: None, ..options.clone() });
+        let caught = flawed.failure.is_some();
+        ok &= caught;
+        report.push(format!("{} {}", if caught { "KILLED  " } else { "SURVIVED" }, describe(name, &flawed)));
+    }
+    (report.join("\n"), ok)
+}
