@@ -318,6 +318,17 @@ pub struct Consent {
 }
 
 impl Consent {
+    /// The query string of the provider's answer when the user declines (`state`,
+    /// `error=access_denied`, `iss`).
+    pub fn denied_query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("state", &self.state).append_pair("error", "access_denied");
+        if let Some(iss) = &self.iss {
+            q.append_pair("iss", iss);
+        }
+        q.finish()
+    }
+
     /// The query string for the service's callback (`state`, `code`, `iss`).
     pub fn callback_query(&self) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());

@@ -78,6 +78,18 @@ impl Expected {
     }
 }
 
+/// Calls a provider must have received from the service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// Codes exchanged for tokens (`code_exchanges_ok`).
+    pub exchanges: u64,
+    /// Revocations: a revoke, or a fresh grant the service could not use (superseded, or the
+    /// connection changed meanwhile) and gave back.
+    pub revocations: u64,
+    /// Refreshes answered with tokens (`refreshes_ok`).
+    pub refreshes: u64,
+}
+
 /// A lifecycle transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -119,6 +131,8 @@ pub struct Model {
     pub states: Vec<IssuedState>,
     /// Whether the provider's token endpoint answers 500.
     pub token_fault: bool,
+    /// What each provider must have counted.
+    pub counters: BTreeMap<Provider, Counted>,
     next_flow: u64,
 }
 
@@ -132,8 +146,18 @@ impl Model {
             activated: false,
             states: Vec::new(),
             token_fault: false,
+            counters: providers.iter().map(|p| (*p, Counted::default())).collect(),
             next_flow: 0,
         }
+    }
+
+    fn count(&mut self, provider: Provider) -> &mut Counted {
+        self.counters.entry(provider).or_default()
+    }
+
+    /// States issued and not consumed (still in Redis: their TTL is real time).
+    pub fn unconsumed_states(&self) -> usize {
+        self.states.iter().filter(|s| !s.consumed).count()
     }
 
     fn apply(&mut self, provider: Provider, t: Transition) -> Option<ConnectionStatus> {
@@ -194,12 +218,18 @@ impl Model {
             }
             return if denied { Expected::error(403, "CONSENT_DENIED") } else { Expected::error(502, "PROVIDER_ERROR") };
         }
+        // The code is exchanged; a grant that cannot be stored is given back at once.
+        self.count(provider).exchanges += 1;
         let c = &self.connections[&provider];
         if c.status == ConnectionStatus::Pending && c.pending_flow != Some(flow) {
+            self.count(provider).revocations += 1;
             return Expected::error(409, "AUTHORIZATION_SUPERSEDED");
         }
         match self.apply(provider, Transition::Complete) {
-            None => Expected::error(409, "INVALID_TRANSITION"),
+            None => {
+                self.count(provider).revocations += 1;
+                Expected::error(409, "INVALID_TRANSITION")
+            }
             Some(status) => {
                 self.connections.get_mut(&provider).expect("modelled").expires_at = Some(clock + TOKEN_TTL);
                 Expected::ok("status", status.as_str())
@@ -231,7 +261,11 @@ impl Model {
         }
         match self.apply(provider, t) {
             None => Expected::error(409, "INVALID_TRANSITION"),
-            Some(status) => Expected::ok("status", status.as_str()),
+            Some(status) => {
+                // A revoked connection always had a grant: the provider is told.
+                self.count(provider).revocations += u64::from(t == Transition::Revoke);
+                Expected::ok("status", status.as_str())
+            }
         }
     }
 
@@ -251,6 +285,7 @@ impl Model {
             return Expected::error(502, "PROVIDER_ERROR");
         }
         c.expires_at = Some(clock + TOKEN_TTL);
+        self.count(provider).refreshes += 1;
         Expected::ok("refreshed", true)
     }
 }

@@ -109,9 +109,9 @@ pub fn op() -> impl Strategy<Value = Op> {
     let replica = 0..2usize;
     prop_oneof![
         6 => (who(), provider(), replica.clone()).prop_map(|(who, provider, replica)| Op::Authorize { who, provider, replica }),
-        8 => (0..8usize, prop_oneof![6 => Just(None), 1 => provider().prop_map(Some)], prop_oneof![8 => Just(false), 1 => Just(true)], replica.clone(), who())
+        8 => (0..8usize, prop_oneof![6 => Just(None), 1 => provider().prop_map(Some)], prop_oneof![3 => Just(false), 1 => Just(true)], replica.clone(), who())
             .prop_map(|(state, path, denied, replica, presenter)| Op::Callback { state, presenter, path, denied, replica }),
-        4 => (who(), replica.clone()).prop_map(|(who, replica)| Op::Activate { who, replica }),
+        5 => (who(), replica.clone()).prop_map(|(who, replica)| Op::Activate { who, replica }),
         2 => (who(), provider()).prop_map(|(who, provider)| Op::Disconnect { who, provider }),
         2 => (who(), provider()).prop_map(|(who, provider)| Op::Revoke { who, provider }),
         3 => (provider(), replica).prop_map(|(provider, replica)| Op::Sync { provider, replica }),
@@ -274,16 +274,7 @@ impl Subject<'_> {
                 let consent = &self.consents[index];
                 let own = self.model.states[index].provider;
                 let at = path.unwrap_or(own);
-                let query = if *denied {
-                    let mut q = url::form_urlencoded::Serializer::new(String::new());
-                    q.append_pair("state", &consent.state).append_pair("error", "access_denied");
-                    if let Some(iss) = &consent.iss {
-                        q.append_pair("iss", iss);
-                    }
-                    q.finish()
-                } else {
-                    consent.callback_query()
-                };
+                let query = if *denied { consent.denied_query() } else { consent.callback_query() };
                 let answer = self.as_user(*presenter, reqwest::Method::GET, *replica, &format!("/v1/oauth/{at}/callback?{query}")).await?;
                 (answer, self.model.callback(index, *presenter, at, *denied))
             }
@@ -371,6 +362,26 @@ impl Subject<'_> {
         if locks > 0 {
             return Err(format!("{locks} advisory lock(s) still held after the request answered"));
         }
+        // Redis: every state issued and not yet consumed is still there (its TTL is real time, the
+        // model's clock only decides whether the service still honours it), and none other.
+        let live = self.model.unconsumed_states();
+        let keys = crate::evidence::redis_dump(&self.sut.env.redis_url, &self.sut.env.redis_key_prefix)
+            .await
+            .map_err(|e| format!("redis: {e}"))?
+            .into_iter()
+            .filter(|e| e.key.contains("oauth:state:"))
+            .count();
+        if keys != live {
+            return Err(format!("{keys} OAuth state(s) in Redis, the model has {live} unconsumed"));
+        }
+        // Each provider saw exactly the exchanges, revocations and refreshes the model predicts.
+        for p in PROVIDERS {
+            let c = self.sut.provider.counters(p);
+            let counted = crate::model::Counted { exchanges: c.code_exchanges_ok, revocations: c.revocations, refreshes: c.refreshes_ok };
+            if counted != self.model.counters[&p] {
+                return Err(format!("{p}: the provider counted {counted:?}, the model {:?}", self.model.counters[&p]));
+            }
+        }
         crate::oracles::tokens_bound(db, &self.sut.key_ring()).await.map(|_| ())
     }
 }
@@ -404,6 +415,9 @@ pub const FLAWS_IT_SEES: &[&str] = &[
     "no-membership-check",
 ];
 
+/// The seed of the kill matrix's flaw runs (the correct build's runs draw a new one each time).
+pub const KILL_MATRIX_SEED: u64 = 1;
+
 /// Where failing seeds of the correct build are kept (committed; replayed first by every run).
 pub const REGRESSIONS: &str = "proptest-regressions/state-machine.txt";
 
@@ -427,13 +441,37 @@ pub fn describe(label: &str, outcome: &Outcome) -> String {
     out
 }
 
+/// The command that replays a saved sequence.
+pub fn replay_command(path: &std::path::Path, flaw: Option<&str>) -> String {
+    let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let flaw = flaw.map(|f| format!(" --flaw {f}")).unwrap_or_default();
+    format!("harbor-certify run --scenarios-dir {dir} {id}{flaw}")
+}
+
+/// Saves a failing run's minimal sequence as `DIR/PROPTEST-<label>-<seed>.toml` (see
+/// [`to_scenario`]) and returns the path.
+pub fn save_failure(dir: &std::path::Path, label: &str, outcome: &Outcome) -> Option<PathBuf> {
+    let (ops, reason) = outcome.failure.as_ref()?;
+    let id = format!("PROPTEST-{}-{}", label.to_uppercase(), outcome.seed);
+    let title = format!("State-machine counterexample ({label}, seed {}): {}", outcome.seed, reason.replace('"', "'").chars().take(160).collect::<String>());
+    std::fs::create_dir_all(dir).ok()?;
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, to_scenario(&id, &title, ops)).ok()?;
+    Some(path)
+}
+
 /// The correct build must pass; every flaw of [`FLAWS_IT_SEES`] must make the state machine fail.
 /// Returns the report and whether both held. Needs the `flaws` feature for the flaw runs.
 pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
     let mut report = Vec::new();
+    let saved = PathBuf::from("reports/proptest");
     let correct = run(infra, options);
     let mut ok = correct.failure.is_none();
     report.push(describe("correct build", &correct));
+    if let Some(path) = save_failure(&saved, "correct", &correct) {
+        report.push(format!("  saved as {} ({})", path.display(), replay_command(&path, None)));
+    }
     for name in FLAWS_IT_SEES {
         let Some(flaw) = harbor_service::flaws::Flaw::parse(name) else { continue };
         let flaws = match Flaws::enable([flaw]) {
@@ -444,10 +482,131 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
                 continue;
             }
         };
-        let flawed = run(infra, &Options { flaws, persistence: None, ..options.clone() });
+        // A fixed seed unless one is given: whether a flaw is caught must not depend on the draw.
+        let seed = options.seed.or(Some(KILL_MATRIX_SEED));
+        let flawed = run(infra, &Options { flaws, persistence: None, seed, ..options.clone() });
         let caught = flawed.failure.is_some();
         ok &= caught;
         report.push(format!("{} {}", if caught { "KILLED  " } else { "SURVIVED" }, describe(name, &flawed)));
+        if let Some(path) = save_failure(&saved, name, &flawed) {
+            report.push(format!("  saved as {} ({})", path.display(), replay_command(&path, Some(name))));
+        }
     }
     (report.join("\n"), ok)
+}
+
+/// Writes a sequence as an ordinary scenario file (the format of `scenarios/`): one actor per
+/// authorization (so a later callback can name its consent), the model's expectation on every step,
+/// and the model's end state as assertions. `harbor-certify run FILE` (with the same `--flaw`)
+/// replays it.
+pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
+    use std::fmt::Write as _;
+    let user = |who: Who| match who {
+        Who::Owner => "a.owner",
+        Who::Member => "a.member",
+        Who::Outsider => "b.owner",
+    };
+    let actor = |who: Who| match who {
+        Who::Owner => "O",
+        Who::Member => "M",
+        Who::Outsider => "X",
+    };
+    let expect = |e: &Expected| {
+        let mut parts = vec![format!("status = {}", e.status)];
+        if let Some(code) = e.code {
+            parts.push(format!("code = \"{code}\""));
+        }
+        if let Some((field, value)) = &e.field {
+            parts.push(format!("body = {{ {field} = {value} }}"));
+        }
+        parts.push("body_excludes = [\"hbcanary\"]".to_owned());
+        format!("{{ {} }}", parts.join(", "))
+    };
+    let mut model = Model::new(&PROVIDERS);
+    let mut flows: Vec<String> = Vec::new();
+    let mut actors = vec![("O", "a.owner", "valid", "Owner of A"), ("M", "a.member", "valid", "Member of A"), ("X", "b.owner", "valid", "Owner of another tenant"), ("E", "a.owner", "expired", "Owner of A, expired token")]
+        .into_iter()
+        .map(|(n, u, t, r)| format!("[[actors]]\nname = \"{n}\"\nuser = \"{u}\"\ntoken = \"{t}\"\nrole = \"{r}\"\n"))
+        .collect::<Vec<_>>();
+    let mut steps = String::new();
+    for (i, op) in ops.iter().enumerate() {
+        let _ = writeln!(steps, "\n# op {i}: {op:?}");
+        match op {
+            Op::Authorize { who, provider, replica } => {
+                let e = model.authorize(*who, *provider);
+                let name = format!("F{i}");
+                actors.push(format!("[[actors]]\nname = \"{name}\"\nuser = \"{}\"\nrole = \"Flow {i} ({who:?})\"\n", user(*who)));
+                if e.status == 200 {
+                    flows.push(name.clone());
+                }
+                let _ = writeln!(steps, "[[steps]]\nactor = \"{name}\"\ndo = \"authorize\"\nworkspace = \"a\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", expect(&e));
+            }
+            Op::Callback { state, presenter, path, denied, replica } => {
+                if flows.is_empty() {
+                    let _ = writeln!(steps, "# (no state issued yet: skipped)");
+                    continue;
+                }
+                let index = state % flows.len();
+                let at = path.unwrap_or(model.states[index].provider);
+                let e = model.callback(index, *presenter, at, *denied);
+                let _ = writeln!(
+                    steps,
+                    "[[steps]]\nactor = \"{}\"\ndo = \"callback\"\nprovider = \"{at}\"\nconsent_of = \"{}\"\ndenied = {denied}\nreplica = {replica}\nexpect = {}",
+                    actor(*presenter),
+                    flows[index],
+                    expect(&e)
+                );
+            }
+            Op::Activate { who, replica } => {
+                let e = model.activate(*who);
+                let _ = writeln!(steps, "[[steps]]\nactor = \"{}\"\ndo = \"activate\"\nworkspace = \"a\"\nreplica = {replica}\nexpect = {}", actor(*who), expect(&e));
+            }
+            Op::Disconnect { who, provider } | Op::Revoke { who, provider } => {
+                let (action, t, replica) = match op {
+                    Op::Disconnect { .. } => ("disconnect", Transition::Disconnect, 0),
+                    _ => ("revoke", Transition::Revoke, 1),
+                };
+                let e = model.end(*who, *provider, t);
+                let _ = writeln!(steps, "[[steps]]\nactor = \"{}\"\ndo = \"{action}\"\nworkspace = \"a\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", actor(*who), expect(&e));
+            }
+            Op::Sync { provider, replica } => {
+                let e = model.sync(*provider);
+                let _ = writeln!(steps, "[[steps]]\nactor = \"M\"\ndo = \"sync\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", expect(&e));
+            }
+            Op::ListConnections => {
+                let _ = writeln!(steps, "[[steps]]\nactor = \"M\"\ndo = \"list_connections\"\nexpect = {{ status = 200, body_excludes = [\"hbcanary\"] }}");
+            }
+            Op::AdvanceClock { seconds } => {
+                model.clock += seconds;
+                let _ = writeln!(steps, "[[steps]]\ndo = \"advance_clock\"\nseconds = {seconds}");
+            }
+            Op::TokenFault { on } => {
+                model.token_fault = *on;
+                for p in PROVIDERS {
+                    let _ = writeln!(steps, "[[steps]]\ndo = \"provider\"\nprovider = \"{p}\"\ntoken_fault = \"{}\"\n", if *on { "server_error" } else { "none" });
+                }
+            }
+            Op::ExpiredToken => {
+                let _ = writeln!(steps, "[[steps]]\nactor = \"E\"\ndo = \"list_connections\"\nexpect = {{ status = 401, code = \"UNAUTHENTICATED\" }}");
+            }
+        }
+    }
+    let rows = PROVIDERS
+        .iter()
+        .map(|p| format!("  {{ provider = \"{p}\", status = \"{}\" }}", model.connections[p].status.as_str()))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    let mut counters = String::new();
+    for p in PROVIDERS {
+        let c = model.counters[&p];
+        for (name, value) in [("code_exchanges_ok", c.exchanges), ("revocations", c.revocations), ("refreshes_ok", c.refreshes)] {
+            let _ = write!(counters, "\n[[assert]]\nprovider_counter = \"{p}.{name}\"\nequals = {value}\n");
+        }
+    }
+    let _ = write!(counters, "\n[[assert]]\nnote = \"states issued and not consumed are still in Redis\"\nredis_keys = \"oauth:state:*\"\nequals = {}\n", model.unconsumed_states());
+    format!(
+        "# Written by `harbor-certify proptest`: a sequence of the state machine as a scenario. The\n# expectations are the reference model's (harness/src/model.rs).\nid = \"{id}\"\ntitle = \"{title}\"\nsource = \"harbor-certify proptest (state machine vs reference model)\"\nseverity = \"high\"\narea = \"concurrency\"\n\n[service]\nreplicas = 2\nrate_limit_tenant = \"60000/10000\"\nrate_limit_failed_states = \"60000/10000\"\n\n[[tenants]]\nname = \"a\"\n\n[[tenants]]\nname = \"b\"\n\n{}\n{steps}\n[[assert]]\nsql = \"SELECT provider, status FROM connections WHERE workspace_id = '{{workspace:a}}' AND provider IN ('qbo', 'gmail') ORDER BY provider DESC\"\nrows = [\n{rows}\n]\n\n[[assert]]\nsql = \"SELECT count(*) FROM workspace_activations\"\nequals = {}\n\n[[assert]]\ntokens_bound = true\n\n[[assert]]\nno_lock_held = \"a\"\n{counters}",
+        actors.join("\n"),
+        u8::from(model.activated)
+    )
 }

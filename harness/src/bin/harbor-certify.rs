@@ -626,7 +626,11 @@ async fn proptest(args: ProptestArgs) -> ExitCode {
         statemachine::kill_matrix(&infra, &options)
     } else {
         let outcome = statemachine::run(&infra, &options);
-        (statemachine::describe("state machine", &outcome), outcome.failure.is_none())
+        let mut report = statemachine::describe("state machine", &outcome);
+        if let Some(path) = statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome) {
+            report.push_str(&format!("\n  saved as {} ({})", path.display(), statemachine::replay_command(&path, None)));
+        }
+        (report, outcome.failure.is_none())
     };
     infra.shutdown().await;
     println!("{report}");

@@ -384,6 +384,9 @@ fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, pla
     if let Some(c) = &step.consent_of {
         names.actor(&format!("{place}.consent_of"), c)?;
     }
+    if step.denied && step.action != Action::Callback {
+        return Err(problem(format!("{place}.denied"), "denied goes with do = \"callback\""));
+    }
     for (k, v) in &step.headers {
         names.placeholders(&format!("{place}.headers.{k}"), v)?;
     }

@@ -259,6 +259,10 @@ pub struct Step {
     pub body: Option<toml::Value>,
     /// For `callback`: deliver this actor's consent instead of one's own.
     pub consent_of: Option<String>,
+    /// For `callback`: deliver the provider's answer for a user who declined
+    /// (`error=access_denied`) instead of the code.
+    #[serde(default)]
+    pub denied: bool,
     /// Replica the request goes to.
     #[serde(default)]
     pub replica: usize,

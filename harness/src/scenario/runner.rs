@@ -102,7 +102,7 @@ impl Outcome {
 enum HttpKind {
     Plain { method: reqwest::Method, path: String, body: Option<Value> },
     Authorize { path: String },
-    Callback { provider: Provider, consent: Option<Consent> },
+    Callback { provider: Provider, consent: Option<Consent>, denied: bool },
     Connect { path: String, provider: Provider, callback_replica: usize },
 }
 
@@ -177,9 +177,10 @@ async fn run_http_inner(job: &HttpJob) -> Outcome {
     match &job.kind {
         HttpKind::Plain { method, path, body } => send(job, job.replica, method.clone(), path, body.as_ref()).await,
         HttpKind::Authorize { path } => authorize(job, path).await,
-        HttpKind::Callback { provider, consent } => match consent {
+        HttpKind::Callback { provider, consent, denied } => match consent {
             Some(c) => {
-                let path = format!("/v1/oauth/{provider}/callback?{}", c.callback_query());
+                let query = if *denied { c.denied_query() } else { c.callback_query() };
+                let path = format!("/v1/oauth/{provider}/callback?{query}");
                 send(job, job.replica, reqwest::Method::GET, &path, None).await
             }
             None => Outcome { error: Some("no consent to deliver (its authorize step failed or never ran)".into()), ..Outcome::default() },
@@ -583,6 +584,7 @@ impl Ctx<'_> {
             Action::Callback => HttpKind::Callback {
                 provider: provider.expect("checked"),
                 consent: self.consents.get(step.consent_of.as_deref().unwrap_or(actor)).cloned(),
+                denied: step.denied,
             },
             Action::Connect => HttpKind::Connect {
                 path: conn_path("authorize"),
