@@ -135,6 +135,8 @@ pub struct Options {
     pub seed: Option<u64>,
     /// Where failing seeds are kept (and replayed from first); `None` keeps nothing.
     pub persistence: Option<PathBuf>,
+    /// How many shrinking steps a failure gets (each is a fresh service).
+    pub max_shrink_iters: u32,
 }
 
 /// What a run found.
@@ -157,7 +159,7 @@ pub fn run(infra: &Infra, options: &Options) -> Outcome {
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {
         cases: options.cases,
-        max_shrink_iters: 256,
+        max_shrink_iters: options.max_shrink_iters,
         max_shrink_time: 120_000,
         failure_persistence: options
             .persistence
@@ -484,7 +486,9 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
         };
         // A fixed seed unless one is given: whether a flaw is caught must not depend on the draw.
         let seed = options.seed.or(Some(KILL_MATRIX_SEED));
-        let flawed = run(infra, &Options { flaws, persistence: None, seed, ..options.clone() });
+        // Enough shrinking to make the counterexample readable; the correct build's failures get
+        // the full budget.
+        let flawed = run(infra, &Options { flaws, persistence: None, seed, max_shrink_iters: options.max_shrink_iters.min(24), ..options.clone() });
         let caught = flawed.failure.is_some();
         ok &= caught;
         report.push(format!("{} {}", if caught { "KILLED  " } else { "SURVIVED" }, describe(name, &flawed)));

@@ -253,6 +253,14 @@ impl Config {
                         });
                     }
                 }
+                // The code travels to the redirect URI: https, or http only to this machine.
+                let loopback = matches!(c.redirect_uri.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                if c.redirect_uri.scheme() != "https" && !loopback {
+                    return Err(ConfigError::Invalid {
+                        var: "HARBOR_PROVIDERS_FILE",
+                        message: format!("{provider}.redirect_uri must be https (or loopback http) with HARBOR_PROFILE=production"),
+                    });
+                }
             }
         }
         if self.redis_timeout.is_zero() {

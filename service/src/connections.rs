@@ -327,7 +327,7 @@ async fn transition(
 /// The stored grant, decrypted under the row lock so that the token to revoke is the one the
 /// committed `REVOKED` wiped.
 fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
-    match oauth::open_tokens(&state.vault, connection) {
+    match oauth::open_tokens_to_revoke(&state.vault, connection) {
         Ok(Some((access, refresh))) => GrantToRevoke::Token(refresh.unwrap_or(access)),
         Ok(None) => GrantToRevoke::NoTokens,
         // A key gone or a tampered row must not stop an admin from killing the connection: the

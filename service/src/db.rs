@@ -42,10 +42,12 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
-/// Refuses to serve if a request session could see past row-level security, even after
-/// `RESET ROLE` (what injected SQL or compromised code would try first): the session's login
-/// role must be subject to the policies, and must not be — or be able to become — a superuser, a
-/// `BYPASSRLS` role or the tables' owner.
+/// Refuses to serve if a request session could step outside row-level security altogether, even
+/// after `RESET ROLE`: the session's login role must be subject to the policies, and must not be —
+/// or be able to become — a superuser, a `BYPASSRLS` role, a `CREATEROLE` role (which could grant
+/// itself the owner) or the tables' owner. (It does not stop code running in a session from setting
+/// `harbor.tenant_id` to another tenant: the policies scope by that setting, which the service sets
+/// from the caller's membership. RLS guards against forgotten filters, not against arbitrary SQL.)
 pub async fn check_row_security(pool: &PgPool) -> Result<(), crate::app::StartupError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("RESET ROLE").execute(&mut *conn).await?;
@@ -53,7 +55,8 @@ pub async fn check_row_security(pool: &PgPool) -> Result<(), crate::app::Startup
         "SELECT session_user::text, row_security_active('connections'), \
            ARRAY(SELECT r.rolname::text FROM pg_roles r \
                  WHERE pg_has_role(session_user, r.oid, 'MEMBER') \
-                   AND (r.rolsuper OR r.rolbypassrls OR r.oid = (SELECT relowner FROM pg_class WHERE oid = 'connections'::regclass)) \
+                   AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole \
+                        OR r.oid = (SELECT relowner FROM pg_class WHERE oid = 'connections'::regclass)) \
                  ORDER BY 1)",
     )
     .fetch_one(&mut *conn)

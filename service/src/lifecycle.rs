@@ -330,6 +330,7 @@ async fn store(
            pending_flow     = CASE WHEN $2 = 'PENDING' THEN pending_flow ELSE NULL END, \
            grant_id         = CASE WHEN $5 THEN $12 ELSE grant_id END, \
            access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
+           legacy_tokens    = CASE WHEN $5 THEN false ELSE legacy_tokens END, \
            refresh_token    = CASE WHEN $5 THEN $7 ELSE refresh_token END, \
            token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \
            token_expires_at = CASE WHEN $5 THEN $9 ELSE token_expires_at END, \

@@ -89,8 +89,9 @@ pub async fn authorize(
         flow_id: Some(flow_id),
     };
     let state_value = state.states.issue(&record).await?;
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-    let result = async {
+    let committed = async {
+        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+        let result = async {
         let lock = flaws::lock_for_oauth(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
@@ -110,9 +111,11 @@ pub async fn authorize(
         )
         .await?;
         Ok(status)
-    }
-    .await;
-    let status = match db::finish(tx, result).await {
+        }
+        .await;
+        db::finish(tx, result).await
+    };
+    let status = match committed.await {
         Ok(status) => status,
         Err(error) => {
             // Nothing was committed, so the state leads nowhere; remove it now (after the lock
@@ -258,7 +261,10 @@ pub async fn callback(
     }
     // The caller must still be a member of the workspace the flow was started for.
     if !flaws::active(Flaw::NoCallbackTenantCheck) {
-        crate::auth::membership(&state.db, record.workspace_id, identity.user_id).await?.ok_or(ApiError::NotFound)?;
+        crate::auth::membership(&state.db, record.workspace_id, identity.user_id)
+            .await
+            .map_err(interrupted)?
+            .ok_or(ApiError::NotFound)?;
     }
     // Row-level security is scoped to the caller's own tenant (equal to the state's, unless a
     // seeded flaw skipped the check above — then the database still refuses the other tenant).
@@ -271,10 +277,17 @@ pub async fn callback(
     let task = tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, flow).await }));
     let finished = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}"))))?;
     // The state is spent: "busy, retry" would only lead to OAUTH_STATE_INVALID.
-    finished.map(Json).map_err(|e| match e {
-        ApiError::LockTimeout => ApiError::AuthorizationInterrupted,
+    finished.map(Json).map_err(interrupted)
+}
+
+/// After its state is consumed a callback cannot be retried: "busy, come back later" (a lock or
+/// pool timeout) would only lead to OAUTH_STATE_INVALID, so it is answered as an interrupted
+/// authorization — start again.
+fn interrupted(error: ApiError) -> ApiError {
+    match error {
+        ApiError::LockTimeout | ApiError::DatabaseUnavailable => ApiError::AuthorizationInterrupted,
         other => other,
-    })
+    }
 }
 
 /// Steps 3 and 4 of the callback: exchange the code, then store the tokens under the locks.
@@ -484,6 +497,26 @@ pub fn open_tokens(
     vault: &KeyRing,
     connection: &LockedConnection,
 ) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
+    open_tokens_with(vault, connection, KeyRing::decrypt)
+}
+
+/// Decrypts a connection's stored tokens to give them back to the provider (revoke): values from
+/// before grants were bound (format 1) are accepted too — sending a token to the revocation
+/// endpoint is safe whatever grant it belongs to, and refusing it would leave the grant live.
+pub fn open_tokens_to_revoke(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
+    open_tokens_with(vault, connection, KeyRing::decrypt_any_format)
+}
+
+type Decrypt = fn(&KeyRing, &[u8], &TokenBinding) -> Result<SecretString, crate::vault::VaultError>;
+
+fn open_tokens_with(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+    decrypt: Decrypt,
+) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
     let Some(sealed) = &connection.tokens else { return Ok(None) };
     let binding = |field| TokenBinding {
         tenant_id: connection.tenant_id,
@@ -496,7 +529,7 @@ pub fn open_tokens(
         if flaws::active(Flaw::PlaintextTokens) {
             return Ok(SecretString::from(String::from_utf8_lossy(stored).into_owned()));
         }
-        Ok(vault.decrypt(stored, &binding(field))?)
+        Ok(decrypt(vault, stored, &binding(field))?)
     };
     let access = open(&sealed.access_token, TokenField::Access)?;
     let refresh = sealed.refresh_token.as_ref().map(|r| open(r, TokenField::Refresh)).transpose()?;

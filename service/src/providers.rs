@@ -135,15 +135,16 @@ pub struct TokenSet {
     pub scope: Option<String>,
 }
 
-/// The longest access-token lifetime taken at its word: one year. Longer (or negative) values
-/// are treated as an unknown expiry rather than trusted — or, as `now + i64::MAX` s, panicking.
+/// The longest access-token lifetime taken at its word: one year. Longer lifetimes are clamped to
+/// it (not trusted — and not added to `now` unchecked, which panicked for `i64::MAX`).
 pub const MAX_TOKEN_LIFETIME_SECONDS: i64 = 366 * 24 * 3600;
 
 impl TokenSet {
-    /// When the access token expires, if the provider said so sensibly: a lifetime from 0 s to
-    /// [`MAX_TOKEN_LIFETIME_SECONDS`]; otherwise unknown (a sync then uses it until it fails).
+    /// When the access token expires: the provider's lifetime clamped to 0 s … one year (a
+    /// negative one expires now, so the next sync refreshes). `None` when the provider sent no
+    /// usable number: the expiry is unknown and a sync uses the token until the provider refuses it.
     pub fn expires_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let seconds = self.expires_in.filter(|s| (0..=MAX_TOKEN_LIFETIME_SECONDS).contains(s))?;
+        let seconds = self.expires_in?.clamp(0, MAX_TOKEN_LIFETIME_SECONDS);
         now.checked_add_signed(chrono::Duration::try_seconds(seconds)?)
     }
 }
@@ -154,10 +155,15 @@ impl TokenSet {
 fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let value = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match value {
-        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite() && f.abs() < 9.0e18).map(|f| f as i64)),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(saturating_seconds)),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(saturating_seconds),
         _ => None,
     })
+}
+
+/// A number of seconds as an `i64`, saturating (`as` saturates float-to-int casts).
+fn saturating_seconds(seconds: f64) -> i64 {
+    seconds as i64
 }
 
 /// A document as the provider's resource endpoint lists it.
@@ -341,11 +347,17 @@ mod tests {
         assert_eq!(at(r#"{"access_token":"a","expires_in":3600}"#), Some(now + chrono::Duration::seconds(3600)));
         assert_eq!(at(r#"{"access_token":"a","expires_in":"3600"}"#), Some(now + chrono::Duration::seconds(3600)));
         assert_eq!(at(r#"{"access_token":"a","expires_in":0}"#), Some(now));
-        for hostile in [
+        assert_eq!(at(r#"{"access_token":"a","expires_in":"3600.0"}"#), Some(now + chrono::Duration::seconds(3600)));
+        assert_eq!(at(r#"{"access_token":"a","expires_in":-3600}"#), Some(now), "a negative lifetime expires now");
+        let year = Some(now + chrono::Duration::seconds(MAX_TOKEN_LIFETIME_SECONDS));
+        for huge in [
             r#"{"access_token":"a","expires_in":9223372036854775807}"#,
             r#"{"access_token":"a","expires_in":18446744073709551615}"#,
             r#"{"access_token":"a","expires_in":1e300}"#,
-            r#"{"access_token":"a","expires_in":-3600}"#,
+        ] {
+            assert_eq!(at(huge), year, "{huge} is clamped to a year");
+        }
+        for hostile in [
             r#"{"access_token":"a","expires_in":"soon"}"#,
             r#"{"access_token":"a","expires_in":null}"#,
             r#"{"access_token":"a","expires_in":[1]}"#,

@@ -7,8 +7,10 @@
 //! and so does one of an earlier grant of the same row (a restored backup, a copied dump).
 //!
 //! Version 2 binds the grant; version 1 (before grants were bound) is refused everywhere but in
-//! [`rotate_keys`], which re-seals it as version 2: run `harbor-service rotate-keys` once after
-//! upgrading.
+//! [`rotate_keys`], which re-seals it as version 2 on the rows flagged `legacy_tokens` when the
+//! upgrade was installed (and nowhere else: a version-1 value written into a row later is a
+//! replay), and in a revoke, which gives it back to the provider: run `harbor-service rotate-keys`
+//! once after upgrading.
 //!
 //! Keys come from configuration, never the database: a [`KeyRing`] has one primary key for new
 //! writes and older keys that only decrypt. [`rotate_keys`] re-encrypts rows under the primary key
@@ -232,8 +234,9 @@ impl KeyRing {
         self.decrypt_any_format(stored, binding)
     }
 
-    /// Decrypts a current or legacy value (key rotation re-seals legacy values as current ones).
-    fn decrypt_any_format(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
+    /// Decrypts a current or legacy value: key rotation re-seals legacy values as current ones, and
+    /// a revoke gives them back to the provider. Nothing else may use it.
+    pub fn decrypt_any_format(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
         let (version, key_id, nonce, sealed) = split(stored)?;
         let cipher = self.keys.get(key_id).ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
         let aad = self.aad(binding, version);
@@ -296,7 +299,7 @@ pub enum RotationError {
     Database(#[from] sqlx::Error),
 }
 
-type RotationRow = (ConnectionId, TenantId, String, Option<uuid::Uuid>, Option<Vec<u8>>, Option<Vec<u8>>);
+type RotationRow = (ConnectionId, TenantId, String, Option<uuid::Uuid>, bool, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Rows to rotate: under an older key, or in the legacy format.
 const NEEDS_ROTATION: &str = "token_key_id IS NOT NULL AND (token_key_id <> $1 OR get_byte(access_token, 0) <> 2)";
@@ -312,7 +315,7 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
     loop {
         let mut tx = pool.begin().await?;
         let rows: Vec<RotationRow> = sqlx::query_as(&format!(
-            "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token FROM connections \
+            "SELECT id, tenant_id, provider, grant_id, legacy_tokens, access_token, refresh_token FROM connections \
              WHERE {NEEDS_ROTATION} AND id > $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED"
         ))
         .bind(ring.primary_key_id())
@@ -326,13 +329,15 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
         };
         cursor = last.0;
         let mut rotated = 0;
-        for (id, tenant_id, provider, grant_id, access, refresh) in &rows {
+        for (id, tenant_id, provider, grant_id, legacy, access, refresh) in &rows {
             let resealed = Provider::parse(provider).map_err(|_| VaultError::Malformed).and_then(|provider| {
                 let reseal = |stored: &Option<Vec<u8>>, field| -> Result<Option<Vec<u8>>, VaultError> {
                     let Some(stored) = stored else { return Ok(None) };
                     let binding =
                         TokenBinding { tenant_id: *tenant_id, connection_id: *id, provider, field, grant_id: *grant_id };
-                    let plain = ring.decrypt_any_format(stored, &binding)?;
+                    // Format 1 only where it was found at the upgrade (`legacy_tokens`): one written
+                    // into a row since is a replay, not a value to re-seal to the row's grant.
+                    let plain = if *legacy { ring.decrypt_any_format(stored, &binding)? } else { ring.decrypt(stored, &binding)? };
                     ring.encrypt(&plain, &binding).map(Some)
                 };
                 Ok((reseal(access, TokenField::Access)?, reseal(refresh, TokenField::Refresh)?))
@@ -345,7 +350,7 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
                     continue;
                 }
             };
-            sqlx::query("UPDATE connections SET access_token = $2, refresh_token = $3, token_key_id = $4 WHERE id = $1")
+            sqlx::query("UPDATE connections SET access_token = $2, refresh_token = $3, token_key_id = $4, legacy_tokens = false WHERE id = $1")
                 .bind(id)
                 .bind(access)
                 .bind(refresh)

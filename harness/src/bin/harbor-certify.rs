@@ -621,7 +621,7 @@ async fn proptest(args: ProptestArgs) -> ExitCode {
         Err(code) => return code,
     };
     let persistence = flaws.is_empty().then(|| PathBuf::from(statemachine::REGRESSIONS));
-    let options = Options { cases: args.cases, max_ops: args.max_ops, flaws, seed: args.seed, persistence };
+    let options = Options { cases: args.cases, max_ops: args.max_ops, flaws, seed: args.seed, persistence, max_shrink_iters: 256 };
     let (report, ok) = if args.kill_matrix {
         statemachine::kill_matrix(&infra, &options)
     } else {
