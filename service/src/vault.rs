@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
@@ -96,20 +96,52 @@ pub struct TokenBinding {
     pub grant_id: Option<uuid::Uuid>,
 }
 
+/// Associated data, on the stack: it is built for every seal and open.
+struct Aad {
+    bytes: [u8; 192],
+    len: usize,
+}
+
+impl Aad {
+    fn push(&mut self, part: &[u8]) {
+        self.bytes[self.len..self.len + part.len()].copy_from_slice(part);
+        self.len += part.len();
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 impl TokenBinding {
-    fn associated_data(&self, version: u8) -> Vec<u8> {
-        let mut aad = format!(
-            "harbor.token.v{version}\0{}\0{}\0{}\0{}",
-            self.tenant_id,
-            self.connection_id,
-            self.provider.as_str(),
-            self.field.as_str()
-        );
-        if version >= 2 {
-            aad.push('\0');
-            aad.push_str(&self.grant_id.map(|g| g.to_string()).unwrap_or_else(|| "no-grant".to_owned()));
+    /// `harbor.token.v<version>\0tenant\0connection\0provider\0field[\0grant]` (at most 162
+    /// bytes: "harbor.token.v2" 15, three ids of 36, five separators, `slack`, `refresh_token`).
+    fn aad(&self, version: u8) -> Aad {
+        let mut aad = Aad { bytes: [0; 192], len: 0 };
+        let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        aad.push(b"harbor.token.v");
+        aad.push(&[b'0' + version]);
+        for id in [self.tenant_id.0, self.connection_id.0] {
+            aad.push(b"\0");
+            aad.push(id.hyphenated().encode_lower(&mut uuid).as_bytes());
         }
-        aad.into_bytes()
+        aad.push(b"\0");
+        aad.push(self.provider.as_str().as_bytes());
+        aad.push(b"\0");
+        aad.push(self.field.as_str().as_bytes());
+        if version >= 2 {
+            aad.push(b"\0");
+            match self.grant_id {
+                Some(g) => aad.push(g.hyphenated().encode_lower(&mut uuid).as_bytes()),
+                None => aad.push(b"no-grant"),
+            }
+        }
+        aad
+    }
+
+    #[cfg(test)]
+    fn associated_data(&self, version: u8) -> Vec<u8> {
+        self.aad(version).as_slice().to_vec()
     }
 }
 
@@ -185,11 +217,11 @@ impl KeyRing {
         self.bind = false;
     }
 
-    fn aad(&self, binding: &TokenBinding, version: u8) -> Vec<u8> {
+    fn aad(&self, binding: &TokenBinding, version: u8) -> Aad {
         if self.bind {
-            binding.associated_data(version)
+            binding.aad(version)
         } else {
-            Vec::new()
+            Aad { bytes: [0; 192], len: 0 }
         }
     }
 
@@ -213,15 +245,19 @@ impl KeyRing {
         let cipher = &self.keys[&self.primary];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = self.aad(binding, FORMAT_VERSION);
-        let sealed = cipher
-            .encrypt(&nonce, Payload { msg: plaintext.expose_secret().as_bytes(), aad: &aad })
-            .map_err(|_| VaultError::Undecryptable)?;
-        let mut out = Vec::with_capacity(2 + self.primary.len() + NONCE_LEN + sealed.len());
+        let message = plaintext.expose_secret().as_bytes();
+        // One buffer, encrypted in place: header, then the ciphertext, then the tag.
+        let header = 2 + self.primary.len() + NONCE_LEN;
+        let mut out = Vec::with_capacity(header + message.len() + 16);
         out.push(FORMAT_VERSION);
         out.push(self.primary.len() as u8);
         out.extend_from_slice(self.primary.as_bytes());
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(message);
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, aad.as_slice(), &mut out[header..])
+            .map_err(|_| VaultError::Undecryptable)?;
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -240,8 +276,13 @@ impl KeyRing {
         let (version, key_id, nonce, sealed) = split(stored)?;
         let cipher = self.keys.get(key_id).ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
         let aad = self.aad(binding, version);
-        let plain = cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+        // Decrypted in place into a buffer of exactly the plaintext's size, so the secret string
+        // takes it over without another allocation and copy.
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - 16);
+        let mut plain = Vec::with_capacity(ciphertext.len());
+        plain.extend_from_slice(ciphertext);
+        cipher
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad.as_slice(), &mut plain, aes_gcm::Tag::from_slice(tag))
             .map_err(|_| VaultError::Undecryptable)?;
         let text = String::from_utf8(plain).map_err(|_| VaultError::Malformed)?;
         Ok(SecretString::from(text))
@@ -374,6 +415,7 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::aead::{Aead, Payload};
     use uuid::Uuid;
 
     fn binding() -> TokenBinding {
@@ -434,6 +476,17 @@ mod tests {
         assert_eq!(ring.primary_key_id(), "new");
         assert!(matches!(KeyRing::from_config(&cfg(&both, Some("nope"))), Err(VaultError::UnknownPrimary(_))));
         assert!(!format!("{ring:?}").contains(&good.keys.expose_secret()[4..]));
+    }
+
+    /// The associated data is part of every stored ciphertext: its bytes must never change.
+    #[test]
+    fn associated_data_bytes_are_stable() {
+        let b = binding();
+        let (t, c, g) = (b.tenant_id.0, b.connection_id.0, b.grant_id.unwrap());
+        assert_eq!(b.associated_data(1), format!("harbor.token.v1\0{t}\0{c}\0gmail\0access_token").into_bytes());
+        assert_eq!(b.associated_data(2), format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0{g}").into_bytes());
+        let none = TokenBinding { grant_id: None, ..b };
+        assert_eq!(none.associated_data(2), format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0no-grant").into_bytes());
     }
 
     #[test]
