@@ -62,13 +62,16 @@ fn failed_at_a_check(r: &ScenarioResult) -> bool {
     r.verdict == Verdict::Flaky || r.failures.iter().any(|f| !f.message.starts_with("fixtures:"))
 }
 
-/// Runs the catalogue against the correct build and then each flaw. Returns the correct build's
-/// results and the matrix; `progress` is told about every finished catalogue run.
+/// Runs the catalogue against the correct build and then each flaw — the whole catalogue, or with
+/// `catching_only` just the scenarios that name the flaw in `catches` (the ones the verdict rests
+/// on; the matrix then shows no incidental kills). Returns the correct build's results and the
+/// matrix; `progress` is told about every finished catalogue run.
 pub async fn run(
     runner: ScenarioRunner<'_>,
     scenarios: &[LoadedScenario],
     flaws: &[Flaw],
     jobs: usize,
+    catching_only: bool,
     mut progress: impl FnMut(&str, &[ScenarioResult]),
 ) -> (Vec<ScenarioResult>, KillMatrix) {
     let started = Instant::now();
@@ -80,7 +83,12 @@ pub async fn run(
     for flaw in flaws {
         let flaw_started = Instant::now();
         runner = runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
-        let results = scenario::run_all(&runner, scenarios, 1, jobs, |_| {}).await;
+        let naming: Vec<LoadedScenario> = if catching_only {
+            scenarios.iter().filter(|s| s.scenario.catches.iter().any(|c| c == flaw.name())).cloned().collect()
+        } else {
+            scenarios.to_vec()
+        };
+        let results = scenario::run_all(&runner, &naming, 1, jobs, |_| {}).await;
         progress(flaw.name(), &results);
         let catching = caught(&results);
         let caught_by: Vec<String> = catching.iter().map(|r| r.id.clone()).collect();

@@ -5,6 +5,10 @@
 //! grant, `CONNECTED` ⇔ tokens present, one activation, no lock left held, no token in any
 //! response). A failure is shrunk to a minimal sequence, printed, and its seed persisted under
 //! `proptest-regressions/` so the next run replays it first.
+//!
+//! (Over 500 lines on purpose: the operations, their strategy, their execution against the
+//! service and their export as a scenario file ([`to_scenario`]) share one vocabulary and change
+//! together; split them when a second runner — the exploration of issue #12 — needs `Op` too.)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -83,6 +83,10 @@ struct MutantsArgs {
     /// Scenarios run at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Run each flaw only against the scenarios that name it in `catches` — the ones the verdict
+    /// rests on (much faster; the matrix then lists no incidental kills).
+    #[arg(long)]
+    catching_only: bool,
     #[command(flatten)]
     catalogue: CatalogueArgs,
 }
@@ -476,7 +480,7 @@ async fn mutants(args: MutantsArgs) -> ExitCode {
         infra.kind
     );
     let runner = ScenarioRunner::new(&infra, LOGS.get().cloned());
-    let (baseline, matrix) = harbor_harness::mutants::run(runner, &all, &chosen, args.jobs, |label, results| {
+    let (baseline, matrix) = harbor_harness::mutants::run(runner, &all, &chosen, args.jobs, args.catching_only, |label, results| {
         let failed: Vec<&str> = results.iter().filter(|r| r.verdict != scenario::Verdict::Passed).map(|r| r.id.as_str()).collect();
         println!("{label:<26} {} of {} scenarios failed{}", failed.len(), results.len(), if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) });
     })

@@ -67,7 +67,7 @@ async fn health_readiness_and_openapi_are_served() {
 }
 
 #[tokio::test]
-async fn production_refuses_sync_points_at_start_up() {
+async fn start_up_refuses_unsafe_configuration() {
     let mut infra = test_infra().await;
     let env = infra.isolated_env().await.unwrap();
     let tokens = TokenMint::new();
@@ -99,6 +99,15 @@ async fn production_refuses_sync_points_at_start_up() {
     let refused = harbor_service::Application::build(config).await;
     let message = refused.err().expect("a service that bypasses RLS must not start").to_string();
     assert!(message.contains("bypasses row-level security"), "{message}");
+
+    // Provider endpoints over plain HTTP (the fake provider's) are refused in production.
+    let config = Config {
+        profile: Profile::Production,
+        ..service_config(&env, &deps, ServiceOptions { sync_points: false, ..ServiceOptions::default() })
+    };
+    let refused = harbor_service::Application::build(config).await;
+    let message = refused.err().expect("production with http:// provider endpoints must not start").to_string();
+    assert!(message.contains("https"), "{message}");
     env.cleanup().await.unwrap();
     infra.shutdown().await;
 }

@@ -1,16 +1,14 @@
 //! The hostile review's findings that are not interleavings (issue #17): each test failed on the
 //! reviewed code. The interleavings are scenario files (`scenarios/HRD-*.toml`).
 
-use harbor_harness::fake_provider::FakeProvider;
 use harbor_harness::service::{service_config, ServiceDeps, ServiceOptions};
-use harbor_harness::tokens::TokenMint;
-use harbor_service::config::{Config, Profile};
+use harbor_service::config::Config;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::vault::{self, KeyRing, TokenKeysConfig};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::helpers::{spawn_app, test_infra, TestApp};
+use crate::helpers::{spawn_app, TestApp};
 
 fn config_of(app: &TestApp) -> Config {
     let deps = ServiceDeps { tokens: &app.sut.tokens, token_keys: &app.sut.token_keys, provider: &app.sut.provider };
@@ -84,26 +82,6 @@ async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
         assert!(!report.is_complete(), "a run that skipped rows is not complete (the command exits non-zero)");
     }
     app.stop().await;
-}
-
-/// Item 11: a production deployment refuses provider endpoints over plain HTTP.
-#[tokio::test]
-async fn production_refuses_plain_http_provider_endpoints() {
-    let mut infra = test_infra().await;
-    let env = infra.isolated_env().await.unwrap();
-    let tokens = TokenMint::new();
-    let (_, token_keys) = KeyRing::generate("k1");
-    let provider = FakeProvider::start().await.unwrap();
-    let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
-    let config = Config {
-        profile: Profile::Production,
-        ..service_config(&env, &deps, ServiceOptions { sync_points: false, ..ServiceOptions::default() })
-    };
-    let refused = harbor_service::Application::build(config).await;
-    let message = refused.err().expect("production with http:// provider endpoints must not start").to_string();
-    assert!(message.contains("https"), "{message}");
-    env.cleanup().await.unwrap();
-    infra.shutdown().await;
 }
 
 /// Item 9: replicas whose hosts' clocks disagree (here by 18 s) still share one rate limit: the
