@@ -70,7 +70,6 @@ pub async fn authorize(
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     state.limiter.charge("authorize", &address, &member.tenant_id.to_string()).await?;
     let config = state.providers.config(provider)?.clone();
-    let hooks = state.sync_points.as_ref();
     // The state is stored in Redis before the workspace lock is taken: nothing waits on Redis (or
     // any peer but PostgreSQL) while the lock is held. Without Redis the request fails here, with
     // nothing written (fail closed: no PENDING connection waiting for a state that does not exist).
@@ -89,33 +88,7 @@ pub async fn authorize(
         flow_id: Some(flow_id),
     };
     let state_value = state.states.issue(&record).await?;
-    let committed = async {
-        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-        let result = async {
-        let lock = flaws::lock_for_oauth(&mut tx, member.workspace_id).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
-        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
-        let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
-        lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
-        audit::record(
-            &mut tx,
-            &ctx,
-            AuditEvent {
-                tenant_id: Some(member.tenant_id),
-                workspace_id: Some(member.workspace_id),
-                actor_user_id: Some(member.user_id),
-                action: "oauth.authorize",
-                outcome: status.as_str(),
-                detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
-            },
-        )
-        .await?;
-        Ok(status)
-        }
-        .await;
-        db::finish(tx, result).await
-    };
-    let status = match committed.await {
+    let status = match start_flow(&state, &ctx, &member, provider, flow_id).await {
         Ok(status) => status,
         Err(error) => {
             // Nothing was committed, so the state leads nowhere; remove it now (after the lock
@@ -137,6 +110,42 @@ pub async fn authorize(
         url.query_pairs_mut().append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
     }
     Ok(Json(AuthorizeResponse { authorization_url: url.to_string(), expires_in: STATE_TTL_SECONDS, status }))
+}
+
+/// Authorize's transaction: under the workspace lock and the row lock, the connection becomes
+/// `PENDING` and waits for `flow_id`; audited.
+async fn start_flow(
+    state: &AppState,
+    ctx: &RequestContext,
+    member: &WorkspaceMember,
+    provider: Provider,
+    flow_id: uuid::Uuid,
+) -> Result<ConnectionStatus, ApiError> {
+    let hooks = state.sync_points.as_ref();
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        let lock = flaws::lock_for_oauth(&mut tx, member.workspace_id).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
+        let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
+        lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
+        audit::record(
+            &mut tx,
+            ctx,
+            AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(member.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.authorize",
+                outcome: status.as_str(),
+                detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
+            },
+        )
+        .await?;
+        Ok(status)
+    }
+    .await;
+    db::finish(tx, result).await
 }
 
 /// The callback's query parameters. `Debug` is redacted: they are credentials.
