@@ -1,10 +1,12 @@
 //! [`FaultProxy`]: a TCP proxy between the service's replicas and one of their dependencies, that
-//! the harness can stall or cut — the smallest nemesis that makes "Redis stops answering" a step of
-//! a scenario without touching the shared server other scenarios run on.
+//! the harness can stall or cut — the smallest nemesis that makes "Redis stops answering" or "the
+//! database connection is gone" a step of a scenario without touching the shared servers other
+//! scenarios run on.
 //!
-//! Every replica of a [`crate::service::ServiceUnderTest`] reaches Redis through its own proxy;
-//! the harness's own Redis client (assertions, `redis` steps, leak search) goes to the server
-//! directly, so a stalled proxy never blinds the evidence.
+//! The replicas of a [`crate::service::ServiceUnderTest`] reach Redis, and PostgreSQL for their
+//! requests, through one proxy each; the harness's own clients (assertions, lock-table evidence,
+//! `sql` and `redis` steps, leak search) go to the servers directly, so a stalled proxy never
+//! blinds the evidence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,22 @@ pub enum FaultKind {
     RedisResume,
     /// Every open connection to Redis is closed at once (`CLIENT KILL` of every service client).
     RedisDropConnections,
+    /// The replicas' PostgreSQL connections stop answering (bytes held both ways).
+    PostgresPause,
+    /// They answer again.
+    PostgresResume,
+    /// Every open PostgreSQL connection of the replicas is cut: each backend ends (and with it
+    /// its transaction and its locks) as it would when a replica's host loses the network.
+    PostgresDropConnections,
+}
+
+/// Which dependency a fault is done to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    /// Redis.
+    Redis,
+    /// PostgreSQL (the replicas' request connections).
+    Postgres,
 }
 
 impl FaultKind {
@@ -34,6 +52,17 @@ impl FaultKind {
             FaultKind::RedisPause => "redis_pause",
             FaultKind::RedisResume => "redis_resume",
             FaultKind::RedisDropConnections => "redis_drop_connections",
+            FaultKind::PostgresPause => "postgres_pause",
+            FaultKind::PostgresResume => "postgres_resume",
+            FaultKind::PostgresDropConnections => "postgres_drop_connections",
+        }
+    }
+
+    /// The dependency it is done to.
+    pub fn dependency(self) -> Dependency {
+        match self {
+            FaultKind::RedisPause | FaultKind::RedisResume | FaultKind::RedisDropConnections => Dependency::Redis,
+            FaultKind::PostgresPause | FaultKind::PostgresResume | FaultKind::PostgresDropConnections => Dependency::Postgres,
         }
     }
 }
@@ -76,12 +105,12 @@ impl FaultProxy {
         self.local
     }
 
-    /// Applies a fault.
+    /// Applies a fault (to whichever dependency this proxy stands before).
     pub fn apply(&self, fault: FaultKind) {
         self.mode.send_modify(|m| match fault {
-            FaultKind::RedisPause => m.paused = true,
-            FaultKind::RedisResume => m.paused = false,
-            FaultKind::RedisDropConnections => m.generation += 1,
+            FaultKind::RedisPause | FaultKind::PostgresPause => m.paused = true,
+            FaultKind::RedisResume | FaultKind::PostgresResume => m.paused = false,
+            FaultKind::RedisDropConnections | FaultKind::PostgresDropConnections => m.generation += 1,
         });
     }
 }

@@ -148,6 +148,9 @@ pub struct ServiceUnderTest {
     /// The replicas reach Redis through this proxy, so a scenario can stall or cut their Redis
     /// without touching the server (the harness's own Redis client goes direct).
     pub redis_proxy: FaultProxy,
+    /// The replicas' request connections to PostgreSQL go through this proxy (migrations at start
+    /// and the harness's own pool go direct).
+    pub postgres_proxy: FaultProxy,
 }
 
 impl ServiceUnderTest {
@@ -173,11 +176,16 @@ impl ServiceUnderTest {
             .await
             .map_err(|e| ServiceError::Task(format!("redis proxy: {e}")))?;
         let proxied_redis_url = through_proxy(&env.redis_url, redis_proxy.local_addr());
+        let postgres_proxy = FaultProxy::start(redis_address_like(&env.request_database_url, 5432)?)
+            .await
+            .map_err(|e| ServiceError::Task(format!("postgres proxy: {e}")))?;
+        let proxied_database_url = through_proxy(&env.request_database_url, postgres_proxy.local_addr());
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
         for _ in 0..options.replicas.max(1) {
             let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
             let mut config = service_config(&env, &deps, options.clone());
             config.redis_url = SecretString::from(proxied_redis_url.clone());
+            config.database_url = SecretString::from(proxied_database_url.clone());
             let sync = SyncPoints::new();
             let hooks = Hooks { sync_points: Some(sync.clone()), clock: Some(clock.clone()) };
             let app = Application::build_with(config, hooks).await?;
@@ -210,7 +218,7 @@ impl ServiceUnderTest {
                 }
             }
         }
-        Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys, redis_proxy })
+        Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys, redis_proxy, postgres_proxy })
     }
 
     /// The key ring the replicas use (to check stored ciphertext from the outside).
@@ -276,6 +284,14 @@ impl ServiceUnderTest {
         }
     }
 
+    /// Does `fault` to the dependency it names.
+    pub fn apply_fault(&self, fault: crate::faults::FaultKind) {
+        match fault.dependency() {
+            crate::faults::Dependency::Redis => self.redis_proxy.apply(fault),
+            crate::faults::Dependency::Postgres => self.postgres_proxy.apply(fault),
+        }
+    }
+
     /// The URL of `path` on replica `replica`.
     pub fn url(&self, replica: usize, path: &str) -> String {
         format!("{}{}", self.replicas[replica].base_url, path)
@@ -303,13 +319,18 @@ impl ServiceUnderTest {
 
 /// The socket address of the Redis server in `redis_url`.
 fn redis_address(redis_url: &str) -> Result<SocketAddr, ServiceError> {
-    let url = url::Url::parse(redis_url).map_err(|e| ServiceError::Task(format!("redis url: {e}")))?;
+    redis_address_like(redis_url, 6379)
+}
+
+/// The socket address of the server in `url` (`default_port` when it names none).
+fn redis_address_like(url: &str, default_port: u16) -> Result<SocketAddr, ServiceError> {
+    let url = url::Url::parse(url).map_err(|e| ServiceError::Task(format!("server url: {e}")))?;
     let host = url.host_str().unwrap_or("127.0.0.1");
-    let port = url.port().unwrap_or(6379);
+    let port = url.port().unwrap_or(default_port);
     std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| ServiceError::Task(format!("redis url: cannot resolve {host}:{port}")))
+        .ok_or_else(|| ServiceError::Task(format!("server url: cannot resolve {host}:{port}")))
 }
 
 /// `redis_url` pointed at `proxy` instead of the server (credentials and database kept).

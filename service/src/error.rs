@@ -87,10 +87,11 @@ pub enum ApiError {
     /// A lock was not granted within the configured `lock_timeout`; retry.
     #[error("the workspace is busy; retry shortly")]
     LockTimeout,
-    /// No pooled database connection could be had in time: every one is busy, or PostgreSQL
-    /// cannot be reached. A problem of the whole replica, not of one workspace, so clients are
-    /// told to come back later (a longer, jittered `Retry-After`), not in a second.
-    #[error("no database connection is available; retry later")]
+    /// No pooled database connection could be had in time (every one busy, or PostgreSQL out of
+    /// reach), or the request's connection broke under it: the transaction is gone, nothing of it
+    /// was committed. A problem of the whole replica, not of one workspace, so clients are told to
+    /// come back later (a longer, jittered `Retry-After`), not in a second.
+    #[error("the database is unavailable; retry later")]
     DatabaseUnavailable,
     /// PostgreSQL failed; details are logged, never returned.
     #[error("database error")]
@@ -159,7 +160,11 @@ impl From<sqlx::Error> for ApiError {
         // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock — this
         // workspace is busy. A pool with no connection to give is not that: it is the whole
         // replica (or the database) that is short, and it gets its own code.
-        if matches!(e, sqlx::Error::PoolTimedOut) {
+        // A connection that broke mid-request (the network, a restart, a terminated backend:
+        // 57P01–57P03) is the same: the database could not serve this request; retry later.
+        let lost = matches!(e, sqlx::Error::Io(_))
+            || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("57P0"));
+        if matches!(e, sqlx::Error::PoolTimedOut) || lost {
             ApiError::DatabaseUnavailable
         } else if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
             ApiError::LockTimeout

@@ -377,7 +377,7 @@ fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, pla
             check_assertion(names, &format!("{place}.check"), check)?;
         }
         Action::Fault => {
-            step.fault.ok_or_else(|| problem(place, "needs fault = \"redis_pause\" | \"redis_resume\" | \"redis_drop_connections\""))?;
+            step.fault.ok_or_else(|| problem(place, "needs fault = \"redis_pause\" | \"redis_resume\" | \"redis_drop_connections\" | \"postgres_pause\" | \"postgres_resume\" | \"postgres_drop_connections\""))?;
         }
         Action::Activate | Action::ListConnections | Action::ListDocuments => {}
     }

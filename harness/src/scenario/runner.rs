@@ -772,7 +772,7 @@ impl Ctx<'_> {
             Action::Assert => return self.assertion(Some(i), step.check.as_ref().expect("checked")).await,
             Action::Fault => {
                 let fault = step.fault.expect("checked");
-                self.sut.redis_proxy.apply(fault);
+                self.sut.apply_fault(fault);
                 self.event(Some(i), None, EventKind::Note, format!("fault: {}", fault.as_str()), None);
                 self.annotate(step.note.as_ref());
                 return Ok(());
