@@ -470,9 +470,13 @@ pub fn save_failure(dir: &std::path::Path, label: &str, outcome: &Outcome) -> Op
 /// The correct build must pass; every flaw of [`FLAWS_IT_SEES`] must make the state machine fail.
 /// Returns the report and whether both held. Needs the `flaws` feature for the flaw runs.
 pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
+    let started = Instant::now();
     let mut report = Vec::new();
+    let mut total_cases = 0;
+    let mut killed = 0;
     let saved = PathBuf::from("reports/proptest");
     let correct = run(infra, options);
+    total_cases += correct.cases;
     let mut ok = correct.failure.is_none();
     report.push(describe("correct build", &correct));
     if let Some(path) = save_failure(&saved, "correct", &correct) {
@@ -495,11 +499,20 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
         let flawed = run(infra, &Options { flaws, persistence: None, seed, max_shrink_iters: options.max_shrink_iters.min(24), ..options.clone() });
         let caught = flawed.failure.is_some();
         ok &= caught;
+        total_cases += flawed.cases;
+        killed += usize::from(caught);
         report.push(format!("{} {}", if caught { "KILLED  " } else { "SURVIVED" }, describe(name, &flawed)));
         if let Some(path) = save_failure(&saved, name, &flawed) {
             report.push(format!("  saved as {} ({})", path.display(), replay_command(&path, Some(name))));
         }
     }
+    report.push(format!(
+        "state machine: correct build {} ({} cases), {killed}/{} flaws killed, {total_cases} cases in {:.1} s",
+        if correct.failure.is_none() { "passed" } else { "FAILED" },
+        correct.cases,
+        FLAWS_IT_SEES.len(),
+        started.elapsed().as_secs_f64()
+    ));
     (report.join("\n"), ok)
 }
 
