@@ -1,7 +1,7 @@
-//! Checks of the stored state that hold after any schedule, shared by scenarios and the load
-//! test: one implementation each, so they cannot drift apart.
+//! Checks of the stored state that hold after any schedule, shared by scenarios, the load test and
+//! the state machine: one implementation each, so they cannot drift apart.
 
-use harbor_service::domain::{ConnectionId, Provider, TenantId};
+use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 use harbor_service::vault::{KeyRing, TokenBinding, TokenField};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -30,4 +30,20 @@ pub async fn tokens_bound(db: &PgPool, ring: &KeyRing) -> Result<String, String>
         }
     }
     Ok(format!("{} stored connections: every token decrypts only for its own row and grant, none shared", rows.len()))
+}
+
+/// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`
+/// derives it, matched against `pg_locks`). `Ok` describes what was checked; `Err` lists the locks.
+pub async fn no_workspace_lock_held(db: &PgPool, workspace: WorkspaceId) -> Result<String, String> {
+    let key = harbor_service::locks::lock_key_for_workspace(workspace);
+    let locks = crate::evidence::lock_snapshot(db).await.map_err(|e| e.to_string())?;
+    let held: Vec<_> = locks
+        .iter()
+        .filter(|l| l.locktype == "advisory" && l.classid == Some(i64::from(key.classid as u32)) && l.objid == Some(i64::from(key.objid as u32)))
+        .collect();
+    if held.is_empty() {
+        Ok(format!("no backend holds or awaits workspace {workspace}'s lock"))
+    } else {
+        Err(format!("workspace {workspace}'s lock is still held or awaited: {held:?}"))
+    }
 }

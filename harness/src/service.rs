@@ -172,11 +172,11 @@ impl ServiceUnderTest {
         let provider = FakeProvider::start().await.map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
         let clock = Clock::system();
         let db = env.pool(10).await?;
-        let redis_proxy = FaultProxy::start(redis_address(&env.redis_url)?)
+        let redis_proxy = FaultProxy::start(server_address(&env.redis_url, 6379)?)
             .await
             .map_err(|e| ServiceError::Task(format!("redis proxy: {e}")))?;
         let proxied_redis_url = through_proxy(&env.redis_url, redis_proxy.local_addr());
-        let postgres_proxy = FaultProxy::start(redis_address_like(&env.request_database_url, 5432)?)
+        let postgres_proxy = FaultProxy::start(server_address(&env.request_database_url, 5432)?)
             .await
             .map_err(|e| ServiceError::Task(format!("postgres proxy: {e}")))?;
         let proxied_database_url = through_proxy(&env.request_database_url, postgres_proxy.local_addr());
@@ -317,13 +317,8 @@ impl ServiceUnderTest {
     }
 }
 
-/// The socket address of the Redis server in `redis_url`.
-fn redis_address(redis_url: &str) -> Result<SocketAddr, ServiceError> {
-    redis_address_like(redis_url, 6379)
-}
-
 /// The socket address of the server in `url` (`default_port` when it names none).
-fn redis_address_like(url: &str, default_port: u16) -> Result<SocketAddr, ServiceError> {
+fn server_address(url: &str, default_port: u16) -> Result<SocketAddr, ServiceError> {
     let url = url::Url::parse(url).map_err(|e| ServiceError::Task(format!("server url: {e}")))?;
     let host = url.host_str().unwrap_or("127.0.0.1");
     let port = url.port().unwrap_or(default_port);

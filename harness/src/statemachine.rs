@@ -359,14 +359,8 @@ impl Subject<'_> {
         if activations != i64::from(self.model.activated) {
             return Err(format!("{activations} activation row(s), the model has {}", u8::from(self.model.activated)));
         }
-        let locks: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(db)
-        .await
-        .map_err(|e| e.to_string())?;
-        if locks > 0 {
-            return Err(format!("{locks} advisory lock(s) still held after the request answered"));
+        for workspace in [self.a.workspace, self.b.workspace] {
+            crate::oracles::no_workspace_lock_held(db, workspace).await?;
         }
         // Redis: every state issued and not yet consumed is still there (its TTL is real time, the
         // model's clock only decides whether the service still honours it), and none other.

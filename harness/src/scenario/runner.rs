@@ -1144,13 +1144,9 @@ impl Ctx<'_> {
             return if json_eq(&got, &want) { Ok(format!("provider {counter} = {got}")) } else { Err(format!("provider {counter}: expected {want}, got {got}")) };
         }
         if let Some(t) = &a.no_lock_held {
-            let key = lock_key_for_workspace(self.tenants[t].workspace);
-            let locks = evidence::lock_snapshot(&self.sut.db).await.map_err(|e| e.to_string())?;
-            let held: Vec<_> = locks
-                .iter()
-                .filter(|l| l.locktype == "advisory" && l.classid == Some(i64::from(key.classid as u32)) && l.objid == Some(i64::from(key.objid as u32)))
-                .collect();
-            return if held.is_empty() { Ok(format!("no backend holds or awaits {t}'s workspace lock")) } else { Err(format!("{t}'s workspace lock is still held or awaited: {held:?}")) };
+            return crate::oracles::no_workspace_lock_held(&self.sut.db, self.tenants[t].workspace)
+                .await
+                .map_err(|e| format!("{t}: {e}"));
         }
         if a.no_canary_leaks == Some(true) {
             return self.leak_search().await;

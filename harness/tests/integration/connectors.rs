@@ -12,7 +12,7 @@ use harbor_harness::service::ServiceOptions;
 use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
-use harbor_service::vault::{self, KeyRing, TokenBinding, TokenField, TokenKeysConfig};
+use harbor_service::vault::{self, KeyRing, TokenBinding, TokenField};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -466,19 +466,9 @@ async fn ciphertext_swapped_between_rows_or_tenants_does_not_decrypt() {
 #[tokio::test]
 async fn key_rotation_re_encrypts_in_batches_and_resumes() {
     let app = spawn_app().await;
-    let mut tenants = Vec::new();
-    for i in 0..3 {
-        let t = app.tenant(&format!("rot{i}"), true, ConnectionStatus::NotConnected).await;
-        app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
-        tenants.push(t);
-    }
+    let tenants = app.connected_tenants("rot", 3, Provider::Gmail).await;
     let old = app.sut.key_ring();
-    let (_, fresh) = KeyRing::generate("k2");
-    let both = TokenKeysConfig {
-        keys: SecretString::from(format!("{},{}", app.sut.token_keys.keys.expose_secret(), fresh.keys.expose_secret())),
-        primary: Some("k2".to_owned()),
-    };
-    let ring = KeyRing::from_config(&both).unwrap();
+    let ring = app.key_ring_rotated_to("k2");
     // A row locked by a "request" is skipped and reported, not waited for.
     let mut held = app.db().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM connections WHERE workspace_id = $1 AND provider = 'gmail' FOR UPDATE")

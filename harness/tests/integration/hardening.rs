@@ -5,8 +5,7 @@ use harbor_harness::service::{service_config, ServiceDeps, ServiceOptions};
 use harbor_service::config::Config;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
-use harbor_service::vault::{self, KeyRing, TokenKeysConfig};
-use secrecy::{ExposeSecret, SecretString};
+use harbor_service::vault;
 
 use crate::helpers::{spawn_app, TestApp};
 
@@ -48,12 +47,7 @@ async fn reset_role_cannot_widen_a_request_session() {
 #[tokio::test]
 async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
     let app = spawn_app().await;
-    let mut workspaces = Vec::new();
-    for i in 0..3 {
-        let t = app.tenant(&format!("skip{i}"), true, ConnectionStatus::NotConnected).await;
-        app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
-        workspaces.push(t.workspace);
-    }
+    app.connected_tenants("skip", 3, Provider::Gmail).await;
     // Corrupt the first row in id order, so that a rotation in id order meets it first.
     let bad: uuid::Uuid = sqlx::query_scalar("SELECT id FROM connections WHERE access_token IS NOT NULL ORDER BY id LIMIT 1")
         .fetch_one(app.db())
@@ -64,12 +58,7 @@ async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
         .execute(app.db())
         .await
         .unwrap();
-    let (_, fresh) = KeyRing::generate("k2");
-    let both = TokenKeysConfig {
-        keys: SecretString::from(format!("{},{}", app.sut.token_keys.keys.expose_secret(), fresh.keys.expose_secret())),
-        primary: Some("k2".to_owned()),
-    };
-    let ring = KeyRing::from_config(&both).unwrap();
+    let ring = app.key_ring_rotated_to("k2");
     for run in 0..2 {
         let report = vault::rotate_keys(app.db(), &ring, 1).await.expect("rotation reports bad rows, it does not stop at them");
         let old: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM connections WHERE token_key_id = 'harness-k1'")

@@ -152,6 +152,29 @@ impl TestApp {
         TenantWorkspace::create(self.db(), name, entitled, qbo).await.expect("fixtures")
     }
 
+    /// `count` tenants `<prefix>0…`, each with `provider` connected through the real OAuth flow.
+    pub async fn connected_tenants(&self, prefix: &str, count: usize, provider: harbor_service::domain::Provider) -> Vec<TenantWorkspace> {
+        let mut tenants = Vec::with_capacity(count);
+        for i in 0..count {
+            let t = self.tenant(&format!("{prefix}{i}"), true, ConnectionStatus::NotConnected).await;
+            self.sut.connect(t.owner, t.workspace, provider).await.expect("connects");
+            tenants.push(t);
+        }
+        tenants
+    }
+
+    /// The service's key ring plus a fresh key `id` as the new primary (a key rotation's ring).
+    pub fn key_ring_rotated_to(&self, id: &str) -> harbor_service::vault::KeyRing {
+        use harbor_service::vault::{KeyRing, TokenKeysConfig};
+        use secrecy::{ExposeSecret, SecretString};
+        let (_, fresh) = KeyRing::generate(id);
+        let both = TokenKeysConfig {
+            keys: SecretString::from(format!("{},{}", self.sut.token_keys.keys.expose_secret(), fresh.keys.expose_secret())),
+            primary: Some(id.to_owned()),
+        };
+        KeyRing::from_config(&both).expect("two valid keys")
+    }
+
     pub async fn activate(&self, t: &TenantWorkspace, actor: Option<&str>) -> Reply {
         let mut call = self.call(Method::POST, format!("/v1/workspaces/{}/activation", t.workspace)).as_user(t.owner.0);
         if let Some(a) = actor {
