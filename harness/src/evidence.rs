@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use harbor_service::domain::{Actor, WorkspaceId};
+use harbor_service::locks::lock_key_for_workspace;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -33,12 +35,12 @@ pub struct BackendActivity {
 impl BackendActivity {
     /// The actor tag, when the backend's transaction is tagged.
     pub fn actor(&self) -> Option<&str> {
-        self.application_name.strip_prefix("harbor:")
+        Actor::from_application_name(&self.application_name)
     }
 
     /// The actors of the blocking backends (untagged blockers are shown by their application name).
     pub fn blocking_actors(&self) -> Vec<String> {
-        self.blocking_apps.iter().map(|a| a.strip_prefix("harbor:").unwrap_or(a).to_owned()).collect()
+        self.blocking_apps.iter().map(|a| Actor::from_application_name(a).unwrap_or(a).to_owned()).collect()
     }
 
     /// Whether the backend waits for a heavyweight lock.
@@ -93,7 +95,7 @@ const LOCKS_SQL: &str = "\
 
 /// The backend currently running the transaction tagged with `actor`, if any.
 pub async fn activity_of(pool: &PgPool, actor: &str) -> Result<Option<BackendActivity>, sqlx::Error> {
-    sqlx::query_as(ACTIVITY_SQL).bind(format!("harbor:{actor}")).fetch_optional(pool).await
+    sqlx::query_as(ACTIVITY_SQL).bind(application_name(actor)).fetch_optional(pool).await
 }
 
 /// Every lock on the scenario's database (and every transaction-id lock), held or awaited.
@@ -103,15 +105,59 @@ pub async fn lock_snapshot(pool: &PgPool) -> Result<Vec<LockRow>, sqlx::Error> {
 
 /// The advisory locks held by the actor's backend.
 pub async fn advisory_locks_of(pool: &PgPool, actor: &str) -> Result<Vec<LockRow>, sqlx::Error> {
-    let app = format!("harbor:{actor}");
+    let app = application_name(actor);
     Ok(lock_snapshot(pool)
         .await?
         .into_iter()
-        .filter(|l| l.application_name == app && l.locktype == "advisory")
+        .filter(|l| l.application_name == app && l.locktype == LockType::Advisory.as_str())
         .collect())
 }
 
+/// The `application_name` of `actor`'s tagged sessions, as the service's [`Actor`] spells it.
+/// Tags the harness checked at load time always parse; anything else never matches a backend.
+pub fn application_name(actor: &str) -> String {
+    Actor::parse(actor).map(|a| a.application_name()).unwrap_or_default()
+}
+
+/// The kinds of heavyweight lock a scenario can expect a step to wait for (`pg_locks.locktype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockType {
+    /// `pg_advisory_xact_lock`: the workspace lock.
+    Advisory,
+    /// A row lock being taken (`FOR UPDATE` on a row another transaction locks).
+    Tuple,
+    /// Waiting for another transaction to end (a row it updated or locked).
+    Transactionid,
+    /// A table-level lock.
+    Relation,
+}
+
+impl LockType {
+    /// Every lock type, for messages.
+    pub const ALL: [LockType; 4] = [LockType::Advisory, LockType::Tuple, LockType::Transactionid, LockType::Relation];
+
+    /// The `pg_locks.locktype` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockType::Advisory => "advisory",
+            LockType::Tuple => "tuple",
+            LockType::Transactionid => "transactionid",
+            LockType::Relation => "relation",
+        }
+    }
+}
+
 impl LockRow {
+    /// Whether this row is `workspace`'s advisory lock — its key as the service's
+    /// [`lock_key_for_workspace`] derives it. The one place a key is matched against `pg_locks`.
+    pub fn is_workspace_lock(&self, workspace: WorkspaceId) -> bool {
+        let key = lock_key_for_workspace(workspace);
+        self.locktype == LockType::Advisory.as_str()
+            && self.classid == Some(i64::from(key.classid as u32))
+            && self.objid == Some(i64::from(key.objid as u32))
+    }
+
     /// Whether `self` and `other` are the same lockable object (same lock tag): what a waiter
     /// awaits and a holder holds.
     pub fn same_object(&self, other: &LockRow) -> bool {
@@ -155,27 +201,77 @@ impl std::fmt::Display for ProbeTimeout {
     }
 }
 
-/// Polls until the actor's backend waits for a heavyweight lock, and returns what it saw.
-pub async fn until_lock_waiting(pool: &PgPool, actor: &str, limit: Duration) -> Result<BackendActivity, ProbeTimeout> {
+/// What the lock tables showed when a step was proven blocked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Blocked {
+    /// The waiting backend.
+    pub waiter: BackendActivity,
+    /// The lock it awaits (its `pg_locks` row, not granted).
+    pub awaited: LockRow,
+    /// The whole lock table at that moment.
+    pub locks: Vec<LockRow>,
+}
+
+/// Why [`until_blocked`] gave up.
+#[derive(Debug)]
+pub enum NotBlocked {
+    /// The step ended before it was seen waiting (`finished` said so).
+    Finished,
+    /// It was not seen waiting within the limit.
+    TimedOut(ProbeTimeout),
+}
+
+/// The one lock-wait poller. Polls until `waiter`'s backend waits for a heavyweight lock that a
+/// backend *holds* — `holder`'s when given, anyone's otherwise. Not merely "somewhere in
+/// `pg_blocking_pids`": a waiter queued ahead is listed there too, but only a holder of the very
+/// object awaited proves who blocks whom. `finished` is asked before every poll and ends the probe
+/// when the waiting step has completed (it can no longer block).
+pub async fn until_blocked(
+    pool: &PgPool,
+    waiter: &str,
+    holder: Option<&str>,
+    limit: Duration,
+    mut finished: impl FnMut() -> bool,
+) -> Result<Blocked, NotBlocked> {
     let started = Instant::now();
     let mut last_seen = None;
+    let holder_app = holder.map(application_name);
     while started.elapsed() < limit {
-        if let Ok(seen) = activity_of(pool, actor).await {
-            if let Some(a) = &seen {
-                if a.is_lock_waiting() && !a.blocking_pids.is_empty() {
-                    return Ok(a.clone());
+        if finished() {
+            return Err(NotBlocked::Finished);
+        }
+        if let Ok(seen) = activity_of(pool, waiter).await {
+            if let Some(a) = seen.as_ref().filter(|a| a.is_lock_waiting() && !a.blocking_pids.is_empty()) {
+                let named = holder.is_none_or(|h| a.blocking_actors().iter().any(|b| b == h));
+                if named {
+                    let locks = lock_snapshot(pool).await.unwrap_or_default();
+                    let awaited = locks.iter().find(|l| l.pid == a.pid && !l.granted).cloned();
+                    if let Some(awaited) = awaited {
+                        let held = locks.iter().any(|l| {
+                            l.granted
+                                && l.pid != a.pid
+                                && holder_app.as_ref().is_none_or(|h| &l.application_name == h)
+                                && l.same_object(&awaited)
+                        });
+                        if held {
+                            return Ok(Blocked { waiter: a.clone(), awaited, locks });
+                        }
+                    }
                 }
             }
             last_seen = seen;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    Err(ProbeTimeout {
-        waited_for: format!("{actor} to wait for a lock"),
+    Err(NotBlocked::TimedOut(ProbeTimeout {
+        waited_for: match holder {
+            Some(h) => format!("{waiter} to wait for a lock held by {h}"),
+            None => format!("{waiter} to wait for a lock"),
+        },
         waited: limit,
         last_seen,
         locks: lock_snapshot(pool).await.unwrap_or_default(),
-    })
+    }))
 }
 
 /// A full `pg_dump` (schema and data, plain SQL) of the database at `database_url`, made with the

@@ -45,7 +45,8 @@ pub fn redirect_uri(provider: Provider) -> String {
 }
 
 /// An error the token endpoint can be told to answer with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// `400 {"error": "invalid_grant"}`.
     InvalidGrant,
@@ -130,6 +131,22 @@ pub struct Counters {
     pub resource_reads: u64,
     /// `/resource` requests refused for a bad token.
     pub resource_unauthorized: u64,
+}
+
+impl Counters {
+    /// The counters' names (`code_exchanges`, …), from the struct itself: scenario files can name
+    /// exactly these.
+    pub fn names() -> Vec<String> {
+        match serde_json::to_value(Counters::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The counter named `name`.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        serde_json::to_value(self).ok()?.get(name)?.as_u64()
+    }
 }
 
 struct CodeGrant {

@@ -12,8 +12,12 @@
 //! - [`fixtures`]: tenants, workspaces, users, memberships, entitlements and connection states.
 //! - [`fake_provider`]: [`fake_provider::FakeProvider`], a real HTTP OAuth provider with PKCE,
 //!   refresh rotation, revocation, injectable errors and delays, and call counters.
-//! - [`scenario`]: scenario files, their checks, the [`scenario::runner::ScenarioRunner`], traces
-//!   and verdicts over repeated runs.
+//! - [`scenario`]: scenario files, their typed model and checks, schedules, the
+//!   [`scenario::run::ScenarioRunner`], traces and verdicts over repeated runs.
+//! - [`target`]: [`target::Target`], the one boundary between the executor and the service, with
+//!   its capabilities. [`client`]: [`client::ApiClient`], the one HTTP client of the service's API.
+//! - [`commands`]: the `harbor-certify` command line, one file per command.
+//! - [`catalogue`]: the audit areas and the threat matrix that scenarios name and reports group by.
 //! - [`oracles`]: checks of the stored state shared by scenarios and the load test (tokens bound
 //!   to their row and grant).
 //! - [`serve`]: `harbor-certify serve` — the service with demo tenants and tokens, for people and
@@ -27,6 +31,9 @@
 //!   scenario can stall or cut it (`do = "fault"`).
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
+pub mod catalogue;
+pub mod client;
+pub mod commands;
 pub mod evidence;
 pub mod fake_provider;
 pub mod faults;
@@ -40,4 +47,5 @@ pub mod scenario;
 pub mod serve;
 pub mod service;
 pub mod statemachine;
+pub mod target;
 pub mod tokens;

@@ -9,7 +9,7 @@ use harbor_service::flaws::{Flaw, Flaws};
 use serde::Serialize;
 
 use crate::scenario::load::LoadedScenario;
-use crate::scenario::runner::ScenarioRunner;
+use crate::scenario::run::ScenarioRunner;
 use crate::scenario::{self, ScenarioResult, Verdict};
 
 /// How one flaw fared.
@@ -21,20 +21,42 @@ pub struct FlawOutcome {
     pub caught_by: Vec<String>,
     /// Scenarios that declare `catches = [flaw]`.
     pub expected: Vec<String>,
-    /// `KILLED` (an expected scenario failed at one of its steps or assertions),
-    /// `KILLED_ELSEWHERE` (only others did, or only at set-up) or `SURVIVED`.
-    pub status: &'static str,
+    /// Whether a scenario naming it caught it.
+    pub status: KillStatus,
     /// Why each catching scenario failed: its first finding.
     pub evidence: std::collections::BTreeMap<String, String>,
     /// Wall time of the flawed catalogue run, in milliseconds.
     pub duration_ms: f64,
 }
 
+/// How a flaw fared against the scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KillStatus {
+    /// A scenario that names it in `catches` failed at one of its steps or assertions.
+    Killed,
+    /// Only other scenarios failed, or only at set-up.
+    KilledElsewhere,
+    /// Nothing failed.
+    Survived,
+}
+
+impl KillStatus {
+    /// The upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillStatus::Killed => "KILLED",
+            KillStatus::KilledElsewhere => "KILLED_ELSEWHERE",
+            KillStatus::Survived => "SURVIVED",
+        }
+    }
+}
+
 /// The kill matrix.
 #[derive(Clone, Debug, Serialize)]
 pub struct KillMatrix {
     /// `PASS` when the correct build passed every scenario.
-    pub correct_build: &'static str,
+    pub correct_build: crate::report::RunVerdict,
     /// One row per flaw.
     pub flaws: Vec<FlawOutcome>,
     /// Flaws not killed by an expected scenario.
@@ -47,7 +69,7 @@ impl KillMatrix {
     /// Whether the run proves what it should: the correct build passes, every flaw is killed by
     /// a scenario that names it.
     pub fn is_good(&self) -> bool {
-        self.correct_build == "PASS" && self.survivors.is_empty()
+        self.correct_build == crate::report::RunVerdict::Pass && self.survivors.is_empty()
     }
 }
 
@@ -77,14 +99,18 @@ pub async fn run(
     let started = Instant::now();
     let baseline = scenario::run_all(&runner, scenarios, 1, jobs, |_| {}).await;
     progress("correct build", &baseline);
-    let correct_build = if baseline.iter().all(|r| r.verdict == Verdict::Passed) { "PASS" } else { "FAIL" };
+    let correct_build = if baseline.iter().all(|r| r.verdict == Verdict::Passed) {
+        crate::report::RunVerdict::Pass
+    } else {
+        crate::report::RunVerdict::Fail
+    };
     let mut rows = Vec::new();
     let mut runner = runner;
     for flaw in flaws {
         let flaw_started = Instant::now();
         runner = runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
         let naming: Vec<LoadedScenario> = if catching_only {
-            scenarios.iter().filter(|s| s.scenario.catches.iter().any(|c| c == flaw.name())).cloned().collect()
+            scenarios.iter().filter(|s| s.scenario.catches.contains(flaw)).cloned().collect()
         } else {
             scenarios.to_vec()
         };
@@ -101,15 +127,15 @@ pub async fn run(
             .collect();
         let expected: Vec<String> = scenarios
             .iter()
-            .filter(|s| s.scenario.catches.iter().any(|c| c == flaw.name()))
+            .filter(|s| s.scenario.catches.contains(flaw))
             .map(|s| s.scenario.id.clone())
             .collect();
         let status = if catching.iter().any(|r| expected.contains(&r.id) && failed_at_a_check(r)) {
-            "KILLED"
+            KillStatus::Killed
         } else if !caught_by.is_empty() {
-            "KILLED_ELSEWHERE"
+            KillStatus::KilledElsewhere
         } else {
-            "SURVIVED"
+            KillStatus::Survived
         };
         rows.push(FlawOutcome {
             flaw: flaw.name().to_owned(),
@@ -120,7 +146,7 @@ pub async fn run(
             duration_ms: flaw_started.elapsed().as_secs_f64() * 1000.0,
         });
     }
-    let survivors = rows.iter().filter(|r| r.status != "KILLED").map(|r| r.flaw.clone()).collect();
+    let survivors = rows.iter().filter(|r| r.status != KillStatus::Killed).map(|r| r.flaw.clone()).collect();
     let matrix = KillMatrix { correct_build, flaws: rows, survivors, duration_ms: started.elapsed().as_secs_f64() * 1000.0 };
     (baseline, matrix)
 }

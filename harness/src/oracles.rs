@@ -35,15 +35,115 @@ pub async fn tokens_bound(db: &PgPool, ring: &KeyRing) -> Result<String, String>
 /// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`
 /// derives it, matched against `pg_locks`). `Ok` describes what was checked; `Err` lists the locks.
 pub async fn no_workspace_lock_held(db: &PgPool, workspace: WorkspaceId) -> Result<String, String> {
-    let key = harbor_service::locks::lock_key_for_workspace(workspace);
     let locks = crate::evidence::lock_snapshot(db).await.map_err(|e| e.to_string())?;
-    let held: Vec<_> = locks
-        .iter()
-        .filter(|l| l.locktype == "advisory" && l.classid == Some(i64::from(key.classid as u32)) && l.objid == Some(i64::from(key.objid as u32)))
-        .collect();
+    let held: Vec<_> = locks.iter().filter(|l| l.is_workspace_lock(workspace)).collect();
     if held.is_empty() {
         Ok(format!("no backend holds or awaits workspace {workspace}'s lock"))
     } else {
         Err(format!("workspace {workspace}'s lock is still held or awaited: {held:?}"))
+    }
+}
+
+/// At most one activation row per workspace (the `UNIQUE(workspace_id)` idempotency, checked from
+/// the outside). `Err` counts the workspaces activated more than once.
+pub async fn one_activation_per_workspace(db: &PgPool) -> Result<String, String> {
+    let duplicated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT workspace_id FROM workspace_activations GROUP BY workspace_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(db)
+    .await
+    .map_err(|e| e.to_string())?;
+    if duplicated > 0 {
+        Err(format!("{duplicated} workspace(s) activated more than once"))
+    } else {
+        Ok("no workspace is activated more than once".into())
+    }
+}
+
+/// Every CONNECTED connection holds tokens (a callback never commits CONNECTED without them).
+pub async fn connected_have_tokens(db: &PgPool) -> Result<String, String> {
+    let bare: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'CONNECTED' AND access_token IS NULL")
+        .fetch_one(db)
+        .await
+        .map_err(|e| e.to_string())?;
+    if bare > 0 {
+        Err(format!("{bare} CONNECTED connection(s) without tokens"))
+    } else {
+        Ok("every CONNECTED connection holds tokens".into())
+    }
+}
+
+/// Where a leak search looks, besides the responses: everything an attacker with a backup, the
+/// cache or the log stream would see.
+pub struct LeakSources<'a> {
+    /// A full `pg_dump` of the database.
+    pub pg_dump: &'a str,
+    /// Every Redis key and value under the prefix, as JSON.
+    pub redis: &'a str,
+    /// The service's logs.
+    pub logs: &'a str,
+    /// Every response body.
+    pub responses: &'a [String],
+}
+
+/// No issued code or token (`canaries`) appears in any source — as text, as hex (how `pg_dump`
+/// writes bytea), or as base64 / base64url at each of the three alignments it can have inside a
+/// longer encoded blob. `Err` names the source and the form.
+pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result<(), String> {
+    use base64::Engine;
+    if canaries.is_empty() {
+        return Err("the fake provider issued nothing: the leak search would prove nothing".into());
+    }
+    let places: [(&str, &str); 3] = [("pg_dump", sources.pg_dump), ("Redis", sources.redis), ("logs", sources.logs)];
+    for canary in canaries {
+        let mut forms = vec![("text", canary.clone()), ("hex", hex::encode(canary.as_bytes()))];
+        for engine in [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD] {
+            for shift in 0..3usize {
+                let mut bytes = vec![0u8; shift];
+                bytes.extend_from_slice(canary.as_bytes());
+                let encoded = engine.encode(&bytes);
+                // Drop the characters that mix in the filler bytes, and the last, partial group.
+                let skip = if shift == 0 { 0 } else { 4 };
+                let keep = encoded.len().saturating_sub(4);
+                if keep > skip + 8 {
+                    forms.push(("base64", encoded[skip..keep].to_owned()));
+                }
+            }
+        }
+        let shown = &canary[..canary.len().min(24)];
+        for (form, needle) in &forms {
+            for (name, text) in places {
+                if text.contains(needle.as_str()) {
+                    return Err(format!("{name} contains an issued token or code ({form}: {shown}…)"));
+                }
+            }
+            if sources.responses.iter().any(|r| r.contains(needle.as_str())) {
+                return Err(format!("a response contains an issued token or code ({form}: {shown}…)"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_canary_is_found_as_text_hex_and_inside_base64() {
+        use base64::Engine;
+        let canary = "hbcanary-access-0123456789abcdef".to_owned();
+        let clean = LeakSources { pg_dump: "nothing", redis: "{}", logs: "", responses: &[] };
+        assert!(no_canary_leaks(&[canary.clone()], &clean).is_ok());
+        assert!(no_canary_leaks(&[], &clean).is_err(), "an empty search proves nothing");
+        let hex = hex::encode(canary.as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("xy{canary}z"));
+        for (dump, redis, logs) in [(canary.as_str(), "", ""), ("", hex.as_str(), ""), ("", "", b64.as_str())] {
+            let leaky = LeakSources { pg_dump: dump, redis, logs, responses: &[] };
+            assert!(no_canary_leaks(&[canary.clone()], &leaky).is_err(), "{dump}|{redis}|{logs}");
+        }
+        let responses = [format!("{{\"t\":\"{canary}\"}}")];
+        let in_response = LeakSources { pg_dump: "", redis: "", logs: "", responses: &responses };
+        assert!(no_canary_leaks(&[canary], &in_response).unwrap_err().contains("response"));
     }
 }

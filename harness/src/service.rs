@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use harbor_service::clock::Clock;
 use harbor_service::config::{Config, Profile};
-use harbor_service::domain::{Provider, UserId, WorkspaceId};
 use harbor_service::flaws::Flaws;
 use harbor_service::ratelimit::{Quota, RateLimits};
 use harbor_service::vault::{KeyRing, TokenKeysConfig};
@@ -18,10 +17,11 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::fake_provider::{Consent, FakeProvider};
+use crate::client::ApiClient;
+use crate::fake_provider::FakeProvider;
 use crate::faults::FaultProxy;
 use crate::provision::{Infra, IsolatedEnv, ProvisionError};
-use crate::tokens::{TokenKind, TokenMint};
+use crate::tokens::TokenMint;
 
 /// How to start the service.
 #[derive(Clone, Debug)]
@@ -137,8 +137,8 @@ pub struct ServiceUnderTest {
     pub db: PgPool,
     /// Signs tokens the service accepts (and some it must refuse).
     pub tokens: TokenMint,
-    /// An HTTP client for the replicas (and the fake provider); it never follows redirects.
-    pub http: reqwest::Client,
+    /// The client of the replicas' API (and the browser at the fake provider).
+    pub client: ApiClient,
     /// The fake OAuth provider every replica is configured with.
     pub provider: FakeProvider,
     /// The clock every replica shares; moving it moves them all.
@@ -201,87 +201,29 @@ impl ServiceUnderTest {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ServiceError::Task(e.to_string()))?;
+        let client = ApiClient::new(http, replicas.iter().map(|r| r.base_url.clone()).collect());
         // A flawed service must say so: every replica's /readyz lists its seeded flaws.
         if !options.flaws.is_empty() {
-            for r in &replicas {
-                let ready: serde_json::Value = http
-                    .get(format!("{}/readyz", r.base_url))
+            for replica in 0..replicas.len() {
+                let ready = client
+                    .request(reqwest::Method::GET, "/readyz")
+                    .on_replica(replica)
                     .send()
                     .await
-                    .map_err(|e| ServiceError::Task(format!("/readyz: {e}")))?
-                    .json()
-                    .await
-                    .map_err(|e| ServiceError::Task(format!("/readyz: {e}")))?;
+                    .map_err(|e| ServiceError::Task(e.to_string()))?
+                    .body;
                 let listed: Vec<&str> = ready["flaws"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
                 if listed != options.flaws.names() {
                     return Err(ServiceError::Task(format!("a replica runs with flaws {:?} but /readyz says {listed:?}", options.flaws.names())));
                 }
             }
         }
-        Ok(Self { env, replicas, db, tokens, http, provider, clock, token_keys, redis_proxy, postgres_proxy })
+        Ok(Self { env, replicas, db, tokens, client, provider, clock, token_keys, redis_proxy, postgres_proxy })
     }
 
     /// The key ring the replicas use (to check stored ciphertext from the outside).
     pub fn key_ring(&self) -> KeyRing {
         KeyRing::from_config(&self.token_keys).expect("the harness's keys are valid")
-    }
-
-    /// Starts an authorization on `replica` as `user` and plays the browser at the fake provider:
-    /// returns what the provider redirected back with.
-    pub async fn authorize_and_consent(
-        &self,
-        replica: usize,
-        user: UserId,
-        workspace: WorkspaceId,
-        provider: Provider,
-    ) -> Result<Consent, String> {
-        let path = format!("/v1/workspaces/{workspace}/connections/{provider}/authorize");
-        let response = self
-            .http
-            .post(self.url(replica, &path))
-            .bearer_auth(self.tokens.token(user.0, TokenKind::Valid))
-            .send()
-            .await
-            .map_err(|e| format!("authorize: {e}"))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.map_err(|e| format!("authorize body: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("authorize answered {status}: {body}"));
-        }
-        let url = body["authorization_url"].as_str().ok_or("no authorization_url")?;
-        crate::fake_provider::consent(&self.http, url).await
-    }
-
-    /// Delivers a consent to the service's callback on `replica`, as `user`. Returns the status and
-    /// body.
-    pub async fn callback(
-        &self,
-        replica: usize,
-        user: UserId,
-        provider: Provider,
-        consent: &Consent,
-    ) -> Result<(reqwest::StatusCode, serde_json::Value), String> {
-        let path = format!("/v1/oauth/{provider}/callback?{}", consent.callback_query());
-        let response = self
-            .http
-            .get(self.url(replica, &path))
-            .bearer_auth(self.tokens.token(user.0, TokenKind::Valid))
-            .send()
-            .await
-            .map_err(|e| format!("callback: {e}"))?;
-        let status = response.status();
-        let body = response.json().await.map_err(|e| format!("callback body: {e}"))?;
-        Ok((status, body))
-    }
-
-    /// The whole OAuth flow for `user` on `workspace`: authorize, consent, callback. Fails unless
-    /// the callback answers 200.
-    pub async fn connect(&self, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<(), String> {
-        let consent = self.authorize_and_consent(0, user, workspace, provider).await?;
-        match self.callback(0, user, provider, &consent).await? {
-            (s, _) if s.is_success() => Ok(()),
-            (s, body) => Err(format!("callback answered {s}: {body}")),
-        }
     }
 
     /// Does `fault` to the dependency it names.
@@ -290,11 +232,6 @@ impl ServiceUnderTest {
             crate::faults::Dependency::Redis => self.redis_proxy.apply(fault),
             crate::faults::Dependency::Postgres => self.postgres_proxy.apply(fault),
         }
-    }
-
-    /// The URL of `path` on replica `replica`.
-    pub fn url(&self, replica: usize, path: &str) -> String {
-        format!("{}{}", self.replicas[replica].base_url, path)
     }
 
     /// Releases every parked request, stops the replicas, and removes the environment.

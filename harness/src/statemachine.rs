@@ -19,7 +19,6 @@ use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use serde_json::Value;
 
 use crate::fake_provider::{CANARY_PREFIX, Consent, Fault};
 use crate::fixtures::TenantWorkspace;
@@ -229,12 +228,6 @@ struct Subject<'a> {
     consents: Vec<Consent>,
 }
 
-struct Answer {
-    status: u16,
-    body: Value,
-    raw: String,
-}
-
 impl Subject<'_> {
     fn user(&self, who: Who) -> uuid::Uuid {
         match who {
@@ -244,19 +237,11 @@ impl Subject<'_> {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, replica: usize, path: &str, token: Option<String>) -> Result<Answer, String> {
-        let mut request = self.sut.http.request(method, self.sut.url(replica, path));
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
-        let response = request.send().await.map_err(|e| format!("request failed: {e}"))?;
-        let status = response.status().as_u16();
-        let raw = response.text().await.map_err(|e| e.to_string())?;
-        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Ok(Answer { status, body, raw })
+    async fn call(&self, method: reqwest::Method, replica: usize, path: &str, token: Option<String>) -> Result<crate::client::Answer, String> {
+        self.sut.client.request(method, path).on_replica(replica).bearer(token).send().await.map_err(|e| format!("request failed: {e}"))
     }
 
-    async fn as_user(&self, who: Who, method: reqwest::Method, replica: usize, path: &str) -> Result<Answer, String> {
+    async fn as_user(&self, who: Who, method: reqwest::Method, replica: usize, path: &str) -> Result<crate::client::Answer, String> {
         self.call(method, replica, path, Some(self.sut.tokens.token(self.user(who), TokenKind::Valid))).await
     }
 
@@ -268,7 +253,7 @@ impl Subject<'_> {
                 let expected = self.model.authorize(*who, *provider);
                 if answer.status == 200 && expected.status == 200 {
                     let url = answer.body["authorization_url"].as_str().ok_or("no authorization_url")?;
-                    self.consents.push(crate::fake_provider::consent(&self.sut.http, url).await?);
+                    self.consents.push(self.sut.client.consent(url).await?);
                 }
                 (answer, expected)
             }
@@ -386,7 +371,7 @@ impl Subject<'_> {
     }
 }
 
-fn compare(answer: &Answer, expected: &Expected) -> Result<(), String> {
+fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<(), String> {
     let code = answer.body["error"]["code"].as_str();
     if answer.status != expected.status || (expected.code.is_some() && code != expected.code) {
         return Err(format!(

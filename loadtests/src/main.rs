@@ -15,17 +15,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use goose::prelude::*;
+use harbor_harness::client::{paths, ApiClient, ConnectionOp};
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::provision::{BackendChoice, Infra};
 use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
 use harbor_harness::tokens::TokenKind;
+use harbor_service::domain::{Provider, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
 
 /// One goose user's identity and workspace.
 struct LoadUser {
     token: String,
-    workspace: String,
+    workspace: WorkspaceId,
 }
 
 /// Everything the transactions share: set once before the attack starts.
@@ -33,7 +35,7 @@ struct Shared {
     users: Vec<LoadUser>,
     replicas: Vec<String>,
     /// Plays the browser at the fake provider (never follows redirects).
-    browser: reqwest::Client,
+    browser: ApiClient,
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -107,56 +109,45 @@ where
 /// next iteration can connect again.
 async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     let s = shared();
-    let workspace = s.users[user.get_session_data_unchecked::<Claimed>().0].workspace.clone();
+    let workspace = s.users[user.get_session_data_unchecked::<Claimed>().0].workspace;
     let base0 = &s.replicas[0];
     let base1 = &s.replicas[s.replicas.len() - 1];
-    let connections = format!("/v1/workspaces/{workspace}/connections/qbo");
+    let path = |op| paths::connection(workspace, Provider::Qbo, op);
     // The provider's consent page is not the service under test: not timed, but a failure there
     // fails the authorize request it follows.
     let consent = std::sync::Arc::new(std::sync::Mutex::new(None));
     let slot = consent.clone();
-    let authorize_url = format!("{base0}{connections}/authorize");
+    let authorize_url = format!("{base0}{}", path(ConnectionOp::Authorize));
     let started = send_checked(user, GooseMethod::Post, &authorize_url, "authorize", &[200], |body| async move {
         let url = body["authorization_url"].as_str().ok_or("no authorization_url")?.to_owned();
-        let c = harbor_harness::fake_provider::consent(&s.browser, &url).await?;
+        let c = s.browser.consent(&url).await?;
         *slot.lock().expect("consent slot") = Some(c);
         Ok(())
     })
     .await?;
     let consent = consent.lock().expect("consent slot").take();
     let (Some(_), Some(consent)) = (started, consent) else { return Ok(()) };
-    let callback = format!("{base1}/v1/oauth/qbo/callback?{}", consent.callback_query());
+    let callback = format!("{base1}{}", paths::callback(Provider::Qbo, &consent.callback_query()));
     if send(user, GooseMethod::Get, &callback, "callback (other replica)", &[200]).await?.is_none() {
         return Ok(());
     }
-    send(user, GooseMethod::Post, &format!("{base1}{connections}/sync"), "sync", &[200]).await?;
+    send(user, GooseMethod::Post, &format!("{base1}{}", path(ConnectionOp::Sync)), "sync", &[200]).await?;
     // Activation succeeds once per workspace, then reports already_completed.
-    send(user, GooseMethod::Post, &format!("{base0}/v1/workspaces/{workspace}/activation"), "activation", &[200]).await?;
-    send(user, GooseMethod::Post, &format!("{base0}{connections}/disconnect"), "disconnect", &[200]).await?;
+    send(user, GooseMethod::Post, &format!("{base0}{}", paths::activation(workspace)), "activation", &[200]).await?;
+    send(user, GooseMethod::Post, &format!("{base0}{}", path(ConnectionOp::Disconnect)), "disconnect", &[200]).await?;
     Ok(())
 }
 
-/// What the load must not have broken. Returns the broken invariants.
+/// What the load must not have broken: the harness's oracles, one implementation each. Returns
+/// the broken invariants.
 async fn invariants(sut: &ServiceUnderTest) -> Result<Vec<String>, sqlx::Error> {
-    let mut broken = Vec::new();
-    let duplicated: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT workspace_id FROM workspace_activations GROUP BY workspace_id HAVING count(*) > 1) d",
-    )
-    .fetch_one(&sut.db)
-    .await?;
-    if duplicated > 0 {
-        broken.push(format!("{duplicated} workspace(s) activated more than once"));
-    }
-    if let Err(e) = harbor_harness::oracles::tokens_bound(&sut.db, &sut.key_ring()).await {
-        broken.push(e);
-    }
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'CONNECTED' AND access_token IS NULL")
-        .fetch_one(&sut.db)
-        .await?;
-    if pending > 0 {
-        broken.push(format!("{pending} CONNECTED connection(s) without tokens"));
-    }
-    Ok(broken)
+    use harbor_harness::oracles;
+    let checks = [
+        oracles::one_activation_per_workspace(&sut.db).await,
+        oracles::tokens_bound(&sut.db, &sut.key_ring()).await,
+        oracles::connected_have_tokens(&sut.db).await,
+    ];
+    Ok(checks.into_iter().filter_map(Result::err).collect())
 }
 
 #[tokio::main]
@@ -191,9 +182,9 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let mut users = Vec::with_capacity(tenants);
     for i in 0..tenants {
         let t = TenantWorkspace::create(&sut.db, &format!("load{i}"), true, ConnectionStatus::NotConnected).await?;
-        users.push(LoadUser { token: sut.tokens.token(t.owner.0, TokenKind::Valid), workspace: t.workspace.to_string() });
+        users.push(LoadUser { token: sut.tokens.token(t.owner.0, TokenKind::Valid), workspace: t.workspace });
     }
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let browser = ApiClient::with_bases(Vec::new());
     let replicas: Vec<String> = sut.replicas.iter().map(|r| r.base_url.clone()).collect();
     let host = replicas[0].clone();
     SHARED.set(Shared { users, replicas, browser }).map_err(|_| "shared state set twice")?;

@@ -174,9 +174,17 @@ impl Actor {
         &self.0
     }
 
+    /// The prefix of every tagged transaction's `application_name`.
+    pub const APPLICATION_PREFIX: &'static str = "harbor:";
+
     /// The `application_name` a tagged transaction carries.
     pub fn application_name(&self) -> String {
-        format!("harbor:{}", self.0)
+        format!("{}{}", Self::APPLICATION_PREFIX, self.0)
+    }
+
+    /// The actor tag inside a tagged transaction's `application_name`, if it is one.
+    pub fn from_application_name(application_name: &str) -> Option<&str> {
+        application_name.strip_prefix(Self::APPLICATION_PREFIX)
     }
 }
 

@@ -4,9 +4,9 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::catalogue::{AREAS, THREATS};
+use crate::catalogue::{AREAS, THREATS};
 use super::markdown::is_interleaving;
-use super::{result_of, Report};
+use super::{result_of, Report, SuiteResult};
 use crate::scenario::trace::{evidence_text, EventKind};
 use crate::scenario::ScenarioResult;
 
@@ -36,7 +36,7 @@ pub fn render(report: &Report) -> String {
     let s = &report.summary;
     let mut ordered: Vec<&ScenarioResult> = report.scenarios.iter().collect();
     // Failures first, then by severity, then by id.
-    ordered.sort_by_key(|sc| (result_of(sc, report.fail_on) == "PASSED", std::cmp::Reverse(sc.severity), sc.id.clone()));
+    ordered.sort_by_key(|sc| (result_of(sc, report.fail_on) == SuiteResult::Passed, std::cmp::Reverse(sc.severity), sc.id.clone()));
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -61,7 +61,7 @@ pub fn render(report: &Report) -> String {
 
                 h2 { "Scenarios" }
                 @for sc in &ordered {
-                    @let result = result_of(sc, report.fail_on);
+                    @let result = result_of(sc, report.fail_on).as_str();
                     @let bad = result != "PASSED";
                     details class=(if bad { "bad" } else { "" }) open[bad] id=(sc.id) {
                         summary { (badge(result)) " " code { (sc.id) } " — " (sc.title) }
@@ -82,7 +82,7 @@ pub fn render(report: &Report) -> String {
                 p class="muted" { "Each interleaving as it happened: one lifeline per actor, events in the order observed. "
                     "Red intervals are waits for a lock, read from pg_locks and pg_blocking_pids; amber intervals are requests parked at a sync point." }
                 @for sc in ordered.iter().filter(|sc| is_interleaving(sc)) {
-                    h3 id={"diagram-" (sc.id)} { (badge(result_of(sc, report.fail_on))) " " code { (sc.id) } }
+                    h3 id={"diagram-" (sc.id)} { (badge(result_of(sc, report.fail_on).as_str())) " " code { (sc.id) } }
                     p { (sc.title) }
                     (sequence_diagram(sc))
                 }
@@ -94,7 +94,7 @@ pub fn render(report: &Report) -> String {
                         @let members: Vec<&ScenarioResult> = report.scenarios.iter().filter(|sc| sc.area == area.key).collect();
                         @if !members.is_empty() {
                             tr { td { b { (area.title) } } td { (area.claim) }
-                                 td { @for m in &members { a href={"#" (m.id)} { code { (m.id) } } " " (badge(result_of(m, report.fail_on))) br; } } }
+                                 td { @for m in &members { a href={"#" (m.id)} { code { (m.id) } } " " (badge(result_of(m, report.fail_on).as_str())) br; } } }
                         }
                     }
                 }
@@ -105,7 +105,7 @@ pub fn render(report: &Report) -> String {
                     @for t in THREATS {
                         tr { td { (t.name) } @for r in t.ratings { td { (r) } }
                              td { @for sc in report.scenarios.iter().filter(|sc| sc.threats.iter().any(|x| x == t.name)) {
-                                 a href={"#" (sc.id)} { code { (sc.id) } } " " (badge(result_of(sc, report.fail_on))) br; } } }
+                                 a href={"#" (sc.id)} { code { (sc.id) } } " " (badge(result_of(sc, report.fail_on).as_str())) br; } } }
                     }
                 }
 

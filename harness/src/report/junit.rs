@@ -3,7 +3,7 @@
 
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
-use super::{result_of, Report};
+use super::{result_of, Report, SuiteResult};
 
 /// Renders the report as JUnit XML.
 pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
@@ -11,8 +11,14 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
     let mut suite = TestSuite::new("certification");
     for sc in &report.scenarios {
         let status = match result_of(sc, report.fail_on) {
-            "PASSED" => TestCaseStatus::success(),
+            SuiteResult::Passed => TestCaseStatus::success(),
+            SuiteResult::Skipped => {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message(sc.failures.first().map(|f| f.message.clone()).unwrap_or_default());
+                status
+            }
             result => {
+                let result = result.as_str();
                 let kind = if sc.verdict == crate::scenario::Verdict::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
                 let mut status = TestCaseStatus::non_success(kind);
                 let first = sc.failures.first().map(|f| f.message.clone()).or_else(|| sc.flaky.clone()).unwrap_or_default();

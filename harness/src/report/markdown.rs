@@ -4,9 +4,9 @@
 
 use std::fmt::Write;
 
-use super::catalogue::{AREAS, THREATS};
-use super::{result_of, Report};
-use crate::scenario::model::Severity;
+use crate::catalogue::{AREAS, THREATS};
+use super::{result_of, Report, SuiteResult};
+use crate::scenario::format::Severity;
 use crate::scenario::trace::EventKind;
 use crate::scenario::ScenarioResult;
 
@@ -16,7 +16,7 @@ pub fn is_interleaving(s: &ScenarioResult) -> bool {
 }
 
 fn status_list(report: &Report, ids: &[&ScenarioResult]) -> String {
-    ids.iter().map(|s| format!("`{}` {}", s.id, result_of(s, report.fail_on))).collect::<Vec<_>>().join(", ")
+    ids.iter().map(|s| format!("`{}` {}", s.id, result_of(s, report.fail_on).as_str())).collect::<Vec<_>>().join(", ")
 }
 
 /// Renders the report as Markdown.
@@ -63,7 +63,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         if members.is_empty() {
             continue;
         }
-        let all_pass = members.iter().all(|s| result_of(s, report.fail_on) == "PASSED");
+        let all_pass = members.iter().all(|s| result_of(s, report.fail_on) == SuiteResult::Passed);
         let _ = writeln!(out, "### 2.{} {}\n", n + 1, area.title);
         let _ = writeln!(out, "{} {}\n", if all_pass { "**Verified.**" } else { "**Not verified.**" }, area.claim);
         let _ = writeln!(out, "Scenarios: {}\n", status_list(report, &members));
@@ -72,7 +72,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
     let mut any = false;
     for sev in [Severity::Critical, Severity::High, Severity::Medium, Severity::Low] {
         let failing: Vec<&ScenarioResult> =
-            report.scenarios.iter().filter(|s| s.severity == sev && result_of(s, report.fail_on) != "PASSED").collect();
+            report.scenarios.iter().filter(|s| s.severity == sev && result_of(s, report.fail_on) != SuiteResult::Passed).collect();
         let _ = writeln!(out, "### {} findings\n", capitalise(sev.as_str()));
         if failing.is_empty() {
             let _ = writeln!(out, "**NONE.**\n");
@@ -80,7 +80,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         }
         any = true;
         for f in failing {
-            let _ = writeln!(out, "- **{}** ({}) — {} — {}", f.id, result_of(f, report.fail_on), f.title, f.source);
+            let _ = writeln!(out, "- **{}** ({}) — {} — {}", f.id, result_of(f, report.fail_on).as_str(), f.title, f.source);
             for finding in &f.failures {
                 let _ = writeln!(out, "  - step {}: {}", finding.step.map_or("-".into(), |s| s.to_string()), finding.message);
             }
@@ -95,7 +95,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
     }
     let _ = writeln!(out, "---\n\n## 4. Interleaving traces\n");
     for sc in report.scenarios.iter().filter(|s| is_interleaving(s)) {
-        let _ = writeln!(out, "### {} — {}\n", sc.id, result_of(sc, report.fail_on));
+        let _ = writeln!(out, "### {} — {}\n", sc.id, result_of(sc, report.fail_on).as_str());
         let _ = writeln!(out, "*{}* ({})\n", sc.title, sc.source);
         let _ = writeln!(out, "{}", sc.trace.to_markdown(&sc.actors));
     }
@@ -106,7 +106,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         let covering: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| s.threats.iter().any(|x| x == t.name)).collect();
         let status = if covering.is_empty() {
             "NOT COVERED"
-        } else if covering.iter().all(|s| result_of(s, report.fail_on) == "PASSED") {
+        } else if covering.iter().all(|s| result_of(s, report.fail_on) == SuiteResult::Passed) {
             "MITIGATED"
         } else {
             "OPEN"
@@ -154,7 +154,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
             sc.id,
             sc.severity.as_str(),
             sc.area,
-            result_of(sc, report.fail_on),
+            result_of(sc, report.fail_on).as_str(),
             sc.runs,
             sc.duration_ms,
             sc.checks,
@@ -165,7 +165,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
     let _ = writeln!(
         out,
         "{}",
-        if report.verdict == "PASS" {
+        if report.verdict == super::RunVerdict::Pass {
             "The service under test is **CERTIFIED** against this catalogue."
         } else {
             "The service under test is **NOT CERTIFIED**: see the findings above."

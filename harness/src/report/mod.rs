@@ -8,7 +8,6 @@
 //! - `junit.xml` ([`junit`]) — one test case per scenario, for CI;
 //! - `SHA256SUMS` and, with a signing key, `SHA256SUMS.sig` ([`sign`]).
 
-pub mod catalogue;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -18,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::model::Severity;
+use crate::scenario::format::Severity;
 use crate::scenario::{ScenarioResult, Verdict};
 
 /// The version of `report.json`'s schema; bumped on any incompatible change.
@@ -39,7 +38,8 @@ pub struct Summary {
     pub flaky: usize,
     /// Could not run (environment).
     pub errors: usize,
-    /// Skipped (the harness never skips; kept for the conformance-suite shape).
+    /// Skipped: the target lacks a capability the scenario needs (each says which). Not blocking,
+    /// never counted as passed, and listed by the run's summary line.
     pub skipped: usize,
     /// Repetitions of each scenario.
     pub repeat: usize,
@@ -79,8 +79,8 @@ pub struct Environment {
 pub struct Report {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// `PASS` when nothing blocking failed, else `FAIL`.
-    pub verdict: String,
+    /// `PASS` when nothing blocking failed and something passed, else `FAIL`.
+    pub verdict: RunVerdict,
     /// When the run started (RFC 3339, UTC).
     pub started_at: String,
     /// Failures at or above this severity make the verdict `FAIL`.
@@ -96,12 +96,64 @@ pub struct Report {
     pub mutants: Option<serde_json::Value>,
 }
 
+/// The verdict of a whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunVerdict {
+    /// Certified: nothing blocking failed.
+    Pass,
+    /// Not certified.
+    Fail,
+}
+
+impl RunVerdict {
+    /// `PASS` or `FAIL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunVerdict::Pass => "PASS",
+            RunVerdict::Fail => "FAIL",
+        }
+    }
+}
+
+impl std::fmt::Display for RunVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A scenario's result in the conformance suite's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuiteResult {
+    /// It passed.
+    Passed,
+    /// It failed below the `--fail-on` threshold.
+    Warning,
+    /// It failed, was flaky, or could not run.
+    Failed,
+    /// The target could not serve it.
+    Skipped,
+}
+
+impl SuiteResult {
+    /// The upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuiteResult::Passed => "PASSED",
+            SuiteResult::Warning => "WARNING",
+            SuiteResult::Failed => "FAILED",
+            SuiteResult::Skipped => "SKIPPED",
+        }
+    }
+}
+
 /// A scenario's result in the conformance suite's vocabulary, given the `--fail-on` threshold.
-pub fn result_of(s: &ScenarioResult, fail_on: Severity) -> &'static str {
+pub fn result_of(s: &ScenarioResult, fail_on: Severity) -> SuiteResult {
     match s.verdict {
-        Verdict::Passed => "PASSED",
-        Verdict::Failed if s.severity < fail_on => "WARNING",
-        Verdict::Failed | Verdict::Flaky | Verdict::Error => "FAILED",
+        Verdict::Passed => SuiteResult::Passed,
+        Verdict::Skipped => SuiteResult::Skipped,
+        Verdict::Failed if s.severity < fail_on => SuiteResult::Warning,
+        Verdict::Failed | Verdict::Flaky | Verdict::Error => SuiteResult::Failed,
     }
 }
 
@@ -127,17 +179,17 @@ impl Report {
             warnings: count(&|s| s.verdict == Verdict::Failed && s.severity < fail_on),
             flaky: count(&|s| s.verdict == Verdict::Flaky),
             errors: count(&|s| s.verdict == Verdict::Error),
-            skipped: 0,
+            skipped: count(&|s| s.verdict == Verdict::Skipped),
             repeat,
             duration_ms,
             provision_ms,
             slowest,
         };
         let blocking = summary.failed + summary.flaky + summary.errors;
-        let verdict = if blocking == 0 && summary.total > 0 { "PASS" } else { "FAIL" };
+        let verdict = if blocking == 0 && summary.passed > 0 { RunVerdict::Pass } else { RunVerdict::Fail };
         Self {
             schema_version: SCHEMA_VERSION,
-            verdict: verdict.to_owned(),
+            verdict,
             started_at: started_at.to_rfc3339(),
             fail_on,
             summary,
@@ -177,11 +229,28 @@ pub fn write_into(dir: &Path, report: &Report, extra: &[(&str, String)], signing
     std::fs::write(dir.join("report.md"), markdown::render(report))?;
     std::fs::write(dir.join("report.html"), html::render(report))?;
     std::fs::write(dir.join("junit.xml"), junit::render(report).map_err(std::io::Error::other)?)?;
-    let mut names: Vec<&str> = RUN_FILES.to_vec();
+    let mut names: Vec<String> = RUN_FILES.iter().map(|n| n.to_string()).collect();
     for (name, content) in extra {
         std::fs::write(dir.join(name), content)?;
+        names.push(name.to_string());
+    }
+    // Each scenario's schedule and trace signature, for `harbor-certify replay`.
+    let traces: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| !s.trace.schedule.is_empty()).collect();
+    if !traces.is_empty() {
+        std::fs::create_dir_all(dir.join("traces"))?;
+    }
+    for sc in traces {
+        let recorded = crate::scenario::run::RecordedRun {
+            scenario: sc.id.clone(),
+            file: sc.file.clone(),
+            schedule: sc.trace.schedule.clone(),
+            signature: sc.trace.signature(),
+        };
+        let name = format!("traces/{}.json", sc.id);
+        std::fs::write(dir.join(&name), serde_json::to_string_pretty(&recorded).map_err(std::io::Error::other)?)?;
         names.push(name);
     }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     sign::write_manifest(dir, &names, signing_key)
 }
 

@@ -1,15 +1,25 @@
-//! Loading and checking scenario files. Everything that can be known before a scenario runs is
-//! checked here — unknown fields, actors, sync points, tenants, providers, counters, placeholders
-//! — and reported with the file, the place in it and what was expected.
+//! Loading: a file ([`super::format`]) becomes a typed [`Scenario`] ([`super::model`]) or an error
+//! naming the file, the place in it and what was expected. Everything that can be known before a
+//! scenario runs is checked here, once — unknown fields, actors, sync points, tenants, providers,
+//! counters, placeholders — and each step kind checks its own fields in its file under
+//! [`super::step`], through the [`Checker`] this module lends it.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use harbor_service::domain::{Actor, Provider};
+use harbor_service::flaws::Flaw;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::ratelimit::Quota;
 use harbor_service::syncpoints::SYNC_POINTS;
 
-use super::model::{Action, Assertion, Expect, Scenario, Step};
+use super::assertion::Assertion;
+use super::format::{ScenarioFile, TokenChoice};
+use super::model::{ActorSpec, MemberRole, Scenario, ServiceSettings, Tenant, UserRef};
+use super::step::{Step, StepKind};
+use crate::catalogue::{AREAS, THREATS};
 
 /// A scenario file that cannot run, and why.
 #[derive(Debug, Clone)]
@@ -39,21 +49,6 @@ pub struct LoadedScenario {
     pub scenario: Scenario,
 }
 
-/// The counters of the fake provider a `provider_counter` can name.
-pub const PROVIDER_COUNTERS: &[&str] = &[
-    "authorize",
-    "code_exchanges",
-    "code_exchanges_ok",
-    "refreshes",
-    "refreshes_ok",
-    "refreshes_invalid_grant",
-    "revocations",
-    "resource_reads",
-    "resource_unauthorized",
-];
-
-const LOCK_TYPES: &[&str] = &["advisory", "tuple", "transactionid", "relation"];
-
 /// Every `*.toml` file under `dir`, sorted by name.
 pub fn scenario_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -71,20 +66,34 @@ pub fn load_file(file: &Path) -> Result<LoadedScenario, ScenarioError> {
         place: "file".into(),
         message: format!("cannot read: {e}"),
     })?;
-    let scenario: Scenario = toml::from_str(&text).map_err(|e| {
-        let place = match e.span() {
-            Some(span) => {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}")
-            }
-            None => "file".into(),
-        };
-        ScenarioError { file: file.to_owned(), place, message: e.message().to_owned() }
+    load_str(file, &text)
+}
+
+/// Parses and checks `text` as if read from `file`.
+pub fn load_str(file: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
+    let raw: ScenarioFile = toml::from_str(text).map_err(|e| ScenarioError {
+        file: file.to_owned(),
+        place: place_of(text, &e),
+        message: e.message().to_owned(),
     })?;
-    check(&scenario).map_err(|(place, message)| ScenarioError { file: file.to_owned(), place, message })?;
+    let scenario = check(raw).map_err(|(place, message)| ScenarioError { file: file.to_owned(), place, message })?;
     Ok(LoadedScenario { file: file.to_owned(), scenario })
+}
+
+/// `line L, column C` of a parse error. A step's unknown field is reported by the parser at its
+/// table's header; the field itself is found after it, so the line points at the typo.
+fn place_of(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return "file".into() };
+    let mut at = span.start.min(text.len());
+    if let Some(field) = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        if let Some(offset) = text[at..].find(&format!("\n{field}")) {
+            at += offset + 1;
+        }
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}")
 }
 
 /// Loads every file, then checks that ids are unique across them.
@@ -114,52 +123,102 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<LoadedScenario>, Vec<ScenarioEr
     }
 }
 
-type Problem = (String, String);
+/// Where a check failed, and what was expected.
+pub type Problem = (String, String);
 
-fn problem(place: impl Into<String>, message: impl Into<String>) -> Problem {
+/// A [`Problem`] at `place`.
+pub fn problem(place: impl Into<String>, message: impl Into<String>) -> Problem {
     (place.into(), message.into())
 }
 
-struct Names {
+/// What a step's checks may consult: the declared names, and which actors have a step running in
+/// the background at this point of the file.
+pub struct Checker {
     tenants: BTreeSet<String>,
     sets: BTreeSet<String>,
-    actors: BTreeSet<String>,
+    actors: Vec<ActorSpec>,
+    /// Replicas the scenario runs.
+    pub replicas: usize,
+    background: HashSet<String>,
 }
 
-impl Names {
-    fn tenant(&self, place: &str, name: &str) -> Result<(), Problem> {
+impl Checker {
+    /// A declared tenant.
+    pub fn tenant(&self, place: &str, name: &str) -> Result<String, Problem> {
         if self.tenants.contains(name) {
-            Ok(())
+            Ok(name.to_owned())
         } else {
             Err(problem(place, format!("unknown tenant {name:?} (declared: {})", list(&self.tenants))))
         }
     }
-    fn actor(&self, place: &str, name: &str) -> Result<(), Problem> {
-        if self.actors.contains(name) {
-            Ok(())
+
+    /// A declared tenant set.
+    pub fn tenant_set(&self, place: &str, name: &str) -> Result<String, Problem> {
+        if self.sets.contains(name) {
+            Ok(name.to_owned())
         } else {
-            Err(problem(place, format!("unknown actor {name:?} (declared: {})", list(&self.actors))))
+            Err(problem(place, format!("unknown tenant set {name:?} (declared: {})", list(&self.sets))))
         }
     }
-    fn user(&self, place: &str, user: &str) -> Result<(), Problem> {
-        let (tenant, role) = user
-            .rsplit_once('.')
-            .ok_or_else(|| problem(place, format!("expected <tenant>.owner or <tenant>.member, got {user:?}")))?;
-        if role != "owner" && role != "member" {
-            return Err(problem(place, format!("expected <tenant>.owner or <tenant>.member, got {user:?}")));
-        }
-        self.tenant(place, tenant)
+
+    /// A declared actor.
+    pub fn actor(&self, place: &str, name: &str) -> Result<&ActorSpec, Problem> {
+        self.actors.iter().find(|a| a.name == name).ok_or_else(|| {
+            let names: BTreeSet<String> = self.actors.iter().map(|a| a.name.clone()).collect();
+            problem(place, format!("unknown actor {name:?} (declared: {})", list(&names)))
+        })
     }
+
+    /// A user reference `<tenant>.owner` or `<tenant>.member`.
+    pub fn user(&self, place: &str, user: &str) -> Result<UserRef, Problem> {
+        let wrong = || problem(place, format!("expected <tenant>.owner or <tenant>.member, got {user:?}"));
+        let (tenant, role) = user.rsplit_once('.').ok_or_else(wrong)?;
+        let role = match role {
+            "owner" => MemberRole::Owner,
+            "member" => MemberRole::Member,
+            _ => return Err(wrong()),
+        };
+        Ok(UserRef { tenant: self.tenant(place, tenant)?, role })
+    }
+
+    /// A provider name.
+    pub fn provider(&self, place: &str, raw: Option<&str>) -> Result<Provider, Problem> {
+        let raw = raw.ok_or_else(|| problem(place, "needs provider = qbo, gmail, slack or box"))?;
+        Provider::parse(raw).map_err(|_| problem(place, format!("unknown provider {raw:?}: expected qbo, gmail, slack or box")))
+    }
+
+    /// One of the service's sync points.
+    pub fn sync_point(&self, place: &str, point: &str) -> Result<&'static str, Problem> {
+        SYNC_POINTS
+            .iter()
+            .find(|p| **p == point)
+            .copied()
+            .ok_or_else(|| problem(place, format!("unknown sync point {point:?} (the service has: {})", SYNC_POINTS.join(", "))))
+    }
+
+    /// A replica index.
+    pub fn replica(&self, place: &str, replica: usize) -> Result<usize, Problem> {
+        if replica < self.replicas {
+            Ok(replica)
+        } else {
+            Err(problem(place, format!("the scenario runs {} replica(s), numbered from 0", self.replicas)))
+        }
+    }
+
     /// Checks `{workspace:x}`, `{tenant:x}`, `{user:x.owner}` and `{prefix}` placeholders.
-    fn placeholders(&self, place: &str, text: &str) -> Result<(), Problem> {
+    pub fn placeholders(&self, place: &str, text: &str) -> Result<(), Problem> {
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             let after = &rest[open + 1..];
             let Some(close) = after.find('}') else { break };
             let inner = &after[..close];
             match inner.split_once(':') {
-                Some(("workspace" | "tenant", t)) => self.tenant(place, t)?,
-                Some(("user", u)) => self.user(place, u)?,
+                Some(("workspace" | "tenant", t)) => {
+                    self.tenant(place, t)?;
+                }
+                Some(("user", u)) => {
+                    self.user(place, u)?;
+                }
                 None if inner == "prefix" => {}
                 _ if inner.contains(|c: char| c.is_whitespace() || c == '"' || c == ',') => {}
                 _ => {
@@ -173,6 +232,24 @@ impl Names {
         }
         Ok(())
     }
+
+    /// Records that `actor` now has a step running in the background.
+    pub fn start_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
+        if self.background.insert(actor.to_owned()) {
+            Ok(())
+        } else {
+            Err(problem(place, format!("actor {actor:?} already has a step running in the background; wait for it first")))
+        }
+    }
+
+    /// Records that `actor`'s background step is collected.
+    pub fn end_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
+        if self.background.remove(actor) {
+            Ok(())
+        } else {
+            Err(problem(place, format!("actor {actor:?} has no step running in the background to wait for")))
+        }
+    }
 }
 
 fn list(set: &BTreeSet<String>) -> String {
@@ -183,311 +260,116 @@ fn list(set: &BTreeSet<String>) -> String {
     }
 }
 
-fn provider(place: &str, raw: Option<&String>) -> Result<Provider, Problem> {
-    let raw = raw.ok_or_else(|| problem(place, "needs provider = qbo, gmail, slack or box"))?;
-    Provider::parse(raw).map_err(|_| problem(place, format!("unknown provider {raw:?}: expected qbo, gmail, slack or box")))
-}
-
-fn sync_point(place: &str, point: &str) -> Result<(), Problem> {
-    if SYNC_POINTS.contains(&point) {
-        Ok(())
-    } else {
-        Err(problem(place, format!("unknown sync point {point:?} (the service has: {})", SYNC_POINTS.join(", "))))
-    }
-}
-
-fn check(s: &Scenario) -> Result<(), Problem> {
+fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
     if s.id.is_empty() || !s.id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') {
         return Err(problem("id", format!("expected upper-case letters, digits and '-', got {:?}", s.id)));
     }
-    let areas: Vec<&str> = crate::report::catalogue::AREAS.iter().map(|a| a.key).collect();
-    if !areas.contains(&s.area.as_str()) {
+    if !AREAS.iter().any(|a| a.key == s.area) {
+        let areas: Vec<&str> = AREAS.iter().map(|a| a.key).collect();
         return Err(problem("area", format!("unknown area {:?}: expected {}", s.area, areas.join(", "))));
     }
     for (i, t) in s.threats.iter().enumerate() {
-        if !crate::report::catalogue::THREATS.iter().any(|x| x.name == t) {
-            let names: Vec<&str> = crate::report::catalogue::THREATS.iter().map(|x| x.name).collect();
+        if !THREATS.iter().any(|x| x.name == t) {
+            let names: Vec<&str> = THREATS.iter().map(|x| x.name).collect();
             return Err(problem(format!("threats[{i}]"), format!("unknown threat {t:?}: expected one of the threat matrix's rows: {}", names.join("; "))));
         }
     }
+    let mut catches = Vec::new();
     for (i, f) in s.catches.iter().enumerate() {
-        if harbor_service::flaws::Flaw::parse(f).is_none() {
-            let names: Vec<&str> = harbor_service::flaws::Flaw::ALL.iter().map(|f| f.name()).collect();
-            return Err(problem(format!("catches[{i}]"), format!("unknown flaw {f:?}: expected one of {}", names.join(", "))));
-        }
+        let flaw = Flaw::parse(f).ok_or_else(|| {
+            let names: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
+            problem(format!("catches[{i}]"), format!("unknown flaw {f:?}: expected one of {}", names.join(", ")))
+        })?;
+        catches.push(flaw);
     }
     if s.service.replicas == 0 || s.service.replicas > 8 {
         return Err(problem("service.replicas", "expected 1 to 8"));
     }
-    for (name, raw) in [("service.rate_limit_tenant", &s.service.rate_limit_tenant), ("service.rate_limit_failed_states", &s.service.rate_limit_failed_states)] {
-        if let Some(raw) = raw {
-            raw.parse::<harbor_service::ratelimit::Quota>().map_err(|e| problem(name, e))?;
-        }
-    }
-    let mut names = Names { tenants: BTreeSet::new(), sets: BTreeSet::new(), actors: BTreeSet::new() };
+    let quota = |name: &str, raw: &Option<String>| -> Result<Option<Quota>, Problem> {
+        raw.as_deref().map(|r| r.parse::<Quota>().map_err(|e| problem(name, e))).transpose()
+    };
+    let service = ServiceSettings {
+        replicas: s.service.replicas,
+        rate_limit_tenant: quota("service.rate_limit_tenant", &s.service.rate_limit_tenant)?,
+        rate_limit_failed_states: quota("service.rate_limit_failed_states", &s.service.rate_limit_failed_states)?,
+        step_timeout: Duration::from_millis(s.service.step_timeout_ms),
+        database_max_connections: s.service.database_max_connections,
+        database_acquire_timeout: s.service.database_acquire_timeout_ms.map(Duration::from_millis),
+    };
+    let mut cx = Checker { tenants: BTreeSet::new(), sets: BTreeSet::new(), actors: Vec::new(), replicas: service.replicas, background: HashSet::new() };
+    let mut tenants = Vec::new();
     for (i, t) in s.tenants.iter().enumerate() {
         let place = format!("tenants[{i}]");
-        if !names.tenants.insert(t.name.clone()) {
+        if !cx.tenants.insert(t.name.clone()) {
             return Err(problem(place, format!("tenant {:?} is declared twice", t.name)));
         }
+        let mut connections = Vec::new();
         for (p, status) in &t.connections {
-            provider(&format!("{place}.connections"), Some(p))?;
-            harbor_service::lifecycle::ConnectionStatus::parse(status).map_err(|_| {
+            let provider = cx.provider(&format!("{place}.connections"), Some(p))?;
+            let status = ConnectionStatus::parse(status).map_err(|_| {
                 problem(format!("{place}.connections.{p}"), format!("unknown status {status:?}: expected NOT_CONNECTED, PENDING, CONNECTED, DISCONNECTED or REVOKED"))
             })?;
+            connections.push((provider, status));
         }
-        for p in &t.oauth {
-            provider(&format!("{place}.oauth"), Some(p))?;
-        }
+        let oauth = t.oauth.iter().map(|p| cx.provider(&format!("{place}.oauth"), Some(p))).collect::<Result<_, _>>()?;
+        tenants.push(Tenant { name: t.name.clone(), entitled: t.entitled, connections, oauth });
     }
     for (i, set) in s.tenant_sets.iter().enumerate() {
         if set.count == 0 || set.count > 500 {
             return Err(problem(format!("tenant_sets[{i}].count"), "expected 1 to 500"));
         }
-        names.sets.insert(set.prefix.clone());
+        cx.sets.insert(set.prefix.clone());
     }
     for (i, a) in s.actors.iter().enumerate() {
         let place = format!("actors[{i}]");
         Actor::parse(&a.name).map_err(|e| problem(format!("{place}.name"), e.to_string()))?;
-        if !names.actors.insert(a.name.clone()) {
+        if cx.actors.iter().any(|d| d.name == a.name) {
             return Err(problem(place, format!("actor {:?} is declared twice", a.name)));
         }
-        if let Some(u) = &a.user {
-            names.user(&format!("{place}.user"), u)?;
-        }
+        let user = a.user.as_deref().map(|u| cx.user(&format!("{place}.user"), u)).transpose()?;
+        let token = match a.token {
+            TokenChoice::None => None,
+            TokenChoice::Kind(k) => Some(k),
+        };
+        cx.actors.push(ActorSpec { name: a.name.clone(), user, token, role: a.role.clone() });
     }
     if s.steps.is_empty() {
         return Err(problem("steps", "a scenario needs at least one step"));
     }
+    let mut steps = Vec::with_capacity(s.steps.len());
+    for (i, raw) in s.steps.into_iter().enumerate() {
+        let place = format!("steps[{i}] (do = {})", raw.kind_name());
+        steps.push(Step::parse(raw, &mut cx, &place)?);
+    }
     // One backend per actor: an actor's HTTP requests and its SQL session would both carry its
     // tag, and the lock tables could not say which one is meant.
-    for a in &s.actors {
-        let sql = s.steps.iter().any(|st| st.actor.as_ref() == Some(&a.name) && st.action == Action::Sql);
-        let other = s.steps.iter().any(|st| {
-            st.actor.as_ref() == Some(&a.name)
-                && !matches!(st.action, Action::Sql | Action::Wait | Action::Release | Action::Redis)
-        });
-        if sql && other {
+    for a in &cx.actors {
+        let mine = || steps.iter().filter(|st| st.actor() == Some(a.name.as_str()));
+        let sql = mine().any(|st| matches!(st.kind, StepKind::Sql(_)));
+        let http = mine().any(|st| matches!(st.kind, StepKind::Request(_)));
+        if sql && http {
             return Err(problem("actors", format!("actor {:?} runs both SQL and HTTP steps; give each its own actor", a.name)));
         }
     }
-    let mut background: HashSet<String> = HashSet::new();
-    for (i, step) in s.steps.iter().enumerate() {
-        check_step(s, &names, &mut background, &format!("steps[{i}] (do = {:?})", step.action), step)?;
-    }
+    let mut assertions = Vec::with_capacity(s.assertions.len());
     for (i, a) in s.assertions.iter().enumerate() {
-        check_assertion(&names, &format!("assert[{i}]"), a)?;
+        assertions.push(Assertion::parse(a, &cx, &format!("assert[{i}]"))?);
     }
-    Ok(())
-}
-
-fn check_expect(names: &Names, place: &str, e: &Expect) -> Result<(), Problem> {
-    for x in e.body_excludes.iter().chain(&e.body_contains) {
-        names.placeholders(place, x)?;
-    }
-    Ok(())
-}
-
-fn check_step(s: &Scenario, names: &Names, background: &mut HashSet<String>, place: &str, step: &Step) -> Result<(), Problem> {
-    let needs_actor = !matches!(step.action, Action::AdvanceClock | Action::Provider | Action::Assert | Action::Fault);
-    let actor = match (&step.actor, needs_actor) {
-        (Some(a), _) => {
-            names.actor(&format!("{place}.actor"), a)?;
-            Some(a.clone())
-        }
-        (None, true) => return Err(problem(place, "needs actor")),
-        (None, false) => None,
-    };
-    let actor_def = actor.as_ref().and_then(|a| s.actors.iter().find(|d| &d.name == a));
-    if let Some(w) = &step.workspace {
-        names.tenant(&format!("{place}.workspace"), w)?;
-    }
-    let http_like = matches!(
-        step.action,
-        Action::Http
-            | Action::Activate
-            | Action::Authorize
-            | Action::Callback
-            | Action::Connect
-            | Action::Disconnect
-            | Action::Revoke
-            | Action::Sync
-            | Action::ListConnections
-            | Action::ListDocuments
-    );
-    if http_like && step.each_of.is_none() && actor_def.is_some_and(|a| a.user.is_none()) && step.workspace.is_none() && step.action != Action::Http {
-        return Err(problem(format!("{place}.workspace"), "the actor has no user, so the step must name its workspace"));
-    }
-    if step.replica >= s.service.replicas || step.callback_replica.is_some_and(|r| r >= s.service.replicas) {
-        return Err(problem(format!("{place}.replica"), format!("the scenario runs {} replica(s), numbered from 0", s.service.replicas)));
-    }
-    match step.action {
-        Action::Authorize | Action::Callback | Action::Connect | Action::Disconnect | Action::Revoke | Action::Sync => {
-            provider(&format!("{place}.provider"), step.provider.as_ref())?;
-        }
-        Action::Provider => {
-            provider(&format!("{place}.provider"), step.provider.as_ref())?;
-            if let Some(f) = &step.token_fault {
-                if !["server_error", "invalid_grant", "none"].contains(&f.as_str()) {
-                    return Err(problem(format!("{place}.token_fault"), "expected server_error, invalid_grant or none"));
-                }
-            }
-        }
-        Action::Http => {
-            let method = step.method.as_deref().ok_or_else(|| problem(place, "needs method"))?;
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) {
-                return Err(problem(format!("{place}.method"), "expected GET, POST, PUT, PATCH or DELETE"));
-            }
-            let path = step.path.as_deref().ok_or_else(|| problem(place, "needs path"))?;
-            names.placeholders(&format!("{place}.path"), path)?;
-        }
-        Action::Sql => {
-            let sql = step.sql.as_deref().ok_or_else(|| problem(place, "needs sql"))?;
-            names.placeholders(&format!("{place}.sql"), sql)?;
-            if let Some(t) = &step.tenant {
-                names.tenant(&format!("{place}.tenant"), t)?;
-            }
-            if let Some(r) = &step.role {
-                if !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(problem(format!("{place}.role"), "a role name of [A-Za-z0-9_]"));
-                }
-            }
-        }
-        Action::Redis => {
-            let cmd = step.redis.as_ref().filter(|c| !c.is_empty()).ok_or_else(|| problem(place, "needs redis = [\"COMMAND\", args…]"))?;
-            for a in cmd {
-                names.placeholders(&format!("{place}.redis"), a)?;
-            }
-        }
-        Action::AdvanceClock => {
-            step.seconds.ok_or_else(|| problem(place, "needs seconds"))?;
-        }
-        Action::Release => {
-            let point = step.point.as_deref().ok_or_else(|| problem(place, "needs point"))?;
-            sync_point(&format!("{place}.point"), point)?;
-        }
-        Action::Wait => {
-            let a = actor.as_ref().expect("checked above");
-            if !background.remove(a) {
-                return Err(problem(place, format!("actor {a:?} has no step running in the background to wait for")));
-            }
-        }
-        Action::Assert => {
-            let check = step.check.as_ref().ok_or_else(|| problem(place, "needs check = { … }"))?;
-            check_assertion(names, &format!("{place}.check"), check)?;
-        }
-        Action::Fault => {
-            step.fault.ok_or_else(|| problem(place, "needs fault = \"redis_pause\" | \"redis_resume\" | \"redis_drop_connections\" | \"postgres_pause\" | \"postgres_resume\" | \"postgres_drop_connections\""))?;
-        }
-        Action::Activate | Action::ListConnections | Action::ListDocuments => {}
-    }
-    if let Some(c) = &step.consent_of {
-        names.actor(&format!("{place}.consent_of"), c)?;
-    }
-    if step.denied && step.action != Action::Callback {
-        return Err(problem(format!("{place}.denied"), "denied goes with do = \"callback\""));
-    }
-    for (k, v) in &step.headers {
-        names.placeholders(&format!("{place}.headers.{k}"), v)?;
-    }
-    if let Some(p) = &step.park_at {
-        sync_point(&format!("{place}.park_at"), p)?;
-    }
-    if let Some(b) = &step.expect_blocked {
-        names.actor(&format!("{place}.expect_blocked.on"), &b.on)?;
-        if Some(&b.on) == actor.as_ref() {
-            return Err(problem(format!("{place}.expect_blocked.on"), "an actor cannot block on itself"));
-        }
-        for l in &b.lock {
-            if !LOCK_TYPES.contains(&l.as_str()) {
-                return Err(problem(format!("{place}.expect_blocked.lock"), format!("unknown lock type {l:?}: expected {}", LOCK_TYPES.join(", "))));
-            }
-        }
-        if let Some(o) = &b.object {
-            names.tenant(&format!("{place}.expect_blocked.object"), o)?;
-        }
-    }
-    let many = step.concurrency.is_some() || step.each_of.is_some();
-    if let Some(set) = &step.each_of {
-        if !names.sets.contains(set) {
-            return Err(problem(format!("{place}.each_of"), format!("unknown tenant set {set:?} (declared: {})", list(&names.sets))));
-        }
-    }
-    if step.concurrency == Some(0) {
-        return Err(problem(format!("{place}.concurrency"), "expected at least 1"));
-    }
-    // On a `release`, `expect_blocked` says the released request must then block: it runs on in
-    // the background it was parked in, not in a new one.
-    let runs_in_background =
-        step.action != Action::Release && (step.park_at.is_some() || step.expect_blocked.is_some() || step.background);
-    if many && (runs_in_background || !http_like) {
-        return Err(problem(place, "concurrency/each_of apply to HTTP steps that run to completion (no park_at, expect_blocked or background)"));
-    }
-    if many && step.expect.is_some() {
-        return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all and expect_counts, not expect"));
-    }
-    if step.expect.is_some() && matches!(step.action, Action::Release | Action::Wait | Action::AdvanceClock | Action::Provider | Action::Assert | Action::Fault) {
-        return Err(problem(format!("{place}.expect"), "this action has no outcome to expect; put the expectation on the step that launched the request"));
-    }
-    if !many && (step.expect_all.is_some() || !step.expect_counts.is_empty()) {
-        return Err(problem(place, "expect_all and expect_counts need concurrency or each_of"));
-    }
-    if runs_in_background {
-        if !(http_like || step.action == Action::Sql) {
-            return Err(problem(place, "only HTTP and SQL steps can run in the background"));
-        }
-        let a = actor.expect("background steps have actors");
-        if !background.insert(a.clone()) {
-            return Err(problem(place, format!("actor {a:?} already has a step running in the background; wait for it first")));
-        }
-    }
-    for e in step.expect.iter().chain(step.expect_all.iter()).chain(step.expect_counts.iter().map(|c| &c.expect)) {
-        check_expect(names, &format!("{place}.expect"), e)?;
-    }
-    Ok(())
-}
-
-fn check_assertion(names: &Names, place: &str, a: &Assertion) -> Result<(), Problem> {
-    let kinds = a.kinds();
-    if kinds.len() != 1 {
-        return Err(problem(
-            place,
-            format!(
-                "expected exactly one of sql, redis_keys, provider_counter, no_lock_held, no_canary_leaks, tokens_bound; found {}",
-                if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") }
-            ),
-        ));
-    }
-    if a.ttl_between.is_some() && a.redis_keys.is_none() {
-        return Err(problem(format!("{place}.ttl_between"), "ttl_between goes with redis_keys"));
-    }
-    if a.rows.is_some() && a.sql.is_none() {
-        return Err(problem(format!("{place}.rows"), "rows goes with sql"));
-    }
-    if a.equals.is_some() && !matches!(kinds[0], "sql" | "redis_keys" | "provider_counter") {
-        return Err(problem(format!("{place}.equals"), "equals goes with sql, redis_keys or provider_counter"));
-    }
-    match kinds[0] {
-        "sql" => {
-            names.placeholders(&format!("{place}.sql"), a.sql.as_deref().unwrap_or_default())?;
-            if a.rows.is_none() == a.equals.is_none() {
-                return Err(problem(place, "sql needs exactly one of rows or equals"));
-            }
-        }
-        "redis_keys" | "provider_counter" => {
-            if a.equals.is_none() {
-                return Err(problem(place, format!("{} needs equals", kinds[0])));
-            }
-            if let Some(c) = &a.provider_counter {
-                let (p, counter) = c.split_once('.').ok_or_else(|| problem(format!("{place}.provider_counter"), "expected <provider>.<counter>"))?;
-                provider(&format!("{place}.provider_counter"), Some(&p.to_owned()))?;
-                if !PROVIDER_COUNTERS.contains(&counter) {
-                    return Err(problem(format!("{place}.provider_counter"), format!("unknown counter {counter:?}: expected {}", PROVIDER_COUNTERS.join(", "))));
-                }
-            }
-        }
-        "no_lock_held" => names.tenant(&format!("{place}.no_lock_held"), a.no_lock_held.as_deref().unwrap_or_default())?,
-        _ => {}
-    }
-    Ok(())
+    Ok(Scenario {
+        id: s.id,
+        title: s.title,
+        source: s.source,
+        severity: s.severity,
+        area: s.area,
+        requirements: s.requirements,
+        threats: s.threats,
+        catches,
+        description: s.description,
+        service,
+        tenants,
+        tenant_sets: s.tenant_sets,
+        actors: cx.actors,
+        steps,
+        assertions,
+    })
 }

@@ -2,25 +2,41 @@
 //! anything runs, replayed against the service with lock-table evidence, and repeated to catch
 //! flakiness.
 //!
-//! - [`model`]: the file format.
-//! - [`load`]: parsing and every check that can be made before running.
-//! - [`runner`]: [`runner::ScenarioRunner`], one run of one scenario on a fresh environment.
+//! The pipeline, each stage its own module:
+//!
+//! ```text
+//! format (TOML) ──load──► model (typed Scenario, steps in step/) ──► schedule (which step next)
+//!     ──► run (Executor) ──► Target ──► outcome/expect/assertion (+ oracles) ──► Verdict ──► report
+//! ```
+//!
+//! - [`format`]: the file format as written. [`load`]: parsing and every check, once, producing
+//!   [`model`]'s typed scenario. [`step`]: one file per step kind (fields, checks, execution).
+//! - [`schedule`]: schedules as data; the [`schedule::Scheduler`] that picks the next step.
+//! - [`run`]: [`run::ScenarioRunner`] and the [`run::Executor`]; [`outcome`], [`expect`] and
+//!   [`assertion`]: what a step produced and how it is judged.
 //! - [`trace`]: what happened, rendered like the seed audit's trace tables.
 //! - [`logs`]: the in-memory capture of the service's logs, for leak searches.
 
+pub mod assertion;
+pub mod expect;
+pub mod format;
 pub mod load;
 pub mod logs;
 pub mod model;
-pub mod runner;
+pub mod outcome;
+pub mod run;
+pub mod schedule;
+pub mod step;
 pub mod trace;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use format::Severity;
 use load::LoadedScenario;
-use model::Severity;
-use runner::{Failure, ScenarioRun, ScenarioRunner};
+use outcome::{Failure, ScenarioRun};
+use run::ScenarioRunner;
 use trace::Trace;
 
 /// A scenario's verdict over all its runs.
@@ -35,6 +51,8 @@ pub enum Verdict {
     Flaky,
     /// The environment failed; nothing was learnt about the service.
     Error,
+    /// The target cannot serve it (the finding says which capability is missing). Never a pass.
+    Skipped,
 }
 
 impl Verdict {
@@ -45,6 +63,7 @@ impl Verdict {
             Verdict::Failed => "FAILED",
             Verdict::Flaky => "FLAKY",
             Verdict::Error => "ERROR",
+            Verdict::Skipped => "SKIPPED",
         }
     }
 }
@@ -103,8 +122,11 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
     let sc = &loaded.scenario;
     let failed: Vec<&ScenarioRun> = runs.iter().filter(|r| !r.failures.is_empty()).collect();
     let environment = runs.iter().any(|r| r.failures.iter().any(|f| f.environment));
+    let skipped = runs.iter().any(|r| r.failures.iter().any(|f| f.skipped));
     let mut flaky = None;
-    let verdict = if environment {
+    let verdict = if skipped {
+        Verdict::Skipped
+    } else if environment {
         Verdict::Error
     } else if failed.len() == runs.len() {
         Verdict::Failed

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::Schedule;
+
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +75,10 @@ pub struct TraceEvent {
 pub struct Trace {
     /// Events in the order they were observed.
     pub events: Vec<TraceEvent>,
+    /// The schedule the run followed: the steps in the order they ran (`harbor-certify replay`
+    /// runs it again exactly).
+    #[serde(default, skip_serializing_if = "Schedule::is_empty")]
+    pub schedule: Schedule,
 }
 
 impl Trace {

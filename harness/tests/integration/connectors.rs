@@ -81,7 +81,7 @@ async fn audit_outcomes(app: &TestApp, action: &str) -> Vec<String> {
 async fn state_expires_after_ten_minutes() {
     let app = spawn_app().await;
     let t = app.tenant("expiry", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
     app.sut.clock.advance(Duration::from_secs(601));
     callback(&app, t.owner.0, Provider::Gmail, &consent).await.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
     assert_eq!(app.sut.provider.counters(Provider::Gmail).code_exchanges, 0, "an expired state reaches no provider");
@@ -94,7 +94,7 @@ async fn state_expires_after_ten_minutes() {
 async fn state_is_one_time_use() {
     let app = spawn_app().await;
     let t = app.tenant("once", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
     assert_eq!(state_keys(&app).await.len(), 1);
     let ok = callback(&app, t.owner.0, Provider::Gmail, &consent).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
@@ -109,7 +109,7 @@ async fn state_is_one_time_use() {
 async fn token_encryption_and_decryption_work() {
     let app = spawn_app().await;
     let t = app.tenant("crypto", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Box).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Box).await.unwrap();
     let r = row(&app, t.workspace, Provider::Box).await;
     let ring = app.sut.key_ring();
     let access = decrypt(&ring, &r, Provider::Box, TokenField::Access, r.access.as_ref().unwrap()).unwrap();
@@ -128,7 +128,7 @@ async fn tenant_filtering_prevents_cross_tenant_access() {
     let a = app.tenant("rls-a", true, ConnectionStatus::NotConnected).await;
     let b = app.tenant("rls-b", true, ConnectionStatus::NotConnected).await;
     for t in [&a, &b] {
-        app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+        app.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
         let r = sync(&app, t, Provider::Gmail, 0).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
@@ -170,13 +170,13 @@ async fn two_simultaneous_users_authenticate_without_collision() {
     let a = app.tenant("pair-a", true, ConnectionStatus::NotConnected).await;
     let b = app.tenant("pair-b", true, ConnectionStatus::NotConnected).await;
     let (ca, cb) = tokio::join!(
-        app.sut.authorize_and_consent(0, a.owner, a.workspace, Provider::Qbo),
-        app.sut.authorize_and_consent(1, b.owner, b.workspace, Provider::Qbo),
+        app.authorize_and_consent(0, a.owner, a.workspace, Provider::Qbo),
+        app.authorize_and_consent(1, b.owner, b.workspace, Provider::Qbo),
     );
     let (ca, cb) = (ca.unwrap(), cb.unwrap());
     let (ra, rb) = tokio::join!(
-        app.sut.callback(1, a.owner, Provider::Qbo, &ca),
-        app.sut.callback(0, b.owner, Provider::Qbo, &cb),
+        app.callback(1, a.owner, Provider::Qbo, &ca),
+        app.callback(0, b.owner, Provider::Qbo, &cb),
     );
     assert_eq!(ra.unwrap().0, StatusCode::OK);
     assert_eq!(rb.unwrap().0, StatusCode::OK);
@@ -194,7 +194,7 @@ async fn state_from_tenant_a_cannot_be_used_by_tenant_b_callback() {
     let app = spawn_app().await;
     let a = app.tenant("victim", true, ConnectionStatus::NotConnected).await;
     let b = app.tenant("attacker", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, a.owner, a.workspace, Provider::Qbo).await.unwrap();
+    let consent = app.authorize_and_consent(0, a.owner, a.workspace, Provider::Qbo).await.unwrap();
     // T2-T3: the attacker's user delivers A's state and code.
     callback(&app, b.owner.0, Provider::Qbo, &consent).await.assert_error(StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH");
     assert_eq!(audit_outcomes(&app, "oauth.callback").await, ["csrf_suspected", "csrf_suspected"], "one row per tenant");
@@ -211,12 +211,12 @@ async fn state_from_tenant_a_cannot_be_used_by_tenant_b_callback() {
 async fn expired_state_is_rejected_with_a_proper_error() {
     let app = spawn_app().await;
     let t = app.tenant("late", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Slack).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Slack).await.unwrap();
     app.sut.clock.advance(Duration::from_secs(599));
     // Still valid one second before the deadline: the check is against created-at, not arbitrary.
     let ok = callback(&app, t.owner.0, Provider::Slack, &consent).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-    let again = app.sut.authorize_and_consent(0, t.member, t.workspace, Provider::Gmail).await.unwrap();
+    let again = app.authorize_and_consent(0, t.member, t.workspace, Provider::Gmail).await.unwrap();
     app.sut.clock.advance(Duration::from_secs(601));
     let r = callback(&app, t.member.0, Provider::Gmail, &again).await;
     r.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
@@ -228,7 +228,7 @@ async fn expired_state_is_rejected_with_a_proper_error() {
 async fn token_refresh_before_sync_works() {
     let app = spawn_app().await;
     let t = app.tenant("refresh", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
     let ring = app.sut.key_ring();
     let before = row(&app, t.workspace, Provider::Gmail).await;
     let old_refresh = decrypt(&ring, &before, Provider::Gmail, TokenField::Refresh, before.refresh.as_ref().unwrap()).unwrap();
@@ -257,7 +257,7 @@ async fn token_refresh_before_sync_works() {
 async fn refresh_keeps_the_old_refresh_token_when_the_provider_sends_none() {
     let app = spawn_app().await;
     let t = app.tenant("norotate", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Box).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Box).await.unwrap();
     app.sut.provider.configure(Provider::Box, |s| s.rotate_refresh_tokens = false);
     let ring = app.sut.key_ring();
     let before = row(&app, t.workspace, Provider::Box).await;
@@ -299,13 +299,13 @@ async fn database_dump_logs_redis_and_responses_show_no_plaintext_tokens() {
     let t = app.tenant("canary", true, ConnectionStatus::NotConnected).await;
     let mut responses = Vec::new();
     for p in Provider::ALL {
-        let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, p).await.unwrap();
+        let consent = app.authorize_and_consent(0, t.owner, t.workspace, p).await.unwrap();
         responses.push(callback(&app, t.owner.0, p, &consent).await.body.to_string());
     }
     app.sut.clock.advance(Duration::from_secs(58 * 60));
     responses.push(sync(&app, &t, Provider::Gmail, 0).await.body.to_string());
     responses.push(sync(&app, &t, Provider::Slack, 0).await.body.to_string());
-    let replay = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await;
+    let replay = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await;
     responses.push(format!("{replay:?}"));
     for path in ["connections", "documents"] {
         let r = app.call(Method::GET, format!("/v1/workspaces/{}/{path}", t.workspace)).as_user(t.owner.0).send().await;
@@ -313,7 +313,7 @@ async fn database_dump_logs_redis_and_responses_show_no_plaintext_tokens() {
     }
     // A failing flow too: errors must not echo the code.
     let t2 = app.tenant("canary-2", true, ConnectionStatus::NotConnected).await;
-    let c = app.sut.authorize_and_consent(0, t2.member, t2.workspace, Provider::Qbo).await.unwrap();
+    let c = app.authorize_and_consent(0, t2.member, t2.workspace, Provider::Qbo).await.unwrap();
     app.sut.provider.configure(Provider::Qbo, |s| s.token_fault = Some(Fault::ServerError));
     responses.push(callback(&app, t2.member.0, Provider::Qbo, &c).await.body.to_string());
     responses.push(callback(&app, t2.member.0, Provider::Qbo, &c).await.body.to_string());
@@ -342,7 +342,7 @@ async fn database_dump_logs_redis_and_responses_show_no_plaintext_tokens() {
 async fn state_in_redis_has_correct_ttl_and_a_hashed_key() {
     let app = spawn_app().await;
     let t = app.tenant("ttl", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
     let keys = state_keys(&app).await;
     assert_eq!(keys.len(), 1);
     let entry = &keys[0];
@@ -364,7 +364,7 @@ async fn state_in_redis_has_correct_ttl_and_a_hashed_key() {
 async fn replay_attack_with_old_state_fails() {
     let app = spawn_app().await;
     let t = app.tenant("replay", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
     app.sut.provider.configure(Provider::Qbo, |s| s.token_fault = Some(Fault::ServerError));
     callback(&app, t.owner.0, Provider::Qbo, &consent).await.assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR");
     assert_eq!(row(&app, t.workspace, Provider::Qbo).await.status, "NOT_CONNECTED", "back to its settled status");
@@ -380,10 +380,10 @@ async fn replay_attack_with_old_state_fails() {
 async fn concurrent_callbacks_with_one_state_exchange_once() {
     let app = spawn_app_with(ServiceOptions { replicas: 2, ..ServiceOptions::default() }).await;
     let t = app.tenant("race", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Slack).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Slack).await.unwrap();
     let (one, two) = tokio::join!(
-        app.sut.callback(0, t.owner, Provider::Slack, &consent),
-        app.sut.callback(1, t.owner, Provider::Slack, &consent),
+        app.callback(0, t.owner, Provider::Slack, &consent),
+        app.callback(1, t.owner, Provider::Slack, &consent),
     );
     let mut statuses = vec![one.unwrap().0, two.unwrap().0];
     statuses.sort();
@@ -397,11 +397,11 @@ async fn concurrent_callbacks_with_one_state_exchange_once() {
 async fn provider_mix_up_is_refused() {
     let app = spawn_app().await;
     let t = app.tenant("mixup", true, ConnectionStatus::NotConnected).await;
-    let slack = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Slack).await.unwrap();
+    let slack = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Slack).await.unwrap();
     // A Slack state delivered to the Gmail callback.
     callback(&app, t.owner.0, Provider::Gmail, &slack).await.assert_error(StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH");
     // A right-provider state whose iss names another issuer (RFC 9207).
-    let gmail = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    let gmail = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
     let forged = harbor_harness::fake_provider::Consent { iss: Some(app.sut.provider.issuer(Provider::Slack)), ..gmail };
     callback(&app, t.owner.0, Provider::Gmail, &forged).await.assert_error(StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH");
     assert_eq!(audit_outcomes(&app, "oauth.callback").await, ["csrf_suspected", "csrf_suspected"]);
@@ -415,7 +415,7 @@ async fn provider_mix_up_is_refused() {
 async fn callback_needs_a_verified_user() {
     let app = spawn_app().await;
     let t = app.tenant("anon", true, ConnectionStatus::NotConnected).await;
-    let consent = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    let consent = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail).await.unwrap();
     app.call(Method::GET, format!("/v1/oauth/gmail/callback?{}", consent.callback_query()))
         .header("x-user-id", &t.owner.to_string())
         .send()
@@ -436,9 +436,9 @@ async fn ciphertext_swapped_between_rows_or_tenants_does_not_decrypt() {
     let app = spawn_app().await;
     let a = app.tenant("swap-a", true, ConnectionStatus::NotConnected).await;
     let b = app.tenant("swap-b", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(a.owner, a.workspace, Provider::Gmail).await.unwrap();
-    app.sut.connect(a.owner, a.workspace, Provider::Slack).await.unwrap();
-    app.sut.connect(b.owner, b.workspace, Provider::Gmail).await.unwrap();
+    app.connect(a.owner, a.workspace, Provider::Gmail).await.unwrap();
+    app.connect(a.owner, a.workspace, Provider::Slack).await.unwrap();
+    app.connect(b.owner, b.workspace, Provider::Gmail).await.unwrap();
     // An attacker with write access copies A's Gmail ciphertext into B's Gmail row and into A's
     // Slack row.
     for (workspace, provider) in [(b.workspace, "gmail"), (a.workspace, "slack")] {
@@ -496,7 +496,7 @@ async fn key_rotation_re_encrypts_in_batches_and_resumes() {
 async fn fifty_concurrent_syncs_on_two_replicas_refresh_once() {
     let app = spawn_app_with(ServiceOptions { replicas: 2, ..ServiceOptions::default() }).await;
     let t = app.tenant("herd", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Qbo).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Qbo).await.unwrap();
     app.sut.clock.advance(Duration::from_secs(58 * 60));
     let replies = futures::future::join_all((0..50).map(|i| sync(&app, &t, Provider::Qbo, i % 2))).await;
     for r in &replies {
@@ -514,7 +514,7 @@ async fn fifty_concurrent_syncs_on_two_replicas_refresh_once() {
 async fn invalid_grant_on_refresh_requires_reconnect() {
     let app = spawn_app().await;
     let t = app.tenant("dead", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Slack).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Slack).await.unwrap();
     app.sut.provider.configure(Provider::Slack, |s| s.token_fault = Some(Fault::InvalidGrant));
     app.sut.clock.advance(Duration::from_secs(58 * 60));
     sync(&app, &t, Provider::Slack, 0).await.assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
@@ -530,7 +530,7 @@ async fn invalid_grant_on_refresh_requires_reconnect() {
 async fn revoke_calls_the_provider_and_wipes_tokens() {
     let app = spawn_app().await;
     let t = app.tenant("revoke", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Box).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Box).await.unwrap();
     let ring = app.sut.key_ring();
     let before = row(&app, t.workspace, Provider::Box).await;
     let refresh = decrypt(&ring, &before, Provider::Box, TokenField::Refresh, before.refresh.as_ref().unwrap()).unwrap();
@@ -550,7 +550,7 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
     assert_eq!(revocations, ["pending", "confirmed"], "committed as pending, then the provider's answer");
     // Revocation at a provider that is down still wipes locally, and says so.
     let t2 = app.tenant("revoke-down", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t2.owner, t2.workspace, Provider::Box).await.unwrap();
+    app.connect(t2.owner, t2.workspace, Provider::Box).await.unwrap();
     app.sut.provider.configure(Provider::Box, |s| s.revoke_fails = true);
     let r = app.call(Method::POST, format!("/v1/workspaces/{}/connections/box/revoke", t2.workspace)).as_user(t2.owner.0).send().await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -585,7 +585,7 @@ async fn rate_limit_engages_and_recovers() {
     assert!((1..=10).contains(&retry), "Retry-After {retry}");
     // Another tenant is not affected.
     let other = app.tenant("calm", true, ConnectionStatus::NotConnected).await;
-    assert!(app.sut.authorize_and_consent(0, other.owner, other.workspace, Provider::Gmail).await.is_ok());
+    assert!(app.authorize_and_consent(0, other.owner, other.workspace, Provider::Gmail).await.is_ok());
     app.sut.clock.advance(Duration::from_secs(retry));
     assert_eq!(authorize(0).await.status, StatusCode::OK, "recovered once Retry-After has passed");
 
@@ -608,8 +608,8 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
     let t = app.tenant("flows", true, ConnectionStatus::NotConnected).await;
     // A plain member starts connecting QuickBooks to their own account; the owner then starts
     // the real flow.
-    let member = app.sut.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();
-    let owner = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
+    let member = app.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();
+    let owner = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
     // The member's error redirect must not reset the owner's flow…
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("state", &member.state)
@@ -620,8 +620,8 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
         .assert_error(StatusCode::FORBIDDEN, "CONSENT_DENIED");
     assert_eq!(row(&app, t.workspace, Provider::Qbo).await.status, "PENDING", "the newer flow is still waited for");
     // …and a second older state cannot complete over it.
-    let again = app.sut.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();
-    let owner_again = app.sut.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
+    let again = app.authorize_and_consent(0, t.member, t.workspace, Provider::Qbo).await.unwrap();
+    let owner_again = app.authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo).await.unwrap();
     callback(&app, t.member.0, Provider::Qbo, &again).await.assert_error(StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED");
     assert_eq!(app.sut.provider.counters(Provider::Qbo).revocations, 1, "the useless grant is given back");
     // The owner's first flow was superseded by their second; the second completes.
@@ -635,7 +635,7 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
 async fn a_sync_whose_grant_was_replaced_meanwhile_stores_nothing() {
     let app = spawn_app().await;
     let t = app.tenant("aba", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
     let sync_points = app.sut.replicas[0].sync.clone();
     let slot = harbor_syncpoint::SlotKey::new("S", "sync.before_fetch");
     sync_points.arm(slot.clone()).unwrap();
@@ -649,7 +649,7 @@ async fn a_sync_whose_grant_was_replaced_meanwhile_stores_nothing() {
         // While the sync holds the old grant's access token: disconnect and connect again.
         let r = app.call(Method::POST, format!("/v1/workspaces/{}/connections/gmail/disconnect", t.workspace)).as_user(t.owner.0).send().await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+        app.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
         sync_points.release(&slot).unwrap();
     };
     let (r, ()) = tokio::join!(parked_sync, reconnect);

@@ -20,7 +20,7 @@ fn config_of(app: &TestApp) -> Config {
 async fn reset_role_cannot_widen_a_request_session() {
     let app = spawn_app().await;
     let t = app.tenant("widen", true, ConnectionStatus::NotConnected).await;
-    app.sut.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
     let pool = harbor_service::db::connect(&config_of(&app)).await.expect("the service's request pool");
     let mut conn = pool.acquire().await.unwrap();
     sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();

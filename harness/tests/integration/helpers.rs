@@ -7,6 +7,9 @@ use harbor_harness::provision::{BackendChoice, Infra};
 use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
 use harbor_harness::tokens::TokenKind;
 use harbor_service::lifecycle::ConnectionStatus;
+use harbor_harness::client::{paths, Call};
+use harbor_harness::fake_provider::Consent;
+use harbor_service::domain::{Provider, UserId, WorkspaceId};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
@@ -45,45 +48,18 @@ pub async fn spawn_app_with(options: ServiceOptions) -> TestApp {
     }
 }
 
-/// A finished HTTP exchange.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-    pub request_id: Option<String>,
-    pub retry_after: Option<String>,
-    pub content_type: Option<String>,
-}
+/// A finished HTTP exchange (the harness's one client reads it).
+pub type Reply = harbor_harness::client::Answer;
 
-impl Reply {
-    /// The stable error code of an error body.
-    pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
-    }
-
-    /// Asserts an error reply: status, code, and a request id in the body equal to the header's.
-    pub fn assert_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(self.code(), code, "body: {}", self.body);
-        let in_body = self.body["error"]["request_id"].as_str().expect("error bodies carry request_id");
-        assert_eq!(Some(in_body), self.request_id.as_deref(), "x-request-id matches the body");
-    }
-}
-
-/// One request to build.
-pub struct Call<'a> {
+/// One request to build: the harness client's [`Call`], with the test's users.
+pub struct TestCall<'a> {
     app: &'a TestApp,
-    method: Method,
-    path: String,
-    replica: usize,
-    bearer: Option<String>,
-    actor: Option<String>,
-    headers: Vec<(String, String)>,
+    call: Call,
 }
 
-impl<'a> Call<'a> {
+impl TestCall<'_> {
     pub fn bearer(mut self, token: impl Into<String>) -> Self {
-        self.bearer = Some(token.into());
+        self.call = self.call.bearer(Some(token.into()));
         self
     }
     #[allow(clippy::wrong_self_convention)] // reads as "call as user …", not a conversion
@@ -92,42 +68,49 @@ impl<'a> Call<'a> {
         self.bearer(token)
     }
     pub fn on_replica(mut self, replica: usize) -> Self {
-        self.replica = replica;
+        self.call = self.call.on_replica(replica);
         self
     }
     pub fn actor(mut self, actor: &str) -> Self {
-        self.actor = Some(actor.to_owned());
+        self.call = self.call.actor(Some(actor));
         self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.call = self.call.header(name, value);
         self
     }
     pub async fn send(self) -> Reply {
-        let mut req = self.app.sut.http.request(self.method, self.app.sut.url(self.replica, &self.path));
-        if let Some(b) = self.bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(a) = self.actor {
-            req = req.header("x-harbor-actor", a);
-        }
-        for (k, v) in self.headers {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.expect("the service answers");
-        let status = resp.status();
-        let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let text = resp.text().await.expect("a readable body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, body, request_id, retry_after, content_type }
+        self.call.send().await.expect("the service answers")
     }
 }
 
 impl TestApp {
-    pub fn call(&self, method: Method, path: impl Into<String>) -> Call<'_> {
-        Call { app: self, method, path: path.into(), replica: 0, bearer: None, actor: None, headers: Vec::new() }
+    pub fn call(&self, method: Method, path: impl Into<String>) -> TestCall<'_> {
+        TestCall { app: self, call: self.sut.client.request(method, path) }
+    }
+
+    /// Authorize on `replica` as `user` and consent at the provider: what it redirected back with.
+    pub async fn authorize_and_consent(&self, replica: usize, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<Consent, String> {
+        let bearer = self.sut.tokens.token(user.0, TokenKind::Valid);
+        let (answer, consent) =
+            self.sut.client.authorize_and_consent(replica, Some(&bearer), None, workspace, provider).await.map_err(|e| e.to_string())?;
+        consent.ok_or_else(|| format!("authorize answered {}: {}", answer.status, answer.body))?
+    }
+
+    /// Delivers a consent to the callback on `replica`, as `user`: the status and body.
+    pub async fn callback(&self, replica: usize, user: UserId, provider: Provider, consent: &Consent) -> Result<(StatusCode, Value), String> {
+        let reply = self
+            .call(Method::GET, paths::callback(provider, &consent.callback_query()))
+            .as_user(user.0)
+            .on_replica(replica)
+            .send()
+            .await;
+        Ok((reply.status, reply.body))
+    }
+
+    /// The whole OAuth flow for `user` on `workspace` (a fixture: it must succeed).
+    pub async fn connect(&self, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<(), String> {
+        harbor_harness::target::connect(&self.sut, user, workspace, provider).await
     }
 
     pub fn db(&self) -> &sqlx::PgPool {
@@ -157,7 +140,7 @@ impl TestApp {
         let mut tenants = Vec::with_capacity(count);
         for i in 0..count {
             let t = self.tenant(&format!("{prefix}{i}"), true, ConnectionStatus::NotConnected).await;
-            self.sut.connect(t.owner, t.workspace, provider).await.expect("connects");
+            self.connect(t.owner, t.workspace, provider).await.expect("connects");
             tenants.push(t);
         }
         tenants

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use harbor_harness::report::{self, sign, Environment, Report};
-use harbor_harness::scenario::model::Severity;
-use harbor_harness::scenario::runner::Failure;
+use harbor_harness::scenario::format::Severity;
+use harbor_harness::scenario::outcome::Failure;
 use harbor_harness::scenario::trace::{EventKind, LockEvidence, Trace, TraceEvent};
 use harbor_harness::scenario::{ScenarioResult, Verdict};
 
@@ -71,6 +71,7 @@ pub fn fixed_run(fail_on: Severity) -> Report {
         message: "B: expected to block on A, but it completed: 200 CONNECTED".into(),
         diagnostics: Some(serde_json::json!({ "locks": [{ "pid": 1584, "locktype": "advisory", "granted": true }] })),
         environment: false,
+        skipped: false,
     };
     let scenarios = vec![
         scenario("AUD-Q2-ACTIVATION-FIRST", Severity::Critical, "concurrency", Verdict::Passed, q2.clone(), vec![]),
@@ -131,8 +132,8 @@ fn fail_on_turns_low_findings_into_warnings_but_never_flakes() {
     assert_eq!((strict.verdict.as_str(), strict.summary.failed, strict.summary.warnings), ("FAIL", 2, 0));
     let lenient = fixed_run(Severity::Medium);
     assert_eq!((lenient.summary.failed, lenient.summary.warnings, lenient.summary.flaky), (1, 1, 1));
-    assert_eq!(lenient.verdict, "FAIL", "a critical failure and a flaky scenario still block");
-    assert_eq!(report::result_of(&lenient.scenarios[3], Severity::Medium), "WARNING");
+    assert_eq!(lenient.verdict.as_str(), "FAIL", "a critical failure and a flaky scenario still block");
+    assert_eq!(report::result_of(&lenient.scenarios[3], Severity::Medium).as_str(), "WARNING");
 }
 
 fn schema() -> serde_json::Value {

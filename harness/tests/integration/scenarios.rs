@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use harbor_harness::scenario::load::{self, LoadedScenario};
-use harbor_harness::scenario::runner::ScenarioRunner;
+use harbor_harness::scenario::run::ScenarioRunner;
 use harbor_harness::scenario::trace::EventKind;
 use harbor_harness::scenario::{self, Verdict};
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use harbor_harness::evidence;
 use harbor_harness::service::ServiceOptions;
 use harbor_service::lifecycle::ConnectionStatus;
-use harbor_service::locks::lock_key_for_workspace;
 use harbor_syncpoint::{SlotKey, SlotState};
 use reqwest::StatusCode;
 
@@ -26,18 +25,13 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
     let observe_and_b = async {
         within("A to park", sync.until(a_slot.clone(), SlotState::Parked)).await;
         let held = evidence::advisory_locks_of(app.db(), "A").await.unwrap();
-        let key = lock_key_for_workspace(t.workspace);
-        assert!(
-            held.iter().any(|l| l.granted
-                && l.classid == Some(i64::from(key.classid as u32))
-                && l.objid == Some(i64::from(key.objid as u32))),
-            "A holds the workspace lock while parked: {held:?}"
-        );
+        assert!(held.iter().any(|l| l.granted && l.is_workspace_lock(t.workspace)), "A holds the workspace lock while parked: {held:?}");
         // B starts only once A is parked: the order is the harness's, not the scheduler's.
         let b = app.activate(&t, Some("B"));
         let probe = async {
-            let waiting =
-                evidence::until_lock_waiting(app.db(), "B", PROBE_LIMIT).await.unwrap_or_else(|e| panic!("{e}"));
+            let blocked = evidence::until_blocked(app.db(), "B", Some("A"), PROBE_LIMIT, || false).await.unwrap_or_else(|e| panic!("{e:?}"));
+            let waiting = blocked.waiter;
+            assert!(blocked.awaited.is_workspace_lock(t.workspace), "B awaits the workspace lock: {:?}", blocked.awaited);
             assert_eq!(waiting.wait_event.as_deref(), Some("advisory"));
             assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()]);
             sync.release(&a_slot).unwrap();
@@ -75,7 +69,7 @@ async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
                 .unwrap();
             tx.commit().await.unwrap();
         });
-        let waiting = evidence::until_lock_waiting(app.db(), "RAW", PROBE_LIMIT).await.unwrap_or_else(|e| panic!("{e}"));
+        let waiting = evidence::until_blocked(app.db(), "RAW", Some("A"), PROBE_LIMIT, || false).await.unwrap_or_else(|e| panic!("{e:?}")).waiter;
         assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()], "the raw writer waits for A's row lock");
         assert!(
             matches!(waiting.wait_event.as_deref(), Some("transactionid" | "tuple")),

@@ -1,0 +1,286 @@
+//! [`ApiClient`]: the one HTTP client of the service's API. The scenario runner, the state
+//! machine, the integration tests, `serve` and the load test's invariant checks all send requests
+//! through it, so the paths, the actor tag ([`Actor::HEADER`]) and the reading of an answer exist
+//! once. Every error answer can be held to the operation's contract ([`Answer::off_contract`]).
+
+use std::sync::Arc;
+
+use harbor_service::domain::{Actor, Provider, WorkspaceId};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::fake_provider::{self, Consent};
+
+/// The service's paths, built from typed ids.
+pub mod paths {
+    use super::*;
+
+    /// `POST /v1/workspaces/{w}/activation`.
+    pub fn activation(workspace: WorkspaceId) -> String {
+        format!("/v1/workspaces/{workspace}/activation")
+    }
+
+    /// `GET /v1/workspaces/{w}/connections`.
+    pub fn connections(workspace: WorkspaceId) -> String {
+        format!("/v1/workspaces/{workspace}/connections")
+    }
+
+    /// `POST /v1/workspaces/{w}/connections/{p}/{op}`.
+    pub fn connection(workspace: WorkspaceId, provider: Provider, op: ConnectionOp) -> String {
+        format!("/v1/workspaces/{workspace}/connections/{provider}/{}", op.as_str())
+    }
+
+    /// `GET /v1/workspaces/{w}/documents`.
+    pub fn documents(workspace: WorkspaceId) -> String {
+        format!("/v1/workspaces/{workspace}/documents")
+    }
+
+    /// `GET /v1/oauth/{p}/callback?{query}`.
+    pub fn callback(provider: Provider, query: &str) -> String {
+        format!("/v1/oauth/{provider}/callback?{query}")
+    }
+}
+
+/// The operations on one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionOp {
+    /// Start an OAuth authorization.
+    Authorize,
+    /// Disconnect (keep nothing usable, allow reconnecting).
+    Disconnect,
+    /// Revoke at the provider and locally.
+    Revoke,
+    /// Sync documents (refreshing the access token when needed).
+    Sync,
+}
+
+impl ConnectionOp {
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionOp::Authorize => "authorize",
+            ConnectionOp::Disconnect => "disconnect",
+            ConnectionOp::Revoke => "revoke",
+            ConnectionOp::Sync => "sync",
+        }
+    }
+}
+
+/// The replicas' base URLs and one connection pool. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    bases: Arc<[String]>,
+}
+
+/// A request could not be sent or its answer not read.
+#[derive(Debug, thiserror::Error)]
+#[error("{method} {path}: {source}")]
+pub struct ClientError {
+    /// The method.
+    pub method: Method,
+    /// The path.
+    pub path: String,
+    /// What failed.
+    #[source]
+    pub source: reqwest::Error,
+}
+
+impl ApiClient {
+    /// A client of the replicas at `bases` (`http://127.0.0.1:port`), sharing `http`'s pool.
+    pub fn new(http: reqwest::Client, bases: Vec<String>) -> Self {
+        Self { http, bases: bases.into() }
+    }
+
+    /// A client with its own pool that never follows redirects (the fake provider's consent
+    /// answers with one, which the caller must see).
+    pub fn with_bases(bases: Vec<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a reqwest client without TLS configuration builds");
+        Self::new(http, bases)
+    }
+
+    /// How many replicas it can address.
+    pub fn replicas(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// The URL of `path` on `replica`.
+    pub fn url(&self, replica: usize, path: &str) -> String {
+        format!("{}{}", self.bases[replica], path)
+    }
+
+    /// A request to build and send; replica 0 unless told otherwise.
+    pub fn request(&self, method: Method, path: impl Into<String>) -> Call {
+        Call { client: self.clone(), method, path: path.into(), replica: 0, bearer: None, actor: None, headers: Vec::new(), body: None }
+    }
+
+    /// Plays the user's browser at the provider: opens `authorization_url` and returns the
+    /// redirect back to the service.
+    pub async fn consent(&self, authorization_url: &str) -> Result<Consent, String> {
+        fake_provider::consent(&self.http, authorization_url).await
+    }
+
+    /// Authorize on `replica` (with `bearer`, tagged `actor`) and consent at the provider. The
+    /// answer is returned whatever it is; the consent only when the authorization succeeded.
+    pub async fn authorize_and_consent(
+        &self,
+        replica: usize,
+        bearer: Option<&str>,
+        actor: Option<&str>,
+        workspace: WorkspaceId,
+        provider: Provider,
+    ) -> Result<(Answer, Option<Result<Consent, String>>), ClientError> {
+        let answer = self
+            .request(Method::POST, paths::connection(workspace, provider, ConnectionOp::Authorize))
+            .on_replica(replica)
+            .bearer(bearer)
+            .actor(actor)
+            .send()
+            .await?;
+        let consent = match answer.body["authorization_url"].as_str() {
+            Some(url) if answer.status.is_success() => Some(self.consent(url).await),
+            _ => None,
+        };
+        Ok((answer, consent))
+    }
+}
+
+/// One request being built. Owns what it needs, so it can be sent from a spawned task.
+#[derive(Clone, Debug)]
+pub struct Call {
+    client: ApiClient,
+    method: Method,
+    path: String,
+    replica: usize,
+    bearer: Option<String>,
+    actor: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
+}
+
+impl Call {
+    /// Send it to this replica.
+    pub fn on_replica(mut self, replica: usize) -> Self {
+        self.replica = replica;
+        self
+    }
+
+    /// Present this bearer token (none: no `Authorization` header).
+    pub fn bearer<S: AsRef<str>>(mut self, token: Option<S>) -> Self {
+        self.bearer = token.map(|t| t.as_ref().to_owned());
+        self
+    }
+
+    /// Tag the request with this actor ([`Actor::HEADER`]); the service names its transaction after
+    /// it, so the lock tables can say whose it is.
+    pub fn actor<S: AsRef<str>>(mut self, actor: Option<S>) -> Self {
+        self.actor = actor.map(|a| a.as_ref().to_owned());
+        self
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Send this JSON body.
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// The client it is sent with.
+    pub fn client(&self) -> &ApiClient {
+        &self.client
+    }
+
+    /// The replica it goes to.
+    pub fn replica(&self) -> usize {
+        self.replica
+    }
+
+    /// Sends it and reads the whole answer.
+    pub async fn send(self) -> Result<Answer, ClientError> {
+        let fail = |source| ClientError { method: self.method.clone(), path: self.path.clone(), source };
+        let mut req = self.client.http.request(self.method.clone(), self.client.url(self.replica, &self.path));
+        if let Some(a) = &self.actor {
+            req = req.header(Actor::HEADER, a);
+        }
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = &self.body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(fail)?;
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (request_id, retry_after, content_type) = (header("x-request-id"), header("retry-after"), header("content-type"));
+        let status = resp.status();
+        let raw = resp.text().await.map_err(fail)?;
+        let body = serde_json::from_str(&raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        Ok(Answer { method: self.method, path: self.path, status, body, raw, request_id, retry_after, content_type })
+    }
+}
+
+/// A finished exchange.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The request's method.
+    pub method: Method,
+    /// The request's path (with its query).
+    pub path: String,
+    /// The status.
+    pub status: StatusCode,
+    /// The body as JSON (a JSON string holding the text when it is not JSON).
+    pub body: Value,
+    /// The body as sent.
+    pub raw: String,
+    /// The `x-request-id` header.
+    pub request_id: Option<String>,
+    /// The `retry-after` header.
+    pub retry_after: Option<String>,
+    /// The `content-type` header.
+    pub content_type: Option<String>,
+}
+
+impl Answer {
+    /// The stable error code of an error body (`error.code`).
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+
+    /// Why this error answer is outside its operation's contract (`service/src/contract.rs`), if
+    /// it is: every answer a run provokes is held to it, whatever the step expected.
+    pub fn off_contract(&self) -> Option<String> {
+        let code = self.error_code()?;
+        harbor_service::contract::check_answer(self.method.as_str(), &self.path, self.status.as_u16(), code).err()
+    }
+
+    /// Checks an error answer: status, code, and a request id in the body equal to the header's.
+    pub fn check_error(&self, status: StatusCode, code: &str) -> Result<(), String> {
+        if self.status != status || self.error_code() != Some(code) {
+            return Err(format!("expected {status} {code}, got {} {}: {}", self.status, self.error_code().unwrap_or("(no code)"), self.body));
+        }
+        let in_body = self.body["error"]["request_id"].as_str();
+        if in_body.is_none() || in_body != self.request_id.as_deref() {
+            return Err(format!("the body's request_id {in_body:?} is not the x-request-id header {:?}", self.request_id));
+        }
+        Ok(())
+    }
+
+    /// [`Answer::check_error`], panicking with the reason (for tests).
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        if let Err(e) = self.check_error(status, code) {
+            panic!("{e}");
+        }
+    }
+}

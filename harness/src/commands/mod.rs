@@ -1,0 +1,202 @@
+//! The `harbor-certify` command line, in the mini-redis shape: [`Cli`] parses once, each
+//! [`Command`] is one type applied in its own file, and `bin/harbor-certify.rs` only calls
+//! [`main`] and returns its exit code. Exit codes: 0 certified, [`NOT_CERTIFIED`] when a scenario
+//! failed or was flaky (or a check did not prove what it should), [`CANNOT_RUN`] when the harness
+//! could not run at all (no backend, bad arguments, bad scenario files).
+//!
+//! - [`run`]: the catalogue and the report. [`mutants`]: the kill matrix. [`replay`]: a recorded
+//!   schedule again, exactly. [`proptest`]: the state machine.
+//! - [`serve`]: the service for people and tools. [`servers`]: `doctor` and `infra`.
+//! - [`keys`]: `verify`, `keygen`, `token`. [`list`]: the catalogue's ids.
+
+pub mod keys;
+pub mod list;
+pub mod mutants;
+pub mod proptest;
+pub mod replay;
+pub mod run;
+pub mod serve;
+pub mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::provision::{BackendChoice, Infra};
+use crate::report;
+use crate::scenario::load::{self, LoadedScenario};
+use crate::scenario::logs::LogCapture;
+
+/// Exit code when a scenario failed or was flaky.
+pub const NOT_CERTIFIED: u8 = 1;
+/// Exit code when the harness could not run at all (no backend, bad arguments, bad scenario files).
+pub const CANNOT_RUN: u8 = 2;
+
+/// The command line.
+#[derive(Parser)]
+#[command(name = "harbor-certify", version, about = "Certify a concurrent, multi-tenant service against real PostgreSQL and Redis")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand, `harbor-certify` is `harbor-certify run`.
+    #[command(flatten)]
+    run: run::RunArgs,
+}
+
+/// Where the catalogue comes from, what it runs on, and where the results go.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CatalogueArgs {
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    pub backend: BackendChoice,
+    /// Where run folders are written (`<DIR>/<timestamp>/`, `<DIR>/latest`).
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Where the scenario files are.
+    #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
+    pub scenarios_dir: PathBuf,
+    /// An Ed25519 PKCS#8 key (`harbor-certify keygen`) to sign the report's manifest with.
+    #[arg(long, env = "HARBOR_REPORT_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the scenario catalogue (the default command).
+    Run(run::RunArgs),
+    /// Run the catalogue against the correct service and against each seeded flaw, and print the
+    /// kill matrix (needs a build with `--features flaws`). Exit 0 only if the correct build passes
+    /// and every flaw is caught by a scenario that names it in `catches`.
+    Mutants(mutants::MutantsArgs),
+    /// Run a recorded schedule again exactly (`reports/latest/traces/<ID>.json`, or a scenario
+    /// file in its own order) and check that the trace's signature is the same.
+    Replay(replay::ReplayArgs),
+    /// Check a report folder: every file against SHA256SUMS, and the signature if there is one.
+    Verify(keys::VerifyArgs),
+    /// Write a new Ed25519 report-signing key (PKCS#8, base64) and print its public key; or, with
+    /// `--service DIR`, the keys a hand-started harbor-service needs (a stand-in gateway's key and
+    /// JWK set, a token encryption key, and `DIR/service.env` naming them).
+    Keygen(keys::KeygenArgs),
+    /// Print a bearer token (valid 24 h) for user `--sub`, signed with a gateway key from
+    /// `keygen --service`.
+    Token(keys::TokenArgs),
+    /// Print the id and title of every scenario, after checking the files.
+    List(list::ListArgs),
+    /// Provision PostgreSQL and Redis, print their versions and how long they took, clean up.
+    Doctor(servers::DoctorArgs),
+    /// Run the reference service for people and tools: provision PostgreSQL and Redis, start the
+    /// replicas with the fake OAuth provider, seed a demo tenant (owner, member) and another
+    /// tenant, print URLs, tokens and curl lines, and hold until Ctrl-C or the end of standard input.
+    Serve(serve::ServeArgs),
+    /// Model-based testing: proptest sequences of operations against the real service (fresh
+    /// replicas per case), compared with the reference model after every step. Exit 0 when every
+    /// case passed (with --kill-matrix: and every flaw the state machine can see made it fail).
+    Proptest(proptest::ProptestArgs),
+    /// Provision once and hold the servers for other processes (the test suite) until SIGINT,
+    /// SIGTERM or the end of standard input; writes `HARBOR_DATABASE_URL=…` and
+    /// `HARBOR_REDIS_URL=…` lines to the env file.
+    Infra(servers::InfraArgs),
+}
+
+/// Parses the command line, sets up logging, and runs the command.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    if matches!(command, Command::Run(_) | Command::Mutants(_) | Command::Replay(_)) {
+        // The run searches the service's logs for leaked secrets: capture them.
+        if let Some(capture) = LogCapture::install() {
+            LOGS.set(capture).ok();
+        }
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Mutants(args) => mutants::mutants(args).await,
+        Command::Replay(args) => replay::replay(args).await,
+        Command::List(args) => list::list(args),
+        Command::Verify(args) => keys::verify(args),
+        Command::Keygen(args) => keys::keygen(args),
+        Command::Token(args) => keys::token(args),
+        Command::Doctor(args) => servers::doctor(args.backend).await,
+        Command::Infra(args) => servers::infra(args.backend, args.env_file).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Proptest(args) => proptest::proptest(args).await,
+    }
+}
+
+/// The capture of the service's logs, installed by the commands that search them.
+pub static LOGS: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+
+/// Loads and checks every scenario file under `dir`, or explains why not.
+pub fn load(dir: &Path) -> Result<Vec<LoadedScenario>, ExitCode> {
+    let files = load::scenario_files(dir).map_err(|e| {
+        eprintln!("harbor-certify: cannot read the scenario directory {}: {e}", dir.display());
+        ExitCode::from(CANNOT_RUN)
+    })?;
+    if files.is_empty() {
+        eprintln!("harbor-certify: no *.toml scenario in {}", dir.display());
+        return Err(ExitCode::from(CANNOT_RUN));
+    }
+    load::load_all(&files).map_err(|errors| {
+        for e in &errors {
+            eprintln!("harbor-certify: {e}");
+        }
+        eprintln!("harbor-certify: {} scenario file(s) rejected; nothing was run", errors.len());
+        ExitCode::from(CANNOT_RUN)
+    })
+}
+
+/// The seeded flaws named on the command line, or why they cannot be had.
+pub fn parse_flaws(names: &[String]) -> Result<harbor_service::flaws::Flaws, ExitCode> {
+    use harbor_service::flaws::{Flaw, Flaws};
+    let mut wanted = Vec::new();
+    for name in names {
+        let Some(f) = Flaw::parse(name) else {
+            let all: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
+            eprintln!("harbor-certify: unknown flaw {name:?}; the flaws are {}", all.join(", "));
+            return Err(ExitCode::from(CANNOT_RUN));
+        };
+        wanted.push(f);
+    }
+    Flaws::enable(wanted).map_err(|e| {
+        eprintln!("harbor-certify: {e}; rebuild with `--features flaws`");
+        ExitCode::from(CANNOT_RUN)
+    })
+}
+
+/// The report's environment section.
+pub fn environment_of(infra: &Infra, flaws: &[&str]) -> report::Environment {
+    let mut environment = report::host_environment();
+    environment.backend = infra.kind.to_string();
+    environment.postgres_version = infra.postgres_version.clone();
+    environment.redis_version = infra.redis_version.clone();
+    environment.images = infra.images.as_ref().map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
+    environment.flaws = flaws.iter().map(|f| f.to_string()).collect();
+    environment
+}
+
+/// A progress bar on a terminal; hidden otherwise (the per-scenario lines are printed either way).
+pub fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("a valid template"));
+    bar
+}
+
+/// Provisions the servers, or explains why not.
+pub async fn provision_or_explain(backend: BackendChoice) -> Result<Infra, ExitCode> {
+    Infra::provision(backend).await.map_err(|e| {
+        eprintln!("harbor-certify: cannot provision ({backend:?}): {e}");
+        ExitCode::from(CANNOT_RUN)
+    })
+}

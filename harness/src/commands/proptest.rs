@@ -1,0 +1,64 @@
+//! `harbor-certify proptest`: the state machine against the real service, and its kill matrix.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{parse_flaws, provision_or_explain};
+use crate::provision::BackendChoice;
+
+
+/// How the state machine runs.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProptestArgs {
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    pub backend: BackendChoice,
+    /// Cases (sequences) per run.
+    #[arg(long, env = "PROPTEST_CASES", default_value_t = 32)]
+    pub cases: u32,
+    /// Longest sequence.
+    #[arg(long, default_value_t = 24)]
+    pub max_ops: usize,
+    /// Replay this seed exactly (printed by every run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
+    #[arg(long = "flaw")]
+    pub flaws: Vec<String>,
+    /// Also run each flaw the state machine can see; each must make it fail.
+    #[arg(long)]
+    pub kill_matrix: bool,
+}
+
+
+/// Runs the state machine (and its kill matrix).
+pub async fn proptest(args: ProptestArgs) -> ExitCode {
+    use crate::statemachine::{self, Options};
+    let flaws = match parse_flaws(&args.flaws) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let mut infra = match provision_or_explain(args.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let persistence = flaws.is_empty().then(|| PathBuf::from(statemachine::REGRESSIONS));
+    let options = Options { cases: args.cases, max_ops: args.max_ops, flaws, seed: args.seed, persistence, max_shrink_iters: 256 };
+    let (report, ok) = if args.kill_matrix {
+        statemachine::kill_matrix(&infra, &options)
+    } else {
+        let outcome = statemachine::run(&infra, &options);
+        let mut report = statemachine::describe("state machine", &outcome);
+        if let Some(path) = statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome) {
+            report.push_str(&format!("\n  saved as {} ({})", path.display(), statemachine::replay_command(&path, None)));
+        }
+        (report, outcome.failure.is_none())
+    };
+    infra.shutdown().await;
+    println!("{report}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::NOT_CERTIFIED)
+    }
+}

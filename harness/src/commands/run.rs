@@ -1,0 +1,142 @@
+//! `harbor-certify run` (the default command): the catalogue, or a selection of it, against the
+//! correct service (or a seeded flaw), and the certification report.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::{environment_of, load, parse_flaws, progress_bar, provision_or_explain, CatalogueArgs, LOGS};
+use crate::report::{self, Report};
+use crate::scenario;
+use crate::scenario::format::Severity;
+use crate::scenario::run::ScenarioRunner;
+
+
+/// What to run.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Scenario ids or file names (default: every scenario).
+    pub scenarios: Vec<String>,
+    /// Only scenarios whose id or title contains this (case-insensitive).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Run each scenario this many times; differing traces make it FLAKY.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Failures at or above this severity make the run NOT CERTIFIED (exit 1); lower ones are
+    /// reported as warnings.
+    #[arg(long, value_enum, default_value = "low")]
+    pub fail_on: Severity,
+    /// Scenarios run at once (each has its own database, Redis prefix and replicas).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
+    /// The report is marked as a flawed run everywhere.
+    #[arg(long = "flaw")]
+    pub flaws: Vec<String>,
+    /// Where the catalogue comes from and where results go.
+    #[command(flatten)]
+    pub catalogue: CatalogueArgs,
+}
+
+
+/// Runs the selection and writes the report.
+pub async fn run(args: RunArgs) -> ExitCode {
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let all = match load(&args.catalogue.scenarios_dir) {
+        Ok(all) => all,
+        Err(code) => return code,
+    };
+    let selected = match scenario::select(all, &args.scenarios, args.filter.as_deref()) {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => {
+            eprintln!("harbor-certify: the selection matches no scenario");
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+        Err(e) => {
+            eprintln!("harbor-certify: {e}");
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    };
+    let flaws = match parse_flaws(&args.flaws) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let mut infra = match provision_or_explain(args.catalogue.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let provision_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !flaws.is_empty() {
+        eprintln!("harbor-certify: ⚠ SEEDED FLAWS ENABLED: {} — this run does not certify a correct build", flaws.names().join(", "));
+    }
+    eprintln!(
+        "harbor-certify: {} backend ready in {} ms (PostgreSQL {}, Redis {}); {} scenario(s) × {}",
+        infra.kind,
+        infra.ready_in.as_millis(),
+        infra.postgres_version,
+        infra.redis_version,
+        selected.len(),
+        args.repeat
+    );
+    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned()).with_flaws(flaws.clone());
+    let bar = progress_bar(selected.len() as u64);
+    let results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
+        let line = format!("{:<7} {:<28} {:>7.0} ms  {}", result.verdict.as_str(), result.id, result.duration_ms, result.title);
+        bar.suspend(|| {
+            println!("{line}");
+            for f in &result.failures {
+                println!("        step {}: {}", f.step.map_or("-".into(), |s| s.to_string()), f.message);
+            }
+            if let Some(why) = &result.flaky {
+                println!("        flaky: {why}");
+            }
+        });
+        bar.inc(1);
+    })
+    .await;
+    bar.finish_and_clear();
+    let environment = environment_of(&infra, &flaws.names());
+    infra.shutdown().await;
+    let report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    let s = &report.summary;
+    println!(
+        "\n{}: {} scenario(s), {} passed, {} failed, {} warning(s), {} flaky, {} could not run, {} skipped, in {:.1} s (provisioning {:.1} s)",
+        if report.verdict == report::RunVerdict::Pass { "CERTIFIED" } else { "NOT CERTIFIED" },
+        s.total,
+        s.passed,
+        s.failed,
+        s.warnings,
+        s.flaky,
+        s.errors,
+        s.skipped,
+        s.duration_ms / 1000.0,
+        s.provision_ms / 1000.0
+    );
+    for skipped in report.scenarios.iter().filter(|r| r.verdict == scenario::Verdict::Skipped) {
+        println!("skipped: {} — {}", skipped.id, skipped.failures.first().map(|f| f.message.as_str()).unwrap_or(""));
+    }
+    let slowest: Vec<String> = s.slowest.iter().map(|(id, ms)| format!("{id} {ms:.0} ms")).collect();
+    println!("slowest: {}", slowest.join(", "));
+    let signing_key = match args.catalogue.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("harbor-certify: signing key: {e}");
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    };
+    match report::write_run(&args.catalogue.out, &report, &[], signing_key.as_ref()) {
+        Ok(dir) => println!("report: {} (report.md, report.html, junit.xml, SHA256SUMS{})", dir.display(), if signing_key.is_some() { ", SHA256SUMS.sig" } else { "" }),
+        Err(e) => {
+            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.catalogue.out.display());
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    }
+    if s.errors > 0 {
+        ExitCode::from(super::CANNOT_RUN)
+    } else if report.verdict == report::RunVerdict::Pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::NOT_CERTIFIED)
+    }
+}

@@ -1,0 +1,278 @@
+//! The scenario file format (TOML), as auditors write it: the input of [`super::load`], which turns
+//! it into the typed [`super::model`]. `scenarios/README.md` documents it with a worked example;
+//! every table refuses unknown fields, so a typo is an error, not a silent no-op. Each step kind's
+//! own fields are declared in its file under [`super::step`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tokens::TokenKind;
+
+/// How bad it is when the scenario fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Low,
+    /// Should be fixed.
+    Medium,
+    /// Must be fixed before release.
+    High,
+    /// A tenant's data or money is at stake.
+    Critical,
+}
+
+impl Severity {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One scenario file, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// Stable id such as `AUD-Q2-ACTIVATION-FIRST`.
+    pub id: String,
+    /// One line saying what is proved.
+    pub title: String,
+    /// The seed section or threat it covers.
+    pub source: String,
+    /// How bad a failure is.
+    pub severity: Severity,
+    /// The audit area, such as `concurrency` or `oauth-state` (groups the report).
+    pub area: String,
+    /// Requirement references (RFC sections, ASVS items, audit sections).
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    /// Threat-matrix rows this scenario covers (names as in the threat model).
+    #[serde(default)]
+    pub threats: Vec<String>,
+    /// Seeded flaws this scenario exists to catch (`harbor-certify mutants` checks that it does).
+    #[serde(default)]
+    pub catches: Vec<String>,
+    /// Longer explanation for the report.
+    #[serde(default)]
+    pub description: String,
+    /// How the service is started.
+    #[serde(default)]
+    pub service: ServiceSection,
+    /// Tenants, each with one workspace, an owner and a plain member.
+    #[serde(default)]
+    pub tenants: Vec<TenantFixture>,
+    /// Numbered tenants for load-shaped scenarios.
+    #[serde(default)]
+    pub tenant_sets: Vec<TenantSet>,
+    /// Who acts.
+    pub actors: Vec<ActorDef>,
+    /// What happens, in order (`do = "…"` names the kind).
+    pub steps: Vec<super::step::RawStep>,
+    /// What must hold at the end.
+    #[serde(default, rename = "assert")]
+    pub assertions: Vec<Assertion>,
+}
+
+/// How the service under test runs for this scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Replicas sharing the database and Redis.
+    #[serde(default = "one")]
+    pub replicas: usize,
+    /// Per-tenant rate limit of the OAuth routes, `per_minute/burst`.
+    pub rate_limit_tenant: Option<String>,
+    /// Failed state look-ups per address, `per_minute/burst`.
+    pub rate_limit_failed_states: Option<String>,
+    /// Bound on each step (and each probe), in milliseconds.
+    #[serde(default = "default_step_timeout")]
+    pub step_timeout_ms: u64,
+    /// Most pooled PostgreSQL connections per replica (default 20).
+    pub database_max_connections: Option<u32>,
+    /// How long a request waits for a pooled connection, in milliseconds (default 10,000).
+    pub database_acquire_timeout_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_step_timeout() -> u64 {
+    5_000
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            rate_limit_tenant: None,
+            rate_limit_failed_states: None,
+            step_timeout_ms: default_step_timeout(),
+            database_max_connections: None,
+            database_acquire_timeout_ms: None,
+        }
+    }
+}
+
+/// A tenant with one workspace; its users are `<name>.owner` and `<name>.member`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFixture {
+    /// The name steps refer to (`{workspace:<name>}`, `<name>.owner`).
+    pub name: String,
+    /// Whether the workspace has an active entitlement.
+    #[serde(default = "yes")]
+    pub entitled: bool,
+    /// Connection statuses forced as fixtures (no tokens), by provider.
+    #[serde(default)]
+    pub connections: BTreeMap<String, String>,
+    /// Providers connected through the real OAuth flow (with tokens) by the owner.
+    #[serde(default)]
+    pub oauth: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `count` tenants named `<prefix>0 … <prefix>{count-1}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSet {
+    /// Name prefix; `each_of = "<prefix>"` runs a step once per tenant.
+    pub prefix: String,
+    /// How many.
+    pub count: usize,
+    /// Whether their workspaces are entitled.
+    #[serde(default = "yes")]
+    pub entitled: bool,
+}
+
+/// Which bearer token an actor presents: no `Authorization` header at all, or a token of one of
+/// the [`TokenKind`]s the harness's identity gateway signs (`valid`, `expired`, `wrong_key`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenChoice {
+    /// No `Authorization` header.
+    None,
+    /// A token of this kind for the actor's user.
+    #[serde(untagged)]
+    Kind(TokenKind),
+}
+
+/// Someone (or something) acting in the scenario. Their requests and SQL sessions are tagged with
+/// the name, so the lock tables can say who blocks whom.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorDef {
+    /// The actor's tag (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The user they act as: `<tenant>.owner` or `<tenant>.member`. Optional for SQL-only actors.
+    pub user: Option<String>,
+    /// The token they present.
+    #[serde(default = "valid")]
+    pub token: TokenChoice,
+    /// What the actor stands for, for the trace.
+    #[serde(default)]
+    pub role: String,
+}
+
+fn valid() -> TokenChoice {
+    TokenChoice::Kind(TokenKind::Valid)
+}
+
+/// An outcome expectation.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// Stable error code (`error.code`).
+    pub code: Option<String>,
+    /// Body fields by dotted path, such as `"already_completed" = false`.
+    #[serde(default)]
+    pub body: BTreeMap<String, toml::Value>,
+    /// Strings the raw body must not contain.
+    #[serde(default)]
+    pub body_excludes: Vec<String>,
+    /// Strings the raw body must contain.
+    #[serde(default)]
+    pub body_contains: Vec<String>,
+    /// For `sql`/`redis`: whether it succeeded.
+    pub ok: Option<bool>,
+    /// For `sql`/`redis`: a substring of the error.
+    pub error_contains: Option<String>,
+    /// For `sql`: the rows a `SELECT` returns, as tables.
+    pub rows: Option<Vec<toml::Table>>,
+}
+
+/// How many copies of a concurrent step must match `expect`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountExpect {
+    /// The expectation.
+    #[serde(flatten)]
+    pub expect: Expect,
+    /// How many copies match it.
+    pub count: usize,
+}
+
+/// A fact about the end state (or, in an `assert` step, the state now). Exactly one kind per table.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assertion {
+    /// What it checks, for the report.
+    pub note: Option<String>,
+    /// A `SELECT` (placeholders allowed) whose rows must equal `rows`, or whose single value must
+    /// equal `equals`.
+    pub sql: Option<String>,
+    /// Expected rows of `sql`.
+    pub rows: Option<Vec<toml::Table>>,
+    /// Expected single value of `sql`, or of `provider_counter`, or key count of `redis_keys`.
+    pub equals: Option<toml::Value>,
+    /// Redis keys matching this pattern (after the scenario prefix) must number `equals`.
+    pub redis_keys: Option<String>,
+    /// And each must have a TTL within this range (seconds, inclusive).
+    pub ttl_between: Option<[i64; 2]>,
+    /// A fake-provider counter, `<provider>.<counter>` (`qbo.code_exchanges`).
+    pub provider_counter: Option<String>,
+    /// No backend holds or awaits the advisory lock of this tenant's workspace.
+    pub no_lock_held: Option<String>,
+    /// Search a full `pg_dump`, every Redis key and value, every response and the logs for every
+    /// code and token the fake provider issued.
+    pub no_canary_leaks: Option<bool>,
+    /// Every stored token decrypts for its own row, and no two connections share a token.
+    pub tokens_bound: Option<bool>,
+}
+
+impl Assertion {
+    /// The kinds set in this table.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        if self.sql.is_some() {
+            k.push("sql");
+        }
+        if self.redis_keys.is_some() {
+            k.push("redis_keys");
+        }
+        if self.provider_counter.is_some() {
+            k.push("provider_counter");
+        }
+        if self.no_lock_held.is_some() {
+            k.push("no_lock_held");
+        }
+        if self.no_canary_leaks.is_some() {
+            k.push("no_canary_leaks");
+        }
+        if self.tokens_bound.is_some() {
+            k.push("tokens_bound");
+        }
+        k
+    }
+}

@@ -1,0 +1,320 @@
+//! [`Executor`]: the state of one run — bindings of names to fixtures, consents, SQL sessions,
+//! background steps, parked requests, the trace — and the operations every step kind shares:
+//! launching a job (in the foreground, parked, blocked or in the background), collecting it,
+//! checking its outcome, substituting placeholders. It reaches the service only through the
+//! [`Target`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use harbor_service::domain::{UserId, WorkspaceId};
+use harbor_syncpoint::SlotKey;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use tokio::task::JoinHandle;
+
+use super::jobs::{run_job, Job, JobResult};
+use crate::evidence::{self, LockType};
+use crate::fake_provider::Consent;
+use crate::fixtures::TenantWorkspace;
+use crate::scenario::expect;
+use crate::scenario::format::Expect;
+use crate::scenario::logs::{LogCapture, LogMark};
+use crate::scenario::model::{MemberRole, Scenario, UserRef};
+use crate::scenario::outcome::{Failure, Outcome};
+use crate::scenario::trace::{EventKind, LockEvidence, Trace, TraceEvent};
+use crate::target::Target;
+
+/// A step running in the background (parked, blocked, or just not awaited yet).
+pub struct Background {
+    /// Its index.
+    pub step: usize,
+    /// The running job.
+    pub handle: JoinHandle<JobResult>,
+    /// What its outcome must be when collected.
+    pub expect: Option<Expect>,
+}
+
+/// Blocking as the lock tables must show it (`expect_blocked`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExpectBlocked {
+    /// The actor that must hold the awaited lock.
+    pub on: String,
+    /// Acceptable lock types (empty: any).
+    pub lock: Vec<LockType>,
+    /// For advisory locks: the tenant whose workspace lock must be the one awaited.
+    pub object: Option<String>,
+}
+
+/// How a job is launched.
+pub struct Launch<'e> {
+    /// Park it at this sync point, on this replica.
+    pub park: Option<(usize, &'static str)>,
+    /// It must block on a lock held by another actor.
+    pub expect_blocked: Option<&'e ExpectBlocked>,
+    /// Leave it running (collected by `wait` or at the end).
+    pub background: bool,
+    /// What its outcome must be.
+    pub expect: Option<&'e Expect>,
+}
+
+/// One run's state.
+pub struct Executor<'s> {
+    /// The scenario.
+    pub sc: &'s Scenario,
+    /// The service under certification.
+    pub target: &'s dyn Target,
+    /// Named tenants' fixtures.
+    pub tenants: HashMap<String, TenantWorkspace>,
+    /// Tenant sets' fixtures.
+    pub sets: HashMap<String, Vec<TenantWorkspace>>,
+    /// Each actor's last consent at the provider.
+    pub consents: HashMap<String, Consent>,
+    /// Each SQL actor's session, kept across steps.
+    pub sessions: HashMap<String, PgConnection>,
+    /// Steps running in the background, by actor.
+    pub background: HashMap<String, Background>,
+    /// Which replica each armed sync point is on.
+    pub parked_on: HashMap<SlotKey, usize>,
+    /// What happened.
+    pub trace: Trace,
+    /// When the first step started.
+    pub started: Instant,
+    /// Every response body (for the leak search).
+    pub responses: Vec<String>,
+    /// Error answers their operation's contract does not list (each fails the run).
+    pub off_contract: Vec<String>,
+    /// Bound on each step and probe.
+    pub step_timeout: Duration,
+    /// Expectations and assertions that held.
+    pub checks: usize,
+    /// The service's log capture and where this run's lines start.
+    pub logs: Option<(LogCapture, LogMark)>,
+}
+
+impl<'s> Executor<'s> {
+    /// A fresh executor of `sc` on `target`.
+    pub fn new(sc: &'s Scenario, target: &'s dyn Target, logs: Option<&LogCapture>) -> Self {
+        Executor {
+            sc,
+            target,
+            tenants: HashMap::new(),
+            sets: HashMap::new(),
+            consents: HashMap::new(),
+            sessions: HashMap::new(),
+            background: HashMap::new(),
+            parked_on: HashMap::new(),
+            trace: Trace::default(),
+            started: Instant::now(),
+            responses: Vec::new(),
+            off_contract: Vec::new(),
+            step_timeout: sc.service.step_timeout,
+            checks: 0,
+            logs: logs.map(|c| (c.clone(), c.mark())),
+        }
+    }
+
+    /// Appends a trace event.
+    pub fn event(&mut self, step: Option<usize>, actor: Option<&str>, kind: EventKind, detail: String, evidence: Option<LockEvidence>) {
+        let at_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.trace.events.push(TraceEvent { at_ms, step, actor: actor.map(str::to_owned), kind, detail, note: None, evidence });
+    }
+
+    /// Puts the step's note on the last event.
+    pub fn annotate(&mut self, note: Option<&str>) {
+        if let (Some(n), Some(last)) = (note, self.trace.events.last_mut()) {
+            last.note = Some(n.to_owned());
+        }
+    }
+
+    /// Resolves `{workspace:T}`, `{tenant:T}`, `{user:T.owner|member}` and `{prefix}`.
+    pub fn subst(&self, text: &str) -> String {
+        let prefix = self.target.redis().map(|r| r.prefix).unwrap_or_default();
+        let mut out = text.replace("{prefix}", prefix);
+        for (name, t) in &self.tenants {
+            out = out
+                .replace(&format!("{{workspace:{name}}}"), &t.workspace.to_string())
+                .replace(&format!("{{tenant:{name}}}"), &t.tenant.to_string())
+                .replace(&format!("{{user:{name}.owner}}"), &t.owner.to_string())
+                .replace(&format!("{{user:{name}.member}}"), &t.member.to_string());
+        }
+        out
+    }
+
+    /// [`Executor::subst`] inside every string of a JSON value.
+    pub fn subst_json(&self, v: &Value) -> Value {
+        serde_json::from_str(&self.subst(&v.to_string())).unwrap_or_else(|_| v.clone())
+    }
+
+    /// The user's id.
+    pub fn user(&self, user: &UserRef) -> UserId {
+        let t = &self.tenants[&user.tenant];
+        match user.role {
+            MemberRole::Owner => t.owner,
+            MemberRole::Member => t.member,
+        }
+    }
+
+    /// The bearer token `actor` presents, as `user` when given (else its own user).
+    pub fn bearer_of(&self, actor: &str, user: Option<UserId>) -> Option<String> {
+        let spec = self.sc.actor(actor)?;
+        let kind = spec.token?;
+        let user = user.or_else(|| spec.user.as_ref().map(|u| self.user(u)))?;
+        Some(self.target.bearer(user, kind))
+    }
+
+    /// The workspace of tenant `name`.
+    pub fn workspace(&self, name: &str) -> WorkspaceId {
+        self.tenants[name].workspace
+    }
+
+    /// Lock tables and the actors' backends, for a failure's diagnostics.
+    pub async fn diagnostics(&self) -> Value {
+        let Some(db) = self.target.database() else { return json!({ "locks": "the target has no database" }) };
+        let locks = evidence::lock_snapshot(db).await.unwrap_or_default();
+        let mut backends = Vec::new();
+        for a in &self.sc.actors {
+            if let Ok(Some(act)) = evidence::activity_of(db, &a.name).await {
+                backends.push(act);
+            }
+        }
+        json!({ "locks": locks, "backends": backends })
+    }
+
+    /// A failure of step `step` with the lock tables attached.
+    pub async fn failure_with_diagnostics(&self, step: usize, message: impl Into<String>) -> Failure {
+        Failure::at(Some(step), message).with_diagnostics(self.diagnostics().await)
+    }
+
+    /// Takes a finished job's result in: its session, its consent, its response.
+    pub fn absorb(&mut self, actor: &str, result: JobResult) -> Outcome {
+        let (outcome, conn) = result;
+        if let Some(conn) = conn {
+            self.sessions.insert(actor.to_owned(), conn);
+        }
+        if let Some(c) = &outcome.consent {
+            self.consents.insert(actor.to_owned(), c.clone());
+        }
+        self.record_response(&outcome);
+        outcome
+    }
+
+    /// Keeps a response for the leak search and its contract check.
+    pub fn record_response(&mut self, outcome: &Outcome) {
+        if !outcome.raw.is_empty() {
+            self.responses.push(outcome.raw.clone());
+        }
+        self.off_contract.extend(outcome.off_contract.clone());
+    }
+
+    /// Checks an outcome against an expectation (`Err`: what differs).
+    pub fn check(&self, outcome: &Outcome, e: &Expect) -> Result<(), String> {
+        expect::check(outcome, e, &|s| self.subst(s))
+    }
+
+    /// Records a step's completion and checks it: against `expect` when given, else it must not
+    /// have failed or answered 5xx (a step without an expectation still must not crash the service).
+    pub fn expect_outcome(&mut self, step: usize, actor: &str, outcome: &Outcome, expect: Option<&Expect>) -> Result<(), Failure> {
+        self.event(Some(step), Some(actor), EventKind::Completed, outcome.summary(), None);
+        match expect {
+            Some(e) => {
+                self.check(outcome, e).map_err(|m| Failure::at(Some(step), format!("{actor}: {m}")))?;
+                self.checks += 1;
+                Ok(())
+            }
+            None if outcome.error.is_some() => {
+                Err(Failure::at(Some(step), format!("{actor}: {} ({})", outcome.summary(), outcome.error.as_deref().unwrap_or_default())))
+            }
+            None if outcome.status >= 500 => {
+                Err(Failure::at(Some(step), format!("{actor}: {} (a server error, and the step expected nothing)", outcome.summary())))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Launches `job` for step `step` of `actor` as `how` says: arms its sync point, runs it to
+    /// completion, or leaves it running parked, blocked (proven from the lock tables) or in the
+    /// background.
+    pub async fn launch(&mut self, step: usize, actor: &str, job: Job, describe: String, note: Option<&str>, how: Launch<'_>) -> Result<(), Failure> {
+        if let Some((replica, point)) = how.park {
+            let key = SlotKey::new(actor.to_owned(), point.to_owned());
+            self.target.arm(replica, key.clone()).map_err(|e| Failure::at(Some(step), format!("arming {key}: {e}")))?;
+            self.parked_on.insert(key, replica);
+        }
+        self.event(Some(step), Some(actor), EventKind::Launched, describe, None);
+        self.annotate(note);
+        let background = how.park.is_some() || how.expect_blocked.is_some() || how.background;
+        if !background {
+            let limit = self.step_timeout;
+            return match tokio::time::timeout(limit, run_job(job)).await {
+                Ok(result) => {
+                    let outcome = self.absorb(actor, result);
+                    self.expect_outcome(step, actor, &outcome, how.expect)
+                }
+                Err(_) => Err(self.failure_with_diagnostics(step, format!("{actor}: did not complete within {limit:?} (blocked?)")).await),
+            };
+        }
+        let mut handle = tokio::spawn(run_job(job));
+        if let Some((replica, point)) = how.park {
+            self.until_parked(step, actor, replica, point, &mut handle).await?;
+        }
+        if let Some(blocked) = how.expect_blocked {
+            self.prove_blocked(step, actor, blocked, &mut handle).await?;
+        }
+        self.background.insert(actor.to_owned(), Background { step, handle, expect: how.expect.cloned() });
+        Ok(())
+    }
+
+    /// Collects `actor`'s background step (bounded by the step timeout) and checks its outcome.
+    pub async fn collect(&mut self, at: usize, actor: &str) -> Result<(), Failure> {
+        let bg = self.background.remove(actor).ok_or_else(|| Failure::at(Some(at), format!("{actor} has no step running in the background")))?;
+        let limit = self.step_timeout;
+        let result = match tokio::time::timeout(limit, bg.handle).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(Failure::at(Some(at), format!("{actor}'s step panicked: {e}"))),
+            Err(_) => return Err(self.failure_with_diagnostics(at, format!("{actor}'s step {} did not finish within {limit:?}", bg.step)).await),
+        };
+        let outcome = self.absorb(actor, result);
+        self.expect_outcome(bg.step, actor, &outcome, bg.expect.as_ref())
+    }
+
+    /// Collects every step still running at the end, in step order.
+    pub async fn finish_background(&mut self) -> Vec<Failure> {
+        let mut pending: Vec<(String, usize)> = self.background.iter().map(|(a, b)| (a.clone(), b.step)).collect();
+        pending.sort_by_key(|(_, step)| *step);
+        let mut failures = Vec::new();
+        for (actor, step) in pending {
+            if let Err(mut f) = self.collect(step, &actor).await {
+                if f.message.contains("did not finish") {
+                    f.message = format!("{actor}'s background step never finished (still parked or blocked at the end)");
+                }
+                failures.push(f);
+            }
+        }
+        failures
+    }
+
+    /// Searches every place an attacker could look for every code and token the provider issued.
+    pub async fn leak_search(&self) -> Result<String, String> {
+        let canaries = self.target.provider().map(|p| p.issued()).unwrap_or_default();
+        let (capture, mark) = self.logs.as_ref().ok_or("the service's logs were not captured, so they cannot be searched")?;
+        let logs = capture
+            .text_since(*mark)
+            .ok_or("the log capture overflowed and dropped this scenario's lines, so its logs cannot be searched completely")?;
+        let url = self.target.database_url().ok_or("the target has no database to dump")?;
+        let dump = evidence::pg_dump(url).await.map_err(|e| format!("pg_dump: {e}"))?;
+        let redis_access = self.target.redis().ok_or("the target has no Redis access")?;
+        let redis = evidence::redis_dump(redis_access.url, redis_access.prefix).await.map_err(|e| e.to_string())?;
+        let redis_text = serde_json::to_string(&redis).unwrap_or_default();
+        let sources = crate::oracles::LeakSources { pg_dump: &dump, redis: &redis_text, logs: &logs, responses: &self.responses };
+        crate::oracles::no_canary_leaks(&canaries, &sources)?;
+        Ok(format!(
+            "{} issued codes/tokens absent from pg_dump ({} KiB), {} Redis keys, {} responses and {} KiB of logs",
+            canaries.len(),
+            dump.len() / 1024,
+            redis.len(),
+            self.responses.len(),
+            logs.len() / 1024
+        ))
+    }
+}

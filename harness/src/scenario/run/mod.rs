@@ -1,0 +1,228 @@
+//! [`ScenarioRunner`]: one run of one scenario on a fresh target — fixtures, the steps in the order
+//! a [`Scheduler`] chooses (the file's, by default), the final assertions, the clean-up — recorded
+//! as a trace with the schedule it followed. Blocking is read from the server's lock tables only;
+//! a step that should block and completes, or should complete and blocks past its timeout, fails
+//! with a lock-table snapshot.
+//!
+//! - [`executor`]: the run's state and the operations steps share.
+//! - [`jobs`]: what a launched step does on its own task.
+//! - [`probes`]: parked and blocked, proven.
+
+pub mod executor;
+pub mod jobs;
+pub mod probes;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+pub use executor::Executor;
+
+use super::load::LoadedScenario;
+use super::logs::LogCapture;
+use super::outcome::{Failure, ScenarioRun};
+use super::schedule::{FileOrder, Programs, Schedule, Scheduler};
+use super::trace::{EventKind, Trace};
+use crate::fixtures::TenantWorkspace;
+use crate::provision::Infra;
+use crate::service::{ServiceOptions, ServiceUnderTest};
+use crate::target::{Capability, Restricted, Target};
+
+/// Runs scenarios on provisioned servers, each on a fresh in-process service.
+pub struct ScenarioRunner<'a> {
+    infra: &'a Infra,
+    logs: Option<LogCapture>,
+    flaws: harbor_service::flaws::Flaws,
+    without: BTreeSet<Capability>,
+}
+
+impl<'a> ScenarioRunner<'a> {
+    /// A runner on `infra`; `logs` is the capture of the service's logs, searched by
+    /// `no_canary_leaks` (without it that assertion fails rather than pass unchecked).
+    pub fn new(infra: &'a Infra, logs: Option<LogCapture>) -> Self {
+        Self { infra, logs, flaws: harbor_service::flaws::Flaws::none(), without: BTreeSet::new() }
+    }
+
+    /// Runs the service under test with these seeded flaws (`harbor-certify mutants`).
+    pub fn with_flaws(mut self, flaws: harbor_service::flaws::Flaws) -> Self {
+        self.flaws = flaws;
+        self
+    }
+
+    /// Runs as if the target lacked these capabilities: scenarios needing them are SKIPPED with
+    /// the reason.
+    pub fn without(mut self, capabilities: impl IntoIterator<Item = Capability>) -> Self {
+        self.without.extend(capabilities);
+        self
+    }
+
+    /// Runs the scenario once, in the file's order.
+    pub async fn run(&self, loaded: &LoadedScenario) -> ScenarioRun {
+        self.run_scheduled(loaded, &mut FileOrder).await
+    }
+
+    /// Runs the scenario once, in the order `scheduler` chooses.
+    pub async fn run_scheduled(&self, loaded: &LoadedScenario, scheduler: &mut dyn Scheduler) -> ScenarioRun {
+        let started = Instant::now();
+        let sc = &loaded.scenario;
+        let mut options = ServiceOptions { replicas: sc.service.replicas, sync_points: true, flaws: self.flaws.clone(), ..ServiceOptions::default() };
+        options.sync_point_timeout = sc.service.step_timeout * 4;
+        if let Some(n) = sc.service.database_max_connections {
+            options.database_max_connections = n;
+        }
+        if let Some(t) = sc.service.database_acquire_timeout {
+            options.database_acquire_timeout = t;
+        }
+        if let Some(q) = sc.service.rate_limit_tenant {
+            options.rate_limits.per_tenant = q;
+        }
+        if let Some(q) = sc.service.rate_limit_failed_states {
+            options.rate_limits.failed_states_per_user = q;
+        }
+        let sut = match ServiceUnderTest::start(self.infra, options).await {
+            Ok(sut) => sut,
+            Err(e) => return run_of(Trace::default(), vec![Failure::environment(format!("the service under test did not start: {e}"))], 0, started),
+        };
+        let restricted = Restricted { inner: &sut, without: self.without.clone() };
+        let (trace, mut failures, checks) = execute(loaded, &restricted, self.logs.as_ref(), scheduler).await;
+        if let Err(e) = sut.stop().await {
+            failures.push(Failure::environment(format!("clean-up failed: {e}")));
+        }
+        run_of(trace, failures, checks, started)
+    }
+}
+
+fn run_of(trace: Trace, failures: Vec<Failure>, checks: usize, started: Instant) -> ScenarioRun {
+    ScenarioRun { trace, failures, checks, duration: started.elapsed() }
+}
+
+/// Runs `loaded` on `target`: refuses it when the target lacks a capability it needs, else makes
+/// the fixtures, runs the steps in the scheduler's order, collects background steps, holds every
+/// answer to the contract, checks the final assertions, and frees whatever is left.
+pub async fn execute(loaded: &LoadedScenario, target: &dyn Target, logs: Option<&LogCapture>, scheduler: &mut dyn Scheduler) -> (Trace, Vec<Failure>, usize) {
+    let sc = &loaded.scenario;
+    let missing: Vec<Capability> = sc.requires().difference(&target.capabilities()).copied().collect();
+    if !missing.is_empty() {
+        let what: Vec<&str> = missing.iter().map(|c| c.describe()).collect();
+        let mut f = Failure::at(None, format!("SKIPPED: the target cannot serve this scenario; it lacks {}", what.join(", ")));
+        f.skipped = true;
+        return (Trace::default(), vec![f], 0);
+    }
+    let mut ex = Executor::new(sc, target, logs);
+    let mut failures = Vec::new();
+    if let Err(f) = fixtures(&mut ex).await {
+        failures.push(f);
+    } else {
+        ex.started = Instant::now();
+        let mut described: Vec<String> = sc.tenants.iter().map(|t| t.name.clone()).collect();
+        described.extend(sc.tenant_sets.iter().map(|s| format!("{}×{}", s.count, s.prefix)));
+        ex.event(None, None, EventKind::Note, format!("fixtures: tenants {}", described.join(", ")), None);
+        if let Err(f) = run_steps(&mut ex, scheduler).await {
+            let actor = f.step.and_then(|i| sc.steps.get(i)).and_then(|s| s.actor()).map(str::to_owned);
+            ex.event(f.step, actor.as_deref(), EventKind::Failed, f.message.clone(), None);
+            failures.push(f);
+        }
+        if failures.is_empty() {
+            failures.extend(ex.finish_background().await);
+        }
+        // An answer outside the contract fails the run even if the step expected it.
+        let mut seen = BTreeSet::new();
+        for answer in std::mem::take(&mut ex.off_contract) {
+            if seen.insert(answer.clone()) {
+                ex.event(None, None, EventKind::Failed, answer.clone(), None);
+                failures.push(Failure::at(None, answer));
+            }
+        }
+        if failures.is_empty() {
+            for a in &sc.assertions {
+                if let Err(f) = assertion(&mut ex, None, a).await {
+                    ex.event(None, None, EventKind::Failed, f.message.clone(), None);
+                    failures.push(f);
+                }
+            }
+        }
+    }
+    // Clean-up: free every parked request, end every background step and session.
+    target.release_all();
+    for (_, b) in ex.background.drain() {
+        b.handle.abort();
+    }
+    for (_, conn) in ex.sessions.drain() {
+        let _ = sqlx::Connection::close(conn).await;
+    }
+    (std::mem::take(&mut ex.trace), failures, ex.checks)
+}
+
+/// The schedule loop: the scheduler picks among the heads of the actors' programs until none is
+/// left; the trace records the order followed.
+async fn run_steps(ex: &mut Executor<'_>, scheduler: &mut dyn Scheduler) -> Result<(), Failure> {
+    let sc = ex.sc;
+    let mut programs = Programs::of(sc);
+    loop {
+        let ready = programs.ready();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let next = scheduler.next(&ready).map_err(|e| Failure::at(None, format!("schedule ({}): {e}", scheduler.name())))?;
+        let Some(i) = next else {
+            return Err(Failure::at(None, format!("schedule ({}) ended with {} step(s) not run", scheduler.name(), programs.remaining())));
+        };
+        programs.advance(i).map_err(|e| Failure::at(Some(i), format!("schedule ({}): {e}", scheduler.name())))?;
+        ex.trace.schedule.0.push(i);
+        sc.steps[i].apply(ex, i).await?;
+    }
+}
+
+/// Checks an assertion now and records it.
+pub async fn assertion(ex: &mut Executor<'_>, step: Option<usize>, a: &super::model::Assertion) -> Result<(), Failure> {
+    match a.evaluate(ex).await {
+        Ok(detail) => {
+            ex.checks += 1;
+            ex.event(step, None, EventKind::Checked, a.note.clone().unwrap_or(detail), None);
+            Ok(())
+        }
+        Err(message) => Err(Failure::at(step, match &a.note {
+            Some(n) => format!("{n}: {message}"),
+            None => message,
+        })),
+    }
+}
+
+async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
+    let fail = |e: String| Failure::at(None, format!("fixtures: {e}"));
+    let db = ex.target.database().ok_or_else(|| fail("the target has no database".into()))?.clone();
+    for t in &ex.sc.tenants {
+        let tw = TenantWorkspace::create(&db, &t.name, t.entitled, t.qbo_status()).await.map_err(|e| fail(e.to_string()))?;
+        for (provider, status) in &t.connections {
+            crate::fixtures::connection_status(&db, tw.workspace, *provider, *status).await.map_err(|e| fail(e.to_string()))?;
+        }
+        for provider in &t.oauth {
+            crate::target::connect(ex.target, tw.owner, tw.workspace, *provider).await.map_err(|e| fail(format!("connecting {} to {provider}: {e}", t.name)))?;
+        }
+        ex.tenants.insert(t.name.clone(), tw);
+    }
+    for set in &ex.sc.tenant_sets {
+        let mut members = Vec::with_capacity(set.count);
+        for i in 0..set.count {
+            let name = format!("{}{i}", set.prefix);
+            let tw = TenantWorkspace::create(&db, &name, set.entitled, harbor_service::lifecycle::ConnectionStatus::NotConnected)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            members.push(tw);
+        }
+        ex.sets.insert(set.prefix.clone(), members);
+    }
+    Ok(())
+}
+
+/// A recorded run: what `harbor-certify replay` reads back (`traces/<ID>.json` of a run folder).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RecordedRun {
+    /// The scenario's id.
+    pub scenario: String,
+    /// Its file when it ran.
+    pub file: String,
+    /// The schedule followed.
+    pub schedule: Schedule,
+    /// The trace's signature (what repeated runs must agree on).
+    pub signature: Vec<String>,
+}

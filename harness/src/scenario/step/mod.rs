@@ -1,0 +1,211 @@
+//! Steps, one type per kind in the mini-redis `Command` style: each file declares the kind's fields
+//! as written ([`RawStep`]'s variant), its typed form, how it is checked (`parse`), what it needs
+//! of a target (`requires`) and how it runs (`apply`). Adding a kind is a new file plus one
+//! variant in each enum below; nothing else in the harness changes.
+//!
+//! - [`request`]: every HTTP action (`http`, `activate`, `authorize`, `callback`, `connect`,
+//!   `disconnect`, `revoke`, `sync`, `list_connections`, `list_documents`).
+//! - [`sql`]: raw SQL in the actor's own session. [`redis`]: a Redis command.
+//! - [`release`], [`wait`]: let a parked request go on; collect a background step.
+//! - [`clock`], [`provider`], [`fault`], [`assert`]: harness actions with no actor.
+
+pub mod assert;
+pub mod clock;
+pub mod fault;
+pub mod provider;
+pub mod redis;
+pub mod release;
+pub mod request;
+pub mod sql;
+pub mod wait;
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use super::load::{Checker, Problem};
+use super::outcome::Failure;
+use super::run::Executor;
+use crate::target::Capability;
+
+/// A step as written: `do = "…"` picks the kind, and each kind refuses fields it does not have.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum RawStep {
+    /// Any HTTP call.
+    Http(request::RawRequest),
+    /// `POST …/activation`.
+    Activate(request::RawRequest),
+    /// Authorize and consent at the provider; the consent is kept for `callback`.
+    Authorize(request::RawRequest),
+    /// Deliver a consent to the callback.
+    Callback(request::RawRequest),
+    /// Authorize then callback.
+    Connect(request::RawRequest),
+    /// `POST …/disconnect`.
+    Disconnect(request::RawRequest),
+    /// `POST …/revoke`.
+    Revoke(request::RawRequest),
+    /// `POST …/sync`.
+    Sync(request::RawRequest),
+    /// `GET …/connections`.
+    ListConnections(request::RawRequest),
+    /// `GET …/documents`.
+    ListDocuments(request::RawRequest),
+    /// Raw SQL in the actor's session.
+    Sql(sql::RawSql),
+    /// A Redis command.
+    Redis(redis::RawRedis),
+    /// Move the service's clock forward.
+    AdvanceClock(clock::RawAdvanceClock),
+    /// Release a parked request.
+    Release(release::RawRelease),
+    /// Collect a background step.
+    Wait(wait::RawWait),
+    /// Switch the fake provider's behaviour.
+    Provider(provider::RawProvider),
+    /// Check an assertion now.
+    Assert(assert::RawAssert),
+    /// Do something to a dependency.
+    Fault(fault::RawFault),
+}
+
+impl RawStep {
+    /// The kind's name as places in error messages show it (`Activate`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RawStep::Http(_) => "Http",
+            RawStep::Activate(_) => "Activate",
+            RawStep::Authorize(_) => "Authorize",
+            RawStep::Callback(_) => "Callback",
+            RawStep::Connect(_) => "Connect",
+            RawStep::Disconnect(_) => "Disconnect",
+            RawStep::Revoke(_) => "Revoke",
+            RawStep::Sync(_) => "Sync",
+            RawStep::ListConnections(_) => "ListConnections",
+            RawStep::ListDocuments(_) => "ListDocuments",
+            RawStep::Sql(_) => "Sql",
+            RawStep::Redis(_) => "Redis",
+            RawStep::AdvanceClock(_) => "AdvanceClock",
+            RawStep::Release(_) => "Release",
+            RawStep::Wait(_) => "Wait",
+            RawStep::Provider(_) => "Provider",
+            RawStep::Assert(_) => "Assert",
+            RawStep::Fault(_) => "Fault",
+        }
+    }
+}
+
+/// A checked step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// A note for the trace.
+    pub note: Option<String>,
+    /// What it does.
+    pub kind: StepKind,
+}
+
+/// The typed step kinds.
+#[derive(Clone, Debug)]
+pub enum StepKind {
+    /// An HTTP action.
+    Request(request::RequestStep),
+    /// Raw SQL.
+    Sql(sql::SqlStep),
+    /// A Redis command.
+    Redis(redis::RedisStep),
+    /// Move the clock.
+    AdvanceClock(clock::AdvanceClock),
+    /// Release a parked request.
+    Release(release::Release),
+    /// Collect a background step.
+    Wait(wait::Wait),
+    /// Switch the provider.
+    Provider(provider::ProviderSwitch),
+    /// Check an assertion now.
+    Assert(assert::AssertStep),
+    /// Do a fault.
+    Fault(fault::FaultStep),
+}
+
+impl Step {
+    /// Checks a raw step at `place` and types it.
+    pub fn parse(raw: RawStep, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+        use request::CallKind as C;
+        let (note, kind) = match raw {
+            RawStep::Http(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Http, r, cx, place)?)),
+            RawStep::Activate(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Activate, r, cx, place)?)),
+            RawStep::Authorize(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Authorize, r, cx, place)?)),
+            RawStep::Callback(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Callback, r, cx, place)?)),
+            RawStep::Connect(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Connect, r, cx, place)?)),
+            RawStep::Disconnect(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Disconnect, r, cx, place)?)),
+            RawStep::Revoke(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Revoke, r, cx, place)?)),
+            RawStep::Sync(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Sync, r, cx, place)?)),
+            RawStep::ListConnections(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::ListConnections, r, cx, place)?)),
+            RawStep::ListDocuments(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::ListDocuments, r, cx, place)?)),
+            RawStep::Sql(r) => (r.note.clone(), StepKind::Sql(sql::SqlStep::parse(r, cx, place)?)),
+            RawStep::Redis(r) => (r.note.clone(), StepKind::Redis(redis::RedisStep::parse(r, cx, place)?)),
+            RawStep::AdvanceClock(r) => (r.note.clone(), StepKind::AdvanceClock(clock::AdvanceClock::parse(r, cx, place)?)),
+            RawStep::Release(r) => (r.note.clone(), StepKind::Release(release::Release::parse(r, cx, place)?)),
+            RawStep::Wait(r) => (r.note.clone(), StepKind::Wait(wait::Wait::parse(r, cx, place)?)),
+            RawStep::Provider(r) => (r.note.clone(), StepKind::Provider(provider::ProviderSwitch::parse(r, cx, place)?)),
+            RawStep::Assert(r) => (r.note.clone(), StepKind::Assert(assert::AssertStep::parse(r, cx, place)?)),
+            RawStep::Fault(r) => (r.note.clone(), StepKind::Fault(fault::FaultStep::parse(r, cx, place)?)),
+        };
+        Ok(Step { note: note.map(|n| n.trim().to_owned()), kind })
+    }
+
+    /// The actor whose program the step belongs to (`None`: the harness's own steps). Schedulers
+    /// advance actors; each actor's steps keep their order.
+    pub fn actor(&self) -> Option<&str> {
+        match &self.kind {
+            StepKind::Request(s) => Some(&s.actor),
+            StepKind::Sql(s) => Some(&s.actor),
+            StepKind::Redis(s) => Some(&s.actor),
+            StepKind::Release(s) => Some(&s.actor),
+            StepKind::Wait(s) => Some(&s.actor),
+            StepKind::AdvanceClock(_) | StepKind::Provider(_) | StepKind::Assert(_) | StepKind::Fault(_) => None,
+        }
+    }
+
+    /// Adds what the step needs of a target.
+    pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
+        match &self.kind {
+            StepKind::Request(s) => s.requires(needs),
+            StepKind::Sql(_) => {
+                needs.insert(Capability::Database);
+            }
+            StepKind::Redis(_) => {
+                needs.insert(Capability::Redis);
+            }
+            StepKind::AdvanceClock(_) => {
+                needs.insert(Capability::Clock);
+            }
+            StepKind::Release(s) => s.requires(needs),
+            StepKind::Wait(_) => {}
+            StepKind::Provider(_) => {
+                needs.insert(Capability::ProviderControl);
+            }
+            StepKind::Assert(s) => s.assertion.requires(needs),
+            StepKind::Fault(_) => {
+                needs.insert(Capability::Faults);
+            }
+        }
+    }
+
+    /// Runs step `index` on the executor.
+    pub async fn apply(&self, ex: &mut Executor<'_>, index: usize) -> Result<(), Failure> {
+        let note = self.note.as_deref();
+        match &self.kind {
+            StepKind::Request(s) => s.apply(ex, index, note).await,
+            StepKind::Sql(s) => s.apply(ex, index, note).await,
+            StepKind::Redis(s) => s.apply(ex, index, note).await,
+            StepKind::AdvanceClock(s) => s.apply(ex, index, note).await,
+            StepKind::Release(s) => s.apply(ex, index, note).await,
+            StepKind::Wait(s) => s.apply(ex, index, note).await,
+            StepKind::Provider(s) => s.apply(ex, index, note).await,
+            StepKind::Assert(s) => s.apply(ex, index, note).await,
+            StepKind::Fault(s) => s.apply(ex, index, note).await,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `do = "provider"`: switches the fake OAuth provider's behaviour for one provider — token
+//! endpoint errors, failing revocation, refresh rotation, hostile `expires_in`, document order.
+
+use harbor_service::domain::Provider;
+use serde::Deserialize;
+
+use crate::fake_provider::{ExpiresIn, Fault};
+use crate::scenario::load::{Checker, Problem};
+use crate::scenario::outcome::Failure;
+use crate::scenario::run::Executor;
+use crate::scenario::trace::EventKind;
+
+/// What the token endpoint answers: one of the provider's [`Fault`]s, or `none` (issue tokens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFault {
+    /// Issue tokens again.
+    None,
+    /// Answer with this error.
+    #[serde(untagged)]
+    Fault(Fault),
+}
+
+/// A provider step as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// A note for the trace.
+    pub note: Option<String>,
+    /// Which provider.
+    pub provider: String,
+    /// What the token endpoint answers.
+    pub token_fault: Option<TokenFault>,
+    /// Make revocation fail.
+    pub revoke_fails: Option<bool>,
+    /// Rotate refresh tokens.
+    pub rotate_refresh_tokens: Option<bool>,
+    /// What the token endpoint sends as `expires_in`.
+    pub expires_in: Option<ExpiresIn>,
+    /// List documents in reverse order.
+    pub reverse_documents: Option<bool>,
+}
+
+/// A checked provider step: the switches to change (unset ones stay as they are).
+#[derive(Clone, Debug)]
+pub struct ProviderSwitch {
+    /// Which provider.
+    pub provider: Provider,
+    /// What the token endpoint answers.
+    pub token_fault: Option<TokenFault>,
+    /// Make revocation fail.
+    pub revoke_fails: Option<bool>,
+    /// Rotate refresh tokens.
+    pub rotate_refresh_tokens: Option<bool>,
+    /// `expires_in`.
+    pub expires_in: Option<ExpiresIn>,
+    /// Document order.
+    pub reverse_documents: Option<bool>,
+}
+
+impl ProviderSwitch {
+    /// Checks a written provider step.
+    pub fn parse(r: RawProvider, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+        Ok(ProviderSwitch {
+            provider: cx.provider(&format!("{place}.provider"), Some(&r.provider))?,
+            token_fault: r.token_fault,
+            revoke_fails: r.revoke_fails,
+            rotate_refresh_tokens: r.rotate_refresh_tokens,
+            expires_in: r.expires_in,
+            reverse_documents: r.reverse_documents,
+        })
+    }
+
+    /// Flips the switches.
+    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+        let fake = ex.target.provider().ok_or_else(|| Failure::at(Some(i), "the target's provider is not the harness's"))?;
+        let s = self.clone();
+        fake.configure(self.provider, |switches| {
+            if let Some(e) = s.expires_in {
+                switches.expires_in = e;
+            }
+            if let Some(r) = s.reverse_documents {
+                switches.reverse_documents = r;
+            }
+            if let Some(f) = s.token_fault {
+                switches.token_fault = match f {
+                    TokenFault::None => None,
+                    TokenFault::Fault(f) => Some(f),
+                };
+            }
+            if let Some(r) = s.revoke_fails {
+                switches.revoke_fails = r;
+            }
+            if let Some(r) = s.rotate_refresh_tokens {
+                switches.rotate_refresh_tokens = r;
+            }
+        });
+        // The trace line keeps the spelling of the file (`Some("server_error")`), so traces of
+        // runs before and after the typed model compare equal.
+        let fault = self.token_fault.map(|f| match f {
+            TokenFault::None => "none".to_owned(),
+            TokenFault::Fault(f) => serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        });
+        let detail = format!(
+            "provider {}: token_fault={fault:?} revoke_fails={:?} expires_in={:?} reverse_documents={:?}",
+            self.provider, self.revoke_fails, self.expires_in, self.reverse_documents
+        );
+        ex.event(Some(i), None, EventKind::Note, detail, None);
+        ex.annotate(note);
+        Ok(())
+    }
+}
