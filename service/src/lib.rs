@@ -2,13 +2,17 @@
 //! the certification harness certifies — workspace activation and third-party OAuth connectors.
 //!
 //! Map of the modules:
-//! - [`app`]: `Application::build` (binds port 0 in tests), shared [`app::AppState`], the router.
+//! - [`app`]: `Application::build` (binds port 0 in tests), the router and the request middleware.
+//! - [`state`]: [`state::AppState`], what every handler shares.
 //! - [`config`]: environment → typed [`config::Config`]; secrets in `secrecy` types.
 //! - [`error`]: [`error::ApiError`], the one mapping from errors to HTTP status + stable code.
 //! - [`context`]: request id and the harness's actor tag, per request.
 //! - [`domain`]: newtypes that validate on `parse` (ids, providers, roles, actor tags).
-//! - [`auth`]: JWT verification and the workspace membership guard.
-//! - [`db`]: pool, migrations, and the begin/finish discipline for transactions.
+//! - [`jwt`]: bearer-token verification against the gateway's keys.
+//! - [`auth`]: the verified identity and workspace membership extractors.
+//! - [`request_tx`]: [`request_tx::WorkspaceRequest`], a member's request and the one way its
+//!   handler opens a transaction (tenant-scoped, tagged with the actor).
+//! - [`db`]: pool, migrations, the begin/finish discipline for transactions, [`db::DbError`].
 //! - [`locks`]: `lock_key_for_workspace`, the only place advisory-lock keys are derived.
 //! - [`lifecycle`]: the connection state machine, the only place transitions are decided.
 //! - [`activation`]: `POST /v1/workspaces/{id}/activation`.
@@ -17,6 +21,7 @@
 //! - [`oauth_state`]: [`oauth_state::OAuthStateStore`], states in Redis, consumed once.
 //! - [`providers`]: provider configuration and the HTTP client (exchange, refresh, revoke, fetch).
 //! - [`vault`]: AES-256-GCM token encryption bound to its row, the key ring, key rotation.
+//! - [`tokens`]: a connection's tokens sealed with the vault before storing, opened for use.
 //! - [`documents`]: connector sync with single-flight refresh, and the documents list.
 //! - [`ratelimit`]: GCRA rate limits in Redis, shared by replicas.
 //! - [`clock`]: the service's clock, which the harness can move.
@@ -42,6 +47,7 @@ pub mod flaws;
 pub mod domain;
 pub mod error;
 pub mod health;
+pub mod jwt;
 pub mod lifecycle;
 pub mod locks;
 pub mod oauth;
@@ -49,8 +55,11 @@ pub mod oauth_state;
 pub mod openapi;
 pub mod providers;
 pub mod ratelimit;
+pub mod request_tx;
+pub mod state;
 pub mod syncpoints;
 pub mod telemetry;
+pub mod tokens;
 pub mod vault;
 
 pub use app::{Application, Hooks};
