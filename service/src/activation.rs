@@ -8,12 +8,11 @@
 //! before the error response is written ([`crate::db::finish`]).
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::WorkspaceMember;
 use crate::context::RequestContext;
@@ -23,6 +22,8 @@ use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus};
 use crate::locks;
+use crate::request_tx::WorkspaceRequest;
+use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
 
 /// The outcome of an activation request.
@@ -48,20 +49,17 @@ pub struct ActivationResponse {
     security(("bearer" = [])),
     tag = "activation"
 )]
-pub async fn activate(
-    State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
-    member: WorkspaceMember,
-) -> Result<Json<ActivationResponse>, ApiError> {
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+pub async fn activate(State(state): State<AppState>, request: WorkspaceRequest) -> Result<Json<ActivationResponse>, ApiError> {
+    let (ctx, member) = (&request.ctx, &request.member);
+    let mut tx = request.begin().await?;
     let hooks = state.sync_points.as_ref();
-    let error = match activate_in(&mut tx, &state, &ctx, &member).await {
+    let error = match activate_in(&mut tx, &state, ctx, member).await {
         Err(error) if flaws::active(Flaw::EarlyLockRelease) => error,
         Err(error) => {
             // The error path, still inside the transaction and the lock: the harness checks here
             // that nobody gets in before the rollback has completed. (A sync-point timeout changes
             // nothing: the request is failing anyway.)
-            let _ = SyncHooks::reach(hooks, &ctx, syncpoints::ACTIVATION_FAILING).await;
+            let _ = SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_FAILING).await;
             return db::finish(tx, Err(error)).await.map(Json);
         }
         result => return db::finish(tx, result).await.map(Json),
@@ -69,7 +67,9 @@ pub async fn activate(
     // Seeded flaw `early-lock-release`: release the lock first (commit), then do the error
     // bookkeeping outside it.
     tx.commit().await?;
-    let _ = SyncHooks::reach(hooks, &ctx, syncpoints::ACTIVATION_FAILING).await;
+    let _ = SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_FAILING).await;
+    // Not `request.begin()`: this bookkeeping transaction was never tagged with the actor (the
+    // request's own, tagged transaction is the one committed above).
     let mut late = db::begin(&state.db, None, member.tenant_id).await?;
     let event = AuditEvent {
         tenant_id: Some(member.tenant_id),
@@ -79,7 +79,7 @@ pub async fn activate(
         outcome: "failed",
         detail: json!({ "code": error.status_and_code().1 }),
     };
-    audit::record(&mut late, &ctx, event).await?;
+    audit::record(&mut late, ctx, event).await?;
     late.commit().await?;
     Err(error)
 }

@@ -1,56 +1,36 @@
 //! [`Application`]: builds the shared state and the router, binds (port 0 works), and serves until
-//! told to stop. The harness runs it in-process, one instance per replica.
+//! told to stop. The harness runs it in-process, one instance per replica. The top of the module
+//! graph: it imports every handler, and nothing imports it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use harbor_syncpoint::SyncPoints;
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
-use crate::auth::{JwtVerifier, KeyError};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::context::RequestContext;
+use crate::db::RowSecurityError;
+use crate::domain::Actor;
 use crate::error::ApiError;
+use crate::jwt::{JwtVerifier, KeyError};
 use crate::oauth_state::OAuthStateStore;
 use crate::providers::ProviderClient;
 use crate::ratelimit::RateLimiter;
+use crate::state::AppState;
 use crate::syncpoints::SyncHooks;
 use crate::vault::{KeyRing, VaultError};
 use crate::{activation, connections, context, db, documents, health, oauth, openapi};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The PostgreSQL pool.
-    pub db: PgPool,
-    /// The Redis connection (multiplexed, reconnecting).
-    pub redis: redis::aio::ConnectionManager,
-    /// Bearer-token verification.
-    pub jwt: Arc<JwtVerifier>,
-    /// The harness's sync points; `None` unless enabled by configuration.
-    pub sync_points: Option<SyncHooks>,
-    /// Prefix of every Redis key.
-    pub redis_key_prefix: Arc<str>,
-    /// The service's clock.
-    pub clock: Clock,
-    /// Token encryption keys.
-    pub vault: Arc<KeyRing>,
-    /// The OAuth providers.
-    pub providers: ProviderClient,
-    /// OAuth states in Redis.
-    pub states: OAuthStateStore,
-    /// Rate limits of the OAuth routes.
-    pub limiter: RateLimiter,
-    /// How close to expiry an access token is refreshed before a sync.
-    pub refresh_margin: std::time::Duration,
-    /// Seeded flaws (empty unless this is a flawed build under test).
-    pub flaws: crate::flaws::Flaws,
-}
 
 /// Test hooks the harness passes when it runs the service in-process.
 #[derive(Clone, Debug, Default)]
@@ -89,6 +69,15 @@ pub enum StartupError {
     /// The listener could not be bound.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<RowSecurityError> for StartupError {
+    fn from(e: RowSecurityError) -> Self {
+        match e {
+            RowSecurityError::Database(e) => StartupError::Database(e),
+            RowSecurityError::Bypassed(why) => StartupError::RowSecurity(why),
+        }
+    }
 }
 
 /// A built, bound, not yet serving service.
@@ -200,6 +189,47 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/oauth/{provider}/callback", get(oauth::callback))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)
+}
+
+/// Middleware: assigns the request id, reads the actor tag, and runs the rest of the stack inside
+/// a tracing span and the task-local scope (see [`crate::context`]).
+pub async fn request_context(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let id_for_scope = request_id.clone();
+    context::scope(id_for_scope, async move {
+        let actor = if state.sync_points.is_some() {
+            match request.headers().get(Actor::HEADER).map(|v| v.to_str().map(Actor::parse)) {
+                None => None,
+                Some(Ok(Ok(actor))) => Some(actor),
+                Some(Ok(Err(e))) => return with_request_id(ApiError::from(e).into_response(), &request_id),
+                Some(Err(_)) => {
+                    let e = crate::domain::ParseError::new(Actor::HEADER, "not visible ASCII");
+                    return with_request_id(ApiError::from(e).into_response(), &request_id);
+                }
+            }
+        } else {
+            None
+        };
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %request.method(),
+            path = %request.uri().path(),
+            actor = actor.as_ref().map(Actor::as_str),
+        );
+        request.extensions_mut().insert(RequestContext { request_id: request_id.clone(), actor });
+        let response = crate::flaws::scope(&state.flaws, next.run(request)).instrument(span.clone()).await;
+        span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request finished"));
+        with_request_id(response, &request_id)
+    })
+    .await
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }

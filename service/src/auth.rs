@@ -9,110 +9,13 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use jsonwebtoken::jwk::AlgorithmParameters;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::config::JwtConfig;
 use crate::domain::{ParseError, Provider, Role, TenantId, UserId, WorkspaceId};
 use crate::error::ApiError;
+use crate::state::AppState;
 
-/// Verifies the gateway's bearer tokens.
-pub struct JwtVerifier {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
-    issuer: String,
-    audience: String,
-}
-
-impl std::fmt::Debug for JwtVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier")
-            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .finish()
-    }
-}
-
-/// A key in the configured set that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("JWK {kid:?}: {message}")]
-pub struct KeyError {
-    kid: Option<String>,
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-}
-
-impl JwtVerifier {
-    /// Builds a verifier from the configured key set. Only EdDSA (Ed25519) and RS256 keys with a
-    /// `kid` are accepted; anything else is a configuration error, not a silently ignored key.
-    pub fn new(config: &JwtConfig) -> Result<Self, KeyError> {
-        let mut keys = HashMap::new();
-        for jwk in &config.jwks.keys {
-            let kid = jwk.common.key_id.clone();
-            let err = |message: &str| KeyError { kid: kid.clone(), message: message.to_owned() };
-            let id = kid.clone().ok_or_else(|| err("every key needs a kid"))?;
-            let alg = match &jwk.algorithm {
-                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                _ => return Err(err("only Ed25519 (OKP) and RSA keys are accepted")),
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| err(&e.to_string()))?;
-            keys.insert(id, (key, alg));
-        }
-        Ok(Self { keys, issuer: config.issuer.clone(), audience: config.audience.clone() })
-    }
-
-    /// Verifies a compact JWT and returns its subject. The error says why without echoing the token.
-    pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthenticated("malformed token"))?;
-        if has_critical_extensions(token) {
-            // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the
-            // token invalid, and this service understands none.
-            return Err(ApiError::Unauthenticated("token has critical header extensions"));
-        }
-        let kid = header.kid.ok_or(ApiError::Unauthenticated("token has no key id"))?;
-        let (key, alg) = self.keys.get(&kid).ok_or(ApiError::Unauthenticated("unknown signing key"))?;
-        if header.alg != *alg {
-            return Err(ApiError::Unauthenticated("token algorithm does not match its key"));
-        }
-        let mut validation = Validation::new(*alg);
-        validation.leeway = 5;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            ApiError::Unauthenticated(match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired",
-                ErrorKind::ImmatureSignature => "token not yet valid",
-                ErrorKind::InvalidAudience => "token audience mismatch",
-                ErrorKind::InvalidIssuer => "token issuer mismatch",
-                ErrorKind::InvalidSignature => "token signature invalid",
-                _ => "token invalid",
-            })
-        })?;
-        UserId::parse(&data.claims.sub).map_err(|_| ApiError::Unauthenticated("token subject is not a user id"))
-    }
-}
-
-/// Whether the JOSE header carries `crit` (jsonwebtoken's `Header` drops unknown members, so the
-/// header is read again as JSON).
-fn has_critical_extensions(token: &str) -> bool {
-    use base64::Engine;
-    let Some(encoded) = token.split('.').next() else { return false };
-    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')) else { return true };
-    match serde_json::from_slice::<serde_json::Value>(&raw) {
-        Ok(serde_json::Value::Object(members)) => members.contains_key("crit"),
-        _ => true,
-    }
-}
+// The verifier lives in `jwt`, below the state that holds it; its old path stays valid.
+pub use crate::jwt::{JwtVerifier, KeyError};
 
 /// The verified caller of a request.
 #[derive(Clone, Copy, Debug)]

@@ -2,23 +2,23 @@
 //! [`crate::lifecycle`] under the workspace lock and the row lock, and audited.
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::{ProviderPath, WorkspaceMember};
-use crate::context::RequestContext;
+use crate::auth::ProviderPath;
 use crate::db::{self, Tx};
 use crate::domain::{Provider, WorkspaceId};
-use crate::oauth;
 use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, Transition};
 use crate::locks;
+use crate::request_tx::WorkspaceRequest;
+use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
+use crate::tokens;
 
 /// What a client may know about a connection: metadata, never token material or ciphertext.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -104,19 +104,15 @@ pub async fn read_view(tx: &mut Tx, workspace_id: WorkspaceId, provider: Provide
     security(("bearer" = [])),
     tag = "connections"
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
-    member: WorkspaceMember,
-) -> Result<axum::response::Response, ApiError> {
+pub async fn list(State(state): State<AppState>, request: WorkspaceRequest) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     if crate::flaws::active(crate::flaws::Flaw::TokenExposure) {
-        return list_exposing_tokens(&state, &ctx, &member).await.map(IntoResponse::into_response);
+        return list_exposing_tokens(&state, &request).await.map(IntoResponse::into_response);
     }
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let mut tx = request.begin().await?;
     let result = async {
         let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
-            .bind(member.workspace_id)
+            .bind(request.member.workspace_id)
             .fetch_all(&mut *tx)
             .await?;
         rows.into_iter().map(view).collect::<Result<Vec<_>, _>>()
@@ -128,13 +124,10 @@ pub async fn list(
 
 /// Seeded flaw `token-exposure`: the "settings info leakage" of the threat model — the list
 /// carries each connection's decrypted access token.
-async fn list_exposing_tokens(
-    state: &AppState,
-    ctx: &RequestContext,
-    member: &WorkspaceMember,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-    let result = async {
+async fn list_exposing_tokens(state: &AppState, request: &WorkspaceRequest) -> Result<Json<serde_json::Value>, ApiError> {
+    let member = &request.member;
+    let mut tx = request.begin().await?;
+    let result: Result<Vec<serde_json::Value>, ApiError> = async {
         let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
             .bind(member.workspace_id)
             .fetch_all(&mut *tx)
@@ -146,7 +139,7 @@ async fn list_exposing_tokens(
             let provider = v.provider;
             let mut json = serde_json::to_value(&v).unwrap_or_default();
             let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
-            if let Some((access, _)) = oauth::open_tokens(&state.vault, &connection)? {
+            if let Some((access, _)) = tokens::open_tokens(&state.vault, &connection)? {
                 json["access_token"] = secrecy::ExposeSecret::expose_secret(&access).into();
             }
             out.push(json);
@@ -174,11 +167,10 @@ async fn list_exposing_tokens(
 )]
 pub async fn disconnect(
     State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
-    member: WorkspaceMember,
+    request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    transition(&state, &ctx, &member, provider, Transition::Disconnect).await.map(|(view, _)| Json(view))
+    transition(&state, &request, provider, Transition::Disconnect).await.map(|(view, _)| Json(view))
 }
 
 /// What the provider said about a revoked grant.
@@ -239,18 +231,16 @@ pub struct RevokeResponse {
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
-    member: WorkspaceMember,
+    request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let (connection, grant) = transition(&state, &ctx, &member, provider, Transition::Revoke).await?;
+    let (connection, grant) = transition(&state, &request, provider, Transition::Revoke).await?;
     let provider_revocation = match grant {
         GrantToRevoke::Token(token) => {
             // REVOKED is committed; now the provider is told, in a task of its own so that a client
             // hanging up cannot leave the grant live and unrecorded.
             let flaws_of_request = state.flaws.clone();
-            let (state, ctx, member) = (state.clone(), ctx.clone(), member.clone());
-            let told = tell_provider(state, ctx, member, provider, token);
+            let told = tell_provider(state.clone(), request.clone(), provider, token);
             let task = tokio::spawn(crate::context::within_request(async move { crate::flaws::scope(&flaws_of_request, told).await }));
             task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("revocation task failed: {e}"))))?
         }
@@ -286,14 +276,14 @@ impl GrantToRevoke {
 
 async fn transition(
     state: &AppState,
-    ctx: &RequestContext,
-    member: &WorkspaceMember,
+    request: &WorkspaceRequest,
     provider: Provider,
     transition: Transition,
 ) -> Result<(ConnectionView, GrantToRevoke), ApiError> {
+    let (ctx, member) = (&request.ctx, &request.member);
     member.require_admin()?;
     let hooks = state.sync_points.as_ref();
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let mut tx = request.begin().await?;
     let result = async {
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
@@ -327,12 +317,14 @@ async fn transition(
 /// The stored grant, decrypted under the row lock so that the token to revoke is the one the
 /// committed `REVOKED` wiped.
 fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
-    match oauth::open_tokens_to_revoke(&state.vault, connection) {
+    match tokens::open_tokens_to_revoke(&state.vault, connection) {
         Ok(Some((access, refresh))) => GrantToRevoke::Token(refresh.unwrap_or(access)),
         Ok(None) => GrantToRevoke::NoTokens,
         // A key gone or a tampered row must not stop an admin from killing the connection: the
         // tokens are wiped locally and the audit row says the provider could not be told.
         Err(e) => {
+            // Logged as the API error it amounts to ("token storage error"), as it always was.
+            let e = ApiError::from(e);
             tracing::error!(provider = connection.provider.as_str(), error = %e, "stored tokens unreadable; wiping without provider revocation");
             GrantToRevoke::Undecryptable
         }
@@ -342,13 +334,8 @@ fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
 /// After the commit: calls the provider's revocation endpoint (RFC 7009) and audits its answer.
 /// The revoke itself is committed whatever happens here, so a failed audit write is logged, not
 /// turned into an error response that would claim the revoke failed.
-async fn tell_provider(
-    state: AppState,
-    ctx: RequestContext,
-    member: WorkspaceMember,
-    provider: Provider,
-    token: SecretString,
-) -> ProviderRevocation {
+async fn tell_provider(state: AppState, request: WorkspaceRequest, provider: Provider, token: SecretString) -> ProviderRevocation {
+    let (ctx, member) = (&request.ctx, &request.member);
     let outcome = match state.providers.revoke(provider, &token).await {
         Ok(()) => ProviderRevocation::Confirmed,
         Err(e) => {
@@ -365,8 +352,8 @@ async fn tell_provider(
         detail: json!({ "provider": provider.as_str(), "provider_revocation": outcome.as_str() }),
     };
     let recorded = async {
-        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-        let result = audit::record(&mut tx, &ctx, event).await.map_err(ApiError::from);
+        let mut tx = request.begin().await?;
+        let result = audit::record(&mut tx, ctx, event).await.map_err(ApiError::from);
         db::finish(tx, result).await
     };
     if let Err(e) = recorded.await {

@@ -5,6 +5,9 @@
 //! on success, and on failure a rollback that has *completed* before the error response is written.
 //! (sqlx only queues the rollback of a dropped transaction; the advisory lock would outlive the
 //! response.)
+//!
+//! Failures are [`DbError`]s, which say what kind of failure it was (the database out of reach, a
+//! lock not granted in time, anything else); [`crate::error`] decides what a client is told.
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -13,7 +16,6 @@ use std::str::FromStr;
 
 use crate::config::Config;
 use crate::domain::{Actor, TenantId};
-use crate::error::ApiError;
 
 /// The service's schema migrations, embedded at build time. The harness migrates its template
 /// database with the same migrator.
@@ -21,6 +23,49 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A request's transaction.
 pub type Tx = Transaction<'static, Postgres>;
+
+/// A database failure, by what it means for the request that met it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No pooled connection could be had in time, or the request's connection broke under it (the
+    /// network, a restart, a terminated backend: SQLSTATE 57P01–57P03). The whole replica (or the
+    /// database) is short, not one workspace; nothing of the transaction was committed.
+    #[error(transparent)]
+    Unavailable(sqlx::Error),
+    /// `lock_timeout` expired while waiting for a lock (SQLSTATE 55P03 `lock_not_available`): the
+    /// workspace is busy.
+    #[error(transparent)]
+    LockTimeout(sqlx::Error),
+    /// Any other failure.
+    #[error(transparent)]
+    Failed(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        let code = e.as_database_error().and_then(|d| d.code());
+        let lost = matches!(e, sqlx::Error::Io(_)) || code.as_deref().is_some_and(|c| c.starts_with("57P0"));
+        let lock_not_available = code.as_deref() == Some("55P03");
+        if matches!(e, sqlx::Error::PoolTimedOut) || lost {
+            DbError::Unavailable(e)
+        } else if lock_not_available {
+            DbError::LockTimeout(e)
+        } else {
+            DbError::Failed(e)
+        }
+    }
+}
+
+/// Why [`check_row_security`] refused the request role.
+#[derive(Debug, thiserror::Error)]
+pub enum RowSecurityError {
+    /// The check itself could not run.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Requests would run outside row-level security; the message names the role and why.
+    #[error("{0}")]
+    Bypassed(String),
+}
 
 /// Opens the service's pool, logged in as the request role (`HARBOR_DATABASE_URL`): a role that
 /// owns nothing, so row-level security applies to every query the service makes — and, since it
@@ -48,7 +93,7 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// itself the owner) or the tables' owner. (It does not stop code running in a session from setting
 /// `harbor.tenant_id` to another tenant: the policies scope by that setting, which the service sets
 /// from the caller's membership. RLS guards against forgotten filters, not against arbitrary SQL.)
-pub async fn check_row_security(pool: &PgPool) -> Result<(), crate::app::StartupError> {
+pub async fn check_row_security(pool: &PgPool) -> Result<(), RowSecurityError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("RESET ROLE").execute(&mut *conn).await?;
     let (role, active, widening): (String, bool, Vec<String>) = sqlx::query_as(
@@ -64,7 +109,7 @@ pub async fn check_row_security(pool: &PgPool) -> Result<(), crate::app::Startup
     if active && widening.is_empty() {
         return Ok(());
     }
-    Err(crate::app::StartupError::RowSecurity(format!(
+    Err(RowSecurityError::Bypassed(format!(
         "requests would log in as {role:?}, which bypasses row-level security or can become {widening:?}; \
          set HARBOR_DATABASE_URL to a role that owns nothing and is not a member of the owner (harbor_app)"
     )))
@@ -80,7 +125,8 @@ pub async fn connect_owner(config: &Config, max_connections: u32) -> Result<Opti
 
 /// Begins a request's transaction: scoped to `tenant` for row-level security
 /// (`harbor.tenant_id`), and tagged with the request's actor when there is one.
-pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, ApiError> {
+/// Requests open theirs through [`crate::request_tx::WorkspaceRequest::begin`], which calls this.
+pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, DbError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', $2, true)")
         .bind(tenant.to_string())
@@ -98,10 +144,11 @@ pub(crate) fn lock_timeout_statement(timeout: std::time::Duration) -> String {
 
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the
 /// rollback, so every lock the transaction held is gone before the caller writes its response.
-pub async fn finish<T>(tx: Tx, result: Result<T, ApiError>) -> Result<T, ApiError> {
+/// Generic over the caller's error type, which must be able to say that the commit failed.
+pub async fn finish<T, E: From<DbError>>(tx: Tx, result: Result<T, E>) -> Result<T, E> {
     match result {
         Ok(value) => {
-            tx.commit().await?;
+            tx.commit().await.map_err(|e| E::from(DbError::from(e)))?;
             Ok(value)
         }
         Err(error) => {

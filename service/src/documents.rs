@@ -12,24 +12,25 @@
 //! row-level security keeps other tenants' rows out even of a query that forgot its filter.
 
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ProviderPath, WorkspaceMember};
-use crate::context::RequestContext;
 use crate::db;
 use crate::domain::Provider;
 use crate::error::ApiError;
-use crate::lifecycle::{self, ConnectionStatus, Transition};
 use crate::flaws::{self, Flaw};
-use crate::oauth;
+use crate::lifecycle::{self, ConnectionStatus, Transition};
+use crate::locks;
 use crate::providers::ProviderError;
+use crate::request_tx::WorkspaceRequest;
+use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
+use crate::tokens::{open_tokens, seal_token_set};
 
 /// What a sync did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -85,18 +86,18 @@ enum Prepared {
 )]
 pub async fn sync(
     State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
-    member: WorkspaceMember,
+    request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<SyncResponse>, ApiError> {
+    let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
     // The token decision runs in its own task: a client that disconnects mid-refresh (the
     // handler's future is then dropped) must not lose a rotated refresh token between the
     // provider's answer and the commit.
     let flaws_of_request = state.flaws.clone();
     let task = {
-        let (state, ctx) = (state.clone(), ctx.clone());
-        let decision = decide_token(state, ctx, member, provider);
+        let (state, request) = (state.clone(), request.clone());
+        let decision = decide_token(state, request, provider);
         tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, decision).await }))
     };
     let prepared = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}"))))?;
@@ -105,14 +106,14 @@ pub async fn sync(
         // The REVOKED status is committed; only now is the error answered.
         Prepared::Rejected => return Err(ApiError::ReconnectRequired),
     };
-    SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
+    SyncHooks::reach(hooks, ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
     // No lock is held while the resource is read: only the token decision needs serialising.
     let mut documents = state.providers.fetch_documents(provider, &access).await?;
     // Written in one order whatever order the provider listed them in: two syncs of the same
     // documents then queue on the first row instead of locking rows crosswise (a deadlock).
     documents.sort_by(|a, b| a.id.cmp(&b.id));
     documents.dedup_by(|a, b| a.id == b.id);
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let mut tx = request.begin().await?;
     let result = async {
         // A revoke or disconnect may have committed while the resource was read: what the old
         // grant fetched is not stored. (FOR SHARE: a concurrent change waits for this insert.)
@@ -152,23 +153,24 @@ pub async fn sync(
 
 /// Under the workspace lock and the row lock: re-read the connection, refresh if the access
 /// token is still stale, store the rotated tokens (compare-and-set), commit.
-async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMember, provider: Provider) -> Result<Prepared, ApiError> {
+async fn decide_token(state: AppState, request: WorkspaceRequest, provider: Provider) -> Result<Prepared, ApiError> {
+    let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let mut tx = request.begin().await?;
     let result = async {
         let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
         let lock = if single_flight {
-            flaws::lock_for_oauth(&mut tx, member.workspace_id).await?
+            locks::lock_for_oauth(&mut tx, member.workspace_id).await?
         } else {
             // Seeded flaw: decide and refresh without any lock; concurrent syncs all refresh.
-            flaws::unlocked(member.workspace_id)
+            locks::unlocked(member.workspace_id)
         };
         let connection = lifecycle::read_connection(&mut tx, &lock, provider, single_flight && !flaws::active(Flaw::NoRowLock)).await?;
-        SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_LOCKED).await?;
+        SyncHooks::reach(hooks, ctx, syncpoints::SYNC_LOCKED).await?;
         if connection.status != ConnectionStatus::Connected {
             return Err(ApiError::NotConnected(connection.status.as_str()));
         }
-        let (access, refresh) = oauth::open_tokens(&state.vault, &connection)?.ok_or(ApiError::ReconnectRequired)?;
+        let (access, refresh) = open_tokens(&state.vault, &connection)?.ok_or(ApiError::ReconnectRequired)?;
         let now = state.clock.now();
         let margin = chrono::Duration::from_std(state.refresh_margin).unwrap_or_default();
         let stale = connection.tokens.as_ref().and_then(|t| t.expires_at).is_some_and(|at| at <= now + margin);
@@ -180,17 +182,17 @@ async fn decide_token(state: AppState, ctx: RequestContext, member: WorkspaceMem
             Ok(tokens) => {
                 // The provider has rotated the grant: from here on only storing it matters, so a
                 // sync-point timeout is ignored rather than allowed to throw the new tokens away.
-                let _ = SyncHooks::reach(hooks, &ctx, syncpoints::SYNC_REFRESHED).await;
+                let _ = SyncHooks::reach(hooks, ctx, syncpoints::SYNC_REFRESHED).await;
                 // Same grant, new tokens (a row from before grants were recorded gets one now).
                 let grant = connection.grant_id.unwrap_or_else(uuid::Uuid::new_v4);
-                let sealed = oauth::seal_token_set(&state.vault, &connection, grant, &tokens, Some(&refresh), state.clock.now())?;
+                let sealed = seal_token_set(&state.vault, &connection, grant, &tokens, Some(&refresh), state.clock.now())?;
                 lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
-                audit::record(&mut tx, &ctx, refresh_event(&member, provider, "ok")).await?;
+                audit::record(&mut tx, ctx, refresh_event(member, provider, "ok")).await?;
                 Ok(Prepared::Ready { access: tokens.access_token, refreshed: true, grant: Some(grant) })
             }
             Err(ProviderError::InvalidGrant) => {
                 lifecycle::apply(&mut tx, &lock, &connection, Transition::RefreshRejected, None).await?;
-                audit::record(&mut tx, &ctx, refresh_event(&member, provider, "invalid_grant")).await?;
+                audit::record(&mut tx, ctx, refresh_event(member, provider, "invalid_grant")).await?;
                 Ok(Prepared::Rejected)
             }
             Err(other) => Err(ApiError::Provider(other)),
@@ -222,12 +224,9 @@ fn refresh_event<'a>(member: &WorkspaceMember, provider: Provider, outcome: &'a 
     security(("bearer" = [])),
     tag = "documents"
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
-    member: WorkspaceMember,
-) -> Result<Json<DocumentList>, ApiError> {
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+pub async fn list(request: WorkspaceRequest) -> Result<Json<DocumentList>, ApiError> {
+    let member = &request.member;
+    let mut tx = request.begin().await?;
     let result = async {
         let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT provider, external_id, title, fetched_at FROM documents WHERE workspace_id = $1 \

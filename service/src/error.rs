@@ -1,15 +1,23 @@
 //! The service's one error type, [`ApiError`], and the one place where every error is mapped to
 //! an HTTP status and a stable code. Error bodies are `{"error": {"code", "message", "request_id"}}`.
+//!
+//! The modules below this one (database, locks, lifecycle, vault, providers, OAuth states, rate
+//! limits, sync points, token verification) each have their own error type and know nothing of
+//! HTTP; the `From` conversions here are where their errors become answers.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::context;
+use crate::db::DbError;
 use crate::domain::ParseError;
-use crate::lifecycle::TransitionError;
+use crate::jwt::TokenRejected;
+use crate::lifecycle::{LifecycleError, TransitionError};
 use crate::oauth_state::StateStoreError;
 use crate::providers::ProviderError;
+use crate::ratelimit::RateLimitError;
+use crate::syncpoints::SyncPointTimeout;
 use crate::vault::VaultError;
 
 /// Everything a request can fail with. Area errors convert into it with `From`.
@@ -155,22 +163,54 @@ impl ApiError {
     }
 }
 
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        // A lock not granted in time is a busy workspace. A pool with no connection to give is
+        // not that: it is the whole replica (or the database) that is short, and it gets its own
+        // code; so does a connection that broke mid-request. Either way, retry later.
+        match e {
+            DbError::Unavailable(_) => ApiError::DatabaseUnavailable,
+            DbError::LockTimeout(_) => ApiError::LockTimeout,
+            DbError::Failed(e) => ApiError::Database(e),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        // 55P03 lock_not_available: `lock_timeout` expired while waiting for a lock — this
-        // workspace is busy. A pool with no connection to give is not that: it is the whole
-        // replica (or the database) that is short, and it gets its own code.
-        // A connection that broke mid-request (the network, a restart, a terminated backend:
-        // 57P01–57P03) is the same: the database could not serve this request; retry later.
-        let lost = matches!(e, sqlx::Error::Io(_))
-            || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("57P0"));
-        if matches!(e, sqlx::Error::PoolTimedOut) || lost {
-            ApiError::DatabaseUnavailable
-        } else if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
-            ApiError::LockTimeout
-        } else {
-            ApiError::Database(e)
+        DbError::from(e).into()
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::NotFound => ApiError::NotFound,
+            LifecycleError::Transition(e) => ApiError::InvalidTransition(e),
+            LifecycleError::Inconsistent(why) => ApiError::Database(sqlx::Error::Protocol(why)),
+            LifecycleError::Database(e) => e.into(),
         }
+    }
+}
+
+impl From<RateLimitError> for ApiError {
+    fn from(e: RateLimitError) -> Self {
+        match e {
+            RateLimitError::Limited { scope, retry_after } => ApiError::RateLimited { scope, retry_after },
+            RateLimitError::Redis(e) => ApiError::Redis(e),
+        }
+    }
+}
+
+impl From<SyncPointTimeout> for ApiError {
+    fn from(e: SyncPointTimeout) -> Self {
+        ApiError::SyncPointTimeout(e.0)
+    }
+}
+
+impl From<TokenRejected> for ApiError {
+    fn from(e: TokenRejected) -> Self {
+        ApiError::Unauthenticated(e.0)
     }
 }
 
@@ -227,5 +267,73 @@ mod tests {
         let seconds: Vec<u64> = (0..200).map(|_| unavailable_retry_after()).collect();
         assert!(seconds.iter().all(|s| (5..=15).contains(s)));
         assert!(seconds.iter().any(|s| *s != seconds[0]), "jittered");
+    }
+
+    /// A PostgreSQL error with only a SQLSTATE, as sqlx reports one.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn code_of(e: impl Into<ApiError>) -> (StatusCode, &'static str) {
+        e.into().status_and_code()
+    }
+
+    #[test]
+    fn database_failures_keep_their_codes() {
+        let sqlstate = |code| sqlx::Error::Database(Box::new(Sqlstate(code)));
+        let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE");
+        assert_eq!(code_of(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())), unavailable);
+        assert_eq!(code_of(sqlstate("57P01")), unavailable);
+        assert_eq!(code_of(sqlstate("55P03")), (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"));
+        assert_eq!(code_of(sqlstate("23505")), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"));
+        assert_eq!(code_of(DbError::from(sqlx::Error::PoolTimedOut)), unavailable);
+        assert_eq!(code_of(LifecycleError::Database(sqlstate("55P03"))), (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"));
+        assert_eq!(code_of(LifecycleError::NotFound), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+        let inconsistent = ApiError::from(LifecycleError::Inconsistent("changed under its row lock".into()));
+        assert!(matches!(&inconsistent, ApiError::Database(sqlx::Error::Protocol(m)) if m == "changed under its row lock"));
+    }
+
+    #[test]
+    fn area_errors_keep_their_codes_messages_and_headers() {
+        let limited = RateLimitError::Limited { scope: "tenant", retry_after: std::time::Duration::from_millis(1500) };
+        let response = ApiError::from(limited).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+        let redis = redis::RedisError::from((redis::ErrorKind::IoError, "timeout"));
+        assert_eq!(code_of(RateLimitError::Redis(redis)), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"));
+        let parked = ApiError::from(SyncPointTimeout("a@activation.locked".into()));
+        assert_eq!(parked.status_and_code(), (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"));
+        assert_eq!(parked.to_string(), "sync point a@activation.locked was not released in time");
+        let rejected = ApiError::from(TokenRejected("token expired"));
+        assert_eq!(rejected.status_and_code(), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"));
+        assert_eq!(rejected.to_string(), "authentication required: token expired");
     }
 }

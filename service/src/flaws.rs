@@ -8,6 +8,9 @@
 //!
 //! The flaws of a request are read from a task-local set by the request middleware, so the
 //! flawed branches need no extra parameters.
+//!
+//! A leaf module: it uses nothing else of this crate, so that any module may consult [`active`]
+//! without a cycle. A flawed variant of some module's code lives in that module.
 
 use std::fmt;
 
@@ -195,34 +198,6 @@ pub fn active(flaw: Flaw) -> bool {
     {
         let _ = flaw;
         false
-    }
-}
-
-/// The workspace lock for the OAuth paths (authorize, callback, refresh): exactly
-/// [`crate::locks::lock_workspace`], except under the seeded flaw `split-lock-namespace`, where
-/// the key is derived in another namespace — the v1 defect of the audit's §2.1.
-pub async fn lock_for_oauth(
-    tx: &mut crate::db::Tx,
-    workspace_id: crate::domain::WorkspaceId,
-) -> Result<crate::locks::WorkspaceLock, sqlx::Error> {
-    #[cfg(feature = "flaws")]
-    if active(Flaw::SplitLockNamespace) {
-        return crate::locks::lock_workspace_in_namespace_for_flaw(tx, workspace_id, crate::locks::WORKSPACE_LOCK_NAMESPACE ^ 0x0100).await;
-    }
-    crate::locks::lock_workspace(tx, workspace_id).await
-}
-
-/// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that takes no lock. In a
-/// build without the feature this is unreachable ([`active`] is always false).
-pub fn unlocked(workspace_id: crate::domain::WorkspaceId) -> crate::locks::WorkspaceLock {
-    #[cfg(feature = "flaws")]
-    {
-        crate::locks::unlocked_for_flaw(workspace_id)
-    }
-    #[cfg(not(feature = "flaws"))]
-    {
-        let _ = workspace_id;
-        unreachable!("seeded flaws are not compiled in")
     }
 }
 

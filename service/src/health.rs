@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The readiness report.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -19,7 +19,6 @@ use serde::Serialize;
 
 use crate::db::Tx;
 use crate::domain::{ConnectionId, Provider, TenantId};
-use crate::error::ApiError;
 use crate::locks::WorkspaceLock;
 
 /// Where a connection stands.
@@ -120,6 +119,24 @@ pub struct TransitionError {
     pub transition: Transition,
 }
 
+/// Why a lifecycle read or change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The workspace has no connection to the provider.
+    #[error("no such connection")]
+    NotFound,
+    /// The state machine forbids the transition.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The code broke the lifecycle's own rules (a completion without tokens, a row that changed
+    /// under its row lock): a bug, never the client's doing.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// The state machine: the status after `transition` from `from`, where `settled` is the status a
 /// failed authorization returns to.
 pub fn next_status(
@@ -211,7 +228,7 @@ pub async fn lock_connection(
     tx: &mut Tx,
     lock: &WorkspaceLock,
     provider: Provider,
-) -> Result<LockedConnection, ApiError> {
+) -> Result<LockedConnection, LifecycleError> {
     read_connection(tx, lock, provider, !crate::flaws::active(crate::flaws::Flaw::NoRowLock)).await
 }
 
@@ -222,7 +239,7 @@ pub(crate) async fn read_connection(
     lock: &WorkspaceLock,
     provider: Provider,
     row_lock: bool,
-) -> Result<LockedConnection, ApiError> {
+) -> Result<LockedConnection, LifecycleError> {
     let row_lock = if row_lock { " FOR UPDATE" } else { "" };
     let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
@@ -233,7 +250,7 @@ pub(crate) async fn read_connection(
     .fetch_optional(&mut **tx)
     .await?;
     let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes, pending_flow, grant_id) =
-        row.ok_or(ApiError::NotFound)?;
+        row.ok_or(LifecycleError::NotFound)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => {
             Some(SealedTokens { access_token, refresh_token: refresh, key_id, grant_id, expires_at, scopes })
@@ -255,7 +272,7 @@ pub(crate) async fn read_connection(
 
 /// Records the OAuth flow a connection that just became `PENDING` waits for (a new authorize
 /// supersedes any earlier flow).
-pub async fn begin_flow(tx: &mut Tx, _lock: &WorkspaceLock, connection: &LockedConnection, flow: uuid::Uuid) -> Result<(), ApiError> {
+pub async fn begin_flow(tx: &mut Tx, _lock: &WorkspaceLock, connection: &LockedConnection, flow: uuid::Uuid) -> Result<(), LifecycleError> {
     sqlx::query("UPDATE connections SET pending_flow = $2 WHERE id = $1 AND status = 'PENDING'")
         .bind(connection.id)
         .bind(flow)
@@ -284,13 +301,13 @@ pub async fn apply(
     connection: &LockedConnection,
     transition: Transition,
     tokens: Option<SealedTokens>,
-) -> Result<(ConnectionStatus, DateTime<Utc>), ApiError> {
+) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
     let settled = if to.is_settled() { to } else { connection.settled_status };
     let change = match (transition, tokens) {
         (Transition::CompleteAuthorization, Some(t)) => TokenChange::Store(t),
         (Transition::CompleteAuthorization, None) => {
-            return Err(ApiError::Database(sqlx::Error::Protocol("completing an authorization needs tokens".into())))
+            return Err(LifecycleError::Inconsistent("completing an authorization needs tokens".into()))
         }
         (t, _) if t.wipes_tokens() => TokenChange::Wipe,
         _ => TokenChange::Keep,
@@ -307,7 +324,7 @@ pub async fn store_refreshed(
     lock: &WorkspaceLock,
     connection: &LockedConnection,
     tokens: SealedTokens,
-) -> Result<DateTime<Utc>, ApiError> {
+) -> Result<DateTime<Utc>, LifecycleError> {
     store(tx, lock, connection, connection.status, connection.settled_status, TokenChange::Store(tokens), Some("ok")).await
 }
 
@@ -319,7 +336,7 @@ async fn store(
     settled: ConnectionStatus,
     change: TokenChange,
     refresh_outcome: Option<&str>,
-) -> Result<DateTime<Utc>, ApiError> {
+) -> Result<DateTime<Utc>, LifecycleError> {
     let (write, t) = match change {
         TokenChange::Keep => (false, None),
         TokenChange::Wipe => (true, None),
@@ -358,10 +375,10 @@ async fn store(
     // Under the row lock the version cannot move; if it did, some writer skipped the lock
     // discipline, and claiming success would audit a change that never happened.
     updated_at.ok_or_else(|| {
-        ApiError::Database(sqlx::Error::Protocol(format!(
+        LifecycleError::Inconsistent(format!(
             "connection {} changed under its row lock (version {})",
             connection.id, connection.version
-        )))
+        ))
     })
 }
 

@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 
 use crate::db::Tx;
 use crate::domain::WorkspaceId;
+#[cfg(feature = "flaws")]
+use crate::flaws::{self, Flaw};
 
 /// The advisory-lock `classid` of workspace-state locks ("HBRW").
 pub const WORKSPACE_LOCK_NAMESPACE: i32 = 0x4842_5257;
@@ -54,6 +56,31 @@ pub fn lock_key_for_workspace(workspace_id: WorkspaceId) -> WorkspaceLockKey {
 /// Takes the workspace's transaction-scoped advisory lock, waiting for any holder to finish.
 pub async fn lock_workspace(tx: &mut Tx, workspace_id: WorkspaceId) -> Result<WorkspaceLock, sqlx::Error> {
     take(tx, workspace_id, lock_key_for_workspace(workspace_id)).await
+}
+
+/// The workspace lock for the OAuth paths (authorize, callback, refresh): exactly
+/// [`lock_workspace`], except under the seeded flaw `split-lock-namespace`, where the key is
+/// derived in another namespace — the v1 defect of the audit's §2.1.
+pub async fn lock_for_oauth(tx: &mut Tx, workspace_id: WorkspaceId) -> Result<WorkspaceLock, sqlx::Error> {
+    #[cfg(feature = "flaws")]
+    if flaws::active(Flaw::SplitLockNamespace) {
+        return lock_workspace_in_namespace_for_flaw(tx, workspace_id, WORKSPACE_LOCK_NAMESPACE ^ 0x0100).await;
+    }
+    lock_workspace(tx, workspace_id).await
+}
+
+/// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that takes no lock. In a
+/// build without the feature this is unreachable ([`crate::flaws::active`] is always false).
+pub fn unlocked(workspace_id: WorkspaceId) -> WorkspaceLock {
+    #[cfg(feature = "flaws")]
+    {
+        unlocked_for_flaw(workspace_id)
+    }
+    #[cfg(not(feature = "flaws"))]
+    {
+        let _ = workspace_id;
+        unreachable!("seeded flaws are not compiled in")
+    }
 }
 
 /// Seeded flaw `split-lock-namespace` only (cargo feature `flaws`): the same derivation in

@@ -14,26 +14,27 @@
 
 use axum::extract::{RawQuery, State};
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::{Identity, ProviderPath, WorkspaceMember};
+use crate::auth::{Identity, ProviderPath};
 use crate::connections::{self, ConnectionView};
 use crate::context::RequestContext;
 use crate::db;
 use crate::domain::{ParseError, Provider, TenantId, UserId};
-use crate::flaws::{self, Flaw};
 use crate::error::ApiError;
-use crate::lifecycle::{self, ConnectionStatus, LockedConnection, SealedTokens, Transition};
+use crate::flaws::{self, Flaw};
+use crate::lifecycle::{self, ConnectionStatus, Transition};
+use crate::locks;
 use crate::oauth_state::{self, OAuthStateRecord, STATE_TTL_SECONDS};
 use crate::providers::{ProviderError, TokenSet};
 use crate::ratelimit::ClientAddress;
+use crate::request_tx::WorkspaceRequest;
+use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
-use crate::vault::{KeyRing, TokenBinding, TokenField};
+use crate::tokens::seal_token_set;
 
 /// Where to send the user's browser.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -63,11 +64,11 @@ pub struct AuthorizeResponse {
 )]
 pub async fn authorize(
     State(state): State<AppState>,
-    Extension(ctx): Extension<RequestContext>,
     address: ClientAddress,
-    member: WorkspaceMember,
+    request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
+    let member = &request.member;
     state.limiter.charge("authorize", &address, &member.tenant_id.to_string()).await?;
     let config = state.providers.config(provider)?.clone();
     // The state is stored in Redis before the workspace lock is taken: nothing waits on Redis (or
@@ -88,7 +89,7 @@ pub async fn authorize(
         flow_id: Some(flow_id),
     };
     let state_value = state.states.issue(&record).await?;
-    let status = match start_flow(&state, &ctx, &member, provider, flow_id).await {
+    let status = match start_flow(&state, &request, provider, flow_id).await {
         Ok(status) => status,
         Err(error) => {
             // Nothing was committed, so the state leads nowhere; remove it now (after the lock
@@ -116,15 +117,15 @@ pub async fn authorize(
 /// `PENDING` and waits for `flow_id`; audited.
 async fn start_flow(
     state: &AppState,
-    ctx: &RequestContext,
-    member: &WorkspaceMember,
+    request: &WorkspaceRequest,
     provider: Provider,
     flow_id: uuid::Uuid,
 ) -> Result<ConnectionStatus, ApiError> {
+    let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let mut tx = request.begin().await?;
     let result = async {
-        let lock = flaws::lock_for_oauth(&mut tx, member.workspace_id).await?;
+        let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
         let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
@@ -253,6 +254,8 @@ pub async fn callback(
             ));
         }
         for (tenant, workspace, detail) in rows {
+            // Each row in its own tenant's transaction (row-level security); see `MemberOfRecord`
+            // for why the callback opens its transactions with `db::begin` itself.
             let mut tx = db::begin(&state.db, ctx.actor.as_ref(), tenant).await?;
             let event = AuditEvent {
                 tenant_id: Some(tenant),
@@ -369,7 +372,7 @@ async fn store_grant(
     SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
-        let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
+        let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
         if connection.status == ConnectionStatus::Pending && connection.pending_flow != record.flow_id {
@@ -401,6 +404,11 @@ async fn store_grant(
     db::finish(tx, result).await
 }
 
+/// The callback's caller, in place of a [`WorkspaceRequest`]: the callback's path names no
+/// workspace, so there is no membership to extract before the handler runs. The workspace comes
+/// from the consumed state and the tenant is the caller's own (checked against the state's), so
+/// the callback opens its transactions with [`db::begin`] for that tenant, tagged with the
+/// request's actor — what [`WorkspaceRequest::begin`] does for the other routes.
 struct MemberOfRecord {
     tenant_id: TenantId,
     user_id: UserId,
@@ -416,7 +424,7 @@ async fn settle_failed_authorization(
 ) -> Result<(), ApiError> {
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
-        let lock = flaws::lock_for_oauth(&mut tx, record.workspace_id).await?;
+        let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
         // Only the flow the connection waits for may send it back; a stale flow changes nothing.
         let outcome = if connection.status == ConnectionStatus::Pending && connection.pending_flow == record.flow_id {
@@ -464,83 +472,4 @@ async fn user_tenant(state: &AppState, user_id: UserId) -> Result<TenantId, ApiE
         .fetch_optional(&state.db)
         .await?
         .ok_or(ApiError::Unauthenticated("unknown user"))
-}
-
-/// Encrypts a provider's token set for `connection` and `grant`. When the provider sent no
-/// refresh token, `previous_refresh` (the one in use) is kept, re-encrypted under the primary key.
-pub fn seal_token_set(
-    vault: &KeyRing,
-    connection: &LockedConnection,
-    grant: uuid::Uuid,
-    tokens: &TokenSet,
-    previous_refresh: Option<&SecretString>,
-    now: DateTime<Utc>,
-) -> Result<SealedTokens, ApiError> {
-    let binding = |field| TokenBinding {
-        tenant_id: connection.tenant_id,
-        connection_id: connection.id,
-        provider: connection.provider,
-        field,
-        grant_id: Some(grant),
-    };
-    let seal = |token: &SecretString, field| -> Result<Vec<u8>, ApiError> {
-        if flaws::active(Flaw::PlaintextTokens) {
-            return Ok(token.expose_secret().as_bytes().to_vec());
-        }
-        Ok(vault.encrypt(token, &binding(field))?)
-    };
-    let access_token = seal(&tokens.access_token, TokenField::Access)?;
-    let refresh_token = tokens.refresh_token.as_ref().or(previous_refresh).map(|r| seal(r, TokenField::Refresh)).transpose()?;
-    Ok(SealedTokens {
-        access_token,
-        refresh_token,
-        key_id: vault.primary_key_id().to_owned(),
-        grant_id: Some(grant),
-        expires_at: tokens.expires_at(now),
-        scopes: tokens.scope.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
-    })
-}
-
-/// Decrypts a connection's stored tokens: (access, refresh).
-pub fn open_tokens(
-    vault: &KeyRing,
-    connection: &LockedConnection,
-) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
-    open_tokens_with(vault, connection, KeyRing::decrypt)
-}
-
-/// Decrypts a connection's stored tokens to give them back to the provider (revoke): values from
-/// before grants were bound (format 1) are accepted too — sending a token to the revocation
-/// endpoint is safe whatever grant it belongs to, and refusing it would leave the grant live.
-pub fn open_tokens_to_revoke(
-    vault: &KeyRing,
-    connection: &LockedConnection,
-) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
-    open_tokens_with(vault, connection, KeyRing::decrypt_any_format)
-}
-
-type Decrypt = fn(&KeyRing, &[u8], &TokenBinding) -> Result<SecretString, crate::vault::VaultError>;
-
-fn open_tokens_with(
-    vault: &KeyRing,
-    connection: &LockedConnection,
-    decrypt: Decrypt,
-) -> Result<Option<(SecretString, Option<SecretString>)>, ApiError> {
-    let Some(sealed) = &connection.tokens else { return Ok(None) };
-    let binding = |field| TokenBinding {
-        tenant_id: connection.tenant_id,
-        connection_id: connection.id,
-        provider: connection.provider,
-        field,
-        grant_id: connection.grant_id,
-    };
-    let open = |stored: &[u8], field| -> Result<SecretString, ApiError> {
-        if flaws::active(Flaw::PlaintextTokens) {
-            return Ok(SecretString::from(String::from_utf8_lossy(stored).into_owned()));
-        }
-        Ok(decrypt(vault, stored, &binding(field))?)
-    };
-    let access = open(&sealed.access_token, TokenField::Access)?;
-    let refresh = sealed.refresh_token.as_ref().map(|r| open(r, TokenField::Refresh)).transpose()?;
-    Ok(Some((access, refresh)))
 }

@@ -60,3 +60,32 @@ pub fn document() -> serde_json::Value {
 pub async fn serve() -> Json<serde_json::Value> {
     Json(document())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::contract::{codes_of, method_name, ERRORS};
+
+    #[test]
+    fn every_response_body_has_an_example() {
+        let doc = super::document();
+        for schema in ["ActivationResponse", "ConnectionList", "RevokeResponse", "AuthorizeResponse", "SyncResponse", "DocumentList", "ConnectionView"] {
+            assert!(doc["components"]["schemas"][schema]["example"].is_object(), "{schema} has no example");
+        }
+    }
+
+    #[test]
+    fn every_operation_in_the_table_is_in_the_document() {
+        let doc = super::document();
+        for op in ERRORS {
+            let method = method_name(&op.method).to_lowercase();
+            let responses = &doc["paths"][op.path][&method]["responses"];
+            assert!(responses.is_object(), "{method} {} is not in the document", op.path);
+            for (status, codes) in codes_of(op.method.clone(), op.path) {
+                let description = responses[status.to_string()]["description"].as_str().unwrap_or_default();
+                for code in codes {
+                    assert!(description.contains(code), "{method} {} {status}: {code} missing from {description:?}", op.path);
+                }
+            }
+        }
+    }
+}

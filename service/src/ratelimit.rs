@@ -96,6 +96,22 @@ pub struct RateLimiter {
     script: std::sync::Arc<Script>,
 }
 
+/// Why [`RateLimiter::charge`] refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// A bucket is empty.
+    #[error("too many requests ({scope} limit)")]
+    Limited {
+        /// Which bucket refused (`address`, `tenant`).
+        scope: &'static str,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// Redis failed or did not answer: nothing is let through (fail closed).
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
 /// A request over its limit; retry after this long.
 #[derive(Clone, Copy, Debug)]
 pub struct Limited {
@@ -179,14 +195,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
 impl RateLimiter {
     /// Charges an OAuth route request to the address and then to the tenant; the first bucket
     /// that is empty refuses it.
-    pub async fn charge(&self, route: &str, address: &ClientAddress, tenant: &str) -> Result<(), crate::error::ApiError> {
-        use crate::error::ApiError;
+    pub async fn charge(&self, route: &str, address: &ClientAddress, tenant: &str) -> Result<(), RateLimitError> {
         self.charge_address(route, &address.0)
             .await?
-            .map_err(|l| ApiError::RateLimited { scope: "address", retry_after: l.retry_after })?;
+            .map_err(|l| RateLimitError::Limited { scope: "address", retry_after: l.retry_after })?;
         self.charge_tenant(route, tenant)
             .await?
-            .map_err(|l| ApiError::RateLimited { scope: "tenant", retry_after: l.retry_after })?;
+            .map_err(|l| RateLimitError::Limited { scope: "tenant", retry_after: l.retry_after })?;
         Ok(())
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use harbor_syncpoint::{SlotKey, SyncPoints};
 
 use crate::context::RequestContext;
-use crate::error::ApiError;
 
 /// Every sync point the service has, so scenario files can be checked before anything runs.
 pub const SYNC_POINTS: &[&str] = &[
@@ -59,6 +58,12 @@ pub const SYNC_REFRESHED: &str = "sync.refreshed";
 /// A sync has committed its token decision and is about to read the provider's documents.
 pub const SYNC_BEFORE_FETCH: &str = "sync.before_fetch";
 
+/// A request parked at a sync point was not released in time (test mode only); names the actor
+/// and the point as `actor@point`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sync point {0} was not released in time")]
+pub struct SyncPointTimeout(pub String);
+
 /// The sync-point hooks of one service instance.
 #[derive(Clone, Debug)]
 pub struct SyncHooks {
@@ -78,7 +83,7 @@ impl SyncHooks {
     }
 
     /// Reaches a sync point: parks if the harness armed it for this request's actor.
-    pub async fn reach(hooks: Option<&SyncHooks>, ctx: &RequestContext, point: &'static str) -> Result<(), ApiError> {
+    pub async fn reach(hooks: Option<&SyncHooks>, ctx: &RequestContext, point: &'static str) -> Result<(), SyncPointTimeout> {
         let (Some(hooks), Some(actor)) = (hooks, ctx.actor.as_ref()) else {
             return Ok(());
         };
@@ -86,6 +91,6 @@ impl SyncHooks {
         let arrival = hooks.controller.arrive(SlotKey::new(actor.as_str(), point));
         tokio::time::timeout(hooks.timeout, arrival)
             .await
-            .map_err(|_| ApiError::SyncPointTimeout(format!("{actor}@{point}")))
+            .map_err(|_| SyncPointTimeout(format!("{actor}@{point}")))
     }
 }

@@ -294,7 +294,10 @@ pub fn key_id_of(stored: &[u8]) -> Result<&str, VaultError> {
     split(stored).map(|(_, id, _, _)| id)
 }
 
-fn split(stored: &[u8]) -> Result<(u8, &str, &[u8], &[u8]), VaultError> {
+/// A stored value's parts: format version, key id, nonce, ciphertext with its tag.
+type Parts<'a> = (u8, &'a str, &'a [u8], &'a [u8]);
+
+fn split(stored: &[u8]) -> Result<Parts<'_>, VaultError> {
     let (&version, rest) = stored.split_first().ok_or(VaultError::Malformed)?;
     if version != FORMAT_VERSION && version != LEGACY_FORMAT_VERSION {
         return Err(VaultError::Malformed);

@@ -1,0 +1,91 @@
+//! A connection's tokens through the vault: sealed to their row and grant before they are
+//! stored, opened again when they are used (sync, revoke). Shared by the OAuth callback, the
+//! token refresh and the connection routes; under the seeded flaw `plaintext-tokens` the "sealed"
+//! bytes are the tokens themselves.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::flaws::{self, Flaw};
+use crate::lifecycle::{LockedConnection, SealedTokens};
+use crate::providers::TokenSet;
+use crate::vault::{KeyRing, TokenBinding, TokenField, VaultError};
+
+/// Encrypts a provider's token set for `connection` and `grant`. When the provider sent no
+/// refresh token, `previous_refresh` (the one in use) is kept, re-encrypted under the primary key.
+pub fn seal_token_set(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+    grant: uuid::Uuid,
+    tokens: &TokenSet,
+    previous_refresh: Option<&SecretString>,
+    now: DateTime<Utc>,
+) -> Result<SealedTokens, VaultError> {
+    let binding = |field| TokenBinding {
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider,
+        field,
+        grant_id: Some(grant),
+    };
+    let seal = |token: &SecretString, field| -> Result<Vec<u8>, VaultError> {
+        if flaws::active(Flaw::PlaintextTokens) {
+            return Ok(token.expose_secret().as_bytes().to_vec());
+        }
+        vault.encrypt(token, &binding(field))
+    };
+    let access_token = seal(&tokens.access_token, TokenField::Access)?;
+    let refresh_token = tokens.refresh_token.as_ref().or(previous_refresh).map(|r| seal(r, TokenField::Refresh)).transpose()?;
+    Ok(SealedTokens {
+        access_token,
+        refresh_token,
+        key_id: vault.primary_key_id().to_owned(),
+        grant_id: Some(grant),
+        expires_at: tokens.expires_at(now),
+        scopes: tokens.scope.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
+    })
+}
+
+/// Decrypts a connection's stored tokens: (access, refresh).
+pub fn open_tokens(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+) -> Result<Option<(SecretString, Option<SecretString>)>, VaultError> {
+    open_tokens_with(vault, connection, KeyRing::decrypt)
+}
+
+/// Decrypts a connection's stored tokens to give them back to the provider (revoke): values from
+/// before grants were bound (format 1) are accepted too — sending a token to the revocation
+/// endpoint is safe whatever grant it belongs to, and refusing it would leave the grant live.
+pub fn open_tokens_to_revoke(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+) -> Result<Option<(SecretString, Option<SecretString>)>, VaultError> {
+    open_tokens_with(vault, connection, KeyRing::decrypt_any_format)
+}
+
+type Decrypt = fn(&KeyRing, &[u8], &TokenBinding) -> Result<SecretString, VaultError>;
+
+fn open_tokens_with(
+    vault: &KeyRing,
+    connection: &LockedConnection,
+    decrypt: Decrypt,
+) -> Result<Option<(SecretString, Option<SecretString>)>, VaultError> {
+    let Some(sealed) = &connection.tokens else { return Ok(None) };
+    let binding = |field| TokenBinding {
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider,
+        field,
+        grant_id: connection.grant_id,
+    };
+    let open = |stored: &[u8], field| -> Result<SecretString, VaultError> {
+        if flaws::active(Flaw::PlaintextTokens) {
+            return Ok(SecretString::from(String::from_utf8_lossy(stored).into_owned()));
+        }
+        decrypt(vault, stored, &binding(field))
+    };
+    let access = open(&sealed.access_token, TokenField::Access)?;
+    let refresh = sealed.refresh_token.as_ref().map(|r| open(r, TokenField::Refresh)).transpose()?;
+    Ok(Some((access, refresh)))
+}
