@@ -152,3 +152,37 @@ async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() 
     assert!(result.failures[0].message.contains("expected status 200, got 409 ACTIVATION_NOT_READY"), "{:?}", result.failures);
     infra.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_refused() {
+    use harbor_harness::scenario::schedule::{Replay, Schedule};
+    let mut infra = test_infra().await;
+    let q2 = scenario::select(catalogue(), &["AUD-Q2-CALLBACK-FIRST".into()], None).unwrap().remove(0);
+    let runner = ScenarioRunner::new(&infra, None);
+    let first = runner.run(&q2).await;
+    assert!(first.failures.is_empty(), "{:?}", first.failures);
+    assert_eq!(first.trace.schedule.0, (0..q2.scenario.steps.len()).collect::<Vec<_>>(), "the file's order is the schedule followed");
+    let again = runner.run_scheduled(&q2, &mut Replay::new(&first.trace.schedule)).await;
+    assert!(again.failures.is_empty(), "{:?}", again.failures);
+    assert_eq!(again.trace.signature(), first.trace.signature(), "a replay gives the same trace");
+    // A schedule that runs an actor's second step before its first cannot be followed.
+    let steps = &q2.scenario.steps;
+    let second = (1..steps.len()).find(|&j| steps[j].actor().is_some() && (0..j).any(|i| steps[i].actor() == steps[j].actor())).unwrap();
+    let diverged = runner.run_scheduled(&q2, &mut Replay::new(&Schedule(vec![second]))).await;
+    assert!(diverged.failures.iter().any(|f| f.message.contains("schedule (replay)") && f.message.contains("are ready")), "{:?}", diverged.failures);
+    infra.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scenario_the_target_cannot_serve_is_skipped_with_the_reason_never_passed() {
+    use harbor_harness::target::Capability;
+    let mut infra = test_infra().await;
+    let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None).unwrap().remove(0);
+    assert!(q2.scenario.requires().contains(&Capability::SyncPoints));
+    let runner = ScenarioRunner::new(&infra, None).without([Capability::SyncPoints]);
+    let result = scenario::run_repeated(&runner, &q2, 1).await;
+    assert_eq!(result.verdict, Verdict::Skipped, "{:?}", result.failures);
+    assert!(result.failures[0].message.contains("sync points"), "{:?}", result.failures);
+    assert_eq!(harbor_harness::report::result_of(&result, harbor_harness::scenario::format::Severity::Low).as_str(), "SKIPPED");
+    infra.shutdown().await;
+}
