@@ -218,10 +218,16 @@ fn html_opens_in_headless_chromium_without_console_errors() {
 fn manifest_and_signature_detect_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = sign::SigningKey::generate();
-    let run = fixed_run(Severity::Low);
+    let mut run = fixed_run(Severity::Low);
+    run.scenarios[0].trace.schedule = harbor_harness::scenario::schedule::Schedule(vec![0, 1, 2, 3]);
     report::write_into(dir.path(), &run, &[("mutants.json", "{}".into())], Some(&key)).unwrap();
     let ok = sign::verify(dir.path(), Some(&key.public_key())).unwrap();
-    assert_eq!(ok.files, 5);
+    assert_eq!(ok.files, 6, "the four renderings, mutants.json and one recorded schedule under traces/");
+    let recorded = dir.path().join("traces").join(format!("{}.json", run.scenarios[0].id));
+    let original = std::fs::read_to_string(&recorded).unwrap();
+    std::fs::write(&recorded, original.replace("\"schedule\": [\n    0,", "\"schedule\": [\n    1,")).unwrap();
+    assert!(sign::verify(dir.path(), None).unwrap_err().contains("was modified"), "a changed schedule is detected");
+    std::fs::write(&recorded, original).unwrap();
     let (_, other) = sign::SigningKey::generate();
     assert!(sign::verify(dir.path(), Some(&other.public_key())).unwrap_err().contains("signature"));
     let md = dir.path().join("report.md");
