@@ -16,6 +16,8 @@
 //!   [`scenario::run::ScenarioRunner`], traces and verdicts over repeated runs.
 //! - [`target`]: [`target::Target`], the one boundary between the executor and the service, with
 //!   its capabilities. [`client`]: [`client::ApiClient`], the one HTTP client of the service's API.
+//! - [`explore`]: `harbor-certify explore` — every interleaving (or PCT-random ones) of a
+//!   workspace's operations on the real service, checked against invariants and the model.
 //! - [`commands`]: the `harbor-certify` command line, one file per command.
 //! - [`catalogue`]: the audit areas and the threat matrix that scenarios name and reports group by.
 //! - [`oracles`]: checks of the stored state shared by scenarios and the load test (tokens bound
@@ -35,6 +37,7 @@ pub mod catalogue;
 pub mod client;
 pub mod commands;
 pub mod evidence;
+pub mod explore;
 pub mod fake_provider;
 pub mod faults;
 pub mod fixtures;

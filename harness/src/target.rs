@@ -90,7 +90,10 @@ pub trait Target: Send + Sync {
     /// Let the request parked at `key` on `replica` go on.
     fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String>;
 
-    /// Let every parked request go on (clean-up).
+    /// Where the slot `key` on `replica` stands (`None`: not armed, or gone after its release).
+    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState>;
+
+    /// Let every parked request go on and drop every armed slot (clean-up).
     fn release_all(&self);
 
     /// Move the service's clock forward.
@@ -142,6 +145,10 @@ impl Target for ServiceUnderTest {
 
     fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String> {
         self.replicas[replica].sync.release(key).map_err(|e| e.to_string())
+    }
+
+    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState> {
+        self.replicas[replica].sync.state(key)
     }
 
     fn release_all(&self) {
@@ -206,6 +213,9 @@ impl Target for Restricted<'_> {
     }
     fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String> {
         self.inner.release(replica, key)
+    }
+    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState> {
+        self.inner.slot_state(replica, key)
     }
     fn release_all(&self) {
         self.inner.release_all()

@@ -108,7 +108,15 @@ pub async fn sync(
     };
     SyncHooks::reach(hooks, ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
     // No lock is held while the resource is read: only the token decision needs serialising.
-    let mut documents = state.providers.fetch_documents(provider, &access).await?;
+    let fetched = state.providers.fetch_documents(provider, &access).await;
+    // A token the provider refuses may have been revoked by a revoke or disconnect that committed
+    // while the resource was read: the re-check below says so (409) instead of blaming the
+    // provider (502). Found by `harbor-certify explore` (revoke + sync from a stale token).
+    let (mut documents, refused) = match fetched {
+        Ok(documents) => (documents, None),
+        Err(refused @ ProviderError::Rejected { status: 401, .. }) => (Vec::new(), Some(refused)),
+        Err(other) => return Err(other.into()),
+    };
     // Written in one order whatever order the provider listed them in: two syncs of the same
     // documents then queue on the first row instead of locking rows crosswise (a deadlock).
     documents.sort_by(|a, b| a.id.cmp(&b.id));
@@ -126,7 +134,11 @@ pub async fn sync(
         .await?;
         let Some((status, current_grant)) = row else { return Err(ApiError::NotFound) };
         match ConnectionStatus::parse(&status)? {
-            ConnectionStatus::Connected if current_grant == grant => {}
+            ConnectionStatus::Connected if current_grant == grant => {
+                if let Some(refused) = refused {
+                    return Err(ApiError::Provider(refused));
+                }
+            }
             // Reconnected meanwhile: what the old grant fetched is not this connection's.
             ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
             other => return Err(ApiError::NotConnected(other.as_str())),

@@ -5,10 +5,11 @@
 //! could not run at all (no backend, bad arguments, bad scenario files).
 //!
 //! - [`run`]: the catalogue and the report. [`mutants`]: the kill matrix. [`replay`]: a recorded
-//!   schedule again, exactly. [`proptest`]: the state machine.
+//!   schedule again, exactly. [`proptest`]: the state machine. [`explore`]: schedule exploration.
 //! - [`serve`]: the service for people and tools. [`servers`]: `doctor` and `infra`.
 //! - [`keys`]: `verify`, `keygen`, `token`. [`list`]: the catalogue's ids.
 
+pub mod explore;
 pub mod keys;
 pub mod list;
 pub mod mutants;
@@ -71,6 +72,10 @@ pub enum Command {
     /// kill matrix (needs a build with `--features flaws`). Exit 0 only if the correct build passes
     /// and every flaw is caught by a scenario that names it in `catches`.
     Mutants(mutants::MutantsArgs),
+    /// Explore schedules nobody wrote down: every interleaving of a workspace's operations (or
+    /// PCT-random ones) on the real service, checked against invariants and the reference model.
+    /// Exit 0 no violation, 1 a violation, 2 could not run.
+    Explore(explore::ExploreArgs),
     /// Run a recorded schedule again exactly (`reports/latest/traces/<ID>.json`, or a scenario
     /// file in its own order) and check that the trace's signature is the same.
     Replay(replay::ReplayArgs),
@@ -120,6 +125,7 @@ pub async fn main() -> ExitCode {
         Command::Run(args) => run::run(args).await,
         Command::Mutants(args) => mutants::mutants(args).await,
         Command::Replay(args) => replay::replay(args).await,
+        Command::Explore(args) => explore::explore(args).await,
         Command::List(args) => list::list(args),
         Command::Verify(args) => keys::verify(args),
         Command::Keygen(args) => keys::keygen(args),

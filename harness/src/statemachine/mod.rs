@@ -371,7 +371,8 @@ impl Subject<'_> {
     }
 }
 
-fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<(), String> {
+/// Whether an answer is what the model expects (status, code, and the one field it names).
+pub fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<(), String> {
     let code = answer.body["error"]["code"].as_str();
     if answer.status != expected.status || (expected.code.is_some() && code != expected.code) {
         return Err(format!(

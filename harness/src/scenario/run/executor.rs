@@ -48,7 +48,8 @@ pub struct ExpectBlocked {
 
 /// How a job is launched.
 pub struct Launch<'e> {
-    /// Park it at this sync point, on this replica.
+    /// Park it at this sync point, on this replica (with `expect_blocked`: armed, and reached once
+    /// the request is unblocked).
     pub park: Option<(usize, &'static str)>,
     /// It must block on a lock held by another actor.
     pub expect_blocked: Option<&'e ExpectBlocked>,
@@ -255,11 +256,12 @@ impl<'s> Executor<'s> {
             };
         }
         let mut handle = tokio::spawn(run_job(job));
-        if let Some((replica, point)) = how.park {
-            self.until_parked(step, actor, replica, point, &mut handle).await?;
-        }
-        if let Some(blocked) = how.expect_blocked {
-            self.prove_blocked(step, actor, blocked, &mut handle).await?;
+        // With both, the request must block first; it parks at the armed point once the holder
+        // lets it go (a later `release` of that point waits for it).
+        match (how.expect_blocked, how.park) {
+            (Some(blocked), _) => self.prove_blocked(step, actor, blocked, &mut handle).await?,
+            (None, Some((replica, point))) => self.until_parked(step, actor, replica, point, &mut handle).await?,
+            (None, None) => {}
         }
         self.background.insert(actor.to_owned(), Background { step, handle, expect: how.expect.cloned() });
         Ok(())

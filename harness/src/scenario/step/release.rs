@@ -8,7 +8,7 @@ use harbor_syncpoint::SlotKey;
 use serde::Deserialize;
 
 use super::request::RawExpectBlocked;
-use crate::scenario::load::{Checker, Problem};
+use crate::scenario::load::{problem, Checker, Problem};
 use crate::scenario::outcome::Failure;
 use crate::scenario::run::executor::ExpectBlocked;
 use crate::scenario::run::Executor;
@@ -28,6 +28,9 @@ pub struct RawRelease {
     /// The replica, when the park step's is not known (it always is when the step parked it).
     #[serde(default)]
     pub replica: usize,
+    /// Park the released request again at this later point (armed before the release). Without
+    /// `expect_blocked` the step waits until it is parked there.
+    pub park_at: Option<String>,
     /// The released request must then block on a lock held by another actor.
     pub expect_blocked: Option<RawExpectBlocked>,
 }
@@ -41,6 +44,8 @@ pub struct Release {
     pub point: &'static str,
     /// The fallback replica.
     pub replica: usize,
+    /// Where it parks next.
+    pub park_at: Option<&'static str>,
     /// Must block next.
     pub expect_blocked: Option<ExpectBlocked>,
 }
@@ -51,8 +56,12 @@ impl Release {
         cx.actor(&format!("{place}.actor"), &r.actor)?;
         let point = cx.sync_point(&format!("{place}.point"), &r.point)?;
         let replica = cx.replica(&format!("{place}.replica"), r.replica)?;
+        let park_at = r.park_at.as_deref().map(|p| cx.sync_point(&format!("{place}.park_at"), p)).transpose()?;
+        if park_at == Some(point) {
+            return Err(problem(format!("{place}.park_at"), "a request parks at a point once; name a later one"));
+        }
         let expect_blocked = r.expect_blocked.as_ref().map(|b| super::request::expect_blocked(b, cx, place, &r.actor)).transpose()?;
-        Ok(Release { actor: r.actor, point, replica, expect_blocked })
+        Ok(Release { actor: r.actor, point, replica, park_at, expect_blocked })
     }
 
     /// What it needs of a target.
@@ -63,20 +72,42 @@ impl Release {
         }
     }
 
-    /// Releases the request (and proves it blocks next, when expected).
+    /// Releases the request once it is parked (it may still be on its way after being unblocked),
+    /// then proves it blocks or parks next, when told.
     pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
         let actor = self.actor.as_str();
         let key = SlotKey::new(actor.to_owned(), self.point.to_owned());
         let replica = ex.parked_on.get(&key).copied().unwrap_or(self.replica);
+        let mut bg = ex.background.remove(actor);
+        let arrived = match bg.as_mut() {
+            Some(bg) if ex.target.slot_state(replica, &key) != Some(harbor_syncpoint::SlotState::Parked) => {
+                ex.until_parked(i, actor, replica, self.point, &mut bg.handle).await
+            }
+            _ => Ok(()),
+        };
+        if let Some(bg) = bg {
+            ex.background.insert(actor.to_owned(), bg);
+        }
+        arrived?;
+        if let Some(next) = self.park_at {
+            let next_key = SlotKey::new(actor.to_owned(), next.to_owned());
+            ex.target.arm(replica, next_key.clone()).map_err(|e| Failure::at(Some(i), format!("arming {next_key}: {e}")))?;
+            ex.parked_on.insert(next_key, replica);
+        }
         ex.target.release(replica, &key).map_err(|e| Failure::at(Some(i), format!("releasing {key}: {e} (was it parked?)")))?;
         ex.event(Some(i), Some(actor), EventKind::Released, key.point.clone(), None);
         ex.annotate(note);
-        if let Some(blocked) = &self.expect_blocked {
-            let mut bg = ex.background.remove(actor).ok_or_else(|| Failure::at(Some(i), format!("{actor} has no request running to block")))?;
-            let proven = ex.prove_blocked(i, actor, blocked, &mut bg.handle).await;
+        let mut bg = ex.background.remove(actor).ok_or_else(|| Failure::at(Some(i), format!("{actor} has no request running")));
+        let proven = match (&mut bg, &self.expect_blocked, self.park_at) {
+            (Ok(bg), Some(blocked), _) => ex.prove_blocked(i, actor, blocked, &mut bg.handle).await,
+            (Ok(bg), None, Some(next)) => ex.until_parked(i, actor, replica, next, &mut bg.handle).await,
+            (Ok(_), None, None) => Ok(()),
+            (Err(e), Some(_), _) | (Err(e), None, Some(_)) => Err(e.clone()),
+            (Err(_), None, None) => Ok(()),
+        };
+        if let Ok(bg) = bg {
             ex.background.insert(actor.to_owned(), bg);
-            proven?;
         }
-        Ok(())
+        proven
     }
 }

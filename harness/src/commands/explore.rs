@@ -1,0 +1,292 @@
+//! `harbor-certify explore`: schedules nobody wrote down — every interleaving of a workspace's
+//! operations (or PCT-random ones) on the real service — checked against invariants and the model.
+//! Exit 0 no violation, 1 a violation (or, with `--kill-matrix`, a flaw exploration missed),
+//! 2 could not run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::{parse_flaws, progress_bar, provision_or_explain, CANNOT_RUN, NOT_CERTIFIED};
+use crate::explore::ops::Operation;
+use crate::explore::{self, ExploreReport, Mode, Options};
+use crate::provision::BackendChoice;
+use harbor_service::flaws::{Flaw, Flaws};
+
+/// The seeded flaws that concern ordering: exploration alone must catch each.
+pub const ORDERING_FLAWS: &[Flaw] = &[
+    Flaw::SplitLockNamespace,
+    Flaw::NoRowLock,
+    Flaw::EarlyLockRelease,
+    Flaw::NoUniqueActivation,
+    Flaw::NonAtomicStateConsume,
+    Flaw::NoRefreshSingleFlight,
+    Flaw::MemoryStateStore,
+];
+
+/// What to explore.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ExploreArgs {
+    /// The operations of one set (default: every pair of every operation).
+    #[arg(long, value_delimiter = ',')]
+    pub ops: Vec<Operation>,
+    /// Explore every pair (and self-pair) of `--ops` (of every operation without `--ops`).
+    #[arg(long)]
+    pub pairs: bool,
+    /// PCT-random schedules instead of all of them.
+    #[arg(long)]
+    pub random: bool,
+    /// The first PCT seed (printed by every random run; replays exactly).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// PCT's bug depth.
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// Most schedules per set.
+    #[arg(long, default_value_t = 300)]
+    pub budget: usize,
+    /// Stop after this many seconds in all.
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Only the sets `K` of every `N` (`--shard 1/4` … `4/4`), for a CI matrix; `harbor-certify
+    /// merge` joins the shards' explore.json files.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Explore the service with this seeded flaw on (repeatable; needs `--features flaws`).
+    #[arg(long = "flaw")]
+    pub flaws: Vec<String>,
+    /// The correct build must show no violation and every ordering flaw must show one.
+    #[arg(long)]
+    pub kill_matrix: bool,
+    /// Keep exploring a set after its first violation.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Replicas (operations go to the one the starting state was not made on).
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// Where the run folder is written (`<DIR>/<timestamp>/explore.json`, `<DIR>/latest`).
+    #[arg(long, default_value = "reports/explore")]
+    pub out: PathBuf,
+    /// Which backend to provision with.
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    pub backend: BackendChoice,
+}
+
+fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
+    let ops: Vec<Operation> = if args.ops.is_empty() { Operation::ALL.to_vec() } else { args.ops.clone() };
+    let mut sets = if args.pairs || args.ops.is_empty() { explore::pairs(&ops) } else { vec![ops] };
+    if let Some(shard) = &args.shard {
+        let (k, n) = shard.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?))).filter(|(k, n)| *k >= 1 && k <= n).ok_or_else(|| format!("--shard {shard}: expected K/N with 1 ≤ K ≤ N"))?;
+        sets = sets.into_iter().enumerate().filter(|(i, _)| i % n == k - 1).map(|(_, s)| s).collect();
+    }
+    if sets.iter().any(|s| s.len() > 4) {
+        return Err("at most four operations per set (a set's schedules grow factorially)".into());
+    }
+    Ok(sets)
+}
+
+/// Runs the exploration (or its kill matrix) and writes the report.
+pub async fn explore(args: ExploreArgs) -> ExitCode {
+    let sets = match sets_of(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harbor-certify: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    let flaws = match parse_flaws(&args.flaws) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let mode = if args.random { Mode::Random { seed, depth: args.depth.max(1) } } else { Mode::Systematic };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let dir = args.out.join(&stamp);
+    let options = Options {
+        sets,
+        mode,
+        budget: args.budget,
+        seconds: args.seconds,
+        replicas: args.replicas.clamp(1, 2),
+        flaws,
+        stop_at_first: !args.keep_going,
+        save_dir: Some(dir.join("found")),
+    };
+    let mut infra = match provision_or_explain(args.backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    if let Mode::Random { seed, depth } = mode {
+        eprintln!("harbor-certify: explore: PCT schedules from seed {seed} (depth {depth}); --seed {seed} replays them");
+    }
+    let code = if args.kill_matrix { kill_matrix(&infra, options, &dir).await } else { once(&infra, &options, &dir).await };
+    infra.shutdown().await;
+    let latest = args.out.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::symlink(&stamp, &latest);
+    code
+}
+
+async fn run_reported(infra: &crate::provision::Infra, options: &Options, label: &str) -> Result<ExploreReport, String> {
+    let bar = progress_bar(options.sets.len() as u64);
+    let started = Instant::now();
+    let mut last_set = usize::MAX;
+    let mut total = 0usize;
+    let report = explore::explore(infra, options, |set, _| {
+        total += 1;
+        if set != last_set {
+            last_set = set;
+            bar.inc(u64::from(set > 0));
+        }
+        bar.set_message(format!("{label}: {total} schedules, {:.1}/s", total as f64 / started.elapsed().as_secs_f64().max(1e-9)));
+    })
+    .await;
+    bar.finish_and_clear();
+    report
+}
+
+fn print_summary(label: &str, report: &ExploreReport) {
+    println!(
+        "{label}: {} set(s), {} schedules explored, {} pruned (of {}), {} violation(s), {:.1} s, {:.1} schedules/s",
+        report.sets.len(),
+        report.schedules_explored,
+        report.schedules_pruned,
+        report.schedules_total,
+        report.violations.len(),
+        report.duration_ms / 1000.0,
+        report.schedules_per_s
+    );
+    for s in &report.sets {
+        let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
+        println!(
+            "  {:<28} from {:<9} {:>4} schedules{} {:>2} outcome(s){}",
+            ops.join(" + "),
+            format!("{:?}", s.start).to_lowercase(),
+            s.explored,
+            if s.complete { " (all)" } else { "      " },
+            s.outcomes.len(),
+            if s.anomalies.is_empty() { String::new() } else { format!("  VIOLATION: {}", s.anomalies.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")) }
+        );
+    }
+    for v in &report.violations {
+        println!("  {} after {} schedule(s): {}", v.anomaly.as_str(), v.found_after, v.detail);
+        println!("    schedule {:?}{}", v.schedule, v.seed.map(|s| format!(", seed {s}")).unwrap_or_default());
+        if let Some(f) = &v.saved_file {
+            println!("    saved as {f}");
+        }
+    }
+}
+
+fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let json = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(name), json).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+}
+
+async fn once(infra: &crate::provision::Infra, options: &Options, dir: &std::path::Path) -> ExitCode {
+    let label = if options.flaws.is_empty() { "explore".to_owned() } else { format!("explore ({})", options.flaws.names().join(", ")) };
+    let report = match run_reported(infra, options, &label).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("harbor-certify: explore could not run: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    print_summary(&label, &report);
+    if let Err(e) = write(dir, "explore.json", &report) {
+        eprintln!("harbor-certify: {e}");
+        return ExitCode::from(CANNOT_RUN);
+    }
+    println!("report: {}/explore.json", dir.display());
+    if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_CERTIFIED)
+    }
+}
+
+/// One row of the exploration's kill matrix.
+#[derive(serde::Serialize)]
+struct KillRow {
+    flaw: String,
+    caught: bool,
+    anomalies: Vec<String>,
+    schedules: usize,
+    found_after: Option<usize>,
+    set: Option<Vec<Operation>>,
+    saved_file: Option<String>,
+}
+
+async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &std::path::Path) -> ExitCode {
+    let started = Instant::now();
+    let correct = match run_reported(infra, &options, "correct build").await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("harbor-certify: explore could not run: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    print_summary("correct build", &correct);
+    let mut ok = correct.violations.is_empty();
+    let mut rows = Vec::new();
+    for flaw in ORDERING_FLAWS {
+        let flaws = match Flaws::enable([*flaw]) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("harbor-certify: {e}; rebuild with `--features flaws`");
+                return ExitCode::from(CANNOT_RUN);
+            }
+        };
+        // Sets in turn until the first violation: how many schedules it takes is the figure.
+        let mut row = KillRow { flaw: flaw.name().into(), caught: false, anomalies: Vec::new(), schedules: 0, found_after: None, set: None, saved_file: None };
+        for set in &options.sets {
+            let one = Options { sets: vec![set.clone()], flaws: flaws.clone(), save_dir: Some(dir.join("found").join(flaw.name())), ..options.clone() };
+            let report = match explore::explore(infra, &one, |_, _| {}).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("harbor-certify: explore ({}) could not run: {e}", flaw.name());
+                    return ExitCode::from(CANNOT_RUN);
+                }
+            };
+            if let Some(v) = report.violations.first() {
+                row.caught = true;
+                row.found_after = Some(row.schedules + v.found_after);
+                row.anomalies = report.violations.iter().map(|v| v.anomaly.as_str().to_owned()).collect();
+                row.set = Some(set.clone());
+                row.saved_file = v.saved_file.clone();
+                row.schedules += report.schedules_explored;
+                break;
+            }
+            row.schedules += report.schedules_explored;
+        }
+        ok &= row.caught;
+        println!(
+            "{:<26} {:<9} after {:>4} schedule(s){}",
+            row.flaw,
+            if row.caught { "KILLED" } else { "SURVIVED" },
+            row.found_after.unwrap_or(row.schedules),
+            row.set.as_ref().map(|s| format!(" on {}: {}", s.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "), row.anomalies.join(", "))).unwrap_or_default()
+        );
+        rows.push(row);
+    }
+    let killed = rows.iter().filter(|r| r.caught).count();
+    println!(
+        "explore kill matrix: correct build {} ({} schedules), {killed}/{} ordering flaws killed, {:.1} s",
+        if correct.violations.is_empty() { "silent" } else { "NOT SILENT" },
+        correct.schedules_explored,
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let matrix = serde_json::json!({ "correct_build": correct, "flaws": rows, "duration_ms": started.elapsed().as_secs_f64() * 1000.0 });
+    if let Err(e) = write(dir, "explore.json", &matrix) {
+        eprintln!("harbor-certify: {e}");
+        return ExitCode::from(CANNOT_RUN);
+    }
+    println!("report: {}/explore.json", dir.display());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_CERTIFIED)
+    }
+}

@@ -1,0 +1,521 @@
+//! One schedule, executed: the operations on a fresh workspace of a running service, advanced one
+//! at a time in the order a [`Chooser`] picks. After every advance the engine *settles*: it waits
+//! until every launched operation is parked at one of its sync points, finished, or waiting for a
+//! lock whose holder is itself parked or waiting — proven from `pg_stat_activity` and
+//! `pg_blocking_pids`, never from a sleep. An operation that waits for a lock cannot be chosen until
+//! its holder moves; if nothing can be chosen and something is unfinished, that is a finding.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use harbor_service::domain::{Actor, Provider};
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_syncpoint::{SlotKey, SlotState};
+use reqwest::Method;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::task::JoinHandle;
+
+use super::ops::{Operation, Start, RAW_UPDATED};
+use crate::client::{paths, Answer, ConnectionOp};
+use crate::evidence;
+use crate::fake_provider::{Consent, Counters};
+use crate::fixtures::TenantWorkspace;
+use crate::service::ServiceUnderTest;
+use crate::target::Target;
+use crate::tokens::TokenKind;
+
+/// The replica the starting state is made on; operations run on the other one (when there are
+/// two), so a state kept in one replica's memory is not found.
+pub const SETUP_REPLICA: usize = 0;
+
+/// Picks the next operation to advance among the enabled ones.
+pub trait Chooser {
+    /// `enabled` are operation indices (parked or not launched), ascending; `step` counts the
+    /// decisions made so far. Returns one of `enabled`.
+    fn choose(&mut self, enabled: &[usize], step: usize) -> usize;
+}
+
+/// One decision: what could advance, and what did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Decision {
+    /// Operation indices that could advance.
+    pub enabled: Vec<usize>,
+    /// The one that did.
+    pub chosen: usize,
+}
+
+/// Where an operation stands once the system has settled.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// Parked at this sync point.
+    Parked(&'static str),
+    /// Waiting for a lock held by these operations' backends (actor tags).
+    Blocked(Vec<String>),
+    /// Finished; its outcome is recorded.
+    Done,
+}
+
+/// What the engine saw after a decision: each operation whose stop changed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Observed {
+    /// The decision's index.
+    pub decision: usize,
+    /// The operation.
+    pub op: usize,
+    /// Its new stop.
+    pub stop: Stop,
+}
+
+/// A finished operation's answer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Finished {
+    /// HTTP status (0 for the raw writer, or a request that failed).
+    pub status: u16,
+    /// The error code, if any.
+    pub code: Option<String>,
+    /// A short summary (`200 CONNECTED`, `409 ACTIVATION_NOT_READY`, `ok`).
+    pub summary: String,
+    /// The whole answer, for comparison with the model (HTTP operations).
+    #[serde(skip)]
+    pub answer: Option<Answer>,
+}
+
+/// What the oracles read after the last operation finished.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EndState {
+    /// The QuickBooks connection's status.
+    pub status: Option<ConnectionStatus>,
+    /// Activation rows of the workspace.
+    pub activations: i64,
+    /// Code exchanges that issued tokens during the schedule.
+    pub exchanges: u64,
+    /// Refreshes that issued tokens during the schedule.
+    pub refreshes: u64,
+}
+
+/// One executed schedule.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ScheduleRun {
+    /// The decisions, in order (the schedule, as data).
+    pub decisions: Vec<Decision>,
+    /// Every stop observed, in order.
+    pub observed: Vec<Observed>,
+    /// Each operation's answer (`None`: it never finished).
+    pub finished: Vec<Option<Finished>>,
+    /// Operations in the order they finished.
+    pub completion_order: Vec<usize>,
+    /// Two operations parked under the workspace lock at once (the first time it happened).
+    pub exclusion_broken: Option<(usize, &'static str, usize, &'static str)>,
+    /// For each activation released from `activation.before_commit`: the committed connection
+    /// status at that moment.
+    pub status_at_activation_commit: Vec<(usize, Option<ConnectionStatus>)>,
+    /// What the run could not do (a hang, a deadlock, a request that failed), if anything.
+    pub stuck: Option<String>,
+    /// The state at the end.
+    pub end: EndState,
+    /// Whether any workspace lock was still held or awaited at the end.
+    pub lock_left: Option<String>,
+    /// The token-binding oracle's complaint, if any.
+    pub tokens_unbound: Option<String>,
+    /// Wall time.
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+/// Sync points at which a request holds its workspace's lock (the service's contract): a request
+/// parked at one of them excludes every other request on the workspace.
+pub const UNDER_WORKSPACE_LOCK: &[&str] = &[
+    harbor_service::syncpoints::ACTIVATION_LOCKED,
+    harbor_service::syncpoints::ACTIVATION_STATUS_READ,
+    harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT,
+    harbor_service::syncpoints::ACTIVATION_FAILING,
+    harbor_service::syncpoints::LIFECYCLE_LOCKED,
+    harbor_service::syncpoints::LIFECYCLE_BEFORE_COMMIT,
+    harbor_service::syncpoints::OAUTH_AUTHORIZE_LOCKED,
+    harbor_service::syncpoints::OAUTH_CALLBACK_LOCKED,
+    harbor_service::syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT,
+    harbor_service::syncpoints::SYNC_LOCKED,
+    harbor_service::syncpoints::SYNC_REFRESHED,
+];
+
+enum Work {
+    Http(JoinHandle<Result<Answer, String>>),
+    Sql(JoinHandle<(Result<(), String>, PgConnection)>),
+}
+
+struct Running {
+    op: Operation,
+    tag: String,
+    replica: usize,
+    work: Option<Work>,
+    stop: Option<Stop>,
+    launched: bool,
+    session: Option<PgConnection>,
+    sql_step: usize,
+}
+
+/// The executor of schedules on one running service.
+pub struct Engine<'a> {
+    /// The service.
+    pub sut: &'a ServiceUnderTest,
+    /// Bound on every settle.
+    pub settle_timeout: Duration,
+    runs: usize,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine on `sut`.
+    pub fn new(sut: &'a ServiceUnderTest) -> Self {
+        Self { sut, settle_timeout: Duration::from_secs(5), runs: 0 }
+    }
+
+    fn op_replica(&self) -> usize {
+        if self.sut.replicas.len() > 1 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// A fresh workspace in the starting state, and the consent of its pending flow.
+    async fn setup(&mut self, start: Start) -> Result<(TenantWorkspace, Option<Consent>), String> {
+        self.runs += 1;
+        let name = format!("explore-{}-{}", self.runs, uuid::Uuid::new_v4().simple());
+        let t = TenantWorkspace::create(&self.sut.db, &name, true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
+        let bearer = self.sut.bearer(t.owner, TokenKind::Valid);
+        let client = self.sut.client();
+        let (answer, consent) = client
+            .authorize_and_consent(SETUP_REPLICA, Some(&bearer), None, t.workspace, Provider::Qbo)
+            .await
+            .map_err(|e| e.to_string())?;
+        let consent = consent.ok_or_else(|| format!("setup authorize answered {}: {}", answer.status, answer.body))??;
+        if start == Start::Pending {
+            return Ok((t, Some(consent)));
+        }
+        let callback = client
+            .request(Method::GET, paths::callback(Provider::Qbo, &consent.callback_query()))
+            .on_replica(SETUP_REPLICA)
+            .bearer(Some(&bearer))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !callback.status.is_success() {
+            return Err(format!("setup callback answered {}: {}", callback.status, callback.body));
+        }
+        if start == Start::Stale {
+            self.sut.advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
+        }
+        Ok((t, None))
+    }
+
+    /// Runs `ops` from `start`, advancing them in the order `chooser` picks.
+    pub async fn run(&mut self, ops: &[Operation], start: Start, chooser: &mut dyn Chooser) -> Result<ScheduleRun, String> {
+        let started = Instant::now();
+        let (t, consent) = self.setup(start).await?;
+        let counters_before = self.sut.provider.counters(Provider::Qbo);
+        let replica = self.op_replica();
+        let mut actors: Vec<Running> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| Running { op: *op, tag: format!("E{i}"), replica, work: None, stop: None, launched: false, session: None, sql_step: 0 })
+            .collect();
+        let mut run = ScheduleRun {
+            decisions: Vec::new(),
+            observed: Vec::new(),
+            finished: vec![None; ops.len()],
+            completion_order: Vec::new(),
+            exclusion_broken: None,
+            status_at_activation_commit: Vec::new(),
+            stuck: None,
+            end: EndState::default(),
+            lock_left: None,
+            tokens_unbound: None,
+            duration: Duration::ZERO,
+        };
+        let outcome = self.drive(&t, consent.as_ref(), &mut actors, &mut run, chooser).await;
+        if let Err(stuck) = outcome {
+            run.stuck = Some(stuck);
+        }
+        // Clean-up: nothing stays parked, armed or open for the next schedule.
+        self.sut.release_all();
+        for a in &mut actors {
+            match a.work.take() {
+                Some(Work::Http(h)) => {
+                    let _ = tokio::time::timeout(self.settle_timeout, h).await;
+                }
+                Some(Work::Sql(h)) => {
+                    if let Ok(Ok((_, conn))) = tokio::time::timeout(self.settle_timeout, h).await {
+                        let _ = conn.close().await;
+                    }
+                }
+                None => {}
+            }
+            if let Some(conn) = a.session.take() {
+                let _ = conn.close().await;
+            }
+        }
+        self.sut.release_all();
+        let counters_after = self.sut.provider.counters(Provider::Qbo);
+        run.end = self.end_state(&t, &counters_before, &counters_after).await?;
+        run.lock_left = crate::oracles::no_workspace_lock_held(&self.sut.db, t.workspace).await.err();
+        run.tokens_unbound = crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring()).await.err();
+        run.duration = started.elapsed();
+        Ok(run)
+    }
+
+    async fn end_state(&self, t: &TenantWorkspace, before: &Counters, after: &Counters) -> Result<EndState, String> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'")
+            .bind(t.workspace)
+            .fetch_optional(&self.sut.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let activations: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
+            .bind(t.workspace)
+            .fetch_one(&self.sut.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(EndState {
+            status: status.and_then(|s| ConnectionStatus::parse(&s).ok()),
+            activations,
+            exchanges: after.code_exchanges_ok - before.code_exchanges_ok,
+            refreshes: after.refreshes_ok - before.refreshes_ok,
+        })
+    }
+
+    async fn drive(
+        &self,
+        t: &TenantWorkspace,
+        consent: Option<&Consent>,
+        actors: &mut [Running],
+        run: &mut ScheduleRun,
+        chooser: &mut dyn Chooser,
+    ) -> Result<(), String> {
+        loop {
+            let decision = run.decisions.len();
+            self.settle(actors, run, decision).await?;
+            self.check_exclusion(actors, run);
+            let enabled: Vec<usize> = actors
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| !a.launched || matches!(a.stop, Some(Stop::Parked(_))))
+                .map(|(i, _)| i)
+                .collect();
+            if enabled.is_empty() {
+                if actors.iter().all(|a| a.stop == Some(Stop::Done)) {
+                    return Ok(());
+                }
+                let waiting: Vec<String> = actors.iter().filter(|a| a.stop != Some(Stop::Done)).map(|a| format!("{} {:?}", a.tag, a.stop)).collect();
+                return Err(format!("nothing can advance but {} is unfinished (a deadlock)", waiting.join(", ")));
+            }
+            let chosen = chooser.choose(&enabled, decision);
+            let chosen = if enabled.contains(&chosen) { chosen } else { enabled[0] };
+            run.decisions.push(Decision { enabled, chosen });
+            self.advance(t, consent, &mut actors[chosen], chosen, run).await?;
+        }
+    }
+
+    /// Launches the operation, or releases it from where it is parked.
+    async fn advance(&self, t: &TenantWorkspace, consent: Option<&Consent>, a: &mut Running, index: usize, run: &mut ScheduleRun) -> Result<(), String> {
+        if !a.launched {
+            a.launched = true;
+            a.stop = None;
+            if a.op == Operation::RawDisconnect {
+                let url = self.sut.env.database_url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| e.to_string())?;
+                let conn = url.application_name(&evidence::application_name(&a.tag)).connect().await.map_err(|e| e.to_string())?;
+                let sql = super::ops::raw_disconnect_sql(&t.workspace.to_string());
+                a.work = Some(Work::Sql(spawn_sql(conn, sql)));
+                return Ok(());
+            }
+            for point in a.op.points() {
+                self.sut.arm(a.replica, SlotKey::new(a.tag.clone(), *point)).map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
+            }
+            a.work = Some(Work::Http(tokio::spawn(self.request(t, consent, a))));
+            return Ok(());
+        }
+        let Some(Stop::Parked(point)) = a.stop.clone() else { return Err(format!("{} is not parked", a.tag)) };
+        a.stop = None;
+        if a.op == Operation::RawDisconnect {
+            let conn = a.session.take().ok_or("the raw writer's session is gone")?;
+            a.sql_step += 1;
+            a.work = Some(Work::Sql(spawn_sql(conn, "COMMIT".into())));
+            return Ok(());
+        }
+        if point == harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT {
+            let committed: Option<String> = sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'")
+                .bind(t.workspace)
+                .fetch_optional(&self.sut.db)
+                .await
+                .map_err(|e| e.to_string())?;
+            run.status_at_activation_commit.push((index, committed.and_then(|s| ConnectionStatus::parse(&s).ok())));
+        }
+        self.sut.release(a.replica, &SlotKey::new(a.tag.clone(), point)).map_err(|e| format!("releasing {}@{point}: {e}", a.tag))
+    }
+
+    fn request(&self, t: &TenantWorkspace, consent: Option<&Consent>, a: &Running) -> impl std::future::Future<Output = Result<Answer, String>> + Send + 'static {
+        let client = self.sut.client().clone();
+        let bearer = self.sut.bearer(t.owner, TokenKind::Valid);
+        let ws = t.workspace;
+        let (method, path) = match a.op {
+            Operation::Activate => (Method::POST, paths::activation(ws)),
+            Operation::Authorize => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Authorize)),
+            Operation::Callback => {
+                let query = consent.map(|c| c.callback_query()).unwrap_or_default();
+                (Method::GET, paths::callback(Provider::Qbo, &query))
+            }
+            Operation::Disconnect => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Disconnect)),
+            Operation::Revoke => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Revoke)),
+            Operation::Sync => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Sync)),
+            Operation::RawDisconnect => (Method::GET, "/".into()),
+        };
+        let call = client.request(method, path).on_replica(a.replica).bearer(Some(bearer)).actor(Some(a.tag.clone()));
+        async move { call.send().await.map_err(|e| e.to_string()) }
+    }
+
+    /// Waits until every launched operation is parked, done, or blocked on a stable holder.
+    async fn settle(&self, actors: &mut [Running], run: &mut ScheduleRun, decision: usize) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let mut settled = true;
+            let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
+            for (i, a) in actors.iter_mut().enumerate() {
+                if !a.launched || a.stop == Some(Stop::Done) || matches!(a.stop, Some(Stop::Parked(_))) {
+                    continue;
+                }
+                if let Some(stop) = self.poll_one(a, run, i).await? {
+                    if a.stop.as_ref() != Some(&stop) {
+                        run.observed.push(Observed { decision, op: i, stop: stop.clone() });
+                    }
+                    if let Stop::Blocked(by) = &stop {
+                        blocked_by.push((i, by.clone()));
+                    }
+                    a.stop = Some(stop);
+                } else {
+                    a.stop = None;
+                    settled = false;
+                }
+            }
+            // A wait counts as settled only if every holder is itself parked or waiting: a holder
+            // that is still running may be about to let go.
+            let tags: BTreeMap<&str, &Running> = actors.iter().map(|a| (a.tag.as_str(), a)).collect();
+            for (_, by) in &blocked_by {
+                let stable = by.iter().all(|h| tags.get(h.as_str()).is_some_and(|a| matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))));
+                settled &= stable;
+            }
+            if settled {
+                return Ok(());
+            }
+            if started.elapsed() > self.settle_timeout {
+                let locks = evidence::lock_snapshot(&self.sut.db).await.unwrap_or_default();
+                let states: Vec<String> = actors.iter().map(|a| format!("{}={:?}", a.tag, a.stop)).collect();
+                return Err(format!("did not settle within {:?} ({}); locks: {locks:?}", self.settle_timeout, states.join(", ")));
+            }
+            tokio::time::sleep(evidence::POLL_INTERVAL).await;
+        }
+    }
+
+    /// Where one running operation is now (`None`: on its way).
+    async fn poll_one(&self, a: &mut Running, run: &mut ScheduleRun, index: usize) -> Result<Option<Stop>, String> {
+        match &mut a.work {
+            Some(Work::Http(h)) if h.is_finished() => {
+                let Some(Work::Http(h)) = a.work.take() else { unreachable!("matched above") };
+                let answer = h.await.map_err(|e| format!("{}'s request panicked: {e}", a.tag))?;
+                let finished = match answer {
+                    Ok(ans) => {
+                        let code = ans.error_code().map(str::to_owned);
+                        let summary = summary_of(&ans);
+                        Finished { status: ans.status.as_u16(), code, summary, answer: Some(ans) }
+                    }
+                    Err(e) => Finished { status: 0, code: None, summary: format!("request failed: {e}"), answer: None },
+                };
+                run.finished[index] = Some(finished);
+                run.completion_order.push(index);
+                return Ok(Some(Stop::Done));
+            }
+            Some(Work::Sql(h)) if h.is_finished() => {
+                let Some(Work::Sql(h)) = a.work.take() else { unreachable!("matched above") };
+                let (result, conn) = h.await.map_err(|e| format!("{}'s statement panicked: {e}", a.tag))?;
+                if let Err(e) = result {
+                    let _ = conn.close().await;
+                    run.finished[index] = Some(Finished { status: 0, code: None, summary: format!("error: {e}"), answer: None });
+                    run.completion_order.push(index);
+                    return Ok(Some(Stop::Done));
+                }
+                if a.sql_step == 0 {
+                    a.session = Some(conn);
+                    return Ok(Some(Stop::Parked(RAW_UPDATED)));
+                }
+                let _ = conn.close().await;
+                run.finished[index] = Some(Finished { status: 0, code: None, summary: "ok".into(), answer: None });
+                run.completion_order.push(index);
+                return Ok(Some(Stop::Done));
+            }
+            _ => {}
+        }
+        if a.op != Operation::RawDisconnect {
+            for point in a.op.points() {
+                if self.sut.slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point)) == Some(SlotState::Parked) {
+                    return Ok(Some(Stop::Parked(point)));
+                }
+            }
+        }
+        if let Ok(Some(activity)) = evidence::activity_of(&self.sut.db, &a.tag).await {
+            if activity.is_lock_waiting() && !activity.blocking_pids.is_empty() {
+                let by: Vec<String> = activity.blocking_apps.iter().map(|app| Actor::from_application_name(app).unwrap_or(app).to_owned()).collect();
+                return Ok(Some(Stop::Blocked(by)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Two operations parked under the workspace lock at once break mutual exclusion.
+    fn check_exclusion(&self, actors: &[Running], run: &mut ScheduleRun) {
+        if run.exclusion_broken.is_some() {
+            return;
+        }
+        let inside: Vec<(usize, &'static str)> = actors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a.stop {
+                Some(Stop::Parked(p)) if UNDER_WORKSPACE_LOCK.contains(&p) => Some((i, p)),
+                _ => None,
+            })
+            .collect();
+        if let [(a, pa), (b, pb), ..] = inside[..] {
+            run.exclusion_broken = Some((a, pa, b, pb));
+        }
+    }
+}
+
+fn spawn_sql(conn: PgConnection, sql: String) -> JoinHandle<(Result<(), String>, PgConnection)> {
+    tokio::spawn(execute(conn, sql))
+}
+
+// Boxed with an explicit `Send` (the compiler's Send inference for sqlx's executor on a borrowed
+// connection is not general enough inside `tokio::spawn`).
+fn execute(mut conn: PgConnection, sql: String) -> futures::future::BoxFuture<'static, (Result<(), String>, PgConnection)> {
+    Box::pin(async move {
+        let result = exec_on(&mut conn, &sql).await;
+        (result, conn)
+    })
+}
+
+fn exec_on<'c>(conn: &'c mut PgConnection, sql: &'c str) -> futures::future::BoxFuture<'c, Result<(), String>> {
+    Box::pin(async move { sqlx::Executor::execute(conn, sqlx::raw_sql(sql)).await.map(|_| ()).map_err(|e| e.to_string()) })
+}
+
+/// `200 CONNECTED`, `409 ACTIVATION_NOT_READY`, `200 already_completed=false`.
+pub fn summary_of(a: &Answer) -> String {
+    if let Some(code) = a.error_code() {
+        return format!("{} {code}", a.status.as_u16());
+    }
+    for field in ["status", "already_completed", "refreshed"] {
+        if let Some(v) = a.body.get(field) {
+            return match v.as_str() {
+                Some(s) => format!("{} {s}", a.status.as_u16()),
+                None => format!("{} {field}={v}", a.status.as_u16()),
+            };
+        }
+    }
+    a.status.as_u16().to_string()
+}

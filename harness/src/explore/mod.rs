@@ -1,0 +1,276 @@
+//! `harbor-certify explore`: every interleaving of a workspace's operations (or PCT-random ones),
+//! run on the real service, real PostgreSQL and real Redis, and checked against invariants and a
+//! reference model instead of hand-written expectations.
+//!
+//! - [`ops`]: the operations and the starting states.
+//! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
+//!   tables.
+//! - [`strategy`]: DFS (systematic), PCT (random, seeded), replay.
+//! - [`oracle`]: the anomalies a schedule can show.
+//! - [`save`]: a violation written out as an ordinary scenario file, minimised.
+//!
+//! Every schedule runs on a fresh workspace of one running service (its own tenant, its own rows,
+//! its own Redis state): operations touch only their workspace, so a new workspace is as good as a
+//! new database for them, at the cost of a few inserts instead of a template clone.
+
+pub mod engine;
+pub mod ops;
+pub mod oracle;
+pub mod save;
+pub mod strategy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harbor_service::flaws::Flaws;
+use harbor_service::ratelimit::{Quota, RateLimits};
+use serde::Serialize;
+
+use crate::provision::Infra;
+use crate::service::{ServiceOptions, ServiceUnderTest};
+use engine::{Engine, ScheduleRun};
+use ops::{Operation, Start};
+use oracle::{Anomaly, Finding};
+
+/// Version of `explore.json`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How schedules are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every schedule (depth first, up to the budget).
+    Systematic,
+    /// PCT schedules, seeds `seed`, `seed + 1`, ….
+    Random {
+        /// The first seed.
+        seed: u64,
+        /// PCT's bug depth.
+        depth: usize,
+    },
+}
+
+/// What to explore.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The sets of operations, each explored on its own.
+    pub sets: Vec<Vec<Operation>>,
+    /// Systematic or random.
+    pub mode: Mode,
+    /// Most schedules per set (systematic: then the set is reported incomplete).
+    pub budget: usize,
+    /// Stop after this long in all.
+    pub seconds: Option<f64>,
+    /// Replicas (two: operations on the replica the starting state was not made on).
+    pub replicas: usize,
+    /// Seeded flaws of the service.
+    pub flaws: Flaws,
+    /// Stop a set at its first violation.
+    pub stop_at_first: bool,
+    /// Where violations are saved as scenario files.
+    pub save_dir: Option<PathBuf>,
+}
+
+/// A violation found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    /// The anomaly.
+    pub anomaly: Anomaly,
+    /// What was seen.
+    pub detail: String,
+    /// The operations.
+    pub operations: Vec<Operation>,
+    /// Where they started.
+    pub start: Start,
+    /// The choices (operation index per decision) that produced it.
+    pub schedule: Vec<usize>,
+    /// The PCT seed, for random schedules.
+    pub seed: Option<u64>,
+    /// Schedules of its set run until it was found.
+    pub found_after: usize,
+    /// The scenario file it was saved as (minimised), if saved.
+    pub saved_file: Option<String>,
+    /// The run of the (minimised) schedule, for the report's diagram.
+    #[serde(skip)]
+    pub run: Option<ScheduleRun>,
+}
+
+/// One set's account.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetReport {
+    /// The operations.
+    pub operations: Vec<Operation>,
+    /// Where they started.
+    pub start: Start,
+    /// Schedules run.
+    pub explored: usize,
+    /// Schedules skipped as mirror images of explored ones.
+    pub pruned: usize,
+    /// Whether every schedule was run (systematic mode within the budget).
+    pub complete: bool,
+    /// Distinct outcomes (each operation's answer and the end status).
+    pub outcomes: BTreeMap<String, usize>,
+    /// Anomalies found.
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// `explore.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExploreReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Systematic or random.
+    pub mode: Mode,
+    /// Seeded flaws of the service explored (empty: the correct build).
+    pub flaws: Vec<String>,
+    /// The operation sets.
+    pub operations: Vec<Vec<Operation>>,
+    /// Schedules explored plus pruned.
+    pub schedules_total: usize,
+    /// Schedules run.
+    pub schedules_explored: usize,
+    /// Schedules skipped as equivalent (mirror images under symmetric operations).
+    pub schedules_pruned: usize,
+    /// Every violation.
+    pub violations: Vec<Violation>,
+    /// The first PCT seed (random mode).
+    pub seed: Option<u64>,
+    /// Wall time, milliseconds.
+    pub duration_ms: f64,
+    /// Schedules per second.
+    pub schedules_per_s: f64,
+    /// Per set.
+    pub sets: Vec<SetReport>,
+}
+
+/// Every pair (and self-pair) of `ops`.
+pub fn pairs(ops: &[Operation]) -> Vec<Vec<Operation>> {
+    let mut sets = Vec::new();
+    for (i, a) in ops.iter().enumerate() {
+        for b in &ops[i..] {
+            sets.push(vec![*a, *b]);
+        }
+    }
+    sets
+}
+
+/// The service options exploration runs with: sync points on, rate limits out of the way.
+pub fn service_options(replicas: usize, flaws: Flaws) -> ServiceOptions {
+    let generous = Quota { per_minute: 600_000, burst: 100_000 };
+    ServiceOptions {
+        replicas,
+        sync_points: true,
+        flaws,
+        rate_limits: RateLimits { per_tenant: generous, per_address: generous, failed_states_per_user: generous },
+        ..ServiceOptions::default()
+    }
+}
+
+/// What a schedule's outcome looks like, to count the distinct ones.
+fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
+    let answers: Vec<String> = run.finished.iter().enumerate().map(|(i, f)| format!("{}:{}", ops[i], f.as_ref().map_or("-", |f| f.summary.as_str()))).collect();
+    format!("{} → {:?}, {} activation(s)", answers.join(" "), run.end.status, run.end.activations)
+}
+
+/// Explores every set; `progress` hears about every schedule (set index, schedules so far).
+pub async fn explore(infra: &Infra, options: &Options, mut progress: impl FnMut(usize, usize)) -> Result<ExploreReport, String> {
+    let started = Instant::now();
+    let sut = ServiceUnderTest::start(infra, service_options(options.replicas, options.flaws.clone())).await.map_err(|e| format!("the service did not start: {e}"))?;
+    let result = explore_on(&sut, options, &mut progress, started).await;
+    let stopped = sut.stop().await;
+    let mut report = result?;
+    stopped.map_err(|e| format!("clean-up: {e}"))?;
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dyn FnMut(usize, usize), started: Instant) -> Result<ExploreReport, String> {
+    let mut engine = Engine::new(sut);
+    let mut report = ExploreReport {
+        schema_version: SCHEMA_VERSION,
+        mode: options.mode,
+        flaws: options.flaws.names().iter().map(|s| s.to_string()).collect(),
+        operations: options.sets.clone(),
+        schedules_total: 0,
+        schedules_explored: 0,
+        schedules_pruned: 0,
+        violations: Vec::new(),
+        seed: match options.mode {
+            Mode::Random { seed, .. } => Some(seed),
+            Mode::Systematic => None,
+        },
+        duration_ms: 0.0,
+        schedules_per_s: 0.0,
+        sets: Vec::new(),
+    };
+    let deadline = options.seconds.map(Duration::from_secs_f64);
+    let mut schedule_time = Duration::ZERO;
+    for (set_index, ops) in options.sets.iter().enumerate() {
+        let start = Start::for_operations(ops);
+        let serial = oracle::serial_outcomes(ops, start);
+        let mut set = SetReport { operations: ops.clone(), start, explored: 0, pruned: 0, complete: false, outcomes: BTreeMap::new(), anomalies: Vec::new() };
+        let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
+        let mut dfs = strategy::Dfs::new(ops);
+        let twins = strategy::dfs::has_twins(ops);
+        let mut length = 8;
+        loop {
+            if set.explored >= options.budget || deadline.is_some_and(|d| started.elapsed() >= d) {
+                break;
+            }
+            let (run, seed) = match options.mode {
+                Mode::Systematic => (engine.run(ops, start, &mut dfs.schedule()).await?, None),
+                Mode::Random { seed, depth } => {
+                    let s = seed + set.explored as u64;
+                    let mut pct = strategy::Pct::new(s, ops.len(), length, depth);
+                    (engine.run(ops, start, &mut pct).await?, Some(s))
+                }
+            };
+            length = length.max(run.decisions.len());
+            schedule_time += run.duration;
+            set.explored += 1;
+            set.pruned += usize::from(twins && options.mode == Mode::Systematic);
+            *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
+            progress(set_index, set.explored);
+            let findings: Vec<Finding> = oracle::check(ops, &run, &serial);
+            let mut new = false;
+            for f in findings {
+                if seen.insert(f.anomaly) {
+                    new = true;
+                    set.anomalies.push(f.anomaly);
+                    report.violations.push(Violation {
+                        anomaly: f.anomaly,
+                        detail: f.detail,
+                        operations: ops.clone(),
+                        start,
+                        schedule: run.decisions.iter().map(|d| d.chosen).collect(),
+                        seed,
+                        found_after: set.explored,
+                        saved_file: None,
+                        run: Some(run.clone()),
+                    });
+                }
+            }
+            if new && options.stop_at_first {
+                break;
+            }
+            if options.mode == Mode::Systematic && !dfs.advance() {
+                set.complete = true;
+                break;
+            }
+        }
+        report.schedules_explored += set.explored;
+        report.schedules_pruned += set.pruned;
+        report.sets.push(set);
+    }
+    report.schedules_total = report.schedules_explored + report.schedules_pruned;
+    report.schedules_per_s = report.schedules_explored as f64 / schedule_time.as_secs_f64().max(1e-9);
+    if let Some(dir) = &options.save_dir {
+        for v in &mut report.violations {
+            let (file, minimal) = save::save(&mut engine, dir, v).await?;
+            v.saved_file = Some(file.display().to_string());
+            v.run = Some(minimal);
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,170 @@
+//! The operations exploration interleaves: the service's state-changing flows on one workspace,
+//! each a sequence of its sync points, plus a raw-SQL writer that skips the advisory lock (the
+//! audit's "future code path"). Each knows its points, how it is sent, and what the reference
+//! model says it does.
+
+use std::fmt;
+
+use harbor_service::domain::Provider;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::syncpoints as sp;
+
+use crate::model::{Expected, Model, Transition, Who};
+
+/// One operation on the explored workspace (always as its owner, on the QuickBooks connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `POST …/activation`.
+    Activate,
+    /// `POST …/connections/qbo/authorize` (a new flow).
+    Authorize,
+    /// The callback of the flow the starting state left pending.
+    Callback,
+    /// `POST …/connections/qbo/disconnect`.
+    Disconnect,
+    /// `POST …/connections/qbo/revoke`.
+    Revoke,
+    /// `POST …/connections/qbo/sync` (refreshing first when the start made the token stale).
+    Sync,
+    /// `BEGIN; UPDATE connections SET status = 'DISCONNECTED' …` then `COMMIT`, in a raw session
+    /// that takes no advisory lock.
+    RawDisconnect,
+}
+
+/// The raw writer's first stop: its `UPDATE` has run (its transaction is open).
+pub const RAW_UPDATED: &str = "raw.updated";
+
+/// The raw writer's statement on the workspace `workspace` (an id, or a scenario placeholder):
+/// what a future code path that forgets the workspace lock would write.
+pub fn raw_disconnect_sql(workspace: &str) -> String {
+    format!(
+        "BEGIN; UPDATE connections SET status = 'DISCONNECTED', access_token = NULL, refresh_token = NULL, token_key_id = NULL \
+         WHERE workspace_id = '{workspace}' AND provider = 'qbo'"
+    )
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 7] =
+        [Operation::Activate, Operation::Authorize, Operation::Callback, Operation::Disconnect, Operation::Revoke, Operation::Sync, Operation::RawDisconnect];
+
+    /// The name used in files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Activate => "activate",
+            Operation::Authorize => "authorize",
+            Operation::Callback => "callback",
+            Operation::Disconnect => "disconnect",
+            Operation::Revoke => "revoke",
+            Operation::Sync => "sync",
+            Operation::RawDisconnect => "raw_disconnect",
+        }
+    }
+
+    /// The sync points it can stop at, in path order (all are armed at launch; it parks at each
+    /// one it reaches).
+    pub fn points(self) -> &'static [&'static str] {
+        match self {
+            Operation::Activate => &[sp::ACTIVATION_LOCKED, sp::ACTIVATION_STATUS_READ, sp::ACTIVATION_BEFORE_COMMIT, sp::ACTIVATION_FAILING],
+            Operation::Authorize => &[sp::OAUTH_AUTHORIZE_LOCKED],
+            Operation::Callback => &[sp::OAUTH_CALLBACK_STATE_CONSUMED, sp::OAUTH_CALLBACK_EXCHANGED, sp::OAUTH_CALLBACK_LOCKED, sp::OAUTH_CALLBACK_BEFORE_COMMIT],
+            Operation::Disconnect | Operation::Revoke => &[sp::LIFECYCLE_LOCKED, sp::LIFECYCLE_BEFORE_COMMIT],
+            Operation::Sync => &[sp::SYNC_LOCKED, sp::SYNC_REFRESHED, sp::SYNC_BEFORE_FETCH],
+            Operation::RawDisconnect => &[RAW_UPDATED],
+        }
+    }
+
+    /// The scenario file's `do` for it.
+    pub fn scenario_action(self) -> &'static str {
+        match self {
+            Operation::RawDisconnect => "sql",
+            other => other.as_str(),
+        }
+    }
+
+    /// What the reference model says it answers, applied to `model` (state index 0 is the flow the
+    /// starting state left pending).
+    pub fn apply(self, model: &mut Model) -> Option<Expected> {
+        match self {
+            Operation::Activate => Some(model.activate(Who::Owner)),
+            Operation::Authorize => Some(model.authorize(Who::Owner, Provider::Qbo)),
+            Operation::Callback => Some(model.callback(0, Who::Owner, Provider::Qbo, false)),
+            Operation::Disconnect => Some(model.end(Who::Owner, Provider::Qbo, Transition::Disconnect)),
+            Operation::Revoke => Some(model.end(Who::Owner, Provider::Qbo, Transition::Revoke)),
+            Operation::Sync => Some(model.sync(Provider::Qbo)),
+            Operation::RawDisconnect => {
+                // No lifecycle rules: the raw writer sets the status, whatever it was.
+                if let Some(c) = model.connections.get_mut(&Provider::Qbo) {
+                    c.status = ConnectionStatus::Disconnected;
+                    c.settled = ConnectionStatus::Disconnected;
+                    c.pending_flow = None;
+                    c.expires_at = None;
+                }
+                None
+            }
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Operation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Operation::ALL.iter().copied().find(|o| o.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+            format!("unknown operation {s:?}: expected {}", names.join(", "))
+        })
+    }
+}
+
+/// Where the explored workspace starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// QuickBooks connected through the real OAuth flow, token fresh; entitled.
+    Connected,
+    /// Connected, and the clock moved past the token's expiry (a sync must refresh).
+    Stale,
+    /// An authorization started (PENDING) whose consent is ready for `callback`; entitled.
+    Pending,
+}
+
+impl Start {
+    /// The start a set of operations is most interesting from: pending when a callback needs its
+    /// flow, stale when a sync would refresh, connected otherwise.
+    pub fn for_operations(ops: &[Operation]) -> Start {
+        if ops.contains(&Operation::Callback) {
+            Start::Pending
+        } else if ops.contains(&Operation::Sync) {
+            Start::Stale
+        } else {
+            Start::Connected
+        }
+    }
+
+    /// The model of the start.
+    pub fn model(self) -> Model {
+        let mut m = Model::new(&[Provider::Qbo]);
+        match self {
+            Start::Pending => {
+                m.authorize(Who::Owner, Provider::Qbo);
+            }
+            Start::Connected | Start::Stale => {
+                m.authorize(Who::Owner, Provider::Qbo);
+                m.callback(0, Who::Owner, Provider::Qbo, false);
+                // The setup's flow is spent: the state index 0 stays consumed.
+                if self == Start::Stale {
+                    m.clock += crate::model::TOKEN_TTL;
+                }
+            }
+        }
+        m
+    }
+}

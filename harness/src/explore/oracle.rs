@@ -1,0 +1,225 @@
+//! The oracles every explored schedule is checked against — invariants and a reference model, not
+//! hand-written expectations. A violation names its anomaly.
+//!
+//! - *Serializable*: every operation's answer and the end state (connection status, activation)
+//!   equal those of **some** serial order of the same operations on the reference model
+//!   ([`crate::model::Model`]), and the provider was called no more than the most any serial order
+//!   calls it (a sync refreshes in one transaction and fetches in another, so fewer is fine).
+//! - *Mutual exclusion*: never two requests parked under the same workspace lock.
+//! - *Activation only of a connected workspace*: when an activation commits a new row, the
+//!   committed connection status at that moment is CONNECTED.
+//! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
+
+use serde::Serialize;
+
+use super::engine::{ScheduleRun, Stop};
+use super::ops::{Operation, Start};
+use crate::model::Model;
+
+/// What went wrong, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anomaly {
+    /// Two requests inside the same workspace's critical section at once.
+    MutualExclusionBroken,
+    /// An activation committed while the connection was not CONNECTED.
+    ActivationOfNonConnectedWorkspace,
+    /// More than one activation row, or a second "new" activation.
+    DoubleActivation,
+    /// One authorization code exchanged twice (a state consumed twice).
+    DoubleConsume,
+    /// More token refreshes than any serial order needs.
+    DuplicateRefresh,
+    /// Answers or end state equal to no serial order (a lost update, a lost state, …).
+    NotSerializable,
+    /// A 5xx answer.
+    ServerError,
+    /// A workspace lock still held or awaited after every operation finished.
+    LockLeftHeld,
+    /// A stored token that does not decrypt for its own row.
+    TokenNotBound,
+    /// Nothing could advance but something was unfinished, or the system did not settle.
+    Hang,
+}
+
+impl Anomaly {
+    /// The name used in reports and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anomaly::MutualExclusionBroken => "mutual_exclusion_broken",
+            Anomaly::ActivationOfNonConnectedWorkspace => "activation_of_non_connected_workspace",
+            Anomaly::DoubleActivation => "double_activation",
+            Anomaly::DoubleConsume => "double_consume",
+            Anomaly::DuplicateRefresh => "duplicate_refresh",
+            Anomaly::NotSerializable => "not_serializable",
+            Anomaly::ServerError => "server_error",
+            Anomaly::LockLeftHeld => "lock_left_held",
+            Anomaly::TokenNotBound => "token_not_bound",
+            Anomaly::Hang => "hang",
+        }
+    }
+}
+
+/// One broken invariant of one schedule.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// Which.
+    pub anomaly: Anomaly,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// What a serial order of the operations gives on the model.
+#[derive(Clone, Debug)]
+pub struct SerialOutcome {
+    /// The order.
+    pub order: Vec<usize>,
+    /// Each operation's expected answer (`None`: the raw writer).
+    pub answers: Vec<Option<crate::model::Expected>>,
+    /// The connection status at the end.
+    pub status: harbor_service::lifecycle::ConnectionStatus,
+    /// Whether the workspace is activated.
+    pub activated: bool,
+    /// Code exchanges and refreshes the provider counts.
+    pub exchanges: u64,
+    /// Refreshes.
+    pub refreshes: u64,
+}
+
+/// Every serial order of `ops` from `start`, on the model.
+pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
+    let mut out = Vec::new();
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    permutations(&mut order, 0, &mut |order| {
+        let mut model: Model = start.model();
+        let base = model.counters.get(&harbor_service::domain::Provider::Qbo).copied().unwrap_or_default();
+        let mut answers = vec![None; ops.len()];
+        for &i in order {
+            answers[i] = ops[i].apply(&mut model);
+        }
+        let c = model.counters.get(&harbor_service::domain::Provider::Qbo).copied().unwrap_or_default();
+        out.push(SerialOutcome {
+            order: order.to_vec(),
+            answers,
+            status: model.connections[&harbor_service::domain::Provider::Qbo].status,
+            activated: model.activated,
+            exchanges: c.exchanges - base.exchanges,
+            refreshes: c.refreshes - base.refreshes,
+        });
+    });
+    out
+}
+
+fn permutations(items: &mut Vec<usize>, k: usize, visit: &mut dyn FnMut(&[usize])) {
+    if k == items.len() {
+        visit(items);
+        return;
+    }
+    for i in k..items.len() {
+        items.swap(k, i);
+        permutations(items, k + 1, visit);
+        items.swap(k, i);
+    }
+}
+
+/// Every finding of `run`.
+pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut add = |anomaly, detail: String| findings.push(Finding { anomaly, detail });
+    if let Some(stuck) = &run.stuck {
+        add(Anomaly::Hang, stuck.clone());
+        return findings;
+    }
+    if let Some((a, pa, b, pb)) = run.exclusion_broken {
+        add(Anomaly::MutualExclusionBroken, format!("E{a} ({}) parked at {pa} while E{b} ({}) parked at {pb}", ops[a], ops[b]));
+    }
+    for (i, committed) in &run.status_at_activation_commit {
+        let new_row = run.finished[*i].as_ref().and_then(|f| f.answer.as_ref()).is_some_and(|a| a.status.is_success() && a.body["already_completed"] == false);
+        if new_row && *committed != Some(harbor_service::lifecycle::ConnectionStatus::Connected) {
+            add(Anomaly::ActivationOfNonConnectedWorkspace, format!("E{i} activated while the committed QuickBooks status was {committed:?}"));
+        }
+    }
+    let new_activations = run.finished.iter().flatten().filter_map(|f| f.answer.as_ref()).filter(|a| a.status.is_success() && a.body["already_completed"] == false).count();
+    if run.end.activations > 1 || new_activations > 1 {
+        add(Anomaly::DoubleActivation, format!("{} activation row(s), {new_activations} answer(s) saying a new activation", run.end.activations));
+    }
+    let most_exchanges = serial.iter().map(|s| s.exchanges).max().unwrap_or(0);
+    if run.end.exchanges > most_exchanges {
+        add(Anomaly::DoubleConsume, format!("{} code exchange(s); no serial order makes more than {most_exchanges}", run.end.exchanges));
+    }
+    let most_refreshes = serial.iter().map(|s| s.refreshes).max().unwrap_or(0);
+    if run.end.refreshes > most_refreshes {
+        add(Anomaly::DuplicateRefresh, format!("{} refresh(es); no serial order makes more than {most_refreshes}", run.end.refreshes));
+    }
+    for (i, f) in run.finished.iter().enumerate() {
+        if let Some(f) = f {
+            if f.status >= 500 {
+                add(Anomaly::ServerError, format!("E{i} ({}) answered {}", ops[i], f.summary));
+            }
+        }
+    }
+    if !serial.iter().any(|s| matches_serial(ops, run, s)) {
+        let answers: Vec<String> = run.finished.iter().enumerate().map(|(i, f)| format!("E{i} {}: {}", ops[i], f.as_ref().map_or("-", |f| f.summary.as_str()))).collect();
+        add(
+            Anomaly::NotSerializable,
+            format!("{}; end status {:?}, {} activation row(s): equal to no serial order", answers.join(", "), run.end.status, run.end.activations),
+        );
+    }
+    if let Some(l) = &run.lock_left {
+        add(Anomaly::LockLeftHeld, l.clone());
+    }
+    if let Some(t) = &run.tokens_unbound {
+        add(Anomaly::TokenNotBound, t.clone());
+    }
+    findings
+}
+
+fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bool {
+    if run.end.status != Some(s.status) || (run.end.activations > 0) != s.activated {
+        return false;
+    }
+    ops.iter().enumerate().all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
+        (Some(expected), Some(f)) => f.answer.as_ref().is_some_and(|a| crate::statemachine::compare(a, expected).is_ok()),
+        (None, Some(f)) => *op == Operation::RawDisconnect && f.summary == "ok",
+        _ => false,
+    })
+}
+
+/// How a run's stops read in a report: `E0 parked at activation.locked`.
+pub fn describe_stop(op: usize, stop: &Stop) -> String {
+    match stop {
+        Stop::Parked(p) => format!("E{op} parked at {p}"),
+        Stop::Blocked(by) => format!("E{op} blocked on {}", by.join(", ")),
+        Stop::Done => format!("E{op} done"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_orders_of_activation_and_callback_from_pending() {
+        let ops = [Operation::Activate, Operation::Callback];
+        let outcomes = serial_outcomes(&ops, Start::Pending);
+        assert_eq!(outcomes.len(), 2);
+        // Callback first: connected, then activated. Activation first: not ready, then connected.
+        let activated: Vec<bool> = outcomes.iter().map(|o| o.activated).collect();
+        assert!(activated.contains(&true) && activated.contains(&false));
+        assert!(outcomes.iter().all(|o| o.exchanges == 1));
+    }
+
+    #[test]
+    fn two_syncs_of_a_stale_token_refresh_once_in_every_order() {
+        let outcomes = serial_outcomes(&[Operation::Sync, Operation::Sync], Start::Stale);
+        assert!(outcomes.iter().all(|o| o.refreshes == 1), "{outcomes:?}");
+    }
+
+    #[test]
+    fn the_raw_writer_disconnects_whatever_the_state() {
+        let outcomes = serial_outcomes(&[Operation::RawDisconnect, Operation::Activate], Start::Connected);
+        let raw_first = outcomes.iter().find(|o| o.order == [0, 1]).unwrap();
+        assert!(!raw_first.activated);
+        assert_eq!(raw_first.answers[1].as_ref().unwrap().code, Some("ACTIVATION_NOT_READY"));
+    }
+}
