@@ -217,8 +217,8 @@ pub struct Blocked {
 pub enum NotBlocked {
     /// The step ended before it was seen waiting (`finished` said so).
     Finished,
-    /// It was not seen waiting within the limit.
-    TimedOut(ProbeTimeout),
+    /// It was not seen waiting within the limit (boxed: it carries the lock table).
+    TimedOut(Box<ProbeTimeout>),
 }
 
 /// The one lock-wait poller. Polls until `waiter`'s backend waits for a heavyweight lock that a
@@ -263,7 +263,7 @@ pub async fn until_blocked(
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    Err(NotBlocked::TimedOut(ProbeTimeout {
+    Err(NotBlocked::TimedOut(Box::new(ProbeTimeout {
         waited_for: match holder {
             Some(h) => format!("{waiter} to wait for a lock held by {h}"),
             None => format!("{waiter} to wait for a lock"),
@@ -271,7 +271,7 @@ pub async fn until_blocked(
         waited: limit,
         last_seen,
         locks: lock_snapshot(pool).await.unwrap_or_default(),
-    }))
+    })))
 }
 
 /// A full `pg_dump` (schema and data, plain SQL) of the database at `database_url`, made with the

@@ -7,13 +7,16 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
 /// Every stored token (access and refresh) decrypts for its own row — tenant, connection,
-/// provider, field and grant — and no two connections share one. `Ok` describes what was checked;
-/// `Err` names the first broken row.
-pub async fn tokens_bound(db: &PgPool, ring: &KeyRing) -> Result<String, String> {
+/// provider, field and grant — and no two connections share one; over the whole database, or
+/// (`workspace`) over one workspace's connections. `Ok` describes what was checked; `Err` names the
+/// first broken row.
+pub async fn tokens_bound(db: &PgPool, ring: &KeyRing, workspace: Option<WorkspaceId>) -> Result<String, String> {
     type Row = (ConnectionId, TenantId, String, Option<uuid::Uuid>, Vec<u8>, Option<Vec<u8>>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token FROM connections WHERE access_token IS NOT NULL",
+        "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token FROM connections \
+         WHERE access_token IS NOT NULL AND ($1::uuid IS NULL OR workspace_id = $1)",
     )
+    .bind(workspace)
     .fetch_all(db)
     .await
     .map_err(|e| e.to_string())?;
@@ -134,13 +137,13 @@ mod tests {
         use base64::Engine;
         let canary = "hbcanary-access-0123456789abcdef".to_owned();
         let clean = LeakSources { pg_dump: "nothing", redis: "{}", logs: "", responses: &[] };
-        assert!(no_canary_leaks(&[canary.clone()], &clean).is_ok());
+        assert!(no_canary_leaks(std::slice::from_ref(&canary), &clean).is_ok());
         assert!(no_canary_leaks(&[], &clean).is_err(), "an empty search proves nothing");
         let hex = hex::encode(canary.as_bytes());
         let b64 = base64::engine::general_purpose::STANDARD.encode(format!("xy{canary}z"));
         for (dump, redis, logs) in [(canary.as_str(), "", ""), ("", hex.as_str(), ""), ("", "", b64.as_str())] {
             let leaky = LeakSources { pg_dump: dump, redis, logs, responses: &[] };
-            assert!(no_canary_leaks(&[canary.clone()], &leaky).is_err(), "{dump}|{redis}|{logs}");
+            assert!(no_canary_leaks(std::slice::from_ref(&canary), &leaky).is_err(), "{dump}|{redis}|{logs}");
         }
         let responses = [format!("{{\"t\":\"{canary}\"}}")];
         let in_response = LeakSources { pg_dump: "", redis: "", logs: "", responses: &responses };

@@ -144,7 +144,7 @@ async fn invariants(sut: &ServiceUnderTest) -> Result<Vec<String>, sqlx::Error> 
     use harbor_harness::oracles;
     let checks = [
         oracles::one_activation_per_workspace(&sut.db).await,
-        oracles::tokens_bound(&sut.db, &sut.key_ring()).await,
+        oracles::tokens_bound(&sut.db, &sut.key_ring(), None).await,
         oracles::connected_have_tokens(&sut.db).await,
     ];
     Ok(checks.into_iter().filter_map(Result::err).collect())

@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask test [ARGS…]`: the loom model check of `harbor-syncpoint`, then the whole test
 //!   suite (`cargo nextest run --workspace ARGS…`) with one PostgreSQL and one Redis for the run,
-//!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`) and the
-//!   mutation run (`harbor-certify mutants`, built with `--features flaws`) on them.
+//!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`), the
+//!   mutation run (`harbor-certify mutants`, built with `--features flaws`), the exploration of
+//!   every pair of operations with its kill matrix (`harbor-certify explore --kill-matrix`), the
+//!   state machine, a load smoke and the contract run, on them.
 //! - `cargo xtask load [GOOSE ARGS…]`: the goose load test (`loadtests/`, release build).
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
 //!   after the same set-up.
@@ -342,6 +344,19 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
         cmd.status().context("running harbor-certify mutants")
     })?;
+    // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
+    // build (silent), then each ordering flaw (each must be found).
+    let explored = phase("harbor-certify explore --kill-matrix (every pair of operations, every schedule)", || {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root())
+            .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
+            .args(["explore", "--backend", "external", "--kill-matrix", "--out", "reports/explore"]);
+        for (k, v) in &held.env {
+            cmd.env(k, v);
+        }
+        cmd.env("RUST_LOG", "off");
+        cmd.status().context("running harbor-certify explore")
+    })?;
     // Model-based testing: the state machine against the correct build and each flaw it can see.
     let proptest = phase("harbor-certify proptest --kill-matrix (state machine vs reference model)", || proptest_run(&held.env))?;
     // The goose load test, briefly: the load path works and its invariants hold.
@@ -360,12 +375,12 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let contract = phase("schemathesis (the API contract: owner, anonymous, another tenant)", || schemathesis(&certify, &held.env))?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the state machine", &proptest), ("the load smoke", &load), ("the contract run", &contract)] {
+    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the exploration", &explored), ("the state machine", &proptest), ("the load smoke", &load), ("the contract run", &contract)] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
         }
     }
-    let worst = [status, certified, mutants, proptest, load, contract].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    let worst = [status, certified, mutants, explored, proptest, load, contract].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 

@@ -157,6 +157,8 @@ fn print_summary(label: &str, report: &ExploreReport) {
         report.duration_ms / 1000.0,
         report.schedules_per_s
     );
+    let mean: Vec<String> = report.mean_ms.iter().map(|(k, v)| format!("{k} {v:.1} ms")).collect();
+    println!("  per schedule: {}", mean.join(", "));
     for s in &report.sets {
         let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
         println!(

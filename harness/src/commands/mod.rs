@@ -5,13 +5,14 @@
 //! could not run at all (no backend, bad arguments, bad scenario files).
 //!
 //! - [`run`]: the catalogue and the report. [`mutants`]: the kill matrix. [`replay`]: a recorded
-//!   schedule again, exactly. [`proptest`]: the state machine. [`explore`]: schedule exploration.
+//!   schedule again, exactly. [`proptest`]: the state machine. [`explore`]: schedule exploration, [`merge`] its shards.
 //! - [`serve`]: the service for people and tools. [`servers`]: `doctor` and `infra`.
 //! - [`keys`]: `verify`, `keygen`, `token`. [`list`]: the catalogue's ids.
 
 pub mod explore;
 pub mod keys;
 pub mod list;
+pub mod merge;
 pub mod mutants;
 pub mod proptest;
 pub mod replay;
@@ -76,6 +77,8 @@ pub enum Command {
     /// PCT-random ones) on the real service, checked against invariants and the reference model.
     /// Exit 0 no violation, 1 a violation, 2 could not run.
     Explore(explore::ExploreArgs),
+    /// Join the explore.json files of an exploration's shards (`explore --shard K/N`) into one.
+    Merge(merge::MergeArgs),
     /// Run a recorded schedule again exactly (`reports/latest/traces/<ID>.json`, or a scenario
     /// file in its own order) and check that the trace's signature is the same.
     Replay(replay::ReplayArgs),
@@ -126,6 +129,7 @@ pub async fn main() -> ExitCode {
         Command::Mutants(args) => mutants::mutants(args).await,
         Command::Replay(args) => replay::replay(args).await,
         Command::Explore(args) => explore::explore(args).await,
+        Command::Merge(args) => merge::merge(args),
         Command::List(args) => list::list(args),
         Command::Verify(args) => keys::verify(args),
         Command::Keygen(args) => keys::keygen(args),

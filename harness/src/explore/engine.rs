@@ -121,7 +121,17 @@ pub struct ScheduleRun {
     /// Wall time.
     #[serde(skip)]
     pub duration: Duration,
+    /// Of which making the starting state (fixtures and the OAuth flow).
+    #[serde(skip)]
+    pub setup: Duration,
+    /// Of which the end checks (end state, lock tables, token binding).
+    #[serde(skip)]
+    pub checks: Duration,
 }
+
+/// How long a settle waits for a park or a finished request before it reads the lock tables: a
+/// released request reaches its next point within a millisecond or two unless it waits.
+const SETTLE_TICK: Duration = Duration::from_millis(2);
 
 /// Sync points at which a request holds its workspace's lock (the service's contract): a request
 /// parked at one of them excludes every other request on the workspace.
@@ -138,6 +148,15 @@ pub const UNDER_WORKSPACE_LOCK: &[&str] = &[
     harbor_service::syncpoints::SYNC_LOCKED,
     harbor_service::syncpoints::SYNC_REFRESHED,
 ];
+
+/// A workspace in its starting state, made ahead of its schedule.
+pub struct Prepared {
+    /// The state it is to start in.
+    pub start: Start,
+    workspace: TenantWorkspace,
+    consent: Option<Consent>,
+    took: Duration,
+}
 
 enum Work {
     Http(JoinHandle<Result<Answer, String>>),
@@ -161,13 +180,14 @@ pub struct Engine<'a> {
     pub sut: &'a ServiceUnderTest,
     /// Bound on every settle.
     pub settle_timeout: Duration,
-    runs: usize,
+    /// Woken when any operation's request or statement finishes, so a settle need not poll.
+    finished: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl<'a> Engine<'a> {
     /// An engine on `sut`.
     pub fn new(sut: &'a ServiceUnderTest) -> Self {
-        Self { sut, settle_timeout: Duration::from_secs(5), runs: 0 }
+        Self { sut, settle_timeout: Duration::from_secs(5), finished: Default::default() }
     }
 
     fn op_replica(&self) -> usize {
@@ -178,22 +198,44 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// A fresh workspace in the starting state, and the consent of its pending flow.
-    async fn setup(&mut self, start: Start) -> Result<(TenantWorkspace, Option<Consent>), String> {
-        self.runs += 1;
-        let name = format!("explore-{}-{}", self.runs, uuid::Uuid::new_v4().simple());
+    /// A fresh workspace with an authorization started (PENDING) and its consent in hand. Touches
+    /// only its own workspace and counts nothing the oracles read (no code exchange, no clock
+    /// move), so it can run while another schedule runs.
+    pub async fn prepare(&self, start: Start) -> Result<Prepared, String> {
+        let started = Instant::now();
+        let name = format!("explore-{}", uuid::Uuid::new_v4().simple());
         let t = TenantWorkspace::create(&self.sut.db, &name, true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
+        // A stale start moves the clock past every state's TTL: its flow is started when it runs.
+        let consent = if start == Start::Stale { None } else { Some(self.authorize(&t).await?) };
+        Ok(Prepared { start, workspace: t, consent, took: started.elapsed() })
+    }
+
+    async fn authorize(&self, t: &TenantWorkspace) -> Result<Consent, String> {
         let bearer = self.sut.bearer(t.owner, TokenKind::Valid);
-        let client = self.sut.client();
-        let (answer, consent) = client
+        let (answer, consent) = self
+            .sut
+            .client()
             .authorize_and_consent(SETUP_REPLICA, Some(&bearer), None, t.workspace, Provider::Qbo)
             .await
             .map_err(|e| e.to_string())?;
-        let consent = consent.ok_or_else(|| format!("setup authorize answered {}: {}", answer.status, answer.body))??;
-        if start == Start::Pending {
-            return Ok((t, Some(consent)));
+        consent.ok_or_else(|| format!("setup authorize answered {}: {}", answer.status, answer.body))?
+    }
+
+    /// Brings a prepared workspace to its starting state — completes the flow for a connected
+    /// start, moves the clock past the token's expiry for a stale one — and returns the consent a
+    /// pending start leaves for `callback`. Runs alone: it exchanges a code and moves the clock.
+    async fn finish_setup(&self, p: &Prepared) -> Result<Option<Consent>, String> {
+        let consent = match &p.consent {
+            Some(c) => c.clone(),
+            None => self.authorize(&p.workspace).await?,
+        };
+        if p.start == Start::Pending {
+            return Ok(Some(consent));
         }
-        let callback = client
+        let bearer = self.sut.bearer(p.workspace.owner, TokenKind::Valid);
+        let callback = self
+            .sut
+            .client()
             .request(Method::GET, paths::callback(Provider::Qbo, &consent.callback_query()))
             .on_replica(SETUP_REPLICA)
             .bearer(Some(&bearer))
@@ -203,16 +245,24 @@ impl<'a> Engine<'a> {
         if !callback.status.is_success() {
             return Err(format!("setup callback answered {}: {}", callback.status, callback.body));
         }
-        if start == Start::Stale {
+        if p.start == Start::Stale {
             self.sut.advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
         }
-        Ok((t, None))
+        Ok(None)
     }
 
     /// Runs `ops` from `start`, advancing them in the order `chooser` picks.
-    pub async fn run(&mut self, ops: &[Operation], start: Start, chooser: &mut dyn Chooser) -> Result<ScheduleRun, String> {
+    pub async fn run(&self, ops: &[Operation], start: Start, chooser: &mut dyn Chooser) -> Result<ScheduleRun, String> {
+        let prepared = self.prepare(start).await?;
+        self.run_prepared(ops, prepared, chooser).await
+    }
+
+    /// Runs `ops` on a workspace [`Engine::prepare`] made.
+    pub async fn run_prepared(&self, ops: &[Operation], prepared: Prepared, chooser: &mut dyn Chooser) -> Result<ScheduleRun, String> {
         let started = Instant::now();
-        let (t, consent) = self.setup(start).await?;
+        let consent = self.finish_setup(&prepared).await?;
+        let setup = prepared.took + started.elapsed();
+        let t = prepared.workspace;
         let counters_before = self.sut.provider.counters(Provider::Qbo);
         let replica = self.op_replica();
         let mut actors: Vec<Running> = ops
@@ -232,6 +282,8 @@ impl<'a> Engine<'a> {
             lock_left: None,
             tokens_unbound: None,
             duration: Duration::ZERO,
+            setup,
+            checks: Duration::ZERO,
         };
         let outcome = self.drive(&t, consent.as_ref(), &mut actors, &mut run, chooser).await;
         if let Err(stuck) = outcome {
@@ -256,11 +308,13 @@ impl<'a> Engine<'a> {
             }
         }
         self.sut.release_all();
+        let checking = Instant::now();
         let counters_after = self.sut.provider.counters(Provider::Qbo);
         run.end = self.end_state(&t, &counters_before, &counters_after).await?;
         run.lock_left = crate::oracles::no_workspace_lock_held(&self.sut.db, t.workspace).await.err();
-        run.tokens_unbound = crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring()).await.err();
-        run.duration = started.elapsed();
+        run.tokens_unbound = crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring(), Some(t.workspace)).await.err();
+        run.checks = checking.elapsed();
+        run.duration = started.elapsed() + setup;
         Ok(run)
     }
 
@@ -324,13 +378,19 @@ impl<'a> Engine<'a> {
                 let url = self.sut.env.database_url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| e.to_string())?;
                 let conn = url.application_name(&evidence::application_name(&a.tag)).connect().await.map_err(|e| e.to_string())?;
                 let sql = super::ops::raw_disconnect_sql(&t.workspace.to_string());
-                a.work = Some(Work::Sql(spawn_sql(conn, sql)));
+                a.work = Some(Work::Sql(spawn_sql(conn, sql, self.finished.clone())));
                 return Ok(());
             }
             for point in a.op.points() {
                 self.sut.arm(a.replica, SlotKey::new(a.tag.clone(), *point)).map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
             }
-            a.work = Some(Work::Http(tokio::spawn(self.request(t, consent, a))));
+            let request = self.request(t, consent, a);
+            let finished = self.finished.clone();
+            a.work = Some(Work::Http(tokio::spawn(async move {
+                let answer = request.await;
+                finished.notify_one();
+                answer
+            })));
             return Ok(());
         }
         let Some(Stop::Parked(point)) = a.stop.clone() else { return Err(format!("{} is not parked", a.tag)) };
@@ -338,7 +398,7 @@ impl<'a> Engine<'a> {
         if a.op == Operation::RawDisconnect {
             let conn = a.session.take().ok_or("the raw writer's session is gone")?;
             a.sql_step += 1;
-            a.work = Some(Work::Sql(spawn_sql(conn, "COMMIT".into())));
+            a.work = Some(Work::Sql(spawn_sql(conn, "COMMIT".into(), self.finished.clone())));
             return Ok(());
         }
         if point == harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT {
@@ -372,9 +432,13 @@ impl<'a> Engine<'a> {
         async move { call.send().await.map_err(|e| e.to_string()) }
     }
 
-    /// Waits until every launched operation is parked, done, or blocked on a stable holder.
+    /// Waits until every launched operation is parked, done, or blocked on a stable holder. It
+    /// wakes on a park or a finished request at once; the lock tables are read only when nothing
+    /// has happened for a tick (a request that stays still is waiting for something), and a
+    /// verdict that anything is blocked always rests on a fresh read of them.
     async fn settle(&self, actors: &mut [Running], run: &mut ScheduleRun, decision: usize) -> Result<(), String> {
         let started = Instant::now();
+        let mut read_locks = false;
         loop {
             let mut settled = true;
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
@@ -382,17 +446,23 @@ impl<'a> Engine<'a> {
                 if !a.launched || a.stop == Some(Stop::Done) || matches!(a.stop, Some(Stop::Parked(_))) {
                     continue;
                 }
-                if let Some(stop) = self.poll_one(a, run, i).await? {
-                    if a.stop.as_ref() != Some(&stop) {
-                        run.observed.push(Observed { decision, op: i, stop: stop.clone() });
+                let previous = a.stop.take();
+                match self.poll_one(a, run, i, read_locks).await? {
+                    Some(stop) => {
+                        if previous.as_ref() != Some(&stop) {
+                            run.observed.push(Observed { decision, op: i, stop: stop.clone() });
+                        }
+                        if let Stop::Blocked(by) = &stop {
+                            blocked_by.push((i, by.clone()));
+                        }
+                        a.stop = Some(stop);
                     }
-                    if let Stop::Blocked(by) = &stop {
-                        blocked_by.push((i, by.clone()));
+                    // Not parked or finished, and the lock tables not read this round: as it was.
+                    None if !read_locks && matches!(previous, Some(Stop::Blocked(_))) => {
+                        settled = false;
+                        a.stop = previous;
                     }
-                    a.stop = Some(stop);
-                } else {
-                    a.stop = None;
-                    settled = false;
+                    None => settled = false,
                 }
             }
             // A wait counts as settled only if every holder is itself parked or waiting: a holder
@@ -410,12 +480,28 @@ impl<'a> Engine<'a> {
                 let states: Vec<String> = actors.iter().map(|a| format!("{}={:?}", a.tag, a.stop)).collect();
                 return Err(format!("did not settle within {:?} ({}); locks: {locks:?}", self.settle_timeout, states.join(", ")));
             }
-            tokio::time::sleep(evidence::POLL_INTERVAL).await;
+            let parks: Vec<_> = actors
+                .iter()
+                .filter(|a| a.launched && a.op != Operation::RawDisconnect && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done)))
+                .flat_map(|a| a.op.points().iter().map(|p| self.sut.parked(a.replica, SlotKey::new(a.tag.clone(), *p))))
+                .collect();
+            let any_park = async {
+                if parks.is_empty() {
+                    std::future::pending::<()>().await
+                } else {
+                    futures::future::select_all(parks).await;
+                }
+            };
+            read_locks = tokio::select! {
+                _ = self.finished.notified() => false,
+                _ = any_park => false,
+                _ = tokio::time::sleep(SETTLE_TICK) => true,
+            };
         }
     }
 
     /// Where one running operation is now (`None`: on its way).
-    async fn poll_one(&self, a: &mut Running, run: &mut ScheduleRun, index: usize) -> Result<Option<Stop>, String> {
+    async fn poll_one(&self, a: &mut Running, run: &mut ScheduleRun, index: usize, read_locks: bool) -> Result<Option<Stop>, String> {
         match &mut a.work {
             Some(Work::Http(h)) if h.is_finished() => {
                 let Some(Work::Http(h)) = a.work.take() else { unreachable!("matched above") };
@@ -459,10 +545,17 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+        if !read_locks {
+            return Ok(None);
+        }
         if let Ok(Some(activity)) = evidence::activity_of(&self.sut.db, &a.tag).await {
             if activity.is_lock_waiting() && !activity.blocking_pids.is_empty() {
                 let by: Vec<String> = activity.blocking_apps.iter().map(|app| Actor::from_application_name(app).unwrap_or(app).to_owned()).collect();
-                return Ok(Some(Stop::Blocked(by)));
+                // `pg_blocking_pids` is read twice by the probe; an empty list of holders means the
+                // lock was let go between the two reads: the request is on its way.
+                if !by.is_empty() {
+                    return Ok(Some(Stop::Blocked(by)));
+                }
             }
         }
         Ok(None)
@@ -487,8 +580,12 @@ impl<'a> Engine<'a> {
     }
 }
 
-fn spawn_sql(conn: PgConnection, sql: String) -> JoinHandle<(Result<(), String>, PgConnection)> {
-    tokio::spawn(execute(conn, sql))
+fn spawn_sql(conn: PgConnection, sql: String, finished: std::sync::Arc<tokio::sync::Notify>) -> JoinHandle<(Result<(), String>, PgConnection)> {
+    tokio::spawn(async move {
+        let done = execute(conn, sql).await;
+        finished.notify_one();
+        done
+    })
 }
 
 // Boxed with an explicit `Send` (the compiler's Send inference for sqlx's executor on a borrowed

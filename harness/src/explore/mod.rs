@@ -140,6 +140,9 @@ pub struct ExploreReport {
     pub duration_ms: f64,
     /// Schedules per second.
     pub schedules_per_s: f64,
+    /// Where a schedule's time goes, in milliseconds on average: making the starting state (mostly
+    /// while the previous schedule runs), the decisions, the end checks.
+    pub mean_ms: BTreeMap<String, f64>,
     /// Per set.
     pub sets: Vec<SetReport>,
 }
@@ -186,7 +189,8 @@ pub async fn explore(infra: &Infra, options: &Options, mut progress: impl FnMut(
 }
 
 async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dyn FnMut(usize, usize), started: Instant) -> Result<ExploreReport, String> {
-    let mut engine = Engine::new(sut);
+    let exploring = Instant::now();
+    let engine = Engine::new(sut);
     let mut report = ExploreReport {
         schema_version: SCHEMA_VERSION,
         mode: options.mode,
@@ -202,10 +206,12 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
         },
         duration_ms: 0.0,
         schedules_per_s: 0.0,
+        mean_ms: BTreeMap::new(),
         sets: Vec::new(),
     };
     let deadline = options.seconds.map(Duration::from_secs_f64);
     let mut schedule_time = Duration::ZERO;
+    let (mut setup_time, mut check_time) = (Duration::ZERO, Duration::ZERO);
     for (set_index, ops) in options.sets.iter().enumerate() {
         let start = Start::for_operations(ops);
         let serial = oracle::serial_outcomes(ops, start);
@@ -214,20 +220,32 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
         let mut dfs = strategy::Dfs::new(ops);
         let twins = strategy::dfs::has_twins(ops);
         let mut length = 8;
+        // The next schedule's workspace is made while this one runs (it touches only its own).
+        let mut next = Some(engine.prepare(start).await?);
         loop {
             if set.explored >= options.budget || deadline.is_some_and(|d| started.elapsed() >= d) {
                 break;
             }
-            let (run, seed) = match options.mode {
-                Mode::Systematic => (engine.run(ops, start, &mut dfs.schedule()).await?, None),
-                Mode::Random { seed, depth } => {
-                    let s = seed + set.explored as u64;
-                    let mut pct = strategy::Pct::new(s, ops.len(), length, depth);
-                    (engine.run(ops, start, &mut pct).await?, Some(s))
-                }
+            let prepared = match next.take() {
+                Some(p) => p,
+                None => engine.prepare(start).await?,
             };
+            let mut pct = match options.mode {
+                Mode::Random { seed, depth } => Some((seed + set.explored as u64, strategy::Pct::new(seed + set.explored as u64, ops.len(), length, depth))),
+                Mode::Systematic => None,
+            };
+            let mut dfs_run = dfs.schedule();
+            let chooser: &mut dyn engine::Chooser = match pct.as_mut() {
+                Some((_, p)) => p,
+                None => &mut dfs_run,
+            };
+            let (run, following) = tokio::join!(engine.run_prepared(ops, prepared, chooser), engine.prepare(start));
+            let (run, seed) = (run?, pct.map(|(s, _)| s));
+            next = following.ok();
             length = length.max(run.decisions.len());
             schedule_time += run.duration;
+            setup_time += run.setup;
+            check_time += run.checks;
             set.explored += 1;
             set.pruned += usize::from(twins && options.mode == Mode::Systematic);
             *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
@@ -264,10 +282,16 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
         report.sets.push(set);
     }
     report.schedules_total = report.schedules_explored + report.schedules_pruned;
-    report.schedules_per_s = report.schedules_explored as f64 / schedule_time.as_secs_f64().max(1e-9);
+    // Wall time of the exploration (the next schedule's workspace is made while one runs, so the
+    // schedules' own times overlap).
+    report.schedules_per_s = report.schedules_explored as f64 / exploring.elapsed().as_secs_f64().max(1e-9);
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / report.schedules_explored.max(1) as f64;
+    report.mean_ms.insert("setup".into(), per(setup_time));
+    report.mean_ms.insert("decisions".into(), per(schedule_time.saturating_sub(setup_time + check_time)));
+    report.mean_ms.insert("checks".into(), per(check_time));
     if let Some(dir) = &options.save_dir {
         for v in &mut report.violations {
-            let (file, minimal) = save::save(&mut engine, dir, v).await?;
+            let (file, minimal) = save::save(&engine, dir, v).await?;
             v.saved_file = Some(file.display().to_string());
             v.run = Some(minimal);
         }

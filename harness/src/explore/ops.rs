@@ -14,6 +14,7 @@ use crate::model::{Expected, Model, Transition, Who};
 /// One operation on the explored workspace (always as its owner, on the QuickBooks connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Operation {
     /// `POST …/activation`.
     Activate,
@@ -127,6 +128,7 @@ impl std::str::FromStr for Operation {
 /// Where the explored workspace starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Start {
     /// QuickBooks connected through the real OAuth flow, token fresh; entitled.
     Connected,

@@ -18,7 +18,7 @@ use super::strategy::Replay;
 use super::Violation;
 
 /// Whether `choices` on `ops` from `start` still shows `anomaly`; the run when it does.
-async fn reproduces(engine: &mut Engine<'_>, ops: &[Operation], start: Start, choices: &[usize], anomaly: Anomaly) -> Result<Option<ScheduleRun>, String> {
+async fn reproduces(engine: &Engine<'_>, ops: &[Operation], start: Start, choices: &[usize], anomaly: Anomaly) -> Result<Option<ScheduleRun>, String> {
     let run = engine.run(ops, start, &mut Replay::new(choices.to_vec())).await?;
     let serial = oracle::serial_outcomes(ops, start);
     let shown = oracle::check(ops, &run, &serial).iter().any(|f| f.anomaly == anomaly);
@@ -26,7 +26,7 @@ async fn reproduces(engine: &mut Engine<'_>, ops: &[Operation], start: Start, ch
 }
 
 /// Minimises `v` and writes it under `dir`; returns the file and the minimal run.
-pub async fn save(engine: &mut Engine<'_>, dir: &Path, v: &Violation) -> Result<(PathBuf, ScheduleRun), String> {
+pub async fn save(engine: &Engine<'_>, dir: &Path, v: &Violation) -> Result<(PathBuf, ScheduleRun), String> {
     let mut ops = v.operations.clone();
     let mut choices = v.schedule.clone();
     let mut best = v.run.clone().ok_or("the violation has no run")?;
@@ -86,6 +86,18 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
         }
         Start::Connected => {}
     }
+    // The model's answers, in the serial order the operations finished in (or the first order):
+    // what each launch step expects when the anomaly is about answers.
+    let serial = oracle::serial_outcomes(ops, start);
+    let chosen = serial.iter().find(|s| s.order == run.completion_order).or_else(|| serial.first());
+    let about_answers = matches!(anomaly, Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace);
+    let expect_of = |i: usize| -> Option<String> {
+        let e = chosen?.answers[i].as_ref()?;
+        about_answers.then(|| match e.code {
+            Some(code) => format!("expect = {{ status = {}, code = \"{code}\" }}", e.status),
+            None => format!("expect = {{ status = {} }}", e.status),
+        })
+    };
     let intruder = intruder(run);
     let mut raw_in_background = false;
     for (d, decision) in run.decisions.iter().enumerate() {
@@ -122,11 +134,11 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
             continue;
         }
         if launched_before {
-            let from = run.observed.iter().filter(|o| o.op == i && o.decision <= d).filter_map(|o| match o.stop {
+            let mut from = run.observed.iter().filter(|o| o.op == i && o.decision <= d).filter_map(|o| match o.stop {
                 Stop::Parked(p) => Some(p),
                 _ => None,
             });
-            let point = from.last().unwrap_or("");
+            let point = from.next_back().unwrap_or("");
             let _ = writeln!(out, "do = \"release\"\npoint = \"{point}\"\nreplica = 1");
         } else {
             let _ = writeln!(out, "do = \"{}\"\nreplica = 1", op.scenario_action());
@@ -139,6 +151,9 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
             if next_park.is_none() && blocked_on.is_none() {
                 let _ = writeln!(out, "background = true");
             }
+            if let Some(e) = expect_of(i) {
+                let _ = writeln!(out, "{e}");
+            }
         }
         if let Some(p) = next_park {
             let _ = writeln!(out, "park_at = \"{p}\"");
@@ -147,24 +162,9 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
             let _ = writeln!(out, "expect_blocked = {{ on = \"{holder}\" }}");
         }
     }
-    // The model's answers, in the serial order the operations finished in (or the first order).
-    let serial = oracle::serial_outcomes(ops, start);
-    let chosen = serial.iter().find(|s| s.order == run.completion_order).or_else(|| serial.first());
     for &i in &run.completion_order {
-        if ops[i] == Operation::RawDisconnect {
-            continue;
-        }
-        let _ = writeln!(out, "\n[[steps]]\nactor = \"E{i}\"\ndo = \"wait\"");
-        let expected = chosen.and_then(|s| s.answers[i].as_ref());
-        if let (Some(e), true) = (expected, matches!(anomaly, Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace)) {
-            match e.code {
-                Some(code) => {
-                    let _ = writeln!(out, "expect = {{ status = {}, code = \"{code}\" }}", e.status);
-                }
-                None => {
-                    let _ = writeln!(out, "expect = {{ status = {} }}", e.status);
-                }
-            }
+        if ops[i] != Operation::RawDisconnect {
+            let _ = writeln!(out, "\n[[steps]]\nactor = \"E{i}\"\ndo = \"wait\"");
         }
     }
     let most = |f: fn(&oracle::SerialOutcome) -> u64| serial.iter().map(f).max().unwrap_or(0);

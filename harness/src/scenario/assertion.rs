@@ -204,7 +204,7 @@ impl Assertion {
             Check::NoCanaryLeaks => ex.leak_search().await,
             Check::TokensBound => {
                 let ring = target.key_ring().ok_or("the target's token keys are not known")?;
-                crate::oracles::tokens_bound(db()?, &ring).await
+                crate::oracles::tokens_bound(db()?, &ring, None).await
             }
         }
     }

@@ -367,7 +367,7 @@ impl Subject<'_> {
                 return Err(format!("{p}: the provider counted {counted:?}, the model {:?}", self.model.counters[&p]));
             }
         }
-        crate::oracles::tokens_bound(db, &self.sut.key_ring()).await.map(|_| ())
+        crate::oracles::tokens_bound(db, &self.sut.key_ring(), None).await.map(|_| ())
     }
 }
 

@@ -1,0 +1,105 @@
+//! `harbor-certify merge`: joins the `explore.json` files of the shards of one exploration
+//! (`explore --shard K/N`) into one: the sets and violations of all, the counts summed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::{CANNOT_RUN, NOT_CERTIFIED};
+
+/// What to merge.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MergeArgs {
+    /// The shards' `explore.json` files.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Where the merged report is written.
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+/// Joins shard reports; `Err` names the file that is not one.
+pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
+    let mut merged = shards.first().cloned().ok_or("nothing to merge")?;
+    for (i, shard) in shards.iter().enumerate().skip(1) {
+        if shard["schema_version"] != merged["schema_version"] || shard["mode"] != merged["mode"] || shard["flaws"] != merged["flaws"] {
+            return Err(format!("shard {} is another exploration (schema, mode or flaws differ)", i + 1));
+        }
+        for key in ["operations", "violations", "sets"] {
+            let more = shard[key].as_array().cloned().unwrap_or_default();
+            merged[key].as_array_mut().ok_or(format!("shard 1 has no {key}"))?.extend(more);
+        }
+        for key in ["schedules_total", "schedules_explored", "schedules_pruned"] {
+            merged[key] = Value::from(merged[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0));
+        }
+        // Shards run side by side: the merged wall time is the longest shard's.
+        let longest = merged["duration_ms"].as_f64().unwrap_or(0.0).max(shard["duration_ms"].as_f64().unwrap_or(0.0));
+        merged["duration_ms"] = Value::from(longest);
+    }
+    let explored = merged["schedules_explored"].as_f64().unwrap_or(0.0);
+    let rates: Vec<f64> = shards.iter().filter_map(|s| Some(s["schedules_explored"].as_f64()? / s["schedules_per_s"].as_f64().filter(|r| *r > 0.0)?)).collect();
+    merged["schedules_per_s"] = Value::from(explored / rates.iter().sum::<f64>().max(1e-9));
+    Ok(merged)
+}
+
+/// Reads, merges, writes.
+pub fn merge(args: MergeArgs) -> ExitCode {
+    let mut shards = Vec::new();
+    for path in &args.shards {
+        match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+            Ok(v) => shards.push(v),
+            Err(e) => {
+                eprintln!("harbor-certify: {}: {e}", path.display());
+                return ExitCode::from(CANNOT_RUN);
+            }
+        }
+    }
+    let merged = match merge_reports(&shards) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("harbor-certify: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    };
+    if let Err(e) = std::fs::write(&args.out, serde_json::to_string_pretty(&merged).unwrap_or_default()) {
+        eprintln!("harbor-certify: {}: {e}", args.out.display());
+        return ExitCode::from(CANNOT_RUN);
+    }
+    let violations = merged["violations"].as_array().map_or(0, Vec::len);
+    println!(
+        "merged {} shard(s): {} sets, {} schedules explored, {} pruned, {violations} violation(s) → {}",
+        shards.len(),
+        merged["sets"].as_array().map_or(0, Vec::len),
+        merged["schedules_explored"],
+        merged["schedules_pruned"],
+        args.out.display()
+    );
+    if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_CERTIFIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shards_sum_and_concatenate() {
+        let shard = |n: u64, v: Value| {
+            json!({ "schema_version": 1, "mode": "systematic", "flaws": [], "operations": [["activate", "sync"]], "sets": [{}],
+                    "violations": v, "schedules_total": n, "schedules_explored": n, "schedules_pruned": 0,
+                    "duration_ms": 1000.0 * n as f64, "schedules_per_s": 10.0 })
+        };
+        let merged = merge_reports(&[shard(10, json!([])), shard(20, json!([{ "anomaly": "hang" }]))]).unwrap();
+        assert_eq!(merged["schedules_explored"], 30);
+        assert_eq!(merged["sets"].as_array().unwrap().len(), 2);
+        assert_eq!(merged["violations"].as_array().unwrap().len(), 1);
+        assert_eq!(merged["duration_ms"], 20000.0);
+        let other = json!({ "schema_version": 1, "mode": "systematic", "flaws": ["no-row-lock"] });
+        assert!(merge_reports(&[shard(1, json!([])), other]).is_err());
+    }
+}
