@@ -324,10 +324,28 @@ fn test(args: &[String]) -> Result<ExitCode> {
         std::fs::create_dir_all(&artefacts)?;
         std::fs::copy(&junit, artefacts.join("nextest-junit.xml"))?;
     }
+    // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
+    // build (silent), then each ordering flaw (each must be found).
+    let explored = phase("harbor-certify explore --kill-matrix (every pair of operations, every schedule)", || {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root())
+            .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
+            .args(["explore", "--backend", "external", "--kill-matrix", "--out", "reports/explore"]);
+        for (k, v) in &held.env {
+            cmd.env(k, v);
+        }
+        cmd.env("RUST_LOG", "off");
+        cmd.status().context("running harbor-certify explore")
+    })?;
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.
     let certified = phase("harbor-certify run (the scenario catalogue)", || {
         let mut cmd = Command::new(&certify);
         cmd.current_dir(root()).args(["run", "--backend", "external", "--out", "reports"]);
+        // The report states what exploration established (the phase before this one).
+        let explored = root().join("reports/explore/latest/explore.json");
+        if explored.exists() {
+            cmd.arg("--exploration").arg(explored);
+        }
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
@@ -343,19 +361,6 @@ fn test(args: &[String]) -> Result<ExitCode> {
             cmd.env(k, v);
         }
         cmd.status().context("running harbor-certify mutants")
-    })?;
-    // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
-    // build (silent), then each ordering flaw (each must be found).
-    let explored = phase("harbor-certify explore --kill-matrix (every pair of operations, every schedule)", || {
-        let mut cmd = Command::new(cargo());
-        cmd.current_dir(root())
-            .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
-            .args(["explore", "--backend", "external", "--kill-matrix", "--out", "reports/explore"]);
-        for (k, v) in &held.env {
-            cmd.env(k, v);
-        }
-        cmd.env("RUST_LOG", "off");
-        cmd.status().context("running harbor-certify explore")
     })?;
     // Model-based testing: the state machine against the correct build and each flaw it can see.
     let proptest = phase("harbor-certify proptest --kill-matrix (state machine vs reference model)", || proptest_run(&held.env))?;

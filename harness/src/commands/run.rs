@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// The report is marked as a flawed run everywhere.
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
+    /// An exploration's explore.json (`harbor-certify explore`): the report then states, area by
+    /// area, which schedules its verdict rests on.
+    #[arg(long)]
+    pub exploration: Option<std::path::PathBuf>,
     /// Where the catalogue comes from and where results go.
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
@@ -98,7 +102,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
     bar.finish_and_clear();
     let environment = environment_of(&infra, &flaws.names());
     infra.shutdown().await;
-    let report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    let mut report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    if let Some(path) = &args.exploration {
+        match report::ExplorationBasis::from_explore_json(path) {
+            Ok(basis) => report.exploration = Some(basis),
+            Err(e) => {
+                eprintln!("harbor-certify: --exploration: {e}");
+                return ExitCode::from(super::CANNOT_RUN);
+            }
+        }
+    }
     let s = &report.summary;
     println!(
         "\n{}: {} scenario(s), {} passed, {} failed, {} warning(s), {} flaky, {} could not run, {} skipped, in {:.1} s (provisioning {:.1} s)",

@@ -87,13 +87,13 @@ pub fn render(report: &Report) -> String {
                     (sequence_diagram(sc))
                 }
 
-                h2 { "Verified, by area" }
+                h2 { "By area: what held, and what it rests on" }
                 table {
-                    tr { th { "Area" } th { "Claim" } th { "Scenarios" } }
+                    tr { th { "Area" } th { "Claim" } th { "Basis" } th { "Scenarios" } }
                     @for area in AREAS {
                         @let members: Vec<&ScenarioResult> = report.scenarios.iter().filter(|sc| sc.area == area.key).collect();
                         @if !members.is_empty() {
-                            tr { td { b { (area.title) } } td { (area.claim) }
+                            tr { td { b { (area.title) } } td { (area.claim) } td { (super::basis_of(report, area.key, members.len())) }
                                  td { @for m in &members { a href={"#" (m.id)} { code { (m.id) } } " " (badge(result_of(m, report.fail_on).as_str())) br; } } }
                         }
                     }

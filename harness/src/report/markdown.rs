@@ -57,7 +57,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         s.errors,
         report.fail_on.as_str()
     );
-    let _ = writeln!(out, "---\n\n## 2. Verified, by area\n");
+    let _ = writeln!(out, "---\n\n## 2. By area: what held, and what it rests on\n");
     for (n, area) in AREAS.iter().enumerate() {
         let members: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| s.area == area.key).collect();
         if members.is_empty() {
@@ -65,7 +65,8 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         }
         let all_pass = members.iter().all(|s| result_of(s, report.fail_on) == SuiteResult::Passed);
         let _ = writeln!(out, "### 2.{} {}\n", n + 1, area.title);
-        let _ = writeln!(out, "{} {}\n", if all_pass { "**Verified.**" } else { "**Not verified.**" }, area.claim);
+        let _ = writeln!(out, "{} Claim: {}\n", if all_pass { "**Held on its basis.**" } else { "**Did not hold.**" }, area.claim);
+        let _ = writeln!(out, "Basis: {}.\n", super::basis_of(report, area.key, members.len()));
         let _ = writeln!(out, "Scenarios: {}\n", status_list(report, &members));
     }
     let _ = writeln!(out, "---\n\n## 3. Findings by severity\n");

@@ -94,6 +94,85 @@ pub struct Report {
     /// The kill matrix of a `harbor-certify mutants` run, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutants: Option<serde_json::Value>,
+    /// What exploration (`harbor-certify explore`) established, when the run was given its report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exploration: Option<ExplorationBasis>,
+}
+
+/// The part of a certificate that rests on exploration: which schedules were run, not a claim
+/// about all of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExplorationBasis {
+    /// The explore.json it comes from.
+    pub source: String,
+    /// The operation sets explored (`activate + callback`).
+    pub sets: Vec<String>,
+    /// Sets whose every schedule ran.
+    pub complete_sets: usize,
+    /// Schedules run.
+    pub schedules_explored: u64,
+    /// Schedules run plus those pruned as equivalent.
+    pub schedules_total: u64,
+    /// Schedules pruned.
+    pub schedules_pruned: u64,
+    /// `systematic`, or `random` with its first seed.
+    pub mode: String,
+    /// Violations found (on the build the exploration ran against).
+    pub violations: usize,
+}
+
+impl ExplorationBasis {
+    /// Reads an `explore.json` (a plain run's, or a kill matrix's correct-build part).
+    pub fn from_explore_json(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let all: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v = if all.get("correct_build").is_some() { &all["correct_build"] } else { &all };
+        let sets = v["sets"].as_array().ok_or_else(|| format!("{}: not an explore.json", path.display()))?;
+        let name = |s: &serde_json::Value| s["operations"].as_array().map(|o| o.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" + ")).unwrap_or_default();
+        let mode = match &v["mode"] {
+            serde_json::Value::String(m) => m.clone(),
+            other => format!("random from seed {}", other["random"]["seed"]),
+        };
+        Ok(Self {
+            source: path.display().to_string(),
+            sets: sets.iter().map(name).collect(),
+            complete_sets: sets.iter().filter(|s| s["complete"] == true).count(),
+            schedules_explored: v["schedules_explored"].as_u64().unwrap_or(0),
+            schedules_total: v["schedules_total"].as_u64().unwrap_or(0),
+            schedules_pruned: v["schedules_pruned"].as_u64().unwrap_or(0),
+            mode,
+            violations: v["violations"].as_array().map_or(0, Vec::len),
+        })
+    }
+
+    /// One sentence for an area's basis.
+    pub fn describe(&self) -> String {
+        format!(
+            "exploration ({}): {} schedules run of {} ({} pruned as mirror images), {} of {} operation sets complete, {} violation(s) — sets: {}",
+            self.mode,
+            self.schedules_explored,
+            self.schedules_total,
+            self.schedules_pruned,
+            self.complete_sets,
+            self.sets.len(),
+            self.violations,
+            self.sets.join("; ")
+        )
+    }
+}
+
+/// The areas exploration speaks for: it interleaves a workspace's state-changing operations.
+pub const EXPLORED_AREAS: &[&str] = &["concurrency", "transaction-discipline"];
+
+/// What an area's verdict rests on, in words.
+pub fn basis_of(report: &Report, area: &str, scripted: usize) -> String {
+    let mut basis = format!("{scripted} scripted scenario(s)");
+    match (&report.exploration, EXPLORED_AREAS.contains(&area)) {
+        (Some(e), true) => basis.push_str(&format!("; {}", e.describe())),
+        (Some(_), false) => basis.push_str("; exploration does not cover this area"),
+        (None, _) => basis.push_str("; no exploration was given to this run (`harbor-certify run --exploration reports/explore/latest/explore.json`)"),
+    }
+    basis
 }
 
 /// The verdict of a whole run.
@@ -196,6 +275,7 @@ impl Report {
             environment,
             scenarios,
             mutants: None,
+            exploration: None,
         }
     }
 }

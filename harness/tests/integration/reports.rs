@@ -91,7 +91,18 @@ pub fn fixed_run(fail_on: Severity) -> Report {
         platform: "linux-x86_64".into(),
     };
     let started = chrono::DateTime::parse_from_rfc3339("2026-11-23T02:00:00Z").unwrap().with_timezone(&chrono::Utc);
-    Report::new(started, environment, scenarios, 1, fail_on, 9000.0, 800.0)
+    let mut report = Report::new(started, environment, scenarios, 1, fail_on, 9000.0, 800.0);
+    report.exploration = Some(report::ExplorationBasis {
+        source: "reports/explore/latest/explore.json".into(),
+        sets: vec!["activate + callback".into(), "activate + raw_disconnect".into()],
+        complete_sets: 2,
+        schedules_explored: 45,
+        schedules_total: 45,
+        schedules_pruned: 0,
+        mode: "systematic".into(),
+        violations: 0,
+    });
+    report
 }
 
 fn golden_dir() -> PathBuf {
