@@ -6,7 +6,7 @@
 //! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
 //!   tables.
 //! - [`strategy`]: DFS (systematic), PCT (random, seeded), replay.
-//! - [`oracle`]: the anomalies a schedule can show.
+//! - [`record`]: what an executed schedule records. [`oracle`]: the anomalies a schedule can show.
 //! - [`save`]: a violation written out as an ordinary scenario file, minimised.
 //!
 //! Every schedule runs on a fresh workspace of one running service (its own tenant, its own rows,
@@ -16,6 +16,7 @@
 pub mod engine;
 pub mod ops;
 pub mod oracle;
+pub mod record;
 pub mod save;
 pub mod strategy;
 

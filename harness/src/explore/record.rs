@@ -1,0 +1,119 @@
+//! What an executed schedule records: its decisions, every stop observed after each, each
+//! operation's answer, and the end state — the data the oracles judge, the report shows and a
+//! saved scenario file is written from.
+
+use std::time::Duration;
+
+use harbor_service::lifecycle::ConnectionStatus;
+
+use crate::client::Answer;
+
+/// One decision: what could advance, and what did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Decision {
+    /// Operation indices that could advance.
+    pub enabled: Vec<usize>,
+    /// The one that did.
+    pub chosen: usize,
+}
+
+/// Where an operation stands once the system has settled.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// Parked at this sync point.
+    Parked(&'static str),
+    /// Waiting for a lock held by these operations' backends (actor tags).
+    Blocked(Vec<String>),
+    /// Finished; its outcome is recorded.
+    Done,
+}
+
+/// What the engine saw after a decision: each operation whose stop changed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Observed {
+    /// The decision's index.
+    pub decision: usize,
+    /// The operation.
+    pub op: usize,
+    /// Its new stop.
+    pub stop: Stop,
+}
+
+/// A finished operation's answer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Finished {
+    /// HTTP status (0 for the raw writer, or a request that failed).
+    pub status: u16,
+    /// The error code, if any.
+    pub code: Option<String>,
+    /// A short summary (`200 CONNECTED`, `409 ACTIVATION_NOT_READY`, `ok`).
+    pub summary: String,
+    /// The whole answer, for comparison with the model (HTTP operations).
+    #[serde(skip)]
+    pub answer: Option<Answer>,
+}
+
+/// What the oracles read after the last operation finished.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EndState {
+    /// The QuickBooks connection's status.
+    pub status: Option<ConnectionStatus>,
+    /// Activation rows of the workspace.
+    pub activations: i64,
+    /// Code exchanges that issued tokens during the schedule.
+    pub exchanges: u64,
+    /// Refreshes that issued tokens during the schedule.
+    pub refreshes: u64,
+}
+
+/// One executed schedule.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ScheduleRun {
+    /// The decisions, in order (the schedule, as data).
+    pub decisions: Vec<Decision>,
+    /// Every stop observed, in order.
+    pub observed: Vec<Observed>,
+    /// Each operation's answer (`None`: it never finished).
+    pub finished: Vec<Option<Finished>>,
+    /// Operations in the order they finished.
+    pub completion_order: Vec<usize>,
+    /// Two operations parked under the workspace lock at once (the first time it happened).
+    pub exclusion_broken: Option<(usize, &'static str, usize, &'static str)>,
+    /// For each activation released from `activation.before_commit`: the committed connection
+    /// status at that moment.
+    pub status_at_activation_commit: Vec<(usize, Option<ConnectionStatus>)>,
+    /// What the run could not do (a hang, a deadlock, a request that failed), if anything.
+    pub stuck: Option<String>,
+    /// The state at the end.
+    pub end: EndState,
+    /// Whether any workspace lock was still held or awaited at the end.
+    pub lock_left: Option<String>,
+    /// The token-binding oracle's complaint, if any.
+    pub tokens_unbound: Option<String>,
+    /// Wall time.
+    #[serde(skip)]
+    pub duration: Duration,
+    /// Of which making the starting state (fixtures and the OAuth flow).
+    #[serde(skip)]
+    pub setup: Duration,
+    /// Of which the end checks (end state, lock tables, token binding).
+    #[serde(skip)]
+    pub checks: Duration,
+}
+
+/// `200 CONNECTED`, `409 ACTIVATION_NOT_READY`, `200 already_completed=false`.
+pub fn summary_of(a: &Answer) -> String {
+    if let Some(code) = a.error_code() {
+        return format!("{} {code}", a.status.as_u16());
+    }
+    for field in ["status", "already_completed", "refreshed"] {
+        if let Some(v) = a.body.get(field) {
+            return match v.as_str() {
+                Some(s) => format!("{} {s}", a.status.as_u16()),
+                None => format!("{} {field}={v}", a.status.as_u16()),
+            };
+        }
+    }
+    a.status.as_u16().to_string()
+}
