@@ -140,6 +140,7 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
     let rotate = guard.providers.entry(provider).or_default().switches.rotate_refresh_tokens;
     let revoke_old = guard.providers.entry(provider).or_default().switches.revoke_access_on_refresh;
     let expires_in = guard.providers.entry(provider).or_default().switches.expires_in;
+    let lose_reply = guard.providers.entry(provider).or_default().switches.lose_token_reply;
     let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
             let Some(code) = form.code else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
@@ -209,6 +210,10 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
         let refresh = mint(&mut guard, provider, "rt");
         guard.refresh.insert(refresh.clone(), (provider, true, family));
         body["refresh_token"] = json!(refresh);
+    }
+    if lose_reply {
+        // Everything above happened at the provider; only the answer is lost on the way back.
+        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
     }
     Json(body).into_response()
 }

@@ -96,6 +96,9 @@ pub struct Switches {
     pub expires_in: ExpiresIn,
     /// The resource lists its documents in reverse order (providers promise no order).
     pub reverse_documents: bool,
+    /// The token endpoint does its work — the code is used, the refresh token rotated, the tokens
+    /// issued and counted — and then the reply is lost: the client gets a 500.
+    pub lose_token_reply: bool,
 }
 
 impl Default for Switches {
@@ -109,6 +112,7 @@ impl Default for Switches {
             revoke_access_on_refresh: true,
             expires_in: ExpiresIn::Honest,
             reverse_documents: false,
+            lose_token_reply: false,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct RawProvider {
     pub expires_in: Option<ExpiresIn>,
     /// List documents in reverse order.
     pub reverse_documents: Option<bool>,
+    /// Issue tokens, then lose the reply (the client gets a 500).
+    pub lose_token_reply: Option<bool>,
 }
 
 /// A checked provider step: the switches to change (unset ones stay as they are).
@@ -56,6 +58,8 @@ pub struct ProviderSwitch {
     pub expires_in: Option<ExpiresIn>,
     /// Document order.
     pub reverse_documents: Option<bool>,
+    /// Lose the token endpoint's replies.
+    pub lose_token_reply: Option<bool>,
 }
 
 impl ProviderSwitch {
@@ -68,6 +72,7 @@ impl ProviderSwitch {
             rotate_refresh_tokens: r.rotate_refresh_tokens,
             expires_in: r.expires_in,
             reverse_documents: r.reverse_documents,
+            lose_token_reply: r.lose_token_reply,
         })
     }
 
@@ -94,6 +99,9 @@ impl ProviderSwitch {
             if let Some(r) = s.rotate_refresh_tokens {
                 switches.rotate_refresh_tokens = r;
             }
+            if let Some(l) = s.lose_token_reply {
+                switches.lose_token_reply = l;
+            }
         });
         // The trace line keeps the spelling of the file (`Some("server_error")`), so traces of
         // runs before and after the typed model compare equal.
@@ -101,10 +109,13 @@ impl ProviderSwitch {
             TokenFault::None => "none".to_owned(),
             TokenFault::Fault(f) => serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         });
-        let detail = format!(
+        let mut detail = format!(
             "provider {}: token_fault={fault:?} revoke_fails={:?} expires_in={:?} reverse_documents={:?}",
             self.provider, self.revoke_fails, self.expires_in, self.reverse_documents
         );
+        if let Some(l) = self.lose_token_reply {
+            detail.push_str(&format!(" lose_token_reply={l}"));
+        }
         ex.event(Some(i), None, EventKind::Note, detail, None);
         ex.annotate(note);
         Ok(())
