@@ -99,6 +99,9 @@ pub trait Target: Send + Sync {
     /// Move the service's clock forward.
     fn advance_clock(&self, by: Duration);
 
+    /// Move the service's clock back.
+    fn rewind_clock(&self, by: Duration);
+
     /// The OAuth provider, when the target is wired to the harness's fake one.
     fn provider(&self) -> Option<&FakeProvider>;
 
@@ -159,6 +162,10 @@ impl Target for ServiceUnderTest {
 
     fn advance_clock(&self, by: Duration) {
         self.clock.advance(by);
+    }
+
+    fn rewind_clock(&self, by: Duration) {
+        self.clock.rewind(by);
     }
 
     fn provider(&self) -> Option<&FakeProvider> {
@@ -222,6 +229,9 @@ impl Target for Restricted<'_> {
     }
     fn advance_clock(&self, by: Duration) {
         self.inner.advance_clock(by)
+    }
+    fn rewind_clock(&self, by: Duration) {
+        self.inner.rewind_clock(by)
     }
     fn provider(&self) -> Option<&FakeProvider> {
         self.inner.provider()

@@ -40,6 +40,13 @@ impl Clock {
         self.offset_ms.fetch_add(ms, Ordering::SeqCst);
     }
 
+    /// Moves the clock back by `by`, as an NTP step or a restored VM snapshot does (every clone
+    /// sees it).
+    pub fn rewind(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_sub(ms, Ordering::SeqCst);
+    }
+
     /// How far the harness has moved the clock (the host's skew is not part of it).
     pub fn offset(&self) -> Duration {
         Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))

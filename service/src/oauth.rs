@@ -149,15 +149,17 @@ async fn start_flow(
     db::finish(tx, result).await
 }
 
-/// The callback's query parameters. `Debug` is redacted: they are credentials.
-struct CallbackParams {
+/// The callback's query parameters. No `Debug`: they are credentials.
+pub struct CallbackParams {
     state: SecretString,
     code: Option<SecretString>,
     error: Option<String>,
     iss: Option<String>,
 }
 
-fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
+/// Parses the callback's raw query (outside input: public so the fuzz targets reach it). Refuses a
+/// query without `state`, or without both `code` and `error`, with 400 `VALIDATION_FAILED`.
+pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
     let (mut state, mut code, mut error, mut iss) = (None, None, None, None);
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {

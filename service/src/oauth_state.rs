@@ -168,22 +168,25 @@ impl OAuthStateStore {
         } else {
             self.redis.clone().get_del(&key).await?
         };
-        raw.map(|raw| {
-            let w: WireRecord = serde_json::from_str(&raw).map_err(|_| StateStoreError::Corrupt)?;
-            Ok(OAuthStateRecord {
-                tenant_id: w.tenant_id,
-                workspace_id: w.workspace_id,
-                user_id: w.user_id,
-                provider: w.provider,
-                issuer: w.issuer,
-                redirect_uri: w.redirect_uri,
-                verifier: SecretString::from(w.verifier),
-                created_at: w.created_at,
-                flow_id: w.flow_id,
-            })
-        })
-        .transpose()
+        raw.map(|raw| decode_record(&raw)).transpose()
     }
+}
+
+/// Decodes a state record as stored in Redis (outside input as far as the service is concerned:
+/// anyone with access to Redis can write one). Anything but a well-formed record is `Corrupt`.
+pub fn decode_record(raw: &str) -> Result<OAuthStateRecord, StateStoreError> {
+    let w: WireRecord = serde_json::from_str(raw).map_err(|_| StateStoreError::Corrupt)?;
+    Ok(OAuthStateRecord {
+        tenant_id: w.tenant_id,
+        workspace_id: w.workspace_id,
+        user_id: w.user_id,
+        provider: w.provider,
+        issuer: w.issuer,
+        redirect_uri: w.redirect_uri,
+        verifier: SecretString::from(w.verifier),
+        created_at: w.created_at,
+        flow_id: w.flow_id,
+    })
 }
 
 impl OAuthStateStore {

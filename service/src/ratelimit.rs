@@ -77,6 +77,11 @@ if cost < 0 then
   return {1, 0}
 end
 if tat < now then tat = now end
+-- No request can leave an arrival time beyond now + interval * burst: one that lies beyond it was
+-- stored before the clock went back (an NTP step, a restored snapshot). The bucket restarts full
+-- (at most one burst more, once per jump) instead of refusing everyone for as long as the jump,
+-- with a Retry-After of that length. Found by FLT-CLOCK-JUMPS-BACK.
+if tat > now + interval * burst then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
 if allow_at > now then

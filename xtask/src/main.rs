@@ -15,6 +15,10 @@
 //!   phase of `test`.
 //! - `cargo xtask proptest`: the state machine against the real service, and its kill matrix
 //!   (`PROPTEST_CASES`, default 16), also a phase of `test`.
+//! - `cargo xtask fuzz [SECONDS]`: every cargo-fuzz target (`fuzz/`, nightly) for SECONDS each
+//!   (default 60) from its committed corpus; executions, coverage and crashes per target go to
+//!   `reports/fuzz/<timestamp>/fuzz.json`. A crash fails the task and leaves its input in
+//!   `fuzz/artifacts/`.
 //! - `cargo xtask contract`: Schemathesis against `harbor-certify serve` (also the last phase of
 //!   `test`): the owner's token, no token, and another tenant's token.
 //!
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         "contract" => contract(),
         "proptest" => proptest(),
         "bench" => bench(&rest),
+        "fuzz" => fuzz(&rest),
         "loom" => phase("loom models (sync points, lock protocol)", loom).map(|()| ExitCode::SUCCESS),
         "serve" => {
             let mut args = vec!["serve".to_owned()];
@@ -50,7 +55,7 @@ fn main() -> ExitCode {
             certify(&args)
         }
         _ => {
-            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract | cargo xtask serve [SERVE ARGS…] | cargo xtask loom | cargo xtask proptest | cargo xtask bench [--quick]");
+            eprintln!("usage: cargo xtask test [NEXTEST ARGS…] | cargo xtask certify [HARBOR-CERTIFY ARGS…] | cargo xtask load [GOOSE ARGS…] | cargo xtask contract | cargo xtask serve [SERVE ARGS…] | cargo xtask loom | cargo xtask proptest | cargo xtask bench [--quick] | cargo xtask fuzz [SECONDS]");
             return ExitCode::from(CANNOT_RUN);
         }
     };
@@ -559,4 +564,81 @@ fn certify(args: &[String]) -> Result<ExitCode> {
         Command::new(&certify).current_dir(root()).args(&args).status().context("running harbor-certify")
     })?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+}
+
+/// The cargo-fuzz targets, in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: &[&str] = &["callback_query", "jwt", "sealed_token", "state_record", "providers_file", "scenario_toml"];
+
+/// Every fuzz target for `SECONDS` each; the figures libFuzzer prints at the end go to
+/// `reports/fuzz/<timestamp>/fuzz.json`.
+fn fuzz(args: &[String]) -> Result<ExitCode> {
+    let seconds: u64 = args.first().map(|s| s.parse()).transpose().context("SECONDS is a number")?.unwrap_or(60);
+    // `cargo +nightly` needs rustup's proxy; `cargo xtask` runs under the toolchain's own cargo.
+    let nightly_cargo = || {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo"]);
+        cmd
+    };
+    let have = nightly_cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        phase("install cargo-fuzz", || {
+            let status = Command::new(cargo()).args(["install", "cargo-fuzz", "--locked"]).status()?;
+            if !status.success() {
+                bail!("cargo install cargo-fuzz failed (it needs the nightly toolchain: rustup toolchain install nightly)");
+            }
+            Ok(())
+        })?;
+    }
+    let dir = root().join("fuzz");
+    phase("build the fuzz targets (nightly, instrumented)", || {
+        let status = nightly_cargo().current_dir(&dir).args(["fuzz", "build", "-O"]).status()?;
+        if !status.success() {
+            bail!("cargo fuzz build failed");
+        }
+        Ok(())
+    })?;
+    let mut rows = Vec::new();
+    let mut crashed = Vec::new();
+    for target in FUZZ_TARGETS {
+        let row = phase(&format!("fuzz {target} for {seconds} s"), || {
+            std::fs::create_dir_all(dir.join("run-corpus").join(target))?;
+            let out = nightly_cargo()
+                .current_dir(&dir)
+                // New inputs go to the first folder (kept locally, ignored by git); the committed
+                // seeds are only read.
+                .args(["fuzz", "run", target, &format!("run-corpus/{target}"), &format!("corpus/{target}"), "-O", "--"])
+                .args([format!("-max_total_time={seconds}"), "-print_final_stats=1".into(), "-rss_limit_mb=4096".into()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stderr);
+            let stat = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("stat::{name}:")).and_then(|v| v.trim().parse::<u64>().ok()));
+            let coverage = text.lines().rev().find_map(|l| l.split(" cov: ").nth(1)).and_then(|r| r.split_whitespace().next()).and_then(|c| c.parse::<u64>().ok());
+            let row = serde_json::json!({
+                "target": target,
+                "seconds": seconds,
+                "executions": stat("number_of_executed_units"),
+                "executions_per_s": stat("average_exec_per_sec"),
+                "coverage_edges": coverage,
+                "seed_inputs": std::fs::read_dir(dir.join("corpus").join(target)).map(|d| d.count()).unwrap_or(0),
+                "corpus_inputs": std::fs::read_dir(dir.join("run-corpus").join(target)).map(|d| d.count()).unwrap_or(0),
+                "crashed": !out.status.success(),
+            });
+            if !out.status.success() {
+                eprintln!("{}", text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            eprintln!("xtask:   {target}: {} executions, coverage {} edges{}", row["executions"], row["coverage_edges"], if out.status.success() { "" } else { ", CRASHED (input in fuzz/artifacts/)" });
+            Ok(row)
+        })?;
+        if row["crashed"] == true {
+            crashed.push(target.to_string());
+        }
+        rows.push(row);
+    }
+    let stamp = chrono_like_stamp();
+    let out = root().join("reports").join("fuzz").join(&stamp);
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("fuzz.json"), serde_json::to_string_pretty(&serde_json::json!({ "targets": rows, "crashes": crashed }))?)?;
+    eprintln!("xtask: fuzz report in {}", out.display());
+    Ok(if crashed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -7,7 +7,8 @@
 //!   `disconnect`, `revoke`, `sync`, `list_connections`, `list_documents`).
 //! - [`sql`]: raw SQL in the actor's own session. [`redis`]: a Redis command.
 //! - [`release`], [`wait`]: let a parked request go on; collect a background step.
-//! - [`clock`], [`provider`], [`fault`], [`assert`]: harness actions with no actor.
+//! - [`clock`], [`rewind_clock`], [`provider`], [`fault`], [`assert`]: harness actions with no
+//!   actor.
 
 pub mod assert;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod provider;
 pub mod redis;
 pub mod release;
 pub mod request;
+pub mod rewind_clock;
 pub mod sql;
 pub mod wait;
 
@@ -58,6 +60,8 @@ pub enum RawStep {
     Redis(redis::RawRedis),
     /// Move the service's clock forward.
     AdvanceClock(clock::RawAdvanceClock),
+    /// Move the service's clock back.
+    RewindClock(rewind_clock::RawRewindClock),
     /// Release a parked request.
     Release(release::RawRelease),
     /// Collect a background step.
@@ -87,6 +91,7 @@ impl RawStep {
             RawStep::Sql(_) => "Sql",
             RawStep::Redis(_) => "Redis",
             RawStep::AdvanceClock(_) => "AdvanceClock",
+            RawStep::RewindClock(_) => "RewindClock",
             RawStep::Release(_) => "Release",
             RawStep::Wait(_) => "Wait",
             RawStep::Provider(_) => "Provider",
@@ -116,6 +121,8 @@ pub enum StepKind {
     Redis(redis::RedisStep),
     /// Move the clock.
     AdvanceClock(clock::AdvanceClock),
+    /// Move the clock back.
+    RewindClock(rewind_clock::RewindClock),
     /// Release a parked request.
     Release(release::Release),
     /// Collect a background step.
@@ -146,6 +153,7 @@ impl Step {
             RawStep::Sql(r) => (r.note.clone(), StepKind::Sql(sql::SqlStep::parse(r, cx, place)?)),
             RawStep::Redis(r) => (r.note.clone(), StepKind::Redis(redis::RedisStep::parse(r, cx, place)?)),
             RawStep::AdvanceClock(r) => (r.note.clone(), StepKind::AdvanceClock(clock::AdvanceClock::parse(r, cx, place)?)),
+            RawStep::RewindClock(r) => (r.note.clone(), StepKind::RewindClock(rewind_clock::RewindClock::parse(r, cx, place)?)),
             RawStep::Release(r) => (r.note.clone(), StepKind::Release(release::Release::parse(r, cx, place)?)),
             RawStep::Wait(r) => (r.note.clone(), StepKind::Wait(wait::Wait::parse(r, cx, place)?)),
             RawStep::Provider(r) => (r.note.clone(), StepKind::Provider(provider::ProviderSwitch::parse(r, cx, place)?)),
@@ -164,7 +172,7 @@ impl Step {
             StepKind::Redis(s) => Some(&s.actor),
             StepKind::Release(s) => Some(&s.actor),
             StepKind::Wait(s) => Some(&s.actor),
-            StepKind::AdvanceClock(_) | StepKind::Provider(_) | StepKind::Assert(_) | StepKind::Fault(_) => None,
+            StepKind::AdvanceClock(_) | StepKind::RewindClock(_) | StepKind::Provider(_) | StepKind::Assert(_) | StepKind::Fault(_) => None,
         }
     }
 
@@ -181,6 +189,7 @@ impl Step {
             StepKind::AdvanceClock(_) => {
                 needs.insert(Capability::Clock);
             }
+            StepKind::RewindClock(s) => s.requires(needs),
             StepKind::Release(s) => s.requires(needs),
             StepKind::Wait(_) => {}
             StepKind::Provider(_) => {
@@ -201,6 +210,7 @@ impl Step {
             StepKind::Sql(s) => s.apply(ex, index, note).await,
             StepKind::Redis(s) => s.apply(ex, index, note).await,
             StepKind::AdvanceClock(s) => s.apply(ex, index, note).await,
+            StepKind::RewindClock(s) => s.apply(ex, index, note).await,
             StepKind::Release(s) => s.apply(ex, index, note).await,
             StepKind::Wait(s) => s.apply(ex, index, note).await,
             StepKind::Provider(s) => s.apply(ex, index, note).await,
