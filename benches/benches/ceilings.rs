@@ -2,8 +2,11 @@
 //! token seal/open vs raw AES-256-GCM on the same sizes; OAuth state issue + consume vs raw
 //! `SET NX EX` + `GETDEL` on the same Redis; JWT verification vs a raw Ed25519 verify of the same
 //! token; lock-key derivation. Ratios are printed and written next to criterion's output
-//! (`harbor-ratios.json`). Redis comes from `HARBOR_REDIS_URL` (as `cargo xtask bench` provides)
-//! or the harness's `auto` provisioning.
+//! (`harbor-ratios.json`). PostgreSQL and Redis come from `HARBOR_DATABASE_URL`/`HARBOR_REDIS_URL`
+//! (as `cargo xtask bench` provides) or the harness's `auto` provisioning.
+
+#[path = "ceilings/activation.rs"]
+mod activation;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,27 +157,14 @@ fn main() {
     jwt(&mut c);
     lock_key(&mut c);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let redis_url = std::env::var("HARBOR_REDIS_URL").ok();
-    let mut infra = None;
-    let url = match redis_url {
-        Some(url) => Some(url),
-        None => match runtime.block_on(harbor_harness::provision::Infra::provision(harbor_harness::provision::BackendChoice::Auto)) {
-            Ok(i) => {
-                let url = i.redis_url.clone();
-                infra = Some(i);
-                Some(url)
-            }
-            Err(e) => {
-                eprintln!("benches: no Redis ({e}); the state benchmark is not run");
-                None
-            }
-        },
-    };
-    if let Some(url) = url {
-        oauth_state(&mut c, &runtime, &url);
-    }
-    if let Some(mut i) = infra {
-        runtime.block_on(i.shutdown());
+    // `auto` is the held servers when both URLs are set (`cargo xtask bench`), else its own.
+    match runtime.block_on(harbor_harness::provision::Infra::provision(harbor_harness::provision::BackendChoice::Auto)) {
+        Ok(mut infra) => {
+            oauth_state(&mut c, &runtime, &infra.redis_url.clone());
+            activation::activation(&mut c, &runtime, &infra);
+            runtime.block_on(infra.shutdown());
+        }
+        Err(e) => eprintln!("benches: no PostgreSQL/Redis ({e}); the state and activation benchmarks are not run"),
     }
     c.final_summary();
     let pairs = [
@@ -184,6 +174,9 @@ fn main() {
         Pair { name: "open_2048", group: "open", service: "service/2048", raw: "raw_aes_gcm/2048", goal: 0.9 },
         Pair { name: "jwt", group: "jwt", service: "service_verify", raw: "raw_ed25519_verify", goal: 0.9 },
         Pair { name: "state", group: "state", service: "service_issue_consume", raw: "raw_set_nx_ex_getdel", goal: 0.8 },
+        Pair { name: "activation_distinct_1", group: "activation", service: "service/1", raw: "raw_sqlx/1", goal: 0.6 },
+        Pair { name: "activation_distinct_10", group: "activation", service: "service/10", raw: "raw_sqlx/10", goal: 0.6 },
+        Pair { name: "activation_distinct_50", group: "activation", service: "service/50", raw: "raw_sqlx/50", goal: 0.6 },
     ];
     let (text, json) = ratios(&dir, &pairs);
     println!("\n{text}");
