@@ -78,10 +78,15 @@ if cost < 0 then
 end
 if tat < now then tat = now end
 -- No request can leave an arrival time beyond now + interval * burst: one that lies beyond it was
--- stored before the clock went back (an NTP step, a restored snapshot). The bucket restarts full
--- (at most one burst more, once per jump) instead of refusing everyone for as long as the jump,
--- with a Retry-After of that length. Found by FLT-CLOCK-JUMPS-BACK.
-if tat > now + interval * burst then tat = now end
+-- stored before the clock went back (an NTP step, a restored snapshot). It is brought down to that
+-- bound and kept there — the bucket counts as just emptied, so the wait is one interval, not the
+-- length of the jump (found by FLT-CLOCK-JUMPS-BACK) — and never raised to a full bucket, which
+-- replicas with different quotas (a rolling deploy) could otherwise take turns resetting.
+local ceiling = now + interval * burst
+if tat > ceiling then
+  tat = ceiling
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
 if allow_at > now then

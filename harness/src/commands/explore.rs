@@ -61,6 +61,10 @@ pub struct ExploreArgs {
     /// Keep exploring a set after its first violation.
     #[arg(long)]
     pub keep_going: bool,
+    /// Exit 0 even when a systematic set was cut short by `--budget` or `--seconds` (without it,
+    /// an incomplete exploration is not a clean one: exit 1).
+    #[arg(long)]
+    pub allow_incomplete: bool,
     /// Replicas (operations go to the one the starting state was not made on).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
@@ -119,7 +123,12 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
     if let Mode::Random { seed, depth } = mode {
         eprintln!("harbor-certify: explore: PCT schedules from seed {seed} (depth {depth}); --seed {seed} replays them");
     }
-    let code = if args.kill_matrix { kill_matrix(&infra, options, &dir).await } else { once(&infra, &options, &dir).await };
+    if options.sets.is_empty() {
+        eprintln!("harbor-certify: the selection (--ops/--pairs/--shard) has no operation set to explore");
+        infra.shutdown().await;
+        return ExitCode::from(CANNOT_RUN);
+    }
+    let code = if args.kill_matrix { kill_matrix(&infra, options, &dir).await } else { once(&infra, &options, &dir, args.allow_incomplete).await };
     infra.shutdown().await;
     let latest = args.out.join("latest");
     let _ = std::fs::remove_file(&latest);
@@ -175,7 +184,8 @@ fn print_summary(label: &str, report: &ExploreReport) {
         println!("  {} after {} schedule(s): {}", v.anomaly.as_str(), v.found_after, v.detail);
         println!("    schedule {:?}{}", v.schedule, v.seed.map(|s| format!(", seed {s}")).unwrap_or_default());
         if let Some(f) = &v.saved_file {
-            println!("    saved as {f}");
+            let yes_no = |b: Option<bool>| b.map_or("-", |b| if b { "yes" } else { "no" });
+            println!("    saved as {f} (reproduces: {}, passes on the correct build: {})", yes_no(v.reproduces), yes_no(v.passes_on_correct_build));
         }
     }
 }
@@ -186,25 +196,36 @@ fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Re
     std::fs::write(dir.join(name), json).map_err(|e| format!("{}: {e}", dir.join(name).display()))
 }
 
-async fn once(infra: &crate::provision::Infra, options: &Options, dir: &std::path::Path) -> ExitCode {
+async fn once(infra: &crate::provision::Infra, options: &Options, dir: &std::path::Path, allow_incomplete: bool) -> ExitCode {
     let label = if options.flaws.is_empty() { "explore".to_owned() } else { format!("explore ({})", options.flaws.names().join(", ")) };
-    let report = match run_reported(infra, options, &label).await {
+    let mut report = match run_reported(infra, options, &label).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("harbor-certify: explore could not run: {e}");
             return ExitCode::from(CANNOT_RUN);
         }
     };
+    explore::check_saved(infra, &mut report, &options.flaws).await;
     print_summary(&label, &report);
     if let Err(e) = write(dir, "explore.json", &report) {
         eprintln!("harbor-certify: {e}");
         return ExitCode::from(CANNOT_RUN);
     }
     println!("report: {}/explore.json", dir.display());
-    if report.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    // A systematic set cut short (budget, time) or diverging replays is not a clean exploration.
+    let incomplete: Vec<String> = report
+        .sets
+        .iter()
+        .filter(|s| options.mode == Mode::Systematic && !s.complete && s.anomalies.is_empty())
+        .map(|s| s.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "))
+        .collect();
+    if !incomplete.is_empty() {
+        println!("INCOMPLETE: not every schedule of {} ran{}", incomplete.join("; "), if allow_incomplete { " (allowed by --allow-incomplete)" } else { "" });
+    }
+    if !report.violations.is_empty() || (!incomplete.is_empty() && !allow_incomplete) {
         ExitCode::from(NOT_CERTIFIED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -218,6 +239,8 @@ struct KillRow {
     found_after: Option<usize>,
     set: Option<Vec<Operation>>,
     saved_file: Option<String>,
+    reproduces: Option<bool>,
+    passes_on_correct_build: Option<bool>,
 }
 
 async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &std::path::Path) -> ExitCode {
@@ -241,22 +264,38 @@ async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &st
             }
         };
         // Sets in turn until the first violation: how many schedules it takes is the figure.
-        let mut row = KillRow { flaw: flaw.name().into(), caught: false, anomalies: Vec::new(), schedules: 0, found_after: None, set: None, saved_file: None };
+        let mut row = KillRow {
+            flaw: flaw.name().into(),
+            caught: false,
+            anomalies: Vec::new(),
+            schedules: 0,
+            found_after: None,
+            set: None,
+            saved_file: None,
+            reproduces: None,
+            passes_on_correct_build: None,
+        };
         for set in &options.sets {
             let one = Options { sets: vec![set.clone()], flaws: flaws.clone(), save_dir: Some(dir.join("found").join(flaw.name())), ..options.clone() };
-            let report = match explore::explore(infra, &one, |_, _| {}).await {
+            let mut report = match explore::explore(infra, &one, |_, _| {}).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("harbor-certify: explore ({}) could not run: {e}", flaw.name());
                     return ExitCode::from(CANNOT_RUN);
                 }
             };
-            if let Some(v) = report.violations.first() {
+            // Only an anomaly about the service's behaviour counts: a hang (a settle that timed out
+            // on a loaded machine) or a 5xx alone may be the harness's own trouble.
+            let semantic = |a: &crate::explore::oracle::Anomaly| !matches!(a, crate::explore::oracle::Anomaly::Hang | crate::explore::oracle::Anomaly::ServerError);
+            explore::check_saved(infra, &mut report, &one.flaws).await;
+            if let Some(v) = report.violations.iter().find(|v| semantic(&v.anomaly)) {
                 row.caught = true;
                 row.found_after = Some(row.schedules + v.found_after);
                 row.anomalies = report.violations.iter().map(|v| v.anomaly.as_str().to_owned()).collect();
                 row.set = Some(set.clone());
                 row.saved_file = v.saved_file.clone();
+                row.reproduces = v.reproduces;
+                row.passes_on_correct_build = v.passes_on_correct_build;
                 row.schedules += report.schedules_explored;
                 break;
             }
@@ -270,6 +309,11 @@ async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &st
             row.found_after.unwrap_or(row.schedules),
             row.set.as_ref().map(|s| format!(" on {}: {}", s.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "), row.anomalies.join(", "))).unwrap_or_default()
         );
+        if let Some(f) = &row.saved_file {
+            let yes_no = |b: Option<bool>| b.map_or("-", |b| if b { "yes" } else { "no" });
+            println!("{:<26} saved file reproduces: {}, passes on the correct build: {}", "", yes_no(row.reproduces), yes_no(row.passes_on_correct_build));
+            let _ = f;
+        }
         rows.push(row);
     }
     let killed = rows.iter().filter(|r| r.caught).count();

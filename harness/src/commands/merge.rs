@@ -21,6 +21,16 @@ pub struct MergeArgs {
 
 /// Joins shard reports; `Err` names the file that is not one.
 pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
+    for (i, shard) in shards.iter().enumerate() {
+        if shard.get("correct_build").is_some() {
+            return Err(format!("shard {} is a kill matrix's report, not one exploration's", i + 1));
+        }
+        for key in ["schema_version", "sets", "violations", "schedules_explored", "schedules_per_s"] {
+            if shard.get(key).is_none() {
+                return Err(format!("shard {} is not an explore.json (no {key})", i + 1));
+            }
+        }
+    }
     let mut merged = shards.first().cloned().ok_or("nothing to merge")?;
     for (i, shard) in shards.iter().enumerate().skip(1) {
         if shard["schema_version"] != merged["schema_version"] || shard["mode"] != merged["mode"] || shard["flaws"] != merged["flaws"] {
@@ -99,7 +109,10 @@ mod tests {
         assert_eq!(merged["sets"].as_array().unwrap().len(), 2);
         assert_eq!(merged["violations"].as_array().unwrap().len(), 1);
         assert_eq!(merged["duration_ms"], 20000.0);
-        let other = json!({ "schema_version": 1, "mode": "systematic", "flaws": ["no-row-lock"] });
-        assert!(merge_reports(&[shard(1, json!([])), other]).is_err());
+        let mut other = shard(1, json!([]));
+        other["flaws"] = json!(["no-row-lock"]);
+        assert!(merge_reports(&[shard(1, json!([])), other]).is_err(), "another exploration");
+        assert!(merge_reports(&[json!({})]).is_err(), "not an explore.json");
+        assert!(merge_reports(&[json!({ "correct_build": {} })]).is_err(), "a kill matrix");
     }
 }

@@ -1,5 +1,6 @@
 //! `harbor-certify replay`: runs a recorded schedule again, exactly, and checks that the trace's
-//! signature is the one recorded. The record is a run folder's `traces/<ID>.json` (written for every
+//! signature is the one recorded (a recorded failure replayed is a success: it reproduces). A
+//! scenario file replays its own order: every run must then pass with the first run's signature. The record is a run folder's `traces/<ID>.json` (written for every
 //! scenario by `run` and `mutants`); a scenario file replays its own order.
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
     let runner = ScenarioRunner::new(&infra, LOGS.get().cloned()).with_flaws(flaws);
     let mut expected = recorded.as_ref().map(|r| r.signature.clone());
     let mut ok = true;
+    // A scenario file has no recorded signature to hold the run to: then its failures count.
+    let judged_on_failures = recorded.is_none();
     for n in 1..=args.repeat.max(1) {
         let mut scheduler: Box<dyn Scheduler> = match &recorded {
             Some(r) => Box::new(Replay::new(&r.schedule)),
@@ -80,6 +83,7 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
         let run = runner.run_scheduled(&loaded, scheduler.as_mut()).await;
         let signature = run.trace.signature();
         let verdict = if run.failures.is_empty() { "passed" } else { "failed" };
+        ok &= !judged_on_failures || run.failures.is_empty();
         println!("replay {n}: {} {verdict}, schedule {} ({} trace lines)", loaded.scenario.id, run.trace.schedule, signature.len());
         for f in &run.failures {
             println!("        step {}: {}", f.step.map_or("-".into(), |s| s.to_string()), f.message);

@@ -105,7 +105,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let mut report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
     if let Some(path) = &args.exploration {
         match report::ExplorationBasis::from_explore_json(path) {
-            Ok(basis) => report.exploration = Some(basis),
+            Ok(basis) => {
+                // Violations found by the exploration block the certificate like failed scenarios.
+                if basis.violations > 0 {
+                    eprintln!("harbor-certify: the exploration found {} violation(s): NOT CERTIFIED", basis.violations);
+                    report.verdict = report::RunVerdict::Fail;
+                }
+                report.exploration = Some(basis);
+            }
             Err(e) => {
                 eprintln!("harbor-certify: --exploration: {e}");
                 return ExitCode::from(super::CANNOT_RUN);

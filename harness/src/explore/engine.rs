@@ -70,6 +70,17 @@ enum Work {
     Sql(JoinHandle<(Result<(), String>, PgConnection)>),
 }
 
+impl Running {
+    /// Whether its request or statement has finished (its result not collected yet).
+    fn finished(&self) -> bool {
+        match &self.work {
+            Some(Work::Http(h)) => h.is_finished(),
+            Some(Work::Sql(h)) => h.is_finished(),
+            None => false,
+        }
+    }
+}
+
 struct Running {
     op: Operation,
     tag: String,
@@ -350,7 +361,9 @@ impl<'a> Engine<'a> {
             let mut settled = true;
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
             for (i, a) in actors.iter_mut().enumerate() {
-                if !a.launched || a.stop == Some(Stop::Done) || matches!(a.stop, Some(Stop::Parked(_))) {
+                // A parked request can only move by finishing (its sync point timed out): look.
+                let parked_and_still = matches!(a.stop, Some(Stop::Parked(_))) && !a.finished();
+                if !a.launched || a.stop == Some(Stop::Done) || parked_and_still {
                     continue;
                 }
                 let previous = a.stop.take();
@@ -378,6 +391,21 @@ impl<'a> Engine<'a> {
             for (_, by) in &blocked_by {
                 let stable = by.iter().all(|h| tags.get(h.as_str()).is_some_and(|a| matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))));
                 settled &= stable;
+            }
+            // Each actor's lock wait was read by its own query: a holder may have let go and
+            // parked between two of them. With every holder now known to be parked or waiting, a
+            // second read of the waiters confirms they still wait (a parked holder cannot let go).
+            if settled && !blocked_by.is_empty() {
+                for (i, by) in &blocked_by {
+                    let again = self.poll_one(&mut actors[*i], run, *i, true).await?;
+                    if again.as_ref() != Some(&Stop::Blocked(by.clone())) {
+                        settled = false;
+                        if let Some(stop) = &again {
+                            run.observed.push(Observed { decision, op: *i, stop: stop.clone() });
+                        }
+                        actors[*i].stop = again;
+                    }
+                }
             }
             if settled {
                 return Ok(());

@@ -92,6 +92,11 @@ pub struct Violation {
     pub found_after: usize,
     /// The scenario file it was saved as (minimised), if saved.
     pub saved_file: Option<String>,
+    /// Whether running the saved file on the explored build fails (it reproduces the violation).
+    pub reproduces: Option<bool>,
+    /// Whether the saved file passes on the correct build (it could join the catalogue); often
+    /// not, because the flawed schedule is infeasible when the locks work.
+    pub passes_on_correct_build: Option<bool>,
     /// The run of the (minimised) schedule, for the report's diagram.
     #[serde(skip)]
     pub run: Option<ScheduleRun>,
@@ -219,7 +224,7 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
         let mut set = SetReport { operations: ops.clone(), start, explored: 0, pruned: 0, complete: false, outcomes: BTreeMap::new(), anomalies: Vec::new() };
         let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
         let mut dfs = strategy::Dfs::new(ops);
-        let twins = strategy::dfs::has_twins(ops);
+        let mirrors = strategy::dfs::mirrors(ops);
         let mut length = 8;
         // The next schedule's workspace is made while this one runs (it touches only its own).
         let mut next = Some(engine.prepare(start).await?);
@@ -248,7 +253,9 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
             setup_time += run.setup;
             check_time += run.checks;
             set.explored += 1;
-            set.pruned += usize::from(twins && options.mode == Mode::Systematic);
+            if options.mode == Mode::Systematic {
+                set.pruned += mirrors - 1;
+            }
             *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
             progress(set_index, set.explored);
             let findings: Vec<Finding> = oracle::check(ops, &run, &serial);
@@ -266,6 +273,8 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
                         seed,
                         found_after: set.explored,
                         saved_file: None,
+                        reproduces: None,
+                        passes_on_correct_build: None,
                         run: Some(run.clone()),
                     });
                 }
@@ -274,7 +283,9 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
                 break;
             }
             if options.mode == Mode::Systematic && !dfs.advance() {
-                set.complete = true;
+                // Every schedule ran — unless a replayed prefix diverged, when some branch may
+                // never have been taken.
+                set.complete = !dfs.diverged;
                 break;
             }
         }
@@ -298,4 +309,23 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
         }
     }
     Ok(report)
+}
+
+/// Runs every saved file twice — on the explored build (it must fail: the violation reproduces)
+/// and on the correct build — and records both answers in the violations.
+pub async fn check_saved(infra: &Infra, report: &mut ExploreReport, flaws: &Flaws) {
+    use crate::scenario::run::ScenarioRunner;
+    for v in &mut report.violations {
+        let Some(file) = &v.saved_file else { continue };
+        let Ok(loaded) = crate::scenario::load::load_file(std::path::Path::new(file)) else {
+            v.reproduces = Some(false);
+            continue;
+        };
+        let flawed = ScenarioRunner::new(infra, None).with_flaws(flaws.clone()).run(&loaded).await;
+        v.reproduces = Some(flawed.failures.iter().any(|f| !f.environment));
+        if !flaws.is_empty() {
+            let correct = ScenarioRunner::new(infra, None).run(&loaded).await;
+            v.passes_on_correct_build = Some(correct.failures.is_empty());
+        }
+    }
 }

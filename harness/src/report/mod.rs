@@ -128,6 +128,10 @@ impl ExplorationBasis {
         let all: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let v = if all.get("correct_build").is_some() { &all["correct_build"] } else { &all };
         let sets = v["sets"].as_array().ok_or_else(|| format!("{}: not an explore.json", path.display()))?;
+        // A certificate rests only on an exploration of the build it certifies.
+        if v["flaws"].as_array().is_some_and(|f| !f.is_empty()) {
+            return Err(format!("{}: an exploration of a build with seeded flaws ({}) cannot back a certificate", path.display(), v["flaws"]));
+        }
         let name = |s: &serde_json::Value| s["operations"].as_array().map(|o| o.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" + ")).unwrap_or_default();
         let mode = match &v["mode"] {
             serde_json::Value::String(m) => m.clone(),

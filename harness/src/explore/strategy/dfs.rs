@@ -20,12 +20,15 @@ pub struct Dfs {
     done: bool,
     /// Decisions of the schedule being run (enabled sets after symmetry reduction).
     current: Vec<Decision>,
+    /// A replayed prefix met a decision where its recorded choice was not enabled: the system
+    /// did not behave the same way twice, so "every schedule" cannot be claimed.
+    pub diverged: bool,
 }
 
 impl Dfs {
     /// Enumerates the schedules of `ops`.
     pub fn new(ops: &[Operation]) -> Self {
-        Self { ops: ops.to_vec(), prefix: Vec::new(), done: false, current: Vec::new() }
+        Self { ops: ops.to_vec(), prefix: Vec::new(), done: false, current: Vec::new(), diverged: false }
     }
 
     /// Whether every schedule has been run.
@@ -80,7 +83,11 @@ impl Chooser for DfsRun<'_> {
         let reduced = self.dfs.reduce(enabled, &self.launched);
         let chosen = match self.dfs.prefix.get(step) {
             Some(c) if reduced.contains(c) => *c,
-            _ => reduced[0],
+            Some(_) => {
+                self.dfs.diverged = true;
+                reduced[0]
+            }
+            None => reduced[0],
         };
         self.launched[chosen] = true;
         self.dfs.current.push(Decision { enabled: reduced, chosen });
@@ -88,9 +95,14 @@ impl Chooser for DfsRun<'_> {
     }
 }
 
-/// Whether a set of operations has identical members (its schedules come in mirrored pairs).
-pub fn has_twins(ops: &[Operation]) -> bool {
-    ops.iter().enumerate().any(|(i, a)| ops[..i].contains(a))
+/// How many schedules each explored one stands for under the symmetry reduction: the product of
+/// `k!` over each group of `k` identical operations (1 when there are none).
+pub fn mirrors(ops: &[Operation]) -> usize {
+    let mut counts: std::collections::BTreeMap<Operation, usize> = Default::default();
+    for op in ops {
+        *counts.entry(*op).or_default() += 1;
+    }
+    counts.values().map(|&k| (1..=k).product::<usize>()).product()
 }
 
 #[cfg(test)]
@@ -132,6 +144,9 @@ mod tests {
     fn twins_are_explored_up_to_symmetry() {
         // Half of the 20 interleavings: those launching E0 first.
         assert_eq!(count(&[Operation::Activate, Operation::Activate], 3), 10);
-        assert!(has_twins(&[Operation::Sync, Operation::Sync]));
+        assert_eq!(mirrors(&[Operation::Sync, Operation::Sync]), 2);
+        assert_eq!(mirrors(&[Operation::Sync, Operation::Sync, Operation::Sync]), 6);
+        assert_eq!(mirrors(&[Operation::Sync, Operation::Sync, Operation::Activate, Operation::Activate]), 4);
+        assert_eq!(mirrors(&[Operation::Sync, Operation::Activate]), 1);
     }
 }
