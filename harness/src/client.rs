@@ -199,11 +199,6 @@ impl Call {
         &self.client
     }
 
-    /// The replica it goes to.
-    pub fn replica(&self) -> usize {
-        self.replica
-    }
-
     /// Sends it and reads the whole answer.
     pub async fn send(self) -> Result<Answer, ClientError> {
         let fail = |source| ClientError { method: self.method.clone(), path: self.path.clone(), source };

@@ -184,10 +184,14 @@ fn print_summary(label: &str, report: &ExploreReport) {
         println!("  {} after {} schedule(s): {}", v.anomaly.as_str(), v.found_after, v.detail);
         println!("    schedule {:?}{}", v.schedule, v.seed.map(|s| format!(", seed {s}")).unwrap_or_default());
         if let Some(f) = &v.saved_file {
-            let yes_no = |b: Option<bool>| b.map_or("-", |b| if b { "yes" } else { "no" });
             println!("    saved as {f} (reproduces: {}, passes on the correct build: {})", yes_no(v.reproduces), yes_no(v.passes_on_correct_build));
         }
     }
+}
+
+/// `yes`, `no`, or `-` when it was not checked.
+fn yes_no(b: Option<bool>) -> &'static str {
+    b.map_or("-", |b| if b { "yes" } else { "no" })
 }
 
 fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Result<(), String> {
@@ -309,10 +313,8 @@ async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &st
             row.found_after.unwrap_or(row.schedules),
             row.set.as_ref().map(|s| format!(" on {}: {}", s.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "), row.anomalies.join(", "))).unwrap_or_default()
         );
-        if let Some(f) = &row.saved_file {
-            let yes_no = |b: Option<bool>| b.map_or("-", |b| if b { "yes" } else { "no" });
+        if row.saved_file.is_some() {
             println!("{:<26} saved file reproduces: {}, passes on the correct build: {}", "", yes_no(row.reproduces), yes_no(row.passes_on_correct_build));
-            let _ = f;
         }
         rows.push(row);
     }

@@ -25,8 +25,9 @@ use crate::service::ServiceUnderTest;
 use crate::target::Target;
 use crate::tokens::TokenKind;
 
-/// The replica the starting state is made on; operations run on the other one (when there are
-/// two), so a state kept in one replica's memory is not found.
+/// The replica the starting state is made on (the one `target::start_flow` and `complete_flow`
+/// use); operations run on the other one (when there are two), so a state kept in one replica's
+/// memory is not found.
 pub const SETUP_REPLICA: usize = 0;
 
 /// Picks the next operation to advance among the enabled ones.
@@ -124,19 +125,8 @@ impl<'a> Engine<'a> {
         let name = format!("explore-{}", uuid::Uuid::new_v4().simple());
         let t = TenantWorkspace::create(&self.sut.db, &name, true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
         // A stale start moves the clock past every state's TTL: its flow is started when it runs.
-        let consent = if start == Start::Stale { None } else { Some(self.authorize(&t).await?) };
+        let consent = if start == Start::Stale { None } else { Some(crate::target::start_flow(self.sut, t.owner, t.workspace, Provider::Qbo).await?) };
         Ok(Prepared { start, workspace: t, consent, took: started.elapsed() })
-    }
-
-    async fn authorize(&self, t: &TenantWorkspace) -> Result<Consent, String> {
-        let bearer = self.sut.bearer(t.owner, TokenKind::Valid);
-        let (answer, consent) = self
-            .sut
-            .client()
-            .authorize_and_consent(SETUP_REPLICA, Some(&bearer), None, t.workspace, Provider::Qbo)
-            .await
-            .map_err(|e| e.to_string())?;
-        consent.ok_or_else(|| format!("setup authorize answered {}: {}", answer.status, answer.body))?
     }
 
     /// Brings a prepared workspace to its starting state — completes the flow for a connected
@@ -145,24 +135,12 @@ impl<'a> Engine<'a> {
     async fn finish_setup(&self, p: &Prepared) -> Result<Option<Consent>, String> {
         let consent = match &p.consent {
             Some(c) => c.clone(),
-            None => self.authorize(&p.workspace).await?,
+            None => crate::target::start_flow(self.sut, p.workspace.owner, p.workspace.workspace, Provider::Qbo).await?,
         };
         if p.start == Start::Pending {
             return Ok(Some(consent));
         }
-        let bearer = self.sut.bearer(p.workspace.owner, TokenKind::Valid);
-        let callback = self
-            .sut
-            .client()
-            .request(Method::GET, paths::callback(Provider::Qbo, &consent.callback_query()))
-            .on_replica(SETUP_REPLICA)
-            .bearer(Some(&bearer))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !callback.status.is_success() {
-            return Err(format!("setup callback answered {}: {}", callback.status, callback.body));
-        }
+        crate::target::complete_flow(self.sut, p.workspace.owner, Provider::Qbo, &consent).await.map_err(|e| format!("setup: {e}"))?;
         if p.start == Start::Stale {
             self.sut.advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
         }

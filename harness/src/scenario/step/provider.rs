@@ -43,43 +43,26 @@ pub struct RawProvider {
     pub lose_token_reply: Option<bool>,
 }
 
-/// A checked provider step: the switches to change (unset ones stay as they are).
+/// A checked provider step: the provider, typed, and the switches to change as written (unset
+/// ones stay as they are; they need no checking beyond their types).
 #[derive(Clone, Debug)]
 pub struct ProviderSwitch {
     /// Which provider.
     pub provider: Provider,
-    /// What the token endpoint answers.
-    pub token_fault: Option<TokenFault>,
-    /// Make revocation fail.
-    pub revoke_fails: Option<bool>,
-    /// Rotate refresh tokens.
-    pub rotate_refresh_tokens: Option<bool>,
-    /// `expires_in`.
-    pub expires_in: Option<ExpiresIn>,
-    /// Document order.
-    pub reverse_documents: Option<bool>,
-    /// Lose the token endpoint's replies.
-    pub lose_token_reply: Option<bool>,
+    /// The switches to change.
+    pub changes: RawProvider,
 }
 
 impl ProviderSwitch {
     /// Checks a written provider step.
     pub fn parse(r: RawProvider, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
-        Ok(ProviderSwitch {
-            provider: cx.provider(&format!("{place}.provider"), Some(&r.provider))?,
-            token_fault: r.token_fault,
-            revoke_fails: r.revoke_fails,
-            rotate_refresh_tokens: r.rotate_refresh_tokens,
-            expires_in: r.expires_in,
-            reverse_documents: r.reverse_documents,
-            lose_token_reply: r.lose_token_reply,
-        })
+        Ok(ProviderSwitch { provider: cx.provider(&format!("{place}.provider"), Some(&r.provider))?, changes: r })
     }
 
     /// Flips the switches.
     pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
         let fake = ex.target.provider().ok_or_else(|| Failure::at(Some(i), "the target's provider is not the harness's"))?;
-        let s = self.clone();
+        let s = self.changes.clone();
         fake.configure(self.provider, |switches| {
             if let Some(e) = s.expires_in {
                 switches.expires_in = e;
@@ -105,15 +88,16 @@ impl ProviderSwitch {
         });
         // The trace line keeps the spelling of the file (`Some("server_error")`), so traces of
         // runs before and after the typed model compare equal.
-        let fault = self.token_fault.map(|f| match f {
+        let c = &self.changes;
+        let fault = c.token_fault.map(|f| match f {
             TokenFault::None => "none".to_owned(),
             TokenFault::Fault(f) => serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         });
         let mut detail = format!(
             "provider {}: token_fault={fault:?} revoke_fails={:?} expires_in={:?} reverse_documents={:?}",
-            self.provider, self.revoke_fails, self.expires_in, self.reverse_documents
+            self.provider, c.revoke_fails, c.expires_in, c.reverse_documents
         );
-        if let Some(l) = self.lose_token_reply {
+        if let Some(l) = c.lose_token_reply {
             detail.push_str(&format!(" lose_token_reply={l}"));
         }
         ex.event(Some(i), None, EventKind::Note, detail, None);
