@@ -36,7 +36,13 @@ fn binding() -> TokenBinding {
 /// The associated data of the same length as the service's (tenant, connection, provider, field,
 /// grant), so the raw ceiling authenticates as many bytes.
 fn same_length_aad() -> Vec<u8> {
-    format!("harbor.token.v2\0{}\0{}\0gmail\0access_token\0{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4()).into_bytes()
+    format!(
+        "harbor.token.v2\0{}\0{}\0gmail\0access_token\0{}",
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    )
+    .into_bytes()
 }
 
 fn seal_and_open(c: &mut Criterion) {
@@ -48,23 +54,44 @@ fn seal_and_open(c: &mut Criterion) {
         let token = SecretString::from("t".repeat(size));
         let mut seal = c.benchmark_group("seal");
         seal.throughput(Throughput::Bytes(size as u64));
-        seal.bench_with_input(BenchmarkId::new("service", size), &token, |bench, t| bench.iter(|| ring.encrypt(t, &b).unwrap()));
+        seal.bench_with_input(BenchmarkId::new("service", size), &token, |bench, t| {
+            bench.iter(|| ring.encrypt(t, &b).unwrap())
+        });
         seal.bench_with_input(BenchmarkId::new("raw_aes_gcm", size), &token, |bench, t| {
             bench.iter(|| {
                 let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-                raw.encrypt(&nonce, Payload { msg: t.expose_secret().as_bytes(), aad: &aad }).unwrap()
+                raw.encrypt(
+                    &nonce,
+                    Payload {
+                        msg: t.expose_secret().as_bytes(),
+                        aad: &aad,
+                    },
+                )
+                .unwrap()
             })
         });
         seal.finish();
         let sealed = ring.encrypt(&token, &b).unwrap();
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let raw_sealed = raw.encrypt(&nonce, Payload { msg: token.expose_secret().as_bytes(), aad: &aad }).unwrap();
+        let raw_sealed = raw
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: token.expose_secret().as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .unwrap();
         let mut open = c.benchmark_group("open");
         open.throughput(Throughput::Bytes(size as u64));
-        open.bench_with_input(BenchmarkId::new("service", size), &sealed, |bench, s| bench.iter(|| ring.decrypt(s, &b).unwrap()));
-        open.bench_with_input(BenchmarkId::new("raw_aes_gcm", size), &raw_sealed, |bench, s| {
-            bench.iter(|| raw.decrypt(&nonce, Payload { msg: s, aad: &aad }).unwrap())
+        open.bench_with_input(BenchmarkId::new("service", size), &sealed, |bench, s| {
+            bench.iter(|| ring.decrypt(s, &b).unwrap())
         });
+        open.bench_with_input(
+            BenchmarkId::new("raw_aes_gcm", size),
+            &raw_sealed,
+            |bench, s| bench.iter(|| raw.decrypt(&nonce, Payload { msg: s, aad: &aad }).unwrap()),
+        );
         open.finish();
     }
 }
@@ -72,27 +99,46 @@ fn seal_and_open(c: &mut Criterion) {
 fn jwt(c: &mut Criterion) {
     let mint = harbor_harness::tokens::TokenMint::new();
     let verifier = harbor_service::auth::JwtVerifier::new(&mint.jwt_config()).unwrap();
-    let token = mint.token(uuid::Uuid::new_v4(), harbor_harness::tokens::TokenKind::Valid);
-    let x = mint.jwks_json()["keys"][0]["x"].as_str().unwrap().to_owned();
-    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(x).unwrap();
+    let token = mint.token(
+        uuid::Uuid::new_v4(),
+        harbor_harness::tokens::TokenKind::Valid,
+    );
+    let x = mint.jwks_json()["keys"][0]["x"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(x)
+        .unwrap();
     let (signing_input, signature) = token.rsplit_once('.').unwrap();
-    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .unwrap();
     let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public);
     let mut group = c.benchmark_group("jwt");
-    group.bench_function("service_verify", |b| b.iter(|| verifier.verify(&token).unwrap()));
-    group.bench_function("raw_ed25519_verify", |b| b.iter(|| key.verify(signing_input.as_bytes(), &signature).unwrap()));
+    group.bench_function("service_verify", |b| {
+        b.iter(|| verifier.verify(&token).unwrap())
+    });
+    group.bench_function("raw_ed25519_verify", |b| {
+        b.iter(|| key.verify(signing_input.as_bytes(), &signature).unwrap())
+    });
     group.finish();
 }
 
 fn lock_key(c: &mut Criterion) {
     let ws = WorkspaceId(uuid::Uuid::new_v4());
-    c.bench_function("lock_key_for_workspace", |b| b.iter(|| harbor_service::locks::lock_key_for_workspace(std::hint::black_box(ws))));
+    c.bench_function("lock_key_for_workspace", |b| {
+        b.iter(|| harbor_service::locks::lock_key_for_workspace(std::hint::black_box(ws)))
+    });
 }
 
 fn oauth_state(c: &mut Criterion, runtime: &tokio::runtime::Runtime, redis_url: &str) {
     let client = redis::Client::open(redis_url).unwrap();
-    let manager = runtime.block_on(redis::aio::ConnectionManager::new(client)).unwrap();
-    let prefix: std::sync::Arc<str> = std::sync::Arc::from(format!("harbor:bench:{}:", uuid::Uuid::new_v4().simple()).as_str());
+    let manager = runtime
+        .block_on(redis::aio::ConnectionManager::new(client))
+        .unwrap();
+    let prefix: std::sync::Arc<str> =
+        std::sync::Arc::from(format!("harbor:bench:{}:", uuid::Uuid::new_v4().simple()).as_str());
     let store = OAuthStateStore::new(manager.clone(), prefix.clone(), false);
     let clock = harbor_service::clock::Clock::system();
     let record = || OAuthStateRecord {
@@ -112,7 +158,9 @@ fn oauth_state(c: &mut Criterion, runtime: &tokio::runtime::Runtime, redis_url: 
         let issued = runtime.block_on(store.issue(&r)).unwrap();
         let key = store.key_for_state(issued.expose_secret());
         let mut conn = manager.clone();
-        let value: String = runtime.block_on(redis::cmd("GET").arg(&key).query_async(&mut conn)).unwrap();
+        let value: String = runtime
+            .block_on(redis::cmd("GET").arg(&key).query_async(&mut conn))
+            .unwrap();
         value.len()
     };
     let value = "v".repeat(value_len);
@@ -133,8 +181,20 @@ fn oauth_state(c: &mut Criterion, runtime: &tokio::runtime::Runtime, redis_url: 
             let key = format!("{prefix}raw:{}", uuid::Uuid::new_v4().simple());
             let value = value.clone();
             async move {
-                let _: Option<String> = redis::cmd("SET").arg(&key).arg(&value).arg("NX").arg("EX").arg(600).query_async(&mut conn).await.unwrap();
-                let _: Option<String> = redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await.unwrap();
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(600)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let _: Option<String> = redis::cmd("GETDEL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
             }
         })
     });
@@ -142,7 +202,9 @@ fn oauth_state(c: &mut Criterion, runtime: &tokio::runtime::Runtime, redis_url: 
 }
 
 fn criterion_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
     target.join("criterion")
 }
 
@@ -158,27 +220,88 @@ fn main() {
     lock_key(&mut c);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // `auto` is the held servers when both URLs are set (`cargo xtask bench`), else its own.
-    match runtime.block_on(harbor_harness::provision::Infra::provision(harbor_harness::provision::BackendChoice::Auto)) {
+    match runtime.block_on(harbor_harness::provision::Infra::provision(
+        harbor_harness::provision::BackendChoice::Auto,
+    )) {
         Ok(mut infra) => {
             oauth_state(&mut c, &runtime, &infra.redis_url.clone());
             activation::activation(&mut c, &runtime, &infra);
             runtime.block_on(infra.shutdown());
         }
-        Err(e) => eprintln!("benches: no PostgreSQL/Redis ({e}); the state and activation benchmarks are not run"),
+        Err(e) => eprintln!(
+            "benches: no PostgreSQL/Redis ({e}); the state and activation benchmarks are not run"
+        ),
     }
     c.final_summary();
     let pairs = [
-        Pair { name: "seal_64", group: "seal", service: "service/64", raw: "raw_aes_gcm/64", goal: 0.9 },
-        Pair { name: "seal_2048", group: "seal", service: "service/2048", raw: "raw_aes_gcm/2048", goal: 0.9 },
-        Pair { name: "open_64", group: "open", service: "service/64", raw: "raw_aes_gcm/64", goal: 0.9 },
-        Pair { name: "open_2048", group: "open", service: "service/2048", raw: "raw_aes_gcm/2048", goal: 0.9 },
-        Pair { name: "jwt", group: "jwt", service: "service_verify", raw: "raw_ed25519_verify", goal: 0.9 },
-        Pair { name: "state", group: "state", service: "service_issue_consume", raw: "raw_set_nx_ex_getdel", goal: 0.8 },
-        Pair { name: "activation_distinct_1", group: "activation", service: "service/1", raw: "raw_sqlx/1", goal: 0.6 },
-        Pair { name: "activation_distinct_10", group: "activation", service: "service/10", raw: "raw_sqlx/10", goal: 0.6 },
-        Pair { name: "activation_distinct_50", group: "activation", service: "service/50", raw: "raw_sqlx/50", goal: 0.6 },
+        Pair {
+            name: "seal_64",
+            group: "seal",
+            service: "service/64",
+            raw: "raw_aes_gcm/64",
+            goal: 0.9,
+        },
+        Pair {
+            name: "seal_2048",
+            group: "seal",
+            service: "service/2048",
+            raw: "raw_aes_gcm/2048",
+            goal: 0.9,
+        },
+        Pair {
+            name: "open_64",
+            group: "open",
+            service: "service/64",
+            raw: "raw_aes_gcm/64",
+            goal: 0.9,
+        },
+        Pair {
+            name: "open_2048",
+            group: "open",
+            service: "service/2048",
+            raw: "raw_aes_gcm/2048",
+            goal: 0.9,
+        },
+        Pair {
+            name: "jwt",
+            group: "jwt",
+            service: "service_verify",
+            raw: "raw_ed25519_verify",
+            goal: 0.9,
+        },
+        Pair {
+            name: "state",
+            group: "state",
+            service: "service_issue_consume",
+            raw: "raw_set_nx_ex_getdel",
+            goal: 0.8,
+        },
+        Pair {
+            name: "activation_distinct_1",
+            group: "activation",
+            service: "service/1",
+            raw: "raw_sqlx/1",
+            goal: 0.6,
+        },
+        Pair {
+            name: "activation_distinct_10",
+            group: "activation",
+            service: "service/10",
+            raw: "raw_sqlx/10",
+            goal: 0.6,
+        },
+        Pair {
+            name: "activation_distinct_50",
+            group: "activation",
+            service: "service/50",
+            raw: "raw_sqlx/50",
+            goal: 0.6,
+        },
     ];
     let (text, json) = ratios(&dir, &pairs);
     println!("\n{text}");
-    let _ = std::fs::write(dir.join("harbor-ratios.json"), serde_json::to_string_pretty(&json).unwrap_or_default());
+    let _ = std::fs::write(
+        dir.join("harbor-ratios.json"),
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    );
 }

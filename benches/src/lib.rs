@@ -19,7 +19,11 @@ pub struct Pair {
 
 /// The mean time of a benchmark in nanoseconds, from criterion's `estimates.json`.
 pub fn mean_ns(criterion_dir: &Path, group: &str, id: &str) -> Option<f64> {
-    let path = criterion_dir.join(group).join(id).join("new").join("estimates.json");
+    let path = criterion_dir
+        .join(group)
+        .join(id)
+        .join("new")
+        .join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value["mean"]["point_estimate"].as_f64()
@@ -27,10 +31,15 @@ pub fn mean_ns(criterion_dir: &Path, group: &str, id: &str) -> Option<f64> {
 
 /// The ratios table as text, and as JSON (`{"name": {"service_ns", "raw_ns", "ratio", "goal"}}`).
 pub fn ratios(criterion_dir: &Path, pairs: &[Pair]) -> (String, serde_json::Value) {
-    let mut text = String::from("ratio = raw ceiling time / service time (1.0 = as fast as the raw operation)\n");
+    let mut text = String::from(
+        "ratio = raw ceiling time / service time (1.0 = as fast as the raw operation)\n",
+    );
     let mut json = serde_json::Map::new();
     for p in pairs {
-        match (mean_ns(criterion_dir, p.group, p.service), mean_ns(criterion_dir, p.group, p.raw)) {
+        match (
+            mean_ns(criterion_dir, p.group, p.service),
+            mean_ns(criterion_dir, p.group, p.raw),
+        ) {
             (Some(service), Some(raw)) => {
                 let ratio = raw / service;
                 text.push_str(&format!(

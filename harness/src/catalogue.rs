@@ -65,12 +65,36 @@ pub struct Threat {
 
 /// The threat matrix of `connector-isolation-threat-model.txt`.
 pub const THREATS: &[Threat] = &[
-    Threat { name: "Plaintext Token Storage", ratings: ["CRITICAL", "HIGH", "LOW", "CRITICAL"] },
-    Threat { name: "DB Breach → Token Leak", ratings: ["CRITICAL", "MEDIUM", "LOW", "CRITICAL"] },
-    Threat { name: "CSRF via State Confusion", ratings: ["CRITICAL", "HIGH", "MEDIUM", "CRITICAL"] },
-    Threat { name: "State Reuse Attack", ratings: ["HIGH", "MEDIUM", "MEDIUM", "HIGH"] },
-    Threat { name: "Race Condition Leak", ratings: ["MEDIUM", "MEDIUM", "LOW", "MEDIUM"] },
-    Threat { name: "Token Expiry Failure", ratings: ["MEDIUM", "HIGH", "HIGH", "MEDIUM"] },
-    Threat { name: "Callback Rate Limiting", ratings: ["LOW", "MEDIUM", "MEDIUM", "MEDIUM"] },
-    Threat { name: "Settings Info Leakage", ratings: ["LOW", "MEDIUM", "LOW", "LOW"] },
+    Threat {
+        name: "Plaintext Token Storage",
+        ratings: ["CRITICAL", "HIGH", "LOW", "CRITICAL"],
+    },
+    Threat {
+        name: "DB Breach → Token Leak",
+        ratings: ["CRITICAL", "MEDIUM", "LOW", "CRITICAL"],
+    },
+    Threat {
+        name: "CSRF via State Confusion",
+        ratings: ["CRITICAL", "HIGH", "MEDIUM", "CRITICAL"],
+    },
+    Threat {
+        name: "State Reuse Attack",
+        ratings: ["HIGH", "MEDIUM", "MEDIUM", "HIGH"],
+    },
+    Threat {
+        name: "Race Condition Leak",
+        ratings: ["MEDIUM", "MEDIUM", "LOW", "MEDIUM"],
+    },
+    Threat {
+        name: "Token Expiry Failure",
+        ratings: ["MEDIUM", "HIGH", "HIGH", "MEDIUM"],
+    },
+    Threat {
+        name: "Callback Rate Limiting",
+        ratings: ["LOW", "MEDIUM", "MEDIUM", "MEDIUM"],
+    },
+    Threat {
+        name: "Settings Info Leakage",
+        ratings: ["LOW", "MEDIUM", "LOW", "LOW"],
+    },
 ];

@@ -27,7 +27,10 @@ pub mod paths {
 
     /// `POST /v1/workspaces/{w}/connections/{p}/{op}`.
     pub fn connection(workspace: WorkspaceId, provider: Provider, op: ConnectionOp) -> String {
-        format!("/v1/workspaces/{workspace}/connections/{provider}/{}", op.as_str())
+        format!(
+            "/v1/workspaces/{workspace}/connections/{provider}/{}",
+            op.as_str()
+        )
     }
 
     /// `GET /v1/workspaces/{w}/documents`.
@@ -89,7 +92,10 @@ pub struct ClientError {
 impl ApiClient {
     /// A client of the replicas at `bases` (`http://127.0.0.1:port`), sharing `http`'s pool.
     pub fn new(http: reqwest::Client, bases: Vec<String>) -> Self {
-        Self { http, bases: bases.into() }
+        Self {
+            http,
+            bases: bases.into(),
+        }
     }
 
     /// A client with its own pool that never follows redirects (the fake provider's consent
@@ -115,7 +121,16 @@ impl ApiClient {
 
     /// A request to build and send; replica 0 unless told otherwise.
     pub fn request(&self, method: Method, path: impl Into<String>) -> Call {
-        Call { client: self.clone(), method, path: path.into(), replica: 0, bearer: None, actor: None, headers: Vec::new(), body: None }
+        Call {
+            client: self.clone(),
+            method,
+            path: path.into(),
+            replica: 0,
+            bearer: None,
+            actor: None,
+            headers: Vec::new(),
+            body: None,
+        }
     }
 
     /// Plays the user's browser at the provider: opens `authorization_url` and returns the
@@ -135,7 +150,10 @@ impl ApiClient {
         provider: Provider,
     ) -> Result<(Answer, Option<Result<Consent, String>>), ClientError> {
         let answer = self
-            .request(Method::POST, paths::connection(workspace, provider, ConnectionOp::Authorize))
+            .request(
+                Method::POST,
+                paths::connection(workspace, provider, ConnectionOp::Authorize),
+            )
             .on_replica(replica)
             .bearer(bearer)
             .actor(actor)
@@ -201,8 +219,15 @@ impl Call {
 
     /// Sends it and reads the whole answer.
     pub async fn send(self) -> Result<Answer, ClientError> {
-        let fail = |source| ClientError { method: self.method.clone(), path: self.path.clone(), source };
-        let mut req = self.client.http.request(self.method.clone(), self.client.url(self.replica, &self.path));
+        let fail = |source| ClientError {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            source,
+        };
+        let mut req = self.client.http.request(
+            self.method.clone(),
+            self.client.url(self.replica, &self.path),
+        );
         if let Some(a) = &self.actor {
             req = req.header(Actor::HEADER, a);
         }
@@ -216,12 +241,30 @@ impl Call {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(fail)?;
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (request_id, retry_after, content_type) = (header("x-request-id"), header("retry-after"), header("content-type"));
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (request_id, retry_after, content_type) = (
+            header("x-request-id"),
+            header("retry-after"),
+            header("content-type"),
+        );
         let status = resp.status();
         let raw = resp.text().await.map_err(fail)?;
         let body = serde_json::from_str(&raw).unwrap_or_else(|_| Value::String(raw.clone()));
-        Ok(Answer { method: self.method, path: self.path, status, body, raw, request_id, retry_after, content_type })
+        Ok(Answer {
+            method: self.method,
+            path: self.path,
+            status,
+            body,
+            raw,
+            request_id,
+            retry_after,
+            content_type,
+        })
     }
 }
 
@@ -256,17 +299,31 @@ impl Answer {
     /// it is: every answer a run provokes is held to it, whatever the step expected.
     pub fn off_contract(&self) -> Option<String> {
         let code = self.error_code()?;
-        harbor_service::contract::check_answer(self.method.as_str(), &self.path, self.status.as_u16(), code).err()
+        harbor_service::contract::check_answer(
+            self.method.as_str(),
+            &self.path,
+            self.status.as_u16(),
+            code,
+        )
+        .err()
     }
 
     /// Checks an error answer: status, code, and a request id in the body equal to the header's.
     pub fn check_error(&self, status: StatusCode, code: &str) -> Result<(), String> {
         if self.status != status || self.error_code() != Some(code) {
-            return Err(format!("expected {status} {code}, got {} {}: {}", self.status, self.error_code().unwrap_or("(no code)"), self.body));
+            return Err(format!(
+                "expected {status} {code}, got {} {}: {}",
+                self.status,
+                self.error_code().unwrap_or("(no code)"),
+                self.body
+            ));
         }
         let in_body = self.body["error"]["request_id"].as_str();
         if in_body.is_none() || in_body != self.request_id.as_deref() {
-            return Err(format!("the body's request_id {in_body:?} is not the x-request-id header {:?}", self.request_id));
+            return Err(format!(
+                "the body's request_id {in_body:?} is not the x-request-id header {:?}",
+                self.request_id
+            ));
         }
         Ok(())
     }

@@ -40,7 +40,10 @@ impl BackendActivity {
 
     /// The actors of the blocking backends (untagged blockers are shown by their application name).
     pub fn blocking_actors(&self) -> Vec<String> {
-        self.blocking_apps.iter().map(|a| Actor::from_application_name(a).unwrap_or(a).to_owned()).collect()
+        self.blocking_apps
+            .iter()
+            .map(|a| Actor::from_application_name(a).unwrap_or(a).to_owned())
+            .collect()
     }
 
     /// Whether the backend waits for a heavyweight lock.
@@ -94,8 +97,14 @@ const LOCKS_SQL: &str = "\
     ORDER BY l.pid, l.locktype";
 
 /// The backend currently running the transaction tagged with `actor`, if any.
-pub async fn activity_of(pool: &PgPool, actor: &str) -> Result<Option<BackendActivity>, sqlx::Error> {
-    sqlx::query_as(ACTIVITY_SQL).bind(application_name(actor)).fetch_optional(pool).await
+pub async fn activity_of(
+    pool: &PgPool,
+    actor: &str,
+) -> Result<Option<BackendActivity>, sqlx::Error> {
+    sqlx::query_as(ACTIVITY_SQL)
+        .bind(application_name(actor))
+        .fetch_optional(pool)
+        .await
 }
 
 /// Every lock on the scenario's database (and every transaction-id lock), held or awaited.
@@ -116,7 +125,9 @@ pub async fn advisory_locks_of(pool: &PgPool, actor: &str) -> Result<Vec<LockRow
 /// The `application_name` of `actor`'s tagged sessions, as the service's [`Actor`] spells it.
 /// Tags the harness checked at load time always parse; anything else never matches a backend.
 pub fn application_name(actor: &str) -> String {
-    Actor::parse(actor).map(|a| a.application_name()).unwrap_or_default()
+    Actor::parse(actor)
+        .map(|a| a.application_name())
+        .unwrap_or_default()
 }
 
 /// The kinds of heavyweight lock a scenario can expect a step to wait for (`pg_locks.locktype`).
@@ -135,7 +146,12 @@ pub enum LockType {
 
 impl LockType {
     /// Every lock type, for messages.
-    pub const ALL: [LockType; 4] = [LockType::Advisory, LockType::Tuple, LockType::Transactionid, LockType::Relation];
+    pub const ALL: [LockType; 4] = [
+        LockType::Advisory,
+        LockType::Tuple,
+        LockType::Transactionid,
+        LockType::Relation,
+    ];
 
     /// The `pg_locks.locktype` spelling.
     pub fn as_str(self) -> &'static str {
@@ -165,7 +181,10 @@ impl LockRow {
             && match self.locktype.as_str() {
                 "advisory" => (self.classid, self.objid) == (other.classid, other.objid),
                 "transactionid" => self.transactionid == other.transactionid,
-                "tuple" => (&self.relation, self.page, self.tuple) == (&other.relation, other.page, other.tuple),
+                "tuple" => {
+                    (&self.relation, self.page, self.tuple)
+                        == (&other.relation, other.page, other.tuple)
+                }
                 "relation" => self.relation.is_some() && self.relation == other.relation,
                 // Lock types the probe does not identify precisely never match: better a failed
                 // expectation than a false pass.
@@ -189,7 +208,11 @@ pub struct ProbeTimeout {
 
 impl std::fmt::Display for ProbeTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "timed out after {:?} waiting for {}; backend: {:?}; locks: ", self.waited, self.waited_for, self.last_seen)?;
+        write!(
+            f,
+            "timed out after {:?} waiting for {}; backend: {:?}; locks: ",
+            self.waited, self.waited_for, self.last_seen
+        )?;
         for l in &self.locks {
             write!(
                 f,
@@ -241,7 +264,10 @@ pub async fn until_blocked(
             return Err(NotBlocked::Finished);
         }
         if let Ok(seen) = activity_of(pool, waiter).await {
-            if let Some(a) = seen.as_ref().filter(|a| a.is_lock_waiting() && !a.blocking_pids.is_empty()) {
+            if let Some(a) = seen
+                .as_ref()
+                .filter(|a| a.is_lock_waiting() && !a.blocking_pids.is_empty())
+            {
                 let named = holder.is_none_or(|h| a.blocking_actors().iter().any(|b| b == h));
                 if named {
                     let locks = lock_snapshot(pool).await.unwrap_or_default();
@@ -254,7 +280,11 @@ pub async fn until_blocked(
                                 && l.same_object(&awaited)
                         });
                         if held {
-                            return Ok(Blocked { waiter: a.clone(), awaited, locks });
+                            return Ok(Blocked {
+                                waiter: a.clone(),
+                                awaited,
+                                locks,
+                            });
                         }
                     }
                 }
@@ -274,6 +304,61 @@ pub async fn until_blocked(
     })))
 }
 
+/// Polls until none of `pids` is a backend any more: the proof that what a crash or a terminate
+/// took away (a transaction, its locks) is gone, read from `pg_stat_activity`, not assumed after a
+/// sleep. `Err` names the survivors and their state.
+pub async fn until_backends_gone(
+    pool: &PgPool,
+    pids: &[i32],
+    limit: Duration,
+) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let alive: Vec<(i32, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT pid, application_name, state FROM pg_stat_activity WHERE pid = ANY($1)",
+        )
+        .bind(pids)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| format!("reading pg_stat_activity: {e}"))?;
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            return Err(format!("backends still alive after {limit:?}: {alive:?}"));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Ends (`pg_terminate_backend`) every backend of the scenario's database whose
+/// `application_name` is one of `names` — or, with `None`, every backend but the harness's own —
+/// and waits until they are gone. Returns how many were ended.
+pub async fn terminate_backends(
+    pool: &PgPool,
+    names: Option<&[String]>,
+    limit: Duration,
+) -> Result<usize, String> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND backend_type = 'client backend' \
+           AND CASE WHEN $1::text[] IS NULL THEN application_name LIKE 'harbor%' ELSE application_name = ANY($1) END",
+    )
+    .bind(names)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| format!("finding the backends: {e}"))?;
+    for pid in &pids {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(pool)
+            .await
+            .map_err(|e| format!("pg_terminate_backend({pid}): {e}"))?;
+    }
+    until_backends_gone(pool, &pids, limit).await?;
+    Ok(pids.len())
+}
+
 /// A full `pg_dump` (schema and data, plain SQL) of the database at `database_url`, made with the
 /// newest `pg_dump` on this machine (on `PATH` or under `/usr/lib/postgresql/*/bin`). Leak
 /// searches read it like an attacker who stole a backup would.
@@ -289,10 +374,22 @@ pub async fn pg_dump(database_url: &str) -> Result<String, String> {
     candidates.push("pg_dump".into());
     let mut last_error = String::from("no pg_dump found");
     for bin in candidates {
-        let out = tokio::process::Command::new(&bin).arg("--no-owner").arg(database_url).output().await;
+        let out = tokio::process::Command::new(&bin)
+            .arg("--no-owner")
+            .arg(database_url)
+            .output()
+            .await;
         match out {
-            Ok(out) if out.status.success() => return String::from_utf8(out.stdout).map_err(|e| e.to_string()),
-            Ok(out) => last_error = format!("{}: {}", bin.display(), String::from_utf8_lossy(&out.stderr).trim()),
+            Ok(out) if out.status.success() => {
+                return String::from_utf8(out.stdout).map_err(|e| e.to_string())
+            }
+            Ok(out) => {
+                last_error = format!(
+                    "{}: {}",
+                    bin.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            }
             Err(e) => last_error = format!("{}: {e}", bin.display()),
         }
     }
@@ -311,7 +408,10 @@ pub struct RedisEntry {
 }
 
 /// Every key under `prefix`, with its value and TTL.
-pub async fn redis_dump(redis_url: &str, prefix: &str) -> Result<Vec<RedisEntry>, redis::RedisError> {
+pub async fn redis_dump(
+    redis_url: &str,
+    prefix: &str,
+) -> Result<Vec<RedisEntry>, redis::RedisError> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let keys = crate::provision::keys_with_prefix(&mut conn, prefix).await?;
@@ -319,7 +419,11 @@ pub async fn redis_dump(redis_url: &str, prefix: &str) -> Result<Vec<RedisEntry>
     for key in keys {
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
         let value = if kind == "string" {
-            redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut conn).await?.unwrap_or_default()
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await?
+                .unwrap_or_default()
         } else {
             let raw: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await?;
             hex::encode(raw.unwrap_or_default())

@@ -9,12 +9,20 @@ use uuid::Uuid;
 /// Creates a tenant.
 pub async fn tenant(pool: &PgPool, name: &str) -> Result<TenantId, sqlx::Error> {
     let id = TenantId(Uuid::new_v4());
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)").bind(id).bind(name).execute(pool).await?;
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
+        .bind(id)
+        .bind(name)
+        .execute(pool)
+        .await?;
     Ok(id)
 }
 
 /// Creates a workspace in a tenant (with its four `NOT_CONNECTED` connections).
-pub async fn workspace(pool: &PgPool, tenant: TenantId, name: &str) -> Result<WorkspaceId, sqlx::Error> {
+pub async fn workspace(
+    pool: &PgPool,
+    tenant: TenantId,
+    name: &str,
+) -> Result<WorkspaceId, sqlx::Error> {
     let id = WorkspaceId(Uuid::new_v4());
     sqlx::query("INSERT INTO workspaces (id, tenant_id, name) VALUES ($1, $2, $3)")
         .bind(id)
@@ -38,7 +46,12 @@ pub async fn user(pool: &PgPool, tenant: TenantId, email: &str) -> Result<UserId
 }
 
 /// Makes `user` a member of `workspace` with `role`.
-pub async fn member(pool: &PgPool, workspace: WorkspaceId, user: UserId, role: Role) -> Result<(), sqlx::Error> {
+pub async fn member(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    user: UserId,
+    role: Role,
+) -> Result<(), sqlx::Error> {
     let role = match role {
         Role::Owner => "owner",
         Role::Admin => "admin",
@@ -57,7 +70,11 @@ pub async fn member(pool: &PgPool, workspace: WorkspaceId, user: UserId, role: R
 }
 
 /// Sets the workspace's entitlement.
-pub async fn entitle(pool: &PgPool, workspace: WorkspaceId, active: bool) -> Result<(), sqlx::Error> {
+pub async fn entitle(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    active: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO entitlements (tenant_id, workspace_id, plan, active) \
          SELECT tenant_id, id, 'standard', $2 FROM workspaces WHERE id = $1 \
@@ -77,7 +94,11 @@ pub async fn connection_status(
     provider: Provider,
     status: ConnectionStatus,
 ) -> Result<(), sqlx::Error> {
-    let settled = if status.is_settled() { status } else { ConnectionStatus::NotConnected };
+    let settled = if status.is_settled() {
+        status
+    } else {
+        ConnectionStatus::NotConnected
+    };
     sqlx::query("UPDATE connections SET status = $3, settled_status = $4 WHERE workspace_id = $1 AND provider = $2")
         .bind(workspace)
         .bind(provider.as_str())
@@ -118,6 +139,11 @@ impl TenantWorkspace {
         member(pool, workspace, plain, Role::Member).await?;
         entitle(pool, workspace, entitled).await?;
         connection_status(pool, workspace, Provider::Qbo, qbo).await?;
-        Ok(Self { tenant, workspace, owner, member: plain })
+        Ok(Self {
+            tenant,
+            workspace,
+            owner,
+            member: plain,
+        })
     }
 }

@@ -70,11 +70,19 @@ pub struct Expected {
 
 impl Expected {
     fn ok(field: &'static str, value: impl Into<serde_json::Value>) -> Self {
-        Self { status: 200, code: None, field: Some((field, value.into())) }
+        Self {
+            status: 200,
+            code: None,
+            field: Some((field, value.into())),
+        }
     }
 
     fn error(status: u16, code: &'static str) -> Self {
-        Self { status, code: Some(code), field: None }
+        Self {
+            status,
+            code: Some(code),
+            field: None,
+        }
     }
 }
 
@@ -106,7 +114,11 @@ pub enum Transition {
 }
 
 /// The model's own lifecycle table.
-pub fn next_status(from: ConnectionStatus, settled: ConnectionStatus, t: Transition) -> Option<ConnectionStatus> {
+pub fn next_status(
+    from: ConnectionStatus,
+    settled: ConnectionStatus,
+    t: Transition,
+) -> Option<ConnectionStatus> {
     use ConnectionStatus::*;
     match (t, from) {
         (Transition::Start, NotConnected | Disconnected | Revoked | Pending) => Some(Pending),
@@ -139,7 +151,12 @@ pub struct Model {
 impl Model {
     /// Workspace A, entitled, nothing connected, on `providers`.
     pub fn new(providers: &[Provider]) -> Self {
-        let fresh = Connection { status: ConnectionStatus::NotConnected, settled: ConnectionStatus::NotConnected, pending_flow: None, expires_at: None };
+        let fresh = Connection {
+            status: ConnectionStatus::NotConnected,
+            settled: ConnectionStatus::NotConnected,
+            pending_flow: None,
+            expires_at: None,
+        };
         Self {
             clock: 0,
             connections: providers.iter().map(|p| (*p, fresh.clone())).collect(),
@@ -184,8 +201,17 @@ impl Model {
             Some(status) => {
                 self.next_flow += 1;
                 let flow = self.next_flow;
-                self.connections.get_mut(&provider).expect("modelled").pending_flow = Some(flow);
-                self.states.push(IssuedState { by: who, provider, created_at: self.clock, consumed: false, flow });
+                self.connections
+                    .get_mut(&provider)
+                    .expect("modelled")
+                    .pending_flow = Some(flow);
+                self.states.push(IssuedState {
+                    by: who,
+                    provider,
+                    created_at: self.clock,
+                    consumed: false,
+                    flow,
+                });
                 Expected::ok("status", status.as_str())
             }
         }
@@ -193,10 +219,18 @@ impl Model {
 
     /// The callback of state `index`, presented by `presenter` at `path_provider`'s callback,
     /// with the user's consent or (`denied`) without it.
-    pub fn callback(&mut self, index: usize, presenter: Who, path_provider: Provider, denied: bool) -> Expected {
+    pub fn callback(
+        &mut self,
+        index: usize,
+        presenter: Who,
+        path_provider: Provider,
+        denied: bool,
+    ) -> Expected {
         let clock = self.clock;
         let token_fault = self.token_fault;
-        let Some(state) = self.states.get_mut(index) else { return Expected::error(400, "OAUTH_STATE_INVALID") };
+        let Some(state) = self.states.get_mut(index) else {
+            return Expected::error(400, "OAUTH_STATE_INVALID");
+        };
         if state.consumed {
             return Expected::error(400, "OAUTH_STATE_INVALID");
         }
@@ -216,7 +250,11 @@ impl Model {
             if waits_for_this_flow(self) {
                 self.apply(provider, Transition::Fail);
             }
-            return if denied { Expected::error(403, "CONSENT_DENIED") } else { Expected::error(502, "PROVIDER_ERROR") };
+            return if denied {
+                Expected::error(403, "CONSENT_DENIED")
+            } else {
+                Expected::error(502, "PROVIDER_ERROR")
+            };
         }
         // The code is exchanged; a grant that cannot be stored is given back at once.
         self.count(provider).exchanges += 1;
@@ -231,7 +269,10 @@ impl Model {
                 Expected::error(409, "INVALID_TRANSITION")
             }
             Some(status) => {
-                self.connections.get_mut(&provider).expect("modelled").expires_at = Some(clock + TOKEN_TTL);
+                self.connections
+                    .get_mut(&provider)
+                    .expect("modelled")
+                    .expires_at = Some(clock + TOKEN_TTL);
                 Expected::ok("status", status.as_str())
             }
         }
@@ -245,7 +286,9 @@ impl Model {
         if self.activated {
             return Expected::ok("already_completed", true);
         }
-        if self.connections.get(&Provider::Qbo).map(|c| c.status) != Some(ConnectionStatus::Connected) {
+        if self.connections.get(&Provider::Qbo).map(|c| c.status)
+            != Some(ConnectionStatus::Connected)
+        {
             return Expected::error(409, "ACTIVATION_NOT_READY");
         }
         self.activated = true;
@@ -300,10 +343,23 @@ mod tests {
         let mut m = Model::new(&[Provider::Qbo]);
         assert_eq!(m.activate(Who::Owner).code, Some("ACTIVATION_NOT_READY"));
         assert_eq!(m.authorize(Who::Member, Provider::Qbo).status, 200);
-        assert_eq!(m.callback(0, Who::Member, Provider::Qbo, false).field, Some(("status", "CONNECTED".into())));
-        assert_eq!(m.callback(0, Who::Member, Provider::Qbo, false).code, Some("OAUTH_STATE_INVALID"), "consumed once");
-        assert_eq!(m.activate(Who::Member).field, Some(("already_completed", false.into())));
-        assert_eq!(m.activate(Who::Owner).field, Some(("already_completed", true.into())));
+        assert_eq!(
+            m.callback(0, Who::Member, Provider::Qbo, false).field,
+            Some(("status", "CONNECTED".into()))
+        );
+        assert_eq!(
+            m.callback(0, Who::Member, Provider::Qbo, false).code,
+            Some("OAUTH_STATE_INVALID"),
+            "consumed once"
+        );
+        assert_eq!(
+            m.activate(Who::Member).field,
+            Some(("already_completed", false.into()))
+        );
+        assert_eq!(
+            m.activate(Who::Owner).field,
+            Some(("already_completed", true.into()))
+        );
     }
 
     #[test]
@@ -311,13 +367,28 @@ mod tests {
         let mut m = Model::new(&[Provider::Qbo, Provider::Gmail]);
         m.authorize(Who::Member, Provider::Qbo);
         m.authorize(Who::Owner, Provider::Qbo);
-        assert_eq!(m.callback(0, Who::Member, Provider::Qbo, false).code, Some("AUTHORIZATION_SUPERSEDED"));
-        assert_eq!(m.callback(1, Who::Member, Provider::Qbo, false).code, Some("OAUTH_STATE_MISMATCH"), "another user's state");
+        assert_eq!(
+            m.callback(0, Who::Member, Provider::Qbo, false).code,
+            Some("AUTHORIZATION_SUPERSEDED")
+        );
+        assert_eq!(
+            m.callback(1, Who::Member, Provider::Qbo, false).code,
+            Some("OAUTH_STATE_MISMATCH"),
+            "another user's state"
+        );
         m.authorize(Who::Owner, Provider::Gmail);
-        assert_eq!(m.callback(2, Who::Owner, Provider::Qbo, false).code, Some("OAUTH_STATE_MISMATCH"), "wrong provider");
+        assert_eq!(
+            m.callback(2, Who::Owner, Provider::Qbo, false).code,
+            Some("OAUTH_STATE_MISMATCH"),
+            "wrong provider"
+        );
         m.authorize(Who::Owner, Provider::Gmail);
         m.clock += STATE_TTL + 1;
-        assert_eq!(m.callback(3, Who::Owner, Provider::Gmail, false).code, Some("OAUTH_STATE_INVALID"), "expired");
+        assert_eq!(
+            m.callback(3, Who::Owner, Provider::Gmail, false).code,
+            Some("OAUTH_STATE_INVALID"),
+            "expired"
+        );
         assert_eq!(m.connections[&Provider::Gmail].status, Pending);
     }
 
@@ -328,27 +399,49 @@ mod tests {
         m.callback(0, Who::Owner, Provider::Qbo, false);
         m.end(Who::Owner, Provider::Qbo, Transition::Revoke);
         m.authorize(Who::Owner, Provider::Qbo);
-        assert_eq!(m.callback(1, Who::Owner, Provider::Qbo, true).code, Some("CONSENT_DENIED"));
+        assert_eq!(
+            m.callback(1, Who::Owner, Provider::Qbo, true).code,
+            Some("CONSENT_DENIED")
+        );
         assert_eq!(m.connections[&Provider::Qbo].status, Revoked);
         m.token_fault = true;
         m.authorize(Who::Owner, Provider::Qbo);
-        assert_eq!(m.callback(2, Who::Owner, Provider::Qbo, false).code, Some("PROVIDER_ERROR"));
+        assert_eq!(
+            m.callback(2, Who::Owner, Provider::Qbo, false).code,
+            Some("PROVIDER_ERROR")
+        );
         assert_eq!(m.connections[&Provider::Qbo].status, Revoked);
-        assert_eq!(m.end(Who::Member, Provider::Qbo, Transition::Disconnect).code, Some("FORBIDDEN"));
+        assert_eq!(
+            m.end(Who::Member, Provider::Qbo, Transition::Disconnect)
+                .code,
+            Some("FORBIDDEN")
+        );
     }
 
     #[test]
     fn syncs_refresh_inside_the_margin_only() {
         let mut m = Model::new(&[Provider::Gmail]);
-        assert_eq!(m.sync(Provider::Gmail).code, Some("CONNECTION_NOT_CONNECTED"));
+        assert_eq!(
+            m.sync(Provider::Gmail).code,
+            Some("CONNECTION_NOT_CONNECTED")
+        );
         m.authorize(Who::Owner, Provider::Gmail);
         m.callback(0, Who::Owner, Provider::Gmail, false);
-        assert_eq!(m.sync(Provider::Gmail).field, Some(("refreshed", false.into())));
+        assert_eq!(
+            m.sync(Provider::Gmail).field,
+            Some(("refreshed", false.into()))
+        );
         m.clock += TOKEN_TTL - REFRESH_MARGIN + 10;
         m.token_fault = true;
         assert_eq!(m.sync(Provider::Gmail).code, Some("PROVIDER_ERROR"));
         m.token_fault = false;
-        assert_eq!(m.sync(Provider::Gmail).field, Some(("refreshed", true.into())));
-        assert_eq!(m.sync(Provider::Gmail).field, Some(("refreshed", false.into())));
+        assert_eq!(
+            m.sync(Provider::Gmail).field,
+            Some(("refreshed", true.into()))
+        );
+        assert_eq!(
+            m.sync(Provider::Gmail).field,
+            Some(("refreshed", false.into()))
+        );
     }
 }

@@ -76,12 +76,18 @@ impl KillMatrix {
 /// Scenarios that caught the flaw: failed or flaky — not those whose environment failed, which
 /// proves nothing about the service.
 fn caught(results: &[ScenarioResult]) -> Vec<&ScenarioResult> {
-    results.iter().filter(|r| matches!(r.verdict, Verdict::Failed | Verdict::Flaky)).collect()
+    results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Failed | Verdict::Flaky))
+        .collect()
 }
 
 /// Whether a scenario failed on its own checks, not while making its fixtures.
 fn failed_at_a_check(r: &ScenarioResult) -> bool {
-    r.verdict == Verdict::Flaky || r.failures.iter().any(|f| !f.message.starts_with("fixtures:"))
+    r.verdict == Verdict::Flaky
+        || r.failures
+            .iter()
+            .any(|f| !f.message.starts_with("fixtures:"))
 }
 
 /// Runs the catalogue against the correct build and then each flaw — the whole catalogue, or with
@@ -108,9 +114,14 @@ pub async fn run(
     let mut runner = runner;
     for flaw in flaws {
         let flaw_started = Instant::now();
-        runner = runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
+        runner =
+            runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
         let naming: Vec<LoadedScenario> = if catching_only {
-            scenarios.iter().filter(|s| s.scenario.catches.contains(flaw)).cloned().collect()
+            scenarios
+                .iter()
+                .filter(|s| s.scenario.catches.contains(flaw))
+                .cloned()
+                .collect()
         } else {
             scenarios.to_vec()
         };
@@ -121,7 +132,12 @@ pub async fn run(
         let evidence = catching
             .iter()
             .map(|r| {
-                let why = r.failures.first().map(|f| f.message.clone()).or_else(|| r.flaky.clone()).unwrap_or_default();
+                let why = r
+                    .failures
+                    .first()
+                    .map(|f| f.message.clone())
+                    .or_else(|| r.flaky.clone())
+                    .unwrap_or_default();
                 (r.id.clone(), why)
             })
             .collect();
@@ -130,7 +146,10 @@ pub async fn run(
             .filter(|s| s.scenario.catches.contains(flaw))
             .map(|s| s.scenario.id.clone())
             .collect();
-        let status = if catching.iter().any(|r| expected.contains(&r.id) && failed_at_a_check(r)) {
+        let status = if catching
+            .iter()
+            .any(|r| expected.contains(&r.id) && failed_at_a_check(r))
+        {
             KillStatus::Killed
         } else if !caught_by.is_empty() {
             KillStatus::KilledElsewhere
@@ -146,7 +165,16 @@ pub async fn run(
             duration_ms: flaw_started.elapsed().as_secs_f64() * 1000.0,
         });
     }
-    let survivors = rows.iter().filter(|r| r.status != KillStatus::Killed).map(|r| r.flaw.clone()).collect();
-    let matrix = KillMatrix { correct_build, flaws: rows, survivors, duration_ms: started.elapsed().as_secs_f64() * 1000.0 };
+    let survivors = rows
+        .iter()
+        .filter(|r| r.status != KillStatus::Killed)
+        .map(|r| r.flaw.clone())
+        .collect();
+    let matrix = KillMatrix {
+        correct_build,
+        flaws: rows,
+        survivors,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
     (baseline, matrix)
 }

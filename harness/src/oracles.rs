@@ -10,8 +10,19 @@ use sqlx::PgPool;
 /// provider, field and grant — and no two connections share one; over the whole database, or
 /// (`workspace`) over one workspace's connections. `Ok` describes what was checked; `Err` names the
 /// first broken row.
-pub async fn tokens_bound(db: &PgPool, ring: &KeyRing, workspace: Option<WorkspaceId>) -> Result<String, String> {
-    type Row = (ConnectionId, TenantId, String, Option<uuid::Uuid>, Vec<u8>, Option<Vec<u8>>);
+pub async fn tokens_bound(
+    db: &PgPool,
+    ring: &KeyRing,
+    workspace: Option<WorkspaceId>,
+) -> Result<String, String> {
+    type Row = (
+        ConnectionId,
+        TenantId,
+        String,
+        Option<uuid::Uuid>,
+        Vec<u8>,
+        Option<Vec<u8>>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token FROM connections \
          WHERE access_token IS NOT NULL AND ($1::uuid IS NULL OR workspace_id = $1)",
@@ -23,27 +34,106 @@ pub async fn tokens_bound(db: &PgPool, ring: &KeyRing, workspace: Option<Workspa
     let mut seen = std::collections::HashSet::new();
     for (id, tenant, provider, grant, access, refresh) in &rows {
         let provider = Provider::parse(provider).map_err(|e| e.to_string())?;
-        for (field, sealed) in [(TokenField::Access, Some(access)), (TokenField::Refresh, refresh.as_ref())] {
+        for (field, sealed) in [
+            (TokenField::Access, Some(access)),
+            (TokenField::Refresh, refresh.as_ref()),
+        ] {
             let Some(sealed) = sealed else { continue };
-            let binding = TokenBinding { tenant_id: *tenant, connection_id: *id, provider, field, grant_id: *grant };
-            let plain = ring.decrypt(sealed, &binding).map_err(|e| format!("connection {id}: {e}"))?;
+            let binding = TokenBinding {
+                tenant_id: *tenant,
+                connection_id: *id,
+                provider,
+                field,
+                grant_id: *grant,
+            };
+            let plain = ring
+                .decrypt(sealed, &binding)
+                .map_err(|e| format!("connection {id}: {e}"))?;
             if !seen.insert(plain.expose_secret().to_owned()) {
-                return Err(format!("connection {id} shares a token with another connection"));
+                return Err(format!(
+                    "connection {id} shares a token with another connection"
+                ));
             }
         }
     }
-    Ok(format!("{} stored connections: every token decrypts only for its own row and grant, none shared", rows.len()))
+    Ok(format!(
+        "{} stored connections: every token decrypts only for its own row and grant, none shared",
+        rows.len()
+    ))
+}
+
+/// The grants the provider holds live (a usable refresh token) and the CONNECTED connections match
+/// one to one: each connection's refresh token is live at the provider, no grant is stored twice,
+/// and no live grant is stored nowhere (a grant lost silently — exchanged, then neither stored nor
+/// revoked). `Ok` counts what matched; `Err` names the first mismatch.
+pub async fn grants_accounted(
+    db: &PgPool,
+    ring: &KeyRing,
+    provider: &crate::fake_provider::FakeProvider,
+) -> Result<String, String> {
+    type Row = (
+        ConnectionId,
+        TenantId,
+        String,
+        Option<uuid::Uuid>,
+        Option<Vec<u8>>,
+    );
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT id, tenant_id, provider, grant_id, refresh_token FROM connections WHERE status = 'CONNECTED'")
+            .fetch_all(db)
+            .await
+            .map_err(|e| e.to_string())?;
+    let mut live = provider.live_grants();
+    let mut held = std::collections::BTreeSet::new();
+    for (id, tenant, p, grant, refresh) in &rows {
+        let p = Provider::parse(p).map_err(|e| e.to_string())?;
+        let sealed = refresh
+            .as_ref()
+            .ok_or_else(|| format!("CONNECTED connection {id} holds no refresh token"))?;
+        let binding = TokenBinding {
+            tenant_id: *tenant,
+            connection_id: *id,
+            provider: p,
+            field: TokenField::Refresh,
+            grant_id: *grant,
+        };
+        let token = ring
+            .decrypt(sealed, &binding)
+            .map_err(|e| format!("connection {id}: {e}"))?;
+        let family = provider.grant_of(token.expose_secret()).ok_or_else(|| {
+            format!("connection {id} holds a refresh token the provider no longer honours")
+        })?;
+        if !held.insert((p, family)) {
+            return Err(format!(
+                "connection {id} holds a grant another connection holds too"
+            ));
+        }
+        live.remove(&(p, family));
+    }
+    match live.iter().next() {
+        Some((p, family)) => Err(format!("{} live grant(s) at the provider are stored nowhere (first: {p} grant {family}): exchanged, then neither stored nor revoked", live.len())),
+        None => Ok(format!("{} live grant(s), each stored by exactly one CONNECTED connection", held.len())),
+    }
 }
 
 /// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`
 /// derives it, matched against `pg_locks`). `Ok` describes what was checked; `Err` lists the locks.
 pub async fn no_workspace_lock_held(db: &PgPool, workspace: WorkspaceId) -> Result<String, String> {
-    let locks = crate::evidence::lock_snapshot(db).await.map_err(|e| e.to_string())?;
-    let held: Vec<_> = locks.iter().filter(|l| l.is_workspace_lock(workspace)).collect();
+    let locks = crate::evidence::lock_snapshot(db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held: Vec<_> = locks
+        .iter()
+        .filter(|l| l.is_workspace_lock(workspace))
+        .collect();
     if held.is_empty() {
-        Ok(format!("no backend holds or awaits workspace {workspace}'s lock"))
+        Ok(format!(
+            "no backend holds or awaits workspace {workspace}'s lock"
+        ))
     } else {
-        Err(format!("workspace {workspace}'s lock is still held or awaited: {held:?}"))
+        Err(format!(
+            "workspace {workspace}'s lock is still held or awaited: {held:?}"
+        ))
     }
 }
 
@@ -57,7 +147,9 @@ pub async fn one_activation_per_workspace(db: &PgPool) -> Result<String, String>
     .await
     .map_err(|e| e.to_string())?;
     if duplicated > 0 {
-        Err(format!("{duplicated} workspace(s) activated more than once"))
+        Err(format!(
+            "{duplicated} workspace(s) activated more than once"
+        ))
     } else {
         Ok("no workspace is activated more than once".into())
     }
@@ -65,10 +157,12 @@ pub async fn one_activation_per_workspace(db: &PgPool) -> Result<String, String>
 
 /// Every CONNECTED connection holds tokens (a callback never commits CONNECTED without them).
 pub async fn connected_have_tokens(db: &PgPool) -> Result<String, String> {
-    let bare: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'CONNECTED' AND access_token IS NULL")
-        .fetch_one(db)
-        .await
-        .map_err(|e| e.to_string())?;
+    let bare: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM connections WHERE status = 'CONNECTED' AND access_token IS NULL",
+    )
+    .fetch_one(db)
+    .await
+    .map_err(|e| e.to_string())?;
     if bare > 0 {
         Err(format!("{bare} CONNECTED connection(s) without tokens"))
     } else {
@@ -97,10 +191,20 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
     if canaries.is_empty() {
         return Err("the fake provider issued nothing: the leak search would prove nothing".into());
     }
-    let places: [(&str, &str); 3] = [("pg_dump", sources.pg_dump), ("Redis", sources.redis), ("logs", sources.logs)];
+    let places: [(&str, &str); 3] = [
+        ("pg_dump", sources.pg_dump),
+        ("Redis", sources.redis),
+        ("logs", sources.logs),
+    ];
     for canary in canaries {
-        let mut forms = vec![("text", canary.clone()), ("hex", hex::encode(canary.as_bytes()))];
-        for engine in [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD] {
+        let mut forms = vec![
+            ("text", canary.clone()),
+            ("hex", hex::encode(canary.as_bytes())),
+        ];
+        for engine in [
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
             for shift in 0..3usize {
                 let mut bytes = vec![0u8; shift];
                 bytes.extend_from_slice(canary.as_bytes());
@@ -117,11 +221,19 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
         for (form, needle) in &forms {
             for (name, text) in places {
                 if text.contains(needle.as_str()) {
-                    return Err(format!("{name} contains an issued token or code ({form}: {shown}…)"));
+                    return Err(format!(
+                        "{name} contains an issued token or code ({form}: {shown}…)"
+                    ));
                 }
             }
-            if sources.responses.iter().any(|r| r.contains(needle.as_str())) {
-                return Err(format!("a response contains an issued token or code ({form}: {shown}…)"));
+            if sources
+                .responses
+                .iter()
+                .any(|r| r.contains(needle.as_str()))
+            {
+                return Err(format!(
+                    "a response contains an issued token or code ({form}: {shown}…)"
+                ));
             }
         }
     }
@@ -136,17 +248,44 @@ mod tests {
     fn a_canary_is_found_as_text_hex_and_inside_base64() {
         use base64::Engine;
         let canary = "hbcanary-access-0123456789abcdef".to_owned();
-        let clean = LeakSources { pg_dump: "nothing", redis: "{}", logs: "", responses: &[] };
+        let clean = LeakSources {
+            pg_dump: "nothing",
+            redis: "{}",
+            logs: "",
+            responses: &[],
+        };
         assert!(no_canary_leaks(std::slice::from_ref(&canary), &clean).is_ok());
-        assert!(no_canary_leaks(&[], &clean).is_err(), "an empty search proves nothing");
+        assert!(
+            no_canary_leaks(&[], &clean).is_err(),
+            "an empty search proves nothing"
+        );
         let hex = hex::encode(canary.as_bytes());
         let b64 = base64::engine::general_purpose::STANDARD.encode(format!("xy{canary}z"));
-        for (dump, redis, logs) in [(canary.as_str(), "", ""), ("", hex.as_str(), ""), ("", "", b64.as_str())] {
-            let leaky = LeakSources { pg_dump: dump, redis, logs, responses: &[] };
-            assert!(no_canary_leaks(std::slice::from_ref(&canary), &leaky).is_err(), "{dump}|{redis}|{logs}");
+        for (dump, redis, logs) in [
+            (canary.as_str(), "", ""),
+            ("", hex.as_str(), ""),
+            ("", "", b64.as_str()),
+        ] {
+            let leaky = LeakSources {
+                pg_dump: dump,
+                redis,
+                logs,
+                responses: &[],
+            };
+            assert!(
+                no_canary_leaks(std::slice::from_ref(&canary), &leaky).is_err(),
+                "{dump}|{redis}|{logs}"
+            );
         }
         let responses = [format!("{{\"t\":\"{canary}\"}}")];
-        let in_response = LeakSources { pg_dump: "", redis: "", logs: "", responses: &responses };
-        assert!(no_canary_leaks(&[canary], &in_response).unwrap_err().contains("response"));
+        let in_response = LeakSources {
+            pg_dump: "",
+            redis: "",
+            logs: "",
+            responses: &responses,
+        };
+        assert!(no_canary_leaks(&[canary], &in_response)
+            .unwrap_err()
+            .contains("response"));
     }
 }

@@ -36,9 +36,12 @@ pub struct Demo {
 impl Demo {
     /// Seeds the demo tenants on a running service and mints their tokens.
     pub async fn seed(sut: &ServiceUnderTest) -> Result<Self, sqlx::Error> {
-        let demo = TenantWorkspace::create(&sut.db, "demo", true, ConnectionStatus::NotConnected).await?;
-        let other = TenantWorkspace::create(&sut.db, "other", true, ConnectionStatus::NotConnected).await?;
-        let token = |user: harbor_service::domain::UserId| sut.tokens.token(user.0, TokenKind::LongLived);
+        let demo =
+            TenantWorkspace::create(&sut.db, "demo", true, ConnectionStatus::NotConnected).await?;
+        let other =
+            TenantWorkspace::create(&sut.db, "other", true, ConnectionStatus::NotConnected).await?;
+        let token =
+            |user: harbor_service::domain::UserId| sut.tokens.token(user.0, TokenKind::LongLived);
         Ok(Self {
             base_urls: sut.replicas.iter().map(|r| r.base_url.clone()).collect(),
             provider_url: sut.provider.base_url().to_owned(),
@@ -79,16 +82,29 @@ impl Demo {
     /// to activation.
     pub fn instructions(&self, env_file: Option<&Path>) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Harbor reference service: {} replica(s)", self.base_urls.len());
+        let _ = writeln!(
+            out,
+            "Harbor reference service: {} replica(s)",
+            self.base_urls.len()
+        );
         for (i, url) in self.base_urls.iter().enumerate() {
             let _ = writeln!(out, "  replica {i}: {url}");
         }
         let _ = writeln!(out, "  OpenAPI:   {}/openapi.json", self.base_urls[0]);
         let _ = writeln!(out, "  fake OAuth provider: {}", self.provider_url);
-        let _ = writeln!(out, "  demo workspace {} (entitled; QuickBooks not connected)", self.workspace);
+        let _ = writeln!(
+            out,
+            "  demo workspace {} (entitled; QuickBooks not connected)",
+            self.workspace
+        );
         match env_file {
             Some(path) => {
-                let _ = writeln!(out, "\nEnvironment written to {} — load it with:\n  set -a; . {}; set +a", path.display(), path.display());
+                let _ = writeln!(
+                    out,
+                    "\nEnvironment written to {} — load it with:\n  set -a; . {}; set +a",
+                    path.display(),
+                    path.display()
+                );
             }
             None => {
                 let _ = writeln!(out, "\nEnvironment (or pass --env-file FILE):\n");

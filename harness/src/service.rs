@@ -1,6 +1,8 @@
 //! [`ServiceUnderTest`]: the reference service's replicas, started in-process on one isolated
 //! environment, sharing its PostgreSQL database and Redis prefix like replicas behind a load
-//! balancer. Each replica has its own sync-point controller, which the harness drives.
+//! balancer. Each replica has its own sync-point controller, which the harness drives, its own
+//! fault proxies to Redis, PostgreSQL and the provider's back channel, and its own runtime, so a
+//! `replica_crash` loses what a killed process loses.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::ApiClient;
 use crate::fake_provider::FakeProvider;
-use crate::faults::FaultProxy;
+use crate::faults::{Dependency, Fault, FaultKind, FaultProxy, ProxyAction};
 use crate::provision::{Infra, IsolatedEnv, ProvisionError};
 use crate::tokens::TokenMint;
 
@@ -44,6 +46,8 @@ pub struct ServiceOptions {
     pub database_max_connections: u32,
     /// How long a request waits for a pooled connection (then 503 `DATABASE_UNAVAILABLE`).
     pub database_acquire_timeout: Duration,
+    /// How long the service waits for the provider's back channel.
+    pub provider_timeout: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -53,13 +57,17 @@ impl Default for ServiceOptions {
             sync_points: true,
             sync_point_timeout: Duration::from_secs(10),
             rate_limits: RateLimits {
-                per_address: Quota { per_minute: 60_000, burst: 10_000 },
+                per_address: Quota {
+                    per_minute: 60_000,
+                    burst: 10_000,
+                },
                 ..RateLimits::default()
             },
             flaws: Flaws::none(),
             lock_timeout: None,
             database_max_connections: 20,
             database_acquire_timeout: Duration::from_secs(10),
+            provider_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -76,7 +84,11 @@ pub struct ServiceDeps<'a> {
 }
 
 /// The configuration of a replica on `env`: test profile, port 0, keys from `tokens`.
-pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: ServiceOptions) -> Config {
+pub fn service_config(
+    env: &IsolatedEnv,
+    deps: &ServiceDeps<'_>,
+    options: ServiceOptions,
+) -> Config {
     Config {
         profile: Profile::Test,
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -84,13 +96,15 @@ pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: Servic
         migration_database_url: Some(SecretString::from(env.database_url.clone())),
         database_max_connections: options.database_max_connections,
         database_acquire_timeout: options.database_acquire_timeout,
-        lock_timeout: options.lock_timeout.unwrap_or(options.sync_point_timeout * 2 + Duration::from_secs(10)),
+        lock_timeout: options
+            .lock_timeout
+            .unwrap_or(options.sync_point_timeout * 2 + Duration::from_secs(10)),
         redis_url: SecretString::from(env.redis_url.clone()),
         redis_key_prefix: env.redis_key_prefix.clone(),
         redis_timeout: Duration::from_secs(2),
         jwt: deps.tokens.jwt_config(),
         token_keys: deps.token_keys.clone(),
-        providers: deps.provider.providers_config(Duration::from_secs(5)),
+        providers: deps.provider.providers_config(options.provider_timeout),
         rate_limits: options.rate_limits,
         refresh_margin: Duration::from_secs(300),
         sync_points: options.sync_points,
@@ -100,14 +114,130 @@ pub fn service_config(env: &IsolatedEnv, deps: &ServiceDeps<'_>, options: Servic
     }
 }
 
-/// One running replica.
+/// One replica: its address, its sync points, the proxies it reaches its dependencies through,
+/// and — while it runs — its own runtime, so that crashing it loses exactly what a killed process
+/// loses.
 pub struct Replica {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (kept across a restart).
     pub base_url: String,
     /// The replica's sync-point controller.
     pub sync: SyncPoints,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    /// What it reaches Redis, PostgreSQL and the provider's back channel through.
+    pub links: Links,
+    /// The `application_name` of its pooled connections.
+    pub application_name: String,
+    config: Config,
+    hooks: Hooks,
+    running: std::sync::Mutex<Option<Running>>,
+}
+
+/// The fault proxies of one replica.
+pub struct Links {
+    /// To Redis.
+    pub redis: FaultProxy,
+    /// To PostgreSQL (request connections; migrations go direct).
+    pub postgres: FaultProxy,
+    /// To the fake provider's token, revocation and resource endpoints (the browser goes direct).
+    pub provider: FaultProxy,
+}
+
+/// A replica's process, as far as it matters: a runtime that owns every task, socket and pooled
+/// connection of the replica.
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Builds the application on a runtime of its own and serves it.
+    async fn start(config: Config, hooks: Hooks) -> Result<(Self, SocketAddr), ServiceError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("harbor-replica")
+            .enable_all()
+            .build()
+            .map_err(|e| ServiceError::Task(format!("replica runtime: {e}")))?;
+        let built = runtime
+            .spawn(Application::build_with(config, hooks))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()));
+        let app = match built {
+            Ok(Ok(app)) => app,
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                return Err(e.into());
+            }
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        let addr = app.local_addr();
+        let (shutdown, rx) = oneshot::channel();
+        let task = runtime.spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        Ok((
+            Running {
+                runtime,
+                shutdown,
+                task,
+            },
+            addr,
+        ))
+    }
+}
+
+impl Replica {
+    /// Whether it runs (not crashed).
+    pub fn is_running(&self) -> bool {
+        self.running.lock().map(|r| r.is_some()).unwrap_or(false)
+    }
+
+    /// Kills it: every task of its runtime is dropped where it stands — parked requests, their
+    /// open transactions, pooled connections — and the kernel closes its sockets.
+    fn crash(&self) -> Result<(), String> {
+        let running = self
+            .running
+            .lock()
+            .map_err(|_| "replica state poisoned")?
+            .take()
+            .ok_or("the replica is not running")?;
+        running.runtime.shutdown_background();
+        Ok(())
+    }
+
+    /// Starts it again on the address it had.
+    async fn restart(&self) -> Result<(), String> {
+        if self.is_running() {
+            return Err("the replica is running".into());
+        }
+        let mut config = self.config.clone();
+        config.listen_addr = self
+            .base_url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("replica address: {e}"))?;
+        let (running, _) = Running::start(config, self.hooks.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.running.lock().map_err(|_| "replica state poisoned")? = Some(running);
+        Ok(())
+    }
+
+    fn take_running(&self) -> Option<Running> {
+        self.running.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(running) = self.take_running() {
+            // Dropping a runtime may block; this must not, since it runs in async code.
+            running.runtime.shutdown_background();
+        }
+    }
 }
 
 /// Why the service under test could not start or stop.
@@ -145,12 +275,6 @@ pub struct ServiceUnderTest {
     pub clock: Clock,
     /// The token encryption keys the replicas were started with.
     pub token_keys: TokenKeysConfig,
-    /// The replicas reach Redis through this proxy, so a scenario can stall or cut their Redis
-    /// without touching the server (the harness's own Redis client goes direct).
-    pub redis_proxy: FaultProxy,
-    /// The replicas' request connections to PostgreSQL go through this proxy (migrations at start
-    /// and the harness's own pool go direct).
-    pub postgres_proxy: FaultProxy,
 }
 
 impl ServiceUnderTest {
@@ -169,32 +293,60 @@ impl ServiceUnderTest {
     async fn start_on(env: IsolatedEnv, options: ServiceOptions) -> Result<Self, ServiceError> {
         let tokens = TokenMint::new();
         let (_, token_keys) = KeyRing::generate("harness-k1");
-        let provider = FakeProvider::start().await.map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
+        let provider = FakeProvider::start()
+            .await
+            .map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
         let clock = Clock::system();
         let db = env.pool(10).await?;
-        let redis_proxy = FaultProxy::start(server_address(&env.redis_url, 6379)?)
-            .await
-            .map_err(|e| ServiceError::Task(format!("redis proxy: {e}")))?;
-        let proxied_redis_url = through_proxy(&env.redis_url, redis_proxy.local_addr());
-        let postgres_proxy = FaultProxy::start(server_address(&env.request_database_url, 5432)?)
-            .await
-            .map_err(|e| ServiceError::Task(format!("postgres proxy: {e}")))?;
-        let proxied_database_url = through_proxy(&env.request_database_url, postgres_proxy.local_addr());
+        let redis_server = server_address(&env.redis_url, 6379)?;
+        let postgres_server = server_address(&env.request_database_url, 5432)?;
+        let provider_server = server_address(provider.base_url(), 80)?;
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
-        for _ in 0..options.replicas.max(1) {
-            let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
+        for n in 0..options.replicas.max(1) {
+            let proxy = |to: SocketAddr, what: &'static str| async move {
+                FaultProxy::start(to)
+                    .await
+                    .map_err(|e| ServiceError::Task(format!("{what} proxy: {e}")))
+            };
+            let links = Links {
+                redis: proxy(redis_server, "redis").await?,
+                postgres: proxy(postgres_server, "postgres").await?,
+                provider: proxy(provider_server, "provider").await?,
+            };
+            // Each replica names its connections, so the harness can tell whose backends they are.
+            let application_name = format!(
+                "harbor-replica-{n}-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let deps = ServiceDeps {
+                tokens: &tokens,
+                token_keys: &token_keys,
+                provider: &provider,
+            };
             let mut config = service_config(&env, &deps, options.clone());
-            config.redis_url = SecretString::from(proxied_redis_url.clone());
-            config.database_url = SecretString::from(proxied_database_url.clone());
+            config.redis_url =
+                SecretString::from(through_proxy(&env.redis_url, links.redis.local_addr()));
+            let database_url =
+                through_proxy(&env.request_database_url, links.postgres.local_addr());
+            config.database_url =
+                SecretString::from(with_application_name(&database_url, &application_name));
+            config.providers = provider
+                .providers_config_via(options.provider_timeout, links.provider.local_addr());
             let sync = SyncPoints::new();
-            let hooks = Hooks { sync_points: Some(sync.clone()), clock: Some(clock.clone()) };
-            let app = Application::build_with(config, hooks).await?;
-            let base_url = format!("http://{}", app.local_addr());
-            let (tx, rx) = oneshot::channel();
-            let task = tokio::spawn(app.run_until_stopped(async {
-                let _ = rx.await;
-            }));
-            replicas.push(Replica { base_url, sync, shutdown: Some(tx), task: Some(task) });
+            let hooks = Hooks {
+                sync_points: Some(sync.clone()),
+                clock: Some(clock.clone()),
+            };
+            let (running, addr) = Running::start(config.clone(), hooks.clone()).await?;
+            replicas.push(Replica {
+                base_url: format!("http://{addr}"),
+                sync,
+                links,
+                application_name,
+                config,
+                hooks,
+                running: std::sync::Mutex::new(Some(running)),
+            });
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -212,13 +364,30 @@ impl ServiceUnderTest {
                     .await
                     .map_err(|e| ServiceError::Task(e.to_string()))?
                     .body;
-                let listed: Vec<&str> = ready["flaws"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+                let listed: Vec<&str> = ready["flaws"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect();
                 if listed != options.flaws.names() {
-                    return Err(ServiceError::Task(format!("a replica runs with flaws {:?} but /readyz says {listed:?}", options.flaws.names())));
+                    return Err(ServiceError::Task(format!(
+                        "a replica runs with flaws {:?} but /readyz says {listed:?}",
+                        options.flaws.names()
+                    )));
                 }
             }
         }
-        Ok(Self { env, replicas, db, tokens, client, provider, clock, token_keys, redis_proxy, postgres_proxy })
+        Ok(Self {
+            env,
+            replicas,
+            db,
+            tokens,
+            client,
+            provider,
+            clock,
+            token_keys,
+        })
     }
 
     /// The key ring the replicas use (to check stored ciphertext from the outside).
@@ -226,26 +395,179 @@ impl ServiceUnderTest {
         KeyRing::from_config(&self.token_keys).expect("the harness's keys are valid")
     }
 
-    /// Does `fault` to the dependency it names.
-    pub fn apply_fault(&self, fault: crate::faults::FaultKind) {
-        match fault.dependency() {
-            crate::faults::Dependency::Redis => self.redis_proxy.apply(fault),
-            crate::faults::Dependency::Postgres => self.postgres_proxy.apply(fault),
+    /// The fault proxies of `replica`, or of every replica.
+    pub fn links(&self, replica: Option<usize>) -> impl Iterator<Item = &Links> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(move |(n, _)| replica.is_none_or(|r| r == *n))
+            .map(|(_, r)| &r.links)
+    }
+
+    /// Does `fault`; returns what it did, for the trace.
+    pub async fn apply_fault(&self, fault: &Fault) -> Result<String, String> {
+        let limit = Duration::from_secs(5);
+        let kind = fault.kind;
+        if let Some(action) = kind.proxy_action() {
+            let mut n = 0;
+            for links in self.links(fault.replica) {
+                let proxy = match kind.dependency() {
+                    Dependency::Redis => &links.redis,
+                    Dependency::Postgres => &links.postgres,
+                    Dependency::Provider => &links.provider,
+                    Dependency::Replica => {
+                        return Err(format!("{} is not a proxy fault", kind.as_str()))
+                    }
+                };
+                proxy.apply(action).await;
+                n += 1;
+            }
+            return Ok(format!("{} on {n} replica link(s)", kind.as_str()));
         }
+        match kind {
+            FaultKind::RedisRestart => {
+                self.proxies_apply(fault.replica, Dependency::Redis, ProxyAction::Down)
+                    .await;
+                let lost = self.flush_redis().await?;
+                tokio::time::sleep(fault.down_for).await;
+                self.proxies_apply(fault.replica, Dependency::Redis, ProxyAction::Up)
+                    .await;
+                Ok(format!(
+                    "Redis down for {} ms; {lost} keys lost; up again",
+                    fault.down_for.as_millis()
+                ))
+            }
+            FaultKind::RedisFlush => Ok(format!(
+                "{} keys deleted under the service's prefix",
+                self.flush_redis().await?
+            )),
+            FaultKind::PostgresRestart => {
+                self.proxies_apply(fault.replica, Dependency::Postgres, ProxyAction::Down)
+                    .await;
+                tokio::time::sleep(fault.down_for).await;
+                self.proxies_apply(fault.replica, Dependency::Postgres, ProxyAction::Up)
+                    .await;
+                Ok(format!(
+                    "PostgreSQL down for {} ms; up again",
+                    fault.down_for.as_millis()
+                ))
+            }
+            FaultKind::PostgresTerminateActor => {
+                let actor = fault
+                    .actor
+                    .as_deref()
+                    .ok_or("postgres_terminate_actor needs an actor")?;
+                let names = [crate::evidence::application_name(actor)];
+                match crate::evidence::terminate_backends(&self.db, Some(&names), limit).await? {
+                    0 => Err(format!("no backend runs a transaction of {actor}")),
+                    n => Ok(format!("terminated {n} backend(s) of {actor}; gone")),
+                }
+            }
+            FaultKind::PostgresTerminateAll => {
+                let n = crate::evidence::terminate_backends(&self.db, None, limit).await?;
+                Ok(format!("terminated {n} service backend(s); gone"))
+            }
+            FaultKind::ReplicaCrash => {
+                self.crash_replica(fault.replica.ok_or("replica_crash needs a replica")?)
+                    .await
+            }
+            FaultKind::ReplicaRestart => {
+                let replica = fault.replica.ok_or("replica_restart needs a replica")?;
+                let r = self
+                    .replicas
+                    .get(replica)
+                    .ok_or_else(|| format!("there is no replica {replica}"))?;
+                r.restart().await?;
+                Ok(format!("replica {replica} restarted at {}", r.base_url))
+            }
+            _ => Err(format!("{} has no effect here", kind.as_str())),
+        }
+    }
+
+    async fn proxies_apply(
+        &self,
+        replica: Option<usize>,
+        dependency: Dependency,
+        action: ProxyAction,
+    ) {
+        for links in self.links(replica) {
+            match dependency {
+                Dependency::Redis => links.redis.apply(action).await,
+                Dependency::Postgres => links.postgres.apply(action).await,
+                Dependency::Provider => links.provider.apply(action).await,
+                Dependency::Replica => {}
+            }
+        }
+    }
+
+    /// Deletes every key under the environment's prefix; returns how many there were.
+    async fn flush_redis(&self) -> Result<usize, String> {
+        let client = redis::Client::open(self.env.redis_url.as_str()).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let keys = crate::provision::keys_with_prefix(&mut conn, &self.env.redis_key_prefix)
+            .await
+            .map_err(|e| e.to_string())?;
+        for chunk in keys.chunks(500) {
+            redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(keys.len())
+    }
+
+    /// Crashes `replica` and returns once the database has ended every backend it had (its
+    /// pool's, and those of requests parked on it): the evidence that its transactions and locks
+    /// died with it.
+    async fn crash_replica(&self, replica: usize) -> Result<String, String> {
+        let r = self
+            .replicas
+            .get(replica)
+            .ok_or_else(|| format!("there is no replica {replica}"))?;
+        let parked = r
+            .sync
+            .history()
+            .into_iter()
+            .filter(|k| r.sync.state(k) == Some(harbor_syncpoint::SlotState::Parked))
+            .map(|k| crate::evidence::application_name(&k.actor));
+        let names: Vec<String> = std::iter::once(r.application_name.clone())
+            .chain(parked)
+            .collect();
+        let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY($1)")
+            .bind(&names)
+            .fetch_all(&self.db)
+            .await
+            .map_err(|e| format!("reading the replica's backends: {e}"))?;
+        let started = std::time::Instant::now();
+        r.crash()?;
+        crate::evidence::until_backends_gone(&self.db, &pids, Duration::from_secs(5)).await?;
+        Ok(format!(
+            "replica {replica} crashed; its {} backend(s) ended within {} ms",
+            pids.len(),
+            started.elapsed().as_millis()
+        ))
     }
 
     /// Releases every parked request, stops the replicas, and removes the environment.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
+        let mut stopping = Vec::new();
         for r in &mut self.replicas {
             r.sync.release_all();
-            if let Some(tx) = r.shutdown.take() {
-                let _ = tx.send(());
+            if let Some(running) = r.take_running() {
+                let _ = running.shutdown.send(());
+                stopping.push((running.runtime, running.task));
             }
         }
-        for r in &mut self.replicas {
-            if let Some(task) = r.task.take() {
-                task.await.map_err(|e| ServiceError::Task(e.to_string()))?.map_err(|e| ServiceError::Task(e.to_string()))?;
-            }
+        for (runtime, task) in stopping {
+            let served = task.await;
+            runtime.shutdown_background();
+            served
+                .map_err(|e| ServiceError::Task(e.to_string()))?
+                .map_err(|e| ServiceError::Task(e.to_string()))?;
         }
         self.provider.stop();
         self.db.close().await;
@@ -263,6 +585,17 @@ fn server_address(url: &str, default_port: u16) -> Result<SocketAddr, ServiceErr
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| ServiceError::Task(format!("server url: cannot resolve {host}:{port}")))
+}
+
+/// `url` with `application_name` set in its query.
+fn with_application_name(url: &str, name: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut url) => {
+            url.query_pairs_mut().append_pair("application_name", name);
+            url.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
 }
 
 /// `redis_url` pointed at `proxy` instead of the server (credentials and database kept).

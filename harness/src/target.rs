@@ -20,7 +20,7 @@ use sqlx::PgPool;
 
 use crate::client::ApiClient;
 use crate::fake_provider::FakeProvider;
-use crate::faults::FaultKind;
+use crate::faults::Fault;
 use crate::service::ServiceUnderTest;
 use crate::tokens::TokenKind;
 
@@ -34,8 +34,11 @@ pub enum Capability {
     Clock,
     /// Switch the OAuth provider's behaviour, read its counters and what it issued.
     ProviderControl,
-    /// Stall or cut the service's connections to PostgreSQL and Redis.
+    /// Stall, cut or refuse the service's connections to PostgreSQL, Redis and the provider's
+    /// back channel; end its backends; flush its Redis keys.
     Faults,
+    /// Crash a replica (everything in its process lost) and start it again.
+    Crash,
     /// Read the database: fixtures, SQL steps and assertions, lock-table evidence, `pg_dump`.
     Database,
     /// Read and write the service's Redis keys.
@@ -51,7 +54,10 @@ impl Capability {
             Capability::SyncPoints => "sync points (parking and releasing requests)",
             Capability::Clock => "moving the service's clock",
             Capability::ProviderControl => "control of the OAuth provider",
-            Capability::Faults => "fault injection into PostgreSQL and Redis connections",
+            Capability::Faults => {
+                "fault injection into the service's PostgreSQL, Redis and provider connections"
+            }
+            Capability::Crash => "crashing and restarting replicas",
             Capability::Database => "access to the database (fixtures, SQL, lock tables)",
             Capability::Redis => "access to the service's Redis keys",
             Capability::TokenKeys => "the service's token encryption keys",
@@ -105,8 +111,8 @@ pub trait Target: Send + Sync {
     /// The OAuth provider, when the target is wired to the harness's fake one.
     fn provider(&self) -> Option<&FakeProvider>;
 
-    /// Do `fault` to the dependency it names.
-    fn apply_fault(&self, fault: FaultKind);
+    /// Do `fault`; resolves with what was done (for the trace) once its effect is visible.
+    fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<String, String>>;
 
     /// A pool on the service's database: fixtures, assertions and lock-table evidence.
     fn database(&self) -> Option<&PgPool>;
@@ -124,7 +130,17 @@ pub trait Target: Send + Sync {
 impl Target for ServiceUnderTest {
     fn capabilities(&self) -> BTreeSet<Capability> {
         use Capability::*;
-        [SyncPoints, Clock, ProviderControl, Faults, Database, Redis, TokenKeys].into()
+        [
+            SyncPoints,
+            Clock,
+            ProviderControl,
+            Faults,
+            Crash,
+            Database,
+            Redis,
+            TokenKeys,
+        ]
+        .into()
     }
 
     fn client(&self) -> &ApiClient {
@@ -136,7 +152,10 @@ impl Target for ServiceUnderTest {
     }
 
     fn arm(&self, replica: usize, key: SlotKey) -> Result<(), String> {
-        self.replicas[replica].sync.arm(key).map_err(|e| e.to_string())
+        self.replicas[replica]
+            .sync
+            .arm(key)
+            .map_err(|e| e.to_string())
     }
 
     fn parked(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, ()> {
@@ -147,7 +166,10 @@ impl Target for ServiceUnderTest {
     }
 
     fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String> {
-        self.replicas[replica].sync.release(key).map_err(|e| e.to_string())
+        self.replicas[replica]
+            .sync
+            .release(key)
+            .map_err(|e| e.to_string())
     }
 
     fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState> {
@@ -172,8 +194,8 @@ impl Target for ServiceUnderTest {
         Some(&self.provider)
     }
 
-    fn apply_fault(&self, fault: FaultKind) {
-        ServiceUnderTest::apply_fault(self, fault);
+    fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(ServiceUnderTest::apply_fault(self, fault))
     }
 
     fn database(&self) -> Option<&PgPool> {
@@ -185,7 +207,10 @@ impl Target for ServiceUnderTest {
     }
 
     fn redis(&self) -> Option<RedisAccess<'_>> {
-        Some(RedisAccess { url: &self.env.redis_url, prefix: &self.env.redis_key_prefix })
+        Some(RedisAccess {
+            url: &self.env.redis_url,
+            prefix: &self.env.redis_key_prefix,
+        })
     }
 
     fn key_ring(&self) -> Option<KeyRing> {
@@ -204,7 +229,11 @@ pub struct Restricted<'a> {
 
 impl Target for Restricted<'_> {
     fn capabilities(&self) -> BTreeSet<Capability> {
-        self.inner.capabilities().difference(&self.without).copied().collect()
+        self.inner
+            .capabilities()
+            .difference(&self.without)
+            .copied()
+            .collect()
     }
     fn client(&self) -> &ApiClient {
         self.inner.client()
@@ -236,7 +265,7 @@ impl Target for Restricted<'_> {
     fn provider(&self) -> Option<&FakeProvider> {
         self.inner.provider()
     }
-    fn apply_fault(&self, fault: FaultKind) {
+    fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<String, String>> {
         self.inner.apply_fault(fault)
     }
     fn database(&self) -> Option<&PgPool> {
@@ -255,26 +284,48 @@ impl Target for Restricted<'_> {
 
 /// `user` connects `provider` to `workspace` through the real OAuth flow on replica 0 — authorize,
 /// consent at the provider, callback — and it must answer 200 (a fixture, not a check).
-pub async fn connect(target: &dyn Target, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<(), String> {
+pub async fn connect(
+    target: &dyn Target,
+    user: UserId,
+    workspace: WorkspaceId,
+    provider: Provider,
+) -> Result<(), String> {
     let consent = start_flow(target, user, workspace, provider).await?;
     complete_flow(target, user, provider, &consent).await
 }
 
 /// The first half of [`connect`]: authorize on replica 0 and consent at the provider; the
 /// connection is then PENDING and the consent ready for its callback.
-pub async fn start_flow(target: &dyn Target, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<crate::fake_provider::Consent, String> {
+pub async fn start_flow(
+    target: &dyn Target,
+    user: UserId,
+    workspace: WorkspaceId,
+    provider: Provider,
+) -> Result<crate::fake_provider::Consent, String> {
     let bearer = target.bearer(user, TokenKind::Valid);
-    let (answer, consent) = target.client().authorize_and_consent(0, Some(&bearer), None, workspace, provider).await.map_err(|e| e.to_string())?;
+    let (answer, consent) = target
+        .client()
+        .authorize_and_consent(0, Some(&bearer), None, workspace, provider)
+        .await
+        .map_err(|e| e.to_string())?;
     consent.ok_or_else(|| format!("authorize answered {}: {}", answer.status, answer.body))?
 }
 
 /// The second half of [`connect`]: deliver `consent` to the callback on replica 0; it must
 /// answer 200.
-pub async fn complete_flow(target: &dyn Target, user: UserId, provider: Provider, consent: &crate::fake_provider::Consent) -> Result<(), String> {
+pub async fn complete_flow(
+    target: &dyn Target,
+    user: UserId,
+    provider: Provider,
+    consent: &crate::fake_provider::Consent,
+) -> Result<(), String> {
     let bearer = target.bearer(user, TokenKind::Valid);
     let callback = target
         .client()
-        .request(reqwest::Method::GET, crate::client::paths::callback(provider, &consent.callback_query()))
+        .request(
+            reqwest::Method::GET,
+            crate::client::paths::callback(provider, &consent.callback_query()),
+        )
         .bearer(Some(&bearer))
         .send()
         .await
@@ -282,6 +333,9 @@ pub async fn complete_flow(target: &dyn Target, user: UserId, provider: Provider
     if callback.status.is_success() {
         Ok(())
     } else {
-        Err(format!("callback answered {}: {}", callback.status, callback.body))
+        Err(format!(
+            "callback answered {}: {}",
+            callback.status, callback.body
+        ))
     }
 }

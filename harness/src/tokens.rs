@@ -27,7 +27,9 @@ pub struct TokenMint {
 
 impl std::fmt::Debug for TokenMint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenMint").field("kid", &KEY_ID).finish_non_exhaustive()
+        f.debug_struct("TokenMint")
+            .field("kid", &KEY_ID)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,8 +79,12 @@ fn generate_keeping() -> (EncodingKey, Vec<u8>, Vec<u8>) {
 }
 
 fn from_pkcs8(pkcs8: &[u8]) -> Result<(EncodingKey, Vec<u8>), String> {
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
-    Ok((EncodingKey::from_ed_der(pkcs8), pair.public_key().as_ref().to_vec()))
+    let pair =
+        Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+    Ok((
+        EncodingKey::from_ed_der(pkcs8),
+        pair.public_key().as_ref().to_vec(),
+    ))
 }
 
 impl Default for TokenMint {
@@ -92,16 +98,26 @@ impl TokenMint {
     pub fn new() -> Self {
         let (key, public) = generate();
         let (impostor, _) = generate();
-        Self { key, impostor, public_x: URL_SAFE_NO_PAD.encode(public) }
+        Self {
+            key,
+            impostor,
+            public_x: URL_SAFE_NO_PAD.encode(public),
+        }
     }
 
     /// A mint from a gateway key written by [`write_service_keys`] (base64 PKCS#8).
     pub fn from_key_file(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let pkcs8 = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pkcs8 = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let (key, public) = from_pkcs8(&pkcs8)?;
         let (impostor, _) = generate();
-        Ok(Self { key, impostor, public_x: URL_SAFE_NO_PAD.encode(public) })
+        Ok(Self {
+            key,
+            impostor,
+            public_x: URL_SAFE_NO_PAD.encode(public),
+        })
     }
 
     /// The JWK set the service verifies with.
@@ -132,22 +148,42 @@ impl TokenMint {
         };
         let claims = Claims {
             sub: user.to_string(),
-            iss: if kind == TokenKind::WrongIssuer { "https://evil.example" } else { ISSUER },
-            aud: if kind == TokenKind::WrongAudience { "another-service" } else { AUDIENCE },
+            iss: if kind == TokenKind::WrongIssuer {
+                "https://evil.example"
+            } else {
+                ISSUER
+            },
+            aud: if kind == TokenKind::WrongAudience {
+                "another-service"
+            } else {
+                AUDIENCE
+            },
             iat: now,
             nbf,
             exp,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(KEY_ID.to_owned());
-        let key = if kind == TokenKind::WrongKey { &self.impostor } else { &self.key };
+        let key = if kind == TokenKind::WrongKey {
+            &self.impostor
+        } else {
+            &self.key
+        };
         if kind == TokenKind::UnknownCriticalHeader {
             // jsonwebtoken's `Header` has no `crit`: the token is assembled and signed by hand.
             use base64::Engine;
-            let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+            let b64 = |v: &serde_json::Value| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+            };
             let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": KEY_ID, "crit": ["harbor-ext"], "harbor-ext": true });
-            let signing_input = format!("{}.{}", b64(&header), b64(&serde_json::to_value(&claims).expect("claims")));
-            let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA).expect("signing");
+            let signing_input = format!(
+                "{}.{}",
+                b64(&header),
+                b64(&serde_json::to_value(&claims).expect("claims"))
+            );
+            let signature =
+                jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA)
+                    .expect("signing");
             return format!("{signing_input}.{signature}");
         }
         jsonwebtoken::encode(&header, &claims, key).expect("signing with a valid Ed25519 key")
@@ -165,7 +201,11 @@ pub fn write_service_keys(dir: &std::path::Path) -> std::io::Result<std::path::P
     let dir = dir.canonicalize()?;
     let (key, public, pkcs8) = generate_keeping();
     let (impostor, _) = generate();
-    let mint = TokenMint { key, impostor, public_x: URL_SAFE_NO_PAD.encode(public) };
+    let mint = TokenMint {
+        key,
+        impostor,
+        public_x: URL_SAFE_NO_PAD.encode(public),
+    };
     let private = |name: &str, text: String| -> std::io::Result<()> {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -173,10 +213,17 @@ pub fn write_service_keys(dir: &std::path::Path) -> std::io::Result<std::path::P
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         options.open(dir.join(name))?.write_all(text.as_bytes())
     };
-    private("gateway.key", format!("{}\n", base64::engine::general_purpose::STANDARD.encode(&pkcs8)))?;
+    private(
+        "gateway.key",
+        format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(&pkcs8)
+        ),
+    )?;
     std::fs::write(dir.join("jwks.json"), format!("{:#}\n", mint.jwks_json()))?;
     let mut token_key = [0u8; 32];
-    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut token_key).expect("the system RNG works");
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut token_key)
+        .expect("the system RNG works");
     let env = format!(
         "HARBOR_JWT_JWKS_FILE={}\nHARBOR_JWT_ISSUER={ISSUER}\nHARBOR_JWT_AUDIENCE={AUDIENCE}\nHARBOR_TOKEN_KEYS=k1:{}\n",
         dir.join("jwks.json").display(),
@@ -210,7 +257,13 @@ mod tests {
         let verifier = harbor_service::auth::JwtVerifier::new(&config).unwrap();
         let mint = TokenMint::from_key_file(&dir.join("gateway.key")).unwrap();
         let user = Uuid::new_v4();
-        assert_eq!(verifier.verify(&mint.token(user, TokenKind::LongLived)).unwrap().0, user);
+        assert_eq!(
+            verifier
+                .verify(&mint.token(user, TokenKind::LongLived))
+                .unwrap()
+                .0,
+            user
+        );
         let keys = harbor_service::vault::TokenKeysConfig {
             keys: secrecy::SecretString::from(vars["HARBOR_TOKEN_KEYS"].clone()),
             primary: None,

@@ -80,8 +80,13 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let me = &shared().users[user.get_session_data_unchecked::<Claimed>().0];
-    let builder = user.get_request_builder(&method, url)?.bearer_auth(&me.token);
-    let request = GooseRequest::builder().set_request_builder(builder).name(name).build();
+    let builder = user
+        .get_request_builder(&method, url)?
+        .bearer_auth(&me.token);
+    let request = GooseRequest::builder()
+        .set_request_builder(builder)
+        .name(name)
+        .build();
     let mut goose = user.request(request).await?;
     let response = match goose.response {
         Ok(r) => r,
@@ -118,23 +123,68 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     let consent = std::sync::Arc::new(std::sync::Mutex::new(None));
     let slot = consent.clone();
     let authorize_url = format!("{base0}{}", path(ConnectionOp::Authorize));
-    let started = send_checked(user, GooseMethod::Post, &authorize_url, "authorize", &[200], |body| async move {
-        let url = body["authorization_url"].as_str().ok_or("no authorization_url")?.to_owned();
-        let c = s.browser.consent(&url).await?;
-        *slot.lock().expect("consent slot") = Some(c);
-        Ok(())
-    })
+    let started = send_checked(
+        user,
+        GooseMethod::Post,
+        &authorize_url,
+        "authorize",
+        &[200],
+        |body| async move {
+            let url = body["authorization_url"]
+                .as_str()
+                .ok_or("no authorization_url")?
+                .to_owned();
+            let c = s.browser.consent(&url).await?;
+            *slot.lock().expect("consent slot") = Some(c);
+            Ok(())
+        },
+    )
     .await?;
     let consent = consent.lock().expect("consent slot").take();
-    let (Some(_), Some(consent)) = (started, consent) else { return Ok(()) };
-    let callback = format!("{base1}{}", paths::callback(Provider::Qbo, &consent.callback_query()));
-    if send(user, GooseMethod::Get, &callback, "callback (other replica)", &[200]).await?.is_none() {
+    let (Some(_), Some(consent)) = (started, consent) else {
+        return Ok(());
+    };
+    let callback = format!(
+        "{base1}{}",
+        paths::callback(Provider::Qbo, &consent.callback_query())
+    );
+    if send(
+        user,
+        GooseMethod::Get,
+        &callback,
+        "callback (other replica)",
+        &[200],
+    )
+    .await?
+    .is_none()
+    {
         return Ok(());
     }
-    send(user, GooseMethod::Post, &format!("{base1}{}", path(ConnectionOp::Sync)), "sync", &[200]).await?;
+    send(
+        user,
+        GooseMethod::Post,
+        &format!("{base1}{}", path(ConnectionOp::Sync)),
+        "sync",
+        &[200],
+    )
+    .await?;
     // Activation succeeds once per workspace, then reports already_completed.
-    send(user, GooseMethod::Post, &format!("{base0}{}", paths::activation(workspace)), "activation", &[200]).await?;
-    send(user, GooseMethod::Post, &format!("{base0}{}", path(ConnectionOp::Disconnect)), "disconnect", &[200]).await?;
+    send(
+        user,
+        GooseMethod::Post,
+        &format!("{base0}{}", paths::activation(workspace)),
+        "activation",
+        &[200],
+    )
+    .await?;
+    send(
+        user,
+        GooseMethod::Post,
+        &format!("{base0}{}", path(ConnectionOp::Disconnect)),
+        "disconnect",
+        &[200],
+    )
+    .await?;
     Ok(())
 }
 
@@ -163,7 +213,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
-    let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok() { BackendChoice::External } else { BackendChoice::Auto };
+    let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok() {
+        BackendChoice::External
+    } else {
+        BackendChoice::Auto
+    };
     let mut infra = Infra::provision(choice).await?;
     // The per-address limit is lifted (every simulated user is 127.0.0.1), and the per-tenant one
     // raised tenfold above the default: one user looping as fast as it can is not an attack.
@@ -171,28 +225,60 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         replicas: 2,
         sync_points: false,
         rate_limits: RateLimits {
-            per_tenant: Quota { per_minute: 600, burst: 100 },
-            per_address: Quota { per_minute: 1_000_000, burst: 100_000 },
+            per_tenant: Quota {
+                per_minute: 600,
+                burst: 100,
+            },
+            per_address: Quota {
+                per_minute: 1_000_000,
+                burst: 100_000,
+            },
             failed_states_per_user: RateLimits::default().failed_states_per_user,
         },
         ..ServiceOptions::default()
     };
     let sut = ServiceUnderTest::start(&infra, options).await?;
-    let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100).max(1);
+    let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .max(1);
     let mut users = Vec::with_capacity(tenants);
     for i in 0..tenants {
-        let t = TenantWorkspace::create(&sut.db, &format!("load{i}"), true, ConnectionStatus::NotConnected).await?;
-        users.push(LoadUser { token: sut.tokens.token(t.owner.0, TokenKind::Valid), workspace: t.workspace });
+        let t = TenantWorkspace::create(
+            &sut.db,
+            &format!("load{i}"),
+            true,
+            ConnectionStatus::NotConnected,
+        )
+        .await?;
+        users.push(LoadUser {
+            token: sut.tokens.token(t.owner.0, TokenKind::Valid),
+            workspace: t.workspace,
+        });
     }
     let browser = ApiClient::with_bases(Vec::new());
     let replicas: Vec<String> = sut.replicas.iter().map(|r| r.base_url.clone()).collect();
     let host = replicas[0].clone();
-    SHARED.set(Shared { users, replicas, browser }).map_err(|_| "shared state set twice")?;
-    eprintln!("harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts", infra.kind);
+    SHARED
+        .set(Shared {
+            users,
+            replicas,
+            browser,
+        })
+        .map_err(|_| "shared state set twice")?;
+    eprintln!(
+        "harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts",
+        infra.kind
+    );
 
     let attack = GooseAttack::initialize()?;
     // Goose users beyond the tenants would share one and supersede each other's flows.
-    let wanted_users = std::env::args().skip_while(|a| a != "-u" && a != "--users").nth(1).and_then(|u| u.parse::<usize>().ok()).unwrap_or(100);
+    let wanted_users = std::env::args()
+        .skip_while(|a| a != "-u" && a != "--users")
+        .nth(1)
+        .and_then(|u| u.parse::<usize>().ok())
+        .unwrap_or(100);
     if wanted_users > tenants {
         return Err(format!("{wanted_users} goose users but {tenants} tenants: set HARBOR_LOAD_TENANTS to at least the user count").into());
     }
@@ -210,9 +296,16 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .await?;
 
     let broken = invariants(&sut).await?;
-    let requests: usize = metrics.requests.values().map(|r| r.success_count + r.fail_count).sum();
+    let requests: usize = metrics
+        .requests
+        .values()
+        .map(|r| r.success_count + r.fail_count)
+        .sum();
     let failures: usize = metrics.requests.values().map(|r| r.fail_count).sum();
-    println!("harbor-load: {requests} requests, {failures} failed, over {} s", metrics.duration);
+    println!(
+        "harbor-load: {requests} requests, {failures} failed, over {} s",
+        metrics.duration
+    );
     for b in &broken {
         println!("INVARIANT BROKEN: {b}");
     }

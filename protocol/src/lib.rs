@@ -119,7 +119,13 @@ impl Database {
             workspace_lock: Mutex::new(()),
             oauth_lock: Mutex::new(()),
             row_lock: Mutex::new(()),
-            committed: Mutex::new(Committed { status, token_generation: 1, stale, provider_refreshes: 0, activations: Vec::new() }),
+            committed: Mutex::new(Committed {
+                status,
+                token_generation: 1,
+                stale,
+                provider_refreshes: 0,
+                activations: Vec::new(),
+            }),
             inside: Mutex::new(0),
             events: Mutex::new(Vec::new()),
         })
@@ -135,13 +141,21 @@ impl Database {
     }
 
     fn violation(&self, what: &str) -> ! {
-        panic!("{what}\ninterleaving ({:?}):\n  {}", self.protocol, self.interleaving())
+        panic!(
+            "{what}\ninterleaving ({:?}):\n  {}",
+            self.protocol,
+            self.interleaving()
+        )
     }
 
     /// Takes the advisory lock (`oauth` paths use the other namespace when split) and the row lock
     /// (unless `FOR UPDATE` is missing), and enters the critical section.
     fn begin(&self, who: &str, oauth: bool) -> Held<'_> {
-        let lock = if oauth && self.protocol == Protocol::SplitLockNamespace { &self.oauth_lock } else { &self.workspace_lock };
+        let lock = if oauth && self.protocol == Protocol::SplitLockNamespace {
+            &self.oauth_lock
+        } else {
+            &self.workspace_lock
+        };
         let advisory = lock.lock().unwrap();
         {
             let mut inside = self.inside.lock().unwrap();
@@ -156,7 +170,12 @@ impl Database {
         if row.is_some() {
             self.log(format!("{who}: row lock (FOR UPDATE)"));
         }
-        Held { _advisory: Some(advisory), _row: row, critical: true, db: self }
+        Held {
+            _advisory: Some(advisory),
+            _row: row,
+            critical: true,
+            db: self,
+        }
     }
 
     fn status(&self) -> Status {
@@ -190,7 +209,9 @@ pub fn activate(db: &Database) {
             let now = committed.status;
             committed.activations.push(now);
             drop(committed);
-            db.log(format!("activation: INSERT activation, COMMIT (status now {now:?})"));
+            db.log(format!(
+                "activation: INSERT activation, COMMIT (status now {now:?})"
+            ));
         }
     }
     drop(held);
@@ -232,7 +253,9 @@ pub fn refresh(db: &Database, who: &str) {
         committed.token_generation += 1;
         committed.stale = false;
         drop(committed);
-        db.log(format!("{who}: refreshes at the provider, COMMIT new token"));
+        db.log(format!(
+            "{who}: refreshes at the provider, COMMIT new token"
+        ));
     }
 }
 
@@ -254,13 +277,17 @@ pub fn execute(db: Arc<Database>, flows: Vec<fn(&Database)>) {
     let (activations, refreshes) = (committed.activations.clone(), committed.provider_refreshes);
     drop(committed);
     if let Some(bad) = activations.iter().find(|s| **s != Status::Connected) {
-        db.violation(&format!("I2 broken: an activation committed while the connection was {bad:?}"));
+        db.violation(&format!(
+            "I2 broken: an activation committed while the connection was {bad:?}"
+        ));
     }
     if activations.len() > 1 {
         db.violation(&format!("I3 broken: {} activation rows", activations.len()));
     }
     if refreshes > 1 {
-        db.violation(&format!("I4 broken: {refreshes} provider refreshes for one expiry"));
+        db.violation(&format!(
+            "I4 broken: {refreshes} provider refreshes for one expiry"
+        ));
     }
 }
 
@@ -291,24 +318,123 @@ fn sync_b(db: &Database) {
 /// expose it.
 pub fn checks() -> Vec<(Check, bool)> {
     use Protocol::*;
-    let check = |name, protocol, status, stale, flows: Vec<fn(&Database)>| Check { name, protocol, status, stale, flows };
+    let check = |name, protocol, status, stale, flows: Vec<fn(&Database)>| Check {
+        name,
+        protocol,
+        status,
+        stale,
+        flows,
+    };
     vec![
-        (check("activation vs callback", Hardened, Status::Pending, false, vec![activate, callback]), false),
-        (check("activation vs disconnect", Hardened, Status::Connected, false, vec![activate, disconnect]), false),
-        (check("activation vs an unlocked writer", Hardened, Status::Connected, false, vec![activate, raw_writer]), false),
-        (check("two activations", Hardened, Status::Connected, false, vec![activate, activate]), false),
-        (check("two syncs of a stale token", Hardened, Status::Connected, true, vec![sync_a, sync_b]), false),
-        (check("activation vs callback vs disconnect", Hardened, Status::Pending, false, vec![activate, callback, disconnect]), false),
-        (check("v1 split lock namespace: activation vs callback", SplitLockNamespace, Status::Pending, false, vec![activate, callback]), true),
-        (check("v1 missing FOR UPDATE: activation vs an unlocked writer", NoRowLock, Status::Connected, false, vec![activate, raw_writer]), true),
-        (check("early lock release: activation vs disconnect", EarlyLockRelease, Status::Connected, false, vec![activate, disconnect]), true),
-        (check("no single-flight: two syncs of a stale token", NoRefreshSingleFlight, Status::Connected, true, vec![sync_a, sync_b]), true),
+        (
+            check(
+                "activation vs callback",
+                Hardened,
+                Status::Pending,
+                false,
+                vec![activate, callback],
+            ),
+            false,
+        ),
+        (
+            check(
+                "activation vs disconnect",
+                Hardened,
+                Status::Connected,
+                false,
+                vec![activate, disconnect],
+            ),
+            false,
+        ),
+        (
+            check(
+                "activation vs an unlocked writer",
+                Hardened,
+                Status::Connected,
+                false,
+                vec![activate, raw_writer],
+            ),
+            false,
+        ),
+        (
+            check(
+                "two activations",
+                Hardened,
+                Status::Connected,
+                false,
+                vec![activate, activate],
+            ),
+            false,
+        ),
+        (
+            check(
+                "two syncs of a stale token",
+                Hardened,
+                Status::Connected,
+                true,
+                vec![sync_a, sync_b],
+            ),
+            false,
+        ),
+        (
+            check(
+                "activation vs callback vs disconnect",
+                Hardened,
+                Status::Pending,
+                false,
+                vec![activate, callback, disconnect],
+            ),
+            false,
+        ),
+        (
+            check(
+                "v1 split lock namespace: activation vs callback",
+                SplitLockNamespace,
+                Status::Pending,
+                false,
+                vec![activate, callback],
+            ),
+            true,
+        ),
+        (
+            check(
+                "v1 missing FOR UPDATE: activation vs an unlocked writer",
+                NoRowLock,
+                Status::Connected,
+                false,
+                vec![activate, raw_writer],
+            ),
+            true,
+        ),
+        (
+            check(
+                "early lock release: activation vs disconnect",
+                EarlyLockRelease,
+                Status::Connected,
+                false,
+                vec![activate, disconnect],
+            ),
+            true,
+        ),
+        (
+            check(
+                "no single-flight: two syncs of a stale token",
+                NoRefreshSingleFlight,
+                Status::Connected,
+                true,
+                vec![sync_a, sync_b],
+            ),
+            true,
+        ),
     ]
 }
 
 /// Runs one check once on real threads (a smoke test; loom explores every interleaving).
 pub fn run_once(check: &Check) {
-    execute(Database::new(check.protocol, check.status, check.stale), check.flows.clone());
+    execute(
+        Database::new(check.protocol, check.status, check.stale),
+        check.flows.clone(),
+    );
 }
 
 #[cfg(all(test, not(harbor_loom)))]
@@ -319,7 +445,10 @@ mod tests {
     /// works. (The variants' counterexamples need loom's schedules.)
     #[test]
     fn hardened_checks_hold_on_real_threads() {
-        for (check, _) in checks().into_iter().filter(|(c, _)| c.protocol == Protocol::Hardened) {
+        for (check, _) in checks()
+            .into_iter()
+            .filter(|(c, _)| c.protocol == Protocol::Hardened)
+        {
             for _ in 0..20 {
                 run_once(&check);
             }

@@ -49,7 +49,10 @@ pub struct ActivationResponse {
     security(("bearer" = [])),
     tag = "activation"
 )]
-pub async fn activate(State(state): State<AppState>, request: WorkspaceRequest) -> Result<Json<ActivationResponse>, ApiError> {
+pub async fn activate(
+    State(state): State<AppState>,
+    request: WorkspaceRequest,
+) -> Result<Json<ActivationResponse>, ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     let mut tx = request.begin().await?;
     let hooks = state.sync_points.as_ref();
@@ -97,19 +100,25 @@ async fn activate_in(
 
     // A retry of a call that succeeded (its response lost) must learn that it succeeded, even if
     // the connection or entitlement has changed since.
-    let existing: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT activated_at FROM workspace_activations WHERE workspace_id = $1")
+    let existing: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT activated_at FROM workspace_activations WHERE workspace_id = $1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let (Some(activated_at), false) = (existing, flaws::active(Flaw::NoUniqueActivation)) {
+        return Ok(ActivationResponse {
+            workspace_id: workspace_id.0,
+            activated_at,
+            already_completed: true,
+        });
+    }
+
+    let entitled: Option<bool> =
+        sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
             .bind(workspace_id)
             .fetch_optional(&mut **tx)
             .await?;
-    if let (Some(activated_at), false) = (existing, flaws::active(Flaw::NoUniqueActivation)) {
-        return Ok(ActivationResponse { workspace_id: workspace_id.0, activated_at, already_completed: true });
-    }
-
-    let entitled: Option<bool> = sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
-        .bind(workspace_id)
-        .fetch_optional(&mut **tx)
-        .await?;
     if entitled != Some(true) {
         return Err(ApiError::ActivationNotEntitled);
     }
@@ -122,7 +131,11 @@ async fn activate_in(
 
     // Seeded flaw `no-unique-activation`: a plain INSERT, no earlier-activation check, and (see
     // `Application::build`) no UNIQUE constraint — every call activates again.
-    let on_conflict = if flaws::active(Flaw::NoUniqueActivation) { "" } else { "ON CONFLICT (workspace_id) DO NOTHING " };
+    let on_conflict = if flaws::active(Flaw::NoUniqueActivation) {
+        ""
+    } else {
+        "ON CONFLICT (workspace_id) DO NOTHING "
+    };
     let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
         "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) \
          {on_conflict}RETURNING activated_at",
@@ -135,10 +148,12 @@ async fn activate_in(
     let (activated_at, already_completed) = match inserted {
         Some(at) => (at, false),
         None => {
-            let at = sqlx::query_scalar("SELECT activated_at FROM workspace_activations WHERE workspace_id = $1")
-                .bind(workspace_id)
-                .fetch_one(&mut **tx)
-                .await?;
+            let at = sqlx::query_scalar(
+                "SELECT activated_at FROM workspace_activations WHERE workspace_id = $1",
+            )
+            .bind(workspace_id)
+            .fetch_one(&mut **tx)
+            .await?;
             (at, true)
         }
     };
@@ -158,5 +173,9 @@ async fn activate_in(
         .await?;
     }
     SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_BEFORE_COMMIT).await?;
-    Ok(ActivationResponse { workspace_id: workspace_id.0, activated_at, already_completed })
+    Ok(ActivationResponse {
+        workspace_id: workspace_id.0,
+        activated_at,
+        already_completed,
+    })
 }

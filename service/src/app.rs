@@ -128,18 +128,33 @@ impl Application {
             .set_connection_timeout(config.redis_timeout)
             .set_response_timeout(config.redis_timeout)
             .set_number_of_retries(2);
-        let redis = redis::aio::ConnectionManager::new_with_config(redis_client, redis_config).await?;
-        let sync_points = config
-            .sync_points
-            .then(|| SyncHooks::new(hooks.sync_points.unwrap_or_default(), config.sync_point_timeout));
+        let redis =
+            redis::aio::ConnectionManager::new_with_config(redis_client, redis_config).await?;
+        let sync_points = config.sync_points.then(|| {
+            SyncHooks::new(
+                hooks.sync_points.unwrap_or_default(),
+                config.sync_point_timeout,
+            )
+        });
         if sync_points.is_some() {
-            tracing::warn!("sync points are ENABLED: requests tagged by the harness can be parked (test mode)");
+            tracing::warn!(
+                "sync points are ENABLED: requests tagged by the harness can be parked (test mode)"
+            );
         }
         let prefix: Arc<str> = Arc::from(config.redis_key_prefix.as_str());
         let clock = hooks.clock.unwrap_or_default();
         let state = AppState {
-            states: OAuthStateStore::new(redis.clone(), prefix.clone(), config.flaws.has(crate::flaws::Flaw::MemoryStateStore)),
-            limiter: RateLimiter::new(redis.clone(), prefix.clone(), clock.clone(), config.rate_limits),
+            states: OAuthStateStore::new(
+                redis.clone(),
+                prefix.clone(),
+                config.flaws.has(crate::flaws::Flaw::MemoryStateStore),
+            ),
+            limiter: RateLimiter::new(
+                redis.clone(),
+                prefix.clone(),
+                clock.clone(),
+                config.rate_limits,
+            ),
             providers: ProviderClient::new(config.providers.clone()),
             db,
             redis,
@@ -153,12 +168,18 @@ impl Application {
         };
         let router = router(state.clone());
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Self { listener, router, state })
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
     }
 
     /// The address the service listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The shared state (the harness reads the pool and sync points from it).
@@ -167,9 +188,16 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -179,31 +207,65 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
-        .route("/v1/workspaces/{workspace_id}/activation", post(activation::activate))
-        .route("/v1/workspaces/{workspace_id}/connections", get(connections::list))
-        .route("/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", post(connections::disconnect))
-        .route("/v1/workspaces/{workspace_id}/connections/{provider}/revoke", post(connections::revoke))
-        .route("/v1/workspaces/{workspace_id}/connections/{provider}/authorize", post(oauth::authorize))
-        .route("/v1/workspaces/{workspace_id}/connections/{provider}/sync", post(documents::sync))
-        .route("/v1/workspaces/{workspace_id}/documents", get(documents::list))
+        .route(
+            "/v1/workspaces/{workspace_id}/activation",
+            post(activation::activate),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/connections",
+            get(connections::list),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
+            post(connections::disconnect),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
+            post(connections::revoke),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
+            post(oauth::authorize),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/connections/{provider}/sync",
+            post(documents::sync),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/documents",
+            get(documents::list),
+        )
         .route("/v1/oauth/{provider}/callback", get(oauth::callback))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
 /// Middleware: assigns the request id, reads the actor tag, and runs the rest of the stack inside
 /// a tracing span and the task-local scope (see [`crate::context`]).
-pub async fn request_context(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let id_for_scope = request_id.clone();
     context::scope(id_for_scope, async move {
         let actor = if state.sync_points.is_some() {
-            match request.headers().get(Actor::HEADER).map(|v| v.to_str().map(Actor::parse)) {
+            match request
+                .headers()
+                .get(Actor::HEADER)
+                .map(|v| v.to_str().map(Actor::parse))
+            {
                 None => None,
                 Some(Ok(Ok(actor))) => Some(actor),
-                Some(Ok(Err(e))) => return with_request_id(ApiError::from(e).into_response(), &request_id),
+                Some(Ok(Err(e))) => {
+                    return with_request_id(ApiError::from(e).into_response(), &request_id)
+                }
                 Some(Err(_)) => {
                     let e = crate::domain::ParseError::new(Actor::HEADER, "not visible ASCII");
                     return with_request_id(ApiError::from(e).into_response(), &request_id);
@@ -219,8 +281,13 @@ pub async fn request_context(State(state): State<AppState>, mut request: Request
             path = %request.uri().path(),
             actor = actor.as_ref().map(Actor::as_str),
         );
-        request.extensions_mut().insert(RequestContext { request_id: request_id.clone(), actor });
-        let response = crate::flaws::scope(&state.flaws, next.run(request)).instrument(span.clone()).await;
+        request.extensions_mut().insert(RequestContext {
+            request_id: request_id.clone(),
+            actor,
+        });
+        let response = crate::flaws::scope(&state.flaws, next.run(request))
+            .instrument(span.clone())
+            .await;
         span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request finished"));
         with_request_id(response, &request_id)
     })

@@ -26,7 +26,11 @@ pub struct AuditEvent<'a> {
 }
 
 /// Appends an event inside the request's transaction.
-pub async fn record(tx: &mut Tx, ctx: &RequestContext, event: AuditEvent<'_>) -> Result<(), sqlx::Error> {
+pub async fn record(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    event: AuditEvent<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_events (tenant_id, workspace_id, actor_user_id, action, outcome, request_id, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -27,24 +27,33 @@ pub struct Identity {
 impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if crate::flaws::active(crate::flaws::Flaw::TrustUserHeader) {
             // Seeded flaw: the v1 "identity from a header" defect of the audit's finding R3.
             if let Some(user) = parts.headers.get("x-user-id").and_then(|v| v.to_str().ok()) {
-                return Ok(Identity { user_id: UserId::parse(user)? });
+                return Ok(Identity {
+                    user_id: UserId::parse(user)?,
+                });
             }
         }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or(ApiError::Unauthenticated("missing bearer token"))?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthenticated("malformed authorization header"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthenticated("malformed authorization header"))?;
         // The scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer`, `BEARER`.
         let token = value
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token)
-            .ok_or(ApiError::Unauthenticated("authorization is not a bearer token"))?;
+            .ok_or(ApiError::Unauthenticated(
+                "authorization is not a bearer token",
+            ))?;
         let user_id = state.jwt.verify(token.trim())?;
         Ok(Identity { user_id })
     }
@@ -69,7 +78,9 @@ impl WorkspaceMember {
         if self.role.can_administer() {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this operation needs the owner or admin role"))
+            Err(ApiError::Forbidden(
+                "this operation needs the owner or admin role",
+            ))
         }
     }
 }
@@ -81,12 +92,13 @@ pub async fn membership(
     workspace_id: WorkspaceId,
     user_id: UserId,
 ) -> Result<Option<(TenantId, Role)>, ApiError> {
-    let row: Option<(TenantId, String)> =
-        sqlx::query_as("SELECT tenant_id, role FROM memberships WHERE workspace_id = $1 AND user_id = $2")
-            .bind(workspace_id)
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(TenantId, String)> = sqlx::query_as(
+        "SELECT tenant_id, role FROM memberships WHERE workspace_id = $1 AND user_id = $2",
+    )
+    .bind(workspace_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
     match row {
         None => Ok(None),
         Some((tenant, role)) => Ok(Some((tenant, Role::parse(&role)?))),
@@ -94,36 +106,57 @@ pub async fn membership(
 }
 
 /// Reads a named path segment without axum's plain-text rejections.
-async fn path_segment(parts: &mut Parts, state: &AppState, name: &'static str) -> Result<String, ApiError> {
+async fn path_segment(
+    parts: &mut Parts,
+    state: &AppState,
+    name: &'static str,
+) -> Result<String, ApiError> {
     let Path(params): Path<HashMap<String, String>> = Path::from_request_parts(parts, state)
         .await
         .map_err(|_| ParseError::new(name, "malformed path"))?;
-    params.get(name).cloned().ok_or_else(|| ParseError::new(name, "missing from the path").into())
+    params
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ParseError::new(name, "missing from the path").into())
 }
 
 impl FromRequestParts<AppState> for WorkspaceMember {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // Authentication first: an anonymous caller learns nothing, not even that an id is malformed.
         let identity = Identity::from_request_parts(parts, state).await?;
         let workspace_id = WorkspaceId::parse(&path_segment(parts, state, "workspace_id").await?)?;
         if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
             // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2. Row-level
             // security still scopes the request to the caller's own tenant.
-            let tenant: Option<TenantId> = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
-                .bind(identity.user_id)
-                .fetch_optional(&state.db)
-                .await?;
+            let tenant: Option<TenantId> =
+                sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+                    .bind(identity.user_id)
+                    .fetch_optional(&state.db)
+                    .await?;
             let tenant_id = tenant.ok_or(ApiError::NotFound)?;
-            return Ok(WorkspaceMember { user_id: identity.user_id, workspace_id, tenant_id, role: Role::Owner });
+            return Ok(WorkspaceMember {
+                user_id: identity.user_id,
+                workspace_id,
+                tenant_id,
+                role: Role::Owner,
+            });
         }
         let (tenant_id, role) = membership(&state.db, workspace_id, identity.user_id)
             .await?
             .ok_or(ApiError::NotFound)?;
         // `tenant_id` scopes row-level security for the request. It is the caller's own tenant
         // (the membership's foreign key makes the two equal), never something taken from the URL.
-        Ok(WorkspaceMember { user_id: identity.user_id, workspace_id, tenant_id, role })
+        Ok(WorkspaceMember {
+            user_id: identity.user_id,
+            workspace_id,
+            tenant_id,
+            role,
+        })
     }
 }
 
@@ -134,7 +167,12 @@ pub struct ProviderPath(pub Provider);
 impl FromRequestParts<AppState> for ProviderPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ProviderPath(Provider::parse(&path_segment(parts, state, "provider").await?)?))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ProviderPath(Provider::parse(
+            &path_segment(parts, state, "provider").await?,
+        )?))
     }
 }

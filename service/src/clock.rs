@@ -26,7 +26,10 @@ impl Clock {
 
     /// A clock on a host whose system time is off by `skew` (tests of cross-replica drift).
     pub fn with_skew(skew: Duration) -> Self {
-        Self { skew, ..Self::default() }
+        Self {
+            skew,
+            ..Self::default()
+        }
     }
 
     /// The current time as the service sees it.

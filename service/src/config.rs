@@ -126,21 +126,32 @@ where
 {
     var_or(name, default)
         .parse()
-        .map_err(|e: T::Err| ConfigError::Invalid { var: name, message: e.to_string() })
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            var: name,
+            message: e.to_string(),
+        })
 }
 
 impl std::str::FromStr for Quota {
     type Err = String;
     /// `per_minute/burst`, such as `60/20`.
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let (rate, burst) = raw.split_once('/').ok_or("expected per_minute/burst, such as 60/20")?;
-        let per_minute: u32 = rate.trim().parse().map_err(|_| "per_minute is not a number")?;
+        let (rate, burst) = raw
+            .split_once('/')
+            .ok_or("expected per_minute/burst, such as 60/20")?;
+        let per_minute: u32 = rate
+            .trim()
+            .parse()
+            .map_err(|_| "per_minute is not a number")?;
         let burst: u32 = burst.trim().parse().map_err(|_| "burst is not a number")?;
         if per_minute == 0 || burst == 0 {
             return Err("per_minute and burst must be positive".into());
         }
         if per_minute > Quota::MAX_PER_MINUTE {
-            return Err(format!("per_minute is at most {} (one request per microsecond)", Quota::MAX_PER_MINUTE));
+            return Err(format!(
+                "per_minute is at most {} (one request per microsecond)",
+                Quota::MAX_PER_MINUTE
+            ));
         }
         Ok(Quota { per_minute, burst })
     }
@@ -160,40 +171,62 @@ impl Config {
             var: "HARBOR_JWT_JWKS",
             message: format!("not a JWK set: {e}"),
         })?;
-        let provider_timeout = Duration::from_millis(parse_var("HARBOR_PROVIDER_TIMEOUT_MS", "10000")?);
+        let provider_timeout =
+            Duration::from_millis(parse_var("HARBOR_PROVIDER_TIMEOUT_MS", "10000")?);
         let providers = match std::env::var("HARBOR_PROVIDERS_FILE") {
-            Err(_) => ProvidersConfig { providers: Default::default(), timeout: provider_timeout },
+            Err(_) => ProvidersConfig {
+                providers: Default::default(),
+                timeout: provider_timeout,
+            },
             Ok(path) => {
                 let raw = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
                     var: "HARBOR_PROVIDERS_FILE",
                     message: format!("{path}: {e}"),
                 })?;
-                ProvidersConfig::from_json(&raw, provider_timeout)
-                    .map_err(|message| ConfigError::Invalid { var: "HARBOR_PROVIDERS_FILE", message })?
+                ProvidersConfig::from_json(&raw, provider_timeout).map_err(|message| {
+                    ConfigError::Invalid {
+                        var: "HARBOR_PROVIDERS_FILE",
+                        message,
+                    }
+                })?
             }
         };
         let defaults = RateLimits::default();
         let quota = |name: &'static str, default: Quota| -> Result<Quota, ConfigError> {
             match std::env::var(name) {
                 Err(_) => Ok(default),
-                Ok(raw) => raw.parse().map_err(|message| ConfigError::Invalid { var: name, message }),
+                Ok(raw) => raw
+                    .parse()
+                    .map_err(|message| ConfigError::Invalid { var: name, message }),
             }
         };
         let mut wanted = Vec::new();
-        for name in var_or("HARBOR_FLAWS", "").split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        for name in var_or("HARBOR_FLAWS", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
             wanted.push(Flaw::parse(name).ok_or_else(|| ConfigError::Invalid {
                 var: "HARBOR_FLAWS",
                 message: format!("unknown flaw {name:?}"),
             })?);
         }
-        let flaws = Flaws::enable(wanted).map_err(|e| ConfigError::Invalid { var: "HARBOR_FLAWS", message: e.to_string() })?;
+        let flaws = Flaws::enable(wanted).map_err(|e| ConfigError::Invalid {
+            var: "HARBOR_FLAWS",
+            message: e.to_string(),
+        })?;
         let config = Config {
             profile: Profile::parse(&var_or("HARBOR_PROFILE", "production"))?,
             listen_addr: parse_var("HARBOR_LISTEN_ADDR", "127.0.0.1:8080")?,
             database_url: SecretString::from(var("HARBOR_DATABASE_URL")?),
-            migration_database_url: std::env::var("HARBOR_MIGRATION_DATABASE_URL").ok().map(SecretString::from),
+            migration_database_url: std::env::var("HARBOR_MIGRATION_DATABASE_URL")
+                .ok()
+                .map(SecretString::from),
             database_max_connections: parse_var("HARBOR_DATABASE_MAX_CONNECTIONS", "20")?,
-            database_acquire_timeout: Duration::from_millis(parse_var("HARBOR_DATABASE_ACQUIRE_TIMEOUT_MS", "10000")?),
+            database_acquire_timeout: Duration::from_millis(parse_var(
+                "HARBOR_DATABASE_ACQUIRE_TIMEOUT_MS",
+                "10000",
+            )?),
             lock_timeout: Duration::from_millis(parse_var("HARBOR_LOCK_TIMEOUT_MS", "5000")?),
             redis_url: SecretString::from(var("HARBOR_REDIS_URL")?),
             redis_key_prefix: var_or("HARBOR_REDIS_PREFIX", "harbor:"),
@@ -211,11 +244,17 @@ impl Config {
             rate_limits: RateLimits {
                 per_tenant: quota("HARBOR_RATE_LIMIT_TENANT", defaults.per_tenant)?,
                 per_address: quota("HARBOR_RATE_LIMIT_ADDRESS", defaults.per_address)?,
-                failed_states_per_user: quota("HARBOR_RATE_LIMIT_FAILED_STATES", defaults.failed_states_per_user)?,
+                failed_states_per_user: quota(
+                    "HARBOR_RATE_LIMIT_FAILED_STATES",
+                    defaults.failed_states_per_user,
+                )?,
             },
             refresh_margin: Duration::from_secs(parse_var("HARBOR_REFRESH_MARGIN_SECONDS", "300")?),
             sync_points: parse_var("HARBOR_SYNC_POINTS", "false")?,
-            sync_point_timeout: Duration::from_millis(parse_var("HARBOR_SYNC_POINT_TIMEOUT_MS", "10000")?),
+            sync_point_timeout: Duration::from_millis(parse_var(
+                "HARBOR_SYNC_POINT_TIMEOUT_MS",
+                "10000",
+            )?),
             json_logs: parse_var("HARBOR_JSON_LOGS", "true")?,
             flaws,
         };
@@ -228,7 +267,9 @@ impl Config {
         if self.profile == Profile::Production && self.sync_points {
             return Err(ConfigError::Invalid {
                 var: "HARBOR_SYNC_POINTS",
-                message: "sync points are a test hook and are refused with HARBOR_PROFILE=production".into(),
+                message:
+                    "sync points are a test hook and are refused with HARBOR_PROFILE=production"
+                        .into(),
             });
         }
         if self.profile == Profile::Production && !self.flaws.is_empty() {
@@ -254,7 +295,10 @@ impl Config {
                     }
                 }
                 // The code travels to the redirect URI: https, or http only to this machine.
-                let loopback = matches!(c.redirect_uri.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                let loopback = matches!(
+                    c.redirect_uri.host_str(),
+                    Some("localhost" | "127.0.0.1" | "[::1]")
+                );
                 if c.redirect_uri.scheme() != "https" && !loopback {
                     return Err(ConfigError::Invalid {
                         var: "HARBOR_PROVIDERS_FILE",
@@ -264,10 +308,16 @@ impl Config {
             }
         }
         if self.redis_timeout.is_zero() {
-            return Err(ConfigError::Invalid { var: "HARBOR_REDIS_TIMEOUT_MS", message: "must be positive".into() });
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_REDIS_TIMEOUT_MS",
+                message: "must be positive".into(),
+            });
         }
         if self.jwt.jwks.keys.is_empty() {
-            return Err(ConfigError::Invalid { var: "HARBOR_JWT_JWKS", message: "the key set is empty".into() });
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_JWT_JWKS",
+                message: "the key set is empty".into(),
+            });
         }
         Ok(())
     }

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use secrecy::SecretString;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
@@ -65,10 +65,22 @@ type ViewRow = (
 
 /// The one query that builds views: it selects metadata columns only, so token columns cannot
 /// reach a response by accident.
-const VIEW_SELECT: &str = "SELECT provider, status, refresh_token IS NOT NULL, scopes, token_expires_at, \
+const VIEW_SELECT: &str =
+    "SELECT provider, status, refresh_token IS NOT NULL, scopes, token_expires_at, \
      last_refresh_at, last_refresh_outcome, updated_at FROM connections WHERE workspace_id = $1";
 
-fn view((provider, status, has_refresh_token, scopes, expires_at, last_refresh_at, last_refresh_outcome, updated_at): ViewRow) -> Result<ConnectionView, ApiError> {
+fn view(
+    (
+        provider,
+        status,
+        has_refresh_token,
+        scopes,
+        expires_at,
+        last_refresh_at,
+        last_refresh_outcome,
+        updated_at,
+    ): ViewRow,
+) -> Result<ConnectionView, ApiError> {
     let status = ConnectionStatus::parse(&status)?;
     Ok(ConnectionView {
         provider: Provider::parse(&provider)?,
@@ -84,7 +96,11 @@ fn view((provider, status, has_refresh_token, scopes, expires_at, last_refresh_a
 }
 
 /// Reads the view of one connection inside the request's transaction.
-pub async fn read_view(tx: &mut Tx, workspace_id: WorkspaceId, provider: Provider) -> Result<ConnectionView, ApiError> {
+pub async fn read_view(
+    tx: &mut Tx,
+    workspace_id: WorkspaceId,
+    provider: Provider,
+) -> Result<ConnectionView, ApiError> {
     let row: ViewRow = sqlx::query_as(&format!("{VIEW_SELECT} AND provider = $2"))
         .bind(workspace_id)
         .bind(provider.as_str())
@@ -104,10 +120,15 @@ pub async fn read_view(tx: &mut Tx, workspace_id: WorkspaceId, provider: Provide
     security(("bearer" = [])),
     tag = "connections"
 )]
-pub async fn list(State(state): State<AppState>, request: WorkspaceRequest) -> Result<axum::response::Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    request: WorkspaceRequest,
+) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     if crate::flaws::active(crate::flaws::Flaw::TokenExposure) {
-        return list_exposing_tokens(&state, &request).await.map(IntoResponse::into_response);
+        return list_exposing_tokens(&state, &request)
+            .await
+            .map(IntoResponse::into_response);
     }
     let mut tx = request.begin().await?;
     let result = async {
@@ -124,7 +145,10 @@ pub async fn list(State(state): State<AppState>, request: WorkspaceRequest) -> R
 
 /// Seeded flaw `token-exposure`: the "settings info leakage" of the threat model — the list
 /// carries each connection's decrypted access token.
-async fn list_exposing_tokens(state: &AppState, request: &WorkspaceRequest) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_exposing_tokens(
+    state: &AppState,
+    request: &WorkspaceRequest,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let member = &request.member;
     let mut tx = request.begin().await?;
     let result: Result<Vec<serde_json::Value>, ApiError> = async {
@@ -170,7 +194,9 @@ pub async fn disconnect(
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    transition(&state, &request, provider, Transition::Disconnect).await.map(|(view, _)| Json(view))
+    transition(&state, &request, provider, Transition::Disconnect)
+        .await
+        .map(|(view, _)| Json(view))
 }
 
 /// What the provider said about a revoked grant.
@@ -241,14 +267,23 @@ pub async fn revoke(
             // hanging up cannot leave the grant live and unrecorded.
             let flaws_of_request = state.flaws.clone();
             let told = tell_provider(state.clone(), request.clone(), provider, token);
-            let task = tokio::spawn(crate::context::within_request(async move { crate::flaws::scope(&flaws_of_request, told).await }));
-            task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("revocation task failed: {e}"))))?
+            let task = tokio::spawn(crate::context::within_request(async move {
+                crate::flaws::scope(&flaws_of_request, told).await
+            }));
+            task.await.map_err(|e| {
+                ApiError::Database(sqlx::Error::Protocol(format!(
+                    "revocation task failed: {e}"
+                )))
+            })?
         }
         GrantToRevoke::NoTokens => ProviderRevocation::NoTokens,
         GrantToRevoke::Undecryptable => ProviderRevocation::Undecryptable,
         GrantToRevoke::NotRequested => unreachable!("a revoke always decides about its grant"),
     };
-    Ok(Json(RevokeResponse { connection, provider_revocation }))
+    Ok(Json(RevokeResponse {
+        connection,
+        provider_revocation,
+    }))
 }
 
 /// The grant a committed revoke still has to give back at the provider.
@@ -288,7 +323,11 @@ async fn transition(
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
-        let grant = if transition == Transition::Revoke { grant_of(state, &connection) } else { GrantToRevoke::NotRequested };
+        let grant = if transition == Transition::Revoke {
+            grant_of(state, &connection)
+        } else {
+            GrantToRevoke::NotRequested
+        };
         let (to, _) = lifecycle::apply(&mut tx, &lock, &connection, transition, None).await?;
         audit::record(
             &mut tx,
@@ -308,7 +347,10 @@ async fn transition(
         )
         .await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_BEFORE_COMMIT).await?;
-        Ok((read_view(&mut tx, member.workspace_id, provider).await?, grant))
+        Ok((
+            read_view(&mut tx, member.workspace_id, provider).await?,
+            grant,
+        ))
     }
     .await;
     db::finish(tx, result).await
@@ -334,7 +376,12 @@ fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
 /// After the commit: calls the provider's revocation endpoint (RFC 7009) and audits its answer.
 /// The revoke itself is committed whatever happens here, so a failed audit write is logged, not
 /// turned into an error response that would claim the revoke failed.
-async fn tell_provider(state: AppState, request: WorkspaceRequest, provider: Provider, token: SecretString) -> ProviderRevocation {
+async fn tell_provider(
+    state: AppState,
+    request: WorkspaceRequest,
+    provider: Provider,
+    token: SecretString,
+) -> ProviderRevocation {
     let (ctx, member) = (&request.ctx, &request.member);
     let outcome = match state.providers.revoke(provider, &token).await {
         Ok(()) => ProviderRevocation::Confirmed,
@@ -353,7 +400,9 @@ async fn tell_provider(state: AppState, request: WorkspaceRequest, provider: Pro
     };
     let recorded = async {
         let mut tx = request.begin().await?;
-        let result = audit::record(&mut tx, ctx, event).await.map_err(ApiError::from);
+        let result = audit::record(&mut tx, ctx, event)
+            .await
+            .map_err(ApiError::from);
         db::finish(tx, result).await
     };
     if let Err(e) = recorded.await {

@@ -14,20 +14,29 @@ tokio::task_local! {
 }
 
 /// Runs `fut` as the request `request_id`: the middleware's entry into the task-local scope.
-pub fn scope<F: std::future::Future>(request_id: String, fut: F) -> impl std::future::Future<Output = F::Output> {
+pub fn scope<F: std::future::Future>(
+    request_id: String,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
     REQUEST_ID.scope(request_id, fut)
 }
 
 /// Runs `fut` (typically in a spawned task) as part of the current request: same request id and
 /// tracing span, so its logs stay attributable.
-pub fn within_request<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+pub fn within_request<F: std::future::Future>(
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
     let id = current_request_id();
-    REQUEST_ID.scope(id, fut).instrument(tracing::Span::current())
+    REQUEST_ID
+        .scope(id, fut)
+        .instrument(tracing::Span::current())
 }
 
 /// The request id of the request this task serves, or `-` outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_owned())
 }
 
 /// What the service knows about the request before any handler runs.

@@ -29,11 +29,17 @@ pub struct OperationErrors {
 }
 
 fn transition() -> ApiError {
-    ApiError::InvalidTransition(TransitionError { from: ConnectionStatus::NotConnected, transition: Transition::Disconnect })
+    ApiError::InvalidTransition(TransitionError {
+        from: ConnectionStatus::NotConnected,
+        transition: Transition::Disconnect,
+    })
 }
 
 fn rate_limited() -> ApiError {
-    ApiError::RateLimited { scope: "tenant", retry_after: std::time::Duration::from_secs(1) }
+    ApiError::RateLimited {
+        scope: "tenant",
+        retry_after: std::time::Duration::from_secs(1),
+    }
 }
 
 /// What every `/v1/workspaces/{workspace_id}/…` operation can answer before its own work: a
@@ -59,19 +65,46 @@ pub const ERRORS: &[OperationErrors] = &[
     OperationErrors {
         method: HttpMethod::Post,
         path: "/v1/workspaces/{workspace_id}/activation",
-        errors: || with(member_route(), [ApiError::ActivationNotEntitled, ApiError::ActivationNotReady(""), ApiError::LockTimeout]),
+        errors: || {
+            with(
+                member_route(),
+                [
+                    ApiError::ActivationNotEntitled,
+                    ApiError::ActivationNotReady(""),
+                    ApiError::LockTimeout,
+                ],
+            )
+        },
     },
-    OperationErrors { method: HttpMethod::Get, path: "/v1/workspaces/{workspace_id}/connections", errors: member_route },
-    OperationErrors { method: HttpMethod::Get, path: "/v1/workspaces/{workspace_id}/documents", errors: member_route },
+    OperationErrors {
+        method: HttpMethod::Get,
+        path: "/v1/workspaces/{workspace_id}/connections",
+        errors: member_route,
+    },
+    OperationErrors {
+        method: HttpMethod::Get,
+        path: "/v1/workspaces/{workspace_id}/documents",
+        errors: member_route,
+    },
     OperationErrors {
         method: HttpMethod::Post,
         path: "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
-        errors: || with(member_route(), [ApiError::Forbidden(""), transition(), ApiError::LockTimeout]),
+        errors: || {
+            with(
+                member_route(),
+                [ApiError::Forbidden(""), transition(), ApiError::LockTimeout],
+            )
+        },
     },
     OperationErrors {
         method: HttpMethod::Post,
         path: "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
-        errors: || with(member_route(), [ApiError::Forbidden(""), transition(), ApiError::LockTimeout]),
+        errors: || {
+            with(
+                member_route(),
+                [ApiError::Forbidden(""), transition(), ApiError::LockTimeout],
+            )
+        },
     },
     OperationErrors {
         method: HttpMethod::Post,
@@ -84,7 +117,10 @@ pub const ERRORS: &[OperationErrors] = &[
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     rate_limited(),
                     ApiError::LockTimeout,
-                    ApiError::Redis(redis::RedisError::from((redis::ErrorKind::IoError, "timeout"))),
+                    ApiError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "timeout",
+                    ))),
                 ],
             )
         },
@@ -125,7 +161,10 @@ pub const ERRORS: &[OperationErrors] = &[
                 ApiError::Provider(ProviderError::Unavailable(String::new())),
                 ApiError::AuthorizationInterrupted,
                 ApiError::DatabaseUnavailable,
-                ApiError::Redis(redis::RedisError::from((redis::ErrorKind::IoError, "timeout"))),
+                ApiError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "timeout",
+                ))),
             ]
         },
     },
@@ -134,7 +173,10 @@ pub const ERRORS: &[OperationErrors] = &[
 /// The (status, code) pairs an operation can answer, by status.
 pub fn codes_of(method: HttpMethod, path: &str) -> BTreeMap<u16, Vec<&'static str>> {
     let mut by_status: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
-    for op in ERRORS.iter().filter(|o| o.method == method && o.path == path) {
+    for op in ERRORS
+        .iter()
+        .filter(|o| o.method == method && o.path == path)
+    {
         for e in (op.errors)() {
             let (status, code) = e.status_and_code();
             let codes = by_status.entry(status.as_u16()).or_default();
@@ -149,26 +191,130 @@ pub fn codes_of(method: HttpMethod, path: &str) -> BTreeMap<u16, Vec<&'static st
 /// Links between operations (OpenAPI 3 `links`), so a stateful client can walk the API: from a
 /// response to the operations its values feed. (source method, source path, status, link name,
 /// target method, target path, parameters as (name, runtime expression)).
-type LinkSpec = (HttpMethod, &'static str, &'static str, &'static str, HttpMethod, &'static str, &'static [(&'static str, &'static str)]);
+type LinkSpec = (
+    HttpMethod,
+    &'static str,
+    &'static str,
+    &'static str,
+    HttpMethod,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const WS: &str = "$request.path.workspace_id";
 
 /// The links: every workspace operation leads to the workspace's other operations, and a listed
 /// connection's provider to the operations on that connection.
 pub const LINKS: &[LinkSpec] = &[
-    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", "200", "ListConnections", HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", &[("workspace_id", "$response.body#/workspace_id")]),
-    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", "200", "ListDocuments", HttpMethod::Get, "/v1/workspaces/{workspace_id}/documents", &[("workspace_id", "$response.body#/workspace_id")]),
-    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Authorize", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/authorize", &[("workspace_id", WS), ("provider", "$response.body#/connections/0/provider")]),
-    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Sync", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/sync", &[("workspace_id", WS), ("provider", "$response.body#/connections/0/provider")]),
-    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Disconnect", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", &[("workspace_id", WS), ("provider", "$response.body#/connections/0/provider")]),
-    (HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", "200", "Activate", HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", &[("workspace_id", WS)]),
-    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/authorize", "200", "ListConnections", HttpMethod::Get, "/v1/workspaces/{workspace_id}/connections", &[("workspace_id", WS)]),
-    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/sync", "200", "ListDocuments", HttpMethod::Get, "/v1/workspaces/{workspace_id}/documents", &[("workspace_id", WS)]),
-    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/sync", "200", "Activate", HttpMethod::Post, "/v1/workspaces/{workspace_id}/activation", &[("workspace_id", WS)]),
-    (HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect", "200", "Revoke", HttpMethod::Post, "/v1/workspaces/{workspace_id}/connections/{provider}/revoke", &[("workspace_id", WS), ("provider", "$response.body#/provider")]),
+    (
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/activation",
+        "200",
+        "ListConnections",
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/connections",
+        &[("workspace_id", "$response.body#/workspace_id")],
+    ),
+    (
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/activation",
+        "200",
+        "ListDocuments",
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/documents",
+        &[("workspace_id", "$response.body#/workspace_id")],
+    ),
+    (
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/connections",
+        "200",
+        "Authorize",
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
+        &[
+            ("workspace_id", WS),
+            ("provider", "$response.body#/connections/0/provider"),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/connections",
+        "200",
+        "Sync",
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/sync",
+        &[
+            ("workspace_id", WS),
+            ("provider", "$response.body#/connections/0/provider"),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/connections",
+        "200",
+        "Disconnect",
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
+        &[
+            ("workspace_id", WS),
+            ("provider", "$response.body#/connections/0/provider"),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/connections",
+        "200",
+        "Activate",
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/activation",
+        &[("workspace_id", WS)],
+    ),
+    (
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
+        "200",
+        "ListConnections",
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/connections",
+        &[("workspace_id", WS)],
+    ),
+    (
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/sync",
+        "200",
+        "ListDocuments",
+        HttpMethod::Get,
+        "/v1/workspaces/{workspace_id}/documents",
+        &[("workspace_id", WS)],
+    ),
+    (
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/sync",
+        "200",
+        "Activate",
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/activation",
+        &[("workspace_id", WS)],
+    ),
+    (
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
+        "200",
+        "Revoke",
+        HttpMethod::Post,
+        "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
+        &[
+            ("workspace_id", WS),
+            ("provider", "$response.body#/provider"),
+        ],
+    ),
 ];
 
-fn operation_mut<'a>(openapi: &'a mut utoipa::openapi::OpenApi, method: &HttpMethod, path: &str) -> Option<&'a mut utoipa::openapi::path::Operation> {
+fn operation_mut<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    method: &HttpMethod,
+    path: &str,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
     let item = openapi.paths.paths.get_mut(path)?;
     match method {
         HttpMethod::Get => item.get.as_mut(),
@@ -188,7 +334,11 @@ pub(crate) fn method_name(method: &HttpMethod) -> &'static str {
 
 /// An `operationRef` to `method path` in this document (RFC 6901 escaping).
 fn operation_ref(method: &HttpMethod, path: &str) -> String {
-    format!("#/paths/{}/{}", path.replace('~', "~0").replace('/', "~1"), method_name(method).to_lowercase())
+    format!(
+        "#/paths/{}/{}",
+        path.replace('~', "~0").replace('/', "~1"),
+        method_name(method).to_lowercase()
+    )
 }
 
 /// Writes every operation's error responses into the OpenAPI document from [`ERRORS`]: one
@@ -199,31 +349,54 @@ pub struct ErrorResponses;
 impl utoipa::Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (method, path, status, name, target_method, target_path, parameters) in LINKS {
-            let Some(operation) = operation_mut(openapi, method, path) else { continue };
-            let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else { continue };
-            let mut link = utoipa::openapi::link::LinkBuilder::new().operation_ref(operation_ref(target_method, target_path));
+            let Some(operation) = operation_mut(openapi, method, path) else {
+                continue;
+            };
+            let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
+                continue;
+            };
+            let mut link = utoipa::openapi::link::LinkBuilder::new()
+                .operation_ref(operation_ref(target_method, target_path));
             for (parameter, expression) in *parameters {
                 link = link.parameter(*parameter, *expression);
             }
-            response.links.insert((*name).to_owned(), RefOr::T(link.build()));
+            response
+                .links
+                .insert((*name).to_owned(), RefOr::T(link.build()));
         }
         for op in ERRORS {
-            let Some(operation) = operation_mut(openapi, &op.method, op.path) else { continue };
+            let Some(operation) = operation_mut(openapi, &op.method, op.path) else {
+                continue;
+            };
             for (status, codes) in codes_of(op.method.clone(), op.path) {
-                let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+                let reason = StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("Error");
                 let example = json!({ "error": { "code": codes[0], "message": reason, "request_id": "7d0c2f4e-5a3b-4c1d-9e8f-0a1b2c3d4e5f" } });
-                let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).example(Some(example)).build();
-                let mut response = ResponseBuilder::new().description(format!("{reason}: {}", codes.join(", "))).content("application/json", content);
+                let content = ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .example(Some(example))
+                    .build();
+                let mut response = ResponseBuilder::new()
+                    .description(format!("{reason}: {}", codes.join(", ")))
+                    .content("application/json", content);
                 if status == 429 || status == 503 {
                     response = response.header(
                         "Retry-After",
                         HeaderBuilder::new()
-                            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer))
+                            .schema(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::Type::Integer),
+                            )
                             .description(Some("Seconds to wait before retrying"))
                             .build(),
                     );
                 }
-                operation.responses.responses.insert(status.to_string(), RefOr::T(response.build()));
+                operation
+                    .responses
+                    .responses
+                    .insert(status.to_string(), RefOr::T(response.build()));
             }
         }
     }
@@ -232,20 +405,35 @@ impl utoipa::Modify for ErrorResponses {
 /// Whether an error the service answered is in its contract. `Ok` also for requests that match no
 /// documented operation (an unknown path, a method the path does not have: 404/405 by the
 /// router) and for test-mode-only codes; `Err` names what is missing.
-pub fn check_answer(method: &str, path_and_query: &str, status: u16, code: &str) -> Result<(), String> {
+pub fn check_answer(
+    method: &str,
+    path_and_query: &str,
+    status: u16,
+    code: &str,
+) -> Result<(), String> {
     if status < 400 || code == "SYNC_POINT_TIMEOUT" {
         return Ok(());
     }
     let path = path_and_query.split('?').next().unwrap_or_default();
     let matches = |template: &str| {
-        let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+        let (t, p): (Vec<&str>, Vec<&str>) =
+            (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len()
+            && t.iter()
+                .zip(&p)
+                .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
     };
-    let Some(op) = ERRORS.iter().find(|o| method_name(&o.method).eq_ignore_ascii_case(method) && matches(o.path)) else {
+    let Some(op) = ERRORS
+        .iter()
+        .find(|o| method_name(&o.method).eq_ignore_ascii_case(method) && matches(o.path))
+    else {
         return Ok(());
     };
     let documented = codes_of(op.method.clone(), op.path);
-    if documented.get(&status).is_some_and(|codes| codes.contains(&code)) {
+    if documented
+        .get(&status)
+        .is_some_and(|codes| codes.contains(&code))
+    {
         Ok(())
     } else {
         Err(format!("{method} {} answered {status} {code}, which its contract (service/src/contract.rs) does not list", op.path))
@@ -259,12 +447,36 @@ mod tests {
     #[test]
     fn answers_are_checked_against_the_operation_they_belong_to() {
         let ws = "/v1/workspaces/6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11";
-        assert!(check_answer("POST", &format!("{ws}/activation"), 409, "ACTIVATION_NOT_READY").is_ok());
-        assert!(check_answer("POST", &format!("{ws}/activation"), 409, "INVALID_TRANSITION").is_err());
-        assert!(check_answer("GET", "/v1/oauth/qbo/callback?state=x&code=y", 403, "CONSENT_DENIED").is_ok());
+        assert!(check_answer(
+            "POST",
+            &format!("{ws}/activation"),
+            409,
+            "ACTIVATION_NOT_READY"
+        )
+        .is_ok());
+        assert!(check_answer(
+            "POST",
+            &format!("{ws}/activation"),
+            409,
+            "INVALID_TRANSITION"
+        )
+        .is_err());
+        assert!(check_answer(
+            "GET",
+            "/v1/oauth/qbo/callback?state=x&code=y",
+            403,
+            "CONSENT_DENIED"
+        )
+        .is_ok());
         assert!(check_answer("GET", &format!("{ws}/documents"), 429, "RATE_LIMITED").is_err());
         // Not a documented operation: the router's 404/405, not the contract's business.
         assert!(check_answer("GET", "/v1/nothing-here", 404, "NOT_FOUND").is_ok());
-        assert!(check_answer("DELETE", &format!("{ws}/activation"), 405, "METHOD_NOT_ALLOWED").is_ok());
+        assert!(check_answer(
+            "DELETE",
+            &format!("{ws}/activation"),
+            405,
+            "METHOD_NOT_ALLOWED"
+        )
+        .is_ok());
     }
 }

@@ -44,7 +44,8 @@ pub enum DbError {
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         let code = e.as_database_error().and_then(|d| d.code());
-        let lost = matches!(e, sqlx::Error::Io(_)) || code.as_deref().is_some_and(|c| c.starts_with("57P0"));
+        let lost = matches!(e, sqlx::Error::Io(_))
+            || code.as_deref().is_some_and(|c| c.starts_with("57P0"));
         let lock_not_available = code.as_deref() == Some("55P03");
         if matches!(e, sqlx::Error::PoolTimedOut) || lost {
             DbError::Unavailable(e)
@@ -71,7 +72,11 @@ pub enum RowSecurityError {
 /// owns nothing, so row-level security applies to every query the service makes — and, since it
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(config.database_url.expose_secret())?.application_name("harbor-service");
+    let mut options = PgConnectOptions::from_str(config.database_url.expose_secret())?;
+    // A name given in the URL wins (the harness names each replica's connections).
+    if options.get_application_name().is_none() {
+        options = options.application_name("harbor-service");
+    }
     let lock_timeout = lock_timeout_statement(config.lock_timeout);
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
@@ -117,10 +122,20 @@ pub async fn check_row_security(pool: &PgPool) -> Result<(), RowSecurityError> {
 
 /// Opens a pool as the schema owner (`HARBOR_MIGRATION_DATABASE_URL`): for migrations and key
 /// rotation, which must see every tenant. Request handling never uses it.
-pub async fn connect_owner(config: &Config, max_connections: u32) -> Result<Option<PgPool>, sqlx::Error> {
-    let Some(url) = &config.migration_database_url else { return Ok(None) };
-    let options = PgConnectOptions::from_str(url.expose_secret())?.application_name("harbor-service-owner");
-    PgPoolOptions::new().max_connections(max_connections).connect_with(options).await.map(Some)
+pub async fn connect_owner(
+    config: &Config,
+    max_connections: u32,
+) -> Result<Option<PgPool>, sqlx::Error> {
+    let Some(url) = &config.migration_database_url else {
+        return Ok(None);
+    };
+    let options =
+        PgConnectOptions::from_str(url.expose_secret())?.application_name("harbor-service-owner");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+        .map(Some)
 }
 
 /// Begins a request's transaction: scoped to `tenant` for row-level security
@@ -128,11 +143,17 @@ pub async fn connect_owner(config: &Config, max_connections: u32) -> Result<Opti
 /// Requests open theirs through [`crate::request_tx::WorkspaceRequest::begin`], which calls this.
 pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, DbError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', $2, true)")
-        .bind(tenant.to_string())
-        .bind(actor.map(Actor::application_name).unwrap_or_else(|| "harbor-service".to_owned()))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', $2, true)",
+    )
+    .bind(tenant.to_string())
+    .bind(
+        actor
+            .map(Actor::application_name)
+            .unwrap_or_else(|| "harbor-service".to_owned()),
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(tx)
 }
 

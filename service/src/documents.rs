@@ -66,7 +66,11 @@ pub struct DocumentList {
 }
 
 enum Prepared {
-    Ready { access: SecretString, refreshed: bool, grant: Option<uuid::Uuid> },
+    Ready {
+        access: SecretString,
+        refreshed: bool,
+        grant: Option<uuid::Uuid>,
+    },
     Rejected,
 }
 
@@ -98,11 +102,19 @@ pub async fn sync(
     let task = {
         let (state, request) = (state.clone(), request.clone());
         let decision = decide_token(state, request, provider);
-        tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, decision).await }))
+        tokio::spawn(crate::context::within_request(async move {
+            flaws::scope(&flaws_of_request, decision).await
+        }))
     };
-    let prepared = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}"))))?;
+    let prepared = task.await.map_err(|e| {
+        ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}")))
+    })?;
     let (access, refreshed, grant) = match prepared? {
-        Prepared::Ready { access, refreshed, grant } => (access, refreshed, grant),
+        Prepared::Ready {
+            access,
+            refreshed,
+            grant,
+        } => (access, refreshed, grant),
         // The REVOKED status is committed; only now is the error answered.
         Prepared::Rejected => return Err(ApiError::ReconnectRequired),
     };
@@ -160,12 +172,20 @@ pub async fn sync(
     }
     .await;
     let documents_synced = db::finish(tx, result).await?;
-    Ok(Json(SyncResponse { provider, documents_synced, refreshed }))
+    Ok(Json(SyncResponse {
+        provider,
+        documents_synced,
+        refreshed,
+    }))
 }
 
 /// Under the workspace lock and the row lock: re-read the connection, refresh if the access
 /// token is still stale, store the rotated tokens (compare-and-set), commit.
-async fn decide_token(state: AppState, request: WorkspaceRequest, provider: Provider) -> Result<Prepared, ApiError> {
+async fn decide_token(
+    state: AppState,
+    request: WorkspaceRequest,
+    provider: Provider,
+) -> Result<Prepared, ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
     let mut tx = request.begin().await?;
@@ -177,34 +197,79 @@ async fn decide_token(state: AppState, request: WorkspaceRequest, provider: Prov
             // Seeded flaw: decide and refresh without any lock; concurrent syncs all refresh.
             locks::unlocked(member.workspace_id)
         };
-        let connection = lifecycle::read_connection(&mut tx, &lock, provider, single_flight && !flaws::active(Flaw::NoRowLock)).await?;
+        let connection = lifecycle::read_connection(
+            &mut tx,
+            &lock,
+            provider,
+            single_flight && !flaws::active(Flaw::NoRowLock),
+        )
+        .await?;
         SyncHooks::reach(hooks, ctx, syncpoints::SYNC_LOCKED).await?;
         if connection.status != ConnectionStatus::Connected {
             return Err(ApiError::NotConnected(connection.status.as_str()));
         }
-        let (access, refresh) = open_tokens(&state.vault, &connection)?.ok_or(ApiError::ReconnectRequired)?;
+        let (access, refresh) =
+            open_tokens(&state.vault, &connection)?.ok_or(ApiError::ReconnectRequired)?;
         let now = state.clock.now();
         let margin = chrono::Duration::from_std(state.refresh_margin).unwrap_or_default();
-        let stale = connection.tokens.as_ref().and_then(|t| t.expires_at).is_some_and(|at| at <= now + margin);
+        let stale = connection
+            .tokens
+            .as_ref()
+            .and_then(|t| t.expires_at)
+            .is_some_and(|at| at <= now + margin);
         if !stale {
-            return Ok(Prepared::Ready { access, refreshed: false, grant: connection.grant_id });
+            return Ok(Prepared::Ready {
+                access,
+                refreshed: false,
+                grant: connection.grant_id,
+            });
         }
         let refresh = refresh.ok_or(ApiError::ReconnectRequired)?;
-        match state.providers.refresh(provider, &refresh).await {
+        let mut refreshed = state.providers.refresh(provider, &refresh).await;
+        if flaws::active(Flaw::RetryFailedRefresh)
+            && matches!(refreshed, Err(ref e) if !matches!(e, ProviderError::InvalidGrant))
+        {
+            // Seeded flaw: "try again" with a refresh token the failed attempt may have spent.
+            refreshed = state.providers.refresh(provider, &refresh).await;
+        }
+        match refreshed {
             Ok(tokens) => {
                 // The provider has rotated the grant: from here on only storing it matters, so a
                 // sync-point timeout is ignored rather than allowed to throw the new tokens away.
                 let _ = SyncHooks::reach(hooks, ctx, syncpoints::SYNC_REFRESHED).await;
                 // Same grant, new tokens (a row from before grants were recorded gets one now).
                 let grant = connection.grant_id.unwrap_or_else(uuid::Uuid::new_v4);
-                let sealed = seal_token_set(&state.vault, &connection, grant, &tokens, Some(&refresh), state.clock.now())?;
+                let sealed = seal_token_set(
+                    &state.vault,
+                    &connection,
+                    grant,
+                    &tokens,
+                    Some(&refresh),
+                    state.clock.now(),
+                )?;
                 lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
                 audit::record(&mut tx, ctx, refresh_event(member, provider, "ok")).await?;
-                Ok(Prepared::Ready { access: tokens.access_token, refreshed: true, grant: Some(grant) })
+                Ok(Prepared::Ready {
+                    access: tokens.access_token,
+                    refreshed: true,
+                    grant: Some(grant),
+                })
             }
             Err(ProviderError::InvalidGrant) => {
-                lifecycle::apply(&mut tx, &lock, &connection, Transition::RefreshRejected, None).await?;
-                audit::record(&mut tx, ctx, refresh_event(member, provider, "invalid_grant")).await?;
+                lifecycle::apply(
+                    &mut tx,
+                    &lock,
+                    &connection,
+                    Transition::RefreshRejected,
+                    None,
+                )
+                .await?;
+                audit::record(
+                    &mut tx,
+                    ctx,
+                    refresh_event(member, provider, "invalid_grant"),
+                )
+                .await?;
                 Ok(Prepared::Rejected)
             }
             Err(other) => Err(ApiError::Provider(other)),
@@ -214,7 +279,11 @@ async fn decide_token(state: AppState, request: WorkspaceRequest, provider: Prov
     db::finish(tx, result).await
 }
 
-fn refresh_event<'a>(member: &WorkspaceMember, provider: Provider, outcome: &'a str) -> AuditEvent<'a> {
+fn refresh_event<'a>(
+    member: &WorkspaceMember,
+    provider: Provider,
+    outcome: &'a str,
+) -> AuditEvent<'a> {
     AuditEvent {
         tenant_id: Some(member.tenant_id),
         workspace_id: Some(member.workspace_id),

@@ -19,7 +19,10 @@ pub struct ParseError {
 impl ParseError {
     /// Builds a parse error for `field`.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -70,7 +73,19 @@ uuid_id!(
 );
 
 /// A third-party provider Harbor can connect a workspace to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// QuickBooks Online: the connection activation depends on.
@@ -85,7 +100,12 @@ pub enum Provider {
 
 impl Provider {
     /// Every provider, in a stable order.
-    pub const ALL: [Provider; 4] = [Provider::Qbo, Provider::Gmail, Provider::Slack, Provider::Box];
+    pub const ALL: [Provider; 4] = [
+        Provider::Qbo,
+        Provider::Gmail,
+        Provider::Slack,
+        Provider::Box,
+    ];
 
     /// The provider's name as stored and as written in URLs.
     pub fn as_str(self) -> &'static str {
@@ -161,11 +181,16 @@ impl Actor {
     /// Accepts 1 to 32 characters of `[A-Za-z0-9_-]`.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let ok = (1..=32).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(ParseError::new(Self::HEADER, "expected 1 to 32 characters of A-Z, a-z, 0-9, _ or -"))
+            Err(ParseError::new(
+                Self::HEADER,
+                "expected 1 to 32 characters of A-Z, a-z, 0-9, _ or -",
+            ))
         }
     }
 
@@ -210,7 +235,10 @@ mod tests {
             "{6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11}",
             "urn:uuid:6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11",
         ] {
-            assert!(WorkspaceId::parse(other_spelling).is_err(), "{other_spelling}");
+            assert!(
+                WorkspaceId::parse(other_spelling).is_err(),
+                "{other_spelling}"
+            );
         }
     }
 

@@ -143,16 +143,24 @@ impl ApiError {
             ApiError::ConsentDenied => (StatusCode::FORBIDDEN, "CONSENT_DENIED"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::OAuthStateMismatch => (StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH"),
-            ApiError::Provider(ProviderError::NotConfigured(_)) => (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED"),
+            ApiError::Provider(ProviderError::NotConfigured(_)) => {
+                (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED")
+            }
             ApiError::Provider(_) => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::LockTimeout => (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"),
             ApiError::AuthorizationSuperseded => (StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED"),
-            ApiError::AuthorizationInterrupted => (StatusCode::SERVICE_UNAVAILABLE, "AUTHORIZATION_INTERRUPTED"),
+            ApiError::AuthorizationInterrupted => {
+                (StatusCode::SERVICE_UNAVAILABLE, "AUTHORIZATION_INTERRUPTED")
+            }
             ApiError::ReconnectRequired => (StatusCode::CONFLICT, "RECONNECT_REQUIRED"),
             ApiError::NotConnected(_) => (StatusCode::CONFLICT, "CONNECTION_NOT_CONNECTED"),
-            ApiError::SyncPointTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"),
-            ApiError::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+            ApiError::SyncPointTimeout(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT")
+            }
+            ApiError::DatabaseUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            }
             ApiError::Redis(_) | ApiError::StateStore(StateStoreError::Redis(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
             }
@@ -196,7 +204,9 @@ impl From<LifecycleError> for ApiError {
 impl From<RateLimitError> for ApiError {
     fn from(e: RateLimitError) -> Self {
         match e {
-            RateLimitError::Limited { scope, retry_after } => ApiError::RateLimited { scope, retry_after },
+            RateLimitError::Limited { scope, retry_after } => {
+                ApiError::RateLimited { scope, retry_after }
+            }
             RateLimitError::Redis(e) => ApiError::Redis(e),
         }
     }
@@ -221,29 +231,50 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Database(e) => tracing::error!(%request_id, error = %e, "database error"),
             ApiError::Redis(e) => tracing::error!(%request_id, error = %e, "redis error"),
-            ApiError::DatabaseUnavailable => tracing::error!(%request_id, "no pooled database connection in time"),
+            ApiError::DatabaseUnavailable => {
+                tracing::error!(%request_id, "no pooled database connection in time")
+            }
             ApiError::Vault(e) => tracing::error!(%request_id, error = %e, "token vault error"),
-            ApiError::StateStore(e) => tracing::error!(%request_id, error = %e, "oauth state store error"),
-            ApiError::Provider(e) => tracing::warn!(%request_id, code, error = %e, "provider call failed"),
+            ApiError::StateStore(e) => {
+                tracing::error!(%request_id, error = %e, "oauth state store error")
+            }
+            ApiError::Provider(e) => {
+                tracing::warn!(%request_id, code, error = %e, "provider call failed")
+            }
             ApiError::SyncPointTimeout(p) => {
                 tracing::error!(%request_id, point = %p, "request parked at a sync point was never released")
             }
             other => tracing::info!(%request_id, code, reason = %other, "request refused"),
         }
-        let body = ErrorBody { error: ErrorDetail { code, message: self.to_string(), request_id } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                request_id,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         match self {
             ApiError::LockTimeout => {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, 1u64.into());
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, 1u64.into());
             }
-            ApiError::DatabaseUnavailable | ApiError::Redis(_) | ApiError::StateStore(StateStoreError::Redis(_)) => {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, unavailable_retry_after().into());
+            ApiError::DatabaseUnavailable
+            | ApiError::Redis(_)
+            | ApiError::StateStore(StateStoreError::Redis(_)) => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    unavailable_retry_after().into(),
+                );
             }
             _ => {}
         }
         if let ApiError::RateLimited { retry_after, .. } = self {
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
         }
         response
     }
@@ -263,7 +294,10 @@ mod tests {
     #[test]
     fn pool_exhaustion_is_not_a_busy_workspace() {
         let e = ApiError::from(sqlx::Error::PoolTimedOut);
-        assert_eq!(e.status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE"));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+        );
         let seconds: Vec<u64> = (0..200).map(|_| unavailable_retry_after()).collect();
         assert!(seconds.iter().all(|s| (5..=15).contains(s)));
         assert!(seconds.iter().any(|s| *s != seconds[0]), "jittered");
@@ -310,30 +344,70 @@ mod tests {
     fn database_failures_keep_their_codes() {
         let sqlstate = |code| sqlx::Error::Database(Box::new(Sqlstate(code)));
         let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE");
-        assert_eq!(code_of(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())), unavailable);
+        assert_eq!(
+            code_of(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+            unavailable
+        );
         assert_eq!(code_of(sqlstate("57P01")), unavailable);
-        assert_eq!(code_of(sqlstate("55P03")), (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"));
-        assert_eq!(code_of(sqlstate("23505")), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"));
-        assert_eq!(code_of(DbError::from(sqlx::Error::PoolTimedOut)), unavailable);
-        assert_eq!(code_of(LifecycleError::Database(sqlstate("55P03"))), (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"));
-        assert_eq!(code_of(LifecycleError::NotFound), (StatusCode::NOT_FOUND, "NOT_FOUND"));
-        let inconsistent = ApiError::from(LifecycleError::Inconsistent("changed under its row lock".into()));
-        assert!(matches!(&inconsistent, ApiError::Database(sqlx::Error::Protocol(m)) if m == "changed under its row lock"));
+        assert_eq!(
+            code_of(sqlstate("55P03")),
+            (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT")
+        );
+        assert_eq!(
+            code_of(sqlstate("23505")),
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+        );
+        assert_eq!(
+            code_of(DbError::from(sqlx::Error::PoolTimedOut)),
+            unavailable
+        );
+        assert_eq!(
+            code_of(LifecycleError::Database(sqlstate("55P03"))),
+            (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT")
+        );
+        assert_eq!(
+            code_of(LifecycleError::NotFound),
+            (StatusCode::NOT_FOUND, "NOT_FOUND")
+        );
+        let inconsistent = ApiError::from(LifecycleError::Inconsistent(
+            "changed under its row lock".into(),
+        ));
+        assert!(
+            matches!(&inconsistent, ApiError::Database(sqlx::Error::Protocol(m)) if m == "changed under its row lock")
+        );
     }
 
     #[test]
     fn area_errors_keep_their_codes_messages_and_headers() {
-        let limited = RateLimitError::Limited { scope: "tenant", retry_after: std::time::Duration::from_millis(1500) };
+        let limited = RateLimitError::Limited {
+            scope: "tenant",
+            retry_after: std::time::Duration::from_millis(1500),
+        };
         let response = ApiError::from(limited).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
         let redis = redis::RedisError::from((redis::ErrorKind::IoError, "timeout"));
-        assert_eq!(code_of(RateLimitError::Redis(redis)), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"));
+        assert_eq!(
+            code_of(RateLimitError::Redis(redis)),
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        );
         let parked = ApiError::from(SyncPointTimeout("a@activation.locked".into()));
-        assert_eq!(parked.status_and_code(), (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT"));
-        assert_eq!(parked.to_string(), "sync point a@activation.locked was not released in time");
+        assert_eq!(
+            parked.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT")
+        );
+        assert_eq!(
+            parked.to_string(),
+            "sync point a@activation.locked was not released in time"
+        );
         let rejected = ApiError::from(TokenRejected("token expired"));
-        assert_eq!(rejected.status_and_code(), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"));
-        assert_eq!(rejected.to_string(), "authentication required: token expired");
+        assert_eq!(
+            rejected.status_and_code(),
+            (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
+        );
+        assert_eq!(
+            rejected.to_string(),
+            "authentication required: token expired"
+        );
     }
 }

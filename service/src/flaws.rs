@@ -49,11 +49,17 @@ pub enum Flaw {
     TokenExposure,
     /// A sync refreshes without the workspace lock or re-reading the row.
     NoRefreshSingleFlight,
+    /// A grant the callback could not store (the database went away) is left live at the
+    /// provider instead of being revoked.
+    KeepUnstoredGrant,
+    /// A refresh that failed for any reason but `invalid_grant` (a lost reply, a timeout) is tried
+    /// again at once with the same refresh token.
+    RetryFailedRefresh,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 16] = [
+    pub const ALL: [Flaw; 18] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -70,6 +76,8 @@ impl Flaw {
         Flaw::NoRateLimit,
         Flaw::TokenExposure,
         Flaw::NoRefreshSingleFlight,
+        Flaw::KeepUnstoredGrant,
+        Flaw::RetryFailedRefresh,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -91,6 +99,8 @@ impl Flaw {
             Flaw::NoRateLimit => "no-rate-limit",
             Flaw::TokenExposure => "token-exposure",
             Flaw::NoRefreshSingleFlight => "no-refresh-single-flight",
+            Flaw::KeepUnstoredGrant => "keep-unstored-grant",
+            Flaw::RetryFailedRefresh => "retry-failed-refresh",
         }
     }
 
@@ -132,14 +142,18 @@ impl Flaws {
         let wanted: Vec<Flaw> = flaws.into_iter().collect();
         #[cfg(feature = "flaws")]
         {
-            Ok(Self { enabled: wanted.into_iter().collect() })
+            Ok(Self {
+                enabled: wanted.into_iter().collect(),
+            })
         }
         #[cfg(not(feature = "flaws"))]
         {
             if wanted.is_empty() {
                 Ok(Self::default())
             } else {
-                Err(NotCompiledIn(wanted.iter().map(|f| f.name().to_owned()).collect()))
+                Err(NotCompiledIn(
+                    wanted.iter().map(|f| f.name().to_owned()).collect(),
+                ))
             }
         }
     }
@@ -160,7 +174,11 @@ impl Flaws {
 
     /// The enabled flaws' names.
     pub fn names(&self) -> Vec<&'static str> {
-        Flaw::ALL.into_iter().filter(|f| self.has(*f)).map(Flaw::name).collect()
+        Flaw::ALL
+            .into_iter()
+            .filter(|f| self.has(*f))
+            .map(Flaw::name)
+            .collect()
     }
 
     /// Whether no flaw is enabled.

@@ -28,6 +28,9 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// How long `/readyz` waits for each dependency before calling it not ready.
+const READINESS_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Readiness: PostgreSQL and Redis answer.
 #[utoipa::path(
     get,
@@ -36,9 +39,21 @@ pub async fn healthz() -> &'static str {
     tag = "operations"
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let postgres = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
+    // A readiness probe answers within its own bound, whatever the dependencies do: a Redis that
+    // refuses connections keeps the connection manager reconnecting for longer than a probe waits.
+    let postgres = matches!(
+        tokio::time::timeout(READINESS_BOUND, sqlx::query("SELECT 1").execute(&state.db)).await,
+        Ok(Ok(_))
+    );
     let mut redis = state.redis.clone();
-    let redis_ok = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
+    let redis_ok = matches!(
+        tokio::time::timeout(
+            READINESS_BOUND,
+            redis::cmd("PING").query_async::<String>(&mut redis)
+        )
+        .await,
+        Ok(Ok(_))
+    );
     let ready = postgres && redis_ok;
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
@@ -47,5 +62,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         sync_points: state.sync_points.is_some(),
         flaws: state.flaws.names(),
     };
-    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }

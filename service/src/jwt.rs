@@ -52,7 +52,10 @@ impl JwtVerifier {
         let mut keys = HashMap::new();
         for jwk in &config.jwks.keys {
             let kid = jwk.common.key_id.clone();
-            let err = |message: &str| KeyError { kid: kid.clone(), message: message.to_owned() };
+            let err = |message: &str| KeyError {
+                kid: kid.clone(),
+                message: message.to_owned(),
+            };
             let id = kid.clone().ok_or_else(|| err("every key needs a kid"))?;
             let alg = match &jwk.algorithm {
                 AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
@@ -62,19 +65,27 @@ impl JwtVerifier {
             let key = DecodingKey::from_jwk(jwk).map_err(|e| err(&e.to_string()))?;
             keys.insert(id, (key, alg));
         }
-        Ok(Self { keys, issuer: config.issuer.clone(), audience: config.audience.clone() })
+        Ok(Self {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+        })
     }
 
     /// Verifies a compact JWT and returns its subject. The error says why without echoing the token.
     pub fn verify(&self, token: &str) -> Result<UserId, TokenRejected> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejected("malformed token"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| TokenRejected("malformed token"))?;
         if has_critical_extensions(token) {
             // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the
             // token invalid, and this service understands none.
             return Err(TokenRejected("token has critical header extensions"));
         }
         let kid = header.kid.ok_or(TokenRejected("token has no key id"))?;
-        let (key, alg) = self.keys.get(&kid).ok_or(TokenRejected("unknown signing key"))?;
+        let (key, alg) = self
+            .keys
+            .get(&kid)
+            .ok_or(TokenRejected("unknown signing key"))?;
         if header.alg != *alg {
             return Err(TokenRejected("token algorithm does not match its key"));
         }
@@ -103,11 +114,16 @@ impl JwtVerifier {
 /// header is read again as JSON).
 fn has_critical_extensions(token: &str) -> bool {
     use base64::Engine;
-    let Some(encoded) = token.split('.').next() else { return false };
-    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')) else { return true };
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(raw) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('='))
+    else {
+        return true;
+    };
     match serde_json::from_slice::<serde_json::Value>(&raw) {
         Ok(serde_json::Value::Object(members)) => members.contains_key("crit"),
         _ => true,
     }
 }
-

@@ -46,9 +46,9 @@ pub mod context;
 pub mod contract;
 pub mod db;
 pub mod documents;
-pub mod flaws;
 pub mod domain;
 pub mod error;
+pub mod flaws;
 pub mod health;
 pub mod jwt;
 pub mod lifecycle;
@@ -77,14 +77,33 @@ mod layering {
     /// The layers, bottom first. A module may use the modules of its own layer (without a cycle)
     /// and of the layers below it; a new module has to be placed here.
     const LAYERS: &[(&str, &[&str])] = &[
-        ("leaves", &["clock", "context", "domain", "flaws", "telemetry"]),
+        (
+            "leaves",
+            &["clock", "context", "domain", "flaws", "telemetry"],
+        ),
         (
             "infrastructure",
-            &["audit", "config", "db", "jwt", "lifecycle", "locks", "oauth_state", "providers", "ratelimit", "syncpoints", "tokens", "vault"],
+            &[
+                "audit",
+                "config",
+                "db",
+                "jwt",
+                "lifecycle",
+                "locks",
+                "oauth_state",
+                "providers",
+                "ratelimit",
+                "syncpoints",
+                "tokens",
+                "vault",
+            ],
         ),
         ("errors", &["error"]),
         ("requests", &["auth", "request_tx", "state"]),
-        ("handlers", &["activation", "connections", "documents", "health", "oauth"]),
+        (
+            "handlers",
+            &["activation", "connections", "documents", "health", "oauth"],
+        ),
         ("api description", &["contract", "openapi"]),
         ("application", &["app", "lib"]),
     ];
@@ -98,9 +117,18 @@ mod layering {
         let mut sources = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).expect("service/src is readable") {
             let path = entry.expect("a directory entry").path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".rs")) else { continue };
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".rs"))
+            else {
+                continue;
+            };
             if name != "main" {
-                sources.insert(name.to_owned(), std::fs::read_to_string(&path).expect("a source file is readable"));
+                sources.insert(
+                    name.to_owned(),
+                    std::fs::read_to_string(&path).expect("a source file is readable"),
+                );
             }
         }
         sources
@@ -151,7 +179,15 @@ mod layering {
                     continue;
                 }
                 i += hashes + 2;
-                while i < c.len() && !(c[i] == '"' && c[i + 1..].iter().take(hashes).filter(|ch| **ch == '#').count() == hashes) {
+                while i < c.len()
+                    && !(c[i] == '"'
+                        && c[i + 1..]
+                            .iter()
+                            .take(hashes)
+                            .filter(|ch| **ch == '#')
+                            .count()
+                            == hashes)
+                {
                     i += 1;
                 }
                 i += 1 + hashes;
@@ -186,7 +222,11 @@ mod layering {
     /// The first path segment of every `crate::` path in `code`: `use crate::x::…`, an inline
     /// `crate::x::y(…)`, and each item of a group `use crate::{a, b::{c, d}}`.
     fn referenced(code: &str) -> BTreeSet<String> {
-        let ident = |s: &str| s.chars().take_while(|ch| ch.is_alphanumeric() || *ch == '_').collect::<String>();
+        let ident = |s: &str| {
+            s.chars()
+                .take_while(|ch| ch.is_alphanumeric() || *ch == '_')
+                .collect::<String>()
+        };
         let mut names = BTreeSet::new();
         let mut rest = code;
         while let Some(at) = rest.find("crate::") {
@@ -249,7 +289,12 @@ mod layering {
                 self.low.insert(v, n);
                 self.stack.push(v);
                 let graph = self.graph;
-                for w in graph.get(v).into_iter().flatten().filter(|w| graph.contains_key(*w)) {
+                for w in graph
+                    .get(v)
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| graph.contains_key(*w))
+                {
                     if !self.index.contains_key(w.as_str()) {
                         self.visit(w);
                         let low = self.low[v].min(self.low[w.as_str()]);
@@ -260,13 +305,28 @@ mod layering {
                     }
                 }
                 if self.low[v] == self.index[v] {
-                    let at = self.stack.iter().position(|m| *m == v).expect("v is on the stack");
-                    let component = self.stack.split_off(at).into_iter().map(str::to_owned).collect();
+                    let at = self
+                        .stack
+                        .iter()
+                        .position(|m| *m == v)
+                        .expect("v is on the stack");
+                    let component = self
+                        .stack
+                        .split_off(at)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
                     self.found.push(component);
                 }
             }
         }
-        let mut search = Search { graph, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), found: Vec::new() };
+        let mut search = Search {
+            graph,
+            index: BTreeMap::new(),
+            low: BTreeMap::new(),
+            stack: Vec::new(),
+            found: Vec::new(),
+        };
         for v in graph.keys() {
             if !search.index.contains_key(v.as_str()) {
                 search.visit(v);
@@ -316,7 +376,17 @@ mod layering {
             const AFTER_CHAR: () = crate::after_char::X;
         "##;
         let names: Vec<String> = referenced(&code_only(source)).into_iter().collect();
-        assert_eq!(names, ["after_char", "grouped", "inline", "nested", "plain", "self_ish"]);
+        assert_eq!(
+            names,
+            [
+                "after_char",
+                "grouped",
+                "inline",
+                "nested",
+                "plain",
+                "self_ish"
+            ]
+        );
     }
 
     #[test]
@@ -329,7 +399,11 @@ mod layering {
         }
         let components = components(&graph);
         let largest = &components[0];
-        println!("{} modules; largest strongly connected component: {} ({largest:?})", graph.len(), largest.len());
+        println!(
+            "{} modules; largest strongly connected component: {} ({largest:?})",
+            graph.len(),
+            largest.len()
+        );
         assert!(
             largest.len() == 1,
             "import cycle among {largest:?} ({} modules), for instance {}",
@@ -340,15 +414,23 @@ mod layering {
 
     #[test]
     fn modules_use_only_their_own_layer_and_the_ones_below() {
-        let layer_of: BTreeMap<&str, (usize, &str)> =
-            LAYERS.iter().enumerate().flat_map(|(i, (name, modules))| modules.iter().map(move |m| (*m, (i, *name)))).collect();
+        let layer_of: BTreeMap<&str, (usize, &str)> = LAYERS
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (name, modules))| modules.iter().map(move |m| (*m, (i, *name))))
+            .collect();
         for (module, uses) in graph() {
             let Some(&(layer, name)) = layer_of.get(module.as_str()) else {
                 panic!("module {module} is in no layer: place it in `LAYERS` (service/src/lib.rs)");
             };
             for used in uses {
-                let Some(&(used_layer, used_name)) = layer_of.get(used.as_str()) else { continue };
-                assert!(used_layer <= layer, "{module} ({name}) uses {used} ({used_name}), a higher layer");
+                let Some(&(used_layer, used_name)) = layer_of.get(used.as_str()) else {
+                    continue;
+                };
+                assert!(
+                    used_layer <= layer,
+                    "{module} ({name}) uses {used} ({used_name}), a higher layer"
+                );
             }
         }
     }

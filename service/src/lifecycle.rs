@@ -57,7 +57,11 @@ impl ConnectionStatus {
             "CONNECTED" => ConnectionStatus::Connected,
             "DISCONNECTED" => ConnectionStatus::Disconnected,
             "REVOKED" => ConnectionStatus::Revoked,
-            other => return Err(sqlx::Error::Decode(format!("unknown connection status {other:?}").into())),
+            other => {
+                return Err(sqlx::Error::Decode(
+                    format!("unknown connection status {other:?}").into(),
+                ))
+            }
         })
     }
 
@@ -105,7 +109,10 @@ impl Transition {
 
     /// Whether the transition ends with the tokens wiped.
     pub fn wipes_tokens(self) -> bool {
-        matches!(self, Transition::Disconnect | Transition::Revoke | Transition::RefreshRejected)
+        matches!(
+            self,
+            Transition::Disconnect | Transition::Revoke | Transition::RefreshRejected
+        )
     }
 }
 
@@ -229,7 +236,13 @@ pub async fn lock_connection(
     lock: &WorkspaceLock,
     provider: Provider,
 ) -> Result<LockedConnection, LifecycleError> {
-    read_connection(tx, lock, provider, !crate::flaws::active(crate::flaws::Flaw::NoRowLock)).await
+    read_connection(
+        tx,
+        lock,
+        provider,
+        !crate::flaws::active(crate::flaws::Flaw::NoRowLock),
+    )
+    .await
 }
 
 /// Reads the connection, with its row lock unless `row_lock` is false — which only seeded flaws
@@ -249,12 +262,29 @@ pub(crate) async fn read_connection(
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)
     .await?;
-    let (id, tenant_id, status, settled, version, access, refresh, key_id, expires_at, scopes, pending_flow, grant_id) =
-        row.ok_or(LifecycleError::NotFound)?;
+    let (
+        id,
+        tenant_id,
+        status,
+        settled,
+        version,
+        access,
+        refresh,
+        key_id,
+        expires_at,
+        scopes,
+        pending_flow,
+        grant_id,
+    ) = row.ok_or(LifecycleError::NotFound)?;
     let tokens = match (access, key_id) {
-        (Some(access_token), Some(key_id)) => {
-            Some(SealedTokens { access_token, refresh_token: refresh, key_id, grant_id, expires_at, scopes })
-        }
+        (Some(access_token), Some(key_id)) => Some(SealedTokens {
+            access_token,
+            refresh_token: refresh,
+            key_id,
+            grant_id,
+            expires_at,
+            scopes,
+        }),
         _ => None,
     };
     Ok(LockedConnection {
@@ -272,7 +302,12 @@ pub(crate) async fn read_connection(
 
 /// Records the OAuth flow a connection that just became `PENDING` waits for (a new authorize
 /// supersedes any earlier flow).
-pub async fn begin_flow(tx: &mut Tx, _lock: &WorkspaceLock, connection: &LockedConnection, flow: uuid::Uuid) -> Result<(), LifecycleError> {
+pub async fn begin_flow(
+    tx: &mut Tx,
+    _lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    flow: uuid::Uuid,
+) -> Result<(), LifecycleError> {
     sqlx::query("UPDATE connections SET pending_flow = $2 WHERE id = $1 AND status = 'PENDING'")
         .bind(connection.id)
         .bind(flow)
@@ -303,11 +338,17 @@ pub async fn apply(
     tokens: Option<SealedTokens>,
 ) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
-    let settled = if to.is_settled() { to } else { connection.settled_status };
+    let settled = if to.is_settled() {
+        to
+    } else {
+        connection.settled_status
+    };
     let change = match (transition, tokens) {
         (Transition::CompleteAuthorization, Some(t)) => TokenChange::Store(t),
         (Transition::CompleteAuthorization, None) => {
-            return Err(LifecycleError::Inconsistent("completing an authorization needs tokens".into()))
+            return Err(LifecycleError::Inconsistent(
+                "completing an authorization needs tokens".into(),
+            ))
         }
         (t, _) if t.wipes_tokens() => TokenChange::Wipe,
         _ => TokenChange::Keep,
@@ -325,7 +366,16 @@ pub async fn store_refreshed(
     connection: &LockedConnection,
     tokens: SealedTokens,
 ) -> Result<DateTime<Utc>, LifecycleError> {
-    store(tx, lock, connection, connection.status, connection.settled_status, TokenChange::Store(tokens), Some("ok")).await
+    store(
+        tx,
+        lock,
+        connection,
+        connection.status,
+        connection.settled_status,
+        TokenChange::Store(tokens),
+        Some("ok"),
+    )
+    .await
 }
 
 async fn store(
@@ -390,9 +440,18 @@ mod tests {
 
     #[test]
     fn authorization_round_trip() {
-        assert_eq!(next_status(NotConnected, NotConnected, StartAuthorization), Ok(Pending));
-        assert_eq!(next_status(Pending, NotConnected, CompleteAuthorization), Ok(Connected));
-        assert_eq!(next_status(Pending, Revoked, FailAuthorization), Ok(Revoked));
+        assert_eq!(
+            next_status(NotConnected, NotConnected, StartAuthorization),
+            Ok(Pending)
+        );
+        assert_eq!(
+            next_status(Pending, NotConnected, CompleteAuthorization),
+            Ok(Connected)
+        );
+        assert_eq!(
+            next_status(Pending, Revoked, FailAuthorization),
+            Ok(Revoked)
+        );
     }
 
     #[test]
@@ -406,7 +465,13 @@ mod tests {
             (Disconnected, CompleteAuthorization),
             (Revoked, RefreshRejected),
         ] {
-            assert_eq!(next_status(from, from, t), Err(TransitionError { from, transition: t }));
+            assert_eq!(
+                next_status(from, from, t),
+                Err(TransitionError {
+                    from,
+                    transition: t
+                })
+            );
         }
     }
 

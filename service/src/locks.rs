@@ -50,21 +50,35 @@ pub struct WorkspaceLock {
 pub fn lock_key_for_workspace(workspace_id: WorkspaceId) -> WorkspaceLockKey {
     let digest = Sha256::digest(workspace_id.0.as_bytes());
     let objid = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    WorkspaceLockKey { classid: WORKSPACE_LOCK_NAMESPACE, objid }
+    WorkspaceLockKey {
+        classid: WORKSPACE_LOCK_NAMESPACE,
+        objid,
+    }
 }
 
 /// Takes the workspace's transaction-scoped advisory lock, waiting for any holder to finish.
-pub async fn lock_workspace(tx: &mut Tx, workspace_id: WorkspaceId) -> Result<WorkspaceLock, sqlx::Error> {
+pub async fn lock_workspace(
+    tx: &mut Tx,
+    workspace_id: WorkspaceId,
+) -> Result<WorkspaceLock, sqlx::Error> {
     take(tx, workspace_id, lock_key_for_workspace(workspace_id)).await
 }
 
 /// The workspace lock for the OAuth paths (authorize, callback, refresh): exactly
 /// [`lock_workspace`], except under the seeded flaw `split-lock-namespace`, where the key is
 /// derived in another namespace — the v1 defect of the audit's §2.1.
-pub async fn lock_for_oauth(tx: &mut Tx, workspace_id: WorkspaceId) -> Result<WorkspaceLock, sqlx::Error> {
+pub async fn lock_for_oauth(
+    tx: &mut Tx,
+    workspace_id: WorkspaceId,
+) -> Result<WorkspaceLock, sqlx::Error> {
     #[cfg(feature = "flaws")]
     if flaws::active(Flaw::SplitLockNamespace) {
-        return lock_workspace_in_namespace_for_flaw(tx, workspace_id, WORKSPACE_LOCK_NAMESPACE ^ 0x0100).await;
+        return lock_workspace_in_namespace_for_flaw(
+            tx,
+            workspace_id,
+            WORKSPACE_LOCK_NAMESPACE ^ 0x0100,
+        )
+        .await;
     }
     lock_workspace(tx, workspace_id).await
 }
@@ -86,8 +100,15 @@ pub fn unlocked(workspace_id: WorkspaceId) -> WorkspaceLock {
 /// Seeded flaw `split-lock-namespace` only (cargo feature `flaws`): the same derivation in
 /// another namespace, so the lock taken does not exclude activation's.
 #[cfg(feature = "flaws")]
-pub async fn lock_workspace_in_namespace_for_flaw(tx: &mut Tx, workspace_id: WorkspaceId, classid: i32) -> Result<WorkspaceLock, sqlx::Error> {
-    let key = WorkspaceLockKey { classid, ..lock_key_for_workspace(workspace_id) };
+pub async fn lock_workspace_in_namespace_for_flaw(
+    tx: &mut Tx,
+    workspace_id: WorkspaceId,
+    classid: i32,
+) -> Result<WorkspaceLock, sqlx::Error> {
+    let key = WorkspaceLockKey {
+        classid,
+        ..lock_key_for_workspace(workspace_id)
+    };
     take(tx, workspace_id, key).await
 }
 
@@ -97,7 +118,11 @@ pub fn unlocked_for_flaw(workspace_id: WorkspaceId) -> WorkspaceLock {
     WorkspaceLock { workspace_id }
 }
 
-async fn take(tx: &mut Tx, workspace_id: WorkspaceId, key: WorkspaceLockKey) -> Result<WorkspaceLock, sqlx::Error> {
+async fn take(
+    tx: &mut Tx,
+    workspace_id: WorkspaceId,
+    key: WorkspaceLockKey,
+) -> Result<WorkspaceLock, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
         .bind(key.classid)
         .bind(key.objid)

@@ -56,7 +56,10 @@ async fn serve(config: Config) -> std::process::ExitCode {
         }
     };
     tracing::info!(addr = %app.local_addr(), "listening");
-    match app.run_until_stopped(harbor_service::telemetry::shutdown_signal()).await {
+    match app
+        .run_until_stopped(harbor_service::telemetry::shutdown_signal())
+        .await
+    {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -73,7 +76,9 @@ async fn rotate_keys(config: Config, batch_size: i64) -> std::process::ExitCode 
             return std::process::ExitCode::from(2);
         }
     };
-    let Some(pool) = owner_pool(&config).await else { return std::process::ExitCode::from(2) };
+    let Some(pool) = owner_pool(&config).await else {
+        return std::process::ExitCode::from(2);
+    };
     match vault::rotate_keys(&pool, &ring, batch_size.max(1)).await {
         Ok(report) => {
             let skipped: Vec<String> = report.skipped.iter().map(|id| id.0.to_string()).collect();
@@ -97,7 +102,9 @@ async fn owner_pool(config: &Config) -> Option<sqlx::PgPool> {
     match db::connect_owner(config, 2).await {
         Ok(Some(pool)) => Some(pool),
         Ok(None) => {
-            tracing::error!("HARBOR_MIGRATION_DATABASE_URL (the schema owner's credential) is not set");
+            tracing::error!(
+                "HARBOR_MIGRATION_DATABASE_URL (the schema owner's credential) is not set"
+            );
             None
         }
         Err(e) => {
@@ -108,7 +115,9 @@ async fn owner_pool(config: &Config) -> Option<sqlx::PgPool> {
 }
 
 async fn migrate(config: Config) -> std::process::ExitCode {
-    let Some(pool) = owner_pool(&config).await else { return std::process::ExitCode::from(2) };
+    let Some(pool) = owner_pool(&config).await else {
+        return std::process::ExitCode::from(2);
+    };
     match db::MIGRATOR.run(&pool).await {
         Ok(()) => {
             tracing::info!("migrations applied");

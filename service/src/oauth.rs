@@ -69,7 +69,10 @@ pub async fn authorize(
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let member = &request.member;
-    state.limiter.charge("authorize", &address, &member.tenant_id.to_string()).await?;
+    state
+        .limiter
+        .charge("authorize", &address, &member.tenant_id.to_string())
+        .await?;
     let config = state.providers.config(provider)?.clone();
     // The state is stored in Redis before the workspace lock is taken: nothing waits on Redis (or
     // any peer but PostgreSQL) while the lock is held. Without Redis the request fails here, with
@@ -108,9 +111,15 @@ pub async fn authorize(
         .append_pair("scope", &config.scopes.join(" "))
         .append_pair("state", state_value.expose_secret());
     if !flaws::active(Flaw::NoPkce) {
-        url.query_pairs_mut().append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
+        url.query_pairs_mut()
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
     }
-    Ok(Json(AuthorizeResponse { authorization_url: url.to_string(), expires_in: STATE_TTL_SECONDS, status }))
+    Ok(Json(AuthorizeResponse {
+        authorization_url: url.to_string(),
+        expires_in: STATE_TTL_SECONDS,
+        status,
+    }))
 }
 
 /// Authorize's transaction: under the workspace lock and the row lock, the connection becomes
@@ -166,7 +175,14 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
             "state" => state = Some(SecretString::from(v.into_owned())),
             "code" => code = Some(SecretString::from(v.into_owned())),
             // Only the provider's error *code* is kept, and only if it looks like one.
-            "error" => error = Some(v.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()),
+            "error" => {
+                error = Some(
+                    v.chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .take(64)
+                        .collect(),
+                )
+            }
             "iss" => iss = Some(v.into_owned()),
             _ => {}
         }
@@ -175,7 +191,12 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
     if code.is_none() && error.is_none() {
         return Err(ParseError::new("code", "missing from the query").into());
     }
-    Ok(CallbackParams { state, code, error, iss })
+    Ok(CallbackParams {
+        state,
+        code,
+        error,
+        iss,
+    })
 }
 
 /// Completes a connection: the provider redirected the user's browser here.
@@ -204,7 +225,10 @@ pub async fn callback(
     RawQuery(query): RawQuery,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let caller_tenant = user_tenant(&state, identity.user_id).await?;
-    state.limiter.charge("callback", &address, &caller_tenant.to_string()).await?;
+    state
+        .limiter
+        .charge("callback", &address, &caller_tenant.to_string())
+        .await?;
     let params = callback_params(query.as_deref())?;
     // Every look-up is paid for before it is made, in one atomic step with the check: concurrent
     // guesses cannot all pass a check that none of them has been charged for yet.
@@ -213,11 +237,19 @@ pub async fn callback(
         .limiter
         .reserve_failed_state(&user)
         .await?
-        .map_err(|l| ApiError::RateLimited { scope: "failed-states", retry_after: l.retry_after })?;
+        .map_err(|l| ApiError::RateLimited {
+            scope: "failed-states",
+            retry_after: l.retry_after,
+        })?;
     let hooks = state.sync_points.as_ref();
     // 1. Consume the state: after this line it is gone, whatever happens below.
     let record = match state.states.consume(params.state.expose_secret()).await? {
-        Some(record) if state.clock.now() - record.created_at <= chrono::Duration::seconds(STATE_TTL_SECONDS) => record,
+        Some(record)
+            if state.clock.now() - record.created_at
+                <= chrono::Duration::seconds(STATE_TTL_SECONDS) =>
+        {
+            record
+        }
         _ => return Err(ApiError::OAuthStateInvalid),
     };
     // A state that exists was no guess: give the reservation back.
@@ -229,7 +261,11 @@ pub async fn callback(
     // 2. The state must have been issued to this user, in this tenant, for this provider.
     let same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
     let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
-    let requires_iss = state.providers.config(provider).map(|c| c.requires_iss).unwrap_or(true);
+    let requires_iss = state
+        .providers
+        .config(provider)
+        .map(|c| c.requires_iss)
+        .unwrap_or(true);
     let iss_ok = match params.iss.as_deref() {
         Some(iss) => iss == record.issuer,
         None => !requires_iss,
@@ -267,10 +303,15 @@ pub async fn callback(
                 outcome: "csrf_suspected",
                 detail,
             };
-            let result = audit::record(&mut tx, &ctx, event).await.map_err(ApiError::from);
+            let result = audit::record(&mut tx, &ctx, event)
+                .await
+                .map_err(ApiError::from);
             db::finish(tx, result).await?;
         }
-        tracing::warn!(provider = provider.as_str(), "OAuth callback with a state issued to someone else");
+        tracing::warn!(
+            provider = provider.as_str(),
+            "OAuth callback with a state issued to someone else"
+        );
         return Err(ApiError::OAuthStateMismatch);
     }
     // The caller must still be a member of the workspace the flow was started for.
@@ -282,14 +323,21 @@ pub async fn callback(
     }
     // Row-level security is scoped to the caller's own tenant (equal to the state's, unless a
     // seeded flaw skipped the check above — then the database still refuses the other tenant).
-    let member = MemberOfRecord { tenant_id: caller_tenant, user_id: identity.user_id };
+    let member = MemberOfRecord {
+        tenant_id: caller_tenant,
+        user_id: identity.user_id,
+    };
 
     // 3–4 run in their own task: a client that disconnects mid-way (the handler's future is then
     // dropped) must not cancel between the code exchange and storing — or revoking — its result.
     let flaws_of_request = state.flaws.clone();
     let flow = complete_flow(state, ctx, record, params, member, provider);
-    let task = tokio::spawn(crate::context::within_request(async move { flaws::scope(&flaws_of_request, flow).await }));
-    let finished = task.await.map_err(|e| ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}"))))?;
+    let task = tokio::spawn(crate::context::within_request(async move {
+        flaws::scope(&flaws_of_request, flow).await
+    }));
+    let finished = task.await.map_err(|e| {
+        ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}")))
+    })?;
     // The state is spent: "busy, retry" would only lead to OAUTH_STATE_INVALID.
     finished.map(Json).map_err(interrupted)
 }
@@ -315,9 +363,15 @@ async fn complete_flow(
 ) -> Result<ConnectionView, ApiError> {
     // 3. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
     let exchanged = match (&params.error, &params.code) {
-        (Some(error), _) => Err(ProviderError::Rejected { status: 400, error: error.clone() }),
+        (Some(error), _) => Err(ProviderError::Rejected {
+            status: 400,
+            error: error.clone(),
+        }),
         (None, Some(code)) => {
-            state.providers.exchange_code(provider, code, &record.verifier, &record.redirect_uri).await
+            state
+                .providers
+                .exchange_code(provider, code, &record.verifier, &record.redirect_uri)
+                .await
         }
         (None, None) => unreachable!("callback_params requires a code or an error"),
     };
@@ -325,7 +379,10 @@ async fn complete_flow(
     let tokens = match exchanged {
         Ok(tokens) => tokens,
         Err(error) => {
-            state.states.after_failure(params.state.expose_secret(), &record).await?;
+            state
+                .states
+                .after_failure(params.state.expose_secret(), &record)
+                .await?;
             settle_failed_authorization(&state, &ctx, &record, &member, &error).await?;
             // The user said no at the provider: not a provider failure.
             if matches!(&error, ProviderError::Rejected { error, .. } if error == "access_denied") {
@@ -339,9 +396,17 @@ async fn complete_flow(
     if let Err(error) = &finished {
         // The connection changed meanwhile (a disconnect, a newer flow) or storing failed: the
         // fresh grant is useless, so give it back rather than leave it live at the provider.
-        let token = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
-        if let Err(e) = state.providers.revoke(provider, token).await {
-            tracing::warn!(error = %e, "could not revoke an unused grant");
+        let token = tokens
+            .refresh_token
+            .as_ref()
+            .unwrap_or(&tokens.access_token);
+        // Seeded flaw: a grant lost to a failed store is left live (a superseded one is still given back).
+        let give_back = !flaws::active(Flaw::KeepUnstoredGrant)
+            || matches!(error, ApiError::AuthorizationSuperseded);
+        if give_back {
+            if let Err(e) = state.providers.revoke(provider, token).await {
+                tracing::warn!(error = %e, "could not revoke an unused grant");
+            }
         }
         if matches!(error, ApiError::AuthorizationSuperseded) {
             // Recorded in its own transaction: the callback's own was rolled back.
@@ -354,7 +419,9 @@ async fn complete_flow(
                 outcome: "superseded",
                 detail: json!({ "provider": provider.as_str(), "grant": "revoked" }),
             };
-            let result = audit::record(&mut tx, &ctx, event).await.map_err(ApiError::from);
+            let result = audit::record(&mut tx, &ctx, event)
+                .await
+                .map_err(ApiError::from);
             db::finish(tx, result).await?;
         }
     }
@@ -377,15 +444,30 @@ async fn store_grant(
         let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
-        if connection.status == ConnectionStatus::Pending && connection.pending_flow != record.flow_id {
+        if connection.status == ConnectionStatus::Pending
+            && connection.pending_flow != record.flow_id
+        {
             return Err(ApiError::AuthorizationSuperseded);
         }
         // A new grant: the tokens are sealed to it, so no ciphertext of an earlier grant of this
         // row can ever be taken for one of this grant.
         let grant = uuid::Uuid::new_v4();
-        let sealed = seal_token_set(&state.vault, &connection, grant, tokens, None, state.clock.now())?;
-        let (to, _) =
-            lifecycle::apply(&mut tx, &lock, &connection, Transition::CompleteAuthorization, Some(sealed)).await?;
+        let sealed = seal_token_set(
+            &state.vault,
+            &connection,
+            grant,
+            tokens,
+            None,
+            state.clock.now(),
+        )?;
+        let (to, _) = lifecycle::apply(
+            &mut tx,
+            &lock,
+            &connection,
+            Transition::CompleteAuthorization,
+            Some(sealed),
+        )
+        .await?;
         audit::record(
             &mut tx,
             ctx,
@@ -429,8 +511,18 @@ async fn settle_failed_authorization(
         let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
         // Only the flow the connection waits for may send it back; a stale flow changes nothing.
-        let outcome = if connection.status == ConnectionStatus::Pending && connection.pending_flow == record.flow_id {
-            lifecycle::apply(&mut tx, &lock, &connection, Transition::FailAuthorization, None).await?.0
+        let outcome = if connection.status == ConnectionStatus::Pending
+            && connection.pending_flow == record.flow_id
+        {
+            lifecycle::apply(
+                &mut tx,
+                &lock,
+                &connection,
+                Transition::FailAuthorization,
+                None,
+            )
+            .await?
+            .0
         } else {
             connection.status
         };

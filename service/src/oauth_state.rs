@@ -121,13 +121,25 @@ pub struct OAuthStateStore {
 impl OAuthStateStore {
     /// A store on `redis`, keys under `prefix`. `in_memory` is the seeded flaw
     /// `memory-state-store` and is false in every correct configuration.
-    pub fn new(redis: redis::aio::ConnectionManager, prefix: std::sync::Arc<str>, in_memory: bool) -> Self {
-        Self { redis, prefix, memory: in_memory.then(Default::default) }
+    pub fn new(
+        redis: redis::aio::ConnectionManager,
+        prefix: std::sync::Arc<str>,
+        in_memory: bool,
+    ) -> Self {
+        Self {
+            redis,
+            prefix,
+            memory: in_memory.then(Default::default),
+        }
     }
 
     /// The Redis key of a state: a hash, so keys and dumps reveal no state.
     pub fn key_for_state(&self, state: &str) -> String {
-        format!("{}oauth:state:{}", self.prefix, hex::encode(Sha256::digest(state.as_bytes())))
+        format!(
+            "{}oauth:state:{}",
+            self.prefix,
+            hex::encode(Sha256::digest(state.as_bytes()))
+        )
     }
 
     /// Stores a new state bound to `record` and returns it.
@@ -135,7 +147,10 @@ impl OAuthStateStore {
         let value = WireRecord::from(record).to_json()?;
         if let Some(memory) = &self.memory {
             let state = random_token();
-            memory.lock().expect("state map").insert(self.key_for_state(state.expose_secret()), value);
+            memory
+                .lock()
+                .expect("state map")
+                .insert(self.key_for_state(state.expose_secret()), value);
             return Ok(state);
         }
         let mut redis = self.redis.clone();
@@ -212,12 +227,20 @@ impl OAuthStateStore {
 
     /// Called when a callback failed. A no-op in a correct build (the state stays dead); under
     /// the seeded flaw `state-kept-on-failure` the state is put back for another try.
-    pub async fn after_failure(&self, state: &str, record: &OAuthStateRecord) -> Result<(), StateStoreError> {
+    pub async fn after_failure(
+        &self,
+        state: &str,
+        record: &OAuthStateRecord,
+    ) -> Result<(), StateStoreError> {
         if !flaws::active(Flaw::StateKeptOnFailure) {
             return Ok(());
         }
         let value = WireRecord::from(record).to_json()?;
-        let _: () = self.redis.clone().set_ex(self.key_for_state(state), value, STATE_TTL_SECONDS as u64).await?;
+        let _: () = self
+            .redis
+            .clone()
+            .set_ex(self.key_for_state(state), value, STATE_TTL_SECONDS as u64)
+            .await?;
         Ok(())
     }
 }
@@ -229,7 +252,10 @@ mod tests {
     #[test]
     fn pkce_matches_rfc7636_appendix_b() {
         let verifier = SecretString::from("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
-        assert_eq!(pkce_challenge(&verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            pkce_challenge(&verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]

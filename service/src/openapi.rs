@@ -43,8 +43,13 @@ impl Modify for BearerAuth {
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
-        let operations = paths.values_mut().filter_map(|item| item.as_object_mut()).flat_map(|item| item.values_mut());
-        let responses = operations.filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut())).flat_map(|r| r.values_mut());
+        let operations = paths
+            .values_mut()
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut());
+        let responses = operations
+            .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+            .flat_map(|r| r.values_mut());
         for links in responses.filter_map(|r| r.get_mut("links").and_then(|l| l.as_object_mut())) {
             for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
                 if let Some(target) = link.remove("operation_ref") {
@@ -68,8 +73,19 @@ mod tests {
     #[test]
     fn every_response_body_has_an_example() {
         let doc = super::document();
-        for schema in ["ActivationResponse", "ConnectionList", "RevokeResponse", "AuthorizeResponse", "SyncResponse", "DocumentList", "ConnectionView"] {
-            assert!(doc["components"]["schemas"][schema]["example"].is_object(), "{schema} has no example");
+        for schema in [
+            "ActivationResponse",
+            "ConnectionList",
+            "RevokeResponse",
+            "AuthorizeResponse",
+            "SyncResponse",
+            "DocumentList",
+            "ConnectionView",
+        ] {
+            assert!(
+                doc["components"]["schemas"][schema]["example"].is_object(),
+                "{schema} has no example"
+            );
         }
     }
 
@@ -79,11 +95,21 @@ mod tests {
         for op in ERRORS {
             let method = method_name(&op.method).to_lowercase();
             let responses = &doc["paths"][op.path][&method]["responses"];
-            assert!(responses.is_object(), "{method} {} is not in the document", op.path);
+            assert!(
+                responses.is_object(),
+                "{method} {} is not in the document",
+                op.path
+            );
             for (status, codes) in codes_of(op.method.clone(), op.path) {
-                let description = responses[status.to_string()]["description"].as_str().unwrap_or_default();
+                let description = responses[status.to_string()]["description"]
+                    .as_str()
+                    .unwrap_or_default();
                 for code in codes {
-                    assert!(description.contains(code), "{method} {} {status}: {code} missing from {description:?}", op.path);
+                    assert!(
+                        description.contains(code),
+                        "{method} {} {status}: {code} missing from {description:?}",
+                        op.path
+                    );
                 }
             }
         }

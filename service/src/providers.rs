@@ -71,11 +71,16 @@ impl ProvidersConfig {
     /// Parses the providers file: `{"gmail": {...}, ...}`, client secrets read from the variables
     /// the file names.
     pub fn from_json(raw: &str, timeout: Duration) -> Result<Self, String> {
-        let entries: BTreeMap<Provider, ProviderFileEntry> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        let entries: BTreeMap<Provider, ProviderFileEntry> =
+            serde_json::from_str(raw).map_err(|e| e.to_string())?;
         let mut providers = BTreeMap::new();
         for (provider, e) in entries {
-            let secret = std::env::var(&e.client_secret_env)
-                .map_err(|_| format!("{provider}: {} (its client secret) is not set", e.client_secret_env))?;
+            let secret = std::env::var(&e.client_secret_env).map_err(|_| {
+                format!(
+                    "{provider}: {} (its client secret) is not set",
+                    e.client_secret_env
+                )
+            })?;
             providers.insert(
                 provider,
                 ProviderConfig {
@@ -155,8 +160,15 @@ impl TokenSet {
 fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let value = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match value {
-        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(saturating_seconds)),
-        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(saturating_seconds),
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(saturating_seconds)),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(saturating_seconds),
         _ => None,
     })
 }
@@ -200,12 +212,18 @@ impl ProviderClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a TLS backend is compiled in");
-        Self { http, config: std::sync::Arc::new(config) }
+        Self {
+            http,
+            config: std::sync::Arc::new(config),
+        }
     }
 
     /// The configuration of `provider`.
     pub fn config(&self, provider: Provider) -> Result<&ProviderConfig, ProviderError> {
-        self.config.providers.get(&provider).ok_or(ProviderError::NotConfigured(provider))
+        self.config
+            .providers
+            .get(&provider)
+            .ok_or(ProviderError::NotConfigured(provider))
     }
 
     /// Exchanges an authorization code, proving possession of the PKCE verifier.
@@ -231,7 +249,11 @@ impl ProviderClient {
     }
 
     /// Exchanges a refresh token for new tokens.
-    pub async fn refresh(&self, provider: Provider, refresh_token: &SecretString) -> Result<TokenSet, ProviderError> {
+    pub async fn refresh(
+        &self,
+        provider: Provider,
+        refresh_token: &SecretString,
+    ) -> Result<TokenSet, ProviderError> {
         let c = self.config(provider)?;
         let form = [
             ("grant_type", "refresh_token"),
@@ -242,7 +264,11 @@ impl ProviderClient {
         self.token_request(c, &form).await
     }
 
-    async fn token_request(&self, c: &ProviderConfig, form: &[(&str, &str)]) -> Result<TokenSet, ProviderError> {
+    async fn token_request(
+        &self,
+        c: &ProviderConfig,
+        form: &[(&str, &str)],
+    ) -> Result<TokenSet, ProviderError> {
         let response = self
             .http
             .post(c.token_url.clone())
@@ -252,7 +278,10 @@ impl ProviderClient {
             .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
-            return response.json().await.map_err(|e| ProviderError::Unavailable(describe(&e)));
+            return response
+                .json()
+                .await
+                .map_err(|e| ProviderError::Unavailable(describe(&e)));
         }
         // The provider's error code is echoed into logs and audit rows: keep only what a code
         // can look like.
@@ -269,13 +298,23 @@ impl ProviderClient {
             return Err(ProviderError::InvalidGrant);
         }
         if status.is_server_error() {
-            return Err(ProviderError::Unavailable(format!("status {}", status.as_u16())));
+            return Err(ProviderError::Unavailable(format!(
+                "status {}",
+                status.as_u16()
+            )));
         }
-        Err(ProviderError::Rejected { status: status.as_u16(), error })
+        Err(ProviderError::Rejected {
+            status: status.as_u16(),
+            error,
+        })
     }
 
     /// Revokes a token at the provider (RFC 7009).
-    pub async fn revoke(&self, provider: Provider, token: &SecretString) -> Result<(), ProviderError> {
+    pub async fn revoke(
+        &self,
+        provider: Provider,
+        token: &SecretString,
+    ) -> Result<(), ProviderError> {
         let c = self.config(provider)?;
         let form = [
             ("token", token.expose_secret()),
@@ -291,7 +330,10 @@ impl ProviderClient {
             .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         match response.status() {
             s if s.is_success() => Ok(()),
-            s => Err(ProviderError::Rejected { status: s.as_u16(), error: String::new() }),
+            s => Err(ProviderError::Rejected {
+                status: s.as_u16(),
+                error: String::new(),
+            }),
         }
     }
 
@@ -311,9 +353,15 @@ impl ProviderClient {
             .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(ProviderError::Rejected { status: status.as_u16(), error: String::new() });
+            return Err(ProviderError::Rejected {
+                status: status.as_u16(),
+                error: String::new(),
+            });
         }
-        let page: DocumentPage = response.json().await.map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+        let page: DocumentPage = response
+            .json()
+            .await
+            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         Ok(page.documents)
     }
 }
@@ -344,11 +392,24 @@ mod tests {
     fn hostile_expires_in_never_panics_and_is_clamped() {
         let now = Utc::now();
         let at = |body: &str| parse(body).expires_at(now);
-        assert_eq!(at(r#"{"access_token":"a","expires_in":3600}"#), Some(now + chrono::Duration::seconds(3600)));
-        assert_eq!(at(r#"{"access_token":"a","expires_in":"3600"}"#), Some(now + chrono::Duration::seconds(3600)));
+        assert_eq!(
+            at(r#"{"access_token":"a","expires_in":3600}"#),
+            Some(now + chrono::Duration::seconds(3600))
+        );
+        assert_eq!(
+            at(r#"{"access_token":"a","expires_in":"3600"}"#),
+            Some(now + chrono::Duration::seconds(3600))
+        );
         assert_eq!(at(r#"{"access_token":"a","expires_in":0}"#), Some(now));
-        assert_eq!(at(r#"{"access_token":"a","expires_in":"3600.0"}"#), Some(now + chrono::Duration::seconds(3600)));
-        assert_eq!(at(r#"{"access_token":"a","expires_in":-3600}"#), Some(now), "a negative lifetime expires now");
+        assert_eq!(
+            at(r#"{"access_token":"a","expires_in":"3600.0"}"#),
+            Some(now + chrono::Duration::seconds(3600))
+        );
+        assert_eq!(
+            at(r#"{"access_token":"a","expires_in":-3600}"#),
+            Some(now),
+            "a negative lifetime expires now"
+        );
         let year = Some(now + chrono::Duration::seconds(MAX_TOKEN_LIFETIME_SECONDS));
         for huge in [
             r#"{"access_token":"a","expires_in":9223372036854775807}"#,

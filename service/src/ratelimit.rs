@@ -49,9 +49,18 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            per_tenant: Quota { per_minute: 60, burst: 20 },
-            per_address: Quota { per_minute: 120, burst: 60 },
-            failed_states_per_user: Quota { per_minute: 10, burst: 10 },
+            per_tenant: Quota {
+                per_minute: 60,
+                burst: 20,
+            },
+            per_address: Quota {
+                per_minute: 120,
+                burst: 60,
+            },
+            failed_states_per_user: Quota {
+                per_minute: 10,
+                burst: 10,
+            },
         }
     }
 }
@@ -131,8 +140,19 @@ pub struct Limited {
 
 impl RateLimiter {
     /// A limiter with `limits`, keys under `prefix`.
-    pub fn new(redis: redis::aio::ConnectionManager, prefix: std::sync::Arc<str>, clock: Clock, limits: RateLimits) -> Self {
-        Self { redis, prefix, clock, limits, script: std::sync::Arc::new(Script::new(GCRA)) }
+    pub fn new(
+        redis: redis::aio::ConnectionManager,
+        prefix: std::sync::Arc<str>,
+        clock: Clock,
+        limits: RateLimits,
+    ) -> Self {
+        Self {
+            redis,
+            prefix,
+            clock,
+            limits,
+            script: std::sync::Arc::new(Script::new(GCRA)),
+        }
     }
 
     /// The configured limits.
@@ -140,7 +160,12 @@ impl RateLimiter {
         self.limits
     }
 
-    async fn gcra(&self, bucket: &str, quota: Quota, cost: i8) -> Result<Result<(), Limited>, redis::RedisError> {
+    async fn gcra(
+        &self,
+        bucket: &str,
+        quota: Quota,
+        cost: i8,
+    ) -> Result<Result<(), Limited>, redis::RedisError> {
         if crate::flaws::active(crate::flaws::Flaw::NoRateLimit) {
             return Ok(Ok(()));
         }
@@ -158,30 +183,64 @@ impl RateLimiter {
         if allowed == 1 {
             Ok(Ok(()))
         } else {
-            Ok(Err(Limited { retry_after: Duration::from_micros(retry_us.max(0) as u64) }))
+            Ok(Err(Limited {
+                retry_after: Duration::from_micros(retry_us.max(0) as u64),
+            }))
         }
     }
 
     /// Charges one request of `route` to the client address's bucket.
-    pub async fn charge_address(&self, route: &str, address: &str) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(&format!("{route}:addr:{address}"), self.limits.per_address, 1).await
+    pub async fn charge_address(
+        &self,
+        route: &str,
+        address: &str,
+    ) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(
+            &format!("{route}:addr:{address}"),
+            self.limits.per_address,
+            1,
+        )
+        .await
     }
 
     /// Charges one request of `route` to the tenant's bucket.
-    pub async fn charge_tenant(&self, route: &str, tenant: &str) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(&format!("{route}:tenant:{tenant}"), self.limits.per_tenant, 1).await
+    pub async fn charge_tenant(
+        &self,
+        route: &str,
+        tenant: &str,
+    ) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(
+            &format!("{route}:tenant:{tenant}"),
+            self.limits.per_tenant,
+            1,
+        )
+        .await
     }
 
     /// Reserves one failed state look-up of the user's budget *before* the look-up, in the same
     /// atomic step as the check: of concurrent guesses, only as many as the budget holds get
     /// through. A look-up that finds a valid state gives it back with [`Self::refund_failed_state`].
-    pub async fn reserve_failed_state(&self, user: &str) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, 1).await
+    pub async fn reserve_failed_state(
+        &self,
+        user: &str,
+    ) -> Result<Result<(), Limited>, redis::RedisError> {
+        self.gcra(
+            &format!("failed-state:user:{user}"),
+            self.limits.failed_states_per_user,
+            1,
+        )
+        .await
     }
 
     /// Gives back a reservation whose look-up found a valid state.
     pub async fn refund_failed_state(&self, user: &str) -> Result<(), redis::RedisError> {
-        self.gcra(&format!("failed-state:user:{user}"), self.limits.failed_states_per_user, -1).await.map(|_| ())
+        self.gcra(
+            &format!("failed-state:user:{user}"),
+            self.limits.failed_states_per_user,
+            -1,
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -192,7 +251,10 @@ pub struct ClientAddress(pub String);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
         let addr = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -205,13 +267,24 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
 impl RateLimiter {
     /// Charges an OAuth route request to the address and then to the tenant; the first bucket
     /// that is empty refuses it.
-    pub async fn charge(&self, route: &str, address: &ClientAddress, tenant: &str) -> Result<(), RateLimitError> {
+    pub async fn charge(
+        &self,
+        route: &str,
+        address: &ClientAddress,
+        tenant: &str,
+    ) -> Result<(), RateLimitError> {
         self.charge_address(route, &address.0)
             .await?
-            .map_err(|l| RateLimitError::Limited { scope: "address", retry_after: l.retry_after })?;
+            .map_err(|l| RateLimitError::Limited {
+                scope: "address",
+                retry_after: l.retry_after,
+            })?;
         self.charge_tenant(route, tenant)
             .await?
-            .map_err(|l| RateLimitError::Limited { scope: "tenant", retry_after: l.retry_after })?;
+            .map_err(|l| RateLimitError::Limited {
+                scope: "tenant",
+                retry_after: l.retry_after,
+            })?;
         Ok(())
     }
 }
@@ -223,10 +296,34 @@ mod tests {
     #[test]
     fn rates_above_sixty_thousand_a_minute_still_limit() {
         // In milliseconds these intervals were 0: no limit at all.
-        assert_eq!(Quota { per_minute: 120_000, burst: 1 }.emission_interval_us(), 500);
-        assert_eq!(Quota { per_minute: 60_001, burst: 1 }.emission_interval_us(), 999);
-        assert_eq!(Quota { per_minute: Quota::MAX_PER_MINUTE, burst: 1 }.emission_interval_us(), 1);
-        assert!("60000001/1".parse::<Quota>().is_err(), "a rate with no representable interval is refused");
+        assert_eq!(
+            Quota {
+                per_minute: 120_000,
+                burst: 1
+            }
+            .emission_interval_us(),
+            500
+        );
+        assert_eq!(
+            Quota {
+                per_minute: 60_001,
+                burst: 1
+            }
+            .emission_interval_us(),
+            999
+        );
+        assert_eq!(
+            Quota {
+                per_minute: Quota::MAX_PER_MINUTE,
+                burst: 1
+            }
+            .emission_interval_us(),
+            1
+        );
+        assert!(
+            "60000001/1".parse::<Quota>().is_err(),
+            "a rate with no representable interval is refused"
+        );
         assert!("60000000/1".parse::<Quota>().is_ok());
     }
 }

@@ -47,10 +47,20 @@ impl FromRequestParts<AppState> for WorkspaceRequest {
     /// Whatever the context's or the membership's extractor answers, unchanged.
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Extension(ctx) =
-            Extension::<RequestContext>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
-        let member = WorkspaceMember::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
-        Ok(WorkspaceRequest { ctx, member, pool: state.db.clone() })
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(ctx) = Extension::<RequestContext>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let member = WorkspaceMember::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(WorkspaceRequest {
+            ctx,
+            member,
+            pool: state.db.clone(),
+        })
     }
 }

@@ -74,7 +74,10 @@ pub struct SyncHooks {
 impl SyncHooks {
     /// Hooks backed by `controller`; a parked request fails after `timeout`.
     pub fn new(controller: SyncPoints, timeout: Duration) -> Self {
-        Self { controller, timeout }
+        Self {
+            controller,
+            timeout,
+        }
     }
 
     /// The controller, for the harness.
@@ -83,11 +86,18 @@ impl SyncHooks {
     }
 
     /// Reaches a sync point: parks if the harness armed it for this request's actor.
-    pub async fn reach(hooks: Option<&SyncHooks>, ctx: &RequestContext, point: &'static str) -> Result<(), SyncPointTimeout> {
+    pub async fn reach(
+        hooks: Option<&SyncHooks>,
+        ctx: &RequestContext,
+        point: &'static str,
+    ) -> Result<(), SyncPointTimeout> {
         let (Some(hooks), Some(actor)) = (hooks, ctx.actor.as_ref()) else {
             return Ok(());
         };
-        debug_assert!(SYNC_POINTS.contains(&point), "undeclared sync point {point}");
+        debug_assert!(
+            SYNC_POINTS.contains(&point),
+            "undeclared sync point {point}"
+        );
         let arrival = hooks.controller.arrive(SlotKey::new(actor.as_str(), point));
         tokio::time::timeout(hooks.timeout, arrival)
             .await

@@ -35,14 +35,25 @@ pub fn seal_token_set(
         vault.encrypt(token, &binding(field))
     };
     let access_token = seal(&tokens.access_token, TokenField::Access)?;
-    let refresh_token = tokens.refresh_token.as_ref().or(previous_refresh).map(|r| seal(r, TokenField::Refresh)).transpose()?;
+    let refresh_token = tokens
+        .refresh_token
+        .as_ref()
+        .or(previous_refresh)
+        .map(|r| seal(r, TokenField::Refresh))
+        .transpose()?;
     Ok(SealedTokens {
         access_token,
         refresh_token,
         key_id: vault.primary_key_id().to_owned(),
         grant_id: Some(grant),
         expires_at: tokens.expires_at(now),
-        scopes: tokens.scope.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
+        scopes: tokens
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -71,7 +82,9 @@ fn open_tokens_with(
     connection: &LockedConnection,
     decrypt: Decrypt,
 ) -> Result<Option<(SecretString, Option<SecretString>)>, VaultError> {
-    let Some(sealed) = &connection.tokens else { return Ok(None) };
+    let Some(sealed) = &connection.tokens else {
+        return Ok(None);
+    };
     let binding = |field| TokenBinding {
         tenant_id: connection.tenant_id,
         connection_id: connection.id,
@@ -81,11 +94,17 @@ fn open_tokens_with(
     };
     let open = |stored: &[u8], field| -> Result<SecretString, VaultError> {
         if flaws::active(Flaw::PlaintextTokens) {
-            return Ok(SecretString::from(String::from_utf8_lossy(stored).into_owned()));
+            return Ok(SecretString::from(
+                String::from_utf8_lossy(stored).into_owned(),
+            ));
         }
         decrypt(vault, stored, &binding(field))
     };
     let access = open(&sealed.access_token, TokenField::Access)?;
-    let refresh = sealed.refresh_token.as_ref().map(|r| open(r, TokenField::Refresh)).transpose()?;
+    let refresh = sealed
+        .refresh_token
+        .as_ref()
+        .map(|r| open(r, TokenField::Refresh))
+        .transpose()?;
     Ok(Some((access, refresh)))
 }

@@ -117,7 +117,10 @@ impl TokenBinding {
     /// `harbor.token.v<version>\0tenant\0connection\0provider\0field[\0grant]` (at most 162
     /// bytes: "harbor.token.v2" 15, three ids of 36, five separators, `slack`, `refresh_token`).
     fn aad(&self, version: u8) -> Aad {
-        let mut aad = Aad { bytes: [0; 192], len: 0 };
+        let mut aad = Aad {
+            bytes: [0; 192],
+            len: 0,
+        };
         let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
         aad.push(b"harbor.token.v");
         aad.push(&[b'0' + version]);
@@ -172,7 +175,11 @@ impl fmt::Debug for KeyRing {
 }
 
 fn valid_key_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl KeyRing {
@@ -181,23 +188,44 @@ impl KeyRing {
         let mut keys = BTreeMap::new();
         let mut materials: BTreeMap<Vec<u8>, String> = BTreeMap::new();
         let mut first = None;
-        for entry in config.keys.expose_secret().split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id, material) = entry.split_once(':').ok_or_else(|| VaultError::BadKey(String::new(), "expected id:base64"))?;
+        for entry in config
+            .keys
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (id, material) = entry
+                .split_once(':')
+                .ok_or_else(|| VaultError::BadKey(String::new(), "expected id:base64"))?;
             if !valid_key_id(id) {
-                return Err(VaultError::BadKey(id.to_owned(), "ids are 1-32 characters of [A-Za-z0-9_-]"));
+                return Err(VaultError::BadKey(
+                    id.to_owned(),
+                    "ids are 1-32 characters of [A-Za-z0-9_-]",
+                ));
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(material)
                 .map_err(|_| VaultError::BadKey(id.to_owned(), "not base64"))?;
-            let cipher =
-                Aes256Gcm::new_from_slice(&bytes).map_err(|_| VaultError::BadKey(id.to_owned(), "not 32 bytes"))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|_| VaultError::BadKey(id.to_owned(), "not 32 bytes"))?;
             // A placeholder key (all zeros, or any one byte repeated) is as good as none.
             if bytes.windows(2).all(|w| w[0] == w[1]) {
-                return Err(VaultError::BadKey(id.to_owned(), "one byte repeated: not a random key"));
+                return Err(VaultError::BadKey(
+                    id.to_owned(),
+                    "one byte repeated: not a random key",
+                ));
             }
             // Two ids for one key would make a rotation between them a no-op that looks done.
             if let Some(other) = materials.insert(bytes, id.to_owned()) {
-                return Err(VaultError::BadKey(id.to_owned(), if other == id { "configured twice" } else { "the same key material as another id" }));
+                return Err(VaultError::BadKey(
+                    id.to_owned(),
+                    if other == id {
+                        "configured twice"
+                    } else {
+                        "the same key material as another id"
+                    },
+                ));
             }
             if keys.insert(id.to_owned(), cipher).is_some() {
                 return Err(VaultError::BadKey(id.to_owned(), "configured twice"));
@@ -208,7 +236,11 @@ impl KeyRing {
         if !keys.contains_key(&primary) {
             return Err(VaultError::UnknownPrimary(primary));
         }
-        Ok(Self { primary, keys, bind: true })
+        Ok(Self {
+            primary,
+            keys,
+            bind: true,
+        })
     }
 
     /// Seeded flaw `no-aad-binding`: encrypt and decrypt without associated data, so ciphertext
@@ -221,7 +253,10 @@ impl KeyRing {
         if self.bind {
             binding.aad(version)
         } else {
-            Aad { bytes: [0; 192], len: 0 }
+            Aad {
+                bytes: [0; 192],
+                len: 0,
+            }
         }
     }
 
@@ -229,10 +264,16 @@ impl KeyRing {
     pub fn generate(id: &str) -> (Self, TokenKeysConfig) {
         let key = Aes256Gcm::generate_key(OsRng);
         let config = TokenKeysConfig {
-            keys: SecretString::from(format!("{id}:{}", base64::engine::general_purpose::STANDARD.encode(key))),
+            keys: SecretString::from(format!(
+                "{id}:{}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            )),
             primary: Some(id.to_owned()),
         };
-        (Self::from_config(&config).expect("a generated key is valid"), config)
+        (
+            Self::from_config(&config).expect("a generated key is valid"),
+            config,
+        )
     }
 
     /// The id of the key new values are written with.
@@ -241,7 +282,11 @@ impl KeyRing {
     }
 
     /// Encrypts `plaintext` under the primary key, bound to `binding`.
-    pub fn encrypt(&self, plaintext: &SecretString, binding: &TokenBinding) -> Result<Vec<u8>, VaultError> {
+    pub fn encrypt(
+        &self,
+        plaintext: &SecretString,
+        binding: &TokenBinding,
+    ) -> Result<Vec<u8>, VaultError> {
         let cipher = &self.keys[&self.primary];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = self.aad(binding, FORMAT_VERSION);
@@ -263,7 +308,11 @@ impl KeyRing {
 
     /// Decrypts a stored value; fails unless it was encrypted for exactly `binding` (grant
     /// included). Legacy values are refused: they are not bound to a grant.
-    pub fn decrypt(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
+    pub fn decrypt(
+        &self,
+        stored: &[u8],
+        binding: &TokenBinding,
+    ) -> Result<SecretString, VaultError> {
         if stored.first() == Some(&LEGACY_FORMAT_VERSION) {
             return Err(VaultError::Legacy);
         }
@@ -272,9 +321,16 @@ impl KeyRing {
 
     /// Decrypts a current or legacy value: key rotation re-seals legacy values as current ones, and
     /// a revoke gives them back to the provider. Nothing else may use it.
-    pub fn decrypt_any_format(&self, stored: &[u8], binding: &TokenBinding) -> Result<SecretString, VaultError> {
+    pub fn decrypt_any_format(
+        &self,
+        stored: &[u8],
+        binding: &TokenBinding,
+    ) -> Result<SecretString, VaultError> {
         let (version, key_id, nonce, sealed) = split(stored)?;
-        let cipher = self.keys.get(key_id).ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
+        let cipher = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
         let aad = self.aad(binding, version);
         // Decrypted in place into a buffer of exactly the plaintext's size, so the secret string
         // takes it over without another allocation and copy.
@@ -282,7 +338,12 @@ impl KeyRing {
         let mut plain = Vec::with_capacity(ciphertext.len());
         plain.extend_from_slice(ciphertext);
         cipher
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad.as_slice(), &mut plain, aes_gcm::Tag::from_slice(tag))
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad.as_slice(),
+                &mut plain,
+                aes_gcm::Tag::from_slice(tag),
+            )
             .map_err(|_| VaultError::Undecryptable)?;
         let text = String::from_utf8(plain).map_err(|_| VaultError::Malformed)?;
         Ok(SecretString::from(text))
@@ -343,17 +404,30 @@ pub enum RotationError {
     Database(#[from] sqlx::Error),
 }
 
-type RotationRow = (ConnectionId, TenantId, String, Option<uuid::Uuid>, bool, Option<Vec<u8>>, Option<Vec<u8>>);
+type RotationRow = (
+    ConnectionId,
+    TenantId,
+    String,
+    Option<uuid::Uuid>,
+    bool,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
 
 /// Rows to rotate: under an older key, or in the legacy format.
-const NEEDS_ROTATION: &str = "token_key_id IS NOT NULL AND (token_key_id <> $1 OR get_byte(access_token, 0) <> 2)";
+const NEEDS_ROTATION: &str =
+    "token_key_id IS NOT NULL AND (token_key_id <> $1 OR get_byte(access_token, 0) <> 2)";
 
 /// Re-encrypts every connection whose tokens are under an older key or in the legacy format,
 /// `batch_size` rows per transaction, in id order behind a cursor. Needs a pool that can see every
 /// tenant (the owner's, not the service's role). Rows being changed by a request are skipped
 /// (`SKIP LOCKED`) and counted in `remaining`; rows that do not decrypt are skipped and listed in
 /// `skipped` (the run goes on past them).
-pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Result<RotationReport, RotationError> {
+pub async fn rotate_keys(
+    pool: &PgPool,
+    ring: &KeyRing,
+    batch_size: i64,
+) -> Result<RotationReport, RotationError> {
     let mut report = RotationReport::default();
     let mut cursor = ConnectionId(uuid::Uuid::nil());
     loop {
@@ -374,18 +448,35 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
         cursor = last.0;
         let mut rotated = 0;
         for (id, tenant_id, provider, grant_id, legacy, access, refresh) in &rows {
-            let resealed = Provider::parse(provider).map_err(|_| VaultError::Malformed).and_then(|provider| {
-                let reseal = |stored: &Option<Vec<u8>>, field| -> Result<Option<Vec<u8>>, VaultError> {
-                    let Some(stored) = stored else { return Ok(None) };
-                    let binding =
-                        TokenBinding { tenant_id: *tenant_id, connection_id: *id, provider, field, grant_id: *grant_id };
-                    // Format 1 only where it was found at the upgrade (`legacy_tokens`): one written
-                    // into a row since is a replay, not a value to re-seal to the row's grant.
-                    let plain = if *legacy { ring.decrypt_any_format(stored, &binding)? } else { ring.decrypt(stored, &binding)? };
-                    ring.encrypt(&plain, &binding).map(Some)
-                };
-                Ok((reseal(access, TokenField::Access)?, reseal(refresh, TokenField::Refresh)?))
-            });
+            let resealed = Provider::parse(provider)
+                .map_err(|_| VaultError::Malformed)
+                .and_then(|provider| {
+                    let reseal =
+                        |stored: &Option<Vec<u8>>, field| -> Result<Option<Vec<u8>>, VaultError> {
+                            let Some(stored) = stored else {
+                                return Ok(None);
+                            };
+                            let binding = TokenBinding {
+                                tenant_id: *tenant_id,
+                                connection_id: *id,
+                                provider,
+                                field,
+                                grant_id: *grant_id,
+                            };
+                            // Format 1 only where it was found at the upgrade (`legacy_tokens`): one written
+                            // into a row since is a replay, not a value to re-seal to the row's grant.
+                            let plain = if *legacy {
+                                ring.decrypt_any_format(stored, &binding)?
+                            } else {
+                                ring.decrypt(stored, &binding)?
+                            };
+                            ring.encrypt(&plain, &binding).map(Some)
+                        };
+                    Ok((
+                        reseal(access, TokenField::Access)?,
+                        reseal(refresh, TokenField::Refresh)?,
+                    ))
+                });
             let (access, refresh) = match resealed {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -407,10 +498,12 @@ pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> Resu
         report.rotated += rotated;
         report.batches += 1;
     }
-    let left = sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM connections WHERE {NEEDS_ROTATION}"))
-        .bind(ring.primary_key_id())
-        .fetch_one(pool)
-        .await? as u64;
+    let left = sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT count(*) FROM connections WHERE {NEEDS_ROTATION}"
+    ))
+    .bind(ring.primary_key_id())
+    .fetch_one(pool)
+    .await? as u64;
     report.remaining = left.saturating_sub(report.skipped.len() as u64);
     Ok(report)
 }
@@ -439,7 +532,10 @@ mod tests {
         let one = ring.encrypt(&secret, &b).unwrap();
         let two = ring.encrypt(&secret, &b).unwrap();
         assert_ne!(one, two, "a fresh nonce per encryption");
-        assert_eq!(ring.decrypt(&one, &b).unwrap().expose_secret(), "ya29.canary-token");
+        assert_eq!(
+            ring.decrypt(&one, &b).unwrap().expose_secret(),
+            "ya29.canary-token"
+        );
         assert_eq!(key_id_of(&one).unwrap(), "k1");
         assert!(!one.windows(6).any(|w| w == b"canary"));
     }
@@ -450,18 +546,42 @@ mod tests {
         let b = binding();
         let sealed = ring.encrypt(&SecretString::from("t"), &b).unwrap();
         for other in [
-            TokenBinding { tenant_id: TenantId(Uuid::new_v4()), ..b },
-            TokenBinding { connection_id: ConnectionId(Uuid::new_v4()), ..b },
-            TokenBinding { provider: Provider::Slack, ..b },
-            TokenBinding { field: TokenField::Refresh, ..b },
-            TokenBinding { grant_id: Some(Uuid::new_v4()), ..b },
-            TokenBinding { grant_id: None, ..b },
+            TokenBinding {
+                tenant_id: TenantId(Uuid::new_v4()),
+                ..b
+            },
+            TokenBinding {
+                connection_id: ConnectionId(Uuid::new_v4()),
+                ..b
+            },
+            TokenBinding {
+                provider: Provider::Slack,
+                ..b
+            },
+            TokenBinding {
+                field: TokenField::Refresh,
+                ..b
+            },
+            TokenBinding {
+                grant_id: Some(Uuid::new_v4()),
+                ..b
+            },
+            TokenBinding {
+                grant_id: None,
+                ..b
+            },
         ] {
-            assert!(matches!(ring.decrypt(&sealed, &other), Err(VaultError::Undecryptable)));
+            assert!(matches!(
+                ring.decrypt(&sealed, &other),
+                Err(VaultError::Undecryptable)
+            ));
         }
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert!(matches!(ring.decrypt(&tampered, &b), Err(VaultError::Undecryptable)));
+        assert!(matches!(
+            ring.decrypt(&tampered, &b),
+            Err(VaultError::Undecryptable)
+        ));
     }
 
     #[test]
@@ -470,14 +590,23 @@ mod tests {
             keys: SecretString::from(keys.to_owned()),
             primary: primary.map(str::to_owned),
         };
-        assert!(matches!(KeyRing::from_config(&cfg("", None)), Err(VaultError::NoKeys)));
-        assert!(matches!(KeyRing::from_config(&cfg("k1:AAAA", None)), Err(VaultError::BadKey(..))));
+        assert!(matches!(
+            KeyRing::from_config(&cfg("", None)),
+            Err(VaultError::NoKeys)
+        ));
+        assert!(matches!(
+            KeyRing::from_config(&cfg("k1:AAAA", None)),
+            Err(VaultError::BadKey(..))
+        ));
         let (_, good) = KeyRing::generate("old");
         let (_, new) = KeyRing::generate("new");
         let both = format!("{},{}", good.keys.expose_secret(), new.keys.expose_secret());
         let ring = KeyRing::from_config(&cfg(&both, Some("new"))).unwrap();
         assert_eq!(ring.primary_key_id(), "new");
-        assert!(matches!(KeyRing::from_config(&cfg(&both, Some("nope"))), Err(VaultError::UnknownPrimary(_))));
+        assert!(matches!(
+            KeyRing::from_config(&cfg(&both, Some("nope"))),
+            Err(VaultError::UnknownPrimary(_))
+        ));
         assert!(!format!("{ring:?}").contains(&good.keys.expose_secret()[4..]));
     }
 
@@ -486,24 +615,50 @@ mod tests {
     fn associated_data_bytes_are_stable() {
         let b = binding();
         let (t, c, g) = (b.tenant_id.0, b.connection_id.0, b.grant_id.unwrap());
-        assert_eq!(b.associated_data(1), format!("harbor.token.v1\0{t}\0{c}\0gmail\0access_token").into_bytes());
-        assert_eq!(b.associated_data(2), format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0{g}").into_bytes());
-        let none = TokenBinding { grant_id: None, ..b };
-        assert_eq!(none.associated_data(2), format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0no-grant").into_bytes());
+        assert_eq!(
+            b.associated_data(1),
+            format!("harbor.token.v1\0{t}\0{c}\0gmail\0access_token").into_bytes()
+        );
+        assert_eq!(
+            b.associated_data(2),
+            format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0{g}").into_bytes()
+        );
+        let none = TokenBinding {
+            grant_id: None,
+            ..b
+        };
+        assert_eq!(
+            none.associated_data(2),
+            format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0no-grant").into_bytes()
+        );
     }
 
     #[test]
     fn placeholder_and_duplicated_keys_are_refused() {
-        let cfg = |keys: String| TokenKeysConfig { keys: SecretString::from(keys), primary: None };
+        let cfg = |keys: String| TokenKeysConfig {
+            keys: SecretString::from(keys),
+            primary: None,
+        };
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         for byte in [0u8, 0x41, 0xff] {
             let refused = KeyRing::from_config(&cfg(format!("k1:{}", b64(&[byte; 32]))));
-            assert!(matches!(refused, Err(VaultError::BadKey(_, m)) if m.contains("repeated")), "byte {byte:#x}");
+            assert!(
+                matches!(refused, Err(VaultError::BadKey(_, m)) if m.contains("repeated")),
+                "byte {byte:#x}"
+            );
         }
         let (_, one) = KeyRing::generate("a");
-        let material = one.keys.expose_secret().split_once(':').unwrap().1.to_owned();
+        let material = one
+            .keys
+            .expose_secret()
+            .split_once(':')
+            .unwrap()
+            .1
+            .to_owned();
         let refused = KeyRing::from_config(&cfg(format!("a:{material},b:{material}")));
-        assert!(matches!(refused, Err(VaultError::BadKey(id, m)) if id == "b" && m.contains("same key material")));
+        assert!(
+            matches!(refused, Err(VaultError::BadKey(id, m)) if id == "b" && m.contains("same key material"))
+        );
     }
 
     #[test]
@@ -516,9 +671,28 @@ mod tests {
         let id = id.to_owned();
         let cipher = &ring.keys[&id];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let sealed = cipher.encrypt(&nonce, Payload { msg: b"t", aad: &b.associated_data(1) }).unwrap();
-        legacy = [&[LEGACY_FORMAT_VERSION, id.len() as u8][..], id.as_bytes(), &nonce, &sealed].concat();
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: b"t",
+                    aad: &b.associated_data(1),
+                },
+            )
+            .unwrap();
+        legacy = [
+            &[LEGACY_FORMAT_VERSION, id.len() as u8][..],
+            id.as_bytes(),
+            &nonce,
+            &sealed,
+        ]
+        .concat();
         assert!(matches!(ring.decrypt(&legacy, &b), Err(VaultError::Legacy)));
-        assert_eq!(ring.decrypt_any_format(&legacy, &b).unwrap().expose_secret(), "t");
+        assert_eq!(
+            ring.decrypt_any_format(&legacy, &b)
+                .unwrap()
+                .expose_secret(),
+            "t"
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct SlotKey {
 impl SlotKey {
     /// Builds a key from an actor tag and a point name.
     pub fn new(actor: impl Into<String>, point: impl Into<String>) -> Self {
-        Self { actor: actor.into(), point: point.into() }
+        Self {
+            actor: actor.into(),
+            point: point.into(),
+        }
     }
 }
 
@@ -142,7 +145,13 @@ impl SyncPoints {
         if inner.slots.contains_key(&key) {
             return Err(SyncError::AlreadyArmed(key));
         }
-        inner.slots.insert(key, Slot { state: SlotState::Armed, arrival: None });
+        inner.slots.insert(
+            key,
+            Slot {
+                state: SlotState::Armed,
+                arrival: None,
+            },
+        );
         inner.wake_observers();
         Ok(())
     }
@@ -206,13 +215,22 @@ impl SyncPoints {
     /// The service's side: arrive at a point. Resolves at once unless the slot is armed, in which
     /// case the request parks until the harness releases it.
     pub fn arrive(&self, key: SlotKey) -> Arrival {
-        Arrival { controller: self.clone(), key, registered: false, done: false }
+        Arrival {
+            controller: self.clone(),
+            key,
+            registered: false,
+            done: false,
+        }
     }
 
     /// The harness's side: resolves once the slot is in `wanted` state (or, for
     /// `SlotState::Released`, once the slot is gone as well).
     pub fn until(&self, key: SlotKey, wanted: SlotState) -> Until {
-        Until { controller: self.clone(), key, wanted }
+        Until {
+            controller: self.clone(),
+            key,
+            wanted,
+        }
     }
 }
 
@@ -355,7 +373,10 @@ mod tests {
         let mut seen = sp.until(key.clone(), SlotState::Parked);
         assert!(poll_once(&mut seen, &flag).is_ready());
         sp.release(&key).unwrap();
-        assert!(flag.0.load(Ordering::SeqCst), "release wakes the parked request");
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "release wakes the parked request"
+        );
         assert!(poll_once(&mut a, &flag).is_ready());
         assert_eq!(sp.state(&key), None);
         assert_eq!(sp.history(), vec![key]);
@@ -371,13 +392,26 @@ mod tests {
         let mut first = sp.arrive(key.clone());
         assert!(poll_once(&mut first, &first_flag).is_pending());
         let mut second = sp.arrive(key.clone());
-        assert!(poll_once(&mut second, &second_flag).is_ready(), "one arm parks one request");
+        assert!(
+            poll_once(&mut second, &second_flag).is_ready(),
+            "one arm parks one request"
+        );
         drop(second);
-        assert_eq!(sp.state(&key), Some(SlotState::Parked), "the first stays parked");
+        assert_eq!(
+            sp.state(&key),
+            Some(SlotState::Parked),
+            "the first stays parked"
+        );
         sp.release(&key).unwrap();
-        assert!(first_flag.0.load(Ordering::SeqCst), "the release wakes the parked request");
+        assert!(
+            first_flag.0.load(Ordering::SeqCst),
+            "the release wakes the parked request"
+        );
         assert!(poll_once(&mut first, &first_flag).is_ready());
-        assert!(poll_once(&mut first, &first_flag).is_ready(), "a finished arrival stays finished");
+        assert!(
+            poll_once(&mut first, &first_flag).is_ready(),
+            "a finished arrival stays finished"
+        );
         assert_eq!(sp.state(&key), None);
     }
 
@@ -385,10 +419,19 @@ mod tests {
     fn release_without_parked_request_is_refused() {
         let sp = SyncPoints::new();
         let key = SlotKey::new("A", "p");
-        assert!(matches!(sp.release(&key), Err(SyncError::NotParked(_, None))));
+        assert!(matches!(
+            sp.release(&key),
+            Err(SyncError::NotParked(_, None))
+        ));
         sp.arm(key.clone()).unwrap();
-        assert!(matches!(sp.release(&key), Err(SyncError::NotParked(_, Some(SlotState::Armed)))));
-        assert!(matches!(sp.arm(key.clone()), Err(SyncError::AlreadyArmed(_))));
+        assert!(matches!(
+            sp.release(&key),
+            Err(SyncError::NotParked(_, Some(SlotState::Armed)))
+        ));
+        assert!(matches!(
+            sp.arm(key.clone()),
+            Err(SyncError::AlreadyArmed(_))
+        ));
     }
 
     #[test]

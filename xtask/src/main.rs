@@ -48,7 +48,9 @@ fn main() -> ExitCode {
         "proptest" => proptest(),
         "bench" => bench(&rest),
         "fuzz" => fuzz(&rest),
-        "loom" => phase("loom models (sync points, lock protocol)", loom).map(|()| ExitCode::SUCCESS),
+        "loom" => {
+            phase("loom models (sync points, lock protocol)", loom).map(|()| ExitCode::SUCCESS)
+        }
         "serve" => {
             let mut args = vec!["serve".to_owned()];
             args.extend(rest.iter().cloned());
@@ -71,8 +73,13 @@ fn main() -> ExitCode {
 fn root() -> PathBuf {
     // `cargo run` sets the variable at run time too: prefer it, because a binary reused from a
     // shared target directory may have been built in another checkout.
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest.parent().expect("xtask lives in the workspace").to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> String {
@@ -80,7 +87,9 @@ fn cargo() -> String {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// Times one phase and prints it.
@@ -97,7 +106,11 @@ fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn have(binary: &str) -> bool {
@@ -106,13 +119,19 @@ fn have(binary: &str) -> bool {
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// Installs Debian packages when we may; otherwise says exactly what to run.
 fn install(packages: &[&str]) -> Result<()> {
-    let command = format!("apt-get update && apt-get install -y {}", packages.join(" "));
+    let command = format!(
+        "apt-get update && apt-get install -y {}",
+        packages.join(" ")
+    );
     if !(is_root() && have("apt-get")) {
         bail!("missing {}; run as root: {command}", packages.join(", "));
     }
@@ -161,7 +180,11 @@ fn ensure_docker() -> Result<()> {
 
 fn ensure_images() -> Result<()> {
     let run = || -> Result<bool> {
-        Ok(Command::new("bash").arg(root().join("scripts/offline-images.sh")).status().context("running offline-images.sh")?.success())
+        Ok(Command::new("bash")
+            .arg(root().join("scripts/offline-images.sh"))
+            .status()
+            .context("running offline-images.sh")?
+            .success())
     };
     if run()? {
         return Ok(());
@@ -206,7 +229,14 @@ fn ensure_environment() -> Result<()> {
 fn build_certify() -> Result<PathBuf> {
     let ok = Command::new(cargo())
         .current_dir(root())
-        .args(["build", "--quiet", "-p", "harbor-harness", "--bin", "harbor-certify"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "harbor-harness",
+            "--bin",
+            "harbor-certify",
+        ])
         .status()
         .context("running cargo build")?
         .success();
@@ -227,7 +257,9 @@ struct HeldInfra {
 impl Drop for HeldInfra {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -252,7 +284,11 @@ fn hold(certify: &Path, args: &[&str], env: &[(String, String)]) -> Result<HeldI
         .spawn()
         .with_context(|| format!("starting harbor-certify {}", args[0]))?;
     let stdin = child.stdin.take();
-    let mut held = HeldInfra { child, stdin, env: Vec::new() };
+    let mut held = HeldInfra {
+        child,
+        stdin,
+        env: Vec::new(),
+    };
     let started = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(&env_file) {
@@ -263,7 +299,10 @@ fn hold(certify: &Path, args: &[&str], env: &[(String, String)]) -> Result<HeldI
             return Ok(held);
         }
         if let Some(status) = held.child.try_wait()? {
-            bail!("harbor-certify {} exited with {status} before it was ready", args[0]);
+            bail!(
+                "harbor-certify {} exited with {status} before it was ready",
+                args[0]
+            );
         }
         if started.elapsed() > Duration::from_secs(180) {
             bail!("the servers were not ready within 180 s");
@@ -283,8 +322,21 @@ fn loom() -> Result<()> {
         .current_dir(root())
         .env("RUSTFLAGS", "--cfg harbor_loom")
         .env("RUST_BACKTRACE", "0")
-        .env("LOOM_MAX_PREEMPTIONS", std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "3".into()))
-        .args(["test", "--quiet", "--release", "-p", "harbor-syncpoint", "-p", "harbor-protocol-model", "--lib", "--target-dir"])
+        .env(
+            "LOOM_MAX_PREEMPTIONS",
+            std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "3".into()),
+        )
+        .args([
+            "test",
+            "--quiet",
+            "--release",
+            "-p",
+            "harbor-syncpoint",
+            "-p",
+            "harbor-protocol-model",
+            "--lib",
+            "--target-dir",
+        ])
         .arg(target_dir().join("loom"))
         .args(["--", "--nocapture"])
         .stderr(Stdio::piped())
@@ -292,11 +344,20 @@ fn loom() -> Result<()> {
         .context("running cargo test for loom")?;
     let log = String::from_utf8_lossy(&output.stderr);
     // The counterexamples are expected (one per variant): show them, then the summary.
-    for line in log.lines().filter(|l| !l.starts_with("note:") && !l.trim().is_empty()) {
+    for line in log
+        .lines()
+        .filter(|l| !l.starts_with("note:") && !l.trim().is_empty())
+    {
         eprintln!("  {line}");
     }
-    let holds = log.lines().filter(|l| l.trim_start().starts_with("HOLDS")).count();
-    let caught = log.lines().filter(|l| l.trim_start().starts_with("CAUGHT")).count();
+    let holds = log
+        .lines()
+        .filter(|l| l.trim_start().starts_with("HOLDS"))
+        .count();
+    let caught = log
+        .lines()
+        .filter(|l| l.trim_start().starts_with("CAUGHT"))
+        .count();
     eprintln!(
         "xtask: loom: {holds} hardened checks hold, {caught} protocol variants caught, sync-point controller checked, in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -312,14 +373,19 @@ fn test(args: &[String]) -> Result<ExitCode> {
     ensure_environment()?;
     phase("loom models (sync points, lock protocol)", loom)?;
     let certify = phase("build harbor-certify", build_certify)?;
-    let held = phase("provision PostgreSQL and Redis for the run", || hold_infra(&certify))?;
+    let held = phase("provision PostgreSQL and Redis for the run", || {
+        hold_infra(&certify)
+    })?;
     let status = phase("cargo nextest run --workspace", || {
         let mut cmd = Command::new(cargo());
-        cmd.current_dir(root()).args(["nextest", "run", "--workspace"]).args(args);
+        cmd.current_dir(root())
+            .args(["nextest", "run", "--workspace"])
+            .args(args);
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
-        cmd.status().context("running cargo nextest (is cargo-nextest installed?)")
+        cmd.status()
+            .context("running cargo nextest (is cargo-nextest installed?)")
     })?;
     // nextest writes its JUnit file under the target directory, which CI keeps outside the clone
     // (`$HOME/.cache/harbor-target`): copy it to the one artefact folder in the clone.
@@ -331,21 +397,42 @@ fn test(args: &[String]) -> Result<ExitCode> {
     }
     // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
     // build (silent), then each ordering flaw (each must be found).
-    let explored = phase("harbor-certify explore --kill-matrix (every pair of operations, every schedule)", || {
-        let mut cmd = Command::new(cargo());
-        cmd.current_dir(root())
-            .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
-            .args(["explore", "--backend", "external", "--kill-matrix", "--out", "reports/explore"]);
-        for (k, v) in &held.env {
-            cmd.env(k, v);
-        }
-        cmd.env("RUST_LOG", "off");
-        cmd.status().context("running harbor-certify explore")
-    })?;
+    let explored = phase(
+        "harbor-certify explore --kill-matrix (every pair of operations, every schedule)",
+        || {
+            let mut cmd = Command::new(cargo());
+            cmd.current_dir(root())
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "harbor-harness",
+                    "--features",
+                    "flaws",
+                    "--bin",
+                    "harbor-certify",
+                    "--",
+                ])
+                .args([
+                    "explore",
+                    "--backend",
+                    "external",
+                    "--kill-matrix",
+                    "--out",
+                    "reports/explore",
+                ]);
+            for (k, v) in &held.env {
+                cmd.env(k, v);
+            }
+            cmd.env("RUST_LOG", "off");
+            cmd.status().context("running harbor-certify explore")
+        },
+    )?;
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.
     let certified = phase("harbor-certify run (the scenario catalogue)", || {
         let mut cmd = Command::new(&certify);
-        cmd.current_dir(root()).args(["run", "--backend", "external", "--out", "reports"]);
+        cmd.current_dir(root())
+            .args(["run", "--backend", "external", "--out", "reports"]);
         // The report states what exploration established (the phase before this one).
         let explored = root().join("reports/explore/latest/explore.json");
         if explored.exists() {
@@ -360,20 +447,48 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
         let mut cmd = Command::new(cargo());
         cmd.current_dir(root())
-            .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
-            .args(["mutants", "--backend", "external", "--catching-only", "--out", "reports/mutants"]);
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "harbor-harness",
+                "--features",
+                "flaws",
+                "--bin",
+                "harbor-certify",
+                "--",
+            ])
+            .args([
+                "mutants",
+                "--backend",
+                "external",
+                "--catching-only",
+                "--out",
+                "reports/mutants",
+            ]);
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
         cmd.status().context("running harbor-certify mutants")
     })?;
     // Model-based testing: the state machine against the correct build and each flaw it can see.
-    let proptest = phase("harbor-certify proptest --kill-matrix (state machine vs reference model)", || proptest_run(&held.env))?;
+    let proptest = phase(
+        "harbor-certify proptest --kill-matrix (state machine vs reference model)",
+        || proptest_run(&held.env),
+    )?;
     // The goose load test, briefly: the load path works and its invariants hold.
     let load = phase("harbor-load smoke (goose, 20 users, 5 s)", || {
         let mut cmd = Command::new(cargo());
         cmd.current_dir(root())
-            .args(["run", "--quiet", "-p", "harbor-loadtests", "--bin", "harbor-load", "--"])
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "harbor-loadtests",
+                "--bin",
+                "harbor-load",
+                "--",
+            ])
             .args(["-u", "20", "-r", "20", "-t", "5", "--quiet"]);
         for (k, v) in &held.env {
             cmd.env(k, v);
@@ -382,15 +497,31 @@ fn test(args: &[String]) -> Result<ExitCode> {
         cmd.status().context("running harbor-load")
     })?;
     // The API contract: Schemathesis against `harbor-certify serve` on the same servers.
-    let contract = phase("schemathesis (the API contract: owner, anonymous, another tenant)", || schemathesis(&certify, &held.env))?;
+    let contract = phase(
+        "schemathesis (the API contract: owner, anonymous, another tenant)",
+        || schemathesis(&certify, &held.env),
+    )?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
-    for (what, s) in [("the test suite", &status), ("the certification", &certified), ("the mutation run", &mutants), ("the exploration", &explored), ("the state machine", &proptest), ("the load smoke", &load), ("the contract run", &contract)] {
+    for (what, s) in [
+        ("the test suite", &status),
+        ("the certification", &certified),
+        ("the mutation run", &mutants),
+        ("the exploration", &explored),
+        ("the state machine", &proptest),
+        ("the load smoke", &load),
+        ("the contract run", &contract),
+    ] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
         }
     }
-    let worst = [status, certified, mutants, explored, proptest, load, contract].iter().find(|s| !s.success()).map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
+    let worst = [
+        status, certified, mutants, explored, proptest, load, contract,
+    ]
+    .iter()
+    .find(|s| !s.success())
+    .map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 
@@ -401,19 +532,35 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 fn ensure_schemathesis() -> Result<PathBuf> {
     let venv = target_dir().join("schemathesis-venv");
     let bin = venv.join("bin").join("schemathesis");
-    let pinned = SCHEMATHESIS.split_once("==").map(|(_, v)| v).unwrap_or_default();
-    let installed = Command::new(&bin).arg("--version").output().ok().filter(|o| o.status.success());
+    let pinned = SCHEMATHESIS
+        .split_once("==")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
     if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(pinned)) {
         return Ok(bin);
     }
     if !venv.join("bin").join("pip").exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 -m venv")?.success();
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 -m venv")?
+            .success();
         if !ok {
             bail!("python3 -m venv failed; install python3 and python3-venv");
         }
     }
     eprintln!("xtask:   installing {SCHEMATHESIS} (PyPI)");
-    let ok = Command::new(venv.join("bin").join("pip")).args(["install", "-q", SCHEMATHESIS]).status().context("pip install")?.success();
+    let ok = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "-q", SCHEMATHESIS])
+        .status()
+        .context("pip install")?
+        .success();
     if !ok {
         bail!("pip install {SCHEMATHESIS} failed");
     }
@@ -423,15 +570,33 @@ fn ensure_schemathesis() -> Result<PathBuf> {
 /// Three Schemathesis passes over `harbor-certify serve`: the owner's token, no token, and
 /// another tenant's token (which must learn nothing of the demo workspace). JUnit files go to
 /// `reports/schemathesis/`.
-fn schemathesis(certify: &Path, infra_env: &[(String, String)]) -> Result<std::process::ExitStatus> {
+fn schemathesis(
+    certify: &Path,
+    infra_env: &[(String, String)],
+) -> Result<std::process::ExitStatus> {
     let bin = ensure_schemathesis()?;
-    let served = hold(certify, &["serve", "--backend", "external", "--replicas", "1"], infra_env)?;
-    let var = |name: &str| served.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let served = hold(
+        certify,
+        &["serve", "--backend", "external", "--replicas", "1"],
+        infra_env,
+    )?;
+    let var = |name: &str| {
+        served
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let dir = root().join("scripts").join("schemathesis");
     let reports = root().join("reports").join("schemathesis");
     std::fs::create_dir_all(&reports)?;
     let mut worst = None;
-    for (name, token, foreign) in [("owner", var("HARBOR_OWNER_TOKEN"), false), ("anonymous", String::new(), false), ("foreign", var("HARBOR_OTHER_TENANT_TOKEN"), true)] {
+    for (name, token, foreign) in [
+        ("owner", var("HARBOR_OWNER_TOKEN"), false),
+        ("anonymous", String::new(), false),
+        ("foreign", var("HARBOR_OTHER_TENANT_TOKEN"), true),
+    ] {
         let mut cmd = Command::new(&bin);
         cmd.current_dir(&dir)
             .env("PYTHONPATH", &dir)
@@ -439,7 +604,16 @@ fn schemathesis(certify: &Path, infra_env: &[(String, String)]) -> Result<std::p
             .env("HARBOR_WORKSPACE_ID", var("HARBOR_WORKSPACE_ID"))
             .args(["--config-file", "schemathesis.toml", "run"])
             .arg(var("HARBOR_OPENAPI_URL"))
-            .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "150", "--seed", "1"])
+            .args([
+                "--checks",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
+                "--max-examples",
+                "150",
+                "--seed",
+                "1",
+            ])
             .args(["--report", "junit", "--report-junit-path"])
             .arg(reports.join(format!("{name}.junit.xml")));
         if !token.is_empty() {
@@ -463,9 +637,22 @@ fn schemathesis(certify: &Path, infra_env: &[(String, String)]) -> Result<std::p
 fn proptest_run(env: &[(String, String)]) -> Result<std::process::ExitStatus> {
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root())
-        .args(["run", "--quiet", "-p", "harbor-harness", "--features", "flaws", "--bin", "harbor-certify", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "harbor-harness",
+            "--features",
+            "flaws",
+            "--bin",
+            "harbor-certify",
+            "--",
+        ])
         .args(["proptest", "--backend", "external", "--kill-matrix"])
-        .env("PROPTEST_CASES", std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "16".into()))
+        .env(
+            "PROPTEST_CASES",
+            std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "16".into()),
+        )
         .env("RUST_LOG", "off")
         .envs(env.iter().map(|(k, v)| (k, v)));
     cmd.status().context("running harbor-certify proptest")
@@ -480,11 +667,20 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     let quick = args.iter().any(|a| a == "--quick");
     let status = phase("cargo bench -p harbor-benches", || {
         let mut cmd = Command::new(cargo());
-        cmd.current_dir(root()).args(["bench", "-p", "harbor-benches", "--bench", "ceilings", "--"]);
+        cmd.current_dir(root()).args([
+            "bench",
+            "-p",
+            "harbor-benches",
+            "--bench",
+            "ceilings",
+            "--",
+        ]);
         if quick {
             cmd.args(["--warm-up-time", "0.2", "--measurement-time", "0.5"]);
         }
-        cmd.envs(held.env.iter().map(|(k, v)| (k, v))).status().context("running cargo bench")
+        cmd.envs(held.env.iter().map(|(k, v)| (k, v)))
+            .status()
+            .context("running cargo bench")
     })?;
     drop(held);
     let ratios = target_dir().join("criterion").join("harbor-ratios.json");
@@ -493,9 +689,18 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     std::fs::create_dir_all(&out)?;
     let json = std::fs::read_to_string(&ratios).unwrap_or_else(|_| "{}".into());
     let ratios: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-    let machine = format!("{} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH);
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::env::consts::ARCH
+    );
     let report = serde_json::json!({ "schema_version": 1, "kind": "micro", "quick": quick, "machine": machine, "ratios": ratios });
-    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     let mut md = String::from("# Micro-benchmarks: the service beside its raw ceilings\n\nratio = raw time / service time, both measured in this run.\n\n| work | service | raw ceiling | ratio | goal |\n|---|---|---|---|---|\n");
     if let Some(map) = ratios.as_object() {
         for (name, r) in map {
@@ -514,13 +719,22 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     #[cfg(unix)]
     let _ = std::os::unix::fs::symlink(&stamp, &latest);
     eprintln!("xtask: bench report in {}", out.display());
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+    })
 }
 
 /// A UTC timestamp for folder names (no date crate in xtask).
 fn chrono_like_stamp() -> String {
-    let out = Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]).output().ok();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).filter(|s| !s.is_empty()).unwrap_or_else(|| "run".into())
+    let out = Command::new("date")
+        .args(["-u", "+%Y%m%dT%H%M%SZ"])
+        .output()
+        .ok();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "run".into())
 }
 
 /// Only the state machine (`cargo xtask proptest`).
@@ -528,9 +742,15 @@ fn proptest() -> Result<ExitCode> {
     ensure_environment()?;
     let certify = phase("build harbor-certify", build_certify)?;
     let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
-    let status = phase("harbor-certify proptest --kill-matrix", || proptest_run(&held.env))?;
+    let status = phase("harbor-certify proptest --kill-matrix", || {
+        proptest_run(&held.env)
+    })?;
     drop(held);
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+    })
 }
 
 /// Only the contract run: Schemathesis against `harbor-certify serve`.
@@ -538,9 +758,16 @@ fn contract() -> Result<ExitCode> {
     ensure_environment()?;
     let certify = phase("build harbor-certify", build_certify)?;
     let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
-    let status = phase("schemathesis (the API contract: owner, anonymous, another tenant)", || schemathesis(&certify, &held.env))?;
+    let status = phase(
+        "schemathesis (the API contract: owner, anonymous, another tenant)",
+        || schemathesis(&certify, &held.env),
+    )?;
     drop(held);
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+    })
 }
 
 fn load(args: &[String]) -> Result<ExitCode> {
@@ -548,41 +775,83 @@ fn load(args: &[String]) -> Result<ExitCode> {
     let status = phase(&format!("harbor-load {}", args.join(" ")), || {
         Command::new(cargo())
             .current_dir(root())
-            .args(["run", "--quiet", "--release", "-p", "harbor-loadtests", "--bin", "harbor-load", "--"])
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "harbor-loadtests",
+                "--bin",
+                "harbor-load",
+                "--",
+            ])
             .args(args)
             .status()
             .context("running harbor-load")
     })?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+    })
 }
 
 fn certify(args: &[String]) -> Result<ExitCode> {
     ensure_environment()?;
     let certify = phase("build harbor-certify", build_certify)?;
-    let args: Vec<String> = if args.is_empty() { vec!["run".into()] } else { args.to_vec() };
+    let args: Vec<String> = if args.is_empty() {
+        vec!["run".into()]
+    } else {
+        args.to_vec()
+    };
     let status = phase(&format!("harbor-certify {}", args.join(" ")), || {
-        Command::new(&certify).current_dir(root()).args(&args).status().context("running harbor-certify")
+        Command::new(&certify)
+            .current_dir(root())
+            .args(&args)
+            .status()
+            .context("running harbor-certify")
     })?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+    })
 }
 
 /// The cargo-fuzz targets, in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: &[&str] = &["callback_query", "jwt", "sealed_token", "state_record", "providers_file", "scenario_toml"];
+const FUZZ_TARGETS: &[&str] = &[
+    "callback_query",
+    "jwt",
+    "sealed_token",
+    "state_record",
+    "providers_file",
+    "scenario_toml",
+];
 
 /// Every fuzz target for `SECONDS` each; the figures libFuzzer prints at the end go to
 /// `reports/fuzz/<timestamp>/fuzz.json`.
 fn fuzz(args: &[String]) -> Result<ExitCode> {
-    let seconds: u64 = args.first().map(|s| s.parse()).transpose().context("SECONDS is a number")?.unwrap_or(60);
+    let seconds: u64 = args
+        .first()
+        .map(|s| s.parse())
+        .transpose()
+        .context("SECONDS is a number")?
+        .unwrap_or(60);
     // `cargo +nightly` needs rustup's proxy; `cargo xtask` runs under the toolchain's own cargo.
     let nightly_cargo = || {
         let mut cmd = Command::new("rustup");
         cmd.args(["run", "nightly", "cargo"]);
         cmd
     };
-    let have = nightly_cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    let have = nightly_cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !have {
         phase("install cargo-fuzz", || {
-            let status = Command::new(cargo()).args(["install", "cargo-fuzz", "--locked"]).status()?;
+            let status = Command::new(cargo())
+                .args(["install", "cargo-fuzz", "--locked"])
+                .status()?;
             if !status.success() {
                 bail!("cargo install cargo-fuzz failed (it needs the nightly toolchain: rustup toolchain install nightly)");
             }
@@ -591,7 +860,10 @@ fn fuzz(args: &[String]) -> Result<ExitCode> {
     }
     let dir = root().join("fuzz");
     phase("build the fuzz targets (nightly, instrumented)", || {
-        let status = nightly_cargo().current_dir(&dir).args(["fuzz", "build", "-O"]).status()?;
+        let status = nightly_cargo()
+            .current_dir(&dir)
+            .args(["fuzz", "build", "-O"])
+            .status()?;
         if !status.success() {
             bail!("cargo fuzz build failed");
         }
@@ -606,14 +878,36 @@ fn fuzz(args: &[String]) -> Result<ExitCode> {
                 .current_dir(&dir)
                 // New inputs go to the first folder (kept locally, ignored by git); the committed
                 // seeds are only read.
-                .args(["fuzz", "run", target, &format!("run-corpus/{target}"), &format!("corpus/{target}"), "-O", "--"])
-                .args([format!("-max_total_time={seconds}"), "-print_final_stats=1".into(), "-rss_limit_mb=4096".into()])
+                .args([
+                    "fuzz",
+                    "run",
+                    target,
+                    &format!("run-corpus/{target}"),
+                    &format!("corpus/{target}"),
+                    "-O",
+                    "--",
+                ])
+                .args([
+                    format!("-max_total_time={seconds}"),
+                    "-print_final_stats=1".into(),
+                    "-rss_limit_mb=4096".into(),
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .output()?;
             let text = String::from_utf8_lossy(&out.stderr);
-            let stat = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("stat::{name}:")).and_then(|v| v.trim().parse::<u64>().ok()));
-            let coverage = text.lines().rev().find_map(|l| l.split(" cov: ").nth(1)).and_then(|r| r.split_whitespace().next()).and_then(|c| c.parse::<u64>().ok());
+            let stat = |name: &str| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix(&format!("stat::{name}:"))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+            };
+            let coverage = text
+                .lines()
+                .rev()
+                .find_map(|l| l.split(" cov: ").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|c| c.parse::<u64>().ok());
             let row = serde_json::json!({
                 "target": target,
                 "seconds": seconds,
@@ -625,9 +919,28 @@ fn fuzz(args: &[String]) -> Result<ExitCode> {
                 "crashed": !out.status.success(),
             });
             if !out.status.success() {
-                eprintln!("{}", text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+                eprintln!(
+                    "{}",
+                    text.lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
             }
-            eprintln!("xtask:   {target}: {} executions, coverage {} edges{}", row["executions"], row["coverage_edges"], if out.status.success() { "" } else { ", CRASHED (input in fuzz/artifacts/)" });
+            eprintln!(
+                "xtask:   {target}: {} executions, coverage {} edges{}",
+                row["executions"],
+                row["coverage_edges"],
+                if out.status.success() {
+                    ""
+                } else {
+                    ", CRASHED (input in fuzz/artifacts/)"
+                }
+            );
             Ok(row)
         })?;
         if row["crashed"] == true {
@@ -638,7 +951,14 @@ fn fuzz(args: &[String]) -> Result<ExitCode> {
     let stamp = chrono_like_stamp();
     let out = root().join("reports").join("fuzz").join(&stamp);
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("fuzz.json"), serde_json::to_string_pretty(&serde_json::json!({ "targets": rows, "crashes": crashed }))?)?;
+    std::fs::write(
+        out.join("fuzz.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "targets": rows, "crashes": crashed }))?,
+    )?;
     eprintln!("xtask: fuzz report in {}", out.display());
-    Ok(if crashed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if crashed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

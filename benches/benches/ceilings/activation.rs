@@ -22,7 +22,11 @@ async fn fresh(db: &PgPool, n: usize) -> Vec<TenantWorkspace> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        out.push(TenantWorkspace::create(db, &name, true, ConnectionStatus::Connected).await.expect("fixtures"));
+        out.push(
+            TenantWorkspace::create(db, &name, true, ConnectionStatus::Connected)
+                .await
+                .expect("fixtures"),
+        );
     }
     out
 }
@@ -36,13 +40,25 @@ async fn raw_activation(pool: &PgPool, t: &TenantWorkspace) {
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)").bind(key.classid).bind(key.objid).execute(&mut *tx).await.unwrap();
-    let _: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT activated_at FROM workspace_activations WHERE workspace_id = $1")
-        .bind(t.workspace)
-        .fetch_optional(&mut *tx)
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(key.classid)
+        .bind(key.objid)
+        .execute(&mut *tx)
         .await
         .unwrap();
-    let _: Option<bool> = sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1").bind(t.workspace).fetch_optional(&mut *tx).await.unwrap();
+    let _: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT activated_at FROM workspace_activations WHERE workspace_id = $1",
+    )
+    .bind(t.workspace)
+    .fetch_optional(&mut *tx)
+    .await
+    .unwrap();
+    let _: Option<bool> =
+        sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
+            .bind(t.workspace)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
     let _: Option<(String, i64)> = sqlx::query_as("SELECT status, version FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE")
         .bind(t.workspace)
         .fetch_optional(&mut *tx)
@@ -70,16 +86,34 @@ async fn raw_activation(pool: &PgPool, t: &TenantWorkspace) {
 }
 
 /// Runs the pair at every concurrency.
-pub fn activation(c: &mut Criterion, runtime: &tokio::runtime::Runtime, infra: &harbor_harness::provision::Infra) {
-    let options = ServiceOptions { replicas: 1, sync_points: false, database_max_connections: 60, ..ServiceOptions::default() };
-    let sut = runtime.block_on(ServiceUnderTest::start(infra, options)).expect("the service starts");
+pub fn activation(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    infra: &harbor_harness::provision::Infra,
+) {
+    let options = ServiceOptions {
+        replicas: 1,
+        sync_points: false,
+        database_max_connections: 60,
+        ..ServiceOptions::default()
+    };
+    let sut = runtime
+        .block_on(ServiceUnderTest::start(infra, options))
+        .expect("the service starts");
     // The raw side logs in as the service does (its role, row-level security on), with a pool of
     // the same size.
     let raw = runtime
-        .block_on(sqlx::postgres::PgPoolOptions::new().max_connections(60).connect(&sut.env.request_database_url))
+        .block_on(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(60)
+                .connect(&sut.env.request_database_url),
+        )
         .expect("the request role connects");
     let mut group = c.benchmark_group("activation");
-    group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
     for n in CONCURRENCY {
         // `iter_custom`: each iteration makes its workspaces first, and only the activations are
         // timed.
@@ -92,11 +126,20 @@ pub fn activation(c: &mut Criterion, runtime: &tokio::runtime::Runtime, infra: &
                         let workspaces = fresh(&sut.db, n).await;
                         let calls = workspaces.iter().map(|t| {
                             let bearer = sut.tokens.token(t.owner.0, TokenKind::Valid);
-                            sut.client.request(reqwest::Method::POST, harbor_harness::client::paths::activation(t.workspace)).bearer(Some(bearer)).send()
+                            sut.client
+                                .request(
+                                    reqwest::Method::POST,
+                                    harbor_harness::client::paths::activation(t.workspace),
+                                )
+                                .bearer(Some(bearer))
+                                .send()
                         });
                         let started = Instant::now();
                         for answer in futures::future::join_all(calls).await {
-                            assert!(answer.expect("answers").status.is_success(), "activation failed");
+                            assert!(
+                                answer.expect("answers").status.is_success(),
+                                "activation failed"
+                            );
                         }
                         timed += started.elapsed();
                     }
@@ -112,7 +155,10 @@ pub fn activation(c: &mut Criterion, runtime: &tokio::runtime::Runtime, infra: &
                     for _ in 0..iters {
                         let workspaces = fresh(&sut.db, n).await;
                         let started = Instant::now();
-                        futures::future::join_all(workspaces.iter().map(|t| raw_activation(raw, t))).await;
+                        futures::future::join_all(
+                            workspaces.iter().map(|t| raw_activation(raw, t)),
+                        )
+                        .await;
                         timed += started.elapsed();
                     }
                     timed

@@ -77,11 +77,28 @@ pub struct ExploreArgs {
 }
 
 fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
-    let ops: Vec<Operation> = if args.ops.is_empty() { Operation::ALL.to_vec() } else { args.ops.clone() };
-    let mut sets = if args.pairs || args.ops.is_empty() { explore::pairs(&ops) } else { vec![ops] };
+    let ops: Vec<Operation> = if args.ops.is_empty() {
+        Operation::ALL.to_vec()
+    } else {
+        args.ops.clone()
+    };
+    let mut sets = if args.pairs || args.ops.is_empty() {
+        explore::pairs(&ops)
+    } else {
+        vec![ops]
+    };
     if let Some(shard) = &args.shard {
-        let (k, n) = shard.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?))).filter(|(k, n)| *k >= 1 && k <= n).ok_or_else(|| format!("--shard {shard}: expected K/N with 1 ≤ K ≤ N"))?;
-        sets = sets.into_iter().enumerate().filter(|(i, _)| i % n == k - 1).map(|(_, s)| s).collect();
+        let (k, n) = shard
+            .split_once('/')
+            .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+            .filter(|(k, n)| *k >= 1 && k <= n)
+            .ok_or_else(|| format!("--shard {shard}: expected K/N with 1 ≤ K ≤ N"))?;
+        sets = sets
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == k - 1)
+            .map(|(_, s)| s)
+            .collect();
     }
     if sets.iter().any(|s| s.len() > 4) {
         return Err("at most four operations per set (a set's schedules grow factorially)".into());
@@ -102,8 +119,17 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let seed = args.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
-    let mode = if args.random { Mode::Random { seed, depth: args.depth.max(1) } } else { Mode::Systematic };
+    let seed = args
+        .seed
+        .unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let mode = if args.random {
+        Mode::Random {
+            seed,
+            depth: args.depth.max(1),
+        }
+    } else {
+        Mode::Systematic
+    };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let dir = args.out.join(&stamp);
     let options = Options {
@@ -124,11 +150,17 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         eprintln!("harbor-certify: explore: PCT schedules from seed {seed} (depth {depth}); --seed {seed} replays them");
     }
     if options.sets.is_empty() {
-        eprintln!("harbor-certify: the selection (--ops/--pairs/--shard) has no operation set to explore");
+        eprintln!(
+            "harbor-certify: the selection (--ops/--pairs/--shard) has no operation set to explore"
+        );
         infra.shutdown().await;
         return ExitCode::from(CANNOT_RUN);
     }
-    let code = if args.kill_matrix { kill_matrix(&infra, options, &dir).await } else { once(&infra, &options, &dir, args.allow_incomplete).await };
+    let code = if args.kill_matrix {
+        kill_matrix(&infra, options, &dir).await
+    } else {
+        once(&infra, &options, &dir, args.allow_incomplete).await
+    };
     infra.shutdown().await;
     let latest = args.out.join("latest");
     let _ = std::fs::remove_file(&latest);
@@ -137,7 +169,11 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
     code
 }
 
-async fn run_reported(infra: &crate::provision::Infra, options: &Options, label: &str) -> Result<ExploreReport, String> {
+async fn run_reported(
+    infra: &crate::provision::Infra,
+    options: &Options,
+    label: &str,
+) -> Result<ExploreReport, String> {
     let bar = progress_bar(options.sets.len() as u64);
     let started = Instant::now();
     let mut last_set = usize::MAX;
@@ -148,7 +184,10 @@ async fn run_reported(infra: &crate::provision::Infra, options: &Options, label:
             last_set = set;
             bar.inc(u64::from(set > 0));
         }
-        bar.set_message(format!("{label}: {total} schedules, {:.1}/s", total as f64 / started.elapsed().as_secs_f64().max(1e-9)));
+        bar.set_message(format!(
+            "{label}: {total} schedules, {:.1}/s",
+            total as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
     })
     .await;
     bar.finish_and_clear();
@@ -166,7 +205,11 @@ fn print_summary(label: &str, report: &ExploreReport) {
         report.duration_ms / 1000.0,
         report.schedules_per_s
     );
-    let mean: Vec<String> = report.mean_ms.iter().map(|(k, v)| format!("{k} {v:.1} ms")).collect();
+    let mean: Vec<String> = report
+        .mean_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1} ms"))
+        .collect();
     println!("  per schedule: {}", mean.join(", "));
     for s in &report.sets {
         let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
@@ -177,14 +220,38 @@ fn print_summary(label: &str, report: &ExploreReport) {
             s.explored,
             if s.complete { " (all)" } else { "      " },
             s.outcomes.len(),
-            if s.anomalies.is_empty() { String::new() } else { format!("  VIOLATION: {}", s.anomalies.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")) }
+            if s.anomalies.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  VIOLATION: {}",
+                    s.anomalies
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         );
     }
     for v in &report.violations {
-        println!("  {} after {} schedule(s): {}", v.anomaly.as_str(), v.found_after, v.detail);
-        println!("    schedule {:?}{}", v.schedule, v.seed.map(|s| format!(", seed {s}")).unwrap_or_default());
+        println!(
+            "  {} after {} schedule(s): {}",
+            v.anomaly.as_str(),
+            v.found_after,
+            v.detail
+        );
+        println!(
+            "    schedule {:?}{}",
+            v.schedule,
+            v.seed.map(|s| format!(", seed {s}")).unwrap_or_default()
+        );
         if let Some(f) = &v.saved_file {
-            println!("    saved as {f} (reproduces: {}, passes on the correct build: {})", yes_no(v.reproduces), yes_no(v.passes_on_correct_build));
+            println!(
+                "    saved as {f} (reproduces: {}, passes on the correct build: {})",
+                yes_no(v.reproduces),
+                yes_no(v.passes_on_correct_build)
+            );
         }
     }
 }
@@ -200,8 +267,17 @@ fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Re
     std::fs::write(dir.join(name), json).map_err(|e| format!("{}: {e}", dir.join(name).display()))
 }
 
-async fn once(infra: &crate::provision::Infra, options: &Options, dir: &std::path::Path, allow_incomplete: bool) -> ExitCode {
-    let label = if options.flaws.is_empty() { "explore".to_owned() } else { format!("explore ({})", options.flaws.names().join(", ")) };
+async fn once(
+    infra: &crate::provision::Infra,
+    options: &Options,
+    dir: &std::path::Path,
+    allow_incomplete: bool,
+) -> ExitCode {
+    let label = if options.flaws.is_empty() {
+        "explore".to_owned()
+    } else {
+        format!("explore ({})", options.flaws.names().join(", "))
+    };
     let mut report = match run_reported(infra, options, &label).await {
         Ok(r) => r,
         Err(e) => {
@@ -221,10 +297,24 @@ async fn once(infra: &crate::provision::Infra, options: &Options, dir: &std::pat
         .sets
         .iter()
         .filter(|s| options.mode == Mode::Systematic && !s.complete && s.anomalies.is_empty())
-        .map(|s| s.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "))
+        .map(|s| {
+            s.operations
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        })
         .collect();
     if !incomplete.is_empty() {
-        println!("INCOMPLETE: not every schedule of {} ran{}", incomplete.join("; "), if allow_incomplete { " (allowed by --allow-incomplete)" } else { "" });
+        println!(
+            "INCOMPLETE: not every schedule of {} ran{}",
+            incomplete.join("; "),
+            if allow_incomplete {
+                " (allowed by --allow-incomplete)"
+            } else {
+                ""
+            }
+        );
     }
     if !report.violations.is_empty() || (!incomplete.is_empty() && !allow_incomplete) {
         ExitCode::from(NOT_CERTIFIED)
@@ -247,7 +337,11 @@ struct KillRow {
     passes_on_correct_build: Option<bool>,
 }
 
-async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &std::path::Path) -> ExitCode {
+async fn kill_matrix(
+    infra: &crate::provision::Infra,
+    options: Options,
+    dir: &std::path::Path,
+) -> ExitCode {
     let started = Instant::now();
     let correct = match run_reported(infra, &options, "correct build").await {
         Ok(r) => r,
@@ -280,22 +374,40 @@ async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &st
             passes_on_correct_build: None,
         };
         for set in &options.sets {
-            let one = Options { sets: vec![set.clone()], flaws: flaws.clone(), save_dir: Some(dir.join("found").join(flaw.name())), ..options.clone() };
+            let one = Options {
+                sets: vec![set.clone()],
+                flaws: flaws.clone(),
+                save_dir: Some(dir.join("found").join(flaw.name())),
+                ..options.clone()
+            };
             let mut report = match explore::explore(infra, &one, |_, _| {}).await {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("harbor-certify: explore ({}) could not run: {e}", flaw.name());
+                    eprintln!(
+                        "harbor-certify: explore ({}) could not run: {e}",
+                        flaw.name()
+                    );
                     return ExitCode::from(CANNOT_RUN);
                 }
             };
             // Only an anomaly about the service's behaviour counts: a hang (a settle that timed out
             // on a loaded machine) or a 5xx alone may be the harness's own trouble.
-            let semantic = |a: &crate::explore::oracle::Anomaly| !matches!(a, crate::explore::oracle::Anomaly::Hang | crate::explore::oracle::Anomaly::ServerError);
+            let semantic = |a: &crate::explore::oracle::Anomaly| {
+                !matches!(
+                    a,
+                    crate::explore::oracle::Anomaly::Hang
+                        | crate::explore::oracle::Anomaly::ServerError
+                )
+            };
             explore::check_saved(infra, &mut report, &one.flaws).await;
             if let Some(v) = report.violations.iter().find(|v| semantic(&v.anomaly)) {
                 row.caught = true;
                 row.found_after = Some(row.schedules + v.found_after);
-                row.anomalies = report.violations.iter().map(|v| v.anomaly.as_str().to_owned()).collect();
+                row.anomalies = report
+                    .violations
+                    .iter()
+                    .map(|v| v.anomaly.as_str().to_owned())
+                    .collect();
                 row.set = Some(set.clone());
                 row.saved_file = v.saved_file.clone();
                 row.reproduces = v.reproduces;
@@ -311,10 +423,22 @@ async fn kill_matrix(infra: &crate::provision::Infra, options: Options, dir: &st
             row.flaw,
             if row.caught { "KILLED" } else { "SURVIVED" },
             row.found_after.unwrap_or(row.schedules),
-            row.set.as_ref().map(|s| format!(" on {}: {}", s.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "), row.anomalies.join(", "))).unwrap_or_default()
+            row.set
+                .as_ref()
+                .map(|s| format!(
+                    " on {}: {}",
+                    s.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" + "),
+                    row.anomalies.join(", ")
+                ))
+                .unwrap_or_default()
         );
         if row.saved_file.is_some() {
-            println!("{:<26} saved file reproduces: {}, passes on the correct build: {}", "", yes_no(row.reproduces), yes_no(row.passes_on_correct_build));
+            println!(
+                "{:<26} saved file reproduces: {}, passes on the correct build: {}",
+                "",
+                yes_no(row.reproduces),
+                yes_no(row.passes_on_correct_build)
+            );
         }
         rows.push(row);
     }

@@ -45,11 +45,19 @@ pub struct TokenArgs {
 pub fn verify(args: VerifyArgs) -> ExitCode {
     match report::sign::verify(&args.dir, args.public_key.as_deref()) {
         Ok(v) => {
-            println!("{}: {} file(s) match SHA256SUMS", args.dir.display(), v.files);
+            println!(
+                "{}: {} file(s) match SHA256SUMS",
+                args.dir.display(),
+                v.files
+            );
             match v.signed_by {
                 Some(k) => println!(
                     "signature valid, key {k}{}",
-                    if args.public_key.is_none() { " (the folder's own key: pass --public-key to check who signed)" } else { "" }
+                    if args.public_key.is_none() {
+                        " (the folder's own key: pass --public-key to check who signed)"
+                    } else {
+                        ""
+                    }
                 ),
                 None => println!("not signed"),
             }

@@ -23,9 +23,18 @@ pub struct MergeArgs {
 pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
     for (i, shard) in shards.iter().enumerate() {
         if shard.get("correct_build").is_some() {
-            return Err(format!("shard {} is a kill matrix's report, not one exploration's", i + 1));
+            return Err(format!(
+                "shard {} is a kill matrix's report, not one exploration's",
+                i + 1
+            ));
         }
-        for key in ["schema_version", "sets", "violations", "schedules_explored", "schedules_per_s"] {
+        for key in [
+            "schema_version",
+            "sets",
+            "violations",
+            "schedules_explored",
+            "schedules_per_s",
+        ] {
             if shard.get(key).is_none() {
                 return Err(format!("shard {} is not an explore.json (no {key})", i + 1));
             }
@@ -33,22 +42,43 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
     }
     let mut merged = shards.first().cloned().ok_or("nothing to merge")?;
     for (i, shard) in shards.iter().enumerate().skip(1) {
-        if shard["schema_version"] != merged["schema_version"] || shard["mode"] != merged["mode"] || shard["flaws"] != merged["flaws"] {
-            return Err(format!("shard {} is another exploration (schema, mode or flaws differ)", i + 1));
+        if shard["schema_version"] != merged["schema_version"]
+            || shard["mode"] != merged["mode"]
+            || shard["flaws"] != merged["flaws"]
+        {
+            return Err(format!(
+                "shard {} is another exploration (schema, mode or flaws differ)",
+                i + 1
+            ));
         }
         for key in ["operations", "violations", "sets"] {
             let more = shard[key].as_array().cloned().unwrap_or_default();
-            merged[key].as_array_mut().ok_or(format!("shard 1 has no {key}"))?.extend(more);
+            merged[key]
+                .as_array_mut()
+                .ok_or(format!("shard 1 has no {key}"))?
+                .extend(more);
         }
         for key in ["schedules_total", "schedules_explored", "schedules_pruned"] {
-            merged[key] = Value::from(merged[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0));
+            merged[key] =
+                Value::from(merged[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0));
         }
         // Shards run side by side: the merged wall time is the longest shard's.
-        let longest = merged["duration_ms"].as_f64().unwrap_or(0.0).max(shard["duration_ms"].as_f64().unwrap_or(0.0));
+        let longest = merged["duration_ms"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .max(shard["duration_ms"].as_f64().unwrap_or(0.0));
         merged["duration_ms"] = Value::from(longest);
     }
     let explored = merged["schedules_explored"].as_f64().unwrap_or(0.0);
-    let rates: Vec<f64> = shards.iter().filter_map(|s| Some(s["schedules_explored"].as_f64()? / s["schedules_per_s"].as_f64().filter(|r| *r > 0.0)?)).collect();
+    let rates: Vec<f64> = shards
+        .iter()
+        .filter_map(|s| {
+            Some(
+                s["schedules_explored"].as_f64()?
+                    / s["schedules_per_s"].as_f64().filter(|r| *r > 0.0)?,
+            )
+        })
+        .collect();
     merged["schedules_per_s"] = Value::from(explored / rates.iter().sum::<f64>().max(1e-9));
     Ok(merged)
 }
@@ -57,7 +87,10 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
 pub fn merge(args: MergeArgs) -> ExitCode {
     let mut shards = Vec::new();
     for path in &args.shards {
-        match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+        match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+        {
             Ok(v) => shards.push(v),
             Err(e) => {
                 eprintln!("harbor-certify: {}: {e}", path.display());
@@ -72,7 +105,10 @@ pub fn merge(args: MergeArgs) -> ExitCode {
             return ExitCode::from(CANNOT_RUN);
         }
     };
-    if let Err(e) = std::fs::write(&args.out, serde_json::to_string_pretty(&merged).unwrap_or_default()) {
+    if let Err(e) = std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&merged).unwrap_or_default(),
+    ) {
         eprintln!("harbor-certify: {}: {e}", args.out.display());
         return ExitCode::from(CANNOT_RUN);
     }
@@ -104,15 +140,25 @@ mod tests {
                     "violations": v, "schedules_total": n, "schedules_explored": n, "schedules_pruned": 0,
                     "duration_ms": 1000.0 * n as f64, "schedules_per_s": 10.0 })
         };
-        let merged = merge_reports(&[shard(10, json!([])), shard(20, json!([{ "anomaly": "hang" }]))]).unwrap();
+        let merged = merge_reports(&[
+            shard(10, json!([])),
+            shard(20, json!([{ "anomaly": "hang" }])),
+        ])
+        .unwrap();
         assert_eq!(merged["schedules_explored"], 30);
         assert_eq!(merged["sets"].as_array().unwrap().len(), 2);
         assert_eq!(merged["violations"].as_array().unwrap().len(), 1);
         assert_eq!(merged["duration_ms"], 20000.0);
         let mut other = shard(1, json!([]));
         other["flaws"] = json!(["no-row-lock"]);
-        assert!(merge_reports(&[shard(1, json!([])), other]).is_err(), "another exploration");
+        assert!(
+            merge_reports(&[shard(1, json!([])), other]).is_err(),
+            "another exploration"
+        );
         assert!(merge_reports(&[json!({})]).is_err(), "not an explore.json");
-        assert!(merge_reports(&[json!({ "correct_build": {} })]).is_err(), "a kill matrix");
+        assert!(
+            merge_reports(&[json!({ "correct_build": {} })]).is_err(),
+            "a kill matrix"
+        );
     }
 }

@@ -37,7 +37,11 @@ pub const CANNOT_RUN: u8 = 2;
 
 /// The command line.
 #[derive(Parser)]
-#[command(name = "harbor-certify", version, about = "Certify a concurrent, multi-tenant service against real PostgreSQL and Redis")]
+#[command(
+    name = "harbor-certify",
+    version,
+    about = "Certify a concurrent, multi-tenant service against real PostgreSQL and Redis"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -113,14 +117,20 @@ pub enum Command {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run(cli.run));
-    if matches!(command, Command::Run(_) | Command::Mutants(_) | Command::Replay(_)) {
+    if matches!(
+        command,
+        Command::Run(_) | Command::Mutants(_) | Command::Replay(_)
+    ) {
         // The run searches the service's logs for leaked secrets: capture them.
         if let Some(capture) = LogCapture::install() {
             LOGS.set(capture).ok();
         }
     } else {
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
             .with_writer(std::io::stderr)
             .init();
     }
@@ -147,7 +157,10 @@ pub static LOGS: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
 /// Loads and checks every scenario file under `dir`, or explains why not.
 pub fn load(dir: &Path) -> Result<Vec<LoadedScenario>, ExitCode> {
     let files = load::scenario_files(dir).map_err(|e| {
-        eprintln!("harbor-certify: cannot read the scenario directory {}: {e}", dir.display());
+        eprintln!(
+            "harbor-certify: cannot read the scenario directory {}: {e}",
+            dir.display()
+        );
         ExitCode::from(CANNOT_RUN)
     })?;
     if files.is_empty() {
@@ -158,7 +171,10 @@ pub fn load(dir: &Path) -> Result<Vec<LoadedScenario>, ExitCode> {
         for e in &errors {
             eprintln!("harbor-certify: {e}");
         }
-        eprintln!("harbor-certify: {} scenario file(s) rejected; nothing was run", errors.len());
+        eprintln!(
+            "harbor-certify: {} scenario file(s) rejected; nothing was run",
+            errors.len()
+        );
         ExitCode::from(CANNOT_RUN)
     })
 }
@@ -170,7 +186,10 @@ pub fn parse_flaws(names: &[String]) -> Result<harbor_service::flaws::Flaws, Exi
     for name in names {
         let Some(f) = Flaw::parse(name) else {
             let all: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
-            eprintln!("harbor-certify: unknown flaw {name:?}; the flaws are {}", all.join(", "));
+            eprintln!(
+                "harbor-certify: unknown flaw {name:?}; the flaws are {}",
+                all.join(", ")
+            );
             return Err(ExitCode::from(CANNOT_RUN));
         };
         wanted.push(f);
@@ -187,7 +206,10 @@ pub fn environment_of(infra: &Infra, flaws: &[&str]) -> report::Environment {
     environment.backend = infra.kind.to_string();
     environment.postgres_version = infra.postgres_version.clone();
     environment.redis_version = infra.redis_version.clone();
-    environment.images = infra.images.as_ref().map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
+    environment.images = infra
+        .images
+        .as_ref()
+        .map(|i| vec![i.postgres.to_string(), i.redis.to_string()]);
     environment.flaws = flaws.iter().map(|f| f.to_string()).collect();
     environment
 }
@@ -199,7 +221,10 @@ pub fn progress_bar(len: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("a valid template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+            .expect("a valid template"),
+    );
     bar
 }
 

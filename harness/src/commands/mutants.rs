@@ -10,7 +10,6 @@ use crate::scenario;
 use crate::scenario::format::Severity;
 use crate::scenario::run::ScenarioRunner;
 
-
 /// What `mutants` runs.
 #[derive(clap::Args, Clone, Debug)]
 pub struct MutantsArgs {
@@ -29,7 +28,6 @@ pub struct MutantsArgs {
     pub catalogue: CatalogueArgs,
 }
 
-
 /// Runs the kill matrix and writes the report with it.
 pub async fn mutants(args: MutantsArgs) -> ExitCode {
     use harbor_service::flaws::{self, Flaw};
@@ -45,7 +43,10 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
             Some(f) => chosen.push(f),
             None => {
                 let all: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
-                eprintln!("harbor-certify: unknown flaw {name:?}; the flaws are {}", all.join(", "));
+                eprintln!(
+                    "harbor-certify: unknown flaw {name:?}; the flaws are {}",
+                    all.join(", ")
+                );
                 return ExitCode::from(super::CANNOT_RUN);
             }
         }
@@ -59,7 +60,13 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         Ok(all) => all,
         Err(code) => return code,
     };
-    let signing_key = match args.catalogue.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+    let signing_key = match args
+        .catalogue
+        .signing_key
+        .as_deref()
+        .map(report::sign::SigningKey::from_pkcs8_file)
+        .transpose()
+    {
         Ok(k) => k,
         Err(e) => {
             eprintln!("harbor-certify: signing key: {e}");
@@ -79,33 +86,93 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         infra.kind
     );
     let runner = ScenarioRunner::new(&infra, LOGS.get().cloned());
-    let (baseline, matrix) = crate::mutants::run(runner, &all, &chosen, args.jobs, args.catching_only, |label, results| {
-        let failed: Vec<&str> = results.iter().filter(|r| r.verdict != scenario::Verdict::Passed).map(|r| r.id.as_str()).collect();
-        println!("{label:<26} {} of {} scenarios failed{}", failed.len(), results.len(), if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) });
-    })
+    let (baseline, matrix) = crate::mutants::run(
+        runner,
+        &all,
+        &chosen,
+        args.jobs,
+        args.catching_only,
+        |label, results| {
+            let failed: Vec<&str> = results
+                .iter()
+                .filter(|r| r.verdict != scenario::Verdict::Passed)
+                .map(|r| r.id.as_str())
+                .collect();
+            println!(
+                "{label:<26} {} of {} scenarios failed{}",
+                failed.len(),
+                results.len(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", failed.join(", "))
+                }
+            );
+        },
+    )
     .await;
     let environment = environment_of(&infra, &[]);
     infra.shutdown().await;
     println!("\nkill matrix ({:.0} s):", matrix.duration_ms / 1000.0);
     println!("{:<26} {:<17} caught by (expected: …)", "flaw", "status");
     for row in &matrix.flaws {
-        println!("{:<26} {:<17} {} (expected: {})", row.flaw, row.status.as_str(), row.caught_by.join(", "), row.expected.join(", "));
+        println!(
+            "{:<26} {:<17} {} (expected: {})",
+            row.flaw,
+            row.status.as_str(),
+            row.caught_by.join(", "),
+            row.expected.join(", ")
+        );
         for id in row.expected.iter().filter(|id| row.caught_by.contains(id)) {
-            println!("{:<44} {id}: {}", "", row.evidence.get(id).map(String::as_str).unwrap_or(""));
+            println!(
+                "{:<44} {id}: {}",
+                "",
+                row.evidence.get(id).map(String::as_str).unwrap_or("")
+            );
         }
     }
     println!("correct build: {}", matrix.correct_build);
     for s in &matrix.survivors {
-        let row = matrix.flaws.iter().find(|r| &r.flaw == s).expect("a survivor has a row");
-        println!("SURVIVOR: {s} — should have been caught by {}", if row.expected.is_empty() { "a scenario naming it in `catches` (none does)".to_owned() } else { row.expected.join(", ") });
+        let row = matrix
+            .flaws
+            .iter()
+            .find(|r| &r.flaw == s)
+            .expect("a survivor has a row");
+        println!(
+            "SURVIVOR: {s} — should have been caught by {}",
+            if row.expected.is_empty() {
+                "a scenario naming it in `catches` (none does)".to_owned()
+            } else {
+                row.expected.join(", ")
+            }
+        );
     }
-    let mut report = Report::new(started_at, environment, baseline, 1, Severity::Low, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    let mut report = Report::new(
+        started_at,
+        environment,
+        baseline,
+        1,
+        Severity::Low,
+        started.elapsed().as_secs_f64() * 1000.0,
+        provision_ms,
+    );
     report.mutants = serde_json::to_value(&matrix).ok();
     let mutants_json = serde_json::to_string_pretty(&matrix).unwrap_or_default();
-    match report::write_run(&args.catalogue.out, &report, &[("mutants.json", mutants_json)], signing_key.as_ref()) {
-        Ok(dir) => println!("report: {} (mutants.json and a kill-matrix section in report.md/html)", dir.display()),
+    match report::write_run(
+        &args.catalogue.out,
+        &report,
+        &[("mutants.json", mutants_json)],
+        signing_key.as_ref(),
+    ) {
+        Ok(dir) => println!(
+            "report: {} (mutants.json and a kill-matrix section in report.md/html)",
+            dir.display()
+        ),
         Err(e) => {
-            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.catalogue.out.display());
+            eprintln!(
+                "harbor-certify: cannot write the report under {}: {e}",
+                args.catalogue.out.display()
+            );
             return ExitCode::from(super::CANNOT_RUN);
         }
     }
@@ -113,7 +180,11 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         println!("MUTANTS: every seeded flaw was caught by the scenario that names it");
         ExitCode::SUCCESS
     } else {
-        println!("MUTANTS: NOT PROVEN ({} survivor(s), correct build {})", matrix.survivors.len(), matrix.correct_build);
+        println!(
+            "MUTANTS: NOT PROVEN ({} survivor(s), correct build {})",
+            matrix.survivors.len(),
+            matrix.correct_build
+        );
         ExitCode::from(super::NOT_CERTIFIED)
     }
 }

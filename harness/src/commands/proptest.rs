@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use super::{parse_flaws, provision_or_explain};
 use crate::provision::BackendChoice;
 
-
 /// How the state machine runs.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProptestArgs {
@@ -30,7 +29,6 @@ pub struct ProptestArgs {
     pub kill_matrix: bool,
 }
 
-
 /// Runs the state machine (and its kill matrix).
 pub async fn proptest(args: ProptestArgs) -> ExitCode {
     use crate::statemachine::{self, Options};
@@ -42,15 +40,30 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
         Ok(i) => i,
         Err(code) => return code,
     };
-    let persistence = flaws.is_empty().then(|| PathBuf::from(statemachine::REGRESSIONS));
-    let options = Options { cases: args.cases, max_ops: args.max_ops, flaws, seed: args.seed, persistence, max_shrink_iters: 256 };
+    let persistence = flaws
+        .is_empty()
+        .then(|| PathBuf::from(statemachine::REGRESSIONS));
+    let options = Options {
+        cases: args.cases,
+        max_ops: args.max_ops,
+        flaws,
+        seed: args.seed,
+        persistence,
+        max_shrink_iters: 256,
+    };
     let (report, ok) = if args.kill_matrix {
         statemachine::kill_matrix(&infra, &options)
     } else {
         let outcome = statemachine::run(&infra, &options);
         let mut report = statemachine::describe("state machine", &outcome);
-        if let Some(path) = statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome) {
-            report.push_str(&format!("\n  saved as {} ({})", path.display(), statemachine::replay_command(&path, None)));
+        if let Some(path) =
+            statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome)
+        {
+            report.push_str(&format!(
+                "\n  saved as {} ({})",
+                path.display(),
+                statemachine::replay_command(&path, None)
+            ));
         }
         (report, outcome.failure.is_none())
     };

@@ -35,19 +35,38 @@ pub struct ReplayArgs {
 fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), String> {
     let is_toml = args.record.extension().is_some_and(|e| e == "toml");
     if is_toml {
-        return Ok((load::load_file(&args.record).map_err(|e| e.to_string())?, None));
+        return Ok((
+            load::load_file(&args.record).map_err(|e| e.to_string())?,
+            None,
+        ));
     }
-    let text = std::fs::read_to_string(&args.record).map_err(|e| format!("{}: {e}", args.record.display()))?;
-    let recorded: RecordedRun = serde_json::from_str(&text).map_err(|e| format!("{}: not a recorded run: {e}", args.record.display()))?;
+    let text = std::fs::read_to_string(&args.record)
+        .map_err(|e| format!("{}: {e}", args.record.display()))?;
+    let recorded: RecordedRun = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a recorded run: {e}", args.record.display()))?;
     let by_file = load::load_file(std::path::Path::new(&recorded.file));
     let loaded = match by_file {
         Ok(l) if l.scenario.id == recorded.scenario => l,
         _ => {
-            let files = load::scenario_files(&args.scenarios_dir).map_err(|e| format!("{}: {e}", args.scenarios_dir.display()))?;
-            let all = load::load_all(&files).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+            let files = load::scenario_files(&args.scenarios_dir)
+                .map_err(|e| format!("{}: {e}", args.scenarios_dir.display()))?;
+            let all = load::load_all(&files).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
             all.into_iter()
                 .find(|s| s.scenario.id == recorded.scenario)
-                .ok_or_else(|| format!("no scenario {} at {} or in {}", recorded.scenario, recorded.file, args.scenarios_dir.display()))?
+                .ok_or_else(|| {
+                    format!(
+                        "no scenario {} at {} or in {}",
+                        recorded.scenario,
+                        recorded.file,
+                        args.scenarios_dir.display()
+                    )
+                })?
         }
     };
     Ok((loaded, Some(recorded)))
@@ -82,16 +101,38 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
         };
         let run = runner.run_scheduled(&loaded, scheduler.as_mut()).await;
         let signature = run.trace.signature();
-        let verdict = if run.failures.is_empty() { "passed" } else { "failed" };
+        let verdict = if run.failures.is_empty() {
+            "passed"
+        } else {
+            "failed"
+        };
         ok &= !judged_on_failures || run.failures.is_empty();
-        println!("replay {n}: {} {verdict}, schedule {} ({} trace lines)", loaded.scenario.id, run.trace.schedule, signature.len());
+        println!(
+            "replay {n}: {} {verdict}, schedule {} ({} trace lines)",
+            loaded.scenario.id,
+            run.trace.schedule,
+            signature.len()
+        );
         for f in &run.failures {
-            println!("        step {}: {}", f.step.map_or("-".into(), |s| s.to_string()), f.message);
+            println!(
+                "        step {}: {}",
+                f.step.map_or("-".into(), |s| s.to_string()),
+                f.message
+            );
         }
         match &expected {
             Some(want) if *want != signature => {
-                let at = want.iter().zip(&signature).position(|(a, b)| a != b).unwrap_or(want.len().min(signature.len()));
-                println!("        DIFFERENT TRACE at line {}: recorded {:?}, replayed {:?}", at + 1, want.get(at), signature.get(at));
+                let at = want
+                    .iter()
+                    .zip(&signature)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(want.len().min(signature.len()));
+                println!(
+                    "        DIFFERENT TRACE at line {}: recorded {:?}, replayed {:?}",
+                    at + 1,
+                    want.get(at),
+                    signature.get(at)
+                );
                 ok = false;
             }
             Some(_) => println!("        same trace signature as recorded"),

@@ -4,12 +4,13 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use super::{environment_of, load, parse_flaws, progress_bar, provision_or_explain, CatalogueArgs, LOGS};
+use super::{
+    environment_of, load, parse_flaws, progress_bar, provision_or_explain, CatalogueArgs, LOGS,
+};
 use crate::report::{self, Report};
 use crate::scenario;
 use crate::scenario::format::Severity;
 use crate::scenario::run::ScenarioRunner;
-
 
 /// What to run.
 #[derive(clap::Args, Clone, Debug)]
@@ -41,7 +42,6 @@ pub struct RunArgs {
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
 }
-
 
 /// Runs the selection and writes the report.
 pub async fn run(args: RunArgs) -> ExitCode {
@@ -86,11 +86,21 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let runner = ScenarioRunner::new(&infra, LOGS.get().cloned()).with_flaws(flaws.clone());
     let bar = progress_bar(selected.len() as u64);
     let results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
-        let line = format!("{:<7} {:<28} {:>7.0} ms  {}", result.verdict.as_str(), result.id, result.duration_ms, result.title);
+        let line = format!(
+            "{:<7} {:<28} {:>7.0} ms  {}",
+            result.verdict.as_str(),
+            result.id,
+            result.duration_ms,
+            result.title
+        );
         bar.suspend(|| {
             println!("{line}");
             for f in &result.failures {
-                println!("        step {}: {}", f.step.map_or("-".into(), |s| s.to_string()), f.message);
+                println!(
+                    "        step {}: {}",
+                    f.step.map_or("-".into(), |s| s.to_string()),
+                    f.message
+                );
             }
             if let Some(why) = &result.flaky {
                 println!("        flaky: {why}");
@@ -102,13 +112,24 @@ pub async fn run(args: RunArgs) -> ExitCode {
     bar.finish_and_clear();
     let environment = environment_of(&infra, &flaws.names());
     infra.shutdown().await;
-    let mut report = Report::new(started_at, environment, results, args.repeat, args.fail_on, started.elapsed().as_secs_f64() * 1000.0, provision_ms);
+    let mut report = Report::new(
+        started_at,
+        environment,
+        results,
+        args.repeat,
+        args.fail_on,
+        started.elapsed().as_secs_f64() * 1000.0,
+        provision_ms,
+    );
     if let Some(path) = &args.exploration {
         match report::ExplorationBasis::from_explore_json(path) {
             Ok(basis) => {
                 // Violations found by the exploration block the certificate like failed scenarios.
                 if basis.violations > 0 {
-                    eprintln!("harbor-certify: the exploration found {} violation(s): NOT CERTIFIED", basis.violations);
+                    eprintln!(
+                        "harbor-certify: the exploration found {} violation(s): NOT CERTIFIED",
+                        basis.violations
+                    );
                     report.verdict = report::RunVerdict::Fail;
                 }
                 report.exploration = Some(basis);
@@ -133,12 +154,34 @@ pub async fn run(args: RunArgs) -> ExitCode {
         s.duration_ms / 1000.0,
         s.provision_ms / 1000.0
     );
-    for skipped in report.scenarios.iter().filter(|r| r.verdict == scenario::Verdict::Skipped) {
-        println!("skipped: {} — {}", skipped.id, skipped.failures.first().map(|f| f.message.as_str()).unwrap_or(""));
+    for skipped in report
+        .scenarios
+        .iter()
+        .filter(|r| r.verdict == scenario::Verdict::Skipped)
+    {
+        println!(
+            "skipped: {} — {}",
+            skipped.id,
+            skipped
+                .failures
+                .first()
+                .map(|f| f.message.as_str())
+                .unwrap_or("")
+        );
     }
-    let slowest: Vec<String> = s.slowest.iter().map(|(id, ms)| format!("{id} {ms:.0} ms")).collect();
+    let slowest: Vec<String> = s
+        .slowest
+        .iter()
+        .map(|(id, ms)| format!("{id} {ms:.0} ms"))
+        .collect();
     println!("slowest: {}", slowest.join(", "));
-    let signing_key = match args.catalogue.signing_key.as_deref().map(report::sign::SigningKey::from_pkcs8_file).transpose() {
+    let signing_key = match args
+        .catalogue
+        .signing_key
+        .as_deref()
+        .map(report::sign::SigningKey::from_pkcs8_file)
+        .transpose()
+    {
         Ok(k) => k,
         Err(e) => {
             eprintln!("harbor-certify: signing key: {e}");
@@ -146,9 +189,20 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     match report::write_run(&args.catalogue.out, &report, &[], signing_key.as_ref()) {
-        Ok(dir) => println!("report: {} (report.md, report.html, junit.xml, SHA256SUMS{})", dir.display(), if signing_key.is_some() { ", SHA256SUMS.sig" } else { "" }),
+        Ok(dir) => println!(
+            "report: {} (report.md, report.html, junit.xml, SHA256SUMS{})",
+            dir.display(),
+            if signing_key.is_some() {
+                ", SHA256SUMS.sig"
+            } else {
+                ""
+            }
+        ),
         Err(e) => {
-            eprintln!("harbor-certify: cannot write the report under {}: {e}", args.catalogue.out.display());
+            eprintln!(
+                "harbor-certify: cannot write the report under {}: {e}",
+                args.catalogue.out.display()
+            );
             return ExitCode::from(super::CANNOT_RUN);
         }
     }

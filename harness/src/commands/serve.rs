@@ -8,7 +8,6 @@ use std::time::Instant;
 use super::{parse_flaws, provision_or_explain};
 use crate::provision::BackendChoice;
 
-
 /// What `serve` starts.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -47,7 +46,12 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Ok(i) => i,
         Err(code) => return code,
     };
-    let options = ServiceOptions { replicas: args.replicas, sync_points: args.sync_points, flaws, ..ServiceOptions::default() };
+    let options = ServiceOptions {
+        replicas: args.replicas,
+        sync_points: args.sync_points,
+        flaws,
+        ..ServiceOptions::default()
+    };
     let sut = match ServiceUnderTest::start(&infra, options).await {
         Ok(sut) => sut,
         Err(e) => {
@@ -74,7 +78,11 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     println!("{}", demo.instructions(args.env_file.as_deref()));
-    eprintln!("harbor-certify: ready in {} ms on {}", started.elapsed().as_millis(), infra.kind);
+    eprintln!(
+        "harbor-certify: ready in {} ms on {}",
+        started.elapsed().as_millis(),
+        infra.kind
+    );
     crate::serve::hold_until_stopped().await;
     let stopped = sut.stop().await;
     infra.shutdown().await;

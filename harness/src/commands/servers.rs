@@ -26,7 +26,6 @@ pub struct InfraArgs {
     pub env_file: std::path::PathBuf,
 }
 
-
 /// Provisions, prints versions and timings, cleans up.
 pub async fn doctor(backend: BackendChoice) -> ExitCode {
     let started = Instant::now();
@@ -43,7 +42,10 @@ pub async fn doctor(backend: BackendChoice) -> ExitCode {
     println!("ready in:   {} ms", infra.ready_in.as_millis());
     let checked = scenario_database_round_trips(&infra).await;
     infra.shutdown().await;
-    println!("total:      {} ms (cleaned up)", started.elapsed().as_millis());
+    println!(
+        "total:      {} ms (cleaned up)",
+        started.elapsed().as_millis()
+    );
     match checked {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -64,10 +66,17 @@ async fn scenario_database_round_trips(infra: &Infra) -> Result<(), String> {
         timings.push((created.as_millis(), dropping.elapsed().as_millis()));
     }
     let (first, rest) = timings.split_first().expect("four rounds");
-    println!("template:   first scenario database {} ms (includes migrating the template)", first.0);
+    println!(
+        "template:   first scenario database {} ms (includes migrating the template)",
+        first.0
+    );
     let creates: Vec<String> = rest.iter().map(|t| t.0.to_string()).collect();
     let drops: Vec<String> = rest.iter().map(|t| t.1.to_string()).collect();
-    println!("scenario db: create {} ms, drop {} ms", creates.join("/"), drops.join("/"));
+    println!(
+        "scenario db: create {} ms, drop {} ms",
+        creates.join("/"),
+        drops.join("/")
+    );
     Ok(())
 }
 

@@ -106,7 +106,11 @@ pub struct Engine<'a> {
 impl<'a> Engine<'a> {
     /// An engine on `sut`.
     pub fn new(sut: &'a ServiceUnderTest) -> Self {
-        Self { sut, settle_timeout: Duration::from_secs(5), finished: Default::default() }
+        Self {
+            sut,
+            settle_timeout: Duration::from_secs(5),
+            finished: Default::default(),
+        }
     }
 
     fn op_replica(&self) -> usize {
@@ -123,10 +127,21 @@ impl<'a> Engine<'a> {
     pub async fn prepare(&self, start: Start) -> Result<Prepared, String> {
         let started = Instant::now();
         let name = format!("explore-{}", uuid::Uuid::new_v4().simple());
-        let t = TenantWorkspace::create(&self.sut.db, &name, true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
+        let t = TenantWorkspace::create(&self.sut.db, &name, true, ConnectionStatus::NotConnected)
+            .await
+            .map_err(|e| e.to_string())?;
         // A stale start moves the clock past every state's TTL: its flow is started when it runs.
-        let consent = if start == Start::Stale { None } else { Some(crate::target::start_flow(self.sut, t.owner, t.workspace, Provider::Qbo).await?) };
-        Ok(Prepared { start, workspace: t, consent, took: started.elapsed() })
+        let consent = if start == Start::Stale {
+            None
+        } else {
+            Some(crate::target::start_flow(self.sut, t.owner, t.workspace, Provider::Qbo).await?)
+        };
+        Ok(Prepared {
+            start,
+            workspace: t,
+            consent,
+            took: started.elapsed(),
+        })
     }
 
     /// Brings a prepared workspace to its starting state — completes the flow for a connected
@@ -135,26 +150,47 @@ impl<'a> Engine<'a> {
     async fn finish_setup(&self, p: &Prepared) -> Result<Option<Consent>, String> {
         let consent = match &p.consent {
             Some(c) => c.clone(),
-            None => crate::target::start_flow(self.sut, p.workspace.owner, p.workspace.workspace, Provider::Qbo).await?,
+            None => {
+                crate::target::start_flow(
+                    self.sut,
+                    p.workspace.owner,
+                    p.workspace.workspace,
+                    Provider::Qbo,
+                )
+                .await?
+            }
         };
         if p.start == Start::Pending {
             return Ok(Some(consent));
         }
-        crate::target::complete_flow(self.sut, p.workspace.owner, Provider::Qbo, &consent).await.map_err(|e| format!("setup: {e}"))?;
+        crate::target::complete_flow(self.sut, p.workspace.owner, Provider::Qbo, &consent)
+            .await
+            .map_err(|e| format!("setup: {e}"))?;
         if p.start == Start::Stale {
-            self.sut.advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
+            self.sut
+                .advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
         }
         Ok(None)
     }
 
     /// Runs `ops` from `start`, advancing them in the order `chooser` picks.
-    pub async fn run(&self, ops: &[Operation], start: Start, chooser: &mut dyn Chooser) -> Result<ScheduleRun, String> {
+    pub async fn run(
+        &self,
+        ops: &[Operation],
+        start: Start,
+        chooser: &mut dyn Chooser,
+    ) -> Result<ScheduleRun, String> {
         let prepared = self.prepare(start).await?;
         self.run_prepared(ops, prepared, chooser).await
     }
 
     /// Runs `ops` on a workspace [`Engine::prepare`] made.
-    pub async fn run_prepared(&self, ops: &[Operation], prepared: Prepared, chooser: &mut dyn Chooser) -> Result<ScheduleRun, String> {
+    pub async fn run_prepared(
+        &self,
+        ops: &[Operation],
+        prepared: Prepared,
+        chooser: &mut dyn Chooser,
+    ) -> Result<ScheduleRun, String> {
         let started = Instant::now();
         let consent = self.finish_setup(&prepared).await?;
         let setup = prepared.took + started.elapsed();
@@ -164,7 +200,16 @@ impl<'a> Engine<'a> {
         let mut actors: Vec<Running> = ops
             .iter()
             .enumerate()
-            .map(|(i, op)| Running { op: *op, tag: format!("E{i}"), replica, work: None, stop: None, launched: false, session: None, sql_step: 0 })
+            .map(|(i, op)| Running {
+                op: *op,
+                tag: format!("E{i}"),
+                replica,
+                work: None,
+                stop: None,
+                launched: false,
+                session: None,
+                sql_step: 0,
+            })
             .collect();
         let mut run = ScheduleRun {
             decisions: Vec::new(),
@@ -181,7 +226,9 @@ impl<'a> Engine<'a> {
             setup,
             checks: Duration::ZERO,
         };
-        let outcome = self.drive(&t, consent.as_ref(), &mut actors, &mut run, chooser).await;
+        let outcome = self
+            .drive(&t, consent.as_ref(), &mut actors, &mut run, chooser)
+            .await;
         if let Err(stuck) = outcome {
             run.stuck = Some(stuck);
         }
@@ -206,25 +253,41 @@ impl<'a> Engine<'a> {
         self.sut.release_all();
         let checking = Instant::now();
         let counters_after = self.sut.provider.counters(Provider::Qbo);
-        run.end = self.end_state(&t, &counters_before, &counters_after).await?;
-        run.lock_left = crate::oracles::no_workspace_lock_held(&self.sut.db, t.workspace).await.err();
-        run.tokens_unbound = crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring(), Some(t.workspace)).await.err();
+        run.end = self
+            .end_state(&t, &counters_before, &counters_after)
+            .await?;
+        run.lock_left = crate::oracles::no_workspace_lock_held(&self.sut.db, t.workspace)
+            .await
+            .err();
+        run.tokens_unbound =
+            crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring(), Some(t.workspace))
+                .await
+                .err();
         run.checks = checking.elapsed();
         run.duration = started.elapsed() + setup;
         Ok(run)
     }
 
-    async fn end_state(&self, t: &TenantWorkspace, before: &Counters, after: &Counters) -> Result<EndState, String> {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'")
-            .bind(t.workspace)
-            .fetch_optional(&self.sut.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let activations: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
-            .bind(t.workspace)
-            .fetch_one(&self.sut.db)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn end_state(
+        &self,
+        t: &TenantWorkspace,
+        before: &Counters,
+        after: &Counters,
+    ) -> Result<EndState, String> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+        )
+        .bind(t.workspace)
+        .fetch_optional(&self.sut.db)
+        .await
+        .map_err(|e| e.to_string())?;
+        let activations: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspace_activations WHERE workspace_id = $1",
+        )
+        .bind(t.workspace)
+        .fetch_one(&self.sut.db)
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(EndState {
             status: status.and_then(|s| ConnectionStatus::parse(&s).ok()),
             activations,
@@ -255,30 +318,60 @@ impl<'a> Engine<'a> {
                 if actors.iter().all(|a| a.stop == Some(Stop::Done)) {
                     return Ok(());
                 }
-                let waiting: Vec<String> = actors.iter().filter(|a| a.stop != Some(Stop::Done)).map(|a| format!("{} {:?}", a.tag, a.stop)).collect();
-                return Err(format!("nothing can advance but {} is unfinished (a deadlock)", waiting.join(", ")));
+                let waiting: Vec<String> = actors
+                    .iter()
+                    .filter(|a| a.stop != Some(Stop::Done))
+                    .map(|a| format!("{} {:?}", a.tag, a.stop))
+                    .collect();
+                return Err(format!(
+                    "nothing can advance but {} is unfinished (a deadlock)",
+                    waiting.join(", ")
+                ));
             }
             let chosen = chooser.choose(&enabled, decision);
-            let chosen = if enabled.contains(&chosen) { chosen } else { enabled[0] };
+            let chosen = if enabled.contains(&chosen) {
+                chosen
+            } else {
+                enabled[0]
+            };
             run.decisions.push(Decision { enabled, chosen });
-            self.advance(t, consent, &mut actors[chosen], chosen, run).await?;
+            self.advance(t, consent, &mut actors[chosen], chosen, run)
+                .await?;
         }
     }
 
     /// Launches the operation, or releases it from where it is parked.
-    async fn advance(&self, t: &TenantWorkspace, consent: Option<&Consent>, a: &mut Running, index: usize, run: &mut ScheduleRun) -> Result<(), String> {
+    async fn advance(
+        &self,
+        t: &TenantWorkspace,
+        consent: Option<&Consent>,
+        a: &mut Running,
+        index: usize,
+        run: &mut ScheduleRun,
+    ) -> Result<(), String> {
         if !a.launched {
             a.launched = true;
             a.stop = None;
             if a.op == Operation::RawDisconnect {
-                let url = self.sut.env.database_url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| e.to_string())?;
-                let conn = url.application_name(&evidence::application_name(&a.tag)).connect().await.map_err(|e| e.to_string())?;
+                let url = self
+                    .sut
+                    .env
+                    .database_url
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .map_err(|e| e.to_string())?;
+                let conn = url
+                    .application_name(&evidence::application_name(&a.tag))
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let sql = super::ops::raw_disconnect_sql(&t.workspace.to_string());
                 a.work = Some(Work::Sql(spawn_sql(conn, sql, self.finished.clone())));
                 return Ok(());
             }
             for point in a.op.points() {
-                self.sut.arm(a.replica, SlotKey::new(a.tag.clone(), *point)).map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
+                self.sut
+                    .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
+                    .map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
             }
             let request = self.request(t, consent, a);
             let finished = self.finished.clone();
@@ -289,42 +382,76 @@ impl<'a> Engine<'a> {
             })));
             return Ok(());
         }
-        let Some(Stop::Parked(point)) = a.stop.clone() else { return Err(format!("{} is not parked", a.tag)) };
+        let Some(Stop::Parked(point)) = a.stop.clone() else {
+            return Err(format!("{} is not parked", a.tag));
+        };
         a.stop = None;
         if a.op == Operation::RawDisconnect {
             let conn = a.session.take().ok_or("the raw writer's session is gone")?;
             a.sql_step += 1;
-            a.work = Some(Work::Sql(spawn_sql(conn, "COMMIT".into(), self.finished.clone())));
+            a.work = Some(Work::Sql(spawn_sql(
+                conn,
+                "COMMIT".into(),
+                self.finished.clone(),
+            )));
             return Ok(());
         }
         if point == harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT {
-            let committed: Option<String> = sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'")
-                .bind(t.workspace)
-                .fetch_optional(&self.sut.db)
-                .await
-                .map_err(|e| e.to_string())?;
-            run.status_at_activation_commit.push((index, committed.and_then(|s| ConnectionStatus::parse(&s).ok())));
+            let committed: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+            )
+            .bind(t.workspace)
+            .fetch_optional(&self.sut.db)
+            .await
+            .map_err(|e| e.to_string())?;
+            run.status_at_activation_commit.push((
+                index,
+                committed.and_then(|s| ConnectionStatus::parse(&s).ok()),
+            ));
         }
-        self.sut.release(a.replica, &SlotKey::new(a.tag.clone(), point)).map_err(|e| format!("releasing {}@{point}: {e}", a.tag))
+        self.sut
+            .release(a.replica, &SlotKey::new(a.tag.clone(), point))
+            .map_err(|e| format!("releasing {}@{point}: {e}", a.tag))
     }
 
-    fn request(&self, t: &TenantWorkspace, consent: Option<&Consent>, a: &Running) -> impl std::future::Future<Output = Result<Answer, String>> + Send + 'static {
+    fn request(
+        &self,
+        t: &TenantWorkspace,
+        consent: Option<&Consent>,
+        a: &Running,
+    ) -> impl std::future::Future<Output = Result<Answer, String>> + Send + 'static {
         let client = self.sut.client().clone();
         let bearer = self.sut.bearer(t.owner, TokenKind::Valid);
         let ws = t.workspace;
         let (method, path) = match a.op {
             Operation::Activate => (Method::POST, paths::activation(ws)),
-            Operation::Authorize => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Authorize)),
+            Operation::Authorize => (
+                Method::POST,
+                paths::connection(ws, Provider::Qbo, ConnectionOp::Authorize),
+            ),
             Operation::Callback => {
                 let query = consent.map(|c| c.callback_query()).unwrap_or_default();
                 (Method::GET, paths::callback(Provider::Qbo, &query))
             }
-            Operation::Disconnect => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Disconnect)),
-            Operation::Revoke => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Revoke)),
-            Operation::Sync => (Method::POST, paths::connection(ws, Provider::Qbo, ConnectionOp::Sync)),
+            Operation::Disconnect => (
+                Method::POST,
+                paths::connection(ws, Provider::Qbo, ConnectionOp::Disconnect),
+            ),
+            Operation::Revoke => (
+                Method::POST,
+                paths::connection(ws, Provider::Qbo, ConnectionOp::Revoke),
+            ),
+            Operation::Sync => (
+                Method::POST,
+                paths::connection(ws, Provider::Qbo, ConnectionOp::Sync),
+            ),
             Operation::RawDisconnect => (Method::GET, "/".into()),
         };
-        let call = client.request(method, path).on_replica(a.replica).bearer(Some(bearer)).actor(Some(a.tag.clone()));
+        let call = client
+            .request(method, path)
+            .on_replica(a.replica)
+            .bearer(Some(bearer))
+            .actor(Some(a.tag.clone()));
         async move { call.send().await.map_err(|e| e.to_string()) }
     }
 
@@ -332,7 +459,12 @@ impl<'a> Engine<'a> {
     /// wakes on a park or a finished request at once; the lock tables are read only when nothing
     /// has happened for a tick (a request that stays still is waiting for something), and a
     /// verdict that anything is blocked always rests on a fresh read of them.
-    async fn settle(&self, actors: &mut [Running], run: &mut ScheduleRun, decision: usize) -> Result<(), String> {
+    async fn settle(
+        &self,
+        actors: &mut [Running],
+        run: &mut ScheduleRun,
+        decision: usize,
+    ) -> Result<(), String> {
         let started = Instant::now();
         let mut read_locks = false;
         loop {
@@ -348,7 +480,11 @@ impl<'a> Engine<'a> {
                 match self.poll_one(a, run, i, read_locks).await? {
                     Some(stop) => {
                         if previous.as_ref() != Some(&stop) {
-                            run.observed.push(Observed { decision, op: i, stop: stop.clone() });
+                            run.observed.push(Observed {
+                                decision,
+                                op: i,
+                                stop: stop.clone(),
+                            });
                         }
                         if let Stop::Blocked(by) = &stop {
                             blocked_by.push((i, by.clone()));
@@ -365,9 +501,14 @@ impl<'a> Engine<'a> {
             }
             // A wait counts as settled only if every holder is itself parked or waiting: a holder
             // that is still running may be about to let go.
-            let tags: BTreeMap<&str, &Running> = actors.iter().map(|a| (a.tag.as_str(), a)).collect();
+            let tags: BTreeMap<&str, &Running> =
+                actors.iter().map(|a| (a.tag.as_str(), a)).collect();
             for (_, by) in &blocked_by {
-                let stable = by.iter().all(|h| tags.get(h.as_str()).is_some_and(|a| matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))));
+                let stable = by.iter().all(|h| {
+                    tags.get(h.as_str()).is_some_and(|a| {
+                        matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))
+                    })
+                });
                 settled &= stable;
             }
             // Each actor's lock wait was read by its own query: a holder may have let go and
@@ -379,7 +520,11 @@ impl<'a> Engine<'a> {
                     if again.as_ref() != Some(&Stop::Blocked(by.clone())) {
                         settled = false;
                         if let Some(stop) = &again {
-                            run.observed.push(Observed { decision, op: *i, stop: stop.clone() });
+                            run.observed.push(Observed {
+                                decision,
+                                op: *i,
+                                stop: stop.clone(),
+                            });
                         }
                         actors[*i].stop = again;
                     }
@@ -389,14 +534,31 @@ impl<'a> Engine<'a> {
                 return Ok(());
             }
             if started.elapsed() > self.settle_timeout {
-                let locks = evidence::lock_snapshot(&self.sut.db).await.unwrap_or_default();
-                let states: Vec<String> = actors.iter().map(|a| format!("{}={:?}", a.tag, a.stop)).collect();
-                return Err(format!("did not settle within {:?} ({}); locks: {locks:?}", self.settle_timeout, states.join(", ")));
+                let locks = evidence::lock_snapshot(&self.sut.db)
+                    .await
+                    .unwrap_or_default();
+                let states: Vec<String> = actors
+                    .iter()
+                    .map(|a| format!("{}={:?}", a.tag, a.stop))
+                    .collect();
+                return Err(format!(
+                    "did not settle within {:?} ({}); locks: {locks:?}",
+                    self.settle_timeout,
+                    states.join(", ")
+                ));
             }
             let parks: Vec<_> = actors
                 .iter()
-                .filter(|a| a.launched && a.op != Operation::RawDisconnect && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done)))
-                .flat_map(|a| a.op.points().iter().map(|p| self.sut.parked(a.replica, SlotKey::new(a.tag.clone(), *p))))
+                .filter(|a| {
+                    a.launched
+                        && a.op != Operation::RawDisconnect
+                        && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
+                })
+                .flat_map(|a| {
+                    a.op.points()
+                        .iter()
+                        .map(|p| self.sut.parked(a.replica, SlotKey::new(a.tag.clone(), *p)))
+                })
                 .collect();
             let any_park = async {
                 if parks.is_empty() {
@@ -414,29 +576,58 @@ impl<'a> Engine<'a> {
     }
 
     /// Where one running operation is now (`None`: on its way).
-    async fn poll_one(&self, a: &mut Running, run: &mut ScheduleRun, index: usize, read_locks: bool) -> Result<Option<Stop>, String> {
+    async fn poll_one(
+        &self,
+        a: &mut Running,
+        run: &mut ScheduleRun,
+        index: usize,
+        read_locks: bool,
+    ) -> Result<Option<Stop>, String> {
         match &mut a.work {
             Some(Work::Http(h)) if h.is_finished() => {
-                let Some(Work::Http(h)) = a.work.take() else { unreachable!("matched above") };
-                let answer = h.await.map_err(|e| format!("{}'s request panicked: {e}", a.tag))?;
+                let Some(Work::Http(h)) = a.work.take() else {
+                    unreachable!("matched above")
+                };
+                let answer = h
+                    .await
+                    .map_err(|e| format!("{}'s request panicked: {e}", a.tag))?;
                 let finished = match answer {
                     Ok(ans) => {
                         let code = ans.error_code().map(str::to_owned);
                         let summary = summary_of(&ans);
-                        Finished { status: ans.status.as_u16(), code, summary, answer: Some(ans) }
+                        Finished {
+                            status: ans.status.as_u16(),
+                            code,
+                            summary,
+                            answer: Some(ans),
+                        }
                     }
-                    Err(e) => Finished { status: 0, code: None, summary: format!("request failed: {e}"), answer: None },
+                    Err(e) => Finished {
+                        status: 0,
+                        code: None,
+                        summary: format!("request failed: {e}"),
+                        answer: None,
+                    },
                 };
                 run.finished[index] = Some(finished);
                 run.completion_order.push(index);
                 return Ok(Some(Stop::Done));
             }
             Some(Work::Sql(h)) if h.is_finished() => {
-                let Some(Work::Sql(h)) = a.work.take() else { unreachable!("matched above") };
-                let (result, conn) = h.await.map_err(|e| format!("{}'s statement panicked: {e}", a.tag))?;
+                let Some(Work::Sql(h)) = a.work.take() else {
+                    unreachable!("matched above")
+                };
+                let (result, conn) = h
+                    .await
+                    .map_err(|e| format!("{}'s statement panicked: {e}", a.tag))?;
                 if let Err(e) = result {
                     let _ = conn.close().await;
-                    run.finished[index] = Some(Finished { status: 0, code: None, summary: format!("error: {e}"), answer: None });
+                    run.finished[index] = Some(Finished {
+                        status: 0,
+                        code: None,
+                        summary: format!("error: {e}"),
+                        answer: None,
+                    });
                     run.completion_order.push(index);
                     return Ok(Some(Stop::Done));
                 }
@@ -445,7 +636,12 @@ impl<'a> Engine<'a> {
                     return Ok(Some(Stop::Parked(RAW_UPDATED)));
                 }
                 let _ = conn.close().await;
-                run.finished[index] = Some(Finished { status: 0, code: None, summary: "ok".into(), answer: None });
+                run.finished[index] = Some(Finished {
+                    status: 0,
+                    code: None,
+                    summary: "ok".into(),
+                    answer: None,
+                });
                 run.completion_order.push(index);
                 return Ok(Some(Stop::Done));
             }
@@ -453,7 +649,11 @@ impl<'a> Engine<'a> {
         }
         if a.op != Operation::RawDisconnect {
             for point in a.op.points() {
-                if self.sut.slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point)) == Some(SlotState::Parked) {
+                if self
+                    .sut
+                    .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))
+                    == Some(SlotState::Parked)
+                {
                     return Ok(Some(Stop::Parked(point)));
                 }
             }
@@ -463,7 +663,11 @@ impl<'a> Engine<'a> {
         }
         if let Ok(Some(activity)) = evidence::activity_of(&self.sut.db, &a.tag).await {
             if activity.is_lock_waiting() && !activity.blocking_pids.is_empty() {
-                let by: Vec<String> = activity.blocking_apps.iter().map(|app| Actor::from_application_name(app).unwrap_or(app).to_owned()).collect();
+                let by: Vec<String> = activity
+                    .blocking_apps
+                    .iter()
+                    .map(|app| Actor::from_application_name(app).unwrap_or(app).to_owned())
+                    .collect();
                 // `pg_blocking_pids` is read twice by the probe; an empty list of holders means the
                 // lock was let go between the two reads: the request is on its way.
                 if !by.is_empty() {
@@ -493,7 +697,11 @@ impl<'a> Engine<'a> {
     }
 }
 
-fn spawn_sql(conn: PgConnection, sql: String, finished: std::sync::Arc<tokio::sync::Notify>) -> JoinHandle<(Result<(), String>, PgConnection)> {
+fn spawn_sql(
+    conn: PgConnection,
+    sql: String,
+    finished: std::sync::Arc<tokio::sync::Notify>,
+) -> JoinHandle<(Result<(), String>, PgConnection)> {
     tokio::spawn(async move {
         let done = execute(conn, sql).await;
         finished.notify_one();
@@ -503,13 +711,24 @@ fn spawn_sql(conn: PgConnection, sql: String, finished: std::sync::Arc<tokio::sy
 
 // Boxed with an explicit `Send` (the compiler's Send inference for sqlx's executor on a borrowed
 // connection is not general enough inside `tokio::spawn`).
-fn execute(mut conn: PgConnection, sql: String) -> futures::future::BoxFuture<'static, (Result<(), String>, PgConnection)> {
+fn execute(
+    mut conn: PgConnection,
+    sql: String,
+) -> futures::future::BoxFuture<'static, (Result<(), String>, PgConnection)> {
     Box::pin(async move {
         let result = exec_on(&mut conn, &sql).await;
         (result, conn)
     })
 }
 
-fn exec_on<'c>(conn: &'c mut PgConnection, sql: &'c str) -> futures::future::BoxFuture<'c, Result<(), String>> {
-    Box::pin(async move { sqlx::Executor::execute(conn, sqlx::raw_sql(sql)).await.map(|_| ()).map_err(|e| e.to_string()) })
+fn exec_on<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> futures::future::BoxFuture<'c, Result<(), String>> {
+    Box::pin(async move {
+        sqlx::Executor::execute(conn, sqlx::raw_sql(sql))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }

@@ -166,26 +166,58 @@ pub fn pairs(ops: &[Operation]) -> Vec<Vec<Operation>> {
 
 /// The service options exploration runs with: sync points on, rate limits out of the way.
 pub fn service_options(replicas: usize, flaws: Flaws) -> ServiceOptions {
-    let generous = Quota { per_minute: 600_000, burst: 100_000 };
+    let generous = Quota {
+        per_minute: 600_000,
+        burst: 100_000,
+    };
     ServiceOptions {
         replicas,
         sync_points: true,
         flaws,
-        rate_limits: RateLimits { per_tenant: generous, per_address: generous, failed_states_per_user: generous },
+        rate_limits: RateLimits {
+            per_tenant: generous,
+            per_address: generous,
+            failed_states_per_user: generous,
+        },
         ..ServiceOptions::default()
     }
 }
 
 /// What a schedule's outcome looks like, to count the distinct ones.
 fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
-    let answers: Vec<String> = run.finished.iter().enumerate().map(|(i, f)| format!("{}:{}", ops[i], f.as_ref().map_or("-", |f| f.summary.as_str()))).collect();
-    format!("{} → {:?}, {} activation(s)", answers.join(" "), run.end.status, run.end.activations)
+    let answers: Vec<String> = run
+        .finished
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                "{}:{}",
+                ops[i],
+                f.as_ref().map_or("-", |f| f.summary.as_str())
+            )
+        })
+        .collect();
+    format!(
+        "{} → {:?}, {} activation(s)",
+        answers.join(" "),
+        run.end.status,
+        run.end.activations
+    )
 }
 
 /// Explores every set; `progress` hears about every schedule (set index, schedules so far).
-pub async fn explore(infra: &Infra, options: &Options, mut progress: impl FnMut(usize, usize)) -> Result<ExploreReport, String> {
+pub async fn explore(
+    infra: &Infra,
+    options: &Options,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ExploreReport, String> {
     let started = Instant::now();
-    let sut = ServiceUnderTest::start(infra, service_options(options.replicas, options.flaws.clone())).await.map_err(|e| format!("the service did not start: {e}"))?;
+    let sut = ServiceUnderTest::start(
+        infra,
+        service_options(options.replicas, options.flaws.clone()),
+    )
+    .await
+    .map_err(|e| format!("the service did not start: {e}"))?;
     let result = explore_on(&sut, options, &mut progress, started).await;
     let stopped = sut.stop().await;
     let mut report = result?;
@@ -194,13 +226,23 @@ pub async fn explore(infra: &Infra, options: &Options, mut progress: impl FnMut(
     Ok(report)
 }
 
-async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dyn FnMut(usize, usize), started: Instant) -> Result<ExploreReport, String> {
+async fn explore_on(
+    sut: &ServiceUnderTest,
+    options: &Options,
+    progress: &mut dyn FnMut(usize, usize),
+    started: Instant,
+) -> Result<ExploreReport, String> {
     let exploring = Instant::now();
     let engine = Engine::new(sut);
     let mut report = ExploreReport {
         schema_version: SCHEMA_VERSION,
         mode: options.mode,
-        flaws: options.flaws.names().iter().map(|s| s.to_string()).collect(),
+        flaws: options
+            .flaws
+            .names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         operations: options.sets.clone(),
         schedules_total: 0,
         schedules_explored: 0,
@@ -221,7 +263,15 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
     for (set_index, ops) in options.sets.iter().enumerate() {
         let start = Start::for_operations(ops);
         let serial = oracle::serial_outcomes(ops, start);
-        let mut set = SetReport { operations: ops.clone(), start, explored: 0, pruned: 0, complete: false, outcomes: BTreeMap::new(), anomalies: Vec::new() };
+        let mut set = SetReport {
+            operations: ops.clone(),
+            start,
+            explored: 0,
+            pruned: 0,
+            complete: false,
+            outcomes: BTreeMap::new(),
+            anomalies: Vec::new(),
+        };
         let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
         let mut dfs = strategy::Dfs::new(ops);
         let mirrors = strategy::dfs::mirrors(ops);
@@ -237,7 +287,10 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
                 None => engine.prepare(start).await?,
             };
             let mut pct = match options.mode {
-                Mode::Random { seed, depth } => Some((seed + set.explored as u64, strategy::Pct::new(seed + set.explored as u64, ops.len(), length, depth))),
+                Mode::Random { seed, depth } => Some((
+                    seed + set.explored as u64,
+                    strategy::Pct::new(seed + set.explored as u64, ops.len(), length, depth),
+                )),
                 Mode::Systematic => None,
             };
             let mut dfs_run = dfs.schedule();
@@ -245,7 +298,10 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
                 Some((_, p)) => p,
                 None => &mut dfs_run,
             };
-            let (run, following) = tokio::join!(engine.run_prepared(ops, prepared, chooser), engine.prepare(start));
+            let (run, following) = tokio::join!(
+                engine.run_prepared(ops, prepared, chooser),
+                engine.prepare(start)
+            );
             let (run, seed) = (run?, pct.map(|(s, _)| s));
             next = following.ok();
             length = length.max(run.decisions.len());
@@ -296,10 +352,14 @@ async fn explore_on(sut: &ServiceUnderTest, options: &Options, progress: &mut dy
     report.schedules_total = report.schedules_explored + report.schedules_pruned;
     // Wall time of the exploration (the next schedule's workspace is made while one runs, so the
     // schedules' own times overlap).
-    report.schedules_per_s = report.schedules_explored as f64 / exploring.elapsed().as_secs_f64().max(1e-9);
+    report.schedules_per_s =
+        report.schedules_explored as f64 / exploring.elapsed().as_secs_f64().max(1e-9);
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / report.schedules_explored.max(1) as f64;
     report.mean_ms.insert("setup".into(), per(setup_time));
-    report.mean_ms.insert("decisions".into(), per(schedule_time.saturating_sub(setup_time + check_time)));
+    report.mean_ms.insert(
+        "decisions".into(),
+        per(schedule_time.saturating_sub(setup_time + check_time)),
+    );
     report.mean_ms.insert("checks".into(), per(check_time));
     if let Some(dir) = &options.save_dir {
         for v in &mut report.violations {
@@ -321,7 +381,10 @@ pub async fn check_saved(infra: &Infra, report: &mut ExploreReport, flaws: &Flaw
             v.reproduces = Some(false);
             continue;
         };
-        let flawed = ScenarioRunner::new(infra, None).with_flaws(flaws.clone()).run(&loaded).await;
+        let flawed = ScenarioRunner::new(infra, None)
+            .with_flaws(flaws.clone())
+            .run(&loaded)
+            .await;
         v.reproduces = Some(flawed.failures.iter().any(|f| !f.environment));
         if !flaws.is_empty() {
             let correct = ScenarioRunner::new(infra, None).run(&loaded).await;

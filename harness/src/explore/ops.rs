@@ -12,7 +12,19 @@ use harbor_service::syncpoints as sp;
 use crate::model::{Expected, Model, Transition, Who};
 
 /// One operation on the explored workspace (always as its owner, on the QuickBooks connection).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Operation {
@@ -47,8 +59,15 @@ pub fn raw_disconnect_sql(workspace: &str) -> String {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 7] =
-        [Operation::Activate, Operation::Authorize, Operation::Callback, Operation::Disconnect, Operation::Revoke, Operation::Sync, Operation::RawDisconnect];
+    pub const ALL: [Operation; 7] = [
+        Operation::Activate,
+        Operation::Authorize,
+        Operation::Callback,
+        Operation::Disconnect,
+        Operation::Revoke,
+        Operation::Sync,
+        Operation::RawDisconnect,
+    ];
 
     /// The name used in files and reports.
     pub fn as_str(self) -> &'static str {
@@ -67,10 +86,22 @@ impl Operation {
     /// one it reaches).
     pub fn points(self) -> &'static [&'static str] {
         match self {
-            Operation::Activate => &[sp::ACTIVATION_LOCKED, sp::ACTIVATION_STATUS_READ, sp::ACTIVATION_BEFORE_COMMIT, sp::ACTIVATION_FAILING],
+            Operation::Activate => &[
+                sp::ACTIVATION_LOCKED,
+                sp::ACTIVATION_STATUS_READ,
+                sp::ACTIVATION_BEFORE_COMMIT,
+                sp::ACTIVATION_FAILING,
+            ],
             Operation::Authorize => &[sp::OAUTH_AUTHORIZE_LOCKED],
-            Operation::Callback => &[sp::OAUTH_CALLBACK_STATE_CONSUMED, sp::OAUTH_CALLBACK_EXCHANGED, sp::OAUTH_CALLBACK_LOCKED, sp::OAUTH_CALLBACK_BEFORE_COMMIT],
-            Operation::Disconnect | Operation::Revoke => &[sp::LIFECYCLE_LOCKED, sp::LIFECYCLE_BEFORE_COMMIT],
+            Operation::Callback => &[
+                sp::OAUTH_CALLBACK_STATE_CONSUMED,
+                sp::OAUTH_CALLBACK_EXCHANGED,
+                sp::OAUTH_CALLBACK_LOCKED,
+                sp::OAUTH_CALLBACK_BEFORE_COMMIT,
+            ],
+            Operation::Disconnect | Operation::Revoke => {
+                &[sp::LIFECYCLE_LOCKED, sp::LIFECYCLE_BEFORE_COMMIT]
+            }
             Operation::Sync => &[sp::SYNC_LOCKED, sp::SYNC_REFRESHED, sp::SYNC_BEFORE_FETCH],
             Operation::RawDisconnect => &[RAW_UPDATED],
         }
@@ -91,7 +122,9 @@ impl Operation {
             Operation::Activate => Some(model.activate(Who::Owner)),
             Operation::Authorize => Some(model.authorize(Who::Owner, Provider::Qbo)),
             Operation::Callback => Some(model.callback(0, Who::Owner, Provider::Qbo, false)),
-            Operation::Disconnect => Some(model.end(Who::Owner, Provider::Qbo, Transition::Disconnect)),
+            Operation::Disconnect => {
+                Some(model.end(Who::Owner, Provider::Qbo, Transition::Disconnect))
+            }
             Operation::Revoke => Some(model.end(Who::Owner, Provider::Qbo, Transition::Revoke)),
             Operation::Sync => Some(model.sync(Provider::Qbo)),
             Operation::RawDisconnect => {
@@ -118,15 +151,21 @@ impl std::str::FromStr for Operation {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Operation::ALL.iter().copied().find(|o| o.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
-            format!("unknown operation {s:?}: expected {}", names.join(", "))
-        })
+        Operation::ALL
+            .iter()
+            .copied()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+                format!("unknown operation {s:?}: expected {}", names.join(", "))
+            })
     }
 }
 
 /// Where the explored workspace starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Start {

@@ -18,7 +18,9 @@ use super::ops::{Operation, Start};
 use crate::model::Model;
 
 /// What went wrong, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Anomaly {
     /// Two requests inside the same workspace's critical section at once.
@@ -93,12 +95,20 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut order: Vec<usize> = (0..ops.len()).collect();
     permutations(&mut order, 0, &mut |order| {
         let mut model: Model = start.model();
-        let base = model.counters.get(&harbor_service::domain::Provider::Qbo).copied().unwrap_or_default();
+        let base = model
+            .counters
+            .get(&harbor_service::domain::Provider::Qbo)
+            .copied()
+            .unwrap_or_default();
         let mut answers = vec![None; ops.len()];
         for &i in order {
             answers[i] = ops[i].apply(&mut model);
         }
-        let c = model.counters.get(&harbor_service::domain::Provider::Qbo).copied().unwrap_or_default();
+        let c = model
+            .counters
+            .get(&harbor_service::domain::Provider::Qbo)
+            .copied()
+            .unwrap_or_default();
         out.push(SerialOutcome {
             order: order.to_vec(),
             answers,
@@ -132,38 +142,93 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
         return findings;
     }
     if let Some((a, pa, b, pb)) = run.exclusion_broken {
-        add(Anomaly::MutualExclusionBroken, format!("E{a} ({}) parked at {pa} while E{b} ({}) parked at {pb}", ops[a], ops[b]));
+        add(
+            Anomaly::MutualExclusionBroken,
+            format!(
+                "E{a} ({}) parked at {pa} while E{b} ({}) parked at {pb}",
+                ops[a], ops[b]
+            ),
+        );
     }
     for (i, committed) in &run.status_at_activation_commit {
-        let new_row = run.finished[*i].as_ref().and_then(|f| f.answer.as_ref()).is_some_and(|a| a.status.is_success() && a.body["already_completed"] == false);
+        let new_row = run.finished[*i]
+            .as_ref()
+            .and_then(|f| f.answer.as_ref())
+            .is_some_and(|a| a.status.is_success() && a.body["already_completed"] == false);
         if new_row && *committed != Some(harbor_service::lifecycle::ConnectionStatus::Connected) {
-            add(Anomaly::ActivationOfNonConnectedWorkspace, format!("E{i} activated while the committed QuickBooks status was {committed:?}"));
+            add(
+                Anomaly::ActivationOfNonConnectedWorkspace,
+                format!("E{i} activated while the committed QuickBooks status was {committed:?}"),
+            );
         }
     }
-    let new_activations = run.finished.iter().flatten().filter_map(|f| f.answer.as_ref()).filter(|a| a.status.is_success() && a.body["already_completed"] == false).count();
+    let new_activations = run
+        .finished
+        .iter()
+        .flatten()
+        .filter_map(|f| f.answer.as_ref())
+        .filter(|a| a.status.is_success() && a.body["already_completed"] == false)
+        .count();
     if run.end.activations > 1 || new_activations > 1 {
-        add(Anomaly::DoubleActivation, format!("{} activation row(s), {new_activations} answer(s) saying a new activation", run.end.activations));
+        add(
+            Anomaly::DoubleActivation,
+            format!(
+                "{} activation row(s), {new_activations} answer(s) saying a new activation",
+                run.end.activations
+            ),
+        );
     }
     let most_exchanges = serial.iter().map(|s| s.exchanges).max().unwrap_or(0);
     if run.end.exchanges > most_exchanges {
-        add(Anomaly::DoubleConsume, format!("{} code exchange(s); no serial order makes more than {most_exchanges}", run.end.exchanges));
+        add(
+            Anomaly::DoubleConsume,
+            format!(
+                "{} code exchange(s); no serial order makes more than {most_exchanges}",
+                run.end.exchanges
+            ),
+        );
     }
     let most_refreshes = serial.iter().map(|s| s.refreshes).max().unwrap_or(0);
     if run.end.refreshes > most_refreshes {
-        add(Anomaly::DuplicateRefresh, format!("{} refresh(es); no serial order makes more than {most_refreshes}", run.end.refreshes));
+        add(
+            Anomaly::DuplicateRefresh,
+            format!(
+                "{} refresh(es); no serial order makes more than {most_refreshes}",
+                run.end.refreshes
+            ),
+        );
     }
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
             if f.status >= 500 {
-                add(Anomaly::ServerError, format!("E{i} ({}) answered {}", ops[i], f.summary));
+                add(
+                    Anomaly::ServerError,
+                    format!("E{i} ({}) answered {}", ops[i], f.summary),
+                );
             }
         }
     }
     if !serial.iter().any(|s| matches_serial(ops, run, s)) {
-        let answers: Vec<String> = run.finished.iter().enumerate().map(|(i, f)| format!("E{i} {}: {}", ops[i], f.as_ref().map_or("-", |f| f.summary.as_str()))).collect();
+        let answers: Vec<String> = run
+            .finished
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                format!(
+                    "E{i} {}: {}",
+                    ops[i],
+                    f.as_ref().map_or("-", |f| f.summary.as_str())
+                )
+            })
+            .collect();
         add(
             Anomaly::NotSerializable,
-            format!("{}; end status {:?}, {} activation row(s): equal to no serial order", answers.join(", "), run.end.status, run.end.activations),
+            format!(
+                "{}; end status {:?}, {} activation row(s): equal to no serial order",
+                answers.join(", "),
+                run.end.status,
+                run.end.activations
+            ),
         );
     }
     if let Some(l) = &run.lock_left {
@@ -179,18 +244,28 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
     if run.end.status != Some(s.status) || (run.end.activations > 0) != s.activated {
         return false;
     }
-    ops.iter().enumerate().all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
-        // A sync is two transactions — decide and refresh the token, then fetch and store — so
-        // whether *it* refreshed is not a property of one serial position: only its status and
-        // code are compared (too many refreshes in all is the counter's business).
-        (Some(expected), Some(f)) if *op == Operation::Sync => {
-            let expected = crate::model::Expected { field: None, ..expected.clone() };
-            f.answer.as_ref().is_some_and(|a| crate::statemachine::compare(a, &expected).is_ok())
-        }
-        (Some(expected), Some(f)) => f.answer.as_ref().is_some_and(|a| crate::statemachine::compare(a, expected).is_ok()),
-        (None, Some(f)) => *op == Operation::RawDisconnect && f.summary == "ok",
-        _ => false,
-    })
+    ops.iter()
+        .enumerate()
+        .all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
+            // A sync is two transactions — decide and refresh the token, then fetch and store — so
+            // whether *it* refreshed is not a property of one serial position: only its status and
+            // code are compared (too many refreshes in all is the counter's business).
+            (Some(expected), Some(f)) if *op == Operation::Sync => {
+                let expected = crate::model::Expected {
+                    field: None,
+                    ..expected.clone()
+                };
+                f.answer
+                    .as_ref()
+                    .is_some_and(|a| crate::statemachine::compare(a, &expected).is_ok())
+            }
+            (Some(expected), Some(f)) => f
+                .answer
+                .as_ref()
+                .is_some_and(|a| crate::statemachine::compare(a, expected).is_ok()),
+            (None, Some(f)) => *op == Operation::RawDisconnect && f.summary == "ok",
+            _ => false,
+        })
 }
 
 /// How a run's stops read in a report: `E0 parked at activation.locked`.
@@ -225,9 +300,15 @@ mod tests {
 
     #[test]
     fn the_raw_writer_disconnects_whatever_the_state() {
-        let outcomes = serial_outcomes(&[Operation::RawDisconnect, Operation::Activate], Start::Connected);
+        let outcomes = serial_outcomes(
+            &[Operation::RawDisconnect, Operation::Activate],
+            Start::Connected,
+        );
         let raw_first = outcomes.iter().find(|o| o.order == [0, 1]).unwrap();
         assert!(!raw_first.activated);
-        assert_eq!(raw_first.answers[1].as_ref().unwrap().code, Some("ACTIVATION_NOT_READY"));
+        assert_eq!(
+            raw_first.answers[1].as_ref().unwrap().code,
+            Some("ACTIVATION_NOT_READY")
+        );
     }
 }

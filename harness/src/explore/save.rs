@@ -18,23 +18,46 @@ use super::strategy::Replay;
 use super::Violation;
 
 /// Whether `choices` on `ops` from `start` still shows `anomaly`; the run when it does.
-async fn reproduces(engine: &Engine<'_>, ops: &[Operation], start: Start, choices: &[usize], anomaly: Anomaly) -> Result<Option<ScheduleRun>, String> {
-    let run = engine.run(ops, start, &mut Replay::new(choices.to_vec())).await?;
+async fn reproduces(
+    engine: &Engine<'_>,
+    ops: &[Operation],
+    start: Start,
+    choices: &[usize],
+    anomaly: Anomaly,
+) -> Result<Option<ScheduleRun>, String> {
+    let run = engine
+        .run(ops, start, &mut Replay::new(choices.to_vec()))
+        .await?;
     let serial = oracle::serial_outcomes(ops, start);
-    let shown = oracle::check(ops, &run, &serial).iter().any(|f| f.anomaly == anomaly);
+    let shown = oracle::check(ops, &run, &serial)
+        .iter()
+        .any(|f| f.anomaly == anomaly);
     Ok(shown.then_some(run))
 }
 
 /// Minimises `v` and writes it under `dir`; returns the file and the minimal run.
-pub async fn save(engine: &Engine<'_>, dir: &Path, v: &Violation) -> Result<(PathBuf, ScheduleRun), String> {
+pub async fn save(
+    engine: &Engine<'_>,
+    dir: &Path,
+    v: &Violation,
+) -> Result<(PathBuf, ScheduleRun), String> {
     let mut ops = v.operations.clone();
     let mut choices = v.schedule.clone();
     let mut best = v.run.clone().ok_or("the violation has no run")?;
     // Drop operations.
     let mut j = 0;
     while ops.len() > 1 && j < ops.len() {
-        let fewer: Vec<Operation> = ops.iter().enumerate().filter(|(k, _)| *k != j).map(|(_, o)| *o).collect();
-        let mapped: Vec<usize> = choices.iter().filter(|&&c| c != j).map(|&c| if c > j { c - 1 } else { c }).collect();
+        let fewer: Vec<Operation> = ops
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != j)
+            .map(|(_, o)| *o)
+            .collect();
+        let mapped: Vec<usize> = choices
+            .iter()
+            .filter(|&&c| c != j)
+            .map(|&c| if c > j { c - 1 } else { c })
+            .collect();
         match reproduces(engine, &fewer, v.start, &mapped, v.anomaly).await? {
             Some(run) => {
                 ops = fewer;
@@ -52,29 +75,68 @@ pub async fn save(engine: &Engine<'_>, dir: &Path, v: &Violation) -> Result<(Pat
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let id = format!("EXPLORE-{}-{}", v.anomaly.as_str().to_uppercase().replace('_', "-"), ops.iter().map(|o| o.as_str().to_uppercase().replace('_', "-")).collect::<Vec<_>>().join("-"));
+    let id = format!(
+        "EXPLORE-{}-{}",
+        v.anomaly.as_str().to_uppercase().replace('_', "-"),
+        ops.iter()
+            .map(|o| o.as_str().to_uppercase().replace('_', "-"))
+            .collect::<Vec<_>>()
+            .join("-")
+    );
     let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, scenario(&id, &ops, v.start, &best, v.anomaly, &v.detail)).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(
+        &path,
+        scenario(&id, &ops, v.start, &best, v.anomaly, &v.detail),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path, best))
 }
 
 /// The scenario file of `run`.
-pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, anomaly: Anomaly, detail: &str) -> String {
+pub fn scenario(
+    id: &str,
+    ops: &[Operation],
+    start: Start,
+    run: &ScheduleRun,
+    anomaly: Anomaly,
+    detail: &str,
+) -> String {
     let mut out = String::new();
     let names: Vec<&str> = ops.iter().map(|o| o.as_str()).collect();
     let choices: Vec<String> = run.decisions.iter().map(|d| d.chosen.to_string()).collect();
     let _ = writeln!(out, "id = \"{id}\"");
-    let _ = writeln!(out, "title = \"Exploration found {}: {} from {:?}\"", anomaly.as_str(), names.join(" + "), start);
-    let _ = writeln!(out, "source = \"harbor-certify explore\"\nseverity = \"high\"\narea = \"concurrency\"");
-    let _ = writeln!(out, "description = \"\"\"\n{}\nSchedule (operation per decision): [{}].\n\"\"\"\n", detail.replace('"', "'"), choices.join(" "));
+    let _ = writeln!(
+        out,
+        "title = \"Exploration found {}: {} from {:?}\"",
+        anomaly.as_str(),
+        names.join(" + "),
+        start
+    );
+    let _ = writeln!(
+        out,
+        "source = \"harbor-certify explore\"\nseverity = \"high\"\narea = \"concurrency\""
+    );
+    let _ = writeln!(
+        out,
+        "description = \"\"\"\n{}\nSchedule (operation per decision): [{}].\n\"\"\"\n",
+        detail.replace('"', "'"),
+        choices.join(" ")
+    );
     let _ = writeln!(out, "[service]\nreplicas = 2\nstep_timeout_ms = 2000\n");
     let _ = writeln!(out, "[[tenants]]\nname = \"w\"");
     if start != Start::Pending {
         let _ = writeln!(out, "oauth = [\"qbo\"]");
     }
-    let _ = writeln!(out, "\n[[actors]]\nname = \"S\"\nuser = \"w.owner\"\nrole = \"Set-up\"");
+    let _ = writeln!(
+        out,
+        "\n[[actors]]\nname = \"S\"\nuser = \"w.owner\"\nrole = \"Set-up\""
+    );
     for (i, op) in ops.iter().enumerate() {
-        let user = if *op == Operation::RawDisconnect { String::new() } else { "user = \"w.owner\"\n".into() };
+        let user = if *op == Operation::RawDisconnect {
+            String::new()
+        } else {
+            "user = \"w.owner\"\n".into()
+        };
         let _ = writeln!(out, "\n[[actors]]\nname = \"E{i}\"\n{user}role = \"{op}\"");
     }
     match start {
@@ -89,8 +151,14 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
     // The model's answers, in the serial order the operations finished in (or the first order):
     // what each launch step expects when the anomaly is about answers.
     let serial = oracle::serial_outcomes(ops, start);
-    let chosen = serial.iter().find(|s| s.order == run.completion_order).or_else(|| serial.first());
-    let about_answers = matches!(anomaly, Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace);
+    let chosen = serial
+        .iter()
+        .find(|s| s.order == run.completion_order)
+        .or_else(|| serial.first());
+    let about_answers = matches!(
+        anomaly,
+        Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace
+    );
     let expect_of = |i: usize| -> Option<String> {
         let e = chosen?.answers[i].as_ref()?;
         about_answers.then(|| match e.code {
@@ -103,8 +171,17 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
     for (d, decision) in run.decisions.iter().enumerate() {
         let i = decision.chosen;
         let op = ops[i];
-        let after: Vec<&Stop> = run.observed.iter().filter(|o| o.op == i && o.decision > d).map(|o| &o.stop).collect();
-        let first = run.observed.iter().find(|o| o.op == i && o.decision == d + 1).map(|o| &o.stop);
+        let after: Vec<&Stop> = run
+            .observed
+            .iter()
+            .filter(|o| o.op == i && o.decision > d)
+            .map(|o| &o.stop)
+            .collect();
+        let first = run
+            .observed
+            .iter()
+            .find(|o| o.op == i && o.decision == d + 1)
+            .map(|o| &o.stop);
         let next_park = after.iter().find_map(|s| match s {
             Stop::Parked(p) if *p != RAW_UPDATED => Some(*p),
             _ => None,
@@ -125,7 +202,11 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
                 }
                 let _ = writeln!(out, "do = \"sql\"\nsql = \"COMMIT\"");
             } else {
-                let _ = writeln!(out, "do = \"sql\"\nsql = \"{}\"", super::ops::raw_disconnect_sql("{workspace:w}"));
+                let _ = writeln!(
+                    out,
+                    "do = \"sql\"\nsql = \"{}\"",
+                    super::ops::raw_disconnect_sql("{workspace:w}")
+                );
                 if let Some(holder) = &blocked_on {
                     raw_in_background = true;
                     let _ = writeln!(out, "expect_blocked = {{ on = \"{holder}\" }}");
@@ -134,10 +215,14 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
             continue;
         }
         if launched_before {
-            let mut from = run.observed.iter().filter(|o| o.op == i && o.decision <= d).filter_map(|o| match o.stop {
-                Stop::Parked(p) => Some(p),
-                _ => None,
-            });
+            let mut from = run
+                .observed
+                .iter()
+                .filter(|o| o.op == i && o.decision <= d)
+                .filter_map(|o| match o.stop {
+                    Stop::Parked(p) => Some(p),
+                    _ => None,
+                });
             let point = from.next_back().unwrap_or("");
             let _ = writeln!(out, "do = \"release\"\npoint = \"{point}\"\nreplica = 1");
         } else {
@@ -178,7 +263,11 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
         _ => None,
     };
     if let Some(a) = assertion {
-        let _ = writeln!(out, "\n[[assert]]\nnote = \"the invariant exploration found broken ({})\"\n{a}", anomaly.as_str());
+        let _ = writeln!(
+            out,
+            "\n[[assert]]\nnote = \"the invariant exploration found broken ({})\"\n{a}",
+            anomaly.as_str()
+        );
     }
     let _ = writeln!(out, "\n[[assert]]\nno_lock_held = \"w\"");
     out
@@ -188,7 +277,11 @@ pub fn scenario(id: &str, ops: &[Operation], start: Start, run: &ScheduleRun, an
 /// lock, and the operation already inside.
 fn intruder(run: &ScheduleRun) -> Option<(usize, usize)> {
     let (a, pa, b, pb) = run.exclusion_broken?;
-    let at = |op: usize, point: &'static str| run.observed.iter().position(|o| o.op == op && o.stop == Stop::Parked(point));
+    let at = |op: usize, point: &'static str| {
+        run.observed
+            .iter()
+            .position(|o| o.op == op && o.stop == Stop::Parked(point))
+    };
     let (ia, ib) = (at(a, pa)?, at(b, pb)?);
     let (late, early, pos) = if ia > ib { (a, b, ia) } else { (b, a, ib) };
     let decision = run.observed[pos].decision.checked_sub(1)?;

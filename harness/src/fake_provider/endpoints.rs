@@ -32,13 +32,22 @@ pub(super) struct AuthorizeQuery {
     code_challenge_method: Option<String>,
 }
 
-pub(super) async fn authorize(State(inner): State<Shared>, Path(p): Path<String>, Query(q): Query<AuthorizeQuery>) -> Response {
+pub(super) async fn authorize(
+    State(inner): State<Shared>,
+    Path(p): Path<String>,
+    Query(q): Query<AuthorizeQuery>,
+) -> Response {
     let provider = match parse_provider(&p) {
         Ok(p) => p,
         Err(r) => return r,
     };
     let mut guard = inner.lock().expect("fake provider state");
-    guard.providers.entry(provider).or_default().counters.authorize += 1;
+    guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .counters
+        .authorize += 1;
     // Errors about the client or redirect URI are shown to the user, never redirected (RFC 6749 §4.1.2.1).
     if q.client_id.as_deref() != Some(FakeProvider::client_id(provider).as_str()) {
         return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
@@ -52,13 +61,19 @@ pub(super) async fn authorize(State(inner): State<Shared>, Path(p): Path<String>
         if let Some(s) = state {
             location.query_pairs_mut().append_pair("state", s);
         }
-        (StatusCode::FOUND, [(header::LOCATION, location.to_string())]).into_response()
+        (
+            StatusCode::FOUND,
+            [(header::LOCATION, location.to_string())],
+        )
+            .into_response()
     };
     if q.response_type.as_deref() != Some("code") {
         return refuse(location, "unsupported_response_type", q.state.as_deref());
     }
     // PKCE is required, S256 only (RFC 9700 §2.1.1).
-    let (Some(challenge), Some("S256")) = (q.code_challenge.clone(), q.code_challenge_method.as_deref()) else {
+    let (Some(challenge), Some("S256")) =
+        (q.code_challenge.clone(), q.code_challenge_method.as_deref())
+    else {
         return refuse(location, "invalid_request", q.state.as_deref());
     };
     let code = mint(&mut guard, provider, "code");
@@ -86,7 +101,11 @@ pub(super) async fn authorize(State(inner): State<Shared>, Path(p): Path<String>
         }
         qp.append_pair("iss", &issuer);
     }
-    (StatusCode::FOUND, [(header::LOCATION, location.to_string())]).into_response()
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -100,7 +119,11 @@ pub(super) struct TokenForm {
     client_secret: Option<String>,
 }
 
-pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Form(form): Form<TokenForm>) -> Response {
+pub(super) async fn token(
+    State(inner): State<Shared>,
+    Path(p): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Response {
     let provider = match parse_provider(&p) {
         Ok(p) => p,
         Err(r) => return r,
@@ -120,11 +143,18 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
         tokio::time::sleep(delay).await;
     }
     match fault {
-        Some(Fault::ServerError) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        Some(Fault::ServerError) => {
+            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+        }
         Some(Fault::InvalidGrant) => {
             let mut guard = inner.lock().expect("fake provider state");
             if form.grant_type == "refresh_token" {
-                guard.providers.entry(provider).or_default().counters.refreshes_invalid_grant += 1;
+                guard
+                    .providers
+                    .entry(provider)
+                    .or_default()
+                    .counters
+                    .refreshes_invalid_grant += 1;
             }
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
         }
@@ -136,14 +166,41 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
     let mut guard = inner.lock().expect("fake provider state");
-    let ttl = guard.providers.entry(provider).or_default().switches.access_token_ttl;
-    let rotate = guard.providers.entry(provider).or_default().switches.rotate_refresh_tokens;
-    let revoke_old = guard.providers.entry(provider).or_default().switches.revoke_access_on_refresh;
-    let expires_in = guard.providers.entry(provider).or_default().switches.expires_in;
-    let lose_reply = guard.providers.entry(provider).or_default().switches.lose_token_reply;
+    let ttl = guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .switches
+        .access_token_ttl;
+    let rotate = guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .switches
+        .rotate_refresh_tokens;
+    let revoke_old = guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .switches
+        .revoke_access_on_refresh;
+    let expires_in = guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .switches
+        .expires_in;
+    let lose_reply = guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .switches
+        .lose_token_reply;
     let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
-            let Some(code) = form.code else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
+            let Some(code) = form.code else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+            };
             let Some((owner, grant)) = guard.codes.get_mut(&code) else {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
             };
@@ -160,13 +217,20 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
             }
             grant.used = true;
-            guard.providers.entry(provider).or_default().counters.code_exchanges_ok += 1;
+            guard
+                .providers
+                .entry(provider)
+                .or_default()
+                .counters
+                .code_exchanges_ok += 1;
             let scope = guard.codes[&code].1.scope.clone();
             guard.families += 1;
             (scope, true, guard.families)
         }
         "refresh_token" => {
-            let Some(rt) = form.refresh_token else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
+            let Some(rt) = form.refresh_token else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+            };
             let family = match guard.refresh.get_mut(&rt) {
                 Some((owner, usable, family)) if *owner == provider && *usable => {
                     if rotate {
@@ -175,11 +239,21 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
                     *family
                 }
                 _ => {
-                    guard.providers.entry(provider).or_default().counters.refreshes_invalid_grant += 1;
+                    guard
+                        .providers
+                        .entry(provider)
+                        .or_default()
+                        .counters
+                        .refreshes_invalid_grant += 1;
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
             };
-            guard.providers.entry(provider).or_default().counters.refreshes_ok += 1;
+            guard
+                .providers
+                .entry(provider)
+                .or_default()
+                .counters
+                .refreshes_ok += 1;
             if revoke_old {
                 for a in guard.access.values_mut().filter(|a| a.family == family) {
                     a.revoked = true;
@@ -192,7 +266,12 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
     let access = mint(&mut guard, provider, "at");
     guard.access.insert(
         access.clone(),
-        AccessGrant { provider, expires: Instant::now() + Duration::from_secs(ttl.max(0) as u64), revoked: false, family },
+        AccessGrant {
+            provider,
+            expires: Instant::now() + Duration::from_secs(ttl.max(0) as u64),
+            revoked: false,
+            family,
+        },
     );
     let mut body = json!({ "access_token": access, "token_type": "Bearer" });
     match expires_in {
@@ -208,7 +287,9 @@ pub(super) async fn token(State(inner): State<Shared>, Path(p): Path<String>, Fo
     }
     if issue_refresh {
         let refresh = mint(&mut guard, provider, "rt");
-        guard.refresh.insert(refresh.clone(), (provider, true, family));
+        guard
+            .refresh
+            .insert(refresh.clone(), (provider, true, family));
         body["refresh_token"] = json!(refresh);
     }
     if lose_reply {
@@ -223,7 +304,11 @@ pub(super) struct RevokeForm {
     token: String,
 }
 
-pub(super) async fn revoke(State(inner): State<Shared>, Path(p): Path<String>, Form(form): Form<RevokeForm>) -> Response {
+pub(super) async fn revoke(
+    State(inner): State<Shared>,
+    Path(p): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> Response {
     let provider = match parse_provider(&p) {
         Ok(p) => p,
         Err(r) => return r,
@@ -250,7 +335,11 @@ pub(super) async fn revoke(State(inner): State<Shared>, Path(p): Path<String>, F
     StatusCode::OK.into_response()
 }
 
-pub(super) async fn resource(State(inner): State<Shared>, Path(p): Path<String>, headers: HeaderMap) -> Response {
+pub(super) async fn resource(
+    State(inner): State<Shared>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let provider = match parse_provider(&p) {
         Ok(p) => p,
         Err(r) => return r,
@@ -261,9 +350,10 @@ pub(super) async fn resource(State(inner): State<Shared>, Path(p): Path<String>,
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let mut guard = inner.lock().expect("fake provider state");
-    let valid = token.as_ref().and_then(|t| guard.access.get(t)).is_some_and(|a| {
-        a.provider == provider && !a.revoked && a.expires > Instant::now()
-    });
+    let valid = token
+        .as_ref()
+        .and_then(|t| guard.access.get(t))
+        .is_some_and(|a| a.provider == provider && !a.revoked && a.expires > Instant::now());
     let state = guard.providers.entry(provider).or_default();
     state.counters.resource_reads += 1;
     if !valid {

@@ -204,7 +204,10 @@ impl FakeProvider {
     pub async fn start() -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let inner: Shared = Arc::new(Mutex::new(Inner { base_url: base_url.clone(), ..Inner::default() }));
+        let inner: Shared = Arc::new(Mutex::new(Inner {
+            base_url: base_url.clone(),
+            ..Inner::default()
+        }));
         let app = Router::new()
             .route("/{provider}/authorize", get(authorize))
             .route("/{provider}/token", post(token))
@@ -219,7 +222,11 @@ impl FakeProvider {
                 })
                 .await;
         });
-        Ok(Self { base_url, inner, shutdown: Some(tx) })
+        Ok(Self {
+            base_url,
+            inner,
+            shutdown: Some(tx),
+        })
     }
 
     /// The base URL, such as `http://127.0.0.1:41234`.
@@ -243,13 +250,30 @@ impl FakeProvider {
 
     /// A providers configuration that points all four providers at this fake.
     pub fn providers_config(&self, timeout: Duration) -> ProvidersConfig {
+        self.providers_config_with(timeout, &self.base_url)
+    }
+
+    /// The same, with the back channel (token, revocation and resource endpoints — the calls the
+    /// service makes itself) going through `proxy`; the browser still goes direct.
+    pub fn providers_config_via(
+        &self,
+        timeout: Duration,
+        proxy: std::net::SocketAddr,
+    ) -> ProvidersConfig {
+        self.providers_config_with(timeout, &format!("http://{proxy}"))
+    }
+
+    fn providers_config_with(&self, timeout: Duration, back_channel: &str) -> ProvidersConfig {
         let providers = Provider::ALL
             .into_iter()
             .map(|p| {
-                let url = |leaf: &str| Url::parse(&format!("{}/{p}/{leaf}", self.base_url)).expect("a valid URL");
+                let at = |base: &str, leaf: &str| {
+                    Url::parse(&format!("{base}/{p}/{leaf}")).expect("a valid URL")
+                };
+                let url = |leaf: &str| at(back_channel, leaf);
                 let config = ProviderConfig {
                     issuer: self.issuer(p),
-                    authorize_url: url("authorize"),
+                    authorize_url: at(&self.base_url, "authorize"),
                     token_url: url("token"),
                     revoke_url: url("revoke"),
                     resource_url: url("resource"),
@@ -274,18 +298,50 @@ impl FakeProvider {
     /// The calls `provider` has received so far.
     pub fn counters(&self, provider: Provider) -> Counters {
         let inner = self.inner.lock().expect("fake provider state");
-        inner.providers.get(&provider).map(|p| p.counters).unwrap_or_default()
+        inner
+            .providers
+            .get(&provider)
+            .map(|p| p.counters)
+            .unwrap_or_default()
     }
 
     /// Every code and token issued so far (the canaries a leak search looks for).
     pub fn issued(&self) -> Vec<String> {
-        self.inner.lock().expect("fake provider state").issued.clone()
+        self.inner
+            .lock()
+            .expect("fake provider state")
+            .issued
+            .clone()
+    }
+
+    /// Every grant (provider, family) that still has a usable refresh token.
+    pub fn live_grants(&self) -> std::collections::BTreeSet<(Provider, u64)> {
+        let inner = self.inner.lock().expect("fake provider state");
+        inner
+            .refresh
+            .values()
+            .filter(|(_, usable, _)| *usable)
+            .map(|(p, _, family)| (*p, *family))
+            .collect()
+    }
+
+    /// The grant a usable refresh token belongs to.
+    pub fn grant_of(&self, refresh_token: &str) -> Option<u64> {
+        let inner = self.inner.lock().expect("fake provider state");
+        inner
+            .refresh
+            .get(refresh_token)
+            .filter(|(_, usable, _)| *usable)
+            .map(|(_, _, family)| *family)
     }
 
     /// Whether `token` is a live access token or usable refresh token.
     pub fn is_live(&self, token: &str) -> bool {
         let inner = self.inner.lock().expect("fake provider state");
-        inner.access.get(token).is_some_and(|a| !a.revoked && a.expires > Instant::now())
+        inner
+            .access
+            .get(token)
+            .is_some_and(|a| !a.revoked && a.expires > Instant::now())
             || inner.refresh.get(token).is_some_and(|r| r.1)
     }
 
@@ -306,9 +362,16 @@ impl Drop for FakeProvider {
 /// Plays the user's browser: opens `authorization_url` and returns the redirect it answers
 /// with (the code, state and issuer the provider sends back), without following it.
 pub async fn consent(http: &reqwest::Client, authorization_url: &str) -> Result<Consent, String> {
-    let response = http.get(authorization_url).send().await.map_err(|e| format!("authorize: {e}"))?;
+    let response = http
+        .get(authorization_url)
+        .send()
+        .await
+        .map_err(|e| format!("authorize: {e}"))?;
     if response.status() != StatusCode::FOUND {
-        return Err(format!("authorize answered {} instead of a redirect", response.status()));
+        return Err(format!(
+            "authorize answered {} instead of a redirect",
+            response.status()
+        ));
     }
     let location = response
         .headers()
@@ -316,7 +379,11 @@ pub async fn consent(http: &reqwest::Client, authorization_url: &str) -> Result<
         .and_then(|v| v.to_str().ok())
         .ok_or("authorize redirect has no Location")?;
     let url = Url::parse(location).map_err(|e| format!("redirect: {e}"))?;
-    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
     if let Some(error) = param("error") {
         return Err(format!("the provider refused the authorization: {error}"));
     }
@@ -346,7 +413,8 @@ impl Consent {
     /// `error=access_denied`, `iss`).
     pub fn denied_query(&self) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        q.append_pair("state", &self.state).append_pair("error", "access_denied");
+        q.append_pair("state", &self.state)
+            .append_pair("error", "access_denied");
         if let Some(iss) = &self.iss {
             q.append_pair("iss", iss);
         }
@@ -356,11 +424,11 @@ impl Consent {
     /// The query string for the service's callback (`state`, `code`, `iss`).
     pub fn callback_query(&self) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        q.append_pair("state", &self.state).append_pair("code", &self.code);
+        q.append_pair("state", &self.state)
+            .append_pair("code", &self.code);
         if let Some(iss) = &self.iss {
             q.append_pair("iss", iss);
         }
         q.finish()
     }
 }
-

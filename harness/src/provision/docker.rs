@@ -37,13 +37,30 @@ impl DockerImages {
     /// Chooses the images as described in the module documentation. With `allow_pull` false (the
     /// `auto` backend's detection) only images already present count, so detection is quick.
     pub async fn resolve(allow_pull: bool) -> Result<Self, String> {
-        let postgres = resolve_one("HARBOR_POSTGRES_IMAGE", OFFICIAL_POSTGRES, OFFLINE_POSTGRES, allow_pull).await?;
-        let redis = resolve_one("HARBOR_REDIS_IMAGE", OFFICIAL_REDIS, OFFLINE_REDIS, allow_pull).await?;
+        let postgres = resolve_one(
+            "HARBOR_POSTGRES_IMAGE",
+            OFFICIAL_POSTGRES,
+            OFFLINE_POSTGRES,
+            allow_pull,
+        )
+        .await?;
+        let redis = resolve_one(
+            "HARBOR_REDIS_IMAGE",
+            OFFICIAL_REDIS,
+            OFFLINE_REDIS,
+            allow_pull,
+        )
+        .await?;
         Ok(Self { postgres, redis })
     }
 }
 
-async fn resolve_one(var: &str, official: &str, offline: &str, allow_pull: bool) -> Result<String, String> {
+async fn resolve_one(
+    var: &str,
+    official: &str,
+    offline: &str,
+    allow_pull: bool,
+) -> Result<String, String> {
     if let Ok(explicit) = std::env::var(var) {
         if !explicit.is_empty() {
             if allow_pull || image_present(&explicit).await {
@@ -81,7 +98,9 @@ async fn docker_cli(args: &[&str]) -> Result<String, String> {
 }
 
 async fn image_present(image: &str) -> bool {
-    docker_cli(&["image", "inspect", "--format", "{{.Id}}", image]).await.is_ok()
+    docker_cli(&["image", "inspect", "--format", "{{.Id}}", image])
+        .await
+        .is_ok()
 }
 
 async fn pull(image: &str) -> bool {
@@ -97,7 +116,10 @@ pub(super) async fn engine_version() -> Result<String, String> {
     match tokio::time::timeout(Duration::from_secs(10), probe).await {
         Ok(Ok(v)) if !v.is_empty() => Ok(v),
         Ok(Ok(_)) => Err("the Docker engine did not report a version".into()),
-        Ok(Err(e)) => Err(format!("no Docker engine answers ({})", e.lines().last().unwrap_or("no detail"))),
+        Ok(Err(e)) => Err(format!(
+            "no Docker engine answers ({})",
+            e.lines().last().unwrap_or("no detail")
+        )),
         Err(_) => Err("the Docker engine did not answer within 10 s".into()),
     }
 }
@@ -117,7 +139,9 @@ pub(super) async fn reap_orphans() -> usize {
     let mut removed = 0;
     for line in listing.lines() {
         let mut parts = line.split_whitespace();
-        let (Some(id), owner) = (parts.next(), parts.next()) else { continue };
+        let (Some(id), owner) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let alive = owner
             .and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
@@ -156,7 +180,9 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
     }
     let images = match detected {
         Some(images) => images,
-        None => DockerImages::resolve(true).await.map_err(ProvisionError::Docker)?,
+        None => DockerImages::resolve(true)
+            .await
+            .map_err(ProvisionError::Docker)?,
     };
     let owner = std::process::id().to_string();
 
@@ -167,10 +193,14 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
         .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
         .with_env_var("POSTGRES_USER", "postgres")
         .with_cmd([
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-            "-c", "max_connections=500",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=500",
         ])
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner.clone())
@@ -192,7 +222,10 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
         Ok(r) => r,
         Err(e) => {
             let _ = postgres.rm().await;
-            return Err(ProvisionError::Docker(format!("starting {}: {e}", images.redis)));
+            return Err(ProvisionError::Docker(format!(
+                "starting {}: {e}",
+                images.redis
+            )));
         }
     };
     let pg_port = postgres
@@ -215,12 +248,19 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
 impl Containers {
     /// The containers' ids.
     pub(super) fn ids(&self) -> Vec<String> {
-        [&self.postgres, &self.redis].into_iter().flatten().map(|c| c.id().to_owned()).collect()
+        [&self.postgres, &self.redis]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id().to_owned())
+            .collect()
     }
 
     /// Removes both containers and their volumes, waiting for the engine to confirm.
     pub(super) async fn remove(mut self) {
-        for container in [self.postgres.take(), self.redis.take()].into_iter().flatten() {
+        for container in [self.postgres.take(), self.redis.take()]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = container.rm().await {
                 tracing::warn!(error = %e, "could not remove a container; the next run will reap it");
             }

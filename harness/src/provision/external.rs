@@ -9,6 +9,8 @@ pub(super) fn urls() -> Result<(String, String), ProvisionError> {
     let redis = std::env::var("HARBOR_REDIS_URL");
     match (pg, redis) {
         (Ok(pg), Ok(redis)) if !pg.is_empty() && !redis.is_empty() => Ok((pg, redis)),
-        _ => Err(ProvisionError::External("HARBOR_DATABASE_URL and HARBOR_REDIS_URL must both be set".into())),
+        _ => Err(ProvisionError::External(
+            "HARBOR_DATABASE_URL and HARBOR_REDIS_URL must both be set".into(),
+        )),
     }
 }

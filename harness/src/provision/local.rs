@@ -26,7 +26,12 @@ pub struct LocalBinaries {
 fn search_dirs() -> (Vec<PathBuf>, bool) {
     match std::env::var_os("HARBOR_LOCAL_BIN_PATHS") {
         Some(dirs) => (std::env::split_paths(&dirs).collect(), false),
-        None => (std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default(), true),
+        None => (
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default(),
+            true,
+        ),
     }
 }
 
@@ -73,13 +78,20 @@ impl LocalBinaries {
                 if !usual_paths {
                     return None;
                 }
-                ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.is_file())
+                [
+                    "/usr/bin/redis-server",
+                    "/usr/local/bin/redis-server",
+                    "/usr/sbin/redis-server",
+                ]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
             })
             .ok_or("redis-server not found on PATH or in /usr/bin, /usr/local/bin, /usr/sbin")?;
-        Ok(Self { postgres_bin, redis_server })
+        Ok(Self {
+            postgres_bin,
+            redis_server,
+        })
     }
 }
 
@@ -92,28 +104,40 @@ pub(super) struct LocalServers {
 }
 
 fn free_port() -> Result<u16, ProvisionError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ProvisionError::Local(e.to_string()))?;
-    Ok(l.local_addr().map_err(|e| ProvisionError::Local(e.to_string()))?.port())
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| ProvisionError::Local(e.to_string()))?;
+    Ok(l.local_addr()
+        .map_err(|e| ProvisionError::Local(e.to_string()))?
+        .port())
 }
 
 /// The uid and gid of the `postgres` user, when running as root.
 fn postgres_user() -> Result<Option<(u32, u32)>, ProvisionError> {
     let me = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_owned())));
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+            })
+        });
     if me.as_deref() != Some("0") {
         return Ok(None);
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| ProvisionError::Local(e.to_string()))?;
+    let passwd =
+        std::fs::read_to_string("/etc/passwd").map_err(|e| ProvisionError::Local(e.to_string()))?;
     passwd
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&"postgres")).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+            (f.first() == Some(&"postgres"))
+                .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
         })
         .map(Some)
         .ok_or_else(|| {
-            ProvisionError::Local("running as root and there is no `postgres` user to run PostgreSQL as".into())
+            ProvisionError::Local(
+                "running as root and there is no `postgres` user to run PostgreSQL as".into(),
+            )
         })
 }
 
@@ -128,7 +152,10 @@ fn chown_recursive(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Where server directories go: memory-backed `/dev/shm` when there is one (the data is thrown
@@ -136,7 +163,10 @@ fn signal(pid: u32, sig: &str) {
 /// temporary directory.
 fn base_dir() -> PathBuf {
     let shm = Path::new("/dev/shm");
-    let writable = shm.is_dir() && std::fs::metadata(shm).map(|m| !m.permissions().readonly()).unwrap_or(false);
+    let writable = shm.is_dir()
+        && std::fs::metadata(shm)
+            .map(|m| !m.permissions().readonly())
+            .unwrap_or(false);
     if writable {
         shm.to_path_buf()
     } else {
@@ -154,15 +184,22 @@ fn older_than(path: &Path, age: Duration) -> bool {
 
 /// Stops the servers of directories whose owner process is gone, then removes the directories.
 pub(super) fn reap_orphans() -> usize {
-    let Ok(entries) = std::fs::read_dir(base_dir()) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(base_dir()) else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let is_ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
         if !is_ours {
             continue;
         }
-        let owner = std::fs::read_to_string(path.join(OWNER_FILE)).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
         match owner {
             Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => continue,
             // No owner file yet: a run is between creating the directory and writing it. Only a
@@ -170,7 +207,10 @@ pub(super) fn reap_orphans() -> usize {
             None if !older_than(&path, Duration::from_secs(600)) => continue,
             _ => {}
         }
-        for (pid_file, program) in [("data/postmaster.pid", "postgres"), ("redis.pid", "redis-server")] {
+        for (pid_file, program) in [
+            ("data/postmaster.pid", "postgres"),
+            ("redis.pid", "redis-server"),
+        ] {
             let pid = std::fs::read_to_string(path.join(pid_file))
                 .ok()
                 .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
@@ -220,10 +260,23 @@ pub(super) async fn start() -> Result<LocalServers, ProvisionError> {
 
 fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> {
     let err = |what: &str, e: std::io::Error| ProvisionError::Local(format!("{what}: {e}"));
-    let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir_in(base_dir()).map_err(|e| err("temporary directory", e))?;
-    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string()).map_err(|e| err("owner file", e))?;
-    let mut servers = LocalServers { admin_url: String::new(), redis_url: String::new(), dir: Some(dir), children: Vec::new() };
-    let root = servers.dir.as_ref().map(|d| d.path().to_path_buf()).expect("set above");
+    let dir = tempfile::Builder::new()
+        .prefix(DIR_PREFIX)
+        .tempdir_in(base_dir())
+        .map_err(|e| err("temporary directory", e))?;
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+        .map_err(|e| err("owner file", e))?;
+    let mut servers = LocalServers {
+        admin_url: String::new(),
+        redis_url: String::new(),
+        dir: Some(dir),
+        children: Vec::new(),
+    };
+    let root = servers
+        .dir
+        .as_ref()
+        .map(|d| d.path().to_path_buf())
+        .expect("set above");
     let data = root.join("data");
     let run_as = postgres_user()?;
     if let Some((uid, gid)) = run_as {
@@ -237,33 +290,75 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
 
     let mut initdb = Command::new(bins.postgres_bin.join("initdb"));
     initdb
-        .args(["-D", data.to_str().unwrap_or_default(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        .args([
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     as_postgres(&mut initdb);
     let out = initdb.output().map_err(|e| err("initdb", e))?;
     if !out.status.success() {
-        return Err(ProvisionError::Local(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(ProvisionError::Local(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
 
     let pg_port = free_port()?;
     let log = std::fs::File::create(root.join("postgres.log")).map_err(|e| err("log file", e))?;
     let mut postgres = Command::new(bins.postgres_bin.join("postgres"));
     postgres
-        .args(["-D", data.to_str().unwrap_or_default(), "-p", &pg_port.to_string(), "-k", root.to_str().unwrap_or_default()])
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args([
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-p",
+            &pg_port.to_string(),
+            "-k",
+            root.to_str().unwrap_or_default(),
+        ])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ])
         .args(["-c", "full_page_writes=off", "-c", "max_connections=500"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
     as_postgres(&mut postgres);
-    servers.children.push(postgres.spawn().map_err(|e| err("postgres", e))?);
+    servers
+        .children
+        .push(postgres.spawn().map_err(|e| err("postgres", e))?);
     servers.admin_url = format!("postgres://postgres@127.0.0.1:{pg_port}/postgres");
 
     let redis_port = free_port()?;
     let redis = Command::new(&bins.redis_server)
-        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--dir", root.to_str().unwrap_or_default(), "--pidfile", root.join("redis.pid").to_str().unwrap_or_default()])
+        .args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--dir",
+            root.to_str().unwrap_or_default(),
+            "--pidfile",
+            root.join("redis.pid").to_str().unwrap_or_default(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -292,16 +387,22 @@ impl LocalServers {
                         .and_then(|d| std::fs::read_to_string(d.path().join("postgres.log")).ok())
                         .unwrap_or_default();
                     let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-                    return Err(ProvisionError::Local(format!("a server exited at start ({status}): {tail}")));
+                    return Err(ProvisionError::Local(format!(
+                        "a server exited at start ({status}): {tail}"
+                    )));
                 }
             }
-            let listening = ports.iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            let listening = ports
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
             if listening {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(ProvisionError::Local(format!("the servers did not listen within {limit:?}")))
+        Err(ProvisionError::Local(format!(
+            "the servers did not listen within {limit:?}"
+        )))
     }
 
     /// The server processes and the directory.

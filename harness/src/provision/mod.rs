@@ -186,11 +186,21 @@ impl Infra {
             }
             BackendKind::Docker => {
                 let c = docker::start(detected_images).await?;
-                (c.admin_url.clone(), c.redis_url.clone(), Some(c.images.clone()), Resources::Docker(Box::new(c)))
+                (
+                    c.admin_url.clone(),
+                    c.redis_url.clone(),
+                    Some(c.images.clone()),
+                    Resources::Docker(Box::new(c)),
+                )
             }
             BackendKind::Local => {
                 let l = local::start().await?;
-                (l.admin_url.clone(), l.redis_url.clone(), None, Resources::Local(l))
+                (
+                    l.admin_url.clone(),
+                    l.redis_url.clone(),
+                    None,
+                    Resources::Local(l),
+                )
             }
         };
         let mut infra = Infra {
@@ -225,13 +235,18 @@ impl Infra {
 
     /// Creates a fresh database from the migrated template and a fresh Redis key prefix.
     pub async fn isolated_env(&self) -> Result<IsolatedEnv, ProvisionError> {
-        let template = self.template.get_or_try_init(|| template::ensure(&self.admin_url)).await?;
+        let template = self
+            .template
+            .get_or_try_init(|| template::ensure(&self.admin_url))
+            .await?;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database_name = format!("harbor_t_{}", &suffix[..16]);
         let mut admin = template::admin_connection(&self.admin_url).await?;
-        sqlx::query(&format!("CREATE DATABASE {database_name} TEMPLATE {template}"))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(&format!(
+            "CREATE DATABASE {database_name} TEMPLATE {template}"
+        ))
+        .execute(&mut admin)
+        .await?;
         Ok(IsolatedEnv {
             database_url: template::database_url(&self.admin_url, &database_name),
             request_database_url: template::request_database_url(&self.admin_url, &database_name),
@@ -245,7 +260,10 @@ impl Infra {
     /// What this run has started: containers, processes, directories.
     pub fn footprint(&self) -> Footprint {
         match &self.resources {
-            Resources::Docker(c) => Footprint { containers: c.ids(), ..Footprint::default() },
+            Resources::Docker(c) => Footprint {
+                containers: c.ids(),
+                ..Footprint::default()
+            },
             Resources::Local(l) => l.footprint(),
             Resources::External => Footprint::default(),
         }
@@ -273,14 +291,20 @@ impl IsolatedEnv {
     /// Drops the database (forcing out any session) and every Redis key under the prefix.
     pub async fn cleanup(&self) -> Result<(), ProvisionError> {
         let mut admin = template::admin_connection(&self.admin_url).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.database_name
+        ))
+        .execute(&mut admin)
+        .await?;
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let keys = keys_with_prefix(&mut conn, &self.redis_key_prefix).await?;
         for chunk in keys.chunks(500) {
-            redis::cmd("UNLINK").arg(chunk).query_async::<()>(&mut conn).await?;
+            redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await?;
         }
         Ok(())
     }
@@ -315,8 +339,14 @@ pub(crate) async fn keys_with_prefix(
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(conn).await?;
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
         keys.extend(batch);
         if next == 0 {
             break;
@@ -333,14 +363,20 @@ async fn wait_for_postgres(url: &str, limit: Duration) -> Result<String, Provisi
     loop {
         let attempt = async {
             let mut conn = sqlx::PgConnection::connect(url).await?;
-            let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
+            let version: String = sqlx::query_scalar("SHOW server_version")
+                .fetch_one(&mut conn)
+                .await?;
             conn.close().await?;
             Ok::<_, sqlx::Error>(version)
         };
         match attempt.await {
             Ok(v) => return Ok(v),
             Err(e) if started.elapsed() >= limit => {
-                return Err(ProvisionError::NotReady { what: "PostgreSQL", waited: limit, last_error: e.to_string() })
+                return Err(ProvisionError::NotReady {
+                    what: "PostgreSQL",
+                    waited: limit,
+                    last_error: e.to_string(),
+                })
             }
             // Polling a server that is starting: the only wait in provisioning, bounded above.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -356,7 +392,10 @@ async fn wait_for_redis(url: &str, limit: Duration) -> Result<String, ProvisionE
             let client = redis::Client::open(url)?;
             let mut conn = client.get_multiplexed_async_connection().await?;
             let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-            let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await?;
             Ok::<_, redis::RedisError>(
                 info.lines()
                     .find_map(|l| l.strip_prefix("redis_version:"))
@@ -368,7 +407,11 @@ async fn wait_for_redis(url: &str, limit: Duration) -> Result<String, ProvisionE
         match attempt.await {
             Ok(v) => return Ok(v),
             Err(e) if started.elapsed() >= limit => {
-                return Err(ProvisionError::NotReady { what: "Redis", waited: limit, last_error: e.to_string() })
+                return Err(ProvisionError::NotReady {
+                    what: "Redis",
+                    waited: limit,
+                    last_error: e.to_string(),
+                })
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

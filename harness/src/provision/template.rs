@@ -55,28 +55,43 @@ pub(super) async fn ensure(admin_url: &str) -> Result<String, ProvisionError> {
     let name = template_name();
     let mut admin = admin_connection(admin_url).await?;
     // Same key in every process: only one creates the template, the others wait and reuse it.
-    sqlx::query("SELECT pg_advisory_lock(7265, 1)").execute(&mut admin).await?;
+    sqlx::query("SELECT pg_advisory_lock(7265, 1)")
+        .execute(&mut admin)
+        .await?;
     let result = async {
-        let ready: Option<bool> = sqlx::query_scalar("SELECT datistemplate FROM pg_database WHERE datname = $1")
-            .bind(&name)
-            .fetch_optional(&mut admin)
-            .await?;
+        let ready: Option<bool> =
+            sqlx::query_scalar("SELECT datistemplate FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut admin)
+                .await?;
         if ready != Some(true) {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await?;
             let mut conn = PgConnection::connect(&database_url(admin_url, &name)).await?;
             harbor_service::db::MIGRATOR.run(&mut conn).await?;
             conn.close().await?;
-            sqlx::query(&format!("ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))
-                .execute(&mut admin)
-                .await?;
+            sqlx::query(&format!(
+                "ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+            ))
+            .execute(&mut admin)
+            .await?;
         }
         // The role is the cluster's, not the template's: give it a password the harness knows
         // (servers with password authentication need one; trust ignores it).
-        sqlx::query(&format!("ALTER ROLE harbor_app LOGIN PASSWORD '{REQUEST_ROLE_PASSWORD}'")).execute(&mut admin).await?;
+        sqlx::query(&format!(
+            "ALTER ROLE harbor_app LOGIN PASSWORD '{REQUEST_ROLE_PASSWORD}'"
+        ))
+        .execute(&mut admin)
+        .await?;
         Ok::<_, ProvisionError>(())
     }
     .await;
-    sqlx::query("SELECT pg_advisory_unlock(7265, 1)").execute(&mut admin).await?;
+    sqlx::query("SELECT pg_advisory_unlock(7265, 1)")
+        .execute(&mut admin)
+        .await?;
     result.map(|()| name)
 }

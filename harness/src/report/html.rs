@@ -4,9 +4,9 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::catalogue::{AREAS, THREATS};
 use super::markdown::is_interleaving;
 use super::{result_of, Report, SuiteResult};
+use crate::catalogue::{AREAS, THREATS};
 use crate::scenario::trace::{evidence_text, EventKind};
 use crate::scenario::ScenarioResult;
 
@@ -36,7 +36,13 @@ pub fn render(report: &Report) -> String {
     let s = &report.summary;
     let mut ordered: Vec<&ScenarioResult> = report.scenarios.iter().collect();
     // Failures first, then by severity, then by id.
-    ordered.sort_by_key(|sc| (result_of(sc, report.fail_on) == SuiteResult::Passed, std::cmp::Reverse(sc.severity), sc.id.clone()));
+    ordered.sort_by_key(|sc| {
+        (
+            result_of(sc, report.fail_on) == SuiteResult::Passed,
+            std::cmp::Reverse(sc.severity),
+            sc.id.clone(),
+        )
+    });
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -137,7 +143,14 @@ pub fn render(report: &Report) -> String {
 }
 
 fn join(v: &serde_json::Value) -> String {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 fn trace_table(sc: &ScenarioResult) -> Markup {
@@ -160,25 +173,41 @@ fn trace_table(sc: &ScenarioResult) -> Markup {
 /// order observed, parked intervals amber, blocked intervals red.
 fn sequence_diagram(sc: &ScenarioResult) -> Markup {
     let actors: Vec<&str> = sc.actors.iter().map(|(n, _)| n.as_str()).collect();
-    let col = |actor: &str| actors.iter().position(|a| *a == actor).map(|i| 150.0 + 190.0 * i as f64);
+    let col = |actor: &str| {
+        actors
+            .iter()
+            .position(|a| *a == actor)
+            .map(|i| 150.0 + 190.0 * i as f64)
+    };
     let row = |i: usize| 70.0 + 28.0 * i as f64;
     let width = 150.0 + 190.0 * actors.len() as f64 + 40.0;
     let height = row(sc.trace.events.len()) + 20.0;
     // Intervals: (actor, from row, to row, kind).
     let mut intervals = Vec::new();
     for (i, e) in sc.trace.events.iter().enumerate() {
-        let Some(actor) = e.actor.as_deref() else { continue };
+        let Some(actor) = e.actor.as_deref() else {
+            continue;
+        };
         let end_kind = match e.kind {
             EventKind::Parked => EventKind::Released,
             EventKind::Blocked => EventKind::Completed,
             _ => continue,
         };
-        let end = sc.trace.events.iter().enumerate().skip(i + 1).find(|(_, x)| x.actor.as_deref() == Some(actor) && x.kind == end_kind).map(|(j, _)| j);
+        let end = sc
+            .trace
+            .events
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, x)| x.actor.as_deref() == Some(actor) && x.kind == end_kind)
+            .map(|(j, _)| j);
         intervals.push((actor, i, end.unwrap_or(sc.trace.events.len()), e.kind));
     }
+    let windows = fault_windows(&sc.trace.events);
     html! {
         div class="legend muted" { "Sequence diagram:" span style="background:#fff1c2;border:1px solid #9a6700" {} "parked at a sync point"
-            span style="background:#ffd8d3;border:1px solid #cf222e" {} "blocked on a lock (from pg_locks)" }
+            span style="background:#ffd8d3;border:1px solid #cf222e" {} "blocked on a lock (from pg_locks)"
+            @if !windows.is_empty() { span style="background:#eadcff;border:1px solid #8250df" {} "fault window (a dependency or replica down)" } }
         svg xmlns="http://www.w3.org/2000/svg" width=(width) height=(height) viewBox={"0 0 " (width) " " (height)} role="img" {
             title { "Sequence diagram of " (sc.id) }
             @for (name, role) in &sc.actors {
@@ -187,6 +216,10 @@ fn sequence_diagram(sc: &ScenarioResult) -> Markup {
                 text x=(x) y="26" text-anchor="middle" font-size="13" font-weight="600" { (name) }
                 text x=(x) y="40" text-anchor="middle" font-size="10" fill="#57606a" { (role) }
                 line x1=(x) y1="46" x2=(x) y2=(height - 10.0) stroke="#8c959f" stroke-dasharray="4 3" {}
+            }
+            @for (from, to, what) in &windows {
+                rect x="4" y=(row(*from) - 10.0) width=(width - 8.0) height=((row(*to) - row(*from)).max(0.0) + 20.0) fill="#eadcff" fill-opacity="0.45" stroke="#8250df" stroke-dasharray="3 3" {}
+                text x=(width - 10.0) y=(row(*from) + 4.0) text-anchor="end" font-size="10" fill="#8250df" { (what) }
             }
             @for (actor, from, to, kind) in &intervals {
                 @let x = col(actor).unwrap_or(0.0);
@@ -210,8 +243,42 @@ fn sequence_diagram(sc: &ScenarioResult) -> Markup {
     }
 }
 
+/// The fault windows of a trace: from a fault that takes something down (pause, down, crash) to
+/// the one that brings the same dependency back (or the end), with the opening fault's name.
+fn fault_windows(events: &[crate::scenario::trace::TraceEvent]) -> Vec<(usize, usize, String)> {
+    use crate::faults::FaultKind;
+    let kind_of = |detail: &str| {
+        let name = detail.strip_prefix("fault: ")?.split([':', ' ']).next()?;
+        FaultKind::ALL.into_iter().find(|k| k.as_str() == name)
+    };
+    let mut windows = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let Some(open) = (e.kind == EventKind::Fault)
+            .then(|| kind_of(&e.detail))
+            .flatten()
+            .filter(|k| k.window() == Some(true))
+        else {
+            continue;
+        };
+        let end = events
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, x)| {
+                x.kind == EventKind::Fault
+                    && kind_of(&x.detail).is_some_and(|k| {
+                        k.window() == Some(false) && k.dependency() == open.dependency()
+                    })
+            })
+            .map_or(events.len().saturating_sub(1), |(j, _)| j);
+        windows.push((i, end, open.as_str().to_owned()));
+    }
+    windows
+}
+
 fn colour(kind: EventKind) -> &'static str {
     match kind {
+        EventKind::Fault => "#8250df",
         EventKind::Blocked | EventKind::Failed => "#cf222e",
         EventKind::Parked | EventKind::Released => "#9a6700",
         EventKind::Completed | EventKind::Checked => "#1a7f37",
@@ -221,7 +288,11 @@ fn colour(kind: EventKind) -> &'static str {
 
 fn label(kind: EventKind, detail: &str) -> String {
     let short: String = detail.chars().take(42).collect();
-    let ellipsis = if detail.chars().count() > 42 { "…" } else { "" };
+    let ellipsis = if detail.chars().count() > 42 {
+        "…"
+    } else {
+        ""
+    };
     match kind {
         EventKind::Launched => format!("→ {short}{ellipsis}"),
         EventKind::Parked => format!("parked: {short}"),
@@ -231,5 +302,6 @@ fn label(kind: EventKind, detail: &str) -> String {
         EventKind::Checked => format!("✓ {short}{ellipsis}"),
         EventKind::Failed => format!("✗ {short}{ellipsis}"),
         EventKind::Note => format!("{short}{ellipsis}"),
+        EventKind::Fault => format!("⚡ {short}{ellipsis}"),
     }
 }

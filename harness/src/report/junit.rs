@@ -14,19 +14,37 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
             SuiteResult::Passed => TestCaseStatus::success(),
             SuiteResult::Skipped => {
                 let mut status = TestCaseStatus::skipped();
-                status.set_message(sc.failures.first().map(|f| f.message.clone()).unwrap_or_default());
+                status.set_message(
+                    sc.failures
+                        .first()
+                        .map(|f| f.message.clone())
+                        .unwrap_or_default(),
+                );
                 status
             }
             result => {
                 let result = result.as_str();
-                let kind = if sc.verdict == crate::scenario::Verdict::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let kind = if sc.verdict == crate::scenario::Verdict::Error {
+                    NonSuccessKind::Error
+                } else {
+                    NonSuccessKind::Failure
+                };
                 let mut status = TestCaseStatus::non_success(kind);
-                let first = sc.failures.first().map(|f| f.message.clone()).or_else(|| sc.flaky.clone()).unwrap_or_default();
+                let first = sc
+                    .failures
+                    .first()
+                    .map(|f| f.message.clone())
+                    .or_else(|| sc.flaky.clone())
+                    .unwrap_or_default();
                 status.set_message(format!("{result} ({}): {first}", sc.verdict.as_str()));
                 status.set_type(sc.verdict.as_str());
                 let mut description = String::new();
                 for f in &sc.failures {
-                    description.push_str(&format!("step {}: {}\n", f.step.map_or("-".into(), |s| s.to_string()), f.message));
+                    description.push_str(&format!(
+                        "step {}: {}\n",
+                        f.step.map_or("-".into(), |s| s.to_string()),
+                        f.message
+                    ));
                     if let Some(d) = &f.diagnostics {
                         description.push_str(&serde_json::to_string_pretty(d).unwrap_or_default());
                         description.push('\n');

@@ -4,19 +4,25 @@
 
 use std::fmt::Write;
 
-use crate::catalogue::{AREAS, THREATS};
 use super::{result_of, Report, SuiteResult};
+use crate::catalogue::{AREAS, THREATS};
 use crate::scenario::format::Severity;
 use crate::scenario::trace::EventKind;
 use crate::scenario::ScenarioResult;
 
 /// Whether a scenario is an interleaving (it parks or proves blocking), whose trace is shown.
 pub fn is_interleaving(s: &ScenarioResult) -> bool {
-    s.trace.events.iter().any(|e| matches!(e.kind, EventKind::Parked | EventKind::Blocked))
+    s.trace
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Parked | EventKind::Blocked))
 }
 
 fn status_list(report: &Report, ids: &[&ScenarioResult]) -> String {
-    ids.iter().map(|s| format!("`{}` {}", s.id, result_of(s, report.fail_on).as_str())).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|s| format!("`{}` {}", s.id, result_of(s, report.fail_on).as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Renders the report as Markdown.
@@ -30,7 +36,10 @@ pub fn render(report: &Report) -> String {
         out,
         "**Subject:** Harbor reference service {}{}  ",
         env.service_version,
-        env.git_commit.as_deref().map(|c| format!(" (commit `{}`)", &c[..c.len().min(12)])).unwrap_or_default()
+        env.git_commit
+            .as_deref()
+            .map(|c| format!(" (commit `{}`)", &c[..c.len().min(12)]))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         out,
@@ -38,7 +47,11 @@ pub fn render(report: &Report) -> String {
         env.backend, env.postgres_version, env.redis_version, env.host, env.platform
     );
     if !env.flaws.is_empty() {
-        let _ = writeln!(out, "**⚠ SEEDED FLAWS ENABLED:** {} — this is not a certification of a correct build.  ", env.flaws.join(", "));
+        let _ = writeln!(
+            out,
+            "**⚠ SEEDED FLAWS ENABLED:** {} — this is not a certification of a correct build.  ",
+            env.flaws.join(", ")
+        );
     }
     let _ = writeln!(out, "**Verdict:** {}\n", report.verdict);
     let _ = writeln!(out, "---\n\n## 1. Executive summary\n");
@@ -57,23 +70,53 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         s.errors,
         report.fail_on.as_str()
     );
-    let _ = writeln!(out, "---\n\n## 2. By area: what held, and what it rests on\n");
+    let _ = writeln!(
+        out,
+        "---\n\n## 2. By area: what held, and what it rests on\n"
+    );
     for (n, area) in AREAS.iter().enumerate() {
-        let members: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| s.area == area.key).collect();
+        let members: Vec<&ScenarioResult> = report
+            .scenarios
+            .iter()
+            .filter(|s| s.area == area.key)
+            .collect();
         if members.is_empty() {
             continue;
         }
-        let all_pass = members.iter().all(|s| result_of(s, report.fail_on) == SuiteResult::Passed);
+        let all_pass = members
+            .iter()
+            .all(|s| result_of(s, report.fail_on) == SuiteResult::Passed);
         let _ = writeln!(out, "### 2.{} {}\n", n + 1, area.title);
-        let _ = writeln!(out, "{} Claim: {}\n", if all_pass { "**Held on its basis.**" } else { "**Did not hold.**" }, area.claim);
-        let _ = writeln!(out, "Basis: {}.\n", super::basis_of(report, area.key, members.len()));
+        let _ = writeln!(
+            out,
+            "{} Claim: {}\n",
+            if all_pass {
+                "**Held on its basis.**"
+            } else {
+                "**Did not hold.**"
+            },
+            area.claim
+        );
+        let _ = writeln!(
+            out,
+            "Basis: {}.\n",
+            super::basis_of(report, area.key, members.len())
+        );
         let _ = writeln!(out, "Scenarios: {}\n", status_list(report, &members));
     }
     let _ = writeln!(out, "---\n\n## 3. Findings by severity\n");
     let mut any = false;
-    for sev in [Severity::Critical, Severity::High, Severity::Medium, Severity::Low] {
-        let failing: Vec<&ScenarioResult> =
-            report.scenarios.iter().filter(|s| s.severity == sev && result_of(s, report.fail_on) != SuiteResult::Passed).collect();
+    for sev in [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ] {
+        let failing: Vec<&ScenarioResult> = report
+            .scenarios
+            .iter()
+            .filter(|s| s.severity == sev && result_of(s, report.fail_on) != SuiteResult::Passed)
+            .collect();
         let _ = writeln!(out, "### {} findings\n", capitalise(sev.as_str()));
         if failing.is_empty() {
             let _ = writeln!(out, "**NONE.**\n");
@@ -81,9 +124,21 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         }
         any = true;
         for f in failing {
-            let _ = writeln!(out, "- **{}** ({}) — {} — {}", f.id, result_of(f, report.fail_on).as_str(), f.title, f.source);
+            let _ = writeln!(
+                out,
+                "- **{}** ({}) — {} — {}",
+                f.id,
+                result_of(f, report.fail_on).as_str(),
+                f.title,
+                f.source
+            );
             for finding in &f.failures {
-                let _ = writeln!(out, "  - step {}: {}", finding.step.map_or("-".into(), |s| s.to_string()), finding.message);
+                let _ = writeln!(
+                    out,
+                    "  - step {}: {}",
+                    finding.step.map_or("-".into(), |s| s.to_string()),
+                    finding.message
+                );
             }
             if let Some(why) = &f.flaky {
                 let _ = writeln!(out, "  - flaky: {why}");
@@ -96,27 +151,52 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
     }
     let _ = writeln!(out, "---\n\n## 4. Interleaving traces\n");
     for sc in report.scenarios.iter().filter(|s| is_interleaving(s)) {
-        let _ = writeln!(out, "### {} — {}\n", sc.id, result_of(sc, report.fail_on).as_str());
+        let _ = writeln!(
+            out,
+            "### {} — {}\n",
+            sc.id,
+            result_of(sc, report.fail_on).as_str()
+        );
         let _ = writeln!(out, "*{}* ({})\n", sc.title, sc.source);
         let _ = writeln!(out, "{}", sc.trace.to_markdown(&sc.actors));
     }
     let _ = writeln!(out, "---\n\n## 5. Threat matrix\n");
-    let _ = writeln!(out, "| Threat | Impact | Likelihood | Detectability | Priority | Covered by | Status |");
+    let _ = writeln!(
+        out,
+        "| Threat | Impact | Likelihood | Detectability | Priority | Covered by | Status |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for t in THREATS {
-        let covering: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| s.threats.iter().any(|x| x == t.name)).collect();
+        let covering: Vec<&ScenarioResult> = report
+            .scenarios
+            .iter()
+            .filter(|s| s.threats.iter().any(|x| x == t.name))
+            .collect();
         let status = if covering.is_empty() {
             "NOT COVERED"
-        } else if covering.iter().all(|s| result_of(s, report.fail_on) == SuiteResult::Passed) {
+        } else if covering
+            .iter()
+            .all(|s| result_of(s, report.fail_on) == SuiteResult::Passed)
+        {
             "MITIGATED"
         } else {
             "OPEN"
         };
-        let ids = covering.iter().map(|s| format!("`{}`", s.id)).collect::<Vec<_>>().join(", ");
+        let ids = covering
+            .iter()
+            .map(|s| format!("`{}`", s.id))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            t.name, t.ratings[0], t.ratings[1], t.ratings[2], t.ratings[3], if ids.is_empty() { "—".into() } else { ids }, status
+            t.name,
+            t.ratings[0],
+            t.ratings[1],
+            t.ratings[2],
+            t.ratings[3],
+            if ids.is_empty() { "—".into() } else { ids },
+            status
         );
     }
     if let Some(m) = &report.mutants {
@@ -124,14 +204,27 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         let _ = writeln!(out, "| Flaw | Caught by | Expected catchers | Status | Why (expected catcher's finding) |\n|---|---|---|---|---|");
         for row in m["flaws"].as_array().into_iter().flatten() {
             let list = |k: &str| {
-                row[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                row[k]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
             };
             let why = row["expected"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|id| id.as_str())
-                .filter_map(|id| row["evidence"][id].as_str().map(|m| format!("`{id}`: {}", m.replace('|', "\\|"))))
+                .filter_map(|id| {
+                    row["evidence"][id]
+                        .as_str()
+                        .map(|m| format!("`{id}`: {}", m.replace('|', "\\|")))
+                })
                 .collect::<Vec<_>>()
                 .join("<br>");
             let _ = writeln!(
@@ -146,7 +239,10 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         }
     }
     let _ = writeln!(out, "\n---\n\n## Scenario index\n");
-    let _ = writeln!(out, "| Scenario | Severity | Area | Result | Runs | Mean (ms) | Checks | Requirements |");
+    let _ = writeln!(
+        out,
+        "| Scenario | Severity | Area | Result | Runs | Mean (ms) | Checks | Requirements |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---:|---:|---:|---|");
     for sc in &report.scenarios {
         let _ = writeln!(
@@ -177,5 +273,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }

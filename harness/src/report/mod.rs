@@ -125,14 +125,35 @@ impl ExplorationBasis {
     /// Reads an `explore.json` (a plain run's, or a kill matrix's correct-build part).
     pub fn from_explore_json(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let all: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v = if all.get("correct_build").is_some() { &all["correct_build"] } else { &all };
-        let sets = v["sets"].as_array().ok_or_else(|| format!("{}: not an explore.json", path.display()))?;
+        let all: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v = if all.get("correct_build").is_some() {
+            &all["correct_build"]
+        } else {
+            &all
+        };
+        let sets = v["sets"]
+            .as_array()
+            .ok_or_else(|| format!("{}: not an explore.json", path.display()))?;
         // A certificate rests only on an exploration of the build it certifies.
         if v["flaws"].as_array().is_some_and(|f| !f.is_empty()) {
-            return Err(format!("{}: an exploration of a build with seeded flaws ({}) cannot back a certificate", path.display(), v["flaws"]));
+            return Err(format!(
+                "{}: an exploration of a build with seeded flaws ({}) cannot back a certificate",
+                path.display(),
+                v["flaws"]
+            ));
         }
-        let name = |s: &serde_json::Value| s["operations"].as_array().map(|o| o.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" + ")).unwrap_or_default();
+        let name = |s: &serde_json::Value| {
+            s["operations"]
+                .as_array()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                })
+                .unwrap_or_default()
+        };
         let mode = match &v["mode"] {
             serde_json::Value::String(m) => m.clone(),
             other => format!("random from seed {}", other["random"]["seed"]),
@@ -252,7 +273,10 @@ impl Report {
         provision_ms: f64,
     ) -> Self {
         let count = |f: &dyn Fn(&ScenarioResult) -> bool| scenarios.iter().filter(|s| f(s)).count();
-        let mut slowest: Vec<(String, f64)> = scenarios.iter().map(|s| (s.id.clone(), s.duration_ms)).collect();
+        let mut slowest: Vec<(String, f64)> = scenarios
+            .iter()
+            .map(|s| (s.id.clone(), s.duration_ms))
+            .collect();
         slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
         slowest.truncate(5);
         let summary = Summary {
@@ -269,7 +293,11 @@ impl Report {
             slowest,
         };
         let blocking = summary.failed + summary.flaky + summary.errors;
-        let verdict = if blocking == 0 && summary.passed > 0 { RunVerdict::Pass } else { RunVerdict::Fail };
+        let verdict = if blocking == 0 && summary.passed > 0 {
+            RunVerdict::Pass
+        } else {
+            RunVerdict::Fail
+        };
         Self {
             schema_version: SCHEMA_VERSION,
             verdict,
@@ -295,7 +323,9 @@ pub fn host_environment() -> Environment {
     Environment {
         service_version: env!("CARGO_PKG_VERSION").to_owned(),
         git_commit,
-        host: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into()),
+        host: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into()),
         platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
         ..Environment::default()
     }
@@ -306,20 +336,32 @@ pub const RUN_FILES: &[&str] = &["report.json", "report.md", "report.html", "jun
 
 /// Writes every rendering of `report` into `dir` (created if needed), then the manifest and, with
 /// `signing_key`, its signature. Extra files (such as `mutants.json`) are listed in the manifest too.
-pub fn write_into(dir: &Path, report: &Report, extra: &[(&str, String)], signing_key: Option<&sign::SigningKey>) -> std::io::Result<()> {
+pub fn write_into(
+    dir: &Path,
+    report: &Report,
+    extra: &[(&str, String)],
+    signing_key: Option<&sign::SigningKey>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("report.json"), json)?;
     std::fs::write(dir.join("report.md"), markdown::render(report))?;
     std::fs::write(dir.join("report.html"), html::render(report))?;
-    std::fs::write(dir.join("junit.xml"), junit::render(report).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        dir.join("junit.xml"),
+        junit::render(report).map_err(std::io::Error::other)?,
+    )?;
     let mut names: Vec<String> = RUN_FILES.iter().map(|n| n.to_string()).collect();
     for (name, content) in extra {
         std::fs::write(dir.join(name), content)?;
         names.push(name.to_string());
     }
     // Each scenario's schedule and trace signature, for `harbor-certify replay`.
-    let traces: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| !s.trace.schedule.is_empty()).collect();
+    let traces: Vec<&ScenarioResult> = report
+        .scenarios
+        .iter()
+        .filter(|s| !s.trace.schedule.is_empty())
+        .collect();
     if !traces.is_empty() {
         std::fs::create_dir_all(dir.join("traces"))?;
     }
@@ -331,7 +373,10 @@ pub fn write_into(dir: &Path, report: &Report, extra: &[(&str, String)], signing
             signature: sc.trace.signature(),
         };
         let name = format!("traces/{}.json", sc.id);
-        std::fs::write(dir.join(&name), serde_json::to_string_pretty(&recorded).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            dir.join(&name),
+            serde_json::to_string_pretty(&recorded).map_err(std::io::Error::other)?,
+        )?;
         names.push(name);
     }
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -340,7 +385,12 @@ pub fn write_into(dir: &Path, report: &Report, extra: &[(&str, String)], signing
 
 /// Creates `out/<UTC timestamp>/`, writes the run into it and points `out/latest` at it. Returns the
 /// run's folder.
-pub fn write_run(out: &Path, report: &Report, extra: &[(&str, String)], signing_key: Option<&sign::SigningKey>) -> std::io::Result<PathBuf> {
+pub fn write_run(
+    out: &Path,
+    report: &Report,
+    extra: &[(&str, String)],
+    signing_key: Option<&sign::SigningKey>,
+) -> std::io::Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let dir = out.join(&stamp);
     write_into(&dir, report, extra, signing_key)?;

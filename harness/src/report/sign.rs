@@ -20,8 +20,11 @@ impl SigningKey {
     /// Reads a PKCS#8 key (as written by `harbor-certify keygen`).
     pub fn from_pkcs8_file(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let der = STANDARD.decode(String::from_utf8_lossy(&bytes).trim()).unwrap_or(bytes);
-        let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| format!("{}: not an Ed25519 PKCS#8 key", path.display()))?;
+        let der = STANDARD
+            .decode(String::from_utf8_lossy(&bytes).trim())
+            .unwrap_or(bytes);
+        let pair = Ed25519KeyPair::from_pkcs8(&der)
+            .map_err(|_| format!("{}: not an Ed25519 PKCS#8 key", path.display()))?;
         Ok(Self { pair })
     }
 
@@ -49,8 +52,14 @@ pub fn write_manifest(dir: &Path, names: &[&str], key: Option<&SigningKey>) -> s
     std::fs::write(dir.join("SHA256SUMS"), &manifest)?;
     if let Some(key) = key {
         let sig = key.pair.sign(manifest.as_bytes());
-        std::fs::write(dir.join("SHA256SUMS.sig"), format!("{}\n", STANDARD.encode(sig.as_ref())))?;
-        std::fs::write(dir.join("signing-key.pub"), format!("{}\n", key.public_key()))?;
+        std::fs::write(
+            dir.join("SHA256SUMS.sig"),
+            format!("{}\n", STANDARD.encode(sig.as_ref())),
+        )?;
+        std::fs::write(
+            dir.join("signing-key.pub"),
+            format!("{}\n", key.public_key()),
+        )?;
     }
     Ok(())
 }
@@ -67,23 +76,35 @@ pub struct Verified {
 /// Checks every digest in `dir/SHA256SUMS`, and the signature if there is one (against
 /// `trusted_key` if given, else the folder's own `signing-key.pub`).
 pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Verified, String> {
-    let manifest = std::fs::read_to_string(dir.join("SHA256SUMS")).map_err(|e| format!("SHA256SUMS: {e}"))?;
+    let manifest =
+        std::fs::read_to_string(dir.join("SHA256SUMS")).map_err(|e| format!("SHA256SUMS: {e}"))?;
     // A manifest that simply leaves a file out would protect nothing: every run file must be in it.
-    let listed: Vec<&str> = manifest.lines().filter_map(|l| l.split_once("  ").map(|(_, n)| n)).collect();
+    let listed: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+        .collect();
     if let Some(missing) = super::RUN_FILES.iter().find(|f| !listed.contains(f)) {
         return Err(format!("SHA256SUMS does not list {missing}"));
     }
     let mut files = 0;
     for line in manifest.lines() {
-        let (digest, name) = line.split_once("  ").ok_or_else(|| format!("malformed manifest line {line:?}"))?;
+        let (digest, name) = line
+            .split_once("  ")
+            .ok_or_else(|| format!("malformed manifest line {line:?}"))?;
         // Names are relative and stay inside the folder (`traces/<ID>.json` is one level down).
-        let inside = std::path::Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        let inside = std::path::Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
         if !inside {
             return Err(format!("manifest names a file outside the folder: {name}"));
         }
-        let actual = hex::encode(Sha256::digest(std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))?));
+        let actual = hex::encode(Sha256::digest(
+            std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))?,
+        ));
         if actual != digest {
-            return Err(format!("{name} was modified (sha256 {actual}, manifest says {digest})"));
+            return Err(format!(
+                "{name} was modified (sha256 {actual}, manifest says {digest})"
+            ));
         }
         files += 1;
     }
@@ -92,18 +113,33 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Verified, String>
         if trusted_key.is_some() {
             return Err("a public key was given but the report is not signed".into());
         }
-        return Ok(Verified { files, signed_by: None });
+        return Ok(Verified {
+            files,
+            signed_by: None,
+        });
     }
     let key = match trusted_key {
         Some(k) => k.trim().to_owned(),
-        None => std::fs::read_to_string(dir.join("signing-key.pub")).map_err(|e| format!("signing-key.pub: {e}"))?.trim().to_owned(),
+        None => std::fs::read_to_string(dir.join("signing-key.pub"))
+            .map_err(|e| format!("signing-key.pub: {e}"))?
+            .trim()
+            .to_owned(),
     };
-    let public = STANDARD.decode(&key).map_err(|_| "the public key is not base64".to_owned())?;
+    let public = STANDARD
+        .decode(&key)
+        .map_err(|_| "the public key is not base64".to_owned())?;
     let sig = STANDARD
-        .decode(std::fs::read_to_string(&sig_path).map_err(|e| e.to_string())?.trim())
+        .decode(
+            std::fs::read_to_string(&sig_path)
+                .map_err(|e| e.to_string())?
+                .trim(),
+        )
         .map_err(|_| "SHA256SUMS.sig is not base64".to_owned())?;
     UnparsedPublicKey::new(&ED25519, &public)
         .verify(manifest.as_bytes(), &sig)
         .map_err(|_| "the signature does not match the manifest and key".to_owned())?;
-    Ok(Verified { files, signed_by: Some(key) })
+    Ok(Verified {
+        files,
+        signed_by: Some(key),
+    })
 }

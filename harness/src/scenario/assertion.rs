@@ -60,6 +60,8 @@ pub enum Check {
     NoCanaryLeaks,
     /// Every stored token decrypts only for its own row.
     TokensBound,
+    /// Live grants at the provider and CONNECTED rows match one to one.
+    GrantsAccounted,
 }
 
 /// What a SQL assertion's statement must return.
@@ -79,21 +81,32 @@ impl Assertion {
             return Err(problem(
                 place,
                 format!(
-                    "expected exactly one of sql, redis_keys, provider_counter, no_lock_held, no_canary_leaks, tokens_bound; found {}",
+                    "expected exactly one of sql, redis_keys, provider_counter, no_lock_held, no_canary_leaks, tokens_bound, grants_accounted; found {}",
                     if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") }
                 ),
             ));
         }
         if a.ttl_between.is_some() && a.redis_keys.is_none() {
-            return Err(problem(format!("{place}.ttl_between"), "ttl_between goes with redis_keys"));
+            return Err(problem(
+                format!("{place}.ttl_between"),
+                "ttl_between goes with redis_keys",
+            ));
         }
         if a.rows.is_some() && a.sql.is_none() {
             return Err(problem(format!("{place}.rows"), "rows goes with sql"));
         }
         if a.equals.is_some() && !matches!(kinds[0], "sql" | "redis_keys" | "provider_counter") {
-            return Err(problem(format!("{place}.equals"), "equals goes with sql, redis_keys or provider_counter"));
+            return Err(problem(
+                format!("{place}.equals"),
+                "equals goes with sql, redis_keys or provider_counter",
+            ));
         }
-        let equals = |kind: &str| a.equals.as_ref().map(toml_to_json).ok_or_else(|| problem(place, format!("{kind} needs equals")));
+        let equals = |kind: &str| {
+            a.equals
+                .as_ref()
+                .map(toml_to_json)
+                .ok_or_else(|| problem(place, format!("{kind} needs equals")))
+        };
         let check = if let Some(sql) = &a.sql {
             cx.placeholders(&format!("{place}.sql"), sql)?;
             let want = match (&a.rows, &a.equals) {
@@ -101,32 +114,57 @@ impl Assertion {
                 (None, Some(v)) => SqlWant::Equals(toml_to_json(v)),
                 _ => return Err(problem(place, "sql needs exactly one of rows or equals")),
             };
-            Check::Sql { sql: sql.clone(), want }
-        } else if let Some(pattern) = &a.redis_keys {
-            Check::RedisKeys { pattern: pattern.clone(), equals: equals("redis_keys")?, ttl_between: a.ttl_between }
-        } else if let Some(c) = &a.provider_counter {
-            let at = format!("{place}.provider_counter");
-            let (p, counter) = c.split_once('.').ok_or_else(|| problem(&at, "expected <provider>.<counter>"))?;
-            let provider = cx.provider(&at, Some(p))?;
-            let names = Counters::names();
-            if !names.iter().any(|n| n == counter) {
-                return Err(problem(at, format!("unknown counter {counter:?}: expected {}", names.join(", "))));
+            Check::Sql {
+                sql: sql.clone(),
+                want,
             }
-            Check::ProviderCounter { provider, counter: counter.to_owned(), equals: equals("provider_counter")? }
+        } else if let Some(pattern) = &a.redis_keys {
+            Check::RedisKeys {
+                pattern: pattern.clone(),
+                equals: equals("redis_keys")?,
+                ttl_between: a.ttl_between,
+            }
+        } else if let Some(c) = &a.provider_counter {
+            let (provider, counter) =
+                provider_counter(cx, &format!("{place}.provider_counter"), c)?;
+            Check::ProviderCounter {
+                provider,
+                counter,
+                equals: equals("provider_counter")?,
+            }
         } else if let Some(t) = &a.no_lock_held {
-            Check::NoLockHeld { tenant: cx.tenant(&format!("{place}.no_lock_held"), t)? }
+            Check::NoLockHeld {
+                tenant: cx.tenant(&format!("{place}.no_lock_held"), t)?,
+            }
         } else if let Some(on) = a.no_canary_leaks {
             if !on {
-                return Err(problem(format!("{place}.no_canary_leaks"), "write no_canary_leaks = true, or leave the assertion out"));
+                return Err(problem(
+                    format!("{place}.no_canary_leaks"),
+                    "write no_canary_leaks = true, or leave the assertion out",
+                ));
             }
             Check::NoCanaryLeaks
+        } else if let Some(on) = a.grants_accounted {
+            if !on {
+                return Err(problem(
+                    format!("{place}.grants_accounted"),
+                    "write grants_accounted = true, or leave the assertion out",
+                ));
+            }
+            Check::GrantsAccounted
         } else {
             if a.tokens_bound != Some(true) {
-                return Err(problem(format!("{place}.tokens_bound"), "write tokens_bound = true, or leave the assertion out"));
+                return Err(problem(
+                    format!("{place}.tokens_bound"),
+                    "write tokens_bound = true, or leave the assertion out",
+                ));
             }
             Check::TokensBound
         };
-        Ok(Assertion { note: a.note.clone(), check })
+        Ok(Assertion {
+            note: a.note.clone(),
+            check,
+        })
     }
 
     /// Adds what it needs of a target.
@@ -135,8 +173,17 @@ impl Assertion {
             Check::Sql { .. } | Check::NoLockHeld { .. } => &[Capability::Database],
             Check::RedisKeys { .. } => &[Capability::Redis],
             Check::ProviderCounter { .. } => &[Capability::ProviderControl],
-            Check::NoCanaryLeaks => &[Capability::Database, Capability::Redis, Capability::ProviderControl],
+            Check::NoCanaryLeaks => &[
+                Capability::Database,
+                Capability::Redis,
+                Capability::ProviderControl,
+            ],
             Check::TokensBound => &[Capability::Database, Capability::TokenKeys],
+            Check::GrantsAccounted => &[
+                Capability::Database,
+                Capability::TokenKeys,
+                Capability::ProviderControl,
+            ],
         };
         needs.extend(more.iter().copied());
     }
@@ -149,12 +196,22 @@ impl Assertion {
         match &self.check {
             Check::Sql { sql: written, want } => {
                 let sql = ex.subst(written);
-                let wrapped = format!("SELECT coalesce(json_agg(t), '[]'::json) FROM ({}) t", sql.trim().trim_end_matches(';'));
+                let wrapped = format!(
+                    "SELECT coalesce(json_agg(t), '[]'::json) FROM ({}) t",
+                    sql.trim().trim_end_matches(';')
+                );
                 let sql = written.trim();
-                let rows: Value = sqlx::query_scalar(&wrapped).fetch_one(db()?).await.map_err(|e| format!("{sql}: {e}"))?;
+                let rows: Value = sqlx::query_scalar(&wrapped)
+                    .fetch_one(db()?)
+                    .await
+                    .map_err(|e| format!("{sql}: {e}"))?;
                 match want {
                     SqlWant::Rows(want) => {
-                        let want = ex.subst_json(&Value::Array(want.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect()));
+                        let want = ex.subst_json(&Value::Array(
+                            want.iter()
+                                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                                .collect(),
+                        ));
                         if json_eq(&rows, &want) {
                             Ok(format!("{sql} = {want}"))
                         } else {
@@ -162,9 +219,15 @@ impl Assertion {
                         }
                     }
                     SqlWant::Equals(want) => {
-                        let single = rows.as_array().filter(|r| r.len() == 1).and_then(|r| r[0].as_object()).filter(|o| o.len() == 1);
+                        let single = rows
+                            .as_array()
+                            .filter(|r| r.len() == 1)
+                            .and_then(|r| r[0].as_object())
+                            .filter(|o| o.len() == 1);
                         let Some(got) = single.and_then(|o| o.values().next()).cloned() else {
-                            return Err(format!("{sql}: `equals` needs exactly one row of one column, got {rows}"));
+                            return Err(format!(
+                                "{sql}: `equals` needs exactly one row of one column, got {rows}"
+                            ));
                         };
                         if json_eq(&got, want) {
                             Ok(format!("{sql} = {want}"))
@@ -174,38 +237,101 @@ impl Assertion {
                     }
                 }
             }
-            Check::RedisKeys { pattern, equals, ttl_between } => {
+            Check::RedisKeys {
+                pattern,
+                equals,
+                ttl_between,
+            } => {
                 let redis = redis()?;
-                let entries = crate::evidence::redis_dump(redis.url, redis.prefix).await.map_err(|e| e.to_string())?;
-                let matching: Vec<_> = entries.iter().filter(|e| glob_match(pattern, &e.key[redis.prefix.len()..])).collect();
+                let entries = crate::evidence::redis_dump(redis.url, redis.prefix)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let matching: Vec<_> = entries
+                    .iter()
+                    .filter(|e| glob_match(pattern, &e.key[redis.prefix.len()..]))
+                    .collect();
                 if !json_eq(&json!(matching.len()), equals) {
-                    return Err(format!("expected {equals} Redis key(s) matching {pattern}, found {}", matching.len()));
+                    return Err(format!(
+                        "expected {equals} Redis key(s) matching {pattern}, found {}",
+                        matching.len()
+                    ));
                 }
                 if let Some([lo, hi]) = ttl_between {
                     if let Some(bad) = matching.iter().find(|e| e.ttl < *lo || e.ttl > *hi) {
-                        return Err(format!("{} has TTL {} s, expected {lo}..={hi}", &bad.key[redis.prefix.len()..], bad.ttl));
+                        return Err(format!(
+                            "{} has TTL {} s, expected {lo}..={hi}",
+                            &bad.key[redis.prefix.len()..],
+                            bad.ttl
+                        ));
                     }
                 }
                 let ttls: Vec<i64> = matching.iter().map(|e| e.ttl).collect();
-                Ok(format!("{} Redis key(s) matching {pattern} (TTL {ttls:?})", matching.len()))
+                Ok(format!(
+                    "{} Redis key(s) matching {pattern} (TTL {ttls:?})",
+                    matching.len()
+                ))
             }
-            Check::ProviderCounter { provider, counter, equals } => {
-                let fake = target.provider().ok_or("the target's provider is not the harness's")?;
-                let got = fake.counters(*provider).get(counter).map_or(Value::Null, |v| json!(v));
+            Check::ProviderCounter {
+                provider,
+                counter,
+                equals,
+            } => {
+                let fake = target
+                    .provider()
+                    .ok_or("the target's provider is not the harness's")?;
+                let got = fake
+                    .counters(*provider)
+                    .get(counter)
+                    .map_or(Value::Null, |v| json!(v));
                 if json_eq(&got, equals) {
                     Ok(format!("provider {provider}.{counter} = {got}"))
                 } else {
-                    Err(format!("provider {provider}.{counter}: expected {equals}, got {got}"))
+                    Err(format!(
+                        "provider {provider}.{counter}: expected {equals}, got {got}"
+                    ))
                 }
             }
             Check::NoLockHeld { tenant } => {
-                crate::oracles::no_workspace_lock_held(db()?, ex.tenants[tenant].workspace).await.map_err(|e| format!("{tenant}: {e}"))
+                crate::oracles::no_workspace_lock_held(db()?, ex.tenants[tenant].workspace)
+                    .await
+                    .map_err(|e| format!("{tenant}: {e}"))
             }
             Check::NoCanaryLeaks => ex.leak_search().await,
             Check::TokensBound => {
-                let ring = target.key_ring().ok_or("the target's token keys are not known")?;
+                let ring = target
+                    .key_ring()
+                    .ok_or("the target's token keys are not known")?;
                 crate::oracles::tokens_bound(db()?, &ring, None).await
+            }
+            Check::GrantsAccounted => {
+                let ring = target
+                    .key_ring()
+                    .ok_or("the target's token keys are not known")?;
+                let fake = target
+                    .provider()
+                    .ok_or("the target's provider is not the harness's")?;
+                crate::oracles::grants_accounted(db()?, &ring, fake).await
             }
         }
     }
+}
+
+/// Checks a written `<provider>.<counter>` (`qbo.refreshes`) against the fake provider's counters.
+pub fn provider_counter(
+    cx: &Checker,
+    at: &str,
+    written: &str,
+) -> Result<(Provider, String), Problem> {
+    let (p, counter) = written
+        .split_once('.')
+        .ok_or_else(|| problem(at, "expected <provider>.<counter>"))?;
+    let provider = cx.provider(at, Some(p))?;
+    let names = Counters::names();
+    if !names.iter().any(|n| n == counter) {
+        return Err(problem(
+            at,
+            format!("unknown counter {counter:?}: expected {}", names.join(", ")),
+        ));
+    }
+    Ok((provider, counter.to_owned()))
 }

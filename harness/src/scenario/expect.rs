@@ -15,8 +15,14 @@ pub fn toml_to_json(v: &toml::Value) -> Value {
 pub fn json_eq(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_eq(x, y)),
-        (Value::Object(a), Value::Object(b)) => a.len() == b.len() && b.iter().all(|(k, y)| a.get(k).is_some_and(|x| json_eq(x, y))),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_eq(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && b.iter()
+                    .all(|(k, y)| a.get(k).is_some_and(|x| json_eq(x, y)))
+        }
         _ => actual == expected,
     }
 }
@@ -64,14 +70,22 @@ pub fn check(outcome: &Outcome, e: &Expect, subst: &dyn Fn(&str) -> String) -> R
     }
     if let Some(c) = &e.code {
         if outcome.body["error"]["code"].as_str() != Some(c.as_str()) {
-            return Err(format!("expected error code {c}, got {}", outcome.summary()));
+            return Err(format!(
+                "expected error code {c}, got {}",
+                outcome.summary()
+            ));
         }
     }
     for (path, want) in &e.body {
         let want = toml_to_json(want);
         match lookup(&outcome.body, path) {
             Some(got) if json_eq(got, &want) => {}
-            got => return Err(format!("expected body.{path} = {want}, got {}", got.map_or("nothing".to_owned(), Value::to_string))),
+            got => {
+                return Err(format!(
+                    "expected body.{path} = {want}, got {}",
+                    got.map_or("nothing".to_owned(), Value::to_string)
+                ))
+            }
         }
     }
     for x in &e.body_excludes {
@@ -92,12 +106,24 @@ pub fn check(outcome: &Outcome, e: &Expect, subst: &dyn Fn(&str) -> String) -> R
         }
     }
     if let Some(x) = &e.error_contains {
-        if !outcome.error.as_deref().unwrap_or_default().contains(x.as_str()) {
-            return Err(format!("expected an error containing {x:?}, got {}", outcome.summary()));
+        if !outcome
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(x.as_str())
+        {
+            return Err(format!(
+                "expected an error containing {x:?}, got {}",
+                outcome.summary()
+            ));
         }
     }
     if let Some(rows) = &e.rows {
-        let want = Value::Array(rows.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect());
+        let want = Value::Array(
+            rows.iter()
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                .collect(),
+        );
         let want: Value = serde_json::from_str(&subst(&want.to_string())).unwrap_or(want);
         if !json_eq(&outcome.body, &want) {
             return Err(format!("expected rows {want}, got {}", outcome.body));
@@ -115,7 +141,13 @@ mod tests {
     use serde_json::json;
 
     fn answer(status: u16, body: Value) -> Outcome {
-        Outcome { status, raw: body.to_string(), ok: (200..300).contains(&status), body, ..Outcome::default() }
+        Outcome {
+            status,
+            raw: body.to_string(),
+            ok: (200..300).contains(&status),
+            body,
+            ..Outcome::default()
+        }
     }
 
     fn expect(toml_text: &str) -> Expect {
@@ -126,12 +158,26 @@ mod tests {
     fn status_code_and_body_fields_must_all_match() {
         let o = answer(409, json!({"error": {"code": "ACTIVATION_NOT_READY"}}));
         let same = |s: &str| s.to_owned();
-        assert!(check(&o, &expect("status = 409\ncode = \"ACTIVATION_NOT_READY\""), &same).is_ok());
+        assert!(check(
+            &o,
+            &expect("status = 409\ncode = \"ACTIVATION_NOT_READY\""),
+            &same
+        )
+        .is_ok());
         let wrong = check(&o, &expect("status = 200"), &same).unwrap_err();
         assert_eq!(wrong, "expected status 200, got 409 ACTIVATION_NOT_READY");
         let ok = answer(200, json!({"already_completed": false, "n": 1}));
-        assert!(check(&ok, &expect("body = { already_completed = false, n = 1.0 }"), &same).is_ok());
-        assert!(check(&ok, &expect("body = { already_completed = true }"), &same).unwrap_err().contains("body.already_completed"));
+        assert!(check(
+            &ok,
+            &expect("body = { already_completed = false, n = 1.0 }"),
+            &same
+        )
+        .is_ok());
+        assert!(
+            check(&ok, &expect("body = { already_completed = true }"), &same)
+                .unwrap_err()
+                .contains("body.already_completed")
+        );
     }
 
     #[test]
@@ -144,10 +190,18 @@ mod tests {
 
     #[test]
     fn an_error_fails_unless_it_was_expected() {
-        let o = Outcome { error: Some("connection refused".into()), ..Outcome::default() };
+        let o = Outcome {
+            error: Some("connection refused".into()),
+            ..Outcome::default()
+        };
         let same = |s: &str| s.to_owned();
         assert!(check(&o, &Expect::default(), &same).is_err());
-        assert!(check(&o, &expect("ok = false\nerror_contains = \"refused\""), &same).is_ok());
+        assert!(check(
+            &o,
+            &expect("ok = false\nerror_contains = \"refused\""),
+            &same
+        )
+        .is_ok());
     }
 
     #[test]
@@ -156,7 +210,10 @@ mod tests {
         assert!(glob_match("a*c*e", "abcde"));
         assert!(!glob_match("a*c", "abd"));
         let body = json!({"connections": [{"status": "CONNECTED"}]});
-        assert_eq!(lookup(&body, "connections.0.status"), Some(&json!("CONNECTED")));
+        assert_eq!(
+            lookup(&body, "connections.0.status"),
+            Some(&json!("CONNECTED"))
+        );
         assert_eq!(lookup(&body, "connections.1.status"), None);
     }
 }

@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 use crate::tokens::TokenKind;
 
 /// How bad it is when the scenario fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Informational.
@@ -97,6 +109,8 @@ pub struct ServiceSection {
     pub database_max_connections: Option<u32>,
     /// How long a request waits for a pooled connection, in milliseconds (default 10,000).
     pub database_acquire_timeout_ms: Option<u64>,
+    /// How long the service waits for the provider's back channel, in milliseconds (default 5,000).
+    pub provider_timeout_ms: Option<u64>,
 }
 
 fn one() -> usize {
@@ -116,6 +130,7 @@ impl Default for ServiceSection {
             step_timeout_ms: default_step_timeout(),
             database_max_connections: None,
             database_acquire_timeout_ms: None,
+            provider_timeout_ms: None,
         }
     }
 }
@@ -249,6 +264,9 @@ pub struct Assertion {
     pub no_canary_leaks: Option<bool>,
     /// Every stored token decrypts for its own row, and no two connections share a token.
     pub tokens_bound: Option<bool>,
+    /// Every grant the provider holds live is stored by exactly one CONNECTED connection, and
+    /// every CONNECTED connection holds a live grant: nothing lost silently, nothing doubled.
+    pub grants_accounted: Option<bool>,
 }
 
 impl Assertion {
@@ -272,6 +290,9 @@ impl Assertion {
         }
         if self.tokens_bound.is_some() {
             k.push("tokens_bound");
+        }
+        if self.grants_accounted.is_some() {
+            k.push("grants_accounted");
         }
         k
     }

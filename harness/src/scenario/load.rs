@@ -34,7 +34,13 @@ pub struct ScenarioError {
 
 impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.place, self.message)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.place,
+            self.message
+        )
     }
 }
 
@@ -76,16 +82,29 @@ pub fn load_str(file: &Path, text: &str) -> Result<LoadedScenario, ScenarioError
         place: place_of(text, &e),
         message: e.message().to_owned(),
     })?;
-    let scenario = check(raw).map_err(|(place, message)| ScenarioError { file: file.to_owned(), place, message })?;
-    Ok(LoadedScenario { file: file.to_owned(), scenario })
+    let scenario = check(raw).map_err(|(place, message)| ScenarioError {
+        file: file.to_owned(),
+        place,
+        message,
+    })?;
+    Ok(LoadedScenario {
+        file: file.to_owned(),
+        scenario,
+    })
 }
 
 /// `line L, column C` of a parse error. A step's unknown field is reported by the parser at its
 /// table's header; the field itself is found after it, so the line points at the typo.
 fn place_of(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else { return "file".into() };
+    let Some(span) = e.span() else {
+        return "file".into();
+    };
     let mut at = span.start.min(text.len());
-    if let Some(field) = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+    if let Some(field) = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
         if let Some(offset) = text[at..].find(&format!("\n{field}")) {
             at += offset + 1;
         }
@@ -112,7 +131,11 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<LoadedScenario>, Vec<ScenarioEr
             errors.push(ScenarioError {
                 file: s.file.clone(),
                 place: "id".into(),
-                message: format!("id {} is already used by {}", s.scenario.id, first.display()),
+                message: format!(
+                    "id {} is already used by {}",
+                    s.scenario.id,
+                    first.display()
+                ),
             });
         }
     }
@@ -148,7 +171,13 @@ impl Checker {
         if self.tenants.contains(name) {
             Ok(name.to_owned())
         } else {
-            Err(problem(place, format!("unknown tenant {name:?} (declared: {})", list(&self.tenants))))
+            Err(problem(
+                place,
+                format!(
+                    "unknown tenant {name:?} (declared: {})",
+                    list(&self.tenants)
+                ),
+            ))
         }
     }
 
@@ -157,7 +186,13 @@ impl Checker {
         if self.sets.contains(name) {
             Ok(name.to_owned())
         } else {
-            Err(problem(place, format!("unknown tenant set {name:?} (declared: {})", list(&self.sets))))
+            Err(problem(
+                place,
+                format!(
+                    "unknown tenant set {name:?} (declared: {})",
+                    list(&self.sets)
+                ),
+            ))
         }
     }
 
@@ -165,26 +200,42 @@ impl Checker {
     pub fn actor(&self, place: &str, name: &str) -> Result<&ActorSpec, Problem> {
         self.actors.iter().find(|a| a.name == name).ok_or_else(|| {
             let names: BTreeSet<String> = self.actors.iter().map(|a| a.name.clone()).collect();
-            problem(place, format!("unknown actor {name:?} (declared: {})", list(&names)))
+            problem(
+                place,
+                format!("unknown actor {name:?} (declared: {})", list(&names)),
+            )
         })
     }
 
     /// A user reference `<tenant>.owner` or `<tenant>.member`.
     pub fn user(&self, place: &str, user: &str) -> Result<UserRef, Problem> {
-        let wrong = || problem(place, format!("expected <tenant>.owner or <tenant>.member, got {user:?}"));
+        let wrong = || {
+            problem(
+                place,
+                format!("expected <tenant>.owner or <tenant>.member, got {user:?}"),
+            )
+        };
         let (tenant, role) = user.rsplit_once('.').ok_or_else(wrong)?;
         let role = match role {
             "owner" => MemberRole::Owner,
             "member" => MemberRole::Member,
             _ => return Err(wrong()),
         };
-        Ok(UserRef { tenant: self.tenant(place, tenant)?, role })
+        Ok(UserRef {
+            tenant: self.tenant(place, tenant)?,
+            role,
+        })
     }
 
     /// A provider name.
     pub fn provider(&self, place: &str, raw: Option<&str>) -> Result<Provider, Problem> {
         let raw = raw.ok_or_else(|| problem(place, "needs provider = qbo, gmail, slack or box"))?;
-        Provider::parse(raw).map_err(|_| problem(place, format!("unknown provider {raw:?}: expected qbo, gmail, slack or box")))
+        Provider::parse(raw).map_err(|_| {
+            problem(
+                place,
+                format!("unknown provider {raw:?}: expected qbo, gmail, slack or box"),
+            )
+        })
     }
 
     /// One of the service's sync points.
@@ -193,7 +244,15 @@ impl Checker {
             .iter()
             .find(|p| **p == point)
             .copied()
-            .ok_or_else(|| problem(place, format!("unknown sync point {point:?} (the service has: {})", SYNC_POINTS.join(", "))))
+            .ok_or_else(|| {
+                problem(
+                    place,
+                    format!(
+                        "unknown sync point {point:?} (the service has: {})",
+                        SYNC_POINTS.join(", ")
+                    ),
+                )
+            })
     }
 
     /// A replica index.
@@ -201,7 +260,13 @@ impl Checker {
         if replica < self.replicas {
             Ok(replica)
         } else {
-            Err(problem(place, format!("the scenario runs {} replica(s), numbered from 0", self.replicas)))
+            Err(problem(
+                place,
+                format!(
+                    "the scenario runs {} replica(s), numbered from 0",
+                    self.replicas
+                ),
+            ))
         }
     }
 
@@ -247,7 +312,10 @@ impl Checker {
         if self.background.remove(actor) {
             Ok(())
         } else {
-            Err(problem(place, format!("actor {actor:?} has no step running in the background to wait for")))
+            Err(problem(
+                place,
+                format!("actor {actor:?} has no step running in the background to wait for"),
+            ))
         }
     }
 }
@@ -261,24 +329,47 @@ fn list(set: &BTreeSet<String>) -> String {
 }
 
 fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
-    if s.id.is_empty() || !s.id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(problem("id", format!("expected upper-case letters, digits and '-', got {:?}", s.id)));
+    if s.id.is_empty()
+        || !s
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(problem(
+            "id",
+            format!(
+                "expected upper-case letters, digits and '-', got {:?}",
+                s.id
+            ),
+        ));
     }
     if !AREAS.iter().any(|a| a.key == s.area) {
         let areas: Vec<&str> = AREAS.iter().map(|a| a.key).collect();
-        return Err(problem("area", format!("unknown area {:?}: expected {}", s.area, areas.join(", "))));
+        return Err(problem(
+            "area",
+            format!("unknown area {:?}: expected {}", s.area, areas.join(", ")),
+        ));
     }
     for (i, t) in s.threats.iter().enumerate() {
         if !THREATS.iter().any(|x| x.name == t) {
             let names: Vec<&str> = THREATS.iter().map(|x| x.name).collect();
-            return Err(problem(format!("threats[{i}]"), format!("unknown threat {t:?}: expected one of the threat matrix's rows: {}", names.join("; "))));
+            return Err(problem(
+                format!("threats[{i}]"),
+                format!(
+                    "unknown threat {t:?}: expected one of the threat matrix's rows: {}",
+                    names.join("; ")
+                ),
+            ));
         }
     }
     let mut catches = Vec::new();
     for (i, f) in s.catches.iter().enumerate() {
         let flaw = Flaw::parse(f).ok_or_else(|| {
             let names: Vec<&str> = Flaw::ALL.iter().map(|f| f.name()).collect();
-            problem(format!("catches[{i}]"), format!("unknown flaw {f:?}: expected one of {}", names.join(", ")))
+            problem(
+                format!("catches[{i}]"),
+                format!("unknown flaw {f:?}: expected one of {}", names.join(", ")),
+            )
         })?;
         catches.push(flaw);
     }
@@ -286,22 +377,40 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
         return Err(problem("service.replicas", "expected 1 to 8"));
     }
     let quota = |name: &str, raw: &Option<String>| -> Result<Option<Quota>, Problem> {
-        raw.as_deref().map(|r| r.parse::<Quota>().map_err(|e| problem(name, e))).transpose()
+        raw.as_deref()
+            .map(|r| r.parse::<Quota>().map_err(|e| problem(name, e)))
+            .transpose()
     };
     let service = ServiceSettings {
         replicas: s.service.replicas,
         rate_limit_tenant: quota("service.rate_limit_tenant", &s.service.rate_limit_tenant)?,
-        rate_limit_failed_states: quota("service.rate_limit_failed_states", &s.service.rate_limit_failed_states)?,
+        rate_limit_failed_states: quota(
+            "service.rate_limit_failed_states",
+            &s.service.rate_limit_failed_states,
+        )?,
         step_timeout: Duration::from_millis(s.service.step_timeout_ms),
         database_max_connections: s.service.database_max_connections,
-        database_acquire_timeout: s.service.database_acquire_timeout_ms.map(Duration::from_millis),
+        database_acquire_timeout: s
+            .service
+            .database_acquire_timeout_ms
+            .map(Duration::from_millis),
+        provider_timeout: s.service.provider_timeout_ms.map(Duration::from_millis),
     };
-    let mut cx = Checker { tenants: BTreeSet::new(), sets: BTreeSet::new(), actors: Vec::new(), replicas: service.replicas, background: HashSet::new() };
+    let mut cx = Checker {
+        tenants: BTreeSet::new(),
+        sets: BTreeSet::new(),
+        actors: Vec::new(),
+        replicas: service.replicas,
+        background: HashSet::new(),
+    };
     let mut tenants = Vec::new();
     for (i, t) in s.tenants.iter().enumerate() {
         let place = format!("tenants[{i}]");
         if !cx.tenants.insert(t.name.clone()) {
-            return Err(problem(place, format!("tenant {:?} is declared twice", t.name)));
+            return Err(problem(
+                place,
+                format!("tenant {:?} is declared twice", t.name),
+            ));
         }
         let mut connections = Vec::new();
         for (p, status) in &t.connections {
@@ -311,12 +420,24 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
             })?;
             connections.push((provider, status));
         }
-        let oauth = t.oauth.iter().map(|p| cx.provider(&format!("{place}.oauth"), Some(p))).collect::<Result<_, _>>()?;
-        tenants.push(Tenant { name: t.name.clone(), entitled: t.entitled, connections, oauth });
+        let oauth = t
+            .oauth
+            .iter()
+            .map(|p| cx.provider(&format!("{place}.oauth"), Some(p)))
+            .collect::<Result<_, _>>()?;
+        tenants.push(Tenant {
+            name: t.name.clone(),
+            entitled: t.entitled,
+            connections,
+            oauth,
+        });
     }
     for (i, set) in s.tenant_sets.iter().enumerate() {
-        if set.count == 0 || set.count > 500 {
-            return Err(problem(format!("tenant_sets[{i}].count"), "expected 1 to 500"));
+        if set.count == 0 || set.count > 2000 {
+            return Err(problem(
+                format!("tenant_sets[{i}].count"),
+                "expected 1 to 2000",
+            ));
         }
         cx.sets.insert(set.prefix.clone());
     }
@@ -324,14 +445,26 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
         let place = format!("actors[{i}]");
         Actor::parse(&a.name).map_err(|e| problem(format!("{place}.name"), e.to_string()))?;
         if cx.actors.iter().any(|d| d.name == a.name) {
-            return Err(problem(place, format!("actor {:?} is declared twice", a.name)));
+            return Err(problem(
+                place,
+                format!("actor {:?} is declared twice", a.name),
+            ));
         }
-        let user = a.user.as_deref().map(|u| cx.user(&format!("{place}.user"), u)).transpose()?;
+        let user = a
+            .user
+            .as_deref()
+            .map(|u| cx.user(&format!("{place}.user"), u))
+            .transpose()?;
         let token = match a.token {
             TokenChoice::None => None,
             TokenChoice::Kind(k) => Some(k),
         };
-        cx.actors.push(ActorSpec { name: a.name.clone(), user, token, role: a.role.clone() });
+        cx.actors.push(ActorSpec {
+            name: a.name.clone(),
+            user,
+            token,
+            role: a.role.clone(),
+        });
     }
     if s.steps.is_empty() {
         return Err(problem("steps", "a scenario needs at least one step"));
@@ -344,11 +477,21 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
     // One backend per actor: an actor's HTTP requests and its SQL session would both carry its
     // tag, and the lock tables could not say which one is meant.
     for a in &cx.actors {
-        let mine = || steps.iter().filter(|st| st.actor() == Some(a.name.as_str()));
+        let mine = || {
+            steps
+                .iter()
+                .filter(|st| st.actor() == Some(a.name.as_str()))
+        };
         let sql = mine().any(|st| matches!(st.kind, StepKind::Sql(_)));
         let http = mine().any(|st| matches!(st.kind, StepKind::Request(_)));
         if sql && http {
-            return Err(problem("actors", format!("actor {:?} runs both SQL and HTTP steps; give each its own actor", a.name)));
+            return Err(problem(
+                "actors",
+                format!(
+                    "actor {:?} runs both SQL and HTTP steps; give each its own actor",
+                    a.name
+                ),
+            ));
         }
     }
     let mut assertions = Vec::with_capacity(s.assertions.len());

@@ -37,10 +37,18 @@ impl LogCapture {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG);
-        let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "harbor_harness=warn".into()),
-        );
-        tracing_subscriber::registry().with(captured).with(stderr).try_init().ok().map(|_| capture)
+        let stderr = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "harbor_harness=warn".into()),
+            );
+        tracing_subscriber::registry()
+            .with(captured)
+            .with(stderr)
+            .try_init()
+            .ok()
+            .map(|_| capture)
     }
 
     /// The current end of the capture: a scenario marks its start and searches from there.

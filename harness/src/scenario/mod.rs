@@ -110,7 +110,11 @@ pub struct ScenarioResult {
 }
 
 /// Runs `loaded` `repeat` times and judges the runs together.
-pub async fn run_repeated(runner: &ScenarioRunner<'_>, loaded: &LoadedScenario, repeat: usize) -> ScenarioResult {
+pub async fn run_repeated(
+    runner: &ScenarioRunner<'_>,
+    loaded: &LoadedScenario,
+    repeat: usize,
+) -> ScenarioResult {
     let mut runs: Vec<ScenarioRun> = Vec::with_capacity(repeat.max(1));
     for _ in 0..repeat.max(1) {
         runs.push(runner.run(loaded).await);
@@ -121,7 +125,9 @@ pub async fn run_repeated(runner: &ScenarioRunner<'_>, loaded: &LoadedScenario, 
 fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
     let sc = &loaded.scenario;
     let failed: Vec<&ScenarioRun> = runs.iter().filter(|r| !r.failures.is_empty()).collect();
-    let environment = runs.iter().any(|r| r.failures.iter().any(|f| f.environment));
+    let environment = runs
+        .iter()
+        .any(|r| r.failures.iter().any(|f| f.environment));
     let skipped = runs.iter().any(|r| r.failures.iter().any(|f| f.skipped));
     let mut flaky = None;
     let verdict = if skipped {
@@ -138,7 +144,11 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
         for (n, r) in runs.iter().enumerate().skip(1) {
             let sig = r.trace.signature();
             if sig != first {
-                let at = first.iter().zip(&sig).position(|(a, b)| a != b).unwrap_or(first.len().min(sig.len()));
+                let at = first
+                    .iter()
+                    .zip(&sig)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(first.len().min(sig.len()));
                 flaky = Some(format!(
                     "run {} differs from run 1 at trace line {}: {:?} vs {:?}",
                     n + 1,
@@ -166,11 +176,21 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
         requirements: sc.requirements.clone(),
         threats: sc.threats.clone(),
         file: loaded.file.display().to_string(),
-        actors: sc.actors.iter().map(|a| (a.name.clone(), a.role.clone())).collect(),
+        actors: sc
+            .actors
+            .iter()
+            .map(|a| (a.name.clone(), a.role.clone()))
+            .collect(),
         verdict,
         runs: runs.len(),
         duration_ms: (total / runs.len() as u32).as_secs_f64() * 1000.0,
-        max_duration_ms: runs.iter().map(|r| r.duration).max().unwrap_or_default().as_secs_f64() * 1000.0,
+        max_duration_ms: runs
+            .iter()
+            .map(|r| r.duration)
+            .max()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0,
         checks: shown.checks,
         trace: shown.trace.clone(),
         failures: shown.failures.clone(),
@@ -190,7 +210,9 @@ pub async fn run_all(
 ) -> Vec<ScenarioResult> {
     use futures::StreamExt;
     let mut results = Vec::with_capacity(scenarios.len());
-    let mut stream = futures::stream::iter(scenarios.iter().map(|s| run_repeated(runner, s, repeat))).buffered(jobs.max(1));
+    let mut stream =
+        futures::stream::iter(scenarios.iter().map(|s| run_repeated(runner, s, repeat)))
+            .buffered(jobs.max(1));
     while let Some(r) = stream.next().await {
         done(&r);
         results.push(r);
@@ -200,10 +222,17 @@ pub async fn run_all(
 
 /// Picks scenarios by id or file name (any of `wanted`; all when empty) and by a substring of the
 /// id or title (`filter`). Unknown ids are an error naming them.
-pub fn select(all: Vec<LoadedScenario>, wanted: &[String], filter: Option<&str>) -> Result<Vec<LoadedScenario>, String> {
+pub fn select(
+    all: Vec<LoadedScenario>,
+    wanted: &[String],
+    filter: Option<&str>,
+) -> Result<Vec<LoadedScenario>, String> {
     let mut unknown: Vec<&String> = wanted
         .iter()
-        .filter(|w| !all.iter().any(|s| &s.scenario.id == *w || s.file.ends_with(w.as_str())))
+        .filter(|w| {
+            !all.iter()
+                .any(|s| &s.scenario.id == *w || s.file.ends_with(w.as_str()))
+        })
         .collect();
     unknown.dedup();
     if !unknown.is_empty() {
@@ -211,11 +240,17 @@ pub fn select(all: Vec<LoadedScenario>, wanted: &[String], filter: Option<&str>)
     }
     Ok(all
         .into_iter()
-        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| &s.scenario.id == w || s.file.ends_with(w.as_str())))
+        .filter(|s| {
+            wanted.is_empty()
+                || wanted
+                    .iter()
+                    .any(|w| &s.scenario.id == w || s.file.ends_with(w.as_str()))
+        })
         .filter(|s| {
             filter.is_none_or(|f| {
                 let f = f.to_lowercase();
-                s.scenario.id.to_lowercase().contains(&f) || s.scenario.title.to_lowercase().contains(&f)
+                s.scenario.id.to_lowercase().contains(&f)
+                    || s.scenario.title.to_lowercase().contains(&f)
             })
         })
         .collect())

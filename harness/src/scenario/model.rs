@@ -67,6 +67,8 @@ pub struct ServiceSettings {
     pub database_max_connections: Option<u32>,
     /// How long a request waits for a pooled connection.
     pub database_acquire_timeout: Option<Duration>,
+    /// How long the service waits for the provider's back channel.
+    pub provider_timeout: Option<Duration>,
 }
 
 /// A tenant with one workspace, an owner and a member.
@@ -85,7 +87,10 @@ pub struct Tenant {
 impl Tenant {
     /// The QuickBooks status the workspace is created with.
     pub fn qbo_status(&self) -> ConnectionStatus {
-        self.connections.iter().find(|(p, _)| *p == Provider::Qbo).map_or(ConnectionStatus::NotConnected, |(_, s)| *s)
+        self.connections
+            .iter()
+            .find(|(p, _)| *p == Provider::Qbo)
+            .map_or(ConnectionStatus::NotConnected, |(_, s)| *s)
     }
 }
 

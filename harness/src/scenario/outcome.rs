@@ -30,12 +30,21 @@ pub struct Failure {
 impl Failure {
     /// A failure of step `step` (or of the run).
     pub fn at(step: Option<usize>, message: impl Into<String>) -> Self {
-        Failure { step, message: message.into(), diagnostics: None, environment: false, skipped: false }
+        Failure {
+            step,
+            message: message.into(),
+            diagnostics: None,
+            environment: false,
+            skipped: false,
+        }
     }
 
     /// The environment failed: nothing was learnt about the service.
     pub fn environment(message: impl Into<String>) -> Self {
-        Failure { environment: true, ..Failure::at(None, message) }
+        Failure {
+            environment: true,
+            ..Failure::at(None, message)
+        }
     }
 
     /// With the lock tables and backends attached.
@@ -92,7 +101,10 @@ impl Outcome {
 
     /// Something failed before an answer.
     pub fn failed(error: impl Into<String>) -> Self {
-        Outcome { error: Some(error.into()), ..Outcome::default() }
+        Outcome {
+            error: Some(error.into()),
+            ..Outcome::default()
+        }
     }
 
     /// What repeated runs are compared on: the status plus the fields that say what happened.

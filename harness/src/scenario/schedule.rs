@@ -72,7 +72,9 @@ pub struct Replay {
 impl Replay {
     /// Replays `schedule`.
     pub fn new(schedule: &Schedule) -> Self {
-        Self { order: schedule.0.iter().copied().collect() }
+        Self {
+            order: schedule.0.iter().copied().collect(),
+        }
     }
 }
 
@@ -82,12 +84,16 @@ impl Scheduler for Replay {
     }
 
     fn next(&mut self, ready: &[Ready]) -> Result<Option<usize>, String> {
-        let Some(step) = self.order.pop_front() else { return Ok(None) };
+        let Some(step) = self.order.pop_front() else {
+            return Ok(None);
+        };
         if ready.iter().any(|r| r.step == step) {
             Ok(Some(step))
         } else {
             let ready: Vec<usize> = ready.iter().map(|r| r.step).collect();
-            Err(format!("the recorded schedule runs step {step} next, but only steps {ready:?} are ready"))
+            Err(format!(
+                "the recorded schedule runs step {step} next, but only steps {ready:?} are ready"
+            ))
         }
     }
 }
@@ -114,7 +120,15 @@ impl Programs {
 
     /// The head of every program that has steps left.
     pub fn ready(&self) -> Vec<Ready> {
-        self.queues.iter().filter_map(|(a, q)| q.front().map(|&step| Ready { step, actor: a.clone() })).collect()
+        self.queues
+            .iter()
+            .filter_map(|(a, q)| {
+                q.front().map(|&step| Ready {
+                    step,
+                    actor: a.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Marks `step` as run; it must be the head of its program.
@@ -139,7 +153,10 @@ mod tests {
     use super::*;
 
     fn ready(steps: &[usize]) -> Vec<Ready> {
-        steps.iter().map(|&step| Ready { step, actor: None }).collect()
+        steps
+            .iter()
+            .map(|&step| Ready { step, actor: None })
+            .collect()
     }
 
     #[test]
@@ -152,7 +169,14 @@ mod tests {
     fn a_replay_follows_the_record_and_refuses_to_diverge() {
         let mut replay = Replay::new(&Schedule(vec![2, 0]));
         assert_eq!(replay.next(&ready(&[0, 2])).unwrap(), Some(2));
-        assert!(replay.next(&ready(&[1])).unwrap_err().contains("runs step 0 next"));
-        assert_eq!(replay.next(&ready(&[1])).unwrap(), None, "the record is exhausted");
+        assert!(replay
+            .next(&ready(&[1]))
+            .unwrap_err()
+            .contains("runs step 0 next"));
+        assert_eq!(
+            replay.next(&ready(&[1])).unwrap(),
+            None,
+            "the record is exhausted"
+        );
     }
 }

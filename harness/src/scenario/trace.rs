@@ -22,6 +22,8 @@ pub enum EventKind {
     Completed,
     /// A harness action: clock moved, provider switched, fixture made.
     Note,
+    /// A fault was done to a dependency or a replica (`detail` says what, and its effect).
+    Fault,
     /// An assertion held.
     Checked,
     /// An expectation or assertion failed.
@@ -90,9 +92,16 @@ impl Trace {
             .iter()
             .map(|e| {
                 if matches!(e.kind, EventKind::Note | EventKind::Checked) {
-                    return format!("{}|{:?}", e.step.map_or("-".into(), |s| s.to_string()), e.kind);
+                    return format!(
+                        "{}|{:?}",
+                        e.step.map_or("-".into(), |s| s.to_string()),
+                        e.kind
+                    );
                 }
-                let blockers = e.evidence.as_ref().map(|ev| format!(" on {} ({})", ev.blocking_actors.join("+"), ev.lock_type));
+                let blockers = e
+                    .evidence
+                    .as_ref()
+                    .map(|ev| format!(" on {} ({})", ev.blocking_actors.join("+"), ev.lock_type));
                 format!(
                     "{}|{}|{:?}|{}{}",
                     e.step.map_or("-".into(), |s| s.to_string()),
@@ -157,6 +166,7 @@ fn describe(e: &TraceEvent) -> String {
             None => format!("→ {}", e.detail),
         },
         EventKind::Note => e.detail.clone(),
+        EventKind::Fault => format!("**FAULT** {}", e.detail),
         EventKind::Checked => format!("✓ {}", e.detail),
         EventKind::Failed => format!("✗ {}", e.detail),
     };

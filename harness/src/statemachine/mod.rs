@@ -18,9 +18,11 @@ use harbor_service::flaws::Flaws;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
+};
 
-use crate::fake_provider::{CANARY_PREFIX, Consent, Fault};
+use crate::fake_provider::{Consent, Fault, CANARY_PREFIX};
 use crate::fixtures::TenantWorkspace;
 use crate::model::{Expected, Model, Transition, Who};
 use crate::provision::Infra;
@@ -164,13 +166,15 @@ pub fn run(infra: &Infra, options: &Options) -> Outcome {
         cases: options.cases,
         max_shrink_iters: options.max_shrink_iters,
         max_shrink_time: 120_000,
-        failure_persistence: options
-            .persistence
-            .as_ref()
-            .map(|p| Box::new(FileFailurePersistence::Direct(Box::leak(p.display().to_string().into_boxed_str()))) as _),
+        failure_persistence: options.persistence.as_ref().map(|p| {
+            Box::new(FileFailurePersistence::Direct(Box::leak(
+                p.display().to_string().into_boxed_str(),
+            ))) as _
+        }),
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
     let handle = tokio::runtime::Handle::current();
     let started = Instant::now();
     let cases = std::sync::atomic::AtomicU32::new(0);
@@ -178,15 +182,24 @@ pub fn run(infra: &Infra, options: &Options) -> Outcome {
     let result = tokio::task::block_in_place(|| {
         runner.run(&strategy, |ops| {
             cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            handle.block_on(run_case(infra, &options.flaws, &ops)).map_err(TestCaseError::fail)
+            handle
+                .block_on(run_case(infra, &options.flaws, &ops))
+                .map_err(TestCaseError::fail)
         })
     });
     let failure = match result {
         Ok(()) => None,
         Err(proptest::test_runner::TestError::Fail(reason, ops)) => Some((ops, reason.to_string())),
-        Err(proptest::test_runner::TestError::Abort(reason)) => Some((Vec::new(), format!("aborted: {reason}"))),
+        Err(proptest::test_runner::TestError::Abort(reason)) => {
+            Some((Vec::new(), format!("aborted: {reason}")))
+        }
     };
-    Outcome { cases: cases.into_inner(), duration: started.elapsed(), seed, failure }
+    Outcome {
+        cases: cases.into_inner(),
+        duration: started.elapsed(),
+        seed,
+        failure,
+    }
 }
 
 /// One case: a fresh service, the sequence, the comparisons.
@@ -197,19 +210,43 @@ async fn run_case(infra: &Infra, flaws: &Flaws, ops: &[Op]) -> Result<(), String
         flaws: flaws.clone(),
         // Sequences are short and fast: the limits are not what is tested here.
         rate_limits: RateLimits {
-            per_tenant: Quota { per_minute: 60_000, burst: 10_000 },
-            per_address: Quota { per_minute: 60_000, burst: 10_000 },
-            failed_states_per_user: Quota { per_minute: 60_000, burst: 10_000 },
+            per_tenant: Quota {
+                per_minute: 60_000,
+                burst: 10_000,
+            },
+            per_address: Quota {
+                per_minute: 60_000,
+                burst: 10_000,
+            },
+            failed_states_per_user: Quota {
+                per_minute: 60_000,
+                burst: 10_000,
+            },
         },
         ..ServiceOptions::default()
     };
-    let sut = ServiceUnderTest::start(infra, options).await.map_err(|e| format!("the service did not start: {e}"))?;
+    let sut = ServiceUnderTest::start(infra, options)
+        .await
+        .map_err(|e| format!("the service did not start: {e}"))?;
     let result = async {
-        let a = TenantWorkspace::create(&sut.db, "a", true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
-        let b = TenantWorkspace::create(&sut.db, "b", true, ConnectionStatus::NotConnected).await.map_err(|e| e.to_string())?;
-        let mut subject = Subject { sut: &sut, a, b, model: Model::new(&PROVIDERS), consents: Vec::new() };
+        let a = TenantWorkspace::create(&sut.db, "a", true, ConnectionStatus::NotConnected)
+            .await
+            .map_err(|e| e.to_string())?;
+        let b = TenantWorkspace::create(&sut.db, "b", true, ConnectionStatus::NotConnected)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut subject = Subject {
+            sut: &sut,
+            a,
+            b,
+            model: Model::new(&PROVIDERS),
+            consents: Vec::new(),
+        };
         for (i, op) in ops.iter().enumerate() {
-            subject.step(op).await.map_err(|e| format!("step {i} ({op:?}): {e}"))?;
+            subject
+                .step(op)
+                .await
+                .map_err(|e| format!("step {i} ({op:?}): {e}"))?;
         }
         Ok::<(), String>(())
     }
@@ -237,27 +274,71 @@ impl Subject<'_> {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, replica: usize, path: &str, token: Option<String>) -> Result<crate::client::Answer, String> {
-        self.sut.client.request(method, path).on_replica(replica).bearer(token).send().await.map_err(|e| format!("request failed: {e}"))
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        replica: usize,
+        path: &str,
+        token: Option<String>,
+    ) -> Result<crate::client::Answer, String> {
+        self.sut
+            .client
+            .request(method, path)
+            .on_replica(replica)
+            .bearer(token)
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))
     }
 
-    async fn as_user(&self, who: Who, method: reqwest::Method, replica: usize, path: &str) -> Result<crate::client::Answer, String> {
-        self.call(method, replica, path, Some(self.sut.tokens.token(self.user(who), TokenKind::Valid))).await
+    async fn as_user(
+        &self,
+        who: Who,
+        method: reqwest::Method,
+        replica: usize,
+        path: &str,
+    ) -> Result<crate::client::Answer, String> {
+        self.call(
+            method,
+            replica,
+            path,
+            Some(self.sut.tokens.token(self.user(who), TokenKind::Valid)),
+        )
+        .await
     }
 
     async fn step(&mut self, op: &Op) -> Result<(), String> {
         let ws = format!("/v1/workspaces/{}", self.a.workspace);
         let (answer, expected) = match op {
-            Op::Authorize { who, provider, replica } => {
-                let answer = self.as_user(*who, reqwest::Method::POST, *replica, &format!("{ws}/connections/{provider}/authorize")).await?;
+            Op::Authorize {
+                who,
+                provider,
+                replica,
+            } => {
+                let answer = self
+                    .as_user(
+                        *who,
+                        reqwest::Method::POST,
+                        *replica,
+                        &format!("{ws}/connections/{provider}/authorize"),
+                    )
+                    .await?;
                 let expected = self.model.authorize(*who, *provider);
                 if answer.status == 200 && expected.status == 200 {
-                    let url = answer.body["authorization_url"].as_str().ok_or("no authorization_url")?;
+                    let url = answer.body["authorization_url"]
+                        .as_str()
+                        .ok_or("no authorization_url")?;
                     self.consents.push(self.sut.client.consent(url).await?);
                 }
                 (answer, expected)
             }
-            Op::Callback { state, presenter, path, denied, replica } => {
+            Op::Callback {
+                state,
+                presenter,
+                path,
+                denied,
+                replica,
+            } => {
                 if self.consents.is_empty() {
                     return Ok(());
                 }
@@ -265,29 +346,85 @@ impl Subject<'_> {
                 let consent = &self.consents[index];
                 let own = self.model.states[index].provider;
                 let at = path.unwrap_or(own);
-                let query = if *denied { consent.denied_query() } else { consent.callback_query() };
-                let answer = self.as_user(*presenter, reqwest::Method::GET, *replica, &format!("/v1/oauth/{at}/callback?{query}")).await?;
+                let query = if *denied {
+                    consent.denied_query()
+                } else {
+                    consent.callback_query()
+                };
+                let answer = self
+                    .as_user(
+                        *presenter,
+                        reqwest::Method::GET,
+                        *replica,
+                        &format!("/v1/oauth/{at}/callback?{query}"),
+                    )
+                    .await?;
                 (answer, self.model.callback(index, *presenter, at, *denied))
             }
             Op::Activate { who, replica } => {
-                let answer = self.as_user(*who, reqwest::Method::POST, *replica, &format!("{ws}/activation")).await?;
+                let answer = self
+                    .as_user(
+                        *who,
+                        reqwest::Method::POST,
+                        *replica,
+                        &format!("{ws}/activation"),
+                    )
+                    .await?;
                 (answer, self.model.activate(*who))
             }
             Op::Disconnect { who, provider } => {
-                let answer = self.as_user(*who, reqwest::Method::POST, 0, &format!("{ws}/connections/{provider}/disconnect")).await?;
-                (answer, self.model.end(*who, *provider, Transition::Disconnect))
+                let answer = self
+                    .as_user(
+                        *who,
+                        reqwest::Method::POST,
+                        0,
+                        &format!("{ws}/connections/{provider}/disconnect"),
+                    )
+                    .await?;
+                (
+                    answer,
+                    self.model.end(*who, *provider, Transition::Disconnect),
+                )
             }
             Op::Revoke { who, provider } => {
-                let answer = self.as_user(*who, reqwest::Method::POST, 1, &format!("{ws}/connections/{provider}/revoke")).await?;
+                let answer = self
+                    .as_user(
+                        *who,
+                        reqwest::Method::POST,
+                        1,
+                        &format!("{ws}/connections/{provider}/revoke"),
+                    )
+                    .await?;
                 (answer, self.model.end(*who, *provider, Transition::Revoke))
             }
             Op::Sync { provider, replica } => {
-                let answer = self.as_user(Who::Member, reqwest::Method::POST, *replica, &format!("{ws}/connections/{provider}/sync")).await?;
+                let answer = self
+                    .as_user(
+                        Who::Member,
+                        reqwest::Method::POST,
+                        *replica,
+                        &format!("{ws}/connections/{provider}/sync"),
+                    )
+                    .await?;
                 (answer, self.model.sync(*provider))
             }
             Op::ListConnections => {
-                let answer = self.as_user(Who::Member, reqwest::Method::GET, 0, &format!("{ws}/connections")).await?;
-                (answer, Expected { status: 200, code: None, field: None })
+                let answer = self
+                    .as_user(
+                        Who::Member,
+                        reqwest::Method::GET,
+                        0,
+                        &format!("{ws}/connections"),
+                    )
+                    .await?;
+                (
+                    answer,
+                    Expected {
+                        status: 200,
+                        code: None,
+                        field: None,
+                    },
+                )
             }
             Op::AdvanceClock { seconds } => {
                 self.sut.clock.advance(Duration::from_secs(*seconds as u64));
@@ -304,8 +441,22 @@ impl Subject<'_> {
             }
             Op::ExpiredToken => {
                 let token = self.sut.tokens.token(self.a.owner.0, TokenKind::Expired);
-                let answer = self.call(reqwest::Method::GET, 0, &format!("{ws}/connections"), Some(token)).await?;
-                (answer, Expected { status: 401, code: Some("UNAUTHENTICATED"), field: None })
+                let answer = self
+                    .call(
+                        reqwest::Method::GET,
+                        0,
+                        &format!("{ws}/connections"),
+                        Some(token),
+                    )
+                    .await?;
+                (
+                    answer,
+                    Expected {
+                        status: 401,
+                        code: Some("UNAUTHENTICATED"),
+                        field: None,
+                    },
+                )
             }
         };
         compare(&answer, &expected)?;
@@ -330,19 +481,29 @@ impl Subject<'_> {
             let p = Provider::parse(&provider).map_err(|e| e.to_string())?;
             let expected = self.model.connections[&p].status;
             if status != expected.as_str() {
-                return Err(format!("{provider} is {status} in the database, {} in the model", expected.as_str()));
+                return Err(format!(
+                    "{provider} is {status} in the database, {} in the model",
+                    expected.as_str()
+                ));
             }
             if has_tokens != (status == "CONNECTED") {
-                return Err(format!("{provider} is {status} with tokens stored: {has_tokens}"));
+                return Err(format!(
+                    "{provider} is {status} with tokens stored: {has_tokens}"
+                ));
             }
         }
-        let activations: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_activations WHERE workspace_id = $1")
-            .bind(self.a.workspace)
-            .fetch_one(db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let activations: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspace_activations WHERE workspace_id = $1",
+        )
+        .bind(self.a.workspace)
+        .fetch_one(db)
+        .await
+        .map_err(|e| e.to_string())?;
         if activations != i64::from(self.model.activated) {
-            return Err(format!("{activations} activation row(s), the model has {}", u8::from(self.model.activated)));
+            return Err(format!(
+                "{activations} activation row(s), the model has {}",
+                u8::from(self.model.activated)
+            ));
         }
         for workspace in [self.a.workspace, self.b.workspace] {
             crate::oracles::no_workspace_lock_held(db, workspace).await?;
@@ -350,24 +511,36 @@ impl Subject<'_> {
         // Redis: every state issued and not yet consumed is still there (its TTL is real time, the
         // model's clock only decides whether the service still honours it), and none other.
         let live = self.model.unconsumed_states();
-        let keys = crate::evidence::redis_dump(&self.sut.env.redis_url, &self.sut.env.redis_key_prefix)
-            .await
-            .map_err(|e| format!("redis: {e}"))?
-            .into_iter()
-            .filter(|e| e.key.contains("oauth:state:"))
-            .count();
+        let keys =
+            crate::evidence::redis_dump(&self.sut.env.redis_url, &self.sut.env.redis_key_prefix)
+                .await
+                .map_err(|e| format!("redis: {e}"))?
+                .into_iter()
+                .filter(|e| e.key.contains("oauth:state:"))
+                .count();
         if keys != live {
-            return Err(format!("{keys} OAuth state(s) in Redis, the model has {live} unconsumed"));
+            return Err(format!(
+                "{keys} OAuth state(s) in Redis, the model has {live} unconsumed"
+            ));
         }
         // Each provider saw exactly the exchanges, revocations and refreshes the model predicts.
         for p in PROVIDERS {
             let c = self.sut.provider.counters(p);
-            let counted = crate::model::Counted { exchanges: c.code_exchanges_ok, revocations: c.revocations, refreshes: c.refreshes_ok };
+            let counted = crate::model::Counted {
+                exchanges: c.code_exchanges_ok,
+                revocations: c.revocations,
+                refreshes: c.refreshes_ok,
+            };
             if counted != self.model.counters[&p] {
-                return Err(format!("{p}: the provider counted {counted:?}, the model {:?}", self.model.counters[&p]));
+                return Err(format!(
+                    "{p}: the provider counted {counted:?}, the model {:?}",
+                    self.model.counters[&p]
+                ));
             }
         }
-        crate::oracles::tokens_bound(db, &self.sut.key_ring(), None).await.map(|_| ())
+        crate::oracles::tokens_bound(db, &self.sut.key_ring(), None)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -385,11 +558,17 @@ pub fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<()
     }
     if let Some((field, value)) = &expected.field {
         if &answer.body[*field] != value {
-            return Err(format!("answered {field} = {}, the model expects {value}", answer.body[*field]));
+            return Err(format!(
+                "answered {field} = {}, the model expects {value}",
+                answer.body[*field]
+            ));
         }
     }
     Ok(())
 }
 
 mod verdicts;
-pub use verdicts::{describe, kill_matrix, replay_command, save_failure, to_scenario, FLAWS_IT_SEES, KILL_MATRIX_SEED, REGRESSIONS};
+pub use verdicts::{
+    describe, kill_matrix, replay_command, save_failure, to_scenario, FLAWS_IT_SEES,
+    KILL_MATRIX_SEED, REGRESSIONS,
+};

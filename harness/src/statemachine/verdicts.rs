@@ -32,10 +32,17 @@ pub fn describe(label: &str, outcome: &Outcome) -> String {
         outcome.cases,
         outcome.duration.as_secs_f64(),
         outcome.seed,
-        if outcome.failure.is_some() { "FAILED" } else { "passed" }
+        if outcome.failure.is_some() {
+            "FAILED"
+        } else {
+            "passed"
+        }
     );
     if let Some((ops, reason)) = &outcome.failure {
-        out.push_str(&format!("\n  minimal failing sequence ({} op(s)):", ops.len()));
+        out.push_str(&format!(
+            "\n  minimal failing sequence ({} op(s)):",
+            ops.len()
+        ));
         for (i, op) in ops.iter().enumerate() {
             out.push_str(&format!("\n    {i}: {op:?}"));
         }
@@ -46,8 +53,14 @@ pub fn describe(label: &str, outcome: &Outcome) -> String {
 
 /// The command that replays a saved sequence.
 pub fn replay_command(path: &std::path::Path, flaw: Option<&str>) -> String {
-    let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
-    let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let flaw = flaw.map(|f| format!(" --flaw {f}")).unwrap_or_default();
     format!("harbor-certify run --scenarios-dir {dir} {id}{flaw}")
 }
@@ -57,7 +70,15 @@ pub fn replay_command(path: &std::path::Path, flaw: Option<&str>) -> String {
 pub fn save_failure(dir: &std::path::Path, label: &str, outcome: &Outcome) -> Option<PathBuf> {
     let (ops, reason) = outcome.failure.as_ref()?;
     let id = format!("PROPTEST-{}-{}", label.to_uppercase(), outcome.seed);
-    let title = format!("State-machine counterexample ({label}, seed {}): {}", outcome.seed, reason.replace('"', "'").chars().take(160).collect::<String>());
+    let title = format!(
+        "State-machine counterexample ({label}, seed {}): {}",
+        outcome.seed,
+        reason
+            .replace('"', "'")
+            .chars()
+            .take(160)
+            .collect::<String>()
+    );
     std::fs::create_dir_all(dir).ok()?;
     let path = dir.join(format!("{id}.toml"));
     std::fs::write(&path, to_scenario(&id, &title, ops)).ok()?;
@@ -77,14 +98,20 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
     let mut ok = correct.failure.is_none();
     report.push(describe("correct build", &correct));
     if let Some(path) = save_failure(&saved, "correct", &correct) {
-        report.push(format!("  saved as {} ({})", path.display(), replay_command(&path, None)));
+        report.push(format!(
+            "  saved as {} ({})",
+            path.display(),
+            replay_command(&path, None)
+        ));
     }
     for flaw in FLAWS_IT_SEES {
         let name = flaw.name();
         let flaws = match Flaws::enable([*flaw]) {
             Ok(f) => f,
             Err(e) => {
-                report.push(format!("{name}: cannot be enabled ({e}); rebuild with --features flaws"));
+                report.push(format!(
+                    "{name}: cannot be enabled ({e}); rebuild with --features flaws"
+                ));
                 ok = false;
                 continue;
             }
@@ -93,14 +120,31 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
         let seed = options.seed.or(Some(KILL_MATRIX_SEED));
         // Enough shrinking to make the counterexample readable; the correct build's failures get
         // the full budget.
-        let flawed = run(infra, &Options { flaws, persistence: None, seed, max_shrink_iters: options.max_shrink_iters.min(24), ..options.clone() });
+        let flawed = run(
+            infra,
+            &Options {
+                flaws,
+                persistence: None,
+                seed,
+                max_shrink_iters: options.max_shrink_iters.min(24),
+                ..options.clone()
+            },
+        );
         let caught = flawed.failure.is_some();
         ok &= caught;
         total_cases += flawed.cases;
         killed += usize::from(caught);
-        report.push(format!("{} {}", if caught { "KILLED  " } else { "SURVIVED" }, describe(name, &flawed)));
+        report.push(format!(
+            "{} {}",
+            if caught { "KILLED  " } else { "SURVIVED" },
+            describe(name, &flawed)
+        ));
         if let Some(path) = save_failure(&saved, name, &flawed) {
-            report.push(format!("  saved as {} ({})", path.display(), replay_command(&path, Some(name))));
+            report.push(format!(
+                "  saved as {} ({})",
+                path.display(),
+                replay_command(&path, Some(name))
+            ));
         }
     }
     report.push(format!(
@@ -142,24 +186,44 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
     };
     let mut model = Model::new(&PROVIDERS);
     let mut flows: Vec<String> = Vec::new();
-    let mut actors = vec![("O", "a.owner", "valid", "Owner of A"), ("M", "a.member", "valid", "Member of A"), ("X", "b.owner", "valid", "Owner of another tenant"), ("E", "a.owner", "expired", "Owner of A, expired token")]
-        .into_iter()
-        .map(|(n, u, t, r)| format!("[[actors]]\nname = \"{n}\"\nuser = \"{u}\"\ntoken = \"{t}\"\nrole = \"{r}\"\n"))
-        .collect::<Vec<_>>();
+    let mut actors = vec![
+        ("O", "a.owner", "valid", "Owner of A"),
+        ("M", "a.member", "valid", "Member of A"),
+        ("X", "b.owner", "valid", "Owner of another tenant"),
+        ("E", "a.owner", "expired", "Owner of A, expired token"),
+    ]
+    .into_iter()
+    .map(|(n, u, t, r)| {
+        format!("[[actors]]\nname = \"{n}\"\nuser = \"{u}\"\ntoken = \"{t}\"\nrole = \"{r}\"\n")
+    })
+    .collect::<Vec<_>>();
     let mut steps = String::new();
     for (i, op) in ops.iter().enumerate() {
         let _ = writeln!(steps, "\n# op {i}: {op:?}");
         match op {
-            Op::Authorize { who, provider, replica } => {
+            Op::Authorize {
+                who,
+                provider,
+                replica,
+            } => {
                 let e = model.authorize(*who, *provider);
                 let name = format!("F{i}");
-                actors.push(format!("[[actors]]\nname = \"{name}\"\nuser = \"{}\"\nrole = \"Flow {i} ({who:?})\"\n", user(*who)));
+                actors.push(format!(
+                    "[[actors]]\nname = \"{name}\"\nuser = \"{}\"\nrole = \"Flow {i} ({who:?})\"\n",
+                    user(*who)
+                ));
                 if e.status == 200 {
                     flows.push(name.clone());
                 }
                 let _ = writeln!(steps, "[[steps]]\nactor = \"{name}\"\ndo = \"authorize\"\nworkspace = \"a\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", expect(&e));
             }
-            Op::Callback { state, presenter, path, denied, replica } => {
+            Op::Callback {
+                state,
+                presenter,
+                path,
+                denied,
+                replica,
+            } => {
                 if flows.is_empty() {
                     let _ = writeln!(steps, "# (no state issued yet: skipped)");
                     continue;
@@ -196,12 +260,19 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
             }
             Op::AdvanceClock { seconds } => {
                 model.clock += seconds;
-                let _ = writeln!(steps, "[[steps]]\ndo = \"advance_clock\"\nseconds = {seconds}");
+                let _ = writeln!(
+                    steps,
+                    "[[steps]]\ndo = \"advance_clock\"\nseconds = {seconds}"
+                );
             }
             Op::TokenFault { on } => {
                 model.token_fault = *on;
                 for p in PROVIDERS {
-                    let _ = writeln!(steps, "[[steps]]\ndo = \"provider\"\nprovider = \"{p}\"\ntoken_fault = \"{}\"\n", if *on { "server_error" } else { "none" });
+                    let _ = writeln!(
+                        steps,
+                        "[[steps]]\ndo = \"provider\"\nprovider = \"{p}\"\ntoken_fault = \"{}\"\n",
+                        if *on { "server_error" } else { "none" }
+                    );
                 }
             }
             Op::ExpiredToken => {
@@ -211,14 +282,26 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
     }
     let rows = PROVIDERS
         .iter()
-        .map(|p| format!("  {{ provider = \"{p}\", status = \"{}\" }}", model.connections[p].status.as_str()))
+        .map(|p| {
+            format!(
+                "  {{ provider = \"{p}\", status = \"{}\" }}",
+                model.connections[p].status.as_str()
+            )
+        })
         .collect::<Vec<_>>()
         .join(",\n");
     let mut counters = String::new();
     for p in PROVIDERS {
         let c = model.counters[&p];
-        for (name, value) in [("code_exchanges_ok", c.exchanges), ("revocations", c.revocations), ("refreshes_ok", c.refreshes)] {
-            let _ = write!(counters, "\n[[assert]]\nprovider_counter = \"{p}.{name}\"\nequals = {value}\n");
+        for (name, value) in [
+            ("code_exchanges_ok", c.exchanges),
+            ("revocations", c.revocations),
+            ("refreshes_ok", c.refreshes),
+        ] {
+            let _ = write!(
+                counters,
+                "\n[[assert]]\nprovider_counter = \"{p}.{name}\"\nequals = {value}\n"
+            );
         }
     }
     let _ = write!(counters, "\n[[assert]]\nnote = \"states issued and not consumed are still in Redis\"\nredis_keys = \"oauth:state:*\"\nequals = {}\n", model.unconsumed_states());

@@ -20,9 +20,14 @@ async fn activation_succeeds_once_then_reports_already_completed() {
     assert_eq!(second.body["already_completed"], true);
     assert_eq!(first.body["activated_at"], second.body["activated_at"]);
     // A retry after the connection went away still learns that its activation happened.
-    harbor_harness::fixtures::connection_status(app.db(), t.workspace, harbor_service::domain::Provider::Qbo, ConnectionStatus::Disconnected)
-        .await
-        .unwrap();
+    harbor_harness::fixtures::connection_status(
+        app.db(),
+        t.workspace,
+        harbor_service::domain::Provider::Qbo,
+        ConnectionStatus::Disconnected,
+    )
+    .await
+    .unwrap();
     let retry = app.activate(&t, None).await;
     assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
     assert_eq!(retry.body["already_completed"], true);
@@ -37,20 +42,37 @@ async fn activation_succeeds_once_then_reports_already_completed() {
     .fetch_one(app.db())
     .await
     .unwrap();
-    assert_eq!(audited, 1, "exactly one audit event for the activating call");
+    assert_eq!(
+        audited, 1,
+        "exactly one audit event for the activating call"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn activation_refuses_a_workspace_that_is_not_entitled() {
     let app = spawn_app().await;
-    let t = app.tenant("unpaid", false, ConnectionStatus::Connected).await;
-    app.activate(&t, None).await.assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED");
+    let t = app
+        .tenant("unpaid", false, ConnectionStatus::Connected)
+        .await;
+    app.activate(&t, None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED");
 
     // No entitlement row at all is the same refusal.
-    sqlx::query("DELETE FROM entitlements WHERE workspace_id = $1").bind(t.workspace).execute(app.db()).await.unwrap();
-    app.activate(&t, None).await.assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED");
-    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0);
+    sqlx::query("DELETE FROM entitlements WHERE workspace_id = $1")
+        .bind(t.workspace)
+        .execute(app.db())
+        .await
+        .unwrap();
+    app.activate(&t, None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_ENTITLED");
+    assert_eq!(
+        app.count("SELECT count(*) FROM workspace_activations")
+            .await,
+        0
+    );
     app.stop().await;
 }
 
@@ -63,12 +85,26 @@ async fn activation_is_not_ready_for_every_status_but_connected() {
         ConnectionStatus::Disconnected,
         ConnectionStatus::Revoked,
     ] {
-        let t = app.tenant(&format!("t-{}", status.as_str().to_lowercase()), true, status).await;
+        let t = app
+            .tenant(
+                &format!("t-{}", status.as_str().to_lowercase()),
+                true,
+                status,
+            )
+            .await;
         let reply = app.activate(&t, None).await;
         reply.assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
-        assert!(reply.body["error"]["message"].as_str().unwrap().contains(status.as_str()));
+        assert!(reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(status.as_str()));
     }
-    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0, "no row for any refused workspace");
+    assert_eq!(
+        app.count("SELECT count(*) FROM workspace_activations")
+            .await,
+        0,
+        "no row for any refused workspace"
+    );
     app.stop().await;
 }
 
@@ -84,7 +120,10 @@ async fn twenty_concurrent_activations_create_one_row_and_one_first_caller() {
             firsts += 1;
         }
     }
-    assert_eq!(firsts, 1, "exactly one call reports already_completed=false");
+    assert_eq!(
+        firsts, 1,
+        "exactly one call reports already_completed=false"
+    );
     assert_eq!(app.activations_of(t.workspace).await, 1);
     app.stop().await;
 }
@@ -92,7 +131,9 @@ async fn twenty_concurrent_activations_create_one_row_and_one_first_caller() {
 #[tokio::test]
 async fn the_lock_is_gone_when_the_error_response_arrives() {
     let app = spawn_app().await;
-    let t = app.tenant("fails", true, ConnectionStatus::NotConnected).await;
+    let t = app
+        .tenant("fails", true, ConnectionStatus::NotConnected)
+        .await;
     let key = lock_key_for_workspace(t.workspace);
     for round in 0..20 {
         let reply = app.activate(&t, Some("A")).await;
@@ -106,14 +147,20 @@ async fn the_lock_is_gone_when_the_error_response_arrives() {
         .fetch_one(app.db())
         .await
         .unwrap();
-        assert_eq!(held, 0, "round {round}: the advisory lock outlived the error response");
+        assert_eq!(
+            held, 0,
+            "round {round}: the advisory lock outlived the error response"
+        );
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'harbor:A' AND datname = current_database()",
         )
         .fetch_one(app.db())
         .await
         .unwrap();
-        assert_eq!(open, 0, "round {round}: the failed transaction is still open");
+        assert_eq!(
+            open, 0,
+            "round {round}: the failed transaction is still open"
+        );
     }
     app.stop().await;
 }

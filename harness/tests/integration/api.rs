@@ -4,48 +4,114 @@
 
 use harbor_harness::fake_provider::FakeProvider;
 use harbor_harness::service::{service_config, ServiceDeps, ServiceOptions};
-use harbor_service::vault::{KeyRing, TokenKeysConfig};
-use secrecy::SecretString;
 use harbor_harness::tokens::TokenMint;
 use harbor_service::config::{Config, Profile};
+use harbor_service::vault::{KeyRing, TokenKeysConfig};
 use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
 
 use crate::helpers::{spawn_app, test_infra};
 
 #[tokio::test]
 async fn malformed_input_is_a_400_naming_the_field() {
     let app = spawn_app().await;
-    let t = app.tenant("inputs", true, harbor_service::lifecycle::ConnectionStatus::Connected).await;
-
-    let r = app.call(Method::POST, "/v1/workspaces/not-a-uuid/activation").as_user(t.owner.0).send().await;
-    r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
-    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("workspace_id:"), "{}", r.body);
+    let t = app
+        .tenant(
+            "inputs",
+            true,
+            harbor_service::lifecycle::ConnectionStatus::Connected,
+        )
+        .await;
 
     let r = app
-        .call(Method::POST, format!("/v1/workspaces/{}/connections/dropbox/disconnect", t.workspace))
+        .call(Method::POST, "/v1/workspaces/not-a-uuid/activation")
         .as_user(t.owner.0)
         .send()
         .await;
     r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
-    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("provider:"), "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("workspace_id:"),
+        "{}",
+        r.body
+    );
 
-    let r = app.call(Method::POST, format!("/v1/workspaces/{}/activation", t.workspace)).as_user(t.owner.0)
-        .actor("bad actor!").send().await;
+    let r = app
+        .call(
+            Method::POST,
+            format!(
+                "/v1/workspaces/{}/connections/dropbox/disconnect",
+                t.workspace
+            ),
+        )
+        .as_user(t.owner.0)
+        .send()
+        .await;
     r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
-    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("x-harbor-actor:"), "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("provider:"),
+        "{}",
+        r.body
+    );
 
-    app.call(Method::GET, "/v1/nothing-here").send().await.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
-    let r = app.call(Method::DELETE, format!("/v1/workspaces/{}/activation", t.workspace)).send().await;
+    let r = app
+        .call(
+            Method::POST,
+            format!("/v1/workspaces/{}/activation", t.workspace),
+        )
+        .as_user(t.owner.0)
+        .actor("bad actor!")
+        .send()
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("x-harbor-actor:"),
+        "{}",
+        r.body
+    );
+
+    app.call(Method::GET, "/v1/nothing-here")
+        .send()
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let r = app
+        .call(
+            Method::DELETE,
+            format!("/v1/workspaces/{}/activation", t.workspace),
+        )
+        .send()
+        .await;
     r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
     assert_eq!(r.content_type.as_deref(), Some("application/json"));
     // One spelling per id: the other spellings a UUID parser would take are refused.
     let w = t.workspace.to_string();
-    for other in [w.to_uppercase(), w.replace('-', ""), format!("{{{w}}}"), format!("urn:uuid:{w}")] {
-        let r = app.call(Method::GET, format!("/v1/workspaces/{other}/connections")).as_user(t.owner.0).send().await;
+    for other in [
+        w.to_uppercase(),
+        w.replace('-', ""),
+        format!("{{{w}}}"),
+        format!("urn:uuid:{w}"),
+    ] {
+        let r = app
+            .call(Method::GET, format!("/v1/workspaces/{other}/connections"))
+            .as_user(t.owner.0)
+            .send()
+            .await;
         r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
     }
     // Nothing was lost or half-written by any of it.
-    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM workspace_activations")
+            .await,
+        0
+    );
     app.stop().await;
 }
 
@@ -58,7 +124,10 @@ async fn health_readiness_and_openapi_are_served() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["postgres"], true);
     assert_eq!(r.body["redis"], true);
-    assert_eq!(r.body["sync_points"], true, "readiness says the test hook is on");
+    assert_eq!(
+        r.body["sync_points"], true,
+        "readiness says the test hook is on"
+    );
     let r = app.call(Method::GET, "/openapi.json").send().await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body["paths"]["/v1/workspaces/{workspace_id}/activation"]["post"].is_object());
@@ -73,22 +142,42 @@ async fn start_up_refuses_unsafe_configuration() {
     let tokens = TokenMint::new();
     let (_, token_keys) = KeyRing::generate("k1");
     let provider = FakeProvider::start().await.unwrap();
-    let deps = ServiceDeps { tokens: &tokens, token_keys: &token_keys, provider: &provider };
+    let deps = ServiceDeps {
+        tokens: &tokens,
+        token_keys: &token_keys,
+        provider: &provider,
+    };
     let config = Config {
         profile: Profile::Production,
-        ..service_config(&env, &deps, ServiceOptions { sync_points: true, ..ServiceOptions::default() })
+        ..service_config(
+            &env,
+            &deps,
+            ServiceOptions {
+                sync_points: true,
+                ..ServiceOptions::default()
+            },
+        )
     };
     let refused = harbor_service::Application::build(config).await;
-    let message = refused.err().expect("production with sync points must not start").to_string();
+    let message = refused
+        .err()
+        .expect("production with sync points must not start")
+        .to_string();
     assert!(message.contains("HARBOR_SYNC_POINTS"), "{message}");
 
     // No token key: the service refuses to start rather than store tokens it cannot protect.
     let config = Config {
-        token_keys: TokenKeysConfig { keys: SecretString::from(String::new()), primary: None },
+        token_keys: TokenKeysConfig {
+            keys: SecretString::from(String::new()),
+            primary: None,
+        },
         ..service_config(&env, &deps, ServiceOptions::default())
     };
     let refused = harbor_service::Application::build(config).await;
-    let message = refused.err().expect("a service without a token key must not start").to_string();
+    let message = refused
+        .err()
+        .expect("a service without a token key must not start")
+        .to_string();
     assert!(message.contains("HARBOR_TOKEN_KEYS"), "{message}");
 
     // Requests that would bypass row-level security (here: logged in as the superuser owner).
@@ -97,16 +186,29 @@ async fn start_up_refuses_unsafe_configuration() {
         ..service_config(&env, &deps, ServiceOptions::default())
     };
     let refused = harbor_service::Application::build(config).await;
-    let message = refused.err().expect("a service that bypasses RLS must not start").to_string();
+    let message = refused
+        .err()
+        .expect("a service that bypasses RLS must not start")
+        .to_string();
     assert!(message.contains("bypasses row-level security"), "{message}");
 
     // Provider endpoints over plain HTTP (the fake provider's) are refused in production.
     let config = Config {
         profile: Profile::Production,
-        ..service_config(&env, &deps, ServiceOptions { sync_points: false, ..ServiceOptions::default() })
+        ..service_config(
+            &env,
+            &deps,
+            ServiceOptions {
+                sync_points: false,
+                ..ServiceOptions::default()
+            },
+        )
     };
     let refused = harbor_service::Application::build(config).await;
-    let message = refused.err().expect("production with http:// provider endpoints must not start").to_string();
+    let message = refused
+        .err()
+        .expect("production with http:// provider endpoints must not start")
+        .to_string();
     assert!(message.contains("https"), "{message}");
     env.cleanup().await.unwrap();
     infra.shutdown().await;
@@ -119,12 +221,30 @@ async fn serve_seeds_a_demo_with_working_tokens() {
     let app = crate::helpers::spawn_app().await;
     let demo = harbor_harness::serve::Demo::seed(&app.sut).await.unwrap();
     let env = demo.env_lines();
-    for name in ["HARBOR_BASE_URL=", "HARBOR_WORKSPACE_ID=", "HARBOR_OWNER_TOKEN=", "HARBOR_MEMBER_TOKEN=", "HARBOR_OTHER_TENANT_TOKEN="] {
-        assert!(env.lines().any(|l| l.starts_with(name) && l.len() > name.len()), "{name} missing from:\n{env}");
+    for name in [
+        "HARBOR_BASE_URL=",
+        "HARBOR_WORKSPACE_ID=",
+        "HARBOR_OWNER_TOKEN=",
+        "HARBOR_MEMBER_TOKEN=",
+        "HARBOR_OTHER_TENANT_TOKEN=",
+    ] {
+        assert!(
+            env.lines()
+                .any(|l| l.starts_with(name) && l.len() > name.len()),
+            "{name} missing from:\n{env}"
+        );
     }
     let path = format!("/v1/workspaces/{}/connections", demo.workspace);
-    for (token, expected) in [(&demo.owner_token, StatusCode::OK), (&demo.member_token, StatusCode::OK), (&demo.other_tenant_token, StatusCode::NOT_FOUND)] {
-        let r = app.call(Method::GET, &path).bearer(token.clone()).send().await;
+    for (token, expected) in [
+        (&demo.owner_token, StatusCode::OK),
+        (&demo.member_token, StatusCode::OK),
+        (&demo.other_tenant_token, StatusCode::NOT_FOUND),
+    ] {
+        let r = app
+            .call(Method::GET, &path)
+            .bearer(token.clone())
+            .send()
+            .await;
         assert_eq!(r.status, expected, "{}", r.body);
     }
     assert!(demo.instructions(None).contains("/openapi.json"));

@@ -10,13 +10,24 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn bad_or_missing_tokens_are_unauthenticated() {
     let app = spawn_app().await;
-    let t = app.tenant("guarded", true, ConnectionStatus::Connected).await;
+    let t = app
+        .tenant("guarded", true, ConnectionStatus::Connected)
+        .await;
     let path = format!("/v1/workspaces/{}/activation", t.workspace);
 
-    app.call(Method::POST, &path).send().await.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
-    app.call(Method::POST, &path).header("authorization", "Basic Zm9vOmJhcg==").send().await
+    app.call(Method::POST, &path)
+        .send()
+        .await
         .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
-    app.call(Method::POST, &path).bearer("not.a.jwt").send().await
+    app.call(Method::POST, &path)
+        .header("authorization", "Basic Zm9vOmJhcg==")
+        .send()
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    app.call(Method::POST, &path)
+        .bearer("not.a.jwt")
+        .send()
+        .await
         .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
     for kind in [
         TokenKind::Expired,
@@ -30,11 +41,20 @@ async fn bad_or_missing_tokens_are_unauthenticated() {
         let reply = app.call(Method::POST, &path).bearer(token).send().await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
     }
-    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0, "no bad token activated anything");
+    assert_eq!(
+        app.count("SELECT count(*) FROM workspace_activations")
+            .await,
+        0,
+        "no bad token activated anything"
+    );
     // The scheme is case-insensitive (RFC 7235 §2.1); the token is not.
     let token = app.sut.tokens.token(t.owner.0, TokenKind::Valid);
     for scheme in ["bearer", "BEARER", "Bearer"] {
-        let reply = app.call(Method::GET, format!("/v1/workspaces/{}/connections", t.workspace))
+        let reply = app
+            .call(
+                Method::GET,
+                format!("/v1/workspaces/{}/connections", t.workspace),
+            )
             .header("authorization", &format!("{scheme} {token}"))
             .send()
             .await;
@@ -46,8 +66,12 @@ async fn bad_or_missing_tokens_are_unauthenticated() {
 #[tokio::test]
 async fn a_spoofed_user_header_is_never_trusted() {
     let app = spawn_app().await;
-    let victim = app.tenant("victim", true, ConnectionStatus::Connected).await;
-    let attacker = app.tenant("attacker", true, ConnectionStatus::Connected).await;
+    let victim = app
+        .tenant("victim", true, ConnectionStatus::Connected)
+        .await;
+    let attacker = app
+        .tenant("attacker", true, ConnectionStatus::Connected)
+        .await;
     let path = format!("/v1/workspaces/{}/activation", victim.workspace);
 
     // The header alone is not an identity.
@@ -63,36 +87,57 @@ async fn a_spoofed_user_header_is_never_trusted() {
         .send()
         .await
         .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
-    assert_eq!(app.count("SELECT count(*) FROM workspace_activations").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM workspace_activations")
+            .await,
+        0
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn non_members_cannot_tell_a_workspace_exists() {
     let app = spawn_app().await;
-    let t = app.tenant("private", true, ConnectionStatus::Connected).await;
-    let outsider = app.tenant("outsider", true, ConnectionStatus::Connected).await;
+    let t = app
+        .tenant("private", true, ConnectionStatus::Connected)
+        .await;
+    let outsider = app
+        .tenant("outsider", true, ConnectionStatus::Connected)
+        .await;
     let existing = app
-        .call(Method::POST, format!("/v1/workspaces/{}/activation", t.workspace))
+        .call(
+            Method::POST,
+            format!("/v1/workspaces/{}/activation", t.workspace),
+        )
         .as_user(outsider.owner.0)
         .send()
         .await;
     let missing = app
-        .call(Method::POST, format!("/v1/workspaces/{}/activation", uuid::Uuid::new_v4()))
+        .call(
+            Method::POST,
+            format!("/v1/workspaces/{}/activation", uuid::Uuid::new_v4()),
+        )
         .as_user(outsider.owner.0)
         .send()
         .await;
     existing.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
     missing.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
-    assert_eq!(existing.body["error"]["message"], missing.body["error"]["message"], "indistinguishable");
+    assert_eq!(
+        existing.body["error"]["message"], missing.body["error"]["message"],
+        "indistinguishable"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn every_workspace_route_checks_membership() {
     let app = spawn_app().await;
-    let t = app.tenant("routes", true, ConnectionStatus::Connected).await;
-    let outsider = app.tenant("prober", true, ConnectionStatus::Connected).await;
+    let t = app
+        .tenant("routes", true, ConnectionStatus::Connected)
+        .await;
+    let outsider = app
+        .tenant("prober", true, ConnectionStatus::Connected)
+        .await;
     let doc = app.call(Method::GET, "/openapi.json").send().await;
     assert_eq!(doc.status, StatusCode::OK);
     let paths = doc.body["paths"].as_object().expect("paths");
@@ -102,15 +147,33 @@ async fn every_workspace_route_checks_membership() {
             continue;
         }
         for method in item.as_object().unwrap().keys() {
-            let concrete = path.replace("{workspace_id}", &t.workspace.to_string()).replace("{provider}", "qbo");
+            let concrete = path
+                .replace("{workspace_id}", &t.workspace.to_string())
+                .replace("{provider}", "qbo");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let reply = app.call(m.clone(), &concrete).as_user(outsider.owner.0).send().await;
-            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{m} {path} let a non-member through: {}", reply.body);
+            let reply = app
+                .call(m.clone(), &concrete)
+                .as_user(outsider.owner.0)
+                .send()
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "{m} {path} let a non-member through: {}",
+                reply.body
+            );
             let anonymous = app.call(m.clone(), &concrete).send().await;
-            assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{m} {path} without a token");
+            assert_eq!(
+                anonymous.status,
+                StatusCode::UNAUTHORIZED,
+                "{m} {path} without a token"
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 4, "the OpenAPI document lists the workspace routes (saw {checked})");
+    assert!(
+        checked >= 4,
+        "the OpenAPI document lists the workspace routes (saw {checked})"
+    );
     app.stop().await;
 }

@@ -10,7 +10,11 @@ use harbor_service::vault;
 use crate::helpers::{spawn_app, TestApp};
 
 fn config_of(app: &TestApp) -> Config {
-    let deps = ServiceDeps { tokens: &app.sut.tokens, token_keys: &app.sut.token_keys, provider: &app.sut.provider };
+    let deps = ServiceDeps {
+        tokens: &app.sut.tokens,
+        token_keys: &app.sut.token_keys,
+        provider: &app.sut.provider,
+    };
     service_config(&app.sut.env, &deps, ServiceOptions::default())
 }
 
@@ -19,24 +23,44 @@ fn config_of(app: &TestApp) -> Config {
 #[tokio::test]
 async fn reset_role_cannot_widen_a_request_session() {
     let app = spawn_app().await;
-    let t = app.tenant("widen", true, ConnectionStatus::NotConnected).await;
-    app.connect(t.owner, t.workspace, Provider::Gmail).await.unwrap();
-    let pool = harbor_service::db::connect(&config_of(&app)).await.expect("the service's request pool");
+    let t = app
+        .tenant("widen", true, ConnectionStatus::NotConnected)
+        .await;
+    app.connect(t.owner, t.workspace, Provider::Gmail)
+        .await
+        .unwrap();
+    let pool = harbor_service::db::connect(&config_of(&app))
+        .await
+        .expect("the service's request pool");
     let mut conn = pool.acquire().await.unwrap();
     sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM connections").fetch_one(&mut *conn).await.unwrap();
-    assert_eq!(seen, 0, "after RESET ROLE a request session must still see no tenant's connections");
-    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM connections WHERE access_token IS NOT NULL")
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM connections")
         .fetch_one(&mut *conn)
         .await
         .unwrap();
+    assert_eq!(
+        seen, 0,
+        "after RESET ROLE a request session must still see no tenant's connections"
+    );
+    let tokens: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM connections WHERE access_token IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
     assert_eq!(tokens, 0);
-    let owner: String = sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'connections'")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let become_owner = sqlx::query(&format!("SET ROLE \"{owner}\"")).execute(&mut *conn).await;
-    assert!(become_owner.is_err(), "a request session must not be able to become the owner {owner:?}");
+    let owner: String = sqlx::query_scalar(
+        "SELECT tableowner::text FROM pg_tables WHERE tablename = 'connections'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let become_owner = sqlx::query(&format!("SET ROLE \"{owner}\""))
+        .execute(&mut *conn)
+        .await;
+    assert!(
+        become_owner.is_err(),
+        "a request session must not be able to become the owner {owner:?}"
+    );
     drop(conn);
     pool.close().await;
     app.stop().await;
@@ -49,10 +73,12 @@ async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
     let app = spawn_app().await;
     app.connected_tenants("skip", 3, Provider::Gmail).await;
     // Corrupt the first row in id order, so that a rotation in id order meets it first.
-    let bad: uuid::Uuid = sqlx::query_scalar("SELECT id FROM connections WHERE access_token IS NOT NULL ORDER BY id LIMIT 1")
-        .fetch_one(app.db())
-        .await
-        .unwrap();
+    let bad: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM connections WHERE access_token IS NOT NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
     sqlx::query("UPDATE connections SET access_token = overlay(access_token placing '\\xff'::bytea from length(access_token)) WHERE id = $1")
         .bind(bad)
         .execute(app.db())
@@ -60,15 +86,29 @@ async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
         .unwrap();
     let ring = app.key_ring_rotated_to("k2");
     for run in 0..2 {
-        let report = vault::rotate_keys(app.db(), &ring, 1).await.expect("rotation reports bad rows, it does not stop at them");
-        let old: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM connections WHERE token_key_id = 'harness-k1'")
-            .fetch_all(app.db())
+        let report = vault::rotate_keys(app.db(), &ring, 1)
             .await
-            .unwrap();
-        assert_eq!(old, vec![bad], "run {run}: every row but the undecryptable one is under the new key");
-        assert_eq!(report.skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![bad], "run {run}: the bad row is reported by id");
+            .expect("rotation reports bad rows, it does not stop at them");
+        let old: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM connections WHERE token_key_id = 'harness-k1'")
+                .fetch_all(app.db())
+                .await
+                .unwrap();
+        assert_eq!(
+            old,
+            vec![bad],
+            "run {run}: every row but the undecryptable one is under the new key"
+        );
+        assert_eq!(
+            report.skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![bad],
+            "run {run}: the bad row is reported by id"
+        );
         assert_eq!(report.rotated, if run == 0 { 2 } else { 0 });
-        assert!(!report.is_complete(), "a run that skipped rows is not complete (the command exits non-zero)");
+        assert!(
+            !report.is_complete(),
+            "a run that skipped rows is not complete (the command exits non-zero)"
+        );
     }
     app.stop().await;
 }
@@ -83,12 +123,33 @@ async fn rate_limits_agree_across_replicas_whose_clocks_disagree() {
     let client = redis::Client::open(app.sut.env.redis_url.as_str()).unwrap();
     let redis = redis::aio::ConnectionManager::new(client).await.unwrap();
     let prefix: std::sync::Arc<str> = std::sync::Arc::from(app.sut.env.redis_key_prefix.as_str());
-    let limits = RateLimits { per_tenant: Quota { per_minute: 60, burst: 2 }, ..RateLimits::default() };
-    let ahead = RateLimiter::new(redis.clone(), prefix.clone(), Clock::with_skew(chrono::Duration::seconds(18)), limits);
+    let limits = RateLimits {
+        per_tenant: Quota {
+            per_minute: 60,
+            burst: 2,
+        },
+        ..RateLimits::default()
+    };
+    let ahead = RateLimiter::new(
+        redis.clone(),
+        prefix.clone(),
+        Clock::with_skew(chrono::Duration::seconds(18)),
+        limits,
+    );
     let right = RateLimiter::new(redis, prefix, Clock::system(), limits);
     assert!(ahead.charge_tenant("authorize", "t").await.unwrap().is_ok());
     let second = right.charge_tenant("authorize", "t").await.unwrap();
-    assert!(second.is_ok(), "the replica with the right clock must still have the burst's second request: {second:?}");
-    assert!(right.charge_tenant("authorize", "t").await.unwrap().is_err(), "and not a third: the burst is two");
+    assert!(
+        second.is_ok(),
+        "the replica with the right clock must still have the burst's second request: {second:?}"
+    );
+    assert!(
+        right
+            .charge_tenant("authorize", "t")
+            .await
+            .unwrap()
+            .is_err(),
+        "and not a third: the burst is two"
+    );
     app.stop().await;
 }

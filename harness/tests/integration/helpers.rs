@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use harbor_harness::client::{paths, Call};
+use harbor_harness::fake_provider::Consent;
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::provision::{BackendChoice, Infra};
 use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
 use harbor_harness::tokens::TokenKind;
-use harbor_service::lifecycle::ConnectionStatus;
-use harbor_harness::client::{paths, Call};
-use harbor_harness::fake_provider::Consent;
 use harbor_service::domain::{Provider, UserId, WorkspaceId};
+use harbor_service::lifecycle::ConnectionStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
@@ -22,7 +22,9 @@ pub struct TestApp {
 
 /// Shared servers when the run provides them, else a private `auto` provisioning.
 pub async fn test_infra() -> Infra {
-    let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok() && std::env::var("HARBOR_REDIS_URL").is_ok() {
+    let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok()
+        && std::env::var("HARBOR_REDIS_URL").is_ok()
+    {
         BackendChoice::External
     } else {
         BackendChoice::Auto
@@ -40,7 +42,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: ServiceOptions) -> TestApp {
     let mut infra = test_infra().await;
     match ServiceUnderTest::start(&infra, options).await {
-        Ok(sut) => TestApp { sut, infra: Some(infra) },
+        Ok(sut) => TestApp {
+            sut,
+            infra: Some(infra),
+        },
         Err(e) => {
             infra.shutdown().await;
             panic!("the service under test did not start: {e}")
@@ -86,21 +91,43 @@ impl TestCall<'_> {
 
 impl TestApp {
     pub fn call(&self, method: Method, path: impl Into<String>) -> TestCall<'_> {
-        TestCall { app: self, call: self.sut.client.request(method, path) }
+        TestCall {
+            app: self,
+            call: self.sut.client.request(method, path),
+        }
     }
 
     /// Authorize on `replica` as `user` and consent at the provider: what it redirected back with.
-    pub async fn authorize_and_consent(&self, replica: usize, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<Consent, String> {
+    pub async fn authorize_and_consent(
+        &self,
+        replica: usize,
+        user: UserId,
+        workspace: WorkspaceId,
+        provider: Provider,
+    ) -> Result<Consent, String> {
         let bearer = self.sut.tokens.token(user.0, TokenKind::Valid);
-        let (answer, consent) =
-            self.sut.client.authorize_and_consent(replica, Some(&bearer), None, workspace, provider).await.map_err(|e| e.to_string())?;
+        let (answer, consent) = self
+            .sut
+            .client
+            .authorize_and_consent(replica, Some(&bearer), None, workspace, provider)
+            .await
+            .map_err(|e| e.to_string())?;
         consent.ok_or_else(|| format!("authorize answered {}: {}", answer.status, answer.body))?
     }
 
     /// Delivers a consent to the callback on `replica`, as `user`: the status and body.
-    pub async fn callback(&self, replica: usize, user: UserId, provider: Provider, consent: &Consent) -> Result<(StatusCode, Value), String> {
+    pub async fn callback(
+        &self,
+        replica: usize,
+        user: UserId,
+        provider: Provider,
+        consent: &Consent,
+    ) -> Result<(StatusCode, Value), String> {
         let reply = self
-            .call(Method::GET, paths::callback(provider, &consent.callback_query()))
+            .call(
+                Method::GET,
+                paths::callback(provider, &consent.callback_query()),
+            )
             .as_user(user.0)
             .on_replica(replica)
             .send()
@@ -109,7 +136,12 @@ impl TestApp {
     }
 
     /// The whole OAuth flow for `user` on `workspace` (a fixture: it must succeed).
-    pub async fn connect(&self, user: UserId, workspace: WorkspaceId, provider: Provider) -> Result<(), String> {
+    pub async fn connect(
+        &self,
+        user: UserId,
+        workspace: WorkspaceId,
+        provider: Provider,
+    ) -> Result<(), String> {
         harbor_harness::target::connect(&self.sut, user, workspace, provider).await
     }
 
@@ -119,7 +151,10 @@ impl TestApp {
 
     /// Runs a `SELECT count(*) …` on the test's database.
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(self.db()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        sqlx::query_scalar(sql)
+            .fetch_one(self.db())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// The workspace's activation rows.
@@ -131,16 +166,36 @@ impl TestApp {
             .expect("counting activations")
     }
 
-    pub async fn tenant(&self, name: &str, entitled: bool, qbo: ConnectionStatus) -> TenantWorkspace {
-        TenantWorkspace::create(self.db(), name, entitled, qbo).await.expect("fixtures")
+    pub async fn tenant(
+        &self,
+        name: &str,
+        entitled: bool,
+        qbo: ConnectionStatus,
+    ) -> TenantWorkspace {
+        TenantWorkspace::create(self.db(), name, entitled, qbo)
+            .await
+            .expect("fixtures")
     }
 
     /// `count` tenants `<prefix>0…`, each with `provider` connected through the real OAuth flow.
-    pub async fn connected_tenants(&self, prefix: &str, count: usize, provider: harbor_service::domain::Provider) -> Vec<TenantWorkspace> {
+    pub async fn connected_tenants(
+        &self,
+        prefix: &str,
+        count: usize,
+        provider: harbor_service::domain::Provider,
+    ) -> Vec<TenantWorkspace> {
         let mut tenants = Vec::with_capacity(count);
         for i in 0..count {
-            let t = self.tenant(&format!("{prefix}{i}"), true, ConnectionStatus::NotConnected).await;
-            self.connect(t.owner, t.workspace, provider).await.expect("connects");
+            let t = self
+                .tenant(
+                    &format!("{prefix}{i}"),
+                    true,
+                    ConnectionStatus::NotConnected,
+                )
+                .await;
+            self.connect(t.owner, t.workspace, provider)
+                .await
+                .expect("connects");
             tenants.push(t);
         }
         tenants
@@ -152,14 +207,23 @@ impl TestApp {
         use secrecy::{ExposeSecret, SecretString};
         let (_, fresh) = KeyRing::generate(id);
         let both = TokenKeysConfig {
-            keys: SecretString::from(format!("{},{}", self.sut.token_keys.keys.expose_secret(), fresh.keys.expose_secret())),
+            keys: SecretString::from(format!(
+                "{},{}",
+                self.sut.token_keys.keys.expose_secret(),
+                fresh.keys.expose_secret()
+            )),
             primary: Some(id.to_owned()),
         };
         KeyRing::from_config(&both).expect("two valid keys")
     }
 
     pub async fn activate(&self, t: &TenantWorkspace, actor: Option<&str>) -> Reply {
-        let mut call = self.call(Method::POST, format!("/v1/workspaces/{}/activation", t.workspace)).as_user(t.owner.0);
+        let mut call = self
+            .call(
+                Method::POST,
+                format!("/v1/workspaces/{}/activation", t.workspace),
+            )
+            .as_user(t.owner.0);
         if let Some(a) = actor {
             call = call.actor(a);
         }
@@ -167,7 +231,10 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
-        self.sut.stop().await.expect("the service stops and its database is dropped");
+        self.sut
+            .stop()
+            .await
+            .expect("the service stops and its database is dropped");
         if let Some(mut infra) = self.infra {
             infra.shutdown().await;
         }
@@ -179,5 +246,7 @@ pub const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Awaits `fut` or fails the test with `what`.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(PROBE_LIMIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(PROBE_LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }

@@ -6,7 +6,11 @@ use reqwest::{Method, StatusCode};
 
 use crate::helpers::spawn_app;
 
-async fn status_of(app: &crate::helpers::TestApp, w: harbor_service::domain::WorkspaceId, p: &str) -> String {
+async fn status_of(
+    app: &crate::helpers::TestApp,
+    w: harbor_service::domain::WorkspaceId,
+    p: &str,
+) -> String {
     sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = $2")
         .bind(w)
         .bind(p)
@@ -21,27 +25,53 @@ async fn disconnect_and_revoke_follow_the_state_machine() {
     let t = app.tenant("life", true, ConnectionStatus::Connected).await;
     let base = format!("/v1/workspaces/{}/connections", t.workspace);
 
-    let r = app.call(Method::POST, format!("{base}/qbo/disconnect")).as_user(t.owner.0).send().await;
+    let r = app
+        .call(Method::POST, format!("{base}/qbo/disconnect"))
+        .as_user(t.owner.0)
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "DISCONNECTED");
     assert_eq!(status_of(&app, t.workspace, "qbo").await, "DISCONNECTED");
 
-    app.call(Method::POST, format!("{base}/qbo/disconnect")).as_user(t.owner.0).send().await
+    app.call(Method::POST, format!("{base}/qbo/disconnect"))
+        .as_user(t.owner.0)
+        .send()
+        .await
         .assert_error(StatusCode::CONFLICT, "INVALID_TRANSITION");
-    app.call(Method::POST, format!("{base}/qbo/revoke")).as_user(t.owner.0).send().await
+    app.call(Method::POST, format!("{base}/qbo/revoke"))
+        .as_user(t.owner.0)
+        .send()
+        .await
         .assert_error(StatusCode::CONFLICT, "INVALID_TRANSITION");
-    app.call(Method::POST, format!("{base}/gmail/disconnect")).as_user(t.owner.0).send().await
+    app.call(Method::POST, format!("{base}/gmail/disconnect"))
+        .as_user(t.owner.0)
+        .send()
+        .await
         .assert_error(StatusCode::CONFLICT, "INVALID_TRANSITION");
 
     // Revoke from CONNECTED.
-    harbor_harness::fixtures::connection_status(app.db(), t.workspace, harbor_service::domain::Provider::Slack, ConnectionStatus::Connected)
-        .await
-        .unwrap();
-    let r = app.call(Method::POST, format!("{base}/slack/revoke")).as_user(t.owner.0).send().await;
+    harbor_harness::fixtures::connection_status(
+        app.db(),
+        t.workspace,
+        harbor_service::domain::Provider::Slack,
+        ConnectionStatus::Connected,
+    )
+    .await
+    .unwrap();
+    let r = app
+        .call(Method::POST, format!("{base}/slack/revoke"))
+        .as_user(t.owner.0)
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(status_of(&app, t.workspace, "slack").await, "REVOKED");
     // REVOKED can still be disconnected.
-    let r = app.call(Method::POST, format!("{base}/slack/disconnect")).as_user(t.owner.0).send().await;
+    let r = app
+        .call(Method::POST, format!("{base}/slack/disconnect"))
+        .as_user(t.owner.0)
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     let audit: Vec<(String, String)> = sqlx::query_as(
@@ -61,7 +91,11 @@ async fn disconnect_and_revoke_follow_the_state_machine() {
         "every transition audited, refused ones not"
     );
 
-    let list = app.call(Method::GET, &base).as_user(t.member.0).send().await;
+    let list = app
+        .call(Method::GET, &base)
+        .as_user(t.member.0)
+        .send()
+        .await;
     assert_eq!(list.status, StatusCode::OK);
     let items = list.body["connections"].as_array().unwrap();
     assert_eq!(items.len(), 4);
@@ -91,11 +125,14 @@ async fn plain_members_cannot_disconnect_or_revoke() {
     let app = spawn_app().await;
     let t = app.tenant("roles", true, ConnectionStatus::Connected).await;
     for op in ["disconnect", "revoke"] {
-        app.call(Method::POST, format!("/v1/workspaces/{}/connections/qbo/{op}", t.workspace))
-            .as_user(t.member.0)
-            .send()
-            .await
-            .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+        app.call(
+            Method::POST,
+            format!("/v1/workspaces/{}/connections/qbo/{op}", t.workspace),
+        )
+        .as_user(t.member.0)
+        .send()
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
     }
     assert_eq!(status_of(&app, t.workspace, "qbo").await, "CONNECTED");
     app.stop().await;

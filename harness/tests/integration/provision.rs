@@ -19,13 +19,31 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     let two = infra.isolated_env().await.unwrap();
     assert_ne!(one.database_name, two.database_name);
     let (p1, p2) = (one.pool(2).await.unwrap(), two.pool(2).await.unwrap());
-    let answer: i32 = sqlx::query_scalar("SELECT 40 + 2").fetch_one(&p1).await.unwrap();
+    let answer: i32 = sqlx::query_scalar("SELECT 40 + 2")
+        .fetch_one(&p1)
+        .await
+        .unwrap();
     assert_eq!(answer, 42);
-    sqlx::query("INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 'only-in-one')").execute(&p1).await.unwrap();
-    let in_two: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&p2).await.unwrap();
-    assert_eq!(in_two, 0, "the second database does not see the first one's rows");
-    let migrated: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&p2).await.unwrap();
-    assert!(migrated >= 1, "databases are cloned from the migrated template");
+    sqlx::query("INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 'only-in-one')")
+        .execute(&p1)
+        .await
+        .unwrap();
+    let in_two: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&p2)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_two, 0,
+        "the second database does not see the first one's rows"
+    );
+    let migrated: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&p2)
+        .await
+        .unwrap();
+    assert!(
+        migrated >= 1,
+        "databases are cloned from the migrated template"
+    );
     p1.close().await;
     p2.close().await;
 
@@ -33,12 +51,34 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
     assert_eq!(pong, "PONG");
-    let _: () = redis::cmd("SET").arg(format!("{}k", one.redis_key_prefix)).arg("one").query_async(&mut conn).await.unwrap();
-    let _: () = redis::cmd("SET").arg(format!("{}k", two.redis_key_prefix)).arg("two").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}k", one.redis_key_prefix))
+        .arg("one")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}k", two.redis_key_prefix))
+        .arg("two")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     one.cleanup().await.unwrap();
-    let theirs: Option<String> = redis::cmd("GET").arg(format!("{}k", two.redis_key_prefix)).query_async(&mut conn).await.unwrap();
-    assert_eq!(theirs.as_deref(), Some("two"), "cleaning one prefix leaves the other alone");
-    let ours: Option<String> = redis::cmd("GET").arg(format!("{}k", one.redis_key_prefix)).query_async(&mut conn).await.unwrap();
+    let theirs: Option<String> = redis::cmd("GET")
+        .arg(format!("{}k", two.redis_key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs.as_deref(),
+        Some("two"),
+        "cleaning one prefix leaves the other alone"
+    );
+    let ours: Option<String> = redis::cmd("GET")
+        .arg(format!("{}k", one.redis_key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(ours, None);
     let mut admin = sqlx::PgConnection::connect(&infra.admin_url).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
@@ -53,11 +93,27 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
 
     infra.shutdown().await;
     for id in &footprint.containers {
-        let out = Command::new("docker").args(["ps", "-a", "-q", "--no-trunc", "--filter", &format!("id={id}")]).output().unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "container {id} is gone");
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &format!("id={id}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "container {id} is gone"
+        );
     }
     for pid in &footprint.pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} is gone");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is gone"
+        );
     }
     if let Some(dir) = &footprint.dir {
         assert!(!dir.exists(), "{} is removed", dir.display());
@@ -82,22 +138,37 @@ async fn local_backend_provisions_isolates_and_cleans_up() {
 fn doctor(envs: &[(&str, &str)], removed: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harbor-certify"));
     cmd.arg("doctor");
-    for v in ["HARBOR_DATABASE_URL", "HARBOR_REDIS_URL", "HARBOR_BACKEND"].iter().chain(removed) {
+    for v in ["HARBOR_DATABASE_URL", "HARBOR_REDIS_URL", "HARBOR_BACKEND"]
+        .iter()
+        .chain(removed)
+    {
         cmd.env_remove(v);
     }
     for (k, v) in envs {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("harbor-certify runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
 #[tokio::test]
 async fn auto_picks_external_then_docker_then_local_and_explains_when_nothing_works() {
     // With both URLs set, auto is external: point them at a local backend's servers.
-    let mut local = Infra::provision(BackendChoice::Local).await.expect("the local backend is required here");
-    let (code, out) = doctor(&[("HARBOR_DATABASE_URL", &local.admin_url), ("HARBOR_REDIS_URL", &local.redis_url)], &[]);
+    let mut local = Infra::provision(BackendChoice::Local)
+        .await
+        .expect("the local backend is required here");
+    let (code, out) = doctor(
+        &[
+            ("HARBOR_DATABASE_URL", &local.admin_url),
+            ("HARBOR_REDIS_URL", &local.redis_url),
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("backend:    external"), "{out}");
     local.shutdown().await;
@@ -118,7 +189,12 @@ async fn auto_picks_external_then_docker_then_local_and_explains_when_nothing_wo
     let dir = empty.path().to_str().unwrap();
     let (code, out) = doctor(&[no_engine[0], ("HARBOR_LOCAL_BIN_PATHS", dir)], &[]);
     assert_eq!(code, 2, "{out}");
-    for fix in ["HARBOR_DATABASE_URL", "Docker engine", "offline-images.sh", "redis-server"] {
+    for fix in [
+        "HARBOR_DATABASE_URL",
+        "Docker engine",
+        "offline-images.sh",
+        "redis-server",
+    ] {
         assert!(out.contains(fix), "the message names {fix}: {out}");
     }
 }

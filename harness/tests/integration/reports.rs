@@ -10,11 +10,32 @@ use harbor_harness::scenario::outcome::Failure;
 use harbor_harness::scenario::trace::{EventKind, LockEvidence, Trace, TraceEvent};
 use harbor_harness::scenario::{ScenarioResult, Verdict};
 
-fn event(at_ms: f64, step: Option<usize>, actor: Option<&str>, kind: EventKind, detail: &str) -> TraceEvent {
-    TraceEvent { at_ms, step, actor: actor.map(str::to_owned), kind, detail: detail.to_owned(), note: None, evidence: None }
+fn event(
+    at_ms: f64,
+    step: Option<usize>,
+    actor: Option<&str>,
+    kind: EventKind,
+    detail: &str,
+) -> TraceEvent {
+    TraceEvent {
+        at_ms,
+        step,
+        actor: actor.map(str::to_owned),
+        kind,
+        detail: detail.to_owned(),
+        note: None,
+        evidence: None,
+    }
 }
 
-fn scenario(id: &str, severity: Severity, area: &str, verdict: Verdict, trace: Trace, failures: Vec<Failure>) -> ScenarioResult {
+fn scenario(
+    id: &str,
+    severity: Severity,
+    area: &str,
+    verdict: Verdict,
+    trace: Trace,
+    failures: Vec<Failure>,
+) -> ScenarioResult {
     ScenarioResult {
         id: id.to_owned(),
         title: format!("{id} title"),
@@ -24,7 +45,10 @@ fn scenario(id: &str, severity: Severity, area: &str, verdict: Verdict, trace: T
         requirements: vec!["AUD-2.1".to_owned()],
         threats: vec!["Race Condition Leak".to_owned()],
         file: format!("scenarios/{id}.toml"),
-        actors: vec![("A".into(), "Activation".into()), ("B".into(), "OAuth callback".into())],
+        actors: vec![
+            ("A".into(), "Activation".into()),
+            ("B".into(), "OAuth callback".into()),
+        ],
         verdict,
         runs: 1,
         duration_ms: 120.0,
@@ -32,7 +56,8 @@ fn scenario(id: &str, severity: Severity, area: &str, verdict: Verdict, trace: T
         checks: 4,
         trace,
         failures,
-        flaky: (verdict == Verdict::Flaky).then(|| "run 2 differs from run 1 at trace line 3".to_owned()),
+        flaky: (verdict == Verdict::Flaky)
+            .then(|| "run 2 differs from run 1 at trace line 3".to_owned()),
     }
 }
 
@@ -40,13 +65,43 @@ fn scenario(id: &str, severity: Severity, area: &str, verdict: Verdict, trace: T
 /// diagnostics, one flaky, one low-severity failure.
 pub fn fixed_run(fail_on: Severity) -> Report {
     let mut q2 = Trace::default();
-    q2.events.push(event(0.7, Some(0), Some("B"), EventKind::Launched, "POST qbo/authorize + consent"));
-    q2.events.push(event(16.4, Some(0), Some("B"), EventKind::Completed, "200 PENDING"));
-    let mut launched = event(17.1, Some(1), Some("A"), EventKind::Launched, "POST activation");
+    q2.events.push(event(
+        0.7,
+        Some(0),
+        Some("B"),
+        EventKind::Launched,
+        "POST qbo/authorize + consent",
+    ));
+    q2.events.push(event(
+        16.4,
+        Some(0),
+        Some("B"),
+        EventKind::Completed,
+        "200 PENDING",
+    ));
+    let mut launched = event(
+        17.1,
+        Some(1),
+        Some("A"),
+        EventKind::Launched,
+        "POST activation",
+    );
     launched.note = Some("BEGIN; pg_advisory_xact_lock(W1)".into());
     q2.events.push(launched);
-    q2.events.push(event(30.9, Some(1), Some("A"), EventKind::Parked, "activation.status_read"));
-    q2.events.push(event(31.7, Some(2), Some("B"), EventKind::Launched, "GET qbo/callback"));
+    q2.events.push(event(
+        30.9,
+        Some(1),
+        Some("A"),
+        EventKind::Parked,
+        "activation.status_read",
+    ));
+    q2.events.push(event(
+        31.7,
+        Some(2),
+        Some("B"),
+        EventKind::Launched,
+        "GET qbo/callback",
+    ));
     let mut blocked = event(55.0, Some(2), Some("B"), EventKind::Blocked, "blocked on A");
     blocked.evidence = Some(LockEvidence {
         pid: 1582,
@@ -59,42 +114,110 @@ pub fn fixed_run(fail_on: Severity) -> Report {
         relation: None,
     });
     q2.events.push(blocked);
-    q2.events.push(event(55.0, Some(3), Some("A"), EventKind::Released, "activation.status_read"));
-    q2.events.push(event(56.6, Some(1), Some("A"), EventKind::Completed, "409 ACTIVATION_NOT_READY"));
-    q2.events.push(event(60.5, Some(2), Some("B"), EventKind::Completed, "200 CONNECTED"));
-    q2.events.push(event(62.0, None, None, EventKind::Checked, "no activation was recorded"));
+    q2.events.push(event(
+        55.0,
+        Some(3),
+        Some("A"),
+        EventKind::Released,
+        "activation.status_read",
+    ));
+    q2.events.push(event(
+        56.6,
+        Some(1),
+        Some("A"),
+        EventKind::Completed,
+        "409 ACTIVATION_NOT_READY",
+    ));
+    q2.events.push(event(
+        60.5,
+        Some(2),
+        Some("B"),
+        EventKind::Completed,
+        "200 CONNECTED",
+    ));
+    q2.events.push(event(
+        62.0,
+        None,
+        None,
+        EventKind::Checked,
+        "no activation was recorded",
+    ));
     let mut failed = q2.clone();
     failed.events.truncate(5);
-    failed.events.push(event(5055.0, Some(2), Some("B"), EventKind::Failed, "B: expected to block on A, but it completed: 200 CONNECTED"));
+    failed.events.push(event(
+        5055.0,
+        Some(2),
+        Some("B"),
+        EventKind::Failed,
+        "B: expected to block on A, but it completed: 200 CONNECTED",
+    ));
     let finding = Failure {
         step: Some(2),
         message: "B: expected to block on A, but it completed: 200 CONNECTED".into(),
-        diagnostics: Some(serde_json::json!({ "locks": [{ "pid": 1584, "locktype": "advisory", "granted": true }] })),
+        diagnostics: Some(
+            serde_json::json!({ "locks": [{ "pid": 1584, "locktype": "advisory", "granted": true }] }),
+        ),
         environment: false,
         skipped: false,
     };
     let scenarios = vec![
-        scenario("AUD-Q2-ACTIVATION-FIRST", Severity::Critical, "concurrency", Verdict::Passed, q2.clone(), vec![]),
-        scenario("AUD-LOCK-NAMESPACE", Severity::Critical, "concurrency", Verdict::Failed, failed, vec![finding.clone()]),
-        scenario("TM-S3-CONCURRENT-CALLBACK", Severity::High, "oauth-state", Verdict::Flaky, q2, vec![]),
-        scenario("AUD-NOT-ENTITLED", Severity::Low, "transaction-discipline", Verdict::Failed, Trace::default(), vec![finding]),
+        scenario(
+            "AUD-Q2-ACTIVATION-FIRST",
+            Severity::Critical,
+            "concurrency",
+            Verdict::Passed,
+            q2.clone(),
+            vec![],
+        ),
+        scenario(
+            "AUD-LOCK-NAMESPACE",
+            Severity::Critical,
+            "concurrency",
+            Verdict::Failed,
+            failed,
+            vec![finding.clone()],
+        ),
+        scenario(
+            "TM-S3-CONCURRENT-CALLBACK",
+            Severity::High,
+            "oauth-state",
+            Verdict::Flaky,
+            q2,
+            vec![],
+        ),
+        scenario(
+            "AUD-NOT-ENTITLED",
+            Severity::Low,
+            "transaction-discipline",
+            Verdict::Failed,
+            Trace::default(),
+            vec![finding],
+        ),
     ];
     let environment = Environment {
         backend: "docker".into(),
         postgres_version: "15.18".into(),
         redis_version: "7.0.15".into(),
-        images: Some(vec!["harbor-offline/postgres:15-bookworm".into(), "harbor-offline/redis:7-bookworm".into()]),
+        images: Some(vec![
+            "harbor-offline/postgres:15-bookworm".into(),
+            "harbor-offline/redis:7-bookworm".into(),
+        ]),
         service_version: "0.1.0".into(),
         git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         flaws: vec![],
         host: "ci".into(),
         platform: "linux-x86_64".into(),
     };
-    let started = chrono::DateTime::parse_from_rfc3339("2026-11-23T02:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let started = chrono::DateTime::parse_from_rfc3339("2026-11-23T02:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let mut report = Report::new(started, environment, scenarios, 1, fail_on, 9000.0, 800.0);
     report.exploration = Some(report::ExplorationBasis {
         source: "reports/explore/latest/explore.json".into(),
-        sets: vec!["activate + callback".into(), "activate + raw_disconnect".into()],
+        sets: vec![
+            "activate + callback".into(),
+            "activate + raw_disconnect".into(),
+        ],
         complete_sets: 2,
         schedules_explored: 45,
         schedules_total: 45,
@@ -115,10 +238,18 @@ fn check_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
     if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         panic!(
             "{name} differs from its golden file at line {}:\n  golden: {:?}\n  actual: {:?}\n(run with UPDATE_GOLDEN=1 if the change is intended)",
             line + 1,
@@ -140,11 +271,32 @@ fn renderers_match_their_golden_files() {
 #[test]
 fn fail_on_turns_low_findings_into_warnings_but_never_flakes() {
     let strict = fixed_run(Severity::Low);
-    assert_eq!((strict.verdict.as_str(), strict.summary.failed, strict.summary.warnings), ("FAIL", 2, 0));
+    assert_eq!(
+        (
+            strict.verdict.as_str(),
+            strict.summary.failed,
+            strict.summary.warnings
+        ),
+        ("FAIL", 2, 0)
+    );
     let lenient = fixed_run(Severity::Medium);
-    assert_eq!((lenient.summary.failed, lenient.summary.warnings, lenient.summary.flaky), (1, 1, 1));
-    assert_eq!(lenient.verdict.as_str(), "FAIL", "a critical failure and a flaky scenario still block");
-    assert_eq!(report::result_of(&lenient.scenarios[3], Severity::Medium).as_str(), "WARNING");
+    assert_eq!(
+        (
+            lenient.summary.failed,
+            lenient.summary.warnings,
+            lenient.summary.flaky
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        lenient.verdict.as_str(),
+        "FAIL",
+        "a critical failure and a flaky scenario still block"
+    );
+    assert_eq!(
+        report::result_of(&lenient.scenarios[3], Severity::Medium).as_str(),
+        "WARNING"
+    );
 }
 
 fn schema() -> serde_json::Value {
@@ -156,7 +308,10 @@ fn schema() -> serde_json::Value {
 fn report_json_validates_against_its_schema() {
     let validator = jsonschema::validator_for(&schema()).unwrap();
     let mut run = serde_json::to_value(fixed_run(Severity::Low)).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&run).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&run)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     // The schema is strict enough to fail: a missing verdict and an unknown event kind are refused.
     run.as_object_mut().unwrap().remove("verdict");
@@ -168,13 +323,32 @@ fn report_json_validates_against_its_schema() {
 fn junit_parses_back() {
     let xml = report::junit::render(&fixed_run(Severity::Low)).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
-    let cases: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    let cases: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
     assert_eq!(cases.len(), 4);
-    let failures: Vec<roxmltree::Node> = doc.descendants().filter(|n| n.has_tag_name("failure")).collect();
-    assert_eq!(failures.len(), 3, "failed, flaky and the low-severity failure (strict threshold)");
+    let failures: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .collect();
+    assert_eq!(
+        failures.len(),
+        3,
+        "failed, flaky and the low-severity failure (strict threshold)"
+    );
     let first = failures[0];
-    assert!(first.attribute("message").unwrap().contains("expected to block on A"));
-    assert!(first.text().unwrap_or_default().contains("\"locktype\": \"advisory\""), "diagnostics in the body");
+    assert!(first
+        .attribute("message")
+        .unwrap()
+        .contains("expected to block on A"));
+    assert!(
+        first
+            .text()
+            .unwrap_or_default()
+            .contains("\"locktype\": \"advisory\""),
+        "diagnostics in the body"
+    );
     assert_eq!(cases[0].attribute("classname"), Some("harbor.concurrency"));
 }
 
@@ -186,13 +360,24 @@ fn chromium(page: &Path, screenshot: Option<&Path>) -> (Vec<String>, String) {
         .expect("this test needs headless Chromium (Debian package `chromium`; `cargo xtask test` installs it)");
     let url = format!("file://{}", page.display());
     let mut cmd = Command::new(bin);
-    cmd.args(["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--window-size=1280,2000"]);
+    cmd.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,2000",
+    ]);
     match screenshot {
         Some(s) => cmd.arg(format!("--screenshot={}", s.display())),
         None => cmd.arg("--dump-dom"),
     };
     let out = cmd.arg(&url).output().expect("chromium runs");
-    let console = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_owned).collect();
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
     (console, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -208,20 +393,39 @@ fn html_opens_in_headless_chromium_without_console_errors() {
         assert!(dom.contains(&sc.id), "{} is on the page", sc.id);
     }
     assert!(dom.contains("<svg"), "the interleavings are drawn");
-    for external in ["<script", "<link", "src=\"http", "href=\"http", "@import", "url("] {
-        assert!(!dom.contains(external), "self-contained, but found {external}");
+    for external in [
+        "<script",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "@import",
+        "url(",
+    ] {
+        assert!(
+            !dom.contains(external),
+            "self-contained, but found {external}"
+        );
     }
-    let failed_first = dom.find("AUD-LOCK-NAMESPACE").unwrap() < dom.find("AUD-Q2-ACTIVATION-FIRST").unwrap();
+    let failed_first =
+        dom.find("AUD-LOCK-NAMESPACE").unwrap() < dom.find("AUD-Q2-ACTIVATION-FIRST").unwrap();
     assert!(failed_first, "failures come first");
     let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&artefacts).unwrap();
     let shot = artefacts.join("report.png");
     let _ = chromium(&page, Some(&shot));
-    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "a screenshot was kept at {}", shot.display());
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "a screenshot was kept at {}",
+        shot.display()
+    );
 
     // The console check can fail: a page with a script error is caught.
     let bad = dir.path().join("bad.html");
-    std::fs::write(&bad, "<!DOCTYPE html><p>x</p><script>console.error('boom'); missing();</script>").unwrap();
+    std::fs::write(
+        &bad,
+        "<!DOCTYPE html><p>x</p><script>console.error('boom'); missing();</script>",
+    )
+    .unwrap();
     assert!(!chromium(&bad, None).0.is_empty());
 }
 
@@ -230,19 +434,47 @@ fn manifest_and_signature_detect_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = sign::SigningKey::generate();
     let mut run = fixed_run(Severity::Low);
-    run.scenarios[0].trace.schedule = harbor_harness::scenario::schedule::Schedule(vec![0, 1, 2, 3]);
-    report::write_into(dir.path(), &run, &[("mutants.json", "{}".into())], Some(&key)).unwrap();
+    run.scenarios[0].trace.schedule =
+        harbor_harness::scenario::schedule::Schedule(vec![0, 1, 2, 3]);
+    report::write_into(
+        dir.path(),
+        &run,
+        &[("mutants.json", "{}".into())],
+        Some(&key),
+    )
+    .unwrap();
     let ok = sign::verify(dir.path(), Some(&key.public_key())).unwrap();
-    assert_eq!(ok.files, 6, "the four renderings, mutants.json and one recorded schedule under traces/");
-    let recorded = dir.path().join("traces").join(format!("{}.json", run.scenarios[0].id));
+    assert_eq!(
+        ok.files, 6,
+        "the four renderings, mutants.json and one recorded schedule under traces/"
+    );
+    let recorded = dir
+        .path()
+        .join("traces")
+        .join(format!("{}.json", run.scenarios[0].id));
     let original = std::fs::read_to_string(&recorded).unwrap();
-    std::fs::write(&recorded, original.replace("\"schedule\": [\n    0,", "\"schedule\": [\n    1,")).unwrap();
-    assert!(sign::verify(dir.path(), None).unwrap_err().contains("was modified"), "a changed schedule is detected");
+    std::fs::write(
+        &recorded,
+        original.replace("\"schedule\": [\n    0,", "\"schedule\": [\n    1,"),
+    )
+    .unwrap();
+    assert!(
+        sign::verify(dir.path(), None)
+            .unwrap_err()
+            .contains("was modified"),
+        "a changed schedule is detected"
+    );
     std::fs::write(&recorded, original).unwrap();
     let (_, other) = sign::SigningKey::generate();
-    assert!(sign::verify(dir.path(), Some(&other.public_key())).unwrap_err().contains("signature"));
+    assert!(sign::verify(dir.path(), Some(&other.public_key()))
+        .unwrap_err()
+        .contains("signature"));
     let md = dir.path().join("report.md");
-    let text = std::fs::read_to_string(&md).unwrap().replace("NOT CERTIFIED", "CERTIFIED");
+    let text = std::fs::read_to_string(&md)
+        .unwrap()
+        .replace("NOT CERTIFIED", "CERTIFIED");
     std::fs::write(&md, text).unwrap();
-    assert!(sign::verify(dir.path(), None).unwrap_err().contains("report.md was modified"));
+    assert!(sign::verify(dir.path(), None)
+        .unwrap_err()
+        .contains("report.md was modified"));
 }

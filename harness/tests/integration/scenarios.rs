@@ -44,7 +44,8 @@ const CATALOGUE: &[&str] = &[
 
 fn catalogue() -> Vec<LoadedScenario> {
     let files = load::scenario_files(&catalogue_dir()).unwrap();
-    load::load_all(&files).unwrap_or_else(|errors| panic!("the catalogue has bad files: {errors:?}"))
+    load::load_all(&files)
+        .unwrap_or_else(|errors| panic!("the catalogue has bad files: {errors:?}"))
 }
 
 #[test]
@@ -97,12 +98,28 @@ fn bad_files_are_refused_with_the_file_the_place_and_what_was_expected() {
         let file = write(dir.path(), name, &body);
         let err = load::load_file(&file).expect_err(name);
         assert_eq!(err.file, file);
-        assert!(err.place.contains(place), "{name}: place {:?}, wanted {place:?}", err.place);
-        assert!(err.message.contains(message), "{name}: message {:?}, wanted {message:?}", err.message);
+        assert!(
+            err.place.contains(place),
+            "{name}: place {:?}, wanted {place:?}",
+            err.place
+        );
+        assert!(
+            err.message.contains(message),
+            "{name}: message {:?}, wanted {message:?}",
+            err.message
+        );
     }
     // Two files with one id: both load, the set is refused.
-    let a = write(dir.path(), "a.toml", &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n"));
-    let b = write(dir.path(), "b.toml", &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n"));
+    let a = write(
+        dir.path(),
+        "a.toml",
+        &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n"),
+    );
+    let b = write(
+        dir.path(),
+        "b.toml",
+        &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n"),
+    );
     let errors = load::load_all(&[a, b]).expect_err("duplicate ids");
     assert!(errors[0].message.contains("already used"), "{errors:?}");
 }
@@ -110,17 +127,30 @@ fn bad_files_are_refused_with_the_file_the_place_and_what_was_expected() {
 #[tokio::test]
 async fn the_q2_trace_carries_lock_table_evidence_and_repeats_identically() {
     let mut infra = test_infra().await;
-    let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None).unwrap().remove(0);
+    let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None)
+        .unwrap()
+        .remove(0);
     let runner = ScenarioRunner::new(&infra, None);
     let result = scenario::run_repeated(&runner, &q2, 3).await;
     assert_eq!(result.verdict, Verdict::Passed, "{:?}", result.failures);
     assert_eq!(result.runs, 3);
-    let blocked = result.trace.events.iter().find(|e| e.kind == EventKind::Blocked).expect("a blocked event");
+    let blocked = result
+        .trace
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Blocked)
+        .expect("a blocked event");
     let ev = blocked.evidence.as_ref().unwrap();
-    assert_eq!((blocked.actor.as_deref(), ev.lock_type.as_str()), (Some("B"), "advisory"));
+    assert_eq!(
+        (blocked.actor.as_deref(), ev.lock_type.as_str()),
+        (Some("B"), "advisory")
+    );
     assert_eq!(ev.blocking_actors, ["A"]);
     let table = result.trace.to_markdown(&result.actors);
-    assert!(table.contains("| A (Activation) | B (OAuth callback) |"), "{table}");
+    assert!(
+        table.contains("| A (Activation) | B (OAuth callback) |"),
+        "{table}"
+    );
     assert!(table.contains("**BLOCKS**"), "{table}");
     infra.shutdown().await;
 }
@@ -138,7 +168,12 @@ async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() 
     let result = scenario::run_repeated(&runner, &loaded, 1).await;
     assert_eq!(result.verdict, Verdict::Failed);
     let f = &result.failures[0];
-    assert!(f.message.contains("expected to block on A, but it completed"), "{}", f.message);
+    assert!(
+        f.message
+            .contains("expected to block on A, but it completed"),
+        "{}",
+        f.message
+    );
     assert!(f.diagnostics.as_ref().unwrap().get("locks").is_some());
 
     // An expectation that cannot hold fails too, and a leak search without captured logs refuses
@@ -149,7 +184,13 @@ async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() 
     let loaded = load::load_file(&write(dir.path(), "wrong.toml", &body)).unwrap();
     let result = scenario::run_repeated(&runner, &loaded, 1).await;
     assert_eq!(result.verdict, Verdict::Failed);
-    assert!(result.failures[0].message.contains("expected status 200, got 409 ACTIVATION_NOT_READY"), "{:?}", result.failures);
+    assert!(
+        result.failures[0]
+            .message
+            .contains("expected status 200, got 409 ACTIVATION_NOT_READY"),
+        "{:?}",
+        result.failures
+    );
     infra.shutdown().await;
 }
 
@@ -157,19 +198,44 @@ async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() 
 async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_refused() {
     use harbor_harness::scenario::schedule::{Replay, Schedule};
     let mut infra = test_infra().await;
-    let q2 = scenario::select(catalogue(), &["AUD-Q2-CALLBACK-FIRST".into()], None).unwrap().remove(0);
+    let q2 = scenario::select(catalogue(), &["AUD-Q2-CALLBACK-FIRST".into()], None)
+        .unwrap()
+        .remove(0);
     let runner = ScenarioRunner::new(&infra, None);
     let first = runner.run(&q2).await;
     assert!(first.failures.is_empty(), "{:?}", first.failures);
-    assert_eq!(first.trace.schedule.0, (0..q2.scenario.steps.len()).collect::<Vec<_>>(), "the file's order is the schedule followed");
-    let again = runner.run_scheduled(&q2, &mut Replay::new(&first.trace.schedule)).await;
+    assert_eq!(
+        first.trace.schedule.0,
+        (0..q2.scenario.steps.len()).collect::<Vec<_>>(),
+        "the file's order is the schedule followed"
+    );
+    let again = runner
+        .run_scheduled(&q2, &mut Replay::new(&first.trace.schedule))
+        .await;
     assert!(again.failures.is_empty(), "{:?}", again.failures);
-    assert_eq!(again.trace.signature(), first.trace.signature(), "a replay gives the same trace");
+    assert_eq!(
+        again.trace.signature(),
+        first.trace.signature(),
+        "a replay gives the same trace"
+    );
     // A schedule that runs an actor's second step before its first cannot be followed.
     let steps = &q2.scenario.steps;
-    let second = (1..steps.len()).find(|&j| steps[j].actor().is_some() && (0..j).any(|i| steps[i].actor() == steps[j].actor())).unwrap();
-    let diverged = runner.run_scheduled(&q2, &mut Replay::new(&Schedule(vec![second]))).await;
-    assert!(diverged.failures.iter().any(|f| f.message.contains("schedule (replay)") && f.message.contains("are ready")), "{:?}", diverged.failures);
+    let second = (1..steps.len())
+        .find(|&j| {
+            steps[j].actor().is_some() && (0..j).any(|i| steps[i].actor() == steps[j].actor())
+        })
+        .unwrap();
+    let diverged = runner
+        .run_scheduled(&q2, &mut Replay::new(&Schedule(vec![second])))
+        .await;
+    assert!(
+        diverged
+            .failures
+            .iter()
+            .any(|f| f.message.contains("schedule (replay)") && f.message.contains("are ready")),
+        "{:?}",
+        diverged.failures
+    );
     infra.shutdown().await;
 }
 
@@ -177,12 +243,22 @@ async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_re
 async fn a_scenario_the_target_cannot_serve_is_skipped_with_the_reason_never_passed() {
     use harbor_harness::target::Capability;
     let mut infra = test_infra().await;
-    let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None).unwrap().remove(0);
+    let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None)
+        .unwrap()
+        .remove(0);
     assert!(q2.scenario.requires().contains(&Capability::SyncPoints));
     let runner = ScenarioRunner::new(&infra, None).without([Capability::SyncPoints]);
     let result = scenario::run_repeated(&runner, &q2, 1).await;
     assert_eq!(result.verdict, Verdict::Skipped, "{:?}", result.failures);
-    assert!(result.failures[0].message.contains("sync points"), "{:?}", result.failures);
-    assert_eq!(harbor_harness::report::result_of(&result, harbor_harness::scenario::format::Severity::Low).as_str(), "SKIPPED");
+    assert!(
+        result.failures[0].message.contains("sync points"),
+        "{:?}",
+        result.failures
+    );
+    assert_eq!(
+        harbor_harness::report::result_of(&result, harbor_harness::scenario::format::Severity::Low)
+            .as_str(),
+        "SKIPPED"
+    );
     infra.shutdown().await;
 }

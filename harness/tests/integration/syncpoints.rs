@@ -16,7 +16,9 @@ use crate::helpers::{spawn_app, spawn_app_with, within, PROBE_LIMIT};
 #[tokio::test]
 async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
     let app = spawn_app().await;
-    let t = app.tenant("parked", true, ConnectionStatus::Connected).await;
+    let t = app
+        .tenant("parked", true, ConnectionStatus::Connected)
+        .await;
     let sync = app.sut.replicas[0].sync.clone();
     let a_slot = SlotKey::new("A", "activation.locked");
     sync.arm(a_slot.clone()).unwrap();
@@ -25,13 +27,23 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
     let observe_and_b = async {
         within("A to park", sync.until(a_slot.clone(), SlotState::Parked)).await;
         let held = evidence::advisory_locks_of(app.db(), "A").await.unwrap();
-        assert!(held.iter().any(|l| l.granted && l.is_workspace_lock(t.workspace)), "A holds the workspace lock while parked: {held:?}");
+        assert!(
+            held.iter()
+                .any(|l| l.granted && l.is_workspace_lock(t.workspace)),
+            "A holds the workspace lock while parked: {held:?}"
+        );
         // B starts only once A is parked: the order is the harness's, not the scheduler's.
         let b = app.activate(&t, Some("B"));
         let probe = async {
-            let blocked = evidence::until_blocked(app.db(), "B", Some("A"), PROBE_LIMIT, || false).await.unwrap_or_else(|e| panic!("{e:?}"));
+            let blocked = evidence::until_blocked(app.db(), "B", Some("A"), PROBE_LIMIT, || false)
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
             let waiting = blocked.waiter;
-            assert!(blocked.awaited.is_workspace_lock(t.workspace), "B awaits the workspace lock: {:?}", blocked.awaited);
+            assert!(
+                blocked.awaited.is_workspace_lock(t.workspace),
+                "B awaits the workspace lock: {:?}",
+                blocked.awaited
+            );
             assert_eq!(waiting.wait_event.as_deref(), Some("advisory"));
             assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()]);
             sync.release(&a_slot).unwrap();
@@ -50,7 +62,9 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
 #[tokio::test]
 async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
     let app = spawn_app().await;
-    let t = app.tenant("rowlock", true, ConnectionStatus::Connected).await;
+    let t = app
+        .tenant("rowlock", true, ConnectionStatus::Connected)
+        .await;
     let sync = app.sut.replicas[0].sync.clone();
     let slot = SlotKey::new("A", "activation.status_read");
     sync.arm(slot.clone()).unwrap();
@@ -61,7 +75,10 @@ async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
         let w = t.workspace;
         let writer = tokio::spawn(async move {
             let mut tx = pool.begin().await.unwrap();
-            sqlx::query("SELECT set_config('application_name', 'harbor:RAW', true)").execute(&mut *tx).await.unwrap();
+            sqlx::query("SELECT set_config('application_name', 'harbor:RAW', true)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
             sqlx::query("UPDATE connections SET status = 'DISCONNECTED' WHERE workspace_id = $1 AND provider = 'qbo'")
                 .bind(w)
                 .execute(&mut *tx)
@@ -69,10 +86,20 @@ async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
                 .unwrap();
             tx.commit().await.unwrap();
         });
-        let waiting = evidence::until_blocked(app.db(), "RAW", Some("A"), PROBE_LIMIT, || false).await.unwrap_or_else(|e| panic!("{e:?}")).waiter;
-        assert_eq!(waiting.blocking_actors(), vec!["A".to_owned()], "the raw writer waits for A's row lock");
+        let waiting = evidence::until_blocked(app.db(), "RAW", Some("A"), PROBE_LIMIT, || false)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .waiter;
+        assert_eq!(
+            waiting.blocking_actors(),
+            vec!["A".to_owned()],
+            "the raw writer waits for A's row lock"
+        );
         assert!(
-            matches!(waiting.wait_event.as_deref(), Some("transactionid" | "tuple")),
+            matches!(
+                waiting.wait_event.as_deref(),
+                Some("transactionid" | "tuple")
+            ),
             "a row-lock wait, got {:?}",
             waiting.wait_event
         );
@@ -80,7 +107,12 @@ async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
         within("the raw writer", writer).await.unwrap();
     };
     let (ra, ()) = tokio::join!(a, raw);
-    assert_eq!(ra.status, StatusCode::OK, "A read CONNECTED under its row lock and activated: {}", ra.body);
+    assert_eq!(
+        ra.status,
+        StatusCode::OK,
+        "A read CONNECTED under its row lock and activated: {}",
+        ra.body
+    );
     app.stop().await;
 }
 
@@ -95,9 +127,17 @@ async fn one_workspace_lock_never_blocks_another_workspace() {
     let a = app.activate(&w1, Some("A"));
     let other = async {
         within("A to park", sync.until(slot.clone(), SlotState::Parked)).await;
-        let reply = within("W2's activation while W1 is locked", app.activate(&w2, Some("B"))).await;
+        let reply = within(
+            "W2's activation while W1 is locked",
+            app.activate(&w2, Some("B")),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        assert_eq!(sync.state(&slot), Some(SlotState::Parked), "A was still holding W1's lock");
+        assert_eq!(
+            sync.state(&slot),
+            Some(SlotState::Parked),
+            "A was still holding W1's lock"
+        );
         sync.release(&slot).unwrap();
     };
     let (ra, ()) = tokio::join!(a, other);
@@ -107,15 +147,25 @@ async fn one_workspace_lock_never_blocks_another_workspace() {
 
 #[tokio::test]
 async fn a_request_never_released_fails_loudly_and_frees_the_lock() {
-    let options = ServiceOptions { sync_point_timeout: Duration::from_millis(300), ..ServiceOptions::default() };
+    let options = ServiceOptions {
+        sync_point_timeout: Duration::from_millis(300),
+        ..ServiceOptions::default()
+    };
     let app = spawn_app_with(options).await;
     let t = app.tenant("stuck", true, ConnectionStatus::Connected).await;
     let sync = app.sut.replicas[0].sync.clone();
     sync.arm(SlotKey::new("A", "activation.locked")).unwrap();
     let reply = app.activate(&t, Some("A")).await;
     reply.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "SYNC_POINT_TIMEOUT");
-    assert!(evidence::advisory_locks_of(app.db(), "A").await.unwrap().is_empty());
-    assert_eq!(sync.state(&SlotKey::new("A", "activation.locked")), None, "the slot is freed");
+    assert!(evidence::advisory_locks_of(app.db(), "A")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        sync.state(&SlotKey::new("A", "activation.locked")),
+        None,
+        "the slot is freed"
+    );
     // The workspace is usable again at once.
     let again = app.activate(&t, None).await;
     assert_eq!(again.status, StatusCode::OK);
@@ -124,11 +174,20 @@ async fn a_request_never_released_fails_loudly_and_frees_the_lock() {
 
 #[tokio::test]
 async fn without_sync_points_the_actor_header_is_ignored() {
-    let options = ServiceOptions { sync_points: false, ..ServiceOptions::default() };
+    let options = ServiceOptions {
+        sync_points: false,
+        ..ServiceOptions::default()
+    };
     let app = spawn_app_with(options).await;
-    let t = app.tenant("prod-like", true, ConnectionStatus::Connected).await;
+    let t = app
+        .tenant("prod-like", true, ConnectionStatus::Connected)
+        .await;
     // With sync points on, this tag is refused with 400 (see api.rs); off, it is never read.
-    let reply = within("an activation with a malformed tag", app.activate(&t, Some("not a valid tag!"))).await;
+    let reply = within(
+        "an activation with a malformed tag",
+        app.activate(&t, Some("not a valid tag!")),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let ready = app.call(reqwest::Method::GET, "/readyz").send().await;
     assert_eq!(ready.body["sync_points"], false);
@@ -137,7 +196,10 @@ async fn without_sync_points_the_actor_header_is_ignored() {
 
 #[tokio::test]
 async fn a_request_waiting_past_lock_timeout_gets_503_and_retry_after() {
-    let options = ServiceOptions { lock_timeout: Some(Duration::from_millis(300)), ..ServiceOptions::default() };
+    let options = ServiceOptions {
+        lock_timeout: Some(Duration::from_millis(300)),
+        ..ServiceOptions::default()
+    };
     let app = spawn_app_with(options).await;
     let t = app.tenant("busy", true, ConnectionStatus::Connected).await;
     let sync = app.sut.replicas[0].sync.clone();

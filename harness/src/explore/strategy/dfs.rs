@@ -28,7 +28,13 @@ pub struct Dfs {
 impl Dfs {
     /// Enumerates the schedules of `ops`.
     pub fn new(ops: &[Operation]) -> Self {
-        Self { ops: ops.to_vec(), prefix: Vec::new(), done: false, current: Vec::new(), diverged: false }
+        Self {
+            ops: ops.to_vec(),
+            prefix: Vec::new(),
+            done: false,
+            current: Vec::new(),
+            diverged: false,
+        }
     }
 
     /// Whether every schedule has been run.
@@ -74,7 +80,10 @@ impl Dfs {
     pub fn schedule(&mut self) -> DfsRun<'_> {
         let n = self.ops.len();
         self.current.clear();
-        DfsRun { dfs: self, launched: vec![false; n] }
+        DfsRun {
+            dfs: self,
+            launched: vec![false; n],
+        }
     }
 }
 
@@ -90,7 +99,10 @@ impl Chooser for DfsRun<'_> {
             None => reduced[0],
         };
         self.launched[chosen] = true;
-        self.dfs.current.push(Decision { enabled: reduced, chosen });
+        self.dfs.current.push(Decision {
+            enabled: reduced,
+            chosen,
+        });
         chosen
     }
 }
@@ -102,7 +114,10 @@ pub fn mirrors(ops: &[Operation]) -> usize {
     for op in ops {
         *counts.entry(*op).or_default() += 1;
     }
-    counts.values().map(|&k| (1..=k).product::<usize>()).product()
+    counts
+        .values()
+        .map(|&k| (1..=k).product::<usize>())
+        .product()
 }
 
 #[cfg(test)]
@@ -145,8 +160,19 @@ mod tests {
         // Half of the 20 interleavings: those launching E0 first.
         assert_eq!(count(&[Operation::Activate, Operation::Activate], 3), 10);
         assert_eq!(mirrors(&[Operation::Sync, Operation::Sync]), 2);
-        assert_eq!(mirrors(&[Operation::Sync, Operation::Sync, Operation::Sync]), 6);
-        assert_eq!(mirrors(&[Operation::Sync, Operation::Sync, Operation::Activate, Operation::Activate]), 4);
+        assert_eq!(
+            mirrors(&[Operation::Sync, Operation::Sync, Operation::Sync]),
+            6
+        );
+        assert_eq!(
+            mirrors(&[
+                Operation::Sync,
+                Operation::Sync,
+                Operation::Activate,
+                Operation::Activate
+            ]),
+            4
+        );
         assert_eq!(mirrors(&[Operation::Sync, Operation::Activate]), 1);
     }
 }

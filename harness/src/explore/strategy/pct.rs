@@ -24,14 +24,23 @@ impl Pct {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut priorities: Vec<usize> = (depth..depth + ops).collect();
         priorities.shuffle(&mut rng);
-        let change_points = (1..depth).map(|_| rng.gen_range(0..length.max(1))).collect();
-        Self { priorities, change_points, lowest: depth }
+        let change_points = (1..depth)
+            .map(|_| rng.gen_range(0..length.max(1)))
+            .collect();
+        Self {
+            priorities,
+            change_points,
+            lowest: depth,
+        }
     }
 }
 
 impl Chooser for Pct {
     fn choose(&mut self, enabled: &[usize], step: usize) -> usize {
-        let chosen = *enabled.iter().max_by_key(|&&i| self.priorities[i]).unwrap_or(&enabled[0]);
+        let chosen = *enabled
+            .iter()
+            .max_by_key(|&&i| self.priorities[i])
+            .unwrap_or(&enabled[0]);
         if self.change_points.contains(&step) {
             self.lowest = self.lowest.saturating_sub(1);
             self.priorities[chosen] = self.lowest;
@@ -51,6 +60,13 @@ mod tests {
             (0..10).map(|s| p.choose(&[0, 1, 2], s)).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
-        assert!((0..20).map(run).collect::<std::collections::HashSet<_>>().len() > 1, "seeds differ");
+        assert!(
+            (0..20)
+                .map(run)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 1,
+            "seeds differ"
+        );
     }
 }

@@ -14,7 +14,10 @@ pub struct Replay {
 impl Replay {
     /// Replays `choices`.
     pub fn new(choices: Vec<usize>) -> Self {
-        Self { choices, diverged: Vec::new() }
+        Self {
+            choices,
+            diverged: Vec::new(),
+        }
     }
 }
 

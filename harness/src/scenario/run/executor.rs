@@ -4,9 +4,10 @@
 //! checking its outcome, substituting placeholders. It reaches the service only through the
 //! [`Target`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use harbor_service::domain::{UserId, WorkspaceId};
 use harbor_syncpoint::SlotKey;
 use serde_json::{json, Value};
@@ -18,7 +19,7 @@ use crate::evidence::{self, LockType};
 use crate::fake_provider::Consent;
 use crate::fixtures::TenantWorkspace;
 use crate::scenario::expect;
-use crate::scenario::format::Expect;
+use crate::scenario::format::{CountExpect, Expect};
 use crate::scenario::logs::{LogCapture, LogMark};
 use crate::scenario::model::{MemberRole, Scenario, UserRef};
 use crate::scenario::outcome::{Failure, Outcome};
@@ -29,10 +30,48 @@ use crate::target::Target;
 pub struct Background {
     /// Its index.
     pub step: usize,
-    /// The running job.
-    pub handle: JoinHandle<JobResult>,
-    /// What its outcome must be when collected.
-    pub expect: Option<Expect>,
+    /// The running work and what it must come to.
+    pub work: BackgroundWork,
+}
+
+impl Background {
+    /// The one job's handle (copies are never parked or blocked).
+    pub fn job(&mut self) -> Result<&mut JoinHandle<JobResult>, Failure> {
+        match &mut self.work {
+            BackgroundWork::One(handle, _) => Ok(handle),
+            BackgroundWork::Copies(..) => Err(Failure::at(
+                Some(self.step),
+                "copies of a request cannot be parked or released",
+            )),
+        }
+    }
+
+    /// Stops it.
+    pub fn abort(&self) {
+        match &self.work {
+            BackgroundWork::One(handle, _) => handle.abort(),
+            BackgroundWork::Copies(handle, _) => handle.abort(),
+        }
+    }
+}
+
+/// What runs in the background.
+pub enum BackgroundWork {
+    /// One job, and what its outcome must be when collected.
+    One(JoinHandle<JobResult>, Option<Expect>),
+    /// Copies of a request, and what they must be.
+    Copies(JoinHandle<Vec<Outcome>>, CopiesExpect),
+}
+
+/// What the copies of a concurrent step must be.
+#[derive(Clone, Debug, Default)]
+pub struct CopiesExpect {
+    /// Every copy matches this.
+    pub all: Option<Expect>,
+    /// This many copies match each of these.
+    pub counts: Vec<CountExpect>,
+    /// Every copy matches one of these.
+    pub any: Vec<Expect>,
 }
 
 /// Blocking as the lock tables must show it (`expect_blocked`).
@@ -116,9 +155,24 @@ impl<'s> Executor<'s> {
     }
 
     /// Appends a trace event.
-    pub fn event(&mut self, step: Option<usize>, actor: Option<&str>, kind: EventKind, detail: String, evidence: Option<LockEvidence>) {
+    pub fn event(
+        &mut self,
+        step: Option<usize>,
+        actor: Option<&str>,
+        kind: EventKind,
+        detail: String,
+        evidence: Option<LockEvidence>,
+    ) {
         let at_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.trace.events.push(TraceEvent { at_ms, step, actor: actor.map(str::to_owned), kind, detail, note: None, evidence });
+        self.trace.events.push(TraceEvent {
+            at_ms,
+            step,
+            actor: actor.map(str::to_owned),
+            kind,
+            detail,
+            note: None,
+            evidence,
+        });
     }
 
     /// Puts the step's note on the last event.
@@ -171,7 +225,9 @@ impl<'s> Executor<'s> {
 
     /// Lock tables and the actors' backends, for a failure's diagnostics.
     pub async fn diagnostics(&self) -> Value {
-        let Some(db) = self.target.database() else { return json!({ "locks": "the target has no database" }) };
+        let Some(db) = self.target.database() else {
+            return json!({ "locks": "the target has no database" });
+        };
         let locks = evidence::lock_snapshot(db).await.unwrap_or_default();
         let mut backends = Vec::new();
         for a in &self.sc.actors {
@@ -183,7 +239,11 @@ impl<'s> Executor<'s> {
     }
 
     /// A failure of step `step` with the lock tables attached.
-    pub async fn failure_with_diagnostics(&self, step: usize, message: impl Into<String>) -> Failure {
+    pub async fn failure_with_diagnostics(
+        &self,
+        step: usize,
+        message: impl Into<String>,
+    ) -> Failure {
         Failure::at(Some(step), message).with_diagnostics(self.diagnostics().await)
     }
 
@@ -215,20 +275,42 @@ impl<'s> Executor<'s> {
 
     /// Records a step's completion and checks it: against `expect` when given, else it must not
     /// have failed or answered 5xx (a step without an expectation still must not crash the service).
-    pub fn expect_outcome(&mut self, step: usize, actor: &str, outcome: &Outcome, expect: Option<&Expect>) -> Result<(), Failure> {
-        self.event(Some(step), Some(actor), EventKind::Completed, outcome.summary(), None);
+    pub fn expect_outcome(
+        &mut self,
+        step: usize,
+        actor: &str,
+        outcome: &Outcome,
+        expect: Option<&Expect>,
+    ) -> Result<(), Failure> {
+        self.event(
+            Some(step),
+            Some(actor),
+            EventKind::Completed,
+            outcome.summary(),
+            None,
+        );
         match expect {
             Some(e) => {
-                self.check(outcome, e).map_err(|m| Failure::at(Some(step), format!("{actor}: {m}")))?;
+                self.check(outcome, e)
+                    .map_err(|m| Failure::at(Some(step), format!("{actor}: {m}")))?;
                 self.checks += 1;
                 Ok(())
             }
-            None if outcome.error.is_some() => {
-                Err(Failure::at(Some(step), format!("{actor}: {} ({})", outcome.summary(), outcome.error.as_deref().unwrap_or_default())))
-            }
-            None if outcome.status >= 500 => {
-                Err(Failure::at(Some(step), format!("{actor}: {} (a server error, and the step expected nothing)", outcome.summary())))
-            }
+            None if outcome.error.is_some() => Err(Failure::at(
+                Some(step),
+                format!(
+                    "{actor}: {} ({})",
+                    outcome.summary(),
+                    outcome.error.as_deref().unwrap_or_default()
+                ),
+            )),
+            None if outcome.status >= 500 => Err(Failure::at(
+                Some(step),
+                format!(
+                    "{actor}: {} (a server error, and the step expected nothing)",
+                    outcome.summary()
+                ),
+            )),
             None => Ok(()),
         }
     }
@@ -236,10 +318,20 @@ impl<'s> Executor<'s> {
     /// Launches `job` for step `step` of `actor` as `how` says: arms its sync point, runs it to
     /// completion, or leaves it running parked, blocked (proven from the lock tables) or in the
     /// background.
-    pub async fn launch(&mut self, step: usize, actor: &str, job: Job, describe: String, note: Option<&str>, how: Launch<'_>) -> Result<(), Failure> {
+    pub async fn launch(
+        &mut self,
+        step: usize,
+        actor: &str,
+        job: Job,
+        describe: String,
+        note: Option<&str>,
+        how: Launch<'_>,
+    ) -> Result<(), Failure> {
         if let Some((replica, point)) = how.park {
             let key = SlotKey::new(actor.to_owned(), point.to_owned());
-            self.target.arm(replica, key.clone()).map_err(|e| Failure::at(Some(step), format!("arming {key}: {e}")))?;
+            self.target
+                .arm(replica, key.clone())
+                .map_err(|e| Failure::at(Some(step), format!("arming {key}: {e}")))?;
             self.parked_on.insert(key, replica);
         }
         self.event(Some(step), Some(actor), EventKind::Launched, describe, None);
@@ -252,37 +344,186 @@ impl<'s> Executor<'s> {
                     let outcome = self.absorb(actor, result);
                     self.expect_outcome(step, actor, &outcome, how.expect)
                 }
-                Err(_) => Err(self.failure_with_diagnostics(step, format!("{actor}: did not complete within {limit:?} (blocked?)")).await),
+                Err(_) => Err(self
+                    .failure_with_diagnostics(
+                        step,
+                        format!("{actor}: did not complete within {limit:?} (blocked?)"),
+                    )
+                    .await),
             };
         }
         let mut handle = tokio::spawn(run_job(job));
         // With both, the request must block first; it parks at the armed point once the holder
         // lets it go (a later `release` of that point waits for it).
         match (how.expect_blocked, how.park) {
-            (Some(blocked), _) => self.prove_blocked(step, actor, blocked, &mut handle).await?,
-            (None, Some((replica, point))) => self.until_parked(step, actor, replica, point, &mut handle).await?,
+            (Some(blocked), _) => {
+                self.prove_blocked(step, actor, blocked, &mut handle)
+                    .await?
+            }
+            (None, Some((replica, point))) => {
+                self.until_parked(step, actor, replica, point, &mut handle)
+                    .await?
+            }
             (None, None) => {}
         }
-        self.background.insert(actor.to_owned(), Background { step, handle, expect: how.expect.cloned() });
+        self.background.insert(
+            actor.to_owned(),
+            Background {
+                step,
+                work: BackgroundWork::One(handle, how.expect.cloned()),
+            },
+        );
+        Ok(())
+    }
+
+    /// Leaves copies of a request running in the background (collected by `wait`).
+    pub fn background_copies(
+        &mut self,
+        step: usize,
+        actor: &str,
+        all: BoxFuture<'static, Vec<Outcome>>,
+        expect: CopiesExpect,
+    ) {
+        let handle = tokio::spawn(all);
+        self.background.insert(
+            actor.to_owned(),
+            Background {
+                step,
+                work: BackgroundWork::Copies(handle, expect),
+            },
+        );
+    }
+
+    /// Records what the copies of step `step` came to — a tally by outcome in the trace — and
+    /// checks them: against `expect_all`, `expect_counts` and `expect_any`, or, with none, that no
+    /// copy failed or answered 5xx.
+    pub fn settle_copies(
+        &mut self,
+        step: usize,
+        actor: &str,
+        outcomes: &[Outcome],
+        expect: &CopiesExpect,
+    ) -> Result<(), Failure> {
+        let mut by_summary: BTreeMap<String, usize> = BTreeMap::new();
+        for o in outcomes {
+            *by_summary.entry(o.summary()).or_default() += 1;
+            self.record_response(o);
+        }
+        let summary = by_summary
+            .iter()
+            .map(|(s, c)| format!("{c} × {s}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.event(Some(step), Some(actor), EventKind::Completed, summary, None);
+        if expect.all.is_none() && expect.any.is_empty() {
+            if let Some((k, o)) = outcomes
+                .iter()
+                .enumerate()
+                .find(|(_, o)| o.status >= 500 || o.error.is_some())
+            {
+                return Err(Failure::at(
+                    Some(step),
+                    format!(
+                        "{actor} copy {k}: {} (a server error, and the step expected nothing)",
+                        o.summary()
+                    ),
+                ));
+            }
+        }
+        if let Some(e) = &expect.all {
+            for (k, o) in outcomes.iter().enumerate() {
+                self.check(o, e)
+                    .map_err(|m| Failure::at(Some(step), format!("{actor} copy {k}: {m}")))?;
+            }
+            self.checks += 1;
+        }
+        if !expect.any.is_empty() {
+            for (k, o) in outcomes.iter().enumerate() {
+                if !expect.any.iter().any(|e| self.check(o, e).is_ok()) {
+                    return Err(Failure::at(
+                        Some(step),
+                        format!(
+                            "{actor} copy {k}: {} matches none of expect_any",
+                            o.summary()
+                        ),
+                    ));
+                }
+            }
+            self.checks += 1;
+        }
+        for c in &expect.counts {
+            let matched = outcomes
+                .iter()
+                .filter(|o| self.check(o, &c.expect).is_ok())
+                .count();
+            if matched != c.count {
+                let wanted = serde_json::to_string(&c.expect).unwrap_or_default();
+                return Err(Failure::at(
+                    Some(step),
+                    format!(
+                        "{actor}: expected {} copies matching {wanted}, got {matched}",
+                        c.count
+                    ),
+                ));
+            }
+            self.checks += 1;
+        }
         Ok(())
     }
 
     /// Collects `actor`'s background step (bounded by the step timeout) and checks its outcome.
     pub async fn collect(&mut self, at: usize, actor: &str) -> Result<(), Failure> {
-        let bg = self.background.remove(actor).ok_or_else(|| Failure::at(Some(at), format!("{actor} has no step running in the background")))?;
+        let bg = self.background.remove(actor).ok_or_else(|| {
+            Failure::at(
+                Some(at),
+                format!("{actor} has no step running in the background"),
+            )
+        })?;
         let limit = self.step_timeout;
-        let result = match tokio::time::timeout(limit, bg.handle).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(Failure::at(Some(at), format!("{actor}'s step panicked: {e}"))),
-            Err(_) => return Err(self.failure_with_diagnostics(at, format!("{actor}'s step {} did not finish within {limit:?}", bg.step)).await),
+        let late = |e: &dyn std::fmt::Display| {
+            format!(
+                "{actor}'s step {} did not finish within {limit:?} ({e})",
+                bg.step
+            )
         };
-        let outcome = self.absorb(actor, result);
-        self.expect_outcome(bg.step, actor, &outcome, bg.expect.as_ref())
+        match bg.work {
+            BackgroundWork::One(handle, expect) => {
+                let result = match tokio::time::timeout(limit, handle).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        return Err(Failure::at(
+                            Some(at),
+                            format!("{actor}'s step panicked: {e}"),
+                        ))
+                    }
+                    Err(e) => return Err(self.failure_with_diagnostics(at, late(&e)).await),
+                };
+                let outcome = self.absorb(actor, result);
+                self.expect_outcome(bg.step, actor, &outcome, expect.as_ref())
+            }
+            BackgroundWork::Copies(handle, expect) => {
+                let outcomes = match tokio::time::timeout(limit, handle).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        return Err(Failure::at(
+                            Some(at),
+                            format!("{actor}'s copies panicked: {e}"),
+                        ))
+                    }
+                    Err(e) => return Err(self.failure_with_diagnostics(at, late(&e)).await),
+                };
+                self.settle_copies(bg.step, actor, &outcomes, &expect)
+            }
+        }
     }
 
     /// Collects every step still running at the end, in step order.
     pub async fn finish_background(&mut self) -> Vec<Failure> {
-        let mut pending: Vec<(String, usize)> = self.background.iter().map(|(a, b)| (a.clone(), b.step)).collect();
+        let mut pending: Vec<(String, usize)> = self
+            .background
+            .iter()
+            .map(|(a, b)| (a.clone(), b.step))
+            .collect();
         pending.sort_by_key(|(_, step)| *step);
         let mut failures = Vec::new();
         for (actor, step) in pending {
@@ -298,17 +539,39 @@ impl<'s> Executor<'s> {
 
     /// Searches every place an attacker could look for every code and token the provider issued.
     pub async fn leak_search(&self) -> Result<String, String> {
-        let canaries = self.target.provider().map(|p| p.issued()).unwrap_or_default();
-        let (capture, mark) = self.logs.as_ref().ok_or("the service's logs were not captured, so they cannot be searched")?;
+        let canaries = self
+            .target
+            .provider()
+            .map(|p| p.issued())
+            .unwrap_or_default();
+        let (capture, mark) = self
+            .logs
+            .as_ref()
+            .ok_or("the service's logs were not captured, so they cannot be searched")?;
         let logs = capture
             .text_since(*mark)
             .ok_or("the log capture overflowed and dropped this scenario's lines, so its logs cannot be searched completely")?;
-        let url = self.target.database_url().ok_or("the target has no database to dump")?;
-        let dump = evidence::pg_dump(url).await.map_err(|e| format!("pg_dump: {e}"))?;
-        let redis_access = self.target.redis().ok_or("the target has no Redis access")?;
-        let redis = evidence::redis_dump(redis_access.url, redis_access.prefix).await.map_err(|e| e.to_string())?;
+        let url = self
+            .target
+            .database_url()
+            .ok_or("the target has no database to dump")?;
+        let dump = evidence::pg_dump(url)
+            .await
+            .map_err(|e| format!("pg_dump: {e}"))?;
+        let redis_access = self
+            .target
+            .redis()
+            .ok_or("the target has no Redis access")?;
+        let redis = evidence::redis_dump(redis_access.url, redis_access.prefix)
+            .await
+            .map_err(|e| e.to_string())?;
         let redis_text = serde_json::to_string(&redis).unwrap_or_default();
-        let sources = crate::oracles::LeakSources { pg_dump: &dump, redis: &redis_text, logs: &logs, responses: &self.responses };
+        let sources = crate::oracles::LeakSources {
+            pg_dump: &dump,
+            redis: &redis_text,
+            logs: &logs,
+            responses: &self.responses,
+        };
         crate::oracles::no_canary_leaks(&canaries, &sources)?;
         Ok(format!(
             "{} issued codes/tokens absent from pg_dump ({} KiB), {} Redis keys, {} responses and {} KiB of logs",

@@ -79,8 +79,17 @@ pub fn run_http(job: HttpJob) -> BoxFuture<'static, Outcome> {
             HttpJob::Plain(call) => send(call).await,
             HttpJob::Authorize(call) => authorize(call).await,
             HttpJob::Callback(Some(call)) => send(call).await,
-            HttpJob::Callback(None) => Outcome::failed("no consent to deliver (its authorize step failed or never ran)"),
-            HttpJob::Connect { authorize: call, client, provider, callback_replica, bearer, actor } => {
+            HttpJob::Callback(None) => {
+                Outcome::failed("no consent to deliver (its authorize step failed or never ran)")
+            }
+            HttpJob::Connect {
+                authorize: call,
+                client,
+                provider,
+                callback_replica,
+                bearer,
+                actor,
+            } => {
                 let started = authorize(call).await;
                 match &started.consent {
                     Some(c) => {
@@ -134,8 +143,16 @@ fn run_sql(job: SqlJob) -> BoxFuture<'static, JobResult> {
     Box::pin(async move {
         let mut job = job;
         let outcome = match sql_steps(&mut job).await {
-            Ok(rows) => Outcome { ok: true, body: rows.unwrap_or(Value::Null), ..Outcome::default() },
-            Err(e) => Outcome { ok: false, error: Some(e.to_string()), ..Outcome::default() },
+            Ok(rows) => Outcome {
+                ok: true,
+                body: rows.unwrap_or(Value::Null),
+                ..Outcome::default()
+            },
+            Err(e) => Outcome {
+                ok: false,
+                error: Some(e.to_string()),
+                ..Outcome::default()
+            },
         };
         (outcome, Some(job.conn))
     })
@@ -145,12 +162,26 @@ fn exec(conn: &mut PgConnection, sql: String) -> BoxFuture<'_, Result<(), sqlx::
     Box::pin(async move { conn.execute(sqlx::raw_sql(&sql)).await.map(|_| ()) })
 }
 
-fn exec_bound<'c>(conn: &'c mut PgConnection, sql: &'static str, value: String) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(async move { sqlx::query(sql).bind(value).execute(&mut *conn).await.map(|_| ()) })
+fn exec_bound<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'static str,
+    value: String,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::query(sql)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    })
 }
 
 fn fetch_json(conn: &mut PgConnection, sql: String) -> BoxFuture<'_, Result<Value, sqlx::Error>> {
-    Box::pin(async move { sqlx::query_scalar::<_, Value>(&sql).fetch_one(&mut *conn).await })
+    Box::pin(async move {
+        sqlx::query_scalar::<_, Value>(&sql)
+            .fetch_one(&mut *conn)
+            .await
+    })
 }
 
 async fn sql_steps(job: &mut SqlJob) -> Result<Option<Value>, sqlx::Error> {
@@ -158,17 +189,29 @@ async fn sql_steps(job: &mut SqlJob) -> Result<Option<Value>, sqlx::Error> {
         exec(&mut job.conn, format!("SET ROLE \"{role}\"")).await?;
     }
     if let Some(t) = job.tenant {
-        exec_bound(&mut job.conn, "SELECT set_config('harbor.tenant_id', $1, false)", t.to_string()).await?;
+        exec_bound(
+            &mut job.conn,
+            "SELECT set_config('harbor.tenant_id', $1, false)",
+            t.to_string(),
+        )
+        .await?;
     }
     let rows = if job.rows {
-        let wrapped = format!("SELECT coalesce(json_agg(t), '[]'::json) FROM ({}) t", job.sql.trim().trim_end_matches(';'));
+        let wrapped = format!(
+            "SELECT coalesce(json_agg(t), '[]'::json) FROM ({}) t",
+            job.sql.trim().trim_end_matches(';')
+        );
         Some(fetch_json(&mut job.conn, wrapped).await?)
     } else {
         exec(&mut job.conn, job.sql.clone()).await?;
         None
     };
     if job.tenant.is_some() {
-        exec(&mut job.conn, "SELECT set_config('harbor.tenant_id', '', false)".to_owned()).await?;
+        exec(
+            &mut job.conn,
+            "SELECT set_config('harbor.tenant_id', '', false)".to_owned(),
+        )
+        .await?;
     }
     if job.role.is_some() {
         exec(&mut job.conn, "RESET ROLE".to_owned()).await?;

@@ -39,7 +39,12 @@ impl<'a> ScenarioRunner<'a> {
     /// A runner on `infra`; `logs` is the capture of the service's logs, searched by
     /// `no_canary_leaks` (without it that assertion fails rather than pass unchecked).
     pub fn new(infra: &'a Infra, logs: Option<LogCapture>) -> Self {
-        Self { infra, logs, flaws: harbor_service::flaws::Flaws::none(), without: BTreeSet::new() }
+        Self {
+            infra,
+            logs,
+            flaws: harbor_service::flaws::Flaws::none(),
+            without: BTreeSet::new(),
+        }
     }
 
     /// Runs the service under test with these seeded flaws (`harbor-certify mutants`).
@@ -61,13 +66,25 @@ impl<'a> ScenarioRunner<'a> {
     }
 
     /// Runs the scenario once, in the order `scheduler` chooses.
-    pub async fn run_scheduled(&self, loaded: &LoadedScenario, scheduler: &mut dyn Scheduler) -> ScenarioRun {
+    pub async fn run_scheduled(
+        &self,
+        loaded: &LoadedScenario,
+        scheduler: &mut dyn Scheduler,
+    ) -> ScenarioRun {
         let started = Instant::now();
         let sc = &loaded.scenario;
-        let mut options = ServiceOptions { replicas: sc.service.replicas, sync_points: true, flaws: self.flaws.clone(), ..ServiceOptions::default() };
+        let mut options = ServiceOptions {
+            replicas: sc.service.replicas,
+            sync_points: true,
+            flaws: self.flaws.clone(),
+            ..ServiceOptions::default()
+        };
         options.sync_point_timeout = sc.service.step_timeout * 4;
         if let Some(n) = sc.service.database_max_connections {
             options.database_max_connections = n;
+        }
+        if let Some(t) = sc.service.provider_timeout {
+            options.provider_timeout = t;
         }
         if let Some(t) = sc.service.database_acquire_timeout {
             options.database_acquire_timeout = t;
@@ -80,10 +97,23 @@ impl<'a> ScenarioRunner<'a> {
         }
         let sut = match ServiceUnderTest::start(self.infra, options).await {
             Ok(sut) => sut,
-            Err(e) => return run_of(Trace::default(), vec![Failure::environment(format!("the service under test did not start: {e}"))], 0, started),
+            Err(e) => {
+                return run_of(
+                    Trace::default(),
+                    vec![Failure::environment(format!(
+                        "the service under test did not start: {e}"
+                    ))],
+                    0,
+                    started,
+                )
+            }
         };
-        let restricted = Restricted { inner: &sut, without: self.without.clone() };
-        let (trace, mut failures, checks) = execute(loaded, &restricted, self.logs.as_ref(), scheduler).await;
+        let restricted = Restricted {
+            inner: &sut,
+            without: self.without.clone(),
+        };
+        let (trace, mut failures, checks) =
+            execute(loaded, &restricted, self.logs.as_ref(), scheduler).await;
         if let Err(e) = sut.stop().await {
             failures.push(Failure::environment(format!("clean-up failed: {e}")));
         }
@@ -92,18 +122,38 @@ impl<'a> ScenarioRunner<'a> {
 }
 
 fn run_of(trace: Trace, failures: Vec<Failure>, checks: usize, started: Instant) -> ScenarioRun {
-    ScenarioRun { trace, failures, checks, duration: started.elapsed() }
+    ScenarioRun {
+        trace,
+        failures,
+        checks,
+        duration: started.elapsed(),
+    }
 }
 
 /// Runs `loaded` on `target`: refuses it when the target lacks a capability it needs, else makes
 /// the fixtures, runs the steps in the scheduler's order, collects background steps, holds every
 /// answer to the contract, checks the final assertions, and frees whatever is left.
-pub async fn execute(loaded: &LoadedScenario, target: &dyn Target, logs: Option<&LogCapture>, scheduler: &mut dyn Scheduler) -> (Trace, Vec<Failure>, usize) {
+pub async fn execute(
+    loaded: &LoadedScenario,
+    target: &dyn Target,
+    logs: Option<&LogCapture>,
+    scheduler: &mut dyn Scheduler,
+) -> (Trace, Vec<Failure>, usize) {
     let sc = &loaded.scenario;
-    let missing: Vec<Capability> = sc.requires().difference(&target.capabilities()).copied().collect();
+    let missing: Vec<Capability> = sc
+        .requires()
+        .difference(&target.capabilities())
+        .copied()
+        .collect();
     if !missing.is_empty() {
         let what: Vec<&str> = missing.iter().map(|c| c.describe()).collect();
-        let mut f = Failure::at(None, format!("SKIPPED: the target cannot serve this scenario; it lacks {}", what.join(", ")));
+        let mut f = Failure::at(
+            None,
+            format!(
+                "SKIPPED: the target cannot serve this scenario; it lacks {}",
+                what.join(", ")
+            ),
+        );
         f.skipped = true;
         return (Trace::default(), vec![f], 0);
     }
@@ -114,11 +164,31 @@ pub async fn execute(loaded: &LoadedScenario, target: &dyn Target, logs: Option<
     } else {
         ex.started = Instant::now();
         let mut described: Vec<String> = sc.tenants.iter().map(|t| t.name.clone()).collect();
-        described.extend(sc.tenant_sets.iter().map(|s| format!("{}×{}", s.count, s.prefix)));
-        ex.event(None, None, EventKind::Note, format!("fixtures: tenants {}", described.join(", ")), None);
+        described.extend(
+            sc.tenant_sets
+                .iter()
+                .map(|s| format!("{}×{}", s.count, s.prefix)),
+        );
+        ex.event(
+            None,
+            None,
+            EventKind::Note,
+            format!("fixtures: tenants {}", described.join(", ")),
+            None,
+        );
         if let Err(f) = run_steps(&mut ex, scheduler).await {
-            let actor = f.step.and_then(|i| sc.steps.get(i)).and_then(|s| s.actor()).map(str::to_owned);
-            ex.event(f.step, actor.as_deref(), EventKind::Failed, f.message.clone(), None);
+            let actor = f
+                .step
+                .and_then(|i| sc.steps.get(i))
+                .and_then(|s| s.actor())
+                .map(str::to_owned);
+            ex.event(
+                f.step,
+                actor.as_deref(),
+                EventKind::Failed,
+                f.message.clone(),
+                None,
+            );
             failures.push(f);
         }
         if failures.is_empty() {
@@ -144,7 +214,7 @@ pub async fn execute(loaded: &LoadedScenario, target: &dyn Target, logs: Option<
     // Clean-up: free every parked request, end every background step and session.
     target.release_all();
     for (_, b) in ex.background.drain() {
-        b.handle.abort();
+        b.abort();
     }
     for (_, conn) in ex.sessions.drain() {
         let _ = sqlx::Connection::close(conn).await;
@@ -162,41 +232,75 @@ async fn run_steps(ex: &mut Executor<'_>, scheduler: &mut dyn Scheduler) -> Resu
         if ready.is_empty() {
             return Ok(());
         }
-        let next = scheduler.next(&ready).map_err(|e| Failure::at(None, format!("schedule ({}): {e}", scheduler.name())))?;
+        let next = scheduler
+            .next(&ready)
+            .map_err(|e| Failure::at(None, format!("schedule ({}): {e}", scheduler.name())))?;
         let Some(i) = next else {
-            return Err(Failure::at(None, format!("schedule ({}) ended with {} step(s) not run", scheduler.name(), programs.remaining())));
+            return Err(Failure::at(
+                None,
+                format!(
+                    "schedule ({}) ended with {} step(s) not run",
+                    scheduler.name(),
+                    programs.remaining()
+                ),
+            ));
         };
-        programs.advance(i).map_err(|e| Failure::at(Some(i), format!("schedule ({}): {e}", scheduler.name())))?;
+        programs
+            .advance(i)
+            .map_err(|e| Failure::at(Some(i), format!("schedule ({}): {e}", scheduler.name())))?;
         ex.trace.schedule.0.push(i);
         sc.steps[i].apply(ex, i).await?;
     }
 }
 
 /// Checks an assertion now and records it.
-pub async fn assertion(ex: &mut Executor<'_>, step: Option<usize>, a: &super::model::Assertion) -> Result<(), Failure> {
+pub async fn assertion(
+    ex: &mut Executor<'_>,
+    step: Option<usize>,
+    a: &super::model::Assertion,
+) -> Result<(), Failure> {
     match a.evaluate(ex).await {
         Ok(detail) => {
             ex.checks += 1;
-            ex.event(step, None, EventKind::Checked, a.note.clone().unwrap_or(detail), None);
+            ex.event(
+                step,
+                None,
+                EventKind::Checked,
+                a.note.clone().unwrap_or(detail),
+                None,
+            );
             Ok(())
         }
-        Err(message) => Err(Failure::at(step, match &a.note {
-            Some(n) => format!("{n}: {message}"),
-            None => message,
-        })),
+        Err(message) => Err(Failure::at(
+            step,
+            match &a.note {
+                Some(n) => format!("{n}: {message}"),
+                None => message,
+            },
+        )),
     }
 }
 
 async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
     let fail = |e: String| Failure::at(None, format!("fixtures: {e}"));
-    let db = ex.target.database().ok_or_else(|| fail("the target has no database".into()))?.clone();
+    let db = ex
+        .target
+        .database()
+        .ok_or_else(|| fail("the target has no database".into()))?
+        .clone();
     for t in &ex.sc.tenants {
-        let tw = TenantWorkspace::create(&db, &t.name, t.entitled, t.qbo_status()).await.map_err(|e| fail(e.to_string()))?;
+        let tw = TenantWorkspace::create(&db, &t.name, t.entitled, t.qbo_status())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         for (provider, status) in &t.connections {
-            crate::fixtures::connection_status(&db, tw.workspace, *provider, *status).await.map_err(|e| fail(e.to_string()))?;
+            crate::fixtures::connection_status(&db, tw.workspace, *provider, *status)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
         }
         for provider in &t.oauth {
-            crate::target::connect(ex.target, tw.owner, tw.workspace, *provider).await.map_err(|e| fail(format!("connecting {} to {provider}: {e}", t.name)))?;
+            crate::target::connect(ex.target, tw.owner, tw.workspace, *provider)
+                .await
+                .map_err(|e| fail(format!("connecting {} to {provider}: {e}", t.name)))?;
         }
         ex.tenants.insert(t.name.clone(), tw);
     }
@@ -204,9 +308,14 @@ async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
         let mut members = Vec::with_capacity(set.count);
         for i in 0..set.count {
             let name = format!("{}{i}", set.prefix);
-            let tw = TenantWorkspace::create(&db, &name, set.entitled, harbor_service::lifecycle::ConnectionStatus::NotConnected)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+            let tw = TenantWorkspace::create(
+                &db,
+                &name,
+                set.entitled,
+                harbor_service::lifecycle::ConnectionStatus::NotConnected,
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
             members.push(tw);
         }
         ex.sets.insert(set.prefix.clone(), members);

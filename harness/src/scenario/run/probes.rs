@@ -14,7 +14,14 @@ use crate::scenario::trace::{EventKind, LockEvidence};
 
 impl Executor<'_> {
     /// Waits until `actor`'s request is parked at `point` on `replica`.
-    pub async fn until_parked(&mut self, step: usize, actor: &str, replica: usize, point: &str, handle: &mut JoinHandle<JobResult>) -> Result<(), Failure> {
+    pub async fn until_parked(
+        &mut self,
+        step: usize,
+        actor: &str,
+        replica: usize,
+        point: &str,
+        handle: &mut JoinHandle<JobResult>,
+    ) -> Result<(), Failure> {
         let key = SlotKey::new(actor.to_owned(), point.to_owned());
         let parked = self.target.parked(replica, key);
         let deadline = tokio::time::sleep(self.step_timeout);
@@ -25,7 +32,13 @@ impl Executor<'_> {
         };
         match message {
             None => {
-                self.event(Some(step), Some(actor), EventKind::Parked, point.to_owned(), None);
+                self.event(
+                    Some(step),
+                    Some(actor),
+                    EventKind::Parked,
+                    point.to_owned(),
+                    None,
+                );
                 self.checks += 1;
                 Ok(())
             }
@@ -36,9 +49,22 @@ impl Executor<'_> {
     /// Proves from the lock tables that `actor`'s running request waits for a lock `blocked.on`
     /// holds — of an accepted type, and (with `object`) that tenant's workspace lock — and records
     /// the evidence in the trace.
-    pub async fn prove_blocked(&mut self, step: usize, actor: &str, blocked: &ExpectBlocked, handle: &mut JoinHandle<JobResult>) -> Result<(), Failure> {
-        let db = self.target.database().ok_or_else(|| Failure::at(Some(step), "the target has no lock tables to read"))?;
-        let found = evidence::until_blocked(db, actor, Some(&blocked.on), self.step_timeout, || handle.is_finished()).await;
+    pub async fn prove_blocked(
+        &mut self,
+        step: usize,
+        actor: &str,
+        blocked: &ExpectBlocked,
+        handle: &mut JoinHandle<JobResult>,
+    ) -> Result<(), Failure> {
+        let db = self
+            .target
+            .database()
+            .ok_or_else(|| Failure::at(Some(step), "the target has no lock tables to read"))?;
+        let found =
+            evidence::until_blocked(db, actor, Some(&blocked.on), self.step_timeout, || {
+                handle.is_finished()
+            })
+            .await;
         let seen = match found {
             Ok(seen) => seen,
             Err(NotBlocked::Finished) => {
@@ -46,7 +72,10 @@ impl Executor<'_> {
                     Ok(r) => self.absorb(actor, r).summary(),
                     Err(e) => format!("panicked: {e}"),
                 };
-                let message = format!("{actor}: expected to block on {}, but it completed: {summary}", blocked.on);
+                let message = format!(
+                    "{actor}: expected to block on {}, but it completed: {summary}",
+                    blocked.on
+                );
                 return Err(self.failure_with_diagnostics(step, message).await);
             }
             Err(NotBlocked::TimedOut(t)) => {
@@ -70,8 +99,14 @@ impl Executor<'_> {
         };
         if !blocked.lock.is_empty() && !blocked.lock.iter().any(|l| l.as_str() == ev.lock_type) {
             let wanted: Vec<&str> = blocked.lock.iter().map(|l| l.as_str()).collect();
-            let message = format!("{actor}: blocked on {} but on a {} lock, expected {}", blocked.on, ev.lock_type, wanted.join(" or "));
-            return Err(Failure::at(Some(step), message).with_diagnostics(json!({ "evidence": ev, "locks": seen.locks })));
+            let message = format!(
+                "{actor}: blocked on {} but on a {} lock, expected {}",
+                blocked.on,
+                ev.lock_type,
+                wanted.join(" or ")
+            );
+            return Err(Failure::at(Some(step), message)
+                .with_diagnostics(json!({ "evidence": ev, "locks": seen.locks })));
         }
         if let Some(t) = &blocked.object {
             let workspace = self.workspace(t);
@@ -81,10 +116,17 @@ impl Executor<'_> {
                     "{actor}: waits for ({:?}, {:?}), but {t}'s workspace lock is ({:#x}, {}) and {} must hold it",
                     ev.classid, ev.objid, key.classid, key.objid as u32, blocked.on
                 );
-                return Err(Failure::at(Some(step), message).with_diagnostics(json!({ "evidence": ev, "locks": seen.locks })));
+                return Err(Failure::at(Some(step), message)
+                    .with_diagnostics(json!({ "evidence": ev, "locks": seen.locks })));
             }
         }
-        self.event(Some(step), Some(actor), EventKind::Blocked, format!("blocked on {}", blocked.on), Some(ev));
+        self.event(
+            Some(step),
+            Some(actor),
+            EventKind::Blocked,
+            format!("blocked on {}", blocked.on),
+            Some(ev),
+        );
         self.checks += 1;
         Ok(())
     }

@@ -28,11 +28,18 @@ pub struct AssertStep {
 impl AssertStep {
     /// Checks a written assert step.
     pub fn parse(r: RawAssert, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
-        Ok(AssertStep { assertion: Assertion::parse(&r.check, cx, &format!("{place}.check"))? })
+        Ok(AssertStep {
+            assertion: Assertion::parse(&r.check, cx, &format!("{place}.check"))?,
+        })
     }
 
     /// Checks it now.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, _note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        _note: Option<&str>,
+    ) -> Result<(), Failure> {
         crate::scenario::run::assertion(ex, Some(i), &self.assertion).await
     }
 }

@@ -30,13 +30,26 @@ pub struct AdvanceClock {
 impl AdvanceClock {
     /// Checks a written clock step.
     pub fn parse(r: RawAdvanceClock, _cx: &mut Checker, _place: &str) -> Result<Self, Problem> {
-        Ok(AdvanceClock { by: Duration::from_secs(r.seconds) })
+        Ok(AdvanceClock {
+            by: Duration::from_secs(r.seconds),
+        })
     }
 
     /// Moves the clock.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         ex.target.advance_clock(self.by);
-        ex.event(Some(i), None, EventKind::Note, format!("clock +{} s", self.by.as_secs()), None);
+        ex.event(
+            Some(i),
+            None,
+            EventKind::Note,
+            format!("clock +{} s", self.by.as_secs()),
+            None,
+        );
         ex.annotate(note);
         Ok(())
     }

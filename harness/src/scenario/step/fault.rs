@@ -1,13 +1,18 @@
-//! `do = "fault"`: does something to a dependency of the replicas — stalls or cuts their Redis or
-//! PostgreSQL connections through the fault proxies ([`crate::faults`]).
+//! `do = "fault"`: does something to a dependency of the replicas or to a replica — stalls, cuts
+//! or refuses their Redis, PostgreSQL or provider connections through the fault proxies, ends
+//! backends, loses Redis data, crashes and restarts a replica ([`crate::faults`]).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::faults::FaultKind;
-use crate::scenario::load::{Checker, Problem};
+use crate::faults::{Dependency, Fault, FaultKind};
+use crate::scenario::load::{problem, Checker, Problem};
 use crate::scenario::outcome::Failure;
 use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
+use crate::target::Capability;
 
 /// A fault step as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -15,28 +20,118 @@ use crate::scenario::trace::EventKind;
 pub struct RawFault {
     /// A note for the trace.
     pub note: Option<String>,
-    /// What happens to the dependency.
+    /// What happens.
     pub fault: FaultKind,
+    /// The replica it is done to (`replica_*`: required; proxy faults: only this replica's link).
+    pub replica: Option<usize>,
+    /// For `postgres_terminate_actor`: whose backend is ended.
+    pub actor: Option<String>,
+    /// For `*_restart`: how long the server stays down, in milliseconds (default 0).
+    pub for_ms: Option<u64>,
 }
 
 /// A checked fault step.
 #[derive(Clone, Debug)]
 pub struct FaultStep {
-    /// What happens.
-    pub fault: FaultKind,
+    /// What happens, and to whom.
+    pub fault: Fault,
 }
 
 impl FaultStep {
     /// Checks a written fault step.
-    pub fn parse(r: RawFault, _cx: &mut Checker, _place: &str) -> Result<Self, Problem> {
-        Ok(FaultStep { fault: r.fault })
+    pub fn parse(r: RawFault, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+        let kind = r.fault;
+        let name = kind.as_str();
+        let replica = r
+            .replica
+            .map(|n| cx.replica(&format!("{place}.replica"), n))
+            .transpose()?;
+        if kind.needs_replica() && replica.is_none() {
+            return Err(problem(place, format!("{name} needs `replica`")));
+        }
+        if replica.is_some()
+            && !kind.needs_replica()
+            && kind.proxy_action().is_none()
+            && !kind.takes_duration()
+        {
+            return Err(problem(
+                place,
+                format!("{name} is done to the server, not to one replica's link: drop `replica`"),
+            ));
+        }
+        let actor = match (&r.actor, kind.needs_actor()) {
+            (Some(a), true) => Some(cx.actor(&format!("{place}.actor"), a)?.name.clone()),
+            (None, true) => return Err(problem(place, format!("{name} needs `actor`"))),
+            (Some(_), false) => return Err(problem(place, format!("{name} takes no `actor`"))),
+            (None, false) => None,
+        };
+        if r.for_ms.is_some() && !kind.takes_duration() {
+            return Err(problem(
+                place,
+                format!("{name} takes no `for_ms` (only restarts do)"),
+            ));
+        }
+        Ok(FaultStep {
+            fault: Fault {
+                kind,
+                replica,
+                actor,
+                down_for: Duration::from_millis(r.for_ms.unwrap_or(0)),
+            },
+        })
     }
 
-    /// Does the fault.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
-        ex.target.apply_fault(self.fault);
-        ex.event(Some(i), None, EventKind::Note, format!("fault: {}", self.fault.as_str()), None);
-        ex.annotate(note);
-        Ok(())
+    /// What it needs of a target.
+    pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
+        match self.fault.kind.dependency() {
+            Dependency::Replica => needs.insert(Capability::Crash),
+            _ => needs.insert(Capability::Faults),
+        };
+        if matches!(
+            self.fault.kind,
+            FaultKind::PostgresTerminateActor
+                | FaultKind::PostgresTerminateAll
+                | FaultKind::ReplicaCrash
+        ) {
+            needs.insert(Capability::Database);
+        }
+    }
+
+    /// How the trace names it.
+    pub fn describe(&self) -> String {
+        let f = &self.fault;
+        let mut text = format!("fault: {}", f.kind.as_str());
+        if let Some(a) = &f.actor {
+            text.push_str(&format!(" of {a}"));
+        }
+        if let Some(r) = f.replica {
+            text.push_str(&format!(" (replica {r})"));
+        }
+        text
+    }
+
+    /// Does the fault; the trace gets what was done, once its effect is visible.
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
+        match ex.target.apply_fault(&self.fault).await {
+            Ok(done) => {
+                ex.event(
+                    Some(i),
+                    None,
+                    EventKind::Fault,
+                    format!("{}: {done}", self.describe()),
+                    None,
+                );
+                ex.annotate(note);
+                Ok(())
+            }
+            Err(e) => Err(ex
+                .failure_with_diagnostics(i, format!("{}: {e}", self.describe()))
+                .await),
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod release;
 pub mod request;
 pub mod rewind_clock;
 pub mod sql;
+pub mod until;
 pub mod wait;
 
 use std::collections::BTreeSet;
@@ -72,6 +73,8 @@ pub enum RawStep {
     Assert(assert::RawAssert),
     /// Do something to a dependency.
     Fault(fault::RawFault),
+    /// Wait for a provider counter.
+    Until(until::RawUntil),
 }
 
 impl RawStep {
@@ -97,6 +100,7 @@ impl RawStep {
             RawStep::Provider(_) => "Provider",
             RawStep::Assert(_) => "Assert",
             RawStep::Fault(_) => "Fault",
+            RawStep::Until(_) => "Until",
         }
     }
 }
@@ -133,6 +137,8 @@ pub enum StepKind {
     Assert(assert::AssertStep),
     /// Do a fault.
     Fault(fault::FaultStep),
+    /// Wait for a provider counter.
+    Until(until::Until),
 }
 
 impl Step {
@@ -140,27 +146,96 @@ impl Step {
     pub fn parse(raw: RawStep, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
         use request::CallKind as C;
         let (note, kind) = match raw {
-            RawStep::Http(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Http, r, cx, place)?)),
-            RawStep::Activate(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Activate, r, cx, place)?)),
-            RawStep::Authorize(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Authorize, r, cx, place)?)),
-            RawStep::Callback(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Callback, r, cx, place)?)),
-            RawStep::Connect(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Connect, r, cx, place)?)),
-            RawStep::Disconnect(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Disconnect, r, cx, place)?)),
-            RawStep::Revoke(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Revoke, r, cx, place)?)),
-            RawStep::Sync(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::Sync, r, cx, place)?)),
-            RawStep::ListConnections(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::ListConnections, r, cx, place)?)),
-            RawStep::ListDocuments(r) => (r.note.clone(), StepKind::Request(request::RequestStep::parse(C::ListDocuments, r, cx, place)?)),
-            RawStep::Sql(r) => (r.note.clone(), StepKind::Sql(sql::SqlStep::parse(r, cx, place)?)),
-            RawStep::Redis(r) => (r.note.clone(), StepKind::Redis(redis::RedisStep::parse(r, cx, place)?)),
-            RawStep::AdvanceClock(r) => (r.note.clone(), StepKind::AdvanceClock(clock::AdvanceClock::parse(r, cx, place)?)),
-            RawStep::RewindClock(r) => (r.note.clone(), StepKind::RewindClock(rewind_clock::RewindClock::parse(r, cx, place)?)),
-            RawStep::Release(r) => (r.note.clone(), StepKind::Release(release::Release::parse(r, cx, place)?)),
-            RawStep::Wait(r) => (r.note.clone(), StepKind::Wait(wait::Wait::parse(r, cx, place)?)),
-            RawStep::Provider(r) => (r.note.clone(), StepKind::Provider(provider::ProviderSwitch::parse(r, cx, place)?)),
-            RawStep::Assert(r) => (r.note.clone(), StepKind::Assert(assert::AssertStep::parse(r, cx, place)?)),
-            RawStep::Fault(r) => (r.note.clone(), StepKind::Fault(fault::FaultStep::parse(r, cx, place)?)),
+            RawStep::Http(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Http, r, cx, place)?),
+            ),
+            RawStep::Activate(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Activate, r, cx, place)?),
+            ),
+            RawStep::Authorize(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Authorize, r, cx, place)?),
+            ),
+            RawStep::Callback(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Callback, r, cx, place)?),
+            ),
+            RawStep::Connect(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Connect, r, cx, place)?),
+            ),
+            RawStep::Disconnect(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Disconnect, r, cx, place)?),
+            ),
+            RawStep::Revoke(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Revoke, r, cx, place)?),
+            ),
+            RawStep::Sync(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::Sync, r, cx, place)?),
+            ),
+            RawStep::ListConnections(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(
+                    C::ListConnections,
+                    r,
+                    cx,
+                    place,
+                )?),
+            ),
+            RawStep::ListDocuments(r) => (
+                r.note.clone(),
+                StepKind::Request(request::RequestStep::parse(C::ListDocuments, r, cx, place)?),
+            ),
+            RawStep::Sql(r) => (
+                r.note.clone(),
+                StepKind::Sql(sql::SqlStep::parse(r, cx, place)?),
+            ),
+            RawStep::Redis(r) => (
+                r.note.clone(),
+                StepKind::Redis(redis::RedisStep::parse(r, cx, place)?),
+            ),
+            RawStep::AdvanceClock(r) => (
+                r.note.clone(),
+                StepKind::AdvanceClock(clock::AdvanceClock::parse(r, cx, place)?),
+            ),
+            RawStep::RewindClock(r) => (
+                r.note.clone(),
+                StepKind::RewindClock(rewind_clock::RewindClock::parse(r, cx, place)?),
+            ),
+            RawStep::Release(r) => (
+                r.note.clone(),
+                StepKind::Release(release::Release::parse(r, cx, place)?),
+            ),
+            RawStep::Wait(r) => (
+                r.note.clone(),
+                StepKind::Wait(wait::Wait::parse(r, cx, place)?),
+            ),
+            RawStep::Provider(r) => (
+                r.note.clone(),
+                StepKind::Provider(provider::ProviderSwitch::parse(r, cx, place)?),
+            ),
+            RawStep::Assert(r) => (
+                r.note.clone(),
+                StepKind::Assert(assert::AssertStep::parse(r, cx, place)?),
+            ),
+            RawStep::Fault(r) => (
+                r.note.clone(),
+                StepKind::Fault(fault::FaultStep::parse(r, cx, place)?),
+            ),
+            RawStep::Until(r) => (
+                r.note.clone(),
+                StepKind::Until(until::Until::parse(r, cx, place)?),
+            ),
         };
-        Ok(Step { note: note.map(|n| n.trim().to_owned()), kind })
+        Ok(Step {
+            note: note.map(|n| n.trim().to_owned()),
+            kind,
+        })
     }
 
     /// The actor whose program the step belongs to (`None`: the harness's own steps). Schedulers
@@ -172,7 +247,12 @@ impl Step {
             StepKind::Redis(s) => Some(&s.actor),
             StepKind::Release(s) => Some(&s.actor),
             StepKind::Wait(s) => Some(&s.actor),
-            StepKind::AdvanceClock(_) | StepKind::RewindClock(_) | StepKind::Provider(_) | StepKind::Assert(_) | StepKind::Fault(_) => None,
+            StepKind::AdvanceClock(_)
+            | StepKind::RewindClock(_)
+            | StepKind::Provider(_)
+            | StepKind::Assert(_)
+            | StepKind::Fault(_)
+            | StepKind::Until(_) => None,
         }
     }
 
@@ -195,9 +275,14 @@ impl Step {
             StepKind::Provider(_) => {
                 needs.insert(Capability::ProviderControl);
             }
+            StepKind::Until(s) => {
+                if s.needs_provider() {
+                    needs.insert(Capability::ProviderControl);
+                }
+            }
             StepKind::Assert(s) => s.assertion.requires(needs),
-            StepKind::Fault(_) => {
-                needs.insert(Capability::Faults);
+            StepKind::Fault(s) => {
+                s.requires(needs);
             }
         }
     }
@@ -216,6 +301,7 @@ impl Step {
             StepKind::Provider(s) => s.apply(ex, index, note).await,
             StepKind::Assert(s) => s.apply(ex, index, note).await,
             StepKind::Fault(s) => s.apply(ex, index, note).await,
+            StepKind::Until(s) => s.apply(ex, index, note).await,
         }
     }
 }

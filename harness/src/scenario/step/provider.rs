@@ -41,6 +41,8 @@ pub struct RawProvider {
     pub reverse_documents: Option<bool>,
     /// Issue tokens, then lose the reply (the client gets a 500).
     pub lose_token_reply: Option<bool>,
+    /// Answer token requests this many milliseconds late (a slow provider).
+    pub token_delay_ms: Option<u64>,
 }
 
 /// A checked provider step: the provider, typed, and the switches to change as written (unset
@@ -56,12 +58,23 @@ pub struct ProviderSwitch {
 impl ProviderSwitch {
     /// Checks a written provider step.
     pub fn parse(r: RawProvider, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
-        Ok(ProviderSwitch { provider: cx.provider(&format!("{place}.provider"), Some(&r.provider))?, changes: r })
+        Ok(ProviderSwitch {
+            provider: cx.provider(&format!("{place}.provider"), Some(&r.provider))?,
+            changes: r,
+        })
     }
 
     /// Flips the switches.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
-        let fake = ex.target.provider().ok_or_else(|| Failure::at(Some(i), "the target's provider is not the harness's"))?;
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
+        let fake = ex
+            .target
+            .provider()
+            .ok_or_else(|| Failure::at(Some(i), "the target's provider is not the harness's"))?;
         let s = self.changes.clone();
         fake.configure(self.provider, |switches| {
             if let Some(e) = s.expires_in {
@@ -85,13 +98,19 @@ impl ProviderSwitch {
             if let Some(l) = s.lose_token_reply {
                 switches.lose_token_reply = l;
             }
+            if let Some(ms) = s.token_delay_ms {
+                switches.token_delay = std::time::Duration::from_millis(ms);
+            }
         });
         // The trace line keeps the spelling of the file (`Some("server_error")`), so traces of
         // runs before and after the typed model compare equal.
         let c = &self.changes;
         let fault = c.token_fault.map(|f| match f {
             TokenFault::None => "none".to_owned(),
-            TokenFault::Fault(f) => serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            TokenFault::Fault(f) => serde_json::to_value(f)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
         });
         let mut detail = format!(
             "provider {}: token_fault={fault:?} revoke_fails={:?} expires_in={:?} reverse_documents={:?}",
@@ -99,6 +118,9 @@ impl ProviderSwitch {
         );
         if let Some(l) = c.lose_token_reply {
             detail.push_str(&format!(" lose_token_reply={l}"));
+        }
+        if let Some(ms) = c.token_delay_ms {
+            detail.push_str(&format!(" token_delay_ms={ms}"));
         }
         ex.event(Some(i), None, EventKind::Note, detail, None);
         ex.annotate(note);

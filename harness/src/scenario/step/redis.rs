@@ -45,15 +45,34 @@ impl RedisStep {
         for a in &r.redis {
             cx.placeholders(&format!("{place}.redis"), a)?;
         }
-        Ok(RedisStep { actor: r.actor, command: r.redis, expect: r.expect })
+        Ok(RedisStep {
+            actor: r.actor,
+            command: r.redis,
+            expect: r.expect,
+        })
     }
 
     /// Runs the command and checks its outcome.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         let args: Vec<String> = self.command.iter().map(|a| ex.subst(a)).collect();
-        ex.event(Some(i), Some(&self.actor), EventKind::Launched, args.join(" "), None);
+        ex.event(
+            Some(i),
+            Some(&self.actor),
+            EventKind::Launched,
+            args.join(" "),
+            None,
+        );
         ex.annotate(note);
-        let url = ex.target.redis().map(|r| r.url.to_owned()).ok_or_else(|| Failure::at(Some(i), "the target has no Redis access"))?;
+        let url = ex
+            .target
+            .redis()
+            .map(|r| r.url.to_owned())
+            .ok_or_else(|| Failure::at(Some(i), "the target has no Redis access"))?;
         let result: Result<redis::Value, redis::RedisError> = async {
             let client = redis::Client::open(url.as_str())?;
             let mut conn = client.get_multiplexed_async_connection().await?;
@@ -65,8 +84,16 @@ impl RedisStep {
         }
         .await;
         let outcome = match result {
-            Ok(v) => Outcome { ok: true, body: Value::String(format!("{v:?}")), ..Outcome::default() },
-            Err(e) => Outcome { ok: false, error: Some(e.to_string()), ..Outcome::default() },
+            Ok(v) => Outcome {
+                ok: true,
+                body: Value::String(format!("{v:?}")),
+                ..Outcome::default()
+            },
+            Err(e) => Outcome {
+                ok: false,
+                error: Some(e.to_string()),
+                ..Outcome::default()
+            },
         };
         ex.expect_outcome(i, &self.actor, &outcome, self.expect.as_ref())
     }

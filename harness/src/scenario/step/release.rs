@@ -56,12 +56,29 @@ impl Release {
         cx.actor(&format!("{place}.actor"), &r.actor)?;
         let point = cx.sync_point(&format!("{place}.point"), &r.point)?;
         let replica = cx.replica(&format!("{place}.replica"), r.replica)?;
-        let park_at = r.park_at.as_deref().map(|p| cx.sync_point(&format!("{place}.park_at"), p)).transpose()?;
+        let park_at = r
+            .park_at
+            .as_deref()
+            .map(|p| cx.sync_point(&format!("{place}.park_at"), p))
+            .transpose()?;
         if park_at == Some(point) {
-            return Err(problem(format!("{place}.park_at"), "a request parks at a point once; name a later one"));
+            return Err(problem(
+                format!("{place}.park_at"),
+                "a request parks at a point once; name a later one",
+            ));
         }
-        let expect_blocked = r.expect_blocked.as_ref().map(|b| super::request::expect_blocked(b, cx, place, &r.actor)).transpose()?;
-        Ok(Release { actor: r.actor, point, replica, park_at, expect_blocked })
+        let expect_blocked = r
+            .expect_blocked
+            .as_ref()
+            .map(|b| super::request::expect_blocked(b, cx, place, &r.actor))
+            .transpose()?;
+        Ok(Release {
+            actor: r.actor,
+            point,
+            replica,
+            park_at,
+            expect_blocked,
+        })
     }
 
     /// What it needs of a target.
@@ -74,14 +91,25 @@ impl Release {
 
     /// Releases the request once it is parked (it may still be on its way after being unblocked),
     /// then proves it blocks or parks next, when told.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         let actor = self.actor.as_str();
         let key = SlotKey::new(actor.to_owned(), self.point.to_owned());
         let replica = ex.parked_on.get(&key).copied().unwrap_or(self.replica);
         let mut bg = ex.background.remove(actor);
         let arrived = match bg.as_mut() {
-            Some(bg) if ex.target.slot_state(replica, &key) != Some(harbor_syncpoint::SlotState::Parked) => {
-                ex.until_parked(i, actor, replica, self.point, &mut bg.handle).await
+            Some(bg)
+                if ex.target.slot_state(replica, &key)
+                    != Some(harbor_syncpoint::SlotState::Parked) =>
+            {
+                match bg.job() {
+                    Ok(handle) => ex.until_parked(i, actor, replica, self.point, handle).await,
+                    Err(e) => Err(e),
+                }
             }
             _ => Ok(()),
         };
@@ -91,16 +119,35 @@ impl Release {
         arrived?;
         if let Some(next) = self.park_at {
             let next_key = SlotKey::new(actor.to_owned(), next.to_owned());
-            ex.target.arm(replica, next_key.clone()).map_err(|e| Failure::at(Some(i), format!("arming {next_key}: {e}")))?;
+            ex.target
+                .arm(replica, next_key.clone())
+                .map_err(|e| Failure::at(Some(i), format!("arming {next_key}: {e}")))?;
             ex.parked_on.insert(next_key, replica);
         }
-        ex.target.release(replica, &key).map_err(|e| Failure::at(Some(i), format!("releasing {key}: {e} (was it parked?)")))?;
-        ex.event(Some(i), Some(actor), EventKind::Released, key.point.clone(), None);
+        ex.target
+            .release(replica, &key)
+            .map_err(|e| Failure::at(Some(i), format!("releasing {key}: {e} (was it parked?)")))?;
+        ex.event(
+            Some(i),
+            Some(actor),
+            EventKind::Released,
+            key.point.clone(),
+            None,
+        );
         ex.annotate(note);
-        let mut bg = ex.background.remove(actor).ok_or_else(|| Failure::at(Some(i), format!("{actor} has no request running")));
+        let mut bg = ex
+            .background
+            .remove(actor)
+            .ok_or_else(|| Failure::at(Some(i), format!("{actor} has no request running")));
         let proven = match (&mut bg, &self.expect_blocked, self.park_at) {
-            (Ok(bg), Some(blocked), _) => ex.prove_blocked(i, actor, blocked, &mut bg.handle).await,
-            (Ok(bg), None, Some(next)) => ex.until_parked(i, actor, replica, next, &mut bg.handle).await,
+            (Ok(bg), Some(blocked), _) => match bg.job() {
+                Ok(handle) => ex.prove_blocked(i, actor, blocked, handle).await,
+                Err(e) => Err(e),
+            },
+            (Ok(bg), None, Some(next)) => match bg.job() {
+                Ok(handle) => ex.until_parked(i, actor, replica, next, handle).await,
+                Err(e) => Err(e),
+            },
             (Ok(_), None, None) => Ok(()),
             (Err(e), Some(_), _) | (Err(e), None, Some(_)) => Err(e.clone()),
             (Err(_), None, None) => Ok(()),

@@ -14,7 +14,7 @@ use crate::scenario::expect::toml_to_json;
 use crate::scenario::format::{CountExpect, Expect};
 use crate::scenario::load::{problem, Checker, Problem};
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::executor::{ExpectBlocked, Launch};
+use crate::scenario::run::executor::{CopiesExpect, ExpectBlocked, Launch};
 use crate::scenario::run::jobs::{run_http, HttpJob, Job};
 use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
@@ -72,6 +72,9 @@ pub struct RawRequest {
     /// With copies: how many copies match each expectation.
     #[serde(default)]
     pub expect_counts: Vec<CountExpect>,
+    /// With copies: every copy must match one of these (the outcomes a fault may cause).
+    #[serde(default)]
+    pub expect_any: Vec<Expect>,
 }
 
 /// `expect_blocked` as written.
@@ -160,16 +163,16 @@ pub enum Mode {
         /// What the outcome must be.
         expect: Option<Expect>,
     },
-    /// Many copies at once, to completion.
+    /// Many copies at once, to completion (or in the background, collected by `wait`).
     Copies {
         /// How many, or one per tenant of a set.
         copies: Copies,
         /// Spread over the replicas.
         all_replicas: bool,
-        /// What every copy must be.
-        expect_all: Option<Expect>,
-        /// How many copies match each expectation.
-        counts: Vec<CountExpect>,
+        /// What the copies must be.
+        expect: CopiesExpect,
+        /// Leave them running.
+        background: bool,
     },
 }
 
@@ -198,112 +201,225 @@ pub struct RequestStep {
 }
 
 /// `expect_blocked`, checked (shared with `release`).
-pub fn expect_blocked(raw: &RawExpectBlocked, cx: &Checker, place: &str, actor: &str) -> Result<ExpectBlocked, Problem> {
+pub fn expect_blocked(
+    raw: &RawExpectBlocked,
+    cx: &Checker,
+    place: &str,
+    actor: &str,
+) -> Result<ExpectBlocked, Problem> {
     cx.actor(&format!("{place}.expect_blocked.on"), &raw.on)?;
     if raw.on == actor {
-        return Err(problem(format!("{place}.expect_blocked.on"), "an actor cannot block on itself"));
+        return Err(problem(
+            format!("{place}.expect_blocked.on"),
+            "an actor cannot block on itself",
+        ));
     }
-    let object = raw.object.as_deref().map(|o| cx.tenant(&format!("{place}.expect_blocked.object"), o)).transpose()?;
-    Ok(ExpectBlocked { on: raw.on.clone(), lock: raw.lock.clone(), object })
+    let object = raw
+        .object
+        .as_deref()
+        .map(|o| cx.tenant(&format!("{place}.expect_blocked.object"), o))
+        .transpose()?;
+    Ok(ExpectBlocked {
+        on: raw.on.clone(),
+        lock: raw.lock.clone(),
+        object,
+    })
 }
 
 impl RequestStep {
     /// Checks a written HTTP step of `kind`.
-    pub fn parse(kind: CallKind, r: RawRequest, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+    pub fn parse(
+        kind: CallKind,
+        r: RawRequest,
+        cx: &mut Checker,
+        place: &str,
+    ) -> Result<Self, Problem> {
         let spec = cx.actor(&format!("{place}.actor"), &r.actor)?.clone();
         let tenant = match &r.workspace {
             Some(w) => Some(cx.tenant(&format!("{place}.workspace"), w)?),
             None => spec.user.as_ref().map(|u| u.tenant.clone()),
         };
         if tenant.is_none() && r.each_of.is_none() && kind != CallKind::Http {
-            return Err(problem(format!("{place}.workspace"), "the actor has no user, so the step must name its workspace"));
+            return Err(problem(
+                format!("{place}.workspace"),
+                "the actor has no user, so the step must name its workspace",
+            ));
         }
         let replica = cx.replica(&format!("{place}.replica"), r.replica)?;
-        let callback_replica = cx.replica(&format!("{place}.replica"), r.callback_replica.unwrap_or(r.replica))?;
+        let callback_replica = cx.replica(
+            &format!("{place}.replica"),
+            r.callback_replica.unwrap_or(r.replica),
+        )?;
         let provider = match kind {
-            CallKind::Authorize | CallKind::Callback | CallKind::Connect | CallKind::Disconnect | CallKind::Revoke | CallKind::Sync => {
+            CallKind::Authorize
+            | CallKind::Callback
+            | CallKind::Connect
+            | CallKind::Disconnect
+            | CallKind::Revoke
+            | CallKind::Sync => {
                 Some(cx.provider(&format!("{place}.provider"), r.provider.as_deref())?)
             }
             _ => None,
         };
         if r.denied && kind != CallKind::Callback {
-            return Err(problem(format!("{place}.denied"), "denied goes with do = \"callback\""));
+            return Err(problem(
+                format!("{place}.denied"),
+                "denied goes with do = \"callback\"",
+            ));
         }
         let call = match kind {
             CallKind::Http => {
-                let method = r.method.as_deref().ok_or_else(|| problem(place, "needs method"))?;
+                let method = r
+                    .method
+                    .as_deref()
+                    .ok_or_else(|| problem(place, "needs method"))?;
                 if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) {
-                    return Err(problem(format!("{place}.method"), "expected GET, POST, PUT, PATCH or DELETE"));
+                    return Err(problem(
+                        format!("{place}.method"),
+                        "expected GET, POST, PUT, PATCH or DELETE",
+                    ));
                 }
                 let path = r.path.clone().ok_or_else(|| problem(place, "needs path"))?;
                 cx.placeholders(&format!("{place}.path"), &path)?;
-                let method = Method::from_bytes(method.as_bytes()).map_err(|e| problem(format!("{place}.method"), e.to_string()))?;
-                Call::Http { method, path, body: r.body.as_ref().map(toml_to_json) }
+                let method = Method::from_bytes(method.as_bytes())
+                    .map_err(|e| problem(format!("{place}.method"), e.to_string()))?;
+                Call::Http {
+                    method,
+                    path,
+                    body: r.body.as_ref().map(toml_to_json),
+                }
             }
             CallKind::Callback => {
                 let consent_of = match &r.consent_of {
                     Some(c) => cx.actor(&format!("{place}.consent_of"), c)?.name.clone(),
                     None => r.actor.clone(),
                 };
-                Call::Callback { provider: provider.unwrap_or(Provider::Qbo), consent_of, denied: r.denied }
+                Call::Callback {
+                    provider: provider.unwrap_or(Provider::Qbo),
+                    consent_of,
+                    denied: r.denied,
+                }
             }
-            _ => Call::Workspace { kind, tenant: tenant.clone(), provider, callback_replica },
+            _ => Call::Workspace {
+                kind,
+                tenant: tenant.clone(),
+                provider,
+                callback_replica,
+            },
         };
         if r.consent_of.is_some() && kind != CallKind::Callback {
-            cx.actor(&format!("{place}.consent_of"), r.consent_of.as_deref().unwrap_or_default())?;
+            cx.actor(
+                &format!("{place}.consent_of"),
+                r.consent_of.as_deref().unwrap_or_default(),
+            )?;
         }
         for (k, v) in &r.headers {
             cx.placeholders(&format!("{place}.headers.{k}"), v)?;
         }
-        for e in r.expect.iter().chain(r.expect_all.iter()).chain(r.expect_counts.iter().map(|c| &c.expect)) {
+        for e in r
+            .expect
+            .iter()
+            .chain(r.expect_all.iter())
+            .chain(r.expect_counts.iter().map(|c| &c.expect))
+            .chain(&r.expect_any)
+        {
             for x in e.body_excludes.iter().chain(&e.body_contains) {
                 cx.placeholders(&format!("{place}.expect"), x)?;
             }
         }
         let copies = match (&r.each_of, r.concurrency) {
-            (_, Some(0)) => return Err(problem(format!("{place}.concurrency"), "expected at least 1")),
-            (Some(set), _) => Some(Copies::EachOf(cx.tenant_set(&format!("{place}.each_of"), set)?)),
+            (_, Some(0)) => {
+                return Err(problem(
+                    format!("{place}.concurrency"),
+                    "expected at least 1",
+                ))
+            }
+            (Some(set), _) => Some(Copies::EachOf(
+                cx.tenant_set(&format!("{place}.each_of"), set)?,
+            )),
             (None, Some(n)) => Some(Copies::Concurrency(n)),
             (None, None) => None,
         };
         let runs_in_background = r.park_at.is_some() || r.expect_blocked.is_some() || r.background;
         let mode = match copies {
             Some(copies) => {
-                if runs_in_background {
-                    return Err(problem(place, "concurrency/each_of apply to HTTP steps that run to completion (no park_at, expect_blocked or background)"));
+                if r.park_at.is_some() || r.expect_blocked.is_some() {
+                    return Err(problem(place, "concurrency/each_of apply to HTTP steps that are not parked or blocked (no park_at or expect_blocked)"));
                 }
                 if r.expect.is_some() {
-                    return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all and expect_counts, not expect"));
+                    return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all, expect_counts and expect_any, not expect"));
                 }
-                Mode::Copies { copies, all_replicas: r.all_replicas, expect_all: r.expect_all.clone(), counts: r.expect_counts.clone() }
+                if r.background {
+                    cx.start_background(place, &r.actor)?;
+                }
+                let expect = CopiesExpect {
+                    all: r.expect_all.clone(),
+                    counts: r.expect_counts.clone(),
+                    any: r.expect_any.clone(),
+                };
+                Mode::Copies {
+                    copies,
+                    all_replicas: r.all_replicas,
+                    expect,
+                    background: r.background,
+                }
             }
             None => {
-                if r.expect_all.is_some() || !r.expect_counts.is_empty() {
-                    return Err(problem(place, "expect_all and expect_counts need concurrency or each_of"));
+                if r.expect_all.is_some() || !r.expect_counts.is_empty() || !r.expect_any.is_empty()
+                {
+                    return Err(problem(
+                        place,
+                        "expect_all, expect_counts and expect_any need concurrency or each_of",
+                    ));
                 }
                 let park = match &r.park_at {
                     Some(p) => {
                         let point = cx.sync_point(&format!("{place}.park_at"), p)?;
                         // The request that reaches the point runs on the step's replica (a
                         // `connect`'s callback on its callback replica).
-                        let on = if kind == CallKind::Connect && point.starts_with("oauth.callback") { callback_replica } else { replica };
+                        let on = if kind == CallKind::Connect && point.starts_with("oauth.callback")
+                        {
+                            callback_replica
+                        } else {
+                            replica
+                        };
                         Some((on, point))
                     }
                     None => None,
                 };
-                let expect_blocked = r.expect_blocked.as_ref().map(|b| expect_blocked(b, cx, place, &r.actor)).transpose()?;
+                let expect_blocked = r
+                    .expect_blocked
+                    .as_ref()
+                    .map(|b| expect_blocked(b, cx, place, &r.actor))
+                    .transpose()?;
                 if runs_in_background {
                     cx.start_background(place, &r.actor)?;
                 }
-                Mode::Once { park, expect_blocked, background: r.background, expect: r.expect.clone() }
+                Mode::Once {
+                    park,
+                    expect_blocked,
+                    background: r.background,
+                    expect: r.expect.clone(),
+                }
             }
         };
-        Ok(RequestStep { actor: r.actor, call, replica, headers: r.headers.into_iter().collect(), mode })
+        Ok(RequestStep {
+            actor: r.actor,
+            call,
+            replica,
+            headers: r.headers.into_iter().collect(),
+            mode,
+        })
     }
 
     /// What it needs of a target.
     pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
-        if let Mode::Once { park, expect_blocked, .. } = &self.mode {
+        if let Mode::Once {
+            park,
+            expect_blocked,
+            ..
+        } = &self.mode
+        {
             if park.is_some() {
                 needs.insert(Capability::SyncPoints);
             }
@@ -311,7 +427,13 @@ impl RequestStep {
                 needs.insert(Capability::Database);
             }
         }
-        if matches!(self.call, Call::Workspace { kind: CallKind::Authorize | CallKind::Connect, .. }) {
+        if matches!(
+            self.call,
+            Call::Workspace {
+                kind: CallKind::Authorize | CallKind::Connect,
+                ..
+            }
+        ) {
             needs.insert(Capability::ProviderControl);
         }
     }
@@ -320,7 +442,13 @@ impl RequestStep {
     pub fn describe(&self) -> String {
         match &self.call {
             Call::Http { method, path, .. } => format!("{method} {path}"),
-            Call::Callback { provider, consent_of, .. } if *consent_of != self.actor => format!("GET {provider}/callback with {consent_of}'s state"),
+            Call::Callback {
+                provider,
+                consent_of,
+                ..
+            } if *consent_of != self.actor => {
+                format!("GET {provider}/callback with {consent_of}'s state")
+            }
             Call::Callback { provider, .. } => format!("GET {provider}/callback"),
             Call::Workspace { kind, provider, .. } => {
                 let p = provider.map(|p| p.to_string()).unwrap_or_default();
@@ -341,11 +469,22 @@ impl RequestStep {
 
     /// The job of one copy: as `user` on `workspace` when given (each tenant of a set), else as
     /// the actor on the step's workspace; on `replica`.
-    fn job(&self, ex: &Executor<'_>, user: Option<UserId>, workspace: Option<WorkspaceId>, replica: usize, callback_replica: Option<usize>) -> HttpJob {
+    fn job(
+        &self,
+        ex: &Executor<'_>,
+        user: Option<UserId>,
+        workspace: Option<WorkspaceId>,
+        replica: usize,
+        callback_replica: Option<usize>,
+    ) -> HttpJob {
         let client = ex.target.client();
         let bearer = ex.bearer_of(&self.actor, user);
         let prepare = |method: Method, path: String| {
-            let mut call = client.request(method, path).on_replica(replica).bearer(bearer.as_deref()).actor(Some(&self.actor));
+            let mut call = client
+                .request(method, path)
+                .on_replica(replica)
+                .bearer(bearer.as_deref())
+                .actor(Some(&self.actor));
             for (k, v) in &self.headers {
                 call = call.header(k.clone(), ex.subst(v));
             }
@@ -359,16 +498,33 @@ impl RequestStep {
                 }
                 HttpJob::Plain(call)
             }
-            Call::Callback { provider, consent_of, denied } => HttpJob::Callback(ex.consents.get(consent_of).map(|c| {
-                let query = if *denied { c.denied_query() } else { c.callback_query() };
+            Call::Callback {
+                provider,
+                consent_of,
+                denied,
+            } => HttpJob::Callback(ex.consents.get(consent_of).map(|c| {
+                let query = if *denied {
+                    c.denied_query()
+                } else {
+                    c.callback_query()
+                };
                 prepare(Method::GET, paths::callback(*provider, &query))
             })),
-            Call::Workspace { kind, tenant, provider, callback_replica: written } => {
-                let ws = workspace.or_else(|| tenant.as_deref().map(|t| ex.workspace(t))).unwrap_or(WorkspaceId(uuid::Uuid::nil()));
+            Call::Workspace {
+                kind,
+                tenant,
+                provider,
+                callback_replica: written,
+            } => {
+                let ws = workspace
+                    .or_else(|| tenant.as_deref().map(|t| ex.workspace(t)))
+                    .unwrap_or(WorkspaceId(uuid::Uuid::nil()));
                 let p = provider.unwrap_or(Provider::Qbo);
                 let op = |op| prepare(Method::POST, paths::connection(ws, p, op));
                 match kind {
-                    CallKind::Activate => HttpJob::Plain(prepare(Method::POST, paths::activation(ws))),
+                    CallKind::Activate => {
+                        HttpJob::Plain(prepare(Method::POST, paths::activation(ws)))
+                    }
                     CallKind::Authorize => HttpJob::Authorize(op(ConnectionOp::Authorize)),
                     CallKind::Connect => HttpJob::Connect {
                         authorize: op(ConnectionOp::Authorize),
@@ -381,23 +537,53 @@ impl RequestStep {
                     CallKind::Disconnect => HttpJob::Plain(op(ConnectionOp::Disconnect)),
                     CallKind::Revoke => HttpJob::Plain(op(ConnectionOp::Revoke)),
                     CallKind::Sync => HttpJob::Plain(op(ConnectionOp::Sync)),
-                    CallKind::ListConnections => HttpJob::Plain(prepare(Method::GET, paths::connections(ws))),
-                    CallKind::ListDocuments => HttpJob::Plain(prepare(Method::GET, paths::documents(ws))),
-                    CallKind::Http | CallKind::Callback => HttpJob::Plain(prepare(Method::GET, "/".into())),
+                    CallKind::ListConnections => {
+                        HttpJob::Plain(prepare(Method::GET, paths::connections(ws)))
+                    }
+                    CallKind::ListDocuments => {
+                        HttpJob::Plain(prepare(Method::GET, paths::documents(ws)))
+                    }
+                    CallKind::Http | CallKind::Callback => {
+                        HttpJob::Plain(prepare(Method::GET, "/".into()))
+                    }
                 }
             }
         }
     }
 
     /// Runs it.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         match &self.mode {
-            Mode::Once { park, expect_blocked, background, expect } => {
+            Mode::Once {
+                park,
+                expect_blocked,
+                background,
+                expect,
+            } => {
                 let job = Job::Http(self.job(ex, None, None, self.replica, None));
-                let how = Launch { park: *park, expect_blocked: expect_blocked.as_ref(), background: *background, expect: expect.as_ref() };
-                ex.launch(i, &self.actor, job, self.describe(), note, how).await
+                let how = Launch {
+                    park: *park,
+                    expect_blocked: expect_blocked.as_ref(),
+                    background: *background,
+                    expect: expect.as_ref(),
+                };
+                ex.launch(i, &self.actor, job, self.describe(), note, how)
+                    .await
             }
-            Mode::Copies { copies, all_replicas, expect_all, counts } => self.copies(ex, i, note, copies, *all_replicas, expect_all.as_ref(), counts).await,
+            Mode::Copies {
+                copies,
+                all_replicas,
+                expect,
+                background,
+            } => {
+                self.copies(ex, i, note, copies, *all_replicas, expect, *background)
+                    .await
+            }
         }
     }
 
@@ -409,12 +595,18 @@ impl RequestStep {
         note: Option<&str>,
         copies: &Copies,
         all_replicas: bool,
-        expect_all: Option<&Expect>,
-        counts: &[CountExpect],
+        expect: &CopiesExpect,
+        background: bool,
     ) -> Result<(), Failure> {
         let actor = self.actor.as_str();
         let replicas = ex.target.client().replicas();
-        let place = |k: usize| if all_replicas { (k % replicas, Some((k + 1) % replicas)) } else { (self.replica, None) };
+        let place = |k: usize| {
+            if all_replicas {
+                (k % replicas, Some((k + 1) % replicas))
+            } else {
+                (self.replica, None)
+            }
+        };
         let jobs: Vec<HttpJob> = match copies {
             Copies::EachOf(set) => ex.sets[set]
                 .iter()
@@ -432,39 +624,30 @@ impl RequestStep {
                 .collect(),
         };
         let n = jobs.len();
-        ex.event(Some(i), Some(actor), EventKind::Launched, format!("{n} × {}", self.describe()), None);
+        ex.event(
+            Some(i),
+            Some(actor),
+            EventKind::Launched,
+            format!("{n} × {}", self.describe()),
+            None,
+        );
         ex.annotate(note);
-        let limit = ex.step_timeout;
         let all = futures::future::join_all(jobs.into_iter().map(run_http));
+        if background {
+            ex.background_copies(i, actor, Box::pin(all), expect.clone());
+            return Ok(());
+        }
+        let limit = ex.step_timeout;
         let Ok(outcomes) = tokio::time::timeout(limit, all).await else {
-            return Err(ex.failure_with_diagnostics(i, format!("{actor}: {n} concurrent requests did not all complete within {limit:?}")).await);
+            return Err(ex
+                .failure_with_diagnostics(
+                    i,
+                    format!(
+                        "{actor}: {n} concurrent requests did not all complete within {limit:?}"
+                    ),
+                )
+                .await);
         };
-        let mut by_summary: BTreeMap<String, usize> = BTreeMap::new();
-        for o in &outcomes {
-            *by_summary.entry(o.summary()).or_default() += 1;
-            ex.record_response(o);
-        }
-        let summary = by_summary.iter().map(|(s, c)| format!("{c} × {s}")).collect::<Vec<_>>().join(", ");
-        ex.event(Some(i), Some(actor), EventKind::Completed, summary, None);
-        if expect_all.is_none() {
-            if let Some((k, o)) = outcomes.iter().enumerate().find(|(_, o)| o.status >= 500 || o.error.is_some()) {
-                return Err(Failure::at(Some(i), format!("{actor} copy {k}: {} (a server error, and the step expected nothing)", o.summary())));
-            }
-        }
-        if let Some(e) = expect_all {
-            for (k, o) in outcomes.iter().enumerate() {
-                ex.check(o, e).map_err(|m| Failure::at(Some(i), format!("{actor} copy {k}: {m}")))?;
-            }
-            ex.checks += 1;
-        }
-        for c in counts {
-            let matched = outcomes.iter().filter(|o| ex.check(o, &c.expect).is_ok()).count();
-            if matched != c.count {
-                let wanted = serde_json::to_string(&c.expect).unwrap_or_default();
-                return Err(Failure::at(Some(i), format!("{actor}: expected {} copies matching {wanted}, got {matched}", c.count)));
-            }
-            ex.checks += 1;
-        }
-        Ok(())
+        ex.settle_copies(i, actor, &outcomes, expect)
     }
 }

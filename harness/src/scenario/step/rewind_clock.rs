@@ -32,7 +32,9 @@ pub struct RewindClock {
 impl RewindClock {
     /// Checks a written rewind step.
     pub fn parse(r: RawRewindClock, _cx: &mut Checker, _place: &str) -> Result<Self, Problem> {
-        Ok(RewindClock { by: Duration::from_secs(r.seconds) })
+        Ok(RewindClock {
+            by: Duration::from_secs(r.seconds),
+        })
     }
 
     /// What it needs of a target.
@@ -41,9 +43,20 @@ impl RewindClock {
     }
 
     /// Moves the clock back.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         ex.target.rewind_clock(self.by);
-        ex.event(Some(i), None, EventKind::Note, format!("clock -{} s", self.by.as_secs()), None);
+        ex.event(
+            Some(i),
+            None,
+            EventKind::Note,
+            format!("clock -{} s", self.by.as_secs()),
+            None,
+        );
         ex.annotate(note);
         Ok(())
     }

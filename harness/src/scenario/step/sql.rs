@@ -58,10 +58,17 @@ impl SqlStep {
     pub fn parse(r: RawSql, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
         cx.actor(&format!("{place}.actor"), &r.actor)?;
         cx.placeholders(&format!("{place}.sql"), &r.sql)?;
-        let tenant = r.tenant.as_deref().map(|t| cx.tenant(&format!("{place}.tenant"), t)).transpose()?;
+        let tenant = r
+            .tenant
+            .as_deref()
+            .map(|t| cx.tenant(&format!("{place}.tenant"), t))
+            .transpose()?;
         if let Some(role) = &r.role {
             if !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(problem(format!("{place}.role"), "a role name of [A-Za-z0-9_]"));
+                return Err(problem(
+                    format!("{place}.role"),
+                    "a role name of [A-Za-z0-9_]",
+                ));
             }
         }
         if let Some(e) = &r.expect {
@@ -69,25 +76,52 @@ impl SqlStep {
                 cx.placeholders(&format!("{place}.expect"), x)?;
             }
         }
-        let expect_blocked = r.expect_blocked.as_ref().map(|b| super::request::expect_blocked(b, cx, place, &r.actor)).transpose()?;
+        let expect_blocked = r
+            .expect_blocked
+            .as_ref()
+            .map(|b| super::request::expect_blocked(b, cx, place, &r.actor))
+            .transpose()?;
         if r.background || expect_blocked.is_some() {
             cx.start_background(place, &r.actor)?;
         }
-        Ok(SqlStep { actor: r.actor, sql: r.sql, role: r.role, tenant, background: r.background, expect_blocked, expect: r.expect })
+        Ok(SqlStep {
+            actor: r.actor,
+            sql: r.sql,
+            role: r.role,
+            tenant,
+            background: r.background,
+            expect_blocked,
+            expect: r.expect,
+        })
     }
 
     /// Runs it in the actor's session (opened on first use).
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         let conn = match ex.sessions.remove(&self.actor) {
             Some(conn) => conn,
             None => {
-                let url = ex.target.database_url().ok_or_else(|| Failure::at(Some(i), "the target has no database"))?;
-                let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e: sqlx::Error| Failure::at(Some(i), e.to_string()))?;
+                let url = ex
+                    .target
+                    .database_url()
+                    .ok_or_else(|| Failure::at(Some(i), "the target has no database"))?;
+                let options: sqlx::postgres::PgConnectOptions = url
+                    .parse()
+                    .map_err(|e: sqlx::Error| Failure::at(Some(i), e.to_string()))?;
                 options
                     .application_name(&crate::evidence::application_name(&self.actor))
                     .connect()
                     .await
-                    .map_err(|e| Failure::at(Some(i), format!("opening {}'s SQL session: {e}", self.actor)))?
+                    .map_err(|e| {
+                        Failure::at(
+                            Some(i),
+                            format!("opening {}'s SQL session: {e}", self.actor),
+                        )
+                    })?
             }
         };
         let job = Job::Sql(SqlJob {
@@ -98,7 +132,12 @@ impl SqlStep {
             tenant: self.tenant.as_ref().map(|t| ex.tenants[t].tenant),
         });
         let describe = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        let how = Launch { park: None, expect_blocked: self.expect_blocked.as_ref(), background: self.background, expect: self.expect.as_ref() };
+        let how = Launch {
+            park: None,
+            expect_blocked: self.expect_blocked.as_ref(),
+            background: self.background,
+            expect: self.expect.as_ref(),
+        };
         ex.launch(i, &self.actor, job, describe, note, how).await
     }
 }

@@ -33,7 +33,12 @@ impl Wait {
     }
 
     /// Collects the step.
-    pub async fn apply(&self, ex: &mut Executor<'_>, i: usize, note: Option<&str>) -> Result<(), Failure> {
+    pub async fn apply(
+        &self,
+        ex: &mut Executor<'_>,
+        i: usize,
+        note: Option<&str>,
+    ) -> Result<(), Failure> {
         let checked = ex.collect(i, &self.actor).await;
         ex.annotate(note);
         checked
