@@ -1,11 +1,6 @@
 //! The scenario loader: an auditor's file, however wrong, is refused with its place and reason,
 //! never a panic.
+//! The body is `harbor_harness::fuzzing::scenario_toml`, shared with the bounded pass CI runs on stable.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = harbor_harness::scenario::load::load_str(std::path::Path::new("fuzz.toml"), text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harbor_harness::fuzzing::scenario_toml(data));

@@ -1,11 +1,6 @@
 //! An OAuth state record as read back from Redis: anything but a well-formed record is `Corrupt`,
 //! never a panic.
+//! The body is `harbor_harness::fuzzing::state_record`, shared with the bounded pass CI runs on stable.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(raw) = std::str::from_utf8(data) {
-        let _ = harbor_service::oauth_state::decode_record(raw);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harbor_harness::fuzzing::state_record(data));

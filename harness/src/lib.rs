@@ -29,8 +29,11 @@
 //!   with it after every step.
 //! - [`mutants`]: the kill matrix — the catalogue against each seeded flaw of the service.
 //! - [`report`]: the run folder and `report.json`.
-//! - [`faults`]: [`faults::FaultProxy`], the TCP proxy through which replicas reach Redis, so a
-//!   scenario can stall or cut it (`do = "fault"`).
+//! - [`faults`]: [`faults::FaultKind`] and [`faults::FaultProxy`], the TCP proxies through which
+//!   each replica reaches Redis, PostgreSQL and the provider, so a scenario can stall, cut or
+//!   refuse them (`do = "fault"`).
+//! - [`fuzzing`]: the fuzz targets' bodies, shared by `fuzz/` (libFuzzer) and the bounded pass on
+//!   stable that the test suite runs.
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod catalogue;
@@ -41,6 +44,7 @@ pub mod explore;
 pub mod fake_provider;
 pub mod faults;
 pub mod fixtures;
+pub mod fuzzing;
 pub mod model;
 pub mod mutants;
 pub mod oracles;

@@ -422,7 +422,7 @@ impl ServiceUnderTest {
                 proxy.apply(action).await;
                 n += 1;
             }
-            return Ok(format!("{} on {n} replica link(s)", kind.as_str()));
+            return Ok(format!("done on {n} replica link(s)"));
         }
         match kind {
             FaultKind::RedisRestart => {

@@ -115,6 +115,19 @@ pub fn render(report: &Report) -> String {
                     }
                 }
 
+                @let faulted: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| !s.trace.faults().is_empty()).collect();
+                @if !faulted.is_empty() {
+                    h2 { "Faults × outcomes" }
+                    table {
+                        tr { th { "Scenario" } th { "Faults (effect observed)" } th { "Required" } th { "Answers" } th { "Checks" } }
+                        @for sc in &faulted {
+                            tr { td { a href={"#" (sc.id)} { code { (sc.id) } } " " (badge(result_of(sc, report.fail_on).as_str())) }
+                                 td { @for f in sc.trace.faults() { (f) br; } }
+                                 td { (sc.title) } td { (sc.trace.answers_line()) } td { (sc.checks) } }
+                        }
+                    }
+                }
+
                 @if let Some(m) = &report.mutants {
                     h2 { "Seeded flaws (kill matrix)" }
                     table {

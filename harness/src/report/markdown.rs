@@ -199,6 +199,28 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
             status
         );
     }
+    let faulted: Vec<&ScenarioResult> = report
+        .scenarios
+        .iter()
+        .filter(|s| !s.trace.faults().is_empty())
+        .collect();
+    if !faulted.is_empty() {
+        let _ = writeln!(out, "\n---\n\n## Faults × outcomes\n");
+        let _ = writeln!(out, "Each fault as the run did it and observed its effect, what the scenario requires, the answers the service gave (tallied), and the checks that held.\n");
+        let _ = writeln!(out, "| Scenario | Faults (effect observed) | Required | Answers | Checks | Verdict |\n|---|---|---|---|---|---|");
+        for sc in faulted {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                sc.id,
+                sc.trace.faults().join("; ").replace('|', "\\|"),
+                sc.title.replace('|', "\\|"),
+                sc.trace.answers_line(),
+                sc.checks,
+                result_of(sc, report.fail_on).as_str()
+            );
+        }
+    }
     if let Some(m) = &report.mutants {
         let _ = writeln!(out, "\n---\n\n## 6. Seeded flaws (kill matrix)\n");
         let _ = writeln!(out, "| Flaw | Caught by | Expected catchers | Status | Why (expected catcher's finding) |\n|---|---|---|---|---|");

@@ -81,9 +81,31 @@ pub struct Trace {
     /// runs it again exactly).
     #[serde(default, skip_serializing_if = "Schedule::is_empty")]
     pub schedule: Schedule,
+    /// Every HTTP answer of the run tallied by what it said (`200 CONNECTED`, `503 UNAVAILABLE`,
+    /// `error: connection closed`): the counts a fault scenario is judged by.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub answers: std::collections::BTreeMap<String, usize>,
 }
 
 impl Trace {
+    /// The faults done in the run, as their events say (what, and its observed effect).
+    pub fn faults(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Fault)
+            .map(|e| e.detail.trim_start_matches("fault: "))
+            .collect()
+    }
+
+    /// The answers tally in one line (`971 × 200 CONNECTED, 29 × 503 UNAVAILABLE`).
+    pub fn answers_line(&self) -> String {
+        self.answers
+            .iter()
+            .map(|(s, n)| format!("{n} × {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// What must be identical between repeated runs: the order of events, who, what kind, and the
     /// outcome — not times, process ids, generated ids or sizes (so notes and passed checks count
     /// by kind only).

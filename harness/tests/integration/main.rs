@@ -8,6 +8,7 @@ mod activation;
 mod api;
 mod auth;
 mod connectors;
+mod fuzz;
 mod hardening;
 mod helpers;
 mod lifecycle;

@@ -262,6 +262,15 @@ impl<'s> Executor<'s> {
 
     /// Keeps a response for the leak search and its contract check.
     pub fn record_response(&mut self, outcome: &Outcome) {
+        // HTTP answers, and requests that got none (`Outcome::failed`); not SQL or Redis replies.
+        if outcome.status != 0
+            || outcome
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("request failed") || e.starts_with("no consent"))
+        {
+            *self.trace.answers.entry(outcome.summary()).or_default() += 1;
+        }
         if !outcome.raw.is_empty() {
             self.responses.push(outcome.raw.clone());
         }

@@ -1,0 +1,36 @@
+//! The bounded fuzz pass on stable: every fuzz target over its committed seeds and crash
+//! regressions, then seeded mutations of them, within a few seconds — the short pass CI runs on
+//! every build. The long, coverage-guided runs are `cargo xtask fuzz` (nightly, libFuzzer).
+
+use std::time::Duration;
+
+use harbor_harness::fuzzing::{bounded_pass, TARGETS};
+
+#[test]
+fn every_parser_survives_its_seeds_and_their_mutations() {
+    let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    // A fixed seed: the same mutations on every run, so a failure here replays exactly.
+    let results = bounded_pass(&fuzz_dir, 20_000, Duration::from_millis(1500), 0x4842_5257);
+    assert_eq!(results.len(), TARGETS.len());
+    for r in &results {
+        eprintln!(
+            "fuzz pass: {:<15} {:>6} executions ({} seeds)",
+            r.target, r.executions, r.seeds
+        );
+        assert!(
+            r.seeds > 0,
+            "{}: no committed seeds in fuzz/corpus/{}",
+            r.target,
+            r.target
+        );
+        if let Some(crash) = &r.crash {
+            panic!(
+                "{} crashed on the input saved in {} (replay: cargo +nightly fuzz run {} {})",
+                r.target,
+                crash.display(),
+                r.target,
+                crash.display()
+            );
+        }
+    }
+}
