@@ -110,7 +110,7 @@ pub async fn connection_status(
 }
 
 /// A ready-made tenant with one workspace, an owner and a plain member.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TenantWorkspace {
     /// The tenant.
     pub tenant: TenantId,

@@ -19,6 +19,8 @@
 //! - [`explore`]: `harbor-certify explore` — every interleaving (or PCT-random ones) of a
 //!   workspace's operations on the real service, checked against invariants and the model.
 //! - [`commands`]: the `harbor-certify` command line, one file per command.
+//! - [`ceiling`]: the activation transaction through raw sqlx, the ceiling benches compare the
+//!   endpoint with.
 //! - [`catalogue`]: the audit areas and the threat matrix that scenarios name and reports group by.
 //! - [`oracles`]: checks of the stored state shared by scenarios and the load test (tokens bound
 //!   to their row and grant).
@@ -37,6 +39,7 @@
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod catalogue;
+pub mod ceiling;
 pub mod client;
 pub mod commands;
 pub mod evidence;

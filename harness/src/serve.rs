@@ -147,3 +147,92 @@ pub async fn hold_until_stopped() {
         _ = stdin_closed => {}
     }
 }
+
+/// Tenants for a load generator in another process (`harbor-load --external`, the macro bench):
+/// what `serve --bench-file` writes. Tokens are long-lived (24 h) and signed by the stand-in
+/// gateway the replicas trust.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BenchTenants {
+    /// Each replica's base URL.
+    pub base_urls: Vec<String>,
+    /// The scenario database, logged in as the service's request role (the raw ceiling's login).
+    pub request_database_url: String,
+    /// The same database as its owner (fixtures and invariants).
+    pub database_url: String,
+    /// Entitled workspaces with QuickBooks connected through the OAuth flow: activation's load.
+    pub activation: Vec<BenchUser>,
+    /// Entitled workspaces with nothing connected: one per goose user of the OAuth flow.
+    pub flows: Vec<BenchUser>,
+}
+
+/// One tenant's workspace and its owner's token.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BenchUser {
+    /// The tenant, workspace and users.
+    pub tenant: TenantWorkspace,
+    /// The owner's bearer token.
+    pub token: String,
+}
+
+impl BenchTenants {
+    /// Makes `activation` connected and `flows` unconnected tenants on the running service.
+    pub async fn seed(
+        sut: &ServiceUnderTest,
+        activation: usize,
+        flows: usize,
+    ) -> Result<Self, sqlx::Error> {
+        let activation = bench_users(
+            sut,
+            "bench-act-",
+            activation,
+            ConnectionStatus::NotConnected,
+        )
+        .await?;
+        // Connected through the real OAuth flow, so they hold tokens like any connected workspace
+        // (the load's invariants hold for every row).
+        for u in &activation {
+            crate::target::connect(
+                sut,
+                u.tenant.owner,
+                u.tenant.workspace,
+                harbor_service::domain::Provider::Qbo,
+            )
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("connecting a bench workspace: {e}")))?;
+        }
+        let flows = bench_users(sut, "bench-flow-", flows, ConnectionStatus::NotConnected).await?;
+        Ok(Self {
+            base_urls: sut.replicas.iter().map(|r| r.base_url.clone()).collect(),
+            request_database_url: sut.env.request_database_url.clone(),
+            database_url: sut.env.database_url.clone(),
+            activation,
+            flows,
+        })
+    }
+
+    /// Writes it as JSON to `path` in one step.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("partial");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+async fn bench_users(
+    sut: &ServiceUnderTest,
+    prefix: &str,
+    n: usize,
+    status: ConnectionStatus,
+) -> Result<Vec<BenchUser>, sqlx::Error> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let tenant =
+            TenantWorkspace::create(&sut.db, &format!("{prefix}{i}"), true, status).await?;
+        let token = sut.tokens.token(tenant.owner.0, TokenKind::LongLived);
+        out.push(BenchUser { tenant, token });
+    }
+    Ok(out)
+}

@@ -10,6 +10,17 @@
 //!
 //! Goose's own options work as usual (`-u` users, `-r` hatch rate, `-t` run time, `--report-file`);
 //! the defaults are 100 users, all started at once, for 20 s. Traffic goes to loopback only.
+//!
+//! With `HARBOR_LOAD_EXTERNAL=<file>` it starts nothing: it loads the service another process runs
+//! (`harbor-certify serve --bench-file <file>`), one goose user per tenant listed there, and checks
+//! the invariants it can see from the database (token binding needs the service's keys: not
+//! checked then, and said so). `HARBOR_LOAD_SUMMARY=<file>` writes the figures as JSON (flows per
+//! second, latency percentiles per request, and — with `HARBOR_LOAD_SERVICE_PID` — the service
+//! process's peak RSS and CPU seconds). `harbor-load activation …` is the macro bench's
+//! activation load ([`activation`]).
+
+mod activation;
+mod process;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -190,18 +201,71 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
 
 /// What the load must not have broken: the harness's oracles, one implementation each. Returns
 /// the broken invariants.
-async fn invariants(sut: &ServiceUnderTest) -> Result<Vec<String>, sqlx::Error> {
+async fn invariants(
+    db: &sqlx::PgPool,
+    ring: Option<&harbor_service::vault::KeyRing>,
+) -> Vec<String> {
     use harbor_harness::oracles;
+    let bound = match ring {
+        Some(ring) => oracles::tokens_bound(db, ring, None).await,
+        None => {
+            eprintln!("harbor-load: token binding not checked (the service's keys are in its own process)");
+            Ok(String::new())
+        }
+    };
     let checks = [
-        oracles::one_activation_per_workspace(&sut.db).await,
-        oracles::tokens_bound(&sut.db, &sut.key_ring(), None).await,
-        oracles::connected_have_tokens(&sut.db).await,
+        oracles::one_activation_per_workspace(db).await,
+        bound,
+        oracles::connected_have_tokens(db).await,
     ];
-    Ok(checks.into_iter().filter_map(Result::err).collect())
+    checks.into_iter().filter_map(Result::err).collect()
+}
+
+/// `harbor-load activation`: the activation endpoint beside its raw ceiling.
+#[derive(clap::Parser, Debug)]
+#[command(name = "harbor-load activation")]
+struct ActivationArgs {
+    /// What `harbor-certify serve --bench-file` wrote.
+    #[arg(long)]
+    bench_file: std::path::PathBuf,
+    /// Concurrent clients, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+    clients: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// The service's process, to sample its RSS and CPU.
+    #[arg(long)]
+    service_pid: Option<u32>,
+    /// Where to write the points as JSON.
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+async fn activation_main(args: ActivationArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let bench: harbor_harness::serve::BenchTenants =
+        serde_json::from_slice(&std::fs::read(&args.bench_file)?)?;
+    let points = activation::run(&bench, &args.clients, args.seconds, args.service_pid).await?;
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&points)?)?;
+    let failed: u64 = points.iter().map(|p| p.failures).sum();
+    if failed > 0 {
+        return Err(format!("{failed} activations failed").into());
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("activation") {
+        let args = <ActivationArgs as clap::Parser>::parse_from(std::env::args().skip(1));
+        return match activation_main(args).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("harbor-load activation: {e}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     match run().await {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
@@ -212,13 +276,16 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<bool, Box<dyn std::error::Error>> {
+/// Provisions PostgreSQL and Redis, starts two replicas with the load's rate limits, and makes one
+/// tenant per goose user (`HARBOR_LOAD_TENANTS`, default 100).
+async fn start_here(
+) -> Result<(Target, Vec<LoadUser>, Vec<String>, usize), Box<dyn std::error::Error>> {
     let choice = if std::env::var("HARBOR_DATABASE_URL").is_ok() {
         BackendChoice::External
     } else {
         BackendChoice::Auto
     };
-    let mut infra = Infra::provision(choice).await?;
+    let infra = Infra::provision(choice).await?;
     // The per-address limit is lifted (every simulated user is 127.0.0.1), and the per-tenant one
     // raised tenfold above the default: one user looping as fast as it can is not an attack.
     let options = ServiceOptions {
@@ -257,8 +324,53 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
             workspace: t.workspace,
         });
     }
-    let browser = ApiClient::with_bases(Vec::new());
     let replicas: Vec<String> = sut.replicas.iter().map(|r| r.base_url.clone()).collect();
+    eprintln!(
+        "harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts",
+        infra.kind
+    );
+    Ok((Target::Here(Box::new((infra, sut))), users, replicas, tenants))
+}
+
+/// Where the load goes: replicas this process starts, or a service another process runs.
+enum Target {
+    /// Started here (and stopped at the end).
+    Here(Box<(Infra, ServiceUnderTest)>),
+    /// Run elsewhere; the database as its owner, for the invariants.
+    Elsewhere(sqlx::PgPool),
+}
+
+async fn run() -> Result<bool, Box<dyn std::error::Error>> {
+    let (target, users, replicas, tenants) = match std::env::var("HARBOR_LOAD_EXTERNAL") {
+        Ok(file) => {
+            let bench: harbor_harness::serve::BenchTenants =
+                serde_json::from_slice(&std::fs::read(&file)?)?;
+            let db = sqlx::PgPool::connect(&bench.database_url).await?;
+            // Runs one after another on one service take disjoint tenants: a flow cut off by the
+            // end of a run may leave its workspace mid-flow.
+            let offset: usize = std::env::var("HARBOR_LOAD_TENANT_OFFSET")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let users: Vec<LoadUser> = bench
+                .flows
+                .iter()
+                .skip(offset)
+                .map(|u| LoadUser {
+                    token: u.token.clone(),
+                    workspace: u.tenant.workspace,
+                })
+                .collect();
+            let n = users.len();
+            eprintln!(
+                "harbor-load: the service of {file} ({} replicas), {n} tenants; goose starts",
+                bench.base_urls.len()
+            );
+            (Target::Elsewhere(db), users, bench.base_urls, n)
+        }
+        Err(_) => start_here().await?,
+    };
+    let browser = ApiClient::with_bases(Vec::new());
     let host = replicas[0].clone();
     SHARED
         .set(Shared {
@@ -267,10 +379,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
             browser,
         })
         .map_err(|_| "shared state set twice")?;
-    eprintln!(
-        "harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts",
-        infra.kind
-    );
+    let sampler = std::env::var("HARBOR_LOAD_SERVICE_PID")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .map(process::Sampler::start);
 
     let attack = GooseAttack::initialize()?;
     // Goose users beyond the tenants would share one and supersede each other's flows.
@@ -295,7 +407,14 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .execute()
         .await?;
 
-    let broken = invariants(&sut).await?;
+    let usage = match sampler {
+        Some(s) => s.finish().await,
+        None => None,
+    };
+    let broken = match &target {
+        Target::Here(here) => invariants(&here.1.db, Some(&here.1.key_ring())).await,
+        Target::Elsewhere(db) => invariants(db, None).await,
+    };
     let requests: usize = metrics
         .requests
         .values()
@@ -309,7 +428,62 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     for b in &broken {
         println!("INVARIANT BROKEN: {b}");
     }
-    sut.stop().await?;
-    infra.shutdown().await;
+    if let Ok(path) = std::env::var("HARBOR_LOAD_SUMMARY") {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&summary(&metrics, failures, &broken, usage))?,
+        )?;
+    }
+    match target {
+        Target::Here(here) => {
+            let (mut infra, sut) = *here;
+            sut.stop().await?;
+            infra.shutdown().await;
+        }
+        Target::Elsewhere(db) => db.close().await,
+    }
     Ok(broken.is_empty() && failures == 0)
+}
+
+/// The run's figures as JSON: flows per second (completed disconnects, the flow's last request),
+/// and per request name the count, failures and latency percentiles.
+fn summary(
+    metrics: &GooseMetrics,
+    failures: usize,
+    broken: &[String],
+    usage: Option<process::Usage>,
+) -> serde_json::Value {
+    let seconds = metrics.duration.max(1) as f64;
+    let mut per_request = serde_json::Map::new();
+    let mut flows = 0;
+    for (name, r) in &metrics.requests {
+        let times = &r.raw_data.times;
+        let total: usize = times.values().sum();
+        let pct = |q: f64| {
+            let want = (total as f64 * q).ceil().max(1.0) as usize;
+            let mut seen = 0;
+            times
+                .iter()
+                .find(|(_, n)| {
+                    seen += **n;
+                    seen >= want
+                })
+                .map_or(0, |(ms, _)| *ms)
+        };
+        if name.contains("disconnect") {
+            flows = r.success_count;
+        }
+        per_request.insert(name.clone(), serde_json::json!({ "ok": r.success_count, "failed": r.fail_count, "p50_ms": pct(0.5), "p99_ms": pct(0.99) }));
+    }
+    serde_json::json!({
+        "users": metrics.maximum_users,
+        "seconds": seconds,
+        "flows": flows,
+        "flows_per_s": flows as f64 / seconds,
+        "requests_per_s": metrics.requests.values().map(|r| r.success_count + r.fail_count).sum::<usize>() as f64 / seconds,
+        "failures": failures,
+        "broken_invariants": broken,
+        "requests": per_request,
+        "service": usage,
+    })
 }

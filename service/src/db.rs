@@ -142,19 +142,22 @@ pub async fn connect_owner(
 /// (`harbor.tenant_id`), and tagged with the request's actor when there is one.
 /// Requests open theirs through [`crate::request_tx::WorkspaceRequest::begin`], which calls this.
 pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, DbError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', $2, true)",
+    Ok(pool.begin_with(begin_statement(actor, tenant)).await?)
+}
+
+/// `BEGIN` and the transaction's settings in one simple query: one round trip instead of two
+/// (measured in `benches/`). The simple protocol takes no parameters, so the two values are
+/// written into the text; both are of a closed alphabet — a UUID, and `Actor`'s 1–32 characters
+/// of `A-Z a-z 0-9 _ -` (checked when it is parsed) — and quotes are doubled all the same.
+fn begin_statement(actor: Option<&Actor>, tenant: TenantId) -> String {
+    let application = actor
+        .map(Actor::application_name)
+        .unwrap_or_else(|| "harbor-service".to_owned());
+    format!(
+        "BEGIN; SELECT set_config('harbor.tenant_id', '{}', true), set_config('application_name', '{}', true)",
+        tenant.0,
+        application.replace('\'', "''")
     )
-    .bind(tenant.to_string())
-    .bind(
-        actor
-            .map(Actor::application_name)
-            .unwrap_or_else(|| "harbor-service".to_owned()),
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(tx)
 }
 
 /// Sets every pooled session's `lock_timeout` (see `Config::lock_timeout`).
@@ -180,5 +183,25 @@ pub async fn finish<T, E: From<DbError>>(tx: Tx, result: Result<T, E>) -> Result
             }
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_statement_carries_the_tenant_and_the_tag_in_one_query() {
+        let tenant = TenantId(uuid::Uuid::nil());
+        let actor = Actor::parse("A-1_x").expect("a valid tag");
+        assert_eq!(
+            begin_statement(Some(&actor), tenant),
+            "BEGIN; SELECT set_config('harbor.tenant_id', '00000000-0000-0000-0000-000000000000', true), set_config('application_name', 'harbor:A-1_x', true)"
+        );
+        assert!(begin_statement(None, tenant).ends_with("'harbor-service', true)"));
+        assert!(
+            Actor::parse("x'; DROP TABLE t; --").is_err(),
+            "a tag can never carry a quote"
+        );
     }
 }

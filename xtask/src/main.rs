@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 const CANNOT_RUN: u8 = 2;
 
 fn main() -> ExitCode {
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
         "load" => load(&rest),
         "contract" => contract(),
         "proptest" => proptest(),
-        "bench" => bench(&rest),
+        "bench" => bench::bench(&rest),
         "fuzz" => fuzz(&rest),
         "loom" => {
             phase("loom models (sync points, lock protocol)", loom).map(|()| ExitCode::SUCCESS)
@@ -660,73 +662,6 @@ fn proptest_run(env: &[(String, String)]) -> Result<std::process::ExitStatus> {
 
 /// The criterion benchmarks (`benches/`), each beside its raw ceiling, on a held Redis; the ratios
 /// go to `reports/bench/<timestamp>/` (`bench.json`, `bench.md`) and `reports/bench/latest`.
-fn bench(args: &[String]) -> Result<ExitCode> {
-    ensure_environment()?;
-    let certify = phase("build harbor-certify", build_certify)?;
-    let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
-    let quick = args.iter().any(|a| a == "--quick");
-    let status = phase("cargo bench -p harbor-benches", || {
-        let mut cmd = Command::new(cargo());
-        cmd.current_dir(root()).args([
-            "bench",
-            "-p",
-            "harbor-benches",
-            "--bench",
-            "ceilings",
-            "--",
-        ]);
-        if quick {
-            cmd.args(["--warm-up-time", "0.2", "--measurement-time", "0.5"]);
-        }
-        cmd.envs(held.env.iter().map(|(k, v)| (k, v)))
-            .status()
-            .context("running cargo bench")
-    })?;
-    drop(held);
-    let ratios = target_dir().join("criterion").join("harbor-ratios.json");
-    let stamp = chrono_like_stamp();
-    let out = root().join("reports").join("bench").join(&stamp);
-    std::fs::create_dir_all(&out)?;
-    let json = std::fs::read_to_string(&ratios).unwrap_or_else(|_| "{}".into());
-    let ratios: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-    let machine = format!(
-        "{} cores, {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::env::consts::ARCH
-    );
-    let report = serde_json::json!({ "schema_version": 1, "kind": "micro", "quick": quick, "machine": machine, "ratios": ratios });
-    std::fs::write(
-        out.join("bench.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    let mut md = String::from("# Micro-benchmarks: the service beside its raw ceilings\n\nratio = raw time / service time, both measured in this run.\n\n| work | service | raw ceiling | ratio | goal |\n|---|---|---|---|---|\n");
-    if let Some(map) = ratios.as_object() {
-        for (name, r) in map {
-            md.push_str(&format!(
-                "| {name} | {:.0} ns | {:.0} ns | {:.2}× | ≥ {:.1}× |\n",
-                r["service_ns"].as_f64().unwrap_or(0.0),
-                r["raw_ns"].as_f64().unwrap_or(0.0),
-                r["ratio"].as_f64().unwrap_or(0.0),
-                r["goal"].as_f64().unwrap_or(0.0)
-            ));
-        }
-    }
-    std::fs::write(out.join("bench.md"), md)?;
-    let latest = root().join("reports").join("bench").join("latest");
-    let _ = std::fs::remove_file(&latest);
-    #[cfg(unix)]
-    let _ = std::os::unix::fs::symlink(&stamp, &latest);
-    eprintln!("xtask: bench report in {}", out.display());
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
-    })
-}
-
-/// A UTC timestamp for folder names (no date crate in xtask).
 fn chrono_like_stamp() -> String {
     let out = Command::new("date")
         .args(["-u", "+%Y%m%dT%H%M%SZ"])

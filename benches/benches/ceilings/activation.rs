@@ -11,7 +11,6 @@ use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
 use harbor_harness::tokens::TokenKind;
 use harbor_service::lifecycle::ConnectionStatus;
-use harbor_service::locks::lock_key_for_workspace;
 use sqlx::PgPool;
 
 /// Concurrent activations per iteration.
@@ -31,58 +30,10 @@ async fn fresh(db: &PgPool, n: usize) -> Vec<TenantWorkspace> {
     out
 }
 
-/// The service's activation transaction, statement for statement, through raw sqlx (prepared).
 async fn raw_activation(pool: &PgPool, t: &TenantWorkspace) {
-    let key = lock_key_for_workspace(t.workspace);
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', 'bench', true)")
-        .bind(t.tenant.to_string())
-        .execute(&mut *tx)
+    harbor_harness::ceiling::raw_activation(pool, t)
         .await
-        .unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(key.classid)
-        .bind(key.objid)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let _: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "SELECT activated_at FROM workspace_activations WHERE workspace_id = $1",
-    )
-    .bind(t.workspace)
-    .fetch_optional(&mut *tx)
-    .await
-    .unwrap();
-    let _: Option<bool> =
-        sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
-            .bind(t.workspace)
-            .fetch_optional(&mut *tx)
-            .await
-            .unwrap();
-    let _: Option<(String, i64)> = sqlx::query_as("SELECT status, version FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE")
-        .bind(t.workspace)
-        .fetch_optional(&mut *tx)
-        .await
-        .unwrap();
-    let _: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) ON CONFLICT (workspace_id) DO NOTHING RETURNING activated_at",
-    )
-    .bind(t.tenant)
-    .bind(t.workspace)
-    .bind(t.owner)
-    .fetch_optional(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, workspace_id, actor_user_id, action, outcome, request_id, detail) VALUES ($1, $2, $3, 'activation', 'activated', 'bench', '{}')",
-    )
-    .bind(t.tenant)
-    .bind(t.workspace)
-    .bind(t.owner)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+        .expect("the raw activation transaction");
 }
 
 /// Runs the pair at every concurrency.

@@ -27,8 +27,8 @@ pub struct RunArgs {
     /// reported as warnings.
     #[arg(long, value_enum, default_value = "low")]
     pub fail_on: Severity,
-    /// Scenarios run at once (each has its own database, Redis prefix and replicas).
-    #[arg(long, default_value_t = 1)]
+    /// Scenarios run at once (each has its own database, Redis prefix, replicas and proxies).
+    #[arg(long, default_value_t = 4)]
     pub jobs: usize,
     /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
     /// The report is marked as a flawed run everywhere.

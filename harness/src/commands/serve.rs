@@ -27,6 +27,23 @@ pub struct ServeArgs {
     /// Start the service with this seeded flaw on (repeatable; needs `--features flaws`).
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
+    /// Also make tenants for a load generator in another process and write them (URLs, database
+    /// URLs, workspaces, owner tokens) to this JSON file (`harbor-load --external FILE`).
+    #[arg(long)]
+    pub bench_file: Option<PathBuf>,
+    /// With `--bench-file`: connected workspaces for the activation load.
+    #[arg(long, default_value_t = 100)]
+    pub bench_activation_tenants: usize,
+    /// With `--bench-file`: unconnected workspaces for the OAuth flow load (one per goose user).
+    #[arg(long, default_value_t = 200)]
+    pub bench_flow_tenants: usize,
+    /// Raise the per-tenant limit of the OAuth routes tenfold (600/min, burst 100), as
+    /// `harbor-load` does: one user looping as fast as it can is load, not an attack.
+    #[arg(long)]
+    pub load_limits: bool,
+    /// Most pooled PostgreSQL connections per replica.
+    #[arg(long, default_value_t = 20)]
+    pub database_max_connections: u32,
 }
 
 /// Starts the service and holds it.
@@ -46,12 +63,19 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Ok(i) => i,
         Err(code) => return code,
     };
-    let options = ServiceOptions {
+    let mut options = ServiceOptions {
         replicas: args.replicas,
         sync_points: args.sync_points,
         flaws,
+        database_max_connections: args.database_max_connections,
         ..ServiceOptions::default()
     };
+    if args.load_limits {
+        options.rate_limits.per_tenant = harbor_service::ratelimit::Quota {
+            per_minute: 600,
+            burst: 100,
+        };
+    }
     let sut = match ServiceUnderTest::start(&infra, options).await {
         Ok(sut) => sut,
         Err(e) => {
@@ -69,6 +93,27 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(super::CANNOT_RUN);
         }
     };
+    if let Some(path) = &args.bench_file {
+        let written = match crate::serve::BenchTenants::seed(
+            &sut,
+            args.bench_activation_tenants,
+            args.bench_flow_tenants,
+        )
+        .await
+        {
+            Ok(bench) => bench.write(path).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            eprintln!(
+                "harbor-certify: the bench tenants could not be made or written to {}: {e}",
+                path.display()
+            );
+            let _ = sut.stop().await;
+            infra.shutdown().await;
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    }
     if let Some(path) = &args.env_file {
         if let Err(e) = demo.write_env_file(path) {
             eprintln!("harbor-certify: cannot write {}: {e}", path.display());
@@ -86,7 +131,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     crate::serve::hold_until_stopped().await;
     let stopped = sut.stop().await;
     infra.shutdown().await;
-    if let Some(path) = &args.env_file {
+    for path in args.env_file.iter().chain(&args.bench_file) {
         let _ = std::fs::remove_file(path);
     }
     match stopped {

@@ -1,0 +1,168 @@
+//! `harbor-load activation`: the activation endpoint of a service running in another process
+//! (`harbor-certify serve --bench-file`) beside its raw ceiling — the same transaction through raw
+//! sqlx on the same database ([`harbor_harness::ceiling::raw_activation`]) — at each concurrency,
+//! on distinct workspaces (one per client) and on one hot workspace, back to back, for a fixed
+//! time each. Throughput is completed activations per second; every answer must be 200.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harbor_harness::client::{paths, ApiClient};
+use harbor_harness::serve::{BenchTenants, BenchUser};
+use serde::Serialize;
+
+use crate::process::{Sampler, Usage};
+
+/// One measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    /// `service` or `raw`.
+    pub side: &'static str,
+    /// `distinct` or `hot`.
+    pub workload: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Completed activations per second.
+    pub per_second: f64,
+    /// Failed activations (must be 0).
+    pub failures: u64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// The service process while it served (service side, with a pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Runs every side × workload × concurrency for `seconds` each.
+pub async fn run(
+    bench: &BenchTenants,
+    clients: &[usize],
+    seconds: f64,
+    service_pid: Option<u32>,
+) -> Result<Vec<Point>, String> {
+    let most = clients.iter().copied().max().unwrap_or(1);
+    if bench.activation.len() < most {
+        return Err(format!("{} bench workspaces for up to {most} clients: start serve with --bench-activation-tenants {most}", bench.activation.len()));
+    }
+    let raw = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(most as u32)
+        .connect(&bench.request_database_url)
+        .await
+        .map_err(|e| format!("the raw side's login: {e}"))?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(most)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = ApiClient::new(http, bench.base_urls.clone());
+    let window = Duration::from_secs_f64(seconds);
+    let mut points = Vec::new();
+    for &n in clients {
+        for workload in ["distinct", "hot"] {
+            // Distinct: client k always activates workspace k. Hot: every client the first one.
+            let users: Vec<BenchUser> = (0..n)
+                .map(|k| bench.activation[if workload == "hot" { 0 } else { k }].clone())
+                .collect();
+            for side in ["raw", "service"] {
+                let sampler = (side == "service")
+                    .then(|| service_pid.map(Sampler::start))
+                    .flatten();
+                let (raw, client) = (raw.clone(), client.clone());
+                let (done, failed, latencies) = drive(window, &users, move |u| {
+                    let (raw, client) = (raw.clone(), client.clone());
+                    async move {
+                        if side == "raw" {
+                            harbor_harness::ceiling::raw_activation(&raw, &u.tenant)
+                                .await
+                                .is_ok()
+                        } else {
+                            client
+                                .request(
+                                    reqwest::Method::POST,
+                                    paths::activation(u.tenant.workspace),
+                                )
+                                .on_replica(
+                                    u.tenant.workspace.0.as_u128() as usize % client.replicas(),
+                                )
+                                .bearer(Some(u.token.clone()))
+                                .send()
+                                .await
+                                .is_ok_and(|a| a.status.is_success())
+                        }
+                    }
+                })
+                .await;
+                let usage = match sampler {
+                    Some(s) => s.finish().await,
+                    None => None,
+                };
+                let point = Point {
+                    side,
+                    workload,
+                    clients: n,
+                    per_second: done as f64 / window.as_secs_f64(),
+                    failures: failed,
+                    p50_ms: percentile(&latencies, 0.50),
+                    p99_ms: percentile(&latencies, 0.99),
+                    usage,
+                };
+                eprintln!("harbor-load activation: {side:<7} {workload:<8} {n:>3} clients: {:>7.0}/s (p50 {:.1} ms, p99 {:.1} ms, {failed} failed)", point.per_second, point.p50_ms, point.p99_ms);
+                points.push(point);
+            }
+        }
+    }
+    raw.close().await;
+    Ok(points)
+}
+
+/// Every user loops `once` until the window closes; returns completed, failed, and each
+/// completion's latency in ms.
+async fn drive<F, Fut>(window: Duration, users: &[BenchUser], once: F) -> (u64, u64, Vec<f64>)
+where
+    F: Fn(BenchUser) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + window;
+    let tasks: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|u| {
+            let (once, done, failed) = (once.clone(), done.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    if once(u.clone()).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    (
+        done.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        all,
+    )
+}
+
+fn percentile(samples: &[f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

@@ -1,0 +1,457 @@
+//! `cargo xtask bench [--quick]`: every speed figure in one command, each beside its raw ceiling
+//! measured in the same run, on one provisioned PostgreSQL + Redis:
+//!
+//! 1. the criterion micro-benchmarks (`benches/`): seal/open, state, JWT, lock key, and the
+//!    activation transaction in-process vs raw sqlx;
+//! 2. the macro bench, with the service in its own process (`harbor-certify serve`, release) and
+//!    the load generator in another (`harbor-load`, release): the activation endpoint over HTTP
+//!    beside the raw transaction at 10/50/100 clients, distinct and hot workspaces; the full
+//!    cross-replica OAuth flow with goose at 50/100/200 users; the service process's RSS and CPU.
+//!
+//! Writes `reports/bench/<timestamp>/bench.json` (every figure, the machine, and `ratios`),
+//! `bench.md`, `throughput.svg`, and points `reports/bench/latest` at it. Speed is reported, never
+//! asserted: the task fails only when a measurement could not be made or a request failed.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{
+    build_certify, cargo, chrono_like_stamp, ensure_environment, hold, hold_infra, phase, root,
+    target_dir,
+};
+
+/// Goose users of the flow runs.
+const FLOW_USERS: [usize; 3] = [50, 100, 200];
+/// Concurrent clients of the activation runs.
+const CLIENTS: [usize; 3] = [10, 50, 100];
+/// Replicas of the service under load.
+const REPLICAS: usize = 2;
+
+/// Runs it.
+pub fn bench(args: &[String]) -> Result<ExitCode> {
+    let quick = args.iter().any(|a| a == "--quick");
+    ensure_environment()?;
+    let certify = phase("build harbor-certify", build_certify)?;
+    phase("build harbor-certify and harbor-load (release)", || {
+        let ok = Command::new(cargo())
+            .current_dir(root())
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "harbor-harness",
+                "--bin",
+                "harbor-certify",
+                "-p",
+                "harbor-loadtests",
+                "--bin",
+                "harbor-load",
+            ])
+            .status()
+            .context("running cargo build --release")?
+            .success();
+        if !ok {
+            bail!("the release build failed");
+        }
+        Ok(())
+    })?;
+    let release = target_dir().join("release");
+    let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
+    let stamp = chrono_like_stamp();
+    let out = root().join("reports").join("bench").join(&stamp);
+    std::fs::create_dir_all(&out)?;
+
+    let micro = phase(
+        "criterion micro-benchmarks (cargo bench -p harbor-benches)",
+        || {
+            let mut cmd = Command::new(cargo());
+            cmd.current_dir(root()).args([
+                "bench",
+                "-p",
+                "harbor-benches",
+                "--bench",
+                "ceilings",
+                "--",
+            ]);
+            if quick {
+                cmd.args(["--warm-up-time", "0.2", "--measurement-time", "0.5"]);
+            }
+            if !cmd
+                .envs(held.env.iter().map(|(k, v)| (k, v)))
+                .status()
+                .context("running cargo bench")?
+                .success()
+            {
+                bail!("cargo bench failed");
+            }
+            let ratios = target_dir().join("criterion").join("harbor-ratios.json");
+            Ok(serde_json::from_str::<Value>(
+                &std::fs::read_to_string(&ratios).unwrap_or_else(|_| "{}".into()),
+            )
+            .unwrap_or_default())
+        },
+    )?;
+
+    let tenants = out.join("tenants.json");
+    let flow_tenants: usize = FLOW_USERS.iter().sum();
+    let serve_args = [
+        "serve",
+        "--backend",
+        "external",
+        "--replicas",
+        &REPLICAS.to_string(),
+        "--load-limits",
+        "--database-max-connections",
+        "60",
+        "--bench-file",
+        &tenants.to_string_lossy(),
+        "--bench-activation-tenants",
+        &CLIENTS.iter().max().copied().unwrap_or(100).to_string(),
+        "--bench-flow-tenants",
+        &flow_tenants.to_string(),
+    ]
+    .map(str::to_owned);
+    let serve_refs: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+    let service = phase("harbor-certify serve (release, its own process)", || {
+        hold(&release.join("harbor-certify"), &serve_refs, &held.env)
+    })?;
+    let pid = service.child.id();
+    let load = release.join("harbor-load");
+    let seconds = if quick { 1.0 } else { 3.0 };
+    let activation = phase(
+        "activation: the endpoint beside the raw transaction (harbor-load activation)",
+        || {
+            let file = out.join("activation.json");
+            let clients = CLIENTS.map(|c| c.to_string()).join(",");
+            let ok = Command::new(&load)
+                .args(["activation", "--bench-file"])
+                .arg(&tenants)
+                .args([
+                    "--clients",
+                    &clients,
+                    "--seconds",
+                    &seconds.to_string(),
+                    "--service-pid",
+                    &pid.to_string(),
+                    "--out",
+                ])
+                .arg(&file)
+                .status()
+                .context("running harbor-load activation")?
+                .success();
+            if !ok {
+                bail!("harbor-load activation failed");
+            }
+            Ok(serde_json::from_slice::<Value>(&std::fs::read(&file)?)?)
+        },
+    )?;
+    let mut flows = Vec::new();
+    let mut offset = 0;
+    for users in FLOW_USERS {
+        let run_time = if quick { 3 } else { 10 };
+        let summary = phase(
+            &format!("OAuth flows: goose, {users} users, {run_time} s"),
+            || {
+                let file = out.join(format!("flows-{users}.json"));
+                let status = Command::new(&load)
+                    .args([
+                        "-u",
+                        &users.to_string(),
+                        "-r",
+                        &users.to_string(),
+                        "-t",
+                        &run_time.to_string(),
+                        "--quiet",
+                    ])
+                    .env("HARBOR_LOAD_EXTERNAL", &tenants)
+                    .env("HARBOR_LOAD_TENANT_OFFSET", offset.to_string())
+                    .env("HARBOR_LOAD_SUMMARY", &file)
+                    .env("HARBOR_LOAD_SERVICE_PID", pid.to_string())
+                    .status()
+                    .context("running harbor-load")?;
+                let summary: Value = serde_json::from_slice(
+                    &std::fs::read(&file)
+                        .with_context(|| format!("{} was not written", file.display()))?,
+                )?;
+                if !status.success() {
+                    bail!("harbor-load with {users} users failed ({status}): {} failed requests, broken invariants {}", summary["failures"], summary["broken_invariants"]);
+                }
+                Ok(summary)
+            },
+        )?;
+        offset += users;
+        flows.push(summary);
+    }
+    drop(service);
+    drop(held);
+
+    let report = assemble(quick, &micro, &activation, &flows);
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(out.join("bench.md"), markdown(&report))?;
+    std::fs::write(out.join("throughput.svg"), chart(&activation))?;
+    let latest = root().join("reports").join("bench").join("latest");
+    let _ = std::fs::remove_file(&latest);
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::symlink(&stamp, &latest);
+    eprintln!("xtask: bench report in {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The activation point of `side` for `workload` at `clients`.
+fn point<'a>(
+    activation: &'a Value,
+    side: &str,
+    workload: &str,
+    clients: usize,
+) -> Option<&'a Value> {
+    activation
+        .as_array()?
+        .iter()
+        .find(|p| p["side"] == side && p["workload"] == workload && p["clients"] == clients)
+}
+
+/// Service throughput over raw throughput for one workload and concurrency.
+fn activation_ratio(activation: &Value, workload: &str, clients: usize) -> Option<f64> {
+    let service = point(activation, "service", workload, clients)?["per_second"].as_f64()?;
+    let raw = point(activation, "raw", workload, clients)?["per_second"].as_f64()?;
+    (raw > 0.0).then(|| service / raw)
+}
+
+fn assemble(quick: bool, micro: &Value, activation: &Value, flows: &[Value]) -> Value {
+    let mut ratios = serde_json::Map::new();
+    for workload in ["distinct", "hot"] {
+        for c in CLIENTS {
+            if let Some(r) = activation_ratio(activation, workload, c) {
+                ratios.insert(format!("activation_{workload}_{c}"), json!(r));
+            }
+        }
+    }
+    // The micro pairs by their short names: the first size of each (seal_64, open_64) as `seal`/`open`.
+    for (short, name) in [
+        ("seal", "seal_64"),
+        ("open", "open_64"),
+        ("state", "state"),
+        ("jwt", "jwt"),
+    ] {
+        if let Some(r) = micro[name]["ratio"].as_f64() {
+            ratios.insert(short.to_owned(), json!(r));
+        }
+    }
+    let flow_100 = flows.iter().find(|f| f["users"] == 100);
+    if let Some(f) = flow_100 {
+        ratios.insert("flows_per_s_100".into(), f["flows_per_s"].clone());
+        if let Some(rss) = f["service"]["rss_peak_mib"].as_f64() {
+            // The serve process holds both replicas, the fake provider and the harness's pool:
+            // per replica is at most half of it.
+            ratios.insert("rss_mib_100".into(), json!(rss / REPLICAS as f64));
+        }
+    }
+    let cpu_per_request: Vec<Value> = flows
+        .iter()
+        .filter_map(|f| {
+            let cpu = f["service"]["cpu_seconds"].as_f64()?;
+            let requests = f["requests_per_s"].as_f64()? * f["seconds"].as_f64()?;
+            Some(json!({ "users": f["users"], "cpu_ms_per_request": 1000.0 * cpu / requests.max(1.0), "rss_peak_mib": f["service"]["rss_peak_mib"] }))
+        })
+        .collect();
+    json!({
+        "schema_version": 2,
+        "quick": quick,
+        "machine": machine(),
+        "versions": versions(),
+        "goals": {
+            "activation_distinct_50": 0.6, "activation_hot_50": 0.8, "seal": 0.9, "open": 0.9, "state": 0.8, "jwt": 0.9,
+            "flows_per_s_100": 500.0, "rss_mib_100": 64.0
+        },
+        "ratios": ratios,
+        "micro": micro,
+        "activation": activation,
+        "flows": flows,
+        "service_process": { "replicas": REPLICAS, "per_load": cpu_per_request },
+    })
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+    });
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            })
+        })
+        .map(|kib| kib / 1024.0 / 1024.0);
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory_gib": mem_gib,
+        "arch": std::env::consts::ARCH,
+        "os": std::env::consts::OS,
+    })
+}
+
+fn versions() -> Value {
+    let out = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    json!({ "rustc": out("rustc", "--version"), "harbor": env!("CARGO_PKG_VERSION") })
+}
+
+fn markdown(report: &Value) -> String {
+    let mut md = String::from("# Harbor bench: the service beside its raw ceilings\n\n");
+    md.push_str(&format!(
+        "Machine: {} cores, {}; {}. {}\n\n",
+        report["machine"]["cores"],
+        report["machine"]["cpu"].as_str().unwrap_or("?"),
+        report["versions"]["rustc"].as_str().unwrap_or("?"),
+        if report["quick"] == true {
+            "Quick run (CI-sized: short windows)."
+        } else {
+            ""
+        }
+    ));
+    md.push_str("## Ratios (measured in this run)\n\n| ratio | value | goal |\n|---|---|---|\n");
+    if let Some(map) = report["ratios"].as_object() {
+        for (name, v) in map {
+            let goal = report["goals"][name]
+                .as_f64()
+                .map_or("—".to_owned(), |g| format!("{g}"));
+            md.push_str(&format!(
+                "| `{name}` | {:.2} | {goal} |\n",
+                v.as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    md.push_str("\n## Activation: the endpoint (service in its own process, over HTTP) beside the raw transaction\n\n| workload | clients | raw /s | service /s | ratio | service p50 / p99 ms | service CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n");
+    for workload in ["distinct", "hot"] {
+        for c in CLIENTS {
+            let (Some(raw), Some(svc)) = (
+                point(&report["activation"], "raw", workload, c),
+                point(&report["activation"], "service", workload, c),
+            ) else {
+                continue;
+            };
+            md.push_str(&format!(
+                "| {workload} | {c} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {} | {} |\n",
+                raw["per_second"].as_f64().unwrap_or(0.0),
+                svc["per_second"].as_f64().unwrap_or(0.0),
+                activation_ratio(&report["activation"], workload, c).unwrap_or(0.0),
+                svc["p50_ms"].as_f64().unwrap_or(0.0),
+                svc["p99_ms"].as_f64().unwrap_or(0.0),
+                svc["usage"]["cpu_seconds"]
+                    .as_f64()
+                    .map_or("—".into(), |v| format!("{v:.2}")),
+                svc["usage"]["rss_peak_mib"]
+                    .as_f64()
+                    .map_or("—".into(), |v| format!("{v:.0}")),
+            ));
+        }
+    }
+    md.push_str("\n## Full cross-replica OAuth flows (goose; authorize → consent → callback on the other replica → sync → activation → disconnect)\n\n| users | flows/s | requests/s | failures | authorize p50/p99 ms | callback p50/p99 ms | activation p50/p99 ms | peak RSS MiB (process) | CPU ms / request |\n|---|---|---|---|---|---|---|---|---|\n");
+    for f in report["flows"].as_array().into_iter().flatten() {
+        let req = |name: &str| {
+            f["requests"]
+                .as_object()
+                .and_then(|m| m.iter().find(|(k, _)| k.contains(name)))
+                .map_or("—".to_owned(), |(_, r)| {
+                    format!("{} / {}", r["p50_ms"], r["p99_ms"])
+                })
+        };
+        let cpu = f["service"]["cpu_seconds"]
+            .as_f64()
+            .zip(f["requests_per_s"].as_f64().zip(f["seconds"].as_f64()));
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            f["users"],
+            f["flows_per_s"].as_f64().unwrap_or(0.0),
+            f["requests_per_s"].as_f64().unwrap_or(0.0),
+            f["failures"],
+            req("authorize"),
+            req("callback"),
+            req("activation"),
+            f["service"]["rss_peak_mib"]
+                .as_f64()
+                .map_or("—".into(), |v| format!("{v:.0}")),
+            cpu.map_or("—".into(), |(c, (r, s))| format!(
+                "{:.2}",
+                1000.0 * c / (r * s).max(1.0)
+            )),
+        ));
+    }
+    md.push_str("\nThe service process (`harbor-certify serve`) holds both replicas, the fake OAuth provider and the harness's own pool; `rss_mib_100` is its peak RSS during the 100-user run divided by the replicas. Criterion's micro-benchmarks: `micro` in bench.json, `benches/README.md`.\n");
+    md
+}
+
+/// Throughput against clients, service beside raw, for both workloads.
+fn chart(activation: &Value) -> String {
+    let series = [
+        ("raw", "distinct", "#1a7f37", ""),
+        ("service", "distinct", "#0969da", ""),
+        ("raw", "hot", "#1a7f37", "6 4"),
+        ("service", "hot", "#0969da", "6 4"),
+    ];
+    let max = activation
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["per_second"].as_f64())
+        .fold(1.0, f64::max);
+    let (w, h, left, bottom) = (640.0, 360.0, 70.0, 40.0);
+    let x = |c: usize| left + (c as f64 / 100.0) * (w - left - 20.0);
+    let y = |v: f64| h - bottom - v / max * (h - bottom - 20.0);
+    let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n<title>Activations per second against concurrent clients: the service's endpoint beside the raw transaction</title>\n");
+    svg.push_str(&format!("<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#57606a\"/>\n<line x1=\"{left}\" y1=\"20\" x2=\"{left}\" y2=\"{}\" stroke=\"#57606a\"/>\n", h - bottom, w - 20.0, h - bottom, h - bottom));
+    for c in CLIENTS {
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{c}</text>\n",
+            x(c),
+            h - bottom + 15.0
+        ));
+    }
+    for i in 0..=4 {
+        let v = max * i as f64 / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.0}</text>\n",
+            left - 6.0,
+            y(v) + 4.0
+        ));
+    }
+    svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">concurrent clients</text>\n<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">activations / s</text>\n", (left + w) / 2.0, h - 6.0, h / 2.0, h / 2.0));
+    for (k, (side, workload, colour, dash)) in series.iter().enumerate() {
+        let pts: Vec<String> = CLIENTS
+            .iter()
+            .filter_map(|&c| {
+                Some(format!(
+                    "{:.1},{:.1}",
+                    x(c),
+                    y(point(activation, side, workload, c)?["per_second"].as_f64()?)
+                ))
+            })
+            .collect();
+        svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"/>\n", pts.join(" ")));
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{side}, {workload}</text>\n",
+            left + 10.0,
+            34.0 + 14.0 * k as f64
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
