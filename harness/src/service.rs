@@ -48,6 +48,9 @@ pub struct ServiceOptions {
     pub database_acquire_timeout: Duration,
     /// How long the service waits for the provider's back channel.
     pub provider_timeout: Duration,
+    /// Put a fault proxy between each replica and each dependency (scenarios' `fault` steps need
+    /// them). Off for `serve` and the benches: a proxy adds a hop to every round trip.
+    pub fault_proxies: bool,
 }
 
 impl Default for ServiceOptions {
@@ -68,6 +71,7 @@ impl Default for ServiceOptions {
             database_max_connections: 20,
             database_acquire_timeout: Duration::from_secs(10),
             provider_timeout: Duration::from_secs(5),
+            fault_proxies: true,
         }
     }
 }
@@ -122,8 +126,9 @@ pub struct Replica {
     pub base_url: String,
     /// The replica's sync-point controller.
     pub sync: SyncPoints,
-    /// What it reaches Redis, PostgreSQL and the provider's back channel through.
-    pub links: Links,
+    /// What it reaches Redis, PostgreSQL and the provider's back channel through (`None`: started
+    /// without fault proxies, straight to the servers).
+    pub links: Option<Links>,
     /// The `application_name` of its pooled connections.
     pub application_name: String,
     config: Config,
@@ -308,10 +313,14 @@ impl ServiceUnderTest {
                     .await
                     .map_err(|e| ServiceError::Task(format!("{what} proxy: {e}")))
             };
-            let links = Links {
-                redis: proxy(redis_server, "redis").await?,
-                postgres: proxy(postgres_server, "postgres").await?,
-                provider: proxy(provider_server, "provider").await?,
+            let links = if options.fault_proxies {
+                Some(Links {
+                    redis: proxy(redis_server, "redis").await?,
+                    postgres: proxy(postgres_server, "postgres").await?,
+                    provider: proxy(provider_server, "provider").await?,
+                })
+            } else {
+                None
             };
             // Each replica names its connections, so the harness can tell whose backends they are.
             let application_name = format!(
@@ -324,14 +333,16 @@ impl ServiceUnderTest {
                 provider: &provider,
             };
             let mut config = service_config(&env, &deps, options.clone());
-            config.redis_url =
-                SecretString::from(through_proxy(&env.redis_url, links.redis.local_addr()));
-            let database_url =
-                through_proxy(&env.request_database_url, links.postgres.local_addr());
+            let mut database_url = env.request_database_url.clone();
+            if let Some(links) = &links {
+                config.redis_url =
+                    SecretString::from(through_proxy(&env.redis_url, links.redis.local_addr()));
+                database_url = through_proxy(&database_url, links.postgres.local_addr());
+                config.providers = provider
+                    .providers_config_via(options.provider_timeout, links.provider.local_addr());
+            }
             config.database_url =
                 SecretString::from(with_application_name(&database_url, &application_name));
-            config.providers = provider
-                .providers_config_via(options.provider_timeout, links.provider.local_addr());
             let sync = SyncPoints::new();
             let hooks = Hooks {
                 sync_points: Some(sync.clone()),
@@ -401,13 +412,25 @@ impl ServiceUnderTest {
             .iter()
             .enumerate()
             .filter(move |(n, _)| replica.is_none_or(|r| r == *n))
-            .map(|(_, r)| &r.links)
+            .filter_map(|(_, r)| r.links.as_ref())
+    }
+
+    /// Whether the replicas reach their dependencies through fault proxies.
+    pub fn has_fault_proxies(&self) -> bool {
+        self.replicas.iter().all(|r| r.links.is_some())
     }
 
     /// Does `fault`; returns what it did, for the trace.
     pub async fn apply_fault(&self, fault: &Fault) -> Result<String, String> {
         let limit = Duration::from_secs(5);
         let kind = fault.kind;
+        let through_proxies = kind.proxy_action().is_some() || kind.takes_duration();
+        if through_proxies && !self.has_fault_proxies() {
+            return Err(format!(
+                "{} needs fault proxies; these replicas were started without them",
+                kind.as_str()
+            ));
+        }
         if let Some(action) = kind.proxy_action() {
             let mut n = 0;
             for links in self.links(fault.replica) {

@@ -130,7 +130,7 @@ pub trait Target: Send + Sync {
 impl Target for ServiceUnderTest {
     fn capabilities(&self) -> BTreeSet<Capability> {
         use Capability::*;
-        [
+        let mut all: BTreeSet<Capability> = [
             SyncPoints,
             Clock,
             ProviderControl,
@@ -140,7 +140,11 @@ impl Target for ServiceUnderTest {
             Redis,
             TokenKeys,
         ]
-        .into()
+        .into();
+        if !self.has_fault_proxies() {
+            all.remove(&Faults);
+        }
+        all
     }
 
     fn client(&self) -> &ApiClient {

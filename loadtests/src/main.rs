@@ -291,6 +291,7 @@ async fn start_here(
     let options = ServiceOptions {
         replicas: 2,
         sync_points: false,
+        fault_proxies: false,
         rate_limits: RateLimits {
             per_tenant: Quota {
                 per_minute: 600,
@@ -329,7 +330,12 @@ async fn start_here(
         "harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts",
         infra.kind
     );
-    Ok((Target::Here(Box::new((infra, sut))), users, replicas, tenants))
+    Ok((
+        Target::Here(Box::new((infra, sut))),
+        users,
+        replicas,
+        tenants,
+    ))
 }
 
 /// Where the load goes: replicas this process starts, or a service another process runs.

@@ -43,6 +43,8 @@ pub fn activation(
     infra: &harbor_harness::provision::Infra,
 ) {
     let options = ServiceOptions {
+        // The raw side talks to the server directly; so does the service here.
+        fault_proxies: false,
         replicas: 1,
         sync_points: false,
         database_max_connections: 60,

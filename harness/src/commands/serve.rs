@@ -68,6 +68,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         sync_points: args.sync_points,
         flaws,
         database_max_connections: args.database_max_connections,
+        // Straight to the servers: nothing injects faults into a served instance.
+        fault_proxies: false,
         ..ServiceOptions::default()
     };
     if args.load_limits {
