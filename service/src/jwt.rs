@@ -106,8 +106,24 @@ impl JwtVerifier {
                 _ => "token invalid",
             })
         })?;
+        // RFC 7519 §7.2 (10): the claims are UTF-8 JSON. serde skips members it does not know
+        // without reading their text, so a signed payload with invalid UTF-8 in such a member got
+        // through (found by fuzzing signed claims: fuzz/regressions/jwt/).
+        if !payload_is_utf8(token) {
+            return Err(TokenRejected("token claims are not UTF-8"));
+        }
         UserId::parse(&data.claims.sub).map_err(|_| TokenRejected("token subject is not a user id"))
     }
+}
+
+/// Whether the token's payload segment decodes to UTF-8 text.
+fn payload_is_utf8(token: &str) -> bool {
+    use base64::Engine;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .is_some_and(|raw| std::str::from_utf8(&raw).is_ok())
 }
 
 /// Whether the JOSE header carries `crit` (jsonwebtoken's `Header` drops unknown members, so the
