@@ -117,8 +117,8 @@ pub async fn run(
     Ok(points)
 }
 
-/// Every user loops `once` until the window closes; returns completed, failed, and each
-/// completion's latency in ms.
+/// Every user loops `once` through a warm-up and then the window; returns what started in the
+/// window: completed, failed, and each completion's latency in ms.
 async fn drive<F, Fut>(window: Duration, users: &[BenchUser], once: F) -> (u64, u64, Vec<f64>)
 where
     F: Fn(BenchUser) -> Fut + Clone + Send + 'static,
@@ -126,7 +126,10 @@ where
 {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + window;
+    // A warm-up first, not counted: pools fill, HTTP connections open, caches settle — the window
+    // measures the steady state, whatever its length.
+    let measure_from = Instant::now() + (window / 2).min(Duration::from_secs(1));
+    let until = measure_from + window;
     let tasks: Vec<_> = users
         .iter()
         .cloned()
@@ -136,7 +139,11 @@ where
                 let mut latencies = Vec::new();
                 while Instant::now() < until {
                     let started = Instant::now();
-                    if once(u.clone()).await {
+                    let ok = once(u.clone()).await;
+                    if started < measure_from {
+                        continue;
+                    }
+                    if ok {
                         done.fetch_add(1, Ordering::Relaxed);
                         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
                     } else {
