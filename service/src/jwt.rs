@@ -151,7 +151,8 @@ impl JwtVerifier {
         if !payload_is_utf8(token) {
             return Err(TokenRejected("token claims are not UTF-8"));
         }
-        let user = UserId::parse(&data.claims.sub).map_err(|_| TokenRejected("token subject is not a user id"))?;
+        let user = UserId::parse(&data.claims.sub)
+            .map_err(|_| TokenRejected("token subject is not a user id"))?;
         Ok((user, data.claims.exp))
     }
 }
@@ -162,7 +163,11 @@ fn payload_is_utf8(token: &str) -> bool {
     token
         .split('.')
         .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
         .is_some_and(|raw| std::str::from_utf8(&raw).is_ok())
 }
 
