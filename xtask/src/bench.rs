@@ -186,9 +186,14 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         flows.push(summary);
     }
     drop(service);
+    let backend = held
+        .env
+        .iter()
+        .find(|(k, _)| k == "HARBOR_INFRA_BACKEND")
+        .map(|(_, v)| v.clone());
+    let mut report = assemble(quick, &micro, &activation, &flows);
+    report["backend"] = json!(backend);
     drop(held);
-
-    let report = assemble(quick, &micro, &activation, &flows);
     std::fs::write(
         out.join("bench.json"),
         serde_json::to_string_pretty(&report)?,
@@ -317,10 +322,11 @@ fn versions() -> Value {
 fn markdown(report: &Value) -> String {
     let mut md = String::from("# Harbor bench: the service beside its raw ceilings\n\n");
     md.push_str(&format!(
-        "Machine: {} cores, {}; {}. {}\n\n",
+        "Machine: {} cores, {}; {}; PostgreSQL and Redis from the {} backend. {}\n\n",
         report["machine"]["cores"],
         report["machine"]["cpu"].as_str().unwrap_or("?"),
         report["versions"]["rustc"].as_str().unwrap_or("?"),
+        report["backend"].as_str().unwrap_or("?"),
         if report["quick"] == true {
             "Quick run (CI-sized: short windows)."
         } else {

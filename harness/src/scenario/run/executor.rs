@@ -46,6 +46,14 @@ impl Background {
         }
     }
 
+    /// Whether it has finished (its outcome waits to be collected).
+    pub fn is_finished(&self) -> bool {
+        match &self.work {
+            BackgroundWork::One(handle, _) => handle.is_finished(),
+            BackgroundWork::Copies(handle, _) => handle.is_finished(),
+        }
+    }
+
     /// Stops it.
     pub fn abort(&self) {
         match &self.work {

@@ -80,6 +80,7 @@ impl Until {
     ) -> Result<(), Failure> {
         let started = std::time::Instant::now();
         let limit = ex.step_timeout;
+        let mut why = format!("not reached within {limit:?}");
         let (what, reached) = match self {
             Until::Counter {
                 provider,
@@ -93,6 +94,15 @@ impl Until {
                     let now = fake.counters(*provider).get(counter).unwrap_or(0);
                     if now >= *at_least {
                         break Some(now.to_string());
+                    }
+                    // Whatever was to make progress has finished: the counter will not move.
+                    let all_done = !ex.background.is_empty()
+                        && ex.background.values().all(|b| b.is_finished());
+                    if all_done {
+                        why = format!(
+                            "not reached: everything running in the background finished at {now}"
+                        );
+                        break None;
                     }
                     if started.elapsed() >= limit {
                         break None;
@@ -138,7 +148,7 @@ impl Until {
                 Ok(())
             }
             None => Err(ex
-                .failure_with_diagnostics(i, format!("until {what}: not reached within {limit:?}"))
+                .failure_with_diagnostics(i, format!("until {what}: {why}"))
                 .await),
         }
     }
