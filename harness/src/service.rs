@@ -432,6 +432,17 @@ impl ServiceUnderTest {
             ));
         }
         if let Some(action) = kind.proxy_action() {
+            // A cut database link ends its backends, but the server notices the closed socket on
+            // its own schedule: the step returns once they are gone, so what follows (a lock
+            // check, a retry) sees the effect, not a race with it.
+            let cut = kind.dependency() == Dependency::Postgres
+                && matches!(action, ProxyAction::Drop | ProxyAction::Down);
+            let backends = if cut {
+                self.backends_of(fault.replica).await?
+            } else {
+                Vec::new()
+            };
+            let started = std::time::Instant::now();
             let mut n = 0;
             for links in self.links(fault.replica) {
                 let proxy = match kind.dependency() {
@@ -445,7 +456,15 @@ impl ServiceUnderTest {
                 proxy.apply(action).await;
                 n += 1;
             }
-            return Ok(format!("done on {n} replica link(s)"));
+            if !cut {
+                return Ok(format!("done on {n} replica link(s)"));
+            }
+            crate::evidence::until_backends_gone(&self.db, &backends, limit).await?;
+            return Ok(format!(
+                "done on {n} replica link(s); their {} backend(s) ended within {} ms",
+                backends.len(),
+                started.elapsed().as_millis()
+            ));
         }
         match kind {
             FaultKind::RedisRestart => {
@@ -465,14 +484,17 @@ impl ServiceUnderTest {
                 self.flush_redis().await?
             )),
             FaultKind::PostgresRestart => {
+                let backends = self.backends_of(fault.replica).await?;
                 self.proxies_apply(fault.replica, Dependency::Postgres, ProxyAction::Down)
                     .await;
+                crate::evidence::until_backends_gone(&self.db, &backends, limit).await?;
                 tokio::time::sleep(fault.down_for).await;
                 self.proxies_apply(fault.replica, Dependency::Postgres, ProxyAction::Up)
                     .await;
                 Ok(format!(
-                    "PostgreSQL down for {} ms; up again",
-                    fault.down_for.as_millis()
+                    "PostgreSQL down for {} ms ({} backend(s) ended); up again",
+                    fault.down_for.as_millis(),
+                    backends.len()
                 ))
             }
             FaultKind::PostgresTerminateActor => {
@@ -543,6 +565,37 @@ impl ServiceUnderTest {
         Ok(keys.len())
     }
 
+    /// The backends of `replica` (or of every replica): its pool's, and those of requests parked
+    /// on it, whose transactions carry their actor's tag instead of the pool's name.
+    async fn backends_of(&self, replica: Option<usize>) -> Result<Vec<i32>, String> {
+        if let Some(n) = replica {
+            if n >= self.replicas.len() {
+                return Err(format!("there is no replica {n}"));
+            }
+        }
+        let mut names = Vec::new();
+        for (_, r) in self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| replica.is_none_or(|r| r == *n))
+        {
+            names.push(r.application_name.clone());
+            names.extend(
+                r.sync
+                    .history()
+                    .into_iter()
+                    .filter(|k| r.sync.state(k) == Some(harbor_syncpoint::SlotState::Parked))
+                    .map(|k| crate::evidence::application_name(&k.actor)),
+            );
+        }
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY($1)")
+            .bind(&names)
+            .fetch_all(&self.db)
+            .await
+            .map_err(|e| format!("reading the replicas' backends: {e}"))
+    }
+
     /// Crashes `replica` and returns once the database has ended every backend it had (its
     /// pool's, and those of requests parked on it): the evidence that its transactions and locks
     /// died with it.
@@ -551,20 +604,7 @@ impl ServiceUnderTest {
             .replicas
             .get(replica)
             .ok_or_else(|| format!("there is no replica {replica}"))?;
-        let parked = r
-            .sync
-            .history()
-            .into_iter()
-            .filter(|k| r.sync.state(k) == Some(harbor_syncpoint::SlotState::Parked))
-            .map(|k| crate::evidence::application_name(&k.actor));
-        let names: Vec<String> = std::iter::once(r.application_name.clone())
-            .chain(parked)
-            .collect();
-        let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY($1)")
-            .bind(&names)
-            .fetch_all(&self.db)
-            .await
-            .map_err(|e| format!("reading the replica's backends: {e}"))?;
+        let pids = self.backends_of(Some(replica)).await?;
         let started = std::time::Instant::now();
         r.crash()?;
         crate::evidence::until_backends_gone(&self.db, &pids, Duration::from_secs(5)).await?;

@@ -94,15 +94,22 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
-/// Times one phase and prints it.
-fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Times one phase and prints it: ✔ when it ran and (for a command's exit status) succeeded, ✘
+/// with the reason otherwise, so a log read from its end names the phase that failed.
+fn phase<T: 'static>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let started = Instant::now();
     eprintln!("xtask: ▶ {name}");
     let out = f();
-    let took = started.elapsed();
+    let took = started.elapsed().as_secs_f64();
     match &out {
-        Ok(_) => eprintln!("xtask: ✔ {name} ({:.1} s)", took.as_secs_f64()),
-        Err(e) => eprintln!("xtask: ✘ {name} ({:.1} s): {e:#}", took.as_secs_f64()),
+        Ok(value) => match (value as &dyn std::any::Any).downcast_ref::<std::process::ExitStatus>()
+        {
+            Some(status) if !status.success() => {
+                eprintln!("xtask: ✘ {name} ({took:.1} s): {status}")
+            }
+            _ => eprintln!("xtask: ✔ {name} ({took:.1} s)"),
+        },
+        Err(e) => eprintln!("xtask: ✘ {name} ({took:.1} s): {e:#}"),
     }
     out
 }
@@ -345,11 +352,14 @@ fn loom() -> Result<()> {
         .output()
         .context("running cargo test for loom")?;
     let log = String::from_utf8_lossy(&output.stderr);
-    // The counterexamples are expected (one per variant): show them, then the summary.
-    for line in log
-        .lines()
-        .filter(|l| !l.starts_with("note:") && !l.trim().is_empty())
-    {
+    // The counterexamples are expected (one per variant): show them, then the summary. On success
+    // the panic lines loom caught are left out: a CI log's only `panicked at` lines must be real
+    // failures, since log excerpts are taken from the last one.
+    for line in log.lines().filter(|l| {
+        !l.starts_with("note:")
+            && !l.trim().is_empty()
+            && (!output.status.success() || !l.contains("panicked at"))
+    }) {
         eprintln!("  {line}");
     }
     let holds = log
