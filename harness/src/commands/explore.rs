@@ -13,7 +13,8 @@ use crate::explore::{self, ExploreReport, Mode, Options};
 use crate::provision::BackendChoice;
 use harbor_service::flaws::{Flaw, Flaws};
 
-/// The seeded flaws that concern ordering: exploration alone must catch each.
+/// The seeded flaws that concern ordering, or what a database cut interrupts (`db_cut`):
+/// exploration alone must catch each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,
     Flaw::NoRowLock,
@@ -22,6 +23,7 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::NonAtomicStateConsume,
     Flaw::NoRefreshSingleFlight,
     Flaw::MemoryStateStore,
+    Flaw::KeepUnstoredGrant,
 ];
 
 /// What to explore.

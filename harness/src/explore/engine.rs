@@ -293,6 +293,7 @@ impl<'a> Engine<'a> {
             activations,
             exchanges: after.code_exchanges_ok - before.code_exchanges_ok,
             refreshes: after.refreshes_ok - before.refreshes_ok,
+            revocations: after.revocations - before.revocations,
         })
     }
 
@@ -352,6 +353,29 @@ impl<'a> Engine<'a> {
         if !a.launched {
             a.launched = true;
             a.stop = None;
+            if a.op == Operation::DbCut {
+                // Done in place: the step returns once the cut backends are gone, so the next
+                // decision sees the effect (a parked request's transaction is already dead).
+                let fault = crate::faults::Fault {
+                    kind: crate::faults::FaultKind::PostgresDropConnections,
+                    replica: None,
+                    actor: None,
+                    down_for: Duration::ZERO,
+                };
+                let summary = match self.sut.apply_fault(&fault).await {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => return Err(format!("{}: the database cut failed: {e}", a.tag)),
+                };
+                run.finished[index] = Some(Finished {
+                    status: 0,
+                    code: None,
+                    summary,
+                    answer: None,
+                });
+                run.completion_order.push(index);
+                a.stop = Some(Stop::Done);
+                return Ok(());
+            }
             if a.op == Operation::RawDisconnect {
                 let url = self
                     .sut
@@ -445,7 +469,7 @@ impl<'a> Engine<'a> {
                 Method::POST,
                 paths::connection(ws, Provider::Qbo, ConnectionOp::Sync),
             ),
-            Operation::RawDisconnect => (Method::GET, "/".into()),
+            Operation::RawDisconnect | Operation::DbCut => (Method::GET, "/".into()),
         };
         let call = client
             .request(method, path)

@@ -43,6 +43,10 @@ pub enum Operation {
     /// `BEGIN; UPDATE connections SET status = 'DISCONNECTED' …` then `COMMIT`, in a raw session
     /// that takes no advisory lock.
     RawDisconnect,
+    /// A fault, not a request: every replica's database links cut at once
+    /// (`postgres_drop_connections`; it returns once their backends are gone). Whatever it
+    /// interrupts must fail cleanly — a documented 503, nothing half-written, no grant lost.
+    DbCut,
 }
 
 /// The raw writer's first stop: its `UPDATE` has run (its transaction is open).
@@ -59,7 +63,7 @@ pub fn raw_disconnect_sql(workspace: &str) -> String {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 7] = [
+    pub const ALL: [Operation; 8] = [
         Operation::Activate,
         Operation::Authorize,
         Operation::Callback,
@@ -67,6 +71,7 @@ impl Operation {
         Operation::Revoke,
         Operation::Sync,
         Operation::RawDisconnect,
+        Operation::DbCut,
     ];
 
     /// The name used in files and reports.
@@ -79,6 +84,7 @@ impl Operation {
             Operation::Revoke => "revoke",
             Operation::Sync => "sync",
             Operation::RawDisconnect => "raw_disconnect",
+            Operation::DbCut => "db_cut",
         }
     }
 
@@ -104,6 +110,7 @@ impl Operation {
             }
             Operation::Sync => &[sp::SYNC_LOCKED, sp::SYNC_REFRESHED, sp::SYNC_BEFORE_FETCH],
             Operation::RawDisconnect => &[RAW_UPDATED],
+            Operation::DbCut => &[],
         }
     }
 
@@ -111,6 +118,7 @@ impl Operation {
     pub fn scenario_action(self) -> &'static str {
         match self {
             Operation::RawDisconnect => "sql",
+            Operation::DbCut => "fault",
             other => other.as_str(),
         }
     }
@@ -137,6 +145,9 @@ impl Operation {
                 }
                 None
             }
+            // The model has no database to lose: a cut changes nothing it tracks. What the cut
+            // does to another operation is the oracle's business (an interrupted operation).
+            Operation::DbCut => None,
         }
     }
 }

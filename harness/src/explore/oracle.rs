@@ -10,6 +10,9 @@
 //! - *Activation only of a connected workspace*: when an activation commits a new row, the
 //!   committed connection status at that moment is CONNECTED.
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
+//! - *Under a database cut* (`db_cut`): an operation may instead be interrupted — a documented
+//!   503 ([`UNAVAILABLE_CODES`]) with the end state of the serial orders without it — and no
+//!   grant exchanged during the schedule may be left neither stored nor revoked.
 
 use serde::Serialize;
 
@@ -43,7 +46,12 @@ pub enum Anomaly {
     TokenNotBound,
     /// Nothing could advance but something was unfinished, or the system did not settle.
     Hang,
+    /// A grant exchanged during the schedule, neither stored nor revoked at the provider.
+    GrantOrphaned,
 }
+
+/// What an operation a database cut interrupted may answer (both 503, both documented).
+pub const UNAVAILABLE_CODES: &[&str] = &["DATABASE_UNAVAILABLE", "AUTHORIZATION_INTERRUPTED"];
 
 impl Anomaly {
     /// The name used in reports and file names.
@@ -59,6 +67,7 @@ impl Anomaly {
             Anomaly::LockLeftHeld => "lock_left_held",
             Anomaly::TokenNotBound => "token_not_bound",
             Anomaly::Hang => "hang",
+            Anomaly::GrantOrphaned => "grant_orphaned",
         }
     }
 }
@@ -77,8 +86,12 @@ pub struct Finding {
 pub struct SerialOutcome {
     /// The order.
     pub order: Vec<usize>,
-    /// Each operation's expected answer (`None`: the raw writer).
+    /// Each operation's expected answer (`None`: the raw writer, a database cut, or an
+    /// interrupted operation).
     pub answers: Vec<Option<crate::model::Expected>>,
+    /// Operations a database cut interrupted in this outcome: each answers one of
+    /// [`UNAVAILABLE_CODES`] and changes nothing.
+    pub interrupted: Vec<bool>,
     /// The connection status at the end.
     pub status: harbor_service::lifecycle::ConnectionStatus,
     /// Whether the workspace is activated.
@@ -89,11 +102,35 @@ pub struct SerialOutcome {
     pub refreshes: u64,
 }
 
-/// Every serial order of `ops` from `start`, on the model.
+/// Every serial order of `ops` from `start`, on the model. With a database cut among them, also
+/// every order in which one other operation is interrupted (left out of the model).
 pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut out = Vec::new();
-    let mut order: Vec<usize> = (0..ops.len()).collect();
-    permutations(&mut order, 0, &mut |order| {
+    let mut skips: Vec<Option<usize>> = vec![None];
+    if ops.contains(&Operation::DbCut) {
+        skips.extend(
+            (0..ops.len())
+                .filter(|&i| ops[i] != Operation::DbCut)
+                .map(Some),
+        );
+    }
+    for skip in skips {
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        permutations(&mut order, 0, &mut |order| {
+            out.push(serial_outcome(ops, start, order, skip));
+        });
+    }
+    out
+}
+
+/// One serial order on the model, `skip` (if any) interrupted.
+fn serial_outcome(
+    ops: &[Operation],
+    start: Start,
+    order: &[usize],
+    skip: Option<usize>,
+) -> SerialOutcome {
+    {
         let mut model: Model = start.model();
         let base = model
             .counters
@@ -101,7 +138,12 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
             .copied()
             .unwrap_or_default();
         let mut answers = vec![None; ops.len()];
+        let mut interrupted = vec![false; ops.len()];
         for &i in order {
+            if skip == Some(i) {
+                interrupted[i] = true;
+                continue;
+            }
             answers[i] = ops[i].apply(&mut model);
         }
         let c = model
@@ -109,16 +151,16 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
             .get(&harbor_service::domain::Provider::Qbo)
             .copied()
             .unwrap_or_default();
-        out.push(SerialOutcome {
+        SerialOutcome {
             order: order.to_vec(),
             answers,
+            interrupted,
             status: model.connections[&harbor_service::domain::Provider::Qbo].status,
             activated: model.activated,
             exchanges: c.exchanges - base.exchanges,
             refreshes: c.refreshes - base.refreshes,
-        });
-    });
-    out
+        }
+    }
 }
 
 fn permutations(items: &mut Vec<usize>, k: usize, visit: &mut dyn FnMut(&[usize])) {
@@ -198,9 +240,10 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
             ),
         );
     }
+    let cut = ops.contains(&Operation::DbCut);
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
-            if f.status >= 500 {
+            if f.status >= 500 && !(cut && is_unavailable(f)) {
                 add(
                     Anomaly::ServerError,
                     format!("E{i} ({}) answered {}", ops[i], f.summary),
@@ -231,6 +274,32 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
             ),
         );
     }
+    // A cut may interrupt a callback after its code exchange: the grant must then be revoked.
+    // (Only without a disconnect, a revoke or the raw writer, which end a stored grant's row.)
+    let ends_grants = ops.iter().any(|o| {
+        matches!(
+            o,
+            Operation::Disconnect | Operation::Revoke | Operation::RawDisconnect
+        )
+    });
+    if cut && !ends_grants {
+        let stored = u64::from(
+            run.end.status == Some(harbor_service::lifecycle::ConnectionStatus::Connected),
+        );
+        let accounted = run.end.revocations + stored;
+        if run.end.exchanges > accounted {
+            add(
+                Anomaly::GrantOrphaned,
+                format!(
+                    "{} code exchange(s), {} revocation(s), end status {:?}: {} grant(s) live at the provider and stored nowhere",
+                    run.end.exchanges,
+                    run.end.revocations,
+                    run.end.status,
+                    run.end.exchanges - accounted
+                ),
+            );
+        }
+    }
     if let Some(l) = &run.lock_left {
         add(Anomaly::LockLeftHeld, l.clone());
     }
@@ -247,6 +316,7 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
     ops.iter()
         .enumerate()
         .all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
+            (_, Some(f)) if s.interrupted[i] => is_unavailable(f),
             // A sync is two transactions — decide and refresh the token, then fetch and store — so
             // whether *it* refreshed is not a property of one serial position: only its status and
             // code are compared (too many refreshes in all is the counter's business).
@@ -263,9 +333,19 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
                 .answer
                 .as_ref()
                 .is_some_and(|a| crate::statemachine::compare(a, expected).is_ok()),
-            (None, Some(f)) => *op == Operation::RawDisconnect && f.summary == "ok",
+            (None, Some(f)) => {
+                matches!(op, Operation::RawDisconnect | Operation::DbCut) && f.summary == "ok"
+            }
             _ => false,
         })
+}
+
+/// Whether `f` is a documented answer of an operation a database cut interrupted.
+pub fn is_unavailable(f: &super::record::Finished) -> bool {
+    f.status == 503
+        && f.code
+            .as_deref()
+            .is_some_and(|c| UNAVAILABLE_CODES.contains(&c))
 }
 
 /// How a run's stops read in a report: `E0 parked at activation.locked`.
@@ -296,6 +376,27 @@ mod tests {
     fn two_syncs_of_a_stale_token_refresh_once_in_every_order() {
         let outcomes = serial_outcomes(&[Operation::Sync, Operation::Sync], Start::Stale);
         assert!(outcomes.iter().all(|o| o.refreshes == 1), "{outcomes:?}");
+    }
+
+    #[test]
+    fn a_database_cut_may_interrupt_the_callback_and_changes_nothing_itself() {
+        let outcomes = serial_outcomes(&[Operation::Callback, Operation::DbCut], Start::Pending);
+        // Two orders of the two, and two more with the callback interrupted.
+        assert_eq!(outcomes.len(), 4);
+        let whole: Vec<_> = outcomes.iter().filter(|o| !o.interrupted[0]).collect();
+        assert!(whole
+            .iter()
+            .all(|o| o.exchanges == 1 && o.answers[1].is_none()));
+        let cut = outcomes.iter().find(|o| o.interrupted[0]).unwrap();
+        assert_eq!(
+            cut.status,
+            harbor_service::lifecycle::ConnectionStatus::Pending
+        );
+        assert_eq!(cut.exchanges, 0);
+        assert!(
+            !outcomes.iter().any(|o| o.interrupted[1]),
+            "the cut itself is never interrupted"
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct EndState {
     pub exchanges: u64,
     /// Refreshes that issued tokens during the schedule.
     pub refreshes: u64,
+    /// Grants revoked at the provider during the schedule.
+    pub revocations: u64,
 }
 
 /// One executed schedule.

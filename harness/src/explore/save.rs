@@ -132,6 +132,10 @@ pub fn scenario(
         "\n[[actors]]\nname = \"S\"\nuser = \"w.owner\"\nrole = \"Set-up\""
     );
     for (i, op) in ops.iter().enumerate() {
+        if *op == Operation::DbCut {
+            // A fault step has no actor.
+            continue;
+        }
         let user = if *op == Operation::RawDisconnect {
             String::new()
         } else {
@@ -160,6 +164,17 @@ pub fn scenario(
         Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace
     );
     let expect_of = |i: usize| -> Option<String> {
+        // An operation the cut interrupted: its documented answer, or a 5xx fails the step.
+        if let Some(f) = run.finished[i]
+            .as_ref()
+            .filter(|f| ops.contains(&Operation::DbCut) && oracle::is_unavailable(f))
+        {
+            return Some(format!(
+                "expect = {{ status = {}, code = \"{}\" }}",
+                f.status,
+                f.code.as_deref().unwrap_or_default()
+            ));
+        }
         let e = chosen?.answers[i].as_ref()?;
         about_answers.then(|| match e.code {
             Some(code) => format!("expect = {{ status = {}, code = \"{code}\" }}", e.status),
@@ -194,6 +209,13 @@ pub fn scenario(
             blocked_on = intruder.map(|(_, holder)| format!("E{holder}"));
         }
         let launched_before = run.decisions[..d].iter().any(|x| x.chosen == i);
+        if op == Operation::DbCut {
+            let _ = writeln!(
+                out,
+                "\n[[steps]]\ndo = \"fault\"\nfault = \"postgres_drop_connections\"\nnote = \"E{i}: every replica's database links cut\""
+            );
+            continue;
+        }
         let _ = writeln!(out, "\n[[steps]]\nactor = \"E{i}\"");
         if op == Operation::RawDisconnect {
             if launched_before {
@@ -248,7 +270,7 @@ pub fn scenario(
         }
     }
     for &i in &run.completion_order {
-        if ops[i] != Operation::RawDisconnect {
+        if !matches!(ops[i], Operation::RawDisconnect | Operation::DbCut) {
             let _ = writeln!(out, "\n[[steps]]\nactor = \"E{i}\"\ndo = \"wait\"");
         }
     }
@@ -260,6 +282,12 @@ pub fn scenario(
         Anomaly::DuplicateRefresh => Some(format!("provider_counter = \"qbo.refreshes_ok\"\nequals = {}", most(|s| s.refreshes))),
         Anomaly::LockLeftHeld => Some("no_lock_held = \"w\"".to_owned()),
         Anomaly::TokenNotBound => Some("tokens_bound = true".to_owned()),
+        // Every grant the schedule exchanged is stored or revoked: with no grant stored (the
+        // interrupted callback's), the revocations equal the exchanges.
+        Anomaly::GrantOrphaned => Some(format!(
+            "provider_counter = \"qbo.revocations\"\nequals = {}",
+            run.end.exchanges
+        )),
         _ => None,
     };
     if let Some(a) = assertion {
