@@ -412,27 +412,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let explored = phase(
         "harbor-certify explore --kill-matrix (every pair of operations, every schedule)",
         || {
-            let mut cmd = Command::new(cargo());
-            cmd.current_dir(root())
-                .args([
-                    "run",
-                    "--quiet",
-                    "-p",
-                    "harbor-harness",
-                    "--features",
-                    "flaws",
-                    "--bin",
-                    "harbor-certify",
-                    "--",
-                ])
-                .args([
-                    "explore",
-                    "--backend",
-                    "external",
-                    "--kill-matrix",
-                    "--out",
-                    "reports/explore",
-                ]);
+            let mut cmd = flaws_certify();
+            cmd.args([
+                "explore",
+                "--backend",
+                "external",
+                "--kill-matrix",
+                "--out",
+                "reports/explore",
+            ]);
             for (k, v) in &held.env {
                 cmd.env(k, v);
             }
@@ -457,27 +445,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
     })?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
-        let mut cmd = Command::new(cargo());
-        cmd.current_dir(root())
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "harbor-harness",
-                "--features",
-                "flaws",
-                "--bin",
-                "harbor-certify",
-                "--",
-            ])
-            .args([
-                "mutants",
-                "--backend",
-                "external",
-                "--catching-only",
-                "--out",
-                "reports/mutants",
-            ]);
+        let mut cmd = flaws_certify();
+        cmd.args([
+            "mutants",
+            "--backend",
+            "external",
+            "--catching-only",
+            "--out",
+            "reports/mutants",
+        ]);
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
@@ -644,23 +620,29 @@ fn schemathesis(
     Ok(worst.unwrap_or_default())
 }
 
+/// `harbor-certify` of the flaws build, through cargo (built on first use), run from the root;
+/// the phases that need seeded flaws (explore, mutants, proptest) add their arguments.
+fn flaws_certify() -> Command {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root()).args([
+        "run",
+        "--quiet",
+        "-p",
+        "harbor-harness",
+        "--features",
+        "flaws",
+        "--bin",
+        "harbor-certify",
+        "--",
+    ]);
+    cmd
+}
+
 /// The state machine's kill matrix on the held servers (flaws build). `PROPTEST_CASES` sizes it
 /// (default 16 here).
 fn proptest_run(env: &[(String, String)]) -> Result<std::process::ExitStatus> {
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(root())
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "harbor-harness",
-            "--features",
-            "flaws",
-            "--bin",
-            "harbor-certify",
-            "--",
-        ])
-        .args(["proptest", "--backend", "external", "--kill-matrix"])
+    let mut cmd = flaws_certify();
+    cmd.args(["proptest", "--backend", "external", "--kill-matrix"])
         .env(
             "PROPTEST_CASES",
             std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "16".into()),

@@ -186,16 +186,8 @@ pub fn service_options(replicas: usize, flaws: Flaws) -> ServiceOptions {
 /// What a schedule's outcome looks like, to count the distinct ones.
 fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
     let answers: Vec<String> = run
-        .finished
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            format!(
-                "{}:{}",
-                ops[i],
-                f.as_ref().map_or("-", |f| f.summary.as_str())
-            )
-        })
+        .answers(ops)
+        .map(|(_, op, answer)| format!("{op}:{answer}"))
         .collect();
     format!(
         "{} → {:?}, {} activation(s)",

@@ -253,16 +253,8 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
     }
     if !serial.iter().any(|s| matches_serial(ops, run, s)) {
         let answers: Vec<String> = run
-            .finished
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                format!(
-                    "E{i} {}: {}",
-                    ops[i],
-                    f.as_ref().map_or("-", |f| f.summary.as_str())
-                )
-            })
+            .answers(ops)
+            .map(|(i, op, answer)| format!("E{i} {op}: {answer}"))
             .collect();
         add(
             Anomaly::NotSerializable,

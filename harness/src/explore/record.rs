@@ -119,3 +119,17 @@ pub fn summary_of(a: &Answer) -> String {
     }
     a.status.as_u16().to_string()
 }
+
+impl ScheduleRun {
+    /// Each operation's answer in a word (`-` when it never finished), in operation order: the
+    /// one listing outcome keys and findings are written from.
+    pub fn answers<'r>(
+        &'r self,
+        ops: &'r [super::ops::Operation],
+    ) -> impl Iterator<Item = (usize, super::ops::Operation, &'r str)> + 'r {
+        self.finished
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, ops[i], f.as_ref().map_or("-", |f| f.summary.as_str())))
+    }
+}
