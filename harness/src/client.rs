@@ -77,16 +77,62 @@ pub struct ApiClient {
 }
 
 /// A request could not be sent or its answer not read.
+///
+/// Its `Display` is what traces, reports and flake signatures hold, so it is stable between runs
+/// and carries no secret: the path without its query (a callback's query holds an OAuth code and
+/// state), and what failed as a class (`connection lost before the answer`) instead of the
+/// transport's text, which names the URL and a port that changes between runs. `detail` gives the
+/// transport's own words, without the URL, for diagnostics.
 #[derive(Debug, thiserror::Error)]
-#[error("{method} {path}: {source}")]
+#[error("{method} {}: {}", path_without_query(path), failure_class(source))]
 pub struct ClientError {
     /// The method.
     pub method: Method,
-    /// The path.
+    /// The path, query included (never displayed).
     pub path: String,
     /// What failed.
     #[source]
     pub source: reqwest::Error,
+}
+
+impl ClientError {
+    /// The transport's error chain without the URL (which can hold an OAuth code).
+    pub fn detail(&self) -> String {
+        let mut out = self.source.to_string();
+        if let Some(url) = self.source.url() {
+            out = out.replace(url.as_str(), &path_without_query(url.path()));
+        }
+        let mut cause = std::error::Error::source(&self.source);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+}
+
+/// `path` with its query, if any, replaced by `?…`.
+pub fn path_without_query(path: &str) -> String {
+    match path.split_once('?') {
+        Some((p, _)) => format!("{p}?…"),
+        None => path.to_owned(),
+    }
+}
+
+/// What a transport failure was, in words that are the same on every run that fails the same way.
+fn failure_class(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "no connection (refused or unreachable)"
+    } else if e.is_decode() || e.is_body() {
+        "answer cut off or unreadable"
+    } else if e.is_redirect() {
+        "redirect refused"
+    } else {
+        "connection lost before the answer"
+    }
 }
 
 impl ApiClient {

@@ -88,6 +88,31 @@ pub struct Fault {
     pub down_for: std::time::Duration,
 }
 
+/// What a fault did, once its effect was visible.
+///
+/// `effect` is the same on every correct run and goes into the trace's flake signature;
+/// `measured` holds what varies between runs (how long the server took to notice, how many
+/// backends or keys there were, a rebound port): kept in the trace, left out of the comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultDone {
+    /// What was done and its observed effect (`replica 0 crashed; its backends ended`).
+    pub effect: String,
+    /// What was measured on the way (`2 backend(s) within 9 ms`), if anything.
+    pub measured: Option<String>,
+}
+
+impl FaultDone {
+    /// An effect with nothing measured.
+    pub fn effect(effect: impl Into<String>) -> Self {
+        FaultDone { effect: effect.into(), measured: None }
+    }
+
+    /// An effect with what was measured on the way.
+    pub fn measured(effect: impl Into<String>, measured: impl Into<String>) -> Self {
+        FaultDone { effect: effect.into(), measured: Some(measured.into()) }
+    }
+}
+
 /// What a fault is done to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dependency {
@@ -369,7 +394,9 @@ async fn serve(
         let Some((client, _)) = accepted else {
             continue;
         };
-        let born = mode.borrow().generation;
+        // The generation seen before `accept`: a drop or down that lands while the connection is
+        // being accepted must cut it too (read after, it would count as born after the cut).
+        let born = now.generation;
         let conn_mode = mode.subscribe();
         let ends = ends.clone();
         tokio::spawn(async move {

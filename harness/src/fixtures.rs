@@ -109,7 +109,7 @@ pub async fn connection_status(
     Ok(())
 }
 
-/// A ready-made tenant with one workspace, an owner and a plain member.
+/// A ready-made tenant with one workspace, an owner, an admin and a plain member.
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TenantWorkspace {
     /// The tenant.
@@ -118,12 +118,14 @@ pub struct TenantWorkspace {
     pub workspace: WorkspaceId,
     /// A member with the owner role.
     pub owner: UserId,
+    /// A member with the admin role.
+    pub admin: UserId,
     /// A member with the member role.
     pub member: UserId,
 }
 
 impl TenantWorkspace {
-    /// Creates the tenant, workspace, owner and member; sets entitlement and the QBO status.
+    /// Creates the tenant, workspace, owner, admin and member; sets entitlement and the QBO status.
     pub async fn create(
         pool: &PgPool,
         name: &str,
@@ -134,8 +136,10 @@ impl TenantWorkspace {
         let workspace = workspace(pool, tenant, &format!("{name} workspace")).await?;
         let tag = Uuid::new_v4().simple().to_string();
         let owner = user(pool, tenant, &format!("owner-{tag}@{name}.test")).await?;
+        let admin = user(pool, tenant, &format!("admin-{tag}@{name}.test")).await?;
         let plain = user(pool, tenant, &format!("member-{tag}@{name}.test")).await?;
         member(pool, workspace, owner, Role::Owner).await?;
+        member(pool, workspace, admin, Role::Admin).await?;
         member(pool, workspace, plain, Role::Member).await?;
         entitle(pool, workspace, entitled).await?;
         connection_status(pool, workspace, Provider::Qbo, qbo).await?;
@@ -143,6 +147,7 @@ impl TenantWorkspace {
             tenant,
             workspace,
             owner,
+            admin,
             member: plain,
         })
     }

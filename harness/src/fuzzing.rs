@@ -52,13 +52,21 @@ fn mint() -> &'static (TokenMint, JwtVerifier) {
 /// Bearer tokens. First byte even: the rest is a token as a client sends it, which must be
 /// refused (no input can carry a signature by this process's key). Odd: the rest is a claims
 /// payload the gateway's key really signs, so the claims handling (types, `exp`, `nbf`, `iss`,
-/// `aud`, `sub`) is reached; whatever it decides, an accepted token has a string subject.
+/// `aud`, `sub`) is reached; whatever it decides, an accepted token has a string subject, and verifying it again (from the
+/// verified-token cache) gives the same identity.
 pub fn jwt(data: &[u8]) {
     let (mint, verifier) = mint();
     match data.split_first() {
         Some((mode, rest)) if mode % 2 == 1 => {
             let token = mint.sign_raw_claims(rest);
             if let Ok(identity) = verifier.verify(&token) {
+                // The second look is answered from the verified-token cache: it must agree (and
+                // its arithmetic on `exp` must hold at any value the first look accepted).
+                assert_eq!(
+                    verifier.verify(&token).ok(),
+                    Some(identity),
+                    "a cached verification disagreed with the first"
+                );
                 // Read as RFC 8259 allows (a number beyond f64 is still JSON): only the subject
                 // is asked for.
                 #[derive(serde::Deserialize)]

@@ -36,6 +36,7 @@
 //!   refuse them (`do = "fault"`).
 //! - [`fuzzing`]: the fuzz targets' bodies, shared by `fuzz/` (libFuzzer) and the bounded pass on
 //!   stable that the test suite runs.
+//! - [`secret_file`]: files that hold secrets, written 0600 and never through a planted name.
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod catalogue;
@@ -54,6 +55,7 @@ pub mod oracles;
 pub mod provision;
 pub mod report;
 pub mod scenario;
+pub mod secret_file;
 pub mod serve;
 pub mod service;
 pub mod statemachine;

@@ -193,8 +193,11 @@ impl Model {
 
     /// `POST …/authorize` by `who` (a member of A). Records the state when it succeeds.
     pub fn authorize(&mut self, who: Who, provider: Provider) -> Expected {
-        if who == Who::Outsider {
-            return Expected::error(404, "NOT_FOUND");
+        match who {
+            Who::Outsider => return Expected::error(404, "NOT_FOUND"),
+            // Connecting needs the role disconnecting needs (hardening round 2, item 10).
+            Who::Member => return Expected::error(403, "FORBIDDEN"),
+            Who::Owner => {}
         }
         match self.apply(provider, Transition::Start) {
             None => Expected::error(409, "INVALID_TRANSITION"),
@@ -342,13 +345,14 @@ mod tests {
     fn a_full_flow_activates_once() {
         let mut m = Model::new(&[Provider::Qbo]);
         assert_eq!(m.activate(Who::Owner).code, Some("ACTIVATION_NOT_READY"));
-        assert_eq!(m.authorize(Who::Member, Provider::Qbo).status, 200);
+        assert_eq!(m.authorize(Who::Member, Provider::Qbo).code, Some("FORBIDDEN"));
+        assert_eq!(m.authorize(Who::Owner, Provider::Qbo).status, 200);
         assert_eq!(
-            m.callback(0, Who::Member, Provider::Qbo, false).field,
+            m.callback(0, Who::Owner, Provider::Qbo, false).field,
             Some(("status", "CONNECTED".into()))
         );
         assert_eq!(
-            m.callback(0, Who::Member, Provider::Qbo, false).code,
+            m.callback(0, Who::Owner, Provider::Qbo, false).code,
             Some("OAUTH_STATE_INVALID"),
             "consumed once"
         );
@@ -365,10 +369,10 @@ mod tests {
     #[test]
     fn states_are_bound_expire_and_flows_supersede() {
         let mut m = Model::new(&[Provider::Qbo, Provider::Gmail]);
-        m.authorize(Who::Member, Provider::Qbo);
+        m.authorize(Who::Owner, Provider::Qbo);
         m.authorize(Who::Owner, Provider::Qbo);
         assert_eq!(
-            m.callback(0, Who::Member, Provider::Qbo, false).code,
+            m.callback(0, Who::Owner, Provider::Qbo, false).code,
             Some("AUTHORIZATION_SUPERSEDED")
         );
         assert_eq!(

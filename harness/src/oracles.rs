@@ -183,6 +183,66 @@ pub struct LeakSources<'a> {
     pub responses: &'a [String],
 }
 
+/// Where `text` holds a value the fake provider issued: `hbcanary-<provider>-<kind>-` followed by
+/// at least eight hex digits of its random part (a kind named alone, `hbcanary-qbo-at-…`, is not
+/// a value).
+pub fn find_issued_value(text: &str) -> Option<usize> {
+    let prefix = format!("{}-", crate::fake_provider::CANARY_PREFIX);
+    let mut from = 0;
+    while let Some(found) = text[from..].find(&prefix) {
+        let at = from + found;
+        let rest = &text[at + prefix.len()..];
+        let mut parts = rest.splitn(3, '-');
+        let (provider, kind, random) = (parts.next(), parts.next(), parts.next());
+        let issued = provider.is_some_and(|p| Provider::parse(p).is_ok())
+            && kind.is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            && random.is_some_and(|r| r.chars().take_while(char::is_ascii_hexdigit).count() >= 8);
+        if issued {
+            return Some(at);
+        }
+        from = at + prefix.len();
+    }
+    None
+}
+
+/// An issued value as a message may name it: its provider and kind, never its random part.
+pub fn issued_value_kind(canary: &str) -> String {
+    let mut parts = canary.splitn(4, '-');
+    let (prefix, provider, kind) = (parts.next(), parts.next(), parts.next());
+    match (prefix, provider, kind) {
+        (Some(a), Some(p), Some(k)) => format!("{a}-{p}-{k}-…"),
+        _ => "an issued value".to_owned(),
+    }
+}
+
+/// No file under `dir` (a report folder: reports, traces, diagrams) holds a code or token the fake
+/// provider issued ([`find_issued_value`]): this needs no list of what was issued, and a report is
+/// never allowed to hold one, whatever run wrote it. `Err` names the file and the value's kind.
+pub fn report_folder_free_of_issued_values(dir: &std::path::Path) -> Result<(), String> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(at) = find_issued_value(&text) {
+                let value: String = text[at..].chars().take(64).collect();
+                return Err(format!(
+                    "{} holds a code or token the provider issued ({}): a report must never hold one",
+                    path.display(),
+                    issued_value_kind(&value)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// No issued code or token (`canaries`) appears in any source — as text, as hex (how `pg_dump`
 /// writes bytea), or as base64 / base64url at each of the three alignments it can have inside a
 /// longer encoded blob. `Err` names the source and the form.
@@ -217,12 +277,12 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
                 }
             }
         }
-        let shown = &canary[..canary.len().min(24)];
+        let shown = issued_value_kind(canary);
         for (form, needle) in &forms {
             for (name, text) in places {
                 if text.contains(needle.as_str()) {
                     return Err(format!(
-                        "{name} contains an issued token or code ({form}: {shown}…)"
+                        "{name} contains an issued token or code ({form}: {shown})"
                     ));
                 }
             }
@@ -232,7 +292,7 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
                 .any(|r| r.contains(needle.as_str()))
             {
                 return Err(format!(
-                    "a response contains an issued token or code ({form}: {shown}…)"
+                    "a response contains an issued token or code ({form}: {shown})"
                 ));
             }
         }
@@ -243,6 +303,27 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_folder_holding_an_issued_value_is_refused() {
+        let dir = std::env::temp_dir().join(format!("harbor-leak-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("traces")).unwrap();
+        std::fs::write(
+            dir.join("report.md"),
+            "expect body_excludes = [\"hbcanary\"]; pg_dump contains an issued token (hex: hbcanary-qbo-at-…)",
+        )
+        .unwrap();
+        assert!(report_folder_free_of_issued_values(&dir).is_ok());
+        std::fs::write(
+            dir.join("traces/X.json"),
+            "GET /v1/oauth/qbo/callback?code=hbcanary-qbo-code-00ff00ff11&state=s",
+        )
+        .unwrap();
+        let err = report_folder_free_of_issued_values(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("X.json") && err.contains("hbcanary-qbo-code-…"), "{err}");
+        assert!(!err.contains("00ff"), "the message names the kind, not the value: {err}");
+    }
 
     #[test]
     fn a_canary_is_found_as_text_hex_and_inside_base64() {

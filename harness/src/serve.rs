@@ -71,11 +71,9 @@ impl Demo {
         )
     }
 
-    /// Writes [`Demo::env_lines`] to `path` in one step (a reader never sees half a file).
+    /// Writes [`Demo::env_lines`] (owner tokens, database URLs) to `path` as a secret file.
     pub fn write_env_file(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("partial");
-        std::fs::write(&tmp, self.env_lines())?;
-        std::fs::rename(&tmp, path)
+        crate::secret_file::write_secret_file(path, self.env_lines().as_bytes())
     }
 
     /// What to print: the URLs, the ids, and `curl` lines that walk one connection from authorize
@@ -210,14 +208,12 @@ impl BenchTenants {
         })
     }
 
-    /// Writes it as JSON to `path` in one step.
+    /// Writes it as JSON (tokens, database URLs) to `path` as a secret file.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("partial");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, path)
+        crate::secret_file::write_secret_file(
+            path,
+            &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )
     }
 }
 

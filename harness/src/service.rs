@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::ApiClient;
 use crate::fake_provider::FakeProvider;
-use crate::faults::{Dependency, Fault, FaultKind, FaultProxy, ProxyAction};
+use crate::faults::{Dependency, Fault, FaultDone, FaultKind, FaultProxy, ProxyAction};
 use crate::provision::{Infra, IsolatedEnv, ProvisionError};
 use crate::tokens::TokenMint;
 
@@ -51,6 +51,12 @@ pub struct ServiceOptions {
     /// Put a fault proxy between each replica and each dependency (scenarios' `fault` steps need
     /// them). Off for `serve` and the benches: a proxy adds a hop to every round trip.
     pub fault_proxies: bool,
+    /// The service's request timeout (`None`: longer than any wait a scenario makes).
+    pub request_timeout: Option<Duration>,
+    /// How long a client may take to send its headers.
+    pub header_read_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` the per-address limit believes.
+    pub trusted_proxies: harbor_service::ratelimit::TrustedProxies,
 }
 
 impl Default for ServiceOptions {
@@ -72,6 +78,9 @@ impl Default for ServiceOptions {
             database_acquire_timeout: Duration::from_secs(10),
             provider_timeout: Duration::from_secs(5),
             fault_proxies: true,
+            request_timeout: None,
+            header_read_timeout: Duration::from_secs(10),
+            trusted_proxies: Default::default(),
         }
     }
 }
@@ -115,6 +124,13 @@ pub fn service_config(
         sync_point_timeout: options.sync_point_timeout,
         json_logs: false,
         flaws: options.flaws,
+        // Longer than any wait a scenario can make a request do: parked at a sync point, then
+        // queued for a lock, then calling the provider.
+        request_timeout: options.request_timeout.unwrap_or(
+            options.sync_point_timeout * 3 + options.provider_timeout + Duration::from_secs(10),
+        ),
+        header_read_timeout: options.header_read_timeout,
+        trusted_proxies: options.trusted_proxies.clone(),
     }
 }
 
@@ -421,7 +437,7 @@ impl ServiceUnderTest {
     }
 
     /// Does `fault`; returns what it did, for the trace.
-    pub async fn apply_fault(&self, fault: &Fault) -> Result<String, String> {
+    pub async fn apply_fault(&self, fault: &Fault) -> Result<FaultDone, String> {
         let limit = Duration::from_secs(5);
         let kind = fault.kind;
         let through_proxies = kind.proxy_action().is_some() || kind.takes_duration();
@@ -457,13 +473,16 @@ impl ServiceUnderTest {
                 n += 1;
             }
             if !cut {
-                return Ok(format!("done on {n} replica link(s)"));
+                return Ok(FaultDone::effect(format!("done on {n} replica link(s)")));
             }
             crate::evidence::until_backends_gone(&self.db, &backends, limit).await?;
-            return Ok(format!(
-                "done on {n} replica link(s); their {} backend(s) ended within {} ms",
-                backends.len(),
-                started.elapsed().as_millis()
+            return Ok(FaultDone::measured(
+                format!("done on {n} replica link(s); their backends ended"),
+                format!(
+                    "{} backend(s) ended within {} ms",
+                    backends.len(),
+                    started.elapsed().as_millis()
+                ),
             ));
         }
         match kind {
@@ -474,14 +493,17 @@ impl ServiceUnderTest {
                 tokio::time::sleep(fault.down_for).await;
                 self.proxies_apply(fault.replica, Dependency::Redis, ProxyAction::Up)
                     .await;
-                Ok(format!(
-                    "Redis down for {} ms; {lost} keys lost; up again",
-                    fault.down_for.as_millis()
+                Ok(FaultDone::measured(
+                    format!(
+                        "Redis down for {} ms; its keys lost; up again",
+                        fault.down_for.as_millis()
+                    ),
+                    format!("{lost} keys lost"),
                 ))
             }
-            FaultKind::RedisFlush => Ok(format!(
-                "{} keys deleted under the service's prefix",
-                self.flush_redis().await?
+            FaultKind::RedisFlush => Ok(FaultDone::measured(
+                "every key under the service's prefix deleted",
+                format!("{} keys deleted", self.flush_redis().await?),
             )),
             FaultKind::PostgresRestart => {
                 let backends = self.backends_of(fault.replica).await?;
@@ -491,10 +513,12 @@ impl ServiceUnderTest {
                 tokio::time::sleep(fault.down_for).await;
                 self.proxies_apply(fault.replica, Dependency::Postgres, ProxyAction::Up)
                     .await;
-                Ok(format!(
-                    "PostgreSQL down for {} ms ({} backend(s) ended); up again",
-                    fault.down_for.as_millis(),
-                    backends.len()
+                Ok(FaultDone::measured(
+                    format!(
+                        "PostgreSQL down for {} ms (its backends ended); up again",
+                        fault.down_for.as_millis()
+                    ),
+                    format!("{} backend(s) ended", backends.len()),
                 ))
             }
             FaultKind::PostgresTerminateActor => {
@@ -505,12 +529,18 @@ impl ServiceUnderTest {
                 let names = [crate::evidence::application_name(actor)];
                 match crate::evidence::terminate_backends(&self.db, Some(&names), limit).await? {
                     0 => Err(format!("no backend runs a transaction of {actor}")),
-                    n => Ok(format!("terminated {n} backend(s) of {actor}; gone")),
+                    n => Ok(FaultDone::measured(
+                        format!("terminated the backend(s) of {actor}; gone"),
+                        format!("{n} backend(s)"),
+                    )),
                 }
             }
             FaultKind::PostgresTerminateAll => {
                 let n = crate::evidence::terminate_backends(&self.db, None, limit).await?;
-                Ok(format!("terminated {n} service backend(s); gone"))
+                Ok(FaultDone::measured(
+                    "terminated every service backend; gone",
+                    format!("{n} backend(s)"),
+                ))
             }
             FaultKind::ReplicaCrash => {
                 self.crash_replica(fault.replica.ok_or("replica_crash needs a replica")?)
@@ -523,7 +553,10 @@ impl ServiceUnderTest {
                     .get(replica)
                     .ok_or_else(|| format!("there is no replica {replica}"))?;
                 r.restart().await?;
-                Ok(format!("replica {replica} restarted at {}", r.base_url))
+                Ok(FaultDone::measured(
+                    format!("replica {replica} restarted on its address"),
+                    format!("at {}", r.base_url),
+                ))
             }
             _ => Err(format!("{} has no effect here", kind.as_str())),
         }
@@ -599,7 +632,7 @@ impl ServiceUnderTest {
     /// Crashes `replica` and returns once the database has ended every backend it had (its
     /// pool's, and those of requests parked on it): the evidence that its transactions and locks
     /// died with it.
-    async fn crash_replica(&self, replica: usize) -> Result<String, String> {
+    async fn crash_replica(&self, replica: usize) -> Result<FaultDone, String> {
         let r = self
             .replicas
             .get(replica)
@@ -608,10 +641,13 @@ impl ServiceUnderTest {
         let started = std::time::Instant::now();
         r.crash()?;
         crate::evidence::until_backends_gone(&self.db, &pids, Duration::from_secs(5)).await?;
-        Ok(format!(
-            "replica {replica} crashed; its {} backend(s) ended within {} ms",
-            pids.len(),
-            started.elapsed().as_millis()
+        Ok(FaultDone::measured(
+            format!("replica {replica} crashed; its backends ended"),
+            format!(
+                "{} backend(s) ended within {} ms",
+                pids.len(),
+                started.elapsed().as_millis()
+            ),
         ))
     }
 

@@ -210,7 +210,6 @@ impl TokenMint {
 /// `service.env` (`HARBOR_JWT_JWKS_FILE`, `HARBOR_JWT_ISSUER`, `HARBOR_JWT_AUDIENCE`, and
 /// `HARBOR_TOKEN_KEYS` with one fresh random key). Returns the path of `service.env`.
 pub fn write_service_keys(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let (key, public, pkcs8) = generate_keeping();
@@ -221,11 +220,7 @@ pub fn write_service_keys(dir: &std::path::Path) -> std::io::Result<std::path::P
         public_x: URL_SAFE_NO_PAD.encode(public),
     };
     let private = |name: &str, text: String| -> std::io::Result<()> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(dir.join(name))?.write_all(text.as_bytes())
+        crate::secret_file::write_secret_file(&dir.join(name), text.as_bytes())
     };
     private(
         "gateway.key",

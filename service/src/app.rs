@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::jwt::{JwtVerifier, KeyError};
 use crate::oauth_state::OAuthStateStore;
 use crate::providers::ProviderClient;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{ClientAddress, RateLimiter};
 use crate::state::AppState;
 use crate::syncpoints::SyncHooks;
 use crate::vault::{KeyRing, VaultError};
@@ -85,6 +85,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    header_read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -165,13 +166,21 @@ impl Application {
             vault,
             refresh_margin: config.refresh_margin,
             flaws: config.flaws.clone(),
+            request_timeout: config.request_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
+            readiness: Arc::default(),
         };
+        tracing::info!(
+            keys_on = %config.trusted_proxies.describe(),
+            "the per-address rate limit keys on"
+        );
         let router = router(state.clone());
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self {
             listener,
             router,
             state,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -188,16 +197,55 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    ///
+    /// HTTP/1.1 through hyper directly rather than `axum::serve`, which gives hyper no timer and
+    /// so no header-read timeout: a client that sends its headers a byte at a time would hold a
+    /// connection and a task for as long as it likes. Each request carries its peer address
+    /// (`ConnectInfo`), as `axum::serve` would give it.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use tower::ServiceExt;
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, or a connection reset before it was accepted:
+                        // not the listener's end. Pause briefly rather than spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let router = self.router.clone();
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 
@@ -254,6 +302,27 @@ pub async fn request_context(
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let id_for_scope = request_id.clone();
+    let declared_body = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_body.is_some_and(|n| n > crate::config::MAX_REQUEST_BODY_BYTES as u64) {
+        let refused = ApiError::PayloadTooLarge {
+            limit: crate::config::MAX_REQUEST_BODY_BYTES,
+        };
+        return context::scope(id_for_scope, async move {
+            with_request_id(refused.into_response(), &request_id)
+        })
+        .await;
+    }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let address = ClientAddress::of(&state.trusted_proxies, peer, request.headers());
+    request.extensions_mut().insert(address);
+    let request_timeout = state.request_timeout;
     context::scope(id_for_scope, async move {
         let actor = if state.sync_points.is_some() {
             match request
@@ -285,9 +354,28 @@ pub async fn request_context(
             request_id: request_id.clone(),
             actor,
         });
-        let response = crate::flaws::scope(&state.flaws, next.run(request))
-            .instrument(span.clone())
-            .await;
+        // The handler's future is dropped at the timeout: its transaction is rolled back as its
+        // connection goes back to the pool (just after this answer, the one exception to "rolled
+        // back before the error is written"); work it spawned — a callback's store, a revocation
+        // — goes on.
+        let handled = tokio::time::timeout(
+            request_timeout,
+            crate::flaws::scope(&state.flaws, next.run(request)),
+        )
+        .instrument(span.clone())
+        .await;
+        let response = match handled {
+            // A dependency this request found unavailable: the next readiness probe asks again.
+            Ok(response) if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE => {
+                state.readiness.forget();
+                response
+            }
+            Ok(response) => response,
+            Err(_) => {
+                span.in_scope(|| tracing::warn!(timeout_ms = request_timeout.as_millis() as u64, "request timed out"));
+                ApiError::RequestTimeout.into_response()
+            }
+        };
         span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request finished"));
         with_request_id(response, &request_id)
     })

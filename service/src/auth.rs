@@ -92,8 +92,10 @@ pub async fn membership(
     workspace_id: WorkspaceId,
     user_id: UserId,
 ) -> Result<Option<(TenantId, Role)>, ApiError> {
+    // Through the owner's look-up function: row-level security hides `memberships` from a
+    // session that has no tenant yet (migration 0006).
     let row: Option<(TenantId, String)> = sqlx::query_as(
-        "SELECT tenant_id, role FROM memberships WHERE workspace_id = $1 AND user_id = $2",
+        "SELECT tenant_id, role FROM harbor_membership($1, $2)",
     )
     .bind(workspace_id)
     .bind(user_id)
@@ -106,6 +108,23 @@ pub async fn membership(
 }
 
 /// Reads a named path segment without axum's plain-text rejections.
+/// The caller's role in `workspace_id`, read inside `tx` with the membership row locked `FOR
+/// SHARE`: a removal or a role change either committed before and is seen here, or waits until
+/// `tx` ends — so what the request decides under its locks rests on a membership that still holds
+/// when it commits. `None`: not (or no longer) a member.
+pub async fn membership_in(
+    tx: &mut crate::db::Tx,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
+) -> Result<Option<Role>, ApiError> {
+    let role: Option<String> = sqlx::query_scalar("SELECT harbor_membership_for_share($1, $2)")
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    role.as_deref().map(Role::parse).transpose().map_err(Into::into)
+}
+
 async fn path_segment(
     parts: &mut Parts,
     state: &AppState,
@@ -134,9 +153,9 @@ impl FromRequestParts<AppState> for WorkspaceMember {
             // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2. Row-level
             // security still scopes the request to the caller's own tenant.
             let tenant: Option<TenantId> =
-                sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+                sqlx::query_scalar("SELECT harbor_user_tenant($1)")
                     .bind(identity.user_id)
-                    .fetch_optional(&state.db)
+                    .fetch_one(&state.db)
                     .await?;
             let tenant_id = tenant.ok_or(ApiError::NotFound)?;
             return Ok(WorkspaceMember {

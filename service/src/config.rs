@@ -83,7 +83,21 @@ pub struct Config {
     pub flaws: Flaws,
     /// Whether JSON logs are written (the binary's choice; in-process use leaves logging alone).
     pub json_logs: bool,
+    /// The most a request may take, from its headers to its answer; past it the client gets 503
+    /// `REQUEST_TIMEOUT` (work the request handed to its own task — a callback's store, a
+    /// revocation — goes on).
+    pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers before the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed for the per-address rate limit (none by
+    /// default: the limit keys on the socket's address).
+    pub trusted_proxies: crate::ratelimit::TrustedProxies,
 }
+
+/// The most a request body may declare (`Content-Length`): no route takes a body this large, and
+/// a request that says it brings more is refused before anything reads it (413
+/// `PAYLOAD_TOO_LARGE`).
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 
 /// How the gateway's bearer tokens are verified.
 #[derive(Clone, Debug)]
@@ -256,6 +270,19 @@ impl Config {
                 "10000",
             )?),
             json_logs: parse_var("HARBOR_JSON_LOGS", "true")?,
+            request_timeout: Duration::from_millis(parse_var("HARBOR_REQUEST_TIMEOUT_MS", "30000")?),
+            header_read_timeout: Duration::from_millis(parse_var(
+                "HARBOR_HEADER_READ_TIMEOUT_MS",
+                "10000",
+            )?),
+            trusted_proxies: crate::ratelimit::TrustedProxies::parse(&var_or(
+                "HARBOR_TRUSTED_PROXIES",
+                "",
+            ))
+            .map_err(|message| ConfigError::Invalid {
+                var: "HARBOR_TRUSTED_PROXIES",
+                message,
+            })?,
             flaws,
         };
         config.validate()?;
@@ -306,6 +333,18 @@ impl Config {
                     });
                 }
             }
+        }
+        if self.request_timeout.is_zero() || self.header_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_REQUEST_TIMEOUT_MS",
+                message: "the request and header-read timeouts must be positive".into(),
+            });
+        }
+        if self.sync_points && self.request_timeout <= self.sync_point_timeout {
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_REQUEST_TIMEOUT_MS",
+                message: "must be longer than HARBOR_SYNC_POINT_TIMEOUT_MS, or a parked request would be cut before its sync point gives up".into(),
+            });
         }
         if self.redis_timeout.is_zero() {
             return Err(ConfigError::Invalid {

@@ -318,7 +318,7 @@ async fn transition(
     let (ctx, member) = (&request.ctx, &request.member);
     member.require_admin()?;
     let hooks = state.sync_points.as_ref();
-    let mut tx = request.begin().await?;
+    let mut tx = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
@@ -399,7 +399,9 @@ async fn tell_provider(
         detail: json!({ "provider": provider.as_str(), "provider_revocation": outcome.as_str() }),
     };
     let recorded = async {
-        let mut tx = request.begin().await?;
+        // Not `request.begin()`: the revoke committed, and its outcome is recorded even if the
+        // caller's membership ended since (an audit row, nothing decided on it).
+        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
         let result = audit::record(&mut tx, ctx, event)
             .await
             .map_err(ApiError::from);

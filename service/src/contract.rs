@@ -42,11 +42,25 @@ fn rate_limited() -> ApiError {
     }
 }
 
+/// What every `/v1/…` operation can answer whatever it does: a declared body over the limit, a
+/// request that ran past the request timeout.
+fn bounds() -> [ApiError; 2] {
+    [
+        ApiError::PayloadTooLarge {
+            limit: crate::config::MAX_REQUEST_BODY_BYTES,
+        },
+        ApiError::RequestTimeout,
+    ]
+}
+
 /// What every `/v1/workspaces/{workspace_id}/…` operation can answer before its own work: a
 /// malformed id or actor tag, no valid token, not a member, no pooled connection, a database
-/// failure.
+/// failure, and the [`bounds`].
 fn member_route() -> Vec<ApiError> {
+    let [too_large, too_long] = bounds();
     vec![
+        too_large,
+        too_long,
         ApiError::BadRequest(crate::domain::ParseError::new("workspace_id", "")),
         ApiError::Unauthenticated(""),
         ApiError::NotFound,
@@ -113,6 +127,7 @@ pub const ERRORS: &[OperationErrors] = &[
             with(
                 member_route(),
                 [
+                    ApiError::Forbidden(""),
                     transition(),
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     rate_limited(),
@@ -146,11 +161,15 @@ pub const ERRORS: &[OperationErrors] = &[
         method: HttpMethod::Get,
         path: "/v1/oauth/{provider}/callback",
         errors: || {
+            let [too_large, too_long] = bounds();
             vec![
+                too_large,
+                too_long,
                 ApiError::BadRequest(crate::domain::ParseError::new("state", "")),
                 ApiError::OAuthStateInvalid,
                 ApiError::Unauthenticated(""),
                 ApiError::OAuthStateMismatch,
+                ApiError::Forbidden(""),
                 ApiError::ConsentDenied,
                 ApiError::NotFound,
                 transition(),

@@ -108,6 +108,16 @@ pub enum ApiError {
     /// needs Redis proceeds without it (fail closed).
     #[error("a dependency is unavailable; retry later")]
     Redis(#[from] redis::RedisError),
+    /// The request declared a body larger than the service accepts (no route takes one this big).
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The most a request body may hold.
+        limit: usize,
+    },
+    /// The request took longer than the service's request timeout; whatever it had not committed
+    /// is rolled back, work it handed to its own task (a callback's store, a revocation) goes on.
+    #[error("the request took too long; retry")]
+    RequestTimeout,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -167,6 +177,8 @@ impl ApiError {
             ApiError::Database(_) | ApiError::Vault(_) | ApiError::StateStore(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
             }
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::RequestTimeout => (StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT"),
         }
     }
 }
@@ -255,7 +267,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         match self {
-            ApiError::LockTimeout => {
+            ApiError::LockTimeout | ApiError::RequestTimeout => {
                 response
                     .headers_mut()
                     .insert(axum::http::header::RETRY_AFTER, 1u64.into());

@@ -16,10 +16,13 @@ pub struct Readiness {
     pub postgres: bool,
     /// Whether `PING` succeeded.
     pub redis: bool,
-    /// Whether the harness's sync points are enabled (never in production).
-    pub sync_points: bool,
-    /// Seeded flaws this instance runs with: empty unless it is a flawed build under test.
-    pub flaws: Vec<&'static str>,
+    /// Whether the harness's sync points are enabled. Present only on a test instance (sync
+    /// points on, or seeded flaws): a production instance tells nobody about its test hooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_points: Option<bool>,
+    /// Seeded flaws this instance runs with; present only on a test instance, like `sync_points`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flaws: Option<Vec<&'static str>>,
 }
 
 /// Liveness: the process answers.
@@ -31,6 +34,10 @@ pub async fn healthz() -> &'static str {
 /// How long `/readyz` waits for each dependency before calling it not ready.
 const READINESS_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long one readiness check answers every probe: `/readyz` is open and unthrottled, so a
+/// flood of probes costs one query and one `PING` a second, not one each.
+pub const READINESS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Readiness: PostgreSQL and Redis answer.
 #[utoipa::path(
     get,
@@ -39,8 +46,32 @@ const READINESS_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
     tag = "operations"
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    // A readiness probe answers within its own bound, whatever the dependencies do: a Redis that
-    // refuses connections keeps the connection manager reconnecting for longer than a probe waits.
+    let (postgres, redis_ok) = state
+        .readiness
+        .get_or_check(READINESS_TTL, || check(&state))
+        .await;
+    let ready = postgres && redis_ok;
+    let test_instance = state.sync_points.is_some() || !state.flaws.is_empty();
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        postgres,
+        redis: redis_ok,
+        sync_points: test_instance.then_some(state.sync_points.is_some()),
+        flaws: test_instance.then(|| state.flaws.names()),
+    };
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+}
+
+/// Asks both dependencies, each within its own bound, whatever they do: a Redis that refuses
+/// connections keeps the connection manager reconnecting for longer than a probe waits.
+async fn check(state: &AppState) -> (bool, bool) {
     let postgres = matches!(
         tokio::time::timeout(READINESS_BOUND, sqlx::query("SELECT 1").execute(&state.db)).await,
         Ok(Ok(_))
@@ -54,20 +85,5 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         .await,
         Ok(Ok(_))
     );
-    let ready = postgres && redis_ok;
-    let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
-        postgres,
-        redis: redis_ok,
-        sync_points: state.sync_points.is_some(),
-        flaws: state.flaws.names(),
-    };
-    (
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        Json(body),
-    )
+    (postgres, redis_ok)
 }

@@ -93,7 +93,10 @@ impl JwtVerifier {
         let now = jsonwebtoken::get_current_timestamp() as i64;
         if let Ok(mut verified) = self.verified.lock() {
             match verified.get(&digest) {
-                Some((user, exp)) if now <= exp + LEEWAY_SECONDS as i64 => return Ok(*user),
+                // Saturating: a signed `exp` may be any i64 (i64::MAX overflowed here).
+                Some((user, exp)) if now <= exp.saturating_add(LEEWAY_SECONDS as i64) => {
+                    return Ok(*user)
+                }
                 Some(_) => {
                     // Expired since: forget it, and let the full check say so.
                     verified.remove(&digest);

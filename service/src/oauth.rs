@@ -69,6 +69,9 @@ pub async fn authorize(
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let member = &request.member;
+    // Connecting a workspace's provider account needs the role disconnecting it needs: otherwise
+    // any member could replace an admin's in-flight authorization with their own account.
+    member.require_admin()?;
     state
         .limiter
         .charge("authorize", &address, &member.tenant_id.to_string())
@@ -132,7 +135,7 @@ async fn start_flow(
 ) -> Result<ConnectionStatus, ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
-    let mut tx = request.begin().await?;
+    let mut tx = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
@@ -441,6 +444,21 @@ async fn store_grant(
     SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
+        // The caller must still be an admin of the workspace now, not only when the flow started
+        // or the callback arrived: the exchange can take up to the provider timeout. The row is
+        // locked FOR SHARE, so a removal or demotion waits for this commit or is seen here — and
+        // then the fresh grant is given back (`complete_flow`).
+        if !flaws::active(Flaw::NoCallbackTenantCheck) {
+            match crate::auth::membership_in(&mut tx, record.workspace_id, member.user_id).await? {
+                None => return Err(ApiError::NotFound),
+                Some(role) if !role.can_administer() => {
+                    return Err(ApiError::Forbidden(
+                        "connecting a provider needs the owner or admin role",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
@@ -561,9 +579,11 @@ pub fn error_code(error: &ProviderError) -> String {
 }
 
 async fn user_tenant(state: &AppState, user_id: UserId) -> Result<TenantId, ApiError> {
-    sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+    // The owner's look-up function: row-level security hides `users` from a session that has
+    // no tenant yet (migration 0006). It answers one row, NULL for an unknown user.
+    sqlx::query_scalar::<_, Option<TenantId>>("SELECT harbor_user_tenant($1)")
         .bind(user_id)
-        .fetch_optional(&state.db)
+        .fetch_one(&state.db)
         .await?
         .ok_or(ApiError::Unauthenticated("unknown user"))
 }

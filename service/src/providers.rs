@@ -277,17 +277,14 @@ impl ProviderClient {
             .await
             .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
         let status = response.status();
+        let body = read_capped(response, MAX_TOKEN_RESPONSE_BYTES).await?;
         if status.is_success() {
-            return response
-                .json()
-                .await
-                .map_err(|e| ProviderError::Unavailable(describe(&e)));
+            return serde_json::from_slice(&body)
+                .map_err(|_| ProviderError::Unavailable("unreadable response".into()));
         }
         // The provider's error code is echoed into logs and audit rows: keep only what a code
         // can look like.
-        let error: String = response
-            .json::<OAuthErrorBody>()
-            .await
+        let error: String = serde_json::from_slice::<OAuthErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_default()
             .chars()
@@ -358,12 +355,41 @@ impl ProviderClient {
                 error: String::new(),
             });
         }
-        let page: DocumentPage = response
-            .json()
-            .await
-            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+        let body = read_capped(response, MAX_RESOURCE_RESPONSE_BYTES).await?;
+        let page: DocumentPage = serde_json::from_slice(&body)
+            .map_err(|_| ProviderError::Unavailable("unreadable response".into()))?;
         Ok(page.documents)
     }
+}
+
+/// The most a token endpoint's answer may hold (real ones are well under 8 KiB).
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+/// The most a resource answer may hold.
+pub const MAX_RESOURCE_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The body of `response`, refused once it passes `cap` bytes — whatever `Content-Length`
+/// claims, chunk by chunk — so a hostile or broken provider cannot fill a replica's memory within
+/// the call's timeout.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_large = || ProviderError::Unavailable(format!("response larger than {cap} bytes"));
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Unavailable(describe(&e)))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A transport error without its URL's query (which could carry a code in a redirect).

@@ -65,10 +65,11 @@ impl Default for RateLimits {
     }
 }
 
-/// GCRA: KEYS[1] holds the theoretical arrival time (µs). "Now" is the Redis server's `TIME`
-/// (one clock for every replica, however their hosts' clocks drift) plus ARGV[1], the offset only
-/// the in-process harness can move. ARGV: offset, emission interval, burst (all µs but burst),
-/// cost (1 = charge; -1 = give one back). Returns {allowed, retry_after_us}.
+/// GCRA: KEYS[1] holds the theoretical arrival time (µs), KEYS[2] the "now" of the last write to
+/// it. "Now" is the Redis server's `TIME` (one clock for every replica, however their hosts'
+/// clocks drift) plus ARGV[1], the offset only the in-process harness can move. ARGV: offset,
+/// emission interval, burst (all µs but burst), cost (1 = charge; -1 = give one back). Returns
+/// {allowed, retry_after_us}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
@@ -76,32 +77,41 @@ local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local function store(value)
+  local px = math.max(1, math.ceil((value - now) / 1000))
+  redis.call('SET', KEYS[1], string.format('%.0f', value), 'PX', px)
+  redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', px)
+end
 if cost < 0 then
   local back = tat - interval
   if back <= now then
-    redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[1], KEYS[2])
   else
-    redis.call('SET', KEYS[1], string.format('%.0f', back), 'PX', math.ceil((back - now) / 1000))
+    store(back)
   end
   return {1, 0}
 end
 if tat < now then tat = now end
--- No request can leave an arrival time beyond now + interval * burst: one that lies beyond it was
--- stored before the clock went back (an NTP step, a restored snapshot). It is brought down to that
--- bound and kept there — the bucket counts as just emptied, so the wait is one interval, not the
--- length of the jump (found by FLT-CLOCK-JUMPS-BACK) — and never raised to a full bucket, which
--- replicas with different quotas (a rolling deploy) could otherwise take turns resetting.
-local ceiling = now + interval * burst
-if tat > ceiling then
-  tat = ceiling
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+-- A clock that went back (an NTP step, a restored snapshot: now is before the last write) makes
+-- the stored arrival time look far in the future. Only then is it brought down to what one
+-- quota allows — the bucket counts as just emptied, so the wait is one interval, not the length
+-- of the jump (FLT-CLOCK-JUMPS-BACK). An arrival time beyond this replica's own bound with the
+-- clock going forward is another replica's larger burst (a rolling deploy that changes a quota):
+-- it is respected, never lowered, or replicas with different quotas would reset each other.
+if now < last then
+  local ceiling = now + interval * burst
+  if tat > ceiling then
+    tat = ceiling
+    store(tat)
+  end
 end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
 if allow_at > now then
   return {0, allow_at - now}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+store(new_tat)
 return {1, 0}
 ";
 
@@ -174,6 +184,7 @@ impl RateLimiter {
         let (allowed, retry_us): (i64, i64) = self
             .script
             .key(format!("{}ratelimit:{bucket}", self.prefix))
+            .key(format!("{}ratelimit:{bucket}:t", self.prefix))
             .arg(offset_us)
             .arg(quota.emission_interval_us())
             .arg(quota.burst)
@@ -244,10 +255,96 @@ impl RateLimiter {
     }
 }
 
-/// The client's address as the socket saw it. Forwarding headers are not trusted: a deployment
-/// behind a proxy must have the proxy enforce its own per-address limit.
+/// The proxies whose `X-Forwarded-For` is believed (`HARBOR_TRUSTED_PROXIES`, comma-separated
+/// CIDRs or addresses; none by default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8, 192.0.2.7`; an empty text is no proxy.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{s:?} is neither a CIDR nor an IP address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+
+    /// Whether `ip` is one of them.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// What the per-address limit keys on, in words for the start-up log.
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "the socket's peer address (no trusted proxies: behind a load balancer every client shares its address)".to_owned()
+        } else {
+            let nets: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+            format!(
+                "the right-most X-Forwarded-For address that is not a trusted proxy ({})",
+                nets.join(", ")
+            )
+        }
+    }
+
+    /// The client of a request that came from `peer` with these `X-Forwarded-For` values: `peer`
+    /// itself unless it is a trusted proxy; then the right-most forwarded address that is not
+    /// one (a client can prepend anything, so only the hops our proxies appended count). A
+    /// malformed header from a trusted proxy counts as no header: the peer is the client.
+    pub fn client_of<'a>(
+        &self,
+        peer: std::net::IpAddr,
+        forwarded_for: impl Iterator<Item = &'a str>,
+    ) -> std::net::IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let hops: Option<Vec<std::net::IpAddr>> = forwarded_for
+            .flat_map(|v| v.split(','))
+            .map(|h| h.trim().parse().ok())
+            .collect();
+        let Some(hops) = hops else {
+            return peer;
+        };
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            client = hop;
+            if !self.contains(hop) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// The client's address, as [`TrustedProxies::client_of`] finds it; the request-context
+/// middleware puts it into the request's extensions.
 #[derive(Clone, Debug)]
 pub struct ClientAddress(pub String);
+
+impl ClientAddress {
+    /// The address of a request from `peer` carrying `headers`.
+    pub fn of(
+        trusted: &TrustedProxies,
+        peer: Option<std::net::SocketAddr>,
+        headers: &axum::http::HeaderMap,
+    ) -> Self {
+        let Some(peer) = peer else {
+            return ClientAddress("unknown".to_owned());
+        };
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        ClientAddress(trusted.client_of(peer.ip(), forwarded).to_string())
+    }
+}
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
     type Rejection = std::convert::Infallible;
@@ -255,12 +352,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let addr = parts
+        Ok(parts
             .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_else(|| "unknown".to_owned());
-        Ok(ClientAddress(addr))
+            .get::<ClientAddress>()
+            .cloned()
+            .unwrap_or_else(|| ClientAddress("unknown".to_owned())))
     }
 }
 
@@ -292,6 +388,38 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_trusted_proxies_are_believed_right_to_left() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_of(ip("10.0.0.5"), ["203.0.113.9"].into_iter()),
+            ip("10.0.0.5"),
+            "with no trusted proxy the header is ignored"
+        );
+        let lb = TrustedProxies::parse("10.0.0.0/8, 192.0.2.7").unwrap();
+        assert_eq!(
+            lb.client_of(ip("10.0.0.5"), ["198.51.100.1, 203.0.113.9"].into_iter()),
+            ip("203.0.113.9"),
+            "the right-most untrusted hop, not what the client prepended"
+        );
+        assert_eq!(
+            lb.client_of(ip("10.0.0.5"), ["203.0.113.9, 10.1.1.1", "192.0.2.7"].into_iter()),
+            ip("203.0.113.9"),
+            "trusted hops are skipped, across repeated headers"
+        );
+        assert_eq!(
+            lb.client_of(ip("198.51.100.1"), ["203.0.113.9"].into_iter()),
+            ip("198.51.100.1"),
+            "an untrusted peer's header is ignored"
+        );
+        assert_eq!(
+            lb.client_of(ip("10.0.0.5"), ["not-an-address"].into_iter()),
+            ip("10.0.0.5")
+        );
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+    }
 
     #[test]
     fn rates_above_sixty_thousand_a_minute_still_limit() {

@@ -37,9 +37,42 @@ pub struct WorkspaceRequest {
 
 impl WorkspaceRequest {
     /// Begins a transaction of this request: scoped to the member's tenant, tagged with the
-    /// request's actor. Finish it with [`crate::db::finish`].
+    /// request's actor, and still the caller's membership — read again inside it, the row locked
+    /// `FOR SHARE` ([`crate::auth::membership_in`]), so a removal that committed since the
+    /// extractor read it answers 404, and one that comes later waits for this transaction. Finish
+    /// it with [`crate::db::finish`].
     pub async fn begin(&self) -> Result<Tx, ApiError> {
-        Ok(db::begin(&self.pool, self.ctx.actor.as_ref(), self.member.tenant_id).await?)
+        self.begin_needing(false).await
+    }
+
+    /// [`WorkspaceRequest::begin`] for an operation that needs the owner or admin role: the role
+    /// is checked inside the transaction too, so a demotion that committed while the request
+    /// waited (for a pooled connection, a lock) is not ignored: 403 `FORBIDDEN`.
+    pub async fn begin_as_admin(&self) -> Result<Tx, ApiError> {
+        self.begin_needing(true).await
+    }
+
+    async fn begin_needing(&self, admin: bool) -> Result<Tx, ApiError> {
+        let member = &self.member;
+        let mut tx = db::begin(&self.pool, self.ctx.actor.as_ref(), member.tenant_id).await?;
+        // Seeded flaw: the membership was never checked; checking it here would hide the flaw.
+        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
+            return Ok(tx);
+        }
+        let refused = match crate::auth::membership_in(&mut tx, member.workspace_id, member.user_id)
+            .await
+        {
+            Ok(Some(role)) if admin && !role.can_administer() => Some(ApiError::Forbidden(
+                "this operation needs the owner or admin role",
+            )),
+            Ok(Some(_)) => None,
+            Ok(None) => Some(ApiError::NotFound),
+            Err(e) => Some(e),
+        };
+        match refused {
+            None => Ok(tx),
+            Some(error) => db::finish(tx, Err(error)).await,
+        }
     }
 }
 

@@ -41,4 +41,76 @@ pub struct AppState {
     pub refresh_margin: std::time::Duration,
     /// Seeded flaws (empty unless this is a flawed build under test).
     pub flaws: Flaws,
+    /// The most a request may take before it is answered 503 `REQUEST_TIMEOUT`.
+    pub request_timeout: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` the per-address rate limit believes.
+    pub trusted_proxies: crate::ratelimit::TrustedProxies,
+    /// The last readiness check, shared by the probes that come within its lifetime.
+    pub readiness: Arc<ReadinessCache>,
+}
+
+/// The last readiness check (PostgreSQL, Redis). Probes that arrive while one is running wait for
+/// it — one check in flight at a time — and later ones within its lifetime reuse it; a request
+/// that meets an unavailable dependency forgets it, so a probe never reports "ready" after the
+/// service has seen otherwise.
+#[derive(Debug, Default)]
+pub struct ReadinessCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool, bool)>>,
+}
+
+impl ReadinessCache {
+    /// The last check if younger than `ttl`, else a new one made by `check`.
+    pub async fn get_or_check<F: std::future::Future<Output = (bool, bool)>>(
+        &self,
+        ttl: std::time::Duration,
+        check: impl FnOnce() -> F,
+    ) -> (bool, bool) {
+        let mut last = self.last.lock().await;
+        match *last {
+            Some((at, pg, redis)) if at.elapsed() < ttl => (pg, redis),
+            _ => {
+                let (pg, redis) = check().await;
+                *last = Some((std::time::Instant::now(), pg, redis));
+                (pg, redis)
+            }
+        }
+    }
+
+    /// Forgets the last check (a request just met an unavailable dependency). A check in flight
+    /// is left alone: it is reading the dependencies now.
+    pub fn forget(&self) {
+        if let Ok(mut last) = self.last.try_lock() {
+            *last = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadinessCache;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A flood of probes costs one check per lifetime: concurrent ones wait for the check in
+    /// flight, later ones reuse it, and a forgotten result is asked for again.
+    #[tokio::test]
+    async fn probes_share_one_check_until_it_expires_or_is_forgotten() {
+        let cache = ReadinessCache::default();
+        let checks = AtomicU32::new(0);
+        let check = || async {
+            checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (true, true)
+        };
+        let ttl = Duration::from_secs(60);
+        let answers =
+            futures::future::join_all((0..20).map(|_| cache.get_or_check(ttl, check))).await;
+        assert!(answers.iter().all(|a| *a == (true, true)));
+        assert_eq!(checks.load(Ordering::SeqCst), 1, "twenty probes, one check");
+        cache.forget();
+        cache.get_or_check(ttl, check).await;
+        assert_eq!(checks.load(Ordering::SeqCst), 2, "a forgotten result is asked for again");
+        cache.get_or_check(Duration::ZERO, check).await;
+        assert_eq!(checks.load(Ordering::SeqCst), 3, "an expired one too");
+    }
 }

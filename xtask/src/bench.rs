@@ -35,7 +35,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     ensure_environment()?;
     let certify = phase("build harbor-certify", build_certify)?;
     phase("build harbor-certify and harbor-load (release)", || {
-        let ok = Command::new(cargo())
+        let ok = cargo()
             .current_dir(root())
             .args([
                 "build",
@@ -67,7 +67,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let micro = phase(
         "criterion micro-benchmarks (cargo bench -p harbor-benches)",
         || {
-            let mut cmd = Command::new(cargo());
+            let mut cmd = cargo();
             cmd.current_dir(root()).args([
                 "bench",
                 "-p",

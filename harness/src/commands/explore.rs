@@ -212,13 +212,19 @@ fn print_summary(label: &str, report: &ExploreReport) {
         .iter()
         .map(|(k, v)| format!("{k} {v:.1} ms"))
         .collect();
-    println!("  per schedule: {}", mean.join(", "));
+    println!(
+        "  mean time per schedule, by phase: {} (setup: making the schedule's workspace; decisions: launching or releasing an operation, then reading the sync points and lock tables until nothing can move; checks: the oracles)",
+        mean.join(", ")
+    );
+    println!(
+        "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"
+    );
     for s in &report.sets {
         let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
         println!(
             "  {:<28} from {:<9} {:>4} schedules{} {:>2} outcome(s){}",
             ops.join(" + "),
-            format!("{:?}", s.start).to_lowercase(),
+            s.start.as_str(),
             s.explored,
             if s.complete { " (all)" } else { "      " },
             s.outcomes.len(),
@@ -235,6 +241,9 @@ fn print_summary(label: &str, report: &ExploreReport) {
                 )
             }
         );
+        for (outcome, n) in &s.outcomes {
+            println!("      {outcome}  × {n}");
+        }
     }
     for v in &report.violations {
         println!(

@@ -17,6 +17,10 @@ pub struct VerifyArgs {
     /// which proves integrity but not authorship).
     #[arg(long)]
     pub public_key: Option<String>,
+    /// Accept a folder whose digests match without a trusted signature (exit 0): proves the files
+    /// agree with their manifest, not who wrote them.
+    #[arg(long)]
+    pub integrity_only: bool,
 }
 
 /// What `keygen` writes.
@@ -41,32 +45,48 @@ pub struct TokenArgs {
     pub sub: uuid::Uuid,
 }
 
-/// Checks a report folder against its SHA256SUMS (and signature).
+/// Checks a report folder against its SHA256SUMS (and signature). Exit 0 only when a trusted key
+/// signed it and nothing unlisted lies beside it — or, with `--integrity-only`, when the digests
+/// match and nothing is unlisted; anything less is NOT VERIFIED (exit 1), saying what is missing.
 pub fn verify(args: VerifyArgs) -> ExitCode {
-    match report::sign::verify(&args.dir, args.public_key.as_deref()) {
-        Ok(v) => {
-            println!(
-                "{}: {} file(s) match SHA256SUMS",
-                args.dir.display(),
-                v.files
-            );
-            match v.signed_by {
-                Some(k) => println!(
-                    "signature valid, key {k}{}",
-                    if args.public_key.is_none() {
-                        " (the folder's own key: pass --public-key to check who signed)"
-                    } else {
-                        ""
-                    }
-                ),
-                None => println!("not signed"),
-            }
-            ExitCode::SUCCESS
-        }
+    use report::sign::Trust;
+    let dir = args.dir.display();
+    let v = match report::sign::verify(&args.dir, args.public_key.as_deref()) {
+        Ok(v) => v,
         Err(e) => {
-            eprintln!("harbor-certify: {}: NOT VERIFIED: {e}", args.dir.display());
-            ExitCode::from(NOT_CERTIFIED)
+            eprintln!("harbor-certify: {dir}: NOT VERIFIED: {e}");
+            return ExitCode::from(NOT_CERTIFIED);
         }
+    };
+    println!("{dir}: {} file(s) match SHA256SUMS", v.files);
+    for f in &v.unlisted {
+        println!("unlisted: {f} (in the folder, not in SHA256SUMS: nothing vouches for it)");
+    }
+    let trust = match &v.trust {
+        Trust::TrustedKey(k) => format!("signature valid, by the key you trust ({k})"),
+        Trust::FolderKey(k) => format!(
+            "signed by the folder's own key ({k}): anyone who edits a file can sign again with a key of their own; pass --public-key to check who signed"
+        ),
+        Trust::Unsigned => "not signed: anyone who edits a file can regenerate SHA256SUMS".to_owned(),
+    };
+    println!("{trust}");
+    let integrity = v.unlisted.is_empty();
+    if v.is_authenticated() {
+        println!("VERIFIED");
+        ExitCode::SUCCESS
+    } else if args.integrity_only && integrity {
+        println!("INTEGRITY ONLY (--integrity-only): the files agree with their manifest; who wrote them is not proven");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "harbor-certify: {dir}: NOT VERIFIED: {}",
+            if integrity {
+                "no trusted signature (pass --public-key KEY, or --integrity-only to accept matching digests alone)"
+            } else {
+                "files the manifest does not list lie in the folder"
+            }
+        );
+        ExitCode::from(NOT_CERTIFIED)
     }
 }
 
@@ -89,7 +109,7 @@ pub fn keygen(args: KeygenArgs) -> ExitCode {
         return ExitCode::from(CANNOT_RUN);
     };
     let (pkcs8, key) = report::sign::SigningKey::generate();
-    if let Err(e) = std::fs::write(&out, format!("{pkcs8}\n")) {
+    if let Err(e) = crate::secret_file::write_secret_file(&out, format!("{pkcs8}\n").as_bytes()) {
         eprintln!("harbor-certify: {}: {e}", out.display());
         return ExitCode::from(CANNOT_RUN);
     }

@@ -126,11 +126,19 @@ pub async fn main() -> ExitCode {
             LOGS.set(capture).ok();
         }
     } else {
+        // The service's own warnings (sync points enabled, a test-mode key) are its operator's
+        // business; only `serve` runs it for someone to operate. Colour only on a terminal.
+        let default = if matches!(command, Command::Serve(_)) {
+            "warn"
+        } else {
+            "harbor_harness=warn"
+        };
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
+                    .unwrap_or_else(|_| default.into()),
             )
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
     }
@@ -231,7 +239,7 @@ pub fn progress_bar(len: u64) -> indicatif::ProgressBar {
 /// Provisions the servers, or explains why not.
 pub async fn provision_or_explain(backend: BackendChoice) -> Result<Infra, ExitCode> {
     Infra::provision(backend).await.map_err(|e| {
-        eprintln!("harbor-certify: cannot provision ({backend:?}): {e}");
+        eprintln!("harbor-certify: cannot provision PostgreSQL and Redis (backend {backend}): {e}");
         ExitCode::from(CANNOT_RUN)
     })
 }

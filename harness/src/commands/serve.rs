@@ -19,8 +19,14 @@ pub struct ServeArgs {
     pub replicas: usize,
     /// Once the service is ready, write HARBOR_BASE_URL, HARBOR_WORKSPACE_ID, HARBOR_OWNER_TOKEN,
     /// HARBOR_MEMBER_TOKEN, HARBOR_OTHER_TENANT_TOKEN (and more) to this file.
+    /// Without it the file goes to the temporary directory (mode 0600, removed at the stop) and
+    /// its path is printed: the owner tokens are not printed unless `--print-env` asks.
     #[arg(long)]
     pub env_file: Option<PathBuf>,
+    /// Print the environment (owner tokens included) to standard output instead of writing it to
+    /// a file: for a terminal, never for a CI log.
+    #[arg(long, conflicts_with = "env_file")]
+    pub print_env: bool,
     /// Honour the harness's sync points and actor tags (off: requests are never parked).
     #[arg(long)]
     pub sync_points: bool,
@@ -116,7 +122,12 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(super::CANNOT_RUN);
         }
     }
-    if let Some(path) = &args.env_file {
+    let env_file = args.env_file.clone().or_else(|| {
+        (!args.print_env).then(|| {
+            std::env::temp_dir().join(format!("harbor-serve-{}.env", std::process::id()))
+        })
+    });
+    if let Some(path) = &env_file {
         if let Err(e) = demo.write_env_file(path) {
             eprintln!("harbor-certify: cannot write {}: {e}", path.display());
             let _ = sut.stop().await;
@@ -124,20 +135,36 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(super::CANNOT_RUN);
         }
     }
-    println!("{}", demo.instructions(args.env_file.as_deref()));
+    println!("{}", demo.instructions(env_file.as_deref()));
     eprintln!(
         "harbor-certify: ready in {} ms on {}",
         started.elapsed().as_millis(),
         infra.kind
     );
     crate::serve::hold_until_stopped().await;
+    eprintln!("harbor-certify: stopping…");
+    let infra_kind = infra.kind;
     let stopped = sut.stop().await;
     infra.shutdown().await;
-    for path in args.env_file.iter().chain(&args.bench_file) {
+    for path in env_file.iter().chain(&args.bench_file) {
         let _ = std::fs::remove_file(path);
     }
     match stopped {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            eprintln!(
+                "harbor-certify: stopped; the replicas, the demo's database and Redis keys{}{} are gone",
+                match infra_kind {
+                    crate::provision::BackendKind::External => "",
+                    _ => ", the servers",
+                },
+                if env_file.is_some() || args.bench_file.is_some() {
+                    " and the env file"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("harbor-certify: clean-up failed: {e}");
             ExitCode::FAILURE

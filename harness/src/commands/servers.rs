@@ -94,8 +94,8 @@ pub async fn infra(backend: BackendChoice, env_file: std::path::PathBuf) -> Exit
         infra.ready_in.as_millis()
     );
     // Written to a temporary name and renamed, so a reader never sees half a file.
-    let tmp = env_file.with_extension("partial");
-    if let Err(e) = std::fs::write(&tmp, lines).and_then(|()| std::fs::rename(&tmp, &env_file)) {
+    // The URLs carry the admin credential: a secret file.
+    if let Err(e) = crate::secret_file::write_secret_file(&env_file, lines.as_bytes()) {
         eprintln!("harbor-certify: cannot write {}: {e}", env_file.display());
         infra.shutdown().await;
         return ExitCode::from(super::CANNOT_RUN);

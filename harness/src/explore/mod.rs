@@ -190,9 +190,9 @@ fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
         .map(|(_, op, answer)| format!("{op}:{answer}"))
         .collect();
     format!(
-        "{} → {:?}, {} activation(s)",
+        "{} → {}, {} activation(s)",
         answers.join(" "),
-        run.end.status,
+        run.end.status_name(),
         run.end.activations
     )
 }

@@ -189,6 +189,15 @@ pub enum Start {
 }
 
 impl Start {
+    /// Its name in outputs and saved files (`connected`, `stale`, `pending`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Connected => "connected",
+            Start::Stale => "stale",
+            Start::Pending => "pending",
+        }
+    }
+
     /// The start a set of operations is most interesting from: pending when a callback needs its
     /// flow, stale when a sync would refresh, connected otherwise.
     pub fn for_operations(ops: &[Operation]) -> Start {

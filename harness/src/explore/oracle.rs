@@ -259,9 +259,9 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
         add(
             Anomaly::NotSerializable,
             format!(
-                "{}; end status {:?}, {} activation row(s): equal to no serial order",
+                "{}; end status {}, {} activation row(s): equal to no serial order",
                 answers.join(", "),
-                run.end.status,
+                run.end.status_name(),
                 run.end.activations
             ),
         );
@@ -283,10 +283,10 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
             add(
                 Anomaly::GrantOrphaned,
                 format!(
-                    "{} code exchange(s), {} revocation(s), end status {:?}: {} grant(s) live at the provider and stored nowhere",
+                    "{} code exchange(s), {} revocation(s), end status {}: {} grant(s) live at the provider and stored nowhere",
                     run.end.exchanges,
                     run.end.revocations,
-                    run.end.status,
+                    run.end.status_name(),
                     run.end.exchanges - accounted
                 ),
             );

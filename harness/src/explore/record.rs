@@ -69,6 +69,13 @@ pub struct EndState {
     pub revocations: u64,
 }
 
+impl EndState {
+    /// The connection's status as the database stores it (`CONNECTED`), or `no row`.
+    pub fn status_name(&self) -> &'static str {
+        self.status.map_or("no row", |s| s.as_str())
+    }
+}
+
 /// One executed schedule.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ScheduleRun {

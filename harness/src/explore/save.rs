@@ -107,10 +107,10 @@ pub fn scenario(
     let _ = writeln!(out, "id = \"{id}\"");
     let _ = writeln!(
         out,
-        "title = \"Exploration found {}: {} from {:?}\"",
+        "title = \"Exploration found {}: {} from {}\"",
         anomaly.as_str(),
         names.join(" + "),
-        start
+        start.as_str()
     );
     let _ = writeln!(
         out,

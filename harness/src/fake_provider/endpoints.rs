@@ -196,6 +196,12 @@ pub(super) async fn token(
         .or_default()
         .switches
         .lose_token_reply;
+    let oversized = guard
+        .providers
+        .entry(provider)
+        .or_default()
+        .switches
+        .oversized_token_reply;
     let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
             let Some(code) = form.code else {
@@ -295,6 +301,9 @@ pub(super) async fn token(
     if lose_reply {
         // Everything above happened at the provider; only the answer is lost on the way back.
         return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+    }
+    if oversized {
+        body["padding"] = json!("x".repeat(1 << 20));
     }
     Json(body).into_response()
 }

@@ -99,6 +99,9 @@ pub struct Switches {
     /// The token endpoint does its work — the code is used, the refresh token rotated, the tokens
     /// issued and counted — and then the reply is lost: the client gets a 500.
     pub lose_token_reply: bool,
+    /// The token endpoint pads its answer to over a mebibyte (a hostile or broken provider): the
+    /// tokens are issued and counted, and a client must refuse the answer rather than read it all.
+    pub oversized_token_reply: bool,
 }
 
 impl Default for Switches {
@@ -113,6 +116,7 @@ impl Default for Switches {
             expires_in: ExpiresIn::Honest,
             reverse_documents: false,
             lose_token_reply: false,
+            oversized_token_reply: false,
         }
     }
 }

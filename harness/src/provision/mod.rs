@@ -36,6 +36,17 @@ pub enum BackendChoice {
     External,
 }
 
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Docker => "docker",
+            BackendChoice::Local => "local",
+            BackendChoice::External => "external",
+        })
+    }
+}
+
 /// The backend actually used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,10 +96,12 @@ pub enum ProvisionError {
     #[error("external backend: {0}")]
     External(String),
     /// A server never answered its readiness probe.
-    #[error("{what} did not answer within {waited:?}: {last_error}")]
+    #[error("{what} at {at} did not answer within {} s: {last_error}", waited.as_secs())]
     NotReady {
         /// Which server.
         what: &'static str,
+        /// Its address, without a password.
+        at: String,
         /// How long we waited.
         waited: Duration,
         /// The last probe's error.
@@ -214,9 +227,14 @@ impl Infra {
             resources,
             template: tokio::sync::OnceCell::new(),
         };
+        // Servers the harness starts may take a while; servers the user runs are up or not.
+        let (pg_limit, redis_limit) = match kind {
+            BackendKind::External => (Duration::from_secs(10), Duration::from_secs(10)),
+            _ => (Duration::from_secs(60), Duration::from_secs(30)),
+        };
         let probe = async {
-            let pg = wait_for_postgres(&infra.admin_url, Duration::from_secs(60)).await?;
-            let redis = wait_for_redis(&infra.redis_url, Duration::from_secs(30)).await?;
+            let pg = wait_for_postgres(&infra.admin_url, pg_limit).await?;
+            let redis = wait_for_redis(&infra.redis_url, redis_limit).await?;
             Ok::<_, ProvisionError>((pg, redis))
         };
         match probe.await {
@@ -313,7 +331,12 @@ impl IsolatedEnv {
 /// `auto`'s choice; when it picks Docker, the engine has answered and the images it found are
 /// handed on, so `docker::start` does not ask again.
 async fn resolve_auto() -> Result<(BackendKind, Option<DockerImages>), ProvisionError> {
-    if external::urls().is_ok() {
+    if let Ok((pg, redis)) = external::urls() {
+        eprintln!(
+            "harbor-certify: backend auto → external, because HARBOR_DATABASE_URL ({}) and HARBOR_REDIS_URL ({}) are both set (--backend docker|local to choose another)",
+            without_password(&pg),
+            without_password(&redis)
+        );
         return Ok((BackendKind::External, None));
     }
     let docker = match docker::engine_version().await {
@@ -326,6 +349,18 @@ async fn resolve_auto() -> Result<(BackendKind, Option<DockerImages>), Provision
     match LocalBinaries::find() {
         Ok(_) => Ok((BackendKind::Local, None)),
         Err(local) => Err(ProvisionError::NothingAvailable { docker, local }),
+    }
+}
+
+/// A server URL as it may be printed: its password, if any, replaced by `***`.
+pub fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(an unparsable URL)".to_owned(),
     }
 }
 
@@ -374,6 +409,7 @@ async fn wait_for_postgres(url: &str, limit: Duration) -> Result<String, Provisi
             Err(e) if started.elapsed() >= limit => {
                 return Err(ProvisionError::NotReady {
                     what: "PostgreSQL",
+                    at: without_password(url),
                     waited: limit,
                     last_error: e.to_string(),
                 })
@@ -409,6 +445,7 @@ async fn wait_for_redis(url: &str, limit: Duration) -> Result<String, ProvisionE
             Err(e) if started.elapsed() >= limit => {
                 return Err(ProvisionError::NotReady {
                     what: "Redis",
+                    at: without_password(url),
                     waited: limit,
                     last_error: e.to_string(),
                 })

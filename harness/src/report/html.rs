@@ -43,6 +43,10 @@ pub fn render(report: &Report) -> String {
             sc.id.clone(),
         )
     });
+    let interleavings: Vec<&ScenarioResult> =
+        ordered.iter().copied().filter(|sc| is_interleaving(sc)).collect();
+    let faulted: Vec<&ScenarioResult> =
+        ordered.iter().copied().filter(|s| !s.trace.faults().is_empty()).collect();
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -65,17 +69,40 @@ pub fn render(report: &Report) -> String {
                     b { (s.passed) " passed" } ", " b { (s.failed) " failed" } ", " (s.warnings) " warning(s), " (s.flaky) " flaky, " (s.errors) " could not run. Failures at or above "
                     code { (report.fail_on.as_str()) } " block certification." }
 
-                h2 { "Scenarios" }
+                nav {
+                    b { "Contents: " }
+                    a href="#basis" { "What it rests on" } " · "
+                    a href="#scenarios" { "Scenarios" } " · "
+                    @if !interleavings.is_empty() { a href="#interleavings" { "Interleavings" } " · " }
+                    a href="#threats" { "Threat matrix" } " · "
+                    @if !faulted.is_empty() { a href="#faults" { "Faults × outcomes" } " · " }
+                    @if report.mutants.is_some() { a href="#flaws" { "Seeded flaws" } " · " }
+                    a href="#environment" { "Environment" }
+                }
+
+                h2 id="basis" { "By area: what held, and what it rests on" }
+                table {
+                    tr { th { "Area" } th { "Claim" } th { "Basis" } th { "Scenarios" } }
+                    @for area in AREAS {
+                        @let members: Vec<&ScenarioResult> = report.scenarios.iter().filter(|sc| sc.area == area.key).collect();
+                        @if !members.is_empty() {
+                            tr { td { b { (area.title) } } td { (prose(area.claim)) } td { (prose(&super::basis_of(report, area.key, members.len()))) }
+                                 td { @for m in &members { a href={"#" (m.id)} { code { (m.id) } } " " (badge(result_of(m, report.fail_on).as_str())) br; } } }
+                        }
+                    }
+                }
+
+                h2 id="scenarios" { "Scenarios" }
                 @for sc in &ordered {
                     @let result = result_of(sc, report.fail_on).as_str();
                     @let bad = result != "PASSED";
                     details class=(if bad { "bad" } else { "" }) open[bad] id=(sc.id) {
-                        summary { (badge(result)) " " code { (sc.id) } " — " (sc.title) }
+                        summary { (badge(result)) " " code { (sc.id) } " — " (prose(&sc.title)) }
                         p class="muted" { "Severity " b { (sc.severity.as_str()) } " · area " (sc.area) " · " (sc.source)
                             " · " (sc.runs) " run(s), mean " (format!("{:.0}", sc.duration_ms)) " ms · " (sc.checks) " checks held"
                             @if !sc.requirements.is_empty() { " · " (sc.requirements.join(", ")) } }
                         @for f in &sc.failures {
-                            div class="finding" { "Step " (f.step.map_or("-".into(), |s| s.to_string())) ": " (f.message)
+                            div class="finding" { (f.step.map_or("At the end".into(), |s| format!("Step {}", s + 1))) ": " (f.message)
                                 @if let Some(d) = &f.diagnostics { "\n\nDiagnostics: " (serde_json::to_string_pretty(d).unwrap_or_default()) } }
                         }
                         @if let Some(why) = &sc.flaky { div class="finding" { "Flaky: " (why) } }
@@ -84,52 +111,43 @@ pub fn render(report: &Report) -> String {
                     }
                 }
 
-                h2 { "Interleavings" }
-                p class="muted" { "Each interleaving as it happened: one lifeline per actor, events in the order observed. "
-                    "Red intervals are waits for a lock, read from pg_locks and pg_blocking_pids; amber intervals are requests parked at a sync point." }
-                @for sc in ordered.iter().filter(|sc| is_interleaving(sc)) {
-                    h3 id={"diagram-" (sc.id)} { (badge(result_of(sc, report.fail_on).as_str())) " " code { (sc.id) } }
-                    p { (sc.title) }
-                    (sequence_diagram(sc))
-                }
-
-                h2 { "By area: what held, and what it rests on" }
-                table {
-                    tr { th { "Area" } th { "Claim" } th { "Basis" } th { "Scenarios" } }
-                    @for area in AREAS {
-                        @let members: Vec<&ScenarioResult> = report.scenarios.iter().filter(|sc| sc.area == area.key).collect();
-                        @if !members.is_empty() {
-                            tr { td { b { (area.title) } } td { (area.claim) } td { (super::basis_of(report, area.key, members.len())) }
-                                 td { @for m in &members { a href={"#" (m.id)} { code { (m.id) } } " " (badge(result_of(m, report.fail_on).as_str())) br; } } }
-                        }
+                @if !interleavings.is_empty() {
+                    h2 id="interleavings" { "Interleavings" }
+                    p class="muted" { "Each interleaving as it happened: one lifeline per actor, events in the order observed. "
+                        "Red intervals are waits for a lock, read from pg_locks and pg_blocking_pids; amber intervals are requests parked at a sync point." }
+                    @for sc in &interleavings {
+                        h3 id={"diagram-" (sc.id)} { (badge(result_of(sc, report.fail_on).as_str())) " " code { (sc.id) } }
+                        p { (prose(&sc.title)) }
+                        (sequence_diagram(sc))
                     }
                 }
 
-                h2 { "Threat matrix" }
+                h2 id="threats" { "Threat matrix" }
                 table {
                     tr { th { "Threat" } th { "Impact" } th { "Likelihood" } th { "Detectability" } th { "Priority" } th { "Covered by" } }
                     @for t in THREATS {
+                        @let covering: Vec<&&ScenarioResult> = ordered.iter().filter(|sc| sc.threats.iter().any(|x| x == t.name)).collect();
                         tr { td { (t.name) } @for r in t.ratings { td { (r) } }
-                             td { @for sc in report.scenarios.iter().filter(|sc| sc.threats.iter().any(|x| x == t.name)) {
+                             td { @if covering.is_empty() { span class="muted" { "not covered by this run" } }
+                                  @for sc in &covering {
                                  a href={"#" (sc.id)} { code { (sc.id) } } " " (badge(result_of(sc, report.fail_on).as_str())) br; } } }
                     }
                 }
 
-                @let faulted: Vec<&ScenarioResult> = report.scenarios.iter().filter(|s| !s.trace.faults().is_empty()).collect();
                 @if !faulted.is_empty() {
-                    h2 { "Faults × outcomes" }
+                    h2 id="faults" { "Faults × outcomes" }
                     table {
                         tr { th { "Scenario" } th { "Faults (effect observed)" } th { "Required" } th { "Answers" } th { "Checks" } }
                         @for sc in &faulted {
                             tr { td { a href={"#" (sc.id)} { code { (sc.id) } } " " (badge(result_of(sc, report.fail_on).as_str())) }
                                  td { @for f in sc.trace.faults() { (f) br; } }
-                                 td { (sc.title) } td { (sc.trace.answers_line()) } td { (sc.checks) } }
+                                 td { (prose(&sc.title)) } td { (sc.trace.answers_line()) } td { (sc.checks) } }
                         }
                     }
                 }
 
                 @if let Some(m) = &report.mutants {
-                    h2 { "Seeded flaws (kill matrix)" }
+                    h2 id="flaws" { "Seeded flaws (kill matrix)" }
                     table {
                         tr { th { "Flaw" } th { "Caught by" } th { "Expected" } th { "Status" } }
                         @for row in m["flaws"].as_array().into_iter().flatten() {
@@ -139,7 +157,7 @@ pub fn render(report: &Report) -> String {
                     }
                 }
 
-                h2 { "Environment" }
+                h2 id="environment" { "Environment" }
                 table {
                     tr { th { "Backend" } td { (env.backend) } }
                     tr { th { "PostgreSQL" } td { (env.postgres_version) } }
@@ -153,6 +171,16 @@ pub fn render(report: &Report) -> String {
         }
     };
     page.into_string()
+}
+
+/// Text written for Markdown (`code` in backticks) as HTML: the backticked parts as `<code>`, the
+/// rest escaped.
+fn prose(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
+        }
+    }
 }
 
 fn join(v: &serde_json::Value) -> String {
@@ -174,7 +202,8 @@ fn trace_table(sc: &ScenarioResult) -> Markup {
                 tr {
                     td { (i + 1) } td { (format!("{:.1}", e.at_ms)) } td { (e.actor.as_deref().unwrap_or("")) }
                     td { (format!("{:?}", e.kind).to_lowercase()) }
-                    td { (e.detail) @if let Some(n) = &e.note { br; span class="muted" { (n) } } }
+                    td { (e.detail) @if let Some(m) = &e.measured { " " span class="muted" { "(" (m) ")" } }
+                         @if let Some(n) = &e.note { br; span class="muted" { (prose(n)) } } }
                     td { @if let Some(ev) = &e.evidence { code { (evidence_text(ev)) } } }
                 }
             }

@@ -54,6 +54,10 @@ pub fn render(report: &Report) -> String {
         );
     }
     let _ = writeln!(out, "**Verdict:** {}\n", report.verdict);
+    let _ = writeln!(
+        out,
+        "Contents: 1. Executive summary · 2. By area: what it rests on · 3. Findings · 4. Interleaving traces · 5. Threat matrix and what follows\n"
+    );
     let _ = writeln!(out, "---\n\n## 1. Executive summary\n");
     let _ = writeln!(
         out,
@@ -135,8 +139,8 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
             for finding in &f.failures {
                 let _ = writeln!(
                     out,
-                    "  - step {}: {}",
-                    finding.step.map_or("-".into(), |s| s.to_string()),
+                    "  - {}: {}",
+                    finding.step.map_or("at the end".into(), |s| format!("step {}", s + 1)),
                     finding.message
                 );
             }
@@ -150,6 +154,9 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         let _ = writeln!(out, "No finding at any severity.\n");
     }
     let _ = writeln!(out, "---\n\n## 4. Interleaving traces\n");
+    if !report.scenarios.iter().any(is_interleaving) {
+        let _ = writeln!(out, "No interleaving scenario ran in this run.\n");
+    }
     for sc in report.scenarios.iter().filter(|s| is_interleaving(s)) {
         let _ = writeln!(
             out,

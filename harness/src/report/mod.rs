@@ -301,7 +301,7 @@ impl Report {
         Self {
             schema_version: SCHEMA_VERSION,
             verdict,
-            started_at: started_at.to_rfc3339(),
+            started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             fail_on,
             summary,
             environment,
@@ -379,6 +379,7 @@ pub fn write_into(
         )?;
         names.push(name);
     }
+    crate::oracles::report_folder_free_of_issued_values(dir).map_err(std::io::Error::other)?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     sign::write_manifest(dir, &names, signing_key)
 }

@@ -69,8 +69,52 @@ pub fn write_manifest(dir: &Path, names: &[&str], key: Option<&SigningKey>) -> s
 pub struct Verified {
     /// Files whose digest matched.
     pub files: usize,
-    /// `Some(public key)` when a signature was checked against it.
-    pub signed_by: Option<String>,
+    /// What the match rests on.
+    pub trust: Trust,
+    /// Files in the folder that the manifest does not list (a planted `traces/X.json`): nothing
+    /// vouches for them.
+    pub unlisted: Vec<String>,
+}
+
+/// What a verification proves about who wrote the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Signed, and the signature checks against the key the caller trusts: integrity and
+    /// authorship.
+    TrustedKey(String),
+    /// Signed by the key the folder itself carries: whoever edits a file can sign again with a
+    /// key of their own, so this proves integrity against accidents only.
+    FolderKey(String),
+    /// Not signed: whoever edits a file can regenerate `SHA256SUMS`.
+    Unsigned,
+}
+
+impl Verified {
+    /// Authenticated against a trusted key, and nothing unlisted beside it.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.trust, Trust::TrustedKey(_)) && self.unlisted.is_empty()
+    }
+}
+
+/// Every file under `dir` (relative names, `/`-separated) but the manifest and its signature.
+fn files_in(dir: &Path) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut pending = vec![std::path::PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let entries = std::fs::read_dir(dir.join(&rel)).map_err(|e| e.to_string())?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let name = rel.join(entry.file_name());
+            if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+                pending.push(name);
+            } else {
+                out.push(name.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out.retain(|n| !matches!(n.as_str(), "SHA256SUMS" | "SHA256SUMS.sig" | "signing-key.pub"));
+    out.sort();
+    Ok(out)
 }
 
 /// Checks every digest in `dir/SHA256SUMS`, and the signature if there is one (against
@@ -108,6 +152,10 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Verified, String>
         }
         files += 1;
     }
+    let unlisted: Vec<String> = files_in(dir)?
+        .into_iter()
+        .filter(|f| !listed.contains(&f.as_str()))
+        .collect();
     let sig_path = dir.join("SHA256SUMS.sig");
     if !sig_path.exists() {
         if trusted_key.is_some() {
@@ -115,7 +163,8 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Verified, String>
         }
         return Ok(Verified {
             files,
-            signed_by: None,
+            trust: Trust::Unsigned,
+            unlisted,
         });
     }
     let key = match trusted_key {
@@ -140,6 +189,11 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Verified, String>
         .map_err(|_| "the signature does not match the manifest and key".to_owned())?;
     Ok(Verified {
         files,
-        signed_by: Some(key),
+        trust: if trusted_key.is_some() {
+            Trust::TrustedKey(key)
+        } else {
+            Trust::FolderKey(key)
+        },
+        unlisted,
     })
 }

@@ -26,7 +26,7 @@ use crate::catalogue::{AREAS, THREATS};
 pub struct ScenarioError {
     /// The file.
     pub file: PathBuf,
-    /// Where in it (`line 4, column 9` or `steps[3].actor`).
+    /// Where in it (`line 4, column 9` or `step 4 (do = "sync").actor`; steps count from 1).
     pub place: String,
     /// What was wrong and what was expected.
     pub message: String,
@@ -80,7 +80,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<LoadedScenario, ScenarioError
     let raw: ScenarioFile = toml::from_str(text).map_err(|e| ScenarioError {
         file: file.to_owned(),
         place: place_of(text, &e),
-        message: e.message().to_owned(),
+        message: with_suggestion(e.message()),
     })?;
     let scenario = check(raw).map_err(|(place, message)| ScenarioError {
         file: file.to_owned(),
@@ -91,6 +91,31 @@ pub fn load_str(file: &Path, text: &str) -> Result<LoadedScenario, ScenarioError
         file: file.to_owned(),
         scenario,
     })
+}
+
+/// serde's "unknown field `provder`, expected one of `a`, `provider`, …" (or "unknown variant")
+/// with the nearest expected name put first: "did you mean `provider`?".
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))
+    else {
+        return message.to_owned();
+    };
+    let Some((typo, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let nearest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (strsim::damerau_levenshtein(typo, name), name))
+        .filter(|(distance, name)| *distance <= 2.max(name.len() / 3))
+        .min();
+    match nearest {
+        Some((_, name)) => format!("{message}; did you mean `{name}`?"),
+        None => message.to_owned(),
+    }
 }
 
 /// `line L, column C` of a parse error. A step's unknown field is reported by the parser at its
@@ -207,17 +232,18 @@ impl Checker {
         })
     }
 
-    /// A user reference `<tenant>.owner` or `<tenant>.member`.
+    /// A user reference `<tenant>.owner`, `<tenant>.admin` or `<tenant>.member`.
     pub fn user(&self, place: &str, user: &str) -> Result<UserRef, Problem> {
         let wrong = || {
             problem(
                 place,
-                format!("expected <tenant>.owner or <tenant>.member, got {user:?}"),
+                format!("expected <tenant>.owner, <tenant>.admin or <tenant>.member, got {user:?}"),
             )
         };
         let (tenant, role) = user.rsplit_once('.').ok_or_else(wrong)?;
         let role = match role {
             "owner" => MemberRole::Owner,
+            "admin" => MemberRole::Admin,
             "member" => MemberRole::Member,
             _ => return Err(wrong()),
         };
@@ -471,7 +497,7 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
     }
     let mut steps = Vec::with_capacity(s.steps.len());
     for (i, raw) in s.steps.into_iter().enumerate() {
-        let place = format!("steps[{i}] (do = {})", raw.kind_name());
+        let place = format!("step {} (do = \"{}\")", i + 1, raw.kind_name());
         steps.push(Step::parse(raw, &mut cx, &place)?);
     }
     // One backend per actor: an actor's HTTP requests and its SQL session would both carry its
@@ -496,7 +522,7 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
     }
     let mut assertions = Vec::with_capacity(s.assertions.len());
     for (i, a) in s.assertions.iter().enumerate() {
-        assertions.push(Assertion::parse(a, &cx, &format!("assert[{i}]"))?);
+        assertions.push(Assertion::parse(a, &cx, &format!("assertion {}", i + 1))?);
     }
     Ok(Scenario {
         id: s.id,
@@ -515,4 +541,17 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
         steps,
         assertions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_typo_gets_the_nearest_expected_name() {
+        let m = "unknown field `provder`, expected one of `do`, `actor`, `provider`, `replica`";
+        assert!(super::with_suggestion(m).ends_with("did you mean `provider`?"));
+        let m = "unknown variant `activte`, expected one of `authorize`, `activate`";
+        assert!(super::with_suggestion(m).ends_with("did you mean `activate`?"));
+        let m = "unknown field `zzzzzzzz`, expected one of `do`, `actor`";
+        assert_eq!(super::with_suggestion(m), m);
+    }
 }

@@ -38,6 +38,7 @@ impl LogCapture {
             .with_writer(move || writer.clone())
             .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG);
         let stderr = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()

@@ -220,32 +220,55 @@ pub async fn run_all(
     results
 }
 
-/// Picks scenarios by id or file name (any of `wanted`; all when empty) and by a substring of the
-/// id or title (`filter`). Unknown ids are an error naming them.
+/// Picks scenarios by id (any case) or file name from the catalogue, and scenario files named by a
+/// path anywhere (copy a file, change it, run it); all when `wanted` is empty. `filter` keeps those
+/// whose id or title contains it (any case). An unknown id is an error that names the nearest ids.
 pub fn select(
     all: Vec<LoadedScenario>,
     wanted: &[String],
     filter: Option<&str>,
 ) -> Result<Vec<LoadedScenario>, String> {
-    let mut unknown: Vec<&String> = wanted
-        .iter()
-        .filter(|w| {
-            !all.iter()
-                .any(|s| &s.scenario.id == *w || s.file.ends_with(w.as_str()))
-        })
-        .collect();
-    unknown.dedup();
-    if !unknown.is_empty() {
-        return Err(format!("no scenario with id or file {unknown:?}"));
+    let names = |s: &LoadedScenario, w: &str| {
+        s.scenario.id.eq_ignore_ascii_case(w) || s.file.ends_with(w)
+    };
+    let mut extra = Vec::new();
+    let mut problems = Vec::new();
+    for w in wanted {
+        if all.iter().any(|s| names(s, w)) {
+            continue;
+        }
+        let path = std::path::Path::new(w);
+        if path.is_file() {
+            match load::load_file(path) {
+                Ok(s) => extra.push(s),
+                Err(e) => problems.push(e.to_string()),
+            }
+        } else if w.ends_with(".toml") || w.contains('/') {
+            problems.push(format!("{w}: no such scenario file"));
+        } else {
+            problems.push(unknown_id(&all, w));
+        }
     }
-    Ok(all
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    let mut chosen: Vec<LoadedScenario> = all
         .into_iter()
-        .filter(|s| {
-            wanted.is_empty()
-                || wanted
-                    .iter()
-                    .any(|w| &s.scenario.id == w || s.file.ends_with(w.as_str()))
-        })
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| names(s, w)))
+        .collect();
+    for s in extra {
+        if let Some(twin) = chosen.iter().find(|c| c.scenario.id == s.scenario.id) {
+            return Err(format!(
+                "{} and {} are both scenario {}: rename one of the files (a scenario's id is its file name)",
+                s.file.display(),
+                twin.file.display(),
+                s.scenario.id
+            ));
+        }
+        chosen.push(s);
+    }
+    Ok(chosen
+        .into_iter()
         .filter(|s| {
             filter.is_none_or(|f| {
                 let f = f.to_lowercase();
@@ -254,4 +277,82 @@ pub fn select(
             })
         })
         .collect())
+}
+
+/// "no scenario X; did you mean …?" with the nearest ids of the catalogue.
+fn unknown_id(all: &[LoadedScenario], wanted: &str) -> String {
+    let w = wanted.to_uppercase();
+    let mut near: Vec<(f64, &str)> = all
+        .iter()
+        .map(|s| {
+            let id = s.scenario.id.as_str();
+            let score = if id.contains(w.as_str()) {
+                1.0
+            } else {
+                strsim::jaro_winkler(&w, id)
+            };
+            (score, id)
+        })
+        .filter(|(score, _)| *score > 0.75)
+        .collect();
+    near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    let near: Vec<String> = near.iter().take(3).map(|(_, id)| format!("`{id}`")).collect();
+    let hint = if near.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", near.join(", "))
+    };
+    format!(
+        "no scenario `{wanted}` in the catalogue, and no file by that name{hint} (`harbor-certify list` shows every id; a path to a scenario file runs that file)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = "title = \"t\"\nsource = \"s\"\nseverity = \"low\"\narea = \"concurrency\"\n\n[[tenants]]\nname = \"acme\"\n\n[[actors]]\nname = \"A\"\nuser = \"acme.owner\"\n\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n";
+
+    fn scenario(dir: &std::path::Path, id: &str) -> LoadedScenario {
+        let file = dir.join(format!("{id}.toml"));
+        let text = format!("id = \"{id}\"\n{BODY}");
+        std::fs::write(&file, &text).unwrap();
+        load::load_str(&file, &text).unwrap()
+    }
+
+    /// Ids in any case, a scenario file anywhere (copy, change, run), and an unknown id answered
+    /// with the nearest ids and where to find them all.
+    #[test]
+    fn selection_takes_ids_in_any_case_files_anywhere_and_suggests_near_ids() {
+        let catalogue = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let all = || {
+            vec![
+                scenario(catalogue.path(), "AUD-Q2-ACTIVATION-FIRST"),
+                scenario(catalogue.path(), "AUD-Q2-CALLBACK-FIRST"),
+                scenario(catalogue.path(), "TM-STATE-EXPIRY"),
+            ]
+        };
+        let picked = select(all(), &["aud-q2-activation-first".into()], None).unwrap();
+        assert_eq!(picked.len(), 1);
+        let mine = scenario(elsewhere.path(), "MY-SCENARIO").file;
+        let picked = select(all(), &[mine.display().to_string()], None).unwrap();
+        assert_eq!(picked[0].scenario.id, "MY-SCENARIO");
+        let err = select(all(), &["AUD-Q2-ACTIVATON-FIRST".into()], None).unwrap_err();
+        assert!(
+            err.contains("did you mean `AUD-Q2-ACTIVATION-FIRST`") && err.contains("harbor-certify list"),
+            "{err}"
+        );
+        assert!(!err.contains("[\""), "no Rust debug formatting: {err}");
+        let err = select(all(), &["/no/such/file.toml".into()], None).unwrap_err();
+        assert!(err.contains("no such scenario file"), "{err}");
+        let twin = scenario(elsewhere.path(), "TM-STATE-EXPIRY").file;
+        let err = select(
+            all(),
+            &["TM-STATE-EXPIRY".into(), twin.display().to_string()],
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("are both scenario TM-STATE-EXPIRY"), "{err}");
+    }
 }

@@ -99,6 +99,8 @@ impl Tenant {
 pub enum MemberRole {
     /// `<tenant>.owner`.
     Owner,
+    /// `<tenant>.admin`.
+    Admin,
     /// `<tenant>.member`.
     Member,
 }
@@ -108,7 +110,7 @@ pub enum MemberRole {
 pub struct UserRef {
     /// The tenant's name.
     pub tenant: String,
-    /// Owner or member.
+    /// Owner, admin or member.
     pub role: MemberRole,
 }
 

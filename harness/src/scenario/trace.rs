@@ -70,6 +70,11 @@ pub struct TraceEvent {
     /// Lock evidence, for `blocked` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<LockEvidence>,
+    /// What was measured while the event happened (a fault's `2 backend(s) ended within 9 ms`, a
+    /// recovery time): shown with the event, left out of the flake signature because it varies
+    /// between correct runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
 }
 
 /// The whole trace of one run of a scenario.
@@ -108,7 +113,7 @@ impl Trace {
 
     /// What must be identical between repeated runs: the order of events, who, what kind, and the
     /// outcome — not times, process ids, generated ids or sizes (so notes and passed checks count
-    /// by kind only).
+    /// by kind only), and never an event's `measured` part.
     pub fn signature(&self) -> Vec<String> {
         self.events
             .iter()
@@ -192,6 +197,10 @@ fn describe(e: &TraceEvent) -> String {
         EventKind::Checked => format!("✓ {}", e.detail),
         EventKind::Failed => format!("✗ {}", e.detail),
     };
+    let text = match &e.measured {
+        Some(m) => format!("{text} ({m})"),
+        None => text,
+    };
     text.replace('|', "\\|")
 }
 
@@ -211,4 +220,44 @@ pub fn evidence_text(ev: &LockEvidence) -> String {
         ev.blocking_pids,
         ev.blocking_actors.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(detail: &str, measured: Option<&str>) -> TraceEvent {
+        TraceEvent {
+            at_ms: 1.0,
+            step: Some(3),
+            actor: None,
+            kind: EventKind::Fault,
+            detail: detail.to_owned(),
+            note: None,
+            evidence: None,
+            measured: measured.map(str::to_owned),
+        }
+    }
+
+    /// Two correct runs of a fault scenario differ in what they measured (how long the server
+    /// took to end the backends), never in the signature; a different effect does change it.
+    #[test]
+    fn what_was_measured_is_kept_out_of_the_signature() {
+        let effect = "fault: replica_crash (replica 0): replica 0 crashed; its backends ended";
+        let one = Trace {
+            events: vec![fault(effect, Some("2 backend(s) ended within 9 ms"))],
+            ..Trace::default()
+        };
+        let two = Trace {
+            events: vec![fault(effect, Some("1 backend(s) ended within 34 ms"))],
+            ..Trace::default()
+        };
+        assert_eq!(one.signature(), two.signature());
+        assert!(one.to_markdown(&[]).contains("within 9 ms"), "the trace still shows it");
+        let other = Trace {
+            events: vec![fault("fault: replica_crash (replica 0): no replica", None)],
+            ..Trace::default()
+        };
+        assert_ne!(one.signature(), other.signature());
+    }
 }

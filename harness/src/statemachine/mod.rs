@@ -105,6 +105,13 @@ fn who() -> impl Strategy<Value = Who> {
     prop_oneof![3 => Just(Who::Owner), 2 => Just(Who::Member), 1 => Just(Who::Outsider)]
 }
 
+/// Who starts or completes a connection: connecting needs the owner or admin role, so a member's
+/// attempt is one answer (403) — drawn now and then, not a third of the time, or few sequences
+/// would ever reach a connected state for the later operations to work on.
+fn who_connects() -> impl Strategy<Value = Who> {
+    prop_oneof![8 => Just(Who::Owner), 1 => Just(Who::Member), 1 => Just(Who::Outsider)]
+}
+
 fn provider() -> impl Strategy<Value = Provider> {
     prop_oneof![Just(Provider::Qbo), Just(Provider::Gmail)]
 }
@@ -113,8 +120,8 @@ fn provider() -> impl Strategy<Value = Provider> {
 pub fn op() -> impl Strategy<Value = Op> {
     let replica = 0..2usize;
     prop_oneof![
-        6 => (who(), provider(), replica.clone()).prop_map(|(who, provider, replica)| Op::Authorize { who, provider, replica }),
-        8 => (0..8usize, prop_oneof![6 => Just(None), 1 => provider().prop_map(Some)], prop_oneof![3 => Just(false), 1 => Just(true)], replica.clone(), who())
+        6 => (who_connects(), provider(), replica.clone()).prop_map(|(who, provider, replica)| Op::Authorize { who, provider, replica }),
+        8 => (0..8usize, prop_oneof![6 => Just(None), 1 => provider().prop_map(Some)], prop_oneof![3 => Just(false), 1 => Just(true)], replica.clone(), who_connects())
             .prop_map(|(state, path, denied, replica, presenter)| Op::Callback { state, presenter, path, denied, replica }),
         5 => (who(), replica.clone()).prop_map(|(who, replica)| Op::Activate { who, replica }),
         2 => (who(), provider()).prop_map(|(who, provider)| Op::Disconnect { who, provider }),

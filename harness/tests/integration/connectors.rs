@@ -395,11 +395,11 @@ async fn expired_state_is_rejected_with_a_proper_error() {
     let ok = callback(&app, t.owner.0, Provider::Slack, &consent).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     let again = app
-        .authorize_and_consent(0, t.member, t.workspace, Provider::Gmail)
+        .authorize_and_consent(0, t.admin, t.workspace, Provider::Gmail)
         .await
         .unwrap();
     app.sut.clock.advance(Duration::from_secs(601));
-    let r = callback(&app, t.member.0, Provider::Gmail, &again).await;
+    let r = callback(&app, t.admin.0, Provider::Gmail, &again).await;
     r.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
     assert!(r.body["error"]["message"]
         .as_str()
@@ -586,20 +586,20 @@ async fn database_dump_logs_redis_and_responses_show_no_plaintext_tokens() {
         .tenant("canary-2", true, ConnectionStatus::NotConnected)
         .await;
     let c = app
-        .authorize_and_consent(0, t2.member, t2.workspace, Provider::Qbo)
+        .authorize_and_consent(0, t2.admin, t2.workspace, Provider::Qbo)
         .await
         .unwrap();
     app.sut
         .provider
         .configure(Provider::Qbo, |s| s.token_fault = Some(Fault::ServerError));
     responses.push(
-        callback(&app, t2.member.0, Provider::Qbo, &c)
+        callback(&app, t2.admin.0, Provider::Qbo, &c)
             .await
             .body
             .to_string(),
     );
     responses.push(
-        callback(&app, t2.member.0, Provider::Qbo, &c)
+        callback(&app, t2.admin.0, Provider::Qbo, &c)
             .await
             .body
             .to_string(),
@@ -1147,24 +1147,24 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
     let t = app
         .tenant("flows", true, ConnectionStatus::NotConnected)
         .await;
-    // A plain member starts connecting QuickBooks to their own account; the owner then starts
-    // the real flow.
+    // An admin starts connecting QuickBooks to their own account; the owner then starts the
+    // real flow.
     let member = app
-        .authorize_and_consent(0, t.member, t.workspace, Provider::Qbo)
+        .authorize_and_consent(0, t.admin, t.workspace, Provider::Qbo)
         .await
         .unwrap();
     let owner = app
         .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
         .await
         .unwrap();
-    // The member's error redirect must not reset the owner's flow…
+    // The admin's error redirect must not reset the owner's flow…
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("state", &member.state)
         .append_pair("error", "access_denied")
         .append_pair("iss", member.iss.as_deref().unwrap_or_default())
         .finish();
     app.call(Method::GET, format!("/v1/oauth/qbo/callback?{query}"))
-        .as_user(t.member.0)
+        .as_user(t.admin.0)
         .send()
         .await
         .assert_error(StatusCode::FORBIDDEN, "CONSENT_DENIED");
@@ -1175,14 +1175,14 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
     );
     // …and a second older state cannot complete over it.
     let again = app
-        .authorize_and_consent(0, t.member, t.workspace, Provider::Qbo)
+        .authorize_and_consent(0, t.admin, t.workspace, Provider::Qbo)
         .await
         .unwrap();
     let owner_again = app
         .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
         .await
         .unwrap();
-    callback(&app, t.member.0, Provider::Qbo, &again)
+    callback(&app, t.admin.0, Provider::Qbo, &again)
         .await
         .assert_error(StatusCode::CONFLICT, "AUTHORIZATION_SUPERSEDED");
     assert_eq!(

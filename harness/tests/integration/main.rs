@@ -10,6 +10,7 @@ mod auth;
 mod connectors;
 mod fuzz;
 mod hardening;
+mod hardening_round2;
 mod helpers;
 mod lifecycle;
 mod provision;

@@ -25,6 +25,7 @@ fn event(
         detail: detail.to_owned(),
         note: None,
         evidence: None,
+        measured: None,
     }
 }
 
@@ -406,8 +407,13 @@ fn html_opens_in_headless_chromium_without_console_errors() {
             "self-contained, but found {external}"
         );
     }
-    let failed_first =
-        dom.find("AUD-LOCK-NAMESPACE").unwrap() < dom.find("AUD-Q2-ACTIVATION-FIRST").unwrap();
+    // What the verdict rests on comes before the scenarios; among the scenarios, failures first.
+    let basis = dom.find("id=\"basis\"").expect("the basis section");
+    let scenarios_at = dom.find("id=\"scenarios\"").expect("the scenarios section");
+    assert!(basis < scenarios_at, "what the verdict rests on comes first");
+    let scenarios = &dom[scenarios_at..];
+    let failed_first = scenarios.find("AUD-LOCK-NAMESPACE").unwrap()
+        < scenarios.find("AUD-Q2-ACTIVATION-FIRST").unwrap();
     assert!(failed_first, "failures come first");
     let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&artefacts).unwrap();
@@ -448,6 +454,24 @@ fn manifest_and_signature_detect_tampering() {
         ok.files, 6,
         "the four renderings, mutants.json and one recorded schedule under traces/"
     );
+    assert!(ok.is_authenticated());
+    let own = sign::verify(dir.path(), None).unwrap();
+    assert!(
+        matches!(own.trust, sign::Trust::FolderKey(_)) && !own.is_authenticated(),
+        "the folder's own key proves no authorship"
+    );
+    // A planted file is reported, and the folder no longer verifies.
+    std::fs::write(dir.path().join("traces/PLANTED.json"), "{}").unwrap();
+    let planted = sign::verify(dir.path(), Some(&key.public_key())).unwrap();
+    assert_eq!(planted.unlisted, vec!["traces/PLANTED.json".to_owned()]);
+    assert!(!planted.is_authenticated());
+    std::fs::remove_file(dir.path().join("traces/PLANTED.json")).unwrap();
+    // Without its signature the folder is only "unsigned": never authenticated.
+    let sig = std::fs::read(dir.path().join("SHA256SUMS.sig")).unwrap();
+    std::fs::remove_file(dir.path().join("SHA256SUMS.sig")).unwrap();
+    let unsigned = sign::verify(dir.path(), None).unwrap();
+    assert!(unsigned.trust == sign::Trust::Unsigned && !unsigned.is_authenticated());
+    std::fs::write(dir.path().join("SHA256SUMS.sig"), sig).unwrap();
     let recorded = dir
         .path()
         .join("traces")

@@ -87,12 +87,12 @@ fn bad_files_are_refused_with_the_file_the_place_and_what_was_expected() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("unknown-field.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\nexpect_blokced = {{ on = \"A\" }}\n"), "line 18", "unknown field `expect_blokced`"),
-        ("unknown-actor.toml", format!("{HEAD}\n[[steps]]\nactor = \"Z\"\ndo = \"activate\"\n"), "steps[0] (do = Activate).actor", "unknown actor \"Z\" (declared: A)"),
-        ("unknown-point.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\npark_at = \"activation.nowhere\"\n"), "steps[0] (do = Activate).park_at", "unknown sync point \"activation.nowhere\""),
-        ("bad-ref.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sql\"\nsql = \"SELECT '{{workspace:ghost}}'\"\n"), "steps[0] (do = Sql).sql", "unknown tenant \"ghost\""),
-        ("bad-provider.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sync\"\nprovider = \"dropbox\"\n"), "steps[0] (do = Sync).provider", "expected qbo, gmail, slack or box"),
-        ("nothing-to-wait.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"wait\"\n"), "steps[0] (do = Wait)", "no step running in the background"),
-        ("bad-assert.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n\n[[assert]]\nprovider_counter = \"qbo.exchanges\"\nequals = 1\n"), "assert[0].provider_counter", "unknown counter \"exchanges\""),
+        ("unknown-actor.toml", format!("{HEAD}\n[[steps]]\nactor = \"Z\"\ndo = \"activate\"\n"), "step 1 (do = \"activate\").actor", "unknown actor \"Z\" (declared: A)"),
+        ("unknown-point.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\npark_at = \"activation.nowhere\"\n"), "step 1 (do = \"activate\").park_at", "unknown sync point \"activation.nowhere\""),
+        ("bad-ref.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sql\"\nsql = \"SELECT '{{workspace:ghost}}'\"\n"), "step 1 (do = \"sql\").sql", "unknown tenant \"ghost\""),
+        ("bad-provider.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sync\"\nprovider = \"dropbox\"\n"), "step 1 (do = \"sync\").provider", "expected qbo, gmail, slack or box"),
+        ("nothing-to-wait.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"wait\"\n"), "step 1 (do = \"wait\")", "no step running in the background"),
+        ("bad-assert.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n\n[[assert]]\nprovider_counter = \"qbo.exchanges\"\nequals = 1\n"), "assertion 1.provider_counter", "unknown counter \"exchanges\""),
     ];
     for (name, body, place, message) in cases {
         let file = write(dir.path(), name, &body);

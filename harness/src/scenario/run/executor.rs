@@ -180,7 +180,15 @@ impl<'s> Executor<'s> {
             detail,
             note: None,
             evidence,
+            measured: None,
         });
+    }
+
+    /// Puts what was measured on the last event (kept out of the flake signature).
+    pub fn measured(&mut self, measured: Option<String>) {
+        if let Some(last) = self.trace.events.last_mut() {
+            last.measured = measured;
+        }
     }
 
     /// Puts the step's note on the last event.
@@ -190,7 +198,7 @@ impl<'s> Executor<'s> {
         }
     }
 
-    /// Resolves `{workspace:T}`, `{tenant:T}`, `{user:T.owner|member}` and `{prefix}`.
+    /// Resolves `{workspace:T}`, `{tenant:T}`, `{user:T.owner|admin|member}` and `{prefix}`.
     pub fn subst(&self, text: &str) -> String {
         let prefix = self.target.redis().map(|r| r.prefix).unwrap_or_default();
         let mut out = text.replace("{prefix}", prefix);
@@ -199,6 +207,7 @@ impl<'s> Executor<'s> {
                 .replace(&format!("{{workspace:{name}}}"), &t.workspace.to_string())
                 .replace(&format!("{{tenant:{name}}}"), &t.tenant.to_string())
                 .replace(&format!("{{user:{name}.owner}}"), &t.owner.to_string())
+                .replace(&format!("{{user:{name}.admin}}"), &t.admin.to_string())
                 .replace(&format!("{{user:{name}.member}}"), &t.member.to_string());
         }
         out
@@ -214,6 +223,7 @@ impl<'s> Executor<'s> {
         let t = &self.tenants[&user.tenant];
         match user.role {
             MemberRole::Owner => t.owner,
+            MemberRole::Admin => t.admin,
             MemberRole::Member => t.member,
         }
     }

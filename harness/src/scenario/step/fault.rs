@@ -123,9 +123,10 @@ impl FaultStep {
                     Some(i),
                     None,
                     EventKind::Fault,
-                    format!("{}: {done}", self.describe()),
+                    format!("{}: {}", self.describe(), done.effect),
                     None,
                 );
+                ex.measured(done.measured);
                 ex.annotate(note);
                 Ok(())
             }

@@ -78,29 +78,29 @@ pub enum RawStep {
 }
 
 impl RawStep {
-    /// The kind's name as places in error messages show it (`Activate`).
+    /// The kind's name as the file writes it (`do = "activate"`).
     pub fn kind_name(&self) -> &'static str {
         match self {
-            RawStep::Http(_) => "Http",
-            RawStep::Activate(_) => "Activate",
-            RawStep::Authorize(_) => "Authorize",
-            RawStep::Callback(_) => "Callback",
-            RawStep::Connect(_) => "Connect",
-            RawStep::Disconnect(_) => "Disconnect",
-            RawStep::Revoke(_) => "Revoke",
-            RawStep::Sync(_) => "Sync",
-            RawStep::ListConnections(_) => "ListConnections",
-            RawStep::ListDocuments(_) => "ListDocuments",
-            RawStep::Sql(_) => "Sql",
-            RawStep::Redis(_) => "Redis",
-            RawStep::AdvanceClock(_) => "AdvanceClock",
-            RawStep::RewindClock(_) => "RewindClock",
-            RawStep::Release(_) => "Release",
-            RawStep::Wait(_) => "Wait",
-            RawStep::Provider(_) => "Provider",
-            RawStep::Assert(_) => "Assert",
-            RawStep::Fault(_) => "Fault",
-            RawStep::Until(_) => "Until",
+            RawStep::Http(_) => "http",
+            RawStep::Activate(_) => "activate",
+            RawStep::Authorize(_) => "authorize",
+            RawStep::Callback(_) => "callback",
+            RawStep::Connect(_) => "connect",
+            RawStep::Disconnect(_) => "disconnect",
+            RawStep::Revoke(_) => "revoke",
+            RawStep::Sync(_) => "sync",
+            RawStep::ListConnections(_) => "list_connections",
+            RawStep::ListDocuments(_) => "list_documents",
+            RawStep::Sql(_) => "sql",
+            RawStep::Redis(_) => "redis",
+            RawStep::AdvanceClock(_) => "advance_clock",
+            RawStep::RewindClock(_) => "rewind_clock",
+            RawStep::Release(_) => "release",
+            RawStep::Wait(_) => "wait",
+            RawStep::Provider(_) => "provider",
+            RawStep::Assert(_) => "assert",
+            RawStep::Fault(_) => "fault",
+            RawStep::Until(_) => "until",
         }
     }
 }

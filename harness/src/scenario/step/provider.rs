@@ -41,6 +41,8 @@ pub struct RawProvider {
     pub reverse_documents: Option<bool>,
     /// Issue tokens, then lose the reply (the client gets a 500).
     pub lose_token_reply: Option<bool>,
+    /// Pad token answers to over a mebibyte.
+    pub oversized_token_reply: Option<bool>,
     /// Answer token requests this many milliseconds late (a slow provider).
     pub token_delay_ms: Option<u64>,
 }
@@ -98,6 +100,9 @@ impl ProviderSwitch {
             if let Some(l) = s.lose_token_reply {
                 switches.lose_token_reply = l;
             }
+            if let Some(o) = s.oversized_token_reply {
+                switches.oversized_token_reply = o;
+            }
             if let Some(ms) = s.token_delay_ms {
                 switches.token_delay = std::time::Duration::from_millis(ms);
             }
@@ -121,6 +126,9 @@ impl ProviderSwitch {
         }
         if let Some(ms) = c.token_delay_ms {
             detail.push_str(&format!(" token_delay_ms={ms}"));
+        }
+        if let Some(o) = c.oversized_token_reply {
+            detail.push_str(&format!(" oversized_token_reply={o}"));
         }
         ex.event(Some(i), None, EventKind::Note, detail, None);
         ex.annotate(note);

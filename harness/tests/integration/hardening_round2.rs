@@ -1,0 +1,183 @@
+//! The second hostile review's findings that are not interleavings (issue #24), one test each;
+//! each failed on the reviewed code (the closing note quotes how). The interleavings are scenario
+//! files (`scenarios/HRD-*.toml`).
+
+use std::time::Duration;
+
+use harbor_harness::client::{paths, ConnectionOp};
+use harbor_harness::service::ServiceOptions;
+use harbor_service::domain::Provider;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::ratelimit::{Quota, RateLimits, TrustedProxies};
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{spawn_app, spawn_app_with, within};
+
+/// Item 2: replicas with different quotas (a rolling deploy that changes the
+/// burst) share one bucket without resetting each other: a refused request on the replica with
+/// the smaller burst must not lower the arrival time the larger one stored.
+#[tokio::test]
+async fn replicas_with_different_quotas_do_not_reset_each_other() {
+    use harbor_service::clock::Clock;
+    use harbor_service::ratelimit::{Quota, RateLimiter, RateLimits};
+    let app = spawn_app().await;
+    let client = redis::Client::open(app.sut.env.redis_url.as_str()).unwrap();
+    let redis = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let prefix: std::sync::Arc<str> = std::sync::Arc::from(app.sut.env.redis_key_prefix.as_str());
+    let with_burst = |burst| RateLimits {
+        per_tenant: Quota {
+            per_minute: 60,
+            burst,
+        },
+        ..RateLimits::default()
+    };
+    let a = RateLimiter::new(redis.clone(), prefix.clone(), Clock::system(), with_burst(20));
+    let b = RateLimiter::new(redis, prefix, Clock::system(), with_burst(10));
+    for i in 0..20 {
+        assert!(
+            a.charge_tenant("authorize", "t").await.unwrap().is_ok(),
+            "request {i} is within A's burst of 20"
+        );
+    }
+    for round in 0..3 {
+        assert!(
+            b.charge_tenant("authorize", "t").await.unwrap().is_err(),
+            "round {round}: B (burst 10) finds the shared bucket empty"
+        );
+        let passed = {
+            let mut n = 0;
+            for _ in 0..10 {
+                n += usize::from(a.charge_tenant("authorize", "t").await.unwrap().is_ok());
+            }
+            n
+        };
+        assert!(
+            passed <= 1,
+            "round {round}: after B's refusal A let {passed} of 10 more through (at 60/min at most one can have refilled)"
+        );
+    }
+    app.stop().await;
+}
+
+/// Item 3: behind a trusted load balancer each client gets its own per-address bucket (the
+/// right-most forwarded hop that is not the balancer), and a client's own `X-Forwarded-For` is
+/// believed from no one else.
+#[tokio::test]
+async fn forwarded_clients_have_their_own_address_bucket_behind_a_trusted_proxy() {
+    let app = spawn_app_with(ServiceOptions {
+        trusted_proxies: TrustedProxies::parse("127.0.0.0/8").unwrap(),
+        rate_limits: RateLimits {
+            per_address: Quota {
+                per_minute: 60,
+                burst: 2,
+            },
+            ..RateLimits::default()
+        },
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app.tenant("lb", true, ConnectionStatus::NotConnected).await;
+    let authorize = |forwarded_for: &'static str| {
+        app.call(
+            Method::POST,
+            paths::connection(t.workspace, Provider::Gmail, ConnectionOp::Authorize),
+        )
+        .as_user(t.owner.0)
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+    };
+    // The first client prepends an address of its choice: only the hop the balancer appended counts.
+    for _ in 0..2 {
+        assert_eq!(authorize("198.51.100.77, 203.0.113.1").await.status, StatusCode::OK);
+    }
+    authorize("192.0.2.1, 203.0.113.1")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert_eq!(
+        authorize("203.0.113.2").await.status,
+        StatusCode::OK,
+        "another client behind the same balancer has its own bucket"
+    );
+    app.stop().await;
+}
+
+/// Item 7: a request that declares a body over the limit is refused before anything reads it,
+/// with the documented error (413 `PAYLOAD_TOO_LARGE`, request id).
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused() {
+    let app = spawn_app().await;
+    let t = app.tenant("big", true, ConnectionStatus::Connected).await;
+    let url = app.sut.client.url(0, &paths::activation(t.workspace));
+    let token = app.sut.tokens.token(t.owner.0, harbor_harness::tokens::TokenKind::Valid);
+    let answer = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .body(vec![b'x'; 200 * 1024])
+        .send()
+        .await
+        .expect("the service answers");
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert!(body["error"]["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(app.activations_of(t.workspace).await, 0, "nothing ran");
+    app.stop().await;
+}
+
+/// Item 7: a client that never finishes its request headers is disconnected after the
+/// header-read timeout, instead of holding a connection and a task for as long as it likes.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(ServiceOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let address = app.sut.client.url(0, "").trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: harbor.test\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    // Whatever the server says on the way out (an error status, or nothing), it closes.
+    let closed = within(
+        "the server to close a connection whose headers never end",
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok() || closed.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection ends"
+    );
+    app.stop().await;
+}
+
+/// Item 7: a request that runs past the request timeout is answered 503 `REQUEST_TIMEOUT` (with
+/// `Retry-After`) instead of holding its client; the callback's own task still stores the grant.
+#[tokio::test]
+async fn a_request_past_the_request_timeout_is_answered_503() {
+    let app = spawn_app_with(ServiceOptions {
+        sync_points: false,
+        request_timeout: Some(Duration::from_millis(1000)),
+        provider_timeout: Duration::from_secs(10),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app.tenant("slow", true, ConnectionStatus::NotConnected).await;
+    let consent = app
+        .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    app.sut.provider.configure(Provider::Qbo, |s| {
+        s.token_delay = Duration::from_millis(2500);
+    });
+    let reply = app
+        .call(Method::GET, paths::callback(Provider::Qbo, &consent.callback_query()))
+        .as_user(t.owner.0)
+        .send()
+        .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT");
+    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    app.stop().await;
+}
