@@ -84,7 +84,7 @@ pub struct ApiClient {
 /// transport's text, which names the URL and a port that changes between runs. `detail` gives the
 /// transport's own words, without the URL, for diagnostics.
 #[derive(Debug, thiserror::Error)]
-#[error("{method} {}: {}", path_without_query(path), failure_class(source))]
+#[error("{method} {}: {}", path_without_query(path), self.failure())]
 pub struct ClientError {
     /// The method.
     pub method: Method,
@@ -96,6 +96,12 @@ pub struct ClientError {
 }
 
 impl ClientError {
+    /// What failed, as a class that is the same on every run that fails the same way (no path:
+    /// paths hold generated ids).
+    pub fn failure(&self) -> &'static str {
+        failure_class(&self.source)
+    }
+
     /// The transport's error chain without the URL (which can hold an OAuth code).
     pub fn detail(&self) -> String {
         let mut out = self.source.to_string();

@@ -114,11 +114,7 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
             signature.len()
         );
         for f in &run.failures {
-            println!(
-                "        step {}: {}",
-                f.step.map_or("-".into(), |s| s.to_string()),
-                f.message
-            );
+            println!("        {}: {}", f.place(), f.message);
         }
         match &expected {
             Some(want) if *want != signature => {

@@ -97,11 +97,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         bar.suspend(|| {
             println!("{line}");
             for f in &result.failures {
-                println!(
-                    "        step {}: {}",
-                    f.step.map_or("-".into(), |s| s.to_string()),
-                    f.message
-                );
+                println!("        {}: {}", f.place(), f.message);
             }
             if let Some(why) = &result.flaky {
                 println!("        flaky: {why}");

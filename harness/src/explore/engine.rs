@@ -476,7 +476,9 @@ impl<'a> Engine<'a> {
             .on_replica(a.replica)
             .bearer(Some(bearer))
             .actor(Some(a.tag.clone()));
-        async move { call.send().await.map_err(|e| e.to_string()) }
+        // The failure's class, not its path: paths hold the schedule's workspace id, and the
+        // summary is part of the outcome exploration compares.
+        async move { call.send().await.map_err(|e| e.failure().to_owned()) }
     }
 
     /// Waits until every launched operation is parked, done, or blocked on a stable holder. It

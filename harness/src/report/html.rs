@@ -102,7 +102,7 @@ pub fn render(report: &Report) -> String {
                             " · " (sc.runs) " run(s), mean " (format!("{:.0}", sc.duration_ms)) " ms · " (sc.checks) " checks held"
                             @if !sc.requirements.is_empty() { " · " (sc.requirements.join(", ")) } }
                         @for f in &sc.failures {
-                            div class="finding" { (f.step.map_or("At the end".into(), |s| format!("Step {}", s + 1))) ": " (f.message)
+                            div class="finding" { (f.place()) ": " (f.message)
                                 @if let Some(d) = &f.diagnostics { "\n\nDiagnostics: " (serde_json::to_string_pretty(d).unwrap_or_default()) } }
                         }
                         @if let Some(why) = &sc.flaky { div class="finding" { "Flaky: " (why) } }

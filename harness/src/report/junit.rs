@@ -40,11 +40,7 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
                 status.set_type(sc.verdict.as_str());
                 let mut description = String::new();
                 for f in &sc.failures {
-                    description.push_str(&format!(
-                        "step {}: {}\n",
-                        f.step.map_or("-".into(), |s| s.to_string()),
-                        f.message
-                    ));
+                    description.push_str(&format!("{}: {}\n", f.place(), f.message));
                     if let Some(d) = &f.diagnostics {
                         description.push_str(&serde_json::to_string_pretty(d).unwrap_or_default());
                         description.push('\n');

@@ -140,7 +140,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
                 let _ = writeln!(
                     out,
                     "  - {}: {}",
-                    finding.step.map_or("at the end".into(), |s| format!("step {}", s + 1)),
+                    finding.place(),
                     finding.message
                 );
             }

@@ -28,6 +28,15 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// Where it failed, as people count: `step 3` (the file's third step), or `at the end` (a
+    /// final assertion, the set-up). Load errors count the same way.
+    pub fn place(&self) -> String {
+        self.step
+            .map_or("at the end".to_owned(), |s| format!("step {}", s + 1))
+    }
+}
+
+impl Failure {
     /// A failure of step `step` (or of the run).
     pub fn at(step: Option<usize>, message: impl Into<String>) -> Self {
         Failure {

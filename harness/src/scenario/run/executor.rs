@@ -436,12 +436,25 @@ impl<'s> Executor<'s> {
             *by_summary.entry(o.summary()).or_default() += 1;
             self.record_response(o);
         }
-        let summary = by_summary
+        let tally = by_summary
             .iter()
             .map(|(s, c)| format!("{c} × {s}"))
             .collect::<Vec<_>>()
             .join(", ");
-        self.event(Some(step), Some(actor), EventKind::Completed, summary, None);
+        if expect.any.is_empty() {
+            self.event(Some(step), Some(actor), EventKind::Completed, tally, None);
+        } else {
+            // Under `expect_any` (the outcomes a fault may cause) how many copies a fault hit
+            // varies between correct runs: the tally is measured, not part of the signature.
+            self.event(
+                Some(step),
+                Some(actor),
+                EventKind::Completed,
+                format!("{} copies, each an outcome of expect_any", outcomes.len()),
+                None,
+            );
+            self.measured(Some(tally));
+        }
         if expect.all.is_none() && expect.any.is_empty() {
             if let Some((k, o)) = outcomes
                 .iter()
