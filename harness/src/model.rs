@@ -305,11 +305,12 @@ impl Model {
             Who::Member => return Expected::error(403, "FORBIDDEN"),
             Who::Owner => {}
         }
+        let had_grant = self.connections[&provider].status == ConnectionStatus::Connected;
         match self.apply(provider, t) {
             None => Expected::error(409, "INVALID_TRANSITION"),
             Some(status) => {
-                // A revoked connection always had a grant: the provider is told.
-                self.count(provider).revocations += u64::from(t == Transition::Revoke);
+                // Revoke and disconnect both give a held grant back at the provider.
+                self.count(provider).revocations += u64::from(had_grant);
                 Expected::ok("status", status.as_str())
             }
         }

@@ -131,6 +131,8 @@ pub fn service_config(
         ),
         header_read_timeout: options.header_read_timeout,
         trusted_proxies: options.trusted_proxies.clone(),
+        // Scenarios wait for the outbox to drain (`until outbox_empty`): look often.
+        outbox_interval: Duration::from_millis(200),
     }
 }
 

@@ -86,6 +86,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     header_read_timeout: std::time::Duration,
+    outbox: crate::outbox::Worker,
 }
 
 impl Application {
@@ -179,6 +180,13 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            outbox: crate::outbox::Worker {
+                db: state.db.clone(),
+                vault: state.vault.clone(),
+                providers: state.providers.clone(),
+                clock: state.clock.clone(),
+                interval: config.outbox_interval,
+            },
             state,
             header_read_timeout: config.header_read_timeout,
         })
@@ -213,6 +221,9 @@ impl Application {
             .header_read_timeout(self.header_read_timeout);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        // The replica's outbox worker lives as long as it serves (and dies with it in a crash: an
+        // intent it held is leased, then taken up by another replica).
+        let outbox = tokio::spawn(self.outbox.run());
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -245,6 +256,7 @@ impl Application {
         }
         drop(self.listener);
         graceful.shutdown().await;
+        outbox.abort();
         Ok(())
     }
 }

@@ -92,6 +92,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` is believed for the per-address rate limit (none by
     /// default: the limit keys on the socket's address).
     pub trusted_proxies: crate::ratelimit::TrustedProxies,
+    /// How often each replica's outbox worker looks for revocations to deliver.
+    pub outbox_interval: Duration,
 }
 
 /// The most a request body may declare (`Content-Length`): no route takes a body this large, and
@@ -275,6 +277,7 @@ impl Config {
                 "HARBOR_HEADER_READ_TIMEOUT_MS",
                 "10000",
             )?),
+            outbox_interval: Duration::from_millis(parse_var("HARBOR_OUTBOX_INTERVAL_MS", "1000")?),
             trusted_proxies: crate::ratelimit::TrustedProxies::parse(&var_or(
                 "HARBOR_TRUSTED_PROXIES",
                 "",

@@ -15,6 +15,7 @@ use crate::domain::{Provider, WorkspaceId};
 use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, Transition};
 use crate::locks;
+use crate::outbox;
 use crate::request_tx::WorkspaceRequest;
 use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
@@ -175,7 +176,9 @@ async fn list_exposing_tokens(
     Ok(Json(json!({ "connections": connections })))
 }
 
-/// Disconnects a connection: `DISCONNECTED`, tokens wiped. Owner or admin only.
+/// Disconnects a connection: `DISCONNECTED`, tokens wiped, and its grant revoked at the provider
+/// (through the revocation outbox, as revoke does: an account switch leaves no grant live).
+/// Owner or admin only.
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
@@ -184,7 +187,7 @@ async fn list_exposing_tokens(
         ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
     ),
     responses(
-        (status = 200, description = "Disconnected", body = ConnectionView),
+        (status = 200, description = "Disconnected; `provider_revocation` says whether the provider confirmed the grant's revocation (`pending`: the outbox is still trying)", body = EndedConnection),
     ),
     security(("bearer" = [])),
     tag = "connections"
@@ -193,10 +196,8 @@ pub async fn disconnect(
     State(state): State<AppState>,
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
-) -> Result<Json<ConnectionView>, ApiError> {
-    transition(&state, &request, provider, Transition::Disconnect)
-        .await
-        .map(|(view, _)| Json(view))
+) -> Result<Json<EndedConnection>, ApiError> {
+    end(state, request, provider, Transition::Disconnect).await
 }
 
 /// What the provider said about a revoked grant.
@@ -212,6 +213,9 @@ pub enum ProviderRevocation {
     NoTokens,
     /// The stored tokens could not be decrypted, so the provider could not be told.
     Undecryptable,
+    /// The provider did not confirm yet; the revocation stays in the outbox and every replica
+    /// retries it until it does.
+    Pending,
 }
 
 impl ProviderRevocation {
@@ -222,18 +226,22 @@ impl ProviderRevocation {
             ProviderRevocation::Failed => "failed",
             ProviderRevocation::NoTokens => "no_tokens",
             ProviderRevocation::Undecryptable => "undecryptable",
+            ProviderRevocation::Pending => "pending",
         }
     }
 }
 
-/// A revoked connection, and whether the provider confirmed it.
+/// A revoked or disconnected connection, and whether the provider confirmed its grant's
+/// revocation.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"provider": "qbo", "status": "REVOKED", "connected": false, "has_refresh_token": false, "scopes": [], "expires_at": null, "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z", "provider_revocation": "confirmed"}))]
-pub struct RevokeResponse {
-    /// The connection, now `REVOKED`.
+pub struct EndedConnection {
+    /// The connection, now `REVOKED` or `DISCONNECTED`.
     #[serde(flatten)]
     pub connection: ConnectionView,
-    /// What the provider said; anything but `confirmed` means the grant may still be live there.
+    /// What the provider said; `pending` means the outbox is still trying, `failed` never
+    /// happens with the outbox (kept for the contract's history), `no_tokens` that there was no
+    /// grant to give back.
     pub provider_revocation: ProviderRevocation,
 }
 
@@ -250,7 +258,7 @@ pub struct RevokeResponse {
         ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
     ),
     responses(
-        (status = 200, description = "Revoked; `provider_revocation` says whether the provider confirmed", body = RevokeResponse),
+        (status = 200, description = "Revoked; `provider_revocation` says whether the provider confirmed", body = EndedConnection),
     ),
     security(("bearer" = [])),
     tag = "connections"
@@ -259,14 +267,30 @@ pub async fn revoke(
     State(state): State<AppState>,
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
-) -> Result<Json<RevokeResponse>, ApiError> {
-    let (connection, grant) = transition(&state, &request, provider, Transition::Revoke).await?;
-    let provider_revocation = match grant {
-        GrantToRevoke::Token(token) => {
-            // REVOKED is committed; now the provider is told, in a task of its own so that a client
-            // hanging up cannot leave the grant live and unrecorded.
+) -> Result<Json<EndedConnection>, ApiError> {
+    end(state, request, provider, Transition::Revoke).await
+}
+
+/// Disconnect or revoke: the transition and the grant's revocation intent in one transaction, then
+/// the provider told at once, from a task a disconnecting client cannot cancel (the outbox's
+/// workers retry what this could not deliver).
+async fn end(
+    state: AppState,
+    request: WorkspaceRequest,
+    provider: Provider,
+    transition: Transition,
+) -> Result<Json<EndedConnection>, ApiError> {
+    let (connection, grant, intent) = self::transition(&state, &request, provider, transition).await?;
+    SyncHooks::reach(state.sync_points.as_ref(), &request.ctx, syncpoints::LIFECYCLE_COMMITTED)
+        .await?;
+    let provider_revocation = match (grant, intent) {
+        (GrantToRevoke::Token(token), intent) => {
             let flaws_of_request = state.flaws.clone();
-            let told = tell_provider(state.clone(), request.clone(), provider, token);
+            let action = match transition {
+                Transition::Revoke => "revoke.provider",
+                _ => "disconnect.provider",
+            };
+            let told = tell_provider(state.clone(), request.clone(), provider, token, intent, action);
             let task = tokio::spawn(crate::context::within_request(async move {
                 crate::flaws::scope(&flaws_of_request, told).await
             }));
@@ -276,11 +300,11 @@ pub async fn revoke(
                 )))
             })?
         }
-        GrantToRevoke::NoTokens => ProviderRevocation::NoTokens,
-        GrantToRevoke::Undecryptable => ProviderRevocation::Undecryptable,
-        GrantToRevoke::NotRequested => unreachable!("a revoke always decides about its grant"),
+        (GrantToRevoke::NoTokens, _) => ProviderRevocation::NoTokens,
+        (GrantToRevoke::Undecryptable, _) => ProviderRevocation::Undecryptable,
+        (GrantToRevoke::NotRequested, _) => ProviderRevocation::NoTokens,
     };
-    Ok(Json(RevokeResponse {
+    Ok(Json(EndedConnection {
         connection,
         provider_revocation,
     }))
@@ -294,7 +318,7 @@ enum GrantToRevoke {
     NoTokens,
     /// The tokens did not decrypt (a key gone, a tampered row): wiped without telling the provider.
     Undecryptable,
-    /// Not a revoke.
+    /// Not asked for (seeded flaw `disconnect-without-revocation`).
     NotRequested,
 }
 
@@ -314,7 +338,7 @@ async fn transition(
     request: &WorkspaceRequest,
     provider: Provider,
     transition: Transition,
-) -> Result<(ConnectionView, GrantToRevoke), ApiError> {
+) -> Result<(ConnectionView, GrantToRevoke, Option<outbox::IntentId>), ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     member.require_admin()?;
     let hooks = state.sync_points.as_ref();
@@ -323,10 +347,26 @@ async fn transition(
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
-        let grant = if transition == Transition::Revoke {
-            grant_of(state, &connection)
-        } else {
+        // Seeded flaw: disconnect wipes the tokens and never tells the provider (the grant stays
+        // live with no copy anywhere).
+        let grant = if transition == Transition::Disconnect
+            && crate::flaws::active(crate::flaws::Flaw::DisconnectWithoutRevocation)
+        {
             GrantToRevoke::NotRequested
+        } else {
+            grant_of(state, &connection)
+        };
+        // The intent to revoke is written with the wipe: committed together, or not at all.
+        let intent = match grant {
+            GrantToRevoke::Token(_) => {
+                let reason = match transition {
+                    Transition::Revoke => outbox::Reason::Revoke,
+                    _ => outbox::Reason::Disconnect,
+                };
+                outbox::record(&mut tx, &connection, member.workspace_id, reason, state.clock.now())
+                    .await?
+            }
+            _ => None,
         };
         let (to, _) = lifecycle::apply(&mut tx, &lock, &connection, transition, None).await?;
         audit::record(
@@ -350,6 +390,7 @@ async fn transition(
         Ok((
             read_view(&mut tx, member.workspace_id, provider).await?,
             grant,
+            intent,
         ))
     }
     .await;
@@ -381,20 +422,37 @@ async fn tell_provider(
     request: WorkspaceRequest,
     provider: Provider,
     token: SecretString,
+    intent: Option<outbox::IntentId>,
+    action: &'static str,
 ) -> ProviderRevocation {
     let (ctx, member) = (&request.ctx, &request.member);
-    let outcome = match state.providers.revoke(provider, &token).await {
+    let delivered = state
+        .providers
+        .revoke(provider, &token)
+        .await
+        .map_err(|e| e.to_string());
+    let outcome = match &delivered {
         Ok(()) => ProviderRevocation::Confirmed,
         Err(e) => {
-            tracing::warn!(provider = provider.as_str(), error = %e, "provider revocation failed; tokens already wiped locally");
-            ProviderRevocation::Failed
+            tracing::warn!(provider = provider.as_str(), error = %e, "provider revocation failed; tokens already wiped locally, the outbox retries it");
+            if intent.is_some() {
+                ProviderRevocation::Pending
+            } else {
+                ProviderRevocation::Failed
+            }
         }
     };
+    if let Some(intent) = intent {
+        if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await {
+            // The intent stays; a worker delivers it again (a repeated revocation is harmless).
+            tracing::warn!(error = %e, "could not settle a revocation intent; a worker will deliver it again");
+        }
+    }
     let event = AuditEvent {
         tenant_id: Some(member.tenant_id),
         workspace_id: Some(member.workspace_id),
         actor_user_id: Some(member.user_id),
-        action: "revoke.provider",
+        action,
         outcome: outcome.as_str(),
         detail: json!({ "provider": provider.as_str(), "provider_revocation": outcome.as_str() }),
     };

@@ -55,11 +55,14 @@ pub enum Flaw {
     /// A refresh that failed for any reason but `invalid_grant` (a lost reply, a timeout) is tried
     /// again at once with the same refresh token.
     RetryFailedRefresh,
+    /// Disconnect wipes the tokens and never tells the provider: the grant stays live with no copy
+    /// anywhere (the behaviour before the revocation outbox).
+    DisconnectWithoutRevocation,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 18] = [
+    pub const ALL: [Flaw; 19] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -78,6 +81,7 @@ impl Flaw {
         Flaw::NoRefreshSingleFlight,
         Flaw::KeepUnstoredGrant,
         Flaw::RetryFailedRefresh,
+        Flaw::DisconnectWithoutRevocation,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -101,6 +105,7 @@ impl Flaw {
             Flaw::NoRefreshSingleFlight => "no-refresh-single-flight",
             Flaw::KeepUnstoredGrant => "keep-unstored-grant",
             Flaw::RetryFailedRefresh => "retry-failed-refresh",
+            Flaw::DisconnectWithoutRevocation => "disconnect-without-revocation",
         }
     }
 

@@ -16,7 +16,10 @@
 //! - [`locks`]: `lock_key_for_workspace`, the only place advisory-lock keys are derived.
 //! - [`lifecycle`]: the connection state machine, the only place transitions are decided.
 //! - [`activation`]: `POST /v1/workspaces/{id}/activation`.
-//! - [`connections`]: list (metadata only), disconnect and revoke (which calls the provider).
+//! - [`connections`]: list (metadata only), disconnect and revoke (both give the grant back at
+//!   the provider through the outbox).
+//! - [`outbox`]: the revocation outbox — intents written with the status change, delivered at
+//!   once and retried by every replica's worker until the provider confirms.
 //! - [`oauth`]: authorize and callback — the tenant-bound OAuth flow with PKCE.
 //! - [`oauth_state`]: [`oauth_state::OAuthStateStore`], states in Redis, consumed once.
 //! - [`providers`]: provider configuration and the HTTP client (exchange, refresh, revoke, fetch).
@@ -56,6 +59,7 @@ pub mod locks;
 pub mod oauth;
 pub mod oauth_state;
 pub mod openapi;
+pub mod outbox;
 pub mod providers;
 pub mod ratelimit;
 pub mod request_tx;
@@ -91,6 +95,7 @@ mod layering {
                 "lifecycle",
                 "locks",
                 "oauth_state",
+                "outbox",
                 "providers",
                 "ratelimit",
                 "syncpoints",

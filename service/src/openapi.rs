@@ -76,7 +76,7 @@ mod tests {
         for schema in [
             "ActivationResponse",
             "ConnectionList",
-            "RevokeResponse",
+            "EndedConnection",
             "AuthorizeResponse",
             "SyncResponse",
             "DocumentList",

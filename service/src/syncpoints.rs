@@ -18,6 +18,7 @@ pub const SYNC_POINTS: &[&str] = &[
     ACTIVATION_FAILING,
     LIFECYCLE_LOCKED,
     LIFECYCLE_BEFORE_COMMIT,
+    LIFECYCLE_COMMITTED,
     OAUTH_AUTHORIZE_LOCKED,
     OAUTH_CALLBACK_STATE_CONSUMED,
     OAUTH_CALLBACK_EXCHANGED,
@@ -40,6 +41,9 @@ pub const ACTIVATION_FAILING: &str = "activation.failing";
 pub const LIFECYCLE_LOCKED: &str = "lifecycle.locked";
 /// Disconnect or revoke has written the new status and is about to commit.
 pub const LIFECYCLE_BEFORE_COMMIT: &str = "lifecycle.before_commit";
+/// Disconnect or revoke has committed (the grant's revocation intent with it) and has not called
+/// the provider yet.
+pub const LIFECYCLE_COMMITTED: &str = "lifecycle.committed";
 
 /// Authorize holds the workspace lock and the connection's row lock.
 pub const OAUTH_AUTHORIZE_LOCKED: &str = "oauth.authorize.locked";

@@ -13,8 +13,8 @@ use crate::explore::{self, ExploreReport, Mode, Options};
 use crate::provision::BackendChoice;
 use harbor_service::flaws::{Flaw, Flaws};
 
-/// The seeded flaws that concern ordering, or what a database cut interrupts (`db_cut`):
-/// exploration alone must catch each.
+/// The seeded flaws that concern ordering, what a database cut interrupts (`db_cut`), or a grant
+/// left live that no row holds (`grant_orphaned`): exploration alone must catch each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,
     Flaw::NoRowLock,
@@ -24,6 +24,7 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::NoRefreshSingleFlight,
     Flaw::MemoryStateStore,
     Flaw::KeepUnstoredGrant,
+    Flaw::DisconnectWithoutRevocation,
 ];
 
 /// What to explore.

@@ -306,7 +306,7 @@ async fn explore_on(
             }
             *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
             progress(set_index, set.explored);
-            let findings: Vec<Finding> = oracle::check(ops, &run, &serial);
+            let findings: Vec<Finding> = oracle::check(ops, start, &run, &serial);
             let mut new = false;
             for f in findings {
                 if seen.insert(f.anomaly) {

@@ -176,7 +176,12 @@ fn permutations(items: &mut Vec<usize>, k: usize, visit: &mut dyn FnMut(&[usize]
 }
 
 /// Every finding of `run`.
-pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> Vec<Finding> {
+pub fn check(
+    ops: &[Operation],
+    start: Start,
+    run: &ScheduleRun,
+    serial: &[SerialOutcome],
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut add = |anomaly, detail: String| findings.push(Finding { anomaly, detail });
     if let Some(stuck) = &run.stuck {
@@ -266,28 +271,26 @@ pub fn check(ops: &[Operation], run: &ScheduleRun, serial: &[SerialOutcome]) -> 
             ),
         );
     }
-    // A cut may interrupt a callback after its code exchange: the grant must then be revoked.
-    // (Only without a disconnect, a revoke or the raw writer, which end a stored grant's row.)
-    let ends_grants = ops.iter().any(|o| {
-        matches!(
-            o,
-            Operation::Disconnect | Operation::Revoke | Operation::RawDisconnect
-        )
-    });
-    if cut && !ends_grants {
+    // Every grant accounted for: the one the start state holds (connected through the real flow)
+    // and every one exchanged during the schedule is, at the end, stored or revoked — a cut may
+    // interrupt a callback after its exchange, and revoke and disconnect give theirs back. (Not
+    // with the raw writer, which ends a stored grant's row behind the service's back.)
+    let silently_ends_grants = ops.contains(&Operation::RawDisconnect);
+    if !silently_ends_grants {
+        let held_before = u64::from(matches!(start, Start::Connected | Start::Stale));
         let stored = u64::from(
             run.end.status == Some(harbor_service::lifecycle::ConnectionStatus::Connected),
         );
         let accounted = run.end.revocations + stored;
-        if run.end.exchanges > accounted {
+        if held_before + run.end.exchanges > accounted {
             add(
                 Anomaly::GrantOrphaned,
                 format!(
-                    "{} code exchange(s), {} revocation(s), end status {}: {} grant(s) live at the provider and stored nowhere",
+                    "{held_before} grant(s) held at the start, {} code exchange(s), {} revocation(s), end status {}: {} grant(s) live at the provider and stored nowhere",
                     run.end.exchanges,
                     run.end.revocations,
                     run.end.status_name(),
-                    run.end.exchanges - accounted
+                    held_before + run.end.exchanges - accounted
                 ),
             );
         }

@@ -29,7 +29,7 @@ async fn reproduces(
         .run(ops, start, &mut Replay::new(choices.to_vec()))
         .await?;
     let serial = oracle::serial_outcomes(ops, start);
-    let shown = oracle::check(ops, &run, &serial)
+    let shown = oracle::check(ops, start, &run, &serial)
         .iter()
         .any(|f| f.anomaly == anomaly);
     Ok(shown.then_some(run))

@@ -1046,9 +1046,14 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
-        r.body["provider_revocation"], "failed",
-        "the caller learns the grant may still be live"
+        r.body["provider_revocation"], "pending",
+        "the caller learns the grant may still be live, and that the outbox keeps trying"
     );
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox WHERE provider = 'box'")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "the refused revocation stays in the outbox");
     assert!(row(&app, t2.workspace, Provider::Box)
         .await
         .access

@@ -279,6 +279,9 @@ impl Step {
                 if s.needs_provider() {
                     needs.insert(Capability::ProviderControl);
                 }
+                if s.needs_database() {
+                    needs.insert(Capability::Database);
+                }
             }
             StepKind::Assert(s) => s.assertion.requires(needs),
             StepKind::Fault(s) => {

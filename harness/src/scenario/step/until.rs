@@ -1,8 +1,9 @@
 //! `do = "until"`: waits until one of the fake provider's counters reaches a value — progress
 //! proven from the provider's own counts, so a fault can be done in the middle of a load rather
 //! than after a guessed sleep — or until every replica's `/readyz` answers 200 (the time to
-//! recover after a dependency returns, measured into the trace). Bounded by the step timeout;
-//! running out is a failure with the lock tables attached.
+//! recover after a dependency returns, measured into the trace), or until the revocation outbox is
+//! empty (every grant given up has been confirmed revoked: what `grants_accounted` is checked
+//! after). Bounded by the step timeout; running out is a failure with the lock tables attached.
 
 use harbor_service::domain::Provider;
 use serde::Deserialize;
@@ -27,6 +28,9 @@ pub struct RawUntil {
     /// Wait until every replica is ready instead.
     #[serde(default)]
     pub replicas_ready: bool,
+    /// Wait until the revocation outbox is empty instead (read from the database).
+    #[serde(default)]
+    pub outbox_empty: bool,
 }
 
 /// A checked until step: what to wait for.
@@ -43,13 +47,15 @@ pub enum Until {
     },
     /// Every replica's `/readyz` answers 200.
     ReplicasReady,
+    /// No revocation intent is left in the outbox.
+    OutboxEmpty,
 }
 
 impl Until {
     /// Checks a written until step.
     pub fn parse(r: RawUntil, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
-        match (r.provider_counter, r.at_least, r.replicas_ready) {
-            (Some(c), Some(at_least), false) => {
+        match (r.provider_counter, r.at_least, r.replicas_ready, r.outbox_empty) {
+            (Some(c), Some(at_least), false, false) => {
                 let (provider, counter) =
                     provider_counter(cx, &format!("{place}.provider_counter"), &c)?;
                 Ok(Until::Counter {
@@ -58,10 +64,11 @@ impl Until {
                     at_least,
                 })
             }
-            (None, None, true) => Ok(Until::ReplicasReady),
+            (None, None, true, false) => Ok(Until::ReplicasReady),
+            (None, None, false, true) => Ok(Until::OutboxEmpty),
             _ => Err(problem(
                 place,
-                "expected either provider_counter with at_least, or replicas_ready = true",
+                "expected one of: provider_counter with at_least, replicas_ready = true, outbox_empty = true",
             )),
         }
     }
@@ -69,6 +76,11 @@ impl Until {
     /// Whether it waits on the provider.
     pub fn needs_provider(&self) -> bool {
         matches!(self, Until::Counter { .. })
+    }
+
+    /// Whether it reads the database.
+    pub fn needs_database(&self) -> bool {
+        matches!(self, Until::OutboxEmpty)
     }
 
     /// Waits.
@@ -130,6 +142,26 @@ impl Until {
                     "every replica ready".to_owned(),
                     (ready == client.replicas()).then(|| format!("{ready} replica(s) ready")),
                 )
+            }
+            Until::OutboxEmpty => {
+                let db = ex.target.database().ok_or_else(|| {
+                    Failure::at(Some(i), "the target offers no database to read the outbox from")
+                })?;
+                let mut left = -1i64;
+                while started.elapsed() < limit {
+                    left = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox")
+                        .fetch_one(db)
+                        .await
+                        .map_err(|e| Failure::at(Some(i), format!("reading the outbox: {e}")))?;
+                    if left == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                if left != 0 {
+                    why = format!("{left} revocation intent(s) still in the outbox after {limit:?}");
+                }
+                ("the revocation outbox empty".to_owned(), (left == 0).then(|| "empty".to_owned()))
             }
         };
         match reached {

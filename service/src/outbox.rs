@@ -1,0 +1,217 @@
+//! The revocation outbox: every grant the service gives up (revoke, disconnect) is written as an
+//! intent in the same transaction as the status change that gives it up, and stays until the
+//! provider confirmed its revocation (RFC 7009). The request that wrote it delivers it at once;
+//! if that fails, or the replica dies first, every replica's [`Worker`] takes it up — at least
+//! once, which a revocation makes harmless — with back-off, and never drops it.
+//!
+//! The intent holds the ciphertext the connection row held, copied as it was, so it stays bound to
+//! that row and grant (`vault::TokenBinding`) and no plaintext is ever written.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+use crate::clock::Clock;
+use crate::db::Tx;
+use crate::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
+use crate::lifecycle::LockedConnection;
+use crate::providers::ProviderClient;
+use crate::vault::{KeyRing, TokenBinding, TokenField};
+
+/// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
+/// longer than a provider call may take.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// Attempts after which an intent is reported as stuck at every further attempt (it is still
+/// retried, at the longest back-off: an intent is never dropped).
+pub const STUCK_AFTER: i32 = 10;
+
+/// Why a grant is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// `POST …/revoke`.
+    Revoke,
+    /// `POST …/disconnect`.
+    Disconnect,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Revoke => "revoke",
+            Reason::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// A written intent: its id, to settle it once the provider answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntentId(pub i64);
+
+/// Writes the intent to revoke `connection`'s grant, in `tx` — the transaction that wipes the
+/// tokens — or nothing when the row holds none. The refresh token is preferred: revoking it ends
+/// the whole grant. Leased until `now + LEASE`, so the workers leave it to the request.
+pub async fn record(
+    tx: &mut Tx,
+    connection: &LockedConnection,
+    workspace: WorkspaceId,
+    reason: Reason,
+    now: DateTime<Utc>,
+) -> Result<Option<IntentId>, sqlx::Error> {
+    let Some(sealed) = &connection.tokens else {
+        return Ok(None);
+    };
+    let (field, token) = match &sealed.refresh_token {
+        Some(refresh) => ("refresh", refresh),
+        None => ("access", &sealed.access_token),
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO revocation_outbox \
+           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(connection.tenant_id)
+    .bind(workspace)
+    .bind(connection.id)
+    .bind(connection.provider.as_str())
+    .bind(connection.grant_id)
+    .bind(field)
+    .bind(token)
+    .bind(reason.as_str())
+    .bind(now + lease())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some(IntentId(id)))
+}
+
+/// Settles an intent after a delivery attempt: gone (audited) once the provider confirmed, else
+/// due again after the back-off for `attempts`.
+pub async fn settle(
+    pool: &PgPool,
+    id: IntentId,
+    delivered: Result<(), String>,
+    attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    match delivered {
+        Ok(()) => {
+            sqlx::query("SELECT harbor_outbox_done($1, 'confirmed')")
+                .bind(id.0)
+                .execute(pool)
+                .await?;
+        }
+        Err(error) => {
+            if attempts >= STUCK_AFTER {
+                tracing::error!(intent = id.0, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
+            }
+            sqlx::query("SELECT harbor_outbox_retry($1, $2, $3)")
+                .bind(id.0)
+                .bind(&error)
+                .bind(now + backoff(attempts))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The wait before attempt `attempts + 1`: 2^attempts seconds, at most five minutes.
+pub fn backoff(attempts: i32) -> chrono::Duration {
+    chrono::Duration::seconds(1i64 << attempts.clamp(0, 8).min(8)).min(chrono::Duration::minutes(5))
+}
+
+fn lease() -> chrono::Duration {
+    chrono::Duration::from_std(LEASE).expect("a small lease")
+}
+
+/// One claimed intent, as the worker reads it.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: i64,
+    tenant_id: TenantId,
+    connection_id: ConnectionId,
+    provider: String,
+    grant_id: Option<uuid::Uuid>,
+    field: String,
+    sealed_token: Vec<u8>,
+    attempts: i32,
+}
+
+/// Drains the outbox on one replica: every `interval`, it claims the due intents (leased, so
+/// replicas never deliver the same one at once) and delivers each. It holds no transaction
+/// while it calls a provider.
+#[derive(Clone)]
+pub struct Worker {
+    /// The request role's pool (the claims go through the owner's functions).
+    pub db: PgPool,
+    /// Opens the intents' ciphertexts.
+    pub vault: std::sync::Arc<KeyRing>,
+    /// Calls the providers' revocation endpoints.
+    pub providers: ProviderClient,
+    /// The service's clock (the harness moves it to make a lease expire).
+    pub clock: Clock,
+    /// How often it looks.
+    pub interval: Duration,
+}
+
+impl Worker {
+    /// Runs until the task is dropped.
+    pub async fn run(self) {
+        loop {
+            if let Err(e) = self.drain_once().await {
+                tracing::warn!(error = %e, "the revocation outbox could not be read; trying again");
+            }
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    /// Claims and delivers the intents due now; returns how many it delivered.
+    pub async fn drain_once(&self) -> Result<usize, sqlx::Error> {
+        let lease = sqlx::postgres::types::PgInterval::try_from(LEASE)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let claimed: Vec<Claimed> = sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 16)")
+            .bind(self.clock.now())
+            .bind(lease)
+            .fetch_all(&self.db)
+            .await?;
+        let mut delivered = 0;
+        for intent in claimed {
+            let outcome = self.deliver(&intent).await;
+            delivered += usize::from(outcome.is_ok());
+            settle(
+                &self.db,
+                IntentId(intent.id),
+                outcome,
+                intent.attempts,
+                self.clock.now(),
+            )
+            .await?;
+        }
+        Ok(delivered)
+    }
+
+    async fn deliver(&self, intent: &Claimed) -> Result<(), String> {
+        let provider = Provider::parse(&intent.provider).map_err(|e| e.to_string())?;
+        let field = match intent.field.as_str() {
+            "refresh" => TokenField::Refresh,
+            _ => TokenField::Access,
+        };
+        let binding = TokenBinding {
+            tenant_id: intent.tenant_id,
+            connection_id: intent.connection_id,
+            provider,
+            field,
+            grant_id: intent.grant_id,
+        };
+        let token: SecretString = self
+            .vault
+            .decrypt_any_format(&intent.sealed_token, &binding)
+            .map_err(|e| format!("the intent does not decrypt: {e}"))?;
+        self.providers
+            .revoke(provider, &token)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
