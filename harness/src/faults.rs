@@ -73,6 +73,10 @@ pub enum FaultKind {
     ReplicaCrash,
     /// A crashed replica starts again on the same address.
     ReplicaRestart,
+    /// A replica stops gracefully, as on SIGTERM in a rolling deploy: it stops accepting, finishes
+    /// its connections and the work its requests handed to tasks (within the service's shutdown
+    /// bound), then its process ends. `replica_restart` starts it again.
+    ReplicaStop,
 }
 
 /// A fault as a scenario step or an exploration asks for it.
@@ -143,7 +147,7 @@ pub enum ProxyAction {
 
 impl FaultKind {
     /// Every fault, in the order of the documentation.
-    pub const ALL: [FaultKind; 21] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::RedisPause,
         FaultKind::RedisResume,
         FaultKind::RedisDropConnections,
@@ -165,6 +169,7 @@ impl FaultKind {
         FaultKind::ProviderUp,
         FaultKind::ReplicaCrash,
         FaultKind::ReplicaRestart,
+        FaultKind::ReplicaStop,
     ];
 
     /// The name used in scenario files and traces.
@@ -191,6 +196,7 @@ impl FaultKind {
             FaultKind::ProviderUp => "provider_up",
             FaultKind::ReplicaCrash => "replica_crash",
             FaultKind::ReplicaRestart => "replica_restart",
+            FaultKind::ReplicaStop => "replica_stop",
         }
     }
 
@@ -209,7 +215,7 @@ impl FaultKind {
             | PostgresTerminateActor
             | PostgresTerminateAll => Dependency::Postgres,
             ProviderPause | ProviderResume | ProviderDown | ProviderUp => Dependency::Provider,
-            ReplicaCrash | ReplicaRestart => Dependency::Replica,
+            ReplicaCrash | ReplicaRestart | ReplicaStop => Dependency::Replica,
         }
     }
 
@@ -232,7 +238,7 @@ impl FaultKind {
         use FaultKind::*;
         match self {
             RedisPause | RedisDown | PostgresPause | PostgresDown | ProviderPause
-            | ProviderDown | ReplicaCrash => Some(true),
+            | ProviderDown | ReplicaCrash | ReplicaStop => Some(true),
             RedisResume | RedisUp | PostgresResume | PostgresUp | ProviderResume | ProviderUp
             | ReplicaRestart => Some(false),
             _ => None,
@@ -246,7 +252,10 @@ impl FaultKind {
 
     /// Whether the step names a replica.
     pub fn needs_replica(self) -> bool {
-        matches!(self, FaultKind::ReplicaCrash | FaultKind::ReplicaRestart)
+        matches!(
+            self,
+            FaultKind::ReplicaCrash | FaultKind::ReplicaRestart | FaultKind::ReplicaStop
+        )
     }
 
     /// Whether `for_ms` applies (the length of a restart's outage).

@@ -231,6 +231,31 @@ impl Replica {
         Ok(())
     }
 
+    /// Stops it gracefully, as SIGTERM does: the service stops accepting, finishes its
+    /// connections and the tasks its requests started (within its own shutdown bound), and then
+    /// the process ends — whatever is still running on its runtime after that is dropped.
+    async fn stop_gracefully(&self) -> Result<(), String> {
+        let running = self
+            .running
+            .lock()
+            .map_err(|_| "replica state poisoned")?
+            .take()
+            .ok_or("the replica is not running")?;
+        let _ = running.shutdown.send(());
+        let served = tokio::time::timeout(
+            harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
+            running.task,
+        )
+        .await;
+        running.runtime.shutdown_background();
+        match served {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("the replica's server failed: {e}")),
+            Ok(Err(e)) => Err(format!("the replica's server task: {e}")),
+            Err(_) => Err("the replica did not stop within its shutdown bound".into()),
+        }
+    }
+
     /// Starts it again on the address it had.
     async fn restart(&self) -> Result<(), String> {
         if self.is_running() {
@@ -548,6 +573,13 @@ impl ServiceUnderTest {
                 self.crash_replica(fault.replica.ok_or("replica_crash needs a replica")?)
                     .await
             }
+            FaultKind::ReplicaStop => {
+                let replica = fault.replica.ok_or("replica_stop needs a replica")?;
+                self.stop_replica(replica).await?;
+                Ok(FaultDone::effect(format!(
+                    "replica {replica} stopped gracefully (its connections and request tasks finished)"
+                )))
+            }
             FaultKind::ReplicaRestart => {
                 let replica = fault.replica.ok_or("replica_restart needs a replica")?;
                 let r = self
@@ -629,6 +661,16 @@ impl ServiceUnderTest {
             .fetch_all(&self.db)
             .await
             .map_err(|e| format!("reading the replicas' backends: {e}"))
+    }
+
+    /// Stops `replica` gracefully (SIGTERM semantics) and returns once its process would have
+    /// exited.
+    pub async fn stop_replica(&self, replica: usize) -> Result<(), String> {
+        self.replicas
+            .get(replica)
+            .ok_or_else(|| format!("there is no replica {replica}"))?
+            .stop_gracefully()
+            .await
     }
 
     /// Crashes `replica` and returns once the database has ended every backend it had (its

@@ -32,6 +32,10 @@ use crate::syncpoints::SyncHooks;
 use crate::vault::{KeyRing, VaultError};
 use crate::{activation, connections, context, db, documents, health, oauth, openapi};
 
+/// How long a graceful shutdown waits for the tasks requests handed work to: longer than a
+/// provider call and a commit take.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Test hooks the harness passes when it runs the service in-process.
 #[derive(Clone, Debug, Default)]
 pub struct Hooks {
@@ -170,6 +174,7 @@ impl Application {
             request_timeout: config.request_timeout,
             trusted_proxies: config.trusted_proxies.clone(),
             readiness: Arc::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
         };
         tracing::info!(
             keys_on = %config.trusted_proxies.describe(),
@@ -256,6 +261,18 @@ impl Application {
         }
         drop(self.listener);
         graceful.shutdown().await;
+        // The connections are done, but not necessarily the work their requests handed to tasks
+        // of their own (a client that hung up left its callback's store running): wait for it,
+        // within a bound. What is left after it is left to the outbox (a revocation), or is the
+        // documented window of a grant in flight.
+        let tasks = &self.state.tasks;
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+            tracing::error!(
+                unfinished = tasks.len(),
+                "graceful shutdown gave up waiting for request tasks"
+            );
+        }
         outbox.abort();
         Ok(())
     }

@@ -291,7 +291,7 @@ async fn end(
                 _ => "disconnect.provider",
             };
             let told = tell_provider(state.clone(), request.clone(), provider, token, intent, action);
-            let task = tokio::spawn(crate::context::within_request(async move {
+            let task = state.tasks.spawn(crate::context::within_request(async move {
                 crate::flaws::scope(&flaws_of_request, told).await
             }));
             task.await.map_err(|e| {

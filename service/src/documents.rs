@@ -100,9 +100,8 @@ pub async fn sync(
     // provider's answer and the commit.
     let flaws_of_request = state.flaws.clone();
     let task = {
-        let (state, request) = (state.clone(), request.clone());
-        let decision = decide_token(state, request, provider);
-        tokio::spawn(crate::context::within_request(async move {
+        let decision = decide_token(state.clone(), request.clone(), provider);
+        state.tasks.spawn(crate::context::within_request(async move {
             flaws::scope(&flaws_of_request, decision).await
         }))
     };

@@ -334,8 +334,9 @@ pub async fn callback(
     // 3–4 run in their own task: a client that disconnects mid-way (the handler's future is then
     // dropped) must not cancel between the code exchange and storing — or revoking — its result.
     let flaws_of_request = state.flaws.clone();
+    let tasks = state.tasks.clone();
     let flow = complete_flow(state, ctx, record, params, member, provider);
-    let task = tokio::spawn(crate::context::within_request(async move {
+    let task = tasks.spawn(crate::context::within_request(async move {
         flaws::scope(&flaws_of_request, flow).await
     }));
     let finished = task.await.map_err(|e| {

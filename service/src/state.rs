@@ -47,6 +47,10 @@ pub struct AppState {
     pub trusted_proxies: crate::ratelimit::TrustedProxies,
     /// The last readiness check, shared by the probes that come within its lifetime.
     pub readiness: Arc<ReadinessCache>,
+    /// The work requests hand to tasks of their own (a callback's exchange and store, a sync's
+    /// refresh, a revocation): a graceful shutdown waits for them, so a rolling deploy cuts none
+    /// of them between the provider's answer and the commit.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// The last readiness check (PostgreSQL, Redis). Probes that arrive while one is running wait for

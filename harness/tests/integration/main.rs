@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod connectors;
 mod fuzz;
+mod grants;
 mod hardening;
 mod hardening_round2;
 mod helpers;

@@ -1,0 +1,89 @@
+//! Every grant accounted for (issue #25): the cases that need the harness to reach inside a run —
+//! a graceful stop that must wait for a request's own task. The rest are scenario files
+//! (`scenarios/GRT-*.toml`, `scenarios/FLT-REPLICA-CRASH-AFTER-REVOKE-COMMIT.toml`).
+
+use std::time::Duration;
+
+use harbor_harness::client::paths;
+use harbor_harness::service::ServiceOptions;
+use harbor_harness::tokens::TokenKind;
+use harbor_service::domain::Provider;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_syncpoint::{SlotKey, SlotState};
+use reqwest::Method;
+
+use crate::helpers::{spawn_app_with, within};
+
+/// A graceful stop (a rolling deploy's SIGTERM) waits for the work a request handed to its own
+/// task: a callback whose client hung up while it sat between the code exchange and the store is
+/// stored once it goes on, instead of being dropped with the process and its grant orphaned.
+#[tokio::test]
+async fn a_graceful_stop_finishes_a_callback_whose_client_hung_up() {
+    let app = spawn_app_with(ServiceOptions {
+        replicas: 2,
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app
+        .tenant("deploy", true, ConnectionStatus::NotConnected)
+        .await;
+    let consent = app
+        .authorize_and_consent(1, t.owner, t.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    let sync = app.sut.replicas[0].sync.clone();
+    let slot = SlotKey::new("D", "oauth.callback.exchanged");
+    sync.arm(slot.clone()).unwrap();
+    let call = app
+        .sut
+        .client
+        .request(
+            Method::GET,
+            paths::callback(Provider::Qbo, &consent.callback_query()),
+        )
+        .on_replica(0)
+        .bearer(Some(app.sut.tokens.token(t.owner.0, TokenKind::Valid)))
+        .actor(Some("D"));
+    let client = tokio::spawn(call.send());
+    within(
+        "the callback to park after its exchange",
+        sync.until(slot.clone(), SlotState::Parked),
+    )
+    .await;
+    client.abort(); // the client hangs up: its connection closes, the handler is dropped
+    let address = app.sut.replicas[0]
+        .base_url
+        .trim_start_matches("http://")
+        .to_owned();
+    let release_once_stopping = async {
+        // The stop has begun once the replica refuses connections (its listener is gone).
+        within("replica 0 to stop listening", async {
+            while tokio::net::TcpStream::connect(&address).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        sync.release(&slot).unwrap();
+    };
+    let (stopped, ()) = tokio::join!(app.sut.stop_replica(0), release_once_stopping);
+    stopped.unwrap();
+    let status: String = sqlx::query_scalar(
+        "SELECT status || ':' || (refresh_token IS NOT NULL)::text FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(
+        status, "CONNECTED:true",
+        "the callback's store finished before the process ended"
+    );
+    let accounted = harbor_harness::oracles::grants_accounted(
+        app.db(),
+        &app.sut.key_ring(),
+        &app.sut.provider,
+    )
+    .await;
+    assert!(accounted.is_ok(), "{accounted:?}");
+    app.stop().await;
+}
