@@ -32,16 +32,19 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON revocation_outbox TO harbor_app;
 GRANT USAGE ON SEQUENCE revocation_outbox_id_seq TO harbor_app;
 
 -- The worker belongs to no tenant: it claims due intents through these functions, which run as
--- the owner and touch nothing but the outbox (and the audit trail, append-only).
+-- the owner and touch nothing but the outbox (and the audit trail, append-only). Like 0006's, they
+-- resolve nothing through `public`: `search_path = pg_catalog, pg_temp`, every table qualified.
+-- A claim is a lease until `next_attempt_at`; settling names the lease it holds, so a worker whose
+-- lease ran out (and whose intent another worker took) changes nothing.
 
 -- Takes up to p_limit due intents, leasing each until p_now + p_lease (rows another worker holds
 -- are skipped, not waited for) and counting the attempt.
 CREATE FUNCTION harbor_outbox_claim(p_now timestamptz, p_lease interval, p_limit integer)
     RETURNS SETOF revocation_outbox
-    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    UPDATE revocation_outbox o
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE public.revocation_outbox o
        SET next_attempt_at = p_now + p_lease, attempts = o.attempts + 1
-     WHERE o.id IN (SELECT d.id FROM revocation_outbox d
+     WHERE o.id IN (SELECT d.id FROM public.revocation_outbox d
                      WHERE d.next_attempt_at <= p_now
                      ORDER BY d.id LIMIT p_limit
                        FOR UPDATE SKIP LOCKED)
@@ -49,27 +52,29 @@ CREATE FUNCTION harbor_outbox_claim(p_now timestamptz, p_lease interval, p_limit
 $$;
 
 -- The provider confirmed: the intent is gone, and the audit trail says so.
-CREATE FUNCTION harbor_outbox_done(p_id bigint, p_outcome text)
+CREATE FUNCTION harbor_outbox_done(p_id bigint, p_lease_until timestamptz, p_outcome text)
     RETURNS void
-    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    WITH gone AS (DELETE FROM revocation_outbox WHERE id = p_id RETURNING *)
-    INSERT INTO audit_events (tenant_id, workspace_id, action, outcome, request_id, detail)
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH gone AS (DELETE FROM public.revocation_outbox
+                   WHERE id = p_id AND next_attempt_at = p_lease_until RETURNING *)
+    INSERT INTO public.audit_events (tenant_id, workspace_id, action, outcome, request_id, detail)
     SELECT tenant_id, workspace_id, 'revocation.outbox', p_outcome, 'outbox-worker',
-           jsonb_build_object('provider', provider, 'reason', reason, 'attempts', attempts)
+           pg_catalog.jsonb_build_object('provider', provider, 'reason', reason, 'attempts', attempts)
       FROM gone
 $$;
 
 -- It failed: try again at p_next, remembering why.
-CREATE FUNCTION harbor_outbox_retry(p_id bigint, p_error text, p_next timestamptz)
+CREATE FUNCTION harbor_outbox_retry(p_id bigint, p_lease_until timestamptz, p_error text, p_next timestamptz)
     RETURNS void
-    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    UPDATE revocation_outbox SET last_error = left(p_error, 200), next_attempt_at = p_next
-     WHERE id = p_id
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE public.revocation_outbox
+       SET last_error = pg_catalog.left(p_error, 200), next_attempt_at = p_next
+     WHERE id = p_id AND next_attempt_at = p_lease_until
 $$;
 
 REVOKE ALL ON FUNCTION harbor_outbox_claim(timestamptz, interval, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION harbor_outbox_done(bigint, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION harbor_outbox_retry(bigint, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION harbor_outbox_done(bigint, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION harbor_outbox_retry(bigint, timestamptz, text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION harbor_outbox_claim(timestamptz, interval, integer) TO harbor_app;
-GRANT EXECUTE ON FUNCTION harbor_outbox_done(bigint, text) TO harbor_app;
-GRANT EXECUTE ON FUNCTION harbor_outbox_retry(bigint, text, timestamptz) TO harbor_app;
+GRANT EXECUTE ON FUNCTION harbor_outbox_done(bigint, timestamptz, text) TO harbor_app;
+GRANT EXECUTE ON FUNCTION harbor_outbox_retry(bigint, timestamptz, text, timestamptz) TO harbor_app;

@@ -260,7 +260,13 @@ impl Application {
             });
         }
         drop(self.listener);
-        graceful.shutdown().await;
+        // Bounded: a client that never reads its answer must not hold the stop forever.
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!("graceful shutdown gave up waiting for open connections");
+        }
         // The connections are done, but not necessarily the work their requests handed to tasks
         // of their own (a client that hung up left its callback's store running): wait for it,
         // within a bound. What is left after it is left to the outbox (a revocation), or is the

@@ -337,6 +337,12 @@ impl Config {
                 }
             }
         }
+        if self.outbox_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                var: "HARBOR_OUTBOX_INTERVAL_MS",
+                message: "must be positive (0 would poll the database without pause)".into(),
+            });
+        }
         if self.request_timeout.is_zero() || self.header_read_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 var: "HARBOR_REQUEST_TIMEOUT_MS",

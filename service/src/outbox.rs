@@ -46,9 +46,15 @@ impl Reason {
     }
 }
 
-/// A written intent: its id, to settle it once the provider answered.
+/// A written or claimed intent: its id and the lease its holder has it under. Settling names the
+/// lease, so a holder whose lease ran out (and whose intent another worker took) changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IntentId(pub i64);
+pub struct IntentId {
+    /// The row.
+    pub id: i64,
+    /// Until when its holder has it (`next_attempt_at` as the holder wrote it).
+    pub lease_until: DateTime<Utc>,
+}
 
 /// Writes the intent to revoke `connection`'s grant, in `tx` — the transaction that wipes the
 /// tokens — or nothing when the row holds none. The refresh token is preferred: revoking it ends
@@ -67,10 +73,10 @@ pub async fn record(
         Some(refresh) => ("refresh", refresh),
         None => ("access", &sealed.access_token),
     };
-    let id: i64 = sqlx::query_scalar(
+    let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \
            (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, next_attempt_at",
     )
     .bind(connection.tenant_id)
     .bind(workspace)
@@ -83,7 +89,7 @@ pub async fn record(
     .bind(now + lease())
     .fetch_one(&mut **tx)
     .await?;
-    Ok(Some(IntentId(id)))
+    Ok(Some(IntentId { id, lease_until }))
 }
 
 /// Settles an intent after a delivery attempt: gone (audited) once the provider confirmed, else
@@ -97,17 +103,19 @@ pub async fn settle(
 ) -> Result<(), sqlx::Error> {
     match delivered {
         Ok(()) => {
-            sqlx::query("SELECT harbor_outbox_done($1, 'confirmed')")
-                .bind(id.0)
+            sqlx::query("SELECT harbor_outbox_done($1, $2, 'confirmed')")
+                .bind(id.id)
+                .bind(id.lease_until)
                 .execute(pool)
                 .await?;
         }
         Err(error) => {
             if attempts >= STUCK_AFTER {
-                tracing::error!(intent = id.0, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
+                tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
             }
-            sqlx::query("SELECT harbor_outbox_retry($1, $2, $3)")
-                .bind(id.0)
+            sqlx::query("SELECT harbor_outbox_retry($1, $2, $3, $4)")
+                .bind(id.id)
+                .bind(id.lease_until)
                 .bind(&error)
                 .bind(now + backoff(attempts))
                 .execute(pool)
@@ -119,7 +127,7 @@ pub async fn settle(
 
 /// The wait before attempt `attempts + 1`: 2^attempts seconds, at most five minutes.
 pub fn backoff(attempts: i32) -> chrono::Duration {
-    chrono::Duration::seconds(1i64 << attempts.clamp(0, 8).min(8)).min(chrono::Duration::minutes(5))
+    chrono::Duration::seconds((1i64 << attempts.clamp(0, 9)).min(300))
 }
 
 fn lease() -> chrono::Duration {
@@ -137,11 +145,12 @@ struct Claimed {
     field: String,
     sealed_token: Vec<u8>,
     attempts: i32,
+    next_attempt_at: DateTime<Utc>,
 }
 
-/// Drains the outbox on one replica: every `interval`, it claims the due intents (leased, so
-/// replicas never deliver the same one at once) and delivers each. It holds no transaction
-/// while it calls a provider.
+/// Drains the outbox on one replica: every `interval`, it claims the due intents one at a time
+/// (each leased for `LEASE`, longer than one provider call, so replicas never deliver the same one
+/// at once) and delivers each. It holds no transaction while it calls a provider.
 #[derive(Clone)]
 pub struct Worker {
     /// The request role's pool (the claims go through the owner's functions).
@@ -167,27 +176,27 @@ impl Worker {
         }
     }
 
-    /// Claims and delivers the intents due now; returns how many it delivered.
+    /// Claims and delivers the intents due now, one at a time (at most 16 a pass); returns how
+    /// many it delivered.
     pub async fn drain_once(&self) -> Result<usize, sqlx::Error> {
         let lease = sqlx::postgres::types::PgInterval::try_from(LEASE)
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let claimed: Vec<Claimed> = sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 16)")
-            .bind(self.clock.now())
-            .bind(lease)
-            .fetch_all(&self.db)
-            .await?;
         let mut delivered = 0;
-        for intent in claimed {
+        for _ in 0..16 {
+            let claimed: Option<Claimed> =
+                sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
+                    .bind(self.clock.now())
+                    .bind(lease)
+                    .fetch_optional(&self.db)
+                    .await?;
+            let Some(intent) = claimed else { break };
             let outcome = self.deliver(&intent).await;
             delivered += usize::from(outcome.is_ok());
-            settle(
-                &self.db,
-                IntentId(intent.id),
-                outcome,
-                intent.attempts,
-                self.clock.now(),
-            )
-            .await?;
+            let held = IntentId {
+                id: intent.id,
+                lease_until: intent.next_attempt_at,
+            };
+            settle(&self.db, held, outcome, intent.attempts, self.clock.now()).await?;
         }
         Ok(delivered)
     }

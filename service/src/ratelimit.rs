@@ -83,6 +83,21 @@ local function store(value)
   redis.call('SET', KEYS[1], string.format('%.0f', value), 'PX', px)
   redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', px)
 end
+-- A clock that went back (an NTP step, a restored snapshot: now is before the last write) makes
+-- the stored arrival time look far in the future. Only then is it brought down to what one
+-- quota allows — the bucket counts as just emptied, so the wait is one interval, not the length
+-- of the jump (FLT-CLOCK-JUMPS-BACK). An arrival time beyond this replica's own bound with the
+-- clock going forward is another replica's larger burst (a rolling deploy that changes a quota):
+-- it is respected, never lowered, or replicas with different quotas would reset each other.
+-- Before anything else, a give-back included: whatever writes first after the jump records the
+-- new `now`, and the jump would go unseen.
+if now < last then
+  local ceiling = now + interval * burst
+  if tat > ceiling then
+    tat = ceiling
+    store(tat)
+  end
+end
 if cost < 0 then
   local back = tat - interval
   if back <= now then
@@ -93,19 +108,6 @@ if cost < 0 then
   return {1, 0}
 end
 if tat < now then tat = now end
--- A clock that went back (an NTP step, a restored snapshot: now is before the last write) makes
--- the stored arrival time look far in the future. Only then is it brought down to what one
--- quota allows — the bucket counts as just emptied, so the wait is one interval, not the length
--- of the jump (FLT-CLOCK-JUMPS-BACK). An arrival time beyond this replica's own bound with the
--- clock going forward is another replica's larger burst (a rolling deploy that changes a quota):
--- it is respected, never lowered, or replicas with different quotas would reset each other.
-if now < last then
-  local ceiling = now + interval * burst
-  if tat > ceiling then
-    tat = ceiling
-    store(tat)
-  end
-end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
 if allow_at > now then
@@ -302,20 +304,22 @@ impl TrustedProxies {
         peer: std::net::IpAddr,
         forwarded_for: impl Iterator<Item = &'a str>,
     ) -> std::net::IpAddr {
+        let peer = peer.to_canonical();
         if !self.contains(peer) {
             return peer;
         }
-        let hops: Option<Vec<std::net::IpAddr>> = forwarded_for
-            .flat_map(|v| v.split(','))
-            .map(|h| h.trim().parse().ok())
-            .collect();
-        let Some(hops) = hops else {
-            return peer;
-        };
+        // From the right: each hop was appended by the one before it. Trusted hops are skipped;
+        // the first address that is not a trusted proxy is the client. What a client put further
+        // left (garbage, `unknown`, an address of its choice) is never reached; a hop that is not
+        // an address stops the walk at the last trusted hop.
+        let hops: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).collect();
         let mut client = peer;
         for hop in hops.into_iter().rev() {
-            client = hop;
-            if !self.contains(hop) {
+            let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+                break;
+            };
+            client = ip.to_canonical();
+            if !self.contains(client) {
                 break;
             }
         }
@@ -417,6 +421,16 @@ mod tests {
         assert_eq!(
             lb.client_of(ip("10.0.0.5"), ["not-an-address"].into_iter()),
             ip("10.0.0.5")
+        );
+        assert_eq!(
+            lb.client_of(ip("10.0.0.5"), ["unknown, 203.0.113.9"].into_iter()),
+            ip("203.0.113.9"),
+            "what the client prepended is never read"
+        );
+        assert_eq!(
+            lb.client_of(ip("::ffff:10.0.0.5"), ["203.0.113.9"].into_iter()),
+            ip("203.0.113.9"),
+            "an IPv4-mapped peer matches an IPv4 CIDR"
         );
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
     }
