@@ -221,12 +221,7 @@ impl Replica {
     /// Kills it: every task of its runtime is dropped where it stands — parked requests, their
     /// open transactions, pooled connections — and the kernel closes its sockets.
     fn crash(&self) -> Result<(), String> {
-        let running = self
-            .running
-            .lock()
-            .map_err(|_| "replica state poisoned")?
-            .take()
-            .ok_or("the replica is not running")?;
+        let running = self.take_running().ok_or("the replica is not running")?;
         running.runtime.shutdown_background();
         Ok(())
     }
@@ -235,12 +230,7 @@ impl Replica {
     /// connections and the tasks its requests started (within its own shutdown bound), and then
     /// the process ends — whatever is still running on its runtime after that is dropped.
     async fn stop_gracefully(&self) -> Result<(), String> {
-        let running = self
-            .running
-            .lock()
-            .map_err(|_| "replica state poisoned")?
-            .take()
-            .ok_or("the replica is not running")?;
+        let running = self.take_running().ok_or("the replica is not running")?;
         let _ = running.shutdown.send(());
         let served = tokio::time::timeout(
             harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
