@@ -206,9 +206,6 @@ pub async fn disconnect(
 pub enum ProviderRevocation {
     /// The provider confirmed the revocation (RFC 7009).
     Confirmed,
-    /// The provider could not be reached or refused: the grant may still be live there, though
-    /// Harbor no longer holds it.
-    Failed,
     /// The connection held no tokens, so there was nothing to revoke.
     NoTokens,
     /// The stored tokens could not be decrypted, so the provider could not be told.
@@ -223,7 +220,6 @@ impl ProviderRevocation {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderRevocation::Confirmed => "confirmed",
-            ProviderRevocation::Failed => "failed",
             ProviderRevocation::NoTokens => "no_tokens",
             ProviderRevocation::Undecryptable => "undecryptable",
             ProviderRevocation::Pending => "pending",
@@ -239,9 +235,8 @@ pub struct EndedConnection {
     /// The connection, now `REVOKED` or `DISCONNECTED`.
     #[serde(flatten)]
     pub connection: ConnectionView,
-    /// What the provider said; `pending` means the outbox is still trying, `failed` never
-    /// happens with the outbox (kept for the contract's history), `no_tokens` that there was no
-    /// grant to give back.
+    /// What the provider said; `pending` means the outbox is still trying, `no_tokens` that there
+    /// was no grant to give back.
     pub provider_revocation: ProviderRevocation,
 }
 
@@ -284,7 +279,7 @@ async fn end(
     SyncHooks::reach(state.sync_points.as_ref(), &request.ctx, syncpoints::LIFECYCLE_COMMITTED)
         .await?;
     let provider_revocation = match (grant, intent) {
-        (GrantToRevoke::Token(token), intent) => {
+        (GrantToRevoke::Token(token), Some(intent)) => {
             let flaws_of_request = state.flaws.clone();
             let action = match transition {
                 Transition::Revoke => "revoke.provider",
@@ -300,9 +295,12 @@ async fn end(
                 )))
             })?
         }
-        (GrantToRevoke::NoTokens, _) => ProviderRevocation::NoTokens,
         (GrantToRevoke::Undecryptable, _) => ProviderRevocation::Undecryptable,
-        (GrantToRevoke::NotRequested, _) => ProviderRevocation::NoTokens,
+        // An intent is written whenever the row held tokens; without one there was nothing to
+        // give back (or, under the seeded flaw, nothing was asked).
+        (GrantToRevoke::Token(_) | GrantToRevoke::NoTokens | GrantToRevoke::NotRequested, _) => {
+            ProviderRevocation::NoTokens
+        }
     };
     Ok(Json(EndedConnection {
         connection,
@@ -422,7 +420,7 @@ async fn tell_provider(
     request: WorkspaceRequest,
     provider: Provider,
     token: SecretString,
-    intent: Option<outbox::IntentId>,
+    intent: outbox::IntentId,
     action: &'static str,
 ) -> ProviderRevocation {
     let (ctx, member) = (&request.ctx, &request.member);
@@ -435,18 +433,12 @@ async fn tell_provider(
         Ok(()) => ProviderRevocation::Confirmed,
         Err(e) => {
             tracing::warn!(provider = provider.as_str(), error = %e, "provider revocation failed; tokens already wiped locally, the outbox retries it");
-            if intent.is_some() {
-                ProviderRevocation::Pending
-            } else {
-                ProviderRevocation::Failed
-            }
+            ProviderRevocation::Pending
         }
     };
-    if let Some(intent) = intent {
-        if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await {
-            // The intent stays; a worker delivers it again (a repeated revocation is harmless).
-            tracing::warn!(error = %e, "could not settle a revocation intent; a worker will deliver it again");
-        }
+    if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await {
+        // The intent stays; a worker delivers it again (a repeated revocation is harmless).
+        tracing::warn!(error = %e, "could not settle a revocation intent; a worker will deliver it again");
     }
     let event = AuditEvent {
         tenant_id: Some(member.tenant_id),

@@ -116,6 +116,17 @@ impl Outcome {
         }
     }
 
+    /// A request that got no answer: its first line (what `summary` shows and flake checks compare)
+    /// is the failure's class; the method, the path without its query and the transport's words
+    /// follow for diagnostics.
+    pub fn transport_failure(e: &crate::client::ClientError) -> Self {
+        Outcome::failed(format!(
+            "request failed: {}\n{e}: {}",
+            e.failure(),
+            e.detail()
+        ))
+    }
+
     /// What repeated runs are compared on: the status plus the fields that say what happened.
     pub fn summary(&self) -> String {
         if self.status == 0 {

@@ -110,7 +110,7 @@ pub fn run_http(job: HttpJob) -> BoxFuture<'static, Outcome> {
 async fn send(call: Call) -> Outcome {
     match call.send().await {
         Ok(answer) => Outcome::from_answer(answer),
-        Err(e) => Outcome::failed(format!("request failed: {}\n{e}: {}", e.failure(), e.detail())),
+        Err(e) => Outcome::transport_failure(&e),
     }
 }
 
@@ -135,7 +135,7 @@ async fn authorize(call: Call) -> Outcome {
             }
             outcome
         }
-        Err(e) => Outcome::failed(format!("request failed: {}\n{e}: {}", e.failure(), e.detail())),
+        Err(e) => Outcome::transport_failure(&e),
     }
 }
 
