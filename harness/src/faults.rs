@@ -108,12 +108,18 @@ pub struct FaultDone {
 impl FaultDone {
     /// An effect with nothing measured.
     pub fn effect(effect: impl Into<String>) -> Self {
-        FaultDone { effect: effect.into(), measured: None }
+        FaultDone {
+            effect: effect.into(),
+            measured: None,
+        }
     }
 
     /// An effect with what was measured on the way.
     pub fn measured(effect: impl Into<String>, measured: impl Into<String>) -> Self {
-        FaultDone { effect: effect.into(), measured: Some(measured.into()) }
+        FaultDone {
+            effect: effect.into(),
+            measured: Some(measured.into()),
+        }
     }
 }
 

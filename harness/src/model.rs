@@ -346,7 +346,10 @@ mod tests {
     fn a_full_flow_activates_once() {
         let mut m = Model::new(&[Provider::Qbo]);
         assert_eq!(m.activate(Who::Owner).code, Some("ACTIVATION_NOT_READY"));
-        assert_eq!(m.authorize(Who::Member, Provider::Qbo).code, Some("FORBIDDEN"));
+        assert_eq!(
+            m.authorize(Who::Member, Provider::Qbo).code,
+            Some("FORBIDDEN")
+        );
         assert_eq!(m.authorize(Who::Owner, Provider::Qbo).status, 200);
         assert_eq!(
             m.callback(0, Who::Owner, Provider::Qbo, false).field,

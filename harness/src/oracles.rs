@@ -195,7 +195,9 @@ pub fn find_issued_value(text: &str) -> Option<usize> {
         let mut parts = rest.splitn(3, '-');
         let (provider, kind, random) = (parts.next(), parts.next(), parts.next());
         let issued = provider.is_some_and(|p| Provider::parse(p).is_ok())
-            && kind.is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            && kind.is_some_and(|k| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
             && random.is_some_and(|r| r.chars().take_while(char::is_ascii_hexdigit).count() >= 8);
         if issued {
             return Some(at);
@@ -228,7 +230,9 @@ pub fn report_folder_free_of_issued_values(dir: &std::path::Path) -> Result<(), 
                 pending.push(path);
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&bytes);
             if let Some(at) = find_issued_value(&text) {
                 let value: String = text[at..].chars().take(64).collect();
@@ -321,8 +325,14 @@ mod tests {
         .unwrap();
         let err = report_folder_free_of_issued_values(&dir).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(err.contains("X.json") && err.contains("hbcanary-qbo-code-…"), "{err}");
-        assert!(!err.contains("00ff"), "the message names the kind, not the value: {err}");
+        assert!(
+            err.contains("X.json") && err.contains("hbcanary-qbo-code-…"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("00ff"),
+            "the message names the kind, not the value: {err}"
+        );
     }
 
     #[test]

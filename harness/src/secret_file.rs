@@ -47,8 +47,15 @@ mod tests {
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600, "an existing file's 0644 is not kept");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "SECRET=1");
-        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched", "the symlink was not followed");
-        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "untouched",
+            "the symlink was not followed"
+        );
+        assert!(!std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(mode(&link), 0o600);
     }
 }

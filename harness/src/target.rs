@@ -112,7 +112,10 @@ pub trait Target: Send + Sync {
     fn provider(&self) -> Option<&FakeProvider>;
 
     /// Do `fault`; resolves with what was done (for the trace) once its effect is visible.
-    fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>>;
+    fn apply_fault<'a>(
+        &'a self,
+        fault: &'a Fault,
+    ) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>>;
 
     /// A pool on the service's database: fixtures, assertions and lock-table evidence.
     fn database(&self) -> Option<&PgPool>;
@@ -198,7 +201,10 @@ impl Target for ServiceUnderTest {
         Some(&self.provider)
     }
 
-    fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>> {
+    fn apply_fault<'a>(
+        &'a self,
+        fault: &'a Fault,
+    ) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>> {
         Box::pin(ServiceUnderTest::apply_fault(self, fault))
     }
 
@@ -269,7 +275,10 @@ impl Target for Restricted<'_> {
     fn provider(&self) -> Option<&FakeProvider> {
         self.inner.provider()
     }
-    fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>> {
+    fn apply_fault<'a>(
+        &'a self,
+        fault: &'a Fault,
+    ) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>> {
         self.inner.apply_fault(fault)
     }
     fn database(&self) -> Option<&PgPool> {

@@ -273,7 +273,10 @@ impl Application {
         // documented window of a grant in flight.
         let tasks = &self.state.tasks;
         tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::error!(
                 unfinished = tasks.len(),
                 "graceful shutdown gave up waiting for request tasks"
@@ -407,7 +410,12 @@ pub async fn request_context(
             }
             Ok(response) => response,
             Err(_) => {
-                span.in_scope(|| tracing::warn!(timeout_ms = request_timeout.as_millis() as u64, "request timed out"));
+                span.in_scope(|| {
+                    tracing::warn!(
+                        timeout_ms = request_timeout.as_millis() as u64,
+                        "request timed out"
+                    )
+                });
                 ApiError::RequestTimeout.into_response()
             }
         };

@@ -94,13 +94,12 @@ pub async fn membership(
 ) -> Result<Option<(TenantId, Role)>, ApiError> {
     // Through the owner's look-up function: row-level security hides `memberships` from a
     // session that has no tenant yet (migration 0006).
-    let row: Option<(TenantId, String)> = sqlx::query_as(
-        "SELECT tenant_id, role FROM harbor_membership($1, $2)",
-    )
-    .bind(workspace_id)
-    .bind(user_id)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<(TenantId, String)> =
+        sqlx::query_as("SELECT tenant_id, role FROM harbor_membership($1, $2)")
+            .bind(workspace_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
     match row {
         None => Ok(None),
         Some((tenant, role)) => Ok(Some((tenant, Role::parse(&role)?))),
@@ -122,7 +121,10 @@ pub async fn membership_in(
         .bind(user_id)
         .fetch_one(&mut **tx)
         .await?;
-    role.as_deref().map(Role::parse).transpose().map_err(Into::into)
+    role.as_deref()
+        .map(Role::parse)
+        .transpose()
+        .map_err(Into::into)
 }
 
 async fn path_segment(
@@ -152,11 +154,10 @@ impl FromRequestParts<AppState> for WorkspaceMember {
         if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
             // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2. Row-level
             // security still scopes the request to the caller's own tenant.
-            let tenant: Option<TenantId> =
-                sqlx::query_scalar("SELECT harbor_user_tenant($1)")
-                    .bind(identity.user_id)
-                    .fetch_one(&state.db)
-                    .await?;
+            let tenant: Option<TenantId> = sqlx::query_scalar("SELECT harbor_user_tenant($1)")
+                .bind(identity.user_id)
+                .fetch_one(&state.db)
+                .await?;
             let tenant_id = tenant.ok_or(ApiError::NotFound)?;
             return Ok(WorkspaceMember {
                 user_id: identity.user_id,

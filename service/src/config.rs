@@ -272,7 +272,10 @@ impl Config {
                 "10000",
             )?),
             json_logs: parse_var("HARBOR_JSON_LOGS", "true")?,
-            request_timeout: Duration::from_millis(parse_var("HARBOR_REQUEST_TIMEOUT_MS", "30000")?),
+            request_timeout: Duration::from_millis(parse_var(
+                "HARBOR_REQUEST_TIMEOUT_MS",
+                "30000",
+            )?),
             header_read_timeout: Duration::from_millis(parse_var(
                 "HARBOR_HEADER_READ_TIMEOUT_MS",
                 "10000",

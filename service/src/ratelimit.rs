@@ -409,7 +409,10 @@ mod tests {
             "the right-most untrusted hop, not what the client prepended"
         );
         assert_eq!(
-            lb.client_of(ip("10.0.0.5"), ["203.0.113.9, 10.1.1.1", "192.0.2.7"].into_iter()),
+            lb.client_of(
+                ip("10.0.0.5"),
+                ["203.0.113.9, 10.1.1.1", "192.0.2.7"].into_iter()
+            ),
             ip("203.0.113.9"),
             "trusted hops are skipped, across repeated headers"
         );

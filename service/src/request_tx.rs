@@ -59,16 +59,15 @@ impl WorkspaceRequest {
         if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
             return Ok(tx);
         }
-        let refused = match crate::auth::membership_in(&mut tx, member.workspace_id, member.user_id)
-            .await
-        {
-            Ok(Some(role)) if admin && !role.can_administer() => Some(ApiError::Forbidden(
-                "this operation needs the owner or admin role",
-            )),
-            Ok(Some(_)) => None,
-            Ok(None) => Some(ApiError::NotFound),
-            Err(e) => Some(e),
-        };
+        let refused =
+            match crate::auth::membership_in(&mut tx, member.workspace_id, member.user_id).await {
+                Ok(Some(role)) if admin && !role.can_administer() => Some(ApiError::Forbidden(
+                    "this operation needs the owner or admin role",
+                )),
+                Ok(Some(_)) => None,
+                Ok(None) => Some(ApiError::NotFound),
+                Err(e) => Some(e),
+            };
         match refused {
             None => Ok(tx),
             Some(error) => db::finish(tx, Err(error)).await,

@@ -113,7 +113,11 @@ mod tests {
         assert_eq!(checks.load(Ordering::SeqCst), 1, "twenty probes, one check");
         cache.forget();
         cache.get_or_check(ttl, check).await;
-        assert_eq!(checks.load(Ordering::SeqCst), 2, "a forgotten result is asked for again");
+        assert_eq!(
+            checks.load(Ordering::SeqCst),
+            2,
+            "a forgotten result is asked for again"
+        );
         cache.get_or_check(Duration::ZERO, check).await;
         assert_eq!(checks.load(Ordering::SeqCst), 3, "an expired one too");
     }

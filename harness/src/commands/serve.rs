@@ -123,9 +123,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     let env_file = args.env_file.clone().or_else(|| {
-        (!args.print_env).then(|| {
-            std::env::temp_dir().join(format!("harbor-serve-{}.env", std::process::id()))
-        })
+        (!args.print_env)
+            .then(|| std::env::temp_dir().join(format!("harbor-serve-{}.env", std::process::id())))
     });
     if let Some(path) = &env_file {
         if let Err(e) = demo.write_env_file(path) {

@@ -43,10 +43,16 @@ pub fn render(report: &Report) -> String {
             sc.id.clone(),
         )
     });
-    let interleavings: Vec<&ScenarioResult> =
-        ordered.iter().copied().filter(|sc| is_interleaving(sc)).collect();
-    let faulted: Vec<&ScenarioResult> =
-        ordered.iter().copied().filter(|s| !s.trace.faults().is_empty()).collect();
+    let interleavings: Vec<&ScenarioResult> = ordered
+        .iter()
+        .copied()
+        .filter(|sc| is_interleaving(sc))
+        .collect();
+    let faulted: Vec<&ScenarioResult> = ordered
+        .iter()
+        .copied()
+        .filter(|s| !s.trace.faults().is_empty())
+        .collect();
     let page = html! {
         (DOCTYPE)
         html lang="en" {

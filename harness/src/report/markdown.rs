@@ -137,12 +137,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
                 f.source
             );
             for finding in &f.failures {
-                let _ = writeln!(
-                    out,
-                    "  - {}: {}",
-                    finding.place(),
-                    finding.message
-                );
+                let _ = writeln!(out, "  - {}: {}", finding.place(), finding.message);
             }
             if let Some(why) = &f.flaky {
                 let _ = writeln!(out, "  - flaky: {why}");

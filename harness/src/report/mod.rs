@@ -382,7 +382,9 @@ pub fn write_into(
     if let Err(leak) = crate::oracles::report_folder_free_of_issued_values(dir) {
         // Nothing that holds a secret is left behind for an artefact upload to pick up.
         let _ = std::fs::remove_dir_all(dir);
-        return Err(std::io::Error::other(format!("{leak} (the folder was removed)")));
+        return Err(std::io::Error::other(format!(
+            "{leak} (the folder was removed)"
+        )));
     }
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     sign::write_manifest(dir, &names, signing_key)

@@ -112,7 +112,12 @@ fn files_in(dir: &Path) -> Result<Vec<String>, String> {
             }
         }
     }
-    out.retain(|n| !matches!(n.as_str(), "SHA256SUMS" | "SHA256SUMS.sig" | "signing-key.pub"));
+    out.retain(|n| {
+        !matches!(
+            n.as_str(),
+            "SHA256SUMS" | "SHA256SUMS.sig" | "signing-key.pub"
+        )
+    });
     out.sort();
     Ok(out)
 }

@@ -228,9 +228,8 @@ pub fn select(
     wanted: &[String],
     filter: Option<&str>,
 ) -> Result<Vec<LoadedScenario>, String> {
-    let names = |s: &LoadedScenario, w: &str| {
-        s.scenario.id.eq_ignore_ascii_case(w) || s.file.ends_with(w)
-    };
+    let names =
+        |s: &LoadedScenario, w: &str| s.scenario.id.eq_ignore_ascii_case(w) || s.file.ends_with(w);
     let mut extra = Vec::new();
     let mut problems = Vec::new();
     for w in wanted {
@@ -296,7 +295,11 @@ fn unknown_id(all: &[LoadedScenario], wanted: &str) -> String {
         .filter(|(score, _)| *score > 0.75)
         .collect();
     near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-    let near: Vec<String> = near.iter().take(3).map(|(_, id)| format!("`{id}`")).collect();
+    let near: Vec<String> = near
+        .iter()
+        .take(3)
+        .map(|(_, id)| format!("`{id}`"))
+        .collect();
     let hint = if near.is_empty() {
         String::new()
     } else {
@@ -340,7 +343,8 @@ mod tests {
         assert_eq!(picked[0].scenario.id, "MY-SCENARIO");
         let err = select(all(), &["AUD-Q2-ACTIVATON-FIRST".into()], None).unwrap_err();
         assert!(
-            err.contains("did you mean `AUD-Q2-ACTIVATION-FIRST`") && err.contains("harbor-certify list"),
+            err.contains("did you mean `AUD-Q2-ACTIVATION-FIRST`")
+                && err.contains("harbor-certify list"),
             "{err}"
         );
         assert!(!err.contains("[\""), "no Rust debug formatting: {err}");

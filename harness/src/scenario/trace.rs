@@ -253,7 +253,10 @@ mod tests {
             ..Trace::default()
         };
         assert_eq!(one.signature(), two.signature());
-        assert!(one.to_markdown(&[]).contains("within 9 ms"), "the trace still shows it");
+        assert!(
+            one.to_markdown(&[]).contains("within 9 ms"),
+            "the trace still shows it"
+        );
         let other = Trace {
             events: vec![fault("fault: replica_crash (replica 0): no replica", None)],
             ..Trace::default()

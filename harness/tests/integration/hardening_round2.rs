@@ -31,7 +31,12 @@ async fn replicas_with_different_quotas_do_not_reset_each_other() {
         },
         ..RateLimits::default()
     };
-    let a = RateLimiter::new(redis.clone(), prefix.clone(), Clock::system(), with_burst(20));
+    let a = RateLimiter::new(
+        redis.clone(),
+        prefix.clone(),
+        Clock::system(),
+        with_burst(20),
+    );
     let b = RateLimiter::new(redis, prefix, Clock::system(), with_burst(10));
     for i in 0..20 {
         assert!(
@@ -88,7 +93,10 @@ async fn forwarded_clients_have_their_own_address_bucket_behind_a_trusted_proxy(
     };
     // The first client prepends an address of its choice: only the hop the balancer appended counts.
     for _ in 0..2 {
-        assert_eq!(authorize("198.51.100.77, 203.0.113.1").await.status, StatusCode::OK);
+        assert_eq!(
+            authorize("198.51.100.77, 203.0.113.1").await.status,
+            StatusCode::OK
+        );
     }
     authorize("192.0.2.1, 203.0.113.1")
         .await
@@ -108,7 +116,10 @@ async fn a_declared_body_over_the_limit_is_refused() {
     let app = spawn_app().await;
     let t = app.tenant("big", true, ConnectionStatus::Connected).await;
     let url = app.sut.client.url(0, &paths::activation(t.workspace));
-    let token = app.sut.tokens.token(t.owner.0, harbor_harness::tokens::TokenKind::Valid);
+    let token = app
+        .sut
+        .tokens
+        .token(t.owner.0, harbor_harness::tokens::TokenKind::Valid);
     let answer = reqwest::Client::new()
         .post(url)
         .bearer_auth(token)
@@ -119,7 +130,9 @@ async fn a_declared_body_over_the_limit_is_refused() {
     assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
-    assert!(body["error"]["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(body["error"]["request_id"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
     assert_eq!(app.activations_of(t.workspace).await, 0, "nothing ran");
     app.stop().await;
 }
@@ -134,7 +147,12 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         ..ServiceOptions::default()
     })
     .await;
-    let address = app.sut.client.url(0, "").trim_start_matches("http://").to_owned();
+    let address = app
+        .sut
+        .client
+        .url(0, "")
+        .trim_start_matches("http://")
+        .to_owned();
     let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: harbor.test\r\n")
         .await
@@ -164,7 +182,9 @@ async fn a_request_past_the_request_timeout_is_answered_503() {
         ..ServiceOptions::default()
     })
     .await;
-    let t = app.tenant("slow", true, ConnectionStatus::NotConnected).await;
+    let t = app
+        .tenant("slow", true, ConnectionStatus::NotConnected)
+        .await;
     let consent = app
         .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
         .await
@@ -173,7 +193,10 @@ async fn a_request_past_the_request_timeout_is_answered_503() {
         s.token_delay = Duration::from_millis(2500);
     });
     let reply = app
-        .call(Method::GET, paths::callback(Provider::Qbo, &consent.callback_query()))
+        .call(
+            Method::GET,
+            paths::callback(Provider::Qbo, &consent.callback_query()),
+        )
         .as_user(t.owner.0)
         .send()
         .await;

@@ -410,7 +410,10 @@ fn html_opens_in_headless_chromium_without_console_errors() {
     // What the verdict rests on comes before the scenarios; among the scenarios, failures first.
     let basis = dom.find("id=\"basis\"").expect("the basis section");
     let scenarios_at = dom.find("id=\"scenarios\"").expect("the scenarios section");
-    assert!(basis < scenarios_at, "what the verdict rests on comes first");
+    assert!(
+        basis < scenarios_at,
+        "what the verdict rests on comes first"
+    );
     let scenarios = &dom[scenarios_at..];
     let failed_first = scenarios.find("AUD-LOCK-NAMESPACE").unwrap()
         < scenarios.find("AUD-Q2-ACTIVATION-FIRST").unwrap();

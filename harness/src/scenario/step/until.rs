@@ -145,7 +145,10 @@ impl Until {
             }
             Until::OutboxEmpty => {
                 let db = ex.target.database().ok_or_else(|| {
-                    Failure::at(Some(i), "the target offers no database to read the outbox from")
+                    Failure::at(
+                        Some(i),
+                        "the target offers no database to read the outbox from",
+                    )
                 })?;
                 let mut left = -1i64;
                 while started.elapsed() < limit {
@@ -159,9 +162,13 @@ impl Until {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
                 if left != 0 {
-                    why = format!("{left} revocation intent(s) still in the outbox after {limit:?}");
+                    why =
+                        format!("{left} revocation intent(s) still in the outbox after {limit:?}");
                 }
-                ("the revocation outbox empty".to_owned(), (left == 0).then(|| "empty".to_owned()))
+                (
+                    "the revocation outbox empty".to_owned(),
+                    (left == 0).then(|| "empty".to_owned()),
+                )
             }
         };
         match reached {
