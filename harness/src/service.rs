@@ -57,6 +57,39 @@ pub struct ServiceOptions {
     pub header_read_timeout: Duration,
     /// Proxies whose `X-Forwarded-For` the per-address limit believes.
     pub trusted_proxies: harbor_service::ratelimit::TrustedProxies,
+    /// Per provider, what to configure differently from the dialect's defaults (a providers file
+    /// that sets `token_endpoint_auth_method` or `requires_iss`).
+    pub provider_overrides: Vec<(harbor_service::domain::Provider, ProviderOverride)>,
+}
+
+/// A providers-file setting that overrides the dialect's default, or the whole entry.
+#[derive(Clone, Debug)]
+pub enum ProviderOverride {
+    /// `token_endpoint_auth_method`.
+    ClientAuth(harbor_service::providers::ClientAuth),
+    /// `requires_iss`.
+    RequiresIss(bool),
+    /// Another authorization server altogether (the interop test's real one).
+    Config(Box<harbor_service::providers::ProviderConfig>),
+}
+
+impl ServiceOptions {
+    /// `providers` with the overrides applied.
+    fn overridden(
+        &self,
+        mut providers: harbor_service::providers::ProvidersConfig,
+    ) -> harbor_service::providers::ProvidersConfig {
+        for (provider, change) in &self.provider_overrides {
+            if let Some(c) = providers.providers.get_mut(provider) {
+                match change {
+                    ProviderOverride::ClientAuth(method) => c.client_auth = *method,
+                    ProviderOverride::RequiresIss(required) => c.requires_iss = *required,
+                    ProviderOverride::Config(config) => *c = (**config).clone(),
+                }
+            }
+        }
+        providers
+    }
 }
 
 impl Default for ServiceOptions {
@@ -81,6 +114,7 @@ impl Default for ServiceOptions {
             request_timeout: None,
             header_read_timeout: Duration::from_secs(10),
             trusted_proxies: Default::default(),
+            provider_overrides: Vec::new(),
         }
     }
 }
@@ -117,7 +151,7 @@ pub fn service_config(
         redis_timeout: Duration::from_secs(2),
         jwt: deps.tokens.jwt_config(),
         token_keys: deps.token_keys.clone(),
-        providers: deps.provider.providers_config(options.provider_timeout),
+        providers: options.overridden(deps.provider.providers_config(options.provider_timeout)),
         rate_limits: options.rate_limits,
         refresh_margin: Duration::from_secs(300),
         sync_points: options.sync_points,
@@ -371,8 +405,11 @@ impl ServiceUnderTest {
                 config.redis_url =
                     SecretString::from(through_proxy(&env.redis_url, links.redis.local_addr()));
                 database_url = through_proxy(&database_url, links.postgres.local_addr());
-                config.providers = provider
-                    .providers_config_via(options.provider_timeout, links.provider.local_addr());
+                config.providers =
+                    options.overridden(provider.providers_config_via(
+                        options.provider_timeout,
+                        links.provider.local_addr(),
+                    ));
             }
             config.database_url =
                 SecretString::from(with_application_name(&database_url, &application_name));

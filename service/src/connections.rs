@@ -275,9 +275,14 @@ async fn end(
     provider: Provider,
     transition: Transition,
 ) -> Result<Json<EndedConnection>, ApiError> {
-    let (connection, grant, intent) = self::transition(&state, &request, provider, transition).await?;
-    SyncHooks::reach(state.sync_points.as_ref(), &request.ctx, syncpoints::LIFECYCLE_COMMITTED)
-        .await?;
+    let (connection, grant, intent) =
+        self::transition(&state, &request, provider, transition).await?;
+    SyncHooks::reach(
+        state.sync_points.as_ref(),
+        &request.ctx,
+        syncpoints::LIFECYCLE_COMMITTED,
+    )
+    .await?;
     let provider_revocation = match (grant, intent) {
         (GrantToRevoke::Token(token), Some(intent)) => {
             let flaws_of_request = state.flaws.clone();
@@ -285,10 +290,19 @@ async fn end(
                 Transition::Revoke => "revoke.provider",
                 _ => "disconnect.provider",
             };
-            let told = tell_provider(state.clone(), request.clone(), provider, token, intent, action);
-            let task = state.tasks.spawn(crate::context::within_request(async move {
-                crate::flaws::scope(&flaws_of_request, told).await
-            }));
+            let told = tell_provider(
+                state.clone(),
+                request.clone(),
+                provider,
+                token,
+                intent,
+                action,
+            );
+            let task = state
+                .tasks
+                .spawn(crate::context::within_request(async move {
+                    crate::flaws::scope(&flaws_of_request, told).await
+                }));
             task.await.map_err(|e| {
                 ApiError::Database(sqlx::Error::Protocol(format!(
                     "revocation task failed: {e}"
@@ -361,8 +375,16 @@ async fn transition(
                     Transition::Revoke => outbox::Reason::Revoke,
                     _ => outbox::Reason::Disconnect,
                 };
-                outbox::record(&mut tx, &connection, member.workspace_id, reason, state.clock.now())
-                    .await?
+                let access_only = state.providers.revokes_access_token(provider);
+                outbox::record(
+                    &mut tx,
+                    &connection,
+                    member.workspace_id,
+                    reason,
+                    access_only,
+                    state.clock.now(),
+                )
+                .await?
             }
             _ => None,
         };

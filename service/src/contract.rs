@@ -152,6 +152,7 @@ pub const ERRORS: &[OperationErrors] = &[
                     ApiError::AuthorizationSuperseded,
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     ApiError::Provider(ProviderError::Unavailable(String::new())),
+                    ApiError::Provider(ProviderError::Protocol(String::new())),
                     ApiError::LockTimeout,
                 ],
             )
@@ -169,6 +170,7 @@ pub const ERRORS: &[OperationErrors] = &[
                 ApiError::OAuthStateInvalid,
                 ApiError::Unauthenticated(""),
                 ApiError::OAuthStateMismatch,
+                ApiError::IssuerMismatch,
                 ApiError::Forbidden(""),
                 ApiError::ConsentDenied,
                 ApiError::NotFound,
@@ -178,6 +180,7 @@ pub const ERRORS: &[OperationErrors] = &[
                 rate_limited(),
                 ApiError::Database(sqlx::Error::PoolClosed),
                 ApiError::Provider(ProviderError::Unavailable(String::new())),
+                ApiError::Provider(ProviderError::Protocol(String::new())),
                 ApiError::AuthorizationInterrupted,
                 ApiError::DatabaseUnavailable,
                 ApiError::Redis(redis::RedisError::from((

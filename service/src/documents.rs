@@ -14,7 +14,7 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 
@@ -70,8 +70,21 @@ enum Prepared {
         access: SecretString,
         refreshed: bool,
         grant: Option<uuid::Uuid>,
+        account: Option<String>,
     },
     Rejected,
+}
+
+/// What a token decision is asked for.
+enum Need {
+    /// A token that is not about to expire: refresh only if the stored one is.
+    Fresh,
+    /// The resource refused this access token of this grant: refresh, unless another request
+    /// already replaced it (then use the stored one — still one refresh across all requests).
+    Replace(SecretString, Option<uuid::Uuid>),
+    /// The resource refused this access token although it was just refreshed: the grant is
+    /// dead at the provider, so the connection is `REVOKED` (unless it was replaced meanwhile).
+    GiveUp(SecretString, Option<uuid::Uuid>),
 }
 
 /// Syncs a connection's documents, refreshing its token first if needed.
@@ -95,38 +108,65 @@ pub async fn sync(
 ) -> Result<Json<SyncResponse>, ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
-    // The token decision runs in its own task: a client that disconnects mid-refresh (the
-    // handler's future is then dropped) must not lose a rotated refresh token between the
-    // provider's answer and the commit.
-    let flaws_of_request = state.flaws.clone();
-    let task = {
-        let decision = decide_token(state.clone(), request.clone(), provider);
-        state.tasks.spawn(crate::context::within_request(async move {
-            flaws::scope(&flaws_of_request, decision).await
-        }))
-    };
-    let prepared = task.await.map_err(|e| {
-        ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}")))
-    })?;
-    let (access, refreshed, grant) = match prepared? {
-        Prepared::Ready {
-            access,
-            refreshed,
-            grant,
-        } => (access, refreshed, grant),
-        // The REVOKED status is committed; only now is the error answered.
-        Prepared::Rejected => return Err(ApiError::ReconnectRequired),
-    };
-    SyncHooks::reach(hooks, ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
-    // No lock is held while the resource is read: only the token decision needs serialising.
-    let fetched = state.providers.fetch_documents(provider, &access).await;
-    // A token the provider refuses may have been revoked by a revoke or disconnect that committed
-    // while the resource was read: the re-check below says so (409) instead of blaming the
-    // provider (502). Found by `harbor-certify explore` (revoke + sync from a stale token).
-    let (mut documents, refused) = match fetched {
-        Ok(documents) => (documents, None),
-        Err(refused @ ProviderError::Rejected { status: 401, .. }) => (Vec::new(), Some(refused)),
-        Err(other) => return Err(other.into()),
+    // A resource that refuses the access token (revoked or expired early at the provider) gets
+    // one refresh and one more try; refused again, the connection needs a new authorization.
+    let mut refused: Option<(SecretString, Option<uuid::Uuid>)> = None;
+    let mut attempt = 0;
+    let mut refreshed = false;
+    let (mut documents, grant) = loop {
+        let need = match refused.take() {
+            None => Need::Fresh,
+            Some((token, grant)) if attempt == 1 => Need::Replace(token, grant),
+            Some((token, grant)) => Need::GiveUp(token, grant),
+        };
+        // The token decision runs in its own task: a client that disconnects mid-refresh (the
+        // handler's future is then dropped) must not lose a rotated refresh token between the
+        // provider's answer and the commit.
+        let flaws_of_request = state.flaws.clone();
+        let first = attempt == 0;
+        let task = {
+            let decision = decide_token(state.clone(), request.clone(), provider, need);
+            state
+                .tasks
+                .spawn(crate::context::within_request(async move {
+                    flaws::scope(&flaws_of_request, decision).await
+                }))
+        };
+        let prepared = task.await.map_err(|e| {
+            ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}")))
+        })?;
+        let (access, grant, account) = match prepared? {
+            Prepared::Ready {
+                access,
+                refreshed: now,
+                grant,
+                account,
+            } => {
+                refreshed |= now;
+                (access, grant, account)
+            }
+            // The REVOKED status is committed; only now is the error answered.
+            Prepared::Rejected => return Err(ApiError::ReconnectRequired),
+        };
+        if first {
+            SyncHooks::reach(hooks, ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
+        }
+        // No lock is held while the resource is read: only the token decision needs serialising.
+        // A token the provider refuses may have been revoked by a revoke or disconnect that
+        // committed meanwhile: the next decision re-reads the row and says so (409) instead of
+        // blaming the provider. Found by `harbor-certify explore` (revoke + sync, stale token).
+        match state
+            .providers
+            .fetch_documents(provider, &access, account.as_deref())
+            .await
+        {
+            Ok(documents) => break (documents, grant),
+            Err(ProviderError::TokenRefused) if attempt < 2 => {
+                attempt += 1;
+                refused = Some((access, grant));
+            }
+            Err(other) => return Err(other.into()),
+        }
     };
     // Written in one order whatever order the provider listed them in: two syncs of the same
     // documents then queue on the first row instead of locking rows crosswise (a deadlock).
@@ -145,11 +185,7 @@ pub async fn sync(
         .await?;
         let Some((status, current_grant)) = row else { return Err(ApiError::NotFound) };
         match ConnectionStatus::parse(&status)? {
-            ConnectionStatus::Connected if current_grant == grant => {
-                if let Some(refused) = refused {
-                    return Err(ApiError::Provider(refused));
-                }
-            }
+            ConnectionStatus::Connected if current_grant == grant => {}
             // Reconnected meanwhile: what the old grant fetched is not this connection's.
             ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
             other => return Err(ApiError::NotConnected(other.as_str())),
@@ -184,6 +220,7 @@ async fn decide_token(
     state: AppState,
     request: WorkspaceRequest,
     provider: Provider,
+    need: Need,
 ) -> Result<Prepared, ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     let hooks = state.sync_points.as_ref();
@@ -216,14 +253,55 @@ async fn decide_token(
             .as_ref()
             .and_then(|t| t.expires_at)
             .is_some_and(|at| at <= now + margin);
-        if !stale {
+        let account = connection.tokens.as_ref().and_then(|t| t.account.clone());
+        let still = |refused: &SecretString| refused.expose_secret() == access.expose_secret();
+        let refused = match &need {
+            Need::Fresh => false,
+            // A reconnect replaced the grant the refused token belonged to: this request's
+            // sync no longer applies (what it would fetch now is another grant's).
+            Need::Replace(_, grant) | Need::GiveUp(_, grant) if *grant != connection.grant_id => {
+                return Err(ApiError::AuthorizationSuperseded);
+            }
+            Need::Replace(r, _) => still(r),
+            Need::GiveUp(r, _) if still(r) => {
+                return reject(
+                    &mut tx,
+                    &lock,
+                    &connection,
+                    ctx,
+                    member,
+                    provider,
+                    "token_refused",
+                )
+                .await;
+            }
+            Need::GiveUp(..) => false,
+        };
+        if !stale && !refused {
             return Ok(Prepared::Ready {
                 access,
                 refreshed: false,
                 grant: connection.grant_id,
+                account,
             });
         }
-        let refresh = refresh.ok_or(ApiError::ReconnectRequired)?;
+        let refresh = match refresh {
+            Some(refresh) => refresh,
+            // Refused and nothing to refresh it with: the grant is over.
+            None if refused => {
+                return reject(
+                    &mut tx,
+                    &lock,
+                    &connection,
+                    ctx,
+                    member,
+                    provider,
+                    "token_refused",
+                )
+                .await;
+            }
+            None => return Err(ApiError::ReconnectRequired),
+        };
         let mut refreshed = state.providers.refresh(provider, &refresh).await;
         if flaws::active(Flaw::RetryFailedRefresh)
             && matches!(refreshed, Err(ref e) if !matches!(e, ProviderError::InvalidGrant))
@@ -252,30 +330,42 @@ async fn decide_token(
                     access: tokens.access_token,
                     refreshed: true,
                     grant: Some(grant),
+                    account,
                 })
             }
             Err(ProviderError::InvalidGrant) => {
-                lifecycle::apply(
+                reject(
                     &mut tx,
                     &lock,
                     &connection,
-                    Transition::RefreshRejected,
-                    None,
-                )
-                .await?;
-                audit::record(
-                    &mut tx,
                     ctx,
-                    refresh_event(member, provider, "invalid_grant"),
+                    member,
+                    provider,
+                    "invalid_grant",
                 )
-                .await?;
-                Ok(Prepared::Rejected)
+                .await
             }
             Err(other) => Err(ApiError::Provider(other)),
         }
     }
     .await;
     db::finish(tx, result).await
+}
+
+/// The provider will not honour the grant any more: `REVOKED`, audited with `outcome`; the
+/// request answers `RECONNECT_REQUIRED` once this commits.
+async fn reject(
+    tx: &mut db::Tx,
+    lock: &locks::WorkspaceLock,
+    connection: &lifecycle::LockedConnection,
+    ctx: &crate::context::RequestContext,
+    member: &WorkspaceMember,
+    provider: Provider,
+    outcome: &'static str,
+) -> Result<Prepared, ApiError> {
+    lifecycle::apply(tx, lock, connection, Transition::RefreshRejected, None).await?;
+    audit::record(tx, ctx, refresh_event(member, provider, outcome)).await?;
+    Ok(Prepared::Rejected)
 }
 
 fn refresh_event<'a>(

@@ -58,6 +58,11 @@ pub enum ApiError {
     /// The OAuth state was issued to another tenant, user or provider (possible CSRF).
     #[error("the OAuth state was not issued for this caller and provider")]
     OAuthStateMismatch,
+    /// The callback's `iss` names another authorization server than the one the flow was
+    /// started with, or is missing where the provider always sends it (RFC 9207): a mix-up
+    /// attack or a misconfiguration. The code is never sent anywhere.
+    #[error("the authorization response's issuer is not the provider's")]
+    IssuerMismatch,
     /// The provider failed or refused; the message names the provider's error code only.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -153,6 +158,10 @@ impl ApiError {
             ApiError::ConsentDenied => (StatusCode::FORBIDDEN, "CONSENT_DENIED"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::OAuthStateMismatch => (StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH"),
+            ApiError::IssuerMismatch => (StatusCode::FORBIDDEN, "OAUTH_ISSUER_MISMATCH"),
+            ApiError::Provider(ProviderError::Protocol(_)) => {
+                (StatusCode::BAD_GATEWAY, "PROVIDER_PROTOCOL_ERROR")
+            }
             ApiError::Provider(ProviderError::NotConfigured(_)) => {
                 (StatusCode::CONFLICT, "PROVIDER_NOT_CONFIGURED")
             }
@@ -177,7 +186,9 @@ impl ApiError {
             ApiError::Database(_) | ApiError::Vault(_) | ApiError::StateStore(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
             }
-            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+            }
             ApiError::RequestTimeout => (StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT"),
         }
     }

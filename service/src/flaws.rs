@@ -58,11 +58,15 @@ pub enum Flaw {
     /// Disconnect wipes the tokens and never tells the provider: the grant stays live with no copy
     /// anywhere (the behaviour before the revocation outbox).
     DisconnectWithoutRevocation,
+    /// The client credentials always go in the token request's body (`client_secret_post`),
+    /// whatever client authentication the provider is configured for: a client that never
+    /// learnt QuickBooks's dialect.
+    ClientSecretInBody,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 19] = [
+    pub const ALL: [Flaw; 20] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -82,6 +86,7 @@ impl Flaw {
         Flaw::KeepUnstoredGrant,
         Flaw::RetryFailedRefresh,
         Flaw::DisconnectWithoutRevocation,
+        Flaw::ClientSecretInBody,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -106,6 +111,7 @@ impl Flaw {
             Flaw::KeepUnstoredGrant => "keep-unstored-grant",
             Flaw::RetryFailedRefresh => "retry-failed-refresh",
             Flaw::DisconnectWithoutRevocation => "disconnect-without-revocation",
+            Flaw::ClientSecretInBody => "client-secret-in-body",
         }
     }
 

@@ -115,13 +115,34 @@ mod layering {
 
     type Graph = BTreeMap<String, BTreeSet<String>>;
 
-    /// Every `src/*.rs` of the library, by module name. `main.rs` is left out: it is the binary,
+    /// Every `src/*.rs` of the library, by module name; a module that is a directory
+    /// (`src/providers/`) is all its files together. `main.rs` is left out: it is the binary,
     /// whose `crate` is another crate.
     fn sources() -> BTreeMap<String, String> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut sources = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).expect("service/src is readable") {
             let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut files: Vec<_> = std::fs::read_dir(&path)
+                    .expect("a module directory is readable")
+                    .map(|e| e.expect("a directory entry").path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                    .collect();
+                files.sort();
+                let joined = files
+                    .iter()
+                    .map(|p| std::fs::read_to_string(p).expect("a source file is readable"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                sources.insert(name, joined);
+                continue;
+            }
             let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())

@@ -179,6 +179,8 @@ pub struct SealedTokens {
     pub expires_at: Option<DateTime<Utc>>,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The provider account the grant is for (QuickBooks's `realmId`), when the provider names one.
+    pub account: Option<String>,
 }
 
 impl fmt::Debug for SealedTokens {
@@ -228,6 +230,7 @@ type ConnectionRow = (
     Vec<String>,
     Option<uuid::Uuid>,
     Option<uuid::Uuid>,
+    Option<String>,
 );
 
 /// Reads the workspace's connection to `provider` with `FOR UPDATE`, under the workspace lock.
@@ -256,7 +259,7 @@ pub(crate) async fn read_connection(
     let row_lock = if row_lock { " FOR UPDATE" } else { "" };
     let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
-         token_expires_at, scopes, pending_flow, grant_id FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
+         token_expires_at, scopes, pending_flow, grant_id, provider_account FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
     ))
     .bind(lock.workspace_id)
     .bind(provider.as_str())
@@ -275,6 +278,7 @@ pub(crate) async fn read_connection(
         scopes,
         pending_flow,
         grant_id,
+        account,
     ) = row.ok_or(LifecycleError::NotFound)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => Some(SealedTokens {
@@ -284,6 +288,7 @@ pub(crate) async fn read_connection(
             grant_id,
             expires_at,
             scopes,
+            account,
         }),
         _ => None,
     };
@@ -402,6 +407,7 @@ async fn store(
            token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \
            token_expires_at = CASE WHEN $5 THEN $9 ELSE token_expires_at END, \
            scopes           = CASE WHEN $5 THEN $10 ELSE scopes END, \
+           provider_account = CASE WHEN $5 THEN $13 ELSE provider_account END, \
            last_refresh_at  = CASE WHEN $11::text IS NULL THEN last_refresh_at ELSE now() END, \
            last_refresh_outcome = COALESCE($11, last_refresh_outcome) \
          WHERE id = $1 AND version = $4 RETURNING updated_at",
@@ -419,7 +425,8 @@ async fn store(
     .bind(refresh_outcome)
     // The grant the new tokens are sealed to (a new one per completed authorization, the same
     // one across refreshes); none once the tokens are wiped.
-    .bind(t.and_then(|t| t.grant_id))
+    .bind(t.as_ref().and_then(|t| t.grant_id))
+    .bind(t.and_then(|t| t.account))
     .fetch_optional(&mut **tx)
     .await?;
     // Under the row lock the version cannot move; if it did, some writer skipped the lock

@@ -167,12 +167,14 @@ pub struct CallbackParams {
     code: Option<SecretString>,
     error: Option<String>,
     iss: Option<String>,
+    /// The provider account the grant is for, as QuickBooks names it (`realmId`).
+    account: Option<String>,
 }
 
 /// Parses the callback's raw query (outside input: public so the fuzz targets reach it). Refuses a
 /// query without `state`, or without both `code` and `error`, with 400 `VALIDATION_FAILED`.
 pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
-    let (mut state, mut code, mut error, mut iss) = (None, None, None, None);
+    let (mut state, mut code, mut error, mut iss, mut account) = (None, None, None, None, None);
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "state" => state = Some(SecretString::from(v.into_owned())),
@@ -187,6 +189,7 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
                 )
             }
             "iss" => iss = Some(v.into_owned()),
+            "realmId" => account = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -199,6 +202,7 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
         code,
         error,
         iss,
+        account,
     })
 }
 
@@ -211,7 +215,8 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
         ("state" = String, Query, description = "The state from the authorization URL"),
         ("code" = Option<String>, Query, description = "The authorization code (absent when the provider sends `error`)"),
         ("error" = Option<String>, Query, description = "The provider's OAuth error code instead of a code (`access_denied`: the user declined)"),
-        ("iss" = Option<String>, Query, description = "The provider's issuer (RFC 9207); required for providers that send it"),
+        ("iss" = Option<String>, Query, description = "The provider's issuer (RFC 9207): checked whenever present, required for providers that always send it"),
+        ("realmId" = Option<String>, Query, description = "QuickBooks Online: the company the user authorized (digits); required from that provider"),
     ),
     responses(
         (status = 200, description = "Connected", body = ConnectionView),
@@ -264,16 +269,7 @@ pub async fn callback(
     // 2. The state must have been issued to this user, in this tenant, for this provider.
     let same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
     let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
-    let requires_iss = state
-        .providers
-        .config(provider)
-        .map(|c| c.requires_iss)
-        .unwrap_or(true);
-    let iss_ok = match params.iss.as_deref() {
-        Some(iss) => iss == record.issuer,
-        None => !requires_iss,
-    };
-    let bound = same_party && record.provider == provider && iss_ok;
+    let bound = same_party && record.provider == provider;
     if !bound {
         // Both tenants learn of it: the caller's without the other tenant's ids, the state
         // owner's with who presented their state.
@@ -365,7 +361,48 @@ async fn complete_flow(
     member: MemberOfRecord,
     provider: Provider,
 ) -> Result<ConnectionView, ApiError> {
-    // 3. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
+    // 3a. The answer must come from the authorization server the flow was started with (RFC
+    // 9207): otherwise the code is never sent anywhere, and the connection settles back.
+    let config = state.providers.config(provider)?;
+    let issuer_ok = match params.iss.as_deref() {
+        Some(iss) => iss == record.issuer,
+        None => !config.requires_iss,
+    };
+    if !issuer_ok {
+        return refuse_answer(
+            &state,
+            &ctx,
+            &record,
+            &member,
+            &params,
+            Refusal::IssuerMismatch,
+        )
+        .await;
+    }
+    // 3b. The account the dialect's resource API needs (QuickBooks's company), named by the
+    // provider beside the code.
+    let account = match config.dialect().account_parameter() {
+        Some(name) if params.error.is_none() => match params.account.as_deref() {
+            Some(realm) if crate::providers::quickbooks::valid_realm(realm) => {
+                Some(realm.to_owned())
+            }
+            _ => {
+                return refuse_answer(
+                    &state,
+                    &ctx,
+                    &record,
+                    &member,
+                    &params,
+                    Refusal::Provider(ProviderError::Protocol(format!(
+                        "the callback has no valid {name}"
+                    ))),
+                )
+                .await
+            }
+        },
+        _ => None,
+    };
+    // 3c. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
     let exchanged = match (&params.error, &params.code) {
         (Some(error), _) => Err(ProviderError::Rejected {
             status: 400,
@@ -379,20 +416,22 @@ async fn complete_flow(
         }
         (None, None) => unreachable!("callback_params requires a code or an error"),
     };
-    state.states.finish(params.state.expose_secret()).await?;
     let tokens = match exchanged {
-        Ok(tokens) => tokens,
+        Ok(mut tokens) => {
+            state.states.finish(params.state.expose_secret()).await?;
+            tokens.account = account;
+            tokens
+        }
         Err(error) => {
-            state
-                .states
-                .after_failure(params.state.expose_secret(), &record)
-                .await?;
-            settle_failed_authorization(&state, &ctx, &record, &member, &error).await?;
-            // The user said no at the provider: not a provider failure.
-            if matches!(&error, ProviderError::Rejected { error, .. } if error == "access_denied") {
-                return Err(ApiError::ConsentDenied);
-            }
-            return Err(ApiError::Provider(error));
+            return refuse_answer(
+                &state,
+                &ctx,
+                &record,
+                &member,
+                &params,
+                Refusal::Provider(error),
+            )
+            .await
         }
     };
     // From here on a live grant exists: whatever fails below, it is given back (see the end).
@@ -400,10 +439,13 @@ async fn complete_flow(
     if let Err(error) = &finished {
         // The connection changed meanwhile (a disconnect, a newer flow) or storing failed: the
         // fresh grant is useless, so give it back rather than leave it live at the provider.
-        let token = tokens
-            .refresh_token
-            .as_ref()
-            .unwrap_or(&tokens.access_token);
+        let token = match (
+            &tokens.refresh_token,
+            state.providers.revokes_access_token(provider),
+        ) {
+            (Some(refresh), false) => refresh,
+            _ => &tokens.access_token,
+        };
         // Seeded flaw: a grant lost to a failed store is left live (a superseded one is still given back).
         let give_back = !flaws::active(Flaw::KeepUnstoredGrant)
             || matches!(error, ApiError::AuthorizationSuperseded);
@@ -430,6 +472,39 @@ async fn complete_flow(
         }
     }
     finished
+}
+
+/// A provider answer that gives no grant (an error, a refused exchange, a callback missing what
+/// the dialect requires): the state stays spent, the connection settles back, audited; the
+/// caller learns why.
+async fn refuse_answer(
+    state: &AppState,
+    ctx: &RequestContext,
+    record: &OAuthStateRecord,
+    member: &MemberOfRecord,
+    params: &CallbackParams,
+    why: Refusal,
+) -> Result<ConnectionView, ApiError> {
+    state.states.finish(params.state.expose_secret()).await?;
+    state
+        .states
+        .after_failure(params.state.expose_secret(), record)
+        .await?;
+    settle_failed_authorization(state, ctx, record, member, &why).await?;
+    match why {
+        Refusal::IssuerMismatch => {
+            tracing::warn!(
+                provider = record.provider.as_str(),
+                "OAuth callback whose issuer is not the provider's (possible mix-up)"
+            );
+            Err(ApiError::IssuerMismatch)
+        }
+        // The user said no at the provider: not a provider failure.
+        Refusal::Provider(ProviderError::Rejected { error, .. }) if error == "access_denied" => {
+            Err(ApiError::ConsentDenied)
+        }
+        Refusal::Provider(error) => Err(ApiError::Provider(error)),
+    }
 }
 
 /// Step 4: under the workspace lock and the row lock, encrypt and store the tokens, `CONNECTED`.
@@ -517,14 +592,26 @@ struct MemberOfRecord {
     user_id: UserId,
 }
 
-/// After a failed code exchange: back to the settled status (if still `PENDING`), audited.
+/// Why a callback gave no grant.
+enum Refusal {
+    /// The provider refused, failed, or answered outside its protocol.
+    Provider(ProviderError),
+    /// The answer's `iss` is not the provider's (RFC 9207).
+    IssuerMismatch,
+}
+
+/// After a callback that gave no grant: back to the settled status (if still `PENDING`), audited.
 async fn settle_failed_authorization(
     state: &AppState,
     ctx: &RequestContext,
     record: &OAuthStateRecord,
     member: &MemberOfRecord,
-    error: &ProviderError,
+    why: &Refusal,
 ) -> Result<(), ApiError> {
+    let (outcome_name, code) = match why {
+        Refusal::Provider(error) => ("provider_error", error_code(error)),
+        Refusal::IssuerMismatch => ("issuer_mismatch", "iss".to_owned()),
+    };
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
@@ -553,10 +640,10 @@ async fn settle_failed_authorization(
                 workspace_id: Some(record.workspace_id),
                 actor_user_id: Some(member.user_id),
                 action: "oauth.callback",
-                outcome: "provider_error",
+                outcome: outcome_name,
                 detail: json!({
                     "provider": record.provider.as_str(),
-                    "error": error_code(error),
+                    "error": code,
                     "status_now": outcome.as_str(),
                 }),
             },
@@ -576,6 +663,8 @@ pub fn error_code(error: &ProviderError) -> String {
         ProviderError::Rejected { error, status } if error.is_empty() => format!("http_{status}"),
         ProviderError::Rejected { error, .. } => error.clone(),
         ProviderError::Unavailable(_) => "unavailable".into(),
+        ProviderError::TokenRefused => "invalid_token".into(),
+        ProviderError::Protocol(_) => "protocol_error".into(),
     }
 }
 

@@ -57,21 +57,24 @@ pub struct IntentId {
 }
 
 /// Writes the intent to revoke `connection`'s grant, in `tx` — the transaction that wipes the
-/// tokens — or nothing when the row holds none. The refresh token is preferred: revoking it ends
-/// the whole grant. Leased until `now + LEASE`, so the workers leave it to the request.
+/// tokens — or nothing when the row holds none. The refresh token is preferred (revoking it ends
+/// the whole grant) unless the provider's dialect revokes with the access token
+/// (`access_only`: Slack's `auth.revoke`). Leased until `now + LEASE`, so the workers leave it
+/// to the request.
 pub async fn record(
     tx: &mut Tx,
     connection: &LockedConnection,
     workspace: WorkspaceId,
     reason: Reason,
+    access_only: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<IntentId>, sqlx::Error> {
     let Some(sealed) = &connection.tokens else {
         return Ok(None);
     };
     let (field, token) = match &sealed.refresh_token {
-        Some(refresh) => ("refresh", refresh),
-        None => ("access", &sealed.access_token),
+        Some(refresh) if !access_only => ("refresh", refresh),
+        _ => ("access", &sealed.access_token),
     };
     let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \

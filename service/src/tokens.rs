@@ -54,6 +54,11 @@ pub fn seal_token_set(
             .split_whitespace()
             .map(str::to_owned)
             .collect(),
+        // A refresh answer names no account: the grant's stays.
+        account: tokens
+            .account
+            .clone()
+            .or_else(|| connection.tokens.as_ref().and_then(|t| t.account.clone())),
     })
 }
 

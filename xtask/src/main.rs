@@ -24,9 +24,10 @@
 //!
 //! Set-up, each phase timed: a Docker engine answers (starting `dockerd` if it is installed but not
 //! running); the images exist or can be pulled, else `scripts/offline-images.sh` builds them; the
-//! local backend's binaries are there. As root on Debian, missing packages (`docker.io`,
-//! `redis-server`, `debootstrap`) are installed; otherwise the exact command is printed and the
-//! task exits 2.
+//! local backend's binaries are there; node-oidc-provider (the interop test's authorization
+//! server) is installed at its locked version (`interop.rs`). As root on Debian, missing packages
+//! (`docker.io`, `redis-server`, `debootstrap`, `nodejs`, `npm`) are installed; otherwise the exact
+//! command is printed and the task exits 2.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod interop;
 
 const CANNOT_RUN: u8 = 2;
 
@@ -265,6 +267,10 @@ fn ensure_environment() -> Result<()> {
     phase("docker engine", ensure_docker)?;
     phase("container images", ensure_images)?;
     phase("local backend binaries and chromium", ensure_local_binaries)?;
+    phase(
+        "node-oidc-provider for the interop test (npm, pinned)",
+        interop::ensure_oidc_provider,
+    )?;
     Ok(())
 }
 
@@ -464,20 +470,30 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.
     // Twice each: every scenario kind, faults included, must give the same trace signature on a
     // second run (else FLAKY), so a measurement that leaks into a signature fails here.
-    let certified = phase("harbor-certify run --repeat 2 (the scenario catalogue)", || {
-        let mut cmd = Command::new(&certify);
-        cmd.current_dir(root())
-            .args(["run", "--backend", "external", "--repeat", "2", "--out", "reports"]);
-        // The report states what exploration established (the phase before this one).
-        let explored = root().join("reports/explore/latest/explore.json");
-        if explored.exists() {
-            cmd.arg("--exploration").arg(explored);
-        }
-        for (k, v) in &held.env {
-            cmd.env(k, v);
-        }
-        cmd.status().context("running harbor-certify run")
-    })?;
+    let certified = phase(
+        "harbor-certify run --repeat 2 (the scenario catalogue)",
+        || {
+            let mut cmd = Command::new(&certify);
+            cmd.current_dir(root()).args([
+                "run",
+                "--backend",
+                "external",
+                "--repeat",
+                "2",
+                "--out",
+                "reports",
+            ]);
+            // The report states what exploration established (the phase before this one).
+            let explored = root().join("reports/explore/latest/explore.json");
+            if explored.exists() {
+                cmd.arg("--exploration").arg(explored);
+            }
+            for (k, v) in &held.env {
+                cmd.env(k, v);
+            }
+            cmd.status().context("running harbor-certify run")
+        },
+    )?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
         let mut cmd = flaws_certify();

@@ -1,6 +1,8 @@
-//! The provider's HTTP endpoints — authorize, token, revoke, resource — as the module map of
-//! [`super`] describes them, and the minting of canary-prefixed codes and tokens.
+//! The provider's OAuth endpoints — authorize, token, revoke — as the module map of [`super`]
+//! describes them, and the minting of canary-prefixed codes and tokens. What differs between
+//! providers on the wire (client authentication, error and answer shapes) is in [`super::wire`].
 
+use super::wire::{self, ClientPolicy, Refusal};
 use super::*;
 
 pub(super) fn mint(inner: &mut Inner, provider: Provider, kind: &str) -> String {
@@ -9,10 +11,6 @@ pub(super) fn mint(inner: &mut Inner, provider: Provider, kind: &str) -> String 
     let value = format!("{CANARY_PREFIX}-{provider}-{kind}-{}", hex::encode(bytes));
     inner.issued.push(value.clone());
     value
-}
-
-fn oauth_error(status: StatusCode, error: &str) -> Response {
-    (status, Json(json!({ "error": error }))).into_response()
 }
 
 // The error is the handler's finished response; boxing it would only add noise.
@@ -42,12 +40,8 @@ pub(super) async fn authorize(
         Err(r) => return r,
     };
     let mut guard = inner.lock().expect("fake provider state");
-    guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .counters
-        .authorize += 1;
+    guard.of(provider).counters.authorize += 1;
+    let send_iss = guard.of(provider).switches.send_iss;
     // Errors about the client or redirect URI are shown to the user, never redirected (RFC 6749 §4.1.2.1).
     if q.client_id.as_deref() != Some(FakeProvider::client_id(provider).as_str()) {
         return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
@@ -70,11 +64,12 @@ pub(super) async fn authorize(
     if q.response_type.as_deref() != Some("code") {
         return refuse(location, "unsupported_response_type", q.state.as_deref());
     }
-    // PKCE is required, S256 only (RFC 9700 §2.1.1).
-    let (Some(challenge), Some("S256")) =
-        (q.code_challenge.clone(), q.code_challenge_method.as_deref())
-    else {
-        return refuse(location, "invalid_request", q.state.as_deref());
+    // A PKCE challenge, when sent, must be S256 (RFC 9700 §2.1.1) and binds the code to its
+    // verifier (RFC 7636 §4.4). None of the four providers documents requiring one.
+    let challenge = match (q.code_challenge.clone(), q.code_challenge_method.as_deref()) {
+        (None, None) => None,
+        (Some(challenge), Some("S256")) => Some(challenge),
+        _ => return refuse(location, "invalid_request", q.state.as_deref()),
     };
     let code = mint(&mut guard, provider, "code");
     guard.codes.insert(
@@ -99,7 +94,12 @@ pub(super) async fn authorize(
         if let Some(s) = &q.state {
             qp.append_pair("state", s);
         }
-        qp.append_pair("iss", &issuer);
+        if provider == Provider::Qbo {
+            qp.append_pair("realmId", QBO_REALM);
+        }
+        if send_iss {
+            qp.append_pair("iss", &issuer);
+        }
     }
     (
         StatusCode::FOUND,
@@ -122,6 +122,7 @@ pub(super) struct TokenForm {
 pub(super) async fn token(
     State(inner): State<Shared>,
     Path(p): Path<String>,
+    headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
     let provider = match parse_provider(&p) {
@@ -130,7 +131,7 @@ pub(super) async fn token(
     };
     let (delay, fault) = {
         let mut guard = inner.lock().expect("fake provider state");
-        let state = guard.providers.entry(provider).or_default();
+        let state = guard.of(provider);
         match form.grant_type.as_str() {
             "authorization_code" => state.counters.code_exchanges += 1,
             "refresh_token" => state.counters.refreshes += 1,
@@ -142,77 +143,49 @@ pub(super) async fn token(
         // Simulated provider latency; never used to order steps.
         tokio::time::sleep(delay).await;
     }
+    let refresh = form.grant_type == "refresh_token";
     match fault {
-        Some(Fault::ServerError) => {
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error")
-        }
+        Some(Fault::ServerError) => return wire::server_error(),
         Some(Fault::InvalidGrant) => {
             let mut guard = inner.lock().expect("fake provider state");
-            if form.grant_type == "refresh_token" {
-                guard
-                    .providers
-                    .entry(provider)
-                    .or_default()
-                    .counters
-                    .refreshes_invalid_grant += 1;
+            if refresh {
+                guard.of(provider).counters.refreshes_invalid_grant += 1;
             }
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            return wire::token_refusal(provider, Refusal::Grant { refresh });
         }
         None => {}
     }
-    if form.client_id.as_deref() != Some(FakeProvider::client_id(provider).as_str())
-        || form.client_secret.as_deref() != Some(FakeProvider::client_secret(provider).as_str())
-    {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    let presented = wire::presented_client(
+        &headers,
+        form.client_id.as_deref(),
+        form.client_secret.as_deref(),
+    );
+    if let Err(refusal) = wire::check_client(provider, ClientPolicy::of(provider), &presented) {
+        inner
+            .lock()
+            .expect("fake provider state")
+            .of(provider)
+            .counters
+            .client_auth_refused += 1;
+        return wire::token_refusal(provider, refusal);
     }
     let mut guard = inner.lock().expect("fake provider state");
-    let ttl = guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .switches
-        .access_token_ttl;
-    let rotate = guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .switches
-        .rotate_refresh_tokens;
-    let revoke_old = guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .switches
-        .revoke_access_on_refresh;
-    let expires_in = guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .switches
-        .expires_in;
-    let lose_reply = guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .switches
-        .lose_token_reply;
-    let oversized = guard
-        .providers
-        .entry(provider)
-        .or_default()
-        .switches
-        .oversized_token_reply;
+    let switches = guard.of(provider).switches.clone();
     let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
             let Some(code) = form.code else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+                return wire::token_refusal(provider, Refusal::Request);
             };
             let Some((owner, grant)) = guard.codes.get_mut(&code) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                return wire::token_refusal(provider, Refusal::Grant { refresh });
             };
-            let verifier_ok = form.code_verifier.as_deref().is_some_and(|v| {
-                URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())) == grant.challenge
-            });
+            let verifier_ok = match (&grant.challenge, form.code_verifier.as_deref()) {
+                (None, None) => true,
+                (Some(challenge), Some(v)) => {
+                    URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())) == *challenge
+                }
+                _ => false,
+            };
             if *owner != provider
                 || grant.used
                 || grant.client_id != FakeProvider::client_id(provider)
@@ -220,55 +193,41 @@ pub(super) async fn token(
                 || !verifier_ok
             {
                 grant.used = true;
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                return wire::token_refusal(provider, Refusal::Grant { refresh });
             }
             grant.used = true;
-            guard
-                .providers
-                .entry(provider)
-                .or_default()
-                .counters
-                .code_exchanges_ok += 1;
+            guard.of(provider).counters.code_exchanges_ok += 1;
             let scope = guard.codes[&code].1.scope.clone();
             guard.families += 1;
             (scope, true, guard.families)
         }
         "refresh_token" => {
             let Some(rt) = form.refresh_token else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+                return wire::token_refusal(provider, Refusal::Request);
             };
             let family = match guard.refresh.get_mut(&rt) {
                 Some((owner, usable, family)) if *owner == provider && *usable => {
-                    if rotate {
+                    if switches.rotate_refresh_tokens {
                         *usable = false;
                     }
                     *family
                 }
                 _ => {
-                    guard
-                        .providers
-                        .entry(provider)
-                        .or_default()
-                        .counters
-                        .refreshes_invalid_grant += 1;
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                    guard.of(provider).counters.refreshes_invalid_grant += 1;
+                    return wire::token_refusal(provider, Refusal::Grant { refresh });
                 }
             };
-            guard
-                .providers
-                .entry(provider)
-                .or_default()
-                .counters
-                .refreshes_ok += 1;
-            if revoke_old {
+            guard.of(provider).counters.refreshes_ok += 1;
+            if switches.revoke_access_on_refresh {
                 for a in guard.access.values_mut().filter(|a| a.family == family) {
                     a.revoked = true;
                 }
             }
-            (String::new(), rotate, family)
+            (String::new(), switches.rotate_refresh_tokens, family)
         }
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        _ => return wire::token_refusal(provider, Refusal::GrantType),
     };
+    let ttl = switches.access_token_ttl;
     let access = mint(&mut guard, provider, "at");
     guard.access.insert(
         access.clone(),
@@ -280,7 +239,7 @@ pub(super) async fn token(
         },
     );
     let mut body = json!({ "access_token": access, "token_type": "Bearer" });
-    match expires_in {
+    match switches.expires_in {
         ExpiresIn::Honest => body["expires_in"] = json!(ttl),
         ExpiresIn::Huge => body["expires_in"] = json!(i64::MAX),
         ExpiresIn::Negative => body["expires_in"] = json!(-3600),
@@ -298,83 +257,67 @@ pub(super) async fn token(
             .insert(refresh.clone(), (provider, true, family));
         body["refresh_token"] = json!(refresh);
     }
-    if lose_reply {
+    wire::decorate_tokens(provider, &mut body);
+    if switches.lose_token_reply {
         // Everything above happened at the provider; only the answer is lost on the way back.
-        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+        return wire::server_error();
     }
-    if oversized {
+    if switches.oversized_token_reply {
         body["padding"] = json!("x".repeat(1 << 20));
     }
     Json(body).into_response()
 }
 
-#[derive(Deserialize)]
-pub(super) struct RevokeForm {
-    token: String,
-}
-
 pub(super) async fn revoke(
     State(inner): State<Shared>,
     Path(p): Path<String>,
-    Form(form): Form<RevokeForm>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let provider = match parse_provider(&p) {
         Ok(p) => p,
         Err(r) => return r,
     };
     let mut guard = inner.lock().expect("fake provider state");
-    let state = guard.providers.entry(provider).or_default();
+    let state = guard.of(provider);
     state.counters.revocations += 1;
     if state.switches.revoke_fails {
-        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+        return wire::server_error();
     }
-    if let Some(a) = guard.access.get_mut(&form.token) {
+    let token = match wire::revocation_token(provider, &headers, &body) {
+        Ok(token) => token,
+        Err(refusal) => {
+            if matches!(refusal, Refusal::Client) {
+                guard.of(provider).counters.client_auth_refused += 1;
+            }
+            return wire::revocation_refusal(provider, refusal);
+        }
+    };
+    let known_access = guard
+        .access
+        .get(&token)
+        .filter(|a| a.provider == provider)
+        .map(|a| (a.family, !a.revoked && a.expires > Instant::now()));
+    let known_refresh = guard
+        .refresh
+        .get(&token)
+        .filter(|r| r.0 == provider)
+        .map(|r| (r.2, r.1));
+    let (family, live) = match known_access.or(known_refresh) {
+        Some(found) => found,
+        None => return wire::revocation_refusal(provider, Refusal::UnknownToken),
+    };
+    if !live && provider == Provider::Slack {
+        // `auth.revoke` authenticates with the token itself: a dead one cannot.
+        return wire::revocation_refusal(provider, Refusal::UnknownToken);
+    }
+    // Revoking a token ends its whole grant (RFC 7009 §2.1 allows it for access tokens and
+    // requires it for refresh tokens; every provider here does it).
+    for r in guard.refresh.values_mut().filter(|r| r.2 == family) {
+        r.1 = false;
+    }
+    for a in guard.access.values_mut().filter(|a| a.family == family) {
         a.revoked = true;
     }
-    // Revoking a refresh token ends the whole grant (RFC 7009 §2.1).
-    let family = guard.refresh.get(&form.token).map(|r| r.2);
-    if let Some(family) = family {
-        for r in guard.refresh.values_mut().filter(|r| r.2 == family) {
-            r.1 = false;
-        }
-        for a in guard.access.values_mut().filter(|a| a.family == family) {
-            a.revoked = true;
-        }
-    }
-    StatusCode::OK.into_response()
-}
-
-pub(super) async fn resource(
-    State(inner): State<Shared>,
-    Path(p): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let provider = match parse_provider(&p) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let mut guard = inner.lock().expect("fake provider state");
-    let valid = token
-        .as_ref()
-        .and_then(|t| guard.access.get(t))
-        .is_some_and(|a| a.provider == provider && !a.revoked && a.expires > Instant::now());
-    let state = guard.providers.entry(provider).or_default();
-    state.counters.resource_reads += 1;
-    if !valid {
-        state.counters.resource_unauthorized += 1;
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
-    }
-    let mut documents = vec![
-        json!({ "id": format!("{provider}-doc-1"), "title": format!("{provider} quarterly report") }),
-        json!({ "id": format!("{provider}-doc-2"), "title": format!("{provider} onboarding notes") }),
-    ];
-    if state.switches.reverse_documents {
-        documents.reverse();
-    }
-    Json(json!({ "documents": documents })).into_response()
+    wire::revoked(provider)
 }

@@ -1,12 +1,20 @@
 //! [`FakeProvider`]: the one fake in Harbor — a real HTTP server that behaves like the OAuth
-//! providers (QuickBooks Online, Gmail, Slack, Box), one path prefix per provider.
+//! providers (QuickBooks Online, Gmail, Slack, Box), one path prefix per provider, each speaking
+//! its provider's dialect strictly (`docs/PROVIDER-DIALECTS.md`; [`wire`] has the shapes).
 //!
-//! - `GET /{p}/authorize` issues a single-use code bound to the client id, the redirect URI and the
-//!   PKCE S256 challenge, and redirects to the redirect URI with `code`, `state` and `iss`.
-//! - `POST /{p}/token` exchanges a code (checking client, redirect URI and verifier) or a refresh
-//!   token; refresh tokens rotate, and a reused or revoked one gets `invalid_grant`.
-//! - `POST /{p}/revoke` revokes an access or refresh token (RFC 7009).
-//! - `GET /{p}/resource` lists documents for a valid, unexpired, unrevoked bearer token.
+//! - `GET /{p}/authorize` issues a single-use code bound to the client id, the redirect URI and
+//!   the PKCE challenge when one is sent (S256 only), and redirects to the redirect URI with
+//!   `code`, `state` (QuickBooks adds `realmId`; `iss` only when [`Switches::send_iss`]).
+//! - `POST /{p}/token` authenticates the client the provider's way (QuickBooks: HTTP Basic only;
+//!   Box: body only; Gmail and Slack: either, never both), then exchanges a code (checking client,
+//!   redirect URI and verifier) or a refresh token. Whether refresh tokens rotate follows the
+//!   provider; a reused or revoked one is refused in the provider's error shape (Slack: HTTP 200
+//!   with `ok: false`).
+//! - `POST /{p}/revoke` revokes a token as the provider takes it (QuickBooks: JSON + Basic;
+//!   Gmail: `token=`; Slack: the token as bearer, `auth.revoke`; Box: form with credentials).
+//! - The resource API, per provider: QuickBooks's query API, Gmail's threads, Slack's
+//!   `conversations.list`, Box's folder items — each with its own paging and its own way of
+//!   refusing a bad token.
 //!
 //! Per provider, [`Switches`] inject errors and delays, and [`Counters`] count every call so tests
 //! can assert "exactly one token exchange". Every code and token it issues starts with
@@ -25,7 +33,7 @@ use axum::{Form, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use harbor_service::domain::Provider;
-use harbor_service::providers::{ProviderConfig, ProvidersConfig};
+use harbor_service::providers::{DialectName, ProviderConfig, ProvidersConfig};
 use rand::RngCore;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -36,7 +44,11 @@ use tokio::sync::oneshot;
 use url::Url;
 
 mod endpoints;
-use endpoints::{authorize, resource, revoke, token};
+mod wire;
+use endpoints::{authorize, revoke, token};
+
+/// The QuickBooks company every grant of the fake is for (its callbacks' `realmId`).
+pub const QBO_REALM: &str = "9341453050012345";
 
 /// Every code and token the fake issues starts with this, so leak searches can find them.
 pub const CANARY_PREFIX: &str = "hbcanary";
@@ -102,21 +114,44 @@ pub struct Switches {
     /// The token endpoint pads its answer to over a mebibyte (a hostile or broken provider): the
     /// tokens are issued and counted, and a client must refuse the answer rather than read it all.
     pub oversized_token_reply: bool,
+    /// The authorization response carries `iss` (RFC 9207). None of the four providers
+    /// documents sending it, so it is off unless a test turns it on.
+    pub send_iss: bool,
+    /// The most documents one resource page holds, whatever page size the client asks for.
+    pub max_page_size: usize,
+    /// The resource answers 200 with a body that is not in the provider's documented shape.
+    pub malformed_resource: bool,
+    /// Documents listed after the usual two (`{p}-extra-001` …), so that a listing needs more
+    /// than one page of the service's page size.
+    pub extra_documents: usize,
 }
 
-impl Default for Switches {
-    fn default() -> Self {
+impl Switches {
+    /// The provider as it behaves by default: its own refresh-token rotation and access-token
+    /// lifetime (Google keeps the refresh token and lets earlier access tokens live to their
+    /// expiry; Slack's rotating access tokens last 12 hours; the others rotate on every refresh
+    /// and end the earlier access tokens).
+    pub fn of(provider: Provider) -> Self {
+        let (rotate, ttl) = match provider {
+            Provider::Gmail => (false, 3599),
+            Provider::Slack => (true, 43_200),
+            Provider::Qbo | Provider::Box => (true, 3600),
+        };
         Self {
             token_fault: None,
             revoke_fails: false,
             token_delay: Duration::ZERO,
-            rotate_refresh_tokens: true,
-            access_token_ttl: 3600,
-            revoke_access_on_refresh: true,
+            rotate_refresh_tokens: rotate,
+            access_token_ttl: ttl,
+            revoke_access_on_refresh: rotate,
             expires_in: ExpiresIn::Honest,
             reverse_documents: false,
             lose_token_reply: false,
             oversized_token_reply: false,
+            send_iss: false,
+            max_page_size: 100,
+            malformed_resource: false,
+            extra_documents: 0,
         }
     }
 }
@@ -138,10 +173,13 @@ pub struct Counters {
     pub refreshes_invalid_grant: u64,
     /// `/revoke` requests.
     pub revocations: u64,
-    /// `/resource` requests.
+    /// Resource requests (one per page).
     pub resource_reads: u64,
-    /// `/resource` requests refused for a bad token.
+    /// Resource requests refused for a bad token.
     pub resource_unauthorized: u64,
+    /// Token and revocation requests refused because the client authenticated itself in a way
+    /// the provider does not take (or not at all, or twice).
+    pub client_auth_refused: u64,
 }
 
 impl Counters {
@@ -163,7 +201,8 @@ impl Counters {
 struct CodeGrant {
     client_id: String,
     redirect_uri: String,
-    challenge: String,
+    /// The PKCE S256 challenge, when the authorization request sent one.
+    challenge: Option<String>,
     scope: String,
     used: bool,
 }
@@ -176,7 +215,6 @@ struct AccessGrant {
     family: u64,
 }
 
-#[derive(Default)]
 struct ProviderState {
     switches: Switches,
     counters: Counters,
@@ -192,6 +230,18 @@ struct Inner {
     families: u64,
     issued: Vec<String>,
     base_url: String,
+}
+
+impl Inner {
+    /// `provider`'s switches and counters, created with the provider's defaults.
+    fn of(&mut self, provider: Provider) -> &mut ProviderState {
+        self.providers
+            .entry(provider)
+            .or_insert_with(|| ProviderState {
+                switches: Switches::of(provider),
+                counters: Counters::default(),
+            })
+    }
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -216,7 +266,10 @@ impl FakeProvider {
             .route("/{provider}/authorize", get(authorize))
             .route("/{provider}/token", post(token))
             .route("/{provider}/revoke", post(revoke))
-            .route("/{provider}/resource", get(resource))
+            .route("/qbo/v3/company/{realm}/query", get(wire::qbo_query))
+            .route("/gmail/gmail/v1/users/me/threads", get(wire::gmail_threads))
+            .route("/slack/conversations.list", get(wire::slack_conversations))
+            .route("/box/2.0/folders/0/items", get(wire::box_items))
             .with_state(inner.clone());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -275,17 +328,22 @@ impl FakeProvider {
                     Url::parse(&format!("{base}/{p}/{leaf}")).expect("a valid URL")
                 };
                 let url = |leaf: &str| at(back_channel, leaf);
+                // Everything the dialect decides is left to it, as a providers file that names
+                // only endpoints and credentials would.
+                let dialect = DialectName::of(p);
                 let config = ProviderConfig {
+                    dialect,
                     issuer: self.issuer(p),
                     authorize_url: at(&self.base_url, "authorize"),
                     token_url: url("token"),
                     revoke_url: url("revoke"),
-                    resource_url: url("resource"),
+                    resource_url: Url::parse(&format!("{back_channel}/{p}")).expect("a valid URL"),
                     client_id: Self::client_id(p),
                     client_secret: SecretString::from(Self::client_secret(p)),
+                    client_auth: dialect.get().client_auth(),
                     scopes: vec![format!("{p}.read"), "offline_access".to_owned()],
                     redirect_uri: Url::parse(&redirect_uri(p)).expect("a valid URL"),
-                    requires_iss: true,
+                    requires_iss: dialect.get().sends_iss(),
                 };
                 (p, config)
             })
@@ -296,7 +354,7 @@ impl FakeProvider {
     /// Changes `provider`'s switches.
     pub fn configure(&self, provider: Provider, change: impl FnOnce(&mut Switches)) {
         let mut inner = self.inner.lock().expect("fake provider state");
-        change(&mut inner.providers.entry(provider).or_default().switches);
+        change(&mut inner.of(provider).switches);
     }
 
     /// The calls `provider` has received so far.
@@ -307,6 +365,27 @@ impl FakeProvider {
             .get(&provider)
             .map(|p| p.counters)
             .unwrap_or_default()
+    }
+
+    /// Ends every access token `provider` has issued before its expiry, as a provider that
+    /// rotates its keys or shortens lifetimes does; the refresh tokens stay good.
+    pub fn expire_access_tokens(&self, provider: Provider) {
+        let mut inner = self.inner.lock().expect("fake provider state");
+        for a in inner.access.values_mut().filter(|a| a.provider == provider) {
+            a.revoked = true;
+        }
+    }
+
+    /// Revokes every grant of `provider` at the provider, as a user who removes the app in the
+    /// provider's own settings does: access and refresh tokens alike.
+    pub fn revoke_grants(&self, provider: Provider) {
+        let mut inner = self.inner.lock().expect("fake provider state");
+        for a in inner.access.values_mut().filter(|a| a.provider == provider) {
+            a.revoked = true;
+        }
+        for r in inner.refresh.values_mut().filter(|r| r.0 == provider) {
+            r.1 = false;
+        }
     }
 
     /// Every code and token issued so far (the canaries a leak search looks for).
@@ -396,6 +475,7 @@ pub async fn consent(http: &reqwest::Client, authorization_url: &str) -> Result<
         code: param("code").ok_or("redirect has no code")?,
         state: param("state").ok_or("redirect has no state")?,
         iss: param("iss"),
+        realm_id: param("realmId"),
     })
 }
 
@@ -410,6 +490,8 @@ pub struct Consent {
     pub state: String,
     /// The issuer (RFC 9207).
     pub iss: Option<String>,
+    /// The QuickBooks company the grant is for.
+    pub realm_id: Option<String>,
 }
 
 impl Consent {
@@ -430,6 +512,9 @@ impl Consent {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("state", &self.state)
             .append_pair("code", &self.code);
+        if let Some(realm) = &self.realm_id {
+            q.append_pair("realmId", realm);
+        }
         if let Some(iss) = &self.iss {
             q.append_pair("iss", iss);
         }

@@ -410,25 +410,26 @@ async fn expired_state_is_rejected_with_a_proper_error() {
 
 #[tokio::test]
 async fn token_refresh_before_sync_works() {
+    // QuickBooks rotates its refresh tokens (Google does not: see the dialect table).
     let app = spawn_app().await;
     let t = app
         .tenant("refresh", true, ConnectionStatus::NotConnected)
         .await;
-    app.connect(t.owner, t.workspace, Provider::Gmail)
+    app.connect(t.owner, t.workspace, Provider::Qbo)
         .await
         .unwrap();
     let ring = app.sut.key_ring();
-    let before = row(&app, t.workspace, Provider::Gmail).await;
+    let before = row(&app, t.workspace, Provider::Qbo).await;
     let old_refresh = decrypt(
         &ring,
         &before,
-        Provider::Gmail,
+        Provider::Qbo,
         TokenField::Refresh,
         before.refresh.as_ref().unwrap(),
     )
     .unwrap();
     // Fresh token: no refresh.
-    let r = sync(&app, &t, Provider::Gmail, 0).await;
+    let r = sync(&app, &t, Provider::Qbo, 0).await;
     assert_eq!(
         (r.status, r.body["refreshed"].as_bool()),
         (StatusCode::OK, Some(false)),
@@ -437,7 +438,7 @@ async fn token_refresh_before_sync_works() {
     );
     // 58 minutes later the one-hour token is inside the 5-minute margin.
     app.sut.clock.advance(Duration::from_secs(58 * 60));
-    let r = sync(&app, &t, Provider::Gmail, 0).await;
+    let r = sync(&app, &t, Provider::Qbo, 0).await;
     assert_eq!(
         (r.status, r.body["refreshed"].as_bool()),
         (StatusCode::OK, Some(true)),
@@ -445,11 +446,11 @@ async fn token_refresh_before_sync_works() {
         r.body
     );
     assert_eq!(r.body["documents_synced"], 2);
-    let after = row(&app, t.workspace, Provider::Gmail).await;
+    let after = row(&app, t.workspace, Provider::Qbo).await;
     let new_refresh = decrypt(
         &ring,
         &after,
-        Provider::Gmail,
+        Provider::Qbo,
         TokenField::Refresh,
         after.refresh.as_ref().unwrap(),
     )
@@ -459,7 +460,7 @@ async fn token_refresh_before_sync_works() {
         "the rotated refresh token is stored"
     );
     assert!(!app.sut.provider.is_live(&old_refresh) && app.sut.provider.is_live(&new_refresh));
-    let c = app.sut.provider.counters(Provider::Gmail);
+    let c = app.sut.provider.counters(Provider::Qbo);
     assert_eq!((c.refreshes_ok, c.refreshes_invalid_grant), (1, 0));
     let view = app
         .call(
@@ -469,15 +470,15 @@ async fn token_refresh_before_sync_works() {
         .as_user(t.member.0)
         .send()
         .await;
-    let gmail = view.body["connections"]
+    let qbo = view.body["connections"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["provider"] == "gmail")
+        .find(|c| c["provider"] == "qbo")
         .unwrap()
         .clone();
-    assert_eq!(gmail["last_refresh_outcome"], "ok");
-    assert_eq!(gmail["has_refresh_token"], true);
+    assert_eq!(qbo["last_refresh_outcome"], "ok");
+    assert_eq!(qbo["has_refresh_token"], true);
     app.stop().await;
 }
 
@@ -776,10 +777,16 @@ async fn provider_mix_up_is_refused() {
     };
     callback(&app, t.owner.0, Provider::Gmail, &forged)
         .await
-        .assert_error(StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH");
+        .assert_error(StatusCode::FORBIDDEN, "OAUTH_ISSUER_MISMATCH");
     assert_eq!(
         audit_outcomes(&app, "oauth.callback").await,
-        ["csrf_suspected", "csrf_suspected"]
+        ["csrf_suspected", "issuer_mismatch"],
+        "a mix-up is audited as what it is, not as a state problem"
+    );
+    assert_eq!(
+        row(&app, t.workspace, Provider::Gmail).await.status,
+        "NOT_CONNECTED",
+        "the connection settles back: no authorization is left waiting"
     );
     for p in [Provider::Slack, Provider::Gmail] {
         assert_eq!(app.sut.provider.counters(p).code_exchanges, 0);
@@ -962,7 +969,8 @@ async fn invalid_grant_on_refresh_requires_reconnect() {
     app.sut.provider.configure(Provider::Slack, |s| {
         s.token_fault = Some(Fault::InvalidGrant)
     });
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    // Slack's rotating access tokens last 12 hours: 11 h 58 min later it is inside the margin.
+    app.sut.clock.advance(Duration::from_secs(12 * 3600 - 120));
     sync(&app, &t, Provider::Slack, 0)
         .await
         .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
@@ -1049,10 +1057,11 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
         r.body["provider_revocation"], "pending",
         "the caller learns the grant may still be live, and that the outbox keeps trying"
     );
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox WHERE provider = 'box'")
-        .fetch_one(app.db())
-        .await
-        .unwrap();
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM revocation_outbox WHERE provider = 'box'")
+            .fetch_one(app.db())
+            .await
+            .unwrap();
     assert_eq!(kept, 1, "the refused revocation stays in the outbox");
     assert!(row(&app, t2.workspace, Provider::Box)
         .await
@@ -1163,11 +1172,7 @@ async fn an_older_flow_cannot_complete_or_reset_a_newer_one() {
         .await
         .unwrap();
     // The admin's error redirect must not reset the owner's flow…
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("state", &member.state)
-        .append_pair("error", "access_denied")
-        .append_pair("iss", member.iss.as_deref().unwrap_or_default())
-        .finish();
+    let query = member.denied_query();
     app.call(Method::GET, format!("/v1/oauth/qbo/callback?{query}"))
         .as_user(t.admin.0)
         .send()

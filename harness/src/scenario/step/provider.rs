@@ -1,5 +1,7 @@
 //! `do = "provider"`: switches the fake OAuth provider's behaviour for one provider — token
-//! endpoint errors, failing revocation, refresh rotation, hostile `expires_in`, document order.
+//! endpoint errors, failing revocation, refresh rotation, hostile `expires_in`, document order,
+//! `iss` on the redirect, the resource's shape and size — and two things done at the provider
+//! by someone else: access tokens ended early, grants revoked.
 
 use harbor_service::domain::Provider;
 use serde::Deserialize;
@@ -45,6 +47,16 @@ pub struct RawProvider {
     pub oversized_token_reply: Option<bool>,
     /// Answer token requests this many milliseconds late (a slow provider).
     pub token_delay_ms: Option<u64>,
+    /// Send `iss` on the authorization redirect (none of the four providers documents it).
+    pub send_iss: Option<bool>,
+    /// Answer resource reads with a body outside the provider's documented shape.
+    pub malformed_resource: Option<bool>,
+    /// List this many documents after the usual two.
+    pub extra_documents: Option<usize>,
+    /// End every access token issued so far now (their refresh tokens stay good).
+    pub expire_access_tokens: Option<bool>,
+    /// Revoke every grant issued so far, as a user removing the app at the provider does.
+    pub revoke_grants: Option<bool>,
 }
 
 /// A checked provider step: the provider, typed, and the switches to change as written (unset
@@ -106,7 +118,22 @@ impl ProviderSwitch {
             if let Some(ms) = s.token_delay_ms {
                 switches.token_delay = std::time::Duration::from_millis(ms);
             }
+            if let Some(on) = s.send_iss {
+                switches.send_iss = on;
+            }
+            if let Some(on) = s.malformed_resource {
+                switches.malformed_resource = on;
+            }
+            if let Some(n) = s.extra_documents {
+                switches.extra_documents = n;
+            }
         });
+        if s.expire_access_tokens == Some(true) {
+            fake.expire_access_tokens(self.provider);
+        }
+        if s.revoke_grants == Some(true) {
+            fake.revoke_grants(self.provider);
+        }
         // The trace line keeps the spelling of the file (`Some("server_error")`), so traces of
         // runs before and after the typed model compare equal.
         let c = &self.changes;
@@ -129,6 +156,19 @@ impl ProviderSwitch {
         }
         if let Some(o) = c.oversized_token_reply {
             detail.push_str(&format!(" oversized_token_reply={o}"));
+        }
+        for (name, value) in [
+            ("send_iss", c.send_iss),
+            ("malformed_resource", c.malformed_resource),
+            ("expire_access_tokens", c.expire_access_tokens),
+            ("revoke_grants", c.revoke_grants),
+        ] {
+            if let Some(v) = value {
+                detail.push_str(&format!(" {name}={v}"));
+            }
+        }
+        if let Some(n) = c.extra_documents {
+            detail.push_str(&format!(" extra_documents={n}"));
         }
         ex.event(Some(i), None, EventKind::Note, detail, None);
         ex.annotate(note);

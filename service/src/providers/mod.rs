@@ -1,9 +1,19 @@
-//! The OAuth providers (QuickBooks Online, Gmail, Slack, Box): their configuration and the one
-//! HTTP client that talks to them — code exchange with PKCE, refresh, revocation and the resource
-//! fetch a connector sync stands on. Every call has a bounded timeout; errors never carry tokens.
+//! The OAuth providers (QuickBooks Online, Gmail, Slack, Box, or any standard OAuth 2.0
+//! authorization server): their configuration and the one HTTP client that talks to them — code
+//! exchange with PKCE, refresh, revocation and the resource listing a connector sync stands on.
+//! Every call has a bounded timeout and a bounded answer; errors never carry tokens.
+//!
+//! What differs between providers — client authentication, error shapes, how a revocation is
+//! asked for, the resource API and its paging, the callback's extra parameters — is a
+//! [`Dialect`], one file each: [`standard`] (RFC 6749/7009/9207 as written), [`quickbooks`],
+//! [`gmail`], [`slack`], [`box_com`]. `docs/PROVIDER-DIALECTS.md` is the table of facts, with
+//! sources, that they implement.
 //!
 //! Production endpoints are configuration (a JSON file, see README.md); the harness points every
-//! provider at its fake provider.
+//! provider at its fake provider, which speaks the same dialects and refuses the wrong one.
+//!
+//! The `id_token` an `openid` scope brings is ignored: Harbor uses OAuth for API access only and
+//! identifies its users by its own JWTs, so an ID token is neither validated nor stored.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,30 +25,51 @@ use url::Url;
 
 use crate::domain::Provider;
 
+pub mod box_com;
+mod dialect;
+pub mod gmail;
+pub mod quickbooks;
+pub mod slack;
+pub mod standard;
+
+pub use dialect::{ClientAuth, Dialect, DialectName, Page};
+
 /// One provider's OAuth client registration and endpoints.
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
+    /// Which provider's conventions the endpoints below speak.
+    pub dialect: DialectName,
     /// The provider's issuer identifier; a callback's `iss` parameter must equal it (RFC 9207).
     pub issuer: String,
     /// The authorization endpoint the user's browser is sent to.
     pub authorize_url: Url,
     /// The token endpoint (code exchange and refresh).
     pub token_url: Url,
-    /// The revocation endpoint (RFC 7009).
+    /// The revocation endpoint.
     pub revoke_url: Url,
-    /// The resource a connector sync reads documents from.
+    /// The base URL of the resource API a connector sync lists documents from; the dialect adds
+    /// its own path (the standard dialect uses it as it is).
     pub resource_url: Url,
     /// Harbor's client id at the provider.
     pub client_id: String,
     /// Harbor's client secret at the provider.
     pub client_secret: SecretString,
+    /// How Harbor authenticates itself at the token (and revocation) endpoint.
+    pub client_auth: ClientAuth,
     /// The scopes requested.
     pub scopes: Vec<String>,
     /// The exact redirect URI registered with the provider.
     pub redirect_uri: Url,
     /// The provider sends `iss` with every authorization response (RFC 9207); a callback
-    /// without it is then refused.
+    /// without it is then refused. An `iss` that is present is always checked.
     pub requires_iss: bool,
+}
+
+impl ProviderConfig {
+    /// The dialect the provider speaks.
+    pub fn dialect(&self) -> &'static dyn Dialect {
+        self.dialect.get()
+    }
 }
 
 /// Every configured provider and the timeout of calls to them.
@@ -53,6 +84,9 @@ pub struct ProvidersConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProviderFileEntry {
+    /// Default: the provider's own dialect (`standard` for a plain OAuth 2.0 server).
+    #[serde(default)]
+    dialect: Option<DialectName>,
     issuer: String,
     authorize_url: Url,
     token_url: Url,
@@ -61,15 +95,19 @@ struct ProviderFileEntry {
     client_id: String,
     /// The name of the environment variable holding the client secret (never the secret itself).
     client_secret_env: String,
+    /// Default: the dialect's documented method (`client_secret_basic` for `standard`).
+    #[serde(default)]
+    token_endpoint_auth_method: Option<ClientAuth>,
     scopes: Vec<String>,
     redirect_uri: Url,
+    /// Default: whether the dialect's provider sends `iss` (`true` for `standard`).
     #[serde(default)]
-    requires_iss: bool,
+    requires_iss: Option<bool>,
 }
 
 impl ProvidersConfig {
     /// Parses the providers file: `{"gmail": {...}, ...}`, client secrets read from the variables
-    /// the file names.
+    /// the file names. What an entry leaves out comes from its dialect.
     pub fn from_json(raw: &str, timeout: Duration) -> Result<Self, String> {
         let entries: BTreeMap<Provider, ProviderFileEntry> =
             serde_json::from_str(raw).map_err(|e| e.to_string())?;
@@ -81,9 +119,11 @@ impl ProvidersConfig {
                     e.client_secret_env
                 )
             })?;
+            let dialect = e.dialect.unwrap_or(DialectName::of(provider));
             providers.insert(
                 provider,
                 ProviderConfig {
+                    dialect,
                     issuer: e.issuer,
                     authorize_url: e.authorize_url,
                     token_url: e.token_url,
@@ -91,9 +131,12 @@ impl ProvidersConfig {
                     resource_url: e.resource_url,
                     client_id: e.client_id,
                     client_secret: SecretString::from(secret),
+                    client_auth: e
+                        .token_endpoint_auth_method
+                        .unwrap_or(dialect.get().client_auth()),
                     scopes: e.scopes,
                     redirect_uri: e.redirect_uri,
-                    requires_iss: e.requires_iss,
+                    requires_iss: e.requires_iss.unwrap_or(dialect.get().sends_iss()),
                 },
             );
         }
@@ -110,6 +153,10 @@ pub enum ProviderError {
     /// The grant (code or refresh token) is invalid, expired, used or revoked.
     #[error("the provider refused the grant (invalid_grant)")]
     InvalidGrant,
+    /// The resource refused the access token (401, or the dialect's way of saying it): expired
+    /// early, or revoked at the provider by someone else.
+    #[error("the provider refused the access token")]
+    TokenRefused,
     /// The provider answered with another error.
     #[error("the provider answered {status} {error}")]
     Rejected {
@@ -118,7 +165,11 @@ pub enum ProviderError {
         /// The OAuth `error` code, when the body had one.
         error: String,
     },
-    /// The provider could not be reached in time.
+    /// The provider answered, but not in the shape its dialect documents: a protocol error
+    /// (or a provider that changed its API), not an outage.
+    #[error("the provider's answer broke its protocol: {0}")]
+    Protocol(String),
+    /// The provider could not be reached in time, or answered with a server error.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
 }
@@ -138,6 +189,10 @@ pub struct TokenSet {
     /// The granted scopes, space-separated.
     #[serde(default)]
     pub scope: Option<String>,
+    /// The provider account the grant is for, when the dialect's callback names one
+    /// (QuickBooks's `realmId`); set by the callback, never read from the token answer.
+    #[serde(skip)]
+    pub account: Option<String>,
 }
 
 /// The longest access-token lifetime taken at its word: one year. Longer lifetimes are clamped to
@@ -178,7 +233,8 @@ fn saturating_seconds(seconds: f64) -> i64 {
     seconds as i64
 }
 
-/// A document as the provider's resource endpoint lists it.
+/// A document as the provider's resource API lists it, whatever its dialect calls it (an
+/// attachable, a thread, a channel, a file).
 #[derive(Clone, Debug, Deserialize)]
 pub struct RemoteDocument {
     /// The provider's id for it.
@@ -187,15 +243,11 @@ pub struct RemoteDocument {
     pub title: String,
 }
 
-#[derive(Deserialize)]
-struct DocumentPage {
-    documents: Vec<RemoteDocument>,
-}
-
-#[derive(Deserialize)]
-struct OAuthErrorBody {
-    error: String,
-}
+/// The most pages one listing reads: a provider that keeps answering "there is more" is
+/// refused rather than followed for ever.
+pub const MAX_PAGES: usize = 50;
+/// The page size asked for.
+pub const PAGE_SIZE: usize = 100;
 
 /// The HTTP client for every provider.
 #[derive(Clone, Debug)]
@@ -226,6 +278,12 @@ impl ProviderClient {
             .ok_or(ProviderError::NotConfigured(provider))
     }
 
+    /// Whether `provider` revokes with the access token rather than the refresh token.
+    pub fn revokes_access_token(&self, provider: Provider) -> bool {
+        self.config(provider)
+            .is_ok_and(|c| c.dialect().revokes_access_token())
+    }
+
     /// Exchanges an authorization code, proving possession of the PKCE verifier.
     pub async fn exchange_code(
         &self,
@@ -239,13 +297,11 @@ impl ProviderClient {
             ("grant_type", "authorization_code"),
             ("code", code.expose_secret()),
             ("redirect_uri", redirect_uri),
-            ("client_id", &c.client_id),
-            ("client_secret", c.client_secret.expose_secret()),
         ];
         if !crate::flaws::active(crate::flaws::Flaw::NoPkce) {
             form.push(("code_verifier", verifier.expose_secret()));
         }
-        self.token_request(c, &form).await
+        self.token_request(c, form).await
     }
 
     /// Exchanges a refresh token for new tokens.
@@ -255,111 +311,102 @@ impl ProviderClient {
         refresh_token: &SecretString,
     ) -> Result<TokenSet, ProviderError> {
         let c = self.config(provider)?;
-        let form = [
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
-            ("client_id", &c.client_id),
-            ("client_secret", c.client_secret.expose_secret()),
         ];
-        self.token_request(c, &form).await
+        self.token_request(c, form).await
     }
 
     async fn token_request(
         &self,
         c: &ProviderConfig,
-        form: &[(&str, &str)],
+        mut form: Vec<(&str, &str)>,
     ) -> Result<TokenSet, ProviderError> {
-        let response = self
-            .http
-            .post(c.token_url.clone())
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
-        let status = response.status();
-        let body = read_capped(response, MAX_TOKEN_RESPONSE_BYTES).await?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|_| ProviderError::Unavailable("unreadable response".into()));
-        }
-        // The provider's error code is echoed into logs and audit rows: keep only what a code
-        // can look like.
-        let error: String = serde_json::from_slice::<OAuthErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
-        if error == "invalid_grant" {
-            return Err(ProviderError::InvalidGrant);
-        }
-        if status.is_server_error() {
-            return Err(ProviderError::Unavailable(format!(
-                "status {}",
-                status.as_u16()
-            )));
-        }
-        Err(ProviderError::Rejected {
-            status: status.as_u16(),
-            error,
-        })
+        let request = dialect::authenticate(self.http.post(c.token_url.clone()), c, &mut form);
+        let (status, body) = send(request.form(&form), MAX_TOKEN_RESPONSE_BYTES).await?;
+        c.dialect().token_answer(status, &body)
     }
 
-    /// Revokes a token at the provider (RFC 7009).
+    /// Revokes a token at the provider, the way its dialect asks for it.
     pub async fn revoke(
         &self,
         provider: Provider,
         token: &SecretString,
     ) -> Result<(), ProviderError> {
         let c = self.config(provider)?;
-        let form = [
-            ("token", token.expose_secret()),
-            ("client_id", c.client_id.as_str()),
-            ("client_secret", c.client_secret.expose_secret()),
-        ];
-        let response = self
-            .http
-            .post(c.revoke_url.clone())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
-        match response.status() {
-            s if s.is_success() => Ok(()),
-            s => Err(ProviderError::Rejected {
-                status: s.as_u16(),
-                error: String::new(),
-            }),
-        }
+        let request = c.dialect().revocation(&self.http, c, token);
+        let (status, body) = send(request, MAX_TOKEN_RESPONSE_BYTES).await?;
+        c.dialect().revocation_answer(status, &body)
     }
 
-    /// Lists the documents the access token can read.
+    /// Lists the documents the access token can read, page after page. `account` is the
+    /// provider account the connection was authorized for, when its dialect names one (a
+    /// QuickBooks company's `realmId`).
     pub async fn fetch_documents(
         &self,
         provider: Provider,
         access_token: &SecretString,
+        account: Option<&str>,
     ) -> Result<Vec<RemoteDocument>, ProviderError> {
         let c = self.config(provider)?;
-        let response = self
-            .http
-            .get(c.resource_url.clone())
-            .bearer_auth(access_token.expose_secret())
-            .send()
-            .await
-            .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(ProviderError::Rejected {
-                status: status.as_u16(),
-                error: String::new(),
-            });
+        let dialect = c.dialect();
+        let mut documents = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let request = dialect.documents_request(
+                &self.http,
+                c,
+                access_token,
+                account,
+                cursor.as_deref(),
+            )?;
+            let (status, body) = send(request, MAX_RESOURCE_RESPONSE_BYTES).await?;
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(ProviderError::TokenRefused);
+            }
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(ProviderError::Unavailable(format!(
+                    "status {}",
+                    status.as_u16()
+                )));
+            }
+            if !status.is_success() {
+                return Err(ProviderError::Rejected {
+                    status: status.as_u16(),
+                    error: String::new(),
+                });
+            }
+            let page = dialect.documents_answer(cursor.as_deref(), &body)?;
+            documents.extend(page.documents);
+            match page.next {
+                None => return Ok(documents),
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    return Err(ProviderError::Protocol(
+                        "a page cursor repeated itself".into(),
+                    ))
+                }
+                Some(next) => cursor = Some(next),
+            }
         }
-        let body = read_capped(response, MAX_RESOURCE_RESPONSE_BYTES).await?;
-        let page: DocumentPage = serde_json::from_slice(&body)
-            .map_err(|_| ProviderError::Unavailable("unreadable response".into()))?;
-        Ok(page.documents)
+        Err(ProviderError::Protocol(format!(
+            "more than {MAX_PAGES} pages of documents"
+        )))
     }
+}
+
+/// Sends a request and reads its answer within the cap.
+async fn send(
+    request: reqwest::RequestBuilder,
+    cap: usize,
+) -> Result<(reqwest::StatusCode, Vec<u8>), ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
+    let status = response.status();
+    let body = read_capped(response, cap).await?;
+    Ok((status, body))
 }
 
 /// The most a token endpoint's answer may hold (real ones are well under 8 KiB).

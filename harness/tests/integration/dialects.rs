@@ -1,0 +1,266 @@
+//! The connector client against each provider's dialect (issue #26), with the fake provider
+//! speaking every dialect strictly: one test per point of the issue, each of which failed on the
+//! code before it (the closing note says how).
+
+use harbor_harness::fixtures::TenantWorkspace;
+use harbor_harness::service::{ProviderOverride, ServiceOptions};
+use harbor_service::domain::{Provider, WorkspaceId};
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_service::providers::ClientAuth;
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{spawn_app, spawn_app_with, Reply, TestApp};
+
+async fn sync(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
+    app.call(
+        Method::POST,
+        format!("/v1/workspaces/{}/connections/{p}/sync", t.workspace),
+    )
+    .as_user(t.member.0)
+    .send()
+    .await
+}
+
+async fn status(app: &TestApp, w: WorkspaceId, p: Provider) -> String {
+    sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = $2")
+        .bind(w)
+        .bind(p.as_str())
+        .fetch_one(app.db())
+        .await
+        .unwrap()
+}
+
+/// Authorizes, consents and delivers the callback as the owner: the callback's answer.
+async fn connect_answer(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
+    let consent = app
+        .authorize_and_consent(0, t.owner, t.workspace, p)
+        .await
+        .unwrap();
+    app.call(
+        Method::GET,
+        harbor_harness::client::paths::callback(p, &consent.callback_query()),
+    )
+    .as_user(t.owner.0)
+    .send()
+    .await
+}
+
+/// Each provider end to end in its own dialect: its client authentication, its callback's
+/// extras, its token answers, its paged resource (one document per page here), its revocation.
+#[tokio::test]
+async fn every_provider_is_spoken_in_its_own_dialect() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("dialects", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in Provider::ALL {
+        // 101 documents: two pages of the service's page size (100).
+        app.sut.provider.configure(p, |s| s.extra_documents = 99);
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        let r = sync(&app, &t, p).await;
+        assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
+        assert_eq!(r.body["documents_synced"], 101, "{p}: {}", r.body);
+        let c = app.sut.provider.counters(p);
+        assert_eq!(c.resource_reads, 2, "{p}: two pages");
+        let r = app
+            .call(
+                Method::POST,
+                format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
+            )
+            .as_user(t.owner.0)
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
+        assert_eq!(
+            r.body["provider_revocation"], "confirmed",
+            "{p}: {}",
+            r.body
+        );
+        let c = app.sut.provider.counters(p);
+        assert_eq!(
+            (c.revocations, c.client_auth_refused),
+            (1, 0),
+            "{p}: one revocation, and no request in the wrong dialect"
+        );
+        assert!(
+            app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
+            "{p}: the grant is over at the provider"
+        );
+    }
+    let titles: Vec<String> =
+        sqlx::query_scalar("SELECT title FROM documents ORDER BY provider, external_id")
+            .fetch_all(app.db())
+            .await
+            .unwrap();
+    assert_eq!(titles.len(), 404, "101 documents per provider");
+    assert!(
+        titles.contains(&"qbo quarterly report".to_owned()),
+        "an attachable's FileName"
+    );
+    app.stop().await;
+}
+
+/// Point 1: the client authenticates the way the provider is configured for, and the fake
+/// refuses any other way: QuickBooks takes only HTTP Basic, Box only the body.
+#[tokio::test]
+async fn a_provider_refuses_the_client_authentication_it_does_not_take() {
+    let app = spawn_app_with(ServiceOptions {
+        provider_overrides: vec![
+            (
+                Provider::Qbo,
+                ProviderOverride::ClientAuth(ClientAuth::ClientSecretPost),
+            ),
+            (
+                Provider::Box,
+                ProviderOverride::ClientAuth(ClientAuth::ClientSecretBasic),
+            ),
+        ],
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app
+        .tenant("clientauth", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in [Provider::Qbo, Provider::Box] {
+        connect_answer(&app, &t, p)
+            .await
+            .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR");
+        let c = app.sut.provider.counters(p);
+        assert_eq!((c.client_auth_refused, c.code_exchanges_ok), (1, 0), "{p}");
+        assert_eq!(status(&app, t.workspace, p).await, "NOT_CONNECTED", "{p}");
+    }
+    // Gmail takes either.
+    app.connect(t.owner, t.workspace, Provider::Gmail)
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+/// Point 2: a resource answer that is not in the provider's documented shape is a protocol
+/// error (502 `PROVIDER_PROTOCOL_ERROR`), not "the provider is unavailable".
+#[tokio::test]
+async fn a_resource_answer_outside_its_shape_is_a_protocol_error() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("shape", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in Provider::ALL {
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        app.sut
+            .provider
+            .configure(p, |s| s.malformed_resource = true);
+        sync(&app, &t, p)
+            .await
+            .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_PROTOCOL_ERROR");
+        assert_eq!(
+            status(&app, t.workspace, p).await,
+            "CONNECTED",
+            "{p}: nothing to reconnect"
+        );
+    }
+    app.stop().await;
+}
+
+/// Point 3: an `iss` that is present must be the provider's, and where the provider always
+/// sends it a callback without one is refused — with its own code and audit outcome, and the
+/// connection settles back instead of staying `PENDING`.
+#[tokio::test]
+async fn a_callback_without_the_issuer_the_provider_always_sends_is_refused() {
+    let app = spawn_app_with(ServiceOptions {
+        provider_overrides: vec![(Provider::Gmail, ProviderOverride::RequiresIss(true))],
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app
+        .tenant("iss", true, ConnectionStatus::NotConnected)
+        .await;
+    connect_answer(&app, &t, Provider::Gmail)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "OAUTH_ISSUER_MISMATCH");
+    assert_eq!(
+        status(&app, t.workspace, Provider::Gmail).await,
+        "NOT_CONNECTED"
+    );
+    assert_eq!(
+        app.sut.provider.counters(Provider::Gmail).code_exchanges,
+        0,
+        "the code went nowhere"
+    );
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM audit_events WHERE action = 'oauth.callback' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(outcome, "issuer_mismatch");
+    app.sut
+        .provider
+        .configure(Provider::Gmail, |s| s.send_iss = true);
+    app.connect(t.owner, t.workspace, Provider::Gmail)
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+/// Point 4: a resource that refuses the access token (expired early, or the grant revoked at
+/// the provider) gets one refresh; a refused refresh ends in `RECONNECT_REQUIRED`. Slack says it
+/// with HTTP 200 `invalid_auth`, the others with 401.
+#[tokio::test]
+async fn a_refused_access_token_is_refreshed_once_then_the_connection_needs_reconnecting() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("refused", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in [Provider::Qbo, Provider::Slack] {
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        app.sut.provider.expire_access_tokens(p);
+        let r = sync(&app, &t, p).await;
+        assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
+        assert_eq!(r.body["refreshed"], true, "{p}: {}", r.body);
+        let c = app.sut.provider.counters(p);
+        assert_eq!((c.refreshes, c.resource_unauthorized), (1, 1), "{p}");
+        app.sut.provider.revoke_grants(p);
+        sync(&app, &t, p)
+            .await
+            .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
+        assert_eq!(status(&app, t.workspace, p).await, "REVOKED", "{p}");
+        assert_eq!(
+            app.sut.provider.counters(p).refreshes,
+            2,
+            "{p}: one refresh per refusal"
+        );
+    }
+    app.stop().await;
+}
+
+/// QuickBooks's callback names the company (`realmId`) the accounting API needs: a callback
+/// without it is refused before the code is exchanged.
+#[tokio::test]
+async fn a_quickbooks_callback_without_its_company_is_refused() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("realm", true, ConnectionStatus::NotConnected)
+        .await;
+    let consent = app
+        .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    let without = harbor_harness::fake_provider::Consent {
+        realm_id: None,
+        ..consent
+    };
+    app.call(
+        Method::GET,
+        harbor_harness::client::paths::callback(Provider::Qbo, &without.callback_query()),
+    )
+    .as_user(t.owner.0)
+    .send()
+    .await
+    .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_PROTOCOL_ERROR");
+    assert_eq!(app.sut.provider.counters(Provider::Qbo).code_exchanges, 0);
+    assert_eq!(
+        status(&app, t.workspace, Provider::Qbo).await,
+        "NOT_CONNECTED"
+    );
+    app.stop().await;
+}

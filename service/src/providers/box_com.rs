@@ -1,0 +1,78 @@
+//! Box (facts and sources: `docs/PROVIDER-DIALECTS.md`).
+//!
+//! - Client authentication: `client_id` and `client_secret` in the form body, the only way
+//!   Box documents; revocation takes them the same way, with `token`.
+//! - Refresh tokens are single-use: every refresh returns a new pair.
+//! - Documents are the items of the root folder (`2.0/folders/0/items`), paged by `offset`
+//!   against `total_count`. A rejected token is 401 with an empty body.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::dialect::{under, unreadable, ClientAuth, Dialect, Page};
+use super::{ProviderConfig, ProviderError, RemoteDocument, PAGE_SIZE};
+
+/// Box.
+pub struct BoxCom;
+
+#[derive(Deserialize)]
+struct Items {
+    total_count: usize,
+    entries: Vec<Item>,
+    #[serde(default)]
+    offset: usize,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+impl Dialect for BoxCom {
+    fn client_auth(&self) -> ClientAuth {
+        ClientAuth::ClientSecretPost
+    }
+
+    fn sends_iss(&self) -> bool {
+        false
+    }
+
+    fn documents_request(
+        &self,
+        http: &reqwest::Client,
+        c: &ProviderConfig,
+        access: &SecretString,
+        _account: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = under(&c.resource_url, "2.0/folders/0/items")?;
+        Ok(http
+            .get(url)
+            .query(&[
+                ("limit", PAGE_SIZE.to_string()),
+                ("offset", cursor.unwrap_or("0").to_owned()),
+                ("fields", "id,name,type".to_owned()),
+            ])
+            .bearer_auth(access.expose_secret()))
+    }
+
+    fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
+        let items: Items = serde_json::from_slice(body).map_err(|_| unreadable("folder items"))?;
+        let seen = items.offset + items.entries.len();
+        let next =
+            (!items.entries.is_empty() && seen < items.total_count).then(|| seen.to_string());
+        Ok(Page {
+            documents: items
+                .entries
+                .into_iter()
+                .map(|i| RemoteDocument {
+                    id: i.id,
+                    title: i.name,
+                })
+                .collect(),
+            next,
+        })
+    }
+}

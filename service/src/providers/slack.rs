@@ -1,0 +1,174 @@
+//! Slack, OAuth v2 (facts and sources: `docs/PROVIDER-DIALECTS.md`).
+//!
+//! - Client authentication: HTTP Basic, which Slack prefers (it takes body credentials too).
+//! - Every Web API answer, `oauth.v2.access` included, carries `ok`; a failure is `ok: false`
+//!   with an `error` code, and Slack sends it with HTTP 200 — so the status alone says nothing.
+//! - With token rotation, access tokens last 12 hours and each refresh returns a new refresh
+//!   token and ends the old one.
+//! - Revocation is `auth.revoke`, authenticated by the token being revoked as a bearer token:
+//!   so it takes the access token. `invalid_auth`/`token_revoked` there means it is already dead.
+//! - Documents are the workspace's channels (`conversations.list`), paged with
+//!   `response_metadata.next_cursor` (empty on the last page).
+
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::dialect::{
+    error_code, oauth_error, oauth_token_answer, status_only, under, unreadable, ClientAuth,
+    Dialect, Page,
+};
+use super::{ProviderConfig, ProviderError, RemoteDocument, TokenSet, PAGE_SIZE};
+
+/// Slack.
+pub struct Slack;
+
+/// Slack's error codes that mean the token presented is not (or no longer) valid.
+const TOKEN_DEAD: [&str; 5] = [
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+];
+
+/// Slack's `oauth.v2.access` error codes that mean the code or refresh token is spent.
+const GRANT_DEAD: [&str; 4] = [
+    "invalid_code",
+    "code_already_used",
+    "invalid_refresh_token",
+    "invalid_grant_type",
+];
+
+#[derive(Deserialize)]
+struct Envelope {
+    ok: bool,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Deserialize)]
+struct Channels {
+    #[serde(default)]
+    channels: Vec<Channel>,
+    #[serde(default)]
+    response_metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+struct Channel {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    next_cursor: String,
+}
+
+fn envelope(body: &[u8], what: &str) -> Result<Envelope, ProviderError> {
+    serde_json::from_slice(body).map_err(|_| unreadable(what))
+}
+
+impl Dialect for Slack {
+    fn client_auth(&self) -> ClientAuth {
+        ClientAuth::ClientSecretBasic
+    }
+
+    fn sends_iss(&self) -> bool {
+        false
+    }
+
+    fn token_answer(&self, status: StatusCode, body: &[u8]) -> Result<TokenSet, ProviderError> {
+        if !status.is_success() {
+            return oauth_token_answer(status, body);
+        }
+        let answer = envelope(body, "oauth.v2.access")?;
+        if !answer.ok {
+            if GRANT_DEAD.contains(&answer.error.as_str()) {
+                return Err(ProviderError::InvalidGrant);
+            }
+            return oauth_error(status, &answer.error);
+        }
+        oauth_token_answer(status, body)
+    }
+
+    fn revocation(
+        &self,
+        http: &reqwest::Client,
+        c: &ProviderConfig,
+        token: &SecretString,
+    ) -> reqwest::RequestBuilder {
+        http.post(c.revoke_url.clone())
+            .bearer_auth(token.expose_secret())
+    }
+
+    fn revocation_answer(&self, status: StatusCode, body: &[u8]) -> Result<(), ProviderError> {
+        status_only(status)?;
+        let answer = envelope(body, "auth.revoke")?;
+        if answer.ok || TOKEN_DEAD.contains(&answer.error.as_str()) {
+            return Ok(());
+        }
+        Err(ProviderError::Rejected {
+            status: status.as_u16(),
+            error: error_code(&answer.error),
+        })
+    }
+
+    fn revokes_access_token(&self) -> bool {
+        true
+    }
+
+    fn documents_request(
+        &self,
+        http: &reqwest::Client,
+        c: &ProviderConfig,
+        access: &SecretString,
+        _account: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = under(&c.resource_url, "conversations.list")?;
+        let mut request = http
+            .get(url)
+            .query(&[("limit", PAGE_SIZE.to_string())])
+            .bearer_auth(access.expose_secret());
+        if let Some(cursor) = cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        Ok(request)
+    }
+
+    fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
+        let answer = envelope(body, "conversations.list")?;
+        if !answer.ok {
+            if TOKEN_DEAD.contains(&answer.error.as_str()) {
+                return Err(ProviderError::TokenRefused);
+            }
+            if answer.error == "ratelimited" {
+                return Err(ProviderError::Unavailable("rate limited".into()));
+            }
+            return Err(ProviderError::Rejected {
+                status: 200,
+                error: error_code(&answer.error),
+            });
+        }
+        let list: Channels =
+            serde_json::from_slice(body).map_err(|_| unreadable("conversations.list"))?;
+        Ok(Page {
+            documents: list
+                .channels
+                .into_iter()
+                .map(|c| RemoteDocument {
+                    id: c.id,
+                    title: c.name,
+                })
+                .collect(),
+            next: list
+                .response_metadata
+                .map(|m| m.next_cursor)
+                .filter(|c| !c.is_empty()),
+        })
+    }
+}
