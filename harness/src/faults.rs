@@ -48,6 +48,10 @@ pub enum FaultKind {
     /// Every open PostgreSQL connection of the replicas is cut: each backend ends (and with it
     /// its transaction and its locks) as it would when a replica's host loses the network.
     PostgresDropConnections,
+    /// The next `COMMIT` a replica sends reaches the server and is carried out, and then its
+    /// reply is lost: the connection is cut after the server has answered, before the answer
+    /// reaches the replica (which cannot tell a lost reply from a failed commit).
+    PostgresLoseCommitReply,
     /// The server is gone: open connections are cut, new ones refused.
     PostgresDown,
     /// The server is back (committed data intact, as after a restart).
@@ -147,13 +151,16 @@ pub enum ProxyAction {
     Drop,
     /// Close every open connection and stop listening.
     Down,
+    /// Let the next PostgreSQL `COMMIT` through, then cut its connection once the server has
+    /// answered, so the answer is lost.
+    LoseNextCommitReply,
     /// Listen again.
     Up,
 }
 
 impl FaultKind {
     /// Every fault, in the order of the documentation.
-    pub const ALL: [FaultKind; 22] = [
+    pub const ALL: [FaultKind; 23] = [
         FaultKind::RedisPause,
         FaultKind::RedisResume,
         FaultKind::RedisDropConnections,
@@ -164,6 +171,7 @@ impl FaultKind {
         FaultKind::PostgresPause,
         FaultKind::PostgresResume,
         FaultKind::PostgresDropConnections,
+        FaultKind::PostgresLoseCommitReply,
         FaultKind::PostgresDown,
         FaultKind::PostgresUp,
         FaultKind::PostgresRestart,
@@ -191,6 +199,7 @@ impl FaultKind {
             FaultKind::PostgresPause => "postgres_pause",
             FaultKind::PostgresResume => "postgres_resume",
             FaultKind::PostgresDropConnections => "postgres_drop_connections",
+            FaultKind::PostgresLoseCommitReply => "postgres_lose_commit_reply",
             FaultKind::PostgresDown => "postgres_down",
             FaultKind::PostgresUp => "postgres_up",
             FaultKind::PostgresRestart => "postgres_restart",
@@ -215,6 +224,7 @@ impl FaultKind {
             PostgresPause
             | PostgresResume
             | PostgresDropConnections
+            | PostgresLoseCommitReply
             | PostgresDown
             | PostgresUp
             | PostgresRestart
@@ -234,6 +244,7 @@ impl FaultKind {
             RedisDropConnections | PostgresDropConnections => ProxyAction::Drop,
             RedisDown | PostgresDown | ProviderDown => ProxyAction::Down,
             RedisUp | PostgresUp | ProviderUp => ProxyAction::Up,
+            PostgresLoseCommitReply => ProxyAction::LoseNextCommitReply,
             _ => return None,
         })
     }
@@ -279,6 +290,9 @@ struct Mode {
     down: bool,
     /// Bumped to close every connection open at that moment.
     generation: u64,
+    /// How many of the next `COMMIT`s have their reply lost (each connection that sends one
+    /// takes one).
+    lose_commit_replies: u32,
 }
 
 /// A TCP proxy to `upstream` on a free port of 127.0.0.1, stopped when dropped.
@@ -338,6 +352,7 @@ impl FaultProxy {
                     m.generation += 1;
                 }
                 ProxyAction::Up => m.down = false,
+                ProxyAction::LoseNextCommitReply => m.lose_commit_replies += 1,
             }
         });
         let mut followed = self.followed.clone();
@@ -413,6 +428,7 @@ async fn serve(
         // being accepted must cut it too (read after, it would count as born after the cut).
         let born = now.generation;
         let conn_mode = mode.subscribe();
+        let arming = mode.clone();
         let ends = ends.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
@@ -422,7 +438,7 @@ async fn serve(
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.insert(e)).ok();
             }
-            forward(client, server, conn_mode, born).await;
+            forward(client, server, conn_mode, arming, born).await;
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.remove(&e)).ok();
             }
@@ -432,11 +448,34 @@ async fn serve(
 
 /// Copies both ways until either side closes, holding bytes while paused and closing both sides
 /// when the generation moves on.
-async fn forward(client: TcpStream, server: TcpStream, mode: watch::Receiver<Mode>, born: u64) {
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    mode: watch::Receiver<Mode>,
+    arming: Arc<watch::Sender<Mode>>,
+    born: u64,
+) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, mode.clone(), born);
-    let down = pump(server_read, client_write, mode, born);
+    // Set when this connection's client sent a `COMMIT` whose reply is to be lost.
+    let doomed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let up = pump(
+        client_read,
+        server_write,
+        mode.clone(),
+        born,
+        Direction::ToServer {
+            arming,
+            doomed: doomed.clone(),
+        },
+    );
+    let down = pump(
+        server_read,
+        client_write,
+        mode,
+        born,
+        Direction::ToClient { doomed },
+    );
     tokio::pin!(down);
     tokio::select! {
         kept = up => {
@@ -451,6 +490,23 @@ async fn forward(client: TcpStream, server: TcpStream, mode: watch::Receiver<Mod
     }
 }
 
+/// PostgreSQL's simple-query message for `COMMIT` (what sqlx sends to end a transaction): `Q`,
+/// the length 11, the text with its terminating zero.
+const COMMIT_MESSAGE: &[u8] = b"Q\x00\x00\x00\x0bCOMMIT\x00";
+
+/// Which way a pump copies, with what the lost-commit-reply fault needs on each side.
+enum Direction {
+    /// Client to server: spots a `COMMIT` and, while one is armed, dooms the connection.
+    ToServer {
+        arming: Arc<watch::Sender<Mode>>,
+        doomed: Arc<std::sync::atomic::AtomicBool>,
+    },
+    /// Server to client: a doomed connection's next answer is dropped and the connection cut.
+    ToClient {
+        doomed: Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
 /// Copies `from` to `to`. Returns the write half when `from` ended after bytes had been held by a
 /// pause (so the caller can keep the other side open for the late delivery), `None` otherwise.
 async fn pump(
@@ -458,7 +514,9 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
     born: u64,
+    direction: Direction,
 ) -> Option<tokio::net::tcp::OwnedWriteHalf> {
+    use std::sync::atomic::Ordering;
     let mut buf = vec![0u8; 16 * 1024];
     let mut held = false;
     loop {
@@ -477,6 +535,27 @@ async fn pump(
         match mode.wait_for(|m| !m.paused || m.generation != born).await {
             Ok(m) if m.generation == born => {}
             _ => return None,
+        }
+        match &direction {
+            Direction::ToServer { arming, doomed }
+                if buf[..n]
+                    .windows(COMMIT_MESSAGE.len())
+                    .any(|w| w == COMMIT_MESSAGE) =>
+            {
+                let took = arming.send_if_modified(|m| {
+                    let armed = m.lose_commit_replies > 0;
+                    if armed {
+                        m.lose_commit_replies -= 1;
+                    }
+                    armed
+                });
+                if took {
+                    doomed.store(true, Ordering::SeqCst);
+                }
+            }
+            // The server has carried the commit out and answered: the answer is lost.
+            Direction::ToClient { doomed } if doomed.load(Ordering::SeqCst) => return None,
+            _ => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return None;

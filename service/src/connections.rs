@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, Transition};
 use crate::locks;
 use crate::outbox;
+use crate::providers::TokenKind;
 use crate::request_tx::WorkspaceRequest;
 use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
@@ -284,7 +285,7 @@ async fn end(
     )
     .await?;
     let provider_revocation = match (grant, intent) {
-        (GrantToRevoke::Token(token), Some(intent)) => {
+        (GrantToRevoke::Token(token, kind), Some(intent)) => {
             let flaws_of_request = state.flaws.clone();
             let action = match transition {
                 Transition::Revoke => "revoke.provider",
@@ -294,7 +295,7 @@ async fn end(
                 state.clone(),
                 request.clone(),
                 provider,
-                token,
+                (token, kind),
                 intent,
                 action,
             );
@@ -312,7 +313,7 @@ async fn end(
         (GrantToRevoke::Undecryptable, _) => ProviderRevocation::Undecryptable,
         // An intent is written whenever the row held tokens; without one there was nothing to
         // give back (or, under the seeded flaw, nothing was asked).
-        (GrantToRevoke::Token(_) | GrantToRevoke::NoTokens | GrantToRevoke::NotRequested, _) => {
+        (GrantToRevoke::Token(..) | GrantToRevoke::NoTokens | GrantToRevoke::NotRequested, _) => {
             ProviderRevocation::NoTokens
         }
     };
@@ -325,7 +326,7 @@ async fn end(
 /// The grant a committed revoke still has to give back at the provider.
 enum GrantToRevoke {
     /// The token to revoke (the refresh token if there is one: it ends the whole grant).
-    Token(SecretString),
+    Token(SecretString, TokenKind),
     /// There were no tokens.
     NoTokens,
     /// The tokens did not decrypt (a key gone, a tampered row): wiped without telling the provider.
@@ -337,7 +338,7 @@ enum GrantToRevoke {
 impl GrantToRevoke {
     fn audit_name(&self) -> &'static str {
         match self {
-            GrantToRevoke::Token(_) => "pending",
+            GrantToRevoke::Token(..) => "pending",
             GrantToRevoke::NoTokens => "no_tokens",
             GrantToRevoke::Undecryptable => "undecryptable",
             GrantToRevoke::NotRequested => "not_requested",
@@ -370,18 +371,16 @@ async fn transition(
         };
         // The intent to revoke is written with the wipe: committed together, or not at all.
         let intent = match grant {
-            GrantToRevoke::Token(_) => {
+            GrantToRevoke::Token(..) => {
                 let reason = match transition {
                     Transition::Revoke => outbox::Reason::Revoke,
                     _ => outbox::Reason::Disconnect,
                 };
-                let access_only = state.providers.revokes_access_token(provider);
                 outbox::record(
                     &mut tx,
                     &connection,
                     member.workspace_id,
                     reason,
-                    access_only,
                     state.clock.now(),
                 )
                 .await?
@@ -421,7 +420,8 @@ async fn transition(
 /// committed `REVOKED` wiped.
 fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
     match tokens::open_tokens_to_revoke(&state.vault, connection) {
-        Ok(Some((access, refresh))) => GrantToRevoke::Token(refresh.unwrap_or(access)),
+        Ok(Some((_, Some(refresh)))) => GrantToRevoke::Token(refresh, TokenKind::Refresh),
+        Ok(Some((access, None))) => GrantToRevoke::Token(access, TokenKind::Access),
         Ok(None) => GrantToRevoke::NoTokens,
         // A key gone or a tampered row must not stop an admin from killing the connection: the
         // tokens are wiped locally and the audit row says the provider could not be told.
@@ -441,14 +441,14 @@ async fn tell_provider(
     state: AppState,
     request: WorkspaceRequest,
     provider: Provider,
-    token: SecretString,
+    (token, kind): (SecretString, TokenKind),
     intent: outbox::IntentId,
     action: &'static str,
 ) -> ProviderRevocation {
     let (ctx, member) = (&request.ctx, &request.member);
     let delivered = state
         .providers
-        .revoke(provider, &token)
+        .revoke(provider, &token, kind)
         .await
         .map_err(|e| e.to_string());
     let outcome = match &delivered {

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus, Transition};
 use crate::locks;
+use crate::outbox;
 use crate::providers::ProviderError;
 use crate::request_tx::WorkspaceRequest;
 use crate::state::AppState;
@@ -34,7 +35,7 @@ use crate::tokens::{open_tokens, seal_token_set};
 
 /// What a sync did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"provider": "qbo", "documents_synced": 2, "refreshed": false}))]
+#[schema(example = json!({"provider": "qbo", "documents_synced": 2, "refreshed": false, "complete": true}))]
 pub struct SyncResponse {
     /// The provider synced.
     pub provider: Provider,
@@ -42,6 +43,9 @@ pub struct SyncResponse {
     pub documents_synced: usize,
     /// Whether this request refreshed the access token.
     pub refreshed: bool,
+    /// Whether every page of the provider's listing was read (false when the sync's page or byte
+    /// budget ran out first: the documents read are stored, the rest are not).
+    pub complete: bool,
 }
 
 /// A stored document.
@@ -113,7 +117,7 @@ pub async fn sync(
     let mut refused: Option<(SecretString, Option<uuid::Uuid>)> = None;
     let mut attempt = 0;
     let mut refreshed = false;
-    let (mut documents, grant) = loop {
+    let (listing, grant) = loop {
         let need = match refused.take() {
             None => Need::Fresh,
             Some((token, grant)) if attempt == 1 => Need::Replace(token, grant),
@@ -135,7 +139,7 @@ pub async fn sync(
         let prepared = task.await.map_err(|e| {
             ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}")))
         })?;
-        let (access, grant, account) = match prepared? {
+        let (access, grant, account, refreshed_now) = match prepared? {
             Prepared::Ready {
                 access,
                 refreshed: now,
@@ -143,7 +147,7 @@ pub async fn sync(
                 account,
             } => {
                 refreshed |= now;
-                (access, grant, account)
+                (access, grant, account, now)
             }
             // The REVOKED status is committed; only now is the error answered.
             Prepared::Rejected => return Err(ApiError::ReconnectRequired),
@@ -160,14 +164,17 @@ pub async fn sync(
             .fetch_documents(provider, &access, account.as_deref())
             .await
         {
-            Ok(documents) => break (documents, grant),
+            Ok(listing) => break (listing, grant),
             Err(ProviderError::TokenRefused) if attempt < 2 => {
-                attempt += 1;
+                // A token this pass has just been given is not refreshed again: the grant is over.
+                attempt = if refreshed_now { 2 } else { attempt + 1 };
                 refused = Some((access, grant));
             }
             Err(other) => return Err(other.into()),
         }
     };
+    let complete = listing.complete;
+    let mut documents = listing.documents;
     // Written in one order whatever order the provider listed them in: two syncs of the same
     // documents then queue on the first row instead of locking rows crosswise (a deadlock).
     documents.sort_by(|a, b| a.id.cmp(&b.id));
@@ -211,6 +218,7 @@ pub async fn sync(
         provider,
         documents_synced,
         refreshed,
+        complete,
     }))
 }
 
@@ -259,7 +267,10 @@ async fn decide_token(
             Need::Fresh => false,
             // A reconnect replaced the grant the refused token belonged to: this request's
             // sync no longer applies (what it would fetch now is another grant's).
-            Need::Replace(_, grant) | Need::GiveUp(_, grant) if *grant != connection.grant_id => {
+            // (A row from before grants were recorded has none to compare.)
+            Need::Replace(_, grant) | Need::GiveUp(_, grant)
+                if grant.is_some() && *grant != connection.grant_id =>
+            {
                 return Err(ApiError::AuthorizationSuperseded);
             }
             Need::Replace(r, _) => still(r),
@@ -268,10 +279,10 @@ async fn decide_token(
                     &mut tx,
                     &lock,
                     &connection,
-                    ctx,
-                    member,
+                    &request,
                     provider,
                     "token_refused",
+                    state.clock.now(),
                 )
                 .await;
             }
@@ -293,10 +304,10 @@ async fn decide_token(
                     &mut tx,
                     &lock,
                     &connection,
-                    ctx,
-                    member,
+                    &request,
                     provider,
                     "token_refused",
+                    state.clock.now(),
                 )
                 .await;
             }
@@ -311,11 +322,22 @@ async fn decide_token(
         }
         match refreshed {
             Ok(tokens) => {
+                // Same grant, new tokens (a row from before grants were recorded gets one now).
+                let grant = connection.grant_id.unwrap_or_else(uuid::Uuid::new_v4);
+                // A rotated refresh token is the grant's only key from now on: written ahead, so
+                // that if this store never commits (the replica dies, the database goes away)
+                // the outbox ends the grant instead of leaving it live with no copy anywhere.
+                let intent = match &tokens.refresh_token {
+                    Some(rotated) if !flaws::active(Flaw::KeepUnstoredGrant) => {
+                        write_ahead_rotated(&state, &request, &connection, grant, rotated)
+                            .await
+                            .ok()
+                    }
+                    _ => None,
+                };
                 // The provider has rotated the grant: from here on only storing it matters, so a
                 // sync-point timeout is ignored rather than allowed to throw the new tokens away.
                 let _ = SyncHooks::reach(hooks, ctx, syncpoints::SYNC_REFRESHED).await;
-                // Same grant, new tokens (a row from before grants were recorded gets one now).
-                let grant = connection.grant_id.unwrap_or_else(uuid::Uuid::new_v4);
                 let sealed = seal_token_set(
                     &state.vault,
                     &connection,
@@ -325,6 +347,13 @@ async fn decide_token(
                     state.clock.now(),
                 )?;
                 lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
+                if let Some(intent) = intent {
+                    if !outbox::discard(&mut tx, intent).await? {
+                        // A worker took the intent (this request outlived its lease) and is
+                        // ending the grant: storing the tokens would keep a dead grant.
+                        return Err(ApiError::AuthorizationInterrupted);
+                    }
+                }
                 audit::record(&mut tx, ctx, refresh_event(member, provider, "ok")).await?;
                 Ok(Prepared::Ready {
                     access: tokens.access_token,
@@ -338,10 +367,10 @@ async fn decide_token(
                     &mut tx,
                     &lock,
                     &connection,
-                    ctx,
-                    member,
+                    &request,
                     provider,
                     "invalid_grant",
+                    state.clock.now(),
                 )
                 .await
             }
@@ -352,19 +381,69 @@ async fn decide_token(
     db::finish(tx, result).await
 }
 
+/// Writes a rotated refresh token ahead of its store, in a transaction of its own, sealed to the
+/// connection row and grant like the store will seal it.
+async fn write_ahead_rotated(
+    state: &AppState,
+    request: &WorkspaceRequest,
+    connection: &lifecycle::LockedConnection,
+    grant: uuid::Uuid,
+    rotated: &SecretString,
+) -> Result<outbox::IntentId, ApiError> {
+    let binding = crate::vault::TokenBinding {
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider,
+        field: crate::vault::TokenField::Refresh,
+        grant_id: Some(grant),
+    };
+    let sealed = crate::tokens::seal_one(&state.vault, &binding, rotated)?;
+    let intent = outbox::Intent {
+        tenant: connection.tenant_id,
+        workspace: request.member.workspace_id,
+        connection: connection.id,
+        provider: connection.provider,
+        grant: Some(grant),
+        field: "refresh",
+        sealed: &sealed,
+    };
+    let mut tx = db::begin(&state.db, request.ctx.actor.as_ref(), connection.tenant_id).await?;
+    let result = outbox::write_ahead(&mut tx, &intent, state.clock.now())
+        .await
+        .map_err(ApiError::from);
+    db::finish(tx, result).await
+}
+
 /// The provider will not honour the grant any more: `REVOKED`, audited with `outcome`; the
 /// request answers `RECONNECT_REQUIRED` once this commits.
 async fn reject(
     tx: &mut db::Tx,
     lock: &locks::WorkspaceLock,
     connection: &lifecycle::LockedConnection,
-    ctx: &crate::context::RequestContext,
-    member: &WorkspaceMember,
+    request: &WorkspaceRequest,
     provider: Provider,
     outcome: &'static str,
+    now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
+    if outcome != "invalid_grant" {
+        // The resource refused the access token, but the refresh token may well be live (it may
+        // have just been rotated): the tokens are wiped, so the grant goes to the outbox first.
+        outbox::record(
+            tx,
+            connection,
+            request.member.workspace_id,
+            outbox::Reason::Revoke,
+            now,
+        )
+        .await?;
+    }
     lifecycle::apply(tx, lock, connection, Transition::RefreshRejected, None).await?;
-    audit::record(tx, ctx, refresh_event(member, provider, outcome)).await?;
+    audit::record(
+        tx,
+        &request.ctx,
+        refresh_event(&request.member, provider, outcome),
+    )
+    .await?;
     Ok(Prepared::Rejected)
 }
 

@@ -49,8 +49,8 @@ pub enum Flaw {
     TokenExposure,
     /// A sync refreshes without the workspace lock or re-reading the row.
     NoRefreshSingleFlight,
-    /// A grant the callback could not store (the database went away) is left live at the
-    /// provider instead of being revoked.
+    /// A grant the callback could not store (the database went away, the replica died) is left
+    /// live at the provider: no write-ahead intent, and no revocation after a failed store.
     KeepUnstoredGrant,
     /// A refresh that failed for any reason but `invalid_grant` (a lost reply, a timeout) is tried
     /// again at once with the same refresh token.
@@ -62,11 +62,15 @@ pub enum Flaw {
     /// whatever client authentication the provider is configured for: a client that never
     /// learnt QuickBooks's dialect.
     ClientSecretInBody,
+    /// A callback whose store failed revokes its fresh grant at once, without finding out
+    /// whether the store committed after all (a lost commit reply): the row can end CONNECTED
+    /// with a grant the provider no longer honours.
+    RevokeOnAnyCommitError,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 20] = [
+    pub const ALL: [Flaw; 21] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -87,6 +91,7 @@ impl Flaw {
         Flaw::RetryFailedRefresh,
         Flaw::DisconnectWithoutRevocation,
         Flaw::ClientSecretInBody,
+        Flaw::RevokeOnAnyCommitError,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -112,6 +117,7 @@ impl Flaw {
             Flaw::RetryFailedRefresh => "retry-failed-refresh",
             Flaw::DisconnectWithoutRevocation => "disconnect-without-revocation",
             Flaw::ClientSecretInBody => "client-secret-in-body",
+            Flaw::RevokeOnAnyCommitError => "revoke-on-any-commit-error",
         }
     }
 

@@ -1,6 +1,8 @@
 //! The revocation outbox: every grant the service gives up (revoke, disconnect) is written as an
 //! intent in the same transaction as the status change that gives it up, and stays until the
-//! provider confirmed its revocation (RFC 7009). The request that wrote it delivers it at once;
+//! provider confirmed its revocation (RFC 7009). A grant the callback has just received is
+//! written ahead the same way ([`write_ahead`]) and the store that keeps it deletes the intent in
+//! its own transaction ([`discard`]): whatever fails in between, the grant is stored or revoked. The request that wrote it delivers it at once;
 //! if that fails, or the replica dies first, every replica's [`Worker`] takes it up — at least
 //! once, which a revocation makes harmless — with back-off, and never drops it.
 //!
@@ -17,7 +19,7 @@ use crate::clock::Clock;
 use crate::db::Tx;
 use crate::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 use crate::lifecycle::LockedConnection;
-use crate::providers::ProviderClient;
+use crate::providers::{ProviderClient, TokenKind};
 use crate::vault::{KeyRing, TokenBinding, TokenField};
 
 /// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
@@ -35,6 +37,8 @@ pub enum Reason {
     Revoke,
     /// `POST …/disconnect`.
     Disconnect,
+    /// A callback's fresh grant, written ahead of its store: revoked unless the store commits.
+    UnstoredGrant,
 }
 
 impl Reason {
@@ -42,6 +46,7 @@ impl Reason {
         match self {
             Reason::Revoke => "revoke",
             Reason::Disconnect => "disconnect",
+            Reason::UnstoredGrant => "unstored_grant",
         }
     }
 }
@@ -57,42 +62,109 @@ pub struct IntentId {
 }
 
 /// Writes the intent to revoke `connection`'s grant, in `tx` — the transaction that wipes the
-/// tokens — or nothing when the row holds none. The refresh token is preferred (revoking it ends
-/// the whole grant) unless the provider's dialect revokes with the access token
-/// (`access_only`: Slack's `auth.revoke`). Leased until `now + LEASE`, so the workers leave it
-/// to the request.
+/// tokens — or nothing when the row holds none. The refresh token is preferred: revoking it ends
+/// the whole grant. Leased until `now + LEASE`, so the workers leave it to the request.
 pub async fn record(
     tx: &mut Tx,
     connection: &LockedConnection,
     workspace: WorkspaceId,
     reason: Reason,
-    access_only: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<IntentId>, sqlx::Error> {
     let Some(sealed) = &connection.tokens else {
         return Ok(None);
     };
     let (field, token) = match &sealed.refresh_token {
-        Some(refresh) if !access_only => ("refresh", refresh),
-        _ => ("access", &sealed.access_token),
+        Some(refresh) => ("refresh", refresh),
+        None => ("access", &sealed.access_token),
     };
+    let intent = Intent {
+        tenant: connection.tenant_id,
+        workspace,
+        connection: connection.id,
+        provider: connection.provider,
+        grant: connection.grant_id,
+        field,
+        sealed: token,
+    };
+    insert(tx, &intent, reason, now).await.map(Some)
+}
+
+/// What an intent holds: the grant and its sealed token, bound like the connection's own.
+pub struct Intent<'a> {
+    /// The connection's tenant.
+    pub tenant: TenantId,
+    /// Its workspace.
+    pub workspace: WorkspaceId,
+    /// The connection row the token is sealed to.
+    pub connection: ConnectionId,
+    /// The provider to revoke at.
+    pub provider: Provider,
+    /// The grant the token is sealed to.
+    pub grant: Option<uuid::Uuid>,
+    /// `access` or `refresh`.
+    pub field: &'static str,
+    /// The sealed token.
+    pub sealed: &'a [u8],
+}
+
+async fn insert(
+    tx: &mut Tx,
+    intent: &Intent<'_>,
+    reason: Reason,
+    now: DateTime<Utc>,
+) -> Result<IntentId, sqlx::Error> {
     let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \
            (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, next_attempt_at",
     )
-    .bind(connection.tenant_id)
-    .bind(workspace)
-    .bind(connection.id)
-    .bind(connection.provider.as_str())
-    .bind(connection.grant_id)
-    .bind(field)
-    .bind(token)
+    .bind(intent.tenant)
+    .bind(intent.workspace)
+    .bind(intent.connection)
+    .bind(intent.provider.as_str())
+    .bind(intent.grant)
+    .bind(intent.field)
+    .bind(intent.sealed)
     .bind(reason.as_str())
     .bind(now + lease())
     .fetch_one(&mut **tx)
     .await?;
-    Ok(Some(IntentId { id, lease_until }))
+    Ok(IntentId { id, lease_until })
+}
+
+/// Writes ahead a grant the callback has just received, in `tx` — a transaction of its own,
+/// committed before the grant is stored — leased to the request for `LEASE`.
+pub async fn write_ahead(
+    tx: &mut Tx,
+    intent: &Intent<'_>,
+    now: DateTime<Utc>,
+) -> Result<IntentId, sqlx::Error> {
+    insert(tx, intent, Reason::UnstoredGrant, now).await
+}
+
+/// Deletes a written-ahead intent in the transaction that stores its grant. `false` when the
+/// request no longer holds it (its lease ran out and a worker took it to revoke the grant): the
+/// grant must then not be stored.
+pub async fn discard(tx: &mut Tx, id: IntentId) -> Result<bool, sqlx::Error> {
+    let deleted =
+        sqlx::query("DELETE FROM revocation_outbox WHERE id = $1 AND next_attempt_at = $2")
+            .bind(id.id)
+            .bind(id.lease_until)
+            .execute(&mut **tx)
+            .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// Whether the intent is still there under the lease its writer holds.
+pub async fn held(tx: &mut Tx, id: IntentId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM revocation_outbox WHERE id = $1 AND next_attempt_at = $2)",
+    )
+    .bind(id.id)
+    .bind(id.lease_until)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 /// Settles an intent after a delivery attempt: gone (audited) once the provider confirmed, else
@@ -206,9 +278,9 @@ impl Worker {
 
     async fn deliver(&self, intent: &Claimed) -> Result<(), String> {
         let provider = Provider::parse(&intent.provider).map_err(|e| e.to_string())?;
-        let field = match intent.field.as_str() {
-            "refresh" => TokenField::Refresh,
-            _ => TokenField::Access,
+        let (field, kind) = match intent.field.as_str() {
+            "refresh" => (TokenField::Refresh, TokenKind::Refresh),
+            _ => (TokenField::Access, TokenKind::Access),
         };
         let binding = TokenBinding {
             tenant_id: intent.tenant_id,
@@ -222,7 +294,7 @@ impl Worker {
             .decrypt_any_format(&intent.sealed_token, &binding)
             .map_err(|e| format!("the intent does not decrypt: {e}"))?;
         self.providers
-            .revoke(provider, &token)
+            .revoke(provider, &token, kind)
             .await
             .map_err(|e| e.to_string())
     }

@@ -28,12 +28,7 @@ pub fn seal_token_set(
         field,
         grant_id: Some(grant),
     };
-    let seal = |token: &SecretString, field| -> Result<Vec<u8>, VaultError> {
-        if flaws::active(Flaw::PlaintextTokens) {
-            return Ok(token.expose_secret().as_bytes().to_vec());
-        }
-        vault.encrypt(token, &binding(field))
-    };
+    let seal = |token: &SecretString, field| seal_one(vault, &binding(field), token);
     let access_token = seal(&tokens.access_token, TokenField::Access)?;
     let refresh_token = tokens
         .refresh_token
@@ -60,6 +55,19 @@ pub fn seal_token_set(
             .clone()
             .or_else(|| connection.tokens.as_ref().and_then(|t| t.account.clone())),
     })
+}
+
+/// Encrypts one token for `binding` (the callback's write-ahead seals the fresh grant's token
+/// this way before the grant is stored).
+pub fn seal_one(
+    vault: &KeyRing,
+    binding: &TokenBinding,
+    token: &SecretString,
+) -> Result<Vec<u8>, VaultError> {
+    if flaws::active(Flaw::PlaintextTokens) {
+        return Ok(token.expose_secret().as_bytes().to_vec());
+    }
+    vault.encrypt(token, binding)
 }
 
 /// Decrypts a connection's stored tokens: (access, refresh).

@@ -303,14 +303,16 @@ pub(super) async fn revoke(
         .get(&token)
         .filter(|r| r.0 == provider)
         .map(|r| (r.2, r.1));
-    let (family, live) = match known_access.or(known_refresh) {
-        Some(found) => found,
-        None => return wire::revocation_refusal(provider, Refusal::UnknownToken),
+    // Slack's `auth.revoke` is authenticated by the token it revokes: only a live access token
+    // (one the API takes as a bearer) can; a refresh token or a dead one is `invalid_auth`.
+    let found = if provider == Provider::Slack {
+        known_access.filter(|(_, live)| *live)
+    } else {
+        known_access.or(known_refresh)
     };
-    if !live && provider == Provider::Slack {
-        // `auth.revoke` authenticates with the token itself: a dead one cannot.
+    let Some((family, _)) = found else {
         return wire::revocation_refusal(provider, Refusal::UnknownToken);
-    }
+    };
     // Revoking a token ends its whole grant (RFC 7009 §2.1 allows it for access tokens and
     // requires it for refresh tokens; every provider here does it).
     for r in guard.refresh.values_mut().filter(|r| r.2 == family) {

@@ -114,8 +114,8 @@ pub struct Switches {
     /// The token endpoint pads its answer to over a mebibyte (a hostile or broken provider): the
     /// tokens are issued and counted, and a client must refuse the answer rather than read it all.
     pub oversized_token_reply: bool,
-    /// The authorization response carries `iss` (RFC 9207). None of the four providers
-    /// documents sending it, so it is off unless a test turns it on.
+    /// The authorization response carries `iss` (RFC 9207): on for Google, whose discovery
+    /// document publishes it; off for the three that do not document it.
     pub send_iss: bool,
     /// The most documents one resource page holds, whatever page size the client asks for.
     pub max_page_size: usize,
@@ -148,8 +148,15 @@ impl Switches {
             reverse_documents: false,
             lose_token_reply: false,
             oversized_token_reply: false,
-            send_iss: false,
-            max_page_size: 100,
+            // Google's discovery document publishes RFC 9207 support; the others do not.
+            send_iss: provider == Provider::Gmail,
+            // The most each API returns in one page (QuickBooks MAXRESULTS, Gmail maxResults,
+            // Slack limit, Box limit).
+            max_page_size: if provider == Provider::Gmail {
+                500
+            } else {
+                1000
+            },
             malformed_resource: false,
             extra_documents: 0,
         }
@@ -301,8 +308,10 @@ impl FakeProvider {
         format!("harbor-{provider}")
     }
 
+    /// Holds characters that form-encoding changes (`:`, `+`, `/`, `%`, space), so a client that
+    /// skips RFC 6749 §2.3.1's encoding before HTTP Basic is refused.
     fn client_secret(provider: Provider) -> String {
-        format!("fake-secret-{provider}")
+        format!("fake-secret-{provider}:+/ %")
     }
 
     /// A providers configuration that points all four providers at this fake.

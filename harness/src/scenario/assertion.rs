@@ -60,8 +60,12 @@ pub enum Check {
     NoCanaryLeaks,
     /// Every stored token decrypts only for its own row.
     TokensBound,
-    /// Live grants at the provider and CONNECTED rows match one to one.
-    GrantsAccounted,
+    /// Live grants at the provider and CONNECTED rows match one to one (up to `lost_at_most`
+    /// live grants stored nowhere).
+    GrantsAccounted {
+        /// How many live grants may be stored nowhere.
+        lost_at_most: usize,
+    },
 }
 
 /// What a SQL assertion's statement must return.
@@ -151,7 +155,9 @@ impl Assertion {
                     "write grants_accounted = true, or leave the assertion out",
                 ));
             }
-            Check::GrantsAccounted
+            Check::GrantsAccounted {
+                lost_at_most: a.lost_at_most.unwrap_or(0),
+            }
         } else {
             if a.tokens_bound != Some(true) {
                 return Err(problem(
@@ -179,7 +185,7 @@ impl Assertion {
                 Capability::ProviderControl,
             ],
             Check::TokensBound => &[Capability::Database, Capability::TokenKeys],
-            Check::GrantsAccounted => &[
+            Check::GrantsAccounted { .. } => &[
                 Capability::Database,
                 Capability::TokenKeys,
                 Capability::ProviderControl,
@@ -303,14 +309,14 @@ impl Assertion {
                     .ok_or("the target's token keys are not known")?;
                 crate::oracles::tokens_bound(db()?, &ring, None).await
             }
-            Check::GrantsAccounted => {
+            Check::GrantsAccounted { lost_at_most } => {
                 let ring = target
                     .key_ring()
                     .ok_or("the target's token keys are not known")?;
                 let fake = target
                     .provider()
                     .ok_or("the target's provider is not the harness's")?;
-                crate::oracles::grants_accounted(db()?, &ring, fake).await
+                crate::oracles::grants_accounted(db()?, &ring, fake, *lost_at_most).await
             }
         }
     }

@@ -267,6 +267,10 @@ pub struct Assertion {
     /// Every grant the provider holds live is stored by exactly one CONNECTED connection, and
     /// every CONNECTED connection holds a live grant: nothing lost silently, nothing doubled.
     pub grants_accounted: Option<bool>,
+    /// With `grants_accounted`: how many live grants may be stored nowhere — only for a replica
+    /// that dies mid-load, whose token answers in flight no client can keep (the scenario's
+    /// description must say why). Default 0.
+    pub lost_at_most: Option<usize>,
 }
 
 impl Assertion {

@@ -78,9 +78,13 @@ async fn a_graceful_stop_finishes_a_callback_whose_client_hung_up() {
         status, "CONNECTED:true",
         "the callback's store finished before the process ended"
     );
-    let accounted =
-        harbor_harness::oracles::grants_accounted(app.db(), &app.sut.key_ring(), &app.sut.provider)
-            .await;
+    let accounted = harbor_harness::oracles::grants_accounted(
+        app.db(),
+        &app.sut.key_ring(),
+        &app.sut.provider,
+        0,
+    )
+    .await;
     assert!(accounted.is_ok(), "{accounted:?}");
     app.stop().await;
 }

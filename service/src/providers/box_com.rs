@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::dialect::{under, unreadable, ClientAuth, Dialect, Page};
-use super::{ProviderConfig, ProviderError, RemoteDocument, PAGE_SIZE};
+use super::{ProviderConfig, ProviderError, RemoteDocument};
 
 /// Box.
 pub struct BoxCom;
@@ -39,6 +39,11 @@ impl Dialect for BoxCom {
         false
     }
 
+    /// limit is at most 1000.
+    fn page_size(&self) -> usize {
+        1000
+    }
+
     fn documents_request(
         &self,
         http: &reqwest::Client,
@@ -51,7 +56,7 @@ impl Dialect for BoxCom {
         Ok(http
             .get(url)
             .query(&[
-                ("limit", PAGE_SIZE.to_string()),
+                ("limit", self.page_size().to_string()),
                 ("offset", cursor.unwrap_or("0").to_owned()),
                 ("fields", "id,name,type".to_owned()),
             ])

@@ -108,6 +108,12 @@ pub trait Dialect: Send + Sync {
         status_only(status)
     }
 
+    /// How many documents to ask for per page: the most the provider's API allows (or
+    /// recommends).
+    fn page_size(&self) -> usize {
+        100
+    }
+
     /// The request for one page of the documents (`cursor` is `None` for the first).
     fn documents_request(
         &self,
@@ -123,9 +129,10 @@ pub trait Dialect: Send + Sync {
     /// [`ProviderError::Protocol`].
     fn documents_answer(&self, cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError>;
 
-    /// Whether revocation takes the access token rather than the refresh token (Slack's
-    /// `auth.revoke` takes only a token it would accept as a bearer).
-    fn revokes_access_token(&self) -> bool {
+    /// Whether revocation takes only an access token (Slack's `auth.revoke` is authenticated by
+    /// the token it revokes, so it must be one the API accepts as a bearer): a refresh token is
+    /// then first exchanged for a fresh access token, which is revoked.
+    fn revocation_needs_access_token(&self) -> bool {
         false
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! - Client authentication: the credentials in the form body, as Google's web-server guide
 //!   shows (its metadata lists Basic too).
+//! - `iss` (RFC 9207): Google's discovery document publishes
+//!   `authorization_response_iss_parameter_supported`, so a callback without it is refused; the
+//!   issuer is `https://accounts.google.com` (legacy `accounts.google.com` is not accepted).
 //! - Refresh tokens do not rotate: a refresh answers without one and the stored one stays.
 //! - Revocation: `POST https://oauth2.googleapis.com/revoke` with `token=` and no client
 //!   authentication; a token that is already invalid answers 400 `invalid_token`, which for
@@ -13,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::dialect::{error_code, status_only, under, unreadable, ClientAuth, Dialect, Page};
-use super::{ProviderConfig, ProviderError, RemoteDocument, PAGE_SIZE};
+use super::{ProviderConfig, ProviderError, RemoteDocument};
 
 /// Google (Gmail).
 pub struct Gmail;
@@ -48,10 +51,6 @@ impl Dialect for Gmail {
         ClientAuth::ClientSecretPost
     }
 
-    fn sends_iss(&self) -> bool {
-        false
-    }
-
     fn revocation(
         &self,
         http: &reqwest::Client,
@@ -82,6 +81,11 @@ impl Dialect for Gmail {
         status_only(status)
     }
 
+    /// maxResults is at most 500.
+    fn page_size(&self) -> usize {
+        500
+    }
+
     fn documents_request(
         &self,
         http: &reqwest::Client,
@@ -93,7 +97,7 @@ impl Dialect for Gmail {
         let url = under(&c.resource_url, "gmail/v1/users/me/threads")?;
         let mut request = http
             .get(url)
-            .query(&[("maxResults", PAGE_SIZE.to_string())])
+            .query(&[("maxResults", self.page_size().to_string())])
             .bearer_auth(access.expose_secret());
         if let Some(token) = cursor {
             request = request.query(&[("pageToken", token)]);

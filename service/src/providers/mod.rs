@@ -174,6 +174,15 @@ pub enum ProviderError {
     Unavailable(String),
 }
 
+/// Which of a grant's tokens a value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An access token.
+    Access,
+    /// A refresh token.
+    Refresh,
+}
+
 /// Tokens a provider issued. `Debug` shows no token (the `secrecy` types redact themselves).
 #[derive(Debug, Deserialize)]
 pub struct TokenSet {
@@ -243,11 +252,21 @@ pub struct RemoteDocument {
     pub title: String,
 }
 
-/// The most pages one listing reads: a provider that keeps answering "there is more" is
-/// refused rather than followed for ever.
+/// The most pages one sync reads; what lies beyond is not read (the sync answers
+/// `complete: false`), and a provider that keeps answering "there is more" is not followed for
+/// ever.
 pub const MAX_PAGES: usize = 50;
-/// The page size asked for.
-pub const PAGE_SIZE: usize = 100;
+/// The most bytes of answers one sync reads across its pages (each page is also capped).
+pub const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a listing read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The documents, in the provider's order.
+    pub documents: Vec<RemoteDocument>,
+    /// Whether every page was read (false when the page or byte budget ran out first).
+    pub complete: bool,
+}
 
 /// The HTTP client for every provider.
 #[derive(Clone, Debug)]
@@ -276,12 +295,6 @@ impl ProviderClient {
             .providers
             .get(&provider)
             .ok_or(ProviderError::NotConfigured(provider))
-    }
-
-    /// Whether `provider` revokes with the access token rather than the refresh token.
-    pub fn revokes_access_token(&self, provider: Provider) -> bool {
-        self.config(provider)
-            .is_ok_and(|c| c.dialect().revokes_access_token())
     }
 
     /// Exchanges an authorization code, proving possession of the PKCE verifier.
@@ -328,13 +341,25 @@ impl ProviderClient {
         c.dialect().token_answer(status, &body)
     }
 
-    /// Revokes a token at the provider, the way its dialect asks for it.
+    /// Revokes a token at the provider, the way its dialect asks for it. A refresh token is
+    /// preferred (revoking it ends the whole grant); where revocation takes only access tokens
+    /// (Slack), it is first exchanged for a fresh one — a refresh the provider refuses means the
+    /// grant is already over.
     pub async fn revoke(
         &self,
         provider: Provider,
         token: &SecretString,
+        kind: TokenKind,
     ) -> Result<(), ProviderError> {
         let c = self.config(provider)?;
+        if kind == TokenKind::Refresh && c.dialect().revocation_needs_access_token() {
+            let fresh = match self.refresh(provider, token).await {
+                Ok(fresh) => fresh,
+                Err(ProviderError::InvalidGrant) => return Ok(()),
+                Err(other) => return Err(other),
+            };
+            return Box::pin(self.revoke(provider, &fresh.access_token, TokenKind::Access)).await;
+        }
         let request = c.dialect().revocation(&self.http, c, token);
         let (status, body) = send(request, MAX_TOKEN_RESPONSE_BYTES).await?;
         c.dialect().revocation_answer(status, &body)
@@ -348,12 +373,17 @@ impl ProviderClient {
         provider: Provider,
         access_token: &SecretString,
         account: Option<&str>,
-    ) -> Result<Vec<RemoteDocument>, ProviderError> {
+    ) -> Result<Listing, ProviderError> {
         let c = self.config(provider)?;
         let dialect = c.dialect();
         let mut documents = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = 0;
         for _ in 0..MAX_PAGES {
+            if bytes >= MAX_LISTING_BYTES {
+                break;
+            }
             let request = dialect.documents_request(
                 &self.http,
                 c,
@@ -362,6 +392,7 @@ impl ProviderClient {
                 cursor.as_deref(),
             )?;
             let (status, body) = send(request, MAX_RESOURCE_RESPONSE_BYTES).await?;
+            bytes += body.len();
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 return Err(ProviderError::TokenRefused);
             }
@@ -380,18 +411,24 @@ impl ProviderClient {
             let page = dialect.documents_answer(cursor.as_deref(), &body)?;
             documents.extend(page.documents);
             match page.next {
-                None => return Ok(documents),
-                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                None => {
+                    return Ok(Listing {
+                        documents,
+                        complete: true,
+                    })
+                }
+                Some(next) if !seen.insert(next.clone()) => {
                     return Err(ProviderError::Protocol(
-                        "a page cursor repeated itself".into(),
+                        "a page cursor came back a second time".into(),
                     ))
                 }
                 Some(next) => cursor = Some(next),
             }
         }
-        Err(ProviderError::Protocol(format!(
-            "more than {MAX_PAGES} pages of documents"
-        )))
+        Ok(Listing {
+            documents,
+            complete: false,
+        })
     }
 }
 

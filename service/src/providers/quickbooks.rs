@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::dialect::{
     authenticate, error_code, status_only, under, unreadable, ClientAuth, Dialect, Page,
 };
-use super::{ProviderConfig, ProviderError, RemoteDocument, PAGE_SIZE};
+use super::{ProviderConfig, ProviderError, RemoteDocument};
 
 /// QuickBooks Online.
 pub struct QuickBooks;
@@ -95,6 +95,11 @@ impl Dialect for QuickBooks {
         status_only(status)
     }
 
+    /// MAXRESULTS is at most 1000.
+    fn page_size(&self) -> usize {
+        1000
+    }
+
     fn documents_request(
         &self,
         http: &reqwest::Client,
@@ -108,8 +113,10 @@ impl Dialect for QuickBooks {
         })?;
         let start = cursor.unwrap_or("1");
         let url = under(&c.resource_url, &format!("v3/company/{realm}/query"))?;
-        let query =
-            format!("select * from Attachable startposition {start} maxresults {PAGE_SIZE}");
+        let query = format!(
+            "select * from Attachable startposition {start} maxresults {}",
+            self.page_size()
+        );
         Ok(http
             .get(url)
             .query(&[("query", query.as_str()), ("minorversion", MINOR_VERSION)])
@@ -133,7 +140,7 @@ impl Dialect for QuickBooks {
             .ok_or_else(|| unreadable("query"))?
             .attachable;
         let start: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
-        let next = (rows.len() >= PAGE_SIZE).then(|| (start + rows.len()).to_string());
+        let next = (rows.len() >= self.page_size()).then(|| (start + rows.len()).to_string());
         let documents = rows
             .into_iter()
             .map(|a| RemoteDocument {

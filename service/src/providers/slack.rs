@@ -6,7 +6,9 @@
 //! - With token rotation, access tokens last 12 hours and each refresh returns a new refresh
 //!   token and ends the old one.
 //! - Revocation is `auth.revoke`, authenticated by the token being revoked as a bearer token:
-//!   so it takes the access token. `invalid_auth`/`token_revoked` there means it is already dead.
+//!   so it takes an access token, and a refresh token is first exchanged for a fresh one (which
+//!   also works when the stored access token has expired). `invalid_auth`/`token_revoked` there
+//!   means it is already dead.
 //! - Documents are the workspace's channels (`conversations.list`), paged with
 //!   `response_metadata.next_cursor` (empty on the last page).
 
@@ -18,7 +20,7 @@ use super::dialect::{
     error_code, oauth_error, oauth_token_answer, status_only, under, unreadable, ClientAuth,
     Dialect, Page,
 };
-use super::{ProviderConfig, ProviderError, RemoteDocument, TokenSet, PAGE_SIZE};
+use super::{ProviderConfig, ProviderError, RemoteDocument, TokenSet};
 
 /// Slack.
 pub struct Slack;
@@ -33,12 +35,7 @@ const TOKEN_DEAD: [&str; 5] = [
 ];
 
 /// Slack's `oauth.v2.access` error codes that mean the code or refresh token is spent.
-const GRANT_DEAD: [&str; 4] = [
-    "invalid_code",
-    "code_already_used",
-    "invalid_refresh_token",
-    "invalid_grant_type",
-];
+const GRANT_DEAD: [&str; 3] = ["invalid_code", "code_already_used", "invalid_refresh_token"];
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -117,8 +114,13 @@ impl Dialect for Slack {
         })
     }
 
-    fn revokes_access_token(&self) -> bool {
+    fn revocation_needs_access_token(&self) -> bool {
         true
+    }
+
+    /// Slack recommends no more than 200.
+    fn page_size(&self) -> usize {
+        200
     }
 
     fn documents_request(
@@ -132,7 +134,7 @@ impl Dialect for Slack {
         let url = under(&c.resource_url, "conversations.list")?;
         let mut request = http
             .get(url)
-            .query(&[("limit", PAGE_SIZE.to_string())])
+            .query(&[("limit", self.page_size().to_string())])
             .bearer_auth(access.expose_secret());
         if let Some(cursor) = cursor {
             request = request.query(&[("cursor", cursor)]);
