@@ -313,6 +313,15 @@ async fn decide_token(
             }
             None => return Err(ApiError::ReconnectRequired),
         };
+        // The rotated refresh token's write-ahead transaction is opened before the refresh, as the
+        // callback's is before its exchange: once the provider has rotated the grant, nothing may
+        // wait for a pooled connection before the new token is durable.
+        let ahead = if flaws::active(Flaw::KeepUnstoredGrant) {
+            // Seeded flaw: nothing durable holds a rotated grant until it is stored.
+            None
+        } else {
+            Some(db::begin(&state.db, request.ctx.actor.as_ref(), connection.tenant_id).await?)
+        };
         let mut refreshed = state.providers.refresh(provider, &refresh).await;
         if flaws::active(Flaw::RetryFailedRefresh)
             && matches!(refreshed, Err(ref e) if !matches!(e, ProviderError::InvalidGrant))
@@ -327,11 +336,39 @@ async fn decide_token(
                 // A rotated refresh token is the grant's only key from now on: written ahead, so
                 // that if this store never commits (the replica dies, the database goes away)
                 // the outbox ends the grant instead of leaving it live with no copy anywhere.
-                let intent = match &tokens.refresh_token {
-                    Some(rotated) if !flaws::active(Flaw::KeepUnstoredGrant) => {
-                        write_ahead_rotated(&state, &request, &connection, grant, rotated)
-                            .await
-                            .ok()
+                let intent = match (&tokens.refresh_token, ahead) {
+                    (Some(rotated), Some(ahead)) => {
+                        match write_ahead_rotated(
+                            &state,
+                            ahead,
+                            &request,
+                            &connection,
+                            grant,
+                            rotated,
+                        )
+                        .await
+                        {
+                            Ok(intent) => Some(intent),
+                            Err(_) => {
+                                // The rotated grant is durable nowhere (or its intent committed
+                                // and the reply was lost): end it now — a second revocation is
+                                // harmless — and the connection with it.
+                                let _ = state
+                                    .providers
+                                    .revoke(provider, rotated, crate::providers::TokenKind::Refresh)
+                                    .await;
+                                return reject(
+                                    &mut tx,
+                                    &lock,
+                                    &connection,
+                                    &request,
+                                    provider,
+                                    "write_ahead_failed",
+                                    state.clock.now(),
+                                )
+                                .await;
+                            }
+                        }
                     }
                     _ => None,
                 };
@@ -381,10 +418,11 @@ async fn decide_token(
     db::finish(tx, result).await
 }
 
-/// Writes a rotated refresh token ahead of its store, in a transaction of its own, sealed to the
-/// connection row and grant like the store will seal it.
+/// Writes a rotated refresh token ahead of its store, in `tx` (a transaction of its own, opened
+/// before the refresh), sealed to the connection row and grant like the store will seal it.
 async fn write_ahead_rotated(
     state: &AppState,
+    mut tx: db::Tx,
     request: &WorkspaceRequest,
     connection: &lifecycle::LockedConnection,
     grant: uuid::Uuid,
@@ -407,7 +445,6 @@ async fn write_ahead_rotated(
         field: "refresh",
         sealed: &sealed,
     };
-    let mut tx = db::begin(&state.db, request.ctx.actor.as_ref(), connection.tenant_id).await?;
     let result = outbox::write_ahead(&mut tx, &intent, state.clock.now())
         .await
         .map_err(ApiError::from);
@@ -425,7 +462,7 @@ async fn reject(
     outcome: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    if outcome != "invalid_grant" {
+    if outcome == "token_refused" {
         // The resource refused the access token, but the refresh token may well be live (it may
         // have just been rotated): the tokens are wiped, so the grant goes to the outbox first.
         outbox::record(

@@ -496,6 +496,24 @@ async fn complete_flow(
                             provider = provider.as_str(),
                             "the callback's store committed although its reply was lost"
                         );
+                        // Operators learn of it from the audit trail too (best effort: the store
+                        // and its own audit row are committed already).
+                        let event = AuditEvent {
+                            tenant_id: Some(member.tenant_id),
+                            workspace_id: Some(record.workspace_id),
+                            actor_user_id: Some(member.user_id),
+                            action: "oauth.callback",
+                            outcome: "commit_reply_lost",
+                            detail: json!({ "provider": provider.as_str(), "grant": "kept" }),
+                        };
+                        if let Ok(mut tx) =
+                            db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await
+                        {
+                            let result = audit::record(&mut tx, &ctx, event)
+                                .await
+                                .map_err(ApiError::from);
+                            let _ = db::finish(tx, result).await;
+                        }
                         return Ok(*view);
                     }
                     StoreOutcome::NotStored => {

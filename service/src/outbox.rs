@@ -1,9 +1,11 @@
 //! The revocation outbox: every grant the service gives up (revoke, disconnect) is written as an
 //! intent in the same transaction as the status change that gives it up, and stays until the
-//! provider confirmed its revocation (RFC 7009). A grant the callback has just received is
-//! written ahead the same way ([`write_ahead`]) and the store that keeps it deletes the intent in
-//! its own transaction ([`discard`]): whatever fails in between, the grant is stored or revoked. The request that wrote it delivers it at once;
-//! if that fails, or the replica dies first, every replica's [`Worker`] takes it up — at least
+//! provider confirmed its revocation (RFC 7009). A grant the callback has just received, or a
+//! rotated refresh token, is written ahead the same way ([`write_ahead`]) and the store that
+//! keeps it deletes the intent in its own transaction ([`discard`]): whatever fails in between,
+//! the grant is stored or revoked. The request that wrote an intent delivers it at once where it
+//! can (a sync that gives up a refused grant leaves it to the workers); if that fails, or the
+//! replica dies first, every replica's [`Worker`] takes it up — at least
 //! once, which a revocation makes harmless — with back-off, and never drops it.
 //!
 //! The intent holds the ciphertext the connection row held, copied as it was, so it stays bound to
@@ -156,15 +158,18 @@ pub async fn discard(tx: &mut Tx, id: IntentId) -> Result<bool, sqlx::Error> {
     Ok(deleted.rows_affected() == 1)
 }
 
-/// Whether the intent is still there under the lease its writer holds.
+/// Whether the intent is still there under the lease its writer holds — read `FOR UPDATE`, so a
+/// transaction still deleting it (a store whose session was cut while its commit was being made
+/// durable) is waited for, not read around; the lock is the caller's until its transaction ends.
 pub async fn held(tx: &mut Tx, id: IntentId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM revocation_outbox WHERE id = $1 AND next_attempt_at = $2)",
+    let row: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM revocation_outbox WHERE id = $1 AND next_attempt_at = $2 FOR UPDATE",
     )
     .bind(id.id)
     .bind(id.lease_until)
-    .fetch_one(&mut **tx)
-    .await
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
 }
 
 /// Settles an intent after a delivery attempt: gone (audited) once the provider confirmed, else

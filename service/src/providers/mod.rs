@@ -358,7 +358,17 @@ impl ProviderClient {
                 Err(ProviderError::InvalidGrant) => return Ok(()),
                 Err(other) => return Err(other),
             };
-            return Box::pin(self.revoke(provider, &fresh.access_token, TokenKind::Access)).await;
+            // The refresh spent the stored token (rotation): from here the fresh access token is
+            // the only key to the grant, so its revocation is tried more than once right away.
+            let mut last = Ok(());
+            for _ in 0..3 {
+                last =
+                    Box::pin(self.revoke(provider, &fresh.access_token, TokenKind::Access)).await;
+                if last.is_ok() {
+                    break;
+                }
+            }
+            return last;
         }
         let request = c.dialect().revocation(&self.http, c, token);
         let (status, body) = send(request, MAX_TOKEN_RESPONSE_BYTES).await?;
