@@ -10,6 +10,10 @@
 //!
 //! `GET /v1/workspaces/{workspace_id}/documents` ([`list`]) returns that workspace's documents only;
 //! row-level security keeps other tenants' rows out even of a query that forgot its filter.
+//!
+//! Longer than 500 lines on purpose: the sync's token decision, its paged fetch, the refused-token
+//! retry, the rotated token's write-ahead and the store are one protocol whose locks and re-reads
+//! only make sense read together.
 
 use axum::extract::State;
 use axum::Json;

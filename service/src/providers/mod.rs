@@ -14,6 +14,9 @@
 //!
 //! The `id_token` an `openid` scope brings is ignored: Harbor uses OAuth for API access only and
 //! identifies its users by its own JWTs, so an ID token is neither validated nor stored.
+//!
+//! Longer than 500 lines on purpose: configuration, errors, the token set and the one client are
+//! one contract with the dialects; what differs per provider is split out into their files.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,0 +1,422 @@
+//! The callback's grant, from the code exchange to the stored connection: the write-ahead that
+//! makes the fresh grant durable before anything else can fail, the store under the workspace
+//! and row locks, and what a failed store does with the grant (give it back, or find out that
+//! the store committed after all). Split from [`super`], which parses and checks the callback.
+
+use super::*;
+
+/// Steps 3 and 4 of the callback: exchange the code, then store the tokens under the locks.
+pub(super) async fn complete_flow(
+    state: AppState,
+    ctx: RequestContext,
+    record: OAuthStateRecord,
+    params: CallbackParams,
+    member: MemberOfRecord,
+    provider: Provider,
+) -> Result<ConnectionView, ApiError> {
+    // 3a. The answer must come from the authorization server the flow was started with (RFC
+    // 9207): otherwise the code is never sent anywhere, and the connection settles back.
+    // (A provider no longer configured — a restart, replicas configured apart — fails at the
+    // exchange below and settles like any refused exchange.)
+    let config = state.providers.config(provider).ok();
+    let issuer_ok = match params.iss.as_deref() {
+        Some(iss) => iss == record.issuer,
+        None => !config.is_none_or(|c| c.requires_iss),
+    };
+    if !issuer_ok {
+        return refuse_answer(
+            &state,
+            &ctx,
+            &record,
+            &member,
+            &params,
+            Refusal::IssuerMismatch,
+        )
+        .await;
+    }
+    // 3b. The account the dialect's resource API needs (QuickBooks's company), named by the
+    // provider beside the code.
+    let account = match config.and_then(|c| c.dialect().account_parameter()) {
+        Some(name) if params.error.is_none() => match params.account.as_deref() {
+            Some(realm) if crate::providers::quickbooks::valid_realm(realm) => {
+                Some(realm.to_owned())
+            }
+            _ => {
+                return refuse_answer(
+                    &state,
+                    &ctx,
+                    &record,
+                    &member,
+                    &params,
+                    Refusal::Provider(ProviderError::Protocol(format!(
+                        "the callback has no valid {name}"
+                    ))),
+                )
+                .await
+            }
+        },
+        _ => None,
+    };
+    // 3c. The write-ahead's transaction is opened before the exchange: the grant must be
+    // durable within one round trip of arriving, and a wait for a pooled connection after the
+    // exchange would widen the window in which a dying replica loses it (under load it did: a
+    // hundred grants of a thousand flows on the crashed replica). It holds no lock meanwhile.
+    let ahead = match (&params.error, flaws::active(Flaw::KeepUnstoredGrant)) {
+        (None, false) => Some(WriteAhead::open(&state, &ctx, &record, &member, provider).await?),
+        // An error answer issues no grant; under the seeded flaw nothing is written ahead.
+        _ => None,
+    };
+    // 3d. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
+    let exchanged = match (&params.error, &params.code) {
+        (Some(error), _) => Err(ProviderError::Rejected {
+            status: 400,
+            error: error.clone(),
+        }),
+        (None, Some(code)) => {
+            state
+                .providers
+                .exchange_code(provider, code, &record.verifier, &record.redirect_uri)
+                .await
+        }
+        (None, None) => unreachable!("callback_params requires a code or an error"),
+    };
+    let mut tokens = match exchanged {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            drop(ahead);
+            return refuse_answer(
+                &state,
+                &ctx,
+                &record,
+                &member,
+                &params,
+                Refusal::Provider(error),
+            )
+            .await;
+        }
+    };
+    tokens.account = account;
+    // From here on a live grant exists. It is written ahead before anything else can fail, so
+    // that whatever happens below — a failed store, a lost commit reply, this replica dying — it
+    // ends stored or revoked (by this request, or by the outbox once the lease runs out). What
+    // remains is the window between the provider's answer and this write's commit.
+    let grant = uuid::Uuid::new_v4();
+    let intent = match ahead {
+        // Seeded flaw: nothing durable holds the grant until it is stored.
+        None => None,
+        Some(ahead) => match ahead.commit(&state, grant, &tokens).await {
+            Ok(intent) => Some(intent),
+            Err(error) => {
+                // Nothing durable holds it: give it back now, or it is lost.
+                let _ = give_back(&state, provider, &tokens).await;
+                return Err(error);
+            }
+        },
+    };
+    state.states.finish(params.state.expose_secret()).await?;
+    let finished = store_grant(
+        &state,
+        &ctx,
+        &record,
+        &member,
+        provider,
+        &tokens,
+        (grant, intent),
+    )
+    .await;
+    if let Err(error) = &finished {
+        // The connection changed meanwhile (a disconnect, a newer flow) or storing failed: the
+        // fresh grant is useless, so give it back rather than leave it live at the provider —
+        // unless the store committed after all and only its reply was lost.
+        match intent {
+            // Seeded flaws: no write-ahead (a grant lost to a failed store stays live; a
+            // superseded one is still given back), or a revocation whatever the commit did.
+            None if matches!(error, ApiError::AuthorizationSuperseded) => {
+                let _ = give_back(&state, provider, &tokens).await;
+            }
+            None => {}
+            Some(intent) if flaws::active(Flaw::RevokeOnAnyCommitError) => {
+                let delivered = give_back(&state, provider, &tokens).await;
+                let _ = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await;
+            }
+            Some(intent) => {
+                match store_outcome(&state, &ctx, &record, &member, provider, grant, intent).await {
+                    StoreOutcome::Stored(view) => {
+                        tracing::warn!(
+                            provider = provider.as_str(),
+                            "the callback's store committed although its reply was lost"
+                        );
+                        // Operators learn of it from the audit trail too (best effort: the store
+                        // and its own audit row are committed already).
+                        let event = AuditEvent {
+                            tenant_id: Some(member.tenant_id),
+                            workspace_id: Some(record.workspace_id),
+                            actor_user_id: Some(member.user_id),
+                            action: "oauth.callback",
+                            outcome: "commit_reply_lost",
+                            detail: json!({ "provider": provider.as_str(), "grant": "kept" }),
+                        };
+                        if let Ok(mut tx) =
+                            db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await
+                        {
+                            let result = audit::record(&mut tx, &ctx, event)
+                                .await
+                                .map_err(ApiError::from);
+                            let _ = db::finish(tx, result).await;
+                        }
+                        return Ok(*view);
+                    }
+                    StoreOutcome::NotStored => {
+                        let delivered = give_back(&state, provider, &tokens).await;
+                        if let Err(e) =
+                            outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await
+                        {
+                            tracing::warn!(error = %e, "the unstored grant's intent stays for the outbox");
+                        }
+                    }
+                    // The outbox has it (a worker took it, or it cannot be read now): it revokes
+                    // the grant if, and only if, the store did not commit.
+                    StoreOutcome::LeftToOutbox => {}
+                }
+            }
+        }
+        if matches!(error, ApiError::AuthorizationSuperseded) {
+            // Recorded in its own transaction: the callback's own was rolled back.
+            let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+            let event = AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(record.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.callback",
+                outcome: "superseded",
+                detail: json!({ "provider": provider.as_str(), "grant": "revoked" }),
+            };
+            let result = audit::record(&mut tx, &ctx, event)
+                .await
+                .map_err(ApiError::from);
+            db::finish(tx, result).await?;
+        }
+    }
+    finished
+}
+
+/// Gives a grant back at the provider (its refresh token when it has one: that ends it all).
+async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> Result<(), String> {
+    let (token, kind) = match &tokens.refresh_token {
+        Some(refresh) => (refresh, TokenKind::Refresh),
+        None => (&tokens.access_token, TokenKind::Access),
+    };
+    let delivered = state
+        .providers
+        .revoke(provider, token, kind)
+        .await
+        .map_err(|e| e.to_string());
+    if let Err(e) = &delivered {
+        tracing::warn!(error = %e, "could not revoke an unused grant");
+    }
+    delivered
+}
+
+/// The write-ahead of a callback's fresh grant (`outbox::write_ahead`): its transaction, opened
+/// before the code exchange, and the connection row its token is sealed to.
+struct WriteAhead {
+    tx: db::Tx,
+    connection: ConnectionId,
+    tenant: TenantId,
+    workspace: crate::domain::WorkspaceId,
+    provider: Provider,
+}
+
+impl WriteAhead {
+    /// Opens the transaction and reads the connection row's id (no lock is taken).
+    async fn open(
+        state: &AppState,
+        ctx: &RequestContext,
+        record: &OAuthStateRecord,
+        member: &MemberOfRecord,
+        provider: Provider,
+    ) -> Result<Self, ApiError> {
+        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+        let connection: Option<ConnectionId> = sqlx::query_scalar(
+            "SELECT id FROM connections WHERE workspace_id = $1 AND provider = $2",
+        )
+        .bind(record.workspace_id)
+        .bind(provider.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(Self {
+            tx,
+            connection: connection.ok_or(ApiError::NotFound)?,
+            tenant: member.tenant_id,
+            workspace: record.workspace_id,
+            provider,
+        })
+    }
+
+    /// Seals the grant's token (the refresh token when there is one: revoking it ends the whole
+    /// grant) to the row and `grant`, writes the intent and commits.
+    async fn commit(
+        mut self,
+        state: &AppState,
+        grant: uuid::Uuid,
+        tokens: &TokenSet,
+    ) -> Result<outbox::IntentId, ApiError> {
+        let (field, name, token) = match &tokens.refresh_token {
+            Some(refresh) => (TokenField::Refresh, "refresh", refresh),
+            None => (TokenField::Access, "access", &tokens.access_token),
+        };
+        let result = async {
+            let binding = TokenBinding {
+                tenant_id: self.tenant,
+                connection_id: self.connection,
+                provider: self.provider,
+                field,
+                grant_id: Some(grant),
+            };
+            let sealed = seal_one(&state.vault, &binding, token)?;
+            let intent = outbox::Intent {
+                tenant: self.tenant,
+                workspace: self.workspace,
+                connection: self.connection,
+                provider: self.provider,
+                grant: Some(grant),
+                field: name,
+                sealed: &sealed,
+            };
+            Ok(outbox::write_ahead(&mut self.tx, &intent, state.clock.now()).await?)
+        }
+        .await;
+        db::finish(self.tx, result).await
+    }
+}
+
+/// What a failed store turns out to have done, read on a fresh connection.
+enum StoreOutcome {
+    /// It committed: the reply was lost, the grant is stored.
+    Stored(Box<ConnectionView>),
+    /// It did not, and the request still holds the intent: revoke now.
+    NotStored,
+    /// A worker holds the intent, or the database cannot say now: the outbox decides.
+    LeftToOutbox,
+}
+
+/// Finds out whether a store whose commit failed committed after all: its intent is deleted in
+/// the store's own transaction, so the row holding this grant (and no intent) means it did.
+async fn store_outcome(
+    state: &AppState,
+    ctx: &RequestContext,
+    record: &OAuthStateRecord,
+    member: &MemberOfRecord,
+    provider: Provider,
+    grant: uuid::Uuid,
+    intent: outbox::IntentId,
+) -> StoreOutcome {
+    let read = async {
+        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+        let result: Result<StoreOutcome, ApiError> = async {
+            let stored: Option<Option<uuid::Uuid>> = sqlx::query_scalar(
+                "SELECT grant_id FROM connections WHERE workspace_id = $1 AND provider = $2",
+            )
+            .bind(record.workspace_id)
+            .bind(provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if stored.flatten() == Some(grant) {
+                let view = connections::read_view(&mut tx, record.workspace_id, provider).await?;
+                return Ok(StoreOutcome::Stored(Box::new(view)));
+            }
+            Ok(if outbox::held(&mut tx, intent).await? {
+                StoreOutcome::NotStored
+            } else {
+                StoreOutcome::LeftToOutbox
+            })
+        }
+        .await;
+        db::finish(tx, result).await
+    };
+    let outcome: Result<StoreOutcome, ApiError> = read.await;
+    outcome.unwrap_or(StoreOutcome::LeftToOutbox)
+}
+
+/// Step 4: under the workspace lock and the row lock, encrypt and store the tokens, `CONNECTED`.
+async fn store_grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    record: &OAuthStateRecord,
+    member: &MemberOfRecord,
+    provider: Provider,
+    tokens: &TokenSet,
+    (grant, intent): (uuid::Uuid, Option<outbox::IntentId>),
+) -> Result<ConnectionView, ApiError> {
+    let hooks = state.sync_points.as_ref();
+    SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_EXCHANGED).await?;
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        // The caller must still be an admin of the workspace now, not only when the flow started
+        // or the callback arrived: the exchange can take up to the provider timeout. The row is
+        // locked FOR SHARE, so a removal or demotion waits for this commit or is seen here — and
+        // then the fresh grant is given back (`complete_flow`).
+        if !flaws::active(Flaw::NoCallbackTenantCheck) {
+            match crate::auth::membership_in(&mut tx, record.workspace_id, member.user_id).await? {
+                None => return Err(ApiError::NotFound),
+                Some(role) if !role.can_administer() => {
+                    return Err(ApiError::Forbidden(
+                        "connecting a provider needs the owner or admin role",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
+        if connection.status == ConnectionStatus::Pending
+            && connection.pending_flow != record.flow_id
+        {
+            return Err(ApiError::AuthorizationSuperseded);
+        }
+        // A new grant: the tokens are sealed to it, so no ciphertext of an earlier grant of this
+        // row can ever be taken for one of this grant.
+        let sealed = seal_token_set(
+            &state.vault,
+            &connection,
+            grant,
+            tokens,
+            None,
+            state.clock.now(),
+        )?;
+        let (to, _) = lifecycle::apply(
+            &mut tx,
+            &lock,
+            &connection,
+            Transition::CompleteAuthorization,
+            Some(sealed),
+        )
+        .await?;
+        // The grant is stored in this transaction, so its write-ahead intent goes in it too.
+        if let Some(intent) = intent {
+            if !outbox::discard(&mut tx, intent).await? {
+                // This request outlived its lease and a worker took the intent to revoke the
+                // grant: storing it would keep a grant the provider is about to end.
+                return Err(ApiError::AuthorizationInterrupted);
+            }
+        }
+        audit::record(
+            &mut tx,
+            ctx,
+            AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(record.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.callback",
+                outcome: to.as_str(),
+                detail: json!({ "provider": provider.as_str() }),
+            },
+        )
+        .await?;
+        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT).await?;
+        connections::read_view(&mut tx, record.workspace_id, provider).await
+    }
+    .await;
+    db::finish(tx, result).await
+}
