@@ -128,6 +128,7 @@ impl Application {
         }
         let db = db::connect(&config).await?;
         db::check_row_security(&db).await?;
+        let write_ahead_db = db::connect_write_ahead(&config).await?;
         let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
         // Bounded: a stalled Redis fails a request (503 UNAVAILABLE) instead of holding it.
         let redis_config = redis::aio::ConnectionManagerConfig::new()
@@ -163,6 +164,7 @@ impl Application {
             ),
             providers: ProviderClient::new(config.providers.clone()),
             db,
+            write_ahead_db,
             redis,
             jwt,
             sync_points,

@@ -72,6 +72,23 @@ pub enum RowSecurityError {
 /// owns nothing, so row-level security applies to every query the service makes — and, since it
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    connect_sized(config, config.database_max_connections).await
+}
+
+/// How many connections the write-ahead pool holds: as many provider calls that issue a grant
+/// (a callback's exchange, a rotating refresh) can run at once on one replica.
+pub const WRITE_AHEAD_CONNECTIONS: u32 = 16;
+
+/// The write-ahead pool: the request role again, but a pool of its own. Its connection is taken
+/// before the provider call that issues a grant, so that what the provider issues is made durable
+/// without waiting for a connection after the call (under load, that wait let a dying replica take
+/// a hundred grants of a thousand flows with it); being its own pool, the calls it waits through
+/// never starve request traffic.
+pub async fn connect_write_ahead(config: &Config) -> Result<PgPool, sqlx::Error> {
+    connect_sized(config, WRITE_AHEAD_CONNECTIONS).await
+}
+
+async fn connect_sized(config: &Config, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let mut options = PgConnectOptions::from_str(config.database_url.expose_secret())?;
     // A name given in the URL wins (the harness names each replica's connections).
     if options.get_application_name().is_none() {
@@ -79,7 +96,7 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     }
     let lock_timeout = lock_timeout_statement(config.lock_timeout);
     PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(config.database_acquire_timeout)
         .after_connect(move |conn, _| {
             let lock_timeout = lock_timeout.clone();
@@ -138,6 +155,17 @@ pub async fn connect_owner(
         .map(Some)
 }
 
+/// Begins a transaction like [`begin`] on a connection already held (the write-ahead's, taken
+/// before a provider call so that nothing waits for a pooled connection after it).
+pub async fn begin_on<'c>(
+    conn: &'c mut sqlx::pool::PoolConnection<Postgres>,
+    actor: Option<&Actor>,
+    tenant: TenantId,
+) -> Result<Transaction<'c, Postgres>, DbError> {
+    use sqlx::Connection;
+    Ok(conn.begin_with(begin_statement(actor, tenant)).await?)
+}
+
 /// Begins a request's transaction: scoped to `tenant` for row-level security
 /// (`harbor.tenant_id`), and tagged with the request's actor when there is one.
 /// Requests open theirs through [`crate::request_tx::WorkspaceRequest::begin`], which calls this.
@@ -169,7 +197,10 @@ pub(crate) fn lock_timeout_statement(timeout: std::time::Duration) -> String {
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the
 /// rollback, so every lock the transaction held is gone before the caller writes its response.
 /// Generic over the caller's error type, which must be able to say that the commit failed.
-pub async fn finish<T, E: From<DbError>>(tx: Tx, result: Result<T, E>) -> Result<T, E> {
+pub async fn finish<T, E: From<DbError>>(
+    tx: Transaction<'_, Postgres>,
+    result: Result<T, E>,
+) -> Result<T, E> {
     match result {
         Ok(value) => {
             tx.commit().await.map_err(|e| E::from(DbError::from(e)))?;

@@ -317,14 +317,20 @@ async fn decide_token(
             }
             None => return Err(ApiError::ReconnectRequired),
         };
-        // The rotated refresh token's write-ahead transaction is opened before the refresh, as the
-        // callback's is before its exchange: once the provider has rotated the grant, nothing may
-        // wait for a pooled connection before the new token is durable.
+        // The rotated token's write-ahead connection is taken before the refresh (from its own
+        // pool), as the callback's is before its exchange: once the provider has rotated the
+        // grant, nothing may wait for a connection before the new token is durable.
         let ahead = if flaws::active(Flaw::KeepUnstoredGrant) {
             // Seeded flaw: nothing durable holds a rotated grant until it is stored.
             None
         } else {
-            Some(db::begin(&state.db, request.ctx.actor.as_ref(), connection.tenant_id).await?)
+            Some(
+                state
+                    .write_ahead_db
+                    .acquire()
+                    .await
+                    .map_err(|e| ApiError::from(db::DbError::from(e)))?,
+            )
         };
         let mut refreshed = state.providers.refresh(provider, &refresh).await;
         if flaws::active(Flaw::RetryFailedRefresh)
@@ -341,10 +347,10 @@ async fn decide_token(
                 // that if this store never commits (the replica dies, the database goes away)
                 // the outbox ends the grant instead of leaving it live with no copy anywhere.
                 let intent = match (&tokens.refresh_token, ahead) {
-                    (Some(rotated), Some(ahead)) => {
+                    (Some(rotated), Some(mut conn)) => {
                         match write_ahead_rotated(
                             &state,
-                            ahead,
+                            &mut conn,
                             &request,
                             &connection,
                             grant,
@@ -422,11 +428,12 @@ async fn decide_token(
     db::finish(tx, result).await
 }
 
-/// Writes a rotated refresh token ahead of its store, in `tx` (a transaction of its own, opened
-/// before the refresh), sealed to the connection row and grant like the store will seal it.
+/// Writes a rotated refresh token ahead of its store, in a transaction of its own on the
+/// write-ahead connection taken before the refresh, sealed to the connection row and grant like
+/// the store will seal it.
 async fn write_ahead_rotated(
     state: &AppState,
-    mut tx: db::Tx,
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
     request: &WorkspaceRequest,
     connection: &lifecycle::LockedConnection,
     grant: uuid::Uuid,
@@ -449,6 +456,7 @@ async fn write_ahead_rotated(
         field: "refresh",
         sealed: &sealed,
     };
+    let mut tx = db::begin_on(conn, request.ctx.actor.as_ref(), connection.tenant_id).await?;
     let result = outbox::write_ahead(&mut tx, &intent, state.clock.now())
         .await
         .map_err(ApiError::from);

@@ -111,7 +111,7 @@ pub struct Intent<'a> {
 }
 
 async fn insert(
-    tx: &mut Tx,
+    tx: &mut sqlx::PgConnection,
     intent: &Intent<'_>,
     reason: Reason,
     now: DateTime<Utc>,
@@ -130,7 +130,7 @@ async fn insert(
     .bind(intent.sealed)
     .bind(reason.as_str())
     .bind(now + lease())
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(IntentId { id, lease_until })
 }
@@ -138,7 +138,7 @@ async fn insert(
 /// Writes ahead a grant the callback has just received, in `tx` — a transaction of its own,
 /// committed before the grant is stored — leased to the request for `LEASE`.
 pub async fn write_ahead(
-    tx: &mut Tx,
+    tx: &mut sqlx::PgConnection,
     intent: &Intent<'_>,
     now: DateTime<Utc>,
 ) -> Result<IntentId, sqlx::Error> {

@@ -19,6 +19,8 @@ use crate::vault::KeyRing;
 pub struct AppState {
     /// The PostgreSQL pool.
     pub db: PgPool,
+    /// A small pool of its own for the write-ahead of fresh grants (`outbox::write_ahead`).
+    pub write_ahead_db: PgPool,
     /// The Redis connection (multiplexed, reconnecting).
     pub redis: redis::aio::ConnectionManager,
     /// Bearer-token verification.

@@ -57,12 +57,16 @@ pub(super) async fn complete_flow(
         },
         _ => None,
     };
-    // 3c. The write-ahead's transaction is opened before the exchange: the grant must be
-    // durable within one round trip of arriving, and a wait for a pooled connection after the
-    // exchange would widen the window in which a dying replica loses it (under load it did: a
-    // hundred grants of a thousand flows on the crashed replica). It holds no lock meanwhile.
+    // 3c. The write-ahead's connection is taken before the exchange (from its own pool): once the
+    // provider has answered, nothing may wait for a connection before the grant is durable.
     let ahead = match (&params.error, flaws::active(Flaw::KeepUnstoredGrant)) {
-        (None, false) => Some(WriteAhead::open(&state, &ctx, &record, &member, provider).await?),
+        (None, false) => Some(
+            state
+                .write_ahead_db
+                .acquire()
+                .await
+                .map_err(|e| ApiError::from(db::DbError::from(e)))?,
+        ),
         // An error answer issues no grant; under the seeded flaw nothing is written ahead.
         _ => None,
     };
@@ -83,7 +87,6 @@ pub(super) async fn complete_flow(
     let mut tokens = match exchanged {
         Ok(tokens) => tokens,
         Err(error) => {
-            drop(ahead);
             return refuse_answer(
                 &state,
                 &ctx,
@@ -99,15 +102,21 @@ pub(super) async fn complete_flow(
     // From here on a live grant exists. It is written ahead before anything else can fail, so
     // that whatever happens below — a failed store, a lost commit reply, this replica dying — it
     // ends stored or revoked (by this request, or by the outbox once the lease runs out). What
-    // remains is the window between the provider's answer and this write's commit.
+    // remains is the window between the provider's answer and this write's commit (on a
+    // connection taken before the exchange, so no wait for one lies inside it).
     let grant = uuid::Uuid::new_v4();
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
         None => None,
-        Some(ahead) => match ahead.commit(&state, grant, &tokens).await {
+        Some(mut conn) => match write_ahead(
+            &state, &mut conn, &ctx, &record, &member, provider, grant, &tokens,
+        )
+        .await
+        {
             Ok(intent) => Some(intent),
             Err(error) => {
-                // Nothing durable holds it: give it back now, or it is lost.
+                // Nothing durable holds it (or the intent committed and its reply was lost): give
+                // it back now — a second revocation by the outbox is harmless.
                 let _ = give_back(&state, provider, &tokens).await;
                 return Err(error);
             }
@@ -217,77 +226,55 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> R
     delivered
 }
 
-/// The write-ahead of a callback's fresh grant (`outbox::write_ahead`): its transaction, opened
-/// before the code exchange, and the connection row its token is sealed to.
-struct WriteAhead {
-    tx: db::Tx,
-    connection: ConnectionId,
-    tenant: TenantId,
-    workspace: crate::domain::WorkspaceId,
+/// Writes the fresh grant ahead of its store (`outbox::write_ahead`), on the write-ahead pool,
+/// sealed to the connection row and the grant like the tokens the store will write (the refresh
+/// token when there is one: revoking it ends the whole grant).
+#[allow(clippy::too_many_arguments)] // the callback's context, as complete_flow holds it
+async fn write_ahead(
+    state: &AppState,
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    ctx: &RequestContext,
+    record: &OAuthStateRecord,
+    member: &MemberOfRecord,
     provider: Provider,
-}
-
-impl WriteAhead {
-    /// Opens the transaction and reads the connection row's id (no lock is taken).
-    async fn open(
-        state: &AppState,
-        ctx: &RequestContext,
-        record: &OAuthStateRecord,
-        member: &MemberOfRecord,
-        provider: Provider,
-    ) -> Result<Self, ApiError> {
-        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-        let connection: Option<ConnectionId> = sqlx::query_scalar(
+    grant: uuid::Uuid,
+    tokens: &TokenSet,
+) -> Result<outbox::IntentId, ApiError> {
+    let (field, name, token) = match &tokens.refresh_token {
+        Some(refresh) => (TokenField::Refresh, "refresh", refresh),
+        None => (TokenField::Access, "access", &tokens.access_token),
+    };
+    let mut tx = db::begin_on(conn, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = async {
+        let connection: ConnectionId = sqlx::query_scalar(
             "SELECT id FROM connections WHERE workspace_id = $1 AND provider = $2",
         )
         .bind(record.workspace_id)
         .bind(provider.as_str())
         .fetch_optional(&mut *tx)
-        .await?;
-        Ok(Self {
-            tx,
-            connection: connection.ok_or(ApiError::NotFound)?,
+        .await?
+        .ok_or(ApiError::NotFound)?;
+        let binding = TokenBinding {
+            tenant_id: member.tenant_id,
+            connection_id: connection,
+            provider,
+            field,
+            grant_id: Some(grant),
+        };
+        let sealed = seal_one(&state.vault, &binding, token)?;
+        let intent = outbox::Intent {
             tenant: member.tenant_id,
             workspace: record.workspace_id,
+            connection,
             provider,
-        })
-    }
-
-    /// Seals the grant's token (the refresh token when there is one: revoking it ends the whole
-    /// grant) to the row and `grant`, writes the intent and commits.
-    async fn commit(
-        mut self,
-        state: &AppState,
-        grant: uuid::Uuid,
-        tokens: &TokenSet,
-    ) -> Result<outbox::IntentId, ApiError> {
-        let (field, name, token) = match &tokens.refresh_token {
-            Some(refresh) => (TokenField::Refresh, "refresh", refresh),
-            None => (TokenField::Access, "access", &tokens.access_token),
+            grant: Some(grant),
+            field: name,
+            sealed: &sealed,
         };
-        let result = async {
-            let binding = TokenBinding {
-                tenant_id: self.tenant,
-                connection_id: self.connection,
-                provider: self.provider,
-                field,
-                grant_id: Some(grant),
-            };
-            let sealed = seal_one(&state.vault, &binding, token)?;
-            let intent = outbox::Intent {
-                tenant: self.tenant,
-                workspace: self.workspace,
-                connection: self.connection,
-                provider: self.provider,
-                grant: Some(grant),
-                field: name,
-                sealed: &sealed,
-            };
-            Ok(outbox::write_ahead(&mut self.tx, &intent, state.clock.now()).await?)
-        }
-        .await;
-        db::finish(self.tx, result).await
+        Ok(outbox::write_ahead(&mut tx, &intent, state.clock.now()).await?)
     }
+    .await;
+    db::finish(tx, result).await
 }
 
 /// What a failed store turns out to have done, read on a fresh connection.
