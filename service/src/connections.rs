@@ -276,7 +276,7 @@ async fn end(
     provider: Provider,
     transition: Transition,
 ) -> Result<Json<EndedConnection>, ApiError> {
-    let (connection, grant, intent) =
+    let (connection, grant, mut intent, deferred) =
         self::transition(&state, &request, provider, transition).await?;
     SyncHooks::reach(
         state.sync_points.as_ref(),
@@ -284,6 +284,20 @@ async fn end(
         syncpoints::LIFECYCLE_COMMITTED,
     )
     .await?;
+    if let Some((ended, reason)) = deferred {
+        // Seeded flaw: the intent only now, in a transaction of its own.
+        let mut tx = request.begin_as_admin().await?;
+        let written = outbox::record(
+            &mut tx,
+            &ended,
+            request.member.workspace_id,
+            reason,
+            state.clock.now(),
+        )
+        .await
+        .map_err(ApiError::from);
+        intent = db::finish(tx, written).await?;
+    }
     let provider_revocation = match (grant, intent) {
         (GrantToRevoke::Token(token, kind), Some(intent)) => {
             let flaws_of_request = state.flaws.clone();
@@ -323,6 +337,16 @@ async fn end(
     }))
 }
 
+/// What a committed revoke or disconnect left to do: its view, the grant to give back, the intent
+/// written with it — and, only under the seeded flaw `outbox-outside-transaction`, the intent
+/// still to write.
+type Ended = (
+    ConnectionView,
+    GrantToRevoke,
+    Option<outbox::IntentId>,
+    Option<(LockedConnection, outbox::Reason)>,
+);
+
 /// The grant a committed revoke still has to give back at the provider.
 enum GrantToRevoke {
     /// The token to revoke (the refresh token if there is one: it ends the whole grant).
@@ -351,7 +375,7 @@ async fn transition(
     request: &WorkspaceRequest,
     provider: Provider,
     transition: Transition,
-) -> Result<(ConnectionView, GrantToRevoke, Option<outbox::IntentId>), ApiError> {
+) -> Result<Ended, ApiError> {
     let (ctx, member) = (&request.ctx, &request.member);
     member.require_admin()?;
     let hooks = state.sync_points.as_ref();
@@ -370,12 +394,17 @@ async fn transition(
             grant_of(state, &connection)
         };
         // The intent to revoke is written with the wipe: committed together, or not at all.
+        let reason = match transition {
+            Transition::Revoke => outbox::Reason::Revoke,
+            _ => outbox::Reason::Disconnect,
+        };
+        let outside = crate::flaws::active(crate::flaws::Flaw::OutboxOutsideTransaction);
+        let deferred = match grant {
+            GrantToRevoke::Token(..) if outside => Some((connection.clone(), reason)),
+            _ => None,
+        };
         let intent = match grant {
-            GrantToRevoke::Token(..) => {
-                let reason = match transition {
-                    Transition::Revoke => outbox::Reason::Revoke,
-                    _ => outbox::Reason::Disconnect,
-                };
+            GrantToRevoke::Token(..) if !outside => {
                 outbox::record(
                     &mut tx,
                     &connection,
@@ -410,6 +439,7 @@ async fn transition(
             read_view(&mut tx, member.workspace_id, provider).await?,
             grant,
             intent,
+            deferred,
         ))
     }
     .await;

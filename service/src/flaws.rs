@@ -49,8 +49,9 @@ pub enum Flaw {
     TokenExposure,
     /// A sync refreshes without the workspace lock or re-reading the row.
     NoRefreshSingleFlight,
-    /// A grant the callback could not store (the database went away, the replica died) is left
-    /// live at the provider: no write-ahead intent, and no revocation after a failed store.
+    /// A grant the service could not store (the database went away, the replica died) is left
+    /// live at the provider: no write-ahead intent for a callback's grant or a rotated refresh
+    /// token, and no revocation after a failed store.
     KeepUnstoredGrant,
     /// A refresh that failed for any reason but `invalid_grant` (a lost reply, a timeout) is tried
     /// again at once with the same refresh token.
@@ -66,11 +67,15 @@ pub enum Flaw {
     /// whether the store committed after all (a lost commit reply): the row can end CONNECTED
     /// with a grant the provider no longer honours.
     RevokeOnAnyCommitError,
+    /// Revoke and disconnect write the revocation intent in a transaction of its own after the
+    /// status change commits, not in the same one: a replica that dies in between leaves the
+    /// grant live with no copy anywhere.
+    OutboxOutsideTransaction,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 21] = [
+    pub const ALL: [Flaw; 22] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -92,6 +97,7 @@ impl Flaw {
         Flaw::DisconnectWithoutRevocation,
         Flaw::ClientSecretInBody,
         Flaw::RevokeOnAnyCommitError,
+        Flaw::OutboxOutsideTransaction,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -118,6 +124,7 @@ impl Flaw {
             Flaw::DisconnectWithoutRevocation => "disconnect-without-revocation",
             Flaw::ClientSecretInBody => "client-secret-in-body",
             Flaw::RevokeOnAnyCommitError => "revoke-on-any-commit-error",
+            Flaw::OutboxOutsideTransaction => "outbox-outside-transaction",
         }
     }
 
