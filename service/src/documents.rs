@@ -267,8 +267,10 @@ async fn decide_token(
             .is_some_and(|at| at <= now + margin);
         let account = connection.tokens.as_ref().and_then(|t| t.account.clone());
         let still = |refused: &SecretString| refused.expose_secret() == access.expose_secret();
-        let refused = match &need {
-            Need::Fresh => false,
+        // Whether the resource refused the stored access token, and whether that token was the
+        // one it refused right after a refresh (the grant is then over).
+        let (refused, given_up) = match &need {
+            Need::Fresh => (false, false),
             // A reconnect replaced the grant the refused token belonged to: this request's
             // sync no longer applies (what it would fetch now is another grant's).
             // (A row from before grants were recorded has none to compare.)
@@ -277,21 +279,22 @@ async fn decide_token(
             {
                 return Err(ApiError::AuthorizationSuperseded);
             }
-            Need::Replace(r, _) => still(r),
-            Need::GiveUp(r, _) if still(r) => {
-                return reject(
-                    &mut tx,
-                    &lock,
-                    &connection,
-                    &request,
-                    provider,
-                    "token_refused",
-                    state.clock.now(),
-                )
-                .await;
-            }
-            Need::GiveUp(..) => false,
+            Need::Replace(r, _) => (still(r), false),
+            Need::GiveUp(r, _) => (false, still(r)),
         };
+        // Refused for good, or refused with nothing to refresh it with: the grant is over.
+        if given_up || (refused && refresh.is_none()) {
+            return reject(
+                &mut tx,
+                &lock,
+                &connection,
+                &request,
+                provider,
+                "token_refused",
+                state.clock.now(),
+            )
+            .await;
+        }
         if !stale && !refused {
             return Ok(Prepared::Ready {
                 access,
@@ -300,22 +303,8 @@ async fn decide_token(
                 account,
             });
         }
-        let refresh = match refresh {
-            Some(refresh) => refresh,
-            // Refused and nothing to refresh it with: the grant is over.
-            None if refused => {
-                return reject(
-                    &mut tx,
-                    &lock,
-                    &connection,
-                    &request,
-                    provider,
-                    "token_refused",
-                    state.clock.now(),
-                )
-                .await;
-            }
-            None => return Err(ApiError::ReconnectRequired),
+        let Some(refresh) = refresh else {
+            return Err(ApiError::ReconnectRequired);
         };
         // The rotated token's write-ahead connection is taken before the refresh (from its own
         // pool), as the callback's is before its exchange: once the provider has rotated the
@@ -447,17 +436,9 @@ async fn write_ahead_rotated(
         grant_id: Some(grant),
     };
     let sealed = crate::tokens::seal_one(&state.vault, &binding, rotated)?;
-    let intent = outbox::Intent {
-        tenant: connection.tenant_id,
-        workspace: request.member.workspace_id,
-        connection: connection.id,
-        provider: connection.provider,
-        grant: Some(grant),
-        field: "refresh",
-        sealed: &sealed,
-    };
+    let workspace = request.member.workspace_id;
     let mut tx = db::begin_on(conn, request.ctx.actor.as_ref(), connection.tenant_id).await?;
-    let result = outbox::write_ahead(&mut tx, &intent, state.clock.now())
+    let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, state.clock.now())
         .await
         .map_err(ApiError::from);
     db::finish(tx, result).await

@@ -93,7 +93,7 @@ pub async fn record(
 }
 
 /// What an intent holds: the grant and its sealed token, bound like the connection's own.
-pub struct Intent<'a> {
+struct Intent<'a> {
     /// The connection's tenant.
     pub tenant: TenantId,
     /// Its workspace.
@@ -135,14 +135,29 @@ async fn insert(
     Ok(IntentId { id, lease_until })
 }
 
-/// Writes ahead a grant the callback has just received, in `tx` — a transaction of its own,
-/// committed before the grant is stored — leased to the request for `LEASE`.
+/// Writes ahead a token the provider has just issued (a callback's grant, a rotated refresh
+/// token), sealed for `binding`, in `tx` — a transaction of its own, committed before the token is
+/// stored — leased to the request for `LEASE`.
 pub async fn write_ahead(
     tx: &mut sqlx::PgConnection,
-    intent: &Intent<'_>,
+    binding: &TokenBinding,
+    workspace: WorkspaceId,
+    sealed: &[u8],
     now: DateTime<Utc>,
 ) -> Result<IntentId, sqlx::Error> {
-    insert(tx, intent, Reason::UnstoredGrant, now).await
+    let intent = Intent {
+        tenant: binding.tenant_id,
+        workspace,
+        connection: binding.connection_id,
+        provider: binding.provider,
+        grant: binding.grant_id,
+        field: match binding.field {
+            TokenField::Refresh => "refresh",
+            TokenField::Access => "access",
+        },
+        sealed,
+    };
+    insert(tx, &intent, Reason::UnstoredGrant, now).await
 }
 
 /// Deletes a written-ahead intent in the transaction that stores its grant. `false` when the

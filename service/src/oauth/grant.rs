@@ -240,9 +240,9 @@ async fn write_ahead(
     grant: uuid::Uuid,
     tokens: &TokenSet,
 ) -> Result<outbox::IntentId, ApiError> {
-    let (field, name, token) = match &tokens.refresh_token {
-        Some(refresh) => (TokenField::Refresh, "refresh", refresh),
-        None => (TokenField::Access, "access", &tokens.access_token),
+    let (field, token) = match &tokens.refresh_token {
+        Some(refresh) => (TokenField::Refresh, refresh),
+        None => (TokenField::Access, &tokens.access_token),
     };
     let mut tx = db::begin_on(conn, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
@@ -262,16 +262,8 @@ async fn write_ahead(
             grant_id: Some(grant),
         };
         let sealed = seal_one(&state.vault, &binding, token)?;
-        let intent = outbox::Intent {
-            tenant: member.tenant_id,
-            workspace: record.workspace_id,
-            connection,
-            provider,
-            grant: Some(grant),
-            field: name,
-            sealed: &sealed,
-        };
-        Ok(outbox::write_ahead(&mut tx, &intent, state.clock.now()).await?)
+        let now = state.clock.now();
+        Ok(outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, now).await?)
     }
     .await;
     db::finish(tx, result).await
