@@ -1,7 +1,7 @@
 //! [`ApiClient`]: the one HTTP client of the service's API. The scenario runner, the state
 //! machine, the integration tests, `serve` and the load test's invariant checks all send requests
 //! through it, so the paths, the actor tag ([`Actor::HEADER`]) and the reading of an answer exist
-//! once. Every error answer can be held to the operation's contract ([`Answer::off_contract`]).
+//! once. Every error answer can be held to the target's contract ([`crate::target::Contract`]).
 
 use std::sync::Arc;
 
@@ -345,19 +345,6 @@ impl Answer {
     /// The stable error code of an error body (`error.code`).
     pub fn error_code(&self) -> Option<&str> {
         self.body["error"]["code"].as_str()
-    }
-
-    /// Why this error answer is outside its operation's contract (`service/src/contract.rs`), if
-    /// it is: every answer a run provokes is held to it, whatever the step expected.
-    pub fn off_contract(&self) -> Option<String> {
-        let code = self.error_code()?;
-        harbor_service::contract::check_answer(
-            self.method.as_str(),
-            &self.path,
-            self.status.as_u16(),
-            code,
-        )
-        .err()
     }
 
     /// Checks an error answer: status, code, and a request id in the body equal to the header's.

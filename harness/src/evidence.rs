@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use harbor_service::domain::{Actor, WorkspaceId};
-use harbor_service::locks::lock_key_for_workspace;
+use harbor_service::domain::Actor;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -50,6 +49,16 @@ impl BackendActivity {
     pub fn is_lock_waiting(&self) -> bool {
         self.wait_event_type.as_deref() == Some("Lock")
     }
+}
+
+/// An advisory lock's two-part key as `pg_locks` shows it (`classid`, `objid`, each half of the
+/// key read as unsigned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AdvisoryKey {
+    /// The first half (`pg_locks.classid`).
+    pub classid: u32,
+    /// The second half (`pg_locks.objid`).
+    pub objid: u32,
 }
 
 /// A row of `pg_locks` for the scenario's database or an advisory lock.
@@ -165,13 +174,12 @@ impl LockType {
 }
 
 impl LockRow {
-    /// Whether this row is `workspace`'s advisory lock — its key as the service's
-    /// [`lock_key_for_workspace`] derives it. The one place a key is matched against `pg_locks`.
-    pub fn is_workspace_lock(&self, workspace: WorkspaceId) -> bool {
-        let key = lock_key_for_workspace(workspace);
+    /// Whether this row is the advisory lock `key` (a target names its workspace lock this way).
+    /// The one place a key is matched against `pg_locks`.
+    pub fn is_advisory(&self, key: AdvisoryKey) -> bool {
         self.locktype == LockType::Advisory.as_str()
-            && self.classid == Some(i64::from(key.classid as u32))
-            && self.objid == Some(i64::from(key.objid as u32))
+            && self.classid == Some(i64::from(key.classid))
+            && self.objid == Some(i64::from(key.objid))
     }
 
     /// Whether `self` and `other` are the same lockable object (same lock tag): what a waiter

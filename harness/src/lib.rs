@@ -5,8 +5,10 @@
 //! Map of the modules:
 //! - [`provision`]: one interface over the `docker`, `local` and `external` backends; a migrated
 //!   template database cloned per scenario/test, and a Redis key prefix per scenario/test.
-//! - [`service`]: [`service::ServiceUnderTest`], the service's replicas started in-process on one
-//!   isolated environment, with the sync-point controllers the runner drives.
+//! - [`target`]: [`target::Target`], the one boundary every technique reaches the service through,
+//!   and [`target::in_process`]: the reference service's replicas started in-process on one
+//!   isolated environment (with `harbor-certify serve` and the raw activation ceiling the benches
+//!   compare with).
 //! - [`tokens`]: [`tokens::TokenMint`], the stand-in for the identity gateway: an Ed25519 key pair,
 //!   its JWK set for the service, and good or deliberately bad tokens.
 //! - [`fixtures`]: tenants, workspaces, users, memberships, entitlements and connection states.
@@ -14,18 +16,13 @@
 //!   refresh rotation, revocation, injectable errors and delays, and call counters.
 //! - [`scenario`]: scenario files, their typed model and checks, schedules, the
 //!   [`scenario::run::ScenarioRunner`], traces and verdicts over repeated runs.
-//! - [`target`]: [`target::Target`], the one boundary between the executor and the service, with
-//!   its capabilities. [`client`]: [`client::ApiClient`], the one HTTP client of the service's API.
+//! - [`client`]: [`client::ApiClient`], the one HTTP client of the service's API.
 //! - [`explore`]: `harbor-certify explore` — every interleaving (or PCT-random ones) of a
 //!   workspace's operations on the real service, checked against invariants and the model.
 //! - [`commands`]: the `harbor-certify` command line, one file per command.
-//! - [`ceiling`]: the activation transaction through raw sqlx, the ceiling benches compare the
-//!   endpoint with.
 //! - [`catalogue`]: the audit areas and the threat matrix that scenarios name and reports group by.
 //! - [`oracles`]: checks of the stored state shared by scenarios and the load test (tokens bound
 //!   to their row and grant).
-//! - [`serve`]: `harbor-certify serve` — the service with demo tenants and tokens, for people and
-//!   external tools (Schemathesis, goose, curl).
 //! - [`model`]: the reference model of the workspace flows (pure, no I/O), and
 //!   [`statemachine`]: proptest sequences of operations run against the real service and compared
 //!   with it after every step.
@@ -40,7 +37,6 @@
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod catalogue;
-pub mod ceiling;
 pub mod client;
 pub mod commands;
 pub mod evidence;
@@ -56,8 +52,50 @@ pub mod provision;
 pub mod report;
 pub mod scenario;
 pub mod secret_file;
-pub mod serve;
-pub mod service;
+
 pub mod statemachine;
 pub mod target;
 pub mod tokens;
+
+/// The layers of the harness's modules, checked from its own sources (`harbor-layering`): no
+/// import cycle, and no import from a lower layer into a higher one. ARCHITECTURE.md's harness
+/// table is this one.
+#[cfg(test)]
+mod layering {
+    /// The layers, bottom first. A module may use the modules of its own layer (without a cycle)
+    /// and of the layers below it; a new module has to be placed here.
+    const LAYERS: &[(&str, &[&str])] = &[
+        ("leaves", &["catalogue", "model", "secret_file"]),
+        (
+            "parts",
+            &[
+                "evidence",
+                "fake_provider",
+                "faults",
+                "fixtures",
+                "provision",
+                "tokens",
+            ],
+        ),
+        ("wire", &["client"]),
+        ("boundary", &["target"]),
+        ("checks", &["oracles"]),
+        ("techniques", &["explore", "scenario", "statemachine"]),
+        ("verdicts", &["fuzzing", "mutants", "report"]),
+        ("command line", &["commands", "lib"]),
+    ];
+
+    fn src() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    }
+
+    #[test]
+    fn no_module_is_part_of_an_import_cycle() {
+        harbor_layering::assert_no_cycle(&src());
+    }
+
+    #[test]
+    fn modules_use_only_their_own_layer_and_the_ones_below() {
+        harbor_layering::assert_layers(&src(), LAYERS, "LAYERS in harness/src/lib.rs");
+    }
+}

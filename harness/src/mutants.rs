@@ -8,9 +8,11 @@ use std::time::Instant;
 use harbor_service::flaws::{Flaw, Flaws};
 use serde::Serialize;
 
+use crate::provision::Infra;
 use crate::scenario::load::LoadedScenario;
 use crate::scenario::run::ScenarioRunner;
 use crate::scenario::{self, ScenarioResult, Verdict};
+use crate::target::in_process::InProcessLauncher;
 
 /// How one flaw fared.
 #[derive(Clone, Debug, Serialize)]
@@ -95,6 +97,7 @@ fn failed_at_a_check(r: &ScenarioResult) -> bool {
 /// on; the matrix then shows no incidental kills). Returns the correct build's results and the
 /// matrix; `progress` is told about every finished catalogue run.
 pub async fn run(
+    infra: &Infra,
     runner: ScenarioRunner<'_>,
     scenarios: &[LoadedScenario],
     flaws: &[Flaw],
@@ -111,11 +114,11 @@ pub async fn run(
         crate::report::RunVerdict::Fail
     };
     let mut rows = Vec::new();
-    let mut runner = runner;
     for flaw in flaws {
         let flaw_started = Instant::now();
-        runner =
-            runner.with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
+        let launcher = InProcessLauncher::new(infra)
+            .with_flaws(Flaws::enable([*flaw]).expect("mutants needs the flaws feature"));
+        let runner = runner.with_launcher(&launcher);
         let naming: Vec<LoadedScenario> = if catching_only {
             scenarios
                 .iter()

@@ -2,7 +2,9 @@
 //! the state machine: one implementation each, so they cannot drift apart.
 
 use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
-use harbor_service::vault::{KeyRing, TokenBinding, TokenField};
+
+use crate::evidence::AdvisoryKey;
+use crate::target::{StoredToken, TokenInspector};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
@@ -12,7 +14,7 @@ use sqlx::PgPool;
 /// first broken row.
 pub async fn tokens_bound(
     db: &PgPool,
-    ring: &KeyRing,
+    ring: &dyn TokenInspector,
     workspace: Option<WorkspaceId>,
 ) -> Result<String, String> {
     type Row = (
@@ -34,20 +36,17 @@ pub async fn tokens_bound(
     let mut seen = std::collections::HashSet::new();
     for (id, tenant, provider, grant, access, refresh) in &rows {
         let provider = Provider::parse(provider).map_err(|e| e.to_string())?;
-        for (field, sealed) in [
-            (TokenField::Access, Some(access)),
-            (TokenField::Refresh, refresh.as_ref()),
-        ] {
+        for (refresh, sealed) in [(false, Some(access)), (true, refresh.as_ref())] {
             let Some(sealed) = sealed else { continue };
-            let binding = TokenBinding {
-                tenant_id: *tenant,
-                connection_id: *id,
+            let at = StoredToken {
+                tenant: *tenant,
+                connection: *id,
                 provider,
-                field,
-                grant_id: *grant,
+                refresh,
+                grant: *grant,
             };
             let plain = ring
-                .decrypt(sealed, &binding)
+                .open(sealed, &at)
                 .map_err(|e| format!("connection {id}: {e}"))?;
             if !seen.insert(plain.expose_secret().to_owned()) {
                 return Err(format!(
@@ -70,7 +69,7 @@ pub async fn tokens_bound(
 /// `Ok` counts what matched; `Err` names the first mismatch.
 pub async fn grants_accounted(
     db: &PgPool,
-    ring: &KeyRing,
+    ring: &dyn TokenInspector,
     provider: &crate::fake_provider::FakeProvider,
     lost_at_most: usize,
 ) -> Result<String, String> {
@@ -93,15 +92,15 @@ pub async fn grants_accounted(
         let sealed = refresh
             .as_ref()
             .ok_or_else(|| format!("CONNECTED connection {id} holds no refresh token"))?;
-        let binding = TokenBinding {
-            tenant_id: *tenant,
-            connection_id: *id,
+        let at = StoredToken {
+            tenant: *tenant,
+            connection: *id,
             provider: p,
-            field: TokenField::Refresh,
-            grant_id: *grant,
+            refresh: true,
+            grant: *grant,
         };
         let token = ring
-            .decrypt(sealed, &binding)
+            .open(sealed, &at)
             .map_err(|e| format!("connection {id}: {e}"))?;
         let family = provider.grant_of(token.expose_secret()).ok_or_else(|| {
             format!("connection {id} holds a refresh token the provider no longer honours")
@@ -122,14 +121,15 @@ pub async fn grants_accounted(
 
 /// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`
 /// derives it, matched against `pg_locks`). `Ok` describes what was checked; `Err` lists the locks.
-pub async fn no_workspace_lock_held(db: &PgPool, workspace: WorkspaceId) -> Result<String, String> {
+pub async fn no_workspace_lock_held(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    key: AdvisoryKey,
+) -> Result<String, String> {
     let locks = crate::evidence::lock_snapshot(db)
         .await
         .map_err(|e| e.to_string())?;
-    let held: Vec<_> = locks
-        .iter()
-        .filter(|l| l.is_workspace_lock(workspace))
-        .collect();
+    let held: Vec<_> = locks.iter().filter(|l| l.is_advisory(key)).collect();
     if held.is_empty() {
         Ok(format!(
             "no backend holds or awaits workspace {workspace}'s lock"

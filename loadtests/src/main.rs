@@ -29,7 +29,7 @@ use goose::prelude::*;
 use harbor_harness::client::{paths, ApiClient, ConnectionOp};
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::provision::{BackendChoice, Infra};
-use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
+use harbor_harness::target::in_process::{InProcess, ServiceOptions};
 use harbor_harness::tokens::TokenKind;
 use harbor_service::domain::{Provider, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
@@ -203,7 +203,7 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
 /// the broken invariants.
 async fn invariants(
     db: &sqlx::PgPool,
-    ring: Option<&harbor_service::vault::KeyRing>,
+    ring: Option<&dyn harbor_harness::target::TokenInspector>,
 ) -> Vec<String> {
     use harbor_harness::oracles;
     let bound = match ring {
@@ -243,7 +243,7 @@ struct ActivationArgs {
 }
 
 async fn activation_main(args: ActivationArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let bench: harbor_harness::serve::BenchTenants =
+    let bench: harbor_harness::target::in_process::serve::BenchTenants =
         serde_json::from_slice(&std::fs::read(&args.bench_file)?)?;
     let points = activation::run(&bench, &args.clients, args.seconds, args.service_pid).await?;
     std::fs::write(&args.out, serde_json::to_vec_pretty(&points)?)?;
@@ -305,7 +305,7 @@ async fn start_here(
         },
         ..ServiceOptions::default()
     };
-    let sut = ServiceUnderTest::start(&infra, options).await?;
+    let sut = InProcess::start(&infra, options).await?;
     let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -341,7 +341,7 @@ async fn start_here(
 /// Where the load goes: replicas this process starts, or a service another process runs.
 enum Target {
     /// Started here (and stopped at the end).
-    Here(Box<(Infra, ServiceUnderTest)>),
+    Here(Box<(Infra, InProcess)>),
     /// Run elsewhere; the database as its owner, for the invariants.
     Elsewhere(sqlx::PgPool),
 }
@@ -349,7 +349,7 @@ enum Target {
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let (target, users, replicas, tenants) = match std::env::var("HARBOR_LOAD_EXTERNAL") {
         Ok(file) => {
-            let bench: harbor_harness::serve::BenchTenants =
+            let bench: harbor_harness::target::in_process::serve::BenchTenants =
                 serde_json::from_slice(&std::fs::read(&file)?)?;
             let db = sqlx::PgPool::connect(&bench.database_url).await?;
             // Runs one after another on one service take disjoint tenants: a flow cut off by the
@@ -418,7 +418,9 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         None => None,
     };
     let broken = match &target {
-        Target::Here(here) => invariants(&here.1.db, Some(&here.1.key_ring())).await,
+        Target::Here(here) => {
+            invariants(&here.1.db, harbor_harness::target::Target::tokens(&here.1)).await
+        }
         Target::Elsewhere(db) => invariants(db, None).await,
     };
     let requests: usize = metrics

@@ -318,11 +318,8 @@ async fn end(
                 .spawn(crate::context::within_request(async move {
                     crate::flaws::scope(&flaws_of_request, told).await
                 }));
-            task.await.map_err(|e| {
-                ApiError::Database(sqlx::Error::Protocol(format!(
-                    "revocation task failed: {e}"
-                )))
-            })?
+            task.await
+                .map_err(|e| ApiError::task_failed("revocation", e))?
         }
         (GrantToRevoke::Undecryptable, _) => ProviderRevocation::Undecryptable,
         // An intent is written whenever the row held tokens; without one there was nothing to

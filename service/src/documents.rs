@@ -140,9 +140,7 @@ pub async fn sync(
                     flaws::scope(&flaws_of_request, decision).await
                 }))
         };
-        let prepared = task.await.map_err(|e| {
-            ApiError::Database(sqlx::Error::Protocol(format!("token task failed: {e}")))
-        })?;
+        let prepared = task.await.map_err(|e| ApiError::task_failed("token", e))?;
         let (access, grant, account, refreshed_now) = match prepared? {
             Prepared::Ready {
                 access,

@@ -123,6 +123,10 @@ pub enum ApiError {
     /// is rolled back, work it handed to its own task (a callback's store, a revocation) goes on.
     #[error("the request took too long; retry")]
     RequestTimeout,
+    /// The replica stopped while the request's own task ran (the process is shutting down): what
+    /// that task had committed stays, what it had not is rolled back or left to the outbox.
+    #[error("the service is stopping; retry")]
+    Stopping,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -190,6 +194,7 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
             }
             ApiError::RequestTimeout => (StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT"),
+            ApiError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_STOPPING"),
         }
     }
 }
@@ -247,6 +252,18 @@ impl From<TokenRejected> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A request's own task (`what`) that did not finish: cancelled because the runtime is
+    /// shutting down — [`ApiError::Stopping`] — or panicked, a bug answered as INTERNAL.
+    pub fn task_failed(what: &str, e: tokio::task::JoinError) -> Self {
+        if e.is_cancelled() {
+            ApiError::Stopping
+        } else {
+            ApiError::Database(sqlx::Error::Protocol(format!("{what} task failed: {e}")))
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -278,7 +295,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         match self {
-            ApiError::LockTimeout | ApiError::RequestTimeout => {
+            ApiError::LockTimeout | ApiError::RequestTimeout | ApiError::Stopping => {
                 response
                     .headers_mut()
                     .insert(axum::http::header::RETRY_AFTER, 1u64.into());
@@ -431,6 +448,23 @@ mod tests {
         assert_eq!(
             rejected.to_string(),
             "authentication required: token expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_ended_by_shutdown_is_stopping_and_a_panicked_one_is_internal() {
+        let cancelled = tokio::spawn(std::future::pending::<()>());
+        cancelled.abort();
+        let e = ApiError::task_failed("callback", cancelled.await.unwrap_err());
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_STOPPING")
+        );
+        let panicked = tokio::spawn(async { panic!("a bug") });
+        let e = ApiError::task_failed("callback", panicked.await.unwrap_err());
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
         );
     }
 }

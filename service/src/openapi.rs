@@ -39,9 +39,21 @@ impl Modify for BearerAuth {
 }
 
 /// The document as served: utoipa 5 writes a link's `operationRef` as `operation_ref`, which
-/// no OpenAPI tool reads, so the links are corrected here.
+/// no OpenAPI tool reads, so the links are corrected here; and each error response lists its
+/// stable codes in `x-error-codes`, so a client (Harbor's contract check) reads them as data.
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for op in crate::contract::ERRORS {
+        let method = crate::contract::method_name(&op.method).to_lowercase();
+        for (status, codes) in crate::contract::codes_of(op.method.clone(), op.path) {
+            if let Some(response) = doc["paths"][op.path][&method]["responses"]
+                .get_mut(status.to_string())
+                .and_then(|r| r.as_object_mut())
+            {
+                response.insert("x-error-codes".to_owned(), serde_json::json!(codes));
+            }
+        }
+    }
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         let operations = paths
             .values_mut()
@@ -104,6 +116,13 @@ mod tests {
                 let description = responses[status.to_string()]["description"]
                     .as_str()
                     .unwrap_or_default();
+                let listed = &responses[status.to_string()]["x-error-codes"];
+                assert_eq!(
+                    listed,
+                    &serde_json::json!(codes),
+                    "{method} {} {status}",
+                    op.path
+                );
                 for code in codes {
                     assert!(
                         description.contains(code),

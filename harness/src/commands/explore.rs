@@ -11,6 +11,7 @@ use super::{parse_flaws, progress_bar, provision_or_explain, CANNOT_RUN, NOT_CER
 use crate::explore::ops::Operation;
 use crate::explore::{self, ExploreReport, Mode, Options};
 use crate::provision::BackendChoice;
+use crate::target::in_process::InProcessLauncher;
 use harbor_service::flaws::{Flaw, Flaws};
 
 /// The seeded flaws that concern ordering, what a database cut interrupts (`db_cut`), or a grant
@@ -181,17 +182,21 @@ async fn run_reported(
     let started = Instant::now();
     let mut last_set = usize::MAX;
     let mut total = 0usize;
-    let report = explore::explore(infra, options, |set, _| {
-        total += 1;
-        if set != last_set {
-            last_set = set;
-            bar.inc(u64::from(set > 0));
-        }
-        bar.set_message(format!(
-            "{label}: {total} schedules, {:.1}/s",
-            total as f64 / started.elapsed().as_secs_f64().max(1e-9)
-        ));
-    })
+    let report = explore::explore(
+        &InProcessLauncher::new(infra).with_flaws(options.flaws.clone()),
+        options,
+        |set, _| {
+            total += 1;
+            if set != last_set {
+                last_set = set;
+                bar.inc(u64::from(set > 0));
+            }
+            bar.set_message(format!(
+                "{label}: {total} schedules, {:.1}/s",
+                total as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+        },
+    )
     .await;
     bar.finish_and_clear();
     report
@@ -297,7 +302,10 @@ async fn once(
             return ExitCode::from(CANNOT_RUN);
         }
     };
-    explore::check_saved(infra, &mut report, &options.flaws).await;
+    let explored = InProcessLauncher::new(infra).with_flaws(options.flaws.clone());
+    let correct = InProcessLauncher::new(infra);
+    let correct = (!options.flaws.is_empty()).then_some(&correct as &dyn crate::target::Launcher);
+    explore::check_saved(&explored, correct, &mut report).await;
     print_summary(&label, &report);
     if let Err(e) = write(dir, "explore.json", &report) {
         eprintln!("harbor-certify: {e}");
@@ -392,7 +400,13 @@ async fn kill_matrix(
                 save_dir: Some(dir.join("found").join(flaw.name())),
                 ..options.clone()
             };
-            let mut report = match explore::explore(infra, &one, |_, _| {}).await {
+            let mut report = match explore::explore(
+                &InProcessLauncher::new(infra).with_flaws(one.flaws.clone()),
+                &one,
+                |_, _| {},
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!(
@@ -411,7 +425,11 @@ async fn kill_matrix(
                         | crate::explore::oracle::Anomaly::ServerError
                 )
             };
-            explore::check_saved(infra, &mut report, &one.flaws).await;
+            let explored = InProcessLauncher::new(infra).with_flaws(one.flaws.clone());
+            let correct = InProcessLauncher::new(infra);
+            let correct =
+                (!one.flaws.is_empty()).then_some(&correct as &dyn crate::target::Launcher);
+            explore::check_saved(&explored, correct, &mut report).await;
             if let Some(v) = report.violations.iter().find(|v| semantic(&v.anomaly)) {
                 row.caught = true;
                 row.found_after = Some(row.schedules + v.found_after);

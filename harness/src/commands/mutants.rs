@@ -9,6 +9,7 @@ use crate::report::{self, Report};
 use crate::scenario;
 use crate::scenario::format::Severity;
 use crate::scenario::run::ScenarioRunner;
+use crate::target::in_process::InProcessLauncher;
 
 /// What `mutants` runs.
 #[derive(clap::Args, Clone, Debug)]
@@ -85,8 +86,10 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         args.jobs,
         infra.kind
     );
-    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned());
+    let launcher = InProcessLauncher::new(&infra);
+    let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned());
     let (baseline, matrix) = crate::mutants::run(
+        &infra,
         runner,
         &all,
         &chosen,

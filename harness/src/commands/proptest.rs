@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use super::{parse_flaws, provision_or_explain};
 use crate::provision::BackendChoice;
+use crate::target::in_process::InProcessLauncher;
 
 /// How the state machine runs.
 #[derive(clap::Args, Clone, Debug)]
@@ -54,7 +55,8 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
     let (report, ok) = if args.kill_matrix {
         statemachine::kill_matrix(&infra, &options)
     } else {
-        let outcome = statemachine::run(&infra, &options);
+        let launcher = InProcessLauncher::new(&infra).with_flaws(options.flaws.clone());
+        let outcome = statemachine::run(&launcher, &options);
         let mut report = statemachine::describe("state machine", &outcome);
         if let Some(path) =
             statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome)

@@ -11,6 +11,7 @@ use crate::provision::BackendChoice;
 use crate::scenario::load::{self, LoadedScenario};
 use crate::scenario::run::{RecordedRun, ScenarioRunner};
 use crate::scenario::schedule::{FileOrder, Replay, Scheduler};
+use crate::target::in_process::InProcessLauncher;
 
 /// What to replay.
 #[derive(clap::Args, Clone, Debug)]
@@ -89,7 +90,8 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
         Ok(i) => i,
         Err(code) => return code,
     };
-    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned()).with_flaws(flaws);
+    let launcher = InProcessLauncher::new(&infra).with_flaws(flaws);
+    let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned());
     let mut expected = recorded.as_ref().map(|r| r.signature.clone());
     let mut ok = true;
     // A scenario file has no recorded signature to hold the run to: then its failures count.

@@ -11,6 +11,7 @@ use crate::report::{self, Report};
 use crate::scenario;
 use crate::scenario::format::Severity;
 use crate::scenario::run::ScenarioRunner;
+use crate::target::in_process::InProcessLauncher;
 
 /// What to run.
 #[derive(clap::Args, Clone, Debug)]
@@ -84,7 +85,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         selected.len(),
         args.repeat
     );
-    let runner = ScenarioRunner::new(&infra, LOGS.get().cloned()).with_flaws(flaws.clone());
+    let launcher = InProcessLauncher::new(&infra).with_flaws(flaws.clone());
+    let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned());
     let bar = progress_bar(selected.len() as u64);
     let results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
         let line = format!(

@@ -21,8 +21,7 @@ use crate::client::{paths, Answer, ConnectionOp};
 use crate::evidence;
 use crate::fake_provider::{Consent, Counters};
 use crate::fixtures::TenantWorkspace;
-use crate::service::ServiceUnderTest;
-use crate::target::Target;
+use crate::target::{Target, TenantSpec};
 use crate::tokens::TokenKind;
 
 /// The replica the starting state is made on (the one `target::start_flow` and `complete_flow`
@@ -96,7 +95,7 @@ struct Running {
 /// The executor of schedules on one running service.
 pub struct Engine<'a> {
     /// The service.
-    pub sut: &'a ServiceUnderTest,
+    pub target: &'a dyn Target,
     /// Bound on every settle.
     pub settle_timeout: Duration,
     /// Woken when any operation's request or statement finishes, so a settle need not poll.
@@ -104,17 +103,35 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    /// An engine on `sut`.
-    pub fn new(sut: &'a ServiceUnderTest) -> Self {
+    /// An engine on `target`.
+    pub fn new(target: &'a dyn Target) -> Self {
         Self {
-            sut,
+            target,
             settle_timeout: Duration::from_secs(5),
             finished: Default::default(),
         }
     }
 
+    fn db(&self) -> Result<&sqlx::PgPool, String> {
+        self.target
+            .database()
+            .ok_or_else(|| "exploration needs the target's database".to_owned())
+    }
+
+    fn provider(&self) -> Result<&crate::fake_provider::FakeProvider, String> {
+        self.target
+            .provider()
+            .ok_or_else(|| "exploration needs control of the target's provider".to_owned())
+    }
+
+    fn tokens(&self) -> Result<&dyn crate::target::TokenInspector, String> {
+        self.target
+            .tokens()
+            .ok_or_else(|| "exploration needs the target's token keys".to_owned())
+    }
+
     fn op_replica(&self) -> usize {
-        if self.sut.replicas.len() > 1 {
+        if self.target.replicas() > 1 {
             1
         } else {
             0
@@ -127,14 +144,17 @@ impl<'a> Engine<'a> {
     pub async fn prepare(&self, start: Start) -> Result<Prepared, String> {
         let started = Instant::now();
         let name = format!("explore-{}", uuid::Uuid::new_v4().simple());
-        let t = TenantWorkspace::create(&self.sut.db, &name, true, ConnectionStatus::NotConnected)
-            .await
-            .map_err(|e| e.to_string())?;
+        let spec = TenantSpec {
+            name,
+            entitled: true,
+            qbo: ConnectionStatus::NotConnected,
+        };
+        let t = self.target.create_tenant(&spec).await?;
         // A stale start moves the clock past every state's TTL: its flow is started when it runs.
         let consent = if start == Start::Stale {
             None
         } else {
-            Some(crate::target::start_flow(self.sut, t.owner, t.workspace, Provider::Qbo).await?)
+            Some(crate::target::start_flow(self.target, t.owner, t.workspace, Provider::Qbo).await?)
         };
         Ok(Prepared {
             start,
@@ -152,7 +172,7 @@ impl<'a> Engine<'a> {
             Some(c) => c.clone(),
             None => {
                 crate::target::start_flow(
-                    self.sut,
+                    self.target,
                     p.workspace.owner,
                     p.workspace.workspace,
                     Provider::Qbo,
@@ -163,11 +183,11 @@ impl<'a> Engine<'a> {
         if p.start == Start::Pending {
             return Ok(Some(consent));
         }
-        crate::target::complete_flow(self.sut, p.workspace.owner, Provider::Qbo, &consent)
+        crate::target::complete_flow(self.target, p.workspace.owner, Provider::Qbo, &consent)
             .await
             .map_err(|e| format!("setup: {e}"))?;
         if p.start == Start::Stale {
-            self.sut
+            self.target
                 .advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
         }
         Ok(None)
@@ -195,7 +215,7 @@ impl<'a> Engine<'a> {
         let consent = self.finish_setup(&prepared).await?;
         let setup = prepared.took + started.elapsed();
         let t = prepared.workspace;
-        let counters_before = self.sut.provider.counters(Provider::Qbo);
+        let counters_before = self.provider()?.counters(Provider::Qbo);
         let replica = self.op_replica();
         let mut actors: Vec<Running> = ops
             .iter()
@@ -233,7 +253,7 @@ impl<'a> Engine<'a> {
             run.stuck = Some(stuck);
         }
         // Clean-up: nothing stays parked, armed or open for the next schedule.
-        self.sut.release_all();
+        self.target.release_all();
         for a in &mut actors {
             match a.work.take() {
                 Some(Work::Http(h)) => {
@@ -250,17 +270,21 @@ impl<'a> Engine<'a> {
                 let _ = conn.close().await;
             }
         }
-        self.sut.release_all();
+        self.target.release_all();
         let checking = Instant::now();
-        let counters_after = self.sut.provider.counters(Provider::Qbo);
+        let counters_after = self.provider()?.counters(Provider::Qbo);
         run.end = self
             .end_state(&t, &counters_before, &counters_after)
             .await?;
-        run.lock_left = crate::oracles::no_workspace_lock_held(&self.sut.db, t.workspace)
+        let key = self
+            .target
+            .workspace_lock(t.workspace)
+            .ok_or("the target does not name its workspace lock")?;
+        run.lock_left = crate::oracles::no_workspace_lock_held(self.db()?, t.workspace, key)
             .await
             .err();
         run.tokens_unbound =
-            crate::oracles::tokens_bound(&self.sut.db, &self.sut.key_ring(), Some(t.workspace))
+            crate::oracles::tokens_bound(self.db()?, self.tokens()?, Some(t.workspace))
                 .await
                 .err();
         run.checks = checking.elapsed();
@@ -278,14 +302,14 @@ impl<'a> Engine<'a> {
             "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
         )
         .bind(t.workspace)
-        .fetch_optional(&self.sut.db)
+        .fetch_optional(self.db()?)
         .await
         .map_err(|e| e.to_string())?;
         let activations: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM workspace_activations WHERE workspace_id = $1",
         )
         .bind(t.workspace)
-        .fetch_one(&self.sut.db)
+        .fetch_one(self.db()?)
         .await
         .map_err(|e| e.to_string())?;
         Ok(EndState {
@@ -362,7 +386,7 @@ impl<'a> Engine<'a> {
                     actor: None,
                     down_for: Duration::ZERO,
                 };
-                let summary = match self.sut.apply_fault(&fault).await {
+                let summary = match self.target.apply_fault(&fault).await {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => return Err(format!("{}: the database cut failed: {e}", a.tag)),
                 };
@@ -378,9 +402,9 @@ impl<'a> Engine<'a> {
             }
             if a.op == Operation::RawDisconnect {
                 let url = self
-                    .sut
-                    .env
-                    .database_url
+                    .target
+                    .database_url()
+                    .ok_or("the target has no database")?
                     .parse::<sqlx::postgres::PgConnectOptions>()
                     .map_err(|e| e.to_string())?;
                 let conn = url
@@ -393,7 +417,7 @@ impl<'a> Engine<'a> {
                 return Ok(());
             }
             for point in a.op.points() {
-                self.sut
+                self.target
                     .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
                     .map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
             }
@@ -425,7 +449,7 @@ impl<'a> Engine<'a> {
                 "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
             )
             .bind(t.workspace)
-            .fetch_optional(&self.sut.db)
+            .fetch_optional(self.db()?)
             .await
             .map_err(|e| e.to_string())?;
             run.status_at_activation_commit.push((
@@ -433,7 +457,7 @@ impl<'a> Engine<'a> {
                 committed.and_then(|s| ConnectionStatus::parse(&s).ok()),
             ));
         }
-        self.sut
+        self.target
             .release(a.replica, &SlotKey::new(a.tag.clone(), point))
             .map_err(|e| format!("releasing {}@{point}: {e}", a.tag))
     }
@@ -444,8 +468,8 @@ impl<'a> Engine<'a> {
         consent: Option<&Consent>,
         a: &Running,
     ) -> impl std::future::Future<Output = Result<Answer, String>> + Send + 'static {
-        let client = self.sut.client().clone();
-        let bearer = self.sut.bearer(t.owner, TokenKind::Valid);
+        let client = self.target.client().clone();
+        let bearer = self.target.bearer(t.owner, TokenKind::Valid);
         let ws = t.workspace;
         let (method, path) = match a.op {
             Operation::Activate => (Method::POST, paths::activation(ws)),
@@ -560,7 +584,7 @@ impl<'a> Engine<'a> {
                 return Ok(());
             }
             if started.elapsed() > self.settle_timeout {
-                let locks = evidence::lock_snapshot(&self.sut.db)
+                let locks = evidence::lock_snapshot(self.db()?)
                     .await
                     .unwrap_or_default();
                 let states: Vec<String> = actors
@@ -581,9 +605,10 @@ impl<'a> Engine<'a> {
                         && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
                 })
                 .flat_map(|a| {
-                    a.op.points()
-                        .iter()
-                        .map(|p| self.sut.parked(a.replica, SlotKey::new(a.tag.clone(), *p)))
+                    a.op.points().iter().map(|p| {
+                        self.target
+                            .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
+                    })
                 })
                 .collect();
             let any_park = async {
@@ -676,7 +701,7 @@ impl<'a> Engine<'a> {
         if a.op != Operation::RawDisconnect {
             for point in a.op.points() {
                 if self
-                    .sut
+                    .target
                     .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))
                     == Some(SlotState::Parked)
                 {
@@ -687,7 +712,7 @@ impl<'a> Engine<'a> {
         if !read_locks {
             return Ok(None);
         }
-        if let Ok(Some(activity)) = evidence::activity_of(&self.sut.db, &a.tag).await {
+        if let Ok(Some(activity)) = evidence::activity_of(self.db()?, &a.tag).await {
             if activity.is_lock_waiting() && !activity.blocking_pids.is_empty() {
                 let by: Vec<String> = activity
                     .blocking_apps

@@ -25,11 +25,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use harbor_service::flaws::Flaws;
-use harbor_service::ratelimit::{Quota, RateLimits};
+use harbor_service::ratelimit::Quota;
 use serde::Serialize;
 
-use crate::provision::Infra;
-use crate::service::{ServiceOptions, ServiceUnderTest};
+use crate::target::{Launcher, Setup, Target};
 use engine::{Engine, ScheduleRun};
 use ops::{Operation, Start};
 use oracle::{Anomaly, Finding};
@@ -165,21 +164,18 @@ pub fn pairs(ops: &[Operation]) -> Vec<Vec<Operation>> {
 }
 
 /// The service options exploration runs with: sync points on, rate limits out of the way.
-pub fn service_options(replicas: usize, flaws: Flaws) -> ServiceOptions {
-    let generous = Quota {
+pub fn setup(replicas: usize) -> Setup {
+    let generous = Some(Quota {
         per_minute: 600_000,
         burst: 100_000,
-    };
-    ServiceOptions {
+    });
+    Setup {
         replicas,
         sync_points: true,
-        flaws,
-        rate_limits: RateLimits {
-            per_tenant: generous,
-            per_address: generous,
-            failed_states_per_user: generous,
-        },
-        ..ServiceOptions::default()
+        rate_limit_tenant: generous,
+        rate_limit_address: generous,
+        rate_limit_failed_states: generous,
+        ..Setup::default()
     }
 }
 
@@ -199,19 +195,17 @@ fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
 
 /// Explores every set; `progress` hears about every schedule (set index, schedules so far).
 pub async fn explore(
-    infra: &Infra,
+    launcher: &dyn Launcher,
     options: &Options,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ExploreReport, String> {
     let started = Instant::now();
-    let sut = ServiceUnderTest::start(
-        infra,
-        service_options(options.replicas, options.flaws.clone()),
-    )
-    .await
-    .map_err(|e| format!("the service did not start: {e}"))?;
-    let result = explore_on(&sut, options, &mut progress, started).await;
-    let stopped = sut.stop().await;
+    let launched = launcher
+        .launch(&setup(options.replicas))
+        .await
+        .map_err(|e| format!("the service did not start: {e}"))?;
+    let result = explore_on(launched.target(), options, &mut progress, started).await;
+    let stopped = launched.stop().await;
     let mut report = result?;
     stopped.map_err(|e| format!("clean-up: {e}"))?;
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -219,13 +213,13 @@ pub async fn explore(
 }
 
 async fn explore_on(
-    sut: &ServiceUnderTest,
+    target: &dyn Target,
     options: &Options,
     progress: &mut dyn FnMut(usize, usize),
     started: Instant,
 ) -> Result<ExploreReport, String> {
     let exploring = Instant::now();
-    let engine = Engine::new(sut);
+    let engine = Engine::new(target);
     let mut report = ExploreReport {
         schema_version: SCHEMA_VERSION,
         mode: options.mode,
@@ -363,9 +357,14 @@ async fn explore_on(
     Ok(report)
 }
 
-/// Runs every saved file twice — on the explored build (it must fail: the violation reproduces)
-/// and on the correct build — and records both answers in the violations.
-pub async fn check_saved(infra: &Infra, report: &mut ExploreReport, flaws: &Flaws) {
+/// Runs every saved file on the explored build (`explored`: it must fail, the violation
+/// reproduces) and, when the explored build was a flawed one, on the correct build (`correct`) —
+/// and records both answers in the violations.
+pub async fn check_saved(
+    explored: &dyn Launcher,
+    correct: Option<&dyn Launcher>,
+    report: &mut ExploreReport,
+) {
     use crate::scenario::run::ScenarioRunner;
     for v in &mut report.violations {
         let Some(file) = &v.saved_file else { continue };
@@ -373,13 +372,10 @@ pub async fn check_saved(infra: &Infra, report: &mut ExploreReport, flaws: &Flaw
             v.reproduces = Some(false);
             continue;
         };
-        let flawed = ScenarioRunner::new(infra, None)
-            .with_flaws(flaws.clone())
-            .run(&loaded)
-            .await;
+        let flawed = ScenarioRunner::new(explored, None).run(&loaded).await;
         v.reproduces = Some(flawed.failures.iter().any(|f| !f.environment));
-        if !flaws.is_empty() {
-            let correct = ScenarioRunner::new(infra, None).run(&loaded).await;
+        if let Some(correct) = correct {
+            let correct = ScenarioRunner::new(correct, None).run(&loaded).await;
             v.passes_on_correct_build = Some(correct.failures.is_empty());
         }
     }

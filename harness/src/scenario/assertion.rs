@@ -298,25 +298,29 @@ impl Assertion {
                 }
             }
             Check::NoLockHeld { tenant } => {
-                crate::oracles::no_workspace_lock_held(db()?, ex.tenants[tenant].workspace)
+                let workspace = ex.tenants[tenant].workspace;
+                let key = target
+                    .workspace_lock(workspace)
+                    .ok_or("the target does not name its workspace lock")?;
+                crate::oracles::no_workspace_lock_held(db()?, workspace, key)
                     .await
                     .map_err(|e| format!("{tenant}: {e}"))
             }
             Check::NoCanaryLeaks => ex.leak_search().await,
             Check::TokensBound => {
                 let ring = target
-                    .key_ring()
+                    .tokens()
                     .ok_or("the target's token keys are not known")?;
-                crate::oracles::tokens_bound(db()?, &ring, None).await
+                crate::oracles::tokens_bound(db()?, ring, None).await
             }
             Check::GrantsAccounted { lost_at_most } => {
                 let ring = target
-                    .key_ring()
+                    .tokens()
                     .ok_or("the target's token keys are not known")?;
                 let fake = target
                     .provider()
                     .ok_or("the target's provider is not the harness's")?;
-                crate::oracles::grants_accounted(db()?, &ring, fake, *lost_at_most).await
+                crate::oracles::grants_accounted(db()?, ring, fake, *lost_at_most).await
             }
         }
     }

@@ -91,8 +91,8 @@ pub struct Outcome {
     pub ok: bool,
     /// Why it did not produce an answer.
     pub error: Option<String>,
-    /// The answer is an error its operation's contract does not list (`service/src/contract.rs`).
-    pub off_contract: Option<String>,
+    /// The request an HTTP answer answered (method, path and query), for the contract check.
+    pub request: Option<(String, String)>,
 }
 
 impl Outcome {
@@ -101,7 +101,7 @@ impl Outcome {
         Outcome {
             status: a.status.as_u16(),
             ok: a.status.is_success(),
-            off_contract: a.off_contract(),
+            request: Some((a.method.to_string(), a.path.clone())),
             body: a.body,
             raw: a.raw,
             ..Outcome::default()

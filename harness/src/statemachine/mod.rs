@@ -13,10 +13,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use harbor_service::domain::Provider;
+use harbor_service::domain::{Provider, UserId};
 use harbor_service::flaws::Flaws;
 use harbor_service::lifecycle::ConnectionStatus;
-use harbor_service::ratelimit::{Quota, RateLimits};
+use harbor_service::ratelimit::Quota;
 use proptest::prelude::*;
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
@@ -25,8 +25,7 @@ use proptest::test_runner::{
 use crate::fake_provider::{Consent, Fault, CANARY_PREFIX};
 use crate::fixtures::TenantWorkspace;
 use crate::model::{Expected, Model, Transition, Who};
-use crate::provision::Infra;
-use crate::service::{ServiceOptions, ServiceUnderTest};
+use crate::target::{Launcher, Setup, Target, TenantSpec};
 use crate::tokens::TokenKind;
 
 /// The providers the sequences use: two, so that flows collide often.
@@ -164,8 +163,9 @@ pub struct Outcome {
     pub failure: Option<(Vec<Op>, String)>,
 }
 
-/// Runs the state machine on `infra`. Must be called from a multi-threaded tokio runtime.
-pub fn run(infra: &Infra, options: &Options) -> Outcome {
+/// Runs the state machine, each case on a fresh target `launcher` starts. Must be called from a
+/// multi-threaded tokio runtime.
+pub fn run(launcher: &dyn Launcher, options: &Options) -> Outcome {
     let seed = options.seed.unwrap_or_else(rand::random);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
@@ -190,7 +190,7 @@ pub fn run(infra: &Infra, options: &Options) -> Outcome {
         runner.run(&strategy, |ops| {
             cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             handle
-                .block_on(run_case(infra, &options.flaws, &ops))
+                .block_on(run_case(launcher, &ops))
                 .map_err(TestCaseError::fail)
         })
     });
@@ -210,40 +210,35 @@ pub fn run(infra: &Infra, options: &Options) -> Outcome {
 }
 
 /// One case: a fresh service, the sequence, the comparisons.
-async fn run_case(infra: &Infra, flaws: &Flaws, ops: &[Op]) -> Result<(), String> {
-    let options = ServiceOptions {
+async fn run_case(launcher: &dyn Launcher, ops: &[Op]) -> Result<(), String> {
+    // Sequences are short and fast: the limits are not what is tested here.
+    let generous = Some(Quota {
+        per_minute: 60_000,
+        burst: 10_000,
+    });
+    let setup = Setup {
         replicas: 2,
         sync_points: false,
-        flaws: flaws.clone(),
-        // Sequences are short and fast: the limits are not what is tested here.
-        rate_limits: RateLimits {
-            per_tenant: Quota {
-                per_minute: 60_000,
-                burst: 10_000,
-            },
-            per_address: Quota {
-                per_minute: 60_000,
-                burst: 10_000,
-            },
-            failed_states_per_user: Quota {
-                per_minute: 60_000,
-                burst: 10_000,
-            },
-        },
-        ..ServiceOptions::default()
+        rate_limit_tenant: generous,
+        rate_limit_address: generous,
+        rate_limit_failed_states: generous,
+        ..Setup::default()
     };
-    let sut = ServiceUnderTest::start(infra, options)
+    let launched = launcher
+        .launch(&setup)
         .await
         .map_err(|e| format!("the service did not start: {e}"))?;
+    let target = launched.target();
     let result = async {
-        let a = TenantWorkspace::create(&sut.db, "a", true, ConnectionStatus::NotConnected)
-            .await
-            .map_err(|e| e.to_string())?;
-        let b = TenantWorkspace::create(&sut.db, "b", true, ConnectionStatus::NotConnected)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tenant = |name: &str| TenantSpec {
+            name: name.to_owned(),
+            entitled: true,
+            qbo: ConnectionStatus::NotConnected,
+        };
+        let a = target.create_tenant(&tenant("a")).await?;
+        let b = target.create_tenant(&tenant("b")).await?;
         let mut subject = Subject {
-            sut: &sut,
+            target,
             a,
             b,
             model: Model::new(&PROVIDERS),
@@ -258,13 +253,13 @@ async fn run_case(infra: &Infra, flaws: &Flaws, ops: &[Op]) -> Result<(), String
         Ok::<(), String>(())
     }
     .await;
-    let stopped = sut.stop().await;
+    let stopped = launched.stop().await;
     result?;
     stopped.map_err(|e| format!("clean-up: {e}"))
 }
 
 struct Subject<'a> {
-    sut: &'a ServiceUnderTest,
+    target: &'a dyn Target,
     a: TenantWorkspace,
     b: TenantWorkspace,
     model: Model,
@@ -273,6 +268,12 @@ struct Subject<'a> {
 }
 
 impl Subject<'_> {
+    fn provider(&self) -> Result<&crate::fake_provider::FakeProvider, String> {
+        self.target
+            .provider()
+            .ok_or_else(|| "the state machine needs control of the provider".to_owned())
+    }
+
     fn user(&self, who: Who) -> uuid::Uuid {
         match who {
             Who::Owner => self.a.owner.0,
@@ -288,8 +289,8 @@ impl Subject<'_> {
         path: &str,
         token: Option<String>,
     ) -> Result<crate::client::Answer, String> {
-        self.sut
-            .client
+        self.target
+            .client()
             .request(method, path)
             .on_replica(replica)
             .bearer(token)
@@ -309,7 +310,7 @@ impl Subject<'_> {
             method,
             replica,
             path,
-            Some(self.sut.tokens.token(self.user(who), TokenKind::Valid)),
+            Some(self.target.bearer(UserId(self.user(who)), TokenKind::Valid)),
         )
         .await
     }
@@ -335,7 +336,7 @@ impl Subject<'_> {
                     let url = answer.body["authorization_url"]
                         .as_str()
                         .ok_or("no authorization_url")?;
-                    self.consents.push(self.sut.client.consent(url).await?);
+                    self.consents.push(self.target.client().consent(url).await?);
                 }
                 (answer, expected)
             }
@@ -434,20 +435,21 @@ impl Subject<'_> {
                 )
             }
             Op::AdvanceClock { seconds } => {
-                self.sut.clock.advance(Duration::from_secs(*seconds as u64));
+                self.target
+                    .advance_clock(Duration::from_secs(*seconds as u64));
                 self.model.clock += seconds;
                 return self.invariants().await;
             }
             Op::TokenFault { on } => {
                 let fault = on.then_some(Fault::ServerError);
                 for p in PROVIDERS {
-                    self.sut.provider.configure(p, |s| s.token_fault = fault);
+                    self.provider()?.configure(p, |s| s.token_fault = fault);
                 }
                 self.model.token_fault = *on;
                 return self.invariants().await;
             }
             Op::ExpiredToken => {
-                let token = self.sut.tokens.token(self.a.owner.0, TokenKind::Expired);
+                let token = self.target.bearer(self.a.owner, TokenKind::Expired);
                 let answer = self
                     .call(
                         reqwest::Method::GET,
@@ -475,7 +477,10 @@ impl Subject<'_> {
 
     /// The stored state against the model, and the oracles.
     async fn invariants(&self) -> Result<(), String> {
-        let db = &self.sut.db;
+        let db = self
+            .target
+            .database()
+            .ok_or("the state machine needs the target's database")?;
         let rows: Vec<(String, String, bool)> = sqlx::query_as(
             "SELECT provider, status, access_token IS NOT NULL FROM connections WHERE workspace_id = $1 AND provider = ANY($2)",
         )
@@ -513,18 +518,25 @@ impl Subject<'_> {
             ));
         }
         for workspace in [self.a.workspace, self.b.workspace] {
-            crate::oracles::no_workspace_lock_held(db, workspace).await?;
+            let key = self
+                .target
+                .workspace_lock(workspace)
+                .ok_or("the target does not name its workspace lock")?;
+            crate::oracles::no_workspace_lock_held(db, workspace, key).await?;
         }
         // Redis: every state issued and not yet consumed is still there (its TTL is real time, the
         // model's clock only decides whether the service still honours it), and none other.
         let live = self.model.unconsumed_states();
-        let keys =
-            crate::evidence::redis_dump(&self.sut.env.redis_url, &self.sut.env.redis_key_prefix)
-                .await
-                .map_err(|e| format!("redis: {e}"))?
-                .into_iter()
-                .filter(|e| e.key.contains("oauth:state:"))
-                .count();
+        let redis = self
+            .target
+            .redis()
+            .ok_or("the state machine needs the target's Redis")?;
+        let keys = crate::evidence::redis_dump(redis.url, redis.prefix)
+            .await
+            .map_err(|e| format!("redis: {e}"))?
+            .into_iter()
+            .filter(|e| e.key.contains("oauth:state:"))
+            .count();
         if keys != live {
             return Err(format!(
                 "{keys} OAuth state(s) in Redis, the model has {live} unconsumed"
@@ -532,7 +544,7 @@ impl Subject<'_> {
         }
         // Each provider saw exactly the exchanges, revocations and refreshes the model predicts.
         for p in PROVIDERS {
-            let c = self.sut.provider.counters(p);
+            let c = self.provider()?.counters(p);
             let counted = crate::model::Counted {
                 exchanges: c.code_exchanges_ok,
                 revocations: c.revocations,
@@ -545,7 +557,11 @@ impl Subject<'_> {
                 ));
             }
         }
-        crate::oracles::tokens_bound(db, &self.sut.key_ring(), None)
+        let ring = self
+            .target
+            .tokens()
+            .ok_or("the state machine needs the target's token keys")?;
+        crate::oracles::tokens_bound(db, ring, None)
             .await
             .map(|_| ())
     }

@@ -7,6 +7,8 @@ use std::time::Instant;
 use harbor_service::flaws::{Flaw, Flaws};
 
 use super::*;
+use crate::provision::Infra;
+use crate::target::in_process::InProcessLauncher;
 
 /// The seeded flaws the state machine can see (each must make it fail).
 pub const FLAWS_IT_SEES: &[Flaw] = &[
@@ -93,7 +95,7 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
     let mut total_cases = 0;
     let mut killed = 0;
     let saved = PathBuf::from("reports/proptest");
-    let correct = run(infra, options);
+    let correct = run(&InProcessLauncher::new(infra), options);
     total_cases += correct.cases;
     let mut ok = correct.failure.is_none();
     report.push(describe("correct build", &correct));
@@ -121,7 +123,7 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
         // Enough shrinking to make the counterexample readable; the correct build's failures get
         // the full budget.
         let flawed = run(
-            infra,
+            &InProcessLauncher::new(infra).with_flaws(flaws.clone()),
             &Options {
                 flaws,
                 persistence: None,

@@ -3,7 +3,7 @@
 //! test hooks.
 
 use harbor_harness::fake_provider::FakeProvider;
-use harbor_harness::service::{service_config, ServiceDeps, ServiceOptions};
+use harbor_harness::target::in_process::{service_config, ServiceDeps, ServiceOptions};
 use harbor_harness::tokens::TokenMint;
 use harbor_service::config::{Config, Profile};
 use harbor_service::vault::{KeyRing, TokenKeysConfig};
@@ -219,7 +219,9 @@ async fn start_up_refuses_unsafe_configuration() {
 #[tokio::test]
 async fn serve_seeds_a_demo_with_working_tokens() {
     let app = crate::helpers::spawn_app().await;
-    let demo = harbor_harness::serve::Demo::seed(&app.sut).await.unwrap();
+    let demo = harbor_harness::target::in_process::serve::Demo::seed(&app.sut)
+        .await
+        .unwrap();
     let env = demo.env_lines();
     for name in [
         "HARBOR_BASE_URL=",

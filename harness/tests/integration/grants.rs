@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use harbor_harness::client::paths;
-use harbor_harness::service::ServiceOptions;
+use harbor_harness::target::in_process::ServiceOptions;
 use harbor_harness::tokens::TokenKind;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
@@ -80,7 +80,7 @@ async fn a_graceful_stop_finishes_a_callback_whose_client_hung_up() {
     );
     let accounted = harbor_harness::oracles::grants_accounted(
         app.db(),
-        &app.sut.key_ring(),
+        harbor_harness::target::Target::tokens(&app.sut).expect("in-process keys"),
         &app.sut.provider,
         0,
     )

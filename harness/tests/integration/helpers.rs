@@ -6,7 +6,7 @@ use harbor_harness::client::{paths, Call};
 use harbor_harness::fake_provider::Consent;
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::provision::{BackendChoice, Infra};
-use harbor_harness::service::{ServiceOptions, ServiceUnderTest};
+use harbor_harness::target::in_process::{InProcess, ServiceOptions};
 use harbor_harness::tokens::TokenKind;
 use harbor_service::domain::{Provider, UserId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// A running service plus the infrastructure it owns (when it provisioned its own).
 pub struct TestApp {
-    pub sut: ServiceUnderTest,
+    pub sut: InProcess,
     infra: Option<Infra>,
 }
 
@@ -41,7 +41,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: ServiceOptions) -> TestApp {
     let mut infra = test_infra().await;
-    match ServiceUnderTest::start(&infra, options).await {
+    match InProcess::start(&infra, options).await {
         Ok(sut) => TestApp {
             sut,
             infra: Some(infra),

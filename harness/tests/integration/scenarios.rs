@@ -7,6 +7,7 @@ use harbor_harness::scenario::load::{self, LoadedScenario};
 use harbor_harness::scenario::run::ScenarioRunner;
 use harbor_harness::scenario::trace::EventKind;
 use harbor_harness::scenario::{self, Verdict};
+use harbor_harness::target::in_process::InProcessLauncher;
 
 use crate::helpers::test_infra;
 
@@ -130,7 +131,8 @@ async fn the_q2_trace_carries_lock_table_evidence_and_repeats_identically() {
     let q2 = scenario::select(catalogue(), &["AUD-Q2-ACTIVATION-FIRST".into()], None)
         .unwrap()
         .remove(0);
-    let runner = ScenarioRunner::new(&infra, None);
+    let launcher = InProcessLauncher::new(&infra);
+    let runner = ScenarioRunner::new(&launcher, None);
     let result = scenario::run_repeated(&runner, &q2, 3).await;
     assert_eq!(result.verdict, Verdict::Passed, "{:?}", result.failures);
     assert_eq!(result.runs, 3);
@@ -164,7 +166,8 @@ async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() 
         "{HEAD}\n[[actors]]\nname = \"B\"\nuser = \"acme.owner\"\n\n[[steps]]\nactor = \"B\"\ndo = \"activate\"\nexpect_blocked = {{ on = \"A\" }}\n"
     );
     let loaded = load::load_file(&write(dir.path(), "never-blocks.toml", &body)).unwrap();
-    let runner = ScenarioRunner::new(&infra, None);
+    let launcher = InProcessLauncher::new(&infra);
+    let runner = ScenarioRunner::new(&launcher, None);
     let result = scenario::run_repeated(&runner, &loaded, 1).await;
     assert_eq!(result.verdict, Verdict::Failed);
     let f = &result.failures[0];
@@ -201,7 +204,8 @@ async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_re
     let q2 = scenario::select(catalogue(), &["AUD-Q2-CALLBACK-FIRST".into()], None)
         .unwrap()
         .remove(0);
-    let runner = ScenarioRunner::new(&infra, None);
+    let launcher = InProcessLauncher::new(&infra);
+    let runner = ScenarioRunner::new(&launcher, None);
     let first = runner.run(&q2).await;
     assert!(first.failures.is_empty(), "{:?}", first.failures);
     assert_eq!(
@@ -247,7 +251,8 @@ async fn a_scenario_the_target_cannot_serve_is_skipped_with_the_reason_never_pas
         .unwrap()
         .remove(0);
     assert!(q2.scenario.requires().contains(&Capability::SyncPoints));
-    let runner = ScenarioRunner::new(&infra, None).without([Capability::SyncPoints]);
+    let launcher = InProcessLauncher::new(&infra);
+    let runner = ScenarioRunner::new(&launcher, None).without([Capability::SyncPoints]);
     let result = scenario::run_repeated(&runner, &q2, 1).await;
     assert_eq!(result.verdict, Verdict::Skipped, "{:?}", result.failures);
     assert!(

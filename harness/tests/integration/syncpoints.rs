@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use harbor_harness::evidence;
-use harbor_harness::service::ServiceOptions;
+use harbor_harness::target::in_process::ServiceOptions;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_syncpoint::{SlotKey, SlotState};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_with, within, PROBE_LIMIT};
+use crate::helpers::{spawn_app, spawn_app_with, within, TestApp, PROBE_LIMIT};
 
 #[tokio::test]
 async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
@@ -29,7 +29,7 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
         let held = evidence::advisory_locks_of(app.db(), "A").await.unwrap();
         assert!(
             held.iter()
-                .any(|l| l.granted && l.is_workspace_lock(t.workspace)),
+                .any(|l| l.granted && l.is_advisory(workspace_lock(&app, &t))),
             "A holds the workspace lock while parked: {held:?}"
         );
         // B starts only once A is parked: the order is the harness's, not the scheduler's.
@@ -40,7 +40,7 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
                 .unwrap_or_else(|e| panic!("{e:?}"));
             let waiting = blocked.waiter;
             assert!(
-                blocked.awaited.is_workspace_lock(t.workspace),
+                blocked.awaited.is_advisory(workspace_lock(&app, &t)),
                 "B awaits the workspace lock: {:?}",
                 blocked.awaited
             );
@@ -224,4 +224,12 @@ async fn a_request_waiting_past_lock_timeout_gets_503_and_retry_after() {
     assert_eq!(ra.status, StatusCode::OK, "the holder is unaffected");
     assert_eq!(app.activations_of(t.workspace).await, 1);
     app.stop().await;
+}
+
+/// The workspace lock's key, as the target names it.
+fn workspace_lock(
+    app: &TestApp,
+    t: &harbor_harness::fixtures::TenantWorkspace,
+) -> harbor_harness::evidence::AdvisoryKey {
+    harbor_harness::target::Target::workspace_lock(&app.sut, t.workspace).expect("named")
 }

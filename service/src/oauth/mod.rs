@@ -341,9 +341,9 @@ pub async fn callback(
     let task = tasks.spawn(crate::context::within_request(async move {
         flaws::scope(&flaws_of_request, flow).await
     }));
-    let finished = task.await.map_err(|e| {
-        ApiError::Database(sqlx::Error::Protocol(format!("callback task failed: {e}")))
-    })?;
+    let finished = task
+        .await
+        .map_err(|e| interrupted(ApiError::task_failed("callback", e)))?;
     // The state is spent: "busy, retry" would only lead to OAUTH_STATE_INVALID.
     finished.map(Json).map_err(interrupted)
 }
@@ -353,7 +353,9 @@ pub async fn callback(
 /// authorization — start again.
 fn interrupted(error: ApiError) -> ApiError {
     match error {
-        ApiError::LockTimeout | ApiError::DatabaseUnavailable => ApiError::AuthorizationInterrupted,
+        ApiError::LockTimeout | ApiError::DatabaseUnavailable | ApiError::Stopping => {
+            ApiError::AuthorizationInterrupted
+        }
         other => other,
     }
 }

@@ -292,7 +292,11 @@ impl<'s> Executor<'s> {
         if !outcome.raw.is_empty() {
             self.responses.push(outcome.raw.clone());
         }
-        self.off_contract.extend(outcome.off_contract.clone());
+        if let (Some(contract), Some((method, path))) = (self.target.contract(), &outcome.request) {
+            let code = outcome.body["error"]["code"].as_str();
+            self.off_contract
+                .extend(contract.check(method, path, outcome.status, code));
+        }
     }
 
     /// Checks an outcome against an expectation (`Err`: what differs).

@@ -22,35 +22,34 @@ use super::logs::LogCapture;
 use super::outcome::{Failure, ScenarioRun};
 use super::schedule::{FileOrder, Programs, Schedule, Scheduler};
 use super::trace::{EventKind, Trace};
-use crate::fixtures::TenantWorkspace;
-use crate::provision::Infra;
-use crate::service::{ServiceOptions, ServiceUnderTest};
-use crate::target::{Capability, Restricted, Target};
+use crate::target::TenantSpec;
+use crate::target::{Capability, Launcher, Restricted, Setup, Target};
 
-/// Runs scenarios on provisioned servers, each on a fresh in-process service.
+/// Runs scenarios, each on a fresh target its launcher starts.
 pub struct ScenarioRunner<'a> {
-    infra: &'a Infra,
+    launcher: &'a dyn Launcher,
     logs: Option<LogCapture>,
-    flaws: harbor_service::flaws::Flaws,
     without: BTreeSet<Capability>,
 }
 
 impl<'a> ScenarioRunner<'a> {
-    /// A runner on `infra`; `logs` is the capture of the service's logs, searched by
-    /// `no_canary_leaks` (without it that assertion fails rather than pass unchecked).
-    pub fn new(infra: &'a Infra, logs: Option<LogCapture>) -> Self {
+    /// A runner starting its targets with `launcher`; `logs` is the capture of the service's logs,
+    /// searched by `no_canary_leaks` (without it that assertion fails rather than pass unchecked).
+    pub fn new(launcher: &'a dyn Launcher, logs: Option<LogCapture>) -> Self {
         Self {
-            infra,
+            launcher,
             logs,
-            flaws: harbor_service::flaws::Flaws::none(),
             without: BTreeSet::new(),
         }
     }
 
-    /// Runs the service under test with these seeded flaws (`harbor-certify mutants`).
-    pub fn with_flaws(mut self, flaws: harbor_service::flaws::Flaws) -> Self {
-        self.flaws = flaws;
-        self
+    /// The same runner starting its targets with `launcher` instead.
+    pub fn with_launcher<'b>(&self, launcher: &'b dyn Launcher) -> ScenarioRunner<'b> {
+        ScenarioRunner {
+            launcher,
+            logs: self.logs.clone(),
+            without: self.without.clone(),
+        }
     }
 
     /// Runs as if the target lacked these capabilities: scenarios needing them are SKIPPED with
@@ -73,30 +72,19 @@ impl<'a> ScenarioRunner<'a> {
     ) -> ScenarioRun {
         let started = Instant::now();
         let sc = &loaded.scenario;
-        let mut options = ServiceOptions {
+        let setup = Setup {
             replicas: sc.service.replicas,
             sync_points: true,
-            flaws: self.flaws.clone(),
-            ..ServiceOptions::default()
+            sync_point_timeout: Some(sc.service.step_timeout * 4),
+            database_max_connections: sc.service.database_max_connections,
+            database_acquire_timeout: sc.service.database_acquire_timeout,
+            provider_timeout: sc.service.provider_timeout,
+            rate_limit_tenant: sc.service.rate_limit_tenant,
+            rate_limit_address: None,
+            rate_limit_failed_states: sc.service.rate_limit_failed_states,
         };
-        options.sync_point_timeout = sc.service.step_timeout * 4;
-        if let Some(n) = sc.service.database_max_connections {
-            options.database_max_connections = n;
-        }
-        if let Some(t) = sc.service.provider_timeout {
-            options.provider_timeout = t;
-        }
-        if let Some(t) = sc.service.database_acquire_timeout {
-            options.database_acquire_timeout = t;
-        }
-        if let Some(q) = sc.service.rate_limit_tenant {
-            options.rate_limits.per_tenant = q;
-        }
-        if let Some(q) = sc.service.rate_limit_failed_states {
-            options.rate_limits.failed_states_per_user = q;
-        }
-        let sut = match ServiceUnderTest::start(self.infra, options).await {
-            Ok(sut) => sut,
+        let launched = match self.launcher.launch(&setup).await {
+            Ok(launched) => launched,
             Err(e) => {
                 return run_of(
                     Trace::default(),
@@ -109,12 +97,12 @@ impl<'a> ScenarioRunner<'a> {
             }
         };
         let restricted = Restricted {
-            inner: &sut,
+            inner: launched.target(),
             without: self.without.clone(),
         };
         let (trace, mut failures, checks) =
             execute(loaded, &restricted, self.logs.as_ref(), scheduler).await;
-        if let Err(e) = sut.stop().await {
+        if let Err(e) = launched.stop().await {
             failures.push(Failure::environment(format!("clean-up failed: {e}")));
         }
         run_of(trace, failures, checks, started)
@@ -283,19 +271,18 @@ pub async fn assertion(
 
 async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
     let fail = |e: String| Failure::at(None, format!("fixtures: {e}"));
-    let db = ex
-        .target
-        .database()
-        .ok_or_else(|| fail("the target has no database".into()))?
-        .clone();
     for t in &ex.sc.tenants {
-        let tw = TenantWorkspace::create(&db, &t.name, t.entitled, t.qbo_status())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let spec = TenantSpec {
+            name: t.name.clone(),
+            entitled: t.entitled,
+            qbo: t.qbo_status(),
+        };
+        let tw = ex.target.create_tenant(&spec).await.map_err(fail)?;
         for (provider, status) in &t.connections {
-            crate::fixtures::connection_status(&db, tw.workspace, *provider, *status)
+            ex.target
+                .set_connection_status(tw.workspace, *provider, *status)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(fail)?;
         }
         for provider in &t.oauth {
             crate::target::connect(ex.target, tw.owner, tw.workspace, *provider)
@@ -307,15 +294,12 @@ async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
     for set in &ex.sc.tenant_sets {
         let mut members = Vec::with_capacity(set.count);
         for i in 0..set.count {
-            let name = format!("{}{i}", set.prefix);
-            let tw = TenantWorkspace::create(
-                &db,
-                &name,
-                set.entitled,
-                harbor_service::lifecycle::ConnectionStatus::NotConnected,
-            )
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+            let spec = TenantSpec {
+                name: format!("{}{i}", set.prefix),
+                entitled: set.entitled,
+                qbo: harbor_service::lifecycle::ConnectionStatus::NotConnected,
+            };
+            let tw = ex.target.create_tenant(&spec).await.map_err(fail)?;
             members.push(tw);
         }
         ex.sets.insert(set.prefix.clone(), members);

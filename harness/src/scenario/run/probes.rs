@@ -110,11 +110,13 @@ impl Executor<'_> {
         }
         if let Some(t) = &blocked.object {
             let workspace = self.workspace(t);
-            if !w.is_workspace_lock(workspace) {
-                let key = harbor_service::locks::lock_key_for_workspace(workspace);
+            let key = self.target.workspace_lock(workspace).ok_or_else(|| {
+                Failure::at(Some(step), "the target does not name its workspace lock")
+            })?;
+            if !w.is_advisory(key) {
                 let message = format!(
                     "{actor}: waits for ({:?}, {:?}), but {t}'s workspace lock is ({:#x}, {}) and {} must hold it",
-                    ev.classid, ev.objid, key.classid, key.objid as u32, blocked.on
+                    ev.classid, ev.objid, key.classid, key.objid, blocked.on
                 );
                 return Err(Failure::at(Some(step), message)
                     .with_diagnostics(json!({ "evidence": ev, "locks": seen.locks })));

@@ -9,8 +9,8 @@ use std::path::Path;
 use harbor_service::domain::WorkspaceId;
 use harbor_service::lifecycle::ConnectionStatus;
 
+use super::InProcess;
 use crate::fixtures::TenantWorkspace;
-use crate::service::ServiceUnderTest;
 use crate::tokens::TokenKind;
 
 /// The running demo: where it is and who can call it.
@@ -35,7 +35,7 @@ pub struct Demo {
 
 impl Demo {
     /// Seeds the demo tenants on a running service and mints their tokens.
-    pub async fn seed(sut: &ServiceUnderTest) -> Result<Self, sqlx::Error> {
+    pub async fn seed(sut: &InProcess) -> Result<Self, sqlx::Error> {
         let demo =
             TenantWorkspace::create(&sut.db, "demo", true, ConnectionStatus::NotConnected).await?;
         let other =
@@ -175,7 +175,7 @@ pub struct BenchUser {
 impl BenchTenants {
     /// Makes `activation` connected and `flows` unconnected tenants on the running service.
     pub async fn seed(
-        sut: &ServiceUnderTest,
+        sut: &InProcess,
         activation: usize,
         flows: usize,
     ) -> Result<Self, sqlx::Error> {
@@ -218,7 +218,7 @@ impl BenchTenants {
 }
 
 async fn bench_users(
-    sut: &ServiceUnderTest,
+    sut: &InProcess,
     prefix: &str,
     n: usize,
     status: ConnectionStatus,

@@ -1,0 +1,270 @@
+//! [`InProcess`]: the reference service's replicas, started in-process on one isolated
+//! environment, sharing its PostgreSQL database and Redis prefix like replicas behind a load
+//! balancer. Each replica has its own sync-point controller, which the harness drives, its own
+//! fault proxies to Redis, PostgreSQL and the provider's back channel, and its own runtime, so a
+//! `replica_crash` loses what a killed process loses.
+
+mod boundary;
+pub mod ceiling;
+mod faults;
+mod options;
+mod replica;
+pub mod serve;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use harbor_service::clock::Clock;
+use harbor_service::vault::{KeyRing, TokenKeysConfig};
+use harbor_service::Hooks;
+use harbor_syncpoint::SyncPoints;
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+use crate::client::ApiClient;
+use crate::fake_provider::FakeProvider;
+use crate::faults::FaultProxy;
+use crate::provision::{Infra, IsolatedEnv};
+use crate::tokens::TokenMint;
+
+pub use boundary::InProcessLauncher;
+pub use options::{service_config, ProviderOverride, ServiceDeps, ServiceOptions};
+use replica::Running;
+pub use replica::{Links, Replica, ServiceError};
+
+/// The service's replicas and everything the harness needs to talk to them.
+pub struct InProcess {
+    /// The isolated database and Redis prefix.
+    pub env: IsolatedEnv,
+    /// The replicas, in start order.
+    pub replicas: Vec<Replica>,
+    /// The harness's own pool on the scenario database (fixtures, probes, assertions).
+    pub db: PgPool,
+    /// Signs tokens the service accepts (and some it must refuse).
+    pub tokens: TokenMint,
+    /// The client of the replicas' API (and the browser at the fake provider).
+    pub client: ApiClient,
+    /// The fake OAuth provider every replica is configured with.
+    pub provider: FakeProvider,
+    /// The clock every replica shares; moving it moves them all.
+    pub clock: Clock,
+    /// The token encryption keys the replicas were started with.
+    pub token_keys: TokenKeysConfig,
+    /// The contract the replicas publish at `/openapi.json`, read once they are up.
+    contract: crate::target::Contract,
+    /// The key ring built from `token_keys`, opening tokens for the oracles.
+    ring: boundary::RingInspector,
+}
+
+impl InProcess {
+    /// Creates an isolated environment on `infra` and starts the replicas on it.
+    pub async fn start(infra: &Infra, options: ServiceOptions) -> Result<Self, ServiceError> {
+        let env = infra.isolated_env().await?;
+        match Self::start_on(env.clone(), options).await {
+            Ok(sut) => Ok(sut),
+            Err(e) => {
+                let _ = env.cleanup().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_on(env: IsolatedEnv, options: ServiceOptions) -> Result<Self, ServiceError> {
+        let tokens = TokenMint::new();
+        let (_, token_keys) = KeyRing::generate("harness-k1");
+        let provider = FakeProvider::start()
+            .await
+            .map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
+        let clock = Clock::system();
+        let db = env.pool(10).await?;
+        let redis_server = server_address(&env.redis_url, 6379)?;
+        let postgres_server = server_address(&env.request_database_url, 5432)?;
+        let provider_server = server_address(provider.base_url(), 80)?;
+        let mut replicas = Vec::with_capacity(options.replicas.max(1));
+        for n in 0..options.replicas.max(1) {
+            let proxy = |to: SocketAddr, what: &'static str| async move {
+                FaultProxy::start(to)
+                    .await
+                    .map_err(|e| ServiceError::Task(format!("{what} proxy: {e}")))
+            };
+            let links = if options.fault_proxies {
+                Some(Links {
+                    redis: proxy(redis_server, "redis").await?,
+                    postgres: proxy(postgres_server, "postgres").await?,
+                    provider: proxy(provider_server, "provider").await?,
+                })
+            } else {
+                None
+            };
+            // Each replica names its connections, so the harness can tell whose backends they are.
+            let application_name = format!(
+                "harbor-replica-{n}-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let deps = ServiceDeps {
+                tokens: &tokens,
+                token_keys: &token_keys,
+                provider: &provider,
+            };
+            let mut config = service_config(&env, &deps, options.clone());
+            let mut database_url = env.request_database_url.clone();
+            if let Some(links) = &links {
+                config.redis_url =
+                    SecretString::from(through_proxy(&env.redis_url, links.redis.local_addr()));
+                database_url = through_proxy(&database_url, links.postgres.local_addr());
+                config.providers =
+                    options.overridden(provider.providers_config_via(
+                        options.provider_timeout,
+                        links.provider.local_addr(),
+                    ));
+            }
+            config.database_url =
+                SecretString::from(with_application_name(&database_url, &application_name));
+            let sync = SyncPoints::new();
+            let hooks = Hooks {
+                sync_points: Some(sync.clone()),
+                clock: Some(clock.clone()),
+            };
+            let (running, addr) = Running::start(config.clone(), hooks.clone()).await?;
+            replicas.push(Replica {
+                base_url: format!("http://{addr}"),
+                sync,
+                links,
+                application_name,
+                config,
+                hooks,
+                running: std::sync::Mutex::new(Some(running)),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ServiceError::Task(e.to_string()))?;
+        let client = ApiClient::new(http, replicas.iter().map(|r| r.base_url.clone()).collect());
+        // A flawed service must say so: every replica's /readyz lists its seeded flaws.
+        if !options.flaws.is_empty() {
+            for replica in 0..replicas.len() {
+                let ready = client
+                    .request(reqwest::Method::GET, "/readyz")
+                    .on_replica(replica)
+                    .send()
+                    .await
+                    .map_err(|e| ServiceError::Task(e.to_string()))?
+                    .body;
+                let listed: Vec<&str> = ready["flaws"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect();
+                if listed != options.flaws.names() {
+                    return Err(ServiceError::Task(format!(
+                        "a replica runs with flaws {:?} but /readyz says {listed:?}",
+                        options.flaws.names()
+                    )));
+                }
+            }
+        }
+        // The contract is read the way a client of any target reads it: from what it publishes.
+        let published = client
+            .request(reqwest::Method::GET, "/openapi.json")
+            .send()
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))?;
+        let contract = crate::target::Contract::from_openapi(&published.body)
+            .map_err(|e| ServiceError::Task(format!("the published contract: {e}")))?;
+        let ring = boundary::RingInspector(
+            KeyRing::from_config(&token_keys)
+                .map_err(|e| ServiceError::Task(format!("token keys: {e}")))?,
+        );
+        Ok(Self {
+            env,
+            replicas,
+            db,
+            tokens,
+            client,
+            provider,
+            clock,
+            token_keys,
+            contract,
+            ring,
+        })
+    }
+
+    /// The key ring the replicas use (to check stored ciphertext from the outside).
+    pub fn key_ring(&self) -> KeyRing {
+        KeyRing::from_config(&self.token_keys).expect("the harness's keys are valid")
+    }
+
+    /// The fault proxies of `replica`, or of every replica.
+    pub fn links(&self, replica: Option<usize>) -> impl Iterator<Item = &Links> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(move |(n, _)| replica.is_none_or(|r| r == *n))
+            .filter_map(|(_, r)| r.links.as_ref())
+    }
+
+    /// Whether the replicas reach their dependencies through fault proxies.
+    pub fn has_fault_proxies(&self) -> bool {
+        self.replicas.iter().all(|r| r.links.is_some())
+    }
+
+    /// Releases every parked request, stops the replicas, and removes the environment.
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
+        let mut stopping = Vec::new();
+        for r in &mut self.replicas {
+            r.sync.release_all();
+            if let Some(running) = r.take_running() {
+                let _ = running.shutdown.send(());
+                stopping.push((running.runtime, running.task));
+            }
+        }
+        for (runtime, task) in stopping {
+            let served = task.await;
+            runtime.shutdown_background();
+            served
+                .map_err(|e| ServiceError::Task(e.to_string()))?
+                .map_err(|e| ServiceError::Task(e.to_string()))?;
+        }
+        self.provider.stop();
+        self.db.close().await;
+        self.env.cleanup().await?;
+        Ok(())
+    }
+}
+
+/// The socket address of the server in `url` (`default_port` when it names none).
+fn server_address(url: &str, default_port: u16) -> Result<SocketAddr, ServiceError> {
+    let url = url::Url::parse(url).map_err(|e| ServiceError::Task(format!("server url: {e}")))?;
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port().unwrap_or(default_port);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ServiceError::Task(format!("server url: cannot resolve {host}:{port}")))
+}
+
+/// `url` with `application_name` set in its query.
+fn with_application_name(url: &str, name: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut url) => {
+            url.query_pairs_mut().append_pair("application_name", name);
+            url.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// `redis_url` pointed at `proxy` instead of the server (credentials and database kept).
+fn through_proxy(redis_url: &str, proxy: SocketAddr) -> String {
+    match url::Url::parse(redis_url) {
+        Ok(mut url) => {
+            let _ = url.set_host(Some(&proxy.ip().to_string()));
+            let _ = url.set_port(Some(proxy.port()));
+            url.to_string()
+        }
+        Err(_) => redis_url.to_owned(),
+    }
+}

@@ -1,0 +1,176 @@
+//! One replica of the in-process service: its own runtime (so a crash loses what a killed process
+//! loses), its sync points and its fault proxies.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use harbor_service::config::Config;
+use harbor_service::{Application, Hooks};
+use harbor_syncpoint::SyncPoints;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::faults::FaultProxy;
+use crate::provision::ProvisionError;
+
+/// One replica: its address, its sync points, the proxies it reaches its dependencies through,
+/// and — while it runs — its own runtime, so that crashing it loses exactly what a killed process
+/// loses.
+pub struct Replica {
+    /// `http://127.0.0.1:<port>` (kept across a restart).
+    pub base_url: String,
+    /// The replica's sync-point controller.
+    pub sync: SyncPoints,
+    /// What it reaches Redis, PostgreSQL and the provider's back channel through (`None`: started
+    /// without fault proxies, straight to the servers).
+    pub links: Option<Links>,
+    /// The `application_name` of its pooled connections.
+    pub application_name: String,
+    pub(super) config: Config,
+    pub(super) hooks: Hooks,
+    pub(super) running: std::sync::Mutex<Option<Running>>,
+}
+
+/// The fault proxies of one replica.
+pub struct Links {
+    /// To Redis.
+    pub redis: FaultProxy,
+    /// To PostgreSQL (request connections; migrations go direct).
+    pub postgres: FaultProxy,
+    /// To the fake provider's token, revocation and resource endpoints (the browser goes direct).
+    pub provider: FaultProxy,
+}
+
+/// A replica's process, as far as it matters: a runtime that owns every task, socket and pooled
+/// connection of the replica.
+pub(super) struct Running {
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) shutdown: oneshot::Sender<()>,
+    pub(super) task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Builds the application on a runtime of its own and serves it.
+    pub(super) async fn start(
+        config: Config,
+        hooks: Hooks,
+    ) -> Result<(Self, SocketAddr), ServiceError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("harbor-replica")
+            .enable_all()
+            .build()
+            .map_err(|e| ServiceError::Task(format!("replica runtime: {e}")))?;
+        let built = runtime
+            .spawn(Application::build_with(config, hooks))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()));
+        let app = match built {
+            Ok(Ok(app)) => app,
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                return Err(e.into());
+            }
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        let addr = app.local_addr();
+        let (shutdown, rx) = oneshot::channel();
+        let task = runtime.spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        Ok((
+            Running {
+                runtime,
+                shutdown,
+                task,
+            },
+            addr,
+        ))
+    }
+}
+
+impl Replica {
+    /// Whether it runs (not crashed).
+    pub fn is_running(&self) -> bool {
+        self.running.lock().map(|r| r.is_some()).unwrap_or(false)
+    }
+
+    /// Kills it: every task of its runtime is dropped where it stands — parked requests, their
+    /// open transactions, pooled connections — and the kernel closes its sockets.
+    pub(super) fn crash(&self) -> Result<(), String> {
+        let running = self.take_running().ok_or("the replica is not running")?;
+        running.runtime.shutdown_background();
+        Ok(())
+    }
+
+    /// Stops it gracefully, as SIGTERM does: the service stops accepting, finishes its
+    /// connections and the tasks its requests started (within its own shutdown bound), and then
+    /// the process ends — whatever is still running on its runtime after that is dropped.
+    pub(super) async fn stop_gracefully(&self) -> Result<(), String> {
+        let running = self.take_running().ok_or("the replica is not running")?;
+        let _ = running.shutdown.send(());
+        let served = tokio::time::timeout(
+            harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
+            running.task,
+        )
+        .await;
+        running.runtime.shutdown_background();
+        match served {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("the replica's server failed: {e}")),
+            Ok(Err(e)) => Err(format!("the replica's server task: {e}")),
+            Err(_) => Err("the replica did not stop within its shutdown bound".into()),
+        }
+    }
+
+    /// Starts it again on the address it had.
+    pub(super) async fn restart(&self) -> Result<(), String> {
+        if self.is_running() {
+            return Err("the replica is running".into());
+        }
+        let mut config = self.config.clone();
+        config.listen_addr = self
+            .base_url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("replica address: {e}"))?;
+        let (running, _) = Running::start(config, self.hooks.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.running.lock().map_err(|_| "replica state poisoned")? = Some(running);
+        Ok(())
+    }
+
+    pub(super) fn take_running(&self) -> Option<Running> {
+        self.running.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(running) = self.take_running() {
+            // Dropping a runtime may block; this must not, since it runs in async code.
+            running.runtime.shutdown_background();
+        }
+    }
+}
+
+/// Why the service under test could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The isolated environment could not be made or removed.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The service refused to start.
+    #[error("service start-up: {0}")]
+    Startup(#[from] harbor_service::app::StartupError),
+    /// The harness's own pool failed.
+    #[error("harness pool: {0}")]
+    Pool(#[from] sqlx::Error),
+    /// A replica's server task failed.
+    #[error("replica task: {0}")]
+    Task(String),
+}

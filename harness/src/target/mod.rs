@@ -1,0 +1,249 @@
+//! [`Target`]: the one boundary between the scenario executor and the service it certifies. The
+//! executor sends HTTP as an actor, arms / awaits / releases sync points, moves the clock,
+//! switches the fake provider, does faults to dependencies, and reads the lock tables and the
+//! database — only through this trait. Each target declares its [`Capability`]s; each scenario's
+//! requirements are derived from its typed steps ([`crate::scenario::model::Scenario::requires`]),
+//! and a scenario a target cannot serve is refused with the reason (SKIPPED, never PASS).
+//!
+//! It speaks in terms a remote service could answer — HTTP as an actor, fixtures returned as
+//! handles, a lock named by its key in `pg_locks`, sync points by name, the contract the target
+//! publishes — never in the reference crate's types. The in-process reference service
+//! ([`in_process::InProcess`]) is one implementation; a black-box target (a deployed service
+//! reached over HTTP, with an evidence pool) is another.
+//!
+//! - [`in_process`]: the reference service's replicas started in-process.
+//! - [`contract`]: [`contract::Contract`], the error answers each operation documents, read from
+//!   the target's OpenAPI document.
+//! - [`flow`]: the OAuth flow as fixtures (authorize, consent, callback) through any target.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, LocalBoxFuture};
+use harbor_service::domain::{ConnectionId, Provider, TenantId, UserId, WorkspaceId};
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_syncpoint::{SlotKey, SlotState};
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::client::ApiClient;
+use crate::evidence::AdvisoryKey;
+use crate::fake_provider::FakeProvider;
+use crate::faults::Fault;
+use crate::fixtures::TenantWorkspace;
+use crate::tokens::TokenKind;
+
+pub mod contract;
+pub mod flow;
+pub mod in_process;
+mod restricted;
+
+pub use contract::Contract;
+pub use flow::{complete_flow, connect, start_flow};
+pub use restricted::Restricted;
+
+/// Something a target can do beyond answering HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Park a tagged request at a named sync point and release it.
+    SyncPoints,
+    /// Move the service's clock.
+    Clock,
+    /// Switch the OAuth provider's behaviour, read its counters and what it issued.
+    ProviderControl,
+    /// Stall, cut or refuse the service's connections to PostgreSQL, Redis and the provider's
+    /// back channel; end its backends; flush its Redis keys.
+    Faults,
+    /// Crash a replica (everything in its process lost) and start it again.
+    Crash,
+    /// Read the database: fixtures, SQL steps and assertions, lock-table evidence, `pg_dump`.
+    Database,
+    /// Read and write the service's Redis keys.
+    Redis,
+    /// Decrypt stored tokens with the service's keys (the token-binding oracle).
+    TokenKeys,
+}
+
+impl Capability {
+    /// What it means, for a SKIPPED reason.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Capability::SyncPoints => "sync points (parking and releasing requests)",
+            Capability::Clock => "moving the service's clock",
+            Capability::ProviderControl => "control of the OAuth provider",
+            Capability::Faults => {
+                "fault injection into the service's PostgreSQL, Redis and provider connections"
+            }
+            Capability::Crash => "crashing and restarting replicas",
+            Capability::Database => "access to the database (fixtures, SQL, lock tables)",
+            Capability::Redis => "access to the service's Redis keys",
+            Capability::TokenKeys => "the service's token encryption keys",
+        }
+    }
+}
+
+/// Redis as the target's service sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisAccess<'a> {
+    /// The server's URL (direct, not through a fault proxy).
+    pub url: &'a str,
+    /// The prefix of every key the service writes.
+    pub prefix: &'a str,
+}
+
+/// A tenant to make: one workspace with an owner, an admin and a plain member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantSpec {
+    /// Its name (unique within the run).
+    pub name: String,
+    /// Whether the workspace is entitled to activation.
+    pub entitled: bool,
+    /// The QuickBooks connection's starting status.
+    pub qbo: ConnectionStatus,
+}
+
+/// Where a stored token sits: the row and field it is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The connection's tenant.
+    pub tenant: TenantId,
+    /// The connection.
+    pub connection: ConnectionId,
+    /// Its provider.
+    pub provider: Provider,
+    /// The refresh token (`true`) or the access token.
+    pub refresh: bool,
+    /// The grant the token belongs to, when the row records one.
+    pub grant: Option<uuid::Uuid>,
+}
+
+/// Opens stored tokens with the target's keys: what the token-binding and grant oracles read.
+pub trait TokenInspector: Send + Sync {
+    /// The plaintext of `sealed`, which must open only for the row and field `at`.
+    fn open(&self, sealed: &[u8], at: &StoredToken) -> Result<SecretString, String>;
+}
+
+/// What a technique asks of the target it starts: the replicas and the service-side knobs a
+/// scenario's `[service]` section sets (`None`: the target's own default).
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// How many replicas, sharing one database and one Redis.
+    pub replicas: usize,
+    /// Whether requests may be parked at sync points.
+    pub sync_points: bool,
+    /// How long a parked request waits to be released before it fails.
+    pub sync_point_timeout: Option<Duration>,
+    /// The request pool's size.
+    pub database_max_connections: Option<u32>,
+    /// How long a request waits for a pooled connection.
+    pub database_acquire_timeout: Option<Duration>,
+    /// The bound on each call to the provider.
+    pub provider_timeout: Option<Duration>,
+    /// Requests per tenant.
+    pub rate_limit_tenant: Option<harbor_service::ratelimit::Quota>,
+    /// Requests per client address.
+    pub rate_limit_address: Option<harbor_service::ratelimit::Quota>,
+    /// Failed OAuth states per user.
+    pub rate_limit_failed_states: Option<harbor_service::ratelimit::Quota>,
+}
+
+/// Starts a fresh target for one scenario, one exploration or one sequence. Its futures are not
+/// `Send`: a target is started and stopped on the task that uses it.
+pub trait Launcher: Send + Sync {
+    /// Starts a target as `setup` asks.
+    fn launch<'a>(
+        &'a self,
+        setup: &'a Setup,
+    ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>>;
+}
+
+/// A target a [`Launcher`] started, to be stopped when the technique is done with it.
+pub trait Launched: Target {
+    /// The target, as the techniques see it.
+    fn target(&self) -> &dyn Target;
+
+    /// Stops it and removes what it made.
+    fn stop(self: Box<Self>) -> LocalBoxFuture<'static, Result<(), String>>;
+}
+
+/// What the executor may do to the service under certification. Methods behind a capability the
+/// target lacks answer `None` or an error; the runner never calls them, because it refuses the
+/// scenario first.
+pub trait Target: Send + Sync {
+    /// What it can do.
+    fn capabilities(&self) -> BTreeSet<Capability>;
+
+    /// How many replicas answer (requests name one by index).
+    fn replicas(&self) -> usize;
+
+    /// The client of the service's API (one base URL per replica).
+    fn client(&self) -> &ApiClient;
+
+    /// The error answers each operation documents, as the target publishes them (`None`: it
+    /// publishes none, and answers are not held to a contract).
+    fn contract(&self) -> Option<&Contract>;
+
+    /// Makes `spec`'s tenant, workspace and members; returns their handles.
+    fn create_tenant<'a>(
+        &'a self,
+        spec: &'a TenantSpec,
+    ) -> BoxFuture<'a, Result<TenantWorkspace, String>>;
+
+    /// Puts `workspace`'s connection to `provider` in `status` (a fixture, not a transition).
+    fn set_connection_status(
+        &self,
+        workspace: WorkspaceId,
+        provider: Provider,
+        status: ConnectionStatus,
+    ) -> BoxFuture<'_, Result<(), String>>;
+
+    /// The advisory lock that serialises `workspace`'s operations, as `pg_locks` shows it.
+    fn workspace_lock(&self, workspace: WorkspaceId) -> Option<AdvisoryKey>;
+
+    /// A bearer token of `kind` for `user`.
+    fn bearer(&self, user: UserId, kind: TokenKind) -> String;
+
+    /// Arm sync point `key` on `replica`: the tagged request that reaches it will park there.
+    fn arm(&self, replica: usize, key: SlotKey) -> Result<(), String>;
+
+    /// Resolves once the request armed at `key` on `replica` is parked.
+    fn parked(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, ()>;
+
+    /// Let the request parked at `key` on `replica` go on.
+    fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String>;
+
+    /// Where the slot `key` on `replica` stands (`None`: not armed, or gone after its release).
+    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState>;
+
+    /// Let every parked request go on and drop every armed slot (clean-up).
+    fn release_all(&self);
+
+    /// Move the service's clock forward.
+    fn advance_clock(&self, by: Duration);
+
+    /// Move the service's clock back.
+    fn rewind_clock(&self, by: Duration);
+
+    /// The OAuth provider, when the target is wired to the harness's fake one.
+    fn provider(&self) -> Option<&FakeProvider>;
+
+    /// Do `fault`; resolves with what was done (for the trace) once its effect is visible.
+    fn apply_fault<'a>(
+        &'a self,
+        fault: &'a Fault,
+    ) -> BoxFuture<'a, Result<crate::faults::FaultDone, String>>;
+
+    /// A pool on the service's database: fixtures, assertions and lock-table evidence.
+    fn database(&self) -> Option<&PgPool>;
+
+    /// The database's URL, for actors' own SQL sessions and `pg_dump`.
+    fn database_url(&self) -> Option<&str>;
+
+    /// The service's Redis.
+    fn redis(&self) -> Option<RedisAccess<'_>>;
+
+    /// Opens stored tokens with the service's keys.
+    fn tokens(&self) -> Option<&dyn TokenInspector>;
+}
