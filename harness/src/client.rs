@@ -1,7 +1,7 @@
 //! [`ApiClient`]: the one HTTP client of the service's API. The scenario runner, the state
 //! machine, the integration tests, `serve` and the load test's invariant checks all send requests
-//! through it, so the paths, the actor tag ([`Actor::HEADER`]) and the reading of an answer exist
-//! once. Every error answer can be held to the target's contract ([`crate::target::Contract`]).
+//! through it, so the actor tag ([`Actor::HEADER`]) and the reading of an answer exist once (the
+//! paths are [`crate::operation`]'s). Every error answer can be held to the target's contract ([`crate::target::Contract`]).
 
 use std::sync::Arc;
 
@@ -10,64 +10,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::fake_provider::{self, Consent};
-
-/// The service's paths, built from typed ids.
-pub mod paths {
-    use super::*;
-
-    /// `POST /v1/workspaces/{w}/activation`.
-    pub fn activation(workspace: WorkspaceId) -> String {
-        format!("/v1/workspaces/{workspace}/activation")
-    }
-
-    /// `GET /v1/workspaces/{w}/connections`.
-    pub fn connections(workspace: WorkspaceId) -> String {
-        format!("/v1/workspaces/{workspace}/connections")
-    }
-
-    /// `POST /v1/workspaces/{w}/connections/{p}/{op}`.
-    pub fn connection(workspace: WorkspaceId, provider: Provider, op: ConnectionOp) -> String {
-        format!(
-            "/v1/workspaces/{workspace}/connections/{provider}/{}",
-            op.as_str()
-        )
-    }
-
-    /// `GET /v1/workspaces/{w}/documents`.
-    pub fn documents(workspace: WorkspaceId) -> String {
-        format!("/v1/workspaces/{workspace}/documents")
-    }
-
-    /// `GET /v1/oauth/{p}/callback?{query}`.
-    pub fn callback(provider: Provider, query: &str) -> String {
-        format!("/v1/oauth/{provider}/callback?{query}")
-    }
-}
-
-/// The operations on one connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionOp {
-    /// Start an OAuth authorization.
-    Authorize,
-    /// Disconnect (keep nothing usable, allow reconnecting).
-    Disconnect,
-    /// Revoke at the provider and locally.
-    Revoke,
-    /// Sync documents (refreshing the access token when needed).
-    Sync,
-}
-
-impl ConnectionOp {
-    /// The path segment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionOp::Authorize => "authorize",
-            ConnectionOp::Disconnect => "disconnect",
-            ConnectionOp::Revoke => "revoke",
-            ConnectionOp::Sync => "sync",
-        }
-    }
-}
 
 /// The replicas' base URLs and one connection pool. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -204,7 +146,9 @@ impl ApiClient {
         let answer = self
             .request(
                 Method::POST,
-                paths::connection(workspace, provider, ConnectionOp::Authorize),
+                crate::operation::WorkspaceOp::Authorize
+                    .request(workspace, provider, "")
+                    .1,
             )
             .on_replica(replica)
             .bearer(bearer)

@@ -16,7 +16,11 @@
 //!   refresh rotation, revocation, injectable errors and delays, and call counters.
 //! - [`scenario`]: scenario files, their typed model and checks, schedules, the
 //!   [`scenario::run::ScenarioRunner`], traces and verdicts over repeated runs.
-//! - [`client`]: [`client::ApiClient`], the one HTTP client of the service's API.
+//! - [`client`]: [`client::ApiClient`], the one HTTP client of the service's API, and
+//!   [`operation`]: [`operation::WorkspaceOp`], the one vocabulary of workspace operations that
+//!   scenarios, exploration and the state machine share (request, model answer, name).
+//! - [`schedule`]: [`schedule::Scheduler`], the one scheduling trait, with its strategies
+//!   (file order, replay, DFS, PCT), one file each.
 //! - [`explore`]: `harbor-certify explore` — every interleaving (or PCT-random ones) of a
 //!   workspace's operations on the real service, checked against invariants and the model.
 //! - [`commands`]: the `harbor-certify` command line, one file per command.
@@ -47,10 +51,12 @@ pub mod fixtures;
 pub mod fuzzing;
 pub mod model;
 pub mod mutants;
+pub mod operation;
 pub mod oracles;
 pub mod provision;
 pub mod report;
 pub mod scenario;
+pub mod schedule;
 pub mod secret_file;
 
 pub mod statemachine;
@@ -65,7 +71,7 @@ mod layering {
     /// The layers, bottom first. A module may use the modules of its own layer (without a cycle)
     /// and of the layers below it; a new module has to be placed here.
     const LAYERS: &[(&str, &[&str])] = &[
-        ("leaves", &["catalogue", "model", "secret_file"]),
+        ("leaves", &["catalogue", "model", "schedule", "secret_file"]),
         (
             "parts",
             &[
@@ -77,7 +83,7 @@ mod layering {
                 "tokens",
             ],
         ),
-        ("wire", &["client"]),
+        ("wire", &["client", "operation"]),
         ("boundary", &["target"]),
         ("checks", &["oracles"]),
         ("techniques", &["explore", "scenario", "statemachine"]),

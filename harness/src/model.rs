@@ -77,7 +77,8 @@ impl Expected {
         }
     }
 
-    fn error(status: u16, code: &'static str) -> Self {
+    /// An error answer: `status` with the stable `code`.
+    pub fn error(status: u16, code: &'static str) -> Self {
         Self {
             status,
             code: Some(code),

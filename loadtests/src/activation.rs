@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harbor_harness::client::{paths, ApiClient};
+use harbor_harness::client::ApiClient;
+use harbor_harness::operation::paths;
 use harbor_harness::target::in_process::serve::{BenchTenants, BenchUser};
 use serde::Serialize;
 

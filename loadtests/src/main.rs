@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use goose::prelude::*;
-use harbor_harness::client::{paths, ApiClient, ConnectionOp};
+use harbor_harness::client::ApiClient;
 use harbor_harness::fixtures::TenantWorkspace;
+use harbor_harness::operation::{paths, WorkspaceOp};
 use harbor_harness::provision::{BackendChoice, Infra};
 use harbor_harness::target::in_process::{InProcess, ServiceOptions};
 use harbor_harness::tokens::TokenKind;
@@ -128,12 +129,12 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     let workspace = s.users[user.get_session_data_unchecked::<Claimed>().0].workspace;
     let base0 = &s.replicas[0];
     let base1 = &s.replicas[s.replicas.len() - 1];
-    let path = |op| paths::connection(workspace, Provider::Qbo, op);
+    let path = |op: WorkspaceOp| op.request(workspace, Provider::Qbo, "").1;
     // The provider's consent page is not the service under test: not timed, but a failure there
     // fails the authorize request it follows.
     let consent = std::sync::Arc::new(std::sync::Mutex::new(None));
     let slot = consent.clone();
-    let authorize_url = format!("{base0}{}", path(ConnectionOp::Authorize));
+    let authorize_url = format!("{base0}{}", path(WorkspaceOp::Authorize));
     let started = send_checked(
         user,
         GooseMethod::Post,
@@ -174,7 +175,7 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     send(
         user,
         GooseMethod::Post,
-        &format!("{base1}{}", path(ConnectionOp::Sync)),
+        &format!("{base1}{}", path(WorkspaceOp::Sync)),
         "sync",
         &[200],
     )
@@ -191,7 +192,7 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     send(
         user,
         GooseMethod::Post,
-        &format!("{base0}{}", path(ConnectionOp::Disconnect)),
+        &format!("{base0}{}", path(WorkspaceOp::Disconnect)),
         "disconnect",
         &[200],
     )

@@ -82,7 +82,7 @@ pub fn activation(
                             sut.client
                                 .request(
                                     reqwest::Method::POST,
-                                    harbor_harness::client::paths::activation(t.workspace),
+                                    harbor_harness::operation::paths::activation(t.workspace),
                                 )
                                 .bearer(Some(bearer))
                                 .send()

@@ -10,7 +10,7 @@ use super::{parse_flaws, provision_or_explain, CANNOT_RUN, LOGS, NOT_CERTIFIED};
 use crate::provision::BackendChoice;
 use crate::scenario::load::{self, LoadedScenario};
 use crate::scenario::run::{RecordedRun, ScenarioRunner};
-use crate::scenario::schedule::{FileOrder, Replay, Scheduler};
+use crate::schedule::{FileOrder, Replay, Scheduler};
 use crate::target::in_process::InProcessLauncher;
 
 /// What to replay.
@@ -98,7 +98,7 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
     let judged_on_failures = recorded.is_none();
     for n in 1..=args.repeat.max(1) {
         let mut scheduler: Box<dyn Scheduler> = match &recorded {
-            Some(r) => Box::new(Replay::new(&r.schedule)),
+            Some(r) => Box::new(Replay::exact(&r.schedule)),
             None => Box::new(FileOrder),
         };
         let run = runner.run_scheduled(&loaded, scheduler.as_mut()).await;

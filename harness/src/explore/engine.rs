@@ -1,5 +1,5 @@
 //! One schedule, executed: the operations on a fresh workspace of a running service, advanced one
-//! at a time in the order a [`Chooser`] picks. After every advance the engine *settles*: it waits
+//! at a time in the order a [`Scheduler`] picks. After every advance the engine *settles*: it waits
 //! until every launched operation is parked at one of its sync points, finished, or waiting for a
 //! lock whose holder is itself parked or waiting — proven from `pg_stat_activity` and
 //! `pg_blocking_pids`, never from a sleep. An operation that waits for a lock cannot be chosen until
@@ -15,12 +15,13 @@ use reqwest::Method;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::task::JoinHandle;
 
-use super::ops::{Operation, Start, RAW_UPDATED};
+use super::ops::{Does, Operation, Start, RAW_UPDATED};
 pub use super::record::{summary_of, Decision, EndState, Finished, Observed, ScheduleRun, Stop};
-use crate::client::{paths, Answer, ConnectionOp};
+use crate::client::Answer;
 use crate::evidence;
 use crate::fake_provider::{Consent, Counters};
 use crate::fixtures::TenantWorkspace;
+use crate::schedule::{Ready, Scheduler};
 use crate::target::{Target, TenantSpec};
 use crate::tokens::TokenKind;
 
@@ -28,13 +29,6 @@ use crate::tokens::TokenKind;
 /// use); operations run on the other one (when there are two), so a state kept in one replica's
 /// memory is not found.
 pub const SETUP_REPLICA: usize = 0;
-
-/// Picks the next operation to advance among the enabled ones.
-pub trait Chooser {
-    /// `enabled` are operation indices (parked or not launched), ascending; `step` counts the
-    /// decisions made so far. Returns one of `enabled`.
-    fn choose(&mut self, enabled: &[usize], step: usize) -> usize;
-}
 
 /// How long a settle waits for a park or a finished request before it reads the lock tables: a
 /// released request reaches its next point within a millisecond or two unless it waits.
@@ -63,6 +57,14 @@ pub struct Prepared {
     workspace: TenantWorkspace,
     consent: Option<Consent>,
     took: Duration,
+}
+
+/// Why a schedule stopped before every operation was done.
+enum Halt {
+    /// The system could not go on: a hang, a deadlock, a request that could not be sent.
+    Stuck(String),
+    /// The scheduler could not: a replay whose recorded choice cannot run.
+    Refused(String),
 }
 
 enum Work {
@@ -193,15 +195,15 @@ impl<'a> Engine<'a> {
         Ok(None)
     }
 
-    /// Runs `ops` from `start`, advancing them in the order `chooser` picks.
+    /// Runs `ops` from `start`, advancing them in the order `scheduler` picks.
     pub async fn run(
         &self,
         ops: &[Operation],
         start: Start,
-        chooser: &mut dyn Chooser,
+        scheduler: &mut dyn Scheduler,
     ) -> Result<ScheduleRun, String> {
         let prepared = self.prepare(start).await?;
-        self.run_prepared(ops, prepared, chooser).await
+        self.run_prepared(ops, prepared, scheduler).await
     }
 
     /// Runs `ops` on a workspace [`Engine::prepare`] made.
@@ -209,7 +211,7 @@ impl<'a> Engine<'a> {
         &self,
         ops: &[Operation],
         prepared: Prepared,
-        chooser: &mut dyn Chooser,
+        scheduler: &mut dyn Scheduler,
     ) -> Result<ScheduleRun, String> {
         let started = Instant::now();
         let consent = self.finish_setup(&prepared).await?;
@@ -239,6 +241,7 @@ impl<'a> Engine<'a> {
             exclusion_broken: None,
             status_at_activation_commit: Vec::new(),
             stuck: None,
+            refused: None,
             end: EndState::default(),
             lock_left: None,
             tokens_unbound: None,
@@ -247,10 +250,12 @@ impl<'a> Engine<'a> {
             checks: Duration::ZERO,
         };
         let outcome = self
-            .drive(&t, consent.as_ref(), &mut actors, &mut run, chooser)
+            .drive(&t, consent.as_ref(), &mut actors, &mut run, scheduler)
             .await;
-        if let Err(stuck) = outcome {
-            run.stuck = Some(stuck);
+        match outcome {
+            Ok(()) => {}
+            Err(Halt::Stuck(stuck)) => run.stuck = Some(stuck),
+            Err(Halt::Refused(why)) => run.refused = Some(why),
         }
         // Clean-up: nothing stays parked, armed or open for the next schedule.
         self.target.release_all();
@@ -321,17 +326,20 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// Advances the operations until all are done; a [`Halt`] says why it stopped short.
     async fn drive(
         &self,
         t: &TenantWorkspace,
         consent: Option<&Consent>,
         actors: &mut [Running],
         run: &mut ScheduleRun,
-        chooser: &mut dyn Chooser,
-    ) -> Result<(), String> {
+        scheduler: &mut dyn Scheduler,
+    ) -> Result<(), Halt> {
         loop {
             let decision = run.decisions.len();
-            self.settle(actors, run, decision).await?;
+            self.settle(actors, run, decision)
+                .await
+                .map_err(Halt::Stuck)?;
             self.check_exclusion(actors, run);
             let enabled: Vec<usize> = actors
                 .iter()
@@ -348,20 +356,38 @@ impl<'a> Engine<'a> {
                     .filter(|a| a.stop != Some(Stop::Done))
                     .map(|a| format!("{} {:?}", a.tag, a.stop))
                     .collect();
-                return Err(format!(
+                return Err(Halt::Stuck(format!(
                     "nothing can advance but {} is unfinished (a deadlock)",
                     waiting.join(", ")
-                ));
+                )));
             }
-            let chosen = chooser.choose(&enabled, decision);
-            let chosen = if enabled.contains(&chosen) {
-                chosen
-            } else {
-                enabled[0]
+            let ready: Vec<Ready> = enabled
+                .iter()
+                .map(|&i| Ready {
+                    step: i,
+                    actor: Some(actors[i].tag.clone()),
+                })
+                .collect();
+            let chosen = match scheduler.next(&ready) {
+                Ok(Some(chosen)) if enabled.contains(&chosen) => chosen,
+                Ok(Some(chosen)) => {
+                    return Err(Halt::Refused(format!(
+                        "{} chose {chosen}, which cannot run (only {enabled:?} can)",
+                        scheduler.name()
+                    )))
+                }
+                Ok(None) => {
+                    return Err(Halt::Refused(format!(
+                        "{} stopped with {enabled:?} still able to run",
+                        scheduler.name()
+                    )))
+                }
+                Err(e) => return Err(Halt::Refused(format!("{}: {e}", scheduler.name()))),
             };
             run.decisions.push(Decision { enabled, chosen });
             self.advance(t, consent, &mut actors[chosen], chosen, run)
-                .await?;
+                .await
+                .map_err(Halt::Stuck)?;
         }
     }
 
@@ -377,18 +403,18 @@ impl<'a> Engine<'a> {
         if !a.launched {
             a.launched = true;
             a.stop = None;
-            if a.op == Operation::DbCut {
-                // Done in place: the step returns once the cut backends are gone, so the next
-                // decision sees the effect (a parked request's transaction is already dead).
+            if let Some(kind) = a.op.fault() {
+                // Done in place: the fault returns once it has taken effect (cut backends gone),
+                // so the next decision sees it (a parked request's transaction is already dead).
                 let fault = crate::faults::Fault {
-                    kind: crate::faults::FaultKind::PostgresDropConnections,
+                    kind,
                     replica: None,
                     actor: None,
                     down_for: Duration::ZERO,
                 };
                 let summary = match self.target.apply_fault(&fault).await {
                     Ok(_) => "ok".to_owned(),
-                    Err(e) => return Err(format!("{}: the database cut failed: {e}", a.tag)),
+                    Err(e) => return Err(format!("{}: the fault {kind:?} failed: {e}", a.tag)),
                 };
                 run.finished[index] = Some(Finished {
                     status: 0,
@@ -400,7 +426,7 @@ impl<'a> Engine<'a> {
                 a.stop = Some(Stop::Done);
                 return Ok(());
             }
-            if a.op == Operation::RawDisconnect {
+            if a.op.is_raw_sql() {
                 let url = self
                     .target
                     .database_url()
@@ -434,7 +460,7 @@ impl<'a> Engine<'a> {
             return Err(format!("{} is not parked", a.tag));
         };
         a.stop = None;
-        if a.op == Operation::RawDisconnect {
+        if a.op.is_raw_sql() {
             let conn = a.session.take().ok_or("the raw writer's session is gone")?;
             a.sql_step += 1;
             a.work = Some(Work::Sql(spawn_sql(
@@ -470,30 +496,11 @@ impl<'a> Engine<'a> {
     ) -> impl std::future::Future<Output = Result<Answer, String>> + Send + 'static {
         let client = self.target.client().clone();
         let bearer = self.target.bearer(t.owner, TokenKind::Valid);
-        let ws = t.workspace;
-        let (method, path) = match a.op {
-            Operation::Activate => (Method::POST, paths::activation(ws)),
-            Operation::Authorize => (
-                Method::POST,
-                paths::connection(ws, Provider::Qbo, ConnectionOp::Authorize),
-            ),
-            Operation::Callback => {
-                let query = consent.map(|c| c.callback_query()).unwrap_or_default();
-                (Method::GET, paths::callback(Provider::Qbo, &query))
-            }
-            Operation::Disconnect => (
-                Method::POST,
-                paths::connection(ws, Provider::Qbo, ConnectionOp::Disconnect),
-            ),
-            Operation::Revoke => (
-                Method::POST,
-                paths::connection(ws, Provider::Qbo, ConnectionOp::Revoke),
-            ),
-            Operation::Sync => (
-                Method::POST,
-                paths::connection(ws, Provider::Qbo, ConnectionOp::Sync),
-            ),
-            Operation::RawDisconnect | Operation::DbCut => (Method::GET, "/".into()),
+        let query = consent.map(|c| c.callback_query()).unwrap_or_default();
+        let (method, path) = match a.op.does() {
+            Does::Request(op) => op.request(t.workspace, Provider::Qbo, &query),
+            // Not requests: launched by `advance` without one.
+            Does::RawSql | Does::Fault(_) => (Method::GET, "/".into()),
         };
         let call = client
             .request(method, path)
@@ -601,7 +608,7 @@ impl<'a> Engine<'a> {
                 .iter()
                 .filter(|a| {
                     a.launched
-                        && a.op != Operation::RawDisconnect
+                        && !a.op.is_raw_sql()
                         && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
                 })
                 .flat_map(|a| {
@@ -698,7 +705,7 @@ impl<'a> Engine<'a> {
             }
             _ => {}
         }
-        if a.op != Operation::RawDisconnect {
+        if !a.op.is_raw_sql() {
             for point in a.op.points() {
                 if self
                     .target

@@ -5,7 +5,6 @@
 //! - [`ops`]: the operations and the starting states.
 //! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
 //!   tables.
-//! - [`strategy`]: DFS (systematic), PCT (random, seeded), replay.
 //! - [`record`]: what an executed schedule records. [`oracle`]: the anomalies a schedule can show.
 //! - [`save`]: a violation written out as an ordinary scenario file, minimised.
 //!
@@ -18,7 +17,6 @@ pub mod ops;
 pub mod oracle;
 pub mod record;
 pub mod save;
-pub mod strategy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -259,8 +257,8 @@ async fn explore_on(
             anomalies: Vec::new(),
         };
         let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
-        let mut dfs = strategy::Dfs::new(ops);
-        let mirrors = strategy::dfs::mirrors(ops);
+        let mut dfs = crate::schedule::Dfs::new(ops);
+        let mirrors = crate::schedule::dfs::mirrors(ops);
         let mut length = 8;
         // The next schedule's workspace is made while this one runs (it touches only its own).
         let mut next = Some(engine.prepare(start).await?);
@@ -275,20 +273,23 @@ async fn explore_on(
             let mut pct = match options.mode {
                 Mode::Random { seed, depth } => Some((
                     seed + set.explored as u64,
-                    strategy::Pct::new(seed + set.explored as u64, ops.len(), length, depth),
+                    crate::schedule::Pct::new(seed + set.explored as u64, ops.len(), length, depth),
                 )),
                 Mode::Systematic => None,
             };
             let mut dfs_run = dfs.schedule();
-            let chooser: &mut dyn engine::Chooser = match pct.as_mut() {
+            let scheduler: &mut dyn crate::schedule::Scheduler = match pct.as_mut() {
                 Some((_, p)) => p,
                 None => &mut dfs_run,
             };
             let (run, following) = tokio::join!(
-                engine.run_prepared(ops, prepared, chooser),
+                engine.run_prepared(ops, prepared, scheduler),
                 engine.prepare(start)
             );
             let (run, seed) = (run?, pct.map(|(s, _)| s));
+            if let Some(why) = &run.refused {
+                return Err(format!("exploring {ops:?}: {why}"));
+            }
             next = following.ok();
             length = length.max(run.decisions.len());
             schedule_time += run.duration;

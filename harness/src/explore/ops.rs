@@ -1,7 +1,9 @@
-//! The operations exploration interleaves: the service's state-changing flows on one workspace,
-//! each a sequence of its sync points, plus a raw-SQL writer that skips the advisory lock (the
-//! audit's "future code path"). Each knows its points, how it is sent, and what the reference
-//! model says it does.
+//! The operations exploration interleaves, in one table ([`Operation::entry`]): the service's
+//! state-changing flows on one workspace (each a [`WorkspaceOp`] of Harbor's one vocabulary, a
+//! sequence of its sync points), a raw-SQL writer that skips the advisory lock (the audit's
+//! "future code path"), and faults (each the same [`FaultKind`] a scenario's `fault` step does).
+//! Adding an operation is adding its variant and its row of the table; the engine, the oracles and
+//! the saved scenario read what it does from the row.
 
 use std::fmt;
 
@@ -9,7 +11,9 @@ use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::syncpoints as sp;
 
-use crate::model::{Expected, Model, Transition, Who};
+use crate::faults::FaultKind;
+use crate::model::{Expected, Model, Who};
+use crate::operation::WorkspaceOp;
 
 /// One operation on the explored workspace (always as its owner, on the QuickBooks connection).
 #[derive(
@@ -44,8 +48,7 @@ pub enum Operation {
     /// that takes no advisory lock.
     RawDisconnect,
     /// A fault, not a request: every replica's database links cut at once
-    /// (`postgres_drop_connections`; it returns once their backends are gone). Whatever it
-    /// interrupts must fail cleanly — a documented 503, nothing half-written, no grant lost.
+    /// (`postgres_drop_connections`; it returns once their backends are gone).
     DbCut,
 }
 
@@ -61,6 +64,28 @@ pub fn raw_disconnect_sql(workspace: &str) -> String {
     )
 }
 
+/// What an operation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Does {
+    /// A request of Harbor's vocabulary, as the workspace's owner, on its QuickBooks connection.
+    Request(WorkspaceOp),
+    /// The raw writer: [`raw_disconnect_sql`] in a session of its own, then `COMMIT`.
+    RawSql,
+    /// A fault, applied in place for every replica (it returns once it has taken effect).
+    Fault(FaultKind),
+}
+
+/// One row of the operation table.
+pub struct Entry {
+    /// The name used in files, reports and `--ops`.
+    pub name: &'static str,
+    /// What it does.
+    pub does: Does,
+    /// The sync points it can stop at, in path order (all are armed at launch; it parks at each
+    /// one it reaches).
+    pub points: &'static [&'static str],
+}
+
 impl Operation {
     /// Every operation.
     pub const ALL: [Operation; 8] = [
@@ -74,68 +99,103 @@ impl Operation {
         Operation::DbCut,
     ];
 
-    /// The name used in files and reports.
-    pub fn as_str(self) -> &'static str {
+    /// Its row of the operation table.
+    pub fn entry(self) -> Entry {
+        let request = |op: WorkspaceOp, points| Entry {
+            name: op.as_str(),
+            does: Does::Request(op),
+            points,
+        };
         match self {
-            Operation::Activate => "activate",
-            Operation::Authorize => "authorize",
-            Operation::Callback => "callback",
-            Operation::Disconnect => "disconnect",
-            Operation::Revoke => "revoke",
-            Operation::Sync => "sync",
-            Operation::RawDisconnect => "raw_disconnect",
-            Operation::DbCut => "db_cut",
+            Operation::Activate => request(
+                WorkspaceOp::Activate,
+                &[
+                    sp::ACTIVATION_LOCKED,
+                    sp::ACTIVATION_STATUS_READ,
+                    sp::ACTIVATION_BEFORE_COMMIT,
+                    sp::ACTIVATION_FAILING,
+                ],
+            ),
+            Operation::Authorize => request(WorkspaceOp::Authorize, &[sp::OAUTH_AUTHORIZE_LOCKED]),
+            Operation::Callback => request(
+                WorkspaceOp::Callback,
+                &[
+                    sp::OAUTH_CALLBACK_STATE_CONSUMED,
+                    sp::OAUTH_CALLBACK_EXCHANGED,
+                    sp::OAUTH_CALLBACK_LOCKED,
+                    sp::OAUTH_CALLBACK_BEFORE_COMMIT,
+                ],
+            ),
+            Operation::Disconnect => request(
+                WorkspaceOp::Disconnect,
+                &[sp::LIFECYCLE_LOCKED, sp::LIFECYCLE_BEFORE_COMMIT],
+            ),
+            Operation::Revoke => request(
+                WorkspaceOp::Revoke,
+                &[sp::LIFECYCLE_LOCKED, sp::LIFECYCLE_BEFORE_COMMIT],
+            ),
+            Operation::Sync => request(
+                WorkspaceOp::Sync,
+                &[sp::SYNC_LOCKED, sp::SYNC_REFRESHED, sp::SYNC_BEFORE_FETCH],
+            ),
+            Operation::RawDisconnect => Entry {
+                name: "raw_disconnect",
+                does: Does::RawSql,
+                points: &[RAW_UPDATED],
+            },
+            // Whatever the cut interrupts must fail cleanly — a documented 503, nothing
+            // half-written, no grant lost.
+            Operation::DbCut => Entry {
+                name: "db_cut",
+                does: Does::Fault(FaultKind::PostgresDropConnections),
+                points: &[],
+            },
         }
     }
 
-    /// The sync points it can stop at, in path order (all are armed at launch; it parks at each
-    /// one it reaches).
-    pub fn points(self) -> &'static [&'static str] {
-        match self {
-            Operation::Activate => &[
-                sp::ACTIVATION_LOCKED,
-                sp::ACTIVATION_STATUS_READ,
-                sp::ACTIVATION_BEFORE_COMMIT,
-                sp::ACTIVATION_FAILING,
-            ],
-            Operation::Authorize => &[sp::OAUTH_AUTHORIZE_LOCKED],
-            Operation::Callback => &[
-                sp::OAUTH_CALLBACK_STATE_CONSUMED,
-                sp::OAUTH_CALLBACK_EXCHANGED,
-                sp::OAUTH_CALLBACK_LOCKED,
-                sp::OAUTH_CALLBACK_BEFORE_COMMIT,
-            ],
-            Operation::Disconnect | Operation::Revoke => {
-                &[sp::LIFECYCLE_LOCKED, sp::LIFECYCLE_BEFORE_COMMIT]
-            }
-            Operation::Sync => &[sp::SYNC_LOCKED, sp::SYNC_REFRESHED, sp::SYNC_BEFORE_FETCH],
-            Operation::RawDisconnect => &[RAW_UPDATED],
-            Operation::DbCut => &[],
+    /// The name used in files and reports.
+    pub fn as_str(self) -> &'static str {
+        self.entry().name
+    }
+
+    /// What it does.
+    pub fn does(self) -> Does {
+        self.entry().does
+    }
+
+    /// The fault it is, if it is one.
+    pub fn fault(self) -> Option<FaultKind> {
+        match self.does() {
+            Does::Fault(kind) => Some(kind),
+            _ => None,
         }
+    }
+
+    /// Whether it is the raw writer.
+    pub fn is_raw_sql(self) -> bool {
+        self.does() == Does::RawSql
+    }
+
+    /// The sync points it can stop at, in path order.
+    pub fn points(self) -> &'static [&'static str] {
+        self.entry().points
     }
 
     /// The scenario file's `do` for it.
     pub fn scenario_action(self) -> &'static str {
-        match self {
-            Operation::RawDisconnect => "sql",
-            Operation::DbCut => "fault",
-            other => other.as_str(),
+        match self.does() {
+            Does::Request(op) => op.as_str(),
+            Does::RawSql => "sql",
+            Does::Fault(_) => "fault",
         }
     }
 
     /// What the reference model says it answers, applied to `model` (state index 0 is the flow the
     /// starting state left pending).
     pub fn apply(self, model: &mut Model) -> Option<Expected> {
-        match self {
-            Operation::Activate => Some(model.activate(Who::Owner)),
-            Operation::Authorize => Some(model.authorize(Who::Owner, Provider::Qbo)),
-            Operation::Callback => Some(model.callback(0, Who::Owner, Provider::Qbo, false)),
-            Operation::Disconnect => {
-                Some(model.end(Who::Owner, Provider::Qbo, Transition::Disconnect))
-            }
-            Operation::Revoke => Some(model.end(Who::Owner, Provider::Qbo, Transition::Revoke)),
-            Operation::Sync => Some(model.sync(Provider::Qbo)),
-            Operation::RawDisconnect => {
+        match self.does() {
+            Does::Request(op) => Some(op.apply(model, Who::Owner, Provider::Qbo, 0, false)),
+            Does::RawSql => {
                 // No lifecycle rules: the raw writer sets the status, whatever it was.
                 if let Some(c) = model.connections.get_mut(&Provider::Qbo) {
                     c.status = ConnectionStatus::Disconnected;
@@ -145,9 +205,10 @@ impl Operation {
                 }
                 None
             }
-            // The model has no database to lose: a cut changes nothing it tracks. What the cut
-            // does to another operation is the oracle's business (an interrupted operation).
-            Operation::DbCut => None,
+            // The model has no database or cache to lose: a fault changes nothing it tracks.
+            // What the fault does to another operation is the oracle's business (an interrupted
+            // operation).
+            Does::Fault(_) => None,
         }
     }
 }

@@ -10,14 +10,15 @@
 //! - *Activation only of a connected workspace*: when an activation commits a new row, the
 //!   committed connection status at that moment is CONNECTED.
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
-//! - *Under a database cut* (`db_cut`): an operation may instead be interrupted — a documented
+//! - *Under a fault* (an operation whose row does one, such as `db_cut`): an operation may instead
+//!   be interrupted — a documented
 //!   503 ([`UNAVAILABLE_CODES`]) with the end state of the serial orders without it — and no
 //!   grant exchanged during the schedule may be left neither stored nor revoked.
 
 use serde::Serialize;
 
 use super::engine::{ScheduleRun, Stop};
-use super::ops::{Operation, Start};
+use super::ops::{Does, Operation, Start};
 use crate::model::Model;
 
 /// What went wrong, by name.
@@ -107,10 +108,10 @@ pub struct SerialOutcome {
 pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut out = Vec::new();
     let mut skips: Vec<Option<usize>> = vec![None];
-    if ops.contains(&Operation::DbCut) {
+    if ops.iter().any(|o| o.fault().is_some()) {
         skips.extend(
             (0..ops.len())
-                .filter(|&i| ops[i] != Operation::DbCut)
+                .filter(|&i| ops[i].fault().is_none())
                 .map(Some),
         );
     }
@@ -245,7 +246,7 @@ pub fn check(
             ),
         );
     }
-    let cut = ops.contains(&Operation::DbCut);
+    let cut = ops.iter().any(|o| o.fault().is_some());
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
             if f.status >= 500 && !(cut && is_unavailable(f)) {
@@ -275,7 +276,7 @@ pub fn check(
     // and every one exchanged during the schedule is, at the end, stored or revoked — a cut may
     // interrupt a callback after its exchange, and revoke and disconnect give theirs back. (Not
     // with the raw writer, which ends a stored grant's row behind the service's back.)
-    let silently_ends_grants = ops.contains(&Operation::RawDisconnect);
+    let silently_ends_grants = ops.iter().any(|o| o.is_raw_sql());
     if !silently_ends_grants {
         let held_before = u64::from(matches!(start, Start::Connected | Start::Stale));
         let stored = u64::from(
@@ -328,9 +329,7 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
                 .answer
                 .as_ref()
                 .is_some_and(|a| crate::statemachine::compare(a, expected).is_ok()),
-            (None, Some(f)) => {
-                matches!(op, Operation::RawDisconnect | Operation::DbCut) && f.summary == "ok"
-            }
+            (None, Some(f)) => !matches!(op.does(), Does::Request(_)) && f.summary == "ok",
             _ => false,
         })
 }

@@ -8,14 +8,7 @@ use harbor_service::lifecycle::ConnectionStatus;
 
 use crate::client::Answer;
 
-/// One decision: what could advance, and what did.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Decision {
-    /// Operation indices that could advance.
-    pub enabled: Vec<usize>,
-    /// The one that did.
-    pub chosen: usize,
-}
+pub use crate::schedule::Decision;
 
 /// Where an operation stands once the system has settled.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -94,6 +87,10 @@ pub struct ScheduleRun {
     pub status_at_activation_commit: Vec<(usize, Option<ConnectionStatus>)>,
     /// What the run could not do (a hang, a deadlock, a request that failed), if anything.
     pub stuck: Option<String>,
+    /// The scheduler refused to go on (a replay whose recorded choice could not run): the run is
+    /// not the schedule asked for, and no verdict rests on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// The state at the end.
     pub end: EndState,
     /// Whether any workspace lock was still held or awaited at the end.

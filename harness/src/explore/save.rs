@@ -8,14 +8,25 @@
 //! shortest prefix of the choices that still shows it is kept (after the prefix the lowest enabled
 //! operation goes first).
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::engine::{Engine, ScheduleRun, Stop};
-use super::ops::{Operation, Start, RAW_UPDATED};
+use super::ops::{Does, Operation, Start, RAW_UPDATED};
 use super::oracle::{self, Anomaly};
-use super::strategy::Replay;
 use super::Violation;
+use crate::operation::WorkspaceOp;
+use crate::scenario::format::{
+    self, ActorDef, Assertion, Expect, ScenarioFile, Severity, TenantFixture,
+};
+use crate::scenario::step::clock::RawAdvanceClock;
+use crate::scenario::step::fault::RawFault;
+use crate::scenario::step::release::RawRelease;
+use crate::scenario::step::request::{RawExpectBlocked, RawRequest};
+use crate::scenario::step::sql::RawSql;
+use crate::scenario::step::until::RawUntil;
+use crate::scenario::step::wait::RawWait;
+use crate::scenario::step::RawStep;
+use crate::schedule::{Replay, Schedule};
 
 /// Whether `choices` on `ops` from `start` still shows `anomaly`; the run when it does.
 async fn reproduces(
@@ -26,8 +37,13 @@ async fn reproduces(
     anomaly: Anomaly,
 ) -> Result<Option<ScheduleRun>, String> {
     let run = engine
-        .run(ops, start, &mut Replay::new(choices.to_vec()))
+        .run(ops, start, &mut Replay::prefix(&Schedule(choices.to_vec())))
         .await?;
+    // Dropping an operation renumbers the rest: a recorded choice that cannot run now is a
+    // different schedule, not this one.
+    if run.refused.is_some() {
+        return Ok(None);
+    }
     let serial = oracle::serial_outcomes(ops, start);
     let shown = oracle::check(ops, start, &run, &serial)
         .iter()
@@ -86,13 +102,13 @@ pub async fn save(
     let path = dir.join(format!("{id}.toml"));
     std::fs::write(
         &path,
-        scenario(&id, &ops, v.start, &best, v.anomaly, &v.detail),
+        scenario(&id, &ops, v.start, &best, v.anomaly, &v.detail)?,
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path, best))
 }
 
-/// The scenario file of `run`.
+/// The scenario file of `run`, through the one writer of scenario files.
 pub fn scenario(
     id: &str,
     ops: &[Operation],
@@ -100,56 +116,53 @@ pub fn scenario(
     run: &ScheduleRun,
     anomaly: Anomaly,
     detail: &str,
-) -> String {
-    let mut out = String::new();
+) -> Result<String, String> {
     let names: Vec<&str> = ops.iter().map(|o| o.as_str()).collect();
     let choices: Vec<String> = run.decisions.iter().map(|d| d.chosen.to_string()).collect();
-    let _ = writeln!(out, "id = \"{id}\"");
-    let _ = writeln!(
-        out,
-        "title = \"Exploration found {}: {} from {}\"",
-        anomaly.as_str(),
-        names.join(" + "),
-        start.as_str()
+    let mut file = ScenarioFile::new(
+        id,
+        &format!(
+            "Exploration found {}: {} from {}",
+            anomaly.as_str(),
+            names.join(" + "),
+            start.as_str()
+        ),
+        "harbor-certify explore",
+        Severity::High,
+        "concurrency",
     );
-    let _ = writeln!(
-        out,
-        "source = \"harbor-certify explore\"\nseverity = \"high\"\narea = \"concurrency\""
-    );
-    let _ = writeln!(
-        out,
-        "description = \"\"\"\n{}\nSchedule (operation per decision): [{}].\n\"\"\"\n",
-        detail.replace('"', "'"),
+    file.description = format!(
+        "{detail}\nSchedule (operation per decision): [{}].\n",
         choices.join(" ")
     );
-    let _ = writeln!(out, "[service]\nreplicas = 2\nstep_timeout_ms = 2000\n");
-    let _ = writeln!(out, "[[tenants]]\nname = \"w\"");
+    file.service.replicas = 2;
+    file.service.step_timeout_ms = 2000;
+    let mut tenant = TenantFixture::named("w");
     if start != Start::Pending {
-        let _ = writeln!(out, "oauth = [\"qbo\"]");
+        tenant.oauth = vec!["qbo".into()];
     }
-    let _ = writeln!(
-        out,
-        "\n[[actors]]\nname = \"S\"\nuser = \"w.owner\"\nrole = \"Set-up\""
-    );
+    file.tenants = vec![tenant];
+    file.actors = vec![ActorDef::new("S", Some("w.owner"), "Set-up")];
     for (i, op) in ops.iter().enumerate() {
-        if *op == Operation::DbCut {
-            // A fault step has no actor.
+        // A fault step has no actor; the raw writer has no user.
+        if op.fault().is_some() {
             continue;
         }
-        let user = if *op == Operation::RawDisconnect {
-            String::new()
-        } else {
-            "user = \"w.owner\"\n".into()
-        };
-        let _ = writeln!(out, "\n[[actors]]\nname = \"E{i}\"\n{user}role = \"{op}\"");
+        let user = (!op.is_raw_sql()).then_some("w.owner");
+        file.actors
+            .push(ActorDef::new(&format!("E{i}"), user, op.as_str()));
     }
     match start {
-        Start::Pending => {
-            let _ = writeln!(out, "\n[[steps]]\nactor = \"S\"\ndo = \"authorize\"\nprovider = \"qbo\"\nnote = \"the flow the callback completes\"");
-        }
-        Start::Stale => {
-            let _ = writeln!(out, "\n[[steps]]\ndo = \"advance_clock\"\nseconds = {}\nnote = \"the access token is stale\"", crate::model::TOKEN_TTL);
-        }
+        Start::Pending => file.steps.push(RawStep::Authorize(RawRequest {
+            actor: "S".into(),
+            note: Some("the flow the callback completes".into()),
+            provider: Some("qbo".into()),
+            ..RawRequest::default()
+        })),
+        Start::Stale => file.steps.push(RawStep::AdvanceClock(RawAdvanceClock {
+            note: Some("the access token is stale".into()),
+            seconds: crate::model::TOKEN_TTL as u64,
+        })),
         Start::Connected => {}
     }
     // The model's answers, in the serial order the operations finished in (or the first order):
@@ -163,29 +176,36 @@ pub fn scenario(
         anomaly,
         Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace
     );
-    let expect_of = |i: usize| -> Option<String> {
-        // An operation the cut interrupted: its documented answer, or a 5xx fails the step.
+    let with_fault = ops.iter().any(|o| o.fault().is_some());
+    let expect_of = |i: usize| -> Option<Expect> {
+        // An operation a fault interrupted: its documented answer, or a 5xx fails the step.
         if let Some(f) = run.finished[i]
             .as_ref()
-            .filter(|f| ops.contains(&Operation::DbCut) && oracle::is_unavailable(f))
+            .filter(|f| with_fault && oracle::is_unavailable(f))
         {
-            return Some(format!(
-                "expect = {{ status = {}, code = \"{}\" }}",
-                f.status,
-                f.code.as_deref().unwrap_or_default()
-            ));
+            return Some(Expect {
+                status: Some(f.status),
+                code: Some(f.code.clone().unwrap_or_default()),
+                ..Expect::default()
+            });
         }
         let e = chosen?.answers[i].as_ref()?;
-        about_answers.then(|| match e.code {
-            Some(code) => format!("expect = {{ status = {}, code = \"{code}\" }}", e.status),
-            None => format!("expect = {{ status = {} }}", e.status),
+        about_answers.then(|| Expect {
+            status: Some(e.status),
+            code: e.code.map(str::to_owned),
+            ..Expect::default()
         })
+    };
+    let blocked = |on: String| RawExpectBlocked {
+        on,
+        ..RawExpectBlocked::default()
     };
     let intruder = intruder(run);
     let mut raw_in_background = false;
     for (d, decision) in run.decisions.iter().enumerate() {
         let i = decision.chosen;
         let op = ops[i];
+        let actor = format!("E{i}");
         let after: Vec<&Stop> = run
             .observed
             .iter()
@@ -209,96 +229,149 @@ pub fn scenario(
             blocked_on = intruder.map(|(_, holder)| format!("E{holder}"));
         }
         let launched_before = run.decisions[..d].iter().any(|x| x.chosen == i);
-        if op == Operation::DbCut {
-            let _ = writeln!(
-                out,
-                "\n[[steps]]\ndo = \"fault\"\nfault = \"postgres_drop_connections\"\nnote = \"E{i}: every replica's database links cut\""
-            );
-            continue;
-        }
-        let _ = writeln!(out, "\n[[steps]]\nactor = \"E{i}\"");
-        if op == Operation::RawDisconnect {
-            if launched_before {
+        let step = match op.does() {
+            Does::Fault(kind) => RawStep::Fault(RawFault {
+                note: Some(format!("{actor}: {op}")),
+                fault: kind,
+                replica: None,
+                actor: None,
+                for_ms: None,
+            }),
+            Does::RawSql if launched_before => {
                 if raw_in_background {
-                    let _ = writeln!(out, "do = \"wait\"\n\n[[steps]]\nactor = \"E{i}\"");
+                    file.steps.push(RawStep::Wait(RawWait {
+                        actor: actor.clone(),
+                        note: None,
+                    }));
                 }
-                let _ = writeln!(out, "do = \"sql\"\nsql = \"COMMIT\"");
-            } else {
-                let _ = writeln!(
-                    out,
-                    "do = \"sql\"\nsql = \"{}\"",
-                    super::ops::raw_disconnect_sql("{workspace:w}")
-                );
-                if let Some(holder) = &blocked_on {
-                    raw_in_background = true;
-                    let _ = writeln!(out, "expect_blocked = {{ on = \"{holder}\" }}");
-                }
+                RawStep::Sql(RawSql {
+                    actor,
+                    sql: "COMMIT".into(),
+                    ..RawSql::default()
+                })
             }
-            continue;
-        }
-        if launched_before {
-            let mut from = run
-                .observed
-                .iter()
-                .filter(|o| o.op == i && o.decision <= d)
-                .filter_map(|o| match o.stop {
-                    Stop::Parked(p) => Some(p),
-                    _ => None,
-                });
-            let point = from.next_back().unwrap_or("");
-            let _ = writeln!(out, "do = \"release\"\npoint = \"{point}\"\nreplica = 1");
-        } else {
-            let _ = writeln!(out, "do = \"{}\"\nreplica = 1", op.scenario_action());
-            if op != Operation::Activate {
-                let _ = writeln!(out, "provider = \"qbo\"");
+            Does::RawSql => {
+                raw_in_background = blocked_on.is_some();
+                RawStep::Sql(RawSql {
+                    actor,
+                    sql: super::ops::raw_disconnect_sql("{workspace:w}"),
+                    expect_blocked: blocked_on.map(blocked),
+                    ..RawSql::default()
+                })
             }
-            if op == Operation::Callback {
-                let _ = writeln!(out, "consent_of = \"S\"");
+            Does::Request(_) if launched_before => {
+                let point = run
+                    .observed
+                    .iter()
+                    .filter(|o| o.op == i && o.decision <= d)
+                    .filter_map(|o| match o.stop {
+                        Stop::Parked(p) => Some(p),
+                        _ => None,
+                    })
+                    .next_back()
+                    .unwrap_or("");
+                RawStep::Release(RawRelease {
+                    actor,
+                    point: point.into(),
+                    replica: 1,
+                    park_at: next_park.map(str::to_owned),
+                    expect_blocked: blocked_on.map(blocked),
+                    ..RawRelease::default()
+                })
             }
-            if next_park.is_none() && blocked_on.is_none() {
-                let _ = writeln!(out, "background = true");
+            Does::Request(kind) => {
+                let r = RawRequest {
+                    actor,
+                    replica: 1,
+                    provider: (kind != WorkspaceOp::Activate).then(|| "qbo".to_owned()),
+                    consent_of: (kind == WorkspaceOp::Callback).then(|| "S".to_owned()),
+                    background: next_park.is_none() && blocked_on.is_none(),
+                    expect: expect_of(i),
+                    park_at: next_park.map(str::to_owned),
+                    expect_blocked: blocked_on.map(blocked),
+                    ..RawRequest::default()
+                };
+                request_step(kind, r)
             }
-            if let Some(e) = expect_of(i) {
-                let _ = writeln!(out, "{e}");
-            }
-        }
-        if let Some(p) = next_park {
-            let _ = writeln!(out, "park_at = \"{p}\"");
-        }
-        if let Some(holder) = blocked_on {
-            let _ = writeln!(out, "expect_blocked = {{ on = \"{holder}\" }}");
-        }
+        };
+        file.steps.push(step);
     }
     for &i in &run.completion_order {
-        if !matches!(ops[i], Operation::RawDisconnect | Operation::DbCut) {
-            let _ = writeln!(out, "\n[[steps]]\nactor = \"E{i}\"\ndo = \"wait\"");
+        if matches!(ops[i].does(), Does::Request(_)) {
+            file.steps.push(RawStep::Wait(RawWait {
+                actor: format!("E{i}"),
+                note: None,
+            }));
         }
     }
     let most = |f: fn(&oracle::SerialOutcome) -> u64| serial.iter().map(f).max().unwrap_or(0);
     let setup_exchanges = u64::from(start != Start::Pending);
-    let assertion = match anomaly {
-        Anomaly::DoubleActivation => Some("sql = \"SELECT count(*) <= 1 AS ok FROM workspace_activations WHERE workspace_id = '{workspace:w}'\"\nequals = true".to_owned()),
-        Anomaly::DoubleConsume => Some(format!("provider_counter = \"qbo.code_exchanges_ok\"\nequals = {}", setup_exchanges + most(|s| s.exchanges))),
-        Anomaly::DuplicateRefresh => Some(format!("provider_counter = \"qbo.refreshes_ok\"\nequals = {}", most(|s| s.refreshes))),
-        Anomaly::LockLeftHeld => Some("no_lock_held = \"w\"".to_owned()),
-        Anomaly::TokenNotBound => Some("tokens_bound = true".to_owned()),
+    let counter = |name: &str, value: u64| Assertion {
+        provider_counter: Some(format!("qbo.{name}")),
+        equals: Some((value as i64).into()),
+        ..Assertion::default()
+    };
+    let found = match anomaly {
+        Anomaly::DoubleActivation => Some(Assertion {
+            sql: Some("SELECT count(*) <= 1 AS ok FROM workspace_activations WHERE workspace_id = '{workspace:w}'".into()),
+            equals: Some(true.into()),
+            ..Assertion::default()
+        }),
+        Anomaly::DoubleConsume => Some(counter("code_exchanges_ok", setup_exchanges + most(|s| s.exchanges))),
+        Anomaly::DuplicateRefresh => Some(counter("refreshes_ok", most(|s| s.refreshes))),
+        Anomaly::LockLeftHeld => Some(Assertion {
+            no_lock_held: Some("w".into()),
+            ..Assertion::default()
+        }),
+        Anomaly::TokenNotBound => Some(Assertion {
+            tokens_bound: Some(true),
+            ..Assertion::default()
+        }),
         // Every grant — the start's and each one exchanged — stored or revoked, once the
-        // revocation outbox has drained (the `until` step written below).
-        Anomaly::GrantOrphaned => Some("grants_accounted = true".to_owned()),
+        // revocation outbox has drained (the `until` step below).
+        Anomaly::GrantOrphaned => Some(Assertion {
+            grants_accounted: Some(true),
+            ..Assertion::default()
+        }),
         _ => None,
     };
     if anomaly == Anomaly::GrantOrphaned {
-        let _ = writeln!(out, "\n[[steps]]\ndo = \"until\"\noutbox_empty = true");
+        file.steps.push(RawStep::Until(RawUntil {
+            note: None,
+            provider_counter: None,
+            at_least: None,
+            replicas_ready: false,
+            outbox_empty: true,
+        }));
     }
-    if let Some(a) = assertion {
-        let _ = writeln!(
-            out,
-            "\n[[assert]]\nnote = \"the invariant exploration found broken ({})\"\n{a}",
-            anomaly.as_str()
-        );
+    if let Some(a) = found {
+        file.assertions.push(Assertion {
+            note: Some(format!(
+                "the invariant exploration found broken ({})",
+                anomaly.as_str()
+            )),
+            ..a
+        });
     }
-    let _ = writeln!(out, "\n[[assert]]\nno_lock_held = \"w\"");
-    out
+    file.assertions.push(Assertion {
+        no_lock_held: Some("w".into()),
+        ..Assertion::default()
+    });
+    format::write(&file, "")
+}
+
+/// The request step of `kind` (the scenario format names each kind's step).
+fn request_step(kind: WorkspaceOp, r: RawRequest) -> RawStep {
+    match kind {
+        WorkspaceOp::Activate => RawStep::Activate(r),
+        WorkspaceOp::Authorize => RawStep::Authorize(r),
+        WorkspaceOp::Callback => RawStep::Callback(r),
+        WorkspaceOp::Disconnect => RawStep::Disconnect(r),
+        WorkspaceOp::Revoke => RawStep::Revoke(r),
+        WorkspaceOp::Sync => RawStep::Sync(r),
+        WorkspaceOp::ListConnections => RawStep::ListConnections(r),
+        WorkspaceOp::ListDocuments => RawStep::ListDocuments(r),
+    }
 }
 
 /// For a broken mutual exclusion: the decision after which the second request parked under the

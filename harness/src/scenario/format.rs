@@ -47,8 +47,68 @@ impl Severity {
     }
 }
 
+/// Writes `file` in the scenario format, after `header` (comment lines, each starting `# `): the
+/// one writer of scenario files (exploration's and the state machine's reproductions). What it
+/// writes loads back equal (`load(write(s)) == s`).
+pub fn write(file: &ScenarioFile, header: &str) -> Result<String, String> {
+    let body = toml::to_string(file).map_err(|e| format!("writing {}: {e}", file.id))?;
+    Ok(format!("{header}{body}"))
+}
+
+impl ScenarioFile {
+    /// A file with its header fields and nothing else (a generator fills in the rest).
+    pub fn new(id: &str, title: &str, source: &str, severity: Severity, area: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            source: source.to_owned(),
+            severity,
+            area: area.to_owned(),
+            requirements: Vec::new(),
+            threats: Vec::new(),
+            catches: Vec::new(),
+            description: String::new(),
+            service: ServiceSection::default(),
+            tenants: Vec::new(),
+            tenant_sets: Vec::new(),
+            actors: Vec::new(),
+            steps: Vec::new(),
+            assertions: Vec::new(),
+        }
+    }
+}
+
+impl TenantFixture {
+    /// An entitled tenant with no connection.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            entitled: true,
+            connections: BTreeMap::new(),
+            oauth: Vec::new(),
+        }
+    }
+}
+
+impl ActorDef {
+    /// An actor acting as `user` (none: a SQL-only actor) with a valid token.
+    pub fn new(name: &str, user: Option<&str>, role: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            user: user.map(str::to_owned),
+            token: valid(),
+            role: role.to_owned(),
+        }
+    }
+}
+
+/// Reads a scenario file's text.
+pub fn read(text: &str) -> Result<ScenarioFile, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
 /// One scenario file, as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     /// Stable id such as `AUD-Q2-ACTIVATION-FIRST`.
@@ -62,48 +122,51 @@ pub struct ScenarioFile {
     /// The audit area, such as `concurrency` or `oauth-state` (groups the report).
     pub area: String,
     /// Requirement references (RFC sections, ASVS items, audit sections).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub requirements: Vec<String>,
     /// Threat-matrix rows this scenario covers (names as in the threat model).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub threats: Vec<String>,
     /// Seeded flaws this scenario exists to catch (`harbor-certify mutants` checks that it does).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub catches: Vec<String>,
     /// Longer explanation for the report.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub description: String,
     /// How the service is started.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub service: ServiceSection,
     /// Tenants, each with one workspace, an owner and a plain member.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub tenants: Vec<TenantFixture>,
     /// Numbered tenants for load-shaped scenarios.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub tenant_sets: Vec<TenantSet>,
     /// Who acts.
     pub actors: Vec<ActorDef>,
     /// What happens, in order (`do = "…"` names the kind).
     pub steps: Vec<super::step::RawStep>,
     /// What must hold at the end.
-    #[serde(default, rename = "assert")]
+    #[serde(default, rename = "assert", skip_serializing_if = "Vec::is_empty")]
     pub assertions: Vec<Assertion>,
 }
 
 /// How the service under test runs for this scenario.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
     /// Replicas sharing the database and Redis.
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub replicas: usize,
     /// Per-tenant rate limit of the OAuth routes, `per_minute/burst`.
     pub rate_limit_tenant: Option<String>,
     /// Failed state look-ups per address, `per_minute/burst`.
     pub rate_limit_failed_states: Option<String>,
     /// Bound on each step (and each probe), in milliseconds.
-    #[serde(default = "default_step_timeout")]
+    #[serde(
+        default = "default_step_timeout",
+        skip_serializing_if = "is_default_step_timeout"
+    )]
     pub step_timeout_ms: u64,
     /// Most pooled PostgreSQL connections per replica (default 20).
     pub database_max_connections: Option<u32>,
@@ -115,6 +178,27 @@ pub struct ServiceSection {
 
 fn one() -> usize {
     1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+fn is_default_step_timeout(ms: &u64) -> bool {
+    *ms == default_step_timeout()
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_valid(t: &TokenChoice) -> bool {
+    *t == valid()
+}
+
+/// Whether a field holds its default (it is then left out of a written file).
+pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn default_step_timeout() -> u64 {
@@ -136,19 +220,19 @@ impl Default for ServiceSection {
 }
 
 /// A tenant with one workspace; its users are `<name>.owner` and `<name>.member`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantFixture {
     /// The name steps refer to (`{workspace:<name>}`, `<name>.owner`).
     pub name: String,
     /// Whether the workspace has an active entitlement.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub entitled: bool,
     /// Connection statuses forced as fixtures (no tokens), by provider.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub connections: BTreeMap<String, String>,
     /// Providers connected through the real OAuth flow (with tokens) by the owner.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub oauth: Vec<String>,
 }
 
@@ -157,7 +241,7 @@ fn yes() -> bool {
 }
 
 /// `count` tenants named `<prefix>0 … <prefix>{count-1}`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSet {
     /// Name prefix; `each_of = "<prefix>"` runs a step once per tenant.
@@ -165,7 +249,7 @@ pub struct TenantSet {
     /// How many.
     pub count: usize,
     /// Whether their workspaces are entitled.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub entitled: bool,
 }
 
@@ -183,7 +267,7 @@ pub enum TokenChoice {
 
 /// Someone (or something) acting in the scenario. Their requests and SQL sessions are tagged with
 /// the name, so the lock tables can say who blocks whom.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActorDef {
     /// The actor's tag (letters, digits, `-`, `_`).
@@ -191,10 +275,10 @@ pub struct ActorDef {
     /// The user they act as: `<tenant>.owner` or `<tenant>.member`. Optional for SQL-only actors.
     pub user: Option<String>,
     /// The token they present.
-    #[serde(default = "valid")]
+    #[serde(default = "valid", skip_serializing_if = "is_valid")]
     pub token: TokenChoice,
     /// What the actor stands for, for the trace.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub role: String,
 }
 
@@ -203,7 +287,7 @@ fn valid() -> TokenChoice {
 }
 
 /// An outcome expectation.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// HTTP status.
@@ -211,13 +295,13 @@ pub struct Expect {
     /// Stable error code (`error.code`).
     pub code: Option<String>,
     /// Body fields by dotted path, such as `"already_completed" = false`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub body: BTreeMap<String, toml::Value>,
     /// Strings the raw body must not contain.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub body_excludes: Vec<String>,
     /// Strings the raw body must contain.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub body_contains: Vec<String>,
     /// For `sql`/`redis`: whether it succeeded.
     pub ok: Option<bool>,
@@ -228,7 +312,7 @@ pub struct Expect {
 }
 
 /// How many copies of a concurrent step must match `expect`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountExpect {
     /// The expectation.
@@ -239,7 +323,7 @@ pub struct CountExpect {
 }
 
 /// A fact about the end state (or, in an `assert` step, the state now). Exactly one kind per table.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Assertion {
     /// What it checks, for the report.
@@ -299,5 +383,45 @@ impl Assertion {
             k.push("grants_accounted");
         }
         k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every catalogue file and every saved reproduction loads back equal after being written.
+    #[test]
+    fn every_scenario_file_round_trips_through_the_writer() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut files = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(
+            files.len() > 50,
+            "found only {} scenario files",
+            files.len()
+        );
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = read(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let written = write(&file, "# header\n").unwrap();
+            let again = read(&written).unwrap_or_else(|e| {
+                panic!(
+                    "{} as written does not load: {e}\n{written}",
+                    path.display()
+                )
+            });
+            assert_eq!(again, file, "{} changed through the writer", path.display());
+        }
     }
 }

@@ -5,13 +5,14 @@
 //! The pipeline, each stage its own module:
 //!
 //! ```text
-//! format (TOML) ──load──► model (typed Scenario, steps in step/) ──► schedule (which step next)
+//! format (TOML) ──load──► model (typed Scenario, steps in step/) ──► programs + Scheduler (which step next)
 //!     ──► run (Executor) ──► Target ──► outcome/expect/assertion (+ oracles) ──► Verdict ──► report
 //! ```
 //!
 //! - [`format`]: the file format as written. [`load`]: parsing and every check, once, producing
 //!   [`model`]'s typed scenario. [`step`]: one file per step kind (fields, checks, execution).
-//! - [`schedule`]: schedules as data; the [`schedule::Scheduler`] that picks the next step.
+//! - [`programs`]: each actor's steps in file order; a [`crate::schedule::Scheduler`] picks among
+//!   their heads.
 //! - [`run`]: [`run::ScenarioRunner`] and the [`run::Executor`]; [`outcome`], [`expect`] and
 //!   [`assertion`]: what a step produced and how it is judged.
 //! - [`trace`]: what happened, rendered like the seed audit's trace tables.
@@ -24,8 +25,8 @@ pub mod load;
 pub mod logs;
 pub mod model;
 pub mod outcome;
+pub mod programs;
 pub mod run;
-pub mod schedule;
 pub mod step;
 pub mod trace;
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::schedule::Schedule;
+use crate::schedule::Schedule;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,8 @@ use proptest::test_runner::{
 
 use crate::fake_provider::{Consent, Fault, CANARY_PREFIX};
 use crate::fixtures::TenantWorkspace;
-use crate::model::{Expected, Model, Transition, Who};
+use crate::model::{Expected, Model, Who};
+use crate::operation::WorkspaceOp;
 use crate::target::{Launcher, Setup, Target, TenantSpec};
 use crate::tokens::TokenKind;
 
@@ -299,39 +300,44 @@ impl Subject<'_> {
             .map_err(|e| format!("request failed: {e}"))
     }
 
-    async fn as_user(
-        &self,
+    /// Sends `op` as `who` on `replica` for `provider` (the callback presents issued state `state`,
+    /// refused when `denied`), and applies it to the model: the answer and what the model expects.
+    async fn send(
+        &mut self,
         who: Who,
-        method: reqwest::Method,
+        op: WorkspaceOp,
+        provider: Provider,
         replica: usize,
-        path: &str,
-    ) -> Result<crate::client::Answer, String> {
-        self.call(
-            method,
-            replica,
-            path,
-            Some(self.target.bearer(UserId(self.user(who)), TokenKind::Valid)),
-        )
-        .await
+        (state, denied): (usize, bool),
+    ) -> Result<(crate::client::Answer, Expected), String> {
+        let query = match (op, self.consents.get(state)) {
+            (WorkspaceOp::Callback, Some(c)) if denied => c.denied_query(),
+            (WorkspaceOp::Callback, Some(c)) => c.callback_query(),
+            _ => String::new(),
+        };
+        let (method, path) = op.request(self.a.workspace, provider, &query);
+        let bearer = self.target.bearer(UserId(self.user(who)), TokenKind::Valid);
+        let answer = self.call(method, replica, &path, Some(bearer)).await?;
+        let expected = op.apply(&mut self.model, who, provider, state, denied);
+        Ok((answer, expected))
     }
 
     async fn step(&mut self, op: &Op) -> Result<(), String> {
-        let ws = format!("/v1/workspaces/{}", self.a.workspace);
         let (answer, expected) = match op {
             Op::Authorize {
                 who,
                 provider,
                 replica,
             } => {
-                let answer = self
-                    .as_user(
+                let (answer, expected) = self
+                    .send(
                         *who,
-                        reqwest::Method::POST,
+                        WorkspaceOp::Authorize,
+                        *provider,
                         *replica,
-                        &format!("{ws}/connections/{provider}/authorize"),
+                        (0, false),
                     )
                     .await?;
-                let expected = self.model.authorize(*who, *provider);
                 if answer.status == 200 && expected.status == 200 {
                     let url = answer.body["authorization_url"]
                         .as_str()
@@ -351,88 +357,53 @@ impl Subject<'_> {
                     return Ok(());
                 }
                 let index = state % self.consents.len();
-                let consent = &self.consents[index];
-                let own = self.model.states[index].provider;
-                let at = path.unwrap_or(own);
-                let query = if *denied {
-                    consent.denied_query()
-                } else {
-                    consent.callback_query()
-                };
-                let answer = self
-                    .as_user(
-                        *presenter,
-                        reqwest::Method::GET,
-                        *replica,
-                        &format!("/v1/oauth/{at}/callback?{query}"),
-                    )
-                    .await?;
-                (answer, self.model.callback(index, *presenter, at, *denied))
+                let at = path.unwrap_or(self.model.states[index].provider);
+                self.send(
+                    *presenter,
+                    WorkspaceOp::Callback,
+                    at,
+                    *replica,
+                    (index, *denied),
+                )
+                .await?
             }
             Op::Activate { who, replica } => {
-                let answer = self
-                    .as_user(
-                        *who,
-                        reqwest::Method::POST,
-                        *replica,
-                        &format!("{ws}/activation"),
-                    )
-                    .await?;
-                (answer, self.model.activate(*who))
+                self.send(
+                    *who,
+                    WorkspaceOp::Activate,
+                    Provider::Qbo,
+                    *replica,
+                    (0, false),
+                )
+                .await?
             }
             Op::Disconnect { who, provider } => {
-                let answer = self
-                    .as_user(
-                        *who,
-                        reqwest::Method::POST,
-                        0,
-                        &format!("{ws}/connections/{provider}/disconnect"),
-                    )
-                    .await?;
-                (
-                    answer,
-                    self.model.end(*who, *provider, Transition::Disconnect),
-                )
+                self.send(*who, WorkspaceOp::Disconnect, *provider, 0, (0, false))
+                    .await?
             }
             Op::Revoke { who, provider } => {
-                let answer = self
-                    .as_user(
-                        *who,
-                        reqwest::Method::POST,
-                        1,
-                        &format!("{ws}/connections/{provider}/revoke"),
-                    )
-                    .await?;
-                (answer, self.model.end(*who, *provider, Transition::Revoke))
+                self.send(*who, WorkspaceOp::Revoke, *provider, 1, (0, false))
+                    .await?
             }
             Op::Sync { provider, replica } => {
-                let answer = self
-                    .as_user(
-                        Who::Member,
-                        reqwest::Method::POST,
-                        *replica,
-                        &format!("{ws}/connections/{provider}/sync"),
-                    )
-                    .await?;
-                (answer, self.model.sync(*provider))
+                self.send(
+                    Who::Member,
+                    WorkspaceOp::Sync,
+                    *provider,
+                    *replica,
+                    (0, false),
+                )
+                .await?
             }
             Op::ListConnections => {
-                let answer = self
-                    .as_user(
-                        Who::Member,
-                        reqwest::Method::GET,
-                        0,
-                        &format!("{ws}/connections"),
-                    )
-                    .await?;
-                (
-                    answer,
-                    Expected {
-                        status: 200,
-                        code: None,
-                        field: None,
-                    },
+                self.send(
+                    Who::Member,
+                    WorkspaceOp::ListConnections,
+                    Provider::Qbo,
+                    0,
+                    (0, false),
                 )
+                .await?
             }
             Op::AdvanceClock { seconds } => {
                 self.target
@@ -450,14 +421,9 @@ impl Subject<'_> {
             }
             Op::ExpiredToken => {
                 let token = self.target.bearer(self.a.owner, TokenKind::Expired);
-                let answer = self
-                    .call(
-                        reqwest::Method::GET,
-                        0,
-                        &format!("{ws}/connections"),
-                        Some(token),
-                    )
-                    .await?;
+                let (method, path) =
+                    WorkspaceOp::ListConnections.request(self.a.workspace, Provider::Qbo, "");
+                let answer = self.call(method, 0, &path, Some(token)).await?;
                 (
                     answer,
                     Expected {

@@ -83,7 +83,7 @@ pub fn save_failure(dir: &std::path::Path, label: &str, outcome: &Outcome) -> Op
     );
     std::fs::create_dir_all(dir).ok()?;
     let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, to_scenario(&id, &title, ops)).ok()?;
+    std::fs::write(&path, to_scenario(&id, &title, ops).ok()?).ok()?;
     Some(path)
 }
 
@@ -159,12 +159,13 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
     (report.join("\n"), ok)
 }
 
-/// Writes a sequence as an ordinary scenario file (the format of `scenarios/`): one actor per
-/// authorization (so a later callback can name its consent), the model's expectation on every step,
-/// and the model's end state as assertions. `harbor-certify run FILE` (with the same `--flaw`)
-/// replays it.
-pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
-    use std::fmt::Write as _;
+/// Writes a sequence as an ordinary scenario file (the format of `scenarios/`, through the one
+/// writer): one actor per authorization (so a later callback can name its consent), the model's
+/// expectation on every step, and the model's end state as assertions. `harbor-certify run FILE`
+/// (with the same `--flaw`) replays it.
+pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> Result<String, String> {
+    use crate::scenario::format::{self, ActorDef, Assertion, Expect, ScenarioFile, Severity};
+    use crate::scenario::step::{request::RawRequest, RawStep};
     let user = |who: Who| match who {
         Who::Owner => "a.owner",
         Who::Member => "a.member",
@@ -175,49 +176,87 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
         Who::Member => "M",
         Who::Outsider => "X",
     };
-    let expect = |e: &Expected| {
-        let mut parts = vec![format!("status = {}", e.status)];
-        if let Some(code) = e.code {
-            parts.push(format!("code = \"{code}\""));
-        }
-        if let Some((field, value)) = &e.field {
-            parts.push(format!("body = {{ {field} = {value} }}"));
-        }
-        parts.push("body_excludes = [\"hbcanary\"]".to_owned());
-        format!("{{ {} }}", parts.join(", "))
+    let expect = |e: &Expected| Expect {
+        status: Some(e.status),
+        code: e.code.map(str::to_owned),
+        body: e
+            .field
+            .iter()
+            .filter_map(|(field, value)| {
+                Some((field.to_string(), toml::Value::try_from(value).ok()?))
+            })
+            .collect(),
+        body_excludes: vec!["hbcanary".to_owned()],
+        ..Expect::default()
     };
+    let mut file = ScenarioFile::new(
+        id,
+        title,
+        "harbor-certify proptest (state machine vs reference model)",
+        Severity::High,
+        "concurrency",
+    );
+    file.service.replicas = 2;
+    file.service.rate_limit_tenant = Some("60000/10000".into());
+    file.service.rate_limit_failed_states = Some("60000/10000".into());
+    file.tenants = vec![
+        format::TenantFixture::named("a"),
+        format::TenantFixture::named("b"),
+    ];
+    file.actors = vec![
+        ActorDef::new("O", Some("a.owner"), "Owner of A"),
+        ActorDef::new("M", Some("a.member"), "Member of A"),
+        ActorDef::new("X", Some("b.owner"), "Owner of another tenant"),
+        ActorDef {
+            token: format::TokenChoice::Kind(TokenKind::Expired),
+            ..ActorDef::new("E", Some("a.owner"), "Owner of A, expired token")
+        },
+    ];
     let mut model = Model::new(&PROVIDERS);
     let mut flows: Vec<String> = Vec::new();
-    let mut actors = vec![
-        ("O", "a.owner", "valid", "Owner of A"),
-        ("M", "a.member", "valid", "Member of A"),
-        ("X", "b.owner", "valid", "Owner of another tenant"),
-        ("E", "a.owner", "expired", "Owner of A, expired token"),
-    ]
-    .into_iter()
-    .map(|(n, u, t, r)| {
-        format!("[[actors]]\nname = \"{n}\"\nuser = \"{u}\"\ntoken = \"{t}\"\nrole = \"{r}\"\n")
-    })
-    .collect::<Vec<_>>();
-    let mut steps = String::new();
     for (i, op) in ops.iter().enumerate() {
-        let _ = writeln!(steps, "\n# op {i}: {op:?}");
-        match op {
+        let note = Some(format!("op {i}: {op:?}"));
+        // A request of Harbor's vocabulary: the step, with the model's answer expected.
+        let request =
+            |model: &mut Model, who: Who, kind: WorkspaceOp, provider: Provider, state, denied| {
+                let e = kind.apply(model, who, provider, state, denied);
+                RawRequest {
+                    actor: actor(who).to_owned(),
+                    note: note.clone(),
+                    provider: (kind != WorkspaceOp::Activate
+                        && kind != WorkspaceOp::ListConnections)
+                        .then(|| provider.to_string()),
+                    expect: Some(expect(&e)),
+                    ..RawRequest::default()
+                }
+            };
+        let step = match op {
             Op::Authorize {
                 who,
                 provider,
                 replica,
             } => {
-                let e = model.authorize(*who, *provider);
+                let mut r = request(
+                    &mut model,
+                    *who,
+                    WorkspaceOp::Authorize,
+                    *provider,
+                    0,
+                    false,
+                );
                 let name = format!("F{i}");
-                actors.push(format!(
-                    "[[actors]]\nname = \"{name}\"\nuser = \"{}\"\nrole = \"Flow {i} ({who:?})\"\n",
-                    user(*who)
+                file.actors.push(ActorDef::new(
+                    &name,
+                    Some(user(*who)),
+                    &format!("Flow {i} ({who:?})"),
                 ));
-                if e.status == 200 {
+                if r.expect.as_ref().and_then(|e| e.status) == Some(200) {
                     flows.push(name.clone());
                 }
-                let _ = writeln!(steps, "[[steps]]\nactor = \"{name}\"\ndo = \"authorize\"\nworkspace = \"a\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", expect(&e));
+                r.actor = name;
+                r.workspace = Some("a".into());
+                r.replica = *replica;
+                RawStep::Authorize(r)
             }
             Op::Callback {
                 state,
@@ -226,73 +265,145 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
                 denied,
                 replica,
             } => {
+                // No state issued yet: nothing to present.
                 if flows.is_empty() {
-                    let _ = writeln!(steps, "# (no state issued yet: skipped)");
                     continue;
                 }
                 let index = state % flows.len();
                 let at = path.unwrap_or(model.states[index].provider);
-                let e = model.callback(index, *presenter, at, *denied);
-                let _ = writeln!(
-                    steps,
-                    "[[steps]]\nactor = \"{}\"\ndo = \"callback\"\nprovider = \"{at}\"\nconsent_of = \"{}\"\ndenied = {denied}\nreplica = {replica}\nexpect = {}",
-                    actor(*presenter),
-                    flows[index],
-                    expect(&e)
+                let mut r = request(
+                    &mut model,
+                    *presenter,
+                    WorkspaceOp::Callback,
+                    at,
+                    index,
+                    *denied,
                 );
+                r.consent_of = Some(flows[index].clone());
+                r.denied = *denied;
+                r.replica = *replica;
+                RawStep::Callback(r)
             }
             Op::Activate { who, replica } => {
-                let e = model.activate(*who);
-                let _ = writeln!(steps, "[[steps]]\nactor = \"{}\"\ndo = \"activate\"\nworkspace = \"a\"\nreplica = {replica}\nexpect = {}", actor(*who), expect(&e));
+                let mut r = request(
+                    &mut model,
+                    *who,
+                    WorkspaceOp::Activate,
+                    Provider::Qbo,
+                    0,
+                    false,
+                );
+                r.workspace = Some("a".into());
+                r.replica = *replica;
+                RawStep::Activate(r)
             }
-            Op::Disconnect { who, provider } | Op::Revoke { who, provider } => {
-                let (action, t, replica) = match op {
-                    Op::Disconnect { .. } => ("disconnect", Transition::Disconnect, 0),
-                    _ => ("revoke", Transition::Revoke, 1),
-                };
-                let e = model.end(*who, *provider, t);
-                let _ = writeln!(steps, "[[steps]]\nactor = \"{}\"\ndo = \"{action}\"\nworkspace = \"a\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", actor(*who), expect(&e));
+            Op::Disconnect { who, provider } => {
+                let mut r = request(
+                    &mut model,
+                    *who,
+                    WorkspaceOp::Disconnect,
+                    *provider,
+                    0,
+                    false,
+                );
+                r.workspace = Some("a".into());
+                RawStep::Disconnect(r)
+            }
+            Op::Revoke { who, provider } => {
+                let mut r = request(&mut model, *who, WorkspaceOp::Revoke, *provider, 0, false);
+                r.workspace = Some("a".into());
+                r.replica = 1;
+                RawStep::Revoke(r)
             }
             Op::Sync { provider, replica } => {
-                let e = model.sync(*provider);
-                let _ = writeln!(steps, "[[steps]]\nactor = \"M\"\ndo = \"sync\"\nprovider = \"{provider}\"\nreplica = {replica}\nexpect = {}", expect(&e));
+                let mut r = request(
+                    &mut model,
+                    Who::Member,
+                    WorkspaceOp::Sync,
+                    *provider,
+                    0,
+                    false,
+                );
+                r.replica = *replica;
+                RawStep::Sync(r)
             }
-            Op::ListConnections => {
-                let _ = writeln!(steps, "[[steps]]\nactor = \"M\"\ndo = \"list_connections\"\nexpect = {{ status = 200, body_excludes = [\"hbcanary\"] }}");
-            }
+            Op::ListConnections => RawStep::ListConnections(request(
+                &mut model,
+                Who::Member,
+                WorkspaceOp::ListConnections,
+                Provider::Qbo,
+                0,
+                false,
+            )),
             Op::AdvanceClock { seconds } => {
                 model.clock += seconds;
-                let _ = writeln!(
-                    steps,
-                    "[[steps]]\ndo = \"advance_clock\"\nseconds = {seconds}"
-                );
+                RawStep::AdvanceClock(crate::scenario::step::clock::RawAdvanceClock {
+                    note,
+                    seconds: *seconds as u64,
+                })
             }
             Op::TokenFault { on } => {
                 model.token_fault = *on;
                 for p in PROVIDERS {
-                    let _ = writeln!(
-                        steps,
-                        "[[steps]]\ndo = \"provider\"\nprovider = \"{p}\"\ntoken_fault = \"{}\"\n",
-                        if *on { "server_error" } else { "none" }
-                    );
+                    use crate::scenario::step::provider::{RawProvider, TokenFault};
+                    file.steps.push(RawStep::Provider(RawProvider {
+                        note: note.clone(),
+                        provider: p.to_string(),
+                        token_fault: Some(if *on {
+                            TokenFault::Fault(Fault::ServerError)
+                        } else {
+                            TokenFault::None
+                        }),
+                        ..RawProvider::default()
+                    }));
                 }
+                continue;
             }
-            Op::ExpiredToken => {
-                let _ = writeln!(steps, "[[steps]]\nactor = \"E\"\ndo = \"list_connections\"\nexpect = {{ status = 401, code = \"UNAUTHENTICATED\" }}");
-            }
-        }
+            Op::ExpiredToken => RawStep::ListConnections(RawRequest {
+                actor: "E".into(),
+                note,
+                expect: Some(Expect {
+                    status: Some(401),
+                    code: Some("UNAUTHENTICATED".into()),
+                    ..Expect::default()
+                }),
+                ..RawRequest::default()
+            }),
+        };
+        file.steps.push(step);
     }
     let rows = PROVIDERS
         .iter()
         .map(|p| {
-            format!(
-                "  {{ provider = \"{p}\", status = \"{}\" }}",
-                model.connections[p].status.as_str()
-            )
+            let mut row = toml::Table::new();
+            row.insert("provider".into(), p.to_string().into());
+            row.insert(
+                "status".into(),
+                model.connections[p].status.as_str().to_owned().into(),
+            );
+            row
         })
-        .collect::<Vec<_>>()
-        .join(",\n");
-    let mut counters = String::new();
+        .collect();
+    let mut assertions = vec![
+        Assertion {
+            sql: Some("SELECT provider, status FROM connections WHERE workspace_id = '{workspace:a}' AND provider IN ('qbo', 'gmail') ORDER BY provider DESC".into()),
+            rows: Some(rows),
+            ..Assertion::default()
+        },
+        Assertion {
+            sql: Some("SELECT count(*) FROM workspace_activations".into()),
+            equals: Some(i64::from(model.activated).into()),
+            ..Assertion::default()
+        },
+        Assertion {
+            tokens_bound: Some(true),
+            ..Assertion::default()
+        },
+        Assertion {
+            no_lock_held: Some("a".into()),
+            ..Assertion::default()
+        },
+    ];
     for p in PROVIDERS {
         let c = model.counters[&p];
         for (name, value) in [
@@ -300,16 +411,78 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> String {
             ("revocations", c.revocations),
             ("refreshes_ok", c.refreshes),
         ] {
-            let _ = write!(
-                counters,
-                "\n[[assert]]\nprovider_counter = \"{p}.{name}\"\nequals = {value}\n"
-            );
+            assertions.push(Assertion {
+                provider_counter: Some(format!("{p}.{name}")),
+                equals: Some((value as i64).into()),
+                ..Assertion::default()
+            });
         }
     }
-    let _ = write!(counters, "\n[[assert]]\nnote = \"states issued and not consumed are still in Redis\"\nredis_keys = \"oauth:state:*\"\nequals = {}\n", model.unconsumed_states());
-    format!(
-        "# Written by `harbor-certify proptest`: a sequence of the state machine as a scenario. The\n# expectations are the reference model's (harness/src/model.rs).\nid = \"{id}\"\ntitle = \"{title}\"\nsource = \"harbor-certify proptest (state machine vs reference model)\"\nseverity = \"high\"\narea = \"concurrency\"\n\n[service]\nreplicas = 2\nrate_limit_tenant = \"60000/10000\"\nrate_limit_failed_states = \"60000/10000\"\n\n[[tenants]]\nname = \"a\"\n\n[[tenants]]\nname = \"b\"\n\n{}\n{steps}\n[[assert]]\nsql = \"SELECT provider, status FROM connections WHERE workspace_id = '{{workspace:a}}' AND provider IN ('qbo', 'gmail') ORDER BY provider DESC\"\nrows = [\n{rows}\n]\n\n[[assert]]\nsql = \"SELECT count(*) FROM workspace_activations\"\nequals = {}\n\n[[assert]]\ntokens_bound = true\n\n[[assert]]\nno_lock_held = \"a\"\n{counters}",
-        actors.join("\n"),
-        u8::from(model.activated)
+    assertions.push(Assertion {
+        note: Some("states issued and not consumed are still in Redis".into()),
+        redis_keys: Some("oauth:state:*".into()),
+        equals: Some((model.unconsumed_states() as i64).into()),
+        ..Assertion::default()
+    });
+    file.assertions = assertions;
+    format::write(
+        &file,
+        "# Written by `harbor-certify proptest`: a sequence of the state machine as a scenario. The\n# expectations are the reference model's (harness/src/model.rs).\n",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sequence with every kind of op is written as a scenario the loader accepts, and the
+    /// writer's text reads back as what was written.
+    #[test]
+    fn a_sequence_is_written_as_a_scenario_that_loads() {
+        let ops = vec![
+            Op::Authorize {
+                who: Who::Owner,
+                provider: Provider::Qbo,
+                replica: 0,
+            },
+            Op::Callback {
+                state: 0,
+                presenter: Who::Owner,
+                path: None,
+                denied: false,
+                replica: 1,
+            },
+            Op::Activate {
+                who: Who::Member,
+                replica: 1,
+            },
+            Op::Sync {
+                provider: Provider::Qbo,
+                replica: 0,
+            },
+            Op::AdvanceClock { seconds: 700 },
+            Op::TokenFault { on: true },
+            Op::Disconnect {
+                who: Who::Owner,
+                provider: Provider::Qbo,
+            },
+            Op::Revoke {
+                who: Who::Outsider,
+                provider: Provider::Gmail,
+            },
+            Op::ListConnections,
+            Op::ExpiredToken,
+        ];
+        let text = to_scenario("PROPTEST-T", "every op", &ops).unwrap();
+        let loaded = crate::scenario::load::load_str(std::path::Path::new("t.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        // Two provider steps for the token fault (one per provider).
+        assert_eq!(loaded.scenario.steps.len(), ops.len() + 1);
+        let file = crate::scenario::format::read(&text).unwrap();
+        assert_eq!(
+            crate::scenario::format::read(&crate::scenario::format::write(&file, "").unwrap())
+                .unwrap(),
+            file
+        );
+    }
 }

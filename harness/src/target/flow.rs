@@ -48,7 +48,7 @@ pub async fn complete_flow(
         .client()
         .request(
             reqwest::Method::GET,
-            crate::client::paths::callback(provider, &consent.callback_query()),
+            crate::operation::paths::callback(provider, &consent.callback_query()),
         )
         .bearer(Some(&bearer))
         .send()

@@ -176,7 +176,7 @@ async fn token_encryption_and_decryption_work() {
     let r = row(&app, t.workspace, Provider::Box).await;
     let ring = app.sut.key_ring();
     let access = decrypt(
-        &ring,
+        ring,
         &r,
         Provider::Box,
         TokenField::Access,
@@ -184,7 +184,7 @@ async fn token_encryption_and_decryption_work() {
     )
     .unwrap();
     let refresh = decrypt(
-        &ring,
+        ring,
         &r,
         Provider::Box,
         TokenField::Refresh,
@@ -320,7 +320,7 @@ async fn two_simultaneous_users_authenticate_without_collision() {
     let ta = row(&app, a.workspace, Provider::Qbo).await;
     let tb = row(&app, b.workspace, Provider::Qbo).await;
     let at = decrypt(
-        &ring,
+        ring,
         &ta,
         Provider::Qbo,
         TokenField::Access,
@@ -328,7 +328,7 @@ async fn two_simultaneous_users_authenticate_without_collision() {
     )
     .unwrap();
     let bt = decrypt(
-        &ring,
+        ring,
         &tb,
         Provider::Qbo,
         TokenField::Access,
@@ -421,7 +421,7 @@ async fn token_refresh_before_sync_works() {
     let ring = app.sut.key_ring();
     let before = row(&app, t.workspace, Provider::Qbo).await;
     let old_refresh = decrypt(
-        &ring,
+        ring,
         &before,
         Provider::Qbo,
         TokenField::Refresh,
@@ -448,7 +448,7 @@ async fn token_refresh_before_sync_works() {
     assert_eq!(r.body["documents_synced"], 2);
     let after = row(&app, t.workspace, Provider::Qbo).await;
     let new_refresh = decrypt(
-        &ring,
+        ring,
         &after,
         Provider::Qbo,
         TokenField::Refresh,
@@ -497,7 +497,7 @@ async fn refresh_keeps_the_old_refresh_token_when_the_provider_sends_none() {
     let ring = app.sut.key_ring();
     let before = row(&app, t.workspace, Provider::Box).await;
     let old = decrypt(
-        &ring,
+        ring,
         &before,
         Provider::Box,
         TokenField::Refresh,
@@ -511,7 +511,7 @@ async fn refresh_keeps_the_old_refresh_token_when_the_provider_sends_none() {
     );
     let after = row(&app, t.workspace, Provider::Box).await;
     let kept = decrypt(
-        &ring,
+        ring,
         &after,
         Provider::Box,
         TokenField::Refresh,
@@ -908,7 +908,7 @@ async fn key_rotation_re_encrypts_in_batches_and_resumes() {
         .is_ok());
         assert!(
             decrypt(
-                &old,
+                old,
                 &r,
                 Provider::Gmail,
                 TokenField::Access,
@@ -999,7 +999,7 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
     let ring = app.sut.key_ring();
     let before = row(&app, t.workspace, Provider::Box).await;
     let refresh = decrypt(
-        &ring,
+        ring,
         &before,
         Provider::Box,
         TokenField::Refresh,

@@ -38,7 +38,7 @@ async fn connect_answer(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Repl
         .unwrap();
     app.call(
         Method::GET,
-        harbor_harness::client::paths::callback(p, &consent.callback_query()),
+        harbor_harness::operation::paths::callback(p, &consent.callback_query()),
     )
     .as_user(t.owner.0)
     .send()
@@ -260,7 +260,7 @@ async fn a_quickbooks_callback_without_its_company_is_refused() {
     };
     app.call(
         Method::GET,
-        harbor_harness::client::paths::callback(Provider::Qbo, &without.callback_query()),
+        harbor_harness::operation::paths::callback(Provider::Qbo, &without.callback_query()),
     )
     .as_user(t.owner.0)
     .send()

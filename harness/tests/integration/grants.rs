@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use harbor_harness::client::paths;
+use harbor_harness::operation::paths;
 use harbor_harness::target::in_process::ServiceOptions;
 use harbor_harness::tokens::TokenKind;
 use harbor_service::domain::Provider;

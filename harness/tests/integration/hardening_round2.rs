@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use harbor_harness::client::{paths, ConnectionOp};
+use harbor_harness::operation::{paths, WorkspaceOp};
 use harbor_harness::target::in_process::ServiceOptions;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
@@ -85,7 +85,9 @@ async fn forwarded_clients_have_their_own_address_bucket_behind_a_trusted_proxy(
     let authorize = |forwarded_for: &'static str| {
         app.call(
             Method::POST,
-            paths::connection(t.workspace, Provider::Gmail, ConnectionOp::Authorize),
+            WorkspaceOp::Authorize
+                .request(t.workspace, Provider::Gmail, "")
+                .1,
         )
         .as_user(t.owner.0)
         .header("x-forwarded-for", forwarded_for)

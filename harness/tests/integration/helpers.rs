@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use harbor_harness::client::{paths, Call};
+use harbor_harness::client::Call;
 use harbor_harness::fake_provider::Consent;
 use harbor_harness::fixtures::TenantWorkspace;
+use harbor_harness::operation::paths;
 use harbor_harness::provision::{BackendChoice, Infra};
 use harbor_harness::target::in_process::{InProcess, ServiceOptions};
 use harbor_harness::tokens::TokenKind;

@@ -443,8 +443,7 @@ fn manifest_and_signature_detect_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = sign::SigningKey::generate();
     let mut run = fixed_run(Severity::Low);
-    run.scenarios[0].trace.schedule =
-        harbor_harness::scenario::schedule::Schedule(vec![0, 1, 2, 3]);
+    run.scenarios[0].trace.schedule = harbor_harness::schedule::Schedule(vec![0, 1, 2, 3]);
     report::write_into(
         dir.path(),
         &run,

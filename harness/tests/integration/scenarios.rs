@@ -199,7 +199,7 @@ async fn a_step_expected_to_block_that_does_not_is_a_failure_with_diagnostics() 
 
 #[tokio::test]
 async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_refused() {
-    use harbor_harness::scenario::schedule::{Replay, Schedule};
+    use harbor_harness::schedule::{Replay, Schedule};
     let mut infra = test_infra().await;
     let q2 = scenario::select(catalogue(), &["AUD-Q2-CALLBACK-FIRST".into()], None)
         .unwrap()
@@ -214,7 +214,7 @@ async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_re
         "the file's order is the schedule followed"
     );
     let again = runner
-        .run_scheduled(&q2, &mut Replay::new(&first.trace.schedule))
+        .run_scheduled(&q2, &mut Replay::exact(&first.trace.schedule))
         .await;
     assert!(again.failures.is_empty(), "{:?}", again.failures);
     assert_eq!(
@@ -230,13 +230,13 @@ async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_re
         })
         .unwrap();
     let diverged = runner
-        .run_scheduled(&q2, &mut Replay::new(&Schedule(vec![second])))
+        .run_scheduled(&q2, &mut Replay::exact(&Schedule(vec![second])))
         .await;
     assert!(
         diverged
             .failures
             .iter()
-            .any(|f| f.message.contains("schedule (replay)") && f.message.contains("are ready")),
+            .any(|f| f.message.contains("schedule (replay)") && f.message.contains("can run")),
         "{:?}",
         diverged.failures
     );

@@ -8,7 +8,8 @@ use reqwest::Method;
 use serde_json::Value;
 use sqlx::{Executor as _, PgConnection};
 
-use crate::client::{paths, ApiClient, Call};
+use crate::client::{ApiClient, Call};
+use crate::operation::paths;
 use crate::scenario::outcome::Outcome;
 
 /// What a job produced, and the SQL session to keep for the actor's next statement.

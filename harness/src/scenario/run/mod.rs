@@ -20,8 +20,9 @@ pub use executor::Executor;
 use super::load::LoadedScenario;
 use super::logs::LogCapture;
 use super::outcome::{Failure, ScenarioRun};
-use super::schedule::{FileOrder, Programs, Schedule, Scheduler};
+use super::programs::Programs;
 use super::trace::{EventKind, Trace};
+use crate::schedule::{FileOrder, Schedule, Scheduler};
 use crate::target::TenantSpec;
 use crate::target::{Capability, Launcher, Restricted, Setup, Target};
 

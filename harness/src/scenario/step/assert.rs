@@ -1,6 +1,6 @@
 //! `do = "assert"`: checks an assertion at this point of the run (the same kinds as `[[assert]]`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::assertion::Assertion;
 use crate::scenario::format;
@@ -9,7 +9,7 @@ use crate::scenario::outcome::Failure;
 use crate::scenario::run::Executor;
 
 /// An assert step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAssert {
     /// A note for the trace.

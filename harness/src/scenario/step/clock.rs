@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::load::{Checker, Problem};
 use crate::scenario::outcome::Failure;
@@ -11,7 +11,7 @@ use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// A clock step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdvanceClock {
     /// A note for the trace.

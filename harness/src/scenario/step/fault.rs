@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::faults::{Dependency, Fault, FaultKind};
 use crate::scenario::load::{problem, Checker, Problem};
@@ -15,7 +15,7 @@ use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
 /// A fault step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFault {
     /// A note for the trace.

@@ -24,7 +24,7 @@ pub mod wait;
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::load::{Checker, Problem};
 use super::outcome::Failure;
@@ -32,7 +32,7 @@ use super::run::Executor;
 use crate::target::Capability;
 
 /// A step as written: `do = "…"` picks the kind, and each kind refuses fields it does not have.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum RawStep {
     /// Any HTTP call.
@@ -144,6 +144,7 @@ pub enum StepKind {
 impl Step {
     /// Checks a raw step at `place` and types it.
     pub fn parse(raw: RawStep, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+        use crate::operation::WorkspaceOp;
         use request::CallKind as C;
         let (note, kind) = match raw {
             RawStep::Http(r) => (
@@ -152,15 +153,30 @@ impl Step {
             ),
             RawStep::Activate(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::Activate, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::Activate),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::Authorize(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::Authorize, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::Authorize),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::Callback(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::Callback, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::Callback),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::Connect(r) => (
                 r.note.clone(),
@@ -168,20 +184,35 @@ impl Step {
             ),
             RawStep::Disconnect(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::Disconnect, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::Disconnect),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::Revoke(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::Revoke, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::Revoke),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::Sync(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::Sync, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::Sync),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::ListConnections(r) => (
                 r.note.clone(),
                 StepKind::Request(request::RequestStep::parse(
-                    C::ListConnections,
+                    C::Op(WorkspaceOp::ListConnections),
                     r,
                     cx,
                     place,
@@ -189,7 +220,12 @@ impl Step {
             ),
             RawStep::ListDocuments(r) => (
                 r.note.clone(),
-                StepKind::Request(request::RequestStep::parse(C::ListDocuments, r, cx, place)?),
+                StepKind::Request(request::RequestStep::parse(
+                    C::Op(WorkspaceOp::ListDocuments),
+                    r,
+                    cx,
+                    place,
+                )?),
             ),
             RawStep::Sql(r) => (
                 r.note.clone(),

@@ -4,7 +4,7 @@
 //! by someone else: access tokens ended early, grants revoked.
 
 use harbor_service::domain::Provider;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fake_provider::{ExpiresIn, Fault};
 use crate::scenario::load::{Checker, Problem};
@@ -13,7 +13,7 @@ use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// What the token endpoint answers: one of the provider's [`Fault`]s, or `none` (issue tokens).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenFault {
     /// Issue tokens again.
@@ -24,7 +24,7 @@ pub enum TokenFault {
 }
 
 /// A provider step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     /// A note for the trace.

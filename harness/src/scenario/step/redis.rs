@@ -1,7 +1,7 @@
 //! `do = "redis"`: one Redis command on the service's Redis (`{prefix}` is the scenario's key
 //! prefix), from the harness's own connection.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::scenario::format::Expect;
@@ -11,7 +11,7 @@ use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// A Redis step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     /// Who acts (for the trace).

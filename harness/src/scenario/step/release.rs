@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use harbor_syncpoint::SlotKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::request::RawExpectBlocked;
 use crate::scenario::load::{problem, Checker, Problem};
@@ -16,7 +16,7 @@ use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
 /// A release step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRelease {
     /// Whose request.
@@ -26,7 +26,7 @@ pub struct RawRelease {
     /// The sync point it is parked at.
     pub point: String,
     /// The replica, when the park step's is not known (it always is when the step parked it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub replica: usize,
     /// Park the released request again at this later point (armed before the release). Without
     /// `expect_blocked` the step waits until it is parked there.

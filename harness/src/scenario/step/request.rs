@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use harbor_service::domain::{Provider, UserId, WorkspaceId};
 use reqwest::Method;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::{paths, ConnectionOp};
 use crate::evidence::LockType;
+use crate::operation::{paths, WorkspaceOp};
 use crate::scenario::expect::toml_to_json;
 use crate::scenario::format::{CountExpect, Expect};
 use crate::scenario::load::{problem, Checker, Problem};
@@ -21,7 +21,7 @@ use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
 /// An HTTP step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRequest {
     /// Who acts.
@@ -37,31 +37,31 @@ pub struct RawRequest {
     /// For `http`: the path, with placeholders.
     pub path: Option<String>,
     /// Extra request headers (placeholders allowed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub headers: BTreeMap<String, String>,
     /// For `http`: a JSON body.
     pub body: Option<toml::Value>,
     /// For `callback`: deliver this actor's consent instead of one's own.
     pub consent_of: Option<String>,
     /// For `callback`: deliver the provider's answer for a user who declined.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub denied: bool,
     /// Replica the request goes to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub replica: usize,
     /// For `connect`: replica of the callback.
     pub callback_replica: Option<usize>,
     /// Run this many copies at once.
     pub concurrency: Option<usize>,
     /// With copies: spread them over every replica, round-robin.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub all_replicas: bool,
     /// Run once per tenant of this set, as that tenant's owner, all at once.
     pub each_of: Option<String>,
     /// Park the request at this sync point.
     pub park_at: Option<String>,
     /// Run in the background without parking.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub background: bool,
     /// The step must block on a lock held by another actor.
     pub expect_blocked: Option<RawExpectBlocked>,
@@ -70,21 +70,21 @@ pub struct RawRequest {
     /// With copies: what every copy's outcome must be.
     pub expect_all: Option<Expect>,
     /// With copies: how many copies match each expectation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub expect_counts: Vec<CountExpect>,
     /// With copies: every copy must match one of these (the outcomes a fault may cause).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub expect_any: Vec<Expect>,
 }
 
 /// `expect_blocked` as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpectBlocked {
     /// The actor that must hold the awaited lock.
     pub on: String,
     /// Acceptable lock types.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub lock: Vec<LockType>,
     /// For advisory locks: the tenant whose workspace lock is awaited.
     pub object: Option<String>,
@@ -93,26 +93,12 @@ pub struct RawExpectBlocked {
 /// Which operation (`do = …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallKind {
-    /// Any request.
+    /// Any request (`do = "http"`).
     Http,
-    /// Activation.
-    Activate,
-    /// Authorize and consent.
-    Authorize,
-    /// Callback with a kept consent.
-    Callback,
-    /// Authorize, consent and callback.
+    /// Authorize, consent and callback (`do = "connect"`).
     Connect,
-    /// Disconnect.
-    Disconnect,
-    /// Revoke.
-    Revoke,
-    /// Sync.
-    Sync,
-    /// List connections.
-    ListConnections,
-    /// List documents.
-    ListDocuments,
+    /// One workspace operation of Harbor's vocabulary.
+    Op(WorkspaceOp),
 }
 
 /// The typed request.
@@ -251,17 +237,17 @@ impl RequestStep {
             r.callback_replica.unwrap_or(r.replica),
         )?;
         let provider = match kind {
-            CallKind::Authorize
-            | CallKind::Callback
+            CallKind::Op(WorkspaceOp::Authorize)
+            | CallKind::Op(WorkspaceOp::Callback)
             | CallKind::Connect
-            | CallKind::Disconnect
-            | CallKind::Revoke
-            | CallKind::Sync => {
+            | CallKind::Op(WorkspaceOp::Disconnect)
+            | CallKind::Op(WorkspaceOp::Revoke)
+            | CallKind::Op(WorkspaceOp::Sync) => {
                 Some(cx.provider(&format!("{place}.provider"), r.provider.as_deref())?)
             }
             _ => None,
         };
-        if r.denied && kind != CallKind::Callback {
+        if r.denied && kind != CallKind::Op(WorkspaceOp::Callback) {
             return Err(problem(
                 format!("{place}.denied"),
                 "denied goes with do = \"callback\"",
@@ -289,7 +275,7 @@ impl RequestStep {
                     body: r.body.as_ref().map(toml_to_json),
                 }
             }
-            CallKind::Callback => {
+            CallKind::Op(WorkspaceOp::Callback) => {
                 let consent_of = match &r.consent_of {
                     Some(c) => cx.actor(&format!("{place}.consent_of"), c)?.name.clone(),
                     None => r.actor.clone(),
@@ -307,7 +293,7 @@ impl RequestStep {
                 callback_replica,
             },
         };
-        if r.consent_of.is_some() && kind != CallKind::Callback {
+        if r.consent_of.is_some() && kind != CallKind::Op(WorkspaceOp::Callback) {
             cx.actor(
                 &format!("{place}.consent_of"),
                 r.consent_of.as_deref().unwrap_or_default(),
@@ -430,7 +416,7 @@ impl RequestStep {
         if matches!(
             self.call,
             Call::Workspace {
-                kind: CallKind::Authorize | CallKind::Connect,
+                kind: CallKind::Op(WorkspaceOp::Authorize) | CallKind::Connect,
                 ..
             }
         ) {
@@ -453,15 +439,15 @@ impl RequestStep {
             Call::Workspace { kind, provider, .. } => {
                 let p = provider.map(|p| p.to_string()).unwrap_or_default();
                 match kind {
-                    CallKind::Activate => "POST activation".into(),
-                    CallKind::Authorize => format!("POST {p}/authorize + consent"),
+                    CallKind::Op(WorkspaceOp::Activate) => "POST activation".into(),
+                    CallKind::Op(WorkspaceOp::Authorize) => format!("POST {p}/authorize + consent"),
                     CallKind::Connect => format!("connect {p}"),
-                    CallKind::Disconnect => format!("POST {p}/disconnect"),
-                    CallKind::Revoke => format!("POST {p}/revoke"),
-                    CallKind::Sync => format!("POST {p}/sync"),
-                    CallKind::ListConnections => "GET connections".into(),
-                    CallKind::ListDocuments => "GET documents".into(),
-                    CallKind::Http | CallKind::Callback => format!("{kind:?}"),
+                    CallKind::Op(WorkspaceOp::Disconnect) => format!("POST {p}/disconnect"),
+                    CallKind::Op(WorkspaceOp::Revoke) => format!("POST {p}/revoke"),
+                    CallKind::Op(WorkspaceOp::Sync) => format!("POST {p}/sync"),
+                    CallKind::Op(WorkspaceOp::ListConnections) => "GET connections".into(),
+                    CallKind::Op(WorkspaceOp::ListDocuments) => "GET documents".into(),
+                    CallKind::Http | CallKind::Op(WorkspaceOp::Callback) => format!("{kind:?}"),
                 }
             }
         }
@@ -520,32 +506,28 @@ impl RequestStep {
                     .or_else(|| tenant.as_deref().map(|t| ex.workspace(t)))
                     .unwrap_or(WorkspaceId(uuid::Uuid::nil()));
                 let p = provider.unwrap_or(Provider::Qbo);
-                let op = |op| prepare(Method::POST, paths::connection(ws, p, op));
+                let request = |op: WorkspaceOp| {
+                    let (method, path) = op.request(ws, p, "");
+                    prepare(method, path)
+                };
                 match kind {
-                    CallKind::Activate => {
-                        HttpJob::Plain(prepare(Method::POST, paths::activation(ws)))
+                    CallKind::Op(WorkspaceOp::Authorize) => {
+                        HttpJob::Authorize(request(WorkspaceOp::Authorize))
                     }
-                    CallKind::Authorize => HttpJob::Authorize(op(ConnectionOp::Authorize)),
                     CallKind::Connect => HttpJob::Connect {
-                        authorize: op(ConnectionOp::Authorize),
+                        authorize: request(WorkspaceOp::Authorize),
                         client: client.clone(),
                         provider: p,
                         callback_replica: callback_replica.unwrap_or(*written),
                         bearer: bearer.clone(),
                         actor: self.actor.clone(),
                     },
-                    CallKind::Disconnect => HttpJob::Plain(op(ConnectionOp::Disconnect)),
-                    CallKind::Revoke => HttpJob::Plain(op(ConnectionOp::Revoke)),
-                    CallKind::Sync => HttpJob::Plain(op(ConnectionOp::Sync)),
-                    CallKind::ListConnections => {
-                        HttpJob::Plain(prepare(Method::GET, paths::connections(ws)))
-                    }
-                    CallKind::ListDocuments => {
-                        HttpJob::Plain(prepare(Method::GET, paths::documents(ws)))
-                    }
-                    CallKind::Http | CallKind::Callback => {
+                    // A callback is a `Call::Callback` (it needs a kept consent), and a plain
+                    // request a `Call::Http`: neither is made here.
+                    CallKind::Http | CallKind::Op(WorkspaceOp::Callback) => {
                         HttpJob::Plain(prepare(Method::GET, "/".into()))
                     }
+                    CallKind::Op(op) => HttpJob::Plain(request(*op)),
                 }
             }
         }

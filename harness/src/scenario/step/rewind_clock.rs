@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::load::{Checker, Problem};
 use crate::scenario::outcome::Failure;
@@ -13,7 +13,7 @@ use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
 /// A rewind step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRewindClock {
     /// A note for the trace.

@@ -1,7 +1,7 @@
 //! `do = "sql"`: raw SQL in the actor's own PostgreSQL session, kept across steps (so `BEGIN`
 //! here and `COMMIT` later work) and tagged with the actor, so the lock tables show it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::ConnectOptions;
 
 use crate::scenario::format::Expect;
@@ -12,7 +12,7 @@ use crate::scenario::run::jobs::{Job, SqlJob};
 use crate::scenario::run::Executor;
 
 /// A SQL step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSql {
     /// Who acts.
@@ -26,7 +26,7 @@ pub struct RawSql {
     /// The tenant set for row-level security (`harbor.tenant_id`).
     pub tenant: Option<String>,
     /// Run in the background (finish it with `wait`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub background: bool,
     /// The statement must block on a lock held by another actor.
     pub expect_blocked: Option<super::request::RawExpectBlocked>,

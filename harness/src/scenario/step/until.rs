@@ -6,7 +6,7 @@
 //! after). Bounded by the step timeout; running out is a failure with the lock tables attached.
 
 use harbor_service::domain::Provider;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::evidence::POLL_INTERVAL;
 use crate::scenario::assertion::provider_counter;
@@ -16,7 +16,7 @@ use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// An until step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUntil {
     /// A note for the trace.
@@ -26,10 +26,10 @@ pub struct RawUntil {
     /// The value to wait for.
     pub at_least: Option<u64>,
     /// Wait until every replica is ready instead.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub replicas_ready: bool,
     /// Wait until the revocation outbox is empty instead (read from the database).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub outbox_empty: bool,
 }
 

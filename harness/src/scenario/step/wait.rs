@@ -1,14 +1,14 @@
 //! `do = "wait"`: collects the actor's background step (bounded by the step timeout) and checks
 //! the outcome its launching step expected.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::load::{Checker, Problem};
 use crate::scenario::outcome::Failure;
 use crate::scenario::run::Executor;
 
 /// A wait step as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWait {
     /// Whose step.

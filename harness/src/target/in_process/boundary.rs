@@ -182,6 +182,8 @@ impl TokenInspector for RingInspector {
 pub struct InProcessLauncher<'a> {
     infra: &'a crate::provision::Infra,
     flaws: harbor_service::flaws::Flaws,
+    /// The contract the first launch read; later launches of the same build reuse it.
+    contract: std::sync::OnceLock<std::sync::Arc<Contract>>,
 }
 
 impl<'a> InProcessLauncher<'a> {
@@ -190,6 +192,7 @@ impl<'a> InProcessLauncher<'a> {
         Self {
             infra,
             flaws: harbor_service::flaws::Flaws::none(),
+            contract: std::sync::OnceLock::new(),
         }
     }
 
@@ -238,9 +241,11 @@ impl crate::target::Launcher for InProcessLauncher<'_> {
         setup: &'a crate::target::Setup,
     ) -> futures::future::LocalBoxFuture<'a, Result<Box<dyn crate::target::Launched>, String>> {
         Box::pin(async move {
-            let started = InProcess::start(self.infra, self.options(setup))
+            let known = self.contract.get().cloned();
+            let started = InProcess::start_knowing(self.infra, self.options(setup), known)
                 .await
                 .map_err(|e| e.to_string())?;
+            let _ = self.contract.set(started.contract.clone());
             Ok(Box::new(started) as Box<dyn crate::target::Launched>)
         })
     }

@@ -51,7 +51,7 @@ pub struct InProcess {
     /// The token encryption keys the replicas were started with.
     pub token_keys: TokenKeysConfig,
     /// The contract the replicas publish at `/openapi.json`, read once they are up.
-    contract: crate::target::Contract,
+    contract: std::sync::Arc<crate::target::Contract>,
     /// The key ring built from `token_keys`, opening tokens for the oracles.
     ring: boundary::RingInspector,
 }
@@ -59,8 +59,18 @@ pub struct InProcess {
 impl InProcess {
     /// Creates an isolated environment on `infra` and starts the replicas on it.
     pub async fn start(infra: &Infra, options: ServiceOptions) -> Result<Self, ServiceError> {
+        Self::start_knowing(infra, options, None).await
+    }
+
+    /// Starts the service taking its contract as already read (`known`: what an earlier start of
+    /// the same build published), or reading it from `/openapi.json` when not.
+    pub async fn start_knowing(
+        infra: &Infra,
+        options: ServiceOptions,
+        known: Option<std::sync::Arc<crate::target::Contract>>,
+    ) -> Result<Self, ServiceError> {
         let env = infra.isolated_env().await?;
-        match Self::start_on(env.clone(), options).await {
+        match Self::start_on(env.clone(), options, known).await {
             Ok(sut) => Ok(sut),
             Err(e) => {
                 let _ = env.cleanup().await;
@@ -69,7 +79,11 @@ impl InProcess {
         }
     }
 
-    async fn start_on(env: IsolatedEnv, options: ServiceOptions) -> Result<Self, ServiceError> {
+    async fn start_on(
+        env: IsolatedEnv,
+        options: ServiceOptions,
+        known: Option<std::sync::Arc<crate::target::Contract>>,
+    ) -> Result<Self, ServiceError> {
         let tokens = TokenMint::new();
         let (_, token_keys) = KeyRing::generate("harness-k1");
         let provider = FakeProvider::start()
@@ -166,14 +180,22 @@ impl InProcess {
                 }
             }
         }
-        // The contract is read the way a client of any target reads it: from what it publishes.
-        let published = client
-            .request(reqwest::Method::GET, "/openapi.json")
-            .send()
-            .await
-            .map_err(|e| ServiceError::Task(e.to_string()))?;
-        let contract = crate::target::Contract::from_openapi(&published.body)
-            .map_err(|e| ServiceError::Task(format!("the published contract: {e}")))?;
+        // The contract is read the way a client of any target reads it: from what it publishes
+        // (once per build: a launcher passes on what its first start read).
+        let contract = match known {
+            Some(contract) => contract,
+            None => {
+                let published = client
+                    .request(reqwest::Method::GET, "/openapi.json")
+                    .send()
+                    .await
+                    .map_err(|e| ServiceError::Task(e.to_string()))?;
+                std::sync::Arc::new(
+                    crate::target::Contract::from_openapi(&published.body)
+                        .map_err(|e| ServiceError::Task(format!("the published contract: {e}")))?,
+                )
+            }
+        };
         let ring = boundary::RingInspector(
             KeyRing::from_config(&token_keys)
                 .map_err(|e| ServiceError::Task(format!("token keys: {e}")))?,
@@ -193,8 +215,8 @@ impl InProcess {
     }
 
     /// The key ring the replicas use (to check stored ciphertext from the outside).
-    pub fn key_ring(&self) -> KeyRing {
-        KeyRing::from_config(&self.token_keys).expect("the harness's keys are valid")
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.ring.0
     }
 
     /// The fault proxies of `replica`, or of every replica.

@@ -8,13 +8,12 @@
 //! schedule is the mirror image (tags swapped) of an explored one, with the same outcome. That is
 //! the only pruning, and it is exact: `pruned` counts the mirrors.
 
-use crate::explore::engine::{Chooser, Decision};
-use crate::explore::ops::Operation;
+use super::{Decision, Ready, Scheduler};
 
 /// The DFS state between schedules.
 #[derive(Clone, Debug)]
-pub struct Dfs {
-    ops: Vec<Operation>,
+pub struct Dfs<Op> {
+    ops: Vec<Op>,
     /// The choices to follow in the next schedule (a prefix; then the lowest enabled).
     prefix: Vec<usize>,
     done: bool,
@@ -25,9 +24,9 @@ pub struct Dfs {
     pub diverged: bool,
 }
 
-impl Dfs {
-    /// Enumerates the schedules of `ops`.
-    pub fn new(ops: &[Operation]) -> Self {
+impl<Op: Clone + PartialEq> Dfs<Op> {
+    /// Enumerates the schedules of `ops` (operations that compare equal are interchangeable).
+    pub fn new(ops: &[Op]) -> Self {
         Self {
             ops: ops.to_vec(),
             prefix: Vec::new(),
@@ -69,27 +68,42 @@ impl Dfs {
     }
 }
 
-/// The chooser of one schedule of a [`Dfs`].
-pub struct DfsRun<'d> {
-    dfs: &'d mut Dfs,
+/// The scheduler of one schedule of a [`Dfs`].
+pub struct DfsRun<'d, Op> {
+    dfs: &'d mut Dfs<Op>,
     launched: Vec<bool>,
+    step: usize,
 }
 
-impl Dfs {
-    /// The chooser for the next schedule.
-    pub fn schedule(&mut self) -> DfsRun<'_> {
+impl<Op: Clone + PartialEq> Dfs<Op> {
+    /// The scheduler for the next schedule.
+    pub fn schedule(&mut self) -> DfsRun<'_, Op> {
         let n = self.ops.len();
         self.current.clear();
         DfsRun {
             dfs: self,
             launched: vec![false; n],
+            step: 0,
         }
     }
 }
 
-impl Chooser for DfsRun<'_> {
-    fn choose(&mut self, enabled: &[usize], step: usize) -> usize {
-        let reduced = self.dfs.reduce(enabled, &self.launched);
+// Unlike a replay, a DFS that meets a prefix choice that is not ready does not refuse: the
+// exploration goes on along the lowest ready branch and reports the set as incomplete
+// (`diverged`), since a branch may never have been taken.
+impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
+    fn name(&self) -> &'static str {
+        "dfs"
+    }
+
+    fn next(&mut self, ready: &[Ready]) -> Result<Option<usize>, String> {
+        let enabled = super::steps(ready);
+        if enabled.is_empty() {
+            return Ok(None);
+        }
+        let reduced = self.dfs.reduce(&enabled, &self.launched);
+        let step = self.step;
+        self.step += 1;
         let chosen = match self.dfs.prefix.get(step) {
             Some(c) if reduced.contains(c) => *c,
             Some(_) => {
@@ -103,16 +117,16 @@ impl Chooser for DfsRun<'_> {
             enabled: reduced,
             chosen,
         });
-        chosen
+        Ok(Some(chosen))
     }
 }
 
 /// How many schedules each explored one stands for under the symmetry reduction: the product of
 /// `k!` over each group of `k` identical operations (1 when there are none).
-pub fn mirrors(ops: &[Operation]) -> usize {
-    let mut counts: std::collections::BTreeMap<Operation, usize> = Default::default();
+pub fn mirrors<Op: Ord + Clone>(ops: &[Op]) -> usize {
+    let mut counts: std::collections::BTreeMap<Op, usize> = Default::default();
     for op in ops {
-        *counts.entry(*op).or_default() += 1;
+        *counts.entry(op.clone()).or_default() += 1;
     }
     counts
         .values()
@@ -123,6 +137,14 @@ pub fn mirrors(ops: &[Operation]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::replay::tests::ready;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    enum Operation {
+        Activate,
+        Disconnect,
+        Sync,
+    }
 
     /// Two operations of `n` steps each, independent: the engine's decisions simulated.
     fn count(ops: &[Operation], steps: usize) -> usize {
@@ -131,15 +153,13 @@ mod tests {
         loop {
             let mut left = vec![steps; ops.len()];
             let mut run = dfs.schedule();
-            let mut step = 0;
             loop {
                 let enabled: Vec<usize> = (0..ops.len()).filter(|&i| left[i] > 0).collect();
                 if enabled.is_empty() {
                     break;
                 }
-                let c = run.choose(&enabled, step);
+                let c = run.next(&ready(&enabled)).unwrap().unwrap();
                 left[c] -= 1;
-                step += 1;
             }
             schedules += 1;
             if !dfs.advance() {

@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::explore::engine::Chooser;
+use super::{Ready, Scheduler};
 
 /// One PCT schedule.
 #[derive(Clone, Debug)]
@@ -15,6 +15,7 @@ pub struct Pct {
     priorities: Vec<usize>,
     change_points: Vec<usize>,
     lowest: usize,
+    step: usize,
 }
 
 impl Pct {
@@ -31,21 +32,30 @@ impl Pct {
             priorities,
             change_points,
             lowest: depth,
+            step: 0,
         }
     }
 }
 
-impl Chooser for Pct {
-    fn choose(&mut self, enabled: &[usize], step: usize) -> usize {
-        let chosen = *enabled
+impl Scheduler for Pct {
+    fn name(&self) -> &'static str {
+        "pct"
+    }
+
+    fn next(&mut self, ready: &[Ready]) -> Result<Option<usize>, String> {
+        let Some(chosen) = ready
             .iter()
-            .max_by_key(|&&i| self.priorities[i])
-            .unwrap_or(&enabled[0]);
-        if self.change_points.contains(&step) {
+            .map(|r| r.step)
+            .max_by_key(|&i| self.priorities[i])
+        else {
+            return Ok(None);
+        };
+        if self.change_points.contains(&self.step) {
             self.lowest = self.lowest.saturating_sub(1);
             self.priorities[chosen] = self.lowest;
         }
-        chosen
+        self.step += 1;
+        Ok(Some(chosen))
     }
 }
 
@@ -57,7 +67,10 @@ mod tests {
     fn one_seed_one_schedule() {
         let run = |seed| {
             let mut p = Pct::new(seed, 3, 10, 3);
-            (0..10).map(|s| p.choose(&[0, 1, 2], s)).collect::<Vec<_>>()
+            let all = crate::schedule::replay::tests::ready(&[0, 1, 2]);
+            (0..10)
+                .map(|_| p.next(&all).unwrap().unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert!(
