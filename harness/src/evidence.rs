@@ -49,6 +49,14 @@ impl BackendActivity {
     pub fn is_lock_waiting(&self) -> bool {
         self.wait_event_type.as_deref() == Some("Lock")
     }
+
+    /// The actors blocking it, when it waits for a heavyweight lock that someone blocks. `None`
+    /// when it does not wait, or when the list of blockers came back empty: `pg_blocking_pids` is
+    /// read twice by the query, and an empty list means the lock was let go between the reads.
+    pub fn blocked_by(&self) -> Option<Vec<String>> {
+        let by = self.blocking_actors();
+        (self.is_lock_waiting() && !self.blocking_pids.is_empty() && !by.is_empty()).then_some(by)
+    }
 }
 
 /// An advisory lock's two-part key as `pg_locks` shows it (`classid`, `objid`, each half of the
@@ -94,7 +102,7 @@ const ACTIVITY_SQL: &str = "\
            ARRAY(SELECT coalesce(b.application_name, '') FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(p, n) \
                  LEFT JOIN pg_stat_activity b ON b.pid = u.p ORDER BY u.n) AS blocking_apps \
     FROM pg_stat_activity a \
-    WHERE a.datname = current_database() AND a.application_name = $1";
+    WHERE a.datname = current_database() AND a.application_name = ANY($1)";
 
 const LOCKS_SQL: &str = "\
     SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.locktype, \
@@ -110,10 +118,17 @@ pub async fn activity_of(
     pool: &PgPool,
     actor: &str,
 ) -> Result<Option<BackendActivity>, sqlx::Error> {
-    sqlx::query_as(ACTIVITY_SQL)
-        .bind(application_name(actor))
-        .fetch_optional(pool)
-        .await
+    Ok(activities_of(pool, &[actor]).await?.into_iter().next())
+}
+
+/// The backends running the transactions tagged with any of `actors`, read in one query: a settle
+/// over many actors costs one round trip, not one per actor.
+pub async fn activities_of(
+    pool: &PgPool,
+    actors: &[&str],
+) -> Result<Vec<BackendActivity>, sqlx::Error> {
+    let names: Vec<String> = actors.iter().map(|a| application_name(a)).collect();
+    sqlx::query_as(ACTIVITY_SQL).bind(names).fetch_all(pool).await
 }
 
 /// Every lock on the scenario's database (and every transaction-id lock), held or awaited.
@@ -272,11 +287,8 @@ pub async fn until_blocked(
             return Err(NotBlocked::Finished);
         }
         if let Ok(seen) = activity_of(pool, waiter).await {
-            if let Some(a) = seen
-                .as_ref()
-                .filter(|a| a.is_lock_waiting() && !a.blocking_pids.is_empty())
-            {
-                let named = holder.is_none_or(|h| a.blocking_actors().iter().any(|b| b == h));
+            if let Some((a, by)) = seen.as_ref().and_then(|a| Some((a, a.blocked_by()?))) {
+                let named = holder.is_none_or(|h| by.iter().any(|b| b == h));
                 if named {
                     let locks = lock_snapshot(pool).await.unwrap_or_default();
                     let awaited = locks.iter().find(|l| l.pid == a.pid && !l.granted).cloned();

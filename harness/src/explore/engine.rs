@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use harbor_service::domain::{Actor, Provider};
+use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_syncpoint::{SlotKey, SlotState};
 use reqwest::Method;
@@ -514,8 +514,10 @@ impl<'a> Engine<'a> {
 
     /// Waits until every launched operation is parked, done, or blocked on a stable holder. It
     /// wakes on a park or a finished request at once; the lock tables are read only when nothing
-    /// has happened for a tick (a request that stays still is waiting for something), and a
-    /// verdict that anything is blocked always rests on a fresh read of them.
+    /// has happened for a tick (a request that stays still is waiting for something), in one query
+    /// for every operation on its way ([`evidence::activities_of`], the same reading and the same
+    /// judgement, [`evidence::BackendActivity::blocked_by`], as the scenario's lock-wait probe),
+    /// and a verdict that anything is blocked always rests on a fresh read of them.
     async fn settle(
         &self,
         actors: &mut [Running],
@@ -526,35 +528,38 @@ impl<'a> Engine<'a> {
         let mut read_locks = false;
         loop {
             let mut settled = true;
-            let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
+            let mut moving: Vec<usize> = Vec::new();
             for (i, a) in actors.iter_mut().enumerate() {
                 // A parked request can only move by finishing (its sync point timed out): look.
                 let parked_and_still = matches!(a.stop, Some(Stop::Parked(_))) && !a.finished();
                 if !a.launched || a.stop == Some(Stop::Done) || parked_and_still {
                     continue;
                 }
-                let previous = a.stop.take();
-                match self.poll_one(a, run, i, read_locks).await? {
-                    Some(stop) => {
-                        if previous.as_ref() != Some(&stop) {
-                            run.observed.push(Observed {
-                                decision,
-                                op: i,
-                                stop: stop.clone(),
-                            });
-                        }
-                        if let Stop::Blocked(by) = &stop {
-                            blocked_by.push((i, by.clone()));
-                        }
-                        a.stop = Some(stop);
-                    }
-                    // Not parked or finished, and the lock tables not read this round: as it was.
-                    None if !read_locks && matches!(previous, Some(Stop::Blocked(_))) => {
-                        settled = false;
-                        a.stop = previous;
-                    }
-                    None => settled = false,
+                match self.poll_one(a, run, i).await? {
+                    Some(stop) => note(&mut a.stop, stop, i, decision, run),
+                    None => moving.push(i),
                 }
+            }
+            let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
+            if read_locks {
+                let waits = self.lock_waits(actors, &moving).await?;
+                for (i, by) in waits {
+                    match by {
+                        Some(by) => {
+                            let stop = Stop::Blocked(by.clone());
+                            note(&mut actors[i].stop, stop, i, decision, run);
+                            blocked_by.push((i, by));
+                        }
+                        None => {
+                            actors[i].stop = None;
+                            settled = false;
+                        }
+                    }
+                }
+            } else if !moving.is_empty() {
+                // Not parked or finished, and the lock tables not read this round: as it was,
+                // but not settled until they are.
+                settled = false;
             }
             // A wait counts as settled only if every holder is itself parked or waiting: a holder
             // that is still running may be about to let go.
@@ -568,22 +573,24 @@ impl<'a> Engine<'a> {
                 });
                 settled &= stable;
             }
-            // Each actor's lock wait was read by its own query: a holder may have let go and
-            // parked between two of them. With every holder now known to be parked or waiting, a
-            // second read of the waiters confirms they still wait (a parked holder cannot let go).
+            // The waits were read before some holders' states: a holder may have let go and
+            // parked in between. With every holder now known to be parked or waiting, a second
+            // read of the waiters confirms they still wait (a parked holder cannot let go).
             if settled && !blocked_by.is_empty() {
-                for (i, by) in &blocked_by {
-                    let again = self.poll_one(&mut actors[*i], run, *i, true).await?;
-                    if again.as_ref() != Some(&Stop::Blocked(by.clone())) {
+                let waiters: Vec<usize> = blocked_by.iter().map(|(i, _)| *i).collect();
+                let again = self.lock_waits(actors, &waiters).await?;
+                for ((i, by), (_, now)) in blocked_by.iter().zip(again) {
+                    if now.as_ref() != Some(by) {
                         settled = false;
-                        if let Some(stop) = &again {
+                        let stop = now.map(Stop::Blocked);
+                        if let Some(stop) = &stop {
                             run.observed.push(Observed {
                                 decision,
                                 op: *i,
                                 stop: stop.clone(),
                             });
                         }
-                        actors[*i].stop = again;
+                        actors[*i].stop = stop;
                     }
                 }
             }
@@ -633,13 +640,41 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Where one running operation is now (`None`: on its way).
+    /// For each of `which` (operation indices), who blocks it now (`None`: it does not wait for a
+    /// lock): one read of the lock tables for all of them.
+    async fn lock_waits(
+        &self,
+        actors: &[Running],
+        which: &[usize],
+    ) -> Result<Vec<(usize, Option<Vec<String>>)>, String> {
+        if which.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tags: Vec<&str> = which.iter().map(|&i| actors[i].tag.as_str()).collect();
+        // A failed read is no evidence of a wait: the operations count as on their way (and a
+        // settle that never ends reports the lock table).
+        let seen = evidence::activities_of(self.db()?, &tags)
+            .await
+            .unwrap_or_default();
+        Ok(which
+            .iter()
+            .map(|&i| {
+                let by = seen
+                    .iter()
+                    .find(|s| s.actor() == Some(actors[i].tag.as_str()))
+                    .and_then(|s| s.blocked_by());
+                (i, by)
+            })
+            .collect())
+    }
+
+    /// Whether one running operation has finished or parked (`None`: on its way, or waiting for
+    /// a lock — [`Engine::lock_waits`] tells which).
     async fn poll_one(
         &self,
         a: &mut Running,
         run: &mut ScheduleRun,
         index: usize,
-        read_locks: bool,
     ) -> Result<Option<Stop>, String> {
         match &mut a.work {
             Some(Work::Http(h)) if h.is_finished() => {
@@ -716,23 +751,6 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        if !read_locks {
-            return Ok(None);
-        }
-        if let Ok(Some(activity)) = evidence::activity_of(self.db()?, &a.tag).await {
-            if activity.is_lock_waiting() && !activity.blocking_pids.is_empty() {
-                let by: Vec<String> = activity
-                    .blocking_apps
-                    .iter()
-                    .map(|app| Actor::from_application_name(app).unwrap_or(app).to_owned())
-                    .collect();
-                // `pg_blocking_pids` is read twice by the probe; an empty list of holders means the
-                // lock was let go between the two reads: the request is on its way.
-                if !by.is_empty() {
-                    return Ok(Some(Stop::Blocked(by)));
-                }
-            }
-        }
         Ok(None)
     }
 
@@ -753,6 +771,18 @@ impl<'a> Engine<'a> {
             run.exclusion_broken = Some((a, pa, b, pb));
         }
     }
+}
+
+/// Sets an operation's stop, recording it when it changed.
+fn note(slot: &mut Option<Stop>, stop: Stop, op: usize, decision: usize, run: &mut ScheduleRun) {
+    if slot.as_ref() != Some(&stop) {
+        run.observed.push(Observed {
+            decision,
+            op,
+            stop: stop.clone(),
+        });
+    }
+    *slot = Some(stop);
 }
 
 fn spawn_sql(
