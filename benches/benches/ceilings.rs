@@ -97,11 +97,11 @@ fn seal_and_open(c: &mut Criterion) {
 }
 
 fn jwt(c: &mut Criterion) {
-    let mint = harbor_harness::tokens::TokenMint::new();
+    let mint = harbor_harness::identity::TokenMint::new();
     let verifier = harbor_service::auth::JwtVerifier::new(&mint.jwt_config()).unwrap();
     let token = mint.token(
         uuid::Uuid::new_v4(),
-        harbor_harness::tokens::TokenKind::Valid,
+        harbor_harness::identity::TokenKind::Valid,
     );
     let x = mint.jwks_json()["keys"][0]["x"]
         .as_str()
@@ -121,7 +121,7 @@ fn jwt(c: &mut Criterion) {
         .map(|_| {
             mint.token(
                 uuid::Uuid::new_v4(),
-                harbor_harness::tokens::TokenKind::Valid,
+                harbor_harness::identity::TokenKind::Valid,
             )
         })
         .collect();

@@ -128,7 +128,10 @@ pub async fn activities_of(
     actors: &[&str],
 ) -> Result<Vec<BackendActivity>, sqlx::Error> {
     let names: Vec<String> = actors.iter().map(|a| application_name(a)).collect();
-    sqlx::query_as(ACTIVITY_SQL).bind(names).fetch_all(pool).await
+    sqlx::query_as(ACTIVITY_SQL)
+        .bind(names)
+        .fetch_all(pool)
+        .await
 }
 
 /// Every lock on the scenario's database (and every transaction-id lock), held or awaited.

@@ -18,7 +18,7 @@ use harbor_service::vault::{KeyRing, TokenBinding, TokenField};
 use rand::{Rng, SeedableRng};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::tokens::TokenMint;
+use crate::identity::TokenMint;
 
 /// A fuzz target: its name (the folder of its corpus) and its body.
 pub type Target = (&'static str, fn(&[u8]));

@@ -197,6 +197,12 @@ fn code_only(source: &str) -> String {
 /// The first path segment of every `crate::` path in `code`: `use crate::x::…`, an inline
 /// `crate::x::y(…)`, and each item of a group `use crate::{a, b::{c, d}}`.
 fn referenced(code: &str) -> BTreeSet<String> {
+    referenced_after(code, "crate::")
+}
+
+/// The first path segment after every `prefix` (`crate::`, `crate::scenario::`, `super::`) in
+/// `code`, group items included.
+fn referenced_after(code: &str, prefix: &str) -> BTreeSet<String> {
     let ident = |s: &str| {
         s.chars()
             .take_while(|ch| ch.is_alphanumeric() || *ch == '_')
@@ -204,10 +210,10 @@ fn referenced(code: &str) -> BTreeSet<String> {
     };
     let mut names = BTreeSet::new();
     let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
+    while let Some(at) = rest.find(prefix) {
         let before = rest[..at].chars().next_back();
-        let after = rest[at + "crate::".len()..].trim_start();
-        rest = &rest[at + "crate::".len()..];
+        let after = rest[at + prefix.len()..].trim_start();
+        rest = &rest[at + prefix.len()..];
         if before.is_some_and(|ch| ch.is_alphanumeric() || ch == '_') {
             continue;
         }
@@ -246,6 +252,54 @@ pub fn graph(src: &Path) -> Graph {
             (module, uses)
         })
         .collect()
+}
+
+/// Panics, naming a cycle, when the submodules of `module` (each file and directory under
+/// `src/<module>/` but its `mod.rs`) import each other in a circle, through `crate::<module>::`
+/// paths or `super::` paths that climb back to `module`.
+pub fn assert_no_cycle_within(src: &Path, module: &str) {
+    let dir = src.join(module);
+    let qualified = format!("crate::{module}::");
+    let mut graph = Graph::new();
+    for entry in std::fs::read_dir(&dir).expect("the module's directory is readable") {
+        let path = entry.expect("a directory entry").path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let mut files = Vec::new();
+        if path.is_dir() {
+            collect(&path, &mut files);
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "mod" {
+            files.push(path.clone());
+        }
+        let uses = graph.entry(name.clone()).or_default();
+        for file in files {
+            let code =
+                code_only(&std::fs::read_to_string(&file).expect("a source file is readable"));
+            // How many `super::` lead from this file back to `module`: one per directory below
+            // it, and one for the file itself unless it is a `mod.rs`.
+            let below = file
+                .strip_prefix(&dir)
+                .expect("under the module")
+                .components()
+                .count();
+            let climbs = below - usize::from(file.file_name().is_some_and(|f| f == "mod.rs"));
+            uses.extend(referenced_after(&code, &qualified));
+            uses.extend(referenced_after(&code, &"super::".repeat(climbs)));
+        }
+        uses.remove(&name);
+    }
+    if graph.is_empty() {
+        panic!("{module} has no submodules under {}", dir.display());
+    }
+    let components = components(&graph);
+    let largest = &components[0];
+    assert!(
+        largest.len() == 1,
+        "import circle inside {module} among {largest:?} ({} modules), for instance {}",
+        largest.len(),
+        cycle_through(&graph, &largest[0])
+    );
 }
 
 /// The strongly connected components (Tarjan), largest first.
@@ -402,6 +456,30 @@ mod tests {
     fn a_cycle_is_refused() {
         let dir = crate_of(&[("a.rs", "use crate::b::Y;"), ("b.rs", "use crate::a::X;")]);
         assert_no_cycle(dir.path());
+    }
+
+    #[test]
+    fn submodules_are_checked_for_a_circle_through_both_kinds_of_path() {
+        let layered = crate_of(&[
+            ("m/mod.rs", "pub mod a; pub mod b; pub mod c;"),
+            ("m/a.rs", ""),
+            ("m/b.rs", "use super::a::X;"),
+            ("m/c/mod.rs", "use crate::m::b::Y;"),
+            (
+                "m/c/inner.rs",
+                "use super::super::a::Z; use super::mod_item;",
+            ),
+        ]);
+        assert_no_cycle_within(layered.path(), "m");
+        let circle = crate_of(&[
+            ("m/mod.rs", "pub mod a; pub mod c;"),
+            ("m/a.rs", "use crate::m::c::Y;"),
+            ("m/c/mod.rs", "pub mod inner;"),
+            ("m/c/inner.rs", "use super::super::a::Z;"),
+        ]);
+        let refused = std::panic::catch_unwind(|| assert_no_cycle_within(circle.path(), "m"));
+        let message = *refused.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("import circle inside m"), "{message}");
     }
 
     #[test]

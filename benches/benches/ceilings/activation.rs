@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use harbor_harness::fixtures::TenantWorkspace;
+use harbor_harness::identity::TokenKind;
 use harbor_harness::target::in_process::{InProcess, ServiceOptions};
-use harbor_harness::tokens::TokenKind;
 use harbor_service::lifecycle::ConnectionStatus;
 use sqlx::PgPool;
 

@@ -418,11 +418,11 @@ async fn kill_matrix(
             };
             // Only an anomaly about the service's behaviour counts: a hang (a settle that timed out
             // on a loaded machine) or a 5xx alone may be the harness's own trouble.
-            let semantic = |a: &crate::explore::oracle::Anomaly| {
+            let semantic = |a: &crate::explore::anomaly::Anomaly| {
                 !matches!(
                     a,
-                    crate::explore::oracle::Anomaly::Hang
-                        | crate::explore::oracle::Anomaly::ServerError
+                    crate::explore::anomaly::Anomaly::Hang
+                        | crate::explore::anomaly::Anomaly::ServerError
                 )
             };
             let explored = InProcessLauncher::new(infra).with_flaws(one.flaws.clone());

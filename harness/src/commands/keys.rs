@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{CANNOT_RUN, NOT_CERTIFIED};
+use crate::identity::{self, TokenKind, TokenMint};
 use crate::report;
-use crate::tokens::{self, TokenKind, TokenMint};
 
 /// What `verify` checks.
 #[derive(clap::Args, Clone, Debug)]
@@ -93,7 +93,7 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
 /// Writes a report-signing key, or the service's keys.
 pub fn keygen(args: KeygenArgs) -> ExitCode {
     if let Some(dir) = args.service {
-        return match tokens::write_service_keys(&dir) {
+        return match identity::write_service_keys(&dir) {
             Ok(env) => {
                 println!("{}", env.display());
                 ExitCode::SUCCESS

@@ -21,9 +21,9 @@ use crate::client::Answer;
 use crate::evidence;
 use crate::fake_provider::{Consent, Counters};
 use crate::fixtures::TenantWorkspace;
+use crate::identity::TokenKind;
 use crate::schedule::{Ready, Scheduler};
 use crate::target::{Target, TenantSpec};
-use crate::tokens::TokenKind;
 
 /// The replica the starting state is made on (the one `target::start_flow` and `complete_flow`
 /// use); operations run on the other one (when there are two), so a state kept in one replica's

@@ -5,16 +5,16 @@
 //! - [`ops`]: the operations and the starting states.
 //! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
 //!   tables.
-//! - [`record`]: what an executed schedule records. [`oracle`]: the anomalies a schedule can show.
+//! - [`record`]: what an executed schedule records. [`anomaly`]: the anomalies a schedule can show.
 //! - [`save`]: a violation written out as an ordinary scenario file, minimised.
 //!
 //! Every schedule runs on a fresh workspace of one running service (its own tenant, its own rows,
 //! its own Redis state): operations touch only their workspace, so a new workspace is as good as a
 //! new database for them, at the cost of a few inserts instead of a template clone.
 
+pub mod anomaly;
 pub mod engine;
 pub mod ops;
-pub mod oracle;
 pub mod record;
 pub mod save;
 
@@ -27,9 +27,9 @@ use harbor_service::ratelimit::Quota;
 use serde::Serialize;
 
 use crate::target::{Launcher, Setup, Target};
+use anomaly::{Anomaly, Finding};
 use engine::{Engine, ScheduleRun};
 use ops::{Operation, Start};
-use oracle::{Anomaly, Finding};
 
 /// Version of `explore.json`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -246,7 +246,7 @@ async fn explore_on(
     let (mut setup_time, mut check_time) = (Duration::ZERO, Duration::ZERO);
     for (set_index, ops) in options.sets.iter().enumerate() {
         let start = Start::for_operations(ops);
-        let serial = oracle::serial_outcomes(ops, start);
+        let serial = anomaly::serial_outcomes(ops, start);
         let mut set = SetReport {
             operations: ops.clone(),
             start,
@@ -301,7 +301,7 @@ async fn explore_on(
             }
             *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
             progress(set_index, set.explored);
-            let findings: Vec<Finding> = oracle::check(ops, start, &run, &serial);
+            let findings: Vec<Finding> = anomaly::check(ops, start, &run, &serial);
             let mut new = false;
             for f in findings {
                 if seen.insert(f.anomaly) {

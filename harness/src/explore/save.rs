@@ -10,14 +10,13 @@
 
 use std::path::{Path, PathBuf};
 
+use super::anomaly::{self, Anomaly};
 use super::engine::{Engine, ScheduleRun, Stop};
 use super::ops::{Does, Operation, Start, RAW_UPDATED};
-use super::oracle::{self, Anomaly};
 use super::Violation;
 use crate::operation::WorkspaceOp;
-use crate::scenario::format::{
-    self, ActorDef, Assertion, Expect, ScenarioFile, Severity, TenantFixture,
-};
+use crate::scenario::file::{self, ScenarioFile};
+use crate::scenario::format::{ActorDef, Assertion, Expect, Severity, TenantFixture};
 use crate::scenario::step::clock::RawAdvanceClock;
 use crate::scenario::step::fault::RawFault;
 use crate::scenario::step::release::RawRelease;
@@ -44,8 +43,8 @@ async fn reproduces(
     if run.refused.is_some() {
         return Ok(None);
     }
-    let serial = oracle::serial_outcomes(ops, start);
-    let shown = oracle::check(ops, start, &run, &serial)
+    let serial = anomaly::serial_outcomes(ops, start);
+    let shown = anomaly::check(ops, start, &run, &serial)
         .iter()
         .any(|f| f.anomaly == anomaly);
     Ok(shown.then_some(run))
@@ -167,7 +166,7 @@ pub fn scenario(
     }
     // The model's answers, in the serial order the operations finished in (or the first order):
     // what each launch step expects when the anomaly is about answers.
-    let serial = oracle::serial_outcomes(ops, start);
+    let serial = anomaly::serial_outcomes(ops, start);
     let chosen = serial
         .iter()
         .find(|s| s.order == run.completion_order)
@@ -181,7 +180,7 @@ pub fn scenario(
         // An operation a fault interrupted: its documented answer, or a 5xx fails the step.
         if let Some(f) = run.finished[i]
             .as_ref()
-            .filter(|f| with_fault && oracle::is_unavailable(f))
+            .filter(|f| with_fault && anomaly::is_unavailable(f))
         {
             return Some(Expect {
                 status: Some(f.status),
@@ -304,7 +303,7 @@ pub fn scenario(
             }));
         }
     }
-    let most = |f: fn(&oracle::SerialOutcome) -> u64| serial.iter().map(f).max().unwrap_or(0);
+    let most = |f: fn(&anomaly::SerialOutcome) -> u64| serial.iter().map(f).max().unwrap_or(0);
     let setup_exchanges = u64::from(start != Start::Pending);
     let counter = |name: &str, value: u64| Assertion {
         provider_counter: Some(format!("qbo.{name}")),
@@ -357,7 +356,7 @@ pub fn scenario(
         no_lock_held: Some("w".into()),
         ..Assertion::default()
     });
-    format::write(&file, "")
+    file::write(&file, "")
 }
 
 /// The request step of `kind` (the scenario format names each kind's step).

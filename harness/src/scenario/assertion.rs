@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use harbor_service::domain::Provider;
 use serde_json::{json, Value};
 
+use super::check::{problem, Checker, Problem};
+use super::executor::Executor;
 use super::expect::{glob_match, json_eq, toml_to_json};
 use super::format;
-use super::load::{problem, Checker, Problem};
-use super::run::Executor;
+use super::outcome::Failure;
+use super::trace::EventKind;
 use crate::fake_provider::Counters;
 use crate::target::Capability;
 
@@ -196,7 +198,7 @@ impl Assertion {
 
     /// Evaluates it now: `Ok` describes what held, `Err` what did not.
     pub async fn evaluate(&self, ex: &Executor<'_>) -> Result<String, String> {
-        let target = ex.target;
+        let target = ex.target();
         let db = || target.database().ok_or("the target has no database");
         let redis = || target.redis().ok_or("the target has no Redis access");
         match &self.check {
@@ -298,7 +300,7 @@ impl Assertion {
                 }
             }
             Check::NoLockHeld { tenant } => {
-                let workspace = ex.tenants[tenant].workspace;
+                let workspace = ex.tenant(tenant).workspace;
                 let key = target
                     .workspace_lock(workspace)
                     .ok_or("the target does not name its workspace lock")?;
@@ -344,4 +346,30 @@ pub fn provider_counter(
         ));
     }
     Ok((provider, counter.to_owned()))
+}
+
+impl Assertion {
+    /// Checks it now (at step `step`, or at the end) and records the verdict in the trace.
+    pub async fn check(&self, ex: &mut Executor<'_>, step: Option<usize>) -> Result<(), Failure> {
+        match self.evaluate(ex).await {
+            Ok(detail) => {
+                ex.count_check();
+                ex.event(
+                    step,
+                    None,
+                    EventKind::Checked,
+                    self.note.clone().unwrap_or(detail),
+                    None,
+                );
+                Ok(())
+            }
+            Err(message) => Err(Failure::at(
+                step,
+                match &self.note {
+                    Some(n) => format!("{n}: {message}"),
+                    None => message,
+                },
+            )),
+        }
+    }
 }

@@ -1,24 +1,25 @@
-//! Loading: a file ([`super::format`]) becomes a typed [`Scenario`] ([`super::model`]) or an error
+//! Loading: a file ([`super::format`]) becomes a typed [`Scenario`] ([`super::typed`]) or an error
 //! naming the file, the place in it and what was expected. Everything that can be known before a
 //! scenario runs is checked here, once — unknown fields, actors, sync points, tenants, providers,
 //! counters, placeholders — and each step kind checks its own fields in its file under
 //! [`super::step`], through the [`Checker`] this module lends it.
 
-use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harbor_service::domain::{Actor, Provider};
+use harbor_service::domain::Actor;
 use harbor_service::flaws::Flaw;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::Quota;
-use harbor_service::syncpoints::SYNC_POINTS;
 
+use super::actor::ActorSpec;
 use super::assertion::Assertion;
-use super::format::{ScenarioFile, TokenChoice};
-use super::model::{ActorSpec, MemberRole, Scenario, ServiceSettings, Tenant, UserRef};
+use super::check::{problem, Checker, Problem};
+use super::file::ScenarioFile;
+use super::format::TokenChoice;
 use super::step::{Step, StepKind};
+use super::typed::{Scenario, ServiceSettings, Tenant};
 use crate::catalogue::{AREAS, THREATS};
 
 /// A scenario file that cannot run, and why.
@@ -171,189 +172,6 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<LoadedScenario>, Vec<ScenarioEr
     }
 }
 
-/// Where a check failed, and what was expected.
-pub type Problem = (String, String);
-
-/// A [`Problem`] at `place`.
-pub fn problem(place: impl Into<String>, message: impl Into<String>) -> Problem {
-    (place.into(), message.into())
-}
-
-/// What a step's checks may consult: the declared names, and which actors have a step running in
-/// the background at this point of the file.
-pub struct Checker {
-    tenants: BTreeSet<String>,
-    sets: BTreeSet<String>,
-    actors: Vec<ActorSpec>,
-    /// Replicas the scenario runs.
-    pub replicas: usize,
-    background: HashSet<String>,
-}
-
-impl Checker {
-    /// A declared tenant.
-    pub fn tenant(&self, place: &str, name: &str) -> Result<String, Problem> {
-        if self.tenants.contains(name) {
-            Ok(name.to_owned())
-        } else {
-            Err(problem(
-                place,
-                format!(
-                    "unknown tenant {name:?} (declared: {})",
-                    list(&self.tenants)
-                ),
-            ))
-        }
-    }
-
-    /// A declared tenant set.
-    pub fn tenant_set(&self, place: &str, name: &str) -> Result<String, Problem> {
-        if self.sets.contains(name) {
-            Ok(name.to_owned())
-        } else {
-            Err(problem(
-                place,
-                format!(
-                    "unknown tenant set {name:?} (declared: {})",
-                    list(&self.sets)
-                ),
-            ))
-        }
-    }
-
-    /// A declared actor.
-    pub fn actor(&self, place: &str, name: &str) -> Result<&ActorSpec, Problem> {
-        self.actors.iter().find(|a| a.name == name).ok_or_else(|| {
-            let names: BTreeSet<String> = self.actors.iter().map(|a| a.name.clone()).collect();
-            problem(
-                place,
-                format!("unknown actor {name:?} (declared: {})", list(&names)),
-            )
-        })
-    }
-
-    /// A user reference `<tenant>.owner`, `<tenant>.admin` or `<tenant>.member`.
-    pub fn user(&self, place: &str, user: &str) -> Result<UserRef, Problem> {
-        let wrong = || {
-            problem(
-                place,
-                format!("expected <tenant>.owner, <tenant>.admin or <tenant>.member, got {user:?}"),
-            )
-        };
-        let (tenant, role) = user.rsplit_once('.').ok_or_else(wrong)?;
-        let role = match role {
-            "owner" => MemberRole::Owner,
-            "admin" => MemberRole::Admin,
-            "member" => MemberRole::Member,
-            _ => return Err(wrong()),
-        };
-        Ok(UserRef {
-            tenant: self.tenant(place, tenant)?,
-            role,
-        })
-    }
-
-    /// A provider name.
-    pub fn provider(&self, place: &str, raw: Option<&str>) -> Result<Provider, Problem> {
-        let raw = raw.ok_or_else(|| problem(place, "needs provider = qbo, gmail, slack or box"))?;
-        Provider::parse(raw).map_err(|_| {
-            problem(
-                place,
-                format!("unknown provider {raw:?}: expected qbo, gmail, slack or box"),
-            )
-        })
-    }
-
-    /// One of the service's sync points.
-    pub fn sync_point(&self, place: &str, point: &str) -> Result<&'static str, Problem> {
-        SYNC_POINTS
-            .iter()
-            .find(|p| **p == point)
-            .copied()
-            .ok_or_else(|| {
-                problem(
-                    place,
-                    format!(
-                        "unknown sync point {point:?} (the service has: {})",
-                        SYNC_POINTS.join(", ")
-                    ),
-                )
-            })
-    }
-
-    /// A replica index.
-    pub fn replica(&self, place: &str, replica: usize) -> Result<usize, Problem> {
-        if replica < self.replicas {
-            Ok(replica)
-        } else {
-            Err(problem(
-                place,
-                format!(
-                    "the scenario runs {} replica(s), numbered from 0",
-                    self.replicas
-                ),
-            ))
-        }
-    }
-
-    /// Checks `{workspace:x}`, `{tenant:x}`, `{user:x.owner}` and `{prefix}` placeholders.
-    pub fn placeholders(&self, place: &str, text: &str) -> Result<(), Problem> {
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            let after = &rest[open + 1..];
-            let Some(close) = after.find('}') else { break };
-            let inner = &after[..close];
-            match inner.split_once(':') {
-                Some(("workspace" | "tenant", t)) => {
-                    self.tenant(place, t)?;
-                }
-                Some(("user", u)) => {
-                    self.user(place, u)?;
-                }
-                None if inner == "prefix" => {}
-                _ if inner.contains(|c: char| c.is_whitespace() || c == '"' || c == ',') => {}
-                _ => {
-                    return Err(problem(
-                        place,
-                        format!("unknown placeholder {{{inner}}}: expected {{workspace:T}}, {{tenant:T}}, {{user:T.owner}} or {{prefix}}"),
-                    ))
-                }
-            }
-            rest = &after[close + 1..];
-        }
-        Ok(())
-    }
-
-    /// Records that `actor` now has a step running in the background.
-    pub fn start_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
-        if self.background.insert(actor.to_owned()) {
-            Ok(())
-        } else {
-            Err(problem(place, format!("actor {actor:?} already has a step running in the background; wait for it first")))
-        }
-    }
-
-    /// Records that `actor`'s background step is collected.
-    pub fn end_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
-        if self.background.remove(actor) {
-            Ok(())
-        } else {
-            Err(problem(
-                place,
-                format!("actor {actor:?} has no step running in the background to wait for"),
-            ))
-        }
-    }
-}
-
-fn list(set: &BTreeSet<String>) -> String {
-    if set.is_empty() {
-        "none".into()
-    } else {
-        set.iter().cloned().collect::<Vec<_>>().join(", ")
-    }
-}
-
 fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
     if s.id.is_empty()
         || !s
@@ -422,17 +240,11 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
             .map(Duration::from_millis),
         provider_timeout: s.service.provider_timeout_ms.map(Duration::from_millis),
     };
-    let mut cx = Checker {
-        tenants: BTreeSet::new(),
-        sets: BTreeSet::new(),
-        actors: Vec::new(),
-        replicas: service.replicas,
-        background: HashSet::new(),
-    };
+    let mut cx = Checker::new(service.replicas);
     let mut tenants = Vec::new();
     for (i, t) in s.tenants.iter().enumerate() {
         let place = format!("tenants[{i}]");
-        if !cx.tenants.insert(t.name.clone()) {
+        if !cx.declare_tenant(&t.name) {
             return Err(problem(
                 place,
                 format!("tenant {:?} is declared twice", t.name),
@@ -465,12 +277,12 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
                 "expected 1 to 2000",
             ));
         }
-        cx.sets.insert(set.prefix.clone());
+        cx.declare_set(&set.prefix);
     }
     for (i, a) in s.actors.iter().enumerate() {
         let place = format!("actors[{i}]");
         Actor::parse(&a.name).map_err(|e| problem(format!("{place}.name"), e.to_string()))?;
-        if cx.actors.iter().any(|d| d.name == a.name) {
+        if cx.actors().iter().any(|d| d.name == a.name) {
             return Err(problem(
                 place,
                 format!("actor {:?} is declared twice", a.name),
@@ -485,7 +297,7 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
             TokenChoice::None => None,
             TokenChoice::Kind(k) => Some(k),
         };
-        cx.actors.push(ActorSpec {
+        cx.declare_actor(ActorSpec {
             name: a.name.clone(),
             user,
             token,
@@ -502,7 +314,7 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
     }
     // One backend per actor: an actor's HTTP requests and its SQL session would both carry its
     // tag, and the lock tables could not say which one is meant.
-    for a in &cx.actors {
+    for a in cx.actors() {
         let mine = || {
             steps
                 .iter()
@@ -537,7 +349,7 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
         service,
         tenants,
         tenant_sets: s.tenant_sets,
-        actors: cx.actors,
+        actors: cx.into_actors(),
         steps,
         assertions,
     })

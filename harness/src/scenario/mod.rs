@@ -5,30 +5,38 @@
 //! The pipeline, each stage its own module:
 //!
 //! ```text
-//! format (TOML) ──load──► model (typed Scenario, steps in step/) ──► programs + Scheduler (which step next)
-//!     ──► run (Executor) ──► Target ──► outcome/expect/assertion (+ oracles) ──► Verdict ──► report
+//! file + format (TOML) ──load──► typed (Scenario, steps in step/) ──► programs + Scheduler
+//!     ──► run ──► executor ──► Target ──► outcome/expect/assertion (+ oracles) ──► Verdict
 //! ```
 //!
-//! - [`format`]: the file format as written. [`load`]: parsing and every check, once, producing
-//!   [`model`]'s typed scenario. [`step`]: one file per step kind (fields, checks, execution).
-//! - [`programs`]: each actor's steps in file order; a [`crate::schedule::Scheduler`] picks among
-//!   their heads.
-//! - [`run`]: [`run::ScenarioRunner`] and the [`run::Executor`]; [`outcome`], [`expect`] and
-//!   [`assertion`]: what a step produced and how it is judged.
-//! - [`trace`]: what happened, rendered like the seed audit's trace tables.
-//! - [`logs`]: the in-memory capture of the service's logs, for leak searches.
+//! The modules form no import circle (the `scenario_modules_form_no_circle` test), bottom first:
+//! - [`trace`], [`logs`], [`outcome`], [`format`] (the pieces of a file as written), [`expect`],
+//!   [`actor`] (who acts), [`check`] (what a step's checks consult while a file loads — a leaf the
+//!   step files use, like mini-redis's `Parse`);
+//! - [`executor`]: one run's state, reached through its methods, and the operations every step
+//!   kind shares; [`assertion`]: facts about the state, checked through the executor;
+//! - [`step`]: one file per step kind (fields as written, checks, execution);
+//! - [`typed`]: the checked, typed scenario; [`file`]: a whole file, read and written (the one
+//!   writer); [`load`]: parsing and every check, once; [`programs`]: each actor's steps in file
+//!   order, among whose heads a [`crate::schedule::Scheduler`] picks;
+//! - [`run`]: [`run::ScenarioRunner`], one run on a fresh target.
+//! - This module: selection, verdicts over repeated runs.
 
+pub mod actor;
 pub mod assertion;
+pub mod check;
+pub mod executor;
 pub mod expect;
+pub mod file;
 pub mod format;
 pub mod load;
 pub mod logs;
-pub mod model;
 pub mod outcome;
 pub mod programs;
 pub mod run;
 pub mod step;
 pub mod trace;
+pub mod typed;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::model::Scenario;
+use super::typed::Scenario;
 use crate::schedule::Ready;
 
 /// Each actor's remaining program, and the harness's.

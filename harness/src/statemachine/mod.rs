@@ -24,10 +24,10 @@ use proptest::test_runner::{
 
 use crate::fake_provider::{Consent, Fault, CANARY_PREFIX};
 use crate::fixtures::TenantWorkspace;
+use crate::identity::TokenKind;
 use crate::model::{Expected, Model, Who};
 use crate::operation::WorkspaceOp;
 use crate::target::{Launcher, Setup, Target, TenantSpec};
-use crate::tokens::TokenKind;
 
 /// The providers the sequences use: two, so that flows collide often.
 pub const PROVIDERS: [Provider; 2] = [Provider::Qbo, Provider::Gmail];

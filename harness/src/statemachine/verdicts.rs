@@ -164,7 +164,8 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
 /// expectation on every step, and the model's end state as assertions. `harbor-certify run FILE`
 /// (with the same `--flaw`) replays it.
 pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> Result<String, String> {
-    use crate::scenario::format::{self, ActorDef, Assertion, Expect, ScenarioFile, Severity};
+    use crate::scenario::file::ScenarioFile;
+    use crate::scenario::format::{self, ActorDef, Assertion, Expect, Severity};
     use crate::scenario::step::{request::RawRequest, RawStep};
     let user = |who: Who| match who {
         Who::Owner => "a.owner",
@@ -425,7 +426,7 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> Result<String, String> 
         ..Assertion::default()
     });
     file.assertions = assertions;
-    format::write(
+    crate::scenario::file::write(
         &file,
         "# Written by `harbor-certify proptest`: a sequence of the state machine as a scenario. The\n# expectations are the reference model's (harness/src/model.rs).\n",
     )
@@ -478,10 +479,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
         // Two provider steps for the token fault (one per provider).
         assert_eq!(loaded.scenario.steps.len(), ops.len() + 1);
-        let file = crate::scenario::format::read(&text).unwrap();
+        let file = crate::scenario::file::read(&text).unwrap();
         assert_eq!(
-            crate::scenario::format::read(&crate::scenario::format::write(&file, "").unwrap())
-                .unwrap(),
+            crate::scenario::file::read(&crate::scenario::file::write(&file, "").unwrap()).unwrap(),
             file
         );
     }

@@ -4,7 +4,7 @@
 use harbor_service::domain::{Provider, UserId, WorkspaceId};
 
 use super::Target;
-use crate::tokens::TokenKind;
+use crate::identity::TokenKind;
 
 /// `user` connects `provider` to `workspace` through the real OAuth flow on replica 0 — authorize,
 /// consent at the provider, callback — and it must answer 200 (a fixture, not a check).

@@ -2,7 +2,7 @@
 //! executor sends HTTP as an actor, arms / awaits / releases sync points, moves the clock,
 //! switches the fake provider, does faults to dependencies, and reads the lock tables and the
 //! database — only through this trait. Each target declares its [`Capability`]s; each scenario's
-//! requirements are derived from its typed steps ([`crate::scenario::model::Scenario::requires`]),
+//! requirements are derived from its typed steps ([`crate::scenario::typed::Scenario::requires`]),
 //! and a scenario a target cannot serve is refused with the reason (SKIPPED, never PASS).
 //!
 //! It speaks in terms a remote service could answer — HTTP as an actor, fixtures returned as
@@ -32,7 +32,7 @@ use crate::evidence::AdvisoryKey;
 use crate::fake_provider::FakeProvider;
 use crate::faults::Fault;
 use crate::fixtures::TenantWorkspace;
-use crate::tokens::TokenKind;
+use crate::identity::TokenKind;
 
 pub mod contract;
 pub mod flow;

@@ -15,7 +15,7 @@ use crate::evidence::AdvisoryKey;
 use crate::fake_provider::FakeProvider;
 use crate::faults::{Fault, FaultDone};
 use crate::fixtures::TenantWorkspace;
-use crate::tokens::TokenKind;
+use crate::identity::TokenKind;
 
 /// A target seen with some capabilities taken away: how a run shows what a scenario needs, and
 /// how the refusal path is tested without a second kind of target.

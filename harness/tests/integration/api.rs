@@ -3,8 +3,8 @@
 //! test hooks.
 
 use harbor_harness::fake_provider::FakeProvider;
+use harbor_harness::identity::TokenMint;
 use harbor_harness::target::in_process::{service_config, ServiceDeps, ServiceOptions};
-use harbor_harness::tokens::TokenMint;
 use harbor_service::config::{Config, Profile};
 use harbor_service::vault::{KeyRing, TokenKeysConfig};
 use reqwest::{Method, StatusCode};

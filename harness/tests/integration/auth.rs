@@ -1,7 +1,7 @@
 //! The auth matrix (finding 7.2): no token, expired, not yet valid, wrong key, wrong audience,
 //! wrong issuer, non-member, spoofed `X-User-Id` — none may activate or even learn the workspace.
 
-use harbor_harness::tokens::TokenKind;
+use harbor_harness::identity::TokenKind;
 use harbor_service::lifecycle::ConnectionStatus;
 use reqwest::{Method, StatusCode};
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use harbor_harness::identity::TokenKind;
 use harbor_harness::operation::paths;
 use harbor_harness::target::in_process::ServiceOptions;
-use harbor_harness::tokens::TokenKind;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_syncpoint::{SlotKey, SlotState};

@@ -121,7 +121,7 @@ async fn a_declared_body_over_the_limit_is_refused() {
     let token = app
         .sut
         .tokens
-        .token(t.owner.0, harbor_harness::tokens::TokenKind::Valid);
+        .token(t.owner.0, harbor_harness::identity::TokenKind::Valid);
     let answer = reqwest::Client::new()
         .post(url)
         .bearer_auth(token)

@@ -3,10 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::assertion::Assertion;
+use crate::scenario::check::{Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::format;
-use crate::scenario::load::{Checker, Problem};
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 
 /// An assert step as written.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -40,6 +40,6 @@ impl AssertStep {
         i: usize,
         _note: Option<&str>,
     ) -> Result<(), Failure> {
-        crate::scenario::run::assertion(ex, Some(i), &self.assertion).await
+        self.assertion.check(ex, Some(i)).await
     }
 }

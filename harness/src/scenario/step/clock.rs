@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::load::{Checker, Problem};
+use crate::scenario::check::{Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// A clock step as written.
@@ -42,7 +42,7 @@ impl AdvanceClock {
         i: usize,
         note: Option<&str>,
     ) -> Result<(), Failure> {
-        ex.target.advance_clock(self.by);
+        ex.target().advance_clock(self.by);
         ex.event(
             Some(i),
             None,

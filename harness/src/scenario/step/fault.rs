@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::{Dependency, Fault, FaultKind};
-use crate::scenario::load::{problem, Checker, Problem};
+use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
@@ -117,7 +117,7 @@ impl FaultStep {
         i: usize,
         note: Option<&str>,
     ) -> Result<(), Failure> {
-        match ex.target.apply_fault(&self.fault).await {
+        match ex.target().apply_fault(&self.fault).await {
             Ok(done) => {
                 ex.event(
                     Some(i),

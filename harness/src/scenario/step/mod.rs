@@ -26,9 +26,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::load::{Checker, Problem};
+use super::check::{Checker, Problem};
+use super::executor::Executor;
 use super::outcome::Failure;
-use super::run::Executor;
 use crate::target::Capability;
 
 /// A step as written: `do = "…"` picks the kind, and each kind refuses fields it does not have.

@@ -7,9 +7,9 @@ use harbor_service::domain::Provider;
 use serde::{Deserialize, Serialize};
 
 use crate::fake_provider::{ExpiresIn, Fault};
-use crate::scenario::load::{Checker, Problem};
+use crate::scenario::check::{Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// What the token endpoint answers: one of the provider's [`Fault`]s, or `none` (issue tokens).
@@ -86,7 +86,7 @@ impl ProviderSwitch {
         note: Option<&str>,
     ) -> Result<(), Failure> {
         let fake = ex
-            .target
+            .target()
             .provider()
             .ok_or_else(|| Failure::at(Some(i), "the target's provider is not the harness's"))?;
         let s = self.changes.clone();

@@ -4,10 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::format::Expect;
-use crate::scenario::load::{problem, Checker, Problem};
 use crate::scenario::outcome::{Failure, Outcome};
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// A Redis step as written.
@@ -69,7 +69,7 @@ impl RedisStep {
         );
         ex.annotate(note);
         let url = ex
-            .target
+            .target()
             .redis()
             .map(|r| r.url.to_owned())
             .ok_or_else(|| Failure::at(Some(i), "the target has no Redis access"))?;

@@ -8,10 +8,10 @@ use harbor_syncpoint::SlotKey;
 use serde::{Deserialize, Serialize};
 
 use super::request::RawExpectBlocked;
-use crate::scenario::load::{problem, Checker, Problem};
+use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::executor::Executor;
+use crate::scenario::executor::ExpectBlocked;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::executor::ExpectBlocked;
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
@@ -99,11 +99,11 @@ impl Release {
     ) -> Result<(), Failure> {
         let actor = self.actor.as_str();
         let key = SlotKey::new(actor.to_owned(), self.point.to_owned());
-        let replica = ex.parked_on.get(&key).copied().unwrap_or(self.replica);
-        let mut bg = ex.background.remove(actor);
+        let replica = ex.armed_on(&key).unwrap_or(self.replica);
+        let mut bg = ex.take_background(actor);
         let arrived = match bg.as_mut() {
             Some(bg)
-                if ex.target.slot_state(replica, &key)
+                if ex.target().slot_state(replica, &key)
                     != Some(harbor_syncpoint::SlotState::Parked) =>
             {
                 match bg.job() {
@@ -114,17 +114,17 @@ impl Release {
             _ => Ok(()),
         };
         if let Some(bg) = bg {
-            ex.background.insert(actor.to_owned(), bg);
+            ex.put_background(actor, bg);
         }
         arrived?;
         if let Some(next) = self.park_at {
             let next_key = SlotKey::new(actor.to_owned(), next.to_owned());
-            ex.target
+            ex.target()
                 .arm(replica, next_key.clone())
                 .map_err(|e| Failure::at(Some(i), format!("arming {next_key}: {e}")))?;
-            ex.parked_on.insert(next_key, replica);
+            ex.note_armed(next_key, replica);
         }
-        ex.target
+        ex.target()
             .release(replica, &key)
             .map_err(|e| Failure::at(Some(i), format!("releasing {key}: {e} (was it parked?)")))?;
         ex.event(
@@ -136,8 +136,7 @@ impl Release {
         );
         ex.annotate(note);
         let mut bg = ex
-            .background
-            .remove(actor)
+            .take_background(actor)
             .ok_or_else(|| Failure::at(Some(i), format!("{actor} has no request running")));
         let proven = match (&mut bg, &self.expect_blocked, self.park_at) {
             (Ok(bg), Some(blocked), _) => match bg.job() {
@@ -153,7 +152,7 @@ impl Release {
             (Err(_), None, None) => Ok(()),
         };
         if let Ok(bg) = bg {
-            ex.background.insert(actor.to_owned(), bg);
+            ex.put_background(actor, bg);
         }
         proven
     }

@@ -10,13 +10,13 @@ use serde_json::Value;
 
 use crate::evidence::LockType;
 use crate::operation::{paths, WorkspaceOp};
+use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::executor::jobs::{run_http, HttpJob, Job};
+use crate::scenario::executor::Executor;
+use crate::scenario::executor::{CopiesExpect, ExpectBlocked, Launch};
 use crate::scenario::expect::toml_to_json;
 use crate::scenario::format::{CountExpect, Expect};
-use crate::scenario::load::{problem, Checker, Problem};
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::executor::{CopiesExpect, ExpectBlocked, Launch};
-use crate::scenario::run::jobs::{run_http, HttpJob, Job};
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
@@ -463,7 +463,7 @@ impl RequestStep {
         replica: usize,
         callback_replica: Option<usize>,
     ) -> HttpJob {
-        let client = ex.target.client();
+        let client = ex.target().client();
         let bearer = ex.bearer_of(&self.actor, user);
         let prepare = |method: Method, path: String| {
             let mut call = client
@@ -488,7 +488,7 @@ impl RequestStep {
                 provider,
                 consent_of,
                 denied,
-            } => HttpJob::Callback(ex.consents.get(consent_of).map(|c| {
+            } => HttpJob::Callback(ex.consent(consent_of).map(|c| {
                 let query = if *denied {
                     c.denied_query()
                 } else {
@@ -581,7 +581,7 @@ impl RequestStep {
         background: bool,
     ) -> Result<(), Failure> {
         let actor = self.actor.as_str();
-        let replicas = ex.target.client().replicas();
+        let replicas = ex.target().client().replicas();
         let place = |k: usize| {
             if all_replicas {
                 (k % replicas, Some((k + 1) % replicas))
@@ -590,7 +590,8 @@ impl RequestStep {
             }
         };
         let jobs: Vec<HttpJob> = match copies {
-            Copies::EachOf(set) => ex.sets[set]
+            Copies::EachOf(set) => ex
+                .tenant_set(set)
                 .iter()
                 .enumerate()
                 .map(|(k, t)| {
@@ -619,7 +620,7 @@ impl RequestStep {
             ex.background_copies(i, actor, Box::pin(all), expect.clone());
             return Ok(());
         }
-        let limit = ex.step_timeout;
+        let limit = ex.step_timeout();
         let Ok(outcomes) = tokio::time::timeout(limit, all).await else {
             return Err(ex
                 .failure_with_diagnostics(

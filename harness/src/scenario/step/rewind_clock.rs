@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::load::{Checker, Problem};
+use crate::scenario::check::{Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 use crate::target::Capability;
 
@@ -49,7 +49,7 @@ impl RewindClock {
         i: usize,
         note: Option<&str>,
     ) -> Result<(), Failure> {
-        ex.target.rewind_clock(self.by);
+        ex.target().rewind_clock(self.by);
         ex.event(
             Some(i),
             None,

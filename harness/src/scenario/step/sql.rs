@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 use sqlx::ConnectOptions;
 
+use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::executor::jobs::{Job, SqlJob};
+use crate::scenario::executor::Executor;
+use crate::scenario::executor::{ExpectBlocked, Launch};
 use crate::scenario::format::Expect;
-use crate::scenario::load::{problem, Checker, Problem};
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::executor::{ExpectBlocked, Launch};
-use crate::scenario::run::jobs::{Job, SqlJob};
-use crate::scenario::run::Executor;
 
 /// A SQL step as written.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -102,11 +102,11 @@ impl SqlStep {
         i: usize,
         note: Option<&str>,
     ) -> Result<(), Failure> {
-        let conn = match ex.sessions.remove(&self.actor) {
+        let conn = match ex.take_session(&self.actor) {
             Some(conn) => conn,
             None => {
                 let url = ex
-                    .target
+                    .target()
                     .database_url()
                     .ok_or_else(|| Failure::at(Some(i), "the target has no database"))?;
                 let options: sqlx::postgres::PgConnectOptions = url
@@ -129,7 +129,7 @@ impl SqlStep {
             sql: ex.subst(&self.sql),
             rows: self.expect.as_ref().is_some_and(|e| e.rows.is_some()),
             role: self.role.clone(),
-            tenant: self.tenant.as_ref().map(|t| ex.tenants[t].tenant),
+            tenant: self.tenant.as_ref().map(|t| ex.tenant(t).tenant),
         });
         let describe = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         let how = Launch {

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::evidence::POLL_INTERVAL;
 use crate::scenario::assertion::provider_counter;
-use crate::scenario::load::{problem, Checker, Problem};
+use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 use crate::scenario::trace::EventKind;
 
 /// An until step as written.
@@ -91,7 +91,7 @@ impl Until {
         note: Option<&str>,
     ) -> Result<(), Failure> {
         let started = std::time::Instant::now();
-        let limit = ex.step_timeout;
+        let limit = ex.step_timeout();
         let mut why = format!("not reached within {limit:?}");
         let (what, reached) = match self {
             Until::Counter {
@@ -99,7 +99,7 @@ impl Until {
                 counter,
                 at_least,
             } => {
-                let fake = ex.target.provider().ok_or_else(|| {
+                let fake = ex.target().provider().ok_or_else(|| {
                     Failure::at(Some(i), "the target's provider is not the harness's")
                 })?;
                 let reached = loop {
@@ -108,8 +108,7 @@ impl Until {
                         break Some(now.to_string());
                     }
                     // Whatever was to make progress has finished: the counter will not move.
-                    let all_done = !ex.background.is_empty()
-                        && ex.background.values().all(|b| b.is_finished());
+                    let all_done = ex.background_all_finished();
                     if all_done {
                         why = format!(
                             "not reached: everything running in the background finished at {now}"
@@ -124,7 +123,7 @@ impl Until {
                 (format!("{provider}.{counter} ≥ {at_least}"), reached)
             }
             Until::ReplicasReady => {
-                let client = ex.target.client();
+                let client = ex.target().client();
                 let mut ready = 0;
                 while ready < client.replicas() && started.elapsed() < limit {
                     let answer = client
@@ -144,7 +143,7 @@ impl Until {
                 )
             }
             Until::OutboxEmpty => {
-                let db = ex.target.database().ok_or_else(|| {
+                let db = ex.target().database().ok_or_else(|| {
                     Failure::at(
                         Some(i),
                         "the target offers no database to read the outbox from",

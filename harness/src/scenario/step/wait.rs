@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::load::{Checker, Problem};
+use crate::scenario::check::{Checker, Problem};
+use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
-use crate::scenario::run::Executor;
 
 /// A wait step as written.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -15,8 +15,8 @@ use crate::evidence::AdvisoryKey;
 use crate::fake_provider::FakeProvider;
 use crate::faults::{Fault, FaultDone};
 use crate::fixtures::TenantWorkspace;
+use crate::identity::TokenKind;
 use crate::target::{Capability, Contract, RedisAccess, Target, TenantSpec, TokenInspector};
-use crate::tokens::TokenKind;
 
 impl Target for InProcess {
     fn capabilities(&self) -> BTreeSet<Capability> {

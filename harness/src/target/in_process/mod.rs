@@ -24,8 +24,8 @@ use sqlx::PgPool;
 use crate::client::ApiClient;
 use crate::fake_provider::FakeProvider;
 use crate::faults::FaultProxy;
+use crate::identity::TokenMint;
 use crate::provision::{Infra, IsolatedEnv};
-use crate::tokens::TokenMint;
 
 pub use boundary::InProcessLauncher;
 pub use options::{service_config, ProviderOverride, ServiceDeps, ServiceOptions};

@@ -10,8 +10,8 @@ use harbor_service::vault::TokenKeysConfig;
 use secrecy::SecretString;
 
 use crate::fake_provider::FakeProvider;
+use crate::identity::TokenMint;
 use crate::provision::IsolatedEnv;
-use crate::tokens::TokenMint;
 
 /// How to start the service.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use harbor_service::lifecycle::ConnectionStatus;
 
 use super::InProcess;
 use crate::fixtures::TenantWorkspace;
-use crate::tokens::TokenKind;
+use crate::identity::TokenKind;
 
 /// The running demo: where it is and who can call it.
 #[derive(Clone, Debug)]

@@ -3,25 +3,18 @@
 //! as a trace with the schedule it followed. Blocking is read from the server's lock tables only;
 //! a step that should block and completes, or should complete and blocks past its timeout, fails
 //! with a lock-table snapshot.
-//!
-//! - [`executor`]: the run's state and the operations steps share.
-//! - [`jobs`]: what a launched step does on its own task.
-//! - [`probes`]: parked and blocked, proven.
-
-pub mod executor;
-pub mod jobs;
-pub mod probes;
+//! The run's state and the operations the steps share are [`super::executor`]'s.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-pub use executor::Executor;
-
+use super::executor::Executor;
 use super::load::LoadedScenario;
 use super::logs::LogCapture;
 use super::outcome::{Failure, ScenarioRun};
 use super::programs::Programs;
 use super::trace::{EventKind, Trace};
+use super::typed::Scenario;
 use crate::schedule::{FileOrder, Schedule, Scheduler};
 use crate::target::TenantSpec;
 use crate::target::{Capability, Launcher, Restricted, Setup, Target};
@@ -146,12 +139,12 @@ pub async fn execute(
         f.skipped = true;
         return (Trace::default(), vec![f], 0);
     }
-    let mut ex = Executor::new(sc, target, logs);
+    let mut ex = Executor::new(&sc.actors, sc.service.step_timeout, target, logs);
     let mut failures = Vec::new();
-    if let Err(f) = fixtures(&mut ex).await {
+    if let Err(f) = fixtures(sc, &mut ex).await {
         failures.push(f);
     } else {
-        ex.started = Instant::now();
+        ex.start_clock();
         let mut described: Vec<String> = sc.tenants.iter().map(|t| t.name.clone()).collect();
         described.extend(
             sc.tenant_sets
@@ -165,7 +158,7 @@ pub async fn execute(
             format!("fixtures: tenants {}", described.join(", ")),
             None,
         );
-        if let Err(f) = run_steps(&mut ex, scheduler).await {
+        if let Err(f) = run_steps(sc, &mut ex, scheduler).await {
             let actor = f
                 .step
                 .and_then(|i| sc.steps.get(i))
@@ -185,7 +178,7 @@ pub async fn execute(
         }
         // An answer outside the contract fails the run even if the step expected it.
         let mut seen = BTreeSet::new();
-        for answer in std::mem::take(&mut ex.off_contract) {
+        for answer in ex.take_off_contract() {
             if seen.insert(answer.clone()) {
                 ex.event(None, None, EventKind::Failed, answer.clone(), None);
                 failures.push(Failure::at(None, answer));
@@ -193,7 +186,7 @@ pub async fn execute(
         }
         if failures.is_empty() {
             for a in &sc.assertions {
-                if let Err(f) = assertion(&mut ex, None, a).await {
+                if let Err(f) = a.check(&mut ex, None).await {
                     ex.event(None, None, EventKind::Failed, f.message.clone(), None);
                     failures.push(f);
                 }
@@ -202,19 +195,17 @@ pub async fn execute(
     }
     // Clean-up: free every parked request, end every background step and session.
     target.release_all();
-    for (_, b) in ex.background.drain() {
-        b.abort();
-    }
-    for (_, conn) in ex.sessions.drain() {
-        let _ = sqlx::Connection::close(conn).await;
-    }
-    (std::mem::take(&mut ex.trace), failures, ex.checks)
+    let (trace, checks) = ex.finish().await;
+    (trace, failures, checks)
 }
 
 /// The schedule loop: the scheduler picks among the heads of the actors' programs until none is
 /// left; the trace records the order followed.
-async fn run_steps(ex: &mut Executor<'_>, scheduler: &mut dyn Scheduler) -> Result<(), Failure> {
-    let sc = ex.sc;
+async fn run_steps(
+    sc: &Scenario,
+    ex: &mut Executor<'_>,
+    scheduler: &mut dyn Scheduler,
+) -> Result<(), Failure> {
     let mut programs = Programs::of(sc);
     loop {
         let ready = programs.ready();
@@ -237,62 +228,35 @@ async fn run_steps(ex: &mut Executor<'_>, scheduler: &mut dyn Scheduler) -> Resu
         programs
             .advance(i)
             .map_err(|e| Failure::at(Some(i), format!("schedule ({}): {e}", scheduler.name())))?;
-        ex.trace.schedule.0.push(i);
+        ex.record_scheduled(i);
         sc.steps[i].apply(ex, i).await?;
     }
 }
 
-/// Checks an assertion now and records it.
-pub async fn assertion(
-    ex: &mut Executor<'_>,
-    step: Option<usize>,
-    a: &super::model::Assertion,
-) -> Result<(), Failure> {
-    match a.evaluate(ex).await {
-        Ok(detail) => {
-            ex.checks += 1;
-            ex.event(
-                step,
-                None,
-                EventKind::Checked,
-                a.note.clone().unwrap_or(detail),
-                None,
-            );
-            Ok(())
-        }
-        Err(message) => Err(Failure::at(
-            step,
-            match &a.note {
-                Some(n) => format!("{n}: {message}"),
-                None => message,
-            },
-        )),
-    }
-}
-
-async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
+async fn fixtures(sc: &Scenario, ex: &mut Executor<'_>) -> Result<(), Failure> {
     let fail = |e: String| Failure::at(None, format!("fixtures: {e}"));
-    for t in &ex.sc.tenants {
+    let target = ex.target();
+    for t in &sc.tenants {
         let spec = TenantSpec {
             name: t.name.clone(),
             entitled: t.entitled,
             qbo: t.qbo_status(),
         };
-        let tw = ex.target.create_tenant(&spec).await.map_err(fail)?;
+        let tw = target.create_tenant(&spec).await.map_err(fail)?;
         for (provider, status) in &t.connections {
-            ex.target
+            target
                 .set_connection_status(tw.workspace, *provider, *status)
                 .await
                 .map_err(fail)?;
         }
         for provider in &t.oauth {
-            crate::target::connect(ex.target, tw.owner, tw.workspace, *provider)
+            crate::target::connect(target, tw.owner, tw.workspace, *provider)
                 .await
                 .map_err(|e| fail(format!("connecting {} to {provider}: {e}", t.name)))?;
         }
-        ex.tenants.insert(t.name.clone(), tw);
+        ex.add_tenant(&t.name, tw);
     }
-    for set in &ex.sc.tenant_sets {
+    for set in &sc.tenant_sets {
         let mut members = Vec::with_capacity(set.count);
         for i in 0..set.count {
             let spec = TenantSpec {
@@ -300,10 +264,10 @@ async fn fixtures(ex: &mut Executor<'_>) -> Result<(), Failure> {
                 entitled: set.entitled,
                 qbo: harbor_service::lifecycle::ConnectionStatus::NotConnected,
             };
-            let tw = ex.target.create_tenant(&spec).await.map_err(fail)?;
+            let tw = target.create_tenant(&spec).await.map_err(fail)?;
             members.push(tw);
         }
-        ex.sets.insert(set.prefix.clone(), members);
+        ex.add_tenant_set(&set.prefix, members);
     }
     Ok(())
 }

@@ -3,6 +3,12 @@
 //! launching a job (in the foreground, parked, blocked or in the background), collecting it,
 //! checking its outcome, substituting placeholders. It reaches the service only through the
 //! [`Target`].
+//!
+//! - [`jobs`]: what a launched step does on its own task.
+//! - [`probes`]: parked and blocked, proven.
+
+pub mod jobs;
+pub mod probes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -14,17 +20,17 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use tokio::task::JoinHandle;
 
-use super::jobs::{run_job, Job, JobResult};
 use crate::evidence::{self, LockType};
 use crate::fake_provider::Consent;
 use crate::fixtures::TenantWorkspace;
+use crate::scenario::actor::{ActorSpec, MemberRole, UserRef};
 use crate::scenario::expect;
 use crate::scenario::format::{CountExpect, Expect};
 use crate::scenario::logs::{LogCapture, LogMark};
-use crate::scenario::model::{MemberRole, Scenario, UserRef};
 use crate::scenario::outcome::{Failure, Outcome};
 use crate::scenario::trace::{EventKind, LockEvidence, Trace, TraceEvent};
 use crate::target::Target;
+use jobs::{run_job, Job, JobResult};
 
 /// A step running in the background (parked, blocked, or just not awaited yet).
 pub struct Background {
@@ -106,45 +112,51 @@ pub struct Launch<'e> {
     pub expect: Option<&'e Expect>,
 }
 
-/// One run's state.
+/// One run's state, reached by the steps through its methods.
 pub struct Executor<'s> {
-    /// The scenario.
-    pub sc: &'s Scenario,
+    /// The scenario's actors.
+    actors: &'s [ActorSpec],
     /// The service under certification.
-    pub target: &'s dyn Target,
+    target: &'s dyn Target,
     /// Named tenants' fixtures.
-    pub tenants: HashMap<String, TenantWorkspace>,
+    tenants: HashMap<String, TenantWorkspace>,
     /// Tenant sets' fixtures.
-    pub sets: HashMap<String, Vec<TenantWorkspace>>,
+    sets: HashMap<String, Vec<TenantWorkspace>>,
     /// Each actor's last consent at the provider.
-    pub consents: HashMap<String, Consent>,
+    consents: HashMap<String, Consent>,
     /// Each SQL actor's session, kept across steps.
-    pub sessions: HashMap<String, PgConnection>,
+    sessions: HashMap<String, PgConnection>,
     /// Steps running in the background, by actor.
-    pub background: HashMap<String, Background>,
+    background: HashMap<String, Background>,
     /// Which replica each armed sync point is on.
-    pub parked_on: HashMap<SlotKey, usize>,
+    parked_on: HashMap<SlotKey, usize>,
     /// What happened.
-    pub trace: Trace,
+    trace: Trace,
     /// When the first step started.
-    pub started: Instant,
+    started: Instant,
     /// Every response body (for the leak search).
-    pub responses: Vec<String>,
+    responses: Vec<String>,
     /// Error answers their operation's contract does not list (each fails the run).
-    pub off_contract: Vec<String>,
+    off_contract: Vec<String>,
     /// Bound on each step and probe.
-    pub step_timeout: Duration,
+    step_timeout: Duration,
     /// Expectations and assertions that held.
-    pub checks: usize,
+    checks: usize,
     /// The service's log capture and where this run's lines start.
-    pub logs: Option<(LogCapture, LogMark)>,
+    logs: Option<(LogCapture, LogMark)>,
 }
 
 impl<'s> Executor<'s> {
-    /// A fresh executor of `sc` on `target`.
-    pub fn new(sc: &'s Scenario, target: &'s dyn Target, logs: Option<&LogCapture>) -> Self {
+    /// A fresh executor on `target` for a scenario with these `actors`, each step bounded by
+    /// `step_timeout`.
+    pub fn new(
+        actors: &'s [ActorSpec],
+        step_timeout: Duration,
+        target: &'s dyn Target,
+        logs: Option<&LogCapture>,
+    ) -> Self {
         Executor {
-            sc,
+            actors,
             target,
             tenants: HashMap::new(),
             sets: HashMap::new(),
@@ -156,10 +168,107 @@ impl<'s> Executor<'s> {
             started: Instant::now(),
             responses: Vec::new(),
             off_contract: Vec::new(),
-            step_timeout: sc.service.step_timeout,
+            step_timeout,
             checks: 0,
             logs: logs.map(|c| (c.clone(), c.mark())),
         }
+    }
+
+    /// The service under certification.
+    pub fn target(&self) -> &'s dyn Target {
+        self.target
+    }
+
+    /// The bound on each step and probe.
+    pub fn step_timeout(&self) -> Duration {
+        self.step_timeout
+    }
+
+    /// The fixtures of tenant `name` (steps only name declared tenants).
+    pub fn tenant(&self, name: &str) -> &TenantWorkspace {
+        &self.tenants[name]
+    }
+
+    /// The fixtures of tenant set `prefix`.
+    pub fn tenant_set(&self, prefix: &str) -> &[TenantWorkspace] {
+        &self.sets[prefix]
+    }
+
+    /// Binds tenant `name` to its fixtures.
+    pub fn add_tenant(&mut self, name: &str, fixtures: TenantWorkspace) {
+        self.tenants.insert(name.to_owned(), fixtures);
+    }
+
+    /// Binds tenant set `prefix` to its members' fixtures.
+    pub fn add_tenant_set(&mut self, prefix: &str, members: Vec<TenantWorkspace>) {
+        self.sets.insert(prefix.to_owned(), members);
+    }
+
+    /// `actor`'s last consent at the provider.
+    pub fn consent(&self, actor: &str) -> Option<&Consent> {
+        self.consents.get(actor)
+    }
+
+    /// Takes `actor`'s open SQL session, if it has one (a step gives it back through its job).
+    pub fn take_session(&mut self, actor: &str) -> Option<PgConnection> {
+        self.sessions.remove(actor)
+    }
+
+    /// Takes `actor`'s background step, if it has one; [`Executor::put_background`] returns it.
+    pub fn take_background(&mut self, actor: &str) -> Option<Background> {
+        self.background.remove(actor)
+    }
+
+    /// Gives `actor`'s background step back.
+    pub fn put_background(&mut self, actor: &str, step: Background) {
+        self.background.insert(actor.to_owned(), step);
+    }
+
+    /// Whether something runs in the background and all of it has finished.
+    pub fn background_all_finished(&self) -> bool {
+        !self.background.is_empty() && self.background.values().all(|b| b.is_finished())
+    }
+
+    /// The replica sync point `key` was armed on, if this run armed it.
+    pub fn armed_on(&self, key: &SlotKey) -> Option<usize> {
+        self.parked_on.get(key).copied()
+    }
+
+    /// Records that sync point `key` is armed on `replica`.
+    pub fn note_armed(&mut self, key: SlotKey, replica: usize) {
+        self.parked_on.insert(key, replica);
+    }
+
+    /// Counts an expectation or assertion that held.
+    pub fn count_check(&mut self) {
+        self.checks += 1;
+    }
+
+    /// Starts the run's clock (trace times count from here).
+    pub fn start_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
+    /// Records that step `i` ran next (the schedule followed).
+    pub fn record_scheduled(&mut self, i: usize) {
+        self.trace.schedule.0.push(i);
+    }
+
+    /// Takes the error answers outside the target's contract seen so far.
+    pub fn take_off_contract(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.off_contract)
+    }
+
+    /// Ends the run: aborts what still runs in the background, closes every SQL session, and
+    /// returns the trace and how many checks held.
+    pub async fn finish(mut self) -> (Trace, usize) {
+        for (_, b) in self.background.drain() {
+            b.abort();
+        }
+        for (_, conn) in self.sessions.drain() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        (std::mem::take(&mut self.trace), self.checks)
     }
 
     /// Appends a trace event.
@@ -230,7 +339,7 @@ impl<'s> Executor<'s> {
 
     /// The bearer token `actor` presents, as `user` when given (else its own user).
     pub fn bearer_of(&self, actor: &str, user: Option<UserId>) -> Option<String> {
-        let spec = self.sc.actor(actor)?;
+        let spec = self.actors.iter().find(|a| a.name == actor)?;
         let kind = spec.token?;
         let user = user.or_else(|| spec.user.as_ref().map(|u| self.user(u)))?;
         Some(self.target.bearer(user, kind))
@@ -248,7 +357,7 @@ impl<'s> Executor<'s> {
         };
         let locks = evidence::lock_snapshot(db).await.unwrap_or_default();
         let mut backends = Vec::new();
-        for a in &self.sc.actors {
+        for a in self.actors {
             if let Ok(Some(act)) = evidence::activity_of(db, &a.name).await {
                 backends.push(act);
             }

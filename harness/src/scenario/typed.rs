@@ -10,10 +10,10 @@ use harbor_service::flaws::Flaw;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::Quota;
 
+use super::actor::ActorSpec;
 use super::format::{Severity, TenantSet};
 use super::step::Step;
 use crate::target::Capability;
-use crate::tokens::TokenKind;
 
 pub use super::assertion::Assertion;
 
@@ -92,39 +92,6 @@ impl Tenant {
             .find(|(p, _)| *p == Provider::Qbo)
             .map_or(ConnectionStatus::NotConnected, |(_, s)| *s)
     }
-}
-
-/// A member's role in their tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemberRole {
-    /// `<tenant>.owner`.
-    Owner,
-    /// `<tenant>.admin`.
-    Admin,
-    /// `<tenant>.member`.
-    Member,
-}
-
-/// A user of a declared tenant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserRef {
-    /// The tenant's name.
-    pub tenant: String,
-    /// Owner, admin or member.
-    pub role: MemberRole,
-}
-
-/// An actor: a tag on requests and SQL sessions, and who they act as.
-#[derive(Clone, Debug)]
-pub struct ActorSpec {
-    /// The tag (a valid [`harbor_service::domain::Actor`]).
-    pub name: String,
-    /// The user, if any (SQL-only actors have none).
-    pub user: Option<UserRef>,
-    /// The token presented; `None`: no `Authorization` header.
-    pub token: Option<TokenKind>,
-    /// What the actor stands for, for the trace.
-    pub role: String,
 }
 
 impl Scenario {

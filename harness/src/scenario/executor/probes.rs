@@ -6,8 +6,8 @@ use harbor_syncpoint::SlotKey;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::executor::{Executor, ExpectBlocked};
 use super::jobs::JobResult;
+use super::{Executor, ExpectBlocked};
 use crate::evidence::{self, NotBlocked};
 use crate::scenario::outcome::Failure;
 use crate::scenario::trace::{EventKind, LockEvidence};
