@@ -199,8 +199,8 @@ impl Assertion {
     /// Evaluates it now: `Ok` describes what held, `Err` what did not.
     pub async fn evaluate(&self, ex: &Executor<'_>) -> Result<String, String> {
         let target = ex.target();
-        let db = || target.database().ok_or("the target has no database");
-        let redis = || target.redis().ok_or("the target has no Redis access");
+        let db = || target.need_database();
+        let redis = || target.need_redis();
         match &self.check {
             Check::Sql { sql: written, want } => {
                 let sql = ex.subst(written);
@@ -284,9 +284,7 @@ impl Assertion {
                 counter,
                 equals,
             } => {
-                let fake = target
-                    .provider()
-                    .ok_or("the target's provider is not the harness's")?;
+                let fake = target.need_provider()?;
                 let got = fake
                     .counters(*provider)
                     .get(counter)
@@ -310,18 +308,12 @@ impl Assertion {
             }
             Check::NoCanaryLeaks => ex.leak_search().await,
             Check::TokensBound => {
-                let ring = target
-                    .tokens()
-                    .ok_or("the target's token keys are not known")?;
+                let ring = target.need_tokens()?;
                 crate::oracles::tokens_bound(db()?, ring, None).await
             }
             Check::GrantsAccounted { lost_at_most } => {
-                let ring = target
-                    .tokens()
-                    .ok_or("the target's token keys are not known")?;
-                let fake = target
-                    .provider()
-                    .ok_or("the target's provider is not the harness's")?;
+                let ring = target.need_tokens()?;
+                let fake = target.need_provider()?;
                 crate::oracles::grants_accounted(db()?, ring, fake, *lost_at_most).await
             }
         }

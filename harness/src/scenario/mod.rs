@@ -10,13 +10,13 @@
 //! ```
 //!
 //! The modules form no import circle (the `scenario_modules_form_no_circle` test), bottom first:
-//! - [`trace`], [`logs`], [`outcome`], [`format`] (the pieces of a file as written), [`expect`],
+//! - [`trace`], [`logs`], [`outcome`], [`format`](mod@format) (the pieces of a file as written), [`expect`],
 //!   [`actor`] (who acts), [`check`] (what a step's checks consult while a file loads — a leaf the
 //!   step files use, like mini-redis's `Parse`);
 //! - [`executor`]: one run's state, reached through its methods, and the operations every step
 //!   kind shares; [`assertion`]: facts about the state, checked through the executor;
 //! - [`step`]: one file per step kind (fields as written, checks, execution);
-//! - [`typed`]: the checked, typed scenario; [`file`]: a whole file, read and written (the one
+//! - [`typed`]: the checked, typed scenario; [`file`](mod@file): a whole file, read and written (the one
 //!   writer); [`load`]: parsing and every check, once; [`programs`]: each actor's steps in file
 //!   order, among whose heads a [`crate::schedule::Scheduler`] picks;
 //! - [`run`]: [`run::ScenarioRunner`], one run on a fresh target.

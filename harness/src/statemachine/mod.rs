@@ -6,9 +6,8 @@
 //! response). A failure is shrunk to a minimal sequence, printed, and its seed persisted under
 //! `proptest-regressions/` so the next run replays it first.
 //!
-//! (Over 500 lines on purpose: the operations, their strategy, their execution against the
-//! service and their export as a scenario file ([`to_scenario`]) share one vocabulary and change
-//! together; split them when a second runner — the exploration of issue #12 — needs `Op` too.)
+//! `ops.rs` holds the operations and their strategy; `verdicts.rs` the account of a run, a failure
+//! saved as a scenario file, and the kill matrix.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,108 +30,6 @@ use crate::target::{Launcher, Setup, Target, TenantSpec};
 
 /// The providers the sequences use: two, so that flows collide often.
 pub const PROVIDERS: [Provider; 2] = [Provider::Qbo, Provider::Gmail];
-
-/// One operation of a sequence.
-#[derive(Clone, Debug)]
-pub enum Op {
-    /// `POST …/authorize` (and the user's consent at the provider).
-    Authorize {
-        /// Who asks.
-        who: Who,
-        /// For which provider.
-        provider: Provider,
-        /// On which replica.
-        replica: usize,
-    },
-    /// A callback with an issued state.
-    Callback {
-        /// Which issued state (modulo how many there are).
-        state: usize,
-        /// Who presents it.
-        presenter: Who,
-        /// At which provider's callback (`None`: the state's own provider).
-        path: Option<Provider>,
-        /// The user declined at the provider (`error=access_denied`).
-        denied: bool,
-        /// On which replica.
-        replica: usize,
-    },
-    /// `POST …/activation`.
-    Activate {
-        /// Who asks.
-        who: Who,
-        /// On which replica.
-        replica: usize,
-    },
-    /// `POST …/disconnect`.
-    Disconnect {
-        /// Who asks.
-        who: Who,
-        /// Which connection.
-        provider: Provider,
-    },
-    /// `POST …/revoke`.
-    Revoke {
-        /// Who asks.
-        who: Who,
-        /// Which connection.
-        provider: Provider,
-    },
-    /// `POST …/sync` (by the plain member).
-    Sync {
-        /// Which connection.
-        provider: Provider,
-        /// On which replica.
-        replica: usize,
-    },
-    /// `GET …/connections`: metadata only.
-    ListConnections,
-    /// Move the service's clock (values that never land exactly on a state or token deadline).
-    AdvanceClock {
-        /// By how much.
-        seconds: i64,
-    },
-    /// The provider's token endpoint answers 500 (or stops doing so).
-    TokenFault {
-        /// On or off.
-        on: bool,
-    },
-    /// A request with an expired token: 401.
-    ExpiredToken,
-}
-
-fn who() -> impl Strategy<Value = Who> {
-    prop_oneof![3 => Just(Who::Owner), 2 => Just(Who::Member), 1 => Just(Who::Outsider)]
-}
-
-/// Who starts or completes a connection: connecting needs the owner or admin role, so a member's
-/// attempt is one answer (403) — drawn now and then, not a third of the time, or few sequences
-/// would ever reach a connected state for the later operations to work on.
-fn who_connects() -> impl Strategy<Value = Who> {
-    prop_oneof![8 => Just(Who::Owner), 1 => Just(Who::Member), 1 => Just(Who::Outsider)]
-}
-
-fn provider() -> impl Strategy<Value = Provider> {
-    prop_oneof![Just(Provider::Qbo), Just(Provider::Gmail)]
-}
-
-/// Operations, weighted towards the flows that change state.
-pub fn op() -> impl Strategy<Value = Op> {
-    let replica = 0..2usize;
-    prop_oneof![
-        6 => (who_connects(), provider(), replica.clone()).prop_map(|(who, provider, replica)| Op::Authorize { who, provider, replica }),
-        8 => (0..8usize, prop_oneof![6 => Just(None), 1 => provider().prop_map(Some)], prop_oneof![3 => Just(false), 1 => Just(true)], replica.clone(), who_connects())
-            .prop_map(|(state, path, denied, replica, presenter)| Op::Callback { state, presenter, path, denied, replica }),
-        5 => (who(), replica.clone()).prop_map(|(who, replica)| Op::Activate { who, replica }),
-        2 => (who(), provider()).prop_map(|(who, provider)| Op::Disconnect { who, provider }),
-        2 => (who(), provider()).prop_map(|(who, provider)| Op::Revoke { who, provider }),
-        3 => (provider(), replica).prop_map(|(provider, replica)| Op::Sync { provider, replica }),
-        1 => Just(Op::ListConnections),
-        2 => prop_oneof![Just(170i64), Just(700), Just(3500)].prop_map(|seconds| Op::AdvanceClock { seconds }),
-        1 => any::<bool>().prop_map(|on| Op::TokenFault { on }),
-        1 => Just(Op::ExpiredToken),
-    ]
-}
 
 /// How to run the state machine.
 #[derive(Clone, Debug)]
@@ -269,12 +166,6 @@ struct Subject<'a> {
 }
 
 impl Subject<'_> {
-    fn provider(&self) -> Result<&crate::fake_provider::FakeProvider, String> {
-        self.target
-            .provider()
-            .ok_or_else(|| "the state machine needs control of the provider".to_owned())
-    }
-
     fn user(&self, who: Who) -> uuid::Uuid {
         match who {
             Who::Owner => self.a.owner.0,
@@ -414,7 +305,9 @@ impl Subject<'_> {
             Op::TokenFault { on } => {
                 let fault = on.then_some(Fault::ServerError);
                 for p in PROVIDERS {
-                    self.provider()?.configure(p, |s| s.token_fault = fault);
+                    self.target
+                        .need_provider()?
+                        .configure(p, |s| s.token_fault = fault);
                 }
                 self.model.token_fault = *on;
                 return self.invariants().await;
@@ -443,10 +336,7 @@ impl Subject<'_> {
 
     /// The stored state against the model, and the oracles.
     async fn invariants(&self) -> Result<(), String> {
-        let db = self
-            .target
-            .database()
-            .ok_or("the state machine needs the target's database")?;
+        let db = self.target.need_database()?;
         let rows: Vec<(String, String, bool)> = sqlx::query_as(
             "SELECT provider, status, access_token IS NOT NULL FROM connections WHERE workspace_id = $1 AND provider = ANY($2)",
         )
@@ -493,10 +383,7 @@ impl Subject<'_> {
         // Redis: every state issued and not yet consumed is still there (its TTL is real time, the
         // model's clock only decides whether the service still honours it), and none other.
         let live = self.model.unconsumed_states();
-        let redis = self
-            .target
-            .redis()
-            .ok_or("the state machine needs the target's Redis")?;
+        let redis = self.target.need_redis()?;
         let keys = crate::evidence::redis_dump(redis.url, redis.prefix)
             .await
             .map_err(|e| format!("redis: {e}"))?
@@ -510,7 +397,7 @@ impl Subject<'_> {
         }
         // Each provider saw exactly the exchanges, revocations and refreshes the model predicts.
         for p in PROVIDERS {
-            let c = self.provider()?.counters(p);
+            let c = self.target.need_provider()?.counters(p);
             let counted = crate::model::Counted {
                 exchanges: c.code_exchanges_ok,
                 revocations: c.revocations,
@@ -523,10 +410,7 @@ impl Subject<'_> {
                 ));
             }
         }
-        let ring = self
-            .target
-            .tokens()
-            .ok_or("the state machine needs the target's token keys")?;
+        let ring = self.target.need_tokens()?;
         crate::oracles::tokens_bound(db, ring, None)
             .await
             .map(|_| ())
@@ -556,7 +440,10 @@ pub fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<()
     Ok(())
 }
 
+mod ops;
 mod verdicts;
+
+pub use ops::{op, Op};
 pub use verdicts::{
     describe, kill_matrix, replay_command, save_failure, to_scenario, FLAWS_IT_SEES,
     KILL_MATRIX_SEED, REGRESSIONS,

@@ -246,4 +246,30 @@ pub trait Target: Send + Sync {
 
     /// Opens stored tokens with the service's keys.
     fn tokens(&self) -> Option<&dyn TokenInspector>;
+
+    /// [`Target::database`], or the error a technique that needs it gives.
+    fn need_database(&self) -> Result<&PgPool, String> {
+        self.database().ok_or_else(|| lacks(Capability::Database))
+    }
+
+    /// [`Target::provider`], or the error a technique that needs it gives.
+    fn need_provider(&self) -> Result<&FakeProvider, String> {
+        self.provider()
+            .ok_or_else(|| lacks(Capability::ProviderControl))
+    }
+
+    /// [`Target::redis`], or the error a technique that needs it gives.
+    fn need_redis(&self) -> Result<RedisAccess<'_>, String> {
+        self.redis().ok_or_else(|| lacks(Capability::Redis))
+    }
+
+    /// [`Target::tokens`], or the error a technique that needs it gives.
+    fn need_tokens(&self) -> Result<&dyn TokenInspector, String> {
+        self.tokens().ok_or_else(|| lacks(Capability::TokenKeys))
+    }
+}
+
+/// What a technique says when the target lacks `capability`.
+pub fn lacks(capability: Capability) -> String {
+    format!("the target does not offer {}", capability.describe())
 }

@@ -1,0 +1,163 @@
+//! One decision carried out: launching an operation (its request, the raw writer's statement, or
+//! a fault applied in place) or releasing it from the sync point it is parked at.
+
+use super::*;
+
+impl Engine<'_> {
+    /// Launches the operation, or releases it from where it is parked.
+    pub(super) async fn advance(
+        &self,
+        t: &TenantWorkspace,
+        consent: Option<&Consent>,
+        a: &mut Running,
+        index: usize,
+        run: &mut ScheduleRun,
+    ) -> Result<(), String> {
+        if !a.launched {
+            a.launched = true;
+            a.stop = None;
+            if let Some(kind) = a.op.fault() {
+                // Done in place: the fault returns once it has taken effect (cut backends gone),
+                // so the next decision sees it (a parked request's transaction is already dead).
+                let fault = crate::faults::Fault {
+                    kind,
+                    replica: None,
+                    actor: None,
+                    down_for: Duration::ZERO,
+                };
+                let summary = match self.target.apply_fault(&fault).await {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => return Err(format!("{}: the fault {kind:?} failed: {e}", a.tag)),
+                };
+                run.finished[index] = Some(Finished {
+                    status: 0,
+                    code: None,
+                    summary,
+                    answer: None,
+                });
+                run.completion_order.push(index);
+                a.stop = Some(Stop::Done);
+                return Ok(());
+            }
+            if a.op.is_raw_sql() {
+                let url = self
+                    .target
+                    .database_url()
+                    .ok_or("the target has no database")?
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .map_err(|e| e.to_string())?;
+                let conn = url
+                    .application_name(&evidence::application_name(&a.tag))
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sql = crate::explore::ops::raw_disconnect_sql(&t.workspace.to_string());
+                a.work = Some(Work::Sql(spawn_sql(conn, sql, self.finished.clone())));
+                return Ok(());
+            }
+            for point in a.op.points() {
+                self.target
+                    .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
+                    .map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
+            }
+            let request = self.request(t, consent, a);
+            let finished = self.finished.clone();
+            a.work = Some(Work::Http(tokio::spawn(async move {
+                let answer = request.await;
+                finished.notify_one();
+                answer
+            })));
+            return Ok(());
+        }
+        let Some(Stop::Parked(point)) = a.stop.clone() else {
+            return Err(format!("{} is not parked", a.tag));
+        };
+        a.stop = None;
+        if a.op.is_raw_sql() {
+            let conn = a.session.take().ok_or("the raw writer's session is gone")?;
+            a.sql_step += 1;
+            a.work = Some(Work::Sql(spawn_sql(
+                conn,
+                "COMMIT".into(),
+                self.finished.clone(),
+            )));
+            return Ok(());
+        }
+        if point == harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT {
+            let committed: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+            )
+            .bind(t.workspace)
+            .fetch_optional(self.db()?)
+            .await
+            .map_err(|e| e.to_string())?;
+            run.status_at_activation_commit.push((
+                index,
+                committed.and_then(|s| ConnectionStatus::parse(&s).ok()),
+            ));
+        }
+        self.target
+            .release(a.replica, &SlotKey::new(a.tag.clone(), point))
+            .map_err(|e| format!("releasing {}@{point}: {e}", a.tag))
+    }
+
+    fn request(
+        &self,
+        t: &TenantWorkspace,
+        consent: Option<&Consent>,
+        a: &Running,
+    ) -> impl std::future::Future<Output = Result<Answer, String>> + Send + 'static {
+        let client = self.target.client().clone();
+        let bearer = self.target.bearer(t.owner, TokenKind::Valid);
+        let query = consent.map(|c| c.callback_query()).unwrap_or_default();
+        let (method, path) = match a.op.does() {
+            Does::Request(op) => op.request(t.workspace, Provider::Qbo, &query),
+            // Not requests: launched by `advance` without one.
+            Does::RawSql | Does::Fault(_) => (Method::GET, "/".into()),
+        };
+        let call = client
+            .request(method, path)
+            .on_replica(a.replica)
+            .bearer(Some(bearer))
+            .actor(Some(a.tag.clone()));
+        // The failure's class, not its path: paths hold the schedule's workspace id, and the
+        // summary is part of the outcome exploration compares.
+        async move { call.send().await.map_err(|e| e.failure().to_owned()) }
+    }
+}
+
+fn spawn_sql(
+    conn: PgConnection,
+    sql: String,
+    finished: std::sync::Arc<tokio::sync::Notify>,
+) -> JoinHandle<(Result<(), String>, PgConnection)> {
+    tokio::spawn(async move {
+        let done = execute(conn, sql).await;
+        finished.notify_one();
+        done
+    })
+}
+
+// Boxed with an explicit `Send` (the compiler's Send inference for sqlx's executor on a borrowed
+// connection is not general enough inside `tokio::spawn`).
+fn execute(
+    mut conn: PgConnection,
+    sql: String,
+) -> futures::future::BoxFuture<'static, (Result<(), String>, PgConnection)> {
+    Box::pin(async move {
+        let result = exec_on(&mut conn, &sql).await;
+        (result, conn)
+    })
+}
+
+fn exec_on<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> futures::future::BoxFuture<'c, Result<(), String>> {
+    Box::pin(async move {
+        sqlx::Executor::execute(conn, sqlx::raw_sql(sql))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}

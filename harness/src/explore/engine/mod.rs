@@ -1,0 +1,407 @@
+//! One schedule, executed: the operations on a fresh workspace of a running service, advanced one
+//! at a time in the order a [`Scheduler`] picks. After every advance the engine *settles*: it waits
+//! until every launched operation is parked at one of its sync points, finished, or waiting for a
+//! lock whose holder is itself parked or waiting — proven from `pg_stat_activity` and
+//! `pg_blocking_pids`, never from a sleep. An operation that waits for a lock cannot be chosen until
+//! its holder moves; if nothing can be chosen and something is unfinished, that is a finding.
+//!
+//! `advance.rs` carries out one decision (a launch or a release); `settle.rs` waits for the
+//! system to come to rest after it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use harbor_service::domain::Provider;
+use harbor_service::lifecycle::ConnectionStatus;
+use harbor_syncpoint::{SlotKey, SlotState};
+use reqwest::Method;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::task::JoinHandle;
+
+mod advance;
+mod settle;
+
+use super::ops::{Does, Operation, Start, RAW_UPDATED};
+pub use super::record::{summary_of, Decision, EndState, Finished, Observed, ScheduleRun, Stop};
+use crate::client::Answer;
+use crate::evidence;
+use crate::fake_provider::{Consent, Counters};
+use crate::fixtures::TenantWorkspace;
+use crate::identity::TokenKind;
+use crate::schedule::{Ready, Scheduler};
+use crate::target::{Target, TenantSpec};
+
+/// The replica the starting state is made on (the one `target::start_flow` and `complete_flow`
+/// use); operations run on the other one (when there are two), so a state kept in one replica's
+/// memory is not found.
+pub const SETUP_REPLICA: usize = 0;
+
+/// How long a settle waits for a park or a finished request before it reads the lock tables: a
+/// released request reaches its next point within a millisecond or two unless it waits.
+const SETTLE_TICK: Duration = Duration::from_millis(2);
+
+/// Sync points at which a request holds its workspace's lock (the service's contract): a request
+/// parked at one of them excludes every other request on the workspace.
+pub const UNDER_WORKSPACE_LOCK: &[&str] = &[
+    harbor_service::syncpoints::ACTIVATION_LOCKED,
+    harbor_service::syncpoints::ACTIVATION_STATUS_READ,
+    harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT,
+    harbor_service::syncpoints::ACTIVATION_FAILING,
+    harbor_service::syncpoints::LIFECYCLE_LOCKED,
+    harbor_service::syncpoints::LIFECYCLE_BEFORE_COMMIT,
+    harbor_service::syncpoints::OAUTH_AUTHORIZE_LOCKED,
+    harbor_service::syncpoints::OAUTH_CALLBACK_LOCKED,
+    harbor_service::syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT,
+    harbor_service::syncpoints::SYNC_LOCKED,
+    harbor_service::syncpoints::SYNC_REFRESHED,
+];
+
+/// A workspace in its starting state, made ahead of its schedule.
+pub struct Prepared {
+    /// The state it is to start in.
+    pub start: Start,
+    workspace: TenantWorkspace,
+    consent: Option<Consent>,
+    took: Duration,
+}
+
+/// Why a schedule stopped before every operation was done.
+enum Halt {
+    /// The system could not go on: a hang, a deadlock, a request that could not be sent.
+    Stuck(String),
+    /// The scheduler could not: a replay whose recorded choice cannot run.
+    Refused(String),
+}
+
+enum Work {
+    Http(JoinHandle<Result<Answer, String>>),
+    Sql(JoinHandle<(Result<(), String>, PgConnection)>),
+}
+
+impl Running {
+    /// Whether its request or statement has finished (its result not collected yet).
+    fn finished(&self) -> bool {
+        match &self.work {
+            Some(Work::Http(h)) => h.is_finished(),
+            Some(Work::Sql(h)) => h.is_finished(),
+            None => false,
+        }
+    }
+}
+
+struct Running {
+    op: Operation,
+    tag: String,
+    replica: usize,
+    work: Option<Work>,
+    stop: Option<Stop>,
+    launched: bool,
+    session: Option<PgConnection>,
+    sql_step: usize,
+}
+
+/// The executor of schedules on one running service.
+pub struct Engine<'a> {
+    /// The service.
+    pub target: &'a dyn Target,
+    /// Bound on every settle.
+    pub settle_timeout: Duration,
+    /// Woken when any operation's request or statement finishes, so a settle need not poll.
+    finished: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine on `target`.
+    pub fn new(target: &'a dyn Target) -> Self {
+        Self {
+            target,
+            settle_timeout: Duration::from_secs(5),
+            finished: Default::default(),
+        }
+    }
+
+    fn db(&self) -> Result<&sqlx::PgPool, String> {
+        self.target.need_database()
+    }
+
+    fn provider(&self) -> Result<&crate::fake_provider::FakeProvider, String> {
+        self.target.need_provider()
+    }
+
+    fn op_replica(&self) -> usize {
+        if self.target.replicas() > 1 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// A fresh workspace with an authorization started (PENDING) and its consent in hand. Touches
+    /// only its own workspace and counts nothing the oracles read (no code exchange, no clock
+    /// move), so it can run while another schedule runs.
+    pub async fn prepare(&self, start: Start) -> Result<Prepared, String> {
+        let started = Instant::now();
+        let name = format!("explore-{}", uuid::Uuid::new_v4().simple());
+        let spec = TenantSpec {
+            name,
+            entitled: true,
+            qbo: ConnectionStatus::NotConnected,
+        };
+        let t = self.target.create_tenant(&spec).await?;
+        // A stale start moves the clock past every state's TTL: its flow is started when it runs.
+        let consent = if start == Start::Stale {
+            None
+        } else {
+            Some(crate::target::start_flow(self.target, t.owner, t.workspace, Provider::Qbo).await?)
+        };
+        Ok(Prepared {
+            start,
+            workspace: t,
+            consent,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Brings a prepared workspace to its starting state — completes the flow for a connected
+    /// start, moves the clock past the token's expiry for a stale one — and returns the consent a
+    /// pending start leaves for `callback`. Runs alone: it exchanges a code and moves the clock.
+    async fn finish_setup(&self, p: &Prepared) -> Result<Option<Consent>, String> {
+        let consent = match &p.consent {
+            Some(c) => c.clone(),
+            None => {
+                crate::target::start_flow(
+                    self.target,
+                    p.workspace.owner,
+                    p.workspace.workspace,
+                    Provider::Qbo,
+                )
+                .await?
+            }
+        };
+        if p.start == Start::Pending {
+            return Ok(Some(consent));
+        }
+        crate::target::complete_flow(self.target, p.workspace.owner, Provider::Qbo, &consent)
+            .await
+            .map_err(|e| format!("setup: {e}"))?;
+        if p.start == Start::Stale {
+            self.target
+                .advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
+        }
+        Ok(None)
+    }
+
+    /// Runs `ops` from `start`, advancing them in the order `scheduler` picks.
+    pub async fn run(
+        &self,
+        ops: &[Operation],
+        start: Start,
+        scheduler: &mut dyn Scheduler,
+    ) -> Result<ScheduleRun, String> {
+        let prepared = self.prepare(start).await?;
+        self.run_prepared(ops, prepared, scheduler).await
+    }
+
+    /// Runs `ops` on a workspace [`Engine::prepare`] made.
+    pub async fn run_prepared(
+        &self,
+        ops: &[Operation],
+        prepared: Prepared,
+        scheduler: &mut dyn Scheduler,
+    ) -> Result<ScheduleRun, String> {
+        let started = Instant::now();
+        let consent = self.finish_setup(&prepared).await?;
+        let setup = prepared.took + started.elapsed();
+        let t = prepared.workspace;
+        let counters_before = self.provider()?.counters(Provider::Qbo);
+        let replica = self.op_replica();
+        let mut actors: Vec<Running> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| Running {
+                op: *op,
+                tag: format!("E{i}"),
+                replica,
+                work: None,
+                stop: None,
+                launched: false,
+                session: None,
+                sql_step: 0,
+            })
+            .collect();
+        let mut run = ScheduleRun {
+            decisions: Vec::new(),
+            observed: Vec::new(),
+            finished: vec![None; ops.len()],
+            completion_order: Vec::new(),
+            exclusion_broken: None,
+            status_at_activation_commit: Vec::new(),
+            stuck: None,
+            refused: None,
+            end: EndState::default(),
+            lock_left: None,
+            tokens_unbound: None,
+            duration: Duration::ZERO,
+            setup,
+            checks: Duration::ZERO,
+        };
+        let outcome = self
+            .drive(&t, consent.as_ref(), &mut actors, &mut run, scheduler)
+            .await;
+        match outcome {
+            Ok(()) => {}
+            Err(Halt::Stuck(stuck)) => run.stuck = Some(stuck),
+            Err(Halt::Refused(why)) => run.refused = Some(why),
+        }
+        // Clean-up: nothing stays parked, armed or open for the next schedule.
+        self.target.release_all();
+        for a in &mut actors {
+            match a.work.take() {
+                Some(Work::Http(h)) => {
+                    let _ = tokio::time::timeout(self.settle_timeout, h).await;
+                }
+                Some(Work::Sql(h)) => {
+                    if let Ok(Ok((_, conn))) = tokio::time::timeout(self.settle_timeout, h).await {
+                        let _ = conn.close().await;
+                    }
+                }
+                None => {}
+            }
+            if let Some(conn) = a.session.take() {
+                let _ = conn.close().await;
+            }
+        }
+        self.target.release_all();
+        let checking = Instant::now();
+        let counters_after = self.provider()?.counters(Provider::Qbo);
+        run.end = self
+            .end_state(&t, &counters_before, &counters_after)
+            .await?;
+        let key = self
+            .target
+            .workspace_lock(t.workspace)
+            .ok_or("the target does not name its workspace lock")?;
+        run.lock_left = crate::oracles::no_workspace_lock_held(self.db()?, t.workspace, key)
+            .await
+            .err();
+        run.tokens_unbound =
+            crate::oracles::tokens_bound(self.db()?, self.target.need_tokens()?, Some(t.workspace))
+                .await
+                .err();
+        run.checks = checking.elapsed();
+        run.duration = started.elapsed() + setup;
+        Ok(run)
+    }
+
+    async fn end_state(
+        &self,
+        t: &TenantWorkspace,
+        before: &Counters,
+        after: &Counters,
+    ) -> Result<EndState, String> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+        )
+        .bind(t.workspace)
+        .fetch_optional(self.db()?)
+        .await
+        .map_err(|e| e.to_string())?;
+        let activations: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspace_activations WHERE workspace_id = $1",
+        )
+        .bind(t.workspace)
+        .fetch_one(self.db()?)
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(EndState {
+            status: status.and_then(|s| ConnectionStatus::parse(&s).ok()),
+            activations,
+            exchanges: after.code_exchanges_ok - before.code_exchanges_ok,
+            refreshes: after.refreshes_ok - before.refreshes_ok,
+            revocations: after.revocations - before.revocations,
+        })
+    }
+
+    /// Advances the operations until all are done; a [`Halt`] says why it stopped short.
+    async fn drive(
+        &self,
+        t: &TenantWorkspace,
+        consent: Option<&Consent>,
+        actors: &mut [Running],
+        run: &mut ScheduleRun,
+        scheduler: &mut dyn Scheduler,
+    ) -> Result<(), Halt> {
+        loop {
+            let decision = run.decisions.len();
+            self.settle(actors, run, decision)
+                .await
+                .map_err(Halt::Stuck)?;
+            self.check_exclusion(actors, run);
+            let enabled: Vec<usize> = actors
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| !a.launched || matches!(a.stop, Some(Stop::Parked(_))))
+                .map(|(i, _)| i)
+                .collect();
+            if enabled.is_empty() {
+                if actors.iter().all(|a| a.stop == Some(Stop::Done)) {
+                    return Ok(());
+                }
+                let waiting: Vec<String> = actors
+                    .iter()
+                    .filter(|a| a.stop != Some(Stop::Done))
+                    .map(|a| format!("{} {:?}", a.tag, a.stop))
+                    .collect();
+                return Err(Halt::Stuck(format!(
+                    "nothing can advance but {} is unfinished (a deadlock)",
+                    waiting.join(", ")
+                )));
+            }
+            let ready: Vec<Ready> = enabled
+                .iter()
+                .map(|&i| Ready {
+                    step: i,
+                    actor: Some(actors[i].tag.clone()),
+                })
+                .collect();
+            let chosen = match scheduler.next(&ready) {
+                Ok(Some(chosen)) if enabled.contains(&chosen) => chosen,
+                Ok(Some(chosen)) => {
+                    return Err(Halt::Refused(format!(
+                        "{} chose {chosen}, which cannot run (only {enabled:?} can)",
+                        scheduler.name()
+                    )))
+                }
+                Ok(None) => {
+                    return Err(Halt::Refused(format!(
+                        "{} stopped with {enabled:?} still able to run",
+                        scheduler.name()
+                    )))
+                }
+                Err(e) => return Err(Halt::Refused(format!("{}: {e}", scheduler.name()))),
+            };
+            run.decisions.push(Decision { enabled, chosen });
+            self.advance(t, consent, &mut actors[chosen], chosen, run)
+                .await
+                .map_err(Halt::Stuck)?;
+        }
+    }
+
+    /// Two operations parked under the workspace lock at once break mutual exclusion.
+    fn check_exclusion(&self, actors: &[Running], run: &mut ScheduleRun) {
+        if run.exclusion_broken.is_some() {
+            return;
+        }
+        let inside: Vec<(usize, &'static str)> = actors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a.stop {
+                Some(Stop::Parked(p)) if UNDER_WORKSPACE_LOCK.contains(&p) => Some((i, p)),
+                _ => None,
+            })
+            .collect();
+        if let [(a, pa), (b, pb), ..] = inside[..] {
+            run.exclusion_broken = Some((a, pa, b, pb));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Settling: after every decision, waiting until each launched operation is parked at a sync
+//! point, finished, or waiting for a lock whose holder is itself parked or waiting — read from the
+//! sync-point controller and, through [`crate::evidence`], from the lock tables.
+
+use super::*;
+
+impl Engine<'_> {
+    /// Waits until every launched operation is parked, done, or blocked on a stable holder. It
+    /// wakes on a park or a finished request at once; the lock tables are read only when nothing
+    /// has happened for a tick (a request that stays still is waiting for something), in one query
+    /// for every operation on its way ([`evidence::activities_of`], the same reading and the same
+    /// judgement, [`evidence::BackendActivity::blocked_by`], as the scenario's lock-wait probe),
+    /// and a verdict that anything is blocked always rests on a fresh read of them.
+    pub(super) async fn settle(
+        &self,
+        actors: &mut [Running],
+        run: &mut ScheduleRun,
+        decision: usize,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let mut read_locks = false;
+        loop {
+            let mut settled = true;
+            let mut moving: Vec<usize> = Vec::new();
+            for (i, a) in actors.iter_mut().enumerate() {
+                // A parked request can only move by finishing (its sync point timed out): look.
+                let parked_and_still = matches!(a.stop, Some(Stop::Parked(_))) && !a.finished();
+                if !a.launched || a.stop == Some(Stop::Done) || parked_and_still {
+                    continue;
+                }
+                match self.poll_one(a, run, i).await? {
+                    Some(stop) => note(&mut a.stop, stop, i, decision, run),
+                    None => moving.push(i),
+                }
+            }
+            let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
+            if read_locks {
+                let waits = self.lock_waits(actors, &moving).await?;
+                for (i, by) in waits {
+                    match by {
+                        Some(by) => {
+                            let stop = Stop::Blocked(by.clone());
+                            note(&mut actors[i].stop, stop, i, decision, run);
+                            blocked_by.push((i, by));
+                        }
+                        None => {
+                            actors[i].stop = None;
+                            settled = false;
+                        }
+                    }
+                }
+            } else if !moving.is_empty() {
+                // Not parked or finished, and the lock tables not read this round: as it was,
+                // but not settled until they are.
+                settled = false;
+            }
+            // A wait counts as settled only if every holder is itself parked or waiting: a holder
+            // that is still running may be about to let go.
+            let tags: BTreeMap<&str, &Running> =
+                actors.iter().map(|a| (a.tag.as_str(), a)).collect();
+            for (_, by) in &blocked_by {
+                let stable = by.iter().all(|h| {
+                    tags.get(h.as_str()).is_some_and(|a| {
+                        matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))
+                    })
+                });
+                settled &= stable;
+            }
+            // The waits were read before some holders' states: a holder may have let go and
+            // parked in between. With every holder now known to be parked or waiting, a second
+            // read of the waiters confirms they still wait (a parked holder cannot let go).
+            if settled && !blocked_by.is_empty() {
+                let waiters: Vec<usize> = blocked_by.iter().map(|(i, _)| *i).collect();
+                let again = self.lock_waits(actors, &waiters).await?;
+                for ((i, by), (_, now)) in blocked_by.iter().zip(again) {
+                    if now.as_ref() != Some(by) {
+                        settled = false;
+                        let stop = now.map(Stop::Blocked);
+                        if let Some(stop) = &stop {
+                            run.observed.push(Observed {
+                                decision,
+                                op: *i,
+                                stop: stop.clone(),
+                            });
+                        }
+                        actors[*i].stop = stop;
+                    }
+                }
+            }
+            if settled {
+                return Ok(());
+            }
+            if started.elapsed() > self.settle_timeout {
+                let locks = evidence::lock_snapshot(self.db()?)
+                    .await
+                    .unwrap_or_default();
+                let states: Vec<String> = actors
+                    .iter()
+                    .map(|a| format!("{}={:?}", a.tag, a.stop))
+                    .collect();
+                return Err(format!(
+                    "did not settle within {:?} ({}); locks: {locks:?}",
+                    self.settle_timeout,
+                    states.join(", ")
+                ));
+            }
+            let parks: Vec<_> = actors
+                .iter()
+                .filter(|a| {
+                    a.launched
+                        && !a.op.is_raw_sql()
+                        && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
+                })
+                .flat_map(|a| {
+                    a.op.points().iter().map(|p| {
+                        self.target
+                            .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
+                    })
+                })
+                .collect();
+            let any_park = async {
+                if parks.is_empty() {
+                    std::future::pending::<()>().await
+                } else {
+                    futures::future::select_all(parks).await;
+                }
+            };
+            read_locks = tokio::select! {
+                _ = self.finished.notified() => false,
+                _ = any_park => false,
+                _ = tokio::time::sleep(SETTLE_TICK) => true,
+            };
+        }
+    }
+
+    /// For each of `which` (operation indices), who blocks it now (`None`: it does not wait for a
+    /// lock): one read of the lock tables for all of them.
+    async fn lock_waits(
+        &self,
+        actors: &[Running],
+        which: &[usize],
+    ) -> Result<Vec<(usize, Option<Vec<String>>)>, String> {
+        if which.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tags: Vec<&str> = which.iter().map(|&i| actors[i].tag.as_str()).collect();
+        // A failed read is no evidence of a wait: the operations count as on their way (and a
+        // settle that never ends reports the lock table).
+        let seen = evidence::activities_of(self.db()?, &tags)
+            .await
+            .unwrap_or_default();
+        Ok(which
+            .iter()
+            .map(|&i| {
+                let by = seen
+                    .iter()
+                    .find(|s| s.actor() == Some(actors[i].tag.as_str()))
+                    .and_then(|s| s.blocked_by());
+                (i, by)
+            })
+            .collect())
+    }
+
+    /// Whether one running operation has finished or parked (`None`: on its way, or waiting for
+    /// a lock — [`Engine::lock_waits`] tells which).
+    async fn poll_one(
+        &self,
+        a: &mut Running,
+        run: &mut ScheduleRun,
+        index: usize,
+    ) -> Result<Option<Stop>, String> {
+        match &mut a.work {
+            Some(Work::Http(h)) if h.is_finished() => {
+                let Some(Work::Http(h)) = a.work.take() else {
+                    unreachable!("matched above")
+                };
+                let answer = h
+                    .await
+                    .map_err(|e| format!("{}'s request panicked: {e}", a.tag))?;
+                let finished = match answer {
+                    Ok(ans) => {
+                        let code = ans.error_code().map(str::to_owned);
+                        let summary = summary_of(&ans);
+                        Finished {
+                            status: ans.status.as_u16(),
+                            code,
+                            summary,
+                            answer: Some(ans),
+                        }
+                    }
+                    Err(e) => Finished {
+                        status: 0,
+                        code: None,
+                        summary: format!("request failed: {e}"),
+                        answer: None,
+                    },
+                };
+                run.finished[index] = Some(finished);
+                run.completion_order.push(index);
+                return Ok(Some(Stop::Done));
+            }
+            Some(Work::Sql(h)) if h.is_finished() => {
+                let Some(Work::Sql(h)) = a.work.take() else {
+                    unreachable!("matched above")
+                };
+                let (result, conn) = h
+                    .await
+                    .map_err(|e| format!("{}'s statement panicked: {e}", a.tag))?;
+                if let Err(e) = result {
+                    let _ = conn.close().await;
+                    run.finished[index] = Some(Finished {
+                        status: 0,
+                        code: None,
+                        summary: format!("error: {e}"),
+                        answer: None,
+                    });
+                    run.completion_order.push(index);
+                    return Ok(Some(Stop::Done));
+                }
+                if a.sql_step == 0 {
+                    a.session = Some(conn);
+                    return Ok(Some(Stop::Parked(RAW_UPDATED)));
+                }
+                let _ = conn.close().await;
+                run.finished[index] = Some(Finished {
+                    status: 0,
+                    code: None,
+                    summary: "ok".into(),
+                    answer: None,
+                });
+                run.completion_order.push(index);
+                return Ok(Some(Stop::Done));
+            }
+            _ => {}
+        }
+        if !a.op.is_raw_sql() {
+            for point in a.op.points() {
+                if self
+                    .target
+                    .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))
+                    == Some(SlotState::Parked)
+                {
+                    return Ok(Some(Stop::Parked(point)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Sets an operation's stop, recording it when it changed.
+fn note(slot: &mut Option<Stop>, stop: Stop, op: usize, decision: usize, run: &mut ScheduleRun) {
+    if slot.as_ref() != Some(&stop) {
+        run.observed.push(Observed {
+            decision,
+            op,
+            stop: stop.clone(),
+        });
+    }
+    *slot = Some(stop);
+}
