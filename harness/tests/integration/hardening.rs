@@ -72,14 +72,16 @@ async fn reset_role_cannot_widen_a_request_session() {
 async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
     let app = spawn_app().await;
     app.connected_tenants("skip", 3, Provider::Gmail).await;
-    // Corrupt the first row in id order, so that a rotation in id order meets it first.
+    // Corrupt the first row in id order, so that a rotation in id order meets it first. The last
+    // byte (of the tag) is flipped, not overwritten: a byte set to a fixed value is already that
+    // value one time in 256, and the row would then decrypt.
     let bad: uuid::Uuid = sqlx::query_scalar(
         "SELECT id FROM connections WHERE access_token IS NOT NULL ORDER BY id LIMIT 1",
     )
     .fetch_one(app.db())
     .await
     .unwrap();
-    sqlx::query("UPDATE connections SET access_token = overlay(access_token placing '\\xff'::bytea from length(access_token)) WHERE id = $1")
+    sqlx::query("UPDATE connections SET access_token = set_byte(access_token, length(access_token) - 1, get_byte(access_token, length(access_token) - 1) # 255) WHERE id = $1")
         .bind(bad)
         .execute(app.db())
         .await

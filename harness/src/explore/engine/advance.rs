@@ -2,6 +2,7 @@
 //! a fault applied in place) or releasing it from the sync point it is parked at.
 
 use super::*;
+use crate::scenario::executor::jobs::{run_job, Job, JobResult, SqlJob};
 
 impl Engine<'_> {
     /// Launches the operation, or releases it from where it is parked.
@@ -126,38 +127,22 @@ impl Engine<'_> {
     }
 }
 
+/// Runs the raw writer's statement through the scenario's one job runner, in its own session.
 fn spawn_sql(
     conn: PgConnection,
     sql: String,
     finished: std::sync::Arc<tokio::sync::Notify>,
-) -> JoinHandle<(Result<(), String>, PgConnection)> {
+) -> JoinHandle<JobResult> {
     tokio::spawn(async move {
-        let done = execute(conn, sql).await;
+        let done = run_job(Job::Sql(SqlJob {
+            conn,
+            sql,
+            rows: false,
+            role: None,
+            tenant: None,
+        }))
+        .await;
         finished.notify_one();
         done
-    })
-}
-
-// Boxed with an explicit `Send` (the compiler's Send inference for sqlx's executor on a borrowed
-// connection is not general enough inside `tokio::spawn`).
-fn execute(
-    mut conn: PgConnection,
-    sql: String,
-) -> futures::future::BoxFuture<'static, (Result<(), String>, PgConnection)> {
-    Box::pin(async move {
-        let result = exec_on(&mut conn, &sql).await;
-        (result, conn)
-    })
-}
-
-fn exec_on<'c>(
-    conn: &'c mut PgConnection,
-    sql: &'c str,
-) -> futures::future::BoxFuture<'c, Result<(), String>> {
-    Box::pin(async move {
-        sqlx::Executor::execute(conn, sqlx::raw_sql(sql))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     })
 }

@@ -75,7 +75,7 @@ enum Halt {
 
 enum Work {
     Http(JoinHandle<Result<Answer, String>>),
-    Sql(JoinHandle<(Result<(), String>, PgConnection)>),
+    Sql(JoinHandle<crate::scenario::executor::jobs::JobResult>),
 }
 
 impl Running {
@@ -261,7 +261,9 @@ impl<'a> Engine<'a> {
                     let _ = tokio::time::timeout(self.settle_timeout, h).await;
                 }
                 Some(Work::Sql(h)) => {
-                    if let Ok(Ok((_, conn))) = tokio::time::timeout(self.settle_timeout, h).await {
+                    if let Ok(Ok((_, Some(conn)))) =
+                        tokio::time::timeout(self.settle_timeout, h).await
+                    {
                         let _ = conn.close().await;
                     }
                 }

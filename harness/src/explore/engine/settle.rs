@@ -203,25 +203,29 @@ impl Engine<'_> {
                 let Some(Work::Sql(h)) = a.work.take() else {
                     unreachable!("matched above")
                 };
-                let (result, conn) = h
+                let (outcome, conn) = h
                     .await
                     .map_err(|e| format!("{}'s statement panicked: {e}", a.tag))?;
-                if let Err(e) = result {
-                    let _ = conn.close().await;
+                if !outcome.ok {
+                    if let Some(conn) = conn {
+                        let _ = conn.close().await;
+                    }
                     run.finished[index] = Some(Finished {
                         status: 0,
                         code: None,
-                        summary: format!("error: {e}"),
+                        summary: format!("error: {}", outcome.error.unwrap_or_default()),
                         answer: None,
                     });
                     run.completion_order.push(index);
                     return Ok(Some(Stop::Done));
                 }
                 if a.sql_step == 0 {
-                    a.session = Some(conn);
+                    a.session = conn;
                     return Ok(Some(Stop::Parked(RAW_UPDATED)));
                 }
-                let _ = conn.close().await;
+                if let Some(conn) = conn {
+                    let _ = conn.close().await;
+                }
                 run.finished[index] = Some(Finished {
                     status: 0,
                     code: None,
