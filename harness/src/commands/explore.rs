@@ -14,7 +14,7 @@ use crate::provision::BackendChoice;
 use crate::target::in_process::InProcessLauncher;
 use harbor_service::flaws::{Flaw, Flaws};
 
-/// The seeded flaws that concern ordering, what a database cut interrupts (`db_cut`), or a grant
+/// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`), or a grant
 /// left live that no row holds (`grant_orphaned`): exploration alone must catch each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,

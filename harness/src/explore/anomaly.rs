@@ -103,33 +103,38 @@ pub struct SerialOutcome {
     pub refreshes: u64,
 }
 
-/// Every serial order of `ops` from `start`, on the model. With a database cut among them, also
-/// every order in which one other operation is interrupted (left out of the model).
+/// Every serial order of `ops` from `start`, on the model. With a fault among them, also every
+/// order in which one other operation is interrupted before its effect (left out of the model);
+/// with a crash, also every order in which one is interrupted after its commit (in the model, its
+/// answer lost with the replica).
 pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut out = Vec::new();
-    let mut skips: Vec<Option<usize>> = vec![None];
+    let mut interruptions: Vec<Option<(usize, bool)>> = vec![None];
     if ops.iter().any(|o| o.fault().is_some()) {
-        skips.extend(
-            (0..ops.len())
-                .filter(|&i| ops[i].fault().is_none())
-                .map(Some),
-        );
+        let crash = ops.iter().any(|o| o.crashes());
+        for i in (0..ops.len()).filter(|&i| ops[i].fault().is_none()) {
+            interruptions.push(Some((i, false)));
+            if crash {
+                interruptions.push(Some((i, true)));
+            }
+        }
     }
-    for skip in skips {
+    for interruption in interruptions {
         let mut order: Vec<usize> = (0..ops.len()).collect();
         permutations(&mut order, 0, &mut |order| {
-            out.push(serial_outcome(ops, start, order, skip));
+            out.push(serial_outcome(ops, start, order, interruption));
         });
     }
     out
 }
 
-/// One serial order on the model, `skip` (if any) interrupted.
+/// One serial order on the model; `interrupted` (if any) is an operation that answered nothing
+/// documented, and whether it had committed first.
 fn serial_outcome(
     ops: &[Operation],
     start: Start,
     order: &[usize],
-    skip: Option<usize>,
+    interruption: Option<(usize, bool)>,
 ) -> SerialOutcome {
     {
         let mut model: Model = start.model();
@@ -141,11 +146,15 @@ fn serial_outcome(
         let mut answers = vec![None; ops.len()];
         let mut interrupted = vec![false; ops.len()];
         for &i in order {
-            if skip == Some(i) {
-                interrupted[i] = true;
-                continue;
+            match interruption {
+                Some((j, committed)) if j == i => {
+                    interrupted[i] = true;
+                    if committed {
+                        ops[i].apply(&mut model);
+                    }
+                }
+                _ => answers[i] = ops[i].apply(&mut model),
             }
-            answers[i] = ops[i].apply(&mut model);
         }
         let c = model
             .counters
@@ -312,7 +321,7 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
     ops.iter()
         .enumerate()
         .all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
-            (_, Some(f)) if s.interrupted[i] => is_unavailable(f),
+            (_, Some(f)) if s.interrupted[i] => is_interrupted(ops, f),
             // A sync is two transactions — decide and refresh the token, then fetch and store — so
             // whether *it* refreshed is not a property of one serial position: only its status and
             // code are compared (too many refreshes in all is the counter's business).
@@ -332,6 +341,15 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
             (None, Some(f)) => !matches!(op.does(), Does::Request(_)) && f.summary == "ok",
             _ => false,
         })
+}
+
+/// Whether `f` is how an operation of `ops` may end when a fault among them interrupts it: a
+/// documented 503, or — when a replica crashes — no answer at all.
+pub fn is_interrupted(ops: &[Operation], f: &super::record::Finished) -> bool {
+    is_unavailable(f)
+        || (ops.iter().any(|o| o.crashes())
+            && f.status == 0
+            && f.summary.starts_with("request failed"))
 }
 
 /// Whether `f` is a documented answer of an operation a database cut interrupted.
@@ -405,5 +423,30 @@ mod tests {
             raw_first.answers[1].as_ref().unwrap().code,
             Some("ACTIVATION_NOT_READY")
         );
+    }
+
+    #[test]
+    fn a_crash_may_interrupt_the_callback_before_or_after_its_commit() {
+        let ops = [Operation::Callback, Operation::ReplicaCrash];
+        let outcomes = serial_outcomes(&ops, Start::Pending);
+        // Two orders whole, two with the callback interrupted before its commit, two after it.
+        assert_eq!(outcomes.len(), 6);
+        let interrupted: Vec<_> = outcomes.iter().filter(|o| o.interrupted[0]).collect();
+        let statuses: Vec<_> = interrupted.iter().map(|o| o.status).collect();
+        use harbor_service::lifecycle::ConnectionStatus::{Connected, Pending};
+        assert!(statuses.contains(&Pending) && statuses.contains(&Connected));
+        assert!(interrupted.iter().all(|o| o.answers[0].is_none()));
+        // No answer at all counts as interrupted only where a replica crashes.
+        let lost = super::super::record::Finished {
+            status: 0,
+            code: None,
+            summary: "request failed: connection lost before the answer".into(),
+            answer: None,
+        };
+        assert!(is_interrupted(&ops, &lost));
+        assert!(!is_interrupted(
+            &[Operation::Callback, Operation::DbCut],
+            &lost
+        ));
     }
 }

@@ -50,6 +50,10 @@ pub enum Operation {
     /// A fault, not a request: every replica's database links cut at once
     /// (`postgres_drop_connections`; it returns once their backends are gone).
     DbCut,
+    /// A fault: the operations' replica crashes (`replica_crash`: every request on it lost with
+    /// its task, socket and pooled connection) and is started again on its address
+    /// (`replica_restart`), between two decisions.
+    ReplicaCrash,
 }
 
 /// The raw writer's first stop: its `UPDATE` has run (its transaction is open).
@@ -71,8 +75,9 @@ pub enum Does {
     Request(WorkspaceOp),
     /// The raw writer: [`raw_disconnect_sql`] in a session of its own, then `COMMIT`.
     RawSql,
-    /// A fault, applied in place for every replica (it returns once it has taken effect).
-    Fault(FaultKind),
+    /// Faults, applied in place in order, each once it has taken effect: to every replica, or to
+    /// the operations' replica for a fault done to a replica.
+    Faults(&'static [FaultKind]),
 }
 
 /// One row of the operation table.
@@ -88,7 +93,7 @@ pub struct Entry {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Activate,
         Operation::Authorize,
         Operation::Callback,
@@ -97,6 +102,7 @@ impl Operation {
         Operation::Sync,
         Operation::RawDisconnect,
         Operation::DbCut,
+        Operation::ReplicaCrash,
     ];
 
     /// Its row of the operation table.
@@ -147,7 +153,15 @@ impl Operation {
             // half-written, no grant lost.
             Operation::DbCut => Entry {
                 name: "db_cut",
-                does: Does::Fault(FaultKind::PostgresDropConnections),
+                does: Does::Faults(&[FaultKind::PostgresDropConnections]),
+                points: &[],
+            },
+            // What the crash interrupts answers nothing (its connection is reset): it may have
+            // committed or not, and every grant it exchanged must be stored or, once the outbox
+            // has drained, revoked.
+            Operation::ReplicaCrash => Entry {
+                name: "replica_crash",
+                does: Does::Faults(&[FaultKind::ReplicaCrash, FaultKind::ReplicaRestart]),
                 points: &[],
             },
         }
@@ -163,12 +177,21 @@ impl Operation {
         self.entry().does
     }
 
-    /// The fault it is, if it is one.
-    pub fn fault(self) -> Option<FaultKind> {
+    /// The faults it is, if it is faults.
+    pub fn fault(self) -> Option<&'static [FaultKind]> {
         match self.does() {
-            Does::Fault(kind) => Some(kind),
+            Does::Faults(kinds) => Some(kinds),
             _ => None,
         }
+    }
+
+    /// Whether it takes a replica down: what it interrupts gets no answer at all.
+    pub fn crashes(self) -> bool {
+        self.fault().is_some_and(|kinds| {
+            kinds
+                .iter()
+                .any(|k| k.dependency() == crate::faults::Dependency::Replica)
+        })
     }
 
     /// Whether it is the raw writer.
@@ -186,7 +209,7 @@ impl Operation {
         match self.does() {
             Does::Request(op) => op.as_str(),
             Does::RawSql => "sql",
-            Does::Fault(_) => "fault",
+            Does::Faults(_) => "fault",
         }
     }
 
@@ -208,7 +231,7 @@ impl Operation {
             // The model has no database or cache to lose: a fault changes nothing it tracks.
             // What the fault does to another operation is the oracle's business (an interrupted
             // operation).
-            Does::Fault(_) => None,
+            Does::Faults(_) => None,
         }
     }
 }

@@ -177,15 +177,24 @@ pub fn scenario(
     );
     let with_fault = ops.iter().any(|o| o.fault().is_some());
     let expect_of = |i: usize| -> Option<Expect> {
-        // An operation a fault interrupted: its documented answer, or a 5xx fails the step.
+        // An operation a fault interrupted: its documented answer, or a 5xx fails the step; a
+        // crash leaves it no answer at all.
         if let Some(f) = run.finished[i]
             .as_ref()
-            .filter(|f| with_fault && anomaly::is_unavailable(f))
+            .filter(|f| with_fault && anomaly::is_interrupted(ops, f))
         {
-            return Some(Expect {
-                status: Some(f.status),
-                code: Some(f.code.clone().unwrap_or_default()),
-                ..Expect::default()
+            return Some(if f.status == 0 {
+                Expect {
+                    ok: Some(false),
+                    error_contains: Some("request failed".into()),
+                    ..Expect::default()
+                }
+            } else {
+                Expect {
+                    status: Some(f.status),
+                    code: Some(f.code.clone().unwrap_or_default()),
+                    ..Expect::default()
+                }
             });
         }
         let e = chosen?.answers[i].as_ref()?;
@@ -229,13 +238,21 @@ pub fn scenario(
         }
         let launched_before = run.decisions[..d].iter().any(|x| x.chosen == i);
         let step = match op.does() {
-            Does::Fault(kind) => RawStep::Fault(RawFault {
-                note: Some(format!("{actor}: {op}")),
-                fault: kind,
-                replica: None,
-                actor: None,
-                for_ms: None,
-            }),
+            Does::Faults(kinds) => {
+                let (last, first) = kinds.split_last().expect("a fault operation does a fault");
+                let fault = |kind: crate::faults::FaultKind| {
+                    RawStep::Fault(RawFault {
+                        note: Some(format!("{actor}: {op}")),
+                        fault: kind,
+                        replica: (kind.dependency() == crate::faults::Dependency::Replica)
+                            .then_some(1),
+                        actor: None,
+                        for_ms: None,
+                    })
+                };
+                file.steps.extend(first.iter().map(|&k| fault(k)));
+                fault(*last)
+            }
             Does::RawSql if launched_before => {
                 if raw_in_background {
                     file.steps.push(RawStep::Wait(RawWait {
@@ -334,7 +351,16 @@ pub fn scenario(
         }),
         _ => None,
     };
-    if anomaly == Anomaly::GrantOrphaned {
+    // After a crash, as the engine does: the clock past the lease the crashed request held on the
+    // intent it wrote ahead, then the outbox drained.
+    let crash = ops.iter().any(|o| o.crashes());
+    if crash {
+        file.steps.push(RawStep::AdvanceClock(RawAdvanceClock {
+            note: Some("past the lease a crashed request held on its revocation intent".into()),
+            seconds: harbor_service::outbox::LEASE.as_secs() + 1,
+        }));
+    }
+    if anomaly == Anomaly::GrantOrphaned || crash {
         file.steps.push(RawStep::Until(RawUntil {
             note: None,
             provider_counter: None,

@@ -17,23 +17,30 @@ impl Engine<'_> {
         if !a.launched {
             a.launched = true;
             a.stop = None;
-            if let Some(kind) = a.op.fault() {
-                // Done in place: the fault returns once it has taken effect (cut backends gone),
-                // so the next decision sees it (a parked request's transaction is already dead).
-                let fault = crate::faults::Fault {
-                    kind,
-                    replica: None,
-                    actor: None,
-                    down_for: Duration::ZERO,
-                };
-                let summary = match self.target.apply_fault(&fault).await {
-                    Ok(_) => "ok".to_owned(),
-                    Err(e) => return Err(format!("{}: the fault {kind:?} failed: {e}", a.tag)),
-                };
+            if let Some(kinds) = a.op.fault() {
+                // Done in place: each fault returns once it has taken effect (cut backends gone,
+                // a crashed replica's backends gone and the replica listening again), so the next
+                // decision sees it (a parked request's transaction is already dead).
+                for &kind in kinds {
+                    let fault = crate::faults::Fault {
+                        kind,
+                        replica: (kind.dependency() == crate::faults::Dependency::Replica)
+                            .then_some(a.replica),
+                        actor: None,
+                        down_for: Duration::ZERO,
+                    };
+                    if let Err(e) = self.target.apply_fault(&fault).await {
+                        return Err(format!(
+                            "{}: the fault {} failed: {e}",
+                            a.tag,
+                            kind.as_str()
+                        ));
+                    }
+                }
                 run.finished[index] = Some(Finished {
                     status: 0,
                     code: None,
-                    summary,
+                    summary: "ok".to_owned(),
                     answer: None,
                 });
                 run.completion_order.push(index);
@@ -114,7 +121,7 @@ impl Engine<'_> {
         let (method, path) = match a.op.does() {
             Does::Request(op) => op.request(t.workspace, Provider::Qbo, &query),
             // Not requests: launched by `advance` without one.
-            Does::RawSql | Does::Fault(_) => (Method::GET, "/".into()),
+            Does::RawSql | Does::Faults(_) => (Method::GET, "/".into()),
         };
         let call = client
             .request(method, path)

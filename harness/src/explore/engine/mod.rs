@@ -275,6 +275,12 @@ impl<'a> Engine<'a> {
         }
         self.target.release_all();
         let checking = Instant::now();
+        if ops.iter().any(|o| o.crashes()) {
+            // An intent that never drains is a grant left live: a finding, not an error.
+            if let Err(stuck) = self.drain_outbox(&t).await {
+                run.stuck.get_or_insert(stuck);
+            }
+        }
         let counters_after = self.provider()?.counters(Provider::Qbo);
         run.end = self
             .end_state(&t, &counters_before, &counters_after)
@@ -293,6 +299,34 @@ impl<'a> Engine<'a> {
         run.checks = checking.elapsed();
         run.duration = started.elapsed() + setup;
         Ok(run)
+    }
+
+    /// After a crash, lets the outbox give back what the crashed requests left: the service's
+    /// clock moves past the lease a request holds on the intent it wrote ahead, and the workspace's
+    /// intents are waited for, read from the database (bounded by the settle timeout).
+    async fn drain_outbox(&self, t: &TenantWorkspace) -> Result<(), String> {
+        self.target
+            .advance_clock(harbor_service::outbox::LEASE + Duration::from_secs(1));
+        let started = Instant::now();
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM revocation_outbox WHERE workspace_id = $1",
+            )
+            .bind(t.workspace)
+            .fetch_one(self.db()?)
+            .await
+            .map_err(|e| format!("reading the outbox: {e}"))?;
+            if left == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > self.settle_timeout {
+                return Err(format!(
+                    "{left} revocation intent(s) of the workspace still in the outbox {:?} after the crash",
+                    self.settle_timeout
+                ));
+            }
+            tokio::time::sleep(evidence::POLL_INTERVAL).await;
+        }
     }
 
     async fn end_state(
