@@ -111,10 +111,10 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut out = Vec::new();
     let mut interruptions: Vec<Option<(usize, bool)>> = vec![None];
     if ops.iter().any(|o| o.fault().is_some()) {
-        let crash = ops.iter().any(|o| o.crashes());
+        let after_commit = ops.iter().any(|o| o.may_interrupt_after_commit());
         for i in (0..ops.len()).filter(|&i| ops[i].fault().is_none()) {
             interruptions.push(Some((i, false)));
-            if crash {
+            if after_commit {
                 interruptions.push(Some((i, true)));
             }
         }

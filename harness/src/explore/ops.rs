@@ -75,10 +75,45 @@ pub enum Does {
     Request(WorkspaceOp),
     /// The raw writer: [`raw_disconnect_sql`] in a session of its own, then `COMMIT`.
     RawSql,
-    /// Faults, applied in place in order, each once it has taken effect: to every replica, or to
-    /// the operations' replica for a fault done to a replica.
-    Faults(&'static [FaultKind]),
+    /// Faults, applied in place in order, each once it has taken effect.
+    Faults(&'static [FaultStep]),
 }
+
+/// One fault of a fault operation: what a scenario's `fault` step does, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultStep {
+    /// The fault.
+    pub kind: FaultKind,
+    /// Done to the replica the operations run on only (else to every replica's link).
+    pub on_operations_replica: bool,
+}
+
+impl FaultStep {
+    /// `kind`, done to every replica's link.
+    const fn everywhere(kind: FaultKind) -> Self {
+        Self {
+            kind,
+            on_operations_replica: false,
+        }
+    }
+
+    /// `kind`, done to the replica the operations run on.
+    const fn on_operations_replica(kind: FaultKind) -> Self {
+        Self {
+            kind,
+            on_operations_replica: true,
+        }
+    }
+}
+
+/// `db_cut`'s faults.
+const DB_CUT: &[FaultStep] = &[FaultStep::everywhere(FaultKind::PostgresDropConnections)];
+
+/// `replica_crash`'s faults.
+const REPLICA_CRASH: &[FaultStep] = &[
+    FaultStep::on_operations_replica(FaultKind::ReplicaCrash),
+    FaultStep::on_operations_replica(FaultKind::ReplicaRestart),
+];
 
 /// One row of the operation table.
 pub struct Entry {
@@ -153,7 +188,7 @@ impl Operation {
             // half-written, no grant lost.
             Operation::DbCut => Entry {
                 name: "db_cut",
-                does: Does::Faults(&[FaultKind::PostgresDropConnections]),
+                does: Does::Faults(DB_CUT),
                 points: &[],
             },
             // What the crash interrupts answers nothing (its connection is reset): it may have
@@ -161,7 +196,7 @@ impl Operation {
             // has drained, revoked.
             Operation::ReplicaCrash => Entry {
                 name: "replica_crash",
-                does: Does::Faults(&[FaultKind::ReplicaCrash, FaultKind::ReplicaRestart]),
+                does: Does::Faults(REPLICA_CRASH),
                 points: &[],
             },
         }
@@ -178,7 +213,7 @@ impl Operation {
     }
 
     /// The faults it is, if it is faults.
-    pub fn fault(self) -> Option<&'static [FaultKind]> {
+    pub fn fault(self) -> Option<&'static [FaultStep]> {
         match self.does() {
             Does::Faults(kinds) => Some(kinds),
             _ => None,
@@ -187,10 +222,23 @@ impl Operation {
 
     /// Whether it takes a replica down: what it interrupts gets no answer at all.
     pub fn crashes(self) -> bool {
-        self.fault().is_some_and(|kinds| {
-            kinds
+        self.fault().is_some_and(|steps| {
+            steps
                 .iter()
-                .any(|k| k.dependency() == crate::faults::Dependency::Replica)
+                .any(|s| s.kind.dependency() == crate::faults::Dependency::Replica)
+        })
+    }
+
+    /// Whether what it interrupts may have committed first (its answer lost with a crashed
+    /// replica or a cut link), not only failed before its effect.
+    pub fn may_interrupt_after_commit(self) -> bool {
+        self.fault().is_some_and(|steps| {
+            steps.iter().any(|s| {
+                matches!(
+                    s.kind,
+                    FaultKind::ReplicaCrash | FaultKind::PostgresLoseCommitReply
+                )
+            })
         })
     }
 

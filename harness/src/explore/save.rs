@@ -240,18 +240,17 @@ pub fn scenario(
         let step = match op.does() {
             Does::Faults(kinds) => {
                 let (last, first) = kinds.split_last().expect("a fault operation does a fault");
-                let fault = |kind: crate::faults::FaultKind| {
+                let fault = |step: &super::ops::FaultStep| {
                     RawStep::Fault(RawFault {
                         note: Some(format!("{actor}: {op}")),
-                        fault: kind,
-                        replica: (kind.dependency() == crate::faults::Dependency::Replica)
-                            .then_some(1),
+                        fault: step.kind,
+                        replica: step.on_operations_replica.then_some(1),
                         actor: None,
                         for_ms: None,
                     })
                 };
-                file.steps.extend(first.iter().map(|&k| fault(k)));
-                fault(*last)
+                file.steps.extend(first.iter().map(fault));
+                fault(last)
             }
             Does::RawSql if launched_before => {
                 if raw_in_background {
@@ -353,7 +352,7 @@ pub fn scenario(
     };
     // After a crash, as the engine does: the clock past the lease the crashed request held on the
     // intent it wrote ahead, then the outbox drained.
-    let crash = ops.iter().any(|o| o.crashes());
+    let crash = ops.iter().any(|o| o.may_interrupt_after_commit());
     if crash {
         file.steps.push(RawStep::AdvanceClock(RawAdvanceClock {
             note: Some("past the lease a crashed request held on its revocation intent".into()),

@@ -21,20 +21,16 @@ impl Engine<'_> {
                 // Done in place: each fault returns once it has taken effect (cut backends gone,
                 // a crashed replica's backends gone and the replica listening again), so the next
                 // decision sees it (a parked request's transaction is already dead).
-                for &kind in kinds {
+                for step in kinds {
                     let fault = crate::faults::Fault {
-                        kind,
-                        replica: (kind.dependency() == crate::faults::Dependency::Replica)
-                            .then_some(a.replica),
+                        kind: step.kind,
+                        replica: step.on_operations_replica.then_some(a.replica),
                         actor: None,
                         down_for: Duration::ZERO,
                     };
                     if let Err(e) = self.target.apply_fault(&fault).await {
-                        return Err(format!(
-                            "{}: the fault {} failed: {e}",
-                            a.tag,
-                            kind.as_str()
-                        ));
+                        let kind = step.kind.as_str();
+                        return Err(format!("{}: the fault {kind} failed: {e}", a.tag));
                     }
                 }
                 run.finished[index] = Some(Finished {

@@ -275,7 +275,7 @@ impl<'a> Engine<'a> {
         }
         self.target.release_all();
         let checking = Instant::now();
-        if ops.iter().any(|o| o.crashes()) {
+        if ops.iter().any(|o| o.may_interrupt_after_commit()) {
             // An intent that never drains is a grant left live: a finding, not an error.
             if let Err(stuck) = self.drain_outbox(&t).await {
                 run.stuck.get_or_insert(stuck);
