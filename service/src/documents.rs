@@ -435,11 +435,25 @@ async fn write_ahead_rotated(
     };
     let sealed = crate::tokens::seal_one(&state.vault, &binding, rotated)?;
     let workspace = request.member.workspace_id;
-    let mut tx = db::begin_on(conn, request.ctx.actor.as_ref(), connection.tenant_id).await?;
-    let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, state.clock.now())
-        .await
-        .map_err(ApiError::from);
-    db::finish(tx, result).await
+    let actor = request.ctx.actor.as_ref();
+    let written = async {
+        let mut tx = db::begin_on(conn, actor, connection.tenant_id).await?;
+        let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, state.clock.now())
+            .await
+            .map_err(ApiError::from);
+        db::finish(tx, result).await
+    }
+    .await;
+    match written {
+        Ok(intent) => Ok(intent),
+        // The commit may have happened with its reply lost: then the intent is there, and the
+        // rotated grant is durable after all.
+        Err(e) => {
+            outbox::written_ahead(&state.write_ahead_db, actor, connection.tenant_id, &sealed)
+                .await
+                .ok_or(e)
+        }
+    }
 }
 
 /// The provider will not honour the grant any more: `REVOKED`, audited with `outcome`; the

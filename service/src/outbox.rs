@@ -160,6 +160,27 @@ pub async fn write_ahead(
     insert(tx, &intent, Reason::UnstoredGrant, now).await
 }
 
+/// After a write-ahead whose outcome is unknown — its commit failed, perhaps only the reply was
+/// lost — the intent it wrote, if that commit happened: read on a fresh connection of `pool`,
+/// found by its sealed token (whose random nonce no other intent shares). `None` when it did not
+/// commit, or the database cannot say now.
+pub async fn written_ahead(
+    pool: &PgPool,
+    actor: Option<&crate::domain::Actor>,
+    tenant: TenantId,
+    sealed: &[u8],
+) -> Option<IntentId> {
+    let mut tx = crate::db::begin(pool, actor, tenant).await.ok()?;
+    let found: Option<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, next_attempt_at FROM revocation_outbox WHERE sealed_token = $1")
+            .bind(sealed)
+            .fetch_optional(&mut *tx)
+            .await
+            .ok()?;
+    let _ = tx.commit().await;
+    found.map(|(id, lease_until)| IntentId { id, lease_until })
+}
+
 /// Deletes a written-ahead intent in the transaction that stores its grant. `false` when the
 /// request no longer holds it (its lease ran out and a worker took it to revoke the grant): the
 /// grant must then not be stored.

@@ -54,6 +54,10 @@ pub enum Operation {
     /// its task, socket and pooled connection) and is started again on its address
     /// (`replica_restart`), between two decisions.
     ReplicaCrash,
+    /// A fault: the next `COMMIT` the operations' replica sends reaches PostgreSQL, and its
+    /// answer is lost (`postgres_lose_commit_reply`: armed now, it strikes at that commit; if
+    /// none comes, `postgres_resume` disarms it when the schedule ends).
+    LostCommitReply,
 }
 
 /// The raw writer's first stop: its `UPDATE` has run (its transaction is open).
@@ -115,6 +119,15 @@ const REPLICA_CRASH: &[FaultStep] = &[
     FaultStep::on_operations_replica(FaultKind::ReplicaRestart),
 ];
 
+/// `lost_commit_reply`'s fault.
+const LOST_COMMIT_REPLY: &[FaultStep] = &[FaultStep::on_operations_replica(
+    FaultKind::PostgresLoseCommitReply,
+)];
+
+/// What undoes `lost_commit_reply` when no `COMMIT` took it.
+const DISARM_COMMIT_REPLY: &[FaultStep] =
+    &[FaultStep::on_operations_replica(FaultKind::PostgresResume)];
+
 /// One row of the operation table.
 pub struct Entry {
     /// The name used in files, reports and `--ops`.
@@ -124,11 +137,13 @@ pub struct Entry {
     /// The sync points it can stop at, in path order (all are armed at launch; it parks at each
     /// one it reaches).
     pub points: &'static [&'static str],
+    /// Faults done when the schedule ends, so that nothing it armed outlives it.
+    pub cleanup: &'static [FaultStep],
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::Activate,
         Operation::Authorize,
         Operation::Callback,
@@ -138,6 +153,7 @@ impl Operation {
         Operation::RawDisconnect,
         Operation::DbCut,
         Operation::ReplicaCrash,
+        Operation::LostCommitReply,
     ];
 
     /// Its row of the operation table.
@@ -146,6 +162,7 @@ impl Operation {
             name: op.as_str(),
             does: Does::Request(op),
             points,
+            cleanup: &[],
         };
         match self {
             Operation::Activate => request(
@@ -183,6 +200,7 @@ impl Operation {
                 name: "raw_disconnect",
                 does: Does::RawSql,
                 points: &[RAW_UPDATED],
+                cleanup: &[],
             },
             // Whatever the cut interrupts must fail cleanly — a documented 503, nothing
             // half-written, no grant lost.
@@ -190,6 +208,7 @@ impl Operation {
                 name: "db_cut",
                 does: Does::Faults(DB_CUT),
                 points: &[],
+                cleanup: &[],
             },
             // What the crash interrupts answers nothing (its connection is reset): it may have
             // committed or not, and every grant it exchanged must be stored or, once the outbox
@@ -198,6 +217,15 @@ impl Operation {
                 name: "replica_crash",
                 does: Does::Faults(REPLICA_CRASH),
                 points: &[],
+                cleanup: &[],
+            },
+            // What it interrupts may have committed: the service must learn whether its commit
+            // happened before it answers or gives a grant back.
+            Operation::LostCommitReply => Entry {
+                name: "lost_commit_reply",
+                does: Does::Faults(LOST_COMMIT_REPLY),
+                points: &[],
+                cleanup: DISARM_COMMIT_REPLY,
             },
         }
     }

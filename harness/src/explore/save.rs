@@ -355,7 +355,9 @@ pub fn scenario(
     let crash = ops.iter().any(|o| o.may_interrupt_after_commit());
     if crash {
         file.steps.push(RawStep::AdvanceClock(RawAdvanceClock {
-            note: Some("past the lease a crashed request held on its revocation intent".into()),
+            note: Some(
+                "past the lease an interrupted request held on its revocation intent".into(),
+            ),
             seconds: harbor_service::outbox::LEASE.as_secs() + 1,
         }));
     }

@@ -37,7 +37,7 @@ pub enum FaultKind {
     RedisFlush,
     /// The replicas' PostgreSQL connections stop answering (bytes held both ways).
     PostgresPause,
-    /// They answer again.
+    /// They answer again; a lost commit reply still armed (no `COMMIT` came) is disarmed.
     PostgresResume,
     /// Every open PostgreSQL connection of the replicas is cut: each backend ends (and with it
     /// its transaction and its locks) as it would when a replica's host loses the network.
@@ -139,7 +139,7 @@ pub enum Dependency {
 pub enum ProxyAction {
     /// Hold bytes both ways.
     Pause,
-    /// Let them flow.
+    /// Let them flow (and disarm a lost commit reply that no `COMMIT` took).
     Resume,
     /// Close every open connection.
     Drop,

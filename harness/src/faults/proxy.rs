@@ -77,7 +77,10 @@ impl FaultProxy {
             version = m.version;
             match action {
                 ProxyAction::Pause => m.paused = true,
-                ProxyAction::Resume => m.paused = false,
+                ProxyAction::Resume => {
+                    m.paused = false;
+                    m.lose_commit_replies = 0;
+                }
                 ProxyAction::Drop => m.generation += 1,
                 ProxyAction::Down => {
                     m.down = true;

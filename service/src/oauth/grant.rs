@@ -244,6 +244,7 @@ async fn write_ahead(
         Some(refresh) => (TokenField::Refresh, refresh),
         None => (TokenField::Access, &tokens.access_token),
     };
+    let mut sealed_ahead: Option<Vec<u8>> = None;
     let mut tx = db::begin_on(conn, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let connection: ConnectionId = sqlx::query_scalar(
@@ -262,11 +263,27 @@ async fn write_ahead(
             grant_id: Some(grant),
         };
         let sealed = seal_one(&state.vault, &binding, token)?;
+        sealed_ahead = Some(sealed.clone());
         let now = state.clock.now();
         Ok(outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, now).await?)
     }
     .await;
-    db::finish(tx, result).await
+    match db::finish(tx, result).await {
+        Ok(intent) => Ok(intent),
+        // The commit may have happened with its reply lost: then the intent is there, and the
+        // fresh grant is durable after all.
+        Err(e) => match sealed_ahead {
+            Some(sealed) => outbox::written_ahead(
+                &state.write_ahead_db,
+                ctx.actor.as_ref(),
+                member.tenant_id,
+                &sealed,
+            )
+            .await
+            .ok_or(e),
+            None => Err(e),
+        },
+    }
 }
 
 /// What a failed store turns out to have done, read on a fresh connection.

@@ -21,18 +21,9 @@ impl Engine<'_> {
                 // Done in place: each fault returns once it has taken effect (cut backends gone,
                 // a crashed replica's backends gone and the replica listening again), so the next
                 // decision sees it (a parked request's transaction is already dead).
-                for step in kinds {
-                    let fault = crate::faults::Fault {
-                        kind: step.kind,
-                        replica: step.on_operations_replica.then_some(a.replica),
-                        actor: None,
-                        down_for: Duration::ZERO,
-                    };
-                    if let Err(e) = self.target.apply_fault(&fault).await {
-                        let kind = step.kind.as_str();
-                        return Err(format!("{}: the fault {kind} failed: {e}", a.tag));
-                    }
-                }
+                self.do_faults(kinds, a.replica)
+                    .await
+                    .map_err(|e| format!("{}: {e}", a.tag))?;
                 run.finished[index] = Some(Finished {
                     status: 0,
                     code: None,

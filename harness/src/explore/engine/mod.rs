@@ -274,6 +274,14 @@ impl<'a> Engine<'a> {
             }
         }
         self.target.release_all();
+        for a in &actors {
+            if a.launched {
+                if let Err(e) = self.do_faults(a.op.entry().cleanup, a.replica).await {
+                    run.stuck
+                        .get_or_insert(format!("cleaning up after {}: {e}", a.tag));
+                }
+            }
+        }
         let checking = Instant::now();
         if ops.iter().any(|o| o.may_interrupt_after_commit()) {
             // An intent that never drains is a grant left live: a finding, not an error.
@@ -299,6 +307,26 @@ impl<'a> Engine<'a> {
         run.checks = checking.elapsed();
         run.duration = started.elapsed() + setup;
         Ok(run)
+    }
+
+    /// Does `steps` in order, each once it has taken effect; `replica` is the operations' one.
+    pub(super) async fn do_faults(
+        &self,
+        steps: &[super::ops::FaultStep],
+        replica: usize,
+    ) -> Result<(), String> {
+        for step in steps {
+            let fault = crate::faults::Fault {
+                kind: step.kind,
+                replica: step.on_operations_replica.then_some(replica),
+                actor: None,
+                down_for: Duration::ZERO,
+            };
+            if let Err(e) = self.target.apply_fault(&fault).await {
+                return Err(format!("the fault {} failed: {e}", step.kind.as_str()));
+            }
+        }
+        Ok(())
     }
 
     /// After a crash, lets the outbox give back what the crashed requests left: the service's
