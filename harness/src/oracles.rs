@@ -73,38 +73,15 @@ pub async fn grants_accounted(
     provider: &crate::fake_provider::FakeProvider,
     lost_at_most: usize,
 ) -> Result<String, String> {
-    type Row = (
-        ConnectionId,
-        TenantId,
-        String,
-        Option<uuid::Uuid>,
-        Option<Vec<u8>>,
-    );
-    let rows: Vec<Row> =
+    let rows: Vec<ConnectedRow> =
         sqlx::query_as("SELECT id, tenant_id, provider, grant_id, refresh_token FROM connections WHERE status = 'CONNECTED'")
             .fetch_all(db)
             .await
             .map_err(|e| e.to_string())?;
     let mut live = provider.live_grants();
     let mut held = std::collections::BTreeSet::new();
-    for (id, tenant, p, grant, refresh) in &rows {
-        let p = Provider::parse(p).map_err(|e| e.to_string())?;
-        let sealed = refresh
-            .as_ref()
-            .ok_or_else(|| format!("CONNECTED connection {id} holds no refresh token"))?;
-        let at = StoredToken {
-            tenant: *tenant,
-            connection: *id,
-            provider: p,
-            refresh: true,
-            grant: *grant,
-        };
-        let token = ring
-            .open(sealed, &at)
-            .map_err(|e| format!("connection {id}: {e}"))?;
-        let family = provider.grant_of(token.expose_secret()).ok_or_else(|| {
-            format!("connection {id} holds a refresh token the provider no longer honours")
-        })?;
+    for row in &rows {
+        let (id, p, family) = live_grant_of(ring, provider, row)?;
         if !held.insert((p, family)) {
             return Err(format!(
                 "connection {id} holds a grant another connection holds too"
@@ -117,6 +94,66 @@ pub async fn grants_accounted(
         Some(_) => Ok(format!("{} live grant(s), each stored by exactly one CONNECTED connection; {} stored nowhere, within the {lost_at_most} allowed for token answers in flight when a replica died", held.len(), live.len())),
         None => Ok(format!("{} live grant(s), each stored by exactly one CONNECTED connection", held.len())),
     }
+}
+
+/// A CONNECTED connection's row: id, tenant, provider, grant id, sealed refresh token.
+type ConnectedRow = (
+    ConnectionId,
+    TenantId,
+    String,
+    Option<uuid::Uuid>,
+    Option<Vec<u8>>,
+);
+
+/// The live grant a CONNECTED row holds: its refresh token opened and found live at the
+/// provider, or why not.
+fn live_grant_of(
+    ring: &dyn TokenInspector,
+    provider: &crate::fake_provider::FakeProvider,
+    (id, tenant, p, grant, refresh): &ConnectedRow,
+) -> Result<(ConnectionId, Provider, u64), String> {
+    let p = Provider::parse(p).map_err(|e| e.to_string())?;
+    let sealed = refresh
+        .as_ref()
+        .ok_or_else(|| format!("CONNECTED connection {id} holds no refresh token"))?;
+    let at = StoredToken {
+        tenant: *tenant,
+        connection: *id,
+        provider: p,
+        refresh: true,
+        grant: *grant,
+    };
+    let token = ring
+        .open(sealed, &at)
+        .map_err(|e| format!("connection {id}: {e}"))?;
+    let family = provider.grant_of(token.expose_secret()).ok_or_else(|| {
+        format!("connection {id} holds a refresh token the provider no longer honours")
+    })?;
+    Ok((*id, p, family))
+}
+
+/// Every CONNECTED connection of `workspace` holds a grant the provider still honours (a store
+/// that committed must not be followed by giving its grant back).
+pub async fn stored_grants_live(
+    db: &PgPool,
+    ring: &dyn TokenInspector,
+    provider: &crate::fake_provider::FakeProvider,
+    workspace: WorkspaceId,
+) -> Result<String, String> {
+    let rows: Vec<ConnectedRow> = sqlx::query_as(
+        "SELECT id, tenant_id, provider, grant_id, refresh_token FROM connections WHERE status = 'CONNECTED' AND workspace_id = $1",
+    )
+    .bind(workspace)
+    .fetch_all(db)
+    .await
+    .map_err(|e| e.to_string())?;
+    for row in &rows {
+        live_grant_of(ring, provider, row)?;
+    }
+    Ok(format!(
+        "{} CONNECTED connection(s), each holding a live grant",
+        rows.len()
+    ))
 }
 
 /// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`

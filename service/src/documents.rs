@@ -334,10 +334,10 @@ async fn decide_token(
                 // that if this store never commits (the replica dies, the database goes away)
                 // the outbox ends the grant instead of leaving it live with no copy anywhere.
                 let intent = match (&tokens.refresh_token, ahead) {
-                    (Some(rotated), Some(mut conn)) => {
+                    (Some(rotated), Some(conn)) => {
                         match write_ahead_rotated(
                             &state,
-                            &mut conn,
+                            conn,
                             &request,
                             &connection,
                             grant,
@@ -420,7 +420,7 @@ async fn decide_token(
 /// the store will seal it.
 async fn write_ahead_rotated(
     state: &AppState,
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     request: &WorkspaceRequest,
     connection: &lifecycle::LockedConnection,
     grant: uuid::Uuid,
@@ -437,7 +437,7 @@ async fn write_ahead_rotated(
     let workspace = request.member.workspace_id;
     let actor = request.ctx.actor.as_ref();
     let written = async {
-        let mut tx = db::begin_on(conn, actor, connection.tenant_id).await?;
+        let mut tx = db::begin_on(&mut conn, actor, connection.tenant_id).await?;
         let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, state.clock.now())
             .await
             .map_err(ApiError::from);
@@ -447,8 +447,10 @@ async fn write_ahead_rotated(
     match written {
         Ok(intent) => Ok(intent),
         // The commit may have happened with its reply lost: then the intent is there, and the
-        // rotated grant is durable after all.
+        // rotated grant is durable after all. The broken connection goes back first, so the
+        // look-up never waits for the pool while holding one of its connections.
         Err(e) => {
+            drop(conn);
             outbox::written_ahead(&state.write_ahead_db, actor, connection.tenant_id, &sealed)
                 .await
                 .ok_or(e)

@@ -161,9 +161,11 @@ pub async fn write_ahead(
 }
 
 /// After a write-ahead whose outcome is unknown — its commit failed, perhaps only the reply was
-/// lost — the intent it wrote, if that commit happened: read on a fresh connection of `pool`,
-/// found by its sealed token (whose random nonce no other intent shares). `None` when it did not
-/// commit, or the database cannot say now.
+/// lost — the intent it wrote, if that commit happened and no worker has claimed it since: read
+/// on a fresh connection of `pool`, found by its sealed token (whose random nonce no other intent
+/// shares) with no attempt made yet, so under the request's own lease. `None` when it did not
+/// commit, a worker holds it (it is revoking the grant: the request must not store it), or the
+/// database cannot say now.
 pub async fn written_ahead(
     pool: &PgPool,
     actor: Option<&crate::domain::Actor>,
@@ -172,7 +174,7 @@ pub async fn written_ahead(
 ) -> Option<IntentId> {
     let mut tx = crate::db::begin(pool, actor, tenant).await.ok()?;
     let found: Option<(i64, DateTime<Utc>)> =
-        sqlx::query_as("SELECT id, next_attempt_at FROM revocation_outbox WHERE sealed_token = $1")
+        sqlx::query_as("SELECT id, next_attempt_at FROM revocation_outbox WHERE sealed_token = $1 AND attempts = 0")
             .bind(sealed)
             .fetch_optional(&mut *tx)
             .await

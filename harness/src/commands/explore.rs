@@ -14,8 +14,9 @@ use crate::provision::BackendChoice;
 use crate::target::in_process::InProcessLauncher;
 use harbor_service::flaws::{Flaw, Flaws};
 
-/// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`), or a grant
-/// left live that no row holds (`grant_orphaned`): exploration alone must catch each.
+/// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`,
+/// `lost_commit_reply`), a grant left live that no row holds (`grant_orphaned`), or a stored grant
+/// given back (`stored_grant_dead`): exploration alone must catch each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,
     Flaw::NoRowLock,
@@ -26,6 +27,7 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::MemoryStateStore,
     Flaw::KeepUnstoredGrant,
     Flaw::DisconnectWithoutRevocation,
+    Flaw::RevokeOnAnyCommitError,
 ];
 
 /// What to explore.

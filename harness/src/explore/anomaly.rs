@@ -49,6 +49,9 @@ pub enum Anomaly {
     Hang,
     /// A grant exchanged during the schedule, neither stored nor revoked at the provider.
     GrantOrphaned,
+    /// A CONNECTED connection holding a grant the provider no longer honours (its store committed
+    /// and the grant was given back anyway).
+    StoredGrantDead,
 }
 
 /// What an operation a database cut interrupted may answer (both 503, both documented).
@@ -69,6 +72,7 @@ impl Anomaly {
             Anomaly::TokenNotBound => "token_not_bound",
             Anomaly::Hang => "hang",
             Anomaly::GrantOrphaned => "grant_orphaned",
+            Anomaly::StoredGrantDead => "stored_grant_dead",
         }
     }
 }
@@ -310,6 +314,9 @@ pub fn check(
     }
     if let Some(t) = &run.tokens_unbound {
         add(Anomaly::TokenNotBound, t.clone());
+    }
+    if let Some(d) = &run.stored_grant_dead {
+        add(Anomaly::StoredGrantDead, d.clone());
     }
     findings
 }

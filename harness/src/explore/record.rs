@@ -97,6 +97,9 @@ pub struct ScheduleRun {
     pub lock_left: Option<String>,
     /// The token-binding oracle's complaint, if any.
     pub tokens_unbound: Option<String>,
+    /// A CONNECTED connection of the workspace whose grant the provider no longer honours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_grant_dead: Option<String>,
     /// Wall time.
     #[serde(skip)]
     pub duration: Duration,

@@ -344,7 +344,8 @@ pub fn scenario(
         }),
         // Every grant — the start's and each one exchanged — stored or revoked, once the
         // revocation outbox has drained (the `until` step below).
-        Anomaly::GrantOrphaned => Some(Assertion {
+        // `grants_accounted` also asks every CONNECTED connection to hold a live grant.
+        Anomaly::GrantOrphaned | Anomaly::StoredGrantDead => Some(Assertion {
             grants_accounted: Some(true),
             ..Assertion::default()
         }),

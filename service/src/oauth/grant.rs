@@ -108,8 +108,8 @@ pub(super) async fn complete_flow(
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
         None => None,
-        Some(mut conn) => match write_ahead(
-            &state, &mut conn, &ctx, &record, &member, provider, grant, &tokens,
+        Some(conn) => match write_ahead(
+            &state, conn, &ctx, &record, &member, provider, grant, &tokens,
         )
         .await
         {
@@ -232,7 +232,7 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> R
 #[allow(clippy::too_many_arguments)] // the callback's context, as complete_flow holds it
 async fn write_ahead(
     state: &AppState,
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     ctx: &RequestContext,
     record: &OAuthStateRecord,
     member: &MemberOfRecord,
@@ -245,7 +245,7 @@ async fn write_ahead(
         None => (TokenField::Access, &tokens.access_token),
     };
     let mut sealed_ahead: Option<Vec<u8>> = None;
-    let mut tx = db::begin_on(conn, ctx.actor.as_ref(), member.tenant_id).await?;
+    let mut tx = db::begin_on(&mut conn, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         let connection: ConnectionId = sqlx::query_scalar(
             "SELECT id FROM connections WHERE workspace_id = $1 AND provider = $2",
@@ -268,19 +268,24 @@ async fn write_ahead(
         Ok(outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, now).await?)
     }
     .await;
-    match db::finish(tx, result).await {
+    let written = db::finish(tx, result).await;
+    match written {
         Ok(intent) => Ok(intent),
         // The commit may have happened with its reply lost: then the intent is there, and the
-        // fresh grant is durable after all.
+        // fresh grant is durable after all. The broken connection goes back first, so the look-up
+        // never waits for the pool while holding one of its connections.
         Err(e) => match sealed_ahead {
-            Some(sealed) => outbox::written_ahead(
-                &state.write_ahead_db,
-                ctx.actor.as_ref(),
-                member.tenant_id,
-                &sealed,
-            )
-            .await
-            .ok_or(e),
+            Some(sealed) => {
+                drop(conn);
+                outbox::written_ahead(
+                    &state.write_ahead_db,
+                    ctx.actor.as_ref(),
+                    member.tenant_id,
+                    &sealed,
+                )
+                .await
+                .ok_or(e)
+            }
             None => Err(e),
         },
     }

@@ -241,6 +241,7 @@ impl<'a> Engine<'a> {
             end: EndState::default(),
             lock_left: None,
             tokens_unbound: None,
+            stored_grant_dead: None,
             duration: Duration::ZERO,
             setup,
             checks: Duration::ZERO,
@@ -304,6 +305,28 @@ impl<'a> Engine<'a> {
             crate::oracles::tokens_bound(self.db()?, self.target.need_tokens()?, Some(t.workspace))
                 .await
                 .err();
+        // Checked where a commit's reply may be lost: a store that committed must not be
+        // followed by giving its grant back. Not yet where a crash or a cut interrupts a sync
+        // between the provider's rotation and the store: the row then keeps the spent refresh
+        // token until the next sync finds it refused (a known limit, ARCHITECTURE.md; the outbox
+        // revokes the rotated token instead of storing it).
+        let loses_replies = ops.iter().any(|o| {
+            o.fault().is_some_and(|steps| {
+                steps
+                    .iter()
+                    .any(|s| s.kind == crate::faults::FaultKind::PostgresLoseCommitReply)
+            })
+        });
+        if loses_replies {
+            run.stored_grant_dead = crate::oracles::stored_grants_live(
+                self.db()?,
+                self.target.need_tokens()?,
+                self.provider()?,
+                t.workspace,
+            )
+            .await
+            .err();
+        }
         run.checks = checking.elapsed();
         run.duration = started.elapsed() + setup;
         Ok(run)
