@@ -134,6 +134,35 @@ pub async fn activities_of(
         .await
 }
 
+/// What a backend waits for, as PostgreSQL's isolation tester asks it: a heavyweight lock held
+/// (or queued for ahead of it) by one of `among`, or a safe snapshot. Read from
+/// `pg_blocking_pids` and `pg_safe_snapshot_blocking_pids` in one query; `None` when it does not
+/// wait on any of them.
+pub async fn waits_among(
+    pool: &PgPool,
+    pid: i32,
+    among: &[i32],
+) -> Result<Option<SessionWait>, sqlx::Error> {
+    let (lock, snapshot): (Vec<i32>, Vec<i32>) = sqlx::query_as(
+        "SELECT ARRAY(SELECT p FROM unnest(pg_blocking_pids($1)) AS u(p) WHERE p = ANY($2)), \
+                pg_safe_snapshot_blocking_pids($1)",
+    )
+    .bind(pid)
+    .bind(among)
+    .fetch_one(pool)
+    .await?;
+    Ok((!lock.is_empty() || !snapshot.is_empty()).then_some(SessionWait { lock, snapshot }))
+}
+
+/// Who a waiting backend waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionWait {
+    /// The backends among the asked ones that hold (or queue ahead for) the lock it awaits.
+    pub lock: Vec<i32>,
+    /// The backends whose serializable transactions keep it from a safe snapshot.
+    pub snapshot: Vec<i32>,
+}
+
 /// Every lock on the scenario's database (and every transaction-id lock), held or awaited.
 pub async fn lock_snapshot(pool: &PgPool) -> Result<Vec<LockRow>, sqlx::Error> {
     sqlx::query_as(LOCKS_SQL).fetch_all(pool).await

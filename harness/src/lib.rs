@@ -21,6 +21,8 @@
 //!   scenarios, exploration and the state machine share (request, model answer, name).
 //! - [`schedule`]: [`schedule::Scheduler`], the one scheduling trait, with its strategies
 //!   (file order, replay, DFS, PCT), one file each.
+//! - [`isolation`]: PostgreSQL isolation specs (`*.spec`) run the isolation tester's way, blocking
+//!   judged from the lock tables, output compared with expected files.
 //! - [`explore`]: `harbor-certify explore` — every interleaving (or PCT-random ones) of a
 //!   workspace's operations on the real service, checked against invariants and the model.
 //! - [`commands`]: the `harbor-certify` command line, one file per command.
@@ -49,6 +51,7 @@ pub mod fake_provider;
 pub mod faults;
 pub mod fixtures;
 pub mod fuzzing;
+pub mod isolation;
 pub mod model;
 pub mod mutants;
 pub mod operation;
@@ -86,7 +89,10 @@ mod layering {
         ("wire", &["client", "operation"]),
         ("boundary", &["target"]),
         ("checks", &["oracles"]),
-        ("techniques", &["explore", "scenario", "statemachine"]),
+        (
+            "techniques",
+            &["explore", "isolation", "scenario", "statemachine"],
+        ),
         ("verdicts", &["fuzzing", "mutants", "report"]),
         ("command line", &["commands", "lib"]),
     ];
@@ -107,6 +113,7 @@ mod layering {
         for module in [
             "scenario",
             "explore",
+            "isolation",
             "target",
             "statemachine",
             "schedule",

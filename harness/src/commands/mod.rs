@@ -19,6 +19,7 @@ pub mod replay;
 pub mod run;
 pub mod serve;
 pub mod servers;
+pub mod specs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use super::{
-    environment_of, load, parse_flaws, progress_bar, provision_or_explain, CatalogueArgs, LOGS,
+    environment_of, load, parse_flaws, progress_bar, provision_or_explain, specs, CatalogueArgs,
+    LOGS,
 };
 use crate::report::{self, Report};
 use crate::scenario;
@@ -39,6 +40,15 @@ pub struct RunArgs {
     /// area, which schedules its verdict rests on.
     #[arg(long)]
     pub exploration: Option<std::path::PathBuf>,
+    /// Print each isolation spec's output, in the isolation tester's format (it is written
+    /// beside the report, under `isolation/`, either way).
+    #[arg(long)]
+    pub isolation_output: bool,
+    /// The expected output of the specs run: a file (for one spec) or a folder of `NAME.out`
+    /// files (default: the `expected/` folder beside each spec). A spec passes when its output
+    /// is the expected one byte for byte; the difference is shown otherwise.
+    #[arg(long)]
+    pub expected: Option<std::path::PathBuf>,
     /// Where the catalogue comes from and where results go.
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
@@ -48,13 +58,44 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> ExitCode {
     let started_at = chrono::Utc::now();
     let started = Instant::now();
-    let all = match load(&args.catalogue.scenarios_dir) {
-        Ok(all) => all,
+    // Spec files named on the command line run alone; the whole catalogue takes its `sql/` specs.
+    let (spec_names, scenario_names): (Vec<String>, Vec<String>) = args
+        .scenarios
+        .iter()
+        .cloned()
+        .partition(|n| specs::is_spec(n));
+    let catalogue_specs = match specs::catalogue(&args.catalogue.scenarios_dir) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let catalogue_size = all.len();
-    let selected = match scenario::select(all, &args.scenarios, args.filter.as_deref()) {
-        Ok(s) if !s.is_empty() => s,
+    let spec_paths: Vec<std::path::PathBuf> = if !spec_names.is_empty() {
+        spec_names.iter().map(std::path::PathBuf::from).collect()
+    } else if args.scenarios.is_empty() && args.filter.is_none() {
+        catalogue_specs.clone()
+    } else {
+        Vec::new()
+    };
+    let spec_files = match specs::load(&spec_paths) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let only_specs = !spec_names.is_empty() && scenario_names.is_empty();
+    let all = if only_specs {
+        Vec::new()
+    } else {
+        match load(&args.catalogue.scenarios_dir) {
+            Ok(all) => all,
+            Err(code) => return code,
+        }
+    };
+    let scenario_files = if only_specs {
+        scenario::load::scenario_files(&args.catalogue.scenarios_dir).map_or(0, |f| f.len())
+    } else {
+        all.len()
+    };
+    let catalogue_size = scenario_files + catalogue_specs.len();
+    let selected = match scenario::select(all, &scenario_names, args.filter.as_deref()) {
+        Ok(s) if only_specs || !s.is_empty() => s,
         Ok(_) => {
             eprintln!("harbor-certify: the selection matches no scenario");
             return ExitCode::from(super::CANNOT_RUN);
@@ -77,18 +118,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
         eprintln!("harbor-certify: ⚠ SEEDED FLAWS ENABLED: {} — this run does not certify a correct build", flaws.names().join(", "));
     }
     eprintln!(
-        "harbor-certify: {} backend ready in {} ms (PostgreSQL {}, Redis {}); {} scenario(s) × {}",
+        "harbor-certify: {} backend ready in {} ms (PostgreSQL {}, Redis {}); {} scenario(s) × {}, {} isolation spec(s)",
         infra.kind,
         infra.ready_in.as_millis(),
         infra.postgres_version,
         infra.redis_version,
         selected.len(),
-        args.repeat
+        args.repeat,
+        spec_files.len()
     );
     let launcher = InProcessLauncher::new(&infra).with_flaws(flaws.clone());
     let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned());
     let bar = progress_bar(selected.len() as u64);
-    let results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
+    let mut results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
         let line = format!(
             "{:<7} {:<28} {:>7.0} ms  {}",
             result.verdict.as_str(),
@@ -109,6 +151,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
     })
     .await;
     bar.finish_and_clear();
+    let mut spec_outcomes = Vec::new();
+    for (result, outcome) in specs::run_all(
+        &infra,
+        &spec_files,
+        args.expected.as_deref(),
+        args.isolation_output,
+        args.repeat,
+    )
+    .await
+    {
+        results.push(result);
+        spec_outcomes.extend(outcome);
+    }
     let environment = environment_of(&infra, &flaws.names());
     infra.shutdown().await;
     let mut report = Report::new(
@@ -196,7 +251,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(super::CANNOT_RUN);
         }
     };
-    match report::write_run(&args.catalogue.out, &report, &[], signing_key.as_ref()) {
+    let spec_files_out = specs::run_files(&spec_outcomes);
+    let extra: Vec<(&str, String)> = spec_files_out
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.clone()))
+        .collect();
+    match report::write_run(&args.catalogue.out, &report, &extra, signing_key.as_ref()) {
         Ok(dir) => println!(
             "report: {} (report.md, report.html, junit.xml, SHA256SUMS{})",
             dir.display(),

@@ -257,6 +257,16 @@ impl Infra {
             .template
             .get_or_try_init(|| template::ensure(&self.admin_url))
             .await?;
+        self.env_from(template).await
+    }
+
+    /// Creates a fresh, empty database (no schema: what plain-PostgreSQL isolation specs start
+    /// from) and a fresh Redis key prefix; removed by [`IsolatedEnv::cleanup`] like any other.
+    pub async fn scratch_env(&self) -> Result<IsolatedEnv, ProvisionError> {
+        self.env_from("template0").await
+    }
+
+    async fn env_from(&self, template: &str) -> Result<IsolatedEnv, ProvisionError> {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database_name = format!("harbor_t_{}", &suffix[..16]);
         let mut admin = template::admin_connection(&self.admin_url).await?;

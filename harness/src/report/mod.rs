@@ -353,6 +353,9 @@ pub fn write_into(
     )?;
     let mut names: Vec<String> = RUN_FILES.iter().map(|n| n.to_string()).collect();
     for (name, content) in extra {
+        if let Some(parent) = dir.join(name).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::write(dir.join(name), content)?;
         names.push(name.to_string());
     }

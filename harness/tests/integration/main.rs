@@ -15,6 +15,7 @@ mod hardening;
 mod hardening_round2;
 mod helpers;
 mod interop;
+mod isolation;
 mod lifecycle;
 mod provision;
 mod reports;

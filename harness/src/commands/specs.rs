@@ -1,0 +1,227 @@
+//! Isolation specs inside `harbor-certify run`: which `.spec` files a run takes (named on the
+//! command line, or the catalogue's `sql/` folder), running each in a fresh database, and each
+//! outcome as a result of the report beside the scenarios'.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::isolation::{self, SpecFile, SpecOutcome};
+use crate::provision::Infra;
+use crate::scenario::format::Severity;
+use crate::scenario::outcome::Failure;
+use crate::scenario::trace::Trace;
+use crate::scenario::{ScenarioResult, Verdict};
+
+/// Where the catalogue keeps its specs, under the scenarios folder.
+pub const SPEC_FOLDER: &str = "sql";
+
+/// Whether a command-line name is a spec file rather than a scenario.
+pub fn is_spec(name: &str) -> bool {
+    name.ends_with(".spec")
+}
+
+/// Loads the spec files `paths`, or explains why not.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<SpecFile>, ExitCode> {
+    let mut files = Vec::new();
+    let mut bad = 0;
+    for p in paths {
+        match isolation::load(p) {
+            Ok(f) => files.push(f),
+            Err(e) => {
+                eprintln!("harbor-certify: {e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("harbor-certify: {bad} spec file(s) rejected; nothing was run");
+        return Err(ExitCode::from(super::CANNOT_RUN));
+    }
+    Ok(files)
+}
+
+/// The catalogue's specs: the `*.spec` files of `<scenarios>/sql/`.
+pub fn catalogue(scenarios_dir: &Path) -> Result<Vec<PathBuf>, ExitCode> {
+    let dir = scenarios_dir.join(SPEC_FOLDER);
+    isolation::files_in(&dir).map_err(|e| {
+        eprintln!("harbor-certify: cannot read {}: {e}", dir.display());
+        ExitCode::from(super::CANNOT_RUN)
+    })
+}
+
+/// Runs every spec `repeat` times (one spec at a time: each waits on locks, and a spec's timing
+/// is part of its check), printing a line each, its output when asked and its diff when it
+/// differs. Runs that print different outputs make the spec FLAKY.
+pub async fn run_all(
+    infra: &Infra,
+    files: &[SpecFile],
+    expected: Option<&Path>,
+    print_output: bool,
+    repeat: usize,
+) -> Vec<(ScenarioResult, Option<SpecOutcome>)> {
+    let opts = isolation::Options::default();
+    let mut results = Vec::new();
+    for file in files {
+        let mut runs = Vec::new();
+        for _ in 0..repeat.max(1) {
+            match isolation::run(infra, file, &opts, expected).await {
+                Ok(o) => runs.push(o),
+                Err(e) => {
+                    println!("ERROR   {:<28} {e}", id_of(&file.name));
+                    runs.clear();
+                    results.push((error_result(file, &e), None));
+                    break;
+                }
+            }
+        }
+        if runs.is_empty() {
+            continue;
+        }
+        let first = runs.remove(0);
+        let result = judge(as_result(&first), &first, &runs);
+        println!(
+            "{:<7} {:<28} {:>7.0} ms  {}",
+            result.verdict.as_str(),
+            result.id,
+            result.duration_ms,
+            result.title
+        );
+        if print_output {
+            print!("{}", first.tested.output);
+        }
+        for f in &result.failures {
+            println!("        {}", f.message.replace('\n', "\n        "));
+        }
+        if let Some(why) = &result.flaky {
+            println!("        flaky: {why}");
+        }
+        results.push((result, Some(first)));
+    }
+    results
+}
+
+/// The files a run folder gets for each spec: its output and the proof of each wait.
+pub fn run_files(outcomes: &[SpecOutcome]) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for o in outcomes {
+        files.push((format!("isolation/{}.out", o.name), o.tested.output.clone()));
+        files.push((
+            format!("isolation/{}.json", o.name),
+            serde_json::to_string_pretty(o).unwrap_or_default(),
+        ));
+    }
+    files
+}
+
+/// Folds repeated runs into the first run's result: the mean and slowest times, and FLAKY when
+/// an output differs from the first (naming the first differing line).
+fn judge(mut result: ScenarioResult, first: &SpecOutcome, rest: &[SpecOutcome]) -> ScenarioResult {
+    let runs: Vec<&SpecOutcome> = std::iter::once(first).chain(rest).collect();
+    result.runs = runs.len();
+    let times: Vec<f64> = runs.iter().map(|r| r.duration_ms).collect();
+    result.duration_ms = times.iter().sum::<f64>() / times.len() as f64;
+    result.max_duration_ms = times.iter().copied().fold(0.0, f64::max);
+    let first = &runs[0].tested.output;
+    if let Some((k, other)) = runs
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, r)| &r.tested.output != first)
+    {
+        let line = first
+            .lines()
+            .zip(other.tested.output.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| {
+                first
+                    .lines()
+                    .count()
+                    .min(other.tested.output.lines().count())
+            });
+        result.verdict = Verdict::Flaky;
+        result.flaky = Some(format!(
+            "run {} printed a different output from run 1, from line {}",
+            k + 1,
+            line + 1
+        ));
+    } else if runs.iter().any(|r| !r.passed()) && result.verdict == Verdict::Passed {
+        result.verdict = Verdict::Failed;
+    }
+    result
+}
+
+fn id_of(name: &str) -> String {
+    format!("SQL-{}", name.to_uppercase())
+}
+
+fn as_result(o: &SpecOutcome) -> ScenarioResult {
+    let mut failures = Vec::new();
+    if let Some(fatal) = &o.tested.fatal {
+        failures.push(Failure {
+            diagnostics: serde_json::to_value(&fatal.locks).ok(),
+            ..Failure::at(None, fatal.message.clone())
+        });
+    }
+    if !o.had_expected {
+        failures.push(Failure::at(
+            None,
+            format!(
+                "no expected output at {} (check the output, then save it there)",
+                o.expected.display()
+            ),
+        ));
+    } else if let Some(diff) = &o.diff {
+        failures.push(Failure::at(
+            None,
+            format!("the output differs from {}:\n{diff}", o.expected.display()),
+        ));
+    }
+    ScenarioResult {
+        id: id_of(&o.name),
+        title: o.title.clone(),
+        source: "isolation spec".into(),
+        severity: Severity::High,
+        area: "concurrency".into(),
+        requirements: Vec::new(),
+        threats: Vec::new(),
+        file: o.path.display().to_string(),
+        actors: Vec::new(),
+        verdict: if failures.is_empty() {
+            Verdict::Passed
+        } else {
+            Verdict::Failed
+        },
+        runs: 1,
+        duration_ms: o.duration_ms,
+        max_duration_ms: o.duration_ms,
+        checks: o.tested.waits.len() + 1,
+        trace: Trace::default(),
+        failures,
+        flaky: None,
+    }
+}
+
+fn error_result(file: &SpecFile, message: &str) -> ScenarioResult {
+    ScenarioResult {
+        id: id_of(&file.name),
+        title: file.title.clone(),
+        source: "isolation spec".into(),
+        severity: Severity::High,
+        area: "concurrency".into(),
+        requirements: Vec::new(),
+        threats: Vec::new(),
+        file: file.path.display().to_string(),
+        actors: Vec::new(),
+        verdict: Verdict::Error,
+        runs: 1,
+        duration_ms: 0.0,
+        max_duration_ms: 0.0,
+        checks: 0,
+        trace: Trace::default(),
+        failures: vec![Failure {
+            environment: true,
+            ..Failure::at(None, message)
+        }],
+        flaky: None,
+    }
+}

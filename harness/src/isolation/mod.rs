@@ -1,0 +1,222 @@
+//! SQL-level interleavings in PostgreSQL's isolation-spec format: sessions and steps declared
+//! once, permutations (or every interleaving) separate, blocking judged from the server's lock
+//! tables, and the run printed in the isolation tester's expected-output format so that a `diff`
+//! against an expected file — PostgreSQL's own, or one of this repository — is the check.
+//!
+//! - [`lex`]: the spec language's tokens.
+//! - [`spec`]: the spec language, parsed into [`spec::Spec`] with errors naming file, line and
+//!   column.
+//! - [`permutations`]: the permutations a spec runs (its own, or every interleaving).
+//! - [`tester`]: the permutations run the tester's way, every `<waiting ...>` backed by a
+//!   [`tester::WaitProof`] from `pg_blocking_pids`.
+//! - [`session`]: one session's connection (results in text, notices as they arrive).
+//! - [`print`]: result tables in libpq's `PQprint` format.
+//!
+//! A spec runs in a fresh database: an empty one, or — when its header says
+//! `# harbor-database: reference` — a clone of the reference service's migrated schema.
+
+pub mod lex;
+pub mod permutations;
+pub mod print;
+pub mod session;
+pub mod spec;
+pub mod tester;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use spec::{Spec, SpecError};
+pub use tester::{Options, Tested};
+
+use crate::provision::Infra;
+
+/// The header line that asks for the reference schema.
+const REFERENCE_DIRECTIVE: &str = "# harbor-database: reference";
+
+/// Which database a spec runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecDatabase {
+    /// A new, empty database (plain-PostgreSQL specs).
+    Scratch,
+    /// A clone of the reference service's migrated template.
+    Reference,
+}
+
+/// A spec file, loaded.
+#[derive(Clone, Debug)]
+pub struct SpecFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its file stem (the expected output's name).
+    pub name: String,
+    /// Its first comment line, as a title.
+    pub title: String,
+    /// The database it needs.
+    pub database: SpecDatabase,
+    /// The parsed spec.
+    pub spec: Spec,
+}
+
+/// Reads and parses a spec file.
+pub fn load(path: &Path) -> Result<SpecFile, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read it: {e}"),
+    })?;
+    let spec = spec::parse(&text, path)?;
+    let database = if text.lines().any(|l| l.trim() == REFERENCE_DIRECTIVE) {
+        SpecDatabase::Reference
+    } else {
+        SpecDatabase::Scratch
+    };
+    let title = text
+        .lines()
+        .filter(|l| l.trim() != REFERENCE_DIRECTIVE)
+        .find_map(|l| l.trim().strip_prefix('#').map(str::trim))
+        .filter(|t| !t.is_empty())
+        .unwrap_or("an isolation spec")
+        .to_owned();
+    Ok(SpecFile {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: path.to_path_buf(),
+        title,
+        database,
+        spec,
+    })
+}
+
+/// The `*.spec` files directly in `dir`, sorted (none when it does not exist).
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "spec"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The expected outputs a spec's output may equal: `NAME.out` and its alternatives `NAME_1.out`,
+/// `NAME_2.out`, … in `expected` (a file or a folder), or by default in the `expected/` folder
+/// beside the spec — PostgreSQL's own layout.
+pub fn expected_files(file: &SpecFile, expected: Option<&Path>) -> Vec<PathBuf> {
+    let dir = match expected {
+        Some(p) if !p.is_dir() => return vec![p.to_path_buf()],
+        Some(p) => p.to_path_buf(),
+        None => file
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("expected"),
+    };
+    let mut files = vec![dir.join(format!("{}.out", file.name))];
+    for k in 1..10 {
+        let alt = dir.join(format!("{}_{k}.out", file.name));
+        if alt.is_file() {
+            files.push(alt);
+        }
+    }
+    files
+}
+
+/// A spec's run judged against its expected output.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SpecOutcome {
+    /// The spec's file name.
+    pub name: String,
+    /// Its title.
+    pub title: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// The database it ran in.
+    pub database: SpecDatabase,
+    /// The run.
+    pub tested: Tested,
+    /// The expected file it matched, or was compared with.
+    pub expected: PathBuf,
+    /// Whether some expected file was found.
+    pub had_expected: bool,
+    /// The unified diff from the expected output, when it differs.
+    pub diff: Option<String>,
+    /// Wall time, in milliseconds.
+    pub duration_ms: f64,
+}
+
+impl SpecOutcome {
+    /// Whether it ran to its end and printed exactly what was expected.
+    pub fn passed(&self) -> bool {
+        self.tested.fatal.is_none() && self.had_expected && self.diff.is_none()
+    }
+}
+
+/// Runs `file` in a fresh database of `infra` and compares its output with the expected file.
+pub async fn run(
+    infra: &Infra,
+    file: &SpecFile,
+    opts: &Options,
+    expected: Option<&Path>,
+) -> Result<SpecOutcome, String> {
+    let started = Instant::now();
+    let env = match file.database {
+        SpecDatabase::Reference => infra.isolated_env().await,
+        SpecDatabase::Scratch => infra.scratch_env().await,
+    }
+    .map_err(|e| format!("{}: cannot make its database: {e}", file.path.display()))?;
+    let tested = tester::run(&file.spec, &file.name, &env.database_url, opts).await;
+    if let Err(e) = env.cleanup().await {
+        eprintln!("harbor-certify: dropping {}'s database: {e}", file.name);
+    }
+    let candidates = expected_files(file, expected);
+    let mut had_expected = false;
+    let mut diff = None;
+    let mut matched = candidates[0].clone();
+    for path in &candidates {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        had_expected = true;
+        match compare(&text, &tested.output) {
+            None => {
+                diff = None;
+                matched = path.clone();
+                break;
+            }
+            Some(d) => {
+                if diff.is_none() {
+                    diff = Some(d);
+                    matched = path.clone();
+                }
+            }
+        }
+    }
+    Ok(SpecOutcome {
+        name: file.name.clone(),
+        title: file.title.clone(),
+        path: file.path.clone(),
+        database: file.database,
+        tested,
+        expected: matched,
+        had_expected,
+        diff,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// `None` when `actual` is `expected` byte for byte; otherwise their unified diff.
+pub fn compare(expected: &str, actual: &str) -> Option<String> {
+    (expected != actual).then(|| {
+        similar::TextDiff::from_lines(expected, actual)
+            .unified_diff()
+            .context_radius(3)
+            .header("expected", "actual")
+            .to_string()
+    })
+}

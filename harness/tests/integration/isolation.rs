@@ -1,0 +1,98 @@
+//! Isolation specs against a real server: a waiting step is backed by lock-table proof, a step
+//! that cannot finish fails the spec with the lock table (never a pass), and the v1 designs the
+//! audit remediated print a different output from the reference design's.
+
+use std::path::Path;
+use std::time::Duration;
+
+use harbor_harness::isolation::{self, spec, tester, Options};
+
+use crate::helpers::test_infra;
+
+fn repository_spec(name: &str) -> isolation::SpecFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/sql")
+        .join(format!("{name}.spec"));
+    isolation::load(&path).unwrap()
+}
+
+#[tokio::test]
+async fn a_waiting_step_is_proven_from_the_lock_tables() {
+    let mut infra = test_infra().await;
+    let file = repository_spec("audit-q2-activation-vs-callback");
+    let outcome = isolation::run(&infra, &file, &Options::default(), None)
+        .await
+        .unwrap();
+    assert!(
+        outcome.passed(),
+        "{:?} {:?}",
+        outcome.diff,
+        outcome.tested.fatal
+    );
+    assert_eq!(outcome.tested.waits.len(), 2, "{:?}", outcome.tested.waits);
+    for w in &outcome.tested.waits {
+        let wait = w.wait.as_ref().expect("a lock-table proof");
+        assert_eq!(wait.lock.len(), 1, "{w:?}");
+        let awaited = w.awaited.as_ref().expect("the awaited lock");
+        assert_eq!(
+            (awaited.locktype.as_str(), awaited.granted),
+            ("advisory", false)
+        );
+    }
+    infra.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_that_never_finishes_fails_the_spec_with_the_lock_table() {
+    let mut infra = test_infra().await;
+    // s2_next cannot start until s2_wait ends, and s2_wait waits for s1, whose COMMIT comes
+    // after s2_next: the permutation can never finish.
+    let text = "setup { CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); }\n\
+                teardown { DROP TABLE t; }\n\
+                session s1\nstep s1_lock { BEGIN; SELECT id FROM t FOR UPDATE; }\nstep s1_end { COMMIT; }\n\
+                session s2\nstep s2_wait { SELECT id FROM t FOR UPDATE; }\nstep s2_next { SELECT 1; }\n\
+                permutation s1_lock s2_wait s2_next s1_end\n";
+    let spec = spec::parse(text, Path::new("hang.spec")).unwrap();
+    let env = infra.scratch_env().await.unwrap();
+    let opts = Options {
+        step_timeout: Duration::from_secs(2),
+    };
+    let tested = tester::run(&spec, "hang", &env.database_url, &opts).await;
+    let fatal = tested.fatal.expect("the spec must fail");
+    assert!(fatal.message.contains("s2_wait"), "{}", fatal.message);
+    assert!(
+        fatal
+            .locks
+            .iter()
+            .any(|l| !l.granted && l.locktype == "transactionid"),
+        "the lock table shows the wait: {:?}",
+        fatal.locks
+    );
+    assert!(tested
+        .output
+        .contains("step s2_wait: SELECT id FROM t FOR UPDATE; <waiting ...>"));
+    env.cleanup().await.unwrap();
+    infra.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_v1_designs_print_what_the_reference_design_does_not() {
+    let mut infra = test_infra().await;
+    let reference = repository_spec("audit-q2-activation-vs-callback");
+    let v1 = repository_spec("audit-q2-v1-split-namespace");
+    let expected_reference = isolation::expected_files(&reference, None).remove(0);
+    // The v1 steps judged against the reference design's expected output: the lost waits show.
+    let outcome = isolation::run(&infra, &v1, &Options::default(), Some(&expected_reference))
+        .await
+        .unwrap();
+    let diff = outcome
+        .diff
+        .expect("the v1 design must not pass as the reference design");
+    assert!(
+        diff.contains("-step b_lock: SELECT workspace_lock"),
+        "{diff}"
+    );
+    assert!(diff.contains("<waiting ...>"), "{diff}");
+    assert!(outcome.tested.waits.is_empty());
+    infra.shutdown().await;
+}
