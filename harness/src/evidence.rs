@@ -134,24 +134,26 @@ pub async fn activities_of(
         .await
 }
 
-/// What a backend waits for, as PostgreSQL's isolation tester asks it: a heavyweight lock held
-/// (or queued for ahead of it) by one of `among`, or a safe snapshot. Read from
-/// `pg_blocking_pids` and `pg_safe_snapshot_blocking_pids` in one query; `None` when it does not
-/// wait on any of them.
+/// What a backend waits for, as PostgreSQL's isolation tester asks it: the server's own
+/// `pg_isolation_test_session_is_blocked` decides (a heavyweight lock held or queued for ahead of
+/// it by one of `among`, a safe snapshot, and whatever else the server's version counts), and
+/// `pg_blocking_pids` / `pg_safe_snapshot_blocking_pids`, read in the same query, are the proof.
+/// `None` when it does not wait.
 pub async fn waits_among(
     pool: &PgPool,
     pid: i32,
     among: &[i32],
 ) -> Result<Option<SessionWait>, sqlx::Error> {
-    let (lock, snapshot): (Vec<i32>, Vec<i32>) = sqlx::query_as(
-        "SELECT ARRAY(SELECT p FROM unnest(pg_blocking_pids($1)) AS u(p) WHERE p = ANY($2)), \
+    let (blocked, lock, snapshot): (bool, Vec<i32>, Vec<i32>) = sqlx::query_as(
+        "SELECT pg_isolation_test_session_is_blocked($1, $2), \
+                ARRAY(SELECT p FROM unnest(pg_blocking_pids($1)) AS u(p) WHERE p = ANY($2)), \
                 pg_safe_snapshot_blocking_pids($1)",
     )
     .bind(pid)
     .bind(among)
     .fetch_one(pool)
     .await?;
-    Ok((!lock.is_empty() || !snapshot.is_empty()).then_some(SessionWait { lock, snapshot }))
+    Ok(blocked.then_some(SessionWait { lock, snapshot }))
 }
 
 /// Who a waiting backend waits for.

@@ -64,19 +64,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .iter()
         .cloned()
         .partition(|n| specs::is_spec(n));
-    let catalogue_specs = match specs::catalogue(&args.catalogue.scenarios_dir) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let spec_paths: Vec<std::path::PathBuf> = if !spec_names.is_empty() {
-        spec_names.iter().map(std::path::PathBuf::from).collect()
-    } else if args.scenarios.is_empty() && args.filter.is_none() {
-        catalogue_specs.clone()
-    } else {
-        Vec::new()
-    };
-    let spec_files = match specs::load(&spec_paths) {
-        Ok(f) => f,
+    let (spec_files, catalogue_specs) = match specs::select(
+        &args.catalogue.scenarios_dir,
+        &spec_names,
+        !scenario_names.is_empty(),
+        args.filter.as_deref(),
+        args.expected.as_deref(),
+    ) {
+        Ok(s) => s,
         Err(code) => return code,
     };
     let only_specs = !spec_names.is_empty() && scenario_names.is_empty();
@@ -93,9 +88,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
     } else {
         all.len()
     };
-    let catalogue_size = scenario_files + catalogue_specs.len();
+    let catalogue_size = scenario_files + catalogue_specs;
     let selected = match scenario::select(all, &scenario_names, args.filter.as_deref()) {
-        Ok(s) if only_specs || !s.is_empty() => s,
+        Ok(s) if only_specs || !s.is_empty() || !spec_files.is_empty() => s,
         Ok(_) => {
             eprintln!("harbor-certify: the selection matches no scenario");
             return ExitCode::from(super::CANNOT_RUN);

@@ -20,11 +20,36 @@ pub fn is_spec(name: &str) -> bool {
     name.ends_with(".spec")
 }
 
-/// Loads the spec files `paths`, or explains why not.
-pub fn load(paths: &[PathBuf]) -> Result<Vec<SpecFile>, ExitCode> {
+/// The specs a run takes — those named, or else (when no scenario is named either) the
+/// catalogue's `sql/` folder — kept by `filter` (id or title, any case) like scenarios; and how
+/// many specs the catalogue has. Refuses two specs of one name (their outputs would share a file)
+/// and one expected file for several specs.
+pub fn select(
+    scenarios_dir: &Path,
+    named: &[String],
+    scenarios_named: bool,
+    filter: Option<&str>,
+    expected: Option<&Path>,
+) -> Result<(Vec<SpecFile>, usize), ExitCode> {
+    let dir = scenarios_dir.join(SPEC_FOLDER);
+    let catalogue = if named.is_empty() && !scenarios_named {
+        isolation::files_in(&dir).map_err(|e| {
+            eprintln!("harbor-certify: cannot read {}: {e}", dir.display());
+            ExitCode::from(super::CANNOT_RUN)
+        })?
+    } else {
+        isolation::files_in(&dir).unwrap_or_default()
+    };
+    let paths: Vec<PathBuf> = if !named.is_empty() {
+        named.iter().map(PathBuf::from).collect()
+    } else if scenarios_named {
+        Vec::new()
+    } else {
+        catalogue.clone()
+    };
     let mut files = Vec::new();
     let mut bad = 0;
-    for p in paths {
+    for p in &paths {
         match isolation::load(p) {
             Ok(f) => files.push(f),
             Err(e) => {
@@ -37,16 +62,32 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<SpecFile>, ExitCode> {
         eprintln!("harbor-certify: {bad} spec file(s) rejected; nothing was run");
         return Err(ExitCode::from(super::CANNOT_RUN));
     }
-    Ok(files)
-}
-
-/// The catalogue's specs: the `*.spec` files of `<scenarios>/sql/`.
-pub fn catalogue(scenarios_dir: &Path) -> Result<Vec<PathBuf>, ExitCode> {
-    let dir = scenarios_dir.join(SPEC_FOLDER);
-    isolation::files_in(&dir).map_err(|e| {
-        eprintln!("harbor-certify: cannot read {}: {e}", dir.display());
-        ExitCode::from(super::CANNOT_RUN)
-    })
+    if let Some(f) = filter.map(str::to_lowercase) {
+        files.retain(|s| {
+            id_of(&s.name).to_lowercase().contains(&f) || s.title.to_lowercase().contains(&f)
+        });
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for f in &files {
+        if !names.insert(f.name.clone()) {
+            eprintln!(
+                "harbor-certify: two specs are named {} (their outputs would share a file)",
+                f.name
+            );
+            return Err(ExitCode::from(super::CANNOT_RUN));
+        }
+    }
+    if let Some(e) = expected.filter(|e| !e.is_dir()) {
+        if files.len() > 1 {
+            eprintln!(
+                "harbor-certify: --expected {} is one file, for {} specs (give a folder of NAME.out files)",
+                e.display(),
+                files.len()
+            );
+            return Err(ExitCode::from(super::CANNOT_RUN));
+        }
+    }
+    Ok((files, catalogue.len()))
 }
 
 /// Runs every spec `repeat` times (one spec at a time: each waits on locks, and a spec's timing

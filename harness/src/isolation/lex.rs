@@ -99,10 +99,15 @@ pub fn lex(text: &str, file: &Path) -> Result<Vec<Lexed>, SpecError> {
             while i < chars.len() && chars[i] != '\n' && chars[i] != '\r' {
                 bump(&mut i, &mut line, &mut col);
             }
-        } else if c.is_alphabetic() || c == '_' {
+        } else if c.is_ascii_alphabetic() || c == '_' || !c.is_ascii() {
+            // As the tester's scanner: ASCII letters, `_` and any non-ASCII character start a
+            // name; digits and `$` may follow.
             let mut word = String::new();
             while i < chars.len()
-                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+                && (chars[i].is_ascii_alphanumeric()
+                    || chars[i] == '_'
+                    || chars[i] == '$'
+                    || !chars[i].is_ascii())
             {
                 word.push(chars[i]);
                 bump(&mut i, &mut line, &mut col);

@@ -7,8 +7,9 @@
 //! - [`spec`]: the spec language, parsed into [`spec::Spec`] with errors naming file, line and
 //!   column.
 //! - [`permutations`]: the permutations a spec runs (its own, or every interleaving).
-//! - [`tester`]: the permutations run the tester's way, every `<waiting ...>` backed by a
-//!   [`tester::WaitProof`] from `pg_blocking_pids`.
+//! - [`tester`]: the permutations run the tester's way; every wait it detects is kept with a
+//!   [`tester::WaitProof`] from the lock tables (a `(*)` or blocker-marker wait is the spec's own
+//!   statement and carries none).
 //! - [`session`]: one session's connection (results in text, notices as they arrive).
 //! - [`print`]: result tables in libpq's `PQprint` format.
 //!
@@ -170,7 +171,22 @@ pub async fn run(
         SpecDatabase::Scratch => infra.scratch_env().await,
     }
     .map_err(|e| format!("{}: cannot make its database: {e}", file.path.display()))?;
-    let tested = tester::run(&file.spec, &file.name, &env.database_url, opts).await;
+    // On a task of its own, so that whatever happens in it the database is dropped below.
+    let (spec, name, url, o) = (
+        file.spec.clone(),
+        file.name.clone(),
+        env.database_url.clone(),
+        opts.clone(),
+    );
+    let tested = tokio::spawn(async move { tester::run(&spec, &name, &url, &o).await })
+        .await
+        .unwrap_or_else(|e| Tested {
+            fatal: Some(tester::Fatal {
+                message: format!("the tester stopped: {e}"),
+                locks: Vec::new(),
+            }),
+            ..Tested::default()
+        });
     if let Err(e) = env.cleanup().await {
         eprintln!("harbor-certify: dropping {}'s database: {e}", file.name);
     }

@@ -3,7 +3,8 @@
 //! reads that connection, as libpq's notice processor does — and steps sent with the simple query
 //! protocol (text results, every statement's result, as `PQsendQuery` gets them).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -49,7 +50,50 @@ pub struct SessionConn {
     /// Its backend's process id.
     pub pid: i32,
     client: Arc<tokio_postgres::Client>,
+    link: Arc<Mutex<Link>>,
     messages: mpsc::UnboundedReceiver<Message>,
+}
+
+/// The connection, driven by its own task and — to read what already arrived, as libpq's
+/// `PQconsumeInput` does — by the tester. Both poll it with the task's waker, so the task is
+/// still woken when more arrives.
+struct Link {
+    connection:
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    tx: mpsc::UnboundedSender<Message>,
+    waker: Option<Waker>,
+    ended: bool,
+}
+
+impl Link {
+    /// Processes everything the socket holds, forwarding notices and notifications in order;
+    /// ready when the connection has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ended {
+            return Poll::Ready(());
+        }
+        loop {
+            match self.connection.poll_message(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    let forwarded = match message {
+                        AsyncMessage::Notice(e) => Message::Notice(notice_text(&e)),
+                        AsyncMessage::Notification(n) => Message::Notify {
+                            channel: n.channel().to_owned(),
+                            payload: n.payload().to_owned(),
+                            pid: n.process_id(),
+                        },
+                        _ => continue,
+                    };
+                    let _ = self.tx.send(forwarded);
+                }
+                Poll::Ready(Some(Err(_)) | None) => {
+                    self.ended = true;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl SessionConn {
@@ -59,30 +103,23 @@ impl SessionConn {
             .parse()
             .map_err(|e| format!("session {name}: bad database URL: {e}"))?;
         config.application_name(application_name);
-        let (client, mut connection) = config
+        let (client, connection) = config
             .connect(NoTls)
             .await
             .map_err(|e| format!("session {name}: cannot connect: {e}"))?;
         let (tx, messages) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(message) =
-                futures::future::poll_fn(|cx| connection.poll_message(cx)).await
-            {
-                let forwarded = match message {
-                    Ok(AsyncMessage::Notice(e)) => Message::Notice(notice_text(&e)),
-                    Ok(AsyncMessage::Notification(n)) => Message::Notify {
-                        channel: n.channel().to_owned(),
-                        payload: n.payload().to_owned(),
-                        pid: n.process_id(),
-                    },
-                    Ok(_) => continue,
-                    Err(_) => break,
-                };
-                if tx.send(forwarded).is_err() {
-                    break;
-                }
-            }
-        });
+        let link = Arc::new(Mutex::new(Link {
+            connection,
+            tx,
+            waker: None,
+            ended: false,
+        }));
+        let driven = Arc::clone(&link);
+        tokio::spawn(futures::future::poll_fn(move |cx| {
+            let mut link = driven.lock().unwrap_or_else(|e| e.into_inner());
+            link.waker = Some(cx.waker().clone());
+            link.drive(cx)
+        }));
         let client = Arc::new(client);
         let pid = client
             .simple_query("SELECT pg_backend_pid()")
@@ -99,6 +136,7 @@ impl SessionConn {
             name: name.to_owned(),
             pid,
             client,
+            link,
             messages,
         })
     }
@@ -119,8 +157,15 @@ impl SessionConn {
         run(&self.client, sql).await
     }
 
-    /// What arrived since the last call, in order.
+    /// What arrived since the last call, in order: the socket is read first, so a notice the
+    /// server sent before the tester looked is never left behind.
     pub fn drain(&mut self) -> Vec<Message> {
+        {
+            let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(waker) = link.waker.clone() {
+                let _ = link.drive(&mut Context::from_waker(&waker));
+            }
+        }
         let mut out = Vec::new();
         while let Ok(m) = self.messages.try_recv() {
             out.push(m);
@@ -168,8 +213,11 @@ async fn run(client: &tokio_postgres::Client, sql: &str) -> StepResult {
             Ok(_) => {}
             Err(e) => {
                 // A statement that fails after sending rows yields only its error, as libpq's
-                // results do: the rows received so far are dropped with it.
+                // results do: the rows received so far are dropped with it. The step ends only
+                // at ReadyForQuery, which the server sends after the aborted transaction has
+                // let its locks go — so read on to the stream's end.
                 items.push(Item::Error(error_text(&e)));
+                while let Some(Ok(_)) = stream.next().await {}
                 break;
             }
         }

@@ -76,6 +76,8 @@ struct Parser<'a> {
     tokens: Vec<Lexed>,
     at: usize,
     file: &'a Path,
+    /// The token of each step's name, in declaration order.
+    step_at: Vec<usize>,
 }
 
 impl Parser<'_> {
@@ -144,6 +146,7 @@ impl Parser<'_> {
         };
         let mut steps = Vec::new();
         while self.keyword("step") {
+            self.step_at.push(self.at);
             let name = self.ident("a step name")?;
             let sql = self.sql(&format!("step {name}"))?;
             steps.push(StepDef { name, sql });
@@ -203,23 +206,18 @@ pub fn parse(text: &str, file: &Path) -> Result<Spec, SpecError> {
         tokens: lex(text, file)?,
         at: 0,
         file,
+        step_at: Vec::new(),
     };
     let mut setup = Vec::new();
     let mut teardown = None;
-    loop {
-        if p.keyword("setup") {
-            setup.push(p.sql("setup")?);
-        } else if matches!(p.peek(), Token::Keyword("teardown")) && teardown.is_none() {
-            p.at += 1;
-            teardown = Some(p.sql("teardown")?);
-        } else {
-            break;
-        }
+    while p.keyword("setup") {
+        setup.push(p.sql("setup")?);
+    }
+    if p.keyword("teardown") {
+        teardown = Some(p.sql("teardown")?);
     }
     let mut sessions = Vec::new();
-    let mut session_at = Vec::new();
     while p.keyword("session") {
-        session_at.push(p.at);
         sessions.push(p.session()?);
     }
     if sessions.is_empty() {
@@ -247,18 +245,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Spec, SpecError> {
         permutations,
         unused_steps: Vec::new(),
     };
-    check(&mut spec, &p, &session_at, &permutation_at)?;
+    check(&mut spec, &p, &permutation_at)?;
     Ok(spec)
 }
 
 /// The tester's post-parse checks: unique step names, permutations naming declared steps, and
 /// blockers naming a step of the same permutation in another session.
-fn check(
-    spec: &mut Spec,
-    p: &Parser<'_>,
-    session_at: &[usize],
-    permutation_at: &[Vec<usize>],
-) -> Result<(), SpecError> {
+fn check(spec: &mut Spec, p: &Parser<'_>, permutation_at: &[Vec<usize>]) -> Result<(), SpecError> {
     let at = |token: usize, message: String| {
         let t = &p.tokens[token];
         SpecError {
@@ -269,14 +262,16 @@ fn check(
         }
     };
     let mut seen = std::collections::BTreeMap::new();
+    let mut k = 0;
     for (s, session) in spec.sessions.iter().enumerate() {
         for step in &session.steps {
             if seen.insert(step.name.clone(), s).is_some() {
                 return Err(at(
-                    session_at[s],
+                    p.step_at[k],
                     format!("duplicate step name {:?}", step.name),
                 ));
             }
+            k += 1;
         }
     }
     let mut used = std::collections::BTreeSet::new();
@@ -395,6 +390,13 @@ mod tests {
         assert!(e.message.contains("own session"), "{e}");
         let e = parse_str("session s1\nstep a { SELECT 1; \n").unwrap_err();
         assert!(e.message.contains("unterminated SQL block"), "{e}");
+        let e = parse_str("session s1\nstep a { x }\nsession s2\nstep b { y }\nstep a { z }\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.column), (5, 6), "at the second `a`: {e}");
+        let e = parse_str("teardown { x }\nsetup { y }\nsession s1\nstep a { z }\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "setup after teardown: {e}");
+        let spec = parse_str("session s\u{e9}\nstep \u{e9}t\u{e9}$1 { x }\n").unwrap();
+        assert_eq!(spec.sessions[0].steps[0].name, "\u{e9}t\u{e9}$1");
         let e = parse_str("session s1 ; step a {x}").unwrap_err();
         assert_eq!((e.line, e.column), (1, 12));
     }

@@ -195,16 +195,14 @@ impl Tester<'_> {
             .output
             .push_str(&format!("\nstarting permutation: {}\n", names.join(" ")));
         for sql in &self.spec.setup {
-            let result = self.control.exec(sql).await;
-            self.control.drain();
+            let result = self.exec(None, sql).await?;
             if let Some(e) = self.print_last(&result) {
                 return Err(self.fatal(format!("setup failed: {e}")).await);
             }
         }
         for s in 0..self.sessions.len() {
             if let Some(sql) = self.spec.sessions[s].setup.clone() {
-                let result = self.sessions[s].exec(&sql).await;
-                self.read_input(s);
+                let result = self.exec(Some(s), &sql).await?;
                 if let Some(e) = self.print_last(&result) {
                     let name = self.sessions[s].name.clone();
                     return Err(self
@@ -261,8 +259,7 @@ impl Tester<'_> {
         }
         for s in 0..self.sessions.len() {
             if let Some(sql) = self.spec.sessions[s].teardown.clone() {
-                let result = self.sessions[s].exec(&sql).await;
-                self.read_input(s);
+                let result = self.exec(Some(s), &sql).await?;
                 if let Some(e) = self.print_last(&result) {
                     let name = &self.sessions[s].name;
                     self.tested
@@ -272,13 +269,50 @@ impl Tester<'_> {
             }
         }
         if let Some(sql) = &self.spec.teardown {
-            let result = self.control.exec(sql).await;
-            self.control.drain();
+            let result = self.exec(None, sql).await?;
             if let Some(e) = self.print_last(&result) {
                 self.tested.warnings.push(format!("teardown failed: {e}"));
             }
         }
         Ok(())
+    }
+
+    /// Runs a setup or teardown block on session `s`'s connection (`None`: the control
+    /// connection) to its end, reading what the session received; one still running after the
+    /// step timeout ends the spec, with the lock table.
+    async fn exec(&mut self, s: Option<usize>, sql: &str) -> Result<StepResult, Fatal> {
+        let conn = match s {
+            Some(s) => &self.sessions[s],
+            None => &self.control,
+        };
+        match tokio::time::timeout(self.opts.step_timeout, conn.exec(sql)).await {
+            Ok(result) => {
+                match s {
+                    Some(s) => self.read_input(s),
+                    None => {
+                        self.control.drain();
+                    }
+                }
+                Ok(result)
+            }
+            Err(_) => {
+                let whose = s.map_or("the spec's".to_owned(), |s| {
+                    format!("session {}'s", self.sessions[s].name)
+                });
+                let fatal = self
+                    .fatal(format!(
+                        "{whose} setup or teardown block still running after {:.0} s (the step timeout)",
+                        self.opts.step_timeout.as_secs_f64()
+                    ))
+                    .await;
+                let conn = match s {
+                    Some(s) => &self.sessions[s],
+                    None => &self.control,
+                };
+                let _ = conn.cancel().await;
+                Err(fatal)
+            }
+        }
     }
 
     /// Prints a setup or teardown block's result the way `PQexec` returns it (the last
@@ -352,9 +386,18 @@ impl Tester<'_> {
                         if let Some(wait) = wait {
                             self.read_input(s);
                             let active = self.active[s].as_mut().expect("the step is running");
-                            if let Ok(result) = active.rx.try_recv() {
-                                active.result = Some(result);
-                                break;
+                            match active.rx.try_recv() {
+                                Ok(result) => {
+                                    active.result = Some(result);
+                                    break;
+                                }
+                                Err(oneshot::error::TryRecvError::Closed) => {
+                                    active.result = Some(vec![Item::Error(
+                                        "the session's connection ended".into(),
+                                    )]);
+                                    break;
+                                }
+                                Err(oneshot::error::TryRecvError::Empty) => {}
                             }
                             if !retry {
                                 let awaited = evidence::lock_snapshot(&self.evidence)
