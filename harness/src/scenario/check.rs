@@ -179,7 +179,7 @@ impl Checker {
             let Some(close) = after.find('}') else { break };
             let inner = &after[..close];
             match inner.split_once(':') {
-                Some(("workspace" | "tenant", t)) => {
+                Some(("workspace" | "tenant" | "workspace_lock", t)) => {
                     self.tenant(place, t)?;
                 }
                 Some(("user", u)) => {
@@ -190,7 +190,7 @@ impl Checker {
                 _ => {
                     return Err(problem(
                         place,
-                        format!("unknown placeholder {{{inner}}}: expected {{workspace:T}}, {{tenant:T}}, {{user:T.owner}} or {{prefix}}"),
+                        format!("unknown placeholder {{{inner}}}: expected {{workspace:T}}, {{tenant:T}}, {{workspace_lock:T}}, {{user:T.owner}} or {{prefix}}"),
                     ))
                 }
             }

@@ -267,3 +267,26 @@ async fn a_scenario_the_target_cannot_serve_is_skipped_with_the_reason_never_pas
     );
     infra.shutdown().await;
 }
+
+/// The lock-probe scenarios park requests at the target's own locks, held from the harness's own
+/// session: they must need nothing a black-box target with database evidence lacks — no sync
+/// point, no clock, no fault, no keys.
+#[test]
+fn probe_scenarios_need_only_the_database_and_the_provider() {
+    use harbor_harness::target::Capability;
+    let probes: Vec<_> = catalogue()
+        .into_iter()
+        .filter(|s| s.scenario.id.starts_with("PROBE-"))
+        .collect();
+    assert!(probes.len() >= 2, "the PROBE-* scenarios are in the catalogue");
+    for p in probes {
+        let needs = p.scenario.requires();
+        let allowed = [Capability::Database, Capability::ProviderControl];
+        assert!(
+            needs.iter().all(|c| allowed.contains(c)),
+            "{} needs {needs:?}",
+            p.scenario.id
+        );
+        assert!(!p.scenario.catches.is_empty(), "{} catches a flaw", p.scenario.id);
+    }
+}

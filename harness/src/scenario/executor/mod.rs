@@ -230,11 +230,19 @@ impl<'s> Executor<'s> {
         }
     }
 
-    /// Resolves `{workspace:T}`, `{tenant:T}`, `{user:T.owner|admin|member}` and `{prefix}`.
+    /// Resolves `{workspace:T}`, `{tenant:T}`, `{user:T.owner|admin|member}`, `{prefix}` and
+    /// `{workspace_lock:T}` — the workspace lock's two keys as `pg_advisory_xact_lock(int, int)`
+    /// takes them, from the target (left as written when the target cannot name its lock, so the
+    /// statement fails visibly).
     pub fn subst(&self, text: &str) -> String {
         let prefix = self.target.redis().map(|r| r.prefix).unwrap_or_default();
         let mut out = text.replace("{prefix}", prefix);
         for (name, t) in &self.tenants {
+            if let Some(key) = self.target.workspace_lock(t.workspace) {
+                // pg_locks shows each half unsigned; the function takes them signed.
+                let keys = format!("{}, {}", key.classid as i32, key.objid as i32);
+                out = out.replace(&format!("{{workspace_lock:{name}}}"), &keys);
+            }
             out = out
                 .replace(&format!("{{workspace:{name}}}"), &t.workspace.to_string())
                 .replace(&format!("{{tenant:{name}}}"), &t.tenant.to_string())
