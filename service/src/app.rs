@@ -291,7 +291,7 @@ impl Application {
 
 /// The service's routes and middleware.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
@@ -323,7 +323,14 @@ pub fn router(state: AppState) -> Router {
             "/v1/workspaces/{workspace_id}/documents",
             get(documents::list),
         )
-        .route("/v1/oauth/{provider}/callback", get(oauth::callback))
+        .route("/v1/oauth/{provider}/callback", get(oauth::callback));
+    // Test mode only: the configuration refuses sync points under the production profile.
+    let router = if state.sync_points.is_some() {
+        router.merge(crate::syncpoint_protocol::routes())
+    } else {
+        router
+    };
+    router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

@@ -30,7 +30,9 @@
 //! - [`clock`]: the service's clock, which the harness can move.
 //! - [`flaws`]: seeded v1 flaws for the harness's mutation run (cargo feature `flaws` only).
 //! - [`audit`]: the append-only audit trail.
-//! - [`syncpoints`]: the named points where the harness can park a request.
+//! - [`syncpoints`]: the named points where the harness can park a request, and
+//!   [`syncpoint_protocol`]: the same points over HTTP (test mode only), for a harness outside
+//!   the process.
 //! - [`health`], [`openapi`]: operations endpoints and the API description; [`contract`]: every
 //!   operation's errors, from which the document's error responses are generated.
 //! - [`telemetry`]: log set-up and the shutdown signal for the binary.
@@ -64,6 +66,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod request_tx;
 pub mod state;
+pub mod syncpoint_protocol;
 pub mod syncpoints;
 pub mod telemetry;
 pub mod tokens;
@@ -105,7 +108,14 @@ mod layering {
         ("requests", &["auth", "request_tx", "state"]),
         (
             "handlers",
-            &["activation", "connections", "documents", "health", "oauth"],
+            &[
+                "activation",
+                "connections",
+                "documents",
+                "health",
+                "oauth",
+                "syncpoint_protocol",
+            ],
         ),
         ("api description", &["contract", "openapi"]),
         ("application", &["app", "lib"]),

@@ -15,6 +15,8 @@
 //! - [`contract`]: [`contract::Contract`], the error answers each operation documents, read from
 //!   the target's OpenAPI document.
 //! - [`flow`]: the OAuth flow as fixtures (authorize, consent, callback) through any target.
+//! - [`sync_protocol`]: a target's sync points over HTTP (`docs/SYNC-POINTS-PROTOCOL.md`), for a
+//!   target not started in-process.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,6 +40,7 @@ pub mod contract;
 pub mod flow;
 pub mod in_process;
 mod restricted;
+pub mod sync_protocol;
 
 pub use contract::Contract;
 pub use flow::{complete_flow, connect, start_flow};

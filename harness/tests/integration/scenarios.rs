@@ -278,7 +278,10 @@ fn probe_scenarios_need_only_the_database_and_the_provider() {
         .into_iter()
         .filter(|s| s.scenario.id.starts_with("PROBE-"))
         .collect();
-    assert!(probes.len() >= 2, "the PROBE-* scenarios are in the catalogue");
+    assert!(
+        probes.len() >= 2,
+        "the PROBE-* scenarios are in the catalogue"
+    );
     for p in probes {
         let needs = p.scenario.requires();
         let allowed = [Capability::Database, Capability::ProviderControl];
@@ -287,6 +290,10 @@ fn probe_scenarios_need_only_the_database_and_the_provider() {
             "{} needs {needs:?}",
             p.scenario.id
         );
-        assert!(!p.scenario.catches.is_empty(), "{} catches a flaw", p.scenario.id);
+        assert!(
+            !p.scenario.catches.is_empty(),
+            "{} catches a flaw",
+            p.scenario.id
+        );
     }
 }

@@ -233,3 +233,75 @@ fn workspace_lock(
 ) -> harbor_harness::evidence::AdvisoryKey {
     harbor_harness::target::Target::workspace_lock(&app.sut, t.workspace).expect("named")
 }
+
+/// The same points over HTTP (`docs/SYNC-POINTS-PROTOCOL.md`): a harness outside the process arms
+/// a point, sees the tagged request park there while it holds the workspace lock, and releases it.
+#[tokio::test]
+async fn the_sync_point_protocol_parks_and_releases_a_request_over_http() {
+    use harbor_harness::target::sync_protocol::SyncPointsOverHttp;
+    let app = spawn_app().await;
+    let t = app
+        .tenant("overhttp", true, ConnectionStatus::Connected)
+        .await;
+    let http = SyncPointsOverHttp::new(app.sut.client.clone(), 0);
+    let points = http.points().await.unwrap();
+    assert!(
+        points.iter().any(|p| p == "activation.locked"),
+        "{points:?}"
+    );
+    http.arm("A", "activation.locked").await.unwrap();
+    let again = http.arm("A", "activation.locked").await.unwrap_err();
+    assert!(again.contains("ALREADY_ARMED"), "{again}");
+    let unknown = http.arm("A", "activation.nowhere").await.unwrap_err();
+    assert!(unknown.contains("UNKNOWN_POINT"), "{unknown}");
+
+    let a = app.activate(&t, Some("A"));
+    let drive = async {
+        let state = http
+            .state("A", "activation.locked", Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(state, Some(SlotState::Parked));
+        let held = evidence::advisory_locks_of(app.db(), "A").await.unwrap();
+        assert!(
+            held.iter()
+                .any(|l| l.granted && l.is_advisory(workspace_lock(&app, &t))),
+            "A holds the workspace lock while parked: {held:?}"
+        );
+        http.release("A", "activation.locked").await.unwrap();
+    };
+    let (answer, ()) = tokio::join!(a, drive);
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        http.state("A", "activation.locked", None).await.unwrap(),
+        None,
+        "the slot is gone once its request went on"
+    );
+    // Disarming a slot nobody reached, and releasing everything, are both accepted.
+    http.arm("B", "activation.locked").await.unwrap();
+    http.release("B", "activation.locked").await.unwrap();
+    http.arm("C", "activation.locked").await.unwrap();
+    http.release_all().await.unwrap();
+    assert_eq!(
+        http.state("C", "activation.locked", None).await.unwrap(),
+        None
+    );
+    app.stop().await;
+}
+
+/// Without sync points the protocol is not there: a 404 like any unknown path.
+#[tokio::test]
+async fn without_sync_points_the_protocol_answers_not_found() {
+    use harbor_harness::target::sync_protocol::SyncPointsOverHttp;
+    let app = spawn_app_with(ServiceOptions {
+        sync_points: false,
+        ..ServiceOptions::default()
+    })
+    .await;
+    let http = SyncPointsOverHttp::new(app.sut.client.clone(), 0);
+    let refused = http.points().await.unwrap_err();
+    assert!(refused.contains("404"), "{refused}");
+    let refused = http.arm("A", "activation.locked").await.unwrap_err();
+    assert!(refused.contains("404"), "{refused}");
+    app.stop().await;
+}
