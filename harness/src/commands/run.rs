@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// is the expected one byte for byte; the difference is shown otherwise.
     #[arg(long)]
     pub expected: Option<std::path::PathBuf>,
+    /// The PostgreSQL server (an admin URL, allowed to create databases) on which scratch and
+    /// `template NAME` specs get their fresh database — a black-box target's server, whose schema
+    /// database the spec names (default: the run's own server).
+    #[arg(long, env = "HARBOR_SPEC_SERVER")]
+    pub spec_server: Option<String>,
     /// Where the catalogue comes from and where results go.
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
@@ -153,6 +158,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         args.expected.as_deref(),
         args.isolation_output,
         args.repeat,
+        args.spec_server.as_deref(),
     )
     .await
     {

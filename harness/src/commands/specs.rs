@@ -99,13 +99,14 @@ pub async fn run_all(
     expected: Option<&Path>,
     print_output: bool,
     repeat: usize,
+    server: Option<&str>,
 ) -> Vec<(ScenarioResult, Option<SpecOutcome>)> {
     let opts = isolation::Options::default();
     let mut results = Vec::new();
     for file in files {
         let mut runs = Vec::new();
         for _ in 0..repeat.max(1) {
-            match isolation::run(infra, file, &opts, expected).await {
+            match isolation::run(infra, server, file, &opts, expected).await {
                 Ok(o) => runs.push(o),
                 Err(e) => {
                     println!("ERROR   {:<28} {e}", id_of(&file.name));

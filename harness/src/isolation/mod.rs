@@ -13,8 +13,10 @@
 //! - [`session`]: one session's connection (results in text, notices as they arrive).
 //! - [`print`]: result tables in libpq's `PQprint` format.
 //!
-//! A spec runs in a fresh database: an empty one, or — when its header says
-//! `# harbor-database: reference` — a clone of the reference service's migrated schema.
+//! A spec runs in a fresh database of its own: an empty one; or — when its header says
+//! `# harbor-database: reference` — a copy of the reference service's migrated schema; or — with
+//! `# harbor-database: template NAME` — a copy of the database `NAME` (a black-box target's
+//! schema), on the run's server or the one `--spec-server` names.
 
 pub mod lex;
 pub mod permutations;
@@ -29,19 +31,21 @@ use std::time::Instant;
 pub use spec::{Spec, SpecError};
 pub use tester::{Options, Tested};
 
-use crate::provision::Infra;
+use crate::provision::{FreshDatabase, Infra};
 
-/// The header line that asks for the reference schema.
-const REFERENCE_DIRECTIVE: &str = "# harbor-database: reference";
+/// The header comment that says which database a spec needs.
+const DATABASE_DIRECTIVE: &str = "# harbor-database:";
 
 /// Which database a spec runs in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpecDatabase {
     /// A new, empty database (plain-PostgreSQL specs).
     Scratch,
-    /// A clone of the reference service's migrated template.
+    /// A copy of the reference service's migrated template.
     Reference,
+    /// A copy of the named database (a target's schema, kept idle as a template).
+    Template(String),
 }
 
 /// A spec file, loaded.
@@ -68,14 +72,32 @@ pub fn load(path: &Path) -> Result<SpecFile, SpecError> {
         message: format!("cannot read it: {e}"),
     })?;
     let spec = spec::parse(&text, path)?;
-    let database = if text.lines().any(|l| l.trim() == REFERENCE_DIRECTIVE) {
-        SpecDatabase::Reference
-    } else {
-        SpecDatabase::Scratch
-    };
+    let mut database = SpecDatabase::Scratch;
+    for (n, line) in text.lines().enumerate() {
+        let Some(asked) = line.trim().strip_prefix(DATABASE_DIRECTIVE) else {
+            continue;
+        };
+        let words: Vec<&str> = asked.split_whitespace().collect();
+        database = match words.as_slice() {
+            ["scratch"] => SpecDatabase::Scratch,
+            ["reference"] => SpecDatabase::Reference,
+            ["template", name] => SpecDatabase::Template((*name).to_owned()),
+            _ => {
+                return Err(SpecError {
+                    file: path.to_path_buf(),
+                    line: n + 1,
+                    column: 1,
+                    message: format!(
+                        "{DATABASE_DIRECTIVE} takes `scratch`, `reference` or `template NAME`, not {:?}",
+                        asked.trim()
+                    ),
+                })
+            }
+        };
+    }
     let title = text
         .lines()
-        .filter(|l| l.trim() != REFERENCE_DIRECTIVE)
+        .filter(|l| !l.trim().starts_with(DATABASE_DIRECTIVE))
         .find_map(|l| l.trim().strip_prefix('#').map(str::trim))
         .filter(|t| !t.is_empty())
         .unwrap_or("an isolation spec")
@@ -158,24 +180,35 @@ impl SpecOutcome {
     }
 }
 
-/// Runs `file` in a fresh database of `infra` and compares its output with the expected file.
+/// Runs `file` in a fresh database — on `infra`'s server, or on `server` (an admin URL) for a
+/// scratch or template database — and compares its output with the expected file.
 pub async fn run(
     infra: &Infra,
+    server: Option<&str>,
     file: &SpecFile,
     opts: &Options,
     expected: Option<&Path>,
 ) -> Result<SpecOutcome, String> {
     let started = Instant::now();
-    let env = match file.database {
-        SpecDatabase::Reference => infra.isolated_env().await,
-        SpecDatabase::Scratch => infra.scratch_env().await,
-    }
-    .map_err(|e| format!("{}: cannot make its database: {e}", file.path.display()))?;
+    let made = match &file.database {
+        SpecDatabase::Reference => match infra.template_database().await {
+            Ok(t) => FreshDatabase::create(&infra.admin_url, &t).await,
+            Err(e) => Err(e),
+        },
+        SpecDatabase::Scratch => {
+            FreshDatabase::create(server.unwrap_or(&infra.admin_url), "template0").await
+        }
+        SpecDatabase::Template(name) => {
+            FreshDatabase::create(server.unwrap_or(&infra.admin_url), name).await
+        }
+    };
+    let env =
+        made.map_err(|e| format!("{}: cannot make its database: {e}", file.path.display()))?;
     // On a task of its own, so that whatever happens in it the database is dropped below.
     let (spec, name, url, o) = (
         file.spec.clone(),
         file.name.clone(),
-        env.database_url.clone(),
+        env.url.clone(),
         opts.clone(),
     );
     let tested = tokio::spawn(async move { tester::run(&spec, &name, &url, &o).await })
@@ -187,7 +220,7 @@ pub async fn run(
             }),
             ..Tested::default()
         });
-    if let Err(e) = env.cleanup().await {
+    if let Err(e) = env.drop().await {
         eprintln!("harbor-certify: dropping {}'s database: {e}", file.name);
     }
     let candidates = expected_files(file, expected);
@@ -217,7 +250,7 @@ pub async fn run(
         name: file.name.clone(),
         title: file.title.clone(),
         path: file.path.clone(),
-        database: file.database,
+        database: file.database.clone(),
         tested,
         expected: matched,
         had_expected,

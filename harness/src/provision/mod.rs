@@ -260,10 +260,14 @@ impl Infra {
         self.env_from(template).await
     }
 
-    /// Creates a fresh, empty database (no schema: what plain-PostgreSQL isolation specs start
-    /// from) and a fresh Redis key prefix; removed by [`IsolatedEnv::cleanup`] like any other.
-    pub async fn scratch_env(&self) -> Result<IsolatedEnv, ProvisionError> {
-        self.env_from("template0").await
+    /// The migrated template's name (made on first use): what [`FreshDatabase`] copies for a
+    /// reference-schema isolation spec.
+    pub async fn template_database(&self) -> Result<String, ProvisionError> {
+        Ok(self
+            .template
+            .get_or_try_init(|| template::ensure(&self.admin_url))
+            .await?
+            .clone())
     }
 
     async fn env_from(&self, template: &str) -> Result<IsolatedEnv, ProvisionError> {
@@ -334,6 +338,51 @@ impl IsolatedEnv {
                 .query_async::<()>(&mut conn)
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// A database of its own for one isolation spec, on any server the caller may create databases
+/// on — the run's, or a black-box target's: a copy of a template (`template0`: empty; the
+/// reference schema's template; or the target's own schema database, which must have no other
+/// session while it is copied). Dropped, forcing out any session, by [`FreshDatabase::drop`].
+#[derive(Clone, Debug)]
+pub struct FreshDatabase {
+    /// A URL to it, with the admin URL's credentials.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+    admin_url: String,
+}
+
+impl FreshDatabase {
+    /// Creates `harbor_s_<random>` on the server of `admin_url` as a copy of `template`.
+    pub async fn create(admin_url: &str, template: &str) -> Result<Self, ProvisionError> {
+        let name = format!(
+            "harbor_s_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        let mut admin = template::admin_connection(admin_url).await?;
+        let quoted = template.replace('"', "\"\"");
+        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE \"{quoted}\""))
+            .execute(&mut admin)
+            .await?;
+        Ok(FreshDatabase {
+            url: template::database_url(admin_url, &name),
+            name,
+            admin_url: admin_url.to_owned(),
+        })
+    }
+
+    /// Drops it, forcing out any session still on it.
+    pub async fn drop(self) -> Result<(), ProvisionError> {
+        let mut admin = template::admin_connection(&self.admin_url).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await?;
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ fn repository_spec(name: &str) -> isolation::SpecFile {
 async fn a_waiting_step_is_proven_from_the_lock_tables() {
     let mut infra = test_infra().await;
     let file = repository_spec("audit-q2-activation-vs-callback");
-    let outcome = isolation::run(&infra, &file, &Options::default(), None)
+    let outcome = isolation::run(&infra, None, &file, &Options::default(), None)
         .await
         .unwrap();
     assert!(
@@ -53,11 +53,13 @@ async fn a_step_that_never_finishes_fails_the_spec_with_the_lock_table() {
                 session s2\nstep s2_wait { SELECT id FROM t FOR UPDATE; }\nstep s2_next { SELECT 1; }\n\
                 permutation s1_lock s2_wait s2_next s1_end\n";
     let spec = spec::parse(text, Path::new("hang.spec")).unwrap();
-    let env = infra.scratch_env().await.unwrap();
+    let env = harbor_harness::provision::FreshDatabase::create(&infra.admin_url, "template0")
+        .await
+        .unwrap();
     let opts = Options {
         step_timeout: Duration::from_secs(2),
     };
-    let tested = tester::run(&spec, "hang", &env.database_url, &opts).await;
+    let tested = tester::run(&spec, "hang", &env.url, &opts).await;
     let fatal = tested.fatal.expect("the spec must fail");
     assert!(fatal.message.contains("s2_wait"), "{}", fatal.message);
     assert!(
@@ -71,7 +73,7 @@ async fn a_step_that_never_finishes_fails_the_spec_with_the_lock_table() {
     assert!(tested
         .output
         .contains("step s2_wait: SELECT id FROM t FOR UPDATE; <waiting ...>"));
-    env.cleanup().await.unwrap();
+    env.drop().await.unwrap();
     infra.shutdown().await;
 }
 
@@ -82,9 +84,15 @@ async fn the_v1_designs_print_what_the_reference_design_does_not() {
     let v1 = repository_spec("audit-q2-v1-split-namespace");
     let expected_reference = isolation::expected_files(&reference, None).remove(0);
     // The v1 steps judged against the reference design's expected output: the lost waits show.
-    let outcome = isolation::run(&infra, &v1, &Options::default(), Some(&expected_reference))
-        .await
-        .unwrap();
+    let outcome = isolation::run(
+        &infra,
+        None,
+        &v1,
+        &Options::default(),
+        Some(&expected_reference),
+    )
+    .await
+    .unwrap();
     let diff = outcome
         .diff
         .expect("the v1 design must not pass as the reference design");
@@ -94,5 +102,66 @@ async fn the_v1_designs_print_what_the_reference_design_does_not() {
     );
     assert!(diff.contains("<waiting ...>"), "{diff}");
     assert!(outcome.tested.waits.is_empty());
+    infra.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_spec_runs_on_a_copy_of_a_targets_schema_database() {
+    let mut infra = test_infra().await;
+    // Stands for a black-box target's schema database: a database of its own, idle, with a table.
+    let schema = harbor_harness::provision::FreshDatabase::create(&infra.admin_url, "template0")
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE accounts (id int PRIMARY KEY, owner text); INSERT INTO accounts VALUES (1, 'acme')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("on-the-target.spec");
+    std::fs::write(
+        &path,
+        format!(
+            "# Reads the target's own table, in a copy of its schema database.\n\
+             # harbor-database: template {}\n\
+             session s1\nstep s1_read {{ SELECT id, owner FROM accounts; }}\nstep s1_write {{ UPDATE accounts SET owner = 'changed'; }}\n",
+            schema.name
+        ),
+    )
+    .unwrap();
+    let file = isolation::load(&path).unwrap();
+    assert_eq!(
+        file.database,
+        isolation::SpecDatabase::Template(schema.name.clone())
+    );
+    let outcome = isolation::run(
+        &infra,
+        Some(&infra.admin_url),
+        &file,
+        &Options::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(outcome.tested.fatal.is_none(), "{:?}", outcome.tested.fatal);
+    assert!(
+        outcome.tested.output.contains(" 1|acme "),
+        "{}",
+        outcome.tested.output
+    );
+    assert!(
+        !outcome.had_expected,
+        "no expected output was written for it"
+    );
+    // The copy took the writes; the target's database did not.
+    let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
+    let owner: String = sqlx::query_scalar("SELECT owner FROM accounts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, "acme");
+    pool.close().await;
+    schema.drop().await.unwrap();
     infra.shutdown().await;
 }
