@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use jsonwebtoken::jwk::AlgorithmParameters;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::config::JwtConfig;
@@ -52,10 +52,25 @@ pub struct KeyError {
     message: String,
 }
 
+/// The JOSE header members the check reads (a repeated one makes the header malformed).
 #[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    exp: i64,
+struct JoseHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// The registered claims the check reads, each kept as sent so that its type is judged here (a
+/// repeated one makes the claims invalid; other members are skipped, their text already checked
+/// to be UTF-8).
+#[derive(Deserialize)]
+struct RawClaims {
+    exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
+    sub: Option<serde_json::Value>,
+    iss: Option<serde_json::Value>,
+    aud: Option<serde_json::Value>,
 }
 
 impl JwtVerifier {
@@ -114,11 +129,24 @@ impl JwtVerifier {
         Ok(user)
     }
 
-    /// The whole check: header, key, signature, claims.
+    /// The whole check: header, key, signature, claims. Each of the token's three parts is split
+    /// off and base64-decoded once; the header and the claims are each read once (the claims as
+    /// text already checked to be UTF-8). The claim rules are jsonwebtoken's `Validation` rules,
+    /// kept here because its `decode` would decode every part again.
     fn verify_signed(&self, token: &str) -> Result<(UserId, i64), TokenRejected> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| TokenRejected("malformed token"))?;
-        if has_critical_extensions(token) {
+        use base64::Engine;
+        const MALFORMED: TokenRejected = TokenRejected("malformed token");
+        const INVALID: TokenRejected = TokenRejected("token invalid");
+        let b64 = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part);
+        let mut parts = token.split('.');
+        let (Some(head), Some(body), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MALFORMED);
+        };
+        let header: JoseHeader =
+            serde_json::from_slice(&b64(head).map_err(|_| MALFORMED)?).map_err(|_| MALFORMED)?;
+        if header.crit {
             // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the
             // token invalid, and this service understands none.
             return Err(TokenRejected("token has critical header extensions"));
@@ -131,63 +159,65 @@ impl JwtVerifier {
         if header.alg != *alg {
             return Err(TokenRejected("token algorithm does not match its key"));
         }
-        let mut validation = Validation::new(*alg);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            TokenRejected(match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired",
-                ErrorKind::ImmatureSignature => "token not yet valid",
-                ErrorKind::InvalidAudience => "token audience mismatch",
-                ErrorKind::InvalidIssuer => "token issuer mismatch",
-                ErrorKind::InvalidSignature => "token signature invalid",
-                _ => "token invalid",
-            })
-        })?;
-        // RFC 7519 §7.2 (10): the claims are UTF-8 JSON. serde skips members it does not know
-        // without reading their text, so a signed payload with invalid UTF-8 in such a member got
-        // through (found by fuzzing signed claims: fuzz/regressions/jwt/).
-        if !payload_is_utf8(token) {
-            return Err(TokenRejected("token claims are not UTF-8"));
+        let signed = &token[..head.len() + 1 + body.len()];
+        if !jsonwebtoken::crypto::verify(signature, signed.as_bytes(), key, *alg).unwrap_or(false) {
+            return Err(TokenRejected("token signature invalid"));
         }
-        let user = UserId::parse(&data.claims.sub)
-            .map_err(|_| TokenRejected("token subject is not a user id"))?;
-        Ok((user, data.claims.exp))
+        // RFC 7519 §7.2 (10): the claims are UTF-8 JSON — all of them, not only the members read.
+        let raw = b64(body).map_err(|_| INVALID)?;
+        let text =
+            std::str::from_utf8(&raw).map_err(|_| TokenRejected("token claims are not UTF-8"))?;
+        let claims: RawClaims = serde_json::from_str(text).map_err(|_| INVALID)?;
+        // Present means present with the right type (an `exp` that is not a whole number of
+        // seconds is no `exp`), as jsonwebtoken's required claims are.
+        let exp = claims
+            .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(INVALID)?;
+        let sub = claims
+            .sub
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .ok_or(INVALID)?;
+        let iss = claims.iss.as_ref().and_then(names).ok_or(INVALID)?;
+        let aud = claims.aud.as_ref().and_then(names).ok_or(INVALID)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        if exp < now.saturating_sub(LEEWAY_SECONDS) {
+            return Err(TokenRejected("token expired"));
+        }
+        // An `nbf` that is not a whole number of seconds is not checked, as in jsonwebtoken.
+        if claims
+            .nbf
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS))
+        {
+            return Err(TokenRejected("token not yet valid"));
+        }
+        if !iss.contains(&self.issuer.as_str()) {
+            return Err(TokenRejected("token issuer mismatch"));
+        }
+        if !aud.contains(&self.audience.as_str()) {
+            return Err(TokenRejected("token audience mismatch"));
+        }
+        let exp = i64::try_from(exp).map_err(|_| INVALID)?;
+        let user =
+            UserId::parse(sub).map_err(|_| TokenRejected("token subject is not a user id"))?;
+        Ok((user, exp))
     }
 }
 
-/// Whether the token's payload segment decodes to UTF-8 text.
-fn payload_is_utf8(token: &str) -> bool {
-    use base64::Engine;
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p.trim_end_matches('='))
-                .ok()
-        })
-        .is_some_and(|raw| std::str::from_utf8(&raw).is_ok())
+/// A `iss` or `aud` claim: one name or a list of names (`None`: neither).
+fn names(value: &serde_json::Value) -> Option<Vec<&str>> {
+    match value {
+        serde_json::Value::String(one) => Some(vec![one.as_str()]),
+        serde_json::Value::Array(many) => many.iter().map(serde_json::Value::as_str).collect(),
+        _ => None,
+    }
 }
 
-/// Whether the JOSE header carries `crit` (jsonwebtoken's `Header` drops unknown members, so the
-/// header is read again as JSON).
-fn has_critical_extensions(token: &str) -> bool {
-    use base64::Engine;
-    let Some(encoded) = token.split('.').next() else {
-        return false;
-    };
-    let Ok(raw) =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('='))
-    else {
-        return true;
-    };
-    match serde_json::from_slice::<serde_json::Value>(&raw) {
-        Ok(serde_json::Value::Object(members)) => members.contains_key("crit"),
-        _ => true,
-    }
+/// Whether the header has a `crit` member, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }

@@ -177,3 +177,70 @@ async fn every_workspace_route_checks_membership() {
     );
     app.stop().await;
 }
+
+/// The claim rules of the verifier's single pass over a token, signed claims by signed claims:
+/// each registered claim must be there with its type, a repeated one is refused, `aud` may be a
+/// list, an `nbf` that is not a number is not checked (jsonwebtoken's rules), and every member's
+/// text is UTF-8.
+#[test]
+fn signed_claims_are_judged_member_by_member() {
+    use harbor_harness::identity::{TokenMint, AUDIENCE, ISSUER};
+    use harbor_service::auth::JwtVerifier;
+    let mint = TokenMint::new();
+    let verifier = JwtVerifier::new(&mint.jwt_config()).unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let sub = uuid::Uuid::new_v4();
+    let verdict = |claims: String| verifier.verify(&mint.sign_raw_claims(claims.as_bytes()));
+    let good = format!(
+        r#""sub":"{sub}","iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}"#,
+        now + 60
+    );
+    assert_eq!(verdict(format!("{{{good}}}")).unwrap().0, sub);
+    let listed = format!(
+        r#"{{"sub":"{sub}","iss":"{ISSUER}","aud":["other","{AUDIENCE}"],"exp":{}}}"#,
+        now + 60
+    );
+    assert!(
+        verdict(listed).is_ok(),
+        "aud may list the service among others"
+    );
+    let not_listed = format!(
+        r#"{{"sub":"{sub}","iss":"{ISSUER}","aud":["other"],"exp":{}}}"#,
+        now + 60
+    );
+    assert_eq!(
+        verdict(not_listed).unwrap_err().0,
+        "token audience mismatch"
+    );
+    let repeated = format!(r#"{{{good},"sub":"{}"}}"#, uuid::Uuid::new_v4());
+    assert!(verdict(repeated).is_err(), "a repeated sub is refused");
+    let float_exp = format!(
+        r#"{{"sub":"{sub}","iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}.5}}"#,
+        now + 60
+    );
+    assert!(verdict(float_exp).is_err(), "exp must be whole seconds");
+    let no_iss = format!(r#"{{"sub":"{sub}","aud":"{AUDIENCE}","exp":{}}}"#, now + 60);
+    assert!(verdict(no_iss).is_err(), "iss is required");
+    let late = format!(r#"{{{good},"nbf":{}}}"#, now + 3600);
+    assert_eq!(verdict(late).unwrap_err().0, "token not yet valid");
+    let odd_nbf = format!(r#"{{{good},"nbf":"soon"}}"#);
+    assert!(
+        verdict(odd_nbf).is_ok(),
+        "an nbf that is no number is not checked"
+    );
+    let expired = format!(
+        r#"{{"sub":"{sub}","iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}}}"#,
+        now - 60
+    );
+    assert_eq!(verdict(expired).unwrap_err().0, "token expired");
+    let mut bad_utf8 = format!("{{{good},\"note\":\"").into_bytes();
+    bad_utf8.extend_from_slice(&[0xff, 0xfe]);
+    bad_utf8.extend_from_slice(b"\"}");
+    assert_eq!(
+        verifier
+            .verify(&mint.sign_raw_claims(&bad_utf8))
+            .unwrap_err()
+            .0,
+        "token claims are not UTF-8"
+    );
+}
