@@ -52,15 +52,6 @@ pub struct KeyError {
     message: String,
 }
 
-/// The JOSE header members the check reads (a repeated one makes the header malformed).
-#[derive(Deserialize)]
-struct JoseHeader {
-    alg: Algorithm,
-    kid: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    crit: bool,
-}
-
 /// The registered claims the check reads, each kept as sent so that its type is judged here (a
 /// repeated one makes the claims invalid; other members are skipped, their text already checked
 /// to be UTF-8).
@@ -130,8 +121,8 @@ impl JwtVerifier {
     }
 
     /// The whole check: header, key, signature, claims. Each of the token's three parts is split
-    /// off and base64-decoded once; the header and the claims are each read once (the claims as
-    /// text already checked to be UTF-8). The claim rules are jsonwebtoken's `Validation` rules,
+    /// off and base64-decoded once; the claims are read once, as text already checked to be
+    /// UTF-8. The claim rules are jsonwebtoken's `Validation` rules,
     /// kept here because its `decode` would decode every part again.
     fn verify_signed(&self, token: &str) -> Result<(UserId, i64), TokenRejected> {
         use base64::Engine;
@@ -144,9 +135,17 @@ impl JwtVerifier {
         else {
             return Err(MALFORMED);
         };
-        let header: JoseHeader =
-            serde_json::from_slice(&b64(head).map_err(|_| MALFORMED)?).map_err(|_| MALFORMED)?;
-        if header.crit {
+        let header_raw = b64(head).map_err(|_| MALFORMED)?;
+        // Read as jsonwebtoken's typed `Header` (a repeated or mistyped standard member is
+        // malformed) and as JSON text (an object, all of it UTF-8, and whether it has `crit`,
+        // which `Header` does not keep): two reads of a few dozen bytes, decoded once.
+        let header: jsonwebtoken::Header =
+            serde_json::from_slice(&header_raw).map_err(|_| MALFORMED)?;
+        let members = match serde_json::from_slice::<serde_json::Value>(&header_raw) {
+            Ok(serde_json::Value::Object(members)) => members,
+            _ => return Err(MALFORMED),
+        };
+        if members.contains_key("crit") {
             // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the
             // token invalid, and this service understands none.
             return Err(TokenRejected("token has critical header extensions"));
@@ -167,6 +166,13 @@ impl JwtVerifier {
         let raw = b64(body).map_err(|_| INVALID)?;
         let text =
             std::str::from_utf8(&raw).map_err(|_| TokenRejected("token claims are not UTF-8"))?;
+        // An object: serde would also take the claims as an array, fields in order.
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(INVALID);
+        }
         let claims: RawClaims = serde_json::from_str(text).map_err(|_| INVALID)?;
         // Present means present with the right type (an `exp` that is not a whole number of
         // seconds is no `exp`), as jsonwebtoken's required claims are.
@@ -186,11 +192,7 @@ impl JwtVerifier {
         if exp < now.saturating_sub(LEEWAY_SECONDS) {
             return Err(TokenRejected("token expired"));
         }
-        // An `nbf` that is not a whole number of seconds is not checked, as in jsonwebtoken.
-        if claims
-            .nbf
-            .as_ref()
-            .and_then(serde_json::Value::as_u64)
+        if not_before(claims.nbf.as_ref())?
             .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS))
         {
             return Err(TokenRejected("token not yet valid"));
@@ -208,6 +210,23 @@ impl JwtVerifier {
     }
 }
 
+/// The `nbf` claim as jsonwebtoken reads it: a whole number, or a number of seconds rounded to
+/// one (finite, not negative, within `u64`); anything else scalar is no `nbf` and not checked; an
+/// array or an object makes the claims invalid (jsonwebtoken's reading fails there).
+fn not_before(value: Option<&serde_json::Value>) -> Result<Option<u64>, TokenRejected> {
+    match value {
+        Some(serde_json::Value::Number(n)) => Ok(n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f.round() as u64)
+        })),
+        Some(serde_json::Value::Array(_) | serde_json::Value::Object(_)) => {
+            Err(TokenRejected("token invalid"))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// A `iss` or `aud` claim: one name or a list of names (`None`: neither).
 fn names(value: &serde_json::Value) -> Option<Vec<&str>> {
     match value {
@@ -215,9 +234,4 @@ fn names(value: &serde_json::Value) -> Option<Vec<&str>> {
         serde_json::Value::Array(many) => many.iter().map(serde_json::Value::as_str).collect(),
         _ => None,
     }
-}
-
-/// Whether the header has a `crit` member, whatever its value.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }

@@ -223,16 +223,47 @@ fn signed_claims_are_judged_member_by_member() {
     assert!(verdict(no_iss).is_err(), "iss is required");
     let late = format!(r#"{{{good},"nbf":{}}}"#, now + 3600);
     assert_eq!(verdict(late).unwrap_err().0, "token not yet valid");
+    let late_float = format!(r#"{{{good},"nbf":{}.0}}"#, now + 3600);
+    assert_eq!(
+        verdict(late_float).unwrap_err().0,
+        "token not yet valid",
+        "a number of seconds with a fraction is still checked"
+    );
     let odd_nbf = format!(r#"{{{good},"nbf":"soon"}}"#);
     assert!(
         verdict(odd_nbf).is_ok(),
         "an nbf that is no number is not checked"
+    );
+    let listed_nbf = format!(r#"{{{good},"nbf":[1]}}"#);
+    assert!(
+        verdict(listed_nbf).is_err(),
+        "an nbf that is a list is refused"
+    );
+    let as_array = format!(r#"[{},null,"{sub}","{ISSUER}","{AUDIENCE}"]"#, now + 60);
+    assert!(
+        verdict(as_array).is_err(),
+        "claims that are not an object are refused"
     );
     let expired = format!(
         r#"{{"sub":"{sub}","iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}}}"#,
         now - 60
     );
     assert_eq!(verdict(expired).unwrap_err().0, "token expired");
+    // Headers: an array, a mistyped standard member, a byte that is not UTF-8.
+    let with_header = |header: &[u8]| {
+        verifier.verify(&mint.sign_with_raw_header(header, format!("{{{good}}}").as_bytes()))
+    };
+    let kid = mint.jwks_json()["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(with_header(format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#).as_bytes()).is_ok());
+    assert!(with_header(format!(r#"["EdDSA","{kid}"]"#).as_bytes()).is_err());
+    assert!(with_header(format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":1}}"#).as_bytes()).is_err());
+    let mut odd = format!(r#"{{"alg":"EdDSA","kid":"{kid}","x":""#).into_bytes();
+    odd.extend_from_slice(&[0xff]);
+    odd.extend_from_slice(b"\"}");
+    assert!(with_header(&odd).is_err());
     let mut bad_utf8 = format!("{{{good},\"note\":\"").into_bytes();
     bad_utf8.extend_from_slice(&[0xff, 0xfe]);
     bad_utf8.extend_from_slice(b"\"}");
