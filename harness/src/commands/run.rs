@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// database the spec names (default: the run's own server).
     #[arg(long, env = "HARBOR_SPEC_SERVER")]
     pub spec_server: Option<String>,
+    /// Drive the replicas' sync points through their HTTP protocol
+    /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of in memory, as for a service started elsewhere.
+    #[arg(long)]
+    pub sync_points_over_http: bool,
     /// Where the catalogue comes from and where results go.
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
@@ -127,7 +131,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
         args.repeat,
         spec_files.len()
     );
-    let launcher = InProcessLauncher::new(&infra).with_flaws(flaws.clone());
+    let launcher = InProcessLauncher::new(&infra)
+        .with_flaws(flaws.clone())
+        .with_sync_points_over_http(args.sync_points_over_http);
     let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned());
     let bar = progress_bar(selected.len() as u64);
     let mut results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {

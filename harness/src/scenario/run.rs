@@ -194,7 +194,7 @@ pub async fn execute(
         }
     }
     // Clean-up: free every parked request, end every background step and session.
-    target.release_all();
+    target.release_all().await;
     let (trace, checks) = ex.finish().await;
     (trace, failures, checks)
 }

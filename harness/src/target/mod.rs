@@ -209,19 +209,26 @@ pub trait Target: Send + Sync {
     fn bearer(&self, user: UserId, kind: TokenKind) -> String;
 
     /// Arm sync point `key` on `replica`: the tagged request that reaches it will park there.
-    fn arm(&self, replica: usize, key: SlotKey) -> Result<(), String>;
+    /// Asynchronous, like every sync-point method: a target reached over HTTP
+    /// ([`sync_protocol::SyncPointsOverHttp`]) answers them with requests.
+    fn arm(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, Result<(), String>>;
 
     /// Resolves once the request armed at `key` on `replica` is parked.
     fn parked(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, ()>;
 
     /// Let the request parked at `key` on `replica` go on.
-    fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String>;
+    fn release<'a>(&'a self, replica: usize, key: &'a SlotKey)
+        -> BoxFuture<'a, Result<(), String>>;
 
     /// Where the slot `key` on `replica` stands (`None`: not armed, or gone after its release).
-    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState>;
+    fn slot_state<'a>(
+        &'a self,
+        replica: usize,
+        key: &'a SlotKey,
+    ) -> BoxFuture<'a, Option<SlotState>>;
 
     /// Let every parked request go on and drop every armed slot (clean-up).
-    fn release_all(&self);
+    fn release_all(&self) -> BoxFuture<'_, ()>;
 
     /// Move the service's clock forward.
     fn advance_clock(&self, by: Duration);

@@ -64,19 +64,27 @@ impl Target for Restricted<'_> {
     fn bearer(&self, user: UserId, kind: TokenKind) -> String {
         self.inner.bearer(user, kind)
     }
-    fn arm(&self, replica: usize, key: SlotKey) -> Result<(), String> {
+    fn arm(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, Result<(), String>> {
         self.inner.arm(replica, key)
     }
     fn parked(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, ()> {
         self.inner.parked(replica, key)
     }
-    fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String> {
+    fn release<'a>(
+        &'a self,
+        replica: usize,
+        key: &'a SlotKey,
+    ) -> BoxFuture<'a, Result<(), String>> {
         self.inner.release(replica, key)
     }
-    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState> {
+    fn slot_state<'a>(
+        &'a self,
+        replica: usize,
+        key: &'a SlotKey,
+    ) -> BoxFuture<'a, Option<SlotState>> {
         self.inner.slot_state(replica, key)
     }
-    fn release_all(&self) {
+    fn release_all(&self) -> BoxFuture<'_, ()> {
         self.inner.release_all()
     }
     fn advance_clock(&self, by: Duration) {

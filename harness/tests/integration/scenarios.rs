@@ -297,3 +297,33 @@ fn probe_scenarios_need_only_the_database_and_the_provider() {
         );
     }
 }
+
+/// The sync-point scenarios hold when the harness drives the points through the service's HTTP
+/// protocol instead of the shared controller — as it would for a service started elsewhere.
+#[tokio::test]
+async fn the_q2_traces_pass_with_sync_points_over_http() {
+    let mut infra = test_infra().await;
+    let q2 = scenario::select(
+        catalogue(),
+        &[
+            "AUD-Q2-ACTIVATION-FIRST".into(),
+            "AUD-Q2-CALLBACK-FIRST".into(),
+            "AUD-LOCK-NAMESPACE".into(),
+        ],
+        None,
+    )
+    .unwrap();
+    let launcher = InProcessLauncher::new(&infra).with_sync_points_over_http(true);
+    let runner = ScenarioRunner::new(&launcher, None);
+    for s in &q2 {
+        let result = scenario::run_repeated(&runner, s, 1).await;
+        assert_eq!(
+            result.verdict,
+            Verdict::Passed,
+            "{}: {:?}",
+            result.id,
+            result.failures
+        );
+    }
+    infra.shutdown().await;
+}

@@ -53,6 +53,7 @@ impl Engine<'_> {
             for point in a.op.points() {
                 self.target
                     .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
+                    .await
                     .map_err(|e| format!("arming {}@{point}: {e}", a.tag))?;
             }
             let request = self.request(t, consent, a);
@@ -93,6 +94,7 @@ impl Engine<'_> {
         }
         self.target
             .release(a.replica, &SlotKey::new(a.tag.clone(), point))
+            .await
             .map_err(|e| format!("releasing {}@{point}: {e}", a.tag))
     }
 

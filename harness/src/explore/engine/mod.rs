@@ -255,7 +255,7 @@ impl<'a> Engine<'a> {
             Err(Halt::Refused(why)) => run.refused = Some(why),
         }
         // Clean-up: nothing stays parked, armed or open for the next schedule.
-        self.target.release_all();
+        self.target.release_all().await;
         for a in &mut actors {
             match a.work.take() {
                 Some(Work::Http(h)) => {
@@ -274,7 +274,7 @@ impl<'a> Engine<'a> {
                 let _ = conn.close().await;
             }
         }
-        self.target.release_all();
+        self.target.release_all().await;
         for a in &actors {
             if a.launched {
                 if let Err(e) = self.do_faults(a.op.entry().cleanup, a.replica).await {

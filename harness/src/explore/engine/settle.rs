@@ -242,6 +242,7 @@ impl Engine<'_> {
                 if self
                     .target
                     .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))
+                    .await
                     == Some(SlotState::Parked)
                 {
                     return Ok(Some(Stop::Parked(point)));

@@ -101,6 +101,7 @@ impl Executor<'_> {
             let key = SlotKey::new(actor.to_owned(), point.to_owned());
             self.target
                 .arm(replica, key.clone())
+                .await
                 .map_err(|e| Failure::at(Some(step), format!("arming {key}: {e}")))?;
             self.parked_on.insert(key, replica);
         }

@@ -103,7 +103,7 @@ impl Release {
         let mut bg = ex.take_background(actor);
         let arrived = match bg.as_mut() {
             Some(bg)
-                if ex.target().slot_state(replica, &key)
+                if ex.target().slot_state(replica, &key).await
                     != Some(harbor_syncpoint::SlotState::Parked) =>
             {
                 match bg.job() {
@@ -121,11 +121,13 @@ impl Release {
             let next_key = SlotKey::new(actor.to_owned(), next.to_owned());
             ex.target()
                 .arm(replica, next_key.clone())
+                .await
                 .map_err(|e| Failure::at(Some(i), format!("arming {next_key}: {e}")))?;
             ex.note_armed(next_key, replica);
         }
         ex.target()
             .release(replica, &key)
+            .await
             .map_err(|e| Failure::at(Some(i), format!("releasing {key}: {e} (was it parked?)")))?;
         ex.event(
             Some(i),

@@ -86,35 +86,86 @@ impl Target for InProcess {
         self.tokens.token(user.0, kind)
     }
 
-    fn arm(&self, replica: usize, key: SlotKey) -> Result<(), String> {
-        self.replicas[replica]
+    fn arm(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, Result<(), String>> {
+        if self.sync_over_http {
+            let http = self.sync_http(replica);
+            return Box::pin(async move { http.arm(&key.actor, &key.point).await });
+        }
+        let armed = self.replicas[replica]
             .sync
             .arm(key)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        Box::pin(std::future::ready(armed))
     }
 
     fn parked(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, ()> {
+        if self.sync_over_http {
+            let http = self.sync_http(replica);
+            return Box::pin(async move {
+                // Long polls of a few seconds; the caller bounds the whole wait.
+                loop {
+                    match http
+                        .state(&key.actor, &key.point, Some(Duration::from_secs(5)))
+                        .await
+                    {
+                        Ok(Some(SlotState::Parked)) => return,
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            });
+        }
         let until = self.replicas[replica].sync.until(key, SlotState::Parked);
         Box::pin(async move {
             until.await;
         })
     }
 
-    fn release(&self, replica: usize, key: &SlotKey) -> Result<(), String> {
-        self.replicas[replica]
+    fn release<'a>(
+        &'a self,
+        replica: usize,
+        key: &'a SlotKey,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        if self.sync_over_http {
+            let http = self.sync_http(replica);
+            return Box::pin(async move { http.release(&key.actor, &key.point).await });
+        }
+        let released = self.replicas[replica]
             .sync
             .release(key)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        Box::pin(std::future::ready(released))
     }
 
-    fn slot_state(&self, replica: usize, key: &SlotKey) -> Option<SlotState> {
-        self.replicas[replica].sync.state(key)
+    fn slot_state<'a>(
+        &'a self,
+        replica: usize,
+        key: &'a SlotKey,
+    ) -> BoxFuture<'a, Option<SlotState>> {
+        if self.sync_over_http {
+            let http = self.sync_http(replica);
+            return Box::pin(async move {
+                http.state(&key.actor, &key.point, None)
+                    .await
+                    .ok()
+                    .flatten()
+            });
+        }
+        Box::pin(std::future::ready(self.replicas[replica].sync.state(key)))
     }
 
-    fn release_all(&self) {
+    fn release_all(&self) -> BoxFuture<'_, ()> {
+        if self.sync_over_http {
+            return Box::pin(async move {
+                for replica in 0..self.replicas.len() {
+                    let _ = self.sync_http(replica).release_all().await;
+                }
+            });
+        }
         for r in &self.replicas {
             r.sync.release_all();
         }
+        Box::pin(std::future::ready(()))
     }
 
     fn advance_clock(&self, by: Duration) {
@@ -178,10 +229,17 @@ impl TokenInspector for RingInspector {
     }
 }
 
+impl InProcess {
+    fn sync_http(&self, replica: usize) -> crate::target::sync_protocol::SyncPointsOverHttp {
+        crate::target::sync_protocol::SyncPointsOverHttp::new(self.client.clone(), replica)
+    }
+}
+
 /// Starts [`InProcess`] services on one set of servers, with the seeded flaws asked for.
 pub struct InProcessLauncher<'a> {
     infra: &'a crate::provision::Infra,
     flaws: harbor_service::flaws::Flaws,
+    sync_over_http: bool,
     /// The contract the first launch read; later launches of the same build reuse it.
     contract: std::sync::OnceLock<std::sync::Arc<Contract>>,
 }
@@ -192,8 +250,17 @@ impl<'a> InProcessLauncher<'a> {
         Self {
             infra,
             flaws: harbor_service::flaws::Flaws::none(),
+            sync_over_http: false,
             contract: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Drives the services' sync points through their HTTP protocol
+    /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of the shared controller: what a target started
+    /// elsewhere offers, checked against the whole catalogue.
+    pub fn with_sync_points_over_http(mut self, on: bool) -> Self {
+        self.sync_over_http = on;
+        self
     }
 
     /// Starts the service with these seeded flaws (`harbor-certify mutants`, kill matrices).
@@ -242,9 +309,10 @@ impl crate::target::Launcher for InProcessLauncher<'_> {
     ) -> futures::future::LocalBoxFuture<'a, Result<Box<dyn crate::target::Launched>, String>> {
         Box::pin(async move {
             let known = self.contract.get().cloned();
-            let started = InProcess::start_knowing(self.infra, self.options(setup), known)
+            let mut started = InProcess::start_knowing(self.infra, self.options(setup), known)
                 .await
                 .map_err(|e| e.to_string())?;
+            started.sync_over_http = self.sync_over_http;
             let _ = self.contract.set(started.contract.clone());
             Ok(Box::new(started) as Box<dyn crate::target::Launched>)
         })

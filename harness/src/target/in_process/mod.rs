@@ -54,6 +54,9 @@ pub struct InProcess {
     contract: std::sync::Arc<crate::target::Contract>,
     /// The key ring built from `token_keys`, opening tokens for the oracles.
     ring: boundary::RingInspector,
+    /// Drive the replicas' sync points through their HTTP protocol (as for a target started
+    /// elsewhere) rather than through the shared controller.
+    pub sync_over_http: bool,
 }
 
 impl InProcess {
@@ -211,6 +214,7 @@ impl InProcess {
             token_keys,
             contract,
             ring,
+            sync_over_http: false,
         })
     }
 
