@@ -1,5 +1,9 @@
 //! Connection routes: list (metadata only), disconnect and revoke. Transitions are decided by
 //! [`crate::lifecycle`] under the workspace lock and the row lock, and audited.
+//!
+//! Past 500 lines on purpose: disconnect and revoke share one ending (`end`: the transition, the
+//! grant's revocation intent in the same transaction, the commit, then the provider's revocation
+//! with the outbox as its fallback), and it reads as one piece with the view both answer with.
 
 use axum::extract::State;
 use axum::Json;

@@ -1,4 +1,5 @@
-//! `harbor-certify list`: every scenario's id and title, after checking the files.
+//! `harbor-certify list`: every scenario's and isolation spec's id and title, after checking the
+//! files (a spec that does not parse fails the listing, naming its line and column).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,13 +14,19 @@ pub struct ListArgs {
 
 /// Prints the catalogue.
 pub fn list(args: ListArgs) -> ExitCode {
-    match super::load(&args.scenarios_dir) {
-        Ok(all) => {
-            for s in all {
-                println!("{}\t{}", s.scenario.id, s.scenario.title);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let all = match super::load(&args.scenarios_dir) {
+        Ok(all) => all,
+        Err(code) => return code,
+    };
+    let (specs, _) = match super::specs::select(&args.scenarios_dir, &[], false, None, None) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    for s in all {
+        println!("{}\t{}", s.scenario.id, s.scenario.title);
     }
+    for s in specs {
+        println!("{}\t{}", super::specs::id_of(&s.name), s.title);
+    }
+    ExitCode::SUCCESS
 }

@@ -192,7 +192,8 @@ fn judge(mut result: ScenarioResult, first: &SpecOutcome, rest: &[SpecOutcome]) 
     result
 }
 
-fn id_of(name: &str) -> String {
+/// A spec's id in the report and the listing: `SQL-` and its file name in capitals.
+pub fn id_of(name: &str) -> String {
     format!("SQL-{}", name.to_uppercase())
 }
 
