@@ -81,6 +81,18 @@ fn slot(actor: &str, point: &str) -> Result<SlotKey, Refusal> {
     Ok(SlotKey::new(actor, point))
 }
 
+/// The controller and the slot a slot route names: `404` when sync points are off, a refusal when
+/// the path names no slot.
+fn slot_of<'s>(
+    state: &'s AppState,
+    actor: &str,
+    point: &str,
+) -> Result<(&'s SyncPoints, SlotKey), Box<Response>> {
+    let sync = controller(state).ok_or_else(|| Box::new(StatusCode::NOT_FOUND.into_response()))?;
+    let key = slot(actor, point).map_err(|r| Box::new(r.into_response()))?;
+    Ok((sync, key))
+}
+
 /// `GET /__harbor/sync/v1`: the protocol version and the points this service has.
 async fn describe(State(state): State<AppState>) -> Response {
     match controller(&state) {
@@ -99,12 +111,9 @@ async fn arm(
     State(state): State<AppState>,
     Path((actor, point)): Path<(String, String)>,
 ) -> Response {
-    let Some(sync) = controller(&state) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let key = match slot(&actor, &point) {
-        Ok(k) => k,
-        Err(r) => return r.into_response(),
+    let (sync, key) = match slot_of(&state, &actor, &point) {
+        Ok(found) => found,
+        Err(r) => return *r,
     };
     match sync.arm(key) {
         Ok(()) => (StatusCode::CREATED, Json(json!({ "state": "armed" }))).into_response(),
@@ -131,12 +140,9 @@ async fn observe(
     Path((actor, point)): Path<(String, String)>,
     Query(wait): Query<Wait>,
 ) -> Response {
-    let Some(sync) = controller(&state) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let key = match slot(&actor, &point) {
-        Ok(k) => k,
-        Err(r) => return r.into_response(),
+    let (sync, key) = match slot_of(&state, &actor, &point) {
+        Ok(found) => found,
+        Err(r) => return *r,
     };
     match wait.wait.as_deref() {
         None => {}
@@ -161,12 +167,9 @@ async fn release(
     State(state): State<AppState>,
     Path((actor, point)): Path<(String, String)>,
 ) -> Response {
-    let Some(sync) = controller(&state) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let key = match slot(&actor, &point) {
-        Ok(k) => k,
-        Err(r) => return r.into_response(),
+    let (sync, key) = match slot_of(&state, &actor, &point) {
+        Ok(found) => found,
+        Err(r) => return *r,
     };
     match sync.state(&key) {
         Some(SlotState::Parked) => match sync.release(&key) {
