@@ -20,6 +20,7 @@ pub mod run;
 pub mod serve;
 pub mod servers;
 pub mod specs;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,8 +97,11 @@ pub enum Command {
     /// Print a bearer token (valid 24 h) for user `--sub`, signed with a gateway key from
     /// `keygen --service`.
     Token(keys::TokenArgs),
-    /// Print the id and title of every scenario, after checking the files.
+    /// Print the id and title of every scenario and spec, after checking the files.
     List(list::ListArgs),
+    /// What a target offering some capabilities would get of the catalogue (`target check`).
+    #[command(subcommand)]
+    Target(target::TargetCommand),
     /// Provision PostgreSQL and Redis, print their versions and how long they took, clean up.
     Doctor(servers::DoctorArgs),
     /// Run the reference service for people and tools: provision PostgreSQL and Redis, start the
@@ -150,6 +154,7 @@ pub async fn main() -> ExitCode {
         Command::Explore(args) => explore::explore(args).await,
         Command::Merge(args) => merge::merge(args),
         Command::List(args) => list::list(args),
+        Command::Target(command) => target::target(command),
         Command::Verify(args) => keys::verify(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::Token(args) => keys::token(args),

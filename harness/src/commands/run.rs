@@ -58,6 +58,14 @@ pub struct RunArgs {
     /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of in memory, as for a service started elsewhere.
     #[arg(long)]
     pub sync_points_over_http: bool,
+    /// Run as if the target lacked these capabilities (`harbor-certify target check --offers`
+    /// predicts the outcome): scenarios that need them are SKIPPED, with the reason.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub without: Vec<crate::target::Capability>,
+    /// Audit areas this run may leave uncovered (every scenario of theirs SKIPPED) and still
+    /// certify; without it such a run is NOT CERTIFIED. Said in the run's summary.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_skipped: Vec<String>,
     /// Where the catalogue comes from and where results go.
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
@@ -109,6 +117,18 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(super::CANNOT_RUN);
         }
     };
+    if let Some(unknown) = args.allow_skipped.iter().find(|a| {
+        !crate::catalogue::AREAS
+            .iter()
+            .any(|area| area.key == a.as_str())
+    }) {
+        let areas: Vec<&str> = crate::catalogue::AREAS.iter().map(|a| a.key).collect();
+        eprintln!(
+            "harbor-certify: --allow-skipped {unknown}: no such area (the areas are {})",
+            areas.join(", ")
+        );
+        return ExitCode::from(super::CANNOT_RUN);
+    }
     let flaws = match parse_flaws(&args.flaws) {
         Ok(f) => f,
         Err(code) => return code,
@@ -134,7 +154,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let launcher = InProcessLauncher::new(&infra)
         .with_flaws(flaws.clone())
         .with_sync_points_over_http(args.sync_points_over_http);
-    let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned());
+    let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned()).without(args.without.clone());
     let bar = progress_bar(selected.len() as u64);
     let mut results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
         let line = format!(
@@ -182,6 +202,29 @@ pub async fn run(args: RunArgs) -> ExitCode {
         started.elapsed().as_secs_f64() * 1000.0,
         provision_ms,
     );
+    // An area whose every scenario was SKIPPED rests on nothing: no certificate for it, unless
+    // the run was told to accept that.
+    for area in crate::catalogue::AREAS {
+        let of_area = || report.scenarios.iter().filter(|r| r.area == area.key);
+        let skipped = of_area()
+            .filter(|r| r.verdict == scenario::Verdict::Skipped)
+            .count();
+        if skipped == 0 || of_area().count() > skipped {
+            continue;
+        }
+        if args.allow_skipped.iter().any(|a| a == area.key) {
+            println!(
+                "area {}: not covered (its {skipped} scenario(s) SKIPPED), allowed by --allow-skipped",
+                area.key
+            );
+        } else {
+            println!(
+                "area {}: not covered — its {skipped} scenario(s) SKIPPED: NOT CERTIFIED (--allow-skipped {} accepts it)",
+                area.key, area.key
+            );
+            report.verdict = report::RunVerdict::Fail;
+        }
+    }
     if let Some(path) = &args.exploration {
         match report::ExplorationBasis::from_explore_json(path) {
             Ok(basis) => {

@@ -47,8 +47,9 @@ pub use flow::{complete_flow, connect, start_flow};
 pub use restricted::Restricted;
 
 /// Something a target can do beyond answering HTTP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Capability {
     /// Park a tagged request at a named sync point and release it.
     SyncPoints,
