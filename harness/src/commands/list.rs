@@ -14,12 +14,8 @@ pub struct ListArgs {
 
 /// Prints the catalogue.
 pub fn list(args: ListArgs) -> ExitCode {
-    let all = match super::load(&args.scenarios_dir) {
-        Ok(all) => all,
-        Err(code) => return code,
-    };
-    let (specs, _) = match super::specs::select(&args.scenarios_dir, &[], false, None, None) {
-        Ok(s) => s,
+    let (all, specs) = match super::specs::whole_catalogue(&args.scenarios_dir) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     for s in all {

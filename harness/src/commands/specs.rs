@@ -90,6 +90,15 @@ pub fn select(
     Ok((files, catalogue.len()))
 }
 
+/// The whole catalogue, checked: its scenarios and its specs.
+pub fn whole_catalogue(
+    scenarios_dir: &Path,
+) -> Result<(Vec<crate::scenario::load::LoadedScenario>, Vec<SpecFile>), ExitCode> {
+    let scenarios = super::load(scenarios_dir)?;
+    let (specs, _) = select(scenarios_dir, &[], false, None, None)?;
+    Ok((scenarios, specs))
+}
+
 /// Runs every spec `repeat` times (one spec at a time: each waits on locks, and a spec's timing
 /// is part of its check), printing a line each, its output when asked and its diff when it
 /// differs. Runs that print different outputs make the spec FLAKY.
@@ -219,52 +228,69 @@ fn as_result(o: &SpecOutcome) -> ScenarioResult {
             format!("the output differs from {}:\n{diff}", o.expected.display()),
         ));
     }
-    ScenarioResult {
-        id: id_of(&o.name),
-        title: o.title.clone(),
-        source: "isolation spec".into(),
-        severity: Severity::High,
-        area: "concurrency".into(),
-        requirements: Vec::new(),
-        threats: Vec::new(),
-        file: o.path.display().to_string(),
-        actors: Vec::new(),
-        verdict: if failures.is_empty() {
-            Verdict::Passed
-        } else {
-            Verdict::Failed
-        },
-        runs: 1,
-        duration_ms: o.duration_ms,
-        max_duration_ms: o.duration_ms,
-        checks: o.tested.waits.len() + 1,
-        trace: Trace::default(),
+    let verdict = if failures.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    };
+    let checks = o.tested.waits.len() + 1;
+    result_of(
+        &o.name,
+        &o.title,
+        &o.path,
+        verdict,
         failures,
-        flaky: None,
-    }
+        o.duration_ms,
+        checks,
+    )
 }
 
 fn error_result(file: &SpecFile, message: &str) -> ScenarioResult {
+    let failure = Failure {
+        environment: true,
+        ..Failure::at(None, message)
+    };
+    result_of(
+        &file.name,
+        &file.title,
+        &file.path,
+        Verdict::Error,
+        vec![failure],
+        0.0,
+        0,
+    )
+}
+
+/// The audit area a spec's result is filed under.
+pub const SPEC_AREA: &str = "concurrency";
+
+/// A spec's run as a result of the report, beside the scenarios'.
+fn result_of(
+    name: &str,
+    title: &str,
+    path: &Path,
+    verdict: Verdict,
+    failures: Vec<Failure>,
+    duration_ms: f64,
+    checks: usize,
+) -> ScenarioResult {
     ScenarioResult {
-        id: id_of(&file.name),
-        title: file.title.clone(),
+        id: id_of(name),
+        title: title.to_owned(),
         source: "isolation spec".into(),
         severity: Severity::High,
-        area: "concurrency".into(),
+        area: SPEC_AREA.into(),
         requirements: Vec::new(),
         threats: Vec::new(),
-        file: file.path.display().to_string(),
+        file: path.display().to_string(),
         actors: Vec::new(),
-        verdict: Verdict::Error,
+        verdict,
         runs: 1,
-        duration_ms: 0.0,
-        max_duration_ms: 0.0,
-        checks: 0,
+        duration_ms,
+        max_duration_ms: duration_ms,
+        checks,
         trace: Trace::default(),
-        failures: vec![Failure {
-            environment: true,
-            ..Failure::at(None, message)
-        }],
+        failures,
         flaky: None,
     }
 }

@@ -29,17 +29,6 @@ pub struct CheckArgs {
     pub scenarios_dir: PathBuf,
 }
 
-const ALL: [Capability; 8] = [
-    Capability::SyncPoints,
-    Capability::Clock,
-    Capability::ProviderControl,
-    Capability::Faults,
-    Capability::Crash,
-    Capability::Database,
-    Capability::Redis,
-    Capability::TokenKeys,
-];
-
 /// Runs a target subcommand.
 pub fn target(command: TargetCommand) -> ExitCode {
     match command {
@@ -48,29 +37,25 @@ pub fn target(command: TargetCommand) -> ExitCode {
 }
 
 fn name(c: Capability) -> String {
-    serde_json::to_value(c)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
+    use clap::ValueEnum;
+    c.to_possible_value()
+        .map(|v| v.get_name().to_owned())
         .unwrap_or_default()
 }
 
 fn check(args: CheckArgs) -> ExitCode {
     let offered: BTreeSet<Capability> = args
         .offers
-        .map_or_else(|| ALL.into_iter().collect(), |o| o.into_iter().collect());
-    let all = match super::load(&args.scenarios_dir) {
-        Ok(all) => all,
-        Err(code) => return code,
-    };
-    let (specs, _) = match super::specs::select(&args.scenarios_dir, &[], false, None, None) {
-        Ok(s) => s,
+        .map_or_else(|| Capability::ALL.into(), |o| o.into_iter().collect());
+    let (all, specs) = match super::specs::whole_catalogue(&args.scenarios_dir) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     println!(
         "{:<18} {:<8} what it lets the harness do",
         "capability", "offered"
     );
-    for c in ALL {
+    for c in Capability::ALL {
         let yes = if offered.contains(&c) { "yes" } else { "no" };
         println!("{:<18} {:<8} {}", name(c), yes, c.describe());
     }
@@ -88,7 +73,7 @@ fn check(args: CheckArgs) -> ExitCode {
     for s in &specs {
         items.push((
             super::specs::id_of(&s.name),
-            "concurrency".to_owned(),
+            super::specs::SPEC_AREA.to_owned(),
             BTreeSet::from([Capability::Database]),
         ));
     }

@@ -119,12 +119,7 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "spec"))
-        .collect();
-    files.sort();
-    Ok(files)
+    crate::scenario::load::files_with_extension(dir, "spec")
 }
 
 /// The expected outputs a spec's output may equal: `NAME.out` and its alternatives `NAME_1.out`,

@@ -277,15 +277,16 @@ impl Tester<'_> {
         Ok(())
     }
 
+    /// Session `s`'s connection, or the control connection.
+    fn conn(&self, s: Option<usize>) -> &SessionConn {
+        s.map_or(&self.control, |s| &self.sessions[s])
+    }
+
     /// Runs a setup or teardown block on session `s`'s connection (`None`: the control
     /// connection) to its end, reading what the session received; one still running after the
     /// step timeout ends the spec, with the lock table.
     async fn exec(&mut self, s: Option<usize>, sql: &str) -> Result<StepResult, Fatal> {
-        let conn = match s {
-            Some(s) => &self.sessions[s],
-            None => &self.control,
-        };
-        match tokio::time::timeout(self.opts.step_timeout, conn.exec(sql)).await {
+        match tokio::time::timeout(self.opts.step_timeout, self.conn(s).exec(sql)).await {
             Ok(result) => {
                 match s {
                     Some(s) => self.read_input(s),
@@ -305,11 +306,7 @@ impl Tester<'_> {
                         self.opts.step_timeout.as_secs_f64()
                     ))
                     .await;
-                let conn = match s {
-                    Some(s) => &self.sessions[s],
-                    None => &self.control,
-                };
-                let _ = conn.cancel().await;
+                let _ = self.conn(s).cancel().await;
                 Err(fatal)
             }
         }

@@ -253,11 +253,18 @@ impl Infra {
 
     /// Creates a fresh database from the migrated template and a fresh Redis key prefix.
     pub async fn isolated_env(&self) -> Result<IsolatedEnv, ProvisionError> {
-        let template = self
-            .template
-            .get_or_try_init(|| template::ensure(&self.admin_url))
-            .await?;
-        self.env_from(template).await
+        let template = self.template_database().await?;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let database_name = format!("harbor_t_{}", &suffix[..16]);
+        create_database(&self.admin_url, &database_name, &template).await?;
+        Ok(IsolatedEnv {
+            database_url: template::database_url(&self.admin_url, &database_name),
+            request_database_url: template::request_database_url(&self.admin_url, &database_name),
+            database_name,
+            redis_url: self.redis_url.clone(),
+            redis_key_prefix: format!("harbor:t:{}:", &suffix[..16]),
+            admin_url: self.admin_url.clone(),
+        })
     }
 
     /// The migrated template's name (made on first use): what [`FreshDatabase`] copies for a
@@ -268,25 +275,6 @@ impl Infra {
             .get_or_try_init(|| template::ensure(&self.admin_url))
             .await?
             .clone())
-    }
-
-    async fn env_from(&self, template: &str) -> Result<IsolatedEnv, ProvisionError> {
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let database_name = format!("harbor_t_{}", &suffix[..16]);
-        let mut admin = template::admin_connection(&self.admin_url).await?;
-        sqlx::query(&format!(
-            "CREATE DATABASE {database_name} TEMPLATE {template}"
-        ))
-        .execute(&mut admin)
-        .await?;
-        Ok(IsolatedEnv {
-            database_url: template::database_url(&self.admin_url, &database_name),
-            request_database_url: template::request_database_url(&self.admin_url, &database_name),
-            database_name,
-            redis_url: self.redis_url.clone(),
-            redis_key_prefix: format!("harbor:t:{}:", &suffix[..16]),
-            admin_url: self.admin_url.clone(),
-        })
     }
 
     /// What this run has started: containers, processes, directories.
@@ -322,13 +310,7 @@ impl IsolatedEnv {
 
     /// Drops the database (forcing out any session) and every Redis key under the prefix.
     pub async fn cleanup(&self) -> Result<(), ProvisionError> {
-        let mut admin = template::admin_connection(&self.admin_url).await?;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.database_name
-        ))
-        .execute(&mut admin)
-        .await?;
+        drop_database(&self.admin_url, &self.database_name).await?;
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let keys = keys_with_prefix(&mut conn, &self.redis_key_prefix).await?;
@@ -362,11 +344,7 @@ impl FreshDatabase {
             "harbor_s_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..16]
         );
-        let mut admin = template::admin_connection(admin_url).await?;
-        let quoted = template.replace('"', "\"\"");
-        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE \"{quoted}\""))
-            .execute(&mut admin)
-            .await?;
+        create_database(admin_url, &name, template).await?;
         Ok(FreshDatabase {
             url: template::database_url(admin_url, &name),
             name,
@@ -376,15 +354,32 @@ impl FreshDatabase {
 
     /// Drops it, forcing out any session still on it.
     pub async fn drop(self) -> Result<(), ProvisionError> {
-        let mut admin = template::admin_connection(&self.admin_url).await?;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
+        drop_database(&self.admin_url, &self.name).await
+    }
+}
+
+/// `CREATE DATABASE name TEMPLATE template` on the server of `admin_url` (`name` is one the
+/// harness made; the template's name is quoted).
+async fn create_database(
+    admin_url: &str,
+    name: &str,
+    template: &str,
+) -> Result<(), ProvisionError> {
+    let mut admin = template::admin_connection(admin_url).await?;
+    let quoted = template.replace('"', "\"\"");
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE \"{quoted}\""))
         .execute(&mut admin)
         .await?;
-        Ok(())
-    }
+    Ok(())
+}
+
+/// Drops the database `name` the harness made, forcing out any session still on it.
+async fn drop_database(admin_url: &str, name: &str) -> Result<(), ProvisionError> {
+    let mut admin = template::admin_connection(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
 }
 
 /// `auto`'s choice; when it picks Docker, the engine has answered and the images it found are

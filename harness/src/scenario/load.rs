@@ -58,9 +58,14 @@ pub struct LoadedScenario {
 
 /// Every `*.toml` file under `dir`, sorted by name.
 pub fn scenario_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    files_with_extension(dir, "toml")
+}
+
+/// Every `*.<extension>` file directly in `dir`, sorted by name.
+pub fn files_with_extension(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
     files.sort();
     Ok(files)

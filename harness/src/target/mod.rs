@@ -71,6 +71,18 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// Every capability, in the order tables list them.
+    pub const ALL: [Capability; 8] = [
+        Capability::SyncPoints,
+        Capability::Clock,
+        Capability::ProviderControl,
+        Capability::Faults,
+        Capability::Crash,
+        Capability::Database,
+        Capability::Redis,
+        Capability::TokenKeys,
+    ];
+
     /// What it means, for a SKIPPED reason.
     pub fn describe(self) -> &'static str {
         match self {

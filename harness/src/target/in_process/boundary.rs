@@ -20,20 +20,9 @@ use crate::target::{Capability, Contract, RedisAccess, Target, TenantSpec, Token
 
 impl Target for InProcess {
     fn capabilities(&self) -> BTreeSet<Capability> {
-        use Capability::*;
-        let mut all: BTreeSet<Capability> = [
-            SyncPoints,
-            Clock,
-            ProviderControl,
-            Faults,
-            Crash,
-            Database,
-            Redis,
-            TokenKeys,
-        ]
-        .into();
+        let mut all: BTreeSet<Capability> = Capability::ALL.into();
         if !self.has_fault_proxies() {
-            all.remove(&Faults);
+            all.remove(&Capability::Faults);
         }
         all
     }
