@@ -10,12 +10,20 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::fake_provider::{self, Consent};
+use crate::operation::{Routes, WorkspaceOp};
 
 /// The replicas' base URLs and one connection pool. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
     http: reqwest::Client,
-    bases: Arc<[String]>,
+    target: Arc<Addressing>,
+}
+
+/// Where the target's replicas are and how its API is spelt.
+#[derive(Debug)]
+struct Addressing {
+    bases: Vec<String>,
+    routes: Routes,
 }
 
 /// A request could not be sent or its answer not read.
@@ -88,8 +96,42 @@ impl ApiClient {
     pub fn new(http: reqwest::Client, bases: Vec<String>) -> Self {
         Self {
             http,
-            bases: bases.into(),
+            target: Arc::new(Addressing {
+                bases,
+                routes: Routes::reference(),
+            }),
         }
+    }
+
+    /// The same client, speaking a target's own routes and answers (a target profile's).
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.target = Arc::new(Addressing {
+            bases: self.target.bases.clone(),
+            routes,
+        });
+        self
+    }
+
+    /// How the target spells operations and answers.
+    pub fn routes(&self) -> &Routes {
+        &self.target.routes
+    }
+
+    /// The request that does `op` on `workspace`'s `provider` connection, on the target's own
+    /// route (`callback_query`: the consent's query, for the callback); replica 0 unless told
+    /// otherwise.
+    pub fn operation(
+        &self,
+        op: WorkspaceOp,
+        workspace: WorkspaceId,
+        provider: Provider,
+        callback_query: &str,
+    ) -> Call {
+        let (method, path) = self
+            .target
+            .routes
+            .request(op, workspace, provider, callback_query);
+        self.request(method, path)
     }
 
     /// A client with its own pool that never follows redirects (the fake provider's consent
@@ -105,12 +147,12 @@ impl ApiClient {
 
     /// How many replicas it can address.
     pub fn replicas(&self) -> usize {
-        self.bases.len()
+        self.target.bases.len()
     }
 
     /// The URL of `path` on `replica`.
     pub fn url(&self, replica: usize, path: &str) -> String {
-        format!("{}{}", self.bases[replica], path)
+        format!("{}{}", self.target.bases[replica], path)
     }
 
     /// A request to build and send; replica 0 unless told otherwise.
@@ -125,6 +167,17 @@ impl ApiClient {
             headers: Vec::new(),
             body: None,
         }
+    }
+
+    /// The callback delivering a consent's `query` for `provider`, on the target's own route (a
+    /// callback names no workspace: its state does).
+    pub fn callback(&self, provider: Provider, query: &str) -> Call {
+        self.operation(
+            WorkspaceOp::Callback,
+            WorkspaceId(uuid::Uuid::nil()),
+            provider,
+            query,
+        )
     }
 
     /// Plays the user's browser at the provider: opens `authorization_url` and returns the
@@ -144,18 +197,13 @@ impl ApiClient {
         provider: Provider,
     ) -> Result<(Answer, Option<Result<Consent, String>>), ClientError> {
         let answer = self
-            .request(
-                Method::POST,
-                crate::operation::WorkspaceOp::Authorize
-                    .request(workspace, provider, "")
-                    .1,
-            )
+            .operation(WorkspaceOp::Authorize, workspace, provider, "")
             .on_replica(replica)
             .bearer(bearer)
             .actor(actor)
             .send()
             .await?;
-        let consent = match answer.body["authorization_url"].as_str() {
+        let consent = match answer.authorization_url.as_deref() {
             Some(url) if answer.status.is_success() => Some(self.consent(url).await),
             _ => None,
         };
@@ -251,7 +299,10 @@ impl Call {
         let status = resp.status();
         let raw = resp.text().await.map_err(fail)?;
         let body = serde_json::from_str(&raw).unwrap_or_else(|_| Value::String(raw.clone()));
+        let routes = &self.client.target.routes;
         Ok(Answer {
+            code: routes.error_code(&body),
+            authorization_url: routes.authorization_url(&body),
             method: self.method,
             path: self.path,
             status,
@@ -277,6 +328,10 @@ pub struct Answer {
     pub body: Value,
     /// The body as sent.
     pub raw: String,
+    /// The stable error code, where the target's routes say answers hold it.
+    pub code: Option<String>,
+    /// The authorization URL, where the target's routes say an `authorize` answer holds it.
+    pub authorization_url: Option<String>,
     /// The `x-request-id` header.
     pub request_id: Option<String>,
     /// The `retry-after` header.
@@ -286,9 +341,9 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The stable error code of an error body (`error.code`).
+    /// The stable error code of an error body (`error.code` on the reference service).
     pub fn error_code(&self) -> Option<&str> {
-        self.body["error"]["code"].as_str()
+        self.code.as_deref()
     }
 
     /// Checks an error answer: status, code, and a request id in the body equal to the header's.

@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use harbor_service::config::JwtConfig;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::Serialize;
@@ -158,6 +158,63 @@ impl TokenMint {
 
     /// Signs a token of `kind` for `user`.
     pub fn token(&self, user: Uuid, kind: TokenKind) -> String {
+        let t = ClaimTimes::of(kind);
+        let claims = Claims {
+            sub: user.to_string(),
+            iss: t.issuer,
+            aud: t.audience,
+            iat: t.iat,
+            nbf: t.nbf,
+            exp: t.exp,
+        };
+        self.sign_claims_as(kind, &serde_json::to_value(&claims).expect("claims"))
+    }
+
+    /// Signs `claims` the way a token of `kind` is signed: with the impostor key for
+    /// [`TokenKind::WrongKey`], under a header with an unknown `crit` extension for
+    /// [`TokenKind::UnknownCriticalHeader`], and as the gateway otherwise. (What `kind` changes in
+    /// the claims themselves is [`ClaimTimes`]'.)
+    pub fn sign_claims_as(&self, kind: TokenKind, claims: &serde_json::Value) -> String {
+        let key = if kind == TokenKind::WrongKey {
+            &self.impostor
+        } else {
+            &self.key
+        };
+        let header = if kind == TokenKind::UnknownCriticalHeader {
+            // jsonwebtoken's `Header` has no `crit`: the token is assembled and signed by hand.
+            serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": KEY_ID, "crit": ["harbor-ext"], "harbor-ext": true })
+        } else {
+            serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": KEY_ID })
+        };
+        use base64::Engine;
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let signing_input = format!("{}.{}", b64(&header), b64(claims));
+        let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA)
+            .expect("signing with a valid Ed25519 key");
+        format!("{signing_input}.{signature}")
+    }
+}
+
+/// What a token of some [`TokenKind`] says besides its subject: issuer, audience and times.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimTimes {
+    /// `iss`: the gateway's, or another for [`TokenKind::WrongIssuer`].
+    pub issuer: &'static str,
+    /// `aud`: the service's, or another for [`TokenKind::WrongAudience`].
+    pub audience: &'static str,
+    /// `iat`.
+    pub iat: i64,
+    /// `nbf`.
+    pub nbf: i64,
+    /// `exp`.
+    pub exp: i64,
+}
+
+impl ClaimTimes {
+    /// The claims of a token of `kind` signed now.
+    pub fn of(kind: TokenKind) -> Self {
         let now = chrono::Utc::now().timestamp();
         let hour = 3600;
         let (nbf, exp) = match kind {
@@ -166,14 +223,13 @@ impl TokenMint {
             TokenKind::LongLived => (now - 1, now + 24 * hour),
             _ => (now - 1, now + hour),
         };
-        let claims = Claims {
-            sub: user.to_string(),
-            iss: if kind == TokenKind::WrongIssuer {
+        Self {
+            issuer: if kind == TokenKind::WrongIssuer {
                 "https://evil.example"
             } else {
                 ISSUER
             },
-            aud: if kind == TokenKind::WrongAudience {
+            audience: if kind == TokenKind::WrongAudience {
                 "another-service"
             } else {
                 AUDIENCE
@@ -181,32 +237,7 @@ impl TokenMint {
             iat: now,
             nbf,
             exp,
-        };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(KEY_ID.to_owned());
-        let key = if kind == TokenKind::WrongKey {
-            &self.impostor
-        } else {
-            &self.key
-        };
-        if kind == TokenKind::UnknownCriticalHeader {
-            // jsonwebtoken's `Header` has no `crit`: the token is assembled and signed by hand.
-            use base64::Engine;
-            let b64 = |v: &serde_json::Value| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-            };
-            let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": KEY_ID, "crit": ["harbor-ext"], "harbor-ext": true });
-            let signing_input = format!(
-                "{}.{}",
-                b64(&header),
-                b64(&serde_json::to_value(&claims).expect("claims"))
-            );
-            let signature =
-                jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA)
-                    .expect("signing");
-            return format!("{signing_input}.{signature}");
         }
-        jsonwebtoken::encode(&header, &claims, key).expect("signing with a valid Ed25519 key")
     }
 }
 

@@ -6,7 +6,7 @@
 //! - [`provision`]: one interface over the `docker`, `local` and `external` backends; a migrated
 //!   template database cloned per scenario/test, and a Redis key prefix per scenario/test.
 //! - [`target`]: [`target::Target`], the one boundary every technique reaches the service through,
-//!   and [`target::in_process`]: the reference service's replicas started in-process on one
+//!   and [`target::started`]: the reference service's replicas started in-process on one
 //!   isolated environment (with `harbor-certify serve` and the raw activation ceiling the benches
 //!   compare with).
 //! - [`identity`]: [`identity::TokenMint`], the stand-in for the identity gateway: an Ed25519 key pair,

@@ -12,7 +12,7 @@ use crate::provision::Infra;
 use crate::scenario::load::LoadedScenario;
 use crate::scenario::run::ScenarioRunner;
 use crate::scenario::{self, ScenarioResult, Verdict};
-use crate::target::in_process::InProcessLauncher;
+use crate::target::started::InProcessLauncher;
 
 /// How one flaw fared.
 #[derive(Clone, Debug, Serialize)]

@@ -60,26 +60,46 @@ impl WorkspaceOp {
         Self::ALL.into_iter().find(|o| o.as_str() == name)
     }
 
-    /// The request that does it on `workspace`'s `provider` connection; `callback_query` is the
-    /// consent's query string, for the callback.
+    /// Its route on the reference service: the method and the path template (`{workspace}`,
+    /// `{provider}`, `{query}`), as [`Routes`] holds them.
+    pub fn reference_route(self) -> (Method, &'static str) {
+        match self {
+            WorkspaceOp::Activate => (Method::POST, "/v1/workspaces/{workspace}/activation"),
+            WorkspaceOp::Authorize => (
+                Method::POST,
+                "/v1/workspaces/{workspace}/connections/{provider}/authorize",
+            ),
+            WorkspaceOp::Callback => (Method::GET, "/v1/oauth/{provider}/callback?{query}"),
+            WorkspaceOp::Disconnect => (
+                Method::POST,
+                "/v1/workspaces/{workspace}/connections/{provider}/disconnect",
+            ),
+            WorkspaceOp::Revoke => (
+                Method::POST,
+                "/v1/workspaces/{workspace}/connections/{provider}/revoke",
+            ),
+            WorkspaceOp::Sync => (
+                Method::POST,
+                "/v1/workspaces/{workspace}/connections/{provider}/sync",
+            ),
+            WorkspaceOp::ListConnections => (Method::GET, "/v1/workspaces/{workspace}/connections"),
+            WorkspaceOp::ListDocuments => (Method::GET, "/v1/workspaces/{workspace}/documents"),
+        }
+    }
+
+    /// The request that does it on the reference service, on `workspace`'s `provider`
+    /// connection; `callback_query` is the consent's query string, for the callback.
     pub fn request(
         self,
         workspace: WorkspaceId,
         provider: Provider,
         callback_query: &str,
     ) -> (Method, String) {
-        let on_connection =
-            |op: &str| format!("/v1/workspaces/{workspace}/connections/{provider}/{op}");
-        match self {
-            WorkspaceOp::Activate => (Method::POST, paths::activation(workspace)),
-            WorkspaceOp::Authorize => (Method::POST, on_connection("authorize")),
-            WorkspaceOp::Callback => (Method::GET, paths::callback(provider, callback_query)),
-            WorkspaceOp::Disconnect => (Method::POST, on_connection("disconnect")),
-            WorkspaceOp::Revoke => (Method::POST, on_connection("revoke")),
-            WorkspaceOp::Sync => (Method::POST, on_connection("sync")),
-            WorkspaceOp::ListConnections => (Method::GET, paths::connections(workspace)),
-            WorkspaceOp::ListDocuments => (Method::GET, paths::documents(workspace)),
-        }
+        let (method, template) = self.reference_route();
+        (
+            method,
+            render_route(template, workspace, provider.as_str(), callback_query),
+        )
     }
 
     /// What the reference model says it answers when `who` does it on `provider` (the callback
@@ -112,34 +132,122 @@ impl WorkspaceOp {
     }
 }
 
+/// How a target's API spells Harbor's operations and answers: a request (method and path
+/// template) per operation, the provider names in its paths, and where an answer holds the stable
+/// error code and the authorization URL. [`Routes::reference`] is the reference service's own; a
+/// target profile ([`crate::target::profile`]) gives another. Every technique sends operations
+/// through [`crate::client::ApiClient::operation`], which reads them here.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    /// Per operation, its method and path template (`{workspace}`, `{provider}`, `{query}`).
+    pub requests: std::collections::BTreeMap<WorkspaceOp, (Method, String)>,
+    /// The name each provider has in the target's paths (absent: Harbor's name).
+    pub provider_names: std::collections::BTreeMap<Provider, String>,
+    /// The JSON pointer of the stable error code in an error answer.
+    pub error_code: String,
+    /// The JSON pointer of the authorization URL in an `authorize` answer.
+    pub authorization_url: String,
+}
+
+impl Routes {
+    /// The reference service's routes (`paths`, `error.code`, `authorization_url`).
+    pub fn reference() -> Self {
+        let requests = WorkspaceOp::ALL
+            .into_iter()
+            .map(|op| {
+                let (method, template) = op.reference_route();
+                (op, (method, template.to_owned()))
+            })
+            .collect();
+        Self {
+            requests,
+            provider_names: Default::default(),
+            error_code: "/error/code".to_owned(),
+            authorization_url: "/authorization_url".to_owned(),
+        }
+    }
+
+    /// The request that does `op` on `workspace`'s `provider` connection (`callback_query`: the
+    /// consent's query string, for the callback).
+    pub fn request(
+        &self,
+        op: WorkspaceOp,
+        workspace: WorkspaceId,
+        provider: Provider,
+        callback_query: &str,
+    ) -> (Method, String) {
+        let (method, template) = &self.requests[&op];
+        let provider = self
+            .provider_names
+            .get(&provider)
+            .map_or(provider.as_str(), String::as_str);
+        (
+            method.clone(),
+            render_route(template, workspace, provider, callback_query),
+        )
+    }
+
+    /// The stable error code `body` holds, if any.
+    pub fn error_code(&self, body: &serde_json::Value) -> Option<String> {
+        body.pointer(&self.error_code)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }
+
+    /// The authorization URL an `authorize` answer holds, if any.
+    pub fn authorization_url(&self, body: &serde_json::Value) -> Option<String> {
+        body.pointer(&self.authorization_url)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }
+}
+
+/// `template` with its placeholders filled.
+fn render_route(template: &str, workspace: WorkspaceId, provider: &str, query: &str) -> String {
+    template
+        .replace("{workspace}", &workspace.to_string())
+        .replace("{provider}", provider)
+        .replace("{query}", query)
+}
+
 impl std::fmt::Display for WorkspaceOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// The service's paths, built from typed ids.
+/// The reference service's paths, built from typed ids (its [`WorkspaceOp::reference_route`]s).
 pub mod paths {
     use harbor_service::domain::{Provider, WorkspaceId};
 
+    use super::WorkspaceOp;
+
     /// `POST /v1/workspaces/{w}/activation`.
     pub fn activation(workspace: WorkspaceId) -> String {
-        format!("/v1/workspaces/{workspace}/activation")
+        WorkspaceOp::Activate
+            .request(workspace, Provider::Qbo, "")
+            .1
     }
 
     /// `GET /v1/workspaces/{w}/connections`.
     pub fn connections(workspace: WorkspaceId) -> String {
-        format!("/v1/workspaces/{workspace}/connections")
+        WorkspaceOp::ListConnections
+            .request(workspace, Provider::Qbo, "")
+            .1
     }
 
     /// `GET /v1/workspaces/{w}/documents`.
     pub fn documents(workspace: WorkspaceId) -> String {
-        format!("/v1/workspaces/{workspace}/documents")
+        WorkspaceOp::ListDocuments
+            .request(workspace, Provider::Qbo, "")
+            .1
     }
 
     /// `GET /v1/oauth/{p}/callback?{query}`.
     pub fn callback(provider: Provider, query: &str) -> String {
-        format!("/v1/oauth/{provider}/callback?{query}")
+        WorkspaceOp::Callback
+            .request(WorkspaceId(uuid::Uuid::nil()), provider, query)
+            .1
     }
 }
 
@@ -160,6 +268,29 @@ mod tests {
         assert_eq!(
             (m, p.as_str()),
             (Method::GET, "/v1/oauth/qbo/callback?state=s&code=c")
+        );
+    }
+
+    #[test]
+    fn the_reference_routes_are_the_reference_paths() {
+        let routes = Routes::reference();
+        let ws = WorkspaceId(uuid::Uuid::new_v4());
+        for op in WorkspaceOp::ALL {
+            for p in Provider::ALL {
+                assert_eq!(routes.request(op, ws, p, "a=b"), op.request(ws, p, "a=b"));
+            }
+        }
+        assert_eq!(
+            paths::documents(ws),
+            format!("/v1/workspaces/{ws}/documents")
+        );
+        let mut renamed = routes.clone();
+        renamed
+            .provider_names
+            .insert(Provider::Qbo, "quickbooks".into());
+        assert_eq!(
+            renamed.request(WorkspaceOp::Sync, ws, Provider::Qbo, "").1,
+            format!("/v1/workspaces/{ws}/connections/quickbooks/sync")
         );
     }
 }

@@ -1,6 +1,6 @@
 //! `harbor-load activation`: the activation endpoint of a service running in another process
 //! (`harbor-certify serve --bench-file`) beside its raw ceiling — the same transaction through raw
-//! sqlx on the same database ([`harbor_harness::target::in_process::ceiling::raw_activation`]) — at each concurrency,
+//! sqlx on the same database ([`harbor_harness::target::started::ceiling::raw_activation`]) — at each concurrency,
 //! on distinct workspaces (one per client) and on one hot workspace, back to back, for a fixed
 //! time each. Throughput is completed activations per second; every answer must be 200.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use harbor_harness::client::ApiClient;
 use harbor_harness::operation::paths;
-use harbor_harness::target::in_process::serve::{BenchTenants, BenchUser};
+use harbor_harness::target::started::serve::{BenchTenants, BenchUser};
 use serde::Serialize;
 
 use crate::process::{Sampler, Usage};
@@ -75,7 +75,7 @@ pub async fn run(
                     let (raw, client) = (raw.clone(), client.clone());
                     async move {
                         if side == "raw" {
-                            harbor_harness::target::in_process::ceiling::raw_activation(
+                            harbor_harness::target::started::ceiling::raw_activation(
                                 &raw, &u.tenant,
                             )
                             .await

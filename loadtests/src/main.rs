@@ -31,7 +31,7 @@ use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::identity::TokenKind;
 use harbor_harness::operation::{paths, WorkspaceOp};
 use harbor_harness::provision::{BackendChoice, Infra};
-use harbor_harness::target::in_process::{InProcess, ServiceOptions};
+use harbor_harness::target::started::{ServiceOptions, Started};
 use harbor_service::domain::{Provider, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
@@ -244,7 +244,7 @@ struct ActivationArgs {
 }
 
 async fn activation_main(args: ActivationArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let bench: harbor_harness::target::in_process::serve::BenchTenants =
+    let bench: harbor_harness::target::started::serve::BenchTenants =
         serde_json::from_slice(&std::fs::read(&args.bench_file)?)?;
     let points = activation::run(&bench, &args.clients, args.seconds, args.service_pid).await?;
     std::fs::write(&args.out, serde_json::to_vec_pretty(&points)?)?;
@@ -306,7 +306,7 @@ async fn start_here(
         },
         ..ServiceOptions::default()
     };
-    let sut = InProcess::start(&infra, options).await?;
+    let sut = Started::start(&infra, options).await?;
     let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -342,7 +342,7 @@ async fn start_here(
 /// Where the load goes: replicas this process starts, or a service another process runs.
 enum Target {
     /// Started here (and stopped at the end).
-    Here(Box<(Infra, InProcess)>),
+    Here(Box<(Infra, Started)>),
     /// Run elsewhere; the database as its owner, for the invariants.
     Elsewhere(sqlx::PgPool),
 }
@@ -350,7 +350,7 @@ enum Target {
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let (target, users, replicas, tenants) = match std::env::var("HARBOR_LOAD_EXTERNAL") {
         Ok(file) => {
-            let bench: harbor_harness::target::in_process::serve::BenchTenants =
+            let bench: harbor_harness::target::started::serve::BenchTenants =
                 serde_json::from_slice(&std::fs::read(&file)?)?;
             let db = sqlx::PgPool::connect(&bench.database_url).await?;
             // Runs one after another on one service take disjoint tenants: a flow cut off by the

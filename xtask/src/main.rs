@@ -297,6 +297,12 @@ fn test(args: &[String]) -> Result<ExitCode> {
             cmd.status().context("running harbor-certify run")
         },
     )?;
+    // Black-box certification: the reference service as a separate process, started and reached
+    // only through its target profile — every scenario it can serve must pass, as in-process.
+    let reference_target = phase(
+        "harbor-certify run --target targets/reference/target.toml (the reference as a process)",
+        || target_run(&certify, &held.env, "targets/reference/target.toml", &[]),
+    )?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
         let mut cmd = flaws_certify();
@@ -348,6 +354,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     for (what, s) in [
         ("the test suite", &status),
         ("the certification", &certified),
+        ("the reference as a process", &reference_target),
         ("the mutation run", &mutants),
         ("the exploration", &explored),
         ("the state machine", &proptest),
@@ -359,12 +366,43 @@ fn test(args: &[String]) -> Result<ExitCode> {
         }
     }
     let worst = [
-        status, certified, mutants, explored, proptest, load, contract,
+        status,
+        certified,
+        reference_target,
+        mutants,
+        explored,
+        proptest,
+        load,
+        contract,
     ]
     .iter()
     .find(|s| !s.success())
     .map(|s| s.code().unwrap_or(1).clamp(1, 255) as u8);
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// `harbor-certify run --target PROFILE` on the held servers, reports under
+/// `reports/targets/<profile's folder>`.
+fn target_run(
+    certify: &std::path::Path,
+    env: &[(String, String)],
+    profile: &str,
+    extra: &[&str],
+) -> Result<std::process::ExitStatus> {
+    let folder = std::path::Path::new(profile)
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "target".into());
+    let mut cmd = Command::new(certify);
+    cmd.current_dir(root())
+        .args(["run", "--backend", "external", "--target", profile])
+        .args(["--out", &format!("reports/targets/{folder}")])
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.status().context("running harbor-certify run --target")
 }
 
 /// `harbor-certify` of the flaws build, through cargo (built on first use), run from the root;

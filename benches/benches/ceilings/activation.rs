@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion};
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::identity::TokenKind;
-use harbor_harness::target::in_process::{InProcess, ServiceOptions};
+use harbor_harness::target::started::{ServiceOptions, Started};
 use harbor_service::lifecycle::ConnectionStatus;
 use sqlx::PgPool;
 
@@ -31,7 +31,7 @@ async fn fresh(db: &PgPool, n: usize) -> Vec<TenantWorkspace> {
 }
 
 async fn raw_activation(pool: &PgPool, t: &TenantWorkspace) {
-    harbor_harness::target::in_process::ceiling::raw_activation(pool, t)
+    harbor_harness::target::started::ceiling::raw_activation(pool, t)
         .await
         .expect("the raw activation transaction");
 }
@@ -51,7 +51,7 @@ pub fn activation(
         ..ServiceOptions::default()
     };
     let sut = runtime
-        .block_on(InProcess::start(infra, options))
+        .block_on(Started::start(infra, options))
         .expect("the service starts");
     // The raw side logs in as the service does (its role, row-level security on), with a pool of
     // the same size.

@@ -11,7 +11,7 @@ use super::{parse_flaws, progress_bar, provision_or_explain, CANNOT_RUN, NOT_CER
 use crate::explore::ops::Operation;
 use crate::explore::{self, ExploreReport, Mode, Options};
 use crate::provision::BackendChoice;
-use crate::target::in_process::InProcessLauncher;
+use crate::target::started::InProcessLauncher;
 use harbor_service::flaws::{Flaw, Flaws};
 
 /// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`,

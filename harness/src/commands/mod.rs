@@ -21,6 +21,7 @@ pub mod serve;
 pub mod servers;
 pub mod specs;
 pub mod target;
+pub mod target_start;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -154,7 +155,7 @@ pub async fn main() -> ExitCode {
         Command::Explore(args) => explore::explore(args).await,
         Command::Merge(args) => merge::merge(args),
         Command::List(args) => list::list(args),
-        Command::Target(command) => target::target(command),
+        Command::Target(command) => target::target(command).await,
         Command::Verify(args) => keys::verify(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::Token(args) => keys::token(args),
@@ -248,4 +249,81 @@ pub async fn provision_or_explain(backend: BackendChoice) -> Result<Infra, ExitC
         eprintln!("harbor-certify: cannot provision PostgreSQL and Redis (backend {backend}): {e}");
         ExitCode::from(CANNOT_RUN)
     })
+}
+
+/// Which target a technique certifies: the in-process reference service (the default), or the
+/// service a target profile starts.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TargetArgs {
+    /// A target profile (`docs/TARGET-PROFILE.md`): certify the service it starts, replica by
+    /// replica, as child processes — instead of the in-process reference service.
+    #[arg(long = "target", env = "HARBOR_TARGET", value_name = "PROFILE")]
+    pub profile: Option<PathBuf>,
+    /// The mode to start the profile's target in (one of its `target.modes`; default: the
+    /// first).
+    #[arg(long, requires = "profile")]
+    pub target_mode: Option<String>,
+    /// Drive the in-process replicas' sync points through their HTTP protocol
+    /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of in memory, as for a service started elsewhere
+    /// (a profile's target is always driven so).
+    #[arg(long)]
+    pub sync_points_over_http: bool,
+}
+
+impl TargetArgs {
+    /// Loads the profile, if one is named; a bad one is reported naming its place.
+    pub fn load(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::target::profile::Profile>>, ExitCode> {
+        match &self.profile {
+            None => Ok(None),
+            Some(path) => {
+                match crate::target::profile::Profile::load(path).and_then(|p| {
+                    match &self.target_mode {
+                        Some(m) => p.in_mode(m),
+                        None => Ok(p),
+                    }
+                }) {
+                    Ok(p) => Ok(Some(std::sync::Arc::new(p))),
+                    Err(e) => {
+                        eprintln!("harbor-certify: target profile {e}");
+                        Err(ExitCode::from(CANNOT_RUN))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the chosen target can be started with `flaws` seeded (before anything is
+    /// provisioned).
+    pub fn check_flaws(
+        profile: Option<&std::sync::Arc<crate::target::profile::Profile>>,
+        flaws: &harbor_service::flaws::Flaws,
+    ) -> Result<(), ExitCode> {
+        match profile {
+            Some(p) => crate::target::started::ProfileLauncher::can_seed(p, flaws).map_err(|e| {
+                eprintln!("harbor-certify: {e}");
+                ExitCode::from(CANNOT_RUN)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The launcher of the chosen target on `infra`, with `flaws` seeded.
+    pub fn launcher<'a>(
+        &self,
+        infra: &'a crate::provision::Infra,
+        profile: Option<&std::sync::Arc<crate::target::profile::Profile>>,
+        flaws: harbor_service::flaws::Flaws,
+    ) -> Box<dyn crate::target::Launcher + 'a> {
+        use crate::target::started::{InProcessLauncher, ProfileLauncher};
+        match profile {
+            None => Box::new(
+                InProcessLauncher::new(infra)
+                    .with_flaws(flaws)
+                    .with_sync_points_over_http(self.sync_points_over_http),
+            ),
+            Some(p) => Box::new(ProfileLauncher::new(infra, p.clone()).with_flaws(flaws)),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::report::{self, Report};
 use crate::scenario;
 use crate::scenario::format::Severity;
 use crate::scenario::run::ScenarioRunner;
-use crate::target::in_process::InProcessLauncher;
+use crate::target::started::InProcessLauncher;
 
 /// What `mutants` runs.
 #[derive(clap::Args, Clone, Debug)]

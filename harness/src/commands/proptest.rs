@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{parse_flaws, provision_or_explain};
 use crate::provision::BackendChoice;
-use crate::target::in_process::InProcessLauncher;
+use crate::target::started::InProcessLauncher;
 
 /// How the state machine runs.
 #[derive(clap::Args, Clone, Debug)]

@@ -11,7 +11,7 @@ use crate::provision::BackendChoice;
 use crate::scenario::load::{self, LoadedScenario};
 use crate::scenario::run::{RecordedRun, ScenarioRunner};
 use crate::schedule::{FileOrder, Replay, Scheduler};
-use crate::target::in_process::InProcessLauncher;
+use crate::target::started::InProcessLauncher;
 
 /// What to replay.
 #[derive(clap::Args, Clone, Debug)]

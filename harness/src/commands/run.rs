@@ -12,7 +12,6 @@ use crate::report::{self, Report};
 use crate::scenario;
 use crate::scenario::format::Severity;
 use crate::scenario::run::ScenarioRunner;
-use crate::target::in_process::InProcessLauncher;
 
 /// What to run.
 #[derive(clap::Args, Clone, Debug)]
@@ -54,10 +53,9 @@ pub struct RunArgs {
     /// database the spec names (default: the run's own server).
     #[arg(long, env = "HARBOR_SPEC_SERVER")]
     pub spec_server: Option<String>,
-    /// Drive the replicas' sync points through their HTTP protocol
-    /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of in memory, as for a service started elsewhere.
-    #[arg(long)]
-    pub sync_points_over_http: bool,
+    /// Which target: the in-process reference, or a profile's.
+    #[command(flatten)]
+    pub target: super::TargetArgs,
     /// Run as if the target lacked these capabilities (`harbor-certify target check --offers`
     /// predicts the outcome): scenarios that need them are SKIPPED, with the reason.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -129,10 +127,17 @@ pub async fn run(args: RunArgs) -> ExitCode {
         );
         return ExitCode::from(super::CANNOT_RUN);
     }
+    let profile = match args.target.load() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let flaws = match parse_flaws(&args.flaws) {
         Ok(f) => f,
         Err(code) => return code,
     };
+    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
+        return code;
+    }
     let mut infra = match provision_or_explain(args.catalogue.backend).await {
         Ok(i) => i,
         Err(code) => return code,
@@ -151,10 +156,24 @@ pub async fn run(args: RunArgs) -> ExitCode {
         args.repeat,
         spec_files.len()
     );
-    let launcher = InProcessLauncher::new(&infra)
-        .with_flaws(flaws.clone())
-        .with_sync_points_over_http(args.sync_points_over_http);
-    let runner = ScenarioRunner::new(&launcher, LOGS.get().cloned()).without(args.without.clone());
+    let launcher = args
+        .target
+        .launcher(&infra, profile.as_ref(), flaws.clone());
+    if let Some(p) = &profile {
+        eprintln!(
+            "harbor-certify: target {} from {} (profile sha256 {}), offering: {}",
+            p.name,
+            p.path.display(),
+            &p.digest[..16],
+            p.offered()
+                .iter()
+                .map(|c| crate::target::Capability::name(*c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let runner =
+        ScenarioRunner::new(launcher.as_ref(), LOGS.get().cloned()).without(args.without.clone());
     let bar = progress_bar(selected.len() as u64);
     let mut results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
         let line = format!(
@@ -192,6 +211,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         spec_outcomes.extend(outcome);
     }
     let environment = environment_of(&infra, &flaws.names());
+    drop(runner);
+    drop(launcher);
     infra.shutdown().await;
     let mut report = Report::new(
         started_at,

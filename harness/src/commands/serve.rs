@@ -54,8 +54,8 @@ pub struct ServeArgs {
 
 /// Starts the service and holds it.
 pub async fn serve(args: ServeArgs) -> ExitCode {
-    use crate::target::in_process::serve::Demo;
-    use crate::target::in_process::{InProcess, ServiceOptions};
+    use crate::target::started::serve::Demo;
+    use crate::target::started::{ServiceOptions, Started};
     let flaws = match parse_flaws(&args.flaws) {
         Ok(f) => f,
         Err(code) => return code,
@@ -84,7 +84,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             burst: 100,
         };
     }
-    let sut = match InProcess::start(&infra, options).await {
+    let sut = match Started::start(&infra, options).await {
         Ok(sut) => sut,
         Err(e) => {
             eprintln!("harbor-certify: the service did not start: {e}");
@@ -102,7 +102,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if let Some(path) = &args.bench_file {
-        let written = match crate::target::in_process::serve::BenchTenants::seed(
+        let written = match crate::target::started::serve::BenchTenants::seed(
             &sut,
             args.bench_activation_tenants,
             args.bench_flow_tenants,
@@ -140,7 +140,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         started.elapsed().as_millis(),
         infra.kind
     );
-    crate::target::in_process::serve::hold_until_stopped().await;
+    crate::target::started::serve::hold_until_stopped().await;
     eprintln!("harbor-certify: stopping…");
     let infra_kind = infra.kind;
     let stopped = sut.stop().await;

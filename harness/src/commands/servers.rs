@@ -105,7 +105,7 @@ pub async fn infra(backend: BackendChoice, env_file: std::path::PathBuf) -> Exit
         infra.kind,
         infra.ready_in.as_millis()
     );
-    crate::target::in_process::serve::hold_until_stopped().await;
+    crate::target::started::serve::hold_until_stopped().await;
     infra.shutdown().await;
     let _ = std::fs::remove_file(&env_file);
     ExitCode::SUCCESS

@@ -1,7 +1,8 @@
-//! `harbor-certify target check`: what a target offering some capabilities would get of the
-//! catalogue — which scenarios and specs would run, which would be SKIPPED and why, and which
-//! audit areas would then rest on nothing. The capabilities are named on the command line today
-//! (`--offers`); a target profile will name them.
+//! `harbor-certify target check [PROFILE]`: what a target would get of the catalogue — its
+//! capability table (from its profile, with the reason for each, or from `--offers`), which
+//! scenarios and specs would run, which would be SKIPPED and why, and which audit areas would then
+//! rest on nothing. With `--start`, it also starts the profile's target once and tries what the
+//! profile says: readiness, fixtures, the workspace lock, tokens, the sync-point protocol.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,9 +21,21 @@ pub enum TargetCommand {
 /// What the target offers, and where the catalogue is.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CheckArgs {
+    /// A target profile (`docs/TARGET-PROFILE.md`): the capabilities are the ones it offers.
+    pub profile: Option<PathBuf>,
+    /// Start the profile's target once and try what the profile says (needs PostgreSQL and
+    /// Redis, provisioned like a run's).
+    #[arg(long, requires = "profile")]
+    pub start: bool,
+    /// The mode to start the profile's target in (one of its `target.modes`).
+    #[arg(long, requires = "profile")]
+    pub target_mode: Option<String>,
+    /// Which backend to provision with (for `--start`).
+    #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
+    pub backend: crate::provision::BackendChoice,
     /// The capabilities the target offers, besides answering HTTP (default: every one, as the
     /// in-process reference service does).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "profile")]
     pub offers: Option<Vec<Capability>>,
     /// Where the scenario files are.
     #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
@@ -30,34 +43,58 @@ pub struct CheckArgs {
 }
 
 /// Runs a target subcommand.
-pub fn target(command: TargetCommand) -> ExitCode {
+pub async fn target(command: TargetCommand) -> ExitCode {
     match command {
-        TargetCommand::Check(args) => check(args),
+        TargetCommand::Check(args) => check(args).await,
     }
 }
 
-fn name(c: Capability) -> String {
-    use clap::ValueEnum;
-    c.to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default()
-}
-
-fn check(args: CheckArgs) -> ExitCode {
-    let offered: BTreeSet<Capability> = args
-        .offers
-        .map_or_else(|| Capability::ALL.into(), |o| o.into_iter().collect());
+async fn check(args: CheckArgs) -> ExitCode {
+    let profile = match (super::TargetArgs {
+        profile: args.profile.clone(),
+        target_mode: args.target_mode.clone(),
+        sync_points_over_http: false,
+    })
+    .load()
+    {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let (all, specs) = match super::specs::whole_catalogue(&args.scenarios_dir) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    println!(
-        "{:<18} {:<8} what it lets the harness do",
-        "capability", "offered"
-    );
-    for c in Capability::ALL {
-        let yes = if offered.contains(&c) { "yes" } else { "no" };
-        println!("{:<18} {:<8} {}", name(c), yes, c.describe());
+    let offered: BTreeSet<Capability> = match (&profile, &args.offers) {
+        (Some(p), _) => p.offered(),
+        (None, Some(o)) => o.iter().copied().collect(),
+        (None, None) => Capability::ALL.into(),
+    };
+    if let Some(p) = &profile {
+        println!(
+            "target {} — {} (sha256 {})
+  started by: {}
+",
+            p.name,
+            p.path.display(),
+            p.digest,
+            p.lifecycle.command.join(" ")
+        );
+        println!("{:<18} {:<8} why", "capability", "offered");
+        for (c, why) in p.capabilities() {
+            match why {
+                Ok(how) => println!("{:<18} {:<8} {how}", c.name(), "yes"),
+                Err(why) => println!("{:<18} {:<8} {why}", c.name(), "no"),
+            }
+        }
+    } else {
+        println!(
+            "{:<18} {:<8} what it lets the harness do",
+            "capability", "offered"
+        );
+        for c in Capability::ALL {
+            let yes = if offered.contains(&c) { "yes" } else { "no" };
+            println!("{:<18} {:<8} {}", c.name(), yes, c.describe());
+        }
     }
     // (area → (run, skipped)), and each SKIPPED item with its first missing capability.
     let mut areas: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -105,5 +142,8 @@ fn check(args: CheckArgs) -> ExitCode {
         let note = if r == 0 { "  ← not covered" } else { "" };
         println!("{:<24} {r:>4} {s:>8}{note}", area.key);
     }
-    ExitCode::SUCCESS
+    match (&profile, args.start) {
+        (Some(p), true) => super::target_start::try_profile(p, args.backend).await,
+        _ => ExitCode::SUCCESS,
+    }
 }

@@ -3,7 +3,7 @@
 //! database connection is gone" a step of a scenario without touching the shared servers other
 //! scenarios run on.
 //!
-//! The replicas of a [`crate::target::in_process::InProcess`] reach Redis, and PostgreSQL for their
+//! The replicas of a [`crate::target::started::Started`] reach Redis, and PostgreSQL for their
 //! requests, through one proxy each; the harness's own clients (assertions, lock-table evidence,
 //! `sql` and `redis` steps, leak search) go to the servers directly, so a stalled proxy never
 //! blinds the evidence.

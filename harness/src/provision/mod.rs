@@ -136,6 +136,8 @@ pub struct Infra {
     pub ready_in: Duration,
     resources: Resources,
     template: tokio::sync::OnceCell<String>,
+    /// Templates of targets' own schemas, by the schema's SQL.
+    schema_templates: tokio::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 enum Resources {
@@ -226,6 +228,7 @@ impl Infra {
             ready_in: Duration::ZERO,
             resources,
             template: tokio::sync::OnceCell::new(),
+            schema_templates: Default::default(),
         };
         // Servers the harness starts may take a while; servers the user runs are up or not.
         let (pg_limit, redis_limit) = match kind {
@@ -253,7 +256,29 @@ impl Infra {
 
     /// Creates a fresh database from the migrated template and a fresh Redis key prefix.
     pub async fn isolated_env(&self) -> Result<IsolatedEnv, ProvisionError> {
-        let template = self.template_database().await?;
+        self.isolated_env_with(None).await
+    }
+
+    /// The same, the database made from `schema` (a target's own SQL) instead of the reference's
+    /// migrations when given.
+    pub async fn isolated_env_with(
+        &self,
+        schema: Option<&str>,
+    ) -> Result<IsolatedEnv, ProvisionError> {
+        let template = match schema {
+            None => self.template_database().await?,
+            Some(sql) => {
+                let mut known = self.schema_templates.lock().await;
+                match known.get(sql) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name = template::ensure_schema(&self.admin_url, sql).await?;
+                        known.insert(sql.to_owned(), name.clone());
+                        name
+                    }
+                }
+            }
+        };
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database_name = format!("harbor_t_{}", &suffix[..16]);
         create_database(&self.admin_url, &database_name, &template).await?;

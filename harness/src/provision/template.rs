@@ -50,9 +50,53 @@ fn template_name() -> String {
     format!("harbor_tpl_{}", &hex::encode(hasher.finalize())[..12])
 }
 
+/// The template of a target's own schema: `schema`'s SQL applied as the owner, the request role
+/// given `SELECT, INSERT, UPDATE, DELETE` on its tables and the use of its sequences. Named after
+/// the SQL's digest, so a changed schema gets a new template.
+pub(super) async fn ensure_schema(admin_url: &str, schema: &str) -> Result<String, ProvisionError> {
+    let name = format!(
+        "harbor_tpl_s_{}",
+        &hex::encode(Sha256::digest(schema.as_bytes()))[..12]
+    );
+    let grants = "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'harbor_app') THEN \
+             CREATE ROLE harbor_app NOLOGIN; \
+           END IF; \
+         END $$; \
+         GRANT USAGE ON SCHEMA public TO harbor_app; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO harbor_app; \
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO harbor_app;";
+    let apply = |mut conn: PgConnection| async move {
+        use sqlx::Executor as _;
+        conn.execute(sqlx::raw_sql(schema)).await?;
+        conn.execute(sqlx::raw_sql(grants)).await?;
+        conn.close().await
+    };
+    ensure_named(admin_url, name, apply).await
+}
+
 /// Makes sure the template exists and is migrated; returns its name.
 pub(super) async fn ensure(admin_url: &str) -> Result<String, ProvisionError> {
-    let name = template_name();
+    let migrate = |mut conn: PgConnection| async move {
+        harbor_service::db::MIGRATOR.run(&mut conn).await?;
+        conn.close().await?;
+        Ok::<_, ProvisionError>(())
+    };
+    ensure_named(admin_url, template_name(), migrate).await
+}
+
+/// Makes sure template `name` exists, made by `fill` on a connection to it when it does not;
+/// returns its name.
+async fn ensure_named<F, Fut, E>(
+    admin_url: &str,
+    name: String,
+    fill: F,
+) -> Result<String, ProvisionError>
+where
+    F: FnOnce(PgConnection) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    ProvisionError: From<E>,
+{
     let mut admin = admin_connection(admin_url).await?;
     // Same key in every process: only one creates the template, the others wait and reuse it.
     sqlx::query("SELECT pg_advisory_lock(7265, 1)")
@@ -71,9 +115,8 @@ pub(super) async fn ensure(admin_url: &str) -> Result<String, ProvisionError> {
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&mut admin)
                 .await?;
-            let mut conn = PgConnection::connect(&database_url(admin_url, &name)).await?;
-            harbor_service::db::MIGRATOR.run(&mut conn).await?;
-            conn.close().await?;
+            let conn = PgConnection::connect(&database_url(admin_url, &name)).await?;
+            fill(conn).await?;
             sqlx::query(&format!(
                 "ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
             ))

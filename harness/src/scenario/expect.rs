@@ -69,7 +69,7 @@ pub fn check(outcome: &Outcome, e: &Expect, subst: &dyn Fn(&str) -> String) -> R
         }
     }
     if let Some(c) = &e.code {
-        if outcome.body["error"]["code"].as_str() != Some(c.as_str()) {
+        if outcome.code.as_deref() != Some(c.as_str()) {
             return Err(format!(
                 "expected error code {c}, got {}",
                 outcome.summary()
@@ -144,6 +144,7 @@ mod tests {
         Outcome {
             status,
             raw: body.to_string(),
+            code: crate::operation::Routes::reference().error_code(&body),
             ok: (200..300).contains(&status),
             body,
             ..Outcome::default()

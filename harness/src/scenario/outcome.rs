@@ -85,6 +85,10 @@ pub struct Outcome {
     pub body: Value,
     /// The raw body.
     pub raw: String,
+    /// The stable error code of an HTTP error answer, read where the target's routes say.
+    pub code: Option<String>,
+    /// The authorization URL of an `authorize` answer, read where the target's routes say.
+    pub authorization_url: Option<String>,
     /// The consent an `authorize` obtained at the provider.
     pub consent: Option<Consent>,
     /// HTTP 2xx, or the statement/command succeeded.
@@ -104,6 +108,8 @@ impl Outcome {
             request: Some((a.method.to_string(), a.path.clone())),
             body: a.body,
             raw: a.raw,
+            code: a.code,
+            authorization_url: a.authorization_url,
             ..Outcome::default()
         }
     }
@@ -135,7 +141,7 @@ impl Outcome {
                 Some(e) => format!("error: {}", e.lines().next().unwrap_or_default()),
             };
         }
-        match self.body["error"]["code"].as_str() {
+        match self.code.as_deref() {
             Some(code) => format!("{} {code}", self.status),
             None => match (
                 self.body.get("status").and_then(Value::as_str),

@@ -206,7 +206,11 @@ impl Subject<'_> {
             (WorkspaceOp::Callback, Some(c)) => c.callback_query(),
             _ => String::new(),
         };
-        let (method, path) = op.request(self.a.workspace, provider, &query);
+        let (method, path) =
+            self.target
+                .client()
+                .routes()
+                .request(op, self.a.workspace, provider, &query);
         let bearer = self.target.bearer(UserId(self.user(who)), TokenKind::Valid);
         let answer = self.call(method, replica, &path, Some(bearer)).await?;
         let expected = op.apply(&mut self.model, who, provider, state, denied);
@@ -230,9 +234,10 @@ impl Subject<'_> {
                     )
                     .await?;
                 if answer.status == 200 && expected.status == 200 {
-                    let url = answer.body["authorization_url"]
-                        .as_str()
-                        .ok_or("no authorization_url")?;
+                    let url = answer
+                        .authorization_url
+                        .as_deref()
+                        .ok_or("no authorization URL in the answer")?;
                     self.consents.push(self.target.client().consent(url).await?);
                 }
                 (answer, expected)
@@ -314,8 +319,12 @@ impl Subject<'_> {
             }
             Op::ExpiredToken => {
                 let token = self.target.bearer(self.a.owner, TokenKind::Expired);
-                let (method, path) =
-                    WorkspaceOp::ListConnections.request(self.a.workspace, Provider::Qbo, "");
+                let (method, path) = self.target.client().routes().request(
+                    WorkspaceOp::ListConnections,
+                    self.a.workspace,
+                    Provider::Qbo,
+                    "",
+                );
                 let answer = self.call(method, 0, &path, Some(token)).await?;
                 (
                     answer,
@@ -419,7 +428,7 @@ impl Subject<'_> {
 
 /// Whether an answer is what the model expects (status, code, and the one field it names).
 pub fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<(), String> {
-    let code = answer.body["error"]["code"].as_str();
+    let code = answer.error_code();
     if answer.status != expected.status || (expected.code.is_some() && code != expected.code) {
         return Err(format!(
             "answered {} {}, the model expects {} {}",

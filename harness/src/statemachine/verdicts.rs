@@ -8,7 +8,7 @@ use harbor_service::flaws::{Flaw, Flaws};
 
 use super::*;
 use crate::provision::Infra;
-use crate::target::in_process::InProcessLauncher;
+use crate::target::started::InProcessLauncher;
 
 /// The seeded flaws the state machine can see (each must make it fail).
 pub const FLAWS_IT_SEES: &[Flaw] = &[

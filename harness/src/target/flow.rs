@@ -46,10 +46,7 @@ pub async fn complete_flow(
     let bearer = target.bearer(user, TokenKind::Valid);
     let callback = target
         .client()
-        .request(
-            reqwest::Method::GET,
-            crate::operation::paths::callback(provider, &consent.callback_query()),
-        )
+        .callback(provider, &consent.callback_query())
         .bearer(Some(&bearer))
         .send()
         .await

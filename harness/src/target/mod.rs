@@ -8,15 +8,18 @@
 //! It speaks in terms a remote service could answer — HTTP as an actor, fixtures returned as
 //! handles, a lock named by its key in `pg_locks`, sync points by name, the contract the target
 //! publishes — never in the reference crate's types. The in-process reference service
-//! ([`in_process::InProcess`]) is one implementation; a black-box target (a deployed service
+//! ([`started::Started`]) is one implementation; a black-box target (a deployed service
 //! reached over HTTP, with an evidence pool) is another.
 //!
-//! - [`in_process`]: the reference service's replicas started in-process.
+//! - [`started`]: targets the harness starts: the reference service's replicas in-process, or a
+//!   profile's replicas as child processes.
 //! - [`contract`]: [`contract::Contract`], the error answers each operation documents, read from
 //!   the target's OpenAPI document.
 //! - [`flow`]: the OAuth flow as fixtures (authorize, consent, callback) through any target.
 //! - [`sync_protocol`]: a target's sync points over HTTP (`docs/SYNC-POINTS-PROTOCOL.md`), for a
 //!   target not started in-process.
+//! - [`profile`]: a target profile (`docs/TARGET-PROFILE.md`): how to start, address and set up a
+//!   service Harbor did not compile in.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,8 +41,9 @@ use crate::identity::TokenKind;
 
 pub mod contract;
 pub mod flow;
-pub mod in_process;
+pub mod profile;
 mod restricted;
+pub mod started;
 pub mod sync_protocol;
 
 pub use contract::Contract;
@@ -82,6 +86,20 @@ impl Capability {
         Capability::Redis,
         Capability::TokenKeys,
     ];
+
+    /// Its name on command lines and in profiles (`sync_points`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::SyncPoints => "sync_points",
+            Capability::Clock => "clock",
+            Capability::ProviderControl => "provider_control",
+            Capability::Faults => "faults",
+            Capability::Crash => "crash",
+            Capability::Database => "database",
+            Capability::Redis => "redis",
+            Capability::TokenKeys => "token_keys",
+        }
+    }
 
     /// What it means, for a SKIPPED reason.
     pub fn describe(self) -> &'static str {

@@ -4,7 +4,7 @@
 
 use harbor_harness::fake_provider::FakeProvider;
 use harbor_harness::identity::TokenMint;
-use harbor_harness::target::in_process::{service_config, ServiceDeps, ServiceOptions};
+use harbor_harness::target::started::{service_config, ServiceDeps, ServiceOptions};
 use harbor_service::config::{Config, Profile};
 use harbor_service::vault::{KeyRing, TokenKeysConfig};
 use reqwest::{Method, StatusCode};
@@ -219,7 +219,7 @@ async fn start_up_refuses_unsafe_configuration() {
 #[tokio::test]
 async fn serve_seeds_a_demo_with_working_tokens() {
     let app = crate::helpers::spawn_app().await;
-    let demo = harbor_harness::target::in_process::serve::Demo::seed(&app.sut)
+    let demo = harbor_harness::target::started::serve::Demo::seed(&app.sut)
         .await
         .unwrap();
     let env = demo.env_lines();

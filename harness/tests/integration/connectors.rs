@@ -8,7 +8,7 @@ use std::time::Duration;
 use harbor_harness::evidence::{self, RedisEntry};
 use harbor_harness::fake_provider::{Fault, CANARY_PREFIX};
 use harbor_harness::fixtures::TenantWorkspace;
-use harbor_harness::target::in_process::ServiceOptions;
+use harbor_harness::target::started::ServiceOptions;
 use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};

@@ -3,7 +3,7 @@
 //! code before it (the closing note says how).
 
 use harbor_harness::fixtures::TenantWorkspace;
-use harbor_harness::target::in_process::{ProviderOverride, ServiceOptions};
+use harbor_harness::target::started::{ProviderOverride, ServiceOptions};
 use harbor_service::domain::{Provider, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::providers::ClientAuth;

@@ -1,7 +1,7 @@
 //! The hostile review's findings that are not interleavings (issue #17): each test failed on the
 //! reviewed code. The interleavings are scenario files (`scenarios/HRD-*.toml`).
 
-use harbor_harness::target::in_process::{service_config, ServiceDeps, ServiceOptions};
+use harbor_harness::target::started::{service_config, ServiceDeps, ServiceOptions};
 use harbor_service::config::Config;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use harbor_harness::operation::{paths, WorkspaceOp};
-use harbor_harness::target::in_process::ServiceOptions;
+use harbor_harness::target::started::ServiceOptions;
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits, TrustedProxies};

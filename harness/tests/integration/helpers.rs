@@ -8,7 +8,7 @@ use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::identity::TokenKind;
 use harbor_harness::operation::paths;
 use harbor_harness::provision::{BackendChoice, Infra};
-use harbor_harness::target::in_process::{InProcess, ServiceOptions};
+use harbor_harness::target::started::{ServiceOptions, Started};
 use harbor_service::domain::{Provider, UserId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use reqwest::{Method, StatusCode};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 /// A running service plus the infrastructure it owns (when it provisioned its own).
 pub struct TestApp {
-    pub sut: InProcess,
+    pub sut: Started,
     infra: Option<Infra>,
 }
 
@@ -42,7 +42,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: ServiceOptions) -> TestApp {
     let mut infra = test_infra().await;
-    match InProcess::start(&infra, options).await {
+    match Started::start(&infra, options).await {
         Ok(sut) => TestApp {
             sut,
             infra: Some(infra),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use harbor_harness::fake_provider::{redirect_uri, Consent};
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::operation::paths;
-use harbor_harness::target::in_process::{ProviderOverride, ServiceOptions};
+use harbor_harness::target::started::{ProviderOverride, ServiceOptions};
 use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::providers::{ClientAuth, DialectName, ProvidersConfig};

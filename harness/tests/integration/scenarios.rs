@@ -7,7 +7,7 @@ use harbor_harness::scenario::load::{self, LoadedScenario};
 use harbor_harness::scenario::run::ScenarioRunner;
 use harbor_harness::scenario::trace::EventKind;
 use harbor_harness::scenario::{self, Verdict};
-use harbor_harness::target::in_process::InProcessLauncher;
+use harbor_harness::target::started::InProcessLauncher;
 
 use crate::helpers::test_infra;
 

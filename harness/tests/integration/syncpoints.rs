@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use harbor_harness::evidence;
-use harbor_harness::target::in_process::ServiceOptions;
+use harbor_harness::target::started::ServiceOptions;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_syncpoint::{SlotKey, SlotState};
 use reqwest::StatusCode;

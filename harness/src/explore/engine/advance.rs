@@ -108,7 +108,9 @@ impl Engine<'_> {
         let bearer = self.target.bearer(t.owner, TokenKind::Valid);
         let query = consent.map(|c| c.callback_query()).unwrap_or_default();
         let (method, path) = match a.op.does() {
-            Does::Request(op) => op.request(t.workspace, Provider::Qbo, &query),
+            Does::Request(op) => client
+                .routes()
+                .request(op, t.workspace, Provider::Qbo, &query),
             // Not requests: launched by `advance` without one.
             Does::RawSql | Does::Faults(_) => (Method::GET, "/".into()),
         };

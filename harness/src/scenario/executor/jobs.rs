@@ -4,12 +4,10 @@
 
 use futures::future::BoxFuture;
 use harbor_service::domain::{Provider, TenantId};
-use reqwest::Method;
 use serde_json::Value;
 use sqlx::{Executor as _, PgConnection};
 
 use crate::client::{ApiClient, Call};
-use crate::operation::paths;
 use crate::scenario::outcome::Outcome;
 
 /// What a job produced, and the SQL session to keep for the actor's next statement.
@@ -95,7 +93,7 @@ pub fn run_http(job: HttpJob) -> BoxFuture<'static, Outcome> {
                 match &started.consent {
                     Some(c) => {
                         let callback = client
-                            .request(Method::GET, paths::callback(provider, &c.callback_query()))
+                            .callback(provider, &c.callback_query())
                             .on_replica(callback_replica)
                             .bearer(bearer)
                             .actor(Some(actor));
@@ -120,7 +118,7 @@ async fn authorize(call: Call) -> Outcome {
     let client = call.client().clone();
     match call.send().await {
         Ok(answer) => {
-            let url = answer.body["authorization_url"].as_str().map(str::to_owned);
+            let url = answer.authorization_url.clone();
             let consent = match url {
                 Some(url) => Some(client.consent(&url).await),
                 None => None,

@@ -333,7 +333,7 @@ impl<'s> Executor<'s> {
             self.responses.push(outcome.raw.clone());
         }
         if let (Some(contract), Some((method, path))) = (self.target.contract(), &outcome.request) {
-            let code = outcome.body["error"]["code"].as_str();
+            let code = outcome.code.as_deref();
             self.off_contract
                 .extend(contract.check(method, path, outcome.status, code));
         }

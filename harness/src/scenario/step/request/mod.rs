@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::evidence::LockType;
-use crate::operation::{paths, WorkspaceOp};
+use crate::operation::WorkspaceOp;
 use crate::scenario::check::{problem, Checker, Problem};
 use crate::scenario::executor::jobs::{run_http, HttpJob, Job};
 use crate::scenario::executor::Executor;
@@ -287,7 +287,13 @@ impl RequestStep {
                 } else {
                     c.callback_query()
                 };
-                prepare(Method::GET, paths::callback(*provider, &query))
+                let (method, path) = ex.target().client().routes().request(
+                    WorkspaceOp::Callback,
+                    WorkspaceId(uuid::Uuid::nil()),
+                    *provider,
+                    &query,
+                );
+                prepare(method, path)
             })),
             Call::Workspace {
                 kind,
@@ -300,7 +306,7 @@ impl RequestStep {
                     .unwrap_or(WorkspaceId(uuid::Uuid::nil()));
                 let p = provider.unwrap_or(Provider::Qbo);
                 let request = |op: WorkspaceOp| {
-                    let (method, path) = op.request(ws, p, "");
+                    let (method, path) = ex.target().client().routes().request(op, ws, p, "");
                     prepare(method, path)
                 };
                 match kind {

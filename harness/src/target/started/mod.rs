@@ -1,13 +1,17 @@
-//! [`InProcess`]: the reference service's replicas, started in-process on one isolated
-//! environment, sharing its PostgreSQL database and Redis prefix like replicas behind a load
-//! balancer. Each replica has its own sync-point controller, which the harness drives, its own
-//! fault proxies to Redis, PostgreSQL and the provider's back channel, and its own runtime, so a
-//! `replica_crash` loses what a killed process loses.
+//! [`Started`]: a target the harness started on one isolated environment — the reference
+//! service's replicas in this process, or any service's replicas as child processes from a target
+//! profile's lifecycle command — sharing its PostgreSQL database and Redis prefix like replicas
+//! behind a load balancer. Each replica has its own fault proxies to Redis, PostgreSQL and the
+//! provider's back channel; an in-process replica has its own sync-point controller, which the
+//! harness drives, and its own runtime, so a `replica_crash` loses what a killed process loses; a
+//! process replica is killed with SIGKILL and speaks the sync-point protocol over HTTP.
 
 mod boundary;
 pub mod ceiling;
 mod faults;
+mod launch;
 mod options;
+pub mod process;
 mod replica;
 pub mod serve;
 
@@ -15,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use harbor_service::clock::Clock;
+use harbor_service::domain::WorkspaceId;
 use harbor_service::vault::{KeyRing, TokenKeysConfig};
 use harbor_service::Hooks;
 use harbor_syncpoint::SyncPoints;
@@ -27,13 +32,13 @@ use crate::faults::FaultProxy;
 use crate::identity::TokenMint;
 use crate::provision::{Infra, IsolatedEnv};
 
-pub use boundary::InProcessLauncher;
+pub use launch::{InProcessLauncher, ProfileLauncher};
 pub use options::{service_config, ProviderOverride, ServiceDeps, ServiceOptions};
-use replica::Running;
+use replica::{InProcessRun, Running, StartWith};
 pub use replica::{Links, Replica, ServiceError};
 
 /// The service's replicas and everything the harness needs to talk to them.
-pub struct InProcess {
+pub struct Started {
     /// The isolated database and Redis prefix.
     pub env: IsolatedEnv,
     /// The replicas, in start order.
@@ -50,16 +55,35 @@ pub struct InProcess {
     pub clock: Clock,
     /// The token encryption keys the replicas were started with.
     pub token_keys: TokenKeysConfig,
-    /// The contract the replicas publish at `/openapi.json`, read once they are up.
-    contract: std::sync::Arc<crate::target::Contract>,
+    /// The contract the replicas publish (`/openapi.json`; a profile's `openapi`), read once
+    /// they are up (`None`: the target publishes none).
+    contract: Option<std::sync::Arc<crate::target::Contract>>,
     /// The key ring built from `token_keys`, opening tokens for the oracles.
     ring: boundary::RingInspector,
     /// Drive the replicas' sync points through their HTTP protocol (as for a target started
     /// elsewhere) rather than through the shared controller.
     pub sync_over_http: bool,
+    /// The profile the replicas were started from (`None`: the reference, in-process).
+    pub profile: Option<std::sync::Arc<crate::target::profile::Profile>>,
+    /// The workspace locks a profile's SQL gave, by workspace.
+    profile_locks:
+        std::sync::Mutex<std::collections::BTreeMap<WorkspaceId, crate::evidence::AdvisoryKey>>,
+    /// The version the target says it is (a profile's `target.version`).
+    pub version: Option<String>,
+    /// The files written for process replicas (removed with it).
+    _files: Option<tempfile::TempDir>,
 }
 
-impl InProcess {
+/// How the replicas are started.
+#[derive(Clone, Copy)]
+pub enum How<'a> {
+    /// The reference service, in this process.
+    InProcess,
+    /// Child processes, from a profile's lifecycle.
+    Process(&'a std::sync::Arc<crate::target::profile::Profile>),
+}
+
+impl Started {
     /// Creates an isolated environment on `infra` and starts the replicas on it.
     pub async fn start(infra: &Infra, options: ServiceOptions) -> Result<Self, ServiceError> {
         Self::start_knowing(infra, options, None).await
@@ -72,8 +96,22 @@ impl InProcess {
         options: ServiceOptions,
         known: Option<std::sync::Arc<crate::target::Contract>>,
     ) -> Result<Self, ServiceError> {
-        let env = infra.isolated_env().await?;
-        match Self::start_on(env.clone(), options, known).await {
+        Self::start_as(infra, options, known, How::InProcess).await
+    }
+
+    /// Starts the replicas `how` says, taking the contract as `known` when given.
+    pub async fn start_as(
+        infra: &Infra,
+        options: ServiceOptions,
+        known: Option<std::sync::Arc<crate::target::Contract>>,
+        how: How<'_>,
+    ) -> Result<Self, ServiceError> {
+        let schema = match how {
+            How::Process(p) => p.schema.as_deref(),
+            How::InProcess => None,
+        };
+        let env = infra.isolated_env_with(schema).await?;
+        match Self::start_on(env.clone(), options, known, how).await {
             Ok(sut) => Ok(sut),
             Err(e) => {
                 let _ = env.cleanup().await;
@@ -86,7 +124,17 @@ impl InProcess {
         env: IsolatedEnv,
         options: ServiceOptions,
         known: Option<std::sync::Arc<crate::target::Contract>>,
+        how: How<'_>,
     ) -> Result<Self, ServiceError> {
+        let files = match how {
+            How::InProcess => None,
+            How::Process(_) => Some(
+                tempfile::Builder::new()
+                    .prefix("harbor-target-")
+                    .tempdir()
+                    .map_err(|e| ServiceError::Task(format!("the replicas' files: {e}")))?,
+            ),
+        };
         let tokens = TokenMint::new();
         let (_, token_keys) = KeyRing::generate("harness-k1");
         let provider = FakeProvider::start()
@@ -138,18 +186,40 @@ impl InProcess {
             config.database_url =
                 SecretString::from(with_application_name(&database_url, &application_name));
             let sync = SyncPoints::new();
-            let hooks = Hooks {
-                sync_points: Some(sync.clone()),
-                clock: Some(clock.clone()),
+            let (base_url, start, running) = match (how, &files) {
+                (How::Process(profile), Some(dir)) => {
+                    let command = process::command_for(profile, n, &config, &env, dir.path())
+                        .map_err(ServiceError::Task)?;
+                    let child = command.start().await.map_err(ServiceError::Task)?;
+                    (
+                        command.base_url.clone(),
+                        StartWith::Process(command),
+                        Running::Process(child),
+                    )
+                }
+                _ => {
+                    let hooks = Hooks {
+                        sync_points: Some(sync.clone()),
+                        clock: Some(clock.clone()),
+                    };
+                    let (running, addr) =
+                        InProcessRun::start(config.clone(), hooks.clone()).await?;
+                    (
+                        format!("http://{addr}"),
+                        StartWith::InProcess {
+                            config: Box::new(config),
+                            hooks,
+                        },
+                        Running::InProcess(running),
+                    )
+                }
             };
-            let (running, addr) = Running::start(config.clone(), hooks.clone()).await?;
             replicas.push(Replica {
-                base_url: format!("http://{addr}"),
+                base_url,
                 sync,
                 links,
                 application_name,
-                config,
-                hooks,
+                start,
                 running: std::sync::Mutex::new(Some(running)),
             });
         }
@@ -158,7 +228,15 @@ impl InProcess {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ServiceError::Task(e.to_string()))?;
-        let client = ApiClient::new(http, replicas.iter().map(|r| r.base_url.clone()).collect());
+        let mut client =
+            ApiClient::new(http, replicas.iter().map(|r| r.base_url.clone()).collect());
+        let profile = match how {
+            How::Process(profile) => {
+                client = client.with_routes(profile.routes.clone());
+                Some(profile.clone())
+            }
+            How::InProcess => None,
+        };
         // A flawed service must say so: every replica's /readyz lists its seeded flaws.
         if !options.flaws.is_empty() {
             for replica in 0..replicas.len() {
@@ -185,19 +263,39 @@ impl InProcess {
         }
         // The contract is read the way a client of any target reads it: from what it publishes
         // (once per build: a launcher passes on what its first start read).
-        let contract = match known {
-            Some(contract) => contract,
-            None => {
+        let openapi = match &profile {
+            Some(p) => p.openapi.clone(),
+            None => Some("/openapi.json".to_owned()),
+        };
+        let contract = match (known, openapi) {
+            (Some(contract), _) => Some(contract),
+            (None, None) => None,
+            (None, Some(path)) => {
                 let published = client
-                    .request(reqwest::Method::GET, "/openapi.json")
+                    .request(reqwest::Method::GET, path.clone())
                     .send()
                     .await
                     .map_err(|e| ServiceError::Task(e.to_string()))?;
-                std::sync::Arc::new(
-                    crate::target::Contract::from_openapi(&published.body)
-                        .map_err(|e| ServiceError::Task(format!("the published contract: {e}")))?,
-                )
+                Some(std::sync::Arc::new(
+                    crate::target::Contract::from_openapi(&published.body).map_err(|e| {
+                        ServiceError::Task(format!("the published contract ({path}): {e}"))
+                    })?,
+                ))
             }
+        };
+        let version = match profile.as_ref().and_then(|p| p.version.clone()) {
+            Some((path, pointer)) => client
+                .request(reqwest::Method::GET, path)
+                .send()
+                .await
+                .ok()
+                .and_then(|a| {
+                    a.body.pointer(&pointer).map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                }),
+            None => None,
         };
         let ring = boundary::RingInspector(
             KeyRing::from_config(&token_keys)
@@ -214,7 +312,11 @@ impl InProcess {
             token_keys,
             contract,
             ring,
-            sync_over_http: false,
+            sync_over_http: profile.is_some(),
+            profile,
+            profile_locks: Default::default(),
+            version,
+            _files: files,
         })
     }
 
@@ -240,12 +342,22 @@ impl InProcess {
     /// Releases every parked request, stops the replicas, and removes the environment.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
         let mut stopping = Vec::new();
+        let mut children = Vec::new();
         for r in &mut self.replicas {
             r.sync.release_all();
-            if let Some(running) = r.take_running() {
-                let _ = running.shutdown.send(());
-                stopping.push((running.runtime, running.task));
+            match r.take_running() {
+                Some(Running::InProcess(running)) => {
+                    let _ = running.shutdown.send(());
+                    stopping.push((running.runtime, running.task));
+                }
+                Some(Running::Process(child)) => children.push(child),
+                None => {}
             }
+        }
+        for child in children {
+            process::terminate(child, Duration::from_secs(10))
+                .await
+                .map_err(ServiceError::Task)?;
         }
         for (runtime, task) in stopping {
             let served = task.await;

@@ -1,4 +1,5 @@
-//! [`Target`] for [`InProcess`]: every capability, faults when the replicas have proxies.
+//! [`Target`] for [`Started`]: in-process, every capability (faults when the replicas have
+//! proxies); from a profile, what the profile offers, its fixtures, lock and claims.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,18 +10,23 @@ use harbor_service::lifecycle::ConnectionStatus;
 use harbor_syncpoint::{SlotKey, SlotState};
 use sqlx::PgPool;
 
-use super::InProcess;
+use super::Started;
 use crate::client::ApiClient;
 use crate::evidence::AdvisoryKey;
 use crate::fake_provider::FakeProvider;
 use crate::faults::{Fault, FaultDone};
 use crate::fixtures::TenantWorkspace;
 use crate::identity::TokenKind;
-use crate::target::{Capability, Contract, RedisAccess, Target, TenantSpec, TokenInspector};
+use crate::target::{
+    profile, Capability, Contract, RedisAccess, Target, TenantSpec, TokenInspector,
+};
 
-impl Target for InProcess {
+impl Target for Started {
     fn capabilities(&self) -> BTreeSet<Capability> {
-        let mut all: BTreeSet<Capability> = Capability::ALL.into();
+        let mut all: BTreeSet<Capability> = match &self.profile {
+            Some(p) => p.offered(),
+            None => Capability::ALL.into(),
+        };
         if !self.has_fault_proxies() {
             all.remove(&Capability::Faults);
         }
@@ -36,7 +42,7 @@ impl Target for InProcess {
     }
 
     fn contract(&self) -> Option<&Contract> {
-        Some(&self.contract)
+        self.contract.as_deref()
     }
 
     fn create_tenant<'a>(
@@ -44,9 +50,19 @@ impl Target for InProcess {
         spec: &'a TenantSpec,
     ) -> BoxFuture<'a, Result<TenantWorkspace, String>> {
         Box::pin(async move {
-            TenantWorkspace::create(&self.db, &spec.name, spec.entitled, spec.qbo)
-                .await
-                .map_err(|e| e.to_string())
+            let Some(profile) = &self.profile else {
+                return TenantWorkspace::create(&self.db, &spec.name, spec.entitled, spec.qbo)
+                    .await
+                    .map_err(|e| e.to_string());
+            };
+            let (made, lock) = profile::boundary::create_tenant(profile, &self.db, spec).await?;
+            if let Some(lock) = lock {
+                self.profile_locks
+                    .lock()
+                    .map_err(|_| "the lock table is poisoned")?
+                    .insert(made.workspace, lock);
+            }
+            Ok(made)
         })
     }
 
@@ -57,13 +73,24 @@ impl Target for InProcess {
         status: ConnectionStatus,
     ) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            crate::fixtures::connection_status(&self.db, workspace, provider, status)
-                .await
-                .map_err(|e| e.to_string())
+            match &self.profile {
+                Some(profile) => {
+                    profile::boundary::set_connection_status(
+                        profile, &self.db, workspace, provider, status,
+                    )
+                    .await
+                }
+                None => crate::fixtures::connection_status(&self.db, workspace, provider, status)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
         })
     }
 
     fn workspace_lock(&self, workspace: WorkspaceId) -> Option<AdvisoryKey> {
+        if self.profile.is_some() {
+            return self.profile_locks.lock().ok()?.get(&workspace).copied();
+        }
         let key = harbor_service::locks::lock_key_for_workspace(workspace);
         Some(AdvisoryKey {
             classid: key.classid as u32,
@@ -72,7 +99,10 @@ impl Target for InProcess {
     }
 
     fn bearer(&self, user: UserId, kind: TokenKind) -> String {
-        self.tokens.token(user.0, kind)
+        match &self.profile {
+            Some(profile) => profile::boundary::bearer(profile, &self.tokens, user, kind),
+            None => self.tokens.token(user.0, kind),
+        }
     }
 
     fn arm(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, Result<(), String>> {
@@ -166,30 +196,33 @@ impl Target for InProcess {
     }
 
     fn provider(&self) -> Option<&FakeProvider> {
-        Some(&self.provider)
+        self.offers(Capability::ProviderControl)
+            .then_some(&self.provider)
     }
 
     fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<FaultDone, String>> {
-        Box::pin(InProcess::apply_fault(self, fault))
+        Box::pin(Started::apply_fault(self, fault))
     }
 
     fn database(&self) -> Option<&PgPool> {
-        Some(&self.db)
+        self.offers(Capability::Database).then_some(&self.db)
     }
 
     fn database_url(&self) -> Option<&str> {
-        Some(&self.env.database_url)
+        self.offers(Capability::Database)
+            .then_some(self.env.database_url.as_str())
     }
 
     fn redis(&self) -> Option<RedisAccess<'_>> {
-        Some(RedisAccess {
+        self.offers(Capability::Redis).then_some(RedisAccess {
             url: &self.env.redis_url,
             prefix: &self.env.redis_key_prefix,
         })
     }
 
     fn tokens(&self) -> Option<&dyn TokenInspector> {
-        Some(&self.ring)
+        self.offers(Capability::TokenKeys)
+            .then_some(&self.ring as &dyn TokenInspector)
     }
 }
 
@@ -218,102 +251,25 @@ impl TokenInspector for RingInspector {
     }
 }
 
-impl InProcess {
+impl Started {
+    /// Whether its profile offers `c` (the in-process reference offers everything).
+    fn offers(&self, c: Capability) -> bool {
+        self.profile
+            .as_ref()
+            .is_none_or(|p| p.offered().contains(&c))
+    }
+
     fn sync_http(&self, replica: usize) -> crate::target::sync_protocol::SyncPointsOverHttp {
         crate::target::sync_protocol::SyncPointsOverHttp::new(self.client.clone(), replica)
     }
 }
 
-/// Starts [`InProcess`] services on one set of servers, with the seeded flaws asked for.
-pub struct InProcessLauncher<'a> {
-    infra: &'a crate::provision::Infra,
-    flaws: harbor_service::flaws::Flaws,
-    sync_over_http: bool,
-    /// The contract the first launch read; later launches of the same build reuse it.
-    contract: std::sync::OnceLock<std::sync::Arc<Contract>>,
-}
-
-impl<'a> InProcessLauncher<'a> {
-    /// A launcher on `infra`, starting the correct build.
-    pub fn new(infra: &'a crate::provision::Infra) -> Self {
-        Self {
-            infra,
-            flaws: harbor_service::flaws::Flaws::none(),
-            sync_over_http: false,
-            contract: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Drives the services' sync points through their HTTP protocol
-    /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of the shared controller: what a target started
-    /// elsewhere offers, checked against the whole catalogue.
-    pub fn with_sync_points_over_http(mut self, on: bool) -> Self {
-        self.sync_over_http = on;
-        self
-    }
-
-    /// Starts the service with these seeded flaws (`harbor-certify mutants`, kill matrices).
-    pub fn with_flaws(mut self, flaws: harbor_service::flaws::Flaws) -> Self {
-        self.flaws = flaws;
-        self
-    }
-
-    /// The service options `setup` asks for.
-    pub fn options(&self, setup: &crate::target::Setup) -> super::ServiceOptions {
-        let mut options = super::ServiceOptions {
-            replicas: setup.replicas,
-            sync_points: setup.sync_points,
-            flaws: self.flaws.clone(),
-            ..super::ServiceOptions::default()
-        };
-        if let Some(t) = setup.sync_point_timeout {
-            options.sync_point_timeout = t;
-        }
-        if let Some(n) = setup.database_max_connections {
-            options.database_max_connections = n;
-        }
-        if let Some(t) = setup.provider_timeout {
-            options.provider_timeout = t;
-        }
-        if let Some(t) = setup.database_acquire_timeout {
-            options.database_acquire_timeout = t;
-        }
-        if let Some(q) = setup.rate_limit_tenant {
-            options.rate_limits.per_tenant = q;
-        }
-        if let Some(q) = setup.rate_limit_address {
-            options.rate_limits.per_address = q;
-        }
-        if let Some(q) = setup.rate_limit_failed_states {
-            options.rate_limits.failed_states_per_user = q;
-        }
-        options
-    }
-}
-
-impl crate::target::Launcher for InProcessLauncher<'_> {
-    fn launch<'a>(
-        &'a self,
-        setup: &'a crate::target::Setup,
-    ) -> futures::future::LocalBoxFuture<'a, Result<Box<dyn crate::target::Launched>, String>> {
-        Box::pin(async move {
-            let known = self.contract.get().cloned();
-            let mut started = InProcess::start_knowing(self.infra, self.options(setup), known)
-                .await
-                .map_err(|e| e.to_string())?;
-            started.sync_over_http = self.sync_over_http;
-            let _ = self.contract.set(started.contract.clone());
-            Ok(Box::new(started) as Box<dyn crate::target::Launched>)
-        })
-    }
-}
-
-impl crate::target::Launched for InProcess {
+impl crate::target::Launched for Started {
     fn target(&self) -> &dyn Target {
         self
     }
 
     fn stop(self: Box<Self>) -> futures::future::LocalBoxFuture<'static, Result<(), String>> {
-        Box::pin(async move { InProcess::stop(*self).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { Started::stop(*self).await.map_err(|e| e.to_string()) })
     }
 }

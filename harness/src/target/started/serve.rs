@@ -9,7 +9,7 @@ use std::path::Path;
 use harbor_service::domain::WorkspaceId;
 use harbor_service::lifecycle::ConnectionStatus;
 
-use super::InProcess;
+use super::Started;
 use crate::fixtures::TenantWorkspace;
 use crate::identity::TokenKind;
 
@@ -35,7 +35,7 @@ pub struct Demo {
 
 impl Demo {
     /// Seeds the demo tenants on a running service and mints their tokens.
-    pub async fn seed(sut: &InProcess) -> Result<Self, sqlx::Error> {
+    pub async fn seed(sut: &Started) -> Result<Self, sqlx::Error> {
         let demo =
             TenantWorkspace::create(&sut.db, "demo", true, ConnectionStatus::NotConnected).await?;
         let other =
@@ -174,11 +174,7 @@ pub struct BenchUser {
 
 impl BenchTenants {
     /// Makes `activation` connected and `flows` unconnected tenants on the running service.
-    pub async fn seed(
-        sut: &InProcess,
-        activation: usize,
-        flows: usize,
-    ) -> Result<Self, sqlx::Error> {
+    pub async fn seed(sut: &Started, activation: usize, flows: usize) -> Result<Self, sqlx::Error> {
         let activation = bench_users(
             sut,
             "bench-act-",
@@ -218,7 +214,7 @@ impl BenchTenants {
 }
 
 async fn bench_users(
-    sut: &InProcess,
+    sut: &Started,
     prefix: &str,
     n: usize,
     status: ConnectionStatus,

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use crate::faults::{Dependency, Fault, FaultDone, FaultKind, ProxyAction};
 
-use super::InProcess;
+use super::Started;
 
-impl InProcess {
+impl Started {
     /// Does `fault`; returns what it did, for the trace.
     pub async fn apply_fault(&self, fault: &Fault) -> Result<FaultDone, String> {
         let limit = Duration::from_secs(5);
@@ -177,21 +177,40 @@ impl InProcess {
         Ok(keys.len())
     }
 
-    /// The backends of `replica` (or of every replica): its pool's, and those of requests parked
-    /// on it, whose transactions carry their actor's tag instead of the pool's name.
+    /// The backends of `replica` (or of every replica). With fault proxies: those whose client
+    /// end is one of its PostgreSQL proxy's upstream connections — every connection the replica
+    /// opened, whatever its `application_name`, in any language. Without: its pool's name, and
+    /// the tags of requests parked on it.
     async fn backends_of(&self, replica: Option<usize>) -> Result<Vec<i32>, String> {
         if let Some(n) = replica {
             if n >= self.replicas.len() {
                 return Err(format!("there is no replica {n}"));
             }
         }
+        let chosen = || {
+            self.replicas
+                .iter()
+                .enumerate()
+                .filter(move |(n, _)| replica.is_none_or(|r| r == *n))
+                .map(|(_, r)| r)
+        };
+        if chosen().all(|r| r.links.is_some()) {
+            let ports: Vec<i32> = chosen()
+                .filter_map(|r| r.links.as_ref())
+                .flat_map(|l| l.postgres.upstream_ends())
+                .map(|a| i32::from(a.port()))
+                .collect();
+            return sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND client_addr IS NOT NULL AND client_port = ANY($1)",
+            )
+            .bind(&ports)
+            .fetch_all(&self.db)
+            .await
+            .map_err(|e| format!("reading the replicas' backends: {e}"));
+        }
         let mut names = Vec::new();
-        for (_, r) in self
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|(n, _)| replica.is_none_or(|r| r == *n))
-        {
+        for r in chosen() {
             names.push(r.application_name.clone());
             names.extend(
                 r.sync
@@ -228,7 +247,7 @@ impl InProcess {
             .ok_or_else(|| format!("there is no replica {replica}"))?;
         let pids = self.backends_of(Some(replica)).await?;
         let started = std::time::Instant::now();
-        r.crash()?;
+        r.crash().await?;
         crate::evidence::until_backends_gone(&self.db, &pids, Duration::from_secs(5)).await?;
         Ok(FaultDone::measured(
             format!("replica {replica} crashed; its backends ended"),

@@ -1,5 +1,6 @@
-//! One replica of the in-process service: its own runtime (so a crash loses what a killed process
-//! loses), its sync points and its fault proxies.
+//! One replica of a started target: in this process on its own runtime (so a crash loses what a
+//! killed process loses), or a child process started from a profile's lifecycle command; its sync
+//! points and its fault proxies.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use harbor_syncpoint::SyncPoints;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::process::ProcessCommand;
 use crate::faults::FaultProxy;
 use crate::provision::ProvisionError;
 
@@ -26,9 +28,16 @@ pub struct Replica {
     pub links: Option<Links>,
     /// The `application_name` of its pooled connections.
     pub application_name: String,
-    pub(super) config: Config,
-    pub(super) hooks: Hooks,
+    pub(super) start: StartWith,
     pub(super) running: std::sync::Mutex<Option<Running>>,
+}
+
+/// How a replica is (re)started.
+pub(super) enum StartWith {
+    /// The reference service on a runtime of its own, in this process.
+    InProcess { config: Box<Config>, hooks: Hooks },
+    /// A child process.
+    Process(ProcessCommand),
 }
 
 /// The fault proxies of one replica.
@@ -41,15 +50,23 @@ pub struct Links {
     pub provider: FaultProxy,
 }
 
-/// A replica's process, as far as it matters: a runtime that owns every task, socket and pooled
-/// connection of the replica.
-pub(super) struct Running {
+/// A running replica.
+pub(super) enum Running {
+    /// In this process.
+    InProcess(InProcessRun),
+    /// A child process.
+    Process(tokio::process::Child),
+}
+
+/// An in-process replica's process, as far as it matters: a runtime that owns every task, socket
+/// and pooled connection of the replica.
+pub(super) struct InProcessRun {
     pub(super) runtime: tokio::runtime::Runtime,
     pub(super) shutdown: oneshot::Sender<()>,
     pub(super) task: JoinHandle<std::io::Result<()>>,
 }
 
-impl Running {
+impl InProcessRun {
     /// Builds the application on a runtime of its own and serves it.
     pub(super) async fn start(
         config: Config,
@@ -82,7 +99,7 @@ impl Running {
             let _ = rx.await;
         }));
         Ok((
-            Running {
+            InProcessRun {
                 runtime,
                 shutdown,
                 task,
@@ -100,9 +117,15 @@ impl Replica {
 
     /// Kills it: every task of its runtime is dropped where it stands — parked requests, their
     /// open transactions, pooled connections — and the kernel closes its sockets.
-    pub(super) fn crash(&self) -> Result<(), String> {
-        let running = self.take_running().ok_or("the replica is not running")?;
-        running.runtime.shutdown_background();
+    pub(super) async fn crash(&self) -> Result<(), String> {
+        match self.take_running().ok_or("the replica is not running")? {
+            Running::InProcess(run) => run.runtime.shutdown_background(),
+            // SIGKILL, and the exit reaped.
+            Running::Process(mut child) => child
+                .kill()
+                .await
+                .map_err(|e| format!("killing the replica: {e}"))?,
+        }
         Ok(())
     }
 
@@ -110,7 +133,16 @@ impl Replica {
     /// connections and the tasks its requests started (within its own shutdown bound), and then
     /// the process ends — whatever is still running on its runtime after that is dropped.
     pub(super) async fn stop_gracefully(&self) -> Result<(), String> {
-        let running = self.take_running().ok_or("the replica is not running")?;
+        let running = match self.take_running().ok_or("the replica is not running")? {
+            Running::InProcess(run) => run,
+            Running::Process(child) => {
+                return super::process::terminate(
+                    child,
+                    harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
+                )
+                .await
+            }
+        };
         let _ = running.shutdown.send(());
         let served = tokio::time::timeout(
             harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
@@ -131,15 +163,21 @@ impl Replica {
         if self.is_running() {
             return Err("the replica is running".into());
         }
-        let mut config = self.config.clone();
-        config.listen_addr = self
-            .base_url
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|e| format!("replica address: {e}"))?;
-        let (running, _) = Running::start(config, self.hooks.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let running = match &self.start {
+            StartWith::InProcess { config, hooks } => {
+                let mut config = (**config).clone();
+                config.listen_addr = self
+                    .base_url
+                    .trim_start_matches("http://")
+                    .parse()
+                    .map_err(|e| format!("replica address: {e}"))?;
+                let (run, _) = InProcessRun::start(config, hooks.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Running::InProcess(run)
+            }
+            StartWith::Process(command) => Running::Process(command.start().await?),
+        };
         *self.running.lock().map_err(|_| "replica state poisoned")? = Some(running);
         Ok(())
     }
@@ -151,9 +189,12 @@ impl Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        if let Some(running) = self.take_running() {
+        match self.take_running() {
             // Dropping a runtime may block; this must not, since it runs in async code.
-            running.runtime.shutdown_background();
+            Some(Running::InProcess(run)) => run.runtime.shutdown_background(),
+            // The child is killed when dropped (`kill_on_drop`).
+            Some(Running::Process(child)) => drop(child),
+            None => {}
         }
     }
 }

@@ -1,0 +1,178 @@
+//! `harbor-certify target check PROFILE --start`: the profile's target started once, and each
+//! thing its profile says tried — readiness, the published contract, the fixtures, the workspace
+//! lock, the harness's tokens (accepted when valid, refused when expired), the sync-point
+//! protocol. Each check prints what it found; a failed one says which part of the profile to look
+//! at, with the target's raw answer.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use harbor_service::domain::Provider;
+use harbor_service::lifecycle::ConnectionStatus;
+
+use super::provision_or_explain;
+use crate::identity::TokenKind;
+use crate::operation::WorkspaceOp;
+use crate::provision::BackendChoice;
+use crate::target::profile::Profile;
+use crate::target::started::ProfileLauncher;
+use crate::target::sync_protocol::SyncPointsOverHttp;
+use crate::target::{Launcher, Setup, Target, TenantSpec};
+
+/// Starts `profile`'s target once and tries it; exit 0 when every check held.
+pub async fn try_profile(profile: &Arc<Profile>, backend: BackendChoice) -> ExitCode {
+    println!(
+        "\nstarting {} once to try what its profile says:",
+        profile.name
+    );
+    let mut infra = match provision_or_explain(backend).await {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let checks = {
+        let launcher = ProfileLauncher::new(&infra, profile.clone());
+        let setup = Setup {
+            replicas: 1,
+            sync_points: profile.sync_points,
+            ..Setup::default()
+        };
+        match launcher.launch(&setup).await {
+            Err(e) => vec![("start-up".to_owned(), Err(e))],
+            Ok(launched) => {
+                let checks = try_target(profile, launched.target()).await;
+                let stopped = launched.stop().await;
+                let mut checks = checks;
+                checks.push((
+                    "stop".into(),
+                    stopped.map(|()| "stopped with SIGTERM".into()),
+                ));
+                checks
+            }
+        }
+    };
+    infra.shutdown().await;
+    let mut failed = 0;
+    for (what, result) in &checks {
+        match result {
+            Ok(found) => println!("  ✓ {what:<22} {found}"),
+            Err(why) => {
+                failed += 1;
+                println!("  ✗ {what:<22} {}", why.replace('\n', "\n      "));
+            }
+        }
+    }
+    if failed == 0 {
+        println!("\nthe profile holds: {} check(s) passed", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("\n{failed} of {} check(s) failed", checks.len());
+        ExitCode::FAILURE
+    }
+}
+
+type Check = (String, Result<String, String>);
+
+async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
+    let mut out: Vec<Check> = vec![(
+        "start-up".into(),
+        Ok(format!(
+            "a replica answered {} at {}",
+            profile.readiness,
+            t.client().url(0, "")
+        )),
+    )];
+    if profile.openapi.is_some() {
+        out.push((
+            "contract".into(),
+            match t.contract() {
+                Some(_) => Ok("its OpenAPI document was read".into()),
+                None => Err("target.openapi is set, but no contract was read".into()),
+            },
+        ));
+    }
+    let spec = TenantSpec {
+        name: "target-check".into(),
+        entitled: true,
+        qbo: ConnectionStatus::NotConnected,
+    };
+    let tenant = match t.create_tenant(&spec).await {
+        Ok(made) => {
+            out.push((
+                "fixtures.create_tenant".into(),
+                Ok(format!("made workspace {}", made.workspace)),
+            ));
+            made
+        }
+        Err(e) => {
+            out.push(("fixtures.create_tenant".into(), Err(e)));
+            return out;
+        }
+    };
+    out.push((
+        "database.workspace_lock".into(),
+        match (t.workspace_lock(tenant.workspace), &profile.workspace_lock) {
+            (Some(k), _) => Ok(format!(
+                "advisory lock ({}, {}) in pg_locks terms",
+                k.classid, k.objid
+            )),
+            (None, None) => Ok("not named: lock probes are SKIPPED".into()),
+            (None, Some(_)) => Err("named, but gave no key".into()),
+        },
+    ));
+    let list = |kind: TokenKind| {
+        t.client()
+            .operation(
+                WorkspaceOp::ListConnections,
+                tenant.workspace,
+                Provider::Qbo,
+                "",
+            )
+            .bearer(Some(t.bearer(tenant.owner, kind)))
+            .send()
+    };
+    out.push((
+        "identity (valid)".into(),
+        match list(TokenKind::Valid).await {
+            Ok(a) if a.status.is_success() => Ok(format!(
+                "the owner's token was accepted ({} on list_connections)",
+                a.status
+            )),
+            Ok(a) => Err(format!(
+                "the owner's valid token got {}: the target rejects the harness's tokens — check \
+                 the JWKS it is given ({{jwks}}), {{jwt_issuer}}, {{jwt_audience}} and \
+                 identity.claims\n  raw answer: {}",
+                a.status,
+                a.raw.chars().take(300).collect::<String>()
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    ));
+    out.push((
+        "identity (expired)".into(),
+        match list(TokenKind::Expired).await {
+            Ok(a) if a.status.as_u16() == 401 => Ok("an expired token was refused (401)".into()),
+            Ok(a) => Err(format!(
+                "an expired token got {}, not 401\n  raw answer: {}",
+                a.status,
+                a.raw.chars().take(300).collect::<String>()
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    ));
+    out.push((
+        "fixtures.set_connection_status".into(),
+        t.set_connection_status(tenant.workspace, Provider::Qbo, ConnectionStatus::Connected)
+            .await
+            .map(|()| "QuickBooks set CONNECTED".into()),
+    ));
+    if profile.sync_points {
+        out.push((
+            "sync_points".into(),
+            SyncPointsOverHttp::new(t.client().clone(), 0)
+                .points()
+                .await
+                .map(|points| format!("protocol 1 answers; {} point(s) named", points.len())),
+        ));
+    }
+    out
+}

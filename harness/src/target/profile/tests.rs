@@ -1,0 +1,83 @@
+//! Profiles that must load, and the errors of those that must not — each naming the place.
+
+use super::*;
+
+/// The reference's own profile, as the repository ships it.
+fn reference_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../targets/reference/target.toml"
+    ))
+    .expect("targets/reference/target.toml")
+}
+
+fn load_text(text: &str) -> Result<Profile, ProfileError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("target.toml");
+    std::fs::write(&path, text).unwrap();
+    Profile::load(&path)
+}
+
+#[test]
+fn the_reference_profile_loads_and_offers_all_but_the_clock() {
+    let p = load_text(&reference_text()).unwrap();
+    assert_eq!(p.name, "harbor-reference");
+    let offered = p.offered();
+    for c in Capability::ALL {
+        assert_eq!(offered.contains(&c), c != Capability::Clock, "{c:?}");
+    }
+    // Its routes are the reference's own.
+    let reference = Routes::reference();
+    for op in WorkspaceOp::ALL {
+        assert_eq!(p.routes.requests[&op], reference.requests[&op], "{op}");
+    }
+}
+
+#[test]
+fn bad_profiles_are_refused_naming_the_place() {
+    let good = reference_text();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "\nsync = {",
+            "\nsynch = {",
+            "operations.synch: unknown operation",
+        ),
+        (
+            "/v1/workspaces/{workspace}/activation",
+            "/v1/workspaces/{worksapce}/activation",
+            "operations.activate.path: unknown placeholder {worksapce}",
+        ),
+        (
+            "HARBOR_DATABASE_URL = \"{database_url}\"",
+            "HARBOR_DATABASE_URL = \"{databse_url}\"",
+            "lifecycle.env.HARBOR_DATABASE_URL: unknown placeholder {databse_url}",
+        ),
+        ("format = 1", "format = 7", "this harness reads format 1"),
+        (
+            "[target]",
+            "[target]\nsurprise = true",
+            "line 9, column 1: unknown field `surprise`",
+        ),
+        (
+            "decline = []",
+            "decline = [\"teleport\"]",
+            "capabilities.decline: unknown capability \"teleport\"",
+        ),
+        (
+            "error_code = \"/error/code\"",
+            "error_code = \"error.code\"",
+            "answers.error_code: \"error.code\" is not a JSON pointer",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(good.contains(from), "the reference profile has no {from:?}");
+        let bad = good.replacen(from, to, 1);
+        let e = load_text(&bad).expect_err(want).to_string();
+        assert!(e.contains(want), "{e}\n  does not say {want:?}");
+        assert!(e.contains("target.toml"), "{e} names no file");
+    }
+    let missing = load_text("format = 1\n").unwrap_err().to_string();
+    assert!(missing.contains("missing field"), "{missing}");
+    let unreadable = Profile::load(Path::new("/nonexistent/target.toml")).unwrap_err();
+    assert!(unreadable.to_string().contains("cannot read it"));
+}

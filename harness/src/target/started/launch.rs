@@ -1,0 +1,170 @@
+//! The launchers of [`Started`] targets: [`InProcessLauncher`] starts the reference service in
+//! this process; [`ProfileLauncher`] starts any service's replicas as child processes from a
+//! target profile. Both start each target on a fresh isolated environment, as [`Setup`] asks.
+
+use std::sync::{Arc, OnceLock};
+
+use futures::future::LocalBoxFuture;
+use harbor_service::flaws::Flaws;
+
+use super::{How, ServiceOptions, Started};
+use crate::provision::Infra;
+use crate::target::profile::Profile;
+use crate::target::{Contract, Launched, Launcher, Setup};
+
+/// Starts [`Started`] services on one set of servers, with the seeded flaws asked for.
+pub struct InProcessLauncher<'a> {
+    infra: &'a Infra,
+    flaws: Flaws,
+    sync_over_http: bool,
+    /// The contract the first launch read; later launches of the same build reuse it.
+    contract: OnceLock<Arc<Contract>>,
+}
+
+impl<'a> InProcessLauncher<'a> {
+    /// A launcher on `infra`, starting the correct build.
+    pub fn new(infra: &'a Infra) -> Self {
+        Self {
+            infra,
+            flaws: Flaws::none(),
+            sync_over_http: false,
+            contract: OnceLock::new(),
+        }
+    }
+
+    /// Drives the services' sync points through their HTTP protocol
+    /// (`docs/SYNC-POINTS-PROTOCOL.md`) instead of the shared controller: what a target started
+    /// elsewhere offers, checked against the whole catalogue.
+    pub fn with_sync_points_over_http(mut self, on: bool) -> Self {
+        self.sync_over_http = on;
+        self
+    }
+
+    /// Starts the service with these seeded flaws (`harbor-certify mutants`, kill matrices).
+    pub fn with_flaws(mut self, flaws: Flaws) -> Self {
+        self.flaws = flaws;
+        self
+    }
+
+    /// The service options `setup` asks for.
+    pub fn options(&self, setup: &Setup) -> ServiceOptions {
+        options_for(setup, self.flaws.clone())
+    }
+}
+
+/// The service options `setup` asks for, with `flaws` seeded.
+fn options_for(setup: &Setup, flaws: Flaws) -> ServiceOptions {
+    let mut options = ServiceOptions {
+        replicas: setup.replicas,
+        sync_points: setup.sync_points,
+        flaws,
+        ..ServiceOptions::default()
+    };
+    if let Some(t) = setup.sync_point_timeout {
+        options.sync_point_timeout = t;
+    }
+    if let Some(n) = setup.database_max_connections {
+        options.database_max_connections = n;
+    }
+    if let Some(t) = setup.provider_timeout {
+        options.provider_timeout = t;
+    }
+    if let Some(t) = setup.database_acquire_timeout {
+        options.database_acquire_timeout = t;
+    }
+    if let Some(q) = setup.rate_limit_tenant {
+        options.rate_limits.per_tenant = q;
+    }
+    if let Some(q) = setup.rate_limit_address {
+        options.rate_limits.per_address = q;
+    }
+    if let Some(q) = setup.rate_limit_failed_states {
+        options.rate_limits.failed_states_per_user = q;
+    }
+    options
+}
+
+impl Launcher for InProcessLauncher<'_> {
+    fn launch<'a>(
+        &'a self,
+        setup: &'a Setup,
+    ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>> {
+        Box::pin(async move {
+            let known = self.contract.get().cloned();
+            let mut started = Started::start_knowing(self.infra, self.options(setup), known)
+                .await
+                .map_err(|e| e.to_string())?;
+            started.sync_over_http = self.sync_over_http;
+            if let Some(contract) = &started.contract {
+                let _ = self.contract.set(contract.clone());
+            }
+            Ok(Box::new(started) as Box<dyn Launched>)
+        })
+    }
+}
+
+/// Starts a profile's target: its replicas as child processes of the lifecycle command, on a
+/// fresh isolated environment each time.
+pub struct ProfileLauncher<'a> {
+    infra: &'a Infra,
+    profile: Arc<Profile>,
+    flaws: Flaws,
+    /// The contract the first launch read; later launches of the same target reuse it.
+    contract: OnceLock<Arc<Contract>>,
+}
+
+impl<'a> ProfileLauncher<'a> {
+    /// A launcher of `profile`'s target on `infra`.
+    pub fn new(infra: &'a Infra, profile: Arc<Profile>) -> Self {
+        Self {
+            infra,
+            profile,
+            flaws: Flaws::none(),
+            contract: OnceLock::new(),
+        }
+    }
+
+    /// Whether `profile`'s target can be started with `flaws` seeded: they are given to it as
+    /// `{flaws}`, which its profile must use (a target that cannot be told cannot be a flawed
+    /// build).
+    pub fn can_seed(profile: &Profile, flaws: &Flaws) -> Result<(), String> {
+        if !flaws.is_empty() && !profile.lifecycle.uses("flaws") {
+            return Err(format!(
+                "{}: no lifecycle template uses {{flaws}}, so the target cannot be started with seeded flaws",
+                profile.path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the target with these seeded flaws (checked by [`ProfileLauncher::can_seed`]).
+    pub fn with_flaws(mut self, flaws: Flaws) -> Self {
+        self.flaws = flaws;
+        self
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Arc<Profile> {
+        &self.profile
+    }
+}
+
+impl Launcher for ProfileLauncher<'_> {
+    fn launch<'a>(
+        &'a self,
+        setup: &'a Setup,
+    ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>> {
+        Box::pin(async move {
+            let known = self.contract.get().cloned();
+            let options = options_for(setup, self.flaws.clone());
+            let started =
+                Started::start_as(self.infra, options, known, How::Process(&self.profile))
+                    .await
+                    .map_err(|e| format!("target {}: {e}", self.profile.name))?;
+            if let Some(contract) = &started.contract {
+                let _ = self.contract.set(contract.clone());
+            }
+            Ok(Box::new(started) as Box<dyn Launched>)
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! A replica that is a child process: started from a target profile's lifecycle command with an
+//! environment the harness computed, killed with SIGKILL for a crash, stopped with SIGTERM, and
+//! started again on the same port. Its output goes to a log file whose tail every start-up error
+//! shows.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// How to start one replica process.
+#[derive(Clone, Debug)]
+pub struct ProcessCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The environment it is given (on top of a minimal inherited one: `PATH`, `HOME`, `LANG`).
+    pub env: Vec<(String, String)>,
+    /// Variables of the harness's environment it inherits besides those.
+    pub inherit: Vec<String>,
+    /// The directory it starts in.
+    pub cwd: PathBuf,
+    /// Where its standard output and error go (appended across restarts).
+    pub log: PathBuf,
+    /// Its base URL (`http://127.0.0.1:PORT`, the port the harness chose).
+    pub base_url: String,
+    /// The path answering 200 once it serves.
+    pub ready_path: String,
+    /// How long it may take to answer there.
+    pub ready_timeout: Duration,
+}
+
+/// Variables a replica inherits from the harness, so interpreters and tool chains are found;
+/// nothing else leaks in (the harness's own `HARBOR_*` and database URLs stay out).
+const INHERITED: [&str; 5] = ["PATH", "HOME", "LANG", "VIRTUAL_ENV", "TMPDIR"];
+
+impl ProcessCommand {
+    /// Starts it and waits until it answers its readiness path.
+    pub async fn start(&self) -> Result<Child, String> {
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or("the lifecycle command is empty")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("the replica's log {}: {e}", self.log.display()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| format!("the replica's log: {e}"))?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true);
+        for name in INHERITED
+            .iter()
+            .copied()
+            .chain(self.inherit.iter().map(String::as_str))
+        {
+            if let Ok(v) = std::env::var(name) {
+                command.env(name, v);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut child = command.spawn().map_err(|e| {
+            format!(
+                "starting {program} (in {}): {e}{}",
+                self.cwd.display(),
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    " — is it built / installed?"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        match self.until_ready(&mut child).await {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                let _ = child.kill().await;
+                Err(format!("{e}\n{}", self.log_tail()))
+            }
+        }
+    }
+
+    /// Polls the readiness path; fails when the process exits or the bound passes.
+    async fn until_ready(&self, child: &mut Child) -> Result<(), String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let url = format!("{}{}", self.base_url, self.ready_path);
+        let started = Instant::now();
+        let mut last = String::from("no answer yet");
+        while started.elapsed() < self.ready_timeout {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the replica exited during start-up ({status}) before {} answered",
+                    self.ready_path
+                ));
+            }
+            match http.get(&url).send().await {
+                Ok(a) if a.status().is_success() => return Ok(()),
+                Ok(a) => last = format!("{} answered {}", self.ready_path, a.status()),
+                Err(e) if e.is_connect() => last = "nothing listens on its port yet".into(),
+                Err(e) => last = format!("{}: {e}", self.ready_path),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "the replica was not ready within {:?} (last: {last})",
+            self.ready_timeout
+        ))
+    }
+
+    /// The last lines of its log, for an error.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
+        format!(
+            "last lines of {}:\n{}",
+            self.log.display(),
+            if tail.is_empty() {
+                "  (empty)".to_owned()
+            } else {
+                tail.iter()
+                    .map(|l| format!("  | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        )
+    }
+}
+
+/// Sends SIGTERM and waits for the exit within `grace`; SIGKILL after it.
+pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("waiting for the replica to exit: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!(
+                "the replica did not exit within {grace:?} of SIGTERM (killed)"
+            ))
+        }
+    }
+}
+
+/// A free TCP port on the loopback interface, for a replica to listen on.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// The command that starts replica `replica` of `profile`'s target, configured as `config` (its
+/// URLs already through its fault proxies) on `env`: its port chosen, its files written under
+/// `dir`, its environment rendered.
+pub fn command_for(
+    profile: &crate::target::profile::Profile,
+    replica: usize,
+    config: &harbor_service::config::Config,
+    env: &crate::provision::IsolatedEnv,
+    dir: &std::path::Path,
+) -> Result<ProcessCommand, String> {
+    use crate::target::profile::{template, values, FileTemplate};
+    let lifecycle = &profile.lifecycle;
+    let port = free_port()?;
+    let own = dir.join(format!("replica-{replica}"));
+    std::fs::create_dir_all(&own).map_err(|e| format!("{}: {e}", own.display()))?;
+    let files: std::collections::BTreeMap<String, PathBuf> = lifecycle
+        .files
+        .iter()
+        .map(|(name, _)| (name.clone(), own.join(name)))
+        .collect();
+    let values = values::of_replica(
+        replica,
+        port,
+        config,
+        &env.database_url,
+        profile.mode.as_deref(),
+        &files,
+    );
+    for (name, file) in &lifecycle.files {
+        let text = match file {
+            FileTemplate::Text(t) => t.render(&values, &template::verbatim)?,
+            FileTemplate::Json(v) => {
+                let rendered = render_json(v, &values)?;
+                serde_json::to_string_pretty(&rendered).map_err(|e| e.to_string())?
+            }
+        };
+        // The files can hold secrets (client secrets, keys): readable by this user only.
+        crate::secret_file::write_secret_file(&files[name], text.as_bytes())
+            .map_err(|e| format!("lifecycle.files.{name}: {e}"))?;
+    }
+    let mut rendered = Vec::new();
+    for (name, t) in &lifecycle.env {
+        rendered.push((name.clone(), t.render(&values, &template::verbatim)?));
+    }
+    let cwd = lifecycle
+        .cwd
+        .canonicalize()
+        .map_err(|e| format!("the profile's directory {}: {e}", lifecycle.cwd.display()))?;
+    let mut argv = lifecycle.command.clone();
+    // A relative program path is the profile directory's (std leaves it platform-defined).
+    if argv[0].contains('/') && !std::path::Path::new(&argv[0]).is_absolute() {
+        argv[0] = cwd.join(&argv[0]).display().to_string();
+    }
+    Ok(ProcessCommand {
+        argv,
+        env: rendered,
+        inherit: lifecycle.inherit.clone(),
+        cwd,
+        log: own.join("output.log"),
+        base_url: format!("http://127.0.0.1:{port}"),
+        ready_path: profile.readiness.clone(),
+        ready_timeout: lifecycle.ready_timeout,
+    })
+}
+
+/// `v` with every string leaf rendered.
+fn render_json(
+    v: &serde_json::Value,
+    values: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Value, String> {
+    use crate::target::profile::template::{verbatim, Template};
+    use serde_json::Value;
+    Ok(match v {
+        Value::String(s) => Value::String(Template::parse(s)?.render(values, &verbatim)?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_json(x, values))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), render_json(x, values)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
