@@ -67,6 +67,21 @@ pub struct AdvisoryKey {
     pub classid: u32,
     /// The second half (`pg_locks.objid`).
     pub objid: u32,
+    /// Taken with one `bigint` (`pg_advisory_xact_lock(k)`: `objsubid` 1) rather than two
+    /// `int`s (`objsubid` 2) — two different locks with the same halves.
+    pub bigint: bool,
+}
+
+impl AdvisoryKey {
+    /// The arguments that take this lock: `k` for the `bigint` form, `a, b` for the pair.
+    pub fn sql_arguments(&self) -> String {
+        if self.bigint {
+            ((i64::from(self.classid) << 32) | i64::from(self.objid)).to_string()
+        } else {
+            // pg_locks shows each half unsigned; the function takes them signed.
+            format!("{}, {}", self.classid as i32, self.objid as i32)
+        }
+    }
 }
 
 /// A row of `pg_locks` for the scenario's database or an advisory lock.

@@ -145,6 +145,9 @@ pub struct Routes {
     pub provider_names: std::collections::BTreeMap<Provider, String>,
     /// The JSON pointer of the stable error code in an error answer.
     pub error_code: String,
+    /// The target's error codes that are Harbor's under another name (the target's → Harbor's);
+    /// any other code is taken as it is.
+    pub code_names: std::collections::BTreeMap<String, String>,
     /// The JSON pointer of the authorization URL in an `authorize` answer.
     pub authorization_url: String,
 }
@@ -162,6 +165,7 @@ impl Routes {
         Self {
             requests,
             provider_names: Default::default(),
+            code_names: Default::default(),
             error_code: "/error/code".to_owned(),
             authorization_url: "/authorization_url".to_owned(),
         }
@@ -187,11 +191,15 @@ impl Routes {
         )
     }
 
-    /// The stable error code `body` holds, if any.
+    /// The stable error code `body` holds, if any, in Harbor's vocabulary.
     pub fn error_code(&self, body: &serde_json::Value) -> Option<String> {
-        body.pointer(&self.error_code)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
+        let code = body.pointer(&self.error_code).and_then(|v| v.as_str())?;
+        Some(
+            self.code_names
+                .get(code)
+                .cloned()
+                .unwrap_or_else(|| code.to_owned()),
+        )
     }
 
     /// The authorization URL an `authorize` answer holds, if any.

@@ -303,6 +303,34 @@ fn test(args: &[String]) -> Result<ExitCode> {
         "harbor-certify run --target targets/reference/target.toml (the reference as a process)",
         || target_run(&certify, &held.env, "targets/reference/target.toml", &[]),
     )?;
+    // The seeds' own systems: the Flask port in both modes, each scenario's verdict held to the
+    // checked-in expectation (a verdict that changes, either way, fails).
+    let flask_target = phase(
+        "harbor-certify run --target targets/flask-seed/target.toml, v2 and v1 (expected verdicts)",
+        || {
+            let setup = Command::new(root().join("targets/flask-seed/setup.sh"))
+                .status()
+                .context("running targets/flask-seed/setup.sh (python3 -m venv, pip)")?;
+            if !setup.success() {
+                return Ok(setup);
+            }
+            let mut last = None;
+            for mode in ["v2", "v1"] {
+                let expected = format!("targets/flask-seed/expected/{mode}.toml");
+                let status = target_run(
+                    &certify,
+                    &held.env,
+                    "targets/flask-seed/target.toml",
+                    &["--target-mode", mode, "--expect-verdicts", &expected],
+                )?;
+                if !status.success() {
+                    return Ok(status);
+                }
+                last = Some(status);
+            }
+            Ok(last.expect("two modes ran"))
+        },
+    )?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
         let mut cmd = flaws_certify();
@@ -355,6 +383,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         ("the test suite", &status),
         ("the certification", &certified),
         ("the reference as a process", &reference_target),
+        ("the flask-seed verdicts", &flask_target),
         ("the mutation run", &mutants),
         ("the exploration", &explored),
         ("the state machine", &proptest),
@@ -369,6 +398,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         status,
         certified,
         reference_target,
+        flask_target,
         mutants,
         explored,
         proptest,
@@ -394,10 +424,16 @@ fn target_run(
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "target".into());
+    let mode = extra
+        .iter()
+        .position(|a| *a == "--target-mode")
+        .and_then(|i| extra.get(i + 1))
+        .map(|m| format!("-{m}"))
+        .unwrap_or_default();
     let mut cmd = Command::new(certify);
     cmd.current_dir(root())
         .args(["run", "--backend", "external", "--target", profile])
-        .args(["--out", &format!("reports/targets/{folder}")])
+        .args(["--out", &format!("reports/targets/{folder}{mode}")])
         .args(extra);
     for (k, v) in env {
         cmd.env(k, v);

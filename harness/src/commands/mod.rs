@@ -22,6 +22,7 @@ pub mod servers;
 pub mod specs;
 pub mod target;
 pub mod target_start;
+pub mod verdicts;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,7 +76,7 @@ pub struct CatalogueArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the scenario catalogue (the default command).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run the catalogue against the correct service and against each seeded flaw, and print the
     /// kill matrix (needs a build with `--features flaws`). Exit 0 only if the correct build passes
     /// and every flaw is caught by a scenario that names it in `catches`.
@@ -122,7 +123,7 @@ pub enum Command {
 /// Parses the command line, sets up logging, and runs the command.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    let command = cli.command.unwrap_or(Command::Run(Box::new(cli.run)));
     if matches!(
         command,
         Command::Run(_) | Command::Mutants(_) | Command::Replay(_)
@@ -149,7 +150,7 @@ pub async fn main() -> ExitCode {
             .init();
     }
     match command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Mutants(args) => mutants::mutants(args).await,
         Command::Replay(args) => replay::replay(args).await,
         Command::Explore(args) => explore::explore(args).await,

@@ -64,6 +64,14 @@ pub struct RunArgs {
     /// certify; without it such a run is NOT CERTIFIED. Said in the run's summary.
     #[arg(long, value_delimiter = ',')]
     pub allow_skipped: Vec<String>,
+    /// Compare each scenario's verdict with this file's (`targets/flask-seed/expected/`): exit 0
+    /// when every verdict is the expected one, 1 when one changed (each difference printed) —
+    /// for a target whose findings are known.
+    #[arg(long)]
+    pub expect_verdicts: Option<std::path::PathBuf>,
+    /// Write each scenario's verdict to this file (the form `--expect-verdicts` reads).
+    #[arg(long)]
+    pub write_verdicts: Option<std::path::PathBuf>,
     /// Where the catalogue comes from and where results go.
     #[command(flatten)]
     pub catalogue: CatalogueArgs,
@@ -197,6 +205,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
     .await;
     bar.finish_and_clear();
     let mut spec_outcomes = Vec::new();
+    // The specs speak for the reference schema and PostgreSQL, not for another target.
+    let spec_files = match &profile {
+        Some(p) if !specs::SPEC_NEEDS.iter().all(|c| p.offered().contains(c)) => {
+            results.extend(specs::skipped_results(&spec_files));
+            Vec::new()
+        }
+        _ => spec_files,
+    };
     for (result, outcome) in specs::run_all(
         &infra,
         &spec_files,
@@ -344,6 +360,44 @@ pub async fn run(args: RunArgs) -> ExitCode {
             );
             return ExitCode::from(super::CANNOT_RUN);
         }
+    }
+    if let Some(path) = &args.write_verdicts {
+        let title = match &profile {
+            Some(p) => format!("Harbor's verdicts on {}", p.title()),
+            None => "Harbor's verdicts on the in-process reference service".to_owned(),
+        };
+        if let Err(e) = super::verdicts::write(path, &title, &report.scenarios) {
+            eprintln!("harbor-certify: --write-verdicts {}: {e}", path.display());
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+        println!("verdicts written to {}", path.display());
+    }
+    if let Some(path) = &args.expect_verdicts {
+        return match super::verdicts::compare(path, &report.scenarios) {
+            Err(e) => {
+                eprintln!("harbor-certify: --expect-verdicts {e}");
+                ExitCode::from(super::CANNOT_RUN)
+            }
+            Ok(differences) if differences.is_empty() => {
+                println!(
+                    "verdicts as expected: all {} match {}",
+                    report.scenarios.len(),
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(differences) => {
+                println!(
+                    "{} verdict(s) changed from {}:",
+                    differences.len(),
+                    path.display()
+                );
+                for d in &differences {
+                    println!("  {d}");
+                }
+                ExitCode::from(super::NOT_CERTIFIED)
+            }
+        };
     }
     if s.errors > 0 {
         ExitCode::from(super::CANNOT_RUN)

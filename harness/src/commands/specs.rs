@@ -245,6 +245,39 @@ fn as_result(o: &SpecOutcome) -> ScenarioResult {
     )
 }
 
+/// What a spec needs of the target: the catalogue's specs run on scratch databases and on the
+/// reference schema, so they speak for a target only when it is the reference.
+pub const SPEC_NEEDS: [crate::target::Capability; 2] = [
+    crate::target::Capability::Database,
+    crate::target::Capability::ReferenceSchema,
+];
+
+/// `files` as SKIPPED results, for a target the specs do not speak for.
+pub fn skipped_results(files: &[SpecFile]) -> Vec<ScenarioResult> {
+    files
+        .iter()
+        .map(|file| {
+            let mut failure = Failure::at(
+                None,
+                format!(
+                    "SKIPPED: {}",
+                    crate::target::lacks(crate::target::Capability::ReferenceSchema)
+                ),
+            );
+            failure.skipped = true;
+            result_of(
+                &file.name,
+                &file.title,
+                &file.path,
+                Verdict::Skipped,
+                vec![failure],
+                0.0,
+                0,
+            )
+        })
+        .collect()
+}
+
 fn error_result(file: &SpecFile, message: &str) -> ScenarioResult {
     let failure = Failure {
         environment: true,

@@ -100,30 +100,39 @@ async fn check(args: CheckArgs) -> ExitCode {
     let mut areas: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut run = 0;
-    let mut items: Vec<(String, String, BTreeSet<Capability>)> = all
+    // (id, area, why it would be SKIPPED)
+    let mut items: Vec<(String, String, Option<String>)> = all
         .iter()
         .map(|s| {
             let sc = &s.scenario;
-            (sc.id.clone(), sc.area.clone(), sc.requires())
+            let why = match sc.requires().iter().find(|c| !offered.contains(c)) {
+                Some(missing) => Some(lacks(*missing)),
+                None => profile.as_ref().and_then(|p| p.cannot_set(&sc.setup())),
+            };
+            (sc.id.clone(), sc.area.clone(), why)
         })
         .collect();
     for s in &specs {
+        let why = super::specs::SPEC_NEEDS
+            .iter()
+            .find(|c| !offered.contains(c))
+            .map(|c| lacks(*c));
         items.push((
             super::specs::id_of(&s.name),
             super::specs::SPEC_AREA.to_owned(),
-            BTreeSet::from([Capability::Database]),
+            why,
         ));
     }
-    for (id, area, needs) in &items {
+    for (id, area, why) in &items {
         let entry = areas.entry(area.clone()).or_default();
-        match needs.iter().find(|c| !offered.contains(c)) {
+        match why {
             None => {
                 run += 1;
                 entry.0 += 1;
             }
-            Some(missing) => {
+            Some(why) => {
                 entry.1 += 1;
-                skipped.push(format!("  SKIPPED  {id:<44} {}", lacks(*missing)));
+                skipped.push(format!("  SKIPPED  {id:<44} {why}"));
             }
         }
     }

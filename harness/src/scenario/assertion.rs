@@ -178,7 +178,11 @@ impl Assertion {
     /// Adds what it needs of a target.
     pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
         let more: &[Capability] = match &self.check {
-            Check::Sql { .. } | Check::NoLockHeld { .. } => &[Capability::Database],
+            Check::Sql { sql, .. } if crate::target::state_queries::sql_is_portable(sql) => {
+                &[Capability::Database]
+            }
+            Check::Sql { .. } => &[Capability::Database, Capability::ReferenceSchema],
+            Check::NoLockHeld { .. } => &[Capability::Database],
             Check::RedisKeys { .. } => &[Capability::Redis],
             Check::ProviderCounter { .. } => &[Capability::ProviderControl],
             Check::NoCanaryLeaks => &[
@@ -186,9 +190,14 @@ impl Assertion {
                 Capability::Redis,
                 Capability::ProviderControl,
             ],
-            Check::TokensBound => &[Capability::Database, Capability::TokenKeys],
+            Check::TokensBound => &[
+                Capability::Database,
+                Capability::ReferenceSchema,
+                Capability::TokenKeys,
+            ],
             Check::GrantsAccounted { .. } => &[
                 Capability::Database,
+                Capability::ReferenceSchema,
                 Capability::TokenKeys,
                 Capability::ProviderControl,
             ],

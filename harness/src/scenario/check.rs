@@ -185,12 +185,27 @@ impl Checker {
                 Some(("user", u)) => {
                     self.user(place, u)?;
                 }
+                Some(("query", q)) => {
+                    let (query, tenant) = match q.split_once(':') {
+                        Some((query, t)) => (query, Some(t)),
+                        None => (q, None),
+                    };
+                    if !crate::target::state_queries::STATE_QUERIES.iter().any(|(n, _)| *n == query) {
+                        return Err(problem(
+                            place,
+                            format!("unknown state query {{query:{q}}}: expected one of {}", crate::target::state_queries::STATE_QUERIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+                        ));
+                    }
+                    if let Some(t) = tenant {
+                        self.tenant(place, t)?;
+                    }
+                }
                 None if inner == "prefix" => {}
                 _ if inner.contains(|c: char| c.is_whitespace() || c == '"' || c == ',') => {}
                 _ => {
                     return Err(problem(
                         place,
-                        format!("unknown placeholder {{{inner}}}: expected {{workspace:T}}, {{tenant:T}}, {{workspace_lock:T}}, {{user:T.owner}} or {{prefix}}"),
+                        format!("unknown placeholder {{{inner}}}: expected {{workspace:T}}, {{tenant:T}}, {{workspace_lock:T}}, {{query:NAME:T}}, {{user:T.owner}} or {{prefix}}"),
                     ))
                 }
             }

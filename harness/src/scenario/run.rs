@@ -17,7 +17,7 @@ use super::trace::{EventKind, Trace};
 use super::typed::Scenario;
 use crate::schedule::{FileOrder, Schedule, Scheduler};
 use crate::target::TenantSpec;
-use crate::target::{Capability, Launcher, Restricted, Setup, Target};
+use crate::target::{Capability, Launcher, Restricted, Target};
 
 /// Runs scenarios, each on a fresh target its launcher starts.
 pub struct ScenarioRunner<'a> {
@@ -66,17 +66,12 @@ impl<'a> ScenarioRunner<'a> {
     ) -> ScenarioRun {
         let started = Instant::now();
         let sc = &loaded.scenario;
-        let setup = Setup {
-            replicas: sc.service.replicas,
-            sync_points: true,
-            sync_point_timeout: Some(sc.service.step_timeout * 4),
-            database_max_connections: sc.service.database_max_connections,
-            database_acquire_timeout: sc.service.database_acquire_timeout,
-            provider_timeout: sc.service.provider_timeout,
-            rate_limit_tenant: sc.service.rate_limit_tenant,
-            rate_limit_address: None,
-            rate_limit_failed_states: sc.service.rate_limit_failed_states,
-        };
+        let setup = sc.setup();
+        if let Some(why) = self.launcher.cannot_set(&setup) {
+            let mut f = Failure::at(None, format!("SKIPPED: {why}"));
+            f.skipped = true;
+            return run_of(Trace::default(), vec![f], 0, started);
+        }
         let launched = match self.launcher.launch(&setup).await {
             Ok(launched) => launched,
             Err(e) => {

@@ -102,6 +102,22 @@ impl Scenario {
 
     /// The capabilities a target needs to run it: tenants are fixtures in the database, and each
     /// step and assertion adds its own.
+    /// What its target must be started with: its `[service]` section.
+    pub fn setup(&self) -> crate::target::Setup {
+        crate::target::Setup {
+            replicas: self.service.replicas,
+            sync_points: true,
+            sync_point_timeout: Some(self.service.step_timeout * 4),
+            database_max_connections: self.service.database_max_connections,
+            database_acquire_timeout: self.service.database_acquire_timeout,
+            provider_timeout: self.service.provider_timeout,
+            rate_limit_tenant: self.service.rate_limit_tenant,
+            rate_limit_address: None,
+            rate_limit_failed_states: self.service.rate_limit_failed_states,
+        }
+    }
+
+    /// The capabilities it needs of its target.
     pub fn requires(&self) -> BTreeSet<Capability> {
         let mut needs = BTreeSet::from([Capability::Database]);
         if self.tenants.iter().any(|t| !t.oauth.is_empty()) {

@@ -18,6 +18,7 @@
 //! - [`flow`]: the OAuth flow as fixtures (authorize, consent, callback) through any target.
 //! - [`sync_protocol`]: a target's sync points over HTTP (`docs/SYNC-POINTS-PROTOCOL.md`), for a
 //!   target not started in-process.
+//! - [`state_queries`]: the state a scenario reads through `{query:…}`, on any schema.
 //! - [`profile`]: a target profile (`docs/TARGET-PROFILE.md`): how to start, address and set up a
 //!   service Harbor did not compile in.
 
@@ -44,6 +45,7 @@ pub mod flow;
 pub mod profile;
 mod restricted;
 pub mod started;
+pub mod state_queries;
 pub mod sync_protocol;
 
 pub use contract::Contract;
@@ -72,11 +74,15 @@ pub enum Capability {
     Redis,
     /// Decrypt stored tokens with the service's keys (the token-binding oracle).
     TokenKeys,
+    /// The database has the reference service's schema: the catalogue's SQL steps and
+    /// assertions, its `until` conditions on stored rows and the stored-token oracles are
+    /// written against it.
+    ReferenceSchema,
 }
 
 impl Capability {
     /// Every capability, in the order tables list them.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::SyncPoints,
         Capability::Clock,
         Capability::ProviderControl,
@@ -85,6 +91,7 @@ impl Capability {
         Capability::Database,
         Capability::Redis,
         Capability::TokenKeys,
+        Capability::ReferenceSchema,
     ];
 
     /// Its name on command lines and in profiles (`sync_points`).
@@ -98,6 +105,7 @@ impl Capability {
             Capability::Database => "database",
             Capability::Redis => "redis",
             Capability::TokenKeys => "token_keys",
+            Capability::ReferenceSchema => "reference_schema",
         }
     }
 
@@ -114,6 +122,9 @@ impl Capability {
             Capability::Database => "access to the database (fixtures, SQL, lock tables)",
             Capability::Redis => "access to the service's Redis keys",
             Capability::TokenKeys => "the service's token encryption keys",
+            Capability::ReferenceSchema => {
+                "the reference service's schema (the scenario's SQL is written against it)"
+            }
         }
     }
 }
@@ -191,6 +202,13 @@ pub trait Launcher: Send + Sync {
         &'a self,
         setup: &'a Setup,
     ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>>;
+
+    /// Why the targets it starts cannot be given what `setup` sets (`None`: they can). A
+    /// scenario whose `[service]` section sets a knob its target takes no value for is SKIPPED
+    /// with this reason: its expectations assume the knob.
+    fn cannot_set(&self, _setup: &Setup) -> Option<String> {
+        None
+    }
 }
 
 /// A target a [`Launcher`] started, to be stopped when the technique is done with it.
@@ -238,6 +256,10 @@ pub trait Target: Send + Sync {
 
     /// A bearer token of `kind` for `user`.
     fn bearer(&self, user: UserId, kind: TokenKind) -> String;
+
+    /// The SQL of state query `name` ([`STATE_QUERIES`]) on `workspace`, in the target's schema
+    /// (`None`: the target defines none by that name).
+    fn state_query(&self, name: &str, workspace: WorkspaceId) -> Option<String>;
 
     /// Arm sync point `key` on `replica`: the tagged request that reaches it will park there.
     /// Asynchronous, like every sync-point method: a target reached over HTTP

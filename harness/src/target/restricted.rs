@@ -43,6 +43,9 @@ impl Target for Restricted<'_> {
     fn contract(&self) -> Option<&Contract> {
         self.inner.contract()
     }
+    fn state_query(&self, name: &str, workspace: WorkspaceId) -> Option<String> {
+        self.inner.state_query(name, workspace)
+    }
     fn create_tenant<'a>(
         &'a self,
         spec: &'a TenantSpec,

@@ -237,11 +237,35 @@ impl<'s> Executor<'s> {
     pub fn subst(&self, text: &str) -> String {
         let prefix = self.target.redis().map(|r| r.prefix).unwrap_or_default();
         let mut out = text.replace("{prefix}", prefix);
+        for (query, _) in crate::target::state_queries::STATE_QUERIES {
+            let placeholder = format!("{{query:{query}}}");
+            if out.contains(&placeholder) {
+                // A query on the whole database takes no workspace: the nil one stands in.
+                let sql = self
+                    .target
+                    .state_query(query, WorkspaceId(uuid::Uuid::nil()))
+                    .unwrap_or_else(|| {
+                        format!("SELECT 'the target defines no state query {query}'::int")
+                    });
+                out = out.replace(&placeholder, &sql);
+            }
+        }
         for (name, t) in &self.tenants {
             if let Some(key) = self.target.workspace_lock(t.workspace) {
-                // pg_locks shows each half unsigned; the function takes them signed.
-                let keys = format!("{}, {}", key.classid as i32, key.objid as i32);
-                out = out.replace(&format!("{{workspace_lock:{name}}}"), &keys);
+                out = out.replace(&format!("{{workspace_lock:{name}}}"), &key.sql_arguments());
+            }
+            for (query, _) in crate::target::state_queries::STATE_QUERIES {
+                let placeholder = format!("{{query:{query}:{name}}}");
+                if out.contains(&placeholder) {
+                    let sql = self
+                        .target
+                        .state_query(query, t.workspace)
+                        .unwrap_or_else(|| {
+                            // Fails where it runs, naming what is missing.
+                            format!("SELECT 'the target defines no state query {query}'::int")
+                        });
+                    out = out.replace(&placeholder, &sql);
+                }
             }
             out = out
                 .replace(&format!("{{workspace:{name}}}"), &t.workspace.to_string())

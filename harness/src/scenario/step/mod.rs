@@ -296,8 +296,14 @@ impl Step {
     pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
         match &self.kind {
             StepKind::Request(s) => s.requires(needs),
-            StepKind::Sql(_) => {
+            StepKind::Sql(s) => {
                 needs.insert(Capability::Database);
+                if !crate::target::state_queries::sql_is_portable(&s.sql)
+                    || s.role.is_some()
+                    || s.tenant.is_some()
+                {
+                    needs.insert(Capability::ReferenceSchema);
+                }
             }
             StepKind::Redis(_) => {
                 needs.insert(Capability::Redis);
@@ -316,7 +322,7 @@ impl Step {
                     needs.insert(Capability::ProviderControl);
                 }
                 if s.needs_database() {
-                    needs.insert(Capability::Database);
+                    needs.extend([Capability::Database, Capability::ReferenceSchema]);
                 }
             }
             StepKind::Assert(s) => s.assertion.requires(needs),

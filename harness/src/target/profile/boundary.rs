@@ -96,11 +96,20 @@ async fn workspace_lock(
     let Some(template) = &profile.workspace_lock else {
         return Ok(None);
     };
-    let values = BTreeMap::from([("workspace".to_owned(), workspace.0.to_string())]);
-    let sql = template.render(&values, &sql_literal)?;
+    let sql = template.render(&workspace_values(profile, workspace), &sql_literal)?;
     let row = sqlx::query(&sql).fetch_one(db).await.map_err(|e| {
-        format!("database.workspace_lock: {e} (it must be one SELECT giving classid and objid)")
+        format!(
+            "database.workspace_lock: {e} (it must be one SELECT giving key, or classid and objid)"
+        )
     })?;
+    // The `bigint` form: one `key` column, split as pg_locks shows it.
+    if let Ok(key) = row.try_get::<i64, _>("key") {
+        return Ok(Some(AdvisoryKey {
+            classid: (key >> 32) as u32,
+            objid: key as u32,
+            bigint: true,
+        }));
+    }
     let column = |name: &str| -> Result<u32, String> {
         row.try_get::<i64, _>(name)
             .or_else(|_| row.try_get::<i32, _>(name).map(i64::from))
@@ -110,6 +119,7 @@ async fn workspace_lock(
     Ok(Some(AdvisoryKey {
         classid: column("classid")?,
         objid: column("objid")?,
+        bigint: false,
     }))
 }
 
@@ -154,4 +164,26 @@ pub fn bearer(profile: &Profile, mint: &TokenMint, user: UserId, kind: TokenKind
         claims.insert(name.clone(), value);
     }
     mint.sign_claims_as(kind, &serde_json::Value::Object(claims))
+}
+
+/// State query `name` on `workspace` from `[database.queries]`; a profile without its own schema
+/// answers with the reference's.
+pub fn state_query(profile: &Profile, name: &str, workspace: WorkspaceId) -> Option<String> {
+    match profile.queries.get(name) {
+        Some(t) => t
+            .render(&workspace_values(profile, workspace), &sql_literal)
+            .ok(),
+        None if profile.schema.is_none() => {
+            crate::target::state_queries::reference(name, workspace)
+        }
+        None => None,
+    }
+}
+
+/// The values of a template on one workspace: `{workspace}` and the target's `{mode}`.
+fn workspace_values(profile: &Profile, workspace: WorkspaceId) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("workspace".to_owned(), workspace.0.to_string()),
+        ("mode".to_owned(), profile.mode.clone().unwrap_or_default()),
+    ])
 }

@@ -52,6 +52,8 @@ pub struct Profile {
     pub claims: Vec<(String, Template)>,
     /// SQL giving the workspace lock's `classid` and `objid` for `{workspace}`.
     pub workspace_lock: Option<Template>,
+    /// The state queries ([`crate::target::state_queries::STATE_QUERIES`]) in the target's schema.
+    pub queries: BTreeMap<String, Template>,
     /// The target's own schema (SQL the harness applies to a template database as the owner),
     /// when it is not the reference's.
     pub schema: Option<String>,
@@ -205,6 +207,8 @@ struct OperationSection {
 struct AnswersSection {
     error_code: Option<String>,
     authorization_url: Option<String>,
+    #[serde(default)]
+    codes: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -212,6 +216,8 @@ struct AnswersSection {
 struct DatabaseSection {
     workspace_lock: Option<String>,
     schema: Option<String>,
+    #[serde(default)]
+    queries: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -246,7 +252,7 @@ struct CapabilitiesSection {
 
 const ROUTE_NAMES: &[&str] = &["workspace", "provider", "query"];
 const CLAIM_NAMES: &[&str] = &["user", "issuer", "audience", "iat", "nbf", "exp"];
-const LOCK_NAMES: &[&str] = &["workspace"];
+const LOCK_NAMES: &[&str] = &["workspace", "mode"];
 const TENANT_NAMES: &[&str] = &[
     "tenant",
     "workspace",
@@ -353,6 +359,31 @@ impl Profile {
             ),
             None => None,
         };
+        let mut queries = BTreeMap::new();
+        for (name, raw) in &file.database.queries {
+            if !crate::target::state_queries::STATE_QUERIES
+                .iter()
+                .any(|(n, _)| n == name)
+            {
+                return Err(format!(
+                    "database.queries.{name}: unknown state query (known: {})",
+                    crate::target::state_queries::STATE_QUERIES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            queries.insert(
+                name.clone(),
+                parse_checked(
+                    &format!("database.queries.{name}"),
+                    raw,
+                    &|n| LOCK_NAMES.contains(&n),
+                    LOCK_NAMES,
+                )?,
+            );
+        }
         let lifecycle = lifecycle(&file.lifecycle, cwd)?;
         if lifecycle.uses("mode") && t.modes.is_empty() {
             return Err("lifecycle: {mode} is used but target.modes names none".into());
@@ -425,6 +456,7 @@ impl Profile {
             routes,
             claims,
             workspace_lock,
+            queries,
             schema,
             mode: t.modes.first().cloned(),
             modes: t.modes.clone(),
@@ -494,6 +526,13 @@ impl Profile {
             },
         );
         out.insert(
+            Capability::ReferenceSchema,
+            match &self.schema {
+                None => Ok("the database is made from the reference's migrations".to_owned()),
+                Some(_) => Err("the target has its own schema (database.schema)".to_owned()),
+            },
+        );
+        out.insert(
             Capability::Clock,
             Err("a started process's clock cannot be moved (no clock protocol)".to_owned()),
         );
@@ -501,6 +540,44 @@ impl Profile {
             out.insert(*c, Err("declined by [capabilities] decline".to_owned()));
         }
         out
+    }
+
+    /// Why its target cannot be given what `setup` sets: a `[service]` knob whose placeholder
+    /// no lifecycle template uses (`None`: it can).
+    pub fn cannot_set(&self, setup: &crate::target::Setup) -> Option<String> {
+        let knobs = [
+            (
+                "database_max_connections",
+                setup.database_max_connections.is_some(),
+            ),
+            (
+                "database_acquire_timeout_ms",
+                setup.database_acquire_timeout.is_some(),
+            ),
+            ("provider_timeout_ms", setup.provider_timeout.is_some()),
+            ("rate_limit_tenant", setup.rate_limit_tenant.is_some()),
+            ("rate_limit_address", setup.rate_limit_address.is_some()),
+            (
+                "rate_limit_failed_states",
+                setup.rate_limit_failed_states.is_some(),
+            ),
+        ];
+        let missing: Vec<&str> = knobs
+            .iter()
+            .filter(|(name, set)| *set && !self.lifecycle.uses(name))
+            .map(|(name, _)| *name)
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "the scenario sets {} and the target's profile takes no {}",
+                missing.join(", "),
+                missing
+                    .iter()
+                    .map(|n| format!("{{{n}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
     }
 
     /// The capabilities offered.
@@ -640,6 +717,7 @@ fn routes(file: &File) -> Result<Routes, String> {
         pointer("answers.error_code", p)?;
         routes.error_code = p.clone();
     }
+    routes.code_names = file.answers.codes.clone();
     if let Some(p) = &file.answers.authorization_url {
         pointer("answers.authorization_url", p)?;
         routes.authorization_url = p.clone();

@@ -95,7 +95,15 @@ impl Target for Started {
         Some(AdvisoryKey {
             classid: key.classid as u32,
             objid: key.objid as u32,
+            bigint: false,
         })
+    }
+
+    fn state_query(&self, name: &str, workspace: WorkspaceId) -> Option<String> {
+        match &self.profile {
+            Some(p) => profile::boundary::state_query(p, name, workspace),
+            None => crate::target::state_queries::reference(name, workspace),
+        }
     }
 
     fn bearer(&self, user: UserId, kind: TokenKind) -> String {

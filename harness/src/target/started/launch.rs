@@ -150,6 +150,10 @@ impl<'a> ProfileLauncher<'a> {
 }
 
 impl Launcher for ProfileLauncher<'_> {
+    fn cannot_set(&self, setup: &Setup) -> Option<String> {
+        self.profile.cannot_set(setup)
+    }
+
     fn launch<'a>(
         &'a self,
         setup: &'a Setup,

@@ -188,9 +188,20 @@ impl Started {
             let sync = SyncPoints::new();
             let (base_url, start, running) = match (how, &files) {
                 (How::Process(profile), Some(dir)) => {
-                    let command = process::command_for(profile, n, &config, &env, dir.path())
-                        .map_err(ServiceError::Task)?;
-                    let child = command.start().await.map_err(ServiceError::Task)?;
+                    // Another process may take the chosen port before the replica binds it: a
+                    // replica that exits during start-up is tried again on another port.
+                    let mut attempt = 0;
+                    let (command, child) = loop {
+                        let command = process::command_for(profile, n, &config, &env, dir.path())
+                            .map_err(ServiceError::Task)?;
+                        match command.start().await {
+                            Ok(child) => break (command, child),
+                            Err(e) if attempt < 2 && e.contains("exited during start-up") => {
+                                attempt += 1;
+                            }
+                            Err(e) => return Err(ServiceError::Task(e)),
+                        }
+                    };
                     (
                         command.base_url.clone(),
                         StartWith::Process(command),

@@ -157,12 +157,22 @@ pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> 
     }
 }
 
-/// A free TCP port on the loopback interface, for a replica to listen on.
+/// A free TCP port on the loopback interface, for a replica to listen on: below Linux's
+/// ephemeral range (32768 and up), so the outgoing connections of this machine — which take
+/// ephemeral ports — cannot take it between this check and the replica's bind.
 pub fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free port: {e}"))
+    for _ in 0..200 {
+        let port = 20_000 + (rand_u16() % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("finding a free port: none of 200 tried below 32000 was free".into())
+}
+
+fn rand_u16() -> u16 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u16::from_be_bytes([bytes[0], bytes[1]])
 }
 
 /// The command that starts replica `replica` of `profile`'s target, configured as `config` (its

@@ -1,0 +1,76 @@
+//! Expected verdicts: a file listing each scenario's verdict on a target whose findings are known
+//! (`targets/flask-seed/expected/`), so CI certifies that Harbor still tells the same truth about
+//! it — a verdict that changes, in either direction, fails the run. `run --write-verdicts FILE`
+//! writes one (each line with the first finding or SKIPPED reason as a comment);
+//! `run --expect-verdicts FILE` compares.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::scenario::ScenarioResult;
+
+/// Writes `results`' verdicts to `path`, with `title` as the file's first comment.
+pub fn write(path: &Path, title: &str, results: &[ScenarioResult]) -> std::io::Result<()> {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {title}");
+    let _ = writeln!(
+        out,
+        "# Written by `harbor-certify run --write-verdicts`; `--expect-verdicts` fails when one changes.\n\n[verdicts]"
+    );
+    for r in results {
+        let why = r
+            .failures
+            .first()
+            .map(|f| f.message.lines().next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let comment = if why.is_empty() {
+            String::new()
+        } else {
+            format!("  # {}", why.chars().take(150).collect::<String>())
+        };
+        let line = format!(
+            "{:<44} = {:<9}{comment}",
+            r.id,
+            format!("\"{}\"", r.verdict.as_str())
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    std::fs::write(path, out)
+}
+
+/// The differences between `results` and the verdicts expected in `path` (empty: none).
+pub fn compare(path: &Path, results: &[ScenarioResult]) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        verdicts: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for r in results {
+        match file.verdicts.get(&r.id) {
+            Some(want) if want == r.verdict.as_str() => {}
+            Some(want) => out.push(format!(
+                "{}: expected {want}, got {}{}",
+                r.id,
+                r.verdict.as_str(),
+                r.failures
+                    .first()
+                    .map(|f| format!(" — {}", f.message.lines().next().unwrap_or_default()))
+                    .unwrap_or_default()
+            )),
+            None => out.push(format!(
+                "{}: not in the expected verdicts (got {})",
+                r.id,
+                r.verdict.as_str()
+            )),
+        }
+    }
+    for id in file.verdicts.keys() {
+        if !results.iter().any(|r| &r.id == id) {
+            out.push(format!("{id}: expected, but it did not run"));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,103 @@
+//! The state a scenario reads through `{query:NAME:T}` / `{query:NAME}` placeholders: a small
+//! vocabulary ([`STATE_QUERIES`]) each target answers in its own schema — the reference's here
+//! ([`reference`]), a profile's in its `[database.queries]` — and the rule that tells SQL written
+//! against no schema from SQL written against the reference's ([`sql_is_portable`]).
+
+/// The state queries a scenario's SQL may name as `{query:NAME:T}` (on tenant T's workspace) or
+/// `{query:NAME}` (on the whole database): the vocabulary a target's own schema answers in, so one
+/// scenario file reads state on any target with database evidence. Each is one statement; its
+/// columns are part of its meaning.
+pub const STATE_QUERIES: &[(&str, &str)] = &[
+    (
+        "all_activations",
+        "one row, `count`: how many activations the whole database holds (no workspace)",
+    ),
+    (
+        "qbo_status",
+        "one row, `status`: the workspace's QuickBooks connection status in Harbor's names",
+    ),
+    (
+        "activations",
+        "one row, `count`: how many activations the workspace has",
+    ),
+    (
+        "lock_qbo_row",
+        "locks the workspace's QuickBooks connection row FOR UPDATE (a row-lock probe)",
+    ),
+];
+
+/// Whether `sql` (as written in a scenario) is written against no schema: it reads state only
+/// through `{query:…}` placeholders, locks through `{workspace_lock:…}`, reads only PostgreSQL's
+/// own `pg_*` views, or is transaction control alone. Any other SQL is written against the
+/// reference service's schema.
+pub fn sql_is_portable(sql: &str) -> bool {
+    let control = |s: &str| {
+        matches!(
+            s.trim().trim_end_matches(';').to_ascii_uppercase().as_str(),
+            "BEGIN" | "COMMIT" | "ROLLBACK" | ""
+        )
+    };
+    let catalogue_only = |s: &str| {
+        let lower = s.to_ascii_lowercase();
+        let from = lower.matches(" from ").count() + lower.matches(" join ").count();
+        from > 0 && from == lower.matches(" from pg_").count() + lower.matches(" join pg_").count()
+    };
+    sql.split(';').all(|statement| {
+        control(statement)
+            || catalogue_only(statement)
+            || statement.trim().starts_with("{query:")
+            || statement
+                .trim()
+                .to_ascii_uppercase()
+                .starts_with("SELECT PG_ADVISORY")
+                && statement.contains("{workspace_lock:")
+    })
+}
+
+/// The state query `name` on the reference schema.
+pub fn reference(name: &str, workspace: harbor_service::domain::WorkspaceId) -> Option<String> {
+    let w = workspace.0;
+    Some(match name {
+        "qbo_status" => format!(
+            "SELECT status FROM connections WHERE workspace_id = '{w}' AND provider = 'qbo'"
+        ),
+        "all_activations" => "SELECT count(*) AS count FROM workspace_activations".to_owned(),
+        "activations" => {
+            format!("SELECT count(*) AS count FROM workspace_activations WHERE workspace_id = '{w}'")
+        }
+        "lock_qbo_row" => format!(
+            "SELECT status FROM connections WHERE workspace_id = '{w}' AND provider = 'qbo' FOR UPDATE"
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_sql_names_no_table_of_a_schema() {
+        for portable in [
+            "{query:qbo_status:acme}",
+            "BEGIN; {query:lock_qbo_row:acme}",
+            "BEGIN; SELECT pg_advisory_xact_lock({workspace_lock:acme})",
+            "COMMIT",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'harbor:A'",
+        ] {
+            assert!(sql_is_portable(portable), "{portable}");
+        }
+        for reference in [
+            "SELECT status FROM connections",
+            "BEGIN; UPDATE connections SET status = 'X'",
+            "SELECT count(*) FROM pg_locks l JOIN workspaces w ON true",
+            "SELECT pg_advisory_xact_lock(1, 2)",
+        ] {
+            assert!(!sql_is_portable(reference), "{reference}");
+        }
+        for (name, _) in STATE_QUERIES {
+            let w = harbor_service::domain::WorkspaceId(uuid::Uuid::nil());
+            assert!(reference(name, w).is_some(), "the reference answers {name}");
+        }
+    }
+}
