@@ -11,7 +11,6 @@ use super::{parse_flaws, progress_bar, provision_or_explain, CANNOT_RUN, NOT_CER
 use crate::explore::ops::Operation;
 use crate::explore::{self, ExploreReport, Mode, Options};
 use crate::provision::BackendChoice;
-use crate::target::started::InProcessLauncher;
 use harbor_service::flaws::{Flaw, Flaws};
 
 /// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`,
@@ -33,6 +32,9 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
 /// What to explore.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ExploreArgs {
+    /// Which target: the in-process reference, or a profile's (its sync points over HTTP).
+    #[command(flatten)]
+    pub target: super::TargetArgs,
     /// The operations of one set (default: every pair of every operation).
     #[arg(long, value_delimiter = ',')]
     pub ops: Vec<Operation>,
@@ -125,6 +127,16 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
+    let profile = match args.target.load() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
+        return code;
+    }
+    if let Err(code) = super::TargetArgs::check_reference_schema(profile.as_deref()) {
+        return code;
+    }
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
@@ -162,11 +174,13 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         infra.shutdown().await;
         return ExitCode::from(CANNOT_RUN);
     }
+    let chosen = super::ChosenTarget::new(&infra, args.target.clone(), profile);
     let code = if args.kill_matrix {
-        kill_matrix(&infra, options, &dir).await
+        kill_matrix(&chosen, options, &dir).await
     } else {
-        once(&infra, &options, &dir, args.allow_incomplete).await
+        once(&chosen, &options, &dir, args.allow_incomplete).await
     };
+    drop(chosen);
     infra.shutdown().await;
     let latest = args.out.join("latest");
     let _ = std::fs::remove_file(&latest);
@@ -176,7 +190,7 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
 }
 
 async fn run_reported(
-    infra: &crate::provision::Infra,
+    target: &super::ChosenTarget<'_>,
     options: &Options,
     label: &str,
 ) -> Result<ExploreReport, String> {
@@ -185,7 +199,7 @@ async fn run_reported(
     let mut last_set = usize::MAX;
     let mut total = 0usize;
     let report = explore::explore(
-        &InProcessLauncher::new(infra).with_flaws(options.flaws.clone()),
+        target.launcher(options.flaws.clone()).as_ref(),
         options,
         |set, _| {
             total += 1;
@@ -287,7 +301,7 @@ fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Re
 }
 
 async fn once(
-    infra: &crate::provision::Infra,
+    target: &super::ChosenTarget<'_>,
     options: &Options,
     dir: &std::path::Path,
     allow_incomplete: bool,
@@ -297,17 +311,17 @@ async fn once(
     } else {
         format!("explore ({})", options.flaws.names().join(", "))
     };
-    let mut report = match run_reported(infra, options, &label).await {
+    let mut report = match run_reported(target, options, &label).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("harbor-certify: explore could not run: {e}");
             return ExitCode::from(CANNOT_RUN);
         }
     };
-    let explored = InProcessLauncher::new(infra).with_flaws(options.flaws.clone());
-    let correct = InProcessLauncher::new(infra);
-    let correct = (!options.flaws.is_empty()).then_some(&correct as &dyn crate::target::Launcher);
-    explore::check_saved(&explored, correct, &mut report).await;
+    let explored = target.launcher(options.flaws.clone());
+    let correct = target.launcher(Default::default());
+    let correct = (!options.flaws.is_empty()).then_some(correct.as_ref());
+    explore::check_saved(explored.as_ref(), correct, &mut report).await;
     print_summary(&label, &report);
     if let Err(e) = write(dir, "explore.json", &report) {
         eprintln!("harbor-certify: {e}");
@@ -360,12 +374,12 @@ struct KillRow {
 }
 
 async fn kill_matrix(
-    infra: &crate::provision::Infra,
+    target: &super::ChosenTarget<'_>,
     options: Options,
     dir: &std::path::Path,
 ) -> ExitCode {
     let started = Instant::now();
-    let correct = match run_reported(infra, &options, "correct build").await {
+    let correct = match run_reported(target, &options, "correct build").await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("harbor-certify: explore could not run: {e}");
@@ -403,7 +417,7 @@ async fn kill_matrix(
                 ..options.clone()
             };
             let mut report = match explore::explore(
-                &InProcessLauncher::new(infra).with_flaws(one.flaws.clone()),
+                target.launcher(one.flaws.clone()).as_ref(),
                 &one,
                 |_, _| {},
             )
@@ -427,11 +441,10 @@ async fn kill_matrix(
                         | crate::explore::anomaly::Anomaly::ServerError
                 )
             };
-            let explored = InProcessLauncher::new(infra).with_flaws(one.flaws.clone());
-            let correct = InProcessLauncher::new(infra);
-            let correct =
-                (!one.flaws.is_empty()).then_some(&correct as &dyn crate::target::Launcher);
-            explore::check_saved(&explored, correct, &mut report).await;
+            let explored = target.launcher(one.flaws.clone());
+            let correct = target.launcher(Default::default());
+            let correct = (!one.flaws.is_empty()).then_some(correct.as_ref());
+            explore::check_saved(explored.as_ref(), correct, &mut report).await;
             if let Some(v) = report.violations.iter().find(|v| semantic(&v.anomaly)) {
                 row.caught = true;
                 row.found_after = Some(row.schedules + v.found_after);

@@ -310,6 +310,29 @@ impl TargetArgs {
         }
     }
 
+    /// Refuses a target without the reference schema, for the techniques whose oracles read it
+    /// (exploration, the state machine): on such a target they would judge tables it does not
+    /// have.
+    pub fn check_reference_schema(
+        profile: Option<&crate::target::profile::Profile>,
+    ) -> Result<(), ExitCode> {
+        use crate::target::Capability;
+        match profile {
+            Some(p) if !p.offered().contains(&Capability::ReferenceSchema) => {
+                eprintln!(
+                    "harbor-certify: {}: this technique's oracles read the reference schema, which the target lacks ({})",
+                    p.path.display(),
+                    p.capabilities()[&Capability::ReferenceSchema]
+                        .clone()
+                        .err()
+                        .unwrap_or_default()
+                );
+                Err(ExitCode::from(CANNOT_RUN))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The launcher of the chosen target on `infra`, with `flaws` seeded.
     pub fn launcher<'a>(
         &self,
@@ -326,5 +349,37 @@ impl TargetArgs {
             ),
             Some(p) => Box::new(ProfileLauncher::new(infra, p.clone()).with_flaws(flaws)),
         }
+    }
+}
+
+/// The target a technique certifies, chosen on the command line, on the run's servers: it makes
+/// one launcher per build (the correct one, or one with seeded flaws).
+pub struct ChosenTarget<'a> {
+    /// The servers.
+    pub infra: &'a crate::provision::Infra,
+    args: TargetArgs,
+    profile: Option<std::sync::Arc<crate::target::profile::Profile>>,
+}
+
+impl<'a> ChosenTarget<'a> {
+    /// The target `args` chose (its profile loaded), on `infra`.
+    pub fn new(
+        infra: &'a crate::provision::Infra,
+        args: TargetArgs,
+        profile: Option<std::sync::Arc<crate::target::profile::Profile>>,
+    ) -> Self {
+        Self {
+            infra,
+            args,
+            profile,
+        }
+    }
+
+    /// A launcher of the target with `flaws` seeded.
+    pub fn launcher(
+        &self,
+        flaws: harbor_service::flaws::Flaws,
+    ) -> Box<dyn crate::target::Launcher + 'a> {
+        self.args.launcher(self.infra, self.profile.as_ref(), flaws)
     }
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use super::{parse_flaws, provision_or_explain};
 use crate::provision::BackendChoice;
-use crate::target::started::InProcessLauncher;
 
 /// How the state machine runs.
 #[derive(clap::Args, Clone, Debug)]
@@ -25,9 +24,13 @@ pub struct ProptestArgs {
     /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
-    /// Also run each flaw the state machine can see; each must make it fail.
-    #[arg(long)]
+    /// Also run each flaw the state machine can see; each must make it fail (the in-process
+    /// reference only).
+    #[arg(long, conflicts_with = "profile")]
     pub kill_matrix: bool,
+    /// Which target: the in-process reference, or a profile's.
+    #[command(flatten)]
+    pub target: super::TargetArgs,
 }
 
 /// Runs the state machine (and its kill matrix).
@@ -37,6 +40,16 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
+    let profile = match args.target.load() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
+        return code;
+    }
+    if let Err(code) = super::TargetArgs::check_reference_schema(profile.as_deref()) {
+        return code;
+    }
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
         Err(code) => return code,
@@ -55,8 +68,10 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
     let (report, ok) = if args.kill_matrix {
         statemachine::kill_matrix(&infra, &options)
     } else {
-        let launcher = InProcessLauncher::new(&infra).with_flaws(options.flaws.clone());
-        let outcome = statemachine::run(&launcher, &options);
+        let launcher = args
+            .target
+            .launcher(&infra, profile.as_ref(), options.flaws.clone());
+        let outcome = statemachine::run(launcher.as_ref(), &options);
         let mut report = statemachine::describe("state machine", &outcome);
         if let Some(path) =
             statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome)

@@ -227,6 +227,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         spec_outcomes.extend(outcome);
     }
     let environment = environment_of(&infra, &flaws.names());
+    let target_version = launcher.target_version();
     drop(runner);
     drop(launcher);
     infra.shutdown().await;
@@ -239,6 +240,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
         started.elapsed().as_secs_f64() * 1000.0,
         provision_ms,
     );
+    report.target = Some(target_basis(
+        profile.as_deref(),
+        target_version,
+        &args,
+        &report.scenarios,
+    ));
     // An area whose every scenario was SKIPPED rests on nothing: no certificate for it, unless
     // the run was told to accept that.
     for area in crate::catalogue::AREAS {
@@ -406,4 +413,50 @@ pub async fn run(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::from(super::NOT_CERTIFIED)
     }
+}
+
+/// What the run's certificate rests on: the target, its capabilities, and what ran of each area.
+fn target_basis(
+    profile: Option<&crate::target::profile::Profile>,
+    version: Option<String>,
+    args: &RunArgs,
+    scenarios: &[crate::scenario::ScenarioResult],
+) -> report::TargetBasis {
+    use crate::target::Capability;
+    let mut lacking: Vec<(String, String)> = match profile {
+        Some(p) => p
+            .capabilities()
+            .into_iter()
+            .filter_map(|(c, r)| r.err().map(|why| (c.name().to_owned(), why)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let offered: Vec<Capability> = match profile {
+        Some(p) => p.offered().into_iter().collect(),
+        None => Capability::ALL.to_vec(),
+    };
+    for c in &args.without {
+        if offered.contains(c) {
+            lacking.push((c.name().to_owned(), "--without".to_owned()));
+        }
+    }
+    let mut basis = report::TargetBasis {
+        name: profile.map_or_else(
+            || "the Harbor reference service, in-process".to_owned(),
+            |p| p.title(),
+        ),
+        profile: profile.map(|p| p.path.display().to_string()),
+        profile_sha256: profile.map(|p| p.digest.clone()),
+        version,
+        capabilities: offered
+            .iter()
+            .filter(|c| !args.without.contains(c))
+            .map(|c| c.name().to_owned())
+            .collect(),
+        lacking,
+        allowed_uncovered: args.allow_skipped.clone(),
+        areas: Vec::new(),
+    };
+    basis.count_areas(scenarios);
+    basis
 }

@@ -164,6 +164,15 @@ pub fn render(report: &Report) -> String {
                 }
 
                 h2 id="environment" { "Environment" }
+                @if let Some(t) = &report.target {
+                    p { strong { "Target: " } (prose(&t.describe())) }
+                    table {
+                        tr { th { "Area" } th { "Run" } th { "Passed" } th { "Not passed" } th { "SKIPPED" } }
+                        @for a in &t.areas {
+                            tr { td { (a.area) } td { (a.run) } td { (a.passed) } td { (a.failed) } td { (a.skipped) } }
+                        }
+                    }
+                }
                 table {
                     tr { th { "Backend" } td { (env.backend) } }
                     tr { th { "PostgreSQL" } td { (env.postgres_version) } }

@@ -32,15 +32,27 @@ pub fn render(report: &Report) -> String {
     let env = &report.environment;
     let _ = writeln!(out, "# Harbor certification report\n");
     let _ = writeln!(out, "**Date:** {}  ", report.started_at);
-    let _ = writeln!(
-        out,
-        "**Subject:** Harbor reference service {}{}  ",
-        env.service_version,
-        env.git_commit
-            .as_deref()
-            .map(|c| format!(" (commit `{}`)", &c[..c.len().min(12)]))
-            .unwrap_or_default()
-    );
+    let commit = env
+        .git_commit
+        .as_deref()
+        .map(|c| format!(" (commit `{}`)", &c[..c.len().min(12)]))
+        .unwrap_or_default();
+    match report.target.as_ref().filter(|t| t.profile.is_some()) {
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "**Subject:** {}, certified by Harbor {}{commit}  ",
+                t.name, env.service_version
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "**Subject:** Harbor reference service {}{commit}  ",
+                env.service_version
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "**Environment:** {} backend, PostgreSQL {}, Redis {}, host {} ({})  ",
@@ -52,6 +64,9 @@ pub fn render(report: &Report) -> String {
             "**⚠ SEEDED FLAWS ENABLED:** {} — this is not a certification of a correct build.  ",
             env.flaws.join(", ")
         );
+    }
+    if let Some(t) = &report.target {
+        let _ = writeln!(out, "**Target:** {}  ", t.describe());
     }
     let _ = writeln!(out, "**Verdict:** {}\n", report.verdict);
     let _ = writeln!(
@@ -74,6 +89,20 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         s.errors,
         report.fail_on.as_str()
     );
+    if let Some(t) = &report.target {
+        let _ = writeln!(
+            out,
+            "| area | run | passed | not passed | SKIPPED |\n|---|---:|---:|---:|---:|"
+        );
+        for a in &t.areas {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                a.area, a.run, a.passed, a.failed, a.skipped
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "---\n\n## 2. By area: what held, and what it rests on\n"

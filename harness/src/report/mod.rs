@@ -97,6 +97,106 @@ pub struct Report {
     /// What exploration (`harbor-certify explore`) established, when the run was given its report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exploration: Option<ExplorationBasis>,
+    /// What was certified and with which capabilities: what the certificate rests on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetBasis>,
+}
+
+/// The target a run certified, what the harness could do to it, and what ran of each area.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetBasis {
+    /// Its name (a profile's, with its mode), or the in-process reference.
+    pub name: String,
+    /// The profile it was started from, if any.
+    pub profile: Option<String>,
+    /// The profile file's SHA-256.
+    pub profile_sha256: Option<String>,
+    /// The version the target says it is.
+    pub version: Option<String>,
+    /// The capabilities the run used.
+    pub capabilities: Vec<String>,
+    /// The capabilities it did not have, each with why.
+    pub lacking: Vec<(String, String)>,
+    /// Areas the run was told it may leave uncovered (`--allow-skipped`).
+    pub allowed_uncovered: Vec<String>,
+    /// Per audit area: scenarios run, passed, failed (or flaky / could not run), SKIPPED.
+    pub areas: Vec<AreaCount>,
+}
+
+/// What ran of one audit area.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AreaCount {
+    /// The area's key.
+    pub area: String,
+    /// Scenarios that ran.
+    pub run: usize,
+    /// Of those, passed.
+    pub passed: usize,
+    /// Of those, not passed.
+    pub failed: usize,
+    /// Scenarios SKIPPED.
+    pub skipped: usize,
+}
+
+impl TargetBasis {
+    /// Counts `scenarios` per area into `self.areas`.
+    pub fn count_areas(&mut self, scenarios: &[ScenarioResult]) {
+        self.areas = crate::catalogue::AREAS
+            .iter()
+            .map(|a| {
+                let of: Vec<&ScenarioResult> =
+                    scenarios.iter().filter(|s| s.area == a.key).collect();
+                let skipped = of.iter().filter(|s| s.verdict == Verdict::Skipped).count();
+                let passed = of.iter().filter(|s| s.verdict == Verdict::Passed).count();
+                AreaCount {
+                    area: a.key.to_owned(),
+                    run: of.len() - skipped,
+                    passed,
+                    failed: of.len() - skipped - passed,
+                    skipped,
+                }
+            })
+            .collect();
+    }
+
+    /// One paragraph for the Markdown and HTML reports.
+    pub fn describe(&self) -> String {
+        let mut out = self.name.clone();
+        if let Some(p) = &self.profile {
+            out.push_str(&format!(
+                ", started from `{p}` (sha256 `{}`)",
+                self.profile_sha256
+                    .as_deref()
+                    .map_or("", |d| &d[..d.len().min(16)])
+            ));
+        }
+        if let Some(v) = &self.version {
+            out.push_str(&format!(", version `{v}`"));
+        }
+        out.push_str(&format!(
+            ". Capabilities used: {}.",
+            if self.capabilities.is_empty() {
+                "none beyond HTTP".to_owned()
+            } else {
+                self.capabilities.join(", ")
+            }
+        ));
+        if !self.lacking.is_empty() {
+            let lacking: Vec<String> = self
+                .lacking
+                .iter()
+                .map(|(c, why)| format!("{c} ({why})"))
+                .collect();
+            out.push_str(&format!(" Not available: {}.", lacking.join("; ")));
+        }
+        if !self.allowed_uncovered.is_empty() {
+            out.push_str(&format!(
+                " Allowed to leave uncovered: {}.",
+                self.allowed_uncovered.join(", ")
+            ));
+        }
+        out
+    }
 }
 
 /// The part of a certificate that rests on exploration: which schedules were run, not a claim
@@ -308,6 +408,7 @@ impl Report {
             scenarios,
             mutants: None,
             exploration: None,
+            target: None,
         }
     }
 }

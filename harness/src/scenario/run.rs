@@ -67,6 +67,14 @@ impl<'a> ScenarioRunner<'a> {
         let started = Instant::now();
         let sc = &loaded.scenario;
         let setup = sc.setup();
+        // Refused before anything starts, when the launcher knows what its targets offer.
+        if let Some(offered) = self.launcher.offers() {
+            let offered: BTreeSet<Capability> =
+                offered.difference(&self.without).copied().collect();
+            if let Some(refusal) = refusal(sc, &offered) {
+                return run_of(Trace::default(), vec![refusal], 0, started);
+            }
+        }
         if let Some(why) = self.launcher.cannot_set(&setup) {
             let mut f = Failure::at(None, format!("SKIPPED: {why}"));
             f.skipped = true;
@@ -98,6 +106,27 @@ impl<'a> ScenarioRunner<'a> {
     }
 }
 
+/// The SKIPPED failure of `sc` on a target offering `offered`, if it lacks something `sc` needs.
+fn refusal(
+    sc: &crate::scenario::typed::Scenario,
+    offered: &BTreeSet<Capability>,
+) -> Option<Failure> {
+    let missing: Vec<Capability> = sc.requires().difference(offered).copied().collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let what: Vec<&str> = missing.iter().map(|c| c.describe()).collect();
+    let mut f = Failure::at(
+        None,
+        format!(
+            "SKIPPED: the target cannot serve this scenario; it lacks {}",
+            what.join(", ")
+        ),
+    );
+    f.skipped = true;
+    Some(f)
+}
+
 fn run_of(trace: Trace, failures: Vec<Failure>, checks: usize, started: Instant) -> ScenarioRun {
     ScenarioRun {
         trace,
@@ -117,22 +146,8 @@ pub async fn execute(
     scheduler: &mut dyn Scheduler,
 ) -> (Trace, Vec<Failure>, usize) {
     let sc = &loaded.scenario;
-    let missing: Vec<Capability> = sc
-        .requires()
-        .difference(&target.capabilities())
-        .copied()
-        .collect();
-    if !missing.is_empty() {
-        let what: Vec<&str> = missing.iter().map(|c| c.describe()).collect();
-        let mut f = Failure::at(
-            None,
-            format!(
-                "SKIPPED: the target cannot serve this scenario; it lacks {}",
-                what.join(", ")
-            ),
-        );
-        f.skipped = true;
-        return (Trace::default(), vec![f], 0);
+    if let Some(refusal) = refusal(sc, &target.capabilities()) {
+        return (Trace::default(), vec![refusal], 0);
     }
     let mut ex = Executor::new(&sc.actors, sc.service.step_timeout, target, logs);
     let mut failures = Vec::new();

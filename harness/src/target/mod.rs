@@ -209,6 +209,17 @@ pub trait Launcher: Send + Sync {
     fn cannot_set(&self, _setup: &Setup) -> Option<String> {
         None
     }
+
+    /// What the targets it starts will offer, when it knows before starting one (a profile's
+    /// launcher does): a scenario they cannot serve is then SKIPPED without starting anything.
+    fn offers(&self) -> Option<BTreeSet<Capability>> {
+        None
+    }
+
+    /// The version the targets it started say they are (once one has started).
+    fn target_version(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A target a [`Launcher`] started, to be stopped when the technique is done with it.

@@ -111,6 +111,8 @@ pub struct ProfileLauncher<'a> {
     flaws: Flaws,
     /// The contract the first launch read; later launches of the same target reuse it.
     contract: OnceLock<Arc<Contract>>,
+    /// The version the first launched target said it is.
+    version: OnceLock<Option<String>>,
 }
 
 impl<'a> ProfileLauncher<'a> {
@@ -121,6 +123,7 @@ impl<'a> ProfileLauncher<'a> {
             profile,
             flaws: Flaws::none(),
             contract: OnceLock::new(),
+            version: OnceLock::new(),
         }
     }
 
@@ -154,6 +157,14 @@ impl Launcher for ProfileLauncher<'_> {
         self.profile.cannot_set(setup)
     }
 
+    fn target_version(&self) -> Option<String> {
+        self.version.get().cloned().flatten()
+    }
+
+    fn offers(&self) -> Option<std::collections::BTreeSet<crate::target::Capability>> {
+        Some(self.profile.offered())
+    }
+
     fn launch<'a>(
         &'a self,
         setup: &'a Setup,
@@ -168,6 +179,8 @@ impl Launcher for ProfileLauncher<'_> {
             if let Some(contract) = &started.contract {
                 let _ = self.contract.set(contract.clone());
             }
+            let _ = self.version.set(started.version.clone());
+            let _ = self.version.set(started.version.clone());
             Ok(Box::new(started) as Box<dyn Launched>)
         })
     }
