@@ -326,7 +326,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/oauth/{provider}/callback", get(oauth::callback));
     // Test mode only: the configuration refuses sync points under the production profile.
     let router = if state.sync_points.is_some() {
-        router.merge(crate::syncpoint_protocol::routes())
+        router
+            .merge(crate::syncpoint_protocol::routes())
+            .merge(crate::clock_protocol::routes())
     } else {
         router
     };

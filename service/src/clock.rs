@@ -50,6 +50,12 @@ impl Clock {
         self.offset_ms.fetch_sub(ms, Ordering::SeqCst);
     }
 
+    /// Sets the offset from the system clock (the clock protocol's `PUT`: idempotent, so a
+    /// harness that re-sends it after a restart or a lost answer moves nothing twice).
+    pub fn set_offset(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::SeqCst);
+    }
+
     /// How far the harness has moved the clock (the host's skew is not part of it).
     pub fn offset(&self) -> Duration {
         Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))

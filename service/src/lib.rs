@@ -32,7 +32,7 @@
 //! - [`audit`]: the append-only audit trail.
 //! - [`syncpoints`]: the named points where the harness can park a request, and
 //!   [`syncpoint_protocol`]: the same points over HTTP (test mode only), for a harness outside
-//!   the process.
+//!   the process; [`clock_protocol`]: the clock's offset over HTTP, likewise.
 //! - [`health`], [`openapi`]: operations endpoints and the API description; [`contract`]: every
 //!   operation's errors, from which the document's error responses are generated.
 //! - [`telemetry`]: log set-up and the shutdown signal for the binary.
@@ -45,6 +45,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod clock_protocol;
 pub mod config;
 pub mod connections;
 pub mod context;
@@ -115,6 +116,7 @@ mod layering {
                 "health",
                 "oauth",
                 "syncpoint_protocol",
+                "clock_protocol",
             ],
         ),
         ("api description", &["contract", "openapi"]),

@@ -316,7 +316,8 @@ impl Subject<'_> {
             }
             Op::AdvanceClock { seconds } => {
                 self.target
-                    .advance_clock(Duration::from_secs(*seconds as u64));
+                    .advance_clock(Duration::from_secs(*seconds as u64))
+                    .await?;
                 self.model.clock += seconds;
                 return self.invariants().await;
             }

@@ -294,11 +294,11 @@ pub trait Target: Send + Sync {
     /// Let every parked request go on and drop every armed slot (clean-up).
     fn release_all(&self) -> BoxFuture<'_, ()>;
 
-    /// Move the service's clock forward.
-    fn advance_clock(&self, by: Duration);
+    /// Move the service's clock forward (every replica's); resolves once they all have.
+    fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>>;
 
-    /// Move the service's clock back.
-    fn rewind_clock(&self, by: Duration);
+    /// Move the service's clock back (every replica's).
+    fn rewind_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>>;
 
     /// The OAuth provider, when the target is wired to the harness's fake one.
     fn provider(&self) -> Option<&FakeProvider>;

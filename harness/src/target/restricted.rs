@@ -90,10 +90,10 @@ impl Target for Restricted<'_> {
     fn release_all(&self) -> BoxFuture<'_, ()> {
         self.inner.release_all()
     }
-    fn advance_clock(&self, by: Duration) {
+    fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
         self.inner.advance_clock(by)
     }
-    fn rewind_clock(&self, by: Duration) {
+    fn rewind_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
         self.inner.rewind_clock(by)
     }
     fn provider(&self) -> Option<&FakeProvider> {

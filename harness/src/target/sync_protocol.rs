@@ -1,6 +1,7 @@
 //! The harness's side of the sync-point protocol over HTTP (`docs/SYNC-POINTS-PROTOCOL.md`): arm,
 //! observe and release a target's named points through its API, for a target the harness did not
-//! start in-process. Requests go through the one [`ApiClient`].
+//! start in-process — and of the clock protocol beside it ([`set_clock_offset`]). Requests go
+//! through the one [`ApiClient`].
 
 use std::time::Duration;
 
@@ -11,6 +12,34 @@ use crate::client::{Answer, ApiClient};
 
 /// Where the protocol lives on a target.
 pub const BASE: &str = "/__harbor/sync/v1";
+
+/// Where the clock protocol lives on a target.
+pub const CLOCK: &str = "/__harbor/clock/v1";
+
+/// Sets the clock of `replica` of `client`'s target `offset_ms` from its system clock (absolute:
+/// repeating it moves nothing twice).
+pub async fn set_clock_offset(
+    client: &ApiClient,
+    replica: usize,
+    offset_ms: i64,
+) -> Result<(), String> {
+    let a = client
+        .request(Method::PUT, CLOCK)
+        .on_replica(replica)
+        .json(serde_json::json!({ "offset_ms": offset_ms }))
+        .send()
+        .await
+        .map_err(|e| e.detail())?;
+    if a.status.is_success() && a.body["offset_ms"] == offset_ms {
+        Ok(())
+    } else {
+        Err(format!(
+            "the clock protocol: PUT {CLOCK} answered {} {}",
+            a.status,
+            a.raw.chars().take(200).collect::<String>()
+        ))
+    }
+}
 
 /// One replica's sync points, over HTTP.
 #[derive(Clone, Debug)]

@@ -303,5 +303,22 @@ async fn without_sync_points_the_protocol_answers_not_found() {
     assert!(refused.contains("404"), "{refused}");
     let refused = http.arm("A", "activation.locked").await.unwrap_err();
     assert!(refused.contains("404"), "{refused}");
+    let refused = harbor_harness::target::sync_protocol::set_clock_offset(&app.sut.client, 0, 1000)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("404"), "{refused}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_protocol_sets_the_offset_absolutely() {
+    let app = spawn_app_with(ServiceOptions::default()).await;
+    let client = &app.sut.client;
+    for offset in [700_000, 700_000, -5_000] {
+        harbor_harness::target::sync_protocol::set_clock_offset(client, 0, offset)
+            .await
+            .unwrap();
+        assert_eq!(app.sut.clock.offset().num_milliseconds(), offset);
+    }
     app.stop().await;
 }

@@ -186,7 +186,9 @@ impl<'a> Engine<'a> {
             .map_err(|e| format!("setup: {e}"))?;
         if p.start == Start::Stale {
             self.target
-                .advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64));
+                .advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64))
+                .await
+                .map_err(|e| format!("setup: {e}"))?;
         }
         Ok(None)
     }
@@ -357,7 +359,8 @@ impl<'a> Engine<'a> {
     /// intents are waited for, read from the database (bounded by the settle timeout).
     async fn drain_outbox(&self, t: &TenantWorkspace) -> Result<(), String> {
         self.target
-            .advance_clock(harbor_service::outbox::LEASE + Duration::from_secs(1));
+            .advance_clock(harbor_service::outbox::LEASE + Duration::from_secs(1))
+            .await?;
         let started = Instant::now();
         loop {
             let left: i64 = sqlx::query_scalar(

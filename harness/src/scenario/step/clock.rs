@@ -42,7 +42,10 @@ impl AdvanceClock {
         i: usize,
         note: Option<&str>,
     ) -> Result<(), Failure> {
-        ex.target().advance_clock(self.by);
+        ex.target()
+            .advance_clock(self.by)
+            .await
+            .map_err(|e| Failure::environment(format!("moving the clock: {e}")))?;
         ex.event(
             Some(i),
             None,

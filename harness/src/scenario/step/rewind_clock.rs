@@ -49,7 +49,10 @@ impl RewindClock {
         i: usize,
         note: Option<&str>,
     ) -> Result<(), Failure> {
-        ex.target().rewind_clock(self.by);
+        ex.target()
+            .rewind_clock(self.by)
+            .await
+            .map_err(|e| Failure::environment(format!("moving the clock: {e}")))?;
         ex.event(
             Some(i),
             None,

@@ -70,6 +70,8 @@ pub struct Profile {
     pub status_names: BTreeMap<String, String>,
     /// Whether the target speaks the sync-point protocol.
     pub sync_points: bool,
+    /// Whether the target speaks the clock protocol.
+    pub clock: bool,
     /// Whether stored tokens are sealed in the reference's format with the keys given as
     /// `{token_keys}`.
     pub harbor_token_format: bool,
@@ -134,6 +136,8 @@ struct File {
     fixtures: FixturesSection,
     #[serde(default)]
     sync_points: Option<SyncPointsSection>,
+    #[serde(default)]
+    clock: Option<SyncPointsSection>,
     #[serde(default)]
     tokens: Option<TokensSection>,
     #[serde(default)]
@@ -234,6 +238,8 @@ struct FixturesSection {
 struct SyncPointsSection {
     protocol: u32,
 }
+
+// `[clock]` has the same shape: `protocol = 1`.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +433,16 @@ impl Profile {
             }
             None => false,
         };
+        let clock = match &file.clock {
+            Some(s) if s.protocol == 1 => true,
+            Some(s) => {
+                return Err(format!(
+                    "clock.protocol = {}: this harness speaks protocol 1",
+                    s.protocol
+                ))
+            }
+            None => false,
+        };
         let harbor_token_format = match &file.tokens {
             Some(t) if t.format == HARBOR_TOKEN_FORMAT => true,
             Some(t) => {
@@ -464,6 +480,7 @@ impl Profile {
             set_connection_status,
             status_names: file.fixtures.status_names,
             sync_points,
+            clock,
             harbor_token_format,
             decline,
         })
@@ -534,7 +551,14 @@ impl Profile {
         );
         out.insert(
             Capability::Clock,
-            Err("a started process's clock cannot be moved (no clock protocol)".to_owned()),
+            if self.clock {
+                Ok(
+                    "[clock] protocol = 1: the harness sets each replica's offset over HTTP"
+                        .to_owned(),
+                )
+            } else {
+                Err("the profile has no [clock] section (the clock protocol)".to_owned())
+            },
         );
         for c in &self.decline {
             out.insert(*c, Err("declined by [capabilities] decline".to_owned()));

@@ -19,13 +19,16 @@ fn load_text(text: &str) -> Result<Profile, ProfileError> {
 }
 
 #[test]
-fn the_reference_profile_loads_and_offers_all_but_the_clock() {
+fn the_reference_profile_loads_and_offers_everything() {
     let p = load_text(&reference_text()).unwrap();
     assert_eq!(p.name, "harbor-reference");
     let offered = p.offered();
     for c in Capability::ALL {
-        assert_eq!(offered.contains(&c), c != Capability::Clock, "{c:?}");
+        assert!(offered.contains(&c), "{c:?}");
     }
+    let without_clock =
+        load_text(&reference_text().replace("[clock]\nprotocol = 1\n", "")).unwrap();
+    assert!(!without_clock.offered().contains(&Capability::Clock));
     // Its routes are the reference's own.
     let reference = Routes::reference();
     for op in WorkspaceOp::ALL {

@@ -195,12 +195,15 @@ impl Target for Started {
         Box::pin(std::future::ready(()))
     }
 
-    fn advance_clock(&self, by: Duration) {
+    fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
+        // In-process replicas share this clock; process replicas are told its offset.
         self.clock.advance(by);
+        Box::pin(self.push_clock())
     }
 
-    fn rewind_clock(&self, by: Duration) {
+    fn rewind_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
         self.clock.rewind(by);
+        Box::pin(self.push_clock())
     }
 
     fn provider(&self) -> Option<&FakeProvider> {
@@ -265,6 +268,20 @@ impl Started {
         self.profile
             .as_ref()
             .is_none_or(|p| p.offered().contains(&c))
+    }
+
+    /// Tells process replicas the clock's offset (in-process replicas share the clock itself).
+    pub(super) async fn push_clock(&self) -> Result<(), String> {
+        if self.profile.is_none() || !self.offers(Capability::Clock) {
+            return Ok(());
+        }
+        let offset = self.clock.offset().num_milliseconds();
+        for (n, r) in self.replicas.iter().enumerate() {
+            if r.is_running() {
+                crate::target::sync_protocol::set_clock_offset(&self.client, n, offset).await?;
+            }
+        }
+        Ok(())
     }
 
     fn sync_http(&self, replica: usize) -> crate::target::sync_protocol::SyncPointsOverHttp {

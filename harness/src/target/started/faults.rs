@@ -132,6 +132,8 @@ impl Started {
                     .get(replica)
                     .ok_or_else(|| format!("there is no replica {replica}"))?;
                 r.restart().await?;
+                // A restarted process starts on the system clock: give it the run's offset again.
+                self.push_clock().await?;
                 Ok(FaultDone::measured(
                     format!("replica {replica} restarted on its address"),
                     format!("at {}", r.base_url),
