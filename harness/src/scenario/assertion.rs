@@ -183,7 +183,7 @@ impl Assertion {
             }
             Check::Sql { .. } => &[Capability::Database, Capability::ReferenceSchema],
             Check::NoLockHeld { .. } => &[Capability::Database],
-            Check::RedisKeys { .. } => &[Capability::Redis],
+            Check::RedisKeys { .. } => &[Capability::Redis, Capability::ReferenceSchema],
             Check::ProviderCounter { .. } => &[Capability::ProviderControl],
             Check::NoCanaryLeaks => &[
                 Capability::Database,

@@ -74,9 +74,9 @@ pub enum Capability {
     Redis,
     /// Decrypt stored tokens with the service's keys (the token-binding oracle).
     TokenKeys,
-    /// The database has the reference service's schema: the catalogue's SQL steps and
-    /// assertions, its `until` conditions on stored rows and the stored-token oracles are
-    /// written against it.
+    /// The database has the reference service's schema, and Redis its key layout: the
+    /// catalogue's SQL steps and assertions, its `until` conditions on stored rows, its Redis key
+    /// patterns and the stored-token oracles are written against them.
     ReferenceSchema,
 }
 
@@ -123,7 +123,7 @@ impl Capability {
             Capability::Redis => "access to the service's Redis keys",
             Capability::TokenKeys => "the service's token encryption keys",
             Capability::ReferenceSchema => {
-                "the reference service's schema (the scenario's SQL is written against it)"
+                "the reference service's schema and Redis key layout (the scenario's SQL or key patterns are written against them)"
             }
         }
     }

@@ -306,7 +306,8 @@ impl Step {
                 }
             }
             StepKind::Redis(_) => {
-                needs.insert(Capability::Redis);
+                // Keys are named in the reference's layout.
+                needs.extend([Capability::Redis, Capability::ReferenceSchema]);
             }
             StepKind::AdvanceClock(_) => {
                 needs.insert(Capability::Clock);
