@@ -9,6 +9,10 @@
 /// columns are part of its meaning.
 pub const STATE_QUERIES: &[(&str, &str)] = &[
     (
+        "token_holders",
+        "rows of `provider`, `status`: every connection holding an access token, by provider (no workspace)",
+    ),
+    (
         "all_activations",
         "one row, `count`: how many activations the whole database holds (no workspace)",
     ),
@@ -62,6 +66,7 @@ pub fn reference(name: &str, workspace: harbor_service::domain::WorkspaceId) -> 
             "SELECT status FROM connections WHERE workspace_id = '{w}' AND provider = 'qbo'"
         ),
         "all_activations" => "SELECT count(*) AS count FROM workspace_activations".to_owned(),
+        "token_holders" => "SELECT provider, status FROM connections WHERE access_token IS NOT NULL ORDER BY provider".to_owned(),
         "activations" => {
             format!("SELECT count(*) AS count FROM workspace_activations WHERE workspace_id = '{w}'")
         }
