@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-/// How to start one replica process.
-#[derive(Clone, Debug)]
+/// How to start one replica process. Its `Debug` names the environment's variables, never their
+/// values (database passwords, client secrets, token keys).
+#[derive(Clone)]
 pub struct ProcessCommand {
     /// The program and its arguments.
     pub argv: Vec<String>,
@@ -27,6 +28,19 @@ pub struct ProcessCommand {
     pub ready_path: String,
     /// How long it may take to answer there.
     pub ready_timeout: Duration,
+}
+
+impl std::fmt::Debug for ProcessCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessCommand")
+            .field("argv", &self.argv)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("inherit", &self.inherit)
+            .field("cwd", &self.cwd)
+            .field("log", &self.log)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Variables a replica inherits from the harness, so interpreters and tool chains are found;
