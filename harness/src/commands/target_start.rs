@@ -115,7 +115,7 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
                 "advisory lock ({}, {}) in pg_locks terms",
                 k.classid, k.objid
             )),
-            (None, None) => Ok("not named: lock probes are SKIPPED".into()),
+            (None, None) => Ok("not named: scenarios that need it are SKIPPED".into()),
             (None, Some(_)) => Err("named, but gave no key".into()),
         },
     ));

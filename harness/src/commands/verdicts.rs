@@ -1,6 +1,7 @@
 //! Expected verdicts: a file listing each scenario's verdict on a target whose findings are known
 //! (`targets/flask-seed/expected/`), so CI certifies that Harbor still tells the same truth about
-//! it — a verdict that changes, in either direction, fails the run. `run --write-verdicts FILE`
+//! it — a verdict that changes, in either direction, fails the run, and so does a failure that
+//! moves to another step (`"FAILED at step 3"`: the same verdict for another reason). `run --write-verdicts FILE`
 //! writes one (each line with the first finding or SKIPPED reason as a comment);
 //! `run --expect-verdicts FILE` compares.
 
@@ -30,13 +31,24 @@ pub fn write(path: &Path, title: &str, results: &[ScenarioResult]) -> std::io::R
             format!("  # {}", why.chars().take(150).collect::<String>())
         };
         let line = format!(
-            "{:<44} = {:<9}{comment}",
+            "{:<44} = {:<22}{comment}",
             r.id,
-            format!("\"{}\"", r.verdict.as_str())
+            format!("\"{}\"", verdict_of(r))
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
     std::fs::write(path, out)
+}
+
+/// A result's verdict as the file holds it: a failure with the place of its first finding.
+fn verdict_of(r: &ScenarioResult) -> String {
+    match (r.verdict, r.failures.first()) {
+        (crate::scenario::Verdict::Failed, Some(f)) => match f.place() {
+            at if at.starts_with("at ") => format!("{} {at}", r.verdict.as_str()),
+            step => format!("{} at {step}", r.verdict.as_str()),
+        },
+        _ => r.verdict.as_str().to_owned(),
+    }
 }
 
 /// The differences between `results` and the verdicts expected in `path` (empty: none).
@@ -49,21 +61,20 @@ pub fn compare(path: &Path, results: &[ScenarioResult]) -> Result<Vec<String>, S
     let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     for r in results {
+        let got = verdict_of(r);
         match file.verdicts.get(&r.id) {
-            Some(want) if want == r.verdict.as_str() => {}
+            Some(want) if *want == got => {}
             Some(want) => out.push(format!(
-                "{}: expected {want}, got {}{}",
+                "{}: expected {want}, got {got}{}",
                 r.id,
-                r.verdict.as_str(),
                 r.failures
                     .first()
                     .map(|f| format!(" — {}", f.message.lines().next().unwrap_or_default()))
                     .unwrap_or_default()
             )),
             None => out.push(format!(
-                "{}: not in the expected verdicts (got {})",
-                r.id,
-                r.verdict.as_str()
+                "{}: not in the expected verdicts (got {got})",
+                r.id
             )),
         }
     }

@@ -182,7 +182,7 @@ impl Assertion {
                 &[Capability::Database]
             }
             Check::Sql { .. } => &[Capability::Database, Capability::ReferenceSchema],
-            Check::NoLockHeld { .. } => &[Capability::Database],
+            Check::NoLockHeld { .. } => &[Capability::Database, Capability::WorkspaceLock],
             Check::RedisKeys { .. } => &[Capability::Redis, Capability::ReferenceSchema],
             Check::ProviderCounter { .. } => &[Capability::ProviderControl],
             Check::NoCanaryLeaks => &[

@@ -74,6 +74,9 @@ pub enum Capability {
     Redis,
     /// Decrypt stored tokens with the service's keys (the token-binding oracle).
     TokenKeys,
+    /// The workspace's advisory lock is named (its key, as `pg_locks` shows it): lock probes
+    /// take it, and "waits on the workspace lock" and "no lock left held" are judged against it.
+    WorkspaceLock,
     /// The database has the reference service's schema, and Redis its key layout: the
     /// catalogue's SQL steps and assertions, its `until` conditions on stored rows, its Redis key
     /// patterns and the stored-token oracles are written against them.
@@ -82,7 +85,7 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in the order tables list them.
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::SyncPoints,
         Capability::Clock,
         Capability::ProviderControl,
@@ -91,6 +94,7 @@ impl Capability {
         Capability::Database,
         Capability::Redis,
         Capability::TokenKeys,
+        Capability::WorkspaceLock,
         Capability::ReferenceSchema,
     ];
 
@@ -105,6 +109,7 @@ impl Capability {
             Capability::Database => "database",
             Capability::Redis => "redis",
             Capability::TokenKeys => "token_keys",
+            Capability::WorkspaceLock => "workspace_lock",
             Capability::ReferenceSchema => "reference_schema",
         }
     }
@@ -122,6 +127,7 @@ impl Capability {
             Capability::Database => "access to the database (fixtures, SQL, lock tables)",
             Capability::Redis => "access to the service's Redis keys",
             Capability::TokenKeys => "the service's token encryption keys",
+            Capability::WorkspaceLock => "the workspace lock's key (database.workspace_lock)",
             Capability::ReferenceSchema => {
                 "the reference service's schema and Redis key layout (the scenario's SQL or key patterns are written against them)"
             }

@@ -35,27 +35,43 @@ pub const STATE_QUERIES: &[(&str, &str)] = &[
 /// own `pg_*` views, or is transaction control alone. Any other SQL is written against the
 /// reference service's schema.
 pub fn sql_is_portable(sql: &str) -> bool {
-    let control = |s: &str| {
-        matches!(
-            s.trim().trim_end_matches(';').to_ascii_uppercase().as_str(),
-            "BEGIN" | "COMMIT" | "ROLLBACK" | ""
-        )
-    };
-    let catalogue_only = |s: &str| {
-        let lower = s.to_ascii_lowercase();
-        let from = lower.matches(" from ").count() + lower.matches(" join ").count();
-        from > 0 && from == lower.matches(" from pg_").count() + lower.matches(" join pg_").count()
-    };
     sql.split(';').all(|statement| {
-        control(statement)
-            || catalogue_only(statement)
-            || statement.trim().starts_with("{query:")
-            || statement
-                .trim()
-                .to_ascii_uppercase()
-                .starts_with("SELECT PG_ADVISORY")
-                && statement.contains("{workspace_lock:")
+        let words: Vec<String> = statement
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let text = words.join(" ");
+        let control = matches!(text.as_str(), "" | "begin" | "commit" | "rollback");
+        // Exactly one placeholder, nothing around it.
+        let query =
+            text.starts_with("{query:") && text.ends_with('}') && text.matches('{').count() == 1;
+        let lock = text.starts_with("select pg_advisory")
+            && text.contains("{workspace_lock:")
+            && !words.iter().any(|w| w == "from" || w == "join");
+        control || query || lock || reads_only_the_catalogue(&words)
     })
+}
+
+/// Whether a statement's words read only PostgreSQL's `pg_*` relations: each `FROM` and `JOIN`
+/// names one, and no `FROM` clause lists several (a comma join could name anything).
+fn reads_only_the_catalogue(words: &[String]) -> bool {
+    let mut sources = 0;
+    for (i, w) in words.iter().enumerate() {
+        if w == "from" || w == "join" {
+            let Some(next) = words.get(i + 1) else {
+                return false;
+            };
+            if !next.starts_with("pg_") || next.contains(',') || next.contains('(') {
+                return false;
+            }
+            // A comma right after the relation or its alias: another relation follows.
+            if words[i + 1..].iter().take(3).any(|w| w.contains(',')) {
+                return false;
+            }
+            sources += 1;
+        }
+    }
+    sources > 0
 }
 
 /// The state query `name` on the reference schema.
@@ -97,6 +113,11 @@ mod tests {
             "BEGIN; UPDATE connections SET status = 'X'",
             "SELECT count(*) FROM pg_locks l JOIN workspaces w ON true",
             "SELECT pg_advisory_xact_lock(1, 2)",
+            "SELECT 1 FROM pg_locks l, connections c",
+            "SELECT 1 FROM pg_locks, connections",
+            "SELECT 1 FROM\nconnections",
+            "SELECT count(*) FROM pg_stat_activity WHERE pid IN (SELECT pid FROM\nconnections)",
+            "{query:qbo_status:acme} UNION SELECT status FROM connections",
         ] {
             assert!(!sql_is_portable(reference), "{reference}");
         }

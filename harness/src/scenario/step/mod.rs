@@ -298,6 +298,13 @@ impl Step {
             StepKind::Request(s) => s.requires(needs),
             StepKind::Sql(s) => {
                 needs.insert(Capability::Database);
+                if s.sql.contains("{workspace_lock:")
+                    || s.expect_blocked
+                        .as_ref()
+                        .is_some_and(|b| b.object.is_some())
+                {
+                    needs.insert(Capability::WorkspaceLock);
+                }
                 if !crate::target::state_queries::sql_is_portable(&s.sql)
                     || s.role.is_some()
                     || s.tenant.is_some()

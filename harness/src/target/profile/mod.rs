@@ -543,6 +543,14 @@ impl Profile {
             },
         );
         out.insert(
+            Capability::WorkspaceLock,
+            if self.workspace_lock.is_some() {
+                Ok("database.workspace_lock names it".to_owned())
+            } else {
+                Err("the profile names no database.workspace_lock".to_owned())
+            },
+        );
+        out.insert(
             Capability::ReferenceSchema,
             match &self.schema {
                 None => Ok("the database is made from the reference's migrations".to_owned()),
@@ -741,6 +749,21 @@ fn routes(file: &File) -> Result<Routes, String> {
         pointer("answers.error_code", p)?;
         routes.error_code = p.clone();
     }
+    // A mapping names one of Harbor's codes, or it would turn a wrong answer into an unknown
+    // one that no expectation can ever match.
+    let harbor_codes: BTreeSet<&str> = harbor_service::contract::ERRORS
+        .iter()
+        .flat_map(|op| (op.errors)())
+        .map(|e| e.status_and_code().1)
+        .collect();
+    for (theirs, ours) in &file.answers.codes {
+        if !harbor_codes.contains(ours.as_str()) {
+            return Err(format!(
+                "answers.codes.{theirs}: {ours:?} is not one of Harbor's error codes ({})",
+                harbor_codes.iter().copied().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     routes.code_names = file.answers.codes.clone();
     if let Some(p) = &file.answers.authorization_url {
         pointer("answers.authorization_url", p)?;
@@ -761,6 +784,17 @@ fn lifecycle(l: &LifecycleSection, cwd: PathBuf) -> Result<Lifecycle, String> {
     let mut files = Vec::new();
     for (name, f) in &l.files {
         let place = format!("lifecycle.files.{name}");
+        // The name becomes a file in the replica's own folder, nowhere else.
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(format!(
+                "{place}: a file's name is letters, digits, '_', '-' and '.', not starting with '.'"
+            ));
+        }
         let tpl = match (&f.text, &f.json) {
             (Some(text), None) => FileTemplate::Text(parse_checked(&place, text, &allowed, known)?),
             (None, Some(json)) => {

@@ -71,6 +71,16 @@ fn bad_profiles_are_refused_naming_the_place() {
             "error_code = \"error.code\"",
             "answers.error_code: \"error.code\" is not a JSON pointer",
         ),
+        (
+            "[answers]",
+            "[answers.codes]\nGONE = \"NOT_A_HARBOR_CODE\"\n[answers]",
+            "answers.codes.GONE: \"NOT_A_HARBOR_CODE\" is not one of Harbor's error codes",
+        ),
+        (
+            "[lifecycle.files.providers",
+            "[lifecycle.files.\"../escape\"]\ntext = \"x\"\n[lifecycle.files.providers",
+            "a file's name is letters",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(good.contains(from), "the reference profile has no {from:?}");

@@ -179,10 +179,12 @@ impl Started {
         Ok(keys.len())
     }
 
-    /// The backends of `replica` (or of every replica). With fault proxies: those whose client
-    /// end is one of its PostgreSQL proxy's upstream connections — every connection the replica
-    /// opened, whatever its `application_name`, in any language. Without: its pool's name, and
-    /// the tags of requests parked on it.
+    /// The backends of `replica` (or of every replica): those named after its pool or after the
+    /// requests parked on it (in-process), and — with fault proxies — those whose client end is
+    /// one of its PostgreSQL proxy's upstream connections: every connection the replica opened,
+    /// whatever its `application_name`, in any language. When the proxy holds connections but
+    /// the server shows none of their ends (a NAT between the harness and PostgreSQL hides them),
+    /// that is an error, not an empty set: a crash's evidence would otherwise hold vacuously.
     async fn backends_of(&self, replica: Option<usize>) -> Result<Vec<i32>, String> {
         if let Some(n) = replica {
             if n >= self.replicas.len() {
@@ -196,21 +198,6 @@ impl Started {
                 .filter(move |(n, _)| replica.is_none_or(|r| r == *n))
                 .map(|(_, r)| r)
         };
-        if chosen().all(|r| r.links.is_some()) {
-            let ports: Vec<i32> = chosen()
-                .filter_map(|r| r.links.as_ref())
-                .flat_map(|l| l.postgres.upstream_ends())
-                .map(|a| i32::from(a.port()))
-                .collect();
-            return sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-                 AND client_addr IS NOT NULL AND client_port = ANY($1)",
-            )
-            .bind(&ports)
-            .fetch_all(&self.db)
-            .await
-            .map_err(|e| format!("reading the replicas' backends: {e}"));
-        }
         let mut names = Vec::new();
         for r in chosen() {
             names.push(r.application_name.clone());
@@ -222,11 +209,30 @@ impl Started {
                     .map(|k| crate::evidence::application_name(&k.actor)),
             );
         }
-        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY($1)")
-            .bind(&names)
-            .fetch_all(&self.db)
-            .await
-            .map_err(|e| format!("reading the replicas' backends: {e}"))
+        let ports: Vec<i32> = chosen()
+            .filter_map(|r| r.links.as_ref())
+            .flat_map(|l| l.postgres.upstream_ends())
+            .map(|a| i32::from(a.port()))
+            .collect();
+        let rows: Vec<(i32, bool)> = sqlx::query_as(
+            "SELECT pid, client_port = ANY($2) FROM pg_stat_activity \
+             WHERE datname = current_database() \
+               AND (application_name = ANY($1) OR (client_addr IS NOT NULL AND client_port = ANY($2)))",
+        )
+        .bind(&names)
+        .bind(&ports)
+        .fetch_all(&self.db)
+        .await
+        .map_err(|e| format!("reading the replicas' backends: {e}"))?;
+        if !ports.is_empty() && !rows.iter().any(|(_, by_port)| *by_port) {
+            return Err(format!(
+                "the replica's PostgreSQL proxy holds {} connection(s), but the server shows none \
+                 of their client ends (is there a NAT between the harness and PostgreSQL?): its \
+                 backends cannot be told",
+                ports.len()
+            ));
+        }
+        Ok(rows.into_iter().map(|(pid, _)| pid).collect())
     }
 
     /// Stops `replica` gracefully (SIGTERM semantics) and returns once its process would have

@@ -116,8 +116,10 @@ pub struct ProfileLauncher<'a> {
 }
 
 impl<'a> ProfileLauncher<'a> {
-    /// A launcher of `profile`'s target on `infra`.
+    /// A launcher of `profile`'s target on `infra`. Must be called within a tokio runtime: it
+    /// makes sure an interrupted run kills the replicas it started.
     pub fn new(infra: &'a Infra, profile: Arc<Profile>) -> Self {
+        super::process::kill_replicas_on_interrupt();
         Self {
             infra,
             profile,
@@ -179,7 +181,6 @@ impl Launcher for ProfileLauncher<'_> {
             if let Some(contract) = &started.contract {
                 let _ = self.contract.set(contract.clone());
             }
-            let _ = self.version.set(started.version.clone());
             let _ = self.version.set(started.version.clone());
             Ok(Box::new(started) as Box<dyn Launched>)
         })

@@ -365,22 +365,32 @@ impl Started {
                 None => {}
             }
         }
+        // Everything is stopped and removed whatever fails on the way; the first failure is
+        // reported at the end.
+        let mut first: Option<ServiceError> = None;
         for child in children {
-            process::terminate(child, Duration::from_secs(10))
-                .await
-                .map_err(ServiceError::Task)?;
+            if let Err(e) = process::terminate(child, Duration::from_secs(10)).await {
+                first.get_or_insert(ServiceError::Task(e));
+            }
         }
         for (runtime, task) in stopping {
             let served = task.await;
             runtime.shutdown_background();
-            served
-                .map_err(|e| ServiceError::Task(e.to_string()))?
-                .map_err(|e| ServiceError::Task(e.to_string()))?;
+            let failed = match served {
+                Err(e) => Some(e.to_string()),
+                Ok(Err(e)) => Some(e.to_string()),
+                Ok(Ok(())) => None,
+            };
+            if let Some(e) = failed {
+                first.get_or_insert(ServiceError::Task(e));
+            }
         }
         self.provider.stop();
         self.db.close().await;
-        self.env.cleanup().await?;
-        Ok(())
+        if let Err(e) = self.env.cleanup().await {
+            first.get_or_insert(e.into());
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 

@@ -70,6 +70,9 @@ impl ProcessCommand {
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(err)
+            // Its own process group: a crash kills whatever the command started (a shell that
+            // does not `exec`, a server's workers), not only the command itself.
+            .process_group(0)
             .kill_on_drop(true);
         for name in INHERITED
             .iter()
@@ -92,6 +95,9 @@ impl ProcessCommand {
                 }
             )
         })?;
+        if let Some(pid) = child.id() {
+            live_groups().insert(pid as i32);
+        }
         match self.until_ready(&mut child).await {
             Ok(()) => Ok(child),
             Err(e) => {
@@ -151,19 +157,67 @@ impl ProcessCommand {
     }
 }
 
-/// Sends SIGTERM and waits for the exit within `grace`; SIGKILL after it.
-pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> {
+/// Sends `signal` to the child's whole process group.
+fn signal_group(child: &Child, signal: nix::sys::signal::Signal) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
+        if signal == nix::sys::signal::Signal::SIGKILL {
+            live_groups().remove(&(pid as i32));
+        }
     }
+}
+
+/// The process groups of the replicas started and not yet killed: each replica has its own
+/// group (so a crash takes everything it started), which also keeps it out of the terminal's
+/// Ctrl-C — [`kill_replicas_on_interrupt`] forwards it.
+fn live_groups() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<i32>> {
+    static LIVE: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// On SIGINT or SIGTERM, kills every replica's process group and exits (130): a run stopped
+/// from the terminal or by a CI timeout leaves no replica behind. Installed once per process.
+pub fn kill_replicas_on_interrupt() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        tokio::spawn(async {
+            harbor_service::telemetry::shutdown_signal().await;
+            for pgid in std::mem::take(&mut *live_groups()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            eprintln!("harbor-certify: interrupted; the target's replicas were killed");
+            std::process::exit(130);
+        });
+    });
+}
+
+/// Kills the child's whole process group with SIGKILL and reaps the child: a crash.
+pub async fn kill(mut child: Child) -> Result<(), String> {
+    signal_group(&child, nix::sys::signal::Signal::SIGKILL);
+    child
+        .kill()
+        .await
+        .map_err(|e| format!("killing the replica: {e}"))
+}
+
+/// Sends SIGTERM to the child's process group and waits for the exit within `grace`; SIGKILL
+/// to the group after it.
+pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> {
+    signal_group(&child, nix::sys::signal::Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(_)) => {
+            // Whatever else the group still runs goes with it.
+            signal_group(&child, nix::sys::signal::Signal::SIGKILL);
+            Ok(())
+        }
         Ok(Err(e)) => Err(format!("waiting for the replica to exit: {e}")),
         Err(_) => {
-            let _ = child.kill().await;
+            let _ = kill(child).await;
             Err(format!(
                 "the replica did not exit within {grace:?} of SIGTERM (killed)"
             ))
@@ -175,9 +229,15 @@ pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> 
 /// ephemeral range (32768 and up), so the outgoing connections of this machine — which take
 /// ephemeral ports — cannot take it between this check and the replica's bind.
 pub fn free_port() -> Result<u16, String> {
+    // Ports handed out by this process are never handed out again: two replicas starting at
+    // once (parallel scenarios) cannot both find one port free.
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().map_err(|_| "the port table is poisoned")?;
     for _ in 0..200 {
         let port = 20_000 + (rand_u16() % 12_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return Ok(port);
         }
     }

@@ -120,11 +120,8 @@ impl Replica {
     pub(super) async fn crash(&self) -> Result<(), String> {
         match self.take_running().ok_or("the replica is not running")? {
             Running::InProcess(run) => run.runtime.shutdown_background(),
-            // SIGKILL, and the exit reaped.
-            Running::Process(mut child) => child
-                .kill()
-                .await
-                .map_err(|e| format!("killing the replica: {e}"))?,
+            // SIGKILL to its process group, and the exit reaped.
+            Running::Process(child) => super::process::kill(child).await?,
         }
         Ok(())
     }

@@ -202,8 +202,11 @@ impl RequestStep {
             if park.is_some() {
                 needs.insert(Capability::SyncPoints);
             }
-            if expect_blocked.is_some() {
+            if let Some(blocked) = expect_blocked {
                 needs.insert(Capability::Database);
+                if blocked.object.is_some() {
+                    needs.insert(Capability::WorkspaceLock);
+                }
             }
         }
         if matches!(
