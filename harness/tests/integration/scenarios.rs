@@ -270,7 +270,8 @@ async fn a_scenario_the_target_cannot_serve_is_skipped_with_the_reason_never_pas
 
 /// The lock-probe scenarios park requests at the target's own locks, held from the harness's own
 /// session: they must need nothing a black-box target with database evidence lacks — no sync
-/// point, no clock, no fault, no keys.
+/// point, no clock, no fault, no keys, not the reference's schema (their state is read through
+/// state queries) — only its database, its workspace lock's name and the fake provider.
 #[test]
 fn probe_scenarios_need_only_the_database_and_the_provider() {
     use harbor_harness::target::Capability;
@@ -284,7 +285,11 @@ fn probe_scenarios_need_only_the_database_and_the_provider() {
     );
     for p in probes {
         let needs = p.scenario.requires();
-        let allowed = [Capability::Database, Capability::ProviderControl];
+        let allowed = [
+            Capability::Database,
+            Capability::WorkspaceLock,
+            Capability::ProviderControl,
+        ];
         assert!(
             needs.iter().all(|c| allowed.contains(c)),
             "{} needs {needs:?}",
