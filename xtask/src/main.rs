@@ -411,8 +411,8 @@ fn test(args: &[String]) -> Result<ExitCode> {
     Ok(worst.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 
-/// `harbor-certify run --target PROFILE` on the held servers, reports under
-/// `reports/targets/<profile's folder>`.
+/// `harbor-certify target check PROFILE --start`, then `harbor-certify run --target PROFILE`, on
+/// the held servers; reports under `reports/targets/<profile's folder>[-mode]`.
 fn target_run(
     certify: &std::path::Path,
     env: &[(String, String)],
@@ -430,6 +430,33 @@ fn target_run(
         .and_then(|i| extra.get(i + 1))
         .map(|m| format!("-{m}"))
         .unwrap_or_default();
+    // First the profile itself, tried on one replica: its fixtures, tokens, lock claim.
+    let mut check = Command::new(certify);
+    check.current_dir(root()).args([
+        "target",
+        "check",
+        profile,
+        "--start",
+        "--backend",
+        "external",
+    ]);
+    if let Some(i) = extra.iter().position(|a| *a == "--target-mode") {
+        check.args(&extra[i..i + 2]);
+    }
+    for (k, v) in env {
+        check.env(k, v);
+    }
+    let checked = check
+        .output()
+        .context("running harbor-certify target check --start")?;
+    if !checked.status.success() {
+        eprintln!(
+            "xtask: target check {profile} --start failed:\n{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        return Ok(checked.status);
+    }
     let mut cmd = Command::new(certify);
     cmd.current_dir(root())
         .args(["run", "--backend", "external", "--target", profile])

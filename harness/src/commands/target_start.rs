@@ -173,6 +173,77 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
                 .await
                 .map(|points| format!("protocol 1 answers; {} point(s) named", points.len())),
         ));
+        if let Some(key) = t.workspace_lock(tenant.workspace) {
+            out.push((
+                "the lock activation takes".into(),
+                lock_activation_takes(t, &tenant, key).await,
+            ));
+        }
     }
     out
+}
+
+/// Whether activation really holds the lock the profile names: an activation parked at
+/// `activation.locked` must hold, by the server's own `pg_locks`, an advisory lock with that key
+/// (a profile naming another key would make every lock probe prove nothing).
+async fn lock_activation_takes(
+    t: &dyn Target,
+    tenant: &crate::fixtures::TenantWorkspace,
+    key: crate::evidence::AdvisoryKey,
+) -> Result<String, String> {
+    const ACTOR: &str = "targetcheck";
+    let slot = harbor_syncpoint::SlotKey::new(ACTOR, "activation.locked");
+    t.arm(0, slot.clone()).await?;
+    let call = t
+        .client()
+        .operation(WorkspaceOp::Activate, tenant.workspace, Provider::Qbo, "")
+        .bearer(Some(t.bearer(tenant.owner, TokenKind::Valid)))
+        .actor(Some(ACTOR));
+    let request = tokio::spawn(call.send());
+    let parked = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        t.parked(0, slot.clone()),
+    )
+    .await;
+    let held: Result<Vec<(i64, i64, i32)>, String> = match (parked, t.database()) {
+        (Err(_), _) => Err("activation did not reach activation.locked within 10 s".into()),
+        (Ok(()), None) => Err("no database to read pg_locks from".into()),
+        (Ok(()), Some(db)) => sqlx::query_as(
+            "SELECT l.classid::bigint, l.objid::bigint, l.objsubid::int FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted",
+        )
+        .bind(crate::evidence::application_name(ACTOR))
+        .fetch_all(db)
+        .await
+        .map_err(|e| format!("reading pg_locks: {e}")),
+    };
+    let _ = t.release(0, &slot).await;
+    let _ = request.await;
+    let held = held?;
+    let form = if key.bigint { 1 } else { 2 };
+    if held
+        .iter()
+        .any(|&(c, o, sub)| c == i64::from(key.classid) && o == i64::from(key.objid) && sub == form)
+    {
+        Ok(format!(
+            "a parked activation holds ({}, {}) in pg_locks, as database.workspace_lock says",
+            key.classid, key.objid
+        ))
+    } else {
+        Err(format!(
+            "database.workspace_lock names ({}, {}), but a parked activation holds {}: the lock \
+             probes would hold a lock the target never takes",
+            key.classid,
+            key.objid,
+            if held.is_empty() {
+                "no advisory lock (is its transaction tagged harbor:<actor>?)".to_owned()
+            } else {
+                held.iter()
+                    .map(|(c, o, s)| format!("({c}, {o}, objsubid {s})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))
+    }
 }
