@@ -372,10 +372,22 @@ fn test(args: &[String]) -> Result<ExitCode> {
         cmd.env("HARBOR_LOAD_TENANTS", "20");
         cmd.status().context("running harbor-load")
     })?;
-    // The API contract: Schemathesis against `harbor-certify serve` on the same servers.
+    // The API contract: Schemathesis against `harbor-certify serve` on the same servers — the
+    // in-process reference, then the reference as a process through its target profile.
     let contract = phase(
         "schemathesis (the API contract: owner, anonymous, another tenant)",
-        || schemathesis(&certify, &held.env),
+        || schemathesis(&certify, &held.env, &[], "in-process"),
+    )?;
+    let contract_target = phase(
+        "schemathesis against serve --target targets/reference/target.toml",
+        || {
+            schemathesis(
+                &certify,
+                &held.env,
+                &["--target", "targets/reference/target.toml"],
+                "reference-target",
+            )
+        },
     )?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
@@ -389,6 +401,10 @@ fn test(args: &[String]) -> Result<ExitCode> {
         ("the state machine", &proptest),
         ("the load smoke", &load),
         ("the contract run", &contract),
+        (
+            "the contract run on the reference as a process",
+            &contract_target,
+        ),
     ] {
         if !s.success() {
             eprintln!("xtask: {what} failed ({s})");
@@ -404,6 +420,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         proptest,
         load,
         contract,
+        contract_target,
     ]
     .iter()
     .find(|s| !s.success())
@@ -535,7 +552,7 @@ fn contract() -> Result<ExitCode> {
     let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
     let status = phase(
         "schemathesis (the API contract: owner, anonymous, another tenant)",
-        || schemathesis(&certify, &held.env),
+        || schemathesis(&certify, &held.env, &[], "in-process"),
     )?;
     drop(held);
     Ok(if status.success() {

@@ -45,19 +45,19 @@ pub(crate) fn ensure_schemathesis() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Three Schemathesis passes over `harbor-certify serve`: the owner's token, no token, and
-/// another tenant's token (which must learn nothing of the demo workspace). JUnit files go to
-/// `reports/schemathesis/`.
+/// Three Schemathesis passes over `harbor-certify serve` (with `serve_extra`: `--target PROFILE`
+/// serves a profile's target): the owner's token, no token, and another tenant's token (which
+/// must learn nothing of the demo workspace). JUnit files go to `reports/schemathesis/<label>/`.
 pub(crate) fn schemathesis(
     certify: &Path,
     infra_env: &[(String, String)],
+    serve_extra: &[&str],
+    label: &str,
 ) -> Result<std::process::ExitStatus> {
     let bin = ensure_schemathesis()?;
-    let served = hold(
-        certify,
-        &["serve", "--backend", "external", "--replicas", "1"],
-        infra_env,
-    )?;
+    let mut serve = vec!["serve", "--backend", "external", "--replicas", "1"];
+    serve.extend_from_slice(serve_extra);
+    let served = hold(certify, &serve, infra_env)?;
     let var = |name: &str| {
         served
             .env
@@ -67,7 +67,7 @@ pub(crate) fn schemathesis(
             .unwrap_or_default()
     };
     let dir = root().join("scripts").join("schemathesis");
-    let reports = root().join("reports").join("schemathesis");
+    let reports = root().join("reports").join("schemathesis").join(label);
     std::fs::create_dir_all(&reports)?;
     let mut worst = None;
     for (name, token, foreign) in [

@@ -1,5 +1,5 @@
-//! `harbor-certify serve`: the reference service with demo tenants and tokens, held for people and
-//! tools.
+//! `harbor-certify serve`: the reference service (or a profile's target) with demo tenants and
+//! tokens, held for people and tools.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// Most pooled PostgreSQL connections per replica.
     #[arg(long, default_value_t = 20)]
     pub database_max_connections: u32,
+    /// Serve the target a profile starts (`docs/TARGET-PROFILE.md`) instead of the in-process
+    /// reference: its replicas as child processes, the demo tenants made by its fixtures, the
+    /// tokens with its claims (for a contract run or a look at it by hand).
+    #[arg(long = "target", value_name = "PROFILE", conflicts_with = "bench_file")]
+    pub profile: Option<PathBuf>,
+    /// The mode to start the profile's target in.
+    #[arg(long, requires = "profile")]
+    pub target_mode: Option<String>,
 }
 
 /// Starts the service and holds it.
@@ -60,6 +68,19 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
+    let profile = match (super::TargetArgs {
+        profile: args.profile.clone(),
+        target_mode: args.target_mode.clone(),
+        sync_points_over_http: false,
+    })
+    .load()
+    {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
+        return code;
+    }
     if args.replicas == 0 || args.replicas > 8 {
         eprintln!("harbor-certify: --replicas is 1 to 8");
         return ExitCode::from(super::CANNOT_RUN);
@@ -84,7 +105,11 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             burst: 100,
         };
     }
-    let sut = match Started::start(&infra, options).await {
+    let how = match &profile {
+        Some(p) => crate::target::started::How::Process(p),
+        None => crate::target::started::How::InProcess,
+    };
+    let sut = match Started::start_as(&infra, options, None, how).await {
         Ok(sut) => sut,
         Err(e) => {
             eprintln!("harbor-certify: the service did not start: {e}");

@@ -31,17 +31,25 @@ pub struct Demo {
     /// A bearer token of a verified user of another tenant: every demo-workspace route must
     /// answer it 403 or 404.
     pub other_tenant_token: String,
+    /// Where the target publishes its OpenAPI document (`None`: it publishes none).
+    pub openapi_url: Option<String>,
+    /// The reference service (its routes, for the printed walk-through), not a profile's target.
+    pub reference: bool,
 }
 
 impl Demo {
-    /// Seeds the demo tenants on a running service and mints their tokens.
-    pub async fn seed(sut: &Started) -> Result<Self, sqlx::Error> {
-        let demo =
-            TenantWorkspace::create(&sut.db, "demo", true, ConnectionStatus::NotConnected).await?;
-        let other =
-            TenantWorkspace::create(&sut.db, "other", true, ConnectionStatus::NotConnected).await?;
-        let token =
-            |user: harbor_service::domain::UserId| sut.tokens.token(user.0, TokenKind::LongLived);
+    /// Seeds the demo tenants on a running target (through its fixtures: the reference's, or a
+    /// profile's) and mints their tokens (with its claims).
+    pub async fn seed(sut: &Started) -> Result<Self, String> {
+        use crate::target::{Target, TenantSpec};
+        let spec = |name: &str| TenantSpec {
+            name: name.to_owned(),
+            entitled: true,
+            qbo: ConnectionStatus::NotConnected,
+        };
+        let demo = sut.create_tenant(&spec("demo")).await?;
+        let other = sut.create_tenant(&spec("other")).await?;
+        let token = |user: harbor_service::domain::UserId| sut.bearer(user, TokenKind::LongLived);
         Ok(Self {
             base_urls: sut.replicas.iter().map(|r| r.base_url.clone()).collect(),
             provider_url: sut.provider.base_url().to_owned(),
@@ -50,18 +58,26 @@ impl Demo {
             member_token: token(demo.member),
             other_workspace: other.workspace,
             other_tenant_token: token(other.owner),
+            openapi_url: match &sut.profile {
+                None => Some(format!("{}/openapi.json", sut.replicas[0].base_url)),
+                Some(p) => p
+                    .openapi
+                    .as_ref()
+                    .map(|path| format!("{}{path}", sut.replicas[0].base_url)),
+            },
+            reference: sut.profile.is_none(),
         })
     }
 
     /// `NAME=value` lines for shells and tools (`set -a; . FILE`).
     pub fn env_lines(&self) -> String {
         format!(
-            "HARBOR_BASE_URL={}\nHARBOR_BASE_URLS={}\nHARBOR_OPENAPI_URL={}/openapi.json\nHARBOR_WORKSPACE_ID={}\n\
+            "HARBOR_BASE_URL={}\nHARBOR_BASE_URLS={}\nHARBOR_OPENAPI_URL={}\nHARBOR_WORKSPACE_ID={}\n\
              HARBOR_OWNER_TOKEN={}\nHARBOR_MEMBER_TOKEN={}\nHARBOR_OTHER_WORKSPACE_ID={}\nHARBOR_OTHER_TENANT_TOKEN={}\n\
              HARBOR_FAKE_PROVIDER_URL={}\n",
             self.base_urls[0],
             self.base_urls.join(","),
-            self.base_urls[0],
+            self.openapi_url.as_deref().unwrap_or(""),
             self.workspace,
             self.owner_token,
             self.member_token,
@@ -88,7 +104,9 @@ impl Demo {
         for (i, url) in self.base_urls.iter().enumerate() {
             let _ = writeln!(out, "  replica {i}: {url}");
         }
-        let _ = writeln!(out, "  OpenAPI:   {}/openapi.json", self.base_urls[0]);
+        if let Some(url) = &self.openapi_url {
+            let _ = writeln!(out, "  OpenAPI:   {url}");
+        }
         let _ = writeln!(out, "  fake OAuth provider: {}", self.provider_url);
         let _ = writeln!(
             out,
@@ -110,6 +128,14 @@ impl Demo {
                     let _ = writeln!(out, "  export {line}");
                 }
             }
+        }
+        // The walk-through uses the reference's routes; a profile's target has its own.
+        if !self.reference {
+            let _ = writeln!(
+                out,
+                "\nStop with Ctrl-C (or end of standard input); everything started is removed."
+            );
+            return out;
         }
         let _ = writeln!(
             out,
