@@ -97,6 +97,8 @@ pub struct LockRow {
     pub classid: Option<i64>,
     /// For advisory locks: the second key.
     pub objid: Option<i64>,
+    /// For advisory locks: 1 when taken with one `bigint`, 2 with two `int`s.
+    pub objsubid: Option<i16>,
     /// The relation, when the lock is on one.
     pub relation: Option<String>,
     /// For tuple locks: the page.
@@ -121,7 +123,7 @@ const ACTIVITY_SQL: &str = "\
 
 const LOCKS_SQL: &str = "\
     SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.locktype, \
-           l.classid::bigint AS classid, l.objid::bigint AS objid, l.relation::regclass::text AS relation, \
+           l.classid::bigint AS classid, l.objid::bigint AS objid, l.objsubid, l.relation::regclass::text AS relation, \
            l.page, l.tuple, l.transactionid::text AS transactionid, l.mode, l.granted \
     FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
     WHERE (l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) OR l.locktype = 'transactionid') \
@@ -244,6 +246,7 @@ impl LockRow {
         self.locktype == LockType::Advisory.as_str()
             && self.classid == Some(i64::from(key.classid))
             && self.objid == Some(i64::from(key.objid))
+            && self.objsubid == Some(if key.bigint { 1 } else { 2 })
     }
 
     /// Whether `self` and `other` are the same lockable object (same lock tag): what a waiter
@@ -251,7 +254,10 @@ impl LockRow {
     pub fn same_object(&self, other: &LockRow) -> bool {
         self.locktype == other.locktype
             && match self.locktype.as_str() {
-                "advisory" => (self.classid, self.objid) == (other.classid, other.objid),
+                "advisory" => {
+                    (self.classid, self.objid, self.objsubid)
+                        == (other.classid, other.objid, other.objsubid)
+                }
                 "transactionid" => self.transactionid == other.transactionid,
                 "tuple" => {
                     (&self.relation, self.page, self.tuple)
@@ -501,4 +507,41 @@ pub async fn redis_dump(
         out.push(RedisEntry { key, value, ttl });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod key_form_tests {
+    use super::*;
+
+    #[test]
+    fn a_bigint_key_and_a_pair_with_the_same_halves_are_different_locks() {
+        let row = |objsubid| LockRow {
+            pid: 1,
+            application_name: String::new(),
+            locktype: "advisory".into(),
+            classid: Some(7),
+            objid: Some(9),
+            objsubid: Some(objsubid),
+            relation: None,
+            page: None,
+            tuple: None,
+            transactionid: None,
+            mode: "ExclusiveLock".into(),
+            granted: true,
+        };
+        let pair = AdvisoryKey {
+            classid: 7,
+            objid: 9,
+            bigint: false,
+        };
+        let bigint = AdvisoryKey {
+            bigint: true,
+            ..pair
+        };
+        assert!(row(2).is_advisory(pair) && !row(2).is_advisory(bigint));
+        assert!(row(1).is_advisory(bigint) && !row(1).is_advisory(pair));
+        assert!(!row(1).same_object(&row(2)));
+        assert_eq!(bigint.sql_arguments(), ((7i64 << 32) | 9).to_string());
+        assert_eq!(pair.sql_arguments(), "7, 9");
+    }
 }

@@ -147,13 +147,7 @@ impl TokenMint {
     /// Signs a header and claims given as bytes (each base64url-encoded as it is) with the
     /// gateway's key: a good signature over whatever they say (the verifier's header handling).
     pub fn sign_with_raw_header(&self, header: &[u8], claims: &[u8]) -> String {
-        use base64::Engine;
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let signing_input = format!("{}.{}", b64(header), b64(claims));
-        let signature =
-            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.key, Algorithm::EdDSA)
-                .expect("signing");
-        format!("{signing_input}.{signature}")
+        sign_parts(&self.key, header, claims)
     }
 
     /// Signs a token of `kind` for `user`.
@@ -186,15 +180,22 @@ impl TokenMint {
         } else {
             serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": KEY_ID })
         };
-        use base64::Engine;
-        let b64 = |v: &serde_json::Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
-        let signing_input = format!("{}.{}", b64(&header), b64(claims));
-        let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA)
-            .expect("signing with a valid Ed25519 key");
-        format!("{signing_input}.{signature}")
+        sign_parts(
+            key,
+            header.to_string().as_bytes(),
+            claims.to_string().as_bytes(),
+        )
     }
+}
+
+/// `header` and `claims`, each base64url-encoded as it is, signed with `key`: a compact JWS.
+fn sign_parts(key: &EncodingKey, header: &[u8], claims: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signing_input = format!("{}.{}", b64(header), b64(claims));
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::EdDSA)
+        .expect("signing with a valid Ed25519 key");
+    format!("{signing_input}.{signature}")
 }
 
 /// What a token of some [`TokenKind`] says besides its subject: issuer, audience and times.

@@ -127,16 +127,10 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let profile = match args.target.load() {
+    let profile = match args.target.load(&flaws, super::Oracles::ReferenceSchema) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
-        return code;
-    }
-    if let Err(code) = super::TargetArgs::check_reference_schema(profile.as_deref()) {
-        return code;
-    }
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));

@@ -271,66 +271,65 @@ pub struct TargetArgs {
     pub sync_points_over_http: bool,
 }
 
+/// What a technique needs of a profile's target before anything is provisioned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Oracles {
+    /// It judges each scenario by what the target offers (the runner SKIPs what a target cannot
+    /// serve, one scenario at a time).
+    Any,
+    /// Its oracles read the reference schema (exploration, the state machine): a target without
+    /// it is refused, since they would judge tables it does not have.
+    ReferenceSchema,
+}
+
+/// Loads the profile at `path` (if any) in `mode`, and checks it can be started with `flaws` and
+/// judged by `oracles`; a bad one is reported naming its place (exit 2).
+pub fn load_profile(
+    path: Option<&Path>,
+    mode: Option<&str>,
+    flaws: &harbor_service::flaws::Flaws,
+    oracles: Oracles,
+) -> Result<Option<std::sync::Arc<crate::target::profile::Profile>>, ExitCode> {
+    use crate::target::Capability;
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let refuse = |message: String| {
+        eprintln!("harbor-certify: {message}");
+        ExitCode::from(CANNOT_RUN)
+    };
+    let profile = crate::target::profile::Profile::load(path)
+        .and_then(|p| match mode {
+            Some(m) => p.in_mode(m),
+            None => Ok(p),
+        })
+        .map_err(|e| refuse(format!("target profile {e}")))?;
+    crate::target::started::ProfileLauncher::can_seed(&profile, flaws).map_err(refuse)?;
+    if let (Oracles::ReferenceSchema, Err(why)) = (
+        oracles,
+        &profile.capabilities()[&Capability::ReferenceSchema],
+    ) {
+        return Err(refuse(format!(
+            "{}: this technique's oracles read the reference schema, which the target lacks ({why})",
+            profile.path.display()
+        )));
+    }
+    Ok(Some(std::sync::Arc::new(profile)))
+}
+
 impl TargetArgs {
-    /// Loads the profile, if one is named; a bad one is reported naming its place.
+    /// Loads the chosen profile, if any ([`load_profile`]).
     pub fn load(
         &self,
-    ) -> Result<Option<std::sync::Arc<crate::target::profile::Profile>>, ExitCode> {
-        match &self.profile {
-            None => Ok(None),
-            Some(path) => {
-                match crate::target::profile::Profile::load(path).and_then(|p| {
-                    match &self.target_mode {
-                        Some(m) => p.in_mode(m),
-                        None => Ok(p),
-                    }
-                }) {
-                    Ok(p) => Ok(Some(std::sync::Arc::new(p))),
-                    Err(e) => {
-                        eprintln!("harbor-certify: target profile {e}");
-                        Err(ExitCode::from(CANNOT_RUN))
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether the chosen target can be started with `flaws` seeded (before anything is
-    /// provisioned).
-    pub fn check_flaws(
-        profile: Option<&std::sync::Arc<crate::target::profile::Profile>>,
         flaws: &harbor_service::flaws::Flaws,
-    ) -> Result<(), ExitCode> {
-        match profile {
-            Some(p) => crate::target::started::ProfileLauncher::can_seed(p, flaws).map_err(|e| {
-                eprintln!("harbor-certify: {e}");
-                ExitCode::from(CANNOT_RUN)
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Refuses a target without the reference schema, for the techniques whose oracles read it
-    /// (exploration, the state machine): on such a target they would judge tables it does not
-    /// have.
-    pub fn check_reference_schema(
-        profile: Option<&crate::target::profile::Profile>,
-    ) -> Result<(), ExitCode> {
-        use crate::target::Capability;
-        match profile {
-            Some(p) if !p.offered().contains(&Capability::ReferenceSchema) => {
-                eprintln!(
-                    "harbor-certify: {}: this technique's oracles read the reference schema, which the target lacks ({})",
-                    p.path.display(),
-                    p.capabilities()[&Capability::ReferenceSchema]
-                        .clone()
-                        .err()
-                        .unwrap_or_default()
-                );
-                Err(ExitCode::from(CANNOT_RUN))
-            }
-            _ => Ok(()),
-        }
+        oracles: Oracles,
+    ) -> Result<Option<std::sync::Arc<crate::target::profile::Profile>>, ExitCode> {
+        load_profile(
+            self.profile.as_deref(),
+            self.target_mode.as_deref(),
+            flaws,
+            oracles,
+        )
     }
 
     /// The launcher of the chosen target on `infra`, with `flaws` seeded.

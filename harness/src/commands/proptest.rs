@@ -40,16 +40,10 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let profile = match args.target.load() {
+    let profile = match args.target.load(&flaws, super::Oracles::ReferenceSchema) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
-        return code;
-    }
-    if let Err(code) = super::TargetArgs::check_reference_schema(profile.as_deref()) {
-        return code;
-    }
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
         Err(code) => return code,

@@ -135,17 +135,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         );
         return ExitCode::from(super::CANNOT_RUN);
     }
-    let profile = match args.target.load() {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
     let flaws = match parse_flaws(&args.flaws) {
         Ok(f) => f,
         Err(code) => return code,
     };
-    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
-        return code;
-    }
+    let profile = match args.target.load(&flaws, super::Oracles::Any) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let mut infra = match provision_or_explain(args.catalogue.backend).await {
         Ok(i) => i,
         Err(code) => return code,

@@ -68,19 +68,15 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let profile = match (super::TargetArgs {
-        profile: args.profile.clone(),
-        target_mode: args.target_mode.clone(),
-        sync_points_over_http: false,
-    })
-    .load()
-    {
+    let profile = match super::load_profile(
+        args.profile.as_deref(),
+        args.target_mode.as_deref(),
+        &flaws,
+        super::Oracles::Any,
+    ) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Err(code) = super::TargetArgs::check_flaws(profile.as_ref(), &flaws) {
-        return code;
-    }
     if args.replicas == 0 || args.replicas > 8 {
         eprintln!("harbor-certify: --replicas is 1 to 8");
         return ExitCode::from(super::CANNOT_RUN);

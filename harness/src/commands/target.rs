@@ -50,13 +50,12 @@ pub async fn target(command: TargetCommand) -> ExitCode {
 }
 
 async fn check(args: CheckArgs) -> ExitCode {
-    let profile = match (super::TargetArgs {
-        profile: args.profile.clone(),
-        target_mode: args.target_mode.clone(),
-        sync_points_over_http: false,
-    })
-    .load()
-    {
+    let profile = match super::load_profile(
+        args.profile.as_deref(),
+        args.target_mode.as_deref(),
+        &Default::default(),
+        super::Oracles::Any,
+    ) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -205,27 +205,21 @@ async fn lock_activation_takes(
         t.parked(0, slot.clone()),
     )
     .await;
-    let held: Result<Vec<(i64, i64, i32)>, String> = match (parked, t.database()) {
+    let held: Result<Vec<crate::evidence::LockRow>, String> = match (parked, t.database()) {
         (Err(_), _) => Err("activation did not reach activation.locked within 10 s".into()),
         (Ok(()), None) => Err("no database to read pg_locks from".into()),
-        (Ok(()), Some(db)) => sqlx::query_as(
-            "SELECT l.classid::bigint, l.objid::bigint, l.objsubid::int FROM pg_locks l \
-             JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted",
-        )
-        .bind(crate::evidence::application_name(ACTOR))
-        .fetch_all(db)
-        .await
-        .map_err(|e| format!("reading pg_locks: {e}")),
+        (Ok(()), Some(db)) => crate::evidence::lock_snapshot(db)
+            .await
+            .map_err(|e| format!("reading pg_locks: {e}")),
     };
     let _ = t.release(0, &slot).await;
     let _ = request.await;
-    let held = held?;
-    let form = if key.bigint { 1 } else { 2 };
-    if held
-        .iter()
-        .any(|&(c, o, sub)| c == i64::from(key.classid) && o == i64::from(key.objid) && sub == form)
-    {
+    let tag = crate::evidence::application_name(ACTOR);
+    let held: Vec<crate::evidence::LockRow> = held?
+        .into_iter()
+        .filter(|l| l.application_name == tag && l.granted && l.locktype == "advisory")
+        .collect();
+    if held.iter().any(|l| l.is_advisory(key)) {
         Ok(format!(
             "a parked activation holds ({}, {}) in pg_locks, as database.workspace_lock says",
             key.classid, key.objid
@@ -240,7 +234,14 @@ async fn lock_activation_takes(
                 "no advisory lock (is its transaction tagged harbor:<actor>?)".to_owned()
             } else {
                 held.iter()
-                    .map(|(c, o, s)| format!("({c}, {o}, objsubid {s})"))
+                    .map(|l| {
+                        format!(
+                            "({}, {}, objsubid {})",
+                            l.classid.unwrap_or_default(),
+                            l.objid.unwrap_or_default(),
+                            l.objsubid.unwrap_or_default()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             }

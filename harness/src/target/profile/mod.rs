@@ -135,9 +135,9 @@ struct File {
     database: DatabaseSection,
     fixtures: FixturesSection,
     #[serde(default)]
-    sync_points: Option<SyncPointsSection>,
+    sync_points: Option<ProtocolSection>,
     #[serde(default)]
-    clock: Option<SyncPointsSection>,
+    clock: Option<ProtocolSection>,
     #[serde(default)]
     tokens: Option<TokensSection>,
     #[serde(default)]
@@ -235,11 +235,9 @@ struct FixturesSection {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SyncPointsSection {
+struct ProtocolSection {
     protocol: u32,
 }
-
-// `[clock]` has the same shape: `protocol = 1`.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,12 +342,7 @@ impl Profile {
             file.identity.claims.clone()
         };
         for (name, raw) in claim_source {
-            let tpl = parse_checked(
-                &format!("identity.claims.{name}"),
-                &raw,
-                &|n| CLAIM_NAMES.contains(&n),
-                CLAIM_NAMES,
-            )?;
+            let tpl = parse_listed(&format!("identity.claims.{name}"), &raw, CLAIM_NAMES)?;
             claims.push((name, tpl));
         }
         if !claims.iter().any(|(_, t)| t.names().any(|n| n == "user")) {
@@ -382,12 +375,7 @@ impl Profile {
             }
             queries.insert(
                 name.clone(),
-                parse_checked(
-                    &format!("database.queries.{name}"),
-                    raw,
-                    &|n| LOCK_NAMES.contains(&n),
-                    LOCK_NAMES,
-                )?,
+                parse_listed(&format!("database.queries.{name}"), raw, LOCK_NAMES)?,
             );
         }
         let lifecycle = lifecycle(&file.lifecycle, cwd)?;
@@ -398,24 +386,17 @@ impl Profile {
             return Err("target.modes: no lifecycle template uses {mode}".into());
         }
         let workspace_lock = match &file.database.workspace_lock {
-            Some(raw) => Some(parse_checked(
-                "database.workspace_lock",
-                raw,
-                &|n| LOCK_NAMES.contains(&n),
-                LOCK_NAMES,
-            )?),
+            Some(raw) => Some(parse_listed("database.workspace_lock", raw, LOCK_NAMES)?),
             None => None,
         };
-        let create_tenant = parse_checked(
+        let create_tenant = parse_listed(
             "fixtures.create_tenant",
             &file.fixtures.create_tenant,
-            &|n| TENANT_NAMES.contains(&n),
             TENANT_NAMES,
         )?;
-        let set_connection_status = parse_checked(
+        let set_connection_status = parse_listed(
             "fixtures.set_connection_status",
             &file.fixtures.set_connection_status,
-            &|n| STATUS_NAMES.contains(&n),
             STATUS_NAMES,
         )?;
         for status in file.fixtures.status_names.keys() {
@@ -423,26 +404,8 @@ impl Profile {
                 return Err(format!("fixtures.status_names.{status}: not a connection status (NOT_CONNECTED, PENDING, CONNECTED, DISCONNECTED, REVOKED)"));
             }
         }
-        let sync_points = match &file.sync_points {
-            Some(s) if s.protocol == 1 => true,
-            Some(s) => {
-                return Err(format!(
-                    "sync_points.protocol = {}: this harness speaks protocol 1",
-                    s.protocol
-                ))
-            }
-            None => false,
-        };
-        let clock = match &file.clock {
-            Some(s) if s.protocol == 1 => true,
-            Some(s) => {
-                return Err(format!(
-                    "clock.protocol = {}: this harness speaks protocol 1",
-                    s.protocol
-                ))
-            }
-            None => false,
-        };
+        let sync_points = protocol("sync_points", &file.sync_points)?;
+        let clock = protocol("clock", &file.clock)?;
         let harbor_token_format = match &file.tokens {
             Some(t) if t.format == HARBOR_TOKEN_FORMAT => true,
             Some(t) => {
@@ -457,7 +420,10 @@ impl Profile {
         for name in &file.capabilities.decline {
             use clap::ValueEnum;
             let c = Capability::from_str(name, false).map_err(|_| {
-                format!("capabilities.decline: unknown capability {name:?} (known: sync_points, clock, provider_control, faults, crash, database, redis, token_keys)")
+                format!(
+                    "capabilities.decline: unknown capability {name:?} (known: {})",
+                    Capability::ALL.map(Capability::name).join(", ")
+                )
             })?;
             decline.insert(c);
         }
@@ -715,12 +681,7 @@ fn routes(file: &File) -> Result<Routes, String> {
                 op.path
             ));
         }
-        let tpl = parse_checked(
-            &format!("operations.{name}.path"),
-            &op.path,
-            &|n| ROUTE_NAMES.contains(&n),
-            ROUTE_NAMES,
-        )?;
+        let tpl = parse_listed(&format!("operations.{name}.path"), &op.path, ROUTE_NAMES)?;
         if which == WorkspaceOp::Callback && !tpl.names().any(|n| n == "query") {
             return Err(format!(
                 "operations.{name}.path: the callback must carry the consent's {{query}}"
@@ -850,28 +811,29 @@ fn parse_checked(
     place: &str,
     raw: &str,
     allowed: &dyn Fn(&str) -> bool,
-    known: impl KnownNames,
+    known: &str,
 ) -> Result<Template, String> {
     let tpl = Template::parse(raw).map_err(|e| format!("{place}: {e}"))?;
-    tpl.check(allowed, &known.help())
+    tpl.check(allowed, known)
         .map_err(|e| format!("{place}: {e}"))?;
     Ok(tpl)
 }
 
-/// How a field's allowed placeholders are listed in an error.
-trait KnownNames {
-    fn help(&self) -> String;
+/// [`parse_checked`] for a field whose placeholders are the names in `list`.
+fn parse_listed(place: &str, raw: &str, list: &[&str]) -> Result<Template, String> {
+    parse_checked(place, raw, &|n| list.contains(&n), &list.join(", "))
 }
 
-impl KnownNames for &[&str] {
-    fn help(&self) -> String {
-        self.join(", ")
-    }
-}
-
-impl KnownNames for &str {
-    fn help(&self) -> String {
-        (*self).to_owned()
+/// Whether a `[sync_points]` or `[clock]` section declares the protocol version the harness
+/// speaks (`false`: the section is absent).
+fn protocol(place: &str, section: &Option<ProtocolSection>) -> Result<bool, String> {
+    match section {
+        Some(s) if s.protocol == 1 => Ok(true),
+        Some(s) => Err(format!(
+            "{place}.protocol = {}: this harness speaks protocol 1",
+            s.protocol
+        )),
+        None => Ok(false),
     }
 }
 

@@ -23,14 +23,7 @@ use crate::target::{
 
 impl Target for Started {
     fn capabilities(&self) -> BTreeSet<Capability> {
-        let mut all: BTreeSet<Capability> = match &self.profile {
-            Some(p) => p.offered(),
-            None => Capability::ALL.into(),
-        };
-        if !self.has_fault_proxies() {
-            all.remove(&Capability::Faults);
-        }
-        all
+        self.offered.clone()
     }
 
     fn replicas(&self) -> usize {
@@ -265,9 +258,7 @@ impl TokenInspector for RingInspector {
 impl Started {
     /// Whether its profile offers `c` (the in-process reference offers everything).
     fn offers(&self, c: Capability) -> bool {
-        self.profile
-            .as_ref()
-            .is_none_or(|p| p.offered().contains(&c))
+        self.offered.contains(&c)
     }
 
     /// Tells process replicas the clock's offset (in-process replicas share the clock itself).

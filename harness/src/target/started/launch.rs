@@ -84,20 +84,36 @@ fn options_for(setup: &Setup, flaws: Flaws) -> ServiceOptions {
     options
 }
 
+/// Starts a target `how` says, reading its contract only on the first start (`contract` keeps
+/// what that one read: later starts of the same build publish the same).
+async fn start_once_read(
+    infra: &Infra,
+    options: ServiceOptions,
+    contract: &OnceLock<Arc<Contract>>,
+    how: How<'_>,
+) -> Result<Started, super::ServiceError> {
+    let started = Started::start_as(infra, options, contract.get().cloned(), how).await?;
+    if let Some(read) = &started.contract {
+        let _ = contract.set(read.clone());
+    }
+    Ok(started)
+}
+
 impl Launcher for InProcessLauncher<'_> {
     fn launch<'a>(
         &'a self,
         setup: &'a Setup,
     ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>> {
         Box::pin(async move {
-            let known = self.contract.get().cloned();
-            let mut started = Started::start_knowing(self.infra, self.options(setup), known)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut started = start_once_read(
+                self.infra,
+                self.options(setup),
+                &self.contract,
+                How::InProcess,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             started.sync_over_http = self.sync_over_http;
-            if let Some(contract) = &started.contract {
-                let _ = self.contract.set(contract.clone());
-            }
             Ok(Box::new(started) as Box<dyn Launched>)
         })
     }
@@ -172,15 +188,11 @@ impl Launcher for ProfileLauncher<'_> {
         setup: &'a Setup,
     ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>> {
         Box::pin(async move {
-            let known = self.contract.get().cloned();
             let options = options_for(setup, self.flaws.clone());
-            let started =
-                Started::start_as(self.infra, options, known, How::Process(&self.profile))
-                    .await
-                    .map_err(|e| format!("target {}: {e}", self.profile.name))?;
-            if let Some(contract) = &started.contract {
-                let _ = self.contract.set(contract.clone());
-            }
+            let how = How::Process(&self.profile);
+            let started = start_once_read(self.infra, options, &self.contract, how)
+                .await
+                .map_err(|e| format!("target {}: {e}", self.profile.name))?;
             let _ = self.version.set(started.version.clone());
             Ok(Box::new(started) as Box<dyn Launched>)
         })

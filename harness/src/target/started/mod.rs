@@ -65,6 +65,8 @@ pub struct Started {
     pub sync_over_http: bool,
     /// The profile the replicas were started from (`None`: the reference, in-process).
     pub profile: Option<std::sync::Arc<crate::target::profile::Profile>>,
+    /// What it offers (read once: the evidence pollers ask for the database at every look).
+    offered: std::collections::BTreeSet<crate::target::Capability>,
     /// The workspace locks a profile's SQL gave, by workspace.
     profile_locks:
         std::sync::Mutex<std::collections::BTreeMap<WorkspaceId, crate::evidence::AdvisoryKey>>,
@@ -84,22 +86,15 @@ pub enum How<'a> {
 }
 
 impl Started {
-    /// Creates an isolated environment on `infra` and starts the replicas on it.
+    /// Creates an isolated environment on `infra` and starts the reference's replicas on it,
+    /// in-process.
     pub async fn start(infra: &Infra, options: ServiceOptions) -> Result<Self, ServiceError> {
-        Self::start_knowing(infra, options, None).await
+        Self::start_as(infra, options, None, How::InProcess).await
     }
 
-    /// Starts the service taking its contract as already read (`known`: what an earlier start of
-    /// the same build published), or reading it from `/openapi.json` when not.
-    pub async fn start_knowing(
-        infra: &Infra,
-        options: ServiceOptions,
-        known: Option<std::sync::Arc<crate::target::Contract>>,
-    ) -> Result<Self, ServiceError> {
-        Self::start_as(infra, options, known, How::InProcess).await
-    }
-
-    /// Starts the replicas `how` says, taking the contract as `known` when given.
+    /// Creates an isolated environment on `infra` and starts the replicas `how` says on it,
+    /// taking the contract as already read (`known`: what an earlier start of the same build
+    /// published), or reading it from what the target publishes when not.
     pub async fn start_as(
         infra: &Infra,
         options: ServiceOptions,
@@ -312,6 +307,13 @@ impl Started {
             KeyRing::from_config(&token_keys)
                 .map_err(|e| ServiceError::Task(format!("token keys: {e}")))?,
         );
+        let mut offered: std::collections::BTreeSet<_> = match &profile {
+            Some(p) => p.offered(),
+            None => crate::target::Capability::ALL.into(),
+        };
+        if replicas.iter().any(|r| r.links.is_none()) {
+            offered.remove(&crate::target::Capability::Faults);
+        }
         Ok(Self {
             env,
             replicas,
@@ -324,6 +326,7 @@ impl Started {
             contract,
             ring,
             sync_over_http: profile.is_some(),
+            offered,
             profile,
             profile_locks: Default::default(),
             version,

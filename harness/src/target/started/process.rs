@@ -235,18 +235,13 @@ pub fn free_port() -> Result<u16, String> {
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     let mut given = GIVEN.lock().map_err(|_| "the port table is poisoned")?;
     for _ in 0..200 {
-        let port = 20_000 + (rand_u16() % 12_000);
+        let port = 20_000 + (rand::random::<u16>() % 12_000);
         if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
             return Ok(port);
         }
     }
     Err("finding a free port: none of 200 tried below 32000 was free".into())
-}
-
-fn rand_u16() -> u16 {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    u16::from_be_bytes([bytes[0], bytes[1]])
 }
 
 /// The command that starts replica `replica` of `profile`'s target, configured as `config` (its
