@@ -150,6 +150,27 @@ impl ApiClient {
         self.target.bases.len()
     }
 
+    /// Polls every replica's `/readyz` in turn until each has answered 200, within `limit`: how
+    /// many were ready when it returned (all of them, unless the limit ran out). It asks for a
+    /// fresh check (`?fresh=true`), which a test instance honours and any other ignores.
+    pub async fn until_ready(&self, limit: std::time::Duration) -> usize {
+        let started = std::time::Instant::now();
+        let mut ready = 0;
+        while ready < self.replicas() && started.elapsed() < limit {
+            let answer = self
+                .request(Method::GET, "/readyz?fresh=true")
+                .on_replica(ready)
+                .send()
+                .await;
+            if answer.is_ok_and(|a| a.status.is_success()) {
+                ready += 1;
+            } else {
+                tokio::time::sleep(crate::evidence::POLL_INTERVAL).await;
+            }
+        }
+        ready
+    }
+
     /// The URL of `path` on `replica`.
     pub fn url(&self, replica: usize, path: &str) -> String {
         format!("{}{}", self.target.bases[replica], path)

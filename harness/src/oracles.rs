@@ -8,6 +8,40 @@ use crate::target::{StoredToken, TokenInspector};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
+/// How many revocation intents the outbox holds: of `workspace`, or of the whole database.
+pub async fn outbox_intents(db: &PgPool, workspace: Option<WorkspaceId>) -> Result<i64, String> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM revocation_outbox WHERE $1::uuid IS NULL OR workspace_id = $1",
+    )
+    .bind(workspace)
+    .fetch_one(db)
+    .await
+    .map_err(|e| format!("reading the outbox: {e}"))
+}
+
+/// Polls until the outbox holds no intent (of `workspace`, or at all), read from the database —
+/// the bounded wait every technique takes before judging `grants_accounted`. `Ok` is how long it
+/// took; `Err` says how many intents were still there after `limit`.
+pub async fn until_outbox_empty(
+    db: &PgPool,
+    workspace: Option<WorkspaceId>,
+    limit: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let left = outbox_intents(db, workspace).await?;
+        if left == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() >= limit {
+            return Err(format!(
+                "{left} revocation intent(s) still in the outbox after {limit:?}"
+            ));
+        }
+        tokio::time::sleep(crate::evidence::POLL_INTERVAL).await;
+    }
+}
+
 /// Every stored token (access and refresh) decrypts for its own row — tenant, connection,
 /// provider, field and grant — and no two connections share one; over the whole database, or
 /// (`workspace`) over one workspace's connections. `Ok` describes what was checked; `Err` names the

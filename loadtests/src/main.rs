@@ -201,10 +201,12 @@ async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
 }
 
 /// What the load must not have broken: the harness's oracles, one implementation each. Returns
-/// the broken invariants.
+/// the broken invariants. With the provider at hand (the service started here), every grant must
+/// be accounted for once the outbox has drained (a bounded wait, read from the database).
 async fn invariants(
     db: &sqlx::PgPool,
     ring: Option<&dyn harbor_harness::target::TokenInspector>,
+    provider: Option<&harbor_harness::fake_provider::FakeProvider>,
 ) -> Vec<String> {
     use harbor_harness::oracles;
     let bound = match ring {
@@ -214,10 +216,36 @@ async fn invariants(
             Ok(String::new())
         }
     };
+    let accounted = match (ring, provider) {
+        (Some(ring), Some(provider)) => {
+            match oracles::until_outbox_empty(db, None, std::time::Duration::from_secs(60)).await {
+                Ok(waited) => {
+                    println!(
+                        "harbor-load: the revocation outbox drained {} ms after the load",
+                        waited.as_millis()
+                    );
+                    oracles::grants_accounted(db, ring, provider, 0).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            eprintln!(
+                "harbor-load: grants not accounted (the provider is in the service's process)"
+            );
+            Ok(String::new())
+        }
+    };
+    if let Ok(done) = &accounted {
+        if !done.is_empty() {
+            println!("harbor-load: {done}");
+        }
+    }
     let checks = [
         oracles::one_activation_per_workspace(db).await,
         bound,
         oracles::connected_have_tokens(db).await,
+        accounted,
     ];
     checks.into_iter().filter_map(Result::err).collect()
 }
@@ -420,9 +448,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     };
     let broken = match &target {
         Target::Here(here) => {
-            invariants(&here.1.db, harbor_harness::target::Target::tokens(&here.1)).await
+            use harbor_harness::target::Target as _;
+            invariants(&here.1.db, here.1.tokens(), here.1.provider()).await
         }
-        Target::Elsewhere(db) => invariants(db, None).await,
+        Target::Elsewhere(db) => invariants(db, None, None).await,
     };
     let requests: usize = metrics
         .requests

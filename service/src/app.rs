@@ -230,7 +230,10 @@ impl Application {
         let mut shutdown = std::pin::pin!(shutdown);
         // The replica's outbox worker lives as long as it serves (and dies with it in a crash: an
         // intent it held is leased, then taken up by another replica).
-        let outbox = tokio::spawn(self.outbox.run());
+        let stop_outbox = tokio_util::sync::CancellationToken::new();
+        let (worker, flaws, stop) = (self.outbox, self.state.flaws.clone(), stop_outbox.clone());
+        let mut outbox =
+            tokio::spawn(async move { crate::flaws::scope(&flaws, worker.run(stop)).await });
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -275,13 +278,25 @@ impl Application {
         // documented window of a grant in flight.
         let tasks = &self.state.tasks;
         tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-            .await
-            .is_err()
+        stop_outbox.cancel();
+        if self
+            .state
+            .flaws
+            .has(crate::flaws::Flaw::ShutdownWithoutWaiting)
         {
+            // Seeded flaw: the process ends once its connections are done, cutting the tasks.
+            outbox.abort();
+            return Ok(());
+        }
+        let waited = async {
+            tasks.wait().await;
+            // The worker finishes the intent it is delivering and claims no other.
+            let _ = (&mut outbox).await;
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, waited).await.is_err() {
             tracing::error!(
                 unfinished = tasks.len(),
-                "graceful shutdown gave up waiting for request tasks"
+                "graceful shutdown gave up waiting for request tasks and the outbox worker"
             );
         }
         outbox.abort();

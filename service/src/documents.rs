@@ -438,7 +438,14 @@ async fn write_ahead_rotated(
     let actor = request.ctx.actor.as_ref();
     let written = async {
         let mut tx = db::begin_on(&mut conn, actor, connection.tenant_id).await?;
-        let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, state.clock.now())
+        // The spent token it replaces, as the row holds it: if this store never commits, the
+        // outbox stores the rotated one into the row that still holds that one.
+        let replaces = connection
+            .tokens
+            .as_ref()
+            .and_then(|t| t.refresh_token.as_deref());
+        let now = state.clock.now();
+        let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, replaces, now)
             .await
             .map_err(ApiError::from);
         db::finish(tx, result).await

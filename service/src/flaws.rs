@@ -71,11 +71,19 @@ pub enum Flaw {
     /// status change commits, not in the same one: a replica that dies in between leaves the
     /// grant live with no copy anywhere.
     OutboxOutsideTransaction,
+    /// The outbox revokes a rotated refresh token whose store never committed, even when its row
+    /// still holds the spent token it replaced: the user's connection ends (the next sync is
+    /// refused) instead of keeping the grant it still has.
+    RevokeUnstoredRotation,
+    /// Graceful shutdown waits for open connections only, not for the work requests handed to
+    /// tasks of their own nor for the outbox worker's current intent: a rolling deploy cuts a
+    /// callback whose client hung up between its exchange and its store.
+    ShutdownWithoutWaiting,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 22] = [
+    pub const ALL: [Flaw; 24] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -98,6 +106,8 @@ impl Flaw {
         Flaw::ClientSecretInBody,
         Flaw::RevokeOnAnyCommitError,
         Flaw::OutboxOutsideTransaction,
+        Flaw::RevokeUnstoredRotation,
+        Flaw::ShutdownWithoutWaiting,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -125,6 +135,8 @@ impl Flaw {
             Flaw::ClientSecretInBody => "client-secret-in-body",
             Flaw::RevokeOnAnyCommitError => "revoke-on-any-commit-error",
             Flaw::OutboxOutsideTransaction => "outbox-outside-transaction",
+            Flaw::RevokeUnstoredRotation => "revoke-unstored-rotation",
+            Flaw::ShutdownWithoutWaiting => "shutdown-without-waiting",
         }
     }
 

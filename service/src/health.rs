@@ -1,6 +1,6 @@
 //! Liveness (`/healthz`) and readiness (`/readyz`: PostgreSQL and Redis both answer).
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
@@ -31,6 +31,16 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// What `/readyz` may be asked.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReadinessQuery {
+    /// `true`: on a test instance (sync points or seeded flaws on), check the dependencies now
+    /// instead of answering the last check. Ignored elsewhere, so probes cannot bypass the cache;
+    /// any other value is ignored too (a probe is never refused for its query).
+    pub fresh: Option<String>,
+}
+
 /// How long `/readyz` waits for each dependency before calling it not ready.
 const READINESS_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -42,16 +52,23 @@ pub const READINESS_TTL: std::time::Duration = std::time::Duration::from_secs(1)
 #[utoipa::path(
     get,
     path = "/readyz",
+    params(ReadinessQuery),
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)),
     tag = "operations"
 )]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let (postgres, redis_ok) = state
-        .readiness
-        .get_or_check(READINESS_TTL, || check(&state))
-        .await;
-    let ready = postgres && redis_ok;
+pub async fn readyz(
+    State(state): State<AppState>,
+    Query(query): Query<ReadinessQuery>,
+) -> (StatusCode, Json<Readiness>) {
     let test_instance = state.sync_points.is_some() || !state.flaws.is_empty();
+    // A harness that has just given a dependency back needs today's answer, not the cached one.
+    let ttl = if query.fresh.as_deref() == Some("true") && test_instance {
+        std::time::Duration::ZERO
+    } else {
+        READINESS_TTL
+    };
+    let (postgres, redis_ok) = state.readiness.get_or_check(ttl, || check(&state)).await;
+    let ready = postgres && redis_ok;
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         postgres,

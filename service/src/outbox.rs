@@ -16,10 +16,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::db::Tx;
 use crate::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
+use crate::flaws::{self, Flaw};
 use crate::lifecycle::LockedConnection;
 use crate::providers::{ProviderClient, TokenKind};
 use crate::vault::{KeyRing, TokenBinding, TokenField};
@@ -88,6 +90,7 @@ pub async fn record(
         grant: connection.grant_id,
         field,
         sealed: token,
+        replaces: None,
     };
     insert(tx, &intent, reason, now).await.map(Some)
 }
@@ -108,6 +111,9 @@ struct Intent<'a> {
     pub field: &'static str,
     /// The sealed token.
     pub sealed: &'a [u8],
+    /// For a rotated refresh token: the sealed token it replaces, as the row holds it (the
+    /// worker stores the rotated one only into a row that still holds exactly that).
+    pub replaces: Option<&'a [u8]>,
 }
 
 async fn insert(
@@ -118,8 +124,8 @@ async fn insert(
 ) -> Result<IntentId, sqlx::Error> {
     let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \
-           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, next_attempt_at",
+           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, next_attempt_at",
     )
     .bind(intent.tenant)
     .bind(intent.workspace)
@@ -130,6 +136,7 @@ async fn insert(
     .bind(intent.sealed)
     .bind(reason.as_str())
     .bind(now + lease())
+    .bind(intent.replaces)
     .fetch_one(&mut *tx)
     .await?;
     Ok(IntentId { id, lease_until })
@@ -137,12 +144,15 @@ async fn insert(
 
 /// Writes ahead a token the provider has just issued (a callback's grant, a rotated refresh
 /// token), sealed for `binding`, in `tx` — a transaction of its own, committed before the token is
-/// stored — leased to the request for `LEASE`.
+/// stored — leased to the request for `LEASE`. A rotated refresh token names the sealed token it
+/// `replaces`: if its store never commits, the worker stores it into the row that still holds
+/// that one ([`Worker`]) rather than ending a grant the user still has.
 pub async fn write_ahead(
     tx: &mut sqlx::PgConnection,
     binding: &TokenBinding,
     workspace: WorkspaceId,
     sealed: &[u8],
+    replaces: Option<&[u8]>,
     now: DateTime<Utc>,
 ) -> Result<IntentId, sqlx::Error> {
     let intent = Intent {
@@ -156,6 +166,7 @@ pub async fn write_ahead(
             TokenField::Access => "access",
         },
         sealed,
+        replaces,
     };
     insert(tx, &intent, Reason::UnstoredGrant, now).await
 }
@@ -261,7 +272,9 @@ struct Claimed {
     provider: String,
     grant_id: Option<uuid::Uuid>,
     field: String,
+    reason: String,
     sealed_token: Vec<u8>,
+    replaces_token: Option<Vec<u8>>,
     attempts: i32,
     next_attempt_at: DateTime<Utc>,
 }
@@ -284,23 +297,35 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs until the task is dropped.
-    pub async fn run(self) {
-        loop {
-            if let Err(e) = self.drain_once().await {
+    /// Runs until `stop` is cancelled: the intent it is delivering then is finished and settled
+    /// (a graceful shutdown waits for that), and no other is claimed.
+    pub async fn run(self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            if let Err(e) = self.drain_until(&stop).await {
                 tracing::warn!(error = %e, "the revocation outbox could not be read; trying again");
             }
-            tokio::time::sleep(self.interval).await;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.interval) => {}
+            }
         }
     }
 
     /// Claims and delivers the intents due now, one at a time (at most 16 a pass); returns how
     /// many it delivered.
     pub async fn drain_once(&self) -> Result<usize, sqlx::Error> {
+        self.drain_until(&CancellationToken::new()).await
+    }
+
+    /// [`Self::drain_once`], claiming nothing more once `stop` is cancelled.
+    async fn drain_until(&self, stop: &CancellationToken) -> Result<usize, sqlx::Error> {
         let lease = sqlx::postgres::types::PgInterval::try_from(LEASE)
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let mut delivered = 0;
         for _ in 0..16 {
+            if stop.is_cancelled() {
+                break;
+            }
             let claimed: Option<Claimed> =
                 sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
                     .bind(self.clock.now())
@@ -308,6 +333,10 @@ impl Worker {
                     .fetch_optional(&self.db)
                     .await?;
             let Some(intent) = claimed else { break };
+            if self.adopt(&intent).await? {
+                delivered += 1;
+                continue;
+            }
             let outcome = self.deliver(&intent).await;
             delivered += usize::from(outcome.is_ok());
             let held = IntentId {
@@ -317,6 +346,29 @@ impl Worker {
             settle(&self.db, held, outcome, intent.attempts, self.clock.now()).await?;
         }
         Ok(delivered)
+    }
+
+    /// A rotated refresh token whose store never committed is stored into its row, if the row
+    /// still holds the spent token it replaced (`harbor_outbox_adopt`): the grant stays the
+    /// user's. Whether it was; anything else is revoked.
+    async fn adopt(&self, intent: &Claimed) -> Result<bool, sqlx::Error> {
+        let rotated = intent.reason == Reason::UnstoredGrant.as_str()
+            && intent.field == "refresh"
+            && intent.replaces_token.is_some();
+        if !rotated || flaws::active(Flaw::RevokeUnstoredRotation) {
+            return Ok(false);
+        }
+        let Ok(key) = crate::vault::key_id_of(&intent.sealed_token) else {
+            return Ok(false);
+        };
+        sqlx::query_scalar("SELECT harbor_outbox_adopt($1, $2, $3, $4, $5)")
+            .bind(intent.id)
+            .bind(intent.next_attempt_at)
+            .bind(self.clock.now())
+            .bind(self.vault.primary_key_id())
+            .bind(key)
+            .fetch_one(&self.db)
+            .await
     }
 
     async fn deliver(&self, intent: &Claimed) -> Result<(), String> {

@@ -15,7 +15,8 @@ use harbor_service::flaws::{Flaw, Flaws};
 
 /// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`,
 /// `lost_commit_reply`), a grant left live that no row holds (`grant_orphaned`), or a stored grant
-/// given back (`stored_grant_dead`): exploration alone must catch each.
+/// given back or a rotated one not adopted (`stored_grant_dead`): exploration alone must catch
+/// each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,
     Flaw::NoRowLock,
@@ -27,6 +28,7 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::KeepUnstoredGrant,
     Flaw::DisconnectWithoutRevocation,
     Flaw::RevokeOnAnyCommitError,
+    Flaw::RevokeUnstoredRotation,
 ];
 
 /// What to explore.
@@ -107,6 +109,14 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
             .filter(|(i, _)| i % n == k - 1)
             .map(|(_, s)| s)
             .collect();
+    }
+    if sets.iter().any(|s| {
+        s.contains(&Operation::ReplicaStop) && s.iter().filter(|o| o.crashes()).count() > 1
+    }) {
+        return Err(
+            "replica_stop cannot share a set with another fault that takes the replica down (it would find nothing running)"
+                .into(),
+        );
     }
     if sets.iter().any(|s| s.len() > 4) {
         return Err("at most four operations per set (a set's schedules grow factorially)".into());

@@ -11,9 +11,11 @@
 //!   committed connection status at that moment is CONNECTED.
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
 //! - *Under a fault* (an operation whose row does one, such as `db_cut`): an operation may instead
-//!   be interrupted — a documented
-//!   503 ([`UNAVAILABLE_CODES`]) with the end state of the serial orders without it — and no
-//!   grant exchanged during the schedule may be left neither stored nor revoked.
+//!   be interrupted — a documented 503 ([`UNAVAILABLE_CODES`]), no answer when its replica goes
+//!   down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` when Redis
+//!   does — with the end state of the
+//!   serial orders without it; no grant exchanged during the schedule may be left neither stored
+//!   nor revoked, and every CONNECTED row must hold a grant the provider honours.
 
 use serde::Serialize;
 
@@ -262,7 +264,7 @@ pub fn check(
     let cut = ops.iter().any(|o| o.fault().is_some());
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
-            if f.status >= 500 && !(cut && is_unavailable(f)) {
+            if f.status >= 500 && !(cut && is_interrupted(ops, f)) {
                 add(
                     Anomaly::ServerError,
                     format!("E{i} ({}) answered {}", ops[i], f.summary),
@@ -351,12 +353,19 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
 }
 
 /// Whether `f` is how an operation of `ops` may end when a fault among them interrupts it: a
-/// documented 503, or — when a replica crashes — no answer at all.
+/// documented 503, no answer at all when a replica goes down, a documented 502 when the provider
+/// does, or 503 `UNAVAILABLE` when Redis does.
 pub fn is_interrupted(ops: &[Operation], f: &super::record::Finished) -> bool {
     is_unavailable(f)
         || (ops.iter().any(|o| o.crashes())
             && f.status == 0
             && f.summary.starts_with("request failed"))
+        || (ops.iter().any(|o| o.cuts_provider())
+            && f.status == 502
+            && f.code.as_deref() == Some("PROVIDER_ERROR"))
+        || (ops.iter().any(|o| o.cuts_redis())
+            && f.status == 503
+            && f.code.as_deref() == Some("UNAVAILABLE"))
 }
 
 /// Whether `f` is a documented answer of an operation a database cut interrupted.

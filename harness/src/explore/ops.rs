@@ -58,6 +58,18 @@ pub enum Operation {
     /// answer is lost (`postgres_lose_commit_reply`: armed now, it strikes at that commit; if
     /// none comes, `postgres_resume` disarms it when the schedule ends).
     LostCommitReply,
+    /// A fault: the operations' replica begins a graceful stop (`replica_stop`, SIGTERM in a
+    /// rolling deploy: it refuses new connections and finishes the requests and tasks it has),
+    /// between two decisions; what is parked on it is released into the stop by later decisions,
+    /// and it is started again when the schedule ends (`replica_restart`, once the stop is over).
+    ReplicaStop,
+    /// A fault: nothing listens at the provider's back channel any more (`provider_down`: open
+    /// connections cut, new ones refused), between two decisions; it listens again when the
+    /// schedule ends (`provider_up`), before the outbox is drained.
+    ProviderDown,
+    /// A fault: Redis restarts without persistence (`redis_restart`: down, every key of the
+    /// service lost — the OAuth states among them — and up again), between two decisions.
+    RedisRestart,
 }
 
 /// The raw writer's first stop: its `UPDATE` has run (its transaction is open).
@@ -119,6 +131,22 @@ const REPLICA_CRASH: &[FaultStep] = &[
     FaultStep::on_operations_replica(FaultKind::ReplicaRestart),
 ];
 
+/// `replica_stop`'s fault.
+const REPLICA_STOP: &[FaultStep] = &[FaultStep::on_operations_replica(FaultKind::ReplicaStop)];
+
+/// What starts a stopped replica again when the schedule ends.
+const RESTART_REPLICA: &[FaultStep] =
+    &[FaultStep::on_operations_replica(FaultKind::ReplicaRestart)];
+
+/// `provider_down`'s fault.
+const PROVIDER_DOWN: &[FaultStep] = &[FaultStep::everywhere(FaultKind::ProviderDown)];
+
+/// What brings the provider back when the schedule ends.
+const PROVIDER_UP: &[FaultStep] = &[FaultStep::everywhere(FaultKind::ProviderUp)];
+
+/// `redis_restart`'s fault.
+const REDIS_RESTART: &[FaultStep] = &[FaultStep::everywhere(FaultKind::RedisRestart)];
+
 /// `lost_commit_reply`'s fault.
 const LOST_COMMIT_REPLY: &[FaultStep] = &[FaultStep::on_operations_replica(
     FaultKind::PostgresLoseCommitReply,
@@ -143,7 +171,7 @@ pub struct Entry {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 13] = [
         Operation::Activate,
         Operation::Authorize,
         Operation::Callback,
@@ -154,6 +182,9 @@ impl Operation {
         Operation::DbCut,
         Operation::ReplicaCrash,
         Operation::LostCommitReply,
+        Operation::ReplicaStop,
+        Operation::ProviderDown,
+        Operation::RedisRestart,
     ];
 
     /// Its row of the operation table.
@@ -227,6 +258,34 @@ impl Operation {
                 points: &[],
                 cleanup: DISARM_COMMIT_REPLY,
             },
+            // What it finds parked or running finishes, answered; what is sent after it is
+            // refused (no answer, no effect); a grant in flight is stored before the process ends.
+            Operation::ReplicaStop => Entry {
+                name: "replica_stop",
+                does: Does::Faults(REPLICA_STOP),
+                points: &[],
+                cleanup: RESTART_REPLICA,
+            },
+            // What calls the provider after it fails cleanly and documented (502 PROVIDER_ERROR,
+            // nothing half-stored); a revocation it could not deliver waits in the outbox and is
+            // delivered once the provider is back. Refused, not stalled: a stalled provider that
+            // carries a request out after the service gave up on it issues a grant nobody
+            // received (the documented window; `provider_pause` in scenarios).
+            Operation::ProviderDown => Entry {
+                name: "provider_down",
+                does: Does::Faults(PROVIDER_DOWN),
+                points: &[],
+                cleanup: PROVIDER_UP,
+            },
+            // A state issued before it is gone (its callback answers OAUTH_STATE_INVALID and
+            // changes nothing); what reaches a replica still reconnecting answers 503 UNAVAILABLE
+            // (fail closed) and changes nothing either.
+            Operation::RedisRestart => Entry {
+                name: "redis_restart",
+                does: Does::Faults(REDIS_RESTART),
+                points: &[],
+                cleanup: &[],
+            },
         }
     }
 
@@ -270,6 +329,25 @@ impl Operation {
         })
     }
 
+    /// Whether it cuts the service off from the provider: what calls it may fail (502
+    /// `PROVIDER_ERROR`) instead of answering as the model says.
+    pub fn cuts_provider(self) -> bool {
+        self.fault().is_some_and(|steps| {
+            steps
+                .iter()
+                .any(|s| s.kind.dependency() == crate::faults::Dependency::Provider)
+        })
+    }
+
+    /// Whether it takes Redis away: what needs it may answer 503 `UNAVAILABLE` (fail closed).
+    pub fn cuts_redis(self) -> bool {
+        self.fault().is_some_and(|steps| {
+            steps
+                .iter()
+                .any(|s| s.kind.dependency() == crate::faults::Dependency::Redis)
+        })
+    }
+
     /// Whether it is the raw writer.
     pub fn is_raw_sql(self) -> bool {
         self.does() == Does::RawSql
@@ -304,9 +382,23 @@ impl Operation {
                 }
                 None
             }
-            // The model has no database or cache to lose: a fault changes nothing it tracks.
-            // What the fault does to another operation is the oracle's business (an interrupted
-            // operation).
+            // A provider that refuses every call is the model's failing token endpoint: a
+            // callback after it fails its exchange, a stale sync its refresh.
+            Does::Faults(_) if self.cuts_provider() => {
+                model.token_fault = true;
+                None
+            }
+            // Redis without persistence forgets every OAuth state it held: each is as good as
+            // consumed.
+            Does::Faults(_) if self.cuts_redis() => {
+                for state in &mut model.states {
+                    state.consumed = true;
+                }
+                None
+            }
+            // The model has no database or cache to lose: any other fault changes nothing it
+            // tracks. What the fault does to another operation is the oracle's business (an
+            // interrupted operation).
             Does::Faults(_) => None,
         }
     }

@@ -355,13 +355,9 @@ impl Assertion {
         match self.evaluate(ex).await {
             Ok(detail) => {
                 ex.count_check();
-                ex.event(
-                    step,
-                    None,
-                    EventKind::Checked,
-                    self.note.clone().unwrap_or(detail),
-                    None,
-                );
+                ex.event(step, None, EventKind::Checked, detail, None);
+                // What was found stays in the trace beside the note that says why it matters.
+                ex.annotate(self.note.as_deref());
                 Ok(())
             }
             Err(message) => Err(Failure::at(

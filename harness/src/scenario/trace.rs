@@ -194,7 +194,10 @@ fn describe(e: &TraceEvent) -> String {
         },
         EventKind::Note => e.detail.clone(),
         EventKind::Fault => format!("**FAULT** {}", e.detail),
-        EventKind::Checked => format!("✓ {}", e.detail),
+        EventKind::Checked => match &e.note {
+            Some(n) => format!("✓ {} — {n}", e.detail),
+            None => format!("✓ {}", e.detail),
+        },
         EventKind::Failed => format!("✗ {}", e.detail),
     };
     let text = match &e.measured {

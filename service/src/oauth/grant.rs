@@ -265,7 +265,7 @@ async fn write_ahead(
         let sealed = seal_one(&state.vault, &binding, token)?;
         sealed_ahead = Some(sealed.clone());
         let now = state.clock.now();
-        Ok(outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, now).await?)
+        Ok(outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, None, now).await?)
     }
     .await;
     let written = db::finish(tx, result).await;

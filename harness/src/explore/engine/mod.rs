@@ -285,9 +285,21 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+        if ops.iter().any(|o| o.cuts_redis()) {
+            // Each replica reconnects to Redis on its own back-off; the next schedule (and the
+            // end checks' reads through the service) must not meet one still reconnecting.
+            let client = self.target.client();
+            if client.until_ready(self.settle_timeout).await < client.replicas() {
+                run.stuck.get_or_insert(format!(
+                    "a replica was not ready again {:?} after Redis came back",
+                    self.settle_timeout
+                ));
+            }
+        }
         let checking = Instant::now();
-        if ops.iter().any(|o| o.may_interrupt_after_commit()) {
-            // An intent that never drains is a grant left live: a finding, not an error.
+        if ops.iter().any(|o| o.fault().is_some()) {
+            // What a fault interrupted may have left an intent (a grant written ahead, a
+            // revocation): one that never drains is a grant left live — a finding, not an error.
             if let Err(stuck) = self.drain_outbox(&t).await {
                 run.stuck.get_or_insert(stuck);
             }
@@ -307,28 +319,17 @@ impl<'a> Engine<'a> {
             crate::oracles::tokens_bound(self.db()?, self.target.need_tokens()?, Some(t.workspace))
                 .await
                 .err();
-        // Checked where a commit's reply may be lost: a store that committed must not be
-        // followed by giving its grant back. Not yet where a crash or a cut interrupts a sync
-        // between the provider's rotation and the store: the row then keeps the spent refresh
-        // token until the next sync finds it refused (a known limit, ARCHITECTURE.md; the outbox
-        // revokes the rotated token instead of storing it).
-        let loses_replies = ops.iter().any(|o| {
-            o.fault().is_some_and(|steps| {
-                steps
-                    .iter()
-                    .any(|s| s.kind == crate::faults::FaultKind::PostgresLoseCommitReply)
-            })
-        });
-        if loses_replies {
-            run.stored_grant_dead = crate::oracles::stored_grants_live(
-                self.db()?,
-                self.target.need_tokens()?,
-                self.provider()?,
-                t.workspace,
-            )
-            .await
-            .err();
-        }
+        // A store that committed must not be followed by giving its grant back, and a rotation a
+        // crash or a cut interrupted must leave the row holding the rotated token (the outbox
+        // adopts it), not the spent one.
+        run.stored_grant_dead = crate::oracles::stored_grants_live(
+            self.db()?,
+            self.target.need_tokens()?,
+            self.provider()?,
+            t.workspace,
+        )
+        .await
+        .err();
         run.checks = checking.elapsed();
         run.duration = started.elapsed() + setup;
         Ok(run)
@@ -354,33 +355,22 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// After a crash, lets the outbox give back what the crashed requests left: the service's
-    /// clock moves past the lease a request holds on the intent it wrote ahead, and the workspace's
-    /// intents are waited for, read from the database (bounded by the settle timeout).
+    /// After a fault, lets the outbox settle what the interrupted requests left (a grant written
+    /// ahead, a revocation): if the workspace has intents, the service's clock moves past the
+    /// lease a request holds on them, and they are waited for, read from the database (bounded by
+    /// the settle timeout).
     async fn drain_outbox(&self, t: &TenantWorkspace) -> Result<(), String> {
+        if crate::oracles::outbox_intents(self.db()?, Some(t.workspace)).await? == 0 {
+            // Nothing to drain: the clock stays put.
+            return Ok(());
+        }
         self.target
             .advance_clock(harbor_service::outbox::LEASE + Duration::from_secs(1))
             .await?;
-        let started = Instant::now();
-        loop {
-            let left: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM revocation_outbox WHERE workspace_id = $1",
-            )
-            .bind(t.workspace)
-            .fetch_one(self.db()?)
+        crate::oracles::until_outbox_empty(self.db()?, Some(t.workspace), self.settle_timeout)
             .await
-            .map_err(|e| format!("reading the outbox: {e}"))?;
-            if left == 0 {
-                return Ok(());
-            }
-            if started.elapsed() > self.settle_timeout {
-                return Err(format!(
-                    "{left} revocation intent(s) of the workspace still in the outbox {:?} after the crash",
-                    self.settle_timeout
-                ));
-            }
-            tokio::time::sleep(evidence::POLL_INTERVAL).await;
-        }
+            .map(|_| ())
+            .map_err(|e| format!("{e} (the workspace's, after a fault)"))
     }
 
     async fn end_state(

@@ -6,13 +6,15 @@
 //! - [`request`]: every HTTP action (`http`, `activate`, `authorize`, `callback`, `connect`,
 //!   `disconnect`, `revoke`, `sync`, `list_connections`, `list_documents`).
 //! - [`sql`]: raw SQL in the actor's own session. [`redis`]: a Redis command.
-//! - [`release`], [`wait`]: let a parked request go on; collect a background step.
+//! - [`release`], [`wait`], [`hang_up`]: let a parked request go on; collect a background step;
+//!   close its connection without waiting for it.
 //! - [`clock`], [`rewind_clock`], [`provider`], [`fault`], [`assert`]: harness actions with no
 //!   actor.
 
 pub mod assert;
 pub mod clock;
 pub mod fault;
+pub mod hang_up;
 pub mod provider;
 pub mod redis;
 pub mod release;
@@ -67,6 +69,8 @@ pub enum RawStep {
     Release(release::RawRelease),
     /// Collect a background step.
     Wait(wait::RawWait),
+    /// Close a background request's connection without waiting for its answer.
+    HangUp(hang_up::RawHangUp),
     /// Switch the fake provider's behaviour.
     Provider(provider::RawProvider),
     /// Check an assertion now.
@@ -97,6 +101,7 @@ impl RawStep {
             RawStep::RewindClock(_) => "rewind_clock",
             RawStep::Release(_) => "release",
             RawStep::Wait(_) => "wait",
+            RawStep::HangUp(_) => "hang_up",
             RawStep::Provider(_) => "provider",
             RawStep::Assert(_) => "assert",
             RawStep::Fault(_) => "fault",
@@ -131,6 +136,8 @@ pub enum StepKind {
     Release(release::Release),
     /// Collect a background step.
     Wait(wait::Wait),
+    /// Close a background request's connection.
+    HangUp(hang_up::HangUp),
     /// Switch the provider.
     Provider(provider::ProviderSwitch),
     /// Check an assertion now.
@@ -251,6 +258,10 @@ impl Step {
                 r.note.clone(),
                 StepKind::Wait(wait::Wait::parse(r, cx, place)?),
             ),
+            RawStep::HangUp(r) => (
+                r.note.clone(),
+                StepKind::HangUp(hang_up::HangUp::parse(r, cx, place)?),
+            ),
             RawStep::Provider(r) => (
                 r.note.clone(),
                 StepKind::Provider(provider::ProviderSwitch::parse(r, cx, place)?),
@@ -283,6 +294,7 @@ impl Step {
             StepKind::Redis(s) => Some(&s.actor),
             StepKind::Release(s) => Some(&s.actor),
             StepKind::Wait(s) => Some(&s.actor),
+            StepKind::HangUp(s) => Some(&s.actor),
             StepKind::AdvanceClock(_)
             | StepKind::RewindClock(_)
             | StepKind::Provider(_)
@@ -321,7 +333,7 @@ impl Step {
             }
             StepKind::RewindClock(s) => s.requires(needs),
             StepKind::Release(s) => s.requires(needs),
-            StepKind::Wait(_) => {}
+            StepKind::Wait(_) | StepKind::HangUp(_) => {}
             StepKind::Provider(_) => {
                 needs.insert(Capability::ProviderControl);
             }
@@ -351,6 +363,7 @@ impl Step {
             StepKind::RewindClock(s) => s.apply(ex, index, note).await,
             StepKind::Release(s) => s.apply(ex, index, note).await,
             StepKind::Wait(s) => s.apply(ex, index, note).await,
+            StepKind::HangUp(s) => s.apply(ex, index, note).await,
             StepKind::Provider(s) => s.apply(ex, index, note).await,
             StepKind::Assert(s) => s.apply(ex, index, note).await,
             StepKind::Fault(s) => s.apply(ex, index, note).await,

@@ -93,6 +93,7 @@ impl Until {
         let started = std::time::Instant::now();
         let limit = ex.step_timeout();
         let mut why = format!("not reached within {limit:?}");
+        let mut measured = None;
         let (what, reached) = match self {
             Until::Counter {
                 provider,
@@ -124,19 +125,7 @@ impl Until {
             }
             Until::ReplicasReady => {
                 let client = ex.target().client();
-                let mut ready = 0;
-                while ready < client.replicas() && started.elapsed() < limit {
-                    let answer = client
-                        .request(reqwest::Method::GET, "/readyz")
-                        .on_replica(ready)
-                        .send()
-                        .await;
-                    if answer.is_ok_and(|a| a.status.is_success()) {
-                        ready += 1;
-                    } else {
-                        tokio::time::sleep(POLL_INTERVAL).await;
-                    }
-                }
+                let ready = client.until_ready(limit).await;
                 (
                     "every replica ready".to_owned(),
                     (ready == client.replicas()).then(|| format!("{ready} replica(s) ready")),
@@ -149,24 +138,22 @@ impl Until {
                         "the target offers no database to read the outbox from",
                     )
                 })?;
-                let mut left = -1i64;
-                while started.elapsed() < limit {
-                    left = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox")
+                let since: Option<chrono::DateTime<chrono::Utc>> =
+                    sqlx::query_scalar("SELECT clock_timestamp()")
                         .fetch_one(db)
                         .await
-                        .map_err(|e| Failure::at(Some(i), format!("reading the outbox: {e}")))?;
-                    if left == 0 {
-                        break;
-                    }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                        .ok();
+                let left = limit.saturating_sub(started.elapsed());
+                let emptied = crate::oracles::until_outbox_empty(db, None, left).await;
+                if let Err(e) = &emptied {
+                    why = e.clone();
                 }
-                if left != 0 {
-                    why =
-                        format!("{left} revocation intent(s) still in the outbox after {limit:?}");
+                if let (Ok(_), Some(since)) = (&emptied, since) {
+                    measured = settle_delays(db, since).await;
                 }
                 (
                     "the revocation outbox empty".to_owned(),
-                    (left == 0).then(|| "empty".to_owned()),
+                    emptied.ok().map(|_| "empty".to_owned()),
                 )
             }
         };
@@ -182,6 +169,7 @@ impl Until {
                     ),
                     None,
                 );
+                ex.measured(measured);
                 ex.annotate(note);
                 Ok(())
             }
@@ -190,4 +178,29 @@ impl Until {
                 .await),
         }
     }
+}
+
+/// How long after `since` the outbox's intents were settled (delivered, or stored into their row),
+/// read from their audit rows: the drain's latency distribution, for the trace.
+async fn settle_delays(db: &sqlx::PgPool, since: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let delays: Vec<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM occurred_at - $1) * 1000)::float8 FROM audit_events \
+         WHERE action = 'revocation.outbox' AND occurred_at >= $1 ORDER BY 1",
+    )
+    .bind(since)
+    .fetch_all(db)
+    .await
+    .ok()?;
+    // Nearest rank: the smallest delay at or above the fraction of the intents.
+    let rank =
+        |q: f64| delays[((q * delays.len() as f64).ceil() as usize).clamp(1, delays.len()) - 1];
+    (!delays.is_empty()).then(|| {
+        format!(
+            "{} intent(s) settled while waiting: median {:.0} ms, p99 {:.0} ms, last {:.0} ms",
+            delays.len(),
+            rank(0.5),
+            rank(0.99),
+            delays[delays.len() - 1]
+        )
+    })
 }

@@ -120,9 +120,13 @@ impl Started {
             }
             FaultKind::ReplicaStop => {
                 let replica = fault.replica.ok_or("replica_stop needs a replica")?;
-                self.stop_replica(replica).await?;
+                self.replicas
+                    .get(replica)
+                    .ok_or_else(|| format!("there is no replica {replica}"))?
+                    .begin_stop()
+                    .await?;
                 Ok(FaultDone::effect(format!(
-                    "replica {replica} stopped gracefully (its connections and request tasks finished)"
+                    "replica {replica} stopping gracefully: it refuses new connections, and finishes its connections and request tasks"
                 )))
             }
             FaultKind::ReplicaRestart => {
@@ -131,12 +135,16 @@ impl Started {
                     .replicas
                     .get(replica)
                     .ok_or_else(|| format!("there is no replica {replica}"))?;
+                let stopped = r.finish_stop().await?;
                 r.restart().await?;
                 // A restarted process starts on the system clock: give it the run's offset again.
                 self.push_clock().await?;
+                let stop = stopped.map_or(String::new(), |took| {
+                    format!(", after a graceful stop of {} ms", took.as_millis())
+                });
                 Ok(FaultDone::measured(
                     format!("replica {replica} restarted on its address"),
-                    format!("at {}", r.base_url),
+                    format!("at {}{stop}", r.base_url),
                 ))
             }
             _ => Err(format!("{} has no effect here", kind.as_str())),
@@ -238,11 +246,12 @@ impl Started {
     /// Stops `replica` gracefully (SIGTERM semantics) and returns once its process would have
     /// exited.
     pub async fn stop_replica(&self, replica: usize) -> Result<(), String> {
-        self.replicas
+        let r = self
+            .replicas
             .get(replica)
-            .ok_or_else(|| format!("there is no replica {replica}"))?
-            .stop_gracefully()
-            .await
+            .ok_or_else(|| format!("there is no replica {replica}"))?;
+        r.begin_stop().await?;
+        r.finish_stop().await.map(|_| ())
     }
 
     /// Crashes `replica` and returns once the database has ended every backend it had (its

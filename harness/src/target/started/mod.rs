@@ -357,6 +357,7 @@ impl Started {
     pub async fn stop(mut self) -> Result<(), ServiceError> {
         let mut stopping = Vec::new();
         let mut children = Vec::new();
+        let mut stops = Vec::new();
         for r in &mut self.replicas {
             r.sync.release_all();
             match r.take_running() {
@@ -365,6 +366,7 @@ impl Started {
                     stopping.push((running.runtime, running.task));
                 }
                 Some(Running::Process(child)) => children.push(child),
+                Some(Running::Stopping(stop, _)) => stops.push(stop),
                 None => {}
             }
         }
@@ -373,6 +375,16 @@ impl Started {
         let mut first: Option<ServiceError> = None;
         for child in children {
             if let Err(e) = process::terminate(child, Duration::from_secs(10)).await {
+                first.get_or_insert(ServiceError::Task(e));
+            }
+        }
+        for stop in stops {
+            let failed = match stop.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
                 first.get_or_insert(ServiceError::Task(e));
             }
         }

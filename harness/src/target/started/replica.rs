@@ -56,6 +56,9 @@ pub(super) enum Running {
     InProcess(InProcessRun),
     /// A child process.
     Process(tokio::process::Child),
+    /// Stopping gracefully (it refuses new connections): what the stop comes to, and when it
+    /// began.
+    Stopping(JoinHandle<Result<(), String>>, std::time::Instant),
 }
 
 /// An in-process replica's process, as far as it matters: a runtime that owns every task, socket
@@ -110,9 +113,12 @@ impl InProcessRun {
 }
 
 impl Replica {
-    /// Whether it runs (not crashed).
+    /// Whether it runs (not crashed, not stopping or stopped).
     pub fn is_running(&self) -> bool {
-        self.running.lock().map(|r| r.is_some()).unwrap_or(false)
+        self.running
+            .lock()
+            .map(|r| matches!(*r, Some(Running::InProcess(_) | Running::Process(_))))
+            .unwrap_or(false)
     }
 
     /// Kills it: every task of its runtime is dropped where it stands — parked requests, their
@@ -122,41 +128,80 @@ impl Replica {
             Running::InProcess(run) => run.runtime.shutdown_background(),
             // SIGKILL to its process group, and the exit reaped.
             Running::Process(child) => super::process::kill(child).await?,
+            stopping @ Running::Stopping(..) => {
+                self.put_running(stopping)?;
+                return Err("the replica is stopping".into());
+            }
         }
         Ok(())
     }
 
-    /// Stops it gracefully, as SIGTERM does: the service stops accepting, finishes its
-    /// connections and the tasks its requests started (within its own shutdown bound), and then
-    /// the process ends — whatever is still running on its runtime after that is dropped.
-    pub(super) async fn stop_gracefully(&self) -> Result<(), String> {
-        let running = match self.take_running().ok_or("the replica is not running")? {
-            Running::InProcess(run) => run,
+    /// Begins a graceful stop, as SIGTERM does, and returns once the replica refuses new
+    /// connections: the service then finishes its connections and the tasks its requests started
+    /// (within its own shutdown bound) while the caller goes on — a request parked at a sync point
+    /// can still be released into the stop — and the process ends; whatever still runs on its
+    /// runtime after that is dropped. [`Self::finish_stop`] waits for the end.
+    pub(super) async fn begin_stop(&self) -> Result<(), String> {
+        let bound = harbor_service::app::SHUTDOWN_GRACE * 2 + Duration::from_secs(10);
+        let began = std::time::Instant::now();
+        let stop = match self.take_running().ok_or("the replica is not running")? {
+            Running::InProcess(running) => {
+                let _ = running.shutdown.send(());
+                tokio::spawn(async move {
+                    let served = tokio::time::timeout(bound, running.task).await;
+                    running.runtime.shutdown_background();
+                    match served {
+                        Ok(Ok(Ok(()))) => Ok(()),
+                        Ok(Ok(Err(e))) => Err(format!("the replica's server failed: {e}")),
+                        Ok(Err(e)) => Err(format!("the replica's server task: {e}")),
+                        Err(_) => Err("the replica did not stop within its shutdown bound".into()),
+                    }
+                })
+            }
             Running::Process(child) => {
-                return super::process::terminate(
-                    child,
-                    harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
-                )
-                .await
+                tokio::spawn(async move { super::process::terminate(child, bound).await })
+            }
+            stopping @ Running::Stopping(..) => {
+                self.put_running(stopping)?;
+                return Err("the replica is already stopping".into());
             }
         };
-        let _ = running.shutdown.send(());
-        let served = tokio::time::timeout(
-            harbor_service::app::SHUTDOWN_GRACE + Duration::from_secs(10),
-            running.task,
-        )
-        .await;
-        running.runtime.shutdown_background();
-        match served {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(format!("the replica's server failed: {e}")),
-            Ok(Err(e)) => Err(format!("the replica's server task: {e}")),
-            Err(_) => Err("the replica did not stop within its shutdown bound".into()),
-        }
+        self.put_running(Running::Stopping(stop, began))?;
+        // The stop has begun once nothing accepts on the address any more.
+        let address = self.base_url.trim_start_matches("http://").to_owned();
+        let began = async {
+            while tokio::net::TcpStream::connect(&address).await.is_ok() {
+                tokio::time::sleep(crate::evidence::POLL_INTERVAL).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), began)
+            .await
+            .map_err(|_| {
+                "the replica still accepts connections 10 s after it was told to stop".to_owned()
+            })
+    }
+
+    /// Waits for a stop [`Self::begin_stop`] began to end; how long the whole stop took (`None`:
+    /// there was none to wait for).
+    pub(super) async fn finish_stop(&self) -> Result<Option<Duration>, String> {
+        let (stop, began) = {
+            let mut running = self.running.lock().map_err(|_| "replica state poisoned")?;
+            match running.take() {
+                Some(Running::Stopping(stop, began)) => (stop, began),
+                other => {
+                    *running = other;
+                    return Ok(None);
+                }
+            }
+        };
+        stop.await
+            .map_err(|e| format!("the replica's stop: {e}"))??;
+        Ok(Some(began.elapsed()))
     }
 
     /// Starts it again on the address it had.
     pub(super) async fn restart(&self) -> Result<(), String> {
+        self.finish_stop().await?;
         if self.is_running() {
             return Err("the replica is running".into());
         }
@@ -182,6 +227,11 @@ impl Replica {
     pub(super) fn take_running(&self) -> Option<Running> {
         self.running.lock().ok().and_then(|mut r| r.take())
     }
+
+    fn put_running(&self, running: Running) -> Result<(), String> {
+        *self.running.lock().map_err(|_| "replica state poisoned")? = Some(running);
+        Ok(())
+    }
 }
 
 impl Drop for Replica {
@@ -191,6 +241,8 @@ impl Drop for Replica {
             Some(Running::InProcess(run)) => run.runtime.shutdown_background(),
             // The child is killed when dropped (`kill_on_drop`).
             Some(Running::Process(child)) => drop(child),
+            // The stop goes on by itself, bounded; its runtime is shut down where it ends.
+            Some(Running::Stopping(stop, _)) => drop(stop),
             None => {}
         }
     }
