@@ -265,6 +265,15 @@ impl Application {
             });
         }
         drop(self.listener);
+        if self
+            .state
+            .flaws
+            .has(crate::flaws::Flaw::ShutdownWithoutWaiting)
+        {
+            // Seeded flaw: the process ends at the signal, cutting its connections and tasks.
+            outbox.abort();
+            return Ok(());
+        }
         // Bounded: a client that never reads its answer must not hold the stop forever.
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
             .await
@@ -279,15 +288,6 @@ impl Application {
         let tasks = &self.state.tasks;
         tasks.close();
         stop_outbox.cancel();
-        if self
-            .state
-            .flaws
-            .has(crate::flaws::Flaw::ShutdownWithoutWaiting)
-        {
-            // Seeded flaw: the process ends once its connections are done, cutting the tasks.
-            outbox.abort();
-            return Ok(());
-        }
         let waited = async {
             tasks.wait().await;
             // The worker finishes the intent it is delivering and claims no other.

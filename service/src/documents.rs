@@ -439,10 +439,13 @@ async fn write_ahead_rotated(
     let written = async {
         let mut tx = db::begin_on(&mut conn, actor, connection.tenant_id).await?;
         // The spent token it replaces, as the row holds it: if this store never commits, the
-        // outbox stores the rotated one into the row that still holds that one.
+        // outbox stores the rotated one into the row that still holds that one. Not for a row
+        // from before grants were recorded: the rotated token is sealed to a grant id the row
+        // does not hold yet, so only the store can give it one (the outbox revokes it instead).
         let replaces = connection
             .tokens
             .as_ref()
+            .filter(|_| connection.grant_id.is_some())
             .and_then(|t| t.refresh_token.as_deref());
         let now = state.clock.now();
         let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, replaces, now)

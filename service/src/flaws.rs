@@ -75,9 +75,10 @@ pub enum Flaw {
     /// still holds the spent token it replaced: the user's connection ends (the next sync is
     /// refused) instead of keeping the grant it still has.
     RevokeUnstoredRotation,
-    /// Graceful shutdown waits for open connections only, not for the work requests handed to
-    /// tasks of their own nor for the outbox worker's current intent: a rolling deploy cuts a
-    /// callback whose client hung up between its exchange and its store.
+    /// The process ends at SIGTERM without waiting for anything — its open connections, the work
+    /// requests handed to tasks of their own, the outbox worker's current intent: a rolling
+    /// deploy cuts a callback between its exchange and its store, whether or not its client is
+    /// still there.
     ShutdownWithoutWaiting,
 }
 

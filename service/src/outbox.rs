@@ -263,6 +263,16 @@ fn lease() -> chrono::Duration {
     chrono::Duration::from_std(LEASE).expect("a small lease")
 }
 
+/// What became of an attempt to adopt a rotated token.
+enum Adoption {
+    /// Stored into its row; the intent is gone.
+    Adopted,
+    /// Not a rotated token, or its row moved on: revoke it.
+    NotAdoptable,
+    /// Another worker took the intent while this one waited: leave it to that one.
+    LeaseLost,
+}
+
 /// One claimed intent, as the worker reads it.
 #[derive(sqlx::FromRow)]
 struct Claimed {
@@ -333,9 +343,15 @@ impl Worker {
                     .fetch_optional(&self.db)
                     .await?;
             let Some(intent) = claimed else { break };
-            if self.adopt(&intent).await? {
-                delivered += 1;
-                continue;
+            match self.adopt(&intent).await? {
+                Adoption::Adopted => {
+                    delivered += 1;
+                    continue;
+                }
+                // Another worker holds it now: delivering it too could revoke what that one
+                // just adopted.
+                Adoption::LeaseLost => continue,
+                Adoption::NotAdoptable => {}
             }
             let outcome = self.deliver(&intent).await;
             delivered += usize::from(outcome.is_ok());
@@ -350,25 +366,29 @@ impl Worker {
 
     /// A rotated refresh token whose store never committed is stored into its row, if the row
     /// still holds the spent token it replaced (`harbor_outbox_adopt`): the grant stays the
-    /// user's. Whether it was; anything else is revoked.
-    async fn adopt(&self, intent: &Claimed) -> Result<bool, sqlx::Error> {
+    /// user's. Anything else is [`Adoption::NotAdoptable`] and revoked.
+    async fn adopt(&self, intent: &Claimed) -> Result<Adoption, sqlx::Error> {
         let rotated = intent.reason == Reason::UnstoredGrant.as_str()
             && intent.field == "refresh"
             && intent.replaces_token.is_some();
         if !rotated || flaws::active(Flaw::RevokeUnstoredRotation) {
-            return Ok(false);
+            return Ok(Adoption::NotAdoptable);
         }
         let Ok(key) = crate::vault::key_id_of(&intent.sealed_token) else {
-            return Ok(false);
+            return Ok(Adoption::NotAdoptable);
         };
-        sqlx::query_scalar("SELECT harbor_outbox_adopt($1, $2, $3, $4, $5)")
+        let answer: String = sqlx::query_scalar("SELECT harbor_outbox_adopt($1, $2, $3, $4)")
             .bind(intent.id)
             .bind(intent.next_attempt_at)
             .bind(self.clock.now())
-            .bind(self.vault.primary_key_id())
             .bind(key)
             .fetch_one(&self.db)
-            .await
+            .await?;
+        Ok(match answer.as_str() {
+            "adopted" => Adoption::Adopted,
+            "lease_lost" => Adoption::LeaseLost,
+            _ => Adoption::NotAdoptable,
+        })
     }
 
     async fn deliver(&self, intent: &Claimed) -> Result<(), String> {

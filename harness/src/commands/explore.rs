@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use super::{parse_flaws, progress_bar, provision_or_explain, CANNOT_RUN, NOT_CERTIFIED};
+use crate::explore::anomaly::Anomaly;
 use crate::explore::ops::Operation;
 use crate::explore::{self, ExploreReport, Mode, Options};
 use crate::provision::BackendChoice;
@@ -15,8 +16,8 @@ use harbor_service::flaws::{Flaw, Flaws};
 
 /// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`,
 /// `lost_commit_reply`), a grant left live that no row holds (`grant_orphaned`), or a stored grant
-/// given back or a rotated one not adopted (`stored_grant_dead`): exploration alone must catch
-/// each.
+/// given back or a rotated one not adopted (`stored_grant_dead`), or a graceful stop that cuts
+/// what it had (`not_serializable` on `replica_stop`): exploration alone must catch each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,
     Flaw::NoRowLock,
@@ -29,6 +30,7 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::DisconnectWithoutRevocation,
     Flaw::RevokeOnAnyCommitError,
     Flaw::RevokeUnstoredRotation,
+    Flaw::ShutdownWithoutWaiting,
 ];
 
 /// What to explore.
@@ -58,6 +60,11 @@ pub struct ExploreArgs {
     /// Stop after this many seconds in all.
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// Exit 0 only when exactly these anomalies are found, each at least once (comma-separated
+    /// names, such as `mutual_exclusion_broken`): a target's known findings held as a gate, as
+    /// `run --expect-verdicts` holds scenario verdicts. Without it, any violation fails.
+    #[arg(long, value_delimiter = ',', value_parser = parse_anomaly)]
+    pub expect_anomalies: Vec<Anomaly>,
     /// Only the sets `K` of every `N` (`--shard 1/4` … `4/4`), for a CI matrix; `harbor-certify
     /// merge` joins the shards' explore.json files.
     #[arg(long)]
@@ -124,6 +131,11 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
     Ok(sets)
 }
 
+fn parse_anomaly(raw: &str) -> Result<Anomaly, String> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned()))
+        .map_err(|_| format!("{raw}: not an anomaly's name (see explore.json's `anomaly` values)"))
+}
+
 /// Runs the exploration (or its kill matrix) and writes the report.
 pub async fn explore(args: ExploreArgs) -> ExitCode {
     let sets = match sets_of(&args) {
@@ -137,7 +149,9 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let profile = match args.target.load(&flaws, super::Oracles::ReferenceSchema) {
+    // A target with its own schema is explored on what it offers: the sets it cannot serve are
+    // skipped with the reason, the stored-token oracles left out (explore::cannot_serve).
+    let profile = match args.target.load(&flaws, super::Oracles::Any) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -182,7 +196,8 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
     let code = if args.kill_matrix {
         kill_matrix(&chosen, options, &dir).await
     } else {
-        once(&chosen, &options, &dir, args.allow_incomplete).await
+        let expected = (!args.expect_anomalies.is_empty()).then_some(&args.expect_anomalies[..]);
+        once(&chosen, &options, &dir, args.allow_incomplete, expected).await
     };
     drop(chosen);
     infra.shutdown().await;
@@ -245,6 +260,10 @@ fn print_summary(label: &str, report: &ExploreReport) {
     println!(
         "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"
     );
+    for s in &report.skipped {
+        let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
+        println!("  {:<28} SKIPPED: {}", ops.join(" + "), s.why);
+    }
     for s in &report.sets {
         let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
         println!(
@@ -309,6 +328,7 @@ async fn once(
     options: &Options,
     dir: &std::path::Path,
     allow_incomplete: bool,
+    expected: Option<&[Anomaly]>,
 ) -> ExitCode {
     let label = if options.flaws.is_empty() {
         "explore".to_owned()
@@ -356,7 +376,28 @@ async fn once(
             }
         );
     }
-    if !report.violations.is_empty() || (!incomplete.is_empty() && !allow_incomplete) {
+    let found: std::collections::BTreeSet<Anomaly> =
+        report.violations.iter().map(|v| v.anomaly).collect();
+    let as_expected = match expected {
+        // A known finding of a target under audit, held as a gate: exactly these anomalies, each
+        // found; anything else — a new one, or one no longer found — fails.
+        Some(expected) => {
+            let expected: std::collections::BTreeSet<Anomaly> = expected.iter().copied().collect();
+            if found != expected {
+                let names = |s: &std::collections::BTreeSet<Anomaly>| {
+                    s.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+                };
+                println!(
+                    "NOT AS EXPECTED: found {{{}}}, expected {{{}}} (--expect-anomalies)",
+                    names(&found),
+                    names(&expected)
+                );
+            }
+            found == expected
+        }
+        None => found.is_empty(),
+    };
+    if !as_expected || (!incomplete.is_empty() && !allow_incomplete) {
         ExitCode::from(NOT_CERTIFIED)
     } else {
         ExitCode::SUCCESS

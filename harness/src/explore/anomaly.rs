@@ -261,10 +261,10 @@ pub fn check(
             ),
         );
     }
-    let cut = ops.iter().any(|o| o.fault().is_some());
+    let after = after_fault(ops, run);
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
-            if f.status >= 500 && !(cut && is_interrupted(ops, f)) {
+            if f.status >= 500 && !(after[i] && is_interrupted(ops, f)) {
                 add(
                     Anomaly::ServerError,
                     format!("E{i} ({}) answered {}", ops[i], f.summary),
@@ -327,10 +327,11 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
     if run.end.status != Some(s.status) || (run.end.activations > 0) != s.activated {
         return false;
     }
+    let after = after_fault(ops, run);
     ops.iter()
         .enumerate()
         .all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
-            (_, Some(f)) if s.interrupted[i] => is_interrupted(ops, f),
+            (_, Some(f)) if s.interrupted[i] => after[i] && is_interrupted(ops, f),
             // A sync is two transactions — decide and refresh the token, then fetch and store — so
             // whether *it* refreshed is not a property of one serial position: only its status and
             // code are compared (too many refreshes in all is the counter's business).
@@ -352,14 +353,40 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
         })
 }
 
+/// For each operation, whether it finished after the first fault of the schedule was done: only
+/// such an operation can have been interrupted by it (one that finished before answered with
+/// every dependency in place, and is held to the model).
+pub fn after_fault(ops: &[Operation], run: &ScheduleRun) -> Vec<bool> {
+    let mut after = vec![false; ops.len()];
+    let mut faulted = false;
+    for &i in &run.completion_order {
+        if ops[i].fault().is_some() {
+            faulted = true;
+        } else {
+            after[i] = faulted;
+        }
+    }
+    // An operation with no recorded completion (a crash took its answer) finished after it.
+    for (i, f) in run.finished.iter().enumerate() {
+        if f.is_some() && !run.completion_order.contains(&i) {
+            after[i] = faulted;
+        }
+    }
+    after
+}
+
 /// Whether `f` is how an operation of `ops` may end when a fault among them interrupts it: a
-/// documented 503, no answer at all when a replica goes down, a documented 502 when the provider
-/// does, or 503 `UNAVAILABLE` when Redis does.
+/// documented 503; no answer at all when a replica is killed; when a replica stops gracefully,
+/// a connection refused (sent after the stop began — what it already had must be finished and
+/// answered); a documented 502 when the provider is gone, or 503 `UNAVAILABLE` when Redis is.
 pub fn is_interrupted(ops: &[Operation], f: &super::record::Finished) -> bool {
     is_unavailable(f)
-        || (ops.iter().any(|o| o.crashes())
+        || (ops.iter().any(|o| o.kills_replica())
             && f.status == 0
             && f.summary.starts_with("request failed"))
+        || (ops.iter().any(|o| o.stops_replica())
+            && f.status == 0
+            && f.summary.starts_with(REFUSED))
         || (ops.iter().any(|o| o.cuts_provider())
             && f.status == 502
             && f.code.as_deref() == Some("PROVIDER_ERROR"))
@@ -367,6 +394,9 @@ pub fn is_interrupted(ops: &[Operation], f: &super::record::Finished) -> bool {
             && f.status == 503
             && f.code.as_deref() == Some("UNAVAILABLE"))
 }
+
+/// How a request refused at the connection reads (`client::failure_class`).
+const REFUSED: &str = "request failed: no connection";
 
 /// Whether `f` is a documented answer of an operation a database cut interrupted.
 pub fn is_unavailable(f: &super::record::Finished) -> bool {
@@ -464,5 +494,14 @@ mod tests {
             &[Operation::Callback, Operation::DbCut],
             &lost
         ));
+        // A graceful stop must answer what it had: only a request refused at the connection
+        // (sent after the stop began) went unanswered for a good reason.
+        let stop = [Operation::Callback, Operation::ReplicaStop];
+        assert!(!is_interrupted(&stop, &lost));
+        let refused = super::super::record::Finished {
+            summary: "request failed: no connection (refused or unreachable)".into(),
+            ..lost.clone()
+        };
+        assert!(is_interrupted(&stop, &refused));
     }
 }

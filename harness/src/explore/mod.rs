@@ -26,7 +26,7 @@ use harbor_service::flaws::Flaws;
 use harbor_service::ratelimit::Quota;
 use serde::Serialize;
 
-use crate::target::{Launcher, Setup, Target};
+use crate::target::{Capability, Launcher, Setup, Target};
 use anomaly::{Anomaly, Finding};
 use engine::{Engine, ScheduleRun};
 use ops::{Operation, Start};
@@ -118,6 +118,39 @@ pub struct SetReport {
     pub anomalies: Vec<Anomaly>,
 }
 
+/// A set the target cannot serve, and why: it is not explored, and the report says so.
+#[derive(Clone, Debug, Serialize)]
+pub struct SkippedSet {
+    /// The operations.
+    pub operations: Vec<Operation>,
+    /// What the target lacks for them.
+    pub why: String,
+}
+
+/// What every exploration needs of a target: requests parked at named points, the lock tables
+/// and the workspace lock's name to judge them, and the harness's provider (consents, counters).
+pub const NEEDED: [Capability; 4] = [
+    Capability::SyncPoints,
+    Capability::Database,
+    Capability::WorkspaceLock,
+    Capability::ProviderControl,
+];
+
+/// Why `target` cannot serve the set `ops` from its start (`None`: it can).
+pub fn cannot_serve(offered: &BTreeSet<Capability>, ops: &[Operation]) -> Option<String> {
+    let mut lacking: BTreeSet<Capability> = ops
+        .iter()
+        .flat_map(|o| o.needs())
+        .chain(Start::for_operations(ops).needs())
+        .filter(|c| !offered.contains(c))
+        .collect();
+    lacking.extend(NEEDED.iter().filter(|c| !offered.contains(c)));
+    (!lacking.is_empty()).then(|| {
+        let what: Vec<&str> = lacking.iter().map(|c| c.describe()).collect();
+        format!("the target lacks {}", what.join(", "))
+    })
+}
+
 /// `explore.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExploreReport {
@@ -148,6 +181,8 @@ pub struct ExploreReport {
     pub mean_ms: BTreeMap<String, f64>,
     /// Per set.
     pub sets: Vec<SetReport>,
+    /// The sets the target could not serve, with why (none on the reference).
+    pub skipped: Vec<SkippedSet>,
 }
 
 /// Every pair (and self-pair) of `ops`.
@@ -246,11 +281,26 @@ async fn explore_on(
         schedules_per_s: 0.0,
         mean_ms: BTreeMap::new(),
         sets: Vec::new(),
+        skipped: Vec::new(),
     };
+    let offered = target.capabilities();
+    if let Some(missing) = NEEDED.iter().find(|c| !offered.contains(c)) {
+        return Err(format!(
+            "exploration needs {}, which the target does not offer",
+            missing.describe()
+        ));
+    }
     let deadline = options.seconds.map(Duration::from_secs_f64);
     let mut schedule_time = Duration::ZERO;
     let (mut setup_time, mut check_time) = (Duration::ZERO, Duration::ZERO);
     for (set_index, ops) in options.sets.iter().enumerate() {
+        if let Some(why) = cannot_serve(&offered, ops) {
+            report.skipped.push(SkippedSet {
+                operations: ops.clone(),
+                why,
+            });
+            continue;
+        }
         let start = Start::for_operations(ops);
         let serial = anomaly::serial_outcomes(ops, start);
         let mut set = SetReport {

@@ -14,6 +14,7 @@ use harbor_service::syncpoints as sp;
 use crate::faults::FaultKind;
 use crate::model::{Expected, Model, Who};
 use crate::operation::WorkspaceOp;
+use crate::target::Capability;
 
 /// One operation on the explored workspace (always as its owner, on the QuickBooks connection).
 #[derive(
@@ -316,6 +317,19 @@ impl Operation {
         })
     }
 
+    /// Whether it kills a replica (what runs on it gets no answer at all).
+    pub fn kills_replica(self) -> bool {
+        self.fault()
+            .is_some_and(|steps| steps.iter().any(|s| s.kind == FaultKind::ReplicaCrash))
+    }
+
+    /// Whether it stops a replica gracefully (what it had is finished and answered; what is sent
+    /// after is refused).
+    pub fn stops_replica(self) -> bool {
+        self.fault()
+            .is_some_and(|steps| steps.iter().any(|s| s.kind == FaultKind::ReplicaStop))
+    }
+
     /// Whether what it interrupts may have committed first (its answer lost with a crashed
     /// replica or a cut link), not only failed before its effect.
     pub fn may_interrupt_after_commit(self) -> bool {
@@ -346,6 +360,24 @@ impl Operation {
                 .iter()
                 .any(|s| s.kind.dependency() == crate::faults::Dependency::Redis)
         })
+    }
+
+    /// What a target must offer, beyond what every exploration needs
+    /// ([`crate::explore::NEEDED`]), for this operation to be explored on it: the raw writer
+    /// writes the reference's schema; a fault needs the harness's proxies, a replica fault its
+    /// lifecycle.
+    pub fn needs(self) -> Vec<Capability> {
+        match self.does() {
+            Does::Request(_) => Vec::new(),
+            Does::RawSql => vec![Capability::ReferenceSchema],
+            Does::Faults(steps) => steps
+                .iter()
+                .map(|s| match s.kind.dependency() {
+                    crate::faults::Dependency::Replica => Capability::Crash,
+                    _ => Capability::Faults,
+                })
+                .collect(),
+        }
     }
 
     /// Whether it is the raw writer.
@@ -460,6 +492,12 @@ impl Start {
         } else {
             Start::Connected
         }
+    }
+
+    /// What a target must offer to be brought to this start: a stale token is made by moving
+    /// the service's clock.
+    pub fn needs(self) -> Option<Capability> {
+        (self == Start::Stale).then_some(Capability::Clock)
     }
 
     /// The model of the start.

@@ -283,6 +283,12 @@ pub trait Target: Send + Sync {
     /// ([`sync_protocol::SyncPointsOverHttp`]) answers them with requests.
     fn arm(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, Result<(), String>>;
 
+    /// Whether the target implements the sync point `point` (a target of another language may
+    /// implement fewer than the reference: exploration parks its requests only where it can).
+    fn has_point(&self, _point: &str) -> bool {
+        true
+    }
+
     /// Resolves once the request armed at `key` on `replica` is parked.
     fn parked(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, ()>;
 

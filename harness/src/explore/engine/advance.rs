@@ -50,7 +50,7 @@ impl Engine<'_> {
                 a.work = Some(Work::Sql(spawn_sql(conn, sql, self.finished.clone())));
                 return Ok(());
             }
-            for point in a.op.points() {
+            for point in a.op.points().iter().filter(|p| self.target.has_point(p)) {
                 self.target
                     .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
                     .await
@@ -80,17 +80,8 @@ impl Engine<'_> {
             return Ok(());
         }
         if point == harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT {
-            let committed: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
-            )
-            .bind(t.workspace)
-            .fetch_optional(self.db()?)
-            .await
-            .map_err(|e| e.to_string())?;
-            run.status_at_activation_commit.push((
-                index,
-                committed.and_then(|s| ConnectionStatus::parse(&s).ok()),
-            ));
+            let committed = self.qbo_status(t).await?;
+            run.status_at_activation_commit.push((index, committed));
         }
         self.target
             .release(a.replica, &SlotKey::new(a.tag.clone(), point))

@@ -106,6 +106,10 @@ impl Target for Started {
         }
     }
 
+    fn has_point(&self, point: &str) -> bool {
+        self.points.as_ref().is_none_or(|p| p.contains(point))
+    }
+
     fn arm(&self, replica: usize, key: SlotKey) -> BoxFuture<'_, Result<(), String>> {
         if self.sync_over_http {
             let http = self.sync_http(replica);

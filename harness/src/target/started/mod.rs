@@ -67,6 +67,8 @@ pub struct Started {
     pub profile: Option<std::sync::Arc<crate::target::profile::Profile>>,
     /// What it offers (read once: the evidence pollers ask for the database at every look).
     offered: std::collections::BTreeSet<crate::target::Capability>,
+    /// The sync points a process target lists (`None`: every point of the reference's).
+    points: Option<std::collections::BTreeSet<String>>,
     /// The workspace locks a profile's SQL gave, by workspace.
     profile_locks:
         std::sync::Mutex<std::collections::BTreeMap<WorkspaceId, crate::evidence::AdvisoryKey>>,
@@ -314,6 +316,19 @@ impl Started {
         if replicas.iter().any(|r| r.links.is_none()) {
             offered.remove(&crate::target::Capability::Faults);
         }
+        // The points a process target implements, as its protocol lists them (the reference
+        // in-process has all of them).
+        let points = match &profile {
+            Some(_) if offered.contains(&crate::target::Capability::SyncPoints) => Some(
+                crate::target::sync_protocol::SyncPointsOverHttp::new(client.clone(), 0)
+                    .points()
+                    .await
+                    .map_err(ServiceError::Task)?
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => None,
+        };
         Ok(Self {
             env,
             replicas,
@@ -327,6 +342,7 @@ impl Started {
             ring,
             sync_over_http: profile.is_some(),
             offered,
+            points,
             profile,
             profile_locks: Default::default(),
             version,
@@ -390,7 +406,7 @@ impl Started {
         }
         for (runtime, task) in stopping {
             let served = task.await;
-            runtime.shutdown_background();
+            runtime.shutdown();
             let failed = match served {
                 Err(e) => Some(e.to_string()),
                 Ok(Err(e)) => Some(e.to_string()),

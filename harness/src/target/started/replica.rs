@@ -64,9 +64,32 @@ pub(super) enum Running {
 /// An in-process replica's process, as far as it matters: a runtime that owns every task, socket
 /// and pooled connection of the replica.
 pub(super) struct InProcessRun {
-    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) runtime: ReplicaRuntime,
     pub(super) shutdown: oneshot::Sender<()>,
     pub(super) task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A replica's runtime, shut down without blocking however it goes: dropped with its replica, in
+/// a stop that is cancelled, or on purpose (a runtime dropped the ordinary way inside async code
+/// would block, and tokio refuses that with a panic).
+pub(super) struct ReplicaRuntime(Option<tokio::runtime::Runtime>);
+
+impl ReplicaRuntime {
+    /// Drops every task, socket and pooled connection on it at once, as a killed process loses
+    /// them.
+    pub(super) fn shutdown(mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for ReplicaRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl InProcessRun {
@@ -101,6 +124,7 @@ impl InProcessRun {
         let task = runtime.spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
+        let runtime = ReplicaRuntime(Some(runtime));
         Ok((
             InProcessRun {
                 runtime,
@@ -125,7 +149,7 @@ impl Replica {
     /// open transactions, pooled connections — and the kernel closes its sockets.
     pub(super) async fn crash(&self) -> Result<(), String> {
         match self.take_running().ok_or("the replica is not running")? {
-            Running::InProcess(run) => run.runtime.shutdown_background(),
+            Running::InProcess(run) => run.runtime.shutdown(),
             // SIGKILL to its process group, and the exit reaped.
             Running::Process(child) => super::process::kill(child).await?,
             stopping @ Running::Stopping(..) => {
@@ -144,29 +168,37 @@ impl Replica {
     pub(super) async fn begin_stop(&self) -> Result<(), String> {
         let bound = harbor_service::app::SHUTDOWN_GRACE * 2 + Duration::from_secs(10);
         let began = std::time::Instant::now();
-        let stop = match self.take_running().ok_or("the replica is not running")? {
-            Running::InProcess(running) => {
-                let _ = running.shutdown.send(());
-                tokio::spawn(async move {
-                    let served = tokio::time::timeout(bound, running.task).await;
-                    running.runtime.shutdown_background();
-                    match served {
-                        Ok(Ok(Ok(()))) => Ok(()),
-                        Ok(Ok(Err(e))) => Err(format!("the replica's server failed: {e}")),
-                        Ok(Err(e)) => Err(format!("the replica's server task: {e}")),
-                        Err(_) => Err("the replica did not stop within its shutdown bound".into()),
-                    }
-                })
-            }
-            Running::Process(child) => {
-                tokio::spawn(async move { super::process::terminate(child, bound).await })
-            }
-            stopping @ Running::Stopping(..) => {
-                self.put_running(stopping)?;
-                return Err("the replica is already stopping".into());
-            }
-        };
-        self.put_running(Running::Stopping(stop, began))?;
+        // One hold of the slot from taking the running replica to putting its stop there: no
+        // other step sees it empty in between.
+        {
+            let mut slot = self.running.lock().map_err(|_| "replica state poisoned")?;
+            let stop = match slot.take() {
+                None => return Err("the replica is not running".into()),
+                Some(Running::InProcess(running)) => {
+                    let _ = running.shutdown.send(());
+                    tokio::spawn(async move {
+                        let served = tokio::time::timeout(bound, running.task).await;
+                        running.runtime.shutdown();
+                        match served {
+                            Ok(Ok(Ok(()))) => Ok(()),
+                            Ok(Ok(Err(e))) => Err(format!("the replica's server failed: {e}")),
+                            Ok(Err(e)) => Err(format!("the replica's server task: {e}")),
+                            Err(_) => {
+                                Err("the replica did not stop within its shutdown bound".into())
+                            }
+                        }
+                    })
+                }
+                Some(Running::Process(child)) => {
+                    tokio::spawn(async move { super::process::terminate(child, bound).await })
+                }
+                Some(stopping @ Running::Stopping(..)) => {
+                    *slot = Some(stopping);
+                    return Err("the replica is already stopping".into());
+                }
+            };
+            *slot = Some(Running::Stopping(stop, began));
+        }
         // The stop has begun once nothing accepts on the address any more.
         let address = self.base_url.trim_start_matches("http://").to_owned();
         let began = async {
@@ -238,7 +270,7 @@ impl Drop for Replica {
     fn drop(&mut self) {
         match self.take_running() {
             // Dropping a runtime may block; this must not, since it runs in async code.
-            Some(Running::InProcess(run)) => run.runtime.shutdown_background(),
+            Some(Running::InProcess(run)) => run.runtime.shutdown(),
             // The child is killed when dropped (`kill_on_drop`).
             Some(Running::Process(child)) => drop(child),
             // The stop goes on by itself, bounded; its runtime is shut down where it ends.
