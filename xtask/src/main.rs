@@ -5,7 +5,8 @@
 //!   held by `harbor-certify infra`, then the certification gate (`harbor-certify run`), the
 //!   mutation run (`harbor-certify mutants`, built with `--features flaws`), the exploration of
 //!   every pair of operations with its kill matrix (`harbor-certify explore --kill-matrix`), the
-//!   state machine, a load smoke and the contract run, on them.
+//!   two target profiles (`run` and `explore --target`), the state machine, a load smoke and the
+//!   contract run, on them.
 //! - `cargo xtask load [GOOSE ARGS…]`: the goose load test (`loadtests/`, release build).
 //! - `cargo xtask certify [ARGS…]`: `harbor-certify ARGS…` (default `run`, the whole catalogue)
 //!   after the same set-up.
@@ -331,6 +332,83 @@ fn test(args: &[String]) -> Result<ExitCode> {
             Ok(last.expect("two modes ran"))
         },
     )?;
+    // Exploration through target profiles: silent on the reference as a process; on the Flask
+    // port, v2's activation against its callbacks is silent (the audit's Phase 3 lock holds), the
+    // threat model's callback consumes one state twice, and v1's split lock namespace is found
+    // (the audit's Q2 race) — each held as the exact set of anomalies it must show.
+    let explored_targets = phase(
+        "harbor-certify explore --target (the reference as a process; the Flask port's findings)",
+        || {
+            let runs: [(&str, &[&str]); 4] = [
+                (
+                    "reference",
+                    &[
+                        "--target",
+                        "targets/reference/target.toml",
+                        "--ops",
+                        "activate,callback,disconnect",
+                        "--pairs",
+                    ],
+                ),
+                (
+                    "flask-seed-v2-activation",
+                    &[
+                        "--target",
+                        "targets/flask-seed/target.toml",
+                        "--target-mode",
+                        "v2",
+                        "--ops",
+                        "activate,callback",
+                    ],
+                ),
+                (
+                    "flask-seed-v2-callbacks",
+                    &[
+                        "--target",
+                        "targets/flask-seed/target.toml",
+                        "--target-mode",
+                        "v2",
+                        "--ops",
+                        "callback,callback",
+                        "--expect-anomalies",
+                        "server_error,not_serializable",
+                    ],
+                ),
+                (
+                    "flask-seed-v1",
+                    &[
+                        "--target",
+                        "targets/flask-seed/target.toml",
+                        "--target-mode",
+                        "v1",
+                        "--replicas",
+                        "1",
+                        "--ops",
+                        "activate,callback",
+                        "--expect-anomalies",
+                        "mutual_exclusion_broken",
+                    ],
+                ),
+            ];
+            let mut last = None;
+            for (name, args) in runs {
+                let mut cmd = Command::new(&certify);
+                cmd.current_dir(root())
+                    .args(["explore", "--backend", "external", "--out"])
+                    .arg(format!("reports/explore-targets/{name}"))
+                    .args(args);
+                for (k, v) in &held.env {
+                    cmd.env(k, v);
+                }
+                let status = cmd.status().context("running harbor-certify explore --target")?;
+                if !status.success() {
+                    return Ok(status);
+                }
+                last = Some(status);
+            }
+            Ok(last.expect("four explorations ran"))
+        },
+    )?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.
     let mutants = phase("harbor-certify mutants (the kill matrix)", || {
         let mut cmd = flaws_certify();
@@ -396,6 +474,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         ("the certification", &certified),
         ("the reference as a process", &reference_target),
         ("the flask-seed verdicts", &flask_target),
+        ("the exploration through target profiles", &explored_targets),
         ("the mutation run", &mutants),
         ("the exploration", &explored),
         ("the state machine", &proptest),
@@ -415,6 +494,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         certified,
         reference_target,
         flask_target,
+        explored_targets,
         mutants,
         explored,
         proptest,
