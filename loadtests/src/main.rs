@@ -1,4 +1,5 @@
-//! `harbor-load`: a goose load test of the reference service on the harness's provisioning layer.
+//! `harbor-load`: a goose load test of the reference service (or a target profile's) on the
+//! harness's provisioning layer.
 //!
 //! It provisions PostgreSQL and Redis (`auto` backend, or `HARBOR_DATABASE_URL`/`HARBOR_REDIS_URL`),
 //! starts two replicas with the fake OAuth provider, makes one tenant per goose user, and lets every
@@ -7,6 +8,13 @@
 //! Afterwards it checks the invariants the load must not break (one activation per workspace, every
 //! stored token bound to its own row and to no other, no `CONNECTED` row without tokens) and exits
 //! 1 if one is broken or any request failed.
+//!
+//! With `HARBOR_LOAD_TARGET=<profile>` (and `HARBOR_LOAD_TARGET_MODE`) it starts that target's
+//! replicas from its profile instead (`docs/TARGET-PROFILE.md`): tenants through its fixtures,
+//! tokens with its claims, every request as its routes spell it. A target with its own schema is
+//! held to one activation per workspace through its state queries (the stored-token and grant
+//! oracles read the reference's); a flow the target lacks a step of fails that step — the seeds'
+//! Flask port, which has no disconnect, answers it 404 every time.
 //!
 //! Goose's own options work as usual (`-u` users, `-r` hatch rate, `-t` run time, `--report-file`);
 //! the defaults are 100 users, all started at once, for 20 s. Traffic goes to loopback only.
@@ -27,11 +35,12 @@ use std::sync::OnceLock;
 
 use goose::prelude::*;
 use harbor_harness::client::ApiClient;
-use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::identity::TokenKind;
-use harbor_harness::operation::{paths, WorkspaceOp};
+use harbor_harness::operation::{Routes, WorkspaceOp};
 use harbor_harness::provision::{BackendChoice, Infra};
-use harbor_harness::target::started::{ServiceOptions, Started};
+use harbor_harness::target::profile::Profile;
+use harbor_harness::target::started::{How, ServiceOptions, Started};
+use harbor_harness::target::{Capability, Target as _, TenantSpec};
 use harbor_service::domain::{Provider, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
@@ -48,6 +57,8 @@ struct Shared {
     replicas: Vec<String>,
     /// Plays the browser at the fake provider (never follows redirects).
     browser: ApiClient,
+    /// How the target spells each request and where its answers put things.
+    routes: Routes,
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -123,92 +134,97 @@ where
 }
 
 /// The whole connection flow, across replicas, then a sync, an activation and a disconnect so the
-/// next iteration can connect again.
+/// next iteration can connect again — each request as the target's routes spell it.
 async fn connection_flow(user: &mut GooseUser) -> TransactionResult {
     let s = shared();
     let workspace = s.users[user.get_session_data_unchecked::<Claimed>().0].workspace;
     let base0 = &s.replicas[0];
     let base1 = &s.replicas[s.replicas.len() - 1];
-    let path = |op: WorkspaceOp| op.request(workspace, Provider::Qbo, "").1;
+    let at = |base: &str, op: WorkspaceOp, query: &str| {
+        let (method, path) = s.routes.request(op, workspace, Provider::Qbo, query);
+        (goose_method(&method), format!("{base}{path}"))
+    };
     // The provider's consent page is not the service under test: not timed, but a failure there
     // fails the authorize request it follows.
     let consent = std::sync::Arc::new(std::sync::Mutex::new(None));
     let slot = consent.clone();
-    let authorize_url = format!("{base0}{}", path(WorkspaceOp::Authorize));
-    let started = send_checked(
-        user,
-        GooseMethod::Post,
-        &authorize_url,
-        "authorize",
-        &[200],
-        |body| async move {
-            let url = body["authorization_url"]
-                .as_str()
-                .ok_or("no authorization_url")?
-                .to_owned();
-            let c = s.browser.consent(&url).await?;
-            *slot.lock().expect("consent slot") = Some(c);
-            Ok(())
-        },
-    )
+    let (method, url) = at(base0, WorkspaceOp::Authorize, "");
+    let started = send_checked(user, method, &url, "authorize", &[200], |body| async move {
+        let url = body
+            .pointer(&s.routes.authorization_url)
+            .and_then(|u| u.as_str())
+            .ok_or("no authorization URL where the target's answers put it")?
+            .to_owned();
+        let c = s.browser.consent(&url).await?;
+        *slot.lock().expect("consent slot") = Some(c);
+        Ok(())
+    })
     .await?;
     let consent = consent.lock().expect("consent slot").take();
     let (Some(_), Some(consent)) = (started, consent) else {
         return Ok(());
     };
-    let callback = format!(
-        "{base1}{}",
-        paths::callback(Provider::Qbo, &consent.callback_query())
-    );
-    if send(
-        user,
-        GooseMethod::Get,
-        &callback,
-        "callback (other replica)",
-        &[200],
-    )
-    .await?
-    .is_none()
+    let (method, url) = at(base1, WorkspaceOp::Callback, &consent.callback_query());
+    if send(user, method, &url, "callback (other replica)", &[200])
+        .await?
+        .is_none()
     {
         return Ok(());
     }
-    send(
-        user,
-        GooseMethod::Post,
-        &format!("{base1}{}", path(WorkspaceOp::Sync)),
-        "sync",
-        &[200],
-    )
-    .await?;
+    let (method, url) = at(base1, WorkspaceOp::Sync, "");
+    send(user, method, &url, "sync", &[200]).await?;
     // Activation succeeds once per workspace, then reports already_completed.
-    send(
-        user,
-        GooseMethod::Post,
-        &format!("{base0}{}", paths::activation(workspace)),
-        "activation",
-        &[200],
-    )
-    .await?;
-    send(
-        user,
-        GooseMethod::Post,
-        &format!("{base0}{}", path(WorkspaceOp::Disconnect)),
-        "disconnect",
-        &[200],
-    )
-    .await?;
+    let (method, url) = at(base0, WorkspaceOp::Activate, "");
+    send(user, method, &url, "activation", &[200]).await?;
+    let (method, url) = at(base0, WorkspaceOp::Disconnect, "");
+    send(user, method, &url, "disconnect", &[200]).await?;
     Ok(())
 }
 
+/// Goose's name for an HTTP method the target's routes use.
+fn goose_method(method: &reqwest::Method) -> GooseMethod {
+    match *method {
+        reqwest::Method::GET => GooseMethod::Get,
+        reqwest::Method::PUT => GooseMethod::Put,
+        reqwest::Method::PATCH => GooseMethod::Patch,
+        reqwest::Method::DELETE => GooseMethod::Delete,
+        reqwest::Method::HEAD => GooseMethod::Head,
+        _ => GooseMethod::Post,
+    }
+}
+
 /// What the load must not have broken: the harness's oracles, one implementation each. Returns
-/// the broken invariants. With the provider at hand (the service started here), every grant must
-/// be accounted for once the outbox has drained (a bounded wait, read from the database).
+/// the broken invariants. With the target at hand (started here), every grant must be accounted
+/// for once the outbox has drained (a bounded wait, read from the database); a target with its
+/// own schema is held to one activation per workspace through its state queries.
 async fn invariants(
     db: &sqlx::PgPool,
-    ring: Option<&dyn harbor_harness::target::TokenInspector>,
-    provider: Option<&harbor_harness::fake_provider::FakeProvider>,
+    target: Option<&dyn harbor_harness::target::Target>,
+    workspaces: &[WorkspaceId],
 ) -> Vec<String> {
     use harbor_harness::oracles;
+    let reference = target.is_none_or(|t| t.capabilities().contains(&Capability::ReferenceSchema));
+    if !reference {
+        let target = target.expect("a target with its own schema was started here");
+        let mut broken = Vec::new();
+        for w in workspaces {
+            let Some(sql) = target.state_query("activations", *w) else {
+                broken.push("the target answers no `activations` state query".to_owned());
+                break;
+            };
+            match sqlx::query_scalar::<_, i64>(&sql).fetch_one(db).await {
+                Ok(n) if n > 1 => broken.push(format!("workspace {w} has {n} activations")),
+                Ok(_) => {}
+                Err(e) => broken.push(format!("the `activations` state query: {e}")),
+            }
+        }
+        eprintln!(
+            "harbor-load: the target has its own schema: one activation per workspace checked through its state queries ({} workspaces); the stored-token and grant oracles need the reference's",
+            workspaces.len()
+        );
+        return broken;
+    }
+    let ring = target.and_then(|t| t.tokens());
     let bound = match ring {
         Some(ring) => oracles::tokens_bound(db, ring, None).await,
         None => {
@@ -216,7 +232,7 @@ async fn invariants(
             Ok(String::new())
         }
     };
-    let accounted = match (ring, provider) {
+    let accounted = match (ring, target.and_then(|t| t.provider())) {
         (Some(ring), Some(provider)) => {
             match oracles::until_outbox_empty(db, None, std::time::Duration::from_secs(60)).await {
                 Ok(waited) => {
@@ -334,7 +350,19 @@ async fn start_here(
         },
         ..ServiceOptions::default()
     };
-    let sut = Started::start(&infra, options).await?;
+    // The reference in this process, or — `HARBOR_LOAD_TARGET=PROFILE` (`HARBOR_LOAD_TARGET_MODE`)
+    // — a target started from its profile, reached only through it.
+    let sut = match std::env::var("HARBOR_LOAD_TARGET") {
+        Ok(path) => {
+            let mut profile = Profile::load(std::path::Path::new(&path))?;
+            if let Ok(mode) = std::env::var("HARBOR_LOAD_TARGET_MODE") {
+                profile = profile.in_mode(&mode)?;
+            }
+            let profile = std::sync::Arc::new(profile);
+            Started::start_as(&infra, options, None, How::Process(&profile)).await?
+        }
+        Err(_) => Started::start(&infra, options).await?,
+    };
     let tenants: usize = std::env::var("HARBOR_LOAD_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -342,22 +370,27 @@ async fn start_here(
         .max(1);
     let mut users = Vec::with_capacity(tenants);
     for i in 0..tenants {
-        let t = TenantWorkspace::create(
-            &sut.db,
-            &format!("load{i}"),
-            true,
-            ConnectionStatus::NotConnected,
-        )
-        .await?;
+        let spec = TenantSpec {
+            name: format!("load{i}"),
+            entitled: true,
+            qbo: ConnectionStatus::NotConnected,
+        };
+        let t = sut.create_tenant(&spec).await?;
         users.push(LoadUser {
-            token: sut.tokens.token(t.owner.0, TokenKind::Valid),
+            token: sut.bearer(t.owner, TokenKind::Valid),
             workspace: t.workspace,
         });
     }
     let replicas: Vec<String> = sut.replicas.iter().map(|r| r.base_url.clone()).collect();
     eprintln!(
-        "harbor-load: {} backend, 2 replicas, {tenants} tenants; goose starts",
-        infra.kind
+        "harbor-load: {} backend, {}, 2 replicas, {tenants} tenants; goose starts",
+        infra.kind,
+        sut.profile
+            .as_ref()
+            .map_or("the reference in this process".to_owned(), |p| format!(
+                "target {}",
+                p.name
+            ))
     );
     Ok((
         Target::Here(Box::new((infra, sut))),
@@ -407,11 +440,16 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     };
     let browser = ApiClient::with_bases(Vec::new());
     let host = replicas[0].clone();
+    let routes = match &target {
+        Target::Here(here) => here.1.client.routes().clone(),
+        Target::Elsewhere(_) => Routes::reference(),
+    };
     SHARED
         .set(Shared {
             users,
             replicas,
             browser,
+            routes,
         })
         .map_err(|_| "shared state set twice")?;
     let sampler = std::env::var("HARBOR_LOAD_SERVICE_PID")
@@ -446,12 +484,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         Some(s) => s.finish().await,
         None => None,
     };
+    let workspaces: Vec<WorkspaceId> = shared().users.iter().map(|u| u.workspace).collect();
     let broken = match &target {
-        Target::Here(here) => {
-            use harbor_harness::target::Target as _;
-            invariants(&here.1.db, here.1.tokens(), here.1.provider()).await
-        }
-        Target::Elsewhere(db) => invariants(db, None, None).await,
+        Target::Here(here) => invariants(&here.1.db, Some(&here.1), &workspaces).await,
+        Target::Elsewhere(db) => invariants(db, None, &workspaces).await,
     };
     let requests: usize = metrics
         .requests

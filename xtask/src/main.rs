@@ -400,7 +400,9 @@ fn test(args: &[String]) -> Result<ExitCode> {
                 for (k, v) in &held.env {
                     cmd.env(k, v);
                 }
-                let status = cmd.status().context("running harbor-certify explore --target")?;
+                let status = cmd
+                    .status()
+                    .context("running harbor-certify explore --target")?;
                 if !status.success() {
                     return Ok(status);
                 }
@@ -430,26 +432,41 @@ fn test(args: &[String]) -> Result<ExitCode> {
         "harbor-certify proptest --kill-matrix (state machine vs reference model)",
         || proptest_run(&held.env),
     )?;
-    // The goose load test, briefly: the load path works and its invariants hold.
-    let load = phase("harbor-load smoke (goose, 20 users, 5 s)", || {
-        let mut cmd = cargo();
-        cmd.current_dir(root())
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "harbor-loadtests",
-                "--bin",
-                "harbor-load",
-                "--",
-            ])
-            .args(["-u", "20", "-r", "20", "-t", "5", "--quiet"]);
-        for (k, v) in &held.env {
-            cmd.env(k, v);
-        }
-        cmd.env("HARBOR_LOAD_TENANTS", "20");
-        cmd.status().context("running harbor-load")
-    })?;
+    // The goose load test, briefly: the load path works and its invariants hold — on the
+    // reference in this process, then on the reference as a process through its profile.
+    let load = phase(
+        "harbor-load smoke (goose, 20 users, 5 s; in-process, then through targets/reference)",
+        || {
+            let mut last = None;
+            for target in [None, Some("targets/reference/target.toml")] {
+                let mut cmd = cargo();
+                cmd.current_dir(root())
+                    .args([
+                        "run",
+                        "--quiet",
+                        "-p",
+                        "harbor-loadtests",
+                        "--bin",
+                        "harbor-load",
+                        "--",
+                    ])
+                    .args(["-u", "20", "-r", "20", "-t", "5", "--quiet"]);
+                for (k, v) in &held.env {
+                    cmd.env(k, v);
+                }
+                cmd.env("HARBOR_LOAD_TENANTS", "20");
+                if let Some(profile) = target {
+                    cmd.env("HARBOR_LOAD_TARGET", profile);
+                }
+                let status = cmd.status().context("running harbor-load")?;
+                if !status.success() {
+                    return Ok(status);
+                }
+                last = Some(status);
+            }
+            Ok(last.expect("two load runs"))
+        },
+    )?;
     // The API contract: Schemathesis against `harbor-certify serve` on the same servers — the
     // in-process reference, then the reference as a process through its target profile.
     let contract = phase(

@@ -319,14 +319,19 @@ impl Started {
         // The points a process target implements, as its protocol lists them (the reference
         // in-process has all of them).
         let points = match &profile {
-            Some(_) if offered.contains(&crate::target::Capability::SyncPoints) => Some(
-                crate::target::sync_protocol::SyncPointsOverHttp::new(client.clone(), 0)
-                    .points()
-                    .await
-                    .map_err(ServiceError::Task)?
-                    .into_iter()
-                    .collect(),
-            ),
+            Some(_)
+                if options.sync_points
+                    && offered.contains(&crate::target::Capability::SyncPoints) =>
+            {
+                Some(
+                    crate::target::sync_protocol::SyncPointsOverHttp::new(client.clone(), 0)
+                        .points()
+                        .await
+                        .map_err(ServiceError::Task)?
+                        .into_iter()
+                        .collect(),
+                )
+            }
             _ => None,
         };
         Ok(Self {
