@@ -25,10 +25,12 @@ DECLARE
     adopted integer;
 BEGIN
     SELECT * INTO i FROM public.revocation_outbox
-     WHERE id = p_id AND next_attempt_at = p_lease_until
-       AND reason = 'unstored_grant' AND field = 'refresh' AND replaces_token IS NOT NULL;
+     WHERE id = p_id AND next_attempt_at = p_lease_until;
     IF NOT FOUND THEN
         RETURN 'lease_lost';
+    END IF;
+    IF i.reason <> 'unstored_grant' OR i.field <> 'refresh' OR i.replaces_token IS NULL THEN
+        RETURN 'not_adoptable';
     END IF;
     PERFORM pg_catalog.set_config('lock_timeout', '10s', true);
     PERFORM pg_advisory_xact_lock(

@@ -138,6 +138,7 @@ def activate(workspace_id):
         "INSERT INTO workspace_activations (workspace_id, activated_at) VALUES (%s, NOW()) "
         "ON CONFLICT (workspace_id) DO NOTHING RETURNING id", (workspace_id,))
     inserted = cur.fetchone()
+    reach("activation.before_commit")
     db().commit()
     return jsonify(workspace_id=workspace_id, already_completed=inserted is None)
 
@@ -195,6 +196,7 @@ def authorize(provider):
         oauth_states[state] = data
     if provider == "qbo":
         lock_workspace(cur, workspace_id, "oauth")
+        reach("oauth.authorize.locked")
         cur.execute("UPDATE qbo_connections SET status = 'PENDING' WHERE workspace_id = %s AND status <> 'CONNECTED'",
                     (workspace_id,))
     db().commit()

@@ -1,8 +1,9 @@
 """Sync points, protocol 1 (docs/SYNC-POINTS-PROTOCOL.md); test-only: app.py registers it when SYNC_POINTS=true."""
 import threading
 from flask import Blueprint, jsonify, request
-POINTS = ["activation.locked", "activation.status_read", "activation.failing", "oauth.callback.state_consumed",
-          "oauth.callback.exchanged", "oauth.callback.locked", "oauth.callback.before_commit", "sync.refreshed", "sync.before_fetch"]
+POINTS = ["activation.locked", "activation.status_read", "activation.failing", "activation.before_commit", "oauth.authorize.locked",
+          "oauth.callback.state_consumed", "oauth.callback.exchanged", "oauth.callback.locked", "oauth.callback.before_commit",
+          "sync.refreshed", "sync.before_fetch"]
 _cv, _slots = threading.Condition(), {}  # (actor, point) -> "armed" | "parked" | "released"
 sync = Blueprint("sync", __name__, url_prefix="/__harbor/sync/v1")
 def reach(point, timeout=30.0):

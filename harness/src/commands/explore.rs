@@ -62,7 +62,8 @@ pub struct ExploreArgs {
     pub seconds: Option<f64>,
     /// Exit 0 only when exactly these anomalies are found, each at least once (comma-separated
     /// names, such as `mutual_exclusion_broken`): a target's known findings held as a gate, as
-    /// `run --expect-verdicts` holds scenario verdicts. Without it, any violation fails.
+    /// `run --expect-verdicts` holds scenario verdicts. Every schedule is then explored (as with
+    /// `--keep-going`). Without it, any violation fails.
     #[arg(long, value_delimiter = ',', value_parser = parse_anomaly)]
     pub expect_anomalies: Vec<Anomaly>,
     /// Only the sets `K` of every `N` (`--shard 1/4` … `4/4`), for a CI matrix; `harbor-certify
@@ -175,7 +176,9 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         seconds: args.seconds,
         replicas: args.replicas.clamp(1, 2),
         flaws,
-        stop_at_first: !args.keep_going,
+        // A gate on exactly which anomalies are found must see every schedule, not stop at the
+        // first that finds one.
+        stop_at_first: !args.keep_going && args.expect_anomalies.is_empty(),
         save_dir: Some(dir.join("found")),
     };
     let mut infra = match provision_or_explain(args.backend).await {
@@ -260,6 +263,9 @@ fn print_summary(label: &str, report: &ExploreReport) {
     println!(
         "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"
     );
+    for o in &report.oracles_off {
+        println!("  oracle not run: {o}");
+    }
     for s in &report.skipped {
         let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
         println!("  {:<28} SKIPPED: {}", ops.join(" + "), s.why);
@@ -375,6 +381,10 @@ async fn once(
                 ""
             }
         );
+    }
+    if report.sets.is_empty() {
+        println!("NOTHING EXPLORED: the target could serve none of the sets");
+        return ExitCode::from(CANNOT_RUN);
     }
     let found: std::collections::BTreeSet<Anomaly> =
         report.violations.iter().map(|v| v.anomaly).collect();

@@ -58,6 +58,12 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
                 .ok_or(format!("shard 1 has no {key}"))?
                 .extend(more);
         }
+        // The sets a target could not serve: absent from shards written before they were kept.
+        let skipped = shard["skipped"].as_array().cloned().unwrap_or_default();
+        match merged["skipped"].as_array_mut() {
+            Some(list) => list.extend(skipped),
+            None => merged["skipped"] = Value::from(skipped),
+        }
         for key in ["schedules_total", "schedules_explored", "schedules_pruned"] {
             merged[key] =
                 Value::from(merged[key].as_u64().unwrap_or(0) + shard[key].as_u64().unwrap_or(0));

@@ -261,10 +261,10 @@ pub fn check(
             ),
         );
     }
-    let after = after_fault(ops, run);
+    let before = faults_before(ops, run);
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
-            if f.status >= 500 && !(after[i] && is_interrupted(ops, f)) {
+            if f.status >= 500 && !is_interrupted(&before[i], f) {
                 add(
                     Anomaly::ServerError,
                     format!("E{i} ({}) answered {}", ops[i], f.summary),
@@ -327,11 +327,11 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
     if run.end.status != Some(s.status) || (run.end.activations > 0) != s.activated {
         return false;
     }
-    let after = after_fault(ops, run);
+    let before = faults_before(ops, run);
     ops.iter()
         .enumerate()
         .all(|(i, op)| match (&s.answers[i], run.finished[i].as_ref()) {
-            (_, Some(f)) if s.interrupted[i] => after[i] && is_interrupted(ops, f),
+            (_, Some(f)) if s.interrupted[i] => is_interrupted(&before[i], f),
             // A sync is two transactions — decide and refresh the token, then fetch and store — so
             // whether *it* refreshed is not a property of one serial position: only its status and
             // code are compared (too many refreshes in all is the counter's business).
@@ -353,44 +353,41 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
         })
 }
 
-/// For each operation, whether it finished after the first fault of the schedule was done: only
-/// such an operation can have been interrupted by it (one that finished before answered with
-/// every dependency in place, and is held to the model).
-pub fn after_fault(ops: &[Operation], run: &ScheduleRun) -> Vec<bool> {
-    let mut after = vec![false; ops.len()];
-    let mut faulted = false;
+/// For each operation, the faults done before it finished: only those can have interrupted it
+/// (an operation that finished before any fault answered with every dependency in place, and is
+/// held to the model; one that finished after a database cut but before a provider went away is
+/// excused only for the cut). Faults are done in place between two decisions, and answers are
+/// recorded after them, so completion order is the order of events.
+pub fn faults_before(ops: &[Operation], run: &ScheduleRun) -> Vec<Vec<Operation>> {
+    let mut before = vec![Vec::new(); ops.len()];
+    let mut done: Vec<Operation> = Vec::new();
     for &i in &run.completion_order {
         if ops[i].fault().is_some() {
-            faulted = true;
+            done.push(ops[i]);
         } else {
-            after[i] = faulted;
+            before[i] = done.clone();
         }
     }
-    // An operation with no recorded completion (a crash took its answer) finished after it.
-    for (i, f) in run.finished.iter().enumerate() {
-        if f.is_some() && !run.completion_order.contains(&i) {
-            after[i] = faulted;
-        }
-    }
-    after
+    before
 }
 
-/// Whether `f` is how an operation of `ops` may end when a fault among them interrupts it: a
-/// documented 503; no answer at all when a replica is killed; when a replica stops gracefully,
-/// a connection refused (sent after the stop began — what it already had must be finished and
-/// answered); a documented 502 when the provider is gone, or 503 `UNAVAILABLE` when Redis is.
-pub fn is_interrupted(ops: &[Operation], f: &super::record::Finished) -> bool {
-    is_unavailable(f)
-        || (ops.iter().any(|o| o.kills_replica())
+/// Whether `f` is how an operation may end when one of `faults` (done before it finished)
+/// interrupted it: a documented 503; no answer at all when a replica is killed; when a replica
+/// stops gracefully, a connection refused (sent after the stop began — what it already had must
+/// be finished and answered); a documented 502 when the provider is gone, or 503 `UNAVAILABLE`
+/// when Redis is.
+pub fn is_interrupted(faults: &[Operation], f: &super::record::Finished) -> bool {
+    (!faults.is_empty() && is_unavailable(f))
+        || (faults.iter().any(|o| o.kills_replica())
             && f.status == 0
             && f.summary.starts_with("request failed"))
-        || (ops.iter().any(|o| o.stops_replica())
+        || (faults.iter().any(|o| o.stops_replica())
             && f.status == 0
             && f.summary.starts_with(REFUSED))
-        || (ops.iter().any(|o| o.cuts_provider())
+        || (faults.iter().any(|o| o.cuts_provider())
             && f.status == 502
             && f.code.as_deref() == Some("PROVIDER_ERROR"))
-        || (ops.iter().any(|o| o.cuts_redis())
+        || (faults.iter().any(|o| o.cuts_redis())
             && f.status == 503
             && f.code.as_deref() == Some("UNAVAILABLE"))
 }
@@ -489,14 +486,15 @@ mod tests {
             summary: "request failed: connection lost before the answer".into(),
             answer: None,
         };
-        assert!(is_interrupted(&ops, &lost));
-        assert!(!is_interrupted(
-            &[Operation::Callback, Operation::DbCut],
-            &lost
-        ));
+        assert!(is_interrupted(&[Operation::ReplicaCrash], &lost));
+        assert!(!is_interrupted(&[Operation::DbCut], &lost));
+        assert!(
+            !is_interrupted(&[], &lost),
+            "no fault done before it: nothing excuses it"
+        );
         // A graceful stop must answer what it had: only a request refused at the connection
         // (sent after the stop began) went unanswered for a good reason.
-        let stop = [Operation::Callback, Operation::ReplicaStop];
+        let stop = [Operation::ReplicaStop];
         assert!(!is_interrupted(&stop, &lost));
         let refused = super::super::record::Finished {
             summary: "request failed: no connection (refused or unreachable)".into(),

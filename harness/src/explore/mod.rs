@@ -136,6 +136,26 @@ pub const NEEDED: [Capability; 4] = [
     Capability::ProviderControl,
 ];
 
+/// The oracles `target` gives no way to run, each with why: said in the report, so that a
+/// silent exploration is read for what it checked.
+pub fn oracles_off(target: &dyn Target) -> Vec<String> {
+    let mut off = Vec::new();
+    let reference = target.capabilities().contains(&Capability::ReferenceSchema);
+    if !reference || target.tokens().is_none() {
+        off.push("token_not_bound, stored_grant_dead: the target's stored tokens are not in the reference's schema and format".to_owned());
+    }
+    if !reference {
+        off.push("the outbox drain after a fault: the target keeps no revocation outbox Harbor can read (a grant is judged by the provider's counters alone)".to_owned());
+    }
+    if !target.has_point(harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT) {
+        off.push(format!(
+            "activation_of_non_connected_workspace: the target lists no `{}` point",
+            harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT
+        ));
+    }
+    off
+}
+
 /// Why `target` cannot serve the set `ops` from its start (`None`: it can).
 pub fn cannot_serve(offered: &BTreeSet<Capability>, ops: &[Operation]) -> Option<String> {
     let mut lacking: BTreeSet<Capability> = ops
@@ -183,6 +203,8 @@ pub struct ExploreReport {
     pub sets: Vec<SetReport>,
     /// The sets the target could not serve, with why (none on the reference).
     pub skipped: Vec<SkippedSet>,
+    /// The oracles the target gave no way to run, with why (none on the reference).
+    pub oracles_off: Vec<String>,
 }
 
 /// Every pair (and self-pair) of `ops`.
@@ -282,6 +304,7 @@ async fn explore_on(
         mean_ms: BTreeMap::new(),
         sets: Vec::new(),
         skipped: Vec::new(),
+        oracles_off: oracles_off(target),
     };
     let offered = target.capabilities();
     if let Some(missing) = NEEDED.iter().find(|c| !offered.contains(c)) {

@@ -370,11 +370,19 @@ impl Operation {
         match self.does() {
             Does::Request(_) => Vec::new(),
             Does::RawSql => vec![Capability::ReferenceSchema],
+            // A fault on a dependency the target does not reach through the harness's servers
+            // would change nothing, and the set would read clean.
             Does::Faults(steps) => steps
                 .iter()
-                .map(|s| match s.kind.dependency() {
-                    crate::faults::Dependency::Replica => Capability::Crash,
-                    _ => Capability::Faults,
+                .flat_map(|s| match s.kind.dependency() {
+                    crate::faults::Dependency::Replica => vec![Capability::Crash],
+                    crate::faults::Dependency::Redis => vec![Capability::Faults, Capability::Redis],
+                    crate::faults::Dependency::Postgres => {
+                        vec![Capability::Faults, Capability::Database]
+                    }
+                    crate::faults::Dependency::Provider => {
+                        vec![Capability::Faults, Capability::ProviderControl]
+                    }
                 })
                 .collect(),
         }

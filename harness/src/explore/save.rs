@@ -176,12 +176,13 @@ pub fn scenario(
         Anomaly::NotSerializable | Anomaly::ActivationOfNonConnectedWorkspace
     );
     let with_fault = ops.iter().any(|o| o.fault().is_some());
+    let faults_before = anomaly::faults_before(ops, run);
     let expect_of = |i: usize| -> Option<Expect> {
         // An operation a fault interrupted: its documented answer, or a 5xx fails the step; a
         // crash leaves it no answer at all.
         if let Some(f) = run.finished[i]
             .as_ref()
-            .filter(|f| with_fault && anomaly::is_interrupted(ops, f))
+            .filter(|f| with_fault && anomaly::is_interrupted(&faults_before[i], f))
         {
             return Some(if f.status == 0 {
                 Expect {

@@ -78,14 +78,21 @@ impl SyncPointsOverHttp {
         if !a.status.is_success() || a.body["version"] != 1 {
             return Err(Self::refused(&format!("GET {BASE}"), &a));
         }
-        Ok(a.body["points"]
+        let points: Vec<String> = a.body["points"]
             .as_array()
             .map(|p| {
                 p.iter()
                     .filter_map(|v| v.as_str().map(str::to_owned))
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        if points.is_empty() {
+            // Nothing could ever be parked: every interleaving would silently run as one.
+            return Err(format!(
+                "sync points over HTTP: GET {BASE} lists no points (a `points` array of names is required)"
+            ));
+        }
+        Ok(points)
     }
 
     /// Arms `actor`'s slot at `point`.

@@ -316,9 +316,17 @@ impl<'a> Engine<'a> {
             .target
             .workspace_lock(t.workspace)
             .ok_or("the target does not name its workspace lock")?;
-        run.lock_left = crate::oracles::no_workspace_lock_held(self.db()?, t.workspace, key)
-            .await
-            .err();
+        // Every operation has answered; a service whose transaction ends as its connection is
+        // closed after the answer (a request teardown) frees the lock a moment later. A lock
+        // still held once the settle bound is over is left held.
+        let waiting = Instant::now();
+        run.lock_left = loop {
+            match crate::oracles::no_workspace_lock_held(self.db()?, t.workspace, key).await {
+                Ok(_) => break None,
+                Err(held) if waiting.elapsed() >= self.settle_timeout => break Some(held),
+                Err(_) => tokio::time::sleep(evidence::POLL_INTERVAL).await,
+            }
+        };
         // The stored-token oracles open tokens with the service's keys in the reference's format;
         // a target that does not offer them is judged on everything else.
         let tokens = self
@@ -389,11 +397,11 @@ impl<'a> Engine<'a> {
         after: &Counters,
     ) -> Result<EndState, String> {
         let status = self.qbo_status(t).await?;
-        let activations = self
-            .state("activations", t)
-            .await?
-            .and_then(|row| sqlx::Row::try_get::<i64, _>(&row, 0).ok())
-            .ok_or("the target's `activations` state query answered no count")?;
+        let activations = match self.state("activations", t).await? {
+            Some(row) => sqlx::Row::try_get::<i64, _>(&row, 0)
+                .map_err(|e| format!("the `activations` state query's count: {e}"))?,
+            None => return Err("the target's `activations` state query answered no row".into()),
+        };
         Ok(EndState {
             status,
             activations,
@@ -409,11 +417,16 @@ impl<'a> Engine<'a> {
         &self,
         t: &TenantWorkspace,
     ) -> Result<Option<ConnectionStatus>, String> {
-        Ok(self
-            .state("qbo_status", t)
-            .await?
-            .and_then(|row| sqlx::Row::try_get::<String, _>(&row, 0).ok())
-            .and_then(|s| ConnectionStatus::parse(&s).ok()))
+        let Some(row) = self.state("qbo_status", t).await? else {
+            return Ok(None);
+        };
+        let status = sqlx::Row::try_get::<String, _>(&row, 0)
+            .map_err(|e| format!("the `qbo_status` state query's status: {e}"))?;
+        ConnectionStatus::parse(&status).map(Some).map_err(|_| {
+            format!(
+                "the `qbo_status` state query answered {status:?}, not one of Harbor's statuses"
+            )
+        })
     }
 
     /// The first row of the target's state query `name` on `t`'s workspace.

@@ -112,10 +112,13 @@ impl Engine<'_> {
                         && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
                 })
                 .flat_map(|a| {
-                    a.op.points().iter().map(|p| {
-                        self.target
-                            .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
-                    })
+                    a.op.points()
+                        .iter()
+                        .filter(|p| self.target.has_point(p))
+                        .map(|p| {
+                            self.target
+                                .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
+                        })
                 })
                 .collect();
             let any_park = async {
@@ -238,7 +241,7 @@ impl Engine<'_> {
             _ => {}
         }
         if !a.op.is_raw_sql() {
-            for point in a.op.points() {
+            for point in a.op.points().iter().filter(|p| self.target.has_point(p)) {
                 if self
                     .target
                     .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))
