@@ -186,6 +186,7 @@ pub(super) async fn token(
                 }
                 _ => false,
             };
+            let reused = grant.used;
             if *owner != provider
                 || grant.used
                 || grant.client_id != FakeProvider::client_id(provider)
@@ -193,6 +194,9 @@ pub(super) async fn token(
                 || !verifier_ok
             {
                 grant.used = true;
+                if reused {
+                    guard.of(provider).counters.code_reused += 1;
+                }
                 return wire::token_refusal(provider, Refusal::Grant { refresh });
             }
             grant.used = true;

@@ -175,6 +175,9 @@ pub struct Counters {
     pub code_exchanges: u64,
     /// Code exchanges that issued tokens.
     pub code_exchanges_ok: u64,
+    /// Code exchanges refused because the code had been presented before (a code is good once,
+    /// RFC 6749 §4.1.2): a client exchanging one code twice.
+    pub code_reused: u64,
     /// Token requests with `grant_type=refresh_token`.
     pub refreshes: u64,
     /// Refreshes that issued tokens.
