@@ -1,7 +1,8 @@
 //! `harbor-service`: serves until SIGINT/SIGTERM (`serve`, the default), applies the schema
-//! migrations (`migrate`), or re-encrypts stored tokens under the primary key (`rotate-keys`).
-//! Configuration comes from the environment; `migrate` and `rotate-keys` need the owner's
-//! credential (`HARBOR_MIGRATION_DATABASE_URL`).
+//! migrations (`migrate`), re-encrypts stored tokens under the primary key (`rotate-keys`), or
+//! says what the revocation outbox holds (`outbox`). Configuration comes from the environment;
+//! `migrate`, `rotate-keys` and `outbox` need the owner's credential
+//! (`HARBOR_MIGRATION_DATABASE_URL`).
 
 use clap::{Parser, Subcommand};
 use harbor_service::vault::{self, KeyRing};
@@ -27,6 +28,9 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
     },
+    /// Print what the revocation outbox holds as JSON (pending intents by reason, the oldest,
+    /// the stuck ones and their last errors); exit 1 when an intent is stuck, for a monitor.
+    Outbox,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
         Command::RotateKeys { batch_size } => rotate_keys(config, batch_size).await,
+        Command::Outbox => outbox(config).await,
     }
 }
 
@@ -94,6 +99,29 @@ async fn rotate_keys(config: Config, batch_size: i64) -> std::process::ExitCode 
         Err(e) => {
             tracing::error!(error = %e, "key rotation stopped; run again to resume");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn outbox(config: Config) -> std::process::ExitCode {
+    let Some(pool) = owner_pool(&config).await else {
+        return std::process::ExitCode::from(2);
+    };
+    match harbor_service::outbox::status(&pool).await {
+        Ok(status) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            if status.stuck > 0 {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the outbox");
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -254,6 +254,52 @@ pub async fn settle(
     Ok(())
 }
 
+/// What the outbox holds, for an operator (`harbor-service outbox`): no token, no tenant data.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Status {
+    /// Intents not yet settled.
+    pub pending: i64,
+    /// Of those, by why the grant is given up (`revoke`, `disconnect`, `unstored_grant`).
+    pub by_reason: std::collections::BTreeMap<String, i64>,
+    /// Intents tried at least [`STUCK_AFTER`] times: the provider keeps refusing them.
+    pub stuck: i64,
+    /// The most attempts any intent has had.
+    pub max_attempts: i32,
+    /// When the oldest pending intent was written.
+    pub oldest: Option<DateTime<Utc>>,
+    /// The last error of each stuck intent (at most ten), as the worker recorded it.
+    pub stuck_errors: Vec<String>,
+}
+
+/// Reads the outbox's state. Needs a role that sees every tenant's intents (the schema owner's:
+/// the table has row-level security per tenant).
+pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
+    let rows: Vec<(String, i64, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT reason, count(*), max(attempts), min(created_at) FROM revocation_outbox GROUP BY reason",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut status = Status::default();
+    for (reason, count, attempts, oldest) in rows {
+        status.pending += count;
+        status.max_attempts = status.max_attempts.max(attempts);
+        status.oldest = match (status.oldest, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        status.by_reason.insert(reason, count);
+    }
+    let stuck: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT last_error FROM revocation_outbox WHERE attempts >= $1 ORDER BY id",
+    )
+    .bind(STUCK_AFTER)
+    .fetch_all(pool)
+    .await?;
+    status.stuck = stuck.len() as i64;
+    status.stuck_errors = stuck.into_iter().flatten().take(10).collect();
+    Ok(status)
+}
+
 /// The wait before attempt `attempts + 1`: 2^attempts seconds, at most five minutes.
 pub fn backoff(attempts: i32) -> chrono::Duration {
     chrono::Duration::seconds((1i64 << attempts.clamp(0, 9)).min(300))

@@ -1063,6 +1063,11 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
             .await
             .unwrap();
     assert_eq!(kept, 1, "the refused revocation stays in the outbox");
+    // And an operator can see it (`harbor-service outbox`): pending, not yet stuck.
+    let status = harbor_service::outbox::status(app.db()).await.unwrap();
+    assert_eq!(status.by_reason.get("revoke"), Some(&1), "{status:?}");
+    assert_eq!(status.stuck, 0, "{status:?}");
+    assert!(status.oldest.is_some(), "{status:?}");
     assert!(row(&app, t2.workspace, Provider::Box)
         .await
         .access
