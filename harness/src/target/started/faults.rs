@@ -217,29 +217,40 @@ impl Started {
                     .map(|k| crate::evidence::application_name(&k.actor)),
             );
         }
-        let ports: Vec<i32> = chosen()
-            .filter_map(|r| r.links.as_ref())
-            .flat_map(|l| l.postgres.upstream_ends())
-            .map(|a| i32::from(a.port()))
-            .collect();
-        let rows: Vec<(i32, bool)> = sqlx::query_as(
-            "SELECT pid, client_port = ANY($2) FROM pg_stat_activity \
-             WHERE datname = current_database() \
-               AND (application_name = ANY($1) OR (client_addr IS NOT NULL AND client_port = ANY($2)))",
-        )
-        .bind(&names)
-        .bind(&ports)
-        .fetch_all(&self.db)
-        .await
-        .map_err(|e| format!("reading the replicas' backends: {e}"))?;
-        if !ports.is_empty() && !rows.iter().any(|(_, by_port)| *by_port) {
-            return Err(format!(
-                "the replica's PostgreSQL proxy holds {} connection(s), but the server shows none \
-                 of their client ends (is there a NAT between the harness and PostgreSQL?): its \
-                 backends cannot be told",
-                ports.len()
-            ));
-        }
+        // A connection the proxy has just opened (a pool reconnecting after a cut) may not show in
+        // pg_stat_activity yet, and one the server has just ended may still be in the proxy's
+        // list: the ends are read again until they agree, within a bound, before a NAT is
+        // suspected.
+        let started = std::time::Instant::now();
+        let rows = loop {
+            let ports: Vec<i32> = chosen()
+                .filter_map(|r| r.links.as_ref())
+                .flat_map(|l| l.postgres.upstream_ends())
+                .map(|a| i32::from(a.port()))
+                .collect();
+            let rows: Vec<(i32, bool)> = sqlx::query_as(
+                "SELECT pid, client_port = ANY($2) FROM pg_stat_activity \
+                 WHERE datname = current_database() \
+                   AND (application_name = ANY($1) OR (client_addr IS NOT NULL AND client_port = ANY($2)))",
+            )
+            .bind(&names)
+            .bind(&ports)
+            .fetch_all(&self.db)
+            .await
+            .map_err(|e| format!("reading the replicas' backends: {e}"))?;
+            if ports.is_empty() || rows.iter().any(|(_, by_port)| *by_port) {
+                break rows;
+            }
+            if started.elapsed() >= Duration::from_secs(2) {
+                return Err(format!(
+                    "the replica's PostgreSQL proxy holds {} connection(s), but the server shows none \
+                     of their client ends (is there a NAT between the harness and PostgreSQL?): its \
+                     backends cannot be told",
+                    ports.len()
+                ));
+            }
+            tokio::time::sleep(crate::evidence::POLL_INTERVAL).await;
+        };
         Ok(rows.into_iter().map(|(pid, _)| pid).collect())
     }
 
