@@ -156,15 +156,15 @@ pub fn oracles_off(target: &dyn Target) -> Vec<String> {
     off
 }
 
-/// Why `target` cannot serve the set `ops` from its start (`None`: it can).
+/// Why a target offering `offered` (every one of [`NEEDED`], checked once before any set)
+/// cannot serve the set `ops` from its start (`None`: it can).
 pub fn cannot_serve(offered: &BTreeSet<Capability>, ops: &[Operation]) -> Option<String> {
-    let mut lacking: BTreeSet<Capability> = ops
+    let lacking: BTreeSet<Capability> = ops
         .iter()
         .flat_map(|o| o.needs())
         .chain(Start::for_operations(ops).needs())
         .filter(|c| !offered.contains(c))
         .collect();
-    lacking.extend(NEEDED.iter().filter(|c| !offered.contains(c)));
     (!lacking.is_empty()).then(|| {
         let what: Vec<&str> = lacking.iter().map(|c| c.describe()).collect();
         format!("the target lacks {}", what.join(", "))

@@ -310,56 +310,46 @@ impl Operation {
 
     /// Whether it takes a replica down: what it interrupts gets no answer at all.
     pub fn crashes(self) -> bool {
-        self.fault().is_some_and(|steps| {
-            steps
-                .iter()
-                .any(|s| s.kind.dependency() == crate::faults::Dependency::Replica)
-        })
+        self.has_fault(|k| k.dependency() == crate::faults::Dependency::Replica)
     }
 
     /// Whether it kills a replica (what runs on it gets no answer at all).
     pub fn kills_replica(self) -> bool {
-        self.fault()
-            .is_some_and(|steps| steps.iter().any(|s| s.kind == FaultKind::ReplicaCrash))
+        self.has_fault(|k| k == FaultKind::ReplicaCrash)
     }
 
     /// Whether it stops a replica gracefully (what it had is finished and answered; what is sent
     /// after is refused).
     pub fn stops_replica(self) -> bool {
-        self.fault()
-            .is_some_and(|steps| steps.iter().any(|s| s.kind == FaultKind::ReplicaStop))
+        self.has_fault(|k| k == FaultKind::ReplicaStop)
     }
 
     /// Whether what it interrupts may have committed first (its answer lost with a crashed
     /// replica or a cut link), not only failed before its effect.
     pub fn may_interrupt_after_commit(self) -> bool {
-        self.fault().is_some_and(|steps| {
-            steps.iter().any(|s| {
-                matches!(
-                    s.kind,
-                    FaultKind::ReplicaCrash | FaultKind::PostgresLoseCommitReply
-                )
-            })
+        self.has_fault(|k| {
+            matches!(
+                k,
+                FaultKind::ReplicaCrash | FaultKind::PostgresLoseCommitReply
+            )
         })
     }
 
     /// Whether it cuts the service off from the provider: what calls it may fail (502
     /// `PROVIDER_ERROR`) instead of answering as the model says.
     pub fn cuts_provider(self) -> bool {
-        self.fault().is_some_and(|steps| {
-            steps
-                .iter()
-                .any(|s| s.kind.dependency() == crate::faults::Dependency::Provider)
-        })
+        self.has_fault(|k| k.dependency() == crate::faults::Dependency::Provider)
     }
 
     /// Whether it takes Redis away: what needs it may answer 503 `UNAVAILABLE` (fail closed).
     pub fn cuts_redis(self) -> bool {
-        self.fault().is_some_and(|steps| {
-            steps
-                .iter()
-                .any(|s| s.kind.dependency() == crate::faults::Dependency::Redis)
-        })
+        self.has_fault(|k| k.dependency() == crate::faults::Dependency::Redis)
+    }
+
+    /// Whether it is faults, one of which is `kind`-like.
+    fn has_fault(self, like: impl Fn(FaultKind) -> bool) -> bool {
+        self.fault()
+            .is_some_and(|steps| steps.iter().any(|s| like(s.kind)))
     }
 
     /// What a target must offer, beyond what every exploration needs
