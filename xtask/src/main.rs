@@ -268,7 +268,31 @@ fn test(args: &[String]) -> Result<ExitCode> {
                 cmd.env(k, v);
             }
             cmd.env("RUST_LOG", "off");
-            cmd.status().context("running harbor-certify explore")
+            let status = cmd.status().context("running harbor-certify explore")?;
+            if !status.success() {
+                return Ok(status);
+            }
+            // The lock probes' own kill matrix: with no sync point armed, the probes alone must
+            // catch the lock a flawed build skips (the split namespace, the missing row lock).
+            let mut cmd = flaws_certify();
+            cmd.args([
+                "explore",
+                "--backend",
+                "external",
+                "--kill-matrix",
+                "--lock-probes",
+                "--ops",
+                "row_probe,activate,callback",
+                "--pairs",
+                "--out",
+                "reports/explore-lock-probes",
+            ]);
+            for (k, v) in &held.env {
+                cmd.env(k, v);
+            }
+            cmd.env("RUST_LOG", "off");
+            cmd.status()
+                .context("running harbor-certify explore --lock-probes")
         },
     )?;
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.
@@ -339,7 +363,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let explored_targets = phase(
         "harbor-certify explore --target (the reference as a process; the Flask port's findings)",
         || {
-            let runs: [(&str, &[&str]); 4] = [
+            let runs: [(&str, &[&str]); 7] = [
                 (
                     "reference",
                     &[
@@ -389,6 +413,53 @@ fn test(args: &[String]) -> Result<ExitCode> {
                         "mutual_exclusion_broken",
                     ],
                 ),
+                // The same targets at lock probes alone (no sync point armed): what an
+                // unmodified service offers. Silent on the reference; on the Flask port, v2's
+                // locks hold (only the callbacks' known finding), and v1's skipped locks are
+                // each a request answering while a probe holds the lock it should have taken.
+                (
+                    "reference-lock-probes",
+                    &[
+                        "--target",
+                        "targets/reference/target.toml",
+                        "--lock-probes",
+                        "--ops",
+                        "row_probe,activate,callback,disconnect",
+                        "--pairs",
+                    ],
+                ),
+                (
+                    "flask-seed-v2-lock-probes",
+                    &[
+                        "--target",
+                        "targets/flask-seed/target.toml",
+                        "--target-mode",
+                        "v2",
+                        "--lock-probes",
+                        "--ops",
+                        "row_probe,activate,callback",
+                        "--pairs",
+                        "--expect-anomalies",
+                        "server_error,not_serializable",
+                    ],
+                ),
+                (
+                    "flask-seed-v1-lock-probes",
+                    &[
+                        "--target",
+                        "targets/flask-seed/target.toml",
+                        "--target-mode",
+                        "v1",
+                        "--replicas",
+                        "1",
+                        "--lock-probes",
+                        "--ops",
+                        "row_probe,activate,callback",
+                        "--pairs",
+                        "--expect-anomalies",
+                        "lock_bypassed",
+                    ],
+                ),
             ];
             let mut last = None;
             for (name, args) in runs {
@@ -408,7 +479,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
                 }
                 last = Some(status);
             }
-            Ok(last.expect("four explorations ran"))
+            Ok(last.expect("seven explorations ran"))
         },
     )?;
     // Proof that the certification can fail: the catalogue against every seeded flaw.

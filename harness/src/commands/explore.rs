@@ -33,6 +33,10 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::ShutdownWithoutWaiting,
 ];
 
+/// The seeded flaws a lock probe alone must catch (`explore --lock-probes --kill-matrix`): a lock
+/// the target skips is one a probe holds in vain.
+pub const PROBE_FLAWS: &[Flaw] = &[Flaw::SplitLockNamespace, Flaw::NoRowLock];
+
 /// What to explore.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ExploreArgs {
@@ -73,7 +77,8 @@ pub struct ExploreArgs {
     /// Explore the service with this seeded flaw on (repeatable; needs `--features flaws`).
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
-    /// The correct build must show no violation and every ordering flaw must show one.
+    /// The correct build must show no violation and every ordering flaw must show one (with
+    /// `--lock-probes`, every flaw a lock probe must catch).
     #[arg(long)]
     pub kill_matrix: bool,
     /// Keep exploring a set after its first violation.
@@ -83,6 +88,12 @@ pub struct ExploreArgs {
     /// an incomplete exploration is not a clean one: exit 1).
     #[arg(long)]
     pub allow_incomplete: bool,
+    /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
+    /// the lock probe (`lock_probe`: the workspace lock held from the
+    /// harness's own session), so requests queue behind it in the order the schedule launches
+    /// them. Implied on a target that offers no sync points.
+    #[arg(long)]
+    pub lock_probes: bool,
     /// Replicas (operations go to the one the starting state was not made on).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
@@ -96,7 +107,7 @@ pub struct ExploreArgs {
 
 fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
     let ops: Vec<Operation> = if args.ops.is_empty() {
-        Operation::ALL.to_vec()
+        Operation::by_default()
     } else {
         args.ops.clone()
     };
@@ -105,6 +116,8 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
     } else {
         vec![ops]
     };
+    // A set of probes alone has no request to hold to the locks.
+    sets.retain(|s| s.iter().any(|o| !o.is_probe()));
     if let Some(shard) = &args.shard {
         let (k, n) = shard
             .split_once('/')
@@ -180,6 +193,7 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         // first that finds one.
         stop_at_first: !args.keep_going && args.expect_anomalies.is_empty(),
         save_dir: Some(dir.join("found")),
+        lock_probes: args.lock_probes,
     };
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
@@ -263,6 +277,9 @@ fn print_summary(label: &str, report: &ExploreReport) {
     println!(
         "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"
     );
+    if report.lock_probes {
+        println!("  at lock probes: no sync point armed; requests wait only behind lock_probe (the workspace lock) and row_probe (the connection row), held from the harness's own sessions");
+    }
     for o in &report.oracles_off {
         println!("  oracle not run: {o}");
     }
@@ -444,7 +461,12 @@ async fn kill_matrix(
     print_summary("correct build", &correct);
     let mut ok = correct.violations.is_empty();
     let mut rows = Vec::new();
-    for flaw in ORDERING_FLAWS {
+    let flaws_to_kill = if options.lock_probes {
+        PROBE_FLAWS
+    } else {
+        ORDERING_FLAWS
+    };
+    for flaw in flaws_to_kill {
         let flaws = match Flaws::enable([*flaw]) {
             Ok(f) => f,
             Err(e) => {
@@ -544,10 +566,11 @@ async fn kill_matrix(
     }
     let killed = rows.iter().filter(|r| r.caught).count();
     println!(
-        "explore kill matrix: correct build {} ({} schedules), {killed}/{} ordering flaws killed, {:.1} s",
+        "explore kill matrix: correct build {} ({} schedules), {killed}/{} {} flaws killed, {:.1} s",
         if correct.violations.is_empty() { "silent" } else { "NOT SILENT" },
         correct.schedules_explored,
         rows.len(),
+        if options.lock_probes { "lock-probe" } else { "ordering" },
         started.elapsed().as_secs_f64()
     );
     let matrix = serde_json::json!({ "correct_build": correct, "flaws": rows, "duration_ms": started.elapsed().as_secs_f64() * 1000.0 });

@@ -6,7 +6,9 @@
 //!   ([`crate::model::Model`]), and the provider was called no more than the most any serial order
 //!   calls it. A sync is two transactions (decide and refresh the token; fetch and store), so its
 //!   `refreshed` flag and the refresh count are compared only against those bounds.
-//! - *Mutual exclusion*: never two requests parked under the same workspace lock.
+//! - *Mutual exclusion*: never two requests parked under the same workspace lock (the lock probe
+//!   holding it counts as one), and no request that takes the lock answers 2xx while the lock
+//!   probe holds it (`lock_bypassed`: it took none, or another).
 //! - *Activation only of a connected workspace*: when an activation commits a new row, the
 //!   committed connection status at that moment is CONNECTED.
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
@@ -20,7 +22,8 @@
 use serde::Serialize;
 
 use super::engine::{ScheduleRun, Stop};
-use super::ops::{Does, Operation, Start};
+use super::ops::{Does, Operation};
+use super::start::Start;
 use crate::model::Model;
 
 /// What went wrong, by name.
@@ -54,6 +57,9 @@ pub enum Anomaly {
     /// A CONNECTED connection holding a grant the provider no longer honours (its store committed
     /// and the grant was given back anyway).
     StoredGrantDead,
+    /// A request that takes the workspace lock (and the connection row's under it) answered 2xx
+    /// while a probe held that lock: it took no lock, or another one.
+    LockBypassed,
 }
 
 /// What an operation a database cut interrupted may answer (both 503, both documented).
@@ -75,6 +81,7 @@ impl Anomaly {
             Anomaly::Hang => "hang",
             Anomaly::GrantOrphaned => "grant_orphaned",
             Anomaly::StoredGrantDead => "stored_grant_dead",
+            Anomaly::LockBypassed => "lock_bypassed",
         }
     }
 }
@@ -213,6 +220,22 @@ pub fn check(
             ),
         );
     }
+    if let Some((i, probe)) = run.lock_bypassed {
+        let answer = run.finished[i].as_ref().map_or("-", |f| f.summary.as_str());
+        add(
+            Anomaly::LockBypassed,
+            format!(
+                "E{i} ({}) answered {answer} while E{probe} ({}) held {}",
+                ops[i],
+                ops[probe],
+                if ops[probe] == Operation::RowProbe {
+                    "the connection row's lock"
+                } else {
+                    "the workspace lock"
+                }
+            ),
+        );
+    }
     for (i, committed) in &run.status_at_activation_commit {
         let new_row = run.finished[*i]
             .as_ref()
@@ -291,7 +314,7 @@ pub fn check(
     // and every one exchanged during the schedule is, at the end, stored or revoked — a cut may
     // interrupt a callback after its exchange, and revoke and disconnect give theirs back. (Not
     // with the raw writer, which ends a stored grant's row behind the service's back.)
-    let silently_ends_grants = ops.iter().any(|o| o.is_raw_sql());
+    let silently_ends_grants = ops.contains(&Operation::RawDisconnect);
     if !silently_ends_grants {
         let held_before = u64::from(matches!(start, Start::Connected | Start::Stale));
         let stored = u64::from(
@@ -413,93 +436,4 @@ pub fn describe_stop(op: usize, stop: &Stop) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serial_orders_of_activation_and_callback_from_pending() {
-        let ops = [Operation::Activate, Operation::Callback];
-        let outcomes = serial_outcomes(&ops, Start::Pending);
-        assert_eq!(outcomes.len(), 2);
-        // Callback first: connected, then activated. Activation first: not ready, then connected.
-        let activated: Vec<bool> = outcomes.iter().map(|o| o.activated).collect();
-        assert!(activated.contains(&true) && activated.contains(&false));
-        assert!(outcomes.iter().all(|o| o.exchanges == 1));
-    }
-
-    #[test]
-    fn two_syncs_of_a_stale_token_refresh_once_in_every_order() {
-        let outcomes = serial_outcomes(&[Operation::Sync, Operation::Sync], Start::Stale);
-        assert!(outcomes.iter().all(|o| o.refreshes == 1), "{outcomes:?}");
-    }
-
-    #[test]
-    fn a_database_cut_may_interrupt_the_callback_and_changes_nothing_itself() {
-        let outcomes = serial_outcomes(&[Operation::Callback, Operation::DbCut], Start::Pending);
-        // Two orders of the two, and two more with the callback interrupted.
-        assert_eq!(outcomes.len(), 4);
-        let whole: Vec<_> = outcomes.iter().filter(|o| !o.interrupted[0]).collect();
-        assert!(whole
-            .iter()
-            .all(|o| o.exchanges == 1 && o.answers[1].is_none()));
-        let cut = outcomes.iter().find(|o| o.interrupted[0]).unwrap();
-        assert_eq!(
-            cut.status,
-            harbor_service::lifecycle::ConnectionStatus::Pending
-        );
-        assert_eq!(cut.exchanges, 0);
-        assert!(
-            !outcomes.iter().any(|o| o.interrupted[1]),
-            "the cut itself is never interrupted"
-        );
-    }
-
-    #[test]
-    fn the_raw_writer_disconnects_whatever_the_state() {
-        let outcomes = serial_outcomes(
-            &[Operation::RawDisconnect, Operation::Activate],
-            Start::Connected,
-        );
-        let raw_first = outcomes.iter().find(|o| o.order == [0, 1]).unwrap();
-        assert!(!raw_first.activated);
-        assert_eq!(
-            raw_first.answers[1].as_ref().unwrap().code,
-            Some("ACTIVATION_NOT_READY")
-        );
-    }
-
-    #[test]
-    fn a_crash_may_interrupt_the_callback_before_or_after_its_commit() {
-        let ops = [Operation::Callback, Operation::ReplicaCrash];
-        let outcomes = serial_outcomes(&ops, Start::Pending);
-        // Two orders whole, two with the callback interrupted before its commit, two after it.
-        assert_eq!(outcomes.len(), 6);
-        let interrupted: Vec<_> = outcomes.iter().filter(|o| o.interrupted[0]).collect();
-        let statuses: Vec<_> = interrupted.iter().map(|o| o.status).collect();
-        use harbor_service::lifecycle::ConnectionStatus::{Connected, Pending};
-        assert!(statuses.contains(&Pending) && statuses.contains(&Connected));
-        assert!(interrupted.iter().all(|o| o.answers[0].is_none()));
-        // No answer at all counts as interrupted only where a replica crashes.
-        let lost = super::super::record::Finished {
-            status: 0,
-            code: None,
-            summary: "request failed: connection lost before the answer".into(),
-            answer: None,
-        };
-        assert!(is_interrupted(&[Operation::ReplicaCrash], &lost));
-        assert!(!is_interrupted(&[Operation::DbCut], &lost));
-        assert!(
-            !is_interrupted(&[], &lost),
-            "no fault done before it: nothing excuses it"
-        );
-        // A graceful stop must answer what it had: only a request refused at the connection
-        // (sent after the stop began) went unanswered for a good reason.
-        let stop = [Operation::ReplicaStop];
-        assert!(!is_interrupted(&stop, &lost));
-        let refused = super::super::record::Finished {
-            summary: "request failed: no connection (refused or unreachable)".into(),
-            ..lost.clone()
-        };
-        assert!(is_interrupted(&stop, &refused));
-    }
-}
+mod tests;

@@ -2,7 +2,7 @@
 //! run on the real service, real PostgreSQL and real Redis, and checked against invariants and a
 //! reference model instead of hand-written expectations.
 //!
-//! - [`ops`]: the operations and the starting states.
+//! - [`ops`]: the operations; [`start`]: the starting states.
 //! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
 //!   tables.
 //! - [`record`]: what an executed schedule records. [`anomaly`]: the anomalies a schedule can show.
@@ -17,6 +17,7 @@ pub mod engine;
 pub mod ops;
 pub mod record;
 pub mod save;
+pub mod start;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -29,7 +30,8 @@ use serde::Serialize;
 use crate::target::{Capability, Launcher, Setup, Target};
 use anomaly::{Anomaly, Finding};
 use engine::{Engine, ScheduleRun};
-use ops::{Operation, Start};
+use ops::Operation;
+use start::Start;
 
 /// Version of `explore.json`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -68,6 +70,9 @@ pub struct Options {
     pub stop_at_first: bool,
     /// Where violations are saved as scenario files.
     pub save_dir: Option<PathBuf>,
+    /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
+    /// the lock probe (a target that offers no sync points is explored so whatever this says).
+    pub lock_probes: bool,
 }
 
 /// A violation found.
@@ -127,19 +132,38 @@ pub struct SkippedSet {
     pub why: String,
 }
 
-/// What every exploration needs of a target: requests parked at named points, the lock tables
-/// and the workspace lock's name to judge them, and the harness's provider (consents, counters).
-pub const NEEDED: [Capability; 4] = [
-    Capability::SyncPoints,
+/// What every exploration needs of a target: the lock tables and the workspace lock's name (to
+/// hold it with the lock probe and to judge waits), and the harness's provider (consents,
+/// counters). Sync points are not needed: without them requests stop only where they wait for a
+/// lock, and the lock probe makes every lock the target takes a place to stop.
+pub const NEEDED: [Capability; 3] = [
     Capability::Database,
     Capability::WorkspaceLock,
     Capability::ProviderControl,
 ];
 
+/// Whether `target` is explored at lock probes: asked for, or the target parks nothing.
+pub fn at_lock_probes(target: &dyn Target, asked: bool) -> bool {
+    asked || !target.capabilities().contains(&Capability::SyncPoints)
+}
+
+/// `ops` with the lock probe first (unchanged if it has one).
+pub fn with_lock_probe(ops: &[Operation]) -> Vec<Operation> {
+    if ops.contains(&Operation::LockProbe) {
+        return ops.to_vec();
+    }
+    std::iter::once(Operation::LockProbe)
+        .chain(ops.iter().copied())
+        .collect()
+}
+
 /// The oracles `target` gives no way to run, each with why: said in the report, so that a
 /// silent exploration is read for what it checked.
-pub fn oracles_off(target: &dyn Target) -> Vec<String> {
+pub fn oracles_off(target: &dyn Target, lock_probes: bool) -> Vec<String> {
     let mut off = Vec::new();
+    if lock_probes {
+        off.push("mutual_exclusion_broken between two requests: requests park only behind the lock probe, never inside the lock (lock_bypassed judges the lock instead)".to_owned());
+    }
     let reference = target.capabilities().contains(&Capability::ReferenceSchema);
     if !reference || target.tokens().is_none() {
         off.push("token_not_bound, stored_grant_dead: the target's stored tokens are not in the reference's schema and format".to_owned());
@@ -147,7 +171,12 @@ pub fn oracles_off(target: &dyn Target) -> Vec<String> {
     if !reference {
         off.push("the outbox drain after a fault: the target keeps no revocation outbox Harbor can read (a grant is judged by the provider's counters alone)".to_owned());
     }
-    if !target.has_point(harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT) {
+    if lock_probes {
+        off.push(format!(
+            "activation_of_non_connected_workspace: no sync point is armed, and `{}` is where it is judged",
+            harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT
+        ));
+    } else if !target.has_point(harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT) {
         off.push(format!(
             "activation_of_non_connected_workspace: the target lists no `{}` point",
             harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT
@@ -205,6 +234,8 @@ pub struct ExploreReport {
     pub skipped: Vec<SkippedSet>,
     /// The oracles the target gave no way to run, with why (none on the reference).
     pub oracles_off: Vec<String>,
+    /// Whether requests parked only behind the lock probe (no sync points used).
+    pub lock_probes: bool,
 }
 
 /// Every pair (and self-pair) of `ops`.
@@ -224,7 +255,8 @@ pub fn pairs(ops: &[Operation]) -> Vec<Vec<Operation>> {
     sets
 }
 
-/// The service options exploration runs with: sync points on, rate limits out of the way.
+/// The service options exploration runs with: sync points on (the reference honours actor tags
+/// only with them; explored at lock probes, none is armed), rate limits out of the way.
 pub fn setup(replicas: usize) -> Setup {
     let generous = Some(Quota {
         per_minute: 600_000,
@@ -280,7 +312,13 @@ async fn explore_on(
     started: Instant,
 ) -> Result<ExploreReport, String> {
     let exploring = Instant::now();
-    let engine = Engine::new(target);
+    let lock_probes = at_lock_probes(target, options.lock_probes);
+    let engine = Engine::new(target).with_sync_points(!lock_probes);
+    let sets: Vec<Vec<Operation>> = if lock_probes {
+        options.sets.iter().map(|s| with_lock_probe(s)).collect()
+    } else {
+        options.sets.clone()
+    };
     let mut report = ExploreReport {
         schema_version: SCHEMA_VERSION,
         mode: options.mode,
@@ -290,7 +328,7 @@ async fn explore_on(
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        operations: options.sets.clone(),
+        operations: sets.clone(),
         schedules_total: 0,
         schedules_explored: 0,
         schedules_pruned: 0,
@@ -304,7 +342,8 @@ async fn explore_on(
         mean_ms: BTreeMap::new(),
         sets: Vec::new(),
         skipped: Vec::new(),
-        oracles_off: oracles_off(target),
+        oracles_off: oracles_off(target, lock_probes),
+        lock_probes,
     };
     let offered = target.capabilities();
     if let Some(missing) = NEEDED.iter().find(|c| !offered.contains(c)) {
@@ -316,8 +355,16 @@ async fn explore_on(
     let deadline = options.seconds.map(Duration::from_secs_f64);
     let mut schedule_time = Duration::ZERO;
     let (mut setup_time, mut check_time) = (Duration::ZERO, Duration::ZERO);
-    for (set_index, ops) in options.sets.iter().enumerate() {
-        if let Some(why) = cannot_serve(&offered, ops) {
+    let any_workspace = harbor_service::domain::WorkspaceId::parse(&uuid::Uuid::nil().to_string())
+        .map_err(|e| e.to_string())?;
+    let locks_row = target.state_query("lock_qbo_row", any_workspace).is_some();
+    for (set_index, ops) in sets.iter().enumerate() {
+        let why = cannot_serve(&offered, ops).or_else(|| {
+            (ops.contains(&Operation::RowProbe) && !locks_row).then(|| {
+                "the target answers no `lock_qbo_row` state query (the row probe's lock)".to_owned()
+            })
+        });
+        if let Some(why) = why {
             report.skipped.push(SkippedSet {
                 operations: ops.clone(),
                 why,

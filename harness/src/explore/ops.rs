@@ -1,9 +1,13 @@
 //! The operations exploration interleaves, in one table ([`Operation::entry`]): the service's
 //! state-changing flows on one workspace (each a [`WorkspaceOp`] of Harbor's one vocabulary, a
 //! sequence of its sync points), a raw-SQL writer that skips the advisory lock (the audit's
-//! "future code path"), and faults (each the same [`FaultKind`] a scenario's `fault` step does).
-//! Adding an operation is adding its variant and its row of the table; the engine, the oracles and
-//! the saved scenario read what it does from the row.
+//! "future code path"), the probes (the workspace lock, or the connection row's, held from the
+//! harness's own session), and faults (each the same [`FaultKind`] a scenario's `fault` step
+//! does). Adding an operation is adding its variant and its row of the table; the engine, the
+//! oracles and the saved scenario read what it does from the row.
+//!
+//! Longer than most files on purpose: the table and every predicate read from it stay together,
+//! so what one operation means is read in one place.
 
 use std::fmt;
 
@@ -48,6 +52,16 @@ pub enum Operation {
     /// `BEGIN; UPDATE connections SET status = 'DISCONNECTED' …` then `COMMIT`, in a raw session
     /// that takes no advisory lock.
     RawDisconnect,
+    /// The lock probe: `BEGIN; SELECT pg_advisory_xact_lock(<the workspace lock>)` in a session
+    /// of the harness's own, held until a later decision commits it. A request that takes the
+    /// lock waits behind it (the lock tables say so), so the order requests enter the lock is
+    /// the harness's to choose on a target with no code of Harbor's in it.
+    LockProbe,
+    /// The row probe: `BEGIN;` and the target's `lock_qbo_row` state query (the workspace's
+    /// QuickBooks connection row locked `FOR UPDATE`) in a session of the harness's own, held
+    /// until a later decision commits it: the audit's row lock, proven as the lock probe proves
+    /// the workspace lock.
+    RowProbe,
     /// A fault, not a request: every replica's database links cut at once
     /// (`postgres_drop_connections`; it returns once their backends are gone).
     DbCut,
@@ -73,8 +87,42 @@ pub enum Operation {
     RedisRestart,
 }
 
+/// Sync points at which a request holds its workspace's lock (the service's contract): a request
+/// parked at one of them excludes every other request on the workspace.
+pub const UNDER_WORKSPACE_LOCK: &[&str] = &[
+    harbor_service::syncpoints::ACTIVATION_LOCKED,
+    harbor_service::syncpoints::ACTIVATION_STATUS_READ,
+    harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT,
+    harbor_service::syncpoints::ACTIVATION_FAILING,
+    harbor_service::syncpoints::LIFECYCLE_LOCKED,
+    harbor_service::syncpoints::LIFECYCLE_BEFORE_COMMIT,
+    harbor_service::syncpoints::OAUTH_AUTHORIZE_LOCKED,
+    harbor_service::syncpoints::OAUTH_CALLBACK_LOCKED,
+    harbor_service::syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT,
+    harbor_service::syncpoints::SYNC_LOCKED,
+    harbor_service::syncpoints::SYNC_REFRESHED,
+];
+
 /// The raw writer's first stop: its `UPDATE` has run (its transaction is open).
 pub const RAW_UPDATED: &str = "raw.updated";
+
+/// The lock probe's stop: it holds the workspace lock (its transaction is open).
+pub const PROBE_HOLDING: &str = "probe.holding";
+
+/// The row probe's stop: it holds the connection row's lock (its transaction is open).
+pub const ROW_PROBE_HOLDING: &str = "row_probe.holding";
+
+/// What a raw session's statement is written from: the workspace, and the target's names for
+/// the locks the probes take (each an id or key as SQL, or a scenario placeholder).
+pub struct RawNames<'a> {
+    /// The workspace's id.
+    pub workspace: &'a str,
+    /// The workspace lock's key arguments ([`crate::evidence::AdvisoryKey::sql_arguments`]).
+    pub workspace_lock: &'a str,
+    /// The statement that locks the connection row (the `lock_qbo_row` state query), if the
+    /// target has one.
+    pub lock_row: Option<&'a str>,
+}
 
 /// The raw writer's statement on the workspace `workspace` (an id, or a scenario placeholder):
 /// what a future code path that forgets the workspace lock would write.
@@ -90,10 +138,22 @@ pub fn raw_disconnect_sql(workspace: &str) -> String {
 pub enum Does {
     /// A request of Harbor's vocabulary, as the workspace's owner, on its QuickBooks connection.
     Request(WorkspaceOp),
-    /// The raw writer: [`raw_disconnect_sql`] in a session of its own, then `COMMIT`.
-    RawSql,
+    /// A statement in a session of its own, parked with its transaction open until a later
+    /// decision sends `COMMIT`.
+    RawSql(RawSession),
     /// Faults, applied in place in order, each once it has taken effect.
     Faults(&'static [FaultStep]),
+}
+
+/// What a raw session does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawSession {
+    /// [`raw_disconnect_sql`]: the reference's row written without the workspace lock.
+    Disconnect,
+    /// `SELECT pg_advisory_xact_lock(…)`: the workspace lock taken and held.
+    LockProbe,
+    /// The `lock_qbo_row` state query: the connection row locked and held.
+    RowProbe,
 }
 
 /// One fault of a fault operation: what a scenario's `fault` step does, and where.
@@ -172,7 +232,7 @@ pub struct Entry {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Activate,
         Operation::Authorize,
         Operation::Callback,
@@ -180,6 +240,8 @@ impl Operation {
         Operation::Revoke,
         Operation::Sync,
         Operation::RawDisconnect,
+        Operation::LockProbe,
+        Operation::RowProbe,
         Operation::DbCut,
         Operation::ReplicaCrash,
         Operation::LostCommitReply,
@@ -230,8 +292,25 @@ impl Operation {
             ),
             Operation::RawDisconnect => Entry {
                 name: "raw_disconnect",
-                does: Does::RawSql,
+                does: Does::RawSql(RawSession::Disconnect),
                 points: &[RAW_UPDATED],
+                cleanup: &[],
+            },
+            // What it holds, no request may also hold: a request that answers 2xx while it holds
+            // the lock did not take it (`lock_bypassed`), and one parked under the lock beside it
+            // breaks mutual exclusion.
+            Operation::LockProbe => Entry {
+                name: "lock_probe",
+                does: Does::RawSql(RawSession::LockProbe),
+                points: &[PROBE_HOLDING],
+                cleanup: &[],
+            },
+            // The same, one lock further in: a request that answers 2xx while it holds the row
+            // read or wrote the row without locking it.
+            Operation::RowProbe => Entry {
+                name: "row_probe",
+                does: Does::RawSql(RawSession::RowProbe),
+                points: &[ROW_PROBE_HOLDING],
                 cleanup: &[],
             },
             // Whatever the cut interrupts must fail cleanly — a documented 503, nothing
@@ -288,6 +367,24 @@ impl Operation {
                 cleanup: &[],
             },
         }
+    }
+
+    /// What `explore` pairs without `--ops`: every operation but the probes (`--lock-probes`
+    /// adds the lock probe to every set instead).
+    pub fn by_default() -> Vec<Operation> {
+        Operation::ALL
+            .into_iter()
+            .filter(|o| !o.is_probe())
+            .collect()
+    }
+
+    /// Whether it is a probe: a lock held from the harness's own session that a request taking
+    /// the same lock must wait for.
+    pub fn is_probe(self) -> bool {
+        matches!(
+            self.does(),
+            Does::RawSql(RawSession::LockProbe | RawSession::RowProbe)
+        )
     }
 
     /// The name used in files and reports.
@@ -359,7 +456,10 @@ impl Operation {
     pub fn needs(self) -> Vec<Capability> {
         match self.does() {
             Does::Request(_) => Vec::new(),
-            Does::RawSql => vec![Capability::ReferenceSchema],
+            Does::RawSql(RawSession::Disconnect) => vec![Capability::ReferenceSchema],
+            // The database and the lock's name: what every exploration needs (the row probe's
+            // state query is checked with the others, `explore::cannot_serve`).
+            Does::RawSql(RawSession::LockProbe | RawSession::RowProbe) => Vec::new(),
             // A fault on a dependency the target does not reach through the harness's servers
             // would change nothing, and the set would read clean.
             Does::Faults(steps) => steps
@@ -378,9 +478,34 @@ impl Operation {
         }
     }
 
-    /// Whether it is the raw writer.
+    /// Whether it runs in a raw session (the raw writer or the lock probe).
     pub fn is_raw_sql(self) -> bool {
-        self.does() == Does::RawSql
+        matches!(self.does(), Does::RawSql(_))
+    }
+
+    /// Its raw session's first statement, written from `names` (`None`: not a raw session, or
+    /// the row probe on a target with no `lock_qbo_row`).
+    pub fn raw_sql(self, names: &RawNames<'_>) -> Option<String> {
+        match self.does() {
+            Does::RawSql(RawSession::Disconnect) => Some(raw_disconnect_sql(names.workspace)),
+            Does::RawSql(RawSession::LockProbe) => Some(format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                names.workspace_lock
+            )),
+            Does::RawSql(RawSession::RowProbe) => Some(format!("BEGIN; {}", names.lock_row?)),
+            _ => None,
+        }
+    }
+
+    /// Whether its request takes the workspace lock and then reads or writes the connection row
+    /// under it (the service's contract: one of its sync points is under the lock), so that it
+    /// cannot answer 2xx while a probe holds either.
+    pub fn takes_workspace_lock(self) -> bool {
+        matches!(self.does(), Does::Request(_))
+            && self
+                .points()
+                .iter()
+                .any(|p| UNDER_WORKSPACE_LOCK.contains(p))
     }
 
     /// The sync points it can stop at, in path order.
@@ -392,7 +517,7 @@ impl Operation {
     pub fn scenario_action(self) -> &'static str {
         match self.does() {
             Does::Request(op) => op.as_str(),
-            Does::RawSql => "sql",
+            Does::RawSql(_) => "sql",
             Does::Faults(_) => "fault",
         }
     }
@@ -402,7 +527,9 @@ impl Operation {
     pub fn apply(self, model: &mut Model) -> Option<Expected> {
         match self.does() {
             Does::Request(op) => Some(op.apply(model, Who::Owner, Provider::Qbo, 0, false)),
-            Does::RawSql => {
+            // A probe only makes others wait: the model has no lock.
+            Does::RawSql(RawSession::LockProbe | RawSession::RowProbe) => None,
+            Does::RawSql(RawSession::Disconnect) => {
                 // No lifecycle rules: the raw writer sets the status, whatever it was.
                 if let Some(c) = model.connections.get_mut(&Provider::Qbo) {
                     c.status = ConnectionStatus::Disconnected;
@@ -452,68 +579,5 @@ impl std::str::FromStr for Operation {
                 let names: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
                 format!("unknown operation {s:?}: expected {}", names.join(", "))
             })
-    }
-}
-
-/// Where the explored workspace starts.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Start {
-    /// QuickBooks connected through the real OAuth flow, token fresh; entitled.
-    Connected,
-    /// Connected, and the clock moved past the token's expiry (a sync must refresh).
-    Stale,
-    /// An authorization started (PENDING) whose consent is ready for `callback`; entitled.
-    Pending,
-}
-
-impl Start {
-    /// Its name in outputs and saved files (`connected`, `stale`, `pending`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Start::Connected => "connected",
-            Start::Stale => "stale",
-            Start::Pending => "pending",
-        }
-    }
-
-    /// The start a set of operations is most interesting from: pending when a callback needs its
-    /// flow, stale when a sync would refresh, connected otherwise.
-    pub fn for_operations(ops: &[Operation]) -> Start {
-        if ops.contains(&Operation::Callback) {
-            Start::Pending
-        } else if ops.contains(&Operation::Sync) {
-            Start::Stale
-        } else {
-            Start::Connected
-        }
-    }
-
-    /// What a target must offer to be brought to this start: a stale token is made by moving
-    /// the service's clock.
-    pub fn needs(self) -> Option<Capability> {
-        (self == Start::Stale).then_some(Capability::Clock)
-    }
-
-    /// The model of the start.
-    pub fn model(self) -> Model {
-        let mut m = Model::new(&[Provider::Qbo]);
-        match self {
-            Start::Pending => {
-                m.authorize(Who::Owner, Provider::Qbo);
-            }
-            Start::Connected | Start::Stale => {
-                m.authorize(Who::Owner, Provider::Qbo);
-                m.callback(0, Who::Owner, Provider::Qbo, false);
-                // The setup's flow is spent: the state index 0 stays consumed.
-                if self == Start::Stale {
-                    m.clock += crate::model::TOKEN_TTL;
-                }
-            }
-        }
-        m
     }
 }

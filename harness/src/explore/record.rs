@@ -100,6 +100,10 @@ pub struct ScheduleRun {
     /// A CONNECTED connection of the workspace whose grant the provider no longer honours.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_grant_dead: Option<String>,
+    /// A request launched while the lock probe held the workspace lock that answered 2xx before
+    /// the probe let go — it did not take the lock (the request's index, the probe's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_bypassed: Option<(usize, usize)>,
     /// Wall time.
     #[serde(skip)]
     pub duration: Duration,

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::anomaly::{self, Anomaly};
 use super::engine::{Engine, ScheduleRun, Stop};
-use super::ops::{Does, Operation, Start, RAW_UPDATED};
+use super::ops::{Does, Operation, PROBE_HOLDING, RAW_UPDATED, ROW_PROBE_HOLDING};
+use super::start::Start;
 use super::Violation;
 use crate::operation::WorkspaceOp;
 use crate::scenario::file::{self, ScenarioFile};
@@ -90,7 +91,7 @@ pub async fn save(
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let id = format!(
+    let base = format!(
         "EXPLORE-{}-{}",
         v.anomaly.as_str().to_uppercase().replace('_', "-"),
         ops.iter()
@@ -98,7 +99,19 @@ pub async fn save(
             .collect::<Vec<_>>()
             .join("-")
     );
-    let path = dir.join(format!("{id}.toml"));
+    // Two violations may minimise to the same operations: the second file does not overwrite
+    // the first.
+    let (id, path) = (1..)
+        .map(|n| match n {
+            1 => base.clone(),
+            n => format!("{base}-{n}"),
+        })
+        .map(|id| {
+            let path = dir.join(format!("{id}.toml"));
+            (id, path)
+        })
+        .find(|(_, p)| !p.exists())
+        .expect("some file name is free");
     std::fs::write(
         &path,
         scenario(&id, &ops, v.start, &best, v.anomaly, &v.detail)?,
@@ -227,7 +240,9 @@ pub fn scenario(
             .find(|o| o.op == i && o.decision == d + 1)
             .map(|o| &o.stop);
         let next_park = after.iter().find_map(|s| match s {
-            Stop::Parked(p) if *p != RAW_UPDATED => Some(*p),
+            Stop::Parked(p) if ![RAW_UPDATED, PROBE_HOLDING, ROW_PROBE_HOLDING].contains(p) => {
+                Some(*p)
+            }
             _ => None,
         });
         let mut blocked_on = match first {
@@ -238,6 +253,13 @@ pub fn scenario(
             blocked_on = intruder.map(|(_, holder)| format!("E{holder}"));
         }
         let launched_before = run.decisions[..d].iter().any(|x| x.chosen == i);
+        // A request that went through the lock probe's lock must, on a build that takes it, wait
+        // for the probe: the step says so, and fails where it does not.
+        if let Some((bypassed, probe)) = run.lock_bypassed {
+            if bypassed == i && !launched_before {
+                blocked_on = Some(format!("E{probe}"));
+            }
+        }
         let step = match op.does() {
             Does::Faults(kinds) => {
                 let (last, first) = kinds.split_last().expect("a fault operation does a fault");
@@ -253,7 +275,7 @@ pub fn scenario(
                 file.steps.extend(first.iter().map(fault));
                 fault(last)
             }
-            Does::RawSql if launched_before => {
+            Does::RawSql(_) if launched_before => {
                 if raw_in_background {
                     file.steps.push(RawStep::Wait(RawWait {
                         actor: actor.clone(),
@@ -266,11 +288,17 @@ pub fn scenario(
                     ..RawSql::default()
                 })
             }
-            Does::RawSql => {
+            Does::RawSql(_) => {
                 raw_in_background = blocked_on.is_some();
                 RawStep::Sql(RawSql {
                     actor,
-                    sql: super::ops::raw_disconnect_sql("{workspace:w}"),
+                    sql: op
+                        .raw_sql(&super::ops::RawNames {
+                            workspace: "{workspace:w}",
+                            workspace_lock: "{workspace_lock:w}",
+                            lock_row: Some("{query:lock_qbo_row:w}"),
+                        })
+                        .expect("a raw session has its statement"),
                     expect_blocked: blocked_on.map(blocked),
                     ..RawSql::default()
                 })

@@ -46,11 +46,23 @@ impl Engine<'_> {
                     .connect()
                     .await
                     .map_err(|e| e.to_string())?;
-                let sql = crate::explore::ops::raw_disconnect_sql(&t.workspace.to_string());
+                let lock = self
+                    .target
+                    .workspace_lock(t.workspace)
+                    .ok_or("the target does not name its workspace lock")?;
+                let lock_row = self.target.state_query("lock_qbo_row", t.workspace);
+                let names = crate::explore::ops::RawNames {
+                    workspace: &t.workspace.to_string(),
+                    workspace_lock: &lock.sql_arguments(),
+                    lock_row: lock_row.as_deref(),
+                };
+                let sql =
+                    a.op.raw_sql(&names)
+                        .ok_or("the target answers no `lock_qbo_row` state query")?;
                 a.work = Some(Work::Sql(spawn_sql(conn, sql, self.finished.clone())));
                 return Ok(());
             }
-            for point in a.op.points().iter().filter(|p| self.target.has_point(p)) {
+            for point in a.op.points().iter().filter(|p| self.has_point(p)) {
                 self.target
                     .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
                     .await
@@ -103,7 +115,7 @@ impl Engine<'_> {
                 .routes()
                 .request(op, t.workspace, Provider::Qbo, &query),
             // Not requests: launched by `advance` without one.
-            Does::RawSql | Does::Faults(_) => (Method::GET, "/".into()),
+            Does::RawSql(_) | Does::Faults(_) => (Method::GET, "/".into()),
         };
         let call = client
             .request(method, path)

@@ -6,7 +6,8 @@
 //! its holder moves; if nothing can be chosen and something is unfinished, that is a finding.
 //!
 //! `advance.rs` carries out one decision (a launch or a release); `settle.rs` waits for the
-//! system to come to rest after it.
+//! system to come to rest after it; `exclusion.rs` watches mutual exclusion between decisions;
+//! `end.rs` reads what the oracles judge once every operation has answered.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,10 +20,13 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::task::JoinHandle;
 
 mod advance;
+mod end;
+mod exclusion;
 mod settle;
 
-use super::ops::{Does, Operation, Start, RAW_UPDATED};
+use super::ops::{Does, Operation, PROBE_HOLDING, UNDER_WORKSPACE_LOCK};
 pub use super::record::{summary_of, Decision, EndState, Finished, Observed, ScheduleRun, Stop};
+use super::start::Start;
 use crate::client::Answer;
 use crate::evidence;
 use crate::fake_provider::{Consent, Counters};
@@ -39,22 +43,6 @@ pub const SETUP_REPLICA: usize = 0;
 /// How long a settle waits for a park or a finished request before it reads the lock tables: a
 /// released request reaches its next point within a millisecond or two unless it waits.
 const SETTLE_TICK: Duration = Duration::from_millis(2);
-
-/// Sync points at which a request holds its workspace's lock (the service's contract): a request
-/// parked at one of them excludes every other request on the workspace.
-pub const UNDER_WORKSPACE_LOCK: &[&str] = &[
-    harbor_service::syncpoints::ACTIVATION_LOCKED,
-    harbor_service::syncpoints::ACTIVATION_STATUS_READ,
-    harbor_service::syncpoints::ACTIVATION_BEFORE_COMMIT,
-    harbor_service::syncpoints::ACTIVATION_FAILING,
-    harbor_service::syncpoints::LIFECYCLE_LOCKED,
-    harbor_service::syncpoints::LIFECYCLE_BEFORE_COMMIT,
-    harbor_service::syncpoints::OAUTH_AUTHORIZE_LOCKED,
-    harbor_service::syncpoints::OAUTH_CALLBACK_LOCKED,
-    harbor_service::syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT,
-    harbor_service::syncpoints::SYNC_LOCKED,
-    harbor_service::syncpoints::SYNC_REFRESHED,
-];
 
 /// A workspace in its starting state, made ahead of its schedule.
 pub struct Prepared {
@@ -98,6 +86,9 @@ struct Running {
     launched: bool,
     session: Option<PgConnection>,
     sql_step: usize,
+    /// The lock probe that held the workspace lock when this request was launched (it must wait
+    /// for it, or answer without the lock's effect).
+    under_probe: Option<usize>,
 }
 
 /// The executor of schedules on one running service.
@@ -108,6 +99,9 @@ pub struct Engine<'a> {
     pub settle_timeout: Duration,
     /// Woken when any operation's request or statement finishes, so a settle need not poll.
     finished: std::sync::Arc<tokio::sync::Notify>,
+    /// Whether requests park at the target's sync points (without: they stop only where they
+    /// wait for a lock, the lock probe's among them).
+    sync_points: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -117,7 +111,20 @@ impl<'a> Engine<'a> {
             target,
             settle_timeout: Duration::from_secs(5),
             finished: Default::default(),
+            sync_points: true,
         }
+    }
+
+    /// The engine, parking requests at the target's sync points or (`false`) only where they
+    /// wait for a lock: a target explored with lock probes alone.
+    pub fn with_sync_points(mut self, on: bool) -> Self {
+        self.sync_points = on;
+        self
+    }
+
+    /// Whether a request is armed and looked for at `point`.
+    fn has_point(&self, point: &str) -> bool {
+        self.sync_points && self.target.has_point(point)
     }
 
     fn db(&self) -> Result<&sqlx::PgPool, String> {
@@ -233,6 +240,7 @@ impl<'a> Engine<'a> {
                 launched: false,
                 session: None,
                 sql_step: 0,
+                under_probe: None,
             })
             .collect();
         let mut run = ScheduleRun {
@@ -248,6 +256,7 @@ impl<'a> Engine<'a> {
             lock_left: None,
             tokens_unbound: None,
             stored_grant_dead: None,
+            lock_bypassed: None,
             duration: Duration::ZERO,
             setup,
             checks: Duration::ZERO,
@@ -372,79 +381,6 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// After a fault, lets the outbox settle what the interrupted requests left (a grant written
-    /// ahead, a revocation): if the workspace has intents, the service's clock moves past the
-    /// lease a request holds on them, and they are waited for, read from the database (bounded by
-    /// the settle timeout).
-    async fn drain_outbox(&self, t: &TenantWorkspace) -> Result<(), String> {
-        if crate::oracles::outbox_intents(self.db()?, Some(t.workspace)).await? == 0 {
-            // Nothing to drain: the clock stays put.
-            return Ok(());
-        }
-        self.target
-            .advance_clock(harbor_service::outbox::LEASE + Duration::from_secs(1))
-            .await?;
-        crate::oracles::until_outbox_empty(self.db()?, Some(t.workspace), self.settle_timeout)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e} (the workspace's, after a fault)"))
-    }
-
-    async fn end_state(
-        &self,
-        t: &TenantWorkspace,
-        before: &Counters,
-        after: &Counters,
-    ) -> Result<EndState, String> {
-        let status = self.qbo_status(t).await?;
-        let activations = match self.state("activations", t).await? {
-            Some(row) => sqlx::Row::try_get::<i64, _>(&row, 0)
-                .map_err(|e| format!("the `activations` state query's count: {e}"))?,
-            None => return Err("the target's `activations` state query answered no row".into()),
-        };
-        Ok(EndState {
-            status,
-            activations,
-            exchanges: after.code_exchanges_ok - before.code_exchanges_ok,
-            refreshes: after.refreshes_ok - before.refreshes_ok,
-            revocations: after.revocations - before.revocations,
-        })
-    }
-
-    /// The workspace's QuickBooks connection status, read through the target's `qbo_status`
-    /// state query (in Harbor's names).
-    pub(super) async fn qbo_status(
-        &self,
-        t: &TenantWorkspace,
-    ) -> Result<Option<ConnectionStatus>, String> {
-        let Some(row) = self.state("qbo_status", t).await? else {
-            return Ok(None);
-        };
-        let status = sqlx::Row::try_get::<String, _>(&row, 0)
-            .map_err(|e| format!("the `qbo_status` state query's status: {e}"))?;
-        ConnectionStatus::parse(&status).map(Some).map_err(|_| {
-            format!(
-                "the `qbo_status` state query answered {status:?}, not one of Harbor's statuses"
-            )
-        })
-    }
-
-    /// The first row of the target's state query `name` on `t`'s workspace.
-    async fn state(
-        &self,
-        name: &str,
-        t: &TenantWorkspace,
-    ) -> Result<Option<sqlx::postgres::PgRow>, String> {
-        let sql = self
-            .target
-            .state_query(name, t.workspace)
-            .ok_or_else(|| format!("the target answers no `{name}` state query"))?;
-        sqlx::query(&sql)
-            .fetch_optional(self.db()?)
-            .await
-            .map_err(|e| format!("the `{name}` state query: {e}"))
-    }
-
     /// Advances the operations until all are done; a [`Halt`] says why it stopped short.
     async fn drive(
         &self,
@@ -503,28 +439,11 @@ impl<'a> Engine<'a> {
                 }
                 Err(e) => return Err(Halt::Refused(format!("{}: {e}", scheduler.name()))),
             };
+            self.watch_probe(actors, chosen, run);
             run.decisions.push(Decision { enabled, chosen });
             self.advance(t, consent, &mut actors[chosen], chosen, run)
                 .await
                 .map_err(Halt::Stuck)?;
-        }
-    }
-
-    /// Two operations parked under the workspace lock at once break mutual exclusion.
-    fn check_exclusion(&self, actors: &[Running], run: &mut ScheduleRun) {
-        if run.exclusion_broken.is_some() {
-            return;
-        }
-        let inside: Vec<(usize, &'static str)> = actors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| match a.stop {
-                Some(Stop::Parked(p)) if UNDER_WORKSPACE_LOCK.contains(&p) => Some((i, p)),
-                _ => None,
-            })
-            .collect();
-        if let [(a, pa), (b, pb), ..] = inside[..] {
-            run.exclusion_broken = Some((a, pa, b, pb));
         }
     }
 }

@@ -112,13 +112,10 @@ impl Engine<'_> {
                         && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
                 })
                 .flat_map(|a| {
-                    a.op.points()
-                        .iter()
-                        .filter(|p| self.target.has_point(p))
-                        .map(|p| {
-                            self.target
-                                .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
-                        })
+                    a.op.points().iter().filter(|p| self.has_point(p)).map(|p| {
+                        self.target
+                            .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
+                    })
                 })
                 .collect();
             let any_park = async {
@@ -224,7 +221,7 @@ impl Engine<'_> {
                 }
                 if a.sql_step == 0 {
                     a.session = conn;
-                    return Ok(Some(Stop::Parked(RAW_UPDATED)));
+                    return Ok(Some(Stop::Parked(a.op.points()[0])));
                 }
                 if let Some(conn) = conn {
                     let _ = conn.close().await;
@@ -241,7 +238,7 @@ impl Engine<'_> {
             _ => {}
         }
         if !a.op.is_raw_sql() {
-            for point in a.op.points().iter().filter(|p| self.target.has_point(p)) {
+            for point in a.op.points().iter().filter(|p| self.has_point(p)) {
                 if self
                     .target
                     .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))

@@ -1,0 +1,127 @@
+//! The oracles' serial outcomes and interruption rules, on the model alone.
+
+use super::*;
+
+#[test]
+fn serial_orders_of_activation_and_callback_from_pending() {
+    let ops = [Operation::Activate, Operation::Callback];
+    let outcomes = serial_outcomes(&ops, Start::Pending);
+    assert_eq!(outcomes.len(), 2);
+    // Callback first: connected, then activated. Activation first: not ready, then connected.
+    let activated: Vec<bool> = outcomes.iter().map(|o| o.activated).collect();
+    assert!(activated.contains(&true) && activated.contains(&false));
+    assert!(outcomes.iter().all(|o| o.exchanges == 1));
+}
+
+#[test]
+fn two_syncs_of_a_stale_token_refresh_once_in_every_order() {
+    let outcomes = serial_outcomes(&[Operation::Sync, Operation::Sync], Start::Stale);
+    assert!(outcomes.iter().all(|o| o.refreshes == 1), "{outcomes:?}");
+}
+
+#[test]
+fn a_database_cut_may_interrupt_the_callback_and_changes_nothing_itself() {
+    let outcomes = serial_outcomes(&[Operation::Callback, Operation::DbCut], Start::Pending);
+    // Two orders of the two, and two more with the callback interrupted.
+    assert_eq!(outcomes.len(), 4);
+    let whole: Vec<_> = outcomes.iter().filter(|o| !o.interrupted[0]).collect();
+    assert!(whole
+        .iter()
+        .all(|o| o.exchanges == 1 && o.answers[1].is_none()));
+    let cut = outcomes.iter().find(|o| o.interrupted[0]).unwrap();
+    assert_eq!(
+        cut.status,
+        harbor_service::lifecycle::ConnectionStatus::Pending
+    );
+    assert_eq!(cut.exchanges, 0);
+    assert!(
+        !outcomes.iter().any(|o| o.interrupted[1]),
+        "the cut itself is never interrupted"
+    );
+}
+
+#[test]
+fn the_raw_writer_disconnects_whatever_the_state() {
+    let outcomes = serial_outcomes(
+        &[Operation::RawDisconnect, Operation::Activate],
+        Start::Connected,
+    );
+    let raw_first = outcomes.iter().find(|o| o.order == [0, 1]).unwrap();
+    assert!(!raw_first.activated);
+    assert_eq!(
+        raw_first.answers[1].as_ref().unwrap().code,
+        Some("ACTIVATION_NOT_READY")
+    );
+}
+
+#[test]
+fn a_crash_may_interrupt_the_callback_before_or_after_its_commit() {
+    let ops = [Operation::Callback, Operation::ReplicaCrash];
+    let outcomes = serial_outcomes(&ops, Start::Pending);
+    // Two orders whole, two with the callback interrupted before its commit, two after it.
+    assert_eq!(outcomes.len(), 6);
+    let interrupted: Vec<_> = outcomes.iter().filter(|o| o.interrupted[0]).collect();
+    let statuses: Vec<_> = interrupted.iter().map(|o| o.status).collect();
+    use harbor_service::lifecycle::ConnectionStatus::{Connected, Pending};
+    assert!(statuses.contains(&Pending) && statuses.contains(&Connected));
+    assert!(interrupted.iter().all(|o| o.answers[0].is_none()));
+    // No answer at all counts as interrupted only where a replica crashes.
+    let lost = super::super::record::Finished {
+        status: 0,
+        code: None,
+        summary: "request failed: connection lost before the answer".into(),
+        answer: None,
+    };
+    assert!(is_interrupted(&[Operation::ReplicaCrash], &lost));
+    assert!(!is_interrupted(&[Operation::DbCut], &lost));
+    assert!(
+        !is_interrupted(&[], &lost),
+        "no fault done before it: nothing excuses it"
+    );
+    // A graceful stop must answer what it had: only a request refused at the connection
+    // (sent after the stop began) went unanswered for a good reason.
+    let stop = [Operation::ReplicaStop];
+    assert!(!is_interrupted(&stop, &lost));
+    let refused = super::super::record::Finished {
+        summary: "request failed: no connection (refused or unreachable)".into(),
+        ..lost.clone()
+    };
+    assert!(is_interrupted(&stop, &refused));
+}
+
+#[test]
+fn the_probes_hold_locks_the_requests_take() {
+    use super::super::ops::RawNames;
+    for op in Operation::by_default() {
+        assert!(!op.is_probe(), "{op} is paired by default, so not a probe");
+    }
+    assert!(Operation::LockProbe.is_probe() && Operation::RowProbe.is_probe());
+    // Every request of the flows takes the workspace lock; no probe, fault or raw writer does.
+    for op in Operation::ALL {
+        assert_eq!(
+            op.takes_workspace_lock(),
+            matches!(op.does(), Does::Request(_)),
+            "{op}"
+        );
+    }
+    let names = RawNames {
+        workspace: "w",
+        workspace_lock: "1, 2",
+        lock_row: None,
+    };
+    assert_eq!(
+        Operation::LockProbe.raw_sql(&names).as_deref(),
+        Some("BEGIN; SELECT pg_advisory_xact_lock(1, 2)")
+    );
+    assert_eq!(
+        Operation::RowProbe.raw_sql(&names),
+        None,
+        "no row lock named: no statement"
+    );
+    // A probe changes nothing the model tracks: every order of it and a callback is the callback.
+    let outcomes = serial_outcomes(&[Operation::LockProbe, Operation::Callback], Start::Pending);
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes
+        .iter()
+        .all(|o| o.answers[0].is_none() && o.exchanges == 1));
+}

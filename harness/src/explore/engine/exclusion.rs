@@ -1,0 +1,59 @@
+//! Mutual exclusion, watched decision by decision: two operations parked under the workspace
+//! lock at once, and a request that answers while a probe holds the lock it should have taken.
+
+use super::*;
+
+impl Engine<'_> {
+    /// Before `chosen` is advanced: a request launched while a probe holds its lock (the
+    /// workspace's, or the connection row's) is noted; when that probe is about to let go, a
+    /// noted request that takes the lock and has already answered 2xx went through without it (every settle since its launch saw the
+    /// probe holding, so it cannot have run its locked part before).
+    pub(super) fn watch_probe(&self, actors: &mut [Running], chosen: usize, run: &mut ScheduleRun) {
+        let holding = actors.iter().position(|a| {
+            a.op.is_probe() && matches!(a.stop, Some(Stop::Parked(p)) if a.op.points().contains(&p))
+        });
+        let Some(probe) = holding else { return };
+        if chosen == probe {
+            if run.lock_bypassed.is_some() {
+                return;
+            }
+            run.lock_bypassed = actors
+                .iter()
+                .enumerate()
+                .find(|(_, a)| {
+                    a.under_probe == Some(probe)
+                        && a.op.takes_workspace_lock()
+                        && a.stop == Some(Stop::Done)
+                })
+                .and_then(|(i, _)| {
+                    let answered = run.finished[i].as_ref()?;
+                    (200..300).contains(&answered.status).then_some((i, probe))
+                });
+        } else if !actors[chosen].launched && matches!(actors[chosen].op.does(), Does::Request(_)) {
+            actors[chosen].under_probe = Some(probe);
+        }
+    }
+
+    /// Two operations parked under the workspace lock at once break mutual exclusion (the lock
+    /// probe holding it counts as under it).
+    pub(super) fn check_exclusion(&self, actors: &[Running], run: &mut ScheduleRun) {
+        if run.exclusion_broken.is_some() {
+            return;
+        }
+        let inside: Vec<(usize, &'static str)> = actors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a.stop {
+                Some(Stop::Parked(p))
+                    if UNDER_WORKSPACE_LOCK.contains(&p) || p == PROBE_HOLDING =>
+                {
+                    Some((i, p))
+                }
+                _ => None,
+            })
+            .collect();
+        if let [(a, pa), (b, pb), ..] = inside[..] {
+            run.exclusion_broken = Some((a, pa, b, pb));
+        }
+    }
+}
