@@ -331,7 +331,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // The seeds' own systems: the Flask port in both modes, each scenario's verdict held to the
     // checked-in expectation (a verdict that changes, either way, fails).
     let flask_target = phase(
-        "harbor-certify run --target targets/flask-seed/target.toml, v2 and v1 (expected verdicts)",
+        "harbor-certify run --target targets/flask-seed (v2, v1, and deployed; expected verdicts)",
         || {
             let setup = Command::new(root().join("targets/flask-seed/setup.sh"))
                 .status()
@@ -352,6 +352,49 @@ fn test(args: &[String]) -> Result<ExitCode> {
                     return Ok(status);
                 }
                 last = Some(status);
+            }
+            // The same port already deployed (its own database, keys and process, by
+            // deployed/deploy.py): reached, not started, and given only what a deployed service
+            // offers.
+            let deployed_env = root().join("target/flask-deployed.env");
+            let mut deploy = Command::new(root().join("targets/flask-seed/.venv/bin/python"));
+            deploy
+                .current_dir(root())
+                .args(["targets/flask-seed/deployed/deploy.py", "up"])
+                .arg(&deployed_env)
+                .env("HARBOR_CERTIFY", &certify);
+            for (k, v) in &held.env {
+                deploy.env(k, v);
+            }
+            let deployed = deploy
+                .status()
+                .context("running targets/flask-seed/deployed/deploy.py")?;
+            if !deployed.success() {
+                return Ok(deployed);
+            }
+            let mut env = held.env.clone();
+            for line in std::fs::read_to_string(&deployed_env)?.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    env.push((k.to_owned(), v.to_owned()));
+                }
+            }
+            let status = target_run(
+                &certify,
+                &env,
+                "targets/flask-seed/deployed/target.toml",
+                &[
+                    "--expect-verdicts",
+                    "targets/flask-seed/expected/deployed.toml",
+                ],
+            );
+            let _ = Command::new(root().join("targets/flask-seed/.venv/bin/python"))
+                .current_dir(root())
+                .args(["targets/flask-seed/deployed/deploy.py", "down"])
+                .arg(&deployed_env)
+                .status();
+            let status = status?;
+            if !status.success() {
+                return Ok(status);
             }
             Ok(last.expect("two modes ran"))
         },

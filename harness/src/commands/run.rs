@@ -444,6 +444,10 @@ fn target_basis(
         ),
         profile: profile.map(|p| p.path.display().to_string()),
         profile_sha256: profile.map(|p| p.digest.clone()),
+        deployed_at: profile
+            .and_then(|p| p.deployed.as_ref())
+            .map(|d| d.urls.clone())
+            .unwrap_or_default(),
         version,
         capabilities: offered
             .iter()

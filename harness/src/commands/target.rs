@@ -69,14 +69,17 @@ async fn check(args: CheckArgs) -> ExitCode {
         (None, None) => Capability::ALL.into(),
     };
     if let Some(p) = &profile {
+        let reached = match &p.deployed {
+            Some(d) => format!("deployed at: {}", d.urls.join(", ")),
+            None => format!("started by: {}", p.lifecycle.command.join(" ")),
+        };
         println!(
             "target {} — {} (sha256 {})
-  started by: {}
+  {reached}
 ",
             p.name,
             p.path.display(),
             p.digest,
-            p.lifecycle.command.join(" ")
         );
         println!("{:<18} {:<8} why", "capability", "offered");
         for (c, why) in p.capabilities() {

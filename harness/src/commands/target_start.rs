@@ -22,7 +22,12 @@ use crate::target::{Launcher, Setup, Target, TenantSpec};
 /// Starts `profile`'s target once and tries it; exit 0 when every check held.
 pub async fn try_profile(profile: &Arc<Profile>, backend: BackendChoice) -> ExitCode {
     println!(
-        "\nstarting {} once to try what its profile says:",
+        "\n{} {} once to try what its profile says:",
+        if profile.deployed.is_some() {
+            "reaching"
+        } else {
+            "starting"
+        },
         profile.name
     );
     let mut infra = match provision_or_explain(backend).await {
@@ -42,10 +47,12 @@ pub async fn try_profile(profile: &Arc<Profile>, backend: BackendChoice) -> Exit
                 let checks = try_target(profile, launched.target()).await;
                 let stopped = launched.stop().await;
                 let mut checks = checks;
-                checks.push((
-                    "stop".into(),
-                    stopped.map(|()| "stopped with SIGTERM".into()),
-                ));
+                let how = if profile.deployed.is_some() {
+                    "left running (deployed: not the harness's to stop)"
+                } else {
+                    "stopped with SIGTERM"
+                };
+                checks.push(("stop".into(), stopped.map(|()| how.into())));
                 checks
             }
         }

@@ -111,6 +111,9 @@ pub struct TargetBasis {
     pub profile: Option<String>,
     /// The profile file's SHA-256.
     pub profile_sha256: Option<String>,
+    /// Where a deployed target answered (empty: the harness started it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployed_at: Vec<String>,
     /// The version the target says it is.
     pub version: Option<String>,
     /// The capabilities the run used.
@@ -163,8 +166,16 @@ impl TargetBasis {
     pub fn describe(&self) -> String {
         let mut out = self.name.clone();
         if let Some(p) = &self.profile {
+            let how = if self.deployed_at.is_empty() {
+                "started from".to_owned()
+            } else {
+                format!(
+                    "deployed at {}, reached through",
+                    self.deployed_at.join(", ")
+                )
+            };
             out.push_str(&format!(
-                ", started from `{p}` (sha256 `{}`)",
+                ", {how} `{p}` (sha256 `{}`)",
                 self.profile_sha256
                     .as_deref()
                     .map_or("", |d| &d[..d.len().min(16)])

@@ -178,6 +178,12 @@ impl Assertion {
     /// Adds what it needs of a target.
     pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
         let more: &[Capability] = match &self.check {
+            Check::Sql { sql, .. }
+                if crate::target::state_queries::sql_is_portable(sql)
+                    && crate::target::state_queries::reads_whole_database(sql) =>
+            {
+                &[Capability::Database, Capability::IsolatedDatabase]
+            }
             Check::Sql { sql, .. } if crate::target::state_queries::sql_is_portable(sql) => {
                 &[Capability::Database]
             }
@@ -187,6 +193,7 @@ impl Assertion {
             Check::ProviderCounter { .. } => &[Capability::ProviderControl],
             Check::NoCanaryLeaks => &[
                 Capability::Database,
+                Capability::IsolatedDatabase,
                 Capability::Redis,
                 Capability::ProviderControl,
             ],

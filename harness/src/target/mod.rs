@@ -81,11 +81,15 @@ pub enum Capability {
     /// catalogue's SQL steps and assertions, its `until` conditions on stored rows, its Redis key
     /// patterns and the stored-token oracles are written against them.
     ReferenceSchema,
+    /// The database holds only what the harness made for this run: a query over the whole of it
+    /// (a state query without a workspace, a dump searched for canaries) reads nobody else's
+    /// rows. A deployed target's database may hold anyone's.
+    IsolatedDatabase,
 }
 
 impl Capability {
     /// Every capability, in the order tables list them.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::SyncPoints,
         Capability::Clock,
         Capability::ProviderControl,
@@ -96,6 +100,7 @@ impl Capability {
         Capability::TokenKeys,
         Capability::WorkspaceLock,
         Capability::ReferenceSchema,
+        Capability::IsolatedDatabase,
     ];
 
     /// Its name on command lines and in profiles (`sync_points`).
@@ -111,6 +116,7 @@ impl Capability {
             Capability::TokenKeys => "token_keys",
             Capability::WorkspaceLock => "workspace_lock",
             Capability::ReferenceSchema => "reference_schema",
+            Capability::IsolatedDatabase => "isolated_database",
         }
     }
 
@@ -130,6 +136,9 @@ impl Capability {
             Capability::WorkspaceLock => "the workspace lock's key (database.workspace_lock)",
             Capability::ReferenceSchema => {
                 "the reference service's schema and Redis key layout (the scenario's SQL or key patterns are written against them)"
+            }
+            Capability::IsolatedDatabase => {
+                "a database of the run's own (the scenario reads the whole database)"
             }
         }
     }

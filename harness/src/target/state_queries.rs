@@ -30,6 +30,17 @@ pub const STATE_QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Whether `sql` (as written in a scenario) names a state query over the whole database
+/// (`{query:NAME}`, no tenant): on a database others use too, it would read their rows.
+pub fn reads_whole_database(sql: &str) -> bool {
+    sql.match_indices("{query:").any(|(at, _)| {
+        sql[at + "{query:".len()..]
+            .split('}')
+            .next()
+            .is_some_and(|inside| !inside.contains(':'))
+    })
+}
+
 /// Whether `sql` (as written in a scenario) is written against no schema: it reads state only
 /// through `{query:…}` placeholders, locks through `{workspace_lock:…}`, reads only PostgreSQL's
 /// own `pg_*` views, or is transaction control alone. Any other SQL is written against the
@@ -96,6 +107,16 @@ pub fn reference(name: &str, workspace: harbor_service::domain::WorkspaceId) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_query_without_a_tenant_reads_the_whole_database() {
+        assert!(reads_whole_database("{query:all_activations}"));
+        assert!(reads_whole_database("BEGIN; {query:token_holders}"));
+        assert!(!reads_whole_database("{query:activations:acme}"));
+        assert!(!reads_whole_database(
+            "SELECT pg_advisory_xact_lock({workspace_lock:acme})"
+        ));
+    }
 
     #[test]
     fn portable_sql_names_no_table_of_a_schema() {

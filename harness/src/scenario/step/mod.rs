@@ -323,6 +323,9 @@ impl Step {
                 {
                     needs.insert(Capability::ReferenceSchema);
                 }
+                if crate::target::state_queries::reads_whole_database(&s.sql) {
+                    needs.insert(Capability::IsolatedDatabase);
+                }
             }
             StepKind::Redis(_) => {
                 // Keys are named in the reference's layout.

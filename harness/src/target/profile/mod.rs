@@ -9,10 +9,18 @@
 //! - [`values`]: what the placeholders of a replica's environment stand for.
 //! - [`boundary`]: what a profile changes in a started target — fixtures, the workspace lock,
 //!   bearer tokens.
+//! - `deployed`: a target already running (`[deployed]`), reached instead of started.
+//!
+//! Longer than most files on purpose: the file as written (`File` and its sections) and the
+//! checks that turn it into a `Profile` are read together, field by field.
 
 pub mod boundary;
+mod deployed;
 pub mod template;
 pub mod values;
+
+use deployed::deployed;
+pub use deployed::Deployed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -44,8 +52,11 @@ pub struct Profile {
     pub openapi: Option<String>,
     /// Where it says which version it is: a path and a JSON pointer into its answer.
     pub version: Option<(String, String)>,
-    /// How to start one replica.
+    /// How to start one replica (empty for a deployed target).
     pub lifecycle: Lifecycle,
+    /// Where an already-deployed target answers (`None`: the harness starts it from
+    /// `lifecycle`).
+    pub deployed: Option<Deployed>,
     /// How its API spells Harbor's operations and answers.
     pub routes: Routes,
     /// The claims of the bearer tokens the harness signs, as templates.
@@ -123,7 +134,8 @@ pub struct ProfileError {
 struct File {
     format: u32,
     target: TargetSection,
-    lifecycle: LifecycleSection,
+    lifecycle: Option<LifecycleSection>,
+    deployed: Option<DeployedSection>,
     #[serde(default)]
     identity: IdentitySection,
     operations: BTreeMap<String, OperationSection>,
@@ -183,6 +195,14 @@ struct LifecycleSection {
 
 fn default_ready_timeout() -> u64 {
     30
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeployedSection {
+    pub(super) urls: Vec<String>,
+    pub(super) database_url: Option<String>,
+    pub(super) signing_key: String,
 }
 
 #[derive(Deserialize)]
@@ -378,7 +398,24 @@ impl Profile {
                 parse_listed(&format!("database.queries.{name}"), raw, LOCK_NAMES)?,
             );
         }
-        let lifecycle = lifecycle(&file.lifecycle, cwd)?;
+        let (lifecycle, deployed) = match (&file.lifecycle, &file.deployed) {
+            (Some(l), None) => (lifecycle(l, cwd)?, None),
+            (None, Some(d)) => {
+                if file.database.schema.is_some() {
+                    return Err("database.schema: a deployed target's schema is its own; the harness applies none (leave it out)".into());
+                }
+                (Lifecycle::none(cwd.clone()), Some(deployed(d, &cwd)?))
+            }
+            (Some(_), Some(_)) => {
+                return Err("[lifecycle] and [deployed]: a profile either starts its target or reaches a deployed one, not both".into())
+            }
+            (None, None) => {
+                return Err("neither [lifecycle] (how to start one replica) nor [deployed] (where it already answers)".into())
+            }
+        };
+        if deployed.is_some() && !t.modes.is_empty() {
+            return Err("target.modes: a deployed target runs in the mode it was deployed in (leave modes out)".into());
+        }
         if lifecycle.uses("mode") && t.modes.is_empty() {
             return Err("lifecycle: {mode} is used but target.modes names none".into());
         }
@@ -435,6 +472,7 @@ impl Profile {
             openapi: t.openapi.clone(),
             version,
             lifecycle,
+            deployed,
             routes,
             claims,
             workspace_lock,
@@ -455,6 +493,9 @@ impl Profile {
     /// What the target offers, each with the profile's reason, and what it does not, each with
     /// why.
     pub fn capabilities(&self) -> BTreeMap<Capability, Result<String, String>> {
+        if let Some(d) = &self.deployed {
+            return self.deployed_capabilities(d);
+        }
         let uses = |prefix: &str| self.lifecycle.uses(prefix);
         let mut out = BTreeMap::new();
         let database = if uses("database_url") {
@@ -463,6 +504,12 @@ impl Profile {
             Err("no lifecycle template uses {database_url}".to_owned())
         };
         out.insert(Capability::Database, database.clone());
+        out.insert(
+            Capability::IsolatedDatabase,
+            database.clone().map(|_| {
+                "the database is made for the run, and holds only what the harness made".to_owned()
+            }),
+        );
         out.insert(
             Capability::Faults,
             database
@@ -560,6 +607,15 @@ impl Profile {
                 setup.rate_limit_failed_states.is_some(),
             ),
         ];
+        if let Some(d) = &self.deployed {
+            if setup.replicas > d.urls.len() {
+                return Some(format!(
+                    "the scenario needs {} replicas and the deployed target has {} (deployed.urls)",
+                    setup.replicas,
+                    d.urls.len()
+                ));
+            }
+        }
         let missing: Vec<&str> = knobs
             .iter()
             .filter(|(name, set)| *set && !self.lifecycle.uses(name))
@@ -632,6 +688,18 @@ impl Profile {
 }
 
 impl Lifecycle {
+    /// No lifecycle: a deployed target's (nothing to start, no template).
+    fn none(cwd: PathBuf) -> Self {
+        Self {
+            command: Vec::new(),
+            cwd,
+            ready_timeout: Duration::from_secs(default_ready_timeout()),
+            inherit: Vec::new(),
+            env: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
     /// Whether any environment or file template uses a placeholder starting with `prefix`.
     pub fn uses(&self, prefix: &str) -> bool {
         let in_template = |t: &Template| t.names().any(|n| n.starts_with(prefix));

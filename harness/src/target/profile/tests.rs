@@ -94,3 +94,81 @@ fn bad_profiles_are_refused_naming_the_place() {
     let unreadable = Profile::load(Path::new("/nonexistent/target.toml")).unwrap_err();
     assert!(unreadable.to_string().contains("cannot read it"));
 }
+
+/// The flask port's deployed profile, with `{env:…}` values set as `deploy.py` would.
+fn deployed_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../targets/flask-seed/deployed/target.toml"
+    ))
+    .expect("targets/flask-seed/deployed/target.toml")
+}
+
+#[test]
+fn a_deployed_profile_offers_what_a_running_service_can_and_names_its_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("gateway.key");
+    crate::identity::write_service_keys(dir.path()).unwrap();
+    let text = deployed_text()
+        .replace("{env:FLASK_DEPLOYED_URL}", "http://127.0.0.1:5001/")
+        .replace(
+            "{env:FLASK_DEPLOYED_DATABASE_URL}",
+            "postgres://auditor:secret@db.example/app",
+        )
+        .replace(
+            "{env:FLASK_DEPLOYED_SIGNING_KEY}",
+            &key.display().to_string(),
+        );
+    let p = load_text(&text).unwrap();
+    let d = p.deployed.as_ref().expect("deployed");
+    assert_eq!(d.urls, ["http://127.0.0.1:5001"]);
+    assert!(
+        !format!("{d:?}").contains("secret"),
+        "the database password stays out of Debug"
+    );
+    let offered = p.offered();
+    for c in [Capability::Database, Capability::WorkspaceLock] {
+        assert!(offered.contains(&c), "{c:?}");
+    }
+    for c in [
+        Capability::Faults,
+        Capability::Crash,
+        Capability::ProviderControl,
+        Capability::IsolatedDatabase,
+        Capability::ReferenceSchema,
+    ] {
+        assert!(!offered.contains(&c), "{c:?}");
+    }
+    let two = crate::target::Setup {
+        replicas: 2,
+        ..crate::target::Setup::default()
+    };
+    assert!(p
+        .cannot_set(&two)
+        .unwrap()
+        .contains("deployed target has 1"));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "http://127.0.0.1:5001/",
+            "{env:HARBOR_SURELY_UNSET_VARIABLE}",
+            "deployed.urls[0]: {env:HARBOR_SURELY_UNSET_VARIABLE} is not set",
+        ),
+        ("http://127.0.0.1:5001/", "ftp://x", "is not an http(s) URL"),
+        (
+            "[deployed]",
+            "[lifecycle]\ncommand = [\"x\"]\n[deployed]",
+            "not both",
+        ),
+        (
+            &key.display().to_string(),
+            "/nonexistent/gateway.key",
+            "deployed.signing_key: /nonexistent/gateway.key",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let e = load_text(&text.replacen(from, to, 1))
+            .expect_err(want)
+            .to_string();
+        assert!(e.contains(want), "{e}\n  does not say {want:?}");
+    }
+}

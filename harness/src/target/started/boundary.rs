@@ -218,7 +218,7 @@ impl Target for Started {
 
     fn database_url(&self) -> Option<&str> {
         self.offers(Capability::Database)
-            .then_some(self.env.database_url.as_str())
+            .then_some(self.database_url.as_str())
     }
 
     fn redis(&self) -> Option<RedisAccess<'_>> {

@@ -189,7 +189,11 @@ impl Launcher for ProfileLauncher<'_> {
     ) -> LocalBoxFuture<'a, Result<Box<dyn Launched>, String>> {
         Box::pin(async move {
             let options = options_for(setup, self.flaws.clone());
-            let how = How::Process(&self.profile);
+            let how = if self.profile.deployed.is_some() {
+                How::Deployed(&self.profile)
+            } else {
+                How::Process(&self.profile)
+            };
             let started = start_once_read(self.infra, options, &self.contract, how)
                 .await
                 .map_err(|e| format!("target {}: {e}", self.profile.name))?;

@@ -45,6 +45,8 @@ pub struct Started {
     pub replicas: Vec<Replica>,
     /// The harness's own pool on the scenario database (fixtures, probes, assertions).
     pub db: PgPool,
+    /// That database's URL (the isolated environment's, or a deployed target's own).
+    database_url: String,
     /// Signs tokens the service accepts (and some it must refuse).
     pub tokens: TokenMint,
     /// The client of the replicas' API (and the browser at the fake provider).
@@ -85,6 +87,8 @@ pub enum How<'a> {
     InProcess,
     /// Child processes, from a profile's lifecycle.
     Process(&'a std::sync::Arc<crate::target::profile::Profile>),
+    /// Nothing started: a profile's deployed target, reached at its URLs.
+    Deployed(&'a std::sync::Arc<crate::target::profile::Profile>),
 }
 
 impl Started {
@@ -105,7 +109,7 @@ impl Started {
     ) -> Result<Self, ServiceError> {
         let schema = match how {
             How::Process(p) => p.schema.as_deref(),
-            How::InProcess => None,
+            How::InProcess | How::Deployed(_) => None,
         };
         let env = infra.isolated_env_with(schema).await?;
         match Self::start_on(env.clone(), options, known, how).await {
@@ -124,7 +128,7 @@ impl Started {
         how: How<'_>,
     ) -> Result<Self, ServiceError> {
         let files = match how {
-            How::InProcess => None,
+            How::InProcess | How::Deployed(_) => None,
             How::Process(_) => Some(
                 tempfile::Builder::new()
                     .prefix("harbor-target-")
@@ -132,18 +136,51 @@ impl Started {
                     .map_err(|e| ServiceError::Task(format!("the replicas' files: {e}")))?,
             ),
         };
-        let tokens = TokenMint::new();
+        let deployed = match how {
+            How::Deployed(p) => Some(
+                p.deployed
+                    .as_ref()
+                    .ok_or_else(|| ServiceError::Task("the profile names no [deployed]".into()))?,
+            ),
+            _ => None,
+        };
+        // A deployed target trusts one key already: its tokens are signed with it.
+        let tokens = match deployed {
+            Some(d) => TokenMint::from_key_file(&d.signing_key).map_err(ServiceError::Task)?,
+            None => TokenMint::new(),
+        };
         let (_, token_keys) = KeyRing::generate("harness-k1");
         let provider = FakeProvider::start()
             .await
             .map_err(|e| ServiceError::Task(format!("fake provider: {e}")))?;
         let clock = Clock::system();
-        let db = env.pool(10).await?;
+        let (db, database_url) = match deployed.and_then(|d| d.database_url.as_ref()) {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url.expose_secret())
+                    .await?;
+                (pool, url.expose_secret().to_owned())
+            }
+            None => (env.pool(10).await?, env.database_url.clone()),
+        };
         let redis_server = server_address(&env.redis_url, 6379)?;
         let postgres_server = server_address(&env.request_database_url, 5432)?;
         let provider_server = server_address(provider.base_url(), 80)?;
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
-        for n in 0..options.replicas.max(1) {
+        let to_start = if deployed.is_some() {
+            0
+        } else {
+            options.replicas.max(1)
+        };
+        if let Some(d) = deployed {
+            for url in d.urls.iter().take(options.replicas.max(1)) {
+                replicas.push(Replica::deployed(url));
+            }
+        }
+        for n in 0..to_start {
             let proxy = |to: SocketAddr, what: &'static str| async move {
                 FaultProxy::start(to)
                     .await
@@ -239,12 +276,37 @@ impl Started {
         let mut client =
             ApiClient::new(http, replicas.iter().map(|r| r.base_url.clone()).collect());
         let profile = match how {
-            How::Process(profile) => {
+            How::Process(profile) | How::Deployed(profile) => {
                 client = client.with_routes(profile.routes.clone());
                 Some(profile.clone())
             }
             How::InProcess => None,
         };
+        if deployed.is_some() {
+            // Nothing was started, so nothing waited for it: each replica must be ready now.
+            let readiness = profile
+                .as_ref()
+                .map_or("/readyz".to_owned(), |p| p.readiness.clone());
+            for (n, replica) in replicas.iter().enumerate() {
+                let answer = client
+                    .request(reqwest::Method::GET, readiness.clone())
+                    .on_replica(n)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ServiceError::Task(format!(
+                            "the deployed replica {} ({readiness}): {e}",
+                            replica.base_url
+                        ))
+                    })?;
+                if !answer.status.is_success() {
+                    return Err(ServiceError::Task(format!(
+                        "the deployed replica {} answered {} at {readiness}",
+                        replica.base_url, answer.status
+                    )));
+                }
+            }
+        }
         // A flawed service must say so: every replica's /readyz lists its seeded flaws.
         if !options.flaws.is_empty() {
             for replica in 0..replicas.len() {
@@ -338,6 +400,7 @@ impl Started {
             env,
             replicas,
             db,
+            database_url,
             tokens,
             client,
             provider,

@@ -38,6 +38,8 @@ pub(super) enum StartWith {
     InProcess { config: Box<Config>, hooks: Hooks },
     /// A child process.
     Process(ProcessCommand),
+    /// Nothing: a deployed target's replica runs where it was deployed.
+    Deployed,
 }
 
 /// The fault proxies of one replica.
@@ -251,6 +253,9 @@ impl Replica {
                 Running::InProcess(run)
             }
             StartWith::Process(command) => Running::Process(command.start().await?),
+            StartWith::Deployed => {
+                return Err("a deployed replica is not the harness's to start".into())
+            }
         };
         *self.running.lock().map_err(|_| "replica state poisoned")? = Some(running);
         Ok(())
@@ -276,6 +281,20 @@ impl Drop for Replica {
             // The stop goes on by itself, bounded; its runtime is shut down where it ends.
             Some(Running::Stopping(stop, _)) => drop(stop),
             None => {}
+        }
+    }
+}
+
+impl Replica {
+    /// A deployed target's replica at `base_url`: nothing runs here, nothing is proxied.
+    pub(super) fn deployed(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            sync: SyncPoints::new(),
+            links: None,
+            application_name: String::new(),
+            start: StartWith::Deployed,
+            running: std::sync::Mutex::new(None),
         }
     }
 }
