@@ -6,8 +6,9 @@
 //! response). A failure is shrunk to a minimal sequence, printed, and its seed persisted under
 //! `proptest-regressions/` so the next run replays it first.
 //!
-//! `ops.rs` holds the operations and their strategy; `verdicts.rs` the account of a run, a failure
-//! saved as a scenario file, and the kill matrix.
+//! `ops.rs` holds the operations and their strategy; `invariants.rs` what is compared after
+//! every step; `verdicts.rs` the account of a run, a failure saved as a scenario file, and the
+//! kill matrix.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +31,25 @@ use crate::target::{Launcher, Setup, Target, TenantSpec};
 
 /// The providers the sequences use: two, so that flows collide often.
 pub const PROVIDERS: [Provider; 2] = [Provider::Qbo, Provider::Gmail];
+
+/// How long a lock may outlive the answer of the request that took it (its connection closing).
+const LOCK_RELEASE_BOUND: Duration = Duration::from_secs(2);
+
+/// What the state machine needs of a target: the database and the lock's name for its
+/// invariants, and the harness's provider for consents, counters and token faults.
+pub const NEEDED: [crate::target::Capability; 3] = [
+    crate::target::Capability::Database,
+    crate::target::Capability::WorkspaceLock,
+    crate::target::Capability::ProviderControl,
+];
+
+/// The invariants left out on a target without the reference's schema (each with why): the
+/// stored state is compared through the state queries instead.
+pub const OFF_WITHOUT_REFERENCE_SCHEMA: [&str; 3] = [
+    "every connection's status and CONNECTED ⇔ tokens stored: only QuickBooks' status is compared (the `qbo_status` state query); the other providers are judged by their answers",
+    "the OAuth states left in Redis: the target's key layout is its own",
+    "tokens bound to their row and grant: the target's token format is its own",
+];
 
 /// How to run the state machine.
 #[derive(Clone, Debug)]
@@ -356,88 +376,6 @@ impl Subject<'_> {
         }
         self.invariants().await
     }
-
-    /// The stored state against the model, and the oracles.
-    async fn invariants(&self) -> Result<(), String> {
-        let db = self.target.need_database()?;
-        let rows: Vec<(String, String, bool)> = sqlx::query_as(
-            "SELECT provider, status, access_token IS NOT NULL FROM connections WHERE workspace_id = $1 AND provider = ANY($2)",
-        )
-        .bind(self.a.workspace)
-        .bind(PROVIDERS.iter().map(|p| p.as_str()).collect::<Vec<_>>())
-        .fetch_all(db)
-        .await
-        .map_err(|e| e.to_string())?;
-        for (provider, status, has_tokens) in rows {
-            let p = Provider::parse(&provider).map_err(|e| e.to_string())?;
-            let expected = self.model.connections[&p].status;
-            if status != expected.as_str() {
-                return Err(format!(
-                    "{provider} is {status} in the database, {} in the model",
-                    expected.as_str()
-                ));
-            }
-            if has_tokens != (status == "CONNECTED") {
-                return Err(format!(
-                    "{provider} is {status} with tokens stored: {has_tokens}"
-                ));
-            }
-        }
-        let activations: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM workspace_activations WHERE workspace_id = $1",
-        )
-        .bind(self.a.workspace)
-        .fetch_one(db)
-        .await
-        .map_err(|e| e.to_string())?;
-        if activations != i64::from(self.model.activated) {
-            return Err(format!(
-                "{activations} activation row(s), the model has {}",
-                u8::from(self.model.activated)
-            ));
-        }
-        for workspace in [self.a.workspace, self.b.workspace] {
-            let key = self
-                .target
-                .workspace_lock(workspace)
-                .ok_or("the target does not name its workspace lock")?;
-            crate::oracles::no_workspace_lock_held(db, workspace, key).await?;
-        }
-        // Redis: every state issued and not yet consumed is still there (its TTL is real time, the
-        // model's clock only decides whether the service still honours it), and none other.
-        let live = self.model.unconsumed_states();
-        let redis = self.target.need_redis()?;
-        let keys = crate::evidence::redis_dump(redis.url, redis.prefix)
-            .await
-            .map_err(|e| format!("redis: {e}"))?
-            .into_iter()
-            .filter(|e| e.key.contains("oauth:state:"))
-            .count();
-        if keys != live {
-            return Err(format!(
-                "{keys} OAuth state(s) in Redis, the model has {live} unconsumed"
-            ));
-        }
-        // Each provider saw exactly the exchanges, revocations and refreshes the model predicts.
-        for p in PROVIDERS {
-            let c = self.target.need_provider()?.counters(p);
-            let counted = crate::model::Counted {
-                exchanges: c.code_exchanges_ok,
-                revocations: c.revocations,
-                refreshes: c.refreshes_ok,
-            };
-            if counted != self.model.counters[&p] {
-                return Err(format!(
-                    "{p}: the provider counted {counted:?}, the model {:?}",
-                    self.model.counters[&p]
-                ));
-            }
-        }
-        let ring = self.target.need_tokens()?;
-        crate::oracles::tokens_bound(db, ring, None)
-            .await
-            .map(|_| ())
-    }
 }
 
 /// Whether an answer is what the model expects (status, code, and the one field it names).
@@ -463,6 +401,7 @@ pub fn compare(answer: &crate::client::Answer, expected: &Expected) -> Result<()
     Ok(())
 }
 
+mod invariants;
 mod ops;
 mod verdicts;
 
