@@ -153,8 +153,63 @@ async fn check(args: CheckArgs) -> ExitCode {
         let note = if r == 0 { "  ← not covered" } else { "" };
         println!("{:<24} {r:>4} {s:>8}{note}", area.key);
     }
+    println!("\n{:<18} {:<5} how, or why not", "technique", "runs");
+    for (technique, verdict) in techniques(&offered, profile.as_deref()) {
+        match verdict {
+            Ok(how) => println!("{technique:<18} {:<5} {how}", "yes"),
+            Err(why) => println!("{technique:<18} {:<5} {why}", "no"),
+        }
+    }
     match (&profile, args.start) {
         (Some(p), true) => super::target_start::try_profile(p, args.backend).await,
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// What each technique other than the catalogue would do on a target offering `offered`: how it
+/// runs, or what it lacks.
+fn techniques(
+    offered: &BTreeSet<Capability>,
+    profile: Option<&crate::target::profile::Profile>,
+) -> Vec<(&'static str, Result<String, String>)> {
+    let lacking = |needed: &[Capability]| -> Option<String> {
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|c| !offered.contains(c))
+            .map(|c| c.name())
+            .collect();
+        (!missing.is_empty()).then(|| format!("needs {}", missing.join(", ")))
+    };
+    let reference = offered.contains(&Capability::ReferenceSchema);
+    let explore = match lacking(&crate::explore::NEEDED) {
+        Some(why) => Err(why),
+        None if offered.contains(&Capability::SyncPoints) => {
+            Ok("at its sync points (or at lock probes alone with --lock-probes)".to_owned())
+        }
+        None => Ok("at lock probes (it lists no sync points)".to_owned()),
+    };
+    let proptest = match lacking(&crate::statemachine::NEEDED) {
+        Some(why) => Err(why),
+        None if reference => Ok("every invariant, on the reference's schema".to_owned()),
+        None => Ok("through the state queries (the reference-only invariants left out)".to_owned()),
+    };
+    let load = match lacking(&[Capability::Database, Capability::ProviderControl]) {
+        Some(why) => Err(why),
+        None => Ok("HARBOR_LOAD_TARGET=PROFILE cargo xtask load".to_owned()),
+    };
+    let contract = match profile {
+        Some(p) => match &p.openapi {
+            Some(path) => Ok(format!(
+                "harbor-certify serve --target + Schemathesis, against its {path}"
+            )),
+            None => Err("the profile names no target.openapi".to_owned()),
+        },
+        None => Ok("harbor-certify serve + Schemathesis, against /openapi.json".to_owned()),
+    };
+    vec![
+        ("explore", explore),
+        ("proptest", proptest),
+        ("load (goose)", load),
+        ("contract", contract),
+    ]
 }
