@@ -372,26 +372,33 @@ fn test(args: &[String]) -> Result<ExitCode> {
             if !deployed.success() {
                 return Ok(deployed);
             }
-            let mut env = held.env.clone();
-            for line in std::fs::read_to_string(&deployed_env)?.lines() {
-                if let Some((k, v)) = line.split_once('=') {
-                    env.push((k.to_owned(), v.to_owned()));
+            let run_deployed = || {
+                let mut env = held.env.clone();
+                for line in std::fs::read_to_string(&deployed_env)?.lines() {
+                    if let Some((k, v)) = line.split_once('=') {
+                        env.push((k.to_owned(), v.to_owned()));
+                    }
                 }
-            }
-            let status = target_run(
-                &certify,
-                &env,
-                "targets/flask-seed/deployed/target.toml",
-                &[
-                    "--expect-verdicts",
-                    "targets/flask-seed/expected/deployed.toml",
-                ],
-            );
-            let _ = Command::new(root().join("targets/flask-seed/.venv/bin/python"))
-                .current_dir(root())
+                target_run(
+                    &certify,
+                    &env,
+                    "targets/flask-seed/deployed/target.toml",
+                    &[
+                        "--expect-verdicts",
+                        "targets/flask-seed/expected/deployed.toml",
+                    ],
+                )
+            };
+            let status = run_deployed();
+            // Taken down whatever the run said: the replica stopped, its database dropped.
+            let mut down = Command::new(root().join("targets/flask-seed/.venv/bin/python"));
+            down.current_dir(root())
                 .args(["targets/flask-seed/deployed/deploy.py", "down"])
-                .arg(&deployed_env)
-                .status();
+                .arg(&deployed_env);
+            for (k, v) in &held.env {
+                down.env(k, v);
+            }
+            let _ = down.status();
             let status = status?;
             if !status.success() {
                 return Ok(status);

@@ -90,9 +90,22 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
             .launcher(&infra, profile.as_ref(), options.flaws.clone());
         let outcome = statemachine::run(launcher.as_ref(), &options);
         let mut report = statemachine::describe("state machine", &outcome);
-        if let Some(path) =
-            statemachine::save_failure(std::path::Path::new("reports/proptest"), "run", &outcome)
-        {
+        // A failure is saved as a scenario written against the reference's schema (and replayed
+        // on the reference): on a target with its own, the sequence printed above is the record.
+        let reference_schema = profile.as_ref().is_none_or(|p| {
+            p.offered()
+                .contains(&crate::target::Capability::ReferenceSchema)
+        });
+        let saved = reference_schema
+            .then(|| {
+                statemachine::save_failure(
+                    std::path::Path::new("reports/proptest"),
+                    "run",
+                    &outcome,
+                )
+            })
+            .flatten();
+        if let Some(path) = saved {
             report.push_str(&format!(
                 "\n  saved as {} ({})",
                 path.display(),

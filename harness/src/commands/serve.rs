@@ -102,6 +102,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         };
     }
     let how = match &profile {
+        Some(p) if p.deployed.is_some() => crate::target::started::How::Deployed(p),
         Some(p) => crate::target::started::How::Process(p),
         None => crate::target::started::How::InProcess,
     };

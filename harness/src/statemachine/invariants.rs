@@ -115,6 +115,16 @@ impl Subject<'_> {
     /// transaction ends as its connection closes after the answer (a request teardown) frees
     /// its lock a moment later: one still held after [`LOCK_RELEASE_BOUND`] is left held.
     async fn no_lock_held(&self, db: &sqlx::PgPool) -> Result<(), String> {
+        // The reference ends its transaction before it answers: no grace.
+        let bound = if self
+            .target
+            .capabilities()
+            .contains(&crate::target::Capability::ReferenceSchema)
+        {
+            Duration::ZERO
+        } else {
+            LOCK_RELEASE_BOUND
+        };
         for workspace in [self.a.workspace, self.b.workspace] {
             let key = self
                 .target
@@ -124,7 +134,7 @@ impl Subject<'_> {
             loop {
                 match crate::oracles::no_workspace_lock_held(db, workspace, key).await {
                     Ok(_) => break,
-                    Err(held) if waiting.elapsed() >= LOCK_RELEASE_BOUND => return Err(held),
+                    Err(held) if waiting.elapsed() >= bound => return Err(held),
                     Err(_) => tokio::time::sleep(crate::evidence::POLL_INTERVAL).await,
                 }
             }

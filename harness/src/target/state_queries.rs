@@ -30,14 +30,17 @@ pub const STATE_QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The state queries over the whole database (no workspace in them).
+pub const WHOLE_DATABASE_QUERIES: &[&str] = &["token_holders", "all_activations"];
+
 /// Whether `sql` (as written in a scenario) names a state query over the whole database
-/// (`{query:NAME}`, no tenant): on a database others use too, it would read their rows.
+/// ([`WHOLE_DATABASE_QUERIES`], with or without a tenant: the query ignores it): on a database
+/// others use too, it would read their rows.
 pub fn reads_whole_database(sql: &str) -> bool {
     sql.match_indices("{query:").any(|(at, _)| {
-        sql[at + "{query:".len()..]
-            .split('}')
-            .next()
-            .is_some_and(|inside| !inside.contains(':'))
+        let inside = sql[at + "{query:".len()..].split('}').next().unwrap_or("");
+        let name = inside.split(':').next().unwrap_or("");
+        WHOLE_DATABASE_QUERIES.contains(&name)
     })
 }
 
@@ -112,6 +115,7 @@ mod tests {
     fn a_state_query_without_a_tenant_reads_the_whole_database() {
         assert!(reads_whole_database("{query:all_activations}"));
         assert!(reads_whole_database("BEGIN; {query:token_holders}"));
+        assert!(reads_whole_database("{query:all_activations:acme}"));
         assert!(!reads_whole_database("{query:activations:acme}"));
         assert!(!reads_whole_database(
             "SELECT pg_advisory_xact_lock({workspace_lock:acme})"

@@ -22,7 +22,7 @@ import urllib.request
 import psycopg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATABASE = "flask_seed_deployed"
+DATABASE = f"flask_seed_deployed_{os.getpid()}"  # one per deployment: a concurrent run keeps its own
 
 
 def free_port():
@@ -68,21 +68,26 @@ def up(env_file):
             if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
                 break
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     else:
         child.kill()
         sys.exit(f"the deployed replica did not become ready (see {keys}/replica.log)")
     with open(env_file, "w") as f:
         f.write(f"FLASK_DEPLOYED_URL={base}\nFLASK_DEPLOYED_DATABASE_URL={url}\n"
-                f"FLASK_DEPLOYED_SIGNING_KEY={os.path.join(keys, 'gateway.key')}\nFLASK_DEPLOYED_PID={child.pid}\n")
+                f"FLASK_DEPLOYED_SIGNING_KEY={os.path.join(keys, 'gateway.key')}\nFLASK_DEPLOYED_PID={child.pid}\n"
+                f"FLASK_DEPLOYED_DATABASE={DATABASE}\n")
 
 
 def down(env_file):
+    """Stops the replica and drops its database (needs HARBOR_DATABASE_URL, as `up` did)."""
     values = dict(line.split("=", 1) for line in open(env_file).read().split())
     try:
         os.killpg(int(values["FLASK_DEPLOYED_PID"]), signal.SIGTERM)
     except ProcessLookupError:
         pass
+    with psycopg.connect(os.environ["HARBOR_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {values['FLASK_DEPLOYED_DATABASE']} WITH (FORCE)")
 
 
 if __name__ == "__main__":

@@ -4,33 +4,48 @@
 use super::*;
 
 impl Engine<'_> {
-    /// Before `chosen` is advanced: a request launched while a probe holds its lock (the
-    /// workspace's, or the connection row's) is noted; when that probe is about to let go, a
-    /// noted request that takes the lock and has already answered 2xx went through without it (every settle since its launch saw the
-    /// probe holding, so it cannot have run its locked part before).
+    /// Before `chosen` is advanced: a request launched while probes hold their locks (the
+    /// workspace's, the connection row's) is noted with each of them; when one of those probes is
+    /// about to let go, a noted request that takes its lock and has already answered 2xx with an
+    /// effect went through without it (every settle since its launch saw the probe holding, so it
+    /// cannot have run its locked part before).
     pub(super) fn watch_probe(&self, actors: &mut [Running], chosen: usize, run: &mut ScheduleRun) {
-        let holding = actors.iter().position(|a| {
-            a.op.is_probe() && matches!(a.stop, Some(Stop::Parked(p)) if a.op.points().contains(&p))
-        });
-        let Some(probe) = holding else { return };
-        if chosen == probe {
+        let holding: Vec<usize> = actors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| {
+                a.op.is_probe()
+                    && matches!(a.stop, Some(Stop::Parked(p)) if a.op.points().contains(&p))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if holding.contains(&chosen) {
             if run.lock_bypassed.is_some() {
                 return;
             }
+            let probe = chosen;
             run.lock_bypassed = actors
                 .iter()
                 .enumerate()
                 .find(|(_, a)| {
-                    a.under_probe == Some(probe)
+                    a.under_probes.contains(&probe)
                         && a.op.takes_workspace_lock()
                         && a.stop == Some(Stop::Done)
                 })
                 .and_then(|(i, _)| {
                     let answered = run.finished[i].as_ref()?;
-                    (200..300).contains(&answered.status).then_some((i, probe))
+                    let success = (200..300).contains(&answered.status);
+                    // An idempotent replay (a repeated activation) answers from the row it
+                    // already wrote, under the workspace lock but without the connection's row.
+                    let replay = answered
+                        .answer
+                        .as_ref()
+                        .is_some_and(|a| a.body["already_completed"] == true);
+                    let row_only = actors[probe].op == Operation::RowProbe;
+                    (success && !(replay && row_only)).then_some((i, probe))
                 });
         } else if !actors[chosen].launched && matches!(actors[chosen].op.does(), Does::Request(_)) {
-            actors[chosen].under_probe = Some(probe);
+            actors[chosen].under_probes = holding;
         }
     }
 

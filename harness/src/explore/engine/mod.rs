@@ -86,9 +86,9 @@ struct Running {
     launched: bool,
     session: Option<PgConnection>,
     sql_step: usize,
-    /// The lock probe that held the workspace lock when this request was launched (it must wait
-    /// for it, or answer without the lock's effect).
-    under_probe: Option<usize>,
+    /// The probes that held their locks when this request was launched (it must wait for each,
+    /// or answer without the lock's effect).
+    under_probes: Vec<usize>,
 }
 
 /// The executor of schedules on one running service.
@@ -240,7 +240,7 @@ impl<'a> Engine<'a> {
                 launched: false,
                 session: None,
                 sql_step: 0,
-                under_probe: None,
+                under_probes: Vec::new(),
             })
             .collect();
         let mut run = ScheduleRun {

@@ -141,6 +141,12 @@ pub(super) fn deployed(d: &DeployedSection, cwd: &Path) -> Result<Deployed, Stri
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!("{place}: {url:?} is not an http(s) URL"));
         }
+        // The URL is printed in reports and summaries: credentials have no place in it.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(format!(
+                "{place}: the URL carries credentials (reports print it): leave them out"
+            ));
+        }
         urls.push(url.trim_end_matches('/').to_owned());
     }
     let database_url = match &d.database_url {

@@ -272,7 +272,8 @@ impl Started {
         }
         let offset = self.clock.offset().num_milliseconds();
         for (n, r) in self.replicas.iter().enumerate() {
-            if r.is_running() {
+            // A deployed replica runs where it was deployed: it is told too.
+            if r.is_running() || r.is_deployed() {
                 crate::target::sync_protocol::set_clock_offset(&self.client, n, offset).await?;
             }
         }

@@ -297,6 +297,11 @@ impl Replica {
             running: std::sync::Mutex::new(None),
         }
     }
+
+    /// Whether it is a deployed target's (running where it was deployed, not here).
+    pub(super) fn is_deployed(&self) -> bool {
+        matches!(self.start, StartWith::Deployed)
+    }
 }
 
 /// Why the service under test could not start or stop.
