@@ -40,11 +40,14 @@
 //! - [`fuzzing`]: the fuzz targets' bodies, shared by `fuzz/` (libFuzzer) and the bounded pass on
 //!   stable that the test suite runs.
 //! - [`secret_file`]: files that hold secrets, written 0600 and never through a planted name.
+//! - [`db_cost`]: what each kind of request costs the database — round trips, statements,
+//!   transactions — counted on the wire (`harbor-certify db-cost`, the bench's table).
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 
 pub mod catalogue;
 pub mod client;
 pub mod commands;
+pub mod db_cost;
 pub mod evidence;
 pub mod explore;
 pub mod fake_provider;
@@ -91,7 +94,13 @@ mod layering {
         ("checks", &["oracles"]),
         (
             "techniques",
-            &["explore", "isolation", "scenario", "statemachine"],
+            &[
+                "db_cost",
+                "explore",
+                "isolation",
+                "scenario",
+                "statemachine",
+            ],
         ),
         ("verdicts", &["fuzzing", "mutants", "report"]),
         ("command line", &["commands", "lib"]),

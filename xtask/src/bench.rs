@@ -6,7 +6,8 @@
 //! 2. the macro bench, with the service in its own process (`harbor-certify serve`, release) and
 //!    the load generator in another (`harbor-load`, release): the activation endpoint over HTTP
 //!    beside the raw transaction at 10/50/100 clients, distinct and hot workspaces; the full
-//!    cross-replica OAuth flow with goose at 50/100/200 users; the service process's RSS and CPU.
+//!    cross-replica OAuth flow with goose at 50/100/200 users; the service process's RSS and CPU;
+//! 3. the database cost of each kind of request, counted on the wire (`harbor-certify db-cost`).
 //!
 //! Writes `reports/bench/<timestamp>/bench.json` (every figure, the machine, and `ratios`),
 //! `bench.md`, `throughput.svg`, and points `reports/bench/latest` at it. Speed is reported, never
@@ -186,6 +187,26 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         flows.push(summary);
     }
     drop(service);
+    // What each kind of request costs the database, counted on the wire (not timed: the same on
+    // any machine, so a change to the service shows as a change of these counts).
+    let db_cost = phase(
+        "the database cost of each kind of request (harbor-certify db-cost)",
+        || {
+            let status = Command::new(&certify)
+                .current_dir(root())
+                .args(["db-cost", "--backend", "external", "--out"])
+                .arg(&out)
+                .envs(held.env.iter().map(|(k, v)| (k, v)))
+                .status()
+                .context("running harbor-certify db-cost")?;
+            if !status.success() {
+                bail!("harbor-certify db-cost failed ({status})");
+            }
+            Ok(serde_json::from_str::<Value>(&std::fs::read_to_string(
+                out.join("db-cost.json"),
+            )?)?)
+        },
+    )?;
     let backend = held
         .env
         .iter()
@@ -193,6 +214,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         .map(|(_, v)| v.clone());
     let mut report = assemble(quick, &micro, &activation, &flows);
     report["backend"] = json!(backend);
+    report["db_cost"] = db_cost;
     drop(held);
     std::fs::write(
         out.join("bench.json"),
@@ -342,6 +364,20 @@ fn markdown(report: &Value) -> String {
             md.push_str(&format!(
                 "| `{name}` | {:.2} | {goal} |\n",
                 v.as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    if let Some(rows) = report["db_cost"].as_array() {
+        md.push_str("\n## The database cost of each kind of request (per request, counted on the wire)\n\n| request | round trips | of which pings | of which prepares | statements | transactions |\n|---|---:|---:|---:|---:|---:|\n");
+        for r in rows {
+            md.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                r["kind"].as_str().unwrap_or("?"),
+                r["round_trips"].as_f64().unwrap_or(0.0),
+                r["pings"].as_f64().unwrap_or(0.0),
+                r["prepares"].as_f64().unwrap_or(0.0),
+                r["statements"].as_f64().unwrap_or(0.0),
+                r["transactions"].as_f64().unwrap_or(0.0),
             ));
         }
     }

@@ -9,6 +9,7 @@
 //! - [`serve`]: the service for people and tools. [`servers`]: `doctor` and `infra`.
 //! - [`keys`]: `verify`, `keygen`, `token`. [`list`]: the catalogue's ids.
 
+pub mod db_cost;
 pub mod explore;
 pub mod keys;
 pub mod list;
@@ -114,6 +115,9 @@ pub enum Command {
     /// replicas per case), compared with the reference model after every step. Exit 0 when every
     /// case passed (with --kill-matrix: and every flaw the state machine can see made it fail).
     Proptest(proptest::ProptestArgs),
+    /// What each kind of request costs the database — round trips, statements, transactions,
+    /// connections opened — counted on the wire of one reference replica. Exit 0 once measured.
+    DbCost(db_cost::DbCostArgs),
     /// Provision once and hold the servers for other processes (the test suite) until SIGINT,
     /// SIGTERM or the end of standard input; writes `HARBOR_DATABASE_URL=…` and
     /// `HARBOR_REDIS_URL=…` lines to the env file.
@@ -164,6 +168,7 @@ pub async fn main() -> ExitCode {
         Command::Infra(args) => servers::infra(args.backend, args.env_file).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Proptest(args) => proptest::proptest(args).await,
+        Command::DbCost(args) => db_cost::db_cost(args).await,
     }
 }
 

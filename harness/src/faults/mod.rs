@@ -9,6 +9,7 @@
 //! blinds the evidence.
 
 mod proxy;
+pub mod tally;
 pub use proxy::FaultProxy;
 
 /// What a scenario can do to a dependency or a replica (`do = "fault"`, `fault = "…"`).

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::tally::{self, Counts, Tally};
 use super::ProxyAction;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,12 +37,32 @@ pub struct FaultProxy {
     /// The local address of each open connection to the upstream (what the server sees as the
     /// client: `pg_stat_activity.client_port`, Redis `CLIENT LIST addr`).
     upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    /// What crossed it, for a PostgreSQL link ([`FaultProxy::start_postgres`]).
+    tally: Option<Arc<Tally>>,
     task: JoinHandle<()>,
 }
 
 impl FaultProxy {
     /// Starts forwarding 127.0.0.1:<free port> to `upstream`.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
+        Self::start_counting(upstream, None).await
+    }
+
+    /// Starts forwarding to a PostgreSQL server, counting the round trips, statements and
+    /// transactions that cross ([`FaultProxy::counts`]).
+    pub async fn start_postgres(upstream: SocketAddr) -> std::io::Result<Self> {
+        Self::start_counting(upstream, Some(Arc::default())).await
+    }
+
+    /// What has crossed a PostgreSQL link since it started (`None`: not one).
+    pub fn counts(&self) -> Option<Counts> {
+        self.tally.as_ref().map(|t| t.read())
+    }
+
+    async fn start_counting(
+        upstream: SocketAddr,
+        tally: Option<Arc<Tally>>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let local = listener.local_addr()?;
         let mode = Arc::new(watch::Sender::new(Mode::default()));
@@ -53,12 +74,14 @@ impl FaultProxy {
             mode.clone(),
             follow,
             upstream_ends.clone(),
+            tally.clone(),
         ));
         Ok(Self {
             local,
             mode,
             followed,
             upstream_ends,
+            tally,
             task,
         })
     }
@@ -118,6 +141,7 @@ async fn serve(
     mode: Arc<watch::Sender<Mode>>,
     follow: watch::Sender<u64>,
     ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    tally: Option<Arc<Tally>>,
 ) {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -165,6 +189,7 @@ async fn serve(
         let conn_mode = mode.subscribe();
         let arming = mode.clone();
         let ends = ends.clone();
+        let framers = tally.clone().map(tally::framers);
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -173,7 +198,7 @@ async fn serve(
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.insert(e)).ok();
             }
-            forward(client, server, conn_mode, arming, born).await;
+            forward(client, server, conn_mode, arming, born, framers).await;
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.remove(&e)).ok();
             }
@@ -189,7 +214,12 @@ async fn forward(
     mode: watch::Receiver<Mode>,
     arming: Arc<watch::Sender<Mode>>,
     born: u64,
+    framers: Option<(tally::ClientFramer, tally::ServerFramer)>,
 ) {
+    let (client_framer, server_framer) = match framers {
+        Some((c, s)) => (Some(c), Some(s)),
+        None => (None, None),
+    };
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     // Set when this connection's client sent a `COMMIT` whose reply is to be lost.
@@ -202,6 +232,7 @@ async fn forward(
         Direction::ToServer {
             arming,
             doomed: doomed.clone(),
+            framer: client_framer,
         },
     );
     let down = pump(
@@ -209,7 +240,10 @@ async fn forward(
         client_write,
         mode,
         born,
-        Direction::ToClient { doomed },
+        Direction::ToClient {
+            doomed,
+            framer: server_framer,
+        },
     );
     tokio::pin!(down);
     tokio::select! {
@@ -235,10 +269,12 @@ enum Direction {
     ToServer {
         arming: Arc<watch::Sender<Mode>>,
         doomed: Arc<std::sync::atomic::AtomicBool>,
+        framer: Option<tally::ClientFramer>,
     },
     /// Server to client: a doomed connection's next answer is dropped and the connection cut.
     ToClient {
         doomed: Arc<std::sync::atomic::AtomicBool>,
+        framer: Option<tally::ServerFramer>,
     },
 }
 
@@ -249,7 +285,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
     born: u64,
-    direction: Direction,
+    mut direction: Direction,
 ) -> Option<tokio::net::tcp::OwnedWriteHalf> {
     use std::sync::atomic::Ordering;
     let mut buf = vec![0u8; 16 * 1024];
@@ -272,7 +308,7 @@ async fn pump(
             _ => return None,
         }
         match &direction {
-            Direction::ToServer { arming, doomed }
+            Direction::ToServer { arming, doomed, .. }
                 if buf[..n]
                     .windows(COMMIT_MESSAGE.len())
                     .any(|w| w == COMMIT_MESSAGE) =>
@@ -289,7 +325,17 @@ async fn pump(
                 }
             }
             // The server has carried the commit out and answered: the answer is lost.
-            Direction::ToClient { doomed } if doomed.load(Ordering::SeqCst) => return None,
+            Direction::ToClient { doomed, .. } if doomed.load(Ordering::SeqCst) => return None,
+            _ => {}
+        }
+        // Counted as delivered (a PostgreSQL link's framers only read).
+        match &mut direction {
+            Direction::ToServer {
+                framer: Some(f), ..
+            } => f.feed(&buf[..n]),
+            Direction::ToClient {
+                framer: Some(f), ..
+            } => f.feed(&buf[..n]),
             _ => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {

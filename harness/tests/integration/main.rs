@@ -8,6 +8,7 @@ mod activation;
 mod api;
 mod auth;
 mod connectors;
+mod db_cost;
 mod dialects;
 mod fuzz;
 mod grants;

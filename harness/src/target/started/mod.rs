@@ -189,7 +189,9 @@ impl Started {
             let links = if options.fault_proxies {
                 Some(Links {
                     redis: proxy(redis_server, "redis").await?,
-                    postgres: proxy(postgres_server, "postgres").await?,
+                    postgres: FaultProxy::start_postgres(postgres_server)
+                        .await
+                        .map_err(|e| ServiceError::Task(format!("postgres proxy: {e}")))?,
                     provider: proxy(provider_server, "provider").await?,
                 })
             } else {

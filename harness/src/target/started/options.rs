@@ -48,6 +48,9 @@ pub struct ServiceOptions {
     /// Per provider, what to configure differently from the dialect's defaults (a providers file
     /// that sets `token_endpoint_auth_method` or `requires_iss`).
     pub provider_overrides: Vec<(harbor_service::domain::Provider, ProviderOverride)>,
+    /// How often each replica's outbox worker looks (scenarios wait for it to drain: often; a
+    /// count of each request's database work: not at all while it is counted).
+    pub outbox_interval: Duration,
 }
 
 /// A providers-file setting that overrides the dialect's default, or the whole entry.
@@ -103,6 +106,8 @@ impl Default for ServiceOptions {
             header_read_timeout: Duration::from_secs(10),
             trusted_proxies: Default::default(),
             provider_overrides: Vec::new(),
+            // Scenarios wait for the outbox to drain (`until outbox_empty`): look often.
+            outbox_interval: Duration::from_millis(200),
         }
     }
 }
@@ -153,7 +158,6 @@ pub fn service_config(
         ),
         header_read_timeout: options.header_read_timeout,
         trusted_proxies: options.trusted_proxies.clone(),
-        // Scenarios wait for the outbox to drain (`until outbox_empty`): look often.
-        outbox_interval: Duration::from_millis(200),
+        outbox_interval: options.outbox_interval,
     }
 }

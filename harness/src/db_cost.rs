@@ -1,0 +1,258 @@
+//! What each kind of request costs the database, counted on the wire: the reference service (one
+//! replica, its PostgreSQL link through a counting proxy, [`crate::faults::tally`]) answers
+//! requests of one kind one at a time, each on a workspace made ready for it beforehand, and the
+//! round trips, statements, transactions and connections that crossed are divided by the number
+//! of requests. Nothing else talks to the database meanwhile: the outbox worker is told to look
+//! once an hour, and every count is read once the link has been quiet (work a request leaves
+//! running after its answer is counted with it).
+
+use std::time::Duration;
+
+use harbor_service::domain::Provider;
+use harbor_service::lifecycle::ConnectionStatus;
+
+use crate::faults::tally::Counts;
+use crate::fixtures::TenantWorkspace;
+use crate::identity::TokenKind;
+use crate::operation::WorkspaceOp;
+use crate::provision::Infra;
+use crate::target::started::{ServiceOptions, Started};
+use crate::target::{Target, TenantSpec};
+
+/// One kind of request, as measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `GET …/connections` by a member.
+    ListConnections,
+    /// `POST …/authorize` of a workspace not connected.
+    Authorize,
+    /// The callback of a flow just authorized (a code exchange at the provider).
+    Callback,
+    /// The first activation of a connected, entitled workspace.
+    Activate,
+    /// The same activation again (answered from the row it wrote).
+    ActivateAgain,
+    /// A sync of a connected workspace whose token is fresh (fetch and store).
+    Sync,
+    /// A disconnect of a connected workspace (its grant revoked).
+    Disconnect,
+    /// A revoke of a connected workspace.
+    Revoke,
+}
+
+impl Kind {
+    /// Every kind, in the table's order.
+    pub const ALL: [Kind; 8] = [
+        Kind::ListConnections,
+        Kind::Authorize,
+        Kind::Callback,
+        Kind::Activate,
+        Kind::ActivateAgain,
+        Kind::Sync,
+        Kind::Disconnect,
+        Kind::Revoke,
+    ];
+
+    /// Its name in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ListConnections => "list_connections",
+            Kind::Authorize => "authorize",
+            Kind::Callback => "callback",
+            Kind::Activate => "activate",
+            Kind::ActivateAgain => "activate (again)",
+            Kind::Sync => "sync",
+            Kind::Disconnect => "disconnect",
+            Kind::Revoke => "revoke",
+        }
+    }
+
+    fn op(self) -> WorkspaceOp {
+        match self {
+            Kind::ListConnections => WorkspaceOp::ListConnections,
+            Kind::Authorize => WorkspaceOp::Authorize,
+            Kind::Callback => WorkspaceOp::Callback,
+            Kind::Activate | Kind::ActivateAgain => WorkspaceOp::Activate,
+            Kind::Sync => WorkspaceOp::Sync,
+            Kind::Disconnect => WorkspaceOp::Disconnect,
+            Kind::Revoke => WorkspaceOp::Revoke,
+        }
+    }
+}
+
+/// One row of the table: a kind's mean cost per request.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    /// The kind.
+    pub kind: &'static str,
+    /// Requests counted.
+    pub requests: usize,
+    /// Round trips per request.
+    pub round_trips: f64,
+    /// Statements per request (`BEGIN` and `COMMIT` included).
+    pub statements: f64,
+    /// Transactions per request.
+    pub transactions: f64,
+    /// Connections the pool opened per request.
+    pub connections: f64,
+    /// Round trips per request that only prepared statements (the statement cache of a pooled
+    /// connection that had not run them yet).
+    pub prepares: f64,
+    /// Round trips per request that did nothing (the pool's liveness pings).
+    pub pings: f64,
+}
+
+/// Measures every kind, `requests` of each, on a reference service started on `infra`.
+pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String> {
+    let options = ServiceOptions {
+        replicas: 1,
+        sync_points: false,
+        outbox_interval: Duration::from_secs(3600),
+        ..ServiceOptions::default()
+    };
+    let started = Started::start(infra, options)
+        .await
+        .map_err(|e| format!("the service did not start: {e}"))?;
+    let result = measure_on(&started, requests.max(1)).await;
+    let stopped = started.stop().await;
+    let rows = result?;
+    stopped.map_err(|e| format!("clean-up: {e}"))?;
+    Ok(rows)
+}
+
+async fn measure_on(started: &Started, requests: usize) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for kind in Kind::ALL {
+        // Made ready first, and not counted: the workspaces, their flows, their first activation.
+        let mut ready = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            ready.push(prepare(started, kind).await?);
+        }
+        let before = quiet_counts(started).await?;
+        for (t, query) in &ready {
+            let who = if matches!(kind, Kind::ListConnections | Kind::Sync) {
+                t.member
+            } else {
+                t.owner
+            };
+            let (method, path) =
+                started
+                    .client
+                    .routes()
+                    .request(kind.op(), t.workspace, Provider::Qbo, query);
+            let answer = started
+                .client
+                .request(method, path)
+                .bearer(Some(started.bearer(who, TokenKind::Valid)))
+                .send()
+                .await
+                .map_err(|e| format!("{}: {e}", kind.as_str()))?;
+            if !answer.status.is_success() {
+                return Err(format!(
+                    "{} answered {} {}: only a request that did its work is counted",
+                    kind.as_str(),
+                    answer.status,
+                    answer.body
+                ));
+            }
+        }
+        let counted = before.until(quiet_counts(started).await?);
+        let per = |n: u64| n as f64 / requests as f64;
+        rows.push(Row {
+            kind: kind.as_str(),
+            requests,
+            round_trips: per(counted.round_trips),
+            statements: per(counted.statements),
+            transactions: per(counted.transactions),
+            connections: per(counted.connections),
+            prepares: per(counted.prepares),
+            pings: per(counted.pings),
+        });
+    }
+    Ok(rows)
+}
+
+/// A workspace in the state `kind` needs, and the callback's query when it is a callback.
+async fn prepare(started: &Started, kind: Kind) -> Result<(TenantWorkspace, String), String> {
+    let spec = TenantSpec {
+        name: format!("wire-{}", uuid::Uuid::new_v4().simple()),
+        entitled: true,
+        qbo: ConnectionStatus::NotConnected,
+    };
+    let t = started.create_tenant(&spec).await?;
+    let target: &dyn Target = started;
+    match kind {
+        Kind::Authorize => Ok((t, String::new())),
+        Kind::Callback => {
+            let consent =
+                crate::target::start_flow(target, t.owner, t.workspace, Provider::Qbo).await?;
+            Ok((t, consent.callback_query()))
+        }
+        _ => {
+            crate::target::connect(target, t.owner, t.workspace, Provider::Qbo).await?;
+            if kind == Kind::ActivateAgain {
+                let (method, path) = started.client.routes().request(
+                    WorkspaceOp::Activate,
+                    t.workspace,
+                    Provider::Qbo,
+                    "",
+                );
+                let first = started
+                    .client
+                    .request(method, path)
+                    .bearer(Some(started.bearer(t.owner, TokenKind::Valid)))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !first.status.is_success() {
+                    return Err(format!("the first activation answered {}", first.status));
+                }
+            }
+            Ok((t, String::new()))
+        }
+    }
+}
+
+/// The sum of every replica's PostgreSQL link, read once it has not moved for a while: work a
+/// request left running after its answer (a revocation, an audit row) lands in its count.
+async fn quiet_counts(started: &Started) -> Result<Counts, String> {
+    let read = || {
+        started
+            .links(None)
+            .map(|l| l.postgres.counts().unwrap_or_default())
+            .fold(Counts::default(), Counts::plus)
+    };
+    if !started.has_fault_proxies() {
+        return Err("the replicas reach PostgreSQL directly: nothing counts their traffic".into());
+    }
+    let mut last = read();
+    let mut still = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = read();
+        if now == last {
+            still += 1;
+            if still >= 8 {
+                return Ok(now);
+            }
+        } else {
+            still = 0;
+            last = now;
+        }
+    }
+    Err("the database link never went quiet for 200 ms in 5 s".into())
+}
+
+/// The table as Markdown.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| request | round trips | of which pings | of which prepares | statements | transactions | connections opened |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            r.kind, r.round_trips, r.pings, r.prepares, r.statements, r.transactions, r.connections
+        ));
+    }
+    out
+}
