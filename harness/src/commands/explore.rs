@@ -46,18 +46,23 @@ pub struct ExploreArgs {
     /// The operations of one set (default: every pair of every operation).
     #[arg(long, value_delimiter = ',')]
     pub ops: Vec<Operation>,
-    /// Explore every pair (and self-pair) of `--ops` (of every operation without `--ops`).
+    /// Explore every pair (and self-pair) of `--ops` (of every operation without `--ops`): the
+    /// same as `--depth 2`.
     #[arg(long)]
     pub pairs: bool,
+    /// Explore every set of this many operations (every multiset: repeats included) drawn from
+    /// `--ops` (from every operation without `--ops`): 2 is every pair, 3 every triple.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub depth: Option<u8>,
     /// PCT-random schedules instead of all of them.
     #[arg(long)]
     pub random: bool,
     /// The first PCT seed (printed by every random run; replays exactly).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// PCT's bug depth.
+    /// PCT's bug depth (with `--random`).
     #[arg(long, default_value_t = 3)]
-    pub depth: usize,
+    pub pct_depth: usize,
     /// Most schedules per set.
     #[arg(long, default_value_t = 300)]
     pub budget: usize,
@@ -111,10 +116,12 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
     } else {
         args.ops.clone()
     };
-    let mut sets = if args.pairs || args.ops.is_empty() {
-        explore::pairs(&ops)
-    } else {
-        vec![ops]
+    let mut sets = match (args.depth, args.pairs) {
+        (Some(_), true) => return Err("--pairs is --depth 2: give one of them".into()),
+        (Some(depth), false) => explore::multisets(&ops, usize::from(depth)),
+        (None, true) => explore::pairs(&ops),
+        (None, false) if args.ops.is_empty() => explore::pairs(&ops),
+        (None, false) => vec![ops],
     };
     // A set of probes alone has no request to hold to the locks.
     sets.retain(|s| s.iter().any(|o| !o.is_probe()));
@@ -175,7 +182,7 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
     let mode = if args.random {
         Mode::Random {
             seed,
-            depth: args.depth.max(1),
+            depth: args.pct_depth.max(1),
         }
     } else {
         Mode::Systematic

@@ -238,21 +238,38 @@ pub struct ExploreReport {
     pub lock_probes: bool,
 }
 
-/// Every pair (and self-pair) of `ops`.
-pub fn pairs(ops: &[Operation]) -> Vec<Vec<Operation>> {
-    let mut sets = Vec::new();
-    for (i, a) in ops.iter().enumerate() {
-        for b in &ops[i..] {
-            // A replica that is stopping cannot also be stopped or crashed: the second fault
-            // would find nothing running (the process is already on its way out).
-            let stop = Operation::ReplicaStop;
-            if (*a == stop || *b == stop) && a.crashes() && b.crashes() {
-                continue;
+/// Every multiset of `size` operations drawn from `ops` (repeats included, order ignored), but
+/// those in which a replica that is stopping would also be stopped or crashed (the second fault
+/// would find nothing running).
+pub fn multisets(ops: &[Operation], size: usize) -> Vec<Vec<Operation>> {
+    fn grow(
+        ops: &[Operation],
+        from: usize,
+        set: &mut Vec<Operation>,
+        size: usize,
+        out: &mut Vec<Vec<Operation>>,
+    ) {
+        if set.len() == size {
+            let stopping = set.contains(&Operation::ReplicaStop);
+            if !(stopping && set.iter().filter(|o| o.crashes()).count() > 1) {
+                out.push(set.clone());
             }
-            sets.push(vec![*a, *b]);
+            return;
+        }
+        for i in from..ops.len() {
+            set.push(ops[i]);
+            grow(ops, i, set, size, out);
+            set.pop();
         }
     }
-    sets
+    let mut out = Vec::new();
+    grow(ops, 0, &mut Vec::with_capacity(size), size, &mut out);
+    out
+}
+
+/// Every pair (and self-pair) of `ops`: [`multisets`] of two.
+pub fn pairs(ops: &[Operation]) -> Vec<Vec<Operation>> {
+    multisets(ops, 2)
 }
 
 /// The service options exploration runs with: sync points on (the reference honours actor tags

@@ -125,3 +125,32 @@ fn the_probes_hold_locks_the_requests_take() {
         .iter()
         .all(|o| o.answers[0].is_none() && o.exchanges == 1));
 }
+
+#[test]
+fn every_triple_is_a_multiset_and_no_stopping_replica_is_stopped_again() {
+    use super::super::{multisets, pairs};
+    let ops = [
+        Operation::Activate,
+        Operation::Callback,
+        Operation::ReplicaStop,
+        Operation::ReplicaCrash,
+    ];
+    let triples = multisets(&ops, 3);
+    // C(4 + 3 - 1, 3) = 20 multisets, less those holding replica_stop with another replica fault.
+    let refused = |s: &Vec<Operation>| {
+        s.contains(&Operation::ReplicaStop) && s.iter().filter(|o| o.crashes()).count() > 1
+    };
+    assert!(triples.iter().all(|s| s.len() == 3 && !refused(s)));
+    assert!(triples.contains(&vec![
+        Operation::Activate,
+        Operation::Activate,
+        Operation::Activate
+    ]));
+    assert!(triples.contains(&vec![
+        Operation::Activate,
+        Operation::Callback,
+        Operation::ReplicaStop
+    ]));
+    assert_eq!(triples.len(), 20 - 7);
+    assert_eq!(pairs(&ops).len(), 10 - 2);
+}
