@@ -7,7 +7,8 @@
 //!    the load generator in another (`harbor-load`, release): the activation endpoint over HTTP
 //!    beside the raw transaction at 10/50/100 clients, distinct and hot workspaces; the full
 //!    cross-replica OAuth flow with goose at 50/100/200 users; the service process's RSS and CPU;
-//! 3. the database cost of each kind of request, counted on the wire (`harbor-certify db-cost`).
+//! 3. the database cost of each kind of request, counted on the wire (`harbor-certify db-cost`);
+//! 4. exploration's throughput in the release build (`harbor-certify explore`).
 //!
 //! Writes `reports/bench/<timestamp>/bench.json` (every figure, the machine, and `ratios`),
 //! `bench.md`, `throughput.svg`, and points `reports/bench/latest` at it. Speed is reported, never
@@ -207,6 +208,43 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             )?)?)
         },
     )?;
+    // Exploration's throughput in the release build: every schedule of every pair of the three
+    // workspace flows, on the correct build (silent), with where a schedule's time goes.
+    let exploration = phase(
+        "exploration throughput (harbor-certify explore, release)",
+        || {
+            let dir = out.join("explore");
+            let status = Command::new(release.join("harbor-certify"))
+                .current_dir(root())
+                .args([
+                    "explore",
+                    "--backend",
+                    "external",
+                    "--ops",
+                    "activate,callback,disconnect",
+                    "--pairs",
+                    "--out",
+                ])
+                .arg(&dir)
+                .envs(held.env.iter().map(|(k, v)| (k, v)))
+                .env("RUST_LOG", "off")
+                .status()
+                .context("running harbor-certify explore")?;
+            if !status.success() {
+                bail!("harbor-certify explore failed ({status})");
+            }
+            let explored: Value = serde_json::from_str(&std::fs::read_to_string(
+                dir.join("latest").join("explore.json"),
+            )?)?;
+            Ok(json!({
+                "sets": explored["sets"].as_array().map_or(0, |s| s.len()),
+                "schedules": explored["schedules_explored"],
+                "schedules_per_s": explored["schedules_per_s"],
+                "mean_ms": explored["mean_ms"],
+                "build": "release",
+            }))
+        },
+    )?;
     let backend = held
         .env
         .iter()
@@ -215,6 +253,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let mut report = assemble(quick, &micro, &activation, &flows);
     report["backend"] = json!(backend);
     report["db_cost"] = db_cost;
+    report["exploration"] = exploration;
     drop(held);
     std::fs::write(
         out.join("bench.json"),
@@ -366,6 +405,19 @@ fn markdown(report: &Value) -> String {
                 v.as_f64().unwrap_or(0.0)
             ));
         }
+    }
+    let e = &report["exploration"];
+    if e.is_object() {
+        md.push_str(&format!(
+            "\n## Exploration ({} build)\n\nEvery schedule of every pair of activate, callback and disconnect: {} sets, {} schedules, **{:.1} schedules/s**; a schedule's mean time: setup {:.1} ms (overlapped with the previous schedule), decisions {:.1} ms, checks {:.1} ms.\n",
+            e["build"].as_str().unwrap_or("?"),
+            e["sets"],
+            e["schedules"],
+            e["schedules_per_s"].as_f64().unwrap_or(0.0),
+            e["mean_ms"]["setup"].as_f64().unwrap_or(0.0),
+            e["mean_ms"]["decisions"].as_f64().unwrap_or(0.0),
+            e["mean_ms"]["checks"].as_f64().unwrap_or(0.0),
+        ));
     }
     if let Some(rows) = report["db_cost"].as_array() {
         md.push_str("\n## The database cost of each kind of request (per request, counted on the wire)\n\n| request | round trips | of which pings | of which prepares | statements | transactions |\n|---|---:|---:|---:|---:|---:|\n");
