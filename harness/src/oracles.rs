@@ -212,6 +212,26 @@ pub async fn no_workspace_lock_held(
     }
 }
 
+/// [`no_workspace_lock_held`], allowing the lock up to `bound` to go: a service whose transaction
+/// ends as its connection closes after the answer (a request teardown) frees it a moment later.
+/// A lock still held once `bound` is over is left held (`Err` lists it).
+pub async fn until_no_workspace_lock_held(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    key: AdvisoryKey,
+    bound: std::time::Duration,
+) -> Result<String, String> {
+    let waiting = std::time::Instant::now();
+    loop {
+        match no_workspace_lock_held(db, workspace, key).await {
+            Err(_) if waiting.elapsed() < bound => {
+                tokio::time::sleep(crate::evidence::POLL_INTERVAL).await
+            }
+            done => return done,
+        }
+    }
+}
+
 /// At most one activation row per workspace (the `UNIQUE(workspace_id)` idempotency, checked from
 /// the outside). `Err` counts the workspaces activated more than once.
 pub async fn one_activation_per_workspace(db: &PgPool) -> Result<String, String> {

@@ -251,48 +251,37 @@ fn test(args: &[String]) -> Result<ExitCode> {
         std::fs::copy(&junit, artefacts.join("nextest-junit.xml"))?;
     }
     // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
-    // build (silent), then each ordering flaw (each must be found).
+    // build (silent), then each ordering flaw (each must be found). Then the lock probes' own kill
+    // matrix: with no sync point armed, the probes alone must catch the lock a flawed build skips
+    // (the split namespace, the missing row lock).
     let explored = phase(
         "harbor-certify explore --kill-matrix (every pair of operations, every schedule)",
         || {
-            let mut cmd = flaws_certify();
-            cmd.args([
-                "explore",
-                "--backend",
-                "external",
-                "--kill-matrix",
-                "--out",
-                "reports/explore",
-            ]);
-            for (k, v) in &held.env {
-                cmd.env(k, v);
+            let matrices: [&[&str]; 2] = [
+                &["--out", "reports/explore"],
+                &[
+                    "--lock-probes",
+                    "--ops",
+                    "row_probe,activate,callback",
+                    "--pairs",
+                    "--out",
+                    "reports/explore-lock-probes",
+                ],
+            ];
+            let mut last = None;
+            for args in matrices {
+                let mut cmd = flaws_certify();
+                cmd.args(["explore", "--backend", "external", "--kill-matrix"])
+                    .args(args)
+                    .envs(held.env.iter().map(|(k, v)| (k, v)))
+                    .env("RUST_LOG", "off");
+                let status = cmd.status().context("running harbor-certify explore")?;
+                if !status.success() {
+                    return Ok(status);
+                }
+                last = Some(status);
             }
-            cmd.env("RUST_LOG", "off");
-            let status = cmd.status().context("running harbor-certify explore")?;
-            if !status.success() {
-                return Ok(status);
-            }
-            // The lock probes' own kill matrix: with no sync point armed, the probes alone must
-            // catch the lock a flawed build skips (the split namespace, the missing row lock).
-            let mut cmd = flaws_certify();
-            cmd.args([
-                "explore",
-                "--backend",
-                "external",
-                "--kill-matrix",
-                "--lock-probes",
-                "--ops",
-                "row_probe,activate,callback",
-                "--pairs",
-                "--out",
-                "reports/explore-lock-probes",
-            ]);
-            for (k, v) in &held.env {
-                cmd.env(k, v);
-            }
-            cmd.env("RUST_LOG", "off");
-            cmd.status()
-                .context("running harbor-certify explore --lock-probes")
+            Ok(last.expect("two kill matrices ran"))
         },
     )?;
     // The certification gate: the scenario catalogue on the same servers, reports under reports/.

@@ -5,19 +5,13 @@
 //! (whose first `ReadyForQuery` is the start-up's, not a request's). Exact where a timing or a
 //! server-wide statistic would not be: `pg_stat_database` counts every client of the server.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// The counts of one link (every connection through one proxy), since it started.
+/// The counts of one link (every connection through one proxy), since it started. Updated once
+/// per `ReadyForQuery`: one lock, not an atomic per count.
 #[derive(Debug, Default)]
-pub struct Tally {
-    round_trips: AtomicU64,
-    statements: AtomicU64,
-    transactions: AtomicU64,
-    connections: AtomicU64,
-    prepares: AtomicU64,
-    pings: AtomicU64,
-}
+pub struct Tally(Mutex<Counts>);
 
 /// A reading of a [`Tally`] (or the sum of several, or a difference of two).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -42,25 +36,23 @@ pub struct Counts {
 impl Counts {
     /// What happened between `self` (earlier) and `later`.
     pub fn until(self, later: Counts) -> Counts {
-        Counts {
-            round_trips: later.round_trips - self.round_trips,
-            statements: later.statements - self.statements,
-            transactions: later.transactions - self.transactions,
-            connections: later.connections - self.connections,
-            prepares: later.prepares - self.prepares,
-            pings: later.pings - self.pings,
-        }
+        self.zip(later, |earlier, later| later - earlier)
     }
 
     /// The sum of two readings.
     pub fn plus(self, other: Counts) -> Counts {
+        self.zip(other, |a, b| a + b)
+    }
+
+    /// `f` of each count of `self` and the same count of `other`.
+    fn zip(self, other: Counts, f: fn(u64, u64) -> u64) -> Counts {
         Counts {
-            round_trips: self.round_trips + other.round_trips,
-            statements: self.statements + other.statements,
-            transactions: self.transactions + other.transactions,
-            connections: self.connections + other.connections,
-            prepares: self.prepares + other.prepares,
-            pings: self.pings + other.pings,
+            round_trips: f(self.round_trips, other.round_trips),
+            statements: f(self.statements, other.statements),
+            transactions: f(self.transactions, other.transactions),
+            connections: f(self.connections, other.connections),
+            prepares: f(self.prepares, other.prepares),
+            pings: f(self.pings, other.pings),
         }
     }
 }
@@ -68,14 +60,11 @@ impl Counts {
 impl Tally {
     /// What it has counted so far.
     pub fn read(&self) -> Counts {
-        Counts {
-            round_trips: self.round_trips.load(Ordering::SeqCst),
-            statements: self.statements.load(Ordering::SeqCst),
-            transactions: self.transactions.load(Ordering::SeqCst),
-            connections: self.connections.load(Ordering::SeqCst),
-            prepares: self.prepares.load(Ordering::SeqCst),
-            pings: self.pings.load(Ordering::SeqCst),
-        }
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, change: impl FnOnce(&mut Counts)) {
+        change(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
 
@@ -196,32 +185,27 @@ impl ServerFramer {
     /// `E` in a failed one).
     fn ready(&mut self, status: u8) {
         let statements = std::mem::take(&mut self.statements_since_ready);
+        let parsed = std::mem::take(&mut self.parsed_since_ready);
         if !self.started {
             // The start-up's own: a connection, not a request's round trip.
             self.started = true;
-            self.tally.connections.fetch_add(1, Ordering::SeqCst);
+            self.tally.count(|c| c.connections += 1);
             return;
         }
-        self.tally.round_trips.fetch_add(1, Ordering::SeqCst);
-        self.tally
-            .statements
-            .fetch_add(statements, Ordering::SeqCst);
-        let parsed = std::mem::take(&mut self.parsed_since_ready);
-        match (statements, parsed) {
-            (0, true) => self.tally.prepares.fetch_add(1, Ordering::SeqCst),
-            (0, false) => self.tally.pings.fetch_add(1, Ordering::SeqCst),
-            _ => 0,
-        };
-        if status == b'I' {
-            // Back to idle: a transaction ended if one was open or a statement ran on its own (a
-            // ping runs none).
-            if self.in_transaction || statements > 0 {
-                self.tally.transactions.fetch_add(1, Ordering::SeqCst);
+        // Back to idle: a transaction ended if one was open or a statement ran on its own (a
+        // ping runs none).
+        let ended = status == b'I' && (self.in_transaction || statements > 0);
+        self.in_transaction = status != b'I';
+        self.tally.count(|c| {
+            c.round_trips += 1;
+            c.statements += statements;
+            c.transactions += u64::from(ended);
+            match (statements, parsed) {
+                (0, true) => c.prepares += 1,
+                (0, false) => c.pings += 1,
+                _ => {}
             }
-            self.in_transaction = false;
-        } else {
-            self.in_transaction = true;
-        }
+        });
     }
 }
 

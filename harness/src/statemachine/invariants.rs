@@ -130,14 +130,7 @@ impl Subject<'_> {
                 .target
                 .workspace_lock(workspace)
                 .ok_or("the target does not name its workspace lock")?;
-            let waiting = Instant::now();
-            loop {
-                match crate::oracles::no_workspace_lock_held(db, workspace, key).await {
-                    Ok(_) => break,
-                    Err(held) if waiting.elapsed() >= bound => return Err(held),
-                    Err(_) => tokio::time::sleep(crate::evidence::POLL_INTERVAL).await,
-                }
-            }
+            crate::oracles::until_no_workspace_lock_held(db, workspace, key, bound).await?;
         }
         Ok(())
     }

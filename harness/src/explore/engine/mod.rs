@@ -325,17 +325,16 @@ impl<'a> Engine<'a> {
             .target
             .workspace_lock(t.workspace)
             .ok_or("the target does not name its workspace lock")?;
-        // Every operation has answered; a service whose transaction ends as its connection is
-        // closed after the answer (a request teardown) frees the lock a moment later. A lock
-        // still held once the settle bound is over is left held.
-        let waiting = Instant::now();
-        run.lock_left = loop {
-            match crate::oracles::no_workspace_lock_held(self.db()?, t.workspace, key).await {
-                Ok(_) => break None,
-                Err(held) if waiting.elapsed() >= self.settle_timeout => break Some(held),
-                Err(_) => tokio::time::sleep(evidence::POLL_INTERVAL).await,
-            }
-        };
+        // Every operation has answered; a lock still held once the settle bound is over is left
+        // held.
+        run.lock_left = crate::oracles::until_no_workspace_lock_held(
+            self.db()?,
+            t.workspace,
+            key,
+            self.settle_timeout,
+        )
+        .await
+        .err();
         // The stored-token oracles open tokens with the service's keys in the reference's format;
         // a target that does not offer them is judged on everything else.
         let tokens = self

@@ -36,8 +36,8 @@ impl std::fmt::Debug for Deployed {
 }
 
 impl Profile {
-    /// What a deployed target offers: what its protocols and its database give, nothing the
-    /// harness would have to have started it with.
+    /// What a deployed target offers by being reached: its database, nothing the harness would
+    /// have to have started it with (the protocols and the lock: `Profile::capabilities`).
     pub(super) fn deployed_capabilities(
         &self,
         d: &Deployed,
@@ -73,36 +73,6 @@ impl Profile {
             Capability::IsolatedDatabase,
             not_started("its database may hold anyone's rows, so nothing reads the whole of it"),
         );
-        out.insert(
-            Capability::WorkspaceLock,
-            match (&self.workspace_lock, &database) {
-                (Some(_), Ok(_)) => Ok("database.workspace_lock names it".to_owned()),
-                (None, _) => Err("the profile names no database.workspace_lock".to_owned()),
-                (Some(_), Err(_)) => Err(
-                    "database.workspace_lock is named, but there is no database to take it in"
-                        .to_owned(),
-                ),
-            },
-        );
-        out.insert(
-            Capability::SyncPoints,
-            if self.sync_points {
-                Ok("[sync_points] protocol = 1, enabled where it is deployed".to_owned())
-            } else {
-                Err("the profile has no [sync_points] section".to_owned())
-            },
-        );
-        out.insert(
-            Capability::Clock,
-            if self.clock {
-                Ok("[clock] protocol = 1, enabled where it is deployed".to_owned())
-            } else {
-                Err("the profile has no [clock] section (the clock protocol)".to_owned())
-            },
-        );
-        for c in &self.decline {
-            out.insert(*c, Err("declined by [capabilities] decline".to_owned()));
-        }
         out
     }
 }

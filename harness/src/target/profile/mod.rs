@@ -493,9 +493,51 @@ impl Profile {
     /// What the target offers, each with the profile's reason, and what it does not, each with
     /// why.
     pub fn capabilities(&self) -> BTreeMap<Capability, Result<String, String>> {
-        if let Some(d) = &self.deployed {
-            return self.deployed_capabilities(d);
+        // How the target is reached decides most; the protocols and the lock's name are the
+        // profile's either way.
+        let mut out = match &self.deployed {
+            Some(d) => self.deployed_capabilities(d),
+            None => self.lifecycle_capabilities(),
+        };
+        let database = out[&Capability::Database].is_ok();
+        out.insert(
+            Capability::WorkspaceLock,
+            match (&self.workspace_lock, database) {
+                (Some(_), true) => Ok("database.workspace_lock names it".to_owned()),
+                (None, _) => Err("the profile names no database.workspace_lock".to_owned()),
+                (Some(_), false) => Err(
+                    "database.workspace_lock is named, but there is no database to take it in"
+                        .to_owned(),
+                ),
+            },
+        );
+        out.insert(
+            Capability::SyncPoints,
+            if self.sync_points {
+                Ok("[sync_points] protocol = 1 (docs/SYNC-POINTS-PROTOCOL.md)".to_owned())
+            } else {
+                Err("the profile has no [sync_points] section".to_owned())
+            },
+        );
+        out.insert(
+            Capability::Clock,
+            if self.clock {
+                Ok(
+                    "[clock] protocol = 1: the harness sets each replica's offset over HTTP"
+                        .to_owned(),
+                )
+            } else {
+                Err("the profile has no [clock] section (the clock protocol)".to_owned())
+            },
+        );
+        for c in &self.decline {
+            out.insert(*c, Err("declined by [capabilities] decline".to_owned()));
         }
+        out
+    }
+
+    /// What a target the harness starts from `lifecycle` offers by being started so.
+    fn lifecycle_capabilities(&self) -> BTreeMap<Capability, Result<String, String>> {
         let uses = |prefix: &str| self.lifecycle.uses(prefix);
         let mut out = BTreeMap::new();
         let database = if uses("database_url") {
@@ -540,27 +582,11 @@ impl Profile {
             },
         );
         out.insert(
-            Capability::SyncPoints,
-            if self.sync_points {
-                Ok("[sync_points] protocol = 1 (docs/SYNC-POINTS-PROTOCOL.md)".to_owned())
-            } else {
-                Err("the profile has no [sync_points] section".to_owned())
-            },
-        );
-        out.insert(
             Capability::TokenKeys,
             if self.harbor_token_format && uses("token_keys") {
                 Ok(format!("tokens are sealed as {HARBOR_TOKEN_FORMAT} with the keys given as {{token_keys}}"))
             } else {
                 Err(format!("tokens are not declared sealed as {HARBOR_TOKEN_FORMAT} with {{token_keys}}"))
-            },
-        );
-        out.insert(
-            Capability::WorkspaceLock,
-            if self.workspace_lock.is_some() {
-                Ok("database.workspace_lock names it".to_owned())
-            } else {
-                Err("the profile names no database.workspace_lock".to_owned())
             },
         );
         out.insert(
@@ -570,20 +596,6 @@ impl Profile {
                 Some(_) => Err("the target has its own schema (database.schema)".to_owned()),
             },
         );
-        out.insert(
-            Capability::Clock,
-            if self.clock {
-                Ok(
-                    "[clock] protocol = 1: the harness sets each replica's offset over HTTP"
-                        .to_owned(),
-                )
-            } else {
-                Err("the profile has no [clock] section (the clock protocol)".to_owned())
-            },
-        );
-        for c in &self.decline {
-            out.insert(*c, Err("declined by [capabilities] decline".to_owned()));
-        }
         out
     }
 
