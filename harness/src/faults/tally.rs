@@ -89,7 +89,6 @@ pub(super) fn framers(tally: Arc<Tally>) -> (ClientFramer, ServerFramer) {
             tls_answered: false,
             opaque: false,
             started: false,
-            in_transaction: false,
             statements_since_ready: 0,
             parsed_since_ready: false,
         },
@@ -139,7 +138,6 @@ pub(super) struct ServerFramer {
     /// A TLS session: nothing on it is readable, so nothing more is counted.
     opaque: bool,
     started: bool,
-    in_transaction: bool,
     statements_since_ready: u64,
     parsed_since_ready: bool,
 }
@@ -192,10 +190,9 @@ impl ServerFramer {
             self.tally.count(|c| c.connections += 1);
             return;
         }
-        // Back to idle: a transaction ended if one was open or a statement ran on its own (a
-        // ping runs none).
-        let ended = status == b'I' && (self.in_transaction || statements > 0);
-        self.in_transaction = status != b'I';
+        // Back to idle after a statement: a transaction ended — a lone statement, or the
+        // `COMMIT` or `ROLLBACK` of one begun earlier (itself a statement). A ping runs none.
+        let ended = status == b'I' && statements > 0;
         self.tally.count(|c| {
             c.round_trips += 1;
             c.statements += statements;
