@@ -53,10 +53,10 @@ pub async fn activate(
     State(state): State<AppState>,
     request: WorkspaceRequest,
 ) -> Result<Json<ActivationResponse>, ApiError> {
-    let (ctx, member) = (&request.ctx, &request.member);
-    let mut tx = request.begin().await?;
+    let ctx = &request.ctx;
+    let (mut tx, member) = request.begin().await?;
     let hooks = state.sync_points.as_ref();
-    let error = match activate_in(&mut tx, &state, ctx, member).await {
+    let error = match activate_in(&mut tx, &state, ctx, &member).await {
         Err(error) if flaws::active(Flaw::EarlyLockRelease) => error,
         Err(error) => {
             // The error path, still inside the transaction and the lock: the harness checks here

@@ -2,8 +2,9 @@
 //!
 //! Identity comes only from `Authorization: Bearer <JWT>` verified against the gateway's public
 //! keys; headers such as `X-User-Id` are never read. Every workspace route takes a
-//! [`WorkspaceMember`], which checks membership in the database before the handler runs. A caller
-//! who is not a member gets 404, not 403, so workspace ids cannot be probed for existence.
+//! [`crate::request_tx::WorkspaceRequest`], whose transaction checks membership in the database
+//! before anything else runs in it ([`WorkspaceMember`] is what it finds). A caller who is not a
+//! member gets 404, not 403, so workspace ids cannot be probed for existence.
 
 use std::collections::HashMap;
 
@@ -59,7 +60,8 @@ impl FromRequestParts<AppState> for Identity {
     }
 }
 
-/// A verified caller who is a member of the workspace named in the path.
+/// A verified caller who is a member of the workspace named in the path, as a request's
+/// transaction found it ([`crate::request_tx::WorkspaceRequest::begin`]).
 #[derive(Clone, Copy, Debug)]
 pub struct WorkspaceMember {
     /// The caller.
@@ -106,7 +108,6 @@ pub async fn membership(
     }
 }
 
-/// Reads a named path segment without axum's plain-text rejections.
 /// The caller's role in `workspace_id`, read inside `tx` with the membership row locked `FOR
 /// SHARE`: a removal or a role change either committed before and is seen here, or waits until
 /// `tx` ends — so what the request decides under its locks rests on a membership that still holds
@@ -127,6 +128,7 @@ pub async fn membership_in(
         .map_err(Into::into)
 }
 
+/// Reads a named path segment without axum's plain-text rejections.
 async fn path_segment(
     parts: &mut Parts,
     state: &AppState,
@@ -141,43 +143,14 @@ async fn path_segment(
         .ok_or_else(|| ParseError::new(name, "missing from the path").into())
 }
 
-impl FromRequestParts<AppState> for WorkspaceMember {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        // Authentication first: an anonymous caller learns nothing, not even that an id is malformed.
-        let identity = Identity::from_request_parts(parts, state).await?;
-        let workspace_id = WorkspaceId::parse(&path_segment(parts, state, "workspace_id").await?)?;
-        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
-            // Seeded flaw: the v1 "fail-open" posture of the audit's finding 7.2. Row-level
-            // security still scopes the request to the caller's own tenant.
-            let tenant: Option<TenantId> = sqlx::query_scalar("SELECT harbor_user_tenant($1)")
-                .bind(identity.user_id)
-                .fetch_one(&state.db)
-                .await?;
-            let tenant_id = tenant.ok_or(ApiError::NotFound)?;
-            return Ok(WorkspaceMember {
-                user_id: identity.user_id,
-                workspace_id,
-                tenant_id,
-                role: Role::Owner,
-            });
-        }
-        let (tenant_id, role) = membership(&state.db, workspace_id, identity.user_id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        // `tenant_id` scopes row-level security for the request. It is the caller's own tenant
-        // (the membership's foreign key makes the two equal), never something taken from the URL.
-        Ok(WorkspaceMember {
-            user_id: identity.user_id,
-            workspace_id,
-            tenant_id,
-            role,
-        })
-    }
+/// The `{workspace_id}` path segment, parsed.
+pub(crate) async fn workspace_path(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<WorkspaceId, ApiError> {
+    Ok(WorkspaceId::parse(
+        &path_segment(parts, state, "workspace_id").await?,
+    )?)
 }
 
 /// The `{provider}` path segment, parsed.

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
-use crate::auth::ProviderPath;
+use crate::auth::{ProviderPath, WorkspaceMember};
+use crate::context::RequestContext;
 use crate::db::{self, Tx};
 use crate::domain::{Provider, WorkspaceId};
 use crate::error::ApiError;
@@ -136,10 +137,10 @@ pub async fn list(
             .await
             .map(IntoResponse::into_response);
     }
-    let mut tx = request.begin().await?;
+    let (mut tx, _) = request.begin().await?;
     let result = async {
         let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
-            .bind(request.member.workspace_id)
+            .bind(request.workspace_id)
             .fetch_all(&mut *tx)
             .await?;
         rows.into_iter().map(view).collect::<Result<Vec<_>, _>>()
@@ -155,8 +156,7 @@ async fn list_exposing_tokens(
     state: &AppState,
     request: &WorkspaceRequest,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let member = &request.member;
-    let mut tx = request.begin().await?;
+    let (mut tx, member) = request.begin().await?;
     let result: Result<Vec<serde_json::Value>, ApiError> = async {
         let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
             .bind(member.workspace_id)
@@ -280,7 +280,7 @@ async fn end(
     provider: Provider,
     transition: Transition,
 ) -> Result<Json<EndedConnection>, ApiError> {
-    let (connection, grant, mut intent, deferred) =
+    let (member, (connection, grant, mut intent, deferred)) =
         self::transition(&state, &request, provider, transition).await?;
     SyncHooks::reach(
         state.sync_points.as_ref(),
@@ -290,11 +290,11 @@ async fn end(
     .await?;
     if let Some((ended, reason)) = deferred {
         // Seeded flaw: the intent only now, in a transaction of its own.
-        let mut tx = request.begin_as_admin().await?;
+        let (mut tx, _) = request.begin_as_admin().await?;
         let written = outbox::record(
             &mut tx,
             &ended,
-            request.member.workspace_id,
+            request.workspace_id,
             reason,
             state.clock.now(),
         )
@@ -311,7 +311,8 @@ async fn end(
             };
             let told = tell_provider(
                 state.clone(),
-                request.clone(),
+                request.ctx.clone(),
+                member,
                 provider,
                 (token, kind),
                 intent,
@@ -376,11 +377,10 @@ async fn transition(
     request: &WorkspaceRequest,
     provider: Provider,
     transition: Transition,
-) -> Result<Ended, ApiError> {
-    let (ctx, member) = (&request.ctx, &request.member);
-    member.require_admin()?;
+) -> Result<(WorkspaceMember, Ended), ApiError> {
+    let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let mut tx = request.begin_as_admin().await?;
+    let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
@@ -444,7 +444,7 @@ async fn transition(
         ))
     }
     .await;
-    db::finish(tx, result).await
+    db::finish(tx, result).await.map(|ended| (member, ended))
 }
 
 /// The stored grant, decrypted under the row lock so that the token to revoke is the one the
@@ -470,13 +470,13 @@ fn grant_of(state: &AppState, connection: &LockedConnection) -> GrantToRevoke {
 /// turned into an error response that would claim the revoke failed.
 async fn tell_provider(
     state: AppState,
-    request: WorkspaceRequest,
+    ctx: RequestContext,
+    member: WorkspaceMember,
     provider: Provider,
     (token, kind): (SecretString, TokenKind),
     intent: outbox::IntentId,
     action: &'static str,
 ) -> ProviderRevocation {
-    let (ctx, member) = (&request.ctx, &request.member);
     let delivered = state
         .providers
         .revoke(provider, &token, kind)
@@ -505,7 +505,7 @@ async fn tell_provider(
         // Not `request.begin()`: the revoke committed, and its outcome is recorded even if the
         // caller's membership ended since (an audit row, nothing decided on it).
         let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-        let result = audit::record(&mut tx, ctx, event)
+        let result = audit::record(&mut tx, &ctx, event)
             .await
             .map_err(ApiError::from);
         db::finish(tx, result).await

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ProviderPath, WorkspaceMember};
+use crate::context::RequestContext;
 use crate::db;
 use crate::domain::Provider;
 use crate::error::ApiError;
@@ -114,7 +115,7 @@ pub async fn sync(
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<SyncResponse>, ApiError> {
-    let (ctx, member) = (&request.ctx, &request.member);
+    let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
     // A resource that refuses the access token (revoked or expired early at the provider) gets
     // one refresh and one more try; refused again, the connection needs a new authorization.
@@ -181,7 +182,7 @@ pub async fn sync(
     // documents then queue on the first row instead of locking rows crosswise (a deadlock).
     documents.sort_by(|a, b| a.id.cmp(&b.id));
     documents.dedup_by(|a, b| a.id == b.id);
-    let mut tx = request.begin().await?;
+    let (mut tx, member) = request.begin().await?;
     let result = async {
         // A revoke or disconnect may have committed while the resource was read: what the old
         // grant fetched is not stored. (FOR SHARE: a concurrent change waits for this insert.)
@@ -232,9 +233,10 @@ async fn decide_token(
     provider: Provider,
     need: Need,
 ) -> Result<Prepared, ApiError> {
-    let (ctx, member) = (&request.ctx, &request.member);
+    let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let mut tx = request.begin().await?;
+    let (mut tx, member) = request.begin().await?;
+    let member = &member;
     let result = async {
         let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
         let lock = if single_flight {
@@ -286,7 +288,7 @@ async fn decide_token(
                 &mut tx,
                 &lock,
                 &connection,
-                &request,
+                (ctx, member),
                 provider,
                 "token_refused",
                 state.clock.now(),
@@ -358,7 +360,7 @@ async fn decide_token(
                                     &mut tx,
                                     &lock,
                                     &connection,
-                                    &request,
+                                    (ctx, member),
                                     provider,
                                     "write_ahead_failed",
                                     state.clock.now(),
@@ -401,7 +403,7 @@ async fn decide_token(
                     &mut tx,
                     &lock,
                     &connection,
-                    &request,
+                    (ctx, member),
                     provider,
                     "invalid_grant",
                     state.clock.now(),
@@ -434,7 +436,7 @@ async fn write_ahead_rotated(
         grant_id: Some(grant),
     };
     let sealed = crate::tokens::seal_one(&state.vault, &binding, rotated)?;
-    let workspace = request.member.workspace_id;
+    let workspace = request.workspace_id;
     let actor = request.ctx.actor.as_ref();
     let written = async {
         let mut tx = db::begin_on(&mut conn, actor, connection.tenant_id).await?;
@@ -474,7 +476,7 @@ async fn reject(
     tx: &mut db::Tx,
     lock: &locks::WorkspaceLock,
     connection: &lifecycle::LockedConnection,
-    request: &WorkspaceRequest,
+    (ctx, member): (&RequestContext, &WorkspaceMember),
     provider: Provider,
     outcome: &'static str,
     now: DateTime<Utc>,
@@ -485,19 +487,14 @@ async fn reject(
         outbox::record(
             tx,
             connection,
-            request.member.workspace_id,
+            member.workspace_id,
             outbox::Reason::Revoke,
             now,
         )
         .await?;
     }
     lifecycle::apply(tx, lock, connection, Transition::RefreshRejected, None).await?;
-    audit::record(
-        tx,
-        &request.ctx,
-        refresh_event(&request.member, provider, outcome),
-    )
-    .await?;
+    audit::record(tx, ctx, refresh_event(member, provider, outcome)).await?;
     Ok(Prepared::Rejected)
 }
 
@@ -528,8 +525,7 @@ fn refresh_event<'a>(
     tag = "documents"
 )]
 pub async fn list(request: WorkspaceRequest) -> Result<Json<DocumentList>, ApiError> {
-    let member = &request.member;
-    let mut tx = request.begin().await?;
+    let (mut tx, member) = request.begin().await?;
     let result = async {
         let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT provider, external_id, title, fetched_at FROM documents WHERE workspace_id = $1 \

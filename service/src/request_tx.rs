@@ -2,10 +2,11 @@
 //! opens a transaction — scoped to the member's tenant for row-level security and tagged with the
 //! request's actor, so the harness can find its backend in the lock tables.
 //!
-//! The extractor opens nothing itself: a handler calls [`WorkspaceRequest::begin`] where its
-//! transaction starts. Several handlers talk to Redis or a provider first, and nothing may wait on
-//! either while the workspace lock (taken inside the transaction) is held; some open a second
-//! transaction after the first is committed.
+//! The extractor reads nothing from the database: a handler calls [`WorkspaceRequest::begin`]
+//! where its transaction starts, and learns there whether the caller is a member (404 if not),
+//! with which role and in which tenant. Several handlers talk to Redis or a provider first, and
+//! nothing may wait on either while the workspace lock (taken inside the transaction) is held;
+//! some open a second transaction after the first is committed.
 //!
 //! Transactions that are not a member's request to a workspace route (the OAuth callback, whose
 //! tenant is the caller's and whose workspace comes from the consumed state; the untagged
@@ -17,66 +18,122 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use sqlx::PgPool;
 
-use crate::auth::WorkspaceMember;
+use crate::auth::{Identity, WorkspaceMember};
 use crate::context::RequestContext;
 use crate::db::{self, Tx};
+use crate::domain::{Role, TenantId, UserId, WorkspaceId};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A verified member's request to a workspace route: the request's context, the membership, and
-/// the pool its transactions come from. Extract it in place of `Extension<RequestContext>` and
-/// [`WorkspaceMember`]; it runs the same checks in the same order.
+/// A verified caller's request to a workspace route: the request's context, the caller, the
+/// workspace from the path, and the pool its transactions come from. Whether the caller is a
+/// member — and so the tenant and the role — is learnt inside the request's transaction
+/// ([`WorkspaceRequest::begin`]): one read that is both the check and the scope, not a read
+/// from the pool followed by the same read again inside the transaction.
 #[derive(Clone, Debug)]
 pub struct WorkspaceRequest {
     /// The request id and the harness's actor tag.
     pub ctx: RequestContext,
-    /// The caller, the workspace from the path, its tenant and the caller's role.
-    pub member: WorkspaceMember,
+    /// The caller, from the verified token.
+    pub caller: UserId,
+    /// The workspace from the path.
+    pub workspace_id: WorkspaceId,
     pool: PgPool,
 }
 
 impl WorkspaceRequest {
-    /// Begins a transaction of this request: scoped to the member's tenant, tagged with the
-    /// request's actor, and still the caller's membership — read again inside it, the row locked
-    /// `FOR SHARE` ([`crate::auth::membership_in`]), so a removal that committed since the
-    /// extractor read it answers 404, and one that comes later waits for this transaction. Finish
-    /// it with [`crate::db::finish`].
-    pub async fn begin(&self) -> Result<Tx, ApiError> {
+    /// Begins a transaction of this request. Its first statement locks the caller's membership
+    /// of the workspace `FOR SHARE` and scopes the transaction to the membership's tenant for
+    /// row-level security (`harbor_enter_workspace`, migration 0011), so a removal that committed
+    /// before answers 404 and one that comes later waits for this transaction. The transaction is
+    /// tagged with the request's actor. Finish it with [`crate::db::finish`].
+    pub async fn begin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
         self.begin_needing(false).await
     }
 
-    /// [`WorkspaceRequest::begin`] for an operation that needs the owner or admin role: the role
-    /// is checked inside the transaction too, so a demotion that committed while the request
+    /// [`WorkspaceRequest::begin`] for an operation that needs the owner or admin role, checked
+    /// on the membership the transaction holds: a demotion that committed while the request
     /// waited (for a pooled connection, a lock) is not ignored: 403 `FORBIDDEN`.
-    pub async fn begin_as_admin(&self) -> Result<Tx, ApiError> {
+    pub async fn begin_as_admin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
         self.begin_needing(true).await
     }
 
-    async fn begin_needing(&self, admin: bool) -> Result<Tx, ApiError> {
-        let member = &self.member;
-        let mut tx = db::begin(&self.pool, self.ctx.actor.as_ref(), member.tenant_id).await?;
-        // Seeded flaw: the membership was never checked; checking it here would hide the flaw.
+    /// The caller's membership read from the pool, outside any transaction, for a handler that
+    /// needs the tenant or the role before its transaction (authorize: its state goes to Redis,
+    /// bound to the tenant, before the workspace lock is taken). It proves nothing about the
+    /// membership when a later transaction commits: that transaction checks again.
+    pub async fn member_before_transaction(&self) -> Result<WorkspaceMember, ApiError> {
         if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
-            return Ok(tx);
+            return self.any_workspace_member().await;
         }
-        let refused =
-            match crate::auth::membership_in(&mut tx, member.workspace_id, member.user_id).await {
-                Ok(Some(role)) if admin && !role.can_administer() => Some(ApiError::Forbidden(
+        let (tenant_id, role) = crate::auth::membership(&self.pool, self.workspace_id, self.caller)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        Ok(self.member(tenant_id, role))
+    }
+
+    async fn begin_needing(&self, admin: bool) -> Result<(Tx, WorkspaceMember), ApiError> {
+        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
+            let member = self.any_workspace_member().await?;
+            let tx = db::begin(&self.pool, self.ctx.actor.as_ref(), member.tenant_id).await?;
+            return Ok((tx, member));
+        }
+        let mut tx = db::begin_unscoped(&self.pool, self.ctx.actor.as_ref()).await?;
+        let entered: Result<Option<(TenantId, String)>, sqlx::Error> =
+            sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2)")
+                .bind(self.workspace_id)
+                .bind(self.caller)
+                .fetch_optional(&mut *tx)
+                .await;
+        let member = match entered {
+            Ok(Some((tenant_id, role))) => match Role::parse(&role) {
+                Ok(role) => Ok(self.member(tenant_id, role)),
+                Err(e) => Err(e.into()),
+            },
+            Ok(None) => Err(ApiError::NotFound),
+            Err(e) => Err(e.into()),
+        };
+        let member = member.and_then(|member| {
+            if admin && !member.role.can_administer() {
+                Err(ApiError::Forbidden(
                     "this operation needs the owner or admin role",
-                )),
-                Ok(Some(_)) => None,
-                Ok(None) => Some(ApiError::NotFound),
-                Err(e) => Some(e),
-            };
-        match refused {
-            None => Ok(tx),
-            Some(error) => db::finish(tx, Err(error)).await,
+                ))
+            } else {
+                Ok(member)
+            }
+        });
+        match member {
+            Ok(member) => Ok((tx, member)),
+            Err(error) => db::finish(tx, Err(error)).await,
+        }
+    }
+
+    /// Seeded flaw `no-membership-check`: the v1 "fail-open" posture of the audit's finding
+    /// 7.2. Any caller is taken for the workspace's owner; row-level security still scopes the
+    /// request to the caller's own tenant.
+    async fn any_workspace_member(&self) -> Result<WorkspaceMember, ApiError> {
+        let tenant: Option<TenantId> = sqlx::query_scalar("SELECT harbor_user_tenant($1)")
+            .bind(self.caller)
+            .fetch_one(&self.pool)
+            .await?;
+        let tenant_id = tenant.ok_or(ApiError::NotFound)?;
+        Ok(self.member(tenant_id, Role::Owner))
+    }
+
+    fn member(&self, tenant_id: TenantId, role: Role) -> WorkspaceMember {
+        // `tenant_id` scopes row-level security for the request. It is the caller's own tenant
+        // (the membership's foreign key makes the two equal), never something taken from the URL.
+        WorkspaceMember {
+            user_id: self.caller,
+            workspace_id: self.workspace_id,
+            tenant_id,
+            role,
         }
     }
 }
 
 impl FromRequestParts<AppState> for WorkspaceRequest {
-    /// Whatever the context's or the membership's extractor answers, unchanged.
+    /// Whatever the context's, the identity's or the path's extractor answers, unchanged.
     type Rejection = Response;
 
     async fn from_request_parts(
@@ -86,12 +143,17 @@ impl FromRequestParts<AppState> for WorkspaceRequest {
         let Extension(ctx) = Extension::<RequestContext>::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let member = WorkspaceMember::from_request_parts(parts, state)
+        // Authentication first: an anonymous caller learns nothing, not even that an id is malformed.
+        let identity = Identity::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let workspace_id = crate::auth::workspace_path(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(WorkspaceRequest {
             ctx,
-            member,
+            caller: identity.user_id,
+            workspace_id,
             pool: state.db.clone(),
         })
     }

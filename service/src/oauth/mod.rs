@@ -74,7 +74,9 @@ pub async fn authorize(
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
-    let member = &request.member;
+    // The membership is needed before the transaction: the state is bound to the tenant, and goes
+    // to Redis before the workspace lock is taken. The transaction checks it again.
+    let member = request.member_before_transaction().await?;
     // Connecting a workspace's provider account needs the role disconnecting it needs: otherwise
     // any member could replace an admin's in-flight authorization with their own account.
     member.require_admin()?;
@@ -139,9 +141,9 @@ async fn start_flow(
     provider: Provider,
     flow_id: uuid::Uuid,
 ) -> Result<ConnectionStatus, ApiError> {
-    let (ctx, member) = (&request.ctx, &request.member);
+    let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let mut tx = request.begin_as_admin().await?;
+    let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
