@@ -96,12 +96,13 @@ pub async fn membership(
 ) -> Result<Option<(TenantId, Role)>, ApiError> {
     // Through the owner's look-up function: row-level security hides `memberships` from a
     // session that has no tenant yet (migration 0006).
-    let row: Option<(TenantId, String)> =
+    let row: Option<(TenantId, String)> = crate::db::retry_lost(pool, || {
         sqlx::query_as("SELECT tenant_id, role FROM harbor_membership($1, $2)")
             .bind(workspace_id)
             .bind(user_id)
             .fetch_optional(pool)
-            .await?;
+    })
+    .await?;
     match row {
         None => Ok(None),
         Some((tenant, role)) => Ok(Some((tenant, Role::parse(&role)?))),

@@ -41,11 +41,17 @@ pub enum DbError {
     Failed(sqlx::Error),
 }
 
+/// Whether `e` says the connection is gone (the network, a restart, a terminated backend:
+/// SQLSTATE 57P01–57P03), as opposed to a statement that failed on a live one.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    let code = e.as_database_error().and_then(|d| d.code());
+    matches!(e, sqlx::Error::Io(_)) || code.as_deref().is_some_and(|c| c.starts_with("57P0"))
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         let code = e.as_database_error().and_then(|d| d.code());
-        let lost = matches!(e, sqlx::Error::Io(_))
-            || code.as_deref().is_some_and(|c| c.starts_with("57P0"));
+        let lost = connection_lost(&e);
         let lock_not_available = code.as_deref() == Some("55P03");
         if matches!(e, sqlx::Error::PoolTimedOut) || lost {
             DbError::Unavailable(e)
@@ -71,8 +77,11 @@ pub enum RowSecurityError {
 /// Opens the service's pool, logged in as the request role (`HARBOR_DATABASE_URL`): a role that
 /// owns nothing, so row-level security applies to every query the service makes — and, since it
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
+///
+/// Its idle connections are handed out untested: [`retry_lost`] is how they are used outside a
+/// transaction, and [`begin`] uses it.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
-    connect_sized(config, config.database_max_connections).await
+    connect_sized(config, config.database_max_connections, false).await
 }
 
 /// How many connections the write-ahead pool holds: as many provider calls that issue a grant
@@ -83,12 +92,44 @@ pub const WRITE_AHEAD_CONNECTIONS: u32 = 16;
 /// before the provider call that issues a grant, so that what the provider issues is made durable
 /// without waiting for a connection after the call (under load, that wait let a dying replica take
 /// a hundred grants of a thousand flows with it); being its own pool, the calls it waits through
-/// never starve request traffic.
+/// never starve request traffic. Unlike the request pool's, its connections are tested when they
+/// are handed out: one must not turn out dead only after the provider has answered.
 pub async fn connect_write_ahead(config: &Config) -> Result<PgPool, sqlx::Error> {
-    connect_sized(config, WRITE_AHEAD_CONNECTIONS).await
+    connect_sized(config, WRITE_AHEAD_CONNECTIONS, true).await
 }
 
-async fn connect_sized(config: &Config, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+/// Runs `attempt` — a `BEGIN`, or one statement that may be repeated — on a pooled connection,
+/// and again on another as long as the one it got turns out dead.
+///
+/// The request pool hands out its idle connections untested (`test_before_acquire(false)`): a
+/// test is a round trip before every transaction, about one in six of a request's
+/// (`harbor-certify db-cost`). Every connection was tested when it came back to the pool (sqlx
+/// pings on release), so the only ones that can be dead are those that died idle — a cut link, a
+/// restarted server, a terminated backend. Such a connection fails at once, and sqlx closes it
+/// instead of returning it. Every idle connection may have died together, so as many attempts as
+/// the pool can hold are allowed before the last, which may open a new one.
+pub async fn retry_lost<T, F, Fut>(pool: &PgPool, mut attempt: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let idle_at_most = pool.options().get_max_connections();
+    for _ in 0..idle_at_most {
+        match attempt().await {
+            Err(e) if connection_lost(&e) => {
+                tracing::debug!(error = %e, "a pooled connection was dead; trying another");
+            }
+            other => return other,
+        }
+    }
+    attempt().await
+}
+
+async fn connect_sized(
+    config: &Config,
+    max_connections: u32,
+    test_before_acquire: bool,
+) -> Result<PgPool, sqlx::Error> {
     let mut options = PgConnectOptions::from_str(config.database_url.expose_secret())?;
     // A name given in the URL wins (the harness names each replica's connections).
     if options.get_application_name().is_none() {
@@ -98,6 +139,7 @@ async fn connect_sized(config: &Config, max_connections: u32) -> Result<PgPool, 
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(config.database_acquire_timeout)
+        .test_before_acquire(test_before_acquire)
         .after_connect(move |conn, _| {
             let lock_timeout = lock_timeout.clone();
             Box::pin(async move {
@@ -173,16 +215,16 @@ pub async fn begin_on<'c>(
 /// opens its transaction through [`crate::request_tx::WorkspaceRequest::begin`] instead, which
 /// learns the tenant inside it.
 pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, DbError> {
-    Ok(pool
-        .begin_with(begin_statement(actor, Some(tenant)))
-        .await?)
+    let statement = begin_statement(actor, Some(tenant));
+    Ok(retry_lost(pool, || pool.begin_with(statement.clone())).await?)
 }
 
 /// Begins a transaction tagged with the request's actor and scoped to no tenant yet: row-level
 /// security shows it nothing until its first statement, `harbor_enter_workspace`, sets the tenant
 /// of the membership it locks ([`crate::request_tx::WorkspaceRequest::begin`]).
 pub(crate) async fn begin_unscoped(pool: &PgPool, actor: Option<&Actor>) -> Result<Tx, DbError> {
-    Ok(pool.begin_with(begin_statement(actor, None)).await?)
+    let statement = begin_statement(actor, None);
+    Ok(retry_lost(pool, || pool.begin_with(statement.clone())).await?)
 }
 
 /// `BEGIN` and the transaction's settings in one simple query: one round trip instead of two

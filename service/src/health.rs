@@ -94,7 +94,11 @@ pub async fn readyz(
 /// connections keeps the connection manager reconnecting for longer than a probe waits.
 async fn check(state: &AppState) -> (bool, bool) {
     let postgres = matches!(
-        tokio::time::timeout(READINESS_BOUND, sqlx::query("SELECT 1").execute(&state.db)).await,
+        tokio::time::timeout(
+            READINESS_BOUND,
+            crate::db::retry_lost(&state.db, || sqlx::query("SELECT 1").execute(&state.db))
+        )
+        .await,
         Ok(Ok(_))
     );
     let mut redis = state.redis.clone();

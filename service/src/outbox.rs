@@ -232,23 +232,30 @@ pub async fn settle(
 ) -> Result<(), sqlx::Error> {
     match delivered {
         Ok(()) => {
-            sqlx::query("SELECT harbor_outbox_done($1, $2, 'confirmed')")
-                .bind(id.id)
-                .bind(id.lease_until)
-                .execute(pool)
-                .await?;
+            // Repeatable: a second call finds the intent gone (or held under a later lease).
+            crate::db::retry_lost(pool, || {
+                sqlx::query("SELECT harbor_outbox_done($1, $2, 'confirmed')")
+                    .bind(id.id)
+                    .bind(id.lease_until)
+                    .execute(pool)
+            })
+            .await?;
         }
         Err(error) => {
             if attempts >= STUCK_AFTER {
                 tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
             }
-            sqlx::query("SELECT harbor_outbox_retry($1, $2, $3, $4)")
-                .bind(id.id)
-                .bind(id.lease_until)
-                .bind(&error)
-                .bind(now + backoff(attempts))
-                .execute(pool)
-                .await?;
+            let due = now + backoff(attempts);
+            // Repeatable: it changes only an intent still under this lease, to the same values.
+            crate::db::retry_lost(pool, || {
+                sqlx::query("SELECT harbor_outbox_retry($1, $2, $3, $4)")
+                    .bind(id.id)
+                    .bind(id.lease_until)
+                    .bind(&error)
+                    .bind(due)
+                    .execute(pool)
+            })
+            .await?;
         }
     }
     Ok(())
@@ -382,12 +389,16 @@ impl Worker {
             if stop.is_cancelled() {
                 break;
             }
-            let claimed: Option<Claimed> =
+            // A claim whose reply was lost leaves its intent leased until the lease runs out, as
+            // a worker that dies does; trying again claims the next one.
+            let now = self.clock.now();
+            let claimed: Option<Claimed> = crate::db::retry_lost(&self.db, || {
                 sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
-                    .bind(self.clock.now())
+                    .bind(now)
                     .bind(lease)
                     .fetch_optional(&self.db)
-                    .await?;
+            })
+            .await?;
             let Some(intent) = claimed else { break };
             match self.adopt(&intent).await? {
                 Adoption::Adopted => {

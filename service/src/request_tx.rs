@@ -112,10 +112,12 @@ impl WorkspaceRequest {
     /// 7.2. Any caller is taken for the workspace's owner; row-level security still scopes the
     /// request to the caller's own tenant.
     async fn any_workspace_member(&self) -> Result<WorkspaceMember, ApiError> {
-        let tenant: Option<TenantId> = sqlx::query_scalar("SELECT harbor_user_tenant($1)")
-            .bind(self.caller)
-            .fetch_one(&self.pool)
-            .await?;
+        let tenant: Option<TenantId> = db::retry_lost(&self.pool, || {
+            sqlx::query_scalar("SELECT harbor_user_tenant($1)")
+                .bind(self.caller)
+                .fetch_one(&self.pool)
+        })
+        .await?;
         let tenant_id = tenant.ok_or(ApiError::NotFound)?;
         Ok(self.member(tenant_id, Role::Owner))
     }

@@ -484,9 +484,11 @@ pub fn error_code(error: &ProviderError) -> String {
 async fn user_tenant(state: &AppState, user_id: UserId) -> Result<TenantId, ApiError> {
     // The owner's look-up function: row-level security hides `users` from a session that has
     // no tenant yet (migration 0006). It answers one row, NULL for an unknown user.
-    sqlx::query_scalar::<_, Option<TenantId>>("SELECT harbor_user_tenant($1)")
-        .bind(user_id)
-        .fetch_one(&state.db)
-        .await?
-        .ok_or(ApiError::Unauthenticated("unknown user"))
+    db::retry_lost(&state.db, || {
+        sqlx::query_scalar::<_, Option<TenantId>>("SELECT harbor_user_tenant($1)")
+            .bind(user_id)
+            .fetch_one(&state.db)
+    })
+    .await?
+    .ok_or(ApiError::Unauthenticated("unknown user"))
 }
