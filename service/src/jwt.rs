@@ -64,6 +64,39 @@ struct RawClaims {
     aud: Option<serde_json::Value>,
 }
 
+/// The header as jsonwebtoken's `Header` reads it — the same members, of the same types, a
+/// repeated one refused — plus whether it has `crit`, which `Header` does not keep: one read, so
+/// the header is parsed once rather than once as `Header` and again as a JSON object.
+#[derive(Deserialize)]
+#[allow(dead_code)] // Members read only to be type-checked, as `Header` checks them.
+struct RawHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+    /// Present at all, even as `null`.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    typ: Option<String>,
+    cty: Option<String>,
+    jku: Option<String>,
+    jwk: Option<jsonwebtoken::jwk::Jwk>,
+    x5u: Option<String>,
+    x5c: Option<Vec<String>>,
+    x5t: Option<String>,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: Option<String>,
+}
+
+/// A member that is there, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(value).map(|_| true)
+}
+
+/// A JSON object's text: serde would also take a struct from an array, members in order.
+fn is_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+}
+
 impl JwtVerifier {
     /// Builds a verifier from the configured key set. Only EdDSA (Ed25519) and RS256 keys with a
     /// `kid` are accepted; anything else is a configuration error, not a silently ignored key.
@@ -121,8 +154,8 @@ impl JwtVerifier {
     }
 
     /// The whole check: header, key, signature, claims. Each of the token's three parts is split
-    /// off and base64-decoded once; the claims are read once, as text already checked to be
-    /// UTF-8. The claim rules are jsonwebtoken's `Validation` rules,
+    /// off and base64-decoded once; the header and the claims are each read once, as text
+    /// already checked to be UTF-8. The claim rules are jsonwebtoken's `Validation` rules,
     /// kept here because its `decode` would decode every part again.
     fn verify_signed(&self, token: &str) -> Result<(UserId, i64), TokenRejected> {
         use base64::Engine;
@@ -135,17 +168,15 @@ impl JwtVerifier {
         else {
             return Err(MALFORMED);
         };
+        // All of it UTF-8 (checked on the text, since serde does not look inside the members it
+        // skips), an object, and read once.
         let header_raw = b64(head).map_err(|_| MALFORMED)?;
-        // Read as jsonwebtoken's typed `Header` (a repeated or mistyped standard member is
-        // malformed) and as JSON text (an object, all of it UTF-8, and whether it has `crit`,
-        // which `Header` does not keep): two reads of a few dozen bytes, decoded once.
-        let header: jsonwebtoken::Header =
-            serde_json::from_slice(&header_raw).map_err(|_| MALFORMED)?;
-        let members = match serde_json::from_slice::<serde_json::Value>(&header_raw) {
-            Ok(serde_json::Value::Object(members)) => members,
-            _ => return Err(MALFORMED),
-        };
-        if members.contains_key("crit") {
+        let header_text = std::str::from_utf8(&header_raw).map_err(|_| MALFORMED)?;
+        if !is_object(header_text) {
+            return Err(MALFORMED);
+        }
+        let header: RawHeader = serde_json::from_str(header_text).map_err(|_| MALFORMED)?;
+        if header.crit {
             // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the
             // token invalid, and this service understands none.
             return Err(TokenRejected("token has critical header extensions"));
@@ -166,11 +197,7 @@ impl JwtVerifier {
         let raw = b64(body).map_err(|_| INVALID)?;
         let text =
             std::str::from_utf8(&raw).map_err(|_| TokenRejected("token claims are not UTF-8"))?;
-        // An object: serde would also take the claims as an array, fields in order.
-        if !text
-            .trim_start_matches([' ', '\t', '\n', '\r'])
-            .starts_with('{')
-        {
+        if !is_object(text) {
             return Err(INVALID);
         }
         let claims: RawClaims = serde_json::from_str(text).map_err(|_| INVALID)?;
@@ -233,5 +260,82 @@ fn names(value: &serde_json::Value) -> Option<Vec<&str>> {
         serde_json::Value::String(one) => Some(vec![one.as_str()]),
         serde_json::Value::Array(many) => many.iter().map(serde_json::Value::as_str).collect(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn verifier() -> JwtVerifier {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let jwks = serde_json::from_value(serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": x }]
+        }))
+        .expect("a JWK set");
+        JwtVerifier::new(&JwtConfig {
+            jwks,
+            issuer: "i".into(),
+            audience: "a".into(),
+        })
+        .expect("a usable key")
+    }
+
+    /// A token with `header` (bytes, base64-encoded here) and a signature nobody made: only a
+    /// header the check accepts gets as far as the signature.
+    fn with_header(header: &[u8]) -> String {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        format!("{}.{}.{}", b64(header), b64(b"{}"), b64(&[0u8; 64]))
+    }
+
+    #[test]
+    fn the_header_is_read_once_as_strictly_as_jsonwebtoken_reads_it() {
+        let v = verifier();
+        let verdict = |h: &[u8]| v.verify(&with_header(h)).unwrap_err().0;
+        assert_eq!(
+            verdict(br#"{"alg":"EdDSA","kid":"k1","typ":"JWT","x":"\u00e9"}"#),
+            "token signature invalid",
+            "a well-formed header reaches the signature"
+        );
+        for (header, why) in [
+            // Every member in `RawHeader`'s order: serde would take a struct from it.
+            (
+                &br#"["EdDSA","k1",null,null,null,null,null,null,null,null,null]"#[..],
+                "an array, not an object",
+            ),
+            (
+                br#"{"alg":"EdDSA","kid":"k1","kid":"k1"}"#,
+                "a repeated member",
+            ),
+            (
+                br#"{"alg":"EdDSA","kid":"k1","typ":7}"#,
+                "a mistyped member",
+            ),
+            (
+                br#"{"alg":"none","kid":"k1"}"#,
+                "an algorithm it does not know",
+            ),
+            (
+                b"{\"alg\":\"EdDSA\",\"kid\":\"k1\",\"x\":\"\xff\"}",
+                "a member that is not UTF-8",
+            ),
+            (br#"{"alg":"EdDSA","kid":"k1""#, "not JSON"),
+        ] {
+            assert_eq!(verdict(header), "malformed token", "{why}");
+        }
+        for crit in [r#""crit":["exp"]"#, r#""crit":null"#] {
+            let header = format!(r#"{{"alg":"EdDSA","kid":"k1",{crit}}}"#);
+            assert_eq!(
+                verdict(header.as_bytes()),
+                "token has critical header extensions",
+                "{crit}"
+            );
+        }
+        assert_eq!(verdict(br#"{"alg":"EdDSA"}"#), "token has no key id");
+        assert_eq!(
+            verdict(br#"{"alg":"RS256","kid":"k1"}"#),
+            "token algorithm does not match its key"
+        );
     }
 }
