@@ -81,7 +81,11 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             if quick {
                 cmd.args(["--warm-up-time", "0.2", "--measurement-time", "0.5"]);
             }
+            // Criterion writes under `$CARGO_TARGET_DIR/criterion`, or `target/` of the directory
+            // it runs in (the benches package's) when that is unset: name the workspace's, where
+            // the ratios are read from below.
             if !cmd
+                .env("CARGO_TARGET_DIR", target_dir())
                 .envs(held.env.iter().map(|(k, v)| (k, v)))
                 .status()
                 .context("running cargo bench")?
