@@ -278,8 +278,9 @@ fn print_summary(label: &str, report: &ExploreReport) {
         .map(|(k, v)| format!("{k} {v:.1} ms"))
         .collect();
     println!(
-        "  mean time per schedule, by phase: {} (setup: making the schedule's workspace; decisions: launching or releasing an operation, then reading the sync points and lock tables until nothing can move; checks: the oracles)",
-        mean.join(", ")
+        "  mean time per schedule, by phase: {}; {:.1} lock-table reads (setup: making the schedule's workspace, mostly while the previous schedule runs, of which start: bringing it to its starting state, on the schedule's path; decisions: launching or releasing the operations (advance), then waiting until nothing can move (settle, of which lock_reads) and cleaning up (cleanup); checks: the oracles)",
+        mean.join(", "),
+        report.lock_reads_per_schedule
     );
     println!(
         "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"

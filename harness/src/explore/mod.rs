@@ -225,9 +225,14 @@ pub struct ExploreReport {
     pub duration_ms: f64,
     /// Schedules per second.
     pub schedules_per_s: f64,
-    /// Where a schedule's time goes, in milliseconds on average: making the starting state (mostly
-    /// while the previous schedule runs), the decisions, the end checks.
+    /// Where a schedule's time goes, in milliseconds on average: making the starting state
+    /// (`setup`, mostly while the previous schedule runs; `start` is its part on the schedule's
+    /// path), the decisions (split into `advance`, `settle` — of which `lock_reads` — and
+    /// `cleanup`), the end checks.
     pub mean_ms: BTreeMap<String, f64>,
+    /// How many times a schedule read the lock tables, on average.
+    #[serde(default)]
+    pub lock_reads_per_schedule: f64,
     /// Per set.
     pub sets: Vec<SetReport>,
     /// The sets the target could not serve, with why (none on the reference).
@@ -357,6 +362,7 @@ async fn explore_on(
         duration_ms: 0.0,
         schedules_per_s: 0.0,
         mean_ms: BTreeMap::new(),
+        lock_reads_per_schedule: 0.0,
         sets: Vec::new(),
         skipped: Vec::new(),
         oracles_off: oracles_off(target, lock_probes),
@@ -371,6 +377,7 @@ async fn explore_on(
     }
     let deadline = options.seconds.map(Duration::from_secs_f64);
     let mut schedule_time = Duration::ZERO;
+    let mut spent = engine::Spent::default();
     let (mut setup_time, mut check_time) = (Duration::ZERO, Duration::ZERO);
     let any_workspace = harbor_service::domain::WorkspaceId::parse(&uuid::Uuid::nil().to_string())
         .map_err(|e| e.to_string())?;
@@ -445,6 +452,12 @@ async fn explore_on(
             schedule_time += run.duration;
             setup_time += run.setup;
             check_time += run.checks;
+            spent.start += run.spent.start;
+            spent.advance += run.spent.advance;
+            spent.settle += run.spent.settle;
+            spent.lock_reads += run.spent.lock_reads;
+            spent.lock_read_count += run.spent.lock_read_count;
+            spent.cleanup += run.spent.cleanup;
             set.explored += 1;
             if options.mode == Mode::Systematic {
                 set.pruned += mirrors - 1;
@@ -498,6 +511,16 @@ async fn explore_on(
         per(schedule_time.saturating_sub(setup_time + check_time)),
     );
     report.mean_ms.insert("checks".into(), per(check_time));
+    // The decisions' time, split: what a faster exploration has to cut.
+    report.mean_ms.insert("start".into(), per(spent.start));
+    report.mean_ms.insert("advance".into(), per(spent.advance));
+    report.mean_ms.insert("settle".into(), per(spent.settle));
+    report
+        .mean_ms
+        .insert("lock_reads".into(), per(spent.lock_reads));
+    report.mean_ms.insert("cleanup".into(), per(spent.cleanup));
+    report.lock_reads_per_schedule =
+        f64::from(spent.lock_read_count) / report.schedules_explored.max(1) as f64;
     if let Some(dir) = &options.save_dir {
         for v in &mut report.violations {
             let (file, minimal) = save::save(&engine, dir, v).await?;

@@ -113,6 +113,28 @@ pub struct ScheduleRun {
     /// Of which the end checks (end state, lock tables, token binding).
     #[serde(skip)]
     pub checks: Duration,
+    /// Where the rest went, phase by phase.
+    #[serde(skip)]
+    pub spent: Spent,
+}
+
+/// Where a schedule's time went between its setup and its checks: what to cut to explore faster.
+#[derive(Clone, Debug, Default)]
+pub struct Spent {
+    /// Bringing the prepared workspace to its starting state (a connected start's code exchange,
+    /// a stale start's clock): on the schedule's path, unlike making the workspace.
+    pub start: Duration,
+    /// Carrying out the decisions: sending requests, opening the raw writer's sessions,
+    /// releasing sync points, applying faults.
+    pub advance: Duration,
+    /// Settling after each decision: waiting until nothing can move.
+    pub settle: Duration,
+    /// Of which reading the lock tables (each read is one query for every moving operation).
+    pub lock_reads: Duration,
+    /// How many times the lock tables were read.
+    pub lock_read_count: u32,
+    /// Releasing, joining and undoing what the operations left, before the checks.
+    pub cleanup: Duration,
 }
 
 /// `200 CONNECTED`, `409 ACTIVATION_NOT_READY`, `200 already_completed=false`.

@@ -25,7 +25,9 @@ mod exclusion;
 mod settle;
 
 use super::ops::{Does, Operation, PROBE_HOLDING, UNDER_WORKSPACE_LOCK};
-pub use super::record::{summary_of, Decision, EndState, Finished, Observed, ScheduleRun, Stop};
+pub use super::record::{
+    summary_of, Decision, EndState, Finished, Observed, ScheduleRun, Spent, Stop,
+};
 use super::start::Start;
 use crate::client::Answer;
 use crate::evidence;
@@ -224,7 +226,8 @@ impl<'a> Engine<'a> {
     ) -> Result<ScheduleRun, String> {
         let started = Instant::now();
         let consent = self.finish_setup(&prepared).await?;
-        let setup = prepared.took + started.elapsed();
+        let start_took = started.elapsed();
+        let setup = prepared.took + start_took;
         let t = prepared.workspace;
         let counters_before = self.provider()?.counters(Provider::Qbo);
         let replica = self.op_replica();
@@ -260,6 +263,10 @@ impl<'a> Engine<'a> {
             duration: Duration::ZERO,
             setup,
             checks: Duration::ZERO,
+            spent: Spent {
+                start: start_took,
+                ..Spent::default()
+            },
         };
         let outcome = self
             .drive(&t, consent.as_ref(), &mut actors, &mut run, scheduler)
@@ -270,6 +277,7 @@ impl<'a> Engine<'a> {
             Err(Halt::Refused(why)) => run.refused = Some(why),
         }
         // Clean-up: nothing stays parked, armed or open for the next schedule.
+        let cleaning = Instant::now();
         self.target.release_all().await;
         for a in &mut actors {
             match a.work.take() {
@@ -309,6 +317,7 @@ impl<'a> Engine<'a> {
                 ));
             }
         }
+        run.spent.cleanup = cleaning.elapsed();
         let checking = Instant::now();
         if ops.iter().any(|o| o.fault().is_some()) && self.offers(Capability::ReferenceSchema) {
             // What a fault interrupted may have left an intent (a grant written ahead, a
@@ -391,9 +400,10 @@ impl<'a> Engine<'a> {
     ) -> Result<(), Halt> {
         loop {
             let decision = run.decisions.len();
-            self.settle(actors, run, decision)
-                .await
-                .map_err(Halt::Stuck)?;
+            let settling = Instant::now();
+            let settled = self.settle(actors, run, decision).await;
+            run.spent.settle += settling.elapsed();
+            settled.map_err(Halt::Stuck)?;
             self.check_exclusion(actors, run);
             let enabled: Vec<usize> = actors
                 .iter()
@@ -440,9 +450,12 @@ impl<'a> Engine<'a> {
             };
             self.watch_probe(actors, chosen, run);
             run.decisions.push(Decision { enabled, chosen });
-            self.advance(t, consent, &mut actors[chosen], chosen, run)
-                .await
-                .map_err(Halt::Stuck)?;
+            let advancing = Instant::now();
+            let advanced = self
+                .advance(t, consent, &mut actors[chosen], chosen, run)
+                .await;
+            run.spent.advance += advancing.elapsed();
+            advanced.map_err(Halt::Stuck)?;
         }
     }
 }

@@ -35,7 +35,7 @@ impl Engine<'_> {
             }
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
             if read_locks {
-                let waits = self.lock_waits(actors, &moving).await?;
+                let waits = self.lock_waits(actors, &moving, run).await?;
                 for (i, by) in waits {
                     match by {
                         Some(by) => {
@@ -71,7 +71,7 @@ impl Engine<'_> {
             // read of the waiters confirms they still wait (a parked holder cannot let go).
             if settled && !blocked_by.is_empty() {
                 let waiters: Vec<usize> = blocked_by.iter().map(|(i, _)| *i).collect();
-                let again = self.lock_waits(actors, &waiters).await?;
+                let again = self.lock_waits(actors, &waiters, run).await?;
                 for ((i, by), (_, now)) in blocked_by.iter().zip(again) {
                     if now.as_ref() != Some(by) {
                         settled = false;
@@ -139,16 +139,20 @@ impl Engine<'_> {
         &self,
         actors: &[Running],
         which: &[usize],
+        run: &mut ScheduleRun,
     ) -> Result<Vec<(usize, Option<Vec<String>>)>, String> {
         if which.is_empty() {
             return Ok(Vec::new());
         }
+        let reading = Instant::now();
         let tags: Vec<&str> = which.iter().map(|&i| actors[i].tag.as_str()).collect();
         // A failed read is no evidence of a wait: the operations count as on their way (and a
         // settle that never ends reports the lock table).
         let seen = evidence::activities_of(self.db()?, &tags)
             .await
             .unwrap_or_default();
+        run.spent.lock_reads += reading.elapsed();
+        run.spent.lock_read_count += 1;
         Ok(which
             .iter()
             .map(|&i| {
