@@ -12,13 +12,16 @@
 -- `search_path` when it returns; the tenant it sets with `set_config(..., true)` stays for the
 -- rest of the transaction, which is the point.
 -- Returns the tenant and the role, or no row (not a member, or no such workspace: the two are
--- deliberately indistinguishable), in which case nothing is set.
+-- deliberately indistinguishable), in which case nothing is set. Like
+-- `harbor_membership_for_share`, it never locks (or moves a transaction to) another tenant's
+-- row: in a transaction already scoped to a tenant it finds only that tenant's memberships.
 CREATE FUNCTION harbor_enter_workspace(p_workspace uuid, p_user uuid)
     RETURNS TABLE (tenant_id uuid, role text)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     SELECT m.tenant_id, m.role INTO tenant_id, role FROM public.memberships m
      WHERE m.workspace_id = p_workspace AND m.user_id = p_user
+       AND (public.harbor_current_tenant() IS NULL OR m.tenant_id = public.harbor_current_tenant())
        FOR SHARE;
     IF NOT FOUND THEN
         RETURN;

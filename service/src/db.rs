@@ -78,8 +78,9 @@ pub enum RowSecurityError {
 /// owns nothing, so row-level security applies to every query the service makes — and, since it
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 ///
-/// Its idle connections are handed out untested: [`retry_lost`] is how they are used outside a
-/// transaction, and [`begin`] uses it.
+/// Its idle connections are handed out untested: [`begin`] and the reads made outside a
+/// transaction go through [`retry_lost`]. (The outbox's adoption, which waits for the workspace
+/// lock, does not: on a dead connection it fails once, and its intent waits for its lease.)
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     connect_sized(config, config.database_max_connections, false).await
 }
@@ -98,31 +99,50 @@ pub async fn connect_write_ahead(config: &Config) -> Result<PgPool, sqlx::Error>
     connect_sized(config, WRITE_AHEAD_CONNECTIONS, true).await
 }
 
-/// Runs `attempt` — a `BEGIN`, or one statement that may be repeated — on a pooled connection,
-/// and again on another as long as the one it got turns out dead.
+/// Runs `attempt` — a `BEGIN`, or one statement that may be repeated and waits for no lock — on a
+/// pooled connection, and again on another as long as the one it got turns out dead.
 ///
 /// The request pool hands out its idle connections untested (`test_before_acquire(false)`): a
 /// test is a round trip before every transaction, about one in six of a request's
 /// (`harbor-certify db-cost`). Every connection was tested when it came back to the pool (sqlx
-/// pings on release), so the only ones that can be dead are those that died idle — a cut link, a
-/// restarted server, a terminated backend. Such a connection fails at once, and sqlx closes it
-/// instead of returning it. Every idle connection may have died together, so as many attempts as
-/// the pool can hold are allowed before the last, which may open a new one.
+/// pings on release), so the only ones that can be dead are those that died idle — a restarted
+/// server, a terminated backend, a link reset. Such a connection fails at once, and sqlx closes
+/// it instead of returning it.
+/// - Every idle connection may have died together: another attempt is made while the pool had
+///   idle connections to offer, and once more after the pool had none (that attempt opened a
+///   connection, or waited for one to come back). A connection that cannot even be opened is the
+///   database out of reach, not a dead idle one, and is not tried again and again.
+/// - A link that died without a reset, or a server that stopped answering, fails nothing: the
+///   attempt would wait for it. Each attempt is bounded by the pool's acquire timeout, as the
+///   test it replaces was, and one that runs out is answered as the pool's
+///   [`sqlx::Error::PoolTimedOut`] (503 `DATABASE_UNAVAILABLE`).
 pub async fn retry_lost<T, F, Fut>(pool: &PgPool, mut attempt: F) -> Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
-    let idle_at_most = pool.options().get_max_connections();
-    for _ in 0..idle_at_most {
-        match attempt().await {
-            Err(e) if connection_lost(&e) => {
+    let bound = pool.options().get_acquire_timeout();
+    let mut attempts = 0;
+    let mut tried_without_idle = false;
+    loop {
+        let idle_before = pool.num_idle();
+        attempts += 1;
+        let result = match tokio::time::timeout(bound, attempt()).await {
+            Ok(result) => result,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        };
+        match result {
+            Err(e)
+                if connection_lost(&e)
+                    && attempts <= pool.options().get_max_connections()
+                    && (idle_before > 0 || !tried_without_idle) =>
+            {
+                tried_without_idle |= idle_before == 0;
                 tracing::debug!(error = %e, "a pooled connection was dead; trying another");
             }
             other => return other,
         }
     }
-    attempt().await
 }
 
 async fn connect_sized(

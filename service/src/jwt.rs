@@ -65,8 +65,10 @@ struct RawClaims {
 }
 
 /// The header as jsonwebtoken's `Header` reads it — the same members, of the same types, a
-/// repeated one refused — plus whether it has `crit`, which `Header` does not keep: one read, so
-/// the header is parsed once rather than once as `Header` and again as a JSON object.
+/// repeated one refused — plus whether it has `crit`, which `Header` does not keep, and every
+/// other member read as JSON (not skipped: serde's skipping does not refuse a lone surrogate, a
+/// number out of range or nesting too deep, which a JSON reading does). One read, so the header
+/// is parsed once rather than once as `Header` and again as a JSON object.
 #[derive(Deserialize)]
 #[allow(dead_code)] // Members read only to be type-checked, as `Header` checks them.
 struct RawHeader {
@@ -84,6 +86,8 @@ struct RawHeader {
     x5t: Option<String>,
     #[serde(rename = "x5t#S256")]
     x5t_s256: Option<String>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A member that is there, whatever its value.
@@ -321,6 +325,14 @@ mod tests {
                 "a member that is not UTF-8",
             ),
             (br#"{"alg":"EdDSA","kid":"k1""#, "not JSON"),
+            (
+                br#"{"alg":"EdDSA","kid":"k1","x":"\ud800"}"#,
+                "a lone surrogate",
+            ),
+            (
+                br#"{"alg":"EdDSA","kid":"k1","x":1e400}"#,
+                "a number out of range",
+            ),
         ] {
             assert_eq!(verdict(header), "malformed token", "{why}");
         }

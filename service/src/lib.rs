@@ -9,7 +9,7 @@
 //! - [`context`]: request id and the harness's actor tag, per request.
 //! - [`domain`]: newtypes that validate on `parse` (ids, providers, roles, actor tags).
 //! - [`jwt`]: bearer-token verification against the gateway's keys.
-//! - [`auth`]: the verified identity and workspace membership extractors.
+//! - [`auth`]: the verified identity (an extractor) and the workspace membership a request's transaction finds.
 //! - [`request_tx`]: [`request_tx::WorkspaceRequest`], a member's request and the one way its
 //!   handler opens a transaction (tenant-scoped, tagged with the actor).
 //! - [`db`]: pool, migrations, the begin/finish discipline for transactions, [`db::DbError`].

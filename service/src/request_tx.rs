@@ -4,9 +4,11 @@
 //!
 //! The extractor reads nothing from the database: a handler calls [`WorkspaceRequest::begin`]
 //! where its transaction starts, and learns there whether the caller is a member (404 if not),
-//! with which role and in which tenant. Several handlers talk to Redis or a provider first, and
-//! nothing may wait on either while the workspace lock (taken inside the transaction) is held;
-//! some open a second transaction after the first is committed.
+//! with which role and in which tenant. Nothing may wait on Redis or a provider while the
+//! workspace lock (taken inside the transaction) is held, so some handlers talk to them between
+//! transactions — never before the membership is checked: authorize checks it first with
+//! [`WorkspaceRequest::member_before_transaction`], sync opens its token decision's transaction
+//! before it calls the provider. Some open a second transaction after the first is committed.
 //!
 //! Transactions that are not a member's request to a workspace route (the OAuth callback, whose
 //! tenant is the caller's and whose workspace comes from the consumed state; the untagged
