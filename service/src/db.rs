@@ -155,6 +155,13 @@ async fn connect_sized(
     if options.get_application_name().is_none() {
         options = options.application_name("harbor-service");
     }
+    // A backend whose client is gone (a cut link, a killed replica) stops within a second even
+    // while it waits for a lock, and its transaction's locks go with it: PostgreSQL otherwise
+    // notices a vanished client only when it next writes to it, and a wait for a row lock can
+    // last as long as its holder. (A startup parameter: no round trip.) Found by
+    // `explore --depth 3`: an activation queued behind another session's row lock outlived a
+    // database cut.
+    options = options.options([("client_connection_check_interval", "1s")]);
     let lock_timeout = lock_timeout_statement(config.lock_timeout);
     PgPoolOptions::new()
         .max_connections(max_connections)

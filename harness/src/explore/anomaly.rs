@@ -117,22 +117,37 @@ pub struct SerialOutcome {
 }
 
 /// Every serial order of `ops` from `start`, on the model. With a fault among them, also every
-/// order in which one other operation is interrupted before its effect (left out of the model);
-/// with a crash, also every order in which one is interrupted after its commit (in the model, its
-/// answer lost with the replica).
+/// order in which any of the other operations are interrupted before their effect (left out of
+/// the model); with a crash, also every order in which any are interrupted after their commit (in
+/// the model, their answers lost with the replica).
 pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut out = Vec::new();
-    let mut interruptions: Vec<Option<(usize, bool)>> = vec![None];
+    // Each operation answers as the model says (`None`), or is interrupted by a fault before its
+    // commit (`Some(false)`) or after it (`Some(true)`, for faults that can strike there). A fault
+    // reaches every request in flight, so any number of them may be interrupted together (a set
+    // of three operations has two requests for one fault to cut).
+    let mut interruptions: Vec<Vec<Option<bool>>> = vec![vec![None; ops.len()]];
     if ops.iter().any(|o| o.fault().is_some()) {
         let after_commit = ops.iter().any(|o| o.may_interrupt_after_commit());
+        let fates: &[Option<bool>] = if after_commit {
+            &[None, Some(false), Some(true)]
+        } else {
+            &[None, Some(false)]
+        };
         for i in (0..ops.len()).filter(|&i| ops[i].fault().is_none()) {
-            interruptions.push(Some((i, false)));
-            if after_commit {
-                interruptions.push(Some((i, true)));
-            }
+            interruptions = interruptions
+                .into_iter()
+                .flat_map(|so_far| {
+                    fates.iter().map(move |fate| {
+                        let mut next = so_far.clone();
+                        next[i] = *fate;
+                        next
+                    })
+                })
+                .collect();
         }
     }
-    for interruption in interruptions {
+    for interruption in &interruptions {
         let mut order: Vec<usize> = (0..ops.len()).collect();
         permutations(&mut order, 0, &mut |order| {
             out.push(serial_outcome(ops, start, order, interruption));
@@ -141,13 +156,13 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     out
 }
 
-/// One serial order on the model; `interrupted` (if any) is an operation that answered nothing
-/// documented, and whether it had committed first.
+/// One serial order on the model; `interruption[i]` says whether operation `i` answered nothing
+/// documented, and if so whether it had committed first.
 fn serial_outcome(
     ops: &[Operation],
     start: Start,
     order: &[usize],
-    interruption: Option<(usize, bool)>,
+    interruption: &[Option<bool>],
 ) -> SerialOutcome {
     {
         let mut model: Model = start.model();
@@ -159,14 +174,14 @@ fn serial_outcome(
         let mut answers = vec![None; ops.len()];
         let mut interrupted = vec![false; ops.len()];
         for &i in order {
-            match interruption {
-                Some((j, committed)) if j == i => {
+            match interruption[i] {
+                Some(committed) => {
                     interrupted[i] = true;
                     if committed {
                         ops[i].apply(&mut model);
                     }
                 }
-                _ => answers[i] = ops[i].apply(&mut model),
+                None => answers[i] = ops[i].apply(&mut model),
             }
         }
         let c = model

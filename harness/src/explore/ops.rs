@@ -421,6 +421,18 @@ impl Operation {
         self.has_fault(|k| k == FaultKind::ReplicaStop)
     }
 
+    /// Whether it ends the service's open transactions where they stand (every backend dropped, or
+    /// the replica holding them killed): a request parked inside one still sits at its sync point,
+    /// but its transaction — and the locks it held — are gone.
+    pub fn ends_transactions(self) -> bool {
+        self.has_fault(|k| {
+            matches!(
+                k,
+                FaultKind::PostgresDropConnections | FaultKind::ReplicaCrash
+            )
+        })
+    }
+
     /// Whether what it interrupts may have committed first (its answer lost with a crashed
     /// replica or a cut link), not only failed before its effect.
     pub fn may_interrupt_after_commit(self) -> bool {

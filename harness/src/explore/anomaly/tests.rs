@@ -41,6 +41,26 @@ fn a_database_cut_may_interrupt_the_callback_and_changes_nothing_itself() {
 }
 
 #[test]
+fn one_fault_may_interrupt_every_request_in_flight_and_nothing_else() {
+    // Found by `explore --depth 3`: a cut that struck both activations was judged against orders
+    // in which only one of them could be interrupted.
+    let ops = [Operation::Activate, Operation::Activate, Operation::DbCut];
+    let outcomes = serial_outcomes(&ops, Start::Connected);
+    let both = outcomes
+        .iter()
+        .find(|o| o.interrupted[0] && o.interrupted[1])
+        .expect("an order in which the cut interrupts both");
+    assert!(!both.activated);
+    // Without a fault nothing is ever interrupted.
+    let calm = serial_outcomes(
+        &[Operation::Activate, Operation::Activate],
+        Start::Connected,
+    );
+    assert!(calm.iter().all(|o| o.interrupted.iter().all(|i| !i)));
+    assert_eq!(calm.len(), 2);
+}
+
+#[test]
 fn the_raw_writer_disconnects_whatever_the_state() {
     let outcomes = serial_outcomes(
         &[Operation::RawDisconnect, Operation::Activate],

@@ -49,8 +49,28 @@ impl Engine<'_> {
         }
     }
 
+    /// Before `chosen` is advanced: if it is a fault that ends the open transactions, every
+    /// request inside one — parked under the workspace lock, or waiting for a lock — is severed
+    /// from it. Where it parks next it holds nothing (its transaction is dead, the lock went with
+    /// the backend), so it no longer counts as under the lock. (Found by `explore --depth 3`: a
+    /// cut that ended both activations' transactions left one parked at `before_commit` while the
+    /// other failed at `failing`, each holding nothing.)
+    pub(super) fn note_severed(&self, actors: &mut [Running], chosen: usize) {
+        if actors[chosen].launched || !actors[chosen].op.ends_transactions() {
+            return;
+        }
+        for a in actors.iter_mut() {
+            let inside = match &a.stop {
+                Some(Stop::Parked(p)) => UNDER_WORKSPACE_LOCK.contains(p),
+                Some(Stop::Blocked(_)) => true,
+                _ => false,
+            };
+            a.severed |= inside && !a.op.is_raw_sql();
+        }
+    }
+
     /// Two operations parked under the workspace lock at once break mutual exclusion (the lock
-    /// probe holding it counts as under it).
+    /// probe holding it counts as under it; a request whose transaction a fault ended does not).
     pub(super) fn check_exclusion(&self, actors: &[Running], run: &mut ScheduleRun) {
         if run.exclusion_broken.is_some() {
             return;
@@ -58,6 +78,7 @@ impl Engine<'_> {
         let inside: Vec<(usize, &'static str)> = actors
             .iter()
             .enumerate()
+            .filter(|(_, a)| !a.severed)
             .filter_map(|(i, a)| match a.stop {
                 Some(Stop::Parked(p))
                     if UNDER_WORKSPACE_LOCK.contains(&p) || p == PROBE_HOLDING =>

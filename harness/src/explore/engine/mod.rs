@@ -91,6 +91,8 @@ struct Running {
     /// The probes that held their locks when this request was launched (it must wait for each,
     /// or answer without the lock's effect).
     under_probes: Vec<usize>,
+    /// A fault ended the transaction it was inside ([`Engine::note_severed`]).
+    severed: bool,
 }
 
 /// The executor of schedules on one running service.
@@ -245,6 +247,7 @@ impl<'a> Engine<'a> {
                 session: None,
                 sql_step: 0,
                 under_probes: Vec::new(),
+                severed: false,
             })
             .collect();
         let mut run = ScheduleRun {
@@ -451,6 +454,7 @@ impl<'a> Engine<'a> {
                 Err(e) => return Err(Halt::Refused(format!("{}: {e}", scheduler.name()))),
             };
             self.watch_probe(actors, chosen, run);
+            self.note_severed(actors, chosen);
             run.decisions.push(Decision { enabled, chosen });
             let advancing = Instant::now();
             let advanced = self
