@@ -169,6 +169,15 @@ impl Model {
         }
     }
 
+    /// What an operation did outside the database, taken from `ran` (this model with the
+    /// operation applied in full): the states it consumed in Redis and the calls the provider
+    /// counted. Nothing it would have committed — its connection and activation changes — is
+    /// kept. How a request interrupted between its provider call and its commit leaves the world.
+    pub fn keep_outside_effects(&mut self, ran: Model) {
+        self.states = ran.states;
+        self.counters = ran.counters;
+    }
+
     fn count(&mut self, provider: Provider) -> &mut Counted {
         self.counters.entry(provider).or_default()
     }

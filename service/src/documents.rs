@@ -82,6 +82,8 @@ enum Prepared {
         account: Option<String>,
     },
     Rejected,
+    /// A rotation an interrupted refresh wrote ahead is stored now (committed): decide again.
+    Adopted,
 }
 
 /// What a token decision is asked for.
@@ -123,7 +125,8 @@ pub async fn sync(
     let mut attempt = 0;
     let mut refreshed = false;
     let (listing, grant) = loop {
-        let need = match refused.take() {
+        // (Cloned, not taken: a decision that adopted a rotation is made again with the same need.)
+        let need = match refused.clone() {
             None => Need::Fresh,
             Some((token, grant)) if attempt == 1 => Need::Replace(token, grant),
             Some((token, grant)) => Need::GiveUp(token, grant),
@@ -154,6 +157,7 @@ pub async fn sync(
             }
             // The REVOKED status is committed; only now is the error answered.
             Prepared::Rejected => return Err(ApiError::ReconnectRequired),
+            Prepared::Adopted => continue,
         };
         if first {
             SyncHooks::reach(hooks, ctx, syncpoints::SYNC_BEFORE_FETCH).await?;
@@ -306,6 +310,17 @@ async fn decide_token(
         let Some(refresh) = refresh else {
             return Err(ApiError::ReconnectRequired);
         };
+        // An earlier refresh may have spent this very refresh token and been interrupted before
+        // its store (a cut link, a dead replica): its rotation waits in the outbox, for a worker
+        // to adopt once its lease runs out. Refreshing with the spent token would end the grant
+        // (`invalid_grant`; some providers end the whole grant on reuse), so the rotation is
+        // stored first, committed, and the decision made again on it. Found by `harbor-certify
+        // explore --depth 3` (sync + sync + db_cut, stale token).
+        if !flaws::active(Flaw::RevokeUnstoredRotation)
+            && adopt_unstored_rotation(&mut tx, &lock, &connection, (ctx, member), now).await?
+        {
+            return Ok(Prepared::Adopted);
+        }
         // The rotated token's write-ahead connection is taken before the refresh (from its own
         // pool), as the callback's is before its exchange: once the provider has rotated the
         // grant, nothing may wait for a connection before the new token is durable.
@@ -415,6 +430,35 @@ async fn decide_token(
     }
     .await;
     db::finish(tx, result).await
+}
+
+/// Stores the rotation of `connection`'s refresh token that an interrupted refresh wrote ahead
+/// (`outbox::unstored_rotation`), if there is one sealed under the row's key, and audits it.
+/// `false` when there is none (a rotation under another key — `rotate-keys` moved the row on —
+/// is left to the worker, which revokes it).
+async fn adopt_unstored_rotation(
+    tx: &mut db::Tx,
+    lock: &locks::WorkspaceLock,
+    connection: &lifecycle::LockedConnection,
+    (ctx, member): (&RequestContext, &WorkspaceMember),
+    now: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    let Some((intent, sealed)) = outbox::unstored_rotation(tx, connection).await? else {
+        return Ok(false);
+    };
+    let row_key = connection.tokens.as_ref().map(|t| t.key_id.as_str());
+    if crate::vault::key_id_of(&sealed).ok() != row_key {
+        return Ok(false);
+    }
+    lifecycle::store_adopted_refresh(tx, lock, connection, &sealed, now).await?;
+    outbox::adopted(tx, intent).await?;
+    audit::record(
+        tx,
+        ctx,
+        refresh_event(member, connection.provider, "adopted_unstored_rotation"),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Writes a rotated refresh token ahead of its store, in a transaction of its own on the

@@ -71,9 +71,10 @@ pub enum Flaw {
     /// status change commits, not in the same one: a replica that dies in between leaves the
     /// grant live with no copy anywhere.
     OutboxOutsideTransaction,
-    /// The outbox revokes a rotated refresh token whose store never committed, even when its row
-    /// still holds the spent token it replaced: the user's connection ends (the next sync is
-    /// refused) instead of keeping the grant it still has.
+    /// A rotated refresh token whose store never committed is never adopted — not by the next
+    /// sync, not by the outbox, which revokes it even when its row still holds the spent token it
+    /// replaced: the user's connection ends (the next sync is refused) instead of keeping the
+    /// grant it still has.
     RevokeUnstoredRotation,
     /// The process ends at SIGTERM without waiting for anything — its open connections, the work
     /// requests handed to tasks of their own, the outbox worker's current intent: a rolling

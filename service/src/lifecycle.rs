@@ -383,6 +383,36 @@ pub async fn store_refreshed(
     .await
 }
 
+/// Stores a rotated refresh token that an earlier refresh wrote ahead and never stored
+/// (`outbox::unstored_rotation`), in place of the spent one the row holds, and marks the access
+/// token due for refresh at `now` (the rotation's access token was never written anywhere).
+/// Compare-and-set on the version read under the row lock, like every other change.
+pub async fn store_adopted_refresh(
+    tx: &mut Tx,
+    _lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    sealed_refresh: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), LifecycleError> {
+    let updated = sqlx::query(
+        "UPDATE connections SET refresh_token = $3, token_expires_at = $4, version = version + 1, \
+           updated_at = now() WHERE id = $1 AND version = $2",
+    )
+    .bind(connection.id)
+    .bind(connection.version)
+    .bind(sealed_refresh)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(LifecycleError::Inconsistent(format!(
+            "connection {} changed under its row lock (version {})",
+            connection.id, connection.version
+        )));
+    }
+    Ok(())
+}
+
 async fn store(
     tx: &mut Tx,
     _lock: &WorkspaceLock,

@@ -194,6 +194,44 @@ pub async fn written_ahead(
     found.map(|(id, lease_until)| IntentId { id, lease_until })
 }
 
+/// A rotation of `connection`'s refresh token that an earlier refresh wrote ahead and never
+/// stored (its replica died, or its link was cut, before its store committed), not yet adopted:
+/// its id and sealed token, locked until the caller's transaction ends. Read under the workspace
+/// lock and the row lock the caller holds, so the request that wrote it is over; a worker that
+/// claimed it meanwhile waits for that lock in `harbor_outbox_adopt` and then finds it gone.
+pub async fn unstored_rotation(
+    tx: &mut Tx,
+    connection: &LockedConnection,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+    let Some(spent) = connection
+        .tokens
+        .as_ref()
+        .and_then(|t| t.refresh_token.as_deref())
+    else {
+        return Ok(None);
+    };
+    sqlx::query_as(
+        "SELECT id, sealed_token FROM revocation_outbox \
+          WHERE connection_id = $1 AND grant_id = $2 AND reason = 'unstored_grant' \
+            AND field = 'refresh' AND replaces_token = $3 \
+          ORDER BY id LIMIT 1 FOR UPDATE",
+    )
+    .bind(connection.id)
+    .bind(connection.grant_id)
+    .bind(spent)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Deletes an intent whose token the caller's transaction has just stored into its row.
+pub async fn adopted(tx: &mut Tx, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM revocation_outbox WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Deletes a written-ahead intent in the transaction that stores its grant. `false` when the
 /// request no longer holds it (its lease ran out and a worker took it to revoke the grant): the
 /// grant must then not be stored.

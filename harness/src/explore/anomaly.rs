@@ -103,8 +103,8 @@ pub struct SerialOutcome {
     /// Each operation's expected answer (`None`: the raw writer, a database cut, or an
     /// interrupted operation).
     pub answers: Vec<Option<crate::model::Expected>>,
-    /// Operations a database cut interrupted in this outcome: each answers one of
-    /// [`UNAVAILABLE_CODES`] and changes nothing.
+    /// Operations a fault interrupted in this outcome: each may answer as [`is_interrupted`]
+    /// allows, and changed only what its fate in this outcome says.
     pub interrupted: Vec<bool>,
     /// The connection status at the end.
     pub status: harbor_service::lifecycle::ConnectionStatus,
@@ -116,25 +116,40 @@ pub struct SerialOutcome {
     pub refreshes: u64,
 }
 
+/// How an operation ends in one serial outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// It answers as the model says.
+    Answers,
+    /// A fault interrupted it before it did anything (left out of the model).
+    InterruptedBefore,
+    /// A fault interrupted it after its effects outside the database and before its commit: a
+    /// callback's state is spent, a sync's refresh counted (`Model::keep_outside_effects`).
+    InterruptedOutside,
+    /// A fault interrupted it after its commit (in the model; its answer lost).
+    InterruptedAfterCommit,
+}
+
 /// Every serial order of `ops` from `start`, on the model. With a fault among them, also every
 /// order in which any of the other operations are interrupted before their effect (left out of
-/// the model); with a crash, also every order in which any are interrupted after their commit (in
-/// the model, their answers lost with the replica).
+/// the model), or between their effects outside the database and their commit; with a crash,
+/// also every order in which any are interrupted after their commit (in the model, their answers
+/// lost with the replica).
 pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut out = Vec::new();
-    // Each operation answers as the model says (`None`), or is interrupted by a fault before its
-    // commit (`Some(false)`) or after it (`Some(true)`, for faults that can strike there). A fault
-    // reaches every request in flight, so any number of them may be interrupted together (a set
-    // of three operations has two requests for one fault to cut).
-    let mut interruptions: Vec<Vec<Option<bool>>> = vec![vec![None; ops.len()]];
+    // A fault reaches every request in flight, so any number of them may be interrupted together
+    // (a set of three operations has two requests for one fault to cut).
+    let mut interruptions: Vec<Vec<Fate>> = vec![vec![Fate::Answers; ops.len()]];
     if ops.iter().any(|o| o.fault().is_some()) {
         let after_commit = ops.iter().any(|o| o.may_interrupt_after_commit());
-        let fates: &[Option<bool>] = if after_commit {
-            &[None, Some(false), Some(true)]
-        } else {
-            &[None, Some(false)]
-        };
         for i in (0..ops.len()).filter(|&i| ops[i].fault().is_none()) {
+            let mut fates = vec![Fate::Answers, Fate::InterruptedBefore];
+            if ops[i].acts_outside_the_database() {
+                fates.push(Fate::InterruptedOutside);
+            }
+            if after_commit {
+                fates.push(Fate::InterruptedAfterCommit);
+            }
             interruptions = interruptions
                 .into_iter()
                 .flat_map(|so_far| {
@@ -156,13 +171,12 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     out
 }
 
-/// One serial order on the model; `interruption[i]` says whether operation `i` answered nothing
-/// documented, and if so whether it had committed first.
+/// One serial order on the model; `interruption[i]` is how operation `i` ends.
 fn serial_outcome(
     ops: &[Operation],
     start: Start,
     order: &[usize],
-    interruption: &[Option<bool>],
+    interruption: &[Fate],
 ) -> SerialOutcome {
     {
         let mut model: Model = start.model();
@@ -174,14 +188,18 @@ fn serial_outcome(
         let mut answers = vec![None; ops.len()];
         let mut interrupted = vec![false; ops.len()];
         for &i in order {
+            interrupted[i] = interruption[i] != Fate::Answers;
             match interruption[i] {
-                Some(committed) => {
-                    interrupted[i] = true;
-                    if committed {
-                        ops[i].apply(&mut model);
-                    }
+                Fate::Answers => answers[i] = ops[i].apply(&mut model),
+                Fate::InterruptedBefore => {}
+                Fate::InterruptedOutside => {
+                    let mut ran = model.clone();
+                    ops[i].apply(&mut ran);
+                    model.keep_outside_effects(ran);
                 }
-                None => answers[i] = ops[i].apply(&mut model),
+                Fate::InterruptedAfterCommit => {
+                    ops[i].apply(&mut model);
+                }
             }
         }
         let c = model

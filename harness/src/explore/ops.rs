@@ -444,6 +444,16 @@ impl Operation {
         })
     }
 
+    /// Whether it has effects outside the database that a fault striking before its commit
+    /// cannot undo: a callback consumes its state in Redis and exchanges its code, a sync
+    /// refreshes (and so rotates) its token at the provider.
+    pub fn acts_outside_the_database(self) -> bool {
+        matches!(
+            self.does(),
+            Does::Request(WorkspaceOp::Callback | WorkspaceOp::Sync)
+        )
+    }
+
     /// Whether it cuts the service off from the provider: what calls it may fail (502
     /// `PROVIDER_ERROR`) instead of answering as the model says.
     pub fn cuts_provider(self) -> bool {

@@ -22,18 +22,20 @@ fn two_syncs_of_a_stale_token_refresh_once_in_every_order() {
 #[test]
 fn a_database_cut_may_interrupt_the_callback_and_changes_nothing_itself() {
     let outcomes = serial_outcomes(&[Operation::Callback, Operation::DbCut], Start::Pending);
-    // Two orders of the two, and two more with the callback interrupted.
-    assert_eq!(outcomes.len(), 4);
+    // Two orders of the two, two with the callback interrupted before anything, two after its
+    // exchange.
+    assert_eq!(outcomes.len(), 6);
     let whole: Vec<_> = outcomes.iter().filter(|o| !o.interrupted[0]).collect();
     assert!(whole
         .iter()
         .all(|o| o.exchanges == 1 && o.answers[1].is_none()));
-    let cut = outcomes.iter().find(|o| o.interrupted[0]).unwrap();
-    assert_eq!(
-        cut.status,
-        harbor_service::lifecycle::ConnectionStatus::Pending
-    );
-    assert_eq!(cut.exchanges, 0);
+    let cut: Vec<_> = outcomes.iter().filter(|o| o.interrupted[0]).collect();
+    assert!(cut
+        .iter()
+        .all(|o| o.status == harbor_service::lifecycle::ConnectionStatus::Pending));
+    let mut exchanges: Vec<_> = cut.iter().map(|o| o.exchanges).collect();
+    exchanges.dedup();
+    assert_eq!(exchanges, [0, 1], "cut before its exchange, or after it");
     assert!(
         !outcomes.iter().any(|o| o.interrupted[1]),
         "the cut itself is never interrupted"
@@ -61,6 +63,44 @@ fn one_fault_may_interrupt_every_request_in_flight_and_nothing_else() {
 }
 
 #[test]
+fn a_fault_between_the_provider_and_the_commit_keeps_what_the_provider_and_redis_saw() {
+    use harbor_service::lifecycle::ConnectionStatus::{Connected, Pending};
+    // Found by `explore --depth 3`: a callback cut after it consumed its state leaves the state
+    // spent; the same consent presented again is refused, and the connection stays PENDING.
+    let ops = [Operation::Callback, Operation::Callback, Operation::DbCut];
+    let outcomes = serial_outcomes(&ops, Start::Pending);
+    assert!(outcomes.iter().any(|o| o.interrupted[0]
+        && !o.interrupted[1]
+        && o.status == Pending
+        && o.answers[1].as_ref().and_then(|a| a.code) == Some("OAUTH_STATE_INVALID")));
+    // Only a request that acts outside the database can leave such a trace: an activation cut
+    // before its commit changed nothing.
+    let activations = serial_outcomes(
+        &[Operation::Activate, Operation::Activate, Operation::DbCut],
+        Start::Connected,
+    );
+    assert!(activations
+        .iter()
+        .filter(|o| o.interrupted[0] && !o.interrupted[1])
+        .all(|o| o.activated));
+    // A sync cut after its refresh spent the token at the provider: the next sync refreshes again
+    // (with the rotation it adopts), so two refreshes and one answer that refreshed.
+    let syncs = serial_outcomes(
+        &[Operation::Sync, Operation::Sync, Operation::DbCut],
+        Start::Stale,
+    );
+    let refreshed = |o: &super::SerialOutcome, i: usize| {
+        o.answers[i].as_ref().and_then(|a| a.field.clone()) == Some(("refreshed", true.into()))
+    };
+    assert!(syncs
+        .iter()
+        .any(|o| o.interrupted[0] && refreshed(o, 1) && o.refreshes == 2 && o.status == Connected));
+    // Without a fault no sync is ever charged a refresh it did not answer.
+    let calm = serial_outcomes(&[Operation::Sync, Operation::Sync], Start::Stale);
+    assert!(calm.iter().all(|o| o.refreshes == 1));
+}
+
+#[test]
 fn the_raw_writer_disconnects_whatever_the_state() {
     let outcomes = serial_outcomes(
         &[Operation::RawDisconnect, Operation::Activate],
@@ -78,8 +118,9 @@ fn the_raw_writer_disconnects_whatever_the_state() {
 fn a_crash_may_interrupt_the_callback_before_or_after_its_commit() {
     let ops = [Operation::Callback, Operation::ReplicaCrash];
     let outcomes = serial_outcomes(&ops, Start::Pending);
-    // Two orders whole, two with the callback interrupted before its commit, two after it.
-    assert_eq!(outcomes.len(), 6);
+    // Two orders whole, two with the callback interrupted before anything, two after its
+    // exchange and before its commit, two after its commit.
+    assert_eq!(outcomes.len(), 8);
     let interrupted: Vec<_> = outcomes.iter().filter(|o| o.interrupted[0]).collect();
     let statuses: Vec<_> = interrupted.iter().map(|o| o.status).collect();
     use harbor_service::lifecycle::ConnectionStatus::{Connected, Pending};
