@@ -97,6 +97,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// The request an HTTP answer answered (method, path and query), for the contract check.
     pub request: Option<(String, String)>,
+    /// The answer's `x-request-id`: a failure quotes what the service logged under it.
+    pub request_id: Option<String>,
 }
 
 impl Outcome {
@@ -110,6 +112,7 @@ impl Outcome {
             raw: a.raw,
             code: a.code,
             authorization_url: a.authorization_url,
+            request_id: a.request_id,
             ..Outcome::default()
         }
     }

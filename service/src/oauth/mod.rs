@@ -356,6 +356,8 @@ pub async fn callback(
 fn interrupted(error: ApiError) -> ApiError {
     match error {
         ApiError::LockTimeout | ApiError::DatabaseUnavailable | ApiError::Stopping => {
+            // The answer no longer says which: the log does.
+            tracing::warn!(request_id = %crate::context::current_request_id(), cause = %error, "a callback was interrupted after its state was spent");
             ApiError::AuthorizationInterrupted
         }
         other => other,

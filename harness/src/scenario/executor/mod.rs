@@ -386,8 +386,12 @@ impl<'s> Executor<'s> {
         );
         match expect {
             Some(e) => {
-                self.check(outcome, e)
-                    .map_err(|m| Failure::at(Some(step), format!("{actor}: {m}")))?;
+                self.check(outcome, e).map_err(|m| {
+                    Failure::at(
+                        Some(step),
+                        format!("{actor}: {m}{}", self.logged_for(outcome)),
+                    )
+                })?;
                 self.checks += 1;
                 Ok(())
             }
@@ -402,12 +406,38 @@ impl<'s> Executor<'s> {
             None if outcome.status >= 500 => Err(Failure::at(
                 Some(step),
                 format!(
-                    "{actor}: {} (a server error, and the step expected nothing)",
-                    outcome.summary()
+                    "{actor}: {} (a server error, and the step expected nothing){}",
+                    outcome.summary(),
+                    self.logged_for(outcome)
                 ),
             )),
             None => Ok(()),
         }
+    }
+
+    /// For an unexpected 5xx answer, the warnings and errors the service logged under its request
+    /// id (at most the last ten lines): the answer's code alone does not say what a dependency
+    /// did. Empty for any other answer, or when the logs are not captured (a process target).
+    fn logged_for(&self, outcome: &Outcome) -> String {
+        const MOST: usize = 10;
+        let (Some(id), true, Some((capture, mark))) =
+            (&outcome.request_id, outcome.status >= 500, &self.logs)
+        else {
+            return String::new();
+        };
+        let text = capture.text_since(*mark).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(id.as_str()) && (l.contains(" WARN ") || l.contains(" ERROR ")))
+            .collect();
+        if lines.is_empty() {
+            return format!("\n  the service logged no warning or error under request {id}");
+        }
+        let shown = &lines[lines.len().saturating_sub(MOST)..];
+        format!(
+            "\n  the service logged under request {id}:\n    {}",
+            shown.join("\n    ")
+        )
     }
 
     /// Searches every place an attacker could look for every code and token the provider issued.
