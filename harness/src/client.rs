@@ -312,10 +312,11 @@ impl Call {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let (request_id, retry_after, content_type) = (
+        let (request_id, retry_after, content_type, server_timing) = (
             header("x-request-id"),
             header("retry-after"),
             header("content-type"),
+            header("server-timing"),
         );
         let status = resp.status();
         let raw = resp.text().await.map_err(fail)?;
@@ -332,6 +333,7 @@ impl Call {
             request_id,
             retry_after,
             content_type,
+            server_timing,
         })
     }
 }
@@ -359,6 +361,22 @@ pub struct Answer {
     pub retry_after: Option<String>,
     /// The `content-type` header.
     pub content_type: Option<String>,
+    /// The `server-timing` header (only a service told to send it: `HARBOR_SERVER_TIMING`).
+    pub server_timing: Option<String>,
+}
+
+impl Answer {
+    /// The duration of metric `name` in `Server-Timing` (`name;dur=<ms>`), in milliseconds.
+    pub fn server_timing_ms(&self, name: &str) -> Option<f64> {
+        self.server_timing
+            .as_deref()?
+            .split(',')
+            .find_map(|metric| {
+                let mut parts = metric.trim().split(';');
+                (parts.next()? == name).then_some(())?;
+                parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())
+            })
+    }
 }
 
 impl Answer {
@@ -393,5 +411,33 @@ impl Answer {
         if let Err(e) = self.check_error(status, code) {
             panic!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_is_read_by_metric_name() {
+        let answer = |header: Option<&str>| Answer {
+            method: Method::POST,
+            path: "/".into(),
+            status: StatusCode::OK,
+            body: Value::Null,
+            raw: String::new(),
+            code: None,
+            authorization_url: None,
+            request_id: None,
+            retry_after: None,
+            content_type: None,
+            server_timing: header.map(str::to_owned),
+        };
+        let a = answer(Some("db;dur=2, lock;desc=\"held\";dur=0.512"));
+        assert_eq!(a.server_timing_ms("lock"), Some(0.512));
+        assert_eq!(a.server_timing_ms("db"), Some(2.0));
+        assert_eq!(a.server_timing_ms("lo"), None, "a prefix is another metric");
+        assert_eq!(answer(Some("lock")).server_timing_ms("lock"), None);
+        assert_eq!(answer(None).server_timing_ms("lock"), None);
     }
 }

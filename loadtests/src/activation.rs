@@ -32,6 +32,12 @@ pub struct Point {
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// How long each activation held the workspace lock, from the statement that took it to the
+    /// commit: the mean, ms (the service's from its `Server-Timing` header, the raw side's
+    /// measured the same way). On the hot workspace it is what bounds the throughput.
+    pub lock_held_mean_ms: f64,
+    /// Its median, ms.
+    pub lock_held_p50_ms: f64,
     /// The service process while it served (service side, with a pid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -71,7 +77,7 @@ pub async fn run(
                     .then(|| service_pid.map(Sampler::start))
                     .flatten();
                 let (raw, client) = (raw.clone(), client.clone());
-                let (done, failed, latencies) = drive(window, &users, move |u| {
+                let (done, failed, latencies, held) = drive(window, &users, move |u| {
                     let (raw, client) = (raw.clone(), client.clone());
                     async move {
                         if side == "raw" {
@@ -79,7 +85,8 @@ pub async fn run(
                                 &raw, &u.tenant,
                             )
                             .await
-                            .is_ok()
+                            .ok()
+                            .map(|held| Some(held.as_secs_f64() * 1e3))
                         } else {
                             client
                                 .request(
@@ -92,7 +99,9 @@ pub async fn run(
                                 .bearer(Some(u.token.clone()))
                                 .send()
                                 .await
-                                .is_ok_and(|a| a.status.is_success())
+                                .ok()
+                                .filter(|a| a.status.is_success())
+                                .map(|a| a.server_timing_ms("lock"))
                         }
                     }
                 })
@@ -109,9 +118,11 @@ pub async fn run(
                     failures: failed,
                     p50_ms: percentile(&latencies, 0.50),
                     p99_ms: percentile(&latencies, 0.99),
+                    lock_held_mean_ms: held.iter().sum::<f64>() / held.len().max(1) as f64,
+                    lock_held_p50_ms: percentile(&held, 0.50),
                     usage,
                 };
-                eprintln!("harbor-load activation: {side:<7} {workload:<8} {n:>3} clients: {:>7.0}/s (p50 {:.1} ms, p99 {:.1} ms, {failed} failed)", point.per_second, point.p50_ms, point.p99_ms);
+                eprintln!("harbor-load activation: {side:<7} {workload:<8} {n:>3} clients: {:>7.0}/s (p50 {:.1} ms, p99 {:.1} ms, lock held {:.2} ms mean, {:.2} ms p50, {failed} failed)", point.per_second, point.p50_ms, point.p99_ms, point.lock_held_mean_ms, point.lock_held_p50_ms);
                 points.push(point);
             }
         }
@@ -120,12 +131,17 @@ pub async fn run(
     Ok(points)
 }
 
-/// Every user loops `once` through a warm-up and then the window; returns what started in the
-/// window: completed, failed, and each completion's latency in ms.
-async fn drive<F, Fut>(window: Duration, users: &[BenchUser], once: F) -> (u64, u64, Vec<f64>)
+/// Every user loops `once` (`None`: it failed; `Some(held)`: it succeeded, holding the lock for
+/// `held` ms if it says) through a warm-up and then the window; returns what started in the
+/// window: completed, failed, each completion's latency in ms, and each lock hold time said.
+async fn drive<F, Fut>(
+    window: Duration,
+    users: &[BenchUser],
+    once: F,
+) -> (u64, u64, Vec<f64>, Vec<f64>)
 where
     F: Fn(BenchUser) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Option<Option<f64>>> + Send,
 {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -139,32 +155,39 @@ where
         .map(|u| {
             let (once, done, failed) = (once.clone(), done.clone(), failed.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let (mut latencies, mut held) = (Vec::new(), Vec::new());
                 while Instant::now() < until {
                     let started = Instant::now();
-                    let ok = once(u.clone()).await;
+                    let outcome = once(u.clone()).await;
                     if started < measure_from {
                         continue;
                     }
-                    if ok {
-                        done.fetch_add(1, Ordering::Relaxed);
-                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    match outcome {
+                        Some(said) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                            held.extend(said);
+                        }
+                        None => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-                latencies
+                (latencies, held)
             })
         })
         .collect();
-    let mut all = Vec::new();
+    let (mut all, mut all_held) = (Vec::new(), Vec::new());
     for t in tasks {
-        all.extend(t.await.unwrap_or_default());
+        let (latencies, held) = t.await.unwrap_or_default();
+        all.extend(latencies);
+        all_held.extend(held);
     }
     (
         done.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
         all,
+        all_held,
     )
 }
 

@@ -174,6 +174,7 @@ impl Application {
             refresh_margin: config.refresh_margin,
             flaws: config.flaws.clone(),
             request_timeout: config.request_timeout,
+            server_timing: config.server_timing,
             trusted_proxies: config.trusted_proxies.clone(),
             readiness: Arc::default(),
             tasks: tokio_util::task::TaskTracker::new(),

@@ -94,6 +94,9 @@ pub struct Config {
     pub trusted_proxies: crate::ratelimit::TrustedProxies,
     /// How often each replica's outbox worker looks for revocations to deliver.
     pub outbox_interval: Duration,
+    /// Whether an activation's answer carries `Server-Timing: lock;dur=<ms>`, how long it held
+    /// the workspace lock (benchmarks). Off by default: timings are for operators, not clients.
+    pub server_timing: bool,
 }
 
 /// The most a request body may declare (`Content-Length`): no route takes a body this large, and
@@ -281,6 +284,7 @@ impl Config {
                 "10000",
             )?),
             outbox_interval: Duration::from_millis(parse_var("HARBOR_OUTBOX_INTERVAL_MS", "1000")?),
+            server_timing: parse_var("HARBOR_SERVER_TIMING", "false")?,
             trusted_proxies: crate::ratelimit::TrustedProxies::parse(&var_or(
                 "HARBOR_TRUSTED_PROXIES",
                 "",

@@ -44,6 +44,9 @@ pub struct WorkspaceLockKey {
 pub struct WorkspaceLock {
     /// The workspace whose lock is held.
     pub workspace_id: WorkspaceId,
+    /// When the statement that took it returned: the start of the critical section every other
+    /// request of the workspace waits behind (`Server-Timing`'s `lock`, from here to the commit).
+    pub taken_at: std::time::Instant,
 }
 
 /// Derives the advisory-lock key for a workspace. The only place keys are derived.
@@ -115,7 +118,10 @@ pub async fn lock_workspace_in_namespace_for_flaw(
 /// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that took no lock.
 #[cfg(feature = "flaws")]
 pub fn unlocked_for_flaw(workspace_id: WorkspaceId) -> WorkspaceLock {
-    WorkspaceLock { workspace_id }
+    WorkspaceLock {
+        workspace_id,
+        taken_at: std::time::Instant::now(),
+    }
 }
 
 async fn take(
@@ -128,7 +134,47 @@ async fn take(
         .bind(key.objid)
         .execute(&mut **tx)
         .await?;
-    Ok(WorkspaceLock { workspace_id })
+    Ok(WorkspaceLock {
+        workspace_id,
+        taken_at: std::time::Instant::now(),
+    })
+}
+
+/// What an activation reads under the workspace lock.
+#[derive(Clone, Copy, Debug)]
+pub struct ActivationReads {
+    /// When the workspace was activated, if it was.
+    pub activated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The workspace's entitlement (`None`: it has no entitlement row).
+    pub entitled: Option<bool>,
+}
+
+/// [`lock_workspace`] and the activation's two reads in one round trip
+/// (`harbor_lock_for_activation`, migration 0012): the reads run after the lock is granted, each
+/// with a snapshot of its own, so they see what the lock's previous holder committed.
+pub async fn lock_workspace_for_activation(
+    tx: &mut Tx,
+    workspace_id: WorkspaceId,
+) -> Result<(WorkspaceLock, ActivationReads), sqlx::Error> {
+    let key = lock_key_for_workspace(workspace_id);
+    let (activated_at, entitled) =
+        sqlx::query_as("SELECT * FROM harbor_lock_for_activation($1, $2, $3)")
+            .bind(key.classid)
+            .bind(key.objid)
+            .bind(workspace_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let lock = WorkspaceLock {
+        workspace_id,
+        taken_at: std::time::Instant::now(),
+    };
+    Ok((
+        lock,
+        ActivationReads {
+            activated_at,
+            entitled,
+        },
+    ))
 }
 
 #[cfg(test)]

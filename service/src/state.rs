@@ -43,6 +43,8 @@ pub struct AppState {
     pub refresh_margin: std::time::Duration,
     /// Seeded flaws (empty unless this is a flawed build under test).
     pub flaws: Flaws,
+    /// Whether an activation's answer says how long it held the workspace lock (`Server-Timing`).
+    pub server_timing: bool,
     /// The most a request may take before it is answered 503 `REQUEST_TIMEOUT`.
     pub request_timeout: std::time::Duration,
     /// Proxies whose `X-Forwarded-For` the per-address rate limit believes.

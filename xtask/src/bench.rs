@@ -442,7 +442,7 @@ fn markdown(report: &Value) -> String {
             ));
         }
     }
-    md.push_str("\n## Activation: the endpoint (service in its own process, over HTTP) beside the raw transaction\n\n| workload | clients | raw /s | service /s | ratio | service p50 / p99 ms | service CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\n## Activation: the endpoint (service in its own process, over HTTP) beside the raw transaction\n\n| workload | clients | raw /s | service /s | ratio | service p50 / p99 ms | lock held, mean ms: raw / service | service CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     for workload in ["distinct", "hot"] {
         for c in CLIENTS {
             let (Some(raw), Some(svc)) = (
@@ -452,12 +452,14 @@ fn markdown(report: &Value) -> String {
                 continue;
             };
             md.push_str(&format!(
-                "| {workload} | {c} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {} | {} |\n",
+                "| {workload} | {c} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.2} / {:.2} | {} | {} |\n",
                 raw["per_second"].as_f64().unwrap_or(0.0),
                 svc["per_second"].as_f64().unwrap_or(0.0),
                 activation_ratio(&report["activation"], workload, c).unwrap_or(0.0),
                 svc["p50_ms"].as_f64().unwrap_or(0.0),
                 svc["p99_ms"].as_f64().unwrap_or(0.0),
+                raw["lock_held_mean_ms"].as_f64().unwrap_or(0.0),
+                svc["lock_held_mean_ms"].as_f64().unwrap_or(0.0),
                 svc["usage"]["cpu_seconds"]
                     .as_f64()
                     .map_or("—".into(), |v| format!("{v:.2}")),

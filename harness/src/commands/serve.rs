@@ -93,6 +93,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         database_max_connections: args.database_max_connections,
         // Straight to the servers: nothing injects faults into a served instance.
         fault_proxies: false,
+        // A bench reads how long each activation held the workspace lock.
+        server_timing: args.bench_file.is_some(),
         ..ServiceOptions::default()
     };
     if args.load_limits {

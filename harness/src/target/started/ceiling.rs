@@ -1,8 +1,8 @@
 //! The raw ceiling of the activation endpoint: the service's activation transaction, statement for
-//! statement (tenant and tag settings, advisory lock, the three reads, `FOR UPDATE`,
-//! `INSERT … ON CONFLICT`, the audit row — or, for a workspace already activated, the lock, the
-//! first read and the commit, as the service does), sent through raw sqlx — prepared, logged in as
-//! the service's role. The criterion bench (`benches/`) and the macro bench (`harbor-load activation`)
+//! statement (tenant and tag settings; the advisory lock and the two reads in one call,
+//! `harbor_lock_for_activation`; `FOR UPDATE`; `INSERT … ON CONFLICT`; the audit row — or, for a
+//! workspace already activated, the lock-and-reads call and the commit, as the service does), sent
+//! through raw sqlx — prepared, logged in as the service's role. The criterion bench (`benches/`) and the macro bench (`harbor-load activation`)
 //! both measure the service against this one copy.
 
 use sqlx::PgPool;
@@ -10,34 +10,32 @@ use sqlx::PgPool;
 use crate::fixtures::TenantWorkspace;
 
 /// One activation of `t`'s workspace, as the service's transaction does it, without HTTP, JWT,
-/// membership or the service's own code around it.
-pub async fn raw_activation(pool: &PgPool, t: &TenantWorkspace) -> Result<(), sqlx::Error> {
+/// membership or the service's own code around it. Returns how long it held the workspace lock,
+/// measured as the service measures its own (`Server-Timing: lock`): from the return of the
+/// statement that took it to the return of the commit.
+pub async fn raw_activation(
+    pool: &PgPool,
+    t: &TenantWorkspace,
+) -> Result<std::time::Duration, sqlx::Error> {
     let key = harbor_service::locks::lock_key_for_workspace(t.workspace);
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', 'bench', true)")
         .bind(t.tenant.to_string())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(key.classid)
-        .bind(key.objid)
-        .execute(&mut *tx)
-        .await?;
-    let existing: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "SELECT activated_at FROM workspace_activations WHERE workspace_id = $1",
-    )
-    .bind(t.workspace)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let (existing, _entitled): (Option<chrono::DateTime<chrono::Utc>>, Option<bool>) =
+        sqlx::query_as("SELECT * FROM harbor_lock_for_activation($1, $2, $3)")
+            .bind(key.classid)
+            .bind(key.objid)
+            .bind(t.workspace)
+            .fetch_one(&mut *tx)
+            .await?;
+    let taken_at = std::time::Instant::now();
     if existing.is_some() {
         // As the service does: a repeated activation learns it is done, under the lock.
-        return tx.commit().await;
+        tx.commit().await?;
+        return Ok(taken_at.elapsed());
     }
-    let _: Option<bool> =
-        sqlx::query_scalar("SELECT active FROM entitlements WHERE workspace_id = $1")
-            .bind(t.workspace)
-            .fetch_optional(&mut *tx)
-            .await?;
     let _: Option<(String, i64)> = sqlx::query_as("SELECT status, version FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE")
         .bind(t.workspace)
         .fetch_optional(&mut *tx)
@@ -60,5 +58,6 @@ pub async fn raw_activation(pool: &PgPool, t: &TenantWorkspace) -> Result<(), sq
     .bind(t.owner)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(taken_at.elapsed())
 }

@@ -51,6 +51,8 @@ pub struct ServiceOptions {
     /// How often each replica's outbox worker looks (scenarios wait for it to drain: often; a
     /// count of each request's database work: not at all while it is counted).
     pub outbox_interval: Duration,
+    /// Whether activations answer `Server-Timing: lock;dur=<ms>` (the macro bench reads it).
+    pub server_timing: bool,
 }
 
 /// A providers-file setting that overrides the dialect's default, or the whole entry.
@@ -108,6 +110,7 @@ impl Default for ServiceOptions {
             provider_overrides: Vec::new(),
             // Scenarios wait for the outbox to drain (`until outbox_empty`): look often.
             outbox_interval: Duration::from_millis(200),
+            server_timing: false,
         }
     }
 }
@@ -159,5 +162,6 @@ pub fn service_config(
         header_read_timeout: options.header_read_timeout,
         trusted_proxies: options.trusted_proxies.clone(),
         outbox_interval: options.outbox_interval,
+        server_timing: options.server_timing,
     }
 }
