@@ -8,7 +8,9 @@
 //!    beside the raw transaction at 10/50/100 clients, distinct and hot workspaces; the full
 //!    cross-replica OAuth flow with goose at 50/100/200 users; the service process's RSS and CPU;
 //! 3. the database cost of each kind of request, counted on the wire (`harbor-certify db-cost`);
-//! 4. exploration's throughput in the release build (`harbor-certify explore`).
+//! 4. exploration's throughput in the release build (`harbor-certify explore`);
+//! 5. the catalogue's cost as a black box: the scenario catalogue in-process, then through the
+//!    reference's target profile (the service as a process of its own), both release.
 //!
 //! Writes `reports/bench/<timestamp>/bench.json` (every figure, the machine, and `ratios`),
 //! `bench.md`, `throughput.svg`, and points `reports/bench/latest` at it. Speed is reported, never
@@ -36,30 +38,37 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let quick = args.iter().any(|a| a == "--quick");
     ensure_environment()?;
     let certify = phase("build harbor-certify", build_certify)?;
-    phase("build harbor-certify and harbor-load (release)", || {
-        let ok = cargo()
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "harbor-harness",
-                "--bin",
-                "harbor-certify",
-                "-p",
-                "harbor-loadtests",
-                "--bin",
-                "harbor-load",
-            ])
-            .status()
-            .context("running cargo build --release")?
-            .success();
-        if !ok {
-            bail!("the release build failed");
-        }
-        Ok(())
-    })?;
+    phase(
+        "build harbor-certify, harbor-load and harbor-service (release)",
+        || {
+            let ok = cargo()
+                .current_dir(root())
+                .args([
+                    "build",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "harbor-harness",
+                    "--bin",
+                    "harbor-certify",
+                    "-p",
+                    "harbor-loadtests",
+                    "--bin",
+                    "harbor-load",
+                    "-p",
+                    "harbor-service",
+                    "--bin",
+                    "harbor-service",
+                ])
+                .status()
+                .context("running cargo build --release")?
+                .success();
+            if !ok {
+                bail!("the release build failed");
+            }
+            Ok(())
+        },
+    )?;
     let release = target_dir().join("release");
     let held = phase("provision PostgreSQL and Redis", || hold_infra(&certify))?;
     let stamp = chrono_like_stamp();
@@ -250,6 +259,13 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             }))
         },
     )?;
+    // What certifying a service as a black box costs: the catalogue run on the reference in this
+    // process, then on the reference as a process of its own through its target profile (both
+    // release), compared over the scenarios both ran and passed.
+    let catalogue = phase(
+        "catalogue: in-process vs the reference as a process (harbor-certify run, release)",
+        || catalogue_cost(&release.join("harbor-certify"), &held.env, &out),
+    )?;
     let backend = held
         .env
         .iter()
@@ -259,6 +275,10 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     report["backend"] = json!(backend);
     report["db_cost"] = db_cost;
     report["exploration"] = exploration;
+    report["catalogue"] = catalogue;
+    if let Some(r) = report["catalogue"]["ratio"].as_f64() {
+        report["ratios"]["catalogue_process_over_in_process"] = json!(r);
+    }
     drop(held);
     std::fs::write(
         out.join("bench.json"),
@@ -272,6 +292,63 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let _ = std::os::unix::fs::symlink(&stamp, &latest);
     eprintln!("xtask: bench report in {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The catalogue's cost through the process target: both runs' wall times, and the sums of their
+/// durations over the scenarios both ran and passed, with the ratio (process / in-process; goal
+/// ≤ 1.5).
+fn catalogue_cost(
+    certify: &std::path::Path,
+    env: &[(String, String)],
+    out: &std::path::Path,
+) -> Result<Value> {
+    let run = |name: &str, extra: &[&str]| -> Result<(f64, Value)> {
+        let dir = out.join("catalogue").join(name);
+        let started = std::time::Instant::now();
+        let status = Command::new(certify)
+            .current_dir(root())
+            .args(["run", "--backend", "external", "--out"])
+            .arg(&dir)
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("HARBOR_REFERENCE_BUILD", "release")
+            .status()
+            .with_context(|| format!("running harbor-certify run ({name})"))?;
+        let wall = started.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("the catalogue run {name} failed ({status})");
+        }
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(
+            dir.join("latest").join("report.json"),
+        )?)?;
+        Ok((wall, report))
+    };
+    let (in_wall, in_process) = run("in-process", &[])?;
+    let (process_wall, process) = run("process", &["--target", "targets/reference/target.toml"])?;
+    let passed = |report: &Value| -> std::collections::BTreeMap<String, f64> {
+        report["scenarios"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["verdict"] == "PASSED")
+            .filter_map(|s| Some((s["id"].as_str()?.to_owned(), s["duration_ms"].as_f64()?)))
+            .collect()
+    };
+    let (a, b) = (passed(&in_process), passed(&process));
+    let common: Vec<&String> = a.keys().filter(|id| b.contains_key(*id)).collect();
+    let in_ms: f64 = common.iter().map(|id| a[*id]).sum();
+    let process_ms: f64 = common.iter().map(|id| b[*id]).sum();
+    Ok(json!({
+        "scenarios_in_process": a.len(),
+        "scenarios_process": b.len(),
+        "scenarios_compared": common.len(),
+        "in_process_ms": in_ms,
+        "process_ms": process_ms,
+        "ratio": if in_ms > 0.0 { json!(process_ms / in_ms) } else { Value::Null },
+        "goal": 1.5,
+        "wall_s": { "in_process": in_wall, "process": process_wall },
+        "build": "release",
+    }))
 }
 
 /// The activation point of `side` for `workload` at `clients`.
@@ -338,7 +415,9 @@ fn assemble(quick: bool, micro: &Value, activation: &Value, flows: &[Value]) -> 
         "versions": versions(),
         "goals": {
             "activation_distinct_50": 0.6, "activation_hot_50": 0.8, "seal": 0.9, "open": 0.9, "state": 0.8, "jwt": 0.9,
-            "flows_per_s_100": 500.0, "rss_mib_100": 64.0
+            "flows_per_s_100": 500.0, "rss_mib_100": 64.0,
+            // At most: the catalogue through the process target costs this much of in-process.
+            "catalogue_process_over_in_process": 1.5
         },
         "ratios": ratios,
         "micro": micro,
@@ -426,6 +505,21 @@ fn markdown(report: &Value) -> String {
             e["mean_ms"]["lock_reads"].as_f64().unwrap_or(0.0),
             e["lock_reads_per_schedule"].as_f64().unwrap_or(0.0),
             e["mean_ms"]["checks"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    let c = &report["catalogue"];
+    if c.is_object() {
+        md.push_str(&format!(
+            "\n## The catalogue as a black box ({} build)\n\nThe scenario catalogue on the reference in the harness's process, then on the reference as a process of its own through `targets/reference/target.toml`: over the {} scenarios both ran and passed ({} in-process, {} as a process), {:.1} s in-process against {:.1} s as a process, **{:.2}×** (goal ≤ 1.5×); wall time {:.1} s and {:.1} s.\n",
+            c["build"].as_str().unwrap_or("?"),
+            c["scenarios_compared"],
+            c["scenarios_in_process"],
+            c["scenarios_process"],
+            c["in_process_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            c["process_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            c["ratio"].as_f64().unwrap_or(0.0),
+            c["wall_s"]["in_process"].as_f64().unwrap_or(0.0),
+            c["wall_s"]["process"].as_f64().unwrap_or(0.0),
         ));
     }
     if let Some(rows) = report["db_cost"].as_array() {
