@@ -489,10 +489,6 @@ async fn tell_provider(
             ProviderRevocation::Pending
         }
     };
-    if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await {
-        // The intent stays; a worker delivers it again (a repeated revocation is harmless).
-        tracing::warn!(error = %e, "could not settle a revocation intent; a worker will deliver it again");
-    }
     let event = AuditEvent {
         tenant_id: Some(member.tenant_id),
         workspace_id: Some(member.workspace_id),
@@ -503,15 +499,21 @@ async fn tell_provider(
     };
     let recorded = async {
         // Not `request.begin()`: the revoke committed, and its outcome is recorded even if the
-        // caller's membership ended since (an audit row, nothing decided on it).
+        // caller's membership ended since (an audit row, nothing decided on it). The intent is
+        // settled in the same transaction: one commit, not two.
         let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-        let result = audit::record(&mut tx, &ctx, event)
-            .await
-            .map_err(ApiError::from);
+        let now = state.clock.now();
+        let result = async {
+            outbox::settle_in(&mut tx, intent, &delivered, 0, now).await?;
+            audit::record(&mut tx, &ctx, event).await
+        }
+        .await
+        .map_err(ApiError::from);
         db::finish(tx, result).await
     };
     if let Err(e) = recorded.await {
-        tracing::error!(provider = provider.as_str(), outcome = outcome.as_str(), error = %e, "could not audit the provider's answer to a committed revoke");
+        // The intent stays; a worker delivers it again (a repeated revocation is harmless).
+        tracing::error!(provider = provider.as_str(), outcome = outcome.as_str(), error = %e, "could not audit the provider's answer to a committed revoke, nor settle its intent (a worker delivers it again)");
     }
     outcome
 }

@@ -268,35 +268,54 @@ pub async fn settle(
     attempts: i32,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    // Repeatable: a second call finds the intent gone or held under a later lease, or changes
+    // it to the same values.
+    crate::db::retry_lost(pool, || {
+        settlement(id, &delivered, attempts, now).execute(pool)
+    })
+    .await?;
+    Ok(())
+}
+
+/// [`settle`], in `tx`: a request that delivered its own intent settles it in the transaction
+/// that audits the provider's answer (one transaction, not two). If that transaction does not
+/// commit, the intent stays and a worker delivers it again — harmless for a revocation.
+pub async fn settle_in(
+    tx: &mut Tx,
+    id: IntentId,
+    delivered: &Result<(), String>,
+    attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    settlement(id, delivered, attempts, now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The statement that settles an intent after a delivery attempt (and the error log of one that
+/// is stuck).
+fn settlement<'q>(
+    id: IntentId,
+    delivered: &'q Result<(), String>,
+    attempts: i32,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     match delivered {
-        Ok(()) => {
-            // Repeatable: a second call finds the intent gone (or held under a later lease).
-            crate::db::retry_lost(pool, || {
-                sqlx::query("SELECT harbor_outbox_done($1, $2, 'confirmed')")
-                    .bind(id.id)
-                    .bind(id.lease_until)
-                    .execute(pool)
-            })
-            .await?;
-        }
+        Ok(()) => sqlx::query("SELECT harbor_outbox_done($1, $2, 'confirmed')")
+            .bind(id.id)
+            .bind(id.lease_until),
         Err(error) => {
             if attempts >= STUCK_AFTER {
                 tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
             }
-            let due = now + backoff(attempts);
-            // Repeatable: it changes only an intent still under this lease, to the same values.
-            crate::db::retry_lost(pool, || {
-                sqlx::query("SELECT harbor_outbox_retry($1, $2, $3, $4)")
-                    .bind(id.id)
-                    .bind(id.lease_until)
-                    .bind(&error)
-                    .bind(due)
-                    .execute(pool)
-            })
-            .await?;
+            sqlx::query("SELECT harbor_outbox_retry($1, $2, $3, $4)")
+                .bind(id.id)
+                .bind(id.lease_until)
+                .bind(error)
+                .bind(now + backoff(attempts))
         }
     }
-    Ok(())
 }
 
 /// What the outbox holds, for an operator (`harbor-service outbox`): no token, no tenant data.
