@@ -383,8 +383,11 @@ async fn transition(
     let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
+        // decides who takes the row next when this request and a writer waiting for the row are
+        // let go together.
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         // Seeded flaw: disconnect wipes the tokens and never tells the provider (the grant stays
         // live with no copy anywhere).
         let grant = if transition == Transition::Disconnect

@@ -249,6 +249,10 @@ async fn decide_token(
             // Seeded flaw: decide and refresh without any lock; concurrent syncs all refresh.
             locks::unlocked(member.workspace_id)
         };
+        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
+        // decides who takes the row next when this request and a writer waiting for the row are
+        // let go together.
+        SyncHooks::reach(hooks, ctx, syncpoints::SYNC_LOCKED).await?;
         let connection = lifecycle::read_connection(
             &mut tx,
             &lock,
@@ -256,7 +260,6 @@ async fn decide_token(
             single_flight && !flaws::active(Flaw::NoRowLock),
         )
         .await?;
-        SyncHooks::reach(hooks, ctx, syncpoints::SYNC_LOCKED).await?;
         if connection.status != ConnectionStatus::Connected {
             return Err(ApiError::NotConnected(connection.status.as_str()));
         }

@@ -3,6 +3,14 @@
 //!
 //! The controller itself is [`harbor_syncpoint::SyncPoints`], a runtime-free state machine the
 //! harness shares with the service when it runs it in-process.
+//!
+//! Every path's `*.locked` point comes after the workspace lock and before the connection's row
+//! lock. A request waiting for the workspace lock and a writer waiting for the row (a raw session
+//! that takes no advisory lock) are let go together when the holder commits; with the point
+//! between the two locks, the request parks there and the writer takes the row, every time.
+//! With the point after the row lock, which of them took the row first was PostgreSQL's
+//! scheduling, and `explore --depth 3` under load saw its replays diverge (authorize or revoke,
+//! sync and the raw writer).
 
 use std::time::Duration;
 
@@ -29,7 +37,8 @@ pub const SYNC_POINTS: &[&str] = &[
     SYNC_BEFORE_FETCH,
 ];
 
-/// Activation holds the workspace lock and has read nothing yet.
+/// Activation holds the workspace lock and has read, in the lock's round trip, the earlier
+/// activation and the entitlement — not the connection's row yet.
 pub const ACTIVATION_LOCKED: &str = "activation.locked";
 /// Activation has read the QBO connection status under its row lock.
 pub const ACTIVATION_STATUS_READ: &str = "activation.status_read";
@@ -37,7 +46,7 @@ pub const ACTIVATION_STATUS_READ: &str = "activation.status_read";
 pub const ACTIVATION_BEFORE_COMMIT: &str = "activation.before_commit";
 /// Activation has failed and is on its error path, before its rollback (its lock still held).
 pub const ACTIVATION_FAILING: &str = "activation.failing";
-/// Disconnect or revoke holds the workspace lock and the connection's row lock.
+/// Disconnect or revoke holds the workspace lock, and has not locked the connection's row yet.
 pub const LIFECYCLE_LOCKED: &str = "lifecycle.locked";
 /// Disconnect or revoke has written the new status and is about to commit.
 pub const LIFECYCLE_BEFORE_COMMIT: &str = "lifecycle.before_commit";
@@ -45,17 +54,17 @@ pub const LIFECYCLE_BEFORE_COMMIT: &str = "lifecycle.before_commit";
 /// the provider yet.
 pub const LIFECYCLE_COMMITTED: &str = "lifecycle.committed";
 
-/// Authorize holds the workspace lock and the connection's row lock.
+/// Authorize holds the workspace lock, and has not locked the connection's row yet.
 pub const OAUTH_AUTHORIZE_LOCKED: &str = "oauth.authorize.locked";
 /// The callback has consumed its state (it is gone from Redis) and checked nothing yet.
 pub const OAUTH_CALLBACK_STATE_CONSUMED: &str = "oauth.callback.state_consumed";
 /// The callback has exchanged the code for tokens and holds no lock yet.
 pub const OAUTH_CALLBACK_EXCHANGED: &str = "oauth.callback.exchanged";
-/// The callback holds the workspace lock and the connection's row lock.
+/// The callback holds the workspace lock, and has not locked the connection's row yet.
 pub const OAUTH_CALLBACK_LOCKED: &str = "oauth.callback.locked";
 /// The callback has stored the tokens and is about to commit.
 pub const OAUTH_CALLBACK_BEFORE_COMMIT: &str = "oauth.callback.before_commit";
-/// A sync holds the workspace lock and the row lock, before deciding whether to refresh.
+/// A sync holds the workspace lock, and has not read (or locked) the connection's row yet.
 pub const SYNC_LOCKED: &str = "sync.locked";
 /// A sync has refreshed the token at the provider and not stored it yet.
 pub const SYNC_REFRESHED: &str = "sync.refreshed";

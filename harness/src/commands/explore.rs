@@ -389,11 +389,16 @@ async fn once(
         .iter()
         .filter(|s| options.mode == Mode::Systematic && !s.complete && s.anomalies.is_empty())
         .map(|s| {
-            s.operations
+            let names = s
+                .operations
                 .iter()
                 .map(|o| o.as_str())
                 .collect::<Vec<_>>()
-                .join(" + ")
+                .join(" + ");
+            match &s.divergence {
+                Some(why) => format!("{names} (replays diverged: {why})"),
+                None => names,
+            }
         })
         .collect();
     if !incomplete.is_empty() {

@@ -117,6 +117,11 @@ pub struct SetReport {
     pub pruned: usize,
     /// Whether every schedule was run (systematic mode within the budget).
     pub complete: bool,
+    /// Why a systematic set that ran out its schedules is not complete: the first decision at
+    /// which a replayed prefix found its recorded choice not ready (the system did not behave
+    /// the same way twice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<String>,
     /// Distinct outcomes (each operation's answer and the end status).
     pub outcomes: BTreeMap<String, usize>,
     /// Anomalies found.
@@ -403,6 +408,7 @@ async fn explore_on(
             explored: 0,
             pruned: 0,
             complete: false,
+            divergence: None,
             outcomes: BTreeMap::new(),
             anomalies: Vec::new(),
         };
@@ -491,7 +497,8 @@ async fn explore_on(
             if options.mode == Mode::Systematic && !dfs.advance() {
                 // Every schedule ran — unless a replayed prefix diverged, when some branch may
                 // never have been taken.
-                set.complete = !dfs.diverged;
+                set.complete = dfs.divergence.is_none();
+                set.divergence = dfs.divergence.clone();
                 break;
             }
         }

@@ -20,8 +20,9 @@ pub struct Dfs<Op> {
     /// Decisions of the schedule being run (enabled sets after symmetry reduction).
     current: Vec<Decision>,
     /// A replayed prefix met a decision where its recorded choice was not enabled: the system
-    /// did not behave the same way twice, so "every schedule" cannot be claimed.
-    pub diverged: bool,
+    /// did not behave the same way twice, so "every schedule" cannot be claimed. The first such
+    /// decision, as a sentence (which decision, the choice the prefix recorded, what was ready).
+    pub divergence: Option<String>,
 }
 
 impl<Op: Clone + PartialEq> Dfs<Op> {
@@ -32,7 +33,7 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
             prefix: Vec::new(),
             done: false,
             current: Vec::new(),
-            diverged: false,
+            divergence: None,
         }
     }
 
@@ -90,7 +91,7 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
 
 // Unlike a replay, a DFS that meets a prefix choice that is not ready does not refuse: the
 // exploration goes on along the lowest ready branch and reports the set as incomplete
-// (`diverged`), since a branch may never have been taken.
+// (`divergence`), since a branch may never have been taken.
 impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
     fn name(&self) -> &'static str {
         "dfs"
@@ -106,8 +107,14 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
         self.step += 1;
         let chosen = match self.dfs.prefix.get(step) {
             Some(c) if reduced.contains(c) => *c,
-            Some(_) => {
-                self.dfs.diverged = true;
+            Some(c) => {
+                self.dfs.divergence.get_or_insert_with(|| {
+                    format!(
+                        "decision {step} after the prefix {:?}: the recorded choice E{c} was not ready (ready: {})",
+                        self.dfs.current.iter().map(|d| d.chosen).collect::<Vec<_>>(),
+                        reduced.iter().map(|r| format!("E{r}")).collect::<Vec<_>>().join(", ")
+                    )
+                });
                 reduced[0]
             }
             None => reduced[0],

@@ -369,8 +369,11 @@ async fn store_grant(
             }
         }
         let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
+        // decides who takes the row next when this request and a writer waiting for the row are
+        // let go together.
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_LOCKED).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         if connection.status == ConnectionStatus::Pending
             && connection.pending_flow != record.flow_id
         {

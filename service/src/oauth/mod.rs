@@ -146,8 +146,11 @@ async fn start_flow(
     let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
+        // decides who takes the row next when this request and a writer waiting for the row are
+        // let go together.
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
         lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
         audit::record(
