@@ -437,8 +437,11 @@ async fn decide_token(
 
 /// Stores the rotation of `connection`'s refresh token that an interrupted refresh wrote ahead
 /// (`outbox::unstored_rotation`), if there is one sealed under the row's key, and audits it.
-/// `false` when there is none (a rotation under another key — `rotate-keys` moved the row on —
-/// is left to the worker, which revokes it).
+/// `false` when there is none. A rotation sealed under another key than the row's (the primary
+/// key changed after the row was sealed, and `rotate-keys` has not re-sealed the row yet) is not
+/// adopted, as the worker does not adopt it: the row's two tokens would be under two keys. The
+/// connection then ends at the refresh and must be reconnected — the documented limit of a key
+/// change in that window (ARCHITECTURE.md).
 async fn adopt_unstored_rotation(
     tx: &mut db::Tx,
     lock: &locks::WorkspaceLock,

@@ -4,7 +4,7 @@
 //! - *Serializable*: every operation's answer and the end state (connection status, activation)
 //!   equal those of **some** serial order of the same operations on the reference model
 //!   ([`crate::model::Model`]), and the provider was called no more than the most any serial order
-//!   calls it. A sync is two transactions (decide and refresh the token; fetch and store), so its
+//!   calls it whose interrupted requests this run interrupted too. A sync is two transactions (decide and refresh the token; fetch and store), so its
 //!   `refreshed` flag and the refresh count are compared only against those bounds.
 //! - *Mutual exclusion*: never two requests parked under the same workspace lock (the lock probe
 //!   holding it counts as one), and no request that takes the lock answers 2xx while the lock
@@ -142,9 +142,15 @@ pub fn serial_outcomes(ops: &[Operation], start: Start) -> Vec<SerialOutcome> {
     let mut interruptions: Vec<Vec<Fate>> = vec![vec![Fate::Answers; ops.len()]];
     if ops.iter().any(|o| o.fault().is_some()) {
         let after_commit = ops.iter().any(|o| o.may_interrupt_after_commit());
+        // Only a fault that can end a request between its provider call and its commit leaves
+        // effects outside the database behind it (a provider gone fails the call itself; a
+        // graceful stop finishes what it has; a Redis restart is the model's own business).
+        let outside = ops
+            .iter()
+            .any(|o| o.ends_transactions() || o.may_interrupt_after_commit());
         for i in (0..ops.len()).filter(|&i| ops[i].fault().is_none()) {
             let mut fates = vec![Fate::Answers, Fate::InterruptedBefore];
-            if ops[i].acts_outside_the_database() {
+            if outside && ops[i].acts_outside_the_database() {
                 fates.push(Fate::InterruptedOutside);
             }
             if after_commit {
@@ -297,7 +303,23 @@ pub fn check(
             ),
         );
     }
-    let most_exchanges = serial.iter().map(|s| s.exchanges).max().unwrap_or(0);
+    // The provider's counts are bounded by every serial outcome whose interrupted requests were
+    // interrupted in this run too: a fault excuses a second refresh only for a sync it did
+    // interrupt. (Not only by the outcomes the run matches: a sync is two transactions, and one
+    // that refreshed and then found the connection ended answers as if it came second.)
+    let before = faults_before(ops, run);
+    let bounding: Vec<&SerialOutcome> = serial
+        .iter()
+        .filter(|s| {
+            (0..ops.len()).all(|i| {
+                !s.interrupted[i]
+                    || run.finished[i]
+                        .as_ref()
+                        .is_some_and(|f| is_interrupted(&before[i], f))
+            })
+        })
+        .collect();
+    let most_exchanges = bounding.iter().map(|s| s.exchanges).max().unwrap_or(0);
     if run.end.exchanges > most_exchanges {
         add(
             Anomaly::DoubleConsume,
@@ -307,7 +329,7 @@ pub fn check(
             ),
         );
     }
-    let most_refreshes = serial.iter().map(|s| s.refreshes).max().unwrap_or(0);
+    let most_refreshes = bounding.iter().map(|s| s.refreshes).max().unwrap_or(0);
     if run.end.refreshes > most_refreshes {
         add(
             Anomaly::DuplicateRefresh,
@@ -317,7 +339,6 @@ pub fn check(
             ),
         );
     }
-    let before = faults_before(ops, run);
     for (i, f) in run.finished.iter().enumerate() {
         if let Some(f) = f {
             if f.status >= 500 && !is_interrupted(&before[i], f) {

@@ -215,3 +215,100 @@ fn every_triple_is_a_multiset_and_no_stopping_replica_is_stopped_again() {
     assert_eq!(triples.len(), 20 - 7);
     assert_eq!(pairs(&ops).len(), 10 - 2);
 }
+
+#[test]
+fn a_fault_excuses_a_second_refresh_only_for_a_sync_it_interrupted() {
+    use harbor_service::lifecycle::ConnectionStatus::Connected;
+    // Found by a review: a sync cut after its refresh may leave two refreshes, and the bound was
+    // the most over every serial outcome — so in a set with a fault, two syncs that both answered
+    // 200 after refreshing twice went unflagged. The bound now leaves out the outcomes in which a
+    // request this run did not interrupt was interrupted.
+    let ops = [Operation::Sync, Operation::Sync, Operation::DbCut];
+    let serial = serial_outcomes(&ops, Start::Stale);
+    let answered = |status: u16, body: serde_json::Value, code: Option<&str>| {
+        let answer = crate::client::Answer {
+            method: reqwest::Method::POST,
+            path: "/".into(),
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            raw: body.to_string(),
+            body,
+            code: code.map(str::to_owned),
+            authorization_url: None,
+            request_id: None,
+            retry_after: None,
+            content_type: None,
+            server_timing: None,
+        };
+        Some(super::super::record::Finished {
+            status,
+            code: code.map(str::to_owned),
+            summary: format!("{status}"),
+            answer: Some(answer),
+        })
+    };
+    let run = |first: Option<super::super::record::Finished>, refreshes: u64| ScheduleRun {
+        decisions: Vec::new(),
+        observed: Vec::new(),
+        finished: vec![
+            first,
+            answered(200, serde_json::json!({ "refreshed": true }), None),
+            Some(super::super::record::Finished {
+                status: 0,
+                code: None,
+                summary: "ok".into(),
+                answer: None,
+            }),
+        ],
+        // The cut first: what finished after it may have been interrupted by it.
+        completion_order: vec![2, 0, 1],
+        exclusion_broken: None,
+        status_at_activation_commit: Vec::new(),
+        stuck: None,
+        refused: None,
+        end: super::super::record::EndState {
+            status: Some(Connected),
+            activations: 0,
+            exchanges: 0,
+            refreshes,
+            revocations: 0,
+        },
+        lock_left: None,
+        tokens_unbound: None,
+        stored_grant_dead: None,
+        lock_bypassed: None,
+        duration: Default::default(),
+        setup: Default::default(),
+        checks: Default::default(),
+        spent: Default::default(),
+    };
+    let anomalies = |r: &ScheduleRun| -> Vec<Anomaly> {
+        check(&ops, Start::Stale, r, &serial)
+            .into_iter()
+            .map(|f| f.anomaly)
+            .collect()
+    };
+    let both_answered = run(
+        answered(200, serde_json::json!({ "refreshed": true }), None),
+        2,
+    );
+    assert_eq!(anomalies(&both_answered), [Anomaly::DuplicateRefresh]);
+    assert!(anomalies(&run(
+        answered(200, serde_json::json!({ "refreshed": true }), None),
+        1
+    ))
+    .is_empty());
+    // The first cut after its refresh (503): the second refreshes again, with the rotation.
+    let first_cut = run(
+        answered(
+            503,
+            serde_json::json!({ "error": { "code": "DATABASE_UNAVAILABLE" } }),
+            Some("DATABASE_UNAVAILABLE"),
+        ),
+        2,
+    );
+    assert!(
+        anomalies(&first_cut).is_empty(),
+        "{:?}",
+        anomalies(&first_cut)
+    );
+}
