@@ -205,14 +205,14 @@ impl From<DbError> for ApiError {
         // not that: it is the whole replica (or the database) that is short, and it gets its own
         // code; so does a connection that broke mid-request. Either way, retry later.
         // The answer's code says which kind; the log keeps what PostgreSQL or the pool said.
-        let request_id = crate::context::current_request_id();
+        use crate::context::current_request_id as request_id;
         match e {
             DbError::Unavailable(e) => {
-                tracing::warn!(%request_id, error = %e, "the database was unavailable");
+                tracing::warn!(request_id = %request_id(), error = %e, "the database was unavailable");
                 ApiError::DatabaseUnavailable
             }
             DbError::LockTimeout(e) => {
-                tracing::info!(%request_id, error = %e, "a lock was not granted in time");
+                tracing::info!(request_id = %request_id(), error = %e, "a lock was not granted in time");
                 ApiError::LockTimeout
             }
             DbError::Failed(e) => ApiError::Database(e),

@@ -405,12 +405,18 @@ pub async fn store_adopted_refresh(
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() != 1 {
-        return Err(LifecycleError::Inconsistent(format!(
-            "connection {} changed under its row lock (version {})",
-            connection.id, connection.version
-        )));
+        return Err(changed_under_row_lock(connection));
     }
     Ok(())
+}
+
+/// Under the row lock the version cannot move; if it did, some writer skipped the lock
+/// discipline, and claiming success would audit a change that never happened.
+fn changed_under_row_lock(connection: &LockedConnection) -> LifecycleError {
+    LifecycleError::Inconsistent(format!(
+        "connection {} changed under its row lock (version {})",
+        connection.id, connection.version
+    ))
 }
 
 async fn store(
@@ -459,14 +465,7 @@ async fn store(
     .bind(t.and_then(|t| t.account))
     .fetch_optional(&mut **tx)
     .await?;
-    // Under the row lock the version cannot move; if it did, some writer skipped the lock
-    // discipline, and claiming success would audit a change that never happened.
-    updated_at.ok_or_else(|| {
-        LifecycleError::Inconsistent(format!(
-            "connection {} changed under its row lock (version {})",
-            connection.id, connection.version
-        ))
-    })
+    updated_at.ok_or_else(|| changed_under_row_lock(connection))
 }
 
 #[cfg(test)]
