@@ -14,7 +14,25 @@ pub(super) async fn complete_flow(
     member: MemberOfRecord,
     provider: Provider,
 ) -> Result<ConnectionView, ApiError> {
-    // 3a. The answer must come from the authorization server the flow was started with (RFC
+    // 3a. The caller must still be a member of the workspace the flow was started for. The
+    // write-ahead's connection is taken now, before the exchange (from its own pool): once the
+    // provider has answered, nothing may wait for a connection before the grant is durable. Its
+    // transaction opens here with the membership check, so one transaction checks the caller and,
+    // once the provider has answered, makes the grant durable. (It holds no lock while the
+    // provider answers: the store re-checks the membership under its locks.)
+    let ahead = match (&params.error, flaws::active(Flaw::KeepUnstoredGrant)) {
+        (None, false) => Some(open_write_ahead(&state, &ctx, &record, &member, provider).await?),
+        // An error answer issues no grant; under the seeded flaw nothing is written ahead.
+        _ => {
+            if !flaws::active(Flaw::NoCallbackTenantCheck) {
+                crate::auth::membership(&state.db, record.workspace_id, member.user_id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+            }
+            None
+        }
+    };
+    // 3b. The answer must come from the authorization server the flow was started with (RFC
     // 9207): otherwise the code is never sent anywhere, and the connection settles back.
     // (A provider no longer configured — a restart, replicas configured apart — fails at the
     // exchange below and settles like any refused exchange.)
@@ -24,6 +42,7 @@ pub(super) async fn complete_flow(
         None => !config.is_none_or(|c| c.requires_iss),
     };
     if !issuer_ok {
+        drop(ahead);
         return refuse_answer(
             &state,
             &ctx,
@@ -34,7 +53,7 @@ pub(super) async fn complete_flow(
         )
         .await;
     }
-    // 3b. The account the dialect's resource API needs (QuickBooks's company), named by the
+    // 3c. The account the dialect's resource API needs (QuickBooks's company), named by the
     // provider beside the code.
     let account = match config.and_then(|c| c.dialect().account_parameter()) {
         Some(name) if params.error.is_none() => match params.account.as_deref() {
@@ -42,6 +61,7 @@ pub(super) async fn complete_flow(
                 Some(realm.to_owned())
             }
             _ => {
+                drop(ahead);
                 return refuse_answer(
                     &state,
                     &ctx,
@@ -52,22 +72,9 @@ pub(super) async fn complete_flow(
                         "the callback has no valid {name}"
                     ))),
                 )
-                .await
+                .await;
             }
         },
-        _ => None,
-    };
-    // 3c. The write-ahead's connection is taken before the exchange (from its own pool): once the
-    // provider has answered, nothing may wait for a connection before the grant is durable.
-    let ahead = match (&params.error, flaws::active(Flaw::KeepUnstoredGrant)) {
-        (None, false) => Some(
-            state
-                .write_ahead_db
-                .acquire()
-                .await
-                .map_err(|e| ApiError::from(db::DbError::from(e)))?,
-        ),
-        // An error answer issues no grant; under the seeded flaw nothing is written ahead.
         _ => None,
     };
     // 3d. Exchange the code, proving the PKCE verifier, with the exact redirect URI.
@@ -87,6 +94,7 @@ pub(super) async fn complete_flow(
     let mut tokens = match exchanged {
         Ok(tokens) => tokens,
         Err(error) => {
+            drop(ahead);
             return refuse_answer(
                 &state,
                 &ctx,
@@ -102,25 +110,46 @@ pub(super) async fn complete_flow(
     // From here on a live grant exists. It is written ahead before anything else can fail, so
     // that whatever happens below — a failed store, a lost commit reply, this replica dying — it
     // ends stored or revoked (by this request, or by the outbox once the lease runs out). What
-    // remains is the window between the provider's answer and this write's commit (on a
-    // connection taken before the exchange, so no wait for one lies inside it).
+    // remains is the window between the provider's answer and this write's commit (in a
+    // transaction opened before the exchange, so no wait for a connection lies inside it).
     let grant = uuid::Uuid::new_v4();
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
         None => None,
-        Some(conn) => match write_ahead(
-            &state, conn, &ctx, &record, &member, provider, grant, &tokens,
-        )
-        .await
-        {
-            Ok(intent) => Some(intent),
-            Err(error) => {
-                // Nothing durable holds it (or the intent committed and its reply was lost): give
-                // it back now — a second revocation by the outbox is harmless.
-                let _ = give_back(&state, provider, &tokens).await;
-                return Err(error);
+        Some(ahead) => {
+            let written =
+                write_ahead(&state, ahead, (&record, &member, provider), grant, &tokens).await;
+            match written {
+                Ok(intent) => Some(intent),
+                Err(failed) => {
+                    // The commit may have happened with its reply lost: then the intent is there,
+                    // and the fresh grant is durable after all. (The broken connection went back
+                    // with its transaction: the look-up never waits for the pool while holding one
+                    // of its connections.)
+                    let found = match failed.sealed {
+                        Some(sealed) => {
+                            outbox::written_ahead(
+                                &state.write_ahead_db,
+                                ctx.actor.as_ref(),
+                                member.tenant_id,
+                                &sealed,
+                            )
+                            .await
+                        }
+                        None => None,
+                    };
+                    match found {
+                        Some(intent) => Some(intent),
+                        None => {
+                            // Nothing durable holds it: give it back now (were the intent there
+                            // after all, a second revocation by the outbox is harmless).
+                            let _ = give_back(&state, provider, &tokens).await;
+                            return Err(failed.error);
+                        }
+                    }
+                }
             }
-        },
+        }
     };
     state.states.finish(params.state.expose_secret()).await?;
     let finished = store_grant(
@@ -226,69 +255,101 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> R
     delivered
 }
 
-/// Writes the fresh grant ahead of its store (`outbox::write_ahead`), on the write-ahead pool,
-/// sealed to the connection row and the grant like the tokens the store will write (the refresh
-/// token when there is one: revoking it ends the whole grant).
-#[allow(clippy::too_many_arguments)] // the callback's context, as complete_flow holds it
-async fn write_ahead(
+/// The write-ahead's transaction, opened before the code exchange on a connection of the
+/// write-ahead pool.
+struct OpenWriteAhead {
+    /// The transaction: the membership checked, nothing written yet.
+    tx: db::Tx,
+    /// The connection row the grant is for (its tokens are sealed to it).
+    connection: ConnectionId,
+}
+
+/// Opens the write-ahead's transaction on the write-ahead pool, scoped to the caller's tenant:
+/// one statement checks that the caller is still a member of the flow's workspace (404 if not)
+/// and reads the connection row the grant will be sealed to.
+async fn open_write_ahead(
     state: &AppState,
-    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     ctx: &RequestContext,
     record: &OAuthStateRecord,
     member: &MemberOfRecord,
     provider: Provider,
+) -> Result<OpenWriteAhead, ApiError> {
+    let mut tx = db::begin(&state.write_ahead_db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let read = async {
+        // The membership through the owner's look-up function, as `auth::membership` reads it.
+        let (role, connection): (Option<String>, Option<ConnectionId>) = sqlx::query_as(
+            "SELECT (SELECT role FROM harbor_membership($1, $2)), \
+                    (SELECT id FROM connections WHERE workspace_id = $1 AND provider = $3)",
+        )
+        .bind(record.workspace_id)
+        .bind(member.user_id)
+        .bind(provider.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        if role.is_none() && !flaws::active(Flaw::NoCallbackTenantCheck) {
+            return Err(ApiError::NotFound);
+        }
+        connection.ok_or(ApiError::NotFound)
+    }
+    .await;
+    match read {
+        Ok(connection) => Ok(OpenWriteAhead { tx, connection }),
+        Err(error) => db::finish(tx, Err(error)).await,
+    }
+}
+
+/// A write-ahead that failed.
+struct WriteAheadFailed {
+    /// Why.
+    error: ApiError,
+    /// The sealed token, when it was written: its intent may have committed with its reply lost.
+    sealed: Option<Vec<u8>>,
+}
+
+/// Writes the fresh grant ahead of its store (`outbox::write_ahead`) in the transaction opened
+/// before the exchange, sealed to the connection row and the grant like the tokens the store will
+/// write (the refresh token when there is one: revoking it ends the whole grant), and commits.
+async fn write_ahead(
+    state: &AppState,
+    ahead: OpenWriteAhead,
+    (record, member, provider): (&OAuthStateRecord, &MemberOfRecord, Provider),
     grant: uuid::Uuid,
     tokens: &TokenSet,
-) -> Result<outbox::IntentId, ApiError> {
+) -> Result<outbox::IntentId, WriteAheadFailed> {
+    let OpenWriteAhead { mut tx, connection } = ahead;
     let (field, token) = match &tokens.refresh_token {
         Some(refresh) => (TokenField::Refresh, refresh),
         None => (TokenField::Access, &tokens.access_token),
     };
-    let mut sealed_ahead: Option<Vec<u8>> = None;
-    let mut tx = db::begin_on(&mut conn, ctx.actor.as_ref(), member.tenant_id).await?;
-    let result = async {
-        let connection: ConnectionId = sqlx::query_scalar(
-            "SELECT id FROM connections WHERE workspace_id = $1 AND provider = $2",
-        )
-        .bind(record.workspace_id)
-        .bind(provider.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-        let binding = TokenBinding {
-            tenant_id: member.tenant_id,
-            connection_id: connection,
-            provider,
-            field,
-            grant_id: Some(grant),
-        };
-        let sealed = seal_one(&state.vault, &binding, token)?;
-        sealed_ahead = Some(sealed.clone());
-        let now = state.clock.now();
-        Ok(outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, None, now).await?)
-    }
-    .await;
-    let written = db::finish(tx, result).await;
-    match written {
-        Ok(intent) => Ok(intent),
-        // The commit may have happened with its reply lost: then the intent is there, and the
-        // fresh grant is durable after all. The broken connection goes back first, so the look-up
-        // never waits for the pool while holding one of its connections.
-        Err(e) => match sealed_ahead {
-            Some(sealed) => {
-                drop(conn);
-                outbox::written_ahead(
-                    &state.write_ahead_db,
-                    ctx.actor.as_ref(),
-                    member.tenant_id,
-                    &sealed,
-                )
+    let binding = TokenBinding {
+        tenant_id: member.tenant_id,
+        connection_id: connection,
+        provider,
+        field,
+        grant_id: Some(grant),
+    };
+    let sealed = match seal_one(&state.vault, &binding, token) {
+        Ok(sealed) => sealed,
+        Err(error) => {
+            let error = db::finish(tx, Err::<(), ApiError>(error.into()))
                 .await
-                .ok_or(e)
-            }
-            None => Err(e),
-        },
-    }
+                .unwrap_err();
+            return Err(WriteAheadFailed {
+                error,
+                sealed: None,
+            });
+        }
+    };
+    let now = state.clock.now();
+    let result = outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, None, now)
+        .await
+        .map_err(ApiError::from);
+    db::finish(tx, result)
+        .await
+        .map_err(|error| WriteAheadFailed {
+            error,
+            sealed: Some(sealed),
+        })
 }
 
 /// What a failed store turns out to have done, read on a fresh connection.

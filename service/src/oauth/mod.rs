@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
-use crate::auth::{Identity, ProviderPath};
+use crate::auth::{Identity, ProviderPath, WorkspaceMember};
 use crate::connections::{self, ConnectionView};
 use crate::context::RequestContext;
 use crate::db;
@@ -39,138 +39,10 @@ use crate::syncpoints::{self, SyncHooks};
 use crate::tokens::{seal_one, seal_token_set};
 use crate::vault::{TokenBinding, TokenField};
 
+mod authorize;
 mod grant;
+pub use authorize::{__path_authorize, authorize, AuthorizeResponse};
 use grant::complete_flow;
-
-/// Where to send the user's browser.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"authorization_url": "https://appcenter.intuit.com/connect/oauth2?response_type=code&client_id=harbor&redirect_uri=https%%3A%%2F%%2Fharbor.example%%2Fv1%%2Foauth%%2Fqbo%%2Fcallback&scope=com.intuit.quickbooks.accounting&state=J0v1pI5yTzX3u6F7hQk2mN8bR4cW9eA1sD0gH5jK7lL&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256", "expires_in": 600, "status": "PENDING"}))]
-pub struct AuthorizeResponse {
-    /// The provider's authorization URL, with state and PKCE challenge.
-    pub authorization_url: String,
-    /// Seconds until the state expires.
-    pub expires_in: i64,
-    /// The connection's status now (`PENDING`).
-    pub status: ConnectionStatus,
-}
-
-/// Starts connecting the workspace to a provider. Any member may start it.
-#[utoipa::path(
-    post,
-    path = "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
-    params(
-        ("workspace_id" = uuid::Uuid, Path, description = "The workspace"),
-        ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
-    ),
-    responses(
-        (status = 200, description = "Authorization started", body = AuthorizeResponse),
-    ),
-    security(("bearer" = [])),
-    tag = "oauth"
-)]
-pub async fn authorize(
-    State(state): State<AppState>,
-    address: ClientAddress,
-    request: WorkspaceRequest,
-    ProviderPath(provider): ProviderPath,
-) -> Result<Json<AuthorizeResponse>, ApiError> {
-    // The membership is needed before the transaction: the state is bound to the tenant, and goes
-    // to Redis before the workspace lock is taken. The transaction checks it again.
-    let member = request.member_before_transaction().await?;
-    // Connecting a workspace's provider account needs the role disconnecting it needs: otherwise
-    // any member could replace an admin's in-flight authorization with their own account.
-    member.require_admin()?;
-    state
-        .limiter
-        .charge("authorize", &address, &member.tenant_id.to_string())
-        .await?;
-    let config = state.providers.config(provider)?.clone();
-    // The state is stored in Redis before the workspace lock is taken: nothing waits on Redis (or
-    // any peer but PostgreSQL) while the lock is held. Without Redis the request fails here, with
-    // nothing written (fail closed: no PENDING connection waiting for a state that does not exist).
-    let flow_id = uuid::Uuid::new_v4();
-    let verifier = oauth_state::random_token();
-    let challenge = oauth_state::pkce_challenge(&verifier);
-    let record = OAuthStateRecord {
-        tenant_id: member.tenant_id,
-        workspace_id: member.workspace_id,
-        user_id: member.user_id,
-        provider,
-        issuer: config.issuer.clone(),
-        redirect_uri: config.redirect_uri.to_string(),
-        verifier,
-        created_at: state.clock.now(),
-        flow_id: Some(flow_id),
-    };
-    let state_value = state.states.issue(&record).await?;
-    let status = match start_flow(&state, &request, provider, flow_id).await {
-        Ok(status) => status,
-        Err(error) => {
-            // Nothing was committed, so the state leads nowhere; remove it now (after the lock
-            // is gone) rather than leave it to its TTL. Its holder never saw it anyway.
-            if let Err(e) = state.states.discard(state_value.expose_secret()).await {
-                tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
-            }
-            return Err(error);
-        }
-    };
-    let mut url = config.authorize_url.clone();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &config.client_id)
-        .append_pair("redirect_uri", config.redirect_uri.as_str())
-        .append_pair("scope", &config.scopes.join(" "))
-        .append_pair("state", state_value.expose_secret());
-    if !flaws::active(Flaw::NoPkce) {
-        url.query_pairs_mut()
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
-    }
-    Ok(Json(AuthorizeResponse {
-        authorization_url: url.to_string(),
-        expires_in: STATE_TTL_SECONDS,
-        status,
-    }))
-}
-
-/// Authorize's transaction: under the workspace lock and the row lock, the connection becomes
-/// `PENDING` and waits for `flow_id`; audited.
-async fn start_flow(
-    state: &AppState,
-    request: &WorkspaceRequest,
-    provider: Provider,
-    flow_id: uuid::Uuid,
-) -> Result<ConnectionStatus, ApiError> {
-    let ctx = &request.ctx;
-    let hooks = state.sync_points.as_ref();
-    let (mut tx, member) = request.begin_as_admin().await?;
-    let result = async {
-        let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
-        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
-        // decides who takes the row next when this request and a writer waiting for the row are
-        // let go together.
-        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
-        let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
-        lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
-        audit::record(
-            &mut tx,
-            ctx,
-            AuditEvent {
-                tenant_id: Some(member.tenant_id),
-                workspace_id: Some(member.workspace_id),
-                actor_user_id: Some(member.user_id),
-                action: "oauth.authorize",
-                outcome: status.as_str(),
-                detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
-            },
-        )
-        .await?;
-        Ok(status)
-    }
-    .await;
-    db::finish(tx, result).await
-}
 
 /// The callback's query parameters. No `Debug`: they are credentials.
 pub struct CallbackParams {
@@ -324,13 +196,6 @@ pub async fn callback(
         );
         return Err(ApiError::OAuthStateMismatch);
     }
-    // The caller must still be a member of the workspace the flow was started for.
-    if !flaws::active(Flaw::NoCallbackTenantCheck) {
-        crate::auth::membership(&state.db, record.workspace_id, identity.user_id)
-            .await
-            .map_err(interrupted)?
-            .ok_or(ApiError::NotFound)?;
-    }
     // Row-level security is scoped to the caller's own tenant (equal to the state's, unless a
     // seeded flaw skipped the check above — then the database still refuses the other tenant).
     let member = MemberOfRecord {
@@ -338,7 +203,7 @@ pub async fn callback(
         user_id: identity.user_id,
     };
 
-    // 3–4 run in their own task: a client that disconnects mid-way (the handler's future is then
+    // 3–4 (from the membership check on) run in their own task: a client that disconnects mid-way (the handler's future is then
     // dropped) must not cancel between the code exchange and storing — or revoking — its result.
     let flaws_of_request = state.flaws.clone();
     let tasks = state.tasks.clone();

@@ -1,0 +1,172 @@
+//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: one transaction,
+//! opened on the caller's membership; Redis (the rate limit, the state and PKCE verifier) is asked
+//! between its first statement and the workspace lock, so nothing waits on Redis while the lock is
+//! held. Split from [`super`], which holds the callback.
+
+use super::*;
+
+/// Where to send the user's browser.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"authorization_url": "https://appcenter.intuit.com/connect/oauth2?response_type=code&client_id=harbor&redirect_uri=https%%3A%%2F%%2Fharbor.example%%2Fv1%%2Foauth%%2Fqbo%%2Fcallback&scope=com.intuit.quickbooks.accounting&state=J0v1pI5yTzX3u6F7hQk2mN8bR4cW9eA1sD0gH5jK7lL&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256", "expires_in": 600, "status": "PENDING"}))]
+pub struct AuthorizeResponse {
+    /// The provider's authorization URL, with state and PKCE challenge.
+    pub authorization_url: String,
+    /// Seconds until the state expires.
+    pub expires_in: i64,
+    /// The connection's status now (`PENDING`).
+    pub status: ConnectionStatus,
+}
+
+/// Starts connecting the workspace to a provider. Any member may start it.
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
+    params(
+        ("workspace_id" = uuid::Uuid, Path, description = "The workspace"),
+        ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
+    ),
+    responses(
+        (status = 200, description = "Authorization started", body = AuthorizeResponse),
+    ),
+    security(("bearer" = [])),
+    tag = "oauth"
+)]
+pub async fn authorize(
+    State(state): State<AppState>,
+    address: ClientAddress,
+    request: WorkspaceRequest,
+    ProviderPath(provider): ProviderPath,
+) -> Result<Json<AuthorizeResponse>, ApiError> {
+    // The transaction opens with the membership (locked `FOR SHARE`, so it holds until the
+    // commit): the state is bound to the tenant it names. Connecting a workspace's provider
+    // account needs the role disconnecting it needs: otherwise any member could replace an
+    // admin's in-flight authorization with their own account.
+    let (tx, member) = request.begin_as_admin().await?;
+    // Redis is asked (the rate limit, then the state) before the workspace lock is taken:
+    // nothing waits on Redis (or any peer but PostgreSQL) while the lock is held. Without Redis
+    // the request fails here, with nothing written (fail closed: no PENDING connection waiting
+    // for a state that does not exist).
+    let issued = issue_state(&state, &address, &member, provider).await;
+    let issued = match issued {
+        Ok(issued) => issued,
+        Err(error) => return db::finish(tx, Err(error)).await,
+    };
+    let status = match start_flow(&state, &request.ctx, tx, &member, provider, issued.flow_id).await
+    {
+        Ok(status) => status,
+        Err(error) => {
+            // Nothing was committed, so the state leads nowhere; remove it now (after the lock
+            // is gone) rather than leave it to its TTL. Its holder never saw it anyway.
+            if let Err(e) = state.states.discard(issued.state.expose_secret()).await {
+                tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
+            }
+            return Err(error);
+        }
+    };
+    let config = issued.config;
+    let mut url = config.authorize_url.clone();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &config.client_id)
+        .append_pair("redirect_uri", config.redirect_uri.as_str())
+        .append_pair("scope", &config.scopes.join(" "))
+        .append_pair("state", issued.state.expose_secret());
+    if !flaws::active(Flaw::NoPkce) {
+        url.query_pairs_mut()
+            .append_pair("code_challenge", &issued.challenge)
+            .append_pair("code_challenge_method", "S256");
+    }
+    Ok(Json(AuthorizeResponse {
+        authorization_url: url.to_string(),
+        expires_in: STATE_TTL_SECONDS,
+        status,
+    }))
+}
+
+/// What authorize stored in Redis for the flow it starts.
+struct IssuedState {
+    /// The flow the connection will wait for.
+    flow_id: uuid::Uuid,
+    /// The state, as the authorization URL carries it.
+    state: SecretString,
+    /// The PKCE challenge of the verifier stored with it.
+    challenge: String,
+    /// The provider's configuration the state was issued under.
+    config: crate::providers::ProviderConfig,
+}
+
+/// Charges the caller's authorize rate limit, then stores a state and a PKCE verifier bound to
+/// the member's tenant, workspace and user and to the provider.
+async fn issue_state(
+    state: &AppState,
+    address: &ClientAddress,
+    member: &WorkspaceMember,
+    provider: Provider,
+) -> Result<IssuedState, ApiError> {
+    state
+        .limiter
+        .charge("authorize", address, &member.tenant_id.to_string())
+        .await?;
+    let config = state.providers.config(provider)?.clone();
+    let flow_id = uuid::Uuid::new_v4();
+    let verifier = oauth_state::random_token();
+    let challenge = oauth_state::pkce_challenge(&verifier);
+    let record = OAuthStateRecord {
+        tenant_id: member.tenant_id,
+        workspace_id: member.workspace_id,
+        user_id: member.user_id,
+        provider,
+        issuer: config.issuer.clone(),
+        redirect_uri: config.redirect_uri.to_string(),
+        verifier,
+        created_at: state.clock.now(),
+        flow_id: Some(flow_id),
+    };
+    let state_value = state.states.issue(&record).await?;
+    Ok(IssuedState {
+        flow_id,
+        state: state_value,
+        challenge,
+        config,
+    })
+}
+
+/// The rest of authorize's transaction (`tx`, opened on `member`'s membership): under the
+/// workspace lock and the row lock, the connection becomes `PENDING` and waits for `flow_id`;
+/// audited.
+async fn start_flow(
+    state: &AppState,
+    ctx: &RequestContext,
+    mut tx: db::Tx,
+    member: &WorkspaceMember,
+    provider: Provider,
+    flow_id: uuid::Uuid,
+) -> Result<ConnectionStatus, ApiError> {
+    let hooks = state.sync_points.as_ref();
+    let result = async {
+        let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
+        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
+        // decides who takes the row next when this request and a writer waiting for the row are
+        // let go together.
+        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
+        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
+        let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
+        lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
+        audit::record(
+            &mut tx,
+            ctx,
+            AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(member.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.authorize",
+                outcome: status.as_str(),
+                detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
+            },
+        )
+        .await?;
+        Ok(status)
+    }
+    .await;
+    db::finish(tx, result).await
+}
