@@ -435,13 +435,10 @@ async fn decide_token(
     db::finish(tx, result).await
 }
 
-/// Stores the rotation of `connection`'s refresh token that an interrupted refresh wrote ahead
-/// (`outbox::unstored_rotation`), if there is one sealed under the row's key, and audits it.
-/// `false` when there is none. A rotation sealed under another key than the row's (the primary
-/// key changed after the row was sealed, and `rotate-keys` has not re-sealed the row yet) is not
-/// adopted, as the worker does not adopt it: the row's two tokens would be under two keys. The
-/// connection then ends at the refresh and must be reconnected — the documented limit of a key
-/// change in that window (ARCHITECTURE.md).
+/// Adopts the rotation of `connection`'s refresh token that an interrupted refresh wrote ahead
+/// (`outbox::unstored_rotation`, `outbox::adopt`), if there is one sealed under the row's key,
+/// and audits it. `false` when there is none (or it is under another key: the connection then
+/// ends at the refresh, as `outbox::adopt` says).
 async fn adopt_unstored_rotation(
     tx: &mut db::Tx,
     lock: &locks::WorkspaceLock,
@@ -449,15 +446,12 @@ async fn adopt_unstored_rotation(
     (ctx, member): (&RequestContext, &WorkspaceMember),
     now: DateTime<Utc>,
 ) -> Result<bool, ApiError> {
-    let Some((intent, sealed)) = outbox::unstored_rotation(tx, connection).await? else {
+    let Some(rotation) = outbox::unstored_rotation(tx, connection).await? else {
         return Ok(false);
     };
-    let row_key = connection.tokens.as_ref().map(|t| t.key_id.as_str());
-    if crate::vault::key_id_of(&sealed).ok() != row_key {
+    if !outbox::adopt(tx, lock, connection, &rotation, now).await? {
         return Ok(false);
     }
-    lifecycle::store_adopted_refresh(tx, lock, connection, &sealed, now).await?;
-    outbox::adopted(tx, intent).await?;
     audit::record(
         tx,
         ctx,

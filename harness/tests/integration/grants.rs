@@ -88,3 +88,48 @@ async fn a_graceful_stop_finishes_a_callback_whose_client_hung_up() {
     assert!(accounted.is_ok(), "{accounted:?}");
     app.stop().await;
 }
+
+/// The look-up every refresh makes inside its critical section for a rotation written ahead
+/// (`outbox::unstored_rotation`) is one migration 0013's partial index answers: with sequential
+/// scans priced out, its plan scans that index. The same statement asking for a field the index
+/// does not cover gets no use of it — so the check fails the day the statement and the index's
+/// predicate part.
+#[tokio::test]
+async fn the_unstored_rotation_lookup_is_answered_by_its_partial_index() {
+    use harbor_service::outbox::UNSTORED_ROTATION_LOOKUP;
+    let infra = crate::helpers::test_infra().await;
+    let env = infra.isolated_env().await.unwrap();
+    let pool = env.pool(1).await.unwrap();
+    let plan_of = |sql: String| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+                .bind(uuid::Uuid::new_v4())
+                .bind(uuid::Uuid::new_v4())
+                .bind(vec![1u8, 2, 3])
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
+            lines.join("\n")
+        }
+    };
+    let plan = plan_of(UNSTORED_ROTATION_LOOKUP.to_owned()).await;
+    assert!(
+        plan.contains("revocation_outbox_unstored_rotation"),
+        "the look-up does not use its index:\n{plan}"
+    );
+    let uncovered = UNSTORED_ROTATION_LOOKUP.replace("field = 'refresh'", "field = 'access'");
+    assert_ne!(uncovered, UNSTORED_ROTATION_LOOKUP);
+    let plan = plan_of(uncovered).await;
+    assert!(
+        !plan.contains("revocation_outbox_unstored_rotation"),
+        "a statement outside the index's predicate cannot use it:\n{plan}"
+    );
+    pool.close().await;
+    env.cleanup().await.unwrap();
+}

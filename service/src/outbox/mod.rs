@@ -14,17 +14,16 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::db::Tx;
 use crate::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
-use crate::flaws::{self, Flaw};
-use crate::lifecycle::LockedConnection;
-use crate::providers::{ProviderClient, TokenKind};
-use crate::vault::{KeyRing, TokenBinding, TokenField};
+use crate::lifecycle::{self, LifecycleError, LockedConnection};
+use crate::locks::WorkspaceLock;
+use crate::vault::{TokenBinding, TokenField};
+
+mod worker;
+pub use worker::{Worker, WorkerError};
 
 /// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
 /// longer than a provider call may take.
@@ -194,15 +193,23 @@ pub async fn written_ahead(
     found.map(|(id, lease_until)| IntentId { id, lease_until })
 }
 
+/// [`unstored_rotation`]'s statement: `$1` the connection, `$2` its grant, `$3` the sealed refresh
+/// token its row holds. Migration 0013's partial index answers it (the harness's suite checks the
+/// plan), so the look-up inside every refresh's critical section never scans the outbox.
+pub const UNSTORED_ROTATION_LOOKUP: &str = "SELECT id, sealed_token FROM revocation_outbox \
+      WHERE connection_id = $1 AND grant_id = $2 AND reason = 'unstored_grant' \
+        AND field = 'refresh' AND replaces_token = $3 \
+      ORDER BY id LIMIT 1 FOR UPDATE";
+
 /// A rotation of `connection`'s refresh token that an earlier refresh wrote ahead and never
 /// stored (its replica died, or its link was cut, before its store committed), not yet adopted:
 /// its id and sealed token, locked until the caller's transaction ends. Read under the workspace
 /// lock and the row lock the caller holds, so the request that wrote it is over; a worker that
-/// claimed it meanwhile waits for that lock in `harbor_outbox_adopt` and then finds it gone.
+/// claimed it meanwhile waits for those locks ([`Worker`]) and then finds it gone.
 pub async fn unstored_rotation(
     tx: &mut Tx,
     connection: &LockedConnection,
-) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+) -> Result<Option<UnstoredRotation>, sqlx::Error> {
     let Some(spent) = connection
         .tokens
         .as_ref()
@@ -210,26 +217,53 @@ pub async fn unstored_rotation(
     else {
         return Ok(None);
     };
-    sqlx::query_as(
-        "SELECT id, sealed_token FROM revocation_outbox \
-          WHERE connection_id = $1 AND grant_id = $2 AND reason = 'unstored_grant' \
-            AND field = 'refresh' AND replaces_token = $3 \
-          ORDER BY id LIMIT 1 FOR UPDATE",
-    )
-    .bind(connection.id)
-    .bind(connection.grant_id)
-    .bind(spent)
-    .fetch_optional(&mut **tx)
-    .await
+    let found: Option<(i64, Vec<u8>)> = sqlx::query_as(UNSTORED_ROTATION_LOOKUP)
+        .bind(connection.id)
+        .bind(connection.grant_id)
+        .bind(spent)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(found.map(|(id, sealed)| UnstoredRotation { id, sealed }))
 }
 
-/// Deletes an intent whose token the caller's transaction has just stored into its row.
-pub async fn adopted(tx: &mut Tx, id: i64) -> Result<(), sqlx::Error> {
+/// A rotated refresh token an interrupted refresh wrote ahead and never stored.
+#[derive(Debug)]
+pub struct UnstoredRotation {
+    /// Its intent.
+    pub id: i64,
+    /// The token, sealed to the row and grant it was issued for.
+    pub sealed: Vec<u8>,
+}
+
+/// Adopts `rotation` — stores it into `connection`, the row whose refresh token it replaced,
+/// marks the access token due for refresh at `now`, and deletes its intent — in the caller's
+/// transaction, which holds the workspace lock (`lock`) and the row lock, and has checked that the
+/// row still holds the token the rotation replaced. The one adoption: a sync's token decision
+/// makes it, and so does the outbox's [`Worker`] once the lease of the request that wrote the
+/// rotation ran out.
+///
+/// `false`, with nothing written, when the rotation is sealed under another key than the row's
+/// tokens (the primary key changed after the row was sealed, and `rotate-keys` has not re-sealed
+/// the row yet): the row's two tokens would be under two keys. The worker then revokes it, and the
+/// connection ends at its next refresh — the documented limit of a key change in that window
+/// (ARCHITECTURE.md).
+pub async fn adopt(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    rotation: &UnstoredRotation,
+    now: DateTime<Utc>,
+) -> Result<bool, LifecycleError> {
+    let row_key = connection.tokens.as_ref().map(|t| t.key_id.as_str());
+    if crate::vault::key_id_of(&rotation.sealed).ok() != row_key {
+        return Ok(false);
+    }
+    lifecycle::store_adopted_refresh(tx, lock, connection, &rotation.sealed, now).await?;
     sqlx::query("DELETE FROM revocation_outbox WHERE id = $1")
-        .bind(id)
+        .bind(rotation.id)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes a written-ahead intent in the transaction that stores its grant. `false` when the
@@ -371,160 +405,4 @@ pub fn backoff(attempts: i32) -> chrono::Duration {
 
 fn lease() -> chrono::Duration {
     chrono::Duration::from_std(LEASE).expect("a small lease")
-}
-
-/// What became of an attempt to adopt a rotated token.
-enum Adoption {
-    /// Stored into its row; the intent is gone.
-    Adopted,
-    /// Not a rotated token, or its row moved on: revoke it.
-    NotAdoptable,
-    /// Another worker took the intent while this one waited: leave it to that one.
-    LeaseLost,
-}
-
-/// One claimed intent, as the worker reads it.
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    id: i64,
-    tenant_id: TenantId,
-    connection_id: ConnectionId,
-    provider: String,
-    grant_id: Option<uuid::Uuid>,
-    field: String,
-    reason: String,
-    sealed_token: Vec<u8>,
-    replaces_token: Option<Vec<u8>>,
-    attempts: i32,
-    next_attempt_at: DateTime<Utc>,
-}
-
-/// Drains the outbox on one replica: every `interval`, it claims the due intents one at a time
-/// (each leased for `LEASE`, longer than one provider call, so replicas never deliver the same one
-/// at once) and delivers each. It holds no transaction while it calls a provider.
-#[derive(Clone)]
-pub struct Worker {
-    /// The request role's pool (the claims go through the owner's functions).
-    pub db: PgPool,
-    /// Opens the intents' ciphertexts.
-    pub vault: std::sync::Arc<KeyRing>,
-    /// Calls the providers' revocation endpoints.
-    pub providers: ProviderClient,
-    /// The service's clock (the harness moves it to make a lease expire).
-    pub clock: Clock,
-    /// How often it looks.
-    pub interval: Duration,
-}
-
-impl Worker {
-    /// Runs until `stop` is cancelled: the intent it is delivering then is finished and settled
-    /// (a graceful shutdown waits for that), and no other is claimed.
-    pub async fn run(self, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            if let Err(e) = self.drain_until(&stop).await {
-                tracing::warn!(error = %e, "the revocation outbox could not be read; trying again");
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(self.interval) => {}
-            }
-        }
-    }
-
-    /// Claims and delivers the intents due now, one at a time (at most 16 a pass); returns how
-    /// many it delivered.
-    pub async fn drain_once(&self) -> Result<usize, sqlx::Error> {
-        self.drain_until(&CancellationToken::new()).await
-    }
-
-    /// [`Self::drain_once`], claiming nothing more once `stop` is cancelled.
-    async fn drain_until(&self, stop: &CancellationToken) -> Result<usize, sqlx::Error> {
-        let lease = sqlx::postgres::types::PgInterval::try_from(LEASE)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let mut delivered = 0;
-        for _ in 0..16 {
-            if stop.is_cancelled() {
-                break;
-            }
-            // A claim whose reply was lost leaves its intent leased until the lease runs out, as
-            // a worker that dies does; trying again claims the next one.
-            let now = self.clock.now();
-            let claimed: Option<Claimed> = crate::db::retry_lost(&self.db, || {
-                sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
-                    .bind(now)
-                    .bind(lease)
-                    .fetch_optional(&self.db)
-            })
-            .await?;
-            let Some(intent) = claimed else { break };
-            match self.adopt(&intent).await? {
-                Adoption::Adopted => {
-                    delivered += 1;
-                    continue;
-                }
-                // Another worker holds it now: delivering it too could revoke what that one
-                // just adopted.
-                Adoption::LeaseLost => continue,
-                Adoption::NotAdoptable => {}
-            }
-            let outcome = self.deliver(&intent).await;
-            delivered += usize::from(outcome.is_ok());
-            let held = IntentId {
-                id: intent.id,
-                lease_until: intent.next_attempt_at,
-            };
-            settle(&self.db, held, outcome, intent.attempts, self.clock.now()).await?;
-        }
-        Ok(delivered)
-    }
-
-    /// A rotated refresh token whose store never committed is stored into its row, if the row
-    /// still holds the spent token it replaced (`harbor_outbox_adopt`): the grant stays the
-    /// user's. Anything else is [`Adoption::NotAdoptable`] and revoked.
-    async fn adopt(&self, intent: &Claimed) -> Result<Adoption, sqlx::Error> {
-        let rotated = intent.reason == Reason::UnstoredGrant.as_str()
-            && intent.field == "refresh"
-            && intent.replaces_token.is_some();
-        if !rotated || flaws::active(Flaw::RevokeUnstoredRotation) {
-            return Ok(Adoption::NotAdoptable);
-        }
-        let Ok(key) = crate::vault::key_id_of(&intent.sealed_token) else {
-            return Ok(Adoption::NotAdoptable);
-        };
-        let answer: String = sqlx::query_scalar("SELECT harbor_outbox_adopt($1, $2, $3, $4)")
-            .bind(intent.id)
-            .bind(intent.next_attempt_at)
-            .bind(self.clock.now())
-            .bind(key)
-            .fetch_one(&self.db)
-            .await?;
-        Ok(match answer.as_str() {
-            "adopted" => Adoption::Adopted,
-            "lease_lost" => Adoption::LeaseLost,
-            _ => Adoption::NotAdoptable,
-        })
-    }
-
-    async fn deliver(&self, intent: &Claimed) -> Result<(), String> {
-        let provider = Provider::parse(&intent.provider).map_err(|e| e.to_string())?;
-        let (field, kind) = match intent.field.as_str() {
-            "refresh" => (TokenField::Refresh, TokenKind::Refresh),
-            _ => (TokenField::Access, TokenKind::Access),
-        };
-        let binding = TokenBinding {
-            tenant_id: intent.tenant_id,
-            connection_id: intent.connection_id,
-            provider,
-            field,
-            grant_id: intent.grant_id,
-        };
-        let token: SecretString = self
-            .vault
-            .decrypt_any_format(&intent.sealed_token, &binding)
-            .map_err(|e| format!("the intent does not decrypt: {e}"))?;
-        self.providers
-            .revoke(provider, &token, kind)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }

@@ -1,0 +1,252 @@
+//! The outbox's [`Worker`]: on every replica, it claims the intents whose lease ran out, adopts a
+//! rotated refresh token whose store never committed ([`super::adopt`], the one adoption the
+//! sync's token decision also makes), and revokes everything else at the provider, settling each
+//! attempt. It holds no transaction while it calls a provider.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use chrono::{DateTime, Utc};
+
+use super::{adopt, held, settle, IntentId, Reason, UnstoredRotation, LEASE};
+use crate::audit::{self, AuditEvent};
+use crate::clock::Clock;
+use crate::context::RequestContext;
+use crate::db;
+use crate::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
+use crate::flaws::{self, Flaw};
+use crate::lifecycle::{self, ConnectionStatus};
+use crate::locks;
+use crate::providers::{ProviderClient, TokenKind};
+use crate::vault::{KeyRing, TokenBinding, TokenField};
+
+/// What became of an attempt to adopt a rotated token.
+enum Adoption {
+    /// Stored into its row; the intent is gone.
+    Adopted,
+    /// Not a rotated token, or its row moved on: revoke it.
+    NotAdoptable,
+    /// Another worker took the intent while this one waited: leave it to that one.
+    LeaseLost,
+}
+
+/// One claimed intent, as the worker reads it.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: i64,
+    tenant_id: TenantId,
+    workspace_id: WorkspaceId,
+    connection_id: ConnectionId,
+    provider: String,
+    grant_id: Option<uuid::Uuid>,
+    field: String,
+    reason: String,
+    sealed_token: Vec<u8>,
+    replaces_token: Option<Vec<u8>>,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+}
+
+/// Why a pass over the outbox stopped: it is tried again at the next interval.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A statement failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// An adoption's transaction could not begin.
+    #[error(transparent)]
+    Begin(#[from] db::DbError),
+    /// An adoption failed under its locks.
+    #[error(transparent)]
+    Adoption(#[from] lifecycle::LifecycleError),
+}
+
+/// Drains the outbox on one replica: every `interval`, it claims the due intents one at a time
+/// (each leased for `LEASE`, longer than one provider call, so replicas never deliver the same one
+/// at once) and delivers each. It holds no transaction while it calls a provider.
+#[derive(Clone)]
+pub struct Worker {
+    /// The request role's pool (the claims go through the owner's functions; an adoption runs in
+    /// a transaction scoped to its intent's tenant).
+    pub db: PgPool,
+    /// Opens the intents' ciphertexts.
+    pub vault: std::sync::Arc<KeyRing>,
+    /// Calls the providers' revocation endpoints.
+    pub providers: ProviderClient,
+    /// The service's clock (the harness moves it to make a lease expire).
+    pub clock: Clock,
+    /// How often it looks.
+    pub interval: Duration,
+}
+
+impl Worker {
+    /// Runs until `stop` is cancelled: the intent it is delivering then is finished and settled
+    /// (a graceful shutdown waits for that), and no other is claimed.
+    pub async fn run(self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            if let Err(e) = self.drain_until(&stop).await {
+                tracing::warn!(error = %e, "the revocation outbox could not be read; trying again");
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// Claims and delivers the intents due now, one at a time (at most 16 a pass); returns how
+    /// many it delivered.
+    pub async fn drain_once(&self) -> Result<usize, WorkerError> {
+        self.drain_until(&CancellationToken::new()).await
+    }
+
+    /// [`Self::drain_once`], claiming nothing more once `stop` is cancelled.
+    async fn drain_until(&self, stop: &CancellationToken) -> Result<usize, WorkerError> {
+        let lease = sqlx::postgres::types::PgInterval::try_from(LEASE)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let mut delivered = 0;
+        for _ in 0..16 {
+            if stop.is_cancelled() {
+                break;
+            }
+            // A claim whose reply was lost leaves its intent leased until the lease runs out, as
+            // a worker that dies does; trying again claims the next one.
+            let now = self.clock.now();
+            let claimed: Option<Claimed> = crate::db::retry_lost(&self.db, || {
+                sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
+                    .bind(now)
+                    .bind(lease)
+                    .fetch_optional(&self.db)
+            })
+            .await?;
+            let Some(intent) = claimed else { break };
+            match self.adopt(&intent).await? {
+                Adoption::Adopted => {
+                    delivered += 1;
+                    continue;
+                }
+                // Another worker holds it now: delivering it too could revoke what that one
+                // just adopted.
+                Adoption::LeaseLost => continue,
+                Adoption::NotAdoptable => {}
+            }
+            let outcome = self.deliver(&intent).await;
+            delivered += usize::from(outcome.is_ok());
+            let held = IntentId {
+                id: intent.id,
+                lease_until: intent.next_attempt_at,
+            };
+            settle(&self.db, held, outcome, intent.attempts, self.clock.now()).await?;
+        }
+        Ok(delivered)
+    }
+
+    /// A rotated refresh token whose store never committed is adopted into its row ([`adopt`]),
+    /// if the row still holds exactly the token it replaced (same grant, `CONNECTED`, the spent
+    /// ciphertext unchanged): the grant stays the user's. A row that moved on (disconnected,
+    /// reconnected, rotated again, re-sealed by `rotate-keys`), and anything that is not a
+    /// rotation, is [`Adoption::NotAdoptable`] and revoked. Under the workspace lock and then the
+    /// row lock, the order of every writer of the connection, in a transaction scoped to the
+    /// intent's tenant; the lease is checked again under them, since another worker may have
+    /// taken the intent while this one waited.
+    async fn adopt(&self, intent: &Claimed) -> Result<Adoption, WorkerError> {
+        let rotated = intent.reason == Reason::UnstoredGrant.as_str() && intent.field == "refresh";
+        let Some(replaced) = intent.replaces_token.as_deref().filter(|_| rotated) else {
+            return Ok(Adoption::NotAdoptable);
+        };
+        let Ok(provider) = Provider::parse(&intent.provider) else {
+            return Ok(Adoption::NotAdoptable);
+        };
+        if flaws::active(Flaw::RevokeUnstoredRotation) {
+            return Ok(Adoption::NotAdoptable);
+        }
+        let mut tx = db::begin(&self.db, None, intent.tenant_id).await?;
+        let decided: Result<Adoption, WorkerError> = async {
+            let lock = locks::lock_for_oauth(&mut tx, intent.workspace_id).await?;
+            let connection = match lifecycle::lock_connection(&mut tx, &lock, provider).await {
+                Ok(connection) => connection,
+                Err(lifecycle::LifecycleError::NotFound) => return Ok(Adoption::NotAdoptable),
+                Err(e) => return Err(e.into()),
+            };
+            let lease = IntentId {
+                id: intent.id,
+                lease_until: intent.next_attempt_at,
+            };
+            if !held(&mut tx, lease).await? {
+                return Ok(Adoption::LeaseLost);
+            }
+            let spent = connection
+                .tokens
+                .as_ref()
+                .and_then(|t| t.refresh_token.as_deref());
+            let holds_replaced = connection.id == intent.connection_id
+                && connection.status == ConnectionStatus::Connected
+                && connection.grant_id == intent.grant_id
+                && spent == Some(replaced);
+            let rotation = UnstoredRotation {
+                id: intent.id,
+                sealed: intent.sealed_token.clone(),
+            };
+            if !holds_replaced
+                || !adopt(&mut tx, &lock, &connection, &rotation, self.clock.now()).await?
+            {
+                return Ok(Adoption::NotAdoptable);
+            }
+            let ctx = RequestContext {
+                request_id: "outbox-worker".to_owned(),
+                actor: None,
+            };
+            let event = AuditEvent {
+                tenant_id: Some(intent.tenant_id),
+                workspace_id: Some(intent.workspace_id),
+                actor_user_id: None,
+                action: "revocation.outbox",
+                outcome: "adopted",
+                detail: json!({
+                    "provider": intent.provider,
+                    "reason": intent.reason,
+                    "attempts": intent.attempts,
+                }),
+            };
+            audit::record(&mut tx, &ctx, event).await?;
+            Ok(Adoption::Adopted)
+        }
+        .await;
+        // Only an adoption is committed; the other answers wrote nothing, and end the locks now.
+        match decided {
+            Ok(Adoption::Adopted) => db::finish(tx, Ok(Adoption::Adopted)).await,
+            Ok(other) => {
+                tx.rollback().await?;
+                Ok(other)
+            }
+            Err(e) => db::finish(tx, Err(e)).await,
+        }
+    }
+
+    async fn deliver(&self, intent: &Claimed) -> Result<(), String> {
+        let provider = Provider::parse(&intent.provider).map_err(|e| e.to_string())?;
+        let (field, kind) = match intent.field.as_str() {
+            "refresh" => (TokenField::Refresh, TokenKind::Refresh),
+            _ => (TokenField::Access, TokenKind::Access),
+        };
+        let binding = TokenBinding {
+            tenant_id: intent.tenant_id,
+            connection_id: intent.connection_id,
+            provider,
+            field,
+            grant_id: intent.grant_id,
+        };
+        let token: SecretString = self
+            .vault
+            .decrypt_any_format(&intent.sealed_token, &binding)
+            .map_err(|e| format!("the intent does not decrypt: {e}"))?;
+        self.providers
+            .revoke(provider, &token, kind)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
