@@ -79,8 +79,9 @@ pub enum RowSecurityError {
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 ///
 /// Its idle connections are handed out untested: [`begin`] and the reads made outside a
-/// transaction go through [`retry_lost`]. (The outbox's adoption, which waits for the workspace
-/// lock, does not: on a dead connection it fails once, and its intent waits for its lease.)
+/// transaction go through [`retry_lost`]. (The outbox worker's adoption begins through it too;
+/// its statements, which wait for the workspace lock, are not repeated: on a dead connection one
+/// fails once, and its intent waits for its lease.)
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     connect_sized(config, config.database_max_connections, false).await
 }

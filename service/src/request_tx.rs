@@ -5,11 +5,10 @@
 //! The extractor reads nothing from the database: a handler calls [`WorkspaceRequest::begin`]
 //! where its transaction starts, and learns there whether the caller is a member (404 if not),
 //! with which role and in which tenant. Nothing may wait on Redis or a provider while the
-//! workspace lock (taken inside the transaction) is held, so some handlers talk to them inside
-//! their transaction before the lock is taken, or between transactions — never before the
-//! membership is checked: authorize asks Redis after its transaction's first statement, sync
-//! commits its token decision's transaction before it calls the provider and opens a second one
-//! after.
+//! workspace lock (taken inside the transaction) is held, so some handlers talk to them between
+//! transactions — never before the membership is checked: authorize checks it first with
+//! [`WorkspaceRequest::member_before_transaction`], sync opens its token decision's transaction
+//! before it calls the provider. Some open a second transaction after the first is committed.
 //!
 //! Transactions that are not a member's request to a workspace route (the OAuth callback, whose
 //! tenant is the caller's and whose workspace comes from the consumed state; the untagged
@@ -59,6 +58,20 @@ impl WorkspaceRequest {
     /// waited (for a pooled connection, a lock) is not ignored: 403 `FORBIDDEN`.
     pub async fn begin_as_admin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
         self.begin_needing(true).await
+    }
+
+    /// The caller's membership read from the pool, outside any transaction, for a handler that
+    /// needs the tenant or the role before its transaction (authorize: its state goes to Redis,
+    /// bound to the tenant, before the workspace lock is taken). It proves nothing about the
+    /// membership when a later transaction commits: that transaction checks again.
+    pub async fn member_before_transaction(&self) -> Result<WorkspaceMember, ApiError> {
+        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
+            return self.any_workspace_member().await;
+        }
+        let (tenant_id, role) = crate::auth::membership(&self.pool, self.workspace_id, self.caller)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        Ok(self.member(tenant_id, role))
     }
 
     async fn begin_needing(&self, admin: bool) -> Result<(Tx, WorkspaceMember), ApiError> {

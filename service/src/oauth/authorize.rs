@@ -1,7 +1,7 @@
-//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: one transaction,
-//! opened on the caller's membership; Redis (the rate limit, the state and PKCE verifier) is asked
-//! between its first statement and the workspace lock, so nothing waits on Redis while the lock is
-//! held. Split from [`super`], which holds the callback.
+//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: the caller's membership
+//! read from the pool, Redis asked (the rate limit, the state and PKCE verifier), then one
+//! transaction under the workspace lock — nothing waits on Redis while a pooled connection or the
+//! lock is held. Split from [`super`], which holds the callback.
 
 use super::*;
 
@@ -37,22 +37,21 @@ pub async fn authorize(
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
-    // The transaction opens with the membership (locked `FOR SHARE`, so it holds until the
-    // commit): the state is bound to the tenant it names. Connecting a workspace's provider
-    // account needs the role disconnecting it needs: otherwise any member could replace an
-    // admin's in-flight authorization with their own account.
-    let (tx, member) = request.begin_as_admin().await?;
-    // Redis is asked (the rate limit, then the state) before the workspace lock is taken:
-    // nothing waits on Redis (or any peer but PostgreSQL) while the lock is held. Without Redis
-    // the request fails here, with nothing written (fail closed: no PENDING connection waiting
-    // for a state that does not exist).
-    let issued = issue_state(&state, &address, &member, provider).await;
-    let issued = match issued {
-        Ok(issued) => issued,
-        Err(error) => return db::finish(tx, Err(error)).await,
-    };
-    let status = match start_flow(&state, &request.ctx, tx, &member, provider, issued.flow_id).await
-    {
+    // The membership is needed before the transaction: the state is bound to the tenant, and goes
+    // to Redis before the transaction begins. The transaction checks it again. (One transaction
+    // opened on the membership and asking Redis before its workspace lock would save this read,
+    // but would hold a pooled connection, and the membership row, for as long as Redis takes to
+    // answer: a stalled Redis would then drain the pool every route shares.)
+    let member = request.member_before_transaction().await?;
+    // Connecting a workspace's provider account needs the role disconnecting it needs: otherwise
+    // any member could replace an admin's in-flight authorization with their own account.
+    member.require_admin()?;
+    // Redis is asked (the rate limit, then the state) before the transaction: nothing waits on
+    // Redis (or any peer but PostgreSQL) while a pooled connection or the workspace lock is held.
+    // Without Redis the request fails here, with nothing written (fail closed: no PENDING
+    // connection waiting for a state that does not exist).
+    let issued = issue_state(&state, &address, &member, provider).await?;
+    let status = match start_flow(&state, &request, provider, issued.flow_id).await {
         Ok(status) => status,
         Err(error) => {
             // Nothing was committed, so the state leads nowhere; remove it now (after the lock
@@ -131,18 +130,17 @@ async fn issue_state(
     })
 }
 
-/// The rest of authorize's transaction (`tx`, opened on `member`'s membership): under the
-/// workspace lock and the row lock, the connection becomes `PENDING` and waits for `flow_id`;
-/// audited.
+/// Authorize's transaction: under the workspace lock and the row lock, the connection becomes
+/// `PENDING` and waits for `flow_id`; audited.
 async fn start_flow(
     state: &AppState,
-    ctx: &RequestContext,
-    mut tx: db::Tx,
-    member: &WorkspaceMember,
+    request: &WorkspaceRequest,
     provider: Provider,
     flow_id: uuid::Uuid,
 ) -> Result<ConnectionStatus, ApiError> {
+    let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
+    let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
         let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
         // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then

@@ -18,8 +18,10 @@ pub(super) async fn complete_flow(
     // write-ahead's connection is taken now, before the exchange (from its own pool): once the
     // provider has answered, nothing may wait for a connection before the grant is durable. Its
     // transaction opens here with the membership check, so one transaction checks the caller and,
-    // once the provider has answered, makes the grant durable. (It holds no lock while the
-    // provider answers: the store re-checks the membership under its locks.)
+    // once the provider has answered, makes the grant durable. (While the provider answers it
+    // holds no row or advisory lock — only the tables' `ACCESS SHARE`, which blocks nothing but
+    // DDL — and its connection was held across the exchange before, too; the store re-checks the
+    // membership under its locks.)
     let ahead = match (&params.error, flaws::active(Flaw::KeepUnstoredGrant)) {
         (None, false) => Some(open_write_ahead(&state, &ctx, &record, &member, provider).await?),
         // An error answer issues no grant; under the seeded flaw nothing is written ahead.
@@ -42,7 +44,7 @@ pub(super) async fn complete_flow(
         None => !config.is_none_or(|c| c.requires_iss),
     };
     if !issuer_ok {
-        drop(ahead);
+        abandon(ahead).await;
         return refuse_answer(
             &state,
             &ctx,
@@ -61,7 +63,7 @@ pub(super) async fn complete_flow(
                 Some(realm.to_owned())
             }
             _ => {
-                drop(ahead);
+                abandon(ahead).await;
                 return refuse_answer(
                     &state,
                     &ctx,
@@ -94,7 +96,7 @@ pub(super) async fn complete_flow(
     let mut tokens = match exchanged {
         Ok(tokens) => tokens,
         Err(error) => {
-            drop(ahead);
+            abandon(ahead).await;
             return refuse_answer(
                 &state,
                 &ctx,
@@ -262,6 +264,17 @@ struct OpenWriteAhead {
     tx: db::Tx,
     /// The connection row the grant is for (its tokens are sealed to it).
     connection: ConnectionId,
+}
+
+/// Ends a write-ahead's transaction that will write nothing (the answer gave no grant), its
+/// rollback completed before the refusal is answered, as `db::finish` does for every request.
+async fn abandon(ahead: Option<OpenWriteAhead>) {
+    if let Some(ahead) = ahead {
+        if let Err(e) = ahead.tx.rollback().await {
+            // The connection is unusable; sqlx closes it rather than return it to the pool.
+            tracing::warn!(error = %e, "the rollback of an unused write-ahead failed");
+        }
+    }
 }
 
 /// Opens the write-ahead's transaction on the write-ahead pool, scoped to the caller's tenant:

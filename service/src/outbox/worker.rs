@@ -57,9 +57,9 @@ pub enum WorkerError {
     /// A statement failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// An adoption's transaction could not begin.
+    /// An adoption's transaction could not begin or commit.
     #[error(transparent)]
-    Begin(#[from] db::DbError),
+    Transaction(#[from] db::DbError),
     /// An adoption failed under its locks.
     #[error(transparent)]
     Adoption(#[from] lifecycle::LifecycleError),
@@ -124,15 +124,22 @@ impl Worker {
             })
             .await?;
             let Some(intent) = claimed else { break };
-            match self.adopt(&intent).await? {
-                Adoption::Adopted => {
+            match self.adopt(&intent).await {
+                Ok(Adoption::Adopted) => {
                     delivered += 1;
                     continue;
                 }
                 // Another worker holds it now: delivering it too could revoke what that one
                 // just adopted.
-                Adoption::LeaseLost => continue,
-                Adoption::NotAdoptable => {}
+                Ok(Adoption::LeaseLost) => continue,
+                Ok(Adoption::NotAdoptable) => {}
+                // Its workspace is busy for longer than the wait allows (a sync refreshing under
+                // the lock), or the database failed under it: the intent stays leased to this
+                // pass and is tried again once the lease runs out; the other intents go on.
+                Err(e) => {
+                    tracing::warn!(error = %e, "an adoption failed; its intent is tried again after its lease");
+                    continue;
+                }
             }
             let outcome = self.deliver(&intent).await;
             delivered += usize::from(outcome.is_ok());
@@ -166,12 +173,17 @@ impl Worker {
         }
         let mut tx = db::begin(&self.db, None, intent.tenant_id).await?;
         let decided: Result<Adoption, WorkerError> = async {
+            // The wait for the locks is bounded well below the lease, whatever the pool's
+            // `lock_timeout`: one long-held workspace lock (a sync refreshing under it) must not
+            // keep this worker past the lease it holds the intent under.
+            sqlx::query("SELECT set_config('lock_timeout', '10s', true)")
+                .execute(&mut *tx)
+                .await?;
             let lock = locks::lock_for_oauth(&mut tx, intent.workspace_id).await?;
-            let connection = match lifecycle::lock_connection(&mut tx, &lock, provider).await {
-                Ok(connection) => connection,
-                Err(lifecycle::LifecycleError::NotFound) => return Ok(Adoption::NotAdoptable),
-                Err(e) => return Err(e.into()),
-            };
+            let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await;
+            if let Err(lifecycle::LifecycleError::Database(e)) = connection {
+                return Err(e.into());
+            }
             let lease = IntentId {
                 id: intent.id,
                 lease_until: intent.next_attempt_at,
@@ -179,6 +191,11 @@ impl Worker {
             if !held(&mut tx, lease).await? {
                 return Ok(Adoption::LeaseLost);
             }
+            let connection = match connection {
+                Ok(connection) => connection,
+                Err(lifecycle::LifecycleError::NotFound) => return Ok(Adoption::NotAdoptable),
+                Err(e) => return Err(e.into()),
+            };
             let spent = connection
                 .tokens
                 .as_ref()
