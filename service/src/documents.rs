@@ -405,6 +405,11 @@ async fn decide_token(
                     if !outbox::discard(&mut tx, intent).await? {
                         // A worker took the intent (this request outlived its lease) and is
                         // ending the grant: storing the tokens would keep a dead grant.
+                        tracing::warn!(
+                            request_id = %crate::context::current_request_id(),
+                            lease_until = %intent.lease_until,
+                            "a worker took this refresh's write-ahead intent (its lease ran out, by the clock the worker read): the rotated token is not stored"
+                        );
                         return Err(ApiError::AuthorizationInterrupted);
                     }
                 }

@@ -31,7 +31,8 @@
 //! command is printed and the task exits 2.
 //!
 //! Files: `environment.rs` (that set-up), `held.rs` (`harbor-certify` built and the servers it
-//! holds for a run), `schemathesis.rs`, `fuzz.rs`, `bench.rs`, `interop.rs`; this file the
+//! holds for a run), `digest.rs` (a failed command's reasons, repeated at the log's end),
+//! `schemathesis.rs`, `fuzz.rs`, `bench.rs`, `interop.rs`; this file the
 //! commands and the phases of `test`.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod digest;
 mod environment;
 mod fuzz;
 mod held;
@@ -275,7 +277,8 @@ fn test(args: &[String]) -> Result<ExitCode> {
                     .args(args)
                     .envs(held.env.iter().map(|(k, v)| (k, v)))
                     .env("RUST_LOG", "off");
-                let status = cmd.status().context("running harbor-certify explore")?;
+                let status = digest::status(&mut cmd, "the exploration")
+                    .context("running harbor-certify explore")?;
                 if !status.success() {
                     return Ok(status);
                 }
@@ -308,7 +311,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
             for (k, v) in &held.env {
                 cmd.env(k, v);
             }
-            cmd.status().context("running harbor-certify run")
+            digest::status(&mut cmd, "the certification").context("running harbor-certify run")
         },
     )?;
     // Black-box certification: the reference service as a separate process, started and reached
@@ -510,8 +513,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
                 for (k, v) in &held.env {
                     cmd.env(k, v);
                 }
-                let status = cmd
-                    .status()
+                let status = digest::status(&mut cmd, &format!("explore {name}"))
                     .context("running harbor-certify explore --target")?;
                 if !status.success() {
                     return Ok(status);
@@ -535,7 +537,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         for (k, v) in &held.env {
             cmd.env(k, v);
         }
-        cmd.status().context("running harbor-certify mutants")
+        digest::status(&mut cmd, "the mutation run").context("running harbor-certify mutants")
     })?;
     // Model-based testing: the state machine against the correct build and each flaw it can see.
     let proptest = phase(
@@ -596,6 +598,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     )?;
     drop(held);
     eprintln!("xtask: total {:.1} s", started.elapsed().as_secs_f64());
+    digest::print_all();
     for (what, s) in [
         ("the test suite", &status),
         ("the certification", &certified),
@@ -689,7 +692,8 @@ fn target_run(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.status().context("running harbor-certify run --target")
+    digest::status(&mut cmd, &format!("run --target {profile}{mode}"))
+        .context("running harbor-certify run --target")
 }
 
 /// `harbor-certify` of the flaws build, through cargo (built on first use), run from the root;
@@ -721,7 +725,7 @@ fn proptest_run(env: &[(String, String)]) -> Result<std::process::ExitStatus> {
         )
         .env("RUST_LOG", "off")
         .envs(env.iter().map(|(k, v)| (k, v)));
-    cmd.status().context("running harbor-certify proptest")
+    digest::status(&mut cmd, "the state machine").context("running harbor-certify proptest")
 }
 
 /// The criterion benchmarks (`benches/`), each beside its raw ceiling, on a held Redis; the ratios

@@ -133,3 +133,63 @@ async fn the_unstored_rotation_lookup_is_answered_by_its_partial_index() {
     pool.close().await;
     env.cleanup().await.unwrap();
 }
+
+/// The outbox worker's claim fixes its snapshot before it reads the service's clock
+/// (`outbox::worker::claim_due`): an intent written while the clock is being read — leased by a
+/// clock an hour behind that reading, as after a step back (FLT-CLOCK-JUMPS-BACK) — is not
+/// taken, so no worker takes the grant of a callback still running. The same intent, written
+/// before the claim, is due and taken: the check can fail.
+#[tokio::test]
+async fn the_outbox_claim_reads_the_clock_after_its_snapshot() {
+    use chrono::{DateTime, Utc};
+    use harbor_service::outbox::claim_due;
+    let infra = crate::helpers::test_infra().await;
+    let env = infra.isolated_env().await.unwrap();
+    let pool = env.pool(2).await.unwrap();
+    let tenant = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'clock')")
+        .bind(tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let write_intent = |next_attempt_at: DateTime<Utc>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO revocation_outbox (tenant_id, workspace_id, connection_id, provider, field, sealed_token, reason, next_attempt_at) \
+                 VALUES ($1, $2, $3, 'gmail', 'refresh', '\\x00', 'unstored_grant', $4)",
+            )
+            .bind(tenant)
+            .bind(uuid::Uuid::new_v4())
+            .bind(uuid::Uuid::new_v4())
+            .bind(next_attempt_at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let lease = sqlx::postgres::types::PgInterval::try_from(Duration::from_secs(30)).unwrap();
+    let reading = Utc::now();
+    let behind = reading - chrono::Duration::hours(1);
+    let claimed = claim_due(&pool, lease, || {
+        let written = write_intent(behind);
+        async move {
+            written.await;
+            reading
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        claimed.is_none(),
+        "an intent written while the claim read its clock was taken"
+    );
+    let claimed = claim_due(&pool, lease, || async { reading })
+        .await
+        .unwrap()
+        .expect("the intent, written before the claim and an hour overdue, is taken");
+    assert_eq!(
+        claimed.next_attempt_at.timestamp_micros(),
+        (reading + chrono::Duration::seconds(30)).timestamp_micros()
+    );
+}

@@ -476,6 +476,11 @@ async fn store_grant(
             if !outbox::discard(&mut tx, intent).await? {
                 // This request outlived its lease and a worker took the intent to revoke the
                 // grant: storing it would keep a grant the provider is about to end.
+                tracing::warn!(
+                    request_id = %crate::context::current_request_id(),
+                    lease_until = %intent.lease_until,
+                    "a worker took this callback's write-ahead intent (its lease ran out, by the clock the worker read): the grant is being revoked"
+                );
                 return Err(ApiError::AuthorizationInterrupted);
             }
         }

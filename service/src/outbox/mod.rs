@@ -23,7 +23,7 @@ use crate::locks::WorkspaceLock;
 use crate::vault::{TokenBinding, TokenField};
 
 mod worker;
-pub use worker::{Worker, WorkerError};
+pub use worker::{claim_due, Claimed, Worker, WorkerError};
 
 /// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
 /// longer than a provider call may take.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
+use sqlx::postgres::types::PgInterval;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +37,9 @@ enum Adoption {
 
 /// One claimed intent, as the worker reads it.
 #[derive(sqlx::FromRow)]
-struct Claimed {
-    id: i64,
+pub struct Claimed {
+    /// The intent's id.
+    pub id: i64,
     tenant_id: TenantId,
     workspace_id: WorkspaceId,
     connection_id: ConnectionId,
@@ -48,7 +50,60 @@ struct Claimed {
     sealed_token: Vec<u8>,
     replaces_token: Option<Vec<u8>>,
     attempts: i32,
-    next_attempt_at: DateTime<Utc>,
+    /// The lease this claim holds it under.
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// Claims the oldest intent whose lease ran out by the time `now` reads (the service's clock),
+/// leasing it for `lease`; `None` when none is due.
+///
+/// The snapshot comes first, the clock after it: the claim runs in a `REPEATABLE READ`
+/// transaction whose snapshot is taken before `now` is read, so every intent it can see was
+/// written — its lease computed — before that reading. Read the other way round, a clock that
+/// steps back between the reading and the claim (an NTP step; FLT-CLOCK-JUMPS-BACK rewinds an
+/// hour) would make a write-ahead leased after the step look an hour overdue, and the worker
+/// would take the grant of a callback still running. A step back after the reading only delays
+/// a claim. An intent its writer settled after the snapshot is a serialization failure: nothing
+/// is claimed this time.
+pub async fn claim_due<F, Fut>(
+    db: &PgPool,
+    lease: PgInterval,
+    mut now: F,
+) -> Result<Option<Claimed>, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = DateTime<Utc>>,
+{
+    // A claim whose reply was lost leaves its intent leased until the lease runs out, as a
+    // worker that dies does; trying again claims the next one.
+    db::retry_lost(db, || {
+        let now = now();
+        async move {
+            // One round trip: the transaction and its snapshot (taken by its first statement).
+            let mut tx = db
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+                .await?;
+            let claimed = sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
+                .bind(now.await)
+                .bind(lease)
+                .fetch_optional(&mut *tx)
+                .await;
+            match claimed {
+                Ok(claimed) => {
+                    tx.commit().await?;
+                    Ok(claimed)
+                }
+                Err(e) if is_serialization_failure(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await
+}
+
+/// SQLSTATE 40001: a row the claim would take changed after its snapshot.
+fn is_serialization_failure(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).as_deref() == Some("40001")
 }
 
 /// Why a pass over the outbox stopped: it is tried again at the next interval.
@@ -106,8 +161,8 @@ impl Worker {
 
     /// [`Self::drain_once`], claiming nothing more once `stop` is cancelled.
     async fn drain_until(&self, stop: &CancellationToken) -> Result<usize, WorkerError> {
-        let lease = sqlx::postgres::types::PgInterval::try_from(LEASE)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let lease =
+            PgInterval::try_from(LEASE).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let mut delivered = 0;
         for _ in 0..16 {
             if stop.is_cancelled() {
@@ -115,14 +170,7 @@ impl Worker {
             }
             // A claim whose reply was lost leaves its intent leased until the lease runs out, as
             // a worker that dies does; trying again claims the next one.
-            let now = self.clock.now();
-            let claimed: Option<Claimed> = crate::db::retry_lost(&self.db, || {
-                sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
-                    .bind(now)
-                    .bind(lease)
-                    .fetch_optional(&self.db)
-            })
-            .await?;
+            let claimed = claim_due(&self.db, lease, || async { self.clock.now() }).await?;
             let Some(intent) = claimed else { break };
             match self.adopt(&intent).await {
                 Ok(Adoption::Adopted) => {
