@@ -81,11 +81,15 @@ pub enum Flaw {
     /// deploy cuts a callback between its exchange and its store, whether or not its client is
     /// still there.
     ShutdownWithoutWaiting,
+    /// Authorize reads the membership in a transaction and keeps it open while it asks Redis (a
+    /// design a review turned down): each request waiting on a stalled Redis holds a pooled
+    /// connection, and the membership row, until Redis answers or times out.
+    AuthorizeTransactionAcrossRedis,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 24] = [
+    pub const ALL: [Flaw; 25] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -110,6 +114,7 @@ impl Flaw {
         Flaw::OutboxOutsideTransaction,
         Flaw::RevokeUnstoredRotation,
         Flaw::ShutdownWithoutWaiting,
+        Flaw::AuthorizeTransactionAcrossRedis,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -139,6 +144,7 @@ impl Flaw {
             Flaw::OutboxOutsideTransaction => "outbox-outside-transaction",
             Flaw::RevokeUnstoredRotation => "revoke-unstored-rotation",
             Flaw::ShutdownWithoutWaiting => "shutdown-without-waiting",
+            Flaw::AuthorizeTransactionAcrossRedis => "authorize-transaction-across-redis",
         }
     }
 

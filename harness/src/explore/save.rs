@@ -393,6 +393,7 @@ pub fn scenario(
     }
     if anomaly == Anomaly::GrantOrphaned || crash {
         file.steps.push(RawStep::Until(RawUntil {
+            held_by_pause: None,
             note: None,
             provider_counter: None,
             at_least: None,

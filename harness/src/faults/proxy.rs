@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,6 +40,8 @@ pub struct FaultProxy {
     upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     /// What crossed it, for a PostgreSQL link ([`FaultProxy::start_postgres`]).
     tally: Option<Arc<Tally>>,
+    /// How many times a client's bytes arrived while paused ([`FaultProxy::held`]).
+    held: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -68,6 +71,7 @@ impl FaultProxy {
         let mode = Arc::new(watch::Sender::new(Mode::default()));
         let upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>> = Arc::default();
         let (follow, followed) = watch::channel(0);
+        let held: Arc<AtomicU64> = Arc::default();
         let task = tokio::spawn(serve(
             listener,
             upstream,
@@ -75,6 +79,7 @@ impl FaultProxy {
             follow,
             upstream_ends.clone(),
             tally.clone(),
+            held.clone(),
         ));
         Ok(Self {
             local,
@@ -82,8 +87,15 @@ impl FaultProxy {
             followed,
             upstream_ends,
             tally,
+            held,
             task,
         })
+    }
+
+    /// How many times, since it started, a client sent bytes that a pause then held: evidence
+    /// that a request reached the stalled dependency and is waiting on it (not just on its way).
+    pub fn held(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The address to connect to instead of the upstream.
@@ -142,6 +154,7 @@ async fn serve(
     follow: watch::Sender<u64>,
     ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     tally: Option<Arc<Tally>>,
+    held: Arc<AtomicU64>,
 ) {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -190,6 +203,7 @@ async fn serve(
         let arming = mode.clone();
         let ends = ends.clone();
         let framers = tally.clone().map(tally::framers);
+        let held = held.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -198,7 +212,7 @@ async fn serve(
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.insert(e)).ok();
             }
-            forward(client, server, conn_mode, arming, born, framers).await;
+            forward(client, server, conn_mode, arming, born, framers, held).await;
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.remove(&e)).ok();
             }
@@ -215,6 +229,7 @@ async fn forward(
     arming: Arc<watch::Sender<Mode>>,
     born: u64,
     framers: Option<(tally::ClientFramer, tally::ServerFramer)>,
+    held: Arc<AtomicU64>,
 ) {
     let (client_framer, server_framer) = match framers {
         Some((c, s)) => (Some(c), Some(s)),
@@ -233,6 +248,7 @@ async fn forward(
             arming,
             doomed: doomed.clone(),
             framer: client_framer,
+            held_reads: held,
         },
     );
     let down = pump(
@@ -270,6 +286,8 @@ enum Direction {
         arming: Arc<watch::Sender<Mode>>,
         doomed: Arc<std::sync::atomic::AtomicBool>,
         framer: Option<tally::ClientFramer>,
+        /// Counts the reads a pause held ([`FaultProxy::held`]).
+        held_reads: Arc<AtomicU64>,
     },
     /// Server to client: a doomed connection's next answer is dropped and the connection cut.
     ToClient {
@@ -302,7 +320,11 @@ async fn pump(
             }
         };
         // Held, not dropped, while paused: a stalled server, not a lossy one.
-        held |= mode.borrow().paused;
+        let paused = mode.borrow().paused;
+        if let (true, Direction::ToServer { held_reads, .. }) = (paused, &direction) {
+            held_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        held |= paused;
         match mode.wait_for(|m| !m.paused || m.generation != born).await {
             Ok(m) if m.generation == born => {}
             _ => return None,
@@ -370,12 +392,14 @@ mod tests {
         c.write_all(b"ping").await.unwrap();
         c.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"ping");
+        assert_eq!(proxy.held(), 0, "nothing held while flowing");
 
         proxy.apply(ProxyAction::Pause).await;
         c.write_all(b"held").await.unwrap();
         let stalled =
             tokio::time::timeout(std::time::Duration::from_millis(200), c.read_exact(&mut b)).await;
         assert!(stalled.is_err(), "no answer while paused");
+        assert_eq!(proxy.held(), 1, "the request reached the pause and is held");
         proxy.apply(ProxyAction::Resume).await;
         c.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"held", "held bytes flow after resume");

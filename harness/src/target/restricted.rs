@@ -99,6 +99,9 @@ impl Target for Restricted<'_> {
     fn provider(&self) -> Option<&FakeProvider> {
         self.inner.provider()
     }
+    fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64> {
+        self.inner.held_by_pause(dependency)
+    }
     fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<FaultDone, String>> {
         self.inner.apply_fault(fault)
     }

@@ -42,7 +42,16 @@ pub async fn authorize(
     // opened on the membership and asking Redis before its workspace lock would save this read,
     // but would hold a pooled connection, and the membership row, for as long as Redis takes to
     // answer: a stalled Redis would then drain the pool every route shares.)
-    let member = request.member_before_transaction().await?;
+    // The seeded flaw reads it in a transaction it keeps open while Redis is asked.
+    let across_redis = if flaws::active(Flaw::AuthorizeTransactionAcrossRedis) {
+        Some(request.begin_as_admin().await?)
+    } else {
+        None
+    };
+    let member = match &across_redis {
+        Some((_, member)) => *member,
+        None => request.member_before_transaction().await?,
+    };
     // Connecting a workspace's provider account needs the role disconnecting it needs: otherwise
     // any member could replace an admin's in-flight authorization with their own account.
     member.require_admin()?;
@@ -50,7 +59,9 @@ pub async fn authorize(
     // Redis (or any peer but PostgreSQL) while a pooled connection or the workspace lock is held.
     // Without Redis the request fails here, with nothing written (fail closed: no PENDING
     // connection waiting for a state that does not exist).
-    let issued = issue_state(&state, &address, &member, provider).await?;
+    let issued = issue_state(&state, &address, &member, provider).await;
+    drop(across_redis);
+    let issued = issued?;
     let status = match start_flow(&state, &request, provider, issued.flow_id).await {
         Ok(status) => status,
         Err(error) => {

@@ -347,6 +347,9 @@ impl Step {
                 if s.needs_database() {
                     needs.extend([Capability::Database, Capability::ReferenceSchema]);
                 }
+                if s.needs_faults() {
+                    needs.insert(Capability::Faults);
+                }
             }
             StepKind::Assert(s) => s.assertion.requires(needs),
             StepKind::Fault(s) => {

@@ -3,12 +3,14 @@
 //! than after a guessed sleep — or until every replica's `/readyz` answers 200 (the time to
 //! recover after a dependency returns, measured into the trace), or until the revocation outbox is
 //! empty (every grant given up has been confirmed revoked: what `grants_accounted` is checked
-//! after). Bounded by the step timeout; running out is a failure with the lock tables attached.
+//! after), or until a paused dependency holds a request (`held_by_pause = "redis"`: counted by
+//! the fault proxies, so what is checked next happens while a request waits on it). Bounded by the step timeout; running out is a failure with the lock tables attached.
 
 use harbor_service::domain::Provider;
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::POLL_INTERVAL;
+use crate::faults::Dependency;
 use crate::scenario::assertion::provider_counter;
 use crate::scenario::check::{problem, Checker, Problem};
 use crate::scenario::executor::Executor;
@@ -31,6 +33,9 @@ pub struct RawUntil {
     /// Wait until the revocation outbox is empty instead (read from the database).
     #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub outbox_empty: bool,
+    /// Wait until requests to this paused dependency (`redis`, `postgres` or `provider`) have
+    /// been held `at_least` times instead (default once).
+    pub held_by_pause: Option<String>,
 }
 
 /// A checked until step: what to wait for.
@@ -49,11 +54,39 @@ pub enum Until {
     ReplicasReady,
     /// No revocation intent is left in the outbox.
     OutboxEmpty,
+    /// The fault proxies of a dependency have held requests a number of times (a pause).
+    HeldByPause {
+        /// Which dependency.
+        dependency: Dependency,
+        /// How many times.
+        at_least: u64,
+    },
 }
 
 impl Until {
     /// Checks a written until step.
     pub fn parse(r: RawUntil, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+        if let Some(name) = r.held_by_pause {
+            if r.provider_counter.is_some() || r.replicas_ready || r.outbox_empty {
+                return Err(problem(place, "held_by_pause waits for nothing else"));
+            }
+            let dependency =
+                match name.as_str() {
+                    "redis" => Dependency::Redis,
+                    "postgres" => Dependency::Postgres,
+                    "provider" => Dependency::Provider,
+                    other => return Err(problem(
+                        format!("{place}.held_by_pause"),
+                        format!(
+                            "unknown dependency {other:?}: expected redis, postgres or provider"
+                        ),
+                    )),
+                };
+            return Ok(Until::HeldByPause {
+                dependency,
+                at_least: r.at_least.unwrap_or(1),
+            });
+        }
         match (r.provider_counter, r.at_least, r.replicas_ready, r.outbox_empty) {
             (Some(c), Some(at_least), false, false) => {
                 let (provider, counter) =
@@ -68,7 +101,7 @@ impl Until {
             (None, None, false, true) => Ok(Until::OutboxEmpty),
             _ => Err(problem(
                 place,
-                "expected one of: provider_counter with at_least, replicas_ready = true, outbox_empty = true",
+                "expected one of: provider_counter with at_least, replicas_ready = true, outbox_empty = true, held_by_pause",
             )),
         }
     }
@@ -81,6 +114,11 @@ impl Until {
     /// Whether it reads the database.
     pub fn needs_database(&self) -> bool {
         matches!(self, Until::OutboxEmpty)
+    }
+
+    /// Whether it reads the fault proxies.
+    pub fn needs_faults(&self) -> bool {
+        matches!(self, Until::HeldByPause { .. })
     }
 
     /// Waits.
@@ -122,6 +160,34 @@ impl Until {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 };
                 (format!("{provider}.{counter} ≥ {at_least}"), reached)
+            }
+            Until::HeldByPause {
+                dependency,
+                at_least,
+            } => {
+                let reached = loop {
+                    let Some(now) = ex.target().held_by_pause(*dependency) else {
+                        why = "the target has no fault proxies to count from".to_owned();
+                        break None;
+                    };
+                    if now >= *at_least {
+                        break Some(format!("held {now} time(s)"));
+                    }
+                    if ex.background_all_finished() {
+                        why = format!(
+                            "not reached: everything running in the background finished at {now}"
+                        );
+                        break None;
+                    }
+                    if started.elapsed() >= limit {
+                        break None;
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                };
+                (
+                    format!("{dependency:?} held by its pause ≥ {at_least} time(s)"),
+                    reached,
+                )
             }
             Until::ReplicasReady => {
                 let client = ex.target().client();

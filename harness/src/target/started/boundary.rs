@@ -208,6 +208,20 @@ impl Target for Started {
             .then_some(&self.provider)
     }
 
+    fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64> {
+        use crate::faults::Dependency;
+        if !self.offers(Capability::Faults) || !self.has_fault_proxies() {
+            return None;
+        }
+        let held = self.links(None).map(|links| match dependency {
+            Dependency::Redis => Some(links.redis.held()),
+            Dependency::Postgres => Some(links.postgres.held()),
+            Dependency::Provider => Some(links.provider.held()),
+            Dependency::Replica => None,
+        });
+        held.sum()
+    }
+
     fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<FaultDone, String>> {
         Box::pin(Started::apply_fault(self, fault))
     }
