@@ -135,6 +135,22 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         }
     }
     println!("correct build: {}", matrix.correct_build);
+    // What failed on the correct build, and why: the run is void without it, and a CI log may
+    // be all there is to read.
+    for r in baseline
+        .iter()
+        .filter(|r| r.verdict != scenario::Verdict::Passed)
+    {
+        println!("  {} {}", r.verdict.as_str(), r.id);
+        for f in r.failures.iter().take(3) {
+            for line in f.message.lines().take(6) {
+                println!("      {line}");
+            }
+        }
+        if let Some(why) = &r.flaky {
+            println!("      {why}");
+        }
+    }
     for s in &matrix.survivors {
         let row = matrix
             .flaws

@@ -70,18 +70,19 @@ impl Until {
             if r.provider_counter.is_some() || r.replicas_ready || r.outbox_empty {
                 return Err(problem(place, "held_by_pause waits for nothing else"));
             }
-            let dependency =
-                match name.as_str() {
-                    "redis" => Dependency::Redis,
-                    "postgres" => Dependency::Postgres,
-                    "provider" => Dependency::Provider,
-                    other => return Err(problem(
+            let dependency = match name.as_str() {
+                "redis" => Dependency::Redis,
+                "postgres" => Dependency::Postgres,
+                "provider" => Dependency::Provider,
+                other => {
+                    return Err(problem(
                         format!("{place}.held_by_pause"),
                         format!(
                             "unknown dependency {other:?}: expected redis, postgres or provider"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             return Ok(Until::HeldByPause {
                 dependency,
                 at_least: r.at_least.unwrap_or(1),
