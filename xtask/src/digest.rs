@@ -21,10 +21,20 @@ pub(crate) fn status(cmd: &mut Command, what: &str) -> std::io::Result<ExitStatu
     let mut lines = Vec::new();
     if let Some(out) = child.stdout.take() {
         let mut stdout = std::io::stdout();
-        for line in BufReader::new(out).lines() {
-            let line = line?;
+        let mut reader = BufReader::new(out);
+        let mut raw = Vec::new();
+        // Read to the end whatever it prints (bytes that are not UTF-8 included), so the child
+        // is always waited for.
+        while let Ok(n) = reader.read_until(b'\n', &mut raw) {
+            if n == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&raw)
+                .trim_end_matches(['\n', '\r'])
+                .to_owned();
             let _ = writeln!(stdout, "{line}");
             lines.push(line);
+            raw.clear();
         }
     }
     let status = child.wait()?;

@@ -40,7 +40,7 @@ pub struct FaultProxy {
     upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     /// What crossed it, for a PostgreSQL link ([`FaultProxy::start_postgres`]).
     tally: Option<Arc<Tally>>,
-    /// How many times a client's bytes arrived while paused ([`FaultProxy::held`]).
+    /// How many connections' bytes the last pause held ([`FaultProxy::held`]).
     held: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -92,8 +92,9 @@ impl FaultProxy {
         })
     }
 
-    /// How many times, since it started, a client sent bytes that a pause then held: evidence
+    /// How many connections have had a request held by the current (or last) pause: evidence
     /// that a request reached the stalled dependency and is waiting on it (not just on its way).
+    /// A connection counts once per pause (its later bytes queue behind the held ones).
     pub fn held(&self) -> u64 {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -111,7 +112,11 @@ impl FaultProxy {
             m.version += 1;
             version = m.version;
             match action {
-                ProxyAction::Pause => m.paused = true,
+                ProxyAction::Pause => {
+                    // Counted from this pause on: an earlier pause's requests prove nothing now.
+                    self.held.store(0, std::sync::atomic::Ordering::SeqCst);
+                    m.paused = true;
+                }
                 ProxyAction::Resume => {
                     m.paused = false;
                     m.lose_commit_replies = 0;

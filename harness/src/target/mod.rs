@@ -324,9 +324,9 @@ pub trait Target: Send + Sync {
     /// The OAuth provider, when the target is wired to the harness's fake one.
     fn provider(&self) -> Option<&FakeProvider>;
 
-    /// How many times a request reached `dependency` while a pause held it, summed over the
-    /// replicas' links since they started (`None`: no fault proxies on that link). Evidence that a
-    /// request is waiting on a stalled dependency, not merely on its way to it.
+    /// How many connections to `dependency` have a request held by its last pause, summed over
+    /// the replicas' links (`None`: no fault proxies on that link). Evidence that a request is
+    /// waiting on a stalled dependency, not merely on its way to it.
     fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64>;
 
     /// Do `fault`; resolves with what was done (for the trace) once its effect is visible.

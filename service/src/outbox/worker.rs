@@ -63,8 +63,8 @@ pub struct Claimed {
 /// steps back between the reading and the claim (an NTP step; FLT-CLOCK-JUMPS-BACK rewinds an
 /// hour) would make a write-ahead leased after the step look an hour overdue, and the worker
 /// would take the grant of a callback still running. A step back after the reading only delays
-/// a claim. An intent its writer settled after the snapshot is a serialization failure: nothing
-/// is claimed this time.
+/// a claim. An intent another worker (or its writer) changed after the snapshot is a
+/// serialization failure: the claim is tried again on a fresh snapshot, a few times.
 pub async fn claim_due<F, Fut>(
     db: &PgPool,
     lease: PgInterval,
@@ -74,31 +74,70 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = DateTime<Utc>>,
 {
-    // A claim whose reply was lost leaves its intent leased until the lease runs out, as a
-    // worker that dies does; trying again claims the next one.
-    db::retry_lost(db, || {
-        let now = now();
-        async move {
-            // One round trip: the transaction and its snapshot (taken by its first statement).
-            let mut tx = db
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
-                .await?;
-            let claimed = sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
+    for _ in 0..3 {
+        // A claim whose reply was lost leaves its intent leased until the lease runs out, as a
+        // worker that dies does; trying again claims the next one.
+        let attempt = db::retry_lost(db, || claim_once(db, lease, now())).await;
+        match attempt {
+            Err(e) if is_serialization_failure(&e) => continue,
+            other => return other,
+        }
+    }
+    Ok(None)
+}
+
+/// One claim on one connection (see [`claim_due`]).
+async fn claim_once(
+    db: &PgPool,
+    lease: PgInterval,
+    now: impl std::future::Future<Output = DateTime<Utc>>,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    use sqlx::Connection;
+    let mut held = ClosedIfAbandoned {
+        conn: db.acquire().await?,
+        finished: false,
+    };
+    let claimed = async {
+        // One round trip: the transaction and its snapshot (taken by its first statement).
+        let mut tx = held
+            .conn
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+            .await?;
+        let claimed: Option<Claimed> =
+            sqlx::query_as("SELECT * FROM harbor_outbox_claim($1, $2, 1)")
                 .bind(now.await)
                 .bind(lease)
                 .fetch_optional(&mut *tx)
-                .await;
-            match claimed {
-                Ok(claimed) => {
-                    tx.commit().await?;
-                    Ok(claimed)
-                }
-                Err(e) if is_serialization_failure(&e) => Ok(None),
-                Err(e) => Err(e),
-            }
+                .await?;
+        // Nothing claimed, nothing to keep: rolled back, not committed, so an idle pass sends
+        // no `COMMIT` (a lost-commit-reply fault armed on the link is meant for a request's).
+        if claimed.is_some() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
         }
-    })
-    .await
+        Ok(claimed)
+    }
+    .await;
+    held.finished = true;
+    claimed
+}
+
+/// A pooled connection that is closed instead of given back if the claim using it is abandoned
+/// mid-way (`retry_lost` gives up on a server that stopped answering): a `BEGIN` whose reply had
+/// not arrived would otherwise go back to the pool inside its transaction, and its frozen
+/// `REPEATABLE READ` snapshot with it.
+struct ClosedIfAbandoned {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    finished: bool,
+}
+
+impl Drop for ClosedIfAbandoned {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// SQLSTATE 40001: a row the claim would take changed after its snapshot.

@@ -33,8 +33,8 @@ pub struct RawUntil {
     /// Wait until the revocation outbox is empty instead (read from the database).
     #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub outbox_empty: bool,
-    /// Wait until requests to this paused dependency (`redis`, `postgres` or `provider`) have
-    /// been held `at_least` times instead (default once).
+    /// Wait until this paused dependency's (`redis`, `postgres` or `provider`) last pause holds
+    /// a request on `at_least` connections instead (default one).
     pub held_by_pause: Option<String>,
 }
 
