@@ -142,51 +142,27 @@ impl Until {
                 let fake = ex.target().provider().ok_or_else(|| {
                     Failure::at(Some(i), "the target's provider is not the harness's")
                 })?;
-                let reached = loop {
-                    let now = fake.counters(*provider).get(counter).unwrap_or(0);
-                    if now >= *at_least {
-                        break Some(now.to_string());
-                    }
-                    // Whatever was to make progress has finished: the counter will not move.
-                    let all_done = ex.background_all_finished();
-                    if all_done {
-                        why = format!(
-                            "not reached: everything running in the background finished at {now}"
-                        );
-                        break None;
-                    }
-                    if started.elapsed() >= limit {
-                        break None;
-                    }
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                };
+                let read = || Ok(fake.counters(*provider).get(counter).unwrap_or(0));
+                let reached = count_reaches(ex, *at_least, limit, read, &mut why)
+                    .await
+                    .map(|now| now.to_string());
                 (format!("{provider}.{counter} ≥ {at_least}"), reached)
             }
             Until::HeldByPause {
                 dependency,
                 at_least,
             } => {
-                let reached = loop {
-                    let Some(now) = ex.target().held_by_pause(*dependency) else {
-                        why = "the target has no fault proxies to count from".to_owned();
-                        break None;
-                    };
-                    if now >= *at_least {
-                        break Some(format!("held {now} time(s)"));
-                    }
-                    if ex.background_all_finished() {
-                        why = format!(
-                            "not reached: everything running in the background finished at {now}"
-                        );
-                        break None;
-                    }
-                    if started.elapsed() >= limit {
-                        break None;
-                    }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                let target = ex.target();
+                let read = || {
+                    target
+                        .held_by_pause(*dependency)
+                        .ok_or_else(|| "the target has no fault proxies to count from".to_owned())
                 };
+                let reached = count_reaches(ex, *at_least, limit, read, &mut why)
+                    .await
+                    .map(|now| format!("held on {now} connection(s)"));
                 (
-                    format!("{dependency:?} held by its pause ≥ {at_least} time(s)"),
+                    format!("{dependency:?} held by its pause on ≥ {at_least} connection(s)"),
                     reached,
                 )
             }
@@ -244,6 +220,39 @@ impl Until {
                 .failure_with_diagnostics(i, format!("until {what}: {why}"))
                 .await),
         }
+    }
+}
+
+/// Polls `read` until it reaches `at_least` (its value), or until the step's `limit` runs out,
+/// the count cannot be read, or everything in the background has finished — then the count will
+/// not move — (`None`, with `why` saying which).
+async fn count_reaches(
+    ex: &Executor<'_>,
+    at_least: u64,
+    limit: std::time::Duration,
+    read: impl Fn() -> Result<u64, String>,
+    why: &mut String,
+) -> Option<u64> {
+    let started = std::time::Instant::now();
+    loop {
+        let now = match read() {
+            Ok(now) => now,
+            Err(e) => {
+                *why = e;
+                return None;
+            }
+        };
+        if now >= at_least {
+            return Some(now);
+        }
+        if ex.background_all_finished() {
+            *why = format!("not reached: everything running in the background finished at {now}");
+            return None;
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
