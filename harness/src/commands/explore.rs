@@ -103,6 +103,11 @@ pub struct ExploreArgs {
     /// Replicas (operations go to the one the starting state was not made on).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
+    /// Sets explored at once on the one service, each on its own workspace, tags and grant (1:
+    /// one after another). A set with a fault or a stale start acts on the whole service, and
+    /// runs with nothing beside it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub lanes: u16,
     /// Where the run folder is written (`<DIR>/<timestamp>/explore.json`, `<DIR>/latest`).
     #[arg(long, default_value = "reports/explore")]
     pub out: PathBuf,
@@ -202,6 +207,7 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         stop_at_first: !args.keep_going && args.expect_anomalies.is_empty(),
         save_dir: Some(dir.join("found")),
         lock_probes: args.lock_probes,
+        lanes: usize::from(args.lanes),
     };
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
@@ -240,16 +246,16 @@ async fn run_reported(
 ) -> Result<ExploreReport, String> {
     let bar = progress_bar(options.sets.len() as u64);
     let started = Instant::now();
-    let mut last_set = usize::MAX;
+    let mut begun = std::collections::BTreeSet::new();
     let mut total = 0usize;
     let report = explore::explore(
         target.launcher(options.flaws.clone()).as_ref(),
         options,
         |set, _| {
             total += 1;
-            if set != last_set {
-                last_set = set;
-                bar.inc(u64::from(set > 0));
+            // The bar counts the sets begun (with lanes, several run at once).
+            if begun.insert(set) {
+                bar.set_position((begun.len() - 1) as u64);
             }
             bar.set_message(format!(
                 "{label}: {total} schedules, {:.1}/s",
@@ -273,6 +279,12 @@ fn print_summary(label: &str, report: &ExploreReport) {
         report.duration_ms / 1000.0,
         report.schedules_per_s
     );
+    if report.lanes > 1 {
+        println!(
+            "  {} lanes: that many sets explored at once, each on its own workspace, actor tags (S<set>E<i>) and grant; sets with a fault or a stale start ran alone",
+            report.lanes
+        );
+    }
     let mean: Vec<String> = report
         .mean_ms
         .iter()
@@ -445,6 +457,55 @@ async fn once(
     }
 }
 
+/// The kill matrix's check of `--lanes`: sets explored side by side must still find a flaw.
+#[derive(serde::Serialize)]
+struct SideBySide {
+    flaw: String,
+    caught: bool,
+    sets: usize,
+    sets_found: usize,
+    schedules: usize,
+}
+
+/// Explores every set that may run beside others, `options.lanes` at once, on the build that
+/// keeps OAuth states in one replica's memory (a callback on the other replica finds none): a
+/// run side by side that hid what each set finds alone would let it survive.
+async fn side_by_side(
+    target: &super::ChosenTarget<'_>,
+    options: &Options,
+) -> Result<SideBySide, String> {
+    let flaw = Flaw::MemoryStateStore;
+    let flaws =
+        Flaws::enable([flaw]).map_err(|e| format!("{e}; rebuild with `--features flaws`"))?;
+    let sets: Vec<Vec<Operation>> = options
+        .sets
+        .iter()
+        .filter(|s| !explore::runs_alone(s))
+        .cloned()
+        .collect();
+    let one = Options {
+        sets,
+        flaws,
+        save_dir: None,
+        ..options.clone()
+    };
+    let report =
+        explore::explore(target.launcher(one.flaws.clone()).as_ref(), &one, |_, _| {}).await?;
+    let found: std::collections::BTreeSet<Vec<Operation>> = report
+        .violations
+        .iter()
+        .filter(|v| v.anomaly == Anomaly::NotSerializable)
+        .map(|v| v.operations.clone())
+        .collect();
+    Ok(SideBySide {
+        flaw: flaw.name().into(),
+        caught: !found.is_empty(),
+        sets: one.sets.len(),
+        sets_found: found.len(),
+        schedules: report.schedules_explored,
+    })
+}
+
 /// One row of the exploration's kill matrix.
 #[derive(serde::Serialize)]
 struct KillRow {
@@ -578,6 +639,29 @@ async fn kill_matrix(
         }
         rows.push(row);
     }
+    let side_by_side = if options.lanes > 1 && !options.lock_probes {
+        match side_by_side(target, &options).await {
+            Ok(row) => Some(row),
+            Err(e) => {
+                eprintln!("harbor-certify: explore (side by side) could not run: {e}");
+                return ExitCode::from(CANNOT_RUN);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(row) = &side_by_side {
+        ok &= row.caught;
+        println!(
+            "{:<26} {:<9} with {} sets at once: found on {} of {} sets ({} schedules)",
+            row.flaw,
+            if row.caught { "KILLED" } else { "SURVIVED" },
+            options.lanes,
+            row.sets_found,
+            row.sets,
+            row.schedules
+        );
+    }
     let killed = rows.iter().filter(|r| r.caught).count();
     println!(
         "explore kill matrix: correct build {} ({} schedules), {killed}/{} {} flaws killed, {:.1} s",
@@ -587,7 +671,7 @@ async fn kill_matrix(
         if options.lock_probes { "lock-probe" } else { "ordering" },
         started.elapsed().as_secs_f64()
     );
-    let matrix = serde_json::json!({ "correct_build": correct, "flaws": rows, "duration_ms": started.elapsed().as_secs_f64() * 1000.0 });
+    let matrix = serde_json::json!({ "correct_build": correct, "flaws": rows, "side_by_side": side_by_side, "duration_ms": started.elapsed().as_secs_f64() * 1000.0 });
     if let Err(e) = write(dir, "explore.json", &matrix) {
         eprintln!("harbor-certify: {e}");
         return ExitCode::from(CANNOT_RUN);

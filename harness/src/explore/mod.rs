@@ -4,7 +4,7 @@
 //!
 //! - [`ops`]: the operations; [`start`]: the starting states.
 //! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
-//!   tables.
+//!   tables. `set`: one set's schedules in turn; several sets at once with `lanes`.
 //! - [`record`]: what an executed schedule records. [`anomaly`]: the anomalies a schedule can show.
 //! - [`save`]: a violation written out as an ordinary scenario file, minimised.
 //!
@@ -17,7 +17,10 @@ pub mod engine;
 pub mod ops;
 pub mod record;
 pub mod save;
+mod set;
 pub mod start;
+
+pub use set::runs_alone;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -28,7 +31,7 @@ use harbor_service::ratelimit::Quota;
 use serde::Serialize;
 
 use crate::target::{Capability, Launcher, Setup, Target};
-use anomaly::{Anomaly, Finding};
+use anomaly::Anomaly;
 use engine::{Engine, ScheduleRun};
 use ops::Operation;
 use start::Start;
@@ -73,6 +76,9 @@ pub struct Options {
     /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
     /// the lock probe (a target that offers no sync points is explored so whatever this says).
     pub lock_probes: bool,
+    /// Sets explored at once (1: one after another). Sets with a fault or a stale start run
+    /// alone in any case.
+    pub lanes: usize,
 }
 
 /// A violation found.
@@ -246,6 +252,8 @@ pub struct ExploreReport {
     pub oracles_off: Vec<String>,
     /// Whether requests parked only behind the lock probe (no sync points used).
     pub lock_probes: bool,
+    /// Sets explored at once (those with a fault or a stale start ran alone).
+    pub lanes: usize,
 }
 
 /// Every multiset of `size` operations drawn from `ops` (repeats included, order ignored), but
@@ -313,7 +321,8 @@ fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
     )
 }
 
-/// Explores every set; `progress` hears about every schedule (set index, schedules so far).
+/// Explores every set; `progress` hears about every schedule (set index, schedules of that set so
+/// far; with lanes, the sets' schedules interleave).
 pub async fn explore(
     launcher: &dyn Launcher,
     options: &Options,
@@ -372,6 +381,7 @@ async fn explore_on(
         skipped: Vec::new(),
         oracles_off: oracles_off(target, lock_probes),
         lock_probes,
+        lanes: options.lanes.max(1),
     };
     let offered = target.capabilities();
     if let Some(missing) = NEEDED.iter().find(|c| !offered.contains(c)) {
@@ -380,131 +390,63 @@ async fn explore_on(
             missing.describe()
         ));
     }
-    let deadline = options.seconds.map(Duration::from_secs_f64);
-    let mut schedule_time = Duration::ZERO;
-    let mut spent = engine::Spent::default();
-    let (mut setup_time, mut check_time) = (Duration::ZERO, Duration::ZERO);
     let any_workspace = harbor_service::domain::WorkspaceId::parse(&uuid::Uuid::nil().to_string())
         .map_err(|e| e.to_string())?;
     let locks_row = target.state_query("lock_qbo_row", any_workspace).is_some();
+    let mut served: Vec<(usize, &[Operation])> = Vec::new();
     for (set_index, ops) in sets.iter().enumerate() {
         let why = cannot_serve(&offered, ops).or_else(|| {
             (ops.contains(&Operation::RowProbe) && !locks_row).then(|| {
                 "the target answers no `lock_qbo_row` state query (the row probe's lock)".to_owned()
             })
         });
-        if let Some(why) = why {
-            report.skipped.push(SkippedSet {
+        match why {
+            Some(why) => report.skipped.push(SkippedSet {
                 operations: ops.clone(),
                 why,
-            });
-            continue;
+            }),
+            None => served.push((set_index, ops)),
         }
-        let start = Start::for_operations(ops);
-        let serial = anomaly::serial_outcomes(ops, start);
-        let mut set = SetReport {
-            operations: ops.clone(),
-            start,
-            explored: 0,
-            pruned: 0,
-            complete: false,
-            divergence: None,
-            outcomes: BTreeMap::new(),
-            anomalies: Vec::new(),
-        };
-        let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
-        let mut dfs = crate::schedule::Dfs::new(ops);
-        let mirrors = crate::schedule::dfs::mirrors(ops);
-        let mut length = 8;
-        // The next schedule's workspace is made while this one runs (it touches only its own).
-        let mut next = Some(engine.prepare(start).await?);
-        loop {
-            if set.explored >= options.budget || deadline.is_some_and(|d| started.elapsed() >= d) {
-                break;
-            }
-            let prepared = match next.take() {
-                Some(p) => p,
-                None => engine.prepare(start).await?,
-            };
-            let mut pct = match options.mode {
-                Mode::Random { seed, depth } => Some((
-                    seed + set.explored as u64,
-                    crate::schedule::Pct::new(seed + set.explored as u64, ops.len(), length, depth),
-                )),
-                Mode::Systematic => None,
-            };
-            let mut dfs_run = dfs.schedule();
-            let scheduler: &mut dyn crate::schedule::Scheduler = match pct.as_mut() {
-                Some((_, p)) => p,
-                None => &mut dfs_run,
-            };
-            // Not beside a schedule that takes Redis away: the next workspace's authorization
-            // would meet it gone.
-            let alongside = !ops.iter().any(|o| o.cuts_redis());
-            let (run, following) =
-                tokio::join!(engine.run_prepared(ops, prepared, scheduler), async {
-                    if alongside {
-                        engine.prepare(start).await
-                    } else {
-                        Err(String::new())
-                    }
-                });
-            let (run, seed) = (run?, pct.map(|(s, _)| s));
-            if let Some(why) = &run.refused {
-                return Err(format!("exploring {ops:?}: {why}"));
-            }
-            next = following.ok();
-            length = length.max(run.decisions.len());
-            schedule_time += run.duration;
-            setup_time += run.setup;
-            check_time += run.checks;
-            spent.start += run.spent.start;
-            spent.advance += run.spent.advance;
-            spent.settle += run.spent.settle;
-            spent.lock_reads += run.spent.lock_reads;
-            spent.lock_read_count += run.spent.lock_read_count;
-            spent.cleanup += run.spent.cleanup;
-            set.explored += 1;
-            if options.mode == Mode::Systematic {
-                set.pruned += mirrors - 1;
-            }
-            *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
-            progress(set_index, set.explored);
-            let findings: Vec<Finding> = anomaly::check(ops, start, &run, &serial);
-            let mut new = false;
-            for f in findings {
-                if seen.insert(f.anomaly) {
-                    new = true;
-                    set.anomalies.push(f.anomaly);
-                    report.violations.push(Violation {
-                        anomaly: f.anomaly,
-                        detail: f.detail,
-                        operations: ops.clone(),
-                        start,
-                        schedule: run.decisions.iter().map(|d| d.chosen).collect(),
-                        seed,
-                        found_after: set.explored,
-                        saved_file: None,
-                        reproduces: None,
-                        passes_on_correct_build: None,
-                        run: Some(run.clone()),
-                    });
-                }
-            }
-            if new && options.stop_at_first {
-                break;
-            }
-            if options.mode == Mode::Systematic && !dfs.advance() {
-                // Every schedule ran — unless a replayed prefix diverged, when some branch may
-                // never have been taken.
-                set.complete = dfs.divergence.is_none();
-                set.divergence = dfs.divergence.clone();
-                break;
-            }
+    }
+    // With lanes, the sets that may share the target run first, that many at once, each on an
+    // engine of its own; then, one at a time, those that act on the whole target.
+    let lanes = options.lanes.max(1);
+    let (beside, alone): (Vec<_>, Vec<_>) = served
+        .into_iter()
+        .partition(|(_, ops)| lanes > 1 && !set::runs_alone(ops));
+    let progress = std::cell::RefCell::new(progress);
+    let heard = |set_index: usize, explored: usize| (progress.borrow_mut())(set_index, explored);
+    let mut explored: Vec<(usize, set::Explored)> = Vec::new();
+    {
+        use futures::StreamExt;
+        let heard = &heard;
+        let mut running = futures::stream::iter(beside.into_iter().map(|(i, ops)| async move {
+            let lane = Engine::new(target)
+                .with_sync_points(!lock_probes)
+                .in_lane(i);
+            set::explore_set(&lane, i, ops, options, started, heard)
+                .await
+                .map(|e| (i, e))
+        }))
+        .buffer_unordered(lanes);
+        while let Some(done) = running.next().await {
+            explored.push(done?);
         }
-        report.schedules_explored += set.explored;
-        report.schedules_pruned += set.pruned;
-        report.sets.push(set);
+    }
+    for (i, ops) in alone {
+        explored.push((
+            i,
+            set::explore_set(&engine, i, ops, options, started, &heard).await?,
+        ));
+    }
+    explored.sort_by_key(|(i, _)| *i);
+    let mut tally = set::Tally::default();
+    for (_, e) in explored {
+        report.schedules_explored += e.set.explored;
+        report.schedules_pruned += e.set.pruned;
+        report.sets.push(e.set);
+        report.violations.extend(e.violations);
+        tally.merge(&e.tally);
     }
     report.schedules_total = report.schedules_explored + report.schedules_pruned;
     // Wall time of the exploration (the next schedule's workspace is made while one runs, so the
@@ -512,12 +454,13 @@ async fn explore_on(
     report.schedules_per_s =
         report.schedules_explored as f64 / exploring.elapsed().as_secs_f64().max(1e-9);
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / report.schedules_explored.max(1) as f64;
-    report.mean_ms.insert("setup".into(), per(setup_time));
+    let spent = &tally.spent;
+    report.mean_ms.insert("setup".into(), per(tally.setup));
     report.mean_ms.insert(
         "decisions".into(),
-        per(schedule_time.saturating_sub(setup_time + check_time)),
+        per(tally.schedule.saturating_sub(tally.setup + tally.checks)),
     );
-    report.mean_ms.insert("checks".into(), per(check_time));
+    report.mean_ms.insert("checks".into(), per(tally.checks));
     // The decisions' time, split: what a faster exploration has to cut.
     report.mean_ms.insert("start".into(), per(spent.start));
     report.mean_ms.insert("advance".into(), per(spent.advance));

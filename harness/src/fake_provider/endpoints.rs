@@ -129,16 +129,28 @@ pub(super) async fn token(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (delay, fault) = {
+    // The grant the request is about (the code that began it), when the provider knows it.
+    let (delay, fault, grant) = {
         let mut guard = inner.lock().expect("fake provider state");
-        let state = guard.of(provider);
+        let grant = match form.grant_type.as_str() {
+            "authorization_code" => form.code.clone().filter(|c| guard.codes.contains_key(c)),
+            "refresh_token" => form
+                .refresh_token
+                .as_deref()
+                .and_then(|rt| guard.grant_of_token(provider, rt)),
+            _ => None,
+        };
         match form.grant_type.as_str() {
-            "authorization_code" => state.counters.code_exchanges += 1,
-            "refresh_token" => state.counters.refreshes += 1,
+            "authorization_code" => guard.count(provider, grant.as_deref(), |c| {
+                c.code_exchanges += 1;
+            }),
+            "refresh_token" => guard.count(provider, grant.as_deref(), |c| c.refreshes += 1),
             _ => {}
         }
-        (state.switches.token_delay, state.switches.token_fault)
+        let switches = &guard.of(provider).switches;
+        (switches.token_delay, switches.token_fault, grant)
     };
+    let grant = grant.as_deref();
     if !delay.is_zero() {
         // Simulated provider latency; never used to order steps.
         tokio::time::sleep(delay).await;
@@ -149,7 +161,7 @@ pub(super) async fn token(
         Some(Fault::InvalidGrant) => {
             let mut guard = inner.lock().expect("fake provider state");
             if refresh {
-                guard.of(provider).counters.refreshes_invalid_grant += 1;
+                guard.count(provider, grant, |c| c.refreshes_invalid_grant += 1);
             }
             return wire::token_refusal(provider, Refusal::Grant { refresh });
         }
@@ -164,9 +176,7 @@ pub(super) async fn token(
         inner
             .lock()
             .expect("fake provider state")
-            .of(provider)
-            .counters
-            .client_auth_refused += 1;
+            .count(provider, grant, |c| c.client_auth_refused += 1);
         return wire::token_refusal(provider, refusal);
     }
     let mut guard = inner.lock().expect("fake provider state");
@@ -195,15 +205,17 @@ pub(super) async fn token(
             {
                 grant.used = true;
                 if reused {
-                    guard.of(provider).counters.code_reused += 1;
+                    guard.count(provider, Some(&code), |c| c.code_reused += 1);
                 }
                 return wire::token_refusal(provider, Refusal::Grant { refresh });
             }
             grant.used = true;
-            guard.of(provider).counters.code_exchanges_ok += 1;
+            guard.count(provider, Some(&code), |c| c.code_exchanges_ok += 1);
             let scope = guard.codes[&code].1.scope.clone();
             guard.families += 1;
-            (scope, true, guard.families)
+            let family = guard.families;
+            guard.family_code.insert(family, code);
+            (scope, true, family)
         }
         "refresh_token" => {
             let Some(rt) = form.refresh_token else {
@@ -217,11 +229,11 @@ pub(super) async fn token(
                     *family
                 }
                 _ => {
-                    guard.of(provider).counters.refreshes_invalid_grant += 1;
+                    guard.count(provider, grant, |c| c.refreshes_invalid_grant += 1);
                     return wire::token_refusal(provider, Refusal::Grant { refresh });
                 }
             };
-            guard.of(provider).counters.refreshes_ok += 1;
+            guard.count(provider, grant, |c| c.refreshes_ok += 1);
             if switches.revoke_access_on_refresh {
                 for a in guard.access.values_mut().filter(|a| a.family == family) {
                     a.revoked = true;
@@ -283,16 +295,22 @@ pub(super) async fn revoke(
         Err(r) => return r,
     };
     let mut guard = inner.lock().expect("fake provider state");
-    let state = guard.of(provider);
-    state.counters.revocations += 1;
-    if state.switches.revoke_fails {
+    // Read before anything is refused, so that the call counts for its grant whatever happens.
+    let presented = wire::revocation_token(provider, &headers, &body);
+    let grant = presented
+        .as_ref()
+        .ok()
+        .and_then(|token| guard.grant_of_token(provider, token));
+    let grant = grant.as_deref();
+    guard.count(provider, grant, |c| c.revocations += 1);
+    if guard.of(provider).switches.revoke_fails {
         return wire::server_error();
     }
-    let token = match wire::revocation_token(provider, &headers, &body) {
+    let token = match presented {
         Ok(token) => token,
         Err(refusal) => {
             if matches!(refusal, Refusal::Client) {
-                guard.of(provider).counters.client_auth_refused += 1;
+                guard.count(provider, grant, |c| c.client_auth_refused += 1);
             }
             return wire::revocation_refusal(provider, refusal);
         }

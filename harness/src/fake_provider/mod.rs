@@ -241,6 +241,10 @@ struct Inner {
     /// Refresh token → (provider, still usable, grant).
     refresh: HashMap<String, (Provider, bool, u64)>,
     families: u64,
+    /// The code each grant (family) began with: what [`FakeProvider::grant_counters`] is keyed by.
+    family_code: HashMap<u64, String>,
+    /// The calls each grant received, by the code that began it.
+    by_grant: HashMap<String, Counters>,
     issued: Vec<String>,
     base_url: String,
 }
@@ -254,6 +258,29 @@ impl Inner {
                 switches: Switches::of(provider),
                 counters: Counters::default(),
             })
+    }
+
+    /// Counts a call `provider` received, and the same call for its grant when one is known
+    /// (`grant`: the code that began it).
+    fn count(&mut self, provider: Provider, grant: Option<&str>, bump: impl Fn(&mut Counters)) {
+        bump(&mut self.of(provider).counters);
+        if let Some(code) = grant {
+            bump(self.by_grant.entry(code.to_owned()).or_default());
+        }
+    }
+
+    /// The code that began the grant `token` (an access or refresh token of `provider`) belongs
+    /// to.
+    fn grant_of_token(&self, provider: Provider, token: &str) -> Option<String> {
+        let family = match self.access.get(token) {
+            Some(a) if a.provider == provider => Some(a.family),
+            _ => self
+                .refresh
+                .get(token)
+                .filter(|r| r.0 == provider)
+                .map(|r| r.2),
+        }?;
+        self.family_code.get(&family).cloned()
     }
 }
 
@@ -370,6 +397,14 @@ impl FakeProvider {
     pub fn configure(&self, provider: Provider, change: impl FnOnce(&mut Switches)) {
         let mut inner = self.inner.lock().expect("fake provider state");
         change(&mut inner.of(provider).switches);
+    }
+
+    /// The calls the grant that the authorization code `code` began has received so far: the
+    /// code's exchanges, and the refreshes, revocations and resource reads made with the grant's
+    /// tokens. Schedules explored at once, each on a grant of its own, read only their own.
+    pub fn grant_counters(&self, code: &str) -> Counters {
+        let inner = self.inner.lock().expect("fake provider state");
+        inner.by_grant.get(code).copied().unwrap_or_default()
     }
 
     /// The calls `provider` has received so far.

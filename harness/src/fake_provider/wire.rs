@@ -269,12 +269,15 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         .is_some_and(|a| {
             a.provider == provider && !a.revoked && a.expires > std::time::Instant::now()
         });
-    let state = guard.of(provider);
-    state.counters.resource_reads += 1;
+    let grant = token
+        .as_deref()
+        .and_then(|t| guard.grant_of_token(provider, t));
+    guard.count(provider, grant.as_deref(), |c| c.resource_reads += 1);
     if !valid {
-        state.counters.resource_unauthorized += 1;
+        guard.count(provider, grant.as_deref(), |c| c.resource_unauthorized += 1);
         return None;
     }
+    let state = guard.of(provider);
     let mut documents = vec![
         (
             format!("{provider}-doc-1"),

@@ -315,6 +315,11 @@ pub trait Target: Send + Sync {
     /// Let every parked request go on and drop every armed slot (clean-up).
     fn release_all(&self) -> BoxFuture<'_, ()>;
 
+    /// Let the request parked at `key` on `replica` go on, or drop the slot if nobody reached
+    /// it: the clean-up of one schedule among several running at once, which must leave the
+    /// others' slots alone.
+    fn clear_slot<'a>(&'a self, replica: usize, key: &'a SlotKey) -> BoxFuture<'a, ()>;
+
     /// Move the service's clock forward (every replica's); resolves once they all have.
     fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>>;
 

@@ -90,6 +90,9 @@ impl Target for Restricted<'_> {
     fn release_all(&self) -> BoxFuture<'_, ()> {
         self.inner.release_all()
     }
+    fn clear_slot<'a>(&'a self, replica: usize, key: &'a SlotKey) -> BoxFuture<'a, ()> {
+        self.inner.clear_slot(replica, key)
+    }
     fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
         self.inner.advance_clock(by)
     }

@@ -1267,3 +1267,69 @@ async fn a_sync_whose_grant_was_replaced_meanwhile_stores_nothing() {
     );
     app.stop().await;
 }
+
+/// The provider counts each grant's calls apart (what lets exploration run sets side by side):
+/// one workspace's refresh and another's revocation land on their own grants, and the provider's
+/// totals are their sums.
+#[tokio::test]
+async fn the_provider_counts_each_grant_apart() {
+    let app = spawn_app().await;
+    let mut grants = Vec::new();
+    for name in ["grant-a", "grant-b"] {
+        let t = app.tenant(name, true, ConnectionStatus::NotConnected).await;
+        let consent = app
+            .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
+            .await
+            .unwrap();
+        let (status, body) = app
+            .callback(0, t.owner, Provider::Qbo, &consent)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        grants.push((t, consent.code));
+    }
+    // A's token goes stale and its sync refreshes; B is revoked.
+    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    let r = sync(&app, &grants[0].0, Provider::Qbo, 0).await;
+    assert_eq!(
+        (r.status, &r.body["refreshed"]),
+        (StatusCode::OK, &serde_json::json!(true)),
+        "{}",
+        r.body
+    );
+    let r = app
+        .call(
+            Method::POST,
+            format!(
+                "/v1/workspaces/{}/connections/qbo/revoke",
+                grants[1].0.workspace
+            ),
+        )
+        .as_user(grants[1].0.owner.0)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let a = app.sut.provider.grant_counters(&grants[0].1);
+    let b = app.sut.provider.grant_counters(&grants[1].1);
+    let seen = |c: harbor_harness::fake_provider::Counters| {
+        (c.code_exchanges_ok, c.refreshes_ok, c.revocations)
+    };
+    assert_eq!(seen(a), (1, 1, 0), "A: its exchange and its refresh");
+    assert_eq!(seen(b), (1, 0, 1), "B: its exchange and its revocation");
+    assert!(
+        a.resource_reads >= 1 && b.resource_reads == 0,
+        "only A read documents"
+    );
+    let all = app.sut.provider.counters(Provider::Qbo);
+    assert_eq!(
+        seen(all),
+        (2, 1, 1),
+        "the provider's totals are the grants' sums"
+    );
+    assert_eq!(
+        app.sut.provider.grant_counters("no-such-code"),
+        Default::default(),
+        "a code the provider never issued has no calls"
+    );
+    app.stop().await;
+}

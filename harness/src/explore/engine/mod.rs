@@ -106,6 +106,10 @@ pub struct Engine<'a> {
     /// Whether requests park at the target's sync points (without: they stop only where they
     /// wait for a lock, the lock probe's among them).
     sync_points: bool,
+    /// The set this engine explores beside others on the same target (`None`: alone). Its
+    /// operations' actor tags then carry it (`S<set>E<i>`), and its clean-up clears only their
+    /// sync-point slots.
+    lane: Option<usize>,
 }
 
 impl<'a> Engine<'a> {
@@ -116,6 +120,38 @@ impl<'a> Engine<'a> {
             settle_timeout: Duration::from_secs(5),
             finished: Default::default(),
             sync_points: true,
+            lane: None,
+        }
+    }
+
+    /// The engine for set `set`, explored while other sets run on the same target: its actor
+    /// tags are its own, and its clean-up leaves the other sets' parked requests alone.
+    pub fn in_lane(mut self, set: usize) -> Self {
+        self.lane = Some(set);
+        self
+    }
+
+    /// The actor tag of operation `i`.
+    fn tag(&self, i: usize) -> String {
+        match self.lane {
+            None => format!("E{i}"),
+            Some(set) => format!("S{set}E{i}"),
+        }
+    }
+
+    /// Releases what this engine's schedule left parked and drops its armed slots: every slot
+    /// when it runs alone, only its operations' when other sets run beside it.
+    async fn release_own(&self, actors: &[Running]) {
+        if self.lane.is_none() {
+            self.target.release_all().await;
+            return;
+        }
+        for a in actors.iter().filter(|a| a.launched && !a.op.is_raw_sql()) {
+            for point in a.op.points().iter().filter(|p| self.has_point(p)) {
+                self.target
+                    .clear_slot(a.replica, &SlotKey::new(a.tag.clone(), *point))
+                    .await;
+            }
         }
     }
 
@@ -178,9 +214,11 @@ impl<'a> Engine<'a> {
     }
 
     /// Brings a prepared workspace to its starting state — completes the flow for a connected
-    /// start, moves the clock past the token's expiry for a stale one — and returns the consent a
-    /// pending start leaves for `callback`. Runs alone: it exchanges a code and moves the clock.
-    async fn finish_setup(&self, p: &Prepared) -> Result<Option<Consent>, String> {
+    /// start, moves the clock past the token's expiry for a stale one — and returns its flow's
+    /// consent: the one a pending start leaves for `callback`, and in every start the code whose
+    /// grant the provider's counters are read for. A stale start moves the clock: it runs
+    /// alone.
+    async fn finish_setup(&self, p: &Prepared) -> Result<Consent, String> {
         let consent = match &p.consent {
             Some(c) => c.clone(),
             None => {
@@ -194,7 +232,7 @@ impl<'a> Engine<'a> {
             }
         };
         if p.start == Start::Pending {
-            return Ok(Some(consent));
+            return Ok(consent);
         }
         crate::target::complete_flow(self.target, p.workspace.owner, Provider::Qbo, &consent)
             .await
@@ -205,7 +243,7 @@ impl<'a> Engine<'a> {
                 .await
                 .map_err(|e| format!("setup: {e}"))?;
         }
-        Ok(None)
+        Ok(consent)
     }
 
     /// Runs `ops` from `start`, advancing them in the order `scheduler` picks.
@@ -227,19 +265,21 @@ impl<'a> Engine<'a> {
         scheduler: &mut dyn Scheduler,
     ) -> Result<ScheduleRun, String> {
         let started = Instant::now();
-        let consent = self.finish_setup(&prepared).await?;
+        let flow = self.finish_setup(&prepared).await?;
+        let consent = (prepared.start == Start::Pending).then_some(flow.clone());
         let start_took = started.elapsed();
         let made = prepared.took;
         let setup = made + start_took;
         let t = prepared.workspace;
-        let counters_before = self.provider()?.counters(Provider::Qbo);
+        // The workspace's own grant's calls: other sets' schedules may run beside this one.
+        let counters_before = self.provider()?.grant_counters(&flow.code);
         let replica = self.op_replica();
         let mut actors: Vec<Running> = ops
             .iter()
             .enumerate()
             .map(|(i, op)| Running {
                 op: *op,
-                tag: format!("E{i}"),
+                tag: self.tag(i),
                 replica,
                 work: None,
                 stop: None,
@@ -282,7 +322,7 @@ impl<'a> Engine<'a> {
         }
         // Clean-up: nothing stays parked, armed or open for the next schedule.
         let cleaning = Instant::now();
-        self.target.release_all().await;
+        self.release_own(&actors).await;
         for a in &mut actors {
             match a.work.take() {
                 Some(Work::Http(h)) => {
@@ -301,7 +341,7 @@ impl<'a> Engine<'a> {
                 let _ = conn.close().await;
             }
         }
-        self.target.release_all().await;
+        self.release_own(&actors).await;
         for a in &actors {
             if a.launched {
                 if let Err(e) = self.do_faults(a.op.entry().cleanup, a.replica).await {
@@ -330,7 +370,7 @@ impl<'a> Engine<'a> {
                 run.stuck.get_or_insert(stuck);
             }
         }
-        let counters_after = self.provider()?.counters(Provider::Qbo);
+        let counters_after = self.provider()?.grant_counters(&flow.code);
         run.end = self
             .end_state(&t, &counters_before, &counters_after)
             .await?;

@@ -192,6 +192,22 @@ impl Target for Started {
         Box::pin(std::future::ready(()))
     }
 
+    fn clear_slot<'a>(&'a self, replica: usize, key: &'a SlotKey) -> BoxFuture<'a, ()> {
+        if self.sync_over_http {
+            // The protocol's DELETE of a slot releases its parked request or disarms it.
+            let http = self.sync_http(replica);
+            return Box::pin(async move {
+                let _ = http.release(&key.actor, &key.point).await;
+            });
+        }
+        let sync = &self.replicas[replica].sync;
+        if !sync.disarm(key) {
+            // Not armed-and-unreached: parked (released now), or gone already.
+            let _ = sync.release(key);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
     fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
         // In-process replicas share this clock; process replicas are told its offset.
         self.clock.advance(by);

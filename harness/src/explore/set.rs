@@ -1,0 +1,184 @@
+//! One set of operations explored: its schedules run one after another, each on a fresh
+//! workspace (the next one made while one runs) and checked against the model. [`super::explore`]
+//! runs the sets one at a time, or several at once (`--lanes`): each set on an engine of its own,
+//! with its own actor tags and the provider's counters of its own grant, and a set that acts on
+//! the whole target (a fault, the clock) with nothing beside it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::anomaly::{self, Anomaly, Finding};
+use super::engine::{Engine, ScheduleRun, Spent};
+use super::ops::Operation;
+use super::start::Start;
+use super::{outcome_key, Mode, Options, SetReport, Violation};
+
+/// The schedules' time, summed: what `explore.json`'s `mean_ms` divides by their number.
+#[derive(Default)]
+pub(super) struct Tally {
+    /// Whole schedules (setup included).
+    pub schedule: Duration,
+    /// Making and starting their workspaces.
+    pub setup: Duration,
+    /// The end checks.
+    pub checks: Duration,
+    /// The decisions' time, split.
+    pub spent: Spent,
+}
+
+impl Tally {
+    fn add(&mut self, run: &ScheduleRun) {
+        self.schedule += run.duration;
+        self.setup += run.setup;
+        self.checks += run.checks;
+        self.add_spent(&run.spent);
+    }
+
+    fn add_spent(&mut self, s: &Spent) {
+        self.spent.start += s.start;
+        self.spent.advance += s.advance;
+        self.spent.settle += s.settle;
+        self.spent.lock_reads += s.lock_reads;
+        self.spent.lock_read_count += s.lock_read_count;
+        self.spent.cleanup += s.cleanup;
+    }
+
+    /// Adds another set's tally to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        self.schedule += other.schedule;
+        self.setup += other.setup;
+        self.checks += other.checks;
+        self.add_spent(&other.spent);
+    }
+}
+
+/// What exploring one set gave.
+pub(super) struct Explored {
+    /// Its account.
+    pub set: SetReport,
+    /// Its violations, in the order found.
+    pub violations: Vec<Violation>,
+    /// Where its schedules' time went.
+    pub tally: Tally,
+}
+
+/// Whether a set must be explored with no other set beside it: a fault acts on the whole target
+/// (every replica's database links, a replica, Redis, the provider) and its outbox drain moves
+/// the service's clock, as a stale start does — which every other workspace's tokens would feel.
+pub fn runs_alone(ops: &[Operation]) -> bool {
+    ops.iter().any(|o| o.fault().is_some()) || Start::for_operations(ops) == Start::Stale
+}
+
+/// Explores the set `ops` (index `set_index` of the run) on `engine`: every schedule in
+/// systematic mode (up to the budget), PCT-random ones otherwise. `progress` hears of each
+/// schedule (set index, schedules of the set so far).
+pub(super) async fn explore_set(
+    engine: &Engine<'_>,
+    set_index: usize,
+    ops: &[Operation],
+    options: &Options,
+    started: Instant,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Explored, String> {
+    let deadline = options.seconds.map(Duration::from_secs_f64);
+    let start = Start::for_operations(ops);
+    let serial = anomaly::serial_outcomes(ops, start);
+    let mut set = SetReport {
+        operations: ops.to_vec(),
+        start,
+        explored: 0,
+        pruned: 0,
+        complete: false,
+        divergence: None,
+        outcomes: BTreeMap::new(),
+        anomalies: Vec::new(),
+    };
+    let mut violations = Vec::new();
+    let mut tally = Tally::default();
+    let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
+    let mut dfs = crate::schedule::Dfs::new(ops);
+    let mirrors = crate::schedule::dfs::mirrors(ops);
+    let mut length = 8;
+    // The next schedule's workspace is made while this one runs (it touches only its own).
+    let mut next = Some(engine.prepare(start).await?);
+    loop {
+        if set.explored >= options.budget || deadline.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let prepared = match next.take() {
+            Some(p) => p,
+            None => engine.prepare(start).await?,
+        };
+        let mut pct = match options.mode {
+            Mode::Random { seed, depth } => Some((
+                seed + set.explored as u64,
+                crate::schedule::Pct::new(seed + set.explored as u64, ops.len(), length, depth),
+            )),
+            Mode::Systematic => None,
+        };
+        let mut dfs_run = dfs.schedule();
+        let scheduler: &mut dyn crate::schedule::Scheduler = match pct.as_mut() {
+            Some((_, p)) => p,
+            None => &mut dfs_run,
+        };
+        // Not beside a schedule that takes Redis away: the next workspace's authorization
+        // would meet it gone.
+        let alongside = !ops.iter().any(|o| o.cuts_redis());
+        let (run, following) = tokio::join!(engine.run_prepared(ops, prepared, scheduler), async {
+            if alongside {
+                engine.prepare(start).await
+            } else {
+                Err(String::new())
+            }
+        });
+        let (run, seed) = (run?, pct.map(|(s, _)| s));
+        if let Some(why) = &run.refused {
+            return Err(format!("exploring {ops:?}: {why}"));
+        }
+        next = following.ok();
+        length = length.max(run.decisions.len());
+        tally.add(&run);
+        set.explored += 1;
+        if options.mode == Mode::Systematic {
+            set.pruned += mirrors - 1;
+        }
+        *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
+        progress(set_index, set.explored);
+        let findings: Vec<Finding> = anomaly::check(ops, start, &run, &serial);
+        let mut new = false;
+        for f in findings {
+            if seen.insert(f.anomaly) {
+                new = true;
+                set.anomalies.push(f.anomaly);
+                violations.push(Violation {
+                    anomaly: f.anomaly,
+                    detail: f.detail,
+                    operations: ops.to_vec(),
+                    start,
+                    schedule: run.decisions.iter().map(|d| d.chosen).collect(),
+                    seed,
+                    found_after: set.explored,
+                    saved_file: None,
+                    reproduces: None,
+                    passes_on_correct_build: None,
+                    run: Some(run.clone()),
+                });
+            }
+        }
+        if new && options.stop_at_first {
+            break;
+        }
+        if options.mode == Mode::Systematic && !dfs.advance() {
+            // Every schedule ran — unless a replayed prefix diverged, when some branch may
+            // never have been taken.
+            set.complete = dfs.divergence.is_none();
+            set.divergence = dfs.divergence.clone();
+            break;
+        }
+    }
+    Ok(Explored {
+        set,
+        violations,
+        tally,
+    })
+}
