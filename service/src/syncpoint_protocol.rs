@@ -171,16 +171,12 @@ async fn release(
         Ok(found) => found,
         Err(r) => return *r,
     };
-    match sync.state(&key) {
-        Some(SlotState::Parked) => match sync.release(&key) {
-            Ok(()) => Json(json!({ "state": "released" })).into_response(),
-            Err(e) => Refusal(StatusCode::CONFLICT, "NOT_PARKED", e.to_string()).into_response(),
-        },
-        Some(SlotState::Armed) => {
-            sync.disarm(&key);
-            Json(json!({ "state": "disarmed" })).into_response()
+    // One step: a request arriving between a read of the slot and a disarm would stay parked.
+    match sync.clear(&key) {
+        Some(SlotState::Parked) | Some(SlotState::Released) => {
+            Json(json!({ "state": "released" })).into_response()
         }
-        Some(SlotState::Released) => Json(json!({ "state": "released" })).into_response(),
+        Some(SlotState::Armed) => Json(json!({ "state": "disarmed" })).into_response(),
         None => Refusal(
             StatusCode::NOT_FOUND,
             "NOT_ARMED",

@@ -195,6 +195,31 @@ impl SyncPoints {
         Ok(())
     }
 
+    /// Clears one slot in one step: releases the request parked there, or drops the slot if
+    /// nobody has reached it. Returns what the slot was (`None`: not armed, or gone already). A
+    /// request arriving meanwhile is either released or finds no slot; a read of the state
+    /// followed by a release or a disarm could leave it parked in between.
+    pub fn clear(&self, key: &SlotKey) -> Option<SlotState> {
+        let mut inner = self.lock();
+        let was = inner.slots.get(key).map(|s| s.state);
+        match was {
+            Some(SlotState::Armed) => {
+                inner.slots.remove(key);
+            }
+            Some(SlotState::Parked) => {
+                if let Some(slot) = inner.slots.get_mut(key) {
+                    slot.state = SlotState::Released;
+                    if let Some(w) = slot.arrival.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Some(SlotState::Released) | None => return was,
+        }
+        inner.wake_observers();
+        was
+    }
+
     /// Releases every parked request and drops every armed slot (used when a scenario ends or
     /// fails, so that no request stays parked behind it).
     pub fn release_all(&self) {
@@ -444,6 +469,30 @@ mod tests {
         assert!(poll_once(&mut a, &flag).is_pending());
         drop(a);
         assert_eq!(sp.state(&key), None);
+    }
+
+    #[test]
+    fn clear_releases_parked_and_drops_armed_in_one_step() {
+        let sp = SyncPoints::new();
+        let parked = SlotKey::new("A", "p");
+        let armed = SlotKey::new("B", "q");
+        sp.arm(parked.clone()).unwrap();
+        sp.arm(armed.clone()).unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let mut a = sp.arrive(parked.clone());
+        assert!(poll_once(&mut a, &flag).is_pending());
+        assert_eq!(sp.clear(&armed), Some(SlotState::Armed));
+        assert_eq!(sp.state(&armed), None, "an unreached slot is gone");
+        assert_eq!(sp.clear(&parked), Some(SlotState::Parked));
+        assert!(
+            poll_once(&mut a, &flag).is_ready(),
+            "the parked request goes on"
+        );
+        assert_eq!(sp.state(&parked), None);
+        assert_eq!(sp.clear(&parked), None, "nothing left to clear");
+        // Arriving at a cleared slot does not park.
+        let mut b = sp.arrive(armed.clone());
+        assert!(poll_once(&mut b, &flag).is_ready());
     }
 
     #[test]

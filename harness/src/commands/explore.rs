@@ -105,8 +105,10 @@ pub struct ExploreArgs {
     pub replicas: usize,
     /// Sets explored at once on the one service, each on its own workspace, tags and grant (1:
     /// one after another). A set with a fault or a stale start acts on the whole service, and
-    /// runs with nothing beside it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    /// runs with nothing beside it. At most 4: a parked request keeps its pooled connection, and
+    /// four sets of up to four operations stay within a replica's pool of 20 (a request waiting
+    /// for a connection would look like a hang).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     pub lanes: u16,
     /// Where the run folder is written (`<DIR>/<timestamp>/explore.json`, `<DIR>/latest`).
     #[arg(long, default_value = "reports/explore")]
@@ -463,17 +465,20 @@ struct SideBySide {
     flaw: String,
     caught: bool,
     sets: usize,
+    sets_expected: usize,
     sets_found: usize,
     schedules: usize,
 }
 
-/// Explores every set that may run beside others, `options.lanes` at once, on the build that
-/// keeps OAuth states in one replica's memory (a callback on the other replica finds none): a
-/// run side by side that hid what each set finds alone would let it survive.
+/// Explores every set that may run beside others, `options.lanes` at once and every schedule
+/// of each, on the build that keeps OAuth states in one replica's memory: a callback on the other
+/// replica finds no state in any schedule, so every such set with a callback must show it. A run
+/// side by side that hid it in any set fails. `None` when fewer than two sets may share the
+/// service, or none of them has a callback on a second replica (nothing to check).
 async fn side_by_side(
     target: &super::ChosenTarget<'_>,
     options: &Options,
-) -> Result<SideBySide, String> {
+) -> Result<Option<SideBySide>, String> {
     let flaw = Flaw::MemoryStateStore;
     let flaws =
         Flaws::enable([flaw]).map_err(|e| format!("{e}; rebuild with `--features flaws`"))?;
@@ -483,10 +488,19 @@ async fn side_by_side(
         .filter(|s| !explore::runs_alone(s))
         .cloned()
         .collect();
+    let expected: std::collections::BTreeSet<Vec<Operation>> = sets
+        .iter()
+        .filter(|s| s.contains(&Operation::Callback))
+        .cloned()
+        .collect();
+    if sets.len() < 2 || expected.is_empty() || options.replicas < 2 {
+        return Ok(None);
+    }
     let one = Options {
         sets,
         flaws,
         save_dir: None,
+        stop_at_first: false,
         ..options.clone()
     };
     let report =
@@ -497,13 +511,14 @@ async fn side_by_side(
         .filter(|v| v.anomaly == Anomaly::NotSerializable)
         .map(|v| v.operations.clone())
         .collect();
-    Ok(SideBySide {
+    Ok(Some(SideBySide {
         flaw: flaw.name().into(),
-        caught: !found.is_empty(),
+        caught: found == expected,
         sets: one.sets.len(),
+        sets_expected: expected.len(),
         sets_found: found.len(),
         schedules: report.schedules_explored,
-    })
+    }))
 }
 
 /// One row of the exploration's kill matrix.
@@ -641,7 +656,7 @@ async fn kill_matrix(
     }
     let side_by_side = if options.lanes > 1 && !options.lock_probes {
         match side_by_side(target, &options).await {
-            Ok(row) => Some(row),
+            Ok(row) => row,
             Err(e) => {
                 eprintln!("harbor-certify: explore (side by side) could not run: {e}");
                 return ExitCode::from(CANNOT_RUN);
@@ -653,11 +668,12 @@ async fn kill_matrix(
     if let Some(row) = &side_by_side {
         ok &= row.caught;
         println!(
-            "{:<26} {:<9} with {} sets at once: found on {} of {} sets ({} schedules)",
+            "{:<26} {:<9} with {} sets at once: found on {} of the {} sets with a callback (each must show it), of {} sets side by side, {} schedules",
             row.flaw,
             if row.caught { "KILLED" } else { "SURVIVED" },
             options.lanes,
             row.sets_found,
+            row.sets_expected,
             row.sets,
             row.schedules
         );

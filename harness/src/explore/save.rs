@@ -246,7 +246,9 @@ pub fn scenario(
             _ => None,
         });
         let mut blocked_on = match first {
-            Some(Stop::Blocked(by)) => by.first().cloned(),
+            // The holder's tag as the file names its actors: a run made beside other sets
+            // tagged it with its set (`S<set>E<i>`).
+            Some(Stop::Blocked(by)) => by.first().map(|tag| file_actor(tag)),
             _ => None,
         };
         if intruder.is_some_and(|(step, _)| step == d) {
@@ -446,4 +448,27 @@ fn intruder(run: &ScheduleRun) -> Option<(usize, usize)> {
     // Only when the intruder's own launch or release took it there: then the file can say that
     // this step must block instead.
     (run.decisions.get(decision)?.chosen == late).then_some((decision, early))
+}
+
+/// An engine's actor tag as a saved file names the actor: `E<i>`, whatever set prefix a run made
+/// beside other sets gave it (`S<set>E<i>`).
+fn file_actor(tag: &str) -> String {
+    match tag.strip_prefix('S').and_then(|rest| rest.split_once('E')) {
+        Some((set, op)) if set.bytes().all(|b| b.is_ascii_digit()) && !set.is_empty() => {
+            format!("E{op}")
+        }
+        _ => tag.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_actor;
+
+    #[test]
+    fn a_lane_tag_is_saved_as_the_operation_it_names() {
+        assert_eq!(file_actor("S12E0"), "E0");
+        assert_eq!(file_actor("E1"), "E1");
+        assert_eq!(file_actor("SE1"), "SE1", "no set number: not a lane's tag");
+    }
 }

@@ -200,11 +200,7 @@ impl Target for Started {
                 let _ = http.release(&key.actor, &key.point).await;
             });
         }
-        let sync = &self.replicas[replica].sync;
-        if !sync.disarm(key) {
-            // Not armed-and-unreached: parked (released now), or gone already.
-            let _ = sync.release(key);
-        }
+        self.replicas[replica].sync.clear(key);
         Box::pin(std::future::ready(()))
     }
 
