@@ -90,6 +90,16 @@ struct Slot {
     arrival: Option<Waker>,
 }
 
+impl Slot {
+    /// Lets the request parked here (if any) go on.
+    fn release(&mut self) {
+        self.state = SlotState::Released;
+        if let Some(w) = self.arrival.take() {
+            w.wake();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     slots: HashMap<SlotKey, Slot>,
@@ -187,10 +197,7 @@ impl SyncPoints {
                 return Err(SyncError::NotParked(key.clone(), state));
             }
         };
-        slot.state = SlotState::Released;
-        if let Some(w) = slot.arrival.take() {
-            w.wake();
-        }
+        slot.release();
         inner.wake_observers();
         Ok(())
     }
@@ -208,10 +215,7 @@ impl SyncPoints {
             }
             Some(SlotState::Parked) => {
                 if let Some(slot) = inner.slots.get_mut(key) {
-                    slot.state = SlotState::Released;
-                    if let Some(w) = slot.arrival.take() {
-                        w.wake();
-                    }
+                    slot.release();
                 }
             }
             Some(SlotState::Released) | None => return was,
@@ -227,10 +231,7 @@ impl SyncPoints {
         inner.slots.retain(|_, slot| match slot.state {
             SlotState::Armed => false,
             SlotState::Parked | SlotState::Released => {
-                slot.state = SlotState::Released;
-                if let Some(w) = slot.arrival.take() {
-                    w.wake();
-                }
+                slot.release();
                 true
             }
         });
@@ -471,8 +472,9 @@ mod tests {
         assert_eq!(sp.state(&key), None);
     }
 
-    #[test]
-    fn clear_releases_parked_and_drops_armed_in_one_step() {
+    /// A controller with one request parked at `A@p` (its arrival, still pending) and `B@q`
+    /// armed but unreached.
+    fn parked_and_armed() -> (SyncPoints, SlotKey, SlotKey, Arc<Flag>, Arrival) {
         let sp = SyncPoints::new();
         let parked = SlotKey::new("A", "p");
         let armed = SlotKey::new("B", "q");
@@ -481,6 +483,12 @@ mod tests {
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let mut a = sp.arrive(parked.clone());
         assert!(poll_once(&mut a, &flag).is_pending());
+        (sp, parked, armed, flag, a)
+    }
+
+    #[test]
+    fn clear_releases_parked_and_drops_armed_in_one_step() {
+        let (sp, parked, armed, flag, mut a) = parked_and_armed();
         assert_eq!(sp.clear(&armed), Some(SlotState::Armed));
         assert_eq!(sp.state(&armed), None, "an unreached slot is gone");
         assert_eq!(sp.clear(&parked), Some(SlotState::Parked));
@@ -497,14 +505,7 @@ mod tests {
 
     #[test]
     fn release_all_frees_parked_and_drops_armed() {
-        let sp = SyncPoints::new();
-        let parked = SlotKey::new("A", "p");
-        let armed = SlotKey::new("B", "q");
-        sp.arm(parked.clone()).unwrap();
-        sp.arm(armed.clone()).unwrap();
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
-        let mut a = sp.arrive(parked.clone());
-        assert!(poll_once(&mut a, &flag).is_pending());
+        let (sp, parked, armed, flag, mut a) = parked_and_armed();
         sp.release_all();
         assert_eq!(sp.state(&armed), None);
         assert!(poll_once(&mut a, &flag).is_ready());

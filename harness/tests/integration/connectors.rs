@@ -102,6 +102,17 @@ async fn sync(app: &TestApp, t: &TenantWorkspace, p: Provider, replica: usize) -
     .await
 }
 
+/// `POST …/connections/{p}/revoke` as the workspace's owner.
+async fn revoke(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
+    app.call(
+        Method::POST,
+        format!("/v1/workspaces/{}/connections/{p}/revoke", t.workspace),
+    )
+    .as_user(t.owner.0)
+    .send()
+    .await
+}
+
 async fn audit_outcomes(app: &TestApp, action: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT outcome FROM audit_events WHERE action = $1 ORDER BY id")
         .bind(action)
@@ -1006,14 +1017,7 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
         before.refresh.as_ref().unwrap(),
     )
     .unwrap();
-    let r = app
-        .call(
-            Method::POST,
-            format!("/v1/workspaces/{}/connections/box/revoke", t.workspace),
-        )
-        .as_user(t.owner.0)
-        .send()
-        .await;
+    let r = revoke(&app, &t, Provider::Box).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "REVOKED");
     assert_eq!(app.sut.provider.counters(Provider::Box).revocations, 1);
@@ -1044,14 +1048,7 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
     app.sut
         .provider
         .configure(Provider::Box, |s| s.revoke_fails = true);
-    let r = app
-        .call(
-            Method::POST,
-            format!("/v1/workspaces/{}/connections/box/revoke", t2.workspace),
-        )
-        .as_user(t2.owner.0)
-        .send()
-        .await;
+    let r = revoke(&app, &t2, Provider::Box).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.body["provider_revocation"], "pending",
@@ -1297,17 +1294,7 @@ async fn the_provider_counts_each_grant_apart() {
         "{}",
         r.body
     );
-    let r = app
-        .call(
-            Method::POST,
-            format!(
-                "/v1/workspaces/{}/connections/qbo/revoke",
-                grants[1].0.workspace
-            ),
-        )
-        .as_user(grants[1].0.owner.0)
-        .send()
-        .await;
+    let r = revoke(&app, &grants[1].0, Provider::Qbo).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let a = app.sut.provider.grant_counters(&grants[0].1);
     let b = app.sut.provider.grant_counters(&grants[1].1);
