@@ -1,6 +1,7 @@
-//! What each kind of request costs the database, counted on the wire: the reference service (one
-//! replica, its PostgreSQL link through a counting proxy, [`crate::faults::tally`]) answers
-//! requests of one kind one at a time, each on a workspace made ready for it beforehand, and the
+//! What each kind of request costs the database, counted on the wire: the reference service (two
+//! replicas, their PostgreSQL links through counting proxies, [`crate::faults::tally`]) answers
+//! requests of one kind one at a time on replica 0, each on a workspace made ready for it
+//! beforehand (on replica 1 only where a kind says so), and the
 //! round trips, statements, transactions and connections that crossed are divided by the number
 //! of requests. Nothing else talks to the database meanwhile: the outbox worker is told to look
 //! once an hour, and every count is read once the link has been quiet (work a request leaves
@@ -26,8 +27,12 @@ pub enum Kind {
     ListConnections,
     /// `POST …/authorize` of a workspace not connected.
     Authorize,
-    /// The callback of a flow just authorized (a code exchange at the provider).
+    /// The callback of a flow just authorized on the same replica (a code exchange at the
+    /// provider), by a caller the replica has therefore seen.
     Callback,
+    /// The same, authorized on the other replica: the caller's first request to this one, whose
+    /// tenant it has to read.
+    CallbackCallerNew,
     /// The first activation of a connected, entitled workspace.
     Activate,
     /// The same activation again (answered from the row it wrote).
@@ -42,10 +47,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the table's order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::ListConnections,
         Kind::Authorize,
         Kind::Callback,
+        Kind::CallbackCallerNew,
         Kind::Activate,
         Kind::ActivateAgain,
         Kind::Sync,
@@ -59,6 +65,7 @@ impl Kind {
             Kind::ListConnections => "list_connections",
             Kind::Authorize => "authorize",
             Kind::Callback => "callback",
+            Kind::CallbackCallerNew => "callback (caller new to the replica)",
             Kind::Activate => "activate",
             Kind::ActivateAgain => "activate (again)",
             Kind::Sync => "sync",
@@ -71,7 +78,7 @@ impl Kind {
         match self {
             Kind::ListConnections => WorkspaceOp::ListConnections,
             Kind::Authorize => WorkspaceOp::Authorize,
-            Kind::Callback => WorkspaceOp::Callback,
+            Kind::Callback | Kind::CallbackCallerNew => WorkspaceOp::Callback,
             Kind::Activate | Kind::ActivateAgain => WorkspaceOp::Activate,
             Kind::Sync => WorkspaceOp::Sync,
             Kind::Disconnect => WorkspaceOp::Disconnect,
@@ -105,7 +112,7 @@ pub struct Row {
 /// Measures every kind, `requests` of each, on a reference service started on `infra`.
 pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String> {
     let options = ServiceOptions {
-        replicas: 1,
+        replicas: 2,
         sync_points: false,
         outbox_interval: Duration::from_secs(3600),
         ..ServiceOptions::default()
@@ -186,6 +193,18 @@ async fn prepare(started: &Started, kind: Kind) -> Result<(TenantWorkspace, Stri
         Kind::Callback => {
             let consent =
                 crate::target::start_flow(target, t.owner, t.workspace, Provider::Qbo).await?;
+            Ok((t, consent.callback_query()))
+        }
+        Kind::CallbackCallerNew => {
+            let bearer = started.bearer(t.owner, TokenKind::Valid);
+            let (answer, consent) = started
+                .client
+                .authorize_and_consent(1, Some(&bearer), None, t.workspace, Provider::Qbo)
+                .await
+                .map_err(|e| e.to_string())?;
+            let consent = consent.ok_or_else(|| {
+                format!("authorize answered {}: {}", answer.status, answer.body)
+            })??;
             Ok((t, consent.callback_query()))
         }
         _ => {

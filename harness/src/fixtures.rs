@@ -132,17 +132,43 @@ impl TenantWorkspace {
         entitled: bool,
         qbo: ConnectionStatus,
     ) -> Result<Self, sqlx::Error> {
-        let tenant = tenant(pool, name).await?;
-        let workspace = workspace(pool, tenant, &format!("{name} workspace")).await?;
+        let tenant = TenantId(Uuid::new_v4());
+        let workspace = WorkspaceId(Uuid::new_v4());
+        let (owner, admin, plain) = (
+            UserId(Uuid::new_v4()),
+            UserId(Uuid::new_v4()),
+            UserId(Uuid::new_v4()),
+        );
         let tag = Uuid::new_v4().simple().to_string();
-        let owner = user(pool, tenant, &format!("owner-{tag}@{name}.test")).await?;
-        let admin = user(pool, tenant, &format!("admin-{tag}@{name}.test")).await?;
-        let plain = user(pool, tenant, &format!("member-{tag}@{name}.test")).await?;
-        member(pool, workspace, owner, Role::Owner).await?;
-        member(pool, workspace, admin, Role::Admin).await?;
-        member(pool, workspace, plain, Role::Member).await?;
-        entitle(pool, workspace, entitled).await?;
-        connection_status(pool, workspace, Provider::Qbo, qbo).await?;
+        // One statement, one round trip and one commit rather than ten: exploration makes a
+        // workspace for every schedule. The foreign keys are checked at the statement's end, when
+        // every row of it is there. The workspace's connections come from its trigger, which also
+        // fires only then — so a QuickBooks status other than the default is a second statement.
+        sqlx::query(
+            "WITH t AS (INSERT INTO tenants (id, name) VALUES ($1, $2)), \
+             w AS (INSERT INTO workspaces (id, tenant_id, name) VALUES ($3, $1, $2 || ' workspace')), \
+             u AS (INSERT INTO users (id, tenant_id, email) VALUES \
+                 ($4, $1, 'owner-' || $7 || '@' || $2 || '.test'), \
+                 ($5, $1, 'admin-' || $7 || '@' || $2 || '.test'), \
+                 ($6, $1, 'member-' || $7 || '@' || $2 || '.test')), \
+             m AS (INSERT INTO memberships (tenant_id, workspace_id, user_id, role) VALUES \
+                 ($1, $3, $4, 'owner'), ($1, $3, $5, 'admin'), ($1, $3, $6, 'member')) \
+             INSERT INTO entitlements (tenant_id, workspace_id, plan, active) \
+             VALUES ($1, $3, 'standard', $8)",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(workspace)
+        .bind(owner)
+        .bind(admin)
+        .bind(plain)
+        .bind(&tag)
+        .bind(entitled)
+        .execute(pool)
+        .await?;
+        if qbo != ConnectionStatus::NotConnected {
+            connection_status(pool, workspace, Provider::Qbo, qbo).await?;
+        }
         Ok(Self {
             tenant,
             workspace,

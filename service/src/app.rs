@@ -167,6 +167,7 @@ impl Application {
             write_ahead_db,
             redis,
             jwt,
+            user_tenants: Arc::default(),
             sync_points,
             redis_key_prefix: prefix,
             clock,

@@ -25,6 +25,7 @@
 //! - [`providers`]: provider configuration and the HTTP client (exchange, refresh, revoke, fetch).
 //! - [`vault`]: AES-256-GCM token encryption bound to its row, the key ring, key rotation.
 //! - [`tokens`]: a connection's tokens sealed with the vault before storing, opened for use.
+//! - [`user_tenants`]: each user's tenant, remembered per replica once read (it never changes).
 //! - [`documents`]: connector sync with single-flight refresh, and the documents list.
 //! - [`ratelimit`]: GCRA rate limits in Redis, shared by replicas.
 //! - [`clock`]: the service's clock, which the harness can move.
@@ -71,6 +72,7 @@ pub mod syncpoint_protocol;
 pub mod syncpoints;
 pub mod telemetry;
 pub mod tokens;
+pub mod user_tenants;
 pub mod vault;
 
 pub use app::{Application, Hooks};
@@ -102,6 +104,7 @@ mod layering {
                 "ratelimit",
                 "syncpoints",
                 "tokens",
+                "user_tenants",
                 "vault",
             ],
         ),

@@ -19,6 +19,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use sqlx::PgPool;
+use std::sync::Arc;
 
 use crate::auth::{Identity, WorkspaceMember};
 use crate::context::RequestContext;
@@ -26,6 +27,7 @@ use crate::db::{self, Tx};
 use crate::domain::{Role, TenantId, UserId, WorkspaceId};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::user_tenants::UserTenants;
 
 /// A verified caller's request to a workspace route: the request's context, the caller, the
 /// workspace from the path, and the pool its transactions come from. Whether the caller is a
@@ -41,6 +43,8 @@ pub struct WorkspaceRequest {
     /// The workspace from the path.
     pub workspace_id: WorkspaceId,
     pool: PgPool,
+    /// Told the caller's tenant by every membership read here (the callback reads it there).
+    user_tenants: Arc<UserTenants>,
 }
 
 impl WorkspaceRequest {
@@ -114,12 +118,7 @@ impl WorkspaceRequest {
     /// 7.2. Any caller is taken for the workspace's owner; row-level security still scopes the
     /// request to the caller's own tenant.
     async fn any_workspace_member(&self) -> Result<WorkspaceMember, ApiError> {
-        let tenant: Option<TenantId> = db::retry_lost(&self.pool, || {
-            sqlx::query_scalar("SELECT harbor_user_tenant($1)")
-                .bind(self.caller)
-                .fetch_one(&self.pool)
-        })
-        .await?;
+        let tenant = self.user_tenants.tenant_of(&self.pool, self.caller).await?;
         let tenant_id = tenant.ok_or(ApiError::NotFound)?;
         Ok(self.member(tenant_id, Role::Owner))
     }
@@ -127,6 +126,7 @@ impl WorkspaceRequest {
     fn member(&self, tenant_id: TenantId, role: Role) -> WorkspaceMember {
         // `tenant_id` scopes row-level security for the request. It is the caller's own tenant
         // (the membership's foreign key makes the two equal), never something taken from the URL.
+        self.user_tenants.remember(self.caller, tenant_id);
         WorkspaceMember {
             user_id: self.caller,
             workspace_id: self.workspace_id,
@@ -159,6 +159,7 @@ impl FromRequestParts<AppState> for WorkspaceRequest {
             caller: identity.user_id,
             workspace_id,
             pool: state.db.clone(),
+            user_tenants: state.user_tenants.clone(),
         })
     }
 }

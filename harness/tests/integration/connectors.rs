@@ -298,6 +298,23 @@ async fn tenant_filtering_prevents_cross_tenant_access() {
         4,
         "the owner sees both tenants' rows"
     );
+    // A user's tenant never changes (replicas remember it, migration 0014) — not even for a user
+    // with no membership, whom no foreign key holds, and not even for the tables' owner.
+    let loner = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
+        .bind(loner)
+        .bind(a.tenant)
+        .bind(format!("{loner}@example.test"))
+        .execute(app.db())
+        .await
+        .unwrap();
+    let moved = sqlx::query("UPDATE users SET tenant_id = $1 WHERE id = $2")
+        .bind(b.tenant)
+        .bind(loner)
+        .execute(app.db())
+        .await
+        .expect_err("a user's tenant changed");
+    assert!(moved.to_string().contains("never changes"), "{moved}");
     app.stop().await;
 }
 

@@ -20,4 +20,11 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
     // than reading the connections' metadata.
     assert!(of("callback").transactions > of("list_connections").transactions);
     assert!(of("callback").statements > of("list_connections").statements);
+    // A replica remembers a user's tenant once any request told it (here the caller's authorize
+    // on the same replica): the callback reads it only where the caller is new.
+    assert_eq!(
+        of("callback (caller new to the replica)").transactions - of("callback").transactions,
+        1.0,
+        "{rows:?}"
+    );
 }

@@ -115,7 +115,13 @@ pub async fn callback(
     ProviderPath(provider): ProviderPath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let caller_tenant = user_tenant(&state, identity.user_id).await?;
+    // Remembered by this replica once read (any request of the caller's tells it): a user's
+    // tenant never changes. Not a membership check — the write-ahead's transaction makes that.
+    let caller_tenant = state
+        .user_tenants
+        .tenant_of(&state.db, identity.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated("unknown user"))?;
     state
         .limiter
         .charge("callback", &address, &caller_tenant.to_string())
@@ -349,16 +355,4 @@ pub fn error_code(error: &ProviderError) -> String {
         ProviderError::TokenRefused => "invalid_token".into(),
         ProviderError::Protocol(_) => "protocol_error".into(),
     }
-}
-
-async fn user_tenant(state: &AppState, user_id: UserId) -> Result<TenantId, ApiError> {
-    // The owner's look-up function: row-level security hides `users` from a session that has
-    // no tenant yet (migration 0006). It answers one row, NULL for an unknown user.
-    db::retry_lost(&state.db, || {
-        sqlx::query_scalar::<_, Option<TenantId>>("SELECT harbor_user_tenant($1)")
-            .bind(user_id)
-            .fetch_one(&state.db)
-    })
-    .await?
-    .ok_or(ApiError::Unauthenticated("unknown user"))
 }

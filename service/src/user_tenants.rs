@@ -1,0 +1,94 @@
+//! [`UserTenants`]: which tenant each user belongs to, as this replica has learnt it.
+//!
+//! The OAuth callback needs its caller's tenant before its first transaction (the tenant's rate
+//! limit is charged, and the state's binding checked, before the state is consumed), and it used
+//! to read it from the database on every call: one transaction of the three a callback made. A
+//! user's tenant never changes — migration 0014 refuses an update of `users.tenant_id`, and the
+//! memberships' foreign key to `(tenant_id, id)` already refused one for any user with a
+//! membership — so what a replica has read once stays true. Every membership a request reads
+//! tells it the caller's tenant too (the foreign key makes the two equal), so a callback whose
+//! caller has already made a request to this replica (their authorize, most often) reads nothing.
+//!
+//! What it may not decide: whether the user still exists or is still a member. It only names the
+//! tenant a request is scoped to; the callback's write-ahead transaction checks the membership, in
+//! that tenant, with the row locked. A deleted user's tenant may still be remembered: their
+//! callback is then refused there (404), not here (401).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sqlx::PgPool;
+
+use crate::domain::{TenantId, UserId};
+
+/// Most users remembered at once; the map is emptied when it is full (as the JWT verifier's is).
+const REMEMBERED_LIMIT: usize = 100_000;
+
+/// The tenants of the users this replica has seen, by user.
+#[derive(Debug, Default)]
+pub struct UserTenants {
+    known: Mutex<HashMap<UserId, TenantId>>,
+}
+
+impl UserTenants {
+    /// Remembers that `user` belongs to `tenant` (read from a membership or from the user's row).
+    pub fn remember(&self, user: UserId, tenant: TenantId) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= REMEMBERED_LIMIT && !known.contains_key(&user) {
+            known.clear();
+        }
+        known.insert(user, tenant);
+    }
+
+    /// The user's tenant: remembered, or read through the owner's look-up function (row-level
+    /// security hides `users` from a session with no tenant yet, migration 0006) and remembered.
+    /// `None`: no such user.
+    pub async fn tenant_of(
+        &self,
+        pool: &PgPool,
+        user: UserId,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        let remembered = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .copied();
+        if let Some(tenant) = remembered {
+            return Ok(Some(tenant));
+        }
+        let tenant: Option<TenantId> = crate::db::retry_lost(pool, || {
+            sqlx::query_scalar("SELECT harbor_user_tenant($1)")
+                .bind(user)
+                .fetch_one(pool)
+        })
+        .await?;
+        if let Some(tenant) = tenant {
+            self.remember(user, tenant);
+        }
+        Ok(tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_map_starts_again_and_keeps_the_newest() {
+        let tenants = UserTenants::default();
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        let first = UserId(uuid::Uuid::new_v4());
+        tenants.remember(first, tenant);
+        for _ in 1..REMEMBERED_LIMIT {
+            tenants.remember(UserId(uuid::Uuid::new_v4()), tenant);
+        }
+        assert_eq!(tenants.known.lock().unwrap().len(), REMEMBERED_LIMIT);
+        let newest = UserId(uuid::Uuid::new_v4());
+        tenants.remember(newest, tenant);
+        let known = tenants.known.lock().unwrap();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known.get(&newest), Some(&tenant));
+        assert!(!known.contains_key(&first));
+    }
+}
