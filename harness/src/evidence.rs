@@ -25,7 +25,7 @@ pub struct BackendActivity {
     pub wait_event_type: Option<String>,
     /// The lock type waited for: `advisory`, `tuple`, `transactionid`, …
     pub wait_event: Option<String>,
-    /// `pg_blocking_pids(pid)`.
+    /// `pg_blocking_pids(pid)` when it waits for a heavyweight lock; empty otherwise (not asked).
     pub blocking_pids: Vec<i32>,
     /// The `application_name` of each blocking backend, in the same order.
     pub blocking_apps: Vec<String>,
@@ -113,11 +113,16 @@ pub struct LockRow {
     pub granted: bool,
 }
 
+// The blockers are asked for only of a backend that waits for a heavyweight lock: no other is
+// ever judged blocked ([`BackendActivity::blocked_by`]), and `pg_blocking_pids` takes every lock
+// partition's lock to answer — the explorer's settle reads this several times a schedule.
 const ACTIVITY_SQL: &str = "\
     SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event, \
-           pg_blocking_pids(a.pid) AS blocking_pids, \
-           ARRAY(SELECT coalesce(b.application_name, '') FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(p, n) \
-                 LEFT JOIN pg_stat_activity b ON b.pid = u.p ORDER BY u.n) AS blocking_apps \
+           CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) ELSE '{}' END AS blocking_pids, \
+           CASE WHEN a.wait_event_type = 'Lock' THEN \
+               ARRAY(SELECT coalesce(b.application_name, '') FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(p, n) \
+                     LEFT JOIN pg_stat_activity b ON b.pid = u.p ORDER BY u.n) \
+           ELSE '{}' END AS blocking_apps \
     FROM pg_stat_activity a \
     WHERE a.datname = current_database() AND a.application_name = ANY($1)";
 

@@ -1,91 +1,10 @@
 //! Fixtures written straight into a scenario's database: tenants, workspaces (whose four
 //! connection rows the schema creates), users, memberships, entitlements and connection states.
 
-use harbor_service::domain::{Provider, Role, TenantId, UserId, WorkspaceId};
+use harbor_service::domain::{Provider, TenantId, UserId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Creates a tenant.
-pub async fn tenant(pool: &PgPool, name: &str) -> Result<TenantId, sqlx::Error> {
-    let id = TenantId(Uuid::new_v4());
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
-        .bind(id)
-        .bind(name)
-        .execute(pool)
-        .await?;
-    Ok(id)
-}
-
-/// Creates a workspace in a tenant (with its four `NOT_CONNECTED` connections).
-pub async fn workspace(
-    pool: &PgPool,
-    tenant: TenantId,
-    name: &str,
-) -> Result<WorkspaceId, sqlx::Error> {
-    let id = WorkspaceId(Uuid::new_v4());
-    sqlx::query("INSERT INTO workspaces (id, tenant_id, name) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(tenant)
-        .bind(name)
-        .execute(pool)
-        .await?;
-    Ok(id)
-}
-
-/// Creates a user in a tenant.
-pub async fn user(pool: &PgPool, tenant: TenantId, email: &str) -> Result<UserId, sqlx::Error> {
-    let id = UserId(Uuid::new_v4());
-    sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(tenant)
-        .bind(email)
-        .execute(pool)
-        .await?;
-    Ok(id)
-}
-
-/// Makes `user` a member of `workspace` with `role`.
-pub async fn member(
-    pool: &PgPool,
-    workspace: WorkspaceId,
-    user: UserId,
-    role: Role,
-) -> Result<(), sqlx::Error> {
-    let role = match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-    };
-    sqlx::query(
-        "INSERT INTO memberships (tenant_id, workspace_id, user_id, role) \
-         SELECT tenant_id, id, $2, $3 FROM workspaces WHERE id = $1",
-    )
-    .bind(workspace)
-    .bind(user)
-    .bind(role)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Sets the workspace's entitlement.
-pub async fn entitle(
-    pool: &PgPool,
-    workspace: WorkspaceId,
-    active: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO entitlements (tenant_id, workspace_id, plan, active) \
-         SELECT tenant_id, id, 'standard', $2 FROM workspaces WHERE id = $1 \
-         ON CONFLICT (workspace_id) DO UPDATE SET active = EXCLUDED.active, updated_at = now()",
-    )
-    .bind(workspace)
-    .bind(active)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
 
 /// Forces a connection's status (a fixture, not a lifecycle transition).
 pub async fn connection_status(

@@ -1,8 +1,10 @@
--- A user's tenant is fixed for the user's life. Replicas remember it once read (`UserTenants`, in
+-- A user's row keeps its tenant. Replicas remember a user's tenant once read (`UserTenants`, in
 -- service/src/user_tenants.rs) and scope the OAuth callback's transactions by it, so a changed
 -- tenant would leave them scoping a user's requests to the tenant the user left. The memberships'
 -- foreign key to users(tenant_id, id) already refused the change for a user with a membership;
--- this refuses it for every user, whoever runs the update.
+-- this refuses an UPDATE of it for every user. It does not stop a row deleted and its id inserted
+-- again in another tenant (nor a disabled trigger): the callback reads the tenant again before it
+-- refuses anything on a remembered one.
 CREATE FUNCTION harbor_user_tenant_is_fixed() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

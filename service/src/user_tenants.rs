@@ -10,9 +10,14 @@
 //! caller has already made a request to this replica (their authorize, most often) reads nothing.
 //!
 //! What it may not decide: whether the user still exists or is still a member. It only names the
-//! tenant a request is scoped to; the callback's write-ahead transaction checks the membership, in
-//! that tenant, with the row locked. A deleted user's tenant may still be remembered: their
-//! callback is then refused there (404), not here (401).
+//! tenant a request is scoped to: the callback's write-ahead transaction, scoped to it, finds the
+//! membership and the connection row or answers 404, and the store checks the membership again,
+//! in that tenant, with the row locked. What the trigger cannot stop — a user's row deleted and
+//! its id provisioned again in another tenant — is why the callback forgets the remembered tenant
+//! whenever it would refuse on it: a state issued to someone else is judged, and audited, on a
+//! fresh read, and a 404 from the write-ahead makes the next callback read again. A deleted user
+//! still remembered has their own state consumed and answered 404 (401 where not remembered);
+//! nothing reaches the provider either way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,10 +39,21 @@ impl UserTenants {
     /// Remembers that `user` belongs to `tenant` (read from a membership or from the user's row).
     pub fn remember(&self, user: UserId, tenant: TenantId) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.get(&user) == Some(&tenant) {
+            return;
+        }
         if known.len() >= REMEMBERED_LIMIT && !known.contains_key(&user) {
             known.clear();
         }
         known.insert(user, tenant);
+    }
+
+    /// Forgets the user's tenant: the next [`Self::tenant_of`] reads it again.
+    pub fn forget(&self, user: UserId) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user);
     }
 
     /// The user's tenant: remembered, or read through the owner's look-up function (row-level

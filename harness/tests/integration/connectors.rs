@@ -368,6 +368,77 @@ async fn two_simultaneous_users_authenticate_without_collision() {
 }
 
 #[tokio::test]
+async fn a_user_provisioned_again_in_another_tenant_is_judged_on_a_fresh_read() {
+    // A replica remembers each user's tenant (`UserTenants`). A user's row cannot change tenant
+    // (migration 0014), but its id can be deleted and provisioned again elsewhere; a replica that
+    // still remembers the old tenant must read again before it refuses the user's own state.
+    let app = spawn_app_with(ServiceOptions {
+        replicas: 2,
+        ..ServiceOptions::default()
+    })
+    .await;
+    let a = app
+        .tenant("before", true, ConnectionStatus::NotConnected)
+        .await;
+    let b = app
+        .tenant("after", true, ConnectionStatus::NotConnected)
+        .await;
+    let user = a.member;
+    // Replica 0 learns the user's tenant (A) from a workspace request.
+    let listed = app
+        .call(
+            Method::GET,
+            format!("/v1/workspaces/{}/connections", a.workspace),
+        )
+        .as_user(user.0)
+        .on_replica(0)
+        .send()
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    // The same id, provisioned again as an admin of tenant B.
+    for sql in [
+        "DELETE FROM memberships WHERE user_id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(user).execute(app.db()).await.unwrap();
+    }
+    sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
+        .bind(user)
+        .bind(b.tenant)
+        .bind(format!("again-{}@after.test", user.0))
+        .execute(app.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO memberships (tenant_id, workspace_id, user_id, role) VALUES ($1, $2, $3, 'admin')",
+    )
+    .bind(b.tenant)
+    .bind(b.workspace)
+    .bind(user)
+    .execute(app.db())
+    .await
+    .unwrap();
+    // Authorized on replica 1; the callback on replica 0, which still remembers tenant A.
+    let consent = app
+        .authorize_and_consent(1, user, b.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .callback(0, user, Provider::Qbo, &consent)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "CONNECTED", "{body}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_events WHERE outcome = 'csrf_suspected'")
+            .await,
+        0,
+        "nothing audited on the stale tenant"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn state_from_tenant_a_cannot_be_used_by_tenant_b_callback() {
     let app = spawn_app().await;
     let a = app

@@ -115,9 +115,10 @@ pub async fn callback(
     ProviderPath(provider): ProviderPath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    // Remembered by this replica once read (any request of the caller's tells it): a user's
-    // tenant never changes. Not a membership check — the write-ahead's transaction makes that.
-    let caller_tenant = state
+    // Remembered by this replica once read (a workspace request of the caller's tells it): a
+    // user's tenant never changes. It names a scope, nothing more: the write-ahead's transaction,
+    // scoped to it, finds the membership and the connection or answers 404.
+    let mut caller_tenant = state
         .user_tenants
         .tenant_of(&state.db, identity.user_id)
         .await?
@@ -156,7 +157,18 @@ pub async fn callback(
     SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_STATE_CONSUMED).await?;
 
     // 2. The state must have been issued to this user, in this tenant, for this provider.
-    let same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
+    let mut same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
+    if !same_party {
+        // Nothing is refused or audited on a remembered tenant: it is read again. (A user's row
+        // cannot change tenant, but an id deleted and provisioned again elsewhere could.)
+        state.user_tenants.forget(identity.user_id);
+        caller_tenant = state
+            .user_tenants
+            .tenant_of(&state.db, identity.user_id)
+            .await?
+            .ok_or(ApiError::Unauthenticated("unknown user"))?;
+        same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
+    }
     let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
     let bound = same_party && record.provider == provider;
     if !bound {
@@ -213,6 +225,7 @@ pub async fn callback(
     // dropped) must not cancel between the code exchange and storing — or revoking — its result.
     let flaws_of_request = state.flaws.clone();
     let tasks = state.tasks.clone();
+    let user_tenants = state.user_tenants.clone();
     let flow = complete_flow(state, ctx, record, params, member, provider);
     let task = tasks.spawn(crate::context::within_request(async move {
         flaws::scope(&flaws_of_request, flow).await
@@ -220,6 +233,10 @@ pub async fn callback(
     let finished = task
         .await
         .map_err(|e| interrupted(ApiError::task_failed("callback", e)))?;
+    if matches!(finished, Err(ApiError::NotFound)) {
+        // Not a member in the remembered tenant: the next callback reads the tenant again.
+        user_tenants.forget(identity.user_id);
+    }
     // The state is spent: "busy, retry" would only lead to OAUTH_STATE_INVALID.
     finished.map(Json).map_err(interrupted)
 }
