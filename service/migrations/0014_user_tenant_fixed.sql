@@ -4,7 +4,7 @@
 -- foreign key to users(tenant_id, id) already refused the change for a user with a membership;
 -- this refuses an UPDATE of it for every user. It does not stop a row deleted and its id inserted
 -- again in another tenant (nor a disabled trigger): the callback reads the tenant again before it
--- refuses anything on a remembered one.
+-- refuses a state on a remembered one, and forgets it after a 404.
 CREATE FUNCTION harbor_user_tenant_is_fixed() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

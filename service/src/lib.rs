@@ -25,7 +25,7 @@
 //! - [`providers`]: provider configuration and the HTTP client (exchange, refresh, revoke, fetch).
 //! - [`vault`]: AES-256-GCM token encryption bound to its row, the key ring, key rotation.
 //! - [`tokens`]: a connection's tokens sealed with the vault before storing, opened for use.
-//! - [`user_tenants`]: each user's tenant, remembered per replica once read (it never changes).
+//! - [`user_tenants`]: each user's tenant, remembered per replica once read (a user's row keeps its tenant).
 //! - [`documents`]: connector sync with single-flight refresh, and the documents list.
 //! - [`ratelimit`]: GCRA rate limits in Redis, shared by replicas.
 //! - [`clock`]: the service's clock, which the harness can move.

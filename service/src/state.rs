@@ -25,7 +25,7 @@ pub struct AppState {
     pub redis: redis::aio::ConnectionManager,
     /// Bearer-token verification.
     pub jwt: Arc<JwtVerifier>,
-    /// The tenants of the users this replica has seen (a user's tenant never changes).
+    /// The tenants of the users this replica has seen (a user's row keeps its tenant).
     pub user_tenants: Arc<crate::user_tenants::UserTenants>,
     /// The harness's sync points; `None` unless enabled by configuration.
     pub sync_points: Option<SyncHooks>,

@@ -3,21 +3,25 @@
 //! The OAuth callback needs its caller's tenant before its first transaction (the tenant's rate
 //! limit is charged, and the state's binding checked, before the state is consumed), and it used
 //! to read it from the database on every call: one transaction of the three a callback made. A
-//! user's tenant never changes — migration 0014 refuses an update of `users.tenant_id`, and the
+//! user's row keeps its tenant — migration 0014 refuses an update of `users.tenant_id`, and the
 //! memberships' foreign key to `(tenant_id, id)` already refused one for any user with a
-//! membership — so what a replica has read once stays true. Every membership a request reads
-//! tells it the caller's tenant too (the foreign key makes the two equal), so a callback whose
-//! caller has already made a request to this replica (their authorize, most often) reads nothing.
+//! membership — so what a replica has read stays true while the row lives. Every membership a
+//! workspace request reads tells it the caller's tenant too (the foreign key makes the two
+//! equal), so a callback whose caller has already made a workspace request to this replica (their
+//! authorize, most often) reads nothing.
 //!
 //! What it may not decide: whether the user still exists or is still a member. It only names the
-//! tenant a request is scoped to: the callback's write-ahead transaction, scoped to it, finds the
-//! membership and the connection row or answers 404, and the store checks the membership again,
-//! in that tenant, with the row locked. What the trigger cannot stop — a user's row deleted and
-//! its id provisioned again in another tenant — is why the callback forgets the remembered tenant
-//! whenever it would refuse on it: a state issued to someone else is judged, and audited, on a
-//! fresh read, and a 404 from the write-ahead makes the next callback read again. A deleted user
-//! still remembered has their own state consumed and answered 404 (401 where not remembered);
-//! nothing reaches the provider either way.
+//! tenant a request is scoped to: the callback's write-ahead transaction, scoped to it, sees the
+//! connection row only in that tenant (row-level security) and answers 404 without it or without
+//! a membership; the store checks the membership again, in that tenant, with the row locked.
+//!
+//! What the trigger cannot stop is a user's row deleted and its id provisioned again in another
+//! tenant. So a callback whose state does not bind to the caller on the remembered tenant reads
+//! it again ([`UserTenants::read_again`]) before it refuses or audits, and one answered 404
+//! forgets it, for the next callback to read. What is still decided on a remembered tenant: the
+//! tenant rate-limit bucket charged (and a 429 from it), and the 404 itself. A deleted user still
+//! remembered has their own state consumed and answered 404 (401 before consuming where not
+//! remembered); nothing reaches the provider either way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -56,6 +60,30 @@ impl UserTenants {
             .remove(&user);
     }
 
+    /// The user's tenant read from the database whatever is remembered, and remembered (or
+    /// forgotten, when there is no such user any more).
+    pub async fn read_again(
+        &self,
+        pool: &PgPool,
+        user: UserId,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        let tenant = Self::look_up(pool, user).await?;
+        match tenant {
+            Some(tenant) => self.remember(user, tenant),
+            None => self.forget(user),
+        }
+        Ok(tenant)
+    }
+
+    async fn look_up(pool: &PgPool, user: UserId) -> Result<Option<TenantId>, sqlx::Error> {
+        crate::db::retry_lost(pool, || {
+            sqlx::query_scalar("SELECT harbor_user_tenant($1)")
+                .bind(user)
+                .fetch_one(pool)
+        })
+        .await
+    }
+
     /// The user's tenant: remembered, or read through the owner's look-up function (row-level
     /// security hides `users` from a session with no tenant yet, migration 0006) and remembered.
     /// `None`: no such user.
@@ -73,12 +101,7 @@ impl UserTenants {
         if let Some(tenant) = remembered {
             return Ok(Some(tenant));
         }
-        let tenant: Option<TenantId> = crate::db::retry_lost(pool, || {
-            sqlx::query_scalar("SELECT harbor_user_tenant($1)")
-                .bind(user)
-                .fetch_one(pool)
-        })
-        .await?;
+        let tenant = Self::look_up(pool, user).await?;
         if let Some(tenant) = tenant {
             self.remember(user, tenant);
         }

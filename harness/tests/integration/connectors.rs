@@ -439,6 +439,45 @@ async fn a_user_provisioned_again_in_another_tenant_is_judged_on_a_fresh_read() 
 }
 
 #[tokio::test]
+async fn a_callback_answered_404_forgets_the_remembered_tenant() {
+    // A user deleted after starting two flows: the first callback is judged on the remembered
+    // tenant (404, its state spent); the second reads the tenant again, finds no user, and is
+    // refused before it consumes its state (401).
+    let app = spawn_app().await;
+    let t = app
+        .tenant("forgotten", true, ConnectionStatus::NotConnected)
+        .await;
+    let user = t.admin;
+    let qbo = app
+        .authorize_and_consent(0, user, t.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    let gmail = app
+        .authorize_and_consent(0, user, t.workspace, Provider::Gmail)
+        .await
+        .unwrap();
+    for sql in [
+        "DELETE FROM memberships WHERE user_id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(user).execute(app.db()).await.unwrap();
+    }
+    let (status, body) = app.callback(0, user, Provider::Qbo, &qbo).await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = app
+        .callback(0, user, Provider::Gmail, &gmail)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        state_keys(&app).await.len(),
+        1,
+        "the second flow's state was not consumed"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn state_from_tenant_a_cannot_be_used_by_tenant_b_callback() {
     let app = spawn_app().await;
     let a = app

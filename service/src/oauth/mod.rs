@@ -116,8 +116,8 @@ pub async fn callback(
     RawQuery(query): RawQuery,
 ) -> Result<Json<ConnectionView>, ApiError> {
     // Remembered by this replica once read (a workspace request of the caller's tells it): a
-    // user's tenant never changes. It names a scope, nothing more: the write-ahead's transaction,
-    // scoped to it, finds the membership and the connection or answers 404.
+    // user's row keeps its tenant. It names a scope, nothing more: the write-ahead's transaction,
+    // scoped to it, finds the connection row only in it, and the membership, or answers 404.
     let mut caller_tenant = state
         .user_tenants
         .tenant_of(&state.db, identity.user_id)
@@ -157,20 +157,25 @@ pub async fn callback(
     SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_STATE_CONSUMED).await?;
 
     // 2. The state must have been issued to this user, in this tenant, for this provider.
-    let mut same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
-    if !same_party {
-        // Nothing is refused or audited on a remembered tenant: it is read again. (A user's row
-        // cannot change tenant, but an id deleted and provisioned again elsewhere could.)
-        state.user_tenants.forget(identity.user_id);
-        caller_tenant = state
+    let binds = |tenant: TenantId| {
+        let same_party = record.user_id == identity.user_id && record.tenant_id == tenant;
+        let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
+        same_party && record.provider == provider
+    };
+    let mut bound = binds(caller_tenant);
+    if !bound {
+        // A state is not refused, nor the refusal audited, on a remembered tenant: it is read
+        // again. (A user's row cannot change tenant, but an id deleted and provisioned again in
+        // another tenant could.) A user gone since keeps the remembered one, for the audit.
+        if let Some(fresh) = state
             .user_tenants
-            .tenant_of(&state.db, identity.user_id)
+            .read_again(&state.db, identity.user_id)
             .await?
-            .ok_or(ApiError::Unauthenticated("unknown user"))?;
-        same_party = record.user_id == identity.user_id && record.tenant_id == caller_tenant;
+        {
+            caller_tenant = fresh;
+            bound = binds(caller_tenant);
+        }
     }
-    let same_party = same_party || flaws::active(Flaw::NoCallbackTenantCheck);
-    let bound = same_party && record.provider == provider;
     if !bound {
         // Both tenants learn of it: the caller's without the other tenant's ids, the state
         // owner's with who presented their state.
@@ -227,16 +232,18 @@ pub async fn callback(
     let tasks = state.tasks.clone();
     let user_tenants = state.user_tenants.clone();
     let flow = complete_flow(state, ctx, record, params, member, provider);
+    let caller = identity.user_id;
     let task = tasks.spawn(crate::context::within_request(async move {
-        flaws::scope(&flaws_of_request, flow).await
+        let finished = flaws::scope(&flaws_of_request, flow).await;
+        if matches!(finished, Err(ApiError::NotFound)) {
+            // Not a member where the tenant scoped it: the next callback reads the tenant again.
+            user_tenants.forget(caller);
+        }
+        finished
     }));
     let finished = task
         .await
         .map_err(|e| interrupted(ApiError::task_failed("callback", e)))?;
-    if matches!(finished, Err(ApiError::NotFound)) {
-        // Not a member in the remembered tenant: the next callback reads the tenant again.
-        user_tenants.forget(identity.user_id);
-    }
     // The state is spent: "busy, retry" would only lead to OAUTH_STATE_INVALID.
     finished.map(Json).map_err(interrupted)
 }
