@@ -167,10 +167,12 @@ pub async fn callback(
         // A state is not refused, nor the refusal audited, on a remembered tenant: it is read
         // again. (A user's row cannot change tenant, but an id deleted and provisioned again in
         // another tenant could.) A user gone since keeps the remembered one, for the audit.
+        // The state is spent from here on: a busy database is an interrupted authorization.
         if let Some(fresh) = state
             .user_tenants
             .read_again(&state.db, identity.user_id)
-            .await?
+            .await
+            .map_err(|e| interrupted(e.into()))?
         {
             caller_tenant = fresh;
             bound = binds(caller_tenant);
@@ -199,7 +201,9 @@ pub async fn callback(
         for (tenant, workspace, detail) in rows {
             // Each row in its own tenant's transaction (row-level security); see `MemberOfRecord`
             // for why the callback opens its transactions with `db::begin` itself.
-            let mut tx = db::begin(&state.db, ctx.actor.as_ref(), tenant).await?;
+            let mut tx = db::begin(&state.db, ctx.actor.as_ref(), tenant)
+                .await
+                .map_err(|e| interrupted(e.into()))?;
             let event = AuditEvent {
                 tenant_id: Some(tenant),
                 workspace_id: workspace,
@@ -211,7 +215,7 @@ pub async fn callback(
             let result = audit::record(&mut tx, &ctx, event)
                 .await
                 .map_err(ApiError::from);
-            db::finish(tx, result).await?;
+            db::finish(tx, result).await.map_err(interrupted)?;
         }
         tracing::warn!(
             provider = provider.as_str(),
