@@ -196,15 +196,9 @@ async fn prepare(started: &Started, kind: Kind) -> Result<(TenantWorkspace, Stri
             Ok((t, consent.callback_query()))
         }
         Kind::CallbackCallerNew => {
-            let bearer = started.bearer(t.owner, TokenKind::Valid);
-            let (answer, consent) = started
-                .client
-                .authorize_and_consent(1, Some(&bearer), None, t.workspace, Provider::Qbo)
-                .await
-                .map_err(|e| e.to_string())?;
-            let consent = consent.ok_or_else(|| {
-                format!("authorize answered {}: {}", answer.status, answer.body)
-            })??;
+            let consent =
+                crate::target::start_flow_on(target, 1, t.owner, t.workspace, Provider::Qbo)
+                    .await?;
             Ok((t, consent.callback_query()))
         }
         _ => {

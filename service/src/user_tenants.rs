@@ -24,7 +24,7 @@
 //! remembered); nothing reaches the provider either way.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use sqlx::PgPool;
 
@@ -40,9 +40,15 @@ pub struct UserTenants {
 }
 
 impl UserTenants {
+    /// The map; a panic elsewhere while it was held left it whole (every change is one insert,
+    /// remove or clear), so a poisoned lock is taken anyway.
+    fn known(&self) -> MutexGuard<'_, HashMap<UserId, TenantId>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Remembers that `user` belongs to `tenant` (read from a membership or from the user's row).
     pub fn remember(&self, user: UserId, tenant: TenantId) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.known();
         if known.get(&user) == Some(&tenant) {
             return;
         }
@@ -54,10 +60,7 @@ impl UserTenants {
 
     /// Forgets the user's tenant: the next [`Self::tenant_of`] reads it again.
     pub fn forget(&self, user: UserId) {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&user);
+        self.known().remove(&user);
     }
 
     /// The user's tenant read from the database whatever is remembered, and remembered (or
@@ -92,12 +95,7 @@ impl UserTenants {
         pool: &PgPool,
         user: UserId,
     ) -> Result<Option<TenantId>, sqlx::Error> {
-        let remembered = self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&user)
-            .copied();
+        let remembered = self.known().get(&user).copied();
         if let Some(tenant) = remembered {
             return Ok(Some(tenant));
         }

@@ -26,10 +26,21 @@ pub async fn start_flow(
     workspace: WorkspaceId,
     provider: Provider,
 ) -> Result<crate::fake_provider::Consent, String> {
+    start_flow_on(target, 0, user, workspace, provider).await
+}
+
+/// [`start_flow`] with the authorize sent to `replica`.
+pub async fn start_flow_on(
+    target: &dyn Target,
+    replica: usize,
+    user: UserId,
+    workspace: WorkspaceId,
+    provider: Provider,
+) -> Result<crate::fake_provider::Consent, String> {
     let bearer = target.bearer(user, TokenKind::Valid);
     let (answer, consent) = target
         .client()
-        .authorize_and_consent(0, Some(&bearer), None, workspace, provider)
+        .authorize_and_consent(replica, Some(&bearer), None, workspace, provider)
         .await
         .map_err(|e| e.to_string())?;
     consent.ok_or_else(|| format!("authorize answered {}: {}", answer.status, answer.body))?

@@ -49,7 +49,7 @@ pub mod state_queries;
 pub mod sync_protocol;
 
 pub use contract::Contract;
-pub use flow::{complete_flow, connect, start_flow};
+pub use flow::{complete_flow, connect, start_flow, start_flow_on};
 pub use restricted::Restricted;
 
 /// Something a target can do beyond answering HTTP.

@@ -9,7 +9,7 @@ use harbor_harness::evidence::{self, RedisEntry};
 use harbor_harness::fake_provider::{Fault, CANARY_PREFIX};
 use harbor_harness::fixtures::TenantWorkspace;
 use harbor_harness::target::started::ServiceOptions;
-use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
+use harbor_service::domain::{ConnectionId, Provider, TenantId, UserId, WorkspaceId};
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits};
 use harbor_service::vault::{self, KeyRing, TokenBinding, TokenField};
@@ -111,6 +111,27 @@ async fn revoke(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
     .as_user(t.owner.0)
     .send()
     .await
+}
+
+/// A user of `tenant` with no membership, written straight into the database.
+async fn insert_user(app: &TestApp, id: uuid::Uuid, tenant: TenantId) {
+    sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(tenant)
+        .bind(format!("{id}@example.test"))
+        .execute(app.db())
+        .await
+        .unwrap();
+}
+
+/// The user's memberships and row deleted, straight in the database (a deprovisioned user).
+async fn delete_user(app: &TestApp, user: UserId) {
+    for sql in [
+        "DELETE FROM memberships WHERE user_id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(user).execute(app.db()).await.unwrap();
+    }
 }
 
 async fn audit_outcomes(app: &TestApp, action: &str) -> Vec<String> {
@@ -301,13 +322,7 @@ async fn tenant_filtering_prevents_cross_tenant_access() {
     // A user's tenant never changes (replicas remember it, migration 0014) — not even for a user
     // with no membership, whom no foreign key holds, and not even for the tables' owner.
     let loner = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
-        .bind(loner)
-        .bind(a.tenant)
-        .bind(format!("{loner}@example.test"))
-        .execute(app.db())
-        .await
-        .unwrap();
+    insert_user(&app, loner, a.tenant).await;
     let moved = sqlx::query("UPDATE users SET tenant_id = $1 WHERE id = $2")
         .bind(b.tenant)
         .bind(loner)
@@ -396,19 +411,8 @@ async fn a_user_provisioned_again_in_another_tenant_is_judged_on_a_fresh_read() 
         .await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
     // The same id, provisioned again as an admin of tenant B.
-    for sql in [
-        "DELETE FROM memberships WHERE user_id = $1",
-        "DELETE FROM users WHERE id = $1",
-    ] {
-        sqlx::query(sql).bind(user).execute(app.db()).await.unwrap();
-    }
-    sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
-        .bind(user)
-        .bind(b.tenant)
-        .bind(format!("again-{}@after.test", user.0))
-        .execute(app.db())
-        .await
-        .unwrap();
+    delete_user(&app, user).await;
+    insert_user(&app, user.0, b.tenant).await;
     sqlx::query(
         "INSERT INTO memberships (tenant_id, workspace_id, user_id, role) VALUES ($1, $2, $3, 'admin')",
     )
@@ -456,12 +460,7 @@ async fn a_callback_answered_404_forgets_the_remembered_tenant() {
         .authorize_and_consent(0, user, t.workspace, Provider::Gmail)
         .await
         .unwrap();
-    for sql in [
-        "DELETE FROM memberships WHERE user_id = $1",
-        "DELETE FROM users WHERE id = $1",
-    ] {
-        sqlx::query(sql).bind(user).execute(app.db()).await.unwrap();
-    }
+    delete_user(&app, user).await;
     let (status, body) = app.callback(0, user, Provider::Qbo, &qbo).await.unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = app
