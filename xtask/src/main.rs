@@ -253,15 +253,23 @@ fn test(args: &[String]) -> Result<ExitCode> {
         std::fs::copy(&junit, artefacts.join("nextest-junit.xml"))?;
     }
     // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
-    // build (silent; two sets at a time, so that running sets side by side is held to silence
-    // too), then each ordering flaw (each must be found). Then the lock probes' own kill
+    // build (silent; two sets at a time on each of two services, so that running sets side by
+    // side, and sharing them among services, are held to silence too), then each ordering flaw
+    // (each must be found). Then the lock probes' own kill
     // matrix: with no sync point armed, the probes alone must catch the lock a flawed build skips
     // (the split namespace, the missing row lock).
     let explored = phase(
         "harbor-certify explore --kill-matrix (every pair of operations, every schedule)",
         || {
             let matrices: [&[&str]; 2] = [
-                &["--lanes", "2", "--out", "reports/explore"],
+                &[
+                    "--lanes",
+                    "2",
+                    "--services",
+                    "2",
+                    "--out",
+                    "reports/explore",
+                ],
                 &[
                     "--lock-probes",
                     "--ops",

@@ -103,13 +103,20 @@ pub struct ExploreArgs {
     /// Replicas (operations go to the one the starting state was not made on).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
-    /// Sets explored at once on the one service, each on its own workspace, tags and grant (1:
+    /// Sets explored at once on one service, each on its own workspace, tags and grant (1:
     /// one after another). A set with a fault or a stale start acts on the whole service, and
     /// runs with nothing beside it. At most 4: a parked request keeps its pooled connection, and
     /// four sets of up to four operations stay within a replica's pool of 20 (a request waiting
     /// for a connection would look like a hang).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     pub lanes: u16,
+    /// Services started for the exploration, each with its own database, Redis prefix, replicas,
+    /// proxies and provider; each takes the next set when it is free, so a set that must run
+    /// alone on its service (a fault, a stale start) runs beside the other services' sets. What
+    /// one process does with `--shard`s run side by side, without the merge. Not for a deployed
+    /// target, which is one service whatever is asked.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub services: u16,
     /// Where the run folder is written (`<DIR>/<timestamp>/explore.json`, `<DIR>/latest`).
     #[arg(long, default_value = "reports/explore")]
     pub out: PathBuf,
@@ -184,6 +191,10 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if args.services > 1 && profile.as_ref().is_some_and(|p| p.deployed.is_some()) {
+        eprintln!("harbor-certify: --services {}: a deployed target is one service, which a set with a fault or a stale start must have to itself; explore it with one", args.services);
+        return ExitCode::from(CANNOT_RUN);
+    }
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
@@ -210,6 +221,7 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         save_dir: Some(dir.join("found")),
         lock_probes: args.lock_probes,
         lanes: usize::from(args.lanes),
+        services: usize::from(args.services),
     };
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
@@ -287,6 +299,12 @@ fn print_summary(label: &str, report: &ExploreReport) {
             report.lanes
         );
     }
+    if report.services > 1 {
+        println!(
+            "  {} services: each with its own database, Redis prefix, replicas, proxies and provider, taking the next set when free; a set that ran alone had its service to itself",
+            report.services
+        );
+    }
     let mean: Vec<String> = report
         .mean_ms
         .iter()
@@ -298,7 +316,7 @@ fn print_summary(label: &str, report: &ExploreReport) {
         report.lock_reads_per_schedule
     );
     println!(
-        "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"
+        "  each set: its operations run concurrently from a start state (connected: QuickBooks connected; stale: connected with an expired token, so a sync refreshes; pending: an authorization waiting for its callback); (all) = every schedule explored; its wall time; then each distinct outcome: every operation's answer → the connection's end status and activation rows, × how many schedules ended so"
     );
     if report.lock_probes {
         println!("  at lock probes: no sync point armed; requests wait only behind lock_probe (the workspace lock) and row_probe (the connection row), held from the harness's own sessions");
@@ -313,11 +331,12 @@ fn print_summary(label: &str, report: &ExploreReport) {
     for s in &report.sets {
         let ops: Vec<&str> = s.operations.iter().map(|o| o.as_str()).collect();
         println!(
-            "  {:<28} from {:<9} {:>4} schedules{} {:>2} outcome(s){}",
+            "  {:<28} from {:<9} {:>4} schedules{} in {:>6.1} s {:>2} outcome(s){}",
             ops.join(" + "),
             s.start.as_str(),
             s.explored,
             if s.complete { " (all)" } else { "      " },
+            s.duration_ms / 1000.0,
             s.outcomes.len(),
             if s.anomalies.is_empty() {
                 String::new()

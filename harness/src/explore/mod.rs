@@ -76,9 +76,13 @@ pub struct Options {
     /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
     /// the lock probe (a target that offers no sync points is explored so whatever this says).
     pub lock_probes: bool,
-    /// Sets explored at once (1: one after another). Sets with a fault or a stale start run
-    /// alone in any case.
+    /// Sets explored at once on one service (1: one after another). Sets with a fault or a
+    /// stale start run alone on theirs in any case.
     pub lanes: usize,
+    /// Services started, each with its own database, Redis prefix, replicas, proxies and
+    /// provider: the sets are shared among them as each becomes free, so a set that must run
+    /// alone on its service still runs beside the other services' sets.
+    pub services: usize,
 }
 
 /// A violation found.
@@ -121,6 +125,10 @@ pub struct SetReport {
     pub explored: usize,
     /// Schedules skipped as mirror images of explored ones.
     pub pruned: usize,
+    /// Its wall time, milliseconds, from its first workspace made to its last schedule checked
+    /// (what a shard plan or a nightly budget adds up).
+    #[serde(default)]
+    pub duration_ms: f64,
     /// Whether every schedule was run (systematic mode within the budget).
     pub complete: bool,
     /// Why a systematic set that ran out its schedules is not complete: the first decision at
@@ -252,8 +260,10 @@ pub struct ExploreReport {
     pub oracles_off: Vec<String>,
     /// Whether requests parked only behind the lock probe (no sync points used).
     pub lock_probes: bool,
-    /// Sets explored at once (those with a fault or a stale start ran alone).
+    /// Sets explored at once on one service (those with a fault or a stale start ran alone).
     pub lanes: usize,
+    /// Services the sets were shared among (each its own database, Redis, replicas and provider).
+    pub services: usize,
 }
 
 /// Every multiset of `size` operations drawn from `ops` (repeats included, order ignored), but
@@ -321,33 +331,54 @@ fn outcome_key(ops: &[Operation], run: &ScheduleRun) -> String {
     )
 }
 
-/// Explores every set; `progress` hears about every schedule (set index, schedules of that set so
-/// far; with lanes, the sets' schedules interleave).
+/// Explores every set on `options.services` services started by `launcher`; `progress` hears
+/// about every schedule (set index, schedules of that set so far; with lanes or several
+/// services, the sets' schedules interleave).
 pub async fn explore(
     launcher: &dyn Launcher,
     options: &Options,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ExploreReport, String> {
     let started = Instant::now();
-    let launched = launcher
-        .launch(&setup(options.replicas))
-        .await
-        .map_err(|e| format!("the service did not start: {e}"))?;
-    let result = explore_on(launched.target(), options, &mut progress, started).await;
-    let stopped = launched.stop().await;
+    // No more services than sets: one with nothing to explore would only be started and stopped.
+    let services = options.services.clamp(1, options.sets.len().max(1));
+    let setup = setup(options.replicas);
+    let launches = futures::future::join_all((0..services).map(|_| launcher.launch(&setup))).await;
+    let mut launched = Vec::new();
+    let mut failed = None;
+    for l in launches {
+        match l {
+            Ok(l) => launched.push(l),
+            Err(e) => failed = failed.or(Some(format!("the service did not start: {e}"))),
+        }
+    }
+    let result = match failed {
+        Some(e) => Err(e),
+        None => {
+            let targets: Vec<&dyn Target> = launched.iter().map(|l| l.target()).collect();
+            explore_on(&targets, options, &mut progress, started).await
+        }
+    };
+    let mut stopped = Ok(());
+    for l in launched {
+        let s = l.stop().await;
+        stopped = stopped.and(s);
+    }
     let mut report = result?;
     stopped.map_err(|e| format!("clean-up: {e}"))?;
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }
 
+/// Explores the sets on `targets` (started alike; the first also minimises what is found).
 async fn explore_on(
-    target: &dyn Target,
+    targets: &[&dyn Target],
     options: &Options,
     progress: &mut dyn FnMut(usize, usize),
     started: Instant,
 ) -> Result<ExploreReport, String> {
     let exploring = Instant::now();
+    let target = *targets.first().ok_or("no service to explore")?;
     let lock_probes = at_lock_probes(target, options.lock_probes);
     let engine = Engine::new(target).with_sync_points(!lock_probes);
     let sets: Vec<Vec<Operation>> = if lock_probes {
@@ -382,6 +413,7 @@ async fn explore_on(
         oracles_off: oracles_off(target, lock_probes),
         lock_probes,
         lanes: options.lanes.max(1),
+        services: targets.len(),
     };
     let offered = target.capabilities();
     if let Some(missing) = NEEDED.iter().find(|c| !offered.contains(c)) {
@@ -408,38 +440,33 @@ async fn explore_on(
             None => served.push((set_index, ops)),
         }
     }
-    // With lanes, the sets that may share the target run first, that many at once, each on an
-    // engine of its own; then, one at a time, those that act on the whole target.
+    // On each service, the sets that may share it run first, `lanes` at once, each on an engine
+    // of its own; then, one at a time, those that act on the whole service. Each service takes
+    // the next set of either queue when it is free for one.
     let lanes = options.lanes.max(1);
     let (beside, alone): (Vec<_>, Vec<_>) = served
         .into_iter()
         .partition(|(_, ops)| lanes > 1 && !set::runs_alone(ops));
+    let served_count = beside.len() + alone.len();
+    let queues = set::Queues::new(beside, alone);
     let progress = std::cell::RefCell::new(progress);
     let heard = |set_index: usize, explored: usize| (progress.borrow_mut())(set_index, explored);
-    let mut explored: Vec<(usize, set::Explored)> = Vec::new();
-    {
-        use futures::StreamExt;
-        let heard = &heard;
-        let mut running = futures::stream::iter(beside.into_iter().map(|(i, ops)| async move {
-            let lane = Engine::new(target)
-                .with_sync_points(!lock_probes)
-                .in_lane(i);
-            set::explore_set(&lane, i, ops, options, started, heard)
-                .await
-                .map(|e| (i, e))
-        }))
-        .buffer_unordered(lanes);
-        while let Some(done) = running.next().await {
-            explored.push(done?);
-        }
-    }
-    for (i, ops) in alone {
-        explored.push((
-            i,
-            set::explore_set(&engine, i, ops, options, started, &heard).await?,
+    let per_service = futures::future::try_join_all(targets.iter().map(|t| {
+        set::explore_on_service(*t, &queues, lanes, lock_probes, options, started, &heard)
+    }))
+    .await?;
+    let mut explored: Vec<(usize, set::Explored)> = per_service.into_iter().flatten().collect();
+    explored.sort_by_key(|(i, _)| *i);
+    // Each set explored once, by one service: a report that counted a set twice or lost one
+    // would claim schedules it did not run.
+    let indices: BTreeSet<usize> = explored.iter().map(|(i, _)| *i).collect();
+    if indices.len() != explored.len() || explored.len() != served_count {
+        return Err(format!(
+            "the services explored {} set(s), {} distinct, of {served_count}",
+            explored.len(),
+            indices.len()
         ));
     }
-    explored.sort_by_key(|(i, _)| *i);
     let mut tally = set::Tally::default();
     for (_, e) in explored {
         report.schedules_explored += e.set.explored;

@@ -2,9 +2,11 @@
 //! workspace (the next one made while one runs) and checked against the model. [`super::explore`]
 //! runs the sets one at a time, or several at once (`--lanes`): each set on an engine of its own,
 //! with its own actor tags and the provider's counters of its own grant, and a set that acts on
-//! the whole target (a fault, the clock) with nothing beside it.
+//! the whole target (a fault, the clock) with nothing beside it on its service. With several
+//! services (`--services`), each takes the next set when it is free for one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::anomaly::{self, Anomaly, Finding};
@@ -12,6 +14,76 @@ use super::engine::{Engine, ScheduleRun, Spent};
 use super::ops::Operation;
 use super::start::Start;
 use super::{outcome_key, Mode, Options, SetReport, Violation};
+use crate::target::Target;
+
+/// The sets still to explore, shared by the services: those that may share a service with
+/// other sets, and those that must have theirs to themselves.
+pub(super) struct Queues<'o> {
+    beside: Mutex<VecDeque<(usize, &'o [Operation])>>,
+    alone: Mutex<VecDeque<(usize, &'o [Operation])>>,
+}
+
+impl<'o> Queues<'o> {
+    /// Both queues, each in the sets' order.
+    pub fn new(
+        beside: Vec<(usize, &'o [Operation])>,
+        alone: Vec<(usize, &'o [Operation])>,
+    ) -> Self {
+        Self {
+            beside: Mutex::new(beside.into()),
+            alone: Mutex::new(alone.into()),
+        }
+    }
+
+    fn next(queue: &Mutex<VecDeque<(usize, &'o [Operation])>>) -> Option<(usize, &'o [Operation])> {
+        // Popping never panics while the lock is held: a poisoned queue is still a queue.
+        queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+}
+
+/// Explores sets on one service until both queues are empty: first those that may share it,
+/// `lanes` at once, each on an engine of its own; then, one at a time, those that act on the
+/// whole service. Returns each explored set with its index.
+pub(super) async fn explore_on_service(
+    target: &dyn Target,
+    queues: &Queues<'_>,
+    lanes: usize,
+    lock_probes: bool,
+    options: &Options,
+    started: Instant,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<(usize, Explored)>, String> {
+    let lane = || async {
+        let mut done = Vec::new();
+        while let Some((i, ops)) = Queues::next(&queues.beside) {
+            let engine = Engine::new(target)
+                .with_sync_points(!lock_probes)
+                .in_lane(i);
+            done.push((
+                i,
+                explore_set(&engine, i, ops, options, started, progress).await?,
+            ));
+        }
+        Ok::<_, String>(done)
+    };
+    let mut explored: Vec<(usize, Explored)> =
+        futures::future::try_join_all((0..lanes).map(|_| lane()))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+    let engine = Engine::new(target).with_sync_points(!lock_probes);
+    while let Some((i, ops)) = Queues::next(&queues.alone) {
+        explored.push((
+            i,
+            explore_set(&engine, i, ops, options, started, progress).await?,
+        ));
+    }
+    Ok(explored)
+}
 
 /// The schedules' time, summed: what `explore.json`'s `mean_ms` divides by their number.
 #[derive(Default)]
@@ -80,6 +152,7 @@ pub(super) async fn explore_set(
     started: Instant,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Explored, String> {
+    let began = Instant::now();
     let deadline = options.seconds.map(Duration::from_secs_f64);
     let start = Start::for_operations(ops);
     let serial = anomaly::serial_outcomes(ops, start);
@@ -88,6 +161,7 @@ pub(super) async fn explore_set(
         start,
         explored: 0,
         pruned: 0,
+        duration_ms: 0.0,
         complete: false,
         divergence: None,
         outcomes: BTreeMap::new(),
@@ -176,6 +250,7 @@ pub(super) async fn explore_set(
             break;
         }
     }
+    set.duration_ms = began.elapsed().as_secs_f64() * 1000.0;
     Ok(Explored {
         set,
         violations,

@@ -159,7 +159,7 @@ pub enum WorkerError {
     Adoption(#[from] lifecycle::LifecycleError),
 }
 
-/// Drains the outbox on one replica: every `interval`, it claims the due intents one at a time
+/// Drains the outbox on one replica: every `interval` (and at once when a test moves the clock), it claims the due intents one at a time
 /// (each leased for `LEASE`, longer than one provider call, so replicas never deliver the same one
 /// at once) and delivers each. It holds no transaction while it calls a provider.
 #[derive(Clone)]
@@ -181,6 +181,9 @@ impl Worker {
     /// Runs until `stop` is cancelled: the intent it is delivering then is finished and settled
     /// (a graceful shutdown waits for that), and no other is claimed.
     pub async fn run(self, stop: CancellationToken) {
+        // A moved clock may have made intents due (a lease run out): look at once rather than
+        // at the next interval. Only a test moves it; a deployed service waits the interval.
+        let mut moves = self.clock.moves();
         while !stop.is_cancelled() {
             if let Err(e) = self.drain_until(&stop).await {
                 tracing::warn!(error = %e, "the revocation outbox could not be read; trying again");
@@ -188,6 +191,7 @@ impl Worker {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(self.interval) => {}
+                Ok(()) = moves.changed() => {}
             }
         }
     }
