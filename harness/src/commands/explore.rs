@@ -105,7 +105,7 @@ pub struct ExploreArgs {
     pub replicas: usize,
     /// Sets explored at once on one service, each on its own workspace, tags and grant (1:
     /// one after another). A set with a fault or a stale start acts on the whole service, and
-    /// runs with nothing beside it. At most 4: a parked request keeps its pooled connection, and
+    /// runs with nothing beside it on its service. At most 4: a parked request keeps its pooled connection, and
     /// four sets of up to four operations stay within a replica's pool of 20 (a request waiting
     /// for a connection would look like a hang).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
@@ -114,7 +114,9 @@ pub struct ExploreArgs {
     /// proxies and provider; each takes the next set when it is free, so a set that must run
     /// alone on its service (a fault, a stale start) runs beside the other services' sets. What
     /// one process does with `--shard`s run side by side, without the merge. Not for a deployed
-    /// target, which is one service whatever is asked.
+    /// target, which is one service whatever is asked. Each service may open about 50
+    /// PostgreSQL connections (two replicas' pools and the harness's): the local and docker
+    /// backends allow 500; a server on PostgreSQL's default of 100 fits two.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub services: u16,
     /// Where the run folder is written (`<DIR>/<timestamp>/explore.json`, `<DIR>/latest`).
@@ -295,7 +297,7 @@ fn print_summary(label: &str, report: &ExploreReport) {
     );
     if report.lanes > 1 {
         println!(
-            "  {} lanes: that many sets explored at once, each on its own workspace, actor tags (S<set>E<i>) and grant; sets with a fault or a stale start ran alone",
+            "  {} lanes: that many sets explored at once on each service, each on its own workspace, actor tags (S<set>E<i>) and grant; sets with a fault or a stale start ran alone on theirs",
             report.lanes
         );
     }
@@ -687,10 +689,11 @@ async fn kill_matrix(
     if let Some(row) = &side_by_side {
         ok &= row.caught;
         println!(
-            "{:<26} {:<9} with {} sets at once: found on {} of the {} sets with a callback (each must show it), of {} sets side by side, {} schedules",
+            "{:<26} {:<9} with {} sets at once on each of {} service(s): found on {} of the {} sets with a callback (each must show it), of {} sets side by side, {} schedules",
             row.flaw,
             if row.caught { "KILLED" } else { "SURVIVED" },
             options.lanes,
+            options.services,
             row.sets_found,
             row.sets_expected,
             row.sets,

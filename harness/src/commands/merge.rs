@@ -86,6 +86,12 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
         })
         .collect();
     merged["schedules_per_s"] = Value::from(explored / rates.iter().sum::<f64>().max(1e-9));
+    // Each shard started its own services (one, from files written before they were counted).
+    let services: u64 = shards
+        .iter()
+        .map(|s| s["services"].as_u64().unwrap_or(1))
+        .sum();
+    merged["services"] = Value::from(services);
     Ok(merged)
 }
 
@@ -155,6 +161,14 @@ mod tests {
         assert_eq!(merged["sets"].as_array().unwrap().len(), 2);
         assert_eq!(merged["violations"].as_array().unwrap().len(), 1);
         assert_eq!(merged["duration_ms"], 20000.0);
+        // Files from before `services` was written count one service each.
+        assert_eq!(merged["services"], 2);
+        let mut four = shard(5, json!([]));
+        four["services"] = json!(4);
+        assert_eq!(
+            merge_reports(&[shard(1, json!([])), four]).unwrap()["services"],
+            5
+        );
         let mut other = shard(1, json!([]));
         other["flaws"] = json!(["no-row-lock"]);
         assert!(

@@ -451,11 +451,16 @@ async fn explore_on(
     let queues = set::Queues::new(beside, alone);
     let progress = std::cell::RefCell::new(progress);
     let heard = |set_index: usize, explored: usize| (progress.borrow_mut())(set_index, explored);
-    let per_service = futures::future::try_join_all(targets.iter().map(|t| {
+    // Every service ends on its own: one whose set failed abandons the run, and the others stop
+    // at their next schedule rather than being dropped in the middle of one (a fault applied).
+    let per_service = futures::future::join_all(targets.iter().map(|t| {
         set::explore_on_service(*t, &queues, lanes, lock_probes, options, started, &heard)
     }))
-    .await?;
-    let mut explored: Vec<(usize, set::Explored)> = per_service.into_iter().flatten().collect();
+    .await;
+    let mut explored: Vec<(usize, set::Explored)> = Vec::new();
+    for service in per_service {
+        explored.extend(service?);
+    }
     explored.sort_by_key(|(i, _)| *i);
     // Each set explored once, by one service: a report that counted a set twice or lost one
     // would claim schedules it did not run.

@@ -6,6 +6,7 @@
 //! services (`--services`), each takes the next set when it is free for one.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,13 @@ use super::{outcome_key, Mode, Options, SetReport, Violation};
 use crate::target::Target;
 
 /// The sets still to explore, shared by the services: those that may share a service with
-/// other sets, and those that must have theirs to themselves.
+/// other sets, and those that must have theirs to themselves. Once one set fails, the run is
+/// abandoned: the others end at their next schedule's boundary (a fault in the middle of a
+/// schedule is not cut short) and no more are taken.
 pub(super) struct Queues<'o> {
     beside: Mutex<VecDeque<(usize, &'o [Operation])>>,
     alone: Mutex<VecDeque<(usize, &'o [Operation])>>,
+    abandoned: AtomicBool,
 }
 
 impl<'o> Queues<'o> {
@@ -32,15 +36,35 @@ impl<'o> Queues<'o> {
         Self {
             beside: Mutex::new(beside.into()),
             alone: Mutex::new(alone.into()),
+            abandoned: AtomicBool::new(false),
         }
     }
 
-    fn next(queue: &Mutex<VecDeque<(usize, &'o [Operation])>>) -> Option<(usize, &'o [Operation])> {
+    fn next(
+        &self,
+        queue: &Mutex<VecDeque<(usize, &'o [Operation])>>,
+    ) -> Option<(usize, &'o [Operation])> {
+        if self.is_abandoned() {
+            return None;
+        }
         // Popping never panics while the lock is held: a poisoned queue is still a queue.
         queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop_front()
+    }
+
+    /// Whether a set has failed: every other stops at its next schedule.
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// `result`, having abandoned the run if it is an error.
+    fn noting<T>(&self, result: Result<T, String>) -> Result<T, String> {
+        if result.is_err() {
+            self.abandoned.store(true, Ordering::SeqCst);
+        }
+        result
     }
 }
 
@@ -56,31 +80,28 @@ pub(super) async fn explore_on_service(
     started: Instant,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<(usize, Explored)>, String> {
+    let abandoned = || queues.is_abandoned();
     let lane = || async {
         let mut done = Vec::new();
-        while let Some((i, ops)) = Queues::next(&queues.beside) {
+        while let Some((i, ops)) = queues.next(&queues.beside) {
             let engine = Engine::new(target)
                 .with_sync_points(!lock_probes)
                 .in_lane(i);
-            done.push((
-                i,
-                explore_set(&engine, i, ops, options, started, progress).await?,
-            ));
+            let set = explore_set(&engine, i, ops, options, started, progress, &abandoned).await;
+            done.push((i, queues.noting(set)?));
         }
         Ok::<_, String>(done)
     };
-    let mut explored: Vec<(usize, Explored)> =
-        futures::future::try_join_all((0..lanes).map(|_| lane()))
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+    // Every lane ends on its own (none is dropped in the middle of a schedule), and only then do
+    // the sets that must be alone on the service begin.
+    let mut explored = Vec::new();
+    for lane in futures::future::join_all((0..lanes).map(|_| lane())).await {
+        explored.extend(lane?);
+    }
     let engine = Engine::new(target).with_sync_points(!lock_probes);
-    while let Some((i, ops)) = Queues::next(&queues.alone) {
-        explored.push((
-            i,
-            explore_set(&engine, i, ops, options, started, progress).await?,
-        ));
+    while let Some((i, ops)) = queues.next(&queues.alone) {
+        let set = explore_set(&engine, i, ops, options, started, progress, &abandoned).await;
+        explored.push((i, queues.noting(set)?));
     }
     Ok(explored)
 }
@@ -151,6 +172,7 @@ pub(super) async fn explore_set(
     options: &Options,
     started: Instant,
     progress: &dyn Fn(usize, usize),
+    abandoned: &dyn Fn() -> bool,
 ) -> Result<Explored, String> {
     let began = Instant::now();
     let deadline = options.seconds.map(Duration::from_secs_f64);
@@ -176,7 +198,10 @@ pub(super) async fn explore_set(
     // The next schedule's workspace is made while this one runs (it touches only its own).
     let mut next = Some(engine.prepare(start).await?);
     loop {
-        if set.explored >= options.budget || deadline.is_some_and(|d| started.elapsed() >= d) {
+        if set.explored >= options.budget
+            || deadline.is_some_and(|d| started.elapsed() >= d)
+            || abandoned()
+        {
             break;
         }
         let prepared = match next.take() {

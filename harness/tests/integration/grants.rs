@@ -193,3 +193,51 @@ async fn the_outbox_claim_reads_the_clock_after_its_snapshot() {
         (reading + chrono::Duration::seconds(30)).timestamp_micros()
     );
 }
+
+/// A moved clock wakes the outbox workers at once. With an interval of an hour, a revocation the
+/// provider refused is delivered as soon as the clock passes its retry time; a worker that only
+/// slept out its interval would still hold it when the bound below runs out.
+#[tokio::test]
+async fn a_moved_clock_wakes_the_outbox_worker() {
+    let app = spawn_app_with(ServiceOptions {
+        outbox_interval: Duration::from_secs(3600),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app
+        .tenant("wake", true, ConnectionStatus::NotConnected)
+        .await;
+    app.connect(t.owner, t.workspace, Provider::Box)
+        .await
+        .unwrap();
+    app.sut
+        .provider
+        .configure(Provider::Box, |s| s.revoke_fails = true);
+    let r = app
+        .call(
+            Method::POST,
+            format!("/v1/workspaces/{}/connections/box/revoke", t.workspace),
+        )
+        .as_user(t.owner.0)
+        .send()
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["provider_revocation"], "pending", "{}", r.body);
+    let db = app.db();
+    assert_eq!(
+        harbor_harness::oracles::outbox_intents(db, Some(t.workspace))
+            .await
+            .unwrap(),
+        1,
+        "the refused revocation waits in the outbox"
+    );
+    app.sut
+        .provider
+        .configure(Provider::Box, |s| s.revoke_fails = false);
+    // Past any retry time the outbox sets, and past every lease.
+    app.sut.clock.advance(Duration::from_secs(24 * 3600));
+    harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
+        .await
+        .expect("the worker delivered the revocation after the clock moved, not an hour later");
+    app.stop().await;
+}
