@@ -102,17 +102,6 @@ async fn sync(app: &TestApp, t: &TenantWorkspace, p: Provider, replica: usize) -
     .await
 }
 
-/// `POST …/connections/{p}/revoke` as the workspace's owner.
-async fn revoke(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
-    app.call(
-        Method::POST,
-        format!("/v1/workspaces/{}/connections/{p}/revoke", t.workspace),
-    )
-    .as_user(t.owner.0)
-    .send()
-    .await
-}
-
 /// A user of `tenant` with no membership, written straight into the database.
 async fn insert_user(app: &TestApp, id: uuid::Uuid, tenant: TenantId) {
     sqlx::query("INSERT INTO users (id, tenant_id, email) VALUES ($1, $2, $3)")
@@ -1143,7 +1132,7 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
         before.refresh.as_ref().unwrap(),
     )
     .unwrap();
-    let r = revoke(&app, &t, Provider::Box).await;
+    let r = app.revoke(&t, Provider::Box).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "REVOKED");
     assert_eq!(app.sut.provider.counters(Provider::Box).revocations, 1);
@@ -1174,7 +1163,7 @@ async fn revoke_calls_the_provider_and_wipes_tokens() {
     app.sut
         .provider
         .configure(Provider::Box, |s| s.revoke_fails = true);
-    let r = revoke(&app, &t2, Provider::Box).await;
+    let r = app.revoke(&t2, Provider::Box).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.body["provider_revocation"], "pending",
@@ -1420,7 +1409,7 @@ async fn the_provider_counts_each_grant_apart() {
         "{}",
         r.body
     );
-    let r = revoke(&app, &grants[1].0, Provider::Qbo).await;
+    let r = app.revoke(&grants[1].0, Provider::Qbo).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let a = app.sut.provider.grant_counters(&grants[0].1);
     let b = app.sut.provider.grant_counters(&grants[1].1);

@@ -213,14 +213,7 @@ async fn a_moved_clock_wakes_the_outbox_worker() {
     app.sut
         .provider
         .configure(Provider::Box, |s| s.revoke_fails = true);
-    let r = app
-        .call(
-            Method::POST,
-            format!("/v1/workspaces/{}/connections/box/revoke", t.workspace),
-        )
-        .as_user(t.owner.0)
-        .send()
-        .await;
+    let r = app.revoke(&t, Provider::Box).await;
     assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["provider_revocation"], "pending", "{}", r.body);
     let db = app.db();

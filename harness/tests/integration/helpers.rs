@@ -146,6 +146,17 @@ impl TestApp {
         harbor_harness::target::connect(&self.sut, user, workspace, provider).await
     }
 
+    /// `POST …/connections/{p}/revoke` as the workspace's owner.
+    pub async fn revoke(&self, t: &TenantWorkspace, p: Provider) -> Reply {
+        self.call(
+            Method::POST,
+            format!("/v1/workspaces/{}/connections/{p}/revoke", t.workspace),
+        )
+        .as_user(t.owner.0)
+        .send()
+        .await
+    }
+
     pub fn db(&self) -> &sqlx::PgPool {
         &self.sut.db
     }

@@ -161,7 +161,8 @@ pub enum WorkerError {
 
 /// Drains the outbox on one replica: every `interval` (and at once when a test moves the clock),
 /// it claims the due intents one at a time (each leased for `LEASE`, longer than one provider
-/// call, so replicas never deliver the same one at once) and delivers each. It holds no transaction while it calls a provider.
+/// call, so replicas never deliver the same one at once) and delivers each. It holds no
+/// transaction while it calls a provider.
 #[derive(Clone)]
 pub struct Worker {
     /// The request role's pool (the claims go through the owner's functions; an adoption runs in
