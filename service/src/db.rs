@@ -162,19 +162,16 @@ async fn connect_sized(
     // last as long as its holder. (A startup parameter: no round trip.) Found by
     // `explore --depth 3`: an activation queued behind another session's row lock outlived a
     // database cut.
-    options = options.options([("client_connection_check_interval", "1s")]);
-    let lock_timeout = lock_timeout_statement(config.lock_timeout);
+    // The lock timeout is a startup parameter too: no `SET` round trip on each new connection,
+    // and pools reconnect after every fault `explore` injects.
+    options = options.options([
+        ("client_connection_check_interval", "1s".to_owned()),
+        ("lock_timeout", lock_timeout_millis(config.lock_timeout)),
+    ]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(config.database_acquire_timeout)
         .test_before_acquire(test_before_acquire)
-        .after_connect(move |conn, _| {
-            let lock_timeout = lock_timeout.clone();
-            Box::pin(async move {
-                sqlx::query(&lock_timeout).execute(conn).await?;
-                Ok(())
-            })
-        })
         .connect_with(options)
         .await
 }
@@ -274,10 +271,10 @@ fn begin_statement(actor: Option<&Actor>, tenant: Option<TenantId>) -> String {
     }
 }
 
-/// Sets every pooled session's `lock_timeout` (see `Config::lock_timeout`).
-pub(crate) fn lock_timeout_statement(timeout: std::time::Duration) -> String {
-    // 0 disables the timeout, as in PostgreSQL itself.
-    format!("SET lock_timeout = {}", timeout.as_millis())
+/// Every pooled session's `lock_timeout` (see `Config::lock_timeout`), in milliseconds as its
+/// startup parameter takes it (0 disables the timeout, as in PostgreSQL itself).
+pub(crate) fn lock_timeout_millis(timeout: std::time::Duration) -> String {
+    timeout.as_millis().to_string()
 }
 
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the

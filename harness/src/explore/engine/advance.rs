@@ -35,17 +35,7 @@ impl Engine<'_> {
                 return Ok(());
             }
             if a.op.is_raw_sql() {
-                let url = self
-                    .target
-                    .database_url()
-                    .ok_or("the target has no database")?
-                    .parse::<sqlx::postgres::PgConnectOptions>()
-                    .map_err(|e| e.to_string())?;
-                let conn = url
-                    .application_name(&evidence::application_name(&a.tag))
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let conn = self.raw_session(&a.tag).await?;
                 let lock = self
                     .target
                     .workspace_lock(t.workspace)

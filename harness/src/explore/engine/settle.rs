@@ -19,6 +19,7 @@ impl Engine<'_> {
     ) -> Result<(), String> {
         let started = Instant::now();
         let mut read_locks = false;
+        let mut tick = SETTLE_TICK;
         loop {
             let mut settled = true;
             let mut moving: Vec<usize> = Vec::new();
@@ -128,7 +129,17 @@ impl Engine<'_> {
             read_locks = tokio::select! {
                 _ = self.finished.notified() => false,
                 _ = any_park => false,
-                _ = tokio::time::sleep(SETTLE_TICK) => true,
+                _ = tokio::time::sleep(tick) => true,
+            };
+            // A request still on its way after a reading is slow at something else (a provider
+            // call, a pool reconnecting after a fault): each quiet tick doubles the next, up to
+            // SETTLE_TICK_MAX, so it is not read for every 2 ms of it. A park or an answer starts
+            // again from SETTLE_TICK. It paces the readings only: what settles is still what
+            // they show.
+            tick = if read_locks {
+                (tick * 2).min(SETTLE_TICK_MAX)
+            } else {
+                SETTLE_TICK
             };
         }
     }
@@ -228,7 +239,7 @@ impl Engine<'_> {
                     return Ok(Some(Stop::Parked(a.op.points()[0])));
                 }
                 if let Some(conn) = conn {
-                    let _ = conn.close().await;
+                    self.keep_raw_session(conn).await;
                 }
                 run.finished[index] = Some(Finished {
                     status: 0,

@@ -251,10 +251,15 @@ impl Started {
                     };
                     let (running, addr) =
                         InProcessRun::start(config.clone(), hooks.clone()).await?;
+                    // A restart finds the schema this start migrated: without the owner's
+                    // credential it skips the migration table's re-read, and the backend a
+                    // schema-owner connection would start and end on every crash or stop.
+                    let mut restart = config;
+                    restart.migration_database_url = None;
                     (
                         format!("http://{addr}"),
                         StartWith::InProcess {
-                            config: Box::new(config),
+                            config: Box::new(restart),
                             hooks,
                         },
                         Running::InProcess(running),
