@@ -119,9 +119,17 @@ pub struct Engine<'a> {
     raw_sessions: std::sync::Mutex<Vec<PgConnection>>,
 }
 
-/// The `application_name` of a raw session kept between schedules: no actor's, so no reading of
-/// the lock tables takes it for an operation.
-const IDLE_RAW_SESSION: &str = "harbor-explore-idle";
+/// What a kept raw session is put back to before it waits, in one simple query: what `DISCARD
+/// ALL` does (which cannot run in a multi-statement query) but `DEALLOCATE ALL`, since the
+/// client's statement cache holds the session's prepared statements. A target's `lock_qbo_row`
+/// state query is the profile's SQL: it may set a parameter or a role, take a session-level
+/// advisory lock, `LISTEN` or make a temporary table, and none of it may reach a later schedule.
+/// The name it then waits under, `certify-explore-idle`, is set last (`RESET ALL` gives back the
+/// startup name, an actor's): no actor's, so no reading of the lock tables takes it for an
+/// operation, and outside `harbor%`, so no fault that ends the service's backends counts it.
+const RESET_RAW_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; \
+    SELECT set_config('application_name', 'certify-explore-idle', false)";
 
 impl<'a> Engine<'a> {
     /// An engine on `target`.
@@ -165,9 +173,15 @@ impl<'a> Engine<'a> {
     }
 
     /// Keeps a raw session whose transaction ended cleanly (committed, nothing left open) for a
-    /// later schedule, renamed first so that it is no actor's while it waits.
+    /// later schedule of this engine's set, put back to its defaults and renamed first so that
+    /// it is no actor's while it waits.
     async fn keep_raw_session(&self, mut conn: PgConnection) {
-        if rename(&mut conn, IDLE_RAW_SESSION).await.is_err() {
+        use sqlx::Executor;
+        if conn
+            .execute(sqlx::raw_sql(RESET_RAW_SESSION))
+            .await
+            .is_err()
+        {
             let _ = conn.close().await;
             return;
         }

@@ -21,6 +21,7 @@ impl Engine<'_> {
         let mut read_locks = false;
         let mut tick = SETTLE_TICK;
         loop {
+            let observed = run.observed.len();
             let mut settled = true;
             let mut moving: Vec<usize> = Vec::new();
             for (i, a) in actors.iter_mut().enumerate() {
@@ -133,10 +134,11 @@ impl Engine<'_> {
             };
             // A request still on its way after a reading is slow at something else (a provider
             // call, a pool reconnecting after a fault): each quiet tick doubles the next, up to
-            // SETTLE_TICK_MAX, so it is not read for every 2 ms of it. A park or an answer starts
-            // again from SETTLE_TICK. It paces the readings only: what settles is still what
-            // they show.
-            tick = if read_locks {
+            // SETTLE_TICK_MAX, so it is not read for every 2 ms of it. A park, an answer or a
+            // changed wait (woken on, or seen this round) starts again from SETTLE_TICK. It
+            // paces the readings only: what settles is still what they show.
+            let quiet = run.observed.len() == observed;
+            tick = if read_locks && quiet {
                 (tick * 2).min(SETTLE_TICK_MAX)
             } else {
                 SETTLE_TICK

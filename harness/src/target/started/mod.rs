@@ -251,9 +251,10 @@ impl Started {
                     };
                     let (running, addr) =
                         InProcessRun::start(config.clone(), hooks.clone()).await?;
-                    // A restart finds the schema this start migrated: without the owner's
-                    // credential it skips the migration table's re-read, and the backend a
-                    // schema-owner connection would start and end on every crash or stop.
+                    // An in-process replica's restart finds the schema this start migrated:
+                    // without the owner's credential it skips the migration table's re-read, and
+                    // the backend a schema-owner connection would start and end on every crash
+                    // or stop. (A process replica's command is the profile's, and unchanged.)
                     let mut restart = config;
                     restart.migration_database_url = None;
                     (
