@@ -49,6 +49,18 @@ pub(crate) fn docker_answers() -> bool {
     quiet(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
 }
 
+/// Where dockerd and the containerd it starts record their process ids. Both outlive a machine's
+/// processes on a reused machine, and dockerd trusts them: if the recorded id now belongs to
+/// some other process, it waits for a containerd that is not there and gives up.
+const DOCKER_PID_FILES: [&str; 2] = [
+    "/var/run/docker.pid",
+    "/var/run/docker/containerd/containerd.pid",
+];
+
+/// How long a starting dockerd may take to answer. It answers in seconds; containerd's own start
+/// gives up after about 15.
+const DOCKERD_START: Duration = Duration::from_secs(90);
+
 pub(crate) fn ensure_docker() -> Result<()> {
     if docker_answers() {
         return Ok(());
@@ -56,24 +68,86 @@ pub(crate) fn ensure_docker() -> Result<()> {
     if !have("dockerd") {
         install(&["docker.io"])?;
     }
-    eprintln!("xtask:   starting dockerd (log: /var/log/harbor-dockerd.log)");
-    let log = std::fs::File::create("/var/log/harbor-dockerd.log")
-        .or_else(|_| std::fs::File::create(std::env::temp_dir().join("harbor-dockerd.log")))
-        .context("creating the dockerd log")?;
-    Command::new("dockerd")
+    remove_stale_pid_files();
+    let log_path = Path::new("/var/log/harbor-dockerd.log");
+    let (log, log_path) = match std::fs::File::create(log_path) {
+        Ok(file) => (file, log_path.to_path_buf()),
+        Err(_) => {
+            let path = std::env::temp_dir().join("harbor-dockerd.log");
+            (
+                std::fs::File::create(&path).context("creating the dockerd log")?,
+                path,
+            )
+        }
+    };
+    eprintln!("xtask:   starting dockerd (log: {})", log_path.display());
+    let mut dockerd = Command::new("dockerd")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
         .context("starting dockerd")?;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
+    while started.elapsed() < DOCKERD_START {
         if docker_answers() {
             return Ok(());
         }
+        if let Some(status) = dockerd.try_wait()? {
+            bail!(
+                "dockerd exited ({status}) before answering; the end of {}:\n{}",
+                log_path.display(),
+                log_tail(&log_path)
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
-    bail!("dockerd did not answer within 60 s; see /var/log/harbor-dockerd.log")
+    bail!(
+        "dockerd did not answer within {} s; the end of {}:\n{}",
+        DOCKERD_START.as_secs(),
+        log_path.display(),
+        log_tail(&log_path)
+    )
+}
+
+/// Removes a pid file whose process is gone or is not the daemon that wrote it, saying which.
+fn remove_stale_pid_files() {
+    for file in DOCKER_PID_FILES {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let pid = text.trim();
+        let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_owned())
+            .ok();
+        let daemon = Path::new(file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("");
+        let daemon = if daemon == "docker" {
+            "dockerd"
+        } else {
+            daemon
+        };
+        if command.as_deref() == Some(daemon) {
+            continue;
+        }
+        let now = match &command {
+            Some(other) => format!("now `{other}`"),
+            None => "gone".to_owned(),
+        };
+        match std::fs::remove_file(file) {
+            Ok(()) => eprintln!("xtask:   removed the stale {file} (process {pid} is {now})"),
+            Err(e) => eprintln!("xtask:   could not remove the stale {file}: {e}"),
+        }
+    }
+}
+
+/// The last lines of a log, indented, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(15);
+    lines[start..].iter().map(|l| format!("  {l}\n")).collect()
 }
 
 pub(crate) fn ensure_images() -> Result<()> {
