@@ -77,9 +77,15 @@ pub struct ExploreArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_anomaly)]
     pub expect_anomalies: Vec<Anomaly>,
     /// Only the sets `K` of every `N` (`--shard 1/4` … `4/4`), for a CI matrix; `harbor-certify
-    /// merge` joins the shards' explore.json files.
+    /// merge` joins the shards' explore.json files. Dealt round robin, unless `--weights` says
+    /// how long each set took.
     #[arg(long)]
     pub shard: Option<String>,
+    /// An earlier run's `explore.json` (`merge`'s, for a sharded run): the sets are explored
+    /// longest first by the times it measured, and `--shard`s are balanced by them, so a CI
+    /// matrix's jobs end together. A set it does not list weighs the median of those it does.
+    #[arg(long, value_name = "EXPLORE_JSON")]
+    pub weights: Option<PathBuf>,
     /// Explore the service with this seeded flaw on (repeatable; needs `--features flaws`).
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
@@ -142,19 +148,25 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
     };
     // A set of probes alone has no request to hold to the locks.
     sets.retain(|s| s.iter().any(|o| !o.is_probe()));
-    if let Some(shard) = &args.shard {
-        let (k, n) = shard
-            .split_once('/')
-            .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
-            .filter(|(k, n)| *k >= 1 && k <= n)
-            .ok_or_else(|| format!("--shard {shard}: expected K/N with 1 ≤ K ≤ N"))?;
-        sets = sets
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % n == k - 1)
-            .map(|(_, s)| s)
-            .collect();
+    let shard = match &args.shard {
+        Some(shard) => Some(
+            shard
+                .split_once('/')
+                .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+                .filter(|(k, n)| *k >= 1 && k <= n)
+                .ok_or_else(|| format!("--shard {shard}: expected K/N with 1 ≤ K ≤ N"))?,
+        ),
+        None => None,
+    };
+    let weights = args
+        .weights
+        .as_deref()
+        .map(explore::shard::Weights::read)
+        .transpose()?;
+    if weights.as_ref().is_some_and(|w| w.is_empty()) {
+        return Err("--weights: the report lists no set".into());
     }
+    let sets = explore::shard::select(sets, shard, weights.as_ref());
     if sets.iter().any(|s| {
         s.contains(&Operation::ReplicaStop) && s.iter().filter(|o| o.crashes()).count() > 1
     }) {

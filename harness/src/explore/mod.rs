@@ -7,6 +7,7 @@
 //!   tables. `set`: one set's schedules in turn; several sets at once with `lanes`.
 //! - [`record`]: what an executed schedule records. [`anomaly`]: the anomalies a schedule can show.
 //! - [`save`]: a violation written out as an ordinary scenario file, minimised.
+//! - [`shard`]: which sets a `--shard` job explores, balanced by an earlier run's times.
 //!
 //! Every schedule runs on a fresh workspace of one running service (its own tenant, its own rows,
 //! its own Redis state): operations touch only their workspace, so a new workspace is as good as a
@@ -18,6 +19,7 @@ pub mod ops;
 pub mod record;
 pub mod save;
 mod set;
+pub mod shard;
 pub mod start;
 
 pub use set::runs_alone;
@@ -136,10 +138,19 @@ pub struct SetReport {
     /// the same way twice).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergence: Option<String>,
+    /// Decisions at which two identical operations raced for a row their holder released and the
+    /// other one won than in the recorded run: followed as the recorded state's mirror image
+    /// (`schedule::dfs`), not counted as a divergence.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mirrored_races: usize,
     /// Distinct outcomes (each operation's answer and the end status).
     pub outcomes: BTreeMap<String, usize>,
     /// Anomalies found.
     pub anomalies: Vec<Anomaly>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A set the target cannot serve, and why: it is not explored, and the report says so.

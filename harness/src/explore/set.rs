@@ -186,6 +186,7 @@ pub(super) async fn explore_set(
         duration_ms: 0.0,
         complete: false,
         divergence: None,
+        mirrored_races: 0,
         outcomes: BTreeMap::new(),
         anomalies: Vec::new(),
     };
@@ -275,6 +276,7 @@ pub(super) async fn explore_set(
             break;
         }
     }
+    set.mirrored_races = dfs.mirrored;
     set.duration_ms = began.elapsed().as_secs_f64() * 1000.0;
     Ok(Explored {
         set,

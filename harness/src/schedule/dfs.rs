@@ -7,6 +7,16 @@
 //! so among them only schedules that *launch* them in index order are explored; each skipped
 //! schedule is the mirror image (tags swapped) of an explored one, with the same outcome. That is
 //! the only pruning, and it is exact: `pruned` counts the mirrors.
+//!
+//! The same symmetry answers the one race the engine cannot steer. When a commit releases a row
+//! two identical operations wait for, PostgreSQL gives the new row version to whichever of the
+//! two backends runs first: the waiter queue of the old version does not carry over. A replayed
+//! prefix may then find its recorded twin still waiting and the other twin holding the row — the
+//! mirror image of the recorded state. The run follows the mirror instead of diverging: the
+//! scheduler keeps a relabelling of identical operations (`DfsRun::actual`), the tree and every
+//! recorded decision stay in the prefix's own labels, and only what the engine is told to advance
+//! is translated. Twins are swapped only when both are launched and each has advanced as often
+//! as the other, so their histories match; any other mismatch is still a divergence.
 
 use super::{Decision, Ready, Scheduler};
 
@@ -23,6 +33,9 @@ pub struct Dfs<Op> {
     /// did not behave the same way twice, so "every schedule" cannot be claimed. The first such
     /// decision, as a sentence (which decision, the choice the prefix recorded, what was ready).
     pub divergence: Option<String>,
+    /// Decisions at which the recorded twin lost a race the other one won, followed as their
+    /// mirror image (see the module's comment).
+    pub mirrored: usize,
 }
 
 impl<Op: Clone + PartialEq> Dfs<Op> {
@@ -34,6 +47,7 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
             done: false,
             current: Vec::new(),
             divergence: None,
+            mirrored: 0,
         }
     }
 
@@ -69,10 +83,14 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
     }
 }
 
-/// The scheduler of one schedule of a [`Dfs`].
+/// The scheduler of one schedule of a [`Dfs`]. It decides in the prefix's labels; `actual`
+/// maps each to the operation the engine runs under it (the identity until twins are swapped).
 pub struct DfsRun<'d, Op> {
     dfs: &'d mut Dfs<Op>,
     launched: Vec<bool>,
+    /// How many times each (prefix-labelled) operation has been chosen.
+    advanced: Vec<usize>,
+    actual: Vec<usize>,
     step: usize,
 }
 
@@ -84,6 +102,8 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
         DfsRun {
             dfs: self,
             launched: vec![false; n],
+            advanced: vec![0; n],
+            actual: (0..n).collect(),
             step: 0,
         }
     }
@@ -98,13 +118,21 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
     }
 
     fn next(&mut self, ready: &[Ready]) -> Result<Option<usize>, String> {
-        let enabled = super::steps(ready);
-        if enabled.is_empty() {
+        if ready.is_empty() {
             return Ok(None);
         }
-        let reduced = self.dfs.reduce(&enabled, &self.launched);
+        let mut reduced = self.reduced(ready);
         let step = self.step;
         self.step += 1;
+        if let Some(&c) = self.dfs.prefix.get(step) {
+            if !reduced.contains(&c) {
+                if let Some(twin) = self.mirror_of(c, &reduced) {
+                    self.actual.swap(c, twin);
+                    self.dfs.mirrored += 1;
+                    reduced = self.reduced(ready);
+                }
+            }
+        }
         let chosen = match self.dfs.prefix.get(step) {
             Some(c) if reduced.contains(c) => *c,
             Some(c) => {
@@ -120,11 +148,38 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
             None => reduced[0],
         };
         self.launched[chosen] = true;
+        self.advanced[chosen] += 1;
         self.dfs.current.push(Decision {
             enabled: reduced,
             chosen,
         });
-        Ok(Some(chosen))
+        Ok(Some(self.actual[chosen]))
+    }
+}
+
+impl<Op: Clone + PartialEq> DfsRun<'_, Op> {
+    /// The ready operations in the prefix's labels, in index order, after symmetry reduction.
+    fn reduced(&self, ready: &[Ready]) -> Vec<usize> {
+        let mut enabled: Vec<usize> = super::steps(ready)
+            .into_iter()
+            .filter_map(|a| self.actual.iter().position(|&x| x == a))
+            .collect();
+        enabled.sort_unstable();
+        self.dfs.reduce(&enabled, &self.launched)
+    }
+
+    /// The twin of `recorded` that stands where the recorded run had `recorded`: identical,
+    /// launched, advanced as often, and ready where `recorded` is not.
+    fn mirror_of(&self, recorded: usize, reduced: &[usize]) -> Option<usize> {
+        let ops = &self.dfs.ops;
+        (0..ops.len()).find(|&twin| {
+            twin != recorded
+                && ops.get(recorded) == Some(&ops[twin])
+                && self.launched[recorded]
+                && self.launched[twin]
+                && self.advanced[recorded] == self.advanced[twin]
+                && reduced.contains(&twin)
+        })
     }
 }
 
@@ -180,6 +235,97 @@ mod tests {
         // C(4, 2) interleavings of two 2-step operations.
         assert_eq!(count(&[Operation::Activate, Operation::Disconnect], 2), 6);
         assert_eq!(count(&[Operation::Activate, Operation::Disconnect], 3), 20);
+    }
+
+    /// A lock holder (E0: take, release, then one more step outside the lock, as a sync fetches
+    /// after its commit) and two identical writers (launch, commit) of the row it holds: a writer
+    /// launched while the row is taken waits, and when the row is released,
+    /// `race` says which of the waiting writers gets it (PostgreSQL's behaviour after an update:
+    /// the waiters race for the new row version). Returns the schedules run and the DFS.
+    fn lock_race(mut race: impl FnMut(&[usize]) -> usize) -> (usize, Dfs<Operation>) {
+        let ops = [
+            Operation::Sync,
+            Operation::Disconnect,
+            Operation::Disconnect,
+        ];
+        let mut dfs = Dfs::new(&ops);
+        let mut schedules = 0;
+        loop {
+            // Steps done per operation; who holds the row; who waits for it.
+            let steps = [3, 2, 2];
+            let mut done = [0usize; 3];
+            let mut holder: Option<usize> = None;
+            let mut waiting: Vec<usize> = Vec::new();
+            let mut run = dfs.schedule();
+            loop {
+                let enabled: Vec<usize> = (0..3)
+                    .filter(|&i| done[i] < steps[i] && !waiting.contains(&i))
+                    .collect();
+                if enabled.is_empty() {
+                    break;
+                }
+                let c = run.next(&ready(&enabled)).unwrap().unwrap();
+                done[c] += 1;
+                if done[c] == 1 {
+                    // Takes the row (E0 takes it only when free, as the writers do).
+                    if holder.is_none() {
+                        holder = Some(c);
+                    } else {
+                        waiting.push(c);
+                    }
+                } else if done[c] == 2 {
+                    holder = None;
+                    if !waiting.is_empty() {
+                        let winner = if waiting.len() > 1 {
+                            race(&waiting)
+                        } else {
+                            waiting[0]
+                        };
+                        waiting.retain(|&w| w != winner);
+                        holder = Some(winner);
+                    }
+                }
+            }
+            schedules += 1;
+            if !dfs.advance() {
+                return (schedules, dfs);
+            }
+        }
+    }
+
+    #[test]
+    fn a_race_between_twins_is_followed_as_its_mirror_not_a_divergence() {
+        let (steady, dfs) = lock_race(|waiting| waiting[0]);
+        assert_eq!((dfs.divergence.as_deref(), dfs.mirrored), (None, 0));
+        // Any winner of the race, run after run: the same tree, every branch, no divergence.
+        let mut seed = 7_u64;
+        let (raced, dfs) = lock_race(|waiting| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            waiting[(seed >> 33) as usize % waiting.len()]
+        });
+        assert_eq!(dfs.divergence, None);
+        assert!(
+            dfs.mirrored > 0,
+            "the race went the other way at least once"
+        );
+        assert_eq!(raced, steady);
+    }
+
+    #[test]
+    fn a_mismatch_that_is_no_mirror_is_still_a_divergence() {
+        // E0 and E1 differ: a prefix that recorded E1 where only E0 is ready diverges.
+        let ops = [Operation::Sync, Operation::Activate];
+        let mut dfs = Dfs::new(&ops);
+        dfs.prefix = vec![1];
+        let mut run = dfs.schedule();
+        assert_eq!(run.next(&ready(&[0])).unwrap(), Some(0));
+        assert!(dfs
+            .divergence
+            .unwrap()
+            .contains("the recorded choice E1 was not ready"));
+        assert_eq!(dfs.mirrored, 0);
     }
 
     #[test]
