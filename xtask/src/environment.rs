@@ -116,9 +116,16 @@ fn remove_stale_pid_files() {
             continue;
         };
         let pid = text.trim();
-        let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim().to_owned())
-            .ok();
+        if pid.parse::<u32>().is_err() {
+            continue;
+        }
+        // Only a process that is gone or is another program makes the file stale: a `comm` we
+        // may not read (a `hidepid` mount) says nothing, and the file stays.
+        let command = match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(c) => Some(c.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => continue,
+        };
         let daemon = Path::new(file)
             .file_stem()
             .and_then(|s| s.to_str())

@@ -163,8 +163,17 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
         .as_deref()
         .map(explore::shard::Weights::read)
         .transpose()?;
-    if weights.as_ref().is_some_and(|w| w.is_empty()) {
-        return Err("--weights: the report lists no set".into());
+    if let Some(w) = &weights {
+        if w.is_empty() {
+            return Err("--weights: the report lists no set".into());
+        }
+        let known = sets.iter().filter(|s| w.knows(s)).count();
+        if known < sets.len() {
+            eprintln!(
+                "harbor-certify: --weights: {known} of the {} sets were measured there; the others weigh the median",
+                sets.len()
+            );
+        }
     }
     let sets = explore::shard::select(sets, shard, weights.as_ref());
     if sets.iter().any(|s| {

@@ -138,9 +138,10 @@ pub struct SetReport {
     /// the same way twice).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergence: Option<String>,
-    /// Decisions at which two identical operations raced for a row their holder released and the
-    /// other one won than in the recorded run: followed as the recorded state's mirror image
-    /// (`schedule::dfs`), not counted as a divergence.
+    /// Decisions at which a replayed prefix found two identical operations the other way round
+    /// from the recorded run (two writers raced for a row their holder released, and the other
+    /// one won): followed as the recorded state's mirror image (`schedule::dfs`), not counted as
+    /// a divergence.
     #[serde(skip_serializing_if = "is_zero")]
     pub mirrored_races: usize,
     /// Distinct outcomes (each operation's answer and the end status).

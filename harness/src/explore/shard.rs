@@ -2,8 +2,11 @@
 //! every triple differ by a quarter in schedules, and the largest set alone (947 schedules) is
 //! half a job: a CI matrix waits for its slowest job. Given the durations an earlier run measured
 //! (`--weights`, its `explore.json`), the sets are ordered longest first and each goes to the
-//! shard with the least time so far (longest processing time first), so the jobs end together
-//! and a long set never starts last. Every job computes the same split from the same file.
+//! shard with the least time so far (longest processing time first), so the jobs end together.
+//! The order carries into a service's two queues (the sets that may share it, then those that
+//! must run alone): each starts with its longest. Every job computes the same split from the
+//! same file; a lock-probe run's report names its sets with the probe added, so it weighs
+//! nothing here (every set then weighs the median).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +47,11 @@ impl Weights {
         let report = serde_json::from_str(&text)
             .map_err(|e| format!("--weights {}: not JSON: {e}", path.display()))?;
         Self::from_report(&report).map_err(|e| format!("--weights {}: {e}", path.display()))
+    }
+
+    /// Whether the file measured `ops`.
+    pub fn knows(&self, ops: &[Operation]) -> bool {
+        self.by_set.contains_key(&key(ops))
     }
 
     /// How many sets the file measured.

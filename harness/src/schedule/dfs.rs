@@ -15,17 +15,25 @@
 //! mirror image of the recorded state. The run follows the mirror instead of diverging: the
 //! scheduler keeps a relabelling of identical operations (`DfsRun::actual`), the tree and every
 //! recorded decision stay in the prefix's own labels, and only what the engine is told to advance
-//! is translated. Twins are swapped only when both are launched and each has advanced as often
-//! as the other, so their histories match; any other mismatch is still a divergence.
+//! is translated. Twins are swapped only when both are launched, each has advanced as often as
+//! the other, and the swap makes the ready set exactly the one the recorded run had at that
+//! decision; any other mismatch is still a divergence. The DFS numbers the operations so that
+//! twins are neighbours (`Dfs::grouped`): a decision's alternatives are taken by position, and a
+//! twin then stands at the position of the one it mirrors whichever of the two is ready.
 
 use super::{Decision, Ready, Scheduler};
 
 /// The DFS state between schedules.
 #[derive(Clone, Debug)]
 pub struct Dfs<Op> {
+    /// The operations in the DFS's own numbering, twins neighbours.
     ops: Vec<Op>,
+    /// For each operation in that numbering, its index in the set as given.
+    grouped: Vec<usize>,
     /// The choices to follow in the next schedule (a prefix; then the lowest enabled).
     prefix: Vec<usize>,
+    /// What was enabled at each of the prefix's decisions when it was recorded.
+    recorded: Vec<Vec<usize>>,
     done: bool,
     /// Decisions of the schedule being run (enabled sets after symmetry reduction).
     current: Vec<Decision>,
@@ -41,9 +49,15 @@ pub struct Dfs<Op> {
 impl<Op: Clone + PartialEq> Dfs<Op> {
     /// Enumerates the schedules of `ops` (operations that compare equal are interchangeable).
     pub fn new(ops: &[Op]) -> Self {
+        // Each operation after the first of its kind, in order of first appearance.
+        let first = |i: usize| (0..=i).find(|&j| ops[j] == ops[i]).unwrap_or(i);
+        let mut grouped: Vec<usize> = (0..ops.len()).collect();
+        grouped.sort_by_key(|&i| (first(i), i));
         Self {
-            ops: ops.to_vec(),
+            ops: grouped.iter().map(|&i| ops[i].clone()).collect(),
+            grouped,
             prefix: Vec::new(),
+            recorded: Vec::new(),
             done: false,
             current: Vec::new(),
             divergence: None,
@@ -65,6 +79,7 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
             if at + 1 < d.enabled.len() {
                 self.prefix = decisions[..k].iter().map(|d| d.chosen).collect();
                 self.prefix.push(d.enabled[at + 1]);
+                self.recorded = decisions[..=k].iter().map(|d| d.enabled.clone()).collect();
                 return true;
             }
         }
@@ -99,11 +114,12 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
     pub fn schedule(&mut self) -> DfsRun<'_, Op> {
         let n = self.ops.len();
         self.current.clear();
+        let actual = self.grouped.clone();
         DfsRun {
             dfs: self,
             launched: vec![false; n],
             advanced: vec![0; n],
-            actual: (0..n).collect(),
+            actual,
             step: 0,
         }
     }
@@ -126,10 +142,9 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
         self.step += 1;
         if let Some(&c) = self.dfs.prefix.get(step) {
             if !reduced.contains(&c) {
-                if let Some(twin) = self.mirror_of(c, &reduced) {
-                    self.actual.swap(c, twin);
+                if let Some(mirrored) = self.mirror(c, step, ready) {
+                    reduced = mirrored;
                     self.dfs.mirrored += 1;
-                    reduced = self.reduced(ready);
                 }
             }
         }
@@ -137,10 +152,13 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
             Some(c) if reduced.contains(c) => *c,
             Some(c) => {
                 self.dfs.divergence.get_or_insert_with(|| {
+                    // In the engine's labels (the operations as the set lists them).
+                    let actual = &self.actual;
                     format!(
-                        "decision {step} after the prefix {:?}: the recorded choice E{c} was not ready (ready: {})",
-                        self.dfs.current.iter().map(|d| d.chosen).collect::<Vec<_>>(),
-                        reduced.iter().map(|r| format!("E{r}")).collect::<Vec<_>>().join(", ")
+                        "decision {step} after the prefix {:?}: the recorded choice E{} was not ready (ready: {})",
+                        self.dfs.current.iter().map(|d| actual[d.chosen]).collect::<Vec<_>>(),
+                        actual[*c],
+                        reduced.iter().map(|r| format!("E{}", actual[*r])).collect::<Vec<_>>().join(", ")
                     )
                 });
                 reduced[0]
@@ -168,18 +186,29 @@ impl<Op: Clone + PartialEq> DfsRun<'_, Op> {
         self.dfs.reduce(&enabled, &self.launched)
     }
 
-    /// The twin of `recorded` that stands where the recorded run had `recorded`: identical,
-    /// launched, advanced as often, and ready where `recorded` is not.
-    fn mirror_of(&self, recorded: usize, reduced: &[usize]) -> Option<usize> {
-        let ops = &self.dfs.ops;
-        (0..ops.len()).find(|&twin| {
-            twin != recorded
-                && ops.get(recorded) == Some(&ops[twin])
+    /// Swaps `recorded` with a twin that stands where the recorded run had it — identical,
+    /// launched, advanced as often — if the swap gives exactly the ready set recorded at `step`;
+    /// returns that set. Otherwise changes nothing.
+    fn mirror(&mut self, recorded: usize, step: usize, ready: &[Ready]) -> Option<Vec<usize>> {
+        let expected = self.dfs.recorded.get(step)?.clone();
+        let n = self.dfs.ops.len();
+        for twin in 0..n {
+            let alike = twin != recorded
+                && self.dfs.ops.get(recorded) == Some(&self.dfs.ops[twin])
                 && self.launched[recorded]
                 && self.launched[twin]
-                && self.advanced[recorded] == self.advanced[twin]
-                && reduced.contains(&twin)
-        })
+                && self.advanced[recorded] == self.advanced[twin];
+            if !alike {
+                continue;
+            }
+            self.actual.swap(recorded, twin);
+            let reduced = self.reduced(ready);
+            if reduced == expected {
+                return Some(reduced);
+            }
+            self.actual.swap(recorded, twin);
+        }
+        None
     }
 }
 
@@ -237,37 +266,46 @@ mod tests {
         assert_eq!(count(&[Operation::Activate, Operation::Disconnect], 3), 20);
     }
 
-    /// A lock holder (E0: take, release, then one more step outside the lock, as a sync fetches
-    /// after its commit) and two identical writers (launch, commit) of the row it holds: a writer
-    /// launched while the row is taken waits, and when the row is released,
-    /// `race` says which of the waiting writers gets it (PostgreSQL's behaviour after an update:
-    /// the waiters race for the new row version). Returns the schedules run and the DFS.
-    fn lock_race(mut race: impl FnMut(&[usize]) -> usize) -> (usize, Dfs<Operation>) {
-        let ops = [
-            Operation::Sync,
-            Operation::Disconnect,
-            Operation::Disconnect,
-        ];
-        let mut dfs = Dfs::new(&ops);
+    /// A lock holder (`Sync`: take, release, then one more step outside the lock, as a sync
+    /// fetches after its commit), writers of the row it holds (`Disconnect`: take, release) and
+    /// an operation that touches no row (`Activate`, one step). A taker of a row already taken
+    /// waits; when the row is released to several waiting writers, `race` says which gets it
+    /// (PostgreSQL's behaviour after an update: the waiters race for the new row version);
+    /// otherwise the first waiter does.
+    /// Returns the schedules run and the DFS.
+    fn lock_race(
+        ops: &[Operation],
+        mut race: impl FnMut(&[usize]) -> usize,
+    ) -> (usize, Dfs<Operation>) {
+        let steps: Vec<usize> = ops
+            .iter()
+            .map(|o| match o {
+                Operation::Sync => 3,
+                Operation::Disconnect => 2,
+                Operation::Activate => 1,
+            })
+            .collect();
+        let mut dfs = Dfs::new(ops);
         let mut schedules = 0;
         loop {
-            // Steps done per operation; who holds the row; who waits for it.
-            let steps = [3, 2, 2];
-            let mut done = [0usize; 3];
+            let mut done = vec![0usize; ops.len()];
             let mut holder: Option<usize> = None;
             let mut waiting: Vec<usize> = Vec::new();
             let mut run = dfs.schedule();
             loop {
-                let enabled: Vec<usize> = (0..3)
+                let enabled: Vec<usize> = (0..ops.len())
                     .filter(|&i| done[i] < steps[i] && !waiting.contains(&i))
                     .collect();
                 if enabled.is_empty() {
                     break;
                 }
                 let c = run.next(&ready(&enabled)).unwrap().unwrap();
+                assert!(enabled.contains(&c), "E{c} was not ready: {enabled:?}");
                 done[c] += 1;
+                if ops[c] == Operation::Activate {
+                    continue;
+                }
                 if done[c] == 1 {
-                    // Takes the row (E0 takes it only when free, as the writers do).
                     if holder.is_none() {
                         holder = Some(c);
                     } else {
@@ -276,7 +314,10 @@ mod tests {
                 } else if done[c] == 2 {
                     holder = None;
                     if !waiting.is_empty() {
-                        let winner = if waiting.len() > 1 {
+                        // Only twins race here: a race between unlike operations is a real
+                        // divergence, which no relabelling can follow.
+                        let twins = waiting.iter().all(|&w| ops[w] == Operation::Disconnect);
+                        let winner = if waiting.len() > 1 && twins {
                             race(&waiting)
                         } else {
                             waiting[0]
@@ -295,22 +336,33 @@ mod tests {
 
     #[test]
     fn a_race_between_twins_is_followed_as_its_mirror_not_a_divergence() {
-        let (steady, dfs) = lock_race(|waiting| waiting[0]);
-        assert_eq!((dfs.divergence.as_deref(), dfs.mirrored), (None, 0));
-        // Any winner of the race, run after run: the same tree, every branch, no divergence.
-        let mut seed = 7_u64;
-        let (raced, dfs) = lock_race(|waiting| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            waiting[(seed >> 33) as usize % waiting.len()]
-        });
-        assert_eq!(dfs.divergence, None);
-        assert!(
-            dfs.mirrored > 0,
-            "the race went the other way at least once"
-        );
-        assert_eq!(raced, steady);
+        use Operation::*;
+        // Twins side by side, and apart (another operation's index between them).
+        for ops in [
+            &[Sync, Disconnect, Disconnect][..],
+            &[Sync, Disconnect, Activate, Disconnect][..],
+            &[Disconnect, Sync, Disconnect, Activate][..],
+        ] {
+            let (steady, dfs) = lock_race(ops, |waiting| waiting[0]);
+            assert_eq!((dfs.divergence.as_deref(), dfs.mirrored), (None, 0));
+            // Any winner of the race, run after run: the same tree, every branch, no divergence.
+            let mut mirrored = 0;
+            for mut seed in 1..=20_u64 {
+                let (raced, dfs) = lock_race(ops, |waiting| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    waiting[(seed >> 33) as usize % waiting.len()]
+                });
+                assert_eq!(dfs.divergence, None, "{ops:?}");
+                assert_eq!(raced, steady, "{ops:?}");
+                mirrored += dfs.mirrored;
+            }
+            assert!(
+                mirrored > 0,
+                "{ops:?}: the race went the other way at least once"
+            );
+        }
     }
 
     #[test]
