@@ -75,6 +75,23 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
             .max(shard["duration_ms"].as_f64().unwrap_or(0.0));
         merged["duration_ms"] = Value::from(longest);
     }
+    // Shards of one split are disjoint: a set in two of them was split from different lists
+    // (another `--weights` file, another `--depth`), and the merged counts would claim it twice.
+    let mut seen = std::collections::BTreeSet::new();
+    for ops in merged["operations"].as_array().into_iter().flatten() {
+        let mut key: Vec<String> = ops
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o.to_string())
+            .collect();
+        key.sort();
+        if !seen.insert(key) {
+            return Err(format!(
+                "the set {ops} is in more than one shard: were they all split from the same list and the same --weights file?"
+            ));
+        }
+    }
     let explored = merged["schedules_explored"].as_f64().unwrap_or(0.0);
     let rates: Vec<f64> = shards
         .iter()
@@ -148,7 +165,9 @@ mod tests {
     #[test]
     fn shards_sum_and_concatenate() {
         let shard = |n: u64, v: Value| {
-            json!({ "schema_version": 1, "mode": "systematic", "flaws": [], "operations": [["activate", "sync"]], "sets": [{}],
+            // One set a shard, its own.
+            let ops = json!([["activate", n.to_string()]]);
+            json!({ "schema_version": 1, "mode": "systematic", "flaws": [], "operations": ops, "sets": [{}],
                     "violations": v, "schedules_total": n, "schedules_explored": n, "schedules_pruned": 0,
                     "duration_ms": 1000.0 * n as f64, "schedules_per_s": 10.0 })
         };
@@ -169,6 +188,13 @@ mod tests {
             merge_reports(&[shard(1, json!([])), four]).unwrap()["services"],
             5
         );
+        // The same set in two shards (listed in another order): split from different lists.
+        let twice = merge_reports(&[shard(2, json!([])), {
+            let mut s = shard(4, json!([]));
+            s["operations"] = json!([["2", "activate"]]);
+            s
+        }]);
+        assert!(twice.unwrap_err().contains("in more than one shard"));
         let mut other = shard(1, json!([]));
         other["flaws"] = json!(["no-row-lock"]);
         assert!(
