@@ -49,12 +49,13 @@ pub(crate) fn docker_answers() -> bool {
     quiet(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
 }
 
-/// Where dockerd and the containerd it starts record their process ids. Both outlive a machine's
-/// processes on a reused machine, and dockerd trusts them: if the recorded id now belongs to
-/// some other process, it waits for a containerd that is not there and gives up.
-const DOCKER_PID_FILES: [&str; 2] = [
-    "/var/run/docker.pid",
-    "/var/run/docker/containerd/containerd.pid",
+/// Where dockerd and the containerd it starts record their process ids, each with the daemon's
+/// name as `/proc/PID/comm` shows it. Both files outlive a machine's processes on a reused
+/// machine, and dockerd trusts them: if the recorded id now belongs to some other process, it
+/// waits for a containerd that is not there and gives up.
+const DOCKER_PID_FILES: [(&str, &str); 2] = [
+    ("/var/run/docker.pid", "dockerd"),
+    ("/var/run/docker/containerd/containerd.pid", "containerd"),
 ];
 
 /// How long a starting dockerd may take to answer. It answers in seconds; containerd's own start
@@ -111,7 +112,7 @@ pub(crate) fn ensure_docker() -> Result<()> {
 
 /// Removes a pid file whose process is gone or is not the daemon that wrote it, saying which.
 fn remove_stale_pid_files() {
-    for file in DOCKER_PID_FILES {
+    for (file, daemon) in DOCKER_PID_FILES {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
@@ -125,15 +126,6 @@ fn remove_stale_pid_files() {
             Ok(c) => Some(c.trim().to_owned()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(_) => continue,
-        };
-        let daemon = Path::new(file)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("");
-        let daemon = if daemon == "docker" {
-            "dockerd"
-        } else {
-            daemon
         };
         if command.as_deref() == Some(daemon) {
             continue;
