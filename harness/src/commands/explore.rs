@@ -116,9 +116,11 @@ pub struct ExploreArgs {
     /// for a connection would look like a hang).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     pub lanes: u16,
-    /// Services started for the exploration, each with its own database, Redis prefix, replicas,
-    /// proxies and provider; each takes the next set when it is free, so a set that must run
-    /// alone on its service (a fault, a stale start) runs beside the other services' sets. What
+    /// Services started for the exploration, each with its own database, Redis prefix, replicas
+    /// and provider; each takes the next set it can serve when it is free, so a set that must run
+    /// alone on its service (a fault, a stale start) runs beside the other services' sets. Half
+    /// of them (rounded up) run the fault proxies and take the sets that fault a dependency
+    /// first; the others save the proxies' hop on every round trip. What
     /// one process does with `--shard`s run side by side, without the merge. Not for a deployed
     /// target, which is one service whatever is asked. Each service may open about 50
     /// PostgreSQL connections (two replicas' pools and the harness's): the local and docker
@@ -324,8 +326,8 @@ fn print_summary(label: &str, report: &ExploreReport) {
     }
     if report.services > 1 {
         println!(
-            "  {} services: each with its own database, Redis prefix, replicas, proxies and provider, taking the next set when free; a set that ran alone had its service to itself",
-            report.services
+            "  {} services ({} with fault proxies): each with its own database, Redis prefix, replicas and provider, taking the next set it can serve when free; a set that ran alone had its service to itself",
+            report.services, report.services_with_fault_proxies
         );
     }
     let mean: Vec<String> = report

@@ -103,12 +103,22 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
         })
         .collect();
     merged["schedules_per_s"] = Value::from(explored / rates.iter().sum::<f64>().max(1e-9));
-    // Each shard started its own services (one, from files written before they were counted).
+    // Each shard started its own services (one, from files written before they were counted,
+    // with the fault proxies every service had then).
     let services: u64 = shards
         .iter()
         .map(|s| s["services"].as_u64().unwrap_or(1))
         .sum();
     merged["services"] = Value::from(services);
+    let proxied: u64 = shards
+        .iter()
+        .map(|s| {
+            s["services_with_fault_proxies"]
+                .as_u64()
+                .unwrap_or_else(|| s["services"].as_u64().unwrap_or(1))
+        })
+        .sum();
+    merged["services_with_fault_proxies"] = Value::from(proxied);
     Ok(merged)
 }
 
@@ -180,8 +190,9 @@ mod tests {
         assert_eq!(merged["sets"].as_array().unwrap().len(), 2);
         assert_eq!(merged["violations"].as_array().unwrap().len(), 1);
         assert_eq!(merged["duration_ms"], 20000.0);
-        // Files from before `services` was written count one service each.
+        // Files from before `services` was written count one service each, with its proxies.
         assert_eq!(merged["services"], 2);
+        assert_eq!(merged["services_with_fault_proxies"], 2);
         let mut four = shard(5, json!([]));
         four["services"] = json!(4);
         assert_eq!(

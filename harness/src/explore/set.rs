@@ -3,7 +3,8 @@
 //! runs the sets one at a time, or several at once (`--lanes`): each set on an engine of its own,
 //! with its own actor tags and the provider's counters of its own grant, and a set that acts on
 //! the whole target (a fault, the clock) with nothing beside it on its service. With several
-//! services (`--services`), each takes the next set when it is free for one.
+//! services (`--services`), each takes the next set it can serve when it is free for one (not
+//! every service runs the fault proxies a set on a dependency's fault needs).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,22 +18,31 @@ use super::start::Start;
 use super::{outcome_key, Mode, Options, SetReport, Violation};
 use crate::target::Target;
 
+/// A set waiting in a queue.
+#[derive(Clone, Copy)]
+pub(super) struct Queued<'o> {
+    /// Its index in the run.
+    pub index: usize,
+    /// Its operations.
+    pub ops: &'o [Operation],
+    /// Whether some service cannot serve it (it needs the fault proxies not every service runs):
+    /// the services that can take it first, so that it is not left to the end with them alone.
+    pub scarce: bool,
+}
+
 /// The sets still to explore, shared by the services: those that may share a service with
 /// other sets, and those that must have theirs to themselves. Once one set fails, the run is
 /// abandoned: the others end at their next schedule's boundary (a fault in the middle of a
 /// schedule is not cut short) and no more are taken.
 pub(super) struct Queues<'o> {
-    beside: Mutex<VecDeque<(usize, &'o [Operation])>>,
-    alone: Mutex<VecDeque<(usize, &'o [Operation])>>,
+    beside: Mutex<VecDeque<Queued<'o>>>,
+    alone: Mutex<VecDeque<Queued<'o>>>,
     abandoned: AtomicBool,
 }
 
 impl<'o> Queues<'o> {
     /// Both queues, each in the sets' order.
-    pub fn new(
-        beside: Vec<(usize, &'o [Operation])>,
-        alone: Vec<(usize, &'o [Operation])>,
-    ) -> Self {
+    pub fn new(beside: Vec<Queued<'o>>, alone: Vec<Queued<'o>>) -> Self {
         Self {
             beside: Mutex::new(beside.into()),
             alone: Mutex::new(alone.into()),
@@ -40,18 +50,21 @@ impl<'o> Queues<'o> {
         }
     }
 
+    /// The first set of `queue` that `take` accepts, taken out of it.
     fn next(
         &self,
-        queue: &Mutex<VecDeque<(usize, &'o [Operation])>>,
-    ) -> Option<(usize, &'o [Operation])> {
+        queue: &Mutex<VecDeque<Queued<'o>>>,
+        take: impl Fn(&Queued<'o>) -> bool,
+    ) -> Option<Queued<'o>> {
         if self.is_abandoned() {
             return None;
         }
-        // Popping never panics while the lock is held: a poisoned queue is still a queue.
-        queue
+        // Taking never panics while the lock is held: a poisoned queue is still a queue.
+        let mut queue = queue
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop_front()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = queue.iter().position(take)?;
+        queue.remove(at)
     }
 
     /// Whether a set has failed: every other stops at its next schedule.
@@ -68,9 +81,10 @@ impl<'o> Queues<'o> {
     }
 }
 
-/// Explores sets on one service until both queues are empty: first those that may share it,
-/// `lanes` at once, each on an engine of its own; then, one at a time, those that act on the
-/// whole service. Returns each explored set with its index.
+/// Explores the sets `target` can serve until neither queue holds one: first, one at a time,
+/// those that only some services can serve (if it is one of them); then those that may share it,
+/// `lanes` at once, each on an engine of its own; then, one at a time, the rest of those that act
+/// on the whole service. Returns each explored set with its index.
 pub(super) async fn explore_on_service(
     target: &dyn Target,
     queues: &Queues<'_>,
@@ -81,27 +95,41 @@ pub(super) async fn explore_on_service(
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<(usize, Explored)>, String> {
     let abandoned = || queues.is_abandoned();
+    let offered = target.capabilities();
+    let serves = |q: &Queued<'_>| super::cannot_serve(&offered, q.ops).is_none();
+    let engine = Engine::new(target).with_sync_points(!lock_probes);
+    let mut explored = Vec::new();
+    // A service that can serve what others cannot does that first: left to the end, those sets
+    // would run on it alone while the other services had nothing to do.
+    while let Some(q) = queues.next(&queues.alone, |q| q.scarce && serves(q)) {
+        let set = explore_set(
+            &engine, q.index, q.ops, options, started, progress, &abandoned,
+        );
+        explored.push((q.index, queues.noting(set.await)?));
+    }
     let lane = || async {
         let mut done = Vec::new();
-        while let Some((i, ops)) = queues.next(&queues.beside) {
+        while let Some(q) = queues.next(&queues.beside, serves) {
             let engine = Engine::new(target)
                 .with_sync_points(!lock_probes)
-                .in_lane(i);
-            let set = explore_set(&engine, i, ops, options, started, progress, &abandoned).await;
-            done.push((i, queues.noting(set)?));
+                .in_lane(q.index);
+            let set = explore_set(
+                &engine, q.index, q.ops, options, started, progress, &abandoned,
+            );
+            done.push((q.index, queues.noting(set.await)?));
         }
         Ok::<_, String>(done)
     };
     // Every lane ends on its own (none is dropped in the middle of a schedule), and only then do
     // the sets that must be alone on the service begin.
-    let mut explored = Vec::new();
     for lane in futures::future::join_all((0..lanes).map(|_| lane())).await {
         explored.extend(lane?);
     }
-    let engine = Engine::new(target).with_sync_points(!lock_probes);
-    while let Some((i, ops)) = queues.next(&queues.alone) {
-        let set = explore_set(&engine, i, ops, options, started, progress, &abandoned).await;
-        explored.push((i, queues.noting(set)?));
+    while let Some(q) = queues.next(&queues.alone, serves) {
+        let set = explore_set(
+            &engine, q.index, q.ops, options, started, progress, &abandoned,
+        );
+        explored.push((q.index, queues.noting(set.await)?));
     }
     Ok(explored)
 }
@@ -283,4 +311,64 @@ pub(super) async fn explore_set(
         violations,
         tally,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explore::{multisets, services_with_fault_proxies};
+    use crate::target::Capability;
+
+    #[test]
+    fn half_the_services_run_fault_proxies_when_some_sets_need_them() {
+        let triples = multisets(&Operation::by_default(), 3);
+        let proxied = triples
+            .iter()
+            .filter(|s| {
+                s.iter()
+                    .flat_map(|o| o.needs())
+                    .any(|c| c == Capability::Faults)
+            })
+            .count();
+        assert_eq!((triples.len(), proxied), (430, 282));
+        assert_eq!(services_with_fault_proxies(&triples, 4), 2);
+        assert_eq!(services_with_fault_proxies(&triples, 3), 2);
+        assert_eq!(services_with_fault_proxies(&triples, 1), 1);
+        // None needs them: no service runs them; every one does: all do.
+        let requests = multisets(&[Operation::Activate, Operation::Callback], 3);
+        assert_eq!(services_with_fault_proxies(&requests, 4), 0);
+        let faults = vec![
+            vec![Operation::DbCut],
+            vec![Operation::Callback, Operation::RedisRestart],
+        ];
+        assert_eq!(services_with_fault_proxies(&faults, 4), 4);
+    }
+
+    #[test]
+    fn a_service_takes_only_what_it_accepts_and_in_order() {
+        const A: &[Operation] = &[Operation::Activate];
+        const B: &[Operation] = &[Operation::DbCut];
+        const C: &[Operation] = &[Operation::ReplicaCrash];
+        let (a, b, c) = (A, B, C);
+        let queued = |index, ops: &'static [Operation], scarce| Queued { index, ops, scarce };
+        let queues = Queues::new(
+            Vec::new(),
+            vec![queued(0, a, false), queued(1, b, true), queued(2, c, false)],
+        );
+        // A service without the proxies passes over the set that needs them.
+        let bare = |q: &Queued<'_>| !q.ops.contains(&Operation::DbCut);
+        assert_eq!(queues.next(&queues.alone, bare).map(|q| q.index), Some(0));
+        // One with them takes the scarce set first, wherever it waits.
+        assert_eq!(
+            queues.next(&queues.alone, |q| q.scarce).map(|q| q.index),
+            Some(1)
+        );
+        assert!(queues.next(&queues.alone, |q| q.scarce).is_none());
+        assert_eq!(queues.next(&queues.alone, bare).map(|q| q.index), Some(2));
+        assert!(queues.next(&queues.alone, |_| true).is_none());
+        // An abandoned run hands out nothing more.
+        let queues = Queues::new(vec![queued(0, a, false)], Vec::new());
+        let _ = queues.noting::<()>(Err("failed".into()));
+        assert!(queues.next(&queues.beside, |_| true).is_none());
+    }
 }

@@ -100,9 +100,8 @@ impl Scenario {
         self.actors.iter().find(|a| a.name == name)
     }
 
-    /// The capabilities a target needs to run it: tenants are fixtures in the database, and each
-    /// step and assertion adds its own.
-    /// What its target must be started with: its `[service]` section.
+    /// What its target must be started with: its `[service]` section (and no fault proxies
+    /// when no step faults a dependency).
     pub fn setup(&self) -> crate::target::Setup {
         crate::target::Setup {
             replicas: self.service.replicas,
@@ -114,10 +113,12 @@ impl Scenario {
             rate_limit_tenant: self.service.rate_limit_tenant,
             rate_limit_address: None,
             rate_limit_failed_states: self.service.rate_limit_failed_states,
+            without_dependency_faults: !self.requires().contains(&Capability::Faults),
         }
     }
 
-    /// The capabilities it needs of its target.
+    /// The capabilities it needs of its target: tenants are fixtures in the database, and each
+    /// step and assertion adds its own.
     pub fn requires(&self) -> BTreeSet<Capability> {
         let mut needs = BTreeSet::from([Capability::Database]);
         if self.tenants.iter().any(|t| !t.oauth.is_empty()) {

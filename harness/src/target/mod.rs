@@ -207,6 +207,11 @@ pub struct Setup {
     pub rate_limit_address: Option<harbor_service::ratelimit::Quota>,
     /// Failed OAuth states per user.
     pub rate_limit_failed_states: Option<harbor_service::ratelimit::Quota>,
+    /// Promises that no fault will be injected on a dependency (PostgreSQL, Redis, the provider),
+    /// so a launcher may leave out what such faults cost: a target the harness starts then runs
+    /// without its fault proxies — one hop less on every round trip — and does not offer
+    /// [`Capability::Faults`]. Replica faults do not need the proxies.
+    pub without_dependency_faults: bool,
 }
 
 /// Starts a fresh target for one scenario, one exploration or one sequence. Its futures are not

@@ -81,6 +81,7 @@ fn options_for(setup: &Setup, flaws: Flaws) -> ServiceOptions {
     if let Some(q) = setup.rate_limit_failed_states {
         options.rate_limits.failed_states_per_user = q;
     }
+    options.fault_proxies &= !setup.without_dependency_faults;
     options
 }
 
