@@ -131,6 +131,12 @@ pub enum ConfigError {
     },
 }
 
+/// A duration in whole milliseconds, as the `*_MS` variables take it, rounded up: a sub-millisecond
+/// timeout must not become 0, which PostgreSQL and this service read as "no timeout at all".
+pub fn millis(duration: std::time::Duration) -> u128 {
+    duration.as_micros().div_ceil(1000)
+}
+
 fn var(name: &'static str) -> Result<String, ConfigError> {
     std::env::var(name).map_err(|_| ConfigError::Missing(name))
 }

@@ -272,9 +272,10 @@ fn begin_statement(actor: Option<&Actor>, tenant: Option<TenantId>) -> String {
 }
 
 /// Every pooled session's `lock_timeout` (see `Config::lock_timeout`), in milliseconds as its
-/// startup parameter takes it (0 disables the timeout, as in PostgreSQL itself).
+/// startup parameter takes it (0 disables the timeout, as in PostgreSQL itself, so a fraction of a
+/// millisecond rounds up).
 pub(crate) fn lock_timeout_millis(timeout: std::time::Duration) -> String {
-    timeout.as_millis().to_string()
+    crate::config::millis(timeout).to_string()
 }
 
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the
@@ -321,6 +322,19 @@ mod tests {
         assert!(
             Actor::parse("x'; DROP TABLE t; --").is_err(),
             "a tag can never carry a quote"
+        );
+    }
+
+    #[test]
+    fn a_sub_millisecond_lock_timeout_stays_a_timeout() {
+        use std::time::Duration;
+        assert_eq!(lock_timeout_millis(Duration::from_micros(300)), "1");
+        assert_eq!(lock_timeout_millis(Duration::from_micros(1500)), "2");
+        assert_eq!(lock_timeout_millis(Duration::from_millis(300)), "300");
+        assert_eq!(
+            lock_timeout_millis(Duration::ZERO),
+            "0",
+            "0 still disables it"
         );
     }
 }

@@ -88,7 +88,7 @@ pub fn of_replica(
     mode: Option<&str>,
     files: &BTreeMap<String, PathBuf>,
 ) -> BTreeMap<String, String> {
-    let ms = |d: std::time::Duration| d.as_millis().to_string();
+    let ms = |d: std::time::Duration| harbor_service::config::millis(d).to_string();
     let quota = |q: Quota| format!("{}/{}", q.per_minute, q.burst);
     let mut v: BTreeMap<String, String> = [
         ("port", port.to_string()),
