@@ -219,10 +219,8 @@ pub fn oracles_off(target: &dyn Target, lock_probes: bool) -> Vec<String> {
 /// Why a target offering `offered` (every one of [`NEEDED`], checked once before any set)
 /// cannot serve the set `ops` from its start (`None`: it can).
 pub fn cannot_serve(offered: &BTreeSet<Capability>, ops: &[Operation]) -> Option<String> {
-    let lacking: BTreeSet<Capability> = ops
-        .iter()
-        .flat_map(|o| o.needs())
-        .chain(Start::for_operations(ops).needs())
+    let lacking: BTreeSet<Capability> = needs(ops)
+        .into_iter()
         .filter(|c| !offered.contains(c))
         .collect();
     (!lacking.is_empty()).then(|| {
@@ -412,9 +410,15 @@ pub fn services_with_fault_proxies(sets: &[Vec<Operation>], services: usize) -> 
 /// Whether `ops` inject a fault on a dependency (PostgreSQL, Redis, the provider): what only a
 /// target offering [`Capability::Faults`] — the harness's proxies — can serve.
 fn needs_fault_proxies(ops: &[Operation]) -> bool {
+    needs(ops).contains(&Capability::Faults)
+}
+
+/// What a target must offer to explore the set `ops`: its operations' needs and its start's.
+fn needs(ops: &[Operation]) -> BTreeSet<Capability> {
     ops.iter()
         .flat_map(|o| o.needs())
-        .any(|c| c == Capability::Faults)
+        .chain(Start::for_operations(ops).needs())
+        .collect()
 }
 
 /// Explores the sets on `targets` (started alike but for the fault proxies, which only the first
