@@ -4,6 +4,7 @@
 //! paths are [`crate::operation`]'s). Every error answer can be held to the target's contract ([`crate::target::Contract`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use harbor_service::domain::{Actor, Provider, WorkspaceId};
 use reqwest::{Method, StatusCode};
@@ -11,6 +12,24 @@ use serde_json::Value;
 
 use crate::fake_provider::{self, Consent};
 use crate::operation::{Routes, WorkspaceOp};
+
+/// How long a pooled connection may sit idle before the client drops it instead of reusing it.
+/// Servers close idle keep-alive connections on their own clocks — the reference's hyper once its
+/// header-read timeout passes (10 s as the harness starts it), gunicorn's async workers after 2 s,
+/// Node after 5 s — and a request written on a connection just as its server closes it is lost
+/// (`connection lost before the answer`) through no fault of the target's: an explore run's setup
+/// met that once in 27,750 schedules. Dropping the connection first, well before any of those
+/// servers would, keeps the race out of every run.
+pub const POOL_IDLE: Duration = Duration::from_secs(1);
+
+/// The one way the harness builds its HTTP client of a target: redirects are not followed (the
+/// fake provider's consent answers with one, which the caller must see) and idle connections
+/// are dropped after [`POOL_IDLE`]. Callers add their timeouts and pool sizes.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(POOL_IDLE)
+}
 
 /// The replicas' base URLs and one connection pool. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -134,11 +153,9 @@ impl ApiClient {
         self.request(method, path)
     }
 
-    /// A client with its own pool that never follows redirects (the fake provider's consent
-    /// answers with one, which the caller must see).
+    /// A client with its own pool ([`http_builder`]).
     pub fn with_bases(bases: Vec<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        let http = http_builder()
             .pool_max_idle_per_host(64)
             .build()
             .expect("a reqwest client without TLS configuration builds");

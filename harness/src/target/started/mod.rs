@@ -276,9 +276,8 @@ impl Started {
                 running: std::sync::Mutex::new(Some(running)),
             });
         }
-        let http = reqwest::Client::builder()
+        let http = crate::client::http_builder()
             .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ServiceError::Task(e.to_string()))?;
         let mut client =

@@ -109,7 +109,7 @@ impl ProcessCommand {
 
     /// Polls the readiness path; fails when the process exits or the bound passes.
     async fn until_ready(&self, child: &mut Child) -> Result<(), String> {
-        let http = reqwest::Client::builder()
+        let http = crate::client::http_builder()
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| e.to_string())?;
