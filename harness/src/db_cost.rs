@@ -25,8 +25,12 @@ use crate::target::{Target, TenantSpec};
 pub enum Kind {
     /// `GET …/connections` by a member.
     ListConnections,
-    /// `POST …/authorize` of a workspace not connected.
+    /// `POST …/authorize` of a workspace not connected, by a caller who has made a request to
+    /// this replica before (a list of the connections, uncounted), whose tenant it remembers.
     Authorize,
+    /// The same, as the caller's first request to the replica: it reads the membership before
+    /// it asks Redis.
+    AuthorizeCallerNew,
     /// The callback of a flow just authorized on the same replica (a code exchange at the
     /// provider), by a caller the replica has therefore seen.
     Callback,
@@ -47,9 +51,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the table's order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::ListConnections,
         Kind::Authorize,
+        Kind::AuthorizeCallerNew,
         Kind::Callback,
         Kind::CallbackCallerNew,
         Kind::Activate,
@@ -64,6 +69,7 @@ impl Kind {
         match self {
             Kind::ListConnections => "list_connections",
             Kind::Authorize => "authorize",
+            Kind::AuthorizeCallerNew => "authorize (caller new to the replica)",
             Kind::Callback => "callback",
             Kind::CallbackCallerNew => "callback (caller new to the replica)",
             Kind::Activate => "activate",
@@ -77,7 +83,7 @@ impl Kind {
     fn op(self) -> WorkspaceOp {
         match self {
             Kind::ListConnections => WorkspaceOp::ListConnections,
-            Kind::Authorize => WorkspaceOp::Authorize,
+            Kind::Authorize | Kind::AuthorizeCallerNew => WorkspaceOp::Authorize,
             Kind::Callback | Kind::CallbackCallerNew => WorkspaceOp::Callback,
             Kind::Activate | Kind::ActivateAgain => WorkspaceOp::Activate,
             Kind::Sync => WorkspaceOp::Sync,
@@ -189,7 +195,11 @@ async fn prepare(started: &Started, kind: Kind) -> Result<(TenantWorkspace, Stri
     let t = started.create_tenant(&spec).await?;
     let target: &dyn Target = started;
     match kind {
-        Kind::Authorize => Ok((t, String::new())),
+        Kind::Authorize => {
+            owners_request(started, &t, WorkspaceOp::ListConnections).await?;
+            Ok((t, String::new()))
+        }
+        Kind::AuthorizeCallerNew => Ok((t, String::new())),
         Kind::Callback => {
             let consent =
                 crate::target::start_flow(target, t.owner, t.workspace, Provider::Qbo).await?;
@@ -204,26 +214,38 @@ async fn prepare(started: &Started, kind: Kind) -> Result<(TenantWorkspace, Stri
         _ => {
             crate::target::connect(target, t.owner, t.workspace, Provider::Qbo).await?;
             if kind == Kind::ActivateAgain {
-                let (method, path) = started.client.routes().request(
-                    WorkspaceOp::Activate,
-                    t.workspace,
-                    Provider::Qbo,
-                    "",
-                );
-                let first = started
-                    .client
-                    .request(method, path)
-                    .bearer(Some(started.bearer(t.owner, TokenKind::Valid)))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !first.status.is_success() {
-                    return Err(format!("the first activation answered {}", first.status));
-                }
+                owners_request(started, &t, WorkspaceOp::Activate).await?;
             }
             Ok((t, String::new()))
         }
     }
+}
+
+/// A request of the workspace owner's to replica 0, made ready beforehand (not counted); it must
+/// succeed.
+async fn owners_request(
+    started: &Started,
+    t: &TenantWorkspace,
+    op: WorkspaceOp,
+) -> Result<(), String> {
+    let (method, path) = started
+        .client
+        .routes()
+        .request(op, t.workspace, Provider::Qbo, "");
+    let answer = started
+        .client
+        .request(method, path)
+        .bearer(Some(started.bearer(t.owner, TokenKind::Valid)))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !answer.status.is_success() {
+        return Err(format!(
+            "the owner's {op:?} made beforehand answered {}",
+            answer.status
+        ));
+    }
+    Ok(())
 }
 
 /// The sum of every replica's PostgreSQL link, read once it has not moved for a while: work a

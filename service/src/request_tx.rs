@@ -6,9 +6,13 @@
 //! where its transaction starts, and learns there whether the caller is a member (404 if not),
 //! with which role and in which tenant. Nothing may wait on Redis or a provider while the
 //! workspace lock (taken inside the transaction) is held, so some handlers talk to them between
-//! transactions — never before the membership is checked: authorize checks it first with
-//! [`WorkspaceRequest::member_before_transaction`], sync opens its token decision's transaction
-//! before it calls the provider. Some open a second transaction after the first is committed.
+//! transactions — never in a way that lets a non-member's request write anything or see what it
+//! stored: authorize binds its state to the caller's tenant as this replica remembers it
+//! ([`WorkspaceRequest::remembered_tenant`]; read with
+//! [`WorkspaceRequest::member_before_transaction`] when it does not), and its transaction checks
+//! the membership, the role and that tenant before it writes, discarding the state when any
+//! fails; sync opens its token decision's transaction before it calls the provider. Some open a
+//! second transaction after the first is committed.
 //!
 //! Transactions that are not a member's request to a workspace route (the OAuth callback, whose
 //! tenant is the caller's and whose workspace comes from the consumed state; the untagged
@@ -76,6 +80,19 @@ impl WorkspaceRequest {
             .await?
             .ok_or(ApiError::NotFound)?;
         Ok(self.member(tenant_id, role))
+    }
+
+    /// The caller's tenant as this replica remembers it (from an earlier membership or user
+    /// read), without reading anything. It names a tenant, and proves nothing about the caller's
+    /// membership or role: a transaction begun afterwards checks both.
+    pub fn remembered_tenant(&self) -> Option<TenantId> {
+        self.user_tenants.remembered(self.caller)
+    }
+
+    /// Forgets the caller's tenant, so that the next request reads it again: a request that
+    /// relied on it was answered 404, or found the caller in another tenant.
+    pub fn forget_tenant(&self) {
+        self.user_tenants.forget(self.caller);
     }
 
     async fn begin_needing(&self, admin: bool) -> Result<(Tx, WorkspaceMember), ApiError> {

@@ -14,6 +14,8 @@
 //! tenant a request is scoped to: the callback's write-ahead transaction, scoped to it, sees the
 //! connection row only in that tenant (row-level security) and answers 404 without it or without
 //! a membership; the store checks the membership again, in that tenant, with the row locked.
+//! Authorize binds its state to the remembered tenant the same way, and its transaction checks
+//! the membership, the role and that tenant before anything is written (`oauth::authorize`).
 //!
 //! What the trigger cannot stop is a user's row deleted and its id provisioned again in another
 //! tenant. So a callback whose state does not bind to the caller on the remembered tenant reads
@@ -58,6 +60,11 @@ impl UserTenants {
         known.insert(user, tenant);
     }
 
+    /// The user's tenant if this replica remembers it; reads nothing.
+    pub fn remembered(&self, user: UserId) -> Option<TenantId> {
+        self.known().get(&user).copied()
+    }
+
     /// Forgets the user's tenant: the next [`Self::tenant_of`] reads it again.
     pub fn forget(&self, user: UserId) {
         self.known().remove(&user);
@@ -95,8 +102,7 @@ impl UserTenants {
         pool: &PgPool,
         user: UserId,
     ) -> Result<Option<TenantId>, sqlx::Error> {
-        let remembered = self.known().get(&user).copied();
-        if let Some(tenant) = remembered {
+        if let Some(tenant) = self.remembered(user) {
             return Ok(Some(tenant));
         }
         let tenant = Self::look_up(pool, user).await?;

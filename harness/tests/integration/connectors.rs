@@ -432,6 +432,107 @@ async fn a_user_provisioned_again_in_another_tenant_is_judged_on_a_fresh_read() 
 }
 
 #[tokio::test]
+async fn authorize_on_a_stale_remembered_tenant_binds_its_state_to_the_tenant_read_again() {
+    // Authorize binds its state to the tenant the replica remembers, without reading it. A user
+    // id provisioned again in another tenant makes that stale: the transaction then finds the
+    // caller a member elsewhere, the state is discarded, and the tenant is read again once.
+    let app = spawn_app().await;
+    let a = app
+        .tenant("was", true, ConnectionStatus::NotConnected)
+        .await;
+    let b = app
+        .tenant("now", true, ConnectionStatus::NotConnected)
+        .await;
+    let user = a.member;
+    let listed = app
+        .call(
+            Method::GET,
+            format!("/v1/workspaces/{}/connections", a.workspace),
+        )
+        .as_user(user.0)
+        .send()
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    delete_user(&app, user).await;
+    insert_user(&app, user.0, b.tenant).await;
+    sqlx::query(
+        "INSERT INTO memberships (tenant_id, workspace_id, user_id, role) VALUES ($1, $2, $3, 'admin')",
+    )
+    .bind(b.tenant)
+    .bind(b.workspace)
+    .bind(user)
+    .execute(app.db())
+    .await
+    .unwrap();
+    let consent = app
+        .authorize_and_consent(0, user, b.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    assert_eq!(
+        state_keys(&app).await.len(),
+        1,
+        "the stale tenant's state was discarded"
+    );
+    let (status, body) = app
+        .callback(0, user, Provider::Qbo, &consent)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "CONNECTED", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_the_replica_remembers_is_refused_authorize_where_not_an_admin_and_leaves_no_state(
+) {
+    // The remembered tenant proves nothing: an outsider (another tenant's owner) and a plain
+    // member, both known to the replica, are refused by the transaction, and the states stored
+    // for them before it are gone.
+    let app = spawn_app().await;
+    let t = app
+        .tenant("guarded", true, ConnectionStatus::NotConnected)
+        .await;
+    let other = app
+        .tenant("outside", true, ConnectionStatus::NotConnected)
+        .await;
+    for (user, workspace) in [(other.owner, other.workspace), (t.member, t.workspace)] {
+        let listed = app
+            .call(
+                Method::GET,
+                format!("/v1/workspaces/{workspace}/connections"),
+            )
+            .as_user(user.0)
+            .send()
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    }
+    for (user, status) in [
+        (other.owner, StatusCode::NOT_FOUND),
+        (t.member, StatusCode::FORBIDDEN),
+    ] {
+        let refused = app
+            .call(
+                Method::POST,
+                format!("/v1/workspaces/{}/connections/qbo/authorize", t.workspace),
+            )
+            .as_user(user.0)
+            .send()
+            .await;
+        assert_eq!(refused.status, status, "{}", refused.body);
+    }
+    assert!(
+        state_keys(&app).await.is_empty(),
+        "no state outlives a refused authorize"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM connections WHERE status <> 'NOT_CONNECTED'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_callback_answered_404_forgets_the_remembered_tenant() {
     // A user deleted after starting two flows: the first callback is judged on the remembered
     // tenant (404, its state spent); the second reads the tenant again, finds no user, and is

@@ -1,6 +1,7 @@
-//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: the caller's membership
-//! read from the pool, Redis asked (the rate limit, the state and PKCE verifier), then one
-//! transaction under the workspace lock — nothing waits on Redis while a pooled connection or the
+//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: the caller's tenant
+//! (remembered by the replica, or read from the pool with the membership), Redis asked (the rate
+//! limit, the state and PKCE verifier), then one transaction that checks the membership and role
+//! and, under the workspace lock, writes — nothing waits on Redis while a pooled connection or the
 //! lock is held. Split from [`super`], which holds the callback.
 
 use super::*;
@@ -37,40 +38,61 @@ pub async fn authorize(
     request: WorkspaceRequest,
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
-    // The membership is needed before the transaction: the state is bound to the tenant, and goes
-    // to Redis before the transaction begins. The transaction checks it again. (One transaction
-    // opened on the membership and asking Redis before its workspace lock would save this read,
+    // The state is bound to the caller's tenant and goes to Redis before the transaction begins,
+    // so the tenant is needed first: as this replica remembers it (any earlier request of the
+    // caller's told it; a user's row keeps its tenant, `user_tenants`), or read from the pool with
+    // the membership and role. A remembered tenant proves nothing: the transaction checks the
+    // membership, the role and the tenant before it writes, and a refused request's state is
+    // discarded — its caller never sees it. (One transaction opened on the membership and asking
+    // Redis before its workspace lock would save the read for a caller new to the replica too,
     // but would hold a pooled connection, and the membership row, for as long as Redis takes to
     // answer: a stalled Redis would then drain the pool every route shares.)
-    // The seeded flaw reads it in a transaction it keeps open while Redis is asked.
-    let across_redis = if flaws::active(Flaw::AuthorizeTransactionAcrossRedis) {
-        Some(request.begin_as_admin().await?)
-    } else {
-        None
-    };
-    let member = match &across_redis {
-        Some((_, member)) => *member,
-        None => request.member_before_transaction().await?,
-    };
-    // Connecting a workspace's provider account needs the role disconnecting it needs: otherwise
-    // any member could replace an admin's in-flight authorization with their own account.
-    member.require_admin()?;
-    // Redis is asked (the rate limit, then the state) before the transaction: nothing waits on
-    // Redis (or any peer but PostgreSQL) while a pooled connection or the workspace lock is held.
-    // Without Redis the request fails here, with nothing written (fail closed: no PENDING
-    // connection waiting for a state that does not exist).
-    let issued = issue_state(&state, &address, &member, provider).await;
-    drop(across_redis);
-    let issued = issued?;
-    let status = match start_flow(&state, &request, provider, issued.flow_id).await {
-        Ok(status) => status,
-        Err(error) => {
-            // Nothing was committed, so the state leads nowhere; remove it now (after the lock
-            // is gone) rather than leave it to its TTL. Its holder never saw it anyway.
-            if let Err(e) = state.states.discard(issued.state.expose_secret()).await {
-                tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
+    let mut remembered = request.remembered_tenant();
+    let (issued, status) = loop {
+        // The seeded flaw reads the membership in a transaction it keeps open while Redis is asked.
+        let across_redis = if flaws::active(Flaw::AuthorizeTransactionAcrossRedis) {
+            Some(request.begin_as_admin().await?)
+        } else {
+            None
+        };
+        let tenant = match (&across_redis, remembered) {
+            (Some((_, member)), _) => member.tenant_id,
+            (None, Some(tenant)) => tenant,
+            (None, None) => {
+                let member = request.member_before_transaction().await?;
+                // Connecting a workspace's provider account needs the role disconnecting it
+                // needs: otherwise any member could replace an admin's in-flight authorization
+                // with their own account. (The transaction checks it again, on the row it locks.)
+                member.require_admin()?;
+                member.tenant_id
             }
-            return Err(error);
+        };
+        // Redis is asked (the rate limit, then the state) before the transaction: nothing waits
+        // on Redis (or any peer but PostgreSQL) while a pooled connection or the workspace lock is
+        // held. Without Redis the request fails here, with nothing written (fail closed: no
+        // PENDING connection waiting for a state that does not exist).
+        let issued = issue_state(&state, &address, &request, tenant, provider).await;
+        drop(across_redis);
+        let issued = issued?;
+        match start_flow(&state, &request, provider, tenant, issued.flow_id).await {
+            Ok(status) => break (issued, status),
+            Err(error) => {
+                // Nothing was committed, so the state leads nowhere; remove it now (after the
+                // lock is gone) rather than leave it to its TTL. Its holder never saw it anyway.
+                if let Err(e) = state.states.discard(issued.state.expose_secret()).await {
+                    tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
+                }
+                // Not found on a remembered tenant: no longer a member, or (a user's id deleted
+                // and provisioned again in another tenant) a member elsewhere. Read it again,
+                // once: the membership read then answers 404 before Redis is asked, or binds the
+                // state to the tenant the caller is in now.
+                if matches!(error, ApiError::NotFound) && remembered.is_some() {
+                    request.forget_tenant();
+                    remembered = None;
+                    continue;
+                }
+                return Err(error);
+            }
         }
     };
     let config = issued.config;
@@ -106,25 +128,26 @@ struct IssuedState {
 }
 
 /// Charges the caller's authorize rate limit, then stores a state and a PKCE verifier bound to
-/// the member's tenant, workspace and user and to the provider.
+/// the caller's tenant, the workspace, the caller and the provider.
 async fn issue_state(
     state: &AppState,
     address: &ClientAddress,
-    member: &WorkspaceMember,
+    request: &WorkspaceRequest,
+    tenant: TenantId,
     provider: Provider,
 ) -> Result<IssuedState, ApiError> {
     state
         .limiter
-        .charge("authorize", address, &member.tenant_id.to_string())
+        .charge("authorize", address, &tenant.to_string())
         .await?;
     let config = state.providers.config(provider)?.clone();
     let flow_id = uuid::Uuid::new_v4();
     let verifier = oauth_state::random_token();
     let challenge = oauth_state::pkce_challenge(&verifier);
     let record = OAuthStateRecord {
-        tenant_id: member.tenant_id,
-        workspace_id: member.workspace_id,
-        user_id: member.user_id,
+        tenant_id: tenant,
+        workspace_id: request.workspace_id,
+        user_id: request.caller,
         provider,
         issuer: config.issuer.clone(),
         redirect_uri: config.redirect_uri.to_string(),
@@ -141,18 +164,25 @@ async fn issue_state(
     })
 }
 
-/// Authorize's transaction: under the workspace lock and the row lock, the connection becomes
-/// `PENDING` and waits for `flow_id`; audited.
+/// Authorize's transaction: the caller must be an owner or admin of the workspace in `tenant`,
+/// the one its state is bound to; then, under the workspace lock and the row lock, the connection
+/// becomes `PENDING` and waits for `flow_id`; audited.
 async fn start_flow(
     state: &AppState,
     request: &WorkspaceRequest,
     provider: Provider,
+    tenant: TenantId,
     flow_id: uuid::Uuid,
 ) -> Result<ConnectionStatus, ApiError> {
     let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
     let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
+        // A member of another tenant than the state's (a remembered tenant gone stale) is not
+        // found here; the handler reads the tenant again.
+        if member.tenant_id != tenant {
+            return Err(ApiError::NotFound);
+        }
         let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
         // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
         // decides who takes the row next when this request and a writer waiting for the row are

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent};
-use crate::auth::{Identity, ProviderPath, WorkspaceMember};
+use crate::auth::{Identity, ProviderPath};
 use crate::connections::{self, ConnectionView};
 use crate::context::RequestContext;
 use crate::db;

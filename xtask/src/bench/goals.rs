@@ -84,7 +84,9 @@ pub fn verdicts(ratios: &Value) -> Value {
     json!({ "met": met, "missed": missed, "not_measured": not_measured })
 }
 
-/// The request kinds one full flow makes, as `harbor-certify db-cost` names them.
+/// The request kinds one full flow makes, as `harbor-certify db-cost` names them: by a caller
+/// who has made requests to the replica before (its authorize and callback rows; the rows for a
+/// caller new to the replica are beside them in the table, not in the sum).
 pub const FLOW_KINDS: [&str; 5] = ["authorize", "callback", "sync", "activate", "disconnect"];
 
 /// One flow's database cost from db-cost's rows: `(transactions, round_trips)` summed over
