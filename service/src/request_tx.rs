@@ -6,13 +6,13 @@
 //! where its transaction starts, and learns there whether the caller is a member (404 if not),
 //! with which role and in which tenant. Nothing may wait on Redis or a provider while the
 //! workspace lock (taken inside the transaction) is held, so some handlers talk to them between
-//! transactions — never in a way that lets a non-member's request write anything or see what it
-//! stored: authorize binds its state to the caller's tenant as this replica remembers it
-//! ([`WorkspaceRequest::remembered_tenant`]; read with
-//! [`WorkspaceRequest::member_before_transaction`] when it does not), and its transaction checks
-//! the membership, the role and that tenant before it writes, discarding the state when any
-//! fails; sync opens its token decision's transaction before it calls the provider. Some open a
-//! second transaction after the first is committed.
+//! transactions — never before the caller is known to be allowed: authorize asks Redis (its rate
+//! limit, its state) only for a caller this replica last read as the workspace's owner or admin
+//! ([`WorkspaceRequest::administered_tenant`]), or once
+//! [`WorkspaceRequest::member_before_transaction`] has read it so; its transaction checks again
+//! before it writes, and discards the state when the check fails. Sync opens its token
+//! decision's transaction before it calls the provider. Some open a second transaction after the
+//! first is committed.
 //!
 //! Transactions that are not a member's request to a workspace route (the OAuth callback, whose
 //! tenant is the caller's and whose workspace comes from the consumed state; the untagged
@@ -82,17 +82,19 @@ impl WorkspaceRequest {
         Ok(self.member(tenant_id, role))
     }
 
-    /// The caller's tenant as this replica remembers it (from an earlier membership or user
-    /// read), without reading anything. It names a tenant, and proves nothing about the caller's
-    /// membership or role: a transaction begun afterwards checks both.
-    pub fn remembered_tenant(&self) -> Option<TenantId> {
-        self.user_tenants.remembered(self.caller)
+    /// The workspace's tenant if this replica last read the caller as its owner or admin, without
+    /// reading anything. It proves nothing about the membership or role now: a transaction begun
+    /// afterwards checks both.
+    pub fn administered_tenant(&self) -> Option<TenantId> {
+        self.user_tenants
+            .administered(self.caller, self.workspace_id)
     }
 
-    /// Forgets the caller's tenant, so that the next request reads it again: a request that
-    /// relied on it was answered 404, or found the caller in another tenant.
-    pub fn forget_tenant(&self) {
-        self.user_tenants.forget(self.caller);
+    /// Forgets that the caller administers the workspace, so that the next request reads it
+    /// again: a request that relied on it was refused (404, 403).
+    pub fn forget_administered(&self) {
+        self.user_tenants
+            .forget_administered(self.caller, self.workspace_id);
     }
 
     async fn begin_needing(&self, admin: bool) -> Result<(Tx, WorkspaceMember), ApiError> {
@@ -143,7 +145,8 @@ impl WorkspaceRequest {
     fn member(&self, tenant_id: TenantId, role: Role) -> WorkspaceMember {
         // `tenant_id` scopes row-level security for the request. It is the caller's own tenant
         // (the membership's foreign key makes the two equal), never something taken from the URL.
-        self.user_tenants.remember(self.caller, tenant_id);
+        self.user_tenants
+            .remember_membership(self.caller, self.workspace_id, tenant_id, role);
         WorkspaceMember {
             user_id: self.caller,
             workspace_id: self.workspace_id,

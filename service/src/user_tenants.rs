@@ -1,4 +1,5 @@
-//! [`UserTenants`]: which tenant each user belongs to, as this replica has learnt it.
+//! [`UserTenants`]: which tenant each user belongs to, and which workspaces they administer, as
+//! this replica has learnt it.
 //!
 //! The OAuth callback needs its caller's tenant before its first transaction (the tenant's rate
 //! limit is charged, and the state's binding checked, before the state is consumed), and it used
@@ -14,8 +15,15 @@
 //! tenant a request is scoped to: the callback's write-ahead transaction, scoped to it, sees the
 //! connection row only in that tenant (row-level security) and answers 404 without it or without
 //! a membership; the store checks the membership again, in that tenant, with the row locked.
-//! Authorize binds its state to the remembered tenant the same way, and its transaction checks
-//! the membership, the role and that tenant before anything is written (`oauth::authorize`).
+//!
+//! Authorize needs the tenant before its transaction too (its state, bound to the tenant, goes to
+//! Redis first), and it may charge the tenant's rate limit only for a caller allowed to connect:
+//! a plain member refused with 403, or an outsider with 404, must not spend the budget of the
+//! tenant's admins. So it relies on a narrower memory: the workspaces a user was last read to
+//! administer (owner or admin), with the workspace's tenant ([`UserTenants::administered`]) —
+//! every membership read updates it, a demotion read removes it, and authorize forgets it when
+//! its transaction refuses. Its transaction checks the membership, the role and the tenant
+//! before anything is written to the database, and a refused request's state is discarded.
 //!
 //! What the trigger cannot stop is a user's row deleted and its id provisioned again in another
 //! tenant. So a callback whose state does not bind to the caller on the remembered tenant reads
@@ -30,15 +38,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use sqlx::PgPool;
 
-use crate::domain::{TenantId, UserId};
+use crate::domain::{Role, TenantId, UserId, WorkspaceId};
 
 /// Most users remembered at once; the map is emptied when it is full (as the JWT verifier's is).
 const REMEMBERED_LIMIT: usize = 100_000;
 
-/// The tenants of the users this replica has seen, by user.
+/// The tenants of the users this replica has seen, by user, and the workspaces they were last
+/// read to administer.
 #[derive(Debug, Default)]
 pub struct UserTenants {
     known: Mutex<HashMap<UserId, TenantId>>,
+    administered: Mutex<HashMap<(UserId, WorkspaceId), TenantId>>,
 }
 
 impl UserTenants {
@@ -46,6 +56,11 @@ impl UserTenants {
     /// remove or clear), so a poisoned lock is taken anyway.
     fn known(&self) -> MutexGuard<'_, HashMap<UserId, TenantId>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The workspaces users administer, as [`Self::known`] is taken.
+    fn administered_map(&self) -> MutexGuard<'_, HashMap<(UserId, WorkspaceId), TenantId>> {
+        self.administered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remembers that `user` belongs to `tenant` (read from a membership or from the user's row).
@@ -60,9 +75,36 @@ impl UserTenants {
         known.insert(user, tenant);
     }
 
-    /// The user's tenant if this replica remembers it; reads nothing.
-    pub fn remembered(&self, user: UserId) -> Option<TenantId> {
-        self.known().get(&user).copied()
+    /// Remembers what a membership read said: the user's tenant, and whether the user
+    /// administers the workspace (an owner or admin is remembered, any other role forgotten).
+    pub fn remember_membership(
+        &self,
+        user: UserId,
+        workspace: WorkspaceId,
+        tenant: TenantId,
+        role: Role,
+    ) {
+        self.remember(user, tenant);
+        let mut administered = self.administered_map();
+        if role.can_administer() {
+            if administered.len() >= REMEMBERED_LIMIT {
+                administered.clear();
+            }
+            administered.insert((user, workspace), tenant);
+        } else {
+            administered.remove(&(user, workspace));
+        }
+    }
+
+    /// The workspace's tenant if the user was last read to administer it; reads nothing, and
+    /// proves nothing about the membership or role now.
+    pub fn administered(&self, user: UserId, workspace: WorkspaceId) -> Option<TenantId> {
+        self.administered_map().get(&(user, workspace)).copied()
+    }
+
+    /// Forgets that the user administers the workspace: the next request reads it again.
+    pub fn forget_administered(&self, user: UserId, workspace: WorkspaceId) {
+        self.administered_map().remove(&(user, workspace));
     }
 
     /// Forgets the user's tenant: the next [`Self::tenant_of`] reads it again.
@@ -102,7 +144,8 @@ impl UserTenants {
         pool: &PgPool,
         user: UserId,
     ) -> Result<Option<TenantId>, sqlx::Error> {
-        if let Some(tenant) = self.remembered(user) {
+        let remembered = self.known().get(&user).copied();
+        if let Some(tenant) = remembered {
             return Ok(Some(tenant));
         }
         let tenant = Self::look_up(pool, user).await?;

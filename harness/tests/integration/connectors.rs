@@ -432,10 +432,12 @@ async fn a_user_provisioned_again_in_another_tenant_is_judged_on_a_fresh_read() 
 }
 
 #[tokio::test]
-async fn authorize_on_a_stale_remembered_tenant_binds_its_state_to_the_tenant_read_again() {
-    // Authorize binds its state to the tenant the replica remembers, without reading it. A user
-    // id provisioned again in another tenant makes that stale: the transaction then finds the
-    // caller a member elsewhere, the state is discarded, and the tenant is read again once.
+async fn an_admin_the_replica_remembers_but_removed_since_is_refused_once_on_the_fast_path() {
+    // Authorize charges the rate limit and stores its state before its transaction for a caller
+    // the replica last read as the workspace's admin. Here that caller's id was deleted and
+    // provisioned again, as an admin of another tenant: the transaction refuses (404), the state
+    // is discarded, and the replica forgets, so a second try is refused before anything is
+    // charged; the caller's own workspace is authorized on its own tenant.
     let app = spawn_app().await;
     let a = app
         .tenant("was", true, ConnectionStatus::NotConnected)
@@ -443,7 +445,7 @@ async fn authorize_on_a_stale_remembered_tenant_binds_its_state_to_the_tenant_re
     let b = app
         .tenant("now", true, ConnectionStatus::NotConnected)
         .await;
-    let user = a.member;
+    let user = a.owner;
     let listed = app
         .call(
             Method::GET,
@@ -464,15 +466,45 @@ async fn authorize_on_a_stale_remembered_tenant_binds_its_state_to_the_tenant_re
     .execute(app.db())
     .await
     .unwrap();
+    let authorize_a = || {
+        app.call(
+            Method::POST,
+            format!("/v1/workspaces/{}/connections/qbo/authorize", a.workspace),
+        )
+        .as_user(user.0)
+        .send()
+    };
+    let refused = authorize_a().await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert!(
+        state_keys(&app).await.is_empty(),
+        "the refused request's state was discarded"
+    );
+    let bucket = format!("authorize:tenant:{}", a.tenant);
+    let charged = || async {
+        evidence::redis_dump(&app.sut.env.redis_url, &app.sut.env.redis_key_prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.key.ends_with(&bucket))
+            .map(|e| e.value)
+    };
+    let before = charged().await;
+    assert!(
+        before.is_some(),
+        "the fast path charged the tenant it remembered"
+    );
+    let refused = authorize_a().await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert_eq!(
+        charged().await,
+        before,
+        "forgotten: the second try is read first and charges nothing"
+    );
     let consent = app
         .authorize_and_consent(0, user, b.workspace, Provider::Qbo)
         .await
         .unwrap();
-    assert_eq!(
-        state_keys(&app).await.len(),
-        1,
-        "the stale tenant's state was discarded"
-    );
     let (status, body) = app
         .callback(0, user, Provider::Qbo, &consent)
         .await
@@ -483,12 +515,25 @@ async fn authorize_on_a_stale_remembered_tenant_binds_its_state_to_the_tenant_re
 }
 
 #[tokio::test]
-async fn a_caller_the_replica_remembers_is_refused_authorize_where_not_an_admin_and_leaves_no_state(
-) {
-    // The remembered tenant proves nothing: an outsider (another tenant's owner) and a plain
-    // member, both known to the replica, are refused by the transaction, and the states stored
-    // for them before it are gone.
-    let app = spawn_app().await;
+async fn refused_authorizes_spend_none_of_the_tenants_rate_limit() {
+    // A plain member and an outsider, both known to the replica from a request of their own,
+    // send authorize after authorize: each is refused before the rate limit is charged or a state
+    // stored, so the tenant's admins keep their whole budget (three at once here).
+    let app = spawn_app_with(ServiceOptions {
+        rate_limits: RateLimits {
+            per_tenant: Quota {
+                per_minute: 3,
+                burst: 3,
+            },
+            per_address: Quota {
+                per_minute: 60_000,
+                burst: 10_000,
+            },
+            ..RateLimits::default()
+        },
+        ..ServiceOptions::default()
+    })
+    .await;
     let t = app
         .tenant("guarded", true, ConnectionStatus::NotConnected)
         .await;
@@ -506,28 +551,35 @@ async fn a_caller_the_replica_remembers_is_refused_authorize_where_not_an_admin_
             .await;
         assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
     }
-    for (user, status) in [
-        (other.owner, StatusCode::NOT_FOUND),
-        (t.member, StatusCode::FORBIDDEN),
-    ] {
-        let refused = app
-            .call(
-                Method::POST,
-                format!("/v1/workspaces/{}/connections/qbo/authorize", t.workspace),
-            )
-            .as_user(user.0)
-            .send()
-            .await;
-        assert_eq!(refused.status, status, "{}", refused.body);
+    let authorize = |user: UserId, provider: &'static str| {
+        app.call(
+            Method::POST,
+            format!(
+                "/v1/workspaces/{}/connections/{provider}/authorize",
+                t.workspace
+            ),
+        )
+        .as_user(user.0)
+        .send()
+    };
+    for _ in 0..5 {
+        let outsider = authorize(other.owner, "qbo").await;
+        assert_eq!(outsider.status, StatusCode::NOT_FOUND, "{}", outsider.body);
+        let member = authorize(t.member, "qbo").await;
+        assert_eq!(member.status, StatusCode::FORBIDDEN, "{}", member.body);
     }
     assert!(
         state_keys(&app).await.is_empty(),
-        "no state outlives a refused authorize"
+        "no state stored for a refused caller"
     );
+    for provider in ["qbo", "gmail", "slack"] {
+        let admin = authorize(t.owner, provider).await;
+        assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
+    }
     assert_eq!(
-        app.count("SELECT count(*) FROM connections WHERE status <> 'NOT_CONNECTED'")
+        app.count("SELECT count(*) FROM connections WHERE status = 'PENDING'")
             .await,
-        0
+        3
     );
     app.stop().await;
 }

@@ -1,7 +1,7 @@
-//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: the caller's tenant
-//! (remembered by the replica, or read from the pool with the membership), Redis asked (the rate
-//! limit, the state and PKCE verifier), then one transaction that checks the membership and role
-//! and, under the workspace lock, writes — nothing waits on Redis while a pooled connection or the
+//! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: the caller known to be
+//! the workspace's owner or admin (as this replica last read them, or read from the pool now),
+//! Redis asked (the rate limit, the state and PKCE verifier), then one transaction that checks
+//! the membership and role again and, under the workspace lock, writes — nothing waits on Redis while a pooled connection or the
 //! lock is held. Split from [`super`], which holds the callback.
 
 use super::*;
@@ -18,7 +18,7 @@ pub struct AuthorizeResponse {
     pub status: ConnectionStatus,
 }
 
-/// Starts connecting the workspace to a provider. Any member may start it.
+/// Starts connecting the workspace to a provider. The workspace's owner or admins may start it.
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{workspace_id}/connections/{provider}/authorize",
@@ -39,60 +39,58 @@ pub async fn authorize(
     ProviderPath(provider): ProviderPath,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     // The state is bound to the caller's tenant and goes to Redis before the transaction begins,
-    // so the tenant is needed first: as this replica remembers it (any earlier request of the
-    // caller's told it; a user's row keeps its tenant, `user_tenants`), or read from the pool with
-    // the membership and role. A remembered tenant proves nothing: the transaction checks the
-    // membership, the role and the tenant before it writes, and a refused request's state is
-    // discarded — its caller never sees it. (One transaction opened on the membership and asking
-    // Redis before its workspace lock would save the read for a caller new to the replica too,
-    // but would hold a pooled connection, and the membership row, for as long as Redis takes to
-    // answer: a stalled Redis would then drain the pool every route shares.)
-    let mut remembered = request.remembered_tenant();
-    let (issued, status) = loop {
-        // The seeded flaw reads the membership in a transaction it keeps open while Redis is asked.
-        let across_redis = if flaws::active(Flaw::AuthorizeTransactionAcrossRedis) {
-            Some(request.begin_as_admin().await?)
-        } else {
-            None
-        };
-        let tenant = match (&across_redis, remembered) {
-            (Some((_, member)), _) => member.tenant_id,
-            (None, Some(tenant)) => tenant,
-            (None, None) => {
-                let member = request.member_before_transaction().await?;
-                // Connecting a workspace's provider account needs the role disconnecting it
-                // needs: otherwise any member could replace an admin's in-flight authorization
-                // with their own account. (The transaction checks it again, on the row it locks.)
-                member.require_admin()?;
-                member.tenant_id
+    // after the caller's rate limit is charged — so the tenant is needed first, and only for a
+    // caller allowed to connect: a plain member or an outsider must not spend the budget of the
+    // tenant's admins. Where this replica last read the caller as the workspace's owner or admin
+    // (any earlier request of theirs to the workspace told it), that read is taken as the cue,
+    // and the transaction checks the membership, the role and the tenant before it writes;
+    // otherwise the membership is read from the pool first. (One transaction opened on the
+    // membership and asking Redis before its workspace lock would save that read too, but would
+    // hold a pooled connection, and the membership row, for as long as Redis takes to answer: a
+    // stalled Redis would then drain the pool every route shares.)
+    let administered = request.administered_tenant();
+    // The seeded flaw reads the membership in a transaction it keeps open while Redis is asked.
+    let across_redis = if flaws::active(Flaw::AuthorizeTransactionAcrossRedis) {
+        Some(request.begin_as_admin().await?)
+    } else {
+        None
+    };
+    let tenant = match (&across_redis, administered) {
+        (Some((_, member)), _) => member.tenant_id,
+        (None, Some(tenant)) => tenant,
+        (None, None) => {
+            let member = request.member_before_transaction().await?;
+            // Connecting a workspace's provider account needs the role disconnecting it needs:
+            // otherwise any member could replace an admin's in-flight authorization with their
+            // own account. (The transaction checks it again, on the row it locks.)
+            member.require_admin()?;
+            member.tenant_id
+        }
+    };
+    // Redis is asked (the rate limit, then the state) before the transaction: nothing waits on
+    // Redis (or any peer but PostgreSQL) while a pooled connection or the workspace lock is held.
+    // Without Redis the request fails here, with nothing written (fail closed: no PENDING
+    // connection waiting for a state that does not exist).
+    let issued = issue_state(&state, &address, &request, tenant, provider).await;
+    drop(across_redis);
+    let issued = issued?;
+    let status = match start_flow(&state, &request, provider, tenant, issued.flow_id).await {
+        Ok(status) => status,
+        Err(error) => {
+            // Nothing was committed, so the state leads nowhere; remove it now (after the lock
+            // is gone) rather than leave it to its TTL. Its holder never saw it anyway. (Best
+            // effort: if Redis fails here, the state expires with its TTL, unused.)
+            if let Err(e) = state.states.discard(issued.state.expose_secret()).await {
+                tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
             }
-        };
-        // Redis is asked (the rate limit, then the state) before the transaction: nothing waits
-        // on Redis (or any peer but PostgreSQL) while a pooled connection or the workspace lock is
-        // held. Without Redis the request fails here, with nothing written (fail closed: no
-        // PENDING connection waiting for a state that does not exist).
-        let issued = issue_state(&state, &address, &request, tenant, provider).await;
-        drop(across_redis);
-        let issued = issued?;
-        match start_flow(&state, &request, provider, tenant, issued.flow_id).await {
-            Ok(status) => break (issued, status),
-            Err(error) => {
-                // Nothing was committed, so the state leads nowhere; remove it now (after the
-                // lock is gone) rather than leave it to its TTL. Its holder never saw it anyway.
-                if let Err(e) = state.states.discard(issued.state.expose_secret()).await {
-                    tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
-                }
-                // Not found on a remembered tenant: no longer a member, or (a user's id deleted
-                // and provisioned again in another tenant) a member elsewhere. Read it again,
-                // once: the membership read then answers 404 before Redis is asked, or binds the
-                // state to the tenant the caller is in now.
-                if matches!(error, ApiError::NotFound) && remembered.is_some() {
-                    request.forget_tenant();
-                    remembered = None;
-                    continue;
-                }
-                return Err(error);
+            // Refused where this replica took the caller for an admin: removed or demoted since.
+            // The next authorize reads the membership before it charges anything.
+            if administered.is_some()
+                && matches!(error, ApiError::NotFound | ApiError::Forbidden(_))
+            {
+                request.forget_administered();
             }
+            return Err(error);
         }
     };
     let config = issued.config;
@@ -178,8 +176,8 @@ async fn start_flow(
     let hooks = state.sync_points.as_ref();
     let (mut tx, member) = request.begin_as_admin().await?;
     let result = async {
-        // A member of another tenant than the state's (a remembered tenant gone stale) is not
-        // found here; the handler reads the tenant again.
+        // The state is bound to `tenant`: it must be the membership's. (A workspace's tenant
+        // never changes, so a remembered one cannot differ; this keeps the binding a check.)
         if member.tenant_id != tenant {
             return Err(ApiError::NotFound);
         }
