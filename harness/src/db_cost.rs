@@ -25,8 +25,8 @@ use crate::target::{Target, TenantSpec};
 pub enum Kind {
     /// `GET …/connections` by a member.
     ListConnections,
-    /// `POST …/authorize` of a workspace not connected, by a caller who has made a request to
-    /// this replica before (a list of the connections, uncounted), whose tenant it remembers.
+    /// `POST …/authorize` of a workspace not connected, by its owner, whom this replica has
+    /// already read as the workspace's owner (a list of the connections, uncounted).
     Authorize,
     /// The same, as the caller's first request to the replica: it reads the membership before
     /// it asks Redis.

@@ -8,7 +8,7 @@
 //! workspace lock (taken inside the transaction) is held, so some handlers talk to them between
 //! transactions — never before the caller is known to be allowed: authorize asks Redis (its rate
 //! limit, its state) only for a caller this replica last read as the workspace's owner or admin
-//! ([`WorkspaceRequest::administered_tenant`]), or once
+//! ([`WorkspaceRequest::take_administered_tenant`]), or once
 //! [`WorkspaceRequest::member_before_transaction`] has read it so; its transaction checks again
 //! before it writes, and discards the state when the check fails. Sync opens its token
 //! decision's transaction before it calls the provider. Some open a second transaction after the
@@ -82,19 +82,13 @@ impl WorkspaceRequest {
         Ok(self.member(tenant_id, role))
     }
 
-    /// The workspace's tenant if this replica last read the caller as its owner or admin, without
-    /// reading anything. It proves nothing about the membership or role now: a transaction begun
-    /// afterwards checks both.
-    pub fn administered_tenant(&self) -> Option<TenantId> {
+    /// The workspace's tenant if this replica last read the caller as its owner or admin,
+    /// without reading anything, and taken out of the replica's memory: a transaction begun
+    /// afterwards that finds the caller an owner or admin puts it back. It proves nothing about
+    /// the membership or role now: that transaction checks both.
+    pub fn take_administered_tenant(&self) -> Option<TenantId> {
         self.user_tenants
-            .administered(self.caller, self.workspace_id)
-    }
-
-    /// Forgets that the caller administers the workspace, so that the next request reads it
-    /// again: a request that relied on it was refused (404, 403).
-    pub fn forget_administered(&self) {
-        self.user_tenants
-            .forget_administered(self.caller, self.workspace_id);
+            .take_administered(self.caller, self.workspace_id)
     }
 
     async fn begin_needing(&self, admin: bool) -> Result<(Tx, WorkspaceMember), ApiError> {

@@ -20,10 +20,13 @@
 //! Redis first), and it may charge the tenant's rate limit only for a caller allowed to connect:
 //! a plain member refused with 403, or an outsider with 404, must not spend the budget of the
 //! tenant's admins. So it relies on a narrower memory: the workspaces a user was last read to
-//! administer (owner or admin), with the workspace's tenant ([`UserTenants::administered`]) —
-//! every membership read updates it, a demotion read removes it, and authorize forgets it when
-//! its transaction refuses. Its transaction checks the membership, the role and the tenant
-//! before anything is written to the database, and a refused request's state is discarded.
+//! administer (owner or admin), with the workspace's tenant. A workspace request's membership
+//! read as an owner or admin puts an entry in, one that finds another role takes it out, and
+//! authorize takes it out when it relies on it ([`UserTenants::take_administered`]): only a
+//! transaction that finds the caller an admin again puts it back. So a caller demoted or removed
+//! since spends at most one charge per replica, however many authorizes they send at once.
+//! Authorize's transaction checks the membership, the role and the tenant before anything is
+//! written to the database, and a refused request's state is discarded.
 //!
 //! What the trigger cannot stop is a user's row deleted and its id provisioned again in another
 //! tenant. So a callback whose state does not bind to the caller on the remembered tenant reads
@@ -96,15 +99,11 @@ impl UserTenants {
         }
     }
 
-    /// The workspace's tenant if the user was last read to administer it; reads nothing, and
-    /// proves nothing about the membership or role now.
-    pub fn administered(&self, user: UserId, workspace: WorkspaceId) -> Option<TenantId> {
-        self.administered_map().get(&(user, workspace)).copied()
-    }
-
-    /// Forgets that the user administers the workspace: the next request reads it again.
-    pub fn forget_administered(&self, user: UserId, workspace: WorkspaceId) {
-        self.administered_map().remove(&(user, workspace));
+    /// The workspace's tenant if the user was last read to administer it, taken out: until a
+    /// membership read finds the user an admin again, the next caller gets `None`. Reads
+    /// nothing, and proves nothing about the membership or role now.
+    pub fn take_administered(&self, user: UserId, workspace: WorkspaceId) -> Option<TenantId> {
+        self.administered_map().remove(&(user, workspace))
     }
 
     /// Forgets the user's tenant: the next [`Self::tenant_of`] reads it again.

@@ -437,8 +437,23 @@ async fn an_admin_the_replica_remembers_but_removed_since_is_refused_once_on_the
     // the replica last read as the workspace's admin. Here that caller's id was deleted and
     // provisioned again, as an admin of another tenant: the transaction refuses (404), the state
     // is discarded, and the replica forgets, so a second try is refused before anything is
-    // charged; the caller's own workspace is authorized on its own tenant.
-    let app = spawn_app().await;
+    // charged; the caller's own workspace is authorized on its own tenant. (A tenant quota that
+    // refills once a minute: the bucket's key lives that long, and is read twice below.)
+    let app = spawn_app_with(ServiceOptions {
+        rate_limits: RateLimits {
+            per_tenant: Quota {
+                per_minute: 1,
+                burst: 20,
+            },
+            per_address: Quota {
+                per_minute: 60_000,
+                burst: 10_000,
+            },
+            ..RateLimits::default()
+        },
+        ..ServiceOptions::default()
+    })
+    .await;
     let a = app
         .tenant("was", true, ConnectionStatus::NotConnected)
         .await;
@@ -511,6 +526,77 @@ async fn an_admin_the_replica_remembers_but_removed_since_is_refused_once_on_the
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "CONNECTED", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_demoted_admin_spends_one_charge_however_many_authorizes_they_send_at_once() {
+    // The replica read the admin as one, then the admin was demoted. Ten authorizes at once: the
+    // first takes the replica's memory of the admin role and charges the tenant once; the others
+    // read the membership first and are refused before anything is charged. The owner finds two
+    // of the tenant's three left (a quota that refills once a minute).
+    let app = spawn_app_with(ServiceOptions {
+        rate_limits: RateLimits {
+            per_tenant: Quota {
+                per_minute: 1,
+                burst: 3,
+            },
+            per_address: Quota {
+                per_minute: 60_000,
+                burst: 10_000,
+            },
+            ..RateLimits::default()
+        },
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app
+        .tenant("demoted", true, ConnectionStatus::NotConnected)
+        .await;
+    let listed = app
+        .call(
+            Method::GET,
+            format!("/v1/workspaces/{}/connections", t.workspace),
+        )
+        .as_user(t.admin.0)
+        .send()
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    sqlx::query("UPDATE memberships SET role = 'member' WHERE user_id = $1")
+        .bind(t.admin)
+        .execute(app.db())
+        .await
+        .unwrap();
+    let authorize = |user: UserId, provider: &'static str| {
+        app.call(
+            Method::POST,
+            format!(
+                "/v1/workspaces/{}/connections/{provider}/authorize",
+                t.workspace
+            ),
+        )
+        .as_user(user.0)
+        .send()
+    };
+    let tries = futures::future::join_all((0..10).map(|_| authorize(t.admin, "qbo"))).await;
+    for refused in &tries {
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    }
+    assert!(
+        state_keys(&app).await.is_empty(),
+        "no state outlives a refused authorize"
+    );
+    for provider in ["qbo", "gmail"] {
+        let owner = authorize(t.owner, provider).await;
+        assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+    }
+    let third = authorize(t.owner, "slack").await;
+    assert_eq!(
+        third.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        third.body
+    );
     app.stop().await;
 }
 

@@ -27,9 +27,9 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
         1.0,
         "{rows:?}"
     );
-    // Authorize, likewise: one transaction (membership, lock, row, audit) where the replica
-    // remembers the caller's tenant, and the membership read from the pool before Redis only
-    // where it does not.
+    // Authorize, likewise: one transaction (membership, lock, row, audit) where the replica has
+    // read the caller as the workspace's owner before, and the membership read from the pool
+    // before Redis only where it has not.
     assert_eq!(of("authorize").transactions, 1.0, "{rows:?}");
     assert_eq!(
         of("authorize (caller new to the replica)").transactions,

@@ -1,7 +1,8 @@
 //! `POST /v1/workspaces/{workspace_id}/connections/{provider}/authorize`: the caller known to be
 //! the workspace's owner or admin (as this replica last read them, or read from the pool now),
 //! Redis asked (the rate limit, the state and PKCE verifier), then one transaction that checks
-//! the membership and role again and, under the workspace lock, writes — nothing waits on Redis while a pooled connection or the
+//! the membership and role (again, where they were read now) and, under the workspace lock,
+//! writes — nothing waits on Redis while a pooled connection or the
 //! lock is held. Split from [`super`], which holds the callback.
 
 use super::*;
@@ -42,13 +43,16 @@ pub async fn authorize(
     // after the caller's rate limit is charged — so the tenant is needed first, and only for a
     // caller allowed to connect: a plain member or an outsider must not spend the budget of the
     // tenant's admins. Where this replica last read the caller as the workspace's owner or admin
-    // (any earlier request of theirs to the workspace told it), that read is taken as the cue,
-    // and the transaction checks the membership, the role and the tenant before it writes;
-    // otherwise the membership is read from the pool first. (One transaction opened on the
+    // (any earlier request of theirs to the workspace told it), that read is taken as the cue —
+    // once: it is taken out of the replica's memory, and only a transaction that finds the caller
+    // an admin again puts it back, so a caller demoted or removed since spends at most one charge
+    // however many authorizes they send at once — and the transaction checks the membership, the
+    // role and the tenant before it writes; otherwise the membership is read from the pool
+    // first. (One transaction opened on the
     // membership and asking Redis before its workspace lock would save that read too, but would
     // hold a pooled connection, and the membership row, for as long as Redis takes to answer: a
     // stalled Redis would then drain the pool every route shares.)
-    let administered = request.administered_tenant();
+    let administered = request.take_administered_tenant();
     // The seeded flaw reads the membership in a transaction it keeps open while Redis is asked.
     let across_redis = if flaws::active(Flaw::AuthorizeTransactionAcrossRedis) {
         Some(request.begin_as_admin().await?)
@@ -82,13 +86,6 @@ pub async fn authorize(
             // effort: if Redis fails here, the state expires with its TTL, unused.)
             if let Err(e) = state.states.discard(issued.state.expose_secret()).await {
                 tracing::warn!(error = %e, "could not discard the state of a failed authorization; it expires with its TTL");
-            }
-            // Refused where this replica took the caller for an admin: removed or demoted since.
-            // The next authorize reads the membership before it charges anything.
-            if administered.is_some()
-                && matches!(error, ApiError::NotFound | ApiError::Forbidden(_))
-            {
-                request.forget_administered();
             }
             return Err(error);
         }
