@@ -135,7 +135,10 @@ pub struct ExploreArgs {
     pub backend: BackendChoice,
 }
 
-fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
+/// The sets to explore, and which part of a split they are when `--shard` chose them.
+fn sets_of(
+    args: &ExploreArgs,
+) -> Result<(Vec<Vec<Operation>>, Option<explore::shard::ShardOf>), String> {
     let ops: Vec<Operation> = if args.ops.is_empty() {
         Operation::by_default()
     } else {
@@ -177,6 +180,11 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
             );
         }
     }
+    let shard_of = shard.map(|(index, of)| explore::shard::ShardOf {
+        index,
+        of,
+        sets_in_split: sets.len(),
+    });
     let sets = explore::shard::select(sets, shard, weights.as_ref());
     if sets.iter().any(|s| {
         s.contains(&Operation::ReplicaStop) && s.iter().filter(|o| o.crashes()).count() > 1
@@ -189,7 +197,7 @@ fn sets_of(args: &ExploreArgs) -> Result<Vec<Vec<Operation>>, String> {
     if sets.iter().any(|s| s.len() > 4) {
         return Err("at most four operations per set (a set's schedules grow factorially)".into());
     }
-    Ok(sets)
+    Ok((sets, shard_of))
 }
 
 fn parse_anomaly(raw: &str) -> Result<Anomaly, String> {
@@ -199,7 +207,7 @@ fn parse_anomaly(raw: &str) -> Result<Anomaly, String> {
 
 /// Runs the exploration (or its kill matrix) and writes the report.
 pub async fn explore(args: ExploreArgs) -> ExitCode {
-    let sets = match sets_of(&args) {
+    let (sets, shard) = match sets_of(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("harbor-certify: {e}");
@@ -235,6 +243,7 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
     let dir = args.out.join(&stamp);
     let options = Options {
         sets,
+        shard,
         mode,
         budget: args.budget,
         seconds: args.seconds,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::{CANNOT_RUN, NOT_CERTIFIED};
+use crate::explore::shard::ShardOf;
 
 /// What to merge.
 #[derive(clap::Args, Clone, Debug)]
@@ -40,7 +41,12 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
             }
         }
     }
+    check_split(shards)?;
     let mut merged = shards.first().cloned().ok_or("nothing to merge")?;
+    // The whole split, not its first part.
+    if let Some(fields) = merged.as_object_mut() {
+        fields.remove("shard");
+    }
     for (i, shard) in shards.iter().enumerate().skip(1) {
         if shard["schema_version"] != merged["schema_version"]
             || shard["mode"] != merged["mode"]
@@ -120,6 +126,58 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
         .sum();
     merged["services_with_fault_proxies"] = Value::from(proxied);
     Ok(merged)
+}
+
+/// Every part of one split, once each, where the reports say which part they are (reports
+/// written before that was recorded say nothing, and are merged as given): a missing part's sets
+/// are listed in no report, so without this a merge would pass them as if explored.
+fn check_split(shards: &[Value]) -> Result<(), String> {
+    let parts: Vec<Option<ShardOf>> = shards
+        .iter()
+        .map(|s| {
+            s.get("shard")
+                .and_then(|p| serde_json::from_value(p.clone()).ok())
+        })
+        .collect();
+    let Some(first) = parts.iter().flatten().next().copied() else {
+        return Ok(());
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, part) in parts.iter().enumerate() {
+        let Some(part) = part else {
+            return Err(format!(
+                "shard {} does not say which part of a split it is, and others do",
+                i + 1
+            ));
+        };
+        if (part.of, part.sets_in_split) != (first.of, first.sets_in_split) {
+            return Err(format!(
+                "shard {} is part {}/{} of a split of {} sets, another part {}/{} of {}: two splits",
+                i + 1,
+                part.index,
+                part.of,
+                part.sets_in_split,
+                first.index,
+                first.of,
+                first.sets_in_split
+            ));
+        }
+        if !seen.insert(part.index) {
+            return Err(format!("part {}/{} is given twice", part.index, part.of));
+        }
+    }
+    let missing: Vec<String> = (1..=first.of)
+        .filter(|k| !seen.contains(k))
+        .map(|k| format!("{k}/{}", first.of))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "part(s) {} of the split are missing: their sets are in no report given",
+            missing.join(", ")
+        ))
+    }
 }
 
 /// Reads, merges, writes.
@@ -213,6 +271,27 @@ mod tests {
             "another exploration"
         );
         assert!(merge_reports(&[json!({})]).is_err(), "not an explore.json");
+        // Parts that say which they are: all of the split, once each, or no merge.
+        let part = |k: u64, of: u64| {
+            let mut s = shard(k, json!([]));
+            s["shard"] = json!({ "index": k, "of": of, "sets_in_split": 3 });
+            s
+        };
+        let whole = merge_reports(&[part(1, 3), part(3, 3), part(2, 3)]).unwrap();
+        assert!(whole.get("shard").is_none(), "the merge is the whole split");
+        let missing = merge_reports(&[part(1, 3), part(3, 3)]).unwrap_err();
+        assert!(missing.contains("2/3"), "{missing}");
+        let mut again = part(2, 3);
+        again["operations"] = json!([["activate", "again"]]);
+        assert!(merge_reports(&[part(1, 3), part(2, 3), again])
+            .unwrap_err()
+            .contains("twice"));
+        assert!(merge_reports(&[part(1, 2), part(2, 3)])
+            .unwrap_err()
+            .contains("two splits"));
+        assert!(merge_reports(&[part(1, 2), shard(2, json!([]))])
+            .unwrap_err()
+            .contains("does not say"));
         assert!(
             merge_reports(&[json!({ "correct_build": {} })]).is_err(),
             "a kill matrix"

@@ -61,6 +61,8 @@ pub enum Mode {
 pub struct Options {
     /// The sets of operations, each explored on its own.
     pub sets: Vec<Vec<Operation>>,
+    /// The part of a split these sets are (`--shard K/N`), recorded in the report.
+    pub shard: Option<shard::ShardOf>,
     /// Systematic or random.
     pub mode: Mode,
     /// Most schedules per set (systematic: then the set is reported incomplete).
@@ -277,6 +279,10 @@ pub struct ExploreReport {
     /// Of them, those that ran the fault proxies (the others served only the sets that inject
     /// no fault on a dependency).
     pub services_with_fault_proxies: usize,
+    /// The part of a split this run explored (`--shard K/N`); absent for a whole run, and in
+    /// reports written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<shard::ShardOf>,
 }
 
 /// Every multiset of `size` operations drawn from `ops` (repeats included, order ignored), but
@@ -467,6 +473,7 @@ async fn explore_on(
         lanes: options.lanes.max(1),
         services: targets.len(),
         services_with_fault_proxies: 0,
+        shard: options.shard,
     };
     let offered = target.capabilities();
     let each_offers: Vec<BTreeSet<Capability>> = targets.iter().map(|t| t.capabilities()).collect();

@@ -13,6 +13,18 @@ use std::path::Path;
 
 use super::ops::Operation;
 
+/// Which part of a split a `--shard K/N` job explored, written in its report so that `merge` can
+/// tell a complete split from one with a job missing (whose sets no other report lists).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardOf {
+    /// K: this job's part, from 1.
+    pub index: usize,
+    /// N: the parts of the split.
+    pub of: usize,
+    /// The sets of the whole split, every part's together.
+    pub sets_in_split: usize,
+}
+
 /// What an earlier run measured of each set: its wall time in milliseconds.
 #[derive(Clone, Debug)]
 pub struct Weights {
