@@ -67,6 +67,18 @@ fn decrypt(
         .map(|s| s.expose_secret().to_owned())
 }
 
+/// The harness's defaults with a tenant rate limit of `per_minute`, `burst` at once.
+fn tenant_quota(per_minute: u32, burst: u32) -> ServiceOptions {
+    let defaults = ServiceOptions::default();
+    ServiceOptions {
+        rate_limits: RateLimits {
+            per_tenant: Quota { per_minute, burst },
+            ..defaults.rate_limits
+        },
+        ..defaults
+    }
+}
+
 async fn state_keys(app: &TestApp) -> Vec<RedisEntry> {
     evidence::redis_dump(&app.sut.env.redis_url, &app.sut.env.redis_key_prefix)
         .await
@@ -439,21 +451,7 @@ async fn an_admin_the_replica_remembers_but_removed_since_is_refused_once_on_the
     // is discarded, and the replica forgets, so a second try is refused before anything is
     // charged; the caller's own workspace is authorized on its own tenant. (A tenant quota that
     // refills once a minute: the bucket's key lives that long, and is read twice below.)
-    let app = spawn_app_with(ServiceOptions {
-        rate_limits: RateLimits {
-            per_tenant: Quota {
-                per_minute: 1,
-                burst: 20,
-            },
-            per_address: Quota {
-                per_minute: 60_000,
-                burst: 10_000,
-            },
-            ..RateLimits::default()
-        },
-        ..ServiceOptions::default()
-    })
-    .await;
+    let app = spawn_app_with(tenant_quota(1, 20)).await;
     let a = app
         .tenant("was", true, ConnectionStatus::NotConnected)
         .await;
@@ -535,21 +533,7 @@ async fn a_demoted_admin_spends_one_charge_however_many_authorizes_they_send_at_
     // first takes the replica's memory of the admin role and charges the tenant once; the others
     // read the membership first and are refused before anything is charged. The owner finds two
     // of the tenant's three left (a quota that refills once a minute).
-    let app = spawn_app_with(ServiceOptions {
-        rate_limits: RateLimits {
-            per_tenant: Quota {
-                per_minute: 1,
-                burst: 3,
-            },
-            per_address: Quota {
-                per_minute: 60_000,
-                burst: 10_000,
-            },
-            ..RateLimits::default()
-        },
-        ..ServiceOptions::default()
-    })
-    .await;
+    let app = spawn_app_with(tenant_quota(1, 3)).await;
     let t = app
         .tenant("demoted", true, ConnectionStatus::NotConnected)
         .await;
@@ -605,21 +589,7 @@ async fn refused_authorizes_spend_none_of_the_tenants_rate_limit() {
     // A plain member and an outsider, both known to the replica from a request of their own,
     // send authorize after authorize: each is refused before the rate limit is charged or a state
     // stored, so the tenant's admins keep their whole budget (three at once here).
-    let app = spawn_app_with(ServiceOptions {
-        rate_limits: RateLimits {
-            per_tenant: Quota {
-                per_minute: 3,
-                burst: 3,
-            },
-            per_address: Quota {
-                per_minute: 60_000,
-                burst: 10_000,
-            },
-            ..RateLimits::default()
-        },
-        ..ServiceOptions::default()
-    })
-    .await;
+    let app = spawn_app_with(tenant_quota(3, 3)).await;
     let t = app
         .tenant("guarded", true, ConnectionStatus::NotConnected)
         .await;
