@@ -59,13 +59,27 @@ pub async fn tokens_bound(
         Vec<u8>,
         Option<Vec<u8>>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token FROM connections \
-         WHERE access_token IS NOT NULL AND ($1::uuid IS NULL OR workspace_id = $1)",
-    )
-    .bind(workspace)
-    .fetch_all(db)
-    .await
+    // Two statements, not one with `$1 IS NULL OR workspace_id = $1`: prepared once and then
+    // run with a generic plan, that one scanned the whole table for every workspace's check —
+    // after every explored schedule, on a table that grows by a row or more with each.
+    macro_rules! stored {
+        ($filter:literal) => {
+            concat!(
+                "SELECT id, tenant_id, provider, grant_id, access_token, refresh_token ",
+                "FROM connections WHERE access_token IS NOT NULL",
+                $filter
+            )
+        };
+    }
+    let rows: Vec<Row> = match workspace {
+        Some(workspace) => {
+            sqlx::query_as(stored!(" AND workspace_id = $1"))
+                .bind(workspace)
+                .fetch_all(db)
+                .await
+        }
+        None => sqlx::query_as(stored!("")).fetch_all(db).await,
+    }
     .map_err(|e| e.to_string())?;
     let mut seen = std::collections::HashSet::new();
     for (id, tenant, provider, grant, access, refresh) in &rows {
