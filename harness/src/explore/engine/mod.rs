@@ -50,6 +50,12 @@ const SETTLE_TICK: Duration = Duration::from_millis(2);
 /// ([`Engine::settle`]'s back-off).
 const SETTLE_TICK_MAX: Duration = Duration::from_millis(16);
 
+/// How long one operation on its way, with no other parked or waiting, goes without a reading of
+/// the lock tables: it reaches its next point in a few milliseconds, or waits on something no
+/// reading can settle, unless it waits on itself (`settle::reading_can_settle`). Far below any lock
+/// timeout, so such a self-wait is still settled and reported as the deadlock it is.
+const ALONE_UNREAD: Duration = Duration::from_millis(100);
+
 /// A workspace in its starting state, made ahead of its schedule.
 pub struct Prepared {
     /// The state it is to start in.

@@ -36,7 +36,7 @@ impl Engine<'_> {
                 }
             }
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
-            if read_locks && reading_can_settle(actors, &moving) {
+            if read_locks && reading_can_settle(actors, &moving, started.elapsed()) {
                 let waits = self.lock_waits(actors, &moving, run).await?;
                 for (i, by) in waits {
                     match by {
@@ -272,15 +272,20 @@ impl Engine<'_> {
 
 /// Whether a reading of the lock tables could let `moving` settle. A wait settles only on holders
 /// that are themselves parked or waiting, so one operation on its way while no other one is
-/// parked or waiting — launched alone, or the last one left — cannot settle by any reading: it is
-/// waited for until it parks or answers (and the settle's bound still holds). A reading then is a
-/// query for nothing: before this, about one in four of a schedule's readings.
-fn reading_can_settle(actors: &[Running], moving: &[usize]) -> bool {
+/// parked or waiting — launched alone, or the last one left — can settle by a reading only if it
+/// waits on itself: a target whose request waits on a second connection of its own, a deadlock
+/// PostgreSQL cannot see. Such an operation is read once it has been on its way for
+/// [`ALONE_UNREAD`]; before that a reading is a query for nothing (20–40 % of a schedule's
+/// readings: `benches/README.md`).
+fn reading_can_settle(actors: &[Running], moving: &[usize], settling: Duration) -> bool {
     match moving {
         [] => false,
-        [alone] => actors.iter().enumerate().any(|(j, a)| {
-            j != *alone && matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))
-        }),
+        [alone] => {
+            settling >= ALONE_UNREAD
+                || actors.iter().enumerate().any(|(j, a)| {
+                    j != *alone && matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Blocked(_)))
+                })
+        }
         _ => true,
     }
 }
