@@ -62,7 +62,9 @@ impl Engine<'_> {
         })
     }
 
-    /// The first row of the target's state query `name` on `t`'s workspace.
+    /// The first row of the target's state query `name` on `t`'s workspace, sent as a simple
+    /// query: its text names the workspace, so no two schedules send the same statement, and a
+    /// prepared one would cost a round trip to prepare it and a slot in the connection's cache.
     pub(super) async fn state(
         &self,
         name: &str,
@@ -72,8 +74,9 @@ impl Engine<'_> {
             .target
             .state_query(name, t.workspace)
             .ok_or_else(|| format!("the target answers no `{name}` state query"))?;
-        sqlx::query(&sql)
-            .fetch_optional(self.db()?)
+        // Through the executor: sqlx 0.8's `RawSql::fetch_optional` is `fetch_one`, which fails on
+        // no row.
+        sqlx::Executor::fetch_optional(self.db()?, sqlx::raw_sql(&sql))
             .await
             .map_err(|e| format!("the `{name}` state query: {e}"))
     }
