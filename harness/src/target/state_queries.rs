@@ -1,7 +1,9 @@
 //! The state a scenario reads through `{query:NAME:T}` / `{query:NAME}` placeholders: a small
 //! vocabulary ([`STATE_QUERIES`]) each target answers in its own schema — the reference's here
 //! ([`reference`]), a profile's in its `[database.queries]` — and the rule that tells SQL written
-//! against no schema from SQL written against the reference's ([`sql_is_portable`]).
+//! against no schema from SQL written against the reference's ([`sql_is_portable`]). A profile's
+//! state query must be one statement ([`is_one_statement`]): scenarios splice it into their own
+//! SQL, and `explore` sends it as a simple query, which would run a second one as well.
 
 /// The state queries a scenario's SQL may name as `{query:NAME:T}` (on tenant T's workspace) or
 /// `{query:NAME}` (on the whole database): the vocabulary a target's own schema answers in, so one
@@ -107,9 +109,80 @@ pub fn reference(name: &str, workspace: harbor_service::domain::WorkspaceId) -> 
     })
 }
 
+/// Whether `sql` is at most one statement: nothing but blanks and comments after a `;` that is
+/// not inside a string, a quoted name, a comment or a dollar-quoted body.
+pub fn is_one_statement(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    let mut ended = false;
+    while i < bytes.len() {
+        let rest = &sql[i..];
+        let skip = if rest.starts_with("--") {
+            rest.find('\n').unwrap_or(rest.len())
+        } else if rest.starts_with("/*") {
+            rest.find("*/").map_or(rest.len(), |end| end + 2)
+        } else if bytes[i].is_ascii_whitespace() {
+            1
+        } else if ended {
+            return false;
+        } else if bytes[i] == b';' {
+            ended = true;
+            1
+        } else if let Some(quote @ (b'\'' | b'"')) = bytes.get(i).copied() {
+            // A doubled quote inside is two quoted runs back to back: the same scan.
+            rest[1..]
+                .find(quote as char)
+                .map_or(rest.len(), |end| end + 2)
+        } else if let Some(tag) = dollar_tag(rest) {
+            rest[tag.len()..]
+                .find(tag)
+                .map_or(rest.len(), |end| end + 2 * tag.len())
+        } else {
+            rest.chars().next().map_or(1, char::len_utf8)
+        };
+        i += skip;
+    }
+    true
+}
+
+/// The opening tag of a dollar-quoted body at the start of `s` (`$$`, `$body$`), not a
+/// parameter (`$1`).
+fn dollar_tag(s: &str) -> Option<&str> {
+    let after = s.strip_prefix('$')?;
+    let name = after.find('$')?;
+    let tag = &after[..name];
+    let named = tag.is_empty()
+        || (tag.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    named.then(|| &s[..name + 2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_statement_is_told_from_a_semicolon_inside_one() {
+        for one in [
+            "SELECT status FROM connections WHERE workspace_id = '{workspace}'",
+            "SELECT count(*) AS count FROM activations;",
+            "SELECT ';' AS a, \"odd;name\" FROM t -- a comment; SELECT 2\n",
+            "SELECT 'it''s; fine' /* ; */ ;  -- trailing\n  ",
+            "SELECT $$a; b$$, $body$c; d$body$, $1",
+            "SELECT 1 /* unterminated ; SELECT 2",
+        ] {
+            assert!(is_one_statement(one), "{one}");
+        }
+        for two in [
+            "SELECT set_config('harbor.tenant_id', '1', false); SELECT status FROM connections",
+            "SELECT 1;SELECT 2",
+            "SELECT 'a;' ; DELETE FROM t",
+            "SELECT $$;$$; SELECT 2",
+            "SELECT 1; /* c */ SELECT 2",
+        ] {
+            assert!(!is_one_statement(two), "{two}");
+        }
+    }
 
     #[test]
     fn a_state_query_without_a_tenant_reads_the_whole_database() {

@@ -393,6 +393,11 @@ impl Profile {
                         .join(", ")
                 ));
             }
+            if !crate::target::state_queries::is_one_statement(raw) {
+                return Err(format!(
+                    "database.queries.{name}: one statement, without a second after a `;` (scenarios splice it into their own SQL)"
+                ));
+            }
             queries.insert(
                 name.clone(),
                 parse_listed(&format!("database.queries.{name}"), raw, LOCK_NAMES)?,

@@ -77,6 +77,11 @@ fn bad_profiles_are_refused_naming_the_place() {
             "answers.codes.GONE: \"NOT_A_HARBOR_CODE\" is not one of Harbor's error codes",
         ),
         (
+            "[fixtures]",
+            "[database.queries]\nqbo_status = \"SELECT set_config('a.b', '1', false); SELECT 'X' AS status\"\n[fixtures]",
+            "database.queries.qbo_status: one statement",
+        ),
+        (
             "[lifecycle.files.providers",
             "[lifecycle.files.\"../escape\"]\ntext = \"x\"\n[lifecycle.files.providers",
             "a file's name is letters",
