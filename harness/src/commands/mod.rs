@@ -1,8 +1,9 @@
 //! The `harbor-certify` command line, in the mini-redis shape: [`Cli`] parses once, each
 //! [`Command`] is one type applied in its own file, and `bin/harbor-certify.rs` only parses,
-//! builds the command's runtime ([`Cli::runtime`]), calls [`main`] and returns its exit code. Exit codes: 0 certified, [`NOT_CERTIFIED`] when a scenario
-//! failed or was flaky (or a check did not prove what it should), [`CANNOT_RUN`] when the harness
-//! could not run at all (no backend, bad arguments, bad scenario files).
+//! builds the command's runtime ([`Cli::runtime`]), calls [`main`] and returns its exit code.
+//! Exit codes: 0 certified, [`NOT_CERTIFIED`] when a scenario failed or was flaky (or a check did
+//! not prove what it should), [`CANNOT_RUN`] when the harness could not run at all (no backend,
+//! bad arguments, bad scenario files).
 //!
 //! - [`run`]: the catalogue and the report. [`mutants`]: the kill matrix. [`replay`]: a recorded
 //!   schedule again, exactly. [`proptest`]: the state machine. [`explore`]: schedule exploration, [`merge`] its shards.

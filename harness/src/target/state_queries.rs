@@ -128,10 +128,10 @@ pub fn is_one_statement(sql: &str) -> bool {
         } else if bytes[i] == b';' {
             ended = true;
             1
-        } else if let Some(quote @ (b'\'' | b'"')) = bytes.get(i).copied() {
+        } else if matches!(bytes[i], b'\'' | b'"') {
             // A doubled quote inside is two quoted runs back to back: the same scan.
             rest[1..]
-                .find(quote as char)
+                .find(bytes[i] as char)
                 .map_or(rest.len(), |end| end + 2)
         } else if let Some(tag) = dollar_tag(rest) {
             rest[tag.len()..]
