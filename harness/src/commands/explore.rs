@@ -109,11 +109,13 @@ pub struct ExploreArgs {
     /// Replicas (operations go to the one the starting state was not made on).
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
-    /// Sets explored at once on one service, each on its own workspace, tags and grant (1:
-    /// one after another). A set with a fault or a stale start acts on the whole service, and
-    /// runs with nothing beside it on its service. At most 4: a parked request keeps its pooled connection, and
-    /// four sets of up to four operations stay within a replica's pool of 20 (a request waiting
-    /// for a connection would look like a hang).
+    /// Schedules explored at once on one service, each on its own workspace, tags and grant (1:
+    /// one after another): a free lane takes the next schedule of a set under way (several
+    /// lanes run one set's schedules side by side) or begins the next set. A set with a fault or
+    /// a stale start acts on the whole service, and runs one schedule at a time with nothing
+    /// beside it on its service. At most 4: a parked request keeps its pooled connection, and
+    /// four schedules of up to four operations stay within a replica's pool of 20 (a request
+    /// waiting for a connection would look like a hang).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     pub lanes: u16,
     /// Services started for the exploration, each with its own database, Redis prefix, replicas
@@ -301,7 +303,7 @@ async fn run_reported(
         options,
         |set, _| {
             total += 1;
-            // The bar counts the sets begun (with lanes, several run at once).
+            // The bar counts the sets begun (with lanes, several are under way at once).
             if begun.insert(set) {
                 bar.set_position((begun.len() - 1) as u64);
             }
@@ -329,7 +331,7 @@ fn print_summary(label: &str, report: &ExploreReport) {
     );
     if report.lanes > 1 {
         println!(
-            "  {} lanes: that many sets explored at once on each service, each on its own workspace, actor tags (S<set>E<i>) and grant; sets with a fault or a stale start ran alone on theirs",
+            "  {} lanes: that many schedules explored at once on each service (of one set or several), each on its own workspace, actor tags (L<lane>E<i>) and grant; sets with a fault or a stale start ran one schedule at a time, alone on theirs",
             report.lanes
         );
     }
@@ -512,7 +514,7 @@ async fn once(
     }
 }
 
-/// The kill matrix's check of `--lanes`: sets explored side by side must still find a flaw.
+/// The kill matrix's check of `--lanes`: schedules explored side by side must still find a flaw.
 #[derive(serde::Serialize)]
 struct SideBySide {
     flaw: String,
@@ -523,8 +525,8 @@ struct SideBySide {
     schedules: usize,
 }
 
-/// Explores every set that may run beside others, `options.lanes` at once and every schedule
-/// of each, on the build that keeps OAuth states in one replica's memory: a callback on the other
+/// Explores every set that may run beside others, every schedule of each, `options.lanes`
+/// schedules at once, on the build that keeps OAuth states in one replica's memory: a callback on the other
 /// replica finds no state in any schedule, so every such set with a callback must show it. A run
 /// side by side that hid it in any set fails. `None` when fewer than two sets may share the
 /// service, or none of them has a callback on a second replica (nothing to check).
@@ -721,7 +723,7 @@ async fn kill_matrix(
     if let Some(row) = &side_by_side {
         ok &= row.caught;
         println!(
-            "{:<26} {:<9} with {} sets at once on each of {} service(s): found on {} of the {} sets with a callback (each must show it), of {} sets side by side, {} schedules",
+            "{:<26} {:<9} with {} schedules at once on each of {} service(s): found on {} of the {} sets with a callback (each must show it), of {} sets side by side, {} schedules",
             row.flaw,
             if row.caught { "KILLED" } else { "SURVIVED" },
             options.lanes,

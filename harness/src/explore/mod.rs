@@ -4,7 +4,8 @@
 //!
 //! - [`ops`]: the operations; [`start`]: the starting states.
 //! - [`engine`]: one schedule executed, settling after every decision on sync points and lock
-//!   tables. `set`: one set's schedules in turn; several sets at once with `lanes`.
+//!   tables. `set`: a service's lanes, each running one schedule at a time of a set under way
+//!   or the next set (`set/account.rs`: a set's tree and account while it is under way).
 //! - [`record`]: what an executed schedule records. [`anomaly`]: the anomalies a schedule can show.
 //! - [`save`]: a violation written out as an ordinary scenario file, minimised.
 //! - [`shard`]: which sets a `--shard` job explores, balanced by an earlier run's times.
@@ -80,8 +81,8 @@ pub struct Options {
     /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
     /// the lock probe (a target that offers no sync points is explored so whatever this says).
     pub lock_probes: bool,
-    /// Sets explored at once on one service (1: one after another). Sets with a fault or a
-    /// stale start run alone on theirs in any case.
+    /// Schedules explored at once on one service, of one set or several (1: one after another).
+    /// Sets with a fault or a stale start run one schedule at a time, alone on theirs, in any case.
     pub lanes: usize,
     /// Services started, each with its own database, Redis prefix, replicas, proxies and
     /// provider: the sets are shared among them as each becomes free, so a set that must run
@@ -129,8 +130,9 @@ pub struct SetReport {
     pub explored: usize,
     /// Schedules skipped as mirror images of explored ones.
     pub pruned: usize,
-    /// Its wall time, milliseconds, from its first workspace made to its last schedule checked
-    /// (what a shard plan or a nightly budget adds up).
+    /// Its lanes' time, milliseconds: the sum over its schedules of the time each took of its
+    /// lane, from taking it to its checks' end (what a shard plan or a nightly budget adds up;
+    /// one lane: its wall time, but for its first workspace).
     #[serde(default)]
     pub duration_ms: f64,
     /// Whether every schedule was run (systematic mode within the budget).
@@ -272,7 +274,8 @@ pub struct ExploreReport {
     pub oracles_off: Vec<String>,
     /// Whether requests parked only behind the lock probe (no sync points used).
     pub lock_probes: bool,
-    /// Sets explored at once on one service (those with a fault or a stale start ran alone).
+    /// Schedules explored at once on one service (those of sets with a fault or a stale start ran
+    /// alone).
     pub lanes: usize,
     /// Services the sets were shared among (each its own database, Redis, replicas and provider).
     pub services: usize,
@@ -507,9 +510,9 @@ async fn explore_on(
             None => served.push((set_index, ops)),
         }
     }
-    // On each service, the sets that may share it run first, `lanes` at once, each on an engine
-    // of its own; then, one at a time, those that act on the whole service. Each service takes
-    // the next set of either queue when it is free for one.
+    // On each service, the sets that may share it run first, `lanes` schedules at once, each lane
+    // on an engine of its own; then, one schedule at a time, those that act on the whole service.
+    // Each service takes the next set of either queue when it is free for one.
     let lanes = options.lanes.max(1);
     let (beside, alone): (Vec<_>, Vec<_>) = served
         .into_iter()

@@ -246,8 +246,8 @@ pub fn scenario(
             _ => None,
         });
         let mut blocked_on = match first {
-            // The holder's tag as the file names its actors: a run made beside other sets
-            // tagged it with its set (`S<set>E<i>`).
+            // The holder's tag as the file names its actors: a run made beside other
+            // schedules tagged it with its lane (`L<lane>E<i>`).
             Some(Stop::Blocked(by)) => by.first().map(|tag| file_actor(tag)),
             _ => None,
         };
@@ -450,11 +450,11 @@ fn intruder(run: &ScheduleRun) -> Option<(usize, usize)> {
     (run.decisions.get(decision)?.chosen == late).then_some((decision, early))
 }
 
-/// An engine's actor tag as a saved file names the actor: `E<i>`, whatever set prefix a run made
-/// beside other sets gave it (`S<set>E<i>`).
+/// An engine's actor tag as a saved file names the actor: `E<i>`, whatever lane prefix a run made
+/// beside other schedules gave it (`L<lane>E<i>`).
 fn file_actor(tag: &str) -> String {
-    match tag.strip_prefix('S').and_then(|rest| rest.split_once('E')) {
-        Some((set, op)) if set.bytes().all(|b| b.is_ascii_digit()) && !set.is_empty() => {
+    match tag.strip_prefix('L').and_then(|rest| rest.split_once('E')) {
+        Some((lane, op)) if lane.bytes().all(|b| b.is_ascii_digit()) && !lane.is_empty() => {
             format!("E{op}")
         }
         _ => tag.to_owned(),
@@ -467,8 +467,8 @@ mod tests {
 
     #[test]
     fn a_lane_tag_is_saved_as_the_operation_it_names() {
-        assert_eq!(file_actor("S12E0"), "E0");
+        assert_eq!(file_actor("L3E0"), "E0");
         assert_eq!(file_actor("E1"), "E1");
-        assert_eq!(file_actor("SE1"), "SE1", "no set number: not a lane's tag");
+        assert_eq!(file_actor("LE1"), "LE1", "no lane number: not a lane's tag");
     }
 }

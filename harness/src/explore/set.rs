@@ -1,22 +1,26 @@
-//! One set of operations explored: its schedules run one after another, each on a fresh
-//! workspace (the next one made while one runs) and checked against the model. [`super::explore`]
-//! runs the sets one at a time, or several at once (`--lanes`): each set on an engine of its own,
-//! with its own actor tags and the provider's counters of its own grant, and a set that acts on
-//! the whole target (a fault, the clock) with nothing beside it on its service. With several
-//! services (`--services`), each takes the next set it can serve when it is free for one (not
-//! every service runs the fault proxies a set on a dependency's fault needs).
+//! The sets of operations explored on a service: each schedule on a fresh workspace (a lane's next
+//! one made while one runs) and checked against the model. A service runs one schedule at a time,
+//! or several at once (`--lanes`): each lane on an engine of its own, with its own actor tags, and
+//! each schedule with the provider's counters of its own grant. A lane takes the next schedule of
+//! a set under way — several lanes run branches of one set's tree at once — or begins the next
+//! set; a set that acts on the whole target (a fault, the clock) runs one schedule at a time with
+//! nothing beside it on its service. With several services (`--services`), each takes the next
+//! set it can serve when it is free for one (not every service runs the fault proxies a set on a
+//! dependency's fault needs). `account.rs` keeps one set's tree and account while it is under way.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::anomaly::{self, Anomaly, Finding};
-use super::engine::{Engine, ScheduleRun, Spent};
+mod account;
+
+use super::engine::{Engine, Prepared, ScheduleRun, Spent};
 use super::ops::Operation;
 use super::start::Start;
-use super::{outcome_key, Mode, Options, SetReport, Violation};
+use super::{Options, SetReport, Violation};
 use crate::target::Target;
+use account::{Running, SetRun};
 
 /// A set waiting in a queue.
 #[derive(Clone, Copy)]
@@ -81,57 +85,221 @@ impl<'o> Queues<'o> {
     }
 }
 
-/// Explores the sets `target` can serve until neither queue holds one: first, one at a time,
-/// those that only some services can serve (if it is one of them); then those that may share it,
-/// `lanes` at once, each on an engine of its own; then, one at a time, the rest of those that act
-/// on the whole service. Returns each explored set with its index.
-pub(super) async fn explore_on_service(
+/// Explores the sets `target` can serve until neither queue holds one: first, one schedule at a
+/// time, those that only some services can serve (if it is one of them); then those that may share
+/// it, `lanes` schedules at once, each lane on an engine of its own; then, one schedule at a time,
+/// the rest of those that act on the whole service. Returns each explored set with its index.
+pub(super) async fn explore_on_service<'o>(
     target: &dyn Target,
-    queues: &Queues<'_>,
+    queues: &Queues<'o>,
     lanes: usize,
     lock_probes: bool,
     options: &Options,
     started: Instant,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<(usize, Explored)>, String> {
-    let abandoned = || queues.is_abandoned();
     let offered = target.capabilities();
     let serves = |q: &Queued<'_>| super::cannot_serve(&offered, q.ops).is_none();
-    let engine = Engine::new(target).with_sync_points(!lock_probes);
-    let mut explored = Vec::new();
+    let alone = [Engine::new(target).with_sync_points(!lock_probes)];
+    let beside: Vec<Engine<'_>> = (0..lanes)
+        .map(|lane| {
+            Engine::new(target)
+                .with_sync_points(!lock_probes)
+                .in_lane(lane)
+        })
+        .collect();
+    let scarce = || queues.next(&queues.alone, |q| q.scarce && serves(q));
+    let shared = || queues.next(&queues.beside, serves);
+    let rest = || queues.next(&queues.alone, serves);
     // A service that can serve what others cannot does that first: left to the end, those sets
     // would run on it alone while the other services had nothing to do.
-    while let Some(q) = queues.next(&queues.alone, |q| q.scarce && serves(q)) {
-        let set = explore_set(
-            &engine, q.index, q.ops, options, started, progress, &abandoned,
-        );
-        explored.push((q.index, queues.noting(set.await)?));
-    }
-    let lane = || async {
-        let mut done = Vec::new();
-        while let Some(q) = queues.next(&queues.beside, serves) {
-            let engine = Engine::new(target)
-                .with_sync_points(!lock_probes)
-                .in_lane(q.index);
-            let set = explore_set(
-                &engine, q.index, q.ops, options, started, progress, &abandoned,
-            );
-            done.push((q.index, queues.noting(set.await)?));
-        }
-        Ok::<_, String>(done)
-    };
+    let mut explored = run_lanes(&alone, &scarce, queues, options, started, progress).await?;
     // Every lane ends on its own (none is dropped in the middle of a schedule), and only then do
     // the sets that must be alone on the service begin.
-    for lane in futures::future::join_all((0..lanes).map(|_| lane())).await {
-        explored.extend(lane?);
-    }
-    while let Some(q) = queues.next(&queues.alone, serves) {
-        let set = explore_set(
-            &engine, q.index, q.ops, options, started, progress, &abandoned,
-        );
-        explored.push((q.index, queues.noting(set.await)?));
-    }
+    explored.extend(run_lanes(&beside, &shared, queues, options, started, progress).await?);
+    explored.extend(run_lanes(&alone, &rest, queues, options, started, progress).await?);
     Ok(explored)
+}
+
+/// What a lane does next.
+enum Job<'o> {
+    /// Runs a schedule of set `index`.
+    Run {
+        index: usize,
+        ops: &'o [Operation],
+        start: Start,
+        scheduler: Box<Running>,
+    },
+    /// Waits for a running schedule to end: it may leave branches to run.
+    Wait,
+    /// Nothing is left for it.
+    Done,
+}
+
+/// The sets a service's lanes have begun: those under way, and those over.
+#[derive(Default)]
+struct Board<'o> {
+    under_way: Vec<SetRun<'o>>,
+    over: Vec<(usize, Explored)>,
+}
+
+impl<'o> Board<'o> {
+    /// A schedule of a set under way if one may begin (the set begun first first, so a lane
+    /// helps finish a set before it begins another), else of a new set `take` gives.
+    fn next_job(
+        &mut self,
+        take: &dyn Fn() -> Option<Queued<'o>>,
+        options: &Options,
+        started: Instant,
+        abandoned: bool,
+    ) -> Job<'o> {
+        if abandoned {
+            return Job::Done;
+        }
+        loop {
+            self.sweep(options, started, abandoned);
+            for set in &mut self.under_way {
+                if let Some(ticket) = set.begin(options, started, abandoned) {
+                    return Job::Run {
+                        index: set.index,
+                        ops: set.ops,
+                        start: set.start,
+                        scheduler: Box::new(set.scheduler(ticket)),
+                    };
+                }
+            }
+            match take() {
+                Some(q) => self.under_way.push(SetRun::new(q.index, q.ops)),
+                None if self.under_way.is_empty() => return Job::Done,
+                None => return Job::Wait,
+            }
+        }
+    }
+
+    /// Moves the sets that are over to `over`.
+    fn sweep(&mut self, options: &Options, started: Instant, abandoned: bool) {
+        let mut i = 0;
+        while i < self.under_way.len() {
+            if self.under_way[i].is_over(options, started, abandoned) {
+                let set = self.under_way.remove(i);
+                self.over.push((set.index, set.finish(options)));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Explores the sets `take` gives with one lane per engine: each lane runs one schedule at a time
+/// and takes the next from a set under way (every lane may run branches of the same set) or
+/// begins the next set. Returns each explored set with its index.
+async fn run_lanes<'o>(
+    engines: &[Engine<'_>],
+    take: &dyn Fn() -> Option<Queued<'o>>,
+    queues: &Queues<'o>,
+    options: &Options,
+    started: Instant,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<(usize, Explored)>, String> {
+    let board = Mutex::new(Board::default());
+    let board_now = || {
+        board
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let ended = tokio::sync::Notify::new();
+    let (board_now, ended) = (&board_now, &ended);
+    let lane = |engine| async move {
+        let mut next: Option<Prepared> = None;
+        loop {
+            // Made before the board is read: an end between the read and the wait still wakes it.
+            let heard = ended.notified();
+            let job = board_now().next_job(take, options, started, queues.is_abandoned());
+            let (index, ops, start, mut scheduler) = match job {
+                Job::Run {
+                    index,
+                    ops,
+                    start,
+                    scheduler,
+                } => (index, ops, start, scheduler),
+                Job::Wait => {
+                    heard.await;
+                    continue;
+                }
+                Job::Done => return Ok(()),
+            };
+            let began = Instant::now();
+            let run = run_one(engine, ops, start, &mut scheduler, &mut next).await;
+            let recorded = run.and_then(|run| {
+                board_now().with_set(index, |set| {
+                    set.record(*scheduler, run, began.elapsed(), options)
+                })
+            });
+            ended.notify_waiters();
+            progress(index, queues.noting(recorded)?);
+        }
+    };
+    let mut failed = None;
+    for lane in futures::future::join_all(engines.iter().map(lane)).await {
+        if let Err(e) = lane {
+            failed.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mut board = board
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Abandoned: what the sets under way ran is still accounted for.
+    board.sweep(options, started, true);
+    Ok(board.over)
+}
+
+impl<'o> Board<'o> {
+    /// `then` on set `index`, under way.
+    fn with_set<T>(
+        &mut self,
+        index: usize,
+        then: impl FnOnce(&mut SetRun<'o>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let set = self
+            .under_way
+            .iter_mut()
+            .find(|s| s.index == index)
+            .ok_or(format!("set {index} ended while a schedule of it ran"))?;
+        then(set)
+    }
+}
+
+/// One schedule of `ops` from `start` on `engine`, on the workspace made while its lane's last
+/// schedule ran if it has that start (or a new one); the next one is made while this one runs.
+async fn run_one(
+    engine: &Engine<'_>,
+    ops: &[Operation],
+    start: Start,
+    scheduler: &mut Running,
+    next: &mut Option<Prepared>,
+) -> Result<ScheduleRun, String> {
+    let prepared = match next.take() {
+        Some(p) if p.start == start => p,
+        _ => engine.prepare(start).await?,
+    };
+    // Not beside a schedule that takes Redis away: the next workspace's authorization would meet
+    // it gone.
+    let alongside = !ops.iter().any(|o| o.cuts_redis());
+    let (run, following) = tokio::join!(
+        engine.run_prepared(ops, prepared, scheduler.scheduler()),
+        async {
+            if alongside {
+                engine.prepare(start).await.ok()
+            } else {
+                None
+            }
+        }
+    );
+    *next = following;
+    run
 }
 
 /// The schedules' time, summed: what `explore.json`'s `mean_ms` divides by their number.
@@ -188,129 +356,6 @@ pub(super) struct Explored {
 /// the service's clock, as a stale start does — which every other workspace's tokens would feel.
 pub fn runs_alone(ops: &[Operation]) -> bool {
     ops.iter().any(|o| o.fault().is_some()) || Start::for_operations(ops) == Start::Stale
-}
-
-/// Explores the set `ops` (index `set_index` of the run) on `engine`: every schedule in
-/// systematic mode (up to the budget), PCT-random ones otherwise. `progress` hears of each
-/// schedule (set index, schedules of the set so far).
-pub(super) async fn explore_set(
-    engine: &Engine<'_>,
-    set_index: usize,
-    ops: &[Operation],
-    options: &Options,
-    started: Instant,
-    progress: &dyn Fn(usize, usize),
-    abandoned: &dyn Fn() -> bool,
-) -> Result<Explored, String> {
-    let began = Instant::now();
-    let deadline = options.seconds.map(Duration::from_secs_f64);
-    let start = Start::for_operations(ops);
-    let serial = anomaly::serial_outcomes(ops, start);
-    let mut set = SetReport {
-        operations: ops.to_vec(),
-        start,
-        explored: 0,
-        pruned: 0,
-        duration_ms: 0.0,
-        complete: false,
-        divergence: None,
-        mirrored_races: 0,
-        outcomes: BTreeMap::new(),
-        anomalies: Vec::new(),
-    };
-    let mut violations = Vec::new();
-    let mut tally = Tally::default();
-    let mut seen: BTreeSet<Anomaly> = BTreeSet::new();
-    let mut dfs = crate::schedule::Dfs::new(ops);
-    let mirrors = crate::schedule::dfs::mirrors(ops);
-    let mut length = 8;
-    // The next schedule's workspace is made while this one runs (it touches only its own).
-    let mut next = Some(engine.prepare(start).await?);
-    loop {
-        if set.explored >= options.budget
-            || deadline.is_some_and(|d| started.elapsed() >= d)
-            || abandoned()
-        {
-            break;
-        }
-        let prepared = match next.take() {
-            Some(p) => p,
-            None => engine.prepare(start).await?,
-        };
-        let mut pct = match options.mode {
-            Mode::Random { seed, depth } => Some((
-                seed + set.explored as u64,
-                crate::schedule::Pct::new(seed + set.explored as u64, ops.len(), length, depth),
-            )),
-            Mode::Systematic => None,
-        };
-        let mut dfs_run = dfs.schedule();
-        let scheduler: &mut dyn crate::schedule::Scheduler = match pct.as_mut() {
-            Some((_, p)) => p,
-            None => &mut dfs_run,
-        };
-        // Not beside a schedule that takes Redis away: the next workspace's authorization
-        // would meet it gone.
-        let alongside = !ops.iter().any(|o| o.cuts_redis());
-        let (run, following) = tokio::join!(engine.run_prepared(ops, prepared, scheduler), async {
-            if alongside {
-                engine.prepare(start).await
-            } else {
-                Err(String::new())
-            }
-        });
-        let (run, seed) = (run?, pct.map(|(s, _)| s));
-        if let Some(why) = &run.refused {
-            return Err(format!("exploring {ops:?}: {why}"));
-        }
-        next = following.ok();
-        length = length.max(run.decisions.len());
-        tally.add(&run);
-        set.explored += 1;
-        if options.mode == Mode::Systematic {
-            set.pruned += mirrors - 1;
-        }
-        *set.outcomes.entry(outcome_key(ops, &run)).or_default() += 1;
-        progress(set_index, set.explored);
-        let findings: Vec<Finding> = anomaly::check(ops, start, &run, &serial);
-        let mut new = false;
-        for f in findings {
-            if seen.insert(f.anomaly) {
-                new = true;
-                set.anomalies.push(f.anomaly);
-                violations.push(Violation {
-                    anomaly: f.anomaly,
-                    detail: f.detail,
-                    operations: ops.to_vec(),
-                    start,
-                    schedule: run.decisions.iter().map(|d| d.chosen).collect(),
-                    seed,
-                    found_after: set.explored,
-                    saved_file: None,
-                    reproduces: None,
-                    passes_on_correct_build: None,
-                    run: Some(run.clone()),
-                });
-            }
-        }
-        if new && options.stop_at_first {
-            break;
-        }
-        if options.mode == Mode::Systematic && !dfs.advance() {
-            // Every schedule ran — unless a replayed prefix diverged, when some branch may
-            // never have been taken.
-            set.complete = dfs.divergence.is_none();
-            set.divergence = dfs.divergence.clone();
-            break;
-        }
-    }
-    set.mirrored_races = dfs.mirrored;
-    set.duration_ms = began.elapsed().as_secs_f64() * 1000.0;
-    Ok(Explored {
-        set,
-        violations,
-        tally,
-    })
 }
 
 #[cfg(test)]

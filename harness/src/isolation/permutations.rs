@@ -56,11 +56,11 @@ pub fn permutations(spec: &Spec) -> Vec<Vec<PStep>> {
     let ids: Vec<usize> = (0..all.len()).collect();
     let mut dfs = Dfs::new(&ids);
     let mut out = Vec::new();
-    loop {
+    while let Some(branch) = dfs.next_branch() {
         let mut next = vec![0usize; spec.sessions.len()];
         let mut order = Schedule::default();
         {
-            let mut run = dfs.schedule();
+            let mut run = dfs.schedule(branch);
             loop {
                 let ready: Vec<Ready> = spec
                     .sessions
@@ -80,6 +80,7 @@ pub fn permutations(spec: &Spec) -> Vec<Vec<PStep>> {
                     _ => break,
                 }
             }
+            dfs.finish(run);
         }
         out.push(
             order
@@ -93,9 +94,6 @@ pub fn permutations(spec: &Spec) -> Vec<Vec<PStep>> {
                 })
                 .collect(),
         );
-        if !dfs.advance() {
-            break;
-        }
     }
     out
 }

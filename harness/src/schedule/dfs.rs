@@ -1,7 +1,11 @@
 //! Depth-first enumeration of every schedule. Stateless, as PostgreSQL's isolationtester and
-//! loom are: each schedule runs from a fresh start, following the previous schedule's choices up
-//! to the deepest decision that still has an unexplored alternative, taking that alternative, and
-//! the lowest enabled operation after it.
+//! loom are: each schedule runs from a fresh start, following a prefix of choices (a [`Branch`]),
+//! then the lowest enabled operation at every later decision. A run hands back the alternatives it
+//! passed over at those later decisions, each a branch of its own; the branches wait on a stack,
+//! so that one schedule at a time runs them in the classic order (the deepest decision's next
+//! alternative first), and several schedules at once (the explorer's lanes) can run different
+//! branches of the same tree. Each schedule is reached by exactly one branch, whatever the order:
+//! the set explored is the same, and [`DfsKey`] puts any result back in the one-at-a-time order.
 //!
 //! Symmetry reduction: operations that are identical (same kind, same replica) are interchangeable,
 //! so among them only schedules that *launch* them in index order are explored; each skipped
@@ -23,24 +27,35 @@
 
 use super::{Decision, Ready, Scheduler};
 
-/// The DFS state between schedules.
+/// A schedule's place in the depth-first order: at each decision, the position of the choice among
+/// the enabled operations (0: the lowest). Keys compare in the order one schedule at a time runs
+/// them, so "the first schedule that showed it" means the same however many ran at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DfsKey(pub Vec<usize>);
+
+/// A part of the tree still to run: the choices to follow, then the lowest enabled operation.
+#[derive(Clone, Debug, Default)]
+pub struct Branch {
+    /// The choices to follow (the last one an alternative not taken before).
+    prefix: Vec<usize>,
+    /// What was enabled at each of the prefix's decisions when it was recorded.
+    recorded: Vec<Vec<usize>>,
+}
+
+/// The DFS state between schedules: the branches still to run.
 #[derive(Clone, Debug)]
 pub struct Dfs<Op> {
     /// The operations in the DFS's own numbering, twins neighbours.
     ops: Vec<Op>,
     /// For each operation in that numbering, its index in the set as given.
     grouped: Vec<usize>,
-    /// The choices to follow in the next schedule (a prefix; then the lowest enabled).
-    prefix: Vec<usize>,
-    /// What was enabled at each of the prefix's decisions when it was recorded.
-    recorded: Vec<Vec<usize>>,
-    done: bool,
-    /// Decisions of the schedule being run (enabled sets after symmetry reduction).
-    current: Vec<Decision>,
+    /// The branches not run yet; the next one on top.
+    frontier: Vec<Branch>,
     /// A replayed prefix met a decision where its recorded choice was not enabled: the system
     /// did not behave the same way twice, so "every schedule" cannot be claimed. The first such
-    /// decision, as a sentence (which decision, the choice the prefix recorded, what was ready).
-    pub divergence: Option<String>,
+    /// decision in the DFS order, as a sentence (which decision, the choice the prefix recorded,
+    /// what was ready).
+    divergence: Option<(DfsKey, String)>,
     /// Decisions at which the recorded twin lost a race the other one won, followed as their
     /// mirror image (see the module's comment).
     pub mirrored: usize,
@@ -56,79 +71,108 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
         Self {
             ops: grouped.iter().map(|&i| ops[i].clone()).collect(),
             grouped,
-            prefix: Vec::new(),
-            recorded: Vec::new(),
-            done: false,
-            current: Vec::new(),
+            frontier: vec![Branch::default()],
             divergence: None,
             mirrored: 0,
         }
     }
 
-    /// Whether every schedule has been run.
+    /// Whether no branch is left to run (some may still be running).
     pub fn is_done(&self) -> bool {
-        self.done
+        self.frontier.is_empty()
     }
 
-    /// Moves to the next schedule after one has run; false when there is none.
-    pub fn advance(&mut self) -> bool {
-        let decisions = std::mem::take(&mut self.current);
-        for k in (0..decisions.len()).rev() {
-            let d = &decisions[k];
-            let at = d.enabled.iter().position(|e| *e == d.chosen).unwrap_or(0);
-            if at + 1 < d.enabled.len() {
-                self.prefix = decisions[..k].iter().map(|d| d.chosen).collect();
-                self.prefix.push(d.enabled[at + 1]);
-                self.recorded = decisions[..=k].iter().map(|d| d.enabled.clone()).collect();
-                return true;
+    /// The next branch to run, if any is left.
+    pub fn next_branch(&mut self) -> Option<Branch> {
+        self.frontier.pop()
+    }
+
+    /// The first divergence in the DFS order, if a replayed prefix met one.
+    pub fn divergence(&self) -> Option<&str> {
+        self.divergence.as_ref().map(|(_, why)| why.as_str())
+    }
+
+    /// The scheduler of one schedule along `branch`.
+    pub fn schedule(&self, branch: Branch) -> DfsRun<Op> {
+        let n = self.ops.len();
+        DfsRun {
+            ops: self.ops.clone(),
+            branch,
+            current: Vec::new(),
+            launched: vec![false; n],
+            advanced: vec![0; n],
+            actual: self.grouped.clone(),
+            step: 0,
+            divergence: None,
+            mirrored: 0,
+        }
+    }
+
+    /// Takes a schedule's run back: the alternatives it passed over after its prefix become
+    /// branches, pushed so that the deepest decision's next alternative is on top (the classic
+    /// order). Returns the schedule's key.
+    pub fn finish(&mut self, run: DfsRun<Op>) -> DfsKey {
+        let decisions = run.current;
+        let key = DfsKey(
+            decisions
+                .iter()
+                .map(|d| d.enabled.iter().position(|e| *e == d.chosen).unwrap_or(0))
+                .collect(),
+        );
+        self.mirrored += run.mirrored;
+        if let Some(why) = run.divergence {
+            if self.divergence.as_ref().is_none_or(|(k, _)| key < *k) {
+                self.divergence = Some((key.clone(), why));
             }
         }
-        self.done = true;
-        false
-    }
-
-    /// The operations a decision may choose among: an identical operation launched before its
-    /// lower-indexed twin would only mirror an explored schedule.
-    fn reduce(&self, enabled: &[usize], launched: &[bool]) -> Vec<usize> {
-        enabled
-            .iter()
-            .copied()
-            .filter(|&j| launched[j] || !(0..j).any(|i| !launched[i] && self.ops[i] == self.ops[j]))
-            .collect()
+        // A prefix's own decisions were branched by the run that recorded them.
+        for k in run.branch.prefix.len()..decisions.len() {
+            let d = &decisions[k];
+            let at = key.0[k];
+            for alternative in d.enabled[at + 1..].iter().rev() {
+                let mut prefix: Vec<usize> = decisions[..k].iter().map(|d| d.chosen).collect();
+                prefix.push(*alternative);
+                self.frontier.push(Branch {
+                    prefix,
+                    recorded: decisions[..=k].iter().map(|d| d.enabled.clone()).collect(),
+                });
+            }
+        }
+        key
     }
 }
 
-/// The scheduler of one schedule of a [`Dfs`]. It decides in the prefix's labels; `actual`
-/// maps each to the operation the engine runs under it (the identity until twins are swapped).
-pub struct DfsRun<'d, Op> {
-    dfs: &'d mut Dfs<Op>,
+/// The operations a decision may choose among: an identical operation launched before its
+/// lower-indexed twin would only mirror an explored schedule.
+fn reduce<Op: PartialEq>(ops: &[Op], enabled: &[usize], launched: &[bool]) -> Vec<usize> {
+    enabled
+        .iter()
+        .copied()
+        .filter(|&j| launched[j] || !(0..j).any(|i| !launched[i] && ops[i] == ops[j]))
+        .collect()
+}
+
+/// The scheduler of one schedule of a [`Dfs`], along one branch. It decides in the prefix's
+/// labels; `actual` maps each to the operation the engine runs under it (the identity until twins
+/// are swapped). It owns what it needs, so that several run at once; [`Dfs::finish`] takes it back.
+pub struct DfsRun<Op> {
+    ops: Vec<Op>,
+    branch: Branch,
+    /// Decisions of this schedule (enabled sets after symmetry reduction).
+    current: Vec<Decision>,
     launched: Vec<bool>,
     /// How many times each (prefix-labelled) operation has been chosen.
     advanced: Vec<usize>,
     actual: Vec<usize>,
     step: usize,
-}
-
-impl<Op: Clone + PartialEq> Dfs<Op> {
-    /// The scheduler for the next schedule.
-    pub fn schedule(&mut self) -> DfsRun<'_, Op> {
-        let n = self.ops.len();
-        self.current.clear();
-        let actual = self.grouped.clone();
-        DfsRun {
-            dfs: self,
-            launched: vec![false; n],
-            advanced: vec![0; n],
-            actual,
-            step: 0,
-        }
-    }
+    divergence: Option<String>,
+    mirrored: usize,
 }
 
 // Unlike a replay, a DFS that meets a prefix choice that is not ready does not refuse: the
 // exploration goes on along the lowest ready branch and reports the set as incomplete
 // (`divergence`), since a branch may never have been taken.
-impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
+impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<Op> {
     fn name(&self) -> &'static str {
         "dfs"
     }
@@ -140,34 +184,34 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
         let mut reduced = self.reduced(ready);
         let step = self.step;
         self.step += 1;
-        if let Some(&c) = self.dfs.prefix.get(step) {
+        if let Some(&c) = self.branch.prefix.get(step) {
             if !reduced.contains(&c) {
                 if let Some(mirrored) = self.mirror(c, step, ready) {
                     reduced = mirrored;
-                    self.dfs.mirrored += 1;
+                    self.mirrored += 1;
                 }
             }
         }
-        let chosen = match self.dfs.prefix.get(step) {
+        let chosen = match self.branch.prefix.get(step) {
             Some(c) if reduced.contains(c) => *c,
             Some(c) => {
-                self.dfs.divergence.get_or_insert_with(|| {
+                if self.divergence.is_none() {
                     // In the engine's labels (the operations as the set lists them).
                     let actual = &self.actual;
-                    format!(
+                    self.divergence = Some(format!(
                         "decision {step} after the prefix {:?}: the recorded choice E{} was not ready (ready: {})",
-                        self.dfs.current.iter().map(|d| actual[d.chosen]).collect::<Vec<_>>(),
+                        self.current.iter().map(|d| actual[d.chosen]).collect::<Vec<_>>(),
                         actual[*c],
                         reduced.iter().map(|r| format!("E{}", actual[*r])).collect::<Vec<_>>().join(", ")
-                    )
-                });
+                    ));
+                }
                 reduced[0]
             }
             None => reduced[0],
         };
         self.launched[chosen] = true;
         self.advanced[chosen] += 1;
-        self.dfs.current.push(Decision {
+        self.current.push(Decision {
             enabled: reduced,
             chosen,
         });
@@ -175,7 +219,7 @@ impl<Op: Clone + PartialEq + Send> Scheduler for DfsRun<'_, Op> {
     }
 }
 
-impl<Op: Clone + PartialEq> DfsRun<'_, Op> {
+impl<Op: Clone + PartialEq> DfsRun<Op> {
     /// The ready operations in the prefix's labels, in index order, after symmetry reduction.
     fn reduced(&self, ready: &[Ready]) -> Vec<usize> {
         let mut enabled: Vec<usize> = super::steps(ready)
@@ -183,18 +227,18 @@ impl<Op: Clone + PartialEq> DfsRun<'_, Op> {
             .filter_map(|a| self.actual.iter().position(|&x| x == a))
             .collect();
         enabled.sort_unstable();
-        self.dfs.reduce(&enabled, &self.launched)
+        reduce(&self.ops, &enabled, &self.launched)
     }
 
     /// Swaps `recorded` with a twin that stands where the recorded run had it — identical,
     /// launched, advanced as often — if the swap gives exactly the ready set recorded at `step`;
     /// returns that set. Otherwise changes nothing.
     fn mirror(&mut self, recorded: usize, step: usize, ready: &[Ready]) -> Option<Vec<usize>> {
-        let expected = self.dfs.recorded.get(step)?.clone();
-        let n = self.dfs.ops.len();
+        let expected = self.branch.recorded.get(step)?.clone();
+        let n = self.ops.len();
         for twin in 0..n {
             let alike = twin != recorded
-                && self.dfs.ops.get(recorded) == Some(&self.dfs.ops[twin])
+                && self.ops.get(recorded) == Some(&self.ops[twin])
                 && self.launched[recorded]
                 && self.launched[twin]
                 && self.advanced[recorded] == self.advanced[twin];
@@ -237,25 +281,88 @@ mod tests {
         Sync,
     }
 
-    /// Two operations of `n` steps each, independent: the engine's decisions simulated.
-    fn count(ops: &[Operation], steps: usize) -> usize {
+    /// Operations of `steps` steps each, independent: the engine's decisions simulated, one
+    /// schedule at a time. Returns each schedule's key and choices, in the order run.
+    fn keys(ops: &[Operation], steps: usize) -> Vec<(DfsKey, Vec<usize>)> {
         let mut dfs = Dfs::new(ops);
-        let mut schedules = 0;
+        let mut out = Vec::new();
+        while let Some(branch) = dfs.next_branch() {
+            let run = independent(&dfs, branch, ops.len(), steps);
+            let choices = run.current.iter().map(|d| d.chosen).collect();
+            out.push((dfs.finish(run), choices));
+        }
+        out
+    }
+
+    /// One schedule of `n` independent operations of `steps` steps along `branch`.
+    fn independent(
+        dfs: &Dfs<Operation>,
+        branch: Branch,
+        n: usize,
+        steps: usize,
+    ) -> DfsRun<Operation> {
+        let mut left = vec![steps; n];
+        let mut run = dfs.schedule(branch);
         loop {
-            let mut left = vec![steps; ops.len()];
-            let mut run = dfs.schedule();
+            let enabled: Vec<usize> = (0..n).filter(|&i| left[i] > 0).collect();
+            if enabled.is_empty() {
+                return run;
+            }
+            let c = run.next(&ready(&enabled)).unwrap().unwrap();
+            left[c] -= 1;
+        }
+    }
+
+    fn count(ops: &[Operation], steps: usize) -> usize {
+        keys(ops, steps).len()
+    }
+
+    #[test]
+    fn one_at_a_time_the_branches_run_in_depth_first_order() {
+        use Operation::*;
+        let run = keys(&[Activate, Disconnect, Sync], 2);
+        assert_eq!(run.len(), 90, "6! / (2! 2! 2!) interleavings");
+        assert!(
+            run.windows(2).all(|w| w[0].0 < w[1].0),
+            "each key after the one before: the classic order"
+        );
+        assert_eq!(run[0].1, vec![0, 0, 1, 1, 2, 2], "the lowest enabled first");
+    }
+
+    #[test]
+    fn branches_taken_in_any_order_reach_each_schedule_once() {
+        use Operation::*;
+        let ops = [Activate, Disconnect, Activate];
+        let one_at_a_time: Vec<Vec<usize>> = keys(&ops, 2).into_iter().map(|(_, c)| c).collect();
+        // Several schedules at once: branches taken from the bottom of the stack as well, and
+        // finished out of order.
+        for mut seed in 1..=10_u64 {
+            let mut dfs = Dfs::new(&ops);
+            let mut running: Vec<DfsRun<Operation>> = Vec::new();
+            let mut seen: Vec<Vec<usize>> = Vec::new();
             loop {
-                let enabled: Vec<usize> = (0..ops.len()).filter(|&i| left[i] > 0).collect();
-                if enabled.is_empty() {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let pick = (seed >> 33) as usize;
+                let start = !dfs.frontier.is_empty() && (running.is_empty() || pick % 2 == 0);
+                if start {
+                    let at = pick % dfs.frontier.len();
+                    let branch = dfs.frontier.remove(at);
+                    running.push(independent(&dfs, branch, ops.len(), 2));
+                } else if let Some(run) =
+                    (!running.is_empty()).then(|| running.remove(pick % running.len()))
+                {
+                    seen.push(run.current.iter().map(|d| d.chosen).collect());
+                    dfs.finish(run);
+                } else {
                     break;
                 }
-                let c = run.next(&ready(&enabled)).unwrap().unwrap();
-                left[c] -= 1;
             }
-            schedules += 1;
-            if !dfs.advance() {
-                return schedules;
-            }
+            seen.sort();
+            let mut expected = one_at_a_time.clone();
+            expected.sort();
+            assert_eq!(seen, expected, "seed {seed}");
         }
     }
 
@@ -287,11 +394,11 @@ mod tests {
             .collect();
         let mut dfs = Dfs::new(ops);
         let mut schedules = 0;
-        loop {
+        while let Some(branch) = dfs.next_branch() {
             let mut done = vec![0usize; ops.len()];
             let mut holder: Option<usize> = None;
             let mut waiting: Vec<usize> = Vec::new();
-            let mut run = dfs.schedule();
+            let mut run = dfs.schedule(branch);
             loop {
                 let enabled: Vec<usize> = (0..ops.len())
                     .filter(|&i| done[i] < steps[i] && !waiting.contains(&i))
@@ -328,10 +435,9 @@ mod tests {
                 }
             }
             schedules += 1;
-            if !dfs.advance() {
-                return (schedules, dfs);
-            }
+            dfs.finish(run);
         }
+        (schedules, dfs)
     }
 
     #[test]
@@ -344,7 +450,7 @@ mod tests {
             &[Disconnect, Sync, Disconnect, Activate][..],
         ] {
             let (steady, dfs) = lock_race(ops, |waiting| waiting[0]);
-            assert_eq!((dfs.divergence.as_deref(), dfs.mirrored), (None, 0));
+            assert_eq!((dfs.divergence(), dfs.mirrored), (None, 0));
             // Any winner of the race, run after run: the same tree, every branch, no divergence.
             let mut mirrored = 0;
             for mut seed in 1..=20_u64 {
@@ -354,7 +460,7 @@ mod tests {
                         .wrapping_add(1442695040888963407);
                     waiting[(seed >> 33) as usize % waiting.len()]
                 });
-                assert_eq!(dfs.divergence, None, "{ops:?}");
+                assert_eq!(dfs.divergence(), None, "{ops:?}");
                 assert_eq!(raced, steady, "{ops:?}");
                 mirrored += dfs.mirrored;
             }
@@ -370,11 +476,14 @@ mod tests {
         // E0 and E1 differ: a prefix that recorded E1 where only E0 is ready diverges.
         let ops = [Operation::Sync, Operation::Activate];
         let mut dfs = Dfs::new(&ops);
-        dfs.prefix = vec![1];
-        let mut run = dfs.schedule();
+        let mut run = dfs.schedule(Branch {
+            prefix: vec![1],
+            recorded: Vec::new(),
+        });
         assert_eq!(run.next(&ready(&[0])).unwrap(), Some(0));
+        dfs.finish(run);
         assert!(dfs
-            .divergence
+            .divergence()
             .unwrap()
             .contains("the recorded choice E1 was not ready"));
         assert_eq!(dfs.mirrored, 0);

@@ -116,9 +116,9 @@ pub struct Engine<'a> {
     /// Whether requests park at the target's sync points (without: they stop only where they
     /// wait for a lock, the lock probe's among them).
     sync_points: bool,
-    /// The set this engine explores beside others on the same target (`None`: alone). Its
-    /// operations' actor tags then carry it (`S<set>E<i>`), and its clean-up clears only their
-    /// sync-point slots.
+    /// The lane this engine runs schedules in beside other lanes on the same target (`None`:
+    /// alone). Its operations' actor tags then carry it (`L<lane>E<i>`), and its clean-up clears
+    /// only their sync-point slots.
     lane: Option<usize>,
     /// Raw operations' sessions whose transactions ended cleanly, kept for later schedules
     /// ([`Engine::raw_session`]).
@@ -196,10 +196,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The engine for set `set`, explored while other sets run on the same target: its actor
-    /// tags are its own, and its clean-up leaves the other sets' parked requests alone.
-    pub fn in_lane(mut self, set: usize) -> Self {
-        self.lane = Some(set);
+    /// The engine of lane `lane`, whose schedules run while other lanes' run on the same target:
+    /// its actor tags are its own, and its clean-up leaves the other lanes' parked requests alone.
+    pub fn in_lane(mut self, lane: usize) -> Self {
+        self.lane = Some(lane);
         self
     }
 
@@ -207,7 +207,7 @@ impl<'a> Engine<'a> {
     fn tag(&self, i: usize) -> String {
         match self.lane {
             None => format!("E{i}"),
-            Some(set) => format!("S{set}E{i}"),
+            Some(lane) => format!("L{lane}E{i}"),
         }
     }
 
