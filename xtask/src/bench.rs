@@ -36,7 +36,7 @@ use crate::{
 const FLOW_USERS: [usize; 3] = [50, 100, 200];
 /// Concurrent clients of the activation runs.
 const CLIENTS: [usize; 3] = [10, 50, 100];
-/// Sets explored at once in the exploration figure (`explore --lanes`).
+/// Schedules explored at once in the exploration figure (`explore --lanes`).
 const EXPLORE_LANES: usize = 2;
 /// Replicas of the service under load.
 const REPLICAS: usize = 2;
@@ -230,8 +230,8 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         },
     )?;
     // Exploration's throughput in the release build: every schedule of every pair of the three
-    // workspace flows, on the correct build (silent), with where a schedule's time goes — one set
-    // at a time, then EXPLORE_LANES sets at once (the figure the goal judges).
+    // workspace flows, on the correct build (silent), with where a schedule's time goes — one
+    // schedule at a time, then EXPLORE_LANES at once (the figure the goal judges).
     let exploration = phase(
         "exploration throughput (harbor-certify explore, release)",
         || {
@@ -543,7 +543,7 @@ fn markdown(report: &Value) -> String {
     let e = &report["exploration"];
     if e.is_object() {
         md.push_str(&format!(
-            "\n## Exploration ({} build)\n\nEvery schedule of every pair of activate, callback and disconnect: {} sets, {} schedules, **{:.1} schedules/s** with {} sets at once (`--lanes`), {:.1} schedules/s one set at a time; with lanes, a schedule's mean time: setup {:.1} ms (overlapped with the previous schedule, but for its start {:.1} ms), decisions {:.1} ms (settling {:.1} ms, of which {:.1} ms reading the lock tables {:.1} times), checks {:.1} ms.\n",
+            "\n## Exploration ({} build)\n\nEvery schedule of every pair of activate, callback and disconnect: {} sets, {} schedules, **{:.1} schedules/s** with {} schedules at once (`--lanes`), {:.1} schedules/s one at a time; with lanes, a schedule's mean time: setup {:.1} ms (overlapped with the previous schedule, but for its start {:.1} ms), decisions {:.1} ms (settling {:.1} ms, of which {:.1} ms reading the lock tables {:.1} times), checks {:.1} ms.\n",
             e["build"].as_str().unwrap_or("?"),
             e["sets"],
             e["schedules"],

@@ -253,8 +253,8 @@ fn test(args: &[String]) -> Result<ExitCode> {
         std::fs::copy(&junit, artefacts.join("nextest-junit.xml"))?;
     }
     // Schedules nobody wrote down: every interleaving of every pair of operations on the correct
-    // build (silent; two sets at a time on each of two services, so that running sets side by
-    // side, and sharing them among services, are held to silence too), then each ordering flaw
+    // build (silent; two schedules at a time on each of two services, so that running schedules
+    // side by side, and sharing sets among services, are held to silence too), then each ordering flaw
     // (each must be found). Then the lock probes' own kill
     // matrix: with no sync point armed, the probes alone must catch the lock a flawed build skips
     // (the split namespace, the missing row lock).

@@ -105,7 +105,8 @@ pub struct Violation {
     pub schedule: Vec<usize>,
     /// The PCT seed, for random schedules.
     pub seed: Option<u64>,
-    /// Schedules of its set run until it was found.
+    /// Its schedule's rank among those of its set explored, in the DFS order (random mode: the
+    /// schedules of its set run until it was found).
     pub found_after: usize,
     /// The scenario file it was saved as (minimised), if saved.
     pub saved_file: Option<String>,
@@ -131,8 +132,9 @@ pub struct SetReport {
     /// Schedules skipped as mirror images of explored ones.
     pub pruned: usize,
     /// Its lanes' time, milliseconds: the sum over its schedules of the time each took of its
-    /// lane, from taking it to its checks' end (what a shard plan or a nightly budget adds up;
-    /// one lane: its wall time, but for its first workspace).
+    /// lane, from taking it (with the workspace made then, if the lane had none ready) to its
+    /// checks' end (what a shard plan or a nightly budget adds up; one lane: about its wall
+    /// time).
     #[serde(default)]
     pub duration_ms: f64,
     /// Whether every schedule was run (systematic mode within the budget).

@@ -20,7 +20,7 @@ use super::ops::Operation;
 use super::start::Start;
 use super::{Options, SetReport, Violation};
 use crate::target::Target;
-use account::{Running, SetRun};
+use account::{Gate, Running, SetRun};
 
 /// A set waiting in a queue.
 #[derive(Clone, Copy)]
@@ -150,16 +150,15 @@ impl<'o> Board<'o> {
         &mut self,
         take: &dyn Fn() -> Option<Queued<'o>>,
         options: &Options,
-        started: Instant,
-        abandoned: bool,
+        gate: Gate,
     ) -> Job<'o> {
-        if abandoned {
+        if gate.abandoned {
             return Job::Done;
         }
         loop {
-            self.sweep(options, started, abandoned);
+            self.sweep(options, gate);
             for set in &mut self.under_way {
-                if let Some(ticket) = set.begin(options, started, abandoned) {
+                if let Some(ticket) = set.begin(options, gate) {
                     return Job::Run {
                         index: set.index,
                         ops: set.ops,
@@ -168,19 +167,20 @@ impl<'o> Board<'o> {
                     };
                 }
             }
+            // A lane waits only for a schedule that is running: its end notifies.
             match take() {
                 Some(q) => self.under_way.push(SetRun::new(q.index, q.ops)),
-                None if self.under_way.is_empty() => return Job::Done,
-                None => return Job::Wait,
+                None if self.under_way.iter().any(SetRun::is_running) => return Job::Wait,
+                None => return Job::Done,
             }
         }
     }
 
     /// Moves the sets that are over to `over`.
-    fn sweep(&mut self, options: &Options, started: Instant, abandoned: bool) {
+    fn sweep(&mut self, options: &Options, gate: Gate) {
         let mut i = 0;
         while i < self.under_way.len() {
-            if self.under_way[i].is_over(options, started, abandoned) {
+            if self.under_way[i].is_over(options, gate) {
                 let set = self.under_way.remove(i);
                 self.over.push((set.index, set.finish(options)));
             } else {
@@ -214,7 +214,8 @@ async fn run_lanes<'o>(
         loop {
             // Made before the board is read: an end between the read and the wait still wakes it.
             let heard = ended.notified();
-            let job = board_now().next_job(take, options, started, queues.is_abandoned());
+            let gate = Gate::now(options, started, queues.is_abandoned());
+            let job = board_now().next_job(take, options, gate);
             let (index, ops, start, mut scheduler) = match job {
                 Job::Run {
                     index,
@@ -232,7 +233,8 @@ async fn run_lanes<'o>(
             let run = run_one(engine, ops, start, &mut scheduler, &mut next).await;
             let recorded = run.and_then(|run| {
                 board_now().with_set(index, |set| {
-                    set.record(*scheduler, run, began.elapsed(), options)
+                    let findings = set.check(&run);
+                    set.record(*scheduler, run, findings, began.elapsed(), options)
                 })
             });
             ended.notify_waiters();
@@ -252,7 +254,13 @@ async fn run_lanes<'o>(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Abandoned: what the sets under way ran is still accounted for.
-    board.sweep(options, started, true);
+    board.sweep(
+        options,
+        Gate {
+            abandoned: true,
+            past_deadline: true,
+        },
+    );
     Ok(board.over)
 }
 
@@ -359,53 +367,4 @@ pub fn runs_alone(ops: &[Operation]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::explore::{multisets, needs_fault_proxies, services_with_fault_proxies};
-
-    #[test]
-    fn half_the_services_run_fault_proxies_when_some_sets_need_them() {
-        let triples = multisets(&Operation::by_default(), 3);
-        let proxied = triples.iter().filter(|s| needs_fault_proxies(s)).count();
-        assert_eq!((triples.len(), proxied), (430, 282));
-        assert_eq!(services_with_fault_proxies(&triples, 4), 2);
-        assert_eq!(services_with_fault_proxies(&triples, 3), 2);
-        assert_eq!(services_with_fault_proxies(&triples, 1), 1);
-        // None needs them: no service runs them; every one does: all do.
-        let requests = multisets(&[Operation::Activate, Operation::Callback], 3);
-        assert_eq!(services_with_fault_proxies(&requests, 4), 0);
-        let faults = vec![
-            vec![Operation::DbCut],
-            vec![Operation::Callback, Operation::RedisRestart],
-        ];
-        assert_eq!(services_with_fault_proxies(&faults, 4), 4);
-    }
-
-    #[test]
-    fn a_service_takes_only_what_it_accepts_and_in_order() {
-        const A: &[Operation] = &[Operation::Activate];
-        const B: &[Operation] = &[Operation::DbCut];
-        const C: &[Operation] = &[Operation::ReplicaCrash];
-        let (a, b, c) = (A, B, C);
-        let queued = |index, ops: &'static [Operation], scarce| Queued { index, ops, scarce };
-        let queues = Queues::new(
-            Vec::new(),
-            vec![queued(0, a, false), queued(1, b, true), queued(2, c, false)],
-        );
-        // A service without the proxies passes over the set that needs them.
-        let bare = |q: &Queued<'_>| !q.ops.contains(&Operation::DbCut);
-        assert_eq!(queues.next(&queues.alone, bare).map(|q| q.index), Some(0));
-        // One with them takes the scarce set first, wherever it waits.
-        assert_eq!(
-            queues.next(&queues.alone, |q| q.scarce).map(|q| q.index),
-            Some(1)
-        );
-        assert!(queues.next(&queues.alone, |q| q.scarce).is_none());
-        assert_eq!(queues.next(&queues.alone, bare).map(|q| q.index), Some(2));
-        assert!(queues.next(&queues.alone, |_| true).is_none());
-        // An abandoned run hands out nothing more.
-        let queues = Queues::new(vec![queued(0, a, false)], Vec::new());
-        let _ = queues.noting::<()>(Err("failed".into()));
-        assert!(queues.next(&queues.beside, |_| true).is_none());
-    }
-}
+mod tests;

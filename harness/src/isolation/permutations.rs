@@ -56,7 +56,7 @@ pub fn permutations(spec: &Spec) -> Vec<Vec<PStep>> {
     let ids: Vec<usize> = (0..all.len()).collect();
     let mut dfs = Dfs::new(&ids);
     let mut out = Vec::new();
-    while let Some(branch) = dfs.next_branch() {
+    while let Some(branch) = dfs.next_branch(None) {
         let mut next = vec![0usize; spec.sessions.len()];
         let mut order = Schedule::default();
         {

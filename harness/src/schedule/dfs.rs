@@ -1,11 +1,13 @@
 //! Depth-first enumeration of every schedule. Stateless, as PostgreSQL's isolationtester and
 //! loom are: each schedule runs from a fresh start, following a prefix of choices (a [`Branch`]),
 //! then the lowest enabled operation at every later decision. A run hands back the alternatives it
-//! passed over at those later decisions, each a branch of its own; the branches wait on a stack,
-//! so that one schedule at a time runs them in the classic order (the deepest decision's next
-//! alternative first), and several schedules at once (the explorer's lanes) can run different
-//! branches of the same tree. Each schedule is reached by exactly one branch, whatever the order:
-//! the set explored is the same, and [`DfsKey`] puts any result back in the one-at-a-time order.
+//! passed over at those later decisions, each a branch of its own. Every schedule has a place in
+//! the depth-first order ([`DfsKey`]: the position of each choice among those enabled), and the
+//! branches wait in that order, so that one schedule at a time runs them in the classic order (the
+//! deepest decision's next alternative first) and several schedules at once (the explorer's
+//! lanes) always take the first branch left. Each schedule is reached by exactly one branch,
+//! whatever the order: the set explored is the same, and the keys put any result back in the
+//! one-at-a-time order.
 //!
 //! Symmetry reduction: operations that are identical (same kind, same replica) are interchangeable,
 //! so among them only schedules that *launch* them in index order are explored; each skipped
@@ -36,10 +38,41 @@ pub struct DfsKey(pub Vec<usize>);
 /// A part of the tree still to run: the choices to follow, then the lowest enabled operation.
 #[derive(Clone, Debug, Default)]
 pub struct Branch {
+    /// The prefix's place: every schedule of the branch has a key that begins with it, and the
+    /// branches left are disjoint, so these keys order them as their schedules are ordered.
+    key: DfsKey,
     /// The choices to follow (the last one an alternative not taken before).
     prefix: Vec<usize>,
     /// What was enabled at each of the prefix's decisions when it was recorded.
     recorded: Vec<Vec<usize>>,
+}
+
+impl Branch {
+    /// Whether some schedule of the branch may come before the schedule `bound` in the DFS
+    /// order. A branch whose prefix's key is past `bound` holds only later schedules.
+    pub fn may_precede(&self, bound: &DfsKey) -> bool {
+        self.key < *bound
+    }
+}
+
+impl PartialEq for Branch {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Branch {}
+
+impl PartialOrd for Branch {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Branch {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 /// The DFS state between schedules: the branches still to run.
@@ -49,8 +82,8 @@ pub struct Dfs<Op> {
     ops: Vec<Op>,
     /// For each operation in that numbering, its index in the set as given.
     grouped: Vec<usize>,
-    /// The branches not run yet; the next one on top.
-    frontier: Vec<Branch>,
+    /// The branches not run yet, the first in the DFS order on top.
+    frontier: std::collections::BinaryHeap<std::cmp::Reverse<Branch>>,
     /// A replayed prefix met a decision where its recorded choice was not enabled: the system
     /// did not behave the same way twice, so "every schedule" cannot be claimed. The first such
     /// decision in the DFS order, as a sentence (which decision, the choice the prefix recorded,
@@ -71,7 +104,7 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
         Self {
             ops: grouped.iter().map(|&i| ops[i].clone()).collect(),
             grouped,
-            frontier: vec![Branch::default()],
+            frontier: [std::cmp::Reverse(Branch::default())].into(),
             divergence: None,
             mirrored: 0,
         }
@@ -82,9 +115,22 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
         self.frontier.is_empty()
     }
 
-    /// The next branch to run, if any is left.
-    pub fn next_branch(&mut self) -> Option<Branch> {
-        self.frontier.pop()
+    /// Whether a branch is left that may hold a schedule before `bound` in the DFS order (any
+    /// branch left, without a bound).
+    pub fn has_branch(&self, bound: Option<&DfsKey>) -> bool {
+        self.frontier
+            .peek()
+            .is_some_and(|first| bound.is_none_or(|b| first.0.may_precede(b)))
+    }
+
+    /// The first branch left in the DFS order, if it may hold a schedule before `bound` (the
+    /// ones after it hold only later schedules than it does).
+    pub fn next_branch(&mut self, bound: Option<&DfsKey>) -> Option<Branch> {
+        if self.has_branch(bound) {
+            self.frontier.pop().map(|std::cmp::Reverse(b)| b)
+        } else {
+            None
+        }
     }
 
     /// The first divergence in the DFS order, if a replayed prefix met one.
@@ -109,15 +155,17 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
     }
 
     /// Takes a schedule's run back: the alternatives it passed over after its prefix become
-    /// branches, pushed so that the deepest decision's next alternative is on top (the classic
-    /// order). Returns the schedule's key.
+    /// branches. Returns the schedule's key: its branch's, then the positions it chose (a run
+    /// whose prefix diverged keeps the place it was sent to).
     pub fn finish(&mut self, run: DfsRun<Op>) -> DfsKey {
         let decisions = run.current;
-        let key = DfsKey(
-            decisions
+        let prefix = run.branch.prefix.len().min(decisions.len());
+        let mut key = run.branch.key.clone();
+        key.0.truncate(prefix);
+        key.0.extend(
+            decisions[prefix..]
                 .iter()
-                .map(|d| d.enabled.iter().position(|e| *e == d.chosen).unwrap_or(0))
-                .collect(),
+                .map(|d| d.enabled.iter().position(|e| *e == d.chosen).unwrap_or(0)),
         );
         self.mirrored += run.mirrored;
         if let Some(why) = run.divergence {
@@ -126,16 +174,19 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
             }
         }
         // A prefix's own decisions were branched by the run that recorded them.
-        for k in run.branch.prefix.len()..decisions.len() {
+        for k in prefix..decisions.len() {
             let d = &decisions[k];
             let at = key.0[k];
-            for alternative in d.enabled[at + 1..].iter().rev() {
+            for (j, alternative) in d.enabled.iter().enumerate().skip(at + 1) {
                 let mut prefix: Vec<usize> = decisions[..k].iter().map(|d| d.chosen).collect();
                 prefix.push(*alternative);
-                self.frontier.push(Branch {
+                let mut place = key.0[..k].to_vec();
+                place.push(j);
+                self.frontier.push(std::cmp::Reverse(Branch {
+                    key: DfsKey(place),
                     prefix,
                     recorded: decisions[..=k].iter().map(|d| d.enabled.clone()).collect(),
-                });
+                }));
             }
         }
         key
@@ -286,7 +337,7 @@ mod tests {
     fn keys(ops: &[Operation], steps: usize) -> Vec<(DfsKey, Vec<usize>)> {
         let mut dfs = Dfs::new(ops);
         let mut out = Vec::new();
-        while let Some(branch) = dfs.next_branch() {
+        while let Some(branch) = dfs.next_branch(None) {
             let run = independent(&dfs, branch, ops.len(), steps);
             let choices = run.current.iter().map(|d| d.chosen).collect();
             out.push((dfs.finish(run), choices));
@@ -334,7 +385,7 @@ mod tests {
         use Operation::*;
         let ops = [Activate, Disconnect, Activate];
         let one_at_a_time: Vec<Vec<usize>> = keys(&ops, 2).into_iter().map(|(_, c)| c).collect();
-        // Several schedules at once: branches taken from the bottom of the stack as well, and
+        // Several schedules at once: any branch left taken, not only the first, and runs
         // finished out of order.
         for mut seed in 1..=10_u64 {
             let mut dfs = Dfs::new(&ops);
@@ -347,8 +398,9 @@ mod tests {
                 let pick = (seed >> 33) as usize;
                 let start = !dfs.frontier.is_empty() && (running.is_empty() || pick % 2 == 0);
                 if start {
-                    let at = pick % dfs.frontier.len();
-                    let branch = dfs.frontier.remove(at);
+                    let mut left = std::mem::take(&mut dfs.frontier).into_vec();
+                    let branch = left.remove(pick % left.len()).0;
+                    dfs.frontier = left.into();
                     running.push(independent(&dfs, branch, ops.len(), 2));
                 } else if let Some(run) =
                     (!running.is_empty()).then(|| running.remove(pick % running.len()))
@@ -363,6 +415,38 @@ mod tests {
             let mut expected = one_at_a_time.clone();
             expected.sort();
             assert_eq!(seen, expected, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn bounded_lanes_run_every_schedule_before_the_bound() {
+        use Operation::*;
+        let ops = [Activate, Disconnect, Sync];
+        let one_at_a_time = keys(&ops, 2);
+        // A finding at the 40th schedule: lanes take no branch that holds only later ones.
+        let bound = one_at_a_time[39].0.clone();
+        for lanes in [1, 2, 3, 4] {
+            let mut dfs = Dfs::new(&ops);
+            let mut running: std::collections::VecDeque<DfsRun<Operation>> = Default::default();
+            let mut seen: Vec<DfsKey> = Vec::new();
+            loop {
+                while running.len() < lanes {
+                    match dfs.next_branch(Some(&bound)) {
+                        Some(branch) => running.push_back(independent(&dfs, branch, ops.len(), 2)),
+                        None => break,
+                    }
+                }
+                // The oldest run ends first; its branches join the ones left.
+                match running.pop_front() {
+                    Some(run) => seen.push(dfs.finish(run)),
+                    None => break,
+                }
+            }
+            // A branch that may precede the bound begins with a schedule at or before it.
+            seen.sort();
+            let expected: Vec<DfsKey> =
+                one_at_a_time[..40].iter().map(|(k, _)| k.clone()).collect();
+            assert_eq!(seen, expected, "{lanes} lane(s)");
         }
     }
 
@@ -394,7 +478,7 @@ mod tests {
             .collect();
         let mut dfs = Dfs::new(ops);
         let mut schedules = 0;
-        while let Some(branch) = dfs.next_branch() {
+        while let Some(branch) = dfs.next_branch(None) {
             let mut done = vec![0usize; ops.len()];
             let mut holder: Option<usize> = None;
             let mut waiting: Vec<usize> = Vec::new();
@@ -478,7 +562,7 @@ mod tests {
         let mut dfs = Dfs::new(&ops);
         let mut run = dfs.schedule(Branch {
             prefix: vec![1],
-            recorded: Vec::new(),
+            ..Branch::default()
         });
         assert_eq!(run.next(&ready(&[0])).unwrap(), Some(0));
         dfs.finish(run);

@@ -179,7 +179,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Keeps a raw session whose transaction ended cleanly (committed, nothing left open) for a
-    /// later schedule on this engine (a lane's set, or the sets run alone), put back to its
+    /// later schedule on this engine (its lane's next, or the next of the sets run alone), put back to its
     /// defaults and renamed first so that it is no actor's while it waits.
     async fn keep_raw_session(&self, mut conn: PgConnection) {
         use sqlx::Executor;
@@ -212,7 +212,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Releases what this engine's schedule left parked and drops its armed slots: every slot
-    /// when it runs alone, only its operations' when other sets run beside it.
+    /// when it runs alone, only its operations' when other lanes run beside it.
     async fn release_own(&self, actors: &[Running]) {
         if self.lane.is_none() {
             self.target.release_all().await;

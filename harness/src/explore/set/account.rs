@@ -1,11 +1,19 @@
 //! One set's exploration under way ([`SetRun`]): the schedules still to run (its DFS tree's
 //! branches, or its PCT seeds), how many are running, and its account — what the ones that ended
 //! showed, kept in the depth-first order whatever order they ended in.
+//!
+//! A systematic set explored to its end, or stopped at its first finding, reports what one lane
+//! would have: under `--stop-at-first` the lanes go on with every branch that may hold an earlier
+//! schedule than the first one that showed something, so the schedule reported is the first in
+//! the DFS order and `found_after` counts the schedules before it. (The schedules already running
+//! when it was found are explored and counted too.) Under `--budget` or `--seconds` with several
+//! lanes, which schedules ran depends on which ended first. PCT runs one schedule of a set at a
+//! time: each seed's bound on a schedule's length depends on the runs before it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::super::anomaly::{self, Anomaly, SerialOutcome};
+use super::super::anomaly::{self, Anomaly, Finding, SerialOutcome};
 use super::super::engine::ScheduleRun;
 use super::super::ops::Operation;
 use super::super::start::Start;
@@ -40,6 +48,27 @@ impl Running {
     }
 }
 
+/// What every set is checked against when a lane looks for work: read once, so that the sets
+/// swept and those asked for a schedule see the same answers.
+#[derive(Clone, Copy)]
+pub(in crate::explore) struct Gate {
+    /// The run is abandoned (a set failed).
+    pub abandoned: bool,
+    /// `--seconds` is over.
+    pub past_deadline: bool,
+}
+
+impl Gate {
+    /// The gate now.
+    pub fn now(options: &Options, started: Instant, abandoned: bool) -> Self {
+        let deadline = options.seconds.map(Duration::from_secs_f64);
+        Self {
+            abandoned,
+            past_deadline: deadline.is_some_and(|d| started.elapsed() >= d),
+        }
+    }
+}
+
 /// One set being explored.
 pub(in crate::explore) struct SetRun<'o> {
     /// Its index in the run.
@@ -58,10 +87,11 @@ pub(in crate::explore) struct SetRun<'o> {
     length: usize,
     /// Its schedules running now.
     running: usize,
-    /// A finding ended it (`--stop-at-first`).
-    stopped: bool,
+    /// Under `--stop-at-first`, the first schedule in the DFS order (random mode: the first)
+    /// that showed something: only branches that may hold an earlier one run after it.
+    first_finding: Option<DfsKey>,
     /// Each explored schedule's place in the DFS order: a violation's `found_after` is its rank
-    /// among them, the count a one-at-a-time run would have reported.
+    /// among them (one lane's count, when every earlier schedule ran).
     keys: Vec<DfsKey>,
     /// The first schedule that showed each anomaly, by its place in the DFS order (random mode:
     /// by its seed's), and the finding's place among that schedule's.
@@ -96,7 +126,7 @@ impl<'o> SetRun<'o> {
             mirrors: crate::schedule::dfs::mirrors(ops),
             length: 8,
             running: 0,
-            stopped: false,
+            first_finding: None,
             keys: Vec::new(),
             first: BTreeMap::new(),
             tally: Tally::default(),
@@ -104,32 +134,31 @@ impl<'o> SetRun<'o> {
         }
     }
 
-    /// Whether a schedule may begin now: within the budget and the time, not stopped, with a
-    /// branch left (systematic) or none running (random mode, and `--stop-at-first`, which
-    /// must stop at the first schedule that shows something).
-    fn may_begin(&self, options: &Options, started: Instant, abandoned: bool) -> bool {
-        let deadline = options.seconds.map(Duration::from_secs_f64);
-        let one_at_a_time = options.stop_at_first || matches!(options.mode, Mode::Random { .. });
-        !(self.stopped
-            || abandoned
-            || self.report.explored + self.running >= options.budget
-            || deadline.is_some_and(|d| started.elapsed() >= d)
-            || (one_at_a_time && self.running > 0)
-            || (options.mode == Mode::Systematic && self.dfs.is_done()))
+    /// Whether a schedule may begin now: within the budget and the time, with a branch left
+    /// that may hold a schedule before its first finding (systematic), or with none running and
+    /// no finding to stop at (random mode).
+    fn may_begin(&self, options: &Options, gate: Gate) -> bool {
+        let open = !(gate.abandoned
+            || gate.past_deadline
+            || self.report.explored + self.running >= options.budget);
+        open && match options.mode {
+            Mode::Systematic => self.dfs.has_branch(self.first_finding.as_ref()),
+            Mode::Random { .. } => self.running == 0 && self.first_finding.is_none(),
+        }
+    }
+
+    /// Whether a schedule of it is running.
+    pub fn is_running(&self) -> bool {
+        self.running > 0
     }
 
     /// The next schedule to run, counted as running, if one may begin now.
-    pub fn begin(
-        &mut self,
-        options: &Options,
-        started: Instant,
-        abandoned: bool,
-    ) -> Option<Ticket> {
-        if !self.may_begin(options, started, abandoned) {
+    pub fn begin(&mut self, options: &Options, gate: Gate) -> Option<Ticket> {
+        if !self.may_begin(options, gate) {
             return None;
         }
         let ticket = match options.mode {
-            Mode::Systematic => Ticket::Branch(self.dfs.next_branch()?),
+            Mode::Systematic => Ticket::Branch(self.dfs.next_branch(self.first_finding.as_ref())?),
             Mode::Random { seed, depth } => {
                 Ticket::Seed(seed + self.report.explored as u64, self.length, depth)
             }
@@ -139,8 +168,8 @@ impl<'o> SetRun<'o> {
     }
 
     /// Whether it is over: nothing running and nothing that may begin.
-    pub fn is_over(&self, options: &Options, started: Instant, abandoned: bool) -> bool {
-        self.running == 0 && !self.may_begin(options, started, abandoned)
+    pub fn is_over(&self, options: &Options, gate: Gate) -> bool {
+        self.running == 0 && !self.may_begin(options, gate)
     }
 
     /// The scheduler for `ticket`.
@@ -154,13 +183,20 @@ impl<'o> SetRun<'o> {
         }
     }
 
+    /// What the model finds wrong with an ended schedule of the set.
+    pub fn check(&self, run: &ScheduleRun) -> Vec<Finding> {
+        anomaly::check(self.ops, self.start, run, &self.serial)
+    }
+
     /// Takes an ended schedule into the account: its branches into the tree, its outcome, and
-    /// each anomaly it shows that no schedule earlier in the DFS order showed. `lane_time` is
-    /// what it took of its lane. Returns the schedules explored so far.
+    /// each of its `findings` ([`SetRun::check`]) whose anomaly no schedule earlier in the DFS
+    /// order showed. `lane_time` is what it took of its lane. Returns the schedules explored so
+    /// far.
     pub fn record(
         &mut self,
         scheduler: Running,
         run: ScheduleRun,
+        findings: Vec<Finding>,
         lane_time: Duration,
         options: &Options,
     ) -> Result<usize, String> {
@@ -185,12 +221,15 @@ impl<'o> SetRun<'o> {
             .outcomes
             .entry(outcome_key(self.ops, &run))
             .or_default() += 1;
-        let findings = anomaly::check(self.ops, self.start, &run, &self.serial);
-        let mut new = false;
+        if options.stop_at_first
+            && !findings.is_empty()
+            && self.first_finding.as_ref().is_none_or(|k| key < *k)
+        {
+            self.first_finding = Some(key.clone());
+        }
         for (n, f) in findings.into_iter().enumerate() {
             let place = (key.clone(), n);
             let known = self.first.get(&f.anomaly);
-            new |= known.is_none();
             if known.is_some_and(|(earlier, _)| *earlier <= place) {
                 continue;
             }
@@ -212,16 +251,17 @@ impl<'o> SetRun<'o> {
         if options.mode == Mode::Systematic {
             self.keys.push(key);
         }
-        if new && options.stop_at_first {
-            self.stopped = true;
-        }
         Ok(self.report.explored)
     }
 
     /// Its account, once it is over: the anomalies and violations in the DFS order, each
-    /// violation's `found_after` its schedule's rank in that order among those explored.
+    /// violation's `found_after` its schedule's rank in that order among those explored. Under
+    /// `--stop-at-first`, only what the first schedule that showed something showed.
     pub fn finish(mut self, options: &Options) -> Explored {
         let mut found: Vec<((DfsKey, usize), Violation)> = self.first.into_values().collect();
+        if let Some(first) = &self.first_finding {
+            found.retain(|((key, _), _)| key == first);
+        }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut violations = Vec::with_capacity(found.len());
         for ((key, _), mut v) in found {
@@ -233,7 +273,7 @@ impl<'o> SetRun<'o> {
         }
         self.report.divergence = self.dfs.divergence().map(str::to_owned);
         self.report.complete = options.mode == Mode::Systematic
-            && !self.stopped
+            && self.first_finding.is_none()
             && self.dfs.is_done()
             && self.report.divergence.is_none();
         self.report.mirrored_races = self.dfs.mirrored;
