@@ -36,8 +36,11 @@ use crate::{
 const FLOW_USERS: [usize; 3] = [50, 100, 200];
 /// Concurrent clients of the activation runs.
 const CLIENTS: [usize; 3] = [10, 50, 100];
-/// Schedules explored at once in the exploration figure (`explore --lanes`).
-const EXPLORE_LANES: usize = 2;
+/// Schedules explored at once in the exploration figure (`explore --lanes`): the most it allows.
+/// One schedule spends much of its time waiting (round trips, a settle's readings), and since
+/// lanes share a set's schedules (2026-12-05), four keep this 2-core host's cores busy where two
+/// left them a third idle.
+const EXPLORE_LANES: usize = 4;
 /// Replicas of the service under load.
 const REPLICAS: usize = 2;
 
