@@ -158,12 +158,12 @@ impl<'o> Board<'o> {
         loop {
             self.sweep(options, gate);
             for set in &mut self.under_way {
-                if let Some(ticket) = set.begin(options, gate) {
+                if let Some(scheduler) = set.begin(options, gate) {
                     return Job::Run {
                         index: set.index,
                         ops: set.ops,
                         start: set.start,
-                        scheduler: Box::new(set.scheduler(ticket)),
+                        scheduler: Box::new(scheduler),
                     };
                 }
             }
@@ -174,6 +174,20 @@ impl<'o> Board<'o> {
                 None => return Job::Done,
             }
         }
+    }
+
+    /// `then` on set `index`, under way.
+    fn with_set<T>(
+        &mut self,
+        index: usize,
+        then: impl FnOnce(&mut SetRun<'o>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let set = self
+            .under_way
+            .iter_mut()
+            .find(|s| s.index == index)
+            .ok_or(format!("set {index} ended while a schedule of it ran"))?;
+        then(set)
     }
 
     /// Moves the sets that are over to `over`.
@@ -262,22 +276,6 @@ async fn run_lanes<'o>(
         },
     );
     Ok(board.over)
-}
-
-impl<'o> Board<'o> {
-    /// `then` on set `index`, under way.
-    fn with_set<T>(
-        &mut self,
-        index: usize,
-        then: impl FnOnce(&mut SetRun<'o>) -> Result<T, String>,
-    ) -> Result<T, String> {
-        let set = self
-            .under_way
-            .iter_mut()
-            .find(|s| s.index == index)
-            .ok_or(format!("set {index} ended while a schedule of it ran"))?;
-        then(set)
-    }
 }
 
 /// One schedule of `ops` from `start` on `engine`, on the workspace made while its lane's last

@@ -110,11 +110,6 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
         }
     }
 
-    /// Whether no branch is left to run (some may still be running).
-    pub fn is_done(&self) -> bool {
-        self.frontier.is_empty()
-    }
-
     /// Whether a branch is left that may hold a schedule before `bound` in the DFS order (any
     /// branch left, without a bound).
     pub fn has_branch(&self, bound: Option<&DfsKey>) -> bool {
@@ -159,11 +154,11 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
     /// whose prefix diverged keeps the place it was sent to).
     pub fn finish(&mut self, run: DfsRun<Op>) -> DfsKey {
         let decisions = run.current;
-        let prefix = run.branch.prefix.len().min(decisions.len());
+        let followed = run.branch.prefix.len().min(decisions.len());
         let mut key = run.branch.key.clone();
-        key.0.truncate(prefix);
+        key.0.truncate(followed);
         key.0.extend(
-            decisions[prefix..]
+            decisions[followed..]
                 .iter()
                 .map(|d| d.enabled.iter().position(|e| *e == d.chosen).unwrap_or(0)),
         );
@@ -174,7 +169,7 @@ impl<Op: Clone + PartialEq> Dfs<Op> {
             }
         }
         // A prefix's own decisions were branched by the run that recorded them.
-        for k in prefix..decisions.len() {
+        for k in followed..decisions.len() {
             let d = &decisions[k];
             let at = key.0[k];
             for (j, alternative) in d.enabled.iter().enumerate().skip(at + 1) {

@@ -179,8 +179,8 @@ impl<'a> Engine<'a> {
     }
 
     /// Keeps a raw session whose transaction ended cleanly (committed, nothing left open) for a
-    /// later schedule on this engine (its lane's next, or the next of the sets run alone), put back to its
-    /// defaults and renamed first so that it is no actor's while it waits.
+    /// later schedule on this engine (its lane's next, or the next of the sets run alone), put
+    /// back to its defaults and renamed first so that it is no actor's while it waits.
     async fn keep_raw_session(&self, mut conn: PgConnection) {
         use sqlx::Executor;
         if conn

@@ -19,22 +19,15 @@ use super::super::ops::Operation;
 use super::super::start::Start;
 use super::super::{outcome_key, Mode, Options, SetReport, Violation};
 use super::{Explored, Tally};
-use crate::schedule::dfs::{Branch, DfsKey, DfsRun};
+use crate::schedule::dfs::{DfsKey, DfsRun};
 use crate::schedule::Dfs;
 
-/// A schedule a lane may run: a branch of the set's tree, or the seed of a PCT schedule.
-pub(in crate::explore) enum Ticket {
-    /// Systematic mode.
-    Branch(Branch),
-    /// Random mode: the seed, PCT's bound on the schedule's length and its bug depth.
-    Seed(u64, usize, usize),
-}
-
-/// A ticket's scheduler while its schedule runs.
+/// The scheduler of a schedule a lane runs: one along a branch of the set's tree, or a PCT
+/// schedule from its seed.
 pub(in crate::explore) enum Running {
     /// A DFS run, handed back to the tree when it ends.
     Dfs(DfsRun<Operation>),
-    /// A PCT schedule from its seed.
+    /// A PCT schedule and its seed.
     Pct(u64, crate::schedule::Pct),
 }
 
@@ -152,35 +145,29 @@ impl<'o> SetRun<'o> {
         self.running > 0
     }
 
-    /// The next schedule to run, counted as running, if one may begin now.
-    pub fn begin(&mut self, options: &Options, gate: Gate) -> Option<Ticket> {
+    /// The scheduler of the next schedule to run, counted as running, if one may begin now.
+    pub fn begin(&mut self, options: &Options, gate: Gate) -> Option<Running> {
         if !self.may_begin(options, gate) {
             return None;
         }
-        let ticket = match options.mode {
-            Mode::Systematic => Ticket::Branch(self.dfs.next_branch(self.first_finding.as_ref())?),
+        let scheduler = match options.mode {
+            Mode::Systematic => {
+                let branch = self.dfs.next_branch(self.first_finding.as_ref())?;
+                Running::Dfs(self.dfs.schedule(branch))
+            }
             Mode::Random { seed, depth } => {
-                Ticket::Seed(seed + self.report.explored as u64, self.length, depth)
+                let seed = seed + self.report.explored as u64;
+                let pct = crate::schedule::Pct::new(seed, self.ops.len(), self.length, depth);
+                Running::Pct(seed, pct)
             }
         };
         self.running += 1;
-        Some(ticket)
+        Some(scheduler)
     }
 
     /// Whether it is over: nothing running and nothing that may begin.
     pub fn is_over(&self, options: &Options, gate: Gate) -> bool {
         self.running == 0 && !self.may_begin(options, gate)
-    }
-
-    /// The scheduler for `ticket`.
-    pub fn scheduler(&self, ticket: Ticket) -> Running {
-        match ticket {
-            Ticket::Branch(branch) => Running::Dfs(self.dfs.schedule(branch)),
-            Ticket::Seed(seed, length, depth) => Running::Pct(
-                seed,
-                crate::schedule::Pct::new(seed, self.ops.len(), length, depth),
-            ),
-        }
     }
 
     /// What the model finds wrong with an ended schedule of the set.
@@ -274,7 +261,7 @@ impl<'o> SetRun<'o> {
         self.report.divergence = self.dfs.divergence().map(str::to_owned);
         self.report.complete = options.mode == Mode::Systematic
             && self.first_finding.is_none()
-            && self.dfs.is_done()
+            && !self.dfs.has_branch(None)
             && self.report.divergence.is_none();
         self.report.mirrored_races = self.dfs.mirrored;
         self.report.duration_ms = self.busy.as_secs_f64() * 1000.0;
