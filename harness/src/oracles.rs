@@ -205,12 +205,21 @@ pub async fn stored_grants_live(
 }
 
 /// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`
-/// derives it, matched against `pg_locks`). `Ok` describes what was checked; `Err` lists the locks.
+/// derives it): the lock manager says it is free, or `pg_locks` shows no one with it. `Ok`
+/// describes what was checked; `Err` lists the locks.
 pub async fn no_workspace_lock_held(
     db: &PgPool,
     workspace: WorkspaceId,
     key: AdvisoryKey,
 ) -> Result<String, String> {
+    if crate::evidence::advisory_lock_free(db, key)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(format!(
+            "no backend holds or awaits workspace {workspace}'s lock"
+        ));
+    }
     let locks = crate::evidence::lock_snapshot(db)
         .await
         .map_err(|e| e.to_string())?;

@@ -164,3 +164,55 @@ async fn the_lock_is_gone_when_the_error_response_arrives() {
     }
     app.stop().await;
 }
+
+/// The lock-left oracle asks the lock manager first (a try of the lock) and reads `pg_locks` only
+/// to name a holder: it must still fail on a lock held exclusively or shared, in either key form,
+/// and pass once the holder lets go.
+#[tokio::test]
+async fn the_lock_left_oracle_fails_on_a_held_lock_and_names_its_holder() {
+    use harbor_harness::evidence::AdvisoryKey;
+    use harbor_harness::oracles::no_workspace_lock_held;
+    let app = spawn_app().await;
+    let t = app.tenant("held", true, ConnectionStatus::Connected).await;
+    let key = lock_key_for_workspace(t.workspace);
+    for bigint in [false, true] {
+        let key = AdvisoryKey {
+            classid: key.classid as u32,
+            objid: key.objid as u32,
+            bigint,
+        };
+        assert!(no_workspace_lock_held(app.db(), t.workspace, key)
+            .await
+            .is_ok());
+        for mode in ["pg_advisory_lock", "pg_advisory_lock_shared"] {
+            let mut holder = app.db().acquire().await.unwrap();
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *holder)
+                .await
+                .unwrap();
+            sqlx::query(&format!("SELECT {mode}({})", key.sql_arguments()))
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+            let held = no_workspace_lock_held(app.db(), t.workspace, key)
+                .await
+                .expect_err("a held lock is left held");
+            assert!(held.contains(&format!("pid: {pid}")), "{mode}: {held}");
+            sqlx::query(&format!(
+                "SELECT {}({})",
+                mode.replace("lock", "unlock"),
+                key.sql_arguments()
+            ))
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+            assert!(
+                no_workspace_lock_held(app.db(), t.workspace, key)
+                    .await
+                    .is_ok(),
+                "{mode}: let go"
+            );
+        }
+    }
+    app.stop().await;
+}
