@@ -36,6 +36,17 @@ impl Engine<'_> {
                 }
             }
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
+            // Who was parked before this round's reading: a parked request holds still (only a
+            // decision releases it), and so do the locks it holds — unless a fault is among the
+            // operations: a crashed or stopping replica, a cut link, takes a parked request's
+            // session and its locks away with no decision (its backend goes when PostgreSQL
+            // notices its client gone), so no one counts as holding still.
+            let faulted = actors.iter().any(|a| a.op.fault().is_some());
+            let parked_before: std::collections::BTreeSet<String> = actors
+                .iter()
+                .filter(|a| !faulted && matches!(a.stop, Some(Stop::Parked(_))))
+                .map(|a| a.tag.clone())
+                .collect();
             if read_locks && reading_can_settle(actors, &moving, started.elapsed()) {
                 let waits = self.lock_waits(actors, &moving, run).await?;
                 for (i, by) in waits {
@@ -70,8 +81,13 @@ impl Engine<'_> {
             }
             // The waits were read before some holders' states: a holder may have let go and
             // parked in between. With every holder now known to be parked or waiting, a second
-            // read of the waiters confirms they still wait (a parked holder cannot let go).
-            if settled && !blocked_by.is_empty() {
+            // read of the waiters confirms they still wait (a parked holder cannot let go) —
+            // unless every holder was parked before the first read began: then no holder could
+            // let go between the two, and the second read would show the same waits.
+            let holders_held_still = blocked_by
+                .iter()
+                .all(|(_, by)| by.iter().all(|h| parked_before.contains(h)));
+            if settled && !blocked_by.is_empty() && !holders_held_still {
                 let waiters: Vec<usize> = blocked_by.iter().map(|(i, _)| *i).collect();
                 let again = self.lock_waits(actors, &waiters, run).await?;
                 for ((i, by), (_, now)) in blocked_by.iter().zip(again) {
