@@ -205,17 +205,17 @@ pub async fn stored_grants_live(
 }
 
 /// No backend holds or awaits `workspace`'s advisory lock (its key as `locks::lock_key_for_workspace`
-/// derives it): the lock manager says it is free, or `pg_locks` shows no one with it. `Ok`
-/// describes what was checked; `Err` lists the locks.
+/// derives it): the lock manager says it is free when the lock is tried. A lock found held is read
+/// from `pg_locks` to name who holds it; one let go in between was still held at the try, and
+/// fails the check all the same. (A try the server refuses — a standby takes no advisory lock —
+/// leaves the judgement to `pg_locks`.) `Ok` describes what was checked; `Err` lists the locks.
 pub async fn no_workspace_lock_held(
     db: &PgPool,
     workspace: WorkspaceId,
     key: AdvisoryKey,
 ) -> Result<String, String> {
-    if crate::evidence::advisory_lock_free(db, key)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let tried = crate::evidence::advisory_lock_free(db, key).await;
+    if let Ok(true) = tried {
         return Ok(format!(
             "no backend holds or awaits workspace {workspace}'s lock"
         ));
@@ -224,14 +224,16 @@ pub async fn no_workspace_lock_held(
         .await
         .map_err(|e| e.to_string())?;
     let held: Vec<_> = locks.iter().filter(|l| l.is_advisory(key)).collect();
-    if held.is_empty() {
-        Ok(format!(
-            "no backend holds or awaits workspace {workspace}'s lock"
-        ))
-    } else {
-        Err(format!(
+    match (held.is_empty(), tried) {
+        (false, _) => Err(format!(
             "workspace {workspace}'s lock is still held or awaited: {held:?}"
-        ))
+        )),
+        (true, Ok(_)) => Err(format!(
+            "workspace {workspace}'s lock was held when tried, and let go before pg_locks could name its holder"
+        )),
+        (true, Err(_)) => Ok(format!(
+            "no backend holds or awaits workspace {workspace}'s lock"
+        )),
     }
 }
 

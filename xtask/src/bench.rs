@@ -271,7 +271,11 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 let explored: Value = serde_json::from_str(&std::fs::read_to_string(
                     dir.join("latest").join("explore.json"),
                 )?)?;
+                let kind = if depth == "2" { "pair" } else { "triple" };
                 Ok(json!({
+                    // What was explored: `exploration_schedules_per_s` judged every pair
+                    // before 2026-12-05, every triple since.
+                    "workload": format!("every {kind} of activate, callback and disconnect"),
                     "depth": depth.parse::<u32>().unwrap_or(0),
                     "lanes": lanes,
                     "sets": explored["sets"].as_array().map_or(0, |s| s.len()),

@@ -282,14 +282,34 @@ async fn run_lanes<'o>(
 /// Workspaces made ahead of their schedules, shared by a service's lanes: a lane takes one with
 /// its schedule's start, whichever lane made it. Kept per lane, a workspace made for one start
 /// was thrown away whenever its lane's next schedule began from another: with four lanes on
-/// every pair of activate, callback and disconnect, 101 workspaces were made for 78 schedules.
-struct Made {
-    ready: Mutex<Vec<Prepared>>,
+/// every pair of activate, callback and disconnect, 97 workspaces were made for 78 schedules
+/// (86 shared).
+struct Made<P = Prepared> {
+    ready: Mutex<Vec<P>>,
     /// The most kept for one start: one a lane.
     most: usize,
 }
 
-impl Made {
+/// What [`Made`] keeps: a workspace made for a start, at some moment.
+trait Ahead {
+    fn start(&self) -> Start;
+    fn made_at(&self) -> Instant;
+}
+
+impl Ahead for Prepared {
+    fn start(&self) -> Start {
+        self.start
+    }
+    fn made_at(&self) -> Instant {
+        self.made_at
+    }
+}
+
+/// How long a workspace made ahead is kept: its flow's OAuth state lives 10 minutes in Redis
+/// (real time), and a start nobody needed for a minute may not be needed for far longer.
+const KEPT_AT_MOST: Duration = Duration::from_secs(60);
+
+impl<P: Ahead> Made<P> {
     fn new(lanes: usize) -> Self {
         Self {
             ready: Mutex::new(Vec::new()),
@@ -297,29 +317,31 @@ impl Made {
         }
     }
 
-    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<Prepared>> {
+    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<P>> {
         self.ready
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A workspace made for `start`, taken out (the one made first). With `only`, those made
-    /// for another start are dropped.
-    fn take(&self, start: Start, only: bool) -> Option<Prepared> {
+    /// A workspace made for `start`, taken out (the one made first), among those made less than
+    /// [`KEPT_AT_MOST`] ago (the older are dropped). With `only`, those made for another start
+    /// are dropped too.
+    fn take(&self, start: Start, only: bool, now: Instant) -> Option<P> {
         let mut ready = self.ready();
-        if only {
-            ready.retain(|p| p.start == start);
-        }
-        let at = ready.iter().position(|p| p.start == start)?;
+        ready.retain(|p| {
+            now.saturating_duration_since(p.made_at()) < KEPT_AT_MOST
+                && (!only || p.start() == start)
+        });
+        let at = ready.iter().position(|p| p.start() == start)?;
         Some(ready.remove(at))
     }
 
     /// Whether as many are kept for `start` as there are lanes to take them.
     fn is_full(&self, start: Start) -> bool {
-        self.ready().iter().filter(|p| p.start == start).count() >= self.most
+        self.ready().iter().filter(|p| p.start() == start).count() >= self.most
     }
 
-    fn put(&self, prepared: Prepared) {
+    fn put(&self, prepared: P) {
         self.ready().push(prepared);
     }
 }
@@ -334,8 +356,8 @@ async fn run_one(
     made: &Made,
 ) -> Result<ScheduleRun, String> {
     // A set that runs alone moves the service's clock or cuts a dependency: a workspace made for
-    // another start before it may no longer be in that start after it, so none is kept past it.
-    let prepared = match made.take(start, runs_alone(ops)) {
+    // another start before it may no longer be in that start after it, so those are dropped.
+    let prepared = match made.take(start, runs_alone(ops), Instant::now()) {
         Some(p) => p,
         None => engine.prepare(start).await?,
     };

@@ -60,6 +60,8 @@ const ALONE_UNREAD: Duration = Duration::from_millis(100);
 pub struct Prepared {
     /// The state it is to start in.
     pub start: Start,
+    /// When its making began (its flow's OAuth state is issued then, and expires in Redis).
+    pub made_at: Instant,
     workspace: TenantWorkspace,
     consent: Option<Consent>,
     took: Duration,
@@ -279,6 +281,7 @@ impl<'a> Engine<'a> {
         };
         Ok(Prepared {
             start,
+            made_at: started,
             workspace: t,
             consent,
             took: started.elapsed(),

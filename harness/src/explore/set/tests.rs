@@ -229,3 +229,56 @@ fn lanes_stopping_at_the_first_finding_report_the_first_in_dfs_order() {
         }
     }
 }
+
+/// A workspace made ahead, as [`Made`] sees one: its start, when it was made, and a name.
+#[derive(Debug, PartialEq)]
+struct Ahead1(Start, Instant, &'static str);
+
+impl Ahead for Ahead1 {
+    fn start(&self) -> Start {
+        self.0
+    }
+    fn made_at(&self) -> Instant {
+        self.1
+    }
+}
+
+#[test]
+fn a_workspace_made_ahead_goes_to_any_lane_with_its_start_while_it_is_fresh() {
+    let t0 = Instant::now();
+    let made: Made<Ahead1> = Made::new(2);
+    made.put(Ahead1(Start::Pending, t0, "p1"));
+    made.put(Ahead1(Start::Connected, t0, "c1"));
+    made.put(Ahead1(Start::Pending, t0, "p2"));
+    // Two lanes: two kept for a start are enough.
+    assert!(made.is_full(Start::Pending));
+    assert!(!made.is_full(Start::Connected));
+    // Whichever lane made it, the first made for the start is taken; another start's waits.
+    assert_eq!(
+        made.take(Start::Pending, false, t0).map(|p| p.2),
+        Some("p1")
+    );
+    assert_eq!(
+        made.take(Start::Connected, false, t0).map(|p| p.2),
+        Some("c1")
+    );
+    assert_eq!(made.take(Start::Connected, false, t0), None);
+    // A set that runs alone drops those made for other starts.
+    made.put(Ahead1(Start::Connected, t0, "c2"));
+    assert_eq!(made.take(Start::Stale, true, t0), None);
+    assert_eq!(made.take(Start::Connected, false, t0), None);
+    assert_eq!(
+        made.take(Start::Pending, false, t0),
+        None,
+        "dropped by the set that ran alone"
+    );
+    // One kept too long is not taken: its OAuth state may be near its expiry.
+    made.put(Ahead1(Start::Pending, t0, "old"));
+    made.put(Ahead1(Start::Pending, t0 + KEPT_AT_MOST, "new"));
+    let later = t0 + KEPT_AT_MOST + Duration::from_secs(1);
+    assert_eq!(
+        made.take(Start::Pending, false, later).map(|p| p.2),
+        Some("new")
+    );
+    assert_eq!(made.take(Start::Pending, false, later), None);
+}
