@@ -571,11 +571,31 @@ impl<'a> Engine<'a> {
             self.watch_probe(actors, chosen, run);
             self.note_severed(actors, chosen);
             run.decisions.push(Decision { enabled, chosen });
+            let replica_downed = actors.iter().any(|a| a.launched && a.op.crashes());
+            let parked_at = match actors[chosen].stop {
+                Some(Stop::Parked(point)) if !actors[chosen].op.is_raw_sql() => Some(point),
+                _ => None,
+            };
             let advancing = Instant::now();
             let advanced = self
                 .advance(t, consent, &mut actors[chosen], chosen, run)
                 .await;
             run.spent.advance += advancing.elapsed();
+            // A request released after its replica was stopped or crashed may have been taken
+            // with it after the settle saw it parked (a stop that does not wait drops its tasks as
+            // it goes): its slot is gone, and it is on its way to the failure its client is about
+            // to see — what the next settle waits for — not stuck.
+            let advanced = match (advanced, parked_at) {
+                (Err(e), Some(point)) if replica_downed => {
+                    let a = &actors[chosen];
+                    let slot = SlotKey::new(a.tag.clone(), point);
+                    match self.target.slot_state(a.replica, &slot).await {
+                        Some(SlotState::Parked) => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+                (advanced, _) => advanced,
+            };
             advanced.map_err(Halt::Stuck)?;
         }
     }
