@@ -2,6 +2,10 @@
 //! `pg_locks` and `pg_blocking_pids()`, polled every few milliseconds as PostgreSQL's isolation
 //! tester does — never from elapsed time. A probe that runs out of time is a failure carrying a
 //! lock-table snapshot, never a pass.
+//!
+//! Past 500 lines on purpose: every reading of the lock and activity tables, and the one judgement
+//! of who blocks whom, live in one file, so that scenarios, exploration and the isolation tester
+//! share one query shape and one poller.
 
 use std::time::{Duration, Instant};
 
@@ -72,14 +76,32 @@ pub struct AdvisoryKey {
     pub bigint: bool,
 }
 
+/// The arguments of the advisory-lock functions that take an [`AdvisoryKey`]'s lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdvisoryArguments {
+    /// One `bigint`: the form `pg_advisory_xact_lock(k)`.
+    Bigint(i64),
+    /// Two `int`s: the form `pg_advisory_xact_lock(a, b)`.
+    Pair(i32, i32),
+}
+
 impl AdvisoryKey {
-    /// The arguments that take this lock: `k` for the `bigint` form, `a, b` for the pair.
-    pub fn sql_arguments(&self) -> String {
+    /// The signed arguments that take this lock: pg_locks shows each half unsigned, the functions
+    /// take them signed.
+    pub fn arguments(&self) -> AdvisoryArguments {
         if self.bigint {
-            ((i64::from(self.classid) << 32) | i64::from(self.objid)).to_string()
+            AdvisoryArguments::Bigint((i64::from(self.classid) << 32) | i64::from(self.objid))
         } else {
-            // pg_locks shows each half unsigned; the function takes them signed.
-            format!("{}, {}", self.classid as i32, self.objid as i32)
+            AdvisoryArguments::Pair(self.classid as i32, self.objid as i32)
+        }
+    }
+
+    /// The arguments that take this lock, as SQL text: `k` for the `bigint` form, `a, b` for the
+    /// pair.
+    pub fn sql_arguments(&self) -> String {
+        match self.arguments() {
+            AdvisoryArguments::Bigint(k) => k.to_string(),
+            AdvisoryArguments::Pair(a, b) => format!("{a}, {b}"),
         }
     }
 }
@@ -200,14 +222,15 @@ pub async fn lock_snapshot(pool: &PgPool) -> Result<Vec<LockRow>, sqlx::Error> {
 /// against 0.32 ms a call, round trip included, at `max_connections` 500 (pgbench, this host).
 /// The lock tables are read when it is held, to say by whom.
 pub async fn advisory_lock_free(pool: &PgPool, key: AdvisoryKey) -> Result<bool, sqlx::Error> {
-    let query = if key.bigint {
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind((i64::from(key.classid) << 32) | i64::from(key.objid))
-    } else {
-        // pg_locks shows each half unsigned; the function takes them signed.
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-            .bind(key.classid as i32)
-            .bind(key.objid as i32)
+    let query = match key.arguments() {
+        AdvisoryArguments::Bigint(k) => {
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(k)
+        }
+        AdvisoryArguments::Pair(a, b) => {
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+                .bind(a)
+                .bind(b)
+        }
     };
     query.fetch_one(pool).await
 }

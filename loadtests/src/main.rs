@@ -26,6 +26,9 @@
 //! second, latency percentiles per request, and — with `HARBOR_LOAD_SERVICE_PID` — the service
 //! process's peak RSS and CPU seconds). `harbor-load activation …` is the macro bench's
 //! activation load ([`activation`]).
+//!
+//! Past 500 lines on purpose: goose's transactions, the set-up they need and the invariant checks
+//! after the load are one program read top to bottom.
 
 mod activation;
 mod process;

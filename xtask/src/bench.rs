@@ -242,7 +242,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let exploration = phase(
         "exploration throughput (harbor-certify explore, release)",
         || {
-            let run = |name: &str, depth: &str, lanes: usize| -> Result<Value> {
+            let run = |name: &str, depth: u32, lanes: usize| -> Result<Value> {
                 let dir = out.join(format!("explore-{name}"));
                 let status = Command::new(release.join("harbor-certify"))
                     .current_dir(root())
@@ -253,7 +253,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                         "--ops",
                         "activate,callback,disconnect",
                         "--depth",
-                        depth,
+                        &depth.to_string(),
                         "--lanes",
                         &lanes.to_string(),
                         "--out",
@@ -271,12 +271,12 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 let explored: Value = serde_json::from_str(&std::fs::read_to_string(
                     dir.join("latest").join("explore.json"),
                 )?)?;
-                let kind = if depth == "2" { "pair" } else { "triple" };
+                let kind = if depth == 2 { "pair" } else { "triple" };
                 Ok(json!({
                     // What was explored: `exploration_schedules_per_s` judged every pair
                     // before 2026-12-05, every triple since.
                     "workload": format!("every {kind} of activate, callback and disconnect"),
-                    "depth": depth.parse::<u32>().unwrap_or(0),
+                    "depth": depth,
                     "lanes": lanes,
                     "sets": explored["sets"].as_array().map_or(0, |s| s.len()),
                     "schedules": explored["schedules_explored"],
@@ -286,13 +286,9 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                     "build": "release",
                 }))
             };
-            let pairs_one_lane = run("pairs-lanes-1", "2", 1)?;
-            let pairs = run(&format!("pairs-lanes-{EXPLORE_LANES}"), "2", EXPLORE_LANES)?;
-            let mut triples = run(
-                &format!("triples-lanes-{EXPLORE_LANES}"),
-                "3",
-                EXPLORE_LANES,
-            )?;
+            let pairs_one_lane = run("pairs-lanes-1", 2, 1)?;
+            let pairs = run(&format!("pairs-lanes-{EXPLORE_LANES}"), 2, EXPLORE_LANES)?;
+            let mut triples = run(&format!("triples-lanes-{EXPLORE_LANES}"), 3, EXPLORE_LANES)?;
             triples["pairs"] = pairs;
             triples["pairs_one_lane"] = pairs_one_lane;
             Ok(triples)

@@ -18,6 +18,10 @@
 //!   does — with the end state of the
 //!   serial orders without it; no grant exchanged during the schedule may be left neither stored
 //!   nor revoked, and every CONNECTED row must hold a grant the provider honours.
+//!
+//! Past 500 lines on purpose: the oracles share the enumeration of serial orders and the
+//! allowances a fault makes; apart, each would reach into the others. Its tests are in
+//! `anomaly/tests.rs`.
 
 use serde::Serialize;
 

@@ -9,6 +9,10 @@
 //!
 //! Unlike the tester, a step that is still running after the step timeout ends the spec as a
 //! failure carrying the lock table — never a pass, never a silent cancel.
+//!
+//! Past 500 lines on purpose: the tester's semantics (when a step counts as waiting, completion
+//! order, blocker markers, notices) are one state machine; split, its invariants would be spread
+//! over files.
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,9 @@
 //!   template (`CREATE DATABASE … TEMPLATE …`), and its own Redis key prefix. Dropping it with
 //!   [`IsolatedEnv::cleanup`] removes both.
 //! - [`Infra::shutdown`] removes every container, process and directory the run created.
+//!
+//! Past 500 lines on purpose: the three backends share the template cloning, the readiness waits
+//! and the clean-up; each backend's own part is in its own file.
 
 mod docker;
 mod external;

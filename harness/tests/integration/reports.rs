@@ -1,5 +1,8 @@
 //! The report renderers on a fixed run: golden files, the JSON schema, JUnit parsed back, the HTML
 //! in real headless Chromium, the manifest and signature, and the `--fail-on` threshold.
+//!
+//! Past 500 lines on purpose: one fixed run feeds every renderer's test; the fixture is most of the
+//! file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! makes the fresh grant durable before anything else can fail, the store under the workspace
 //! and row locks, and what a failed store does with the grant (give it back, or find out that
 //! the store committed after all). Split from [`super`], which parses and checks the callback.
+//!
+//! Past 500 lines on purpose: the write-ahead, the store and the failed store's two endings are one
+//! protocol whose correctness is read across all of them.
 
 use super::*;
 

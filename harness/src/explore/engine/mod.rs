@@ -5,9 +5,11 @@
 //! `pg_blocking_pids`, never from a sleep. An operation that waits for a lock cannot be chosen until
 //! its holder moves; if nothing can be chosen and something is unfinished, that is a finding.
 //!
-//! `advance.rs` carries out one decision (a launch or a release); `settle.rs` waits for the
-//! system to come to rest after it; `exclusion.rs` watches mutual exclusion between decisions;
-//! `end.rs` reads what the oracles judge once every operation has answered.
+//! `setup.rs` makes a schedule's workspace and brings it to its start; `drive.rs` asks the
+//! scheduler for each decision; `advance.rs` carries one out (a launch or a release);
+//! `settle.rs` waits for the system to come to rest after it; `exclusion.rs` watches mutual
+//! exclusion between decisions; `end.rs` reads what the oracles judge once every operation has
+//! answered.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,9 +22,11 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::task::JoinHandle;
 
 mod advance;
+mod drive;
 mod end;
 mod exclusion;
 mod settle;
+mod setup;
 
 use super::ops::{Does, Operation, PROBE_HOLDING, UNDER_WORKSPACE_LOCK};
 pub use super::record::{
@@ -89,6 +93,14 @@ impl Running {
             None => false,
         }
     }
+}
+
+/// Whether a replica has been stopped or crashed in this schedule: from then on a request parked
+/// on it may have been taken with it (a stop that does not wait drops what it had; a crash loses
+/// it) while its client has yet to see the connection fail, so a parked request's slot must be
+/// looked at again before it counts as parked ([`Engine::slot_parked`]).
+fn replica_downed(actors: &[Running]) -> bool {
+    actors.iter().any(|a| a.launched && a.op.crashes())
 }
 
 struct Running {
@@ -241,6 +253,14 @@ impl<'a> Engine<'a> {
         self.sync_points && self.target.has_point(point)
     }
 
+    /// Whether an operation's request is parked at `point`, as its replica's controller says.
+    async fn slot_parked(&self, a: &Running, point: &'static str) -> bool {
+        self.target
+            .slot_state(a.replica, &SlotKey::new(a.tag.clone(), point))
+            .await
+            == Some(SlotState::Parked)
+    }
+
     fn db(&self) -> Result<&sqlx::PgPool, String> {
         self.target.need_database()
     }
@@ -259,66 +279,6 @@ impl<'a> Engine<'a> {
         } else {
             0
         }
-    }
-
-    /// A fresh workspace with an authorization started (PENDING) and its consent in hand. Touches
-    /// only its own workspace and counts nothing the oracles read (no code exchange, no clock
-    /// move), so it can run while another schedule runs.
-    pub async fn prepare(&self, start: Start) -> Result<Prepared, String> {
-        let started = Instant::now();
-        let name = format!("explore-{}", uuid::Uuid::new_v4().simple());
-        let spec = TenantSpec {
-            name,
-            entitled: true,
-            qbo: ConnectionStatus::NotConnected,
-        };
-        let t = self.target.create_tenant(&spec).await?;
-        // A stale start moves the clock past every state's TTL: its flow is started when it runs.
-        let consent = if start == Start::Stale {
-            None
-        } else {
-            Some(crate::target::start_flow(self.target, t.owner, t.workspace, Provider::Qbo).await?)
-        };
-        Ok(Prepared {
-            start,
-            made_at: started,
-            workspace: t,
-            consent,
-            took: started.elapsed(),
-        })
-    }
-
-    /// Brings a prepared workspace to its starting state — completes the flow for a connected
-    /// start, moves the clock past the token's expiry for a stale one — and returns its flow's
-    /// consent: the one a pending start leaves for `callback`, and in every start the code whose
-    /// grant the provider's counters are read for. A stale start moves the clock: it runs
-    /// alone.
-    async fn finish_setup(&self, p: &Prepared) -> Result<Consent, String> {
-        let consent = match &p.consent {
-            Some(c) => c.clone(),
-            None => {
-                crate::target::start_flow(
-                    self.target,
-                    p.workspace.owner,
-                    p.workspace.workspace,
-                    Provider::Qbo,
-                )
-                .await?
-            }
-        };
-        if p.start == Start::Pending {
-            return Ok(consent);
-        }
-        crate::target::complete_flow(self.target, p.workspace.owner, Provider::Qbo, &consent)
-            .await
-            .map_err(|e| format!("setup: {e}"))?;
-        if p.start == Start::Stale {
-            self.target
-                .advance_clock(Duration::from_secs(crate::model::TOKEN_TTL as u64))
-                .await
-                .map_err(|e| format!("setup: {e}"))?;
-        }
-        Ok(consent)
     }
 
     /// Runs `ops` from `start`, advancing them in the order `scheduler` picks.
@@ -487,117 +447,6 @@ impl<'a> Engine<'a> {
         // `started` covers the start (the setup's part on the schedule's path) already.
         run.duration = started.elapsed() + made;
         Ok(run)
-    }
-
-    /// Does `steps` in order, each once it has taken effect; `replica` is the operations' one.
-    pub(super) async fn do_faults(
-        &self,
-        steps: &[super::ops::FaultStep],
-        replica: usize,
-    ) -> Result<(), String> {
-        for step in steps {
-            let fault = crate::faults::Fault {
-                kind: step.kind,
-                replica: step.on_operations_replica.then_some(replica),
-                actor: None,
-                down_for: Duration::ZERO,
-            };
-            if let Err(e) = self.target.apply_fault(&fault).await {
-                return Err(format!("the fault {} failed: {e}", step.kind.as_str()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Advances the operations until all are done; a [`Halt`] says why it stopped short.
-    async fn drive(
-        &self,
-        t: &TenantWorkspace,
-        consent: Option<&Consent>,
-        actors: &mut [Running],
-        run: &mut ScheduleRun,
-        scheduler: &mut dyn Scheduler,
-    ) -> Result<(), Halt> {
-        loop {
-            let decision = run.decisions.len();
-            let settling = Instant::now();
-            let settled = self.settle(actors, run, decision).await;
-            run.spent.settle += settling.elapsed();
-            settled.map_err(Halt::Stuck)?;
-            self.check_exclusion(actors, run);
-            let enabled: Vec<usize> = actors
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| !a.launched || matches!(a.stop, Some(Stop::Parked(_))))
-                .map(|(i, _)| i)
-                .collect();
-            if enabled.is_empty() {
-                if actors.iter().all(|a| a.stop == Some(Stop::Done)) {
-                    return Ok(());
-                }
-                let waiting: Vec<String> = actors
-                    .iter()
-                    .filter(|a| a.stop != Some(Stop::Done))
-                    .map(|a| format!("{} {:?}", a.tag, a.stop))
-                    .collect();
-                return Err(Halt::Stuck(format!(
-                    "nothing can advance but {} is unfinished (a deadlock)",
-                    waiting.join(", ")
-                )));
-            }
-            let ready: Vec<Ready> = enabled
-                .iter()
-                .map(|&i| Ready {
-                    step: i,
-                    actor: Some(actors[i].tag.clone()),
-                })
-                .collect();
-            let chosen = match scheduler.next(&ready) {
-                Ok(Some(chosen)) if enabled.contains(&chosen) => chosen,
-                Ok(Some(chosen)) => {
-                    return Err(Halt::Refused(format!(
-                        "{} chose {chosen}, which cannot run (only {enabled:?} can)",
-                        scheduler.name()
-                    )))
-                }
-                Ok(None) => {
-                    return Err(Halt::Refused(format!(
-                        "{} stopped with {enabled:?} still able to run",
-                        scheduler.name()
-                    )))
-                }
-                Err(e) => return Err(Halt::Refused(format!("{}: {e}", scheduler.name()))),
-            };
-            self.watch_probe(actors, chosen, run);
-            self.note_severed(actors, chosen);
-            run.decisions.push(Decision { enabled, chosen });
-            let replica_downed = actors.iter().any(|a| a.launched && a.op.crashes());
-            let parked_at = match actors[chosen].stop {
-                Some(Stop::Parked(point)) if !actors[chosen].op.is_raw_sql() => Some(point),
-                _ => None,
-            };
-            let advancing = Instant::now();
-            let advanced = self
-                .advance(t, consent, &mut actors[chosen], chosen, run)
-                .await;
-            run.spent.advance += advancing.elapsed();
-            // A request released after its replica was stopped or crashed may have been taken
-            // with it after the settle saw it parked (a stop that does not wait drops its tasks as
-            // it goes): its slot is gone, and it is on its way to the failure its client is about
-            // to see — what the next settle waits for — not stuck.
-            let advanced = match (advanced, parked_at) {
-                (Err(e), Some(point)) if replica_downed => {
-                    let a = &actors[chosen];
-                    let slot = SlotKey::new(a.tag.clone(), point);
-                    match self.target.slot_state(a.replica, &slot).await {
-                        Some(SlotState::Parked) => Err(e),
-                        _ => Ok(()),
-                    }
-                }
-                (advanced, _) => advanced,
-            };
-            advanced.map_err(Halt::Stuck)?;
-        }
     }
 }
 

@@ -20,13 +20,17 @@ impl Engine<'_> {
         let started = Instant::now();
         let mut read_locks = false;
         let mut tick = SETTLE_TICK;
-        // Once a replica has been stopped or crashed, a request parked on it may have been taken
-        // with it (a stop that does not wait drops what it had; a crash loses it): its slot is
-        // gone while its client has yet to see the connection fail. Such a request is on its way
-        // to that failure, not parked — releasing it would find no one (a `hang` that stood in
-        // for the flaw's `not_serializable` in about half the runs of `authorize +
-        // replica_stop`).
-        let replica_downed = actors.iter().any(|a| a.launched && a.op.crashes());
+        // A parked request whose slot went with its stopped or crashed replica is on its way to
+        // the failure its client is about to see, not parked — releasing it would find no one (a
+        // `hang` that stood in for the flaw's `not_serializable` in about half the runs of
+        // `authorize + replica_stop`). Both are read once: nothing is launched while settling.
+        let replica_downed = replica_downed(actors);
+        // Who was parked before a round's reading holds still (only a decision releases a parked
+        // request), and so do the locks it holds — unless a fault is among the operations: a
+        // crashed or stopping replica, a cut link, takes a parked request's session and its locks
+        // away with no decision (its backend goes when PostgreSQL notices its client gone), so no
+        // one counts as holding still.
+        let faulted = actors.iter().any(|a| a.op.fault().is_some());
         loop {
             let observed = run.observed.len();
             let mut settled = true;
@@ -36,9 +40,7 @@ impl Engine<'_> {
                 let mut parked_and_still = matches!(a.stop, Some(Stop::Parked(_))) && !a.finished();
                 if parked_and_still && replica_downed && !a.op.is_raw_sql() {
                     if let Some(Stop::Parked(point)) = a.stop {
-                        let slot = SlotKey::new(a.tag.clone(), point);
-                        if self.target.slot_state(a.replica, &slot).await != Some(SlotState::Parked)
-                        {
+                        if !self.slot_parked(a, point).await {
                             a.stop = None;
                             parked_and_still = false;
                         }
@@ -53,12 +55,6 @@ impl Engine<'_> {
                 }
             }
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
-            // Who was parked before this round's reading: a parked request holds still (only a
-            // decision releases it), and so do the locks it holds — unless a fault is among the
-            // operations: a crashed or stopping replica, a cut link, takes a parked request's
-            // session and its locks away with no decision (its backend goes when PostgreSQL
-            // notices its client gone), so no one counts as holding still.
-            let faulted = actors.iter().any(|a| a.op.fault().is_some());
             let parked_before: std::collections::BTreeSet<String> = actors
                 .iter()
                 .filter(|a| !faulted && matches!(a.stop, Some(Stop::Parked(_))))
@@ -289,12 +285,7 @@ impl Engine<'_> {
         }
         if !a.op.is_raw_sql() {
             for point in a.op.points().iter().filter(|p| self.has_point(p)) {
-                if self
-                    .target
-                    .slot_state(a.replica, &SlotKey::new(a.tag.clone(), *point))
-                    .await
-                    == Some(SlotState::Parked)
-                {
+                if self.slot_parked(a, point).await {
                     return Ok(Some(Stop::Parked(point)));
                 }
             }

@@ -5,6 +5,11 @@
 //! provider's back channel; an in-process replica has its own sync-point controller, which the
 //! harness drives, and its own runtime, so a `replica_crash` loses what a killed process loses; a
 //! process replica is killed with SIGKILL and speaks the sync-point protocol over HTTP.
+//!
+//! Past 500 lines on purpose: starting a target (`Started::start_as`: the environment, the fault
+//! proxies, each replica, the checks that it serves) is one sequence whose steps use each other's
+//! results; the replicas, the proxies, the process replicas and the `Target` methods are in the
+//! files below.
 
 mod boundary;
 pub mod ceiling;
