@@ -2,7 +2,8 @@
 //! (`harbor-certify serve --bench-file`) beside its raw ceiling — the same transaction through raw
 //! sqlx on the same database ([`harbor_harness::target::started::ceiling::raw_activation`]) — at each concurrency,
 //! on distinct workspaces (one per client) and on one hot workspace, back to back, for a fixed
-//! time each. Throughput is completed activations per second; every answer must be 200.
+//! time each, in rounds that alternate the two sides. Throughput is completed activations per
+//! second; every answer must be 200.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,8 +25,10 @@ pub struct Point {
     pub workload: &'static str,
     /// Concurrent clients.
     pub clients: usize,
-    /// Completed activations per second.
+    /// Completed activations per second, over every round.
     pub per_second: f64,
+    /// Completed activations per second in each round, in order.
+    pub per_round: Vec<f64>,
     /// Failed activations (must be 0).
     pub failures: u64,
     /// Median latency, ms.
@@ -38,22 +41,28 @@ pub struct Point {
     pub lock_held_mean_ms: f64,
     /// Its median, ms.
     pub lock_held_p50_ms: f64,
-    /// The service process while it served (service side, with a pid).
+    /// The service process while it served, over every round: its peak RSS, its CPU seconds
+    /// summed (service side, with a pid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
-/// Runs every side × workload × concurrency for `seconds` each.
+/// Runs every workload × concurrency `rounds` times; each round measures the raw side and then the
+/// service for `seconds` each. A point sums its side's rounds and keeps each round's rate
+/// (`per_round`), so that a ratio can be taken round by round: the two sides of one round ran
+/// seconds apart, where a host's pace moves by a tenth over minutes.
 pub async fn run(
     bench: &BenchTenants,
     clients: &[usize],
     seconds: f64,
+    rounds: usize,
     service_pid: Option<u32>,
 ) -> Result<Vec<Point>, String> {
     let most = clients.iter().copied().max().unwrap_or(1);
     if bench.activation.len() < most {
         return Err(format!("{} bench workspaces for up to {most} clients: start serve with --bench-activation-tenants {most}", bench.activation.len()));
     }
+    let rounds = rounds.max(1);
     let raw = sqlx::postgres::PgPoolOptions::new()
         .max_connections(most as u32)
         .connect(&bench.request_database_url)
@@ -72,63 +81,110 @@ pub async fn run(
             let users: Vec<BenchUser> = (0..n)
                 .map(|k| bench.activation[if workload == "hot" { 0 } else { k }].clone())
                 .collect();
-            for side in ["raw", "service"] {
-                let sampler = (side == "service")
-                    .then(|| service_pid.map(Sampler::start))
-                    .flatten();
-                let (raw, client) = (raw.clone(), client.clone());
-                let (done, failed, latencies, held) = drive(window, &users, move |u| {
+            let mut tallies = [Tally::default(), Tally::default()];
+            for _ in 0..rounds {
+                for (side, tally) in ["raw", "service"].into_iter().zip(tallies.iter_mut()) {
+                    let sampler = (side == "service")
+                        .then(|| service_pid.map(Sampler::start))
+                        .flatten();
                     let (raw, client) = (raw.clone(), client.clone());
-                    async move {
-                        if side == "raw" {
-                            harbor_harness::target::started::ceiling::raw_activation(
-                                &raw, &u.tenant,
-                            )
-                            .await
-                            .ok()
-                            .map(|held| Some(held.as_secs_f64() * 1e3))
-                        } else {
-                            client
-                                .request(
-                                    reqwest::Method::POST,
-                                    paths::activation(u.tenant.workspace),
+                    let measured = drive(window, &users, move |u| {
+                        let (raw, client) = (raw.clone(), client.clone());
+                        async move {
+                            if side == "raw" {
+                                harbor_harness::target::started::ceiling::raw_activation(
+                                    &raw, &u.tenant,
                                 )
-                                .on_replica(
-                                    u.tenant.workspace.0.as_u128() as usize % client.replicas(),
-                                )
-                                .bearer(Some(u.token.clone()))
-                                .send()
                                 .await
                                 .ok()
-                                .filter(|a| a.status.is_success())
-                                .map(|a| a.server_timing_ms("lock"))
+                                .map(|held| Some(held.as_secs_f64() * 1e3))
+                            } else {
+                                client
+                                    .request(
+                                        reqwest::Method::POST,
+                                        paths::activation(u.tenant.workspace),
+                                    )
+                                    .on_replica(
+                                        u.tenant.workspace.0.as_u128() as usize % client.replicas(),
+                                    )
+                                    .bearer(Some(u.token.clone()))
+                                    .send()
+                                    .await
+                                    .ok()
+                                    .filter(|a| a.status.is_success())
+                                    .map(|a| a.server_timing_ms("lock"))
+                            }
                         }
-                    }
-                })
-                .await;
-                let usage = match sampler {
-                    Some(s) => s.finish().await,
-                    None => None,
-                };
-                let point = Point {
-                    side,
-                    workload,
-                    clients: n,
-                    per_second: done as f64 / window.as_secs_f64(),
-                    failures: failed,
-                    p50_ms: percentile(&latencies, 0.50),
-                    p99_ms: percentile(&latencies, 0.99),
-                    lock_held_mean_ms: held.iter().sum::<f64>() / held.len().max(1) as f64,
-                    lock_held_p50_ms: percentile(&held, 0.50),
-                    usage,
-                };
-                eprintln!("harbor-load activation: {side:<7} {workload:<8} {n:>3} clients: {:>7.0}/s (p50 {:.1} ms, p99 {:.1} ms, lock held {:.2} ms mean, {:.2} ms p50, {failed} failed)", point.per_second, point.p50_ms, point.p99_ms, point.lock_held_mean_ms, point.lock_held_p50_ms);
+                    })
+                    .await;
+                    let usage = match sampler {
+                        Some(s) => s.finish().await,
+                        None => None,
+                    };
+                    tally.add(measured, window, usage);
+                }
+            }
+            for (side, tally) in ["raw", "service"].into_iter().zip(tallies) {
+                let point = tally.point(side, workload, n);
+                eprintln!("harbor-load activation: {side:<7} {workload:<8} {n:>3} clients: {:>7.0}/s over {rounds} round(s) ({}; p50 {:.1} ms, p99 {:.1} ms, lock held {:.2} ms mean, {:.2} ms p50, {} failed)", point.per_second, point.per_round.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" / "), point.p50_ms, point.p99_ms, point.lock_held_mean_ms, point.lock_held_p50_ms, point.failures);
                 points.push(point);
             }
         }
     }
     raw.close().await;
     Ok(points)
+}
+
+/// One side's measurements of one workload and concurrency, summed over its rounds.
+#[derive(Default)]
+struct Tally {
+    done: u64,
+    failed: u64,
+    measured: Duration,
+    per_round: Vec<f64>,
+    latencies: Vec<f64>,
+    held: Vec<f64>,
+    usage: Option<Usage>,
+}
+
+impl Tally {
+    /// Adds one round: what [`drive`] returned for a window of `window`, and the service's usage.
+    fn add(
+        &mut self,
+        (done, failed, latencies, held): (u64, u64, Vec<f64>, Vec<f64>),
+        window: Duration,
+        usage: Option<Usage>,
+    ) {
+        self.done += done;
+        self.failed += failed;
+        self.measured += window;
+        self.per_round.push(done as f64 / window.as_secs_f64());
+        self.latencies.extend(latencies);
+        self.held.extend(held);
+        self.usage = match (self.usage, usage) {
+            (Some(a), Some(b)) => Some(Usage {
+                rss_peak_mib: a.rss_peak_mib.max(b.rss_peak_mib),
+                cpu_seconds: a.cpu_seconds + b.cpu_seconds,
+            }),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn point(self, side: &'static str, workload: &'static str, clients: usize) -> Point {
+        Point {
+            side,
+            workload,
+            clients,
+            per_second: self.done as f64 / self.measured.as_secs_f64().max(f64::EPSILON),
+            per_round: self.per_round,
+            failures: self.failed,
+            p50_ms: percentile(&self.latencies, 0.50),
+            p99_ms: percentile(&self.latencies, 0.99),
+            lock_held_mean_ms: self.held.iter().sum::<f64>() / self.held.len().max(1) as f64,
+            lock_held_p50_ms: percentile(&self.held, 0.50),
+            usage: self.usage,
+        }
+    }
 }
 
 /// Every user loops `once` (`None`: it failed; `Some(held)`: it succeeded, holding the lock for

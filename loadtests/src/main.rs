@@ -282,6 +282,9 @@ struct ActivationArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Rounds per workload and concurrency, each measuring the raw side and then the service.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The service's process, to sample its RSS and CPU.
     #[arg(long)]
     service_pid: Option<u32>,
@@ -293,7 +296,14 @@ struct ActivationArgs {
 async fn activation_main(args: ActivationArgs) -> Result<(), Box<dyn std::error::Error>> {
     let bench: harbor_harness::target::started::serve::BenchTenants =
         serde_json::from_slice(&std::fs::read(&args.bench_file)?)?;
-    let points = activation::run(&bench, &args.clients, args.seconds, args.service_pid).await?;
+    let points = activation::run(
+        &bench,
+        &args.clients,
+        args.seconds,
+        args.rounds,
+        args.service_pid,
+    )
+    .await?;
     std::fs::write(&args.out, serde_json::to_vec_pretty(&points)?)?;
     let failed: u64 = points.iter().map(|p| p.failures).sum();
     if failed > 0 {
