@@ -138,13 +138,13 @@ pub async fn run(
 /// One side's measurements of one workload and concurrency, summed over its rounds.
 #[derive(Default)]
 struct Tally {
-    done: u64,
     failed: u64,
-    measured: Duration,
     per_round: Vec<f64>,
     latencies: Vec<f64>,
     held: Vec<f64>,
-    usage: Option<Usage>,
+    /// Each round's usage of the service process (`None` where it was not sampled or could not
+    /// be read).
+    usages: Vec<Option<Usage>>,
 }
 
 impl Tally {
@@ -155,34 +155,39 @@ impl Tally {
         window: Duration,
         usage: Option<Usage>,
     ) {
-        self.done += done;
         self.failed += failed;
-        self.measured += window;
         self.per_round.push(done as f64 / window.as_secs_f64());
         self.latencies.extend(latencies);
         self.held.extend(held);
-        self.usage = match (self.usage, usage) {
-            (Some(a), Some(b)) => Some(Usage {
-                rss_peak_mib: a.rss_peak_mib.max(b.rss_peak_mib),
-                cpu_seconds: a.cpu_seconds + b.cpu_seconds,
-            }),
-            (a, b) => a.or(b),
-        };
+        self.usages.push(usage);
     }
 
+    /// The rounds as one point: every round's window is the same, so the rate over all of them is
+    /// the mean of the rounds' rates; the usage is summed (CPU) and peaked (RSS) only if every
+    /// round has one, so a round that could not be read never leaves a total short.
     fn point(self, side: &'static str, workload: &'static str, clients: usize) -> Point {
+        let usage = self
+            .usages
+            .into_iter()
+            .collect::<Option<Vec<Usage>>>()
+            .and_then(|each| {
+                each.into_iter().reduce(|a, b| Usage {
+                    rss_peak_mib: a.rss_peak_mib.max(b.rss_peak_mib),
+                    cpu_seconds: a.cpu_seconds + b.cpu_seconds,
+                })
+            });
         Point {
             side,
             workload,
             clients,
-            per_second: self.done as f64 / self.measured.as_secs_f64().max(f64::EPSILON),
+            per_second: self.per_round.iter().sum::<f64>() / self.per_round.len().max(1) as f64,
             per_round: self.per_round,
             failures: self.failed,
             p50_ms: percentile(&self.latencies, 0.50),
             p99_ms: percentile(&self.latencies, 0.99),
             lock_held_mean_ms: self.held.iter().sum::<f64>() / self.held.len().max(1) as f64,
             lock_held_p50_ms: percentile(&self.held, 0.50),
-            usage: self.usage,
+            usage,
         }
     }
 }

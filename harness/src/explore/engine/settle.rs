@@ -55,11 +55,15 @@ impl Engine<'_> {
                 }
             }
             let mut blocked_by: Vec<(usize, Vec<String>)> = Vec::new();
-            let parked_before: std::collections::BTreeSet<String> = actors
-                .iter()
-                .filter(|a| !faulted && matches!(a.stop, Some(Stop::Parked(_))))
-                .map(|a| a.tag.clone())
-                .collect();
+            let parked_before: std::collections::BTreeSet<String> = if faulted {
+                Default::default()
+            } else {
+                actors
+                    .iter()
+                    .filter(|a| matches!(a.stop, Some(Stop::Parked(_))))
+                    .map(|a| a.tag.clone())
+                    .collect()
+            };
             if read_locks && reading_can_settle(actors, &moving, started.elapsed()) {
                 let waits = self.lock_waits(actors, &moving, run).await?;
                 for (i, by) in waits {
