@@ -93,6 +93,7 @@ pub fn interleaved(mut service: impl FnMut(), mut raw: impl FnMut()) -> Interlea
     time(&mut service);
     time(&mut raw);
     let (mut services, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let median = |values: &[f64]| harbor_harness::stats::median(values).unwrap_or(f64::NAN);
     for round in 0..ROUNDS {
         let (s, r) = if round % 2 == 0 {
             let s = time(&mut service);
@@ -106,9 +107,9 @@ pub fn interleaved(mut service: impl FnMut(), mut raw: impl FnMut()) -> Interlea
         ratios.push(r / s);
     }
     Interleaved {
-        service_ns: median(&mut services),
-        raw_ns: median(&mut raws),
-        ratio: median(&mut ratios),
+        service_ns: median(&services),
+        raw_ns: median(&raws),
+        ratio: median(&ratios),
         rounds: ROUNDS,
     }
 }
@@ -129,9 +130,4 @@ impl Interleaved {
             "goal": goal, "rounds": self.rounds, "method": "interleaved", "summary": summary,
         })
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -43,6 +43,7 @@
 //! - [`db_cost`]: what each kind of request costs the database — round trips, statements,
 //!   transactions — counted on the wire (`harbor-certify db-cost`, the bench's table).
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
+//! - [`stats`]: the median and the percentile every summarised figure is taken with.
 
 pub mod catalogue;
 pub mod client;
@@ -64,6 +65,7 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod secret_file;
+pub mod stats;
 
 pub mod identity;
 pub mod statemachine;
@@ -77,7 +79,10 @@ mod layering {
     /// The layers, bottom first. A module may use the modules of its own layer (without a cycle)
     /// and of the layers below it; a new module has to be placed here.
     const LAYERS: &[(&str, &[&str])] = &[
-        ("leaves", &["catalogue", "model", "schedule", "secret_file"]),
+        (
+            "leaves",
+            &["catalogue", "model", "schedule", "secret_file", "stats"],
+        ),
         (
             "parts",
             &[

@@ -418,36 +418,17 @@ fn point<'a>(
         .find(|p| p["side"] == side && p["workload"] == workload && p["clients"] == clients)
 }
 
-/// Service throughput over raw throughput for one workload and concurrency: the median of the
-/// rounds' ratios (each round measured both sides seconds apart), or the two sides' totals when
-/// their rounds do not pair up.
+/// Service throughput over raw throughput for one workload and concurrency: the one harbor-load
+/// took round by round (`ratio_to_raw`, the median of the rounds' ratios), or the two sides'
+/// totals' where it has none.
 fn activation_ratio(activation: &Value, workload: &str, clients: usize) -> Option<f64> {
     let service = point(activation, "service", workload, clients)?;
     let raw = point(activation, "raw", workload, clients)?;
-    let rates = |p: &Value| -> Vec<f64> {
-        p["per_round"]
-            .as_array()
-            .map(|r| r.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default()
-    };
-    let (s, r) = (rates(service), rates(raw));
-    if !s.is_empty() && s.len() == r.len() && r.iter().all(|r| *r > 0.0) {
-        let mut each: Vec<f64> = s.iter().zip(&r).map(|(s, r)| s / r).collect();
-        each.sort_by(f64::total_cmp);
-        return Some(median_of_sorted(&each));
+    if let Some(ratio) = service["ratio_to_raw"].as_f64() {
+        return Some(ratio);
     }
     let (s, r) = (service["per_second"].as_f64()?, raw["per_second"].as_f64()?);
     (r > 0.0).then(|| s / r)
-}
-
-/// The median of sorted values (the mean of the middle two for an even count).
-fn median_of_sorted(sorted: &[f64]) -> f64 {
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
 }
 
 fn assemble(quick: bool, micro: &Value, activation: &Value, flows: &[Value]) -> Value {
@@ -767,29 +748,24 @@ fn chart(activation: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn points(raw: &[f64], service: &[f64]) -> Value {
-        let total = |r: &[f64]| r.iter().sum::<f64>() / r.len().max(1) as f64;
+    fn points(raw: f64, service: f64, ratio_to_raw: Option<f64>) -> Value {
         json!([
-            { "side": "raw", "workload": "hot", "clients": 50, "per_second": total(raw), "per_round": raw },
-            { "side": "service", "workload": "hot", "clients": 50, "per_second": total(service), "per_round": service },
+            { "side": "raw", "workload": "hot", "clients": 50, "per_second": raw },
+            { "side": "service", "workload": "hot", "clients": 50, "per_second": service, "ratio_to_raw": ratio_to_raw },
         ])
     }
 
     #[test]
-    fn the_activation_ratio_is_the_median_of_the_rounds_ratios() {
-        // Round ratios 0.9, 0.5 (a slow moment on the service's side alone), 0.8: the median is
-        // 0.8, where the totals' ratio would be 0.733.
-        let a = points(&[1000.0, 1000.0, 1000.0], &[900.0, 500.0, 800.0]);
+    fn the_activation_ratio_is_the_one_taken_round_by_round() {
+        // The totals' ratio would be 0.733; harbor-load's median of the rounds' ratios wins.
+        let a = points(1000.0, 733.0, Some(0.8));
         let r = activation_ratio(&a, "hot", 50).unwrap();
         assert!((r - 0.8).abs() < 1e-9, "{r}");
-        // An even count: the mean of the middle two.
-        let a = points(&[100.0, 100.0], &[70.0, 90.0]);
-        assert!((activation_ratio(&a, "hot", 50).unwrap() - 0.8).abs() < 1e-9);
     }
 
     #[test]
-    fn rounds_that_do_not_pair_up_fall_back_to_the_totals() {
-        let a = points(&[1000.0, 1000.0], &[600.0]);
+    fn a_point_without_a_round_by_round_ratio_falls_back_to_the_totals() {
+        let a = points(1000.0, 600.0, None);
         let r = activation_ratio(&a, "hot", 50).unwrap();
         assert!((r - 0.6).abs() < 1e-9, "{r}");
         assert_eq!(activation_ratio(&a, "distinct", 50), None);

@@ -81,9 +81,8 @@ impl Weights {
     }
 
     fn median(&self) -> f64 {
-        let mut all: Vec<f64> = self.by_set.values().copied().collect();
-        all.sort_by(f64::total_cmp);
-        all.get(all.len() / 2).copied().unwrap_or(1.0)
+        let all: Vec<f64> = self.by_set.values().copied().collect();
+        crate::stats::median(&all).unwrap_or(1.0)
     }
 }
 
