@@ -370,15 +370,29 @@ pub enum NotBlocked {
     TimedOut(Box<ProbeTimeout>),
 }
 
+/// What the backend named in [`until_blocked`] must be to the awaited lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlockedBy {
+    /// It holds the very object awaited.
+    #[default]
+    Holder,
+    /// It waits for the very object awaited too, ahead in its queue: PostgreSQL queues a request
+    /// that conflicts with a waiting one behind it, even when the holders would grant it.
+    QueuedAhead,
+}
+
 /// The one lock-wait poller. Polls until `waiter`'s backend waits for a heavyweight lock that a
-/// backend *holds* — `holder`'s when given, anyone's otherwise. Not merely "somewhere in
-/// `pg_blocking_pids`": a waiter queued ahead is listed there too, but only a holder of the very
-/// object awaited proves who blocks whom. `finished` is asked before every poll and ends the probe
-/// when the waiting step has completed (it can no longer block).
+/// backend *holds* — `holder`'s when given, anyone's otherwise — or, with
+/// [`BlockedBy::QueuedAhead`], that `holder`'s backend awaits too, ahead of it. Not merely
+/// "somewhere in `pg_blocking_pids`": a waiter queued ahead is listed there too, and a holder or a
+/// waiter of the very object awaited is what proves who blocks whom, and how. `finished` is asked
+/// before every poll and ends the probe when the waiting step has completed (it can no longer
+/// block).
 pub async fn until_blocked(
     pool: &PgPool,
     waiter: &str,
     holder: Option<&str>,
+    how: BlockedBy,
     limit: Duration,
     mut finished: impl FnMut() -> bool,
 ) -> Result<Blocked, NotBlocked> {
@@ -397,7 +411,7 @@ pub async fn until_blocked(
                     let awaited = locks.iter().find(|l| l.pid == a.pid && !l.granted).cloned();
                     if let Some(awaited) = awaited {
                         let held = locks.iter().any(|l| {
-                            l.granted
+                            l.granted == (how == BlockedBy::Holder)
                                 && l.pid != a.pid
                                 && holder_app.as_ref().is_none_or(|h| &l.application_name == h)
                                 && l.same_object(&awaited)
@@ -417,9 +431,12 @@ pub async fn until_blocked(
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     Err(NotBlocked::TimedOut(Box::new(ProbeTimeout {
-        waited_for: match holder {
-            Some(h) => format!("{waiter} to wait for a lock held by {h}"),
-            None => format!("{waiter} to wait for a lock"),
+        waited_for: match (holder, how) {
+            (Some(h), BlockedBy::Holder) => format!("{waiter} to wait for a lock held by {h}"),
+            (Some(h), BlockedBy::QueuedAhead) => {
+                format!("{waiter} to wait for a lock behind {h}, which waits for it too")
+            }
+            (None, _) => format!("{waiter} to wait for a lock"),
         },
         waited: limit,
         last_seen,

@@ -109,16 +109,16 @@ pub async fn membership(
     }
 }
 
-/// The caller's role in `workspace_id`, read inside `tx` with the membership row locked `FOR
-/// SHARE`: a removal or a role change either committed before and is seen here, or waits until
-/// `tx` ends — so what the request decides under its locks rests on a membership that still holds
-/// when it commits. `None`: not (or no longer) a member.
+/// The caller's role in `workspace_id`, read inside `tx` under a shared lock on the membership
+/// (`harbor_membership_held`, migration 0016): a removal or a role change either committed before
+/// and is seen here, or waits until `tx` ends — so what the request decides under its locks rests
+/// on a membership that still holds when it commits. `None`: not (or no longer) a member.
 pub async fn membership_in(
     tx: &mut crate::db::Tx,
     workspace_id: WorkspaceId,
     user_id: UserId,
 ) -> Result<Option<Role>, ApiError> {
-    let role: Option<String> = sqlx::query_scalar("SELECT harbor_membership_for_share($1, $2)")
+    let role: Option<String> = sqlx::query_scalar("SELECT harbor_membership_held($1, $2)")
         .bind(workspace_id)
         .bind(user_id)
         .fetch_one(&mut **tx)

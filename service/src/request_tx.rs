@@ -52,10 +52,11 @@ pub struct WorkspaceRequest {
 }
 
 impl WorkspaceRequest {
-    /// Begins a transaction of this request. Its first statement locks the caller's membership
-    /// of the workspace `FOR SHARE` and scopes the transaction to the membership's tenant for
-    /// row-level security (`harbor_enter_workspace`, migration 0011), so a removal that committed
-    /// before answers 404 and one that comes later waits for this transaction. The transaction is
+    /// Begins a transaction of this request. Its first statement holds the caller's membership of
+    /// the workspace (a shared advisory lock that every change to a membership waits for), reads
+    /// it, and scopes the transaction to the membership's tenant for row-level security
+    /// (`harbor_enter_workspace`, migrations 0011 and 0016), so a removal that committed before
+    /// answers 404 and one that comes later waits for this transaction. The transaction is
     /// tagged with the request's actor. Finish it with [`crate::db::finish`].
     pub async fn begin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
         self.begin_needing(false).await

@@ -35,9 +35,16 @@ async fn a_parked_activation_blocks_a_second_one_on_the_advisory_lock() {
         // B starts only once A is parked: the order is the harness's, not the scheduler's.
         let b = app.activate(&t, Some("B"));
         let probe = async {
-            let blocked = evidence::until_blocked(app.db(), "B", Some("A"), PROBE_LIMIT, || false)
-                .await
-                .unwrap_or_else(|e| panic!("{e:?}"));
+            let blocked = evidence::until_blocked(
+                app.db(),
+                "B",
+                Some("A"),
+                evidence::BlockedBy::Holder,
+                PROBE_LIMIT,
+                || false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
             let waiting = blocked.waiter;
             assert!(
                 blocked.awaited.is_advisory(workspace_lock(&app, &t)),
@@ -86,10 +93,17 @@ async fn a_writer_that_skips_the_advisory_lock_blocks_on_the_row_lock() {
                 .unwrap();
             tx.commit().await.unwrap();
         });
-        let waiting = evidence::until_blocked(app.db(), "RAW", Some("A"), PROBE_LIMIT, || false)
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .waiter;
+        let waiting = evidence::until_blocked(
+            app.db(),
+            "RAW",
+            Some("A"),
+            evidence::BlockedBy::Holder,
+            PROBE_LIMIT,
+            || false,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .waiter;
         assert_eq!(
             waiting.blocking_actors(),
             vec!["A".to_owned()],

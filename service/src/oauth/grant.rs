@@ -431,8 +431,9 @@ async fn store_grant(
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {
         // The caller must still be an admin of the workspace now, not only when the flow started
-        // or the callback arrived: the exchange can take up to the provider timeout. The row is
-        // locked FOR SHARE, so a removal or demotion waits for this commit or is seen here — and
+        // or the callback arrived: the exchange can take up to the provider timeout. The
+        // membership is held (a shared lock that every change to it waits for), so a removal or
+        // demotion waits for this commit or is seen here — and
         // then the fresh grant is given back (`complete_flow`).
         if !flaws::active(Flaw::NoCallbackTenantCheck) {
             match crate::auth::membership_in(&mut tx, record.workspace_id, member.user_id).await? {

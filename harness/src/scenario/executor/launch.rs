@@ -63,8 +63,10 @@ pub struct CopiesExpect {
 /// Blocking as the lock tables must show it (`expect_blocked`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ExpectBlocked {
-    /// The actor that must hold the awaited lock.
+    /// The actor that must hold the awaited lock (or, `queued`, wait for it ahead).
     pub on: String,
+    /// `on` waits for the very lock too, ahead in its queue, instead of holding it.
+    pub queued: bool,
     /// Acceptable lock types (empty: any).
     pub lock: Vec<LockType>,
     /// For advisory locks: the tenant whose workspace lock must be the one awaited.

@@ -60,8 +60,13 @@ impl Executor<'_> {
             .target
             .database()
             .ok_or_else(|| Failure::at(Some(step), "the target has no lock tables to read"))?;
+        let how = if blocked.queued {
+            evidence::BlockedBy::QueuedAhead
+        } else {
+            evidence::BlockedBy::Holder
+        };
         let found =
-            evidence::until_blocked(db, actor, Some(&blocked.on), self.step_timeout, || {
+            evidence::until_blocked(db, actor, Some(&blocked.on), how, self.step_timeout, || {
                 handle.is_finished()
             })
             .await;
@@ -79,8 +84,13 @@ impl Executor<'_> {
                 return Err(self.failure_with_diagnostics(step, message).await);
             }
             Err(NotBlocked::TimedOut(t)) => {
+                let relation = if blocked.queued {
+                    "behind, which waits for it too,"
+                } else {
+                    "held by"
+                };
                 let message = format!(
-                    "{actor}: expected to wait for a lock held by {} within {:?}; last seen {:?}",
+                    "{actor}: expected to wait for a lock {relation} {} within {:?}; last seen {:?}",
                     blocked.on, self.step_timeout, t.last_seen
                 );
                 return Err(self.failure_with_diagnostics(step, message).await);
@@ -126,7 +136,11 @@ impl Executor<'_> {
             Some(step),
             Some(actor),
             EventKind::Blocked,
-            format!("blocked on {}", blocked.on),
+            if blocked.queued {
+                format!("queued behind {}", blocked.on)
+            } else {
+                format!("blocked on {}", blocked.on)
+            },
             Some(ev),
         );
         self.checks += 1;

@@ -87,6 +87,10 @@ pub struct RawRequest {
 pub struct RawExpectBlocked {
     /// The actor that must hold the awaited lock.
     pub on: String,
+    /// `on` does not hold the lock but waits for it too, ahead in its queue (a request queued
+    /// behind a waiting one).
+    #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
+    pub queued: bool,
     /// Acceptable lock types.
     #[serde(default, skip_serializing_if = "crate::scenario::format::is_default")]
     pub lock: Vec<LockType>,

@@ -24,6 +24,7 @@ pub fn expect_blocked(
         .transpose()?;
     Ok(ExpectBlocked {
         on: raw.on.clone(),
+        queued: raw.queued,
         lock: raw.lock.clone(),
         object,
     })
