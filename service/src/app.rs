@@ -27,7 +27,7 @@ use crate::jwt::{JwtVerifier, KeyError};
 use crate::oauth_state::OAuthStateStore;
 use crate::providers::ProviderClient;
 use crate::ratelimit::{ClientAddress, RateLimiter};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::syncpoints::SyncHooks;
 use crate::vault::{KeyRing, VaultError};
 use crate::{activation, connections, context, db, documents, health, oauth, openapi};
@@ -150,7 +150,7 @@ impl Application {
         }
         let prefix: Arc<str> = Arc::from(config.redis_key_prefix.as_str());
         let clock = hooks.clock.unwrap_or_default();
-        let state = AppState {
+        let state = AppState::new(Shared {
             states: OAuthStateStore::new(
                 redis.clone(),
                 prefix.clone(),
@@ -179,7 +179,7 @@ impl Application {
             trusted_proxies: config.trusted_proxies.clone(),
             readiness: Arc::default(),
             tasks: tokio_util::task::TaskTracker::new(),
-        };
+        });
         tracing::info!(
             keys_on = %config.trusted_proxies.describe(),
             "the per-address rate limit keys on"

@@ -3,7 +3,7 @@
 //!
 //! Map of the modules:
 //! - [`app`]: `Application::build` (binds port 0 in tests), the router and the request middleware.
-//! - [`state`]: [`state::AppState`], what every handler shares.
+//! - [`state`]: [`state::AppState`], what every handler shares (one reference-counted [`state::Shared`]).
 //! - [`config`]: environment → typed [`config::Config`]; secrets in `secrecy` types.
 //! - [`error`]: [`error::ApiError`], the one mapping from errors to HTTP status + stable code.
 //! - [`context`]: request id and the harness's actor tag, per request.
