@@ -257,7 +257,8 @@ pub fn application_name(actor: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LockType {
-    /// `pg_advisory_xact_lock`: the workspace lock.
+    /// `pg_advisory_xact_lock` and its shared form: the workspace lock, or a membership's hold
+    /// (migration 0016).
     Advisory,
     /// A row lock being taken (`FOR UPDATE` on a row another transaction locks).
     Tuple,
@@ -377,7 +378,8 @@ pub enum BlockedBy {
     #[default]
     Holder,
     /// It waits for the very object awaited too, ahead in its queue: PostgreSQL queues a request
-    /// that conflicts with a waiting one behind it, even when the holders would grant it.
+    /// that conflicts with a waiting one behind it, even when the holders would grant it. Needs a
+    /// named actor, whose waiting backend must be among the waiter's `pg_blocking_pids`.
     QueuedAhead,
 }
 
@@ -413,6 +415,11 @@ pub async fn until_blocked(
                         let held = locks.iter().any(|l| {
                             l.granted == (how == BlockedBy::Holder)
                                 && l.pid != a.pid
+                                // Queued ahead: that very backend, among the waiter's blockers
+                                // (`pg_blocking_pids` lists the waiters ahead that conflict), not
+                                // another of the actor's, nor anyone's when no actor is named.
+                                && (how == BlockedBy::Holder
+                                    || (holder.is_some() && a.blocking_pids.contains(&l.pid)))
                                 && holder_app.as_ref().is_none_or(|h| &l.application_name == h)
                                 && l.same_object(&awaited)
                         });

@@ -14,29 +14,51 @@
 -- The same guarantee, kept by a lock that writes nothing: a request takes a *shared*
 -- transaction-scoped advisory lock on its caller's membership (`harbor_membership_lock_key`: the
 -- workspace and the user), and only then reads the row; every change to a membership row — an
--- UPDATE or a DELETE, a cascade from a deleted workspace or user included — takes the same key
--- *exclusively* first (the trigger below). So a change either committed before the request's lock
+-- UPDATE (an upsert's included) or a DELETE — takes the same key *exclusively* first (the trigger
+-- below, which fires in every session, replication's and restores' included: `ENABLE ALWAYS`). So a change either committed before the request's lock
 -- (the read, whose snapshot is taken after the lock, sees it) or waits for the request's commit,
 -- and many requests share the key without waiting for each other. A session only ever locks the
 -- key of its own caller's membership (the user is the token's subject), so it can delay no one
 -- else's change; a collision of two keys only makes a change wait for a request it did not need
 -- to.
 --
--- The key is derived here only, in SQL, by both sides. It is the one-bigint form of advisory
--- key, which PostgreSQL keeps apart from the two-integer form of the workspace lock
--- (`locks::WORKSPACE_LOCK_NAMESPACE`): the two never collide. `hashtextextended` is the hash
--- PostgreSQL's hash partitioning relies on, so it is the same on every platform and version.
+-- The key is derived here only, in SQL, by both sides, in the one server: it is the one-bigint
+-- form of advisory key, which PostgreSQL keeps apart from the two-integer form of the workspace
+-- lock (`locks::WORKSPACE_LOCK_NAMESPACE`; `objsubid` 1 and 2 in `pg_locks`): the two never
+-- collide.
+--
+-- The guarantee needs READ COMMITTED, the service's level: the read after the lock must take a
+-- snapshot of its own. Under REPEATABLE READ or SERIALIZABLE the transaction's snapshot predates
+-- the lock wait and the read could be stale where `FOR SHARE` raised a serialization error, so
+-- both functions refuse to run there.
 
+-- SQL without a `SET` clause and every name qualified, so that PostgreSQL inlines it into the
+-- statements that call it instead of planning its body at every call (migration 0015).
 CREATE FUNCTION harbor_membership_lock_key(p_workspace uuid, p_user uuid)
     RETURNS bigint
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT hashtextextended(p_workspace::text || '/' || p_user::text, 1212306001)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.hashtextextended(
+        p_workspace::text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) p_user::text,
+        1212306001)
+$$;
+
+-- No `SET` clause either (each would be saved and restored at every call): the names are qualified.
+CREATE FUNCTION harbor_membership_read_committed() RETURNS void
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'a membership is held only under READ COMMITTED, not %',
+            pg_catalog.current_setting('transaction_isolation')
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION harbor_enter_workspace(p_workspace uuid, p_user uuid)
     RETURNS TABLE (tenant_id uuid, role text)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM public.harbor_membership_read_committed();
     PERFORM pg_advisory_xact_lock_shared(public.harbor_membership_lock_key(p_workspace, p_user));
     -- A statement of its own, after the lock: its snapshot sees a change that committed while the
     -- lock was awaited.
@@ -53,13 +75,16 @@ $$;
 
 -- `harbor_membership_for_share`'s successor for the callback's store (its name said FOR SHARE):
 -- the caller's role in the workspace, read after the shared lock, in the transaction's own tenant
--- only. Returns the role, or NULL.
+-- only. Returns the role, or NULL. The old function stays, unchanged, while replicas of the
+-- release before may still call it (their row lock still makes a change wait: the change's
+-- UPDATE or DELETE waits for it after the trigger's lock); a later migration drops it.
 CREATE FUNCTION harbor_membership_held(p_workspace uuid, p_user uuid)
     RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_role text;
 BEGIN
+    PERFORM public.harbor_membership_read_committed();
     PERFORM pg_advisory_xact_lock_shared(public.harbor_membership_lock_key(p_workspace, p_user));
     SELECT m.role INTO v_role FROM public.memberships m
      WHERE m.workspace_id = p_workspace AND m.user_id = p_user
@@ -70,9 +95,9 @@ $$;
 
 -- The key function stays executable by anyone (a hash of the ids it is given): the trigger runs
 -- as whoever changes a membership.
+REVOKE ALL ON FUNCTION harbor_membership_read_committed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION harbor_membership_held(uuid, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION harbor_membership_held(uuid, uuid) TO harbor_app;
-DROP FUNCTION harbor_membership_for_share(uuid, uuid);
 
 -- A change to a membership waits for every request that holds it.
 CREATE FUNCTION harbor_membership_change_waits() RETURNS trigger
@@ -88,3 +113,7 @@ $$;
 
 CREATE TRIGGER memberships_change_waits_for_requests BEFORE UPDATE OR DELETE ON memberships
     FOR EACH ROW EXECUTE FUNCTION harbor_membership_change_waits();
+-- Also where `session_replication_role` is `replica` (logical replication's apply, a restore with
+-- triggers disabled). The table's owner can still disable it (`ALTER TABLE ... DISABLE TRIGGER
+-- ALL`): like migration 0014's trigger, it holds against the application, not against the owner.
+ALTER TABLE memberships ENABLE ALWAYS TRIGGER memberships_change_waits_for_requests;

@@ -68,6 +68,9 @@ fn member_route() -> Vec<ApiError> {
         ApiError::NotFound,
         ApiError::DatabaseUnavailable,
         ApiError::Database(sqlx::Error::PoolClosed),
+        // Every member route holds the caller's membership first, and waits there behind a
+        // removal or demotion in progress (migration 0016).
+        ApiError::LockTimeout,
     ]
 }
 
@@ -87,7 +90,6 @@ pub const ERRORS: &[OperationErrors] = &[
                 [
                     ApiError::ActivationNotEntitled,
                     ApiError::ActivationNotReady(""),
-                    ApiError::LockTimeout,
                 ],
             )
         },
@@ -105,22 +107,12 @@ pub const ERRORS: &[OperationErrors] = &[
     OperationErrors {
         method: HttpMethod::Post,
         path: "/v1/workspaces/{workspace_id}/connections/{provider}/disconnect",
-        errors: || {
-            with(
-                member_route(),
-                [ApiError::Forbidden(""), transition(), ApiError::LockTimeout],
-            )
-        },
+        errors: || with(member_route(), [ApiError::Forbidden(""), transition()]),
     },
     OperationErrors {
         method: HttpMethod::Post,
         path: "/v1/workspaces/{workspace_id}/connections/{provider}/revoke",
-        errors: || {
-            with(
-                member_route(),
-                [ApiError::Forbidden(""), transition(), ApiError::LockTimeout],
-            )
-        },
+        errors: || with(member_route(), [ApiError::Forbidden(""), transition()]),
     },
     OperationErrors {
         method: HttpMethod::Post,
@@ -133,7 +125,6 @@ pub const ERRORS: &[OperationErrors] = &[
                     transition(),
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     rate_limited(),
-                    ApiError::LockTimeout,
                     ApiError::Redis(redis::RedisError::from((
                         redis::ErrorKind::IoError,
                         "timeout",
@@ -155,7 +146,6 @@ pub const ERRORS: &[OperationErrors] = &[
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     ApiError::Provider(ProviderError::Unavailable(String::new())),
                     ApiError::Provider(ProviderError::Protocol(String::new())),
-                    ApiError::LockTimeout,
                 ],
             )
         },

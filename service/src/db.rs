@@ -33,7 +33,8 @@ pub enum DbError {
     #[error(transparent)]
     Unavailable(sqlx::Error),
     /// `lock_timeout` expired while waiting for a lock (SQLSTATE 55P03 `lock_not_available`): the
-    /// workspace is busy.
+    /// workspace is busy, or the caller's membership is being changed (a request queues behind a
+    /// pending removal or demotion, migration 0016).
     #[error(transparent)]
     LockTimeout(sqlx::Error),
     /// Any other failure.

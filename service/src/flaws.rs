@@ -83,7 +83,7 @@ pub enum Flaw {
     ShutdownWithoutWaiting,
     /// Authorize reads the membership in a transaction and keeps it open while it asks Redis (a
     /// design a review turned down): each request waiting on a stalled Redis holds a pooled
-    /// connection, and the membership row, until Redis answers or times out.
+    /// connection, and the hold on the membership, until Redis answers or times out.
     AuthorizeTransactionAcrossRedis,
 }
 

@@ -11,7 +11,7 @@ use harbor_service::lifecycle::ConnectionStatus;
 use harbor_service::ratelimit::{Quota, RateLimits, TrustedProxies};
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{spawn_app, spawn_app_with, within};
+use crate::helpers::{spawn_app, spawn_app_with, within, PROBE_LIMIT};
 
 /// Item 2: replicas with different quotas (a rolling deploy that changes the
 /// burst) share one bucket without resetting each other: a refused request on the replica with
@@ -204,5 +204,148 @@ async fn a_request_past_the_request_timeout_is_answered_503() {
         .await;
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT");
     assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    app.stop().await;
+}
+
+/// Migration 0016: a request holds its caller's membership by a shared advisory lock. A change to
+/// the membership waits for the requests holding it (proven from the lock tables: the change's
+/// backend awaits the very lock the holder has), holders do not wait for each other, and a request
+/// that comes after the change queues behind it and reads the changed role — where `FOR SHARE`
+/// let it past the waiting change.
+#[tokio::test]
+async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behind_it() {
+    use harbor_harness::evidence::{self, BlockedBy};
+    let app = spawn_app().await;
+    let t = app.tenant("held", true, ConnectionStatus::Connected).await;
+    let (workspace, admin) = (t.workspace, t.admin);
+    // A transaction of the owner's pool, named as the harness names an actor's backend.
+    let tagged = |actor: &'static str| {
+        let pool = app.db().clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT set_config('application_name', $1, true)")
+                .bind(format!("harbor:{actor}"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx
+        }
+    };
+    const ENTER: &str = "SELECT role FROM harbor_enter_workspace($1, $2)";
+
+    let mut holder = tagged("H").await;
+    let role: String = sqlx::query_scalar(ENTER)
+        .bind(workspace)
+        .bind(admin)
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    assert_eq!(role, "admin");
+    let mut second = tagged("H2").await;
+    let role: String = within(
+        "a second holder, which must not wait for the first",
+        sqlx::query_scalar(ENTER)
+            .bind(workspace)
+            .bind(admin)
+            .fetch_one(&mut *second),
+    )
+    .await
+    .unwrap();
+    assert_eq!(role, "admin");
+    second.commit().await.unwrap();
+
+    let mut change = tagged("C").await;
+    let demotion = tokio::spawn(async move {
+        sqlx::query(
+            "UPDATE memberships SET role = 'member' WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(workspace)
+        .bind(admin)
+        .execute(&mut *change)
+        .await
+        .unwrap();
+        change.commit().await.unwrap();
+    });
+    let seen = evidence::until_blocked(
+        app.db(),
+        "C",
+        Some("H"),
+        BlockedBy::Holder,
+        PROBE_LIMIT,
+        || demotion.is_finished(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the demotion must wait for the holder: {e:?}"));
+    assert_eq!(seen.awaited.locktype, "advisory", "{:?}", seen.awaited);
+
+    let mut after = tagged("L").await;
+    let later = tokio::spawn(async move {
+        let role: Option<String> = sqlx::query_scalar(ENTER)
+            .bind(workspace)
+            .bind(admin)
+            .fetch_optional(&mut *after)
+            .await
+            .unwrap();
+        after.commit().await.unwrap();
+        role
+    });
+    evidence::until_blocked(
+        app.db(),
+        "L",
+        Some("C"),
+        BlockedBy::QueuedAhead,
+        PROBE_LIMIT,
+        || later.is_finished(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a request after the demotion must queue behind it: {e:?}"));
+
+    holder.commit().await.unwrap();
+    within("the demotion", demotion).await.unwrap();
+    assert_eq!(
+        within("the later request", later).await.unwrap().as_deref(),
+        Some("member"),
+        "the request that came after the demotion reads it"
+    );
+
+    // The callback's store holds the membership too (`harbor_membership_held`, in its tenant's
+    // scope), and a removal waits for it.
+    let member = t.member;
+    let mut store = tagged("S").await;
+    sqlx::query("SELECT set_config('harbor.tenant_id', $1, true)")
+        .bind(t.tenant.0.to_string())
+        .execute(&mut *store)
+        .await
+        .unwrap();
+    let role: Option<String> = sqlx::query_scalar("SELECT harbor_membership_held($1, $2)")
+        .bind(workspace)
+        .bind(member)
+        .fetch_one(&mut *store)
+        .await
+        .unwrap();
+    assert_eq!(role.as_deref(), Some("member"));
+    let mut removing = tagged("R").await;
+    let removal = tokio::spawn(async move {
+        sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+            .bind(workspace)
+            .bind(member)
+            .execute(&mut *removing)
+            .await
+            .unwrap();
+        removing.commit().await.unwrap();
+    });
+    let seen = evidence::until_blocked(
+        app.db(),
+        "R",
+        Some("S"),
+        BlockedBy::Holder,
+        PROBE_LIMIT,
+        || removal.is_finished(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the removal must wait for the store: {e:?}"));
+    assert_eq!(seen.awaited.locktype, "advisory", "{:?}", seen.awaited);
+    store.commit().await.unwrap();
+    within("the removal", removal).await.unwrap();
     app.stop().await;
 }

@@ -50,7 +50,7 @@ pub async fn authorize(
     // role and the tenant before it writes; otherwise the membership is read from the pool
     // first. (One transaction opened on the
     // membership and asking Redis before its workspace lock would save that read too, but would
-    // hold a pooled connection, and the membership row, for as long as Redis takes to answer: a
+    // hold a pooled connection, and the hold on the membership, for as long as Redis takes to answer: a
     // stalled Redis would then drain the pool every route shares.)
     let administered = request.take_administered_tenant();
     // The seeded flaw reads the membership in a transaction it keeps open while Redis is asked.

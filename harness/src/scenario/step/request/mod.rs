@@ -85,7 +85,7 @@ pub struct RawRequest {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpectBlocked {
-    /// The actor that must hold the awaited lock.
+    /// The actor that must hold the awaited lock (or, `queued`, wait for it ahead).
     pub on: String,
     /// `on` does not hold the lock but waits for it too, ahead in its queue (a request queued
     /// behind a waiting one).
