@@ -254,8 +254,36 @@ impl Started {
                         sync_points: Some(sync.clone()),
                         clock: Some(clock.clone()),
                     };
-                    let (running, addr) =
-                        InProcessRun::start(config.clone(), hooks.clone()).await?;
+                    // A port below the ephemeral range, as a process replica's: a restart binds
+                    // the same address, and an outgoing connection given the port while the
+                    // replica was stopped would refuse it (`process::free_port`).
+                    let mut config = config;
+                    let mut attempt = 0;
+                    let (running, addr, port) = loop {
+                        let port = match config.listen_addr.port() {
+                            0 => Some(process::PortLease::take().map_err(ServiceError::Task)?),
+                            _ => None,
+                        };
+                        let mut chosen = config.clone();
+                        if let Some(p) = &port {
+                            chosen.listen_addr.set_port(p.port());
+                        }
+                        match InProcessRun::start(chosen.clone(), hooks.clone()).await {
+                            Ok((running, addr)) => {
+                                config = chosen;
+                                break (running, addr, port);
+                            }
+                            // Another process took the port between the check and the bind.
+                            Err(e)
+                                if port.is_some()
+                                    && attempt < 2
+                                    && e.to_string().contains("Address already in use") =>
+                            {
+                                attempt += 1;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    };
                     // An in-process replica's restart finds the schema this start migrated:
                     // without the owner's credential it skips the migration table's re-read, and
                     // the backend a schema-owner connection would start and end on every crash
@@ -267,6 +295,7 @@ impl Started {
                         StartWith::InProcess {
                             config: Box::new(restart),
                             hooks,
+                            _port: port,
                         },
                         Running::InProcess(running),
                     )

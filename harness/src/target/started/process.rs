@@ -225,14 +225,16 @@ pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> 
     }
 }
 
+/// The ports this process has handed out and not taken back: two replicas starting at once
+/// (parallel scenarios) cannot both find one port free.
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// A free TCP port on the loopback interface, for a replica to listen on: below Linux's
 /// ephemeral range (32768 and up), so the outgoing connections of this machine — which take
-/// ephemeral ports — cannot take it between this check and the replica's bind.
+/// ephemeral ports — cannot take it between this check and the replica's bind, nor while the
+/// replica is stopped and about to start again on it. Never handed out again by this process.
 pub fn free_port() -> Result<u16, String> {
-    // Ports handed out by this process are never handed out again: two replicas starting at
-    // once (parallel scenarios) cannot both find one port free.
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let mut given = GIVEN.lock().map_err(|_| "the port table is poisoned")?;
     for _ in 0..200 {
         let port = 20_000 + (rand::random::<u16>() % 12_000);
@@ -242,6 +244,32 @@ pub fn free_port() -> Result<u16, String> {
         }
     }
     Err("finding a free port: none of 200 tried below 32000 was free".into())
+}
+
+/// A [`free_port`] held for as long as an in-process replica lives, and handed out again once it
+/// is dropped: a run that starts a fresh service for every case (the state machine) would
+/// otherwise use up the range.
+#[derive(Debug)]
+pub struct PortLease(u16);
+
+impl PortLease {
+    /// Takes a free port.
+    pub fn take() -> Result<Self, String> {
+        free_port().map(Self)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.0
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Ok(mut given) = GIVEN.lock() {
+            given.remove(&self.0);
+        }
+    }
 }
 
 /// The command that starts replica `replica` of `profile`'s target, configured as `config` (its
@@ -407,6 +435,16 @@ mod tests {
             shown.contains("DATABASE_URL") && !shown.contains("hunter2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_leased_port_is_free_again_once_the_lease_is_dropped() {
+        let lease = PortLease::take().unwrap();
+        let port = lease.port();
+        assert!((20_000..32_000).contains(&port));
+        assert!(GIVEN.lock().unwrap().contains(&port));
+        drop(lease);
+        assert!(!GIVEN.lock().unwrap().contains(&port));
     }
 
     #[test]

@@ -34,8 +34,14 @@ pub struct Replica {
 
 /// How a replica is (re)started.
 pub(super) enum StartWith {
-    /// The reference service on a runtime of its own, in this process.
-    InProcess { config: Box<Config>, hooks: Hooks },
+    /// The reference service on a runtime of its own, in this process, and the port it keeps
+    /// across a restart when the harness chose it.
+    InProcess {
+        config: Box<Config>,
+        hooks: Hooks,
+        /// Held, not read: the port is free for another replica only once this one is dropped.
+        _port: Option<super::process::PortLease>,
+    },
     /// A child process.
     Process(ProcessCommand),
     /// Nothing: a deployed target's replica runs where it was deployed.
@@ -240,7 +246,7 @@ impl Replica {
             return Err("the replica is running".into());
         }
         let running = match &self.start {
-            StartWith::InProcess { config, hooks } => {
+            StartWith::InProcess { config, hooks, .. } => {
                 let mut config = (**config).clone();
                 config.listen_addr = self
                     .base_url
