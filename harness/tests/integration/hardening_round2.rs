@@ -347,5 +347,22 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
     assert_eq!(seen.awaited.locktype, "advisory", "{:?}", seen.awaited);
     store.commit().await.unwrap();
     within("the removal", removal).await.unwrap();
+
+    // The read after the lock needs a snapshot of its own: any level but READ COMMITTED is refused.
+    let mut repeatable = app.db().begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *repeatable)
+        .await
+        .unwrap();
+    let refused = sqlx::query_scalar::<_, String>(ENTER)
+        .bind(workspace)
+        .bind(admin)
+        .fetch_one(&mut *repeatable)
+        .await;
+    match refused {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("0A000") => {}
+        other => panic!("a REPEATABLE READ transaction must be refused: {other:?}"),
+    }
+    repeatable.rollback().await.unwrap();
     app.stop().await;
 }
