@@ -372,7 +372,8 @@ pub enum NotBlocked {
 }
 
 /// What the backend named in [`until_blocked`] must be to the awaited lock.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BlockedBy {
     /// It holds the very object awaited.
     #[default]
@@ -381,6 +382,16 @@ pub enum BlockedBy {
     /// that conflicts with a waiting one behind it, even when the holders would grant it. Needs a
     /// named actor, whose waiting backend must be among the waiter's `pg_blocking_pids`.
     QueuedAhead,
+}
+
+impl BlockedBy {
+    /// How a waiter stands to the named actor, in words: "blocked on" or "queued behind".
+    pub fn relation(self) -> &'static str {
+        match self {
+            BlockedBy::Holder => "blocked on",
+            BlockedBy::QueuedAhead => "queued behind",
+        }
+    }
 }
 
 /// The one lock-wait poller. Polls until `waiter`'s backend waits for a heavyweight lock that a

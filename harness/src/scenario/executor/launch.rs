@@ -65,8 +65,8 @@ pub struct CopiesExpect {
 pub struct ExpectBlocked {
     /// The actor that must hold the awaited lock (or, `queued`, wait for it ahead).
     pub on: String,
-    /// `on` waits for the very lock too, ahead in its queue, instead of holding it.
-    pub queued: bool,
+    /// Whether `on` holds the awaited lock or waits for it too, ahead in its queue.
+    pub how: crate::evidence::BlockedBy,
     /// Acceptable lock types (empty: any).
     pub lock: Vec<LockType>,
     /// For advisory locks: the tenant whose workspace lock must be the one awaited.

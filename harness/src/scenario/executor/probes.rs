@@ -60,16 +60,15 @@ impl Executor<'_> {
             .target
             .database()
             .ok_or_else(|| Failure::at(Some(step), "the target has no lock tables to read"))?;
-        let how = if blocked.queued {
-            evidence::BlockedBy::QueuedAhead
-        } else {
-            evidence::BlockedBy::Holder
-        };
-        let found =
-            evidence::until_blocked(db, actor, Some(&blocked.on), how, self.step_timeout, || {
-                handle.is_finished()
-            })
-            .await;
+        let found = evidence::until_blocked(
+            db,
+            actor,
+            Some(&blocked.on),
+            blocked.how,
+            self.step_timeout,
+            || handle.is_finished(),
+        )
+        .await;
         let seen = match found {
             Ok(seen) => seen,
             Err(NotBlocked::Finished) => {
@@ -84,14 +83,12 @@ impl Executor<'_> {
                 return Err(self.failure_with_diagnostics(step, message).await);
             }
             Err(NotBlocked::TimedOut(t)) => {
-                let relation = if blocked.queued {
-                    "behind, which waits for it too,"
-                } else {
-                    "held by"
-                };
                 let message = format!(
-                    "{actor}: expected to wait for a lock {relation} {} within {:?}; last seen {:?}",
-                    blocked.on, self.step_timeout, t.last_seen
+                    "{actor}: expected to be {} {} within {:?}; last seen {:?}",
+                    blocked.how.relation(),
+                    blocked.on,
+                    self.step_timeout,
+                    t.last_seen
                 );
                 return Err(self.failure_with_diagnostics(step, message).await);
             }
@@ -136,11 +133,7 @@ impl Executor<'_> {
             Some(step),
             Some(actor),
             EventKind::Blocked,
-            if blocked.queued {
-                format!("queued behind {}", blocked.on)
-            } else {
-                format!("blocked on {}", blocked.on)
-            },
+            format!("{} {}", blocked.how.relation(), blocked.on),
             Some(ev),
         );
         self.checks += 1;

@@ -24,7 +24,11 @@ pub fn expect_blocked(
         .transpose()?;
     Ok(ExpectBlocked {
         on: raw.on.clone(),
-        queued: raw.queued,
+        how: if raw.queued {
+            crate::evidence::BlockedBy::QueuedAhead
+        } else {
+            crate::evidence::BlockedBy::Holder
+        },
         lock: raw.lock.clone(),
         object,
     })
