@@ -3,6 +3,7 @@
 //! through it, so the actor tag ([`Actor::HEADER`]) and the reading of an answer exist once (the
 //! paths are [`crate::operation`]'s). Every error answer can be held to the target's contract ([`crate::target::Contract`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,11 @@ pub struct ApiClient {
 struct Addressing {
     bases: Vec<String>,
     routes: Routes,
+    /// For a replica taken down by a fault: a new connection for every request, none kept.
+    unpooled: reqwest::Client,
+    /// Per replica: whether it is taken down (stopping, crashed), so that its kept-alive
+    /// connections are not reused ([`ApiClient::stop_reusing_connections`]).
+    taken_down: Box<[AtomicBool]>,
 }
 
 /// A request could not be sent or its answer not read.
@@ -113,20 +119,33 @@ fn failure_class(e: &reqwest::Error) -> &'static str {
 impl ApiClient {
     /// A client of the replicas at `bases` (`http://127.0.0.1:port`), sharing `http`'s pool.
     pub fn new(http: reqwest::Client, bases: Vec<String>) -> Self {
+        let unpooled = http_builder()
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a reqwest client without TLS configuration builds");
         Self {
             http,
             target: Arc::new(Addressing {
+                taken_down: bases.iter().map(|_| AtomicBool::new(false)).collect(),
                 bases,
                 routes: Routes::reference(),
+                unpooled,
             }),
         }
     }
 
     /// The same client, speaking a target's own routes and answers (a target profile's).
     pub fn with_routes(mut self, routes: Routes) -> Self {
+        let target = &self.target;
         self.target = Arc::new(Addressing {
-            bases: self.target.bases.clone(),
+            bases: target.bases.clone(),
             routes,
+            unpooled: target.unpooled.clone(),
+            taken_down: (target.taken_down.iter())
+                .map(|flag| AtomicBool::new(flag.load(Ordering::SeqCst)))
+                .collect(),
         });
         self
     }
@@ -160,6 +179,24 @@ impl ApiClient {
             .build()
             .expect("a reqwest client without TLS configuration builds");
         Self::new(http, bases)
+    }
+
+    /// From now on every request to `replica` opens a connection of its own: a fault is about
+    /// to stop or crash it. A connection kept alive from before would make a request sent after
+    /// the fault race the server's closing of it — lost on the way, or, in a graceful stop, even
+    /// taken up and served — where a new connection is refused, the same way in every run (an
+    /// explored schedule's replay diverged on that race).
+    pub fn stop_reusing_connections(&self, replica: usize) {
+        if let Some(flag) = self.target.taken_down.get(replica) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `replica` was started again: its requests share the pool once more.
+    pub fn reuse_connections(&self, replica: usize) {
+        if let Some(flag) = self.target.taken_down.get(replica) {
+            flag.store(false, Ordering::SeqCst);
+        }
     }
 
     /// How many replicas it can address.
@@ -306,7 +343,15 @@ impl Call {
             path: self.path.clone(),
             source,
         };
-        let mut req = self.client.http.request(
+        let target = &self.client.target;
+        let taken_down =
+            (target.taken_down.get(self.replica)).is_some_and(|flag| flag.load(Ordering::SeqCst));
+        let http = if taken_down {
+            &target.unpooled
+        } else {
+            &self.client.http
+        };
+        let mut req = http.request(
             self.method.clone(),
             self.client.url(self.replica, &self.path),
         );
@@ -434,6 +479,45 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers every request on the connection it accepted and keeps it open, and
+    /// then stops listening: a replica whose kept-alive connection outlives its listener.
+    #[tokio::test]
+    async fn a_replica_taken_down_gets_a_new_connection_not_the_kept_alive_one() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            drop(listener);
+            let mut buf = [0u8; 4096];
+            loop {
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let client = ApiClient::with_bases(vec![base]);
+        let get = |c: &ApiClient| c.request(Method::GET, "/x").send();
+        assert_eq!(get(&client).await.unwrap().status, StatusCode::OK);
+        // The listener is gone; the kept-alive connection would still answer.
+        let clone = client.clone();
+        assert_eq!(get(&clone).await.unwrap().status, StatusCode::OK);
+        clone.stop_reusing_connections(0);
+        let refused = get(&client).await.expect_err("a new connection is refused");
+        assert_eq!(refused.failure(), "no connection (refused or unreachable)");
+        client.reuse_connections(0);
+        assert_eq!(get(&client).await.unwrap().status, StatusCode::OK);
+        server.abort();
+    }
 
     #[test]
     fn server_timing_is_read_by_metric_name() {

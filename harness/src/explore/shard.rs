@@ -7,6 +7,13 @@
 //! must run alone): each starts with its longest. Every job computes the same split from the
 //! same file; a lock-probe run's report names its sets with the probe added, so it weighs
 //! nothing here (every set then weighs the median).
+//!
+//! A CI matrix starts from a fresh clone, with no earlier report: `--shard` without `--weights`
+//! uses the weights bundled with the harness (`weights.json` beside this file: every triple of
+//! the default operations, measured by a full run) when they know every set of the split, and
+//! deals round robin otherwise. Every run writes its own `weights.json` beside its
+//! `explore.json`; a full `--depth 3` run's is what the bundled file is refreshed from when the
+//! operations change (a unit test says when it no longer covers them).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,6 +59,38 @@ impl Weights {
         Ok(Self { by_set })
     }
 
+    /// The weights bundled with the harness ([`BUNDLED`]).
+    pub fn bundled() -> Result<Self, String> {
+        let report = serde_json::from_str(BUNDLED)
+            .map_err(|e| format!("the bundled weights are not JSON: {e}"))?;
+        Self::from_report(&report).map_err(|e| format!("the bundled weights: {e}"))
+    }
+
+    /// Whether every one of `sets` was measured.
+    pub fn covers(&self, sets: &[Vec<Operation>]) -> bool {
+        sets.iter().all(|s| self.knows(s))
+    }
+
+    /// A weights file of a run's sets: each set's operations and time, one set a line (the
+    /// bundled file's form; any `explore.json` reads the same).
+    pub fn file_of<'a>(
+        sets: impl IntoIterator<Item = (&'a [Operation], f64)>,
+        measured: &str,
+    ) -> String {
+        let lines: Vec<String> = sets
+            .into_iter()
+            .map(|(ops, ms)| {
+                serde_json::json!({ "operations": ops, "duration_ms": (ms * 10.0).round() / 10.0 })
+                    .to_string()
+            })
+            .collect();
+        format!(
+            "{{\"measured\":{},\"sets\":[\n{}]}}\n",
+            serde_json::Value::from(measured),
+            lines.join(",\n")
+        )
+    }
+
     /// [`Self::from_report`] of the file at `path`.
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
@@ -85,6 +124,9 @@ impl Weights {
         crate::stats::median(&all).unwrap_or(1.0)
     }
 }
+
+/// The bundled weights: every triple of the default operations, as a full run measured them.
+pub const BUNDLED: &str = include_str!("weights.json");
 
 /// A set's identity whatever order its operations were listed in.
 fn key(ops: &[Operation]) -> Vec<Operation> {
@@ -193,6 +235,32 @@ mod tests {
         .unwrap();
         assert_eq!(weights.of(&[Revoke]), 20.0);
         assert!(weights.knows(&[Callback]) && !weights.knows(&[Revoke]));
+    }
+
+    #[test]
+    fn the_bundled_weights_know_every_triple_of_the_default_operations() {
+        let bundled = Weights::bundled().expect("the bundled weights parse");
+        let triples = crate::explore::multisets(&Operation::by_default(), 3);
+        let unknown: Vec<_> = triples.iter().filter(|s| !bundled.knows(s)).collect();
+        assert!(
+            unknown.is_empty(),
+            "harness/src/explore/weights.json does not know {} triple(s), e.g. {:?}: copy in the \
+             weights.json of a full `explore --depth 3` run",
+            unknown.len(),
+            unknown.first()
+        );
+    }
+
+    #[test]
+    fn a_runs_weights_file_reads_back_as_the_times_it_was_written_from() {
+        let written = Weights::file_of(
+            [(&[Activate, Callback][..], 12.34), (&[Sync][..], 5.0)],
+            "a test",
+        );
+        let read = Weights::from_report(&serde_json::from_str(&written).unwrap()).unwrap();
+        assert_eq!(read.of(&[Callback, Activate]), 12.3);
+        assert_eq!(read.of(&[Sync]), 5.0);
+        assert!(read.covers(&[vec![Sync]]) && !read.covers(&[vec![Sync], vec![Revoke]]));
     }
 
     #[test]

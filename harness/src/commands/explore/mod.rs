@@ -82,8 +82,9 @@ pub struct ExploreArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_anomaly)]
     pub expect_anomalies: Vec<Anomaly>,
     /// Only the sets `K` of every `N` (`--shard 1/4` … `4/4`), for a CI matrix; `harbor-certify
-    /// merge` joins the shards' explore.json files. Dealt round robin, unless `--weights` says
-    /// how long each set took.
+    /// merge` joins the shards' explore.json files. Balanced by `--weights`, or else by the
+    /// weights bundled with the harness (every triple of the default operations) when they know
+    /// every set; dealt round robin otherwise.
     #[arg(long)]
     pub shard: Option<String>,
     /// An earlier run's `explore.json` (`merge`'s, for a sharded run): the sets are explored
@@ -170,12 +171,22 @@ fn sets_of(
         ),
         None => None,
     };
-    let weights = args
-        .weights
-        .as_deref()
-        .map(explore::shard::Weights::read)
-        .transpose()?;
-    if let Some(w) = &weights {
+    let weights = match (&args.weights, shard) {
+        (Some(path), _) => Some(explore::shard::Weights::read(path)?),
+        // A CI matrix's jobs start from a fresh clone, with no earlier report to weigh by.
+        (None, Some((_, n))) => {
+            let bundled = explore::shard::Weights::bundled()?;
+            if bundled.covers(&sets) {
+                eprintln!("harbor-certify: --shard: the {} sets split {n} ways by the bundled weights (a full run's times; --weights FILE for others)", sets.len());
+                Some(bundled)
+            } else {
+                eprintln!("harbor-certify: --shard: the bundled weights do not know every set of this selection; dealt round robin (--weights FILE balances it)");
+                None
+            }
+        }
+        (None, None) => None,
+    };
+    if let (Some(w), Some(_)) = (&weights, &args.weights) {
         if w.is_empty() {
             return Err("--weights: the report lists no set".into());
         }
@@ -358,6 +369,26 @@ async fn once(
         return ExitCode::from(CANNOT_RUN);
     }
     println!("report: {}/explore.json", dir.display());
+    // Each set's time, for a later run's `--weights` (and the bundled weights' refresh).
+    let measured = format!(
+        "{label}: {} set(s), {} schedules, {:.1} s",
+        report.sets.len(),
+        report.schedules_explored,
+        report.duration_ms / 1e3
+    );
+    let weights = explore::shard::Weights::file_of(
+        report
+            .sets
+            .iter()
+            .map(|s| (&s.operations[..], s.duration_ms)),
+        &measured,
+    );
+    if let Err(e) = std::fs::write(dir.join("weights.json"), weights) {
+        eprintln!(
+            "harbor-certify: {}: {e}",
+            dir.join("weights.json").display()
+        );
+    }
     // A systematic set cut short (budget, time) or diverging replays is not a clean exploration.
     let incomplete: Vec<String> = report
         .sets

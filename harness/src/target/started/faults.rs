@@ -120,11 +120,12 @@ impl Started {
             }
             FaultKind::ReplicaStop => {
                 let replica = fault.replica.ok_or("replica_stop needs a replica")?;
-                self.replicas
+                let r = self
+                    .replicas
                     .get(replica)
-                    .ok_or_else(|| format!("there is no replica {replica}"))?
-                    .begin_stop()
-                    .await?;
+                    .ok_or_else(|| format!("there is no replica {replica}"))?;
+                self.client.stop_reusing_connections(replica);
+                r.begin_stop().await?;
                 Ok(FaultDone::effect(format!(
                     "replica {replica} stopping gracefully: it refuses new connections, and finishes its connections and request tasks"
                 )))
@@ -137,6 +138,7 @@ impl Started {
                     .ok_or_else(|| format!("there is no replica {replica}"))?;
                 let stopped = r.finish_stop().await?;
                 r.restart().await?;
+                self.client.reuse_connections(replica);
                 // A restarted process starts on the system clock: give it the run's offset again.
                 self.push_clock().await?;
                 let stop = stopped.map_or(String::new(), |took| {
@@ -261,6 +263,7 @@ impl Started {
             .replicas
             .get(replica)
             .ok_or_else(|| format!("there is no replica {replica}"))?;
+        self.client.stop_reusing_connections(replica);
         r.begin_stop().await?;
         r.finish_stop().await.map(|_| ())
     }
@@ -275,6 +278,7 @@ impl Started {
             .ok_or_else(|| format!("there is no replica {replica}"))?;
         let pids = self.backends_of(Some(replica)).await?;
         let started = std::time::Instant::now();
+        self.client.stop_reusing_connections(replica);
         r.crash().await?;
         crate::evidence::until_backends_gone(&self.db, &pids, Duration::from_secs(5)).await?;
         Ok(FaultDone::measured(
