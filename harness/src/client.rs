@@ -2,6 +2,10 @@
 //! machine, the integration tests, `serve` and the load test's invariant checks all send requests
 //! through it, so the actor tag ([`Actor::HEADER`]) and the reading of an answer exist once (the
 //! paths are [`crate::operation`]'s). Every error answer can be held to the target's contract ([`crate::target::Contract`]).
+//!
+//! Past 500 lines on purpose: the client, its one request type, its one answer type and the
+//! failure classes every report prints are one vocabulary, and its tests include a small server
+//! of their own (a kept-alive connection that outlives its listener).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,8 +51,9 @@ struct Addressing {
     /// For a replica taken down by a fault: a new connection for every request, none kept.
     unpooled: reqwest::Client,
     /// Per replica: whether it is taken down (stopping, crashed), so that its kept-alive
-    /// connections are not reused ([`ApiClient::stop_reusing_connections`]).
-    taken_down: Box<[AtomicBool]>,
+    /// connections are not reused ([`ApiClient::stop_reusing_connections`]). Shared by every
+    /// clone, whatever routes it speaks.
+    taken_down: Arc<[AtomicBool]>,
 }
 
 /// A request could not be sent or its answer not read.
@@ -143,9 +148,7 @@ impl ApiClient {
             bases: target.bases.clone(),
             routes,
             unpooled: target.unpooled.clone(),
-            taken_down: (target.taken_down.iter())
-                .map(|flag| AtomicBool::new(flag.load(Ordering::SeqCst)))
-                .collect(),
+            taken_down: target.taken_down.clone(),
         });
         self
     }

@@ -439,9 +439,6 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
 /// held to the model; one that finished after a database cut but before a provider went away is
 /// excused only for the cut). Faults are done in place between two decisions, and answers are
 /// recorded after them, so completion order is the order of events.
-///
-/// Each also says whether the operation was sent after a graceful stop had begun: its launch came
-/// after the stop's decision (a fault is done in place, within its decision).
 pub fn faults_before(ops: &[Operation], run: &ScheduleRun) -> Vec<Interrupters> {
     let mut before: Vec<Interrupters> = (0..ops.len()).map(|_| Interrupters::default()).collect();
     let mut done: Vec<Operation> = Vec::new();
@@ -452,16 +449,6 @@ pub fn faults_before(ops: &[Operation], run: &ScheduleRun) -> Vec<Interrupters> 
             before[i].faults = done.clone();
         }
     }
-    let mut stopped = false;
-    let mut launched = vec![false; ops.len()];
-    for d in &run.decisions {
-        let i = d.chosen;
-        if i < ops.len() && !launched[i] {
-            launched[i] = true;
-            before[i].sent_after_stop = stopped;
-            stopped |= ops[i].stops_replica();
-        }
-    }
     before
 }
 
@@ -470,17 +457,14 @@ pub fn faults_before(ops: &[Operation], run: &ScheduleRun) -> Vec<Interrupters> 
 pub struct Interrupters {
     /// The faults done before it finished.
     pub faults: Vec<Operation>,
-    /// Whether it was sent after a graceful stop of a replica had begun.
-    pub sent_after_stop: bool,
 }
 
 /// Whether `f` is how an operation may end when one of `by.faults` (done before it finished)
 /// interrupted it: a documented 503; no answer at all when a replica is killed; when a replica
-/// stops gracefully, a connection refused — or, for a request sent after the stop began, one
-/// lost before the answer (it went over a kept-alive connection the stopping replica was closing:
-/// HTTP/1.1's keep-alive race; found by `explore --depth 3` on revoke + replica_stop +
-/// redis_restart, whose readiness check left such a connection) — while what the replica already
-/// had must be finished and answered; a documented 502 when the provider is gone, or 503
+/// stops gracefully, a connection refused (a request sent after the stop began goes out on a new
+/// connection, never on one kept alive from before, which the stopping replica may be closing:
+/// `ApiClient::stop_reusing_connections`), while what the replica already had must be finished
+/// and answered; a documented 502 when the provider is gone, or 503
 /// `UNAVAILABLE` when Redis is.
 pub fn is_interrupted(by: &Interrupters, f: &super::record::Finished) -> bool {
     let faults = &by.faults;
@@ -490,8 +474,7 @@ pub fn is_interrupted(by: &Interrupters, f: &super::record::Finished) -> bool {
             && f.summary.starts_with("request failed"))
         || (faults.iter().any(|o| o.stops_replica())
             && f.status == 0
-            && (f.summary.starts_with(REFUSED)
-                || (by.sent_after_stop && f.summary.starts_with(LOST))))
+            && f.summary.starts_with(REFUSED))
         || (faults.iter().any(|o| o.cuts_provider())
             && f.status == 502
             && f.code.as_deref() == Some("PROVIDER_ERROR"))
@@ -502,9 +485,6 @@ pub fn is_interrupted(by: &Interrupters, f: &super::record::Finished) -> bool {
 
 /// How a request refused at the connection reads (`client::failure_class`).
 const REFUSED: &str = "request failed: no connection";
-
-/// How a request whose connection closed before its answer reads (`client::failure_class`).
-const LOST: &str = "request failed: connection lost before the answer";
 
 /// Whether `f` is a documented answer of an operation a database cut interrupted.
 pub fn is_unavailable(f: &super::record::Finished) -> bool {

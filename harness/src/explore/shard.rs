@@ -11,8 +11,8 @@
 //! A CI matrix starts from a fresh clone, with no earlier report: `--shard` without `--weights`
 //! uses the weights bundled with the harness (`weights.json` beside this file: every triple of
 //! the default operations, measured by a full run) when they know every set of the split, and
-//! deals round robin otherwise. Every run writes its own `weights.json` beside its
-//! `explore.json`; a full `--depth 3` run's is what the bundled file is refreshed from when the
+//! deals round robin otherwise. Every exploration (not a kill matrix) writes its own
+//! `weights.json` beside its `explore.json`; a full `--depth 3` run's is what the bundled file is refreshed from when the
 //! operations change (a unit test says when it no longer covers them).
 
 use std::collections::BTreeMap;

@@ -154,7 +154,8 @@ impl Replica {
     }
 
     /// Kills it: every task of its runtime is dropped where it stands — parked requests, their
-    /// open transactions, pooled connections — and the kernel closes its sockets.
+    /// open transactions, pooled connections — and the kernel closes its sockets. Returns once
+    /// its address refuses connections.
     pub(super) async fn crash(&self) -> Result<(), String> {
         match self.take_running().ok_or("the replica is not running")? {
             Running::InProcess(run) => run.runtime.shutdown(),
@@ -165,7 +166,7 @@ impl Replica {
                 return Err("the replica is stopping".into());
             }
         }
-        Ok(())
+        self.until_refused("killed").await
     }
 
     /// Begins a graceful stop, as SIGTERM does, and returns once the replica refuses new
@@ -208,17 +209,22 @@ impl Replica {
             *slot = Some(Running::Stopping(stop, began));
         }
         // The stop has begun once nothing accepts on the address any more.
+        self.until_refused("told to stop").await
+    }
+
+    /// Polls until nothing accepts a connection on the replica's address: from then on a request
+    /// sent to it is refused, in every run (a crashed runtime's listener closes on the runtime's
+    /// own time, a stopping server's as its accept loop ends).
+    async fn until_refused(&self, what: &str) -> Result<(), String> {
         let address = self.base_url.trim_start_matches("http://").to_owned();
-        let began = async {
+        let refused = async {
             while tokio::net::TcpStream::connect(&address).await.is_ok() {
                 tokio::time::sleep(crate::evidence::POLL_INTERVAL).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), began)
+        tokio::time::timeout(Duration::from_secs(10), refused)
             .await
-            .map_err(|_| {
-                "the replica still accepts connections 10 s after it was told to stop".to_owned()
-            })
+            .map_err(|_| format!("the replica still accepts connections 10 s after it was {what}"))
     }
 
     /// Waits for a stop [`Self::begin_stop`] began to end; how long the whole stop took (`None`:
