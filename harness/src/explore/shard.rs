@@ -12,8 +12,9 @@
 //! uses the weights bundled with the harness (`weights.json` beside this file: every triple of
 //! the default operations, measured by a full run) when they know every set of the split, and
 //! deals round robin otherwise. Every exploration (not a kill matrix) writes its own
-//! `weights.json` beside its `explore.json`; a full `--depth 3` run's is what the bundled file is refreshed from when the
-//! operations change (a unit test says when it no longer covers them).
+//! `weights.json` beside its `explore.json`; a full `--depth 3` run's is what the bundled file
+//! is refreshed from when the operations change (a unit test says when it no longer covers
+//! them).
 
 use std::collections::BTreeMap;
 use std::path::Path;

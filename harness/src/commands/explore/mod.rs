@@ -383,11 +383,9 @@ async fn once(
             .map(|s| (&s.operations[..], s.duration_ms)),
         &measured,
     );
-    if let Err(e) = std::fs::write(dir.join("weights.json"), weights) {
-        eprintln!(
-            "harbor-certify: {}: {e}",
-            dir.join("weights.json").display()
-        );
+    let path = dir.join("weights.json");
+    if let Err(e) = std::fs::write(&path, weights) {
+        eprintln!("harbor-certify: {}: {e}", path.display());
     }
     // A systematic set cut short (budget, time) or diverging replays is not a clean exploration.
     let incomplete: Vec<String> = report

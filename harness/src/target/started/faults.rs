@@ -120,12 +120,7 @@ impl Started {
             }
             FaultKind::ReplicaStop => {
                 let replica = fault.replica.ok_or("replica_stop needs a replica")?;
-                let r = self
-                    .replicas
-                    .get(replica)
-                    .ok_or_else(|| format!("there is no replica {replica}"))?;
-                self.client.stop_reusing_connections(replica);
-                r.begin_stop().await?;
+                self.begin_stop(replica).await?;
                 Ok(FaultDone::effect(format!(
                     "replica {replica} stopping gracefully: it refuses new connections, and finishes its connections and request tasks"
                 )))
@@ -259,13 +254,23 @@ impl Started {
     /// Stops `replica` gracefully (SIGTERM semantics) and returns once its process would have
     /// exited.
     pub async fn stop_replica(&self, replica: usize) -> Result<(), String> {
+        self.begin_stop(replica)
+            .await?
+            .finish_stop()
+            .await
+            .map(|_| ())
+    }
+
+    /// Begins `replica`'s graceful stop, its later requests sent on new connections
+    /// (`ApiClient::stop_reusing_connections`); returns it once it refuses connections.
+    async fn begin_stop(&self, replica: usize) -> Result<&super::Replica, String> {
         let r = self
             .replicas
             .get(replica)
             .ok_or_else(|| format!("there is no replica {replica}"))?;
         self.client.stop_reusing_connections(replica);
         r.begin_stop().await?;
-        r.finish_stop().await.map(|_| ())
+        Ok(r)
     }
 
     /// Crashes `replica` and returns once the database has ended every backend it had (its
