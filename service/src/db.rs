@@ -231,9 +231,7 @@ pub async fn begin_on<'c>(
     tenant: TenantId,
 ) -> Result<Transaction<'c, Postgres>, DbError> {
     use sqlx::Connection;
-    Ok(conn
-        .begin_with(begin_statement(actor, Some(tenant)))
-        .await?)
+    Ok(conn.begin_with(begin_statement(actor, tenant)).await?)
 }
 
 /// Begins a transaction scoped to `tenant` for row-level security (`harbor.tenant_id`), and
@@ -241,35 +239,39 @@ pub async fn begin_on<'c>(
 /// opens its transaction through [`crate::request_tx::WorkspaceRequest::begin`] instead, which
 /// learns the tenant inside it.
 pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Result<Tx, DbError> {
-    let statement = begin_statement(actor, Some(tenant));
+    let statement = begin_statement(actor, tenant);
     Ok(retry_lost(pool, || pool.begin_with(statement.clone())).await?)
 }
 
-/// Begins a transaction tagged with the request's actor and scoped to no tenant yet: row-level
-/// security shows it nothing until its first statement, `harbor_enter_workspace`, sets the tenant
-/// of the membership it locks ([`crate::request_tx::WorkspaceRequest::begin`]).
-pub(crate) async fn begin_unscoped(pool: &PgPool, actor: Option<&Actor>) -> Result<Tx, DbError> {
-    let statement = begin_statement(actor, None);
-    Ok(retry_lost(pool, || pool.begin_with(statement.clone())).await?)
+/// Begins a bare transaction, untagged and scoped to no tenant: row-level security shows it
+/// nothing until its first statement, `harbor_enter_workspace`, sets both the tag
+/// ([`application_name`]) and the tenant of the membership it locks
+/// ([`crate::request_tx::WorkspaceRequest::begin`]). A bare `BEGIN` is the one simple query
+/// PostgreSQL neither analyses nor plans; the settings travel as parameters of a prepared
+/// statement (migration 0017).
+pub(crate) async fn begin_unscoped(pool: &PgPool) -> Result<Tx, DbError> {
+    Ok(retry_lost(pool, || pool.begin()).await?)
+}
+
+/// The `application_name` a transaction of `actor`'s carries: its tag, or `harbor-service` when
+/// the request has none.
+pub(crate) fn application_name(actor: Option<&Actor>) -> String {
+    actor
+        .map(Actor::application_name)
+        .unwrap_or_else(|| "harbor-service".to_owned())
 }
 
 /// `BEGIN` and the transaction's settings in one simple query: one round trip instead of two
 /// (measured in `benches/`). The simple protocol takes no parameters, so the values are written
 /// into the text; both are of a closed alphabet — a UUID, and `Actor`'s 1–32 characters of
-/// `A-Z a-z 0-9 _ -` (checked when it is parsed) — and quotes are doubled all the same. Without a
-/// tenant only the tag is set.
-fn begin_statement(actor: Option<&Actor>, tenant: Option<TenantId>) -> String {
-    let application = actor
-        .map(Actor::application_name)
-        .unwrap_or_else(|| "harbor-service".to_owned());
-    let application = application.replace('\'', "''");
-    match tenant {
-        Some(tenant) => format!(
-            "BEGIN; SELECT set_config('harbor.tenant_id', '{}', true), set_config('application_name', '{application}', true)",
-            tenant.0
-        ),
-        None => format!("BEGIN; SELECT set_config('application_name', '{application}', true)"),
-    }
+/// `A-Z a-z 0-9 _ -` (checked when it is parsed) — and quotes are doubled all the same. A
+/// member's request to a workspace route begins bare instead ([`begin_unscoped`]).
+fn begin_statement(actor: Option<&Actor>, tenant: TenantId) -> String {
+    let application = application_name(actor).replace('\'', "''");
+    format!(
+        "BEGIN; SELECT set_config('harbor.tenant_id', '{}', true), set_config('application_name', '{application}', true)",
+        tenant.0
+    )
 }
 
 /// Every pooled session's `lock_timeout` (see `Config::lock_timeout`), in milliseconds as its
@@ -311,15 +313,10 @@ mod tests {
         let tenant = TenantId(uuid::Uuid::nil());
         let actor = Actor::parse("A-1_x").expect("a valid tag");
         assert_eq!(
-            begin_statement(Some(&actor), Some(tenant)),
+            begin_statement(Some(&actor), tenant),
             "BEGIN; SELECT set_config('harbor.tenant_id', '00000000-0000-0000-0000-000000000000', true), set_config('application_name', 'harbor:A-1_x', true)"
         );
-        assert!(begin_statement(None, Some(tenant)).ends_with("'harbor-service', true)"));
-        assert_eq!(
-            begin_statement(Some(&actor), None),
-            "BEGIN; SELECT set_config('application_name', 'harbor:A-1_x', true)",
-            "a transaction whose tenant its first statement sets"
-        );
+        assert!(begin_statement(None, tenant).ends_with("'harbor-service', true)"));
         assert!(
             Actor::parse("x'; DROP TABLE t; --").is_err(),
             "a tag can never carry a quote"

@@ -52,12 +52,12 @@ pub struct WorkspaceRequest {
 }
 
 impl WorkspaceRequest {
-    /// Begins a transaction of this request. Its first statement holds the caller's membership of
-    /// the workspace (a shared advisory lock that every change to a membership waits for), reads
-    /// it, and scopes the transaction to the membership's tenant for row-level security
-    /// (`harbor_enter_workspace`, migrations 0011 and 0016), so a removal that committed before
-    /// answers 404 and one that comes later waits for this transaction. The transaction is
-    /// tagged with the request's actor. Finish it with [`crate::db::finish`].
+    /// Begins a transaction of this request. Its first statement tags the transaction with the
+    /// request's actor, holds the caller's membership of the workspace (a shared advisory lock
+    /// that every change to a membership waits for), reads it, and scopes the transaction to the
+    /// membership's tenant for row-level security (`harbor_enter_workspace`, migrations 0011,
+    /// 0016 and 0017), so a removal that committed before answers 404 and one that comes later
+    /// waits for this transaction. Finish it with [`crate::db::finish`].
     pub async fn begin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
         self.begin_needing(false).await
     }
@@ -98,11 +98,12 @@ impl WorkspaceRequest {
             let tx = db::begin(&self.pool, self.ctx.actor.as_ref(), member.tenant_id).await?;
             return Ok((tx, member));
         }
-        let mut tx = db::begin_unscoped(&self.pool, self.ctx.actor.as_ref()).await?;
+        let mut tx = db::begin_unscoped(&self.pool).await?;
         let entered: Result<Option<(TenantId, String)>, sqlx::Error> =
-            sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2)")
+            sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)")
                 .bind(self.workspace_id)
                 .bind(self.caller)
+                .bind(db::application_name(self.ctx.actor.as_ref()))
                 .fetch_optional(&mut *tx)
                 .await;
         let member = match entered {

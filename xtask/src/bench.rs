@@ -125,6 +125,9 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
 
     let tenants = out.join("tenants.json");
     let flow_tenants: usize = FLOW_USERS.iter().sum();
+    // Each replica keeps the service's own pool size (20): with 60 a replica, every point measured
+    // the same or lower (flows at 100 users 6 % fewer, PostgreSQL's CPU a flow 12 % more: more
+    // backends contending for two cores; benches/README.md).
     let serve_args = [
         "serve",
         "--backend",
@@ -132,8 +135,6 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         "--replicas",
         &REPLICAS.to_string(),
         "--load-limits",
-        "--database-max-connections",
-        "60",
         "--bench-file",
         &tenants.to_string_lossy(),
         "--bench-activation-tenants",

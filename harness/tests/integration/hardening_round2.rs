@@ -211,7 +211,8 @@ async fn a_request_past_the_request_timeout_is_answered_503() {
 /// the membership waits for the requests holding it (proven from the lock tables: the change's
 /// backend awaits the very lock the holder has), holders do not wait for each other, and a request
 /// that comes after the change queues behind it and reads the changed role — where `FOR SHARE`
-/// let it past the waiting change.
+/// let it past the waiting change. The later request is tagged by the call itself (migration
+/// 0017), so the lock tables name it only if the tag comes before the lock.
 #[tokio::test]
 async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behind_it() {
     use harbor_harness::evidence::{self, BlockedBy};
@@ -278,14 +279,17 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
     .unwrap_or_else(|e| panic!("the demotion must wait for the holder: {e:?}"));
     assert_eq!(seen.awaited.locktype, "advisory", "{:?}", seen.awaited);
 
-    let mut after = tagged("L").await;
+    // The service's form (migration 0017): a bare transaction, tagged by the call itself. The
+    // lock tables can name its backend only if the tag is set before the lock is asked for.
+    let mut after = app.db().begin().await.unwrap();
     let later = tokio::spawn(async move {
-        let role: Option<String> = sqlx::query_scalar(ENTER)
-            .bind(workspace)
-            .bind(admin)
-            .fetch_optional(&mut *after)
-            .await
-            .unwrap();
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM harbor_enter_workspace($1, $2, 'harbor:L')")
+                .bind(workspace)
+                .bind(admin)
+                .fetch_optional(&mut *after)
+                .await
+                .unwrap();
         after.commit().await.unwrap();
         role
     });
