@@ -126,7 +126,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let tenants = out.join("tenants.json");
     let flow_tenants: usize = FLOW_USERS.iter().sum();
     // Each replica keeps the service's own pool size (20): with 60 a replica, every point measured
-    // the same or lower (flows at 100 users 6 % fewer, PostgreSQL's CPU a flow 12 % more: more
+    // the same or lower (flows at 100 users 6 % fewer, PostgreSQL's CPU a flow 10 % more: more
     // backends contending for two cores; benches/README.md).
     let serve_args = [
         "serve",
