@@ -243,16 +243,6 @@ pub async fn begin(pool: &PgPool, actor: Option<&Actor>, tenant: TenantId) -> Re
     Ok(retry_lost(pool, || pool.begin_with(statement.clone())).await?)
 }
 
-/// Begins a bare transaction, untagged and scoped to no tenant: row-level security shows it
-/// nothing until its first statement, `harbor_enter_workspace`, sets both the tag
-/// ([`application_name`]) and the tenant of the membership it locks
-/// ([`crate::request_tx::WorkspaceRequest::begin`]). A bare `BEGIN` is the one simple query
-/// PostgreSQL neither analyses nor plans; the settings travel as parameters of a prepared
-/// statement (migration 0017).
-pub(crate) async fn begin_unscoped(pool: &PgPool) -> Result<Tx, DbError> {
-    Ok(retry_lost(pool, || pool.begin()).await?)
-}
-
 /// The `application_name` a transaction of `actor`'s carries: its tag, or `harbor-service` when
 /// the request has none.
 pub(crate) fn application_name(actor: Option<&Actor>) -> String {
@@ -261,11 +251,15 @@ pub(crate) fn application_name(actor: Option<&Actor>) -> String {
         .unwrap_or_else(|| "harbor-service".to_owned())
 }
 
-/// `BEGIN` and the transaction's settings in one simple query: one round trip instead of two
-/// (measured in `benches/`). The simple protocol takes no parameters, so the values are written
-/// into the text; both are of a closed alphabet — a UUID, and `Actor`'s 1–32 characters of
-/// `A-Z a-z 0-9 _ -` (checked when it is parsed) — and quotes are doubled all the same. A
-/// member's request to a workspace route begins bare instead ([`begin_unscoped`]).
+/// `BEGIN` and the transaction's settings in one simple query, one round trip. PostgreSQL parses
+/// and plans its `SELECT` every time (a simple query cannot be prepared): on this host's local
+/// servers that costs more CPU than the round trip it saves (benches/README.md). A member's
+/// request to a workspace route therefore begins bare, and its first statement takes the tag as
+/// a parameter ([`crate::request_tx::WorkspaceRequest::begin`], migration 0017); the
+/// transactions here each start with a different statement, 2–3 of a flow's 8. The simple
+/// protocol takes no parameters, so the values are written into the text; both are of a closed
+/// alphabet — a UUID, and `Actor`'s 1–32 characters of `A-Z a-z 0-9 _ -` (checked when it is
+/// parsed) — and quotes are doubled all the same.
 fn begin_statement(actor: Option<&Actor>, tenant: TenantId) -> String {
     let application = application_name(actor).replace('\'', "''");
     format!(

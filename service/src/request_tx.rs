@@ -98,7 +98,14 @@ impl WorkspaceRequest {
             let tx = db::begin(&self.pool, self.ctx.actor.as_ref(), member.tenant_id).await?;
             return Ok((tx, member));
         }
-        let mut tx = db::begin_unscoped(&self.pool).await?;
+        // A bare `BEGIN` (untagged, scoped to no tenant: row-level security shows it nothing),
+        // and at once the statement that tags it, holds the membership and sets the tenant.
+        // Nothing may be awaited between the two: until that call no lock table names this
+        // transaction, and scenarios conclude from a tag's absence that no transaction of the
+        // request is open (`HRD-AUTHORIZE-NO-TRANSACTION-ON-REDIS`).
+        let mut tx = db::retry_lost(&self.pool, || self.pool.begin())
+            .await
+            .map_err(db::DbError::from)?;
         let entered: Result<Option<(TenantId, String)>, sqlx::Error> =
             sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)")
                 .bind(self.workspace_id)

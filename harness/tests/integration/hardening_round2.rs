@@ -233,6 +233,7 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
         }
     };
     const ENTER: &str = "SELECT role FROM harbor_enter_workspace($1, $2)";
+    const ENTER_TAGGED: &str = "SELECT role FROM harbor_enter_workspace($1, $2, $3)";
 
     let mut holder = tagged("H").await;
     let role: String = sqlx::query_scalar(ENTER)
@@ -283,15 +284,20 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
     // lock tables can name its backend only if the tag is set before the lock is asked for.
     let mut after = app.db().begin().await.unwrap();
     let later = tokio::spawn(async move {
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM harbor_enter_workspace($1, $2, 'harbor:L')")
-                .bind(workspace)
-                .bind(admin)
-                .fetch_optional(&mut *after)
-                .await
-                .unwrap();
+        let role: Option<String> = sqlx::query_scalar(ENTER_TAGGED)
+            .bind(workspace)
+            .bind(admin)
+            .bind("harbor:L")
+            .fetch_optional(&mut *after)
+            .await
+            .unwrap();
+        // The tag outlives the call: the function's `SET` clause restores `search_path` only.
+        let tag: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+            .fetch_one(&mut *after)
+            .await
+            .unwrap();
         after.commit().await.unwrap();
-        role
+        (role, tag)
     });
     evidence::until_blocked(
         app.db(),
@@ -306,11 +312,13 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
 
     holder.commit().await.unwrap();
     within("the demotion", demotion).await.unwrap();
+    let (role, tag) = within("the later request", later).await.unwrap();
     assert_eq!(
-        within("the later request", later).await.unwrap().as_deref(),
+        role.as_deref(),
         Some("member"),
         "the request that came after the demotion reads it"
     );
+    assert_eq!(tag, "harbor:L", "the tag lasts until the transaction ends");
 
     // The callback's store holds the membership too (`harbor_membership_held`, in its tenant's
     // scope), and a removal waits for it.
@@ -352,21 +360,28 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
     store.commit().await.unwrap();
     within("the removal", removal).await.unwrap();
 
-    // The read after the lock needs a snapshot of its own: any level but READ COMMITTED is refused.
-    let mut repeatable = app.db().begin().await.unwrap();
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *repeatable)
-        .await
-        .unwrap();
-    let refused = sqlx::query_scalar::<_, String>(ENTER)
-        .bind(workspace)
-        .bind(admin)
-        .fetch_one(&mut *repeatable)
-        .await;
-    match refused {
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("0A000") => {}
-        other => panic!("a REPEATABLE READ transaction must be refused: {other:?}"),
+    // The read after the lock needs a snapshot of its own: any level but READ COMMITTED is
+    // refused, by both forms of the function.
+    for tagged in [false, true] {
+        let mut repeatable = app.db().begin().await.unwrap();
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *repeatable)
+            .await
+            .unwrap();
+        let enter = sqlx::query_scalar::<_, String>(if tagged { ENTER_TAGGED } else { ENTER })
+            .bind(workspace)
+            .bind(admin);
+        let enter = if tagged {
+            enter.bind("harbor:RR")
+        } else {
+            enter
+        };
+        let refused = enter.fetch_one(&mut *repeatable).await;
+        match refused {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("0A000") => {}
+            other => panic!("REPEATABLE READ must be refused (tagged: {tagged}): {other:?}"),
+        }
+        repeatable.rollback().await.unwrap();
     }
-    repeatable.rollback().await.unwrap();
     app.stop().await;
 }
