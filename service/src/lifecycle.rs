@@ -305,20 +305,24 @@ pub(crate) async fn read_connection(
     })
 }
 
-/// Records the OAuth flow a connection that just became `PENDING` waits for (a new authorize
-/// supersedes any earlier flow).
+/// Starts an authorization: the connection becomes `PENDING` and records the OAuth flow it now
+/// waits for (a new authorize supersedes any earlier flow), in the transition's one UPDATE.
+/// Returns the new status and when it was stored.
 pub async fn begin_flow(
     tx: &mut Tx,
-    _lock: &WorkspaceLock,
+    lock: &WorkspaceLock,
     connection: &LockedConnection,
     flow: uuid::Uuid,
-) -> Result<(), LifecycleError> {
-    sqlx::query("UPDATE connections SET pending_flow = $2 WHERE id = $1 AND status = 'PENDING'")
-        .bind(connection.id)
-        .bind(flow)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
+    transition_to(
+        tx,
+        lock,
+        connection,
+        Transition::StartAuthorization,
+        None,
+        Some(flow),
+    )
+    .await
 }
 
 /// What a stored change does to the connection's tokens.
@@ -342,6 +346,18 @@ pub async fn apply(
     transition: Transition,
     tokens: Option<SealedTokens>,
 ) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
+    transition_to(tx, lock, connection, transition, tokens, None).await
+}
+
+/// [`apply`], and with `flow` the OAuth flow a connection that becomes `PENDING` waits for.
+async fn transition_to(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    transition: Transition,
+    tokens: Option<SealedTokens>,
+    flow: Option<uuid::Uuid>,
+) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
     let settled = if to.is_settled() {
         to
@@ -359,7 +375,19 @@ pub async fn apply(
         _ => TokenChange::Keep,
     };
     let refresh_outcome = (transition == Transition::RefreshRejected).then_some("invalid_grant");
-    let updated_at = store(tx, lock, connection, to, settled, change, refresh_outcome).await?;
+    let updated_at = store(
+        tx,
+        lock,
+        connection,
+        Change {
+            status: to,
+            settled,
+            tokens: change,
+            refresh_outcome,
+            flow,
+        },
+    )
+    .await?;
     Ok((to, updated_at))
 }
 
@@ -375,10 +403,13 @@ pub async fn store_refreshed(
         tx,
         lock,
         connection,
-        connection.status,
-        connection.settled_status,
-        TokenChange::Store(tokens),
-        Some("ok"),
+        Change {
+            status: connection.status,
+            settled: connection.settled_status,
+            tokens: TokenChange::Store(tokens),
+            refresh_outcome: Some("ok"),
+            flow: None,
+        },
     )
     .await
 }
@@ -419,15 +450,35 @@ fn changed_under_row_lock(connection: &LockedConnection) -> LifecycleError {
     ))
 }
 
+/// What one UPDATE of a locked connection writes.
+struct Change<'a> {
+    /// The status it moves to.
+    status: ConnectionStatus,
+    /// The last settled status (the new status when that is settled).
+    settled: ConnectionStatus,
+    /// What happens to its tokens.
+    tokens: TokenChange,
+    /// A refresh's outcome to record, if the change is one.
+    refresh_outcome: Option<&'a str>,
+    /// The OAuth flow a connection that becomes `PENDING` now waits for; `None` keeps the one
+    /// it waits for (a connection in any other status waits for none).
+    flow: Option<uuid::Uuid>,
+}
+
+/// Writes `change` to the connection, compare-and-set on the version read under the row lock.
 async fn store(
     tx: &mut Tx,
     _lock: &WorkspaceLock,
     connection: &LockedConnection,
-    to: ConnectionStatus,
-    settled: ConnectionStatus,
-    change: TokenChange,
-    refresh_outcome: Option<&str>,
+    change: Change<'_>,
 ) -> Result<DateTime<Utc>, LifecycleError> {
+    let Change {
+        status: to,
+        settled,
+        tokens: change,
+        refresh_outcome,
+        flow,
+    } = change;
     let (write, t) = match change {
         TokenChange::Keep => (false, None),
         TokenChange::Wipe => (true, None),
@@ -435,7 +486,7 @@ async fn store(
     };
     let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
-           pending_flow     = CASE WHEN $2 = 'PENDING' THEN pending_flow ELSE NULL END, \
+           pending_flow     = CASE WHEN $2 = 'PENDING' THEN COALESCE($14, pending_flow) ELSE NULL END, \
            grant_id         = CASE WHEN $5 THEN $12 ELSE grant_id END, \
            access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
            legacy_tokens    = CASE WHEN $5 THEN false ELSE legacy_tokens END, \
@@ -463,6 +514,7 @@ async fn store(
     // one across refreshes); none once the tokens are wiped.
     .bind(t.as_ref().and_then(|t| t.grant_id))
     .bind(t.and_then(|t| t.account))
+    .bind(flow)
     .fetch_optional(&mut **tx)
     .await?;
     updated_at.ok_or_else(|| changed_under_row_lock(connection))

@@ -184,8 +184,7 @@ async fn start_flow(
         // let go together.
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
-        let (status, _) = lifecycle::apply(&mut tx, &lock, &connection, Transition::StartAuthorization, None).await?;
-        lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
+        let (status, _) = lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
         audit::record(
             &mut tx,
             ctx,
