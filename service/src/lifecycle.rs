@@ -475,11 +475,11 @@ async fn store(
     let Change {
         status: to,
         settled,
-        tokens: change,
+        tokens,
         refresh_outcome,
         flow,
     } = change;
-    let (write, t) = match change {
+    let (write, t) = match tokens {
         TokenChange::Keep => (false, None),
         TokenChange::Wipe => (true, None),
         TokenChange::Store(t) => (true, Some(t)),
