@@ -141,15 +141,28 @@ async fn activate_in(
     } else {
         "ON CONFLICT (workspace_id) DO NOTHING "
     };
-    let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
-        "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) \
-         {on_conflict}RETURNING activated_at",
-    ))
-    .bind(member.tenant_id)
-    .bind(workspace_id)
-    .bind(member.user_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    // The row and its audit in one statement: the audit row only when the row went in.
+    let sql = format!(
+        "WITH inserted AS (INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) \
+         VALUES ($1, $2, $3) {on_conflict}RETURNING activated_at), audited AS ({}) \
+         SELECT activated_at FROM inserted",
+        audit::insert_for_each(4, Some("inserted"))
+    );
+    let insert = sqlx::query_scalar(&sql)
+        .bind(member.tenant_id)
+        .bind(workspace_id)
+        .bind(member.user_id);
+    let event = AuditEvent {
+        tenant_id: Some(member.tenant_id),
+        workspace_id: Some(workspace_id),
+        actor_user_id: Some(member.user_id),
+        action: "activation",
+        outcome: "activated",
+        detail: json!({}),
+    };
+    let inserted: Option<DateTime<Utc>> = audit::bind_event!(insert, ctx, event)
+        .fetch_optional(&mut **tx)
+        .await?;
     let (activated_at, already_completed) = match inserted {
         Some(at) => (at, false),
         None => {
@@ -162,21 +175,6 @@ async fn activate_in(
             (at, true)
         }
     };
-    if !already_completed {
-        audit::record(
-            tx,
-            ctx,
-            AuditEvent {
-                tenant_id: Some(member.tenant_id),
-                workspace_id: Some(workspace_id),
-                actor_user_id: Some(member.user_id),
-                action: "activation",
-                outcome: "activated",
-                detail: json!({}),
-            },
-        )
-        .await?;
-    }
     SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_BEFORE_COMMIT).await?;
     let done = ActivationResponse {
         workspace_id: workspace_id.0,

@@ -5,6 +5,8 @@
 //! grant's revocation intent in the same transaction, the commit, then the provider's revocation
 //! with the outbox as its fallback), and it reads as one piece with the view both answer with.
 
+use std::sync::LazyLock;
+
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -59,24 +61,16 @@ pub struct ConnectionList {
     pub connections: Vec<ConnectionView>,
 }
 
-type ViewRow = (
-    String,
-    String,
-    bool,
-    Vec<String>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    DateTime<Utc>,
-);
+/// The one query that builds views: it selects [`lifecycle::VIEW_COLUMNS`], metadata only.
+static VIEW_SELECT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM connections WHERE workspace_id = $1",
+        lifecycle::VIEW_COLUMNS
+    )
+});
 
-/// The one query that builds views: it selects metadata columns only, so token columns cannot
-/// reach a response by accident.
-const VIEW_SELECT: &str =
-    "SELECT provider, status, refresh_token IS NOT NULL, scopes, token_expires_at, \
-     last_refresh_at, last_refresh_outcome, updated_at FROM connections WHERE workspace_id = $1";
-
-fn view(
+/// The view of a row of [`lifecycle::VIEW_COLUMNS`] (as a stored change returns it).
+pub(crate) fn view(
     (
         provider,
         status,
@@ -86,7 +80,7 @@ fn view(
         last_refresh_at,
         last_refresh_outcome,
         updated_at,
-    ): ViewRow,
+    ): lifecycle::ViewRow,
 ) -> Result<ConnectionView, ApiError> {
     let status = ConnectionStatus::parse(&status)?;
     Ok(ConnectionView {
@@ -108,7 +102,7 @@ pub async fn read_view(
     workspace_id: WorkspaceId,
     provider: Provider,
 ) -> Result<ConnectionView, ApiError> {
-    let row: ViewRow = sqlx::query_as(&format!("{VIEW_SELECT} AND provider = $2"))
+    let row: lifecycle::ViewRow = sqlx::query_as(&format!("{} AND provider = $2", *VIEW_SELECT))
         .bind(workspace_id)
         .bind(provider.as_str())
         .fetch_one(&mut **tx)
@@ -139,10 +133,11 @@ pub async fn list(
     }
     let (mut tx, _) = request.begin().await?;
     let result = async {
-        let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
-            .bind(request.workspace_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows: Vec<lifecycle::ViewRow> =
+            sqlx::query_as(&format!("{} ORDER BY provider", *VIEW_SELECT))
+                .bind(request.workspace_id)
+                .fetch_all(&mut *tx)
+                .await?;
         rows.into_iter().map(view).collect::<Result<Vec<_>, _>>()
     }
     .await;
@@ -158,10 +153,11 @@ async fn list_exposing_tokens(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (mut tx, member) = request.begin().await?;
     let result: Result<Vec<serde_json::Value>, ApiError> = async {
-        let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY provider"))
-            .bind(member.workspace_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows: Vec<lifecycle::ViewRow> =
+            sqlx::query_as(&format!("{} ORDER BY provider", *VIEW_SELECT))
+                .bind(member.workspace_id)
+                .fetch_all(&mut *tx)
+                .await?;
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let mut out = Vec::new();
         for row in rows {
@@ -420,11 +416,9 @@ async fn transition(
             }
             _ => None,
         };
-        let (to, _) = lifecycle::apply(&mut tx, &lock, &connection, transition, None).await?;
-        audit::record(
-            &mut tx,
+        let audit = lifecycle::Audit {
             ctx,
-            AuditEvent {
+            event: |to: ConnectionStatus| AuditEvent {
                 tenant_id: Some(member.tenant_id),
                 workspace_id: Some(member.workspace_id),
                 actor_user_id: Some(member.user_id),
@@ -436,15 +430,11 @@ async fn transition(
                     "provider_revocation": grant.audit_name(),
                 }),
             },
-        )
-        .await?;
+        };
+        let (_, row) =
+            lifecycle::apply(&mut tx, &lock, &connection, transition, None, audit).await?;
         SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_BEFORE_COMMIT).await?;
-        Ok((
-            read_view(&mut tx, member.workspace_id, provider).await?,
-            grant,
-            intent,
-            deferred,
-        ))
+        Ok((view(row)?, grant, intent, deferred))
     }
     .await;
     db::finish(tx, result).await.map(|ended| (member, ended))

@@ -400,7 +400,11 @@ async fn decide_token(
                     Some(&refresh),
                     state.clock.now(),
                 )?;
-                lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed).await?;
+                let audit = lifecycle::Audit {
+                    ctx,
+                    event: |_| refresh_event(member, provider, "ok"),
+                };
+                lifecycle::store_refreshed(&mut tx, &lock, &connection, sealed, audit).await?;
                 if let Some(intent) = intent {
                     if !outbox::discard(&mut tx, intent).await? {
                         // A worker took the intent (this request outlived its lease) and is
@@ -413,7 +417,6 @@ async fn decide_token(
                         return Err(ApiError::AuthorizationInterrupted);
                     }
                 }
-                audit::record(&mut tx, ctx, refresh_event(member, provider, "ok")).await?;
                 Ok(Prepared::Ready {
                     access: tokens.access_token,
                     refreshed: true,
@@ -542,8 +545,19 @@ async fn reject(
         )
         .await?;
     }
-    lifecycle::apply(tx, lock, connection, Transition::RefreshRejected, None).await?;
-    audit::record(tx, ctx, refresh_event(member, provider, outcome)).await?;
+    let audit = lifecycle::Audit {
+        ctx,
+        event: |_| refresh_event(member, provider, outcome),
+    };
+    lifecycle::apply(
+        tx,
+        lock,
+        connection,
+        Transition::RefreshRejected,
+        None,
+        audit,
+    )
+    .await?;
     Ok(Prepared::Rejected)
 }
 

@@ -11,15 +11,38 @@
 //!                                                                                └─ refresh_rejected ► REVOKED
 //!  PENDING, REVOKED ─ disconnect ─► DISCONNECTED
 //! ```
+//!
+//! Past 500 lines on purpose: the state machine, the row's one locked read and its one write
+//! (with the change's audit row and the view it returns) are kept where they can be read together.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::audit::{self, AuditEvent};
+use crate::context::RequestContext;
 use crate::db::Tx;
 use crate::domain::{ConnectionId, Provider, TenantId};
 use crate::locks::WorkspaceLock;
+
+/// The columns a connection's view is built from: metadata only, so no token can reach a
+/// response by accident. `connections` selects them, and every stored change returns them.
+pub const VIEW_COLUMNS: &str =
+    "provider, status, refresh_token IS NOT NULL, scopes, token_expires_at, \
+     last_refresh_at, last_refresh_outcome, updated_at";
+
+/// A row of [`VIEW_COLUMNS`].
+pub type ViewRow = (
+    String,
+    String,
+    bool,
+    Vec<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    DateTime<Utc>,
+);
 
 /// Where a connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -307,22 +330,33 @@ pub(crate) async fn read_connection(
 
 /// Starts an authorization: the connection becomes `PENDING` and records the OAuth flow it now
 /// waits for (a new authorize supersedes any earlier flow), in the transition's one UPDATE.
-/// Returns the new status and when it was stored.
-pub async fn begin_flow(
+/// Returns the new status and the connection's view.
+pub async fn begin_flow<'a>(
     tx: &mut Tx,
     lock: &WorkspaceLock,
     connection: &LockedConnection,
     flow: uuid::Uuid,
-) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
+    audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
+) -> Result<(ConnectionStatus, ViewRow), LifecycleError> {
     transition_to(
         tx,
         lock,
         connection,
         Transition::StartAuthorization,
-        None,
-        Some(flow),
+        (None, Some(flow)),
+        audit,
     )
     .await
+}
+
+/// A change's audit row: the request it is made for, and its event given the status the
+/// connection moves to. The change's own UPDATE appends it (`audit::insert_for_each`), so a
+/// transition is never stored without its row, and costs no round trip more for it.
+pub struct Audit<'a, F> {
+    /// The request making the change.
+    pub ctx: &'a RequestContext,
+    /// The event, given the status the connection moves to.
+    pub event: F,
 }
 
 /// What a stored change does to the connection's tokens.
@@ -336,28 +370,29 @@ pub enum TokenChange {
     Store(SealedTokens),
 }
 
-/// Applies a transition to a locked connection and stores the result. Transitions that end a
-/// grant wipe the tokens; `CompleteAuthorization` stores `tokens` (and needs them). Returns the new
-/// status and when it was stored.
-pub async fn apply(
+/// Applies a transition to a locked connection and stores the result with its audit row.
+/// Transitions that end a grant wipe the tokens; `CompleteAuthorization` stores `tokens` (and
+/// needs them). Returns the new status and the connection's view.
+pub async fn apply<'a>(
     tx: &mut Tx,
     lock: &WorkspaceLock,
     connection: &LockedConnection,
     transition: Transition,
     tokens: Option<SealedTokens>,
-) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
-    transition_to(tx, lock, connection, transition, tokens, None).await
+    audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
+) -> Result<(ConnectionStatus, ViewRow), LifecycleError> {
+    transition_to(tx, lock, connection, transition, (tokens, None), audit).await
 }
 
 /// [`apply`], and with `flow` the OAuth flow a connection that becomes `PENDING` waits for.
-async fn transition_to(
+async fn transition_to<'a>(
     tx: &mut Tx,
     lock: &WorkspaceLock,
     connection: &LockedConnection,
     transition: Transition,
-    tokens: Option<SealedTokens>,
-    flow: Option<uuid::Uuid>,
-) -> Result<(ConnectionStatus, DateTime<Utc>), LifecycleError> {
+    (tokens, flow): (Option<SealedTokens>, Option<uuid::Uuid>),
+    audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
+) -> Result<(ConnectionStatus, ViewRow), LifecycleError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
     let settled = if to.is_settled() {
         to
@@ -375,7 +410,7 @@ async fn transition_to(
         _ => TokenChange::Keep,
     };
     let refresh_outcome = (transition == Transition::RefreshRejected).then_some("invalid_grant");
-    let updated_at = store(
+    let view = store(
         tx,
         lock,
         connection,
@@ -385,20 +420,22 @@ async fn transition_to(
             tokens: change,
             refresh_outcome,
             flow,
+            audit: (audit.ctx, (audit.event)(to)),
         },
     )
     .await?;
-    Ok((to, updated_at))
+    Ok((to, view))
 }
 
 /// Replaces a `CONNECTED` connection's tokens after a refresh (no status change), recording the
-/// refresh outcome. Compare-and-set on the version read under the row lock.
-pub async fn store_refreshed(
+/// refresh outcome, with its audit row. Compare-and-set on the version read under the row lock.
+pub async fn store_refreshed<'a>(
     tx: &mut Tx,
     lock: &WorkspaceLock,
     connection: &LockedConnection,
     tokens: SealedTokens,
-) -> Result<DateTime<Utc>, LifecycleError> {
+    audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
+) -> Result<ViewRow, LifecycleError> {
     store(
         tx,
         lock,
@@ -409,6 +446,7 @@ pub async fn store_refreshed(
             tokens: TokenChange::Store(tokens),
             refresh_outcome: Some("ok"),
             flow: None,
+            audit: (audit.ctx, (audit.event)(connection.status)),
         },
     )
     .await
@@ -463,29 +501,16 @@ struct Change<'a> {
     /// The OAuth flow a connection that becomes `PENDING` now waits for; `None` keeps the one
     /// it waits for (a connection in any other status waits for none).
     flow: Option<uuid::Uuid>,
+    /// The audit row written with it, and the request it is written for.
+    audit: (&'a RequestContext, AuditEvent<'a>),
 }
 
-/// Writes `change` to the connection, compare-and-set on the version read under the row lock.
-async fn store(
-    tx: &mut Tx,
-    _lock: &WorkspaceLock,
-    connection: &LockedConnection,
-    change: Change<'_>,
-) -> Result<DateTime<Utc>, LifecycleError> {
-    let Change {
-        status: to,
-        settled,
-        tokens,
-        refresh_outcome,
-        flow,
-    } = change;
-    let (write, t) = match tokens {
-        TokenChange::Keep => (false, None),
-        TokenChange::Wipe => (true, None),
-        TokenChange::Store(t) => (true, Some(t)),
-    };
-    let updated_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
+/// The UPDATE of a [`Change`] and its audit row, returning the connection's view: the audit's
+/// values are the parameters from `$15` on.
+static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH changed AS (\
+           UPDATE connections SET status = $2, settled_status = $3, version = version + 1, updated_at = now(), \
            pending_flow     = CASE WHEN $2 = 'PENDING' THEN COALESCE($14, pending_flow) ELSE NULL END, \
            grant_id         = CASE WHEN $5 THEN $12 ELSE grant_id END, \
            access_token     = CASE WHEN $5 THEN $6 ELSE access_token END, \
@@ -497,27 +522,54 @@ async fn store(
            provider_account = CASE WHEN $5 THEN $13 ELSE provider_account END, \
            last_refresh_at  = CASE WHEN $11::text IS NULL THEN last_refresh_at ELSE now() END, \
            last_refresh_outcome = COALESCE($11, last_refresh_outcome) \
-         WHERE id = $1 AND version = $4 RETURNING updated_at",
+         WHERE id = $1 AND version = $4 RETURNING {VIEW_COLUMNS}), \
+         audited AS ({}) \
+         SELECT * FROM changed",
+        audit::insert_for_each(15, Some("changed"))
     )
-    .bind(connection.id)
-    .bind(to.as_str())
-    .bind(settled.as_str())
-    .bind(connection.version)
-    .bind(write)
-    .bind(t.as_ref().map(|t| t.access_token.clone()))
-    .bind(t.as_ref().and_then(|t| t.refresh_token.clone()))
-    .bind(t.as_ref().map(|t| t.key_id.clone()))
-    .bind(t.as_ref().and_then(|t| t.expires_at))
-    .bind(t.as_ref().map(|t| t.scopes.clone()).unwrap_or_default())
-    .bind(refresh_outcome)
-    // The grant the new tokens are sealed to (a new one per completed authorization, the same
-    // one across refreshes); none once the tokens are wiped.
-    .bind(t.as_ref().and_then(|t| t.grant_id))
-    .bind(t.and_then(|t| t.account))
-    .bind(flow)
-    .fetch_optional(&mut **tx)
-    .await?;
-    updated_at.ok_or_else(|| changed_under_row_lock(connection))
+});
+
+/// Writes `change` to the connection, compare-and-set on the version read under the row lock.
+async fn store(
+    tx: &mut Tx,
+    _lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    change: Change<'_>,
+) -> Result<ViewRow, LifecycleError> {
+    let Change {
+        status: to,
+        settled,
+        tokens,
+        refresh_outcome,
+        flow,
+        audit: (ctx, event),
+    } = change;
+    let (write, t) = match tokens {
+        TokenChange::Keep => (false, None),
+        TokenChange::Wipe => (true, None),
+        TokenChange::Store(t) => (true, Some(t)),
+    };
+    let query = sqlx::query_as(&STORE)
+        .bind(connection.id)
+        .bind(to.as_str())
+        .bind(settled.as_str())
+        .bind(connection.version)
+        .bind(write)
+        .bind(t.as_ref().map(|t| t.access_token.clone()))
+        .bind(t.as_ref().and_then(|t| t.refresh_token.clone()))
+        .bind(t.as_ref().map(|t| t.key_id.clone()))
+        .bind(t.as_ref().and_then(|t| t.expires_at))
+        .bind(t.as_ref().map(|t| t.scopes.clone()).unwrap_or_default())
+        .bind(refresh_outcome)
+        // The grant the new tokens are sealed to (a new one per completed authorization, the same
+        // one across refreshes); none once the tokens are wiped.
+        .bind(t.as_ref().and_then(|t| t.grant_id))
+        .bind(t.and_then(|t| t.account))
+        .bind(flow);
+    let view: Option<ViewRow> = audit::bind_event!(query, ctx, event)
+        .fetch_optional(&mut **tx)
+        .await?;
+    view.ok_or_else(|| changed_under_row_lock(connection))
 }
 
 #[cfg(test)]

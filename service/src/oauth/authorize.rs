@@ -184,20 +184,19 @@ async fn start_flow(
         // let go together.
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
-        let (status, _) = lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id).await?;
-        audit::record(
-            &mut tx,
+        let audit = lifecycle::Audit {
             ctx,
-            AuditEvent {
+            event: |to: ConnectionStatus| AuditEvent {
                 tenant_id: Some(member.tenant_id),
                 workspace_id: Some(member.workspace_id),
                 actor_user_id: Some(member.user_id),
                 action: "oauth.authorize",
-                outcome: status.as_str(),
+                outcome: to.as_str(),
                 detail: json!({ "provider": provider.as_str(), "from": connection.status.as_str() }),
             },
-        )
-        .await?;
+        };
+        let (status, _) =
+            lifecycle::begin_flow(&mut tx, &lock, &connection, flow_id, audit).await?;
         Ok(status)
     }
     .await;

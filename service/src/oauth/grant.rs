@@ -467,12 +467,24 @@ async fn store_grant(
             None,
             state.clock.now(),
         )?;
-        let (to, _) = lifecycle::apply(
+        let audit = lifecycle::Audit {
+            ctx,
+            event: |to: ConnectionStatus| AuditEvent {
+                tenant_id: Some(member.tenant_id),
+                workspace_id: Some(record.workspace_id),
+                actor_user_id: Some(member.user_id),
+                action: "oauth.callback",
+                outcome: to.as_str(),
+                detail: json!({ "provider": provider.as_str() }),
+            },
+        };
+        let (_, row) = lifecycle::apply(
             &mut tx,
             &lock,
             &connection,
             Transition::CompleteAuthorization,
             Some(sealed),
+            audit,
         )
         .await?;
         // The grant is stored in this transaction, so its write-ahead intent goes in it too.
@@ -488,21 +500,8 @@ async fn store_grant(
                 return Err(ApiError::AuthorizationInterrupted);
             }
         }
-        audit::record(
-            &mut tx,
-            ctx,
-            AuditEvent {
-                tenant_id: Some(member.tenant_id),
-                workspace_id: Some(record.workspace_id),
-                actor_user_id: Some(member.user_id),
-                action: "oauth.callback",
-                outcome: to.as_str(),
-                detail: json!({ "provider": provider.as_str() }),
-            },
-        )
-        .await?;
         SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT).await?;
-        connections::read_view(&mut tx, record.workspace_id, provider).await
+        connections::view(row)
     }
     .await;
     db::finish(tx, result).await

@@ -333,39 +333,35 @@ async fn settle_failed_authorization(
     let result = async {
         let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
         let connection = lifecycle::lock_connection(&mut tx, &lock, record.provider).await?;
+        let event = |status_now: ConnectionStatus| AuditEvent {
+            tenant_id: Some(member.tenant_id),
+            workspace_id: Some(record.workspace_id),
+            actor_user_id: Some(member.user_id),
+            action: "oauth.callback",
+            outcome: outcome_name,
+            detail: json!({
+                "provider": record.provider.as_str(),
+                "error": code,
+                "status_now": status_now.as_str(),
+            }),
+        };
         // Only the flow the connection waits for may send it back; a stale flow changes nothing.
-        let outcome = if connection.status == ConnectionStatus::Pending
+        if connection.status == ConnectionStatus::Pending
             && connection.pending_flow == record.flow_id
         {
+            let audit = lifecycle::Audit { ctx, event };
             lifecycle::apply(
                 &mut tx,
                 &lock,
                 &connection,
                 Transition::FailAuthorization,
                 None,
+                audit,
             )
-            .await?
-            .0
+            .await?;
         } else {
-            connection.status
-        };
-        audit::record(
-            &mut tx,
-            ctx,
-            AuditEvent {
-                tenant_id: Some(member.tenant_id),
-                workspace_id: Some(record.workspace_id),
-                actor_user_id: Some(member.user_id),
-                action: "oauth.callback",
-                outcome: outcome_name,
-                detail: json!({
-                    "provider": record.provider.as_str(),
-                    "error": code,
-                    "status_now": outcome.as_str(),
-                }),
-            },
-        )
-        .await?;
+            audit::record(&mut tx, ctx, event(connection.status)).await?;
+        }
         Ok(())
     }
     .await;
