@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 use crate::auth::{ProviderPath, WorkspaceMember};
 use crate::context::RequestContext;
 use crate::db::{self, Tx};
@@ -496,12 +496,10 @@ async fn tell_provider(
         // settled in the same transaction: one commit, not two.
         let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
         let now = state.clock.now();
-        let result = async {
-            outbox::settle_in(&mut tx, intent, &delivered, 0, now).await?;
-            audit::record(&mut tx, &ctx, event).await
-        }
-        .await
-        .map_err(ApiError::from);
+        let result =
+            async { outbox::settle_in(&mut tx, intent, &delivered, now, (&ctx, event)).await }
+                .await
+                .map_err(ApiError::from);
         db::finish(tx, result).await
     };
     if let Err(e) = recorded.await {

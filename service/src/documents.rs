@@ -189,12 +189,31 @@ pub async fn sync(
     let (mut tx, member) = request.begin().await?;
     let result = async {
         // A revoke or disconnect may have committed while the resource was read: what the old
-        // grant fetched is not stored. (FOR SHARE: a concurrent change waits for this insert.)
+        // grant fetched is not stored. The row is read FOR SHARE (a concurrent change waits for
+        // this insert) and the documents are written only if it still holds this grant, in one
+        // statement, in the order sorted above.
+        let (ids, titles): (Vec<&str>, Vec<&str>) = documents
+            .iter()
+            .map(|d| (d.id.as_str(), d.title.as_str()))
+            .unzip();
         let row: Option<(String, Option<uuid::Uuid>)> = sqlx::query_as(
-            "SELECT status, grant_id FROM connections WHERE workspace_id = $1 AND provider = $2 FOR SHARE",
+            "WITH current AS (SELECT status, grant_id FROM connections \
+               WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
+             stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) \
+               SELECT $3, $1, $2, d.external_id, d.title \
+               FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
+               WHERE current.status = 'CONNECTED' AND current.grant_id IS NOT DISTINCT FROM $4 \
+               ORDER BY d.n \
+               ON CONFLICT (workspace_id, provider, external_id) \
+               DO UPDATE SET title = EXCLUDED.title, fetched_at = now()) \
+             SELECT status, grant_id FROM current",
         )
         .bind(member.workspace_id)
         .bind(provider.as_str())
+        .bind(member.tenant_id)
+        .bind(grant)
+        .bind(&ids)
+        .bind(&titles)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((status, current_grant)) = row else { return Err(ApiError::NotFound) };
@@ -203,19 +222,6 @@ pub async fn sync(
             // Reconnected meanwhile: what the old grant fetched is not this connection's.
             ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
             other => return Err(ApiError::NotConnected(other.as_str())),
-        }
-        for d in &documents {
-            sqlx::query(
-                "INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (workspace_id, provider, external_id) DO UPDATE SET title = EXCLUDED.title, fetched_at = now()",
-            )
-            .bind(member.tenant_id)
-            .bind(member.workspace_id)
-            .bind(provider.as_str())
-            .bind(&d.id)
-            .bind(&d.title)
-            .execute(&mut *tx)
-            .await?;
         }
         Ok(documents.len())
     }

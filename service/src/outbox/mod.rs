@@ -11,11 +11,14 @@
 //! The intent holds the ciphertext the connection row held, copied as it was, so it stays bound to
 //! that row and grant (`vault::TokenBinding`) and no plaintext is ever written.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use crate::audit::{self, AuditEvent};
+use crate::context::RequestContext;
 use crate::db::Tx;
 use crate::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 use crate::lifecycle::{self, LifecycleError, LockedConnection};
@@ -305,49 +308,73 @@ pub async fn settle(
     // Repeatable: a second call finds the intent gone or held under a later lease, or changes
     // it to the same values.
     crate::db::retry_lost(pool, || {
-        settlement(id, &delivered, attempts, now).execute(pool)
+        settlement(id, &delivered, attempts, now, false).execute(pool)
     })
     .await?;
     Ok(())
 }
 
-/// [`settle`], in `tx`: a request that delivered its own intent settles it in the transaction
-/// that audits the provider's answer (one transaction, not two). If that transaction does not
-/// commit, the intent stays and a worker delivers it again — harmless for a revocation.
+/// [`settle`], in `tx`, with the audit row of the provider's answer in the same statement: a
+/// request that delivered its own intent settles it in the transaction that audits the answer
+/// (one transaction, one round trip). If that transaction does not commit, the intent stays and a
+/// worker delivers it again — harmless for a revocation.
 pub async fn settle_in(
     tx: &mut Tx,
     id: IntentId,
     delivered: &Result<(), String>,
-    attempts: i32,
     now: DateTime<Utc>,
+    (ctx, event): (&RequestContext, AuditEvent<'_>),
 ) -> Result<(), sqlx::Error> {
-    settlement(id, delivered, attempts, now)
+    audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
+/// The settlements of [`settle_in`]: an audit row's values follow the settlement's own.
+static DONE_AUDITED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH audited AS ({}) SELECT harbor_outbox_done($1, $2, 'confirmed')",
+        audit::insert_for_each(3, None)
+    )
+});
+static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH audited AS ({}) SELECT harbor_outbox_retry($1, $2, $3, $4)",
+        audit::insert_for_each(5, None)
+    )
+});
+
 /// The statement that settles an intent after a delivery attempt (and the error log of one that
-/// is stuck).
+/// is stuck); `audited`, the one with an audit row's parameters after its own.
 fn settlement<'q>(
     id: IntentId,
     delivered: &'q Result<(), String>,
     attempts: i32,
     now: DateTime<Utc>,
+    audited: bool,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     match delivered {
-        Ok(()) => sqlx::query("SELECT harbor_outbox_done($1, $2, 'confirmed')")
-            .bind(id.id)
-            .bind(id.lease_until),
+        Ok(()) => sqlx::query(if audited {
+            DONE_AUDITED.as_str()
+        } else {
+            "SELECT harbor_outbox_done($1, $2, 'confirmed')"
+        })
+        .bind(id.id)
+        .bind(id.lease_until),
         Err(error) => {
             if attempts >= STUCK_AFTER {
                 tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
             }
-            sqlx::query("SELECT harbor_outbox_retry($1, $2, $3, $4)")
-                .bind(id.id)
-                .bind(id.lease_until)
-                .bind(error)
-                .bind(now + backoff(attempts))
+            sqlx::query(if audited {
+                RETRY_AUDITED.as_str()
+            } else {
+                "SELECT harbor_outbox_retry($1, $2, $3, $4)"
+            })
+            .bind(id.id)
+            .bind(id.lease_until)
+            .bind(error)
+            .bind(now + backoff(attempts))
         }
     }
 }
