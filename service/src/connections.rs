@@ -21,7 +21,7 @@ use crate::db::{self, Tx};
 use crate::domain::{Provider, WorkspaceId};
 use crate::error::ApiError;
 use crate::lifecycle::{self, ConnectionStatus, LockedConnection, Transition};
-use crate::locks;
+use crate::locks::{self, LockFor};
 use crate::outbox;
 use crate::providers::TokenKind;
 use crate::request_tx::WorkspaceRequest;
@@ -376,9 +376,8 @@ async fn transition(
 ) -> Result<(WorkspaceMember, Ended), ApiError> {
     let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let (mut tx, member) = request.begin_as_admin().await?;
+    let (mut tx, member, lock) = request.begin_locked(true, LockFor::Workspace).await?;
     let result = async {
-        let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
         // decides who takes the row next when this request and a writer waiting for the row are
         // let go together.

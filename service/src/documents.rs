@@ -30,7 +30,7 @@ use crate::domain::Provider;
 use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus, Transition};
-use crate::locks;
+use crate::locks::{self, LockFor};
 use crate::outbox;
 use crate::providers::ProviderError;
 use crate::request_tx::WorkspaceRequest;
@@ -245,16 +245,16 @@ async fn decide_token(
 ) -> Result<Prepared, ApiError> {
     let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let (mut tx, member) = request.begin().await?;
+    let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
+    let (mut tx, member, lock) = if single_flight {
+        request.begin_locked(false, LockFor::OAuth).await?
+    } else {
+        // Seeded flaw: decide and refresh without any lock; concurrent syncs all refresh.
+        let (tx, member) = request.begin().await?;
+        (tx, member, locks::unlocked(request.workspace_id))
+    };
     let member = &member;
     let result = async {
-        let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
-        let lock = if single_flight {
-            locks::lock_for_oauth(&mut tx, member.workspace_id).await?
-        } else {
-            // Seeded flaw: decide and refresh without any lock; concurrent syncs all refresh.
-            locks::unlocked(member.workspace_id)
-        };
         // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
         // decides who takes the row next when this request and a writer waiting for the row are
         // let go together.

@@ -1,9 +1,11 @@
 //! The one lock namespace for a workspace's connection and activation state (audit §2.1).
 //!
 //! Every path that reads-to-decide or changes a workspace's connection or activation state —
-//! activation, disconnect and revoke today; OAuth authorize, callback and token refresh when the
-//! connectors land — takes [`lock_workspace`] first, inside its transaction, and only then
-//! row-locks what it reads.
+//! activation, disconnect, revoke, OAuth authorize, callback and token refresh — takes the
+//! workspace lock first, inside its transaction, and only then row-locks what it reads. A
+//! member's request takes it in the statement that enters the workspace
+//! (`WorkspaceRequest::begin_locked`, the key from [`LockFor::key`]); the others take it on a
+//! statement of its own.
 //!
 //! ## Derivation
 //! The key is PostgreSQL's two-`int4` advisory lock form: `classid` is the fixed namespace
@@ -74,16 +76,51 @@ pub async fn lock_for_oauth(
     tx: &mut Tx,
     workspace_id: WorkspaceId,
 ) -> Result<WorkspaceLock, sqlx::Error> {
-    #[cfg(feature = "flaws")]
-    if flaws::active(Flaw::SplitLockNamespace) {
-        return lock_workspace_in_namespace_for_flaw(
-            tx,
-            workspace_id,
-            WORKSPACE_LOCK_NAMESPACE ^ 0x0100,
-        )
-        .await;
+    take(tx, workspace_id, LockFor::OAuth.key(workspace_id)).await
+}
+
+/// Which of the workspace's locks a path takes: the lock a member's request can take in the
+/// statement that enters the workspace (`WorkspaceRequest::begin_locked`), or on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockFor {
+    /// [`lock_workspace`]'s: activation, disconnect and revoke.
+    Workspace,
+    /// [`lock_for_oauth`]'s: authorize, callback and refresh.
+    OAuth,
+}
+
+impl LockFor {
+    /// The key this lock is taken on.
+    pub fn key(self, workspace_id: WorkspaceId) -> WorkspaceLockKey {
+        let key = lock_key_for_workspace(workspace_id);
+        #[cfg(feature = "flaws")]
+        if self == LockFor::OAuth && flaws::active(Flaw::SplitLockNamespace) {
+            return WorkspaceLockKey {
+                classid: WORKSPACE_LOCK_NAMESPACE ^ 0x0100,
+                ..key
+            };
+        }
+        key
     }
-    lock_workspace(tx, workspace_id).await
+
+    /// Takes it on a statement of its own.
+    pub async fn take(
+        self,
+        tx: &mut Tx,
+        workspace_id: WorkspaceId,
+    ) -> Result<WorkspaceLock, sqlx::Error> {
+        take(tx, workspace_id, self.key(workspace_id)).await
+    }
+
+    /// The proof that a statement which did other work as well (a member's entry into the
+    /// workspace) took this lock on [`LockFor::key`]: its caller vouches that the statement
+    /// returned only once the lock was granted.
+    pub(crate) fn taken_by_statement(self, workspace_id: WorkspaceId) -> WorkspaceLock {
+        WorkspaceLock {
+            workspace_id,
+            taken_at: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that takes no lock. In a
@@ -98,21 +135,6 @@ pub fn unlocked(workspace_id: WorkspaceId) -> WorkspaceLock {
         let _ = workspace_id;
         unreachable!("seeded flaws are not compiled in")
     }
-}
-
-/// Seeded flaw `split-lock-namespace` only (cargo feature `flaws`): the same derivation in
-/// another namespace, so the lock taken does not exclude activation's.
-#[cfg(feature = "flaws")]
-pub async fn lock_workspace_in_namespace_for_flaw(
-    tx: &mut Tx,
-    workspace_id: WorkspaceId,
-    classid: i32,
-) -> Result<WorkspaceLock, sqlx::Error> {
-    let key = WorkspaceLockKey {
-        classid,
-        ..lock_key_for_workspace(workspace_id)
-    };
-    take(tx, workspace_id, key).await
 }
 
 /// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that took no lock.

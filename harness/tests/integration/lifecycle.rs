@@ -137,3 +137,62 @@ async fn plain_members_cannot_disconnect_or_revoke() {
     assert_eq!(status_of(&app, t.workspace, "qbo").await, "CONNECTED");
     app.stop().await;
 }
+
+/// A member's request takes the workspace lock in the statement that enters the workspace
+/// (`WorkspaceRequest::begin_locked`), but only for a caller it lets through: a plain member's
+/// disconnect is refused while another session holds the lock, and an owner's waits for it.
+#[tokio::test]
+async fn a_refused_caller_does_not_wait_for_the_workspace_lock() {
+    use harbor_harness::evidence::{self, BlockedBy};
+    let app = spawn_app().await;
+    let t = app
+        .tenant("refused", true, ConnectionStatus::Connected)
+        .await;
+    let disconnect = format!("/v1/workspaces/{}/connections/qbo/disconnect", t.workspace);
+    let key = harbor_service::locks::lock_key_for_workspace(t.workspace);
+    let mut holder = app.db().begin().await.unwrap();
+    sqlx::query(
+        "SELECT set_config('application_name', 'harbor:H', true), pg_advisory_xact_lock($1, $2)",
+    )
+    .bind(key.classid)
+    .bind(key.objid)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+
+    crate::helpers::within(
+        "a plain member's disconnect, which must be refused without waiting for the lock",
+        app.call(Method::POST, disconnect.clone())
+            .as_user(t.member.0)
+            .send(),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+
+    // The owner's request, which takes the lock, borrows the app until it is answered.
+    {
+        let owner = app
+            .call(Method::POST, disconnect)
+            .as_user(t.owner.0)
+            .actor("O")
+            .send();
+        tokio::pin!(owner);
+        let probe = evidence::until_blocked(
+            app.db(),
+            "O",
+            Some("H"),
+            BlockedBy::Holder,
+            crate::helpers::PROBE_LIMIT,
+            || false,
+        );
+        let seen = tokio::select! {
+            r = &mut owner => panic!("the owner's disconnect must wait for the holder; it answered {} {}", r.status, r.body),
+            seen = probe => seen.unwrap_or_else(|e| panic!("the owner's disconnect must wait for the holder: {e:?}")),
+        };
+        assert_eq!(seen.awaited.locktype, "advisory", "{:?}", seen.awaited);
+        holder.commit().await.unwrap();
+        let r = crate::helpers::within("the owner's disconnect once the lock is free", owner).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    app.stop().await;
+}

@@ -171,14 +171,13 @@ async fn start_flow(
 ) -> Result<ConnectionStatus, ApiError> {
     let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let (mut tx, member) = request.begin_as_admin().await?;
+    let (mut tx, member, lock) = request.begin_locked(true, LockFor::OAuth).await?;
     let result = async {
         // The state is bound to `tenant`: it must be the membership's. (A workspace's tenant
         // never changes, so a remembered one cannot differ; this keeps the binding a check.)
         if member.tenant_id != tenant {
             return Err(ApiError::NotFound);
         }
-        let lock = locks::lock_for_oauth(&mut tx, member.workspace_id).await?;
         // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
         // decides who takes the row next when this request and a writer waiting for the row are
         // let go together.

@@ -28,7 +28,7 @@ use crate::domain::{ParseError, Provider, TenantId, UserId};
 use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus, Transition};
-use crate::locks;
+use crate::locks::{self, LockFor};
 use crate::oauth_state::{self, OAuthStateRecord, STATE_TTL_SECONDS};
 use crate::outbox;
 use crate::providers::{ProviderError, TokenKind, TokenSet};
