@@ -2,10 +2,10 @@
 //! written inside the request's transaction, so a rolled-back change leaves no audit row claiming
 //! it happened. Never pass secrets in `detail`.
 //!
-//! A change that is audited every time it happens (a connection's transition, a first activation)
-//! writes its row in the change's own statement ([`insert_for_each`], a data-modifying `WITH`):
-//! one round trip for both, and no row when the change matched nothing. Every other event is
-//! [`record`]ed on its own.
+//! A change that is audited every time it happens (a connection's transition or stored refresh, a
+//! first activation, a delivered revocation's settlement) writes its row in the change's own
+//! statement ([`insert_for_each`], a data-modifying `WITH`): one round trip for both, and no row
+//! when the change matched nothing. Every other event is [`record`]ed on its own.
 
 use std::sync::LazyLock;
 

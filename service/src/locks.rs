@@ -3,9 +3,10 @@
 //! Every path that reads-to-decide or changes a workspace's connection or activation state —
 //! activation, disconnect, revoke, OAuth authorize, callback and token refresh — takes the
 //! workspace lock first, inside its transaction, and only then row-locks what it reads. A
-//! member's request takes it in the statement that enters the workspace
-//! (`WorkspaceRequest::begin_locked`, the key from [`LockFor::key`]); the others take it on a
-//! statement of its own.
+//! member's request that locks its workspace first thing takes it in the statement that enters
+//! the workspace (`WorkspaceRequest::begin_locked`, the key from [`LockFor::key`]); activation
+//! takes it in the call that also makes its two reads ([`lock_workspace_for_activation`]); the
+//! callback, the outbox's workers and the rest take it on a statement of its own.
 //!
 //! ## Derivation
 //! The key is PostgreSQL's two-`int4` advisory lock form: `classid` is the fixed namespace
@@ -66,7 +67,7 @@ pub async fn lock_workspace(
     tx: &mut Tx,
     workspace_id: WorkspaceId,
 ) -> Result<WorkspaceLock, sqlx::Error> {
-    take(tx, workspace_id, lock_key_for_workspace(workspace_id)).await
+    LockFor::Workspace.take(tx, workspace_id).await
 }
 
 /// The workspace lock for the OAuth paths (authorize, callback, refresh): exactly
@@ -76,14 +77,15 @@ pub async fn lock_for_oauth(
     tx: &mut Tx,
     workspace_id: WorkspaceId,
 ) -> Result<WorkspaceLock, sqlx::Error> {
-    take(tx, workspace_id, LockFor::OAuth.key(workspace_id)).await
+    LockFor::OAuth.take(tx, workspace_id).await
 }
 
 /// Which of the workspace's locks a path takes: the lock a member's request can take in the
 /// statement that enters the workspace (`WorkspaceRequest::begin_locked`), or on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockFor {
-    /// [`lock_workspace`]'s: activation, disconnect and revoke.
+    /// [`lock_workspace`]'s: disconnect and revoke (activation takes the same key, with its reads,
+    /// in [`lock_workspace_for_activation`]).
     Workspace,
     /// [`lock_for_oauth`]'s: authorize, callback and refresh.
     OAuth,
@@ -116,10 +118,7 @@ impl LockFor {
     /// workspace) took this lock on [`LockFor::key`]: its caller vouches that the statement
     /// returned only once the lock was granted.
     pub(crate) fn taken_by_statement(self, workspace_id: WorkspaceId) -> WorkspaceLock {
-        WorkspaceLock {
-            workspace_id,
-            taken_at: std::time::Instant::now(),
-        }
+        held(workspace_id)
     }
 }
 
@@ -140,6 +139,11 @@ pub fn unlocked(workspace_id: WorkspaceId) -> WorkspaceLock {
 /// Seeded flaw `no-refresh-single-flight` only: a lock token for a path that took no lock.
 #[cfg(feature = "flaws")]
 pub fn unlocked_for_flaw(workspace_id: WorkspaceId) -> WorkspaceLock {
+    held(workspace_id)
+}
+
+/// The proof for a lock the statement that just returned took (or, for a seeded flaw, skipped).
+fn held(workspace_id: WorkspaceId) -> WorkspaceLock {
     WorkspaceLock {
         workspace_id,
         taken_at: std::time::Instant::now(),
@@ -156,10 +160,7 @@ async fn take(
         .bind(key.objid)
         .execute(&mut **tx)
         .await?;
-    Ok(WorkspaceLock {
-        workspace_id,
-        taken_at: std::time::Instant::now(),
-    })
+    Ok(held(workspace_id))
 }
 
 /// What an activation reads under the workspace lock.
@@ -186,12 +187,8 @@ pub async fn lock_workspace_for_activation(
             .bind(workspace_id)
             .fetch_one(&mut **tx)
             .await?;
-    let lock = WorkspaceLock {
-        workspace_id,
-        taken_at: std::time::Instant::now(),
-    };
     Ok((
-        lock,
+        held(workspace_id),
         ActivationReads {
             activated_at,
             entitled,

@@ -74,9 +74,9 @@ impl WorkspaceRequest {
 
     /// [`WorkspaceRequest::begin`] (with `admin`, [`WorkspaceRequest::begin_as_admin`]) that
     /// also takes the workspace lock `lock`, in the same statement: after the membership is held
-    /// and read, and only for a caller the request lets through — a refused caller waits for no
-    /// lock and holds none. One round trip fewer for every request that locks its workspace
-    /// first thing.
+    /// and read, and only for a caller whose membership and role let the request through — a
+    /// caller refused for either waits for no lock and holds none. One round trip fewer for every
+    /// request that locks its workspace first thing.
     pub async fn begin_locked(
         &self,
         admin: bool,
@@ -176,8 +176,9 @@ impl WorkspaceRequest {
     /// membership held and read, the tenant), and with `lock` the workspace lock after it —
     /// taken only when the caller's role lets the request through (every role, or with `admin`
     /// those that may administer), and said so in the row's third column. The function runs to
-    /// completion before its rows are projected, so the lock is asked for only once the tag is
-    /// set and the membership held.
+    /// completion before its rows are projected (PL/pgSQL, `SECURITY DEFINER`: never inlined),
+    /// so the lock is asked for only once the tag is set and the membership held. Without
+    /// `lock`, no role is allowed one and the key is null.
     async fn enter(
         &self,
         tx: &mut Tx,
@@ -185,20 +186,10 @@ impl WorkspaceRequest {
         lock: Option<LockFor>,
     ) -> Result<Option<(TenantId, String, bool)>, sqlx::Error> {
         let tag = db::application_name(self.ctx.actor.as_ref());
-        let Some(lock) = lock else {
-            let entered: Option<(TenantId, String)> =
-                sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)")
-                    .bind(self.workspace_id)
-                    .bind(self.caller)
-                    .bind(tag)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            return Ok(entered.map(|(tenant, role)| (tenant, role, false)));
-        };
-        let key = lock.key(self.workspace_id);
+        let key = lock.map(|lock| lock.key(self.workspace_id));
         let allowed: Vec<&str> = Role::ALL
             .iter()
-            .filter(|role| !admin || role.can_administer())
+            .filter(|role| lock.is_some() && (!admin || role.can_administer()))
             .map(|role| role.as_str())
             .collect();
         sqlx::query_as(
@@ -209,8 +200,8 @@ impl WorkspaceRequest {
         .bind(self.workspace_id)
         .bind(self.caller)
         .bind(tag)
-        .bind(key.classid)
-        .bind(key.objid)
+        .bind(key.map(|k| k.classid))
+        .bind(key.map(|k| k.objid))
         .bind(allowed)
         .fetch_optional(&mut **tx)
         .await

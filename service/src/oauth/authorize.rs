@@ -174,7 +174,9 @@ async fn start_flow(
     let (mut tx, member, lock) = request.begin_locked(true, LockFor::OAuth).await?;
     let result = async {
         // The state is bound to `tenant`: it must be the membership's. (A workspace's tenant
-        // never changes, so a remembered one cannot differ; this keeps the binding a check.)
+        // never changes, so a remembered one cannot differ; this keeps the binding a check. It
+        // runs under the workspace lock, taken with the membership: a refusal here, which cannot
+        // happen, would hold the lock until its rollback.)
         if member.tenant_id != tenant {
             return Err(ApiError::NotFound);
         }

@@ -331,16 +331,20 @@ pub async fn settle_in(
     Ok(())
 }
 
+/// A delivered intent's settlement (its two parameters).
+const DONE: &str = "SELECT harbor_outbox_done($1, $2, 'confirmed')";
+/// A failed delivery's (its four).
+const RETRY: &str = "SELECT harbor_outbox_retry($1, $2, $3, $4)";
 /// The settlements of [`settle_in`]: an audit row's values follow the settlement's own.
 static DONE_AUDITED: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH audited AS ({}) SELECT harbor_outbox_done($1, $2, 'confirmed')",
+        "WITH audited AS ({}) {DONE}",
         audit::insert_for_each(3, None)
     )
 });
 static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH audited AS ({}) SELECT harbor_outbox_retry($1, $2, $3, $4)",
+        "WITH audited AS ({}) {RETRY}",
         audit::insert_for_each(5, None)
     )
 });
@@ -355,13 +359,9 @@ fn settlement<'q>(
     audited: bool,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     match delivered {
-        Ok(()) => sqlx::query(if audited {
-            DONE_AUDITED.as_str()
-        } else {
-            "SELECT harbor_outbox_done($1, $2, 'confirmed')"
-        })
-        .bind(id.id)
-        .bind(id.lease_until),
+        Ok(()) => sqlx::query(if audited { DONE_AUDITED.as_str() } else { DONE })
+            .bind(id.id)
+            .bind(id.lease_until),
         Err(error) => {
             if attempts >= STUCK_AFTER {
                 tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
@@ -369,7 +369,7 @@ fn settlement<'q>(
             sqlx::query(if audited {
                 RETRY_AUDITED.as_str()
             } else {
-                "SELECT harbor_outbox_retry($1, $2, $3, $4)"
+                RETRY
             })
             .bind(id.id)
             .bind(id.lease_until)

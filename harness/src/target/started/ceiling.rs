@@ -1,6 +1,7 @@
 //! The raw ceiling of the activation endpoint: the service's activation transaction, statement for
 //! statement (tenant and tag settings; the advisory lock and the two reads in one call,
-//! `harbor_lock_for_activation`; `FOR UPDATE`; `INSERT … ON CONFLICT`; the audit row — or, for a
+//! `harbor_lock_for_activation`; `FOR UPDATE`; `INSERT … ON CONFLICT` with its audit row in the
+//! same statement — or, for a
 //! workspace already activated, the lock-and-reads call and the commit, as the service does), sent
 //! through raw sqlx — prepared, logged in as the service's role. The criterion bench (`benches/`) and the macro bench (`harbor-load activation`)
 //! both measure the service against this one copy.
@@ -41,22 +42,16 @@ pub async fn raw_activation(
         .fetch_optional(&mut *tx)
         .await?;
     let _: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) VALUES ($1, $2, $3) \
-         ON CONFLICT (workspace_id) DO NOTHING RETURNING activated_at",
+        "WITH inserted AS (INSERT INTO workspace_activations (tenant_id, workspace_id, activated_by) \
+         VALUES ($1, $2, $3) ON CONFLICT (workspace_id) DO NOTHING RETURNING activated_at), \
+         audited AS (INSERT INTO audit_events (tenant_id, workspace_id, actor_user_id, action, outcome, request_id, detail) \
+         SELECT $1, $2, $3, 'activation', 'activated', 'bench', '{}' FROM inserted) \
+         SELECT activated_at FROM inserted",
     )
     .bind(t.tenant)
     .bind(t.workspace)
     .bind(t.owner)
     .fetch_optional(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, workspace_id, actor_user_id, action, outcome, request_id, detail) \
-         VALUES ($1, $2, $3, 'activation', 'activated', 'bench', '{}')",
-    )
-    .bind(t.tenant)
-    .bind(t.workspace)
-    .bind(t.owner)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(taken_at.elapsed())
