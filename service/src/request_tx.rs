@@ -177,8 +177,7 @@ impl WorkspaceRequest {
     /// taken only when the caller's role lets the request through (every role, or with `admin`
     /// those that may administer), and said so in the row's third column. The function runs to
     /// completion before its rows are projected (PL/pgSQL, `SECURITY DEFINER`: never inlined),
-    /// so the lock is asked for only once the tag is set and the membership held. Without
-    /// `lock`, no role is allowed one and the key is null.
+    /// so the lock is asked for only once the tag is set and the membership held.
     async fn enter(
         &self,
         tx: &mut Tx,
@@ -186,10 +185,24 @@ impl WorkspaceRequest {
         lock: Option<LockFor>,
     ) -> Result<Option<(TenantId, String, bool)>, sqlx::Error> {
         let tag = db::application_name(self.ctx.actor.as_ref());
-        let key = lock.map(|lock| lock.key(self.workspace_id));
+        // Without a lock, the statement without its clause: the one with a null key and no role
+        // allowed folds, planned with those values, to a plan PostgreSQL judges cheaper than its
+        // generic one, and so plans it again at every call (activation, alternated: 8 % fewer
+        // requests a second on one hot workspace).
+        let Some(lock) = lock else {
+            let entered: Option<(TenantId, String)> =
+                sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)")
+                    .bind(self.workspace_id)
+                    .bind(self.caller)
+                    .bind(tag)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            return Ok(entered.map(|(tenant, role)| (tenant, role, false)));
+        };
+        let key = lock.key(self.workspace_id);
         let allowed: Vec<&str> = Role::ALL
             .iter()
-            .filter(|role| lock.is_some() && (!admin || role.can_administer()))
+            .filter(|role| !admin || role.can_administer())
             .map(|role| role.as_str())
             .collect();
         sqlx::query_as(
@@ -200,8 +213,8 @@ impl WorkspaceRequest {
         .bind(self.workspace_id)
         .bind(self.caller)
         .bind(tag)
-        .bind(key.map(|k| k.classid))
-        .bind(key.map(|k| k.objid))
+        .bind(key.classid)
+        .bind(key.objid)
         .bind(allowed)
         .fetch_optional(&mut **tx)
         .await
