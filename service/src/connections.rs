@@ -61,10 +61,18 @@ pub struct ConnectionList {
     pub connections: Vec<ConnectionView>,
 }
 
-/// The one query that builds views: it selects [`lifecycle::VIEW_COLUMNS`], metadata only.
-static VIEW_SELECT: LazyLock<String> = LazyLock::new(|| {
+/// The queries that build views: they select [`lifecycle::VIEW_COLUMNS`], metadata only. One
+/// connection of a workspace ($1) by provider ($2):
+static VIEW_OF_ONE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM connections WHERE workspace_id = $1",
+        "SELECT {} FROM connections WHERE workspace_id = $1 AND provider = $2",
+        lifecycle::VIEW_COLUMNS
+    )
+});
+/// Every connection of a workspace ($1), by provider.
+static VIEW_OF_ALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM connections WHERE workspace_id = $1 ORDER BY provider",
         lifecycle::VIEW_COLUMNS
     )
 });
@@ -102,7 +110,7 @@ pub async fn read_view(
     workspace_id: WorkspaceId,
     provider: Provider,
 ) -> Result<ConnectionView, ApiError> {
-    let row: lifecycle::ViewRow = sqlx::query_as(&format!("{} AND provider = $2", *VIEW_SELECT))
+    let row: lifecycle::ViewRow = sqlx::query_as(&VIEW_OF_ONE)
         .bind(workspace_id)
         .bind(provider.as_str())
         .fetch_one(&mut **tx)
@@ -133,11 +141,10 @@ pub async fn list(
     }
     let (mut tx, _) = request.begin().await?;
     let result = async {
-        let rows: Vec<lifecycle::ViewRow> =
-            sqlx::query_as(&format!("{} ORDER BY provider", *VIEW_SELECT))
-                .bind(request.workspace_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<lifecycle::ViewRow> = sqlx::query_as(&VIEW_OF_ALL)
+            .bind(request.workspace_id)
+            .fetch_all(&mut *tx)
+            .await?;
         rows.into_iter().map(view).collect::<Result<Vec<_>, _>>()
     }
     .await;
@@ -153,11 +160,10 @@ async fn list_exposing_tokens(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (mut tx, member) = request.begin().await?;
     let result: Result<Vec<serde_json::Value>, ApiError> = async {
-        let rows: Vec<lifecycle::ViewRow> =
-            sqlx::query_as(&format!("{} ORDER BY provider", *VIEW_SELECT))
-                .bind(member.workspace_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<lifecycle::ViewRow> = sqlx::query_as(&VIEW_OF_ALL)
+            .bind(member.workspace_id)
+            .fetch_all(&mut *tx)
+            .await?;
         let lock = locks::lock_workspace(&mut tx, member.workspace_id).await?;
         let mut out = Vec::new();
         for row in rows {
