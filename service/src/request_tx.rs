@@ -34,6 +34,18 @@ use crate::locks::{LockFor, WorkspaceLock};
 use crate::state::AppState;
 use crate::user_tenants::UserTenants;
 
+/// The statement that enters a workspace: the tag, the caller's membership held and read, and the
+/// transaction scoped to its tenant (`harbor_enter_workspace`, migrations 0011, 0016 and 0017).
+pub const ENTER: &str = "SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)";
+
+/// [`ENTER`] and then the workspace lock (`$4`, `$5`), taken only when the caller's role is one
+/// of `$6`. It keeps a generic plan only because the function says it returns one row (migration
+/// 0018): costed over the default 1000 rows, the role array of unknown length made every custom
+/// plan look cheaper, and PostgreSQL planned it again at every call.
+pub const ENTER_AND_LOCK: &str = "SELECT e.tenant_id, e.role, \
+    CASE WHEN e.role = ANY($6) THEN pg_advisory_xact_lock($4, $5)::text END IS NOT NULL \
+    FROM harbor_enter_workspace($1, $2, $3) AS e";
+
 /// A verified caller's request to a workspace route: the request's context, the caller, the
 /// workspace from the path, and the pool its transactions come from. Whether the caller is a
 /// member — and so the tenant and the role — is learnt inside the request's transaction
@@ -185,18 +197,17 @@ impl WorkspaceRequest {
         lock: Option<LockFor>,
     ) -> Result<Option<(TenantId, String, bool)>, sqlx::Error> {
         let tag = db::application_name(self.ctx.actor.as_ref());
-        // Without a lock, the statement without its clause: the one with a null key and no role
-        // allowed folds, planned with those values, to a plan PostgreSQL judges cheaper than its
-        // generic one, and so plans it again at every call (activation, alternated: 8 % fewer
-        // requests a second on one hot workspace).
+        // Without a lock, the statement without its clause. One text for both, with a null key
+        // and no role allowed, was planned again at every call before migration 0018 (activation,
+        // alternated: 8 % fewer requests a second on one hot workspace); two texts leave each
+        // plan to be what it looks like, whatever PostgreSQL's costing does.
         let Some(lock) = lock else {
-            let entered: Option<(TenantId, String)> =
-                sqlx::query_as("SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)")
-                    .bind(self.workspace_id)
-                    .bind(self.caller)
-                    .bind(tag)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            let entered: Option<(TenantId, String)> = sqlx::query_as(ENTER)
+                .bind(self.workspace_id)
+                .bind(self.caller)
+                .bind(tag)
+                .fetch_optional(&mut **tx)
+                .await?;
             return Ok(entered.map(|(tenant, role)| (tenant, role, false)));
         };
         let key = lock.key(self.workspace_id);
@@ -205,19 +216,15 @@ impl WorkspaceRequest {
             .filter(|role| !admin || role.can_administer())
             .map(|role| role.as_str())
             .collect();
-        sqlx::query_as(
-            "SELECT e.tenant_id, e.role, \
-               CASE WHEN e.role = ANY($6) THEN pg_advisory_xact_lock($4, $5)::text END IS NOT NULL \
-             FROM harbor_enter_workspace($1, $2, $3) AS e",
-        )
-        .bind(self.workspace_id)
-        .bind(self.caller)
-        .bind(tag)
-        .bind(key.classid)
-        .bind(key.objid)
-        .bind(allowed)
-        .fetch_optional(&mut **tx)
-        .await
+        sqlx::query_as(ENTER_AND_LOCK)
+            .bind(self.workspace_id)
+            .bind(self.caller)
+            .bind(tag)
+            .bind(key.classid)
+            .bind(key.objid)
+            .bind(allowed)
+            .fetch_optional(&mut **tx)
+            .await
     }
 
     /// Seeded flaw `no-membership-check`: the v1 "fail-open" posture of the audit's finding
