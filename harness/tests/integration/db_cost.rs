@@ -94,3 +94,43 @@ async fn the_entry_statements_keep_a_generic_plan() {
     conn.close().await.unwrap();
     app.stop().await;
 }
+
+/// A SECURITY DEFINER function that writes audit rows runs with the sessions' search path
+/// (migration 0019): a session keeps one plan of each foreign key's check and plans it again
+/// whenever the path it runs under changes, so under `pg_catalog, pg_temp` every disconnect's
+/// settlement cost the audit row's check two plans. Every such function is found from its body,
+/// so one added later is held to it too.
+#[tokio::test]
+async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
+    let app = crate::helpers::spawn_app().await;
+    let session_path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(
+        session_path, "\"$user\", public",
+        "the sessions' default path"
+    );
+    let writers: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p \
+          WHERE p.prosecdef AND p.prosrc ~* 'INSERT INTO public\\.audit_events' ORDER BY 1",
+    )
+    .fetch_all(app.db())
+    .await
+    .unwrap();
+    let names: Vec<&str> = writers.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("harbor_outbox_done(")),
+        "the settlement writes an audit row: {names:?}"
+    );
+    for (name, config) in &writers {
+        assert!(
+            config
+                .iter()
+                .flatten()
+                .any(|setting| setting == "search_path=public, pg_temp"),
+            "{name} runs under {config:?}: its audit row's foreign-key check is planned again at each call"
+        );
+    }
+    app.stop().await;
+}
