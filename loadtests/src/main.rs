@@ -126,11 +126,11 @@ where
     let retry_after = retry_after(&response);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     if !expected.contains(&status) {
-        // Told to come back later (a rate limit, a dependency down), the user waits as a client
-        // should instead of looping on refusals: 8 users over the per-tenant limit sent 69,344
-        // refused authorizes in 15 s that way, and measured how fast the service says no. (Before
-        // the failure is recorded: goose's `set_failure` always returns the error that ends the
-        // transaction.)
+        // Told to come back later (a rate limit, a lock or request timeout, a dependency down), the
+        // user waits as a client should instead of looping on refusals: 8 users over the
+        // per-tenant limit sent 68,353 refused authorizes in 15 s that way, and measured how fast
+        // the service says no. (Before the failure is recorded: goose's `set_failure` always
+        // returns the error that ends the transaction.)
         if let Some(wait) = retry_after {
             tokio::time::sleep(wait).await;
         }
@@ -146,7 +146,8 @@ where
 }
 
 /// How long a refusal asks the client to wait (`Retry-After` in seconds, on 429 and 503), capped
-/// at 10 s so that a wrong header cannot stall the run.
+/// at 2 s: goose notices the end of a run only between transactions, so a longer wait would run
+/// past `-t`, and a wrong header must not stall the run.
 fn retry_after(response: &reqwest::Response) -> Option<std::time::Duration> {
     if !matches!(response.status().as_u16(), 429 | 503) {
         return None;
@@ -159,7 +160,7 @@ fn retry_after(response: &reqwest::Response) -> Option<std::time::Duration> {
         .trim()
         .parse()
         .ok()?;
-    Some(std::time::Duration::from_secs(seconds.min(10)))
+    Some(std::time::Duration::from_secs(seconds.min(2)))
 }
 
 /// The whole connection flow, across replicas, then a sync, an activation and a disconnect so the

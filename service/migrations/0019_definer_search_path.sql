@@ -1,20 +1,29 @@
--- The two SECURITY DEFINER functions that write audit rows run with the search path the service's
--- sessions have (`public`, with `pg_catalog` searched first as it always is when not named), so
--- that the foreign-key check of the row they write shares its plan with the requests' own.
+-- The SECURITY DEFINER function that writes audit rows in a request, `harbor_outbox_done`, runs
+-- with the search path the service's sessions have (`public`, with `pg_catalog` searched first as
+-- it always is when not named), so that the foreign-key check of the row it writes shares its plan
+-- with the requests' own.
 --
--- PostgreSQL keeps one plan per session for each foreign key's check (`SELECT 1 FROM ONLY tenants
--- x WHERE id = $1 FOR KEY SHARE OF x`) and plans it again whenever it runs under a search path
--- other than the one it was planned under. `harbor_outbox_done` writes an audit row, as the
--- requests' statements do, so each disconnect's settlement switched the check of `audit_events`'
--- tenant to the function's path and the next request's audit row on that session switched it
--- back: `pg_stat_statements` under 100 goose users counted 11,422 plans of that check in 38,189
--- calls, about two a flow. Alternating a plain insert and a function's insert on one session: 8
--- plans in 8 calls under `pg_catalog, pg_temp`, 1 under `public, pg_temp`.
+-- PostgreSQL keeps one plan per session for each foreign key's check (`SELECT 1 FROM ONLY
+-- "public"."tenants" x WHERE "id" OPERATOR(pg_catalog.=) $1 FOR KEY SHARE OF x`) and plans it
+-- again whenever it runs under a search path other than the one it was planned under. The
+-- settlement writes an audit row, as the requests' statements do, so each disconnect's
+-- settlement switched the check of `audit_events`' tenant to the function's path and the next
+-- request's audit row on that session switched it back. `pg_stat_statements` (`track = all`, the
+-- check being a nested statement, and `track_planning = on`) under 100 goose users counted 11,422
+-- plans of that check in 38,189 calls, about two a flow. A plain insert and a function's insert
+-- alternated on one session: 8 plans in 8 calls under `pg_catalog, pg_temp`, 1 under
+-- `public, pg_temp`.
 --
--- The other definer functions only read, and keep `pg_catalog, pg_temp` (migration 0006: nothing
--- is resolved through `public`). These two name every table `public.` as before, `pg_catalog` is
--- still searched first and `pg_temp` last, and only the database's owner, who owns them, may
--- create objects in `public` (0006 revokes CREATE from everyone else).
+-- Why the path is still safe here: the function names its tables `public.` and its one function
+-- call `pg_catalog.`; its operators and literals match `pg_catalog`'s exactly (bigint and
+-- timestamptz equality, text columns), and `pg_catalog` is searched first, `pg_temp` last. No role
+-- but the owner may create objects in `public`: migration 0006 revokes CREATE from PUBLIC, and the
+-- service refuses to start when its request role can create there (`db::check_row_security`).
+--
+-- The other definer functions keep `pg_catalog, pg_temp` (0006: nothing resolved through
+-- `public`). None of them writes a column a foreign key checks: the outbox's claim and retry
+-- update the lease and the error only, the lookups read. `harbor_outbox_adopt` writes an audit row
+-- too, but no replica of this release calls it. A later `CREATE OR REPLACE` of this function
+-- without the `SET` clause would drop the path again; the integration test
+-- `definer_functions_writing_audit_rows_share_the_sessions_search_path` says so.
 ALTER FUNCTION harbor_outbox_done(bigint, timestamptz, text) SET search_path = public, pg_temp;
-ALTER FUNCTION harbor_outbox_adopt(bigint, timestamptz, timestamptz, text)
-    SET search_path = public, pg_temp;

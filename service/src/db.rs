@@ -70,7 +70,8 @@ pub enum RowSecurityError {
     /// The check itself could not run.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// Requests would run outside row-level security; the message names the role and why.
+    /// Requests would run outside row-level security, or could create objects where the owner's
+    /// functions look names up; the message names the role and why.
     #[error("{0}")]
     Bypassed(String),
 }
@@ -183,26 +184,38 @@ async fn connect_sized(
 /// itself the owner) or the tables' owner. (It does not stop code running in a session from setting
 /// `harbor.tenant_id` to another tenant: the policies scope by that setting, which the service sets
 /// from the caller's membership. RLS guards against forgotten filters, not against arbitrary SQL.)
+///
+/// Nor may it create objects in schema `public`: the owner's settlement function looks names up
+/// there (migration 0019), after `pg_catalog`, and an object planted in `public` could stand in
+/// for one it means.
 pub async fn check_row_security(pool: &PgPool) -> Result<(), RowSecurityError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("RESET ROLE").execute(&mut *conn).await?;
-    let (role, active, widening): (String, bool, Vec<String>) = sqlx::query_as(
-        "SELECT session_user::text, row_security_active('connections'), \
-           ARRAY(SELECT r.rolname::text FROM pg_roles r \
-                 WHERE pg_has_role(session_user, r.oid, 'MEMBER') \
-                   AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole \
-                        OR r.oid = (SELECT relowner FROM pg_class WHERE oid = 'connections'::regclass)) \
-                 ORDER BY 1)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if active && widening.is_empty() {
-        return Ok(());
+    let (role, active, widening, creates_in_public): (String, bool, Vec<String>, bool) =
+        sqlx::query_as(
+            "SELECT session_user::text, row_security_active('connections'), \
+               ARRAY(SELECT r.rolname::text FROM pg_roles r \
+                     WHERE pg_has_role(session_user, r.oid, 'MEMBER') \
+                       AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole \
+                            OR r.oid = (SELECT relowner FROM pg_class WHERE oid = 'connections'::regclass)) \
+                     ORDER BY 1), \
+               has_schema_privilege(session_user, 'public', 'CREATE')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+    if !(active && widening.is_empty()) {
+        return Err(RowSecurityError::Bypassed(format!(
+            "requests would log in as {role:?}, which bypasses row-level security or can become {widening:?}; \
+             set HARBOR_DATABASE_URL to a role that owns nothing and is not a member of the owner (harbor_app)"
+        )));
     }
-    Err(RowSecurityError::Bypassed(format!(
-        "requests would log in as {role:?}, which bypasses row-level security or can become {widening:?}; \
-         set HARBOR_DATABASE_URL to a role that owns nothing and is not a member of the owner (harbor_app)"
-    )))
+    if creates_in_public {
+        return Err(RowSecurityError::Bypassed(format!(
+            "requests would log in as {role:?}, which can create objects in schema public, where the owner's \
+             functions look names up; revoke CREATE ON SCHEMA public from it and from the roles it belongs to"
+        )));
+    }
+    Ok(())
 }
 
 /// Opens a pool as the schema owner (`HARBOR_MIGRATION_DATABASE_URL`): for migrations and key

@@ -35,7 +35,7 @@ use crate::state::AppState;
 use crate::user_tenants::UserTenants;
 
 /// The statement that enters a workspace: the tag, the caller's membership held and read, and the
-/// transaction scoped to its tenant (`harbor_enter_workspace`, migrations 0011, 0016 and 0017).
+/// transaction scoped to its tenant (`harbor_enter_workspace`, migrations 0011 and 0016 to 0018).
 pub const ENTER: &str = "SELECT tenant_id, role FROM harbor_enter_workspace($1, $2, $3)";
 
 /// [`ENTER`] and then the workspace lock (`$4`, `$5`), taken only when the caller's role is one

@@ -192,6 +192,29 @@ async fn start_up_refuses_unsafe_configuration() {
         .to_string();
     assert!(message.contains("bypasses row-level security"), "{message}");
 
+    // A request role that may create objects in `public`, where the owner's settlement function
+    // looks names up (migration 0019), is refused too.
+    let owner = env.pool(1).await.unwrap();
+    sqlx::query("GRANT CREATE ON SCHEMA public TO harbor_app")
+        .execute(&owner)
+        .await
+        .unwrap();
+    let refused =
+        harbor_service::Application::build(service_config(&env, &deps, ServiceOptions::default()))
+            .await;
+    sqlx::query("REVOKE CREATE ON SCHEMA public FROM harbor_app")
+        .execute(&owner)
+        .await
+        .unwrap();
+    let message = refused
+        .err()
+        .expect("a request role that can create in public must not start")
+        .to_string();
+    assert!(
+        message.contains("can create objects in schema public"),
+        "{message}"
+    );
+
     // Provider endpoints over plain HTTP (the fake provider's) are refused in production.
     let config = Config {
         profile: Profile::Production,

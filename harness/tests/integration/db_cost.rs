@@ -86,50 +86,89 @@ async fn the_entry_statements_keep_a_generic_plan() {
         .fetch_one(&mut *conn)
         .await
         .unwrap();
+        // Five custom plans, by rule, then the generic one for the rest.
         assert!(
-            generic > 0,
-            "{statement}: {custom} custom plans and no generic one in 8 calls"
+            custom <= 5 && generic >= 3,
+            "{statement}: {custom} custom plans and {generic} generic in 8 calls"
         );
+    }
+    // What keeps it so: each membership function says it returns one row. (A `CREATE OR REPLACE`
+    // without `ROWS 1` would put the default 1000 back.)
+    let estimates: Vec<(String, f32)> = sqlx::query_as(
+        "SELECT p.oid::regprocedure::text, p.prorows FROM pg_proc p \
+          WHERE p.proname IN ('harbor_enter_workspace', 'harbor_membership') ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(estimates.len(), 3, "{estimates:?}");
+    for (function, rows) in &estimates {
+        assert_eq!(*rows, 1.0, "{function} is estimated at {rows} rows");
     }
     conn.close().await.unwrap();
     app.stop().await;
 }
 
-/// A SECURITY DEFINER function that writes audit rows runs with the sessions' search path
-/// (migration 0019): a session keeps one plan of each foreign key's check and plans it again
-/// whenever the path it runs under changes, so under `pg_catalog, pg_temp` every disconnect's
-/// settlement cost the audit row's check two plans. Every such function is found from its body,
-/// so one added later is held to it too.
+/// A function that runs under a search path of its own and writes rows whose foreign keys are
+/// checked runs under the sessions' path (migration 0019): a session keeps one plan of each
+/// foreign key's check and plans it again whenever the path it runs under changes, so under
+/// `pg_catalog, pg_temp` every disconnect's settlement cost the audit row's check two plans.
+/// Every function with a path of its own that inserts or updates is found from its body, so one
+/// added later is held to it too, unless it is named below with the reason it may differ.
 #[tokio::test]
 async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
+    /// Functions with a path of their own that write, but never a foreign key's column in a
+    /// request: each with why.
+    const EXEMPT: &[(&str, &str)] = &[
+        ("harbor_outbox_claim", "updates the lease only"),
+        (
+            "harbor_outbox_retry",
+            "updates the lease and the error only",
+        ),
+        (
+            "harbor_outbox_adopt",
+            "not called by this release's replicas",
+        ),
+    ];
     let app = crate::helpers::spawn_app().await;
+    // Every session's path is the server's default: no role or database sets its own.
     let session_path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
         .fetch_one(app.db())
         .await
         .unwrap();
-    assert_eq!(
-        session_path, "\"$user\", public",
-        "the sessions' default path"
-    );
-    let writers: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
-        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p \
-          WHERE p.prosecdef AND p.prosrc ~* 'INSERT INTO public\\.audit_events' ORDER BY 1",
+    assert_eq!(session_path, "\"$user\", public");
+    let overrides: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_db_role_setting s, unnest(s.setconfig) c \
+          WHERE c LIKE 'search\\_path=%'",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(overrides, 0, "a role or database sets its own search path");
+    let writers: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT p.proname::text, p.oid::regprocedure::text, p.proconfig FROM pg_proc p \
+          WHERE p.pronamespace = 'public'::regnamespace \
+            AND EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%') \
+            AND p.prosrc ~* '\\m(insert\\s+into|update)\\M' ORDER BY 2",
     )
     .fetch_all(app.db())
     .await
     .unwrap();
-    let names: Vec<&str> = writers.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = writers.iter().map(|(name, _, _)| name.as_str()).collect();
     assert!(
-        names.iter().any(|n| n.starts_with("harbor_outbox_done(")),
+        names.contains(&"harbor_outbox_done"),
         "the settlement writes an audit row: {names:?}"
     );
-    for (name, config) in &writers {
+    for (name, signature, config) in &writers {
+        if EXEMPT.iter().any(|(exempt, _)| exempt == name) {
+            continue;
+        }
         assert!(
             config
                 .iter()
-                .flatten()
                 .any(|setting| setting == "search_path=public, pg_temp"),
-            "{name} runs under {config:?}: its audit row's foreign-key check is planned again at each call"
+            "{signature} writes under {config:?}: the foreign-key checks of its rows are planned \
+             again each time a session moves between its path and the sessions'"
         );
     }
     app.stop().await;
