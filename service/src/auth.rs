@@ -109,24 +109,62 @@ pub async fn membership(
     }
 }
 
-/// The caller's role in `workspace_id`, read inside `tx` under a shared lock on the membership
-/// (`harbor_membership_held`, migration 0016): a removal or a role change either committed before
-/// and is seen here, or waits until `tx` ends — so what the request decides under its locks rests
-/// on a membership that still holds when it commits. `None`: not (or no longer) a member.
-pub async fn membership_in(
+/// The caller's role in a workspace (`$1`, `$2`), read under a shared lock on the membership
+/// (`harbor_membership_held`, migration 0016), and then the workspace lock (`$3`, `$4`), taken only
+/// when the role is one of `$5`, in one statement. The function runs to completion before its row
+/// is projected (PL/pgSQL, never inlined), so the lock is asked for only once the membership is
+/// held and read, and a caller refused for their role never waits for it.
+pub const MEMBERSHIP_HELD_AND_LOCK: &str = "SELECT h.role, \
+    CASE WHEN h.role = ANY($5) THEN pg_advisory_xact_lock($3, $4)::text END IS NOT NULL \
+    FROM harbor_membership_held($1, $2) AS h(role)";
+
+/// What [`admin_membership_then_lock`] found.
+pub enum AdminEntry {
+    /// Not (or no longer) a member of the workspace.
+    NotMember,
+    /// A member whose role may not administer the workspace: no lock was taken.
+    NotAdmin,
+    /// An owner or admin, and the workspace lock taken.
+    Locked(crate::locks::WorkspaceLock),
+}
+
+/// The caller's role in `workspace_id`, read inside `tx` under a shared lock on the membership, and
+/// `lock`'s workspace lock in the same round trip when that role may administer the workspace
+/// ([`MEMBERSHIP_HELD_AND_LOCK`]). A removal or a role change either committed before and is seen
+/// here, or waits until `tx` ends — so what the request decides under its locks rests on a
+/// membership that still holds when it commits.
+pub async fn admin_membership_then_lock(
     tx: &mut crate::db::Tx,
     workspace_id: WorkspaceId,
     user_id: UserId,
-) -> Result<Option<Role>, ApiError> {
-    let role: Option<String> = sqlx::query_scalar("SELECT harbor_membership_held($1, $2)")
+    lock: crate::locks::LockFor,
+) -> Result<AdminEntry, ApiError> {
+    let key = lock.key(workspace_id);
+    let administering: Vec<&str> = Role::ALL
+        .iter()
+        .filter(|role| role.can_administer())
+        .map(|role| role.as_str())
+        .collect();
+    let (role, locked): (Option<String>, bool) = sqlx::query_as(MEMBERSHIP_HELD_AND_LOCK)
         .bind(workspace_id)
         .bind(user_id)
+        .bind(key.classid)
+        .bind(key.objid)
+        .bind(administering)
         .fetch_one(&mut **tx)
         .await?;
-    role.as_deref()
-        .map(Role::parse)
-        .transpose()
-        .map_err(Into::into)
+    let Some(role) = role else {
+        return Ok(AdminEntry::NotMember);
+    };
+    // The role decides, not whether the statement locked: a lock taken for a role that may not
+    // administer would only be released at the transaction's end.
+    match (Role::parse(&role)?.can_administer(), locked) {
+        (true, true) => Ok(AdminEntry::Locked(lock.taken_by_statement(workspace_id))),
+        (false, _) => Ok(AdminEntry::NotAdmin),
+        (true, false) => Err(ApiError::Database(sqlx::Error::Protocol(format!(
+            "{MEMBERSHIP_HELD_AND_LOCK}: no lock for the role {role}"
+        )))),
+    }
 }
 
 /// Reads a named path segment without axum's plain-text rejections.

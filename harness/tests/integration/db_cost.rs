@@ -45,6 +45,7 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
 /// plans it always makes first.
 #[tokio::test]
 async fn the_entry_statements_keep_a_generic_plan() {
+    use harbor_service::auth::MEMBERSHIP_HELD_AND_LOCK;
     use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK};
     let app = crate::helpers::spawn_app().await;
     let t = app
@@ -78,7 +79,28 @@ async fn the_entry_statements_keep_a_generic_plan() {
         assert!(locked.2, "the owner's entry takes the lock");
         tx.rollback().await.unwrap();
     }
-    for statement in [ENTER, ENTER_AND_LOCK] {
+    // The callback's store, likewise (its membership is held again, and the lock taken with it).
+    for _ in 0..8 {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        // Scoped to the tenant, as the store's transaction is (`db::begin`).
+        sqlx::query("SELECT set_config('harbor.tenant_id', $1, true)")
+            .bind(t.tenant.0.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let held: (Option<String>, bool) = sqlx::query_as(MEMBERSHIP_HELD_AND_LOCK)
+            .bind(t.workspace)
+            .bind(t.owner)
+            .bind(1_i32)
+            .bind(2_i32)
+            .bind(vec!["owner", "admin"])
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(held, (Some("owner".to_owned()), true));
+        tx.rollback().await.unwrap();
+    }
+    for statement in [ENTER, ENTER_AND_LOCK, MEMBERSHIP_HELD_AND_LOCK] {
         let (generic, custom): (i64, i64) = sqlx::query_as(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
         )

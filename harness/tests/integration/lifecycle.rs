@@ -196,3 +196,54 @@ async fn a_refused_caller_does_not_wait_for_the_workspace_lock() {
     }
     app.stop().await;
 }
+
+/// The callback's store checks the caller's role again, in the statement that takes the
+/// workspace lock (`auth::admin_membership_then_lock`): an admin demoted between the authorize
+/// and the callback is refused there (403), the connection is not stored, and the fresh grant is
+/// given back at the provider.
+#[tokio::test]
+async fn an_admin_demoted_before_the_callback_is_refused_at_the_store() {
+    use harbor_service::domain::Provider;
+    let app = spawn_app().await;
+    let t = app
+        .tenant("demoted", true, ConnectionStatus::NotConnected)
+        .await;
+    let consent = app
+        .authorize_and_consent(0, t.admin, t.workspace, Provider::Qbo)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE memberships SET role = 'member' WHERE workspace_id = $1 AND user_id = $2")
+        .bind(t.workspace)
+        .bind(t.admin)
+        .execute(app.db())
+        .await
+        .unwrap();
+    let (status, body) = app
+        .callback(0, t.admin, Provider::Qbo, &consent)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
+    assert_ne!(status_of(&app, t.workspace, "qbo").await, "CONNECTED");
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM connections WHERE workspace_id = $1 AND access_token IS NOT NULL",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "no token stored for a refused store");
+    // Every grant the provider issued is live in a row or given back (the outbox drained).
+    harbor_harness::oracles::until_outbox_empty(app.db(), None, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let accounted = harbor_harness::oracles::grants_accounted(
+        app.db(),
+        harbor_harness::target::Target::tokens(&app.sut).expect("in-process keys"),
+        &app.sut.provider,
+        0,
+    )
+    .await;
+    assert!(accounted.is_ok(), "{accounted:?}");
+    app.stop().await;
+}

@@ -433,20 +433,30 @@ async fn store_grant(
         // The caller must still be an admin of the workspace now, not only when the flow started
         // or the callback arrived: the exchange can take up to the provider timeout. The
         // membership is held (a shared lock that every change to it waits for), so a removal or
-        // demotion waits for this commit or is seen here — and
-        // then the fresh grant is given back (`complete_flow`).
-        if !flaws::active(Flaw::NoCallbackTenantCheck) {
-            match crate::auth::membership_in(&mut tx, record.workspace_id, member.user_id).await? {
-                None => return Err(ApiError::NotFound),
-                Some(role) if !role.can_administer() => {
+        // demotion waits for this commit or is seen here — and then the fresh grant is given back
+        // (`complete_flow`). The workspace lock comes in the same statement, for an admin only.
+        // (Seeded flaw `no-callback-tenant-check`: no membership, the lock on its own.)
+        let lock = if flaws::active(Flaw::NoCallbackTenantCheck) {
+            locks::lock_for_oauth(&mut tx, record.workspace_id).await?
+        } else {
+            use crate::auth::AdminEntry;
+            let entry = crate::auth::admin_membership_then_lock(
+                &mut tx,
+                record.workspace_id,
+                member.user_id,
+                locks::LockFor::OAuth,
+            )
+            .await?;
+            match entry {
+                AdminEntry::Locked(lock) => lock,
+                AdminEntry::NotMember => return Err(ApiError::NotFound),
+                AdminEntry::NotAdmin => {
                     return Err(ApiError::Forbidden(
                         "connecting a provider needs the owner or admin role",
                     ))
                 }
-                Some(_) => {}
             }
-        }
-        let lock = locks::lock_for_oauth(&mut tx, record.workspace_id).await?;
+        };
         // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
         // decides who takes the row next when this request and a writer waiting for the row are
         // let go together.
