@@ -6,7 +6,9 @@
 //! member's request that locks its workspace first thing takes it in the statement that enters
 //! the workspace (`WorkspaceRequest::begin_locked`, the key from [`LockFor::key`]); activation
 //! takes it in the call that also makes its two reads ([`lock_workspace_for_activation`]); the
-//! callback, the outbox's workers and the rest take it on a statement of its own.
+//! callback's store takes it in the statement that holds the caller's membership
+//! (`auth::admin_membership_then_lock`); the outbox's workers and the rest take it on a statement
+//! of its own.
 //!
 //! ## Derivation
 //! The key is PostgreSQL's two-`int4` advisory lock form: `classid` is the fixed namespace
@@ -115,8 +117,8 @@ impl LockFor {
     }
 
     /// The proof that a statement which did other work as well (a member's entry into the
-    /// workspace) took this lock on [`LockFor::key`]: its caller vouches that the statement
-    /// returned only once the lock was granted.
+    /// workspace, the callback store's membership hold) took this lock on [`LockFor::key`]: its
+    /// caller vouches that the statement returned only once the lock was granted.
     pub(crate) fn taken_by_statement(self, workspace_id: WorkspaceId) -> WorkspaceLock {
         held(workspace_id)
     }

@@ -320,8 +320,8 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
     );
     assert_eq!(tag, "harbor:L", "the tag lasts until the transaction ends");
 
-    // The callback's store holds the membership too (`harbor_membership_held`, in its tenant's
-    // scope), and a removal waits for it.
+    // The callback's store holds the membership too (its statement, `harbor_membership_held` in
+    // its tenant's scope; a plain member takes no workspace lock), and a removal waits for it.
     let member = t.member;
     let mut store = tagged("S").await;
     sqlx::query("SELECT set_config('harbor.tenant_id', $1, true)")
@@ -329,13 +329,18 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
         .execute(&mut *store)
         .await
         .unwrap();
-    let role: Option<String> = sqlx::query_scalar("SELECT harbor_membership_held($1, $2)")
-        .bind(workspace)
-        .bind(member)
-        .fetch_one(&mut *store)
-        .await
-        .unwrap();
-    assert_eq!(role.as_deref(), Some("member"));
+    let key = harbor_service::locks::lock_key_for_workspace(workspace);
+    let (role, locked): (Option<String>, bool) =
+        sqlx::query_as(harbor_service::auth::MEMBERSHIP_HELD_AND_LOCK)
+            .bind(workspace)
+            .bind(member)
+            .bind(key.classid)
+            .bind(key.objid)
+            .bind(vec!["owner", "admin"])
+            .fetch_one(&mut *store)
+            .await
+            .unwrap();
+    assert_eq!((role.as_deref(), locked), (Some("member"), false));
     let mut removing = tagged("R").await;
     let removal = tokio::spawn(async move {
         sqlx::query("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2")

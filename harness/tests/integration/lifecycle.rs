@@ -199,8 +199,8 @@ async fn a_refused_caller_does_not_wait_for_the_workspace_lock() {
 
 /// The callback's store checks the caller's role again, in the statement that takes the
 /// workspace lock (`auth::admin_membership_then_lock`): an admin demoted between the authorize
-/// and the callback is refused there (403), the connection is not stored, and the fresh grant is
-/// given back at the provider.
+/// and the callback is refused there (403) without waiting for the lock another session holds,
+/// the connection is not stored, and the fresh grant is given back at the provider.
 #[tokio::test]
 async fn an_admin_demoted_before_the_callback_is_refused_at_the_store() {
     use harbor_service::domain::Provider;
@@ -218,10 +218,22 @@ async fn an_admin_demoted_before_the_callback_is_refused_at_the_store() {
         .execute(app.db())
         .await
         .unwrap();
-    let (status, body) = app
-        .callback(0, t.admin, Provider::Qbo, &consent)
+    // Another session holds the workspace lock: a caller the store refuses must not queue for it.
+    let key = harbor_service::locks::lock_key_for_workspace(t.workspace);
+    let mut holder = app.db().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(key.classid)
+        .bind(key.objid)
+        .execute(&mut *holder)
         .await
         .unwrap();
+    let (status, body) = crate::helpers::within(
+        "the demoted admin's callback, which must be refused without waiting for the lock",
+        app.callback(0, t.admin, Provider::Qbo, &consent),
+    )
+    .await
+    .unwrap();
+    holder.commit().await.unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
     assert_ne!(status_of(&app, t.workspace, "qbo").await, "CONNECTED");
