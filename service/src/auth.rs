@@ -140,17 +140,12 @@ pub async fn admin_membership_then_lock(
     lock: crate::locks::LockFor,
 ) -> Result<AdminEntry, ApiError> {
     let key = lock.key(workspace_id);
-    let administering: Vec<&str> = Role::ALL
-        .iter()
-        .filter(|role| role.can_administer())
-        .map(|role| role.as_str())
-        .collect();
     let (role, locked): (Option<String>, bool) = sqlx::query_as(MEMBERSHIP_HELD_AND_LOCK)
         .bind(workspace_id)
         .bind(user_id)
         .bind(key.classid)
         .bind(key.objid)
-        .bind(administering)
+        .bind(Role::names_let_through(true))
         .fetch_one(&mut **tx)
         .await?;
     let Some(role) = role else {

@@ -178,6 +178,27 @@ impl Role {
     pub fn can_administer(self) -> bool {
         matches!(self, Role::Owner | Role::Admin)
     }
+
+    /// The stored names of the roles a request lets through: every role, or with `admin` those
+    /// that may administer. The statements that take the workspace lock only for such a caller
+    /// bind it as their role filter.
+    pub fn names_let_through(admin: bool) -> &'static [&'static str] {
+        static ANY: std::sync::LazyLock<Vec<&'static str>> =
+            std::sync::LazyLock::new(|| Role::ALL.iter().map(|r| r.as_str()).collect());
+        static ADMINISTERING: std::sync::LazyLock<Vec<&'static str>> =
+            std::sync::LazyLock::new(|| {
+                Role::ALL
+                    .iter()
+                    .filter(|r| r.can_administer())
+                    .map(|r| r.as_str())
+                    .collect()
+            });
+        if admin {
+            &ADMINISTERING
+        } else {
+            &ANY
+        }
+    }
 }
 
 /// The harness's tag for one request, honoured only when sync points are enabled. It becomes the

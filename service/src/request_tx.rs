@@ -211,18 +211,13 @@ impl WorkspaceRequest {
             return Ok(entered.map(|(tenant, role)| (tenant, role, false)));
         };
         let key = lock.key(self.workspace_id);
-        let allowed: Vec<&str> = Role::ALL
-            .iter()
-            .filter(|role| !admin || role.can_administer())
-            .map(|role| role.as_str())
-            .collect();
         sqlx::query_as(ENTER_AND_LOCK)
             .bind(self.workspace_id)
             .bind(self.caller)
             .bind(tag)
             .bind(key.classid)
             .bind(key.objid)
-            .bind(allowed)
+            .bind(Role::names_let_through(admin))
             .fetch_optional(&mut **tx)
             .await
     }

@@ -46,6 +46,7 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
 #[tokio::test]
 async fn the_entry_statements_keep_a_generic_plan() {
     use harbor_service::auth::MEMBERSHIP_HELD_AND_LOCK;
+    use harbor_service::domain::Role;
     use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK};
     let app = crate::helpers::spawn_app().await;
     let t = app
@@ -66,34 +67,26 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .await
             .unwrap();
         assert_eq!(entered.1, "owner");
+        let admins = Role::names_let_through(true);
         let locked: (uuid::Uuid, String, bool) = sqlx::query_as(ENTER_AND_LOCK)
             .bind(t.workspace)
             .bind(t.owner)
             .bind("harbor:plans")
             .bind(1_i32)
             .bind(2_i32)
-            .bind(vec!["owner", "admin"])
+            .bind(admins)
             .fetch_one(&mut *tx)
             .await
             .unwrap();
         assert!(locked.2, "the owner's entry takes the lock");
-        tx.rollback().await.unwrap();
-    }
-    // The callback's store, likewise (its membership is held again, and the lock taken with it).
-    for _ in 0..8 {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
-        // Scoped to the tenant, as the store's transaction is (`db::begin`).
-        sqlx::query("SELECT set_config('harbor.tenant_id', $1, true)")
-            .bind(t.tenant.0.to_string())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        // The callback store's statement, in the tenant's scope the entry set: the membership
+        // held again, and the lock taken with it.
         let held: (Option<String>, bool) = sqlx::query_as(MEMBERSHIP_HELD_AND_LOCK)
             .bind(t.workspace)
             .bind(t.owner)
             .bind(1_i32)
             .bind(2_i32)
-            .bind(vec!["owner", "admin"])
+            .bind(admins)
             .fetch_one(&mut *tx)
             .await
             .unwrap();

@@ -78,14 +78,7 @@ async fn a_graceful_stop_finishes_a_callback_whose_client_hung_up() {
         status, "CONNECTED:true",
         "the callback's store finished before the process ended"
     );
-    let accounted = harbor_harness::oracles::grants_accounted(
-        app.db(),
-        harbor_harness::target::Target::tokens(&app.sut).expect("in-process keys"),
-        &app.sut.provider,
-        0,
-    )
-    .await;
-    assert!(accounted.is_ok(), "{accounted:?}");
+    app.assert_grants_accounted().await;
     app.stop().await;
 }
 

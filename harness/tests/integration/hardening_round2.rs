@@ -336,7 +336,7 @@ async fn a_membership_change_waits_for_its_holders_and_later_requests_queue_behi
             .bind(member)
             .bind(key.classid)
             .bind(key.objid)
-            .bind(vec!["owner", "admin"])
+            .bind(harbor_service::domain::Role::names_let_through(true))
             .fetch_one(&mut *store)
             .await
             .unwrap();

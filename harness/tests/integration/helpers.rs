@@ -161,6 +161,19 @@ impl TestApp {
         &self.sut.db
     }
 
+    /// The harness's oracle: every grant the fake provider issued is live in exactly one row or
+    /// was given back (none lost).
+    pub async fn assert_grants_accounted(&self) {
+        let accounted = harbor_harness::oracles::grants_accounted(
+            self.db(),
+            harbor_harness::target::Target::tokens(&self.sut).expect("in-process keys"),
+            &self.sut.provider,
+            0,
+        )
+        .await;
+        assert!(accounted.is_ok(), "{accounted:?}");
+    }
+
     /// Runs a `SELECT count(*) …` on the test's database.
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)

@@ -249,13 +249,6 @@ async fn an_admin_demoted_before_the_callback_is_refused_at_the_store() {
     harbor_harness::oracles::until_outbox_empty(app.db(), None, std::time::Duration::from_secs(10))
         .await
         .unwrap();
-    let accounted = harbor_harness::oracles::grants_accounted(
-        app.db(),
-        harbor_harness::target::Target::tokens(&app.sut).expect("in-process keys"),
-        &app.sut.provider,
-        0,
-    )
-    .await;
-    assert!(accounted.is_ok(), "{accounted:?}");
+    app.assert_grants_accounted().await;
     app.stop().await;
 }
