@@ -120,6 +120,24 @@ fn associated_data_bytes_are_stable() {
         none.associated_data(2),
         format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0no-grant").into_bytes()
     );
+    // The ids are spelled by the vault's own encoder: every hex digit, both ends of the range.
+    for id in [
+        uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+        uuid::Uuid::nil(),
+        uuid::Uuid::max(),
+    ] {
+        let spelled = TokenBinding {
+            tenant_id: TenantId(id),
+            connection_id: ConnectionId(id),
+            grant_id: Some(id),
+            ..b
+        };
+        let id = id.hyphenated().to_string();
+        assert_eq!(
+            spelled.associated_data(2),
+            format!("harbor.token.v2\0{id}\0{id}\0gmail\0access_token\0{id}").into_bytes()
+        );
+    }
 }
 
 #[test]
