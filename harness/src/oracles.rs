@@ -1,5 +1,8 @@
 //! Checks of the stored state that hold after any schedule, shared by scenarios, the load test and
 //! the state machine: one implementation each, so they cannot drift apart.
+//!
+//! Past 500 lines with its unit tests: the oracles are the one place they must not drift, so they
+//! are kept in one file with the checks that each can fail.
 
 use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 

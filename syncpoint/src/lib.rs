@@ -15,6 +15,9 @@
 //!   runtime. That keeps it small enough to model-check with loom (`--cfg harbor_loom`).
 //! * Time is the caller's business: the service wraps an arrival in a timeout that fails loudly,
 //!   and the harness wraps its observation the same way. Nothing here sleeps.
+//!
+//! Past 500 lines with its tests: the unit tests and the loom model (`#[cfg(all(test,
+//! harbor_loom))]`) sit beside the protocol they check.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -26,6 +26,8 @@
 //! decision; any other mismatch is still a divergence. The DFS numbers the operations so that
 //! twins are neighbours (`Dfs::grouped`): a decision's alternatives are taken by position, and a
 //! twin then stands at the position of the one it mirrors whichever of the two is ready.
+//!
+//! Past 500 lines with its unit tests, which build the trees by hand beside the code they check.
 
 use super::{Decision, Ready, Scheduler};
 

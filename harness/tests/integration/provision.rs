@@ -14,6 +14,9 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     assert_eq!(infra.kind, expected);
     assert!(!infra.postgres_version.is_empty() && !infra.redis_version.is_empty());
     let footprint = infra.footprint();
+    if expected == BackendKind::Docker {
+        postgres_is_scheduled_outside_the_engines_group(&footprint.containers);
+    }
 
     let one = infra.isolated_env().await.unwrap();
     let two = infra.isolated_env().await.unwrap();
@@ -123,6 +126,44 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
         BackendKind::Local => assert!(footprint.pids.len() == 2 && footprint.dir.is_some()),
         BackendKind::External => {}
     }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Under the `cgroupfs` driver the PostgreSQL container's processes sit at the root of the CPU
+/// hierarchy with their own weight, read from the kernel's view of its postmaster; Redis stays in
+/// the engine's group.
+fn postgres_is_scheduled_outside_the_engines_group(containers: &[String]) {
+    if docker(&["info", "--format", "{{.CgroupDriver}}"]) != "cgroupfs"
+        || std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_some()
+    {
+        return;
+    }
+    let [postgres, redis] = containers else {
+        panic!("two containers: {containers:?}")
+    };
+    let cpu_group = |id: &str| {
+        let pid = docker(&["inspect", "-f", "{{.State.Pid}}", id]);
+        let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let line = groups.lines().find(|l| {
+            let controllers = l.split(':').nth(1).unwrap_or("");
+            controllers.split(',').any(|c| c == "cpu")
+                || (l.starts_with("0::") && !groups.contains(":cpu"))
+        });
+        line.and_then(|l| l.splitn(3, ':').nth(2))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(cpu_group(postgres), format!("/{postgres}"));
+    assert_ne!(cpu_group(redis), format!("/{redis}"));
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.CpuShares}}", postgres]),
+        harbor_harness::provision::POSTGRES_CPU_SHARES.to_string()
+    );
 }
 
 #[tokio::test]
