@@ -185,9 +185,11 @@ async fn connect_sized(
 /// `harbor.tenant_id` to another tenant: the policies scope by that setting, which the service sets
 /// from the caller's membership. RLS guards against forgotten filters, not against arbitrary SQL.)
 ///
-/// Nor may it create objects in schema `public`: the owner's settlement function looks names up
-/// there (migration 0019), after `pg_catalog`, and an object planted in `public` could stand in
-/// for one it means.
+/// Nor may it — or any role it may become with `SET ROLE`, inherited or not — create objects in
+/// schema `public`: the owner's settlement function looks names up there (migration 0019), after
+/// `pg_catalog`, and an object planted in `public` could stand in for one it means. (The function
+/// names its tables and its one call in full, so today nothing could; the check keeps a later edit
+/// of its body from depending on that.)
 pub async fn check_row_security(pool: &PgPool) -> Result<(), RowSecurityError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("RESET ROLE").execute(&mut *conn).await?;
@@ -199,7 +201,9 @@ pub async fn check_row_security(pool: &PgPool) -> Result<(), RowSecurityError> {
                        AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole \
                             OR r.oid = (SELECT relowner FROM pg_class WHERE oid = 'connections'::regclass)) \
                      ORDER BY 1), \
-               has_schema_privilege(session_user, 'public', 'CREATE')",
+               EXISTS (SELECT 1 FROM pg_roles r \
+                       WHERE pg_has_role(session_user, r.oid, 'MEMBER') \
+                         AND has_schema_privilege(r.oid, 'public', 'CREATE'))",
         )
         .fetch_one(&mut *conn)
         .await?;

@@ -214,6 +214,39 @@ async fn start_up_refuses_unsafe_configuration() {
         message.contains("can create objects in schema public"),
         "{message}"
     );
+    // So is one that could only `SET ROLE` to a role that may: a member that does not inherit.
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (login, creator) = (format!("request_{suffix}"), format!("creator_{suffix}"));
+    for statement in [
+        format!("CREATE ROLE {creator} NOLOGIN"),
+        format!("GRANT CREATE ON SCHEMA public TO {creator}"),
+        format!("CREATE ROLE {login} LOGIN NOINHERIT IN ROLE {creator}"),
+    ] {
+        sqlx::query(&statement).execute(&owner).await.unwrap();
+    }
+    let mut as_login = url::Url::parse(&env.database_url).unwrap();
+    as_login.set_username(&login).unwrap();
+    as_login.set_password(None).unwrap();
+    let config = Config {
+        database_url: SecretString::from(as_login.to_string()),
+        ..service_config(&env, &deps, ServiceOptions::default())
+    };
+    let refused = harbor_service::Application::build(config).await;
+    for statement in [
+        format!("DROP ROLE {login}"),
+        format!("REVOKE CREATE ON SCHEMA public FROM {creator}"),
+        format!("DROP ROLE {creator}"),
+    ] {
+        sqlx::query(&statement).execute(&owner).await.unwrap();
+    }
+    let message = refused
+        .err()
+        .expect("a request role that can become one that creates in public must not start")
+        .to_string();
+    assert!(
+        message.contains("can create objects in schema public"),
+        "{message}"
+    );
 
     // Provider endpoints over plain HTTP (the fake provider's) are refused in production.
     let config = Config {

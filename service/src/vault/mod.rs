@@ -147,8 +147,9 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 impl TokenBinding {
-    /// `harbor.token.v<version>\0tenant\0connection\0provider\0field[\0grant]` (at most 162
-    /// bytes: "harbor.token.v2" 15, three ids of 36, five separators, `slack`, `refresh_token`).
+    /// `harbor.token.v<version>\0tenant\0connection\0provider\0field[\0grant]` (at most 146
+    /// bytes: "harbor.token.v2" 15, three ids of 36, five separators, `gmail` or `slack`,
+    /// `refresh_token`).
     fn aad(&self, version: u8) -> Aad {
         let mut aad = Aad {
             bytes: [0; 192],
