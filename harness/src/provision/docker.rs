@@ -6,11 +6,11 @@
 //! [`DOCKER_LABEL`] and the owning process id; containers whose owner is gone are removed at the
 //! next start, since the Rust testcontainers has no reaper.
 //!
-//! Where the engine keeps its containers' cgroups itself (the `cgroupfs` driver), the PostgreSQL
-//! container is placed at the root of the CPU hierarchy with the weight of [`POSTGRES_CPU_SHARES`]
-//! threads' worth: under the engine's default, the whole database — every backend — competed for
-//! the host's cores with the weight of one of the service's threads, and lost whenever the cores
-//! were busy ([`postgres_placement`]).
+//! Where the engine keeps its containers' cgroups itself (the `cgroupfs` driver), both containers
+//! are placed at the root of the CPU hierarchy with the weight of [`SERVER_CPU_SHARES`]: under the
+//! engine's default, the whole database — every backend — and Redis competed for the host's cores
+//! with the weight of one of the service's threads, and lost whenever the cores were busy
+//! ([`servers_placed_at_root`]).
 
 use std::time::Duration;
 
@@ -30,11 +30,15 @@ const OFFICIAL_REDIS: &str = "redis:7-alpine";
 const OFFLINE_POSTGRES: &str = "harbor-offline/postgres:15-bookworm";
 const OFFLINE_REDIS: &str = "harbor-offline/redis:7-bookworm";
 
-/// The PostgreSQL container's CPU weight (`--cpu-shares`; one thread of the host weighs 1,024).
+/// Each server container's CPU weight (`--cpu-shares`; one thread of the host weighs 1,024).
 /// The backends that run at once are the pools' connections, a few dozen at most; sixteen
-/// threads' worth is more than two cores can give them, so the database is scheduled as it would
-/// be outside a container. Redis, one thread, is left at the engine's default.
-pub const POSTGRES_CPU_SHARES: i64 = 16 * 1024;
+/// threads' worth is more than two cores can give them, so a server is scheduled ahead of the
+/// processes it serves, as on a host of its own. Redis gets the same: with only the database
+/// placed so, Redis — left alone in the engine's group, against sixteen threads' weight — served
+/// a flow of the 1,000-flow crash scenario a 503 UNAVAILABLE (a Redis call that failed or passed
+/// the service's 2-second timeout) in one of the catalogue's two runs of a fresh-clone CI; with
+/// both placed, the catalogue passed twice over in two runs and the scenario alone six times.
+pub const SERVER_CPU_SHARES: i64 = 16 * 1024;
 
 /// The two images a Docker run uses.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -136,15 +140,15 @@ pub(super) async fn engine_version() -> Result<String, String> {
     }
 }
 
-/// Whether the PostgreSQL container can be given its own CPU weight at the root of the cgroup
+/// Whether the server containers can be given their own CPU weight at the root of the cgroup
 /// hierarchy: only under the `cgroupfs` driver, where the engine names cgroups by path (`/`
 /// then means the root). Under it the engine's own parent group (`/docker`) weighs what one
 /// thread of the host weighs, whatever its containers hold: 100 goose users' flows measured 264–291
-/// a second there against 318–340 at the root with [`POSTGRES_CPU_SHARES`] (alternated, three
+/// a second there against 318–340 with PostgreSQL at the root with [`SERVER_CPU_SHARES`] (alternated, three
 /// runs each, 2026-12-05), PostgreSQL's share of the busy cores 47 % against 54 % — what it takes
 /// outside a container. Elsewhere (the `systemd` driver, Docker Desktop's VM) the engine's
 /// placement stands.
-async fn postgres_placement() -> bool {
+async fn servers_placed_at_root() -> bool {
     matches!(
         docker_cli(&["info", "--format", "{{.CgroupDriver}}"])
             .await
@@ -216,7 +220,14 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
     let owner = std::process::id().to_string();
 
     let (pg_name, pg_tag) = split_image(&images.postgres);
-    let placed = postgres_placement().await;
+    let placed = servers_placed_at_root().await;
+    // The engine's cgroup parent `/` is the root under the cgroupfs driver.
+    let at_root = move |host: &mut testcontainers::bollard::models::HostConfig| {
+        if placed {
+            host.cgroup_parent = Some("/".to_owned());
+            host.cpu_shares = Some(SERVER_CPU_SHARES);
+        }
+    };
     let postgres = GenericImage::new(pg_name, pg_tag)
         .with_exposed_port(5432.tcp())
         .with_wait_for(WaitFor::Nothing)
@@ -234,12 +245,7 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
         ])
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner.clone())
-        .with_host_config_modifier(move |host| {
-            if placed {
-                host.cgroup_parent = Some("/".to_owned());
-                host.cpu_shares = Some(POSTGRES_CPU_SHARES);
-            }
-        })
+        .with_host_config_modifier(at_root)
         .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await
@@ -251,6 +257,7 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
         .with_wait_for(WaitFor::Nothing)
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner)
+        .with_host_config_modifier(at_root)
         .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-pub use docker::{DockerImages, DOCKER_LABEL, POSTGRES_CPU_SHARES};
+pub use docker::{DockerImages, DOCKER_LABEL, SERVER_CPU_SHARES};
 pub use local::LocalBinaries;
 
 /// Which backend to provision with.

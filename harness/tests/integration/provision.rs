@@ -15,7 +15,7 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     assert!(!infra.postgres_version.is_empty() && !infra.redis_version.is_empty());
     let footprint = infra.footprint();
     if expected == BackendKind::Docker {
-        postgres_is_scheduled_outside_the_engines_group(&footprint.containers);
+        servers_are_scheduled_outside_the_engines_group(&footprint.containers);
     }
 
     let one = infra.isolated_env().await.unwrap();
@@ -134,18 +134,15 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Under the `cgroupfs` driver the PostgreSQL container's processes sit at the root of the CPU
-/// hierarchy with their own weight, read from the kernel's view of its postmaster; Redis stays in
-/// the engine's group.
-fn postgres_is_scheduled_outside_the_engines_group(containers: &[String]) {
+/// Under the `cgroupfs` driver each server container's processes sit at the root of the CPU
+/// hierarchy with their own weight, read from the kernel's view of its first process.
+fn servers_are_scheduled_outside_the_engines_group(containers: &[String]) {
     if docker(&["info", "--format", "{{.CgroupDriver}}"]) != "cgroupfs"
         || std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_some()
     {
         return;
     }
-    let [postgres, redis] = containers else {
-        panic!("two containers: {containers:?}")
-    };
+    assert_eq!(containers.len(), 2, "PostgreSQL and Redis: {containers:?}");
     let cpu_group = |id: &str| {
         let pid = docker(&["inspect", "-f", "{{.State.Pid}}", id]);
         let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -158,12 +155,13 @@ fn postgres_is_scheduled_outside_the_engines_group(containers: &[String]) {
             .unwrap_or("")
             .to_owned()
     };
-    assert_eq!(cpu_group(postgres), format!("/{postgres}"));
-    assert_ne!(cpu_group(redis), format!("/{redis}"));
-    assert_eq!(
-        docker(&["inspect", "-f", "{{.HostConfig.CpuShares}}", postgres]),
-        harbor_harness::provision::POSTGRES_CPU_SHARES.to_string()
-    );
+    for id in containers {
+        assert_eq!(cpu_group(id), format!("/{id}"));
+        assert_eq!(
+            docker(&["inspect", "-f", "{{.HostConfig.CpuShares}}", id]),
+            harbor_harness::provision::SERVER_CPU_SHARES.to_string()
+        );
+    }
 }
 
 #[tokio::test]
