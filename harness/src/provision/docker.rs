@@ -144,9 +144,9 @@ pub(super) async fn engine_version() -> Result<String, String> {
 /// Whether the server containers can be given their own CPU weight at the root of the cgroup
 /// hierarchy: only under the `cgroupfs` driver, where the engine names cgroups by path (`/`
 /// then means the root). Under it the engine's own parent group (`/docker`) weighs what one
-/// thread of the host weighs, whatever its containers hold: 100 goose users' flows measured 264–291
-/// a second there against 318–340 with PostgreSQL at the root with sixteen threads' weight (alternated, three
-/// runs each, 2026-12-05), PostgreSQL's share of the busy cores 47 % against 54 % — what it takes
+/// thread of the host weighs, whatever its containers hold: 100 goose users' flows measured
+/// 264–291 a second there against 318–340 with PostgreSQL at the root (alternated, three runs
+/// each, 2026-12-05), PostgreSQL's share of the busy cores 47 % against 54 % — what it takes
 /// outside a container. Elsewhere (the `systemd` driver, Docker Desktop's VM) the engine's
 /// placement stands.
 async fn servers_placed_at_root() -> bool {

@@ -96,21 +96,15 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
 
     infra.shutdown().await;
     for id in &footprint.containers {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-a",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                &format!("id={id}"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-            "container {id} is gone"
-        );
+        let left = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("id={id}"),
+        ]);
+        assert!(left.is_empty(), "container {id} is gone");
     }
     for pid in &footprint.pids {
         assert!(
