@@ -108,7 +108,7 @@ impl Provider {
     ];
 
     /// The provider's name as stored and as written in URLs.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Provider::Qbo => "qbo",
             Provider::Gmail => "gmail",

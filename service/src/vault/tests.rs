@@ -120,6 +120,25 @@ fn associated_data_bytes_are_stable() {
         none.associated_data(2),
         format!("harbor.token.v2\0{t}\0{c}\0gmail\0access_token\0no-grant").into_bytes()
     );
+    // Every provider and field: the separators and names come from a table built at compile time.
+    for provider in Provider::ALL {
+        for field in [TokenField::Access, TokenField::Refresh] {
+            let other = TokenBinding {
+                provider,
+                field,
+                ..b
+            };
+            let (p, f) = (provider.as_str(), field.as_str());
+            assert_eq!(
+                other.associated_data(1),
+                format!("harbor.token.v1\0{t}\0{c}\0{p}\0{f}").into_bytes()
+            );
+            assert_eq!(
+                other.associated_data(2),
+                format!("harbor.token.v2\0{t}\0{c}\0{p}\0{f}\0{g}").into_bytes()
+            );
+        }
+    }
     // The ids are spelled by the vault's own encoder: every hex digit, both ends of the range.
     for id in [
         uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
@@ -176,7 +195,7 @@ fn legacy_values_are_refused_but_rotation_can_read_them() {
     // Re-seal as a version 1 value would have been written: v1 associated data, no grant.
     let (_, id, _, _) = split(&legacy).unwrap();
     let id = id.to_owned();
-    let cipher = &ring.keys[&id];
+    let cipher = ring.cipher(&id).unwrap();
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let sealed = cipher
         .encrypt(
