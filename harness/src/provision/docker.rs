@@ -6,12 +6,19 @@
 //! [`DOCKER_LABEL`] and the owning process id; containers whose owner is gone are removed at the
 //! next start, since the Rust testcontainers has no reaper.
 //!
+//! The harness sends traffic to the servers at 127.0.0.1 only, never at a container's own
+//! address. On a Linux engine on this host the containers share the host's network and listen on
+//! its loopback at ports chosen as the local backend chooses its own; elsewhere (Docker Desktop, a
+//! remote engine, `HARBOR_DOCKER_PUBLISHED_PORTS`) the engine publishes their ports on 127.0.0.1
+//! through its `docker-proxy`, a copy loop that took 27 % of both cores under the flow bench.
+//!
 //! Where the engine keeps its containers' cgroups itself (the `cgroupfs` driver), both containers
 //! are placed at the root of the CPU hierarchy with the weight of [`SERVER_CPU_SHARES`]: under the
 //! engine's default, the whole database — every backend — and Redis competed for the host's cores
 //! with the weight of one of the service's threads, and lost whenever the cores were busy
-//! ([`servers_placed_at_root`]).
+//! ([`Placement`]).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use testcontainers::core::{IntoContainerPort, WaitFor};
@@ -141,21 +148,63 @@ pub(super) async fn engine_version() -> Result<String, String> {
     }
 }
 
-/// Whether the server containers can be given their own CPU weight at the root of the cgroup
-/// hierarchy: only under the `cgroupfs` driver, where the engine names cgroups by path (`/`
-/// then means the root). Under it the engine's own parent group (`/docker`) weighs what one
-/// thread of the host weighs, whatever its containers hold: 100 goose users' flows measured
-/// 264–291 a second there against 318–340 with PostgreSQL at the root (alternated, three runs
-/// each, 2026-12-05), PostgreSQL's share of the busy cores 47 % against 54 % — what it takes
-/// outside a container. Elsewhere (the `systemd` driver, Docker Desktop's VM) the engine's
-/// placement stands.
-async fn servers_placed_at_root() -> bool {
-    matches!(
-        docker_cli(&["info", "--format", "{{.CgroupDriver}}"])
-            .await
-            .as_deref(),
-        Ok("cgroupfs")
-    ) && std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_none()
+/// Where the server containers run: which network, which CPU group.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    /// Both containers at the root of the cgroup hierarchy with [`SERVER_CPU_SHARES`]: only under
+    /// the `cgroupfs` driver, where the engine names cgroups by path (`/` then means the root).
+    /// Under it the engine's own parent group (`/docker`) weighs what one thread of the host
+    /// weighs, whatever its containers hold: 100 goose users' flows measured 264–291 a second
+    /// there against 318–340 with PostgreSQL at the root (alternated, three runs each,
+    /// 2026-12-05), PostgreSQL's share of the busy cores 47 % against 54 % — what it takes
+    /// outside a container. Elsewhere (the `systemd` driver, Docker Desktop's VM) the engine's
+    /// placement stands; `HARBOR_DOCKER_ENGINE_CGROUP` keeps it too.
+    at_root: bool,
+    /// The containers share the host's network and listen on 127.0.0.1 themselves: a Linux
+    /// engine reached through a local socket (not Docker Desktop, whose containers run in a VM).
+    /// Otherwise the engine publishes their ports on 127.0.0.1.
+    host_network: bool,
+}
+
+impl Placement {
+    async fn for_engine() -> Self {
+        let facts = docker_cli(&[
+            "info",
+            "--format",
+            "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}",
+        ])
+        .await
+        .unwrap_or_default();
+        let mut facts = facts.split('|');
+        let (driver, os_type, system) = (
+            facts.next().unwrap_or(""),
+            facts.next().unwrap_or(""),
+            facts.next().unwrap_or(""),
+        );
+        let local_socket = std::env::var("DOCKER_HOST")
+            .map_or(true, |host| host.is_empty() || host.starts_with("unix://"));
+        Placement {
+            at_root: driver == "cgroupfs"
+                && std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_none(),
+            host_network: os_type == "linux"
+                && !system.contains("Docker Desktop")
+                && local_socket
+                && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none(),
+        }
+    }
+
+    fn apply(self, host: &mut testcontainers::bollard::models::HostConfig) {
+        if self.at_root {
+            host.cgroup_parent = Some("/".to_owned());
+            host.cpu_shares = Some(SERVER_CPU_SHARES);
+        }
+        if self.host_network {
+            host.network_mode = Some("host".to_owned());
+            // Nothing to publish: the servers listen on the host's loopback themselves.
+            host.publish_all_ports = Some(false);
+            host.port_bindings = None;
+        }
+    }
 }
 
 /// Removes containers left by Harbor runs whose process is gone (a killed run).
@@ -218,124 +267,160 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
             .await
             .map_err(ProvisionError::Docker)?,
     };
-    let owner = std::process::id().to_string();
-
-    let (pg_name, pg_tag) = split_image(&images.postgres);
-    let placed = servers_placed_at_root().await;
-    // The engine's cgroup parent `/` is the root under the cgroupfs driver.
-    let at_root = move |host: &mut testcontainers::bollard::models::HostConfig| {
-        if placed {
-            host.cgroup_parent = Some("/".to_owned());
-            host.cpu_shares = Some(SERVER_CPU_SHARES);
+    let placement = Placement::for_engine().await;
+    // On the host's network a port is only free until someone else takes it, as for the local
+    // backend: a server that exits at start (its port taken) is retried on new ones.
+    let attempts = if placement.host_network { 3 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        match start_servers(&images, placement).await {
+            Ok(containers) => return Ok(containers),
+            Err(e) => {
+                tracing::warn!(error = %e, "the server containers did not start");
+                last = Some(e);
+            }
         }
+    }
+    Err(last.expect("at least one attempt was made"))
+}
+
+async fn start_servers(
+    images: &DockerImages,
+    placement: Placement,
+) -> Result<Containers, ProvisionError> {
+    let owner = std::process::id().to_string();
+    let free_port = || super::free_port().map_err(|e| ProvisionError::Docker(e.to_string()));
+    let (pg_port, redis_port) = if placement.host_network {
+        (free_port()?, free_port()?)
+    } else {
+        (5432, 6379)
     };
-    let postgres = GenericImage::new(pg_name, pg_tag)
-        .with_exposed_port(5432.tcp())
-        .with_wait_for(WaitFor::Nothing)
+    let mut pg_args = vec![
+        "-c".to_owned(),
+        "fsync=off".to_owned(),
+        "-c".to_owned(),
+        "synchronous_commit=off".to_owned(),
+        "-c".to_owned(),
+        "full_page_writes=off".to_owned(),
+        "-c".to_owned(),
+        "max_connections=500".to_owned(),
+    ];
+    let mut redis_args = Vec::new();
+    if placement.host_network {
+        // Later settings win over the images' own (`listen_addresses='*'`, `--bind 0.0.0.0`).
+        pg_args.extend(
+            [
+                "listen_addresses=127.0.0.1".to_owned(),
+                format!("port={pg_port}"),
+            ]
+            .into_iter()
+            .flat_map(|setting| ["-c".to_owned(), setting]),
+        );
+        redis_args.extend([
+            "--bind".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            redis_port.to_string(),
+        ]);
+    }
+
+    // On the host's network, a server is taken as started once its own log says it listens: a
+    // connection accepted on its port could be another process's that took the port first (this
+    // server then exits, ending its log, and the attempt fails). Elsewhere the readiness probe
+    // that follows (`Infra::provision`) is the only wait.
+    let (pg_ready, redis_ready) = if placement.host_network {
+        (
+            WaitFor::message_on_either_std(format!(
+                "listening on IPv4 address \"127.0.0.1\", port {pg_port}"
+            )),
+            WaitFor::message_on_either_std("Ready to accept connections"),
+        )
+    } else {
+        (WaitFor::Nothing, WaitFor::Nothing)
+    };
+    let (pg_name, pg_tag) = split_image(&images.postgres);
+    let mut postgres = GenericImage::new(pg_name, pg_tag);
+    if !placement.host_network {
+        postgres = postgres.with_exposed_port(5432.tcp());
+    }
+    let postgres = postgres
+        .with_wait_for(pg_ready)
         .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
         .with_env_var("POSTGRES_USER", "postgres")
-        .with_cmd([
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=500",
-        ])
+        .with_cmd(pg_args)
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner.clone())
-        .with_host_config_modifier(at_root)
+        .with_host_config_modifier(move |host| placement.apply(host))
         .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await
         .map_err(|e| ProvisionError::Docker(format!("starting {}: {e}", images.postgres)))?;
 
     let (redis_name, redis_tag) = split_image(&images.redis);
-    let redis = GenericImage::new(redis_name, redis_tag)
-        .with_exposed_port(6379.tcp())
-        .with_wait_for(WaitFor::Nothing)
+    let mut redis = GenericImage::new(redis_name, redis_tag);
+    if !placement.host_network {
+        redis = redis.with_exposed_port(6379.tcp());
+    }
+    let redis = redis
+        .with_wait_for(redis_ready)
+        .with_cmd(redis_args)
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner)
-        .with_host_config_modifier(at_root)
+        .with_host_config_modifier(move |host| placement.apply(host))
         .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await;
-    let redis = match redis {
-        Ok(r) => r,
+    let mut containers = Containers {
+        admin_url: String::new(),
+        redis_url: String::new(),
+        images: images.clone(),
+        postgres: Some(postgres),
+        redis: None,
+    };
+    match redis {
+        Ok(redis) => containers.redis = Some(redis),
         Err(e) => {
-            let _ = postgres.rm().await;
+            containers.remove().await;
             return Err(ProvisionError::Docker(format!(
                 "starting {}: {e}",
                 images.redis
             )));
         }
-    };
-    let pg_port = postgres
-        .get_host_port_ipv4(5432.tcp())
-        .await
-        .map_err(|e| ProvisionError::Docker(e.to_string()))?;
-    let redis_port = redis
-        .get_host_port_ipv4(6379.tcp())
-        .await
-        .map_err(|e| ProvisionError::Docker(e.to_string()))?;
-    // Docker publishes a port through `docker-proxy`, a userland copy loop that took 27 % of all
-    // CPU under the flow bench (perf, 2 cores). Where the host routes to the bridge network (a
-    // Linux engine), the servers are reached at their container addresses instead; elsewhere
-    // (Docker Desktop, a remote engine) through the published ports.
-    let (pg_addr, redis_addr) = match (
-        routable(&postgres, 5432).await,
-        routable(&redis, 6379).await,
-    ) {
-        (Some(pg), Some(redis)) => (pg, redis),
-        _ => (
-            std::net::SocketAddr::from(([127, 0, 0, 1], pg_port)),
-            std::net::SocketAddr::from(([127, 0, 0, 1], redis_port)),
-        ),
-    };
-    Ok(Containers {
-        admin_url: format!("postgres://postgres@{pg_addr}/postgres"),
-        redis_url: format!("redis://{redis_addr}/"),
-        images,
-        postgres: Some(postgres),
-        redis: Some(redis),
-    })
-}
-
-/// The container's own address on the bridge network, when the host routes to it: a connection
-/// there is accepted, or refused by the container itself (the server may still be starting).
-/// `None` when it times out or the network is unreachable.
-async fn routable(
-    container: &ContainerAsync<GenericImage>,
-    port: u16,
-) -> Option<std::net::SocketAddr> {
-    if std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_some() {
-        return None;
     }
-    // testcontainers' `get_bridge_ip_address` looks the network up by the container's network
-    // mode, which is `default` (not `bridge`) on current engines: ask the engine directly.
-    let ip: std::net::IpAddr = docker_cli(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        container.id(),
-    ])
-    .await
-    .ok()?
-    .split_whitespace()
-    .next()?
-    .parse()
-    .ok()?;
-    let addr = std::net::SocketAddr::new(ip, port);
-    match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => Some(addr),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(addr),
-        _ => None,
-    }
+    let (pg_port, redis_port) = if placement.host_network {
+        (pg_port, redis_port)
+    } else {
+        match containers.published_ports().await {
+            Ok(ports) => ports,
+            Err(e) => {
+                containers.remove().await;
+                return Err(e);
+            }
+        }
+    };
+    let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    containers.admin_url = format!("postgres://postgres@{}/postgres", loopback(pg_port));
+    containers.redis_url = format!("redis://{}/", loopback(redis_port));
+    Ok(containers)
 }
 
 impl Containers {
+    /// The ports the engine published for PostgreSQL and Redis on 127.0.0.1.
+    async fn published_ports(&self) -> Result<(u16, u16), ProvisionError> {
+        let mut ports = [0; 2];
+        for (slot, (container, port)) in ports
+            .iter_mut()
+            .zip([(&self.postgres, 5432), (&self.redis, 6379)])
+        {
+            let container = container.as_ref().expect("both containers are started");
+            *slot = container
+                .get_host_port_ipv4(port.tcp())
+                .await
+                .map_err(|e| ProvisionError::Docker(e.to_string()))?;
+        }
+        Ok((ports[0], ports[1]))
+    }
+
     /// The containers' ids.
     pub(super) fn ids(&self) -> Vec<String> {
         [&self.postgres, &self.redis]

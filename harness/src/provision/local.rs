@@ -104,11 +104,7 @@ pub(super) struct LocalServers {
 }
 
 fn free_port() -> Result<u16, ProvisionError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ProvisionError::Local(e.to_string()))?;
-    Ok(l.local_addr()
-        .map_err(|e| ProvisionError::Local(e.to_string()))?
-        .port())
+    super::free_port().map_err(|e| ProvisionError::Local(e.to_string()))
 }
 
 /// The uid and gid of the `postgres` user, when running as root.

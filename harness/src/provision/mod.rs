@@ -474,6 +474,17 @@ pub(crate) async fn keys_with_prefix(
     Ok(keys)
 }
 
+/// A port on 127.0.0.1 nothing listens on now (the kernel's pick for port 0). It is free only
+/// until someone takes it: the local backend and the Docker backend on the host's network start
+/// their servers on it and retry on new ports when a server exits at start.
+fn free_port() -> std::io::Result<u16> {
+    Ok(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+    )
+}
+
 async fn wait_for_postgres(url: &str, limit: Duration) -> Result<String, ProvisionError> {
     use sqlx::Connection;
     let started = Instant::now();

@@ -14,6 +14,7 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     assert_eq!(infra.kind, expected);
     assert!(!infra.postgres_version.is_empty() && !infra.redis_version.is_empty());
     let footprint = infra.footprint();
+    servers_are_reached_on_loopback(&infra, &footprint.containers);
     if expected == BackendKind::Docker {
         servers_are_scheduled_outside_the_engines_group(&footprint.containers);
     }
@@ -126,6 +127,30 @@ fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     assert!(out.status.success(), "docker {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The harness sends to 127.0.0.1 only (this machine's rule for containers: never a container's
+/// own address). A Linux engine's containers share the host's network, with nothing published.
+fn servers_are_reached_on_loopback(infra: &Infra, containers: &[String]) {
+    for url in [&infra.admin_url, &infra.redis_url] {
+        let host = url::Url::parse(url).unwrap().host_str().map(str::to_owned);
+        assert_eq!(host.as_deref(), Some("127.0.0.1"), "{url}");
+    }
+    let on_this_host = docker(&["info", "--format", "{{.OSType}}|{{.OperatingSystem}}"]);
+    if containers.is_empty()
+        || !on_this_host.starts_with("linux|")
+        || on_this_host.contains("Docker Desktop")
+        || std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://"))
+        || std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_some()
+    {
+        return;
+    }
+    for id in containers {
+        assert_eq!(
+            docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]),
+            "host"
+        );
+    }
 }
 
 /// Under the `cgroupfs` driver each server container's processes sit at the root of the CPU
