@@ -7,9 +7,10 @@
 //! next start, since the Rust testcontainers has no reaper.
 //!
 //! The harness sends traffic to the servers at 127.0.0.1 only, never at a container's own
-//! address. On a Linux engine on this host the containers share the host's network and listen on
-//! its loopback at ports chosen as the local backend chooses its own; elsewhere (Docker Desktop, a
-//! remote engine, `HARBOR_DOCKER_PUBLISHED_PORTS`) the engine publishes their ports on 127.0.0.1
+//! address, and no server listens beyond the loopback. With a rootful engine on this Linux host
+//! the containers share the host's network and listen on its loopback at ports chosen as the
+//! local backend chooses its own; elsewhere (an engine in a VM, a remote or rootless one,
+//! `HARBOR_DOCKER_PUBLISHED_PORTS`) the engine publishes each one's port on 127.0.0.1 alone,
 //! through its `docker-proxy`, a copy loop that took 27 % of both cores under the flow bench.
 //!
 //! Where the engine keeps its containers' cgroups itself (the `cgroupfs` driver), both containers
@@ -18,9 +19,13 @@
 //! with the weight of one of the service's threads, and lost whenever the cores were busy
 //! ([`Placement`]).
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use testcontainers::bollard::models::{HostConfig, PortBinding};
+use testcontainers::core::error::{TestcontainersError, WaitContainerError};
+use testcontainers::core::logs::WaitLogError;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -160,9 +165,11 @@ struct Placement {
     /// outside a container. Elsewhere (the `systemd` driver, Docker Desktop's VM) the engine's
     /// placement stands; `HARBOR_DOCKER_ENGINE_CGROUP` keeps it too.
     at_root: bool,
-    /// The containers share the host's network and listen on 127.0.0.1 themselves: a Linux
-    /// engine reached through a local socket (not Docker Desktop, whose containers run in a VM).
-    /// Otherwise the engine publishes their ports on 127.0.0.1.
+    /// The containers share the host's network and listen on 127.0.0.1 themselves: a rootful
+    /// engine on this Linux host, reached through a local socket. Not Docker Desktop or any other
+    /// engine in a VM (Colima, Lima, …: the harness runs on Linux here), not a remote engine
+    /// (`DOCKER_HOST` or the current `docker context`), not a rootless engine (its host network
+    /// is its own namespace). Otherwise the engine publishes their ports on 127.0.0.1 alone.
     host_network: bool,
 }
 
@@ -171,38 +178,62 @@ impl Placement {
         let facts = docker_cli(&[
             "info",
             "--format",
-            "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}",
+            "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}|{{.SecurityOptions}}",
         ])
         .await
         .unwrap_or_default();
         let mut facts = facts.split('|');
-        let (driver, os_type, system) = (
+        let (driver, os_type, system, security) = (
+            facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
         );
-        let local_socket = std::env::var("DOCKER_HOST")
-            .map_or(true, |host| host.is_empty() || host.starts_with("unix://"));
+        // The endpoint the client uses, whether from `DOCKER_HOST` or the current context.
+        let endpoint = docker_cli(&[
+            "context",
+            "inspect",
+            "--format",
+            "{{.Endpoints.docker.Host}}",
+        ])
+        .await
+        .unwrap_or_default();
         Placement {
             at_root: driver == "cgroupfs"
                 && std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_none(),
-            host_network: os_type == "linux"
+            host_network: cfg!(target_os = "linux")
+                && os_type == "linux"
                 && !system.contains("Docker Desktop")
-                && local_socket
+                && !security.contains("rootless")
+                && endpoint.starts_with("unix://")
                 && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none(),
         }
     }
 
-    fn apply(self, host: &mut testcontainers::bollard::models::HostConfig) {
+    /// Sets the container's CPU group and network; `port` is the one its server listens on
+    /// inside the container when the engine publishes it.
+    fn apply(self, host: &mut HostConfig, port: u16) {
         if self.at_root {
             host.cgroup_parent = Some("/".to_owned());
             host.cpu_shares = Some(SERVER_CPU_SHARES);
         }
+        // testcontainers publishes every exposed port on all of the host's addresses: a database
+        // that trusts every login would be open to the network. Nothing is published on the
+        // host's network (the servers listen on its loopback themselves), and elsewhere the one
+        // port on 127.0.0.1 alone, at a port the engine picks.
+        host.publish_all_ports = Some(false);
         if self.host_network {
             host.network_mode = Some("host".to_owned());
-            // Nothing to publish: the servers listen on the host's loopback themselves.
-            host.publish_all_ports = Some(false);
             host.port_bindings = None;
+        } else {
+            let loopback_only = PortBinding {
+                host_ip: Some(Ipv4Addr::LOCALHOST.to_string()),
+                host_port: None,
+            };
+            host.port_bindings = Some(HashMap::from([(
+                format!("{port}/tcp"),
+                Some(vec![loopback_only]),
+            )]));
         }
     }
 }
@@ -275,23 +306,50 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
     for _ in 0..attempts {
         match start_servers(&images, placement).await {
             Ok(containers) => return Ok(containers),
-            Err(e) => {
-                tracing::warn!(error = %e, "the server containers did not start");
+            Err(StartFailure::ExitedAtStart(e)) => {
+                tracing::warn!(error = %e, "a server container stopped at start; new ports");
                 last = Some(e);
             }
+            Err(StartFailure::Other(e)) => return Err(e),
         }
     }
     Err(last.expect("at least one attempt was made"))
 }
 
+/// Why an attempt to start the two containers failed.
+enum StartFailure {
+    /// A server's log ended before it said it listened (its port taken): new ports may do.
+    ExitedAtStart(ProvisionError),
+    /// Anything else (the engine, an image, a timeout): another attempt would fail alike.
+    Other(ProvisionError),
+}
+
+impl StartFailure {
+    fn starting(image: &str, error: TestcontainersError) -> Self {
+        let exited = matches!(
+            error,
+            TestcontainersError::WaitContainer(WaitContainerError::WaitLog(
+                WaitLogError::EndOfStream(_)
+            ))
+        );
+        let error = ProvisionError::Docker(format!("starting {image}: {error}"));
+        if exited {
+            StartFailure::ExitedAtStart(error)
+        } else {
+            StartFailure::Other(error)
+        }
+    }
+}
+
 async fn start_servers(
     images: &DockerImages,
     placement: Placement,
-) -> Result<Containers, ProvisionError> {
+) -> Result<Containers, StartFailure> {
     let owner = std::process::id().to_string();
-    let free_port = || super::free_port().map_err(|e| ProvisionError::Docker(e.to_string()));
     let (pg_port, redis_port) = if placement.host_network {
-        (free_port()?, free_port()?)
+        let [pg, redis] = super::free_ports::<2>()
+            .map_err(|e| StartFailure::Other(ProvisionError::Docker(e.to_string())))?;
+        (pg, redis)
     } else {
         (5432, 6379)
     };
@@ -307,11 +365,13 @@ async fn start_servers(
     ];
     let mut redis_args = Vec::new();
     if placement.host_network {
-        // Later settings win over the images' own (`listen_addresses='*'`, `--bind 0.0.0.0`).
+        // Later settings win over the images' own (`listen_addresses='*'`, `--bind 0.0.0.0`);
+        // the log in English, where the line waited for below is looked for.
         pg_args.extend(
             [
                 "listen_addresses=127.0.0.1".to_owned(),
                 format!("port={pg_port}"),
+                "lc_messages=C".to_owned(),
             ]
             .into_iter()
             .flat_map(|setting| ["-c".to_owned(), setting]),
@@ -350,11 +410,11 @@ async fn start_servers(
         .with_cmd(pg_args)
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner.clone())
-        .with_host_config_modifier(move |host| placement.apply(host))
+        .with_host_config_modifier(move |host| placement.apply(host, 5432))
         .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await
-        .map_err(|e| ProvisionError::Docker(format!("starting {}: {e}", images.postgres)))?;
+        .map_err(|e| StartFailure::starting(&images.postgres, e))?;
 
     let (redis_name, redis_tag) = split_image(&images.redis);
     let mut redis = GenericImage::new(redis_name, redis_tag);
@@ -366,7 +426,7 @@ async fn start_servers(
         .with_cmd(redis_args)
         .with_label(DOCKER_LABEL, "true")
         .with_label(OWNER_LABEL, owner)
-        .with_host_config_modifier(move |host| placement.apply(host))
+        .with_host_config_modifier(move |host| placement.apply(host, 6379))
         .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await;
@@ -381,10 +441,7 @@ async fn start_servers(
         Ok(redis) => containers.redis = Some(redis),
         Err(e) => {
             containers.remove().await;
-            return Err(ProvisionError::Docker(format!(
-                "starting {}: {e}",
-                images.redis
-            )));
+            return Err(StartFailure::starting(&images.redis, e));
         }
     }
     let (pg_port, redis_port) = if placement.host_network {
@@ -394,7 +451,7 @@ async fn start_servers(
             Ok(ports) => ports,
             Err(e) => {
                 containers.remove().await;
-                return Err(e);
+                return Err(StartFailure::Other(e));
             }
         }
     };

@@ -104,7 +104,9 @@ pub(super) struct LocalServers {
 }
 
 fn free_port() -> Result<u16, ProvisionError> {
-    super::free_port().map_err(|e| ProvisionError::Local(e.to_string()))
+    super::free_ports::<1>()
+        .map(|[port]| port)
+        .map_err(|e| ProvisionError::Local(e.to_string()))
 }
 
 /// The uid and gid of the `postgres` user, when running as root.

@@ -474,15 +474,19 @@ pub(crate) async fn keys_with_prefix(
     Ok(keys)
 }
 
-/// A port on 127.0.0.1 nothing listens on now (the kernel's pick for port 0). It is free only
-/// until someone takes it: the local backend and the Docker backend on the host's network start
-/// their servers on it and retry on new ports when a server exits at start.
-fn free_port() -> std::io::Result<u16> {
-    Ok(
-        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port(),
-    )
+/// `N` distinct ports on 127.0.0.1 nothing listens on now (the kernel's picks for port 0, each
+/// held until all are picked). They are free only until someone takes them: the local backend and
+/// the Docker backend on the host's network start their servers on them and retry on new ports
+/// when a server exits at start.
+fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        *port = listener.local_addr()?.port();
+        held.push(listener);
+    }
+    Ok(ports)
 }
 
 async fn wait_for_postgres(url: &str, limit: Duration) -> Result<String, ProvisionError> {

@@ -130,26 +130,51 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// The harness sends to 127.0.0.1 only (this machine's rule for containers: never a container's
-/// own address). A Linux engine's containers share the host's network, with nothing published.
+/// own address), and no server is reachable from beyond the host: a container either shares the
+/// host's network (its server listens on the loopback) or has its one port published on
+/// 127.0.0.1 alone. With a rootful engine on this Linux host, unless published ports are asked
+/// for, the first.
 fn servers_are_reached_on_loopback(infra: &Infra, containers: &[String]) {
     for url in [&infra.admin_url, &infra.redis_url] {
         let host = url::Url::parse(url).unwrap().host_str().map(str::to_owned);
         assert_eq!(host.as_deref(), Some("127.0.0.1"), "{url}");
     }
-    let on_this_host = docker(&["info", "--format", "{{.OSType}}|{{.OperatingSystem}}"]);
-    if containers.is_empty()
-        || !on_this_host.starts_with("linux|")
-        || on_this_host.contains("Docker Desktop")
-        || std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://"))
-        || std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_some()
-    {
+    if containers.is_empty() {
         return;
     }
+    let engine = docker(&[
+        "info",
+        "--format",
+        "{{.OperatingSystem}}|{{.SecurityOptions}}",
+    ]);
+    let endpoint = docker(&[
+        "context",
+        "inspect",
+        "--format",
+        "{{.Endpoints.docker.Host}}",
+    ]);
+    let host_network_expected = cfg!(target_os = "linux")
+        && endpoint.starts_with("unix://")
+        && !engine.contains("Docker Desktop")
+        && !engine.contains("rootless")
+        && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none();
     for id in containers {
-        assert_eq!(
-            docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]),
-            "host"
-        );
+        let mode = docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]);
+        let published = docker(&[
+            "inspect",
+            "-f",
+            "{{range $port, $bindings := .HostConfig.PortBindings}}{{range $bindings}}{{.HostIp}} {{end}}{{end}}",
+            id,
+        ]);
+        assert_eq!(mode == "host", host_network_expected, "{id}: {mode}");
+        if mode == "host" {
+            assert_eq!(published, "", "{id} publishes nothing");
+        } else {
+            assert_eq!(
+                published, "127.0.0.1",
+                "{id} publishes on the loopback alone"
+            );
+        }
     }
 }
 

@@ -99,7 +99,7 @@ pub struct TokenBinding {
     pub grant_id: Option<uuid::Uuid>,
 }
 
-/// Room for the longest associated data (146 bytes, see [`TokenBinding::aad`]); the padded
+/// Room for the longest associated data (146 bytes, see [`TokenBinding::write_aad`]); the padded
 /// provider-and-field segment written after the two leading ids ends at byte 121.
 const AAD_CAPACITY: usize = 160;
 
