@@ -7,8 +7,8 @@
 //! next start, since the Rust testcontainers has no reaper.
 //!
 //! The harness sends traffic to the servers at 127.0.0.1 only, never at a container's own
-//! address, and no server listens beyond the loopback. With a rootful engine on this Linux host
-//! the containers share the host's network and listen on its loopback at ports chosen as the
+//! address, and nothing is published beyond it. With a rootful engine on this Linux host the
+//! containers share the host's network and listen on its loopback alone, at ports chosen as the
 //! local backend chooses its own; elsewhere (an engine in a VM, a remote or rootless one,
 //! `HARBOR_DOCKER_PUBLISHED_PORTS`) the engine publishes each one's port on 127.0.0.1 alone,
 //! through its `docker-proxy`, a copy loop that took 27 % of both cores under the flow bench.
@@ -167,9 +167,11 @@ struct Placement {
     at_root: bool,
     /// The containers share the host's network and listen on 127.0.0.1 themselves: a rootful
     /// engine on this Linux host, reached through a local socket. Not Docker Desktop or any other
-    /// engine in a VM (Colima, Lima, …: the harness runs on Linux here), not a remote engine
-    /// (`DOCKER_HOST` or the current `docker context`), not a rootless engine (its host network
-    /// is its own namespace). Otherwise the engine publishes their ports on 127.0.0.1 alone.
+    /// engine in a VM (Colima, Lima, …: its host is not this one, by name), not a remote engine,
+    /// not a rootless engine (its host network is its own namespace), and only when the client's
+    /// engine is the one testcontainers starts the containers on (`DOCKER_HOST`, else the
+    /// default socket; testcontainers ignores `docker context`). Otherwise the engine publishes
+    /// their ports on 127.0.0.1 alone.
     host_network: bool,
 }
 
@@ -178,17 +180,23 @@ impl Placement {
         let facts = docker_cli(&[
             "info",
             "--format",
-            "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}|{{.SecurityOptions}}",
+            "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
         ])
         .await
         .unwrap_or_default();
         let mut facts = facts.split('|');
-        let (driver, os_type, system, security) = (
+        let (driver, os_type, system, security, engine_host) = (
+            facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
             facts.next().unwrap_or(""),
         );
+        let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let testcontainers_endpoint = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
         // The endpoint the client uses, whether from `DOCKER_HOST` or the current context.
         let endpoint = docker_cli(&[
             "context",
@@ -205,7 +213,9 @@ impl Placement {
                 && os_type == "linux"
                 && !system.contains("Docker Desktop")
                 && !security.contains("rootless")
+                && engine_host == this_host.trim()
                 && endpoint.starts_with("unix://")
+                && endpoint == testcontainers_endpoint
                 && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none(),
         }
     }

@@ -14,7 +14,13 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     assert_eq!(infra.kind, expected);
     assert!(!infra.postgres_version.is_empty() && !infra.redis_version.is_empty());
     let footprint = infra.footprint();
-    servers_are_reached_on_loopback(&infra, &footprint.containers);
+    servers_are_reached_on_loopback(
+        [&infra.admin_url, &infra.redis_url],
+        &footprint.containers,
+        // The local backend's servers are processes on this host's network too.
+        expected == BackendKind::Local
+            || (expected == BackendKind::Docker && host_network_expected()),
+    );
     if expected == BackendKind::Docker {
         servers_are_scheduled_outside_the_engines_group(&footprint.containers);
     }
@@ -129,35 +135,48 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The harness sends to 127.0.0.1 only (this machine's rule for containers: never a container's
-/// own address), and no server is reachable from beyond the host: a container either shares the
-/// host's network (its server listens on the loopback) or has its one port published on
-/// 127.0.0.1 alone. With a rootful engine on this Linux host, unless published ports are asked
-/// for, the first.
-fn servers_are_reached_on_loopback(infra: &Infra, containers: &[String]) {
-    for url in [&infra.admin_url, &infra.redis_url] {
-        let host = url::Url::parse(url).unwrap().host_str().map(str::to_owned);
-        assert_eq!(host.as_deref(), Some("127.0.0.1"), "{url}");
-    }
-    if containers.is_empty() {
-        return;
-    }
-    let engine = docker(&[
+/// Whether the Docker backend should put the containers on the host's network here: a rootful
+/// engine on this Linux host, reached as testcontainers reaches it, published ports not asked for.
+fn host_network_expected() -> bool {
+    let quiet = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let engine = quiet(&[
         "info",
         "--format",
-        "{{.OperatingSystem}}|{{.SecurityOptions}}",
+        "{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
     ]);
-    let endpoint = docker(&[
+    let endpoint = quiet(&[
         "context",
         "inspect",
         "--format",
         "{{.Endpoints.docker.Host}}",
     ]);
-    let host_network_expected = cfg!(target_os = "linux")
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    cfg!(target_os = "linux")
         && endpoint.starts_with("unix://")
         && !engine.contains("Docker Desktop")
         && !engine.contains("rootless")
-        && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none();
+        && engine.ends_with(&format!("|{}", this_host.trim()))
+        && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none()
+}
+
+/// The harness sends to 127.0.0.1 only (this machine's rule for containers: never a container's
+/// own address), and nothing is published or listened on beyond the loopback: a container either
+/// shares the host's network, its server listening on 127.0.0.1 alone (read from the kernel's
+/// socket tables), or has its one port published on 127.0.0.1 alone. `host_network`: the servers
+/// listen on this host's network (the local backend's, or containers sharing it).
+fn servers_are_reached_on_loopback(urls: [&str; 2], containers: &[String], host_network: bool) {
+    let mut ports = Vec::new();
+    for url in urls {
+        let url = url::Url::parse(url).unwrap();
+        assert_eq!(url.host_str(), Some("127.0.0.1"), "{url}");
+        ports.push(url.port().expect("an explicit port"));
+    }
     for id in containers {
         let mode = docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]);
         let published = docker(&[
@@ -166,8 +185,8 @@ fn servers_are_reached_on_loopback(infra: &Infra, containers: &[String]) {
             "{{range $port, $bindings := .HostConfig.PortBindings}}{{range $bindings}}{{.HostIp}} {{end}}{{end}}",
             id,
         ]);
-        assert_eq!(mode == "host", host_network_expected, "{id}: {mode}");
-        if mode == "host" {
+        assert_eq!(mode == "host", host_network, "{id}: {mode}");
+        if host_network {
             assert_eq!(published, "", "{id} publishes nothing");
         } else {
             assert_eq!(
@@ -175,6 +194,106 @@ fn servers_are_reached_on_loopback(infra: &Infra, containers: &[String]) {
                 "{id} publishes on the loopback alone"
             );
         }
+    }
+    if host_network {
+        for port in ports {
+            assert_eq!(listening_addresses(port), ["127.0.0.1"], "port {port}");
+        }
+    }
+}
+
+/// The local addresses of the sockets listening on `port` in this network namespace, from the
+/// kernel's tables: IPv4 dotted, IPv6 as the kernel prints it.
+fn listening_addresses(port: u16) -> Vec<String> {
+    const LISTEN: &str = "0A";
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(&state)) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let Some((address, at)) = local.split_once(':') else {
+                continue;
+            };
+            if state != LISTEN || u16::from_str_radix(at, 16).ok() != Some(port) {
+                continue;
+            }
+            // The kernel prints the address's bytes, in network order, as a host-order number.
+            found.push(match u32::from_str_radix(address, 16) {
+                Ok(v4) if address.len() == 8 => {
+                    std::net::Ipv4Addr::from(v4.to_ne_bytes()).to_string()
+                }
+                _ => address.to_owned(),
+            });
+        }
+    }
+    found
+}
+
+/// With published ports asked for — in a process of its own, `harbor-certify infra`, since the
+/// choice is read from the environment — each container publishes its one port on 127.0.0.1
+/// alone (testcontainers alone would publish it on every address of the host).
+#[tokio::test]
+async fn docker_backend_publishes_on_the_loopback_alone_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("infra.env");
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_harbor-certify"))
+        .args(["infra", "--backend", "docker", "--env-file"])
+        .arg(&env_file)
+        .env("HARBOR_DOCKER_PUBLISHED_PORTS", "1")
+        .env_remove("HARBOR_DATABASE_URL")
+        .env_remove("HARBOR_REDIS_URL")
+        .env_remove("HARBOR_BACKEND")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("harbor-certify runs");
+    // Polling for the file the holder writes once both servers answer: bounded, and a holder
+    // that exits first fails the test at once.
+    let started = std::time::Instant::now();
+    while !env_file.exists() {
+        assert!(holder.try_wait().unwrap().is_none(), "the holder exited");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "no servers in 90 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .to_owned()
+    };
+    let (pg, redis) = (value("HARBOR_DATABASE_URL="), value("HARBOR_REDIS_URL="));
+    let listing = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=dev.harbor.owner-pid={}", holder.id()),
+    ]);
+    let containers: Vec<String> = listing.lines().map(str::to_owned).collect();
+    assert_eq!(containers.len(), 2, "PostgreSQL and Redis: {containers:?}");
+    servers_are_reached_on_loopback([&pg, &redis], &containers, false);
+    drop(holder.stdin.take());
+    assert!(
+        holder.wait().unwrap().success(),
+        "the holder stops at the end of its input"
+    );
+    for id in &containers {
+        let left = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("id={id}"),
+        ]);
+        assert!(left.is_empty(), "container {id} is gone");
     }
 }
 
