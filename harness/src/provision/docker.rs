@@ -33,14 +33,13 @@ use tokio::process::Command;
 
 use super::ProvisionError;
 
+mod images;
+
+pub use images::DockerImages;
+
 /// The label on every container Harbor starts.
 pub const DOCKER_LABEL: &str = "dev.harbor.managed";
 const OWNER_LABEL: &str = "dev.harbor.owner-pid";
-
-const OFFICIAL_POSTGRES: &str = "postgres:16-alpine";
-const OFFICIAL_REDIS: &str = "redis:7-alpine";
-const OFFLINE_POSTGRES: &str = "harbor-offline/postgres:15-bookworm";
-const OFFLINE_REDIS: &str = "harbor-offline/redis:7-bookworm";
 
 /// Each server container's CPU weight (`--cpu-shares`; one thread of the host weighs 1,024).
 /// Four threads' worth, chosen so that the servers are scheduled as they are outside a container
@@ -52,65 +51,6 @@ const OFFLINE_REDIS: &str = "harbor-offline/redis:7-bookworm";
 /// that failed or passed the service's 2-second timeout) in one of the catalogue's two runs of a
 /// fresh-clone CI.
 pub const SERVER_CPU_SHARES: i64 = 4 * 1024;
-
-/// The two images a Docker run uses.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DockerImages {
-    /// The PostgreSQL image reference.
-    pub postgres: String,
-    /// The Redis image reference.
-    pub redis: String,
-}
-
-impl DockerImages {
-    /// Chooses the images as described in the module documentation. With `allow_pull` false (the
-    /// `auto` backend's detection) only images already present count, so detection is quick.
-    pub async fn resolve(allow_pull: bool) -> Result<Self, String> {
-        let postgres = resolve_one(
-            "HARBOR_POSTGRES_IMAGE",
-            OFFICIAL_POSTGRES,
-            OFFLINE_POSTGRES,
-            allow_pull,
-        )
-        .await?;
-        let redis = resolve_one(
-            "HARBOR_REDIS_IMAGE",
-            OFFICIAL_REDIS,
-            OFFLINE_REDIS,
-            allow_pull,
-        )
-        .await?;
-        Ok(Self { postgres, redis })
-    }
-}
-
-async fn resolve_one(
-    var: &str,
-    official: &str,
-    offline: &str,
-    allow_pull: bool,
-) -> Result<String, String> {
-    if let Ok(explicit) = std::env::var(var) {
-        if !explicit.is_empty() {
-            if allow_pull || image_present(&explicit).await {
-                return Ok(explicit);
-            }
-            return Err(format!("{var}={explicit} is not present locally"));
-        }
-    }
-    for candidate in [official, offline] {
-        if image_present(candidate).await {
-            return Ok(candidate.to_owned());
-        }
-    }
-    if allow_pull && pull(official).await {
-        return Ok(official.to_owned());
-    }
-    Err(format!(
-        "neither {official} nor {offline} is present and {official} cannot be pulled; \
-         run scripts/offline-images.sh or set {var}"
-    ))
-}
 
 async fn docker_cli(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
@@ -124,19 +64,6 @@ async fn docker_cli(args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
     }
-}
-
-async fn image_present(image: &str) -> bool {
-    docker_cli(&["image", "inspect", "--format", "{{.Id}}", image])
-        .await
-        .is_ok()
-}
-
-async fn pull(image: &str) -> bool {
-    tokio::time::timeout(Duration::from_secs(60), docker_cli(&["pull", "-q", image]))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false)
 }
 
 /// The Docker engine's version, or why it does not answer.
