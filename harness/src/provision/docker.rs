@@ -104,13 +104,18 @@ struct Placement {
 
 impl Placement {
     async fn for_engine() -> Self {
-        let facts = docker_cli(&[
-            "info",
-            "--format",
-            "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
-        ])
-        .await
-        .unwrap_or_default();
+        // The engine's facts, and the endpoint the client uses (from `DOCKER_HOST` or the current
+        // context), asked at once.
+        let (facts, endpoint) =
+            tokio::join!(
+            docker_cli(&[
+                "info",
+                "--format",
+                "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
+            ]),
+            docker_cli(&["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"]),
+        );
+        let (facts, endpoint) = (facts.unwrap_or_default(), endpoint.unwrap_or_default());
         let mut facts = facts.split('|');
         let (driver, os_type, system, security, engine_host) = (
             facts.next().unwrap_or(""),
@@ -124,15 +129,6 @@ impl Placement {
             .ok()
             .filter(|host| !host.is_empty())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        // The endpoint the client uses, whether from `DOCKER_HOST` or the current context.
-        let endpoint = docker_cli(&[
-            "context",
-            "inspect",
-            "--format",
-            "{{.Endpoints.docker.Host}}",
-        ])
-        .await
-        .unwrap_or_default();
         Placement {
             at_root: driver == "cgroupfs"
                 && std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_none(),
@@ -283,12 +279,13 @@ async fn start_servers(
     placement: Placement,
 ) -> Result<Containers, StartFailure> {
     let owner = std::process::id().to_string();
-    let (pg_port, redis_port) = if placement.host_network {
-        let [pg, redis] = super::free_ports::<2>()
+    // The ports the servers listen on, on the host's network; else the engine picks them, later.
+    let chosen = if placement.host_network {
+        let ports = super::free_ports::<2>()
             .map_err(|e| StartFailure::Other(ProvisionError::Docker(e.to_string())))?;
-        (pg, redis)
+        Some(ports)
     } else {
-        (5432, 6379)
+        None
     };
     let mut pg_args = vec![
         "-c".to_owned(),
@@ -301,7 +298,11 @@ async fn start_servers(
         "max_connections=500".to_owned(),
     ];
     let mut redis_args = Vec::new();
-    if placement.host_network {
+    // On the host's network, a server is taken as started once its own log says it listens: a
+    // connection accepted on its port could be another process's that took the port first (this
+    // server then exits, ending its log, and the attempt fails). Elsewhere the readiness probe
+    // that follows (`Infra::provision`) is the only wait.
+    let (pg_ready, redis_ready) = if let Some([pg_port, redis_port]) = chosen {
         // Later settings win over the images' own (`listen_addresses='*'`, `--bind 0.0.0.0`);
         // the log in English, where the line waited for below is looked for.
         pg_args.extend(
@@ -319,13 +320,6 @@ async fn start_servers(
             "--port".to_owned(),
             redis_port.to_string(),
         ]);
-    }
-
-    // On the host's network, a server is taken as started once its own log says it listens: a
-    // connection accepted on its port could be another process's that took the port first (this
-    // server then exits, ending its log, and the attempt fails). Elsewhere the readiness probe
-    // that follows (`Infra::provision`) is the only wait.
-    let (pg_ready, redis_ready) = if placement.host_network {
         (
             WaitFor::message_on_either_std(format!(
                 "listening on IPv4 address \"127.0.0.1\", port {pg_port}"
@@ -381,16 +375,15 @@ async fn start_servers(
             return Err(StartFailure::starting(&images.redis, e));
         }
     }
-    let (pg_port, redis_port) = if placement.host_network {
-        (pg_port, redis_port)
-    } else {
-        match containers.published_ports().await {
+    let (pg_port, redis_port) = match chosen {
+        Some([pg_port, redis_port]) => (pg_port, redis_port),
+        None => match containers.published_ports().await {
             Ok(ports) => ports,
             Err(e) => {
                 containers.remove().await;
                 return Err(StartFailure::Other(e));
             }
-        }
+        },
     };
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     containers.admin_url = format!("postgres://postgres@{}/postgres", loopback(pg_port));

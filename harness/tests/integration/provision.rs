@@ -102,17 +102,7 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     drop(conn);
 
     infra.shutdown().await;
-    for id in &footprint.containers {
-        let left = docker(&[
-            "ps",
-            "-a",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("id={id}"),
-        ]);
-        assert!(left.is_empty(), "container {id} is gone");
-    }
+    containers_are_gone(&footprint.containers);
     for pid in &footprint.pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -130,21 +120,42 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(out.status.success(), "docker {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    try_docker(args).unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
+}
+
+/// The docker client's output, or what it said when it failed.
+fn try_docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// Each of `containers` is removed, volumes and all.
+fn containers_are_gone(containers: &[String]) {
+    for id in containers {
+        let left = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("id={id}"),
+        ]);
+        assert!(left.is_empty(), "container {id} is gone");
+    }
 }
 
 /// Whether the Docker backend should put the containers on the host's network here: a rootful
 /// engine on this Linux host, reached as testcontainers reaches it, published ports not asked for.
 fn host_network_expected() -> bool {
-    let quiet = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
+    let quiet = |args: &[&str]| try_docker(args).unwrap_or_default();
     let engine = quiet(&[
         "info",
         "--format",
@@ -284,17 +295,7 @@ async fn docker_backend_publishes_on_the_loopback_alone_when_asked() {
         holder.wait().unwrap().success(),
         "the holder stops at the end of its input"
     );
-    for id in &containers {
-        let left = docker(&[
-            "ps",
-            "-a",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("id={id}"),
-        ]);
-        assert!(left.is_empty(), "container {id} is gone");
-    }
+    containers_are_gone(&containers);
 }
 
 /// Under the `cgroupfs` driver each server container's processes sit at the root of the CPU

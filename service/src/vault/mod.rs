@@ -74,6 +74,9 @@ pub enum TokenField {
 }
 
 impl TokenField {
+    /// Both fields.
+    pub const ALL: [TokenField; 2] = [TokenField::Access, TokenField::Refresh];
+
     const fn as_str(self) -> &'static str {
         match self {
             TokenField::Access => "access_token",
@@ -151,35 +154,30 @@ impl Aad {
 /// `\0provider\0field\0` for every provider and field, padded to a fixed size, with its
 /// length: indexed by the provider's and the field's discriminants.
 const SEGMENTS: [[([u8; 32], usize); 2]; Provider::ALL.len()] = {
-    const fn segment(provider: Provider, field: TokenField) -> ([u8; 32], usize) {
-        let mut block = [0u8; 32];
-        let mut at = 1;
+    /// Writes `name` at `at` after the separator there (the block's zero); returns where the
+    /// next separator goes.
+    const fn put(block: &mut [u8; 32], at: usize, name: &str) -> usize {
+        let name = name.as_bytes();
         let mut i = 0;
-        let name = provider.as_str().as_bytes();
         while i < name.len() {
-            block[at] = name[i];
-            at += 1;
+            block[at + 1 + i] = name[i];
             i += 1;
         }
-        at += 1;
-        let name = field.as_str().as_bytes();
-        i = 0;
-        while i < name.len() {
-            block[at] = name[i];
-            at += 1;
-            i += 1;
-        }
-        (block, at + 1)
+        at + 1 + name.len()
     }
     let mut table = [[([0u8; 32], 0); 2]; Provider::ALL.len()];
-    let mut i = 0;
-    while i < Provider::ALL.len() {
-        let provider = Provider::ALL[i];
-        table[provider as usize][TokenField::Access as usize] =
-            segment(provider, TokenField::Access);
-        table[provider as usize][TokenField::Refresh as usize] =
-            segment(provider, TokenField::Refresh);
-        i += 1;
+    let mut p = 0;
+    while p < Provider::ALL.len() {
+        let mut f = 0;
+        while f < TokenField::ALL.len() {
+            let (provider, field) = (Provider::ALL[p], TokenField::ALL[f]);
+            let mut block = [0u8; 32];
+            let at = put(&mut block, 0, provider.as_str());
+            let at = put(&mut block, at, field.as_str());
+            table[provider as usize][field as usize] = (block, at + 1);
+            f += 1;
+        }
+        p += 1;
     }
     table
 };
@@ -239,7 +237,6 @@ pub struct TokenKeysConfig {
 
 /// The token keys in memory.
 pub struct KeyRing {
-    primary: String,
     /// Each id with its cipher, the primary first (a seal takes it without a lookup, and most
     /// stored values are under it), the others in id order.
     keys: Vec<(String, Aes256Gcm)>,
@@ -250,7 +247,7 @@ pub struct KeyRing {
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
-            .field("primary", &self.primary)
+            .field("primary", &self.primary_key_id())
             .field(
                 "key_ids",
                 &self.keys.iter().map(|(id, _)| id).collect::<Vec<_>>(),
@@ -322,10 +319,9 @@ impl KeyRing {
             return Err(VaultError::UnknownPrimary(primary));
         };
         Ok(Self {
-            keys: std::iter::once((primary.clone(), primary_cipher))
+            keys: std::iter::once((primary, primary_cipher))
                 .chain(keys)
                 .collect(),
-            primary,
             bind: true,
         })
     }
@@ -371,7 +367,7 @@ impl KeyRing {
 
     /// The id of the key new values are written with.
     pub fn primary_key_id(&self) -> &str {
-        &self.primary
+        &self.keys[0].0
     }
 
     /// Encrypts `plaintext` under the primary key, bound to `binding`.
@@ -380,17 +376,17 @@ impl KeyRing {
         plaintext: &SecretString,
         binding: &TokenBinding,
     ) -> Result<Vec<u8>, VaultError> {
-        let (_, cipher) = &self.keys[0];
+        let (primary, cipher) = &self.keys[0];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let mut aad = Aad::empty();
         self.write_aad(binding, FORMAT_VERSION, &mut aad);
         let message = plaintext.expose_secret().as_bytes();
         // One buffer, encrypted in place: header, then the ciphertext, then the tag.
-        let header = 2 + self.primary.len() + NONCE_LEN;
+        let header = 2 + primary.len() + NONCE_LEN;
         let mut out = Vec::with_capacity(header + message.len() + 16);
         out.push(FORMAT_VERSION);
-        out.push(self.primary.len() as u8);
-        out.extend_from_slice(self.primary.as_bytes());
+        out.push(primary.len() as u8);
+        out.extend_from_slice(primary.as_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(message);
         let tag = cipher
