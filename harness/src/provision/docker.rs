@@ -23,17 +23,18 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::ProvisionError;
 use testcontainers::bollard::models::{HostConfig, PortBinding};
 use testcontainers::core::error::{TestcontainersError, WaitContainerError};
 use testcontainers::core::logs::WaitLogError;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
-use tokio::process::Command;
 
-use super::ProvisionError;
-
+mod engine;
 mod images;
+
+pub(super) use engine::version as engine_version;
 
 pub use images::DockerImages;
 
@@ -52,34 +53,6 @@ const OWNER_LABEL: &str = "dev.harbor.owner-pid";
 /// fresh-clone CI.
 pub const SERVER_CPU_SHARES: i64 = 4 * 1024;
 
-async fn docker_cli(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run the docker client: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
-/// The Docker engine's version, or why it does not answer.
-pub(super) async fn engine_version() -> Result<String, String> {
-    let probe = docker_cli(&["version", "--format", "{{.Server.Version}}"]);
-    match tokio::time::timeout(Duration::from_secs(10), probe).await {
-        Ok(Ok(v)) if !v.is_empty() => Ok(v),
-        Ok(Ok(_)) => Err("the Docker engine did not report a version".into()),
-        Ok(Err(e)) => Err(format!(
-            "no Docker engine answers ({})",
-            e.lines().last().unwrap_or("no detail")
-        )),
-        Err(_) => Err("the Docker engine did not answer within 10 s".into()),
-    }
-}
-
 /// Where the server containers run: which network, which CPU group.
 #[derive(Clone, Copy, Debug)]
 struct Placement {
@@ -93,52 +66,32 @@ struct Placement {
     /// placement stands; `HARBOR_DOCKER_ENGINE_CGROUP` keeps it too.
     at_root: bool,
     /// The containers share the host's network and listen on 127.0.0.1 themselves: a rootful
-    /// engine on this Linux host, reached through a local socket. Not Docker Desktop or any other
-    /// engine in a VM (Colima, Lima, …: its host is not this one, by name), not a remote engine,
-    /// not a rootless engine (its host network is its own namespace), and only when the client's
-    /// engine is the one testcontainers starts the containers on (`DOCKER_HOST`, else the
-    /// default socket; testcontainers ignores `docker context`). Otherwise the engine publishes
-    /// their ports on 127.0.0.1 alone.
+    /// engine on this Linux host, as testcontainers' own client reports it (the engine the
+    /// containers start on, whatever `docker context` says). Not Docker Desktop or any other
+    /// engine in a VM (Colima, Lima, …) or a remote engine (its host is not this one, by name),
+    /// not a rootless engine (its host network is its own namespace). Otherwise the engine
+    /// publishes their ports on 127.0.0.1 alone. (A harness in a container of its own has a
+    /// host name of its own; one that shared the host's name but not its network would find no
+    /// server at 127.0.0.1 and fail to provision, loudly.)
     host_network: bool,
 }
 
 impl Placement {
     async fn for_engine() -> Self {
-        // The engine's facts, and the endpoint the client uses (from `DOCKER_HOST` or the current
-        // context), asked at once.
-        let (facts, endpoint) =
-            tokio::join!(
-            docker_cli(&[
-                "info",
-                "--format",
-                "{{.CgroupDriver}}|{{.OSType}}|{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
-            ]),
-            docker_cli(&["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"]),
-        );
-        let (facts, endpoint) = (facts.unwrap_or_default(), endpoint.unwrap_or_default());
-        let mut facts = facts.split('|');
-        let (driver, os_type, system, security, engine_host) = (
-            facts.next().unwrap_or(""),
-            facts.next().unwrap_or(""),
-            facts.next().unwrap_or(""),
-            facts.next().unwrap_or(""),
-            facts.next().unwrap_or(""),
-        );
+        let facts = engine::facts().await;
         let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let testcontainers_endpoint = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|host| !host.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
         Placement {
-            at_root: driver == "cgroupfs"
+            at_root: facts.cgroup_driver == "cgroupfs"
                 && std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_none(),
             host_network: cfg!(target_os = "linux")
-                && os_type == "linux"
-                && !system.contains("Docker Desktop")
-                && !security.contains("rootless")
-                && engine_host == this_host.trim()
-                && endpoint.starts_with("unix://")
-                && endpoint == testcontainers_endpoint
+                && facts.os_type == "linux"
+                && !facts.operating_system.contains("Docker Desktop")
+                && !facts
+                    .security_options
+                    .iter()
+                    .any(|o| o.contains("rootless"))
+                && !facts.host_name.is_empty()
+                && facts.host_name == this_host.trim()
                 && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none(),
         }
     }
@@ -171,34 +124,6 @@ impl Placement {
     }
 }
 
-/// Removes containers left by Harbor runs whose process is gone (a killed run).
-pub(super) async fn reap_orphans() -> usize {
-    let listing = docker_cli(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label={DOCKER_LABEL}=true"),
-        "--format",
-        &format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}"),
-    ])
-    .await
-    .unwrap_or_default();
-    let mut removed = 0;
-    for line in listing.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(id), owner) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let alive = owner
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if !alive && docker_cli(&["rm", "-f", "-v", id]).await.is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
 /// The running containers of one run.
 pub(super) struct Containers {
     pub(super) admin_url: String,
@@ -221,7 +146,7 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
     if detected.is_none() {
         engine_version().await.map_err(ProvisionError::Docker)?;
     }
-    let reaped = reap_orphans().await;
+    let reaped = engine::reap_orphans().await;
     if reaped > 0 {
         tracing::info!(reaped, "removed containers left behind by killed runs");
     }

@@ -153,23 +153,16 @@ fn containers_are_gone(containers: &[String]) {
 }
 
 /// Whether the Docker backend should put the containers on the host's network here: a rootful
-/// engine on this Linux host, reached as testcontainers reaches it, published ports not asked for.
+/// engine on this Linux host, published ports not asked for.
 fn host_network_expected() -> bool {
-    let quiet = |args: &[&str]| try_docker(args).unwrap_or_default();
-    let engine = quiet(&[
+    let engine = try_docker(&[
         "info",
         "--format",
         "{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
-    ]);
-    let endpoint = quiet(&[
-        "context",
-        "inspect",
-        "--format",
-        "{{.Endpoints.docker.Host}}",
-    ]);
+    ])
+    .unwrap_or_default();
     let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     cfg!(target_os = "linux")
-        && endpoint.starts_with("unix://")
         && !engine.contains("Docker Desktop")
         && !engine.contains("rootless")
         && engine.ends_with(&format!("|{}", this_host.trim()))
@@ -336,6 +329,39 @@ async fn docker_backend_provisions_isolates_and_cleans_up() {
 #[tokio::test]
 async fn local_backend_provisions_isolates_and_cleans_up() {
     exercise(BackendChoice::Local, BackendKind::Local).await;
+}
+
+/// A container a killed run left behind (labelled Harbor's, its owner gone) is removed when the
+/// next run starts — on the engine testcontainers starts containers on, whatever the docker
+/// client's own context names (testcontainers ignores `docker context`; the harness asked the
+/// client, and with a context of its own would have checked, reaped and judged another engine or
+/// none).
+#[tokio::test]
+async fn docker_orphans_are_reaped_on_the_engine_the_containers_run_on() {
+    let images = harbor_harness::provision::DockerImages::resolve(false)
+        .await
+        .expect("the Docker backend's images are required here");
+    // A process id that is gone: a child that has exited and been waited for.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let orphan = docker(&[
+        "create",
+        "--label",
+        &format!("{}=true", harbor_harness::provision::DOCKER_LABEL),
+        "--label",
+        &format!("dev.harbor.owner-pid={dead_pid}"),
+        &images.redis,
+    ]);
+    let elsewhere = [("DOCKER_CONTEXT", "harbor-no-such-context")];
+    assert!(
+        try_docker(&["--context", elsewhere[0].1, "version"]).is_err(),
+        "the docker client itself cannot use that context"
+    );
+    let (code, out) = doctor(&elsewhere, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("backend:    docker"), "{out}");
+    containers_are_gone(&[orphan]);
 }
 
 fn doctor(envs: &[(&str, &str)], removed: &[&str]) -> (i32, String) {

@@ -2,9 +2,7 @@
 //! the pinned official tags when present locally, else the offline images
 //! `scripts/offline-images.sh` builds, else the official tags pulled.
 
-use std::time::Duration;
-
-use super::docker_cli;
+use super::engine::{image_present, pull};
 
 const OFFICIAL_POSTGRES: &str = "postgres:16-alpine";
 const OFFICIAL_REDIS: &str = "redis:7-alpine";
@@ -68,17 +66,4 @@ async fn resolve_one(
         "neither {official} nor {offline} is present and {official} cannot be pulled; \
          run scripts/offline-images.sh or set {var}"
     ))
-}
-
-async fn image_present(image: &str) -> bool {
-    docker_cli(&["image", "inspect", "--format", "{{.Id}}", image])
-        .await
-        .is_ok()
-}
-
-async fn pull(image: &str) -> bool {
-    tokio::time::timeout(Duration::from_secs(60), docker_cli(&["pull", "-q", image]))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false)
 }
