@@ -11,6 +11,9 @@
 # Usage: scripts/offline-images.sh            (builds what is missing)
 #        HARBOR_OFFLINE_POSTGRES_IMAGE / HARBOR_OFFLINE_REDIS_IMAGE override the tags built.
 set -euo pipefail
+# The engine the harness uses (testcontainers ignores `docker context`): DOCKER_HOST, else the
+# default socket, whatever context the client has selected.
+export DOCKER_CONTEXT=default
 
 PG_IMAGE=${HARBOR_OFFLINE_POSTGRES_IMAGE:-harbor-offline/postgres:15-bookworm}
 REDIS_IMAGE=${HARBOR_OFFLINE_REDIS_IMAGE:-harbor-offline/redis:7-bookworm}

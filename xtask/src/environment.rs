@@ -45,8 +45,16 @@ pub(crate) fn install(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether the engine the harness uses answers: the `default` context (`DOCKER_HOST`, else the
+/// default socket) is where testcontainers looks, whatever context the client has selected.
 pub(crate) fn docker_answers() -> bool {
-    quiet(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
+    quiet(Command::new("docker").args([
+        "--context",
+        "default",
+        "version",
+        "--format",
+        "{{.Server.Version}}",
+    ]))
 }
 
 /// Where dockerd and the containerd it starts record their process ids, each with the daemon's

@@ -2,7 +2,8 @@
 //!
 //! Images come from `HARBOR_POSTGRES_IMAGE` / `HARBOR_REDIS_IMAGE`; without them, the pinned
 //! official tags when present locally, else the images `scripts/offline-images.sh` builds, else the
-//! official tags again (testcontainers then tries to pull them). Every container carries the label
+//! official tags pulled (`docker/images.rs`). Everything but the containers themselves is asked of
+//! the engine through testcontainers' own client (`docker/engine.rs`). Every container carries the label
 //! [`DOCKER_LABEL`] and the owning process id; containers whose owner is gone are removed at the
 //! next start, since the Rust testcontainers has no reaper.
 //!
@@ -67,12 +68,14 @@ struct Placement {
     at_root: bool,
     /// The containers share the host's network and listen on 127.0.0.1 themselves: a rootful
     /// engine on this Linux host, as testcontainers' own client reports it (the engine the
-    /// containers start on, whatever `docker context` says). Not Docker Desktop or any other
-    /// engine in a VM (Colima, Lima, …) or a remote engine (its host is not this one, by name),
-    /// not a rootless engine (its host network is its own namespace). Otherwise the engine
-    /// publishes their ports on 127.0.0.1 alone. (A harness in a container of its own has a
-    /// host name of its own; one that shared the host's name but not its network would find no
-    /// server at 127.0.0.1 and fail to provision, loudly.)
+    /// containers start on, whatever `docker context` says), reached through a local socket
+    /// (`DOCKER_HOST` unset or `unix://`), on this host by name and kernel. Not Docker Desktop
+    /// or any other engine in a VM (Colima, Lima, …), not a remote engine however its host is
+    /// named, not a rootless engine (its host network is its own namespace) nor one that remaps
+    /// users (it refuses the host's network). Otherwise the engine publishes their ports on
+    /// 127.0.0.1 alone. (A harness in a container of its own has a host name of its own; one
+    /// that shared the host's name but not its network would find no server at 127.0.0.1 and
+    /// fail to provision, loudly.)
     host_network: bool,
 }
 
@@ -80,18 +83,23 @@ impl Placement {
     async fn for_engine() -> Self {
         let facts = engine::facts().await;
         let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let this_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        // testcontainers' rule (built without its properties file): `DOCKER_HOST`, else a socket.
+        let local_socket = std::env::var("DOCKER_HOST")
+            .map_or(true, |host| host.is_empty() || host.starts_with("unix://"));
+        let option = |name: &str| facts.security_options.iter().any(|o| o.contains(name));
         Placement {
             at_root: facts.cgroup_driver == "cgroupfs"
                 && std::env::var_os("HARBOR_DOCKER_ENGINE_CGROUP").is_none(),
             host_network: cfg!(target_os = "linux")
                 && facts.os_type == "linux"
                 && !facts.operating_system.contains("Docker Desktop")
-                && !facts
-                    .security_options
-                    .iter()
-                    .any(|o| o.contains("rootless"))
+                && !option("name=rootless")
+                && !option("name=userns")
+                && local_socket
                 && !facts.host_name.is_empty()
                 && facts.host_name == this_host.trim()
+                && facts.kernel_version == this_kernel.trim()
                 && std::env::var_os("HARBOR_DOCKER_PUBLISHED_PORTS").is_none(),
         }
     }

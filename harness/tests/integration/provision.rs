@@ -123,9 +123,11 @@ fn docker(args: &[&str]) -> String {
     try_docker(args).unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
 }
 
-/// The docker client's output, or what it said when it failed.
+/// The docker client's output, or what it said when it failed; on the engine the harness uses
+/// (the `default` context: `DOCKER_HOST`, else the default socket), whatever context is current.
 fn try_docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
+        .args(["--context", "default"])
         .args(args)
         .output()
         .map_err(|e| e.to_string())?;
@@ -153,16 +155,26 @@ fn containers_are_gone(containers: &[String]) {
 }
 
 /// Whether the Docker backend should put the containers on the host's network here: a rootful
-/// engine on this Linux host, published ports not asked for.
+/// engine on this Linux host (by name and kernel) reached through a local socket, published
+/// ports not asked for.
 fn host_network_expected() -> bool {
     let engine = try_docker(&[
         "info",
         "--format",
-        "{{.OperatingSystem}}|{{.SecurityOptions}}|{{.Name}}",
+        "{{.OperatingSystem}}|{{.SecurityOptions}}|{{.KernelVersion}}|{{.Name}}",
     ])
     .unwrap_or_default();
-    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let (this_host, this_kernel) = (
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/osrelease"),
+    );
+    let local_socket = std::env::var("DOCKER_HOST")
+        .map_or(true, |host| host.is_empty() || host.starts_with("unix://"));
     cfg!(target_os = "linux")
+        && local_socket
+        && !engine.contains("userns")
+        && engine.contains(&format!("|{}|", this_kernel.trim()))
         && !engine.contains("Docker Desktop")
         && !engine.contains("rootless")
         && engine.ends_with(&format!("|{}", this_host.trim()))
@@ -335,16 +347,15 @@ async fn local_backend_provisions_isolates_and_cleans_up() {
 /// next run starts — on the engine testcontainers starts containers on, whatever the docker
 /// client's own context names (testcontainers ignores `docker context`; the harness asked the
 /// client, and with a context of its own would have checked, reaped and judged another engine or
-/// none).
+/// none). Another test's run starting meanwhile may reap the orphan first: either way it is gone
+/// from that engine, and `doctor` must still have chosen it.
 #[tokio::test]
 async fn docker_orphans_are_reaped_on_the_engine_the_containers_run_on() {
     let images = harbor_harness::provision::DockerImages::resolve(false)
         .await
         .expect("the Docker backend's images are required here");
-    // A process id that is gone: a child that has exited and been waited for.
-    let mut gone = Command::new("true").spawn().unwrap();
-    let dead_pid = gone.id();
-    gone.wait().unwrap();
+    // An owner that cannot be alive: above the kernel's largest process id (2^22).
+    let dead_pid = 4_194_305;
     let orphan = docker(&[
         "create",
         "--label",
@@ -353,12 +364,31 @@ async fn docker_orphans_are_reaped_on_the_engine_the_containers_run_on() {
         &format!("dev.harbor.owner-pid={dead_pid}"),
         &images.redis,
     ]);
+    // A context that names no engine, as the docker client would take it from the environment.
+    // (`DOCKER_HOST` outranks that variable for the client: with it set, client and harness
+    // agree whatever the context, and `doctor` is asked without it only where it names the
+    // default socket, which testcontainers finds alone.)
     let elsewhere = [("DOCKER_CONTEXT", "harbor-no-such-context")];
-    assert!(
-        try_docker(&["--context", elsewhere[0].1, "version"]).is_err(),
-        "the docker client itself cannot use that context"
-    );
-    let (code, out) = doctor(&elsewhere, &[]);
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let removed: &[&str] = if host.is_empty() || host == "unix:///var/run/docker.sock" {
+        &["DOCKER_HOST"]
+    } else {
+        &[]
+    };
+    let mut client = Command::new("docker");
+    client.arg("version").env(elsewhere[0].0, elsewhere[0].1);
+    for var in removed {
+        client.env_remove(var);
+    }
+    if removed.is_empty() {
+        eprintln!("DOCKER_HOST={host}: the client's context cannot name another engine here");
+    } else {
+        assert!(
+            !client.output().unwrap().status.success(),
+            "the docker client itself cannot use that context"
+        );
+    }
+    let (code, out) = doctor(&elsewhere, removed);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("backend:    docker"), "{out}");
     containers_are_gone(&[orphan]);

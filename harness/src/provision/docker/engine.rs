@@ -3,38 +3,79 @@
 //! client testcontainers starts the containers with (`docker_client_instance`).
 //!
 //! Why not the `docker` command: testcontainers finds its engine by its own rules (`DOCKER_HOST`,
-//! `~/.testcontainers.properties`, the default socket) and ignores `docker context`, so with a
-//! context of the client's own the command could have checked images on, reaped from, and judged
-//! the network of another engine than the one the containers run on. One client, one engine.
+//! else the default socket, else a rootless or Docker Desktop socket in the user's directories)
+//! and ignores `docker context`, so with a context of the client's own the command could have
+//! checked images on, reaped from, and judged the network of another engine than the one the
+//! containers run on. One client, one engine. (The `docker` commands outside the harness —
+//! `xtask`'s engine check, `scripts/offline-images.sh`, the provisioning tests — name the
+//! `default` context, which is `DOCKER_HOST` or the default socket: the same engine wherever
+//! the rootless and Desktop fallbacks are not what testcontainers found.)
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures::StreamExt;
-use testcontainers::bollard::query_parameters::{
-    CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-};
+use futures::FutureExt;
+use testcontainers::bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use testcontainers::bollard::Docker;
 use testcontainers::core::client::docker_client_instance;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::GenericImage;
 
 use super::{DOCKER_LABEL, OWNER_LABEL};
 
-/// The engine testcontainers uses, or why there is none.
+/// How long a question to the engine may take before it counts as unanswered.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// The engine testcontainers uses, or why there is none. testcontainers panics on some
+/// configurations (TLS asked for with no certificates); that is an engine that cannot be used,
+/// not a crash of the run.
 async fn engine() -> Result<Docker, String> {
-    docker_client_instance()
+    match AssertUnwindSafe(docker_client_instance())
+        .catch_unwind()
         .await
-        .map_err(|e| format!("no Docker client: {e}"))
+    {
+        Ok(Ok(engine)) => Ok(engine),
+        Ok(Err(e)) => Err(format!("no Docker client: {}", causes(&e))),
+        Err(_) => Err(
+            "the Docker client could not be configured from the environment \
+                       (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)"
+                .to_owned(),
+        ),
+    }
 }
 
-/// The engine's version, or why it does not answer within 10 seconds.
+/// An error with every cause behind it: the client's own text names only its outer layer
+/// ("client error (Connect)"), the reason — a socket not found, permission denied — is below.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The engine's version, or why it does not answer within [`ANSWER_WITHIN`].
 pub(in crate::provision) async fn version() -> Result<String, String> {
-    let probe = async { engine().await?.version().await.map_err(|e| e.to_string()) };
-    match tokio::time::timeout(Duration::from_secs(10), probe).await {
+    let probe = async {
+        let engine = engine().await?;
+        engine.version().await.map_err(|e| causes(&e))
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, probe).await {
         Ok(Ok(v)) => match v.version {
             Some(version) if !version.is_empty() => Ok(version),
             _ => Err("the Docker engine did not report a version".into()),
         },
-        Ok(Err(e)) => Err(format!("no Docker engine answers ({e})")),
+        Ok(Err(e)) => Err(format!(
+            "no Docker engine answers ({e}; the engine is found at DOCKER_HOST, else the \
+             default socket — not through `docker context`)"
+        )),
         Err(_) => Err("the Docker engine did not answer within 10 s".into()),
     }
 }
@@ -52,18 +93,30 @@ pub(super) struct EngineFacts {
     pub security_options: Vec<String>,
     /// The name of the host it runs on.
     pub host_name: String,
+    /// The release of the kernel it runs on.
+    pub kernel_version: String,
 }
 
-/// The engine's facts; empty ones (so that nothing special is chosen) when it does not say.
+/// The engine's facts; empty ones (so that nothing special is chosen) when it does not say,
+/// with a warning saying why.
 pub(super) async fn facts() -> EngineFacts {
-    let info = match engine().await {
-        Ok(engine) => engine.info().await.ok(),
-        Err(_) => None,
+    let asked = async {
+        let engine = engine().await?;
+        engine.info().await.map_err(|e| causes(&e))
     };
-    let Some(info) = info else {
-        return EngineFacts::default();
+    let info = match tokio::time::timeout(ANSWER_WITHIN, asked).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the engine's facts are unknown: its ports published, its CPU group kept");
+            return EngineFacts::default();
+        }
+        Err(_) => {
+            tracing::warn!("the engine did not say its facts within 10 s: its ports published, its CPU group kept");
+            return EngineFacts::default();
+        }
     };
     EngineFacts {
+        kernel_version: info.kernel_version.unwrap_or_default(),
         cgroup_driver: info
             .cgroup_driver
             .map(|d| d.to_string())
@@ -83,25 +136,14 @@ pub(super) async fn image_present(image: &str) -> bool {
     }
 }
 
-/// Pulls `image`; whether it is present after at most 60 seconds.
+/// Pulls `image` as testcontainers pulls (the registry login and platform the environment
+/// names); whether it is present after at most 60 seconds.
 pub(super) async fn pull(image: &str) -> bool {
     let (name, tag) = super::split_image(image);
-    let pulled = async {
-        let engine = engine().await?;
-        let options = CreateImageOptions {
-            from_image: Some(name.to_owned()),
-            tag: Some(tag.to_owned()),
-            ..Default::default()
-        };
-        let mut progress = engine.create_image(Some(options), None, None);
-        while let Some(step) = progress.next().await {
-            step.map_err(|e| e.to_string())?;
-        }
-        Ok::<_, String>(())
-    };
+    let pulled = GenericImage::new(name, tag).pull_image();
     matches!(
         tokio::time::timeout(Duration::from_secs(60), pulled).await,
-        Ok(Ok(()))
+        Ok(Ok(_))
     ) && image_present(image).await
 }
 
