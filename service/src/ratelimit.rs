@@ -3,7 +3,8 @@
 //!
 //! Authorize and callback are limited per tenant and per client address; a callback whose state
 //! is unknown is also charged to a stricter per-user bucket of failed look-ups, reserved before
-//! every state look-up (and given back when the state was valid). Time is the Redis server's
+//! every state look-up (and given back when the state was valid) and before the tenant's bucket
+//! is charged, so that one user's guesses cannot spend the budget of the tenant's admins. Time is the Redis server's
 //! `TIME`, so replicas on hosts with drifting clocks agree; the harness's offset of the service's
 //! [`crate::clock::Clock`] is added, so recovery is testable by moving the clock instead of
 //! sleeping. Without Redis nothing is let through: the limits fail closed (503 `UNAVAILABLE`).
@@ -373,19 +374,32 @@ impl RateLimiter {
         address: &ClientAddress,
         tenant: &str,
     ) -> Result<(), RateLimitError> {
+        self.admit_address(route, address).await?;
+        self.admit_tenant(route, tenant).await
+    }
+
+    /// Charges an OAuth route request to the client address's bucket, refusing it when empty.
+    pub async fn admit_address(
+        &self,
+        route: &str,
+        address: &ClientAddress,
+    ) -> Result<(), RateLimitError> {
         self.charge_address(route, &address.0)
             .await?
             .map_err(|l| RateLimitError::Limited {
                 scope: "address",
                 retry_after: l.retry_after,
-            })?;
+            })
+    }
+
+    /// Charges an OAuth route request to the tenant's bucket, refusing it when empty.
+    pub async fn admit_tenant(&self, route: &str, tenant: &str) -> Result<(), RateLimitError> {
         self.charge_tenant(route, tenant)
             .await?
             .map_err(|l| RateLimitError::Limited {
                 scope: "tenant",
                 retry_after: l.retry_after,
-            })?;
-        Ok(())
+            })
     }
 }
 

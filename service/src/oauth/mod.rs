@@ -123,10 +123,7 @@ pub async fn callback(
         .tenant_of(&state.db, identity.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated("unknown user"))?;
-    state
-        .limiter
-        .charge("callback", &address, &caller_tenant.to_string())
-        .await?;
+    state.limiter.admit_address("callback", &address).await?;
     let params = callback_params(query.as_deref())?;
     // Every look-up is paid for before it is made, in one atomic step with the check: concurrent
     // guesses cannot all pass a check that none of them has been charged for yet.
@@ -139,6 +136,21 @@ pub async fn callback(
             scope: "failed-states",
             retry_after: l.retry_after,
         })?;
+    // The tenant's budget after the caller's own: any user of the tenant may call this route,
+    // and one who sends state after unknown state is refused by their own budget before they
+    // spend the tenant's, which the tenant's admins need for their callbacks. (Charged before
+    // the failed-state budget, the tenant's went to whoever sent the most guesses.) A request the
+    // tenant's budget refuses looks nothing up, so its reservation is given back.
+    if let Err(refused) = state
+        .limiter
+        .admit_tenant("callback", &caller_tenant.to_string())
+        .await
+    {
+        if let Err(e) = state.limiter.refund_failed_state(&user).await {
+            tracing::warn!(error = %e, "could not give back a failed-state reservation");
+        }
+        return Err(refused.into());
+    }
     let hooks = state.sync_points.as_ref();
     // 1. Consume the state: after this line it is gone, whatever happens below.
     let record = match state.states.consume(params.state.expose_secret()).await? {

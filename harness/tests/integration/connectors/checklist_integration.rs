@@ -308,6 +308,55 @@ async fn refused_authorizes_spend_none_of_the_tenants_rate_limit() {
 }
 
 #[tokio::test]
+async fn failed_callbacks_spend_the_guessers_budget_before_the_tenants() {
+    // A plain member sends callback after callback with states that do not exist: each is charged
+    // to their own failed-state budget first, and once that is spent they are refused before the
+    // tenant's budget is charged. The tenant's admin still completes a flow (tenant burst 12, the
+    // member's failed-state budget 5, thirty guesses).
+    let app = spawn_app_with(ServiceOptions {
+        rate_limits: RateLimits {
+            failed_states_per_user: Quota {
+                per_minute: 1,
+                burst: 5,
+            },
+            ..tenant_quota(1, 12).rate_limits
+        },
+        ..ServiceOptions::default()
+    })
+    .await;
+    let t = app
+        .tenant("guessed", true, ConnectionStatus::NotConnected)
+        .await;
+    for n in 0..30 {
+        let guess = app
+            .call(
+                Method::GET,
+                format!("/v1/oauth/slack/callback?state=guess-{n}&code=x"),
+            )
+            .as_user(t.member.0)
+            .send()
+            .await;
+        if n < 5 {
+            guess.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
+        } else {
+            guess.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+            let said = guess.body.to_string();
+            assert!(said.contains("failed-states limit"), "{said}");
+        }
+    }
+    let consent = app
+        .authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .callback(0, t.owner, Provider::Gmail, &consent)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_callback_answered_404_forgets_the_remembered_tenant() {
     // A user deleted after starting two flows: the first callback is judged on the remembered
     // tenant (404, its state spent); the second reads the tenant again, finds no user, and is
