@@ -45,7 +45,7 @@ fn controller(state: &AppState) -> Option<&SyncPoints> {
 }
 
 /// A refused request: its status, stable code and message, in the service's error shape.
-struct Refusal(StatusCode, &'static str, String);
+pub(crate) struct Refusal(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {

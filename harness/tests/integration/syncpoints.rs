@@ -334,5 +334,48 @@ async fn the_clock_protocol_sets_the_offset_absolutely() {
             .unwrap();
         assert_eq!(app.sut.clock.offset().num_milliseconds(), offset);
     }
+    // Beyond ten years either way, or a body that is not the object: 400 in the protocol's
+    // error shape, the clock unmoved (an offset near i64::MAX ms made every later reading panic).
+    for (body, code) in [
+        (
+            serde_json::json!({ "offset_ms": i64::MAX }),
+            "OFFSET_OUT_OF_RANGE",
+        ),
+        (
+            serde_json::json!({ "offset_ms": i64::MIN }),
+            "OFFSET_OUT_OF_RANGE",
+        ),
+        (serde_json::json!("later"), "BAD_REQUEST"),
+    ] {
+        let refused = client
+            .request(
+                reqwest::Method::PUT,
+                harbor_harness::target::sync_protocol::CLOCK,
+            )
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+        assert_eq!(refused.body["error"]["code"], code, "{}", refused.raw);
+        assert_eq!(app.sut.clock.offset().num_milliseconds(), -5_000);
+    }
+    let bound = harbor_service::clock_protocol::MAX_OFFSET_MS;
+    harbor_harness::target::sync_protocol::set_clock_offset(client, 0, -bound)
+        .await
+        .unwrap();
+    // At the bound the service still reads its clock: an authorize stamps its state with it.
+    let t = app
+        .tenant("far-past", true, ConnectionStatus::NotConnected)
+        .await;
+    let answered = app
+        .call(
+            reqwest::Method::POST,
+            format!("/v1/workspaces/{}/connections/gmail/authorize", t.workspace),
+        )
+        .as_user(t.owner.0)
+        .send()
+        .await;
+    assert!(answered.status.is_success(), "{}", answered.raw);
     app.stop().await;
 }

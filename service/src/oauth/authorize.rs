@@ -7,8 +7,9 @@
 
 use super::*;
 
-/// Where to send the user's browser.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// Where to send the user's browser. No `Debug`: the URL carries the flow's state, a secret
+/// until the callback consumes it.
+#[derive(Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"authorization_url": "https://appcenter.intuit.com/connect/oauth2?response_type=code&client_id=harbor&redirect_uri=https%%3A%%2F%%2Fharbor.example%%2Fv1%%2Foauth%%2Fqbo%%2Fcallback&scope=com.intuit.quickbooks.accounting&state=J0v1pI5yTzX3u6F7hQk2mN8bR4cW9eA1sD0gH5jK7lL&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256", "expires_in": 600, "status": "PENDING"}))]
 pub struct AuthorizeResponse {
     /// The provider's authorization URL, with state and PKCE challenge.

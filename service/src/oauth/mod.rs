@@ -55,10 +55,19 @@ pub struct CallbackParams {
 }
 
 /// Parses the callback's raw query (outside input: public so the fuzz targets reach it). Refuses a
-/// query without `state`, or without both `code` and `error`, with 400 `VALIDATION_FAILED`.
+/// query without `state`, or without both `code` and `error`, or with one of the parameters read
+/// here more than once (RFC 6749 §3.1: a parameter is never sent twice, and which copy a reader
+/// takes is where a polluted query hides a second code or state), with 400 `VALIDATION_FAILED`.
 pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
+    const READ: [&str; 5] = ["state", "code", "error", "iss", "realmId"];
     let (mut state, mut code, mut error, mut iss, mut account) = (None, None, None, None, None);
+    let mut seen = [false; READ.len()];
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if let Some(i) = READ.iter().position(|name| *name == k) {
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(ParseError::new(READ[i], "given more than once").into());
+            }
+        }
         match k.as_ref() {
             "state" => state = Some(SecretString::from(v.into_owned())),
             "code" => code = Some(SecretString::from(v.into_owned())),
@@ -390,5 +399,30 @@ pub fn error_code(error: &ProviderError) -> String {
         ProviderError::Unavailable(_) => "unavailable".into(),
         ProviderError::TokenRefused => "invalid_token".into(),
         ProviderError::Protocol(_) => "protocol_error".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callback_parameter_given_twice_is_refused() {
+        assert!(callback_params(Some("state=s&code=c&iss=https%3A%2F%2Fi&realmId=1")).is_ok());
+        for (query, field) in [
+            ("state=s&code=c&state=t", "state"),
+            ("state=s&code=c&code=d", "code"),
+            ("state=s&error=access_denied&error=x", "error"),
+            ("state=s&code=c&iss=a&iss=b", "iss"),
+            ("state=s&code=c&realmId=1&realmId=2", "realmId"),
+        ] {
+            match callback_params(Some(query)) {
+                Err(ApiError::BadRequest(refused)) => assert_eq!(refused.field, field, "{query}"),
+                Err(other) => panic!("{query}: {other}"),
+                Ok(_) => panic!("{query}: accepted"),
+            }
+        }
+        // Parameters it does not read may repeat.
+        assert!(callback_params(Some("state=s&code=c&scope=a&scope=b")).is_ok());
     }
 }

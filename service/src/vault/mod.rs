@@ -281,9 +281,11 @@ impl KeyRing {
                 .split_once(':')
                 .ok_or_else(|| VaultError::BadKey(String::new(), "expected id:base64"))?;
             if !valid_key_id(id) {
+                // Not echoed: an entry written the wrong way round (`base64:id`) puts the key
+                // material where the id belongs, and this message goes to the start-up log.
                 return Err(VaultError::BadKey(
-                    id.to_owned(),
-                    "ids are 1-32 characters of [A-Za-z0-9_-]",
+                    format!("({} characters, not shown)", id.len()),
+                    "ids are 1-32 characters of [A-Za-z0-9_-] (an entry is id:base64)",
                 ));
             }
             let bytes = base64::engine::general_purpose::STANDARD
@@ -316,7 +318,13 @@ impl KeyRing {
         }
         let primary = config.primary.clone().or(first).ok_or(VaultError::NoKeys)?;
         let Some(primary_cipher) = keys.remove(&primary) else {
-            return Err(VaultError::UnknownPrimary(primary));
+            // Echoed only when it could be an id: key material set as the primary is not.
+            let named = if valid_key_id(&primary) {
+                primary
+            } else {
+                format!("({} characters, not an id; not shown)", primary.len())
+            };
+            return Err(VaultError::UnknownPrimary(named));
         };
         Ok(Self {
             keys: std::iter::once((primary, primary_cipher))

@@ -97,6 +97,17 @@ fn configuration_is_checked() {
         Err(VaultError::UnknownPrimary(_))
     ));
     assert!(!format!("{ring:?}").contains(&good.keys.expose_secret()[4..]));
+    // An entry written the wrong way round, or key material set as the primary: the error (which
+    // goes to the start-up log) does not carry the material.
+    let material = &good.keys.expose_secret()["old:".len()..];
+    for refused in [
+        KeyRing::from_config(&cfg(&format!("{material}:old"), None)),
+        KeyRing::from_config(&cfg(&both, Some(material))),
+    ] {
+        let said = refused.expect_err("refused").to_string();
+        assert!(!said.contains(material), "{said}");
+        assert!(said.contains("not shown"), "{said}");
+    }
 }
 
 /// The associated data is part of every stored ciphertext: its bytes must never change.
