@@ -3,7 +3,7 @@
 //! in the background at this point of the file. A leaf, like mini-redis's `Parse`: the step files
 //! use it, and it knows nothing of them; [`super::load`] fills it and calls each step's `parse`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use harbor_service::domain::Provider;
 use harbor_service::syncpoints::SYNC_POINTS;
@@ -26,7 +26,18 @@ pub struct Checker {
     actors: Vec<ActorSpec>,
     /// Replicas the scenario runs.
     pub replicas: usize,
-    background: HashSet<String>,
+    /// Actors with a step running in the background, and whether that step says what its outcome
+    /// must be.
+    background: HashMap<String, Checked>,
+}
+
+/// Whether a background step carries an expectation of its outcome (`expect`, `expect_all`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// It says what its outcome must be.
+    Expected,
+    /// It says nothing of its outcome.
+    Unexpected,
 }
 
 impl Checker {
@@ -37,7 +48,7 @@ impl Checker {
             sets: BTreeSet::new(),
             actors: Vec::new(),
             replicas,
-            background: HashSet::new(),
+            background: HashMap::new(),
         }
     }
 
@@ -215,23 +226,42 @@ impl Checker {
     }
 
     /// Records that `actor` now has a step running in the background.
-    pub fn start_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
-        if self.background.insert(actor.to_owned()) {
-            Ok(())
-        } else {
-            Err(problem(place, format!("actor {actor:?} already has a step running in the background; wait for it first")))
+    pub fn start_background(
+        &mut self,
+        place: &str,
+        actor: &str,
+        checked: Checked,
+    ) -> Result<(), Problem> {
+        if self.background.contains_key(actor) {
+            return Err(problem(place, format!("actor {actor:?} already has a step running in the background; wait for it first")));
         }
+        self.background.insert(actor.to_owned(), checked);
+        Ok(())
     }
 
-    /// Records that `actor`'s background step is collected.
+    /// Records that `actor`'s background step is collected (its outcome checked).
     pub fn end_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
-        if self.background.remove(actor) {
-            Ok(())
-        } else {
-            Err(problem(
+        self.background.remove(actor).map(|_| ()).ok_or_else(|| {
+            problem(
                 place,
                 format!("actor {actor:?} has no step running in the background to wait for"),
-            ))
+            )
+        })
+    }
+
+    /// Records that `actor`'s background step is dropped unanswered (a hang-up): refused when
+    /// that step says what its outcome must be, an expectation nothing would ever check.
+    pub fn drop_background(&mut self, place: &str, actor: &str) -> Result<(), Problem> {
+        match self.background.remove(actor) {
+            Some(Checked::Unexpected) => Ok(()),
+            Some(Checked::Expected) => Err(problem(
+                place,
+                format!("actor {actor:?}'s background step says what its outcome must be, but a hang-up never reads its answer; drop its expect"),
+            )),
+            None => Err(problem(
+                place,
+                format!("actor {actor:?} has no step running in the background to hang up"),
+            )),
         }
     }
 }

@@ -362,6 +362,31 @@ fn check(s: ScenarioFile) -> Result<Scenario, Problem> {
 
 #[cfg(test)]
 mod tests {
+    /// A hang-up never reads its request's answer: an expectation on that request is refused at
+    /// load time (it could never fail), and the request without one loads.
+    #[test]
+    fn a_hung_up_request_may_not_say_what_its_answer_must_be() {
+        let text = |expect: &str| {
+            format!(
+                "id = \"HANG\"\ntitle = \"t\"\nsource = \"s\"\nseverity = \"low\"\narea = \"concurrency\"\n\n\
+                 [[tenants]]\nname = \"acme\"\n\n[[actors]]\nname = \"A\"\nuser = \"acme.owner\"\n\n\
+                 [[steps]]\nactor = \"A\"\ndo = \"activate\"\nbackground = true\n{expect}\n\
+                 [[steps]]\nactor = \"A\"\ndo = \"hang_up\"\n"
+            )
+        };
+        let file = std::path::Path::new("HANG.toml");
+        assert!(super::load_str(file, &text("")).is_ok());
+        let refused = super::load_str(file, &text("expect = { ok = false }"))
+            .err()
+            .expect("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("a hang-up never reads its answer"),
+            "{refused}"
+        );
+    }
+
     #[test]
     fn a_typo_gets_the_nearest_expected_name() {
         let m = "unknown field `provder`, expected one of `do`, `actor`, `provider`, `replica`";

@@ -28,15 +28,19 @@ pub struct HangUp {
 }
 
 impl HangUp {
-    /// Checks a written hang-up: the actor must have a step running in the background here, and
-    /// nothing waits for it afterwards.
+    /// Checks a written hang-up: the actor must have a step running in the background here, one
+    /// that says nothing of its outcome (nothing will read it), and nothing waits for it
+    /// afterwards.
     pub fn parse(r: RawHangUp, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
         cx.actor(&format!("{place}.actor"), &r.actor)?;
-        cx.end_background(place, &r.actor)?;
+        cx.drop_background(place, &r.actor)?;
         Ok(HangUp { actor: r.actor })
     }
 
-    /// Drops the actor's request, closing its connection; its outcome is never checked.
+    /// Drops the actor's request, closing its connection; its outcome is never checked. A request
+    /// that has already answered is a failure: the hang-up would cut nothing off, and what the
+    /// scenario goes on to prove rests on a request still in flight. Its answer is collected
+    /// first, so the run's checks of every answer (no 5xx, the contract, no leaked value) see it.
     pub async fn apply(
         &self,
         ex: &mut Executor<'_>,
@@ -46,6 +50,21 @@ impl HangUp {
         let bg = ex.take_background(&self.actor).ok_or_else(|| {
             Failure::at(Some(i), format!("{} has no request running", self.actor))
         })?;
+        if bg.is_finished() {
+            let step = bg.step;
+            ex.put_background(&self.actor, bg);
+            let collected = match ex.collect(i, &self.actor).await {
+                Ok(()) => "its answer collected".to_owned(),
+                Err(f) => f.message,
+            };
+            return Err(Failure::at(
+                Some(i),
+                format!(
+                    "{}'s request (step {step}) answered before the hang-up, which cut nothing off ({collected})",
+                    self.actor
+                ),
+            ));
+        }
         bg.abort();
         ex.event(
             Some(i),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::ConnectOptions;
 
-use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::check::{problem, Checked, Checker, Problem};
 use crate::scenario::executor::jobs::{Job, SqlJob};
 use crate::scenario::executor::Executor;
 use crate::scenario::executor::{ExpectBlocked, Launch};
@@ -82,7 +82,12 @@ impl SqlStep {
             .map(|b| super::request::expect_blocked(b, cx, place, &r.actor))
             .transpose()?;
         if r.background || expect_blocked.is_some() {
-            cx.start_background(place, &r.actor)?;
+            let checked = if r.expect.is_some() {
+                Checked::Expected
+            } else {
+                Checked::Unexpected
+            };
+            cx.start_background(place, &r.actor, checked)?;
         }
         Ok(SqlStep {
             actor: r.actor,

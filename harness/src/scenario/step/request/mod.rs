@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::evidence::LockType;
 use crate::operation::WorkspaceOp;
-use crate::scenario::check::{problem, Checker, Problem};
+use crate::scenario::check::{problem, Checked, Checker, Problem};
 use crate::scenario::executor::jobs::{run_http, HttpJob, Job};
 use crate::scenario::executor::Executor;
 use crate::scenario::executor::{CopiesExpect, ExpectBlocked, Launch};

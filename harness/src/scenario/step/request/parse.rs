@@ -158,7 +158,15 @@ impl RequestStep {
                     return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all, expect_counts and expect_any, not expect"));
                 }
                 if r.background {
-                    cx.start_background(place, &r.actor)?;
+                    let checked = if r.expect_all.is_some()
+                        || !r.expect_counts.is_empty()
+                        || !r.expect_any.is_empty()
+                    {
+                        Checked::Expected
+                    } else {
+                        Checked::Unexpected
+                    };
+                    cx.start_background(place, &r.actor, checked)?;
                 }
                 let expect = CopiesExpect {
                     all: r.expect_all.clone(),
@@ -201,7 +209,12 @@ impl RequestStep {
                     .map(|b| expect_blocked(b, cx, place, &r.actor))
                     .transpose()?;
                 if runs_in_background {
-                    cx.start_background(place, &r.actor)?;
+                    let checked = if r.expect.is_some() {
+                        Checked::Expected
+                    } else {
+                        Checked::Unexpected
+                    };
+                    cx.start_background(place, &r.actor, checked)?;
                 }
                 Mode::Once {
                     park,
