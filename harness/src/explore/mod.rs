@@ -114,6 +114,10 @@ pub struct Violation {
     pub found_after: usize,
     /// The scenario file it was saved as (minimised), if saved.
     pub saved_file: Option<String>,
+    /// Why it could not be saved (minimising or writing failed): the violation stands in the
+    /// report all the same, with its schedule and seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub save_error: Option<String>,
     /// Whether running the saved file on the explored build fails (it reproduces the violation).
     pub reproduces: Option<bool>,
     /// Whether the saved file passes on the correct build (it could join the catalogue); often
@@ -585,10 +589,16 @@ async fn explore_on(
     report.lock_reads_per_schedule =
         f64::from(spent.lock_read_count) / report.schedules_explored.max(1) as f64;
     if let Some(dir) = &options.save_dir {
+        // One violation that cannot be saved loses nothing else: each keeps its schedule and
+        // seed in the report, and says why its file is missing.
         for v in &mut report.violations {
-            let (file, minimal) = save::save(&engine, dir, v).await?;
-            v.saved_file = Some(file.display().to_string());
-            v.run = Some(minimal);
+            match save::save(&engine, dir, v).await {
+                Ok((file, minimal)) => {
+                    v.saved_file = Some(file.display().to_string());
+                    v.run = Some(minimal);
+                }
+                Err(e) => v.save_error = Some(e),
+            }
         }
     }
     Ok(report)
@@ -604,13 +614,24 @@ pub async fn check_saved(
 ) {
     use crate::scenario::run::ScenarioRunner;
     for v in &mut report.violations {
+        if v.save_error.is_some() {
+            v.reproduces = Some(false);
+            continue;
+        }
         let Some(file) = &v.saved_file else { continue };
         let Ok(loaded) = crate::scenario::load::load_file(std::path::Path::new(file)) else {
             v.reproduces = Some(false);
             continue;
         };
         let flawed = ScenarioRunner::new(explored, None).run(&loaded).await;
-        v.reproduces = Some(flawed.failures.iter().any(|f| !f.environment));
+        // A failure of the scenario itself, not of its set-up, and not a skip: a saved file the
+        // target cannot run (skipped) reproduces nothing.
+        v.reproduces = Some(
+            flawed
+                .failures
+                .iter()
+                .any(|f| !f.environment && !f.skipped),
+        );
         if let Some(correct) = correct {
             let correct = ScenarioRunner::new(correct, None).run(&loaded).await;
             v.passes_on_correct_build = Some(correct.failures.is_empty());

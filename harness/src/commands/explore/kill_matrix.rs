@@ -174,11 +174,18 @@ pub(super) async fn kill_matrix(
             }
             row.schedules += report.schedules_explored;
         }
-        ok &= row.caught;
+        // A flaw counts as killed when the violation is found and its saved file, run again on
+        // the flawed build, fails: a find that does not replay is no evidence a reader can rerun.
+        let replays = row.reproduces != Some(false);
+        ok &= row.caught && replays;
         println!(
             "{:<26} {:<9} after {:>4} schedule(s){}",
             row.flaw,
-            if row.caught { "KILLED" } else { "SURVIVED" },
+            match (row.caught, replays) {
+                (true, true) => "KILLED",
+                (true, false) => "NOT REPLAYED",
+                (false, _) => "SURVIVED",
+            },
             row.found_after.unwrap_or(row.schedules),
             row.set
                 .as_ref()

@@ -95,6 +95,9 @@ pub(super) fn print_summary(label: &str, report: &ExploreReport) {
                 yes_no(v.passes_on_correct_build)
             );
         }
+        if let Some(e) = &v.save_error {
+            println!("    NOT SAVED: {e} (the schedule and seed above are its record)");
+        }
     }
 }
 

@@ -229,6 +229,7 @@ impl<'o> SetRun<'o> {
                 seed,
                 found_after: self.report.explored,
                 saved_file: None,
+                save_error: None,
                 reproduces: None,
                 passes_on_correct_build: None,
                 run: Some(run.clone()),
