@@ -277,6 +277,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
                     );
                     report.verdict = report::RunVerdict::Fail;
                 }
+                // An exploration cut short proves less than its sets name.
+                if let Some(short) = basis.shortfall() {
+                    eprintln!(
+                        "harbor-certify: the exploration did not cover what it names ({short}): NOT CERTIFIED"
+                    );
+                    report.verdict = report::RunVerdict::Fail;
+                }
                 report.exploration = Some(basis);
             }
             Err(e) => {

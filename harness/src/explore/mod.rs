@@ -626,12 +626,7 @@ pub async fn check_saved(
         let flawed = ScenarioRunner::new(explored, None).run(&loaded).await;
         // A failure of the scenario itself, not of its set-up, and not a skip: a saved file the
         // target cannot run (skipped) reproduces nothing.
-        v.reproduces = Some(
-            flawed
-                .failures
-                .iter()
-                .any(|f| !f.environment && !f.skipped),
-        );
+        v.reproduces = Some(flawed.failures.iter().any(|f| !f.environment && !f.skipped));
         if let Some(correct) = correct {
             let correct = ScenarioRunner::new(correct, None).run(&loaded).await;
             v.passes_on_correct_build = Some(correct.failures.is_empty());

@@ -233,9 +233,37 @@ pub struct ExplorationBasis {
     pub mode: String,
     /// Violations found (on the build the exploration ran against).
     pub violations: usize,
+    /// Sets the target could not serve (none on the reference).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_sets: usize,
+    /// The oracles the target gave no way to run, with why (none on the reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oracles_off: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ExplorationBasis {
+    /// Why this exploration cannot back a certificate, if it cannot: a set the target could not
+    /// serve, or — systematic — a set whose schedules did not all run (a budget spent, a
+    /// divergence). The violations are judged apart.
+    pub fn shortfall(&self) -> Option<String> {
+        let mut short = Vec::new();
+        if self.skipped_sets > 0 {
+            short.push(format!("{} set(s) skipped", self.skipped_sets));
+        }
+        if self.mode == "systematic" && self.complete_sets < self.sets.len() {
+            short.push(format!(
+                "{} of {} set(s) not complete",
+                self.sets.len() - self.complete_sets,
+                self.sets.len()
+            ));
+        }
+        (!short.is_empty()).then(|| short.join(", "))
+    }
+
     /// Reads an `explore.json` (a plain run's, or a kill matrix's correct-build part).
     pub fn from_explore_json(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -249,8 +277,22 @@ impl ExplorationBasis {
         let sets = v["sets"]
             .as_array()
             .ok_or_else(|| format!("{}: not an explore.json", path.display()))?;
-        // A certificate rests only on an exploration of the build it certifies.
-        if v["flaws"].as_array().is_some_and(|f| !f.is_empty()) {
+        // Every figure the certificate states is read, never defaulted: a file without one is
+        // not an exploration's account.
+        let count = |field: &str| {
+            v[field]
+                .as_u64()
+                .ok_or_else(|| format!("{}: no {field}", path.display()))
+        };
+        // A certificate rests only on an exploration of the build it certifies (one that says
+        // which build it explored).
+        let Some(flaws) = v["flaws"].as_array() else {
+            return Err(format!(
+                "{}: does not say which build it explored (no flaws list)",
+                path.display()
+            ));
+        };
+        if !flaws.is_empty() {
             return Err(format!(
                 "{}: an exploration of a build with seeded flaws ({}) cannot back a certificate",
                 path.display(),
@@ -276,17 +318,27 @@ impl ExplorationBasis {
             source: path.display().to_string(),
             sets: sets.iter().map(name).collect(),
             complete_sets: sets.iter().filter(|s| s["complete"] == true).count(),
-            schedules_explored: v["schedules_explored"].as_u64().unwrap_or(0),
-            schedules_total: v["schedules_total"].as_u64().unwrap_or(0),
-            schedules_pruned: v["schedules_pruned"].as_u64().unwrap_or(0),
+            schedules_explored: count("schedules_explored")?,
+            schedules_total: count("schedules_total")?,
+            schedules_pruned: count("schedules_pruned")?,
             mode,
-            violations: v["violations"].as_array().map_or(0, Vec::len),
+            violations: v["violations"]
+                .as_array()
+                .ok_or_else(|| format!("{}: no list of violations", path.display()))?
+                .len(),
+            skipped_sets: v["skipped"].as_array().map_or(0, Vec::len),
+            oracles_off: v["oracles_off"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.as_str().map(str::to_owned))
+                .collect(),
         })
     }
 
     /// One sentence for an area's basis.
     pub fn describe(&self) -> String {
-        format!(
+        let mut said = format!(
             "exploration ({}): {} schedules run of {} ({} pruned as mirror images), {} of {} operation sets complete, {} violation(s) — sets: {}",
             self.mode,
             self.schedules_explored,
@@ -296,7 +348,17 @@ impl ExplorationBasis {
             self.sets.len(),
             self.violations,
             self.sets.join("; ")
-        )
+        );
+        if self.skipped_sets > 0 {
+            said.push_str(&format!(
+                "; {} set(s) the target could not serve",
+                self.skipped_sets
+            ));
+        }
+        if !self.oracles_off.is_empty() {
+            said.push_str(&format!("; oracles off: {}", self.oracles_off.join("; ")));
+        }
+        said
     }
 }
 
@@ -524,4 +586,51 @@ pub fn write_run(
     #[cfg(unix)]
     std::os::unix::fs::symlink(&stamp, &latest)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExplorationBasis;
+
+    fn basis(json: serde_json::Value) -> Result<ExplorationBasis, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("explore.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        ExplorationBasis::from_explore_json(&path)
+    }
+
+    fn explored(complete: bool) -> serde_json::Value {
+        serde_json::json!({
+            "mode": "systematic", "flaws": [], "violations": [], "skipped": [], "oracles_off": [],
+            "schedules_explored": 4, "schedules_total": 8, "schedules_pruned": 4,
+            "sets": [{ "operations": ["activate", "callback"], "complete": complete }]
+        })
+    }
+
+    /// Every figure a certificate states is read from the file, never defaulted; a set cut
+    /// short or skipped is a shortfall.
+    #[test]
+    fn an_exploration_backs_a_certificate_only_with_every_figure_and_set() {
+        let whole = basis(explored(true)).unwrap();
+        assert_eq!((whole.violations, whole.shortfall()), (0, None));
+        for missing in [
+            "violations",
+            "flaws",
+            "schedules_explored",
+            "schedules_total",
+        ] {
+            let mut v = explored(true);
+            v.as_object_mut().unwrap().remove(missing);
+            let refused = basis(v).err().expect("refused");
+            assert!(refused.contains("no "), "{missing}: {refused}");
+        }
+        let short = basis(explored(false)).unwrap().shortfall();
+        assert_eq!(short.as_deref(), Some("1 of 1 set(s) not complete"));
+        let mut v = explored(true);
+        v["skipped"] = serde_json::json!([{ "operations": ["revoke"], "why": "no route" }]);
+        assert_eq!(
+            basis(v).unwrap().shortfall().as_deref(),
+            Some("1 set(s) skipped")
+        );
+    }
 }

@@ -228,6 +228,8 @@ pub fn fixed_run(fail_on: Severity) -> Report {
         schedules_pruned: 0,
         mode: "systematic".into(),
         violations: 0,
+        skipped_sets: 0,
+        oracles_off: vec![],
     });
     report
 }
