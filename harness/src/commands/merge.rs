@@ -18,6 +18,10 @@ pub struct MergeArgs {
     /// Where the merged report is written.
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Exit 0 even when a shard's systematic set was cut short, as `explore --allow-incomplete`
+    /// does (without it the merge of an incomplete exploration exits 1, as its shard did).
+    #[arg(long)]
+    pub allow_incomplete: bool,
 }
 
 /// Joins shard reports; `Err` names the file that is not one.
@@ -218,15 +222,53 @@ pub fn merge(args: MergeArgs) -> ExitCode {
         merged["schedules_pruned"],
         args.out.display()
     );
-    if violations == 0 {
+    // What `explore` itself refuses, the merge refuses too: sets not complete (systematic), and
+    // says what the shards could not serve.
+    let (incomplete, skipped) = shortfalls(&merged);
+    if skipped > 0 {
+        println!("SKIPPED: {skipped} set(s) the target could not serve");
+    }
+    if incomplete > 0 {
+        println!(
+            "INCOMPLETE: not every schedule of {incomplete} set(s) ran{}",
+            if args.allow_incomplete {
+                " (allowed by --allow-incomplete)"
+            } else {
+                ""
+            }
+        );
+    }
+    if violations == 0 && (incomplete == 0 || args.allow_incomplete) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(NOT_CERTIFIED)
     }
 }
 
+/// How many sets of a merged report are not complete (systematic mode), and how many the
+/// shards could not serve.
+fn shortfalls(merged: &Value) -> (usize, usize) {
+    let systematic = merged["mode"] == "systematic";
+    let incomplete = merged["sets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| systematic && s["complete"] != true)
+        .count();
+    (incomplete, merged["skipped"].as_array().map_or(0, Vec::len))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_set_cut_short_or_skipped_is_counted() {
+        let merged = serde_json::json!({ "mode": "systematic", "skipped": [{}],
+            "sets": [{ "complete": true }, { "complete": false }, {}] });
+        assert_eq!(super::shortfalls(&merged), (2, 1));
+        let random = serde_json::json!({ "mode": "random", "sets": [{ "complete": false }] });
+        assert_eq!(super::shortfalls(&random), (0, 0));
+    }
+
     use super::*;
     use serde_json::json;
 
