@@ -182,6 +182,24 @@ impl Checker {
         }
     }
 
+    /// Checks an expectation: its placeholders, and no empty substring (`error_contains = ""`
+    /// or `body_contains = [""]` would hold of any outcome: an expectation that cannot fail).
+    pub fn expectation(&self, place: &str, e: &super::format::Expect) -> Result<(), Problem> {
+        let texts = e.body_excludes.iter().chain(&e.body_contains);
+        for x in texts.clone().chain(e.error_contains.iter()) {
+            if x.is_empty() {
+                return Err(problem(
+                    place,
+                    "an empty substring matches every outcome: name what the answer must (not) contain",
+                ));
+            }
+        }
+        for x in texts {
+            self.placeholders(place, x)?;
+        }
+        Ok(())
+    }
+
     /// Checks `{workspace:x}`, `{tenant:x}`, `{user:x.owner}` and `{prefix}` placeholders.
     pub fn placeholders(&self, place: &str, text: &str) -> Result<(), Problem> {
         let mut rest = text;

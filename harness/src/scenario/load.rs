@@ -385,6 +385,16 @@ mod tests {
                 .contains("a hang-up never reads its answer"),
             "{refused}"
         );
+        // An empty substring holds of any outcome.
+        let empty = text("").replace(
+            "background = true\n",
+            "expect = { ok = false, error_contains = \"\" }\n",
+        );
+        let refused = super::load_str(file, &empty).err().expect("refused");
+        assert!(
+            refused.to_string().contains("an empty substring"),
+            "{refused}"
+        );
     }
 
     #[test]

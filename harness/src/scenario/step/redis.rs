@@ -45,6 +45,9 @@ impl RedisStep {
         for a in &r.redis {
             cx.placeholders(&format!("{place}.redis"), a)?;
         }
+        if let Some(e) = &r.expect {
+            cx.expectation(&format!("{place}.expect"), e)?;
+        }
         Ok(RedisStep {
             actor: r.actor,
             command: r.redis,

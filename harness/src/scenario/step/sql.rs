@@ -72,9 +72,7 @@ impl SqlStep {
             }
         }
         if let Some(e) = &r.expect {
-            for x in e.body_excludes.iter().chain(&e.body_contains) {
-                cx.placeholders(&format!("{place}.expect"), x)?;
-            }
+            cx.expectation(&format!("{place}.expect"), e)?;
         }
         let expect_blocked = r
             .expect_blocked

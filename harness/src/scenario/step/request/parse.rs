@@ -131,9 +131,7 @@ impl RequestStep {
             .chain(r.expect_counts.iter().map(|c| &c.expect))
             .chain(&r.expect_any)
         {
-            for x in e.body_excludes.iter().chain(&e.body_contains) {
-                cx.placeholders(&format!("{place}.expect"), x)?;
-            }
+            cx.expectation(&format!("{place}.expect"), e)?;
         }
         let copies = match (&r.each_of, r.concurrency) {
             (_, Some(0)) => {
