@@ -168,7 +168,10 @@ pub async fn execute(
             format!("fixtures: tenants {}", described.join(", ")),
             None,
         );
-        if let Err(f) = run_steps(sc, &mut ex, scheduler).await {
+        // Every failure is in the trace, at its step and actor: a replay held to a recorded
+        // signature sees a step — a background one collected at the end included — that failed,
+        // or no longer fails.
+        let traced = |ex: &mut Executor<'_>, f: Failure| {
             let actor = f
                 .step
                 .and_then(|i| sc.steps.get(i))
@@ -181,10 +184,15 @@ pub async fn execute(
                 f.message.clone(),
                 None,
             );
-            failures.push(f);
+            f
+        };
+        if let Err(f) = run_steps(sc, &mut ex, scheduler).await {
+            failures.push(traced(&mut ex, f));
         }
         if failures.is_empty() {
-            failures.extend(ex.finish_background().await);
+            for f in ex.finish_background().await {
+                failures.push(traced(&mut ex, f));
+            }
         }
         // An answer outside the contract fails the run even if the step expected it.
         let mut seen = BTreeSet::new();
