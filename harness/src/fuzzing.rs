@@ -181,15 +181,26 @@ pub struct PassResult {
     pub seeds: usize,
     /// Inputs run in all (seeds and mutations).
     pub executions: u64,
-    /// Where a crashing input was written, if one crashed.
-    pub crash: Option<PathBuf>,
+    /// The input that crashed, where it was written (or why it could not be), if one crashed.
+    pub crash: Option<Crash>,
 }
 
-/// Runs every target over its committed seeds (`fuzz/corpus/<target>/`), the committed inputs of
-/// crashes found and fixed (`fuzz/regressions/<target>/`), and what earlier runs
-/// kept (`fuzz/run-corpus/<target>/`, when present), then over mutations of them drawn from
-/// `seed`, until `executions` per target or `budget` per target, whichever comes first. A panic is
-/// caught, its input written to `fuzz/artifacts/<target>/crash-<sha256>`, and reported.
+/// An input that made a target panic.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Crash {
+    /// The input, as hex: the record of it whatever became of the file.
+    pub input_hex: String,
+    /// Where it was written, or why it could not be.
+    pub saved: Result<PathBuf, String>,
+}
+
+/// Runs every target over its committed seeds (`fuzz/corpus/<target>/`) and the committed inputs
+/// of crashes found and fixed (`fuzz/regressions/<target>/`), then over mutations of them drawn
+/// from `seed`, until `executions` per target or `budget` per target, whichever comes first (the
+/// caller judges a pass the budget cut short). Only committed inputs: what long local runs kept
+/// (`fuzz/run-corpus/`, not in git) would make the same seed mutate other inputs on another
+/// machine. A panic is caught, its input written to `fuzz/artifacts/<target>/crash-<sha256>`,
+/// and reported with the input itself.
 pub fn bounded_pass(
     fuzz_dir: &Path,
     executions: u64,
@@ -214,7 +225,7 @@ fn run_target(
     budget: Duration,
     seed: u64,
 ) -> PassResult {
-    let mut corpus: Vec<Vec<u8>> = ["corpus", "regressions", "run-corpus"]
+    let mut corpus: Vec<Vec<u8>> = ["corpus", "regressions"]
         .iter()
         .flat_map(|d| {
             std::fs::read_dir(fuzz_dir.join(d).join(name))
@@ -259,15 +270,21 @@ fn run_target(
     }
 }
 
-fn save_crash(fuzz_dir: &Path, name: &str, input: &[u8]) -> PathBuf {
+fn save_crash(fuzz_dir: &Path, name: &str, input: &[u8]) -> Crash {
     use sha2::Digest;
     let dir = fuzz_dir.join("artifacts").join(name);
     let path = dir.join(format!(
         "crash-{}",
         hex::encode(sha2::Sha256::digest(input))
     ));
-    let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, input));
-    path
+    let saved = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, input))
+        .map(|()| path.clone())
+        .map_err(|e| format!("{}: {e}", path.display()));
+    Crash {
+        input_hex: hex::encode(input),
+        saved,
+    }
 }
 
 fn fnv(s: &str) -> u64 {
