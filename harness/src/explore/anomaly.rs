@@ -460,7 +460,8 @@ pub struct Interrupters {
 }
 
 /// Whether `f` is how an operation may end when one of `by.faults` (done before it finished)
-/// interrupted it: a documented 503; no answer at all when a replica is killed; when a replica
+/// interrupted it, each fault excusing only the endings it can cause: a documented 503 when the
+/// database is cut; no answer at all when a replica is killed; when a replica
 /// stops gracefully, a connection refused (a request sent after the stop began goes out on a new
 /// connection, never on one kept alive from before, which the stopping replica may be closing:
 /// `ApiClient::stop_reusing_connections`), while what the replica already had must be finished
@@ -468,7 +469,7 @@ pub struct Interrupters {
 /// `UNAVAILABLE` when Redis is.
 pub fn is_interrupted(by: &Interrupters, f: &super::record::Finished) -> bool {
     let faults = &by.faults;
-    (!faults.is_empty() && is_unavailable(f))
+    (faults.iter().any(|o| o.cuts_database()) && is_unavailable(f))
         || (faults.iter().any(|o| o.kills_replica())
             && f.status == 0
             && f.summary.starts_with("request failed"))

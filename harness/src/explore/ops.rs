@@ -460,6 +460,12 @@ impl Operation {
         self.has_fault(|k| k.dependency() == crate::faults::Dependency::Provider)
     }
 
+    /// Whether it cuts the service off from PostgreSQL (its links cut, a commit's reply lost): what
+    /// needs the database may answer a documented 503 ([`crate::explore::anomaly::UNAVAILABLE_CODES`]).
+    pub fn cuts_database(self) -> bool {
+        self.has_fault(|k| k.dependency() == crate::faults::Dependency::Postgres)
+    }
+
     /// Whether it takes Redis away: what needs it may answer 503 `UNAVAILABLE` (fail closed).
     pub fn cuts_redis(self) -> bool {
         self.has_fault(|k| k.dependency() == crate::faults::Dependency::Redis)

@@ -152,6 +152,22 @@ fn a_crash_may_interrupt_the_callback_before_or_after_its_commit() {
         ..lost.clone()
     };
     assert!(is_interrupted(&by(&stop), &refused));
+    // Each fault excuses only what it can cause: the database's 503 after a database fault, not
+    // after Redis or the provider went away.
+    let database = super::super::record::Finished {
+        status: 503,
+        code: Some("DATABASE_UNAVAILABLE".into()),
+        summary: "503 DATABASE_UNAVAILABLE".into(),
+        answer: None,
+    };
+    assert!(is_interrupted(&by(&[Operation::DbCut]), &database));
+    assert!(is_interrupted(
+        &by(&[Operation::LostCommitReply]),
+        &database
+    ));
+    for other in [Operation::RedisRestart, Operation::ProviderDown] {
+        assert!(!is_interrupted(&by(&[other]), &database), "{other}");
+    }
 }
 
 #[test]
