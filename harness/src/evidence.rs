@@ -331,15 +331,22 @@ pub struct ProbeTimeout {
     pub last_seen: Option<BackendActivity>,
     /// `pg_locks` when it gave up.
     pub locks: Vec<LockRow>,
+    /// The last error reading the lock tables, if a reading failed: a probe that could not read
+    /// them says so, not only that it saw nothing.
+    pub last_error: Option<String>,
 }
 
 impl std::fmt::Display for ProbeTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "timed out after {:?} waiting for {}; backend: {:?}; locks: ",
+            "timed out after {:?} waiting for {}; backend: {:?}; ",
             self.waited, self.waited_for, self.last_seen
         )?;
+        if let Some(e) = &self.last_error {
+            write!(f, "last reading failed: {e}; ")?;
+        }
+        write!(f, "locks: ")?;
         for l in &self.locks {
             write!(
                 f,
@@ -411,16 +418,23 @@ pub async fn until_blocked(
 ) -> Result<Blocked, NotBlocked> {
     let started = Instant::now();
     let mut last_seen = None;
+    let mut last_error = None;
     let holder_app = holder.map(application_name);
     while started.elapsed() < limit {
         if finished() {
             return Err(NotBlocked::Finished);
         }
-        if let Ok(seen) = activity_of(pool, waiter).await {
+        let seen = activity_of(pool, waiter)
+            .await
+            .map_err(|e| last_error = Some(e.to_string()));
+        if let Ok(seen) = seen {
             if let Some((a, by)) = seen.as_ref().and_then(|a| Some((a, a.blocked_by()?))) {
                 let named = holder.is_none_or(|h| by.iter().any(|b| b == h));
                 if named {
-                    let locks = lock_snapshot(pool).await.unwrap_or_default();
+                    let locks = lock_snapshot(pool)
+                        .await
+                        .map_err(|e| last_error = Some(e.to_string()))
+                        .unwrap_or_default();
                     let awaited = locks.iter().find(|l| l.pid == a.pid && !l.granted).cloned();
                     if let Some(awaited) = awaited {
                         let held = locks.iter().any(|l| {
@@ -458,7 +472,14 @@ pub async fn until_blocked(
         },
         waited: limit,
         last_seen,
-        locks: lock_snapshot(pool).await.unwrap_or_default(),
+        locks: match lock_snapshot(pool).await {
+            Ok(locks) => locks,
+            Err(e) => {
+                last_error = Some(e.to_string());
+                Vec::new()
+            }
+        },
+        last_error,
     })))
 }
 
