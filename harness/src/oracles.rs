@@ -354,9 +354,8 @@ pub fn report_folder_free_of_issued_values(dir: &std::path::Path) -> Result<(), 
                 continue;
             }
             // A file that cannot be read is not known to be clean.
-            let bytes = std::fs::read(&path).map_err(|e| {
-                format!("{}: cannot be read, so not searched: {e}", path.display())
-            })?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| format!("{}: cannot be read, so not searched: {e}", path.display()))?;
             let text = String::from_utf8_lossy(&bytes);
             if let Some(at) = find_issued_value(&text) {
                 let value: String = text[at..].chars().take(64).collect();
