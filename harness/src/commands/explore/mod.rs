@@ -106,6 +106,11 @@ pub struct ExploreArgs {
     /// an incomplete exploration is not a clean one: exit 1).
     #[arg(long)]
     pub allow_incomplete: bool,
+    /// Exit 0 even when the target could not serve some of the sets (each is named in the
+    /// summary with why); without it, an exploration that skipped a set did not explore what it
+    /// was asked to: exit 1.
+    #[arg(long)]
+    pub allow_skipped: bool,
     /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
     /// the lock probe (`lock_probe`: the workspace lock held from the
     /// harness's own session), so requests queue behind it in the order the schedule launches
@@ -294,7 +299,11 @@ pub async fn explore(args: ExploreArgs) -> ExitCode {
         kill_matrix(&chosen, options, &dir).await
     } else {
         let expected = (!args.expect_anomalies.is_empty()).then_some(&args.expect_anomalies[..]);
-        once(&chosen, &options, &dir, args.allow_incomplete, expected).await
+        let allowed = Allowed {
+            incomplete: args.allow_incomplete,
+            skipped: args.allow_skipped,
+        };
+        once(&chosen, &options, &dir, allowed, expected).await
     };
     drop(chosen);
     infra.shutdown().await;
@@ -340,11 +349,20 @@ fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Re
     std::fs::write(dir.join(name), json).map_err(|e| format!("{}: {e}", dir.join(name).display()))
 }
 
+/// What an exploration may leave undone and still exit 0.
+#[derive(Clone, Copy, Debug)]
+struct Allowed {
+    /// Systematic sets cut short (`--allow-incomplete`).
+    incomplete: bool,
+    /// Sets the target could not serve (`--allow-skipped`).
+    skipped: bool,
+}
+
 async fn once(
     target: &super::ChosenTarget<'_>,
     options: &Options,
     dir: &std::path::Path,
-    allow_incomplete: bool,
+    allowed: Allowed,
     expected: Option<&[Anomaly]>,
 ) -> ExitCode {
     let label = if options.flaws.is_empty() {
@@ -409,7 +427,7 @@ async fn once(
         println!(
             "INCOMPLETE: not every schedule of {} ran{}",
             incomplete.join("; "),
-            if allow_incomplete {
+            if allowed.incomplete {
                 " (allowed by --allow-incomplete)"
             } else {
                 ""
@@ -441,7 +459,21 @@ async fn once(
         }
         None => found.is_empty(),
     };
-    if !as_expected || (!incomplete.is_empty() && !allow_incomplete) {
+    if !report.skipped.is_empty() {
+        println!(
+            "SKIPPED: the target could not serve {} set(s){}",
+            report.skipped.len(),
+            if allowed.skipped {
+                " (allowed by --allow-skipped)"
+            } else {
+                " (--allow-skipped accepts it)"
+            }
+        );
+    }
+    if !as_expected
+        || (!incomplete.is_empty() && !allowed.incomplete)
+        || (!report.skipped.is_empty() && !allowed.skipped)
+    {
         ExitCode::from(NOT_CERTIFIED)
     } else {
         ExitCode::SUCCESS
