@@ -105,12 +105,9 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
                 )
             })
             .flatten();
-        if let Some(path) = saved {
-            report.push_str(&format!(
-                "\n  saved as {} ({})",
-                path.display(),
-                statemachine::replay_command(&path, None)
-            ));
+        if let Some(saved) = saved {
+            report.push('\n');
+            report.push_str(&statemachine::saved_line(&saved, None));
         }
         (report, outcome.failure.is_none())
     };

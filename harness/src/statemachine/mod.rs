@@ -407,6 +407,6 @@ mod verdicts;
 
 pub use ops::{op, Op};
 pub use verdicts::{
-    describe, kill_matrix, replay_command, save_failure, to_scenario, FLAWS_IT_SEES,
+    describe, kill_matrix, replay_command, save_failure, saved_line, to_scenario, FLAWS_IT_SEES,
     KILL_MATRIX_SEED, REGRESSIONS,
 };

@@ -68,23 +68,52 @@ pub fn replay_command(path: &std::path::Path, flaw: Option<&str>) -> String {
 }
 
 /// Saves a failing run's minimal sequence as `DIR/PROPTEST-<label>-<seed>.toml` (see
-/// [`to_scenario`]) and returns the path.
-pub fn save_failure(dir: &std::path::Path, label: &str, outcome: &Outcome) -> Option<PathBuf> {
+/// [`to_scenario`]): `None` when the run did not fail, else the path or why it could not be
+/// written (the sequence printed beside it is then the only record, and says so).
+pub fn save_failure(
+    dir: &std::path::Path,
+    label: &str,
+    outcome: &Outcome,
+) -> Option<Result<PathBuf, String>> {
     let (ops, reason) = outcome.failure.as_ref()?;
-    let id = format!("PROPTEST-{}-{}", label.to_uppercase(), outcome.seed);
+    Some(write_failure(dir, label, outcome.seed, ops, reason))
+}
+
+/// How a saved (or unsaved) counterexample reads in a report, with the command that replays it.
+pub fn saved_line(saved: &Result<PathBuf, String>, flaw: Option<&str>) -> String {
+    match saved {
+        Ok(path) => format!(
+            "  saved as {} ({})",
+            path.display(),
+            replay_command(path, flaw)
+        ),
+        Err(e) => format!("  NOT SAVED: {e} (the seed and sequence above are its record)"),
+    }
+}
+
+fn write_failure(
+    dir: &std::path::Path,
+    label: &str,
+    seed: u64,
+    ops: &[Op],
+    reason: &str,
+) -> Result<PathBuf, String> {
+    let id = format!("PROPTEST-{}-{}", label.to_uppercase(), seed);
     let title = format!(
         "State-machine counterexample ({label}, seed {}): {}",
-        outcome.seed,
+        seed,
         reason
             .replace('"', "'")
             .chars()
             .take(160)
             .collect::<String>()
     );
-    std::fs::create_dir_all(dir).ok()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{id}.toml"));
-    std::fs::write(&path, to_scenario(&id, &title, ops).ok()?).ok()?;
-    Some(path)
+    let text = to_scenario(&id, &title, ops)
+        .map_err(|e| format!("the sequence has no scenario form: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// The correct build must pass; every flaw of [`FLAWS_IT_SEES`] must make the state machine fail.
@@ -99,12 +128,8 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
     total_cases += correct.cases;
     let mut ok = correct.failure.is_none();
     report.push(describe("correct build", &correct));
-    if let Some(path) = save_failure(&saved, "correct", &correct) {
-        report.push(format!(
-            "  saved as {} ({})",
-            path.display(),
-            replay_command(&path, None)
-        ));
+    if let Some(saved) = save_failure(&saved, "correct", &correct) {
+        report.push(saved_line(&saved, None));
     }
     for flaw in FLAWS_IT_SEES {
         let name = flaw.name();
@@ -141,12 +166,8 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
             if caught { "KILLED  " } else { "SURVIVED" },
             describe(name, &flawed)
         ));
-        if let Some(path) = save_failure(&saved, name, &flawed) {
-            report.push(format!(
-                "  saved as {} ({})",
-                path.display(),
-                replay_command(&path, Some(name))
-            ));
+        if let Some(saved) = save_failure(&saved, name, &flawed) {
+            report.push(saved_line(&saved, Some(name)));
         }
     }
     report.push(format!(
