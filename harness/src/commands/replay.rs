@@ -73,6 +73,37 @@ fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), S
     Ok((loaded, Some(recorded)))
 }
 
+/// Whether a replay with `flaws` on the in-process reference runs the build the record was made
+/// on: a trace from another build differs for reasons that are not the schedule.
+fn same_build(recorded: &RecordedRun, flaws: &[&str]) -> Result<(), String> {
+    if let Some(target) = &recorded.target {
+        return Err(format!(
+            "{} was recorded on the target {target}; replay runs the reference in-process (rerun the scenario with `harbor-certify run --target …`)",
+            recorded.scenario
+        ));
+    }
+    let mut wanted: Vec<&str> = recorded.flaws.iter().map(String::as_str).collect();
+    let mut given = flaws.to_vec();
+    wanted.sort_unstable();
+    given.sort_unstable();
+    if wanted != given {
+        let named = |f: &[&str]| {
+            if f.is_empty() {
+                "none (the correct build)".to_owned()
+            } else {
+                f.join(", ")
+            }
+        };
+        return Err(format!(
+            "{} was recorded with the flaws {}; this replay has {} (give the same --flaw)",
+            recorded.scenario,
+            named(&wanted),
+            named(&given)
+        ));
+    }
+    Ok(())
+}
+
 /// Replays and compares.
 pub async fn replay(args: ReplayArgs) -> ExitCode {
     let (loaded, recorded) = match resolve(&args) {
@@ -86,6 +117,12 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
+    if let Some(recorded) = &recorded {
+        if let Err(e) = same_build(recorded, &flaws.names()) {
+            eprintln!("harbor-certify: {e}");
+            return ExitCode::from(CANNOT_RUN);
+        }
+    }
     let mut infra = match provision_or_explain(args.backend).await {
         Ok(i) => i,
         Err(code) => return code,
@@ -142,5 +179,43 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(NOT_CERTIFIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(flaws: &[&str], target: Option<&str>) -> RecordedRun {
+        RecordedRun {
+            scenario: "S".into(),
+            file: "s.toml".into(),
+            schedule: crate::schedule::Schedule(vec![0]),
+            signature: vec![],
+            flaws: flaws.iter().map(|f| (*f).to_owned()).collect(),
+            target: target.map(str::to_owned),
+        }
+    }
+
+    /// A record replays only on the build it was made on: the same flaws (in any order), the
+    /// reference in-process.
+    #[test]
+    fn a_record_replays_only_on_its_own_build() {
+        assert!(same_build(&recorded(&[], None), &[]).is_ok());
+        assert!(same_build(&recorded(&["a", "b"], None), &["b", "a"]).is_ok());
+        let other = same_build(&recorded(&["no-row-lock"], None), &[]).unwrap_err();
+        assert!(
+            other.contains("no-row-lock") && other.contains("none (the correct build)"),
+            "{other}"
+        );
+        assert!(same_build(&recorded(&[], None), &["no-row-lock"]).is_err());
+        let elsewhere = same_build(&recorded(&[], Some("flask-seed")), &[]).unwrap_err();
+        assert!(elsewhere.contains("flask-seed"), "{elsewhere}");
+        // A record written before the build was recorded reads as the correct build's.
+        let old: RecordedRun = serde_json::from_str(
+            r#"{"scenario":"S","file":"s.toml","schedule":[0],"signature":[]}"#,
+        )
+        .unwrap();
+        assert!(same_build(&old, &[]).is_ok());
     }
 }

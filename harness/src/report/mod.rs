@@ -551,6 +551,12 @@ pub fn write_into(
             file: sc.file.clone(),
             schedule: sc.trace.schedule.clone(),
             signature: sc.trace.signature(),
+            flaws: report.environment.flaws.clone(),
+            target: report
+                .target
+                .as_ref()
+                .filter(|t| t.profile.is_some())
+                .map(|t| t.name.clone()),
         };
         let name = format!("traces/{}.json", sc.id);
         std::fs::write(

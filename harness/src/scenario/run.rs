@@ -301,4 +301,12 @@ pub struct RecordedRun {
     pub schedule: Schedule,
     /// The trace's signature (what repeated runs must agree on).
     pub signature: Vec<String>,
+    /// The seeded flaws the service ran with (empty: the correct build). A replay runs with the
+    /// same, or refuses: another build gives another trace for reasons that are not the schedule.
+    #[serde(default)]
+    pub flaws: Vec<String>,
+    /// The target it ran on when not the reference in-process (a profile's name): `replay`
+    /// runs the reference in-process, so it refuses such a record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
