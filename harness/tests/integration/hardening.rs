@@ -115,6 +115,38 @@ async fn key_rotation_skips_an_undecryptable_row_and_goes_on() {
     app.stop().await;
 }
 
+/// A revocation waiting in the outbox under the key being retired keeps the rotation from being
+/// complete: its copy is not re-sealed, and a key retired under it would leave the grant live.
+#[tokio::test]
+async fn key_rotation_is_not_complete_while_a_revocation_waits_under_an_older_key() {
+    let app = spawn_app().await;
+    app.connected_tenants("waiting", 1, Provider::Gmail).await;
+    // An intent the provider has not confirmed yet, leased an hour ahead so no worker takes it
+    // while the test runs: the connection's own ciphertext, as disconnect writes it.
+    sqlx::query(
+        "INSERT INTO revocation_outbox (tenant_id, workspace_id, connection_id, provider, grant_id,          field, sealed_token, reason, next_attempt_at)          SELECT tenant_id, workspace_id, id, provider, grant_id, 'access', access_token,          'disconnect', now() + interval '1 hour' FROM connections WHERE access_token IS NOT NULL",
+    )
+    .execute(app.db())
+    .await
+    .unwrap();
+    let ring = app.key_ring_rotated_to("k2");
+    let report = vault::rotate_keys(app.db(), &ring, 10).await.unwrap();
+    assert_eq!((report.rotated, report.remaining), (1, 0));
+    assert_eq!(report.outbox_under_older_keys, 1);
+    assert!(
+        !report.is_complete(),
+        "the old key still seals a revocation"
+    );
+    // Delivered (the intent settled): the old key may go.
+    sqlx::query("DELETE FROM revocation_outbox")
+        .execute(app.db())
+        .await
+        .unwrap();
+    let report = vault::rotate_keys(app.db(), &ring, 10).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    app.stop().await;
+}
+
 /// Item 9: replicas whose hosts' clocks disagree (here by 18 s) still share one rate limit: the
 /// one running ahead cannot make the others refuse a tenant.
 #[tokio::test]

@@ -1,5 +1,8 @@
 //! Key rotation: re-sealing every stored token under the primary key (and the current format),
 //! in batches behind a cursor, skipping rows a request holds and reporting rows that do not open.
+//! The revocation outbox's copies are not re-sealed (an adoption compares them byte for byte with
+//! the row they came from); a run counts those still under an older key and is not complete while
+//! any wait, so that no key is retired under a grant still to be revoked.
 
 use sqlx::PgPool;
 
@@ -18,12 +21,16 @@ pub struct RotationReport {
     /// Rows whose tokens could not be decrypted (a missing key, a tampered value), by id: left as
     /// they are, reported, and skipped again by the next run.
     pub skipped: Vec<ConnectionId>,
+    /// Revocation intents waiting in the outbox with a token sealed under another key than the
+    /// primary: retiring that key now would leave their grants live at the provider for good.
+    pub outbox_under_older_keys: u64,
 }
 
 impl RotationReport {
-    /// Whether every stored token is now under the primary key and the current format.
+    /// Whether every stored token is now under the primary key and the current format, and no
+    /// revocation waits under an older one (an older key may be retired).
     pub fn is_complete(&self) -> bool {
-        self.remaining == 0 && self.skipped.is_empty()
+        self.remaining == 0 && self.skipped.is_empty() && self.outbox_under_older_keys == 0
     }
 }
 
@@ -136,5 +143,13 @@ pub async fn rotate_keys(
     .fetch_one(pool)
     .await? as u64;
     report.remaining = left.saturating_sub(report.skipped.len() as u64);
+    // The outbox holds few rows (intents the provider has not confirmed yet); each names its key.
+    let sealed: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sealed_token FROM revocation_outbox")
+        .fetch_all(pool)
+        .await?;
+    report.outbox_under_older_keys = sealed
+        .iter()
+        .filter(|s| key_id_of(s).map_or(true, |id| id != ring.primary_key_id()))
+        .count() as u64;
     Ok(report)
 }
