@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
 
 /// `PUT`'s body: the offset from the system clock, in milliseconds (negative: behind it).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SetOffset {
     offset_ms: i64,
 }

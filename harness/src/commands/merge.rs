@@ -22,6 +22,10 @@ pub struct MergeArgs {
     /// does (without it the merge of an incomplete exploration exits 1, as its shard did).
     #[arg(long)]
     pub allow_incomplete: bool,
+    /// Exit 0 even when a shard's target could not serve some sets, as `explore --allow-skipped`
+    /// does.
+    #[arg(long)]
+    pub allow_skipped: bool,
 }
 
 /// Joins shard reports; `Err` names the file that is not one.
@@ -226,7 +230,14 @@ pub fn merge(args: MergeArgs) -> ExitCode {
     // says what the shards could not serve.
     let (incomplete, skipped) = shortfalls(&merged);
     if skipped > 0 {
-        println!("SKIPPED: {skipped} set(s) the target could not serve");
+        println!(
+            "SKIPPED: {skipped} set(s) the target could not serve{}",
+            if args.allow_skipped {
+                " (allowed by --allow-skipped)"
+            } else {
+                ""
+            }
+        );
     }
     if incomplete > 0 {
         println!(
@@ -238,22 +249,27 @@ pub fn merge(args: MergeArgs) -> ExitCode {
             }
         );
     }
-    if violations == 0 && (incomplete == 0 || args.allow_incomplete) {
+    if violations == 0
+        && (incomplete == 0 || args.allow_incomplete)
+        && (skipped == 0 || args.allow_skipped)
+    {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(NOT_CERTIFIED)
     }
 }
 
-/// How many sets of a merged report are not complete (systematic mode), and how many the
-/// shards could not serve.
+/// How many sets of a merged report are not complete (systematic mode; a set stopped at its
+/// violation is counted by the violation, as `explore` counts it), and how many the shards could
+/// not serve.
 fn shortfalls(merged: &Value) -> (usize, usize) {
     let systematic = merged["mode"] == "systematic";
+    let stopped_at_violation = |s: &Value| s["anomalies"].as_array().is_some_and(|a| !a.is_empty());
     let incomplete = merged["sets"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|s| systematic && s["complete"] != true)
+        .filter(|s| systematic && s["complete"] != true && !stopped_at_violation(s))
         .count();
     (incomplete, merged["skipped"].as_array().map_or(0, Vec::len))
 }
@@ -263,7 +279,8 @@ mod tests {
     #[test]
     fn a_set_cut_short_or_skipped_is_counted() {
         let merged = serde_json::json!({ "mode": "systematic", "skipped": [{}],
-            "sets": [{ "complete": true }, { "complete": false }, {}] });
+            "sets": [{ "complete": true }, { "complete": false }, {},
+                     { "complete": false, "anomalies": ["double_activation"] }] });
         assert_eq!(super::shortfalls(&merged), (2, 1));
         let random = serde_json::json!({ "mode": "random", "sets": [{ "complete": false }] });
         assert_eq!(super::shortfalls(&random), (0, 0));

@@ -13,8 +13,8 @@
 //!   committed connection status at that moment is CONNECTED.
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
 //! - *Under a fault* (an operation whose row does one, such as `db_cut`): an operation may instead
-//!   be interrupted — a documented 503 ([`UNAVAILABLE_CODES`]), no answer when its replica goes
-//!   down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` when Redis
+//!   be interrupted, each fault excusing only what it can cause — a documented 503
+//!   ([`UNAVAILABLE_CODES`]) when the database is cut, no answer when its replica goes down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` when Redis
 //!   does — with the end state of the
 //!   serial orders without it; no grant exchanged during the schedule may be left neither stored
 //!   nor revoked, and every CONNECTED row must hold a grant the provider honours.

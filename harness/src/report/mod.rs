@@ -326,11 +326,14 @@ impl ExplorationBasis {
                 .as_array()
                 .ok_or_else(|| format!("{}: no list of violations", path.display()))?
                 .len(),
-            skipped_sets: v["skipped"].as_array().map_or(0, Vec::len),
+            skipped_sets: v["skipped"]
+                .as_array()
+                .ok_or_else(|| format!("{}: no list of skipped sets", path.display()))?
+                .len(),
             oracles_off: v["oracles_off"]
                 .as_array()
-                .into_iter()
-                .flatten()
+                .ok_or_else(|| format!("{}: no list of the oracles off", path.display()))?
+                .iter()
                 .filter_map(|o| o.as_str().map(str::to_owned))
                 .collect(),
         })
@@ -624,10 +627,12 @@ mod tests {
             "flaws",
             "schedules_explored",
             "schedules_total",
+            "skipped",
+            "oracles_off",
         ] {
             let mut v = explored(true);
             v.as_object_mut().unwrap().remove(missing);
-            let refused = basis(v).err().expect("refused");
+            let refused = basis(v).expect_err("refused");
             assert!(refused.contains("no "), "{missing}: {refused}");
         }
         let short = basis(explored(false)).unwrap().shortfall();

@@ -376,9 +376,7 @@ mod tests {
         };
         let file = std::path::Path::new("HANG.toml");
         assert!(super::load_str(file, &text("")).is_ok());
-        let refused = super::load_str(file, &text("expect = { ok = false }"))
-            .err()
-            .expect("refused");
+        let refused = super::load_str(file, &text("expect = { ok = false }")).expect_err("refused");
         assert!(
             refused
                 .to_string()
@@ -390,7 +388,7 @@ mod tests {
             "background = true\n",
             "expect = { ok = false, error_contains = \"\" }\n",
         );
-        let refused = super::load_str(file, &empty).err().expect("refused");
+        let refused = super::load_str(file, &empty).expect_err("refused");
         assert!(
             refused.to_string().contains("an empty substring"),
             "{refused}"

@@ -319,6 +319,18 @@ fn report_json_validates_against_its_schema() {
         .map(|e| format!("{} at {}", e, e.instance_path))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
+    // An exploration basis that names what it skipped and the oracles it could not run.
+    let mut stated = fixed_run(Severity::Low);
+    if let Some(basis) = stated.exploration.as_mut() {
+        basis.skipped_sets = 1;
+        basis.oracles_off = vec!["token_not_bound: the target's own schema".into()];
+    }
+    let stated = serde_json::to_value(stated).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&stated)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     // The schema is strict enough to fail: a missing verdict and an unknown event kind are refused.
     run.as_object_mut().unwrap().remove("verdict");
     run["scenarios"][0]["trace"]["events"][0]["kind"] = "teleported".into();

@@ -57,7 +57,7 @@ pub struct CallbackParams {
 /// Parses the callback's raw query (outside input: public so the fuzz targets reach it). Refuses a
 /// query without `state`, or without both `code` and `error`, or with one of the parameters read
 /// here more than once (RFC 6749 §3.1: a parameter is never sent twice, and which copy a reader
-/// takes is where a polluted query hides a second code or state), with 400 `VALIDATION_FAILED`.
+/// takes is where a polluted query hides a second code or state), with 400 `BAD_REQUEST`.
 pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
     const READ: [&str; 5] = ["state", "code", "error", "iss", "realmId"];
     let (mut state, mut code, mut error, mut iss, mut account) = (None, None, None, None, None);
@@ -104,7 +104,7 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
     path = "/v1/oauth/{provider}/callback",
     params(
         ("provider" = Provider, Path, description = "qbo, gmail, slack or box"),
-        ("state" = String, Query, description = "The state from the authorization URL"),
+        ("state" = String, Query, description = "The state from the authorization URL (this and the other parameters below once each: one given twice is a 400 BAD_REQUEST)"),
         ("code" = Option<String>, Query, description = "The authorization code (absent when the provider sends `error`)"),
         ("error" = Option<String>, Query, description = "The provider's OAuth error code instead of a code (`access_denied`: the user declined)"),
         ("iss" = Option<String>, Query, description = "The provider's issuer (RFC 9207): checked whenever present, required for providers that always send it"),

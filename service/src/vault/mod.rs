@@ -227,12 +227,30 @@ impl TokenBinding {
 }
 
 /// The configured keys: `id:base64(32 bytes)` entries and the id of the primary.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TokenKeysConfig {
     /// The keys, as `id:base64key` entries separated by commas.
     pub keys: SecretString,
     /// The key new values are written with; the first key when unset.
     pub primary: Option<String>,
+}
+
+/// Shows the primary only when it could be a key id: key material set there by mistake is not
+/// printed by a `{config:?}` (the keys themselves are a `SecretString`).
+impl std::fmt::Debug for TokenKeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let primary = self.primary.as_deref().map(|p| {
+            if valid_key_id(p) {
+                p.to_owned()
+            } else {
+                format!("({} characters, not an id; not shown)", p.len())
+            }
+        });
+        f.debug_struct("TokenKeysConfig")
+            .field("keys", &self.keys)
+            .field("primary", &primary)
+            .finish()
+    }
 }
 
 /// The token keys in memory.

@@ -24,6 +24,9 @@ pub struct RotationReport {
     /// Revocation intents waiting in the outbox with a token sealed under another key than the
     /// primary: retiring that key now would leave their grants live at the provider for good.
     pub outbox_under_older_keys: u64,
+    /// Revocation intents whose sealed token is malformed (names no key): no key opens them, so
+    /// waiting would never end; reported, not counted above.
+    pub outbox_unreadable: u64,
 }
 
 impl RotationReport {
@@ -147,9 +150,12 @@ pub async fn rotate_keys(
     let sealed: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sealed_token FROM revocation_outbox")
         .fetch_all(pool)
         .await?;
-    report.outbox_under_older_keys = sealed
-        .iter()
-        .filter(|s| key_id_of(s).map_or(true, |id| id != ring.primary_key_id()))
-        .count() as u64;
+    for s in &sealed {
+        match key_id_of(s) {
+            Ok(id) if id == ring.primary_key_id() => {}
+            Ok(_) => report.outbox_under_older_keys += 1,
+            Err(_) => report.outbox_unreadable += 1,
+        }
+    }
     Ok(report)
 }

@@ -100,6 +100,7 @@ fn configuration_is_checked() {
     // An entry written the wrong way round, or key material set as the primary: the error (which
     // goes to the start-up log) does not carry the material.
     let material = &good.keys.expose_secret()["old:".len()..];
+    assert!(!format!("{:?}", cfg(&both, Some(material))).contains(material));
     for refused in [
         KeyRing::from_config(&cfg(&format!("{material}:old"), None)),
         KeyRing::from_config(&cfg(&both, Some(material))),
