@@ -246,15 +246,15 @@ impl RateLimiter {
         .await
     }
 
-    /// Gives back a reservation whose look-up found a valid state.
-    pub async fn refund_failed_state(&self, user: &str) -> Result<(), redis::RedisError> {
-        self.gcra(
-            &format!("failed-state:user:{user}"),
-            self.limits.failed_states_per_user,
-            -1,
-        )
-        .await
-        .map(|_| ())
+    /// Gives back a reservation whose look-up found a valid state, or that made no look-up. A
+    /// refund Redis does not take is logged, not failed: the request goes on, and the user's
+    /// budget is one look-up short until it refills.
+    pub async fn refund_failed_state(&self, user: &str) {
+        let bucket = format!("failed-state:user:{user}");
+        let refund = self.gcra(&bucket, self.limits.failed_states_per_user, -1);
+        if let Err(e) = refund.await {
+            tracing::warn!(error = %e, "could not give back a failed-state reservation");
+        }
     }
 }
 

@@ -262,36 +262,26 @@ async fn start_servers(
     } else {
         (WaitFor::Nothing, WaitFor::Nothing)
     };
-    let (pg_name, pg_tag) = split_image(&images.postgres);
-    let mut postgres = GenericImage::new(pg_name, pg_tag);
-    if !placement.host_network {
-        postgres = postgres.with_exposed_port(5432.tcp());
-    }
-    let postgres = postgres
-        .with_wait_for(pg_ready)
+    let server = |image: &str, port: u16, ready: WaitFor, cmd: Vec<String>| {
+        let (name, tag) = split_image(image);
+        let mut server = GenericImage::new(name, tag).with_wait_for(ready);
+        if !placement.host_network {
+            server = server.with_exposed_port(port.tcp());
+        }
+        server
+            .with_cmd(cmd)
+            .with_label(DOCKER_LABEL, "true")
+            .with_label(OWNER_LABEL, owner.clone())
+            .with_host_config_modifier(move |host| placement.apply(host, port))
+            .with_startup_timeout(Duration::from_secs(60))
+    };
+    let postgres = server(&images.postgres, 5432, pg_ready, pg_args)
         .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
         .with_env_var("POSTGRES_USER", "postgres")
-        .with_cmd(pg_args)
-        .with_label(DOCKER_LABEL, "true")
-        .with_label(OWNER_LABEL, owner.clone())
-        .with_host_config_modifier(move |host| placement.apply(host, 5432))
-        .with_startup_timeout(Duration::from_secs(60))
         .start()
         .await
         .map_err(|e| StartFailure::starting(&images.postgres, e))?;
-
-    let (redis_name, redis_tag) = split_image(&images.redis);
-    let mut redis = GenericImage::new(redis_name, redis_tag);
-    if !placement.host_network {
-        redis = redis.with_exposed_port(6379.tcp());
-    }
-    let redis = redis
-        .with_wait_for(redis_ready)
-        .with_cmd(redis_args)
-        .with_label(DOCKER_LABEL, "true")
-        .with_label(OWNER_LABEL, owner)
-        .with_host_config_modifier(move |host| placement.apply(host, 6379))
-        .with_startup_timeout(Duration::from_secs(60))
+    let redis = server(&images.redis, 6379, redis_ready, redis_args)
         .start()
         .await;
     let mut containers = Containers {

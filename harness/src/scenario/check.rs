@@ -40,6 +40,17 @@ pub enum Checked {
     Unexpected,
 }
 
+impl Checked {
+    /// `Expected` when the step says anything of its outcome.
+    pub fn when(expects: bool) -> Self {
+        if expects {
+            Checked::Expected
+        } else {
+            Checked::Unexpected
+        }
+    }
+}
+
 impl Checker {
     /// A checker for a scenario of `replicas` replicas, nothing declared yet.
     pub fn new(replicas: usize) -> Self {

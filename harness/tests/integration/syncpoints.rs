@@ -346,7 +346,10 @@ async fn the_clock_protocol_sets_the_offset_absolutely() {
             "OFFSET_OUT_OF_RANGE",
         ),
         (serde_json::json!("later"), "BAD_REQUEST"),
-        (serde_json::json!({ "offset_ms": 1, "by": "mistake" }), "BAD_REQUEST"),
+        (
+            serde_json::json!({ "offset_ms": 1, "by": "mistake" }),
+            "BAD_REQUEST",
+        ),
     ] {
         let refused = client
             .request(

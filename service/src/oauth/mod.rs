@@ -155,9 +155,7 @@ pub async fn callback(
         .admit_tenant("callback", &caller_tenant.to_string())
         .await
     {
-        if let Err(e) = state.limiter.refund_failed_state(&user).await {
-            tracing::warn!(error = %e, "could not give back a failed-state reservation");
-        }
+        state.limiter.refund_failed_state(&user).await;
         return Err(refused.into());
     }
     let hooks = state.sync_points.as_ref();
@@ -172,9 +170,7 @@ pub async fn callback(
         _ => return Err(ApiError::OAuthStateInvalid),
     };
     // A state that exists was no guess: give the reservation back.
-    if let Err(e) = state.limiter.refund_failed_state(&user).await {
-        tracing::warn!(error = %e, "could not give back a failed-state reservation");
-    }
+    state.limiter.refund_failed_state(&user).await;
     SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_STATE_CONSUMED).await?;
 
     // 2. The state must have been issued to this user, in this tenant, for this provider.

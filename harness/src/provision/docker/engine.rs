@@ -61,22 +61,30 @@ fn causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Asks the engine `question`, bounded by [`ANSWER_WITHIN`]: its answer, or why there is none
+/// (no client, an error with its causes, no answer in time).
+async fn ask<T, F, A>(question: F) -> Result<T, String>
+where
+    F: FnOnce(Docker) -> A,
+    A: std::future::Future<Output = Result<T, testcontainers::bollard::errors::Error>>,
+{
+    let asked = async { question(engine().await?).await.map_err(|e| causes(&e)) };
+    tokio::time::timeout(ANSWER_WITHIN, asked)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+}
+
 /// The engine's version, or why it does not answer within [`ANSWER_WITHIN`].
 pub(in crate::provision) async fn version() -> Result<String, String> {
-    let probe = async {
-        let engine = engine().await?;
-        engine.version().await.map_err(|e| causes(&e))
-    };
-    match tokio::time::timeout(ANSWER_WITHIN, probe).await {
-        Ok(Ok(v)) => match v.version {
+    match ask(|engine| async move { engine.version().await }).await {
+        Ok(v) => match v.version {
             Some(version) if !version.is_empty() => Ok(version),
             _ => Err("the Docker engine did not report a version".into()),
         },
-        Ok(Err(e)) => Err(format!(
+        Err(e) => Err(format!(
             "no Docker engine answers ({e}; the engine is found at DOCKER_HOST, else the \
              default socket — not through `docker context`)"
         )),
-        Err(_) => Err("the Docker engine did not answer within 10 s".into()),
     }
 }
 
@@ -100,18 +108,10 @@ pub(super) struct EngineFacts {
 /// The engine's facts; empty ones (so that nothing special is chosen) when it does not say,
 /// with a warning saying why.
 pub(super) async fn facts() -> EngineFacts {
-    let asked = async {
-        let engine = engine().await?;
-        engine.info().await.map_err(|e| causes(&e))
-    };
-    let info = match tokio::time::timeout(ANSWER_WITHIN, asked).await {
-        Ok(Ok(info)) => info,
-        Ok(Err(e)) => {
+    let info = match ask(|engine| async move { engine.info().await }).await {
+        Ok(info) => info,
+        Err(e) => {
             tracing::warn!(error = %e, "the engine's facts are unknown: its ports published, its CPU group kept");
-            return EngineFacts::default();
-        }
-        Err(_) => {
-            tracing::warn!("the engine did not say its facts within 10 s: its ports published, its CPU group kept");
             return EngineFacts::default();
         }
     };
@@ -128,12 +128,11 @@ pub(super) async fn facts() -> EngineFacts {
     }
 }
 
-/// Whether `image` is present in the engine.
+/// Whether `image` is present in the engine (as far as it says within [`ANSWER_WITHIN`]).
 pub(super) async fn image_present(image: &str) -> bool {
-    match engine().await {
-        Ok(engine) => engine.inspect_image(image).await.is_ok(),
-        Err(_) => false,
-    }
+    ask(|engine| async move { engine.inspect_image(image).await })
+        .await
+        .is_ok()
 }
 
 /// Pulls `image` as testcontainers pulls (the registry login and platform the environment
@@ -149,20 +148,23 @@ pub(super) async fn pull(image: &str) -> bool {
 
 /// Removes containers left by Harbor runs whose process is gone (a killed run); how many.
 pub(super) async fn reap_orphans() -> usize {
+    let listed = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{DOCKER_LABEL}=true")],
+        )])),
+        ..Default::default()
+    };
+    let listing = ask(|engine| async move { engine.list_containers(Some(listed)).await })
+        .await
+        .unwrap_or_default();
+    if listing.is_empty() {
+        return 0;
+    }
     let Ok(engine) = engine().await else {
         return 0;
     };
-    let listing = engine
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![format!("{DOCKER_LABEL}=true")],
-            )])),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_or_default();
     let mut removed = 0;
     for container in listing {
         let Some(id) = container.id else { continue };

@@ -80,12 +80,7 @@ impl SqlStep {
             .map(|b| super::request::expect_blocked(b, cx, place, &r.actor))
             .transpose()?;
         if r.background || expect_blocked.is_some() {
-            let checked = if r.expect.is_some() {
-                Checked::Expected
-            } else {
-                Checked::Unexpected
-            };
-            cx.start_background(place, &r.actor, checked)?;
+            cx.start_background(place, &r.actor, Checked::when(r.expect.is_some()))?;
         }
         Ok(SqlStep {
             actor: r.actor,

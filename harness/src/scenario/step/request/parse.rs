@@ -156,15 +156,10 @@ impl RequestStep {
                     return Err(problem(format!("{place}.expect"), "a step with concurrency/each_of is checked with expect_all, expect_counts and expect_any, not expect"));
                 }
                 if r.background {
-                    let checked = if r.expect_all.is_some()
+                    let expects = r.expect_all.is_some()
                         || !r.expect_counts.is_empty()
-                        || !r.expect_any.is_empty()
-                    {
-                        Checked::Expected
-                    } else {
-                        Checked::Unexpected
-                    };
-                    cx.start_background(place, &r.actor, checked)?;
+                        || !r.expect_any.is_empty();
+                    cx.start_background(place, &r.actor, Checked::when(expects))?;
                 }
                 let expect = CopiesExpect {
                     all: r.expect_all.clone(),
@@ -207,12 +202,7 @@ impl RequestStep {
                     .map(|b| expect_blocked(b, cx, place, &r.actor))
                     .transpose()?;
                 if runs_in_background {
-                    let checked = if r.expect.is_some() {
-                        Checked::Expected
-                    } else {
-                        Checked::Unexpected
-                    };
-                    cx.start_background(place, &r.actor, checked)?;
+                    cx.start_background(place, &r.actor, Checked::when(r.expect.is_some()))?;
                 }
                 Mode::Once {
                     park,
