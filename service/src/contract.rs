@@ -166,6 +166,7 @@ pub const ERRORS: &[OperationErrors] = &[
                 ApiError::IssuerMismatch,
                 ApiError::Forbidden(""),
                 ApiError::ConsentDenied,
+                ApiError::ScopeNotGranted,
                 ApiError::NotFound,
                 transition(),
                 ApiError::AuthorizationSuperseded,

@@ -398,12 +398,17 @@ async fn decide_token(
                 // The provider has rotated the grant: from here on only storing it matters, so a
                 // sync-point timeout is ignored rather than allowed to throw the new tokens away.
                 let _ = SyncHooks::reach(hooks, ctx, syncpoints::SYNC_REFRESHED).await;
+                let kept = connection
+                    .tokens
+                    .as_ref()
+                    .map(|t| t.scopes.as_slice())
+                    .unwrap_or_default();
                 let sealed = seal_token_set(
                     &state.vault,
                     &connection,
                     grant,
                     &tokens,
-                    Some(&refresh),
+                    (Some(&refresh), kept),
                     state.clock.now(),
                 )?;
                 let audit = lifecycle::Audit {

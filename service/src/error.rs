@@ -49,6 +49,10 @@ pub enum ApiError {
     /// broken, the connection is back where it was.
     #[error("the authorization was declined at the provider")]
     ConsentDenied,
+    /// The user consented to fewer scopes than the connection needs (unticked at the consent
+    /// screen): the grant was given back, the connection is back where it was.
+    #[error("the grant lacks scopes the connection needs")]
+    ScopeNotGranted,
     /// The route exists but not with this method.
     #[error("method not allowed on this path")]
     MethodNotAllowed,
@@ -160,6 +164,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "INVALID_TRANSITION"),
             ApiError::OAuthStateInvalid => (StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID"),
             ApiError::ConsentDenied => (StatusCode::FORBIDDEN, "CONSENT_DENIED"),
+            ApiError::ScopeNotGranted => (StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::OAuthStateMismatch => (StatusCode::FORBIDDEN, "OAUTH_STATE_MISMATCH"),
             ApiError::IssuerMismatch => (StatusCode::FORBIDDEN, "OAUTH_ISSUER_MISMATCH"),

@@ -13,12 +13,15 @@ use crate::vault::{KeyRing, TokenBinding, TokenField, VaultError};
 
 /// Encrypts a provider's token set for `connection` and `grant`. When the provider sent no
 /// refresh token, `previous_refresh` (the one in use) is kept, re-encrypted under the primary key.
+/// When it sent no `scope`, the grant's scopes are `unnamed_scopes`: the ones asked for, after a
+/// code exchange (RFC 6749 §5.1: omitted means as requested), or the grant's, after a refresh
+/// (§6: a refresh keeps the grant's scope). Intuit and Box never send one.
 pub fn seal_token_set(
     vault: &KeyRing,
     connection: &LockedConnection,
     grant: uuid::Uuid,
     tokens: &TokenSet,
-    previous_refresh: Option<&SecretString>,
+    (previous_refresh, unnamed_scopes): (Option<&SecretString>, &[String]),
     now: DateTime<Utc>,
 ) -> Result<SealedTokens, VaultError> {
     let binding = |field| TokenBinding {
@@ -42,13 +45,10 @@ pub fn seal_token_set(
         key_id: vault.primary_key_id().to_owned(),
         grant_id: Some(grant),
         expires_at: tokens.expires_at(now),
-        scopes: tokens
-            .scope
-            .as_deref()
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
+        scopes: match tokens.scope.as_deref() {
+            Some(scope) => scope.split_whitespace().map(str::to_owned).collect(),
+            None => unnamed_scopes.to_vec(),
+        },
         // A refresh answer names no account: the grant's stays.
         account: tokens
             .account

@@ -200,8 +200,13 @@ def authorize(provider):
         cur.execute("UPDATE qbo_connections SET status = 'PENDING' WHERE workspace_id = %s AND status <> 'CONNECTED'",
                     (workspace_id,))
     db().commit()
-    query = urllib.parse.urlencode({"response_type": "code", "client_id": p["client_id"], "redirect_uri": p["redirect_uri"],
-                                    "scope": " ".join(p["scopes"]), "state": state})
+    # The providers' own spellings (the seeds do not give them): Slack's scopes are comma-separated,
+    # and Google issues a refresh token only to an offline request.
+    params = {"response_type": "code", "client_id": p["client_id"], "redirect_uri": p["redirect_uri"],
+              "scope": ("," if provider == "slack" else " ").join(p["scopes"]), "state": state}
+    if provider == "gmail":
+        params.update(access_type="offline", prompt="consent")
+    query = urllib.parse.urlencode(params)
     return jsonify(status="PENDING", auth_url=f"{p['authorize_url']}?{query}")
 
 

@@ -28,6 +28,7 @@ pub(super) struct AuthorizeQuery {
     state: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
+    access_type: Option<String>,
 }
 
 pub(super) async fn authorize(
@@ -42,6 +43,7 @@ pub(super) async fn authorize(
     let mut guard = inner.lock().expect("fake provider state");
     guard.of(provider).counters.authorize += 1;
     let send_iss = guard.of(provider).switches.send_iss;
+    let issuer = format!("{}/{provider}", guard.base_url);
     // Errors about the client or redirect URI are shown to the user, never redirected (RFC 6749 §4.1.2.1).
     if q.client_id.as_deref() != Some(FakeProvider::client_id(provider).as_str()) {
         return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
@@ -50,10 +52,14 @@ pub(super) async fn authorize(
         return (StatusCode::BAD_REQUEST, "redirect_uri is not registered").into_response();
     };
     let location = Url::parse(&redirect).expect("registered redirect URIs are valid");
+    // RFC 9207 §2: a server that sends `iss` sends it with error responses too.
     let refuse = |mut location: Url, error: &str, state: Option<&str>| {
         location.query_pairs_mut().append_pair("error", error);
         if let Some(s) = state {
             location.query_pairs_mut().append_pair("state", s);
+        }
+        if send_iss {
+            location.query_pairs_mut().append_pair("iss", &issuer);
         }
         (
             StatusCode::FOUND,
@@ -71,6 +77,19 @@ pub(super) async fn authorize(
         (Some(challenge), Some("S256")) => Some(challenge),
         _ => return refuse(location, "invalid_request", q.state.as_deref()),
     };
+    // Slack's scopes are comma-separated; a space inside one is not a scope Slack knows.
+    if provider == Provider::Slack && q.scope.as_deref().is_some_and(|s| s.contains(' ')) {
+        return refuse(location, "invalid_scope", q.state.as_deref());
+    }
+    // Google issues a refresh token only to an offline request (`online` is its default).
+    let offline = match provider {
+        Provider::Gmail => match q.access_type.as_deref() {
+            None | Some("online") => false,
+            Some("offline") => true,
+            Some(_) => return refuse(location, "invalid_request", q.state.as_deref()),
+        },
+        _ => true,
+    };
     let code = mint(&mut guard, provider, "code");
     guard.codes.insert(
         code.clone(),
@@ -81,11 +100,11 @@ pub(super) async fn authorize(
                 redirect_uri: redirect,
                 challenge,
                 scope: q.scope.unwrap_or_default(),
+                offline,
                 used: false,
             },
         ),
     );
-    let issuer = format!("{}/{provider}", guard.base_url);
     drop(guard);
     let mut location = location;
     {
@@ -211,11 +230,24 @@ pub(super) async fn token(
             }
             grant.used = true;
             guard.count(provider, Some(&code), |c| c.code_exchanges_ok += 1);
-            let scope = guard.codes[&code].1.scope.clone();
+            let mut scope = guard.codes[&code].1.scope.clone();
+            if switches.untick_first_scope {
+                let separator = if provider == Provider::Slack {
+                    ','
+                } else {
+                    ' '
+                };
+                scope = scope
+                    .split(separator)
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(&separator.to_string());
+            }
+            let offline = guard.codes[&code].1.offline;
             guard.families += 1;
             let family = guard.families;
             guard.family_code.insert(family, code);
-            (scope, true, family)
+            (scope, offline, family)
         }
         "refresh_token" => {
             let Some(rt) = form.refresh_token else {
@@ -263,7 +295,9 @@ pub(super) async fn token(
         ExpiresIn::NonNumeric => body["expires_in"] = json!("soon"),
         ExpiresIn::Missing => {}
     }
-    if !scope.is_empty() {
+    // QuickBooks and Box name no scope in their token answers; Slack and Google the granted
+    // ones, each in its own spelling (the authorization request's, here).
+    if !scope.is_empty() && !matches!(provider, Provider::Qbo | Provider::Box) {
         body["scope"] = json!(scope);
     }
     if issue_refresh {

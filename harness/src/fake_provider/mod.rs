@@ -5,9 +5,13 @@
 //! - `GET /{p}/authorize` issues a single-use code bound to the client id, the redirect URI and
 //!   the PKCE challenge when one is sent (S256 only), and redirects to the redirect URI with
 //!   `code`, `state` (QuickBooks adds `realmId`; `iss` only when [`Switches::send_iss`]).
+//!   Gmail's code carries a refresh token only when `access_type=offline` was asked for; Slack's
+//!   scopes are comma-separated (a space inside one is `invalid_scope`).
 //! - `POST /{p}/token` authenticates the client the provider's way (QuickBooks: HTTP Basic only;
 //!   Box: body only; Gmail and Slack: either, never both), then exchanges a code (checking client,
-//!   redirect URI and verifier) or a refresh token. Whether refresh tokens rotate follows the
+//!   redirect URI and verifier) or a refresh token. The answer's `scope` is the provider's:
+//!   Slack's comma-separated, Gmail's space-separated, none from QuickBooks or Box (their
+//!   token answers carry no `scope`). Whether refresh tokens rotate follows the
 //!   provider; a reused or revoked one is refused in the provider's error shape (Slack: HTTP 200
 //!   with `ok: false`).
 //! - `POST /{p}/revoke` revokes a token as the provider takes it (QuickBooks: JSON + Basic;
@@ -127,6 +131,10 @@ pub struct Switches {
     /// Documents listed after the usual two (`{p}-extra-001` …), so that a listing needs more
     /// than one page of the service's page size.
     pub extra_documents: usize,
+    /// A code's token answer grants every scope asked for but the first: a user who unticked
+    /// one at the consent screen (Google's granular consent). Only Gmail and Slack name the
+    /// granted scopes in their answers.
+    pub untick_first_scope: bool,
 }
 
 impl Switches {
@@ -162,6 +170,7 @@ impl Switches {
             },
             malformed_resource: false,
             extra_documents: 0,
+            untick_first_scope: false,
         }
     }
 }
@@ -217,6 +226,8 @@ struct CodeGrant {
     /// The PKCE S256 challenge, when the authorization request sent one.
     challenge: Option<String>,
     scope: String,
+    /// Whether the exchange issues a refresh token (Gmail: only for `access_type=offline`).
+    offline: bool,
     used: bool,
 }
 
@@ -384,6 +395,7 @@ impl FakeProvider {
                     client_secret: SecretString::from(Self::client_secret(p)),
                     client_auth: dialect.get().client_auth(),
                     scopes: vec![format!("{p}.read"), "offline_access".to_owned()],
+                    required_scopes: vec![format!("{p}.read"), "offline_access".to_owned()],
                     redirect_uri: Url::parse(&redirect_uri(p)).expect("a valid URL"),
                     requires_iss: dialect.get().sends_iss(),
                 };

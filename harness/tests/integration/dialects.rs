@@ -273,3 +273,98 @@ async fn a_quickbooks_callback_without_its_company_is_refused() {
     );
     app.stop().await;
 }
+
+/// Each provider's grant outlives its first access token, with the scopes it was granted: Google
+/// issues a refresh token only to an authorization request that asks for offline access, Slack
+/// spells its scopes with commas, and QuickBooks and Box name none in their token answers (the
+/// grant keeps what was asked for, through the refresh too).
+#[tokio::test]
+async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("scopes", true, ConnectionStatus::NotConnected)
+        .await;
+    let scopes = |p: Provider| {
+        let app = &app;
+        async move {
+            sqlx::query_scalar::<_, Vec<String>>(
+                "SELECT scopes FROM connections WHERE workspace_id = $1 AND provider = $2",
+            )
+            .bind(t.workspace)
+            .bind(p.as_str())
+            .fetch_one(app.db())
+            .await
+            .unwrap()
+        }
+    };
+    for p in Provider::ALL {
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        let asked = vec![format!("{p}.read"), "offline_access".to_owned()];
+        assert_eq!(scopes(p).await, asked, "{p}: the scopes granted");
+    }
+    // Slack's access tokens last 12 hours, the others' one: 11 h 58 min later every one is
+    // inside the refresh margin.
+    app.sut
+        .clock
+        .advance(std::time::Duration::from_secs((11 * 60 + 58) * 60));
+    for p in Provider::ALL {
+        let r = sync(&app, &t, p).await;
+        assert_eq!(
+            (r.status, r.body["refreshed"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{p}: {}",
+            r.body
+        );
+        let asked = vec![format!("{p}.read"), "offline_access".to_owned()];
+        assert_eq!(
+            scopes(p).await,
+            asked,
+            "{p}: the scopes kept by the refresh"
+        );
+    }
+    app.stop().await;
+}
+
+/// A user who unticks a scope at the consent screen (Google's granular consent) gets no
+/// connection that would fail every sync: the callback answers 403 `OAUTH_SCOPE_NOT_GRANTED`,
+/// the grant is given back at the provider, and the connection settles back.
+#[tokio::test]
+async fn a_grant_without_a_required_scope_is_given_back() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("unticked", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in [Provider::Gmail, Provider::Slack] {
+        app.sut
+            .provider
+            .configure(p, |s| s.untick_first_scope = true);
+        connect_answer(&app, &t, p)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
+        assert_eq!(status(&app, t.workspace, p).await, "NOT_CONNECTED", "{p}");
+        let c = app.sut.provider.counters(p);
+        assert_eq!((c.code_exchanges_ok, c.revocations), (1, 1), "{p}");
+        assert!(
+            app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
+            "{p}: the grant is over at the provider"
+        );
+        let outcome: String = sqlx::query_scalar(
+            "SELECT outcome FROM audit_events WHERE action = 'oauth.callback' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+        assert_eq!(outcome, "scope_not_granted", "{p}");
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox")
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+        assert_eq!(pending, 0, "{p}: the write-ahead is settled");
+        // With every scope granted, the same user connects.
+        app.sut
+            .provider
+            .configure(p, |s| s.untick_first_scope = false);
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+    }
+    app.stop().await;
+}

@@ -97,8 +97,26 @@ pub async fn authorize(
         .append_pair("response_type", "code")
         .append_pair("client_id", &config.client_id)
         .append_pair("redirect_uri", config.redirect_uri.as_str())
-        .append_pair("scope", &config.scopes.join(" "))
+        .append_pair(
+            "scope",
+            &config
+                .scopes
+                .join(&config.dialect().scope_separator().to_string()),
+        )
         .append_pair("state", issued.state.expose_secret());
+    // The dialect's own parameters, unless the configured authorization URL already sets them.
+    let preset: Vec<String> = config
+        .authorize_url
+        .query_pairs()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    url.query_pairs_mut().extend_pairs(
+        config
+            .dialect()
+            .authorize_parameters()
+            .iter()
+            .filter(|(k, _)| !preset.iter().any(|p| p == k)),
+    );
     if !flaws::active(Flaw::NoPkce) {
         url.query_pairs_mut()
             .append_pair("code_challenge", &issued.challenge)

@@ -156,6 +156,35 @@ pub(super) async fn complete_flow(
             }
         }
     };
+    // 3e. The grant must carry every scope the connection needs: a user can untick some at the
+    // consent screen (Google's granular consent), and a grant without them would fail every
+    // sync. Given back through its write-ahead intent, so it ends revoked even if this fails.
+    let missing = config
+        .map(|c| c.scopes_not_granted(&tokens))
+        .unwrap_or_default();
+    if !missing.is_empty() {
+        let delivered = give_back(&state, provider, &tokens).await;
+        if let Some(intent) = intent {
+            if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await
+            {
+                tracing::warn!(error = %e, "the refused grant's intent stays for the outbox");
+            }
+        }
+        tracing::info!(
+            provider = provider.as_str(),
+            missing = %missing.join(" "),
+            "a callback's grant lacked required scopes; given back"
+        );
+        return refuse_answer(
+            &state,
+            &ctx,
+            &record,
+            &member,
+            &params,
+            Refusal::ScopesNotGranted(missing),
+        )
+        .await;
+    }
     state.states.finish(params.state.expose_secret()).await?;
     let finished = store_grant(
         &state,
@@ -469,12 +498,17 @@ async fn store_grant(
         }
         // A new grant: the tokens are sealed to it, so no ciphertext of an earlier grant of this
         // row can ever be taken for one of this grant.
+        let asked = state
+            .providers
+            .config(provider)
+            .map(|c| c.scopes.as_slice())
+            .unwrap_or_default();
         let sealed = seal_token_set(
             &state.vault,
             &connection,
             grant,
             tokens,
-            None,
+            (None, asked),
             state.clock.now(),
         )?;
         let audit = lifecycle::Audit {

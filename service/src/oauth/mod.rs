@@ -312,6 +312,7 @@ async fn refuse_answer(
         Refusal::Provider(ProviderError::Rejected { error, .. }) if error == "access_denied" => {
             Err(ApiError::ConsentDenied)
         }
+        Refusal::ScopesNotGranted(_) => Err(ApiError::ScopeNotGranted),
         Refusal::Provider(error) => Err(ApiError::Provider(error)),
     }
 }
@@ -332,6 +333,8 @@ enum Refusal {
     Provider(ProviderError),
     /// The answer's `iss` is not the provider's (RFC 9207).
     IssuerMismatch,
+    /// The grant lacked these required scopes; it was given back.
+    ScopesNotGranted(Vec<String>),
 }
 
 /// After a callback that gave no grant: back to the settled status (if still `PENDING`), audited.
@@ -345,6 +348,7 @@ async fn settle_failed_authorization(
     let (outcome_name, code) = match why {
         Refusal::Provider(error) => ("provider_error", error_code(error)),
         Refusal::IssuerMismatch => ("issuer_mismatch", "iss".to_owned()),
+        Refusal::ScopesNotGranted(missing) => ("scope_not_granted", missing.join(" ")),
     };
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {

@@ -76,6 +76,18 @@ pub trait Dialect: Send + Sync {
         ClientAuth::ClientSecretBasic
     }
 
+    /// Parameters the provider's authorization request needs beyond RFC 6749's, added to every
+    /// authorization URL (Google issues a refresh token only to `access_type=offline`).
+    fn authorize_parameters(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// How the provider separates scopes, in the authorization request and in the token
+    /// answer's `scope` (RFC 6749 §3.3: a space; Slack: a comma).
+    fn scope_separator(&self) -> char {
+        ' '
+    }
+
     /// Whether the provider sends `iss` with its authorization responses (RFC 9207).
     fn sends_iss(&self) -> bool {
         true
@@ -87,7 +99,8 @@ pub trait Dialect: Send + Sync {
         None
     }
 
-    /// Reads the token endpoint's answer (RFC 6749 §5.1 and §5.2).
+    /// Reads the token endpoint's answer (RFC 6749 §5.1 and §5.2); its `scope`, when present,
+    /// comes back space-separated whatever the provider's separator.
     fn token_answer(&self, status: StatusCode, body: &[u8]) -> Result<TokenSet, ProviderError> {
         oauth_token_answer(status, body)
     }

@@ -5,6 +5,10 @@
 //! - `iss` (RFC 9207): Google's discovery document publishes
 //!   `authorization_response_iss_parameter_supported`, so a callback without it is refused; the
 //!   issuer is `https://accounts.google.com` (legacy `accounts.google.com` is not accepted).
+//! - A refresh token is issued only to an authorization request with `access_type=offline`;
+//!   `prompt=consent` asks for it again where the account has consented to this client before
+//!   (Google otherwise answers a repeated consent without one). Without a refresh token a Gmail
+//!   connection would end with its first access token, an hour later.
 //! - Refresh tokens do not rotate: a refresh answers without one and the stored one stays.
 //! - Revocation: `POST https://oauth2.googleapis.com/revoke` with `token=` and no client
 //!   authentication; a token that is already invalid answers 400 `invalid_token`, which for
@@ -49,6 +53,10 @@ struct ErrorBody {
 impl Dialect for Gmail {
     fn client_auth(&self) -> ClientAuth {
         ClientAuth::ClientSecretPost
+    }
+
+    fn authorize_parameters(&self) -> &'static [(&'static str, &'static str)] {
+        &[("access_type", "offline"), ("prompt", "consent")]
     }
 
     fn revocation(

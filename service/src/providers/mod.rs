@@ -61,6 +61,10 @@ pub struct ProviderConfig {
     pub client_auth: ClientAuth,
     /// The scopes requested.
     pub scopes: Vec<String>,
+    /// The scopes a grant must carry to be stored, spelled as the provider's token answer spells
+    /// them (default: every scope requested). A user may untick some at the consent screen
+    /// (Google's granular consent); a grant without one of these is given back, not stored.
+    pub required_scopes: Vec<String>,
     /// The exact redirect URI registered with the provider.
     pub redirect_uri: Url,
     /// The provider sends `iss` with every authorization response (RFC 9207); a callback
@@ -72,6 +76,20 @@ impl ProviderConfig {
     /// The dialect the provider speaks.
     pub fn dialect(&self) -> &'static dyn Dialect {
         self.dialect.get()
+    }
+
+    /// The required scopes `tokens` was not granted, in their configured order. A token answer
+    /// without `scope` grants what was asked for (RFC 6749 §5.1).
+    pub fn scopes_not_granted(&self, tokens: &TokenSet) -> Vec<String> {
+        let Some(granted) = tokens.scope.as_deref() else {
+            return Vec::new();
+        };
+        let granted: Vec<&str> = granted.split_whitespace().collect();
+        self.required_scopes
+            .iter()
+            .filter(|s| !granted.contains(&s.as_str()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -102,6 +120,9 @@ struct ProviderFileEntry {
     #[serde(default)]
     token_endpoint_auth_method: Option<ClientAuth>,
     scopes: Vec<String>,
+    /// Default: `scopes`.
+    #[serde(default)]
+    required_scopes: Option<Vec<String>>,
     redirect_uri: Url,
     /// Default: whether the dialect's provider sends `iss` (`true` for `standard`).
     #[serde(default)]
@@ -137,6 +158,7 @@ impl ProvidersConfig {
                     client_auth: e
                         .token_endpoint_auth_method
                         .unwrap_or(dialect.get().client_auth()),
+                    required_scopes: e.required_scopes.unwrap_or_else(|| e.scopes.clone()),
                     scopes: e.scopes,
                     redirect_uri: e.redirect_uri,
                     requires_iss: e.requires_iss.unwrap_or(dialect.get().sends_iss()),

@@ -3,6 +3,7 @@
 //! - Client authentication: HTTP Basic, which Slack prefers (it takes body credentials too).
 //! - Every Web API answer, `oauth.v2.access` included, carries `ok`; a failure is `ok: false`
 //!   with an `error` code, and Slack sends it with HTTP 200 — so the status alone says nothing.
+//! - Scopes are comma-separated, in the authorization request and in the token answer.
 //! - With token rotation, access tokens last 12 hours and each refresh returns a new refresh
 //!   token and ends the old one.
 //! - Revocation is `auth.revoke`, authenticated by the token being revoked as a bearer token:
@@ -65,6 +66,16 @@ struct Metadata {
     next_cursor: String,
 }
 
+/// A scope list in `separator`'s spelling, as RFC 6749 spells it (space-separated).
+fn spaced(scope: &str, separator: char) -> String {
+    scope
+        .split(separator)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn envelope(body: &[u8], what: &str) -> Result<Envelope, ProviderError> {
     serde_json::from_slice(body).map_err(|_| unreadable(what))
 }
@@ -78,6 +89,10 @@ impl Dialect for Slack {
         false
     }
 
+    fn scope_separator(&self) -> char {
+        ','
+    }
+
     fn token_answer(&self, status: StatusCode, body: &[u8]) -> Result<TokenSet, ProviderError> {
         if !status.is_success() {
             return oauth_token_answer(status, body);
@@ -89,7 +104,9 @@ impl Dialect for Slack {
             }
             return oauth_error(status, &answer.error);
         }
-        oauth_token_answer(status, body)
+        let mut tokens = oauth_token_answer(status, body)?;
+        tokens.scope = tokens.scope.map(|s| spaced(&s, self.scope_separator()));
+        Ok(tokens)
     }
 
     fn revocation(
