@@ -1,6 +1,7 @@
 //! `harbor-certify run` (the default command): the catalogue, or a selection of it, against the
 //! correct service (or a seeded flaw), and the certification report.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -202,13 +203,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
     .await;
     bar.finish_and_clear();
     let mut spec_outcomes = Vec::new();
-    // The specs speak for the reference schema and PostgreSQL, not for another target.
-    let spec_files = match &profile {
-        Some(p) if !specs::SPEC_NEEDS.iter().all(|c| p.offered().contains(c)) => {
-            results.extend(specs::skipped_results(&spec_files));
+    // The specs speak for the reference schema and PostgreSQL, not for another target: they
+    // are SKIPPED, naming what is missing, where the target lacks either or `--without` takes
+    // it away (as `target check` predicts).
+    let offered: BTreeSet<crate::target::Capability> = match &profile {
+        Some(p) => p.offered(),
+        None => crate::target::Capability::ALL.iter().copied().collect(),
+    };
+    let spec_files = match specs::missing(&offered, &args.without) {
+        Some(missing) => {
+            results.extend(specs::skipped_results(&spec_files, missing));
             Vec::new()
         }
-        _ => spec_files,
+        None => spec_files,
     };
     for (result, outcome) in specs::run_all(
         &infra,

@@ -252,18 +252,28 @@ pub const SPEC_NEEDS: [crate::target::Capability; 2] = [
     crate::target::Capability::ReferenceSchema,
 ];
 
-/// `files` as SKIPPED results, for a target the specs do not speak for.
-pub fn skipped_results(files: &[SpecFile]) -> Vec<ScenarioResult> {
+/// The first capability the specs need that a run lacks: its target does not offer it, or
+/// `--without` takes it away.
+pub fn missing(
+    offered: &std::collections::BTreeSet<crate::target::Capability>,
+    without: &[crate::target::Capability],
+) -> Option<crate::target::Capability> {
+    SPEC_NEEDS
+        .iter()
+        .find(|c| !offered.contains(c) || without.contains(c))
+        .copied()
+}
+
+/// `files` as SKIPPED results, for a target the specs do not speak for: it lacks `missing`.
+pub fn skipped_results(
+    files: &[SpecFile],
+    missing: crate::target::Capability,
+) -> Vec<ScenarioResult> {
     files
         .iter()
         .map(|file| {
-            let mut failure = Failure::at(
-                None,
-                format!(
-                    "SKIPPED: {}",
-                    crate::target::lacks(crate::target::Capability::ReferenceSchema)
-                ),
-            );
+            let mut failure =
+                Failure::at(None, format!("SKIPPED: {}", crate::target::lacks(missing)));
             failure.skipped = true;
             result_of(
                 &file.name,
@@ -325,5 +335,34 @@ fn result_of(
         trace: Trace::default(),
         failures,
         flaky: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Capability;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_specs_are_skipped_for_what_is_missing_or_taken_away() {
+        let all: BTreeSet<Capability> = Capability::ALL.iter().copied().collect();
+        assert_eq!(missing(&all, &[]), None);
+        assert_eq!(missing(&all, &[Capability::Faults]), None);
+        assert_eq!(
+            missing(&all, &[Capability::ReferenceSchema]),
+            Some(Capability::ReferenceSchema),
+            "--without takes it away"
+        );
+        let no_database: BTreeSet<Capability> = all
+            .iter()
+            .copied()
+            .filter(|c| *c != Capability::Database)
+            .collect();
+        assert_eq!(
+            missing(&no_database, &[]),
+            Some(Capability::Database),
+            "the reason names what the target lacks"
+        );
     }
 }

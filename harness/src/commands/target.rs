@@ -115,10 +115,7 @@ async fn check(args: CheckArgs) -> ExitCode {
         })
         .collect();
     for s in &specs {
-        let why = super::specs::SPEC_NEEDS
-            .iter()
-            .find(|c| !offered.contains(c))
-            .map(|c| lacks(*c));
+        let why = super::specs::missing(&offered, &[]).map(lacks);
         items.push((
             super::specs::id_of(&s.name),
             super::specs::SPEC_AREA.to_owned(),

@@ -73,10 +73,29 @@ pub fn load(path: &Path) -> Result<SpecFile, SpecError> {
     })?;
     let spec = spec::parse(&text, path)?;
     let mut database = SpecDatabase::Scratch;
+    let mut directive_at: Option<usize> = None;
     for (n, line) in text.lines().enumerate() {
+        let refuse = |message: String| SpecError {
+            file: path.to_path_buf(),
+            line: n + 1,
+            column: 1,
+            message,
+        };
         let Some(asked) = line.trim().strip_prefix(DATABASE_DIRECTIVE) else {
+            // A misspelt directive would silently leave the spec on a scratch database.
+            let comment = line.trim().trim_start_matches('#').trim_start();
+            if line.trim().starts_with('#') && comment.starts_with("harbor-database") {
+                return Err(refuse(format!(
+                    "a database directive is written `{DATABASE_DIRECTIVE} scratch|reference|template NAME`"
+                )));
+            }
             continue;
         };
+        if let Some(first) = directive_at.replace(n + 1) {
+            return Err(refuse(format!(
+                "a second {DATABASE_DIRECTIVE} (the first is on line {first})"
+            )));
+        }
         let words: Vec<&str> = asked.split_whitespace().collect();
         database = match words.as_slice() {
             ["scratch"] => SpecDatabase::Scratch,
@@ -263,4 +282,31 @@ pub fn compare(expected: &str, actual: &str) -> Option<String> {
             .header("expected", "actual")
             .to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<SpecFile, SpecError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.spec");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn the_database_directive_is_read_once_and_never_misspelt() {
+        let body = "session s1\nstep s1_a { SELECT 1; }\n";
+        let read = load_text(&format!("# harbor-database: reference\n{body}")).unwrap();
+        assert!(matches!(read.database, SpecDatabase::Reference));
+        let twice = format!("# harbor-database: reference\n# harbor-database: scratch\n{body}");
+        let e = load_text(&twice).unwrap_err();
+        assert_eq!(e.line, 2, "{}", e.message);
+        assert!(e.message.contains("second"), "{}", e.message);
+        for misspelt in ["# harbor-database reference", "#harbor-database: reference"] {
+            let e = load_text(&format!("{misspelt}\n{body}")).unwrap_err();
+            assert_eq!(e.line, 1, "{misspelt}: {}", e.message);
+        }
+    }
 }

@@ -158,10 +158,19 @@ pub async fn run(spec: &Spec, name: &str, database_url: &str, opts: &Options) ->
             }
         }
     }
+    // PostgreSQL's tester writes these to its standard error, which its regression driver puts
+    // in the output it compares: so they are part of the output here too, where they appear
+    // there, and an expected file that lacks one fails.
     for step in &spec.unused_steps {
         tested.warnings.push(format!("unused step name: {step}"));
+        tested
+            .output
+            .push_str(&format!("unused step name: {step}\n"));
     }
-    tested.output = format!("Parsed test spec with {} sessions\n", spec.sessions.len());
+    tested.output.push_str(&format!(
+        "Parsed test spec with {} sessions\n",
+        spec.sessions.len()
+    ));
     let n = spec.sessions.len();
     let mut tester = Tester {
         spec,
@@ -266,16 +275,18 @@ impl Tester<'_> {
                 let result = self.exec(Some(s), &sql).await?;
                 if let Some(e) = self.print_last(&result) {
                     let name = &self.sessions[s].name;
-                    self.tested
-                        .warnings
-                        .push(format!("teardown of session {name} failed: {e}"));
+                    let line = format!("teardown of session {name} failed: {e}");
+                    self.tested.output.push_str(&format!("{line}\n"));
+                    self.tested.warnings.push(line);
                 }
             }
         }
         if let Some(sql) = &self.spec.teardown {
             let result = self.exec(None, sql).await?;
             if let Some(e) = self.print_last(&result) {
-                self.tested.warnings.push(format!("teardown failed: {e}"));
+                let line = format!("teardown failed: {e}");
+                self.tested.output.push_str(&format!("{line}\n"));
+                self.tested.warnings.push(line);
             }
         }
         Ok(())

@@ -165,3 +165,33 @@ async fn a_spec_runs_on_a_copy_of_a_targets_schema_database() {
     schema.drop().await.unwrap();
     infra.shutdown().await;
 }
+
+/// A teardown that fails, and a step no permutation uses, are in the output the expected file is
+/// compared with, where PostgreSQL's tester puts them: an expected file without them fails.
+#[tokio::test]
+async fn a_failed_teardown_and_an_unused_step_are_in_the_output() {
+    let mut infra = test_infra().await;
+    let text = "setup { CREATE TABLE t (id int); }\n\
+                teardown { SELECT 1/0; }\n\
+                session s1\nstep s1_read { SELECT count(*) FROM t; }\nstep s1_spare { SELECT 2; }\n\
+                teardown { SELECT 1/0; }\n\
+                permutation s1_read\n";
+    let spec = spec::parse(text, Path::new("teardown.spec")).unwrap();
+    let env = harbor_harness::provision::FreshDatabase::create(&infra.admin_url, "template0")
+        .await
+        .unwrap();
+    let tested = tester::run(&spec, "teardown", &env.url, &Options::default()).await;
+    assert!(tested.fatal.is_none(), "{:?}", tested.fatal);
+    let lines: Vec<&str> = tested.output.lines().collect();
+    assert_eq!(lines[0], "unused step name: s1_spare", "{}", tested.output);
+    assert_eq!(lines[1], "Parsed test spec with 1 sessions");
+    let failed: Vec<&&str> = lines.iter().filter(|l| l.contains("failed")).collect();
+    assert_eq!(failed.len(), 2, "{}", tested.output);
+    assert!(
+        failed[0].starts_with("teardown of session s1 failed: ")
+            && failed[0].contains("division by zero")
+    );
+    assert!(failed[1].starts_with("teardown failed: ") && failed[1].contains("division by zero"));
+    env.drop().await.unwrap();
+    infra.shutdown().await;
+}

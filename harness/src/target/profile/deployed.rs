@@ -106,10 +106,13 @@ pub(super) fn deployed(d: &DeployedSection, cwd: &Path) -> Result<Deployed, Stri
     for (i, raw) in d.urls.iter().enumerate() {
         let place = format!("deployed.urls[{i}]");
         let url = with_env(&place, raw)?;
-        let parsed =
-            reqwest::Url::parse(&url).map_err(|e| format!("{place}: {url:?} is not a URL: {e}"))?;
+        // Neither error repeats the value: an `{env:…}` may hold a secret (a DSN set by mistake).
+        let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{place}: not a URL ({e})"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{place}: {url:?} is not an http(s) URL"));
+            return Err(format!(
+                "{place}: not an http(s) URL (its scheme is {:?})",
+                parsed.scheme()
+            ));
         }
         // The URL is printed in reports and summaries: credentials have no place in it.
         if !parsed.username().is_empty() || parsed.password().is_some() {

@@ -158,7 +158,7 @@ fn a_deployed_profile_offers_what_a_running_service_can_and_names_its_mistakes()
             "{env:HARBOR_SURELY_UNSET_VARIABLE}",
             "deployed.urls[0]: {env:HARBOR_SURELY_UNSET_VARIABLE} is not set",
         ),
-        ("http://127.0.0.1:5001/", "ftp://x", "is not an http(s) URL"),
+        ("http://127.0.0.1:5001/", "ftp://x", "not an http(s) URL"),
         (
             "[deployed]",
             "[lifecycle]\ncommand = [\"x\"]\n[deployed]",
@@ -175,5 +175,17 @@ fn a_deployed_profile_offers_what_a_running_service_can_and_names_its_mistakes()
             .expect_err(want)
             .to_string();
         assert!(e.contains(want), "{e}\n  does not say {want:?}");
+    }
+    // A URL the profile takes from the environment may be a secret set in the wrong place: its
+    // errors name the entry, never the value.
+    for wrong in [
+        "postgres://auditor:hunter2@db/x",
+        "http://auditor:hunter2@[::1",
+    ] {
+        let e = load_text(&text.replacen("http://127.0.0.1:5001/", wrong, 1))
+            .expect_err(wrong)
+            .to_string();
+        assert!(e.contains("deployed.urls[0]"), "{e}");
+        assert!(!e.contains("hunter2"), "the value is echoed: {e}");
     }
 }

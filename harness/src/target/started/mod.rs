@@ -490,7 +490,9 @@ impl Started {
                     let _ = running.shutdown.send(());
                     stopping.push((running.runtime, running.task));
                 }
-                Some(Running::Process(child)) => children.push(child),
+                Some(Running::Process(child)) => {
+                    children.push((child, r.process_command().cloned()));
+                }
                 Some(Running::Stopping(stop, _)) => stops.push(stop),
                 None => {}
             }
@@ -498,8 +500,12 @@ impl Started {
         // Everything is stopped and removed whatever fails on the way; the first failure is
         // reported at the end.
         let mut first: Option<ServiceError> = None;
-        for child in children {
-            if let Err(e) = process::terminate(child, Duration::from_secs(10)).await {
+        for (child, command) in children {
+            let stopped = match command {
+                Ok(command) => process::terminate(child, Duration::from_secs(10), &command).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stopped {
                 first.get_or_insert(ServiceError::Task(e));
             }
         }

@@ -101,7 +101,9 @@ impl ProcessCommand {
         match self.until_ready(&mut child).await {
             Ok(()) => Ok(child),
             Err(e) => {
-                let _ = child.kill().await;
+                // The whole group: a start script that does not `exec`, or a server that forked
+                // workers, would otherwise keep running (and holding the port) after the error.
+                let _ = kill(child).await;
                 Err(format!("{e}\n{}", self.log_tail()))
             }
         }
@@ -157,14 +159,22 @@ impl ProcessCommand {
     }
 }
 
-/// Sends `signal` to the child's whole process group.
-fn signal_group(child: &Child, signal: nix::sys::signal::Signal) {
-    if let Some(pid) = child.id() {
+/// Sends `signal` to the process group `pgid` (a replica's pid: each leads its own group). Taken
+/// from the child before anything waits for it: once its exit is reaped, `Child::id` is `None`,
+/// while what the command started may still run in the group.
+fn signal_group(pgid: Option<u32>, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = pgid {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
         if signal == nix::sys::signal::Signal::SIGKILL {
             live_groups().remove(&(pid as i32));
         }
     }
+}
+
+/// Kills the child's whole process group without waiting: a replica dropped without a stop (an
+/// error after it started). `kill_on_drop` alone would kill only the command itself.
+pub fn kill_group_now(child: &Child) {
+    signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
 }
 
 /// The process groups of the replicas started and not yet killed: each replica has its own
@@ -198,7 +208,7 @@ pub fn kill_replicas_on_interrupt() {
 
 /// Kills the child's whole process group with SIGKILL and reaps the child: a crash.
 pub async fn kill(mut child: Child) -> Result<(), String> {
-    signal_group(&child, nix::sys::signal::Signal::SIGKILL);
+    signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
     child
         .kill()
         .await
@@ -206,13 +216,27 @@ pub async fn kill(mut child: Child) -> Result<(), String> {
 }
 
 /// Sends SIGTERM to the child's process group and waits for the exit within `grace`; SIGKILL
-/// to the group after it.
-pub async fn terminate(mut child: Child, grace: Duration) -> Result<(), String> {
-    signal_group(&child, nix::sys::signal::Signal::SIGTERM);
+/// to the group after it. A replica that had already exited by itself is a failure, with its
+/// exit status and the tail of `command`'s log: whatever it answered before it died, the run
+/// did not go as it appeared to.
+pub async fn terminate(
+    mut child: Child,
+    grace: Duration,
+    command: &ProcessCommand,
+) -> Result<(), String> {
+    let pgid = child.id();
+    if let Ok(Some(status)) = child.try_wait() {
+        signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        return Err(format!(
+            "the replica had exited by itself ({status}) before it was told to stop\n{}",
+            command.log_tail()
+        ));
+    }
+    signal_group(pgid, nix::sys::signal::Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(Ok(_)) => {
             // Whatever else the group still runs goes with it.
-            signal_group(&child, nix::sys::signal::Signal::SIGKILL);
+            signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             Ok(())
         }
         Ok(Err(e)) => Err(format!("waiting for the replica to exit: {e}")),
@@ -361,97 +385,5 @@ fn render_json(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn command(dir: &std::path::Path, script: &str) -> ProcessCommand {
-        let port = free_port().unwrap();
-        ProcessCommand {
-            argv: vec!["sh".into(), "-c".into(), script.into()],
-            env: vec![("PORT".into(), port.to_string())],
-            inherit: Vec::new(),
-            cwd: dir.to_path_buf(),
-            log: dir.join("output.log"),
-            base_url: format!("http://127.0.0.1:{port}"),
-            ready_path: "/".into(),
-            ready_timeout: Duration::from_secs(20),
-        }
-    }
-
-    async fn answers(base_url: &str) -> bool {
-        reqwest::get(base_url).await.is_ok()
-    }
-
-    #[tokio::test]
-    async fn a_replica_starts_is_killed_with_its_group_and_restarts_on_its_port() {
-        let dir = tempfile::tempdir().unwrap();
-        // A shell that does not exec: the server is its child, in the replica's process group.
-        let cmd = command(
-            dir.path(),
-            "python3 -m http.server \"$PORT\" --bind 127.0.0.1; echo never",
-        );
-        let child = cmd.start().await.expect("the server answers /");
-        assert!(answers(&cmd.base_url).await);
-        kill(child).await.unwrap();
-        // The grandchild died with the group: nothing answers on the port any more.
-        let gone = async {
-            while answers(&cmd.base_url).await {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), gone)
-            .await
-            .expect("the server behind the shell was killed with its group");
-        let again = cmd.start().await.expect("restarted on the same port");
-        terminate(again, Duration::from_secs(5)).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_replica_that_exits_during_start_up_is_an_error_with_its_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let cmd = command(dir.path(), "echo 'bad configuration: HARBOR_X'; exit 3");
-        let e = cmd.start().await.unwrap_err();
-        assert!(e.contains("exited during start-up"), "{e}");
-        assert!(
-            e.contains("bad configuration: HARBOR_X"),
-            "the log's tail: {e}"
-        );
-        let missing = ProcessCommand {
-            argv: vec!["./no-such-start.sh".into()],
-            ..cmd
-        };
-        let e = missing.start().await.unwrap_err();
-        assert!(e.contains("is it built / installed?"), "{e}");
-    }
-
-    #[test]
-    fn debug_names_variables_not_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = command(dir.path(), "true");
-        cmd.env
-            .push(("DATABASE_URL".into(), "postgres://u:hunter2@h/db".into()));
-        let shown = format!("{cmd:?}");
-        assert!(
-            shown.contains("DATABASE_URL") && !shown.contains("hunter2"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn a_leased_port_is_free_again_once_the_lease_is_dropped() {
-        let lease = PortLease::take().unwrap();
-        let port = lease.port();
-        assert!((20_000..32_000).contains(&port));
-        assert!(GIVEN.lock().unwrap().contains(&port));
-        drop(lease);
-        assert!(!GIVEN.lock().unwrap().contains(&port));
-    }
-
-    #[test]
-    fn ports_are_handed_out_once() {
-        let ports: std::collections::BTreeSet<u16> =
-            (0..50).map(|_| free_port().unwrap()).collect();
-        assert_eq!(ports.len(), 50);
-        assert!(ports.iter().all(|p| (20_000..32_000).contains(p)));
-    }
-}
+#[path = "process_tests.rs"]
+mod tests;

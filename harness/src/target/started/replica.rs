@@ -199,7 +199,10 @@ impl Replica {
                     })
                 }
                 Some(Running::Process(child)) => {
-                    tokio::spawn(async move { super::process::terminate(child, bound).await })
+                    let command = self.process_command()?.clone();
+                    tokio::spawn(
+                        async move { super::process::terminate(child, bound, &command).await },
+                    )
                 }
                 Some(stopping @ Running::Stopping(..)) => {
                     *slot = Some(stopping);
@@ -277,6 +280,14 @@ impl Replica {
         self.running.lock().ok().and_then(|mut r| r.take())
     }
 
+    /// How a process replica is started (its log among the rest).
+    pub(super) fn process_command(&self) -> Result<&ProcessCommand, String> {
+        match &self.start {
+            StartWith::Process(command) => Ok(command),
+            _ => Err("the replica is not a process".into()),
+        }
+    }
+
     fn put_running(&self, running: Running) -> Result<(), String> {
         *self.running.lock().map_err(|_| "replica state poisoned")? = Some(running);
         Ok(())
@@ -288,8 +299,8 @@ impl Drop for Replica {
         match self.take_running() {
             // Dropping a runtime may block; this must not, since it runs in async code.
             Some(Running::InProcess(run)) => run.runtime.shutdown(),
-            // The child is killed when dropped (`kill_on_drop`).
-            Some(Running::Process(child)) => drop(child),
+            // Its whole process group (`kill_on_drop` alone kills only the command).
+            Some(Running::Process(child)) => super::process::kill_group_now(&child),
             // The stop goes on by itself, bounded; its runtime is shut down where it ends.
             Some(Running::Stopping(stop, _)) => drop(stop),
             None => {}
