@@ -62,8 +62,9 @@ pub struct ProviderConfig {
     /// The scopes requested.
     pub scopes: Vec<String>,
     /// The scopes a grant must carry to be stored, spelled as the provider's token answer spells
-    /// them (default: every scope requested). A user may untick some at the consent screen
-    /// (Google's granular consent); a grant without one of these is given back, not stored.
+    /// them (default: every scope requested but OpenID Connect's [`UNCHECKED_BY_DEFAULT`]). A
+    /// user may untick some at the consent screen (Google's granular consent); a grant without
+    /// one of these is given back, not stored.
     pub required_scopes: Vec<String>,
     /// The exact redirect URI registered with the provider.
     pub redirect_uri: Url,
@@ -93,6 +94,11 @@ impl ProviderConfig {
     }
 }
 
+/// Requested scopes a grant is not held to unless `required_scopes` names them: OpenID
+/// Connect's, which providers answer under other names (Google answers `email` as
+/// `https://www.googleapis.com/auth/userinfo.email`) or not at all (`offline_access`).
+pub const UNCHECKED_BY_DEFAULT: [&str; 4] = ["openid", "email", "profile", "offline_access"];
+
 /// Every configured provider and the timeout of calls to them.
 #[derive(Clone, Debug, Default)]
 pub struct ProvidersConfig {
@@ -120,7 +126,7 @@ struct ProviderFileEntry {
     #[serde(default)]
     token_endpoint_auth_method: Option<ClientAuth>,
     scopes: Vec<String>,
-    /// Default: `scopes`.
+    /// Default: `scopes` but [`UNCHECKED_BY_DEFAULT`].
     #[serde(default)]
     required_scopes: Option<Vec<String>>,
     redirect_uri: Url,
@@ -158,7 +164,13 @@ impl ProvidersConfig {
                     client_auth: e
                         .token_endpoint_auth_method
                         .unwrap_or(dialect.get().client_auth()),
-                    required_scopes: e.required_scopes.unwrap_or_else(|| e.scopes.clone()),
+                    required_scopes: e.required_scopes.unwrap_or_else(|| {
+                        e.scopes
+                            .iter()
+                            .filter(|s| !UNCHECKED_BY_DEFAULT.contains(&s.as_str()))
+                            .cloned()
+                            .collect()
+                    }),
                     scopes: e.scopes,
                     redirect_uri: e.redirect_uri,
                     requires_iss: e.requires_iss.unwrap_or(dialect.get().sends_iss()),
@@ -531,6 +543,48 @@ mod tests {
 
     fn parse(body: &str) -> TokenSet {
         serde_json::from_str(body).expect("a token response")
+    }
+
+    #[test]
+    fn a_grant_is_held_to_the_scopes_asked_for_but_openid_connects() {
+        // Any variable that is set will do for the secret here; its value is not read.
+        let entry = |extra: &str| {
+            format!(
+                r#"{{"gmail": {{"issuer": "https://accounts.google.com",
+                  "authorize_url": "https://a.test/auth", "token_url": "https://a.test/token",
+                  "revoke_url": "https://a.test/revoke", "resource_url": "https://a.test",
+                  "client_id": "c", "client_secret_env": "PATH",
+                  "scopes": ["openid", "email", "https://www.googleapis.com/auth/gmail.readonly"],
+                  "redirect_uri": "https://h.test/cb"{extra}}}}}"#
+            )
+        };
+        let config = ProvidersConfig::from_json(&entry(""), Duration::from_secs(1)).unwrap();
+        let gmail = &config.providers[&Provider::Gmail];
+        let gmail_read = "https://www.googleapis.com/auth/gmail.readonly";
+        assert_eq!(gmail.required_scopes, [gmail_read]);
+        let answer = |scope: &str| parse(&format!(r#"{{"access_token":"a","scope":"{scope}"}}"#));
+        // Google answers `email` under its URL, and adds what the account granted before.
+        let granted = answer(&format!(
+            "openid https://www.googleapis.com/auth/userinfo.email {gmail_read} https://www.googleapis.com/auth/drive.file"
+        ));
+        assert!(gmail.scopes_not_granted(&granted).is_empty());
+        let unticked = answer("openid https://www.googleapis.com/auth/userinfo.email");
+        assert_eq!(gmail.scopes_not_granted(&unticked), [gmail_read]);
+        assert!(
+            gmail
+                .scopes_not_granted(&parse(r#"{"access_token":"a"}"#))
+                .is_empty(),
+            "no scope in the answer: what was asked for"
+        );
+        let strict = ProvidersConfig::from_json(
+            &entry(r#", "required_scopes": ["openid"]"#),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            strict.providers[&Provider::Gmail].scopes_not_granted(&answer(gmail_read)),
+            ["openid"]
+        );
     }
 
     #[test]

@@ -95,7 +95,10 @@ impl ProcessCommand {
                 }
             )
         })?;
-        if let Some(pid) = child.id() {
+        // Taken now: once the command's exit is reaped (it may exit during start-up), its id is
+        // gone while what it started may still run in its group.
+        let pgid = child.id();
+        if let Some(pid) = pgid {
             live_groups().insert(pid as i32);
         }
         match self.until_ready(&mut child).await {
@@ -103,7 +106,8 @@ impl ProcessCommand {
             Err(e) => {
                 // The whole group: a start script that does not `exec`, or a server that forked
                 // workers, would otherwise keep running (and holding the port) after the error.
-                let _ = kill(child).await;
+                signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.kill().await;
                 Err(format!("{e}\n{}", self.log_tail()))
             }
         }

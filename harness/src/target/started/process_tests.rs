@@ -124,6 +124,24 @@ async fn a_replica_that_exits_during_start_up_is_an_error_with_its_log() {
     assert!(e.contains("is it built / installed?"), "{e}");
 }
 
+#[tokio::test]
+async fn a_start_script_that_exits_takes_what_it_started_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The script leaves a server running in its group and exits before the readiness path
+    // (which never answers 200 here) says it is ready.
+    let mut cmd = command(
+        dir.path(),
+        "python3 -m http.server \"$PORT\" --bind 127.0.0.1 & sleep 1; exit 3",
+    );
+    cmd.ready_path = "/no-such-path".into();
+    let e = cmd.start().await.unwrap_err();
+    assert!(e.contains("exited during start-up"), "{e}");
+    assert!(
+        stops_answering(&cmd.base_url).await,
+        "the server the script left behind outlived the failed start"
+    );
+}
+
 #[test]
 fn debug_names_variables_not_values() {
     let dir = tempfile::tempdir().unwrap();
