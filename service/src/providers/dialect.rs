@@ -208,7 +208,8 @@ pub(super) fn oauth_error(status: StatusCode, error: &str) -> Result<TokenSet, P
     if error == "invalid_grant" {
         return Err(ProviderError::InvalidGrant);
     }
-    if status.is_server_error() {
+    // A rate limit (429) says "later", as an outage does: not a refusal of the request.
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return Err(ProviderError::Unavailable(format!(
             "status {}",
             status.as_u16()
@@ -228,11 +229,11 @@ pub(super) fn error_code(raw: &str) -> String {
         .collect()
 }
 
-/// Done on 2xx, unavailable on 5xx, refused otherwise.
+/// Done on 2xx, unavailable on 5xx and 429, refused otherwise.
 pub(super) fn status_only(status: StatusCode) -> Result<(), ProviderError> {
     match status {
         s if s.is_success() => Ok(()),
-        s if s.is_server_error() => {
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
             Err(ProviderError::Unavailable(format!("status {}", s.as_u16())))
         }
         s => Err(ProviderError::Rejected {

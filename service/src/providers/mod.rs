@@ -546,6 +546,20 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limited_token_or_revocation_endpoint_is_unavailable_not_a_refusal() {
+        use reqwest::StatusCode;
+        let limited = dialect::oauth_error(StatusCode::TOO_MANY_REQUESTS, "");
+        assert!(matches!(limited, Err(ProviderError::Unavailable(_))));
+        let refused = dialect::oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(matches!(
+            refused,
+            Err(ProviderError::Rejected { status: 400, .. })
+        ));
+        let revocation = dialect::status_only(StatusCode::TOO_MANY_REQUESTS);
+        assert!(matches!(revocation, Err(ProviderError::Unavailable(_))));
+    }
+
+    #[test]
     fn a_grant_is_held_to_the_scopes_asked_for_but_openid_connects() {
         // Any variable that is set will do for the secret here; its value is not read.
         let entry = |extra: &str| {
