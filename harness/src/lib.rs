@@ -44,6 +44,7 @@
 //!   transactions — counted on the wire (`harbor-certify db-cost`, the bench's table).
 //! - [`evidence`]: lock-table probes (`pg_stat_activity`, `pg_locks`, `pg_blocking_pids`).
 //! - [`stats`]: the median and the percentile every summarised figure is taken with.
+//! - [`untrusted`]: text a target wrote, made safe for report.md, junit.xml and the console.
 
 pub mod catalogue;
 pub mod client;
@@ -66,6 +67,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod secret_file;
 pub mod stats;
+pub mod untrusted;
 
 pub mod identity;
 pub mod statemachine;
@@ -81,7 +83,14 @@ mod layering {
     const LAYERS: &[(&str, &[&str])] = &[
         (
             "leaves",
-            &["catalogue", "model", "schedule", "secret_file", "stats"],
+            &[
+                "catalogue",
+                "model",
+                "schedule",
+                "secret_file",
+                "stats",
+                "untrusted",
+            ],
         ),
         (
             "parts",

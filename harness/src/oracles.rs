@@ -365,16 +365,72 @@ pub fn report_folder_free_of_issued_values(dir: &std::path::Path) -> Result<(), 
                     issued_value_kind(&value)
                 ));
             }
+            // Encoded, as a dumped row or a quoted body may hold one: the start of every issued
+            // value (`hbcanary-<provider>-`) in hex or base64; and the fake's client secrets, as
+            // they are and form-encoded (how HTTP Basic carries them), in any of those forms.
+            let lower = text.to_ascii_lowercase();
+            for provider in Provider::ALL {
+                let secret = crate::fake_provider::FakeProvider::client_secret(provider);
+                let form_encoded: String =
+                    url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+                for value in [secret, form_encoded] {
+                    let mut forms = vec![("text", value.clone())];
+                    forms.extend(encoded_forms(value.as_bytes()));
+                    for (form, needle) in forms {
+                        let haystack = if form == "hex" { &lower } else { &*text };
+                        if haystack.contains(needle.as_str()) {
+                            return Err(format!(
+                                "{} holds the fake provider's client secret for {provider} ({form}): a report must never hold one",
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+                let start = format!("{}-{provider}-", crate::fake_provider::CANARY_PREFIX);
+                for (form, needle) in encoded_forms(start.as_bytes()) {
+                    let haystack = if form == "hex" { &lower } else { &*text };
+                    if haystack.contains(needle.as_str()) {
+                        return Err(format!(
+                            "{} holds a code or token the provider issued ({form} of {start}…): a report must never hold one",
+                            path.display()
+                        ));
+                    }
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// `value` as the encodings a stored or dumped copy can have it in: lowercase hex (how `pg_dump`
+/// writes bytea), and base64 and base64url at each of the three alignments it can have inside a
+/// longer encoded blob (only the characters that encode `value` alone, at least nine).
+pub fn encoded_forms(value: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let mut forms = vec![("hex", hex::encode(value))];
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for shift in 0..3usize {
+            let mut bytes = vec![0u8; shift];
+            bytes.extend_from_slice(value);
+            let encoded = engine.encode(&bytes);
+            // Drop the characters that mix in the filler bytes, and the last, partial group.
+            let skip = if shift == 0 { 0 } else { 4 };
+            let keep = encoded.len().saturating_sub(4);
+            if keep > skip + 8 {
+                forms.push(("base64", encoded[skip..keep].to_owned()));
+            }
+        }
+    }
+    forms
 }
 
 /// No issued code or token (`canaries`) appears in any source — as text, as hex (how `pg_dump`
 /// writes bytea), or as base64 / base64url at each of the three alignments it can have inside a
 /// longer encoded blob. `Err` names the source and the form.
 pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result<(), String> {
-    use base64::Engine;
     if canaries.is_empty() {
         return Err("the fake provider issued nothing: the leak search would prove nothing".into());
     }
@@ -384,26 +440,8 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
         ("logs", sources.logs),
     ];
     for canary in canaries {
-        let mut forms = vec![
-            ("text", canary.clone()),
-            ("hex", hex::encode(canary.as_bytes())),
-        ];
-        for engine in [
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        ] {
-            for shift in 0..3usize {
-                let mut bytes = vec![0u8; shift];
-                bytes.extend_from_slice(canary.as_bytes());
-                let encoded = engine.encode(&bytes);
-                // Drop the characters that mix in the filler bytes, and the last, partial group.
-                let skip = if shift == 0 { 0 } else { 4 };
-                let keep = encoded.len().saturating_sub(4);
-                if keep > skip + 8 {
-                    forms.push(("base64", encoded[skip..keep].to_owned()));
-                }
-            }
-        }
+        let mut forms = vec![("text", canary.clone())];
+        forms.extend(encoded_forms(canary.as_bytes()));
         let shown = issued_value_kind(canary);
         for (form, needle) in &forms {
             for (name, text) in places {
@@ -456,6 +494,27 @@ mod tests {
             !err.contains("00ff"),
             "the message names the kind, not the value: {err}"
         );
+    }
+
+    #[test]
+    fn a_report_folder_holding_an_issued_value_encoded_is_refused() {
+        use base64::Engine;
+        let token = "hbcanary-gmail-at-0123456789abcdef";
+        let secret = crate::fake_provider::FakeProvider::client_secret(Provider::Box);
+        let encodings = [
+            secret.clone(),
+            base64::engine::general_purpose::STANDARD.encode(format!("harbor-box:{secret}")),
+            format!("\\x{}", hex::encode(token)),
+            hex::encode(token).to_uppercase(),
+            base64::engine::general_purpose::STANDARD.encode(token),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("xy{token}")),
+        ];
+        for encoded in encodings {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("report.md"), format!("row: {encoded}")).unwrap();
+            let err = report_folder_free_of_issued_values(dir.path()).unwrap_err();
+            assert!(err.contains("report.md"), "{encoded}: {err}");
+        }
     }
 
     #[test]

@@ -153,7 +153,11 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
             signature.len()
         );
         for f in &run.failures {
-            println!("        {}: {}", f.place(), f.message);
+            println!(
+                "        {}: {}",
+                f.place(),
+                crate::untrusted::console(&f.message, "          ")
+            );
         }
         match &expected {
             Some(want) if *want != signature => {

@@ -191,11 +191,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
         );
         bar.suspend(|| {
             println!("{line}");
+            // What the target wrote cannot start a line of the CI log (a workflow command).
+            let shown = |text: &str| crate::untrusted::console(text, "          ");
             for f in &result.failures {
-                println!("        {}: {}", f.place(), f.message);
+                println!("        {}: {}", f.place(), shown(&f.message));
             }
             if let Some(why) = &result.flaky {
-                println!("        flaky: {why}");
+                println!("        flaky: {}", shown(why));
             }
         });
         bar.inc(1);
@@ -270,7 +272,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
                 "area {}: not covered — its {skipped} scenario(s) SKIPPED: NOT CERTIFIED (--allow-skipped {} accepts it)",
                 area.key, area.key
             );
-            report.verdict = report::RunVerdict::Fail;
+            report.not_certified(format!(
+                "area {} is not covered: its {skipped} scenario(s) SKIPPED (--allow-skipped {} accepts it)",
+                area.key, area.key
+            ));
         }
     }
     if let Some(path) = &args.exploration {
@@ -282,14 +287,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
                         "harbor-certify: the exploration found {} violation(s): NOT CERTIFIED",
                         basis.violations
                     );
-                    report.verdict = report::RunVerdict::Fail;
+                    report.not_certified(format!(
+                        "the exploration found {} violation(s)",
+                        basis.violations
+                    ));
                 }
                 // An exploration cut short proves less than its sets name.
                 if let Some(short) = basis.shortfall() {
                     eprintln!(
                         "harbor-certify: the exploration did not cover what it names ({short}): NOT CERTIFIED"
                     );
-                    report.verdict = report::RunVerdict::Fail;
+                    report.not_certified(format!(
+                        "the exploration did not cover what it names ({short})"
+                    ));
                 }
                 report.exploration = Some(basis);
             }
@@ -299,9 +309,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
             }
         }
     }
+    let whole_catalogue = args.scenarios.is_empty()
+        && args.filter.is_none()
+        && report.summary.total == catalogue_size;
+    if !whole_catalogue {
+        report.selection = Some(format!(
+            "{} of the catalogue's {catalogue_size} scenarios",
+            report.summary.total
+        ));
+    }
     let s = &report.summary;
-    let whole_catalogue =
-        args.scenarios.is_empty() && args.filter.is_none() && s.total == catalogue_size;
     println!(
         "\n{}: {} scenario(s), {} passed, {} failed, {} warning(s), {} flaky, {} could not run, {} skipped, in {:.1} s (provisioning {:.1} s)",
         match (report.verdict, whole_catalogue) {
@@ -330,11 +347,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         println!(
             "skipped: {} — {}",
             skipped.id,
-            skipped
-                .failures
-                .first()
-                .map(|f| f.message.as_str())
-                .unwrap_or("")
+            crate::untrusted::console(
+                skipped
+                    .failures
+                    .first()
+                    .map(|f| f.message.as_str())
+                    .unwrap_or(""),
+                "    "
+            )
         );
     }
     let slowest: Vec<String> = s

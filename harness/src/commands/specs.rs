@@ -141,7 +141,10 @@ pub async fn run_all(
             print!("{}", first.tested.output);
         }
         for f in &result.failures {
-            println!("        {}", f.message.replace('\n', "\n        "));
+            println!(
+                "        {}",
+                crate::untrusted::console(&f.message, "        ")
+            );
         }
         if let Some(why) = &result.flaky {
             println!("        flaky: {why}");

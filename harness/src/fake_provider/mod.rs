@@ -354,7 +354,7 @@ impl FakeProvider {
 
     /// Holds characters that form-encoding changes (`:`, `+`, `/`, `%`, space), so a client that
     /// skips RFC 6749 §2.3.1's encoding before HTTP Basic is refused.
-    fn client_secret(provider: Provider) -> String {
+    pub fn client_secret(provider: Provider) -> String {
         format!("fake-secret-{provider}:+/ %")
     }
 

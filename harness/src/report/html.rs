@@ -70,7 +70,10 @@ pub fn render(report: &Report) -> String {
                 @if !env.flaws.is_empty() {
                     div class="flaws" { "⚠ Seeded flaws enabled: " (env.flaws.join(", ")) " — this run does not certify a correct build." }
                 }
-                p { span class={"verdict " (report.verdict)} { "Verdict: " (report.verdict) } }
+                p { span class={"verdict " (report.verdict)} { "Verdict: " (report.verdict) } " " (report.verdict_statement().replace("**", "")) }
+                @if !report.not_certified_because.is_empty() {
+                    ul { @for why in &report.not_certified_because { li { (why) } } }
+                }
                 p { (s.total) " scenarios × " (s.repeat) " run(s) in " (format!("{:.1}", s.duration_ms / 1000.0)) " s: "
                     b { (s.passed) " passed" } ", " b { (s.failed) " failed" } ", " (s.warnings) " warning(s), " (s.flaky) " flaky, " (s.errors) " could not run. Failures at or above "
                     code { (report.fail_on.as_str()) } " block certification." }

@@ -1,9 +1,13 @@
 //! `junit.xml`: one test case per scenario (classname = area), failures carrying the diagnostic,
-//! so CI systems show the certification next to the unit tests.
+//! so CI systems show the certification next to the unit tests — and one case for the run's
+//! verdict, failed whenever the run is not certified, so a gate that reads only this file cannot
+//! pass a run that exits 1 (an area left uncovered, an exploration's violations). Text the target
+//! wrote goes through [`crate::untrusted::xml`].
 
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
-use super::{result_of, Report, SuiteResult};
+use super::{result_of, Report, RunVerdict, SuiteResult};
+use crate::untrusted::xml;
 
 /// Renders the report as JUnit XML.
 pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
@@ -14,12 +18,11 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
             SuiteResult::Passed => TestCaseStatus::success(),
             SuiteResult::Skipped => {
                 let mut status = TestCaseStatus::skipped();
-                status.set_message(
-                    sc.failures
-                        .first()
-                        .map(|f| f.message.clone())
-                        .unwrap_or_default(),
-                );
+                status.set_message(xml(&sc
+                    .failures
+                    .first()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default()));
                 status
             }
             result => {
@@ -36,7 +39,7 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
                     .map(|f| f.message.clone())
                     .or_else(|| sc.flaky.clone())
                     .unwrap_or_default();
-                status.set_message(format!("{result} ({}): {first}", sc.verdict.as_str()));
+                status.set_message(xml(&format!("{result} ({}): {first}", sc.verdict.as_str())));
                 status.set_type(sc.verdict.as_str());
                 let mut description = String::new();
                 for f in &sc.failures {
@@ -49,7 +52,7 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
                 if let Some(why) = &sc.flaky {
                     description.push_str(&format!("flaky: {why}\n"));
                 }
-                status.set_description(description);
+                status.set_description(xml(&description));
                 status
             }
         };
@@ -58,6 +61,29 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
         case.set_time(std::time::Duration::from_secs_f64(sc.duration_ms / 1000.0));
         suite.add_test_case(case);
     }
+    suite.add_test_case(verdict_case(report));
     junit.add_test_suite(suite);
     junit.to_string()
+}
+
+/// The run's verdict as a test case: passed only when the run certifies or passes a selection.
+fn verdict_case(report: &Report) -> TestCase {
+    let status = match report.verdict {
+        RunVerdict::Pass => TestCaseStatus::success(),
+        RunVerdict::Fail => {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            let why = if report.not_certified_because.is_empty() {
+                "scenarios failed, were flaky or could not run (see their cases)".to_owned()
+            } else {
+                report.not_certified_because.join("; ")
+            };
+            status.set_message(xml(&format!("NOT CERTIFIED: {why}")));
+            status.set_type("NOT_CERTIFIED");
+            status
+        }
+    };
+    let mut case = TestCase::new("certification verdict", status);
+    case.set_classname("harbor.verdict");
+    case.set_system_out(report.verdict_statement().replace("**", ""));
+    case
 }

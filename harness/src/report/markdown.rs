@@ -1,6 +1,9 @@
 //! `report.md`: the run written the way the seed audit is — executive summary, one section per
 //! area saying what was verified and by which scenarios, findings by severity, the trace table of
 //! every interleaving, the threat matrix with the scenarios covering each threat, the verdict.
+//!
+//! What the target wrote — failure messages, its answers, its version, a profile's title — goes
+//! through [`crate::untrusted`]: a hostile target cannot write a line of this report.
 
 use std::fmt::Write;
 
@@ -9,6 +12,7 @@ use crate::catalogue::{AREAS, THREATS};
 use crate::scenario::format::Severity;
 use crate::scenario::trace::EventKind;
 use crate::scenario::ScenarioResult;
+use crate::untrusted::markdown as text;
 
 /// Whether a scenario is an interleaving (it parks or proves blocking), whose trace is shown.
 pub fn is_interleaving(s: &ScenarioResult) -> bool {
@@ -42,7 +46,8 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "**Subject:** {}, certified by Harbor {}{commit}  ",
-                t.name, env.service_version
+                text(&t.name),
+                env.service_version
             );
         }
         None => {
@@ -66,7 +71,7 @@ pub fn render(report: &Report) -> String {
         );
     }
     if let Some(t) = &report.target {
-        let _ = writeln!(out, "**Target:** {}  ", t.describe());
+        let _ = writeln!(out, "**Target:** {}  ", t.describe_markdown());
     }
     let _ = writeln!(out, "**Verdict:** {}\n", report.verdict);
     let _ = writeln!(
@@ -166,10 +171,10 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
                 f.source
             );
             for finding in &f.failures {
-                let _ = writeln!(out, "  - {}: {}", finding.place(), finding.message);
+                let _ = writeln!(out, "  - {}: {}", finding.place(), text(&finding.message));
             }
             if let Some(why) = &f.flaky {
-                let _ = writeln!(out, "  - flaky: {why}");
+                let _ = writeln!(out, "  - flaky: {}", text(why));
             }
         }
         let _ = writeln!(out);
@@ -244,9 +249,9 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
                 out,
                 "| `{}` | {} | {} | {} | {} | {} |",
                 sc.id,
-                sc.trace.faults().join("; ").replace('|', "\\|"),
+                text(&sc.trace.faults().join("; ")),
                 sc.title.replace('|', "\\|"),
-                sc.trace.answers_line(),
+                text(&sc.trace.answers_line()),
                 sc.checks,
                 result_of(sc, report.fail_on).as_str()
             );
@@ -276,7 +281,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
                 .filter_map(|id| {
                     row["evidence"][id]
                         .as_str()
-                        .map(|m| format!("`{id}`: {}", m.replace('|', "\\|")))
+                        .map(|m| format!("`{id}`: {}", text(m)))
                 })
                 .collect::<Vec<_>>()
                 .join("<br>");
@@ -312,15 +317,10 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         );
     }
     let _ = writeln!(out, "\n## Certification verdict: {}\n", report.verdict);
-    let _ = writeln!(
-        out,
-        "{}",
-        if report.verdict == super::RunVerdict::Pass {
-            "The service under test is **CERTIFIED** against this catalogue."
-        } else {
-            "The service under test is **NOT CERTIFIED**: see the findings above."
-        }
-    );
+    let _ = writeln!(out, "{}", report.verdict_statement());
+    for why in &report.not_certified_because {
+        let _ = writeln!(out, "\n- {}", text(why));
+    }
     out
 }
 

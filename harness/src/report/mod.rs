@@ -5,7 +5,7 @@
 //!   and described by `reports/report.schema.json`;
 //! - `report.md` ([`markdown`]) — shaped like the seed audit;
 //! - `report.html` ([`html`]) — one self-contained page with a sequence diagram per interleaving;
-//! - `junit.xml` ([`junit`]) — one test case per scenario, for CI;
+//! - `junit.xml` ([`junit`]) — one test case per scenario and one for the run's verdict, for CI;
 //! - `SHA256SUMS` and, with a signing key, `SHA256SUMS.sig` ([`sign`]).
 //!
 //! Past 500 lines on purpose: the report's types are its versioned schema, documented field by
@@ -103,6 +103,14 @@ pub struct Report {
     /// What was certified and with which capabilities: what the certificate rests on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetBasis>,
+    /// Why the run is not certified beyond its scenarios' own results: an area left uncovered,
+    /// an exploration's violations or shortfall. Each also makes the verdict `FAIL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_certified_because: Vec<String>,
+    /// Set when the run was a selection of the catalogue (`run ID …`, `--filter`): it passes or
+    /// fails, but only the whole catalogue certifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
 }
 
 /// The target a run certified, what the harness could do to it, and what ran of each area.
@@ -165,27 +173,46 @@ impl TargetBasis {
             .collect();
     }
 
-    /// One paragraph for the Markdown and HTML reports.
+    /// One paragraph for the HTML report, whose renderer shows `backticked` parts as code and
+    /// escapes everything (a backtick inside a value only splits it differently).
     pub fn describe(&self) -> String {
-        let mut out = self.name.clone();
+        self.describe_with(str::to_owned, |c| format!("`{}`", c.replace('`', "'")))
+    }
+
+    /// The same paragraph for Markdown: the profile's title and the reasons as escaped text,
+    /// the path, digest and version (the target's own answer) as code spans.
+    pub fn describe_markdown(&self) -> String {
+        self.describe_with(crate::untrusted::markdown, crate::untrusted::code_span)
+    }
+
+    /// The paragraph, with `text` applied to free text and `code` to values shown as code.
+    fn describe_with(
+        &self,
+        text: impl Fn(&str) -> String,
+        code: impl Fn(&str) -> String,
+    ) -> String {
+        let mut out = text(&self.name);
         if let Some(p) = &self.profile {
             let how = if self.deployed_at.is_empty() {
                 "started from".to_owned()
             } else {
                 format!(
                     "deployed at {}, reached through",
-                    self.deployed_at.join(", ")
+                    text(&self.deployed_at.join(", "))
                 )
             };
             out.push_str(&format!(
-                ", {how} `{p}` (sha256 `{}`)",
-                self.profile_sha256
-                    .as_deref()
-                    .map_or("", |d| &d[..d.len().min(16)])
+                ", {how} {} (sha256 {})",
+                code(p),
+                code(
+                    self.profile_sha256
+                        .as_deref()
+                        .map_or("", |d| &d[..d.len().min(16)])
+                )
             ));
         }
         if let Some(v) = &self.version {
-            out.push_str(&format!(", version `{v}`"));
+            out.push_str(&format!(", version {}", code(v)));
         }
         out.push_str(&format!(
             ". Capabilities used: {}.",
@@ -199,14 +226,14 @@ impl TargetBasis {
             let lacking: Vec<String> = self
                 .lacking
                 .iter()
-                .map(|(c, why)| format!("{c} ({why})"))
+                .map(|(c, why)| format!("{c} ({})", text(why)))
                 .collect();
             out.push_str(&format!(" Not available: {}.", lacking.join("; ")));
         }
         if !self.allowed_uncovered.is_empty() {
             out.push_str(&format!(
                 " Allowed to leave uncovered: {}.",
-                self.allowed_uncovered.join(", ")
+                text(&self.allowed_uncovered.join(", "))
             ));
         }
         out
@@ -488,6 +515,29 @@ impl Report {
             mutants: None,
             exploration: None,
             target: None,
+            not_certified_because: Vec::new(),
+            selection: None,
+        }
+    }
+
+    /// Records a reason the run is not certified beyond its scenarios, and fails its verdict.
+    pub fn not_certified(&mut self, why: String) {
+        self.verdict = RunVerdict::Fail;
+        self.not_certified_because.push(why);
+    }
+
+    /// The verdict in words, for the reports' last line: a selection passes, never certifies.
+    pub fn verdict_statement(&self) -> String {
+        match (self.verdict, &self.selection) {
+            (RunVerdict::Pass, None) => {
+                "The service under test is **CERTIFIED** against this catalogue.".to_owned()
+            }
+            (RunVerdict::Pass, Some(selection)) => format!(
+                "**PASSED, NOT A CERTIFICATE**: this run was a selection ({selection}); only the whole catalogue certifies."
+            ),
+            (RunVerdict::Fail, _) => {
+                "The service under test is **NOT CERTIFIED**: see the findings above.".to_owned()
+            }
         }
     }
 }
@@ -589,9 +639,11 @@ pub fn write_run(
 ) -> std::io::Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let dir = out.join(&stamp);
-    write_into(&dir, report, extra, signing_key)?;
+    // `latest` names this run or none: a write that fails (a leak found, a full disk) must not
+    // leave it on an earlier run a gate would then read as this one.
     let latest = out.join("latest");
     let _ = std::fs::remove_file(&latest);
+    write_into(&dir, report, extra, signing_key)?;
     #[cfg(unix)]
     std::os::unix::fs::symlink(&stamp, &latest)?;
     Ok(dir)

@@ -137,12 +137,16 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
     let environment = runs
         .iter()
         .any(|r| r.failures.iter().any(|f| f.environment));
-    let skipped = runs.iter().any(|r| r.failures.iter().any(|f| f.skipped));
+    // SKIPPED only when every run was refused and nothing else went wrong: a clean-up that failed
+    // after a refusal, or a repetition that ran, must not hide behind the refusal.
+    let skipped = runs
+        .iter()
+        .all(|r| !r.failures.is_empty() && r.failures.iter().all(|f| f.skipped));
     let mut flaky = None;
-    let verdict = if skipped {
-        Verdict::Skipped
-    } else if environment {
+    let verdict = if environment {
         Verdict::Error
+    } else if skipped {
+        Verdict::Skipped
     } else if failed.len() == runs.len() {
         Verdict::Failed
     } else if !failed.is_empty() {
@@ -367,5 +371,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("are both scenario TM-STATE-EXPIRY"), "{err}");
+    }
+
+    #[test]
+    fn a_refusal_does_not_hide_a_failed_clean_up_or_a_run_that_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = scenario(dir.path(), "X");
+        let mut refused = Failure::at(None, "SKIPPED: the target lacks faults".to_owned());
+        refused.skipped = true;
+        let run = |failures: Vec<Failure>| ScenarioRun {
+            trace: trace::Trace::default(),
+            failures,
+            checks: 0,
+            duration: std::time::Duration::ZERO,
+        };
+        let verdict = |runs| judge(&loaded, runs).verdict;
+        assert_eq!(verdict(vec![run(vec![refused.clone()])]), Verdict::Skipped);
+        assert_eq!(
+            verdict(vec![run(vec![
+                refused.clone(),
+                Failure::environment("clean-up failed: a replica did not stop".to_owned()),
+            ])]),
+            Verdict::Error
+        );
+        assert_eq!(
+            verdict(vec![run(vec![refused]), run(vec![])]),
+            Verdict::Flaky,
+            "one of two runs refused: the target changed between them"
+        );
     }
 }

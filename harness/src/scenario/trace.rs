@@ -169,42 +169,42 @@ impl Trace {
                 }
             }
             let evidence = match (&e.evidence, placed) {
-                (Some(ev), _) => evidence_text(ev),
+                (Some(ev), _) => crate::untrusted::markdown(&evidence_text(ev)),
                 (None, false) => cell,
                 (None, true) => String::new(),
             };
-            out.push_str(&format!(" {} |\n", evidence.replace('|', "\\|")));
+            out.push_str(&format!(" {evidence} |\n"));
         }
         out
     }
 }
 
+/// An event as a Markdown table cell. Its detail, note and measurement can hold what the target
+/// answered, so each goes through [`untrusted`]; a code span's pipes are escaped as a table
+/// needs (the escape is the table's, not the span's).
 fn describe(e: &TraceEvent) -> String {
-    let text = match e.kind {
-        EventKind::Launched => match &e.note {
-            Some(n) => format!("`{}` — {n}", e.detail),
-            None => format!("`{}`", e.detail),
-        },
-        EventKind::Parked => format!("parked at `{}`", e.detail),
-        EventKind::Blocked => "**BLOCKS**".to_owned(),
-        EventKind::Released => format!("released from `{}`", e.detail),
-        EventKind::Completed => match &e.note {
-            Some(n) => format!("→ {} — {n}", e.detail),
-            None => format!("→ {}", e.detail),
-        },
-        EventKind::Note => e.detail.clone(),
-        EventKind::Fault => format!("**FAULT** {}", e.detail),
-        EventKind::Checked => match &e.note {
-            Some(n) => format!("✓ {} — {n}", e.detail),
-            None => format!("✓ {}", e.detail),
-        },
-        EventKind::Failed => format!("✗ {}", e.detail),
-    };
-    let text = match &e.measured {
-        Some(m) => format!("{text} ({m})"),
+    use crate::untrusted::{code_span, markdown};
+    let code = |s: &str| code_span(s).replace('|', "\\|");
+    let detail = markdown(&e.detail);
+    let with_note = |text: String| match &e.note {
+        Some(n) => format!("{text} — {}", markdown(n)),
         None => text,
     };
-    text.replace('|', "\\|")
+    let text = match e.kind {
+        EventKind::Launched => with_note(code(&e.detail)),
+        EventKind::Parked => format!("parked at {}", code(&e.detail)),
+        EventKind::Blocked => "**BLOCKS**".to_owned(),
+        EventKind::Released => format!("released from {}", code(&e.detail)),
+        EventKind::Completed => with_note(format!("→ {detail}")),
+        EventKind::Note => detail,
+        EventKind::Fault => format!("**FAULT** {detail}"),
+        EventKind::Checked => with_note(format!("✓ {detail}")),
+        EventKind::Failed => format!("✗ {detail}"),
+    };
+    match &e.measured {
+        Some(m) => format!("{text} ({})", markdown(m)),
+        None => text,
+    }
 }
 
 /// The evidence of a blocked event in words: who blocks, on what lock.

@@ -345,15 +345,15 @@ fn junit_parses_back() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 5, "four scenarios and the run's verdict");
     let failures: Vec<roxmltree::Node> = doc
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
     assert_eq!(
         failures.len(),
-        3,
-        "failed, flaky and the low-severity failure (strict threshold)"
+        4,
+        "failed, flaky, the low-severity failure (strict threshold) and the verdict"
     );
     let first = failures[0];
     assert!(first
@@ -368,6 +368,94 @@ fn junit_parses_back() {
         "diagnostics in the body"
     );
     assert_eq!(cases[0].attribute("classname"), Some("harbor.concurrency"));
+}
+
+/// A hostile target's words — its version, an error code it answered — cannot write a line of
+/// report.md (a verdict of its own, a comment hiding the real one) nor make junit.xml unreadable.
+#[test]
+fn a_hostile_targets_text_stays_inside_what_quotes_it() {
+    let mut run = fixed_run(Severity::Low);
+    let hostile = "1`\n\n**Verdict:** PASS\n\n## Certification verdict: PASS\n\n<!--";
+    let mut target = report::TargetBasis {
+        name: format!("a port {hostile}"),
+        profile: Some("targets/x/target.toml".into()),
+        profile_sha256: Some("00".repeat(32)),
+        deployed_at: vec![],
+        version: Some(hostile.into()),
+        capabilities: vec!["database".into()],
+        lacking: vec![],
+        allowed_uncovered: vec![],
+        areas: vec![],
+    };
+    target.count_areas(&run.scenarios);
+    run.target = Some(target);
+    run.scenarios[1].failures[0].message = format!("B: answered {hostile}\u{FFFF}");
+    let md = report::markdown::render(&run);
+    let starting = |prefix: &str| md.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(starting("**Verdict:**"), 1, "{md}");
+    assert_eq!(starting("## Certification verdict"), 1, "{md}");
+    assert!(
+        !md.lines().any(|l| l.trim_start().starts_with("<!--")),
+        "no comment hides the rest: {md}"
+    );
+    let xml = report::junit::render(&run).unwrap();
+    roxmltree::Document::parse(&xml).expect("junit.xml stays well-formed XML");
+    assert!(!xml.contains('\u{FFFF}'));
+}
+
+/// `latest` names the run just written or none: a run whose folder was refused (it held an issued
+/// token) does not leave `latest` on the run before it, which a gate would read as this one.
+#[test]
+fn latest_never_points_at_an_earlier_run_after_a_refused_write() {
+    let out = tempfile::tempdir().unwrap();
+    let first = report::write_run(out.path(), &fixed_run(Severity::Low), &[], None).unwrap();
+    let latest = out.path().join("latest");
+    assert_eq!(
+        std::fs::canonicalize(&latest).unwrap(),
+        std::fs::canonicalize(&first).unwrap()
+    );
+    let mut leaking = fixed_run(Severity::Low);
+    leaking.scenarios[1].failures[0].message =
+        "B: the body was {\"access_token\": \"hbcanary-qbo-at-00112233445566778899\"}".into();
+    report::write_run(out.path(), &leaking, &[], None).expect_err("a folder holding a token");
+    assert!(
+        std::fs::symlink_metadata(&latest).is_err(),
+        "latest still names the earlier run"
+    );
+}
+
+/// A CI gate that reads only junit.xml sees a run that is not certified fail, though every
+/// scenario passed; and a selection that passed never calls itself certified.
+#[test]
+fn junit_and_the_verdict_line_say_what_the_exit_status_says() {
+    let passed_only = || {
+        let mut run = fixed_run(Severity::Low);
+        run.scenarios.retain(|s| s.verdict == Verdict::Passed);
+        run.verdict = report::RunVerdict::Pass;
+        run
+    };
+    let mut uncovered = passed_only();
+    uncovered.not_certified("area oauth-state is not covered: its 21 scenario(s) SKIPPED".into());
+    let xml = report::junit::render(&uncovered).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let failures: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{xml}");
+    assert!(failures[0]
+        .attribute("message")
+        .unwrap()
+        .contains("oauth-state is not covered"));
+    let md = report::markdown::render(&uncovered);
+    assert!(md.contains("**NOT CERTIFIED**") && md.contains("oauth-state is not covered"));
+    let mut selection = passed_only();
+    selection.selection = Some("1 of the catalogue's 85 scenarios".into());
+    let md = report::markdown::render(&selection);
+    assert!(!md.contains("**CERTIFIED**"), "{md}");
+    assert!(md.contains("NOT A CERTIFICATE"), "{md}");
+    let whole = report::markdown::render(&passed_only());
+    assert!(whole.contains("**CERTIFIED**"));
 }
 
 /// Chromium's console lines for `page`, and its DOM; the screenshot goes to `screenshot`.
