@@ -63,21 +63,33 @@ pub fn xml(text: &str) -> String {
         .collect()
 }
 
-/// For the console: control characters (terminal escapes among them) replaced with U+FFFD, and
-/// every line after the first indented by `indent`, so no line of the text can start a CI
-/// workflow command (`::error::`, `::add-mask::`, `::stop-commands::`).
+/// For the console, whose lines a CI runner reads for workflow commands: control characters
+/// (terminal escapes among them) replaced with U+FFFD; every line after the first begins with
+/// `indent` and a `|` (GitHub's runner trims leading spaces before it looks for `::`); and a `::`
+/// that would still begin a line, or a `##[` anywhere (the runner's older form), is broken with a
+/// zero-width space.
 pub fn console(text: &str, indent: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\r' => {}
-            '\n' => {
-                out.push('\n');
-                out.push_str(indent);
-            }
-            '\t' => out.push(c),
-            c if is_unsafe_char(c) => out.push('\u{FFFD}'),
-            c => out.push(c),
+    let mut out = String::with_capacity(text.len() + 8);
+    for (n, line) in text.split('\n').enumerate() {
+        if n > 0 {
+            out.push('\n');
+            out.push_str(indent);
+            out.push_str("| ");
+        }
+        let clean: String = line
+            .chars()
+            .filter(|c| *c != '\r')
+            .map(|c| match c {
+                '\t' => c,
+                c if is_unsafe_char(c) => '\u{FFFD}',
+                c => c,
+            })
+            .collect();
+        let clean = clean.replace("##[", "#\u{200B}#[");
+        if clean.trim_start().starts_with("::") {
+            out.push_str(&clean.replacen("::", ":\u{200B}:", 1));
+        } else {
+            out.push_str(&clean);
         }
     }
     out
@@ -124,9 +136,17 @@ mod tests {
             xml("a\u{FFFF}b\u{1b}[31mc\td"),
             "a\u{FFFD}b\u{FFFD}[31mc\td"
         );
-        let printed = console("first\n::notice::CERTIFIED\r\n\u{1b}[2Kgone", "    ");
+        let printed = console(
+            "::error::first\n  ::notice::CERTIFIED\r\n\u{1b}[2Kgone ##[warning]x",
+            "    ",
+        );
+        // What GitHub's runner looks for: a line that, trimmed, starts with `::`, or holds `##[`.
+        for line in printed.lines() {
+            assert!(!line.trim_start().starts_with("::"), "{printed}");
+            assert!(!line.contains("##["), "{printed}");
+        }
         assert!(
-            printed.lines().skip(1).all(|l| l.starts_with("    ")),
+            printed.lines().skip(1).all(|l| l.starts_with("    | ")),
             "{printed}"
         );
         assert!(!printed.contains('\u{1b}'), "{printed}");

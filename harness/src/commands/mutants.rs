@@ -176,6 +176,17 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         provision_ms,
     );
     report.mutants = serde_json::to_value(&matrix).ok();
+    // The correct build's run is the matrix's baseline, not a certificate: it runs no isolation
+    // spec, and a survivor leaves the matrix unproven whatever the baseline did.
+    report.selection =
+        Some("the kill matrix's correct-build run, without the isolation specs".into());
+    if !matrix.is_good() {
+        report.not_certified(format!(
+            "the kill matrix is not proven: {} survivor(s), correct build {}",
+            matrix.survivors.len(),
+            matrix.correct_build
+        ));
+    }
     let mutants_json = serde_json::to_string_pretty(&matrix).unwrap_or_default();
     match report::write_run(
         &args.catalogue.out,

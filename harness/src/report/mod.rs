@@ -528,6 +528,9 @@ impl Report {
 
     /// The verdict in words, for the reports' last line: a selection passes, never certifies.
     pub fn verdict_statement(&self) -> String {
+        if self.verdict == RunVerdict::Pass && !self.environment.flaws.is_empty() {
+            return "**PASSED WITH SEEDED FLAWS ENABLED, NOT A CERTIFICATE**: a flawed build is never certified.".to_owned();
+        }
         match (self.verdict, &self.selection) {
             (RunVerdict::Pass, None) => {
                 "The service under test is **CERTIFIED** against this catalogue.".to_owned()

@@ -456,6 +456,10 @@ fn junit_and_the_verdict_line_say_what_the_exit_status_says() {
     assert!(md.contains("NOT A CERTIFICATE"), "{md}");
     let whole = report::markdown::render(&passed_only());
     assert!(whole.contains("**CERTIFIED**"));
+    let mut flawed = passed_only();
+    flawed.environment.flaws = vec!["no-pkce".into()];
+    let md = report::markdown::render(&flawed);
+    assert!(!md.contains("**CERTIFIED**"), "a flawed build: {md}");
 }
 
 /// Chromium's console lines for `page`, and its DOM; the screenshot goes to `screenshot`.

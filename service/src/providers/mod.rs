@@ -557,6 +557,17 @@ mod tests {
         ));
         let revocation = dialect::status_only(StatusCode::TOO_MANY_REQUESTS);
         assert!(matches!(revocation, Err(ProviderError::Unavailable(_))));
+        // Slack says it in a 200.
+        let slack = DialectName::Slack.get();
+        let limited = br#"{"ok":false,"error":"ratelimited"}"#;
+        assert!(matches!(
+            slack.token_answer(StatusCode::OK, limited),
+            Err(ProviderError::Unavailable(_))
+        ));
+        assert!(matches!(
+            slack.revocation_answer(StatusCode::OK, limited),
+            Err(ProviderError::Unavailable(_))
+        ));
     }
 
     #[test]

@@ -102,6 +102,9 @@ impl Dialect for Slack {
             if GRANT_DEAD.contains(&answer.error.as_str()) {
                 return Err(ProviderError::InvalidGrant);
             }
+            if answer.error == "ratelimited" {
+                return Err(ProviderError::Unavailable("rate limited".into()));
+            }
             return oauth_error(status, &answer.error);
         }
         let mut tokens = oauth_token_answer(status, body)?;
@@ -124,6 +127,9 @@ impl Dialect for Slack {
         let answer = envelope(body, "auth.revoke")?;
         if answer.ok || TOKEN_DEAD.contains(&answer.error.as_str()) {
             return Ok(());
+        }
+        if answer.error == "ratelimited" {
+            return Err(ProviderError::Unavailable("rate limited".into()));
         }
         Err(ProviderError::Rejected {
             status: status.as_u16(),

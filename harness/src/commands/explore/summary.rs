@@ -73,7 +73,10 @@ pub(super) fn print_summary(label: &str, report: &ExploreReport) {
             }
         );
         for (outcome, n) in &s.outcomes {
-            println!("      {outcome}  × {n}");
+            println!(
+                "      {}  × {n}",
+                crate::untrusted::console(outcome, "        ")
+            );
         }
     }
     for v in &report.violations {
@@ -81,7 +84,7 @@ pub(super) fn print_summary(label: &str, report: &ExploreReport) {
             "  {} after {} schedule(s): {}",
             v.anomaly.as_str(),
             v.found_after,
-            v.detail
+            crate::untrusted::console(&v.detail, "    ")
         );
         println!(
             "    schedule {:?}{}",
