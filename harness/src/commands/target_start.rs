@@ -64,7 +64,10 @@ pub async fn try_profile(profile: &Arc<Profile>, backend: BackendChoice) -> Exit
             Ok(found) => println!("  ✓ {what:<22} {found}"),
             Err(why) => {
                 failed += 1;
-                println!("  ✗ {what:<22} {}", why.replace('\n', "\n      "));
+                println!(
+                    "  ✗ {what:<22} {}",
+                    crate::untrusted::console(why, "      ")
+                );
             }
         }
     }

@@ -66,7 +66,9 @@ pub fn render(report: &Report) -> Result<String, quick_junit::SerializeError> {
     junit.to_string()
 }
 
-/// The run's verdict as a test case: passed only when the run certifies or passes a selection.
+/// The run's verdict as a test case: failed whenever the run is not certified; passed when it
+/// certifies, or passes a selection or a flawed build (whose statement, in the case's output,
+/// says it is not a certificate).
 fn verdict_case(report: &Report) -> TestCase {
     let status = match report.verdict {
         RunVerdict::Pass => TestCaseStatus::success(),
