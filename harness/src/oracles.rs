@@ -344,6 +344,7 @@ pub fn issued_value_kind(canary: &str) -> String {
 /// provider issued ([`find_issued_value`]): this needs no list of what was issued, and a report is
 /// never allowed to hold one, whatever run wrote it. `Err` names the file and the value's kind.
 pub fn report_folder_free_of_issued_values(dir: &std::path::Path) -> Result<(), String> {
+    let needles = forbidden_in_reports();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
         let entries = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -365,41 +366,48 @@ pub fn report_folder_free_of_issued_values(dir: &std::path::Path) -> Result<(), 
                     issued_value_kind(&value)
                 ));
             }
-            // Encoded, as a dumped row or a quoted body may hold one: the start of every issued
-            // value (`hbcanary-<provider>-`) in hex or base64; and the fake's client secrets, as
-            // they are and form-encoded (how HTTP Basic carries them), in any of those forms.
             let lower = text.to_ascii_lowercase();
-            for provider in Provider::ALL {
-                let secret = crate::fake_provider::FakeProvider::client_secret(provider);
-                let form_encoded: String =
-                    url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-                for value in [secret, form_encoded] {
-                    let mut forms = vec![("text", value.clone())];
-                    forms.extend(encoded_forms(value.as_bytes()));
-                    for (form, needle) in forms {
-                        let haystack = if form == "hex" { &lower } else { &*text };
-                        if haystack.contains(needle.as_str()) {
-                            return Err(format!(
-                                "{} holds the fake provider's client secret for {provider} ({form}): a report must never hold one",
-                                path.display()
-                            ));
-                        }
-                    }
-                }
-                let start = format!("{}-{provider}-", crate::fake_provider::CANARY_PREFIX);
-                for (form, needle) in encoded_forms(start.as_bytes()) {
-                    let haystack = if form == "hex" { &lower } else { &*text };
-                    if haystack.contains(needle.as_str()) {
-                        return Err(format!(
-                            "{} holds a code or token the provider issued ({form} of {start}…): a report must never hold one",
-                            path.display()
-                        ));
-                    }
+            for (what, form, needle) in &needles {
+                let haystack = if *form == "hex" { &lower } else { &*text };
+                if haystack.contains(needle.as_str()) {
+                    return Err(format!(
+                        "{} holds {what} ({form}): a report must never hold one",
+                        path.display()
+                    ));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// What a report may not hold beyond a plain issued value, each as (what it is, its form, the
+/// text to look for): the start of every issued value (`hbcanary-<provider>-`) hex- or
+/// base64-encoded, as a dumped row or a quoted body may hold one; and the fake's client secrets,
+/// as they are and form-encoded (how HTTP Basic carries them), in any of those forms.
+fn forbidden_in_reports() -> Vec<(String, &'static str, String)> {
+    let mut needles = Vec::new();
+    for provider in Provider::ALL {
+        let secret = crate::fake_provider::FakeProvider::client_secret(provider);
+        let form_encoded: String =
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let what = format!("the fake provider's client secret for {provider}");
+        for value in [secret, form_encoded] {
+            needles.push((what.clone(), "text", value.clone()));
+            for (form, needle) in encoded_forms(value.as_bytes()) {
+                needles.push((what.clone(), form, needle));
+            }
+        }
+        let start = format!("{}-{provider}-", crate::fake_provider::CANARY_PREFIX);
+        for (form, needle) in encoded_forms(start.as_bytes()) {
+            needles.push((
+                format!("a code or token the provider issued (of {start}…)"),
+                form,
+                needle,
+            ));
+        }
+    }
+    needles
 }
 
 /// `value` as the encodings a stored or dumped copy can have it in: lowercase hex (how `pg_dump`

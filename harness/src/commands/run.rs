@@ -321,17 +321,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let s = &report.summary;
     println!(
         "\n{}: {} scenario(s), {} passed, {} failed, {} warning(s), {} flaky, {} could not run, {} skipped, in {:.1} s (provisioning {:.1} s)",
-        match (report.verdict, whole_catalogue) {
-            (report::RunVerdict::Pass, _) if !report.environment.flaws.is_empty() => {
-                "PASSED WITH SEEDED FLAWS ENABLED (a flawed build is never certified)".to_owned()
-            }
-            (report::RunVerdict::Pass, true) => "CERTIFIED".to_owned(),
-            (report::RunVerdict::Pass, false) => format!(
-                "PASSED (a selection of {} of the catalogue's {catalogue_size} scenarios: only the whole catalogue certifies)",
-                s.total
-            ),
-            (report::RunVerdict::Fail, _) => "NOT CERTIFIED".to_owned(),
-        },
+        report.verdict_headline(),
         s.total,
         s.passed,
         s.failed,

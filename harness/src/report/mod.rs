@@ -526,23 +526,57 @@ impl Report {
         self.not_certified_because.push(why);
     }
 
-    /// The verdict in words, for the reports' last line: a selection passes, never certifies.
-    pub fn verdict_statement(&self) -> String {
-        if self.verdict == RunVerdict::Pass && !self.environment.flaws.is_empty() {
-            return "**PASSED WITH SEEDED FLAWS ENABLED, NOT A CERTIFICATE**: a flawed build is never certified.".to_owned();
-        }
+    /// What the run stands for: only a whole, passing run of a correct build certifies.
+    fn standing(&self) -> Standing<'_> {
         match (self.verdict, &self.selection) {
-            (RunVerdict::Pass, None) => {
+            (RunVerdict::Fail, _) => Standing::NotCertified,
+            (RunVerdict::Pass, _) if !self.environment.flaws.is_empty() => Standing::Flawed,
+            (RunVerdict::Pass, Some(selection)) => Standing::Selection(selection),
+            (RunVerdict::Pass, None) => Standing::Certified,
+        }
+    }
+
+    /// The verdict in words, for the reports' last line.
+    pub fn verdict_statement(&self) -> String {
+        match self.standing() {
+            Standing::Certified => {
                 "The service under test is **CERTIFIED** against this catalogue.".to_owned()
             }
-            (RunVerdict::Pass, Some(selection)) => format!(
+            Standing::Flawed => "**PASSED WITH SEEDED FLAWS ENABLED, NOT A CERTIFICATE**: a flawed build is never certified.".to_owned(),
+            Standing::Selection(selection) => format!(
                 "**PASSED, NOT A CERTIFICATE**: this run was a selection ({selection}); only the whole catalogue certifies."
             ),
-            (RunVerdict::Fail, _) => {
+            Standing::NotCertified => {
                 "The service under test is **NOT CERTIFIED**: see the findings above.".to_owned()
             }
         }
     }
+
+    /// The verdict in a few words, for the run's summary line on the console.
+    pub fn verdict_headline(&self) -> String {
+        match self.standing() {
+            Standing::Certified => "CERTIFIED".to_owned(),
+            Standing::Flawed => {
+                "PASSED WITH SEEDED FLAWS ENABLED (a flawed build is never certified)".to_owned()
+            }
+            Standing::Selection(selection) => {
+                format!("PASSED (a selection of {selection}: only the whole catalogue certifies)")
+            }
+            Standing::NotCertified => "NOT CERTIFIED".to_owned(),
+        }
+    }
+}
+
+/// What a run stands for ([`Report::standing`]).
+enum Standing<'a> {
+    /// A whole, passing run of a correct build.
+    Certified,
+    /// A passing run of a build with seeded flaws.
+    Flawed,
+    /// A passing selection of the catalogue (what it was).
+    Selection(&'a str),
+    /// A run that did not pass.
+    NotCertified,
 }
 
 /// The environment facts that do not depend on the servers.

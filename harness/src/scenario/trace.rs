@@ -185,7 +185,7 @@ impl Trace {
 fn describe(e: &TraceEvent) -> String {
     use crate::untrusted::{code_span, markdown};
     let code = |s: &str| code_span(s).replace('|', "\\|");
-    let detail = markdown(&e.detail);
+    let detail = || markdown(&e.detail);
     let with_note = |text: String| match &e.note {
         Some(n) => format!("{text} — {}", markdown(n)),
         None => text,
@@ -195,11 +195,11 @@ fn describe(e: &TraceEvent) -> String {
         EventKind::Parked => format!("parked at {}", code(&e.detail)),
         EventKind::Blocked => "**BLOCKS**".to_owned(),
         EventKind::Released => format!("released from {}", code(&e.detail)),
-        EventKind::Completed => with_note(format!("→ {detail}")),
-        EventKind::Note => detail,
-        EventKind::Fault => format!("**FAULT** {detail}"),
-        EventKind::Checked => with_note(format!("✓ {detail}")),
-        EventKind::Failed => format!("✗ {detail}"),
+        EventKind::Completed => with_note(format!("→ {}", detail())),
+        EventKind::Note => detail(),
+        EventKind::Fault => format!("**FAULT** {}", detail()),
+        EventKind::Checked => with_note(format!("✓ {}", detail())),
+        EventKind::Failed => format!("✗ {}", detail()),
     };
     match &e.measured {
         Some(m) => format!("{text} ({})", markdown(m)),

@@ -30,6 +30,25 @@ async fn status(app: &TestApp, w: WorkspaceId, p: Provider) -> String {
         .unwrap()
 }
 
+async fn scopes(app: &TestApp, w: WorkspaceId, p: Provider) -> Vec<String> {
+    sqlx::query_scalar("SELECT scopes FROM connections WHERE workspace_id = $1 AND provider = $2")
+        .bind(w)
+        .bind(p.as_str())
+        .fetch_one(app.db())
+        .await
+        .unwrap()
+}
+
+/// The outcome of the last callback's audit row.
+async fn last_callback_outcome(app: &TestApp) -> String {
+    sqlx::query_scalar(
+        "SELECT outcome FROM audit_events WHERE action = 'oauth.callback' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap()
+}
+
 /// Authorizes, consents and delivers the callback as the owner: the callback's answer.
 async fn connect_answer(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
     let consent = app
@@ -195,13 +214,7 @@ async fn a_callback_without_the_issuer_the_provider_always_sends_is_refused() {
         0,
         "the code went nowhere"
     );
-    let outcome: String = sqlx::query_scalar(
-        "SELECT outcome FROM audit_events WHERE action = 'oauth.callback' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(app.db())
-    .await
-    .unwrap();
-    assert_eq!(outcome, "issuer_mismatch");
+    assert_eq!(last_callback_outcome(&app).await, "issuer_mismatch");
     app.sut
         .provider
         .configure(Provider::Gmail, |s| s.send_iss = true);
@@ -284,23 +297,14 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
     let t = app
         .tenant("scopes", true, ConnectionStatus::NotConnected)
         .await;
-    let scopes = |p: Provider| {
-        let app = &app;
-        async move {
-            sqlx::query_scalar::<_, Vec<String>>(
-                "SELECT scopes FROM connections WHERE workspace_id = $1 AND provider = $2",
-            )
-            .bind(t.workspace)
-            .bind(p.as_str())
-            .fetch_one(app.db())
-            .await
-            .unwrap()
-        }
-    };
     for p in Provider::ALL {
         app.connect(t.owner, t.workspace, p).await.unwrap();
         let asked = vec![format!("{p}.read"), "offline_access".to_owned()];
-        assert_eq!(scopes(p).await, asked, "{p}: the scopes granted");
+        assert_eq!(
+            scopes(&app, t.workspace, p).await,
+            asked,
+            "{p}: the scopes granted"
+        );
     }
     // Slack's access tokens last 12 hours, the others' one: 11 h 58 min later every one is
     // inside the refresh margin.
@@ -317,7 +321,7 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
         );
         let asked = vec![format!("{p}.read"), "offline_access".to_owned()];
         assert_eq!(
-            scopes(p).await,
+            scopes(&app, t.workspace, p).await,
             asked,
             "{p}: the scopes kept by the refresh"
         );
@@ -348,13 +352,11 @@ async fn a_grant_without_a_required_scope_is_given_back() {
             app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
             "{p}: the grant is over at the provider"
         );
-        let outcome: String = sqlx::query_scalar(
-            "SELECT outcome FROM audit_events WHERE action = 'oauth.callback' ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_one(app.db())
-        .await
-        .unwrap();
-        assert_eq!(outcome, "scope_not_granted", "{p}");
+        assert_eq!(
+            last_callback_outcome(&app).await,
+            "scope_not_granted",
+            "{p}"
+        );
         let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox")
             .fetch_one(app.db())
             .await

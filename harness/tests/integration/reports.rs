@@ -337,19 +337,18 @@ fn report_json_validates_against_its_schema() {
     assert_eq!(validator.iter_errors(&run).count(), 2);
 }
 
+/// The elements of `doc` named `tag`, in document order.
+fn tagged<'a, 'i>(doc: &'a roxmltree::Document<'i>, tag: &str) -> Vec<roxmltree::Node<'a, 'i>> {
+    doc.descendants().filter(|n| n.has_tag_name(tag)).collect()
+}
+
 #[test]
 fn junit_parses_back() {
     let xml = report::junit::render(&fixed_run(Severity::Low)).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
-    let cases: Vec<roxmltree::Node> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("testcase"))
-        .collect();
+    let cases = tagged(&doc, "testcase");
     assert_eq!(cases.len(), 5, "four scenarios and the run's verdict");
-    let failures: Vec<roxmltree::Node> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("failure"))
-        .collect();
+    let failures = tagged(&doc, "failure");
     assert_eq!(
         failures.len(),
         4,
@@ -438,10 +437,7 @@ fn junit_and_the_verdict_line_say_what_the_exit_status_says() {
     uncovered.not_certified("area oauth-state is not covered: its 21 scenario(s) SKIPPED".into());
     let xml = report::junit::render(&uncovered).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
-    let failures: Vec<roxmltree::Node> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("failure"))
-        .collect();
+    let failures = tagged(&doc, "failure");
     assert_eq!(failures.len(), 1, "{xml}");
     assert!(failures[0]
         .attribute("message")

@@ -105,18 +105,12 @@ pub async fn authorize(
         )
         .append_pair("state", issued.state.expose_secret());
     // The dialect's own parameters, unless the configured authorization URL already sets them.
-    let preset: Vec<String> = config
-        .authorize_url
-        .query_pairs()
-        .map(|(k, _)| k.into_owned())
-        .collect();
-    url.query_pairs_mut().extend_pairs(
-        config
-            .dialect()
-            .authorize_parameters()
-            .iter()
-            .filter(|(k, _)| !preset.iter().any(|p| p == k)),
-    );
+    // (Read only for a dialect that has some: nothing is copied for the others.)
+    for (name, value) in config.dialect().authorize_parameters() {
+        if !config.authorize_url.query_pairs().any(|(k, _)| k == *name) {
+            url.query_pairs_mut().append_pair(name, value);
+        }
+    }
     if !flaws::active(Flaw::NoPkce) {
         url.query_pairs_mut()
             .append_pair("code_challenge", &issued.challenge)

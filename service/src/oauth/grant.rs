@@ -163,13 +163,7 @@ pub(super) async fn complete_flow(
         .map(|c| c.scopes_not_granted(&tokens))
         .unwrap_or_default();
     if !missing.is_empty() {
-        let delivered = give_back(&state, provider, &tokens).await;
-        if let Some(intent) = intent {
-            if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await
-            {
-                tracing::warn!(error = %e, "the refused grant's intent stays for the outbox");
-            }
-        }
+        give_back_settled(&state, provider, &tokens, intent).await;
         tracing::info!(
             provider = provider.as_str(),
             missing = %missing.join(" "),
@@ -208,8 +202,7 @@ pub(super) async fn complete_flow(
             }
             None => {}
             Some(intent) if flaws::active(Flaw::RevokeOnAnyCommitError) => {
-                let delivered = give_back(&state, provider, &tokens).await;
-                let _ = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await;
+                give_back_settled(&state, provider, &tokens, Some(intent)).await;
             }
             Some(intent) => {
                 match store_outcome(&state, &ctx, &record, &member, provider, grant, intent).await {
@@ -239,12 +232,7 @@ pub(super) async fn complete_flow(
                         return Ok(*view);
                     }
                     StoreOutcome::NotStored => {
-                        let delivered = give_back(&state, provider, &tokens).await;
-                        if let Err(e) =
-                            outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await
-                        {
-                            tracing::warn!(error = %e, "the unstored grant's intent stays for the outbox");
-                        }
+                        give_back_settled(&state, provider, &tokens, Some(intent)).await;
                     }
                     // The outbox has it (a worker took it, or it cannot be read now): it revokes
                     // the grant if, and only if, the store did not commit.
@@ -287,6 +275,23 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> R
         tracing::warn!(error = %e, "could not revoke an unused grant");
     }
     delivered
+}
+
+/// Gives a grant back and settles the intent that wrote it ahead, if any, with the provider's
+/// answer: gone once revoked, else due again for the outbox (which also takes it if the settle
+/// itself fails).
+async fn give_back_settled(
+    state: &AppState,
+    provider: Provider,
+    tokens: &TokenSet,
+    intent: Option<outbox::IntentId>,
+) {
+    let delivered = give_back(state, provider, tokens).await;
+    if let Some(intent) = intent {
+        if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await {
+            tracing::warn!(error = %e, "an unstored grant's intent stays for the outbox");
+        }
+    }
 }
 
 /// The write-ahead's transaction, opened before the code exchange on a connection of the

@@ -32,30 +32,24 @@ async fn a_replica_starts_is_killed_with_its_group_and_restarts_on_its_port() {
     assert!(answers(&cmd.base_url).await);
     kill(child).await.unwrap();
     // The grandchild died with the group: nothing answers on the port any more.
-    let gone = async {
-        while answers(&cmd.base_url).await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), gone)
-        .await
-        .expect("the server behind the shell was killed with its group");
+    assert!(
+        stops_answering(&cmd.base_url, Duration::from_secs(5)).await,
+        "the server behind the shell was killed with its group"
+    );
     let again = cmd.start().await.expect("restarted on the same port");
     terminate(again, Duration::from_secs(5), &cmd)
         .await
         .unwrap();
 }
 
-/// Polls until nothing answers at `base_url`; false if something still does after 5 s.
-async fn stops_answering(base_url: &str) -> bool {
+/// Polls until nothing answers at `base_url`; false if something still does after `bound`.
+async fn stops_answering(base_url: &str, bound: Duration) -> bool {
     let gone = async {
         while answers(base_url).await {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), gone)
-        .await
-        .is_ok()
+    tokio::time::timeout(bound, gone).await.is_ok()
 }
 
 #[tokio::test]
@@ -71,7 +65,7 @@ async fn a_replica_never_ready_is_killed_with_its_group() {
     let e = cmd.start().await.unwrap_err();
     assert!(e.contains("404"), "the last answer is said: {e}");
     assert!(
-        stops_answering(&cmd.base_url).await,
+        stops_answering(&cmd.base_url, Duration::from_secs(5)).await,
         "the server behind the shell outlived the failed start"
     );
 }
@@ -84,12 +78,10 @@ async fn a_replica_that_exited_by_itself_fails_its_stop_with_its_status_and_log(
         "timeout 5 python3 -m http.server \"$PORT\" --bind 127.0.0.1; echo 'worker lost'; exit 3",
     );
     let mut child = cmd.start().await.expect("the server answers /");
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        while answers(&cmd.base_url).await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    ended.await.expect("the server ends after its 5 s");
+    assert!(
+        stops_answering(&cmd.base_url, Duration::from_secs(10)).await,
+        "the server ends after its 5 s"
+    );
     let exited = async {
         while child.try_wait().ok().flatten().is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -137,7 +129,7 @@ async fn a_start_script_that_exits_takes_what_it_started_with_it() {
     let e = cmd.start().await.unwrap_err();
     assert!(e.contains("exited during start-up"), "{e}");
     assert!(
-        stops_answering(&cmd.base_url).await,
+        stops_answering(&cmd.base_url, Duration::from_secs(5)).await,
         "the server the script left behind outlived the failed start"
     );
 }
