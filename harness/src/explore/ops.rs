@@ -492,16 +492,7 @@ impl Operation {
             // would change nothing, and the set would read clean.
             Does::Faults(steps) => steps
                 .iter()
-                .flat_map(|s| match s.kind.dependency() {
-                    crate::faults::Dependency::Replica => vec![Capability::Crash],
-                    crate::faults::Dependency::Redis => vec![Capability::Faults, Capability::Redis],
-                    crate::faults::Dependency::Postgres => {
-                        vec![Capability::Faults, Capability::Database]
-                    }
-                    crate::faults::Dependency::Provider => {
-                        vec![Capability::Faults, Capability::ProviderControl]
-                    }
-                })
+                .flat_map(|s| Capability::to_fault(s.kind.dependency()).iter().copied())
                 .collect(),
         }
     }

@@ -326,6 +326,7 @@ fn unknown_id(all: &[LoadedScenario], wanted: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::Capability;
 
     const BODY: &str = "title = \"t\"\nsource = \"s\"\nseverity = \"low\"\narea = \"concurrency\"\n\n[[tenants]]\nname = \"acme\"\n\n[[actors]]\nname = \"A\"\nuser = \"acme.owner\"\n\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n";
 
@@ -371,6 +372,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("are both scenario TM-STATE-EXPIRY"), "{err}");
+    }
+
+    /// A fault needs the link it is done to, not only the proxies: a target taking
+    /// `{database_url}` but reaching its own Redis is offered `faults`, and a Redis fault there
+    /// would reach nobody and leave the scenario unable to fail.
+    #[test]
+    fn a_fault_needs_the_link_it_is_done_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let needs = |steps: &str| {
+            let file = dir.path().join("F.toml");
+            let text = format!("id = \"F\"\n{BODY}{steps}");
+            load::load_str(&file, &text).unwrap().scenario.requires()
+        };
+        // What the fault adds to what the scenario needs without it (its tenants need the
+        // database already).
+        let base = needs("");
+        let added = |step: &str| -> Vec<Capability> {
+            needs(&format!("\n[[steps]]\n{step}\n"))
+                .difference(&base)
+                .copied()
+                .collect()
+        };
+        use Capability::*;
+        assert_eq!(
+            added("do = \"fault\"\nfault = \"redis_down\""),
+            [Faults, Redis]
+        );
+        assert_eq!(
+            added("do = \"until\"\nheld_by_pause = \"redis\""),
+            [Faults, Redis]
+        );
+        assert_eq!(
+            added("do = \"fault\"\nfault = \"provider_down\""),
+            [ProviderControl, Faults]
+        );
+        assert_eq!(
+            added("do = \"fault\"\nfault = \"postgres_pause\""),
+            [Faults],
+            "the database is needed already"
+        );
+        assert!(
+            !base.contains(&Faults) && base.contains(&Database),
+            "{base:?}"
+        );
+        assert_eq!(
+            added("do = \"fault\"\nfault = \"replica_stop\"\nreplica = 0"),
+            [Crash]
+        );
     }
 
     #[test]

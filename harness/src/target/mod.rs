@@ -88,6 +88,20 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// What a fault on `dependency` needs of a target: the proxies, and the link itself taken
+    /// from the harness — a target that reaches its own Redis (no `{redis_url}`) while taking
+    /// `{database_url}` has the proxies, but a Redis fault would reach nobody, change nothing,
+    /// and leave a scenario expecting the service to survive it unable to fail.
+    pub fn to_fault(dependency: crate::faults::Dependency) -> &'static [Capability] {
+        use crate::faults::Dependency;
+        match dependency {
+            Dependency::Replica => &[Capability::Crash],
+            Dependency::Redis => &[Capability::Faults, Capability::Redis],
+            Dependency::Postgres => &[Capability::Faults, Capability::Database],
+            Dependency::Provider => &[Capability::Faults, Capability::ProviderControl],
+        }
+    }
+
     /// Every capability, in the order tables list them.
     pub const ALL: [Capability; 11] = [
         Capability::SyncPoints,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::faults::{Dependency, Fault, FaultKind};
+use crate::faults::{Fault, FaultKind};
 use crate::scenario::check::{problem, Checker, Problem};
 use crate::scenario::executor::Executor;
 use crate::scenario::outcome::Failure;
@@ -83,10 +83,7 @@ impl FaultStep {
 
     /// What it needs of a target.
     pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
-        match self.fault.kind.dependency() {
-            Dependency::Replica => needs.insert(Capability::Crash),
-            _ => needs.insert(Capability::Faults),
-        };
+        needs.extend(Capability::to_fault(self.fault.kind.dependency()));
         if matches!(
             self.fault.kind,
             FaultKind::PostgresTerminateActor

@@ -347,8 +347,8 @@ impl Step {
                 if s.needs_database() {
                     needs.extend([Capability::Database, Capability::ReferenceSchema]);
                 }
-                if s.needs_faults() {
-                    needs.insert(Capability::Faults);
+                if let Some(dependency) = s.paused_dependency() {
+                    needs.extend(Capability::to_fault(dependency));
                 }
             }
             StepKind::Assert(s) => s.assertion.requires(needs),

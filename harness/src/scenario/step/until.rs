@@ -117,9 +117,12 @@ impl Until {
         matches!(self, Until::OutboxEmpty)
     }
 
-    /// Whether it reads the fault proxies.
-    pub fn needs_faults(&self) -> bool {
-        matches!(self, Until::HeldByPause { .. })
+    /// The dependency whose fault proxy it reads, if it reads one.
+    pub fn paused_dependency(&self) -> Option<Dependency> {
+        match self {
+            Until::HeldByPause { dependency, .. } => Some(*dependency),
+            _ => None,
+        }
     }
 
     /// Waits.

@@ -557,11 +557,14 @@ impl Profile {
                 "the database is made for the run, and holds only what the harness made".to_owned()
             }),
         );
+        // A fault also needs its link taken from the harness (`Capability::to_fault`): Redis
+        // faults the Redis capability, provider faults the provider control.
         out.insert(
             Capability::Faults,
-            database
-                .clone()
-                .map(|_| "its PostgreSQL, Redis and provider links go through the harness's fault proxies".to_owned()),
+            database.clone().map(|_| {
+                "the links its templates take ({database_url}, and {redis_url} and the providers' URLs where used) go through the harness's fault proxies"
+                    .to_owned()
+            }),
         );
         out.insert(
             Capability::Crash,
