@@ -107,7 +107,7 @@ impl AdvisoryKey {
 }
 
 /// A row of `pg_locks` for the scenario's database or an advisory lock.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, sqlx::FromRow, PartialEq, Eq)]
 pub struct LockRow {
     /// The holding or waiting backend.
     pub pid: i32,
@@ -148,14 +148,35 @@ const ACTIVITY_SQL: &str = "\
     FROM pg_stat_activity a \
     WHERE a.datname = current_database() AND a.application_name = ANY($1)";
 
-const LOCKS_SQL: &str = "\
-    SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.locktype, \
-           l.classid::bigint AS classid, l.objid::bigint AS objid, l.objsubid, l.relation::regclass::text AS relation, \
-           l.page, l.tuple, l.transactionid::text AS transactionid, l.mode, l.granted \
-    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-    WHERE (l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) OR l.locktype = 'transactionid') \
-      AND l.pid <> pg_backend_pid() \
-    ORDER BY l.pid, l.locktype";
+// The columns of a `LockRow`, from `pg_locks l` and `pg_stat_activity a`.
+macro_rules! lock_row_columns {
+    () => {
+        "l.pid, coalesce(a.application_name, '') AS application_name, l.locktype, \
+         l.classid::bigint AS classid, l.objid::bigint AS objid, l.objsubid, l.relation::regclass::text AS relation, \
+         l.page, l.tuple, l.transactionid::text AS transactionid, l.mode, l.granted"
+    };
+}
+
+const LOCKS_SQL: &str = concat!(
+    "SELECT ",
+    lock_row_columns!(),
+    " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+      WHERE (l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) OR l.locktype = 'transactionid') \
+        AND l.pid <> pg_backend_pid() \
+      ORDER BY l.pid, l.locktype"
+);
+
+// The tester's question, its proof and the lock awaited, in one statement: read apart, a wait
+// that ends between the reads would leave its proof naming nothing.
+const WAITS_AMONG_SQL: &str = concat!(
+    "SELECT pg_isolation_test_session_is_blocked($1, $2), \
+            ARRAY(SELECT p FROM unnest(pg_blocking_pids($1)) AS u(p) WHERE p = ANY($2)), \
+            pg_safe_snapshot_blocking_pids($1), \
+            (SELECT row_to_json(w) FROM (SELECT ",
+    lock_row_columns!(),
+    " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+       WHERE l.pid = $1 AND NOT l.granted LIMIT 1) w)"
+);
 
 /// The backend currently running the transaction tagged with `actor`, if any.
 pub async fn activity_of(
@@ -181,23 +202,31 @@ pub async fn activities_of(
 /// What a backend waits for, as PostgreSQL's isolation tester asks it: the server's own
 /// `pg_isolation_test_session_is_blocked` decides (a heavyweight lock held or queued for ahead of
 /// it by one of `among`, a safe snapshot, and whatever else the server's version counts), and
-/// `pg_blocking_pids` / `pg_safe_snapshot_blocking_pids`, read in the same query, are the proof.
-/// `None` when it does not wait.
+/// `pg_blocking_pids` / `pg_safe_snapshot_blocking_pids` and the lock awaited in `pg_locks`, read
+/// in the same statement, are the proof. `None` when it does not wait, or when the server says it
+/// does but the proof names no backend (the wait ended between the statement's reads): the
+/// caller asks again.
 pub async fn waits_among(
     pool: &PgPool,
     pid: i32,
     among: &[i32],
 ) -> Result<Option<SessionWait>, sqlx::Error> {
-    let (blocked, lock, snapshot): (bool, Vec<i32>, Vec<i32>) = sqlx::query_as(
-        "SELECT pg_isolation_test_session_is_blocked($1, $2), \
-                ARRAY(SELECT p FROM unnest(pg_blocking_pids($1)) AS u(p) WHERE p = ANY($2)), \
-                pg_safe_snapshot_blocking_pids($1)",
-    )
-    .bind(pid)
-    .bind(among)
-    .fetch_one(pool)
-    .await?;
-    Ok(blocked.then_some(SessionWait { lock, snapshot }))
+    let (blocked, lock, snapshot, awaited): (
+        bool,
+        Vec<i32>,
+        Vec<i32>,
+        Option<sqlx::types::Json<LockRow>>,
+    ) = sqlx::query_as(WAITS_AMONG_SQL)
+        .bind(pid)
+        .bind(among)
+        .fetch_one(pool)
+        .await?;
+    let wait = SessionWait {
+        lock,
+        snapshot,
+        awaited: awaited.map(|j| j.0),
+    };
+    Ok((blocked && wait.is_proven()).then_some(wait))
 }
 
 /// Who a waiting backend waits for.
@@ -207,6 +236,15 @@ pub struct SessionWait {
     pub lock: Vec<i32>,
     /// The backends whose serializable transactions keep it from a safe snapshot.
     pub snapshot: Vec<i32>,
+    /// The lock it awaited, as `pg_locks` showed it (none for a safe-snapshot wait).
+    pub awaited: Option<LockRow>,
+}
+
+impl SessionWait {
+    /// Whether it names a backend waited for.
+    pub fn is_proven(&self) -> bool {
+        !self.lock.is_empty() || !self.snapshot.is_empty()
+    }
 }
 
 /// Every lock on the scenario's database (and every transaction-id lock), held or awaited.

@@ -50,10 +50,9 @@ pub struct WaitProof {
     pub step: String,
     /// From sending the step to seeing it wait.
     pub detected_after_ms: f64,
-    /// The backends it waited for (`None` for a `(*)` marker, which needs no proof).
+    /// The backends it waited for and the lock it awaited, read in one statement (`None` for a
+    /// `(*)` marker, which needs no proof).
     pub wait: Option<SessionWait>,
-    /// The lock it awaited, as `pg_locks` showed it.
-    pub awaited: Option<LockRow>,
 }
 
 /// What stopped a spec before its end.
@@ -371,7 +370,7 @@ impl Tester<'_> {
         let s = step.session;
         let retry = flags & RETRY != 0;
         if !retry && step.blockers.contains(&Blocker::Once) {
-            self.print_waiting(step, None, None);
+            self.print_waiting(step, None);
             return Ok(true);
         }
         let started = Instant::now();
@@ -412,12 +411,7 @@ impl Tester<'_> {
                                 Err(oneshot::error::TryRecvError::Empty) => {}
                             }
                             if !retry {
-                                let awaited = evidence::lock_snapshot(&self.evidence)
-                                    .await
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .find(|l| l.pid == self.pids[s] && !l.granted);
-                                self.print_waiting(step, Some(wait), awaited);
+                                self.print_waiting(step, Some(wait));
                             }
                             return Ok(true);
                         }
@@ -441,7 +435,7 @@ impl Tester<'_> {
         self.read_input(s);
         if self.has_blocker(step) {
             if !retry {
-                self.print_waiting(step, None, None);
+                self.print_waiting(step, None);
             }
             return Ok(true);
         }
@@ -495,7 +489,7 @@ impl Tester<'_> {
         })
     }
 
-    fn print_waiting(&mut self, step: &PStep, wait: Option<SessionWait>, awaited: Option<LockRow>) {
+    fn print_waiting(&mut self, step: &PStep, wait: Option<SessionWait>) {
         self.tested
             .output
             .push_str(&format!("step {}: {} <waiting ...>\n", step.name, step.sql));
@@ -507,7 +501,6 @@ impl Tester<'_> {
             step: step.name.clone(),
             detected_after_ms: after,
             wait,
-            awaited,
         });
     }
 

@@ -33,7 +33,10 @@ async fn a_waiting_step_is_proven_from_the_lock_tables() {
     for w in &outcome.tested.waits {
         let wait = w.wait.as_ref().expect("a lock-table proof");
         assert_eq!(wait.lock.len(), 1, "{w:?}");
-        let awaited = w.awaited.as_ref().expect("the awaited lock");
+        let awaited = wait
+            .awaited
+            .as_ref()
+            .expect("the awaited lock, read in the same statement");
         assert_eq!(
             (awaited.locktype.as_str(), awaited.granted),
             ("advisory", false)
