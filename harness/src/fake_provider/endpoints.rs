@@ -91,6 +91,7 @@ pub(super) async fn authorize(
         _ => true,
     };
     let code = mint(&mut guard, provider, "code");
+    let expires = Instant::now() + guard.of(provider).switches.code_lifetime;
     guard.codes.insert(
         code.clone(),
         (
@@ -102,6 +103,7 @@ pub(super) async fn authorize(
                 scope: q.scope.unwrap_or_default(),
                 offline,
                 used: false,
+                expires,
             },
         ),
     );
@@ -216,8 +218,10 @@ pub(super) async fn token(
                 _ => false,
             };
             let reused = grant.used;
+            let expired = grant.expires <= Instant::now();
             if *owner != provider
                 || grant.used
+                || expired
                 || grant.client_id != FakeProvider::client_id(provider)
                 || form.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str())
                 || !verifier_ok
@@ -225,6 +229,8 @@ pub(super) async fn token(
                 grant.used = true;
                 if reused {
                     guard.count(provider, Some(&code), |c| c.code_reused += 1);
+                } else if expired {
+                    guard.count(provider, Some(&code), |c| c.code_expired += 1);
                 }
                 return wire::token_refusal(provider, Refusal::Grant { refresh });
             }

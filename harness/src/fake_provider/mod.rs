@@ -6,7 +6,8 @@
 //!   the PKCE challenge when one is sent (S256 only), and redirects to the redirect URI with
 //!   `code`, `state` (QuickBooks adds `realmId`; `iss` only when [`Switches::send_iss`]).
 //!   Gmail's code carries a refresh token only when `access_type=offline` was asked for; Slack's
-//!   scopes are comma-separated (a space inside one is `invalid_scope`).
+//!   scopes are comma-separated (a space inside one is `invalid_scope`). A code lives as long as
+//!   its provider lets it ([`Switches::code_lifetime`]: Box 30 seconds, the others ten minutes).
 //! - `POST /{p}/token` authenticates the client the provider's way (QuickBooks: HTTP Basic only;
 //!   Box: body only; Gmail and Slack: either, never both), then exchanges a code (checking client,
 //!   redirect URI and verifier) or a refresh token. The answer's `scope` is the provider's:
@@ -135,6 +136,10 @@ pub struct Switches {
     /// one at the consent screen (Google's granular consent). Only Gmail and Slack name the
     /// granted scopes in their answers.
     pub untick_first_scope: bool,
+    /// How long an authorization code can be exchanged after it is issued: Box documents 30
+    /// seconds and Slack ten minutes; Google and Intuit document none, and RFC 6749 §4.1.2's
+    /// recommended maximum of ten minutes stands for them. An older code is `invalid_grant`.
+    pub code_lifetime: Duration,
 }
 
 impl Switches {
@@ -171,6 +176,11 @@ impl Switches {
             malformed_resource: false,
             extra_documents: 0,
             untick_first_scope: false,
+            code_lifetime: if provider == Provider::Box {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_secs(600)
+            },
         }
     }
 }
@@ -187,6 +197,8 @@ pub struct Counters {
     /// Code exchanges refused because the code had been presented before (a code is good once,
     /// RFC 6749 §4.1.2): a client exchanging one code twice.
     pub code_reused: u64,
+    /// Code exchanges refused because the code had outlived [`Switches::code_lifetime`].
+    pub code_expired: u64,
     /// Token requests with `grant_type=refresh_token`.
     pub refreshes: u64,
     /// Refreshes that issued tokens.
@@ -229,6 +241,8 @@ struct CodeGrant {
     /// Whether the exchange issues a refresh token (Gmail: only for `access_type=offline`).
     offline: bool,
     used: bool,
+    /// When it can no longer be exchanged (its provider's lifetime when it was issued).
+    expires: Instant,
 }
 
 struct AccessGrant {

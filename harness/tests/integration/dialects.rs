@@ -370,3 +370,37 @@ async fn a_grant_without_a_required_scope_is_given_back() {
     }
     app.stop().await;
 }
+
+/// A code lives as long as its provider lets it (Box: 30 seconds): one exchanged later is
+/// `invalid_grant`, the callback answers 502 `PROVIDER_ERROR`, nothing is stored and no grant is
+/// live; a fresh authorization connects.
+#[tokio::test]
+async fn a_code_exchanged_after_its_lifetime_is_refused_and_nothing_is_stored() {
+    use harbor_harness::fake_provider::Switches;
+    assert_eq!(
+        Switches::of(Provider::Box).code_lifetime,
+        std::time::Duration::from_secs(30)
+    );
+    let app = spawn_app().await;
+    let t = app
+        .tenant("late-code", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Box;
+    let default = Switches::of(p).code_lifetime;
+    app.sut
+        .provider
+        .configure(p, |s| s.code_lifetime = std::time::Duration::ZERO);
+    connect_answer(&app, &t, p)
+        .await
+        .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR");
+    assert_eq!(status(&app, t.workspace, p).await, "NOT_CONNECTED");
+    let c = app.sut.provider.counters(p);
+    assert_eq!(
+        (c.code_exchanges, c.code_expired, c.code_exchanges_ok),
+        (1, 1, 0)
+    );
+    assert!(app.sut.provider.live_grants().iter().all(|(q, _)| *q != p));
+    app.sut.provider.configure(p, |s| s.code_lifetime = default);
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    app.stop().await;
+}

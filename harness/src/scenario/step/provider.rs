@@ -57,6 +57,9 @@ pub struct RawProvider {
     pub expire_access_tokens: Option<bool>,
     /// Revoke every grant issued so far, as a user removing the app at the provider does.
     pub revoke_grants: Option<bool>,
+    /// How long codes issued from now on can be exchanged, in milliseconds (a provider's own
+    /// lifetime by default: Box 30 s, the others ten minutes).
+    pub code_lifetime_ms: Option<u64>,
 }
 
 /// A checked provider step: the provider, typed, and the switches to change as written (unset
@@ -127,6 +130,9 @@ impl ProviderSwitch {
             if let Some(n) = s.extra_documents {
                 switches.extra_documents = n;
             }
+            if let Some(ms) = s.code_lifetime_ms {
+                switches.code_lifetime = std::time::Duration::from_millis(ms);
+            }
         });
         if s.expire_access_tokens == Some(true) {
             fake.expire_access_tokens(self.provider);
@@ -153,6 +159,9 @@ impl ProviderSwitch {
         }
         if let Some(ms) = c.token_delay_ms {
             detail.push_str(&format!(" token_delay_ms={ms}"));
+        }
+        if let Some(ms) = c.code_lifetime_ms {
+            detail.push_str(&format!(" code_lifetime_ms={ms}"));
         }
         if let Some(o) = c.oversized_token_reply {
             detail.push_str(&format!(" oversized_token_reply={o}"));
