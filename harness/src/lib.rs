@@ -121,7 +121,7 @@ mod layering {
     ];
 
     fn src() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+        harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("src")
     }
 
     #[test]

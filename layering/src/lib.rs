@@ -6,6 +6,18 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 
+/// The directory of the crate whose test is running: `CARGO_MANIFEST_DIR` as cargo and nextest
+/// set it for the test process, else `compiled` (the same variable at build time, which a caller
+/// passes as `env!("CARGO_MANIFEST_DIR")`). Run time first: the target directory is shared
+/// between checkouts (the CI's clone and the working tree), cargo's fingerprints do not name the
+/// checkout, and a test binary built in another one would read that checkout's files — an
+/// older tree, or one deleted since.
+pub fn crate_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(compiled))
+}
+
 /// Layers, bottom first: a name and its modules.
 pub type Layers<'a> = &'a [(&'a str, &'a [&'a str])];
 

@@ -13,7 +13,8 @@
 //! - [`request_tx`]: [`request_tx::WorkspaceRequest`], a member's request and the one way its
 //!   handler opens a transaction (tenant-scoped, tagged with the actor).
 //! - [`db`]: pool, migrations, the begin/finish discipline for transactions, [`db::DbError`].
-//! - [`locks`]: `lock_key_for_workspace`, the only place advisory-lock keys are derived.
+//! - [`locks`]: `lock_key_for_workspace`, the only place the workspace lock's key is derived (the
+//!   membership's own key is derived in SQL, `harbor_membership_lock_key`).
 //! - [`lifecycle`]: the connection state machine, the only place transitions are decided.
 //! - [`activation`]: `POST /v1/workspaces/{id}/activation`.
 //! - [`connections`]: list (metadata only), disconnect and revoke (both give the grant back at
@@ -29,7 +30,8 @@
 //! - [`documents`]: connector sync with single-flight refresh, and the documents list.
 //! - [`ratelimit`]: GCRA rate limits in Redis, shared by replicas.
 //! - [`clock`]: the service's clock, which the harness can move.
-//! - [`flaws`]: seeded v1 flaws for the harness's mutation run (cargo feature `flaws` only).
+//! - [`flaws`]: seeded flaws (the v1 audit's and later reviews') for the harness's mutation run
+//!   (cargo feature `flaws` only).
 //! - [`audit`]: the append-only audit trail.
 //! - [`syncpoints`]: the named points where the harness can park a request, and
 //!   [`syncpoint_protocol`]: the same points over HTTP (test mode only), for a harness outside
@@ -127,7 +129,7 @@ mod layering {
     ];
 
     fn src() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+        harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("src")
     }
 
     #[test]

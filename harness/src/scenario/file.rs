@@ -94,7 +94,7 @@ mod tests {
     /// Every catalogue file and every saved reproduction loads back equal after being written.
     #[test]
     fn every_scenario_file_round_trips_through_the_writer() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let root = harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let mut files = Vec::new();
         let mut dirs = vec![root];
         while let Some(dir) = dirs.pop() {

@@ -7,7 +7,7 @@ use harbor_harness::fuzzing::{bounded_pass, TARGETS};
 
 #[test]
 fn every_parser_survives_its_seeds_and_their_mutations() {
-    let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let fuzz_dir = harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     // A fixed seed and a fixed count: the same inputs on every machine, so a failure here replays
     // exactly. The time bound is a backstop against a hang, far above what a slow CI run takes
     // (each target under 1 s here); a pass it cuts short fails below.

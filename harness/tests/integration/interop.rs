@@ -35,7 +35,8 @@ struct RealServer {
 
 impl RealServer {
     async fn start(secret: &str) -> Self {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/oidc-provider");
+        let dir =
+            harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../scripts/oidc-provider");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
             "node-oidc-provider is not installed: run `npm ci --prefix scripts/oidc-provider` \

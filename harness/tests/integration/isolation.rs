@@ -10,7 +10,7 @@ use harbor_harness::isolation::{self, spec, tester, Options};
 use crate::helpers::test_infra;
 
 fn repository_spec(name: &str) -> isolation::SpecFile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios/sql")
         .join(format!("{name}.spec"));
     isolation::load(&path).unwrap()

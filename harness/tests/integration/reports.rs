@@ -235,7 +235,7 @@ pub fn fixed_run(fail_on: Severity) -> Report {
 }
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+    harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -306,7 +306,8 @@ fn fail_on_turns_low_findings_into_warnings_but_never_flakes() {
 }
 
 fn schema() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/report.schema.json");
+    let path = harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("../reports/report.schema.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -523,7 +524,8 @@ fn html_opens_in_headless_chromium_without_console_errors() {
     let failed_first = scenarios.find("AUD-LOCK-NAMESPACE").unwrap()
         < scenarios.find("AUD-Q2-ACTIVATION-FIRST").unwrap();
     assert!(failed_first, "failures come first");
-    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    let artefacts =
+        harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&artefacts).unwrap();
     let shot = artefacts.join("report.png");
     let _ = chromium(&page, Some(&shot));

@@ -12,7 +12,7 @@ use harbor_harness::target::started::InProcessLauncher;
 use crate::helpers::test_infra;
 
 fn catalogue_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+    harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
 const CATALOGUE: &[&str] = &[

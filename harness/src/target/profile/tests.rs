@@ -4,10 +4,10 @@ use super::*;
 
 /// The reference's own profile, as the repository ships it.
 fn reference_text() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../targets/reference/target.toml"
-    ))
+    std::fs::read_to_string(
+        harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("../targets/reference/target.toml"),
+    )
     .expect("targets/reference/target.toml")
 }
 
@@ -102,10 +102,10 @@ fn bad_profiles_are_refused_naming_the_place() {
 
 /// The flask port's deployed profile, with `{env:…}` values set as `deploy.py` would.
 fn deployed_text() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../targets/flask-seed/deployed/target.toml"
-    ))
+    std::fs::read_to_string(
+        harbor_layering::crate_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("../targets/flask-seed/deployed/target.toml"),
+    )
     .expect("targets/flask-seed/deployed/target.toml")
 }
 
