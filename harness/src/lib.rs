@@ -6,9 +6,9 @@
 //! - [`provision`]: one interface over the `docker`, `local` and `external` backends; a migrated
 //!   template database cloned per scenario/test, and a Redis key prefix per scenario/test.
 //! - [`target`]: [`target::Target`], the one boundary every technique reaches the service through,
-//!   and [`target::started`]: the reference service's replicas started in-process on one
-//!   isolated environment (with `harbor-certify serve` and the raw activation ceiling the benches
-//!   compare with).
+//!   and [`target::started`]: a target's replicas on one isolated environment — the reference
+//!   in-process, a profile's service as child processes, or a deployed one at its URL (with
+//!   `harbor-certify serve` and the raw activation ceiling the benches compare with).
 //! - [`identity`]: [`identity::TokenMint`], the stand-in for the identity gateway: an Ed25519 key pair,
 //!   its JWK set for the service, and good or deliberately bad tokens.
 //! - [`fixtures`]: tenants, workspaces, users, memberships, entitlements and connection states.

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harbor_harness::client::ApiClient;
-use harbor_harness::operation::paths;
+use harbor_harness::operation::WorkspaceOp;
 use harbor_harness::stats::{median, percentile};
 use harbor_harness::target::started::serve::{BenchTenants, BenchUser};
+use harbor_service::domain::Provider;
 use serde::Serialize;
 
 use crate::process::{Sampler, Usage};
@@ -106,9 +107,11 @@ pub async fn run(
                                 .map(|held| Some(held.as_secs_f64() * 1e3))
                             } else {
                                 client
-                                    .request(
-                                        reqwest::Method::POST,
-                                        paths::activation(u.tenant.workspace),
+                                    .operation(
+                                        WorkspaceOp::Activate,
+                                        u.tenant.workspace,
+                                        Provider::Qbo,
+                                        "",
                                     )
                                     .on_replica(
                                         u.tenant.workspace.0.as_u128() as usize % client.replicas(),

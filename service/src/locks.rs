@@ -54,7 +54,7 @@ pub struct WorkspaceLock {
     pub taken_at: std::time::Instant,
 }
 
-/// Derives the advisory-lock key for a workspace. The only place keys are derived.
+/// Derives the advisory-lock key for a workspace. The only place workspace keys are derived.
 pub fn lock_key_for_workspace(workspace_id: WorkspaceId) -> WorkspaceLockKey {
     let digest = Sha256::digest(workspace_id.0.as_bytes());
     let objid = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);

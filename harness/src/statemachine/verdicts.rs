@@ -1,5 +1,8 @@
 //! What a state-machine run says: its one-paragraph account, a failure saved as an ordinary
 //! scenario file (and the command that replays it), and the kill matrix over the flaws it can see.
+//!
+//! Just past 500 lines on purpose: the account, the saved reproduction and the kill matrix read
+//! the same run and are judged together; split, each would carry the others' types.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -54,7 +57,7 @@ pub fn describe(label: &str, outcome: &Outcome) -> String {
 }
 
 /// The command that replays a saved sequence.
-pub fn replay_command(path: &std::path::Path, flaw: Option<&str>) -> String {
+pub fn replay_command(path: &std::path::Path, run_options: &str) -> String {
     let dir = path
         .parent()
         .map(|d| d.display().to_string())
@@ -63,8 +66,12 @@ pub fn replay_command(path: &std::path::Path, flaw: Option<&str>) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let flaw = flaw.map(|f| format!(" --flaw {f}")).unwrap_or_default();
-    format!("harbor-certify run --scenarios-dir {dir} {id}{flaw}")
+    let options = if run_options.is_empty() {
+        String::new()
+    } else {
+        format!(" {run_options}")
+    };
+    format!("harbor-certify run --scenarios-dir {dir} {id}{options}")
 }
 
 /// Saves a failing run's minimal sequence as `DIR/PROPTEST-<label>-<seed>.toml` (see
@@ -79,13 +86,14 @@ pub fn save_failure(
     Some(write_failure(dir, label, outcome.seed, ops, reason))
 }
 
-/// How a saved (or unsaved) counterexample reads in a report, with the command that replays it.
-pub fn saved_line(saved: &Result<PathBuf, String>, flaw: Option<&str>) -> String {
+/// How a saved (or unsaved) counterexample reads in a report, with the command that replays it:
+/// `run_options` are what the run was given that the replay needs too (`--flaw F`, `--target P`).
+pub fn saved_line(saved: &Result<PathBuf, String>, run_options: &str) -> String {
     match saved {
         Ok(path) => format!(
             "  saved as {} ({})",
             path.display(),
-            replay_command(path, flaw)
+            replay_command(path, run_options)
         ),
         Err(e) => format!("  NOT SAVED: {e} (the seed and sequence above are its record)"),
     }
@@ -129,7 +137,7 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
     let mut ok = correct.failure.is_none();
     report.push(describe("correct build", &correct));
     if let Some(saved) = save_failure(&saved, "correct", &correct) {
-        report.push(saved_line(&saved, None));
+        report.push(saved_line(&saved, ""));
     }
     for flaw in FLAWS_IT_SEES {
         let name = flaw.name();
@@ -167,7 +175,7 @@ pub fn kill_matrix(infra: &Infra, options: &Options) -> (String, bool) {
             describe(name, &flawed)
         ));
         if let Some(saved) = save_failure(&saved, name, &flawed) {
-            report.push(saved_line(&saved, Some(name)));
+            report.push(saved_line(&saved, &format!("--flaw {name}")));
         }
     }
     report.push(format!(
