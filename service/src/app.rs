@@ -426,7 +426,7 @@ pub async fn request_context(
         // — goes on.
         let handled = tokio::time::timeout(
             request_timeout,
-            crate::flaws::scope(&state.flaws, next.run(request)),
+            answer_even_if_it_panics(crate::flaws::scope(&state.flaws, next.run(request))),
         )
         .instrument(span.clone())
         .await;
@@ -453,9 +453,45 @@ pub async fn request_context(
     .await
 }
 
+/// The handler's answer, or 500 `INTERNAL` (logged with the request id) if it panicked: without
+/// this, a panic ends the connection's task and the client gets no answer at all, and the log no
+/// line saying which request it was. The panic's own message goes where the process's panic hook
+/// sends it; it is not copied into the answer.
+async fn answer_even_if_it_panics(
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => ApiError::HandlerPanicked.into_response(),
+    }
+}
+
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::Response;
+
+    async fn a_bug() -> Response {
+        panic!("a bug in a handler")
+    }
+
+    /// A handler that panics is answered 500 `INTERNAL` in the error shape, not with a dropped
+    /// connection.
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_internal() {
+        let answer = super::answer_even_if_it_panics(a_bug()).await;
+        assert_eq!(answer.status(), 500);
+        let body = axum::body::to_bytes(answer.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    }
 }

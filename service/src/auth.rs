@@ -105,7 +105,10 @@ pub async fn membership(
     .await?;
     match row {
         None => Ok(None),
-        Some((tenant, role)) => Ok(Some((tenant, Role::parse(&role)?))),
+        Some((tenant, role)) => Ok(Some((
+            tenant,
+            Role::parse(&role).map_err(ApiError::stored)?,
+        ))),
     }
 }
 
@@ -153,7 +156,12 @@ pub async fn admin_membership_then_lock(
     };
     // The role decides, not whether the statement locked: a lock taken for a role that may not
     // administer would only be released at the transaction's end.
-    match (Role::parse(&role)?.can_administer(), locked) {
+    match (
+        Role::parse(&role)
+            .map_err(ApiError::stored)?
+            .can_administer(),
+        locked,
+    ) {
         (true, true) => Ok(AdminEntry::Locked(lock.taken_by_statement(workspace_id))),
         (false, _) => Ok(AdminEntry::NotAdmin),
         (true, false) => Err(ApiError::Database(sqlx::Error::Protocol(format!(

@@ -92,7 +92,7 @@ pub(crate) fn view(
 ) -> Result<ConnectionView, ApiError> {
     let status = ConnectionStatus::parse(&status)?;
     Ok(ConnectionView {
-        provider: Provider::parse(&provider)?,
+        provider: Provider::parse(&provider).map_err(ApiError::stored)?,
         status,
         connected: status == ConnectionStatus::Connected,
         has_refresh_token,

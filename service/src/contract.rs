@@ -143,6 +143,8 @@ pub const ERRORS: &[OperationErrors] = &[
                     ApiError::NotConnected(""),
                     ApiError::ReconnectRequired,
                     ApiError::AuthorizationSuperseded,
+                    // A rotated refresh token's write-ahead taken over by the outbox worker.
+                    ApiError::AuthorizationInterrupted,
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     ApiError::Provider(ProviderError::Unavailable(String::new())),
                     ApiError::Provider(ProviderError::Protocol(String::new())),
@@ -358,8 +360,8 @@ fn operation_ref(method: &HttpMethod, path: &str) -> String {
 }
 
 /// Writes every operation's error responses into the OpenAPI document from [`ERRORS`]: one
-/// response per status, its codes in the description, an example body, and `Retry-After` where
-/// the answer carries one.
+/// response per status, its codes in the description, an example body, and `Retry-After` or
+/// `WWW-Authenticate` where the answer carries one.
 pub struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
@@ -406,6 +408,18 @@ impl utoipa::Modify for ErrorResponses {
                                     .schema_type(utoipa::openapi::Type::Integer),
                             )
                             .description(Some("Seconds to wait before retrying"))
+                            .build(),
+                    );
+                }
+                if status == 401 {
+                    response = response.header(
+                        "WWW-Authenticate",
+                        HeaderBuilder::new()
+                            .schema(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::Type::String),
+                            )
+                            .description(Some("`Bearer` (RFC 6750 §3)"))
                             .build(),
                     );
                 }

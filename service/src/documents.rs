@@ -610,7 +610,12 @@ pub async fn list(request: WorkspaceRequest) -> Result<Json<DocumentList>, ApiEr
         .await?;
         rows.into_iter()
             .map(|(p, external_id, title, fetched_at)| {
-                Ok(DocumentView { provider: Provider::parse(&p)?, external_id, title, fetched_at })
+                Ok(DocumentView {
+                    provider: Provider::parse(&p).map_err(ApiError::stored)?,
+                    external_id,
+                    title,
+                    fetched_at,
+                })
             })
             .collect::<Result<Vec<_>, ApiError>>()
     }

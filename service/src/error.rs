@@ -4,8 +4,11 @@
 //! The modules below this one (database, locks, lifecycle, vault, providers, OAuth states, rate
 //! limits, sync points, token verification) each have their own error type and know nothing of
 //! HTTP; the `From` conversions here are where their errors become answers.
+//!
+//! Past 500 lines with its tests: each answer's status, code and headers is pinned by a test
+//! beside the mapping it checks.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -131,6 +134,10 @@ pub enum ApiError {
     /// that task had committed stays, what it had not is rolled back or left to the outbox.
     #[error("the service is stopping; retry")]
     Stopping,
+    /// The request's handler panicked: a bug, answered as INTERNAL (with the request id, and
+    /// logged) rather than a connection dropped without an answer.
+    #[error("internal error")]
+    HandlerPanicked,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -200,6 +207,7 @@ impl ApiError {
             }
             ApiError::RequestTimeout => (StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT"),
             ApiError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_STOPPING"),
+            ApiError::HandlerPanicked => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
 }
@@ -275,6 +283,12 @@ impl ApiError {
             ApiError::Database(sqlx::Error::Protocol(format!("{what} task failed: {e}")))
         }
     }
+
+    /// A value read back from the database that does not parse (a role or provider this release
+    /// does not know): the stored data is at fault, not the request — INTERNAL, never 400.
+    pub fn stored(e: ParseError) -> Self {
+        ApiError::Database(sqlx::Error::Decode(Box::new(e)))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -296,6 +310,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::SyncPointTimeout(p) => {
                 tracing::error!(%request_id, point = %p, "request parked at a sync point was never released")
+            }
+            ApiError::HandlerPanicked => {
+                tracing::error!(%request_id, "the request's handler panicked")
             }
             other => tracing::info!(%request_id, code, reason = %other, "request refused"),
         }
@@ -321,6 +338,13 @@ impl IntoResponse for ApiError {
                     unavailable_retry_after().into(),
                 );
             }
+            // RFC 6750 §3: a refusal for want of a valid bearer token names the scheme.
+            ApiError::Unauthenticated(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
             _ => {}
         }
         if let ApiError::RateLimited { retry_after, .. } = self {
@@ -343,6 +367,23 @@ pub fn unavailable_retry_after() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal for want of a token names the bearer scheme (RFC 6750 §3); a role or provider
+    /// the database holds that this release does not know is the data's fault, not the request's.
+    #[test]
+    fn a_missing_token_names_its_scheme_and_a_bad_stored_value_is_internal() {
+        let refused = ApiError::Unauthenticated("no token").into_response();
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+        let stored = ApiError::stored(ParseError::new("role", "expected owner, admin or member"));
+        assert_eq!(
+            stored.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+        );
+        assert_eq!(
+            ApiError::HandlerPanicked.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+        );
+    }
 
     #[test]
     fn pool_exhaustion_is_not_a_busy_workspace() {

@@ -164,7 +164,7 @@ impl WorkspaceRequest {
                         .map(|lock| lock.taken_by_statement(self.workspace_id));
                     Ok(self.member(tenant_id, role))
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(ApiError::stored(e)),
             },
             Ok(None) => Err(ApiError::NotFound),
             Err(e) => Err(e.into()),

@@ -160,7 +160,15 @@ pub async fn callback(
     }
     let hooks = state.sync_points.as_ref();
     // 1. Consume the state: after this line it is gone, whatever happens below.
-    let record = match state.states.consume(params.state.expose_secret()).await? {
+    let consumed = match state.states.consume(params.state.expose_secret()).await {
+        Ok(consumed) => consumed,
+        Err(e) => {
+            // Nothing was learnt about the state (Redis failed): the guess is not charged.
+            state.limiter.refund_failed_state(&user).await;
+            return Err(e.into());
+        }
+    };
+    let record = match consumed {
         Some(record)
             if state.clock.now() - record.created_at
                 <= chrono::Duration::seconds(STATE_TTL_SECONDS) =>

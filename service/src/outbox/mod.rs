@@ -229,8 +229,8 @@ pub async fn unstored_rotation(
     Ok(found.map(|(id, sealed)| UnstoredRotation { id, sealed }))
 }
 
-/// A rotated refresh token an interrupted refresh wrote ahead and never stored.
-#[derive(Debug)]
+/// A rotated refresh token an interrupted refresh wrote ahead and never stored (no `Debug`: the
+/// sealed bytes are a token's ciphertext, kept out of every printout like the tokens'.)
 pub struct UnstoredRotation {
     /// Its intent.
     pub id: i64,
