@@ -572,6 +572,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     for b in &broken {
         println!("INVARIANT BROKEN: {b}");
     }
+    // A run that sent nothing proved nothing: its invariants held over untouched data.
+    if requests == 0 {
+        println!("NOTHING LOADED: no request was sent");
+    }
     if let Ok(path) = std::env::var("HARBOR_LOAD_SUMMARY") {
         std::fs::write(
             path,
@@ -586,7 +590,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         }
         Target::Elsewhere(db) => db.close().await,
     }
-    Ok(broken.is_empty() && failures == 0)
+    Ok(requests > 0 && broken.is_empty() && failures == 0)
 }
 
 /// The run's figures as JSON: flows per second (completed disconnects, the flow's last request),

@@ -12,8 +12,9 @@ pub struct ProptestArgs {
     /// Which backend to provision with.
     #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]
     pub backend: BackendChoice,
-    /// Cases (sequences) per run.
-    #[arg(long, env = "PROPTEST_CASES", default_value_t = 32)]
+    /// Cases (sequences) per run (at least one: a run of none would pass having checked nothing).
+    #[arg(long, env = "PROPTEST_CASES", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub cases: u32,
     /// Longest sequence.
     #[arg(long, default_value_t = 24)]
@@ -107,7 +108,15 @@ pub async fn proptest(args: ProptestArgs) -> ExitCode {
             .flatten();
         if let Some(saved) = saved {
             report.push('\n');
-            report.push_str(&statemachine::saved_line(&saved, None));
+            // The replay runs what this run ran: the same flaws, on the same target.
+            let mut again: Vec<String> = args.flaws.iter().map(|f| format!("--flaw {f}")).collect();
+            if let Some(p) = &args.target.profile {
+                again.push(format!("--target {}", p.display()));
+                if let Some(mode) = &args.target.target_mode {
+                    again.push(format!("--target-mode {mode}"));
+                }
+            }
+            report.push_str(&statemachine::saved_line(&saved, &again.join(" ")));
         }
         (report, outcome.failure.is_none())
     };

@@ -114,13 +114,23 @@ pub async fn save(
         .expect("some file name is free");
     std::fs::write(
         &path,
-        scenario(&id, &ops, v.start, &best, v.anomaly, &v.detail)?,
+        scenario(
+            &id,
+            &ops,
+            v.start,
+            &best,
+            v.anomaly,
+            &v.detail,
+            engine.target.replicas(),
+        )?,
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path, best))
 }
 
-/// The scenario file of `run`, through the one writer of scenario files.
+/// The scenario file of `run`, through the one writer of scenario files: on as many replicas as
+/// the exploration ran, its operations on the replica the explorer sent them to (the second of
+/// several, else the only one).
 pub fn scenario(
     id: &str,
     ops: &[Operation],
@@ -128,7 +138,9 @@ pub fn scenario(
     run: &ScheduleRun,
     anomaly: Anomaly,
     detail: &str,
+    replicas: usize,
 ) -> Result<String, String> {
+    let op_replica = usize::from(replicas > 1);
     let names: Vec<&str> = ops.iter().map(|o| o.as_str()).collect();
     let choices: Vec<String> = run.decisions.iter().map(|d| d.chosen.to_string()).collect();
     let mut file = ScenarioFile::new(
@@ -147,7 +159,7 @@ pub fn scenario(
         "{detail}\nSchedule (operation per decision): [{}].\n",
         choices.join(" ")
     );
-    file.service.replicas = 2;
+    file.service.replicas = replicas;
     file.service.step_timeout_ms = 2000;
     let mut tenant = TenantFixture::named("w");
     if start != Start::Pending {
@@ -269,7 +281,7 @@ pub fn scenario(
                     RawStep::Fault(RawFault {
                         note: Some(format!("{actor}: {op}")),
                         fault: step.kind,
-                        replica: step.on_operations_replica.then_some(1),
+                        replica: step.on_operations_replica.then_some(op_replica),
                         actor: None,
                         for_ms: None,
                     })
@@ -319,7 +331,7 @@ pub fn scenario(
                 RawStep::Release(RawRelease {
                     actor,
                     point: point.into(),
-                    replica: 1,
+                    replica: op_replica,
                     park_at: next_park.map(str::to_owned),
                     expect_blocked: blocked_on.map(blocked),
                     ..RawRelease::default()
@@ -328,7 +340,7 @@ pub fn scenario(
             Does::Request(kind) => {
                 let r = RawRequest {
                     actor,
-                    replica: 1,
+                    replica: op_replica,
                     provider: (kind != WorkspaceOp::Activate).then(|| "qbo".to_owned()),
                     consent_of: (kind == WorkspaceOp::Callback).then(|| "S".to_owned()),
                     background: next_park.is_none() && blocked_on.is_none(),

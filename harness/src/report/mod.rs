@@ -281,6 +281,9 @@ impl ExplorationBasis {
         if self.skipped_sets > 0 {
             short.push(format!("{} set(s) skipped", self.skipped_sets));
         }
+        if self.sets.is_empty() || self.schedules_explored == 0 {
+            short.push("no schedule ran".to_owned());
+        }
         if self.mode == "systematic" && self.complete_sets < self.sets.len() {
             short.push(format!(
                 "{} of {} set(s) not complete",

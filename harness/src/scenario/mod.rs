@@ -131,6 +131,28 @@ pub async fn run_repeated(
     judge(loaded, runs)
 }
 
+/// Where the first run whose trace differs from the first run's does, if one does.
+fn first_difference(runs: &[ScenarioRun]) -> Option<String> {
+    let first = runs.first()?.trace.signature();
+    runs.iter().enumerate().skip(1).find_map(|(n, r)| {
+        let sig = r.trace.signature();
+        (sig != first).then(|| {
+            let at = first
+                .iter()
+                .zip(&sig)
+                .position(|(a, b)| a != b)
+                .unwrap_or(first.len().min(sig.len()));
+            format!(
+                "run {} differs from run 1 at trace line {}: {:?} vs {:?}",
+                n + 1,
+                at + 1,
+                first.get(at),
+                sig.get(at)
+            )
+        })
+    })
+}
+
 fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
     let sc = &loaded.scenario;
     let failed: Vec<&ScenarioRun> = runs.iter().filter(|r| !r.failures.is_empty()).collect();
@@ -148,30 +170,15 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
     } else if skipped {
         Verdict::Skipped
     } else if failed.len() == runs.len() {
+        // Failed every time, but the note says when not the same way: a failure that is not
+        // reproduced exactly is one a replay will not confirm.
+        flaky = first_difference(&runs).map(|d| format!("the runs failed differently: {d}"));
         Verdict::Failed
     } else if !failed.is_empty() {
         flaky = Some(format!("{} of {} runs failed", failed.len(), runs.len()));
         Verdict::Flaky
     } else {
-        let first = runs[0].trace.signature();
-        for (n, r) in runs.iter().enumerate().skip(1) {
-            let sig = r.trace.signature();
-            if sig != first {
-                let at = first
-                    .iter()
-                    .zip(&sig)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(first.len().min(sig.len()));
-                flaky = Some(format!(
-                    "run {} differs from run 1 at trace line {}: {:?} vs {:?}",
-                    n + 1,
-                    at + 1,
-                    first.get(at),
-                    sig.get(at)
-                ));
-                break;
-            }
-        }
+        flaky = first_difference(&runs);
         if flaky.is_some() {
             Verdict::Flaky
         } else {

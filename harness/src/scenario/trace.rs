@@ -113,7 +113,9 @@ impl Trace {
 
     /// What must be identical between repeated runs: the order of events, who, what kind, and the
     /// outcome — not times, process ids, generated ids or sizes (so notes and passed checks count
-    /// by kind only), and never an event's `measured` part.
+    /// by kind only), and never an event's `measured` part. A failure counts by its first line,
+    /// generated ids masked ([`failure_line`]): the lines after it are diagnostics (what the
+    /// service logged under its request id, the lock tables), different at every run.
     pub fn signature(&self) -> Vec<String> {
         self.events
             .iter()
@@ -125,10 +127,21 @@ impl Trace {
                         e.kind
                     );
                 }
-                let blockers = e
-                    .evidence
-                    .as_ref()
-                    .map(|ev| format!(" on {} ({})", ev.blocking_actors.join("+"), ev.lock_type));
+                if e.kind == EventKind::Failed {
+                    return format!(
+                        "{}|{}|{:?}|{}",
+                        e.step.map_or("-".into(), |s| s.to_string()),
+                        e.actor.as_deref().unwrap_or("-"),
+                        e.kind,
+                        failure_line(&e.detail)
+                    );
+                }
+                let blockers = e.evidence.as_ref().map(|ev| {
+                    // `pg_blocking_pids` promises no order.
+                    let mut actors = ev.blocking_actors.clone();
+                    actors.sort();
+                    format!(" on {} ({})", actors.join("+"), ev.lock_type)
+                });
                 format!(
                     "{}|{}|{:?}|{}{}",
                     e.step.map_or("-".into(), |s| s.to_string()),
@@ -225,6 +238,33 @@ pub fn evidence_text(ev: &LockEvidence) -> String {
     )
 }
 
+/// A failure as a replay compares it: its first line, with every UUID (workspace, tenant, user and
+/// request ids, which a run generates afresh) written `<id>`.
+pub fn failure_line(detail: &str) -> String {
+    let line = detail.lines().next().unwrap_or_default();
+    let bytes = line.as_bytes();
+    let is_uuid = |at: usize| {
+        bytes.len() >= at + 36
+            && bytes[at..at + 36].iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+    };
+    let mut out = String::with_capacity(line.len());
+    let mut at = 0;
+    while at < line.len() {
+        if is_uuid(at) {
+            out.push_str("<id>");
+            at += 36;
+        } else {
+            let c = line[at..].chars().next().expect("inside the line");
+            out.push(c);
+            at += c.len_utf8();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +280,30 @@ mod tests {
             evidence: None,
             measured: measured.map(str::to_owned),
         }
+    }
+
+    /// Two runs failing the same way differ in their generated ids and in the diagnostics after
+    /// the first line (the service's log lines under its request id), never in the signature; a
+    /// different answer does change it.
+    #[test]
+    fn a_failure_signs_its_first_line_with_generated_ids_masked() {
+        let failed = |detail: &str| Trace {
+            events: vec![TraceEvent {
+                kind: EventKind::Failed,
+                actor: Some("A".into()),
+                ..fault(detail, None)
+            }],
+            ..Trace::default()
+        };
+        let one = failed("A: expected status 200, got 503 for /v1/workspaces/6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11\n  the service logged under request 7d0c2f4e-5a3b-4c1d-9e8f-0a1b2c3d4e5f:\n    pid 4711");
+        let two = failed("A: expected status 200, got 503 for /v1/workspaces/0a1b2c3d-4e5f-4c1d-9e8f-7d0c2f4e5a3b\n  the service logged under request 11111111-2222-4333-8444-555555555555:\n    pid 815");
+        assert_eq!(one.signature(), two.signature());
+        let other = failed("A: expected status 200, got 409 for /v1/workspaces/0a1b2c3d-4e5f-4c1d-9e8f-7d0c2f4e5a3b");
+        assert_ne!(one.signature(), other.signature());
+        assert_eq!(
+            failure_line("é 6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11 ü"),
+            "é <id> ü"
+        );
     }
 
     /// Two correct runs of a fault scenario differ in what they measured (how long the server

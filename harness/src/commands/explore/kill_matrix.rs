@@ -95,6 +95,22 @@ pub(super) async fn kill_matrix(
     };
     print_summary("correct build", &correct);
     let mut ok = correct.violations.is_empty();
+    // A correct build called silent must have been explored whole: a set cut short or one the
+    // target could not serve is silence nobody listened for.
+    let short = super::incomplete_sets(&correct, options.mode);
+    if !short.is_empty() || !correct.skipped.is_empty() {
+        println!(
+            "correct build NOT EXPLORED WHOLE: {} set(s) cut short{}, {} skipped",
+            short.len(),
+            if short.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", short.join("; "))
+            },
+            correct.skipped.len()
+        );
+        ok = false;
+    }
     let mut rows = Vec::new();
     let flaws_to_kill = if options.lock_probes {
         PROBE_FLAWS

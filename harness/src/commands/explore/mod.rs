@@ -70,7 +70,7 @@ pub struct ExploreArgs {
     pub pct_depth: usize,
     /// Most schedules per set. The default covers every set of `--depth 3` over the default
     /// operations (the largest, activate + callback + disconnect, has 947 schedules).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub budget: usize,
     /// Stop after this many seconds in all.
     #[arg(long)]
@@ -358,6 +358,32 @@ struct Allowed {
     skipped: bool,
 }
 
+/// The sets of `report` that were not explored cleanly, by name: a systematic set cut short
+/// (budget, time) or whose replays diverged, and a set of either mode that ran no schedule at all
+/// (the clock ran out first). A set with a finding is judged by its finding.
+pub(super) fn incomplete_sets(report: &ExploreReport, mode: Mode) -> Vec<String> {
+    report
+        .sets
+        .iter()
+        .filter(|s| {
+            let short = (mode == Mode::Systematic && !s.complete) || s.explored == 0;
+            short && s.anomalies.is_empty()
+        })
+        .map(|s| {
+            let names = s
+                .operations
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ");
+            match &s.divergence {
+                Some(why) => format!("{names} (replays diverged: {why})"),
+                None => names,
+            }
+        })
+        .collect()
+}
+
 async fn once(
     target: &super::ChosenTarget<'_>,
     options: &Options,
@@ -405,24 +431,7 @@ async fn once(
     if let Err(e) = std::fs::write(&path, weights) {
         eprintln!("harbor-certify: {}: {e}", path.display());
     }
-    // A systematic set cut short (budget, time) or diverging replays is not a clean exploration.
-    let incomplete: Vec<String> = report
-        .sets
-        .iter()
-        .filter(|s| options.mode == Mode::Systematic && !s.complete && s.anomalies.is_empty())
-        .map(|s| {
-            let names = s
-                .operations
-                .iter()
-                .map(|o| o.as_str())
-                .collect::<Vec<_>>()
-                .join(" + ");
-            match &s.divergence {
-                Some(why) => format!("{names} (replays diverged: {why})"),
-                None => names,
-            }
-        })
-        .collect();
+    let incomplete = incomplete_sets(&report, options.mode);
     if !incomplete.is_empty() {
         println!(
             "INCOMPLETE: not every schedule of {} ran{}",

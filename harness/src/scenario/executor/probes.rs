@@ -84,7 +84,7 @@ impl Executor<'_> {
             }
             Err(NotBlocked::TimedOut(t)) => {
                 let message = format!(
-                    "{actor}: expected to be {} {} within {:?}; last seen {:?}",
+                    "{actor}: expected to be {} {} within {:?}\n  last seen {:?}",
                     blocked.how.relation(),
                     blocked.on,
                     self.step_timeout,
@@ -122,8 +122,8 @@ impl Executor<'_> {
             })?;
             if !w.is_advisory(key) {
                 let message = format!(
-                    "{actor}: waits for ({:?}, {:?}), but {t}'s workspace lock is ({:#x}, {}) and {} must hold it",
-                    ev.classid, ev.objid, key.classid, key.objid, blocked.on
+                    "{actor}: waits for another lock than {t}'s workspace lock, which {} must hold\n  awaited ({:?}, {:?}), the workspace lock ({:#x}, {})",
+                    blocked.on, ev.classid, ev.objid, key.classid, key.objid
                 );
                 return Err(Failure::at(Some(step), message)
                     .with_diagnostics(json!({ "evidence": ev, "locks": seen.locks })));
