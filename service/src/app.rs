@@ -420,6 +420,13 @@ pub async fn request_context(
             request_id: request_id.clone(),
             actor,
         });
+        // A callback past the timeout has spent its state (a retry can only be refused) and its
+        // grant goes on in its own task: the answer says to start again, not to retry.
+        let late = if request.uri().path().starts_with("/v1/oauth/") {
+            ApiError::AuthorizationInterrupted
+        } else {
+            ApiError::RequestTimeout
+        };
         // The handler's future is dropped at the timeout: its transaction is rolled back as its
         // connection goes back to the pool (just after this answer, the one exception to "rolled
         // back before the error is written"); work it spawned — a callback's store, a revocation
@@ -444,7 +451,7 @@ pub async fn request_context(
                         "request timed out"
                     )
                 });
-                ApiError::RequestTimeout.into_response()
+                late.into_response()
             }
         };
         span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request finished"));

@@ -173,8 +173,10 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     app.stop().await;
 }
 
-/// Item 7: a request that runs past the request timeout is answered 503 `REQUEST_TIMEOUT` (with
-/// `Retry-After`) instead of holding its client; the callback's own task still stores the grant.
+/// Item 7: a request that runs past the request timeout is answered instead of holding its
+/// client — a callback 503 `AUTHORIZATION_INTERRUPTED` without `Retry-After` (its state is spent:
+/// a retry could only be refused), any other request 503 `REQUEST_TIMEOUT` with it; the
+/// callback's own task still stores the grant.
 #[tokio::test]
 async fn a_request_past_the_request_timeout_is_answered_503() {
     let app = spawn_app_with(ServiceOptions {
@@ -191,6 +193,12 @@ async fn a_request_past_the_request_timeout_is_answered_503() {
         .authorize_and_consent(0, t.owner, t.workspace, Provider::Qbo)
         .await
         .unwrap();
+    let t2 = app
+        .tenant("slow-sync", true, ConnectionStatus::NotConnected)
+        .await;
+    app.connect(t2.owner, t2.workspace, Provider::Qbo)
+        .await
+        .unwrap();
     app.sut.provider.configure(Provider::Qbo, |s| {
         s.token_delay = Duration::from_millis(2500);
     });
@@ -202,6 +210,15 @@ async fn a_request_past_the_request_timeout_is_answered_503() {
         .as_user(t.owner.0)
         .send()
         .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "AUTHORIZATION_INTERRUPTED");
+    assert_eq!(
+        reply.retry_after, None,
+        "a retry of a spent state cannot succeed"
+    );
+    // Any other request: retry. A sync whose refresh takes as long.
+    app.sut.provider.expire_access_tokens(Provider::Qbo);
+    let (method, path) = WorkspaceOp::Sync.request(t2.workspace, Provider::Qbo, "");
+    let reply = app.call(method, path).as_user(t2.owner.0).send().await;
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "REQUEST_TIMEOUT");
     assert_eq!(reply.retry_after.as_deref(), Some("1"));
     app.stop().await;
