@@ -278,6 +278,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             ));
         }
     }
+    untold_skips(&mut report, &selected, &offered, profile.as_deref(), &args);
     if let Some(path) = &args.exploration {
         match report::ExplorationBasis::from_explore_json(path) {
             Ok(basis) => {
@@ -436,6 +437,68 @@ pub async fn run(args: RunArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::NOT_CERTIFIED)
+    }
+}
+
+/// A scenario SKIPPED for what the target cannot offer or be given — not for what the run was
+/// told to do without (`--without`) or the profile declines — is a gap nobody asked for: the run
+/// is not certified, area by area, unless `--allow-skipped AREA` accepts it. (An area left wholly
+/// uncovered is judged above, whatever the reason.)
+fn untold_skips(
+    report: &mut Report,
+    selected: &[crate::scenario::load::LoadedScenario],
+    offered: &BTreeSet<crate::target::Capability>,
+    profile: Option<&crate::target::profile::Profile>,
+    args: &RunArgs,
+) {
+    use crate::target::Capability;
+    let told =
+        |c: &Capability| args.without.contains(c) || profile.is_some_and(|p| p.decline.contains(c));
+    let mut by_area: std::collections::BTreeMap<String, (usize, BTreeSet<&str>)> =
+        std::collections::BTreeMap::new();
+    for r in report
+        .scenarios
+        .iter()
+        .filter(|r| r.verdict == scenario::Verdict::Skipped)
+    {
+        let missing: Vec<Capability> = match selected.iter().find(|l| l.scenario.id == r.id) {
+            Some(l) => l.scenario.requires().difference(offered).copied().collect(),
+            // An isolation spec.
+            None => specs::SPEC_NEEDS
+                .iter()
+                .filter(|c| !offered.contains(c))
+                .copied()
+                .collect(),
+        };
+        let untold: Vec<&str> = if missing.is_empty() {
+            // Skipped with every capability offered: a `[service]` knob no template passes on.
+            vec!["a [service] setting no lifecycle template takes"]
+        } else {
+            missing
+                .into_iter()
+                .filter(|c| !told(c))
+                .map(|c| c.name())
+                .collect()
+        };
+        if untold.is_empty() {
+            continue;
+        }
+        let entry = by_area.entry(r.area.clone()).or_default();
+        entry.0 += 1;
+        entry.1.extend(untold);
+    }
+    for (area, (n, lacking)) in by_area {
+        let names: Vec<&str> = lacking.into_iter().collect();
+        let what = format!(
+            "area {area}: {n} scenario(s) SKIPPED for what the target does not offer ({})",
+            names.join(", ")
+        );
+        if args.allow_skipped.contains(&area) {
+            println!("{what}, allowed by --allow-skipped");
+        } else {
+            println!("{what}: NOT CERTIFIED (--allow-skipped {area} accepts it)");
+            report.not_certified(format!("{what} (--allow-skipped {area} accepts it)"));
+        }
     }
 }
 
