@@ -70,6 +70,19 @@ fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), S
                 })?
         }
     };
+    // The steps replayed must be the steps recorded.
+    if let Some(recorded_digest) = &recorded.file_sha256 {
+        let now = crate::scenario::run::file_digest(&loaded.file);
+        if now.as_deref() != Some(recorded_digest.as_str()) {
+            return Err(format!(
+                "{} ({}) has changed since it was recorded (sha256 {} then, {} now): its steps are not the ones the schedule was recorded on",
+                recorded.scenario,
+                loaded.file.display(),
+                &recorded_digest[..recorded_digest.len().min(16)],
+                now.as_deref().map_or("unreadable", |d| &d[..d.len().min(16)])
+            ));
+        }
+    }
     Ok((loaded, Some(recorded)))
 }
 
@@ -198,7 +211,39 @@ mod tests {
             signature: vec![],
             flaws: flaws.iter().map(|f| (*f).to_owned()).collect(),
             target: target.map(str::to_owned),
+            file_sha256: None,
         }
+    }
+
+    /// A record of a scenario file edited since it ran is refused: its steps are not the ones the
+    /// schedule was recorded on. The unedited file replays.
+    #[test]
+    fn a_record_of_a_file_edited_since_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("S.toml");
+        let text = "id = \"S\"\ntitle = \"t\"\nsource = \"s\"\nseverity = \"low\"\narea = \"concurrency\"\n\n[[tenants]]\nname = \"acme\"\n\n[[actors]]\nname = \"A\"\nuser = \"acme.owner\"\n\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n";
+        std::fs::write(&file, text).unwrap();
+        let record = RecordedRun {
+            file: file.display().to_string(),
+            file_sha256: crate::scenario::run::file_digest(&file),
+            ..recorded(&[], None)
+        };
+        let path = dir.path().join("S.json");
+        std::fs::write(&path, serde_json::to_string(&record).unwrap()).unwrap();
+        let args = ReplayArgs {
+            record: path,
+            scenarios_dir: dir.path().to_owned(),
+            repeat: 1,
+            backend: BackendChoice::Auto,
+            flaws: Vec::new(),
+        };
+        assert!(resolve(&args).is_ok());
+        std::fs::write(&file, text.replace("activate", "list_connections")).unwrap();
+        let refused = resolve(&args).err().expect("an edited file is refused");
+        assert!(
+            refused.contains("has changed since it was recorded"),
+            "{refused}"
+        );
     }
 
     /// A record replays only on the build it was made on: the same flaws (in any order), the

@@ -650,6 +650,7 @@ pub fn write_into(
                 .as_ref()
                 .filter(|t| t.profile.is_some())
                 .map(|t| t.name.clone()),
+            file_sha256: crate::scenario::run::file_digest(Path::new(&sc.file)),
         };
         let name = format!("traces/{}.json", sc.id);
         std::fs::write(

@@ -309,4 +309,16 @@ pub struct RecordedRun {
     /// runs the reference in-process, so it refuses such a record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The SHA-256 of the scenario file's text when it ran: a replay of a file edited since would
+    /// run other steps against the recorded schedule, so it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<String>,
+}
+
+/// The SHA-256 of a scenario file's text, as a record names it (`None`: unreadable).
+pub fn file_digest(path: &std::path::Path) -> Option<String> {
+    use sha2::Digest;
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
 }
