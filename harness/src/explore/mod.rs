@@ -107,7 +107,8 @@ pub struct Violation {
     pub start: Start,
     /// The choices (operation index per decision) that produced it.
     pub schedule: Vec<usize>,
-    /// The PCT seed, for random schedules.
+    /// The PCT seed, for random schedules: where the schedule came from, not a way to replay it
+    /// alone (PCT's length bound grew with the set's earlier schedules); `schedule` replays it.
     pub seed: Option<u64>,
     /// Its schedule's rank among those of its set explored, in the DFS order (random mode: the
     /// schedules of its set run until it was found).

@@ -99,7 +99,9 @@ pub(super) fn print_summary(label: &str, report: &ExploreReport) {
             );
         }
         if let Some(e) = &v.save_error {
-            println!("    NOT SAVED: {e} (the schedule and seed above are its record)");
+            println!(
+                "    NOT SAVED: {e} (the schedule above, the operation chosen at each decision, is its record: the seed alone does not replay a random schedule, whose length bound grew with the schedules before it)"
+            );
         }
     }
 }
