@@ -221,12 +221,38 @@ pub(super) fn oauth_error(status: StatusCode, error: &str) -> Result<TokenSet, P
     })
 }
 
-/// A provider's error code, kept only as far as it looks like one.
+/// A provider's error code, kept only if it looks like one: letters and underscores, at most 64
+/// (`invalid_grant`, Slack's `token_revoked`, Intuit's `AuthenticationFault`). Anything else is
+/// `unrecognized`, never a filtered copy: the code goes into answers, logs and audit rows, and a
+/// provider echoing a token there (Box's are 32 letters and digits) must not carry it along.
+/// No code stays no code (the caller names the status instead).
 pub(super) fn error_code(raw: &str) -> String {
-    raw.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(64)
-        .collect()
+    let looks_like_a_code =
+        raw.len() <= 64 && raw.chars().all(|c| c.is_ascii_alphabetic() || c == '_');
+    if looks_like_a_code {
+        raw.to_owned()
+    } else {
+        "unrecognized".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    /// Codes pass whole; a token-shaped value (digits) or an overlong one does not pass at all.
+    #[test]
+    fn only_what_looks_like_an_error_code_is_kept() {
+        for code in ["invalid_grant", "token_revoked", "AuthenticationFault"] {
+            assert_eq!(super::error_code(code), code);
+        }
+        for not in [
+            "Xk2f9QpLmN3vB7sT1aZ8cD4eF6gH0jK5",
+            "ya29.a0AfH6SM",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(super::error_code(not), "unrecognized", "{not}");
+        }
+        assert_eq!(super::error_code(""), "");
+    }
 }
 
 /// Done on 2xx, unavailable on 5xx and 429, refused otherwise.
