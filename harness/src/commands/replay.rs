@@ -1,7 +1,9 @@
 //! `harbor-certify replay`: runs a recorded schedule again, exactly, and checks that the trace's
 //! signature is the one recorded (a recorded failure replayed is a success: it reproduces). A
 //! scenario file replays its own order: every run must then pass with the first run's signature. The record is a run folder's `traces/<ID>.json` (written for every
-//! scenario by `run` and `mutants`); a scenario file replays its own order.
+//! scenario by `run`, and by `mutants` for its correct-build run — a flaw's kill is recorded in
+//! `mutants.json` by the failure that caught it, and replayed by rerunning the scenario with that
+//! `--flaw`); a scenario file replays its own order.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
