@@ -429,5 +429,30 @@ impl utoipa::Modify for ErrorResponses {
                     .insert(status.to_string(), RefOr::T(response.build()));
             }
         }
+        // Every answer, whatever its status and route, carries the request's id (the request
+        // middleware sets it on the way out).
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [item.get.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert(
+                            "x-request-id".to_owned(),
+                            HeaderBuilder::new()
+                                .schema(
+                                    utoipa::openapi::ObjectBuilder::new()
+                                        .schema_type(utoipa::openapi::Type::String),
+                                )
+                                .description(Some(
+                                    "The request's id, as in the error body and the logs",
+                                ))
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -101,6 +101,33 @@ mod tests {
         }
     }
 
+    /// Every answer declares the request id it carries, and a 401 the scheme it names.
+    #[test]
+    fn every_response_declares_its_request_id_and_a_401_its_scheme() {
+        let doc = super::document();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut seen = 0;
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("an operation map") {
+                let responses = operation["responses"].as_object().expect("responses");
+                for (status, response) in responses {
+                    seen += 1;
+                    assert!(
+                        response["headers"]["x-request-id"].is_object(),
+                        "{method} {path} {status}: no x-request-id"
+                    );
+                    if status == "401" {
+                        assert!(
+                            response["headers"]["WWW-Authenticate"].is_object(),
+                            "{method} {path} 401: no WWW-Authenticate"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(seen > 20, "only {seen} responses in the document");
+    }
+
     #[test]
     fn every_operation_in_the_table_is_in_the_document() {
         let doc = super::document();
