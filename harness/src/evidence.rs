@@ -166,6 +166,16 @@ const LOCKS_SQL: &str = concat!(
       ORDER BY l.pid, l.locktype"
 );
 
+/// [`WAITS_AMONG_SQL`]'s row: blocked, the lock's blockers, the snapshot's, the lock awaited and
+/// the wait event's type.
+type WaitsAmongRow = (
+    bool,
+    Vec<i32>,
+    Vec<i32>,
+    Option<sqlx::types::Json<LockRow>>,
+    Option<String>,
+);
+
 // The tester's question, its proof and the lock awaited, in one statement: read apart, a wait
 // that ends between the reads would leave its proof naming nothing.
 const WAITS_AMONG_SQL: &str = concat!(
@@ -175,7 +185,8 @@ const WAITS_AMONG_SQL: &str = concat!(
             (SELECT row_to_json(w) FROM (SELECT ",
     lock_row_columns!(),
     " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-       WHERE l.pid = $1 AND NOT l.granted LIMIT 1) w)"
+       WHERE l.pid = $1 AND NOT l.granted LIMIT 1) w), \
+            (SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1)"
 );
 
 /// The backend currently running the transaction tagged with `actor`, if any.
@@ -205,26 +216,25 @@ pub async fn activities_of(
 /// `pg_blocking_pids` / `pg_safe_snapshot_blocking_pids` and the lock awaited in `pg_locks`, read
 /// in the same statement, are the proof. `None` when it does not wait, or when the server says it
 /// does but the proof names no backend (the wait ended between the statement's reads): the
-/// caller asks again.
+/// caller asks again. A wait at an injection point (PostgreSQL 17's `InjectionPoint` wait event,
+/// which the server counts as blocked) has no blocker to name, and is taken on the server's word
+/// as PostgreSQL's own tester takes it.
 pub async fn waits_among(
     pool: &PgPool,
     pid: i32,
     among: &[i32],
 ) -> Result<Option<SessionWait>, sqlx::Error> {
-    let (blocked, lock, snapshot, awaited): (
-        bool,
-        Vec<i32>,
-        Vec<i32>,
-        Option<sqlx::types::Json<LockRow>>,
-    ) = sqlx::query_as(WAITS_AMONG_SQL)
-        .bind(pid)
-        .bind(among)
-        .fetch_one(pool)
-        .await?;
+    let (blocked, lock, snapshot, awaited, wait_event_type): WaitsAmongRow =
+        sqlx::query_as(WAITS_AMONG_SQL)
+            .bind(pid)
+            .bind(among)
+            .fetch_one(pool)
+            .await?;
     let wait = SessionWait {
         lock,
         snapshot,
         awaited: awaited.map(|j| j.0),
+        wait_event_type,
     };
     Ok((blocked && wait.is_proven()).then_some(wait))
 }
@@ -238,12 +248,17 @@ pub struct SessionWait {
     pub snapshot: Vec<i32>,
     /// The lock it awaited, as `pg_locks` showed it (none for a safe-snapshot wait).
     pub awaited: Option<LockRow>,
+    /// What `pg_stat_activity` said it waited on (`Lock`, `InjectionPoint`, …).
+    pub wait_event_type: Option<String>,
 }
 
 impl SessionWait {
-    /// Whether it names a backend waited for.
+    /// Whether it names a backend waited for, or waits where there is none to name (an
+    /// injection point).
     pub fn is_proven(&self) -> bool {
-        !self.lock.is_empty() || !self.snapshot.is_empty()
+        !self.lock.is_empty()
+            || !self.snapshot.is_empty()
+            || self.wait_event_type.as_deref() == Some("InjectionPoint")
     }
 }
 

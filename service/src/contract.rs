@@ -156,10 +156,11 @@ pub const ERRORS: &[OperationErrors] = &[
         method: HttpMethod::Get,
         path: "/v1/oauth/{provider}/callback",
         errors: || {
-            let [too_large, too_long, stopping] = bounds();
+            // Past the request timeout a callback answers AUTHORIZATION_INTERRUPTED (below), not
+            // REQUEST_TIMEOUT: its state is spent, a retry could only be refused.
+            let [too_large, _, stopping] = bounds();
             vec![
                 too_large,
-                too_long,
                 stopping,
                 ApiError::BadRequest(crate::domain::ParseError::new("state", "")),
                 ApiError::OAuthStateInvalid,

@@ -72,6 +72,14 @@ fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), S
                 })?
         }
     };
+    if recorded.signature_version != crate::scenario::run::SIGNATURE_VERSION {
+        return Err(format!(
+            "{} was recorded with trace signature version {}, and this harbor-certify writes version {}: the two cannot be compared (run the scenario again to record it)",
+            recorded.scenario,
+            recorded.signature_version,
+            crate::scenario::run::SIGNATURE_VERSION
+        ));
+    }
     // The steps replayed must be the steps recorded.
     if let Some(recorded_digest) = &recorded.file_sha256 {
         let now = crate::scenario::run::file_digest(&loaded.file);
@@ -214,6 +222,7 @@ mod tests {
             flaws: flaws.iter().map(|f| (*f).to_owned()).collect(),
             target: target.map(str::to_owned),
             file_sha256: None,
+            signature_version: crate::scenario::run::SIGNATURE_VERSION,
         }
     }
 
@@ -240,8 +249,17 @@ mod tests {
             flaws: Vec::new(),
         };
         assert!(resolve(&args).is_ok());
+        // A record whose signature was written another way cannot be compared.
+        let older = RecordedRun {
+            signature_version: 1,
+            ..record.clone()
+        };
+        std::fs::write(&args.record, serde_json::to_string(&older).unwrap()).unwrap();
+        let refused = resolve(&args).expect_err("an older signature is refused");
+        assert!(refused.contains("signature version 1"), "{refused}");
+        std::fs::write(&args.record, serde_json::to_string(&record).unwrap()).unwrap();
         std::fs::write(&file, text.replace("activate", "list_connections")).unwrap();
-        let refused = resolve(&args).err().expect("an edited file is refused");
+        let refused = resolve(&args).expect_err("an edited file is refused");
         assert!(
             refused.contains("has changed since it was recorded"),
             "{refused}"

@@ -451,9 +451,20 @@ fn untold_skips(
     profile: Option<&crate::target::profile::Profile>,
     args: &RunArgs,
 ) {
-    use crate::target::Capability;
-    let told =
-        |c: &Capability| args.without.contains(c) || profile.is_some_and(|p| p.decline.contains(c));
+    let declined = profile.map(|p| p.decline.clone()).unwrap_or_default();
+    let spec_needs: BTreeSet<_> = specs::SPEC_NEEDS.into_iter().collect();
+    let wholly_skipped: BTreeSet<&str> = report
+        .scenarios
+        .iter()
+        .map(|r| r.area.as_str())
+        .filter(|area| {
+            report
+                .scenarios
+                .iter()
+                .filter(|r| r.area == *area)
+                .all(|r| r.verdict == scenario::Verdict::Skipped)
+        })
+        .collect();
     let mut by_area: std::collections::BTreeMap<String, (usize, BTreeSet<&str>)> =
         std::collections::BTreeMap::new();
     for r in report
@@ -461,25 +472,15 @@ fn untold_skips(
         .iter()
         .filter(|r| r.verdict == scenario::Verdict::Skipped)
     {
-        let missing: Vec<Capability> = match selected.iter().find(|l| l.scenario.id == r.id) {
-            Some(l) => l.scenario.requires().difference(offered).copied().collect(),
-            // An isolation spec.
-            None => specs::SPEC_NEEDS
-                .iter()
-                .filter(|c| !offered.contains(c))
-                .copied()
-                .collect(),
+        // An area wholly skipped is judged on its own, above: not twice.
+        if wholly_skipped.contains(r.area.as_str()) {
+            continue;
+        }
+        let requires = match selected.iter().find(|l| l.scenario.id == r.id) {
+            Some(l) => l.scenario.requires(),
+            None => spec_needs.clone(),
         };
-        let untold: Vec<&str> = if missing.is_empty() {
-            // Skipped with every capability offered: a `[service]` knob no template passes on.
-            vec!["a [service] setting no lifecycle template takes"]
-        } else {
-            missing
-                .into_iter()
-                .filter(|c| !told(c))
-                .map(|c| c.name())
-                .collect()
-        };
+        let untold = skip_reasons(&requires, offered, &args.without, &declined);
         if untold.is_empty() {
             continue;
         }
@@ -487,6 +488,7 @@ fn untold_skips(
         entry.0 += 1;
         entry.1.extend(untold);
     }
+    drop(wholly_skipped);
     for (area, (n, lacking)) in by_area {
         let names: Vec<&str> = lacking.into_iter().collect();
         let what = format!(
@@ -500,6 +502,28 @@ fn untold_skips(
             report.not_certified(format!("{what} (--allow-skipped {area} accepts it)"));
         }
     }
+}
+
+/// Why a scenario needing `requires` was SKIPPED that nobody asked for (empty: it was asked
+/// for). What the target offers less what `--without` took is what the run had: a need outside
+/// it the target lacks (told only if the profile declines it); a scenario skipped with every need
+/// met was skipped for a `[service]` setting no lifecycle template takes.
+fn skip_reasons(
+    requires: &BTreeSet<crate::target::Capability>,
+    offered: &BTreeSet<crate::target::Capability>,
+    without: &[crate::target::Capability],
+    declined: &BTreeSet<crate::target::Capability>,
+) -> Vec<&'static str> {
+    let had = |c: &crate::target::Capability| offered.contains(c) && !without.contains(c);
+    let missing: Vec<_> = requires.iter().filter(|c| !had(c)).collect();
+    if missing.is_empty() {
+        return vec!["a [service] setting no lifecycle template takes"];
+    }
+    missing
+        .into_iter()
+        .filter(|c| !offered.contains(c) && !declined.contains(c))
+        .map(|c| c.name())
+        .collect()
 }
 
 /// What the run's certificate rests on: the target, its capabilities, and what ran of each area.
@@ -550,4 +574,39 @@ fn target_basis(
     };
     basis.count_areas(scenarios);
     basis
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::target::Capability::{self, *};
+
+    fn set(caps: &[Capability]) -> BTreeSet<Capability> {
+        caps.iter().copied().collect()
+    }
+
+    /// A skip is asked for when `--without` took the need away or the profile declines it; one
+    /// for a need the target lacks is not, nor one for a `[service]` setting it cannot take.
+    #[test]
+    fn a_skip_is_asked_for_only_by_without_or_decline() {
+        let needs = set(&[Database, Clock]);
+        let all = set(&Capability::ALL);
+        let reasons = |offered: &BTreeSet<Capability>, without: &[Capability], declined| {
+            super::skip_reasons(&needs, offered, without, &set(declined))
+        };
+        assert!(reasons(&all, &[Clock], &[]).is_empty(), "--without");
+        let no_clock = set(&[Database]);
+        assert!(reasons(&no_clock, &[], &[Clock]).is_empty(), "declined");
+        assert_eq!(reasons(&no_clock, &[], &[]), ["clock"], "lacking");
+        assert_eq!(
+            reasons(&all, &[], &[]),
+            ["a [service] setting no lifecycle template takes"]
+        );
+        assert_eq!(
+            reasons(&no_clock, &[Database], &[]),
+            ["clock"],
+            "one told, one not"
+        );
+    }
 }

@@ -150,6 +150,8 @@ pub(super) async fn token(
         Ok(p) => p,
         Err(r) => return r,
     };
+    // A code's age is judged when the request arrives, not after the simulated latency.
+    let received = Instant::now();
     // The grant the request is about (the code that began it), when the provider knows it.
     let (delay, fault, grant) = {
         let mut guard = inner.lock().expect("fake provider state");
@@ -218,7 +220,7 @@ pub(super) async fn token(
                 _ => false,
             };
             let reused = grant.used;
-            let expired = grant.expires <= Instant::now();
+            let expired = grant.expires <= received;
             if *owner != provider
                 || grant.used
                 || expired

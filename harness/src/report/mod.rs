@@ -651,6 +651,7 @@ pub fn write_into(
                 .filter(|t| t.profile.is_some())
                 .map(|t| t.name.clone()),
             file_sha256: crate::scenario::run::file_digest(Path::new(&sc.file)),
+            signature_version: crate::scenario::run::SIGNATURE_VERSION,
         };
         let name = format!("traces/{}.json", sc.id);
         std::fs::write(

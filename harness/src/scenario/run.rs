@@ -313,6 +313,18 @@ pub struct RecordedRun {
     /// run other steps against the recorded schedule, so it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_sha256: Option<String>,
+    /// How its signature was written ([`SIGNATURE_VERSION`]; records without one are version 1):
+    /// a signature of another version cannot be compared, so its replay is refused.
+    #[serde(default = "first_signature_version")]
+    pub signature_version: u32,
+}
+
+/// The version of [`crate::scenario::trace::Trace::signature`] this harness writes: 2 signs a
+/// failure by its first line with its generated ids numbered (1 signed the whole message).
+pub const SIGNATURE_VERSION: u32 = 2;
+
+fn first_signature_version() -> u32 {
+    1
 }
 
 /// The SHA-256 of a scenario file's text, as a record names it (`None`: unreadable).

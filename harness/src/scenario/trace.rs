@@ -239,7 +239,8 @@ pub fn evidence_text(ev: &LockEvidence) -> String {
 }
 
 /// A failure as a replay compares it: its first line, with every UUID (workspace, tenant, user and
-/// request ids, which a run generates afresh) written `<id>`.
+/// request ids, which a run generates afresh) written `<id1>`, `<id2>`, … in the order each first
+/// appears — so "saw its own workspace" and "saw another's" still differ.
 pub fn failure_line(detail: &str) -> String {
     let line = detail.lines().next().unwrap_or_default();
     let bytes = line.as_bytes();
@@ -251,10 +252,19 @@ pub fn failure_line(detail: &str) -> String {
             })
     };
     let mut out = String::with_capacity(line.len());
+    let mut seen: Vec<&str> = Vec::new();
     let mut at = 0;
     while at < line.len() {
         if is_uuid(at) {
-            out.push_str("<id>");
+            let id = &line[at..at + 36];
+            let n = match seen.iter().position(|s| *s == id) {
+                Some(n) => n + 1,
+                None => {
+                    seen.push(id);
+                    seen.len()
+                }
+            };
+            out.push_str(&format!("<id{n}>"));
             at += 36;
         } else {
             let c = line[at..].chars().next().expect("inside the line");
@@ -302,8 +312,13 @@ mod tests {
         assert_ne!(one.signature(), other.signature());
         assert_eq!(
             failure_line("é 6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11 ü"),
-            "é <id> ü"
+            "é <id1> ü"
         );
+        // The same id twice and two ids are not the same failure.
+        let a = "6f1c2a9e-0b1d-4c3e-9a57-2f0d1e8b4c11";
+        let b = "0a1b2c3d-4e5f-4c1d-9e8f-7d0c2f4e5a3b";
+        assert_eq!(failure_line(&format!("{a} sees {a}")), "<id1> sees <id1>");
+        assert_eq!(failure_line(&format!("{a} sees {b}")), "<id1> sees <id2>");
     }
 
     /// Two correct runs of a fault scenario differ in what they measured (how long the server

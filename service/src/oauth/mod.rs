@@ -72,14 +72,7 @@ pub fn callback_params(raw: Option<&str>) -> Result<CallbackParams, ApiError> {
             "state" => state = Some(SecretString::from(v.into_owned())),
             "code" => code = Some(SecretString::from(v.into_owned())),
             // Only the provider's error *code* is kept, and only if it looks like one.
-            "error" => {
-                error = Some(
-                    v.chars()
-                        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .take(64)
-                        .collect(),
-                )
-            }
+            "error" => error = Some(crate::providers::provider_error_code(&v)),
             "iss" => iss = Some(v.into_owned()),
             "realmId" => account = Some(v.into_owned()),
             _ => {}

@@ -226,32 +226,13 @@ pub(super) fn oauth_error(status: StatusCode, error: &str) -> Result<TokenSet, P
 /// `unrecognized`, never a filtered copy: the code goes into answers, logs and audit rows, and a
 /// provider echoing a token there (Box's are 32 letters and digits) must not carry it along.
 /// No code stays no code (the caller names the status instead).
-pub(super) fn error_code(raw: &str) -> String {
+pub(crate) fn error_code(raw: &str) -> String {
     let looks_like_a_code =
         raw.len() <= 64 && raw.chars().all(|c| c.is_ascii_alphabetic() || c == '_');
     if looks_like_a_code {
         raw.to_owned()
     } else {
         "unrecognized".to_owned()
-    }
-}
-
-#[cfg(test)]
-mod error_code_tests {
-    /// Codes pass whole; a token-shaped value (digits) or an overlong one does not pass at all.
-    #[test]
-    fn only_what_looks_like_an_error_code_is_kept() {
-        for code in ["invalid_grant", "token_revoked", "AuthenticationFault"] {
-            assert_eq!(super::error_code(code), code);
-        }
-        for not in [
-            "Xk2f9QpLmN3vB7sT1aZ8cD4eF6gH0jK5",
-            "ya29.a0AfH6SM",
-            &"a".repeat(65),
-        ] {
-            assert_eq!(super::error_code(not), "unrecognized", "{not}");
-        }
-        assert_eq!(super::error_code(""), "");
     }
 }
 
@@ -283,4 +264,23 @@ pub(super) fn under(base: &url::Url, path: &str) -> Result<url::Url, ProviderErr
     );
     url::Url::parse(&joined)
         .map_err(|_| ProviderError::Protocol("the resource URL does not join".into()))
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    /// Codes pass whole; a token-shaped value (digits) or an overlong one does not pass at all.
+    #[test]
+    fn only_what_looks_like_an_error_code_is_kept() {
+        for code in ["invalid_grant", "token_revoked", "AuthenticationFault"] {
+            assert_eq!(super::error_code(code), code);
+        }
+        for not in [
+            "Xk2f9QpLmN3vB7sT1aZ8cD4eF6gH0jK5",
+            "ya29.a0AfH6SM",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(super::error_code(not), "unrecognized", "{not}");
+        }
+        assert_eq!(super::error_code(""), "");
+    }
 }

@@ -30,6 +30,7 @@ use crate::domain::Provider;
 
 pub mod box_com;
 mod dialect;
+pub(crate) use dialect::error_code as provider_error_code;
 pub mod gmail;
 pub mod quickbooks;
 pub mod slack;

@@ -103,13 +103,14 @@ pub struct ExploreArgs {
     #[arg(long)]
     pub keep_going: bool,
     /// Exit 0 even when a systematic set was cut short by `--budget` or `--seconds` (without it,
-    /// an incomplete exploration is not a clean one: exit 1).
-    #[arg(long)]
+    /// an incomplete exploration is not a clean one: exit 1). Not with `--kill-matrix`, whose
+    /// correct build must be explored whole to be called silent.
+    #[arg(long, conflicts_with = "kill_matrix")]
     pub allow_incomplete: bool,
     /// Exit 0 even when the target could not serve some of the sets (each is named in the
     /// summary with why); without it, an exploration that skipped a set did not explore what it
-    /// was asked to: exit 1.
-    #[arg(long)]
+    /// was asked to: exit 1. Not with `--kill-matrix`.
+    #[arg(long, conflicts_with = "kill_matrix")]
     pub allow_skipped: bool,
     /// Explore at lock probes instead of sync points: no sync point is armed, and every set gets
     /// the lock probe (`lock_probe`: the workspace lock held from the
