@@ -360,6 +360,14 @@ fn operation_ref(method: &HttpMethod, path: &str) -> String {
     )
 }
 
+/// A response header of one type, described.
+fn header(kind: utoipa::openapi::Type, description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(kind))
+        .description(Some(description))
+        .build()
+}
+
 /// Writes every operation's error responses into the OpenAPI document from [`ERRORS`]: one
 /// response per status, its codes in the description, an example body, and `Retry-After` or
 /// `WWW-Authenticate` where the answer carries one.
@@ -403,25 +411,16 @@ impl utoipa::Modify for ErrorResponses {
                 if status == 429 || status == 503 {
                     response = response.header(
                         "Retry-After",
-                        HeaderBuilder::new()
-                            .schema(
-                                utoipa::openapi::ObjectBuilder::new()
-                                    .schema_type(utoipa::openapi::Type::Integer),
-                            )
-                            .description(Some("Seconds to wait before retrying"))
-                            .build(),
+                        header(
+                            utoipa::openapi::Type::Integer,
+                            "Seconds to wait before retrying",
+                        ),
                     );
                 }
                 if status == 401 {
                     response = response.header(
                         "WWW-Authenticate",
-                        HeaderBuilder::new()
-                            .schema(
-                                utoipa::openapi::ObjectBuilder::new()
-                                    .schema_type(utoipa::openapi::Type::String),
-                            )
-                            .description(Some("`Bearer` (RFC 6750 §3)"))
-                            .build(),
+                        header(utoipa::openapi::Type::String, "`Bearer` (RFC 6750 §3)"),
                     );
                 }
                 operation
@@ -441,15 +440,10 @@ impl utoipa::Modify for ErrorResponses {
                     if let RefOr::T(response) = response {
                         response.headers.insert(
                             "x-request-id".to_owned(),
-                            HeaderBuilder::new()
-                                .schema(
-                                    utoipa::openapi::ObjectBuilder::new()
-                                        .schema_type(utoipa::openapi::Type::String),
-                                )
-                                .description(Some(
-                                    "The request's id, as in the error body and the logs",
-                                ))
-                                .build(),
+                            header(
+                                utoipa::openapi::Type::String,
+                                "The request's id, as in the error body and the logs",
+                            ),
                         );
                     }
                 }

@@ -182,13 +182,11 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
                 crate::untrusted::console(&f.message, "          ")
             );
         }
-        match &expected {
-            Some(want) if *want != signature => {
-                let at = want
-                    .iter()
-                    .zip(&signature)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(want.len().min(signature.len()));
+        let differs = expected
+            .as_ref()
+            .and_then(|want| crate::scenario::trace::divergence(want, &signature));
+        match (&expected, differs) {
+            (Some(want), Some(at)) => {
                 println!(
                     "        DIFFERENT TRACE at line {}: recorded {:?}, replayed {:?}",
                     at + 1,
@@ -197,8 +195,8 @@ pub async fn replay(args: ReplayArgs) -> ExitCode {
                 );
                 ok = false;
             }
-            Some(_) => println!("        same trace signature as recorded"),
-            None => expected = Some(signature),
+            (Some(_), None) => println!("        same trace signature as recorded"),
+            (None, _) => expected = Some(signature),
         }
     }
     infra.shutdown().await;

@@ -136,12 +136,7 @@ fn first_difference(runs: &[ScenarioRun]) -> Option<String> {
     let first = runs.first()?.trace.signature();
     runs.iter().enumerate().skip(1).find_map(|(n, r)| {
         let sig = r.trace.signature();
-        (sig != first).then(|| {
-            let at = first
-                .iter()
-                .zip(&sig)
-                .position(|(a, b)| a != b)
-                .unwrap_or(first.len().min(sig.len()));
+        trace::divergence(&first, &sig).map(|at| {
             format!(
                 "run {} differs from run 1 at trace line {}: {:?} vs {:?}",
                 n + 1,

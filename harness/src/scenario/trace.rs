@@ -238,6 +238,17 @@ pub fn evidence_text(ev: &LockEvidence) -> String {
     )
 }
 
+/// Where two signatures first differ (a line index; one ending before the other differs where it
+/// ends), or `None` when they are the same.
+pub fn divergence(a: &[String], b: &[String]) -> Option<usize> {
+    (a != b).then(|| {
+        a.iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()))
+    })
+}
+
 /// A failure as a replay compares it: its first line, with every UUID (workspace, tenant, user and
 /// request ids, which a run generates afresh) written `<id1>`, `<id2>`, … in the order each first
 /// appears — so "saw its own workspace" and "saw another's" still differ.
