@@ -47,6 +47,14 @@ fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), S
         .map_err(|e| format!("{}: {e}", args.record.display()))?;
     let recorded: RecordedRun = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a recorded run: {e}", args.record.display()))?;
+    if recorded.signature_version != crate::scenario::run::SIGNATURE_VERSION {
+        return Err(format!(
+            "{} was recorded with trace signature version {}, and this harbor-certify writes version {}: the two cannot be compared (run the scenario again to record it)",
+            recorded.scenario,
+            recorded.signature_version,
+            crate::scenario::run::SIGNATURE_VERSION
+        ));
+    }
     let by_file = load::load_file(std::path::Path::new(&recorded.file));
     let loaded = match by_file {
         Ok(l) if l.scenario.id == recorded.scenario => l,
@@ -72,14 +80,6 @@ fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), S
                 })?
         }
     };
-    if recorded.signature_version != crate::scenario::run::SIGNATURE_VERSION {
-        return Err(format!(
-            "{} was recorded with trace signature version {}, and this harbor-certify writes version {}: the two cannot be compared (run the scenario again to record it)",
-            recorded.scenario,
-            recorded.signature_version,
-            crate::scenario::run::SIGNATURE_VERSION
-        ));
-    }
     // The steps replayed must be the steps recorded.
     if let Some(recorded_digest) = &recorded.file_sha256 {
         let now = crate::scenario::run::file_digest(&loaded.file);

@@ -488,7 +488,6 @@ fn untold_skips(
         entry.0 += 1;
         entry.1.extend(untold);
     }
-    drop(wholly_skipped);
     for (area, (n, lacking)) in by_area {
         let names: Vec<&str> = lacking.into_iter().collect();
         let what = format!(
@@ -505,9 +504,10 @@ fn untold_skips(
 }
 
 /// Why a scenario needing `requires` was SKIPPED that nobody asked for (empty: it was asked
-/// for). What the target offers less what `--without` took is what the run had: a need outside
-/// it the target lacks (told only if the profile declines it); a scenario skipped with every need
-/// met was skipped for a `[service]` setting no lifecycle template takes.
+/// for). What the target offers less what `--without` took is what the run had; a need outside
+/// it was asked to be done without when `--without` names it or the profile declines it; a
+/// scenario skipped with every need met was skipped for a `[service]` setting no lifecycle
+/// template takes.
 fn skip_reasons(
     requires: &BTreeSet<crate::target::Capability>,
     offered: &BTreeSet<crate::target::Capability>,
@@ -521,7 +521,7 @@ fn skip_reasons(
     }
     missing
         .into_iter()
-        .filter(|c| !offered.contains(c) && !declined.contains(c))
+        .filter(|c| !without.contains(c) && !declined.contains(c))
         .map(|c| c.name())
         .collect()
 }
@@ -607,6 +607,10 @@ mod tests {
             reasons(&no_clock, &[Database], &[]),
             ["clock"],
             "one told, one not"
+        );
+        assert!(
+            reasons(&no_clock, &[Clock], &[]).is_empty(),
+            "--without names what the target lacks anyway"
         );
     }
 }

@@ -320,7 +320,8 @@ pub struct RecordedRun {
 }
 
 /// The version of [`crate::scenario::trace::Trace::signature`] this harness writes: 2 signs a
-/// failure by its first line with its generated ids numbered (1 signed the whole message).
+/// failure by its first line with its generated ids numbered. 1 is any record without a version
+/// (signed by the whole message, or by the first line with every id one `<id>`).
 pub const SIGNATURE_VERSION: u32 = 2;
 
 fn first_signature_version() -> u32 {

@@ -251,23 +251,27 @@ pub fn divergence(a: &[String], b: &[String]) -> Option<usize> {
 
 /// A failure as a replay compares it: its first line, with every UUID (workspace, tenant, user and
 /// request ids, which a run generates afresh) written `<id1>`, `<id2>`, … in the order each first
-/// appears — so "saw its own workspace" and "saw another's" still differ.
+/// appears (in any case) — so "saw its own workspace" and "saw another's" still differ. A UUID is
+/// one only standing alone: not inside a longer run of hex digits and dashes.
 pub fn failure_line(detail: &str) -> String {
     let line = detail.lines().next().unwrap_or_default();
     let bytes = line.as_bytes();
+    let part = |b: &u8| b.is_ascii_hexdigit() || *b == b'-';
     let is_uuid = |at: usize| {
         bytes.len() >= at + 36
             && bytes[at..at + 36].iter().enumerate().all(|(i, b)| match i {
                 8 | 13 | 18 | 23 => *b == b'-',
                 _ => b.is_ascii_hexdigit(),
             })
+            && (at == 0 || !part(&bytes[at - 1]))
+            && bytes.get(at + 36).is_none_or(|b| !part(b))
     };
     let mut out = String::with_capacity(line.len());
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     let mut at = 0;
     while at < line.len() {
         if is_uuid(at) {
-            let id = &line[at..at + 36];
+            let id = line[at..at + 36].to_ascii_lowercase();
             let n = match seen.iter().position(|s| *s == id) {
                 Some(n) => n + 1,
                 None => {
@@ -330,6 +334,10 @@ mod tests {
         let b = "0a1b2c3d-4e5f-4c1d-9e8f-7d0c2f4e5a3b";
         assert_eq!(failure_line(&format!("{a} sees {a}")), "<id1> sees <id1>");
         assert_eq!(failure_line(&format!("{a} sees {b}")), "<id1> sees <id2>");
+        let upper = a.to_ascii_uppercase();
+        assert_eq!(failure_line(&format!("{a} is {upper}")), "<id1> is <id1>");
+        // Inside a longer hex token it is not an id of its own.
+        assert_eq!(failure_line(&format!("{a}ab")), format!("{a}ab"));
     }
 
     /// Two correct runs of a fault scenario differ in what they measured (how long the server
