@@ -82,14 +82,13 @@ fn resolve(args: &ReplayArgs) -> Result<(LoadedScenario, Option<RecordedRun>), S
     };
     // The steps replayed must be the steps recorded.
     if let Some(recorded_digest) = &recorded.file_sha256 {
-        let now = crate::scenario::run::file_digest(&loaded.file);
-        if now.as_deref() != Some(recorded_digest.as_str()) {
+        if *recorded_digest != loaded.sha256 {
             return Err(format!(
                 "{} ({}) has changed since it was recorded (sha256 {} then, {} now): its steps are not the ones the schedule was recorded on",
                 recorded.scenario,
                 loaded.file.display(),
                 &recorded_digest[..recorded_digest.len().min(16)],
-                now.as_deref().map_or("unreadable", |d| &d[..d.len().min(16)])
+                &loaded.sha256[..16]
             ));
         }
     }
@@ -234,7 +233,7 @@ mod tests {
         std::fs::write(&file, text).unwrap();
         let record = RecordedRun {
             file: file.display().to_string(),
-            file_sha256: crate::scenario::run::file_digest(&file),
+            file_sha256: Some(crate::scenario::load::load_file(&file).unwrap().sha256),
             ..recorded(&[], None)
         };
         let path = dir.path().join("S.json");

@@ -252,33 +252,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         &args,
         &report.scenarios,
     ));
-    // An area whose every scenario was SKIPPED rests on nothing: no certificate for it, unless
-    // the run was told to accept that.
-    for area in crate::catalogue::AREAS {
-        let of_area = || report.scenarios.iter().filter(|r| r.area == area.key);
-        let skipped = of_area()
-            .filter(|r| r.verdict == scenario::Verdict::Skipped)
-            .count();
-        if skipped == 0 || of_area().count() > skipped {
-            continue;
-        }
-        if args.allow_skipped.iter().any(|a| a == area.key) {
-            println!(
-                "area {}: not covered (its {skipped} scenario(s) SKIPPED), allowed by --allow-skipped",
-                area.key
-            );
-        } else {
-            println!(
-                "area {}: not covered — its {skipped} scenario(s) SKIPPED: NOT CERTIFIED (--allow-skipped {} accepts it)",
-                area.key, area.key
-            );
-            report.not_certified(format!(
-                "area {} is not covered: its {skipped} scenario(s) SKIPPED (--allow-skipped {} accepts it)",
-                area.key, area.key
-            ));
-        }
-    }
-    untold_skips(&mut report, &selected, &offered, profile.as_deref(), &args);
+    judge_skips(&mut report, &selected, &offered, profile.as_deref(), &args);
     if let Some(path) = &args.exploration {
         match report::ExplorationBasis::from_explore_json(path) {
             Ok(basis) => {
@@ -440,11 +414,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// A scenario SKIPPED for what the target cannot offer or be given — not for what the run was
-/// told to do without (`--without`) or the profile declines — is a gap nobody asked for: the run
-/// is not certified, area by area, unless `--allow-skipped AREA` accepts it. (An area left wholly
-/// uncovered is judged above, whatever the reason.)
-fn untold_skips(
+/// The skips a certificate cannot rest on, area by area, each refused unless `--allow-skipped
+/// AREA` accepts it: an area whose every scenario was SKIPPED rests on nothing, whatever the
+/// reason; in an area that ran, a scenario SKIPPED for what the target cannot offer or be given —
+/// not for what the run was told to do without (`--without`) or the profile declines — is a gap
+/// nobody asked for.
+fn judge_skips(
     report: &mut Report,
     selected: &[crate::scenario::load::LoadedScenario],
     offered: &BTreeSet<crate::target::Capability>,
@@ -453,48 +428,45 @@ fn untold_skips(
 ) {
     let declined = profile.map(|p| p.decline.clone()).unwrap_or_default();
     let spec_needs: BTreeSet<_> = specs::SPEC_NEEDS.into_iter().collect();
-    let wholly_skipped: BTreeSet<&str> = report
-        .scenarios
-        .iter()
-        .map(|r| r.area.as_str())
-        .filter(|area| {
-            report
-                .scenarios
-                .iter()
-                .filter(|r| r.area == *area)
-                .all(|r| r.verdict == scenario::Verdict::Skipped)
-        })
-        .collect();
-    let mut by_area: std::collections::BTreeMap<String, (usize, BTreeSet<&str>)> =
-        std::collections::BTreeMap::new();
-    for r in report
-        .scenarios
-        .iter()
-        .filter(|r| r.verdict == scenario::Verdict::Skipped)
-    {
-        // An area wholly skipped is judged on its own, above: not twice.
-        if wholly_skipped.contains(r.area.as_str()) {
+    for area in crate::catalogue::AREAS.iter().map(|a| a.key) {
+        let of_area: Vec<&scenario::ScenarioResult> =
+            report.scenarios.iter().filter(|r| r.area == area).collect();
+        let skipped: Vec<&scenario::ScenarioResult> = of_area
+            .iter()
+            .copied()
+            .filter(|r| r.verdict == scenario::Verdict::Skipped)
+            .collect();
+        if skipped.is_empty() {
             continue;
         }
-        let requires = match selected.iter().find(|l| l.scenario.id == r.id) {
-            Some(l) => l.scenario.requires(),
-            None => spec_needs.clone(),
+        let what = if skipped.len() == of_area.len() {
+            format!(
+                "area {area}: not covered — its {} scenario(s) SKIPPED",
+                skipped.len()
+            )
+        } else {
+            let mut untold = 0;
+            let mut reasons = BTreeSet::new();
+            for r in &skipped {
+                let requires = match selected.iter().find(|l| l.scenario.id == r.id) {
+                    Some(l) => l.scenario.requires(),
+                    None => spec_needs.clone(),
+                };
+                let why = skip_reasons(&requires, offered, &args.without, &declined);
+                if !why.is_empty() {
+                    untold += 1;
+                    reasons.extend(why);
+                }
+            }
+            if untold == 0 {
+                continue;
+            }
+            format!(
+                "area {area}: {untold} scenario(s) SKIPPED for what the target does not offer ({})",
+                reasons.into_iter().collect::<Vec<_>>().join(", ")
+            )
         };
-        let untold = skip_reasons(&requires, offered, &args.without, &declined);
-        if untold.is_empty() {
-            continue;
-        }
-        let entry = by_area.entry(r.area.clone()).or_default();
-        entry.0 += 1;
-        entry.1.extend(untold);
-    }
-    for (area, (n, lacking)) in by_area {
-        let names: Vec<&str> = lacking.into_iter().collect();
-        let what = format!(
-            "area {area}: {n} scenario(s) SKIPPED for what the target does not offer ({})",
-            names.join(", ")
-        );
-        if args.allow_skipped.contains(&area) {
+        if args.allow_skipped.iter().any(|a| a == area) {
             println!("{what}, allowed by --allow-skipped");
         } else {
             println!("{what}: NOT CERTIFIED (--allow-skipped {area} accepts it)");

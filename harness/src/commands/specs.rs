@@ -345,6 +345,7 @@ fn result_of(
         trace: Trace::default(),
         failures,
         flaky: None,
+        file_sha256: None,
     }
 }
 

@@ -650,7 +650,7 @@ pub fn write_into(
                 .as_ref()
                 .filter(|t| t.profile.is_some())
                 .map(|t| t.name.clone()),
-            file_sha256: crate::scenario::run::file_digest(Path::new(&sc.file)),
+            file_sha256: sc.file_sha256.clone(),
             signature_version: crate::scenario::run::SIGNATURE_VERSION,
         };
         let name = format!("traces/{}.json", sc.id);

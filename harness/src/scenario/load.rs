@@ -54,6 +54,9 @@ pub struct LoadedScenario {
     pub file: PathBuf,
     /// The scenario.
     pub scenario: Scenario,
+    /// The SHA-256 of the text it was loaded from (hex): what a record of its run names, so a
+    /// replay of a file edited since is refused.
+    pub sha256: String,
 }
 
 /// Every `*.toml` file under `dir`, sorted by name.
@@ -93,9 +96,11 @@ pub fn load_str(file: &Path, text: &str) -> Result<LoadedScenario, ScenarioError
         place,
         message,
     })?;
+    use sha2::Digest;
     Ok(LoadedScenario {
         file: file.to_owned(),
         scenario,
+        sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
     })
 }
 

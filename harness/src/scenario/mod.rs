@@ -116,6 +116,10 @@ pub struct ScenarioResult {
     /// Why it is flaky: the first run whose trace differs, and the first differing line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flaky: Option<String>,
+    /// The SHA-256 of the scenario file's text as it was loaded (none for an isolation spec):
+    /// its recorded runs name it. Not in report.json.
+    #[serde(skip)]
+    pub file_sha256: Option<String>,
 }
 
 /// Runs `loaded` `repeat` times and judges the runs together.
@@ -210,6 +214,7 @@ fn judge(loaded: &LoadedScenario, runs: Vec<ScenarioRun>) -> ScenarioResult {
         trace: shown.trace.clone(),
         failures: shown.failures.clone(),
         flaky,
+        file_sha256: Some(loaded.sha256.clone()),
     }
 }
 

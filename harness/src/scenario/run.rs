@@ -327,11 +327,3 @@ pub const SIGNATURE_VERSION: u32 = 2;
 fn first_signature_version() -> u32 {
     1
 }
-
-/// The SHA-256 of a scenario file's text, as a record names it (`None`: unreadable).
-pub fn file_digest(path: &std::path::Path) -> Option<String> {
-    use sha2::Digest;
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
-}

@@ -62,6 +62,7 @@ fn scenario(
         failures,
         flaky: (verdict == Verdict::Flaky)
             .then(|| "run 2 differs from run 1 at trace line 3".to_owned()),
+        file_sha256: None,
     }
 }
 
