@@ -59,9 +59,10 @@ pub fn merge_reports(shards: &[Value]) -> Result<Value, String> {
         if shard["schema_version"] != merged["schema_version"]
             || shard["mode"] != merged["mode"]
             || shard["flaws"] != merged["flaws"]
+            || shard["target"] != merged["target"]
         {
             return Err(format!(
-                "shard {} is another exploration (schema, mode or flaws differ)",
+                "shard {} is another exploration (schema, mode, flaws or target differ)",
                 i + 1
             ));
         }

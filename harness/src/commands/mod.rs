@@ -382,7 +382,22 @@ pub struct ChosenTarget<'a> {
     profile: Option<std::sync::Arc<crate::target::profile::Profile>>,
 }
 
+/// The target a report names, the same way in `explore.json` and in a certification run: its
+/// profile's title with the profile's digest, or the in-process reference. A certificate rests only
+/// on an exploration of the target it certifies.
+pub fn target_identity(profile: Option<&crate::target::profile::Profile>) -> String {
+    profile.map_or_else(
+        || "the Harbor reference service, in-process".to_owned(),
+        |p| format!("{} (profile sha256 {})", p.title(), p.digest),
+    )
+}
+
 impl<'a> ChosenTarget<'a> {
+    /// What reports name this target ([`target_identity`]).
+    pub fn identity(&self) -> String {
+        target_identity(self.profile.as_deref())
+    }
+
     /// The target `args` chose (its profile loaded), on `infra`.
     pub fn new(
         infra: &'a crate::provision::Infra,

@@ -18,7 +18,7 @@ pub struct MutantsArgs {
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
     /// Scenarios run at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// Run each flaw only against the scenarios that name it in `catches` — the ones the verdict
     /// rests on (much faster; the matrix then lists no incidental kills).

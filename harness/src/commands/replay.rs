@@ -24,7 +24,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "scenarios", env = "HARBOR_SCENARIOS")]
     pub scenarios_dir: PathBuf,
     /// Replay this many times; every run must give the recorded signature.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub repeat: usize,
     /// Which backend to provision with.
     #[arg(long, value_enum, default_value = "auto", env = "HARBOR_BACKEND")]

@@ -23,14 +23,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub filter: Option<String>,
     /// Run each scenario this many times; differing traces make it FLAKY.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub repeat: usize,
     /// Failures at or above this severity make the run NOT CERTIFIED (exit 1); lower ones are
     /// reported as warnings.
     #[arg(long, value_enum, default_value = "low")]
     pub fail_on: Severity,
     /// Scenarios run at once (each has its own database, Redis prefix, replicas and proxies).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
     /// The report is marked as a flawed run everywhere.
@@ -144,6 +144,54 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // What the run's end reads is read now: a mistyped path stops the run before it starts, not
+    // after the whole catalogue ran.
+    let exploration = match args
+        .exploration
+        .as_deref()
+        .map(report::ExplorationBasis::from_explore_json)
+        .transpose()
+    {
+        Ok(basis) => basis,
+        Err(e) => {
+            eprintln!("harbor-certify: --exploration: {e}");
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    };
+    let certified = super::target_identity(profile.as_deref());
+    if let Some(other) = exploration.as_ref().filter(|b| b.target != certified) {
+        eprintln!(
+            "harbor-certify: --exploration {}: it explored {}, not {certified}: an exploration backs only a run of the target it explored",
+            other.source, other.target
+        );
+        return ExitCode::from(super::CANNOT_RUN);
+    }
+    let signing_key = match args
+        .catalogue
+        .signing_key
+        .as_deref()
+        .map(report::sign::SigningKey::from_pkcs8_file)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("harbor-certify: signing key: {e}");
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    };
+    let expected = match args
+        .expect_verdicts
+        .as_deref()
+        .map(super::verdicts::load)
+        .transpose()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("harbor-certify: --expect-verdicts {e}");
+            return ExitCode::from(super::CANNOT_RUN);
+        }
+    };
+    report::forget_latest(&args.catalogue.out);
     let mut infra = match provision_or_explain(args.catalogue.backend).await {
         Ok(i) => i,
         Err(code) => return code,
@@ -253,36 +301,31 @@ pub async fn run(args: RunArgs) -> ExitCode {
         &report.scenarios,
     ));
     judge_skips(&mut report, &selected, &offered, profile.as_deref(), &args);
-    if let Some(path) = &args.exploration {
-        match report::ExplorationBasis::from_explore_json(path) {
-            Ok(basis) => {
-                // Violations found by the exploration block the certificate like failed scenarios.
-                if basis.violations > 0 {
-                    eprintln!(
-                        "harbor-certify: the exploration found {} violation(s): NOT CERTIFIED",
-                        basis.violations
-                    );
-                    report.not_certified(format!(
-                        "the exploration found {} violation(s)",
-                        basis.violations
-                    ));
-                }
-                // An exploration cut short proves less than its sets name.
-                if let Some(short) = basis.shortfall() {
-                    eprintln!(
-                        "harbor-certify: the exploration did not cover what it names ({short}): NOT CERTIFIED"
-                    );
-                    report.not_certified(format!(
-                        "the exploration did not cover what it names ({short})"
-                    ));
-                }
-                report.exploration = Some(basis);
-            }
-            Err(e) => {
-                eprintln!("harbor-certify: --exploration: {e}");
-                return ExitCode::from(super::CANNOT_RUN);
-            }
+    let exploration_fails = exploration
+        .as_ref()
+        .is_some_and(|basis| basis.violations > 0 || basis.shortfall().is_some());
+    if let Some(basis) = exploration {
+        // Violations found by the exploration block the certificate like failed scenarios.
+        if basis.violations > 0 {
+            eprintln!(
+                "harbor-certify: the exploration found {} violation(s): NOT CERTIFIED",
+                basis.violations
+            );
+            report.not_certified(format!(
+                "the exploration found {} violation(s)",
+                basis.violations
+            ));
         }
+        // An exploration cut short proves less than its sets name.
+        if let Some(short) = basis.shortfall() {
+            eprintln!(
+                "harbor-certify: the exploration did not cover what it names ({short}): NOT CERTIFIED"
+            );
+            report.not_certified(format!(
+                "the exploration did not cover what it names ({short})"
+            ));
+        }
+        report.exploration = Some(basis);
     }
     let whole_catalogue = args.scenarios.is_empty()
         && args.filter.is_none()
@@ -292,6 +335,25 @@ pub async fn run(args: RunArgs) -> ExitCode {
             "{} of the catalogue's {catalogue_size} scenarios",
             report.summary.total
         ));
+    } else {
+        // A catalogue (`--scenarios-dir`) without a scenario of some area certifies nothing
+        // about it: the area is as uncovered as one whose every scenario was skipped.
+        let uncovered: Vec<&str> = crate::catalogue::AREAS
+            .iter()
+            .map(|a| a.key)
+            .filter(|area| !report.scenarios.iter().any(|r| r.area == *area))
+            .filter(|area| !args.allow_skipped.iter().any(|a| a == area))
+            .collect();
+        if !uncovered.is_empty() {
+            eprintln!(
+                "harbor-certify: the catalogue holds no scenario of {}: NOT CERTIFIED",
+                uncovered.join(", ")
+            );
+            report.not_certified(format!(
+                "the catalogue holds no scenario of {} (--allow-skipped AREA certifies without it)",
+                uncovered.join(", ")
+            ));
+        }
     }
     let s = &report.summary;
     println!(
@@ -331,19 +393,6 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .map(|(id, ms)| format!("{id} {ms:.0} ms"))
         .collect();
     println!("slowest: {}", slowest.join(", "));
-    let signing_key = match args
-        .catalogue
-        .signing_key
-        .as_deref()
-        .map(report::sign::SigningKey::from_pkcs8_file)
-        .transpose()
-    {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("harbor-certify: signing key: {e}");
-            return ExitCode::from(super::CANNOT_RUN);
-        }
-    };
     let spec_files_out = specs::run_files(&spec_outcomes);
     let extra: Vec<(&str, String)> = spec_files_out
         .iter()
@@ -378,13 +427,18 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
         println!("verdicts written to {}", path.display());
     }
-    if let Some(path) = &args.expect_verdicts {
-        return match super::verdicts::compare(path, &report.scenarios) {
-            Err(e) => {
-                eprintln!("harbor-certify: --expect-verdicts {e}");
-                ExitCode::from(super::CANNOT_RUN)
+    if let (Some(expected), Some(path)) = (&expected, &args.expect_verdicts) {
+        let differences = super::verdicts::compare(expected, &report.scenarios);
+        return match differences {
+            // The verdicts speak for the scenarios only: an exploration given to the run that
+            // found violations, or fell short, still fails it.
+            _ if exploration_fails => {
+                eprintln!(
+                    "harbor-certify: the exploration given with --exploration does not pass (above): the verdicts alone cannot pass this run"
+                );
+                ExitCode::from(super::NOT_CERTIFIED)
             }
-            Ok(differences) if differences.is_empty() => {
+            differences if differences.is_empty() => {
                 println!(
                     "verdicts as expected: all {} match {}",
                     report.scenarios.len(),
@@ -392,7 +446,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Ok(differences) => {
+            differences => {
                 println!(
                     "{} verdict(s) changed from {}:",
                     differences.len(),

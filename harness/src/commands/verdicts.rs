@@ -25,19 +25,36 @@ pub fn write(path: &Path, title: &str, results: &[ScenarioResult]) -> std::io::R
             .first()
             .map(|f| f.message.lines().next().unwrap_or_default().to_owned())
             .unwrap_or_default();
+        // The finding is the target's text: a control character in it would end the comment
+        // and put the rest of the line into the file as TOML.
+        let why: String = why.chars().filter(|c| !c.is_control()).take(150).collect();
         let comment = if why.is_empty() {
             String::new()
         } else {
-            format!("  # {}", why.chars().take(150).collect::<String>())
+            format!("  # {why}")
         };
         let line = format!(
             "{:<44} = {:<22}{comment}",
-            r.id,
+            key(&r.id),
             format!("\"{}\"", verdict_of(r))
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
     std::fs::write(path, out)
+}
+
+/// `id` as a TOML key: bare where TOML allows it, quoted otherwise (a spec's id can hold a dot,
+/// which a bare key would read as a dotted table).
+fn key(id: &str) -> String {
+    let bare = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        id.to_owned()
+    } else {
+        toml::Value::String(id.to_owned()).to_string()
+    }
 }
 
 /// A result's verdict as the file holds it: a failure with the place of its first finding.
@@ -51,14 +68,29 @@ fn verdict_of(r: &ScenarioResult) -> String {
     }
 }
 
-/// The differences between `results` and the verdicts expected in `path` (empty: none).
-pub fn compare(path: &Path, results: &[ScenarioResult]) -> Result<Vec<String>, String> {
+/// The verdicts a file expects, by scenario id: read before the run, so a file that cannot be read
+/// stops the run before it starts rather than after it.
+pub struct Expected {
+    verdicts: BTreeMap<String, String>,
+}
+
+/// Reads the verdicts expected in `path`.
+pub fn load(path: &Path) -> Result<Expected, String> {
     #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct File {
         verdicts: BTreeMap<String, String>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Expected {
+        verdicts: file.verdicts,
+    })
+}
+
+/// The differences between `results` and the `expected` verdicts (empty: none).
+pub fn compare(expected: &Expected, results: &[ScenarioResult]) -> Vec<String> {
+    let file = expected;
     let mut out = Vec::new();
     for r in results {
         let got = verdict_of(r);
@@ -83,5 +115,19 @@ pub fn compare(path: &Path, results: &[ScenarioResult]) -> Result<Vec<String>, S
             out.push(format!("{id}: expected, but it did not run"));
         }
     }
-    Ok(out)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key;
+
+    #[test]
+    fn an_id_toml_cannot_hold_bare_is_quoted() {
+        assert_eq!(key("AUD-AUTH-GUARD"), "AUD-AUTH-GUARD");
+        let dotted = key("SQL-AUDIT.V2");
+        assert_eq!(dotted, "\"SQL-AUDIT.V2\"");
+        let table: toml::Table = toml::from_str(&format!("{dotted} = \"PASSED\"")).unwrap();
+        assert_eq!(table["SQL-AUDIT.V2"].as_str(), Some("PASSED"));
+    }
 }

@@ -297,6 +297,10 @@ pub struct ExploreReport {
     /// reports written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<shard::ShardOf>,
+    /// The target explored, as a certification run names its own
+    /// ([`crate::commands::target_identity`]): an exploration backs only a run of the same target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Every multiset of `size` operations drawn from `ops` (repeats included, order ignored), but
@@ -488,6 +492,7 @@ async fn explore_on(
         services: targets.len(),
         services_with_fault_proxies: 0,
         shard: options.shard,
+        target: None,
     };
     let offered = target.capabilities();
     let each_offers: Vec<BTreeSet<Capability>> = targets.iter().map(|t| t.capabilities()).collect();
@@ -625,9 +630,14 @@ pub async fn check_saved(
             continue;
         };
         let flawed = ScenarioRunner::new(explored, None).run(&loaded).await;
-        // A failure of the scenario itself, not of its set-up, and not a skip: a saved file the
-        // target cannot run (skipped) reproduces nothing.
-        v.reproduces = Some(flawed.failures.iter().any(|f| !f.environment && !f.skipped));
+        // A failure of the scenario itself, not of its set-up (the environment, the fixtures), and
+        // not a skip: a saved file the target cannot run (skipped) reproduces nothing.
+        v.reproduces = Some(
+            flawed
+                .failures
+                .iter()
+                .any(|f| !f.environment && !f.skipped && !f.message.starts_with("fixtures:")),
+        );
         if let Some(correct) = correct {
             let correct = ScenarioRunner::new(correct, None).run(&loaded).await;
             v.passes_on_correct_build = Some(correct.failures.is_empty());

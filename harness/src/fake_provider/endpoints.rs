@@ -71,8 +71,11 @@ pub(super) async fn authorize(
         return refuse(location, "unsupported_response_type", q.state.as_deref());
     }
     // A PKCE challenge, when sent, must be S256 (RFC 9700 §2.1.1) and binds the code to its
-    // verifier (RFC 7636 §4.4). None of the four providers documents requiring one.
-    let challenge = match (q.code_challenge.clone(), q.code_challenge_method.as_deref()) {
+    // verifier (RFC 7636 §4.4). None of the four providers documents requiring one, and only
+    // those that document PKCE at all look at it.
+    let pkce = (q.code_challenge.clone(), q.code_challenge_method.as_deref());
+    let challenge = match pkce {
+        _ if !wire::verifies_pkce(provider) => None,
         (None, None) => None,
         (Some(challenge), Some("S256")) => Some(challenge),
         _ => return refuse(location, "invalid_request", q.state.as_deref()),
@@ -213,6 +216,7 @@ pub(super) async fn token(
                 return wire::token_refusal(provider, Refusal::Grant { refresh });
             };
             let verifier_ok = match (&grant.challenge, form.code_verifier.as_deref()) {
+                _ if !wire::verifies_pkce(provider) => true,
                 (None, None) => true,
                 (Some(challenge), Some(v)) => {
                     URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())) == *challenge
@@ -231,6 +235,15 @@ pub(super) async fn token(
                 grant.used = true;
                 if reused {
                     guard.count(provider, Some(&code), |c| c.code_reused += 1);
+                    // RFC 6749 §4.1.2: a code used twice SHOULD end what it was exchanged for
+                    // (Intuit does: a second exchange invalidates the first's tokens).
+                    let families: Vec<u64> = guard
+                        .family_code
+                        .iter()
+                        .filter(|(_, c)| **c == code)
+                        .map(|(f, _)| *f)
+                        .collect();
+                    guard.end_families(&families);
                 } else if expired {
                     guard.count(provider, Some(&code), |c| c.code_expired += 1);
                 }
@@ -369,8 +382,13 @@ pub(super) async fn revoke(
         .map(|r| (r.2, r.1));
     // Slack's `auth.revoke` is authenticated by the token it revokes: only a live access token
     // (one the API takes as a bearer) can; a refresh token or a dead one is `invalid_auth`.
-    let found = if provider == Provider::Slack {
-        known_access.filter(|(_, live)| *live)
+    // Intuit answers an empty 400 to a token already revoked or expired (3P, see
+    // docs/PROVIDER-DIALECTS.md); the others follow RFC 7009 (a 200 for a token they no longer
+    // know) or their own shape (`wire::revocation_refusal`).
+    let found = if matches!(provider, Provider::Slack | Provider::Qbo) {
+        known_access
+            .filter(|(_, live)| *live)
+            .or(known_refresh.filter(|(_, usable)| *usable && provider == Provider::Qbo))
     } else {
         known_access.or(known_refresh)
     };
@@ -379,11 +397,6 @@ pub(super) async fn revoke(
     };
     // Revoking a token ends its whole grant (RFC 7009 §2.1 allows it for access tokens and
     // requires it for refresh tokens; every provider here does it).
-    for r in guard.refresh.values_mut().filter(|r| r.2 == family) {
-        r.1 = false;
-    }
-    for a in guard.access.values_mut().filter(|a| a.family == family) {
-        a.revoked = true;
-    }
+    guard.end_families(&[family]);
     wire::revoked(provider)
 }

@@ -3,14 +3,17 @@
 //! its provider's dialect strictly (`docs/PROVIDER-DIALECTS.md`; [`wire`] has the shapes).
 //!
 //! - `GET /{p}/authorize` issues a single-use code bound to the client id, the redirect URI and
-//!   the PKCE challenge when one is sent (S256 only), and redirects to the redirect URI with
+//!   — at Gmail and Slack, the providers that document PKCE — the challenge when one is sent
+//!   (S256 only; QuickBooks and Box ignore it, as a server ignores what it does not know), and
+//!   redirects to the redirect URI with
 //!   `code`, `state` (QuickBooks adds `realmId`; `iss` only when [`Switches::send_iss`]).
 //!   Gmail's code carries a refresh token only when `access_type=offline` was asked for; Slack's
 //!   scopes are comma-separated (a space inside one is `invalid_scope`). A code lives as long as
 //!   its provider lets it ([`Switches::code_lifetime`]: Box 30 seconds, the others ten minutes).
 //! - `POST /{p}/token` authenticates the client the provider's way (QuickBooks: HTTP Basic only;
 //!   Box: body only; Gmail and Slack: either, never both), then exchanges a code (checking client,
-//!   redirect URI and verifier) or a refresh token. The answer's `scope` is the provider's:
+//!   redirect URI and verifier) or a refresh token; a code presented twice is refused and ends
+//!   the grant its first exchange gave (RFC 6749 §4.1.2). The answer's `scope` is the provider's:
 //!   Slack's comma-separated, Gmail's space-separated, none from QuickBooks or Box (their
 //!   token answers carry no `scope`). Whether refresh tokens rotate follows the
 //!   provider; a reused or revoked one is refused in the provider's error shape (Slack: HTTP 200
@@ -306,6 +309,24 @@ impl Inner {
                 .map(|r| r.2),
         }?;
         self.family_code.get(&family).cloned()
+    }
+
+    /// Ends the grants `families`: every access and refresh token issued in them.
+    fn end_families(&mut self, families: &[u64]) {
+        for r in self
+            .refresh
+            .values_mut()
+            .filter(|r| families.contains(&r.2))
+        {
+            r.1 = false;
+        }
+        for a in self
+            .access
+            .values_mut()
+            .filter(|a| families.contains(&a.family))
+        {
+            a.revoked = true;
+        }
     }
 }
 

@@ -18,6 +18,14 @@ use serde_json::{json, Value};
 
 use super::{FakeProvider, Shared, QBO_REALM};
 
+/// Whether `provider` documents PKCE (RFC 7636): Google lists `S256`, Slack takes
+/// `code_verifier`. QuickBooks and Box do not document it, and the fake does there what a server
+/// does with parameters it does not know — ignores the challenge and the verifier — so that no
+/// check credits Harbor with a defence those providers may not give.
+pub(super) fn verifies_pkce(provider: Provider) -> bool {
+    matches!(provider, Provider::Gmail | Provider::Slack)
+}
+
 /// Why a token or revocation request is refused.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Refusal {
@@ -227,7 +235,7 @@ pub(super) fn revocation_token(
 }
 
 /// A refused revocation in the provider's shape. An unknown token is "done" for RFC 7009
-/// servers (200), 400 `invalid_token` at Google, `invalid_auth` at Slack.
+/// servers (200), 400 `invalid_token` at Google, `invalid_auth` at Slack, an empty 400 at Intuit.
 pub(super) fn revocation_refusal(provider: Provider, refusal: Refusal) -> Response {
     match (provider, refusal) {
         (Provider::Slack, Refusal::Request) => Json(json!({ "ok": false, "error": "not_authed" })).into_response(),
@@ -235,6 +243,7 @@ pub(super) fn revocation_refusal(provider: Provider, refusal: Refusal) -> Respon
         (Provider::Gmail, Refusal::UnknownToken) => {
             (StatusCode::BAD_REQUEST, Json(json!({ "error": "invalid_token", "error_description": "Token expired or revoked" }))).into_response()
         }
+        (Provider::Qbo, Refusal::UnknownToken) => StatusCode::BAD_REQUEST.into_response(),
         (_, Refusal::UnknownToken) => StatusCode::OK.into_response(),
         (_, refusal) => token_refusal(provider, refusal),
     }

@@ -14,7 +14,7 @@ const CSS: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;padding:24px;color:#1b1f24}
 h1{margin:0 0 4px}h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:32px}
 .verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:700;color:#fff}
-.PASS,.PASSED{background:#1a7f37}.FAIL,.FAILED{background:#cf222e}.WARNING{background:#9a6700}
+.PASS,.PASSED{background:#1a7f37}.FAIL,.FAILED{background:#cf222e}.WARNING{background:#9a6700}.SKIPPED{background:#57606a}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .flaws{background:#fff8c5;border:2px solid #9a6700;padding:8px 12px;margin:12px 0;font-weight:600}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
@@ -75,7 +75,7 @@ pub fn render(report: &Report) -> String {
                     ul { @for why in &report.not_certified_because { li { (why) } } }
                 }
                 p { (s.total) " scenarios × " (s.repeat) " run(s) in " (format!("{:.1}", s.duration_ms / 1000.0)) " s: "
-                    b { (s.passed) " passed" } ", " b { (s.failed) " failed" } ", " (s.warnings) " warning(s), " (s.flaky) " flaky, " (s.errors) " could not run. Failures at or above "
+                    b { (s.passed) " passed" } ", " b { (s.failed) " failed" } ", " (s.warnings) " warning(s), " (s.flaky) " flaky, " (s.errors) " could not run, " (s.skipped) " skipped. Failures at or above "
                     code { (report.fail_on.as_str()) } " block certification." }
 
                 nav {

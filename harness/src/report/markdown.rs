@@ -81,7 +81,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "---\n\n## 1. Executive summary\n");
     let _ = writeln!(
         out,
-        "{} scenario(s) ran {} time(s) each in {:.1} s: **{} passed, {} failed, {} warning(s), {} flaky, {} could not run**. \
+        "{} scenario(s) ran {} time(s) each in {:.1} s: **{} passed, {} failed, {} warning(s), {} flaky, {} could not run, {} skipped**. \
 Failures at or above severity `{}` block certification. Every \"blocks\" below was read from `pg_locks` and \
 `pg_blocking_pids()` while it happened, never inferred from time.\n",
         s.total,
@@ -92,6 +92,7 @@ Failures at or above severity `{}` block certification. Every \"blocks\" below w
         s.warnings,
         s.flaky,
         s.errors,
+        s.skipped,
         report.fail_on.as_str()
     );
     if let Some(t) = &report.target {

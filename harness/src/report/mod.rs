@@ -246,6 +246,8 @@ impl TargetBasis {
 pub struct ExplorationBasis {
     /// The explore.json it comes from.
     pub source: String,
+    /// The target explored ([`crate::commands::target_identity`]).
+    pub target: String,
     /// The operation sets explored (`activate + callback`).
     pub sets: Vec<String>,
     /// Sets whose every schedule ran.
@@ -344,8 +346,26 @@ impl ExplorationBasis {
             serde_json::Value::String(m) => m.clone(),
             other => format!("random from seed {}", other["random"]["seed"]),
         };
+        // One shard's file names only its part of the split: the sets of the others were not
+        // explored as far as it can tell.
+        if let Some(shard) = v.get("shard").filter(|s| !s.is_null()) {
+            return Err(format!(
+                "{}: one shard of a split exploration ({shard}); `harbor-certify merge` the shards and give the merged file",
+                path.display()
+            ));
+        }
+        let target = v["target"]
+            .as_str()
+            .ok_or_else(|| {
+                format!(
+                    "{}: does not say which target it explored (no target)",
+                    path.display()
+                )
+            })?
+            .to_owned();
         Ok(Self {
             source: path.display().to_string(),
+            target,
             sets: sets.iter().map(name).collect(),
             complete_sets: sets.iter().filter(|s| s["complete"] == true).count(),
             schedules_explored: count("schedules_explored")?,
@@ -671,6 +691,13 @@ pub fn write_into(
     sign::write_manifest(dir, &names, signing_key)
 }
 
+/// Removes `out/latest` when a run starts: until the run writes its own, a gate reading it (a
+/// CI step that publishes reports whatever the exit status) finds nothing rather than an earlier
+/// run's report, also when this run stops early or panics.
+pub fn forget_latest(out: &Path) {
+    let _ = std::fs::remove_file(out.join("latest"));
+}
+
 /// Creates `out/<UTC timestamp>/`, writes the run into it and points `out/latest` at it. Returns the
 /// run's folder.
 pub fn write_run(
@@ -705,6 +732,7 @@ mod tests {
     fn explored(complete: bool) -> serde_json::Value {
         serde_json::json!({
             "mode": "systematic", "flaws": [], "violations": [], "skipped": [], "oracles_off": [],
+            "target": "the Harbor reference service, in-process",
             "schedules_explored": 4, "schedules_total": 8, "schedules_pruned": 4,
             "sets": [{ "operations": ["activate", "callback"], "complete": complete }]
         })
@@ -723,6 +751,7 @@ mod tests {
             "schedules_total",
             "skipped",
             "oracles_off",
+            "target",
         ] {
             let mut v = explored(true);
             v.as_object_mut().unwrap().remove(missing);
@@ -737,5 +766,10 @@ mod tests {
             basis(v).unwrap().shortfall().as_deref(),
             Some("1 set(s) skipped")
         );
+        // One shard of a split names only its part.
+        let mut v = explored(true);
+        v["shard"] = serde_json::json!({ "index": 1, "of": 4 });
+        let refused = basis(v).expect_err("a shard is refused");
+        assert!(refused.contains("merge"), "{refused}");
     }
 }

@@ -101,6 +101,12 @@ impl Assertion {
         if a.rows.is_some() && a.sql.is_none() {
             return Err(problem(format!("{place}.rows"), "rows goes with sql"));
         }
+        if a.lost_at_most.is_some() && a.grants_accounted.is_none() {
+            return Err(problem(
+                format!("{place}.lost_at_most"),
+                "lost_at_most goes with grants_accounted",
+            ));
+        }
         if a.equals.is_some() && !matches!(kinds[0], "sql" | "redis_keys" | "provider_counter") {
             return Err(problem(
                 format!("{place}.equals"),

@@ -196,6 +196,13 @@ impl Checker {
     /// Checks an expectation: its placeholders, and no empty substring (`error_contains = ""`
     /// or `body_contains = [""]` would hold of any outcome: an expectation that cannot fail).
     pub fn expectation(&self, place: &str, e: &super::format::Expect) -> Result<(), Problem> {
+        if *e == super::format::Expect::default() {
+            return Err(problem(
+                place,
+                "an empty expectation holds of every outcome: name a status, a code, a body \
+                 field or what the answer must (not) contain",
+            ));
+        }
         let texts = e.body_excludes.iter().chain(&e.body_contains);
         for x in texts.clone().chain(e.error_contains.iter()) {
             if x.is_empty() {

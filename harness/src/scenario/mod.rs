@@ -250,13 +250,24 @@ pub fn select(
 ) -> Result<Vec<LoadedScenario>, String> {
     let names =
         |s: &LoadedScenario, w: &str| s.scenario.id.eq_ignore_ascii_case(w) || s.file.ends_with(w);
+    // A name that is a file outside the catalogue is that file, even where a catalogue file ends
+    // the same way: `run AUD-X.toml` in a folder holding an edited copy runs the copy.
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let outside = |w: &str| {
+        let path = std::path::Path::new(w);
+        path.is_file()
+            && !all
+                .iter()
+                .any(|s| canonical(&s.file).is_some() && canonical(&s.file) == canonical(path))
+    };
+    let wanted_by_name: Vec<&String> = wanted.iter().filter(|w| !outside(w)).collect();
     let mut extra = Vec::new();
     let mut problems = Vec::new();
     for w in wanted {
-        if all.iter().any(|s| names(s, w)) {
+        let path = std::path::Path::new(w);
+        if !outside(w) && all.iter().any(|s| names(s, w)) {
             continue;
         }
-        let path = std::path::Path::new(w);
         if path.is_file() {
             match load::load_file(path) {
                 Ok(s) => extra.push(s),
@@ -273,7 +284,7 @@ pub fn select(
     }
     let mut chosen: Vec<LoadedScenario> = all
         .into_iter()
-        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| names(s, w)))
+        .filter(|s| wanted.is_empty() || wanted_by_name.iter().any(|w| names(s, w)))
         .collect();
     for s in extra {
         if let Some(twin) = chosen.iter().find(|c| c.scenario.id == s.scenario.id) {

@@ -99,6 +99,16 @@ impl<'a> ScenarioRunner<'a> {
         };
         let (trace, mut failures, checks) =
             execute(loaded, &restricted, self.logs.as_ref(), scheduler).await;
+        // A run that passed having checked nothing could not have failed: a file whose steps
+        // expect nothing and that asserts nothing certifies nothing.
+        if failures.is_empty() && checks == 0 {
+            failures.push(Failure::at(
+                None,
+                "the scenario checked nothing: no expectation, blocking, parking or assertion \
+                 held, so the run could not have failed (give a step an `expect` or add an \
+                 `[[assert]]`)",
+            ));
+        }
         if let Err(e) = launched.stop().await {
             failures.push(Failure::environment(format!("clean-up failed: {e}")));
         }

@@ -329,6 +329,105 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
     app.stop().await;
 }
 
+/// The fake checks a PKCE verifier only where the provider documents PKCE (Google, Slack): at
+/// QuickBooks and Box it ignores challenge and verifier, so no check credits Harbor with a
+/// defence those providers may not give. And a code presented twice ends the grant its first
+/// exchange gave (RFC 6749 §4.1.2).
+#[tokio::test]
+async fn the_fake_holds_pkce_where_documented_and_a_reused_code_ends_its_grant() {
+    use harbor_harness::fake_provider::{self, FakeProvider};
+    use harbor_service::providers::{ProviderClient, ProviderError};
+    use secrecy::{ExposeSecret, SecretString};
+    let fake = FakeProvider::start().await.unwrap();
+    let client = ProviderClient::new(fake.providers_config(std::time::Duration::from_secs(5)));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The challenge of one verifier; the exchange presents another.
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let wrong =
+        SecretString::from("a-verifier-whose-challenge-was-never-sent-0123456789".to_owned());
+    for (p, documented) in [
+        (Provider::Gmail, true),
+        (Provider::Slack, true),
+        (Provider::Qbo, false),
+        (Provider::Box, false),
+    ] {
+        let c = client.config(p).unwrap();
+        let mut url = c.authorize_url.clone();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &c.client_id)
+            .append_pair("redirect_uri", c.redirect_uri.as_str())
+            .append_pair("state", "s")
+            .append_pair("access_type", "offline")
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256");
+        let consent = fake_provider::consent(&http, url.as_str()).await.unwrap();
+        let code = SecretString::from(consent.code.clone());
+        let redirect = c.redirect_uri.to_string();
+        let first = client.exchange_code(p, &code, &wrong, &redirect).await;
+        if documented {
+            assert!(
+                matches!(first, Err(ProviderError::InvalidGrant)),
+                "{p}: a verifier that is not the challenge's is refused"
+            );
+            continue;
+        }
+        let tokens = first.unwrap_or_else(|e| panic!("{p}: PKCE is not this provider's: {e}"));
+        assert!(fake.is_live(tokens.access_token.expose_secret()), "{p}");
+        let again = client.exchange_code(p, &code, &wrong, &redirect).await;
+        assert!(
+            matches!(again, Err(ProviderError::InvalidGrant)),
+            "{p}: a code is good once"
+        );
+        assert!(
+            !fake.is_live(tokens.access_token.expose_secret()),
+            "{p}: the reused code ended what it was first exchanged for"
+        );
+        assert_eq!(fake.counters(p).code_reused, 1, "{p}");
+    }
+}
+
+/// A QuickBooks grant the user already ended in QuickBooks (or that expired unused): Intuit
+/// answers its revocation with an empty 400, as it would a request it cannot read. The refresh
+/// that tells the two apart is refused, so the disconnect's revocation counts as done — not an
+/// intent retried for ever — and a live grant whose revocation Intuit refused the same way would
+/// have been refreshed and revoked instead.
+#[tokio::test]
+async fn a_quickbooks_grant_already_ended_counts_as_revoked() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("ended", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Qbo;
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    app.sut.provider.revoke_grants(p);
+    let r = app
+        .call(
+            Method::POST,
+            format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
+        )
+        .as_user(t.owner.0)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["provider_revocation"], "confirmed", "{}", r.body);
+    let c = app.sut.provider.counters(p);
+    assert_eq!(
+        (c.revocations, c.refreshes_invalid_grant),
+        (1, 1),
+        "one revocation (an empty 400), one refresh that tells a dead grant from a bad request"
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM revocation_outbox")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "nothing left to retry");
+    app.stop().await;
+}
+
 /// A user who unticks a scope at the consent screen (Google's granular consent) gets no
 /// connection that would fail every sync: the callback answers 403 `OAUTH_SCOPE_NOT_GRANTED`,
 /// the grant is given back at the provider, and the connection settles back.

@@ -219,6 +219,7 @@ pub fn fixed_run(fail_on: Severity) -> Report {
     let mut report = Report::new(started, environment, scenarios, 1, fail_on, 9000.0, 800.0);
     report.exploration = Some(report::ExplorationBasis {
         source: "reports/explore/latest/explore.json".into(),
+        target: "the Harbor reference service, in-process".into(),
         sets: vec![
             "activate + callback".into(),
             "activate + raw_disconnect".into(),

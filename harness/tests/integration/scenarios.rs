@@ -94,6 +94,8 @@ fn bad_files_are_refused_with_the_file_the_place_and_what_was_expected() {
         ("bad-provider.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"sync\"\nprovider = \"dropbox\"\n"), "step 1 (do = \"sync\").provider", "expected qbo, gmail, slack or box"),
         ("nothing-to-wait.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"wait\"\n"), "step 1 (do = \"wait\")", "no step running in the background"),
         ("bad-assert.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n\n[[assert]]\nprovider_counter = \"qbo.exchanges\"\nequals = 1\n"), "assertion 1.provider_counter", "unknown counter \"exchanges\""),
+        ("empty-expect.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\nexpect = {{}}\n"), "step 1 (do = \"activate\")", "an empty expectation holds of every outcome"),
+        ("stray-lost.toml", format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\nexpect = {{ status = 409 }}\n\n[[assert]]\nsql = \"SELECT 1\"\nequals = 1\nlost_at_most = 3\n"), "assertion 1.lost_at_most", "lost_at_most goes with grants_accounted"),
     ];
     for (name, body, place, message) in cases {
         let file = write(dir.path(), name, &body);
@@ -240,6 +242,34 @@ async fn a_recorded_schedule_replays_to_the_same_trace_and_a_diverging_one_is_re
         "{:?}",
         diverged.failures
     );
+    infra.shutdown().await;
+}
+
+/// A run that checked nothing could not have failed: a scenario whose steps expect nothing and
+/// that asserts nothing fails, where the same file with one expectation passes.
+#[tokio::test]
+async fn a_scenario_that_checks_nothing_fails() {
+    let mut infra = test_infra().await;
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = InProcessLauncher::new(&infra);
+    let runner = ScenarioRunner::new(&launcher, None);
+    let run = |expect: &str| {
+        let file = write(
+            dir.path(),
+            "X-1.toml",
+            &format!("{HEAD}\n[[steps]]\nactor = \"A\"\ndo = \"list_connections\"\n{expect}"),
+        );
+        load::load_file(&file).unwrap()
+    };
+    let nothing = scenario::run_repeated(&runner, &run(""), 1).await;
+    assert_eq!(nothing.verdict, Verdict::Failed, "{:?}", nothing.failures);
+    assert!(
+        nothing.failures[0].message.contains("checked nothing"),
+        "{:?}",
+        nothing.failures
+    );
+    let checked = scenario::run_repeated(&runner, &run("expect = { status = 200 }\n"), 1).await;
+    assert_eq!(checked.verdict, Verdict::Passed, "{:?}", checked.failures);
     infra.shutdown().await;
 }
 

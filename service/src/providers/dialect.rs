@@ -148,6 +148,13 @@ pub trait Dialect: Send + Sync {
     fn revocation_needs_access_token(&self) -> bool {
         false
     }
+
+    /// Whether the provider answers a bare 400 both to a refresh token it no longer knows (revoked,
+    /// expired) and to a request it cannot read, so that a refused revocation of a refresh token
+    /// must be told apart by refreshing it (Intuit: an empty 400 for a token already revoked).
+    fn revocation_refusal_is_ambiguous(&self) -> bool {
+        false
+    }
 }
 
 /// Adds the client's credentials to a request to the token or revocation endpoint, the way

@@ -408,6 +408,41 @@ impl ProviderClient {
             }
             return last;
         }
+        let answered = self.revocation(c, token).await;
+        match answered {
+            // A dead refresh token and an unreadable request get the same bare 400 from such a
+            // provider: a refresh with the token tells them apart. Refused, the grant is already
+            // over — counting that as not done would keep the intent retried for ever. Granted,
+            // the token was alive and the refresh spent it: the fresh grant is revoked instead,
+            // tried more than once right away since it is now the only key to the grant.
+            Err(ProviderError::Rejected { status: 400, .. })
+                if kind == TokenKind::Refresh && c.dialect().revocation_refusal_is_ambiguous() =>
+            {
+                let fresh = match self.refresh(provider, token).await {
+                    Ok(fresh) => fresh,
+                    Err(ProviderError::InvalidGrant) => return Ok(()),
+                    Err(_) => return answered,
+                };
+                let key = fresh.refresh_token.as_ref().unwrap_or(&fresh.access_token);
+                let mut last = Ok(());
+                for _ in 0..3 {
+                    last = self.revocation(c, key).await;
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            }
+            other => other,
+        }
+    }
+
+    /// One revocation request, the dialect's way, and its answer.
+    async fn revocation(
+        &self,
+        c: &ProviderConfig,
+        token: &SecretString,
+    ) -> Result<(), ProviderError> {
         let request = c.dialect().revocation(&self.http, c, token);
         let (status, body) = send(request, MAX_TOKEN_RESPONSE_BYTES).await?;
         c.dialect().revocation_answer(status, &body)

@@ -95,6 +95,12 @@ impl Dialect for QuickBooks {
         status_only(status)
     }
 
+    /// Intuit answers an empty 400 to the revocation of a token already revoked or expired
+    /// (intuit/oauth-jsclient#18, #71, 3P) — as it would to a request it cannot read.
+    fn revocation_refusal_is_ambiguous(&self) -> bool {
+        true
+    }
+
     /// MAXRESULTS is at most 1000.
     fn page_size(&self) -> usize {
         1000

@@ -125,6 +125,15 @@ impl Dialect for Slack {
     fn revocation_answer(&self, status: StatusCode, body: &[u8]) -> Result<(), ProviderError> {
         status_only(status)?;
         let answer = envelope(body, "auth.revoke")?;
+        // `not_authed` says no token reached Slack: Harbor's own fault, not a dead token, and
+        // counting it as done would lose the revocation. (`invalid_auth` is also Slack's answer
+        // to a request from an address outside a token's allow-list: a deployment that sets one
+        // must let Harbor's egress through, or revocations are taken as done.)
+        if answer.error == "not_authed" {
+            return Err(ProviderError::Protocol(
+                "auth.revoke answered not_authed: the token was not sent".into(),
+            ));
+        }
         if answer.ok || TOKEN_DEAD.contains(&answer.error.as_str()) {
             return Ok(());
         }
@@ -195,5 +204,25 @@ impl Dialect for Slack {
                 .map(|m| m.next_cursor)
                 .filter(|c| !c.is_empty()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_no_token_reached_is_not_taken_as_done() {
+        let answer = |body: &str| Slack.revocation_answer(StatusCode::OK, body.as_bytes());
+        assert!(answer(r#"{"ok":true,"revoked":true}"#).is_ok());
+        assert!(answer(r#"{"ok":false,"error":"token_revoked"}"#).is_ok());
+        assert!(matches!(
+            answer(r#"{"ok":false,"error":"not_authed"}"#),
+            Err(ProviderError::Protocol(_))
+        ));
+        assert!(matches!(
+            answer(r#"{"ok":false,"error":"ratelimited"}"#),
+            Err(ProviderError::Unavailable(_))
+        ));
     }
 }

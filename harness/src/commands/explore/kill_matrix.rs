@@ -190,17 +190,21 @@ pub(super) async fn kill_matrix(
             }
             row.schedules += report.schedules_explored;
         }
-        // A flaw counts as killed when the violation is found and its saved file, run again on
-        // the flawed build, fails: a find that does not replay is no evidence a reader can rerun.
-        let replays = row.reproduces != Some(false);
-        ok &= row.caught && replays;
+        // A flaw counts as killed when the violation is found and its saved file, run again, fails
+        // on the flawed build and passes on the correct one: a find that does not replay is no
+        // evidence a reader can rerun, and one that fails on the correct build too says nothing
+        // about the flaw.
+        let replays = row.reproduces == Some(true);
+        let discriminates = row.passes_on_correct_build == Some(true);
+        ok &= row.caught && replays && discriminates;
         println!(
             "{:<26} {:<9} after {:>4} schedule(s){}",
             row.flaw,
-            match (row.caught, replays) {
-                (true, true) => "KILLED",
-                (true, false) => "NOT REPLAYED",
-                (false, _) => "SURVIVED",
+            match (row.caught, replays, discriminates) {
+                (true, true, true) => "KILLED",
+                (true, false, _) => "NOT REPLAYED",
+                (true, true, false) => "FAILS ON THE CORRECT BUILD TOO",
+                (false, _, _) => "SURVIVED",
             },
             row.found_after.unwrap_or(row.schedules),
             row.set

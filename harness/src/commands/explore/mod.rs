@@ -341,7 +341,10 @@ async fn run_reported(
     )
     .await;
     bar.finish_and_clear();
-    report
+    report.map(|mut r| {
+        r.target = Some(target.identity());
+        r
+    })
 }
 
 fn write(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> Result<(), String> {
