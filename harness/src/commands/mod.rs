@@ -74,6 +74,21 @@ pub struct CatalogueArgs {
     pub signing_key: Option<PathBuf>,
 }
 
+impl CatalogueArgs {
+    /// The signing key, read before anything runs: a wrong path stops the command at once
+    /// (printed), not after the run it would sign.
+    pub fn signing_key(&self) -> Result<Option<crate::report::sign::SigningKey>, ExitCode> {
+        self.signing_key
+            .as_deref()
+            .map(crate::report::sign::SigningKey::from_pkcs8_file)
+            .transpose()
+            .map_err(|e| {
+                eprintln!("harbor-certify: signing key: {e}");
+                ExitCode::from(CANNOT_RUN)
+            })
+    }
+}
+
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {

@@ -61,18 +61,9 @@ pub async fn mutants(args: MutantsArgs) -> ExitCode {
         Ok(all) => all,
         Err(code) => return code,
     };
-    let signing_key = match args
-        .catalogue
-        .signing_key
-        .as_deref()
-        .map(report::sign::SigningKey::from_pkcs8_file)
-        .transpose()
-    {
+    let signing_key = match args.catalogue.signing_key() {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("harbor-certify: signing key: {e}");
-            return ExitCode::from(super::CANNOT_RUN);
-        }
+        Err(code) => return code,
     };
     let mut infra = match provision_or_explain(args.catalogue.backend).await {
         Ok(i) => i,

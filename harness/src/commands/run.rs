@@ -166,18 +166,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
         );
         return ExitCode::from(super::CANNOT_RUN);
     }
-    let signing_key = match args
-        .catalogue
-        .signing_key
-        .as_deref()
-        .map(report::sign::SigningKey::from_pkcs8_file)
-        .transpose()
-    {
+    let signing_key = match args.catalogue.signing_key() {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("harbor-certify: signing key: {e}");
-            return ExitCode::from(super::CANNOT_RUN);
-        }
+        Err(code) => return code,
     };
     let expected = match args
         .expect_verdicts
