@@ -124,6 +124,13 @@ pub struct Violation {
     /// Whether the saved file passes on the correct build (it could join the catalogue); often
     /// not, because the flawed schedule is infeasible when the locks work.
     pub passes_on_correct_build: Option<bool>,
+    /// Whether the saved file, run on the correct build, fails at its end — its assertions, the
+    /// invariant among them — or could not be run there at all: such a file cannot tell the
+    /// flawed build from the correct one. (Failing at a step instead is the correct build
+    /// declining the flawed schedule: it blocked, answered or returned where the flawed build
+    /// did not.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags_correct_build: Option<bool>,
     /// The run of the (minimised) schedule, for the report's diagram.
     #[serde(skip)]
     pub run: Option<ScheduleRun>,
@@ -641,6 +648,12 @@ pub async fn check_saved(
         if let Some(correct) = correct {
             let correct = ScenarioRunner::new(correct, None).run(&loaded).await;
             v.passes_on_correct_build = Some(correct.failures.is_empty());
+            v.flags_correct_build = Some(
+                correct
+                    .failures
+                    .iter()
+                    .any(|f| f.step.is_none() || f.environment || f.skipped),
+            );
         }
     }
 }

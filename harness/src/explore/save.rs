@@ -394,10 +394,11 @@ pub fn scenario(
         }),
         _ => None,
     };
-    // After a crash, as the engine does: the clock past the lease the crashed request held on the
-    // intent it wrote ahead, then the outbox drained.
-    let crash = ops.iter().any(|o| o.may_interrupt_after_commit());
-    if crash {
+    // After a fault, as the engine does (`Engine::drain_outbox`): the clock past the lease an
+    // interrupted request held on the intent it wrote ahead, then the outbox drained — a rotation
+    // a cut interrupted is adopted only then, and without it the file's end would flag the correct
+    // build too.
+    if with_fault {
         file.steps.push(RawStep::AdvanceClock(RawAdvanceClock {
             note: Some(
                 "past the lease an interrupted request held on its revocation intent".into(),
@@ -405,7 +406,7 @@ pub fn scenario(
             seconds: harbor_service::outbox::LEASE.as_secs() + 1,
         }));
     }
-    if anomaly == Anomaly::GrantOrphaned || crash {
+    if anomaly == Anomaly::GrantOrphaned || with_fault {
         file.steps.push(RawStep::Until(RawUntil {
             held_by_pause: None,
             note: None,

@@ -1,5 +1,6 @@
 //! `--kill-matrix`: exploration run on the correct build and then once per seeded flaw, each flaw
-//! to be found, its saved schedule to reproduce it and to pass on the correct build; and the check
+//! to be found, its saved schedule to reproduce it and not to fail at its end (its assertions) on
+//! the correct build; and the check
 //! that schedules explored side by side (`--lanes`) still find a flaw.
 
 use super::*;
@@ -78,6 +79,8 @@ struct KillRow {
     saved_file: Option<String>,
     reproduces: Option<bool>,
     passes_on_correct_build: Option<bool>,
+    /// Whether it fails at its end (or cannot run) on the correct build too.
+    flags_correct_build: Option<bool>,
 }
 
 pub(super) async fn kill_matrix(
@@ -136,6 +139,7 @@ pub(super) async fn kill_matrix(
             saved_file: None,
             reproduces: None,
             passes_on_correct_build: None,
+            flags_correct_build: None,
         };
         for set in &options.sets {
             let one = Options {
@@ -185,17 +189,21 @@ pub(super) async fn kill_matrix(
                 row.saved_file = v.saved_file.clone();
                 row.reproduces = v.reproduces;
                 row.passes_on_correct_build = v.passes_on_correct_build;
+                row.flags_correct_build = v.flags_correct_build;
                 row.schedules += report.schedules_explored;
                 break;
             }
             row.schedules += report.schedules_explored;
         }
         // A flaw counts as killed when the violation is found and its saved file, run again, fails
-        // on the flawed build and passes on the correct one: a find that does not replay is no
-        // evidence a reader can rerun, and one that fails on the correct build too says nothing
-        // about the flaw.
+        // on the flawed build and does not fail at its end on the correct one: a find that does
+        // not replay is no evidence a reader can rerun, and one whose assertions fail on the
+        // correct build too says nothing about the flaw. (The correct build may refuse the
+        // flawed schedule at a step — block, answer or return where the flawed one did not —
+        // and the exploration of the correct build above is the evidence it never shows the
+        // anomaly on any schedule.)
         let replays = row.reproduces == Some(true);
-        let discriminates = row.passes_on_correct_build == Some(true);
+        let discriminates = row.flags_correct_build == Some(false);
         ok &= row.caught && replays && discriminates;
         println!(
             "{:<26} {:<9} after {:>4} schedule(s){}",
@@ -218,10 +226,11 @@ pub(super) async fn kill_matrix(
         );
         if row.saved_file.is_some() {
             println!(
-                "{:<26} saved file reproduces: {}, passes on the correct build: {}",
+                "{:<26} saved file reproduces: {}, passes on the correct build: {}, its end fails there: {}",
                 "",
                 yes_no(row.reproduces),
-                yes_no(row.passes_on_correct_build)
+                yes_no(row.passes_on_correct_build),
+                yes_no(row.flags_correct_build)
             );
         }
         rows.push(row);

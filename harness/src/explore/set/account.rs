@@ -232,6 +232,7 @@ impl<'o> SetRun<'o> {
                 save_error: None,
                 reproduces: None,
                 passes_on_correct_build: None,
+                flags_correct_build: None,
                 run: Some(run.clone()),
             };
             self.first.insert(f.anomaly, (place, violation));
