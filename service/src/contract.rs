@@ -148,6 +148,7 @@ pub const ERRORS: &[OperationErrors] = &[
                     ApiError::Provider(ProviderError::NotConfigured(crate::domain::Provider::Qbo)),
                     ApiError::Provider(ProviderError::Unavailable(String::new())),
                     ApiError::Provider(ProviderError::Protocol(String::new())),
+                    ApiError::Provider(ProviderError::RateLimited { retry_after: None }),
                 ],
             )
         },
@@ -178,6 +179,7 @@ pub const ERRORS: &[OperationErrors] = &[
                 ApiError::Database(sqlx::Error::PoolClosed),
                 ApiError::Provider(ProviderError::Unavailable(String::new())),
                 ApiError::Provider(ProviderError::Protocol(String::new())),
+                ApiError::Provider(ProviderError::RateLimited { retry_after: None }),
                 ApiError::AuthorizationInterrupted,
                 ApiError::DatabaseUnavailable,
                 ApiError::Redis(redis::RedisError::from((

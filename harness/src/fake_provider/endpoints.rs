@@ -174,6 +174,9 @@ pub(super) async fn token(
             _ => {}
         }
         let switches = &guard.of(provider).switches;
+        if switches.rate_limited {
+            return wire::rate_limited();
+        }
         (switches.token_delay, switches.token_fault, grant)
     };
     let grant = grant.as_deref();

@@ -99,6 +99,9 @@ pub enum ExpiresIn {
     Missing,
 }
 
+/// The `Retry-After` a rate-limited fake provider sends, in seconds.
+pub const RATE_LIMIT_RETRY_AFTER: u64 = 7;
+
 /// Behaviour switches of one provider.
 #[derive(Clone, Debug)]
 pub struct Switches {
@@ -132,6 +135,10 @@ pub struct Switches {
     pub max_page_size: usize,
     /// The resource answers 200 with a body that is not in the provider's documented shape.
     pub malformed_resource: bool,
+    /// Every token and resource request is answered 429 with `Retry-After`
+    /// ([`RATE_LIMIT_RETRY_AFTER`]), as a provider that limits a client's calls does (Slack's Web
+    /// API, Google's, Intuit's and Box's all say it so).
+    pub rate_limited: bool,
     /// Documents listed after the usual two (`{p}-extra-001` …), so that a listing needs more
     /// than one page of the service's page size.
     pub extra_documents: usize,
@@ -177,6 +184,7 @@ impl Switches {
                 1000
             },
             malformed_resource: false,
+            rate_limited: false,
             extra_documents: 0,
             untick_first_scope: false,
             code_lifetime: if provider == Provider::Box {

@@ -263,6 +263,29 @@ struct Reading {
     documents: Vec<(String, String)>,
     max_page: usize,
     malformed: bool,
+    rate_limited: bool,
+}
+
+impl Reading {
+    /// What the provider answers instead of a page, when a switch says so.
+    fn instead(&self) -> Option<Response> {
+        if self.rate_limited {
+            return Some(rate_limited());
+        }
+        self.malformed.then(malformed)
+    }
+}
+
+/// 429 with `Retry-After`: the provider limits the client's calls.
+pub(super) fn rate_limited() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(
+            header::RETRY_AFTER,
+            super::RATE_LIMIT_RETRY_AFTER.to_string(),
+        )],
+    )
+        .into_response()
 }
 
 fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Reading> {
@@ -310,6 +333,7 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         documents,
         max_page: state.switches.max_page_size.max(1),
         malformed: state.switches.malformed_resource,
+        rate_limited: state.switches.rate_limited,
     })
 }
 
@@ -349,8 +373,8 @@ pub(super) async fn qbo_query(
         let fault = json!({ "Fault": { "Error": [{ "Message": "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403", "code": "003100" }], "type": "AUTHORIZATION" } });
         return (StatusCode::FORBIDDEN, Json(fault)).into_response();
     }
-    if reading.malformed {
-        return malformed();
+    if let Some(answer) = reading.instead() {
+        return answer;
     }
     let query = q
         .get("query")
@@ -397,8 +421,8 @@ pub(super) async fn gmail_threads(
         let error = json!({ "error": { "code": 401, "message": "Request had invalid authentication credentials.", "errors": [{ "reason": "authError" }], "status": "UNAUTHENTICATED" } });
         return (StatusCode::UNAUTHORIZED, Json(error)).into_response();
     };
-    if reading.malformed {
-        return malformed();
+    if let Some(answer) = reading.instead() {
+        return answer;
     }
     let offset = match q.get("pageToken") {
         None => 0,
@@ -436,8 +460,8 @@ pub(super) async fn slack_conversations(
     let Some(reading) = read(&inner, Provider::Slack, &headers) else {
         return Json(json!({ "ok": false, "error": "invalid_auth" })).into_response();
     };
-    if reading.malformed {
-        return malformed();
+    if let Some(answer) = reading.instead() {
+        return answer;
     }
     let offset = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => 0,
@@ -474,8 +498,8 @@ pub(super) async fn box_items(
         )
             .into_response();
     };
-    if reading.malformed {
-        return malformed();
+    if let Some(answer) = reading.instead() {
+        return answer;
     }
     let offset = q.get("offset").and_then(|n| n.parse().ok()).unwrap_or(0);
     let asked = q

@@ -390,6 +390,37 @@ async fn the_fake_holds_pkce_where_documented_and_a_reused_code_ends_its_grant()
     }
 }
 
+/// A provider that limits Harbor's calls answers 429 with `Retry-After`: the sync passes the
+/// provider's delay on (503 `PROVIDER_RATE_LIMITED`), and the connection keeps its grant. The
+/// scenario FLT-PROVIDER-RATE-LIMITED holds the same without reading the header.
+#[tokio::test]
+async fn a_provider_rate_limit_is_answered_with_its_retry_after() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("limited", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in [Provider::Box, Provider::Slack] {
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        app.sut.provider.configure(p, |s| s.rate_limited = true);
+        let r = sync(&app, &t, p).await;
+        r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "PROVIDER_RATE_LIMITED");
+        assert_eq!(
+            r.retry_after.as_deref(),
+            Some(
+                harbor_harness::fake_provider::RATE_LIMIT_RETRY_AFTER
+                    .to_string()
+                    .as_str()
+            ),
+            "{p}: the provider's own delay"
+        );
+        assert_eq!(status(&app, t.workspace, p).await, "CONNECTED", "{p}");
+        app.sut.provider.configure(p, |s| s.rate_limited = false);
+        let r = sync(&app, &t, p).await;
+        assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
+    }
+    app.stop().await;
+}
+
 /// A QuickBooks grant the user already ended in QuickBooks (or that expired unused): Intuit
 /// answers its revocation with an empty 400, as it would a request it cannot read. The refresh
 /// that tells the two apart is refused, so the disconnect's revocation counts as done — not an

@@ -398,6 +398,7 @@ pub fn error_code(error: &ProviderError) -> String {
         ProviderError::Rejected { error, status } if error.is_empty() => format!("http_{status}"),
         ProviderError::Rejected { error, .. } => error.clone(),
         ProviderError::Unavailable(_) => "unavailable".into(),
+        ProviderError::RateLimited { .. } => "rate_limited".into(),
         ProviderError::TokenRefused => "invalid_token".into(),
         ProviderError::Protocol(_) => "protocol_error".into(),
     }

@@ -210,6 +210,13 @@ pub enum ProviderError {
     /// The provider could not be reached in time, or answered with a server error.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// The provider limited Harbor's calls (429, or Slack's `ratelimited`): an outage with an
+    /// end, which it names when it sends `Retry-After` in seconds.
+    #[error("the provider limited Harbor's calls")]
+    RateLimited {
+        /// How long the provider asked Harbor to wait, when it said.
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 /// Which of a grant's tokens a value is.
@@ -525,6 +532,17 @@ async fn send(
         .await
         .map_err(|e| ProviderError::Unavailable(describe(&e)))?;
     let status = response.status();
+    // A 429 is the same answer whichever endpoint gives it, and only its header says when to
+    // come back (RFC 6585 §4; the delay in seconds — a date is not read).
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        return Err(ProviderError::RateLimited { retry_after });
+    }
     let body = read_capped(response, cap).await?;
     Ok((status, body))
 }
@@ -582,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_limited_token_or_revocation_endpoint_is_unavailable_not_a_refusal() {
+    fn a_rate_limited_token_or_revocation_endpoint_is_an_outage_not_a_refusal() {
         use reqwest::StatusCode;
         let limited = dialect::oauth_error(StatusCode::TOO_MANY_REQUESTS, "");
         assert!(matches!(limited, Err(ProviderError::Unavailable(_))));
@@ -598,11 +616,11 @@ mod tests {
         let limited = br#"{"ok":false,"error":"ratelimited"}"#;
         assert!(matches!(
             slack.token_answer(StatusCode::OK, limited),
-            Err(ProviderError::Unavailable(_))
+            Err(ProviderError::RateLimited { retry_after: None })
         ));
         assert!(matches!(
             slack.revocation_answer(StatusCode::OK, limited),
-            Err(ProviderError::Unavailable(_))
+            Err(ProviderError::RateLimited { retry_after: None })
         ));
     }
 

@@ -103,7 +103,7 @@ impl Dialect for Slack {
                 return Err(ProviderError::InvalidGrant);
             }
             if answer.error == "ratelimited" {
-                return Err(ProviderError::Unavailable("rate limited".into()));
+                return Err(ProviderError::RateLimited { retry_after: None });
             }
             return oauth_error(status, &answer.error);
         }
@@ -138,7 +138,7 @@ impl Dialect for Slack {
             return Ok(());
         }
         if answer.error == "ratelimited" {
-            return Err(ProviderError::Unavailable("rate limited".into()));
+            return Err(ProviderError::RateLimited { retry_after: None });
         }
         Err(ProviderError::Rejected {
             status: status.as_u16(),
@@ -181,7 +181,7 @@ impl Dialect for Slack {
                 return Err(ProviderError::TokenRefused);
             }
             if answer.error == "ratelimited" {
-                return Err(ProviderError::Unavailable("rate limited".into()));
+                return Err(ProviderError::RateLimited { retry_after: None });
             }
             return Err(ProviderError::Rejected {
                 status: 200,
@@ -222,7 +222,7 @@ mod tests {
         ));
         assert!(matches!(
             answer(r#"{"ok":false,"error":"ratelimited"}"#),
-            Err(ProviderError::Unavailable(_))
+            Err(ProviderError::RateLimited { .. })
         ));
     }
 }

@@ -51,6 +51,9 @@ pub struct RawProvider {
     pub send_iss: Option<bool>,
     /// Answer resource reads with a body outside the provider's documented shape.
     pub malformed_resource: Option<bool>,
+    /// Answer every token and resource request with 429 and `Retry-After`
+    /// ([`crate::fake_provider::RATE_LIMIT_RETRY_AFTER`]): a provider limiting Harbor's calls.
+    pub rate_limited: Option<bool>,
     /// List this many documents after the usual two.
     pub extra_documents: Option<usize>,
     /// End every access token issued so far now (their refresh tokens stay good).
@@ -127,6 +130,9 @@ impl ProviderSwitch {
             if let Some(on) = s.malformed_resource {
                 switches.malformed_resource = on;
             }
+            if let Some(on) = s.rate_limited {
+                switches.rate_limited = on;
+            }
             if let Some(n) = s.extra_documents {
                 switches.extra_documents = n;
             }
@@ -169,6 +175,7 @@ impl ProviderSwitch {
         for (name, value) in [
             ("send_iss", c.send_iss),
             ("malformed_resource", c.malformed_resource),
+            ("rate_limited", c.rate_limited),
             ("expire_access_tokens", c.expire_access_tokens),
             ("revoke_grants", c.revoke_grants),
         ] {
