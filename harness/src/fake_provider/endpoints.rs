@@ -210,6 +210,9 @@ pub(super) async fn token(
     }
     let mut guard = inner.lock().expect("fake provider state");
     let switches = guard.of(provider).switches.clone();
+    // Slack without token rotation (an app that has not opted in) issues an access token that
+    // never expires, with no refresh token and no `expires_in` (docs/PROVIDER-DIALECTS.md, [S2]).
+    let never_expires = provider == Provider::Slack && !switches.rotate_refresh_tokens;
     let (scope, issue_refresh, family) = match form.grant_type.as_str() {
         "authorization_code" => {
             let Some(code) = form.code else {
@@ -267,7 +270,7 @@ pub(super) async fn token(
                     .collect::<Vec<_>>()
                     .join(&separator.to_string());
             }
-            let offline = guard.codes[&code].1.offline;
+            let offline = guard.codes[&code].1.offline && !never_expires;
             guard.families += 1;
             let family = guard.families;
             guard.family_code.insert(family, code);
@@ -301,17 +304,24 @@ pub(super) async fn token(
     };
     let ttl = switches.access_token_ttl;
     let access = mint(&mut guard, provider, "at");
+    let lifetime = if never_expires {
+        // A century stands for never.
+        Duration::from_secs(100 * 365 * 24 * 3600)
+    } else {
+        Duration::from_secs(ttl.max(0) as u64)
+    };
     guard.access.insert(
         access.clone(),
         AccessGrant {
             provider,
-            expires: Instant::now() + Duration::from_secs(ttl.max(0) as u64),
+            expires: Instant::now() + lifetime,
             revoked: false,
             family,
         },
     );
     let mut body = json!({ "access_token": access, "token_type": "Bearer" });
     match switches.expires_in {
+        _ if never_expires => {}
         ExpiresIn::Honest => body["expires_in"] = json!(ttl),
         ExpiresIn::Huge => body["expires_in"] = json!(i64::MAX),
         ExpiresIn::Negative => body["expires_in"] = json!(-3600),

@@ -111,7 +111,9 @@ pub struct Switches {
     pub revoke_fails: bool,
     /// Delay every token response by this much (a slow provider).
     pub token_delay: Duration,
-    /// Issue a new refresh token on refresh (rotation); when off, the response has none.
+    /// Issue a new refresh token on refresh (rotation); when off, the response has none — and
+    /// Slack, whose rotation is opt-in, then issues no refresh token at all: its access token
+    /// never expires and its answer has no `expires_in`.
     pub rotate_refresh_tokens: bool,
     /// Lifetime of issued access tokens, in seconds.
     pub access_token_ttl: i64,

@@ -390,6 +390,68 @@ async fn the_fake_holds_pkce_where_documented_and_a_reused_code_ends_its_grant()
     }
 }
 
+/// Slack without token rotation (its default until an app opts in): the access token never
+/// expires and no refresh token comes with it. The connection syncs with it, its disconnect
+/// revokes it (`auth.revoke` takes the access token itself), and a grant the user ends in Slack
+/// leaves nothing to refresh with: the next sync asks for a reconnect at once.
+#[tokio::test]
+async fn slack_without_token_rotation_connects_syncs_and_ends_on_its_access_token() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("unrotated", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Slack;
+    app.sut
+        .provider
+        .configure(p, |s| s.rotate_refresh_tokens = false);
+    let has_refresh = |app: &TestApp| {
+        let db = app.db().clone();
+        let w = t.workspace;
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT refresh_token IS NOT NULL FROM connections WHERE workspace_id = $1 AND provider = 'slack'",
+            )
+            .bind(w)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    assert!(!has_refresh(&app).await, "Slack gave no refresh token");
+    let r = sync(&app, &t, p).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["refreshed"], false, "{}", r.body);
+    let r = app
+        .call(
+            Method::POST,
+            format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
+        )
+        .as_user(t.owner.0)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["provider_revocation"], "confirmed", "{}", r.body);
+    assert!(
+        app.sut.provider.live_grants().iter().all(|(q, _)| *q != p)
+            && app.sut.provider.counters(p).revocations == 1,
+        "the access token, the grant's only key, was revoked"
+    );
+    // Connected again, then ended in Slack's own settings: nothing to refresh with.
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    app.sut.provider.revoke_grants(p);
+    sync(&app, &t, p)
+        .await
+        .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
+    assert_eq!(status(&app, t.workspace, p).await, "REVOKED");
+    assert_eq!(
+        app.sut.provider.counters(p).refreshes,
+        0,
+        "no refresh token to try"
+    );
+    app.stop().await;
+}
+
 /// A provider that limits Harbor's calls answers 429 with `Retry-After`: the sync passes the
 /// provider's delay on (503 `PROVIDER_RATE_LIMITED`), and the connection keeps its grant. The
 /// scenario FLT-PROVIDER-RATE-LIMITED holds the same without reading the header.
