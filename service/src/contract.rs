@@ -179,7 +179,8 @@ pub const ERRORS: &[OperationErrors] = &[
                 ApiError::Database(sqlx::Error::PoolClosed),
                 ApiError::Provider(ProviderError::Unavailable(String::new())),
                 ApiError::Provider(ProviderError::Protocol(String::new())),
-                ApiError::Provider(ProviderError::RateLimited { retry_after: None }),
+                // A provider's rate limit, too, is AUTHORIZATION_INTERRUPTED here: its state is
+                // spent.
                 ApiError::AuthorizationInterrupted,
                 ApiError::DatabaseUnavailable,
                 ApiError::Redis(redis::RedisError::from((

@@ -125,10 +125,10 @@ pub struct Violation {
     /// not, because the flawed schedule is infeasible when the locks work.
     pub passes_on_correct_build: Option<bool>,
     /// Whether the saved file, run on the correct build, fails at its end — its assertions, the
-    /// invariant among them — or could not be run there at all: such a file cannot tell the
-    /// flawed build from the correct one. (Failing at a step instead is the correct build
-    /// declining the flawed schedule: it blocked, answered or returned where the flawed build
-    /// did not.)
+    /// invariant among them — or where and as it fails on the flawed build, or could not be run
+    /// there at all: such a file cannot tell the flawed build from the correct one. (Failing at
+    /// another step, or otherwise, is the correct build declining the flawed schedule: it
+    /// blocked, answered or returned where the flawed build did not.)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flags_correct_build: Option<bool>,
     /// The run of the (minimised) schedule, for the report's diagram.
@@ -648,11 +648,20 @@ pub async fn check_saved(
         if let Some(correct) = correct {
             let correct = ScenarioRunner::new(correct, None).run(&loaded).await;
             v.passes_on_correct_build = Some(correct.failures.is_empty());
+            // The first failure as a replay compares it: where, and its first line.
+            let first = |failures: &[crate::scenario::outcome::Failure]| {
+                failures
+                    .first()
+                    .map(|f| (f.step, crate::scenario::trace::failure_line(&f.message)))
+            };
+            let same_failure = first(&flawed.failures).is_some()
+                && first(&flawed.failures) == first(&correct.failures);
             v.flags_correct_build = Some(
-                correct
-                    .failures
-                    .iter()
-                    .any(|f| f.step.is_none() || f.environment || f.skipped),
+                same_failure
+                    || correct
+                        .failures
+                        .iter()
+                        .any(|f| f.step.is_none() || f.environment || f.skipped),
             );
         }
     }

@@ -275,6 +275,12 @@ pub async fn callback(
 /// authorization — start again.
 fn interrupted(error: ApiError) -> ApiError {
     match error {
+        // The provider's limit has an end, but this authorization's state does not outlive it:
+        // the answer says to start again (the audit row says why: `rate_limited`), not to retry.
+        ApiError::Provider(ProviderError::RateLimited { .. }) => {
+            tracing::warn!(request_id = %crate::context::current_request_id(), "a callback's code exchange was rate limited by the provider after its state was spent");
+            ApiError::AuthorizationInterrupted
+        }
         ApiError::LockTimeout | ApiError::DatabaseUnavailable | ApiError::Stopping => {
             // The answer no longer says which: the log does.
             tracing::warn!(request_id = %crate::context::current_request_id(), cause = %error, "a callback was interrupted after its state was spent");

@@ -413,7 +413,7 @@ impl ProviderClient {
                     break;
                 }
             }
-            return last;
+            return last.inspect_err(|e| Self::fresh_grant_left_live(provider, e));
         }
         let answered = self.revocation(c, token).await;
         match answered {
@@ -438,10 +438,22 @@ impl ProviderClient {
                         break;
                     }
                 }
-                last
+                last.inspect_err(|e| Self::fresh_grant_left_live(provider, e))
             }
             other => other,
         }
+    }
+
+    /// The known limit of a revocation that had to spend the stored refresh token first (Slack's
+    /// `auth.revoke`, QuickBooks's ambiguous 400): its fresh grant could not be revoked, and the
+    /// intent's next attempt will find the stored token spent and count the revocation as done. Said
+    /// as an error, so that a grant left live at the provider is never silent.
+    fn fresh_grant_left_live(provider: Provider, error: &ProviderError) {
+        tracing::error!(
+            provider = provider.as_str(),
+            %error,
+            "a revocation spent the stored refresh token and could not revoke the fresh grant: it may stay live at the provider, and the next attempt will count the revocation as done"
+        );
     }
 
     /// One revocation request, the dialect's way, and its answer.

@@ -196,9 +196,9 @@ pub(super) async fn kill_matrix(
             row.schedules += report.schedules_explored;
         }
         // A flaw counts as killed when the violation is found and its saved file, run again, fails
-        // on the flawed build and does not fail at its end on the correct one: a find that does
-        // not replay is no evidence a reader can rerun, and one whose assertions fail on the
-        // correct build too says nothing about the flaw. (The correct build may refuse the
+        // on the flawed build, and on the correct one fails neither at its end nor where and as it
+        // failed on the flawed build: a find that does not replay is no evidence a reader can
+        // rerun, and one that fails the same on the correct build says nothing about the flaw. (The correct build may refuse the
         // flawed schedule at a step — block, answer or return where the flawed one did not —
         // and the exploration of the correct build above is the evidence it never shows the
         // anomaly on any schedule.)
