@@ -85,11 +85,14 @@ pub enum Flaw {
     /// design a review turned down): each request waiting on a stalled Redis holds a pooled
     /// connection, and the hold on the membership, until Redis answers or times out.
     AuthorizeTransactionAcrossRedis,
+    /// The callback logs the access token it was given (a debugging line left in): the token is in
+    /// the service's logs, wherever they are written.
+    TokenInLogs,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 25] = [
+    pub const ALL: [Flaw; 26] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -115,6 +118,7 @@ impl Flaw {
         Flaw::RevokeUnstoredRotation,
         Flaw::ShutdownWithoutWaiting,
         Flaw::AuthorizeTransactionAcrossRedis,
+        Flaw::TokenInLogs,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -145,6 +149,7 @@ impl Flaw {
             Flaw::RevokeUnstoredRotation => "revoke-unstored-rotation",
             Flaw::ShutdownWithoutWaiting => "shutdown-without-waiting",
             Flaw::AuthorizeTransactionAcrossRedis => "authorize-transaction-across-redis",
+            Flaw::TokenInLogs => "token-in-logs",
         }
     }
 

@@ -106,9 +106,40 @@ pub(crate) fn test(args: &[String]) -> Result<ExitCode> {
     )?;
     // Black-box certification: the reference service as a separate process, started and reached
     // only through its target profile — every scenario it can serve must pass, as in-process.
+    // Then the same profile with the callback logging its token: the leak must be found in the
+    // started process's own log files, which the harness's log capture never sees.
     let reference_target = phase(
         "harbor-certify run --target targets/reference/target.toml (the reference as a process)",
-        || target_run(&certify, &held.env, "targets/reference/target.toml", &[]),
+        || {
+            let status = target_run(&certify, &held.env, "targets/reference/target.toml", &[])?;
+            if !status.success() {
+                return Ok(status);
+            }
+            let mut flawed = flaws_certify();
+            flawed.args([
+                "run",
+                "--backend",
+                "external",
+                "--target",
+                "targets/reference/target.toml",
+                "--flaw",
+                "token-in-logs",
+                "--out",
+                "reports/targets/reference-token-in-logs",
+                "TM-NO-TOKEN-EXPOSURE",
+            ]);
+            for (k, v) in &held.env {
+                flawed.env(k, v);
+            }
+            let found = digest::status(&mut flawed, "the leak search in a process's own logs")
+                .context("running harbor-certify run --flaw token-in-logs")?;
+            if found.code() != Some(1) {
+                bail!(
+                    "TM-NO-TOKEN-EXPOSURE on the reference as a process with token-in-logs exited {found}, not 1: a token in the replicas' own logs went unseen"
+                );
+            }
+            Ok(status)
+        },
     )?;
     // The seeds' own systems: the Flask port in both modes, each scenario's verdict held to the
     // checked-in expectation (a verdict that changes, either way, fails).

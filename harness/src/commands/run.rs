@@ -29,7 +29,8 @@ pub struct RunArgs {
     /// reported as warnings.
     #[arg(long, value_enum, default_value = "low")]
     pub fail_on: Severity,
-    /// Scenarios run at once (each has its own database, Redis prefix, replicas and proxies).
+    /// Scenarios run at once (each has its own database, Redis prefix, replicas and proxies; a
+    /// deployed target's run one at a time, sharing its one service).
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// Run against the service with this seeded flaw on (repeatable; needs `--features flaws`).
@@ -220,7 +221,21 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let runner =
         ScenarioRunner::new(launcher.as_ref(), LOGS.get().cloned()).without(args.without.clone());
     let bar = progress_bar(selected.len() as u64);
-    let mut results = scenario::run_all(&runner, &selected, args.repeat, args.jobs, |result| {
+    // A deployed target is one service for every scenario — one database, one set of sync-point
+    // slots, one clock —, so its scenarios run one at a time: side by side, one's actor tags and
+    // its clean-up (which releases every slot) would reach into the other.
+    let jobs = if profile.as_ref().is_some_and(|p| p.deployed.is_some()) {
+        if args.jobs > 1 {
+            eprintln!(
+                "harbor-certify: a deployed target is shared by every scenario: they run one at a time (--jobs {} not used)",
+                args.jobs
+            );
+        }
+        1
+    } else {
+        args.jobs
+    };
+    let mut results = scenario::run_all(&runner, &selected, args.repeat, jobs, |result| {
         let line = format!(
             "{:<7} {:<28} {:>7.0} ms  {}",
             result.verdict.as_str(),

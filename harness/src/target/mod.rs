@@ -348,6 +348,13 @@ pub trait Target: Send + Sync {
     /// The OAuth provider, when the target is wired to the harness's fake one.
     fn provider(&self) -> Option<&FakeProvider>;
 
+    /// What the replicas wrote that the harness's own log capture does not hold — a started
+    /// process's output, every replica's (`None`: the capture holds it all, as for in-process
+    /// replicas; `Err`: the logs cannot be read, as a deployed target's). A leak search reads it.
+    fn own_logs(&self) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
     /// How many connections to `dependency` have a request held by its last pause, summed over
     /// the replicas' links (`None`: no fault proxies on that link). Evidence that a request is
     /// waiting on a stalled dependency, not merely on its way to it.

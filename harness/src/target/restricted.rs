@@ -102,6 +102,9 @@ impl Target for Restricted<'_> {
     fn provider(&self) -> Option<&FakeProvider> {
         self.inner.provider()
     }
+    fn own_logs(&self) -> Result<Option<String>, String> {
+        self.inner.own_logs()
+    }
     fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64> {
         self.inner.held_by_pause(dependency)
     }

@@ -112,6 +112,13 @@ pub(super) async fn complete_flow(
         }
     };
     tokens.account = account;
+    if flaws::active(Flaw::TokenInLogs) {
+        tracing::info!(
+            provider = provider.as_str(),
+            access_token = tokens.access_token.expose_secret(),
+            "code exchanged"
+        );
+    }
     // From here on a live grant exists. It is written ahead before anything else can fail, so
     // that whatever happens below — a failed store, a lost commit reply, this replica dying — it
     // ends stored or revoked (by this request, or by the outbox once the lease runs out). What

@@ -451,9 +451,18 @@ impl<'s> Executor<'s> {
             .logs
             .as_ref()
             .ok_or("the service's logs were not captured, so they cannot be searched")?;
-        let logs = capture
+        let mut logs = capture
             .text_since(*mark)
             .ok_or("the log capture overflowed and dropped this scenario's lines, so its logs cannot be searched completely")?;
+        // A started process's replicas write their own files, which the capture never sees: a
+        // target whose logs cannot be read is not searched as if they were empty.
+        if let Some(own) = self
+            .target
+            .own_logs()
+            .map_err(|e| format!("the service's logs cannot be searched: {e}"))?
+        {
+            logs.push_str(&own);
+        }
         let url = self
             .target
             .database_url()

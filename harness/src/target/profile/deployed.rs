@@ -133,8 +133,22 @@ pub(super) fn deployed(d: &DeployedSection, cwd: &Path) -> Result<Deployed, Stri
     };
     let key = with_env("deployed.signing_key", &d.signing_key)?;
     let signing_key = cwd.join(key);
-    crate::identity::TokenMint::from_key_file(&signing_key)
-        .map_err(|e| format!("deployed.signing_key: {e}"))?;
+    // A variable meant to name the key's file may hold the key itself (a CI secret store hands
+    // over values): an error then never repeats what it holds.
+    let from_env = d.signing_key.contains("{env:");
+    crate::identity::TokenMint::from_key_file(&signing_key).map_err(|e| {
+        if from_env {
+            let why = match std::fs::metadata(&signing_key) {
+                Err(e) => format!("no readable file at the path it names ({})", e.kind()),
+                Ok(_) => "the file it names holds no base64 PKCS#8 Ed25519 key".to_owned(),
+            };
+            format!(
+                "deployed.signing_key: {why}; the variable must hold the path of the key's file, not the key (its value is not repeated here)"
+            )
+        } else {
+            format!("deployed.signing_key: {e}")
+        }
+    })?;
     Ok(Deployed {
         urls,
         database_url,

@@ -219,6 +219,17 @@ impl Target for Started {
         self.offers(Capability::ProviderControl)
             .then_some(&self.provider)
     }
+    fn own_logs(&self) -> Result<Option<String>, String> {
+        let mut all: Option<String> = None;
+        for (i, r) in self.replicas.iter().enumerate() {
+            if let Some(text) = r.own_logs()? {
+                let all = all.get_or_insert_with(String::new);
+                all.push_str(&format!("--- replica {i}\n"));
+                all.push_str(&text);
+            }
+        }
+        Ok(all)
+    }
 
     fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64> {
         use crate::faults::Dependency;

@@ -437,7 +437,7 @@ impl Started {
             }
             _ => None,
         };
-        Ok(Self {
+        let started = Self {
             env,
             replicas,
             db,
@@ -456,7 +456,13 @@ impl Started {
             profile_locks: Default::default(),
             version,
             _files: files,
-        })
+        };
+        // A deployed service keeps its clock between runs: an earlier scenario (or run) that
+        // moved it and stopped before putting it back must not start this one hours ahead.
+        if deployed.is_some() {
+            started.push_clock().await.map_err(ServiceError::Task)?;
+        }
+        Ok(started)
     }
 
     /// The key ring the replicas use (to check stored ciphertext from the outside).
@@ -480,6 +486,15 @@ impl Started {
 
     /// Releases every parked request, stops the replicas, and removes the environment.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
+        // A deployed service outlives the run: its clock is put back where it was found.
+        let clock_back = if self.replicas.iter().any(Replica::is_deployed)
+            && self.clock.offset() != chrono::Duration::zero()
+        {
+            self.clock.set_offset(0);
+            self.push_clock().await.err()
+        } else {
+            None
+        };
         let mut stopping = Vec::new();
         let mut children = Vec::new();
         let mut stops = Vec::new();
@@ -499,7 +514,11 @@ impl Started {
         }
         // Everything is stopped and removed whatever fails on the way; the first failure is
         // reported at the end.
-        let mut first: Option<ServiceError> = None;
+        let mut first: Option<ServiceError> = clock_back.map(|e| {
+            ServiceError::Task(format!(
+                "the deployed service's clock could not be put back: {e}"
+            ))
+        });
         for (child, command) in children {
             let stopped = match command {
                 Ok(command) => process::terminate(child, Duration::from_secs(10), &command).await,

@@ -28,6 +28,9 @@ pub struct ProcessCommand {
     pub ready_path: String,
     /// How long it may take to answer there.
     pub ready_timeout: Duration,
+    /// Its port, held while any copy of the command lives and handed out again after (`None`:
+    /// the caller holds it): a run of many scenarios would otherwise use up the range.
+    pub lease: Option<std::sync::Arc<PortLease>>,
 }
 
 impl std::fmt::Debug for ProcessCommand {
@@ -312,7 +315,8 @@ pub fn command_for(
 ) -> Result<ProcessCommand, String> {
     use crate::target::profile::{template, values, FileTemplate};
     let lifecycle = &profile.lifecycle;
-    let port = free_port()?;
+    let lease = PortLease::take()?;
+    let port = lease.port();
     let own = dir.join(format!("replica-{replica}"));
     std::fs::create_dir_all(&own).map_err(|e| format!("{}: {e}", own.display()))?;
     let files: std::collections::BTreeMap<String, PathBuf> = lifecycle
@@ -362,6 +366,7 @@ pub fn command_for(
         base_url: format!("http://127.0.0.1:{port}"),
         ready_path: profile.readiness.clone(),
         ready_timeout: lifecycle.ready_timeout,
+        lease: Some(std::sync::Arc::new(lease)),
     })
 }
 

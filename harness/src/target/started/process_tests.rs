@@ -13,6 +13,7 @@ fn command(dir: &std::path::Path, script: &str) -> ProcessCommand {
         base_url: format!("http://127.0.0.1:{port}"),
         ready_path: "/".into(),
         ready_timeout: Duration::from_secs(20),
+        lease: None,
     }
 }
 

@@ -159,8 +159,22 @@ impl Replica {
     pub(super) async fn crash(&self) -> Result<(), String> {
         match self.take_running().ok_or("the replica is not running")? {
             Running::InProcess(run) => run.runtime.shutdown(),
-            // SIGKILL to its process group, and the exit reaped.
-            Running::Process(child) => super::process::kill(child).await?,
+            // SIGKILL to its process group, and the exit reaped — unless it had already exited by
+            // itself: a crash of a replica that was not running proves nothing, and its exit and
+            // its log say what happened.
+            Running::Process(mut child) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let tail = self
+                        .process_command()
+                        .map(|c| c.log_tail())
+                        .unwrap_or_default();
+                    let _ = super::process::kill(child).await;
+                    return Err(format!(
+                        "the replica had exited by itself ({status}) before it was crashed\n{tail}"
+                    ));
+                }
+                super::process::kill(child).await?
+            }
             stopping @ Running::Stopping(..) => {
                 self.put_running(stopping)?;
                 return Err("the replica is stopping".into());
@@ -324,6 +338,21 @@ impl Replica {
     /// Whether it is a deployed target's (running where it was deployed, not here).
     pub(super) fn is_deployed(&self) -> bool {
         matches!(self.start, StartWith::Deployed)
+    }
+
+    /// What it wrote, when the harness's log capture does not hold it: a child process's output
+    /// file, every start of it (`None`: in-process, its lines are in the capture; `Err`: deployed,
+    /// its logs are where it runs).
+    pub(super) fn own_logs(&self) -> Result<Option<String>, String> {
+        match &self.start {
+            StartWith::InProcess { .. } => Ok(None),
+            StartWith::Process(command) => std::fs::read(&command.log)
+                .map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
+                .map_err(|e| format!("the replica's log {}: {e}", command.log.display())),
+            StartWith::Deployed => {
+                Err("a deployed target's logs are where it runs, out of the harness's reach".into())
+            }
+        }
     }
 }
 
