@@ -115,7 +115,39 @@ pub(crate) fn test(args: &[String]) -> Result<ExitCode> {
             if !status.success() {
                 return Ok(status);
             }
+            // The process runs the reference's debug binary; a copy built with the seeded flaws
+            // compiled in serves this run (`HARBOR_REFERENCE_BUILD`), and the binary the other
+            // runs start is built back without them.
+            let build = |features: &[&str]| -> Result<()> {
+                let status = cargo()
+                    .current_dir(root())
+                    .args([
+                        "build",
+                        "--quiet",
+                        "-p",
+                        "harbor-service",
+                        "--bin",
+                        "harbor-service",
+                    ])
+                    .args(features)
+                    .status()
+                    .context("building harbor-service")?;
+                if !status.success() {
+                    bail!("building harbor-service {features:?} failed");
+                }
+                Ok(())
+            };
+            build(&["--features", "flaws"])?;
+            let flawed_dir = target_dir().join("flawed-debug");
+            std::fs::create_dir_all(&flawed_dir)?;
+            std::fs::copy(
+                target_dir().join("debug/harbor-service"),
+                flawed_dir.join("harbor-service"),
+            )
+            .context("copying the flawed harbor-service")?;
+            build(&[])?;
             let mut flawed = flaws_certify();
+            flawed.env("HARBOR_REFERENCE_BUILD", "flawed-debug");
             flawed.args([
                 "run",
                 "--backend",

@@ -549,7 +549,7 @@ fn skip_reasons(
     let had = |c: &crate::target::Capability| offered.contains(c) && !without.contains(c);
     let missing: Vec<_> = requires.iter().filter(|c| !had(c)).collect();
     if missing.is_empty() {
-        return vec!["a [service] setting no lifecycle template takes"];
+        return vec!["a [service] setting no lifecycle template takes, or a sync point the target does not implement"];
     }
     missing
         .into_iter()
@@ -633,7 +633,7 @@ mod tests {
         assert_eq!(reasons(&no_clock, &[], &[]), ["clock"], "lacking");
         assert_eq!(
             reasons(&all, &[], &[]),
-            ["a [service] setting no lifecycle template takes"]
+            ["a [service] setting no lifecycle template takes, or a sync point the target does not implement"]
         );
         assert_eq!(
             reasons(&no_clock, &[Database], &[]),

@@ -93,6 +93,28 @@ impl<'a> ScenarioRunner<'a> {
                 )
             }
         };
+        // A target lists the sync points it implements only once it runs: a scenario parking at
+        // one it does not list is one it cannot serve, SKIPPED with the points named.
+        let unlisted: Vec<&str> = sc
+            .sync_points()
+            .into_iter()
+            .filter(|p| !launched.target().has_point(p))
+            .collect();
+        if !unlisted.is_empty() {
+            let mut f = Failure::at(
+                None,
+                format!(
+                    "SKIPPED: the target cannot serve this scenario; it implements no sync point {}",
+                    unlisted.join(", ")
+                ),
+            );
+            f.skipped = true;
+            let mut failures = vec![f];
+            if let Err(e) = launched.stop().await {
+                failures.push(Failure::environment(format!("clean-up failed: {e}")));
+            }
+            return run_of(Trace::default(), failures, 0, started);
+        }
         let restricted = Restricted {
             inner: launched.target(),
             without: self.without.clone(),

@@ -118,6 +118,16 @@ impl Scenario {
         }
     }
 
+    /// The sync points its steps park at or release: a target that offers sync points must
+    /// implement each of these (it may list fewer than the reference).
+    pub fn sync_points(&self) -> BTreeSet<&'static str> {
+        let mut points = BTreeSet::new();
+        for s in &self.steps {
+            s.sync_points(&mut points);
+        }
+        points
+    }
+
     /// The capabilities it needs of its target: tenants are fixtures in the database, and each
     /// step and assertion adds its own.
     pub fn requires(&self) -> BTreeSet<Capability> {

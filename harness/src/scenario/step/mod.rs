@@ -304,7 +304,27 @@ impl Step {
         }
     }
 
-    /// Adds what the step needs of a target.
+    /// Adds the sync points the step parks at or releases.
+    pub fn sync_points(&self, out: &mut BTreeSet<&'static str>) {
+        match &self.kind {
+            StepKind::Request(r) => {
+                if let request::Mode::Once {
+                    park: Some((_, point)),
+                    ..
+                } = &r.mode
+                {
+                    out.insert(point);
+                }
+            }
+            StepKind::Release(r) => {
+                out.insert(r.point);
+                out.extend(r.park_at);
+            }
+            _ => {}
+        }
+    }
+
+    /// What it needs of a target.
     pub fn requires(&self, needs: &mut BTreeSet<Capability>) {
         match &self.kind {
             StepKind::Request(s) => s.requires(needs),
