@@ -212,10 +212,18 @@ impl Routes {
 
 /// `template` with its placeholders filled.
 fn render_route(template: &str, workspace: WorkspaceId, provider: &str, query: &str) -> String {
+    // `{{` and `}}` are literal braces, as in every template of a profile: set aside before the
+    // placeholders are filled, so `{{workspace}}` stays the text `{workspace}`.
+    const OPEN: char = '\u{1}';
+    const CLOSE: char = '\u{2}';
     template
+        .replace("{{", &OPEN.to_string())
+        .replace("}}", &CLOSE.to_string())
         .replace("{workspace}", &workspace.to_string())
         .replace("{provider}", provider)
         .replace("{query}", query)
+        .replace(OPEN, "{")
+        .replace(CLOSE, "}")
 }
 
 impl std::fmt::Display for WorkspaceOp {
@@ -262,6 +270,15 @@ pub mod paths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_keeps_doubled_braces_as_literal_ones() {
+        let ws = WorkspaceId(uuid::Uuid::nil());
+        assert_eq!(
+            render_route("/w/{workspace}/{{workspace}}/{provider}", ws, "qbo", ""),
+            format!("/w/{ws}/{{workspace}}/qbo")
+        );
+    }
 
     #[test]
     fn names_round_trip_and_requests_name_the_connection() {

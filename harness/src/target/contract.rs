@@ -1,7 +1,10 @@
 //! [`Contract`]: the error answers each operation of a target documents, read from the OpenAPI
 //! document it publishes. Every answer a run provokes is held to it, whatever the step expected: an
-//! error status the operation does not list, or a stable code its response does not list
-//! (`x-error-codes`), is off-contract and fails the run.
+//! error status the operation does not list (exactly, as a range such as `4XX`, or as `default`),
+//! or — where the response lists its stable codes in `x-error-codes` — a code it does not list, is
+//! off-contract and fails the run. A response without `x-error-codes` documents its status alone,
+//! as a plain OpenAPI document does. Codes are compared in Harbor's vocabulary: those a target
+//! lists are renamed by its profile's `answers.codes`, as its answers are.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,8 +19,53 @@ struct Operation {
     method: String,
     /// The path template, split at `/` (`{name}` segments match any non-empty segment).
     segments: Vec<String>,
-    /// Error statuses and the stable codes each lists.
-    errors: BTreeMap<u16, BTreeSet<String>>,
+    /// Error responses by the statuses they cover, and the stable codes each lists (`None`: it
+    /// lists none, and any code passes with its status).
+    errors: BTreeMap<Covers, Option<BTreeSet<String>>>,
+}
+
+/// The statuses one documented response covers, most precise first when ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Covers {
+    /// One status (`409`).
+    Status(u16),
+    /// A class (`4XX`: 400–499).
+    Class(u16),
+    /// Every status the others do not (`default`).
+    Default,
+}
+
+impl Covers {
+    fn parse(key: &str) -> Option<Self> {
+        if key == "default" {
+            return Some(Covers::Default);
+        }
+        if let Ok(status) = key.parse::<u16>() {
+            return Some(Covers::Status(status));
+        }
+        match key.as_bytes() {
+            [d, b'X' | b'x', b'X' | b'x'] if d.is_ascii_digit() => {
+                Some(Covers::Class(u16::from(d - b'0')))
+            }
+            _ => None,
+        }
+    }
+
+    fn covers(self, status: u16) -> bool {
+        match self {
+            Covers::Status(s) => s == status,
+            Covers::Class(c) => status / 100 == c,
+            Covers::Default => true,
+        }
+    }
+
+    fn is_error(self) -> bool {
+        match self {
+            Covers::Status(s) => s >= 400,
+            Covers::Class(c) => c >= 4,
+            Covers::Default => true,
+        }
+    }
 }
 
 /// The error answers of every documented operation.
@@ -30,6 +78,15 @@ impl Contract {
     /// Reads `document` (OpenAPI 3): every operation's 4xx/5xx responses and the codes each
     /// lists in `x-error-codes`.
     pub fn from_openapi(document: &Value) -> Result<Self, String> {
+        Self::from_openapi_named(document, &BTreeMap::new())
+    }
+
+    /// The same, the listed codes renamed by `names` (the target's → Harbor's, a profile's
+    /// `answers.codes`), as the target's answers are.
+    pub fn from_openapi_named(
+        document: &Value,
+        names: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
         let paths = document["paths"]
             .as_object()
             .ok_or("the OpenAPI document has no paths")?;
@@ -43,20 +100,18 @@ impl Contract {
                     continue;
                 };
                 let mut errors = BTreeMap::new();
-                for (status, response) in responses {
-                    let Ok(status) = status.parse::<u16>() else {
+                for (key, response) in responses {
+                    let Some(covers) = Covers::parse(key).filter(|c| c.is_error()) else {
                         continue;
                     };
-                    if status < 400 {
-                        continue;
-                    }
-                    let codes = response["x-error-codes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|c| c.as_str().map(str::to_owned))
-                        .collect();
-                    errors.insert(status, codes);
+                    let codes = response["x-error-codes"].as_array().map(|listed| {
+                        listed
+                            .iter()
+                            .filter_map(|c| c.as_str())
+                            .map(|c| names.get(c).cloned().unwrap_or_else(|| c.to_owned()))
+                            .collect()
+                    });
+                    errors.insert(covers, codes);
                 }
                 operations.push(Operation {
                     method: method.to_ascii_uppercase(),
@@ -101,8 +156,10 @@ impl Contract {
                     .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
         })?;
         let template = op.segments.join("/");
-        match op.errors.get(&status) {
-            Some(codes) if codes.contains(code) => None,
+        // The most precise response that covers the status: its own, its class's, the default.
+        match op.errors.iter().find(|(covers, _)| covers.covers(status)) {
+            Some((_, None)) => None,
+            Some((_, Some(codes))) if codes.contains(code) => None,
             Some(_) => Some(format!(
                 "{method} {template} answered {status} {code}, which its contract does not list for {status}"
             )),
@@ -190,6 +247,42 @@ mod tests {
             .is_some());
         assert_eq!(
             c.check("DELETE", &activation, 405, Some("METHOD_NOT_ALLOWED")),
+            None
+        );
+    }
+
+    /// A plain OpenAPI document names statuses, ranges and a default, and no codes: its statuses
+    /// are held, any code passes with them; codes a target lists are renamed as its answers are.
+    #[test]
+    fn ranges_defaults_and_documents_without_codes_are_read_as_written() {
+        let path = "/v1/x";
+        let plain = Contract::from_openapi(&json!({ "paths": { "/v1/x": { "post": { "responses": {
+            "409": { "description": "Conflict" },
+            "4XX": { "description": "Client error", "x-error-codes": ["BAD"] }
+        } } } } }))
+        .unwrap();
+        assert_eq!(plain.check("POST", path, 409, Some("ANYTHING")), None);
+        assert_eq!(plain.check("POST", path, 422, Some("BAD")), None);
+        assert!(plain.check("POST", path, 422, Some("OTHER")).is_some());
+        assert!(plain
+            .check("POST", path, 503, Some("DOWN"))
+            .unwrap()
+            .contains("a status its contract does not list"));
+        let with_default = Contract::from_openapi(&json!({ "paths": { "/v1/x": { "post": {
+            "responses": { "default": { "description": "Error" } }
+        } } } }))
+        .unwrap();
+        assert_eq!(with_default.check("POST", path, 503, Some("DOWN")), None);
+        let names = BTreeMap::from([("NOT_READY".to_owned(), "ACTIVATION_NOT_READY".to_owned())]);
+        let named = Contract::from_openapi_named(
+            &json!({ "paths": { "/v1/x": { "post": { "responses": {
+                "409": { "description": "Conflict", "x-error-codes": ["NOT_READY"] }
+            } } } } }),
+            &names,
+        )
+        .unwrap();
+        assert_eq!(
+            named.check("POST", path, 409, Some("ACTIVATION_NOT_READY")),
             None
         );
     }

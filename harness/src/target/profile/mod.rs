@@ -827,6 +827,17 @@ fn lifecycle(l: &LifecycleSection, cwd: PathBuf) -> Result<Lifecycle, String> {
             "lifecycle.command: empty (it names the program that starts one replica)".into(),
         );
     }
+    // The command is not a template: a `{port}` there would reach the program as those six
+    // characters.
+    if let Some(arg) = l
+        .command
+        .iter()
+        .find(|a| a.contains('{') || a.contains('}'))
+    {
+        return Err(format!(
+            "lifecycle.command: {arg:?} holds a brace, but the command is not a template — pass {{port}} and the other values through lifecycle.env"
+        ));
+    }
     let file_names: BTreeSet<&str> = l.files.keys().map(String::as_str).collect();
     let allowed = |n: &str| values::known(n, &file_names);
     let known = values::KNOWN_HELP;

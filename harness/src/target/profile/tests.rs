@@ -57,6 +57,11 @@ fn bad_profiles_are_refused_naming_the_place() {
         ),
         ("format = 1", "format = 7", "this harness reads format 1"),
         (
+            "command = [\"./start.sh\"]",
+            "command = [\"./start.sh\", \"--port\", \"{port}\"]",
+            "lifecycle.command: \"{port}\" holds a brace, but the command is not a template",
+        ),
+        (
             "[target]",
             "[target]\nsurprise = true",
             "line 9, column 1: unknown field `surprise`",

@@ -387,10 +387,14 @@ impl Started {
                     .send()
                     .await
                     .map_err(|e| ServiceError::Task(e.to_string()))?;
+                let names = profile
+                    .as_ref()
+                    .map(|p| p.routes.code_names.clone())
+                    .unwrap_or_default();
                 Some(std::sync::Arc::new(
-                    crate::target::Contract::from_openapi(&published.body).map_err(|e| {
-                        ServiceError::Task(format!("the published contract ({path}): {e}"))
-                    })?,
+                    crate::target::Contract::from_openapi_named(&published.body, &names).map_err(
+                        |e| ServiceError::Task(format!("the published contract ({path}): {e}")),
+                    )?,
                 ))
             }
         };
