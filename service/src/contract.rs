@@ -149,6 +149,7 @@ pub const ERRORS: &[OperationErrors] = &[
                     ApiError::Provider(ProviderError::Unavailable(String::new())),
                     ApiError::Provider(ProviderError::Protocol(String::new())),
                     ApiError::Provider(ProviderError::RateLimited { retry_after: None }),
+                    ApiError::Provider(ProviderError::AccessDenied),
                 ],
             )
         },

@@ -184,6 +184,9 @@ impl ApiError {
             ApiError::Provider(ProviderError::RateLimited { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "PROVIDER_RATE_LIMITED")
             }
+            ApiError::Provider(ProviderError::AccessDenied) => {
+                (StatusCode::CONFLICT, "PROVIDER_ACCESS_DENIED")
+            }
             ApiError::Provider(_) => (StatusCode::BAD_GATEWAY, "PROVIDER_ERROR"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::LockTimeout => (StatusCode::SERVICE_UNAVAILABLE, "LOCK_TIMEOUT"),

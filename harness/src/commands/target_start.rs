@@ -122,7 +122,7 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
         "database.workspace_lock".into(),
         match (t.workspace_lock(tenant.workspace), &profile.workspace_lock) {
             (Some(k), _) => Ok(format!(
-                "advisory lock ({}, {}) in pg_locks terms",
+                "advisory lock ({}, {}) in pg_locks terms — the key is read; that the service takes it is proven by a run's PROBE-WORKSPACE-LOCK-CALLBACK (and, with sync points, below)",
                 k.classid, k.objid
             )),
             (None, None) => Ok("not named: scenarios that need it are SKIPPED".into()),

@@ -452,6 +452,35 @@ async fn slack_without_token_rotation_connects_syncs_and_ends_on_its_access_toke
     app.stop().await;
 }
 
+/// A resource that refuses the grant access (QuickBooks's 403 for a company the grant does not
+/// reach) is 409 `PROVIDER_ACCESS_DENIED` — a reconnect helps, a retry does not — and the
+/// connection stays connected with no refresh tried.
+#[tokio::test]
+async fn a_resource_that_refuses_the_grant_access_asks_for_a_reconnect() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("denied", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Qbo;
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    // The stored company is one the grant does not reach.
+    sqlx::query("UPDATE connections SET provider_account = '4620816365999999999' WHERE workspace_id = $1 AND provider = 'qbo'")
+        .bind(t.workspace)
+        .execute(app.db())
+        .await
+        .unwrap();
+    sync(&app, &t, p)
+        .await
+        .assert_error(StatusCode::CONFLICT, "PROVIDER_ACCESS_DENIED");
+    assert_eq!(status(&app, t.workspace, p).await, "CONNECTED");
+    assert_eq!(
+        app.sut.provider.counters(p).refreshes,
+        0,
+        "a refresh would not help"
+    );
+    app.stop().await;
+}
+
 /// A provider that limits Harbor's calls answers 429 with `Retry-After`: the sync passes the
 /// provider's delay on (503 `PROVIDER_RATE_LIMITED`), and the connection keeps its grant. The
 /// scenario FLT-PROVIDER-RATE-LIMITED holds the same without reading the header.

@@ -405,6 +405,7 @@ pub fn error_code(error: &ProviderError) -> String {
         ProviderError::Rejected { error, .. } => error.clone(),
         ProviderError::Unavailable(_) => "unavailable".into(),
         ProviderError::RateLimited { .. } => "rate_limited".into(),
+        ProviderError::AccessDenied => "resource_access_denied".into(),
         ProviderError::TokenRefused => "invalid_token".into(),
         ProviderError::Protocol(_) => "protocol_error".into(),
     }

@@ -210,6 +210,11 @@ pub enum ProviderError {
     /// The provider could not be reached in time, or answered with a server error.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// The resource refused this grant access to what Harbor reads (403, or Slack's
+    /// `missing_scope`): the grant is good, but not for this — a scope taken back, a company's
+    /// access lost. A retry will not help; a reconnect granting the access will.
+    #[error("the provider refused the grant access to the documents")]
+    AccessDenied,
     /// The provider limited Harbor's calls (429, or Slack's `ratelimited`): an outage with an
     /// end, which it names when it sends `Retry-After` in seconds.
     #[error("the provider limited Harbor's calls")]
@@ -497,6 +502,9 @@ impl ProviderClient {
             bytes += body.len();
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 return Err(ProviderError::TokenRefused);
+            }
+            if status == reqwest::StatusCode::FORBIDDEN {
+                return Err(ProviderError::AccessDenied);
             }
             if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(ProviderError::Unavailable(format!(

@@ -183,6 +183,10 @@ impl Dialect for Slack {
             if answer.error == "ratelimited" {
                 return Err(ProviderError::RateLimited { retry_after: None });
             }
+            // The token is good, but not for this method (a scope the app lost).
+            if answer.error == "missing_scope" {
+                return Err(ProviderError::AccessDenied);
+            }
             return Err(ProviderError::Rejected {
                 status: 200,
                 error: error_code(&answer.error),
