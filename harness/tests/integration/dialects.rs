@@ -21,6 +21,16 @@ async fn sync(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
     .await
 }
 
+async fn disconnect(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
+    app.call(
+        Method::POST,
+        format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
+    )
+    .as_user(t.owner.0)
+    .send()
+    .await
+}
+
 async fn status(app: &TestApp, w: WorkspaceId, p: Provider) -> String {
     sqlx::query_scalar("SELECT status FROM connections WHERE workspace_id = $1 AND provider = $2")
         .bind(w)
@@ -90,14 +100,7 @@ async fn every_provider_is_spoken_in_its_own_dialect() {
             c.resource_reads, pages,
             "{p}: pages of the provider's largest size"
         );
-        let r = app
-            .call(
-                Method::POST,
-                format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
-            )
-            .as_user(t.owner.0)
-            .send()
-            .await;
+        let r = disconnect(&app, &t, p).await;
         assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
         assert_eq!(
             r.body["provider_revocation"], "confirmed",
@@ -422,14 +425,7 @@ async fn slack_without_token_rotation_connects_syncs_and_ends_on_its_access_toke
     let r = sync(&app, &t, p).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["refreshed"], false, "{}", r.body);
-    let r = app
-        .call(
-            Method::POST,
-            format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
-        )
-        .as_user(t.owner.0)
-        .send()
-        .await;
+    let r = disconnect(&app, &t, p).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["provider_revocation"], "confirmed", "{}", r.body);
     assert!(
@@ -526,14 +522,7 @@ async fn a_quickbooks_grant_already_ended_counts_as_revoked() {
     let p = Provider::Qbo;
     app.connect(t.owner, t.workspace, p).await.unwrap();
     app.sut.provider.revoke_grants(p);
-    let r = app
-        .call(
-            Method::POST,
-            format!("/v1/workspaces/{}/connections/{p}/disconnect", t.workspace),
-        )
-        .as_user(t.owner.0)
-        .send()
-        .await;
+    let r = disconnect(&app, &t, p).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["provider_revocation"], "confirmed", "{}", r.body);
     let c = app.sut.provider.counters(p);
