@@ -212,18 +212,44 @@ impl Routes {
 
 /// `template` with its placeholders filled.
 fn render_route(template: &str, workspace: WorkspaceId, provider: &str, query: &str) -> String {
-    // `{{` and `}}` are literal braces, as in every template of a profile: set aside before the
-    // placeholders are filled, so `{{workspace}}` stays the text `{workspace}`.
-    const OPEN: char = '\u{1}';
-    const CLOSE: char = '\u{2}';
-    template
-        .replace("{{", &OPEN.to_string())
-        .replace("}}", &CLOSE.to_string())
-        .replace("{workspace}", &workspace.to_string())
-        .replace("{provider}", provider)
-        .replace("{query}", query)
-        .replace(OPEN, "{")
-        .replace(CLOSE, "}")
+    // Read left to right as a profile's template parser reads it: `{{` and `}}` are literal
+    // braces, `{name}` a placeholder (a profile's check admits only these three).
+    let workspace = workspace.to_string();
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '}']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("{{").or_else(|| tail.strip_prefix("}}")) {
+            out.push_str(&tail[..1]);
+            rest = after;
+            continue;
+        }
+        let filled = tail
+            .strip_prefix('{')
+            .and_then(|t| t.split_once('}'))
+            .and_then(|(name, after)| {
+                let value = match name {
+                    "workspace" => workspace.as_str(),
+                    "provider" => provider,
+                    "query" => query,
+                    _ => return None,
+                };
+                Some((value, after))
+            });
+        match filled {
+            Some((value, after)) => {
+                out.push_str(value);
+                rest = after;
+            }
+            None => {
+                out.push_str(&tail[..1]);
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl std::fmt::Display for WorkspaceOp {
@@ -277,6 +303,15 @@ mod tests {
         assert_eq!(
             render_route("/w/{workspace}/{{workspace}}/{provider}", ws, "qbo", ""),
             format!("/w/{ws}/{{workspace}}/qbo")
+        );
+        // As the template parser reads it: a literal brace, the workspace, a literal brace.
+        assert_eq!(
+            render_route("/a/{{{workspace}}}", ws, "qbo", ""),
+            format!("/a/{{{ws}}}")
+        );
+        assert_eq!(
+            render_route("/cb?{query}", ws, "qbo", "a=\u{1}"),
+            "/cb?a=\u{1}"
         );
     }
 

@@ -149,6 +149,13 @@ pub trait Dialect: Send + Sync {
         false
     }
 
+    /// What a resource's 403 means: by default that the grant does not reach what Harbor reads
+    /// ([`ProviderError::AccessDenied`]); a provider that also says "slow down" with a 403 tells
+    /// the two apart in its body.
+    fn forbidden(&self, _body: &[u8]) -> ProviderError {
+        ProviderError::AccessDenied
+    }
+
     /// Whether the provider answers a bare 400 both to a refresh token it no longer knows (revoked,
     /// expired) and to a request it cannot read, so that a refused revocation of a refresh token
     /// must be told apart by refreshing it (Intuit: an empty 400 for a token already revoked).

@@ -113,6 +113,30 @@ impl Dialect for Gmail {
         Ok(request)
     }
 
+    /// Google answers 403 for its usage limits too (`rateLimitExceeded`, `userRateLimitExceeded`,
+    /// `dailyLimitExceeded`, `quotaExceeded` in `error.errors[].reason`): those are a limit with
+    /// an end, not a grant that lacks access (`insufficientPermissions`).
+    fn forbidden(&self, body: &[u8]) -> ProviderError {
+        const LIMITS: [&str; 4] = [
+            "rateLimitExceeded",
+            "userRateLimitExceeded",
+            "dailyLimitExceeded",
+            "quotaExceeded",
+        ];
+        let reasons: Vec<String> = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"]["errors"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect();
+        if reasons.iter().any(|r| LIMITS.contains(&r.as_str())) {
+            ProviderError::RateLimited { retry_after: None }
+        } else {
+            ProviderError::AccessDenied
+        }
+    }
+
     fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
         let list: ThreadList = serde_json::from_slice(body).map_err(|_| unreadable("threads"))?;
         Ok(Page {
@@ -126,5 +150,28 @@ impl Dialect for Gmail {
                 .collect(),
             next: list.next_page_token.filter(|t| !t.is_empty()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_403_for_a_usage_limit_is_a_limit_not_a_grant_without_access() {
+        let limited = br#"{"error":{"code":403,"errors":[{"reason":"userRateLimitExceeded"}]}}"#;
+        assert!(matches!(
+            Gmail.forbidden(limited),
+            ProviderError::RateLimited { .. }
+        ));
+        let denied = br#"{"error":{"code":403,"errors":[{"reason":"insufficientPermissions"}]}}"#;
+        assert!(matches!(
+            Gmail.forbidden(denied),
+            ProviderError::AccessDenied
+        ));
+        assert!(matches!(
+            Gmail.forbidden(b"not json"),
+            ProviderError::AccessDenied
+        ));
     }
 }

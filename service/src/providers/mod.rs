@@ -504,7 +504,7 @@ impl ProviderClient {
                 return Err(ProviderError::TokenRefused);
             }
             if status == reqwest::StatusCode::FORBIDDEN {
-                return Err(ProviderError::AccessDenied);
+                return Err(dialect.forbidden(&body));
             }
             if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(ProviderError::Unavailable(format!(

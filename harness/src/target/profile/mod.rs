@@ -827,19 +827,22 @@ fn lifecycle(l: &LifecycleSection, cwd: PathBuf) -> Result<Lifecycle, String> {
             "lifecycle.command: empty (it names the program that starts one replica)".into(),
         );
     }
-    // The command is not a template: a `{port}` there would reach the program as those six
-    // characters.
-    if let Some(arg) = l
-        .command
-        .iter()
-        .find(|a| a.contains('{') || a.contains('}'))
-    {
-        return Err(format!(
-            "lifecycle.command: {arg:?} holds a brace, but the command is not a template — pass {{port}} and the other values through lifecycle.env"
-        ));
-    }
     let file_names: BTreeSet<&str> = l.files.keys().map(String::as_str).collect();
     let allowed = |n: &str| values::known(n, &file_names);
+    // The command is not a template: a `{port}` there would reach the program as those six
+    // characters. (Other braces — a shell's `${PORT}`, a script's — are the program's own.)
+    for arg in &l.command {
+        let placeholder = arg
+            .split('{')
+            .skip(1)
+            .filter_map(|after| after.split_once('}').map(|(name, _)| name))
+            .find(|name| allowed(name));
+        if let Some(name) = placeholder {
+            return Err(format!(
+                "lifecycle.command: {arg:?} names {{{name}}}, but the command is not a template — pass the values through lifecycle.env"
+            ));
+        }
+    }
     let known = values::KNOWN_HELP;
     let mut files = Vec::new();
     for (name, f) in &l.files {

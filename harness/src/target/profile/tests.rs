@@ -59,7 +59,12 @@ fn bad_profiles_are_refused_naming_the_place() {
         (
             "command = [\"./start.sh\"]",
             "command = [\"./start.sh\", \"--port\", \"{port}\"]",
-            "lifecycle.command: \"{port}\" holds a brace, but the command is not a template",
+            "lifecycle.command: \"{port}\" names {port}, but the command is not a template",
+        ),
+        (
+            "command = [\"./start.sh\"]",
+            "command = [\"./start.sh\", \"--listen\", \"{database_url}\"]",
+            "lifecycle.command: \"{database_url}\" names {database_url}",
         ),
         (
             "[target]",

@@ -169,7 +169,7 @@ impl ProcessCommand {
 /// Sends `signal` to the process group `pgid` (a replica's pid: each leads its own group). Taken
 /// from the child before anything waits for it: once its exit is reaped, `Child::id` is `None`,
 /// while what the command started may still run in the group.
-fn signal_group(pgid: Option<u32>, signal: nix::sys::signal::Signal) {
+pub(super) fn signal_group(pgid: Option<u32>, signal: nix::sys::signal::Signal) {
     if let Some(pid) = pgid {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
         if signal == nix::sys::signal::Signal::SIGKILL {
@@ -264,7 +264,8 @@ static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
 /// A free TCP port on the loopback interface, for a replica to listen on: below Linux's
 /// ephemeral range (32768 and up), so the outgoing connections of this machine — which take
 /// ephemeral ports — cannot take it between this check and the replica's bind, nor while the
-/// replica is stopped and about to start again on it. Never handed out again by this process.
+/// replica is stopped and about to start again on it. Not handed out again while a [`PortLease`]
+/// holds it (for ever, for a port taken without one).
 pub fn free_port() -> Result<u16, String> {
     let mut given = GIVEN.lock().map_err(|_| "the port table is poisoned")?;
     for _ in 0..200 {
@@ -277,9 +278,10 @@ pub fn free_port() -> Result<u16, String> {
     Err("finding a free port: none of 200 tried below 32000 was free".into())
 }
 
-/// A [`free_port`] held for as long as an in-process replica lives, and handed out again once it
-/// is dropped: a run that starts a fresh service for every case (the state machine) would
-/// otherwise use up the range.
+/// A [`free_port`] held for as long as a replica lives — in-process, or a process through every
+/// copy of its command —, and handed out again once it is dropped: a run that starts a fresh
+/// service for every case (the state machine, a long catalogue) would otherwise use up the
+/// range.
 #[derive(Debug)]
 pub struct PortLease(u16);
 

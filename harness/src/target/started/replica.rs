@@ -163,12 +163,15 @@ impl Replica {
             // itself: a crash of a replica that was not running proves nothing, and its exit and
             // its log say what happened.
             Running::Process(mut child) => {
+                // Its group's id, read before a wait reaps the child and forgets it: what the
+                // command started (a daemonised server) may still run in the group.
+                let pgid = child.id();
                 if let Ok(Some(status)) = child.try_wait() {
+                    super::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
                     let tail = self
                         .process_command()
                         .map(|c| c.log_tail())
                         .unwrap_or_default();
-                    let _ = super::process::kill(child).await;
                     return Err(format!(
                         "the replica had exited by itself ({status}) before it was crashed\n{tail}"
                     ));
