@@ -147,17 +147,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
     };
     // What the run's end reads is read now: a mistyped path stops the run before it starts, not
     // after the whole catalogue ran.
-    let exploration = match args
-        .exploration
-        .as_deref()
-        .map(report::ExplorationBasis::from_explore_json)
-        .transpose()
-    {
+    let exploration = match read_given(
+        "--exploration:",
+        args.exploration.as_deref(),
+        report::ExplorationBasis::from_explore_json,
+    ) {
         Ok(basis) => basis,
-        Err(e) => {
-            eprintln!("harbor-certify: --exploration: {e}");
-            return ExitCode::from(super::CANNOT_RUN);
-        }
+        Err(code) => return code,
     };
     let certified = super::target_identity(profile.as_deref());
     if let Some(other) = exploration.as_ref().filter(|b| b.target != certified) {
@@ -171,17 +167,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let expected = match args
-        .expect_verdicts
-        .as_deref()
-        .map(super::verdicts::load)
-        .transpose()
-    {
+    let expected = match read_given(
+        "--expect-verdicts",
+        args.expect_verdicts.as_deref(),
+        super::verdicts::load,
+    ) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("harbor-certify: --expect-verdicts {e}");
-            return ExitCode::from(super::CANNOT_RUN);
-        }
+        Err(code) => return code,
     };
     report::forget_latest(&args.catalogue.out);
     let mut infra = match provision_or_explain(args.catalogue.backend).await {
@@ -472,6 +464,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::from(super::NOT_CERTIFIED)
     }
+}
+
+/// The file a flag names, read with `read` (`None` when the flag was not given); an error is
+/// printed after `flag` and stops the run before it starts.
+fn read_given<T>(
+    flag: &str,
+    path: Option<&std::path::Path>,
+    read: impl FnOnce(&std::path::Path) -> Result<T, String>,
+) -> Result<Option<T>, ExitCode> {
+    path.map(read).transpose().map_err(|e| {
+        eprintln!("harbor-certify: {flag} {e}");
+        ExitCode::from(super::CANNOT_RUN)
+    })
 }
 
 /// The skips a certificate cannot rest on, area by area, each refused unless `--allow-skipped

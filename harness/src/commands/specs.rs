@@ -282,9 +282,7 @@ pub fn skipped_results(
     files
         .iter()
         .map(|file| {
-            let mut failure =
-                Failure::at(None, format!("SKIPPED: {}", crate::target::lacks(missing)));
-            failure.skipped = true;
+            let failure = Failure::skipped(crate::target::lacks(missing));
             result_of(
                 &file.name,
                 &file.title,

@@ -654,8 +654,8 @@ pub async fn check_saved(
                     .first()
                     .map(|f| (f.step, crate::scenario::trace::failure_line(&f.message)))
             };
-            let same_failure = first(&flawed.failures).is_some()
-                && first(&flawed.failures) == first(&correct.failures);
+            let on_flawed = first(&flawed.failures);
+            let same_failure = on_flawed.is_some() && on_flawed == first(&correct.failures);
             v.flags_correct_build = Some(
                 same_failure
                     || correct

@@ -73,8 +73,7 @@ pub(super) async fn authorize(
     // A PKCE challenge, when sent, must be S256 (RFC 9700 §2.1.1) and binds the code to its
     // verifier (RFC 7636 §4.4). None of the four providers documents requiring one, and only
     // those that document PKCE at all look at it.
-    let pkce = (q.code_challenge.clone(), q.code_challenge_method.as_deref());
-    let challenge = match pkce {
+    let challenge = match (q.code_challenge.clone(), q.code_challenge_method.as_deref()) {
         _ if !wire::verifies_pkce(provider) => None,
         (None, None) => None,
         (Some(challenge), Some("S256")) => Some(challenge),
@@ -398,12 +397,11 @@ pub(super) async fn revoke(
     // Intuit answers an empty 400 to a token already revoked or expired (3P, see
     // docs/PROVIDER-DIALECTS.md); the others follow RFC 7009 (a 200 for a token they no longer
     // know) or their own shape (`wire::revocation_refusal`).
-    let found = if matches!(provider, Provider::Slack | Provider::Qbo) {
-        known_access
-            .filter(|(_, live)| *live)
-            .or(known_refresh.filter(|(_, usable)| *usable && provider == Provider::Qbo))
-    } else {
-        known_access.or(known_refresh)
+    let live = |(_, live): &(u64, bool)| *live;
+    let found = match provider {
+        Provider::Slack => known_access.filter(live),
+        Provider::Qbo => known_access.filter(live).or(known_refresh.filter(live)),
+        Provider::Gmail | Provider::Box => known_access.or(known_refresh),
     };
     let Some((family, _)) = found else {
         return wire::revocation_refusal(provider, Refusal::UnknownToken);

@@ -710,11 +710,10 @@ pub fn write_run(
     let dir = out.join(&stamp);
     // `latest` names this run or none: a write that fails (a leak found, a full disk) must not
     // leave it on an earlier run a gate would then read as this one.
-    let latest = out.join("latest");
-    let _ = std::fs::remove_file(&latest);
+    forget_latest(out);
     write_into(&dir, report, extra, signing_key)?;
     #[cfg(unix)]
-    std::os::unix::fs::symlink(&stamp, &latest)?;
+    std::os::unix::fs::symlink(&stamp, out.join("latest"))?;
     Ok(dir)
 }
 

@@ -252,20 +252,29 @@ pub fn select(
         |s: &LoadedScenario, w: &str| s.scenario.id.eq_ignore_ascii_case(w) || s.file.ends_with(w);
     // A name that is a file outside the catalogue is that file, even where a catalogue file ends
     // the same way: `run AUD-X.toml` in a folder holding an edited copy runs the copy.
-    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
-    let outside = |w: &str| {
-        let path = std::path::Path::new(w);
-        path.is_file()
-            && !all
-                .iter()
-                .any(|s| canonical(&s.file).is_some() && canonical(&s.file) == canonical(path))
+    // Each path resolved once, the catalogue's only when some name is a file.
+    let files: Vec<(&String, std::path::PathBuf)> = wanted
+        .iter()
+        .filter_map(|w| Some((w, std::fs::canonicalize(w).ok().filter(|p| p.is_file())?)))
+        .collect();
+    let catalogue: std::collections::BTreeSet<std::path::PathBuf> = if files.is_empty() {
+        std::collections::BTreeSet::new()
+    } else {
+        all.iter()
+            .filter_map(|s| std::fs::canonicalize(&s.file).ok())
+            .collect()
     };
-    let wanted_by_name: Vec<&String> = wanted.iter().filter(|w| !outside(w)).collect();
+    let outside: std::collections::BTreeSet<&String> = files
+        .iter()
+        .filter(|(_, p)| !catalogue.contains(p))
+        .map(|(w, _)| *w)
+        .collect();
+    let wanted_by_name: Vec<&String> = wanted.iter().filter(|w| !outside.contains(w)).collect();
     let mut extra = Vec::new();
     let mut problems = Vec::new();
     for w in wanted {
         let path = std::path::Path::new(w);
-        if !outside(w) && all.iter().any(|s| names(s, w)) {
+        if !outside.contains(w) && all.iter().any(|s| names(s, w)) {
             continue;
         }
         if path.is_file() {
@@ -444,8 +453,7 @@ mod tests {
     fn a_refusal_does_not_hide_a_failed_clean_up_or_a_run_that_ran() {
         let dir = tempfile::tempdir().unwrap();
         let loaded = scenario(dir.path(), "X");
-        let mut refused = Failure::at(None, "SKIPPED: the target lacks faults".to_owned());
-        refused.skipped = true;
+        let refused = Failure::skipped("the target lacks faults");
         let run = |failures: Vec<Failure>| ScenarioRun {
             trace: trace::Trace::default(),
             failures,

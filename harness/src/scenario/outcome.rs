@@ -48,6 +48,15 @@ impl Failure {
         }
     }
 
+    /// The target cannot serve the scenario: `why` says what it lacks (the message is
+    /// `SKIPPED: why`).
+    pub fn skipped(why: impl std::fmt::Display) -> Self {
+        Failure {
+            skipped: true,
+            ..Failure::at(None, format!("SKIPPED: {why}"))
+        }
+    }
+
     /// The environment failed: nothing was learnt about the service.
     pub fn environment(message: impl Into<String>) -> Self {
         Failure {

@@ -76,9 +76,7 @@ impl<'a> ScenarioRunner<'a> {
             }
         }
         if let Some(why) = self.launcher.cannot_set(&setup) {
-            let mut f = Failure::at(None, format!("SKIPPED: {why}"));
-            f.skipped = true;
-            return run_of(Trace::default(), vec![f], 0, started);
+            return run_of(Trace::default(), vec![Failure::skipped(why)], 0, started);
         }
         let launched = match self.launcher.launch(&setup).await {
             Ok(launched) => launched,
@@ -101,15 +99,10 @@ impl<'a> ScenarioRunner<'a> {
             .filter(|p| !launched.target().has_point(p))
             .collect();
         if !unlisted.is_empty() {
-            let mut f = Failure::at(
-                None,
-                format!(
-                    "SKIPPED: the target cannot serve this scenario; it implements no sync point {}",
-                    unlisted.join(", ")
-                ),
-            );
-            f.skipped = true;
-            let mut failures = vec![f];
+            let mut failures = vec![Failure::skipped(format!(
+                "the target cannot serve this scenario; it implements no sync point {}",
+                unlisted.join(", ")
+            ))];
             if let Err(e) = launched.stop().await {
                 failures.push(Failure::environment(format!("clean-up failed: {e}")));
             }
@@ -148,15 +141,10 @@ fn refusal(
         return None;
     }
     let what: Vec<&str> = missing.iter().map(|c| c.describe()).collect();
-    let mut f = Failure::at(
-        None,
-        format!(
-            "SKIPPED: the target cannot serve this scenario; it lacks {}",
-            what.join(", ")
-        ),
-    );
-    f.skipped = true;
-    Some(f)
+    Some(Failure::skipped(format!(
+        "the target cannot serve this scenario; it lacks {}",
+        what.join(", ")
+    )))
 }
 
 fn run_of(trace: Trace, failures: Vec<Failure>, checks: usize, started: Instant) -> ScenarioRun {

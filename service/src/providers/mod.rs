@@ -409,24 +409,15 @@ impl ProviderClient {
                 Err(other) => return Err(other),
             };
             // The refresh spent the stored token (rotation): from here the fresh access token is
-            // the only key to the grant, so its revocation is tried more than once right away.
-            let mut last = Ok(());
-            for _ in 0..3 {
-                last =
-                    Box::pin(self.revoke(provider, &fresh.access_token, TokenKind::Access)).await;
-                if last.is_ok() {
-                    break;
-                }
-            }
-            return last.inspect_err(|e| Self::fresh_grant_left_live(provider, e));
+            // the only key to the grant.
+            return self.revoke_fresh(provider, c, &fresh.access_token).await;
         }
         let answered = self.revocation(c, token).await;
         match answered {
             // A dead refresh token and an unreadable request get the same bare 400 from such a
             // provider: a refresh with the token tells them apart. Refused, the grant is already
             // over — counting that as not done would keep the intent retried for ever. Granted,
-            // the token was alive and the refresh spent it: the fresh grant is revoked instead,
-            // tried more than once right away since it is now the only key to the grant.
+            // the token was alive and the refresh spent it: the fresh grant is revoked instead.
             Err(ProviderError::Rejected { status: 400, .. })
                 if kind == TokenKind::Refresh && c.dialect().revocation_refusal_is_ambiguous() =>
             {
@@ -436,29 +427,37 @@ impl ProviderClient {
                     Err(_) => return answered,
                 };
                 let key = fresh.refresh_token.as_ref().unwrap_or(&fresh.access_token);
-                let mut last = Ok(());
-                for _ in 0..3 {
-                    last = self.revocation(c, key).await;
-                    if last.is_ok() {
-                        break;
-                    }
-                }
-                last.inspect_err(|e| Self::fresh_grant_left_live(provider, e))
+                self.revoke_fresh(provider, c, key).await
             }
             other => other,
         }
     }
 
-    /// The known limit of a revocation that had to spend the stored refresh token first (Slack's
-    /// `auth.revoke`, QuickBooks's ambiguous 400): its fresh grant could not be revoked, and the
-    /// intent's next attempt will find the stored token spent and count the revocation as done. Said
-    /// as an error, so that a grant left live at the provider is never silent.
-    fn fresh_grant_left_live(provider: Provider, error: &ProviderError) {
-        tracing::error!(
-            provider = provider.as_str(),
-            %error,
-            "a revocation spent the stored refresh token and could not revoke the fresh grant: it may stay live at the provider, and the next attempt will count the revocation as done"
-        );
+    /// Revokes the fresh grant a revocation had to make first (Slack's `auth.revoke`, QuickBooks's
+    /// ambiguous 400): the refresh spent the stored token, so `key` is the grant's only one and is
+    /// tried three times at once. If it stays live, the intent's next attempt will find the stored
+    /// token spent and count the revocation as done — the known limit, said as an error so that a
+    /// grant left live at the provider is never silent.
+    async fn revoke_fresh(
+        &self,
+        provider: Provider,
+        c: &ProviderConfig,
+        key: &SecretString,
+    ) -> Result<(), ProviderError> {
+        let mut last = Ok(());
+        for _ in 0..3 {
+            last = self.revocation(c, key).await;
+            if last.is_ok() {
+                break;
+            }
+        }
+        last.inspect_err(|error| {
+            tracing::error!(
+                provider = provider.as_str(),
+                %error,
+                "a revocation spent the stored refresh token and could not revoke the fresh grant: it may stay live at the provider, and the next attempt will count the revocation as done"
+            )
+        })
     }
 
     /// One revocation request, the dialect's way, and its answer.
@@ -506,7 +505,8 @@ impl ProviderClient {
             if status == reqwest::StatusCode::FORBIDDEN {
                 return Err(dialect.forbidden(&body));
             }
-            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            // (A 429 never gets here: `send` answers it as a rate limit.)
+            if status.is_server_error() {
                 return Err(ProviderError::Unavailable(format!(
                     "status {}",
                     status.as_u16()

@@ -490,7 +490,7 @@ impl Started {
 
     /// Releases every parked request, stops the replicas, and removes the environment.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
-        // A deployed service outlives the run: its clock is put back where it was found.
+        // A deployed service outlives the run: its clock offset is put back to zero.
         let clock_back = if self.replicas.iter().any(Replica::is_deployed)
             && self.clock.offset() != chrono::Duration::zero()
         {
