@@ -1,6 +1,7 @@
 //! `harbor-certify target check PROFILE --start`: the profile's target started once, and each
 //! thing its profile says tried — readiness, the published contract, the fixtures, the workspace
-//! lock, the harness's tokens (accepted when valid, refused when expired), the sync-point
+//! lock (an activation proven from `pg_locks` to wait for it, held from the harness's own
+//! session), the harness's tokens (accepted when valid, refused when expired), the sync-point
 //! protocol. Each check prints what it found; a failed one says which part of the profile to look
 //! at, with the target's raw answer.
 
@@ -122,7 +123,7 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
         "database.workspace_lock".into(),
         match (t.workspace_lock(tenant.workspace), &profile.workspace_lock) {
             (Some(k), _) => Ok(format!(
-                "advisory lock ({}, {}) in pg_locks terms — the key is read; that the service takes it is proven by a run's PROBE-WORKSPACE-LOCK-CALLBACK (and, with sync points, below)",
+                "advisory lock ({}, {}) in pg_locks terms — the key is read; that activation takes it, below",
                 k.classid, k.objid
             )),
             (None, None) => Ok("not named: scenarios that need it are SKIPPED".into()),
@@ -175,6 +176,9 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
             .await
             .map(|()| "QuickBooks set CONNECTED".into()),
     ));
+    if let Some(checked) = activation_on_a_fresh_workspace(t).await {
+        out.push(("activation waits for it".into(), checked));
+    }
     if profile.sync_points {
         out.push((
             "sync_points".into(),
@@ -256,5 +260,118 @@ async fn lock_activation_takes(
                     .join(", ")
             }
         ))
+    }
+}
+
+/// The lock probe, on a workspace of its own (entitled, QuickBooks connected, never activated:
+/// an activation that already happened may answer without taking the lock). `None` when the
+/// profile names no lock.
+async fn activation_on_a_fresh_workspace(t: &dyn Target) -> Option<Result<String, String>> {
+    let spec = TenantSpec {
+        name: "target-check-lock".into(),
+        entitled: true,
+        qbo: ConnectionStatus::Connected,
+    };
+    let tenant = match t.create_tenant(&spec).await {
+        Ok(made) => made,
+        Err(e) => return Some(Err(format!("making its workspace: {e}"))),
+    };
+    let key = t.workspace_lock(tenant.workspace)?;
+    Some(activation_waits_for(t, &tenant, key).await)
+}
+
+/// Whether the lock the profile names is the one activation takes, with no code of Harbor's in
+/// the target: the harness takes `key` in a session of its own, sends the owner's activation, and
+/// requires it — proven from `pg_locks`, by the one lock-wait poller — to wait for that session's
+/// advisory lock with that key; then lets the lock go and requires the activation to finish. An
+/// activation that answers while the lock is held takes no lock, or another one: every lock
+/// probe of a run would prove nothing. `tenant` must be ready to activate and never activated.
+pub async fn activation_waits_for(
+    t: &dyn Target,
+    tenant: &crate::fixtures::TenantWorkspace,
+    key: crate::evidence::AdvisoryKey,
+) -> Result<String, String> {
+    use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+    const PROBE: &str = "targetcheck-probe";
+    const ACTOR: &str = "targetcheck-activation";
+    let (Some(url), Some(db)) = (t.database_url(), t.database()) else {
+        return Err("no database to hold the lock from".into());
+    };
+    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| format!("{e}"))?;
+    let mut probe = options
+        .application_name(&crate::evidence::application_name(PROBE))
+        .connect()
+        .await
+        .map_err(|e| format!("opening the probe's session: {e}"))?;
+    probe
+        .execute(
+            format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                key.sql_arguments()
+            )
+            .as_str(),
+        )
+        .await
+        .map_err(|e| format!("taking the lock in the probe's session: {e}"))?;
+    let call = t
+        .client()
+        .operation(WorkspaceOp::Activate, tenant.workspace, Provider::Qbo, "")
+        .bearer(Some(t.bearer(tenant.owner, TokenKind::Valid)))
+        .actor(Some(ACTOR));
+    let request = tokio::spawn(call.send());
+    let waited = crate::evidence::until_blocked(
+        db,
+        ACTOR,
+        Some(PROBE),
+        crate::evidence::BlockedBy::Holder,
+        std::time::Duration::from_secs(10),
+        || request.is_finished(),
+    )
+    .await;
+    // Let the lock go whatever was seen, so the activation can finish and be read.
+    let released = probe.execute("COMMIT").await;
+    let _ = probe.close().await;
+    let answer = request
+        .await
+        .map_err(|e| format!("the activation's task: {e}"))?;
+    let answered = match &answer {
+        Ok(a) => format!(
+            "{} {}",
+            a.status,
+            a.raw.chars().take(200).collect::<String>()
+        ),
+        Err(e) => e.to_string(),
+    };
+    let (classid, objid) = (key.classid, key.objid);
+    match waited {
+        Err(crate::evidence::NotBlocked::Finished) => Err(format!(
+            "the harness held ({classid}, {objid}), as database.workspace_lock names it, and \
+             activation answered without waiting for it ({answered}): it takes no lock, or \
+             another one — the lock probes would hold a lock the target never takes"
+        )),
+        Err(crate::evidence::NotBlocked::TimedOut(why)) => Err(format!(
+            "activation neither waited for ({classid}, {objid}) nor answered (is its \
+             transaction tagged harbor:<actor>, from the x-harbor-actor header?): {why}"
+        )),
+        Ok(blocked) if !blocked.awaited.is_advisory(key) => Err(format!(
+            "activation waited for the probe's session, but on {} {:?}/{:?}, not the advisory \
+             lock ({classid}, {objid})",
+            blocked.awaited.locktype, blocked.awaited.classid, blocked.awaited.objid
+        )),
+        Ok(_) => {
+            released.map_err(|e| format!("letting the lock go: {e}"))?;
+            match answer {
+                Ok(a) if a.status.is_success() => Ok(format!(
+                    "an activation waited for ({classid}, {objid}) held by the harness \
+                     (pg_locks), and answered {} once it was let go",
+                    a.status
+                )),
+                _ => Err(format!(
+                    "activation waited for the lock, as it should, but then answered {answered}, \
+                     not 2xx (the workspace was entitled and its QuickBooks connection \
+                     CONNECTED by the fixtures)"
+                )),
+            }
+        }
     }
 }

@@ -362,3 +362,40 @@ async fn the_q2_traces_pass_with_sync_points_over_http() {
     }
     infra.shutdown().await;
 }
+
+#[tokio::test]
+async fn target_check_proves_the_workspace_lock_from_pg_locks_and_refuses_a_wrong_key() {
+    use harbor_harness::commands::target_start::activation_waits_for;
+    use harbor_harness::target::{Launcher as _, Setup, TenantSpec};
+    use harbor_service::lifecycle::ConnectionStatus;
+    let mut infra = test_infra().await;
+    let launcher = InProcessLauncher::new(&infra);
+    // The reference honours the actor's tag only where sync points may be used.
+    let setup = Setup {
+        sync_points: true,
+        ..Setup::default()
+    };
+    let launched = launcher.launch(&setup).await.unwrap();
+    let t = launched.target();
+    let ready = |name: &str| TenantSpec {
+        name: name.into(),
+        entitled: true,
+        qbo: ConnectionStatus::Connected,
+    };
+    let right = t.create_tenant(&ready("right")).await.unwrap();
+    let key = t.workspace_lock(right.workspace).unwrap();
+    let held = activation_waits_for(t, &right, key).await;
+    assert!(
+        held.as_ref().is_ok_and(|s| s.contains("waited for")),
+        "{held:?}"
+    );
+    // A profile naming another key (the other half of the workspace's, say): activation takes
+    // its own lock and answers while the harness holds the named one.
+    let wrong = t.create_tenant(&ready("wrong")).await.unwrap();
+    let mut other = t.workspace_lock(wrong.workspace).unwrap();
+    other.objid ^= 1;
+    let refused = activation_waits_for(t, &wrong, other).await.unwrap_err();
+    assert!(refused.contains("without waiting for it"), "{refused}");
+    launched.stop().await.unwrap();
+    infra.shutdown().await;
+}
