@@ -479,7 +479,7 @@ async fn tell_provider(
         .providers
         .revoke(provider, &token, kind)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(outbox::Undelivered::from);
     let outcome = match &delivered {
         Ok(()) => ProviderRevocation::Confirmed,
         Err(e) => {

@@ -373,6 +373,9 @@ pub(super) async fn revoke(
     if guard.of(provider).switches.revoke_fails {
         return wire::server_error();
     }
+    if guard.of(provider).switches.rate_limited {
+        return wire::rate_limited();
+    }
     let token = match presented {
         Ok(token) => token,
         Err(refusal) => {

@@ -137,7 +137,7 @@ pub struct Switches {
     pub max_page_size: usize,
     /// The resource answers 200 with a body that is not in the provider's documented shape.
     pub malformed_resource: bool,
-    /// Every token and resource request is answered 429 with `Retry-After`
+    /// Every token, revocation and resource request is answered 429 with `Retry-After`
     /// ([`RATE_LIMIT_RETRY_AFTER`]), as a provider that limits a client's calls does (Slack's Web
     /// API, Google's, Intuit's and Box's all say it so).
     pub rate_limited: bool,

@@ -268,7 +268,7 @@ pub(super) async fn complete_flow(
 }
 
 /// Gives a grant back at the provider (its refresh token when it has one: that ends it all).
-async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> Result<(), String> {
+async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> outbox::Delivered {
     let (token, kind) = match &tokens.refresh_token {
         Some(refresh) => (refresh, TokenKind::Refresh),
         None => (&tokens.access_token, TokenKind::Access),
@@ -277,7 +277,7 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> R
         .providers
         .revoke(provider, token, kind)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(outbox::Undelivered::from);
     if let Err(e) = &delivered {
         tracing::warn!(error = %e, "could not revoke an unused grant");
     }

@@ -296,12 +296,64 @@ pub async fn held(tx: &mut Tx, id: IntentId) -> Result<bool, sqlx::Error> {
     Ok(row.is_some())
 }
 
+/// Why a delivery attempt did not revoke the grant, and the least the provider asked Harbor to
+/// wait before the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undelivered {
+    /// What went wrong, for the intent's `last_error` and the logs (never a token).
+    pub error: String,
+    /// The provider's own delay (its `Retry-After`, or the default wait of a limit that named
+    /// none): the next attempt comes no sooner, whatever the back-off says.
+    pub not_before: Option<Duration>,
+}
+
+impl Undelivered {
+    /// A failure that says nothing of when to try again.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            not_before: None,
+        }
+    }
+}
+
+impl From<crate::providers::ProviderError> for Undelivered {
+    fn from(e: crate::providers::ProviderError) -> Self {
+        let not_before = match &e {
+            // Trying again sooner than a provider's limit allows only spends the next window's
+            // budget: the same bound a client is given (`Retry-After`) holds the worker.
+            crate::providers::ProviderError::RateLimited { retry_after } => Some(
+                retry_after
+                    .map(|d| d.as_secs().clamp(1, crate::error::PROVIDER_RETRY_AFTER_MAX))
+                    .map_or(
+                        Duration::from_secs(crate::error::PROVIDER_RETRY_AFTER_DEFAULT),
+                        Duration::from_secs,
+                    ),
+            ),
+            _ => None,
+        };
+        Self {
+            error: e.to_string(),
+            not_before,
+        }
+    }
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+/// A delivery attempt's result.
+pub type Delivered = Result<(), Undelivered>;
+
 /// Settles an intent after a delivery attempt: gone (audited) once the provider confirmed, else
-/// due again after the back-off for `attempts`.
+/// due again after the back-off for `attempts`, or the provider's own delay when longer.
 pub async fn settle(
     pool: &PgPool,
     id: IntentId,
-    delivered: Result<(), String>,
+    delivered: Delivered,
     attempts: i32,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
@@ -321,7 +373,7 @@ pub async fn settle(
 pub async fn settle_in(
     tx: &mut Tx,
     id: IntentId,
-    delivered: &Result<(), String>,
+    delivered: &Delivered,
     now: DateTime<Utc>,
     (ctx, event): (&RequestContext, AuditEvent<'_>),
 ) -> Result<(), sqlx::Error> {
@@ -353,7 +405,7 @@ static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| {
 /// is stuck); `audited`, the one with an audit row's parameters after its own.
 fn settlement<'q>(
     id: IntentId,
-    delivered: &'q Result<(), String>,
+    delivered: &'q Delivered,
     attempts: i32,
     now: DateTime<Utc>,
     audited: bool,
@@ -362,10 +414,13 @@ fn settlement<'q>(
         Ok(()) => sqlx::query(if audited { DONE_AUDITED.as_str() } else { DONE })
             .bind(id.id)
             .bind(id.lease_until),
-        Err(error) => {
+        Err(Undelivered { error, not_before }) => {
             if attempts >= STUCK_AFTER {
                 tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
             }
+            let wait = not_before
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map_or(backoff(attempts), |d| d.max(backoff(attempts)));
             sqlx::query(if audited {
                 RETRY_AUDITED.as_str()
             } else {
@@ -374,7 +429,7 @@ fn settlement<'q>(
             .bind(id.id)
             .bind(id.lease_until)
             .bind(error)
-            .bind(now + backoff(attempts))
+            .bind(now + wait)
         }
     }
 }

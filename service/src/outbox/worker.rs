@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use chrono::{DateTime, Utc};
 
-use super::{adopt, held, settle, IntentId, Reason, UnstoredRotation, LEASE};
+use super::{adopt, held, settle, IntentId, Reason, Undelivered, UnstoredRotation, LEASE};
 use crate::audit::{self, AuditEvent};
 use crate::clock::Clock;
 use crate::context::RequestContext;
@@ -336,8 +336,9 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, intent: &Claimed) -> Result<(), String> {
-        let provider = Provider::parse(&intent.provider).map_err(|e| e.to_string())?;
+    async fn deliver(&self, intent: &Claimed) -> super::Delivered {
+        let provider =
+            Provider::parse(&intent.provider).map_err(|e| Undelivered::new(e.to_string()))?;
         let (field, kind) = match intent.field.as_str() {
             "refresh" => (TokenField::Refresh, TokenKind::Refresh),
             _ => (TokenField::Access, TokenKind::Access),
@@ -352,10 +353,10 @@ impl Worker {
         let token: SecretString = self
             .vault
             .decrypt_any_format(&intent.sealed_token, &binding)
-            .map_err(|e| format!("the intent does not decrypt: {e}"))?;
+            .map_err(|e| Undelivered::new(format!("the intent does not decrypt: {e}")))?;
         self.providers
             .revoke(provider, &token, kind)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Undelivered::from)
     }
 }
