@@ -62,8 +62,7 @@ pub struct ServeArgs {
 
 /// Starts the service and holds it.
 pub async fn serve(args: ServeArgs) -> ExitCode {
-    use crate::target::started::serve::Demo;
-    use crate::target::started::{ServiceOptions, Started};
+    use crate::target::started::ServiceOptions;
     let flaws = match parse_flaws(&args.flaws) {
         Ok(f) => f,
         Err(code) => return code,
@@ -103,67 +102,31 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             burst: 100,
         };
     }
-    let how = match &profile {
-        Some(p) if p.deployed.is_some() => crate::target::started::How::Deployed(p),
-        Some(p) => crate::target::started::How::Process(p),
-        None => crate::target::started::How::InProcess,
+    // Start-up is where an interrupt would leave replicas behind (their own process groups) and
+    // the servers up: it is raced against SIGINT/SIGTERM here, and the installed handler that
+    // `run` uses (which exits at once) would also cut the graceful stop below.
+    let up = tokio::select! {
+        up = start_up(&args, &infra, options, profile.as_ref(), started) => Some(up),
+        _ = harbor_service::telemetry::shutdown_signal() => None,
     };
-    let sut = match Started::start_as(&infra, options, None, how).await {
-        Ok(sut) => sut,
-        Err(e) => {
-            eprintln!("harbor-certify: the service did not start: {e}");
+    let (sut, env_file) = match up {
+        Some(Ok(up)) => up,
+        Some(Err(code)) => {
             infra.shutdown().await;
-            return ExitCode::from(super::CANNOT_RUN);
+            return code;
+        }
+        None => {
+            // The start-up's futures are dropped: whatever replica they had started is killed
+            // with its whole group here, the servers with the infrastructure.
+            crate::target::started::process::kill_live_groups();
+            infra.shutdown().await;
+            for path in args.env_file.iter().chain(&args.bench_file) {
+                let _ = std::fs::remove_file(path);
+            }
+            eprintln!("harbor-certify: interrupted during start-up; what had started was stopped");
+            return ExitCode::from(130);
         }
     };
-    let demo = match Demo::seed(&sut).await {
-        Ok(demo) => demo,
-        Err(e) => {
-            eprintln!("harbor-certify: seeding the demo tenants failed: {e}");
-            let _ = sut.stop().await;
-            infra.shutdown().await;
-            return ExitCode::from(super::CANNOT_RUN);
-        }
-    };
-    if let Some(path) = &args.bench_file {
-        let written = match crate::target::started::serve::BenchTenants::seed(
-            &sut,
-            args.bench_activation_tenants,
-            args.bench_flow_tenants,
-        )
-        .await
-        {
-            Ok(bench) => bench.write(path).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = written {
-            eprintln!(
-                "harbor-certify: the bench tenants could not be made or written to {}: {e}",
-                path.display()
-            );
-            let _ = sut.stop().await;
-            infra.shutdown().await;
-            return ExitCode::from(super::CANNOT_RUN);
-        }
-    }
-    let env_file = args.env_file.clone().or_else(|| {
-        (!args.print_env)
-            .then(|| std::env::temp_dir().join(format!("harbor-serve-{}.env", std::process::id())))
-    });
-    if let Some(path) = &env_file {
-        if let Err(e) = demo.write_env_file(path) {
-            eprintln!("harbor-certify: cannot write {}: {e}", path.display());
-            let _ = sut.stop().await;
-            infra.shutdown().await;
-            return ExitCode::from(super::CANNOT_RUN);
-        }
-    }
-    println!("{}", demo.instructions(env_file.as_deref()));
-    eprintln!(
-        "harbor-certify: ready in {} ms on {}",
-        started.elapsed().as_millis(),
-        infra.kind
-    );
     crate::target::started::serve::hold_until_stopped().await;
     eprintln!("harbor-certify: stopping…");
     let infra_kind = infra.kind;
@@ -193,4 +156,75 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the service, seeds the demo (and the bench's tenants), writes the env file and prints
+/// how to reach it; on an error, stops what it started (the caller shuts the servers down).
+async fn start_up(
+    args: &ServeArgs,
+    infra: &crate::provision::Infra,
+    options: crate::target::started::ServiceOptions,
+    profile: Option<&std::sync::Arc<crate::target::profile::Profile>>,
+    started: Instant,
+) -> Result<(crate::target::started::Started, Option<PathBuf>), ExitCode> {
+    use crate::target::started::serve::Demo;
+    use crate::target::started::Started;
+    let how = match profile {
+        Some(p) if p.deployed.is_some() => crate::target::started::How::Deployed(p),
+        Some(p) => crate::target::started::How::Process(p),
+        None => crate::target::started::How::InProcess,
+    };
+    let sut = match Started::start_as(infra, options, None, how).await {
+        Ok(sut) => sut,
+        Err(e) => {
+            eprintln!("harbor-certify: the service did not start: {e}");
+            return Err(ExitCode::from(super::CANNOT_RUN));
+        }
+    };
+    let demo = match Demo::seed(&sut).await {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("harbor-certify: seeding the demo tenants failed: {e}");
+            let _ = sut.stop().await;
+            return Err(ExitCode::from(super::CANNOT_RUN));
+        }
+    };
+    if let Some(path) = &args.bench_file {
+        let written = match crate::target::started::serve::BenchTenants::seed(
+            &sut,
+            args.bench_activation_tenants,
+            args.bench_flow_tenants,
+        )
+        .await
+        {
+            Ok(bench) => bench.write(path).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            eprintln!(
+                "harbor-certify: the bench tenants could not be made or written to {}: {e}",
+                path.display()
+            );
+            let _ = sut.stop().await;
+            return Err(ExitCode::from(super::CANNOT_RUN));
+        }
+    }
+    let env_file = args.env_file.clone().or_else(|| {
+        (!args.print_env)
+            .then(|| std::env::temp_dir().join(format!("harbor-serve-{}.env", std::process::id())))
+    });
+    if let Some(path) = &env_file {
+        if let Err(e) = demo.write_env_file(path) {
+            eprintln!("harbor-certify: cannot write {}: {e}", path.display());
+            let _ = sut.stop().await;
+            return Err(ExitCode::from(super::CANNOT_RUN));
+        }
+    }
+    println!("{}", demo.instructions(env_file.as_deref()));
+    eprintln!(
+        "harbor-certify: ready in {} ms on {}",
+        started.elapsed().as_millis(),
+        infra.kind
+    );
+    Ok((sut, env_file))
 }

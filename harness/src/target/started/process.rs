@@ -194,6 +194,17 @@ fn live_groups() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<i3
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Kills the process group of every replica started and not yet killed, without waiting: what an
+/// interrupt leaves behind otherwise.
+pub fn kill_live_groups() {
+    for pgid in std::mem::take(&mut *live_groups()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// On SIGINT or SIGTERM, kills every replica's process group and exits (130): a run stopped
 /// from the terminal or by a CI timeout leaves no replica behind. Installed once per process.
 pub fn kill_replicas_on_interrupt() {
@@ -201,12 +212,7 @@ pub fn kill_replicas_on_interrupt() {
     INSTALLED.call_once(|| {
         tokio::spawn(async {
             harbor_service::telemetry::shutdown_signal().await;
-            for pgid in std::mem::take(&mut *live_groups()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            kill_live_groups();
             eprintln!("harbor-certify: interrupted; the target's replicas were killed");
             std::process::exit(130);
         });
