@@ -306,6 +306,21 @@ pub fn application_name(actor: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A new session on `database_url` tagged as `actor`'s (`application_name`), so that the lock
+/// tables name it: the harness's own sessions that hold or take locks (a scenario's SQL actor, an
+/// exploration's raw operation, a lock probe).
+pub async fn tagged_session(
+    database_url: &str,
+    actor: &str,
+) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::ConnectOptions as _;
+    database_url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .application_name(&application_name(actor))
+        .connect()
+        .await
+}
+
 /// The kinds of heavyweight lock a scenario can expect a step to wait for (`pg_locks.locktype`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

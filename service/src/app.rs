@@ -195,6 +195,7 @@ impl Application {
                 providers: state.providers.clone(),
                 clock: state.clock.clone(),
                 interval: config.outbox_interval,
+                limited: Default::default(),
             },
             state,
             header_read_timeout: config.header_read_timeout,

@@ -359,12 +359,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
         }
-        if let ApiError::Provider(ProviderError::RateLimited { retry_after }) = self {
-            // The provider's own delay, when it named one within an hour; else the wait a limit
-            // of the common per-minute kind ends within.
-            let seconds = retry_after
-                .map(|d| d.as_secs().clamp(1, PROVIDER_RETRY_AFTER_MAX))
-                .unwrap_or(PROVIDER_RETRY_AFTER_DEFAULT);
+        if let ApiError::Provider(e @ ProviderError::RateLimited { .. }) = self {
+            let seconds = e.limit_ends_in().map_or(0, |d| d.as_secs());
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
@@ -372,12 +368,6 @@ impl IntoResponse for ApiError {
         response
     }
 }
-
-/// `Retry-After` for a provider's limit that named no delay (seconds).
-pub const PROVIDER_RETRY_AFTER_DEFAULT: u64 = 60;
-/// The longest provider delay passed on to the client (seconds): a longer one is a provider's
-/// mistake, or a limit the operator must look at.
-pub const PROVIDER_RETRY_AFTER_MAX: u64 = 3600;
 
 /// Seconds a client should wait after a replica-wide unavailability: 5 to 15, at random, so that
 /// the clients refused together do not all come back together.

@@ -105,8 +105,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     // Start-up is where an interrupt would leave replicas behind (their own process groups) and
     // the servers up: it is raced against SIGINT/SIGTERM here, and the installed handler that
     // `run` uses (which exits at once) would also cut the graceful stop below.
+    let written = std::cell::RefCell::new(Vec::new());
     let up = tokio::select! {
-        up = start_up(&args, &infra, options, profile.as_ref(), started) => Some(up),
+        up = start_up(&args, &infra, options, profile.as_ref(), started, &written) => Some(up),
         _ = harbor_service::telemetry::shutdown_signal() => None,
     };
     let (sut, env_file) = match up {
@@ -117,10 +118,13 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
         None => {
             // The start-up's futures are dropped: whatever replica they had started is killed
-            // with its whole group here, the servers with the infrastructure.
+            // with its whole group here, its database and Redis keys dropped (servers that
+            // outlive the run keep them otherwise), the servers shut down, and only the files it
+            // wrote removed.
             crate::target::started::process::kill_live_groups();
+            infra.clean_every_environment().await;
             infra.shutdown().await;
-            for path in args.env_file.iter().chain(&args.bench_file) {
+            for path in written.take() {
                 let _ = std::fs::remove_file(path);
             }
             eprintln!("harbor-certify: interrupted during start-up; what had started was stopped");
@@ -166,6 +170,7 @@ async fn start_up(
     options: crate::target::started::ServiceOptions,
     profile: Option<&std::sync::Arc<crate::target::profile::Profile>>,
     started: Instant,
+    written: &std::cell::RefCell<Vec<PathBuf>>,
 ) -> Result<(crate::target::started::Started, Option<PathBuf>), ExitCode> {
     use crate::target::started::serve::Demo;
     use crate::target::started::Started;
@@ -197,7 +202,10 @@ async fn start_up(
         )
         .await
         {
-            Ok(bench) => bench.write(path).map_err(|e| e.to_string()),
+            Ok(bench) => bench
+                .write(path)
+                .map(|()| written.borrow_mut().push(path.clone()))
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = written {
@@ -219,6 +227,7 @@ async fn start_up(
             let _ = sut.stop().await;
             return Err(ExitCode::from(super::CANNOT_RUN));
         }
+        written.borrow_mut().push(path.clone());
     }
     println!("{}", demo.instructions(env_file.as_deref()));
     eprintln!(

@@ -176,8 +176,11 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
             .await
             .map(|()| "QuickBooks set CONNECTED".into()),
     ));
-    if let Some(checked) = activation_on_a_fresh_workspace(t).await {
-        out.push(("activation waits for it".into(), checked));
+    if profile.workspace_lock.is_some() {
+        out.push((
+            "activation waits for it".into(),
+            activation_on_a_fresh_workspace(t).await,
+        ));
     }
     if profile.sync_points {
         out.push((
@@ -233,7 +236,10 @@ async fn lock_activation_takes(
         .into_iter()
         .filter(|l| l.application_name == tag && l.granted && l.locktype == "advisory")
         .collect();
-    if held.iter().any(|l| l.is_advisory(key)) {
+    if held
+        .iter()
+        .any(|l| l.is_advisory(key) && l.mode == "ExclusiveLock")
+    {
         Ok(format!(
             "a parked activation holds ({}, {}) in pg_locks, as database.workspace_lock says",
             key.classid, key.objid
@@ -250,10 +256,11 @@ async fn lock_activation_takes(
                 held.iter()
                     .map(|l| {
                         format!(
-                            "({}, {}, objsubid {})",
+                            "({}, {}, objsubid {}, {})",
                             l.classid.unwrap_or_default(),
                             l.objid.unwrap_or_default(),
-                            l.objsubid.unwrap_or_default()
+                            l.objsubid.unwrap_or_default(),
+                            l.mode
                         )
                     })
                     .collect::<Vec<_>>()
@@ -264,43 +271,44 @@ async fn lock_activation_takes(
 }
 
 /// The lock probe, on a workspace of its own (entitled, QuickBooks connected, never activated:
-/// an activation that already happened may answer without taking the lock). `None` when the
-/// profile names no lock.
-async fn activation_on_a_fresh_workspace(t: &dyn Target) -> Option<Result<String, String>> {
+/// an activation that already happened may answer without taking the lock).
+async fn activation_on_a_fresh_workspace(t: &dyn Target) -> Result<String, String> {
     let spec = TenantSpec {
         name: "target-check-lock".into(),
         entitled: true,
         qbo: ConnectionStatus::Connected,
     };
-    let tenant = match t.create_tenant(&spec).await {
-        Ok(made) => made,
-        Err(e) => return Some(Err(format!("making its workspace: {e}"))),
-    };
-    let key = t.workspace_lock(tenant.workspace)?;
-    Some(activation_waits_for(t, &tenant, key).await)
+    let tenant = t
+        .create_tenant(&spec)
+        .await
+        .map_err(|e| format!("making its workspace: {e}"))?;
+    let key = t
+        .workspace_lock(tenant.workspace)
+        .ok_or("database.workspace_lock gave no key")?;
+    activation_waits_for(t, &tenant, key).await
 }
 
-/// Whether the lock the profile names is the one activation takes, with no code of Harbor's in
-/// the target: the harness takes `key` in a session of its own, sends the owner's activation, and
-/// requires it — proven from `pg_locks`, by the one lock-wait poller — to wait for that session's
-/// advisory lock with that key; then lets the lock go and requires the activation to finish. An
-/// activation that answers while the lock is held takes no lock, or another one: every lock
-/// probe of a run would prove nothing. `tenant` must be ready to activate and never activated.
+/// Whether the lock the profile names is one activation takes, exclusively, with no code of
+/// Harbor's in the target: the harness takes `key` in a session of its own, sends the owner's
+/// activation, and requires it — proven from `pg_locks`, by the one lock-wait poller — to wait
+/// for that session's advisory lock with that key, in exclusive mode (a shared one would not
+/// serialise two activations); then lets the lock go and requires the activation to succeed. An
+/// activation that succeeds while the lock is held takes no lock, or another one: every lock
+/// probe of a run would prove nothing. What it proves is that activation acquires the lock; that
+/// it keeps it for its work is what sync points (`lock_activation_takes`) and a run's scenarios
+/// show. `tenant` must be ready to activate and never activated.
 pub async fn activation_waits_for(
     t: &dyn Target,
     tenant: &crate::fixtures::TenantWorkspace,
     key: crate::evidence::AdvisoryKey,
 ) -> Result<String, String> {
-    use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+    use sqlx::{Connection as _, Executor as _};
     const PROBE: &str = "targetcheck-probe";
     const ACTOR: &str = "targetcheck-activation";
     let (Some(url), Some(db)) = (t.database_url(), t.database()) else {
         return Err("no database to hold the lock from".into());
     };
-    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| format!("{e}"))?;
-    let mut probe = options
-        .application_name(&crate::evidence::application_name(PROBE))
-        .connect()
+    let mut probe = crate::evidence::tagged_session(url, PROBE)
         .await
         .map_err(|e| format!("opening the probe's session: {e}"))?;
     probe
@@ -343,11 +351,17 @@ pub async fn activation_waits_for(
         Err(e) => e.to_string(),
     };
     let (classid, objid) = (key.classid, key.objid);
+    let succeeded = matches!(&answer, Ok(a) if a.status.is_success());
     match waited {
-        Err(crate::evidence::NotBlocked::Finished) => Err(format!(
+        Err(crate::evidence::NotBlocked::Finished) if succeeded => Err(format!(
             "the harness held ({classid}, {objid}), as database.workspace_lock names it, and \
-             activation answered without waiting for it ({answered}): it takes no lock, or \
+             activation succeeded without waiting for it ({answered}): it takes no lock, or \
              another one — the lock probes would hold a lock the target never takes"
+        )),
+        Err(crate::evidence::NotBlocked::Finished) => Err(format!(
+            "activation answered without waiting for ({classid}, {objid}) ({answered}), so the \
+             check proves nothing either way: the workspace was made ready to activate by the \
+             fixtures (entitled, QuickBooks CONNECTED) and the owner's token is the harness's"
         )),
         Err(crate::evidence::NotBlocked::TimedOut(why)) => Err(format!(
             "activation neither waited for ({classid}, {objid}) nor answered (is its \
@@ -357,6 +371,11 @@ pub async fn activation_waits_for(
             "activation waited for the probe's session, but on {} {:?}/{:?}, not the advisory \
              lock ({classid}, {objid})",
             blocked.awaited.locktype, blocked.awaited.classid, blocked.awaited.objid
+        )),
+        Ok(blocked) if blocked.awaited.mode != "ExclusiveLock" => Err(format!(
+            "activation waited for ({classid}, {objid}), but in {}: a shared advisory lock \
+             does not serialise two activations (pg_advisory_xact_lock, not _shared)",
+            blocked.awaited.mode
         )),
         Ok(_) => {
             released.map_err(|e| format!("letting the lock go: {e}"))?;

@@ -141,6 +141,8 @@ pub struct Infra {
     template: tokio::sync::OnceCell<String>,
     /// Templates of targets' own schemas, by the schema's SQL.
     schema_templates: tokio::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Every environment made, for [`Infra::clean_every_environment`].
+    made: std::sync::Mutex<Vec<IsolatedEnv>>,
 }
 
 enum Resources {
@@ -232,6 +234,7 @@ impl Infra {
             resources,
             template: tokio::sync::OnceCell::new(),
             schema_templates: Default::default(),
+            made: Default::default(),
         };
         // Servers the harness starts may take a while; servers the user runs are up or not.
         let (pg_limit, redis_limit) = match kind {
@@ -284,15 +287,43 @@ impl Infra {
         };
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database_name = format!("harbor_t_{}", &suffix[..16]);
-        create_database(&self.admin_url, &database_name, &template).await?;
-        Ok(IsolatedEnv {
+        let env = IsolatedEnv {
             database_url: template::database_url(&self.admin_url, &database_name),
             request_database_url: template::request_database_url(&self.admin_url, &database_name),
             database_name,
             redis_url: self.redis_url.clone(),
             redis_key_prefix: format!("harbor:t:{}:", &suffix[..16]),
             admin_url: self.admin_url.clone(),
-        })
+        };
+        // Remembered before the database exists: a caller dropped while it is made (an
+        // interrupt) leaves nothing the sweep below does not know of.
+        self.made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(env.clone());
+        create_database(&self.admin_url, &env.database_name, &template).await?;
+        Ok(env)
+    }
+
+    /// Cleans every environment this infrastructure made, whether or not its owner cleaned it
+    /// (dropping a database that is gone, or keys that are, changes nothing): for a start-up
+    /// interrupted on servers that outlive the run (`--backend external`), whose future was
+    /// dropped before it could clean its own.
+    pub async fn clean_every_environment(&self) {
+        let made = std::mem::take(
+            &mut *self
+                .made
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for env in made {
+            if let Err(e) = env.cleanup().await {
+                eprintln!(
+                    "harbor-certify: could not remove {} and its Redis keys: {e}",
+                    env.database_name
+                );
+            }
+        }
     }
 
     /// The migrated template's name (made on first use): what [`FreshDatabase`] copies for a

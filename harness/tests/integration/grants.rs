@@ -230,46 +230,73 @@ async fn a_moved_clock_wakes_the_outbox_worker() {
 
 /// A provider that limits the revocation itself (429 with `Retry-After`): the intent is due again
 /// no sooner than the provider's delay — not after the outbox's first back-off of one second,
-/// which would only spend the next window's budget — and is delivered once it has passed.
+/// which would only spend the next window's budget. The worker then calls the provider once for
+/// all the intents it holds while the limit lasts (the others are put off without a call), and
+/// delivers them all once it has passed.
 #[tokio::test]
 async fn a_rate_limited_revocation_waits_out_the_providers_retry_after() {
     let app = spawn_app_with(ServiceOptions {
+        replicas: 1,
         outbox_interval: Duration::from_secs(3600),
         ..ServiceOptions::default()
     })
     .await;
-    let t = app
-        .tenant("limited", true, ConnectionStatus::NotConnected)
-        .await;
-    app.connect(t.owner, t.workspace, Provider::Box)
-        .await
-        .unwrap();
-    app.sut
-        .provider
-        .configure(Provider::Box, |s| s.rate_limited = true);
-    let asked = app.sut.clock.now();
-    let r = app.revoke(&t, Provider::Box).await;
-    assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body["provider_revocation"], "pending", "{}", r.body);
+    let p = Provider::Box;
+    let mut tenants = Vec::new();
+    for name in ["limited-a", "limited-b"] {
+        let t = app.tenant(name, true, ConnectionStatus::NotConnected).await;
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        tenants.push(t);
+    }
+    app.sut.provider.configure(p, |s| s.rate_limited = true);
     let db = app.db();
-    let due: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT next_attempt_at FROM revocation_outbox WHERE workspace_id = $1")
-            .bind(t.workspace)
-            .fetch_one(db)
-            .await
-            .unwrap();
     let delay =
         chrono::Duration::seconds(harbor_harness::fake_provider::RATE_LIMIT_RETRY_AFTER as i64);
-    assert!(
-        due >= asked + delay,
-        "due at {due}, asked at {asked}: sooner than the provider's Retry-After of {delay}"
-    );
-    app.sut
-        .provider
-        .configure(Provider::Box, |s| s.rate_limited = false);
-    app.sut.clock.advance(Duration::from_secs(24 * 3600));
-    harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
+    for t in &tenants {
+        let asked = app.sut.clock.now();
+        let r = app.revoke(t, p).await;
+        assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["provider_revocation"], "pending", "{}", r.body);
+        let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "SELECT next_attempt_at FROM revocation_outbox WHERE workspace_id = $1",
+        )
+        .bind(t.workspace)
+        .fetch_one(db)
         .await
-        .expect("delivered once the provider's delay had passed");
+        .unwrap();
+        assert!(
+            due >= asked + delay,
+            "due at {due}, asked at {asked}: sooner than the provider's Retry-After of {delay}"
+        );
+    }
+    // Both due, the provider still limiting: the worker's pass tries one and puts the other off.
+    let before = app.sut.provider.counters(p).revocations;
+    app.sut.clock.advance(Duration::from_secs(8));
+    within("the worker's pass over both intents", async {
+        loop {
+            let tried: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM revocation_outbox WHERE attempts >= 1")
+                    .fetch_one(db)
+                    .await
+                    .unwrap();
+            if tried == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        app.sut.provider.counters(p).revocations - before,
+        1,
+        "one call while the provider's limit lasts, not one per intent"
+    );
+    app.sut.provider.configure(p, |s| s.rate_limited = false);
+    app.sut.clock.advance(Duration::from_secs(24 * 3600));
+    for t in &tenants {
+        harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
+            .await
+            .expect("delivered once the provider's delay had passed");
+    }
     app.stop().await;
 }

@@ -319,23 +319,14 @@ impl Undelivered {
 
 impl From<crate::providers::ProviderError> for Undelivered {
     fn from(e: crate::providers::ProviderError) -> Self {
-        let not_before = match &e {
-            // Trying again sooner than a provider's limit allows only spends the next window's
-            // budget: the same bound a client is given (`Retry-After`) holds the worker.
-            crate::providers::ProviderError::RateLimited { retry_after } => Some(
-                retry_after
-                    .map(|d| d.as_secs().clamp(1, crate::error::PROVIDER_RETRY_AFTER_MAX))
-                    .map_or(
-                        Duration::from_secs(crate::error::PROVIDER_RETRY_AFTER_DEFAULT),
-                        Duration::from_secs,
-                    ),
-            ),
-            _ => None,
+        // Trying again sooner than a provider's limit allows only spends the next window's
+        // budget: the same bound a client is given (`Retry-After`) holds the outbox.
+        let not_before = e.limit_ends_in();
+        let error = match not_before {
+            Some(d) => format!("{e} (for {} s)", d.as_secs()),
+            None => e.to_string(),
         };
-        Self {
-            error: e.to_string(),
-            not_before,
-        }
+        Self { error, not_before }
     }
 }
 

@@ -3,6 +3,7 @@
 //! sync's token decision also makes), and revokes everything else at the provider, settling each
 //! attempt. It holds no transaction while it calls a provider.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -176,6 +177,10 @@ pub struct Worker {
     pub clock: Clock,
     /// How often it looks.
     pub interval: Duration,
+    /// Until when each provider (by name) limited this replica's last revocation: its other
+    /// intents are put off until then without a call, which would only be refused and spend the
+    /// next window's budget.
+    pub limited: std::sync::Arc<std::sync::Mutex<HashMap<String, DateTime<Utc>>>>,
 }
 
 impl Worker {
@@ -233,7 +238,23 @@ impl Worker {
                     continue;
                 }
             }
-            let outcome = self.deliver(&intent).await;
+            let outcome = match self.limited_for(&intent.provider) {
+                Some(wait) => Err(Undelivered {
+                    error: format!(
+                        "not tried: the provider limited this replica's last revocation (for {} s more)",
+                        wait.as_secs().max(1)
+                    ),
+                    not_before: Some(wait),
+                }),
+                None => self.deliver(&intent).await,
+            };
+            if let Err(Undelivered {
+                not_before: Some(wait),
+                ..
+            }) = &outcome
+            {
+                self.hold_off(&intent.provider, *wait);
+            }
             delivered += usize::from(outcome.is_ok());
             let held = IntentId {
                 id: intent.id,
@@ -334,6 +355,28 @@ impl Worker {
             }
             Err(e) => db::finish(tx, Err(e)).await,
         }
+    }
+
+    /// How long `provider`'s limit still holds, if it does.
+    fn limited_for(&self, provider: &str) -> Option<Duration> {
+        let now = self.clock.now();
+        let limited = self
+            .limited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = *limited.get(provider)?;
+        (until > now).then(|| (until - now).to_std().unwrap_or_default())
+    }
+
+    /// Remembers that `provider` asked to be left alone for `wait`.
+    fn hold_off(&self, provider: &str, wait: Duration) {
+        let until = self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let mut limited = self
+            .limited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = limited.entry(provider.to_owned()).or_insert(until);
+        *held = (*held).max(until);
     }
 
     async fn deliver(&self, intent: &Claimed) -> super::Delivered {

@@ -224,6 +224,27 @@ pub enum ProviderError {
     },
 }
 
+/// The wait for a provider's limit that named no delay (seconds).
+pub const LIMIT_DEFAULT_SECONDS: u64 = 60;
+/// The longest provider delay taken at its word (seconds): a longer one is a provider's mistake,
+/// or a limit the operator must look at.
+pub const LIMIT_MAX_SECONDS: u64 = 3600;
+
+impl ProviderError {
+    /// For a rate limit, how long to leave the provider alone: its own delay within an hour, else
+    /// the wait a limit of the common per-minute kind ends within. What a client is told
+    /// (`Retry-After`) and what holds the outbox back. `None` for any other error.
+    pub fn limit_ends_in(&self) -> Option<std::time::Duration> {
+        let ProviderError::RateLimited { retry_after } = self else {
+            return None;
+        };
+        let seconds = retry_after
+            .map(|d| d.as_secs().clamp(1, LIMIT_MAX_SECONDS))
+            .unwrap_or(LIMIT_DEFAULT_SECONDS);
+        Some(std::time::Duration::from_secs(seconds))
+    }
+}
+
 /// Which of a grant's tokens a value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
@@ -435,7 +456,8 @@ impl ProviderClient {
 
     /// Revokes the fresh grant a revocation had to make first (Slack's `auth.revoke`, QuickBooks's
     /// ambiguous 400): the refresh spent the stored token, so `key` is the grant's only one and is
-    /// tried three times at once. If it stays live, the intent's next attempt will find the stored
+    /// tried three times at once — once only when the provider limits the calls, since the next
+    /// two would be refused too. If it stays live, the intent's next attempt will find the stored
     /// token spent and count the revocation as done — the known limit, said as an error so that a
     /// grant left live at the provider is never silent.
     async fn revoke_fresh(
@@ -447,7 +469,7 @@ impl ProviderClient {
         let mut last = Ok(());
         for _ in 0..3 {
             last = self.revocation(c, key).await;
-            if last.is_ok() {
+            if matches!(last, Ok(()) | Err(ProviderError::RateLimited { .. })) {
                 break;
             }
         }

@@ -18,7 +18,7 @@ use harbor_service::domain::Provider;
 use harbor_service::lifecycle::ConnectionStatus;
 use harbor_syncpoint::{SlotKey, SlotState};
 use reqwest::Method;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::task::JoinHandle;
 
 mod advance;
@@ -183,11 +183,8 @@ impl<'a> Engine<'a> {
         let url = self
             .target
             .database_url()
-            .ok_or("the target has no database")?
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .map_err(|e| e.to_string())?;
-        url.application_name(&name)
-            .connect()
+            .ok_or("the target has no database")?;
+        evidence::tagged_session(url, tag)
             .await
             .map_err(|e| e.to_string())
     }

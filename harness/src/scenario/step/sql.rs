@@ -2,7 +2,6 @@
 //! here and `COMMIT` later work) and tagged with the actor, so the lock tables show it.
 
 use serde::{Deserialize, Serialize};
-use sqlx::ConnectOptions;
 
 use crate::scenario::check::{problem, Checked, Checker, Problem};
 use crate::scenario::executor::jobs::{Job, SqlJob};
@@ -107,12 +106,7 @@ impl SqlStep {
                     .target()
                     .database_url()
                     .ok_or_else(|| Failure::at(Some(i), "the target has no database"))?;
-                let options: sqlx::postgres::PgConnectOptions = url
-                    .parse()
-                    .map_err(|e: sqlx::Error| Failure::at(Some(i), e.to_string()))?;
-                options
-                    .application_name(&crate::evidence::application_name(&self.actor))
-                    .connect()
+                crate::evidence::tagged_session(url, &self.actor)
                     .await
                     .map_err(|e| {
                         Failure::at(
