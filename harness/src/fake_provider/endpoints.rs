@@ -269,7 +269,8 @@ pub(super) async fn token(
                     .collect::<Vec<_>>()
                     .join(&separator.to_string());
             }
-            let offline = guard.codes[&code].1.offline && !never_expires;
+            let offline =
+                guard.codes[&code].1.offline && !never_expires && !switches.withhold_refresh_token;
             guard.families += 1;
             let family = guard.families;
             guard.family_code.insert(family, code);

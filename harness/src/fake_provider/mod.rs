@@ -148,6 +148,10 @@ pub struct Switches {
     /// one at the consent screen (Google's granular consent). Only Gmail and Slack name the
     /// granted scopes in their answers.
     pub untick_first_scope: bool,
+    /// A code's token answer carries an expiring access token and no refresh token, whatever was
+    /// asked for: Google's answer to an account that consented to the client before, when the
+    /// request did not say `prompt=consent` (an operator's authorization URL that dropped it).
+    pub withhold_refresh_token: bool,
     /// How long an authorization code can be exchanged after it is issued: Box documents 30
     /// seconds and Slack ten minutes; Google and Intuit document none, and RFC 6749 §4.1.2's
     /// recommended maximum of ten minutes stands for them. An older code is `invalid_grant`.
@@ -189,6 +193,7 @@ impl Switches {
             rate_limited: false,
             extra_documents: 0,
             untick_first_scope: false,
+            withhold_refresh_token: false,
             code_lifetime: if provider == Provider::Box {
                 Duration::from_secs(30)
             } else {

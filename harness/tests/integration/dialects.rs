@@ -581,6 +581,46 @@ async fn a_grant_without_a_required_scope_is_given_back() {
     app.stop().await;
 }
 
+/// A grant whose access token expires with no refresh token (Google's answer to an account that
+/// consented before, when the request lost `prompt=consent`) would leave a CONNECTED connection
+/// that dies an hour later: the callback answers 502 `PROVIDER_PROTOCOL_ERROR`, the grant is given back,
+/// the connection settles back. Slack without token rotation — an access token that does not
+/// expire, and no refresh token — connects.
+#[tokio::test]
+async fn an_expiring_grant_without_a_refresh_token_is_given_back() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("no-refresh", true, ConnectionStatus::NotConnected)
+        .await;
+    for p in [Provider::Gmail, Provider::Qbo, Provider::Box] {
+        app.sut
+            .provider
+            .configure(p, |s| s.withhold_refresh_token = true);
+        connect_answer(&app, &t, p)
+            .await
+            .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_PROTOCOL_ERROR");
+        assert_eq!(status(&app, t.workspace, p).await, "NOT_CONNECTED", "{p}");
+        let c = app.sut.provider.counters(p);
+        assert_eq!((c.code_exchanges_ok, c.revocations), (1, 1), "{p}");
+        assert!(
+            app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
+            "{p}: the grant is over at the provider"
+        );
+        assert_eq!(last_callback_outcome(&app).await, "not_refreshable", "{p}");
+        app.sut
+            .provider
+            .configure(p, |s| s.withhold_refresh_token = false);
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+    }
+    app.sut
+        .provider
+        .configure(Provider::Slack, |s| s.rotate_refresh_tokens = false);
+    app.connect(t.owner, t.workspace, Provider::Slack)
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
 /// A code lives as long as its provider lets it (Box: 30 seconds): one exchanged later is
 /// `invalid_grant`, the callback answers 502 `PROVIDER_ERROR`, nothing is stored and no grant is
 /// live; a fresh authorization connects.
