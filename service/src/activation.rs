@@ -133,6 +133,19 @@ async fn activate_in(
     if qbo.status != ConnectionStatus::Connected {
         return Err(ApiError::ActivationNotReady(qbo.status.as_str()));
     }
+    // A grant whose refresh token has expired is over at Intuit whatever the row says (a sync
+    // would end the connection): an activation does not rest on it.
+    let now = state.clock.now();
+    if qbo
+        .tokens
+        .as_ref()
+        .and_then(|t| t.refresh_expires_at)
+        .is_some_and(|at| at <= now)
+    {
+        return Err(ApiError::ActivationNotReady(
+            "CONNECTED, but its grant expired (reconnect QuickBooks)",
+        ));
+    }
 
     // Seeded flaw `no-unique-activation`: a plain INSERT, no earlier-activation check, and (see
     // `Application::build`) no UNIQUE constraint — every call activates again.

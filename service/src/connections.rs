@@ -31,7 +31,7 @@ use crate::tokens;
 
 /// What a client may know about a connection: metadata, never token material or ciphertext.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"provider": "qbo", "status": "CONNECTED", "connected": true, "has_refresh_token": true, "scopes": ["qbo.read", "offline_access"], "expires_at": "2026-11-23T17:05:14Z", "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z"}))]
+#[schema(example = json!({"provider": "qbo", "status": "CONNECTED", "connected": true, "has_refresh_token": true, "scopes": ["qbo.read", "offline_access"], "expires_at": "2026-11-23T17:05:14Z", "refresh_expires_at": "2027-03-03T16:05:14Z", "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z"}))]
 pub struct ConnectionView {
     /// The provider.
     pub provider: Provider,
@@ -45,6 +45,10 @@ pub struct ConnectionView {
     pub scopes: Vec<String>,
     /// When the access token expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the grant ends unless it is refreshed before: its refresh token's expiry, where the
+    /// provider says (QuickBooks) or documents one (Box). Past it the connection must be made
+    /// again; `null` when unknown or not applicable.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
     /// When the tokens were last refreshed.
     pub last_refresh_at: Option<DateTime<Utc>>,
     /// How the last refresh ended (`ok`, `invalid_grant`).
@@ -55,7 +59,7 @@ pub struct ConnectionView {
 
 /// The workspace's connections.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"connections": [{"provider": "qbo", "status": "CONNECTED", "connected": true, "has_refresh_token": true, "scopes": ["qbo.read", "offline_access"], "expires_at": "2026-11-23T17:05:14Z", "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z"}]}))]
+#[schema(example = json!({"connections": [{"provider": "qbo", "status": "CONNECTED", "connected": true, "has_refresh_token": true, "scopes": ["qbo.read", "offline_access"], "expires_at": "2026-11-23T17:05:14Z", "refresh_expires_at": "2027-03-03T16:05:14Z", "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z"}]}))]
 pub struct ConnectionList {
     /// One entry per provider.
     pub connections: Vec<ConnectionView>,
@@ -88,6 +92,7 @@ pub(crate) fn view(
         last_refresh_at,
         last_refresh_outcome,
         updated_at,
+        refresh_expires_at,
     ): lifecycle::ViewRow,
 ) -> Result<ConnectionView, ApiError> {
     let status = ConnectionStatus::parse(&status)?;
@@ -98,6 +103,7 @@ pub(crate) fn view(
         has_refresh_token,
         scopes,
         expires_at,
+        refresh_expires_at,
         last_refresh_at,
         last_refresh_outcome,
         updated_at,
@@ -237,7 +243,7 @@ impl ProviderRevocation {
 /// A revoked or disconnected connection, and whether the provider confirmed its grant's
 /// revocation.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"provider": "qbo", "status": "REVOKED", "connected": false, "has_refresh_token": false, "scopes": [], "expires_at": null, "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z", "provider_revocation": "confirmed"}))]
+#[schema(example = json!({"provider": "qbo", "status": "REVOKED", "connected": false, "has_refresh_token": false, "scopes": [], "expires_at": null, "refresh_expires_at": null, "last_refresh_at": null, "last_refresh_outcome": null, "updated_at": "2026-11-23T16:05:14Z", "provider_revocation": "confirmed"}))]
 pub struct EndedConnection {
     /// The connection, now `REVOKED` or `DISCONNECTED`.
     #[serde(flatten)]

@@ -330,6 +330,26 @@ async fn decide_token(
         {
             return Ok(Prepared::Adopted);
         }
+        // A refresh token past the expiry its provider gave it (Intuit's rolling 100 days, Box's
+        // 60) ends the grant: the provider would refuse it, so it is not asked (nor its budget
+        // spent), and the connection ends as a refused refresh ends it.
+        if connection
+            .tokens
+            .as_ref()
+            .and_then(|t| t.refresh_expires_at)
+            .is_some_and(|at| at <= now)
+        {
+            return reject(
+                &mut tx,
+                &lock,
+                &connection,
+                (ctx, member),
+                provider,
+                "refresh_token_expired",
+                now,
+            )
+            .await;
+        }
         // The rotated token's write-ahead connection is taken before the refresh (from its own
         // pool), as the callback's is before its exchange: once the provider has rotated the
         // grant, nothing may wait for a connection before the new token is durable.

@@ -42,8 +42,9 @@ pub enum ApiError {
     /// The workspace has no active entitlement.
     #[error("the workspace is not entitled to activation")]
     ActivationNotEntitled,
-    /// The workspace's QuickBooks Online connection is not `CONNECTED`.
-    #[error("the QuickBooks Online connection is {0}, not CONNECTED")]
+    /// The workspace's QuickBooks Online connection is not `CONNECTED`, or its grant is over (its
+    /// refresh token past the expiry Intuit gave it). The text says which.
+    #[error("the QuickBooks Online connection is {0}; activation needs it CONNECTED, with a grant that has not expired")]
     ActivationNotReady(&'static str),
     /// A connection lifecycle transition that the state machine forbids.
     #[error(transparent)]

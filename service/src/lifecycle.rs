@@ -30,7 +30,7 @@ use crate::locks::WorkspaceLock;
 /// response by accident. `connections` selects them, and every stored change returns them.
 pub const VIEW_COLUMNS: &str =
     "provider, status, refresh_token IS NOT NULL, scopes, token_expires_at, \
-     last_refresh_at, last_refresh_outcome, updated_at";
+     last_refresh_at, last_refresh_outcome, updated_at, refresh_expires_at";
 
 /// A row of [`VIEW_COLUMNS`].
 pub type ViewRow = (
@@ -42,6 +42,7 @@ pub type ViewRow = (
     Option<DateTime<Utc>>,
     Option<String>,
     DateTime<Utc>,
+    Option<DateTime<Utc>>,
 );
 
 /// Where a connection stands.
@@ -200,6 +201,8 @@ pub struct SealedTokens {
     pub grant_id: Option<uuid::Uuid>,
     /// When the access token expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token expires, where the provider says (`None`: unknown, or none).
+    pub refresh_expires_at: Option<DateTime<Utc>>,
     /// The scopes granted.
     pub scopes: Vec<String>,
     /// The provider account the grant is for (QuickBooks's `realmId`), when the provider names one.
@@ -213,6 +216,7 @@ impl fmt::Debug for SealedTokens {
             .field("key_id", &self.key_id)
             .field("has_refresh_token", &self.refresh_token.is_some())
             .field("expires_at", &self.expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
             .finish_non_exhaustive()
     }
 }
@@ -254,6 +258,7 @@ type ConnectionRow = (
     Option<uuid::Uuid>,
     Option<uuid::Uuid>,
     Option<String>,
+    Option<DateTime<Utc>>,
 );
 
 /// Reads the workspace's connection to `provider` with `FOR UPDATE`, under the workspace lock.
@@ -282,7 +287,7 @@ pub(crate) async fn read_connection(
     let row_lock = if row_lock { " FOR UPDATE" } else { "" };
     let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
-         token_expires_at, scopes, pending_flow, grant_id, provider_account FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
+         token_expires_at, scopes, pending_flow, grant_id, provider_account, refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
     ))
     .bind(lock.workspace_id)
     .bind(provider.as_str())
@@ -302,6 +307,7 @@ pub(crate) async fn read_connection(
         pending_flow,
         grant_id,
         account,
+        refresh_expires_at,
     ) = row.ok_or(LifecycleError::NotFound)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => Some(SealedTokens {
@@ -310,6 +316,7 @@ pub(crate) async fn read_connection(
             key_id,
             grant_id,
             expires_at,
+            refresh_expires_at,
             scopes,
             account,
         }),
@@ -454,7 +461,9 @@ pub async fn store_refreshed<'a>(
 
 /// Stores a rotated refresh token that an earlier refresh wrote ahead and never stored
 /// (`outbox::unstored_rotation`), in place of the spent one the row holds, and marks the access
-/// token due for refresh at `now` (the rotation's access token was never written anywhere).
+/// token due for refresh at `now` (the rotation's access token was never written anywhere). The
+/// rotated token's expiry was never written either: it becomes unknown, rather than the spent
+/// token's, which could call a live grant over.
 /// Compare-and-set on the version read under the row lock, like every other change.
 pub async fn store_adopted_refresh(
     tx: &mut Tx,
@@ -464,8 +473,8 @@ pub async fn store_adopted_refresh(
     now: DateTime<Utc>,
 ) -> Result<(), LifecycleError> {
     let updated = sqlx::query(
-        "UPDATE connections SET refresh_token = $3, token_expires_at = $4, version = version + 1, \
-           updated_at = now() WHERE id = $1 AND version = $2",
+        "UPDATE connections SET refresh_token = $3, token_expires_at = $4, refresh_expires_at = NULL, \
+           version = version + 1, updated_at = now() WHERE id = $1 AND version = $2",
     )
     .bind(connection.id)
     .bind(connection.version)
@@ -506,7 +515,7 @@ struct Change<'a> {
 }
 
 /// The UPDATE of a [`Change`] and its audit row, returning the connection's view: the audit's
-/// values are the parameters from `$15` on.
+/// values are the parameters from `$16` on.
 static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH changed AS (\
@@ -518,6 +527,7 @@ static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
            refresh_token    = CASE WHEN $5 THEN $7 ELSE refresh_token END, \
            token_key_id     = CASE WHEN $5 THEN $8 ELSE token_key_id END, \
            token_expires_at = CASE WHEN $5 THEN $9 ELSE token_expires_at END, \
+           refresh_expires_at = CASE WHEN $5 THEN $15 ELSE refresh_expires_at END, \
            scopes           = CASE WHEN $5 THEN $10 ELSE scopes END, \
            provider_account = CASE WHEN $5 THEN $13 ELSE provider_account END, \
            last_refresh_at  = CASE WHEN $11::text IS NULL THEN last_refresh_at ELSE now() END, \
@@ -525,7 +535,7 @@ static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          WHERE id = $1 AND version = $4 RETURNING {VIEW_COLUMNS}), \
          audited AS ({}) \
          SELECT * FROM changed",
-        audit::insert_for_each(15, Some("changed"))
+        audit::insert_for_each(16, Some("changed"))
     )
 });
 
@@ -564,8 +574,9 @@ async fn store(
         // The grant the new tokens are sealed to (a new one per completed authorization, the same
         // one across refreshes); none once the tokens are wiped.
         .bind(t.as_ref().and_then(|t| t.grant_id))
-        .bind(t.and_then(|t| t.account))
-        .bind(flow);
+        .bind(t.as_ref().and_then(|t| t.account.clone()))
+        .bind(flow)
+        .bind(t.and_then(|t| t.refresh_expires_at));
     let view: Option<ViewRow> = audit::bind_event!(query, ctx, event)
         .fetch_optional(&mut **tx)
         .await?;

@@ -45,6 +45,15 @@ pub fn seal_token_set(
         key_id: vault.primary_key_id().to_owned(),
         grant_id: Some(grant),
         expires_at: tokens.expires_at(now),
+        // A refresh that keeps the refresh token (Google's) keeps its expiry too.
+        refresh_expires_at: match (&tokens.refresh_token, previous_refresh) {
+            (Some(_), _) => tokens.refresh_expires_at(now),
+            (None, Some(_)) => connection
+                .tokens
+                .as_ref()
+                .and_then(|t| t.refresh_expires_at),
+            (None, None) => None,
+        },
         scopes: match tokens.scope.as_deref() {
             Some(scope) => scope.split_whitespace().map(str::to_owned).collect(),
             None => unnamed_scopes.to_vec(),

@@ -654,3 +654,106 @@ async fn a_code_exchanged_after_its_lifetime_is_refused_and_nothing_is_stored() 
     app.connect(t.owner, t.workspace, p).await.unwrap();
     app.stop().await;
 }
+
+/// A refresh token lasts as long as its provider says (Intuit's `x_refresh_token_expires_in`,
+/// 8,726,400 s in the fake as at Intuit) or documents (Box: 60 days); past it the grant is over:
+/// a sync ends the connection without asking the provider, and an activation does not rest on
+/// it. Intuit's expiry rolls with each refresh. A provider that says nothing (Google) is taken to
+/// last until it refuses a refresh.
+#[tokio::test]
+async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provider() {
+    let app = spawn_app().await;
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let t = app
+        .tenant("expiring", true, ConnectionStatus::NotConnected)
+        .await;
+    let [activates, refused] = [
+        app.tenant("lasting", true, ConnectionStatus::NotConnected)
+            .await,
+        app.tenant("lapsed", true, ConnectionStatus::NotConnected)
+            .await,
+    ];
+    let connected = app.sut.clock.now();
+    for p in [Provider::Qbo, Provider::Box, Provider::Gmail] {
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+    }
+    for u in [&activates, &refused] {
+        app.connect(u.owner, u.workspace, Provider::Qbo)
+            .await
+            .unwrap();
+    }
+    let expiry = |p: Provider| {
+        let db = app.db().clone();
+        let w = t.workspace;
+        async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = $2",
+            )
+            .bind(w)
+            .bind(p.as_str())
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let near = |at: Option<chrono::DateTime<chrono::Utc>>, after: chrono::Duration| {
+        at.is_some_and(|at| (at - (connected + after)).num_seconds().abs() < 60)
+    };
+    assert!(
+        near(
+            expiry(Provider::Qbo).await,
+            chrono::Duration::seconds(8_726_400)
+        ),
+        "{:?}",
+        expiry(Provider::Qbo).await
+    );
+    assert!(
+        near(expiry(Provider::Box).await, chrono::Duration::days(60)),
+        "{:?}",
+        expiry(Provider::Box).await
+    );
+    assert_eq!(expiry(Provider::Gmail).await, None);
+
+    // 61 days on: Box's grant is over, Intuit's is not — and rolls on with a refresh.
+    app.sut.clock.advance(61 * day);
+    let refreshes = app.sut.provider.counters(Provider::Box).refreshes;
+    sync(&app, &t, Provider::Box)
+        .await
+        .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
+    assert_eq!(status(&app, t.workspace, Provider::Box).await, "REVOKED");
+    assert_eq!(
+        app.sut.provider.counters(Provider::Box).refreshes,
+        refreshes,
+        "the provider is not asked"
+    );
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM audit_events WHERE workspace_id = $1 AND detail->>'provider' = 'box' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(outcome, "refresh_token_expired");
+    let r = sync(&app, &t, Provider::Qbo).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.activate(&activates, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // 102 days more: Intuit's refreshed grant is over too; the one never refreshed long since,
+    // and activation does not rest on it. Google's lasts.
+    app.sut.clock.advance(102 * day);
+    let refreshes = app.sut.provider.counters(Provider::Qbo).refreshes;
+    sync(&app, &t, Provider::Qbo)
+        .await
+        .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
+    assert_eq!(
+        app.sut.provider.counters(Provider::Qbo).refreshes,
+        refreshes
+    );
+    app.activate(&refused, None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
+    let r = sync(&app, &t, Provider::Gmail).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.stop().await;
+}

@@ -110,6 +110,7 @@ async fn disconnect_and_revoke_follow_the_state_machine() {
                 "last_refresh_at",
                 "last_refresh_outcome",
                 "provider",
+                "refresh_expires_at",
                 "scopes",
                 "status",
                 "updated_at"

@@ -2,7 +2,8 @@
 //!
 //! - Client authentication: `client_id` and `client_secret` in the form body, the only way
 //!   Box documents; revocation takes them the same way, with `token`.
-//! - Refresh tokens are single-use: every refresh returns a new pair.
+//! - Refresh tokens are single-use: every refresh returns a new pair. A refresh token lasts 60
+//!   days (Box's token guide), and the token answer does not say so.
 //! - Documents are the items of the root folder (`2.0/folders/0/items`), paged by `offset`
 //!   against `total_count`. A rejected token is 401 with an empty body.
 
@@ -33,6 +34,10 @@ struct Item {
 impl Dialect for BoxCom {
     fn client_auth(&self) -> ClientAuth {
         ClientAuth::ClientSecretPost
+    }
+
+    fn refresh_token_lifetime(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(60 * 24 * 3600))
     }
 
     fn sends_iss(&self) -> bool {

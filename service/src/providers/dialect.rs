@@ -142,6 +142,12 @@ pub trait Dialect: Send + Sync {
     /// [`ProviderError::Protocol`].
     fn documents_answer(&self, cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError>;
 
+    /// How long a refresh token lasts when the provider documents a fixed lifetime and its token
+    /// answers do not say (`None`: unknown, or said in each answer).
+    fn refresh_token_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether revocation takes only an access token (Slack's `auth.revoke` is authenticated by
     /// the token it revokes, so it must be one the API accepts as a bearer): a refresh token is
     /// then first exchanged for a fresh access token, which is revoked.

@@ -266,6 +266,16 @@ pub struct TokenSet {
     /// string; anything else (or nothing) is `None`, an unknown lifetime.
     #[serde(default, deserialize_with = "lenient_seconds")]
     pub expires_in: Option<i64>,
+    /// Lifetime of the refresh token, in seconds, read like `expires_in`: Intuit sends it as
+    /// `x_refresh_token_expires_in` with every token answer; a dialect whose provider documents a
+    /// fixed lifetime and sends none (Box: 60 days) fills it in (`token_request`).
+    #[serde(
+        default,
+        rename = "x_refresh_token_expires_in",
+        alias = "refresh_token_expires_in",
+        deserialize_with = "lenient_seconds"
+    )]
+    pub refresh_expires_in: Option<i64>,
     /// The granted scopes, space-separated.
     #[serde(default)]
     pub scope: Option<String>,
@@ -287,7 +297,21 @@ impl TokenSet {
         let seconds = self.expires_in?.clamp(0, MAX_TOKEN_LIFETIME_SECONDS);
         now.checked_add_signed(chrono::Duration::try_seconds(seconds)?)
     }
+
+    /// When the refresh token this answer carries expires: its lifetime clamped to 0 s … ten
+    /// years. `None` without a refresh token, or when its lifetime is unknown (the grant is then
+    /// taken to last until the provider refuses a refresh).
+    pub fn refresh_expires_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.refresh_token.as_ref()?;
+        let seconds = self
+            .refresh_expires_in?
+            .clamp(0, MAX_REFRESH_TOKEN_LIFETIME_SECONDS);
+        now.checked_add_signed(chrono::Duration::try_seconds(seconds)?)
+    }
 }
+
+/// The longest refresh-token lifetime taken at its word: ten years (Intuit's longest is five).
+pub const MAX_REFRESH_TOKEN_LIFETIME_SECONDS: i64 = 10 * 366 * 24 * 3600;
 
 /// `expires_in` as providers really send it: a JSON integer, a float, or a numeric string. A
 /// value that is none of these is an unknown lifetime, not a failed token exchange (which would
@@ -409,7 +433,14 @@ impl ProviderClient {
     ) -> Result<TokenSet, ProviderError> {
         let request = dialect::authenticate(self.http.post(c.token_url.clone()), c, &mut form);
         let (status, body) = send(request.form(&form), MAX_TOKEN_RESPONSE_BYTES).await?;
-        c.dialect().token_answer(status, &body)
+        let mut tokens = c.dialect().token_answer(status, &body)?;
+        if tokens.refresh_token.is_some() && tokens.refresh_expires_in.is_none() {
+            tokens.refresh_expires_in = c
+                .dialect()
+                .refresh_token_lifetime()
+                .map(|d| d.as_secs() as i64);
+        }
+        Ok(tokens)
     }
 
     /// Revokes a token at the provider, the way its dialect asks for it. A refresh token is
@@ -705,6 +736,36 @@ mod tests {
         assert_eq!(
             strict.providers[&Provider::Gmail].scopes_not_granted(&answer(gmail_read)),
             ["openid"]
+        );
+    }
+
+    #[test]
+    fn a_refresh_tokens_lifetime_is_read_as_intuit_sends_it_and_clamped() {
+        let now = Utc::now();
+        let at = |body: &str| parse(body).refresh_expires_at(now);
+        assert_eq!(
+            at(r#"{"access_token":"a","refresh_token":"r","x_refresh_token_expires_in":8726400}"#),
+            Some(now + chrono::Duration::seconds(8_726_400))
+        );
+        assert_eq!(
+            at(r#"{"access_token":"a","refresh_token":"r","refresh_token_expires_in":"60"}"#),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        // No refresh token, no lifetime, or one that is no number: no expiry.
+        assert_eq!(
+            at(r#"{"access_token":"a","x_refresh_token_expires_in":60}"#),
+            None
+        );
+        assert_eq!(at(r#"{"access_token":"a","refresh_token":"r"}"#), None);
+        assert_eq!(
+            at(r#"{"access_token":"a","refresh_token":"r","x_refresh_token_expires_in":"soon"}"#),
+            None
+        );
+        assert_eq!(
+            at(
+                r#"{"access_token":"a","refresh_token":"r","x_refresh_token_expires_in":9223372036854775807}"#
+            ),
+            Some(now + chrono::Duration::seconds(MAX_REFRESH_TOKEN_LIFETIME_SECONDS))
         );
     }
 

@@ -3,6 +3,8 @@
 //! - Client authentication: HTTP Basic, as Intuit's OAuth documentation and SDKs send it.
 //! - The callback adds `realmId`, the company the grant is for; the accounting API's paths
 //!   need it, so it is stored with the grant.
+//! - Every token answer says how long its refresh token lasts (`x_refresh_token_expires_in`,
+//!   read by `TokenSet`): a grant left unused that long is over, whatever its row says.
 //! - Revocation: a JSON body `{"token": …}` with the client's credentials.
 //! - Documents are the company's attachables, read with the query API
 //!   (`SELECT * FROM Attachable STARTPOSITION n MAXRESULTS m`); a page shorter than asked for is
