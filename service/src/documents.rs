@@ -333,11 +333,12 @@ async fn decide_token(
         // A refresh token past the expiry its provider gave it (Intuit's rolling 100 days, Box's
         // 60) ends the grant: the provider would refuse it, so it is not asked (nor its budget
         // spent), and the connection ends as a refused refresh ends it.
-        if connection
-            .tokens
-            .as_ref()
-            .and_then(|t| t.refresh_expires_at)
-            .is_some_and(|at| at <= now)
+        if !flaws::active(Flaw::IgnoreRefreshExpiry)
+            && connection
+                .tokens
+                .as_ref()
+                .and_then(|t| t.refresh_expires_at)
+                .is_some_and(|at| at <= now)
         {
             return reject(
                 &mut tx,
@@ -564,9 +565,11 @@ async fn reject(
     outcome: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    if outcome == "token_refused" {
+    if matches!(outcome, "token_refused" | "refresh_token_expired") {
         // The resource refused the access token, but the refresh token may well be live (it may
-        // have just been rotated): the tokens are wiped, so the grant goes to the outbox first.
+        // have just been rotated); or the refresh token is past the expiry the provider gave it,
+        // which only the provider's own clock decides: the tokens are wiped, so the grant goes to
+        // the outbox first (a revocation of a grant already over counts as done).
         outbox::record(
             tx,
             connection,

@@ -88,11 +88,14 @@ pub enum Flaw {
     /// The callback logs the access token it was given (a debugging line left in): the token is in
     /// the service's logs, wherever they are written.
     TokenInLogs,
+    /// A refresh token's expiry is never looked at: a sync asks the provider with a token past
+    /// it, and activation rests on a QuickBooks grant Intuit has ended.
+    IgnoreRefreshExpiry,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 26] = [
+    pub const ALL: [Flaw; 27] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -119,6 +122,7 @@ impl Flaw {
         Flaw::ShutdownWithoutWaiting,
         Flaw::AuthorizeTransactionAcrossRedis,
         Flaw::TokenInLogs,
+        Flaw::IgnoreRefreshExpiry,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -150,6 +154,7 @@ impl Flaw {
             Flaw::ShutdownWithoutWaiting => "shutdown-without-waiting",
             Flaw::AuthorizeTransactionAcrossRedis => "authorize-transaction-across-redis",
             Flaw::TokenInLogs => "token-in-logs",
+            Flaw::IgnoreRefreshExpiry => "ignore-refresh-expiry",
         }
     }
 
