@@ -316,7 +316,29 @@ async fn decide_token(
                 account,
             });
         }
+        // Past the end its provider gave the grant (a refresh token's expiry: Intuit's rolling
+        // 100 days, Box's 60; or, with no refresh token, its access token's): the provider would
+        // refuse it, so it is not asked (nor its budget spent), and the connection ends as a
+        // refused refresh ends it. A waiting rotation is adopted first: it brings a new token.
+        let ended = !flaws::active(Flaw::IgnoreRefreshExpiry)
+            && connection
+                .tokens
+                .as_ref()
+                .and_then(|t| t.refresh_expires_at)
+                .is_some_and(|at| at <= now);
         let Some(refresh) = refresh else {
+            if ended {
+                return reject(
+                    &mut tx,
+                    &lock,
+                    &connection,
+                    (ctx, member),
+                    provider,
+                    "grant_expired",
+                    now,
+                )
+                .await;
+            }
             return Err(ApiError::ReconnectRequired);
         };
         // An earlier refresh may have spent this very refresh token and been interrupted before
@@ -330,23 +352,14 @@ async fn decide_token(
         {
             return Ok(Prepared::Adopted);
         }
-        // A refresh token past the expiry its provider gave it (Intuit's rolling 100 days, Box's
-        // 60) ends the grant: the provider would refuse it, so it is not asked (nor its budget
-        // spent), and the connection ends as a refused refresh ends it.
-        if !flaws::active(Flaw::IgnoreRefreshExpiry)
-            && connection
-                .tokens
-                .as_ref()
-                .and_then(|t| t.refresh_expires_at)
-                .is_some_and(|at| at <= now)
-        {
+        if ended {
             return reject(
                 &mut tx,
                 &lock,
                 &connection,
                 (ctx, member),
                 provider,
-                "refresh_token_expired",
+                "grant_expired",
                 now,
             )
             .await;
@@ -565,7 +578,7 @@ async fn reject(
     outcome: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    if matches!(outcome, "token_refused" | "refresh_token_expired") {
+    if matches!(outcome, "token_refused" | "grant_expired") {
         // The resource refused the access token, but the refresh token may well be live (it may
         // have just been rotated); or the refresh token is past the expiry the provider gave it,
         // which only the provider's own clock decides: the tokens are wiped, so the grant goes to

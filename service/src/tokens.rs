@@ -45,14 +45,14 @@ pub fn seal_token_set(
         key_id: vault.primary_key_id().to_owned(),
         grant_id: Some(grant),
         expires_at: tokens.expires_at(now),
-        // A refresh that keeps the refresh token (Google's) keeps its expiry too.
+        // A refresh that keeps the refresh token (Google's) keeps its expiry too; a grant with
+        // no refresh token at all ends with its access token.
         refresh_expires_at: match (&tokens.refresh_token, previous_refresh) {
-            (Some(_), _) => tokens.refresh_expires_at(now),
             (None, Some(_)) => connection
                 .tokens
                 .as_ref()
                 .and_then(|t| t.refresh_expires_at),
-            (None, None) => None,
+            _ => tokens.grant_ends_at(now),
         },
         scopes: match tokens.scope.as_deref() {
             Some(scope) => scope.split_whitespace().map(str::to_owned).collect(),

@@ -581,43 +581,72 @@ async fn a_grant_without_a_required_scope_is_given_back() {
     app.stop().await;
 }
 
-/// A grant whose access token expires with no refresh token (Google's answer to an account that
-/// consented before, when the request lost `prompt=consent`) would leave a CONNECTED connection
-/// that dies an hour later: the callback answers 502 `PROVIDER_PROTOCOL_ERROR`, the grant is given back,
-/// the connection settles back. Slack without token rotation — an access token that does not
-/// expire, and no refresh token — connects.
+/// A grant whose access token expires and that carries no refresh token (Google's answer to an
+/// account that consented before, when the request lost `prompt=consent`) ends with that token:
+/// it connects, with that end as its `refresh_expires_at`, and is not given back (at Google that
+/// would end the account's whole consent, another connection's grant included); past its end a
+/// sync ends the connection without a call and activation does not rest on it. Slack without
+/// token rotation — an access token that does not expire — has no end.
 #[tokio::test]
-async fn an_expiring_grant_without_a_refresh_token_is_given_back() {
+async fn a_grant_without_a_refresh_token_ends_with_its_access_token() {
     let app = spawn_app().await;
     let t = app
         .tenant("no-refresh", true, ConnectionStatus::NotConnected)
         .await;
-    for p in [Provider::Gmail, Provider::Qbo, Provider::Box] {
-        app.sut
-            .provider
-            .configure(p, |s| s.withhold_refresh_token = true);
-        connect_answer(&app, &t, p)
-            .await
-            .assert_error(StatusCode::BAD_GATEWAY, "PROVIDER_PROTOCOL_ERROR");
-        assert_eq!(status(&app, t.workspace, p).await, "NOT_CONNECTED", "{p}");
-        let c = app.sut.provider.counters(p);
-        assert_eq!((c.code_exchanges_ok, c.revocations), (1, 1), "{p}");
-        assert!(
-            app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
-            "{p}: the grant is over at the provider"
-        );
-        assert_eq!(last_callback_outcome(&app).await, "not_refreshable", "{p}");
-        app.sut
-            .provider
-            .configure(p, |s| s.withhold_refresh_token = false);
-        app.connect(t.owner, t.workspace, p).await.unwrap();
-    }
+    let p = Provider::Qbo;
+    app.sut
+        .provider
+        .configure(p, |s| s.withhold_refresh_token = true);
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    app.connect(t.owner, t.workspace, Provider::Gmail)
+        .await
+        .unwrap();
+    let (expires, ends): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT token_expires_at, refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert!(ends.is_some() && ends == expires, "{expires:?} {ends:?}");
+    assert_eq!(
+        app.sut.provider.counters(p).revocations,
+        0,
+        "not given back"
+    );
     app.sut
         .provider
         .configure(Provider::Slack, |s| s.rotate_refresh_tokens = false);
     app.connect(t.owner, t.workspace, Provider::Slack)
         .await
         .unwrap();
+    let slack_ends: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = 'slack'",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(slack_ends, None, "a token that does not expire");
+
+    app.sut
+        .clock
+        .advance(std::time::Duration::from_secs(2 * 3600));
+    app.activate(&t, None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
+    let refreshes = app.sut.provider.counters(p).refreshes;
+    sync(&app, &t, p)
+        .await
+        .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");
+    assert_eq!(status(&app, t.workspace, p).await, "REVOKED");
+    assert_eq!(app.sut.provider.counters(p).refreshes, refreshes);
+    // Google's grant has its refresh token: two hours on, it is refreshed as ever.
+    let r = sync(&app, &t, Provider::Gmail).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     app.stop().await;
 }
 
@@ -733,9 +762,22 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
     .fetch_one(app.db())
     .await
     .unwrap();
-    assert_eq!(outcome, "refresh_token_expired");
+    assert_eq!(outcome, "grant_expired");
+    let refreshed_at = app.sut.clock.now();
     let r = sync(&app, &t, Provider::Qbo).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["refreshed"], true, "{}", r.body);
+    // Intuit's expiry rolls: the refresh's answer gave the new token its own 101 days.
+    let rolled = expiry(Provider::Qbo).await;
+    assert!(
+        rolled.is_some_and(
+            |at| (at - (refreshed_at + chrono::Duration::seconds(8_726_400)))
+                .num_seconds()
+                .abs()
+                < 60
+        ),
+        "{rolled:?}"
+    );
     let r = app.activate(&activates, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 

@@ -188,25 +188,15 @@ pub(super) async fn complete_flow(
     }
     // 3f. An access token that expires with nothing to renew it (Google's answer to an account
     // that consented before, when the request lost `prompt=consent`; a QuickBooks or Box answer
-    // outside its protocol) would make a connection CONNECTED that dies with its first access
-    // token, an hour later, and an activation would rest on it. Given back the same way; a
-    // reconnect asks for the whole grant again. (Slack without token rotation issues an access
-    // token that does not expire, and no refresh token: kept.)
+    // outside its protocol) is a grant that ends with that token: it is stored with that end
+    // (`grant_ends_at`), so a sync past it ends the connection and activation does not rest on
+    // it. Not given back: at Google, revoking it would end the account's whole consent to the
+    // client — the grant another connection of the same account holds included.
     if tokens.refresh_token.is_none() && tokens.expires_in.is_some() {
-        give_back_settled(&state, provider, &tokens, intent).await;
         tracing::warn!(
             provider = provider.as_str(),
-            "a callback's grant expires and carries no refresh token; given back (does the authorization request ask for offline access and consent?)"
+            "a callback's grant carries no refresh token: it ends with its access token (does the authorization request ask for offline access and consent?)"
         );
-        return refuse_answer(
-            &state,
-            &ctx,
-            &record,
-            &member,
-            &params,
-            Refusal::NotRefreshable,
-        )
-        .await;
     }
     state.states.finish(params.state.expose_secret()).await?;
     let finished = store_grant(

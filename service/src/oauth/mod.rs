@@ -320,9 +320,6 @@ async fn refuse_answer(
             Err(ApiError::ConsentDenied)
         }
         Refusal::ScopesNotGranted(_) => Err(ApiError::ScopeNotGranted),
-        Refusal::NotRefreshable => Err(ApiError::Provider(ProviderError::Protocol(
-            "the grant's access token expires and no refresh token came with it".into(),
-        ))),
         Refusal::Provider(error) => Err(ApiError::Provider(error)),
     }
 }
@@ -345,8 +342,6 @@ enum Refusal {
     IssuerMismatch,
     /// The grant lacked these required scopes; it was given back.
     ScopesNotGranted(Vec<String>),
-    /// The grant's access token expires and no refresh token came with it; it was given back.
-    NotRefreshable,
 }
 
 /// After a callback that gave no grant: back to the settled status (if still `PENDING`), audited.
@@ -361,7 +356,6 @@ async fn settle_failed_authorization(
         Refusal::Provider(error) => ("provider_error", error_code(error)),
         Refusal::IssuerMismatch => ("issuer_mismatch", "iss".to_owned()),
         Refusal::ScopesNotGranted(missing) => ("scope_not_granted", missing.join(" ")),
-        Refusal::NotRefreshable => ("not_refreshable", "no_refresh_token".to_owned()),
     };
     let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
     let result = async {

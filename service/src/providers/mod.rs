@@ -272,10 +272,18 @@ pub struct TokenSet {
     #[serde(
         default,
         rename = "x_refresh_token_expires_in",
-        alias = "refresh_token_expires_in",
         deserialize_with = "lenient_seconds"
     )]
     pub refresh_expires_in: Option<i64>,
+    /// The same in the spelling other providers use (`refresh_token_expires_in`: Google's for a
+    /// time-limited grant), read when Intuit's is absent. A field of its own, not an alias: an
+    /// answer carrying both would otherwise fail to parse, and a grant just issued be lost.
+    #[serde(
+        default,
+        rename = "refresh_token_expires_in",
+        deserialize_with = "lenient_seconds"
+    )]
+    refresh_token_expires_in: Option<i64>,
     /// The granted scopes, space-separated.
     #[serde(default)]
     pub scope: Option<String>,
@@ -298,14 +306,25 @@ impl TokenSet {
         now.checked_add_signed(chrono::Duration::try_seconds(seconds)?)
     }
 
-    /// When the refresh token this answer carries expires: its lifetime clamped to 0 s … ten
-    /// years. `None` without a refresh token, or when its lifetime is unknown (the grant is then
-    /// taken to last until the provider refuses a refresh).
-    pub fn refresh_expires_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.refresh_token.as_ref()?;
+    /// The refresh token's lifetime the answer gives, in either spelling.
+    fn refresh_lifetime(&self) -> Option<i64> {
+        self.refresh_expires_in.or(self.refresh_token_expires_in)
+    }
+
+    /// When the grant this answer carries ends unless it is refreshed before. With a refresh
+    /// token: that token's expiry, its lifetime clamped to at most ten years — and unknown
+    /// (`None`) when the answer gives none, or one of zero or less, which no provider means (the
+    /// grant then lasts until the provider refuses a refresh; a wrong expiry would end a live
+    /// one). Without one: the access token's own expiry, since nothing can renew it (`None`
+    /// when that does not expire: Slack without token rotation).
+    pub fn grant_ends_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.refresh_token.is_none() {
+            return self.expires_at(now);
+        }
         let seconds = self
-            .refresh_expires_in?
-            .clamp(0, MAX_REFRESH_TOKEN_LIFETIME_SECONDS);
+            .refresh_lifetime()
+            .filter(|s| *s > 0)?
+            .min(MAX_REFRESH_TOKEN_LIFETIME_SECONDS);
         now.checked_add_signed(chrono::Duration::try_seconds(seconds)?)
     }
 }
@@ -434,7 +453,7 @@ impl ProviderClient {
         let request = dialect::authenticate(self.http.post(c.token_url.clone()), c, &mut form);
         let (status, body) = send(request.form(&form), MAX_TOKEN_RESPONSE_BYTES).await?;
         let mut tokens = c.dialect().token_answer(status, &body)?;
-        if tokens.refresh_token.is_some() && tokens.refresh_expires_in.is_none() {
+        if tokens.refresh_token.is_some() && tokens.refresh_lifetime().is_none() {
             tokens.refresh_expires_in = c
                 .dialect()
                 .refresh_token_lifetime()
@@ -740,33 +759,38 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_tokens_lifetime_is_read_as_intuit_sends_it_and_clamped() {
+    fn a_grants_end_is_read_as_providers_send_it_and_clamped() {
         let now = Utc::now();
-        let at = |body: &str| parse(body).refresh_expires_at(now);
+        let at = |body: &str| parse(body).grant_ends_at(now);
+        let after = |s: i64| Some(now + chrono::Duration::seconds(s));
+        let rt = |extra: &str| format!(r#"{{"access_token":"a","refresh_token":"r"{extra}}}"#);
         assert_eq!(
-            at(r#"{"access_token":"a","refresh_token":"r","x_refresh_token_expires_in":8726400}"#),
-            Some(now + chrono::Duration::seconds(8_726_400))
+            at(&rt(r#","x_refresh_token_expires_in":8726400"#)),
+            after(8_726_400)
         );
+        assert_eq!(at(&rt(r#","refresh_token_expires_in":"60""#)), after(60));
+        // Both spellings in one answer: Intuit's is read, and the answer still parses.
         assert_eq!(
-            at(r#"{"access_token":"a","refresh_token":"r","refresh_token_expires_in":"60"}"#),
-            Some(now + chrono::Duration::seconds(60))
+            at(&rt(
+                r#","x_refresh_token_expires_in":120,"refresh_token_expires_in":60"#
+            )),
+            after(120)
         );
-        // No refresh token, no lifetime, or one that is no number: no expiry.
+        // No lifetime, one that is no number, or one of zero or less: unknown, never "over now".
+        assert_eq!(at(&rt("")), None);
+        assert_eq!(at(&rt(r#","x_refresh_token_expires_in":"soon""#)), None);
+        assert_eq!(at(&rt(r#","x_refresh_token_expires_in":0"#)), None);
+        assert_eq!(at(&rt(r#","x_refresh_token_expires_in":-5"#)), None);
         assert_eq!(
-            at(r#"{"access_token":"a","x_refresh_token_expires_in":60}"#),
-            None
+            at(&rt(r#","x_refresh_token_expires_in":9223372036854775807"#)),
+            after(MAX_REFRESH_TOKEN_LIFETIME_SECONDS)
         );
-        assert_eq!(at(r#"{"access_token":"a","refresh_token":"r"}"#), None);
+        // Without a refresh token the grant ends with its access token, or never.
         assert_eq!(
-            at(r#"{"access_token":"a","refresh_token":"r","x_refresh_token_expires_in":"soon"}"#),
-            None
+            at(r#"{"access_token":"a","expires_in":3600,"x_refresh_token_expires_in":60}"#),
+            after(3600)
         );
-        assert_eq!(
-            at(
-                r#"{"access_token":"a","refresh_token":"r","x_refresh_token_expires_in":9223372036854775807}"#
-            ),
-            Some(now + chrono::Duration::seconds(MAX_REFRESH_TOKEN_LIFETIME_SECONDS))
-        );
+        assert_eq!(at(r#"{"access_token":"a"}"#), None);
     }
 
     #[test]
