@@ -51,7 +51,9 @@ pub struct ConnectionView {
     pub refresh_expires_at: Option<DateTime<Utc>>,
     /// When the tokens were last refreshed.
     pub last_refresh_at: Option<DateTime<Utc>>,
-    /// How the last refresh ended (`ok`, `invalid_grant`).
+    /// How the last refresh ended (`ok`), or why the grant was found over: `invalid_grant` (the
+    /// provider refused the refresh), `token_refused` (refused at the resource with nothing left
+    /// to refresh), `grant_expired` (past `refresh_expires_at`), `write_ahead_failed`.
     pub last_refresh_outcome: Option<String>,
     /// When the connection last changed.
     pub updated_at: DateTime<Utc>,

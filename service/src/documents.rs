@@ -29,7 +29,7 @@ use crate::db;
 use crate::domain::Provider;
 use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
-use crate::lifecycle::{self, ConnectionStatus, Transition};
+use crate::lifecycle::{self, ConnectionStatus};
 use crate::locks::{self, LockFor};
 use crate::outbox;
 use crate::providers::ProviderError;
@@ -596,15 +596,7 @@ async fn reject(
         ctx,
         event: |_| refresh_event(member, provider, outcome),
     };
-    lifecycle::apply(
-        tx,
-        lock,
-        connection,
-        Transition::RefreshRejected,
-        None,
-        audit,
-    )
-    .await?;
+    lifecycle::end_grant(tx, lock, connection, outcome, audit).await?;
     Ok(Prepared::Rejected)
 }
 

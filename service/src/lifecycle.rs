@@ -350,7 +350,7 @@ pub async fn begin_flow<'a>(
         lock,
         connection,
         Transition::StartAuthorization,
-        (None, Some(flow)),
+        (None, Some(flow), None),
         audit,
     )
     .await
@@ -388,16 +388,50 @@ pub async fn apply<'a>(
     tokens: Option<SealedTokens>,
     audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
 ) -> Result<(ConnectionStatus, ViewRow), LifecycleError> {
-    transition_to(tx, lock, connection, transition, (tokens, None), audit).await
+    transition_to(
+        tx,
+        lock,
+        connection,
+        transition,
+        (tokens, None, None),
+        audit,
+    )
+    .await
 }
 
-/// [`apply`], and with `flow` the OAuth flow a connection that becomes `PENDING` waits for.
+/// Ends a `CONNECTED` connection whose grant the provider will not honour any more
+/// ([`Transition::RefreshRejected`]), recording why as its last refresh's outcome
+/// (`invalid_grant`, `token_refused`, `grant_expired`, `write_ahead_failed`) for the view.
+pub async fn end_grant<'a>(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    connection: &LockedConnection,
+    why: &'static str,
+    audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
+) -> Result<(ConnectionStatus, ViewRow), LifecycleError> {
+    transition_to(
+        tx,
+        lock,
+        connection,
+        Transition::RefreshRejected,
+        (None, None, Some(why)),
+        audit,
+    )
+    .await
+}
+
+/// [`apply`], and with `flow` the OAuth flow a connection that becomes `PENDING` waits for, and
+/// with `why` the outcome a rejected refresh records.
 async fn transition_to<'a>(
     tx: &mut Tx,
     lock: &WorkspaceLock,
     connection: &LockedConnection,
     transition: Transition,
-    (tokens, flow): (Option<SealedTokens>, Option<uuid::Uuid>),
+    (tokens, flow, why): (
+        Option<SealedTokens>,
+        Option<uuid::Uuid>,
+        Option<&'static str>,
+    ),
     audit: Audit<'a, impl FnOnce(ConnectionStatus) -> AuditEvent<'a>>,
 ) -> Result<(ConnectionStatus, ViewRow), LifecycleError> {
     let to = next_status(connection.status, connection.settled_status, transition)?;
@@ -416,7 +450,8 @@ async fn transition_to<'a>(
         (t, _) if t.wipes_tokens() => TokenChange::Wipe,
         _ => TokenChange::Keep,
     };
-    let refresh_outcome = (transition == Transition::RefreshRejected).then_some("invalid_grant");
+    let refresh_outcome =
+        (transition == Transition::RefreshRejected).then_some(why.unwrap_or("invalid_grant"));
     let view = store(
         tx,
         lock,

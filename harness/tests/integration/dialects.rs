@@ -763,6 +763,14 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
     .await
     .unwrap();
     assert_eq!(outcome, "grant_expired");
+    let why: Option<String> = sqlx::query_scalar(
+        "SELECT last_refresh_outcome FROM connections WHERE workspace_id = $1 AND provider = 'box'",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(why.as_deref(), Some("grant_expired"), "the view says why");
     let refreshed_at = app.sut.clock.now();
     let r = sync(&app, &t, Provider::Qbo).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
