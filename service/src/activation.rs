@@ -135,14 +135,7 @@ async fn activate_in(
     }
     // A grant whose refresh token has expired is over at Intuit whatever the row says (a sync
     // would end the connection): an activation does not rest on it.
-    let now = state.clock.now();
-    if !flaws::active(Flaw::IgnoreRefreshExpiry)
-        && qbo
-            .tokens
-            .as_ref()
-            .and_then(|t| t.refresh_expires_at)
-            .is_some_and(|at| at <= now)
-    {
+    if qbo.grant_ended(state.clock.now()) {
         return Err(ApiError::ActivationNotReady(
             "CONNECTED, but its grant expired (reconnect QuickBooks)",
         ));

@@ -46,8 +46,8 @@ pub struct ConnectionView {
     /// When the access token expires.
     pub expires_at: Option<DateTime<Utc>>,
     /// When the grant ends unless it is refreshed before: its refresh token's expiry, where the
-    /// provider says (QuickBooks) or documents one (Box). Past it the connection must be made
-    /// again; `null` when unknown or not applicable.
+    /// provider says (QuickBooks) or documents one (Box), or, with no refresh token, its access
+    /// token's. Past it the connection must be made again; `null` when unknown or never.
     pub refresh_expires_at: Option<DateTime<Utc>>,
     /// When the tokens were last refreshed.
     pub last_refresh_at: Option<DateTime<Utc>>,

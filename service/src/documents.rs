@@ -316,43 +316,24 @@ async fn decide_token(
                 account,
             });
         }
-        // Past the end its provider gave the grant (a refresh token's expiry: Intuit's rolling
-        // 100 days, Box's 60; or, with no refresh token, its access token's): the provider would
-        // refuse it, so it is not asked (nor its budget spent), and the connection ends as a
-        // refused refresh ends it. A waiting rotation is adopted first: it brings a new token.
-        let ended = !flaws::active(Flaw::IgnoreRefreshExpiry)
-            && connection
-                .tokens
-                .as_ref()
-                .and_then(|t| t.refresh_expires_at)
-                .is_some_and(|at| at <= now);
-        let Some(refresh) = refresh else {
-            if ended {
-                return reject(
-                    &mut tx,
-                    &lock,
-                    &connection,
-                    (ctx, member),
-                    provider,
-                    "grant_expired",
-                    now,
-                )
-                .await;
-            }
-            return Err(ApiError::ReconnectRequired);
-        };
         // An earlier refresh may have spent this very refresh token and been interrupted before
         // its store (a cut link, a dead replica): its rotation waits in the outbox, for a worker
         // to adopt once its lease runs out. Refreshing with the spent token would end the grant
         // (`invalid_grant`; some providers end the whole grant on reuse), so the rotation is
         // stored first, committed, and the decision made again on it. Found by `harbor-certify
         // explore --depth 3` (sync + sync + db_cut, stale token).
-        if !flaws::active(Flaw::RevokeUnstoredRotation)
+        if refresh.is_some()
+            && !flaws::active(Flaw::RevokeUnstoredRotation)
             && adopt_unstored_rotation(&mut tx, &lock, &connection, (ctx, member), now).await?
         {
             return Ok(Prepared::Adopted);
         }
-        if ended {
+        // Past the end its provider gave the grant (a refresh token's expiry: Intuit's rolling
+        // 100 days, Box's 60; or, with no refresh token, its access token's): the provider would
+        // refuse it, so it is not asked (nor its budget spent), and the connection ends as a
+        // refused refresh ends it. After the adoption above: a waiting rotation brings a new
+        // token, whose end is unknown.
+        if connection.grant_ended(now) {
             return reject(
                 &mut tx,
                 &lock,
@@ -364,6 +345,9 @@ async fn decide_token(
             )
             .await;
         }
+        let Some(refresh) = refresh else {
+            return Err(ApiError::ReconnectRequired);
+        };
         // The rotated token's write-ahead connection is taken before the refresh (from its own
         // pool), as the callback's is before its exchange: once the provider has rotated the
         // grant, nothing may wait for a connection before the new token is durable.

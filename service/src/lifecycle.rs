@@ -244,6 +244,19 @@ pub struct LockedConnection {
     pub grant_id: Option<uuid::Uuid>,
 }
 
+impl LockedConnection {
+    /// Whether its grant is past the end its provider gave it (`refresh_expires_at`): over at
+    /// the provider whatever the row's status says. Seeded flaw `ignore-refresh-expiry`: never.
+    pub fn grant_ended(&self, now: DateTime<Utc>) -> bool {
+        !crate::flaws::active(crate::flaws::Flaw::IgnoreRefreshExpiry)
+            && self
+                .tokens
+                .as_ref()
+                .and_then(|t| t.refresh_expires_at)
+                .is_some_and(|at| at <= now)
+    }
+}
+
 type ConnectionRow = (
     ConnectionId,
     TenantId,

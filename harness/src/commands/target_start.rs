@@ -200,6 +200,20 @@ async fn try_target(profile: &Profile, t: &dyn Target) -> Vec<Check> {
     out
 }
 
+/// The owner's activation of `tenant`'s workspace, tagged as `actor`, sent on a task of its own.
+fn spawn_activation(
+    t: &dyn Target,
+    tenant: &crate::fixtures::TenantWorkspace,
+    actor: &str,
+) -> tokio::task::JoinHandle<Result<crate::client::Answer, crate::client::ClientError>> {
+    let call = t
+        .client()
+        .operation(WorkspaceOp::Activate, tenant.workspace, Provider::Qbo, "")
+        .bearer(Some(t.bearer(tenant.owner, TokenKind::Valid)))
+        .actor(Some(actor));
+    tokio::spawn(call.send())
+}
+
 /// Whether activation really holds the lock the profile names: an activation parked at
 /// `activation.locked` must hold, by the server's own `pg_locks`, an advisory lock with that key
 /// (a profile naming another key would make every lock probe prove nothing).
@@ -211,12 +225,7 @@ async fn lock_activation_takes(
     const ACTOR: &str = "targetcheck";
     let slot = harbor_syncpoint::SlotKey::new(ACTOR, "activation.locked");
     t.arm(0, slot.clone()).await?;
-    let call = t
-        .client()
-        .operation(WorkspaceOp::Activate, tenant.workspace, Provider::Qbo, "")
-        .bearer(Some(t.bearer(tenant.owner, TokenKind::Valid)))
-        .actor(Some(ACTOR));
-    let request = tokio::spawn(call.send());
+    let request = spawn_activation(t, tenant, ACTOR);
     let parked = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         t.parked(0, slot.clone()),
@@ -321,12 +330,7 @@ pub async fn activation_waits_for(
         )
         .await
         .map_err(|e| format!("taking the lock in the probe's session: {e}"))?;
-    let call = t
-        .client()
-        .operation(WorkspaceOp::Activate, tenant.workspace, Provider::Qbo, "")
-        .bearer(Some(t.bearer(tenant.owner, TokenKind::Valid)))
-        .actor(Some(ACTOR));
-    let request = tokio::spawn(call.send());
+    let request = spawn_activation(t, tenant, ACTOR);
     let waited = crate::evidence::until_blocked(
         db,
         ACTOR,

@@ -40,6 +40,22 @@ async fn status(app: &TestApp, w: WorkspaceId, p: Provider) -> String {
         .unwrap()
 }
 
+/// The end the service stored for the connection's grant (`refresh_expires_at`).
+async fn grant_end(
+    app: &TestApp,
+    w: WorkspaceId,
+    p: Provider,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar(
+        "SELECT refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = $2",
+    )
+    .bind(w)
+    .bind(p.as_str())
+    .fetch_one(app.db())
+    .await
+    .unwrap()
+}
+
 async fn scopes(app: &TestApp, w: WorkspaceId, p: Provider) -> Vec<String> {
     sqlx::query_scalar("SELECT scopes FROM connections WHERE workspace_id = $1 AND provider = $2")
         .bind(w)
@@ -601,16 +617,14 @@ async fn a_grant_without_a_refresh_token_ends_with_its_access_token() {
     app.connect(t.owner, t.workspace, Provider::Gmail)
         .await
         .unwrap();
-    let (expires, ends): (
-        Option<chrono::DateTime<chrono::Utc>>,
-        Option<chrono::DateTime<chrono::Utc>>,
-    ) = sqlx::query_as(
-        "SELECT token_expires_at, refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+    let expires: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT token_expires_at FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
     )
     .bind(t.workspace)
     .fetch_one(app.db())
     .await
     .unwrap();
+    let ends = grant_end(&app, t.workspace, p).await;
     assert!(ends.is_some() && ends == expires, "{expires:?} {ends:?}");
     assert_eq!(
         app.sut.provider.counters(p).revocations,
@@ -623,14 +637,11 @@ async fn a_grant_without_a_refresh_token_ends_with_its_access_token() {
     app.connect(t.owner, t.workspace, Provider::Slack)
         .await
         .unwrap();
-    let slack_ends: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "SELECT refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = 'slack'",
-    )
-    .bind(t.workspace)
-    .fetch_one(app.db())
-    .await
-    .unwrap();
-    assert_eq!(slack_ends, None, "a token that does not expire");
+    assert_eq!(
+        grant_end(&app, t.workspace, Provider::Slack).await,
+        None,
+        "a token that does not expire"
+    );
 
     app.sut
         .clock
@@ -711,20 +722,7 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
             .await
             .unwrap();
     }
-    let expiry = |p: Provider| {
-        let db = app.db().clone();
-        let w = t.workspace;
-        async move {
-            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
-                "SELECT refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = $2",
-            )
-            .bind(w)
-            .bind(p.as_str())
-            .fetch_one(&db)
-            .await
-            .unwrap()
-        }
-    };
+    let expiry = |p: Provider| grant_end(&app, t.workspace, p);
     let near = |at: Option<chrono::DateTime<chrono::Utc>>, after: chrono::Duration| {
         at.is_some_and(|at| (at - (connected + after)).num_seconds().abs() < 60)
     };
