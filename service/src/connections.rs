@@ -228,6 +228,10 @@ pub enum ProviderRevocation {
     /// The provider did not confirm yet; the revocation stays in the outbox and every replica
     /// retries it until it does.
     Pending,
+    /// Not revoked: another connection holds a grant of the same provider account, and the
+    /// provider keeps one consent per account (Google), so revoking this grant would end that
+    /// one too. The tokens are wiped here; the last holder's revocation ends the consent.
+    ConsentHeldElsewhere,
 }
 
 impl ProviderRevocation {
@@ -238,6 +242,7 @@ impl ProviderRevocation {
             ProviderRevocation::NoTokens => "no_tokens",
             ProviderRevocation::Undecryptable => "undecryptable",
             ProviderRevocation::Pending => "pending",
+            ProviderRevocation::ConsentHeldElsewhere => "consent_held_elsewhere",
         }
     }
 }
@@ -251,7 +256,8 @@ pub struct EndedConnection {
     #[serde(flatten)]
     pub connection: ConnectionView,
     /// What the provider said; `pending` means the outbox is still trying, `no_tokens` that there
-    /// was no grant to give back.
+    /// was no grant to give back, `consent_held_elsewhere` that another connection's grant is one
+    /// consent with it (Google's, per account) and it was left to that one's revocation.
     pub provider_revocation: ProviderRevocation,
 }
 
@@ -309,6 +315,7 @@ async fn end(
             state.clock.now(),
         )
         .await
+        .map(outbox::Recorded::intent)
         .map_err(ApiError::from);
         intent = db::finish(tx, written).await?;
     }
@@ -337,6 +344,7 @@ async fn end(
                 .map_err(|e| ApiError::task_failed("revocation", e))?
         }
         (GrantToRevoke::Undecryptable, _) => ProviderRevocation::Undecryptable,
+        (GrantToRevoke::ConsentHeldElsewhere, _) => ProviderRevocation::ConsentHeldElsewhere,
         // An intent is written whenever the row held tokens; without one there was nothing to
         // give back (or, under the seeded flaw, nothing was asked).
         (GrantToRevoke::Token(..) | GrantToRevoke::NoTokens | GrantToRevoke::NotRequested, _) => {
@@ -369,6 +377,9 @@ enum GrantToRevoke {
     Undecryptable,
     /// Not asked for (seeded flaw `disconnect-without-revocation`).
     NotRequested,
+    /// Not revoked: another connection holds a grant of the same provider account, one consent
+    /// with this one (`outbox::Recorded::ConsentHeldElsewhere`).
+    ConsentHeldElsewhere,
 }
 
 impl GrantToRevoke {
@@ -378,6 +389,7 @@ impl GrantToRevoke {
             GrantToRevoke::NoTokens => "no_tokens",
             GrantToRevoke::Undecryptable => "undecryptable",
             GrantToRevoke::NotRequested => "not_requested",
+            GrantToRevoke::ConsentHeldElsewhere => "consent_held_elsewhere",
         }
     }
 }
@@ -399,7 +411,7 @@ async fn transition(
         let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         // Seeded flaw: disconnect wipes the tokens and never tells the provider (the grant stays
         // live with no copy anywhere).
-        let grant = if transition == Transition::Disconnect
+        let mut grant = if transition == Transition::Disconnect
             && crate::flaws::active(crate::flaws::Flaw::DisconnectWithoutRevocation)
         {
             GrantToRevoke::NotRequested
@@ -418,14 +430,18 @@ async fn transition(
         };
         let intent = match grant {
             GrantToRevoke::Token(..) if !outside => {
-                outbox::record(
+                let recorded = outbox::record(
                     &mut tx,
                     &connection,
                     member.workspace_id,
                     reason,
                     state.clock.now(),
                 )
-                .await?
+                .await?;
+                if recorded == outbox::Recorded::ConsentHeldElsewhere {
+                    grant = GrantToRevoke::ConsentHeldElsewhere;
+                }
+                recorded.intent()
             }
             _ => None,
         };

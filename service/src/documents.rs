@@ -567,6 +567,7 @@ async fn reject(
         // have just been rotated); or the refresh token is past the expiry the provider gave it,
         // which only the provider's own clock decides: the tokens are wiped, so the grant goes to
         // the outbox first (a revocation of a grant already over counts as done).
+        // A grant one consent with another connection's is not revoked (`outbox::record`).
         outbox::record(
             tx,
             connection,

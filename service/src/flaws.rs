@@ -91,11 +91,15 @@ pub enum Flaw {
     /// A refresh token's expiry is never looked at: a sync asks the provider with a token past
     /// it, and activation rests on a QuickBooks grant Intuit has ended.
     IgnoreRefreshExpiry,
+    /// A grant given up is revoked at the provider even while another connection holds a grant
+    /// of the same Google account: Google ends the account's whole consent, and the other
+    /// connection's grant with it.
+    RevokeSharedConsent,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 27] = [
+    pub const ALL: [Flaw; 28] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -123,6 +127,7 @@ impl Flaw {
         Flaw::AuthorizeTransactionAcrossRedis,
         Flaw::TokenInLogs,
         Flaw::IgnoreRefreshExpiry,
+        Flaw::RevokeSharedConsent,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -155,6 +160,7 @@ impl Flaw {
             Flaw::AuthorizeTransactionAcrossRedis => "authorize-transaction-across-redis",
             Flaw::TokenInLogs => "token-in-logs",
             Flaw::IgnoreRefreshExpiry => "ignore-refresh-expiry",
+            Flaw::RevokeSharedConsent => "revoke-shared-consent",
         }
     }
 

@@ -94,6 +94,13 @@ pub(super) async fn authorize(
     };
     let code = mint(&mut guard, provider, "code");
     let expires = Instant::now() + guard.of(provider).switches.code_lifetime;
+    let account = match guard.of(provider).switches.signed_in_account.clone() {
+        Some(account) => account,
+        None => {
+            guard.accounts += 1;
+            format!("1{:020}", guard.accounts)
+        }
+    };
     guard.codes.insert(
         code.clone(),
         (
@@ -106,6 +113,7 @@ pub(super) async fn authorize(
                 offline,
                 used: false,
                 expires,
+                account,
             },
         ),
     );
@@ -273,6 +281,8 @@ pub(super) async fn token(
                 guard.codes[&code].1.offline && !never_expires && !switches.withhold_refresh_token;
             guard.families += 1;
             let family = guard.families;
+            let account = guard.codes[&code].1.account.clone();
+            guard.family_account.insert(family, (provider, account));
             guard.family_code.insert(family, code);
             (scope, offline, family)
         }
@@ -342,6 +352,17 @@ pub(super) async fn token(
         body["refresh_token"] = json!(refresh);
     }
     wire::decorate_tokens(provider, &mut body);
+    // Google answers a code exchange that asked for `openid` with an ID token naming the account
+    // (OpenID Connect Core §3.1.3.3).
+    if provider == Provider::Gmail
+        && form.grant_type == "authorization_code"
+        && scope.split(' ').any(|s| s == "openid")
+    {
+        let account = guard.family_account[&family].1.clone();
+        let id_token = wire::id_token(&guard.base_url, &account);
+        guard.issued.push(id_token.clone());
+        body["id_token"] = json!(id_token);
+    }
     if switches.lose_token_reply {
         // Everything above happened at the provider; only the answer is lost on the way back.
         return wire::server_error();
@@ -411,7 +432,9 @@ pub(super) async fn revoke(
         return wire::revocation_refusal(provider, Refusal::UnknownToken);
     };
     // Revoking a token ends its whole grant (RFC 7009 §2.1 allows it for access tokens and
-    // requires it for refresh tokens; every provider here does it).
-    guard.end_families(&[family]);
+    // requires it for refresh tokens; every provider here does it) — at Google, the account's
+    // whole consent to the client: every grant of the account.
+    let ended = guard.consent_of(family);
+    guard.end_families(&ended);
     wire::revoked(provider)
 }

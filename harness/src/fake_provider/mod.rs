@@ -15,11 +15,13 @@
 //!   redirect URI and verifier) or a refresh token; a code presented twice is refused and ends
 //!   the grant its first exchange gave (RFC 6749 §4.1.2). The answer's `scope` is the provider's:
 //!   Slack's comma-separated, Gmail's space-separated, none from QuickBooks or Box (their
-//!   token answers carry no `scope`). Whether refresh tokens rotate follows the
+//!   token answers carry no `scope`). Gmail's code exchange that asked for `openid` also carries
+//!   an ID token naming the account that consented ([`Switches::signed_in_account`]). Whether refresh tokens rotate follows the
 //!   provider; a reused or revoked one is refused in the provider's error shape (Slack: HTTP 200
 //!   with `ok: false`).
 //! - `POST /{p}/revoke` revokes a token as the provider takes it (QuickBooks: JSON + Basic;
-//!   Gmail: `token=`; Slack: the token as bearer, `auth.revoke`; Box: form with credentials).
+//!   Gmail: `token=`; Slack: the token as bearer, `auth.revoke`; Box: form with credentials),
+//!   ending its whole grant — at Google, every grant of the same account (one consent).
 //! - The resource API, per provider: QuickBooks's query API, Gmail's threads, Slack's
 //!   `conversations.list`, Box's folder items — each with its own paging and its own way of
 //!   refusing a bad token.
@@ -156,6 +158,12 @@ pub struct Switches {
     /// seconds and Slack ten minutes; Google and Intuit document none, and RFC 6749 §4.1.2's
     /// recommended maximum of ten minutes stands for them. An older code is `invalid_grant`.
     pub code_lifetime: Duration,
+    /// The account the user's browser is signed in to at the provider (Google's `sub`, digits):
+    /// every consent from now on is that account's. `None`: each consent is by an account of its
+    /// own. At Google, an account's grants to one client are one consent — revoking any token of
+    /// any of them ends them all ([`FakeProvider::same_consent`]); the other providers end only
+    /// the grant the token belongs to.
+    pub signed_in_account: Option<String>,
 }
 
 impl Switches {
@@ -199,6 +207,7 @@ impl Switches {
             } else {
                 Duration::from_secs(600)
             },
+            signed_in_account: None,
         }
     }
 }
@@ -261,6 +270,8 @@ struct CodeGrant {
     used: bool,
     /// When it can no longer be exchanged (its provider's lifetime when it was issued).
     expires: Instant,
+    /// The account that consented (Google's `sub`).
+    account: String,
 }
 
 struct AccessGrant {
@@ -288,6 +299,10 @@ struct Inner {
     family_code: HashMap<u64, String>,
     /// The calls each grant received, by the code that began it.
     by_grant: HashMap<String, Counters>,
+    /// The account each grant (family) was consented by.
+    family_account: HashMap<u64, (Provider, String)>,
+    /// Accounts minted for consents no switch named.
+    accounts: u64,
     issued: Vec<String>,
     base_url: String,
 }
@@ -324,6 +339,20 @@ impl Inner {
                 .map(|r| r.2),
         }?;
         self.family_code.get(&family).cloned()
+    }
+
+    /// The grants a revocation of a token of `family` ends: at Google, every grant of the same
+    /// account (one consent per account and client); elsewhere the grant itself.
+    fn consent_of(&self, family: u64) -> Vec<u64> {
+        match self.family_account.get(&family) {
+            Some((Provider::Gmail, account)) => self
+                .family_account
+                .iter()
+                .filter(|(_, (p, a))| *p == Provider::Gmail && a == account)
+                .map(|(f, _)| *f)
+                .collect(),
+            _ => vec![family],
+        }
     }
 
     /// Ends the grants `families`: every access and refresh token issued in them.
@@ -444,7 +473,18 @@ impl FakeProvider {
                     client_id: Self::client_id(p),
                     client_secret: SecretString::from(Self::client_secret(p)),
                     client_auth: dialect.get().client_auth(),
-                    scopes: vec![format!("{p}.read"), "offline_access".to_owned()],
+                    // Gmail's asks for `openid` too, as Google's should: the ID token names the
+                    // account a grant is for, which Google's one consent per account needs.
+                    scopes: match p {
+                        Provider::Gmail => {
+                            vec![
+                                format!("{p}.read"),
+                                "offline_access".to_owned(),
+                                "openid".to_owned(),
+                            ]
+                        }
+                        _ => vec![format!("{p}.read"), "offline_access".to_owned()],
+                    },
                     required_scopes: vec![format!("{p}.read"), "offline_access".to_owned()],
                     redirect_uri: Url::parse(&redirect_uri(p)).expect("a valid URL"),
                     requires_iss: dialect.get().sends_iss(),
@@ -518,6 +558,15 @@ impl FakeProvider {
             .filter(|(_, usable, _)| *usable)
             .map(|(p, _, family)| (*p, *family))
             .collect()
+    }
+
+    /// The grants a revocation of any token of `family` ends with it (`family` included): at
+    /// Google every grant of the same account, one consent; elsewhere `family` alone.
+    pub fn same_consent(&self, family: u64) -> Vec<u64> {
+        self.inner
+            .lock()
+            .expect("fake provider state")
+            .consent_of(family)
     }
 
     /// The grant a usable refresh token belongs to.

@@ -111,7 +111,10 @@ pub(super) async fn complete_flow(
             .await;
         }
     };
-    tokens.account = account;
+    // Google names the account in the answer's ID token instead (read, then dropped).
+    tokens.account =
+        account.or_else(|| config.and_then(|c| c.dialect().account_of_answer(&tokens, c)));
+    tokens.id_token = None;
     if flaws::active(Flaw::TokenInLogs) {
         tracing::info!(
             provider = provider.as_str(),

@@ -67,8 +67,33 @@ pub struct IntentId {
     pub lease_until: DateTime<Utc>,
 }
 
+/// What [`record`] wrote for a grant given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The intent to revoke it.
+    Intent(IntentId),
+    /// Nothing: the row held no tokens.
+    NoTokens,
+    /// Nothing: the grant is one consent with a grant another `CONNECTED` connection holds (one
+    /// provider account's, at a provider where revoking any of them ends them all), so revoking
+    /// it would end that one too. Its tokens are wiped; the last holder's revocation ends it.
+    ConsentHeldElsewhere,
+}
+
+impl Recorded {
+    /// The intent, when one was written.
+    pub fn intent(self) -> Option<IntentId> {
+        match self {
+            Recorded::Intent(intent) => Some(intent),
+            Recorded::NoTokens | Recorded::ConsentHeldElsewhere => None,
+        }
+    }
+}
+
 /// Writes the intent to revoke `connection`'s grant, in `tx` — the transaction that wipes the
-/// tokens — or nothing when the row holds none. The refresh token is preferred: revoking it ends
+/// tokens — or nothing when the row holds none, or when the grant's consent is held by another
+/// connection still (a dialect with one consent per account, the account known: asked under
+/// the account's lock, see migration 0021). The refresh token is preferred: revoking it ends
 /// the whole grant. Leased until `now + LEASE`, so the workers leave it to the request.
 pub async fn record(
     tx: &mut Tx,
@@ -76,10 +101,27 @@ pub async fn record(
     workspace: WorkspaceId,
     reason: Reason,
     now: DateTime<Utc>,
-) -> Result<Option<IntentId>, sqlx::Error> {
+) -> Result<Recorded, sqlx::Error> {
     let Some(sealed) = &connection.tokens else {
-        return Ok(None);
+        return Ok(Recorded::NoTokens);
     };
+    // Seeded flaw `revoke-shared-consent`: every grant given up is revoked, whoever shares it.
+    // A fact of the provider (Google's consent), whatever dialect a providers file names for it.
+    let shared_by_account = crate::providers::DialectName::of(connection.provider)
+        .get()
+        .one_consent_per_account()
+        && !crate::flaws::active(crate::flaws::Flaw::RevokeSharedConsent);
+    if let (true, Some(account)) = (shared_by_account, &sealed.account) {
+        let held: bool = sqlx::query_scalar("SELECT harbor_consent_held_elsewhere($1, $2, $3)")
+            .bind(connection.provider.as_str())
+            .bind(account)
+            .bind(connection.id)
+            .fetch_one(&mut **tx)
+            .await?;
+        if held {
+            return Ok(Recorded::ConsentHeldElsewhere);
+        }
+    }
     let (field, token) = match &sealed.refresh_token {
         Some(refresh) => ("refresh", refresh),
         None => ("access", &sealed.access_token),
@@ -94,7 +136,7 @@ pub async fn record(
         sealed: token,
         replaces: None,
     };
-    insert(tx, &intent, reason, now).await.map(Some)
+    insert(tx, &intent, reason, now).await.map(Recorded::Intent)
 }
 
 /// What an intent holds: the grant and its sealed token, bound like the connection's own.

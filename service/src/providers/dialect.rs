@@ -99,6 +99,21 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// The provider account a code exchange's answer names, when the dialect reads one from the
+    /// answer itself (Google's ID token); the callback's parameter ([`Self::account_parameter`])
+    /// comes first.
+    fn account_of_answer(&self, _tokens: &TokenSet, _config: &ProviderConfig) -> Option<String> {
+        None
+    }
+
+    /// Whether all of one provider account's grants to the client are one consent, so that
+    /// revoking any token of any of them ends them all (Google). Then a grant given up while
+    /// another connection holds one of the same account is not revoked: the last holder's
+    /// revocation ends it (`outbox::record`).
+    fn one_consent_per_account(&self) -> bool {
+        false
+    }
+
     /// Reads the token endpoint's answer (RFC 6749 §5.1 and §5.2); its `scope`, when present,
     /// comes back space-separated whatever the provider's separator.
     fn token_answer(&self, status: StatusCode, body: &[u8]) -> Result<TokenSet, ProviderError> {

@@ -12,8 +12,10 @@
 //! Production endpoints are configuration (a JSON file, see README.md); the harness points every
 //! provider at its fake provider, which speaks the same dialects and refuses the wrong one.
 //!
-//! The `id_token` an `openid` scope brings is ignored: Harbor uses OAuth for API access only and
-//! identifies its users by its own JWTs, so an ID token is neither validated nor stored.
+//! The `id_token` an `openid` scope brings never identifies a Harbor user: Harbor uses OAuth for
+//! API access only and identifies its users by its own JWTs. A dialect may read from it the
+//! provider account a grant is for (Google's `sub`, `Dialect::account_of_answer`); the token
+//! itself is never stored.
 //!
 //! Longer than 500 lines on purpose: configuration, errors, the token set and the one client are
 //! one contract with the dialects; what differs per provider is split out into their files.
@@ -287,10 +289,15 @@ pub struct TokenSet {
     /// The granted scopes, space-separated.
     #[serde(default)]
     pub scope: Option<String>,
-    /// The provider account the grant is for, when the dialect's callback names one
-    /// (QuickBooks's `realmId`); set by the callback, never read from the token answer.
+    /// The provider account the grant is for, when the provider names one: QuickBooks's
+    /// `realmId` beside the code, Google's `sub` in the ID token (`Dialect::account_of_answer`).
+    /// Set by the callback, never read from the token answer as such.
     #[serde(skip)]
     pub account: Option<String>,
+    /// The OpenID Connect ID token an `openid` scope brings (Google's): read only for the account
+    /// it names, then dropped with the answer.
+    #[serde(default)]
+    pub(crate) id_token: Option<SecretString>,
 }
 
 /// The longest access-token lifetime taken at its word: one year. Longer lifetimes are clamped to

@@ -58,6 +58,9 @@ pub struct RawProvider {
     pub extra_documents: Option<usize>,
     /// End every access token issued so far now (their refresh tokens stay good).
     pub expire_access_tokens: Option<bool>,
+    /// The account (digits) every consent from now on is by; an empty string: each consent by an
+    /// account of its own again (the default).
+    pub signed_in_account: Option<String>,
     /// Revoke every grant issued so far, as a user removing the app at the provider does.
     pub revoke_grants: Option<bool>,
     /// How long codes issued from now on can be exchanged, in milliseconds (a provider's own
@@ -139,6 +142,9 @@ impl ProviderSwitch {
             if let Some(ms) = s.code_lifetime_ms {
                 switches.code_lifetime = std::time::Duration::from_millis(ms);
             }
+            if let Some(account) = &s.signed_in_account {
+                switches.signed_in_account = Some(account.clone()).filter(|a| !a.is_empty());
+            }
         });
         if s.expire_access_tokens == Some(true) {
             fake.expire_access_tokens(self.provider);
@@ -185,6 +191,9 @@ impl ProviderSwitch {
         }
         if let Some(n) = c.extra_documents {
             detail.push_str(&format!(" extra_documents={n}"));
+        }
+        if let Some(account) = &c.signed_in_account {
+            detail.push_str(&format!(" signed_in_account={account:?}"));
         }
         ex.event(Some(i), None, EventKind::Note, detail, None);
         ex.annotate(note);

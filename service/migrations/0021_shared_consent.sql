@@ -1,0 +1,28 @@
+-- One consent per provider account (Google): all of one Google account's grants to a client are
+-- one consent, and revoking any token of any of them ends them all. Two connections that hold
+-- grants of the same account (two workspaces a user connected with one mailbox, perhaps in two
+-- tenants) share it: the one given up first must not be revoked at the provider, or the other
+-- ends with it; the last one's revocation ends both.
+--
+-- Whether another connection still holds the account's consent crosses tenants, so it is asked
+-- through this function, which runs as the owner and answers one boolean (nothing of the other
+-- row leaves it). It first takes the account's advisory lock (`classid` "HBRC", its own
+-- namespace: the workspace locks' "HBRW" is untouched), held to the end of the caller's
+-- transaction. Two connections of one account given up at once are then decided one after the
+-- other, and the second sees the first's commit: one of them is revoked, never neither. Every
+-- caller takes it last, after its workspace and row locks, so it cannot close a cycle.
+CREATE INDEX connections_consent ON connections (provider, provider_account)
+    WHERE status = 'CONNECTED' AND provider_account IS NOT NULL;
+
+CREATE FUNCTION harbor_consent_held_elsewhere(p_provider text, p_account text, p_connection uuid)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(1212305987, pg_catalog.hashtext(p_provider || ':' || p_account));
+    RETURN EXISTS (SELECT 1 FROM public.connections c
+                    WHERE c.provider = p_provider AND c.provider_account = p_account
+                      AND c.status = 'CONNECTED' AND c.id <> p_connection);
+END
+$$;
+REVOKE ALL ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid) TO harbor_app;
