@@ -4,9 +4,15 @@
 -- tenants) share it: the one given up first must not be revoked at the provider, or the other
 -- ends with it; the last one's revocation ends both.
 --
+-- Only a holder whose own revocation can still end the consent counts: CONNECTED, with a refresh
+-- token not past its known end at `p_now` (the service's clock). A grant whose token is dead ends
+-- nothing when revoked (Google answers `invalid_token`), so leaving a live grant to it would leave
+-- that grant live for good.
+--
 -- Whether another connection still holds the account's consent crosses tenants, so it is asked
--- through this function, which runs as the owner and answers one boolean (nothing of the other
--- row leaves it). It first takes the account's advisory lock (`classid` "HBRC", its own
+-- through this function, which runs as the owner and answers one boolean: nothing of the other
+-- row leaves it but that bit (a connection somewhere holds the same account), which only someone
+-- who controls a grant of that account can learn. It first takes the account's advisory lock (`classid` "HBRC", its own
 -- namespace: the workspace locks' "HBRW" is untouched), held to the end of the caller's
 -- transaction. Two connections of one account given up at once are then decided one after the
 -- other, and the second sees the first's commit: one of them is revoked, never neither. Every
@@ -14,15 +20,18 @@
 CREATE INDEX connections_consent ON connections (provider, provider_account)
     WHERE status = 'CONNECTED' AND provider_account IS NOT NULL;
 
-CREATE FUNCTION harbor_consent_held_elsewhere(p_provider text, p_account text, p_connection uuid)
+CREATE FUNCTION harbor_consent_held_elsewhere(p_provider text, p_account text, p_connection uuid,
+                                              p_now timestamptz)
     RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(1212305987, pg_catalog.hashtext(p_provider || ':' || p_account));
     RETURN EXISTS (SELECT 1 FROM public.connections c
                     WHERE c.provider = p_provider AND c.provider_account = p_account
-                      AND c.status = 'CONNECTED' AND c.id <> p_connection);
+                      AND c.status = 'CONNECTED' AND c.id <> p_connection
+                      AND c.refresh_token IS NOT NULL
+                      AND (c.refresh_expires_at IS NULL OR c.refresh_expires_at > p_now));
 END
 $$;
-REVOKE ALL ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid) TO harbor_app;
+REVOKE ALL ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid, timestamptz) TO harbor_app;

@@ -562,13 +562,15 @@ async fn reject(
     outcome: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
+    let mut withheld = false;
     if matches!(outcome, "token_refused" | "grant_expired") {
         // The resource refused the access token, but the refresh token may well be live (it may
         // have just been rotated); or the refresh token is past the expiry the provider gave it,
         // which only the provider's own clock decides: the tokens are wiped, so the grant goes to
         // the outbox first (a revocation of a grant already over counts as done).
-        // A grant one consent with another connection's is not revoked (`outbox::record`).
-        outbox::record(
+        // A grant one consent with another connection's is not revoked (`outbox::record`); the
+        // audit row says so.
+        let recorded = outbox::record(
             tx,
             connection,
             member.workspace_id,
@@ -576,10 +578,17 @@ async fn reject(
             now,
         )
         .await?;
+        withheld = recorded == outbox::Recorded::ConsentHeldElsewhere;
     }
     let audit = lifecycle::Audit {
         ctx,
-        event: |_| refresh_event(member, provider, outcome),
+        event: |_| {
+            let mut event = refresh_event(member, provider, outcome);
+            if withheld {
+                event.detail["provider_revocation"] = json!("consent_held_elsewhere");
+            }
+            event
+        },
     };
     lifecycle::end_grant(tx, lock, connection, outcome, audit).await?;
     Ok(Prepared::Rejected)

@@ -419,14 +419,16 @@ pub(super) async fn revoke(
         .map(|r| (r.2, r.1));
     // Slack's `auth.revoke` is authenticated by the token it revokes: only a live access token
     // (one the API takes as a bearer) can; a refresh token or a dead one is `invalid_auth`.
+    // Google ends only what a live token belongs to: a dead one is `invalid_token` and ends
+    // nothing (what matters where one consent holds several grants).
     // Intuit answers an empty 400 to a token already revoked or expired (3P, see
     // docs/PROVIDER-DIALECTS.md); the others follow RFC 7009 (a 200 for a token they no longer
     // know) or their own shape (`wire::revocation_refusal`).
     let live = |(_, live): &(u64, bool)| *live;
     let found = match provider {
         Provider::Slack => known_access.filter(live),
-        Provider::Qbo => known_access.filter(live).or(known_refresh.filter(live)),
-        Provider::Gmail | Provider::Box => known_access.or(known_refresh),
+        Provider::Qbo | Provider::Gmail => known_access.filter(live).or(known_refresh.filter(live)),
+        Provider::Box => known_access.or(known_refresh),
     };
     let Some((family, _)) = found else {
         return wire::revocation_refusal(provider, Refusal::UnknownToken);

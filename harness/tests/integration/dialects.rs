@@ -318,7 +318,7 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
         .await;
     for p in Provider::ALL {
         app.connect(t.owner, t.workspace, p).await.unwrap();
-        let asked = vec![format!("{p}.read"), "offline_access".to_owned()];
+        let asked = asked_scopes(&app, p);
         assert_eq!(
             scopes(&app, t.workspace, p).await,
             asked,
@@ -338,7 +338,7 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
             "{p}: {}",
             r.body
         );
-        let asked = vec![format!("{p}.read"), "offline_access".to_owned()];
+        let asked = asked_scopes(&app, p);
         assert_eq!(
             scopes(&app, t.workspace, p).await,
             asked,
@@ -346,6 +346,16 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
         );
     }
     app.stop().await;
+}
+
+/// The scopes the fake's providers file asks `p` for (Gmail's with `openid`).
+fn asked_scopes(app: &TestApp, p: Provider) -> Vec<String> {
+    app.sut
+        .provider
+        .providers_config(std::time::Duration::from_secs(1))
+        .providers[&p]
+        .scopes
+        .clone()
 }
 
 /// The fake checks a PKCE verifier only where the provider documents PKCE (Google, Slack): at

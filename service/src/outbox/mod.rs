@@ -74,8 +74,9 @@ pub enum Recorded {
     Intent(IntentId),
     /// Nothing: the row held no tokens.
     NoTokens,
-    /// Nothing: the grant is one consent with a grant another `CONNECTED` connection holds (one
-    /// provider account's, at a provider where revoking any of them ends them all), so revoking
+    /// Nothing: the grant is one consent with a grant another `CONNECTED` connection holds alive
+    /// (a refresh token not past its end: one whose revocation can still end the consent) — one
+    /// provider account's, at a provider where revoking any of them ends them all — so revoking
     /// it would end that one too. Its tokens are wiped; the last holder's revocation ends it.
     ConsentHeldElsewhere,
 }
@@ -112,10 +113,11 @@ pub async fn record(
         .one_consent_per_account()
         && !crate::flaws::active(crate::flaws::Flaw::RevokeSharedConsent);
     if let (true, Some(account)) = (shared_by_account, &sealed.account) {
-        let held: bool = sqlx::query_scalar("SELECT harbor_consent_held_elsewhere($1, $2, $3)")
+        let held: bool = sqlx::query_scalar("SELECT harbor_consent_held_elsewhere($1, $2, $3, $4)")
             .bind(connection.provider.as_str())
             .bind(account)
             .bind(connection.id)
+            .bind(now)
             .fetch_one(&mut **tx)
             .await?;
         if held {

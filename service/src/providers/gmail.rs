@@ -200,7 +200,11 @@ fn account_of_id_token(id_token: &SecretString, config: &ProviderConfig) -> Opti
     };
     let digits =
         (1..=32).contains(&claims.sub.len()) && claims.sub.bytes().all(|b| b.is_ascii_digit());
-    (claims.iss == config.issuer && for_this_client && digits).then_some(claims.sub)
+    // Google's ID tokens name their issuer with or without the scheme (Google's OpenID Connect
+    // reference says both occur).
+    let issuer_ok = claims.iss == config.issuer
+        || (config.issuer == "https://accounts.google.com" && claims.iss == "accounts.google.com");
+    (issuer_ok && for_this_client && digits).then_some(claims.sub)
 }
 
 #[cfg(test)]
@@ -254,7 +258,12 @@ mod tests {
             None
         );
         assert_eq!(
-            read(serde_json::json!({"iss": "accounts.google.com", "aud": client, "sub": sub})),
+            read(serde_json::json!({"iss": "accounts.google.com", "aud": client, "sub": sub}))
+                .as_deref(),
+            Some(sub)
+        );
+        assert_eq!(
+            read(serde_json::json!({"iss": "https://issuer.example", "aud": client, "sub": sub})),
             None
         );
         assert_eq!(

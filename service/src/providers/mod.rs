@@ -295,8 +295,9 @@ pub struct TokenSet {
     #[serde(skip)]
     pub account: Option<String>,
     /// The OpenID Connect ID token an `openid` scope brings (Google's): read only for the account
-    /// it names, then dropped with the answer.
-    #[serde(default)]
+    /// it names, then dropped with the answer. Anything but a string is no ID token (the grant
+    /// is not lost over a field Harbor barely reads).
+    #[serde(default, deserialize_with = "lenient_secret")]
     pub(crate) id_token: Option<SecretString>,
 }
 
@@ -354,6 +355,16 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>
             .ok()
             .filter(|f| f.is_finite())
             .map(saturating_seconds),
+        _ => None,
+    })
+}
+
+/// An optional secret string; any other JSON value is `None`.
+fn lenient_secret<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SecretString>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(SecretString::from(s)),
         _ => None,
     })
 }
