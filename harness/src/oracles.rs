@@ -11,10 +11,13 @@ use crate::target::{StoredToken, TokenInspector};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
-/// How many revocation intents the outbox holds: of `workspace`, or of the whole database.
+/// How many revocation intents the outbox holds for its workers to deliver: of `workspace`, or of
+/// the whole database. A parked intent (a grant of a Google account whose consent another
+/// connection still holds) waits for that holder's end, not for the provider, so it is not
+/// counted; a scenario that parks one reads `revocation_outbox.parked_account` itself.
 pub async fn outbox_intents(db: &PgPool, workspace: Option<WorkspaceId>) -> Result<i64, String> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM revocation_outbox WHERE $1::uuid IS NULL OR workspace_id = $1",
+        "SELECT count(*) FROM revocation_outbox WHERE parked_account IS NULL AND ($1::uuid IS NULL OR workspace_id = $1)",
     )
     .bind(workspace)
     .fetch_one(db)

@@ -1,37 +1,50 @@
 -- One consent per provider account (Google): all of one Google account's grants to a client are
 -- one consent, and revoking any token of any of them ends them all. Two connections that hold
 -- grants of the same account (two workspaces a user connected with one mailbox, perhaps in two
--- tenants) share it: the one given up first must not be revoked at the provider, or the other
--- ends with it; the last one's revocation ends both.
+-- tenants) share it: the one given up first must not be revoked at the provider yet, or the other
+-- ends with it. Its intent is written all the same, parked (`parked_account` names the account,
+-- and no worker takes it), and is let go when the account's last holder ends — by its own
+-- revocation, or by any other end (a refused refresh, tokens that no longer decrypt) — so every
+-- grant given up is revoked in the end.
 --
 -- Only a holder whose own revocation can still end the consent counts: CONNECTED, with a refresh
 -- token not past its known end at `p_now` (the service's clock). A grant whose token is dead ends
--- nothing when revoked (Google answers `invalid_token`), so leaving a live grant to it would leave
--- that grant live for good.
+-- nothing when revoked (Google answers `invalid_token`).
 --
--- Whether another connection still holds the account's consent crosses tenants, so it is asked
--- through this function, which runs as the owner and answers one boolean: nothing of the other
--- row leaves it but that bit (a connection somewhere holds the same account), which only someone
--- who controls a grant of that account can learn. It first takes the account's advisory lock (`classid` "HBRC", its own
--- namespace: the workspace locks' "HBRW" is untouched), held to the end of the caller's
--- transaction. Two connections of one account given up at once are then decided one after the
--- other, and the second sees the first's commit: one of them is revoked, never neither. Every
--- caller takes it last, after its workspace and row locks, so it cannot close a cycle.
+-- Whether another connection still holds the account's consent, and the parked intents of the
+-- account, cross tenants, so both are reached through this one function, which runs as the owner
+-- and answers one boolean: nothing of another row leaves it but that bit (a connection somewhere
+-- holds the same account), which only someone who controls a grant of that account can learn.
+-- It first takes the account's advisory lock (`classid` "HBRC", its own namespace: the workspace
+-- locks' "HBRW" is untouched), held to the end of the caller's transaction. Two holders of one
+-- account that end at once are then decided one after the other, and the second sees the first's
+-- commit: the last one lets every parked intent go, never neither. Every caller takes it last,
+-- after its workspace and row locks, so it cannot close a cycle.
+ALTER TABLE revocation_outbox ADD COLUMN parked_account text;
+CREATE INDEX revocation_outbox_parked ON revocation_outbox (provider, parked_account)
+    WHERE parked_account IS NOT NULL;
 CREATE INDEX connections_consent ON connections (provider, provider_account)
     WHERE status = 'CONNECTED' AND provider_account IS NOT NULL;
 
-CREATE FUNCTION harbor_consent_held_elsewhere(p_provider text, p_account text, p_connection uuid,
-                                              p_now timestamptz)
+-- `true`: another holder keeps the consent alive (the caller parks its intent). `false`: none
+-- does, and the account's parked intents are due at `p_now`.
+CREATE FUNCTION harbor_consent_give_up(p_provider text, p_account text, p_connection uuid,
+                                       p_now timestamptz)
     RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(1212305987, pg_catalog.hashtext(p_provider || ':' || p_account));
-    RETURN EXISTS (SELECT 1 FROM public.connections c
-                    WHERE c.provider = p_provider AND c.provider_account = p_account
-                      AND c.status = 'CONNECTED' AND c.id <> p_connection
-                      AND c.refresh_token IS NOT NULL
-                      AND (c.refresh_expires_at IS NULL OR c.refresh_expires_at > p_now));
+    IF EXISTS (SELECT 1 FROM public.connections c
+                WHERE c.provider = p_provider AND c.provider_account = p_account
+                  AND c.status = 'CONNECTED' AND c.id <> p_connection
+                  AND c.refresh_token IS NOT NULL
+                  AND (c.refresh_expires_at IS NULL OR c.refresh_expires_at > p_now)) THEN
+        RETURN true;
+    END IF;
+    UPDATE public.revocation_outbox o SET parked_account = NULL, next_attempt_at = p_now
+     WHERE o.provider = p_provider AND o.parked_account = p_account;
+    RETURN false;
 END
 $$;
-REVOKE ALL ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION harbor_consent_held_elsewhere(text, text, uuid, timestamptz) TO harbor_app;
+REVOKE ALL ON FUNCTION harbor_consent_give_up(text, text, uuid, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION harbor_consent_give_up(text, text, uuid, timestamptz) TO harbor_app;

@@ -429,6 +429,12 @@ async fn transition(
             _ => None,
         };
         let intent = match grant {
+            GrantToRevoke::Undecryptable => {
+                // No token to revoke; grants parked behind this one are let go if it was their
+                // account's last holder.
+                outbox::holder_ended(&mut tx, &connection, state.clock.now()).await?;
+                None
+            }
             GrantToRevoke::Token(..) if !outside => {
                 let recorded = outbox::record(
                     &mut tx,

@@ -562,14 +562,14 @@ async fn reject(
     outcome: &'static str,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    let mut withheld = false;
+    let mut parked = false;
     if matches!(outcome, "token_refused" | "grant_expired") {
         // The resource refused the access token, but the refresh token may well be live (it may
         // have just been rotated); or the refresh token is past the expiry the provider gave it,
         // which only the provider's own clock decides: the tokens are wiped, so the grant goes to
         // the outbox first (a revocation of a grant already over counts as done).
-        // A grant one consent with another connection's is not revoked (`outbox::record`); the
-        // audit row says so.
+        // A grant one consent with another connection's is parked, not revoked yet
+        // (`outbox::record`); the audit row says so.
         let recorded = outbox::record(
             tx,
             connection,
@@ -578,13 +578,17 @@ async fn reject(
             now,
         )
         .await?;
-        withheld = recorded == outbox::Recorded::ConsentHeldElsewhere;
+        parked = recorded == outbox::Recorded::ConsentHeldElsewhere;
+    } else {
+        // Over at the provider already (a refused refresh): nothing to revoke, but grants parked
+        // behind this one are let go if it was their account's last holder.
+        outbox::holder_ended(tx, connection, now).await?;
     }
     let audit = lifecycle::Audit {
         ctx,
         event: |_| {
             let mut event = refresh_event(member, provider, outcome);
-            if withheld {
+            if parked {
                 event.detail["provider_revocation"] = json!("consent_held_elsewhere");
             }
             event

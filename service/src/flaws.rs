@@ -95,11 +95,15 @@ pub enum Flaw {
     /// of the same Google account: Google ends the account's whole consent, and the other
     /// connection's grant with it.
     RevokeSharedConsent,
+    /// A grant parked behind another holder of its account's consent is never let go when that
+    /// holder's grant ends without a revocation of its own (a refused refresh): it stays live at
+    /// the provider, held by no row.
+    ParkedGrantKept,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 28] = [
+    pub const ALL: [Flaw; 29] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -128,6 +132,7 @@ impl Flaw {
         Flaw::TokenInLogs,
         Flaw::IgnoreRefreshExpiry,
         Flaw::RevokeSharedConsent,
+        Flaw::ParkedGrantKept,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -161,6 +166,7 @@ impl Flaw {
             Flaw::TokenInLogs => "token-in-logs",
             Flaw::IgnoreRefreshExpiry => "ignore-refresh-expiry",
             Flaw::RevokeSharedConsent => "revoke-shared-consent",
+            Flaw::ParkedGrantKept => "parked-grant-kept",
         }
     }
 

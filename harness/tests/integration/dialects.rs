@@ -607,6 +607,96 @@ async fn a_grant_without_a_required_scope_is_given_back() {
     app.stop().await;
 }
 
+/// At Google, all of one account's grants to the client are one consent. A grant a callback
+/// gives back (here: a required scope unticked) while another workspace holds a grant of the same
+/// account is not revoked — that would end the other one too — but parked in the outbox behind
+/// it; the other workspace's disconnect lets it go, and nothing of the account is left live.
+/// A holder whose grant has no refresh token cannot end the consent, so it holds nothing back.
+#[tokio::test]
+async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_account() {
+    let app = spawn_app().await;
+    let holder = app
+        .tenant("holder", true, ConnectionStatus::NotConnected)
+        .await;
+    let other = app
+        .tenant("unticked-again", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Gmail;
+    let account = "110169484474386276334";
+    app.sut
+        .provider
+        .configure(p, |s| s.signed_in_account = Some(account.to_owned()));
+    app.connect(holder.owner, holder.workspace, p)
+        .await
+        .unwrap();
+    app.sut
+        .provider
+        .configure(p, |s| s.untick_first_scope = true);
+    connect_answer(&app, &other, p)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
+    assert_eq!(
+        app.sut.provider.counters(p).revocations,
+        0,
+        "nothing revoked"
+    );
+    let parked = |app: &TestApp| {
+        let db = app.db().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM revocation_outbox WHERE parked_account IS NOT NULL",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        parked(&app).await,
+        1,
+        "the unused grant waits behind the holder"
+    );
+    let r = sync(&app, &holder, p).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the holder's grant lives: {}",
+        r.body
+    );
+    let r = disconnect(&app, &holder, p).await;
+    assert_eq!(r.body["provider_revocation"], "confirmed", "{}", r.body);
+    harbor_harness::oracles::until_outbox_empty(app.db(), None, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(parked(&app).await, 0, "let go by the last holder's end");
+    assert!(
+        app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
+        "nothing of the account is live at Google"
+    );
+    // A holder without a refresh token ends with its access token: nothing waits behind it.
+    app.sut.provider.configure(p, |s| {
+        s.untick_first_scope = false;
+        s.withhold_refresh_token = true;
+    });
+    app.connect(holder.owner, holder.workspace, p)
+        .await
+        .unwrap();
+    app.sut.provider.configure(p, |s| {
+        s.withhold_refresh_token = false;
+        s.untick_first_scope = true;
+    });
+    connect_answer(&app, &other, p)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
+    assert_eq!(
+        parked(&app).await,
+        0,
+        "revoked at once: the holder cannot end the consent"
+    );
+    assert_eq!(app.sut.provider.counters(p).revocations, 3);
+    app.stop().await;
+}
+
 /// A grant whose access token expires and that carries no refresh token (Google's answer to an
 /// account that consented before, when the request lost `prompt=consent`) ends with that token:
 /// it connects, with that end as its `refresh_expires_at`, and is not given back (at Google that

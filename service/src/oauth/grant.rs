@@ -128,6 +128,8 @@ pub(super) async fn complete_flow(
     // remains is the window between the provider's answer and this write's commit (in a
     // transaction opened before the exchange, so no wait for a connection lies inside it).
     let grant = uuid::Uuid::new_v4();
+    // The connection row the grant is for (known once its write-ahead opened).
+    let row = ahead.as_ref().map(|a| a.connection);
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
         None => None,
@@ -173,7 +175,7 @@ pub(super) async fn complete_flow(
         .map(|c| c.scopes_not_granted(&tokens))
         .unwrap_or_default();
     if !missing.is_empty() {
-        give_back_settled(&state, provider, &tokens, intent).await;
+        give_back_settled(&state, (member.tenant_id, row), provider, &tokens, intent).await;
         tracing::info!(
             provider = provider.as_str(),
             missing = %missing.join(" "),
@@ -224,7 +226,14 @@ pub(super) async fn complete_flow(
             }
             None => {}
             Some(intent) if flaws::active(Flaw::RevokeOnAnyCommitError) => {
-                give_back_settled(&state, provider, &tokens, Some(intent)).await;
+                give_back_settled(
+                    &state,
+                    (member.tenant_id, row),
+                    provider,
+                    &tokens,
+                    Some(intent),
+                )
+                .await;
             }
             Some(intent) => {
                 match store_outcome(&state, &ctx, &record, &member, provider, grant, intent).await {
@@ -254,7 +263,14 @@ pub(super) async fn complete_flow(
                         return Ok(*view);
                     }
                     StoreOutcome::NotStored => {
-                        give_back_settled(&state, provider, &tokens, Some(intent)).await;
+                        give_back_settled(
+                            &state,
+                            (member.tenant_id, row),
+                            provider,
+                            &tokens,
+                            Some(intent),
+                        )
+                        .await;
                     }
                     // The outbox has it (a worker took it, or it cannot be read now): it revokes
                     // the grant if, and only if, the store did not commit.
@@ -301,13 +317,27 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> o
 
 /// Gives a grant back and settles the intent that wrote it ahead, if any, with the provider's
 /// answer: gone once revoked, else due again for the outbox (which also takes it if the settle
-/// itself fails).
+/// itself fails). A grant of a Google account whose consent another connection holds alive is
+/// not revoked: its intent is parked behind that holder (`outbox::park_unstored`).
 async fn give_back_settled(
     state: &AppState,
+    (tenant, row): (TenantId, Option<ConnectionId>),
     provider: Provider,
     tokens: &TokenSet,
     intent: Option<outbox::IntentId>,
 ) {
+    if let (Some(intent), Some(row)) = (intent, row) {
+        let owner = (tenant, provider, row);
+        let account = tokens.account.as_deref();
+        let now = state.clock.now();
+        if outbox::park_unstored(&state.db, owner, account, intent, now).await {
+            tracing::info!(
+                provider = provider.as_str(),
+                "an unused grant is parked behind another connection holding its account's consent"
+            );
+            return;
+        }
+    }
     let delivered = give_back(state, provider, tokens).await;
     if let Some(intent) = intent {
         if let Err(e) = outbox::settle(&state.db, intent, delivered, 0, state.clock.now()).await {

@@ -9,7 +9,12 @@
 //! once, which a revocation makes harmless — with back-off, and never drops it.
 //!
 //! The intent holds the ciphertext the connection row held, copied as it was, so it stays bound to
-//! that row and grant (`vault::TokenBinding`) and no plaintext is ever written.
+//! that row and grant (`vault::TokenBinding`) and no plaintext is ever written. A grant whose
+//! provider keeps one consent per account, given up while another connection still holds that
+//! account's consent, is written parked and let go when the last holder ends ([`consent`]).
+//!
+//! Past 500 lines: writing, settling, adopting and reading intents share the one table's
+//! statements and their invariants; the worker and the consent rules are split out.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -25,7 +30,9 @@ use crate::lifecycle::{self, LifecycleError, LockedConnection};
 use crate::locks::WorkspaceLock;
 use crate::vault::{TokenBinding, TokenField};
 
+mod consent;
 mod worker;
+pub use consent::{holder_ended, park_unstored};
 pub use worker::{claim_due, Claimed, Worker, WorkerError};
 
 /// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
@@ -74,10 +81,11 @@ pub enum Recorded {
     Intent(IntentId),
     /// Nothing: the row held no tokens.
     NoTokens,
-    /// Nothing: the grant is one consent with a grant another `CONNECTED` connection holds alive
-    /// (a refresh token not past its end: one whose revocation can still end the consent) — one
-    /// provider account's, at a provider where revoking any of them ends them all — so revoking
-    /// it would end that one too. Its tokens are wiped; the last holder's revocation ends it.
+    /// The intent, parked: the grant is one consent with a grant another `CONNECTED` connection
+    /// holds alive (a refresh token not past its end: one whose revocation can still end the
+    /// consent) — one provider account's, at a provider where revoking any of them ends them all
+    /// — so revoking it now would end that one too. Not to be delivered: it is let go when the
+    /// account's last holder ends ([`consent`]).
     ConsentHeldElsewhere,
 }
 
@@ -92,10 +100,10 @@ impl Recorded {
 }
 
 /// Writes the intent to revoke `connection`'s grant, in `tx` — the transaction that wipes the
-/// tokens — or nothing when the row holds none, or when the grant's consent is held by another
-/// connection still (a dialect with one consent per account, the account known: asked under
-/// the account's lock, see migration 0021). The refresh token is preferred: revoking it ends
-/// the whole grant. Leased until `now + LEASE`, so the workers leave it to the request.
+/// tokens — or nothing when the row holds none. The refresh token is preferred: revoking it ends
+/// the whole grant. Leased until `now + LEASE`, so the workers leave it to the request — or
+/// parked, when another connection still holds the grant's one consent (a provider with one per
+/// account, the account known: [`consent`]), and then the last holder's end lets it go.
 pub async fn record(
     tx: &mut Tx,
     connection: &LockedConnection,
@@ -106,24 +114,10 @@ pub async fn record(
     let Some(sealed) = &connection.tokens else {
         return Ok(Recorded::NoTokens);
     };
-    // Seeded flaw `revoke-shared-consent`: every grant given up is revoked, whoever shares it.
-    // A fact of the provider (Google's consent), whatever dialect a providers file names for it.
-    let shared_by_account = crate::providers::DialectName::of(connection.provider)
-        .get()
-        .one_consent_per_account()
-        && !crate::flaws::active(crate::flaws::Flaw::RevokeSharedConsent);
-    if let (true, Some(account)) = (shared_by_account, &sealed.account) {
-        let held: bool = sqlx::query_scalar("SELECT harbor_consent_held_elsewhere($1, $2, $3, $4)")
-            .bind(connection.provider.as_str())
-            .bind(account)
-            .bind(connection.id)
-            .bind(now)
-            .fetch_one(&mut **tx)
-            .await?;
-        if held {
-            return Ok(Recorded::ConsentHeldElsewhere);
-        }
-    }
+    let parked = match consent::shared_account(connection) {
+        Some(account) if consent::give_up(tx, connection, account, now).await? => Some(account),
+        _ => None,
+    };
     let (field, token) = match &sealed.refresh_token {
         Some(refresh) => ("refresh", refresh),
         None => ("access", &sealed.access_token),
@@ -137,8 +131,13 @@ pub async fn record(
         field,
         sealed: token,
         replaces: None,
+        parked_account: parked,
     };
-    insert(tx, &intent, reason, now).await.map(Recorded::Intent)
+    let id = insert(tx, &intent, reason, now).await?;
+    Ok(match parked {
+        Some(_) => Recorded::ConsentHeldElsewhere,
+        None => Recorded::Intent(id),
+    })
 }
 
 /// What an intent holds: the grant and its sealed token, bound like the connection's own.
@@ -160,6 +159,8 @@ struct Intent<'a> {
     /// For a rotated refresh token: the sealed token it replaces, as the row holds it (the
     /// worker stores the rotated one only into a row that still holds exactly that).
     pub replaces: Option<&'a [u8]>,
+    /// The account whose consent another connection still holds: the intent is parked.
+    pub parked_account: Option<&'a str>,
 }
 
 async fn insert(
@@ -170,8 +171,8 @@ async fn insert(
 ) -> Result<IntentId, sqlx::Error> {
     let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \
-           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, next_attempt_at",
+           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token, parked_account) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id, next_attempt_at",
     )
     .bind(intent.tenant)
     .bind(intent.workspace)
@@ -181,8 +182,12 @@ async fn insert(
     .bind(intent.field)
     .bind(intent.sealed)
     .bind(reason.as_str())
-    .bind(now + lease())
+    .bind(match intent.parked_account {
+        Some(_) => consent::parked_until(),
+        None => now + lease(),
+    })
     .bind(intent.replaces)
+    .bind(intent.parked_account)
     .fetch_one(&mut *tx)
     .await?;
     Ok(IntentId { id, lease_until })
@@ -213,6 +218,7 @@ pub async fn write_ahead(
         },
         sealed,
         replaces,
+        parked_account: None,
     };
     insert(tx, &intent, Reason::UnstoredGrant, now).await
 }
@@ -474,6 +480,9 @@ fn settlement<'q>(
 pub struct Status {
     /// Intents not yet settled.
     pub pending: i64,
+    /// Of those, parked: grants of a provider account whose consent another connection still
+    /// holds, to be revoked when the account's last holder ends.
+    pub parked: i64,
     /// Of those, by why the grant is given up (`revoke`, `disconnect`, `unstored_grant`).
     pub by_reason: std::collections::BTreeMap<String, i64>,
     /// Intents tried at least [`STUCK_AFTER`] times: the provider keeps refusing them.
@@ -509,6 +518,11 @@ pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
     )
     .bind(STUCK_AFTER)
     .fetch_all(pool)
+    .await?;
+    status.parked = sqlx::query_scalar(
+        "SELECT count(*) FROM revocation_outbox WHERE parked_account IS NOT NULL",
+    )
+    .fetch_one(pool)
     .await?;
     status.stuck = stuck.len() as i64;
     status.stuck_errors = stuck.into_iter().flatten().take(10).collect();
