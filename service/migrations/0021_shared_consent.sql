@@ -18,8 +18,13 @@
 -- It first takes the account's advisory lock (`classid` "HBRC", its own namespace: the workspace
 -- locks' "HBRW" is untouched), held to the end of the caller's transaction. Two holders of one
 -- account that end at once are then decided one after the other, and the second sees the first's
--- commit: the last one lets every parked intent go, never neither. Every caller takes it last,
--- after its workspace and row locks, so it cannot close a cycle.
+-- commit: the last one lets every parked intent go, never neither. A request takes it last, after
+-- its workspace and row locks (or as its only lock: a callback parking its unused grant), and the
+-- worker's sweep takes accounts' locks in account order and nothing else, so no cycle can close.
+--
+-- A holder also stops counting with nobody looking: its refresh token passes its end. The
+-- outbox's worker sweeps for that every pass (`harbor_consent_sweep`): the parked intents of an
+-- account no live holder keeps are let go.
 ALTER TABLE revocation_outbox ADD COLUMN parked_account text;
 CREATE INDEX revocation_outbox_parked ON revocation_outbox (provider, parked_account)
     WHERE parked_account IS NOT NULL;
@@ -48,3 +53,25 @@ END
 $$;
 REVOKE ALL ON FUNCTION harbor_consent_give_up(text, text, uuid, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION harbor_consent_give_up(text, text, uuid, timestamptz) TO harbor_app;
+
+-- Lets go the parked intents of every account no live holder keeps; answers how many.
+CREATE FUNCTION harbor_consent_sweep(p_now timestamptz)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parked record;
+    released bigint := 0;
+BEGIN
+    FOR parked IN SELECT DISTINCT o.provider, o.parked_account FROM public.revocation_outbox o
+                   WHERE o.parked_account IS NOT NULL ORDER BY 1, 2 LOOP
+        -- The nil connection leaves no holder out.
+        IF NOT public.harbor_consent_give_up(parked.provider, parked.parked_account,
+                                             '00000000-0000-0000-0000-000000000000', p_now) THEN
+            released := released + 1;
+        END IF;
+    END LOOP;
+    RETURN released;
+END
+$$;
+REVOKE ALL ON FUNCTION harbor_consent_sweep(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION harbor_consent_sweep(timestamptz) TO harbor_app;

@@ -87,7 +87,7 @@ async fn rotate_keys(config: Config, batch_size: i64) -> std::process::ExitCode 
     match vault::rotate_keys(&pool, &ring, batch_size.max(1)).await {
         Ok(report) => {
             let skipped: Vec<String> = report.skipped.iter().map(|id| id.0.to_string()).collect();
-            tracing::info!(rotated = report.rotated, batches = report.batches, remaining = report.remaining, skipped = %skipped.join(","), outbox_under_older_keys = report.outbox_under_older_keys, outbox_unreadable = report.outbox_unreadable, primary = ring.primary_key_id(), "key rotation finished");
+            tracing::info!(rotated = report.rotated, batches = report.batches, remaining = report.remaining, skipped = %skipped.join(","), outbox_under_older_keys = report.outbox_under_older_keys, outbox_unreadable = report.outbox_unreadable, outbox_resealed = report.outbox_resealed, primary = ring.primary_key_id(), "key rotation finished");
             if report.is_complete() {
                 std::process::ExitCode::SUCCESS
             } else {

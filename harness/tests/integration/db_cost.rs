@@ -144,6 +144,10 @@ async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
             "harbor_outbox_adopt",
             "not called by this release's replicas",
         ),
+        (
+            "harbor_consent_give_up",
+            "lets parked intents go: their lease and parked account only",
+        ),
     ];
     let app = crate::helpers::spawn_app().await;
     // Every session's path is the server's default: no role or database sets its own.

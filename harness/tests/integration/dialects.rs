@@ -673,6 +673,43 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
         app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
         "nothing of the account is live at Google"
     );
+    // A holder whose refresh token passes its end with nobody looking stops holding: the
+    // worker's sweep lets go what was parked behind it.
+    app.sut
+        .provider
+        .configure(p, |s| s.untick_first_scope = false);
+    app.connect(holder.owner, holder.workspace, p)
+        .await
+        .unwrap();
+    app.sut
+        .provider
+        .configure(p, |s| s.untick_first_scope = true);
+    connect_answer(&app, &other, p)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
+    assert_eq!(parked(&app).await, 1, "parked behind the new holder");
+    sqlx::query(
+        "UPDATE connections SET refresh_expires_at = now() - interval '1 minute' \
+          WHERE workspace_id = $1 AND provider = 'gmail'",
+    )
+    .bind(holder.workspace)
+    .execute(app.db())
+    .await
+    .unwrap();
+    let swept = std::time::Instant::now();
+    while parked(&app).await > 0 {
+        assert!(
+            swept.elapsed() < std::time::Duration::from_secs(20),
+            "never swept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    harbor_harness::oracles::until_outbox_empty(app.db(), None, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(app.sut.provider.counters(p).revocations, 3);
+    let r = disconnect(&app, &holder, p).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // A holder without a refresh token ends with its access token: nothing waits behind it.
     app.sut.provider.configure(p, |s| {
         s.untick_first_scope = false;
@@ -693,7 +730,7 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
         0,
         "revoked at once: the holder cannot end the consent"
     );
-    assert_eq!(app.sut.provider.counters(p).revocations, 3);
+    assert_eq!(app.sut.provider.counters(p).revocations, 5);
     app.stop().await;
 }
 

@@ -128,8 +128,6 @@ pub(super) async fn complete_flow(
     // remains is the window between the provider's answer and this write's commit (in a
     // transaction opened before the exchange, so no wait for a connection lies inside it).
     let grant = uuid::Uuid::new_v4();
-    // The connection row the grant is for (known once its write-ahead opened).
-    let row = ahead.as_ref().map(|a| a.connection);
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
         None => None,
@@ -175,7 +173,7 @@ pub(super) async fn complete_flow(
         .map(|c| c.scopes_not_granted(&tokens))
         .unwrap_or_default();
     if !missing.is_empty() {
-        give_back_settled(&state, (member.tenant_id, row), provider, &tokens, intent).await;
+        give_back_settled(&state, member.tenant_id, provider, &tokens, intent).await;
         tracing::info!(
             provider = provider.as_str(),
             missing = %missing.join(" "),
@@ -226,14 +224,7 @@ pub(super) async fn complete_flow(
             }
             None => {}
             Some(intent) if flaws::active(Flaw::RevokeOnAnyCommitError) => {
-                give_back_settled(
-                    &state,
-                    (member.tenant_id, row),
-                    provider,
-                    &tokens,
-                    Some(intent),
-                )
-                .await;
+                give_back_settled(&state, member.tenant_id, provider, &tokens, Some(intent)).await;
             }
             Some(intent) => {
                 match store_outcome(&state, &ctx, &record, &member, provider, grant, intent).await {
@@ -265,7 +256,7 @@ pub(super) async fn complete_flow(
                     StoreOutcome::NotStored => {
                         give_back_settled(
                             &state,
-                            (member.tenant_id, row),
+                            member.tenant_id,
                             provider,
                             &tokens,
                             Some(intent),
@@ -321,13 +312,13 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> o
 /// not revoked: its intent is parked behind that holder (`outbox::park_unstored`).
 async fn give_back_settled(
     state: &AppState,
-    (tenant, row): (TenantId, Option<ConnectionId>),
+    tenant: TenantId,
     provider: Provider,
     tokens: &TokenSet,
     intent: Option<outbox::IntentId>,
 ) {
-    if let (Some(intent), Some(row)) = (intent, row) {
-        let owner = (tenant, provider, row);
+    if let Some(intent) = intent {
+        let owner = (tenant, provider);
         let account = tokens.account.as_deref();
         let now = state.clock.now();
         if outbox::park_unstored(&state.db, owner, account, intent, now).await {

@@ -74,17 +74,20 @@ async fn give_up_for(
 
 /// A fresh grant a callback gives back (it lacked a required scope, or its store failed or was
 /// superseded), written ahead as `intent` and still leased to the request: parked instead of
-/// revoked when another connection holds its account's consent alive, since revoking it would
-/// end that connection's grant too. `true` when parked — the caller must not revoke it; `false`
-/// (no shared consent, the lease lost to a worker, the database unreachable) and the caller
-/// revokes it as any other.
+/// revoked when a connection holds its account's consent alive, since revoking it would end that
+/// connection's grant too — the row it was meant for included, which an overlapping flow of the
+/// same account may have filled meanwhile. `true` when parked — the caller must not revoke it;
+/// `false` (no shared consent, the lease lost to a worker, the database unreachable) and the
+/// caller revokes it as any other. The account's lock is the only lock this transaction takes.
 pub async fn park_unstored(
     db: &PgPool,
-    (tenant, provider, connection): (TenantId, Provider, ConnectionId),
+    (tenant, provider): (TenantId, Provider),
     account: Option<&str>,
     intent: IntentId,
     now: DateTime<Utc>,
 ) -> bool {
+    // No row is left out: the grant given back is stored in none.
+    let connection = ConnectionId(uuid::Uuid::nil());
     let Some(account) = account.filter(|_| one_per_account(provider)) else {
         return false;
     };
@@ -120,6 +123,17 @@ pub async fn park_unstored(
         tracing::warn!(error = %e, "could not ask whether an unstored grant's consent is held elsewhere; revoking it");
         false
     })
+}
+
+/// Lets go the parked intents of every account no live holder keeps any more — one whose last
+/// holder's grant passed its end with nobody looking, which no request ends — each under its
+/// account's lock (`harbor_consent_sweep`, in account order). The outbox's worker calls it every
+/// pass; `Ok` is how many intents it let go.
+pub async fn sweep(db: &PgPool, now: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT harbor_consent_sweep($1)")
+        .bind(now)
+        .fetch_one(db)
+        .await
 }
 
 /// `connection`'s grant ended without an intent of its own — its refresh refused, or its tokens

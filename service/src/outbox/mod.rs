@@ -32,7 +32,7 @@ use crate::vault::{TokenBinding, TokenField};
 
 mod consent;
 mod worker;
-pub use consent::{holder_ended, park_unstored};
+pub use consent::{holder_ended, park_unstored, sweep};
 pub use worker::{claim_due, Claimed, Worker, WorkerError};
 
 /// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
@@ -478,10 +478,11 @@ fn settlement<'q>(
 /// What the outbox holds, for an operator (`harbor-service outbox`): no token, no tenant data.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Status {
-    /// Intents not yet settled.
+    /// Intents not yet settled, parked ones aside.
     pub pending: i64,
-    /// Of those, parked: grants of a provider account whose consent another connection still
-    /// holds, to be revoked when the account's last holder ends.
+    /// Intents parked: grants of a provider account whose consent another connection still
+    /// holds, to be revoked when the account's last holder ends (not counted in the figures
+    /// above or below: they may rightly wait for months).
     pub parked: i64,
     /// Of those, by why the grant is given up (`revoke`, `disconnect`, `unstored_grant`).
     pub by_reason: std::collections::BTreeMap<String, i64>,
@@ -499,7 +500,8 @@ pub struct Status {
 /// the table has row-level security per tenant).
 pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
     let rows: Vec<(String, i64, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT reason, count(*), max(attempts), min(created_at) FROM revocation_outbox GROUP BY reason",
+        "SELECT reason, count(*), max(attempts), min(created_at) FROM revocation_outbox \
+          WHERE parked_account IS NULL GROUP BY reason",
     )
     .fetch_all(pool)
     .await?;

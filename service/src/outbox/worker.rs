@@ -212,6 +212,10 @@ impl Worker {
     async fn drain_until(&self, stop: &CancellationToken) -> Result<usize, WorkerError> {
         let lease =
             PgInterval::try_from(LEASE).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        // Parked intents whose account no live holder keeps any more become due first.
+        if let Err(e) = super::consent::sweep(&self.db, self.clock.now()).await {
+            tracing::warn!(error = %e, "could not let go the parked intents of accounts no one holds");
+        }
         let mut delivered = 0;
         for _ in 0..16 {
             if stop.is_cancelled() {

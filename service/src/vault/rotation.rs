@@ -1,8 +1,10 @@
 //! Key rotation: re-sealing every stored token under the primary key (and the current format),
 //! in batches behind a cursor, skipping rows a request holds and reporting rows that do not open.
 //! The revocation outbox's copies are not re-sealed (an adoption compares them byte for byte with
-//! the row they came from); a run counts those still under an older key and is not complete while
-//! any wait, so that no key is retired under a grant still to be revoked.
+//! the row they came from) — but for parked ones, which wait for another holder of their
+//! account's consent, perhaps for months, and which nothing adopts; a run counts those still under
+//! an older key and is not complete while any wait, so that no key is retired under a grant still
+//! to be revoked.
 
 use sqlx::PgPool;
 
@@ -27,6 +29,8 @@ pub struct RotationReport {
     /// Revocation intents whose sealed token is malformed (names no key): no key opens them, so
     /// waiting would never end; reported, not counted above.
     pub outbox_unreadable: u64,
+    /// Parked revocation intents re-sealed under the primary key.
+    pub outbox_resealed: u64,
 }
 
 impl RotationReport {
@@ -146,6 +150,7 @@ pub async fn rotate_keys(
     .fetch_one(pool)
     .await? as u64;
     report.remaining = left.saturating_sub(report.skipped.len() as u64);
+    report.outbox_resealed = reseal_parked(pool, ring).await?;
     // The outbox holds few rows (intents the provider has not confirmed yet); each names its key.
     let sealed: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sealed_token FROM revocation_outbox")
         .fetch_all(pool)
@@ -158,4 +163,64 @@ pub async fn rotate_keys(
         }
     }
     Ok(report)
+}
+
+/// A parked intent as [`reseal_parked`] reads it: id, tenant, connection, provider, grant, field,
+/// sealed token.
+type ParkedRow = (
+    i64,
+    TenantId,
+    ConnectionId,
+    String,
+    Option<uuid::Uuid>,
+    String,
+    Vec<u8>,
+);
+
+/// Re-seals the parked intents under the primary key, each bound as it was; one that does not
+/// open is left as it is (the count that follows reports it). Compare-and-set on the sealed
+/// token, so an intent a worker took meanwhile keeps what that worker read.
+async fn reseal_parked(pool: &PgPool, ring: &KeyRing) -> Result<u64, RotationError> {
+    let rows: Vec<ParkedRow> = sqlx::query_as(
+        "SELECT id, tenant_id, connection_id, provider, grant_id, field, sealed_token \
+           FROM revocation_outbox WHERE parked_account IS NOT NULL AND replaces_token IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut resealed = 0;
+    for (id, tenant_id, connection_id, provider, grant_id, field, sealed) in rows {
+        if key_id_of(&sealed).is_ok_and(|key| key == ring.primary_key_id()) {
+            continue;
+        }
+        let Ok(provider) = Provider::parse(&provider) else {
+            continue;
+        };
+        let binding = TokenBinding {
+            tenant_id,
+            connection_id,
+            provider,
+            field: if field == "refresh" {
+                TokenField::Refresh
+            } else {
+                TokenField::Access
+            },
+            grant_id,
+        };
+        let Ok(fresh) = ring
+            .decrypt(&sealed, &binding)
+            .and_then(|plain| ring.encrypt(&plain, &binding))
+        else {
+            continue;
+        };
+        resealed += sqlx::query(
+            "UPDATE revocation_outbox SET sealed_token = $2 WHERE id = $1 AND sealed_token = $3",
+        )
+        .bind(id)
+        .bind(fresh)
+        .bind(&sealed)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(resealed)
 }
