@@ -20,7 +20,8 @@
 -- account that end at once are then decided one after the other, and the second sees the first's
 -- commit: the last one lets every parked intent go, never neither. A request takes it last, after
 -- its workspace and row locks (or as its only lock: a callback parking its unused grant), and the
--- worker's sweep takes accounts' locks in account order and nothing else, so no cycle can close.
+-- worker's sweep takes only the locks of accounts it releases, in account order, and then only
+-- the parked rows of those accounts, so no cycle can close.
 --
 -- A holder also stops counting with nobody looking: its refresh token passes its end. The
 -- outbox's worker sweeps for that every pass (`harbor_consent_sweep`): the parked intents of an
@@ -54,7 +55,10 @@ $$;
 REVOKE ALL ON FUNCTION harbor_consent_give_up(text, text, uuid, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION harbor_consent_give_up(text, text, uuid, timestamptz) TO harbor_app;
 
--- Lets go the parked intents of every account no live holder keeps; answers how many.
+-- Lets go the parked intents of every account no live holder keeps; answers for how many
+-- accounts. Only the candidates — parked accounts with no live holder at first sight, which is
+-- almost always none — are locked and asked again (`harbor_consent_give_up`), so the sweep holds
+-- no lock of an account a holder still keeps, however many wait behind one.
 CREATE FUNCTION harbor_consent_sweep(p_now timestamptz)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -63,7 +67,15 @@ DECLARE
     released bigint := 0;
 BEGIN
     FOR parked IN SELECT DISTINCT o.provider, o.parked_account FROM public.revocation_outbox o
-                   WHERE o.parked_account IS NOT NULL ORDER BY 1, 2 LOOP
+                   WHERE o.parked_account IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM public.connections c
+                                      WHERE c.provider = o.provider
+                                        AND c.provider_account = o.parked_account
+                                        AND c.status = 'CONNECTED'
+                                        AND c.refresh_token IS NOT NULL
+                                        AND (c.refresh_expires_at IS NULL
+                                             OR c.refresh_expires_at > p_now))
+                   ORDER BY 1, 2 LOOP
         -- The nil connection leaves no holder out.
         IF NOT public.harbor_consent_give_up(parked.provider, parked.parked_account,
                                              '00000000-0000-0000-0000-000000000000', p_now) THEN

@@ -96,7 +96,8 @@ pub enum Flaw {
     /// connection's grant with it.
     RevokeSharedConsent,
     /// A grant parked behind another holder of its account's consent is never let go when that
-    /// holder's grant ends without a revocation of its own (a refused refresh): it stays live at
+    /// holder's grant ends without a revocation of its own (a refused refresh, an end passed with
+    /// nobody looking: neither the request nor the worker's sweep lets it go): it stays live at
     /// the provider, held by no row.
     ParkedGrantKept,
 }

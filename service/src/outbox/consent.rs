@@ -128,8 +128,12 @@ pub async fn park_unstored(
 /// Lets go the parked intents of every account no live holder keeps any more — one whose last
 /// holder's grant passed its end with nobody looking, which no request ends — each under its
 /// account's lock (`harbor_consent_sweep`, in account order). The outbox's worker calls it every
-/// pass; `Ok` is how many intents it let go.
+/// pass; `Ok` is for how many accounts it let intents go. Seeded flaw `parked-grant-kept`: it
+/// lets none go, like [`holder_ended`].
 pub async fn sweep(db: &PgPool, now: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    if flaws::active(Flaw::ParkedGrantKept) {
+        return Ok(0);
+    }
     sqlx::query_scalar("SELECT harbor_consent_sweep($1)")
         .bind(now)
         .fetch_one(db)

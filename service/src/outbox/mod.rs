@@ -484,7 +484,8 @@ pub struct Status {
     /// holds, to be revoked when the account's last holder ends (not counted in the figures
     /// above or below: they may rightly wait for months).
     pub parked: i64,
-    /// Of those, by why the grant is given up (`revoke`, `disconnect`, `unstored_grant`).
+    /// The intents in `pending`, by why the grant is given up (`revoke`, `disconnect`,
+    /// `unstored_grant`).
     pub by_reason: std::collections::BTreeMap<String, i64>,
     /// Intents tried at least [`STUCK_AFTER`] times: the provider keeps refusing them.
     pub stuck: i64,
