@@ -734,6 +734,64 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
     app.stop().await;
 }
 
+/// Two overlapping connect flows of one Google account in one workspace (two tabs): the second
+/// stores its grant, and the first's, which can no longer be stored, is parked behind it — not
+/// revoked, which would end the stored one too (at Google, one consent).
+#[tokio::test]
+async fn overlapping_google_flows_keep_the_grant_that_was_stored() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("two-tabs", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Gmail;
+    app.sut.provider.configure(p, |s| {
+        s.signed_in_account = Some("110169484474386276334".to_owned())
+    });
+    let first = app
+        .authorize_and_consent(0, t.owner, t.workspace, p)
+        .await
+        .unwrap();
+    let second = app
+        .authorize_and_consent(0, t.owner, t.workspace, p)
+        .await
+        .unwrap();
+    let callback = |consent: &harbor_harness::fake_provider::Consent| {
+        app.call(
+            Method::GET,
+            harbor_harness::operation::paths::callback(p, &consent.callback_query()),
+        )
+        .as_user(t.owner.0)
+        .send()
+    };
+    let stored = callback(&second).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    let late = callback(&first).await;
+    assert_ne!(late.status, StatusCode::OK, "{}", late.body);
+    assert_eq!(
+        app.sut.provider.counters(p).revocations,
+        0,
+        "nothing revoked"
+    );
+    let r = sync(&app, &t, p).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the stored grant lives: {}",
+        r.body
+    );
+    let parked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM revocation_outbox WHERE parked_account IS NOT NULL",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(
+        parked, 1,
+        "the late flow's grant waits behind the stored one"
+    );
+    app.stop().await;
+}
+
 /// A grant whose access token expires and that carries no refresh token (Google's answer to an
 /// account that consented before, when the request lost `prompt=consent`) ends with that token:
 /// it connects, with that end as its `refresh_expires_at`, and is not given back (at Google that

@@ -173,8 +173,9 @@ pub(super) async fn complete_flow(
         .map(|c| c.scopes_not_granted(&tokens))
         .unwrap_or_default();
     if !missing.is_empty() {
-        give_back_settled(&state, member.tenant_id, provider, &tokens, intent).await;
+        let parked = give_back_settled(&state, member.tenant_id, provider, &tokens, intent).await;
         tracing::info!(
+            parked,
             provider = provider.as_str(),
             missing = %missing.join(" "),
             "a callback's grant lacked required scopes; given back"
@@ -215,7 +216,9 @@ pub(super) async fn complete_flow(
     if let Err(error) = &finished {
         // The connection changed meanwhile (a disconnect, a newer flow) or storing failed: the
         // fresh grant is useless, so give it back rather than leave it live at the provider —
-        // unless the store committed after all and only its reply was lost.
+        // unless the store committed after all and only its reply was lost. What became of it
+        // goes in the audit row of a superseded flow.
+        let mut grant_end = "revoked";
         match intent {
             // Seeded flaws: no write-ahead (a grant lost to a failed store stays live; a
             // superseded one is still given back), or a revocation whatever the commit did.
@@ -224,7 +227,9 @@ pub(super) async fn complete_flow(
             }
             None => {}
             Some(intent) if flaws::active(Flaw::RevokeOnAnyCommitError) => {
-                give_back_settled(&state, member.tenant_id, provider, &tokens, Some(intent)).await;
+                let _ =
+                    give_back_settled(&state, member.tenant_id, provider, &tokens, Some(intent))
+                        .await;
             }
             Some(intent) => {
                 match store_outcome(&state, &ctx, &record, &member, provider, grant, intent).await {
@@ -254,7 +259,7 @@ pub(super) async fn complete_flow(
                         return Ok(*view);
                     }
                     StoreOutcome::NotStored => {
-                        give_back_settled(
+                        let parked = give_back_settled(
                             &state,
                             member.tenant_id,
                             provider,
@@ -262,6 +267,9 @@ pub(super) async fn complete_flow(
                             Some(intent),
                         )
                         .await;
+                        if parked {
+                            grant_end = "parked";
+                        }
                     }
                     // The outbox has it (a worker took it, or it cannot be read now): it revokes
                     // the grant if, and only if, the store did not commit.
@@ -278,7 +286,7 @@ pub(super) async fn complete_flow(
                 actor_user_id: Some(member.user_id),
                 action: "oauth.callback",
                 outcome: "superseded",
-                detail: json!({ "provider": provider.as_str(), "grant": "revoked" }),
+                detail: json!({ "provider": provider.as_str(), "grant": grant_end }),
             };
             let result = audit::record(&mut tx, &ctx, event)
                 .await
@@ -309,14 +317,15 @@ async fn give_back(state: &AppState, provider: Provider, tokens: &TokenSet) -> o
 /// Gives a grant back and settles the intent that wrote it ahead, if any, with the provider's
 /// answer: gone once revoked, else due again for the outbox (which also takes it if the settle
 /// itself fails). A grant of a Google account whose consent another connection holds alive is
-/// not revoked: its intent is parked behind that holder (`outbox::park_unstored`).
+/// not revoked: its intent is parked behind that holder (`outbox::park_unstored`), and the answer
+/// is `true`.
 async fn give_back_settled(
     state: &AppState,
     tenant: TenantId,
     provider: Provider,
     tokens: &TokenSet,
     intent: Option<outbox::IntentId>,
-) {
+) -> bool {
     if let Some(intent) = intent {
         let owner = (tenant, provider);
         let account = tokens.account.as_deref();
@@ -326,7 +335,7 @@ async fn give_back_settled(
                 provider = provider.as_str(),
                 "an unused grant is parked behind another connection holding its account's consent"
             );
-            return;
+            return true;
         }
     }
     let delivered = give_back(state, provider, tokens).await;
@@ -335,6 +344,7 @@ async fn give_back_settled(
             tracing::warn!(error = %e, "an unstored grant's intent stays for the outbox");
         }
     }
+    false
 }
 
 /// The write-ahead's transaction, opened before the code exchange on a connection of the
