@@ -32,6 +32,20 @@ CREATE INDEX revocation_outbox_parked ON revocation_outbox (provider, parked_acc
 CREATE INDEX connections_consent ON connections (provider, provider_account)
     WHERE status = 'CONNECTED' AND provider_account IS NOT NULL;
 
+-- Whether a connection other than `p_except` holds a live grant of the account: CONNECTED, with
+-- a refresh token not past its known end at `p_now`. Owner-only: the two functions below ask it.
+CREATE FUNCTION harbor_consent_held(p_provider text, p_account text, p_except uuid,
+                                    p_now timestamptz)
+    RETURNS boolean
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM public.connections c
+                    WHERE c.provider = p_provider AND c.provider_account = p_account
+                      AND c.status = 'CONNECTED' AND c.id <> p_except
+                      AND c.refresh_token IS NOT NULL
+                      AND (c.refresh_expires_at IS NULL OR c.refresh_expires_at > p_now))
+$$;
+REVOKE ALL ON FUNCTION harbor_consent_held(text, text, uuid, timestamptz) FROM PUBLIC;
+
 -- `true`: another holder keeps the consent alive (the caller parks its intent). `false`: none
 -- does, and the account's parked intents are due at `p_now`.
 CREATE FUNCTION harbor_consent_give_up(p_provider text, p_account text, p_connection uuid,
@@ -40,11 +54,7 @@ CREATE FUNCTION harbor_consent_give_up(p_provider text, p_account text, p_connec
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(1212305987, pg_catalog.hashtext(p_provider || ':' || p_account));
-    IF EXISTS (SELECT 1 FROM public.connections c
-                WHERE c.provider = p_provider AND c.provider_account = p_account
-                  AND c.status = 'CONNECTED' AND c.id <> p_connection
-                  AND c.refresh_token IS NOT NULL
-                  AND (c.refresh_expires_at IS NULL OR c.refresh_expires_at > p_now)) THEN
+    IF public.harbor_consent_held(p_provider, p_account, p_connection, p_now) THEN
         RETURN true;
     END IF;
     UPDATE public.revocation_outbox o SET parked_account = NULL, next_attempt_at = p_now
@@ -68,13 +78,9 @@ DECLARE
 BEGIN
     FOR parked IN SELECT DISTINCT o.provider, o.parked_account FROM public.revocation_outbox o
                    WHERE o.parked_account IS NOT NULL
-                     AND NOT EXISTS (SELECT 1 FROM public.connections c
-                                      WHERE c.provider = o.provider
-                                        AND c.provider_account = o.parked_account
-                                        AND c.status = 'CONNECTED'
-                                        AND c.refresh_token IS NOT NULL
-                                        AND (c.refresh_expires_at IS NULL
-                                             OR c.refresh_expires_at > p_now))
+                     AND NOT public.harbor_consent_held(o.provider, o.parked_account,
+                                                        '00000000-0000-0000-0000-000000000000',
+                                                        p_now)
                    ORDER BY 1, 2 LOOP
         -- The nil connection leaves no holder out.
         IF NOT public.harbor_consent_give_up(parked.provider, parked.parked_account,

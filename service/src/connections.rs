@@ -228,9 +228,10 @@ pub enum ProviderRevocation {
     /// The provider did not confirm yet; the revocation stays in the outbox and every replica
     /// retries it until it does.
     Pending,
-    /// Not revoked: another connection holds a grant of the same provider account, and the
-    /// provider keeps one consent per account (Google), so revoking this grant would end that
-    /// one too. The tokens are wiped here; the last holder's revocation ends the consent.
+    /// Not revoked yet: another connection holds a live grant of the same provider account, and
+    /// the provider keeps one consent per account (Google), so revoking this grant now would end
+    /// that one too. The tokens are wiped here; the revocation waits in the outbox, parked, until
+    /// the account's last holder ends.
     ConsentHeldElsewhere,
 }
 
@@ -257,7 +258,8 @@ pub struct EndedConnection {
     pub connection: ConnectionView,
     /// What the provider said; `pending` means the outbox is still trying, `no_tokens` that there
     /// was no grant to give back, `consent_held_elsewhere` that another connection's grant is one
-    /// consent with it (Google's, per account) and it was left to that one's revocation.
+    /// consent with it (Google's, per account), so its revocation is parked until the account's
+    /// last holder ends.
     pub provider_revocation: ProviderRevocation,
 }
 
@@ -377,7 +379,7 @@ enum GrantToRevoke {
     Undecryptable,
     /// Not asked for (seeded flaw `disconnect-without-revocation`).
     NotRequested,
-    /// Not revoked: another connection holds a grant of the same provider account, one consent
+    /// Parked: another connection holds a live grant of the same provider account, one consent
     /// with this one (`outbox::Recorded::ConsentHeldElsewhere`).
     ConsentHeldElsewhere,
 }
@@ -389,7 +391,9 @@ impl GrantToRevoke {
             GrantToRevoke::NoTokens => "no_tokens",
             GrantToRevoke::Undecryptable => "undecryptable",
             GrantToRevoke::NotRequested => "not_requested",
-            GrantToRevoke::ConsentHeldElsewhere => "consent_held_elsewhere",
+            GrantToRevoke::ConsentHeldElsewhere => {
+                ProviderRevocation::ConsentHeldElsewhere.as_str()
+            }
         }
     }
 }

@@ -589,7 +589,8 @@ async fn reject(
         event: |_| {
             let mut event = refresh_event(member, provider, outcome);
             if parked {
-                event.detail["provider_revocation"] = json!("consent_held_elsewhere");
+                let parked = crate::connections::ProviderRevocation::ConsentHeldElsewhere;
+                event.detail["provider_revocation"] = json!(parked.as_str());
             }
             event
         },

@@ -81,6 +81,16 @@ async fn connect_answer(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Repl
         .authorize_and_consent(0, t.owner, t.workspace, p)
         .await
         .unwrap();
+    callback_answer(app, t, p, &consent).await
+}
+
+/// Delivers the provider's answer `consent` to the callback as the owner: the callback's answer.
+async fn callback_answer(
+    app: &TestApp,
+    t: &TenantWorkspace,
+    p: Provider,
+    consent: &harbor_harness::fake_provider::Consent,
+) -> Reply {
     app.call(
         Method::GET,
         harbor_harness::operation::paths::callback(p, &consent.callback_query()),
@@ -88,6 +98,39 @@ async fn connect_answer(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Repl
     .as_user(t.owner.0)
     .send()
     .await
+}
+
+/// How many revocation intents wait parked behind another holder of their account's consent.
+async fn parked_intents(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM revocation_outbox WHERE parked_account IS NOT NULL")
+        .fetch_one(app.db())
+        .await
+        .unwrap()
+}
+
+/// Connects `holder`'s workspace to `p`, then has `other`'s callback refused for a scope the user
+/// unticked: a grant of the same account given back (`connect` applies `holder_switches` to the
+/// fake first).
+async fn hold_then_untick(
+    app: &TestApp,
+    (holder, other): (&TenantWorkspace, &TenantWorkspace),
+    p: Provider,
+    holder_switches: impl FnOnce(&mut harbor_harness::fake_provider::Switches),
+) {
+    app.sut.provider.configure(p, |s| {
+        s.untick_first_scope = false;
+        holder_switches(s);
+    });
+    app.connect(holder.owner, holder.workspace, p)
+        .await
+        .unwrap();
+    app.sut.provider.configure(p, |s| {
+        s.withhold_refresh_token = false;
+        s.untick_first_scope = true;
+    });
+    connect_answer(app, other, p)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
 }
 
 /// Each provider end to end in its own dialect: its client authentication, its callback's
@@ -626,33 +669,14 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
     app.sut
         .provider
         .configure(p, |s| s.signed_in_account = Some(account.to_owned()));
-    app.connect(holder.owner, holder.workspace, p)
-        .await
-        .unwrap();
-    app.sut
-        .provider
-        .configure(p, |s| s.untick_first_scope = true);
-    connect_answer(&app, &other, p)
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
+    hold_then_untick(&app, (&holder, &other), p, |_| {}).await;
     assert_eq!(
         app.sut.provider.counters(p).revocations,
         0,
         "nothing revoked"
     );
-    let parked = |app: &TestApp| {
-        let db = app.db().clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM revocation_outbox WHERE parked_account IS NOT NULL",
-            )
-            .fetch_one(&db)
-            .await
-            .unwrap()
-        }
-    };
     assert_eq!(
-        parked(&app).await,
+        parked_intents(&app).await,
         1,
         "the unused grant waits behind the holder"
     );
@@ -668,26 +692,23 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
     harbor_harness::oracles::until_outbox_empty(app.db(), None, std::time::Duration::from_secs(20))
         .await
         .unwrap();
-    assert_eq!(parked(&app).await, 0, "let go by the last holder's end");
+    assert_eq!(
+        parked_intents(&app).await,
+        0,
+        "let go by the last holder's end"
+    );
     assert!(
         app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
         "nothing of the account is live at Google"
     );
     // A holder whose refresh token passes its end with nobody looking stops holding: the
     // worker's sweep lets go what was parked behind it.
-    app.sut
-        .provider
-        .configure(p, |s| s.untick_first_scope = false);
-    app.connect(holder.owner, holder.workspace, p)
-        .await
-        .unwrap();
-    app.sut
-        .provider
-        .configure(p, |s| s.untick_first_scope = true);
-    connect_answer(&app, &other, p)
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
-    assert_eq!(parked(&app).await, 1, "parked behind the new holder");
+    hold_then_untick(&app, (&holder, &other), p, |_| {}).await;
+    assert_eq!(
+        parked_intents(&app).await,
+        1,
+        "parked behind the new holder"
+    );
     sqlx::query(
         "UPDATE connections SET refresh_expires_at = now() - interval '1 minute' \
           WHERE workspace_id = $1 AND provider = 'gmail'",
@@ -697,7 +718,7 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
     .await
     .unwrap();
     let swept = std::time::Instant::now();
-    while parked(&app).await > 0 {
+    while parked_intents(&app).await > 0 {
         assert!(
             swept.elapsed() < std::time::Duration::from_secs(20),
             "never swept"
@@ -711,22 +732,12 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
     let r = disconnect(&app, &holder, p).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // A holder without a refresh token ends with its access token: nothing waits behind it.
-    app.sut.provider.configure(p, |s| {
-        s.untick_first_scope = false;
-        s.withhold_refresh_token = true;
-    });
-    app.connect(holder.owner, holder.workspace, p)
-        .await
-        .unwrap();
-    app.sut.provider.configure(p, |s| {
-        s.withhold_refresh_token = false;
-        s.untick_first_scope = true;
-    });
-    connect_answer(&app, &other, p)
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "OAUTH_SCOPE_NOT_GRANTED");
+    hold_then_untick(&app, (&holder, &other), p, |s| {
+        s.withhold_refresh_token = true
+    })
+    .await;
     assert_eq!(
-        parked(&app).await,
+        parked_intents(&app).await,
         0,
         "revoked at once: the holder cannot end the consent"
     );
@@ -755,17 +766,9 @@ async fn overlapping_google_flows_keep_the_grant_that_was_stored() {
         .authorize_and_consent(0, t.owner, t.workspace, p)
         .await
         .unwrap();
-    let callback = |consent: &harbor_harness::fake_provider::Consent| {
-        app.call(
-            Method::GET,
-            harbor_harness::operation::paths::callback(p, &consent.callback_query()),
-        )
-        .as_user(t.owner.0)
-        .send()
-    };
-    let stored = callback(&second).await;
+    let stored = callback_answer(&app, &t, p, &second).await;
     assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
-    let late = callback(&first).await;
+    let late = callback_answer(&app, &t, p, &first).await;
     assert_ne!(late.status, StatusCode::OK, "{}", late.body);
     assert_eq!(
         app.sut.provider.counters(p).revocations,
@@ -779,14 +782,9 @@ async fn overlapping_google_flows_keep_the_grant_that_was_stored() {
         "the stored grant lives: {}",
         r.body
     );
-    let parked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM revocation_outbox WHERE parked_account IS NOT NULL",
-    )
-    .fetch_one(app.db())
-    .await
-    .unwrap();
     assert_eq!(
-        parked, 1,
+        parked_intents(&app).await,
+        1,
         "the late flow's grant waits behind the stored one"
     );
     app.stop().await;
