@@ -170,6 +170,36 @@ pub async fn admin_membership_then_lock(
     }
 }
 
+/// [`MEMBERSHIP_HELD_AND_LOCK`] without a wait: the membership's hold and the workspace lock are
+/// each tried (`harbor_membership_try_hold`, migration 0022; `pg_try_advisory_xact_lock`), the
+/// lock only once the hold is taken and the role is one of `$5`. Its one column: whether both
+/// were taken.
+pub const MEMBERSHIP_AND_LOCK_TRIED: &str = "SELECT \
+    CASE WHEN h.held AND h.role = ANY($5) THEN pg_try_advisory_xact_lock($3, $4) END IS TRUE \
+    FROM harbor_membership_try_hold($1, $2) AS h";
+
+/// [`admin_membership_then_lock`] for a request that must not wait: the workspace lock when the
+/// caller is an owner or admin and neither the membership's hold nor the lock is taken by
+/// someone else now; `None` otherwise — held elsewhere, not a member, not an admin — and then
+/// whatever was taken is the transaction's until it ends.
+pub async fn admin_membership_try_lock(
+    tx: &mut crate::db::Tx,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
+    lock: crate::locks::LockFor,
+) -> Result<Option<crate::locks::WorkspaceLock>, ApiError> {
+    let key = lock.key(workspace_id);
+    let locked: bool = sqlx::query_scalar(MEMBERSHIP_AND_LOCK_TRIED)
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(key.classid)
+        .bind(key.objid)
+        .bind(Role::names_let_through(true))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(locked.then(|| lock.taken_by_statement(workspace_id)))
+}
+
 /// Reads a named path segment without axum's plain-text rejections.
 async fn path_segment(
     parts: &mut Parts,

@@ -100,11 +100,15 @@ pub enum Flaw {
     /// nobody looking: neither the request nor the worker's sweep lets it go): it stays live at
     /// the provider, held by no row.
     ParkedGrantKept,
+    /// The callback stores its fresh grant in the write-ahead's transaction even when a lock it
+    /// needs is held, and waits for it there, instead of writing the grant ahead first: a replica
+    /// that dies while the callback waits leaves a live grant that no row and no intent holds.
+    CallbackWaitsUnwritten,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 29] = [
+    pub const ALL: [Flaw; 30] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -134,6 +138,7 @@ impl Flaw {
         Flaw::IgnoreRefreshExpiry,
         Flaw::RevokeSharedConsent,
         Flaw::ParkedGrantKept,
+        Flaw::CallbackWaitsUnwritten,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -168,6 +173,7 @@ impl Flaw {
             Flaw::IgnoreRefreshExpiry => "ignore-refresh-expiry",
             Flaw::RevokeSharedConsent => "revoke-shared-consent",
             Flaw::ParkedGrantKept => "parked-grant-kept",
+            Flaw::CallbackWaitsUnwritten => "callback-waits-unwritten",
         }
     }
 

@@ -289,6 +289,20 @@ pub async fn lock_connection(
     .await
 }
 
+/// [`lock_connection`] for a request that must not wait: `None` when another transaction holds
+/// the row's lock now (`SKIP LOCKED`), or there is no row.
+pub async fn try_lock_connection(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    provider: Provider,
+) -> Result<Option<LockedConnection>, LifecycleError> {
+    match select_connection(tx, lock, provider, " FOR UPDATE SKIP LOCKED").await {
+        Ok(connection) => Ok(Some(connection)),
+        Err(LifecycleError::NotFound) => Ok(None),
+        Err(other) => Err(other),
+    }
+}
+
 /// Reads the connection, with its row lock unless `row_lock` is false — which only seeded flaws
 /// ask for.
 pub(crate) async fn read_connection(
@@ -298,6 +312,16 @@ pub(crate) async fn read_connection(
     row_lock: bool,
 ) -> Result<LockedConnection, LifecycleError> {
     let row_lock = if row_lock { " FOR UPDATE" } else { "" };
+    select_connection(tx, lock, provider, row_lock).await
+}
+
+/// The connection's one read, `row_lock` its locking clause.
+async fn select_connection(
+    tx: &mut Tx,
+    lock: &WorkspaceLock,
+    provider: Provider,
+    row_lock: &str,
+) -> Result<LockedConnection, LifecycleError> {
     let row: Option<ConnectionRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
          token_expires_at, scopes, pending_flow, grant_id, provider_account, refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",

@@ -98,6 +98,23 @@ impl SyncHooks {
         &self.controller
     }
 
+    /// Whether the request would park at one of `points`: the harness armed one for its actor. A
+    /// request that may not wait (a callback whose fresh grant is not durable yet) asks first: a
+    /// parked request waits for the harness as long as it likes.
+    pub fn would_park(
+        hooks: Option<&SyncHooks>,
+        ctx: &RequestContext,
+        points: &[&'static str],
+    ) -> bool {
+        let (Some(hooks), Some(actor)) = (hooks, ctx.actor.as_ref()) else {
+            return false;
+        };
+        points.iter().any(|point| {
+            let key = SlotKey::new(actor.as_str(), *point);
+            hooks.controller.state(&key).is_some()
+        })
+    }
+
     /// Reaches a sync point: parks if the harness armed it for this request's actor.
     pub async fn reach(
         hooks: Option<&SyncHooks>,

@@ -1,7 +1,10 @@
-//! The callback's grant, from the code exchange to the stored connection: the write-ahead that
-//! makes the fresh grant durable before anything else can fail, the store under the workspace
-//! and row locks, and what a failed store does with the grant (give it back, or find out that
-//! the store committed after all). Split from [`super`], which parses and checks the callback.
+//! The callback's grant, from the code exchange to the stored connection. Nothing may wait while
+//! the fresh grant is not durable, so either the store is made at once, in the transaction opened
+//! before the exchange, when every lock it needs is free now (its commit makes the grant durable
+//! in the row); or the grant is written ahead (an outbox intent, committed) and then stored under
+//! the workspace and row locks in a transaction of its own. And what a failed store does with the
+//! grant: give it back, or find out that the store committed after all. Split from [`super`],
+//! which parses and checks the callback.
 //!
 //! Past 500 lines on purpose: the write-ahead, the store and the failed store's two endings are one
 //! protocol whose correctness is read across all of them.
@@ -122,12 +125,42 @@ pub(super) async fn complete_flow(
             "code exchanged"
         );
     }
-    // From here on a live grant exists. It is written ahead before anything else can fail, so
-    // that whatever happens below — a failed store, a lost commit reply, this replica dying — it
-    // ends stored or revoked (by this request, or by the outbox once the lease runs out). What
-    // remains is the window between the provider's answer and this write's commit (in a
-    // transaction opened before the exchange, so no wait for a connection lies inside it).
+    // 3e. The grant must carry every scope the connection needs: a user can untick some at the
+    // consent screen (Google's granular consent), and a grant without them would fail every
+    // sync. (Given back below, through its write-ahead intent.)
+    let missing = config
+        .map(|c| c.scopes_not_granted(&tokens))
+        .unwrap_or_default();
+    // From here on a live grant exists, and nothing may wait until it is durable: a replica that
+    // died while this request waited would leave a live grant that nothing holds. When every lock
+    // the store needs is free now, the grant is stored in the transaction opened before the
+    // exchange, and its commit makes it durable in the row (`store_at_once`); the window between
+    // the provider's answer and that commit holds no wait.
     let grant = uuid::Uuid::new_v4();
+    let mut ahead = ahead;
+    if missing.is_empty() && may_store_at_once(&state, &ctx) {
+        if let Some(open) = ahead.take() {
+            let call = (&record, &member, provider);
+            match store_at_once(&state, &ctx, call, &tokens, grant, open).await {
+                AtOnce::Stored(view) => return Ok(*view),
+                AtOnce::WriteAheadFirst(open) => ahead = Some(open),
+                AtOnce::Failed(error) => {
+                    // Rolled back: nothing durable holds the grant, so it goes back now (the
+                    // limit of a failed write-ahead: at Google, the account's other grants too).
+                    let _ = give_back(&state, provider, &tokens).await;
+                    return Err(error);
+                }
+                AtOnce::CommitFailed(error) => {
+                    return after_failed_commit(&state, &ctx, call, &tokens, grant, error).await
+                }
+            }
+        }
+    }
+    // Otherwise the grant is written ahead before anything else can fail, so that whatever
+    // happens below — a failed store, a lost commit reply, this replica dying — it ends stored or
+    // revoked (by this request, or by the outbox once the lease runs out). What remains is the
+    // window between the provider's answer and this write's commit (in a transaction opened
+    // before the exchange, so no wait for a connection lies inside it).
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
         None => None,
@@ -166,12 +199,8 @@ pub(super) async fn complete_flow(
             }
         }
     };
-    // 3e. The grant must carry every scope the connection needs: a user can untick some at the
-    // consent screen (Google's granular consent), and a grant without them would fail every
-    // sync. Given back through its write-ahead intent, so it ends revoked even if this fails.
-    let missing = config
-        .map(|c| c.scopes_not_granted(&tokens))
-        .unwrap_or_default();
+    // A grant lacking a scope (3e) is given back through its write-ahead intent, so it ends
+    // revoked even if this fails.
     if !missing.is_empty() {
         let parked = give_back_settled(&state, member.tenant_id, provider, &tokens, intent).await;
         tracing::info!(
@@ -234,28 +263,7 @@ pub(super) async fn complete_flow(
             Some(intent) => {
                 match store_outcome(&state, &ctx, &record, &member, provider, grant, intent).await {
                     StoreOutcome::Stored(view) => {
-                        tracing::warn!(
-                            provider = provider.as_str(),
-                            "the callback's store committed although its reply was lost"
-                        );
-                        // Operators learn of it from the audit trail too (best effort: the store
-                        // and its own audit row are committed already).
-                        let event = AuditEvent {
-                            tenant_id: Some(member.tenant_id),
-                            workspace_id: Some(record.workspace_id),
-                            actor_user_id: Some(member.user_id),
-                            action: "oauth.callback",
-                            outcome: "commit_reply_lost",
-                            detail: json!({ "provider": provider.as_str(), "grant": "kept" }),
-                        };
-                        if let Ok(mut tx) =
-                            db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await
-                        {
-                            let result = audit::record(&mut tx, &ctx, event)
-                                .await
-                                .map_err(ApiError::from);
-                            let _ = db::finish(tx, result).await;
-                        }
+                        commit_reply_lost(&state, &ctx, (&record, &member, provider)).await;
                         return Ok(*view);
                     }
                     StoreOutcome::NotStored => {
@@ -479,15 +487,8 @@ async fn store_outcome(
     let read = async {
         let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
         let result: Result<StoreOutcome, ApiError> = async {
-            let stored: Option<Option<uuid::Uuid>> = sqlx::query_scalar(
-                "SELECT grant_id FROM connections WHERE workspace_id = $1 AND provider = $2",
-            )
-            .bind(record.workspace_id)
-            .bind(provider.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if stored.flatten() == Some(grant) {
-                let view = connections::read_view(&mut tx, record.workspace_id, provider).await?;
+            let call = (record, member, provider);
+            if let Some(view) = stored_view(&mut tx, call, grant, "").await? {
                 return Ok(StoreOutcome::Stored(Box::new(view)));
             }
             Ok(if outbox::held(&mut tx, intent).await? {
@@ -501,6 +502,233 @@ async fn store_outcome(
     };
     let outcome: Result<StoreOutcome, ApiError> = read.await;
     outcome.unwrap_or(StoreOutcome::LeftToOutbox)
+}
+
+/// A callback's flow, its caller and its provider, as the store's steps take them.
+type Call<'a> = (&'a OAuthStateRecord, &'a MemberOfRecord, Provider);
+
+/// The store's one write, under the workspace lock and the row lock: the tokens sealed to the new
+/// grant (so no ciphertext of an earlier grant of this row can ever be taken for one of this
+/// grant), the connection `CONNECTED`, and its audit row.
+async fn write_grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    (record, member, provider): Call<'_>,
+    tx: &mut db::Tx,
+    (lock, connection): (&locks::WorkspaceLock, &lifecycle::LockedConnection),
+    tokens: &TokenSet,
+    grant: uuid::Uuid,
+) -> Result<lifecycle::ViewRow, ApiError> {
+    let asked = state
+        .providers
+        .config(provider)
+        .map(|c| c.scopes.as_slice())
+        .unwrap_or_default();
+    let sealed = seal_token_set(
+        &state.vault,
+        connection,
+        grant,
+        tokens,
+        (None, asked),
+        state.clock.now(),
+    )?;
+    let audit = lifecycle::Audit {
+        ctx,
+        event: |to: ConnectionStatus| AuditEvent {
+            tenant_id: Some(member.tenant_id),
+            workspace_id: Some(record.workspace_id),
+            actor_user_id: Some(member.user_id),
+            action: "oauth.callback",
+            outcome: to.as_str(),
+            detail: json!({ "provider": provider.as_str() }),
+        },
+    };
+    let (_, row) = lifecycle::apply(
+        tx,
+        lock,
+        connection,
+        Transition::CompleteAuthorization,
+        Some(sealed),
+        audit,
+    )
+    .await?;
+    Ok(row)
+}
+
+/// Whether the callback may store its grant in the write-ahead's transaction. Not when the
+/// harness would park it at one of the store's points: a parked request waits, and nothing may
+/// wait before the grant is durable. Not under a seeded flaw of the store either: each keeps the
+/// path it was seeded in (`callback-waits-unwritten`, the flaw of this path, excepted).
+fn may_store_at_once(state: &AppState, ctx: &RequestContext) -> bool {
+    const STORE_POINTS: [&str; 3] = [
+        syncpoints::OAUTH_CALLBACK_EXCHANGED,
+        syncpoints::OAUTH_CALLBACK_LOCKED,
+        syncpoints::OAUTH_CALLBACK_BEFORE_COMMIT,
+    ];
+    let seeded_in_the_store = [
+        Flaw::NoCallbackTenantCheck,
+        Flaw::NoRowLock,
+        Flaw::NonAtomicStateConsume,
+    ];
+    !SyncHooks::would_park(state.sync_points.as_ref(), ctx, &STORE_POINTS)
+        && !seeded_in_the_store.into_iter().any(flaws::active)
+}
+
+/// What storing the grant in the write-ahead's transaction came to.
+enum AtOnce {
+    /// Stored and committed: the grant is durable in its row.
+    Stored(Box<ConnectionView>),
+    /// A lock the store needs is held by someone else, or the caller is no longer an admin, or
+    /// the connection is not this flow's to complete: nothing was written, and the transaction
+    /// (with whatever it took) goes on to write the grant ahead.
+    WriteAheadFirst(OpenWriteAhead),
+    /// A statement failed: rolled back, nothing durable holds the grant.
+    Failed(ApiError),
+    /// The commit failed: whether it happened is not known yet.
+    CommitFailed(ApiError),
+}
+
+/// Stores the grant in the write-ahead's transaction when nothing has to wait: the membership's
+/// hold and the workspace lock in one statement that tries them (`admin_membership_try_lock`),
+/// then the row `SKIP LOCKED`, each given up at once when held. The connection must be `PENDING`
+/// for this flow; anything else is left to the written-ahead store, which decides it as always.
+/// (Seeded flaw `callback-waits-unwritten`: the locks are waited for, the grant still unwritten.)
+async fn store_at_once(
+    state: &AppState,
+    ctx: &RequestContext,
+    call: Call<'_>,
+    tokens: &TokenSet,
+    grant: uuid::Uuid,
+    ahead: OpenWriteAhead,
+) -> AtOnce {
+    let (record, member, provider) = call;
+    let OpenWriteAhead { mut tx, connection } = ahead;
+    let waits = flaws::active(Flaw::CallbackWaitsUnwritten);
+    let attempt: Result<Option<ConnectionView>, ApiError> = async {
+        let (workspace, user) = (record.workspace_id, member.user_id);
+        let lock = if waits {
+            use crate::auth::AdminEntry;
+            match crate::auth::admin_membership_then_lock(&mut tx, workspace, user, LockFor::OAuth)
+                .await?
+            {
+                AdminEntry::Locked(lock) => Some(lock),
+                AdminEntry::NotMember | AdminEntry::NotAdmin => None,
+            }
+        } else {
+            crate::auth::admin_membership_try_lock(&mut tx, workspace, user, LockFor::OAuth).await?
+        };
+        let Some(lock) = lock else {
+            return Ok(None);
+        };
+        let row = if waits {
+            Some(lifecycle::lock_connection(&mut tx, &lock, provider).await?)
+        } else {
+            lifecycle::try_lock_connection(&mut tx, &lock, provider).await?
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if row.status != ConnectionStatus::Pending || row.pending_flow != record.flow_id {
+            return Ok(None);
+        }
+        let written = write_grant(state, ctx, call, &mut tx, (&lock, &row), tokens, grant).await?;
+        connections::view(written).map(Some)
+    }
+    .await;
+    match attempt {
+        Ok(None) => AtOnce::WriteAheadFirst(OpenWriteAhead { tx, connection }),
+        Ok(Some(view)) => match db::finish(tx, Ok::<_, ApiError>(view)).await {
+            Ok(view) => AtOnce::Stored(Box::new(view)),
+            Err(error) => AtOnce::CommitFailed(error),
+        },
+        Err(error) => AtOnce::Failed(db::finish(tx, Err::<(), _>(error)).await.unwrap_err()),
+    }
+}
+
+/// After a store-at-once whose commit failed: whether it happened is read on a fresh connection
+/// (the row's grant, read `FOR SHARE`, so a commit still being made durable is waited for, not
+/// read around). Stored: kept, answered, and the lost reply audited. Not stored, or not known
+/// (the database cannot be read now): given back, for nothing durable holds it — a grant that
+/// may have been stored is revoked rather than left live with nothing to end it (its row then
+/// holds a grant the provider refuses, and the next sync asks for a reconnect). Seeded flaw
+/// `revoke-on-any-commit-error`: given back without asking.
+async fn after_failed_commit(
+    state: &AppState,
+    ctx: &RequestContext,
+    call: Call<'_>,
+    tokens: &TokenSet,
+    grant: uuid::Uuid,
+    error: ApiError,
+) -> Result<ConnectionView, ApiError> {
+    let (_, _, provider) = call;
+    if !flaws::active(Flaw::RevokeOnAnyCommitError) {
+        if let Ok(Some(view)) = read_stored(state, ctx, call, grant, " FOR SHARE").await {
+            commit_reply_lost(state, ctx, call).await;
+            return Ok(view);
+        }
+    }
+    let _ = give_back(state, provider, tokens).await;
+    Err(error)
+}
+
+/// The connection's view when its row holds `grant` (`lock`: the read's locking clause), read in
+/// a transaction of its own.
+async fn read_stored(
+    state: &AppState,
+    ctx: &RequestContext,
+    (record, member, provider): Call<'_>,
+    grant: uuid::Uuid,
+    lock: &str,
+) -> Result<Option<ConnectionView>, ApiError> {
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
+    let result = stored_view(&mut tx, (record, member, provider), grant, lock).await;
+    db::finish(tx, result).await
+}
+
+/// [`read_stored`]'s read, in `tx`.
+async fn stored_view(
+    tx: &mut db::Tx,
+    (record, _, provider): Call<'_>,
+    grant: uuid::Uuid,
+    lock: &str,
+) -> Result<Option<ConnectionView>, ApiError> {
+    let stored: Option<Option<uuid::Uuid>> = sqlx::query_scalar(&format!(
+        "SELECT grant_id FROM connections WHERE workspace_id = $1 AND provider = $2{lock}"
+    ))
+    .bind(record.workspace_id)
+    .bind(provider.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if stored.flatten() != Some(grant) {
+        return Ok(None);
+    }
+    connections::read_view(tx, record.workspace_id, provider)
+        .await
+        .map(Some)
+}
+
+/// A store whose commit's reply was lost committed after all: said in the log and, best effort
+/// (the store and its own audit row are committed already), in the audit trail.
+async fn commit_reply_lost(state: &AppState, ctx: &RequestContext, call: Call<'_>) {
+    let (record, member, provider) = call;
+    tracing::warn!(
+        provider = provider.as_str(),
+        "the callback's store committed although its reply was lost"
+    );
+    let event = AuditEvent {
+        tenant_id: Some(member.tenant_id),
+        workspace_id: Some(record.workspace_id),
+        actor_user_id: Some(member.user_id),
+        action: "oauth.callback",
+        outcome: "commit_reply_lost",
+        detail: json!({ "provider": provider.as_str(), "grant": "kept" }),
+    };
+    if let Ok(mut tx) = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await {
+        let result = audit::record(&mut tx, ctx, event)
+            .await
+            .map_err(ApiError::from);
+        let _ = db::finish(tx, result).await;
+    }
 }
 
 /// Step 4: under the workspace lock and the row lock, encrypt and store the tokens, `CONNECTED`.
@@ -554,41 +782,8 @@ async fn store_grant(
         {
             return Err(ApiError::AuthorizationSuperseded);
         }
-        // A new grant: the tokens are sealed to it, so no ciphertext of an earlier grant of this
-        // row can ever be taken for one of this grant.
-        let asked = state
-            .providers
-            .config(provider)
-            .map(|c| c.scopes.as_slice())
-            .unwrap_or_default();
-        let sealed = seal_token_set(
-            &state.vault,
-            &connection,
-            grant,
-            tokens,
-            (None, asked),
-            state.clock.now(),
-        )?;
-        let audit = lifecycle::Audit {
-            ctx,
-            event: |to: ConnectionStatus| AuditEvent {
-                tenant_id: Some(member.tenant_id),
-                workspace_id: Some(record.workspace_id),
-                actor_user_id: Some(member.user_id),
-                action: "oauth.callback",
-                outcome: to.as_str(),
-                detail: json!({ "provider": provider.as_str() }),
-            },
-        };
-        let (_, row) = lifecycle::apply(
-            &mut tx,
-            &lock,
-            &connection,
-            Transition::CompleteAuthorization,
-            Some(sealed),
-            audit,
-        )
-        .await?;
+        let call = (record, member, provider);
+        let row = write_grant(state, ctx, call, &mut tx, (&lock, &connection), tokens, grant).await?;
         // The grant is stored in this transaction, so its write-ahead intent goes in it too.
         if let Some(intent) = intent {
             if !outbox::discard(&mut tx, intent).await? {
