@@ -172,24 +172,26 @@ pub async fn admin_membership_then_lock(
 
 /// [`MEMBERSHIP_HELD_AND_LOCK`] without a wait: the membership's hold and the workspace lock are
 /// each tried (`harbor_membership_try_hold`, migration 0022; `pg_try_advisory_xact_lock`), the
-/// lock only once the hold is taken and the role is one of `$5`. Its one column: whether both
-/// were taken.
+/// lock only once the hold is taken and the role is one of `$5`. Its columns: whether both were
+/// taken, and the transaction's id (assigned now: a commit whose reply is lost is then asked
+/// about by that id, `pg_xact_status`).
 pub const MEMBERSHIP_AND_LOCK_TRIED: &str = "SELECT \
-    CASE WHEN h.held AND h.role = ANY($5) THEN pg_try_advisory_xact_lock($3, $4) END IS TRUE \
+    CASE WHEN h.held AND h.role = ANY($5) THEN pg_try_advisory_xact_lock($3, $4) END IS TRUE, \
+    pg_current_xact_id()::text::bigint \
     FROM harbor_membership_try_hold($1, $2) AS h";
 
 /// [`admin_membership_then_lock`] for a request that must not wait: the workspace lock when the
 /// caller is an owner or admin and neither the membership's hold nor the lock is taken by
 /// someone else now; `None` otherwise — held elsewhere, not a member, not an admin — and then
-/// whatever was taken is the transaction's until it ends.
+/// whatever was taken is the transaction's until it ends. With it, the transaction's id.
 pub async fn admin_membership_try_lock(
     tx: &mut crate::db::Tx,
     workspace_id: WorkspaceId,
     user_id: UserId,
     lock: crate::locks::LockFor,
-) -> Result<Option<crate::locks::WorkspaceLock>, ApiError> {
+) -> Result<(Option<crate::locks::WorkspaceLock>, i64), ApiError> {
     let key = lock.key(workspace_id);
-    let locked: bool = sqlx::query_scalar(MEMBERSHIP_AND_LOCK_TRIED)
+    let (locked, xid): (bool, i64) = sqlx::query_as(MEMBERSHIP_AND_LOCK_TRIED)
         .bind(workspace_id)
         .bind(user_id)
         .bind(key.classid)
@@ -197,7 +199,7 @@ pub async fn admin_membership_try_lock(
         .bind(Role::names_let_through(true))
         .fetch_one(&mut **tx)
         .await?;
-    Ok(locked.then(|| lock.taken_by_statement(workspace_id)))
+    Ok((locked.then(|| lock.taken_by_statement(workspace_id)), xid))
 }
 
 /// Reads a named path segment without axum's plain-text rejections.

@@ -292,6 +292,30 @@ pub(crate) fn lock_timeout_millis(timeout: std::time::Duration) -> String {
     crate::config::millis(timeout).to_string()
 }
 
+/// What became of the transaction whose id `pg_current_xact_id()` gave as `xid`, when its
+/// commit's reply never arrived: `Some(true)` committed, `Some(false)` aborted, `None` not known —
+/// the server cannot be asked, or the transaction is still in progress after two seconds of
+/// asking (a commit being made durable, or a session whose client the server has not yet found
+/// gone), or the id is too old for the server to remember.
+pub async fn commit_status(pool: &PgPool, xid: i64) -> Option<bool> {
+    for _ in 0..20 {
+        let status: Result<Option<String>, sqlx::Error> =
+            sqlx::query_scalar("SELECT pg_xact_status($1::bigint::text::xid8)")
+                .bind(xid)
+                .fetch_one(pool)
+                .await;
+        match status.as_ref().map(|s| s.as_deref()) {
+            Ok(Some("committed")) => return Some(true),
+            Ok(Some("aborted")) => return Some(false),
+            Ok(None) => return None,
+            // In progress, or the server did not answer: asked again.
+            Ok(Some(_)) | Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// Finishes a request's transaction: commits on `Ok`; on `Err` rolls back and waits for the
 /// rollback, so every lock the transaction held is gone before the caller writes its response.
 /// Generic over the caller's error type, which must be able to say that the commit failed.

@@ -46,7 +46,7 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
 /// plans it always makes first.
 #[tokio::test]
 async fn the_entry_statements_keep_a_generic_plan() {
-    use harbor_service::auth::MEMBERSHIP_HELD_AND_LOCK;
+    use harbor_service::auth::{MEMBERSHIP_AND_LOCK_TRIED, MEMBERSHIP_HELD_AND_LOCK};
     use harbor_service::domain::Role;
     use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK};
     let app = crate::helpers::spawn_app().await;
@@ -92,9 +92,25 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .await
             .unwrap();
         assert_eq!(held, (Some("owner".to_owned()), true));
+        // The store made at once: the same, tried (both already this transaction's).
+        let tried: (bool, i64) = sqlx::query_as(MEMBERSHIP_AND_LOCK_TRIED)
+            .bind(t.workspace)
+            .bind(t.owner)
+            .bind(1_i32)
+            .bind(2_i32)
+            .bind(admins)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert!(tried.0 && tried.1 > 0, "{tried:?}");
         tx.rollback().await.unwrap();
     }
-    for statement in [ENTER, ENTER_AND_LOCK, MEMBERSHIP_HELD_AND_LOCK] {
+    for statement in [
+        ENTER,
+        ENTER_AND_LOCK,
+        MEMBERSHIP_HELD_AND_LOCK,
+        MEMBERSHIP_AND_LOCK_TRIED,
+    ] {
         let (generic, custom): (i64, i64) = sqlx::query_as(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
         )

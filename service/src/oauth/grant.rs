@@ -131,6 +131,18 @@ pub(super) async fn complete_flow(
     let missing = config
         .map(|c| c.scopes_not_granted(&tokens))
         .unwrap_or_default();
+    // 3f. An access token that expires with nothing to renew it (Google's answer to an account
+    // that consented before, when the request lost `prompt=consent`; a QuickBooks or Box answer
+    // outside its protocol) is a grant that ends with that token: it is stored with that end
+    // (`grant_ends_at`), so a sync past it ends the connection and activation does not rest on
+    // it. Not given back: at Google, revoking it would end the account's whole consent to the
+    // client — the grant another connection of the same account holds included.
+    if missing.is_empty() && tokens.refresh_token.is_none() && tokens.expires_in.is_some() {
+        tracing::warn!(
+            provider = provider.as_str(),
+            "a callback's grant carries no refresh token: it ends with its access token (does the authorization request ask for offline access and consent?)"
+        );
+    }
     // From here on a live grant exists, and nothing may wait until it is durable: a replica that
     // died while this request waited would leave a live grant that nothing holds. When every lock
     // the store needs is free now, the grant is stored in the transaction opened before the
@@ -141,17 +153,18 @@ pub(super) async fn complete_flow(
     if missing.is_empty() && may_store_at_once(&state, &ctx) {
         if let Some(open) = ahead.take() {
             let call = (&record, &member, provider);
+            let connection = open.connection;
+            let unwritten = (grant, connection, &tokens);
             match store_at_once(&state, &ctx, call, &tokens, grant, open).await {
                 AtOnce::Stored(view) => return Ok(*view),
                 AtOnce::WriteAheadFirst(open) => ahead = Some(open),
                 AtOnce::Failed(error) => {
-                    // Rolled back: nothing durable holds the grant, so it goes back now (the
-                    // limit of a failed write-ahead: at Google, the account's other grants too).
-                    let _ = give_back(&state, provider, &tokens).await;
+                    // Rolled back: nothing durable holds the grant, so it goes back now.
+                    give_back_unwritten(&state, call, unwritten).await;
                     return Err(error);
                 }
-                AtOnce::CommitFailed(error) => {
-                    return after_failed_commit(&state, &ctx, call, &tokens, grant, error).await
+                AtOnce::CommitFailed { error, xid } => {
+                    return after_failed_commit(&state, &ctx, call, unwritten, (xid, error)).await
                 }
             }
         }
@@ -218,18 +231,6 @@ pub(super) async fn complete_flow(
             Refusal::ScopesNotGranted(missing),
         )
         .await;
-    }
-    // 3f. An access token that expires with nothing to renew it (Google's answer to an account
-    // that consented before, when the request lost `prompt=consent`; a QuickBooks or Box answer
-    // outside its protocol) is a grant that ends with that token: it is stored with that end
-    // (`grant_ends_at`), so a sync past it ends the connection and activation does not rest on
-    // it. Not given back: at Google, revoking it would end the account's whole consent to the
-    // client — the grant another connection of the same account holds included.
-    if tokens.refresh_token.is_none() && tokens.expires_in.is_some() {
-        tracing::warn!(
-            provider = provider.as_str(),
-            "a callback's grant carries no refresh token: it ends with its access token (does the authorization request ask for offline access and consent?)"
-        );
     }
     state.states.finish(params.state.expose_secret()).await?;
     let finished = store_grant(
@@ -488,7 +489,7 @@ async fn store_outcome(
         let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
         let result: Result<StoreOutcome, ApiError> = async {
             let call = (record, member, provider);
-            if let Some(view) = stored_view(&mut tx, call, grant, "").await? {
+            if let Some(view) = stored_view(&mut tx, call, grant).await? {
                 return Ok(StoreOutcome::Stored(Box::new(view)));
             }
             Ok(if outbox::held(&mut tx, intent).await? {
@@ -585,7 +586,12 @@ enum AtOnce {
     /// A statement failed: rolled back, nothing durable holds the grant.
     Failed(ApiError),
     /// The commit failed: whether it happened is not known yet.
-    CommitFailed(ApiError),
+    CommitFailed {
+        /// Why.
+        error: ApiError,
+        /// The transaction's id, to ask the server what became of it.
+        xid: i64,
+    },
 }
 
 /// Stores the grant in the write-ahead's transaction when nothing has to wait: the membership's
@@ -604,6 +610,7 @@ async fn store_at_once(
     let (record, member, provider) = call;
     let OpenWriteAhead { mut tx, connection } = ahead;
     let waits = flaws::active(Flaw::CallbackWaitsUnwritten);
+    let mut xid = 0;
     let attempt: Result<Option<ConnectionView>, ApiError> = async {
         let (workspace, user) = (record.workspace_id, member.user_id);
         let lock = if waits {
@@ -611,11 +618,20 @@ async fn store_at_once(
             match crate::auth::admin_membership_then_lock(&mut tx, workspace, user, LockFor::OAuth)
                 .await?
             {
-                AdminEntry::Locked(lock) => Some(lock),
+                AdminEntry::Locked(lock) => {
+                    xid = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    Some(lock)
+                }
                 AdminEntry::NotMember | AdminEntry::NotAdmin => None,
             }
         } else {
-            crate::auth::admin_membership_try_lock(&mut tx, workspace, user, LockFor::OAuth).await?
+            let (lock, id) =
+                crate::auth::admin_membership_try_lock(&mut tx, workspace, user, LockFor::OAuth)
+                    .await?;
+            xid = id;
+            lock
         };
         let Some(lock) = lock else {
             return Ok(None);
@@ -639,49 +655,101 @@ async fn store_at_once(
         Ok(None) => AtOnce::WriteAheadFirst(OpenWriteAhead { tx, connection }),
         Ok(Some(view)) => match db::finish(tx, Ok::<_, ApiError>(view)).await {
             Ok(view) => AtOnce::Stored(Box::new(view)),
-            Err(error) => AtOnce::CommitFailed(error),
+            Err(error) => AtOnce::CommitFailed { error, xid },
         },
         Err(error) => AtOnce::Failed(db::finish(tx, Err::<(), _>(error)).await.unwrap_err()),
     }
 }
 
-/// After a store-at-once whose commit failed: whether it happened is read on a fresh connection
-/// (the row's grant, read `FOR SHARE`, so a commit still being made durable is waited for, not
-/// read around). Stored: kept, answered, and the lost reply audited. Not stored, or not known
-/// (the database cannot be read now): given back, for nothing durable holds it — a grant that
-/// may have been stored is revoked rather than left live with nothing to end it (its row then
-/// holds a grant the provider refuses, and the next sync asks for a reconnect). Seeded flaw
-/// `revoke-on-any-commit-error`: given back without asking.
+/// A grant that nothing durable holds, as the store-at-once knows it: the grant's id, the row
+/// its tokens are sealed to, and the tokens.
+type Unwritten<'a> = (uuid::Uuid, ConnectionId, &'a TokenSet);
+
+/// After a store-at-once whose commit failed: the server is asked what became of the transaction
+/// (`pg_xact_status` of the id it was given, on the write-ahead pool, for a few seconds while it
+/// is still in progress). Committed: the grant is stored — kept, answered with the row's view,
+/// and the lost reply audited. Aborted: given back. Not known (the database cannot be asked, or
+/// the commit is still in progress): left to the outbox through an intent written now, which
+/// the worker drops when the row holds the grant and revokes otherwise — so a stored grant is
+/// never revoked for a reply that was lost. Seeded flaw `revoke-on-any-commit-error`: given back
+/// without asking.
 async fn after_failed_commit(
     state: &AppState,
     ctx: &RequestContext,
     call: Call<'_>,
-    tokens: &TokenSet,
-    grant: uuid::Uuid,
-    error: ApiError,
+    unwritten: Unwritten<'_>,
+    (xid, error): (i64, ApiError),
 ) -> Result<ConnectionView, ApiError> {
-    let (_, _, provider) = call;
-    if !flaws::active(Flaw::RevokeOnAnyCommitError) {
-        if let Ok(Some(view)) = read_stored(state, ctx, call, grant, " FOR SHARE").await {
+    let (grant, _, tokens) = unwritten;
+    if flaws::active(Flaw::RevokeOnAnyCommitError) {
+        let _ = give_back(state, call.2, tokens).await;
+        return Err(error);
+    }
+    match db::commit_status(&state.write_ahead_db, xid).await {
+        Some(true) => {
             commit_reply_lost(state, ctx, call).await;
-            return Ok(view);
+            match read_stored(state, ctx, call, grant).await {
+                Ok(Some(view)) => Ok(view),
+                // Stored, but its view cannot be read now: the caller is told the request
+                // failed, and finds the connection `CONNECTED` when it looks again.
+                _ => Err(error),
+            }
+        }
+        Some(false) => {
+            give_back_unwritten(state, call, unwritten).await;
+            Err(error)
+        }
+        None => {
+            if write_intent(state, call, unwritten).await.is_none() {
+                // Nothing can be written: the one way left to end it (a failed write-ahead's
+                // limit — and a grant the commit may have stored is revoked with it).
+                let _ = give_back(state, call.2, tokens).await;
+            }
+            Err(error)
         }
     }
-    let _ = give_back(state, provider, tokens).await;
-    Err(error)
 }
 
-/// The connection's view when its row holds `grant` (`lock`: the read's locking clause), read in
-/// a transaction of its own.
+/// Gives back a grant nothing durable holds: through an intent written for it now (so a Google
+/// grant whose account another connection holds is parked, not revoked: `give_back_settled`),
+/// or, when not even that can be written, at once.
+async fn give_back_unwritten(state: &AppState, call: Call<'_>, unwritten: Unwritten<'_>) {
+    let (_, member, provider) = call;
+    let tokens = unwritten.2;
+    match write_intent(state, call, unwritten).await {
+        Some(intent) => {
+            give_back_settled(state, member.tenant_id, provider, tokens, Some(intent)).await;
+        }
+        None => {
+            let _ = give_back(state, provider, tokens).await;
+        }
+    }
+}
+
+/// Writes the intent of a grant nothing durable holds, in a transaction of its own on the
+/// write-ahead pool, as the write-ahead writes it (`None`: it could not be written).
+async fn write_intent(
+    state: &AppState,
+    call: Call<'_>,
+    (grant, connection, tokens): Unwritten<'_>,
+) -> Option<outbox::IntentId> {
+    let (_, member, _) = call;
+    let tx = db::begin(&state.write_ahead_db, None, member.tenant_id)
+        .await
+        .ok()?;
+    let ahead = OpenWriteAhead { tx, connection };
+    write_ahead(state, ahead, call, grant, tokens).await.ok()
+}
+
+/// The connection's view when its row holds `grant`, read in a transaction of its own.
 async fn read_stored(
     state: &AppState,
     ctx: &RequestContext,
-    (record, member, provider): Call<'_>,
+    call: Call<'_>,
     grant: uuid::Uuid,
-    lock: &str,
 ) -> Result<Option<ConnectionView>, ApiError> {
-    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-    let result = stored_view(&mut tx, (record, member, provider), grant, lock).await;
+    let mut tx = db::begin(&state.db, ctx.actor.as_ref(), call.1.tenant_id).await?;
+    let result = stored_view(&mut tx, call, grant).await;
     db::finish(tx, result).await
 }
 
@@ -690,11 +758,10 @@ async fn stored_view(
     tx: &mut db::Tx,
     (record, _, provider): Call<'_>,
     grant: uuid::Uuid,
-    lock: &str,
 ) -> Result<Option<ConnectionView>, ApiError> {
-    let stored: Option<Option<uuid::Uuid>> = sqlx::query_scalar(&format!(
-        "SELECT grant_id FROM connections WHERE workspace_id = $1 AND provider = $2{lock}"
-    ))
+    let stored: Option<Option<uuid::Uuid>> = sqlx::query_scalar(
+        "SELECT grant_id FROM connections WHERE workspace_id = $1 AND provider = $2",
+    )
     .bind(record.workspace_id)
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)

@@ -28,7 +28,7 @@ use crate::vault::{KeyRing, TokenBinding, TokenField};
 
 /// What became of an attempt to adopt a rotated token.
 enum Adoption {
-    /// Stored into its row; the intent is gone.
+    /// Stored into its row (or found stored there already); the intent is gone.
     Adopted,
     /// Not a rotated token, or its row moved on: revoke it.
     NotAdoptable,
@@ -273,19 +273,25 @@ impl Worker {
     /// if the row still holds exactly the token it replaced (same grant, `CONNECTED`, the spent
     /// ciphertext unchanged): the grant stays the user's. A row that moved on (disconnected,
     /// reconnected, rotated again, re-sealed by `rotate-keys`), and anything that is not a
-    /// rotation, is [`Adoption::NotAdoptable`] and revoked. Under the workspace lock and then the
+    /// rotation, is [`Adoption::NotAdoptable`] and revoked. A fresh grant's intent (a callback's:
+    /// it replaces nothing, and its grant id is its own) whose row holds that grant, `CONNECTED`,
+    /// was stored after all — by a store whose commit's fate its request could not learn — and is
+    /// dropped, not revoked. Under the workspace lock and then the
     /// row lock, the order of every writer of the connection, in a transaction scoped to the
     /// intent's tenant; the lease is checked again under them, since another worker may have
     /// taken the intent while this one waited.
     async fn adopt(&self, intent: &Claimed) -> Result<Adoption, WorkerError> {
-        let rotated = intent.reason == Reason::UnstoredGrant.as_str() && intent.field == "refresh";
-        let Some(replaced) = intent.replaces_token.as_deref().filter(|_| rotated) else {
+        let unstored = intent.reason == Reason::UnstoredGrant.as_str();
+        let rotated = unstored && intent.field == "refresh";
+        let replaced = intent.replaces_token.as_deref().filter(|_| rotated);
+        let fresh = unstored && intent.replaces_token.is_none() && intent.grant_id.is_some();
+        if replaced.is_none() && !fresh {
             return Ok(Adoption::NotAdoptable);
-        };
+        }
         let Ok(provider) = Provider::parse(&intent.provider) else {
             return Ok(Adoption::NotAdoptable);
         };
-        if flaws::active(Flaw::RevokeUnstoredRotation) {
+        if replaced.is_some() && flaws::active(Flaw::RevokeUnstoredRotation) {
             return Ok(Adoption::NotAdoptable);
         }
         let mut tx = db::begin(&self.db, None, intent.tenant_id).await?;
@@ -313,23 +319,35 @@ impl Worker {
                 Err(lifecycle::LifecycleError::NotFound) => return Ok(Adoption::NotAdoptable),
                 Err(e) => return Err(e.into()),
             };
-            let spent = connection
-                .tokens
-                .as_ref()
-                .and_then(|t| t.refresh_token.as_deref());
-            let holds_replaced = connection.id == intent.connection_id
+            let holds_grant = connection.id == intent.connection_id
                 && connection.status == ConnectionStatus::Connected
-                && connection.grant_id == intent.grant_id
-                && spent == Some(replaced);
-            let rotation = UnstoredRotation {
-                id: intent.id,
-                sealed: intent.sealed_token.clone(),
+                && connection.grant_id == intent.grant_id;
+            let outcome = match replaced {
+                // A fresh grant found in its row: the intent goes, nothing is revoked.
+                None => {
+                    if !holds_grant || !super::discard(&mut tx, lease).await? {
+                        return Ok(Adoption::NotAdoptable);
+                    }
+                    "found_stored"
+                }
+                Some(replaced) => {
+                    let spent = connection
+                        .tokens
+                        .as_ref()
+                        .and_then(|t| t.refresh_token.as_deref());
+                    let rotation = UnstoredRotation {
+                        id: intent.id,
+                        sealed: intent.sealed_token.clone(),
+                    };
+                    if !holds_grant
+                        || spent != Some(replaced)
+                        || !adopt(&mut tx, &lock, &connection, &rotation, self.clock.now()).await?
+                    {
+                        return Ok(Adoption::NotAdoptable);
+                    }
+                    "adopted"
+                }
             };
-            if !holds_replaced
-                || !adopt(&mut tx, &lock, &connection, &rotation, self.clock.now()).await?
-            {
-                return Ok(Adoption::NotAdoptable);
-            }
             let ctx = RequestContext {
                 request_id: "outbox-worker".to_owned(),
                 actor: None,
@@ -339,7 +357,7 @@ impl Worker {
                 workspace_id: Some(intent.workspace_id),
                 actor_user_id: None,
                 action: "revocation.outbox",
-                outcome: "adopted",
+                outcome,
                 detail: json!({
                     "provider": intent.provider,
                     "reason": intent.reason,
