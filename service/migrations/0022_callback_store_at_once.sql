@@ -34,3 +34,12 @@ $$;
 
 REVOKE ALL ON FUNCTION harbor_membership_try_hold(uuid, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION harbor_membership_try_hold(uuid, uuid) TO harbor_app;
+
+-- A callback whose store made at once lost its commit's reply, and could not learn what became of
+-- its transaction, leaves the grant to the outbox through an intent written then. The store may
+-- have committed: the worker then finds the grant in its row and drops the intent instead of
+-- revoking a stored grant. Only a callback's fresh grant can be judged so — its grant id is new,
+-- so a row holding it holds this very grant — which this column says; a rotated refresh token
+-- keeps its grant's id (an intent written by a release before migration 0010 looks like a
+-- callback's in every other column).
+ALTER TABLE revocation_outbox ADD COLUMN fresh_grant boolean NOT NULL DEFAULT false;

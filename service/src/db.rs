@@ -293,12 +293,14 @@ pub(crate) fn lock_timeout_millis(timeout: std::time::Duration) -> String {
 }
 
 /// What became of the transaction whose id `pg_current_xact_id()` gave as `xid`, when its
-/// commit's reply never arrived: `Some(true)` committed, `Some(false)` aborted, `None` not known —
-/// the server cannot be asked, or the transaction is still in progress after two seconds of
-/// asking (a commit being made durable, or a session whose client the server has not yet found
-/// gone), or the id is too old for the server to remember.
+/// commit's reply never arrived: `Some(true)` committed (and visible: PostgreSQL answers
+/// `committed` only once the transaction is no longer in progress), `Some(false)` aborted, `None`
+/// not known — the server cannot be asked, or the transaction is still in progress after twenty
+/// askings 100 ms apart (a commit being made durable, or a session whose client the server has
+/// not yet found gone), or the id is too old for the server to remember. Each asking may wait for
+/// the pool: the caller bounds the whole.
 pub async fn commit_status(pool: &PgPool, xid: i64) -> Option<bool> {
-    for _ in 0..20 {
+    for asked in 1..=20 {
         let status: Result<Option<String>, sqlx::Error> =
             sqlx::query_scalar("SELECT pg_xact_status($1::bigint::text::xid8)")
                 .bind(xid)
@@ -311,7 +313,9 @@ pub async fn commit_status(pool: &PgPool, xid: i64) -> Option<bool> {
             // In progress, or the server did not answer: asked again.
             Ok(Some(_)) | Err(_) => {}
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if asked < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     None
 }

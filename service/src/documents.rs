@@ -531,7 +531,8 @@ async fn write_ahead_rotated(
             .filter(|_| connection.grant_id.is_some())
             .and_then(|t| t.refresh_token.as_deref());
         let now = state.clock.now();
-        let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, replaces, now)
+        let ahead = outbox::Ahead::Rotation(replaces);
+        let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, ahead, now)
             .await
             .map_err(ApiError::from);
         db::finish(tx, result).await

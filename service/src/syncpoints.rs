@@ -99,8 +99,9 @@ impl SyncHooks {
     }
 
     /// Whether the request would park at one of `points`: the harness armed one for its actor (or
-    /// holds one occupied, which counts the same: its slot is not free). A request that may not wait (a callback whose fresh grant is not durable yet) asks first: a
-    /// parked request waits for the harness as long as it likes.
+    /// holds one occupied, which counts the same: its slot is not free). A request that may not
+    /// wait (a callback whose fresh grant is not durable yet) asks first: a parked request waits
+    /// for the harness as long as it likes.
     pub fn would_park(
         hooks: Option<&SyncHooks>,
         ctx: &RequestContext,

@@ -47,6 +47,10 @@ pub enum FaultKind {
     /// reply is lost: the connection is cut after the server has answered, before the answer
     /// reaches the replica (which cannot tell a lost reply from a failed commit).
     PostgresLoseCommitReply,
+    /// The next `COMMIT` a replica sends never reaches the server: its connection is cut instead,
+    /// and the server rolls the transaction back (the replica, again, cannot tell this from a
+    /// lost reply).
+    PostgresLoseCommit,
     /// The server is gone: open connections are cut, new ones refused.
     PostgresDown,
     /// The server is back (committed data intact, as after a restart).
@@ -149,13 +153,15 @@ pub enum ProxyAction {
     /// Let the next PostgreSQL `COMMIT` through, then cut its connection once the server has
     /// answered, so the answer is lost.
     LoseNextCommitReply,
+    /// Cut the connection that sends the next PostgreSQL `COMMIT`, before the server reads it.
+    LoseNextCommit,
     /// Listen again.
     Up,
 }
 
 impl FaultKind {
     /// Every fault, in the order of the documentation.
-    pub const ALL: [FaultKind; 23] = [
+    pub const ALL: [FaultKind; 24] = [
         FaultKind::RedisPause,
         FaultKind::RedisResume,
         FaultKind::RedisDropConnections,
@@ -167,6 +173,7 @@ impl FaultKind {
         FaultKind::PostgresResume,
         FaultKind::PostgresDropConnections,
         FaultKind::PostgresLoseCommitReply,
+        FaultKind::PostgresLoseCommit,
         FaultKind::PostgresDown,
         FaultKind::PostgresUp,
         FaultKind::PostgresRestart,
@@ -195,6 +202,7 @@ impl FaultKind {
             FaultKind::PostgresResume => "postgres_resume",
             FaultKind::PostgresDropConnections => "postgres_drop_connections",
             FaultKind::PostgresLoseCommitReply => "postgres_lose_commit_reply",
+            FaultKind::PostgresLoseCommit => "postgres_lose_commit",
             FaultKind::PostgresDown => "postgres_down",
             FaultKind::PostgresUp => "postgres_up",
             FaultKind::PostgresRestart => "postgres_restart",
@@ -220,6 +228,7 @@ impl FaultKind {
             | PostgresResume
             | PostgresDropConnections
             | PostgresLoseCommitReply
+            | PostgresLoseCommit
             | PostgresDown
             | PostgresUp
             | PostgresRestart
@@ -240,6 +249,7 @@ impl FaultKind {
             RedisDown | PostgresDown | ProviderDown => ProxyAction::Down,
             RedisUp | PostgresUp | ProviderUp => ProxyAction::Up,
             PostgresLoseCommitReply => ProxyAction::LoseNextCommitReply,
+            PostgresLoseCommit => ProxyAction::LoseNextCommit,
             _ => return None,
         })
     }

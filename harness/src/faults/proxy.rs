@@ -27,6 +27,9 @@ struct Mode {
     /// How many of the next `COMMIT`s have their reply lost (each connection that sends one
     /// takes one).
     lose_commit_replies: u32,
+    /// How many of the next `COMMIT`s never reach the server: the connection that sends one is
+    /// cut instead, and the server rolls its transaction back.
+    lose_commits: u32,
 }
 
 /// A TCP proxy to `upstream` on a free port of 127.0.0.1, stopped when dropped.
@@ -120,6 +123,7 @@ impl FaultProxy {
                 ProxyAction::Resume => {
                     m.paused = false;
                     m.lose_commit_replies = 0;
+                    m.lose_commits = 0;
                 }
                 ProxyAction::Drop => m.generation += 1,
                 ProxyAction::Down => {
@@ -128,6 +132,7 @@ impl FaultProxy {
                 }
                 ProxyAction::Up => m.down = false,
                 ProxyAction::LoseNextCommitReply => m.lose_commit_replies += 1,
+                ProxyAction::LoseNextCommit => m.lose_commits += 1,
             }
         });
         let mut followed = self.followed.clone();
@@ -340,6 +345,17 @@ async fn pump(
                     .windows(COMMIT_MESSAGE.len())
                     .any(|w| w == COMMIT_MESSAGE) =>
             {
+                let lost = arming.send_if_modified(|m| {
+                    let armed = m.lose_commits > 0;
+                    if armed {
+                        m.lose_commits -= 1;
+                    }
+                    armed
+                });
+                if lost {
+                    // Never delivered: the connection ends here, its transaction with it.
+                    return None;
+                }
                 let took = arming.send_if_modified(|m| {
                     let armed = m.lose_commit_replies > 0;
                     if armed {

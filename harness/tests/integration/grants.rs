@@ -304,8 +304,10 @@ async fn a_rate_limited_revocation_waits_out_the_providers_retry_after() {
 /// A callback whose store, made at once, lost its commit's reply and could not learn what became
 /// of the transaction leaves the grant to the outbox through an intent written then
 /// (`oauth::grant::after_failed_commit`). Its worker drops a fresh grant's intent whose row holds
-/// that grant — the store committed — instead of revoking a stored grant; the same intent for a
-/// grant the row does not hold is revoked, as every unstored grant is.
+/// that grant — the store committed — instead of revoking a stored grant. An intent of the same
+/// shape that is not marked a callback's fresh grant (a rotated refresh token written ahead by a
+/// release before migration 0010: its grant id is its row's) is revoked, as every unstored grant
+/// is.
 #[tokio::test]
 async fn the_outbox_drops_a_fresh_grants_intent_whose_row_holds_it() {
     let app = spawn_app_with(ServiceOptions::default()).await;
@@ -319,9 +321,9 @@ async fn the_outbox_drops_a_fresh_grants_intent_whose_row_holds_it() {
     // The intent such a request writes: the row's grant and its sealed refresh token, its lease
     // long over.
     let write_intent = "INSERT INTO revocation_outbox (tenant_id, workspace_id, connection_id, \
-           provider, grant_id, field, sealed_token, reason, next_attempt_at) \
+           provider, grant_id, field, sealed_token, reason, next_attempt_at, fresh_grant) \
          SELECT tenant_id, workspace_id, id, provider, $2, 'refresh', $3, 'unstored_grant', \
-           '2000-01-01' FROM connections WHERE workspace_id = $1 AND provider = 'qbo'";
+           '2000-01-01', $4 FROM connections WHERE workspace_id = $1 AND provider = 'qbo'";
     let (grant, sealed): (uuid::Uuid, Vec<u8>) = sqlx::query_as(
         "SELECT grant_id, refresh_token FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
     )
@@ -333,6 +335,7 @@ async fn the_outbox_drops_a_fresh_grants_intent_whose_row_holds_it() {
         .bind(t.workspace.0)
         .bind(grant)
         .bind(&sealed)
+        .bind(true)
         .execute(db)
         .await
         .unwrap();
@@ -351,18 +354,12 @@ async fn the_outbox_drops_a_fresh_grants_intent_whose_row_holds_it() {
     .await
     .unwrap();
     assert_eq!(found, 1, "the worker says why it revoked nothing");
-    // The same intent once the row holds another grant: revoked.
-    sqlx::query(
-        "UPDATE connections SET grant_id = gen_random_uuid() WHERE workspace_id = $1 AND provider = 'qbo'",
-    )
-    .bind(t.workspace.0)
-    .execute(db)
-    .await
-    .unwrap();
+    // The same intent, not a callback's: revoked.
     sqlx::query(write_intent)
         .bind(t.workspace.0)
         .bind(grant)
         .bind(&sealed)
+        .bind(false)
         .execute(db)
         .await
         .unwrap();

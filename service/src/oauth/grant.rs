@@ -159,8 +159,8 @@ pub(super) async fn complete_flow(
                 AtOnce::Stored(view) => return Ok(*view),
                 AtOnce::WriteAheadFirst(open) => ahead = Some(open),
                 AtOnce::Failed(error) => {
-                    // Rolled back: nothing durable holds the grant, so it goes back now.
-                    give_back_unwritten(&state, call, unwritten).await;
+                    // Rolled back: nothing durable holds the grant, and it goes back.
+                    give_back_unwritten(&state, &ctx, call, unwritten).await;
                     return Err(error);
                 }
                 AtOnce::CommitFailed { error, xid } => {
@@ -170,9 +170,9 @@ pub(super) async fn complete_flow(
         }
     }
     // Otherwise the grant is written ahead before anything else can fail, so that whatever
-    // happens below — a failed store, a lost commit reply, this replica dying — it ends stored or
-    // revoked (by this request, or by the outbox once the lease runs out). What remains is the
-    // window between the provider's answer and this write's commit (in a transaction opened
+    // happens below — a failed store, a lost commit reply, this replica dying — it ends stored
+    // or revoked (by this request, or by the outbox once the lease runs out). What remains is
+    // the window between the provider's answer and this write's commit (in a transaction opened
     // before the exchange, so no wait for a connection lies inside it).
     let intent = match ahead {
         // Seeded flaw: nothing durable holds the grant until it is stored.
@@ -453,7 +453,8 @@ async fn write_ahead(
         }
     };
     let now = state.clock.now();
-    let result = outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, None, now)
+    let ahead = outbox::Ahead::FreshGrant;
+    let result = outbox::write_ahead(&mut tx, &binding, record.workspace_id, &sealed, ahead, now)
         .await
         .map_err(ApiError::from);
     db::finish(tx, result)
@@ -559,7 +560,9 @@ async fn write_grant(
 /// Whether the callback may store its grant in the write-ahead's transaction. Not when the
 /// harness would park it at one of the store's points: a parked request waits, and nothing may
 /// wait before the grant is durable. Not under a seeded flaw of the store either: each keeps the
-/// path it was seeded in (`callback-waits-unwritten`, the flaw of this path, excepted).
+/// path it was seeded in (`callback-waits-unwritten`, the flaw of this path, excepted) —
+/// `non-atomic-state-consume`'s late delete of the state, for one, runs between the write-ahead
+/// and the store, a moment this path does not have.
 fn may_store_at_once(state: &AppState, ctx: &RequestContext) -> bool {
     const STORE_POINTS: [&str; 3] = [
         syncpoints::OAUTH_CALLBACK_EXCHANGED,
@@ -665,14 +668,19 @@ async fn store_at_once(
 /// its tokens are sealed to, and the tokens.
 type Unwritten<'a> = (uuid::Uuid, ConnectionId, &'a TokenSet);
 
+/// How long a callback whose store made at once could not commit spends learning what became of
+/// it, and then writing the intent that leaves it to the outbox: each a bound of its own.
+const FATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// After a store-at-once whose commit failed: the server is asked what became of the transaction
-/// (`pg_xact_status` of the id it was given, on the write-ahead pool, for a few seconds while it
-/// is still in progress). Committed: the grant is stored — kept, answered with the row's view,
-/// and the lost reply audited. Aborted: given back. Not known (the database cannot be asked, or
-/// the commit is still in progress): left to the outbox through an intent written now, which
-/// the worker drops when the row holds the grant and revokes otherwise — so a stored grant is
-/// never revoked for a reply that was lost. Seeded flaw `revoke-on-any-commit-error`: given back
-/// without asking.
+/// (`pg_xact_status` of the id it was given, on the write-ahead pool, for at most
+/// [`FATE_WITHIN`]). Committed, and the row holds the grant: kept, answered with the row's view,
+/// and the lost reply audited. Aborted: given back. Not known (the database cannot be asked, the
+/// commit is still in progress, or a committed grant is not read back in its row): left to the
+/// outbox through an intent written now, which the worker drops when the row holds the grant and
+/// revokes otherwise — so a stored grant is not revoked for a reply that was lost unless not
+/// even that intent can be written. Seeded flaw `revoke-on-any-commit-error`: given back without
+/// asking.
 async fn after_failed_commit(
     state: &AppState,
     ctx: &RequestContext,
@@ -685,56 +693,76 @@ async fn after_failed_commit(
         let _ = give_back(state, call.2, tokens).await;
         return Err(error);
     }
-    match db::commit_status(&state.write_ahead_db, xid).await {
+    let fate = tokio::time::timeout(FATE_WITHIN, db::commit_status(&state.write_ahead_db, xid))
+        .await
+        .ok()
+        .flatten();
+    match fate {
         Some(true) => {
-            commit_reply_lost(state, ctx, call).await;
-            match read_stored(state, ctx, call, grant).await {
-                Ok(Some(view)) => Ok(view),
-                // Stored, but its view cannot be read now: the caller is told the request
-                // failed, and finds the connection `CONNECTED` when it looks again.
-                _ => Err(error),
+            if let Ok(Some(view)) = read_stored(state, ctx, call, grant).await {
+                commit_reply_lost(state, ctx, call).await;
+                return Ok(view);
             }
+            leave_to_outbox(state, ctx, call, unwritten).await;
         }
-        Some(false) => {
-            give_back_unwritten(state, call, unwritten).await;
-            Err(error)
-        }
-        None => {
-            if write_intent(state, call, unwritten).await.is_none() {
-                // Nothing can be written: the one way left to end it (a failed write-ahead's
-                // limit — and a grant the commit may have stored is revoked with it).
-                let _ = give_back(state, call.2, tokens).await;
-            }
-            Err(error)
-        }
+        Some(false) => give_back_unwritten(state, ctx, call, unwritten).await,
+        None => leave_to_outbox(state, ctx, call, unwritten).await,
+    }
+    Err(error)
+}
+
+/// A grant whose store may or may not have committed: an intent for the outbox's worker, which
+/// decides under the locks by the row (`found_stored`, or revoked). When not even the intent can
+/// be written within [`FATE_WITHIN`], revoked at once — the one way left to end it, and a grant
+/// the commit may have stored is revoked with it.
+async fn leave_to_outbox(
+    state: &AppState,
+    ctx: &RequestContext,
+    call: Call<'_>,
+    unwritten: Unwritten<'_>,
+) {
+    let written = tokio::time::timeout(FATE_WITHIN, write_intent(state, ctx, call, unwritten))
+        .await
+        .ok()
+        .flatten();
+    if written.is_none() {
+        let _ = give_back(state, call.2, unwritten.2).await;
     }
 }
 
-/// Gives back a grant nothing durable holds: through an intent written for it now (so a Google
-/// grant whose account another connection holds is parked, not revoked: `give_back_settled`),
-/// or, when not even that can be written, at once.
-async fn give_back_unwritten(state: &AppState, call: Call<'_>, unwritten: Unwritten<'_>) {
+/// Gives back a grant nothing durable holds. A Google grant whose account may be held by another
+/// connection goes back through an intent written for it now (parked, not revoked, when the
+/// account is held: `give_back_settled`); any other goes back at once, with nothing to wait for —
+/// and so does a Google grant whose intent cannot be written within [`FATE_WITHIN`].
+async fn give_back_unwritten(
+    state: &AppState,
+    ctx: &RequestContext,
+    call: Call<'_>,
+    unwritten: Unwritten<'_>,
+) {
     let (_, member, provider) = call;
     let tokens = unwritten.2;
-    match write_intent(state, call, unwritten).await {
-        Some(intent) => {
+    if outbox::may_park(provider, tokens.account.as_deref()) {
+        let written =
+            tokio::time::timeout(FATE_WITHIN, write_intent(state, ctx, call, unwritten)).await;
+        if let Ok(Some(intent)) = written {
             give_back_settled(state, member.tenant_id, provider, tokens, Some(intent)).await;
-        }
-        None => {
-            let _ = give_back(state, provider, tokens).await;
+            return;
         }
     }
+    let _ = give_back(state, provider, tokens).await;
 }
 
 /// Writes the intent of a grant nothing durable holds, in a transaction of its own on the
 /// write-ahead pool, as the write-ahead writes it (`None`: it could not be written).
 async fn write_intent(
     state: &AppState,
+    ctx: &RequestContext,
     call: Call<'_>,
     (grant, connection, tokens): Unwritten<'_>,
 ) -> Option<outbox::IntentId> {
     let (_, member, _) = call;
-    let tx = db::begin(&state.write_ahead_db, None, member.tenant_id)
+    let tx = db::begin(&state.write_ahead_db, ctx.actor.as_ref(), member.tenant_id)
         .await
         .ok()?;
     let ahead = OpenWriteAhead { tx, connection };
@@ -850,7 +878,8 @@ async fn store_grant(
             return Err(ApiError::AuthorizationSuperseded);
         }
         let call = (record, member, provider);
-        let row = write_grant(state, ctx, call, &mut tx, (&lock, &connection), tokens, grant).await?;
+        let locked = (&lock, &connection);
+        let row = write_grant(state, ctx, call, &mut tx, locked, tokens, grant).await?;
         // The grant is stored in this transaction, so its write-ahead intent goes in it too.
         if let Some(intent) = intent {
             if !outbox::discard(&mut tx, intent).await? {

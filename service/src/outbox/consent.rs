@@ -34,6 +34,13 @@ pub(super) fn shared_account(connection: &LockedConnection) -> Option<&str> {
     connection.tokens.as_ref()?.account.as_deref()
 }
 
+/// Whether a fresh grant of `account` at `provider` may have to be parked when given back: the
+/// provider keeps one consent per account and the grant's account is known. A callback writes an
+/// intent for a grant it gives back without one only then; any other goes back at once.
+pub fn may_park(provider: Provider, account: Option<&str>) -> bool {
+    account.is_some() && one_per_account(provider)
+}
+
 /// Whether `provider` keeps one consent per account — a fact of the provider (Google's), whatever
 /// dialect a providers file names for it. Seeded flaw `revoke-shared-consent`: never.
 fn one_per_account(provider: Provider) -> bool {

@@ -32,7 +32,7 @@ use crate::vault::{TokenBinding, TokenField};
 
 mod consent;
 mod worker;
-pub use consent::{holder_ended, park_unstored, sweep};
+pub use consent::{holder_ended, may_park, park_unstored, sweep};
 pub use worker::{claim_due, Claimed, Worker, WorkerError};
 
 /// How long the request that wrote an intent, or the worker that claimed it, has it to itself:
@@ -50,7 +50,9 @@ pub enum Reason {
     Revoke,
     /// `POST …/disconnect`.
     Disconnect,
-    /// A callback's fresh grant, written ahead of its store: revoked unless the store commits.
+    /// A fresh grant (a callback's, or a rotated refresh token), written ahead of its store:
+    /// revoked unless the store commits — a callback's is dropped instead when its row is found
+    /// holding it (the store committed, and only its request could not learn so).
     UnstoredGrant,
 }
 
@@ -131,6 +133,7 @@ pub async fn record(
         field,
         sealed: token,
         replaces: None,
+        fresh_grant: false,
         parked_account: parked,
     };
     let id = insert(tx, &intent, reason, now).await?;
@@ -159,6 +162,9 @@ struct Intent<'a> {
     /// For a rotated refresh token: the sealed token it replaces, as the row holds it (the
     /// worker stores the rotated one only into a row that still holds exactly that).
     pub replaces: Option<&'a [u8]>,
+    /// A callback's fresh grant, whose id no other grant ever had: a row found holding it is
+    /// proof that its store committed.
+    pub fresh_grant: bool,
     /// The account whose consent another connection still holds: the intent is parked.
     pub parked_account: Option<&'a str>,
 }
@@ -171,8 +177,8 @@ async fn insert(
 ) -> Result<IntentId, sqlx::Error> {
     let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \
-           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token, parked_account) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id, next_attempt_at",
+           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token, parked_account, fresh_grant) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, next_attempt_at",
     )
     .bind(intent.tenant)
     .bind(intent.workspace)
@@ -188,6 +194,7 @@ async fn insert(
     })
     .bind(intent.replaces)
     .bind(intent.parked_account)
+    .bind(intent.fresh_grant)
     .fetch_one(&mut *tx)
     .await?;
     Ok(IntentId { id, lease_until })
@@ -203,9 +210,13 @@ pub async fn write_ahead(
     binding: &TokenBinding,
     workspace: WorkspaceId,
     sealed: &[u8],
-    replaces: Option<&[u8]>,
+    ahead: Ahead<'_>,
     now: DateTime<Utc>,
 ) -> Result<IntentId, sqlx::Error> {
+    let (replaces, fresh_grant) = match ahead {
+        Ahead::FreshGrant => (None, true),
+        Ahead::Rotation(replaces) => (replaces, false),
+    };
     let intent = Intent {
         tenant: binding.tenant_id,
         workspace,
@@ -218,9 +229,20 @@ pub async fn write_ahead(
         },
         sealed,
         replaces,
+        fresh_grant,
         parked_account: None,
     };
     insert(tx, &intent, Reason::UnstoredGrant, now).await
+}
+
+/// What a write-ahead holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Ahead<'a> {
+    /// A callback's fresh grant.
+    FreshGrant,
+    /// A rotated refresh token, with the sealed token it replaces as the row holds it (`None`: a
+    /// row from before grants were recorded, which only the store can give a grant id).
+    Rotation(Option<&'a [u8]>),
 }
 
 /// After a write-ahead whose outcome is unknown — its commit failed, perhaps only the reply was

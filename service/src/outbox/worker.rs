@@ -50,6 +50,7 @@ pub struct Claimed {
     reason: String,
     sealed_token: Vec<u8>,
     replaces_token: Option<Vec<u8>>,
+    fresh_grant: bool,
     attempts: i32,
     /// The lease this claim holds it under.
     pub next_attempt_at: DateTime<Utc>,
@@ -273,10 +274,10 @@ impl Worker {
     /// if the row still holds exactly the token it replaced (same grant, `CONNECTED`, the spent
     /// ciphertext unchanged): the grant stays the user's. A row that moved on (disconnected,
     /// reconnected, rotated again, re-sealed by `rotate-keys`), and anything that is not a
-    /// rotation, is [`Adoption::NotAdoptable`] and revoked. A fresh grant's intent (a callback's:
-    /// it replaces nothing, and its grant id is its own) whose row holds that grant, `CONNECTED`,
-    /// was stored after all — by a store whose commit's fate its request could not learn — and is
-    /// dropped, not revoked. Under the workspace lock and then the
+    /// rotation, is [`Adoption::NotAdoptable`] and revoked. A callback's fresh grant's intent
+    /// (`fresh_grant`: its grant id no other grant ever had) whose row holds that grant,
+    /// `CONNECTED`, was stored after all — by a store whose commit's fate its request could not
+    /// learn — and is dropped, not revoked. Under the workspace lock and then the
     /// row lock, the order of every writer of the connection, in a transaction scoped to the
     /// intent's tenant; the lease is checked again under them, since another worker may have
     /// taken the intent while this one waited.
@@ -284,7 +285,7 @@ impl Worker {
         let unstored = intent.reason == Reason::UnstoredGrant.as_str();
         let rotated = unstored && intent.field == "refresh";
         let replaced = intent.replaces_token.as_deref().filter(|_| rotated);
-        let fresh = unstored && intent.replaces_token.is_none() && intent.grant_id.is_some();
+        let fresh = unstored && intent.fresh_grant && intent.grant_id.is_some();
         if replaced.is_none() && !fresh {
             return Ok(Adoption::NotAdoptable);
         }
