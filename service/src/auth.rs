@@ -142,15 +142,10 @@ pub async fn admin_membership_then_lock(
     user_id: UserId,
     lock: crate::locks::LockFor,
 ) -> Result<AdminEntry, ApiError> {
-    let key = lock.key(workspace_id);
-    let (role, locked): (Option<String>, bool) = sqlx::query_as(MEMBERSHIP_HELD_AND_LOCK)
-        .bind(workspace_id)
-        .bind(user_id)
-        .bind(key.classid)
-        .bind(key.objid)
-        .bind(Role::names_let_through(true))
-        .fetch_one(&mut **tx)
-        .await?;
+    let (role, locked): (Option<String>, bool) =
+        admin_entry(MEMBERSHIP_HELD_AND_LOCK, workspace_id, user_id, lock)
+            .fetch_one(&mut **tx)
+            .await?;
     let Some(role) = role else {
         return Ok(AdminEntry::NotMember);
     };
@@ -190,16 +185,31 @@ pub async fn admin_membership_try_lock(
     user_id: UserId,
     lock: crate::locks::LockFor,
 ) -> Result<(Option<crate::locks::WorkspaceLock>, i64), ApiError> {
+    let (locked, xid): (bool, i64) =
+        admin_entry(MEMBERSHIP_AND_LOCK_TRIED, workspace_id, user_id, lock)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok((locked.then(|| lock.taken_by_statement(workspace_id)), xid))
+}
+
+/// One of the two admin entry statements with its parameters bound: the workspace and the caller
+/// (`$1`, `$2`), `lock`'s key (`$3`, `$4`) and the roles that may administer (`$5`).
+fn admin_entry<O>(
+    sql: &'static str,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
+    lock: crate::locks::LockFor,
+) -> sqlx::query::QueryAs<'static, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
     let key = lock.key(workspace_id);
-    let (locked, xid): (bool, i64) = sqlx::query_as(MEMBERSHIP_AND_LOCK_TRIED)
+    sqlx::query_as(sql)
         .bind(workspace_id)
         .bind(user_id)
         .bind(key.classid)
         .bind(key.objid)
         .bind(Role::names_let_through(true))
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok((locked.then(|| lock.taken_by_statement(workspace_id)), xid))
 }
 
 /// Reads a named path segment without axum's plain-text rejections.

@@ -306,6 +306,18 @@ enum Direction {
     },
 }
 
+/// Takes one of the armed `COMMIT` faults `count` picks out of the mode, if one is armed.
+fn take_armed(arming: &watch::Sender<Mode>, count: fn(&mut Mode) -> &mut u32) -> bool {
+    arming.send_if_modified(|m| {
+        let armed = count(m);
+        let took = *armed > 0;
+        if took {
+            *armed -= 1;
+        }
+        took
+    })
+}
+
 /// Copies `from` to `to`. Returns the write half when `from` ended after bytes had been held by a
 /// pause (so the caller can keep the other side open for the late delivery), `None` otherwise.
 async fn pump(
@@ -345,25 +357,11 @@ async fn pump(
                     .windows(COMMIT_MESSAGE.len())
                     .any(|w| w == COMMIT_MESSAGE) =>
             {
-                let lost = arming.send_if_modified(|m| {
-                    let armed = m.lose_commits > 0;
-                    if armed {
-                        m.lose_commits -= 1;
-                    }
-                    armed
-                });
-                if lost {
+                if take_armed(arming, |m| &mut m.lose_commits) {
                     // Never delivered: the connection ends here, its transaction with it.
                     return None;
                 }
-                let took = arming.send_if_modified(|m| {
-                    let armed = m.lose_commit_replies > 0;
-                    if armed {
-                        m.lose_commit_replies -= 1;
-                    }
-                    armed
-                });
-                if took {
+                if take_armed(arming, |m| &mut m.lose_commit_replies) {
                     doomed.store(true, Ordering::SeqCst);
                 }
             }

@@ -331,22 +331,25 @@ async fn the_outbox_drops_a_fresh_grants_intent_whose_row_holds_it() {
     .fetch_one(db)
     .await
     .unwrap();
-    sqlx::query(write_intent)
-        .bind(t.workspace.0)
-        .bind(grant)
-        .bind(&sealed)
-        .bind(true)
-        .execute(db)
-        .await
-        .unwrap();
-    harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
-        .await
-        .expect("the worker took the intent");
-    assert_eq!(
-        app.sut.provider.counters(Provider::Qbo).revocations,
-        0,
-        "a stored grant was revoked"
-    );
+    // Marked a callback's: dropped, nothing revoked. Then the same intent unmarked: revoked.
+    for (fresh_grant, revocations) in [(true, 0), (false, 1)] {
+        sqlx::query(write_intent)
+            .bind(t.workspace.0)
+            .bind(grant)
+            .bind(&sealed)
+            .bind(fresh_grant)
+            .execute(db)
+            .await
+            .unwrap();
+        harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
+            .await
+            .expect("the worker took the intent");
+        assert_eq!(
+            app.sut.provider.counters(Provider::Qbo).revocations,
+            revocations,
+            "fresh_grant = {fresh_grant}"
+        );
+    }
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events WHERE action = 'revocation.outbox' AND outcome = 'found_stored'",
     )
@@ -354,18 +357,5 @@ async fn the_outbox_drops_a_fresh_grants_intent_whose_row_holds_it() {
     .await
     .unwrap();
     assert_eq!(found, 1, "the worker says why it revoked nothing");
-    // The same intent, not a callback's: revoked.
-    sqlx::query(write_intent)
-        .bind(t.workspace.0)
-        .bind(grant)
-        .bind(&sealed)
-        .bind(false)
-        .execute(db)
-        .await
-        .unwrap();
-    harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
-        .await
-        .expect("the worker took the intent");
-    assert_eq!(app.sut.provider.counters(Provider::Qbo).revocations, 1);
     app.stop().await;
 }

@@ -721,11 +721,7 @@ async fn leave_to_outbox(
     call: Call<'_>,
     unwritten: Unwritten<'_>,
 ) {
-    let written = tokio::time::timeout(FATE_WITHIN, write_intent(state, ctx, call, unwritten))
-        .await
-        .ok()
-        .flatten();
-    if written.is_none() {
+    if write_intent(state, ctx, call, unwritten).await.is_none() {
         let _ = give_back(state, call.2, unwritten.2).await;
     }
 }
@@ -743,9 +739,7 @@ async fn give_back_unwritten(
     let (_, member, provider) = call;
     let tokens = unwritten.2;
     if outbox::may_park(provider, tokens.account.as_deref()) {
-        let written =
-            tokio::time::timeout(FATE_WITHIN, write_intent(state, ctx, call, unwritten)).await;
-        if let Ok(Some(intent)) = written {
+        if let Some(intent) = write_intent(state, ctx, call, unwritten).await {
             give_back_settled(state, member.tenant_id, provider, tokens, Some(intent)).await;
             return;
         }
@@ -754,7 +748,8 @@ async fn give_back_unwritten(
 }
 
 /// Writes the intent of a grant nothing durable holds, in a transaction of its own on the
-/// write-ahead pool, as the write-ahead writes it (`None`: it could not be written).
+/// write-ahead pool, as the write-ahead writes it (`None`: it could not be written within
+/// [`FATE_WITHIN`]).
 async fn write_intent(
     state: &AppState,
     ctx: &RequestContext,
@@ -762,11 +757,17 @@ async fn write_intent(
     (grant, connection, tokens): Unwritten<'_>,
 ) -> Option<outbox::IntentId> {
     let (_, member, _) = call;
-    let tx = db::begin(&state.write_ahead_db, ctx.actor.as_ref(), member.tenant_id)
+    let written = async {
+        let tx = db::begin(&state.write_ahead_db, ctx.actor.as_ref(), member.tenant_id)
+            .await
+            .ok()?;
+        let ahead = OpenWriteAhead { tx, connection };
+        write_ahead(state, ahead, call, grant, tokens).await.ok()
+    };
+    tokio::time::timeout(FATE_WITHIN, written)
         .await
-        .ok()?;
-    let ahead = OpenWriteAhead { tx, connection };
-    write_ahead(state, ahead, call, grant, tokens).await.ok()
+        .ok()
+        .flatten()
 }
 
 /// The connection's view when its row holds `grant`, read in a transaction of its own.
