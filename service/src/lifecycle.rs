@@ -221,7 +221,8 @@ impl fmt::Debug for SealedTokens {
     }
 }
 
-/// A connection row as read under its row lock.
+/// A connection row as read under its row lock (or, by a sync's optimistic read, under none:
+/// [`crate::request_tx::WorkspaceRequest::read_connection_unlocked`]).
 #[derive(Clone, Debug)]
 pub struct LockedConnection {
     /// The row's id.
@@ -257,22 +258,10 @@ impl LockedConnection {
     }
 }
 
-type ConnectionRow = (
-    ConnectionId,
-    TenantId,
-    String,
-    String,
-    i64,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Vec<String>,
-    Option<uuid::Uuid>,
-    Option<uuid::Uuid>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-);
+/// The columns of a connection's one read, in the order [`connection_from_row`] takes them.
+pub const CONNECTION_COLUMNS: &str = "id, tenant_id, status, settled_status, version, access_token, \
+    refresh_token, token_key_id, token_expires_at, scopes, pending_flow, grant_id, provider_account, \
+    refresh_expires_at";
 
 /// Reads the workspace's connection to `provider` with `FOR UPDATE`, under the workspace lock.
 pub async fn lock_connection(
@@ -322,30 +311,37 @@ async fn select_connection(
     provider: Provider,
     row_lock: &str,
 ) -> Result<LockedConnection, LifecycleError> {
-    let row: Option<ConnectionRow> = sqlx::query_as(&format!(
-        "SELECT id, tenant_id, status, settled_status, version, access_token, refresh_token, token_key_id, \
-         token_expires_at, scopes, pending_flow, grant_id, provider_account, refresh_expires_at FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
+    let row = sqlx::query(&format!(
+        "SELECT {CONNECTION_COLUMNS} FROM connections WHERE workspace_id = $1 AND provider = $2{row_lock}",
     ))
     .bind(lock.workspace_id)
     .bind(provider.as_str())
     .fetch_optional(&mut **tx)
     .await?;
-    let (
-        id,
-        tenant_id,
-        status,
-        settled,
-        version,
-        access,
-        refresh,
-        key_id,
-        expires_at,
-        scopes,
-        pending_flow,
-        grant_id,
-        account,
-        refresh_expires_at,
-    ) = row.ok_or(LifecycleError::NotFound)?;
+    connection_from_row(&row.ok_or(LifecycleError::NotFound)?, 0, provider)
+}
+
+/// The connection whose [`CONNECTION_COLUMNS`] start at column `at` of `row`.
+pub(crate) fn connection_from_row(
+    row: &sqlx::postgres::PgRow,
+    at: usize,
+    provider: Provider,
+) -> Result<LockedConnection, LifecycleError> {
+    use sqlx::Row;
+    let id: ConnectionId = row.try_get(at)?;
+    let tenant_id: TenantId = row.try_get(at + 1)?;
+    let status: String = row.try_get(at + 2)?;
+    let settled: String = row.try_get(at + 3)?;
+    let version: i64 = row.try_get(at + 4)?;
+    let access: Option<Vec<u8>> = row.try_get(at + 5)?;
+    let refresh: Option<Vec<u8>> = row.try_get(at + 6)?;
+    let key_id: Option<String> = row.try_get(at + 7)?;
+    let expires_at: Option<DateTime<Utc>> = row.try_get(at + 8)?;
+    let scopes: Vec<String> = row.try_get(at + 9)?;
+    let pending_flow: Option<uuid::Uuid> = row.try_get(at + 10)?;
+    let grant_id: Option<uuid::Uuid> = row.try_get(at + 11)?;
+    let account: Option<String> = row.try_get(at + 12)?;
+    let refresh_expires_at: Option<DateTime<Utc>> = row.try_get(at + 13)?;
     let tokens = match (access, key_id) {
         (Some(access_token), Some(key_id)) => Some(SealedTokens {
             access_token,

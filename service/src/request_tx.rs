@@ -46,6 +46,21 @@ pub const ENTER_AND_LOCK: &str = "SELECT e.tenant_id, e.role, \
     CASE WHEN e.role = ANY($6) THEN pg_advisory_xact_lock($4, $5)::text END IS NOT NULL \
     FROM harbor_enter_workspace($1, $2, $3) AS e";
 
+/// [`ENTER`] and, in the same statement, the workspace's connection to the provider `$4`
+/// ([`crate::lifecycle::CONNECTION_COLUMNS`]), for a read that needs no transaction: run alone,
+/// the statement is its own, and the membership is held while it runs. The connection is read
+/// after the function has returned (a lateral join on its row), so row-level security scopes it
+/// to the tenant the function has just set.
+pub static ENTER_AND_READ_CONNECTION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT e.tenant_id, e.role, c.* FROM harbor_enter_workspace($1, $2, $3) AS e \
+         CROSS JOIN LATERAL (SELECT {} FROM connections \
+           WHERE workspace_id = $1 AND provider = $4) AS c",
+            crate::lifecycle::CONNECTION_COLUMNS
+        )
+    });
+
 /// A verified caller's request to a workspace route: the request's context, the caller, the
 /// workspace from the path, and the pool its transactions come from. Whether the caller is a
 /// member — and so the tenant and the role — is learnt inside the request's transaction
@@ -118,6 +133,36 @@ impl WorkspaceRequest {
             .await?
             .ok_or(ApiError::NotFound)?;
         Ok(self.member(tenant_id, role))
+    }
+
+    /// The caller's membership and the workspace's connection to `provider`, read in one
+    /// statement outside any transaction and under no lock but the membership's own while it
+    /// runs: a sync's optimistic look at its token, which proves nothing once the statement has
+    /// ended (the sync's store checks the grant again). `None` when the caller is not a member or
+    /// the workspace has no such connection: the caller then takes the locked path, which says
+    /// which.
+    pub async fn read_connection_unlocked(
+        &self,
+        provider: crate::domain::Provider,
+    ) -> Result<Option<(WorkspaceMember, crate::lifecycle::LockedConnection)>, ApiError> {
+        use sqlx::Row;
+        let tag = db::application_name(self.ctx.actor.as_ref());
+        let row = db::retry_lost(&self.pool, || {
+            sqlx::query(&ENTER_AND_READ_CONNECTION)
+                .bind(self.workspace_id)
+                .bind(self.caller)
+                .bind(&tag)
+                .bind(provider.as_str())
+                .fetch_optional(&self.pool)
+        })
+        .await
+        .map_err(db::DbError::from)?;
+        let Some(row) = row else { return Ok(None) };
+        let tenant_id: TenantId = row.try_get(0).map_err(db::DbError::from)?;
+        let role: String = row.try_get(1).map_err(db::DbError::from)?;
+        let role = Role::parse(&role).map_err(ApiError::stored)?;
+        let connection = crate::lifecycle::connection_from_row(&row, 2, provider)?;
+        Ok(Some((self.member(tenant_id, role), connection)))
     }
 
     /// The workspace's tenant if this replica last read the caller as its owner or admin,

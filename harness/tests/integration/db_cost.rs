@@ -37,6 +37,11 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
         2.0,
         "{rows:?}"
     );
+    // A sync whose token is fresh reads it with the membership in one statement, not in a
+    // transaction of four (`BEGIN`, the entry and its lock, the row locked, `COMMIT`); then the
+    // store's transaction (`BEGIN`, the entry, the documents, `COMMIT`): five in all, eight when
+    // the token is decided under the locks.
+    assert_eq!(of("sync").statements, 5.0, "{rows:?}");
 }
 
 /// The statements every member's request enters its workspace with keep a generic plan, as a
@@ -48,7 +53,7 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
 async fn the_entry_statements_keep_a_generic_plan() {
     use harbor_service::auth::{MEMBERSHIP_AND_LOCK_TRIED, MEMBERSHIP_HELD_AND_LOCK};
     use harbor_service::domain::Role;
-    use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK};
+    use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK, ENTER_AND_READ_CONNECTION};
     let app = crate::helpers::spawn_app().await;
     let t = app
         .tenant(
@@ -103,6 +108,20 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .await
             .unwrap();
         assert!(tried.0 && tried.1 > 0, "{tried:?}");
+        // A sync's look at its token: the entry and the connection in one statement.
+        let read: (uuid::Uuid, String) = sqlx::query(&ENTER_AND_READ_CONNECTION)
+            .bind(t.workspace)
+            .bind(t.owner)
+            .bind("harbor:plans")
+            .bind("qbo")
+            .fetch_one(&mut *tx)
+            .await
+            .map(|row: sqlx::postgres::PgRow| {
+                use sqlx::Row;
+                (row.get(0), row.get(1))
+            })
+            .unwrap();
+        assert_eq!(read.1, "owner");
         tx.rollback().await.unwrap();
     }
     for statement in [
@@ -110,6 +129,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
         ENTER_AND_LOCK,
         MEMBERSHIP_HELD_AND_LOCK,
         MEMBERSHIP_AND_LOCK_TRIED,
+        ENTER_AND_READ_CONNECTION.as_str(),
     ] {
         let (generic, custom): (i64, i64) = sqlx::query_as(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
