@@ -529,18 +529,11 @@ async fn tell_provider(
         outcome: outcome.as_str(),
         detail: json!({ "provider": provider.as_str(), "provider_revocation": outcome.as_str() }),
     };
-    let recorded = async {
-        // Not `request.begin()`: the revoke committed, and its outcome is recorded even if the
-        // caller's membership ended since (an audit row, nothing decided on it). The intent is
-        // settled in the same transaction: one commit, not two.
-        let mut tx = db::begin(&state.db, ctx.actor.as_ref(), member.tenant_id).await?;
-        let now = state.clock.now();
-        let result =
-            async { outbox::settle_in(&mut tx, intent, &delivered, now, (&ctx, event)).await }
-                .await
-                .map_err(ApiError::from);
-        db::finish(tx, result).await
-    };
+    // Not `request.begin()`: the revoke committed, and its outcome is recorded even if the
+    // caller's membership ended since (an audit row, nothing decided on it). The intent is
+    // settled in the same statement: one commit, not two.
+    let now = state.clock.now();
+    let recorded = outbox::settle_audited(&state.db, intent, &delivered, now, (&ctx, event));
     if let Err(e) = recorded.await {
         // The intent stays; a worker delivers it again (a repeated revocation is harmless).
         tracing::error!(provider = provider.as_str(), outcome = outcome.as_str(), error = %e, "could not audit the provider's answer to a committed revoke, nor settle its intent (a worker delivers it again)");

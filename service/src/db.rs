@@ -268,6 +268,19 @@ pub(crate) fn application_name(actor: Option<&Actor>) -> String {
         .unwrap_or_else(|| "harbor-service".to_owned())
 }
 
+/// A `FROM` item that scopes a statement run alone (no transaction of its own) to the tenant in
+/// parameter `$tenant` and tags it with the `application_name` in `$tag`: the row it yields is
+/// produced only once both settings are made (`set_config` is volatile, so the item is never
+/// dropped), and a row inserted from it is checked by row-level security after them. Settings
+/// made so last until the statement's implicit transaction ends. Two round trips fewer than
+/// [`begin`], its `SELECT` and `COMMIT`, for a lone statement that must write in a tenant's scope.
+pub(crate) fn scoped_to(tenant: usize, tag: usize) -> String {
+    format!(
+        "(SELECT set_config('harbor.tenant_id', ${tenant}::text, true), \
+          set_config('application_name', ${tag}, true)) AS scoped"
+    )
+}
+
 /// `BEGIN` and the transaction's settings in one simple query, one round trip. PostgreSQL parses
 /// and plans its `SELECT` every time (a simple query cannot be prepared): on this host's local
 /// servers that costs more CPU than the round trip it saves (benches/README.md). A member's

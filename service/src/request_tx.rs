@@ -48,15 +48,17 @@ pub const ENTER_AND_LOCK: &str = "SELECT e.tenant_id, e.role, \
 
 /// [`ENTER`] and, in the same statement, the workspace's connection to the provider `$4`
 /// ([`crate::lifecycle::CONNECTION_COLUMNS`]), for a read that needs no transaction: run alone,
-/// the statement is its own, and the membership is held while it runs. The connection is read
-/// after the function has returned (a lateral join on its row), so row-level security scopes it
-/// to the tenant the function has just set.
+/// the statement is its own, and the membership is held while it runs. The connection's read
+/// names the function's row (its tenant), so the function is the join's outer side and has
+/// returned — the tenant set — before row-level security looks at a row; without that reference
+/// the planner may order the two either way, and a read made first would see no tenant and no
+/// row.
 pub static ENTER_AND_READ_CONNECTION: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
         format!(
             "SELECT e.tenant_id, e.role, c.* FROM harbor_enter_workspace($1, $2, $3) AS e \
          CROSS JOIN LATERAL (SELECT {} FROM connections \
-           WHERE workspace_id = $1 AND provider = $4) AS c",
+           WHERE workspace_id = $1 AND provider = $4 AND tenant_id = e.tenant_id) AS c",
             crate::lifecycle::CONNECTION_COLUMNS
         )
     });
@@ -147,16 +149,19 @@ impl WorkspaceRequest {
     ) -> Result<Option<(WorkspaceMember, crate::lifecycle::LockedConnection)>, ApiError> {
         use sqlx::Row;
         let tag = db::application_name(self.ctx.actor.as_ref());
-        let row = db::retry_lost(&self.pool, || {
-            sqlx::query(&ENTER_AND_READ_CONNECTION)
-                .bind(self.workspace_id)
-                .bind(self.caller)
-                .bind(&tag)
-                .bind(provider.as_str())
-                .fetch_optional(&self.pool)
-        })
-        .await
-        .map_err(db::DbError::from)?;
+        // The connection is taken as a transaction's is (a lost one replaced); the statement,
+        // which may wait for the membership's key, is not cut short and retried.
+        let mut conn = db::retry_lost(&self.pool, || self.pool.acquire())
+            .await
+            .map_err(db::DbError::from)?;
+        let row = sqlx::query(&ENTER_AND_READ_CONNECTION)
+            .bind(self.workspace_id)
+            .bind(self.caller)
+            .bind(&tag)
+            .bind(provider.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db::DbError::from)?;
         let Some(row) = row else { return Ok(None) };
         let tenant_id: TenantId = row.try_get(0).map_err(db::DbError::from)?;
         let role: String = row.try_get(1).map_err(db::DbError::from)?;

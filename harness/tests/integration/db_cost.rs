@@ -42,6 +42,10 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
     // store's transaction (`BEGIN`, the entry, the documents, `COMMIT`): five in all, eight when
     // the token is decided under the locks.
     assert_eq!(of("sync").statements, 5.0, "{rows:?}");
+    // A disconnect: its transaction (`BEGIN`, the entry with the lock, the row, the intent, the
+    // transition with its audit row, `COMMIT`), then the settlement with the provider's answer
+    // audited, one statement run alone (with a transaction around it, three more).
+    assert_eq!(of("disconnect").statements, 7.0, "{rows:?}");
 }
 
 /// The statements every member's request enters its workspace with keep a generic plan, as a
@@ -108,21 +112,21 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .await
             .unwrap();
         assert!(tried.0 && tried.1 > 0, "{tried:?}");
-        // A sync's look at its token: the entry and the connection in one statement.
-        let read: (uuid::Uuid, String) = sqlx::query(&ENTER_AND_READ_CONNECTION)
+        tx.rollback().await.unwrap();
+        // A sync's look at its token: the entry and the connection in one statement, run alone
+        // (no tenant set before it): the row is found only when the function has set the tenant
+        // before row-level security looks at it.
+        let read: Option<sqlx::postgres::PgRow> = sqlx::query(&ENTER_AND_READ_CONNECTION)
             .bind(t.workspace)
             .bind(t.owner)
             .bind("harbor:plans")
             .bind("qbo")
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
-            .map(|row: sqlx::postgres::PgRow| {
-                use sqlx::Row;
-                (row.get(0), row.get(1))
-            })
             .unwrap();
-        assert_eq!(read.1, "owner");
-        tx.rollback().await.unwrap();
+        let role: String =
+            sqlx::Row::get(&read.expect("the connection read in the tenant's scope"), 1);
+        assert_eq!(role, "owner");
     }
     for statement in [
         ENTER,

@@ -429,19 +429,23 @@ pub async fn settle(
     Ok(())
 }
 
-/// [`settle`], in `tx`, with the audit row of the provider's answer in the same statement: a
-/// request that delivered its own intent settles it in the transaction that audits the answer
-/// (one transaction, one round trip). If that transaction does not commit, the intent stays and a
-/// worker delivers it again — harmless for a revocation.
-pub async fn settle_in(
-    tx: &mut Tx,
+/// [`settle`] with the audit row of the provider's answer, in one statement run alone: a request
+/// that delivered its own intent settles it in the statement that audits the answer, scoped to the
+/// event's tenant and tagged with the request's actor ([`crate::db::scoped_to`]) — one round trip,
+/// no transaction around it. If it does not commit, the intent stays and a worker delivers it
+/// again — harmless for a revocation. Not retried: a statement whose reply was lost may have
+/// written its audit row.
+pub async fn settle_audited(
+    pool: &PgPool,
     id: IntentId,
     delivered: &Delivered,
     now: DateTime<Utc>,
     (ctx, event): (&RequestContext, AuditEvent<'_>),
 ) -> Result<(), sqlx::Error> {
+    let tag = crate::db::application_name(ctx.actor.as_ref());
     audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event)
-        .execute(&mut **tx)
+        .bind(tag)
+        .execute(pool)
         .await?;
     Ok(())
 }
@@ -450,17 +454,22 @@ pub async fn settle_in(
 const DONE: &str = "SELECT harbor_outbox_done($1, $2, 'confirmed')";
 /// A failed delivery's (its four).
 const RETRY: &str = "SELECT harbor_outbox_retry($1, $2, $3, $4)";
-/// The settlements of [`settle_in`]: an audit row's values follow the settlement's own.
+/// The settlements of [`settle_audited`]: an audit row's values follow the settlement's own (the
+/// event's tenant first among them), then the tag. Both the audit row and the settlement are
+/// produced from the scope ([`crate::db::scoped_to`]): a data-modifying `WITH` runs in no set
+/// order with the query around it, so each waits for the settings on its own.
 static DONE_AUDITED: LazyLock<String> = LazyLock::new(|| {
+    let scoped = crate::db::scoped_to(3, 10);
     format!(
-        "WITH audited AS ({}) {DONE}",
-        audit::insert_for_each(3, None)
+        "WITH audited AS ({}) {DONE} FROM {scoped}",
+        audit::insert_for_each(3, Some(&scoped))
     )
 });
 static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| {
+    let scoped = crate::db::scoped_to(5, 12);
     format!(
-        "WITH audited AS ({}) {RETRY}",
-        audit::insert_for_each(5, None)
+        "WITH audited AS ({}) {RETRY} FROM {scoped}",
+        audit::insert_for_each(5, Some(&scoped))
     )
 });
 

@@ -42,7 +42,16 @@ impl Engine<'_> {
                         .as_ref()
                         .is_some_and(|a| a.body["already_completed"] == true);
                     let row_only = actors[probe].op == Operation::RowProbe;
-                    (success && !(replay && row_only)).then_some((i, probe))
+                    // A sync whose token needed no refresh reads it without the workspace lock
+                    // (the service's fresh-token read); its store waits for the row alone.
+                    let unrefreshed_sync = actors[i].op == Operation::Sync
+                        && answered
+                            .answer
+                            .as_ref()
+                            .is_some_and(|a| a.body["refreshed"] == false);
+                    let lock_only = actors[probe].op == Operation::LockProbe;
+                    (success && !(replay && row_only) && !(unrefreshed_sync && lock_only))
+                        .then_some((i, probe))
                 });
         } else if !actors[chosen].launched && matches!(actors[chosen].op.does(), Does::Request(_)) {
             actors[chosen].under_probes = holding;
