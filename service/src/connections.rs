@@ -533,7 +533,14 @@ async fn tell_provider(
     // caller's membership ended since (an audit row, nothing decided on it). The intent is
     // settled in the same statement: one commit, not two.
     let now = state.clock.now();
-    let recorded = outbox::settle_audited(&state.db, intent, &delivered, now, (&ctx, event));
+    let recorded = outbox::settle_audited(
+        &state.db,
+        member.tenant_id,
+        intent,
+        &delivered,
+        now,
+        (&ctx, event),
+    );
     if let Err(e) = recorded.await {
         // The intent stays; a worker delivers it again (a repeated revocation is harmless).
         tracing::error!(provider = provider.as_str(), outcome = outcome.as_str(), error = %e, "could not audit the provider's answer to a committed revoke, nor settle its intent (a worker delivers it again)");

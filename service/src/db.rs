@@ -81,7 +81,8 @@ pub enum RowSecurityError {
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 ///
 /// Its idle connections are handed out untested: [`begin`] and the reads made outside a
-/// transaction go through [`retry_lost`]. (The outbox worker's adoption begins through it too;
+/// transaction go through [`retry_lost`], and a statement run alone that may wait for a lock or
+/// must not be repeated takes a [`live_connection`]. (The outbox worker's adoption begins through it too;
 /// its statements, which wait for the workspace lock, are not repeated: on a dead connection one
 /// fails once, and its intent waits for its lease.)
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
@@ -146,6 +147,21 @@ where
             other => return other,
         }
     }
+}
+
+/// A pooled connection known to be alive: taken from the pool and pinged (one round trip, no
+/// query), another taken as long as the one it got turns out dead ([`retry_lost`]). For a
+/// statement run alone that may wait for a lock, or must not be repeated once sent: the check is
+/// bounded as a `BEGIN` is, the statement after it is not cut short.
+pub async fn live_connection(
+    pool: &PgPool,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    retry_lost(pool, || async {
+        let mut conn = pool.acquire().await?;
+        sqlx::Connection::ping(&mut *conn).await?;
+        Ok(conn)
+    })
+    .await
 }
 
 async fn connect_sized(

@@ -149,9 +149,9 @@ impl WorkspaceRequest {
     ) -> Result<Option<(WorkspaceMember, crate::lifecycle::LockedConnection)>, ApiError> {
         use sqlx::Row;
         let tag = db::application_name(self.ctx.actor.as_ref());
-        // The connection is taken as a transaction's is (a lost one replaced); the statement,
-        // which may wait for the membership's key, is not cut short and retried.
-        let mut conn = db::retry_lost(&self.pool, || self.pool.acquire())
+        // A live connection, checked as a transaction's `BEGIN` would check it (a dead one
+        // replaced); the statement, which may wait for the membership's key, is not cut short.
+        let mut conn = db::live_connection(&self.pool)
             .await
             .map_err(db::DbError::from)?;
         let row = sqlx::query(&ENTER_AND_READ_CONNECTION)

@@ -430,22 +430,26 @@ pub async fn settle(
 }
 
 /// [`settle`] with the audit row of the provider's answer, in one statement run alone: a request
-/// that delivered its own intent settles it in the statement that audits the answer, scoped to the
-/// event's tenant and tagged with the request's actor ([`crate::db::scoped_to`]) — one round trip,
-/// no transaction around it. If it does not commit, the intent stays and a worker delivers it
-/// again — harmless for a revocation. Not retried: a statement whose reply was lost may have
-/// written its audit row.
+/// that delivered its own intent settles it in the statement that audits the answer, scoped to
+/// `tenant` (row-level security checks the audit row against it) and tagged with the request's
+/// actor ([`crate::db::scoped_to`]) — no transaction around it. If it does not commit, the intent
+/// stays and a worker delivers it again — harmless for a revocation. Sent once, on a connection
+/// checked first ([`crate::db::live_connection`]): a statement whose reply was lost may have
+/// written its audit row, and must not write it twice.
 pub async fn settle_audited(
     pool: &PgPool,
+    tenant: TenantId,
     id: IntentId,
     delivered: &Delivered,
     now: DateTime<Utc>,
     (ctx, event): (&RequestContext, AuditEvent<'_>),
 ) -> Result<(), sqlx::Error> {
     let tag = crate::db::application_name(ctx.actor.as_ref());
+    let mut conn = crate::db::live_connection(pool).await?;
     audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event)
+        .bind(tenant)
         .bind(tag)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
@@ -454,19 +458,19 @@ pub async fn settle_audited(
 const DONE: &str = "SELECT harbor_outbox_done($1, $2, 'confirmed')";
 /// A failed delivery's (its four).
 const RETRY: &str = "SELECT harbor_outbox_retry($1, $2, $3, $4)";
-/// The settlements of [`settle_audited`]: an audit row's values follow the settlement's own (the
-/// event's tenant first among them), then the tag. Both the audit row and the settlement are
+/// The settlements of [`settle_audited`]: an audit row's values follow the settlement's own, then
+/// the scope's tenant and the tag. Both the audit row and the settlement are
 /// produced from the scope ([`crate::db::scoped_to`]): a data-modifying `WITH` runs in no set
 /// order with the query around it, so each waits for the settings on its own.
 static DONE_AUDITED: LazyLock<String> = LazyLock::new(|| {
-    let scoped = crate::db::scoped_to(3, 10);
+    let scoped = crate::db::scoped_to(10, 11);
     format!(
         "WITH audited AS ({}) {DONE} FROM {scoped}",
         audit::insert_for_each(3, Some(&scoped))
     )
 });
 static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| {
-    let scoped = crate::db::scoped_to(5, 12);
+    let scoped = crate::db::scoped_to(12, 13);
     format!(
         "WITH audited AS ({}) {RETRY} FROM {scoped}",
         audit::insert_for_each(5, Some(&scoped))
