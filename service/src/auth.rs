@@ -194,7 +194,7 @@ pub async fn admin_membership_try_lock(
 
 /// One of the two admin entry statements with its parameters bound: the workspace and the caller
 /// (`$1`, `$2`), `lock`'s key (`$3`, `$4`) and the roles that may administer (`$5`).
-fn admin_entry<O>(
+pub fn admin_entry<O>(
     sql: &'static str,
     workspace_id: WorkspaceId,
     user_id: UserId,

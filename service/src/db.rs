@@ -82,9 +82,9 @@ pub enum RowSecurityError {
 ///
 /// Its idle connections are handed out untested: [`begin`] and the reads made outside a
 /// transaction go through [`retry_lost`], and a statement run alone that may wait for a lock or
-/// must not be repeated takes a [`live_connection`]. (The outbox worker's adoption begins through it too;
-/// its statements, which wait for the workspace lock, are not repeated: on a dead connection one
-/// fails once, and its intent waits for its lease.)
+/// must not be repeated takes a [`live_connection`]. (The outbox worker's adoption begins
+/// through it too; its statements, which wait for the workspace lock, are not repeated: on a
+/// dead connection one fails once, and its intent waits for its lease.)
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     connect_sized(config, config.database_max_connections, false).await
 }
@@ -288,8 +288,8 @@ pub(crate) fn application_name(actor: Option<&Actor>) -> String {
 /// parameter `$tenant` and tags it with the `application_name` in `$tag`: the row it yields is
 /// produced only once both settings are made (`set_config` is volatile, so the item is never
 /// dropped), and a row inserted from it is checked by row-level security after them. Settings
-/// made so last until the statement's implicit transaction ends. Two round trips fewer than
-/// [`begin`], its `SELECT` and `COMMIT`, for a lone statement that must write in a tenant's scope.
+/// made so last until the statement's implicit transaction ends. For a lone statement that must
+/// write in a tenant's scope, it saves the round trips of [`begin`] and of the `COMMIT`.
 pub(crate) fn scoped_to(tenant: usize, tag: usize) -> String {
     format!(
         "(SELECT set_config('harbor.tenant_id', ${tenant}::text, true), \

@@ -55,8 +55,9 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
 /// plans it always makes first.
 #[tokio::test]
 async fn the_entry_statements_keep_a_generic_plan() {
-    use harbor_service::auth::{MEMBERSHIP_AND_LOCK_TRIED, MEMBERSHIP_HELD_AND_LOCK};
+    use harbor_service::auth::{admin_entry, MEMBERSHIP_AND_LOCK_TRIED, MEMBERSHIP_HELD_AND_LOCK};
     use harbor_service::domain::Role;
+    use harbor_service::locks::LockFor;
     use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK, ENTER_AND_READ_CONNECTION};
     let app = crate::helpers::spawn_app().await;
     let t = app
@@ -91,26 +92,26 @@ async fn the_entry_statements_keep_a_generic_plan() {
         assert!(locked.2, "the owner's entry takes the lock");
         // The callback store's statement, in the tenant's scope the entry set: the membership
         // held again, and the lock taken with it.
-        let held: (Option<String>, bool) = sqlx::query_as(MEMBERSHIP_HELD_AND_LOCK)
-            .bind(t.workspace)
-            .bind(t.owner)
-            .bind(1_i32)
-            .bind(2_i32)
-            .bind(admins)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let held: (Option<String>, bool) = admin_entry(
+            MEMBERSHIP_HELD_AND_LOCK,
+            t.workspace,
+            t.owner,
+            LockFor::OAuth,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
         assert_eq!(held, (Some("owner".to_owned()), true));
         // The store made at once: the same, tried (both already this transaction's).
-        let tried: (bool, i64) = sqlx::query_as(MEMBERSHIP_AND_LOCK_TRIED)
-            .bind(t.workspace)
-            .bind(t.owner)
-            .bind(1_i32)
-            .bind(2_i32)
-            .bind(admins)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let tried: (bool, i64) = admin_entry(
+            MEMBERSHIP_AND_LOCK_TRIED,
+            t.workspace,
+            t.owner,
+            LockFor::OAuth,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
         assert!(tried.0 && tried.1 > 0, "{tried:?}");
         tx.rollback().await.unwrap();
         // A sync's look at its token: the entry and the connection in one statement, run alone
