@@ -5,7 +5,8 @@
 //! round trips, statements, transactions and connections that crossed are divided by the number
 //! of requests. Nothing else talks to the database meanwhile: the outbox worker is told to look
 //! once an hour, and every count is read once the link has been quiet (work a request leaves
-//! running after its answer is counted with it).
+//! running after its answer is counted with it). Redis commands are counted from the server's
+//! `MONITOR` feed: what the replicas sent, a script's own calls left out.
 
 use std::time::Duration;
 
@@ -113,6 +114,8 @@ pub struct Row {
     pub prepares: f64,
     /// Round trips per request that did nothing (the pool's liveness pings).
     pub pings: f64,
+    /// Commands per request sent to Redis (a script's call is one; what it runs is not counted).
+    pub redis_commands: f64,
 }
 
 /// Measures every kind, `requests` of each, on a reference service started on `infra`.
@@ -126,14 +129,21 @@ pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String>
     let started = Started::start(infra, options)
         .await
         .map_err(|e| format!("the service did not start: {e}"))?;
-    let result = measure_on(&started, requests.max(1)).await;
+    let result = match RedisCommands::watch(&infra.redis_url).await {
+        Ok(mut redis) => measure_on(&started, &mut redis, requests.max(1)).await,
+        Err(e) => Err(format!("Redis's MONITOR feed: {e}")),
+    };
     let stopped = started.stop().await;
     let rows = result?;
     stopped.map_err(|e| format!("clean-up: {e}"))?;
     Ok(rows)
 }
 
-async fn measure_on(started: &Started, requests: usize) -> Result<Vec<Row>, String> {
+async fn measure_on(
+    started: &Started,
+    redis: &mut RedisCommands,
+    requests: usize,
+) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for kind in Kind::ALL {
         // Made ready first, and not counted: the workspaces, their flows, their first activation.
@@ -142,6 +152,7 @@ async fn measure_on(started: &Started, requests: usize) -> Result<Vec<Row>, Stri
             ready.push(prepare(started, kind).await?);
         }
         let before = quiet_counts(started).await?;
+        let redis_before = redis.count().await?;
         for (t, query) in &ready {
             let who = if matches!(kind, Kind::ListConnections | Kind::Sync) {
                 t.member
@@ -170,6 +181,7 @@ async fn measure_on(started: &Started, requests: usize) -> Result<Vec<Row>, Stri
             }
         }
         let counted = before.until(quiet_counts(started).await?);
+        let redis_commands = redis.count().await? - redis_before;
         let per = |n: u64| n as f64 / requests as f64;
         rows.push(Row {
             kind: kind.as_str(),
@@ -180,6 +192,7 @@ async fn measure_on(started: &Started, requests: usize) -> Result<Vec<Row>, Stri
             connections: per(counted.connections),
             prepares: per(counted.prepares),
             pings: per(counted.pings),
+            redis_commands: per(redis_commands),
         });
     }
     Ok(rows)
@@ -278,15 +291,80 @@ async fn quiet_counts(started: &Started) -> Result<Counts, String> {
     Err("the database link never went quiet for 200 ms in 5 s".into())
 }
 
+/// The commands Redis received from other clients, counted from a `MONITOR` connection. The feed
+/// lags the commands; a count is read once a marker this counter sends after them has come
+/// through (the feed shows commands in the order the server ran them).
+struct RedisCommands {
+    feed: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
+    marker: redis::aio::MultiplexedConnection,
+    seen: u64,
+    markers_sent: u64,
+}
+
+/// What the markers say, so that the feed can tell them from the replicas' commands.
+const MARKER: &str = "harbor-db-cost-marker";
+
+impl RedisCommands {
+    async fn watch(url: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let feed = client
+            .get_async_monitor()
+            .await?
+            .into_on_message::<String>();
+        let marker = client.get_multiplexed_async_connection().await?;
+        Ok(Self {
+            feed: Box::pin(feed),
+            marker,
+            seen: 0,
+            markers_sent: 0,
+        })
+    }
+
+    /// Commands seen so far, every command sent before this call included.
+    async fn count(&mut self) -> Result<u64, String> {
+        use futures::StreamExt;
+        self.markers_sent += 1;
+        let marker = format!("{MARKER}-{}", self.markers_sent);
+        let _: String = redis::cmd("ECHO")
+            .arg(&marker)
+            .query_async(&mut self.marker)
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        let quoted = format!("\"{marker}\"");
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(5), self.feed.next())
+                .await
+                .map_err(|_| format!("Redis's MONITOR feed did not show {marker} within 5 s"))?
+                .ok_or("Redis's MONITOR feed ended")?;
+            if line.ends_with(&quoted) {
+                return Ok(self.seen);
+            }
+            // `<time> [<db> <client>] "<command>" …`: `lua` in place of the client is a
+            // script's own call, part of the script's one command.
+            let from_script = line.contains(" lua] ");
+            if !from_script && !line.contains(MARKER) {
+                self.seen += 1;
+            }
+        }
+    }
+}
+
 /// The table as Markdown.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| request | round trips | of which pings | of which prepares | statements | transactions | connections opened |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| request | round trips | of which pings | of which prepares | statements | transactions | connections opened | Redis commands |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-            r.kind, r.round_trips, r.pings, r.prepares, r.statements, r.transactions, r.connections
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            r.kind,
+            r.round_trips,
+            r.pings,
+            r.prepares,
+            r.statements,
+            r.transactions,
+            r.connections,
+            r.redis_commands
         ));
     }
     out

@@ -66,57 +66,86 @@ impl Default for RateLimits {
     }
 }
 
-/// GCRA: KEYS[1] holds the theoretical arrival time (µs), KEYS[2] the "now" of the last write to
-/// it. "Now" is the Redis server's `TIME` (one clock for every replica, however their hosts'
-/// clocks drift) plus ARGV[1], the offset only the in-process harness can move. ARGV: offset,
-/// emission interval, burst (all µs but burst), cost (1 = charge; -1 = give one back). Returns
-/// {allowed, retry_after_us}.
+/// GCRA over the buckets one request is charged to, in one atomic step. Bucket `i` (from 1) has
+/// KEYS[2i-1], its theoretical arrival time (µs), and KEYS[2i], the "now" of the last write to it;
+/// ARGV[4i-2..4i+1] are its emission interval (µs), burst, cost (1 = charge; -1 = give one back)
+/// and whether it is a reservation (`1`: given back when a later bucket refuses). "Now" is the
+/// Redis server's `TIME` (one clock for every replica, however their hosts' clocks drift) plus
+/// ARGV[1], the offset only the in-process harness can move. The buckets are charged in order;
+/// the first that refuses stops the rest. Returns {0, 0} when every bucket took its charge, else
+/// {the refusing bucket's number, retry_after_us}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local function store(value)
-  local px = math.max(1, math.ceil((value - now) / 1000))
-  redis.call('SET', KEYS[1], string.format('%.0f', value), 'PX', px)
-  redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', px)
+local function apply(i, cost)
+  local tat_key, last_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local interval = tonumber(ARGV[4 * i - 2])
+  local burst = tonumber(ARGV[4 * i - 1])
+  local tat = tonumber(redis.call('GET', tat_key) or '0')
+  local last = tonumber(redis.call('GET', last_key) or '0')
+  local function store(value)
+    local px = math.max(1, math.ceil((value - now) / 1000))
+    redis.call('SET', tat_key, string.format('%.0f', value), 'PX', px)
+    redis.call('SET', last_key, string.format('%.0f', now), 'PX', px)
+  end
+  -- A clock that went back (an NTP step, a restored snapshot: now is before the last write)
+  -- makes the stored arrival time look far in the future. Only then is it brought down to what
+  -- one quota allows — the bucket counts as just emptied, so the wait is one interval, not the
+  -- length of the jump (FLT-CLOCK-JUMPS-BACK). An arrival time beyond this replica's own bound
+  -- with the clock going forward is another replica's larger burst (a rolling deploy that
+  -- changes a quota): it is respected, never lowered, or replicas with different quotas would
+  -- reset each other. Before anything else, a give-back included: whatever writes first after
+  -- the jump records the new `now`, and the jump would go unseen.
+  if now < last then
+    local ceiling = now + interval * burst
+    if tat > ceiling then
+      tat = ceiling
+      store(tat)
+    end
+  end
+  if cost < 0 then
+    local back = tat - interval
+    if back <= now then
+      redis.call('DEL', tat_key, last_key)
+    else
+      store(back)
+    end
+    return 0
+  end
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - interval * burst
+  if allow_at > now then
+    return allow_at - now
+  end
+  store(new_tat)
+  return 0
 end
--- A clock that went back (an NTP step, a restored snapshot: now is before the last write) makes
--- the stored arrival time look far in the future. Only then is it brought down to what one
--- quota allows — the bucket counts as just emptied, so the wait is one interval, not the length
--- of the jump (FLT-CLOCK-JUMPS-BACK). An arrival time beyond this replica's own bound with the
--- clock going forward is another replica's larger burst (a rolling deploy that changes a quota):
--- it is respected, never lowered, or replicas with different quotas would reset each other.
--- Before anything else, a give-back included: whatever writes first after the jump records the
--- new `now`, and the jump would go unseen.
-if now < last then
-  local ceiling = now + interval * burst
-  if tat > ceiling then
-    tat = ceiling
-    store(tat)
+for i = 1, #KEYS / 2 do
+  local wait = apply(i, tonumber(ARGV[4 * i]))
+  if wait > 0 then
+    for j = 1, i - 1 do
+      if ARGV[4 * j + 1] == '1' then apply(j, -1) end
+    end
+    return {i, wait}
   end
 end
-if cost < 0 then
-  local back = tat - interval
-  if back <= now then
-    redis.call('DEL', KEYS[1], KEYS[2])
-  else
-    store(back)
-  end
-  return {1, 0}
-end
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if allow_at > now then
-  return {0, allow_at - now}
-end
-store(new_tat)
-return {1, 0}
+return {0, 0}
 ";
+
+/// One bucket of a [`RateLimiter`] charge.
+struct Charge {
+    /// The bucket's key, under the deployment's prefix.
+    bucket: String,
+    /// Its rate.
+    quota: Quota,
+    /// 1 to charge, -1 to give one back.
+    cost: i8,
+    /// Given back when a later bucket of the same charge refuses: paid for work not done.
+    reservation: bool,
+    /// What a refusal names (`address`, `tenant`, `failed-states`).
+    scope: &'static str,
+}
 
 /// The limiter of one deployment.
 #[derive(Clone)]
@@ -134,7 +163,7 @@ pub enum RateLimitError {
     /// A bucket is empty.
     #[error("too many requests ({scope} limit)")]
     Limited {
-        /// Which bucket refused (`address`, `tenant`).
+        /// Which bucket refused (`address`, `failed-states`, `tenant`).
         scope: &'static str,
         /// When to retry.
         retry_after: Duration,
@@ -142,6 +171,21 @@ pub enum RateLimitError {
     /// Redis failed or did not answer: nothing is let through (fail closed).
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+/// The bucket that refused a charge, and when to retry.
+struct Refused {
+    scope: &'static str,
+    retry_after: Duration,
+}
+
+impl From<Refused> for RateLimitError {
+    fn from(refused: Refused) -> Self {
+        RateLimitError::Limited {
+            scope: refused.scope,
+            retry_after: refused.retry_after,
+        }
+    }
 }
 
 /// A request over its limit; retry after this long.
@@ -173,86 +217,128 @@ impl RateLimiter {
         self.limits
     }
 
-    async fn gcra(
-        &self,
-        bucket: &str,
-        quota: Quota,
-        cost: i8,
-    ) -> Result<Result<(), Limited>, redis::RedisError> {
+    /// Charges `charges` in order, in one round trip to Redis and one atomic step there: the
+    /// first bucket that refuses stops the rest and gives back the reservations before it.
+    async fn apply(&self, charges: &[Charge]) -> Result<Result<(), Refused>, redis::RedisError> {
         if crate::flaws::active(crate::flaws::Flaw::NoRateLimit) {
             return Ok(Ok(()));
         }
         let mut redis = self.redis.clone();
         let offset_us = self.clock.offset().num_microseconds().unwrap_or(i64::MAX);
-        let (allowed, retry_us): (i64, i64) = self
-            .script
-            .key(format!("{}ratelimit:{bucket}", self.prefix))
-            .key(format!("{}ratelimit:{bucket}:t", self.prefix))
-            .arg(offset_us)
-            .arg(quota.emission_interval_us())
-            .arg(quota.burst)
-            .arg(cost)
-            .invoke_async(&mut redis)
-            .await?;
-        if allowed == 1 {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(Limited {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(offset_us);
+        for charge in charges {
+            invocation
+                .key(format!("{}ratelimit:{}", self.prefix, charge.bucket))
+                .key(format!("{}ratelimit:{}:t", self.prefix, charge.bucket))
+                .arg(charge.quota.emission_interval_us())
+                .arg(charge.quota.burst)
+                .arg(charge.cost)
+                .arg(u8::from(charge.reservation));
+        }
+        let (refused, retry_us): (usize, i64) = invocation.invoke_async(&mut redis).await?;
+        Ok(match refused.checked_sub(1).and_then(|i| charges.get(i)) {
+            None => Ok(()),
+            Some(charge) => Err(Refused {
+                scope: charge.scope,
                 retry_after: Duration::from_micros(retry_us.max(0) as u64),
-            }))
+            }),
+        })
+    }
+
+    fn address(&self, route: &str, address: &ClientAddress) -> Charge {
+        Charge {
+            bucket: format!("{route}:addr:{}", address.0),
+            quota: self.limits.per_address,
+            cost: 1,
+            reservation: false,
+            scope: "address",
         }
     }
 
-    /// Charges one request of `route` to the client address's bucket.
-    pub async fn charge_address(
-        &self,
-        route: &str,
-        address: &str,
-    ) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(
-            &format!("{route}:addr:{address}"),
-            self.limits.per_address,
-            1,
-        )
-        .await
+    fn tenant(&self, route: &str, tenant: &str) -> Charge {
+        Charge {
+            bucket: format!("{route}:tenant:{tenant}"),
+            quota: self.limits.per_tenant,
+            cost: 1,
+            reservation: false,
+            scope: "tenant",
+        }
     }
 
-    /// Charges one request of `route` to the tenant's bucket.
+    fn failed_state(&self, user: &str, cost: i8) -> Charge {
+        Charge {
+            bucket: format!("failed-state:user:{user}"),
+            quota: self.limits.failed_states_per_user,
+            cost,
+            reservation: true,
+            scope: "failed-states",
+        }
+    }
+
+    /// Charges an OAuth route request to the address and then to the tenant; the first bucket
+    /// that is empty refuses it (the address keeps its charge: a refused request was still one).
+    pub async fn charge(
+        &self,
+        route: &str,
+        address: &ClientAddress,
+        tenant: &str,
+    ) -> Result<(), RateLimitError> {
+        let charges = [self.address(route, address), self.tenant(route, tenant)];
+        Ok(self.apply(&charges).await??)
+    }
+
+    /// Charges an OAuth route request to the client address's bucket alone, refusing it when
+    /// empty: a request refused before it could name its tenant.
+    pub async fn admit_address(
+        &self,
+        route: &str,
+        address: &ClientAddress,
+    ) -> Result<(), RateLimitError> {
+        Ok(self.apply(&[self.address(route, address)]).await??)
+    }
+
+    /// Charges a callback to the address, then reserves one failed state look-up of the user's
+    /// budget *before* the look-up (of concurrent guesses, only as many as the budget holds get
+    /// through), then charges the tenant. The tenant's budget comes after the caller's own: any
+    /// user of the tenant may call this route, and one who sends state after unknown state is
+    /// refused by their own budget before they spend the tenant's, which the tenant's admins need
+    /// for their callbacks. A request the tenant's budget refuses looks nothing up, so its
+    /// reservation is given back in the same step. A look-up that finds a valid state gives its
+    /// reservation back with [`Self::refund_failed_state`].
+    pub async fn admit_callback(
+        &self,
+        address: &ClientAddress,
+        user: &str,
+        tenant: &str,
+    ) -> Result<(), RateLimitError> {
+        let charges = [
+            self.address("callback", address),
+            self.failed_state(user, 1),
+            self.tenant("callback", tenant),
+        ];
+        Ok(self.apply(&charges).await??)
+    }
+
+    /// Charges one request of `route` to the tenant's bucket alone.
     pub async fn charge_tenant(
         &self,
         route: &str,
         tenant: &str,
     ) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(
-            &format!("{route}:tenant:{tenant}"),
-            self.limits.per_tenant,
-            1,
-        )
-        .await
-    }
-
-    /// Reserves one failed state look-up of the user's budget *before* the look-up, in the same
-    /// atomic step as the check: of concurrent guesses, only as many as the budget holds get
-    /// through. A look-up that finds a valid state gives it back with [`Self::refund_failed_state`].
-    pub async fn reserve_failed_state(
-        &self,
-        user: &str,
-    ) -> Result<Result<(), Limited>, redis::RedisError> {
-        self.gcra(
-            &format!("failed-state:user:{user}"),
-            self.limits.failed_states_per_user,
-            1,
-        )
-        .await
+        Ok(self
+            .apply(&[self.tenant(route, tenant)])
+            .await?
+            .map_err(|refused| Limited {
+                retry_after: refused.retry_after,
+            }))
     }
 
     /// Gives back a reservation whose look-up found a valid state, or that made no look-up. A
     /// refund Redis does not take is logged, not failed: the request goes on, and the user's
     /// budget is one look-up short until it refills.
     pub async fn refund_failed_state(&self, user: &str) {
-        let bucket = format!("failed-state:user:{user}");
-        let refund = self.gcra(&bucket, self.limits.failed_states_per_user, -1);
-        if let Err(e) = refund.await {
+        if let Err(e) = self.apply(&[self.failed_state(user, -1)]).await {
             tracing::warn!(error = %e, "could not give back a failed-state reservation");
         }
     }
@@ -362,44 +448,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
             .get::<ClientAddress>()
             .cloned()
             .unwrap_or_else(|| ClientAddress("unknown".to_owned())))
-    }
-}
-
-impl RateLimiter {
-    /// Charges an OAuth route request to the address and then to the tenant; the first bucket
-    /// that is empty refuses it.
-    pub async fn charge(
-        &self,
-        route: &str,
-        address: &ClientAddress,
-        tenant: &str,
-    ) -> Result<(), RateLimitError> {
-        self.admit_address(route, address).await?;
-        self.admit_tenant(route, tenant).await
-    }
-
-    /// Charges an OAuth route request to the client address's bucket, refusing it when empty.
-    pub async fn admit_address(
-        &self,
-        route: &str,
-        address: &ClientAddress,
-    ) -> Result<(), RateLimitError> {
-        self.charge_address(route, &address.0)
-            .await?
-            .map_err(|l| RateLimitError::Limited {
-                scope: "address",
-                retry_after: l.retry_after,
-            })
-    }
-
-    /// Charges an OAuth route request to the tenant's bucket, refusing it when empty.
-    pub async fn admit_tenant(&self, route: &str, tenant: &str) -> Result<(), RateLimitError> {
-        self.charge_tenant(route, tenant)
-            .await?
-            .map_err(|l| RateLimitError::Limited {
-                scope: "tenant",
-                retry_after: l.retry_after,
-            })
     }
 }
 

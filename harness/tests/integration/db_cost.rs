@@ -46,6 +46,12 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
     // transition with its audit row, `COMMIT`), then the settlement with the provider's answer
     // audited, one statement run alone (with a transaction around it, three more).
     assert_eq!(of("disconnect").statements, 7.0, "{rows:?}");
+    // Redis: an authorize charges its address and tenant in one script call and stores its state
+    // (2); a callback charges address, failed-state reservation and tenant in one call, consumes
+    // its state and gives the reservation back (3). A workspace request sends none.
+    assert_eq!(of("authorize").redis_commands, 2.0, "{rows:?}");
+    assert_eq!(of("callback").redis_commands, 3.0, "{rows:?}");
+    assert_eq!(of("activate").redis_commands, 0.0, "{rows:?}");
 }
 
 /// The statements every member's request enters its workspace with keep a generic plan, as a

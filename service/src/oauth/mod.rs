@@ -125,32 +125,23 @@ pub async fn callback(
         .tenant_of(&state.db, identity.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated("unknown user"))?;
-    state.limiter.admit_address("callback", &address).await?;
-    let params = callback_params(query.as_deref())?;
+    let params = match callback_params(query.as_deref()) {
+        Ok(params) => params,
+        Err(malformed) => {
+            // Refused before it names a state: charged to the address alone.
+            state.limiter.admit_address("callback", &address).await?;
+            return Err(malformed);
+        }
+    };
     // Every look-up is paid for before it is made, in one atomic step with the check: concurrent
-    // guesses cannot all pass a check that none of them has been charged for yet.
+    // guesses cannot all pass a check that none of them has been charged for yet. The address,
+    // the caller's reservation and then the tenant's budget, in one round trip (charged before
+    // the failed-state budget, the tenant's went to whoever sent the most guesses).
     let user = identity.user_id.to_string();
     state
         .limiter
-        .reserve_failed_state(&user)
-        .await?
-        .map_err(|l| ApiError::RateLimited {
-            scope: "failed-states",
-            retry_after: l.retry_after,
-        })?;
-    // The tenant's budget after the caller's own: any user of the tenant may call this route,
-    // and one who sends state after unknown state is refused by their own budget before they
-    // spend the tenant's, which the tenant's admins need for their callbacks. (Charged before
-    // the failed-state budget, the tenant's went to whoever sent the most guesses.) A request the
-    // tenant's budget refuses looks nothing up, so its reservation is given back.
-    if let Err(refused) = state
-        .limiter
-        .admit_tenant("callback", &caller_tenant.to_string())
-        .await
-    {
-        state.limiter.refund_failed_state(&user).await;
-        return Err(refused.into());
-    }
+        .admit_callback(&address, &user, &caller_tenant.to_string())
+        .await?;
     let hooks = state.sync_points.as_ref();
     // 1. Consume the state: after this line it is gone, whatever happens below.
     let consumed = match state.states.consume(params.state.expose_secret()).await {

@@ -90,15 +90,16 @@ pub fn verdicts(ratios: &Value) -> Value {
 /// caller new to the replica are beside them in the table, not in the sum).
 pub const FLOW_KINDS: [&str; 5] = ["authorize", "callback", "sync", "activate", "disconnect"];
 
-/// One flow's database cost from db-cost's rows: `(transactions, round_trips)` summed over
-/// [`FLOW_KINDS`]; `None` if a kind is missing.
-pub fn per_flow(db_cost: &Value) -> Option<(f64, f64)> {
+/// One flow's database cost from db-cost's rows: `(transactions, round_trips, redis_commands)`
+/// summed over [`FLOW_KINDS`]; `None` if a kind is missing.
+pub fn per_flow(db_cost: &Value) -> Option<(f64, f64, f64)> {
     let rows = db_cost.as_array()?;
-    let mut sum = (0.0, 0.0);
+    let mut sum = (0.0, 0.0, 0.0);
     for kind in FLOW_KINDS {
         let row = rows.iter().find(|r| r["kind"] == kind)?;
         sum.0 += row["transactions"].as_f64()?;
         sum.1 += row["round_trips"].as_f64()?;
+        sum.2 += row["redis_commands"].as_f64()?;
     }
     Some(sum)
 }
@@ -142,19 +143,20 @@ mod tests {
 
     #[test]
     fn a_flow_costs_the_sum_of_its_requests_and_nothing_without_all_of_them() {
-        let row = |kind: &str, tx: f64, rt: f64| json!({ "kind": kind, "transactions": tx, "round_trips": rt });
+        let row = |kind: &str, tx: f64, rt: f64, redis: f64| json!({ "kind": kind, "transactions": tx, "round_trips": rt, "redis_commands": redis });
         let rows = json!([
-            row("list_connections", 1.0, 5.0),
-            row("authorize", 1.0, 9.25),
-            row("callback", 3.0, 18.05),
-            row("sync", 2.0, 13.1),
-            row("activate", 1.0, 8.2),
-            row("disconnect", 2.0, 15.1),
+            row("list_connections", 1.0, 5.0, 0.0),
+            row("authorize", 1.0, 9.25, 2.0),
+            row("callback", 3.0, 18.05, 3.0),
+            row("sync", 2.0, 13.1, 0.0),
+            row("activate", 1.0, 8.2, 0.0),
+            row("disconnect", 2.0, 15.1, 0.0),
         ]);
-        let (tx, rt) = per_flow(&rows).unwrap();
+        let (tx, rt, redis) = per_flow(&rows).unwrap();
         assert_eq!(tx, 9.0);
         assert!((rt - 63.7).abs() < 1e-9, "{rt}");
-        let partial = json!([row("authorize", 1.0, 9.0)]);
+        assert_eq!(redis, 5.0);
+        let partial = json!([row("authorize", 1.0, 9.0, 2.0)]);
         assert_eq!(per_flow(&partial), None);
     }
 }
