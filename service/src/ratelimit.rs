@@ -125,7 +125,7 @@ for i = 1, #KEYS / 2 do
   local wait = apply(i, tonumber(ARGV[4 * i]))
   if wait > 0 then
     for j = 1, i - 1 do
-      if ARGV[4 * j + 1] == '1' then apply(j, -1) end
+      if ARGV[4 * j + 1] == '1' and ARGV[4 * j] == '1' then apply(j, -1) end
     end
     return {i, wait}
   end
@@ -157,7 +157,7 @@ pub struct RateLimiter {
     script: std::sync::Arc<Script>,
 }
 
-/// Why [`RateLimiter::charge`] refused a request.
+/// Why a charge of the [`RateLimiter`] refused a request.
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
     /// A bucket is empty.
@@ -237,13 +237,15 @@ impl RateLimiter {
                 .arg(u8::from(charge.reservation));
         }
         let (refused, retry_us): (usize, i64) = invocation.invoke_async(&mut redis).await?;
-        Ok(match refused.checked_sub(1).and_then(|i| charges.get(i)) {
-            None => Ok(()),
-            Some(charge) => Err(Refused {
-                scope: charge.scope,
-                retry_after: Duration::from_micros(retry_us.max(0) as u64),
-            }),
-        })
+        if refused == 0 {
+            return Ok(Ok(()));
+        }
+        // A number that names no bucket is still a refusal: the limits fail closed.
+        let scope = charges.get(refused - 1).map_or("unknown", |c| c.scope);
+        Ok(Err(Refused {
+            scope,
+            retry_after: Duration::from_micros(retry_us.max(0) as u64),
+        }))
     }
 
     fn address(&self, route: &str, address: &ClientAddress) -> Charge {

@@ -135,8 +135,9 @@ pub async fn callback(
     };
     // Every look-up is paid for before it is made, in one atomic step with the check: concurrent
     // guesses cannot all pass a check that none of them has been charged for yet. The address,
-    // the caller's reservation and then the tenant's budget, in one round trip (charged before
-    // the failed-state budget, the tenant's went to whoever sent the most guesses).
+    // the caller's reservation and then the tenant's budget, in one round trip: the caller's own
+    // budget before the tenant's, which the tenant's admins need for their callbacks (charged
+    // first, the tenant's went to whoever sent the most guesses).
     let user = identity.user_id.to_string();
     state
         .limiter
