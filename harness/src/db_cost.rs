@@ -115,8 +115,9 @@ pub struct Row {
     pub prepares: f64,
     /// Round trips per request that did nothing (the pool's liveness pings).
     pub pings: f64,
-    /// Commands per request sent to Redis (a script's call is one; what it runs is not counted).
-    pub redis_commands: f64,
+    /// Commands per request sent to Redis (a script's call is one; what it runs is not counted);
+    /// `None` where the server gave no `MONITOR` feed (said on standard error, and in the table).
+    pub redis_commands: Option<f64>,
 }
 
 /// Measures every kind, `requests` of each, on a reference service started on `infra`.
@@ -131,10 +132,16 @@ pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String>
         .await
         .map_err(|e| format!("the service did not start: {e}"))?;
     let prefix = started.env.redis_key_prefix.clone();
-    let result = match RedisCommands::watch(&infra.redis_url, prefix).await {
-        Ok(mut redis) => measure_on(&started, &mut redis, requests.max(1)).await,
-        Err(e) => Err(format!("Redis's MONITOR feed: {e}")),
+    // A server that refuses `MONITOR` (an ACL without it, a managed service) leaves the Redis
+    // column unmeasured, said so, and the database's counts still taken.
+    let mut redis = match RedisCommands::watch(&infra.redis_url, prefix).await {
+        Ok(redis) => Some(redis),
+        Err(e) => {
+            eprintln!("harbor-certify db-cost: Redis commands not counted: MONITOR: {e}");
+            None
+        }
     };
+    let result = measure_on(&started, redis.as_mut(), requests.max(1)).await;
     let stopped = started.stop().await;
     let rows = result?;
     stopped.map_err(|e| format!("clean-up: {e}"))?;
@@ -143,7 +150,7 @@ pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String>
 
 async fn measure_on(
     started: &Started,
-    redis: &mut RedisCommands,
+    mut redis: Option<&mut RedisCommands>,
     requests: usize,
 ) -> Result<Vec<Row>, String> {
     // A flow authorized, uncounted: the rate-limit script is then in Redis's cache, and no
@@ -157,7 +164,10 @@ async fn measure_on(
             ready.push(prepare(started, kind).await?);
         }
         let before = quiet_counts(started).await?;
-        let redis_before = redis.count().await?;
+        let redis_before = match redis.as_deref_mut() {
+            Some(redis) => Some(redis.count().await?),
+            None => None,
+        };
         for (t, query) in &ready {
             let who = if matches!(kind, Kind::ListConnections | Kind::Sync) {
                 t.member
@@ -186,7 +196,10 @@ async fn measure_on(
             }
         }
         let counted = before.until(quiet_counts(started).await?);
-        let redis_commands = redis.count().await? - redis_before;
+        let redis_commands = match (redis.as_deref_mut(), redis_before) {
+            (Some(redis), Some(before)) => Some(redis.count().await? - before),
+            _ => None,
+        };
         let per = |n: u64| n as f64 / requests as f64;
         rows.push(Row {
             kind: kind.as_str(),
@@ -197,7 +210,7 @@ async fn measure_on(
             connections: per(counted.connections),
             prepares: per(counted.prepares),
             pings: per(counted.pings),
-            redis_commands: per(redis_commands),
+            redis_commands: redis_commands.map(per),
         });
     }
     Ok(rows)
@@ -313,20 +326,29 @@ struct RedisCommands {
 const MARKER: &str = "harbor-db-cost-marker";
 
 impl RedisCommands {
-    async fn watch(url: &str, prefix: String) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let feed = client
-            .get_async_monitor()
-            .await?
-            .into_on_message::<String>();
-        let marker = client.get_multiplexed_async_connection().await?;
-        Ok(Self {
+    /// A counter on the server at `url`, shown working: its first marker came through. (A server
+    /// that refuses `MONITOR` answers it with an error the client does not report; its feed then
+    /// stays silent.)
+    async fn watch(url: &str, prefix: String) -> Result<Self, String> {
+        let connect = async {
+            let client = redis::Client::open(url)?;
+            let feed = client
+                .get_async_monitor()
+                .await?
+                .into_on_message::<String>();
+            let marker = client.get_multiplexed_async_connection().await?;
+            Ok::<_, redis::RedisError>((feed, marker))
+        };
+        let (feed, marker) = connect.await.map_err(|e| e.to_string())?;
+        let mut counter = Self {
             feed: Box::pin(feed),
             marker,
             quoted_prefix: format!("\"{prefix}"),
             seen: 0,
             markers_sent: 0,
-        })
+        };
+        counter.count().await?;
+        Ok(counter)
     }
 
     /// Commands seen so far, every command sent before this call included.
@@ -365,7 +387,7 @@ pub fn markdown(rows: &[Row]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
             r.kind,
             r.round_trips,
             r.pings,
@@ -374,6 +396,9 @@ pub fn markdown(rows: &[Row]) -> String {
             r.transactions,
             r.connections,
             r.redis_commands
+                .map_or("not counted (no MONITOR feed)".to_owned(), |n| format!(
+                    "{n:.2}"
+                ))
         ));
     }
     out

@@ -326,7 +326,9 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     if let Some((transactions, round_trips, redis)) = goals::per_flow(&report["db_cost"]) {
         report["ratios"]["transactions_per_flow"] = json!(transactions);
         report["ratios"]["round_trips_per_flow"] = json!(round_trips);
-        report["ratios"]["redis_commands_per_flow"] = json!(redis);
+        if let Some(redis) = redis {
+            report["ratios"]["redis_commands_per_flow"] = json!(redis);
+        }
     }
     if let Some(rate) = report["exploration"]["schedules_per_s"].as_f64() {
         report["ratios"]["exploration_schedules_per_s"] = json!(rate);
@@ -617,14 +619,16 @@ fn markdown(report: &Value) -> String {
         md.push_str("\n## The database cost of each kind of request (per request, counted on the wire; Redis's from its `MONITOR` feed)\n\n| request | round trips | of which pings | of which prepares | statements | transactions | Redis commands |\n|---|---:|---:|---:|---:|---:|---:|\n");
         for r in rows {
             md.push_str(&format!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
                 r["kind"].as_str().unwrap_or("?"),
                 r["round_trips"].as_f64().unwrap_or(0.0),
                 r["pings"].as_f64().unwrap_or(0.0),
                 r["prepares"].as_f64().unwrap_or(0.0),
                 r["statements"].as_f64().unwrap_or(0.0),
                 r["transactions"].as_f64().unwrap_or(0.0),
-                r["redis_commands"].as_f64().unwrap_or(0.0),
+                r["redis_commands"]
+                    .as_f64()
+                    .map_or("not counted".to_owned(), |n| format!("{n:.2}")),
             ));
         }
     }

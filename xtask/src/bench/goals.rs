@@ -91,17 +91,20 @@ pub fn verdicts(ratios: &Value) -> Value {
 pub const FLOW_KINDS: [&str; 5] = ["authorize", "callback", "sync", "activate", "disconnect"];
 
 /// One flow's database cost from db-cost's rows: `(transactions, round_trips, redis_commands)`
-/// summed over [`FLOW_KINDS`]; `None` if a kind is missing.
-pub fn per_flow(db_cost: &Value) -> Option<(f64, f64, f64)> {
+/// summed over [`FLOW_KINDS`]; `None` if a kind is missing, the Redis sum `None` if any kind's
+/// Redis commands were not counted.
+pub fn per_flow(db_cost: &Value) -> Option<(f64, f64, Option<f64>)> {
     let rows = db_cost.as_array()?;
-    let mut sum = (0.0, 0.0, 0.0);
+    let (mut transactions, mut round_trips, mut redis) = (0.0, 0.0, Some(0.0));
     for kind in FLOW_KINDS {
         let row = rows.iter().find(|r| r["kind"] == kind)?;
-        sum.0 += row["transactions"].as_f64()?;
-        sum.1 += row["round_trips"].as_f64()?;
-        sum.2 += row["redis_commands"].as_f64()?;
+        transactions += row["transactions"].as_f64()?;
+        round_trips += row["round_trips"].as_f64()?;
+        redis = redis
+            .zip(row["redis_commands"].as_f64())
+            .map(|(a, b)| a + b);
     }
-    Some(sum)
+    Some((transactions, round_trips, redis))
 }
 
 #[cfg(test)]
@@ -155,7 +158,20 @@ mod tests {
         let (tx, rt, redis) = per_flow(&rows).unwrap();
         assert_eq!(tx, 9.0);
         assert!((rt - 63.7).abs() < 1e-9, "{rt}");
-        assert_eq!(redis, 5.0);
+        assert_eq!(redis, Some(5.0));
+        let uncounted = json!([
+            row("authorize", 1.0, 9.25, 2.0),
+            row("callback", 3.0, 18.05, 3.0),
+            row("sync", 2.0, 13.1, 0.0),
+            row("activate", 1.0, 8.2, 0.0),
+            json!({ "kind": "disconnect", "transactions": 2.0, "round_trips": 15.1, "redis_commands": null }),
+        ]);
+        let (tx, _, redis) = per_flow(&uncounted).unwrap();
+        assert_eq!(
+            (tx, redis),
+            (9.0, None),
+            "Redis not counted, the database still is"
+        );
         let partial = json!([row("authorize", 1.0, 9.0, 2.0)]);
         assert_eq!(per_flow(&partial), None);
     }
