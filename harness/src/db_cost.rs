@@ -318,12 +318,12 @@ struct RedisCommands {
     marker: redis::aio::MultiplexedConnection,
     /// `"<prefix>`, as a key under the prefix starts in the feed's quoted arguments.
     quoted_prefix: String,
+    /// This counter's own: another counter on the same server (a db-cost run beside this one)
+    /// sends markers too, and one of theirs must not end a count of this one's.
+    marker_id: uuid::Uuid,
     seen: u64,
     markers_sent: u64,
 }
-
-/// What the markers say, so that the feed can tell them from the replicas' commands.
-const MARKER: &str = "harbor-db-cost-marker";
 
 impl RedisCommands {
     /// A counter on the server at `url`, shown working: its first marker came through. (A server
@@ -345,6 +345,7 @@ impl RedisCommands {
             marker,
             quoted_prefix: format!("\"{prefix}"),
             seen: 0,
+            marker_id: uuid::Uuid::new_v4(),
             markers_sent: 0,
         };
         counter.count().await?;
@@ -355,7 +356,11 @@ impl RedisCommands {
     async fn count(&mut self) -> Result<u64, String> {
         use futures::StreamExt;
         self.markers_sent += 1;
-        let marker = format!("{MARKER}-{}", self.markers_sent);
+        let marker = format!(
+            "harbor-db-cost-{}-{}",
+            self.marker_id.simple(),
+            self.markers_sent
+        );
         let _: String = redis::cmd("ECHO")
             .arg(&marker)
             .query_async(&mut self.marker)
