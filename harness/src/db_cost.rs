@@ -164,10 +164,7 @@ async fn measure_on(
             ready.push(prepare(started, kind).await?);
         }
         let before = quiet_counts(started).await?;
-        let redis_before = match redis.as_deref_mut() {
-            Some(redis) => Some(redis.count().await?),
-            None => None,
-        };
+        let redis_before = RedisCommands::count_if(redis.as_deref_mut()).await?;
         for (t, query) in &ready {
             let who = if matches!(kind, Kind::ListConnections | Kind::Sync) {
                 t.member
@@ -196,10 +193,10 @@ async fn measure_on(
             }
         }
         let counted = before.until(quiet_counts(started).await?);
-        let redis_commands = match (redis.as_deref_mut(), redis_before) {
-            (Some(redis), Some(before)) => Some(redis.count().await? - before),
-            _ => None,
-        };
+        let redis_commands = RedisCommands::count_if(redis.as_deref_mut())
+            .await?
+            .zip(redis_before)
+            .map(|(after, before)| after - before);
         let per = |n: u64| n as f64 / requests as f64;
         rows.push(Row {
             kind: kind.as_str(),
@@ -350,6 +347,14 @@ impl RedisCommands {
         };
         counter.count().await?;
         Ok(counter)
+    }
+
+    /// [`Self::count`] of a counter, if there is one.
+    async fn count_if(counter: Option<&mut Self>) -> Result<Option<u64>, String> {
+        match counter {
+            Some(counter) => counter.count().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Commands seen so far, every command sent before this call included.

@@ -176,26 +176,22 @@ pub enum RateLimitError {
     Redis(#[from] redis::RedisError),
 }
 
-/// The bucket that refused a charge, and when to retry.
-struct Refused {
-    scope: &'static str,
-    retry_after: Duration,
+/// A request over its limit: the bucket that refused it, and when to retry.
+#[derive(Clone, Copy, Debug)]
+pub struct Limited {
+    /// Which bucket refused (`address`, `failed-states`, `tenant`).
+    pub scope: &'static str,
+    /// When to retry.
+    pub retry_after: Duration,
 }
 
-impl From<Refused> for RateLimitError {
-    fn from(refused: Refused) -> Self {
+impl From<Limited> for RateLimitError {
+    fn from(refused: Limited) -> Self {
         RateLimitError::Limited {
             scope: refused.scope,
             retry_after: refused.retry_after,
         }
     }
-}
-
-/// A request over its limit; retry after this long.
-#[derive(Clone, Copy, Debug)]
-pub struct Limited {
-    /// When to retry.
-    pub retry_after: Duration,
 }
 
 impl RateLimiter {
@@ -222,7 +218,7 @@ impl RateLimiter {
 
     /// Charges `charges` in order, in one round trip to Redis and one atomic step there: the
     /// first bucket that refuses stops the rest and gives back the reservations before it.
-    async fn apply(&self, charges: &[Charge]) -> Result<Result<(), Refused>, redis::RedisError> {
+    async fn apply(&self, charges: &[Charge]) -> Result<Result<(), Limited>, redis::RedisError> {
         if crate::flaws::active(crate::flaws::Flaw::NoRateLimit) {
             return Ok(Ok(()));
         }
@@ -245,7 +241,7 @@ impl RateLimiter {
         }
         // A number that names no bucket is still a refusal: the limits fail closed.
         let scope = charges.get(refused - 1).map_or("unknown", |c| c.scope);
-        Ok(Err(Refused {
+        Ok(Err(Limited {
             scope,
             retry_after: Duration::from_micros(retry_us.max(0) as u64),
         }))
@@ -331,12 +327,7 @@ impl RateLimiter {
         route: &str,
         tenant: &str,
     ) -> Result<Result<(), Limited>, redis::RedisError> {
-        Ok(self
-            .apply(&[self.tenant(route, tenant)])
-            .await?
-            .map_err(|refused| Limited {
-                retry_after: refused.retry_after,
-            }))
+        self.apply(&[self.tenant(route, tenant)]).await
     }
 
     /// Gives back a reservation whose look-up found a valid state, or that made no look-up. A

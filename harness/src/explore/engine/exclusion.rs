@@ -35,20 +35,15 @@ impl Engine<'_> {
                 .and_then(|(i, _)| {
                     let answered = run.finished[i].as_ref()?;
                     let success = (200..300).contains(&answered.status);
+                    let body = answered.answer.as_ref().map(|a| &a.body);
                     // An idempotent replay (a repeated activation) answers from the row it
                     // already wrote, under the workspace lock but without the connection's row.
-                    let replay = answered
-                        .answer
-                        .as_ref()
-                        .is_some_and(|a| a.body["already_completed"] == true);
+                    let replay = body.is_some_and(|b| b["already_completed"] == true);
                     let row_only = actors[probe].op == Operation::RowProbe;
                     // A sync whose token needed no refresh reads it without the workspace lock
                     // (the service's fresh-token read); its store waits for the row alone.
                     let unrefreshed_sync = actors[i].op == Operation::Sync
-                        && answered
-                            .answer
-                            .as_ref()
-                            .is_some_and(|a| a.body["refreshed"] == false);
+                        && body.is_some_and(|b| b["refreshed"] == false);
                     let lock_only = actors[probe].op == Operation::LockProbe;
                     (success && !(replay && row_only) && !(unrefreshed_sync && lock_only))
                         .then_some((i, probe))
