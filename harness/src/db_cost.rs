@@ -116,7 +116,8 @@ pub struct Row {
     /// Round trips per request that did nothing (the pool's liveness pings).
     pub pings: f64,
     /// Commands per request sent to Redis (a script's call is one; what it runs is not counted);
-    /// `None` where the server gave no `MONITOR` feed (said on standard error, and in the table).
+    /// `None` where the server gave no `MONITOR` feed, or the feed failed before this kind's count
+    /// was read (why is said on standard error; the table says not counted).
     pub redis_commands: Option<f64>,
 }
 
@@ -141,7 +142,7 @@ pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String>
             None
         }
     };
-    let result = measure_on(&started, redis.as_mut(), requests.max(1)).await;
+    let result = measure_on(&started, &mut redis, requests.max(1)).await;
     let stopped = started.stop().await;
     let rows = result?;
     stopped.map_err(|e| format!("clean-up: {e}"))?;
@@ -150,7 +151,7 @@ pub async fn measure(infra: &Infra, requests: usize) -> Result<Vec<Row>, String>
 
 async fn measure_on(
     started: &Started,
-    mut redis: Option<&mut RedisCommands>,
+    redis: &mut Option<RedisCommands>,
     requests: usize,
 ) -> Result<Vec<Row>, String> {
     // A flow authorized, uncounted: the rate-limit script is then in Redis's cache, and no
@@ -164,7 +165,7 @@ async fn measure_on(
             ready.push(prepare(started, kind).await?);
         }
         let before = quiet_counts(started).await?;
-        let redis_before = RedisCommands::count_if(redis.as_deref_mut()).await?;
+        let redis_before = RedisCommands::count_if(redis).await;
         for (t, query) in &ready {
             let who = if matches!(kind, Kind::ListConnections | Kind::Sync) {
                 t.member
@@ -193,8 +194,8 @@ async fn measure_on(
             }
         }
         let counted = before.until(quiet_counts(started).await?);
-        let redis_commands = RedisCommands::count_if(redis.as_deref_mut())
-            .await?
+        let redis_commands = RedisCommands::count_if(redis)
+            .await
             .zip(redis_before)
             .map(|(after, before)| after - before);
         let per = |n: u64| n as f64 / requests as f64;
@@ -349,12 +350,17 @@ impl RedisCommands {
         Ok(counter)
     }
 
-    /// [`Self::count`] of a counter, if there is one.
-    async fn count_if(counter: Option<&mut Self>) -> Result<Option<u64>, String> {
-        match counter {
-            Some(counter) => counter.count().await.map(Some),
-            None => Ok(None),
-        }
+    /// [`Self::count`] of a counter, if there is one. A counter that fails (the feed ended or
+    /// fell silent: Redis restarted, the connection cut) is given up, said on standard error, and
+    /// the rest of the run leaves Redis uncounted: the database's counts are still taken.
+    async fn count_if(counter: &mut Option<Self>) -> Option<u64> {
+        let counted = counter.as_mut()?.count().await;
+        counted
+            .inspect_err(|e| {
+                eprintln!("harbor-certify db-cost: Redis commands no longer counted: {e}");
+                *counter = None;
+            })
+            .ok()
     }
 
     /// Commands seen so far, every command sent before this call included.
@@ -406,7 +412,7 @@ pub fn markdown(rows: &[Row]) -> String {
             r.transactions,
             r.connections,
             r.redis_commands
-                .map_or("not counted (no MONITOR feed)".to_owned(), |n| format!(
+                .map_or("not counted (see standard error)".to_owned(), |n| format!(
                     "{n:.2}"
                 ))
         ));

@@ -16,7 +16,7 @@ use crate::db::Tx;
 use crate::domain::{TenantId, UserId, WorkspaceId};
 
 /// One audit event.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AuditEvent<'a> {
     /// The tenant concerned.
     pub tenant_id: Option<TenantId>,

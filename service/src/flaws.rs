@@ -104,11 +104,16 @@ pub enum Flaw {
     /// needs is held, and waits for it there, instead of writing the grant ahead first: a replica
     /// that dies while the callback waits leaves a live grant that no row and no intent holds.
     CallbackWaitsUnwritten,
+    /// A revoke's or disconnect's settlement (the intent settled and the provider's answer
+    /// audited, in one statement run on its own) is sent again on another connection when the
+    /// first one dies under it, as a statement that may be repeated is: when only the reply was
+    /// lost, the answer is audited twice.
+    SettlementSentAgain,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 30] = [
+    pub const ALL: [Flaw; 31] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -139,6 +144,7 @@ impl Flaw {
         Flaw::RevokeSharedConsent,
         Flaw::ParkedGrantKept,
         Flaw::CallbackWaitsUnwritten,
+        Flaw::SettlementSentAgain,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -174,6 +180,7 @@ impl Flaw {
             Flaw::RevokeSharedConsent => "revoke-shared-consent",
             Flaw::ParkedGrantKept => "parked-grant-kept",
             Flaw::CallbackWaitsUnwritten => "callback-waits-unwritten",
+            Flaw::SettlementSentAgain => "settlement-sent-again",
         }
     }
 

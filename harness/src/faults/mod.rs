@@ -38,7 +38,8 @@ pub enum FaultKind {
     RedisFlush,
     /// The replicas' PostgreSQL connections stop answering (bytes held both ways).
     PostgresPause,
-    /// They answer again; a lost commit reply still armed (no `COMMIT` came) is disarmed.
+    /// They answer again; a lost reply still armed (no `COMMIT` or lone statement came) is
+    /// disarmed.
     PostgresResume,
     /// Every open PostgreSQL connection of the replicas is cut: each backend ends (and with it
     /// its transaction and its locks) as it would when a replica's host loses the network.
@@ -51,6 +52,10 @@ pub enum FaultKind {
     /// and the server rolls the transaction back (the replica, again, cannot tell this from a
     /// lost reply).
     PostgresLoseCommit,
+    /// The next statement a replica runs on its own — outside any transaction block, so that it
+    /// commits by itself (a settlement, a read) — is carried out, and then its reply is lost as
+    /// `postgres_lose_commit_reply`'s is: the replica cannot tell whether it wrote anything.
+    PostgresLoseStatementReply,
     /// The server is gone: open connections are cut, new ones refused.
     PostgresDown,
     /// The server is back (committed data intact, as after a restart).
@@ -155,13 +160,16 @@ pub enum ProxyAction {
     LoseNextCommitReply,
     /// Cut the connection that sends the next PostgreSQL `COMMIT`, before the server reads it.
     LoseNextCommit,
+    /// Let the next PostgreSQL statement run on its own through, then cut its connection once
+    /// the server has answered.
+    LoseNextStatementReply,
     /// Listen again.
     Up,
 }
 
 impl FaultKind {
     /// Every fault, in the order of the documentation.
-    pub const ALL: [FaultKind; 24] = [
+    pub const ALL: [FaultKind; 25] = [
         FaultKind::RedisPause,
         FaultKind::RedisResume,
         FaultKind::RedisDropConnections,
@@ -174,6 +182,7 @@ impl FaultKind {
         FaultKind::PostgresDropConnections,
         FaultKind::PostgresLoseCommitReply,
         FaultKind::PostgresLoseCommit,
+        FaultKind::PostgresLoseStatementReply,
         FaultKind::PostgresDown,
         FaultKind::PostgresUp,
         FaultKind::PostgresRestart,
@@ -203,6 +212,7 @@ impl FaultKind {
             FaultKind::PostgresDropConnections => "postgres_drop_connections",
             FaultKind::PostgresLoseCommitReply => "postgres_lose_commit_reply",
             FaultKind::PostgresLoseCommit => "postgres_lose_commit",
+            FaultKind::PostgresLoseStatementReply => "postgres_lose_statement_reply",
             FaultKind::PostgresDown => "postgres_down",
             FaultKind::PostgresUp => "postgres_up",
             FaultKind::PostgresRestart => "postgres_restart",
@@ -229,6 +239,7 @@ impl FaultKind {
             | PostgresDropConnections
             | PostgresLoseCommitReply
             | PostgresLoseCommit
+            | PostgresLoseStatementReply
             | PostgresDown
             | PostgresUp
             | PostgresRestart
@@ -250,6 +261,7 @@ impl FaultKind {
             RedisUp | PostgresUp | ProviderUp => ProxyAction::Up,
             PostgresLoseCommitReply => ProxyAction::LoseNextCommitReply,
             PostgresLoseCommit => ProxyAction::LoseNextCommit,
+            PostgresLoseStatementReply => ProxyAction::LoseNextStatementReply,
             _ => return None,
         })
     }

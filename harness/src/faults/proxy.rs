@@ -1,6 +1,6 @@
 //! The TCP proxy itself ([`FaultProxy`]): what each [`ProxyAction`] does to the bytes and
-//! connections through it — held, cut, refused, or (for a PostgreSQL `COMMIT`) let through with
-//! its answer lost.
+//! connections through it — held, cut, refused, or (for a PostgreSQL `COMMIT`, or a statement run
+//! on its own) let through with its answer lost.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -30,6 +30,9 @@ struct Mode {
     /// How many of the next `COMMIT`s never reach the server: the connection that sends one is
     /// cut instead, and the server rolls its transaction back.
     lose_commits: u32,
+    /// How many of the next statements run on their own (outside a transaction block, so each
+    /// commits by itself) have their reply lost, as `lose_commit_replies` for a `COMMIT`.
+    lose_statement_replies: u32,
 }
 
 /// A TCP proxy to `upstream` on a free port of 127.0.0.1, stopped when dropped.
@@ -124,6 +127,7 @@ impl FaultProxy {
                     m.paused = false;
                     m.lose_commit_replies = 0;
                     m.lose_commits = 0;
+                    m.lose_statement_replies = 0;
                 }
                 ProxyAction::Drop => m.generation += 1,
                 ProxyAction::Down => {
@@ -133,6 +137,7 @@ impl FaultProxy {
                 ProxyAction::Up => m.down = false,
                 ProxyAction::LoseNextCommitReply => m.lose_commit_replies += 1,
                 ProxyAction::LoseNextCommit => m.lose_commits += 1,
+                ProxyAction::LoseNextStatementReply => m.lose_statement_replies += 1,
             }
         });
         let mut followed = self.followed.clone();
@@ -247,7 +252,8 @@ async fn forward(
     };
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    // Set when this connection's client sent a `COMMIT` whose reply is to be lost.
+    // Set when this connection's client sent a `COMMIT`, or a statement run on its own, whose
+    // reply is to be lost.
     let doomed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let up = pump(
         client_read,
@@ -289,9 +295,10 @@ async fn forward(
 /// the length 11, the text with its terminating zero.
 const COMMIT_MESSAGE: &[u8] = b"Q\x00\x00\x00\x0bCOMMIT\x00";
 
-/// Which way a pump copies, with what the lost-commit-reply fault needs on each side.
+/// Which way a pump copies, with what the lost-reply faults need on each side.
 enum Direction {
-    /// Client to server: spots a `COMMIT` and, while one is armed, dooms the connection.
+    /// Client to server: spots a `COMMIT` (or, framed, a statement run on its own) and, while a
+    /// fault for it is armed, dooms the connection.
     ToServer {
         arming: Arc<watch::Sender<Mode>>,
         doomed: Arc<std::sync::atomic::AtomicBool>,
@@ -351,6 +358,14 @@ async fn pump(
             Ok(m) if m.generation == born => {}
             _ => return None,
         }
+        // The client's side is framed before it is delivered: whether these bytes run a
+        // statement on its own decides what happens to them.
+        let alone = match &mut direction {
+            Direction::ToServer {
+                framer: Some(f), ..
+            } => f.feed(&buf[..n]),
+            _ => false,
+        };
         match &direction {
             Direction::ToServer { arming, doomed, .. }
                 if buf[..n]
@@ -365,19 +380,21 @@ async fn pump(
                     doomed.store(true, Ordering::SeqCst);
                 }
             }
+            Direction::ToServer { arming, doomed, .. }
+                if alone && take_armed(arming, |m| &mut m.lose_statement_replies) =>
+            {
+                doomed.store(true, Ordering::SeqCst);
+            }
             // The server has carried the commit out and answered: the answer is lost.
             Direction::ToClient { doomed, .. } if doomed.load(Ordering::SeqCst) => return None,
             _ => {}
         }
         // Counted as delivered (a PostgreSQL link's framers only read).
-        match &mut direction {
-            Direction::ToServer {
-                framer: Some(f), ..
-            } => f.feed(&buf[..n]),
-            Direction::ToClient {
-                framer: Some(f), ..
-            } => f.feed(&buf[..n]),
-            _ => {}
+        if let Direction::ToClient {
+            framer: Some(f), ..
+        } = &mut direction
+        {
+            f.feed(&buf[..n]);
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return None;

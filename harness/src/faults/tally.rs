@@ -4,8 +4,13 @@
 //! transactions (each return to idle after at least one statement) and the connections opened
 //! (whose first `ReadyForQuery` is the start-up's, not a request's). Exact where a timing or a
 //! server-wide statistic would not be: `pg_stat_database` counts every client of the server.
+//!
+//! The client's side is framed too, for one fault: it tells the proxy when the client runs a
+//! statement on its own — an `Execute` sent while the server last said it was idle, outside any
+//! transaction block — whose commit is the statement's own
+//! ([`crate::faults::FaultKind::PostgresLoseStatementReply`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The counts of one link (every connection through one proxy), since it started. Updated once
@@ -72,20 +77,29 @@ impl Tally {
 /// `GSSENCRequest`, `CancelRequest` (each is followed by another untyped message, or nothing).
 const PRE_STARTUP_CODES: [u32; 3] = [80_877_103, 80_877_104, 80_877_102];
 
+/// What `ServerFramer::status` holds before the server's first `ReadyForQuery`.
+const NOT_READY: u8 = 0;
+
 /// One connection's framers, one per direction, sharing whether the client asked for TLS (the
-/// server then answers one unframed byte).
+/// server then answers one unframed byte) and the transaction status of the server's last
+/// `ReadyForQuery`.
 pub(super) fn framers(tally: Arc<Tally>) -> (ClientFramer, ServerFramer) {
     let asked_tls = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(AtomicU8::new(NOT_READY));
     (
         ClientFramer {
             buf: Vec::new(),
             typed: false,
             asked_tls: asked_tls.clone(),
+            header: Vec::with_capacity(5),
+            skip: 0,
+            server_status: status.clone(),
         },
         ServerFramer {
             buf: Vec::new(),
             tally,
             asked_tls,
+            status,
             tls_answered: false,
             opaque: false,
             started: false,
@@ -95,21 +109,70 @@ pub(super) fn framers(tally: Arc<Tally>) -> (ClientFramer, ServerFramer) {
     )
 }
 
-/// Frames what the client sends, only to know when the start-up is over and whether TLS was
-/// asked for.
+/// Frames what the client sends: the start-up (whether TLS was asked for), then each typed
+/// message's kind, skipping its body without copying it.
 pub(super) struct ClientFramer {
+    /// The start-up's bytes until it is whole.
     buf: Vec<u8>,
     typed: bool,
     asked_tls: Arc<AtomicBool>,
+    /// The kind and length of the typed message being read, until all five bytes are in.
+    header: Vec<u8>,
+    /// How many bytes of the current message's body are still to come.
+    skip: usize,
+    /// The transaction status of the server's last `ReadyForQuery` (`I`, `T`, `E`).
+    server_status: Arc<AtomicU8>,
 }
 
 impl ClientFramer {
-    /// Takes the next bytes the client sent.
-    pub(super) fn feed(&mut self, bytes: &[u8]) {
+    /// Takes the next bytes the client sent; true when they end an `Execute` the client sent
+    /// while the server was idle: a statement run on its own, committed by itself. (The client
+    /// waits for each `ReadyForQuery` before it sends more, so the last one the server sent is
+    /// the status its next statement runs in.)
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> bool {
         if self.typed {
-            // Nothing after the start-up matters on this side.
-            return;
+            return self.feed_typed(bytes);
         }
+        self.feed_start_up(bytes);
+        if !self.typed {
+            return false;
+        }
+        // What the start-up's messages left of the buffer is the first typed bytes.
+        let rest = std::mem::take(&mut self.buf);
+        self.feed_typed(&rest)
+    }
+
+    fn feed_typed(&mut self, mut bytes: &[u8]) -> bool {
+        let mut alone = false;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() < 5 {
+                break;
+            }
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]);
+            // `E`: Execute (the server's `E` is an error; this side has no such message).
+            alone |= self.header[0] == b'E' && self.server_status.load(Ordering::SeqCst) == b'I';
+            self.skip = (len as usize).saturating_sub(4);
+            self.header.clear();
+        }
+        alone
+    }
+
+    /// The untyped start-up messages, buffered until each is whole.
+    fn feed_start_up(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         while !self.typed && self.buf.len() >= 8 {
             let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
@@ -134,6 +197,8 @@ pub(super) struct ServerFramer {
     buf: Vec<u8>,
     tally: Arc<Tally>,
     asked_tls: Arc<AtomicBool>,
+    /// The transaction status of the last `ReadyForQuery`, for the client's framer.
+    status: Arc<AtomicU8>,
     tls_answered: bool,
     /// A TLS session: nothing on it is readable, so nothing more is counted.
     opaque: bool,
@@ -184,6 +249,7 @@ impl ServerFramer {
     fn ready(&mut self, status: u8) {
         let statements = std::mem::take(&mut self.statements_since_ready);
         let parsed = std::mem::take(&mut self.parsed_since_ready);
+        self.status.store(status, Ordering::SeqCst);
         if !self.started {
             // The start-up's own: a connection, not a request's round trip.
             self.started = true;
@@ -264,6 +330,48 @@ mod tests {
                 pings: 1,
             }
         );
+    }
+
+    #[test]
+    fn the_client_framer_spots_a_statement_run_on_its_own_in_any_chunking() {
+        let tally = Arc::new(Tally::default());
+        let (mut client, mut server) = framers(tally);
+        let execute = |client: &mut ClientFramer, wire: &[u8]| {
+            // A byte at a time: the Execute is spotted in the chunk that completes its header.
+            wire.iter()
+                .map(|b| client.feed(std::slice::from_ref(b)))
+                .fold(false, |a, b| a | b)
+        };
+        // The start-up and the first typed message in one chunk.
+        let mut wire = untyped(196_608, b"user\0harbor\0\0");
+        wire.extend(message(b'P', b"\0SELECT 1\0\0\0"));
+        assert!(
+            !client.feed(&wire),
+            "no statement run before the server is ready"
+        );
+        server.feed(&message(b'Z', b"I"));
+        let run = [
+            message(b'B', &[0; 10]),
+            message(b'E', b"\0\0\0\0\0"),
+            message(b'S', b""),
+        ]
+        .concat();
+        assert!(
+            execute(&mut client, &run),
+            "an Execute while idle runs on its own"
+        );
+        server.feed(&message(b'Z', b"I"));
+        assert!(
+            !execute(&mut client, &message(b'S', b"")),
+            "a ping runs nothing"
+        );
+        assert!(!execute(&mut client, &message(b'Q', b"BEGIN\0")));
+        server.feed(&message(b'Z', b"T"));
+        assert!(!execute(&mut client, &run), "inside a transaction block");
+        server.feed(&message(b'Z', b"T"));
+        assert!(!execute(&mut client, &message(b'Q', b"COMMIT\0")));
+        server.feed(&message(b'Z', b"I"));
+        assert!(client.feed(&run), "idle again, in one chunk");
     }
 
     #[test]

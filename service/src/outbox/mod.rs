@@ -445,6 +445,17 @@ pub async fn settle_audited(
     (ctx, event): (&RequestContext, AuditEvent<'_>),
 ) -> Result<(), sqlx::Error> {
     let tag = crate::db::application_name(ctx.actor.as_ref());
+    if crate::flaws::active(crate::flaws::Flaw::SettlementSentAgain) {
+        // Seeded flaw `settlement-sent-again`: taken for a statement that may be repeated.
+        crate::db::retry_lost(pool, || {
+            audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event.clone())
+                .bind(tenant)
+                .bind(tag.clone())
+                .execute(pool)
+        })
+        .await?;
+        return Ok(());
+    }
     let mut conn = crate::db::live_connection(pool).await?;
     audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event)
         .bind(tenant)
