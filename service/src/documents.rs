@@ -247,6 +247,7 @@ async fn decide_token(
     let hooks = state.sync_points.as_ref();
     let single_flight = !flaws::active(Flaw::NoRefreshSingleFlight);
     if matches!(need, Need::Fresh) && single_flight && may_read_unlocked(hooks, ctx) {
+        SyncHooks::reach(hooks, ctx, syncpoints::SYNC_READ).await?;
         if let Some(ready) = fresh_unlocked(&state, &request, provider).await? {
             return Ok(ready);
         }
@@ -488,9 +489,12 @@ fn about_to_expire(
 
 /// Whether a sync may look at its token without the locks first ([`fresh_unlocked`]): not when
 /// the harness parks it at its locked point (the schedule then decides what it meets under the
-/// locks), nor under a seeded flaw of the locked path, which must keep showing.
+/// locks) unless it parks it before the unlocked read too (the schedule then decides when the
+/// read happens, and a sync the read sends on to the locked path still parks under the locks),
+/// nor under a seeded flaw of the locked path, which must keep showing.
 fn may_read_unlocked(hooks: Option<&SyncHooks>, ctx: &RequestContext) -> bool {
-    !SyncHooks::would_park(hooks, ctx, &[syncpoints::SYNC_LOCKED])
+    (!SyncHooks::would_park(hooks, ctx, &[syncpoints::SYNC_LOCKED])
+        || SyncHooks::would_park(hooks, ctx, &[syncpoints::SYNC_READ]))
         && !flaws::active(Flaw::NoRowLock)
         && !flaws::active(Flaw::NoMembershipCheck)
 }

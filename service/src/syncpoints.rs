@@ -32,6 +32,7 @@ pub const SYNC_POINTS: &[&str] = &[
     OAUTH_CALLBACK_EXCHANGED,
     OAUTH_CALLBACK_LOCKED,
     OAUTH_CALLBACK_BEFORE_COMMIT,
+    SYNC_READ,
     SYNC_LOCKED,
     SYNC_REFRESHED,
     SYNC_BEFORE_FETCH,
@@ -64,6 +65,9 @@ pub const OAUTH_CALLBACK_EXCHANGED: &str = "oauth.callback.exchanged";
 pub const OAUTH_CALLBACK_LOCKED: &str = "oauth.callback.locked";
 /// The callback has stored the tokens and is about to commit.
 pub const OAUTH_CALLBACK_BEFORE_COMMIT: &str = "oauth.callback.before_commit";
+/// A sync is about to read its token without the locks, holding nothing. Armed, it also sends
+/// the sync down that path while `sync.locked` is armed (which alone keeps it off the path).
+pub const SYNC_READ: &str = "sync.read";
 /// A sync holds the workspace lock, and has not read (or locked) the connection's row yet.
 pub const SYNC_LOCKED: &str = "sync.locked";
 /// A sync has refreshed the token at the provider and not stored it yet.

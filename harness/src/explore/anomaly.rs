@@ -416,7 +416,7 @@ fn matches_serial(ops: &[Operation], run: &ScheduleRun, s: &SerialOutcome) -> bo
             // A sync is two transactions — decide and refresh the token, then fetch and store — so
             // whether *it* refreshed is not a property of one serial position: only its status and
             // code are compared (too many refreshes in all is the counter's business).
-            (Some(expected), Some(f)) if *op == Operation::Sync => {
+            (Some(expected), Some(f)) if op.is_sync() => {
                 let expected = crate::model::Expected {
                     field: None,
                     ..expected.clone()

@@ -49,6 +49,12 @@ pub enum Operation {
     Revoke,
     /// `POST …/connections/qbo/sync` (refreshing first when the start made the token stale).
     Sync,
+    /// The same sync sent down the service's read of its token without the locks (`sync.read`
+    /// armed and let go at once): on a fresh token it parks before its fetch, so what commits
+    /// between that read and the store is explored (`sync` parks at `sync.locked`, which keeps
+    /// every sync off the path). A read that finds the token stale or the row not connected sends
+    /// it on to the locked path, where it parks at `sync.locked` as `sync` does.
+    SyncFresh,
     /// `BEGIN; UPDATE connections SET status = 'DISCONNECTED' …` then `COMMIT`, in a raw session
     /// that takes no advisory lock.
     RawDisconnect,
@@ -228,17 +234,22 @@ pub struct Entry {
     pub points: &'static [&'static str],
     /// Faults done when the schedule ends, so that nothing it armed outlives it.
     pub cleanup: &'static [FaultStep],
+    /// Sync points armed only for the path they send the request down, and let go as soon as it
+    /// reaches them: never a decision, since nothing the schedule could order happens between
+    /// the request's launch and them (parking there would double its schedules for nothing).
+    pub passes: &'static [&'static str],
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::Activate,
         Operation::Authorize,
         Operation::Callback,
         Operation::Disconnect,
         Operation::Revoke,
         Operation::Sync,
+        Operation::SyncFresh,
         Operation::RawDisconnect,
         Operation::LockProbe,
         Operation::RowProbe,
@@ -257,6 +268,7 @@ impl Operation {
             does: Does::Request(op),
             points,
             cleanup: &[],
+            passes: &[],
         };
         match self {
             Operation::Activate => request(
@@ -290,11 +302,22 @@ impl Operation {
                 WorkspaceOp::Sync,
                 &[sp::SYNC_LOCKED, sp::SYNC_REFRESHED, sp::SYNC_BEFORE_FETCH],
             ),
+            // `sync.read` sends it down the unlocked read. Not `sync.refreshed`: `sync` explores
+            // the refresh; on the locked path this one parks where its lock is taken, so the
+            // schedule still decides who goes first.
+            Operation::SyncFresh => Entry {
+                name: "sync_fresh",
+                does: Does::Request(WorkspaceOp::Sync),
+                points: &[sp::SYNC_LOCKED, sp::SYNC_BEFORE_FETCH],
+                cleanup: &[],
+                passes: &[sp::SYNC_READ],
+            },
             Operation::RawDisconnect => Entry {
                 name: "raw_disconnect",
                 does: Does::RawSql(RawSession::Disconnect),
                 points: &[RAW_UPDATED],
                 cleanup: &[],
+                passes: &[],
             },
             // What it holds, no request may also hold: a request that answers 2xx while it holds
             // the lock did not take it (`lock_bypassed`), and one parked under the lock beside it
@@ -304,6 +327,7 @@ impl Operation {
                 does: Does::RawSql(RawSession::LockProbe),
                 points: &[PROBE_HOLDING],
                 cleanup: &[],
+                passes: &[],
             },
             // The same, one lock further in: a request that answers 2xx while it holds the row
             // read or wrote the row without locking it.
@@ -312,6 +336,7 @@ impl Operation {
                 does: Does::RawSql(RawSession::RowProbe),
                 points: &[ROW_PROBE_HOLDING],
                 cleanup: &[],
+                passes: &[],
             },
             // Whatever the cut interrupts must fail cleanly — a documented 503, nothing
             // half-written, no grant lost.
@@ -320,6 +345,7 @@ impl Operation {
                 does: Does::Faults(DB_CUT),
                 points: &[],
                 cleanup: &[],
+                passes: &[],
             },
             // What the crash interrupts answers nothing (its connection is reset): it may have
             // committed or not, and every grant it exchanged must be stored or, once the outbox
@@ -329,6 +355,7 @@ impl Operation {
                 does: Does::Faults(REPLICA_CRASH),
                 points: &[],
                 cleanup: &[],
+                passes: &[],
             },
             // What it interrupts may have committed: the service must learn whether its commit
             // happened before it answers or gives a grant back.
@@ -337,6 +364,7 @@ impl Operation {
                 does: Does::Faults(LOST_COMMIT_REPLY),
                 points: &[],
                 cleanup: DISARM_COMMIT_REPLY,
+                passes: &[],
             },
             // What it finds parked or running finishes, answered; what is sent after it is
             // refused (no answer, no effect); a grant in flight is stored before the process ends.
@@ -345,6 +373,7 @@ impl Operation {
                 does: Does::Faults(REPLICA_STOP),
                 points: &[],
                 cleanup: RESTART_REPLICA,
+                passes: &[],
             },
             // What calls the provider after it fails cleanly and documented (502 PROVIDER_ERROR,
             // nothing half-stored); a revocation it could not deliver waits in the outbox and is
@@ -356,6 +385,7 @@ impl Operation {
                 does: Does::Faults(PROVIDER_DOWN),
                 points: &[],
                 cleanup: PROVIDER_UP,
+                passes: &[],
             },
             // A state issued before it is gone (its callback answers OAUTH_STATE_INVALID and
             // changes nothing); what reaches a replica still reconnecting answers 503 UNAVAILABLE
@@ -365,6 +395,7 @@ impl Operation {
                 does: Does::Faults(REDIS_RESTART),
                 points: &[],
                 cleanup: &[],
+                passes: &[],
             },
         }
     }
@@ -376,6 +407,13 @@ impl Operation {
             .into_iter()
             .filter(|o| !o.is_probe())
             .collect()
+    }
+
+    /// Whether it is a sync (`sync` or `sync_fresh`): two transactions, so whether it refreshed
+    /// is not a property of one serial position, and one that refreshed nothing may have taken no
+    /// workspace lock.
+    pub fn is_sync(self) -> bool {
+        matches!(self, Operation::Sync | Operation::SyncFresh)
     }
 
     /// Whether it is a probe: a lock held from the harness's own session that a request taking
@@ -530,6 +568,11 @@ impl Operation {
     /// The sync points it can stop at, in path order.
     pub fn points(self) -> &'static [&'static str] {
         self.entry().points
+    }
+
+    /// The sync points armed only to choose its path, let go at once ([`Entry::passes`]).
+    pub fn passes(self) -> &'static [&'static str] {
+        self.entry().passes
     }
 
     /// The scenario file's `do` for it.

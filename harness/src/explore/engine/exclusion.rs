@@ -42,8 +42,8 @@ impl Engine<'_> {
                     let row_only = actors[probe].op == Operation::RowProbe;
                     // A sync whose token needed no refresh reads it without the workspace lock
                     // (the service's fresh-token read); its store waits for the row alone.
-                    let unrefreshed_sync = actors[i].op == Operation::Sync
-                        && body.is_some_and(|b| b["refreshed"] == false);
+                    let unrefreshed_sync =
+                        actors[i].op.is_sync() && body.is_some_and(|b| b["refreshed"] == false);
                     let lock_only = actors[probe].op == Operation::LockProbe;
                     (success && !(replay && row_only) && !(unrefreshed_sync && lock_only))
                         .then_some((i, probe))

@@ -230,7 +230,8 @@ impl<'a> Engine<'a> {
             return;
         }
         for a in actors.iter().filter(|a| a.launched && !a.op.is_raw_sql()) {
-            for point in a.op.points().iter().filter(|p| self.has_point(p)) {
+            let armed = a.op.points().iter().chain(a.op.passes());
+            for point in armed.filter(|p| self.has_point(p)) {
                 self.target
                     .clear_slot(a.replica, &SlotKey::new(a.tag.clone(), *point))
                     .await;

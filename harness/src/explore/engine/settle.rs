@@ -147,7 +147,8 @@ impl Engine<'_> {
                         && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
                 })
                 .flat_map(|a| {
-                    a.op.points().iter().filter(|p| self.has_point(p)).map(|p| {
+                    let armed = a.op.points().iter().chain(a.op.passes());
+                    armed.filter(|p| self.has_point(p)).map(|p| {
                         self.target
                             .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
                     })
@@ -288,6 +289,16 @@ impl Engine<'_> {
             _ => {}
         }
         if !a.op.is_raw_sql() {
+            // Let go at once: a pass chose the path, and is no stop.
+            for point in a.op.passes().iter().filter(|p| self.has_point(p)) {
+                if self.slot_parked(a, point).await {
+                    self.target
+                        .release(a.replica, &SlotKey::new(a.tag.clone(), *point))
+                        .await
+                        .map_err(|e| format!("letting {}@{point} go: {e}", a.tag))?;
+                    return Ok(None);
+                }
+            }
             for point in a.op.points().iter().filter(|p| self.has_point(p)) {
                 if self.slot_parked(a, point).await {
                     return Ok(Some(Stop::Parked(point)));

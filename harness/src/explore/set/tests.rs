@@ -9,7 +9,7 @@ use crate::explore::{multisets, needs_fault_proxies, services_with_fault_proxies
 fn half_the_services_run_fault_proxies_when_some_sets_need_them() {
     let triples = multisets(&Operation::by_default(), 3);
     let proxied = triples.iter().filter(|s| needs_fault_proxies(s)).count();
-    assert_eq!((triples.len(), proxied), (430, 282));
+    assert_eq!((triples.len(), proxied), (533, 332));
     assert_eq!(services_with_fault_proxies(&triples, 4), 2);
     assert_eq!(services_with_fault_proxies(&triples, 3), 2);
     assert_eq!(services_with_fault_proxies(&triples, 1), 1);
