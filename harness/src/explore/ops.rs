@@ -53,7 +53,8 @@ pub enum Operation {
     /// armed and let go at once): on a fresh token it parks before its fetch, so what commits
     /// between that read and the store is explored (`sync` parks at `sync.locked`, which keeps
     /// every sync off the path). A read that finds the token stale or the row not connected sends
-    /// it on to the locked path, where it parks at `sync.locked` as `sync` does.
+    /// it on to the locked path, where it parks at `sync.locked` as `sync` does. On a target that
+    /// offers no `sync.read` it is `sync`.
     SyncFresh,
     /// `BEGIN; UPDATE connections SET status = 'DISCONNECTED' …` then `COMMIT`, in a raw session
     /// that takes no advisory lock.

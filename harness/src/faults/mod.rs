@@ -55,6 +55,10 @@ pub enum FaultKind {
     /// The next statement a replica runs on its own — outside any transaction block, so that it
     /// commits by itself (a settlement, a read) — is carried out, and then its reply is lost as
     /// `postgres_lose_commit_reply`'s is: the replica cannot tell whether it wrote anything.
+    /// Spotted as an extended-protocol `Execute` sent while the server is idle (how sqlx runs
+    /// every statement; a lone simple query is not spotted), on a link in clear text.
+    /// With an actor, the next such statement of that actor's (one that binds its tag, as every
+    /// statement that tags itself does), not another client's meanwhile.
     PostgresLoseStatementReply,
     /// The server is gone: open connections are cut, new ones refused.
     PostgresDown,
@@ -279,9 +283,14 @@ impl FaultKind {
         }
     }
 
-    /// Whether the step names an actor (whose backend is ended).
+    /// Whether the step must name an actor (whose backend is ended).
     pub fn needs_actor(self) -> bool {
         self == FaultKind::PostgresTerminateActor
+    }
+
+    /// Whether the step may name an actor (the one it is aimed at).
+    pub fn takes_actor(self) -> bool {
+        self.needs_actor() || self == FaultKind::PostgresLoseStatementReply
     }
 
     /// Whether the step names a replica.

@@ -48,8 +48,14 @@ pub struct FaultProxy {
     tally: Option<Arc<Tally>>,
     /// How many connections' bytes the last pause held ([`FaultProxy::held`]).
     held: Arc<AtomicU64>,
+    /// What a statement run on its own must carry for a lost-statement-reply fault to take it
+    /// ([`FaultProxy::aim_statement_replies`]).
+    aim: Aim,
     task: JoinHandle<()>,
 }
+
+/// Bytes a statement's messages must carry (`None`: any statement).
+type Aim = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl FaultProxy {
     /// Starts forwarding 127.0.0.1:<free port> to `upstream`.
@@ -78,6 +84,7 @@ impl FaultProxy {
         let upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>> = Arc::default();
         let (follow, followed) = watch::channel(0);
         let held: Arc<AtomicU64> = Arc::default();
+        let aim: Aim = Arc::default();
         let task = tokio::spawn(serve(
             listener,
             upstream,
@@ -85,7 +92,7 @@ impl FaultProxy {
             follow,
             upstream_ends.clone(),
             tally.clone(),
-            held.clone(),
+            (held.clone(), aim.clone()),
         ));
         Ok(Self {
             local,
@@ -94,6 +101,7 @@ impl FaultProxy {
             upstream_ends,
             tally,
             held,
+            aim,
             task,
         })
     }
@@ -103,6 +111,17 @@ impl FaultProxy {
     /// A connection counts once per pause (its later bytes queue behind the held ones).
     pub fn held(&self) -> u64 {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Aims the lost-statement-reply faults armed from now on (`ProxyAction::LoseNextStatementReply`)
+    /// at statements whose messages carry `bytes` — such as one actor's tag, bound as a
+    /// parameter by every statement that tags itself — so that another client's statement run
+    /// on its own meanwhile (a worker's sweep) does not take the fault; `None`, at any.
+    pub fn aim_statement_replies(&self, bytes: Option<Vec<u8>>) {
+        *self
+            .aim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bytes;
     }
 
     /// The address to connect to instead of the upstream.
@@ -128,6 +147,7 @@ impl FaultProxy {
                     m.lose_commit_replies = 0;
                     m.lose_commits = 0;
                     m.lose_statement_replies = 0;
+                    self.aim_statement_replies(None);
                 }
                 ProxyAction::Drop => m.generation += 1,
                 ProxyAction::Down => {
@@ -169,7 +189,7 @@ async fn serve(
     follow: watch::Sender<u64>,
     ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     tally: Option<Arc<Tally>>,
-    held: Arc<AtomicU64>,
+    (held, aim): (Arc<AtomicU64>, Aim),
 ) {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -219,6 +239,7 @@ async fn serve(
         let ends = ends.clone();
         let framers = tally.clone().map(tally::framers);
         let held = held.clone();
+        let aim = aim.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -227,7 +248,16 @@ async fn serve(
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.insert(e)).ok();
             }
-            forward(client, server, conn_mode, arming, born, framers, held).await;
+            forward(
+                client,
+                server,
+                conn_mode,
+                arming,
+                born,
+                framers,
+                (held, aim),
+            )
+            .await;
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.remove(&e)).ok();
             }
@@ -244,7 +274,7 @@ async fn forward(
     arming: Arc<watch::Sender<Mode>>,
     born: u64,
     framers: Option<(tally::ClientFramer, tally::ServerFramer)>,
-    held: Arc<AtomicU64>,
+    (held, aim): (Arc<AtomicU64>, Aim),
 ) {
     let (client_framer, server_framer) = match framers {
         Some((c, s)) => (Some(c), Some(s)),
@@ -265,6 +295,8 @@ async fn forward(
             doomed: doomed.clone(),
             framer: client_framer,
             held_reads: held,
+            aim,
+            aimed_at: false,
         },
     );
     let down = pump(
@@ -305,8 +337,14 @@ enum Direction {
         framer: Option<tally::ClientFramer>,
         /// Counts the reads a pause held ([`FaultProxy::held`]).
         held_reads: Arc<AtomicU64>,
+        /// What an armed lost-statement-reply fault is aimed at.
+        aim: Aim,
+        /// Whether the exchange being sent (since the last `Sync`) carried what it is aimed at.
+        aimed_at: bool,
     },
-    /// Server to client: a doomed connection's next answer is dropped and the connection cut.
+    /// Server to client: a doomed connection's answer is dropped, up to the server's next
+    /// `ReadyForQuery` (framed: by then it has carried the statement or the commit out, however
+    /// many pieces a long answer leaves in), and the connection cut.
     ToClient {
         doomed: Arc<std::sync::atomic::AtomicBool>,
         framer: Option<tally::ServerFramer>,
@@ -359,11 +397,29 @@ async fn pump(
             _ => return None,
         }
         // The client's side is framed before it is delivered: whether these bytes run a
-        // statement on its own decides what happens to them.
+        // statement on its own, and one the armed fault is aimed at, decides what happens to them.
         let alone = match &mut direction {
             Direction::ToServer {
-                framer: Some(f), ..
-            } => f.feed(&buf[..n]),
+                framer: Some(f),
+                aim,
+                aimed_at,
+                ..
+            } => {
+                let sent = f.feed(&buf[..n]);
+                if mode.borrow().lose_statement_replies > 0 {
+                    let aim = aim
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *aimed_at |= aim.as_ref().is_none_or(|bytes| {
+                        buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice())
+                    });
+                }
+                let alone = sent.alone && *aimed_at;
+                if sent.synced {
+                    *aimed_at = false;
+                }
+                alone
+            }
             _ => false,
         };
         match &direction {
@@ -385,9 +441,20 @@ async fn pump(
             {
                 doomed.store(true, Ordering::SeqCst);
             }
-            // The server has carried the commit out and answered: the answer is lost.
-            Direction::ToClient { doomed, .. } if doomed.load(Ordering::SeqCst) => return None,
             _ => {}
+        }
+        if let Direction::ToClient { doomed, framer } = &mut direction {
+            if doomed.load(Ordering::SeqCst) {
+                // The answer is lost: dropped, not delivered, and the link cut once the server
+                // says it is ready again (an unframed link: at its first bytes).
+                let Some(f) = framer else { return None };
+                let before = f.readies();
+                f.feed(&buf[..n]);
+                if f.readies() > before {
+                    return None;
+                }
+                continue;
+            }
         }
         // Counted as delivered (a PostgreSQL link's framers only read).
         if let Direction::ToClient {

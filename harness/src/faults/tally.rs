@@ -105,6 +105,7 @@ pub(super) fn framers(tally: Arc<Tally>) -> (ClientFramer, ServerFramer) {
             started: false,
             statements_since_ready: 0,
             parsed_since_ready: false,
+            readies: 0,
         },
     )
 }
@@ -124,26 +125,34 @@ pub(super) struct ClientFramer {
     server_status: Arc<AtomicU8>,
 }
 
+/// What some bytes the client sent carried, as far as the faults care.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Sent {
+    /// They end an `Execute` sent while the server was idle: a statement run on its own,
+    /// committed by itself. (The client waits for each `ReadyForQuery` before it sends more, so
+    /// the last one the server sent is the status its next statement runs in.)
+    pub alone: bool,
+    /// They end a `Sync`: what the client sends next is another exchange.
+    pub synced: bool,
+}
+
 impl ClientFramer {
-    /// Takes the next bytes the client sent; true when they end an `Execute` the client sent
-    /// while the server was idle: a statement run on its own, committed by itself. (The client
-    /// waits for each `ReadyForQuery` before it sends more, so the last one the server sent is
-    /// the status its next statement runs in.)
-    pub(super) fn feed(&mut self, bytes: &[u8]) -> bool {
+    /// Takes the next bytes the client sent.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Sent {
         if self.typed {
             return self.feed_typed(bytes);
         }
         self.feed_start_up(bytes);
         if !self.typed {
-            return false;
+            return Sent::default();
         }
         // What the start-up's messages left of the buffer is the first typed bytes.
         let rest = std::mem::take(&mut self.buf);
         self.feed_typed(&rest)
     }
 
-    fn feed_typed(&mut self, mut bytes: &[u8]) -> bool {
-        let mut alone = false;
+    fn feed_typed(&mut self, mut bytes: &[u8]) -> Sent {
+        let mut sent = Sent::default();
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
@@ -164,11 +173,13 @@ impl ClientFramer {
                 self.header[4],
             ]);
             // `E`: Execute (the server's `E` is an error; this side has no such message).
-            alone |= self.header[0] == b'E' && self.server_status.load(Ordering::SeqCst) == b'I';
+            sent.alone |=
+                self.header[0] == b'E' && self.server_status.load(Ordering::SeqCst) == b'I';
+            sent.synced |= self.header[0] == b'S';
             self.skip = (len as usize).saturating_sub(4);
             self.header.clear();
         }
-        alone
+        sent
     }
 
     /// The untyped start-up messages, buffered until each is whole.
@@ -205,9 +216,17 @@ pub(super) struct ServerFramer {
     started: bool,
     statements_since_ready: u64,
     parsed_since_ready: bool,
+    /// `ReadyForQuery` messages framed so far, the start-up's included.
+    readies: u64,
 }
 
 impl ServerFramer {
+    /// How many `ReadyForQuery` messages it has framed: one more once the server has finished
+    /// what it was answering.
+    pub(super) fn readies(&self) -> u64 {
+        self.readies
+    }
+
     /// Takes the next bytes the server sent.
     pub(super) fn feed(&mut self, bytes: &[u8]) {
         if self.opaque {
@@ -250,6 +269,7 @@ impl ServerFramer {
         let statements = std::mem::take(&mut self.statements_since_ready);
         let parsed = std::mem::take(&mut self.parsed_since_ready);
         self.status.store(status, Ordering::SeqCst);
+        self.readies += 1;
         if !self.started {
             // The start-up's own: a connection, not a request's round trip.
             self.started = true;
@@ -339,14 +359,14 @@ mod tests {
         let execute = |client: &mut ClientFramer, wire: &[u8]| {
             // A byte at a time: the Execute is spotted in the chunk that completes its header.
             wire.iter()
-                .map(|b| client.feed(std::slice::from_ref(b)))
+                .map(|b| client.feed(std::slice::from_ref(b)).alone)
                 .fold(false, |a, b| a | b)
         };
         // The start-up and the first typed message in one chunk.
         let mut wire = untyped(196_608, b"user\0harbor\0\0");
         wire.extend(message(b'P', b"\0SELECT 1\0\0\0"));
         assert!(
-            !client.feed(&wire),
+            !client.feed(&wire).alone,
             "no statement run before the server is ready"
         );
         server.feed(&message(b'Z', b"I"));
@@ -371,7 +391,14 @@ mod tests {
         server.feed(&message(b'Z', b"T"));
         assert!(!execute(&mut client, &message(b'Q', b"COMMIT\0")));
         server.feed(&message(b'Z', b"I"));
-        assert!(client.feed(&run), "idle again, in one chunk");
+        assert_eq!(
+            client.feed(&run),
+            Sent {
+                alone: true,
+                synced: true
+            },
+            "idle again, in one chunk"
+        );
     }
 
     #[test]

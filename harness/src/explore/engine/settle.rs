@@ -292,10 +292,12 @@ impl Engine<'_> {
             // Let go at once: a pass chose the path, and is no stop.
             for point in a.op.passes().iter().filter(|p| self.has_point(p)) {
                 if self.slot_parked(a, point).await {
-                    self.target
+                    // A refusal means the arrival is gone with its request (a stop, a crash):
+                    // either way the operation is on its way, and its answer tells the rest.
+                    let _ = self
+                        .target
                         .release(a.replica, &SlotKey::new(a.tag.clone(), *point))
-                        .await
-                        .map_err(|e| format!("letting {}@{point} go: {e}", a.tag))?;
+                        .await;
                     return Ok(None);
                 }
             }

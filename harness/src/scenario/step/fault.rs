@@ -24,7 +24,8 @@ pub struct RawFault {
     pub fault: FaultKind,
     /// The replica it is done to (`replica_*`: required; proxy faults: only this replica's link).
     pub replica: Option<usize>,
-    /// For `postgres_terminate_actor`: whose backend is ended.
+    /// For `postgres_terminate_actor`: whose backend is ended; for
+    /// `postgres_lose_statement_reply`, whose statement's reply is lost.
     pub actor: Option<String>,
     /// For `*_restart`: how long the server stays down, in milliseconds (default 0).
     pub for_ms: Option<u64>,
@@ -59,11 +60,11 @@ impl FaultStep {
                 format!("{name} is done to the server, not to one replica's link: drop `replica`"),
             ));
         }
-        let actor = match (&r.actor, kind.needs_actor()) {
-            (Some(a), true) => Some(cx.actor(&format!("{place}.actor"), a)?.name.clone()),
-            (None, true) => return Err(problem(place, format!("{name} needs `actor`"))),
-            (Some(_), false) => return Err(problem(place, format!("{name} takes no `actor`"))),
-            (None, false) => None,
+        let actor = match (&r.actor, kind.needs_actor(), kind.takes_actor()) {
+            (Some(a), _, true) => Some(cx.actor(&format!("{place}.actor"), a)?.name.clone()),
+            (None, true, _) => return Err(problem(place, format!("{name} needs `actor`"))),
+            (Some(_), _, false) => return Err(problem(place, format!("{name} takes no `actor`"))),
+            (None, false, _) => None,
         };
         if r.for_ms.is_some() && !kind.takes_duration() {
             return Err(problem(

@@ -41,6 +41,13 @@ impl Started {
                         return Err(format!("{} is not a proxy fault", kind.as_str()))
                     }
                 };
+                if kind == FaultKind::PostgresLoseStatementReply {
+                    // The actor's tag as a statement binds it: its length, then its bytes.
+                    proxy.aim_statement_replies(fault.actor.as_deref().map(|actor| {
+                        let tag = crate::evidence::application_name(actor);
+                        [&(tag.len() as u32).to_be_bytes()[..], tag.as_bytes()].concat()
+                    }));
+                }
                 proxy.apply(action).await;
                 n += 1;
             }
