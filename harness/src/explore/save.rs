@@ -409,6 +409,7 @@ pub fn scenario(
     if anomaly == Anomaly::GrantOrphaned || with_fault {
         file.steps.push(RawStep::Until(RawUntil {
             held_by_pause: None,
+            faults_struck: None,
             note: None,
             provider_counter: None,
             at_least: None,

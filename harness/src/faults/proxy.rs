@@ -51,6 +51,8 @@ pub struct FaultProxy {
     /// What a statement run on its own must carry for a lost-statement-reply fault to take it
     /// ([`FaultProxy::aim_statement_replies`]).
     aim: Aim,
+    /// How many connections a lost-commit or lost-reply fault has cut ([`FaultProxy::struck`]).
+    struck: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -85,6 +87,7 @@ impl FaultProxy {
         let (follow, followed) = watch::channel(0);
         let held: Arc<AtomicU64> = Arc::default();
         let aim: Aim = Arc::default();
+        let struck: Arc<AtomicU64> = Arc::default();
         let task = tokio::spawn(serve(
             listener,
             upstream,
@@ -92,7 +95,7 @@ impl FaultProxy {
             follow,
             upstream_ends.clone(),
             tally.clone(),
-            (held.clone(), aim.clone()),
+            (held.clone(), aim.clone(), struck.clone()),
         ));
         Ok(Self {
             local,
@@ -102,6 +105,7 @@ impl FaultProxy {
             tally,
             held,
             aim,
+            struck,
             task,
         })
     }
@@ -111,6 +115,12 @@ impl FaultProxy {
     /// A connection counts once per pause (its later bytes queue behind the held ones).
     pub fn held(&self) -> u64 {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many connections the lost-commit and lost-reply faults have cut since the proxy
+    /// started: evidence that an armed one struck, rather than waiting still or disarmed unused.
+    pub fn struck(&self) -> u64 {
+        self.struck.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Aims the lost-statement-reply faults armed from now on (`ProxyAction::LoseNextStatementReply`)
@@ -189,7 +199,7 @@ async fn serve(
     follow: watch::Sender<u64>,
     ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     tally: Option<Arc<Tally>>,
-    (held, aim): (Arc<AtomicU64>, Aim),
+    (held, aim, struck): (Arc<AtomicU64>, Aim, Arc<AtomicU64>),
 ) {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -240,6 +250,7 @@ async fn serve(
         let framers = tally.clone().map(tally::framers);
         let held = held.clone();
         let aim = aim.clone();
+        let struck = struck.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -255,7 +266,7 @@ async fn serve(
                 arming,
                 born,
                 framers,
-                (held, aim),
+                (held, aim, struck),
             )
             .await;
             if let Some(e) = end {
@@ -274,7 +285,7 @@ async fn forward(
     arming: Arc<watch::Sender<Mode>>,
     born: u64,
     framers: Option<(tally::ClientFramer, tally::ServerFramer)>,
-    (held, aim): (Arc<AtomicU64>, Aim),
+    (held, aim, struck): (Arc<AtomicU64>, Aim, Arc<AtomicU64>),
 ) {
     let (client_framer, server_framer) = match framers {
         Some((c, s)) => (Some(c), Some(s)),
@@ -297,6 +308,7 @@ async fn forward(
             held_reads: held,
             aim,
             aimed_at: false,
+            struck: struck.clone(),
         },
     );
     let down = pump(
@@ -307,6 +319,7 @@ async fn forward(
         Direction::ToClient {
             doomed,
             framer: server_framer,
+            struck,
         },
     );
     tokio::pin!(down);
@@ -341,6 +354,8 @@ enum Direction {
         aim: Aim,
         /// Whether the exchange being sent (since the last `Sync`) carried what it is aimed at.
         aimed_at: bool,
+        /// Counts the connections cut before a `COMMIT` reached the server.
+        struck: Arc<AtomicU64>,
     },
     /// Server to client: a doomed connection's answer is dropped, up to the server's next
     /// `ReadyForQuery` (framed: by then it has carried the statement or the commit out, however
@@ -348,6 +363,8 @@ enum Direction {
     ToClient {
         doomed: Arc<std::sync::atomic::AtomicBool>,
         framer: Option<tally::ServerFramer>,
+        /// Counts the connections cut once their answer was lost.
+        struck: Arc<AtomicU64>,
     },
 }
 
@@ -423,13 +440,18 @@ async fn pump(
             _ => false,
         };
         match &direction {
-            Direction::ToServer { arming, doomed, .. }
-                if buf[..n]
-                    .windows(COMMIT_MESSAGE.len())
-                    .any(|w| w == COMMIT_MESSAGE) =>
+            Direction::ToServer {
+                arming,
+                doomed,
+                struck,
+                ..
+            } if buf[..n]
+                .windows(COMMIT_MESSAGE.len())
+                .any(|w| w == COMMIT_MESSAGE) =>
             {
                 if take_armed(arming, |m| &mut m.lose_commits) {
                     // Never delivered: the connection ends here, its transaction with it.
+                    struck.fetch_add(1, Ordering::SeqCst);
                     return None;
                 }
                 if take_armed(arming, |m| &mut m.lose_commit_replies) {
@@ -443,14 +465,25 @@ async fn pump(
             }
             _ => {}
         }
-        if let Direction::ToClient { doomed, framer } = &mut direction {
+        if let Direction::ToClient {
+            doomed,
+            framer,
+            struck,
+        } = &mut direction
+        {
             if doomed.load(Ordering::SeqCst) {
                 // The answer is lost: dropped, not delivered, and the link cut once the server
                 // says it is ready again (an unframed link: at its first bytes).
-                let Some(f) = framer else { return None };
-                let before = f.readies();
-                f.feed(&buf[..n]);
-                if f.readies() > before {
+                let ready = match framer {
+                    Some(f) => {
+                        let before = f.readies();
+                        f.feed(&buf[..n]);
+                        f.readies() > before
+                    }
+                    None => true,
+                };
+                if ready {
+                    struck.fetch_add(1, Ordering::SeqCst);
                     return None;
                 }
                 continue;

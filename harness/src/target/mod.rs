@@ -360,6 +360,11 @@ pub trait Target: Send + Sync {
     /// waiting on a stalled dependency, not merely on its way to it.
     fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64>;
 
+    /// How many connections to `dependency` the lost-commit and lost-reply faults have cut, summed
+    /// over the replicas' links (`None`: no fault proxies on that link). Evidence that an armed
+    /// one struck.
+    fn faults_struck(&self, dependency: crate::faults::Dependency) -> Option<u64>;
+
     /// Do `fault`; resolves with what was done (for the trace) once its effect is visible.
     fn apply_fault<'a>(
         &'a self,

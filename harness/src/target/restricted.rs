@@ -108,6 +108,9 @@ impl Target for Restricted<'_> {
     fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64> {
         self.inner.held_by_pause(dependency)
     }
+    fn faults_struck(&self, dependency: crate::faults::Dependency) -> Option<u64> {
+        self.inner.faults_struck(dependency)
+    }
     fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<FaultDone, String>> {
         self.inner.apply_fault(fault)
     }

@@ -4,7 +4,10 @@
 //! recover after a dependency returns, measured into the trace), or until the revocation outbox is
 //! empty (every grant given up has been confirmed revoked: what `grants_accounted` is checked
 //! after), or until a paused dependency holds a request (`held_by_pause = "redis"`: counted by
-//! the fault proxies, so what is checked next happens while a request waits on it). Bounded by the step timeout; running out is a failure with the lock tables attached.
+//! the fault proxies, so what is checked next happens while a request waits on it), or until an
+//! armed lost-commit or lost-reply fault has struck (`faults_struck = "postgres"`: the proxies
+//! count the links they cut, so a scenario whose fault never struck fails instead of passing on
+//! an untouched run). Bounded by the step timeout; running out is a failure with the lock tables attached.
 
 use harbor_service::domain::Provider;
 use serde::{Deserialize, Serialize};
@@ -36,6 +39,9 @@ pub struct RawUntil {
     /// Wait until this paused dependency's (`redis`, `postgres` or `provider`) last pause holds
     /// a request on `at_least` connections instead (default one).
     pub held_by_pause: Option<String>,
+    /// Wait until the lost-commit and lost-reply faults on this dependency's links (`postgres`)
+    /// have cut `at_least` connections instead (default one), since the run began.
+    pub faults_struck: Option<String>,
 }
 
 /// A checked until step: what to wait for.
@@ -61,11 +67,37 @@ pub enum Until {
         /// How many times.
         at_least: u64,
     },
+    /// The lost-commit and lost-reply faults on a dependency's links have cut connections.
+    FaultsStruck {
+        /// Which dependency.
+        dependency: Dependency,
+        /// How many connections.
+        at_least: u64,
+    },
 }
 
 impl Until {
     /// Checks a written until step.
     pub fn parse(r: RawUntil, cx: &mut Checker, place: &str) -> Result<Self, Problem> {
+        if let Some(name) = r.faults_struck {
+            if r.provider_counter.is_some()
+                || r.replicas_ready
+                || r.outbox_empty
+                || r.held_by_pause.is_some()
+            {
+                return Err(problem(place, "faults_struck waits for nothing else"));
+            }
+            if name != "postgres" {
+                return Err(problem(
+                    format!("{place}.faults_struck"),
+                    format!("unknown dependency {name:?}: only postgres has lost-commit and lost-reply faults"),
+                ));
+            }
+            return Ok(Until::FaultsStruck {
+                dependency: Dependency::Postgres,
+                at_least: r.at_least.unwrap_or(1),
+            });
+        }
         if let Some(name) = r.held_by_pause {
             if r.provider_counter.is_some() || r.replicas_ready || r.outbox_empty {
                 return Err(problem(place, "held_by_pause waits for nothing else"));
@@ -102,7 +134,7 @@ impl Until {
             (None, None, false, true) => Ok(Until::OutboxEmpty),
             _ => Err(problem(
                 place,
-                "expected one of: provider_counter with at_least, replicas_ready = true, outbox_empty = true, held_by_pause",
+                "expected one of: provider_counter with at_least, replicas_ready = true, outbox_empty = true, held_by_pause, faults_struck",
             )),
         }
     }
@@ -120,7 +152,9 @@ impl Until {
     /// The dependency whose fault proxy it reads, if it reads one.
     pub fn paused_dependency(&self) -> Option<Dependency> {
         match self {
-            Until::HeldByPause { dependency, .. } => Some(*dependency),
+            Until::HeldByPause { dependency, .. } | Until::FaultsStruck { dependency, .. } => {
+                Some(*dependency)
+            }
             _ => None,
         }
     }
@@ -166,6 +200,24 @@ impl Until {
                     .map(|now| format!("held on {now} connection(s)"));
                 (
                     format!("{dependency:?} held by its pause on ≥ {at_least} connection(s)"),
+                    reached,
+                )
+            }
+            Until::FaultsStruck {
+                dependency,
+                at_least,
+            } => {
+                let target = ex.target();
+                let read = || {
+                    target
+                        .faults_struck(*dependency)
+                        .ok_or_else(|| "the target has no fault proxies to count from".to_owned())
+                };
+                let reached = count_reaches(ex, *at_least, limit, read, &mut why)
+                    .await
+                    .map(|now| format!("{now} connection(s) cut"));
+                (
+                    format!("{dependency:?}'s lost-commit and lost-reply faults struck ≥ {at_least} time(s)"),
                     reached,
                 )
             }

@@ -232,17 +232,11 @@ impl Target for Started {
     }
 
     fn held_by_pause(&self, dependency: crate::faults::Dependency) -> Option<u64> {
-        use crate::faults::Dependency;
-        if !self.offers(Capability::Faults) || !self.has_fault_proxies() {
-            return None;
-        }
-        let held = self.links(None).map(|links| match dependency {
-            Dependency::Redis => Some(links.redis.held()),
-            Dependency::Postgres => Some(links.postgres.held()),
-            Dependency::Provider => Some(links.provider.held()),
-            Dependency::Replica => None,
-        });
-        held.sum()
+        self.proxies_sum(dependency, crate::faults::FaultProxy::held)
+    }
+
+    fn faults_struck(&self, dependency: crate::faults::Dependency) -> Option<u64> {
+        self.proxies_sum(dependency, crate::faults::FaultProxy::struck)
     }
 
     fn apply_fault<'a>(&'a self, fault: &'a Fault) -> BoxFuture<'a, Result<FaultDone, String>> {
@@ -329,5 +323,26 @@ impl crate::target::Launched for Started {
 
     fn stop(self: Box<Self>) -> futures::future::LocalBoxFuture<'static, Result<(), String>> {
         Box::pin(async move { Started::stop(*self).await.map_err(|e| e.to_string()) })
+    }
+}
+
+impl Started {
+    /// `read` of every replica's proxy to `dependency`, summed (`None`: no fault proxies).
+    fn proxies_sum(
+        &self,
+        dependency: crate::faults::Dependency,
+        read: fn(&crate::faults::FaultProxy) -> u64,
+    ) -> Option<u64> {
+        use crate::faults::Dependency;
+        if !self.offers(Capability::Faults) || !self.has_fault_proxies() {
+            return None;
+        }
+        let counts = self.links(None).map(|links| match dependency {
+            Dependency::Redis => Some(read(&links.redis)),
+            Dependency::Postgres => Some(read(&links.postgres)),
+            Dependency::Provider => Some(read(&links.provider)),
+            Dependency::Replica => None,
+        });
+        counts.sum()
     }
 }
