@@ -576,6 +576,11 @@ impl Operation {
         self.entry().passes
     }
 
+    /// Every sync point armed for it: its stops, then its passes.
+    pub fn armed(self) -> impl Iterator<Item = &'static &'static str> {
+        self.points().iter().chain(self.passes())
+    }
+
     /// The scenario file's `do` for it.
     pub fn scenario_action(self) -> &'static str {
         match self.does() {

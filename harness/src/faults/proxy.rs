@@ -46,6 +46,14 @@ pub struct FaultProxy {
     upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     /// What crossed it, for a PostgreSQL link ([`FaultProxy::start_postgres`]).
     tally: Option<Arc<Tally>>,
+    /// What its connections share with it.
+    shared: Shared,
+    task: JoinHandle<()>,
+}
+
+/// What every connection through one proxy shares with it.
+#[derive(Clone, Default)]
+struct Shared {
     /// How many connections' bytes the last pause held ([`FaultProxy::held`]).
     held: Arc<AtomicU64>,
     /// What a statement run on its own must carry for a lost-statement-reply fault to take it
@@ -53,7 +61,6 @@ pub struct FaultProxy {
     aim: Aim,
     /// How many connections a lost-commit or lost-reply fault has cut ([`FaultProxy::struck`]).
     struck: Arc<AtomicU64>,
-    task: JoinHandle<()>,
 }
 
 /// Bytes a statement's messages must carry (`None`: any statement).
@@ -85,9 +92,7 @@ impl FaultProxy {
         let mode = Arc::new(watch::Sender::new(Mode::default()));
         let upstream_ends: Arc<Mutex<BTreeSet<SocketAddr>>> = Arc::default();
         let (follow, followed) = watch::channel(0);
-        let held: Arc<AtomicU64> = Arc::default();
-        let aim: Aim = Arc::default();
-        let struck: Arc<AtomicU64> = Arc::default();
+        let shared = Shared::default();
         let task = tokio::spawn(serve(
             listener,
             upstream,
@@ -95,7 +100,7 @@ impl FaultProxy {
             follow,
             upstream_ends.clone(),
             tally.clone(),
-            (held.clone(), aim.clone(), struck.clone()),
+            shared.clone(),
         ));
         Ok(Self {
             local,
@@ -103,9 +108,7 @@ impl FaultProxy {
             followed,
             upstream_ends,
             tally,
-            held,
-            aim,
-            struck,
+            shared,
             task,
         })
     }
@@ -114,13 +117,13 @@ impl FaultProxy {
     /// that a request reached the stalled dependency and is waiting on it (not just on its way).
     /// A connection counts once per pause (its later bytes queue behind the held ones).
     pub fn held(&self) -> u64 {
-        self.held.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many connections the lost-commit and lost-reply faults have cut since the proxy
     /// started: evidence that an armed one struck, rather than waiting still or disarmed unused.
     pub fn struck(&self) -> u64 {
-        self.struck.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.struck.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Aims the lost-statement-reply faults armed from now on (`ProxyAction::LoseNextStatementReply`)
@@ -129,6 +132,7 @@ impl FaultProxy {
     /// on its own meanwhile (a worker's sweep) does not take the fault; `None`, at any.
     pub fn aim_statement_replies(&self, bytes: Option<Vec<u8>>) {
         *self
+            .shared
             .aim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = bytes;
@@ -149,7 +153,9 @@ impl FaultProxy {
             match action {
                 ProxyAction::Pause => {
                     // Counted from this pause on: an earlier pause's requests prove nothing now.
-                    self.held.store(0, std::sync::atomic::Ordering::SeqCst);
+                    self.shared
+                        .held
+                        .store(0, std::sync::atomic::Ordering::SeqCst);
                     m.paused = true;
                 }
                 ProxyAction::Resume => {
@@ -199,7 +205,7 @@ async fn serve(
     follow: watch::Sender<u64>,
     ends: Arc<Mutex<BTreeSet<SocketAddr>>>,
     tally: Option<Arc<Tally>>,
-    (held, aim, struck): (Arc<AtomicU64>, Aim, Arc<AtomicU64>),
+    shared: Shared,
 ) {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -248,9 +254,7 @@ async fn serve(
         let arming = mode.clone();
         let ends = ends.clone();
         let framers = tally.clone().map(tally::framers);
-        let held = held.clone();
-        let aim = aim.clone();
-        let struck = struck.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -259,16 +263,7 @@ async fn serve(
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.insert(e)).ok();
             }
-            forward(
-                client,
-                server,
-                conn_mode,
-                arming,
-                born,
-                framers,
-                (held, aim, struck),
-            )
-            .await;
+            forward(client, server, conn_mode, arming, born, framers, shared).await;
             if let Some(e) = end {
                 ends.lock().map(|mut s| s.remove(&e)).ok();
             }
@@ -285,7 +280,7 @@ async fn forward(
     arming: Arc<watch::Sender<Mode>>,
     born: u64,
     framers: Option<(tally::ClientFramer, tally::ServerFramer)>,
-    (held, aim, struck): (Arc<AtomicU64>, Aim, Arc<AtomicU64>),
+    Shared { held, aim, struck }: Shared,
 ) {
     let (client_framer, server_framer) = match framers {
         Some((c, s)) => (Some(c), Some(s)),

@@ -52,8 +52,7 @@ impl Engine<'_> {
                 a.work = Some(Work::Sql(spawn_sql(conn, sql, self.finished.clone())));
                 return Ok(());
             }
-            let armed = a.op.points().iter().chain(a.op.passes());
-            for point in armed.filter(|p| self.has_point(p)) {
+            for point in a.op.armed().filter(|p| self.has_point(p)) {
                 self.target
                     .arm(a.replica, SlotKey::new(a.tag.clone(), *point))
                     .await

@@ -230,8 +230,7 @@ impl<'a> Engine<'a> {
             return;
         }
         for a in actors.iter().filter(|a| a.launched && !a.op.is_raw_sql()) {
-            let armed = a.op.points().iter().chain(a.op.passes());
-            for point in armed.filter(|p| self.has_point(p)) {
+            for point in a.op.armed().filter(|p| self.has_point(p)) {
                 self.target
                     .clear_slot(a.replica, &SlotKey::new(a.tag.clone(), *point))
                     .await;

@@ -147,8 +147,7 @@ impl Engine<'_> {
                         && !matches!(a.stop, Some(Stop::Parked(_)) | Some(Stop::Done))
                 })
                 .flat_map(|a| {
-                    let armed = a.op.points().iter().chain(a.op.passes());
-                    armed.filter(|p| self.has_point(p)).map(|p| {
+                    a.op.armed().filter(|p| self.has_point(p)).map(|p| {
                         self.target
                             .parked(a.replica, SlotKey::new(a.tag.clone(), *p))
                     })

@@ -60,20 +60,47 @@ pub enum Until {
     ReplicasReady,
     /// No revocation intent is left in the outbox.
     OutboxEmpty,
-    /// The fault proxies of a dependency have held requests a number of times (a pause).
-    HeldByPause {
-        /// Which dependency.
-        dependency: Dependency,
-        /// How many times.
-        at_least: u64,
-    },
-    /// The lost-commit and lost-reply faults on a dependency's links have cut connections.
-    FaultsStruck {
+    /// A count the fault proxies of a dependency keep reaches a value.
+    Proxies {
+        /// Which count.
+        count: ProxyCount,
         /// Which dependency.
         dependency: Dependency,
         /// How many connections.
         at_least: u64,
     },
+}
+
+/// What the fault proxies count, for `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyCount {
+    /// Connections whose request the last pause holds (`held_by_pause`).
+    HeldByPause,
+    /// Connections the lost-commit and lost-reply faults cut (`faults_struck`).
+    FaultsStruck,
+}
+
+impl ProxyCount {
+    fn read(self, target: &dyn crate::target::Target, dependency: Dependency) -> Option<u64> {
+        match self {
+            ProxyCount::HeldByPause => target.held_by_pause(dependency),
+            ProxyCount::FaultsStruck => target.faults_struck(dependency),
+        }
+    }
+
+    /// What is waited for, and what a reading shows, for the trace.
+    fn describe(self, dependency: Dependency, at_least: u64, now: Option<u64>) -> String {
+        match (self, now) {
+            (ProxyCount::HeldByPause, None) => {
+                format!("{dependency:?} held by its pause on ≥ {at_least} connection(s)")
+            }
+            (ProxyCount::HeldByPause, Some(n)) => format!("held on {n} connection(s)"),
+            (ProxyCount::FaultsStruck, None) => format!(
+                "{dependency:?}'s lost-commit and lost-reply faults struck ≥ {at_least} time(s)"
+            ),
+            (ProxyCount::FaultsStruck, Some(n)) => format!("{n} connection(s) cut"),
+        }
+    }
 }
 
 impl Until {
@@ -93,7 +120,8 @@ impl Until {
                     format!("unknown dependency {name:?}: only postgres has lost-commit and lost-reply faults"),
                 ));
             }
-            return Ok(Until::FaultsStruck {
+            return Ok(Until::Proxies {
+                count: ProxyCount::FaultsStruck,
                 dependency: Dependency::Postgres,
                 at_least: r.at_least.unwrap_or(1),
             });
@@ -115,7 +143,8 @@ impl Until {
                     ))
                 }
             };
-            return Ok(Until::HeldByPause {
+            return Ok(Until::Proxies {
+                count: ProxyCount::HeldByPause,
                 dependency,
                 at_least: r.at_least.unwrap_or(1),
             });
@@ -152,9 +181,7 @@ impl Until {
     /// The dependency whose fault proxy it reads, if it reads one.
     pub fn paused_dependency(&self) -> Option<Dependency> {
         match self {
-            Until::HeldByPause { dependency, .. } | Until::FaultsStruck { dependency, .. } => {
-                Some(*dependency)
-            }
+            Until::Proxies { dependency, .. } => Some(*dependency),
             _ => None,
         }
     }
@@ -185,41 +212,21 @@ impl Until {
                     .map(|now| now.to_string());
                 (format!("{provider}.{counter} ≥ {at_least}"), reached)
             }
-            Until::HeldByPause {
+            Until::Proxies {
+                count,
                 dependency,
                 at_least,
             } => {
                 let target = ex.target();
                 let read = || {
-                    target
-                        .held_by_pause(*dependency)
+                    count
+                        .read(target, *dependency)
                         .ok_or_else(|| "the target has no fault proxies to count from".to_owned())
                 };
                 let reached = count_reaches(ex, *at_least, limit, read, &mut why)
                     .await
-                    .map(|now| format!("held on {now} connection(s)"));
-                (
-                    format!("{dependency:?} held by its pause on ≥ {at_least} connection(s)"),
-                    reached,
-                )
-            }
-            Until::FaultsStruck {
-                dependency,
-                at_least,
-            } => {
-                let target = ex.target();
-                let read = || {
-                    target
-                        .faults_struck(*dependency)
-                        .ok_or_else(|| "the target has no fault proxies to count from".to_owned())
-                };
-                let reached = count_reaches(ex, *at_least, limit, read, &mut why)
-                    .await
-                    .map(|now| format!("{now} connection(s) cut"));
-                (
-                    format!("{dependency:?}'s lost-commit and lost-reply faults struck ≥ {at_least} time(s)"),
-                    reached,
-                )
+                    .map(|now| count.describe(*dependency, *at_least, Some(now)));
+                (count.describe(*dependency, *at_least, None), reached)
             }
             Until::ReplicasReady => {
                 let client = ex.target().client();
