@@ -7,6 +7,7 @@
 use harbor_service::domain::{ConnectionId, Provider, TenantId, WorkspaceId};
 
 use crate::evidence::AdvisoryKey;
+use crate::fake_provider::GrantStanding;
 use crate::target::{StoredToken, TokenInspector};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -118,7 +119,9 @@ pub async fn tokens_bound(
 /// The grants the provider holds live (a usable refresh token) and the CONNECTED connections match
 /// one to one: each connection's refresh token is live at the provider, no grant is stored twice,
 /// and no live grant is stored nowhere (a grant lost silently — exchanged, then neither stored nor
-/// revoked). A live grant no row holds is accounted for when it is one consent with a grant a row
+/// revoked). A CONNECTED connection whose refresh token outlived its provider's lifetime holds a
+/// grant that ended by itself: that is accounted for when the row keeps the grant's end
+/// (`refresh_expires_at`), which is how the service knows not to rest on it. A live grant no row holds is accounted for when it is one consent with a grant a row
 /// does hold (Google's: every grant of an account to the client ends with any one of them, so the
 /// last holder's revocation ends it). Up to `lost_at_most` live grants stored nowhere are tolerated — only a scenario that
 /// kills a replica mid-load asks for any: the token answers in flight when it died reached no one.
@@ -129,15 +132,41 @@ pub async fn grants_accounted(
     provider: &crate::fake_provider::FakeProvider,
     lost_at_most: usize,
 ) -> Result<String, String> {
-    let rows: Vec<ConnectedRow> =
-        sqlx::query_as("SELECT id, tenant_id, provider, grant_id, refresh_token FROM connections WHERE status = 'CONNECTED'")
-            .fetch_all(db)
-            .await
-            .map_err(|e| e.to_string())?;
+    type WithEnd = (
+        ConnectionId,
+        TenantId,
+        String,
+        Option<uuid::Uuid>,
+        Option<Vec<u8>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let rows: Vec<WithEnd> = sqlx::query_as(
+        "SELECT id, tenant_id, provider, grant_id, refresh_token, refresh_expires_at \
+         FROM connections WHERE status = 'CONNECTED'",
+    )
+    .fetch_all(db)
+    .await
+    .map_err(|e| e.to_string())?;
     let mut live = provider.live_grants();
     let mut held = std::collections::BTreeSet::new();
-    for row in &rows {
-        let (id, p, family) = live_grant_of(ring, provider, row)?;
+    let mut ended_by_themselves = 0;
+    for (id, tenant, p, grant, refresh, end) in rows {
+        let row = (id, tenant, p, grant, refresh);
+        let (id, p, family, standing) = grant_held(ring, provider, &row)?;
+        match standing {
+            GrantStanding::Live => {}
+            GrantStanding::Expired if end.is_some() => {
+                ended_by_themselves += 1;
+                continue;
+            }
+            GrantStanding::Expired => {
+                return Err(format!(
+                    "connection {id} holds a grant that ended at the provider by its lifetime, \
+                     and keeps no end for it: the service would rest on it"
+                ))
+            }
+            GrantStanding::Ended => return Err(not_honoured(id)),
+        }
         if !held.insert((p, family)) {
             return Err(format!(
                 "connection {id} holds a grant another connection holds too"
@@ -154,11 +183,16 @@ pub async fn grants_accounted(
             }
         }
     }
-    let held_note = if shared > 0 {
+    let mut held_note = if shared > 0 {
         format!(" ({shared} more live under the consent of a stored one, ended with it)")
     } else {
         String::new()
     };
+    if ended_by_themselves > 0 {
+        held_note.push_str(&format!(
+            "; {ended_by_themselves} CONNECTED connection(s) past their grant's end at the provider, each keeping that end"
+        ));
+    }
     match live.iter().next() {
         Some((p, family)) if live.len() > lost_at_most => Err(format!("{} live grant(s) at the provider are stored nowhere (first: {p} grant {family}): exchanged, then neither stored nor revoked{}", live.len(), if lost_at_most > 0 { format!(" (at most {lost_at_most} allowed)") } else { String::new() })),
         Some(_) => Ok(format!("{} live grant(s), each stored by exactly one CONNECTED connection{held_note}; {} stored nowhere, within the {lost_at_most} allowed for token answers in flight when a replica died", held.len(), live.len())),
@@ -175,13 +209,18 @@ type ConnectedRow = (
     Option<Vec<u8>>,
 );
 
-/// The live grant a CONNECTED row holds: its refresh token opened and found live at the
-/// provider, or why not.
-fn live_grant_of(
+/// Why a CONNECTED row fails when its refresh token was spent or revoked at the provider.
+fn not_honoured(id: ConnectionId) -> String {
+    format!("connection {id} holds a refresh token the provider no longer honours")
+}
+
+/// The grant a CONNECTED row holds and where it stands at the provider: its refresh token
+/// opened and found among the provider's, or why not.
+fn grant_held(
     ring: &dyn TokenInspector,
     provider: &crate::fake_provider::FakeProvider,
     (id, tenant, p, grant, refresh): &ConnectedRow,
-) -> Result<(ConnectionId, Provider, u64), String> {
+) -> Result<(ConnectionId, Provider, u64, GrantStanding), String> {
     let p = Provider::parse(p).map_err(|e| e.to_string())?;
     let sealed = refresh
         .as_ref()
@@ -196,10 +235,10 @@ fn live_grant_of(
     let token = ring
         .open(sealed, &at)
         .map_err(|e| format!("connection {id}: {e}"))?;
-    let family = provider.grant_of(token.expose_secret()).ok_or_else(|| {
-        format!("connection {id} holds a refresh token the provider no longer honours")
-    })?;
-    Ok((*id, p, family))
+    let (family, standing) = provider
+        .grant_of(token.expose_secret())
+        .ok_or_else(|| not_honoured(*id))?;
+    Ok((*id, p, family, standing))
 }
 
 /// Every CONNECTED connection of `workspace` holds a grant the provider still honours (a store
@@ -218,7 +257,10 @@ pub async fn stored_grants_live(
     .await
     .map_err(|e| e.to_string())?;
     for row in &rows {
-        live_grant_of(ring, provider, row)?;
+        let (id, _, _, standing) = grant_held(ring, provider, row)?;
+        if standing != GrantStanding::Live {
+            return Err(not_honoured(id));
+        }
     }
     Ok(format!(
         "{} CONNECTED connection(s), each holding a live grant",

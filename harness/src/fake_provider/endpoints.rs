@@ -93,7 +93,7 @@ pub(super) async fn authorize(
         _ => true,
     };
     let code = mint(&mut guard, provider, "code");
-    let expires = Instant::now() + guard.of(provider).switches.code_lifetime;
+    let expires = guard.now() + guard.of(provider).switches.code_lifetime;
     let account = match guard.of(provider).switches.signed_in_account.clone() {
         Some(account) => account,
         None => {
@@ -160,11 +160,12 @@ pub(super) async fn token(
         Ok(p) => p,
         Err(r) => return r,
     };
-    // A code's age is judged when the request arrives, not after the simulated latency.
-    let received = Instant::now();
     // The grant the request is about (the code that began it), when the provider knows it.
-    let (delay, fault, grant) = {
+    let (received, delay, fault, grant) = {
         let mut guard = inner.lock().expect("fake provider state");
+        // A code's or a refresh token's age is judged when the request arrives, not after the
+        // simulated latency.
+        let received = guard.now();
         let grant = match form.grant_type.as_str() {
             "authorization_code" => form.code.clone().filter(|c| guard.codes.contains_key(c)),
             "refresh_token" => form
@@ -184,7 +185,7 @@ pub(super) async fn token(
         if switches.rate_limited {
             return wire::rate_limited();
         }
-        (switches.token_delay, switches.token_fault, grant)
+        (received, switches.token_delay, switches.token_fault, grant)
     };
     let grant = grant.as_deref();
     if !delay.is_zero() {
@@ -291,11 +292,13 @@ pub(super) async fn token(
                 return wire::token_refusal(provider, Refusal::Request);
             };
             let family = match guard.refresh.get_mut(&rt) {
-                Some((owner, usable, family)) if *owner == provider && *usable => {
+                Some(r)
+                    if r.provider == provider && r.standing(received) == GrantStanding::Live =>
+                {
                     if switches.rotate_refresh_tokens {
-                        *usable = false;
+                        r.usable = false;
                     }
-                    *family
+                    r.family
                 }
                 _ => {
                     guard.count(provider, grant, |c| c.refreshes_invalid_grant += 1);
@@ -320,11 +323,12 @@ pub(super) async fn token(
     } else {
         Duration::from_secs(ttl.max(0) as u64)
     };
+    let expires = guard.now() + lifetime;
     guard.access.insert(
         access.clone(),
         AccessGrant {
             provider,
-            expires: Instant::now() + lifetime,
+            expires,
             revoked: false,
             family,
         },
@@ -346,9 +350,16 @@ pub(super) async fn token(
     }
     if issue_refresh {
         let refresh = mint(&mut guard, provider, "rt");
-        guard
-            .refresh
-            .insert(refresh.clone(), (provider, true, family));
+        let expires = wire::refresh_token_lifetime(provider).map(|life| guard.now() + life);
+        guard.refresh.insert(
+            refresh.clone(),
+            RefreshGrant {
+                provider,
+                usable: true,
+                family,
+                expires,
+            },
+        );
         body["refresh_token"] = json!(refresh);
     }
     wire::decorate_tokens(provider, &mut body);
@@ -359,7 +370,7 @@ pub(super) async fn token(
         && scope.split(' ').any(|s| s == "openid")
     {
         let account = guard.family_account[&family].1.clone();
-        let id_token = wire::id_token(&guard.base_url, &account);
+        let id_token = wire::id_token(&guard.base_url, &account, guard.unix_now());
         guard.issued.push(id_token.clone());
         body["id_token"] = json!(id_token);
     }
@@ -407,16 +418,17 @@ pub(super) async fn revoke(
             return wire::revocation_refusal(provider, refusal);
         }
     };
+    let now = guard.now();
     let known_access = guard
         .access
         .get(&token)
         .filter(|a| a.provider == provider)
-        .map(|a| (a.family, !a.revoked && a.expires > Instant::now()));
+        .map(|a| (a.family, !a.revoked && a.expires > now));
     let known_refresh = guard
         .refresh
         .get(&token)
-        .filter(|r| r.0 == provider)
-        .map(|r| (r.2, r.1));
+        .filter(|r| r.provider == provider)
+        .map(|r| (r.family, r.standing(now) == GrantStanding::Live));
     // Slack's `auth.revoke` is authenticated by the token it revokes: only a live access token
     // (one the API takes as a bearer) can; a refresh token or a dead one is `invalid_auth`.
     // Google ends only what a live token belongs to: a dead one is `invalid_token` and ends

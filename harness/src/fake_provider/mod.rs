@@ -26,6 +26,13 @@
 //!   `conversations.list`, Box's folder items — each with its own paging and its own way of
 //!   refusing a bad token.
 //!
+//! - Its clock is the world's: it starts at the host's and moves forward when the harness moves
+//!   the service's ([`FakeProvider::advance_clock`]), so a code, an access token or a refresh
+//!   token outlives its provider's lifetime at the provider too — Intuit's refresh tokens end
+//!   101 days after they are issued, Box's 60 days ([`wire::refresh_token_lifetime`]), and a
+//!   refresh past that is `invalid_grant`. A rewind moves only the service's clock (a clock gone
+//!   wrong, not time going back), and the fake's stays.
+//!
 //! Per provider, [`Switches`] inject errors and delays, and [`Counters`] count every call so tests
 //! can assert "exactly one token exchange". Every code and token it issues starts with
 //! [`CANARY_PREFIX`] and is remembered, so leak searches know exactly what to look for.
@@ -282,6 +289,38 @@ struct AccessGrant {
     family: u64,
 }
 
+struct RefreshGrant {
+    provider: Provider,
+    /// Not yet spent by a rotation nor ended by a revocation.
+    usable: bool,
+    /// The grant (authorization) it belongs to.
+    family: u64,
+    /// When the provider stops taking it (`None`: it lasts until it is spent or revoked).
+    expires: Option<Instant>,
+}
+
+impl RefreshGrant {
+    /// Where it stands at `now` (the fake's clock).
+    fn standing(&self, now: Instant) -> GrantStanding {
+        match self.expires {
+            _ if !self.usable => GrantStanding::Ended,
+            Some(end) if end <= now => GrantStanding::Expired,
+            _ => GrantStanding::Live,
+        }
+    }
+}
+
+/// Where a refresh token stands at the provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantStanding {
+    /// The provider takes it: a refresh would be granted.
+    Live,
+    /// It outlived its provider's lifetime: the grant ended by itself, nothing revoked it.
+    Expired,
+    /// Spent by a rotation or ended by a revocation.
+    Ended,
+}
+
 struct ProviderState {
     switches: Switches,
     counters: Counters,
@@ -292,8 +331,9 @@ struct Inner {
     providers: HashMap<Provider, ProviderState>,
     codes: HashMap<String, (Provider, CodeGrant)>,
     access: HashMap<String, AccessGrant>,
-    /// Refresh token → (provider, still usable, grant).
-    refresh: HashMap<String, (Provider, bool, u64)>,
+    refresh: HashMap<String, RefreshGrant>,
+    /// How far the fake's clock is ahead of the host's: the sum of [`FakeProvider::advance_clock`].
+    ahead: Duration,
     families: u64,
     /// The code each grant (family) began with: what [`FakeProvider::grant_counters`] is keyed by.
     family_code: HashMap<u64, String>,
@@ -308,6 +348,19 @@ struct Inner {
 }
 
 impl Inner {
+    /// The fake's clock: the host's, moved forward as the harness moved the service's.
+    fn now(&self) -> Instant {
+        Instant::now() + self.ahead
+    }
+
+    /// The fake's clock as seconds since the Unix epoch (what a signed token's `iat` says).
+    fn unix_now(&self) -> u64 {
+        (std::time::SystemTime::now() + self.ahead)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    }
+
     /// `provider`'s switches and counters, created with the provider's defaults.
     fn of(&mut self, provider: Provider) -> &mut ProviderState {
         self.providers
@@ -335,8 +388,8 @@ impl Inner {
             _ => self
                 .refresh
                 .get(token)
-                .filter(|r| r.0 == provider)
-                .map(|r| r.2),
+                .filter(|r| r.provider == provider)
+                .map(|r| r.family),
         }?;
         self.family_code.get(&family).cloned()
     }
@@ -360,9 +413,9 @@ impl Inner {
         for r in self
             .refresh
             .values_mut()
-            .filter(|r| families.contains(&r.2))
+            .filter(|r| families.contains(&r.family))
         {
-            r.1 = false;
+            r.usable = false;
         }
         for a in self
             .access
@@ -535,8 +588,12 @@ impl FakeProvider {
         for a in inner.access.values_mut().filter(|a| a.provider == provider) {
             a.revoked = true;
         }
-        for r in inner.refresh.values_mut().filter(|r| r.0 == provider) {
-            r.1 = false;
+        for r in inner
+            .refresh
+            .values_mut()
+            .filter(|r| r.provider == provider)
+        {
+            r.usable = false;
         }
     }
 
@@ -549,14 +606,20 @@ impl FakeProvider {
             .clone()
     }
 
-    /// Every grant (provider, family) that still has a usable refresh token.
+    /// Moves the fake's clock forward: time passes at the provider as it did for the service.
+    pub fn advance_clock(&self, by: Duration) {
+        self.inner.lock().expect("fake provider state").ahead += by;
+    }
+
+    /// Every grant (provider, family) that still has a live refresh token.
     pub fn live_grants(&self) -> std::collections::BTreeSet<(Provider, u64)> {
         let inner = self.inner.lock().expect("fake provider state");
+        let now = inner.now();
         inner
             .refresh
             .values()
-            .filter(|(_, usable, _)| *usable)
-            .map(|(p, _, family)| (*p, *family))
+            .filter(|r| r.standing(now) == GrantStanding::Live)
+            .map(|r| (r.provider, r.family))
             .collect()
     }
 
@@ -569,14 +632,14 @@ impl FakeProvider {
             .consent_of(family)
     }
 
-    /// The grant a usable refresh token belongs to.
-    pub fn grant_of(&self, refresh_token: &str) -> Option<u64> {
+    /// The grant a refresh token the fake issued belongs to, and where it stands now.
+    pub fn grant_of(&self, refresh_token: &str) -> Option<(u64, GrantStanding)> {
         let inner = self.inner.lock().expect("fake provider state");
+        let now = inner.now();
         inner
             .refresh
             .get(refresh_token)
-            .filter(|(_, usable, _)| *usable)
-            .map(|(_, _, family)| *family)
+            .map(|r| (r.family, r.standing(now)))
     }
 
     /// Whether `token` is a live access token or usable refresh token.
@@ -585,8 +648,11 @@ impl FakeProvider {
         inner
             .access
             .get(token)
-            .is_some_and(|a| !a.revoked && a.expires > Instant::now())
-            || inner.refresh.get(token).is_some_and(|r| r.1)
+            .is_some_and(|a| !a.revoked && a.expires > inner.now())
+            || inner
+                .refresh
+                .get(token)
+                .is_some_and(|r| r.standing(inner.now()) == GrantStanding::Live)
     }
 
     /// Stops the server.

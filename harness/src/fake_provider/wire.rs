@@ -166,13 +166,28 @@ pub(super) fn token_refusal(provider: Provider, refusal: Refusal) -> Response {
         .into_response()
 }
 
+/// How long `provider` takes a refresh token after issuing it: Intuit says so in every token
+/// answer (`x_refresh_token_expires_in`, about 101 days, rolling with each refresh since each
+/// issues a new one), Box documents 60 days [B3]; Google's and Slack's last until they are spent
+/// or revoked (docs/PROVIDER-DIALECTS.md).
+pub(super) fn refresh_token_lifetime(provider: Provider) -> Option<std::time::Duration> {
+    const DAY: u64 = 24 * 3600;
+    match provider {
+        Provider::Qbo => Some(std::time::Duration::from_secs(101 * DAY)),
+        Provider::Box => Some(std::time::Duration::from_secs(60 * DAY)),
+        Provider::Gmail | Provider::Slack => None,
+    }
+}
+
 /// Adds what the provider's token answer carries beyond RFC 6749 §5.1.
 pub(super) fn decorate_tokens(provider: Provider, body: &mut Value) {
     match provider {
         Provider::Qbo => {
             body["token_type"] = json!("bearer");
-            if body.get("refresh_token").is_some() {
-                body["x_refresh_token_expires_in"] = json!(8_726_400);
+            if let (Some(_), Some(life)) =
+                (body.get("refresh_token"), refresh_token_lifetime(provider))
+            {
+                body["x_refresh_token_expires_in"] = json!(life.as_secs());
             }
         }
         Provider::Slack => {
@@ -197,13 +212,9 @@ pub(super) fn decorate_tokens(provider: Provider, body: &mut Value) {
 /// account (`sub`). Its signature is random bytes: a client that takes the token straight from
 /// the token endpoint over TLS may rely on that channel instead of the signature (OpenID Connect
 /// Core §3.1.3.7), and the service does not check it.
-pub(super) fn id_token(base_url: &str, account: &str) -> String {
+pub(super) fn id_token(base_url: &str, account: &str, now: u64) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use rand::RngCore;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
     let client = FakeProvider::client_id(Provider::Gmail);
     let header = json!({ "alg": "RS256", "kid": "harbor-fake", "typ": "JWT" });
     let claims = json!({
@@ -327,12 +338,11 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let mut guard = inner.lock().expect("fake provider state");
+    let now = guard.now();
     let valid = token
         .as_ref()
         .and_then(|t| guard.access.get(t))
-        .is_some_and(|a| {
-            a.provider == provider && !a.revoked && a.expires > std::time::Instant::now()
-        });
+        .is_some_and(|a| a.provider == provider && !a.revoked && a.expires > now);
     let grant = token
         .as_deref()
         .and_then(|t| guard.grant_of_token(provider, t));

@@ -339,10 +339,12 @@ pub trait Target: Send + Sync {
     /// others' slots alone.
     fn clear_slot<'a>(&'a self, replica: usize, key: &'a SlotKey) -> BoxFuture<'a, ()>;
 
-    /// Move the service's clock forward (every replica's); resolves once they all have.
+    /// Let time pass: the service's clock forward (every replica's) and the harness's fake
+    /// provider's with it; resolves once they all have.
     fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>>;
 
-    /// Move the service's clock back (every replica's).
+    /// Move the service's clock back (every replica's); the provider's stays, for this is a
+    /// clock gone wrong, not time going back.
     fn rewind_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>>;
 
     /// The OAuth provider, when the target is wired to the harness's fake one.

@@ -934,8 +934,17 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
     );
     assert_eq!(expiry(Provider::Gmail).await, None);
 
-    // 61 days on: Box's grant is over, Intuit's is not — and rolls on with a refresh.
-    app.sut.clock.advance(61 * day);
+    // 61 days on: Box's grant is over, Intuit's is not — and rolls on with a refresh. Time
+    // passed at the provider too: it no longer takes Box's refresh token.
+    app.advance_clock(61 * day).await;
+    assert!(
+        app.sut
+            .provider
+            .live_grants()
+            .iter()
+            .all(|(q, _)| *q != Provider::Box),
+        "Box's refresh token is past its 60 days at Box"
+    );
     let refreshes = app.sut.provider.counters(Provider::Box).refreshes;
     sync(&app, &t, Provider::Box)
         .await
@@ -982,7 +991,7 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
 
     // 102 days more: Intuit's refreshed grant is over too; the one never refreshed long since,
     // and activation does not rest on it. Google's lasts.
-    app.sut.clock.advance(102 * day);
+    app.advance_clock(102 * day).await;
     let refreshes = app.sut.provider.counters(Provider::Qbo).refreshes;
     sync(&app, &t, Provider::Qbo)
         .await
@@ -996,5 +1005,7 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
         .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
     let r = sync(&app, &t, Provider::Gmail).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The two connections still CONNECTED past their grants' end keep that end: accounted for.
+    app.assert_grants_accounted().await;
     app.stop().await;
 }

@@ -221,7 +221,7 @@ async fn a_moved_clock_wakes_the_outbox_worker() {
         .provider
         .configure(Provider::Box, |s| s.revoke_fails = false);
     // Past any retry time the outbox sets, and past every lease.
-    app.sut.clock.advance(Duration::from_secs(24 * 3600));
+    app.advance_clock(Duration::from_secs(24 * 3600)).await;
     harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
         .await
         .expect("the worker delivered the revocation after the clock moved, not an hour later");
@@ -271,7 +271,7 @@ async fn a_rate_limited_revocation_waits_out_the_providers_retry_after() {
     }
     // Both due, the provider still limiting: the worker's pass tries one and puts the other off.
     let before = app.sut.provider.counters(p).revocations;
-    app.sut.clock.advance(Duration::from_secs(8));
+    app.advance_clock(Duration::from_secs(8)).await;
     within("the worker's pass over both intents", async {
         loop {
             let tried: i64 =
@@ -292,7 +292,7 @@ async fn a_rate_limited_revocation_waits_out_the_providers_retry_after() {
         "one call while the provider's limit lasts, not one per intent"
     );
     app.sut.provider.configure(p, |s| s.rate_limited = false);
-    app.sut.clock.advance(Duration::from_secs(24 * 3600));
+    app.advance_clock(Duration::from_secs(24 * 3600)).await;
     for t in &tenants {
         harbor_harness::oracles::until_outbox_empty(db, Some(t.workspace), Duration::from_secs(30))
             .await

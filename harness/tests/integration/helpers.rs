@@ -161,6 +161,14 @@ impl TestApp {
         &self.sut.db
     }
 
+    /// Moves time forward for the service and the provider alike, as a scenario's
+    /// `advance_clock` does (the target's own way: every replica's clock and the fake's).
+    pub async fn advance_clock(&self, by: Duration) {
+        harbor_harness::target::Target::advance_clock(&self.sut, by)
+            .await
+            .expect("moving the clock");
+    }
+
     /// The harness's oracle: every grant the fake provider issued is live in exactly one row or
     /// was given back (none lost).
     pub async fn assert_grants_accounted(&self) {

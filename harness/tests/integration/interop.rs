@@ -275,7 +275,7 @@ async fn the_service_speaks_standard_oauth_to_a_real_authorization_server() {
         "{}",
         r.body
     );
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    app.advance_clock(Duration::from_secs(58 * 60)).await;
     let r = sync(&app, &t).await;
     assert_eq!(
         (r.status, r.body["refreshed"].as_bool()),

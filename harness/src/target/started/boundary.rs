@@ -205,12 +205,15 @@ impl Target for Started {
     }
 
     fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
-        // In-process replicas share this clock; process replicas are told its offset.
+        // In-process replicas share this clock; process replicas are told its offset. Time
+        // passes at the provider too: its codes and tokens age as the service sees them age.
         self.clock.advance(by);
+        self.provider.advance_clock(by);
         Box::pin(self.push_clock())
     }
 
     fn rewind_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
+        // The service's clock gone wrong, not time going back: the provider's stays.
         self.clock.rewind(by);
         Box::pin(self.push_clock())
     }

@@ -441,7 +441,7 @@ async fn expired_state_is_rejected_with_a_proper_error() {
         .authorize_and_consent(0, t.owner, t.workspace, Provider::Slack)
         .await
         .unwrap();
-    app.sut.clock.advance(Duration::from_secs(599));
+    app.advance_clock(Duration::from_secs(599)).await;
     // Still valid one second before the deadline: the check is against created-at, not arbitrary.
     let ok = callback(&app, t.owner.0, Provider::Slack, &consent).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
@@ -449,7 +449,7 @@ async fn expired_state_is_rejected_with_a_proper_error() {
         .authorize_and_consent(0, t.admin, t.workspace, Provider::Gmail)
         .await
         .unwrap();
-    app.sut.clock.advance(Duration::from_secs(601));
+    app.advance_clock(Duration::from_secs(601)).await;
     let r = callback(&app, t.admin.0, Provider::Gmail, &again).await;
     r.assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");
     assert!(r.body["error"]["message"]

@@ -13,7 +13,7 @@ async fn state_expires_after_ten_minutes() {
         .authorize_and_consent(0, t.owner, t.workspace, Provider::Gmail)
         .await
         .unwrap();
-    app.sut.clock.advance(Duration::from_secs(601));
+    app.advance_clock(Duration::from_secs(601)).await;
     callback(&app, t.owner.0, Provider::Gmail, &consent)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "OAUTH_STATE_INVALID");

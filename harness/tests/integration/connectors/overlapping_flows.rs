@@ -132,7 +132,7 @@ async fn the_provider_counts_each_grant_apart() {
         grants.push((t, consent.code));
     }
     // A's token goes stale and its sync refreshes; B is revoked.
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    app.advance_clock(Duration::from_secs(58 * 60)).await;
     let r = sync(&app, &grants[0].0, Provider::Qbo, 0).await;
     assert_eq!(
         (r.status, &r.body["refreshed"]),

@@ -56,7 +56,7 @@ async fn rate_limit_engages_and_recovers() {
         .authorize_and_consent(0, other.owner, other.workspace, Provider::Gmail)
         .await
         .is_ok());
-    app.sut.clock.advance(Duration::from_secs(retry));
+    app.advance_clock(Duration::from_secs(retry)).await;
     assert_eq!(
         authorize(0).await.status,
         StatusCode::OK,
@@ -65,7 +65,7 @@ async fn rate_limit_engages_and_recovers() {
 
     // State guessing: unknown states are counted per user until the guesser is refused (with
     // the tenant's own budget full again, so it is the failed-state bucket that refuses).
-    app.sut.clock.advance(Duration::from_secs(60));
+    app.advance_clock(Duration::from_secs(60)).await;
     let guess = |n: usize| {
         app.call(
             Method::GET,

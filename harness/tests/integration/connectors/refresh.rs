@@ -32,7 +32,7 @@ async fn token_refresh_before_sync_works() {
         r.body
     );
     // 58 minutes later the one-hour token is inside the 5-minute margin.
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    app.advance_clock(Duration::from_secs(58 * 60)).await;
     let r = sync(&app, &t, Provider::Qbo, 0).await;
     assert_eq!(
         (r.status, r.body["refreshed"].as_bool()),
@@ -99,7 +99,7 @@ async fn refresh_keeps_the_old_refresh_token_when_the_provider_sends_none() {
         before.refresh.as_ref().unwrap(),
     )
     .unwrap();
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    app.advance_clock(Duration::from_secs(58 * 60)).await;
     assert_eq!(
         sync(&app, &t, Provider::Box, 0).await.body["refreshed"],
         true
@@ -130,7 +130,7 @@ async fn fifty_concurrent_syncs_on_two_replicas_refresh_once() {
     app.connect(t.owner, t.workspace, Provider::Qbo)
         .await
         .unwrap();
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    app.advance_clock(Duration::from_secs(58 * 60)).await;
     let replies =
         futures::future::join_all((0..50).map(|i| sync(&app, &t, Provider::Qbo, i % 2))).await;
     for r in &replies {
@@ -164,7 +164,8 @@ async fn invalid_grant_on_refresh_requires_reconnect() {
         s.token_fault = Some(Fault::InvalidGrant)
     });
     // Slack's rotating access tokens last 12 hours: 11 h 58 min later it is inside the margin.
-    app.sut.clock.advance(Duration::from_secs(12 * 3600 - 120));
+    app.advance_clock(Duration::from_secs(12 * 3600 - 120))
+        .await;
     sync(&app, &t, Provider::Slack, 0)
         .await
         .assert_error(StatusCode::CONFLICT, "RECONNECT_REQUIRED");

@@ -43,7 +43,7 @@ async fn database_dump_logs_redis_and_responses_show_no_plaintext_tokens() {
                 .to_string(),
         );
     }
-    app.sut.clock.advance(Duration::from_secs(58 * 60));
+    app.advance_clock(Duration::from_secs(58 * 60)).await;
     responses.push(sync(&app, &t, Provider::Gmail, 0).await.body.to_string());
     responses.push(sync(&app, &t, Provider::Slack, 0).await.body.to_string());
     let replay = app
