@@ -350,7 +350,8 @@ pub(super) async fn token(
     }
     if issue_refresh {
         let refresh = mint(&mut guard, provider, "rt");
-        let expires = wire::refresh_token_lifetime(provider).map(|life| guard.now() + life);
+        let expires = wire::refresh_token_lifetime(provider)
+            .map(|life| (guard.now() + life, guard.today() + life));
         guard.refresh.insert(
             refresh.clone(),
             RefreshGrant {
@@ -370,7 +371,7 @@ pub(super) async fn token(
         && scope.split(' ').any(|s| s == "openid")
     {
         let account = guard.family_account[&family].1.clone();
-        let id_token = wire::id_token(&guard.base_url, &account, guard.unix_now());
+        let id_token = wire::id_token(&guard.base_url, &account, guard.today().timestamp());
         guard.issued.push(id_token.clone());
         body["id_token"] = json!(id_token);
     }
@@ -429,6 +430,16 @@ pub(super) async fn revoke(
         .get(&token)
         .filter(|r| r.provider == provider)
         .map(|r| (r.family, r.standing(now) == GrantStanding::Live));
+    // A refresh token past its end is over at the provider, which may still refuse to revoke it
+    // (Intuit's empty 400): the attempt leaves nothing to give back, and the grant is ended.
+    if let Some((family, false)) = known_refresh {
+        if matches!(
+            guard.refresh.get(&token).map(|r| r.standing(now)),
+            Some(GrantStanding::Expired { .. })
+        ) {
+            guard.end_families(&[family]);
+        }
+    }
     // Slack's `auth.revoke` is authenticated by the token it revokes: only a live access token
     // (one the API takes as a bearer) can; a refresh token or a dead one is `invalid_auth`.
     // Google ends only what a live token belongs to: a dead one is `invalid_token` and ends

@@ -295,8 +295,9 @@ struct RefreshGrant {
     usable: bool,
     /// The grant (authorization) it belongs to.
     family: u64,
-    /// When the provider stops taking it (`None`: it lasts until it is spent or revoked).
-    expires: Option<Instant>,
+    /// When the provider stops taking it, on the fake's clock and as a date on the fake's
+    /// calendar (`None`: it lasts until it is spent or revoked).
+    expires: Option<(Instant, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl RefreshGrant {
@@ -304,7 +305,7 @@ impl RefreshGrant {
     fn standing(&self, now: Instant) -> GrantStanding {
         match self.expires {
             _ if !self.usable => GrantStanding::Ended,
-            Some(end) if end <= now => GrantStanding::Expired,
+            Some((end, on)) if end <= now => GrantStanding::Expired { on },
             _ => GrantStanding::Live,
         }
     }
@@ -315,9 +316,13 @@ impl RefreshGrant {
 pub enum GrantStanding {
     /// The provider takes it: a refresh would be granted.
     Live,
-    /// It outlived its provider's lifetime: the grant ended by itself, nothing revoked it.
-    Expired,
-    /// Spent by a rotation or ended by a revocation.
+    /// It outlived its provider's lifetime: the grant ended by itself on that date, and nothing
+    /// has revoked it since.
+    Expired {
+        /// When the provider stopped taking it.
+        on: chrono::DateTime<chrono::Utc>,
+    },
+    /// Spent by a rotation, or ended by a revocation (or an attempt at one, once expired).
     Ended,
 }
 
@@ -353,12 +358,10 @@ impl Inner {
         Instant::now() + self.ahead
     }
 
-    /// The fake's clock as seconds since the Unix epoch (what a signed token's `iat` says).
-    fn unix_now(&self) -> u64 {
-        (std::time::SystemTime::now() + self.ahead)
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default()
+    /// The fake's calendar: the host's date, moved forward with the fake's clock (what a signed
+    /// token's `iat` says, and the date a refresh token ends on).
+    fn today(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.ahead
     }
 
     /// `provider`'s switches and counters, created with the provider's defaults.
@@ -607,18 +610,36 @@ impl FakeProvider {
     }
 
     /// Moves the fake's clock forward: time passes at the provider as it did for the service.
+    /// It moves at most a century ahead of the host's, where every lifetime here has long run out
+    /// (so no sum of moves overflows the clock).
     pub fn advance_clock(&self, by: Duration) {
-        self.inner.lock().expect("fake provider state").ahead += by;
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let mut inner = self.inner.lock().expect("fake provider state");
+        inner.ahead = inner.ahead.saturating_add(by).min(CENTURY);
     }
 
     /// Every grant (provider, family) that still has a live refresh token.
     pub fn live_grants(&self) -> std::collections::BTreeSet<(Provider, u64)> {
+        self.grants_where(|s| s == GrantStanding::Live)
+    }
+
+    /// Every grant (provider, family) that nothing has ended: a refresh token live, or expired
+    /// and never revoked since. These are the grants someone must account for: held by a row, or
+    /// given back.
+    pub fn unended_grants(&self) -> std::collections::BTreeSet<(Provider, u64)> {
+        self.grants_where(|s| s != GrantStanding::Ended)
+    }
+
+    fn grants_where(
+        &self,
+        keep: impl Fn(GrantStanding) -> bool,
+    ) -> std::collections::BTreeSet<(Provider, u64)> {
         let inner = self.inner.lock().expect("fake provider state");
         let now = inner.now();
         inner
             .refresh
             .values()
-            .filter(|r| r.standing(now) == GrantStanding::Live)
+            .filter(|r| keep(r.standing(now)))
             .map(|r| (r.provider, r.family))
             .collect()
     }

@@ -167,9 +167,10 @@ pub(super) fn token_refusal(provider: Provider, refusal: Refusal) -> Response {
 }
 
 /// How long `provider` takes a refresh token after issuing it: Intuit says so in every token
-/// answer (`x_refresh_token_expires_in`, about 101 days, rolling with each refresh since each
-/// issues a new one), Box documents 60 days [B3]; Google's and Slack's last until they are spent
-/// or revoked (docs/PROVIDER-DIALECTS.md).
+/// answer (`x_refresh_token_expires_in`, about 101 days, rolling with each refresh that issues a
+/// new one — every refresh, while [`super::Switches::rotate_refresh_tokens`] is on), Box
+/// documents 60 days [B3]; Google's and Slack's last until they are spent or revoked
+/// (docs/PROVIDER-DIALECTS.md).
 pub(super) fn refresh_token_lifetime(provider: Provider) -> Option<std::time::Duration> {
     const DAY: u64 = 24 * 3600;
     match provider {
@@ -212,7 +213,7 @@ pub(super) fn decorate_tokens(provider: Provider, body: &mut Value) {
 /// account (`sub`). Its signature is random bytes: a client that takes the token straight from
 /// the token endpoint over TLS may rely on that channel instead of the signature (OpenID Connect
 /// Core §3.1.3.7), and the service does not check it.
-pub(super) fn id_token(base_url: &str, account: &str, now: u64) -> String {
+pub(super) fn id_token(base_url: &str, account: &str, now: i64) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use rand::RngCore;
     let client = FakeProvider::client_id(Provider::Gmail);

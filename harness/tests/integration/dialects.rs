@@ -370,9 +370,8 @@ async fn every_provider_grant_is_refreshed_and_keeps_its_scopes() {
     }
     // Slack's access tokens last 12 hours, the others' one: 11 h 58 min later every one is
     // inside the refresh margin.
-    app.sut
-        .clock
-        .advance(std::time::Duration::from_secs((11 * 60 + 58) * 60));
+    app.advance_clock(std::time::Duration::from_secs((11 * 60 + 58) * 60))
+        .await;
     for p in Provider::ALL {
         let r = sync(&app, &t, p).await;
         assert_eq!(
@@ -836,9 +835,8 @@ async fn a_grant_without_a_refresh_token_ends_with_its_access_token() {
         "a token that does not expire"
     );
 
-    app.sut
-        .clock
-        .advance(std::time::Duration::from_secs(2 * 3600));
+    app.advance_clock(std::time::Duration::from_secs(2 * 3600))
+        .await;
     app.activate(&t, None)
         .await
         .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
@@ -1005,7 +1003,9 @@ async fn a_refresh_token_past_its_expiry_ends_the_grant_without_asking_the_provi
         .assert_error(StatusCode::CONFLICT, "ACTIVATION_NOT_READY");
     let r = sync(&app, &t, Provider::Gmail).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    // The two connections still CONNECTED past their grants' end keep that end: accounted for.
+    // The grants the syncs ended are given back; the two connections still CONNECTED past their
+    // grants' end keep that end: every grant is accounted for.
+    app.drain_outbox().await;
     app.assert_grants_accounted().await;
     app.stop().await;
 }

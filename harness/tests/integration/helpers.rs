@@ -169,6 +169,19 @@ impl TestApp {
             .expect("moving the clock");
     }
 
+    /// Lets every revocation intent's lease run out and waits until the outbox worker has
+    /// delivered them all (the table empty).
+    pub async fn drain_outbox(&self) {
+        self.advance_clock(harbor_service::outbox::LEASE + Duration::from_secs(1))
+            .await;
+        within("the outbox to empty", async {
+            while self.count("SELECT count(*) FROM revocation_outbox").await > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
     /// The harness's oracle: every grant the fake provider issued is live in exactly one row or
     /// was given back (none lost).
     pub async fn assert_grants_accounted(&self) {

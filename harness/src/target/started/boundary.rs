@@ -206,10 +206,16 @@ impl Target for Started {
 
     fn advance_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
         // In-process replicas share this clock; process replicas are told its offset. Time
-        // passes at the provider too: its codes and tokens age as the service sees them age.
+        // passes at the provider too, once the replicas have taken the move (and only where
+        // they take one): its codes and tokens age as the service sees them age.
         self.clock.advance(by);
-        self.provider.advance_clock(by);
-        Box::pin(self.push_clock())
+        Box::pin(async move {
+            self.push_clock().await?;
+            if self.moves_service_clock() {
+                self.provider.advance_clock(by);
+            }
+            Ok(())
+        })
     }
 
     fn rewind_clock(&self, by: Duration) -> BoxFuture<'_, Result<(), String>> {
@@ -297,6 +303,12 @@ impl Started {
     /// Whether its profile offers `c` (the in-process reference offers everything).
     fn offers(&self, c: Capability) -> bool {
         self.offered.contains(&c)
+    }
+
+    /// Whether moving the harness's clock moves the service's: always in-process, where the
+    /// replicas share it; a process or deployed target's only when its profile offers `clock`.
+    fn moves_service_clock(&self) -> bool {
+        self.profile.is_none() || self.offers(Capability::Clock)
     }
 
     /// Tells process replicas the clock's offset (in-process replicas share the clock itself).
