@@ -333,7 +333,7 @@ async fn decide_token(
         // 100 days, Box's 60; or, with no refresh token, its access token's): the provider would
         // refuse it, so it is not asked (nor its budget spent), and the connection ends as a
         // refused refresh ends it. After the adoption above: a waiting rotation brings a new
-        // token, whose end is unknown.
+        // token, with the end its write-ahead kept.
         if connection.grant_ended(now) {
             return reject(
                 &mut tx,
@@ -380,12 +380,13 @@ async fn decide_token(
                 // the outbox ends the grant instead of leaving it live with no copy anywhere.
                 let intent = match (&tokens.refresh_token, ahead) {
                     (Some(rotated), Some(conn)) => {
+                        let ends = tokens.grant_ends_at(state.clock.now());
                         match write_ahead_rotated(
                             &state,
                             conn,
                             &request,
                             &connection,
-                            grant,
+                            (grant, ends),
                             rotated,
                         )
                         .await
@@ -567,7 +568,7 @@ async fn write_ahead_rotated(
     mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     request: &WorkspaceRequest,
     connection: &lifecycle::LockedConnection,
-    grant: uuid::Uuid,
+    (grant, ends): (uuid::Uuid, Option<DateTime<Utc>>),
     rotated: &SecretString,
 ) -> Result<outbox::IntentId, ApiError> {
     let binding = crate::vault::TokenBinding {
@@ -592,7 +593,7 @@ async fn write_ahead_rotated(
             .filter(|_| connection.grant_id.is_some())
             .and_then(|t| t.refresh_token.as_deref());
         let now = state.clock.now();
-        let ahead = outbox::Ahead::Rotation(replaces);
+        let ahead = outbox::Ahead::Rotation { replaces, ends };
         let result = outbox::write_ahead(&mut tx, &binding, workspace, &sealed, ahead, now)
             .await
             .map_err(ApiError::from);

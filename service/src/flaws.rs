@@ -109,11 +109,15 @@ pub enum Flaw {
     /// on a pooled connection taken unchecked, and again on another when the first one dies under
     /// it — when only the reply was lost, the answer is audited twice.
     SettlementSentAgain,
+    /// A rotated refresh token adopted from the outbox is stored without the end its provider
+    /// gave it (the write-ahead's copy of it ignored): the adopted grant's end is unknown, and an
+    /// activation rests on a QuickBooks grant Intuit has ended.
+    AdoptionForgetsEnd,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 31] = [
+    pub const ALL: [Flaw; 32] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NonAtomicStateConsume,
@@ -145,6 +149,7 @@ impl Flaw {
         Flaw::ParkedGrantKept,
         Flaw::CallbackWaitsUnwritten,
         Flaw::SettlementSentAgain,
+        Flaw::AdoptionForgetsEnd,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -181,6 +186,7 @@ impl Flaw {
             Flaw::ParkedGrantKept => "parked-grant-kept",
             Flaw::CallbackWaitsUnwritten => "callback-waits-unwritten",
             Flaw::SettlementSentAgain => "settlement-sent-again",
+            Flaw::AdoptionForgetsEnd => "adoption-forgets-end",
         }
     }
 

@@ -530,24 +530,26 @@ pub async fn store_refreshed<'a>(
 /// Stores a rotated refresh token that an earlier refresh wrote ahead and never stored
 /// (`outbox::unstored_rotation`), in place of the spent one the row holds, and marks the access
 /// token due for refresh at `now` (the rotation's access token was never written anywhere). The
-/// rotated token's expiry was never written either: it becomes unknown, rather than the spent
-/// token's, which could call a live grant over.
+/// grant's end becomes `ends`, the one the rotation's answer gave and its write-ahead kept
+/// (`None`: unknown, rather than the spent token's, which could call a live grant over).
 /// Compare-and-set on the version read under the row lock, like every other change.
 pub async fn store_adopted_refresh(
     tx: &mut Tx,
     _lock: &WorkspaceLock,
     connection: &LockedConnection,
     sealed_refresh: &[u8],
+    ends: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(), LifecycleError> {
     let updated = sqlx::query(
-        "UPDATE connections SET refresh_token = $3, token_expires_at = $4, refresh_expires_at = NULL, \
+        "UPDATE connections SET refresh_token = $3, token_expires_at = $4, refresh_expires_at = $5, \
            version = version + 1, updated_at = now() WHERE id = $1 AND version = $2",
     )
     .bind(connection.id)
     .bind(connection.version)
     .bind(sealed_refresh)
     .bind(now)
+    .bind(ends)
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() != 1 {

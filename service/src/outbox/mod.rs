@@ -135,6 +135,7 @@ pub async fn record(
         replaces: None,
         fresh_grant: false,
         parked_account: parked,
+        ends: None,
     };
     let id = insert(tx, &intent, reason, now).await?;
     Ok(match parked {
@@ -167,6 +168,9 @@ struct Intent<'a> {
     pub fresh_grant: bool,
     /// The account whose consent another connection still holds: the intent is parked.
     pub parked_account: Option<&'a str>,
+    /// For a rotated refresh token: the end its provider gave the grant, stored with the token
+    /// if it is adopted (the answer that said it is gone by then).
+    pub ends: Option<DateTime<Utc>>,
 }
 
 async fn insert(
@@ -177,8 +181,8 @@ async fn insert(
 ) -> Result<IntentId, sqlx::Error> {
     let (id, lease_until): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO revocation_outbox \
-           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token, parked_account, fresh_grant) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, next_attempt_at",
+           (tenant_id, workspace_id, connection_id, provider, grant_id, field, sealed_token, reason, next_attempt_at, replaces_token, parked_account, fresh_grant, refresh_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, next_attempt_at",
     )
     .bind(intent.tenant)
     .bind(intent.workspace)
@@ -195,6 +199,7 @@ async fn insert(
     .bind(intent.replaces)
     .bind(intent.parked_account)
     .bind(intent.fresh_grant)
+    .bind(intent.ends)
     .fetch_one(&mut *tx)
     .await?;
     Ok(IntentId { id, lease_until })
@@ -213,9 +218,9 @@ pub async fn write_ahead(
     ahead: Ahead<'_>,
     now: DateTime<Utc>,
 ) -> Result<IntentId, sqlx::Error> {
-    let (replaces, fresh_grant) = match ahead {
-        Ahead::FreshGrant => (None, true),
-        Ahead::Rotation(replaces) => (replaces, false),
+    let (replaces, fresh_grant, ends) = match ahead {
+        Ahead::FreshGrant => (None, true, None),
+        Ahead::Rotation { replaces, ends } => (replaces, false, ends),
     };
     let intent = Intent {
         tenant: binding.tenant_id,
@@ -231,6 +236,7 @@ pub async fn write_ahead(
         replaces,
         fresh_grant,
         parked_account: None,
+        ends,
     };
     insert(tx, &intent, Reason::UnstoredGrant, now).await
 }
@@ -240,9 +246,14 @@ pub async fn write_ahead(
 pub enum Ahead<'a> {
     /// A callback's fresh grant.
     FreshGrant,
-    /// A rotated refresh token, with the sealed token it replaces as the row holds it (`None`: a
-    /// row from before grants were recorded, which only the store can give a grant id).
-    Rotation(Option<&'a [u8]>),
+    /// A rotated refresh token.
+    Rotation {
+        /// The sealed token it replaces as the row holds it (`None`: a row from before grants
+        /// were recorded, which only the store can give a grant id).
+        replaces: Option<&'a [u8]>,
+        /// The end the provider's answer gave the grant, if it gave one.
+        ends: Option<DateTime<Utc>>,
+    },
 }
 
 /// After a write-ahead whose outcome is unknown — its commit failed, perhaps only the reply was
@@ -271,14 +282,15 @@ pub async fn written_ahead(
 /// [`unstored_rotation`]'s statement: `$1` the connection, `$2` its grant, `$3` the sealed refresh
 /// token its row holds. Migration 0013's partial index answers it (the harness's suite checks the
 /// plan), so the look-up inside every refresh's critical section never scans the outbox.
-pub const UNSTORED_ROTATION_LOOKUP: &str = "SELECT id, sealed_token FROM revocation_outbox \
+pub const UNSTORED_ROTATION_LOOKUP: &str =
+    "SELECT id, sealed_token, refresh_expires_at FROM revocation_outbox \
       WHERE connection_id = $1 AND grant_id = $2 AND reason = 'unstored_grant' \
         AND field = 'refresh' AND replaces_token = $3 \
       ORDER BY id LIMIT 1 FOR UPDATE";
 
 /// A rotation of `connection`'s refresh token that an earlier refresh wrote ahead and never
 /// stored (its replica died, or its link was cut, before its store committed), not yet adopted:
-/// its id and sealed token, locked until the caller's transaction ends. Read under the workspace
+/// its id, sealed token and grant's end, locked until the caller's transaction ends. Read under the workspace
 /// lock and the row lock the caller holds, so the request that wrote it is over; a worker that
 /// claimed it meanwhile waits for those locks ([`Worker`]) and then finds it gone.
 pub async fn unstored_rotation(
@@ -292,13 +304,14 @@ pub async fn unstored_rotation(
     else {
         return Ok(None);
     };
-    let found: Option<(i64, Vec<u8>)> = sqlx::query_as(UNSTORED_ROTATION_LOOKUP)
-        .bind(connection.id)
-        .bind(connection.grant_id)
-        .bind(spent)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(found.map(|(id, sealed)| UnstoredRotation { id, sealed }))
+    let found: Option<(i64, Vec<u8>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(UNSTORED_ROTATION_LOOKUP)
+            .bind(connection.id)
+            .bind(connection.grant_id)
+            .bind(spent)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(found.map(|(id, sealed, ends)| UnstoredRotation { id, sealed, ends }))
 }
 
 /// A rotated refresh token an interrupted refresh wrote ahead and never stored (no `Debug`: the
@@ -308,10 +321,14 @@ pub struct UnstoredRotation {
     pub id: i64,
     /// The token, sealed to the row and grant it was issued for.
     pub sealed: Vec<u8>,
+    /// The end its provider gave the grant, as written ahead with it (`None`: none was given,
+    /// or an intent from before migration 0023).
+    pub ends: Option<DateTime<Utc>>,
 }
 
-/// Adopts `rotation` — stores it into `connection`, the row whose refresh token it replaced,
-/// marks the access token due for refresh at `now`, and deletes its intent — in the caller's
+/// Adopts `rotation` — stores it into `connection`, the row whose refresh token it replaced, with
+/// the grant's end its write-ahead kept, marks the access token due for refresh at `now`, and
+/// deletes its intent — in the caller's
 /// transaction, which holds the workspace lock (`lock`) and the row lock, and has checked that the
 /// row still holds the token the rotation replaced. The one adoption: a sync's token decision
 /// makes it, and so does the outbox's [`Worker`] once the lease of the request that wrote the
@@ -333,7 +350,11 @@ pub async fn adopt(
     if crate::vault::key_id_of(&rotation.sealed).ok() != row_key {
         return Ok(false);
     }
-    lifecycle::store_adopted_refresh(tx, lock, connection, &rotation.sealed, now).await?;
+    // Seeded flaw: the end the write-ahead kept is dropped, as before migration 0023.
+    let ends = rotation
+        .ends
+        .filter(|_| !crate::flaws::active(crate::flaws::Flaw::AdoptionForgetsEnd));
+    lifecycle::store_adopted_refresh(tx, lock, connection, &rotation.sealed, ends, now).await?;
     sqlx::query("DELETE FROM revocation_outbox WHERE id = $1")
         .bind(rotation.id)
         .execute(&mut **tx)

@@ -51,6 +51,8 @@ pub struct Claimed {
     sealed_token: Vec<u8>,
     replaces_token: Option<Vec<u8>>,
     fresh_grant: bool,
+    /// A rotation's grant's end, as its write-ahead kept it.
+    refresh_expires_at: Option<DateTime<Utc>>,
     attempts: i32,
     /// The lease this claim holds it under.
     pub next_attempt_at: DateTime<Utc>,
@@ -339,6 +341,7 @@ impl Worker {
                     let rotation = UnstoredRotation {
                         id: intent.id,
                         sealed: intent.sealed_token.clone(),
+                        ends: intent.refresh_expires_at,
                     };
                     if !holds_grant
                         || spent != Some(replaced)
