@@ -5,4 +5,8 @@
 -- adopted grant's end was unknown, and an activation could rest on a QuickBooks grant Intuit had
 -- ended. The write-ahead keeps it here; the adoption stores it with the token. An intent written
 -- by a release before this one has none, and its adoption leaves the end unknown, as before.
+-- During a rolling deploy an old replica's worker may have its claim (`SELECT *` of a function
+-- returning this table's rows) prepared on a pooled connection; as after 0021 and 0022, such a
+-- connection's claims fail ("cached plan must not change result type") until it is replaced,
+-- which leaves that replica's intents to the new replicas' workers.
 ALTER TABLE revocation_outbox ADD COLUMN refresh_expires_at timestamptz;

@@ -153,6 +153,12 @@ pub struct Switches {
     /// Documents listed after the usual two (`{p}-extra-001` …), so that a listing needs more
     /// than one page of the service's page size.
     pub extra_documents: usize,
+    /// Box only: the folder holds this many items the caller cannot see, counted in its
+    /// `total_count` but never listed, placed from the end of the first page at the largest size
+    /// on: so a page holds fewer entries than its limit, or none, before the listing ends — as
+    /// Box's offset paging warns (a client that moves on by the entries it got, or stops at an
+    /// empty page, misses what follows).
+    pub hidden_positions: usize,
     /// A code's token answer grants every scope asked for but the first: a user who unticked
     /// one at the consent screen (Google's granular consent). Only Gmail and Slack name the
     /// granted scopes in their answers.
@@ -207,6 +213,7 @@ impl Switches {
             malformed_resource: false,
             rate_limited: false,
             extra_documents: 0,
+            hidden_positions: 0,
             untick_first_scope: false,
             withhold_refresh_token: false,
             code_lifetime: if provider == Provider::Box {

@@ -305,6 +305,8 @@ pub(super) fn revoked(provider: Provider) -> Response {
 /// than `max_page_size`), or nothing for a token that is not live.
 struct Reading {
     documents: Vec<(String, String)>,
+    /// Box's positions the caller cannot see ([`super::Switches::hidden_positions`]).
+    hidden: usize,
     max_page: usize,
     malformed: bool,
     rate_limited: bool,
@@ -374,6 +376,7 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
     }
     Some(Reading {
         documents,
+        hidden: state.switches.hidden_positions,
         max_page: state.switches.max_page_size.max(1),
         malformed: state.switches.malformed_resource,
         rate_limited: state.switches.rate_limited,
@@ -527,8 +530,13 @@ pub(super) async fn slack_conversations(
     Json(json!({ "ok": true, "channels": channels, "response_metadata": { "next_cursor": next_cursor } })).into_response()
 }
 
-/// Box's `folders/0/items`, paged by `offset` against `total_count`; a bad token is 401 with
-/// an empty body and a `WWW-Authenticate` challenge.
+/// The largest offset Box's offset paging takes [B8].
+const BOX_MAX_OFFSET: usize = 9_999;
+
+/// Box's `folders/0/items`, paged by `offset` against `total_count`, the offset at most 9,999
+/// (a 400 past it [B8]); positions the caller cannot see count in `total_count` and are never
+/// listed, so the next page starts at `offset + limit`, not after the entries received [B5].
+/// A bad token is 401 with an empty body and a `WWW-Authenticate` challenge.
 pub(super) async fn box_items(
     State(inner): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
@@ -550,10 +558,26 @@ pub(super) async fn box_items(
         .and_then(|n| n.parse().ok())
         .unwrap_or(100)
         .min(1000);
-    let (rows, _) = page(&reading, offset, asked);
-    let entries: Vec<Value> = rows
-        .iter()
+    if offset > BOX_MAX_OFFSET {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "type": "error", "status": 400, "code": "bad_request", "message": "offset must be at most 9999" })),
+        )
+            .into_response();
+    }
+    let limit = asked.clamp(1, reading.max_page);
+    // The listing's positions: the documents, with the hidden ones after the first page.
+    let first = reading.documents.len().min(reading.max_page);
+    let total = reading.documents.len() + reading.hidden;
+    let entries: Vec<Value> = (offset..(offset + limit).min(total))
+        .filter_map(|at| match at {
+            _ if at < first => Some(at),
+            _ if at < first + reading.hidden => None,
+            _ => Some(at - reading.hidden),
+        })
+        .map(|at| &reading.documents[at])
         .map(|(id, title)| json!({ "type": "file", "id": id, "name": title, "etag": "0" }))
         .collect();
-    Json(json!({ "total_count": reading.documents.len(), "entries": entries, "offset": offset, "limit": asked.clamp(1, reading.max_page) })).into_response()
+    Json(json!({ "total_count": total, "entries": entries, "offset": offset, "limit": limit }))
+        .into_response()
 }

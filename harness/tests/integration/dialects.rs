@@ -190,6 +190,51 @@ async fn every_provider_is_spoken_in_its_own_dialect() {
     app.stop().await;
 }
 
+/// Box's offset paging: a page may hold fewer entries than its limit, or none, before the end
+/// (items the caller cannot see count in `total_count`), so the next page is a limit further on
+/// and the listing ends at `total_count`, not at the first empty page. And Box takes no offset
+/// past 9,999: a folder with more is read to there and answered `complete: false`.
+#[tokio::test]
+async fn a_box_listing_with_items_the_caller_cannot_see_is_read_to_its_end() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant("box-paging", true, ConnectionStatus::NotConnected)
+        .await;
+    let p = Provider::Box;
+    // 1002 documents and 1000 positions hidden after the first page: the second page is empty.
+    app.sut.provider.configure(p, |s| {
+        s.extra_documents = 1000;
+        s.hidden_positions = 1000;
+    });
+    app.connect(t.owner, t.workspace, p).await.unwrap();
+    let r = sync(&app, &t, p).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (&r.body["documents_synced"], &r.body["complete"]),
+        (&serde_json::json!(1002), &serde_json::json!(true)),
+        "past the empty page: {}",
+        r.body
+    );
+    assert_eq!(app.sut.provider.counters(p).resource_reads, 3);
+
+    // 10,002 documents: ten pages reach offset 9,000; the eleventh would start past 9,999.
+    app.sut.provider.configure(p, |s| {
+        s.extra_documents = 10_000;
+        s.hidden_positions = 0;
+    });
+    let reads = app.sut.provider.counters(p).resource_reads;
+    let r = sync(&app, &t, p).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (&r.body["documents_synced"], &r.body["complete"]),
+        (&serde_json::json!(10_000), &serde_json::json!(false)),
+        "read to Box's last offset, and said to be incomplete: {}",
+        r.body
+    );
+    assert_eq!(app.sut.provider.counters(p).resource_reads - reads, 10);
+    app.stop().await;
+}
+
 /// Point 1: the client authenticates the way the provider is configured for, and the fake
 /// refuses any other way: QuickBooks takes only HTTP Basic, Box only the body.
 #[tokio::test]

@@ -22,7 +22,14 @@ struct Items {
     entries: Vec<Item>,
     #[serde(default)]
     offset: usize,
+    /// The page size Box used (the one asked for, unless past its maximum).
+    #[serde(default)]
+    limit: usize,
 }
+
+/// The largest offset Box's offset paging takes: past it Box answers 400, and only its marker
+/// paging reaches further.
+const MAX_OFFSET: usize = 9_999;
 
 #[derive(Deserialize)]
 struct Item {
@@ -70,10 +77,20 @@ impl Dialect for BoxCom {
 
     fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
         let items: Items = serde_json::from_slice(body).map_err(|_| unreadable("folder items"))?;
-        let seen = items.offset + items.entries.len();
-        let next =
-            (!items.entries.is_empty() && seen < items.total_count).then(|| seen.to_string());
+        // The next page starts a limit further on, not after the entries received: a page may
+        // hold fewer than its limit, or none, before the end (items the caller cannot see count
+        // in `total_count`); the listing ends when the next offset reaches `total_count`.
+        let step = if items.limit > 0 {
+            items.limit
+        } else {
+            items.entries.len()
+        };
+        let after = items.offset + step;
+        let more = step > 0 && after < items.total_count;
+        let beyond_reach = more && after > MAX_OFFSET;
+        let next = (more && !beyond_reach).then(|| after.to_string());
         Ok(Page {
+            beyond_reach,
             documents: items
                 .entries
                 .into_iter()

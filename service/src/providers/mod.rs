@@ -614,7 +614,7 @@ impl ProviderClient {
                 None => {
                     return Ok(Listing {
                         documents,
-                        complete: true,
+                        complete: !page.beyond_reach,
                     })
                 }
                 Some(next) if !seen.insert(next.clone()) => {

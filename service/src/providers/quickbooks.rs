@@ -156,6 +156,10 @@ impl Dialect for QuickBooks {
                 id: a.id,
             })
             .collect();
-        Ok(Page { documents, next })
+        Ok(Page {
+            documents,
+            next,
+            beyond_reach: false,
+        })
     }
 }
