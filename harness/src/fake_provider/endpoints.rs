@@ -29,6 +29,7 @@ pub(super) struct AuthorizeQuery {
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
     access_type: Option<String>,
+    prompt: Option<String>,
 }
 
 pub(super) async fn authorize(
@@ -101,6 +102,15 @@ pub(super) async fn authorize(
             format!("1{:020}", guard.accounts)
         }
     };
+    // Google issues a refresh token at an account's first consent to the client, and again only
+    // when the request says `prompt=consent` (a space-separated list) [G8]; a consent revoked
+    // is asked for, and given, afresh.
+    let returning = provider == Provider::Gmail && guard.consented(&account);
+    let asks_again = q
+        .prompt
+        .as_deref()
+        .is_some_and(|p| p.split(' ').any(|v| v == "consent"));
+    let offline = offline && (!returning || asks_again);
     guard.codes.insert(
         code.clone(),
         (

@@ -7,7 +7,8 @@
 //!   (S256 only; QuickBooks and Box ignore it, as a server ignores what it does not know), and
 //!   redirects to the redirect URI with
 //!   `code`, `state` (QuickBooks adds `realmId`; `iss` only when [`Switches::send_iss`]).
-//!   Gmail's code carries a refresh token only when `access_type=offline` was asked for; Slack's
+//!   Gmail's code carries a refresh token only when `access_type=offline` was asked for, and
+//!   for an account with an earlier grant to the client only with `prompt=consent`; Slack's
 //!   scopes are comma-separated (a space inside one is `invalid_scope`). A code lives as long as
 //!   its provider lets it ([`Switches::code_lifetime`]: Box 30 seconds, the others ten minutes).
 //! - `POST /{p}/token` authenticates the client the provider's way (QuickBooks: HTTP Basic only;
@@ -416,6 +417,24 @@ impl Inner {
                 .collect(),
             _ => vec![family],
         }
+    }
+
+    /// Whether Google's `account` has consented to the client and not revoked it since: a grant
+    /// of the account with a token nothing has ended.
+    fn consented(&self, account: &str) -> bool {
+        let families: Vec<u64> = self
+            .family_account
+            .iter()
+            .filter(|(_, (p, a))| *p == Provider::Gmail && a == account)
+            .map(|(f, _)| *f)
+            .collect();
+        self.refresh
+            .values()
+            .any(|r| r.usable && families.contains(&r.family))
+            || self
+                .access
+                .values()
+                .any(|a| !a.revoked && families.contains(&a.family))
     }
 
     /// Ends the grants `families`: every access and refresh token issued in them.

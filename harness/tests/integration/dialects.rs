@@ -789,6 +789,70 @@ async fn a_google_grant_given_back_is_parked_behind_another_holder_of_its_accoun
     app.stop().await;
 }
 
+/// Google issues a refresh token at an account's first consent to the client and, after that,
+/// only to a request that says `prompt=consent` — which the Gmail dialect sends, so a second
+/// workspace connected by the same account still gets one. The same request without it (an
+/// operator's authorization URL that dropped it) gets a grant that ends with its access token.
+#[tokio::test]
+async fn google_gives_a_returning_account_a_refresh_token_only_when_asked_again() {
+    let app = spawn_app().await;
+    let p = Provider::Gmail;
+    let mut workspaces = Vec::new();
+    for name in ["consent-first", "consent-again", "consent-dropped"] {
+        workspaces.push(app.tenant(name, true, ConnectionStatus::NotConnected).await);
+    }
+    app.sut.provider.configure(p, |s| {
+        s.signed_in_account = Some("110169484474386276335".to_owned())
+    });
+    let holds_refresh = |t: &TenantWorkspace| {
+        let (db, workspace) = (app.db().clone(), t.workspace);
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT refresh_token IS NOT NULL FROM connections WHERE workspace_id = $1 AND provider = 'gmail'",
+            )
+            .bind(workspace)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    for t in &workspaces[..2] {
+        app.connect(t.owner, t.workspace, p).await.unwrap();
+        assert!(holds_refresh(t).await, "prompt=consent asks again");
+    }
+    let t = &workspaces[2];
+    let bearer = app
+        .sut
+        .tokens
+        .token(t.owner.0, harbor_harness::identity::TokenKind::Valid);
+    let answer = app
+        .sut
+        .client
+        .operation(
+            harbor_harness::operation::WorkspaceOp::Authorize,
+            t.workspace,
+            p,
+            "",
+        )
+        .bearer(Some(&bearer))
+        .send()
+        .await
+        .unwrap();
+    let url = answer.authorization_url.expect("an authorization URL");
+    assert!(url.contains("prompt=consent"), "{url}");
+    let dropped = url
+        .replace("&prompt=consent", "")
+        .replace("prompt=consent&", "");
+    let consent = app.sut.client.consent(&dropped).await.unwrap();
+    let r = callback_answer(&app, t, p, &consent).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        !holds_refresh(t).await,
+        "an account that consented before, asked without prompt=consent: no refresh token"
+    );
+    app.stop().await;
+}
+
 /// Two overlapping connect flows of one Google account in one workspace (two tabs): the second
 /// stores its grant, and the first's, which can no longer be stored, is parked behind it — not
 /// revoked, which would end the stored one too (at Google, one consent).
