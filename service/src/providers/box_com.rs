@@ -85,7 +85,8 @@ impl Dialect for BoxCom {
         } else {
             items.entries.len()
         };
-        let after = items.offset + step;
+        // Saturating: the numbers are the provider's, and a hostile answer must not overflow.
+        let after = items.offset.saturating_add(step);
         let more = step > 0 && after < items.total_count;
         let beyond_reach = more && after > MAX_OFFSET;
         let next = (more && !beyond_reach).then(|| after.to_string());

@@ -734,6 +734,31 @@ mod tests {
         ));
     }
 
+    /// Box's offset paging: a limit further on whatever the page held, the end at `total_count`,
+    /// nothing past offset 9,999 (the listing then incomplete), and no overflow on numbers a
+    /// hostile answer makes up.
+    #[test]
+    fn box_pages_step_by_their_limit_and_stop_at_box_s_last_offset() {
+        let dialect = DialectName::Box.get();
+        let page = |body: String| {
+            let p = dialect
+                .documents_answer(None, body.as_bytes())
+                .expect("a page");
+            (p.next, p.beyond_reach)
+        };
+        let at = |total: usize, entries: &str, offset: usize, limit: usize| {
+            page(format!(
+                r#"{{"total_count":{total},"entries":[{entries}],"offset":{offset},"limit":{limit}}}"#
+            ))
+        };
+        let one = r#"{"id":"1","name":"a"}"#;
+        assert_eq!(at(2002, "", 1000, 1000), (Some("2000".to_owned()), false));
+        assert_eq!(at(2002, one, 0, 1000), (Some("1000".to_owned()), false));
+        assert_eq!(at(2002, one, 2000, 1000), (None, false));
+        assert_eq!(at(20_000, "", 9000, 1000), (None, true));
+        assert_eq!(at(usize::MAX, "", usize::MAX, usize::MAX), (None, false));
+    }
+
     #[test]
     fn a_grant_is_held_to_the_scopes_asked_for_but_openid_connects() {
         // Any variable that is set will do for the secret here; its value is not read.
