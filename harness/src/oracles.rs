@@ -134,28 +134,18 @@ pub async fn grants_accounted(
     provider: &crate::fake_provider::FakeProvider,
     lost_at_most: usize,
 ) -> Result<String, String> {
-    type WithEnd = (
-        ConnectionId,
-        TenantId,
-        String,
-        Option<uuid::Uuid>,
-        Option<Vec<u8>>,
-        Option<chrono::DateTime<chrono::Utc>>,
-    );
-    let rows: Vec<WithEnd> = sqlx::query_as(
-        "SELECT id, tenant_id, provider, grant_id, refresh_token, refresh_expires_at \
-         FROM connections WHERE status = 'CONNECTED'",
-    )
+    let rows: Vec<ConnectedRow> = sqlx::query_as(&format!(
+        "SELECT {CONNECTED_COLUMNS} FROM connections WHERE status = 'CONNECTED'"
+    ))
     .fetch_all(db)
     .await
     .map_err(|e| e.to_string())?;
     let mut live = provider.unended_grants();
     let mut held = std::collections::BTreeSet::new();
     let mut ended_by_themselves = 0;
-    for (id, tenant, p, grant, refresh, end) in rows {
-        let row = (id, tenant, p, grant, refresh);
-        let (id, p, family, standing) = grant_held(ring, provider, &row)?;
-        match (standing, end) {
+    for row in &rows {
+        let (id, p, family, standing) = grant_held(ring, provider, row)?;
+        match (standing, row.5) {
             (GrantStanding::Live, _) => {}
             (GrantStanding::Expired { on }, Some(kept))
                 if kept <= on + chrono::Duration::minutes(1) =>
@@ -210,14 +200,20 @@ pub async fn grants_accounted(
     }
 }
 
-/// A CONNECTED connection's row: id, tenant, provider, grant id, sealed refresh token.
+/// A CONNECTED connection's row: id, tenant, provider, grant id, sealed refresh token, and the
+/// grant's end as the row keeps it ([`CONNECTED_COLUMNS`]).
 type ConnectedRow = (
     ConnectionId,
     TenantId,
     String,
     Option<uuid::Uuid>,
     Option<Vec<u8>>,
+    Option<chrono::DateTime<chrono::Utc>>,
 );
+
+/// The columns of a [`ConnectedRow`].
+const CONNECTED_COLUMNS: &str =
+    "id, tenant_id, provider, grant_id, refresh_token, refresh_expires_at";
 
 /// Why a CONNECTED row fails when its refresh token was spent or revoked at the provider.
 fn not_honoured(id: ConnectionId) -> String {
@@ -229,7 +225,7 @@ fn not_honoured(id: ConnectionId) -> String {
 fn grant_held(
     ring: &dyn TokenInspector,
     provider: &crate::fake_provider::FakeProvider,
-    (id, tenant, p, grant, refresh): &ConnectedRow,
+    (id, tenant, p, grant, refresh, _): &ConnectedRow,
 ) -> Result<(ConnectionId, Provider, u64, GrantStanding), String> {
     let p = Provider::parse(p).map_err(|e| e.to_string())?;
     let sealed = refresh
@@ -259,9 +255,9 @@ pub async fn stored_grants_live(
     provider: &crate::fake_provider::FakeProvider,
     workspace: WorkspaceId,
 ) -> Result<String, String> {
-    let rows: Vec<ConnectedRow> = sqlx::query_as(
-        "SELECT id, tenant_id, provider, grant_id, refresh_token FROM connections WHERE status = 'CONNECTED' AND workspace_id = $1",
-    )
+    let rows: Vec<ConnectedRow> = sqlx::query_as(&format!(
+        "SELECT {CONNECTED_COLUMNS} FROM connections WHERE status = 'CONNECTED' AND workspace_id = $1"
+    ))
     .bind(workspace)
     .fetch_all(db)
     .await

@@ -439,17 +439,13 @@ pub(super) async fn revoke(
         .refresh
         .get(&token)
         .filter(|r| r.provider == provider)
-        .map(|r| (r.family, r.standing(now) == GrantStanding::Live));
+        .map(|r| (r.family, r.standing(now)));
     // A refresh token past its end is over at the provider, which may still refuse to revoke it
     // (Intuit's empty 400): the attempt leaves nothing to give back, and the grant is ended.
-    if let Some((family, false)) = known_refresh {
-        if matches!(
-            guard.refresh.get(&token).map(|r| r.standing(now)),
-            Some(GrantStanding::Expired { .. })
-        ) {
-            guard.end_families(&[family]);
-        }
+    if let Some((family, GrantStanding::Expired { .. })) = known_refresh {
+        guard.end_families(&[family]);
     }
+    let known_refresh = known_refresh.map(|(family, s)| (family, s == GrantStanding::Live));
     // Slack's `auth.revoke` is authenticated by the token it revokes: only a live access token
     // (one the API takes as a bearer) can; a refresh token or a dead one is `invalid_auth`.
     // Google ends only what a live token belongs to: a dead one is `invalid_token` and ends
