@@ -835,4 +835,3 @@ mod tests {
         assert_eq!(activation_ratio(&a, "distinct", 50), None);
     }
 }
-

@@ -123,7 +123,7 @@ pub(super) async fn authorize(
                 offline,
                 used: false,
                 expires,
-                account,
+                account: account.clone(),
             },
         ),
     );
@@ -136,7 +136,10 @@ pub(super) async fn authorize(
             qp.append_pair("state", s);
         }
         if provider == Provider::Qbo {
-            qp.append_pair("realmId", QBO_REALM);
+            // The company the user picked at Intuit's consent: a grant is for one company, and
+            // its tokens open that company alone [Q3]. Intuit's company ids are digits, as the
+            // accounts the fake mints are.
+            qp.append_pair("realmId", &account);
         }
         if send_iss {
             qp.append_pair("iss", &issuer);

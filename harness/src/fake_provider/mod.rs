@@ -6,7 +6,8 @@
 //!   — at Gmail and Slack, the providers that document PKCE — the challenge when one is sent
 //!   (S256 only; QuickBooks and Box ignore it, as a server ignores what it does not know), and
 //!   redirects to the redirect URI with
-//!   `code`, `state` (QuickBooks adds `realmId`; `iss` only when [`Switches::send_iss`]).
+//!   `code`, `state` (QuickBooks adds `realmId`, the company the grant is for: the account that
+//!   consented; `iss` only when [`Switches::send_iss`]).
 //!   Gmail's code carries a refresh token only when `access_type=offline` was asked for, and
 //!   for an account with an earlier grant to the client only with `prompt=consent`; Slack's
 //!   scopes are comma-separated (a space inside one is `invalid_scope`). A code lives as long as
@@ -25,7 +26,8 @@
 //!   ending its whole grant — at Google, every grant of the same account (one consent).
 //! - The resource API, per provider: QuickBooks's query API, Gmail's threads, Slack's
 //!   `conversations.list`, Box's folder items — each with its own paging and its own way of
-//!   refusing a bad token.
+//!   refusing a bad token. QuickBooks's token opens only its own company: a query under another
+//!   grant's `realmId` is refused (403, `ApplicationAuthorizationFailed`).
 //!
 //! - Its clock is the world's: it starts at the host's and moves forward when the harness moves
 //!   the service's ([`FakeProvider::advance_clock`]), so a code, an access token or a refresh
@@ -67,9 +69,6 @@ use url::Url;
 mod endpoints;
 mod wire;
 use endpoints::{authorize, revoke, token};
-
-/// The QuickBooks company every grant of the fake is for (its callbacks' `realmId`).
-pub const QBO_REALM: &str = "9341453050012345";
 
 /// Every code and token the fake issues starts with this, so leak searches can find them.
 pub const CANARY_PREFIX: &str = "hbcanary";

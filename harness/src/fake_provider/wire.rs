@@ -16,7 +16,7 @@ use base64::Engine;
 use harbor_service::domain::Provider;
 use serde_json::{json, Value};
 
-use super::{FakeProvider, Shared, QBO_REALM};
+use super::{FakeProvider, Shared};
 
 /// Whether `provider` documents PKCE (RFC 7636): Google lists `S256`, Slack takes
 /// `code_verifier`. QuickBooks and Box do not document it, and the fake does there what a server
@@ -304,6 +304,8 @@ pub(super) fn revoked(provider: Provider) -> Response {
 /// What a resource request may read: the documents (in the provider's order, paged no larger
 /// than `max_page_size`), or nothing for a token that is not live.
 struct Reading {
+    /// The account that consented to the token's grant (QuickBooks: the company it opens).
+    account: Option<String>,
     documents: Vec<(String, String)>,
     /// Box's positions the caller cannot see ([`super::Switches::hidden_positions`]).
     hidden: usize,
@@ -354,6 +356,11 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         guard.count(provider, grant.as_deref(), |c| c.resource_unauthorized += 1);
         return None;
     }
+    let account = token
+        .as_ref()
+        .and_then(|t| guard.access.get(t))
+        .and_then(|a| guard.family_account.get(&a.family))
+        .map(|(_, account)| account.clone());
     let state = guard.of(provider);
     let mut documents = vec![
         (
@@ -375,6 +382,7 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         documents.reverse();
     }
     Some(Reading {
+        account,
         documents,
         hidden: state.switches.hidden_positions,
         max_page: state.switches.max_page_size.max(1),
@@ -415,7 +423,8 @@ pub(super) async fn qbo_query(
         let fault = json!({ "fault": { "error": [{ "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401", "detail": "Token expired or revoked", "code": "3200" }], "type": "AUTHENTICATION" }, "time": "2026-12-01T00:00:00.000-08:00" });
         return (StatusCode::UNAUTHORIZED, Json(fault)).into_response();
     };
-    if realm != QBO_REALM {
+    // The token opens the company its grant is for, and no other [Q3].
+    if reading.account.as_deref() != Some(realm.as_str()) {
         let fault = json!({ "Fault": { "Error": [{ "Message": "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403", "code": "003100" }], "type": "AUTHORIZATION" } });
         return (StatusCode::FORBIDDEN, Json(fault)).into_response();
     }

@@ -75,6 +75,17 @@ async fn last_callback_outcome(app: &TestApp) -> String {
     .unwrap()
 }
 
+/// The QuickBooks company the workspace's connection reads under (`provider_account`).
+async fn company(app: &TestApp, w: WorkspaceId) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT provider_account FROM connections WHERE workspace_id = $1 AND provider = 'qbo'",
+    )
+    .bind(w)
+    .fetch_one(app.db())
+    .await
+    .unwrap()
+}
+
 /// Authorizes, consents and delivers the callback as the owner: the callback's answer.
 async fn connect_answer(app: &TestApp, t: &TenantWorkspace, p: Provider) -> Reply {
     let consent = app
@@ -587,6 +598,63 @@ async fn a_resource_that_refuses_the_grant_access_asks_for_a_reconnect() {
         0,
         "a refresh would not help"
     );
+    app.stop().await;
+}
+
+/// A QuickBooks grant opens the company its callback names and no other: two workspaces' grants
+/// are for companies of their own, each read under its own, and a callback whose `realmId` was
+/// changed on its way through the browser to another grant's company stores a connection whose
+/// reads the provider refuses. On a fake where every grant was for one company, the changed
+/// callback named the grant's own company, and its sync was answered 200.
+#[tokio::test]
+async fn a_quickbooks_token_opens_only_the_company_its_grant_is_for() {
+    let app = spawn_app().await;
+    let p = Provider::Qbo;
+    let a = app
+        .tenant("realm-a", true, ConnectionStatus::NotConnected)
+        .await;
+    let b = app
+        .tenant("realm-b", true, ConnectionStatus::NotConnected)
+        .await;
+    app.connect(a.owner, a.workspace, p).await.unwrap();
+    let realm_a = company(&app, a.workspace)
+        .await
+        .expect("the company of A's grant");
+    assert_eq!(sync(&app, &a, p).await.status, StatusCode::OK);
+
+    // B's consent is for a company of its own; its callback comes back naming A's.
+    let consent = app
+        .authorize_and_consent(0, b.owner, b.workspace, p)
+        .await
+        .unwrap();
+    let realm_b = consent.realm_id.clone().expect("Intuit names the company");
+    assert_ne!(realm_b, realm_a, "each consent is for a company of its own");
+    let changed = harbor_harness::fake_provider::Consent {
+        realm_id: Some(realm_a.clone()),
+        ..consent
+    };
+    let r = callback_answer(&app, &b, p, &changed).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        company(&app, b.workspace).await.as_deref(),
+        Some(realm_a.as_str())
+    );
+    sync(&app, &b, p)
+        .await
+        .assert_error(StatusCode::CONFLICT, "PROVIDER_ACCESS_DENIED");
+    let documents = |w: WorkspaceId| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM documents WHERE workspace_id = $1")
+            .bind(w)
+            .fetch_one(app.db())
+    };
+    assert_eq!(
+        documents(b.workspace).await.unwrap(),
+        0,
+        "nothing of A's company read"
+    );
+    assert_eq!(documents(a.workspace).await.unwrap(), 2);
+    // A's grant still reads its own company.
+    assert_eq!(sync(&app, &a, p).await.status, StatusCode::OK);
     app.stop().await;
 }
 
