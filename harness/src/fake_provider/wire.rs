@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use harbor_service::domain::Provider;
 use serde_json::{json, Value};
@@ -542,10 +542,13 @@ pub(super) async fn slack_conversations(
 /// The largest offset Box's offset paging takes [B8].
 const BOX_MAX_OFFSET: usize = 9_999;
 
-/// Box's `folders/0/items`, paged by `offset` against `total_count`, the offset at most 9,999
-/// (a 400 past it [B8]); positions the caller cannot see count in `total_count` and are never
-/// listed, so the next page starts at `offset + limit`, not after the entries received [B5].
-/// A bad token is 401 with an empty body and a `WWW-Authenticate` challenge.
+/// Box's `folders/0/items`, paged two ways. By `offset` against `total_count`, the offset at most
+/// 9,999 (a 400 past it [B8]); positions the caller cannot see count in `total_count` and are
+/// never listed, so the next page starts at `offset + limit`, not after the entries received
+/// [B5]. Or, with `usemarker=true`, by marker [B9]: no total and no limit on how far, each page
+/// naming the next one's opaque `next_marker` (null on the last; a page of hidden positions is
+/// empty and still names one); a marker Box did not issue is a 400. A bad token is 401 with an
+/// empty body and a `WWW-Authenticate` challenge.
 pub(super) async fn box_items(
     State(inner): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
@@ -561,32 +564,67 @@ pub(super) async fn box_items(
     if let Some(answer) = reading.instead() {
         return answer;
     }
-    let offset = q.get("offset").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let bad_request = |message: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "type": "error", "status": 400, "code": "bad_request", "message": message })),
+        )
+            .into_response()
+    };
     let asked = q
         .get("limit")
         .and_then(|n| n.parse().ok())
         .unwrap_or(100)
         .min(1000);
-    if offset > BOX_MAX_OFFSET {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "type": "error", "status": 400, "code": "bad_request", "message": "offset must be at most 9999" })),
-        )
-            .into_response();
-    }
     let limit = asked.clamp(1, reading.max_page);
     // The listing's positions: the documents, with the hidden ones after the first page.
     let first = reading.documents.len().min(reading.max_page);
     let total = reading.documents.len() + reading.hidden;
-    let entries: Vec<Value> = (offset..(offset + limit).min(total))
-        .filter_map(|at| match at {
-            _ if at < first => Some(at),
-            _ if at < first + reading.hidden => None,
-            _ => Some(at - reading.hidden),
-        })
-        .map(|at| &reading.documents[at])
-        .map(|(id, title)| json!({ "type": "file", "id": id, "name": title, "etag": "0" }))
-        .collect();
-    Json(json!({ "total_count": total, "entries": entries, "offset": offset, "limit": limit }))
+    let entries = |from: usize, to: usize| -> Vec<Value> {
+        (from..to)
+            .filter_map(|at| match at {
+                _ if at < first => Some(at),
+                _ if at < first + reading.hidden => None,
+                _ => Some(at - reading.hidden),
+            })
+            .map(|at| &reading.documents[at])
+            .map(|(id, title)| json!({ "type": "file", "id": id, "name": title, "etag": "0" }))
+            .collect()
+    };
+    if q.get("usemarker").is_some_and(|v| v == "true") {
+        let start = match q.get("marker").map(String::as_str) {
+            None | Some("") | Some("0") => 0,
+            Some(marker) => match box_marker_position(marker) {
+                Some(at) if at <= total => at,
+                _ => return bad_request("Invalid marker"),
+            },
+        };
+        let end = start.saturating_add(limit).min(total);
+        let next_marker = (end < total).then(|| box_marker(end));
+        return Json(
+            json!({ "entries": entries(start, end), "limit": limit, "next_marker": next_marker }),
+        )
+        .into_response();
+    }
+    let offset = q.get("offset").and_then(|n| n.parse().ok()).unwrap_or(0);
+    if offset > BOX_MAX_OFFSET {
+        return bad_request("offset must be at most 9999");
+    }
+    let end = offset.saturating_add(limit).min(total);
+    Json(json!({ "total_count": total, "entries": entries(offset, end), "offset": offset, "limit": limit }))
         .into_response()
+}
+
+/// The marker of the page that starts at `position`: opaque to the client, as Box's are (base64
+/// of a small JSON object).
+fn box_marker(position: usize) -> String {
+    URL_SAFE_NO_PAD.encode(
+        json!({ "type": "position", "dir": "next", "tail": position.to_string() }).to_string(),
+    )
+}
+
+/// The position a marker of [`box_marker`]'s names, or `None` for one the fake did not issue.
+fn box_marker_position(marker: &str) -> Option<usize> {
+    let json: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(marker).ok()?).ok()?;
+    json["tail"].as_str()?.parse().ok()
 }

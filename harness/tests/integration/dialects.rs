@@ -201,10 +201,11 @@ async fn every_provider_is_spoken_in_its_own_dialect() {
     app.stop().await;
 }
 
-/// Box's offset paging: a page may hold fewer entries than its limit, or none, before the end
-/// (items the caller cannot see count in `total_count`), so the next page is a limit further on
-/// and the listing ends at `total_count`, not at the first empty page. And Box takes no offset
-/// past 9,999: a folder with more is read to there and answered `complete: false`.
+/// Box's paging: a page may hold fewer entries than its limit, or none, before the end (items the
+/// caller cannot see), so the listing follows the marker past an empty page and ends where Box
+/// names no next one. And it reaches past the 9,999 that Box's offset paging stops at: 10,002
+/// documents are read whole (the offset paging of the service before read 10,000 and answered
+/// `complete: false`; the offset paging before that stopped at the first empty page).
 #[tokio::test]
 async fn a_box_listing_with_items_the_caller_cannot_see_is_read_to_its_end() {
     let app = spawn_app().await;
@@ -228,7 +229,7 @@ async fn a_box_listing_with_items_the_caller_cannot_see_is_read_to_its_end() {
     );
     assert_eq!(app.sut.provider.counters(p).resource_reads, 3);
 
-    // 10,002 documents: ten pages reach offset 9,000; the eleventh would start past 9,999.
+    // 10,002 documents: eleven pages, the last past where an offset may start.
     app.sut.provider.configure(p, |s| {
         s.extra_documents = 10_000;
         s.hidden_positions = 0;
@@ -238,11 +239,19 @@ async fn a_box_listing_with_items_the_caller_cannot_see_is_read_to_its_end() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         (&r.body["documents_synced"], &r.body["complete"]),
-        (&serde_json::json!(10_000), &serde_json::json!(false)),
-        "read to Box's last offset, and said to be incomplete: {}",
+        (&serde_json::json!(10_002), &serde_json::json!(true)),
+        "read past Box's last offset: {}",
         r.body
     );
-    assert_eq!(app.sut.provider.counters(p).resource_reads - reads, 10);
+    assert_eq!(app.sut.provider.counters(p).resource_reads - reads, 11);
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM documents WHERE workspace_id = $1 AND provider = 'box'",
+    )
+    .bind(t.workspace)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(stored, 10_002);
     app.stop().await;
 }
 

@@ -4,8 +4,10 @@
 //!   Box documents; revocation takes them the same way, with `token`.
 //! - Refresh tokens are single-use: every refresh returns a new pair. A refresh token lasts 60
 //!   days (Box's token guide), and the token answer does not say so.
-//! - Documents are the items of the root folder (`2.0/folders/0/items`), paged by `offset`
-//!   against `total_count`. A rejected token is 401 with an empty body.
+//! - Documents are the items of the root folder (`2.0/folders/0/items`), paged by marker
+//!   (`usemarker=true`, then each answer's `next_marker` until it is null or empty): Box's offset
+//!   paging stops at offset 9,999, its marker reaches every item. A rejected token is 401 with an
+//!   empty body.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -16,20 +18,18 @@ use super::{ProviderConfig, ProviderError, RemoteDocument};
 /// Box.
 pub struct BoxCom;
 
+/// A page of marker paging: no `total_count` and no `offset`, only the marker of the next page.
 #[derive(Deserialize)]
 struct Items {
-    total_count: usize,
     entries: Vec<Item>,
+    /// Where the next page starts, opaque; null or empty on the last page.
     #[serde(default)]
-    offset: usize,
-    /// The page size Box used (the one asked for, unless past its maximum).
-    #[serde(default)]
-    limit: usize,
+    next_marker: Option<String>,
 }
 
-/// The largest offset Box's offset paging takes: past it Box answers 400, and only its marker
-/// paging reaches further.
-const MAX_OFFSET: usize = 9_999;
+/// The longest marker taken from an answer: it goes back into a URL, and Box's are a few dozen
+/// characters of base64.
+const MAX_MARKER_LEN: usize = 1024;
 
 #[derive(Deserialize)]
 struct Item {
@@ -65,33 +65,28 @@ impl Dialect for BoxCom {
         cursor: Option<&str>,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let url = under(&c.resource_url, "2.0/folders/0/items")?;
-        Ok(http
-            .get(url)
-            .query(&[
-                ("limit", self.page_size().to_string()),
-                ("offset", cursor.unwrap_or("0").to_owned()),
-                ("fields", "id,name,type".to_owned()),
-            ])
-            .bearer_auth(access.expose_secret()))
+        let mut request = http.get(url).query(&[
+            ("limit", self.page_size().to_string()),
+            ("usemarker", "true".to_owned()),
+            ("fields", "id,name,type".to_owned()),
+        ]);
+        if let Some(marker) = cursor {
+            request = request.query(&[("marker", marker)]);
+        }
+        Ok(request.bearer_auth(access.expose_secret()))
     }
 
     fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
         let items: Items = serde_json::from_slice(body).map_err(|_| unreadable("folder items"))?;
-        // The next page starts a limit further on, not after the entries received: a page may
-        // hold fewer than its limit, or none, before the end (items the caller cannot see count
-        // in `total_count`); the listing ends when the next offset reaches `total_count`.
-        let step = if items.limit > 0 {
-            items.limit
-        } else {
-            items.entries.len()
-        };
-        // Saturating: the numbers are the provider's, and a hostile answer must not overflow.
-        let after = items.offset.saturating_add(step);
-        let more = step > 0 && after < items.total_count;
-        let beyond_reach = more && after > MAX_OFFSET;
-        let next = (more && !beyond_reach).then(|| after.to_string());
+        // A page may hold fewer entries than its limit, or none, before the end (items the caller
+        // cannot see): only the marker says whether there is more.
+        let next = items.next_marker.filter(|m| !m.is_empty());
+        if next.as_ref().is_some_and(|m| m.len() > MAX_MARKER_LEN) {
+            return Err(unreadable(
+                "folder items (a marker longer than any Box sends)",
+            ));
+        }
         Ok(Page {
-            beyond_reach,
             documents: items
                 .entries
                 .into_iter()

@@ -67,9 +67,6 @@ pub struct Page {
     pub documents: Vec<RemoteDocument>,
     /// The cursor of the next page (a token, an offset), or `None` on the last page.
     pub next: Option<String>,
-    /// The provider says there is more, but no page of this paging can reach it (Box's offsets
-    /// stop at 9,999): the listing ends here, incomplete.
-    pub beyond_reach: bool,
 }
 
 /// What a provider does its own way. The defaults are the RFCs'.

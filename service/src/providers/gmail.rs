@@ -152,7 +152,6 @@ impl Dialect for Gmail {
     fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
         let list: ThreadList = serde_json::from_slice(body).map_err(|_| unreadable("threads"))?;
         Ok(Page {
-            beyond_reach: false,
             documents: list
                 .threads
                 .into_iter()

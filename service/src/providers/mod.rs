@@ -614,7 +614,7 @@ impl ProviderClient {
                 None => {
                     return Ok(Listing {
                         documents,
-                        complete: !page.beyond_reach,
+                        complete: true,
                     })
                 }
                 Some(next) if !seen.insert(next.clone()) => {
@@ -734,29 +734,29 @@ mod tests {
         ));
     }
 
-    /// Box's offset paging: a limit further on whatever the page held, the end at `total_count`,
-    /// nothing past offset 9,999 (the listing then incomplete), and no overflow on numbers a
-    /// hostile answer makes up.
+    /// Box's marker paging: an empty page with a marker is not the end, a null or empty marker
+    /// (or none) is, and a marker past any Box sends is refused rather than sent back.
     #[test]
-    fn box_pages_step_by_their_limit_and_stop_at_box_s_last_offset() {
+    fn box_pages_follow_their_marker_to_its_end() {
         let dialect = DialectName::Box.get();
-        let page = |body: String| {
-            let p = dialect
-                .documents_answer(None, body.as_bytes())
-                .expect("a page");
-            (p.next, p.beyond_reach)
+        let page = |entries: &str, marker: &str| {
+            dialect
+                .documents_answer(
+                    None,
+                    format!(r#"{{"entries":[{entries}],"limit":1000{marker}}}"#).as_bytes(),
+                )
+                .map(|p| (p.documents.len(), p.next))
         };
-        let at = |total: usize, entries: &str, offset: usize, limit: usize| {
-            page(format!(
-                r#"{{"total_count":{total},"entries":[{entries}],"offset":{offset},"limit":{limit}}}"#
-            ))
-        };
-        let one = r#"{"id":"1","name":"a"}"#;
-        assert_eq!(at(2002, "", 1000, 1000), (Some("2000".to_owned()), false));
-        assert_eq!(at(2002, one, 0, 1000), (Some("1000".to_owned()), false));
-        assert_eq!(at(2002, one, 2000, 1000), (None, false));
-        assert_eq!(at(20_000, "", 9000, 1000), (None, true));
-        assert_eq!(at(usize::MAX, "", usize::MAX, usize::MAX), (None, false));
+        let one = r#"{"type":"file","id":"1","name":"a"}"#;
+        let m = "eyJ0eXBlIjoiaWQiLCJ0YWlsIjoiMiJ9";
+        let next = format!(r#","next_marker":"{m}""#);
+        assert_eq!(page("", &next).unwrap(), (0, Some(m.to_owned())));
+        assert_eq!(page(one, &next).unwrap(), (1, Some(m.to_owned())));
+        assert_eq!(page(one, r#","next_marker":null"#).unwrap(), (1, None));
+        assert_eq!(page(one, r#","next_marker":"""#).unwrap(), (1, None));
+        assert_eq!(page(one, "").unwrap(), (1, None));
+        let long = format!(r#","next_marker":"{}""#, "m".repeat(1025));
+        assert!(matches!(page(one, &long), Err(ProviderError::Protocol(_))));
     }
 
     #[test]

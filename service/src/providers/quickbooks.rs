@@ -156,10 +156,6 @@ impl Dialect for QuickBooks {
                 id: a.id,
             })
             .collect();
-        Ok(Page {
-            documents,
-            next,
-            beyond_reach: false,
-        })
+        Ok(Page { documents, next })
     }
 }

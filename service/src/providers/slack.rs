@@ -195,7 +195,6 @@ impl Dialect for Slack {
         let list: Channels =
             serde_json::from_slice(body).map_err(|_| unreadable("conversations.list"))?;
         Ok(Page {
-            beyond_reach: false,
             documents: list
                 .channels
                 .into_iter()

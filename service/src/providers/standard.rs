@@ -40,7 +40,6 @@ impl Dialect for Standard {
     fn documents_answer(&self, _cursor: Option<&str>, body: &[u8]) -> Result<Page, ProviderError> {
         let listing: Listing = serde_json::from_slice(body).map_err(|_| unreadable("resource"))?;
         Ok(Page {
-            beyond_reach: false,
             documents: listing.documents,
             next: listing.next.filter(|n| !n.is_empty()),
         })
