@@ -594,9 +594,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
 }
 
 /// How long the counted requests ran: from the metrics' reset, once every user was launched (the
-/// plan's `Maintaining` step), to the end of the run (`Finished`). Goose's own `duration` is that
-/// span rounded to whole seconds, half a second either way in a 10-second run: a 5 % error in
-/// every rate divided by it. Falls back on it where the plan's history lacks a step.
+/// plan's `Maintaining` step), to the end of the run (`Finished`, after the users' drain and the
+/// last metrics). Goose's own `duration` is whole seconds, last updated before the drain: up to
+/// half a second either way in a 10-second run, a 5 % error in every rate divided by it. Falls
+/// back on it where the plan's history lacks a step.
 fn measured_seconds(metrics: &GooseMetrics) -> f64 {
     use goose::test_plan::TestPlanStepAction;
     let at = |wanted: fn(&TestPlanStepAction) -> bool| {

@@ -175,7 +175,8 @@ pub struct Switches {
     /// every consent from now on is that account's. `None`: each consent is by an account of its
     /// own. At Google, an account's grants to one client are one consent — revoking any token of
     /// any of them ends them all ([`FakeProvider::same_consent`]); the other providers end only
-    /// the grant the token belongs to.
+    /// the grant the token belongs to. At QuickBooks the account is the company (`realmId`,
+    /// digits): set, every consent is for that company, as a reconnect to the same one is.
     pub signed_in_account: Option<String>,
 }
 

@@ -593,9 +593,11 @@ pub(super) async fn box_items(
     };
     if q.get("usemarker").is_some_and(|v| v == "true") {
         let start = match q.get("marker").map(String::as_str) {
+            // No marker, or `0`, is the first page [B9].
             None | Some("") | Some("0") => 0,
             Some(marker) => match box_marker_position(marker) {
-                Some(at) if at <= total => at,
+                // Only a position a page ended at, short of the end, was ever issued.
+                Some(at) if at > 0 && at < total => at,
                 _ => return bad_request("Invalid marker"),
             },
         };

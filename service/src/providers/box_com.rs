@@ -27,9 +27,10 @@ struct Items {
     next_marker: Option<String>,
 }
 
-/// The longest marker taken from an answer: it goes back into a URL, and Box's are a few dozen
-/// characters of base64.
-const MAX_MARKER_LEN: usize = 1024;
+/// The longest marker taken from an answer: Harbor's bound, not Box's (which documents none) — a
+/// marker goes back into the next request's URL. Box's markers seen in its own answers are a few
+/// dozen characters of base64 (a support thread's example under [B9]'s guide), far inside it.
+const MAX_MARKER_LEN: usize = 8 * 1024;
 
 #[derive(Deserialize)]
 struct Item {

@@ -755,7 +755,7 @@ mod tests {
         assert_eq!(page(one, r#","next_marker":null"#).unwrap(), (1, None));
         assert_eq!(page(one, r#","next_marker":"""#).unwrap(), (1, None));
         assert_eq!(page(one, "").unwrap(), (1, None));
-        let long = format!(r#","next_marker":"{}""#, "m".repeat(1025));
+        let long = format!(r#","next_marker":"{}""#, "m".repeat(8 * 1024 + 1));
         assert!(matches!(page(one, &long), Err(ProviderError::Protocol(_))));
     }
 
