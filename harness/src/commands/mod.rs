@@ -136,7 +136,8 @@ pub enum Command {
     DbCost(db_cost::DbCostArgs),
     /// Provision once and hold the servers for other processes (the test suite) until SIGINT,
     /// SIGTERM or the end of standard input; writes `HARBOR_DATABASE_URL=…` and
-    /// `HARBOR_REDIS_URL=…` lines to the env file.
+    /// `HARBOR_REDIS_URL=…` lines to the env file (and `HARBOR_DATABASE_SOCKET_URL=…`,
+    /// `HARBOR_REDIS_SOCKET_URL=…` where the servers also listen on Unix sockets).
     Infra(servers::InfraArgs),
 }
 

@@ -86,13 +86,21 @@ pub async fn infra(backend: BackendChoice, env_file: std::path::PathBuf) -> Exit
         Ok(i) => i,
         Err(code) => return code,
     };
-    let lines = format!(
+    let mut lines = format!(
         "HARBOR_DATABASE_URL={}\nHARBOR_REDIS_URL={}\nHARBOR_INFRA_BACKEND={}\nHARBOR_INFRA_READY_MS={}\n",
         infra.admin_url,
         infra.redis_url,
         infra.kind,
         infra.ready_in.as_millis()
     );
+    // The same servers through their Unix sockets, where offered: for a process on this host
+    // that needs no fault proxy (the bench's service).
+    if let Some(s) = &infra.sockets {
+        lines.push_str(&format!(
+            "HARBOR_DATABASE_SOCKET_URL={}\nHARBOR_REDIS_SOCKET_URL={}\n",
+            s.admin_url, s.redis_url
+        ));
+    }
     // Written to a temporary name and renamed, so a reader never sees half a file.
     // The URLs carry the admin credential: a secret file.
     if let Err(e) = crate::secret_file::write_secret_file(&env_file, lines.as_bytes()) {

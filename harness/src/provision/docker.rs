@@ -28,7 +28,7 @@ use super::ProvisionError;
 use testcontainers::bollard::models::{HostConfig, PortBinding};
 use testcontainers::core::error::{TestcontainersError, WaitContainerError};
 use testcontainers::core::logs::WaitLogError;
-use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -137,6 +137,10 @@ pub(super) struct Containers {
     pub(super) admin_url: String,
     pub(super) redis_url: String,
     pub(super) images: DockerImages,
+    /// The servers through their sockets, in `socket_dir` (on the host's network only).
+    pub(super) sockets: Option<super::SocketUrls>,
+    /// The host's directory both servers put their sockets in, shared with the containers.
+    socket_dir: Option<tempfile::TempDir>,
     postgres: Option<ContainerAsync<GenericImage>>,
     redis: Option<ContainerAsync<GenericImage>>,
 }
@@ -231,6 +235,25 @@ async fn start_servers(
         "max_connections=500".to_owned(),
     ];
     let mut redis_args = Vec::new();
+    // On the host's network (so a local engine, without user remapping) the servers also listen
+    // on Unix sockets in a directory shared with the host; elsewhere the host may not see it.
+    let socket_dir = if placement.host_network {
+        socket_directory().map_err(StartFailure::Other)?
+    } else {
+        None
+    };
+    if socket_dir.is_some() {
+        pg_args.extend([
+            "-c".to_owned(),
+            format!("unix_socket_directories=/var/run/postgresql,{CONTAINER_SOCKETS}"),
+        ]);
+        redis_args.extend([
+            "--unixsocket".to_owned(),
+            format!("{CONTAINER_SOCKETS}/redis.sock"),
+            "--unixsocketperm".to_owned(),
+            "777".to_owned(),
+        ]);
+    }
     // On the host's network, a server is taken as started once its own log says it listens: a
     // connection accepted on its port could be another process's that took the port first (this
     // server then exits, ending its log, and the attempt fails). Elsewhere the readiness probe
@@ -268,6 +291,13 @@ async fn start_servers(
         if !placement.host_network {
             server = server.with_exposed_port(port.tcp());
         }
+        let server = match &socket_dir {
+            Some(dir) => server.with_mount(Mount::bind_mount(
+                dir.path().to_string_lossy().into_owned(),
+                CONTAINER_SOCKETS,
+            )),
+            None => server.into(),
+        };
         server
             .with_cmd(cmd)
             .with_label(DOCKER_LABEL, "true")
@@ -288,6 +318,8 @@ async fn start_servers(
         admin_url: String::new(),
         redis_url: String::new(),
         images: images.clone(),
+        sockets: None,
+        socket_dir: None,
         postgres: Some(postgres),
         redis: None,
     };
@@ -311,6 +343,14 @@ async fn start_servers(
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     containers.admin_url = format!("postgres://postgres@{}/postgres", loopback(pg_port));
     containers.redis_url = format!("redis://{}/", loopback(redis_port));
+    if let Some(dir) = socket_dir {
+        containers.sockets = Some(super::SocketUrls::new(
+            dir.path(),
+            pg_port,
+            &dir.path().join("redis.sock"),
+        ));
+        containers.socket_dir = Some(dir);
+    }
     Ok(containers)
 }
 
@@ -340,7 +380,8 @@ impl Containers {
             .collect()
     }
 
-    /// Removes both containers and their volumes, waiting for the engine to confirm.
+    /// Removes both containers and their volumes, waiting for the engine to confirm (and then
+    /// the sockets' directory, with its `TempDir`).
     pub(super) async fn remove(mut self) {
         for container in [self.postgres.take(), self.redis.take()]
             .into_iter()
@@ -351,4 +392,23 @@ impl Containers {
             }
         }
     }
+}
+
+/// Where the containers put their Unix sockets: the host's socket directory is mounted there.
+const CONTAINER_SOCKETS: &str = "/harbor-sockets";
+
+/// A fresh host directory the servers' users inside the containers (not the host's) can make
+/// their sockets in: sticky and open to all, as `/tmp` is. `None` where it cannot be made.
+fn socket_directory() -> Result<Option<tempfile::TempDir>, ProvisionError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match tempfile::Builder::new().prefix("harbor-sockets-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::warn!(error = %e, "no directory for the servers' sockets; TCP only");
+            return Ok(None);
+        }
+    };
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| ProvisionError::Docker(format!("the sockets' directory: {e}")))?;
+    Ok(Some(dir))
 }

@@ -99,6 +99,8 @@ impl LocalBinaries {
 pub(super) struct LocalServers {
     pub(super) admin_url: String,
     pub(super) redis_url: String,
+    /// The same servers through their sockets, in the run's directory.
+    pub(super) sockets: Option<super::SocketUrls>,
     dir: Option<tempfile::TempDir>,
     children: Vec<Child>,
 }
@@ -267,6 +269,7 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
     let mut servers = LocalServers {
         admin_url: String::new(),
         redis_url: String::new(),
+        sockets: None,
         dir: Some(dir),
         children: Vec::new(),
     };
@@ -356,6 +359,10 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
             root.to_str().unwrap_or_default(),
             "--pidfile",
             root.join("redis.pid").to_str().unwrap_or_default(),
+            "--unixsocket",
+            root.join("redis.sock").to_str().unwrap_or_default(),
+            "--unixsocketperm",
+            "700",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -364,6 +371,12 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
         .map_err(|e| err("redis-server", e))?;
     servers.children.push(redis);
     servers.redis_url = format!("redis://127.0.0.1:{redis_port}/");
+    // PostgreSQL's socket is in the run's directory too (`-k`).
+    servers.sockets = Some(super::SocketUrls::new(
+        &root,
+        pg_port,
+        &root.join("redis.sock"),
+    ));
     Ok(servers)
 }
 
