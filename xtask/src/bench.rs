@@ -548,7 +548,7 @@ fn versions() -> Value {
 fn markdown(report: &Value) -> String {
     let mut md = String::from("# Harbor bench: the service beside its raw ceilings\n\n");
     md.push_str(&format!(
-        "Machine: {} cores, {}; {}; PostgreSQL and Redis from the {} backend, the service (and the raw ceilings beside it) reaching them over {}. {}\n\n",
+        "Machine: {} cores, {}; {}; PostgreSQL and Redis from the {} backend, the service under load (and the activation's raw transaction beside it) reaching them over {}. {}\n\n",
         report["machine"]["cores"],
         report["machine"]["cpu"].as_str().unwrap_or("?"),
         report["versions"]["rustc"].as_str().unwrap_or("?"),
@@ -791,7 +791,7 @@ fn chart(activation: &Value) -> String {
 
 /// The environment of the service under load, and the transport it names: the servers' Unix
 /// sockets where `infra` offers them — a co-located PostgreSQL's usual transport, and on this
-/// 2-core host about 19 % more flows a second than loopback TCP (benches/README.md, alternated)
+/// 2-core host 6–19 % more flows a second than loopback TCP (benches/README.md, alternated)
 /// — else their TCP URLs. The raw ceilings read their URL from the service's bench file, so they
 /// use the same. Everything else in the bench (db-cost, exploration, the catalogue) keeps TCP:
 /// their fault proxies and wire counters need it.

@@ -13,6 +13,9 @@
 //! local backend chooses its own; elsewhere (an engine in a VM, a remote or rootless one,
 //! `HARBOR_DOCKER_PUBLISHED_PORTS`) the engine publishes each one's port on 127.0.0.1 alone,
 //! through its `docker-proxy`, a copy loop that took 27 % of both cores under the flow bench.
+//! On the host's network the servers also listen on Unix sockets, in a directory of the run's
+//! (0700) shared with both containers (`Infra::sockets`); an engine that cannot share it starts
+//! them without.
 //!
 //! Where the engine keeps its containers' cgroups itself (the `cgroupfs` driver), both containers
 //! are placed at the root of the CPU hierarchy with the weight of [`SERVER_CPU_SHARES`]: under the
@@ -172,16 +175,27 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
     // On the host's network a port is only free until someone else takes it, as for the local
     // backend: a server that exits at start (its port taken) is retried on new ones.
     let attempts = if placement.host_network { 3 } else { 1 };
+    // The sockets are an offer: an engine that cannot share the directory (a private /tmp, a
+    // security module refusing the writes) fails the start, and the start goes on without them.
+    let mut sockets = placement.host_network;
     let mut last = None;
-    for _ in 0..attempts {
-        match start_servers(&images, placement).await {
+    let mut attempt = 0;
+    while attempt < attempts {
+        match start_servers(&images, placement, sockets).await {
             Ok(containers) => return Ok(containers),
+            Err(StartFailure::ExitedAtStart(e) | StartFailure::Other(e)) if sockets => {
+                tracing::warn!(error = %e, "the servers did not start with Unix sockets; TCP only");
+                sockets = false;
+                last = Some(e);
+                continue;
+            }
             Err(StartFailure::ExitedAtStart(e)) => {
                 tracing::warn!(error = %e, "a server container stopped at start; new ports");
                 last = Some(e);
             }
             Err(StartFailure::Other(e)) => return Err(e),
         }
+        attempt += 1;
     }
     Err(last.expect("at least one attempt was made"))
 }
@@ -214,6 +228,7 @@ impl StartFailure {
 async fn start_servers(
     images: &DockerImages,
     placement: Placement,
+    sockets: bool,
 ) -> Result<Containers, StartFailure> {
     let owner = std::process::id().to_string();
     // The ports the servers listen on, on the host's network; else the engine picks them, later.
@@ -237,7 +252,7 @@ async fn start_servers(
     let mut redis_args = Vec::new();
     // On the host's network (so a local engine, without user remapping) the servers also listen
     // on Unix sockets in a directory shared with the host; elsewhere the host may not see it.
-    let socket_dir = if placement.host_network {
+    let socket_dir = if sockets {
         socket_directory().map_err(StartFailure::Other)?
     } else {
         None
@@ -293,7 +308,7 @@ async fn start_servers(
         }
         let server = match &socket_dir {
             Some(dir) => server.with_mount(Mount::bind_mount(
-                dir.path().to_string_lossy().into_owned(),
+                shared_sockets(dir).to_string_lossy().into_owned(),
                 CONTAINER_SOCKETS,
             )),
             None => server.into(),
@@ -344,10 +359,11 @@ async fn start_servers(
     containers.admin_url = format!("postgres://postgres@{}/postgres", loopback(pg_port));
     containers.redis_url = format!("redis://{}/", loopback(redis_port));
     if let Some(dir) = socket_dir {
+        let shared = shared_sockets(&dir);
         containers.sockets = Some(super::SocketUrls::new(
-            dir.path(),
+            &shared,
             pg_port,
-            &dir.path().join("redis.sock"),
+            &shared.join("redis.sock"),
         ));
         containers.socket_dir = Some(dir);
     }
@@ -397,8 +413,11 @@ impl Containers {
 /// Where the containers put their Unix sockets: the host's socket directory is mounted there.
 const CONTAINER_SOCKETS: &str = "/harbor-sockets";
 
-/// A fresh host directory the servers' users inside the containers (not the host's) can make
-/// their sockets in: sticky and open to all, as `/tmp` is. `None` where it cannot be made.
+/// A fresh host directory for the servers' sockets: the run's own (mode 0700, so no other user
+/// of the host reaches, or squats, a path under it), holding the directory the containers share
+/// ([`shared_sockets`]), which their servers' users (not the host's) must be able to write to:
+/// sticky and open to all, as `/tmp` is — reachable from inside the containers, which see it
+/// mounted, not through its 0700 parent. `None` where it cannot be made.
 fn socket_directory() -> Result<Option<tempfile::TempDir>, ProvisionError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = match tempfile::Builder::new().prefix("harbor-sockets-").tempdir() {
@@ -408,7 +427,15 @@ fn socket_directory() -> Result<Option<tempfile::TempDir>, ProvisionError> {
             return Ok(None);
         }
     };
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+    let shared = shared_sockets(&dir);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .and_then(|()| std::fs::create_dir(&shared))
+        .and_then(|()| std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)))
         .map_err(|e| ProvisionError::Docker(format!("the sockets' directory: {e}")))?;
     Ok(Some(dir))
+}
+
+/// The directory inside the run's socket directory that the containers see mounted.
+fn shared_sockets(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("shared")
 }

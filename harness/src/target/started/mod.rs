@@ -171,9 +171,16 @@ impl Started {
             }
             None => (env.pool(10).await?, env.database_url.clone()),
         };
-        let redis_server = server_address(&env.redis_url, 6379)?;
-        let postgres_server = server_address(&env.request_database_url, 5432)?;
-        let provider_server = server_address(provider.base_url(), 80)?;
+        // The fault proxies sit on a TCP path: servers named by their Unix sockets have none.
+        let servers = if options.fault_proxies && deployed.is_none() {
+            Some((
+                server_address(&env.redis_url, 6379)?,
+                server_address(&env.request_database_url, 5432)?,
+                server_address(provider.base_url(), 80)?,
+            ))
+        } else {
+            None
+        };
         let mut replicas = Vec::with_capacity(options.replicas.max(1));
         let to_start = if deployed.is_some() {
             0
@@ -191,7 +198,7 @@ impl Started {
                     .await
                     .map_err(|e| ServiceError::Task(format!("{what} proxy: {e}")))
             };
-            let links = if options.fault_proxies {
+            let links = if let Some((redis_server, postgres_server, provider_server)) = servers {
                 Some(Links {
                     redis: proxy(redis_server, "redis").await?,
                     postgres: FaultProxy::start_postgres(postgres_server)
@@ -566,6 +573,18 @@ impl Started {
 /// The socket address of the server in `url` (`default_port` when it names none).
 fn server_address(url: &str, default_port: u16) -> Result<SocketAddr, ServiceError> {
     let url = url::Url::parse(url).map_err(|e| ServiceError::Task(format!("server url: {e}")))?;
+    // A Unix socket (`redis+unix://`, or PostgreSQL's `host=/dir`): no address a proxy could
+    // stand in for. Refused rather than taken as 127.0.0.1, which would route around the proxy.
+    let socket_dir = url
+        .query_pairs()
+        .any(|(k, v)| k == "host" && v.starts_with('/'));
+    if url.scheme().ends_with("unix") || socket_dir {
+        return Err(ServiceError::Task(
+            "the fault proxies need the servers' TCP URLs, and this one names a Unix socket \
+             (HARBOR_DATABASE_URL / HARBOR_REDIS_URL)"
+                .into(),
+        ));
+    }
     let host = url.host_str().unwrap_or("127.0.0.1");
     let port = url.port().unwrap_or(default_port);
     std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
@@ -594,5 +613,26 @@ fn through_proxy(redis_url: &str, proxy: SocketAddr) -> String {
             url.to_string()
         }
         Err(_) => redis_url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fault proxy stands in for a TCP address: a server named by its Unix socket has none,
+    /// and taking it as 127.0.0.1 would route the service around the proxy.
+    #[test]
+    fn a_server_on_a_unix_socket_has_no_address_for_a_proxy() {
+        assert!(server_address("redis+unix:///tmp/run/redis.sock", 6379).is_err());
+        assert!(server_address("postgres://u@localhost:5432/db?host=%2Ftmp%2Frun", 5432).is_err());
+        assert_eq!(
+            server_address("postgres://u@127.0.0.1:5433/db?sslmode=disable", 5432).unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 5433))
+        );
+        assert_eq!(
+            server_address("redis://127.0.0.1/", 6379).unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 6379))
+        );
     }
 }
