@@ -165,6 +165,13 @@ pub(super) async fn start(detected: Option<DockerImages>) -> Result<Containers, 
     if reaped > 0 {
         tracing::info!(reaped, "removed containers left behind by killed runs");
     }
+    let reaped = reap_socket_directories();
+    if reaped > 0 {
+        tracing::info!(
+            reaped,
+            "removed socket directories left behind by killed runs"
+        );
+    }
     let images = match detected {
         Some(images) => images,
         None => DockerImages::resolve(true)
@@ -420,7 +427,7 @@ const CONTAINER_SOCKETS: &str = "/harbor-sockets";
 /// mounted, not through its 0700 parent. `None` where it cannot be made.
 fn socket_directory() -> Result<Option<tempfile::TempDir>, ProvisionError> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = match tempfile::Builder::new().prefix("harbor-sockets-").tempdir() {
+    let dir = match tempfile::Builder::new().prefix(SOCKETS_PREFIX).tempdir() {
         Ok(dir) => dir,
         Err(e) => {
             tracing::warn!(error = %e, "no directory for the servers' sockets; TCP only");
@@ -429,13 +436,82 @@ fn socket_directory() -> Result<Option<tempfile::TempDir>, ProvisionError> {
     };
     let shared = shared_sockets(&dir);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .and_then(|()| {
+            std::fs::write(
+                dir.path().join(SOCKETS_OWNER),
+                std::process::id().to_string(),
+            )
+        })
         .and_then(|()| std::fs::create_dir(&shared))
         .and_then(|()| std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)))
         .map_err(|e| ProvisionError::Docker(format!("the sockets' directory: {e}")))?;
     Ok(Some(dir))
 }
 
+/// The names of a run's socket directory and of the file in it that names the run's process.
+const SOCKETS_PREFIX: &str = "harbor-sockets-";
+const SOCKETS_OWNER: &str = "harbor-owner.pid";
+
+/// Removes the socket directories of runs whose process is gone (a killed run drops no
+/// `TempDir`), as their containers are reaped; one with no owner yet only once it is old.
+fn reap_socket_directories() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for path in entries.flatten().map(|e| e.path()) {
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(SOCKETS_PREFIX));
+        if !ours {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(SOCKETS_OWNER))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let alive = match owner {
+            Some(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            None => std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < Duration::from_secs(600)),
+        };
+        if !alive && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The directory inside the run's socket directory that the containers see mounted.
 fn shared_sockets(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("shared")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A killed run's socket directory goes at the next start; a live run's stays.
+    #[test]
+    fn a_socket_directory_whose_run_is_gone_is_removed() {
+        let make = |owner: u32| {
+            let dir = tempfile::Builder::new()
+                .prefix(SOCKETS_PREFIX)
+                .tempdir()
+                .unwrap()
+                .keep();
+            std::fs::write(dir.join(SOCKETS_OWNER), owner.to_string()).unwrap();
+            dir
+        };
+        // Above any pid the kernel hands out (`pid_max` is at most 2^22).
+        let gone = make(4_194_304 + 1);
+        let live = make(std::process::id());
+        reap_socket_directories();
+        assert!(!gone.exists(), "the killed run's directory is removed");
+        assert!(live.exists(), "a live run's directory stays");
+        std::fs::remove_dir_all(live).unwrap();
+    }
 }
