@@ -56,6 +56,9 @@ pub struct RawProvider {
     pub rate_limited: Option<bool>,
     /// List this many documents after the usual two.
     pub extra_documents: Option<usize>,
+    /// Box only: this many positions after the first page that the caller cannot see (they count
+    /// in `total_count`, and a page of them is empty before the end).
+    pub hidden_positions: Option<usize>,
     /// End every access token issued so far now (their refresh tokens stay good).
     pub expire_access_tokens: Option<bool>,
     /// The account (digits) every consent from now on is by; an empty string: each consent by an
@@ -135,6 +138,9 @@ impl ProviderSwitch {
             }
             if let Some(on) = s.rate_limited {
                 switches.rate_limited = on;
+            }
+            if let Some(n) = s.hidden_positions {
+                switches.hidden_positions = n;
             }
             if let Some(n) = s.extra_documents {
                 switches.extra_documents = n;
