@@ -344,10 +344,15 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         .map(str::to_owned);
     let mut guard = inner.lock().expect("fake provider state");
     let now = guard.now();
-    let valid = token
+    let access = token
         .as_ref()
         .and_then(|t| guard.access.get(t))
-        .is_some_and(|a| a.provider == provider && !a.revoked && a.expires > now);
+        .filter(|a| a.provider == provider);
+    let valid = access.is_some_and(|a| !a.revoked && a.expires > now);
+    // The account that consented to the token's grant (QuickBooks: the company it opens).
+    let account = access
+        .and_then(|a| guard.family_account.get(&a.family))
+        .map(|(_, account)| account.clone());
     let grant = token
         .as_deref()
         .and_then(|t| guard.grant_of_token(provider, t));
@@ -356,11 +361,6 @@ fn read(inner: &Shared, provider: Provider, headers: &HeaderMap) -> Option<Readi
         guard.count(provider, grant.as_deref(), |c| c.resource_unauthorized += 1);
         return None;
     }
-    let account = token
-        .as_ref()
-        .and_then(|t| guard.access.get(t))
-        .and_then(|a| guard.family_account.get(&a.family))
-        .map(|(_, account)| account.clone());
     let state = guard.of(provider);
     let mut documents = vec![
         (

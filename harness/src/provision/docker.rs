@@ -436,53 +436,23 @@ fn socket_directory() -> Result<Option<tempfile::TempDir>, ProvisionError> {
     };
     let shared = shared_sockets(&dir);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-        .and_then(|()| {
-            std::fs::write(
-                dir.path().join(SOCKETS_OWNER),
-                std::process::id().to_string(),
-            )
-        })
+        .and_then(|()| super::claim_directory(dir.path()))
         .and_then(|()| std::fs::create_dir(&shared))
         .and_then(|()| std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)))
         .map_err(|e| ProvisionError::Docker(format!("the sockets' directory: {e}")))?;
     Ok(Some(dir))
 }
 
-/// The names of a run's socket directory and of the file in it that names the run's process.
+/// The name of a run's socket directory.
 const SOCKETS_PREFIX: &str = "harbor-sockets-";
-const SOCKETS_OWNER: &str = "harbor-owner.pid";
 
 /// Removes the socket directories of runs whose process is gone (a killed run drops no
-/// `TempDir`), as their containers are reaped; one with no owner yet only once it is old.
+/// `TempDir`), as their containers are reaped.
 fn reap_socket_directories() -> usize {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for path in entries.flatten().map(|e| e.path()) {
-        let ours = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(SOCKETS_PREFIX));
-        if !ours {
-            continue;
-        }
-        let owner = std::fs::read_to_string(path.join(SOCKETS_OWNER))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        let alive = match owner {
-            Some(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            None => std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < Duration::from_secs(600)),
-        };
-        if !alive && std::fs::remove_dir_all(&path).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+    super::orphaned_directories(&std::env::temp_dir(), SOCKETS_PREFIX)
+        .into_iter()
+        .filter(|path| std::fs::remove_dir_all(path).is_ok())
+        .count()
 }
 
 /// The directory inside the run's socket directory that the containers see mounted.
@@ -503,7 +473,7 @@ mod tests {
                 .tempdir()
                 .unwrap()
                 .keep();
-            std::fs::write(dir.join(SOCKETS_OWNER), owner.to_string()).unwrap();
+            std::fs::write(dir.join(super::super::OWNER_FILE), owner.to_string()).unwrap();
             dir
         };
         // Above any pid the kernel hands out (`pid_max` is at most 2^22).

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::ProvisionError;
 
 const DIR_PREFIX: &str = "harbor-local-";
-const OWNER_FILE: &str = "harbor-owner.pid";
 
 /// Where the server binaries are.
 #[derive(Clone, Debug)]
@@ -174,39 +173,10 @@ fn base_dir() -> PathBuf {
     }
 }
 
-fn older_than(path: &Path, age: Duration) -> bool {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|e| e > age)
-}
-
 /// Stops the servers of directories whose owner process is gone, then removes the directories.
 pub(super) fn reap_orphans() -> usize {
-    let Ok(entries) = std::fs::read_dir(base_dir()) else {
-        return 0;
-    };
     let mut removed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_ours = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(DIR_PREFIX));
-        if !is_ours {
-            continue;
-        }
-        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        match owner {
-            Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => continue,
-            // No owner file yet: a run is between creating the directory and writing it. Only a
-            // directory left like that for long is an orphan.
-            None if !older_than(&path, Duration::from_secs(600)) => continue,
-            _ => {}
-        }
+    for path in super::orphaned_directories(&base_dir(), DIR_PREFIX) {
         for (pid_file, program) in [
             ("data/postmaster.pid", "postgres"),
             ("redis.pid", "redis-server"),
@@ -264,8 +234,7 @@ fn start_blocking(bins: &LocalBinaries) -> Result<LocalServers, ProvisionError> 
         .prefix(DIR_PREFIX)
         .tempdir_in(base_dir())
         .map_err(|e| err("temporary directory", e))?;
-    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
-        .map_err(|e| err("owner file", e))?;
+    super::claim_directory(dir.path()).map_err(|e| err("owner file", e))?;
     let mut servers = LocalServers {
         admin_url: String::new(),
         redis_url: String::new(),

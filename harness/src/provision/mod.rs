@@ -165,6 +165,45 @@ impl fmt::Debug for Infra {
     }
 }
 
+/// The file in a run's directory that names the run's process, for [`orphaned_directories`].
+const OWNER_FILE: &str = "harbor-owner.pid";
+
+/// Marks `dir` as the directory of this process's run.
+fn claim_directory(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+}
+
+/// The directories under `base` named `prefix…` whose run is gone: the process their owner file
+/// names has ended, or they have had no owner file for ten minutes (a run between making one and
+/// claiming it has not).
+fn orphaned_directories(base: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .filter(|path| {
+            let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            match owner {
+                Some(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                None => std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(600)),
+            }
+        })
+        .collect()
+}
+
 /// The servers' URLs through their Unix sockets. A process on the same host reaches them for
 /// less CPU than over loopback TCP (no TCP stack, no connection tracking): `pgbench -M prepared`
 /// on this 2-core host ran 54,000–55,600 `SELECT 1` a second over TCP and 90,200–94,400 over the
