@@ -133,15 +133,18 @@ impl Aad {
     /// nibble into its own buffer that is then copied (a third of the binding's cost on a 64-byte
     /// token, where the binding is most of what open adds to the cipher).
     fn push_uuid(&mut self, id: &uuid::Uuid) {
-        let out = &mut self.bytes[self.len..self.len + uuid::fmt::Hyphenated::LENGTH];
-        let mut at = 0;
-        for (i, byte) in id.as_bytes().iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                out[at] = b'-';
-                at += 1;
-            }
+        /// Where each byte's two digits go: after the hyphens before it, each at a place known
+        /// when compiling, so the loop unrolls into moves with no branch.
+        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        let out: &mut [u8; uuid::fmt::Hyphenated::LENGTH] = (&mut self.bytes
+            [self.len..self.len + uuid::fmt::Hyphenated::LENGTH])
+            .try_into()
+            .expect("the buffer has room for an id");
+        for (byte, at) in id.as_bytes().iter().zip(AT) {
             out[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
-            at += 2;
+        }
+        for hyphen in [8, 13, 18, 23] {
+            out[hyphen] = b'-';
         }
         self.len += uuid::fmt::Hyphenated::LENGTH;
     }
@@ -381,12 +384,13 @@ impl KeyRing {
     }
 
     /// The cipher of the key `key_id`, compared byte by byte: ids are short, and `==` on slices
-    /// calls `memcmp`.
-    fn cipher(&self, key_id: &str) -> Option<&Aes256Gcm> {
+    /// calls `memcmp`. The stored id is taken as bytes, unchecked as text: only one equal to a
+    /// configured id (text by construction) finds a key.
+    fn cipher(&self, key_id: &[u8]) -> Option<&Aes256Gcm> {
         self.keys
             .iter()
             .find(|(id, _)| {
-                id.len() == key_id.len() && id.bytes().zip(key_id.bytes()).all(|(a, b)| a == b)
+                id.len() == key_id.len() && id.bytes().zip(key_id.iter()).all(|(a, b)| a == *b)
             })
             .map(|(_, cipher)| cipher)
     }
@@ -445,7 +449,10 @@ impl KeyRing {
         let (version, key_id, nonce, sealed) = split(stored)?;
         let cipher = self
             .cipher(key_id)
-            .ok_or_else(|| VaultError::UnknownKey(key_id.to_owned()))?;
+            .ok_or_else(|| match std::str::from_utf8(key_id) {
+                Ok(id) => VaultError::UnknownKey(id.to_owned()),
+                Err(_) => VaultError::Malformed,
+            })?;
         let mut aad = Aad::empty();
         self.write_aad(binding, version, &mut aad);
         // Decrypted in place into a buffer of exactly the plaintext's size, so the secret string
@@ -468,11 +475,12 @@ impl KeyRing {
 
 /// The key id a stored value was written with.
 pub fn key_id_of(stored: &[u8]) -> Result<&str, VaultError> {
-    split(stored).map(|(_, id, _, _)| id)
+    let (_, id, _, _) = split(stored)?;
+    std::str::from_utf8(id).map_err(|_| VaultError::Malformed)
 }
 
-/// A stored value's parts: format version, key id, nonce, ciphertext with its tag.
-type Parts<'a> = (u8, &'a str, &'a [u8], &'a [u8]);
+/// A stored value's parts: format version, key id (its bytes), nonce, ciphertext with its tag.
+type Parts<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 
 fn split(stored: &[u8]) -> Result<Parts<'_>, VaultError> {
     let (&version, rest) = stored.split_first().ok_or(VaultError::Malformed)?;
@@ -486,7 +494,6 @@ fn split(stored: &[u8]) -> Result<Parts<'_>, VaultError> {
     }
     let (id, rest) = rest.split_at(id_len);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
-    let id = std::str::from_utf8(id).map_err(|_| VaultError::Malformed)?;
     Ok((version, id, nonce, sealed))
 }
 

@@ -205,9 +205,8 @@ fn legacy_values_are_refused_but_rotation_can_read_them() {
     let b = binding();
     let mut legacy = ring.encrypt(&SecretString::from("t"), &b).unwrap();
     // Re-seal as a version 1 value would have been written: v1 associated data, no grant.
-    let (_, id, _, _) = split(&legacy).unwrap();
-    let id = id.to_owned();
-    let cipher = ring.cipher(&id).unwrap();
+    let id = key_id_of(&legacy).unwrap().to_owned();
+    let cipher = ring.cipher(id.as_bytes()).unwrap();
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let sealed = cipher
         .encrypt(
