@@ -394,6 +394,11 @@ impl Containers {
         Ok((ports[0], ports[1]))
     }
 
+    /// The run's socket directory on this host, where the servers listen on sockets.
+    pub(super) fn socket_directory(&self) -> Option<std::path::PathBuf> {
+        self.socket_dir.as_ref().map(|d| d.path().to_path_buf())
+    }
+
     /// The containers' ids.
     pub(super) fn ids(&self) -> Vec<String> {
         [&self.postgres, &self.redis]

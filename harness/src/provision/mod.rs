@@ -241,7 +241,8 @@ pub struct Footprint {
     pub containers: Vec<String>,
     /// Server process ids (local backend).
     pub pids: Vec<u32>,
-    /// The temporary directory (local backend).
+    /// The run's directory on this host: the local backend's servers' (data, logs, sockets), or
+    /// the docker backend's socket directory where its servers listen on sockets.
     pub dir: Option<std::path::PathBuf>,
 }
 
@@ -430,6 +431,7 @@ impl Infra {
         match &self.resources {
             Resources::Docker(c) => Footprint {
                 containers: c.ids(),
+                dir: c.socket_directory(),
                 ..Footprint::default()
             },
             Resources::Local(l) => l.footprint(),

@@ -24,6 +24,10 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     if expected == BackendKind::Docker {
         servers_are_scheduled_outside_the_engines_group(&footprint.containers);
     }
+    // Servers on this host's network also listen on Unix sockets, in the run's directory.
+    let sockets_expected = expected == BackendKind::Local
+        || (expected == BackendKind::Docker && host_network_expected());
+    servers_answer_on_their_sockets(&infra, &footprint, sockets_expected).await;
 
     let one = infra.isolated_env().await.unwrap();
     let two = infra.isolated_env().await.unwrap();
@@ -113,10 +117,56 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
         assert!(!dir.exists(), "{} is removed", dir.display());
     }
     match expected {
-        BackendKind::Docker => assert_eq!(footprint.containers.len(), 2),
+        BackendKind::Docker => {
+            assert_eq!(footprint.containers.len(), 2);
+            assert_eq!(footprint.dir.is_some(), sockets_expected);
+        }
         BackendKind::Local => assert!(footprint.pids.len() == 2 && footprint.dir.is_some()),
         BackendKind::External => {}
     }
+}
+
+/// Where `expected`, both servers answer through the socket URLs the run offers, and those
+/// sockets lie in the run's directory (so its removal, checked after the shutdown, removes them);
+/// elsewhere the run offers none.
+async fn servers_answer_on_their_sockets(
+    infra: &Infra,
+    footprint: &harbor_harness::provision::Footprint,
+    expected: bool,
+) {
+    let Some(sockets) = &infra.sockets else {
+        assert!(!expected, "the servers offer no Unix sockets");
+        return;
+    };
+    assert!(expected, "sockets offered where none were expected");
+    let dir = footprint.dir.as_ref().expect("the sockets' directory is in the footprint");
+    let redis_path = sockets
+        .redis_url
+        .strip_prefix("redis+unix://")
+        .expect("a redis+unix URL");
+    let admin = url::Url::parse(&sockets.admin_url).unwrap();
+    let (_, pg_dir) = admin
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .expect("the socket's directory as host");
+    for path in [redis_path, pg_dir.as_ref()] {
+        assert!(
+            std::path::Path::new(path).starts_with(dir),
+            "{path} lies outside the run's directory {}",
+            dir.display()
+        );
+    }
+    let mut pg = sqlx::PgConnection::connect(&sockets.admin_url).await.unwrap();
+    let over: Option<String> = sqlx::query_scalar("SELECT inet_server_addr()::text")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!(over, None, "PostgreSQL answered over its socket, not TCP");
+    pg.close().await.unwrap();
+    let client = redis::Client::open(sockets.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
 }
 
 fn docker(args: &[&str]) -> String {
