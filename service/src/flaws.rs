@@ -21,6 +21,10 @@ pub enum Flaw {
     MemoryStateStore,
     /// The callback does not check the state's tenant and user against the caller.
     NoCallbackTenantCheck,
+    /// The callback checks the state's tenant but not its user: any admin of the tenant can
+    /// finish another's authorization with the victim's code (the seeds' Flask service binds the
+    /// state to the tenant alone).
+    NoCallbackUserCheck,
     /// The state is read, and deleted only after the code exchange.
     NonAtomicStateConsume,
     /// A failed callback puts its state back.
@@ -117,9 +121,10 @@ pub enum Flaw {
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 32] = [
+    pub const ALL: [Flaw; 33] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
+        Flaw::NoCallbackUserCheck,
         Flaw::NonAtomicStateConsume,
         Flaw::StateKeptOnFailure,
         Flaw::PlaintextTokens,
@@ -157,6 +162,7 @@ impl Flaw {
         match self {
             Flaw::MemoryStateStore => "memory-state-store",
             Flaw::NoCallbackTenantCheck => "no-callback-tenant-check",
+            Flaw::NoCallbackUserCheck => "no-callback-user-check",
             Flaw::NonAtomicStateConsume => "non-atomic-state-consume",
             Flaw::StateKeptOnFailure => "state-kept-on-failure",
             Flaw::PlaintextTokens => "plaintext-tokens",
