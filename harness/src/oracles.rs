@@ -504,7 +504,9 @@ pub fn encoded_forms(value: &[u8]) -> Vec<(&'static str, String)> {
 
 /// No issued code or token (`canaries`) appears in any source — as text, as hex (how `pg_dump`
 /// writes bytea), or as base64 / base64url at each of the three alignments it can have inside a
-/// longer encoded blob. `Err` names the source and the form.
+/// longer encoded blob. `Err` names every source with each kind of value found there and the
+/// form it was in, in the order the values were issued: a service whose logs hold codes and whose
+/// database holds tokens in the clear is told both, not the first one found.
 pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result<(), String> {
     if canaries.is_empty() {
         return Err("the fake provider issued nothing: the leak search would prove nothing".into());
@@ -514,30 +516,39 @@ pub fn no_canary_leaks(canaries: &[String], sources: &LeakSources<'_>) -> Result
         ("Redis", sources.redis),
         ("logs", sources.logs),
     ];
+    let mut found: Vec<(&str, String, &str)> = Vec::new();
     for canary in canaries {
         let mut forms = vec![("text", canary.clone())];
         forms.extend(encoded_forms(canary.as_bytes()));
         let shown = issued_value_kind(canary);
         for (form, needle) in &forms {
-            for (name, text) in places {
-                if text.contains(needle.as_str()) {
-                    return Err(format!(
-                        "{name} contains an issued token or code ({form}: {shown})"
-                    ));
-                }
-            }
-            if sources
+            let responses = sources
                 .responses
                 .iter()
-                .any(|r| r.contains(needle.as_str()))
-            {
-                return Err(format!(
-                    "a response contains an issued token or code ({form}: {shown})"
-                ));
+                .any(|r| r.contains(needle.as_str()));
+            let leaked = places
+                .iter()
+                .filter(|(_, text)| text.contains(needle.as_str()))
+                .map(|(name, _)| *name)
+                .chain(responses.then_some("a response"));
+            for place in leaked {
+                // Each place once per kind of value (every code is "…-code-…"), in its first form.
+                if !found.iter().any(|(p, s, _)| *p == place && *s == shown) {
+                    found.push((place, shown.clone(), form));
+                }
             }
         }
     }
-    Ok(())
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(found
+        .iter()
+        .map(|(place, shown, form)| {
+            format!("{place} contains an issued token or code ({form}: {shown})")
+        })
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 #[cfg(test)]
@@ -632,8 +643,22 @@ mod tests {
             logs: "",
             responses: &responses,
         };
-        assert!(no_canary_leaks(&[canary], &in_response)
+        assert!(no_canary_leaks(std::slice::from_ref(&canary), &in_response)
             .unwrap_err()
             .contains("response"));
+        // Every place is named, not only the first.
+        let code = "hbcanary-gmail-code-0123456789abcdef".to_owned();
+        let everywhere = LeakSources {
+            pg_dump: &hex,
+            redis: "",
+            logs: &code,
+            responses: &responses,
+        };
+        let said = no_canary_leaks(&[code.clone(), canary], &everywhere).unwrap_err();
+        assert!(said.starts_with("logs contains an issued token or code (text: "), "{said}");
+        for place in ["pg_dump contains", "a response contains"] {
+            assert!(said.contains(place), "{said}");
+        }
+        assert_eq!(said.matches("; ").count(), 2, "each place once: {said}");
     }
 }

@@ -22,8 +22,9 @@ pub enum Flaw {
     /// The callback does not check the state's tenant and user against the caller.
     NoCallbackTenantCheck,
     /// The callback checks the state's tenant but not its user: any admin of the tenant can
-    /// finish another's authorization with the victim's code (the seeds' Flask service binds the
-    /// state to the tenant alone).
+    /// finish an authorization another admin started, with that admin's code — the connection
+    /// made in their name to an account they never chose (the threat model's fix binds the state
+    /// to the tenant alone).
     NoCallbackUserCheck,
     /// The state is read, and deleted only after the code exchange.
     NonAtomicStateConsume,

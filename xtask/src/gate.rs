@@ -562,7 +562,8 @@ fn target_run(
 }
 
 /// Whether the report at `path` shows TM-NO-TOKEN-EXPOSURE FAILED by its leak search finding an
-/// issued token in the service's logs (`Err`: what it shows instead).
+/// issued token in the service's logs (`Err`: what it shows instead). The search's message may
+/// follow the step's note and list other places first.
 fn leak_found_in_logs(path: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(root().join(path)).map_err(|e| format!("{path}: {e}"))?;
     let report: serde_json::Value =
@@ -580,7 +581,7 @@ fn leak_found_in_logs(path: &str) -> Result<(), String> {
         .any(|f| {
             f["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("logs contains an issued token"))
+                .is_some_and(|m| m.contains("logs contains an issued token"))
         });
     if scenario["verdict"] == "FAILED" && by_leak {
         Ok(())

@@ -16,6 +16,7 @@ use crate::target::started::InProcessLauncher;
 /// The seeded flaws the state machine can see (each must make it fail).
 pub const FLAWS_IT_SEES: &[Flaw] = &[
     Flaw::NoCallbackTenantCheck,
+    Flaw::NoCallbackUserCheck,
     Flaw::StateKeptOnFailure,
     Flaw::MemoryStateStore,
     Flaw::NoUniqueActivation,

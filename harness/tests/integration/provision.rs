@@ -24,7 +24,9 @@ async fn exercise(choice: BackendChoice, expected: BackendKind) {
     if expected == BackendKind::Docker {
         servers_are_scheduled_outside_the_engines_group(&footprint.containers);
     }
-    // Servers on this host's network also listen on Unix sockets, in the run's directory.
+    // Servers on this host's network also listen on Unix sockets, in the run's directory. Strict
+    // where they are expected: the backends fall back to TCP quietly, and the bench's transport
+    // (`transport` in bench.json) would move with them unseen.
     let sockets_expected = expected == BackendKind::Local
         || (expected == BackendKind::Docker && host_network_expected());
     servers_answer_on_their_sockets(&infra, &footprint, sockets_expected).await;

@@ -135,12 +135,11 @@ impl Aad {
     fn push_uuid(&mut self, id: &uuid::Uuid) {
         /// Where each byte's two digits go: after the hyphens before it, each at a place known
         /// when compiling, so the loop unrolls into moves with no branch.
-        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-        let out: &mut [u8; uuid::fmt::Hyphenated::LENGTH] = (&mut self.bytes
-            [self.len..self.len + uuid::fmt::Hyphenated::LENGTH])
-            .try_into()
+        const DIGITS_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        let out = self.bytes[self.len..]
+            .first_chunk_mut::<{ uuid::fmt::Hyphenated::LENGTH }>()
             .expect("the buffer has room for an id");
-        for (byte, at) in id.as_bytes().iter().zip(AT) {
+        for (byte, at) in id.as_bytes().iter().zip(DIGITS_AT) {
             out[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
         }
         for hyphen in [8, 13, 18, 23] {

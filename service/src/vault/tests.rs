@@ -199,6 +199,22 @@ fn placeholder_and_duplicated_keys_are_refused() {
     );
 }
 
+/// The stored key id is compared as bytes: one that is not text is a malformed value, one that is
+/// text but not configured is named.
+#[test]
+fn a_stored_key_id_is_named_when_unknown_and_malformed_when_not_text() {
+    let (ring, _) = KeyRing::generate("k1");
+    let b = binding();
+    let sealed = ring.encrypt(&SecretString::from("t"), &b).unwrap();
+    let mut unknown = sealed.clone();
+    unknown[2] = b'x';
+    assert!(matches!(ring.decrypt(&unknown, &b), Err(VaultError::UnknownKey(id)) if id == "x1"));
+    let mut not_text = sealed;
+    not_text[2] = 0xff;
+    assert!(matches!(ring.decrypt(&not_text, &b), Err(VaultError::Malformed)));
+    assert!(matches!(key_id_of(&not_text), Err(VaultError::Malformed)));
+}
+
 #[test]
 fn legacy_values_are_refused_but_rotation_can_read_them() {
     let (ring, _) = KeyRing::generate("k1");

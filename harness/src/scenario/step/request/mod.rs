@@ -213,13 +213,25 @@ impl RequestStep {
                 }
             }
         }
-        if matches!(
-            self.call,
+        // The harness consents at its provider only when authorize answers with an authorization
+        // URL: one expected to be refused needs no provider of the harness's (a deployed target's
+        // auth guard is judged on its authorize route too).
+        let refusal_expected = matches!(
+            &self.mode,
+            Mode::Once { expect: Some(Expect { status: Some(s), .. }), .. } if !(200..300).contains(s)
+        );
+        let consents = match &self.call {
             Call::Workspace {
-                kind: CallKind::Op(WorkspaceOp::Authorize) | CallKind::Connect,
+                kind: CallKind::Connect,
                 ..
-            }
-        ) {
+            } => true,
+            Call::Workspace {
+                kind: CallKind::Op(WorkspaceOp::Authorize),
+                ..
+            } => !refusal_expected,
+            _ => false,
+        };
+        if consents {
             needs.insert(Capability::ProviderControl);
         }
     }
