@@ -449,6 +449,30 @@ mod tests {
         );
     }
 
+    /// An authorize the scenario expects to be refused consents nowhere, so it needs no provider of
+    /// the harness's; one that may succeed, a connect, or many at once do.
+    #[test]
+    fn only_an_authorize_that_may_consent_needs_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let needs = |step: &str| {
+            let file = dir.path().join("P.toml");
+            let text = format!("id = \"P\"\n{BODY}\n[[steps]]\nactor = \"A\"\n{step}\n");
+            load::load_str(&file, &text)
+                .unwrap()
+                .scenario
+                .requires()
+                .contains(&Capability::ProviderControl)
+        };
+        let refused = "expect = { status = 401, code = \"UNAUTHENTICATED\" }";
+        assert!(!needs(&format!("do = \"authorize\"\nprovider = \"qbo\"\n{refused}")));
+        assert!(needs("do = \"authorize\"\nprovider = \"qbo\"\nexpect = { status = 200 }"));
+        assert!(needs("do = \"authorize\"\nprovider = \"qbo\""));
+        assert!(needs(&format!("do = \"connect\"\nprovider = \"qbo\"\n{refused}")));
+        assert!(needs(
+            "do = \"authorize\"\nprovider = \"qbo\"\nconcurrency = 2\nexpect_all = { status = 401 }"
+        ));
+    }
+
     #[test]
     fn a_refusal_does_not_hide_a_failed_clean_up_or_a_run_that_ran() {
         let dir = tempfile::tempdir().unwrap();

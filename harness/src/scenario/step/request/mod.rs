@@ -213,13 +213,6 @@ impl RequestStep {
                 }
             }
         }
-        // The harness consents at its provider only when authorize answers with an authorization
-        // URL: one expected to be refused needs no provider of the harness's (a deployed target's
-        // auth guard is judged on its authorize route too).
-        let refusal_expected = matches!(
-            &self.mode,
-            Mode::Once { expect: Some(Expect { status: Some(s), .. }), .. } if !(200..300).contains(s)
-        );
         let consents = match &self.call {
             Call::Workspace {
                 kind: CallKind::Connect,
@@ -228,12 +221,24 @@ impl RequestStep {
             Call::Workspace {
                 kind: CallKind::Op(WorkspaceOp::Authorize),
                 ..
-            } => !refusal_expected,
+            } => !self.expects_refusal(),
             _ => false,
         };
         if consents {
             needs.insert(Capability::ProviderControl);
         }
+    }
+
+    /// Whether it is sent once and expected to be refused (a status outside 2xx). Such an
+    /// authorize is sent as a plain request: the harness consents nowhere, whatever the answer
+    /// carries, so it needs no provider of the harness's (a deployed target's auth guard is judged
+    /// on its authorize route too), and a target that wrongly answers with an authorization URL
+    /// is judged on its status, not sent to a URL of its choosing.
+    fn expects_refusal(&self) -> bool {
+        matches!(
+            &self.mode,
+            Mode::Once { expect: Some(Expect { status: Some(s), .. }), .. } if !(200..300).contains(s)
+        )
     }
 
     /// How the trace shows it.
@@ -329,6 +334,9 @@ impl RequestStep {
                     prepare(method, path)
                 };
                 match kind {
+                    CallKind::Op(WorkspaceOp::Authorize) if self.expects_refusal() => {
+                        HttpJob::Plain(request(WorkspaceOp::Authorize))
+                    }
                     CallKind::Op(WorkspaceOp::Authorize) => {
                         HttpJob::Authorize(request(WorkspaceOp::Authorize))
                     }
