@@ -655,7 +655,10 @@ mod tests {
             responses: &responses,
         };
         let said = no_canary_leaks(&[code.clone(), canary], &everywhere).unwrap_err();
-        assert!(said.starts_with("logs contains an issued token or code (text: "), "{said}");
+        assert!(
+            said.starts_with("logs contains an issued token or code (text: "),
+            "{said}"
+        );
         for place in ["pg_dump contains", "a response contains"] {
             assert!(said.contains(place), "{said}");
         }

@@ -357,6 +357,13 @@ mod tests {
 
     const BODY: &str = "title = \"t\"\nsource = \"s\"\nseverity = \"low\"\narea = \"concurrency\"\n\n[[tenants]]\nname = \"acme\"\n\n[[actors]]\nname = \"A\"\nuser = \"acme.owner\"\n\n[[steps]]\nactor = \"A\"\ndo = \"activate\"\n";
 
+    /// What a scenario of [`BODY`] followed by `steps` needs of a target.
+    fn requirements(dir: &std::path::Path, steps: &str) -> std::collections::BTreeSet<Capability> {
+        let file = dir.join("R.toml");
+        let text = format!("id = \"R\"\n{BODY}{steps}");
+        load::load_str(&file, &text).unwrap().scenario.requires()
+    }
+
     fn scenario(dir: &std::path::Path, id: &str) -> LoadedScenario {
         let file = dir.join(format!("{id}.toml"));
         let text = format!("id = \"{id}\"\n{BODY}");
@@ -407,11 +414,7 @@ mod tests {
     #[test]
     fn a_fault_needs_the_link_it_is_done_to() {
         let dir = tempfile::tempdir().unwrap();
-        let needs = |steps: &str| {
-            let file = dir.path().join("F.toml");
-            let text = format!("id = \"F\"\n{BODY}{steps}");
-            load::load_str(&file, &text).unwrap().scenario.requires()
-        };
+        let needs = |steps: &str| requirements(dir.path(), steps);
         // What the fault adds to what the scenario needs without it (its tenants need the
         // database already).
         let base = needs("");
@@ -455,19 +458,20 @@ mod tests {
     fn only_an_authorize_that_may_consent_needs_the_provider() {
         let dir = tempfile::tempdir().unwrap();
         let needs = |step: &str| {
-            let file = dir.path().join("P.toml");
-            let text = format!("id = \"P\"\n{BODY}\n[[steps]]\nactor = \"A\"\n{step}\n");
-            load::load_str(&file, &text)
-                .unwrap()
-                .scenario
-                .requires()
+            requirements(dir.path(), &format!("\n[[steps]]\nactor = \"A\"\n{step}\n"))
                 .contains(&Capability::ProviderControl)
         };
         let refused = "expect = { status = 401, code = \"UNAUTHENTICATED\" }";
-        assert!(!needs(&format!("do = \"authorize\"\nprovider = \"qbo\"\n{refused}")));
-        assert!(needs("do = \"authorize\"\nprovider = \"qbo\"\nexpect = { status = 200 }"));
+        assert!(!needs(&format!(
+            "do = \"authorize\"\nprovider = \"qbo\"\n{refused}"
+        )));
+        assert!(needs(
+            "do = \"authorize\"\nprovider = \"qbo\"\nexpect = { status = 200 }"
+        ));
         assert!(needs("do = \"authorize\"\nprovider = \"qbo\""));
-        assert!(needs(&format!("do = \"connect\"\nprovider = \"qbo\"\n{refused}")));
+        assert!(needs(&format!(
+            "do = \"connect\"\nprovider = \"qbo\"\n{refused}"
+        )));
         assert!(needs(
             "do = \"authorize\"\nprovider = \"qbo\"\nconcurrency = 2\nexpect_all = { status = 401 }"
         ));

@@ -141,7 +141,10 @@ async fn servers_answer_on_their_sockets(
         return;
     };
     assert!(expected, "sockets offered where none were expected");
-    let dir = footprint.dir.as_ref().expect("the sockets' directory is in the footprint");
+    let dir = footprint
+        .dir
+        .as_ref()
+        .expect("the sockets' directory is in the footprint");
     let redis_path = sockets
         .redis_url
         .strip_prefix("redis+unix://")
@@ -158,7 +161,9 @@ async fn servers_answer_on_their_sockets(
             dir.display()
         );
     }
-    let mut pg = sqlx::PgConnection::connect(&sockets.admin_url).await.unwrap();
+    let mut pg = sqlx::PgConnection::connect(&sockets.admin_url)
+        .await
+        .unwrap();
     let over: Option<String> = sqlx::query_scalar("SELECT inet_server_addr()::text")
         .fetch_one(&mut pg)
         .await

@@ -211,7 +211,10 @@ fn a_stored_key_id_is_named_when_unknown_and_malformed_when_not_text() {
     assert!(matches!(ring.decrypt(&unknown, &b), Err(VaultError::UnknownKey(id)) if id == "x1"));
     let mut not_text = sealed;
     not_text[2] = 0xff;
-    assert!(matches!(ring.decrypt(&not_text, &b), Err(VaultError::Malformed)));
+    assert!(matches!(
+        ring.decrypt(&not_text, &b),
+        Err(VaultError::Malformed)
+    ));
     assert!(matches!(key_id_of(&not_text), Err(VaultError::Malformed)));
 }
 
