@@ -296,7 +296,7 @@ pub(super) async fn token(
             guard.families += 1;
             let family = guard.families;
             let account = guard.codes[&code].1.account.clone();
-            guard.family_account.insert(family, (provider, account));
+            guard.begin_family(family, provider, account);
             guard.family_code.insert(family, code);
             (scope, offline, family)
         }
@@ -320,8 +320,15 @@ pub(super) async fn token(
             };
             guard.count(provider, grant, |c| c.refreshes_ok += 1);
             if switches.revoke_access_on_refresh {
-                for a in guard.access.values_mut().filter(|a| a.family == family) {
-                    a.revoked = true;
+                let Inner {
+                    family_tokens,
+                    access,
+                    ..
+                } = &mut *guard;
+                for token in family_tokens.get(&family).into_iter().flatten() {
+                    if let Some(a) = access.get_mut(token) {
+                        a.revoked = true;
+                    }
                 }
             }
             (String::new(), switches.rotate_refresh_tokens, family)
@@ -337,7 +344,7 @@ pub(super) async fn token(
         Duration::from_secs(ttl.max(0) as u64)
     };
     let expires = guard.now() + lifetime;
-    guard.access.insert(
+    guard.issue_access(
         access.clone(),
         AccessGrant {
             provider,
@@ -365,7 +372,7 @@ pub(super) async fn token(
         let refresh = mint(&mut guard, provider, "rt");
         let expires = wire::refresh_token_lifetime(provider)
             .map(|life| (guard.now() + life, guard.today() + life));
-        guard.refresh.insert(
+        guard.issue_refresh(
             refresh.clone(),
             RefreshGrant {
                 provider,

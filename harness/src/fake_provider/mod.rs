@@ -354,6 +354,13 @@ struct Inner {
     by_grant: HashMap<String, Counters>,
     /// The account each grant (family) was consented by.
     family_account: HashMap<u64, (Provider, String)>,
+    /// The grants each account consented to, in order (at Google one consent holds them all).
+    account_families: HashMap<(Provider, String), Vec<u64>>,
+    /// Every access and refresh token issued in each grant: ending a grant touches its own
+    /// tokens. (A scan of every token ever issued made each revocation cost as much as the whole
+    /// run before it, under the lock every endpoint takes: 2 % of the host's CPU after 12,000
+    /// flows of the macro bench, and growing.)
+    family_tokens: HashMap<u64, Vec<String>>,
     /// Accounts minted for consents no switch named.
     accounts: u64,
     issued: Vec<String>,
@@ -409,49 +416,72 @@ impl Inner {
     /// account (one consent per account and client); elsewhere the grant itself.
     fn consent_of(&self, family: u64) -> Vec<u64> {
         match self.family_account.get(&family) {
-            Some((Provider::Gmail, account)) => self
-                .family_account
-                .iter()
-                .filter(|(_, (p, a))| *p == Provider::Gmail && a == account)
-                .map(|(f, _)| *f)
-                .collect(),
+            Some(key @ (Provider::Gmail, _)) => self.account_families[key].clone(),
             _ => vec![family],
         }
+    }
+
+    /// Records a grant (family) `account` consented to at `provider`.
+    fn begin_family(&mut self, family: u64, provider: Provider, account: String) {
+        self.account_families
+            .entry((provider, account.clone()))
+            .or_default()
+            .push(family);
+        self.family_account.insert(family, (provider, account));
+    }
+
+    /// Remembers an access token issued in `family`.
+    fn issue_access(&mut self, token: String, grant: AccessGrant) {
+        self.family_tokens
+            .entry(grant.family)
+            .or_default()
+            .push(token.clone());
+        self.access.insert(token, grant);
+    }
+
+    /// Remembers a refresh token issued in `family`.
+    fn issue_refresh(&mut self, token: String, grant: RefreshGrant) {
+        self.family_tokens
+            .entry(grant.family)
+            .or_default()
+            .push(token.clone());
+        self.refresh.insert(token, grant);
+    }
+
+    /// The tokens issued in `family`.
+    fn tokens_of(&self, family: u64) -> &[String] {
+        self.family_tokens.get(&family).map_or(&[], Vec::as_slice)
     }
 
     /// Whether Google's `account` has consented to the client and not revoked it since: a grant
     /// of the account with a token nothing has ended.
     fn consented(&self, account: &str) -> bool {
-        let families: Vec<u64> = self
-            .family_account
+        let Some(families) = self
+            .account_families
+            .get(&(Provider::Gmail, account.to_owned()))
+        else {
+            return false;
+        };
+        families
             .iter()
-            .filter(|(_, (p, a))| *p == Provider::Gmail && a == account)
-            .map(|(f, _)| *f)
-            .collect();
-        self.refresh
-            .values()
-            .any(|r| r.usable && families.contains(&r.family))
-            || self
-                .access
-                .values()
-                .any(|a| !a.revoked && families.contains(&a.family))
+            .flat_map(|f| self.tokens_of(*f))
+            .any(|t| {
+                self.refresh.get(t).is_some_and(|r| r.usable)
+                    || self.access.get(t).is_some_and(|a| !a.revoked)
+            })
     }
 
     /// Ends the grants `families`: every access and refresh token issued in them.
     fn end_families(&mut self, families: &[u64]) {
-        for r in self
-            .refresh
-            .values_mut()
-            .filter(|r| families.contains(&r.family))
-        {
-            r.usable = false;
-        }
-        for a in self
-            .access
-            .values_mut()
-            .filter(|a| families.contains(&a.family))
-        {
-            a.revoked = true;
+        for family in families {
+            for token in self.family_tokens.get(family).into_iter().flatten() {
+                if let Some(r) = self.refresh.get_mut(token) {
+                    r.usable = false;
+                }
+                if let Some(a) = self.access.get_mut(token) {
+                    a.revoked = true;
+                }
+            }
         }
     }
 }
