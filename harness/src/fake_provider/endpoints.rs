@@ -320,16 +320,7 @@ pub(super) async fn token(
             };
             guard.count(provider, grant, |c| c.refreshes_ok += 1);
             if switches.revoke_access_on_refresh {
-                let Inner {
-                    family_tokens,
-                    access,
-                    ..
-                } = &mut *guard;
-                for token in family_tokens.get(&family).into_iter().flatten() {
-                    if let Some(a) = access.get_mut(token) {
-                        a.revoked = true;
-                    }
-                }
+                guard.revoke_access_in(family);
             }
             (String::new(), switches.rotate_refresh_tokens, family)
         }

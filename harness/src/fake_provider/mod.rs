@@ -430,22 +430,23 @@ impl Inner {
         self.family_account.insert(family, (provider, account));
     }
 
-    /// Remembers an access token issued in `family`.
+    /// Remembers an access token issued in its grant.
     fn issue_access(&mut self, token: String, grant: AccessGrant) {
-        self.family_tokens
-            .entry(grant.family)
-            .or_default()
-            .push(token.clone());
+        self.add_to_family(grant.family, &token);
         self.access.insert(token, grant);
     }
 
-    /// Remembers a refresh token issued in `family`.
+    /// Remembers a refresh token issued in its grant.
     fn issue_refresh(&mut self, token: String, grant: RefreshGrant) {
-        self.family_tokens
-            .entry(grant.family)
-            .or_default()
-            .push(token.clone());
+        self.add_to_family(grant.family, &token);
         self.refresh.insert(token, grant);
+    }
+
+    fn add_to_family(&mut self, family: u64, token: &str) {
+        self.family_tokens
+            .entry(family)
+            .or_default()
+            .push(token.to_owned());
     }
 
     /// The tokens issued in `family`.
@@ -462,25 +463,39 @@ impl Inner {
         else {
             return false;
         };
-        families
-            .iter()
-            .flat_map(|f| self.tokens_of(*f))
-            .any(|t| {
-                self.refresh.get(t).is_some_and(|r| r.usable)
-                    || self.access.get(t).is_some_and(|a| !a.revoked)
-            })
+        families.iter().flat_map(|f| self.tokens_of(*f)).any(|t| {
+            self.refresh.get(t).is_some_and(|r| r.usable)
+                || self.access.get(t).is_some_and(|a| !a.revoked)
+        })
     }
 
     /// Ends the grants `families`: every access and refresh token issued in them.
     fn end_families(&mut self, families: &[u64]) {
-        for family in families {
-            for token in self.family_tokens.get(family).into_iter().flatten() {
-                if let Some(r) = self.refresh.get_mut(token) {
+        for &family in families {
+            self.revoke_access_in(family);
+            let Self {
+                family_tokens,
+                refresh,
+                ..
+            } = self;
+            for token in family_tokens.get(&family).into_iter().flatten() {
+                if let Some(r) = refresh.get_mut(token) {
                     r.usable = false;
                 }
-                if let Some(a) = self.access.get_mut(token) {
-                    a.revoked = true;
-                }
+            }
+        }
+    }
+
+    /// Revokes every access token issued in `family`; its refresh tokens stay good.
+    fn revoke_access_in(&mut self, family: u64) {
+        let Self {
+            family_tokens,
+            access,
+            ..
+        } = self;
+        for token in family_tokens.get(&family).into_iter().flatten() {
+            if let Some(a) = access.get_mut(token) {
+                a.revoked = true;
             }
         }
     }
