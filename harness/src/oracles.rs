@@ -360,6 +360,32 @@ pub async fn connected_have_tokens(db: &PgPool) -> Result<String, String> {
     }
 }
 
+/// No document outlives the grant it was fetched under: every stored document's connection is
+/// `CONNECTED` (a disconnect, a revoke or a refused refresh takes the provider's documents in
+/// its own transaction); over the whole database, or (`workspace`) over one workspace. `Err`
+/// counts the documents held under a connection that is not.
+pub async fn documents_under_live_grants(
+    db: &PgPool,
+    workspace: Option<WorkspaceId>,
+) -> Result<String, String> {
+    let (orphaned, kept): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE c.status IS DISTINCT FROM 'CONNECTED'), count(*)            FROM documents d LEFT JOIN connections c              ON c.workspace_id = d.workspace_id AND c.provider = d.provider           WHERE $1::uuid IS NULL OR d.workspace_id = $1",
+    )
+    .bind(workspace)
+    .fetch_one(db)
+    .await
+    .map_err(|e| format!("reading the documents: {e}"))?;
+    if orphaned > 0 {
+        Err(format!(
+            "{orphaned} document(s) kept after the grant they were fetched under ended"
+        ))
+    } else {
+        Ok(format!(
+            "every one of {kept} document(s) belongs to a CONNECTED connection"
+        ))
+    }
+}
+
 /// Where a leak search looks, besides the responses: everything an attacker with a backup, the
 /// cache or the log stream would see.
 pub struct LeakSources<'a> {

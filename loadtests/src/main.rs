@@ -260,7 +260,7 @@ async fn invariants(
         return Invariants {
             broken,
             not_checked: vec![format!(
-                "tokens bound, connected rows hold tokens, grants accounted for: the target has its own schema (one activation per workspace checked through its state queries, {} workspaces)",
+                "tokens bound, connected rows hold tokens, documents under live grants, grants accounted for: the target has its own schema (one activation per workspace checked through its state queries, {} workspaces)",
                 workspaces.len()
             )],
         };
@@ -312,6 +312,7 @@ async fn invariants(
         oracles::one_activation_per_workspace(db).await,
         bound,
         oracles::connected_have_tokens(db).await,
+        oracles::documents_under_live_grants(db, None).await,
         accounted,
     ];
     for skipped in &not_checked {

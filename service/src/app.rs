@@ -124,6 +124,15 @@ impl Application {
                     .execute(&owner)
                     .await?;
             }
+            if config.flaws.has(crate::flaws::Flaw::DocumentsOutliveGrant) {
+                // Seeded flaw: the schema before migration 0024, where nothing ended a grant's
+                // documents with it.
+                sqlx::query(
+                    "ALTER TABLE connections DISABLE TRIGGER connections_documents_end_with_grant",
+                )
+                .execute(&owner)
+                .await?;
+            }
             owner.close().await;
         }
         let db = db::connect(&config).await?;

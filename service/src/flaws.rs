@@ -118,11 +118,15 @@ pub enum Flaw {
     /// gave it (the write-ahead's copy of it ignored): the adopted grant's end is unknown, and an
     /// activation rests on a QuickBooks grant Intuit has ended.
     AdoptionForgetsEnd,
+    /// What a sync fetched outlives the grant it was fetched under (migration 0024's trigger
+    /// disabled, as before it): a disconnect or revoke leaves the documents readable to every
+    /// member, and a reconnect to another account writes over the first one's by id.
+    DocumentsOutliveGrant,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 33] = [
+    pub const ALL: [Flaw; 34] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NoCallbackUserCheck,
@@ -156,6 +160,7 @@ impl Flaw {
         Flaw::CallbackWaitsUnwritten,
         Flaw::SettlementSentAgain,
         Flaw::AdoptionForgetsEnd,
+        Flaw::DocumentsOutliveGrant,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -194,6 +199,7 @@ impl Flaw {
             Flaw::CallbackWaitsUnwritten => "callback-waits-unwritten",
             Flaw::SettlementSentAgain => "settlement-sent-again",
             Flaw::AdoptionForgetsEnd => "adoption-forgets-end",
+            Flaw::DocumentsOutliveGrant => "documents-outlive-grant",
         }
     }
 

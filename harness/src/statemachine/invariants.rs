@@ -71,6 +71,7 @@ impl Subject<'_> {
             ));
         }
         self.provider_counted_as_modelled()?;
+        crate::oracles::documents_under_live_grants(db, Some(self.a.workspace)).await?;
         let ring = self.target.need_tokens()?;
         crate::oracles::tokens_bound(db, ring, None)
             .await

@@ -22,6 +22,7 @@ pub const FLAWS_IT_SEES: &[Flaw] = &[
     Flaw::NoUniqueActivation,
     Flaw::TokenExposure,
     Flaw::NoMembershipCheck,
+    Flaw::DocumentsOutliveGrant,
 ];
 
 /// The seed of the kill matrix's flaw runs (the correct build's runs draw a new one each time).

@@ -152,6 +152,14 @@ async fn every_provider_is_spoken_in_its_own_dialect() {
     let t = app
         .tenant("dialects", true, ConnectionStatus::NotConnected)
         .await;
+    let stored = |p: Provider| {
+        sqlx::query_scalar::<_, String>(
+            "SELECT title FROM documents WHERE provider = $1 ORDER BY external_id",
+        )
+        .bind(p.as_str())
+        .fetch_all(app.db())
+    };
+    let mut titles = Vec::new();
     for p in Provider::ALL {
         // 1002 documents: more than one page at each provider's largest page size.
         app.sut.provider.configure(p, |s| s.extra_documents = 1000);
@@ -170,6 +178,7 @@ async fn every_provider_is_spoken_in_its_own_dialect() {
             c.resource_reads, pages,
             "{p}: pages of the provider's largest size"
         );
+        titles.extend(stored(p).await.unwrap());
         let r = disconnect(&app, &t, p).await;
         assert_eq!(r.status, StatusCode::OK, "{p}: {}", r.body);
         assert_eq!(
@@ -187,12 +196,11 @@ async fn every_provider_is_spoken_in_its_own_dialect() {
             app.sut.provider.live_grants().iter().all(|(q, _)| *q != p),
             "{p}: the grant is over at the provider"
         );
+        assert!(
+            stored(p).await.unwrap().is_empty(),
+            "{p}: the documents ended with the grant"
+        );
     }
-    let titles: Vec<String> =
-        sqlx::query_scalar("SELECT title FROM documents ORDER BY provider, external_id")
-            .fetch_all(app.db())
-            .await
-            .unwrap();
     assert_eq!(titles.len(), 4008, "1002 documents per provider");
     assert!(
         titles.contains(&"qbo quarterly report".to_owned()),
@@ -463,136 +471,6 @@ fn asked_scopes(app: &TestApp, p: Provider) -> Vec<String> {
         .providers[&p]
         .scopes
         .clone()
-}
-
-/// The fake checks a PKCE verifier only where the provider documents PKCE (Google, Slack): at
-/// QuickBooks and Box it ignores challenge and verifier, so no check credits Harbor with a
-/// defence those providers may not give. And a code presented twice ends the grant its first
-/// exchange gave (RFC 6749 §4.1.2).
-#[tokio::test]
-async fn the_fake_holds_pkce_where_documented_and_a_reused_code_ends_its_grant() {
-    use harbor_harness::fake_provider::{self, FakeProvider};
-    use harbor_service::providers::{ProviderClient, ProviderError};
-    use secrecy::{ExposeSecret, SecretString};
-    let fake = FakeProvider::start().await.unwrap();
-    let client = ProviderClient::new(fake.providers_config(std::time::Duration::from_secs(5)));
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    // The challenge of one verifier; the exchange presents another.
-    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-    let wrong =
-        SecretString::from("a-verifier-whose-challenge-was-never-sent-0123456789".to_owned());
-    for (p, documented) in [
-        (Provider::Gmail, true),
-        (Provider::Slack, true),
-        (Provider::Qbo, false),
-        (Provider::Box, false),
-    ] {
-        let c = client.config(p).unwrap();
-        let mut url = c.authorize_url.clone();
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &c.client_id)
-            .append_pair("redirect_uri", c.redirect_uri.as_str())
-            .append_pair("state", "s")
-            .append_pair("access_type", "offline")
-            .append_pair("code_challenge", challenge)
-            .append_pair("code_challenge_method", "S256");
-        let consent = fake_provider::consent(&http, url.as_str()).await.unwrap();
-        let code = SecretString::from(consent.code.clone());
-        let redirect = c.redirect_uri.to_string();
-        let first = client.exchange_code(p, &code, &wrong, &redirect).await;
-        if documented {
-            assert!(
-                matches!(first, Err(ProviderError::InvalidGrant)),
-                "{p}: a verifier that is not the challenge's is refused"
-            );
-            continue;
-        }
-        let tokens = first.unwrap_or_else(|e| panic!("{p}: PKCE is not this provider's: {e}"));
-        assert!(fake.is_live(tokens.access_token.expose_secret()), "{p}");
-        let again = client.exchange_code(p, &code, &wrong, &redirect).await;
-        assert!(
-            matches!(again, Err(ProviderError::InvalidGrant)),
-            "{p}: a code is good once"
-        );
-        assert!(
-            !fake.is_live(tokens.access_token.expose_secret()),
-            "{p}: the reused code ended what it was first exchanged for"
-        );
-        assert_eq!(fake.counters(p).code_reused, 1, "{p}");
-    }
-}
-
-/// The fake's Box takes the markers its own pages named, and `0` or none for the first page; a
-/// marker it never issued is a 400, as Box refuses a marker it cannot read.
-#[tokio::test]
-async fn the_fake_s_box_takes_only_the_markers_it_issued() {
-    use harbor_harness::fake_provider::{self, FakeProvider};
-    use harbor_service::providers::ProviderClient;
-    use secrecy::{ExposeSecret, SecretString};
-    let fake = FakeProvider::start().await.unwrap();
-    fake.configure(Provider::Box, |s| s.extra_documents = 1500);
-    let client = ProviderClient::new(fake.providers_config(std::time::Duration::from_secs(5)));
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let c = client.config(Provider::Box).unwrap();
-    let mut url = c.authorize_url.clone();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &c.client_id)
-        .append_pair("redirect_uri", c.redirect_uri.as_str())
-        .append_pair("state", "s");
-    let consent = fake_provider::consent(&http, url.as_str()).await.unwrap();
-    let verifier = SecretString::from("v".repeat(43));
-    let tokens = client
-        .exchange_code(
-            Provider::Box,
-            &SecretString::from(consent.code.clone()),
-            &verifier,
-            c.redirect_uri.as_str(),
-        )
-        .await
-        .unwrap();
-    let items = format!(
-        "{}/2.0/folders/0/items",
-        c.resource_url.as_str().trim_end_matches('/')
-    );
-    let page = |marker: Option<String>| {
-        let mut request = http
-            .get(items.clone())
-            .query(&[("usemarker", "true"), ("limit", "1000")])
-            .bearer_auth(tokens.access_token.expose_secret());
-        if let Some(m) = marker {
-            request = request.query(&[("marker", m)]);
-        }
-        async move {
-            let r = request.send().await.unwrap();
-            let status = r.status();
-            (status, r.json::<serde_json::Value>().await.unwrap())
-        }
-    };
-    let (status, first) = page(None).await;
-    assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(first["entries"].as_array().unwrap().len(), 1000);
-    assert_eq!(
-        page(Some("0".into())).await.1,
-        first,
-        "marker 0 is the first page"
-    );
-    let next = first["next_marker"].as_str().unwrap().to_owned();
-    let (status, second) = page(Some(next)).await;
-    assert_eq!(status, StatusCode::OK, "{second}");
-    assert_eq!(second["entries"].as_array().unwrap().len(), 502);
-    assert!(second["next_marker"].is_null(), "{second}");
-    for foreign in ["not-a-marker", "eyJ0YWlsIjoiOTk5OTkifQ"] {
-        let (status, body) = page(Some(foreign.into())).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{foreign}: {body}");
-    }
 }
 
 /// Slack without token rotation (its default until an app opts in): the access token never

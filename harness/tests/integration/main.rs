@@ -10,6 +10,7 @@ mod auth;
 mod connectors;
 mod db_cost;
 mod dialects;
+mod fake_strictness;
 mod fuzz;
 mod grants;
 mod hardening;

@@ -46,6 +46,7 @@ const CATALOGUE: &[&str] = &[
     "TM-CALLBACK-RATE-LIMIT",
     "TM-NO-TOKEN-EXPOSURE",
     "TM-DOCUMENT-ISOLATION",
+    "TM-DOCUMENTS-END-WITH-THEIR-GRANT",
 ];
 
 fn catalogue() -> Vec<LoadedScenario> {
