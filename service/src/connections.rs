@@ -191,7 +191,8 @@ async fn list_exposing_tokens(
     Ok(Json(json!({ "connections": connections })))
 }
 
-/// Disconnects a connection: `DISCONNECTED`, tokens wiped, and its grant revoked at the provider
+/// Disconnects a connection: `DISCONNECTED`, tokens wiped, the documents its grant fetched
+/// deleted in the same transaction (migration 0024), and its grant revoked at the provider
 /// (through the revocation outbox, as revoke does: an account switch leaves no grant live).
 /// Owner or admin only.
 #[utoipa::path(
@@ -264,7 +265,8 @@ pub struct EndedConnection {
 }
 
 /// Revokes a connection's grant. Owner or admin only. Under the locks the stored grant is
-/// decrypted, the connection becomes `REVOKED` with its tokens wiped, and that is committed; only
+/// decrypted, the connection becomes `REVOKED` with its tokens wiped and the documents its grant
+/// fetched deleted, and that is committed; only
 /// then is the provider's revocation endpoint called (from a task a disconnecting client cannot
 /// cancel), and its answer audited and returned in `provider_revocation`. Nothing waits on the
 /// provider while the workspace is locked.

@@ -677,7 +677,8 @@ fn refresh_event<'a>(
     }
 }
 
-/// Lists the workspace's documents.
+/// Lists the workspace's documents: those its connected providers' grants fetched (a grant's end
+/// takes its documents with it).
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{workspace_id}/documents",
