@@ -45,11 +45,7 @@ pub(super) async fn complete_flow(
     // (A provider no longer configured — a restart, replicas configured apart — fails at the
     // exchange below and settles like any refused exchange.)
     let config = state.providers.config(provider).ok();
-    let issuer_ok = match params.iss.as_deref() {
-        Some(iss) => iss == record.issuer,
-        None => !config.is_none_or(|c| c.requires_iss),
-    };
-    if !issuer_ok {
+    if !issuer_ok(params.iss.as_deref(), &record.issuer, config) {
         abandon(ahead).await;
         return refuse_answer(
             &state,

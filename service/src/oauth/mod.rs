@@ -31,7 +31,7 @@ use crate::lifecycle::{self, ConnectionStatus, Transition};
 use crate::locks::{self, LockFor};
 use crate::oauth_state::{self, OAuthStateRecord, STATE_TTL_SECONDS};
 use crate::outbox;
-use crate::providers::{ProviderError, TokenKind, TokenSet};
+use crate::providers::{ProviderConfig, ProviderError, TokenKind, TokenSet};
 use crate::ratelimit::ClientAddress;
 use crate::request_tx::WorkspaceRequest;
 use crate::state::AppState;
@@ -405,9 +405,49 @@ pub fn error_code(error: &ProviderError) -> String {
     }
 }
 
+/// Whether a callback's `iss` (RFC 9207) is the authorization server's the flow was started with:
+/// an `iss` sent must equal the issuer recorded in the state; none is accepted unless the
+/// provider's configuration says its server always sends one. A provider no longer configured
+/// (a restart, replicas configured apart) does not make a missing `iss` a mix-up: its exchange
+/// fails below and settles like any refused one.
+fn issuer_ok(iss: Option<&str>, recorded: &str, config: Option<&ProviderConfig>) -> bool {
+    match iss {
+        Some(iss) => iss == recorded,
+        None => config.is_none_or(|c| !c.requires_iss),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_callback_s_issuer_is_the_recorded_one_or_absent_where_allowed() {
+        let config = |requires_iss| {
+            let mut config = crate::providers::ProvidersConfig::from_json(
+                r#"{"gmail":{"dialect":"standard","issuer":"https://i","authorize_url":"https://i/a","token_url":"https://i/t","revoke_url":"https://i/r","resource_url":"https://i/d","client_id":"c","client_secret_env":"PATH","scopes":["s"],"redirect_uri":"https://h/cb"}}"#,
+                std::time::Duration::from_secs(1),
+            )
+            .unwrap()
+            .providers
+            .remove(&Provider::Gmail)
+            .unwrap();
+            config.requires_iss = requires_iss;
+            config
+        };
+        let (strict, lenient) = (config(true), config(false));
+        assert!(issuer_ok(Some("https://i"), "https://i", Some(&strict)));
+        assert!(!issuer_ok(
+            Some("https://evil"),
+            "https://i",
+            Some(&lenient)
+        ));
+        assert!(!issuer_ok(Some("https://evil"), "https://i", None));
+        assert!(!issuer_ok(None, "https://i", Some(&strict)));
+        assert!(issuer_ok(None, "https://i", Some(&lenient)));
+        // Not configured any more: not a mix-up (the exchange fails instead).
+        assert!(issuer_ok(None, "https://i", None));
+    }
 
     #[test]
     fn a_callback_parameter_given_twice_is_refused() {
