@@ -109,6 +109,18 @@ pub enum StateStoreError {
     Collision,
 }
 
+impl StateStoreError {
+    /// Whether Redis may have run the command anyway: the connection failed after it was sent (a
+    /// timeout, a dropped link). A refused connection sent nothing, and an error reply ran
+    /// nothing.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            StateStoreError::Redis(e) => e.is_io_error() && !e.is_connection_refusal(),
+            _ => false,
+        }
+    }
+}
+
 /// OAuth states in Redis, under the deployment's key prefix.
 #[derive(Clone)]
 pub struct OAuthStateStore {

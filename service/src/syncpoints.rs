@@ -28,6 +28,7 @@ pub const SYNC_POINTS: &[&str] = &[
     LIFECYCLE_BEFORE_COMMIT,
     LIFECYCLE_COMMITTED,
     OAUTH_AUTHORIZE_LOCKED,
+    OAUTH_CALLBACK_ADMITTED,
     OAUTH_CALLBACK_STATE_CONSUMED,
     OAUTH_CALLBACK_EXCHANGED,
     OAUTH_CALLBACK_LOCKED,
@@ -57,6 +58,8 @@ pub const LIFECYCLE_COMMITTED: &str = "lifecycle.committed";
 
 /// Authorize holds the workspace lock, and has not locked the connection's row yet.
 pub const OAUTH_AUTHORIZE_LOCKED: &str = "oauth.authorize.locked";
+/// The callback has been charged its rate limits and has not asked Redis for its state yet.
+pub const OAUTH_CALLBACK_ADMITTED: &str = "oauth.callback.admitted";
 /// The callback has consumed its state (it is gone from Redis) and checked nothing yet.
 pub const OAUTH_CALLBACK_STATE_CONSUMED: &str = "oauth.callback.state_consumed";
 /// The callback has exchanged the code for tokens and holds no lock yet.

@@ -144,12 +144,26 @@ pub async fn callback(
         .admit_callback(&address, &user, &caller_tenant.to_string())
         .await?;
     let hooks = state.sync_points.as_ref();
+    if let Err(parked_too_long) =
+        SyncHooks::reach(hooks, &ctx, syncpoints::OAUTH_CALLBACK_ADMITTED).await
+    {
+        // Nothing was asked of the state: the reservation goes back, as on a Redis failure.
+        state.limiter.refund_failed_state(&user).await;
+        return Err(parked_too_long.into());
+    }
     // 1. Consume the state: after this line it is gone, whatever happens below.
     let consumed = match state.states.consume(params.state.expose_secret()).await {
         Ok(consumed) => consumed,
         Err(e) => {
             // Nothing was learnt about the state (Redis failed): the guess is not charged.
             state.limiter.refund_failed_state(&user).await;
+            if e.outcome_unknown() {
+                // The state may be spent (Redis may still run the command sent before the link
+                // failed): a retry of this callback could only be OAUTH_STATE_INVALID, so the
+                // answer says to start again, as after any interruption once the state is spent.
+                tracing::warn!(request_id = %crate::context::current_request_id(), cause = %e, "a callback's state consumption failed after it was sent");
+                return Err(ApiError::AuthorizationInterrupted);
+            }
             return Err(e.into());
         }
     };
