@@ -110,9 +110,11 @@ pub enum StateStoreError {
 }
 
 impl StateStoreError {
-    /// Whether Redis may have run the command anyway: the connection failed after it was sent (a
-    /// timeout, a dropped link). A refused connection sent nothing, and an error reply ran
-    /// nothing.
+    /// Whether Redis may have run the command anyway. A refused connection sent nothing, and an
+    /// error reply ran nothing; any other failure of the link (a timeout, a reset, an end of
+    /// stream, a broken pipe) cannot say whether the command left before it — redis-rs reports a
+    /// request to a link already dead the same way as one whose reply was lost — so it counts as
+    /// the worse case.
     pub fn outcome_unknown(&self) -> bool {
         match self {
             StateStoreError::Redis(e) => e.is_io_error() && !e.is_connection_refusal(),

@@ -14,7 +14,8 @@
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
 //! - *Under a fault* (an operation whose row does one, such as `db_cut`): an operation may instead
 //!   be interrupted, each fault excusing only what it can cause — a documented 503
-//!   ([`UNAVAILABLE_CODES`]) when the database is cut, no answer when its replica goes down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` when Redis
+//!   ([`UNAVAILABLE_CODES`]) when the database is cut, no answer when its replica goes down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` (or, for a
+//!   callback whose state consumption it may have run, `AUTHORIZATION_INTERRUPTED`) when Redis
 //!   does — with the end state of the
 //!   serial orders without it; no grant exchanged during the schedule may be left neither stored
 //!   nor revoked, and every CONNECTED row must hold a grant the provider honours.
@@ -481,7 +482,11 @@ pub fn is_interrupted(by: &Interrupters, f: &super::record::Finished) -> bool {
             && f.code.as_deref() == Some("PROVIDER_ERROR"))
         || (faults.iter().any(|o| o.cuts_redis())
             && f.status == 503
-            && f.code.as_deref() == Some("UNAVAILABLE"))
+            // A callback whose state consumption the cut may have run: start again.
+            && matches!(
+                f.code.as_deref(),
+                Some("UNAVAILABLE" | "AUTHORIZATION_INTERRUPTED")
+            ))
 }
 
 /// How a request refused at the connection reads (`client::failure_class`).

@@ -428,6 +428,12 @@ pub fn to_scenario(id: &str, title: &str, ops: &[Op]) -> Result<String, String> 
             ..Assertion::default()
         },
         Assertion {
+            note: Some("no document outlives the grant it was fetched under".into()),
+            sql: Some(crate::oracles::ORPHANED_DOCUMENTS.into()),
+            equals: Some(0.into()),
+            ..Assertion::default()
+        },
+        Assertion {
             tokens_bound: Some(true),
             ..Assertion::default()
         },
