@@ -5,7 +5,7 @@
 //! fake directly: through the service's own client with one thing wrong, or by hand where that
 //! client cannot be made to ask wrongly.
 //!
-//! Just past 500 lines on purpose: every test of the fake on its own shares the one `Direct`
+//! Past 500 lines on purpose: every test of the fake on its own shares the one `Direct`
 //! client, and split they would each carry a copy of it.
 
 use harbor_harness::fake_provider::{self, Consent, FakeProvider};
@@ -561,4 +561,70 @@ async fn the_fake_s_box_takes_only_the_markers_it_issued() {
         let (status, body) = page(Some(foreign.into())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{foreign}: {body}");
     }
+}
+
+/// The revocation endpoint takes the client as its provider authenticates it there — QuickBooks:
+/// HTTP Basic and a JSON body; Box: the credentials in the form — and Slack's `auth.revoke` takes
+/// only a live access token as its bearer. A refused revocation leaves the grant live.
+#[tokio::test]
+async fn a_revocation_is_taken_only_from_harbors_client_in_the_provider_s_form() {
+    use harbor_service::providers::TokenKind;
+    let d = Direct::start().await;
+    for p in [Provider::Qbo, Provider::Box] {
+        let tokens = d.exchange(p, &d.code(p).await).await.unwrap();
+        let refresh = tokens.refresh_token.clone().unwrap();
+        let wrong = d.client_with(p, |c| {
+            c.client_secret = SecretString::from("not-the-secret".to_owned());
+        });
+        let refused = wrong.revoke(p, &refresh, TokenKind::Refresh).await;
+        assert!(refused.is_err(), "{p}: another client's revocation");
+        assert!(d.fake.counters(p).client_auth_refused > 0, "{p}");
+        assert!(d.fake.is_live(refresh.expose_secret()), "{p}: still live");
+        if p == Provider::Qbo {
+            // Intuit's revocation takes JSON: the same request as a form is refused.
+            let c = d.config(p);
+            let form = basic(d.http.post(c.revoke_url.clone()), c)
+                .form(&[("token", refresh.expose_secret())])
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(form.status(), reqwest::StatusCode::OK, "qbo: a form");
+            assert!(d.fake.is_live(refresh.expose_secret()), "qbo: still live");
+        }
+        d.client
+            .revoke(p, &refresh, TokenKind::Refresh)
+            .await
+            .unwrap_or_else(|e| panic!("{p}: Harbor's revocation: {e}"));
+        assert!(!d.fake.is_live(refresh.expose_secret()), "{p}: ended");
+    }
+    let p = Provider::Slack;
+    let tokens = d.exchange(p, &d.code(p).await).await.unwrap();
+    let refresh = tokens.refresh_token.clone().unwrap();
+    let c = d.config(p);
+    let answer: serde_json::Value = d
+        .http
+        .post(c.revoke_url.clone())
+        .bearer_auth(refresh.expose_secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["ok"], false,
+        "slack: a refresh token as bearer: {answer}"
+    );
+    assert!(
+        d.fake.is_live(tokens.access_token.expose_secret()),
+        "slack: still live"
+    );
+    d.client
+        .revoke(p, &tokens.access_token, TokenKind::Access)
+        .await
+        .unwrap();
+    assert!(
+        !d.fake.is_live(refresh.expose_secret()),
+        "slack: the grant ended"
+    );
 }
