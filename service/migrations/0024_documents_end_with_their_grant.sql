@@ -10,9 +10,10 @@
 -- (the lifecycle's one UPDATE, `lifecycle::store`: a disconnect, a revoke, a refused refresh). A
 -- grant the user ends at the provider ends here at the next request that learns it (a sync's
 -- refused refresh). A trigger, not a statement in the service: whatever code writes the row, a
--- replica of the previous release included, takes the documents with the grant. It runs as the owner because the service's role may not delete documents (no DELETE
--- privilege: it still cannot remove one by hand), and it names the tenant, workspace and provider
--- of the row that changed, so row-level security is not what scopes it.
+-- replica of the previous release included, takes the documents with the grant. It runs as the
+-- owner because the service's role may not delete documents (no DELETE privilege: it still
+-- cannot remove one by hand), and it names the tenant, workspace and provider of the row that
+-- changed, so row-level security is not what scopes it.
 CREATE FUNCTION harbor_documents_end_with_grant() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

@@ -111,14 +111,16 @@ impl Direct {
         ProviderClient::new(config)
     }
 
-    /// A code exchange sent by hand, the client authenticated as its provider takes it (HTTP
-    /// Basic at QuickBooks, the body elsewhere), with `verifier` as the PKCE verifier or none: the
-    /// one request Harbor's client cannot be made to send.
+    /// A code exchange sent by hand, with `verifier` as the PKCE verifier or none, the client
+    /// authenticated as its provider takes it (HTTP Basic at QuickBooks, the body elsewhere) or,
+    /// with `both_ways`, in Basic and the body at once: the requests Harbor's client cannot be
+    /// made to send.
     async fn exchange_by_hand(
         &self,
         p: Provider,
         code: &SecretString,
         verifier: Option<&str>,
+        both_ways: bool,
     ) -> serde_json::Value {
         let c = self.config(p);
         let mut form = vec![
@@ -130,9 +132,10 @@ impl Direct {
             form.push(("code_verifier", v.to_owned()));
         }
         let mut request = self.http.post(c.token_url.clone());
-        if p == Provider::Qbo {
+        if p == Provider::Qbo || both_ways {
             request = basic(request, c);
-        } else {
+        }
+        if p != Provider::Qbo || both_ways {
             form.push(("client_id", c.client_id.clone()));
             form.push(("client_secret", c.client_secret.expose_secret().to_owned()));
         }
@@ -174,22 +177,10 @@ async fn the_token_endpoint_refuses_a_client_that_is_not_harbors() {
         assert_eq!(d.fake.counters(p).client_auth_refused, 2, "{p}");
     }
     for p in [Provider::Gmail, Provider::Slack] {
-        let c = d.config(p);
         let code = d.code(p).await;
-        let both = d.http.post(c.token_url.clone());
-        let both = basic(both, c)
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.expose_secret()),
-                ("redirect_uri", c.redirect_uri.as_str()),
-                ("client_id", c.client_id.as_str()),
-                ("client_secret", c.client_secret.expose_secret()),
-                ("code_verifier", d.verifier.expose_secret()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let body: serde_json::Value = both.json().await.unwrap();
+        let body = d
+            .exchange_by_hand(p, &code, Some(d.verifier.expose_secret()), true)
+            .await;
         assert!(body.get("access_token").is_none(), "{p}: both ways: {body}");
         assert_eq!(d.fake.counters(p).client_auth_refused, 3, "{p}");
         d.exchange(p, &code)
@@ -237,12 +228,12 @@ async fn a_code_is_bound_to_its_provider_redirect_uri_and_verifier() {
 
         // By hand, as Harbor's client sends it: the control of the two requests below.
         let answer = d
-            .exchange_by_hand(p, &d.code(p).await, Some(d.verifier.expose_secret()))
+            .exchange_by_hand(p, &d.code(p).await, Some(d.verifier.expose_secret()), false)
             .await;
         assert!(answer.get("access_token").is_some(), "{p}: {answer}");
         // A code issued for a challenge, presented without its verifier.
         let code = d.code(p).await;
-        let answer = d.exchange_by_hand(p, &code, None).await;
+        let answer = d.exchange_by_hand(p, &code, None, false).await;
         assert_eq!(
             answer.get("access_token").is_none(),
             pkce,
@@ -261,6 +252,7 @@ async fn a_code_is_bound_to_its_provider_redirect_uri_and_verifier() {
                 p,
                 &SecretString::from(unchallenged.code),
                 Some(d.verifier.expose_secret()),
+                false,
             )
             .await;
         assert_eq!(

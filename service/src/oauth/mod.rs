@@ -437,6 +437,8 @@ mod tests {
 
     #[test]
     fn a_callback_s_issuer_is_the_recorded_one_or_absent_where_allowed() {
+        // Built by the providers file's parser, the one constructor; the secret's variable only
+        // has to be set (PATH is), it is never used here.
         let config = |requires_iss| {
             let mut config = crate::providers::ProvidersConfig::from_json(
                 r#"{"gmail":{"dialect":"standard","issuer":"https://i","authorize_url":"https://i/a","token_url":"https://i/t","revoke_url":"https://i/r","resource_url":"https://i/d","client_id":"c","client_secret_env":"PATH","scopes":["s"],"redirect_uri":"https://h/cb"}}"#,
