@@ -196,28 +196,22 @@ pub async fn sync(
             .iter()
             .map(|d| (d.id.as_str(), d.title.as_str()))
             .unzip();
-        let row: Option<(String, Option<uuid::Uuid>)> = sqlx::query_as(
-            "WITH current AS (SELECT status, grant_id FROM connections \
-               WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
-             stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) \
-               SELECT $3, $1, $2, d.external_id, d.title \
-               FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
-               WHERE current.status = 'CONNECTED' AND current.grant_id IS NOT DISTINCT FROM $4 \
-               ORDER BY d.n \
-               ON CONFLICT (workspace_id, provider, external_id) \
-               DO UPDATE SET title = EXCLUDED.title, fetched_at = now()) \
-             SELECT status, grant_id FROM current",
-        )
-        .bind(member.workspace_id)
-        .bind(provider.as_str())
-        .bind(member.tenant_id)
-        .bind(grant)
-        .bind(&ids)
-        .bind(&titles)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((status, current_grant)) = row else { return Err(ApiError::NotFound) };
+        let unchecked = flaws::active(Flaw::DocumentsStoredUnchecked);
+        let statement = if unchecked { STORE_UNCHECKED } else { STORE };
+        let row: Option<(String, Option<uuid::Uuid>)> = sqlx::query_as(statement)
+            .bind(member.workspace_id)
+            .bind(provider.as_str())
+            .bind(member.tenant_id)
+            .bind(grant)
+            .bind(&ids)
+            .bind(&titles)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((status, current_grant)) = row else {
+            return Err(ApiError::NotFound);
+        };
         match ConnectionStatus::parse(&status)? {
+            _ if unchecked => {}
             ConnectionStatus::Connected if current_grant == grant => {}
             // Reconnected meanwhile: what the old grant fetched is not this connection's.
             ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
@@ -234,6 +228,32 @@ pub async fn sync(
         complete,
     }))
 }
+
+/// A sync's documents, stored only while the connection still holds the grant they were fetched
+/// under (`$4`), in the order given; answers the row's status and grant as they are now.
+const STORE: &str = "WITH current AS (SELECT status, grant_id FROM connections \
+       WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
+     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) \
+       SELECT $3, $1, $2, d.external_id, d.title \
+       FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
+       WHERE current.status = 'CONNECTED' AND current.grant_id IS NOT DISTINCT FROM $4 \
+       ORDER BY d.n \
+       ON CONFLICT (workspace_id, provider, external_id) \
+       DO UPDATE SET title = EXCLUDED.title, fetched_at = now()) \
+     SELECT status, grant_id FROM current";
+
+/// Seeded flaw `documents-stored-unchecked`: [`STORE`] without its condition on the row (`$4`
+/// still typed, so the two texts bind the same parameters).
+const STORE_UNCHECKED: &str = "WITH current AS (SELECT status, grant_id FROM connections \
+       WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
+     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) \
+       SELECT $3, $1, $2, d.external_id, d.title \
+       FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
+       WHERE $4::uuid IS NULL OR TRUE \
+       ORDER BY d.n \
+       ON CONFLICT (workspace_id, provider, external_id) \
+       DO UPDATE SET title = EXCLUDED.title, fetched_at = now()) \
+     SELECT status, grant_id FROM current";
 
 /// Under the workspace lock and the row lock: re-read the connection, refresh if the access
 /// token is still stale, store the rotated tokens (compare-and-set), commit.

@@ -122,11 +122,15 @@ pub enum Flaw {
     /// disabled, as before it): a disconnect or revoke leaves the documents readable to every
     /// member, and a reconnect to another account writes over the first one's by id.
     DocumentsOutliveGrant,
+    /// A sync stores what it fetched without reading the connection again: a disconnect or
+    /// revoke that commits while the sync reads the provider (its revocation not delivered yet,
+    /// so the token still works) is followed by the old grant's documents, answered 200.
+    DocumentsStoredUnchecked,
 }
 
 impl Flaw {
     /// Every flaw, in a stable order.
-    pub const ALL: [Flaw; 34] = [
+    pub const ALL: [Flaw; 35] = [
         Flaw::MemoryStateStore,
         Flaw::NoCallbackTenantCheck,
         Flaw::NoCallbackUserCheck,
@@ -161,6 +165,7 @@ impl Flaw {
         Flaw::SettlementSentAgain,
         Flaw::AdoptionForgetsEnd,
         Flaw::DocumentsOutliveGrant,
+        Flaw::DocumentsStoredUnchecked,
     ];
 
     /// The flaw's switch name, such as `split-lock-namespace`.
@@ -200,6 +205,7 @@ impl Flaw {
             Flaw::SettlementSentAgain => "settlement-sent-again",
             Flaw::AdoptionForgetsEnd => "adoption-forgets-end",
             Flaw::DocumentsOutliveGrant => "documents-outlive-grant",
+            Flaw::DocumentsStoredUnchecked => "documents-stored-unchecked",
         }
     }
 

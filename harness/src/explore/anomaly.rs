@@ -12,6 +12,10 @@
 //! - *Activation only of a connected workspace*: when an activation commits a new row, the
 //!   committed connection status at that moment is CONNECTED.
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
+//! - *Documents under live grants*: after a schedule with a sync, no document of the workspace is
+//!   held under a connection that is not CONNECTED (what a sync fetched, stored after the grant
+//!   ended). The answers alone cannot show it: a sync that stored after a disconnect answered as
+//!   the serial order "sync, then disconnect" does.
 //! - *Under a fault* (an operation whose row does one, such as `db_cut`): an operation may instead
 //!   be interrupted, each fault excusing only what it can cause — a documented 503
 //!   ([`UNAVAILABLE_CODES`]) when the database is cut, no answer when its replica goes down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` (or, for a
@@ -65,6 +69,9 @@ pub enum Anomaly {
     /// A request that takes the workspace lock (and the connection row's under it) answered 2xx
     /// while a probe held that lock: it took no lock, or another one.
     LockBypassed,
+    /// A document held under a connection that is not CONNECTED: stored after the grant it was
+    /// fetched under ended, or kept past it.
+    DocumentsOrphaned,
 }
 
 /// What an operation a database cut interrupted may answer (both 503, both documented).
@@ -87,6 +94,7 @@ impl Anomaly {
             Anomaly::GrantOrphaned => "grant_orphaned",
             Anomaly::StoredGrantDead => "stored_grant_dead",
             Anomaly::LockBypassed => "lock_bypassed",
+            Anomaly::DocumentsOrphaned => "documents_orphaned",
         }
     }
 }
@@ -401,6 +409,9 @@ pub fn check(
     }
     if let Some(d) = &run.stored_grant_dead {
         add(Anomaly::StoredGrantDead, d.clone());
+    }
+    if let Some(d) = &run.documents_orphaned {
+        add(Anomaly::DocumentsOrphaned, d.clone());
     }
     findings
 }

@@ -222,6 +222,10 @@ pub fn oracles_off(target: &dyn Target, lock_probes: bool) -> Vec<String> {
         off.push("token_not_bound, stored_grant_dead: the target's stored tokens are not in the reference's schema and format".to_owned());
     }
     if !reference {
+        off.push(
+            "documents_orphaned: the target's documents are not in the reference's schema"
+                .to_owned(),
+        );
         off.push("the outbox drain after a fault: the target keeps no revocation outbox Harbor can read (a grant is judged by the provider's counters alone)".to_owned());
     }
     if lock_probes {

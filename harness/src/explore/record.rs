@@ -100,6 +100,9 @@ pub struct ScheduleRun {
     /// A CONNECTED connection of the workspace whose grant the provider no longer honours.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_grant_dead: Option<String>,
+    /// Documents of the workspace held under a connection that is not CONNECTED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents_orphaned: Option<String>,
     /// A request launched while the lock probe held the workspace lock that answered 2xx before
     /// the probe let go — it did not take the lock (the request's index, the probe's).
     #[serde(skip_serializing_if = "Option::is_none")]

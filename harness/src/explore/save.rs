@@ -392,6 +392,14 @@ pub fn scenario(
             grants_accounted: Some(true),
             ..Assertion::default()
         }),
+        Anomaly::DocumentsOrphaned => Some(Assertion {
+            sql: Some(format!(
+                "{} AND d.workspace_id = '{{workspace:w}}'",
+                crate::oracles::ORPHANED_DOCUMENTS
+            )),
+            equals: Some(0.into()),
+            ..Assertion::default()
+        }),
         _ => None,
     };
     // After a fault, as the engine does (`Engine::drain_outbox`): the clock past the lease an

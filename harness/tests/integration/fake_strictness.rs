@@ -85,6 +85,22 @@ impl Direct {
         fake_provider::consent(&self.http, &self.authorize_url(p, change)).await
     }
 
+    /// Where the authorization endpoint sends the user for the authorization URL with `change`
+    /// (the redirect's `Location`, error or code).
+    async fn redirect(&self, p: Provider, change: &[(&str, Option<&str>)]) -> url::Url {
+        let answer = self
+            .http
+            .get(self.authorize_url(p, change))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302, "{p}: {change:?}");
+        let location = answer.headers()[reqwest::header::LOCATION]
+            .to_str()
+            .unwrap();
+        url::Url::parse(location).unwrap()
+    }
+
     /// A code from a consent to Harbor's own authorization URL.
     async fn code(&self, p: Provider) -> SecretString {
         let consent = self
@@ -619,4 +635,111 @@ async fn a_revocation_is_taken_only_from_harbors_client_in_the_provider_s_form()
         !d.fake.is_live(refresh.expose_secret()),
         "slack: the grant ended"
     );
+}
+
+/// An error redirect carries `iss` where the provider sends it on success (Google, RFC 9207 §2)
+/// and nowhere else; Slack's scopes are comma-separated, so a space inside the list is a scope
+/// Slack does not know (`invalid_scope`).
+#[tokio::test]
+async fn an_error_redirect_names_its_issuer_where_the_provider_does_and_slack_reads_commas() {
+    let d = Direct::start().await;
+    for p in Provider::ALL {
+        let location = d.redirect(p, &[("response_type", Some("token"))]).await;
+        let pairs: std::collections::HashMap<String, String> =
+            location.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs.get("error").map(String::as_str),
+            Some("unsupported_response_type"),
+            "{p}: {location}"
+        );
+        assert_eq!(pairs.get("state").map(String::as_str), Some("s"), "{p}");
+        let expected = (p == Provider::Gmail).then(|| d.config(p).issuer.clone());
+        assert_eq!(pairs.get("iss"), expected.as_ref(), "{p}: {location}");
+    }
+    let refused = d
+        .redirect(
+            Provider::Slack,
+            &[("scope", Some("channels:read groups:read"))],
+        )
+        .await;
+    assert!(
+        refused
+            .query_pairs()
+            .any(|(k, v)| k == "error" && v == "invalid_scope"),
+        "slack, scopes separated by a space: {refused}"
+    );
+    let given = d
+        .redirect(
+            Provider::Slack,
+            &[("scope", Some("channels:read,groups:read"))],
+        )
+        .await;
+    assert!(
+        given.query_pairs().any(|(k, _)| k == "code"),
+        "slack, scopes separated by a comma: {given}"
+    );
+}
+
+/// Each listing's paging refuses a page the provider did not issue, in its own words: Google's
+/// `pageToken` (400 `INVALID_ARGUMENT`), Slack's `cursor` (200 `invalid_cursor`), and Box's
+/// offset past 9,999 (400 `bad_request`) — beside the first page, which each serves.
+#[tokio::test]
+async fn a_listing_refuses_a_page_it_did_not_issue() {
+    let d = Direct::start().await;
+    let cases = [
+        (
+            Provider::Gmail,
+            "gmail/v1/users/me/threads",
+            "pageToken",
+            "bm90LWEtcGFnZQ",
+        ),
+        (
+            Provider::Slack,
+            "conversations.list",
+            "cursor",
+            "not-a-cursor",
+        ),
+        (Provider::Box, "2.0/folders/0/items", "offset", "10000"),
+    ];
+    for (p, path, name, bad) in cases {
+        let tokens = d.exchange(p, &d.code(p).await).await.unwrap();
+        let url = format!("{}/{path}", d.config(p).resource_url);
+        let read = |query: Vec<(&'static str, &'static str)>| {
+            let request = d
+                .http
+                .get(&url)
+                .bearer_auth(tokens.access_token.expose_secret())
+                .query(&query);
+            async move {
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                (status, answer.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let (status, first) = read(vec![]).await;
+        assert_eq!(status, 200, "{p}: the first page: {first}");
+        assert_ne!(first["ok"], false, "{p}: the first page: {first}");
+        let (status, refused) = read(vec![(name, bad)]).await;
+        let refused_as_documented = match p {
+            Provider::Gmail => status == 400 && refused["error"]["status"] == "INVALID_ARGUMENT",
+            Provider::Slack => status == 200 && refused["error"] == "invalid_cursor",
+            _ => status == 400 && refused["code"] == "bad_request",
+        };
+        assert!(
+            refused_as_documented,
+            "{p}: {name}={bad}: {status} {refused}"
+        );
+    }
+    // Box's largest offset is still taken.
+    let p = Provider::Box;
+    let tokens = d.exchange(p, &d.code(p).await).await.unwrap();
+    let answer = d
+        .http
+        .get(format!("{}/2.0/folders/0/items", d.config(p).resource_url))
+        .bearer_auth(tokens.access_token.expose_secret())
+        .query(&[("offset", "9999")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "box: offset 9999");
 }

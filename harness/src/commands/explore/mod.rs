@@ -21,8 +21,9 @@ use summary::{print_summary, yes_no};
 
 /// The seeded flaws that concern ordering, what a fault interrupts (`db_cut`, `replica_crash`,
 /// `lost_commit_reply`), a grant left live that no row holds (`grant_orphaned`), or a stored grant
-/// given back or a rotated one not adopted (`stored_grant_dead`), or a graceful stop that cuts
-/// what it had (`not_serializable` on `replica_stop`): exploration alone must catch each.
+/// given back or a rotated one not adopted (`stored_grant_dead`), a graceful stop that cuts
+/// what it had (`not_serializable` on `replica_stop`), or documents stored after their grant
+/// ended (`documents_orphaned`): exploration alone must catch each.
 pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::SplitLockNamespace,
     Flaw::NoRowLock,
@@ -36,6 +37,7 @@ pub const ORDERING_FLAWS: &[Flaw] = &[
     Flaw::RevokeOnAnyCommitError,
     Flaw::RevokeUnstoredRotation,
     Flaw::ShutdownWithoutWaiting,
+    Flaw::DocumentsStoredUnchecked,
 ];
 
 /// The seeded flaws a lock probe alone must catch (`explore --lock-probes --kill-matrix`): a lock

@@ -295,6 +295,7 @@ fn a_fault_excuses_a_second_refresh_only_for_a_sync_it_interrupted() {
         lock_left: None,
         tokens_unbound: None,
         stored_grant_dead: None,
+        documents_orphaned: None,
         lock_bypassed: None,
         duration: Default::default(),
         setup: Default::default(),
@@ -330,5 +331,78 @@ fn a_fault_excuses_a_second_refresh_only_for_a_sync_it_interrupted() {
         anomalies(&first_cut).is_empty(),
         "{:?}",
         anomalies(&first_cut)
+    );
+}
+
+#[test]
+fn documents_stored_after_a_disconnect_are_seen_only_by_their_own_oracle() {
+    use harbor_service::lifecycle::ConnectionStatus::Disconnected;
+    // A sync that fetched, then stored after a raw disconnect committed, answered 200 and left
+    // the row DISCONNECTED: the serial order "sync, then disconnect" gives the same answers and
+    // end state, so only the documents' read can tell.
+    let ops = [Operation::Sync, Operation::RawDisconnect];
+    let serial = serial_outcomes(&ops, Start::Connected);
+    let body = serde_json::json!({ "refreshed": false, "documents_synced": 2 });
+    let synced = super::super::record::Finished {
+        status: 200,
+        code: None,
+        summary: "200".into(),
+        answer: Some(crate::client::Answer {
+            method: reqwest::Method::POST,
+            path: "/".into(),
+            status: reqwest::StatusCode::OK,
+            raw: body.to_string(),
+            body,
+            code: None,
+            authorization_url: None,
+            request_id: None,
+            retry_after: None,
+            content_type: None,
+            server_timing: None,
+        }),
+    };
+    let written = super::super::record::Finished {
+        status: 0,
+        code: None,
+        summary: "ok".into(),
+        answer: None,
+    };
+    let run = |orphaned: Option<String>| ScheduleRun {
+        decisions: Vec::new(),
+        observed: Vec::new(),
+        finished: vec![Some(synced.clone()), Some(written.clone())],
+        completion_order: vec![1, 0],
+        exclusion_broken: None,
+        status_at_activation_commit: Vec::new(),
+        stuck: None,
+        refused: None,
+        end: super::super::record::EndState {
+            status: Some(Disconnected),
+            ..Default::default()
+        },
+        lock_left: None,
+        tokens_unbound: None,
+        stored_grant_dead: None,
+        documents_orphaned: orphaned,
+        lock_bypassed: None,
+        duration: Default::default(),
+        setup: Default::default(),
+        checks: Default::default(),
+        spent: Default::default(),
+    };
+    let anomalies = |r: &ScheduleRun| -> Vec<Anomaly> {
+        check(&ops, Start::Connected, r, &serial)
+            .into_iter()
+            .map(|f| f.anomaly)
+            .collect()
+    };
+    assert!(
+        anomalies(&run(None)).is_empty(),
+        "{:?}",
+        anomalies(&run(None))
+    );
+    assert_eq!(
+        anomalies(&run(Some("2 document(s) kept".into()))),
+        [Anomaly::DocumentsOrphaned]
     );
 }

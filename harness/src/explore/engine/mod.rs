@@ -335,6 +335,7 @@ impl<'a> Engine<'a> {
             lock_left: None,
             tokens_unbound: None,
             stored_grant_dead: None,
+            documents_orphaned: None,
             lock_bypassed: None,
             duration: Duration::ZERO,
             setup,
@@ -437,6 +438,14 @@ impl<'a> Engine<'a> {
         if let Some(ring) = tokens {
             run.stored_grant_dead =
                 crate::oracles::stored_grants_live(self.db()?, ring, self.provider()?, t.workspace)
+                    .await
+                    .err();
+        }
+        // Only a sync stores documents, and the table is the reference's: one read, where a
+        // schedule could have left one.
+        if ops.iter().any(|o| o.is_sync()) && self.offers(Capability::ReferenceSchema) {
+            run.documents_orphaned =
+                crate::oracles::documents_under_live_grants(self.db()?, Some(t.workspace))
                     .await
                     .err();
         }

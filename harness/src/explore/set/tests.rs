@@ -81,6 +81,7 @@ fn simulated_run(scheduler: &mut dyn crate::schedule::Scheduler, n: usize) -> Sc
         lock_left: None,
         tokens_unbound: None,
         stored_grant_dead: None,
+        documents_orphaned: None,
         lock_bypassed: None,
         duration: Duration::ZERO,
         setup: Duration::ZERO,
