@@ -122,9 +122,11 @@ pub enum Flaw {
     /// disabled, as before it): a disconnect or revoke leaves the documents readable to every
     /// member, and a reconnect to another account writes over the first one's by id.
     DocumentsOutliveGrant,
-    /// A sync stores what it fetched without reading the connection again: a disconnect or
+    /// A sync stores what it fetched whatever the connection's row says now (the store's
+    /// condition on its status and grant dropped, and its answer not checked): a disconnect or
     /// revoke that commits while the sync reads the provider (its revocation not delivered yet,
-    /// so the token still works) is followed by the old grant's documents, answered 200.
+    /// so the token still works) is followed by the old grant's documents, answered 200 — and
+    /// after a reconnect, the old account's documents are stored as the new grant's.
     DocumentsStoredUnchecked,
 }
 
