@@ -361,9 +361,9 @@ pub async fn connected_have_tokens(db: &PgPool) -> Result<String, String> {
 }
 
 /// No document outlives the grant it was fetched under: every stored document's connection is
-/// `CONNECTED` (a disconnect, a revoke or a refused refresh takes the provider's documents in
-/// its own transaction); over the whole database, or (`workspace`) over one workspace. `Err`
-/// counts the documents held under a connection that is not.
+/// `CONNECTED` and holds the grant the document names (a disconnect, a revoke, a refused refresh
+/// or a new grant takes the provider's documents in its own transaction); over the whole
+/// database, or (`workspace`) over one workspace. `Err` counts the documents held otherwise.
 pub async fn documents_under_live_grants(
     db: &PgPool,
     workspace: Option<WorkspaceId>,
@@ -377,19 +377,20 @@ pub async fn documents_under_live_grants(
     .map_err(|e| format!("reading the documents: {e}"))?;
     if orphaned > 0 {
         Err(format!(
-            "{orphaned} document(s) kept after the grant they were fetched under ended"
+            "{orphaned} document(s) kept after the grant they were fetched under ended, or held as another grant's"
         ))
     } else {
-        Ok("every document belongs to a CONNECTED connection".into())
+        Ok("every document belongs to its CONNECTED connection's grant".into())
     }
 }
 
 /// The query of [`documents_under_live_grants`] over the whole database: how many documents are
-/// held under a connection that is not `CONNECTED` (on the reference's schema). Saved
+/// held under a connection that is not `CONNECTED`, or as a grant it does not hold (on the
+/// reference's schema). Saved
 /// reproductions assert it as it is.
 pub const ORPHANED_DOCUMENTS: &str = "SELECT count(*) FROM documents d LEFT JOIN connections c \
      ON c.workspace_id = d.workspace_id AND c.provider = d.provider \
-     WHERE c.status IS DISTINCT FROM 'CONNECTED'";
+     WHERE (c.status IS DISTINCT FROM 'CONNECTED' OR d.grant_id IS DISTINCT FROM c.grant_id)";
 
 /// Where a leak search looks, besides the responses: everything an attacker with a backup, the
 /// cache or the log stream would see.

@@ -229,30 +229,29 @@ pub async fn sync(
     }))
 }
 
-/// A sync's documents, stored only while the connection still holds the grant they were fetched
-/// under (`$4`), in the order given; answers the row's status and grant as they are now.
+/// A sync's documents, stored with the grant they were fetched under (`$4`) and only while the
+/// connection still holds it, in the order given; answers the row's status and grant as they are
+/// now.
 const STORE: &str = "WITH current AS (SELECT status, grant_id FROM connections \
        WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
-     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) \
-       SELECT $3, $1, $2, d.external_id, d.title \
+     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title, grant_id) \
+       SELECT $3, $1, $2, d.external_id, d.title, $4 \
        FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
        WHERE current.status = 'CONNECTED' AND current.grant_id IS NOT DISTINCT FROM $4 \
        ORDER BY d.n \
        ON CONFLICT (workspace_id, provider, external_id) \
-       DO UPDATE SET title = EXCLUDED.title, fetched_at = now()) \
+       DO UPDATE SET title = EXCLUDED.title, grant_id = EXCLUDED.grant_id, fetched_at = now()) \
      SELECT status, grant_id FROM current";
 
-/// Seeded flaw `documents-stored-unchecked`: [`STORE`] without its condition on the row (`$4`
-/// still typed, so the two texts bind the same parameters).
+/// Seeded flaw `documents-stored-unchecked`: [`STORE`] without its condition on the row.
 const STORE_UNCHECKED: &str = "WITH current AS (SELECT status, grant_id FROM connections \
        WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
-     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title) \
-       SELECT $3, $1, $2, d.external_id, d.title \
+     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title, grant_id) \
+       SELECT $3, $1, $2, d.external_id, d.title, $4 \
        FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
-       WHERE $4::uuid IS NULL OR TRUE \
        ORDER BY d.n \
        ON CONFLICT (workspace_id, provider, external_id) \
-       DO UPDATE SET title = EXCLUDED.title, fetched_at = now()) \
+       DO UPDATE SET title = EXCLUDED.title, grant_id = EXCLUDED.grant_id, fetched_at = now()) \
      SELECT status, grant_id FROM current";
 
 /// Under the workspace lock and the row lock: re-read the connection, refresh if the access
