@@ -5,14 +5,13 @@
 -- The sync's store writes the grant it read with (the row must still hold it, or nothing is
 -- stored), and an upsert of a document another read of the same grant stored takes it again.
 --
--- Rows from before this migration name no grant, and which grant fetched them cannot be
--- recovered. Since 0024 a connection's documents are all its current grant's, so each row under a
--- CONNECTED connection is given that grant. (The exception 0024 names stays one: documents an
--- older grant fetched before a reconnect that came before 0024. They end with the current grant.)
+-- NULL: a document that names no grant — stored before this migration, or by a replica of the
+-- release before it during a rolling deploy, or under a connection sealed before grants had ids
+-- (0003), whose first refresh gives it one without ending its grant. Which grant fetched it is
+-- not known, so the documents' check holds it to its connection's status alone. 0026 names the
+-- grant of the rows it can.
+--
+-- Adding a column with no default changes only the catalogue; the backfill is a migration of its
+-- own (sqlx runs each in one transaction), so this one holds its exclusive lock on `documents`
+-- for an instant, not for the rewrite of every row.
 ALTER TABLE documents ADD COLUMN grant_id uuid;
-
-UPDATE documents d
-   SET grant_id = c.grant_id
-  FROM connections c
- WHERE c.workspace_id = d.workspace_id AND c.provider = d.provider
-   AND c.status = 'CONNECTED';

@@ -126,7 +126,7 @@ pub enum Flaw {
     /// condition on its status and grant dropped, and its answer not checked): a disconnect or
     /// revoke that commits while the sync reads the provider (its revocation not delivered yet,
     /// so the token still works) is followed by the old grant's documents, answered 200 — and
-    /// after a reconnect, the old account's documents are listed beside the new grant's.
+    /// after a reconnect, the old account's documents are stored over the new grant's.
     DocumentsStoredUnchecked,
 }
 
