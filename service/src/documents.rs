@@ -243,7 +243,10 @@ const STORE: &str = "WITH current AS (SELECT status, grant_id FROM connections \
        DO UPDATE SET title = EXCLUDED.title, grant_id = EXCLUDED.grant_id, fetched_at = now()) \
      SELECT status, grant_id FROM current";
 
-/// Seeded flaw `documents-stored-unchecked`: [`STORE`] without its condition on the row.
+/// Seeded flaw `documents-stored-unchecked`: [`STORE`] without its condition on the row. A text of
+/// its own, not a flag bound into [`STORE`]: a condition a parameter could fold away would have
+/// the planner plan the correct statement again at every sync (`benches/README.md`, "A statement
+/// that plans every time").
 const STORE_UNCHECKED: &str = "WITH current AS (SELECT status, grant_id FROM connections \
        WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
      stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title, grant_id) \

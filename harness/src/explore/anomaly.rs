@@ -14,8 +14,8 @@
 //! - At most one activation row; no lock left held; tokens bound to their rows; no 5xx; no hang.
 //! - *Documents under live grants*: after a schedule with a sync, no document of the workspace
 //!   is held under a connection that is not CONNECTED, or as a grant it does not hold (what a
-//!   sync fetched, stored after the grant ended). The answers alone cannot show it: a sync that stored after a disconnect answered as
-//!   the serial order "sync, then disconnect" does.
+//!   sync fetched, stored after the grant ended). The answers alone cannot show it: a sync that
+//!   stored after a disconnect answered as the serial order "sync, then disconnect" does.
 //! - *Under a fault* (an operation whose row does one, such as `db_cut`): an operation may instead
 //!   be interrupted, each fault excusing only what it can cause — a documented 503
 //!   ([`UNAVAILABLE_CODES`]) when the database is cut, no answer when its replica goes down, a documented 502 `PROVIDER_ERROR` when the provider does, 503 `UNAVAILABLE` (or, for a

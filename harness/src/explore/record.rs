@@ -69,8 +69,9 @@ impl EndState {
     }
 }
 
-/// One executed schedule.
-#[derive(Clone, Debug, serde::Serialize)]
+/// One executed schedule. Its default is a run nothing has happened in yet (no decision, no
+/// answer, no finding).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ScheduleRun {
     /// The decisions, in order (the schedule, as data).
     pub decisions: Vec<Decision>,
@@ -100,7 +101,8 @@ pub struct ScheduleRun {
     /// A CONNECTED connection of the workspace whose grant the provider no longer honours.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_grant_dead: Option<String>,
-    /// Documents of the workspace held under a connection that is not CONNECTED.
+    /// Documents of the workspace held under a connection that is not CONNECTED, or as a grant
+    /// it does not hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub documents_orphaned: Option<String>,
     /// A request launched while the lock probe held the workspace lock that answered 2xx before
@@ -113,7 +115,7 @@ pub struct ScheduleRun {
     /// Of which making the starting state (fixtures and the OAuth flow).
     #[serde(skip)]
     pub setup: Duration,
-    /// Of which the end checks (end state, lock tables, token binding).
+    /// Of which the end checks (end state, lock tables, token binding, documents).
     #[serde(skip)]
     pub checks: Duration,
     /// Where the rest went, phase by phase.

@@ -1,6 +1,41 @@
 //! The oracles' serial outcomes and interruption rules, on the model alone.
 
+use super::super::record::{EndState, Finished};
 use super::*;
+
+/// An operation that answered `status` with `body` (and its error `code`), as the engine records
+/// it.
+fn answered(status: u16, body: serde_json::Value, code: Option<&str>) -> Option<Finished> {
+    let answer = crate::client::Answer {
+        method: reqwest::Method::POST,
+        path: "/".into(),
+        status: reqwest::StatusCode::from_u16(status).unwrap(),
+        raw: body.to_string(),
+        body,
+        code: code.map(str::to_owned),
+        authorization_url: None,
+        request_id: None,
+        retry_after: None,
+        content_type: None,
+        server_timing: None,
+    };
+    Some(Finished {
+        status,
+        code: code.map(str::to_owned),
+        summary: format!("{status}"),
+        answer: Some(answer),
+    })
+}
+
+/// An operation that is not a request (a raw writer, a fault), finished.
+fn done_without_answer() -> Option<Finished> {
+    Some(Finished {
+        status: 0,
+        code: None,
+        summary: "ok".into(),
+        answer: None,
+    })
+}
 
 #[test]
 fn serial_orders_of_activation_and_callback_from_pending() {
@@ -245,62 +280,20 @@ fn a_fault_excuses_a_second_refresh_only_for_a_sync_it_interrupted() {
     // request this run did not interrupt was interrupted.
     let ops = [Operation::Sync, Operation::Sync, Operation::DbCut];
     let serial = serial_outcomes(&ops, Start::Stale);
-    let answered = |status: u16, body: serde_json::Value, code: Option<&str>| {
-        let answer = crate::client::Answer {
-            method: reqwest::Method::POST,
-            path: "/".into(),
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            raw: body.to_string(),
-            body,
-            code: code.map(str::to_owned),
-            authorization_url: None,
-            request_id: None,
-            retry_after: None,
-            content_type: None,
-            server_timing: None,
-        };
-        Some(super::super::record::Finished {
-            status,
-            code: code.map(str::to_owned),
-            summary: format!("{status}"),
-            answer: Some(answer),
-        })
-    };
-    let run = |first: Option<super::super::record::Finished>, refreshes: u64| ScheduleRun {
-        decisions: Vec::new(),
-        observed: Vec::new(),
+    let run = |first: Option<Finished>, refreshes: u64| ScheduleRun {
         finished: vec![
             first,
             answered(200, serde_json::json!({ "refreshed": true }), None),
-            Some(super::super::record::Finished {
-                status: 0,
-                code: None,
-                summary: "ok".into(),
-                answer: None,
-            }),
+            done_without_answer(),
         ],
         // The cut first: what finished after it may have been interrupted by it.
         completion_order: vec![2, 0, 1],
-        exclusion_broken: None,
-        status_at_activation_commit: Vec::new(),
-        stuck: None,
-        refused: None,
-        end: super::super::record::EndState {
+        end: EndState {
             status: Some(Connected),
-            activations: 0,
-            exchanges: 0,
             refreshes,
-            revocations: 0,
+            ..EndState::default()
         },
-        lock_left: None,
-        tokens_unbound: None,
-        stored_grant_dead: None,
-        documents_orphaned: None,
-        lock_bypassed: None,
-        duration: Default::default(),
-        setup: Default::default(),
-        checks: Default::default(),
-        spent: Default::default(),
+        ..ScheduleRun::default()
     };
     let anomalies = |r: &ScheduleRun| -> Vec<Anomaly> {
         check(&ops, Start::Stale, r, &serial)
@@ -342,53 +335,16 @@ fn documents_stored_after_a_disconnect_are_seen_only_by_their_own_oracle() {
     // end state, so only the documents' read can tell.
     let ops = [Operation::Sync, Operation::RawDisconnect];
     let serial = serial_outcomes(&ops, Start::Connected);
-    let body = serde_json::json!({ "refreshed": false, "documents_synced": 2 });
-    let synced = super::super::record::Finished {
-        status: 200,
-        code: None,
-        summary: "200".into(),
-        answer: Some(crate::client::Answer {
-            method: reqwest::Method::POST,
-            path: "/".into(),
-            status: reqwest::StatusCode::OK,
-            raw: body.to_string(),
-            body,
-            code: None,
-            authorization_url: None,
-            request_id: None,
-            retry_after: None,
-            content_type: None,
-            server_timing: None,
-        }),
-    };
-    let written = super::super::record::Finished {
-        status: 0,
-        code: None,
-        summary: "ok".into(),
-        answer: None,
-    };
+    let synced = serde_json::json!({ "refreshed": false, "documents_synced": 2 });
     let run = |orphaned: Option<String>| ScheduleRun {
-        decisions: Vec::new(),
-        observed: Vec::new(),
-        finished: vec![Some(synced.clone()), Some(written.clone())],
+        finished: vec![answered(200, synced.clone(), None), done_without_answer()],
         completion_order: vec![1, 0],
-        exclusion_broken: None,
-        status_at_activation_commit: Vec::new(),
-        stuck: None,
-        refused: None,
-        end: super::super::record::EndState {
+        end: EndState {
             status: Some(Disconnected),
-            ..Default::default()
+            ..EndState::default()
         },
-        lock_left: None,
-        tokens_unbound: None,
-        stored_grant_dead: None,
         documents_orphaned: orphaned,
-        lock_bypassed: None,
-        duration: Default::default(),
-        setup: Default::default(),
-        checks: Default::default(),
-        spent: Default::default(),
+        ..ScheduleRun::default()
     };
     let anomalies = |r: &ScheduleRun| -> Vec<Anomaly> {
         check(&ops, Start::Connected, r, &serial)

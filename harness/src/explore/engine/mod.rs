@@ -323,27 +323,13 @@ impl<'a> Engine<'a> {
             })
             .collect();
         let mut run = ScheduleRun {
-            decisions: Vec::new(),
-            observed: Vec::new(),
             finished: vec![None; ops.len()],
-            completion_order: Vec::new(),
-            exclusion_broken: None,
-            status_at_activation_commit: Vec::new(),
-            stuck: None,
-            refused: None,
-            end: EndState::default(),
-            lock_left: None,
-            tokens_unbound: None,
-            stored_grant_dead: None,
-            documents_orphaned: None,
-            lock_bypassed: None,
-            duration: Duration::ZERO,
             setup,
-            checks: Duration::ZERO,
             spent: Spent {
                 start: start_took,
                 ..Spent::default()
             },
+            ..ScheduleRun::default()
         };
         let outcome = self
             .drive(&t, consent.as_ref(), &mut actors, &mut run, scheduler)

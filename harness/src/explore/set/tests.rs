@@ -70,23 +70,8 @@ fn simulated_run(scheduler: &mut dyn crate::schedule::Scheduler, n: usize) -> Sc
     }
     ScheduleRun {
         decisions,
-        observed: Vec::new(),
         finished: vec![None; n],
-        completion_order: Vec::new(),
-        exclusion_broken: None,
-        status_at_activation_commit: Vec::new(),
-        stuck: None,
-        refused: None,
-        end: Default::default(),
-        lock_left: None,
-        tokens_unbound: None,
-        stored_grant_dead: None,
-        documents_orphaned: None,
-        lock_bypassed: None,
-        duration: Duration::ZERO,
-        setup: Duration::ZERO,
-        checks: Duration::ZERO,
-        spent: Spent::default(),
+        ..ScheduleRun::default()
     }
 }
 
