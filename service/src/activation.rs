@@ -1,8 +1,9 @@
 //! `POST /v1/workspaces/{workspace_id}/activation`: activates a workspace once it is entitled and
 //! its QuickBooks Online connection is `CONNECTED`.
 //!
-//! One transaction: workspace advisory lock and, in the same round trip, already activated? (then `already_completed`, whatever
-//! the connection's status is now) → entitlement → QBO connection status `FOR UPDATE` →
+//! One transaction: the caller's membership, the workspace advisory lock and, in the same round
+//! trip, already activated? (then `already_completed`, whatever the connection's status is now)
+//! → entitlement → QBO connection status `FOR UPDATE` →
 //! `INSERT … ON CONFLICT (workspace_id) DO NOTHING RETURNING` → commit. Every query is scoped by
 //! `workspace_id`. On any failure the transaction is rolled back, and the rollback has completed,
 //! before the error response is written ([`crate::db::finish`]).
@@ -22,7 +23,7 @@ use crate::domain::Provider;
 use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus};
-use crate::locks;
+use crate::locks::{ActivationReads, WorkspaceLock};
 use crate::request_tx::WorkspaceRequest;
 use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
@@ -56,9 +57,10 @@ pub async fn activate(
     request: WorkspaceRequest,
 ) -> Result<(HeaderMap, Json<ActivationResponse>), ApiError> {
     let ctx = &request.ctx;
-    let (mut tx, member) = request.begin().await?;
+    // The entry, the lock and the two reads in one statement.
+    let (mut tx, member, lock, reads) = request.begin_for_activation().await?;
     let hooks = state.sync_points.as_ref();
-    let error = match activate_in(&mut tx, &state, ctx, &member).await {
+    let error = match activate_in(&mut tx, &state, ctx, &member, (lock, reads)).await {
         Err(error) if flaws::active(Flaw::EarlyLockRelease) => error,
         Err(error) => {
             // The error path, still inside the transaction and the lock: the harness checks here
@@ -104,11 +106,10 @@ async fn activate_in(
     state: &AppState,
     ctx: &RequestContext,
     member: &WorkspaceMember,
+    (lock, reads): (WorkspaceLock, ActivationReads),
 ) -> Result<(ActivationResponse, std::time::Instant), ApiError> {
     let hooks = state.sync_points.as_ref();
     let workspace_id = member.workspace_id;
-    // The lock and the two reads in one round trip: the critical section is one round trip shorter.
-    let (lock, reads) = locks::lock_workspace_for_activation(tx, workspace_id).await?;
     SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_LOCKED).await?;
 
     // A retry of a call that succeeded (its response lost) must learn that it succeeded, even if

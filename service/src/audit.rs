@@ -33,7 +33,7 @@ pub struct AuditEvent<'a> {
 }
 
 /// How many values an event binds ([`bind_event!`]).
-const VALUES: usize = 7;
+pub(crate) const VALUES: usize = 7;
 
 /// `INSERT INTO audit_events` of one row whose values are the statement's parameters from
 /// `$first` on, bound by [`bind_event!`]; one row for each row of `source` when it is given.

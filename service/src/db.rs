@@ -80,11 +80,12 @@ pub enum RowSecurityError {
 /// owns nothing, so row-level security applies to every query the service makes — and, since it
 /// is its own login rather than a `SET ROLE` from the owner, `RESET ROLE` cannot widen it.
 ///
-/// Its idle connections are handed out untested: [`begin`] and the reads made outside a
-/// transaction go through [`retry_lost`], and a statement run alone that may wait for a lock or
-/// must not be repeated takes a [`live_connection`]. (The outbox worker's adoption begins
-/// through it too; its statements, which wait for the workspace lock, are not repeated: on a
-/// dead connection one fails once, and its intent waits for its lease.)
+/// Its idle connections are handed out untested: [`begin`], the reads made outside a
+/// transaction and the statements run alone (each one that may be repeated: a read, a
+/// settlement that writes its audit row only when it found its intent) go through
+/// [`retry_lost`]. (The outbox worker's adoption begins through it too; its statements, which
+/// wait for the workspace lock, are not repeated: on a dead connection one fails once, and its
+/// intent waits for its lease.)
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     connect_sized(config, config.database_max_connections, false).await
 }
@@ -103,8 +104,9 @@ pub async fn connect_write_ahead(config: &Config) -> Result<PgPool, sqlx::Error>
     connect_sized(config, WRITE_AHEAD_CONNECTIONS, true).await
 }
 
-/// Runs `attempt` — a `BEGIN`, or one statement that may be repeated and waits for no lock — on a
-/// pooled connection, and again on another as long as the one it got turns out dead.
+/// Runs `attempt` — a `BEGIN`, or one statement that may be repeated and waits for no lock
+/// longer than the session's `lock_timeout` — on a pooled connection, and again on another as
+/// long as the one it got turns out dead.
 ///
 /// The request pool hands out its idle connections untested (`test_before_acquire(false)`): a
 /// test is a round trip before every transaction, about one in six of a request's
@@ -147,21 +149,6 @@ where
             other => return other,
         }
     }
-}
-
-/// A pooled connection known to be alive: taken from the pool and pinged (one round trip, no
-/// query), another taken as long as the one it got turns out dead ([`retry_lost`]). For a
-/// statement run alone that may wait for a lock, or must not be repeated once sent: the check is
-/// bounded as a `BEGIN` is, the statement after it is not cut short.
-pub async fn live_connection(
-    pool: &PgPool,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-    retry_lost(pool, || async {
-        let mut conn = pool.acquire().await?;
-        sqlx::Connection::ping(&mut *conn).await?;
-        Ok(conn)
-    })
-    .await
 }
 
 async fn connect_sized(

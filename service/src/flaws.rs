@@ -110,9 +110,10 @@ pub enum Flaw {
     /// that dies while the callback waits leaves a live grant that no row and no intent holds.
     CallbackWaitsUnwritten,
     /// A revoke's or disconnect's settlement (the intent settled and the provider's answer
-    /// audited, in one statement run on its own) is sent as a statement that may be repeated is:
-    /// on a pooled connection taken unchecked, and again on another when the first one dies under
-    /// it — when only the reply was lost, the answer is audited twice.
+    /// audited, in one statement run on its own) audits the answer whether or not it found its
+    /// intent, and is still sent again on another connection when the first one dies under it,
+    /// as a statement that may be repeated is — when only the reply was lost, the answer is
+    /// audited twice.
     SettlementSentAgain,
     /// A rotated refresh token adopted from the outbox is stored without the end its provider
     /// gave it (the write-ahead's copy of it ignored): the adopted grant's end is unknown, and an

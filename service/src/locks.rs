@@ -5,7 +5,8 @@
 //! workspace lock first, inside its transaction, and only then row-locks what it reads. A
 //! member's request that locks its workspace first thing takes it in the statement that enters
 //! the workspace (`WorkspaceRequest::begin_locked`, the key from [`LockFor::key`]); activation
-//! takes it in the call that also makes its two reads ([`lock_workspace_for_activation`]); the
+//! takes it in the call that also makes its two reads, made in the statement that enters the
+//! workspace (`WorkspaceRequest::begin_for_activation`); the
 //! callback's store takes it in the statement that holds the caller's membership
 //! (`auth::admin_membership_then_lock`); the outbox's workers and the rest take it on a statement
 //! of its own.
@@ -87,7 +88,7 @@ pub async fn lock_for_oauth(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockFor {
     /// [`lock_workspace`]'s: disconnect and revoke (activation takes the same key, with its reads,
-    /// in [`lock_workspace_for_activation`]).
+    /// in `harbor_lock_for_activation`).
     Workspace,
     /// [`lock_for_oauth`]'s: authorize, callback and refresh.
     OAuth,
@@ -176,7 +177,10 @@ pub struct ActivationReads {
 
 /// [`lock_workspace`] and the activation's two reads in one round trip
 /// (`harbor_lock_for_activation`, migration 0012): the reads run after the lock is granted, each
-/// with a snapshot of its own, so they see what the lock's previous holder committed.
+/// with a snapshot of its own, so they see what the lock's previous holder committed. On a
+/// statement of its own only for the seeded flaw `no-membership-check`, whose entry reads no
+/// membership; a member's activation calls it in its entry
+/// (`request_tx::ENTER_AND_LOCK_FOR_ACTIVATION`).
 pub async fn lock_workspace_for_activation(
     tx: &mut Tx,
     workspace_id: WorkspaceId,

@@ -30,7 +30,7 @@ use crate::context::RequestContext;
 use crate::db::{self, Tx};
 use crate::domain::{Role, TenantId, UserId, WorkspaceId};
 use crate::error::ApiError;
-use crate::locks::{LockFor, WorkspaceLock};
+use crate::locks::{self, ActivationReads, LockFor, WorkspaceLock};
 use crate::state::AppState;
 use crate::user_tenants::UserTenants;
 
@@ -45,6 +45,16 @@ pub const ENTER: &str = "SELECT tenant_id, role FROM harbor_enter_workspace($1, 
 pub const ENTER_AND_LOCK: &str = "SELECT e.tenant_id, e.role, \
     CASE WHEN e.role = ANY($6) THEN pg_advisory_xact_lock($4, $5)::text END IS NOT NULL \
     FROM harbor_enter_workspace($1, $2, $3) AS e";
+
+/// [`ENTER`] and then, for any member, the activation's lock and its two reads
+/// (`harbor_lock_for_activation`, migration 0012, on the key `$4`, `$5`): one round trip for what
+/// took two. The lock function is called in the projection, so it runs only for a row the entry
+/// returned (a caller who is not a member waits for no lock), and only once the entry has run to
+/// its end (PL/pgSQL, never inlined): the tag set and the membership held before the lock is
+/// asked for. Its reads run after the lock is granted, each with a snapshot of its own; its
+/// result is one composite column.
+pub const ENTER_AND_LOCK_FOR_ACTIVATION: &str = "SELECT e.tenant_id, e.role, \
+    harbor_lock_for_activation($4, $5, $1) FROM harbor_enter_workspace($1, $2, $3) AS e";
 
 /// [`ENTER`] and, in the same statement, the workspace's connection to the provider `$4`
 /// ([`crate::lifecycle::CONNECTION_COLUMNS`]), for a read that needs no transaction: run alone,
@@ -89,7 +99,7 @@ impl WorkspaceRequest {
     /// 0016 and 0017), so a removal that committed before answers 404 and one that comes later
     /// waits for this transaction. Finish it with [`crate::db::finish`].
     pub async fn begin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
-        let (tx, member, _) = self.begin_needing(false, None).await?;
+        let (tx, member, _) = self.begin_needing(false, Entry::Plain).await?;
         Ok((tx, member))
     }
 
@@ -97,7 +107,7 @@ impl WorkspaceRequest {
     /// on the membership the transaction holds: a demotion that committed while the request
     /// waited (for a pooled connection, a lock) is not ignored: 403 `FORBIDDEN`.
     pub async fn begin_as_admin(&self) -> Result<(Tx, WorkspaceMember), ApiError> {
-        let (tx, member, _) = self.begin_needing(true, None).await?;
+        let (tx, member, _) = self.begin_needing(true, Entry::Plain).await?;
         Ok((tx, member))
     }
 
@@ -111,10 +121,37 @@ impl WorkspaceRequest {
         admin: bool,
         lock: LockFor,
     ) -> Result<(Tx, WorkspaceMember, WorkspaceLock), ApiError> {
-        let (tx, member, taken) = self.begin_needing(admin, Some(lock)).await?;
-        match taken {
-            Some(taken) => Ok((tx, member, taken)),
-            None => {
+        let (tx, member, entered) = self.begin_needing(admin, Entry::Locked(lock)).await?;
+        match entered {
+            Entered::Lock(taken) => Ok((tx, member, taken)),
+            _ => {
+                let inconsistent = sqlx::Error::Protocol(
+                    "the entry into the workspace let the caller through without its lock".into(),
+                );
+                db::finish(tx, Err(ApiError::Database(inconsistent))).await
+            }
+        }
+    }
+
+    /// [`WorkspaceRequest::begin`] for an activation: any member's entry takes the workspace
+    /// lock and makes the activation's two reads under it in the same statement
+    /// ([`ENTER_AND_LOCK_FOR_ACTIVATION`]): one round trip fewer than the entry and the lock's
+    /// call one after the other, nothing of the critical section moved (it begins where the lock
+    /// is granted, as before).
+    pub async fn begin_for_activation(
+        &self,
+    ) -> Result<(Tx, WorkspaceMember, WorkspaceLock, ActivationReads), ApiError> {
+        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
+            let (mut tx, member) = self.begin().await?;
+            return match locks::lock_workspace_for_activation(&mut tx, self.workspace_id).await {
+                Ok((lock, reads)) => Ok((tx, member, lock, reads)),
+                Err(e) => db::finish(tx, Err(e.into())).await,
+            };
+        }
+        let (tx, member, entered) = self.begin_needing(false, Entry::Activation).await?;
+        match entered {
+            Entered::Activation(lock, reads) => Ok((tx, member, lock, reads)),
+            _ => {
                 let inconsistent = sqlx::Error::Protocol(
                     "the entry into the workspace let the caller through without its lock".into(),
                 );
@@ -149,19 +186,23 @@ impl WorkspaceRequest {
     ) -> Result<Option<(WorkspaceMember, crate::lifecycle::LockedConnection)>, ApiError> {
         use sqlx::Row;
         let tag = db::application_name(self.ctx.actor.as_ref());
-        // A live connection, checked as a transaction's `BEGIN` would check it (a dead one
-        // replaced); the statement, which may wait for the membership's key, is not cut short.
-        let mut conn = db::live_connection(&self.pool)
-            .await
-            .map_err(db::DbError::from)?;
-        let row = sqlx::query(&ENTER_AND_READ_CONNECTION)
-            .bind(self.workspace_id)
-            .bind(self.caller)
-            .bind(&tag)
-            .bind(provider.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db::DbError::from)?;
+        // Sent on an idle connection untested, and sent again on another if that one turns out
+        // dead ([`db::retry_lost`]), as a `BEGIN` is: a read repeats harmlessly, and the only
+        // wait it may meet, the membership's key while a change of it commits, ends at the
+        // session's `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`) before the attempt's
+        // bound (the pool's acquire timeout, 10 s by default; with the lock timeout off or set
+        // above it, the wait ends there, as 503 `DATABASE_UNAVAILABLE`). Testing the connection
+        // first cost every sync a round trip before it (db-cost: sync 8.1 → 7.1).
+        let row = db::retry_lost(&self.pool, || {
+            sqlx::query(&ENTER_AND_READ_CONNECTION)
+                .bind(self.workspace_id)
+                .bind(self.caller)
+                .bind(&tag)
+                .bind(provider.as_str())
+                .fetch_optional(&self.pool)
+        })
+        .await
+        .map_err(db::DbError::from)?;
         let Some(row) = row else { return Ok(None) };
         let tenant_id: TenantId = row.try_get(0).map_err(db::DbError::from)?;
         let role: String = row.try_get(1).map_err(db::DbError::from)?;
@@ -182,17 +223,19 @@ impl WorkspaceRequest {
     async fn begin_needing(
         &self,
         admin: bool,
-        lock: Option<LockFor>,
-    ) -> Result<(Tx, WorkspaceMember, Option<WorkspaceLock>), ApiError> {
+        entry: Entry,
+    ) -> Result<(Tx, WorkspaceMember, Entered), ApiError> {
         if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
             let member = self.any_workspace_member().await?;
             let mut tx = db::begin(&self.pool, self.ctx.actor.as_ref(), member.tenant_id).await?;
-            let taken = match lock {
-                Some(lock) => match lock.take(&mut tx, self.workspace_id).await {
-                    Ok(taken) => Some(taken),
+            let taken = match entry {
+                Entry::Locked(lock) => match lock.take(&mut tx, self.workspace_id).await {
+                    Ok(taken) => Entered::Lock(taken),
                     Err(e) => return db::finish(tx, Err(e.into())).await,
                 },
-                None => None,
+                // The flaw's activation takes its lock on a call of its own
+                // (`begin_for_activation`).
+                Entry::Plain | Entry::Activation => Entered::Nothing,
             };
             return Ok((tx, member, taken));
         }
@@ -204,14 +247,12 @@ impl WorkspaceRequest {
         let mut tx = db::retry_lost(&self.pool, || self.pool.begin())
             .await
             .map_err(db::DbError::from)?;
-        let entered = self.enter(&mut tx, admin, lock).await;
-        let mut taken = None;
+        let entered = self.enter(&mut tx, admin, entry).await;
+        let mut taken = Entered::Nothing;
         let member = match entered {
-            Ok(Some((tenant_id, role, locked))) => match Role::parse(&role) {
+            Ok(Some((tenant_id, role, entered))) => match Role::parse(&role) {
                 Ok(role) => {
-                    taken = lock
-                        .filter(|_| locked)
-                        .map(|lock| lock.taken_by_statement(self.workspace_id));
+                    taken = entered;
                     Ok(self.member(tenant_id, role))
                 }
                 Err(e) => Err(ApiError::stored(e)),
@@ -235,41 +276,76 @@ impl WorkspaceRequest {
     }
 
     /// The statement that enters the workspace: `harbor_enter_workspace` (the tag, the
-    /// membership held and read, the tenant), and with `lock` the workspace lock after it —
-    /// taken only when the caller's role lets the request through (every role, or with `admin`
-    /// those that may administer), and said so in the row's third column. The function runs to
+    /// membership held and read, the tenant), and with [`Entry::Locked`] the workspace lock after
+    /// it — taken only when the caller's role lets the request through (every role, or with
+    /// `admin` those that may administer), and said so in the row's third column; with
+    /// [`Entry::Activation`], the activation's lock and reads for any member. The function runs to
     /// completion before its rows are projected (PL/pgSQL, `SECURITY DEFINER`: never inlined),
     /// so the lock is asked for only once the tag is set and the membership held.
     async fn enter(
         &self,
         tx: &mut Tx,
         admin: bool,
-        lock: Option<LockFor>,
-    ) -> Result<Option<(TenantId, String, bool)>, sqlx::Error> {
+        entry: Entry,
+    ) -> Result<Option<(TenantId, String, Entered)>, sqlx::Error> {
         let tag = db::application_name(self.ctx.actor.as_ref());
         // Without a lock, the statement without its clause. One text for both, with a null key
         // and no role allowed, was planned again at every call before migration 0018 (activation,
         // alternated: 8 % fewer requests a second on one hot workspace); two texts leave each
         // plan to be what it looks like, whatever PostgreSQL's costing does.
-        let Some(lock) = lock else {
-            let entered: Option<(TenantId, String)> = sqlx::query_as(ENTER)
-                .bind(self.workspace_id)
-                .bind(self.caller)
-                .bind(tag)
-                .fetch_optional(&mut **tx)
-                .await?;
-            return Ok(entered.map(|(tenant, role)| (tenant, role, false)));
-        };
-        let key = lock.key(self.workspace_id);
-        sqlx::query_as(ENTER_AND_LOCK)
-            .bind(self.workspace_id)
-            .bind(self.caller)
-            .bind(tag)
-            .bind(key.classid)
-            .bind(key.objid)
-            .bind(Role::names_let_through(admin))
-            .fetch_optional(&mut **tx)
-            .await
+        let workspace_id = self.workspace_id;
+        match entry {
+            Entry::Plain => {
+                let entered: Option<(TenantId, String)> = sqlx::query_as(ENTER)
+                    .bind(workspace_id)
+                    .bind(self.caller)
+                    .bind(tag)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(entered.map(|(tenant, role)| (tenant, role, Entered::Nothing)))
+            }
+            Entry::Locked(lock) => {
+                let key = lock.key(workspace_id);
+                let entered: Option<(TenantId, String, bool)> = sqlx::query_as(ENTER_AND_LOCK)
+                    .bind(workspace_id)
+                    .bind(self.caller)
+                    .bind(tag)
+                    .bind(key.classid)
+                    .bind(key.objid)
+                    .bind(Role::names_let_through(admin))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(entered.map(|(tenant, role, locked)| {
+                    let taken = if locked {
+                        Entered::Lock(lock.taken_by_statement(workspace_id))
+                    } else {
+                        Entered::Nothing
+                    };
+                    (tenant, role, taken)
+                }))
+            }
+            Entry::Activation => {
+                let key = LockFor::Workspace.key(workspace_id);
+                type Reads = (Option<chrono::DateTime<chrono::Utc>>, Option<bool>);
+                let entered: Option<(TenantId, String, Reads)> =
+                    sqlx::query_as(ENTER_AND_LOCK_FOR_ACTIVATION)
+                        .bind(workspace_id)
+                        .bind(self.caller)
+                        .bind(tag)
+                        .bind(key.classid)
+                        .bind(key.objid)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                Ok(entered.map(|(tenant, role, (activated_at, entitled))| {
+                    let lock = LockFor::Workspace.taken_by_statement(workspace_id);
+                    let reads = ActivationReads {
+                        activated_at,
+                        entitled,
+                    };
+                    (tenant, role, Entered::Activation(lock, reads))
+                }))
+            }
+        }
     }
 
     /// Seeded flaw `no-membership-check`: the v1 "fail-open" posture of the audit's finding
@@ -293,6 +369,28 @@ impl WorkspaceRequest {
             role,
         }
     }
+}
+
+/// What a request's first statement takes besides the membership.
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    /// Nothing: [`ENTER`].
+    Plain,
+    /// The workspace lock on this key, for a role the request lets through: [`ENTER_AND_LOCK`].
+    Locked(LockFor),
+    /// The activation's lock and reads: [`ENTER_AND_LOCK_FOR_ACTIVATION`].
+    Activation,
+}
+
+/// What the first statement took.
+#[derive(Debug)]
+enum Entered {
+    /// No lock (none asked for, or the caller's role was refused it).
+    Nothing,
+    /// The workspace lock.
+    Lock(WorkspaceLock),
+    /// The activation's lock and what it read under it.
+    Activation(WorkspaceLock, ActivationReads),
 }
 
 impl FromRequestParts<AppState> for WorkspaceRequest {

@@ -64,7 +64,9 @@ async fn the_entry_statements_keep_a_generic_plan() {
     use harbor_service::auth::{admin_entry, MEMBERSHIP_AND_LOCK_TRIED, MEMBERSHIP_HELD_AND_LOCK};
     use harbor_service::domain::Role;
     use harbor_service::locks::LockFor;
-    use harbor_service::request_tx::{ENTER, ENTER_AND_LOCK, ENTER_AND_READ_CONNECTION};
+    use harbor_service::request_tx::{
+        ENTER, ENTER_AND_LOCK, ENTER_AND_LOCK_FOR_ACTIVATION, ENTER_AND_READ_CONNECTION,
+    };
     let app = crate::helpers::spawn_app().await;
     let t = app
         .tenant(
@@ -96,6 +98,22 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .await
             .unwrap();
         assert!(locked.2, "the owner's entry takes the lock");
+        // An activation's entry: the lock and the two reads under it, in the tenant's scope.
+        type Reads = (Option<chrono::DateTime<chrono::Utc>>, Option<bool>);
+        let activation: (uuid::Uuid, String, Reads) = sqlx::query_as(ENTER_AND_LOCK_FOR_ACTIVATION)
+            .bind(t.workspace)
+            .bind(t.owner)
+            .bind("harbor:plans")
+            .bind(3_i32)
+            .bind(4_i32)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            activation.2 .1,
+            Some(true),
+            "the entitlement read in the tenant's scope"
+        );
         // The callback store's statement, in the tenant's scope the entry set: the membership
         // held again, and the lock taken with it.
         let held: (Option<String>, bool) = admin_entry(
@@ -138,6 +156,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
     for statement in [
         ENTER,
         ENTER_AND_LOCK,
+        ENTER_AND_LOCK_FOR_ACTIVATION,
         MEMBERSHIP_HELD_AND_LOCK,
         MEMBERSHIP_AND_LOCK_TRIED,
         ENTER_AND_READ_CONNECTION.as_str(),

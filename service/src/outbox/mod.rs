@@ -444,7 +444,7 @@ pub async fn settle(
     // Repeatable: a second call finds the intent gone or held under a later lease, or changes
     // it to the same values.
     crate::db::retry_lost(pool, || {
-        settlement(id, &delivered, attempts, now, false).execute(pool)
+        settlement(id, &delivered, attempts, now, Audit::None).execute(pool)
     })
     .await?;
     Ok(())
@@ -454,9 +454,11 @@ pub async fn settle(
 /// that delivered its own intent settles it in the statement that audits the answer, scoped to
 /// `tenant` (row-level security checks the audit row against it) and tagged with the request's
 /// actor ([`crate::db::scoped_to`]) — no transaction around it. If it does not commit, the intent
-/// stays and a worker delivers it again — harmless for a revocation. Sent once, on a connection
-/// checked first ([`crate::db::live_connection`]): a statement whose reply was lost may have
-/// written its audit row, and must not write it twice.
+/// stays and a worker delivers it again — harmless for a revocation. The answer's row is written
+/// only when the settlement found its intent (migration 0027), so the statement repeats
+/// harmlessly: one whose reply was lost had committed, and sent again finds its intent settled
+/// and writes nothing. It is therefore sent on an idle connection untested, and again on another
+/// when that one turns out dead ([`crate::db::retry_lost`]), as a `BEGIN` is.
 pub async fn settle_audited(
     pool: &PgPool,
     tenant: TenantId,
@@ -466,24 +468,32 @@ pub async fn settle_audited(
     (ctx, event): (&RequestContext, AuditEvent<'_>),
 ) -> Result<(), sqlx::Error> {
     let tag = crate::db::application_name(ctx.actor.as_ref());
-    if crate::flaws::active(crate::flaws::Flaw::SettlementSentAgain) {
-        // Seeded flaw `settlement-sent-again`: taken for a statement that may be repeated.
-        crate::db::retry_lost(pool, || {
-            audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event.clone())
-                .bind(tenant)
-                .bind(tag.clone())
-                .execute(pool)
-        })
-        .await?;
-        return Ok(());
-    }
-    let mut conn = crate::db::live_connection(pool).await?;
-    audit::bind_event!(settlement(id, delivered, 0, now, true), ctx, event)
-        .bind(tenant)
-        .bind(tag)
-        .execute(&mut *conn)
-        .await?;
+    // Seeded flaw `settlement-sent-again`: the answer audited whether or not the intent was
+    // found, and the statement sent again all the same.
+    let audit = if crate::flaws::active(crate::flaws::Flaw::SettlementSentAgain) {
+        Audit::Always
+    } else {
+        Audit::WhenFound
+    };
+    crate::db::retry_lost(pool, || {
+        audit::bind_event!(settlement(id, delivered, 0, now, audit), ctx, event.clone())
+            .bind(tenant)
+            .bind(tag.clone())
+            .execute(pool)
+    })
+    .await?;
     Ok(())
+}
+
+/// Whether and when a settlement statement writes the audit row of the provider's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Audit {
+    /// It writes none (a worker's settlement: the intent's own row says it).
+    None,
+    /// One row, when the settlement found its intent: a repeat writes nothing.
+    WhenFound,
+    /// One row at every sending: the seeded flaw `settlement-sent-again` only.
+    Always,
 }
 
 /// A delivered intent's settlement (its two parameters).
@@ -491,23 +501,33 @@ const DONE: &str = "SELECT harbor_outbox_done($1, $2, 'confirmed')";
 /// A failed delivery's (its four).
 const RETRY: &str = "SELECT harbor_outbox_retry($1, $2, $3, $4)";
 /// The settlements of [`settle_audited`]: an audit row's values follow the settlement's own, then
-/// the scope's tenant and the tag. Both the audit row and the settlement are
-/// produced from the scope ([`crate::db::scoped_to`]): a data-modifying `WITH` runs in no set
-/// order with the query around it, so each waits for the settings on its own.
-static DONE_AUDITED: LazyLock<String> = LazyLock::new(|| {
-    let scoped = crate::db::scoped_to(10, 11);
+/// the scope's tenant and the tag. The settlement runs in the scope ([`crate::db::scoped_to`]),
+/// and the audit row is made from its result — so after the settings, and only when it found its
+/// intent. (A `WITH` that calls a volatile function is evaluated once, whoever reads it.)
+static DONE_AUDITED: LazyLock<String> = LazyLock::new(|| audited(DONE, 3, false));
+static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| audited(RETRY, 5, false));
+/// The seeded flaw's: the audit row made from the scope alone, whatever the settlement found. A
+/// data-modifying `WITH` runs in no set order with the query around it, so both the row and the
+/// settlement are produced from the scope, each waiting for the settings on its own.
+static DONE_AUDITED_ALWAYS: LazyLock<String> = LazyLock::new(|| audited(DONE, 3, true));
+static RETRY_AUDITED_ALWAYS: LazyLock<String> = LazyLock::new(|| audited(RETRY, 5, true));
+
+/// `settle` (its `first` − 1 parameters) with the audit row's parameters after its own, then the
+/// scope's tenant and tag; the row written at every sending when `always` (the flaw's).
+fn audited(settle: &str, first: usize, always: bool) -> String {
+    let scoped = crate::db::scoped_to(first + audit::VALUES, first + audit::VALUES + 1);
+    if always {
+        return format!(
+            "WITH audited AS ({}) {settle} FROM {scoped}",
+            audit::insert_for_each(first, Some(&scoped))
+        );
+    }
     format!(
-        "WITH audited AS ({}) {DONE} FROM {scoped}",
-        audit::insert_for_each(3, Some(&scoped))
+        "WITH settled AS ({settle} AS found FROM {scoped}), audited AS ({}) \
+         SELECT found FROM settled",
+        audit::insert_for_each(first, Some("settled WHERE settled.found"))
     )
-});
-static RETRY_AUDITED: LazyLock<String> = LazyLock::new(|| {
-    let scoped = crate::db::scoped_to(12, 13);
-    format!(
-        "WITH audited AS ({}) {RETRY} FROM {scoped}",
-        audit::insert_for_each(5, Some(&scoped))
-    )
-});
+}
 
 /// The statement that settles an intent after a delivery attempt (and the error log of one that
 /// is stuck); `audited`, the one with an audit row's parameters after its own.
@@ -516,12 +536,16 @@ fn settlement<'q>(
     delivered: &'q Delivered,
     attempts: i32,
     now: DateTime<Utc>,
-    audited: bool,
+    audit: Audit,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     match delivered {
-        Ok(()) => sqlx::query(if audited { DONE_AUDITED.as_str() } else { DONE })
-            .bind(id.id)
-            .bind(id.lease_until),
+        Ok(()) => sqlx::query(match audit {
+            Audit::None => DONE,
+            Audit::WhenFound => DONE_AUDITED.as_str(),
+            Audit::Always => DONE_AUDITED_ALWAYS.as_str(),
+        })
+        .bind(id.id)
+        .bind(id.lease_until),
         Err(Undelivered { error, not_before }) => {
             if attempts >= STUCK_AFTER {
                 tracing::error!(intent = id.id, attempts, %error, "a revocation is stuck: the provider keeps refusing it; it stays in the outbox and is retried");
@@ -529,10 +553,10 @@ fn settlement<'q>(
             let wait = not_before
                 .and_then(|d| chrono::Duration::from_std(d).ok())
                 .map_or(backoff(attempts), |d| d.max(backoff(attempts)));
-            sqlx::query(if audited {
-                RETRY_AUDITED.as_str()
-            } else {
-                RETRY
+            sqlx::query(match audit {
+                Audit::None => RETRY,
+                Audit::WhenFound => RETRY_AUDITED.as_str(),
+                Audit::Always => RETRY_AUDITED_ALWAYS.as_str(),
             })
             .bind(id.id)
             .bind(id.lease_until)

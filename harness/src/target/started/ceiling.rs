@@ -1,6 +1,6 @@
 //! The raw ceiling of the activation endpoint: the service's activation transaction, statement for
-//! statement (tenant and tag settings; the advisory lock and the two reads in one call,
-//! `harbor_lock_for_activation`; `FOR UPDATE`; `INSERT … ON CONFLICT` with its audit row in the
+//! statement (tenant and tag settings, and in the same statement the advisory lock and the two
+//! reads in one call, `harbor_lock_for_activation`; `FOR UPDATE`; `INSERT … ON CONFLICT` with its audit row in the
 //! same statement — or, for a
 //! workspace already activated, the lock-and-reads call and the commit, as the service does), sent
 //! through raw sqlx — prepared, logged in as the service's role. The criterion bench (`benches/`) and the macro bench (`harbor-load activation`)
@@ -20,17 +20,19 @@ pub async fn raw_activation(
 ) -> Result<std::time::Duration, sqlx::Error> {
     let key = harbor_service::locks::lock_key_for_workspace(t.workspace);
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('harbor.tenant_id', $1, true), set_config('application_name', 'bench', true)")
+    // The settings, the lock and the reads in one statement, as the service's entry makes its
+    // membership's, the lock and the reads in one (`request_tx::ENTER_AND_LOCK_FOR_ACTIVATION`).
+    let ((existing, _entitled),): ((Option<chrono::DateTime<chrono::Utc>>, Option<bool>),) =
+        sqlx::query_as(
+            "SELECT harbor_lock_for_activation($1, $2, $3) FROM (SELECT set_config('harbor.tenant_id', $4, true), \
+             set_config('application_name', 'bench', true)) AS scoped",
+        )
+        .bind(key.classid)
+        .bind(key.objid)
+        .bind(t.workspace)
         .bind(t.tenant.to_string())
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-    let (existing, _entitled): (Option<chrono::DateTime<chrono::Utc>>, Option<bool>) =
-        sqlx::query_as("SELECT * FROM harbor_lock_for_activation($1, $2, $3)")
-            .bind(key.classid)
-            .bind(key.objid)
-            .bind(t.workspace)
-            .fetch_one(&mut *tx)
-            .await?;
     let taken_at = std::time::Instant::now();
     if existing.is_some() {
         // As the service does: a repeated activation learns it is done, under the lock.
