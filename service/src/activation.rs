@@ -57,7 +57,9 @@ pub async fn activate(
     request: WorkspaceRequest,
 ) -> Result<(HeaderMap, Json<ActivationResponse>), ApiError> {
     let ctx = &request.ctx;
-    // The entry, the lock and the two reads in one statement.
+    // The entry, the lock and the two reads in one statement. Its errors (not a member, a wait
+    // for the lock past `lock_timeout`) are answered there, rolled back, as every request's
+    // entry's are: they never reach the activation's own error path (`activation.failing`).
     let (mut tx, member, lock, reads) = request.begin_for_activation().await?;
     let hooks = state.sync_points.as_ref();
     let error = match activate_in(&mut tx, &state, ctx, &member, (lock, reads)).await {

@@ -189,10 +189,12 @@ impl WorkspaceRequest {
         // Sent on an idle connection untested, and sent again on another if that one turns out
         // dead ([`db::retry_lost`]), as a `BEGIN` is: a read repeats harmlessly, and the only
         // wait it may meet, the membership's key while a change of it commits, ends at the
-        // session's `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`) before the attempt's
-        // bound (the pool's acquire timeout, 10 s by default; with the lock timeout off or set
-        // above it, the wait ends there, as 503 `DATABASE_UNAVAILABLE`). Testing the connection
-        // first cost every sync a round trip before it (db-cost: sync 8.1 → 7.1).
+        // session's `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`), usually before the
+        // attempt's bound — the pool's acquire timeout, 10 s by default, counted from the wait
+        // for a connection. With the lock timeout off or not below what is left of that bound,
+        // the wait ends there instead, as 503 `DATABASE_UNAVAILABLE` (a timed-out attempt is not
+        // sent again). Testing the connection first cost every sync a round trip before it
+        // (db-cost: sync 8.1 → 7.1).
         let row = db::retry_lost(&self.pool, || {
             sqlx::query(&ENTER_AND_READ_CONNECTION)
                 .bind(self.workspace_id)

@@ -204,7 +204,7 @@ async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
     const EXEMPT: &[(&str, &str)] = &[
         ("harbor_outbox_claim", "updates the lease only"),
         (
-            "harbor_outbox_retry",
+            "harbor_outbox_retry_found",
             "updates the lease and the error only",
         ),
         (
@@ -242,7 +242,7 @@ async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
     .unwrap();
     let names: Vec<&str> = writers.iter().map(|(name, _, _)| name.as_str()).collect();
     assert!(
-        names.contains(&"harbor_outbox_done"),
+        names.contains(&"harbor_outbox_done_found"),
         "the settlement writes an audit row: {names:?}"
     );
     for (name, signature, config) in &writers {

@@ -459,6 +459,11 @@ pub async fn settle(
 /// harmlessly: one whose reply was lost had committed, and sent again finds its intent settled
 /// and writes nothing. It is therefore sent on an idle connection untested, and again on another
 /// when that one turns out dead ([`crate::db::retry_lost`]), as a `BEGIN` is.
+///
+/// A first sending that finds nothing wrote nothing: the request's lease ran out before it (a
+/// provider slow past [`LEASE`], a clock moved on) and a worker took the intent, to deliver it
+/// again. The answer the request had is audited all the same, by an insert of its own sent once
+/// (a repeat of it could write it twice).
 pub async fn settle_audited(
     pool: &PgPool,
     tenant: TenantId,
@@ -475,15 +480,41 @@ pub async fn settle_audited(
     } else {
         Audit::WhenFound
     };
-    crate::db::retry_lost(pool, || {
+    // Counted across the attempts `retry_lost` makes (the future must be `Send`: an atomic).
+    let sendings = std::sync::atomic::AtomicU32::new(0);
+    let settled = crate::db::retry_lost(pool, || {
+        sendings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         audit::bind_event!(settlement(id, delivered, 0, now, audit), ctx, event.clone())
             .bind(tenant)
             .bind(tag.clone())
-            .execute(pool)
+            .fetch_one(pool)
     })
     .await?;
+    let found: bool = sqlx::Row::try_get(&settled, 0)?;
+    let sent_once = sendings.into_inner() == 1;
+    if !found && sent_once && audit == Audit::WhenFound {
+        tracing::warn!(
+            intent = id.id,
+            "the request's lease on its revocation intent ran out before its settlement; a worker \
+             has it, and the provider's answer to the request is audited on its own"
+        );
+        audit::bind_event!(sqlx::query(&ANSWER_ALONE), ctx, event)
+            .bind(tenant)
+            .bind(tag)
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }
+
+/// The provider's answer to a request audited alone, in the request's scope: for a settlement
+/// that found its intent taken by a worker ([`settle_audited`]).
+static ANSWER_ALONE: LazyLock<String> = LazyLock::new(|| {
+    audit::insert_for_each(
+        1,
+        Some(&crate::db::scoped_to(audit::VALUES + 1, audit::VALUES + 2)),
+    )
+});
 
 /// Whether and when a settlement statement writes the audit row of the provider's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -497,9 +528,9 @@ enum Audit {
 }
 
 /// A delivered intent's settlement (its two parameters).
-const DONE: &str = "SELECT harbor_outbox_done($1, $2, 'confirmed')";
+const DONE: &str = "SELECT harbor_outbox_done_found($1, $2, 'confirmed')";
 /// A failed delivery's (its four).
-const RETRY: &str = "SELECT harbor_outbox_retry($1, $2, $3, $4)";
+const RETRY: &str = "SELECT harbor_outbox_retry_found($1, $2, $3, $4)";
 /// The settlements of [`settle_audited`]: an audit row's values follow the settlement's own, then
 /// the scope's tenant and the tag. The settlement runs in the scope ([`crate::db::scoped_to`]),
 /// and the audit row is made from its result — so after the settings, and only when it found its
