@@ -463,7 +463,11 @@ pub async fn settle(
 /// A first sending that finds nothing wrote nothing: the request's lease ran out before it (a
 /// provider slow past [`LEASE`], a clock moved on) and a worker took the intent, to deliver it
 /// again. The answer the request had is audited all the same, by an insert of its own sent once
-/// (a repeat of it could write it twice).
+/// (a repeat of it could write it twice); if that insert fails, it is logged here, since the
+/// intent is the worker's now. A later sending that finds nothing may follow one that committed
+/// (its reply lost), so it writes nothing more — also when the first never reached the server (a
+/// connection dead before it was sent) and the lease had run out as well: two rare things at once
+/// leave the answer unaudited, never audited twice.
 pub async fn settle_audited(
     pool: &PgPool,
     tenant: TenantId,
@@ -498,11 +502,14 @@ pub async fn settle_audited(
             "the request's lease on its revocation intent ran out before its settlement; a worker \
              has it, and the provider's answer to the request is audited on its own"
         );
-        audit::bind_event!(sqlx::query(&ANSWER_ALONE), ctx, event)
+        let alone = audit::bind_event!(sqlx::query(&ANSWER_ALONE), ctx, event)
             .bind(tenant)
             .bind(tag)
             .execute(pool)
-            .await?;
+            .await;
+        if let Err(e) = alone {
+            tracing::error!(intent = id.id, error = %e, "could not audit the provider's answer to the request on its own (the intent is a worker's now)");
+        }
     }
     Ok(())
 }
