@@ -87,7 +87,7 @@ pub enum RowSecurityError {
 /// wait for the workspace lock, are not repeated: on a dead connection one fails once, and its
 /// intent waits for its lease.)
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
-    connect_sized(config, config.database_max_connections, false).await
+    connect_sized(config, config.database_max_connections).await
 }
 
 /// How many connections the write-ahead pool holds: as many provider calls that issue a grant
@@ -98,10 +98,27 @@ pub const WRITE_AHEAD_CONNECTIONS: u32 = 16;
 /// before the provider call that issues a grant, so that what the provider issues is made durable
 /// without waiting for a connection after the call (under load, that wait let a dying replica take
 /// a hundred grants of a thousand flows with it); being its own pool, the calls it waits through
-/// never starve request traffic. Unlike the request pool's, its connections are tested when they
-/// are handed out: one must not turn out dead only after the provider has answered.
+/// never starve request traffic. A connection must not turn out dead only after the provider has
+/// answered, so each is known alive before the call, but not by a test of the pool's at every
+/// hand-out (a round trip of every callback's): the callback's write-ahead begins on it
+/// ([`begin`], which replaces a dead one) before its exchange, and a refresh, which sends nothing
+/// on it before the provider is called, takes it through [`tested_connection`].
 pub async fn connect_write_ahead(config: &Config) -> Result<PgPool, sqlx::Error> {
-    connect_sized(config, WRITE_AHEAD_CONNECTIONS, true).await
+    connect_sized(config, WRITE_AHEAD_CONNECTIONS).await
+}
+
+/// A pooled connection known to be alive: taken and pinged (one round trip, no query), another
+/// taken as long as the one it got turns out dead ([`retry_lost`]). For a connection held
+/// through a provider call before anything is sent on it.
+pub async fn tested_connection(
+    pool: &PgPool,
+) -> Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+    retry_lost(pool, || async {
+        let mut conn = pool.acquire().await?;
+        sqlx::Connection::ping(&mut *conn).await?;
+        Ok(conn)
+    })
+    .await
 }
 
 /// Runs `attempt` — a `BEGIN`, or one statement that may be repeated and waits for no lock
@@ -151,11 +168,7 @@ where
     }
 }
 
-async fn connect_sized(
-    config: &Config,
-    max_connections: u32,
-    test_before_acquire: bool,
-) -> Result<PgPool, sqlx::Error> {
+async fn connect_sized(config: &Config, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let mut options = PgConnectOptions::from_str(config.database_url.expose_secret())?;
     // A name given in the URL wins (the harness names each replica's connections).
     if options.get_application_name().is_none() {
@@ -176,7 +189,8 @@ async fn connect_sized(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(config.database_acquire_timeout)
-        .test_before_acquire(test_before_acquire)
+        // Idle connections are handed out untested; see `retry_lost` and `tested_connection`.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }

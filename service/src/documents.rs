@@ -379,9 +379,7 @@ async fn decide_token(
             None
         } else {
             Some(
-                state
-                    .write_ahead_db
-                    .acquire()
+                db::tested_connection(&state.write_ahead_db)
                     .await
                     .map_err(|e| ApiError::from(db::DbError::from(e)))?,
             )
