@@ -331,11 +331,14 @@ pub(crate) fn lock_timeout_millis(timeout: std::time::Duration) -> String {
 /// the pool: the caller bounds the whole.
 pub async fn commit_status(pool: &PgPool, xid: i64) -> Option<bool> {
     for asked in 1..=20 {
-        let status: Result<Option<String>, sqlx::Error> =
+        // A read that repeats harmlessly, so a dead idle connection (the likeliest kind right
+        // after a commit failed) is replaced at once rather than costing an asking and a pause.
+        let status: Result<Option<String>, sqlx::Error> = retry_lost(pool, || {
             sqlx::query_scalar("SELECT pg_xact_status($1::bigint::text::xid8)")
                 .bind(xid)
                 .fetch_one(pool)
-                .await;
+        })
+        .await;
         match status.as_ref().map(|s| s.as_deref()) {
             Ok(Some("committed")) => return Some(true),
             Ok(Some("aborted")) => return Some(false),
