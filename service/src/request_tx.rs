@@ -124,12 +124,7 @@ impl WorkspaceRequest {
         let (tx, member, entered) = self.begin_needing(admin, Entry::Locked(lock)).await?;
         match entered {
             Entered::Lock(taken) => Ok((tx, member, taken)),
-            _ => {
-                let inconsistent = sqlx::Error::Protocol(
-                    "the entry into the workspace let the caller through without its lock".into(),
-                );
-                db::finish(tx, Err(ApiError::Database(inconsistent))).await
-            }
+            _ => without_its_lock(tx).await,
         }
     }
 
@@ -141,22 +136,10 @@ impl WorkspaceRequest {
     pub async fn begin_for_activation(
         &self,
     ) -> Result<(Tx, WorkspaceMember, WorkspaceLock, ActivationReads), ApiError> {
-        if crate::flaws::active(crate::flaws::Flaw::NoMembershipCheck) {
-            let (mut tx, member) = self.begin().await?;
-            return match locks::lock_workspace_for_activation(&mut tx, self.workspace_id).await {
-                Ok((lock, reads)) => Ok((tx, member, lock, reads)),
-                Err(e) => db::finish(tx, Err(e.into())).await,
-            };
-        }
         let (tx, member, entered) = self.begin_needing(false, Entry::Activation).await?;
         match entered {
             Entered::Activation(lock, reads) => Ok((tx, member, lock, reads)),
-            _ => {
-                let inconsistent = sqlx::Error::Protocol(
-                    "the entry into the workspace let the caller through without its lock".into(),
-                );
-                db::finish(tx, Err(ApiError::Database(inconsistent))).await
-            }
+            _ => without_its_lock(tx).await,
         }
     }
 
@@ -235,9 +218,14 @@ impl WorkspaceRequest {
                     Ok(taken) => Entered::Lock(taken),
                     Err(e) => return db::finish(tx, Err(e.into())).await,
                 },
-                // The flaw's activation takes its lock on a call of its own
-                // (`begin_for_activation`).
-                Entry::Plain | Entry::Activation => Entered::Nothing,
+                // No entry statement to make the call in: the lock and the reads on their own.
+                Entry::Activation => {
+                    match locks::lock_workspace_for_activation(&mut tx, self.workspace_id).await {
+                        Ok((lock, reads)) => Entered::Activation(lock, reads),
+                        Err(e) => return db::finish(tx, Err(e.into())).await,
+                    }
+                }
+                Entry::Plain => Entered::Nothing,
             };
             return Ok((tx, member, taken));
         }
@@ -371,6 +359,15 @@ impl WorkspaceRequest {
             role,
         }
     }
+}
+
+/// Ends `tx` and answers for an entry that let the caller through without the lock it was asked
+/// for: a statement that contradicts itself, not a refusal.
+async fn without_its_lock<T>(tx: Tx) -> Result<T, ApiError> {
+    let inconsistent = sqlx::Error::Protocol(
+        "the entry into the workspace let the caller through without its lock".into(),
+    );
+    db::finish(tx, Err(ApiError::Database(inconsistent))).await
 }
 
 /// What a request's first statement takes besides the membership.

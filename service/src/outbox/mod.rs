@@ -568,7 +568,8 @@ fn audited(settle: &str, first: usize, always: bool) -> String {
 }
 
 /// The statement that settles an intent after a delivery attempt (and the error log of one that
-/// is stuck); `audited`, the one with an audit row's parameters after its own.
+/// is stuck); with an [`Audit`] other than `None`, the one with an audit row's parameters after
+/// its own.
 fn settlement<'q>(
     id: IntentId,
     delivered: &'q Delivered,
