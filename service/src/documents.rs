@@ -33,10 +33,11 @@ use crate::lifecycle::{self, ConnectionStatus};
 use crate::locks::{self, LockFor};
 use crate::outbox;
 use crate::providers::ProviderError;
-use crate::request_tx::WorkspaceRequest;
+use crate::request_tx::{EnteredQuery, WorkspaceRequest};
 use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
 use crate::tokens::{open_tokens, seal_token_set};
+use std::sync::LazyLock;
 
 /// What a sync did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -186,41 +187,64 @@ pub async fn sync(
     // documents then queue on the first row instead of locking rows crosswise (a deadlock).
     documents.sort_by(|a, b| a.id.cmp(&b.id));
     documents.dedup_by(|a, b| a.id == b.id);
-    let (mut tx, member) = request.begin().await?;
-    let result = async {
-        // A revoke or disconnect may have committed while the resource was read: what the old
-        // grant fetched is not stored. The row is read FOR SHARE (a concurrent change waits for
-        // this insert) and the documents are written only if it still holds this grant, in one
-        // statement, in the order sorted above.
-        let (ids, titles): (Vec<&str>, Vec<&str>) = documents
-            .iter()
-            .map(|d| (d.id.as_str(), d.title.as_str()))
-            .unzip();
-        let unchecked = flaws::active(Flaw::DocumentsStoredUnchecked);
-        let statement = if unchecked { STORE_UNCHECKED } else { STORE };
-        let row: Option<(String, Option<uuid::Uuid>)> = sqlx::query_as(statement)
-            .bind(member.workspace_id)
-            .bind(provider.as_str())
-            .bind(member.tenant_id)
-            .bind(grant)
-            .bind(&ids)
-            .bind(&titles)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((status, current_grant)) = row else {
-            return Err(ApiError::NotFound);
+    // A revoke or disconnect may have committed while the resource was read: what the old grant
+    // fetched is not stored. The row is read FOR SHARE (a concurrent change waits for this
+    // insert) and the documents are written only if it still holds this grant, in the order
+    // sorted above — in one statement with the request's entry, run alone ([`STORE`]).
+    let (ids, titles): (Vec<&str>, Vec<&str>) = documents
+        .iter()
+        .map(|d| (d.id.as_str(), d.title.as_str()))
+        .unzip();
+    let unchecked = flaws::active(Flaw::DocumentsStoredUnchecked);
+    let row = if flaws::active(Flaw::NoMembershipCheck) {
+        // Seeded flaw `no-membership-check`: the flaw's transaction (the caller's tenant set,
+        // no membership asked for) and the store entered by no check ([`STORE_UNENTERED`]).
+        let (mut tx, _) = request.begin().await?;
+        let statement: &str = if unchecked {
+            &STORE_UNENTERED_UNCHECKED
+        } else {
+            &STORE_UNENTERED
         };
-        match ConnectionStatus::parse(&status)? {
-            _ if unchecked => {}
-            ConnectionStatus::Connected if current_grant == grant => {}
-            // Reconnected meanwhile: what the old grant fetched is not this connection's.
-            ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
-            other => return Err(ApiError::NotConnected(other.as_str())),
+        let row = bind_store(
+            request.entered_query(statement),
+            provider,
+            grant,
+            (&ids, &titles),
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ApiError::from);
+        db::finish(tx, row).await?
+    } else {
+        let statement: &str = if unchecked { &STORE_UNCHECKED } else { &STORE };
+        request
+            .fetch_alone(statement, |query| {
+                bind_store(query, provider, grant, (&ids, &titles))
+            })
+            .await?
+            .map(|(_, row)| row)
+    };
+    let stored: Option<(String, Option<uuid::Uuid>)> = match row {
+        Some(row) => {
+            use sqlx::Row;
+            let status: Option<String> = row.try_get(2).map_err(db::DbError::from)?;
+            let grant: Option<uuid::Uuid> = row.try_get(3).map_err(db::DbError::from)?;
+            status.map(|status| (status, grant))
         }
-        Ok(documents.len())
+        None => None,
+    };
+    // Not a member, or no such connection.
+    let Some((status, current_grant)) = stored else {
+        return Err(ApiError::NotFound);
+    };
+    match ConnectionStatus::parse(&status)? {
+        _ if unchecked => {}
+        ConnectionStatus::Connected if current_grant == grant => {}
+        // Reconnected meanwhile: what the old grant fetched is not this connection's.
+        ConnectionStatus::Connected => return Err(ApiError::AuthorizationSuperseded),
+        other => return Err(ApiError::NotConnected(other.as_str())),
     }
-    .await;
-    let documents_synced = db::finish(tx, result).await?;
+    let documents_synced = documents.len();
     Ok(Json(SyncResponse {
         provider,
         documents_synced,
@@ -229,33 +253,82 @@ pub async fn sync(
     }))
 }
 
-/// A sync's documents, stored with the grant they were fetched under (`$4`) and only while the
-/// connection still holds it, in the order given; answers the row's status and grant as they are
-/// now.
-const STORE: &str = "WITH current AS (SELECT status, grant_id FROM connections \
-       WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
-     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title, grant_id) \
-       SELECT $3, $1, $2, d.external_id, d.title, $4 \
-       FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
-       WHERE current.status = 'CONNECTED' AND current.grant_id IS NOT DISTINCT FROM $4 \
-       ORDER BY d.n \
-       ON CONFLICT (workspace_id, provider, external_id) \
-       DO UPDATE SET title = EXCLUDED.title, grant_id = EXCLUDED.grant_id, fetched_at = now()) \
-     SELECT status, grant_id FROM current";
+/// A sync's documents stored with the grant they were fetched under (`$5`) and only while the
+/// connection to the provider `$4` still holds it, in the order given (`$6`, `$7`), in one
+/// statement with the request's entry (`harbor_enter_workspace($1, $2, $3)`), run alone
+/// ([`WorkspaceRequest::fetch_alone`]): what was a transaction of four round trips (`BEGIN`, the
+/// entry, the store, `COMMIT`) is one. Answers the entry's tenant and role, and the row's status
+/// and grant as they are now (null when the workspace has no such connection).
+///
+/// The entry is the outer side of the connection's read (which names its tenant), so the tag is
+/// set, the membership held and read and the tenant set before row-level security looks at a
+/// row, as in [`crate::request_tx::ENTER_AND_READ_CONNECTION`]; a caller who is not a member
+/// yields no row, reads nothing and writes nothing. The statement's snapshot is taken before the
+/// entry waits for anything, but the row is read `FOR SHARE`, which under READ COMMITTED locks and
+/// answers the newest committed version of a row changed since (a revoke or disconnect that
+/// committed meanwhile is seen, as a statement of its own after the entry would see it); the
+/// documents' upsert, likewise, meets the newest version of a document it conflicts with.
+pub static STORE: LazyLock<String> =
+    LazyLock::new(|| store("harbor_enter_workspace($1, $2, $3)", true));
 
 /// Seeded flaw `documents-stored-unchecked`: [`STORE`] without its condition on the row. A text of
 /// its own, not a flag bound into [`STORE`]: a condition a parameter could fold away would have
 /// the planner plan the correct statement again at every sync (`benches/README.md`, "A statement
 /// that plans every time").
-const STORE_UNCHECKED: &str = "WITH current AS (SELECT status, grant_id FROM connections \
-       WHERE workspace_id = $1 AND provider = $2 FOR SHARE), \
-     stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title, grant_id) \
-       SELECT $3, $1, $2, d.external_id, d.title, $4 \
-       FROM current, unnest($5::text[], $6::text[]) WITH ORDINALITY AS d(external_id, title, n) \
-       ORDER BY d.n \
-       ON CONFLICT (workspace_id, provider, external_id) \
-       DO UPDATE SET title = EXCLUDED.title, grant_id = EXCLUDED.grant_id, fetched_at = now()) \
-     SELECT status, grant_id FROM current";
+static STORE_UNCHECKED: LazyLock<String> =
+    LazyLock::new(|| store("harbor_enter_workspace($1, $2, $3)", false));
+
+/// Seeded flaw `no-membership-check`: [`STORE`] entered by no membership, inside the flaw's
+/// transaction, whose tenant is already set (the caller's own: row-level security still holds);
+/// the caller is taken for the owner. `$2` and `$3` are named only to keep the parameters those
+/// of [`STORE`].
+static STORE_UNENTERED: LazyLock<String> = LazyLock::new(|| store(UNENTERED, true));
+
+/// Both seeded flaws at once: [`STORE_UNENTERED`] without the condition on the row.
+static STORE_UNENTERED_UNCHECKED: LazyLock<String> = LazyLock::new(|| store(UNENTERED, false));
+
+/// The entry of the seeded flaw `no-membership-check`'s store: the tenant the transaction already
+/// has, and the owner's role.
+const UNENTERED: &str = "(SELECT harbor_current_tenant() AS tenant_id, 'owner'::text AS role \
+    WHERE $2::uuid IS NOT NULL AND $3::text IS NOT NULL) AS unentered";
+
+/// [`STORE`]'s parameters after the entry's: the provider, the grant the documents were fetched
+/// under, their ids and titles.
+fn bind_store<'q>(
+    query: EnteredQuery<'q>,
+    provider: Provider,
+    grant: Option<uuid::Uuid>,
+    (ids, titles): (&'q Vec<&'q str>, &'q Vec<&'q str>),
+) -> EnteredQuery<'q> {
+    query
+        .bind(provider.as_str())
+        .bind(grant)
+        .bind(ids)
+        .bind(titles)
+}
+
+/// [`STORE`]'s text, entered by the `FROM` item `entry` (which yields `tenant_id` and `role`), with
+/// the condition on the row or (`checked` false) without it.
+fn store(entry: &str, checked: bool) -> String {
+    let condition = if checked {
+        "WHERE c.status = 'CONNECTED' AND c.grant_id IS NOT DISTINCT FROM $5 "
+    } else {
+        ""
+    };
+    format!(
+        "WITH e AS MATERIALIZED (SELECT tenant_id, role FROM {entry}), \
+         current AS (SELECT e.tenant_id, c.status, c.grant_id FROM e CROSS JOIN LATERAL \
+           (SELECT status, grant_id FROM connections \
+             WHERE workspace_id = $1 AND provider = $4 AND tenant_id = e.tenant_id FOR SHARE) AS c), \
+         stored AS (INSERT INTO documents (tenant_id, workspace_id, provider, external_id, title, grant_id) \
+           SELECT c.tenant_id, $1, $4, d.external_id, d.title, $5 \
+           FROM current AS c, unnest($6::text[], $7::text[]) WITH ORDINALITY AS d(external_id, title, n) \
+           {condition}ORDER BY d.n \
+           ON CONFLICT (workspace_id, provider, external_id) \
+           DO UPDATE SET title = EXCLUDED.title, grant_id = EXCLUDED.grant_id, fetched_at = now()) \
+         SELECT e.tenant_id, e.role, c.status, c.grant_id FROM e LEFT JOIN current AS c ON true"
+    )
+}
 
 /// Under the workspace lock and the row lock: re-read the connection, refresh if the access
 /// token is still stale, store the rotated tokens (compare-and-set), commit.

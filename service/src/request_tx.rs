@@ -167,24 +167,45 @@ impl WorkspaceRequest {
         &self,
         provider: crate::domain::Provider,
     ) -> Result<Option<(WorkspaceMember, crate::lifecycle::LockedConnection)>, ApiError> {
+        let entered = self
+            .fetch_alone(&ENTER_AND_READ_CONNECTION, |query| {
+                query.bind(provider.as_str())
+            })
+            .await?;
+        let Some((member, row)) = entered else {
+            return Ok(None);
+        };
+        let connection = crate::lifecycle::connection_from_row(&row, 2, provider)?;
+        Ok(Some((member, connection)))
+    }
+
+    /// Runs `statement` alone — no transaction around it but its own, no `BEGIN` and no
+    /// `COMMIT` — with the request's workspace, caller and tag bound as its `$1`, `$2` and `$3`
+    /// (for its `harbor_enter_workspace` call, the outer side of whatever it reads: the tag set
+    /// and the membership held and read before row-level security looks at a row) and the rest
+    /// by `bind`. Its first two columns are the entry's tenant and role; `None` when it answers
+    /// no row (the caller is not a member). The membership is held while the statement runs.
+    ///
+    /// For a statement that may be sent twice: sent on an idle connection untested, and sent
+    /// again on another if that one turns out dead ([`db::retry_lost`]), as a `BEGIN` is. The
+    /// only wait it may meet besides a row lock, the membership's key while a change of it
+    /// commits, ends at the session's `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`),
+    /// usually before the attempt's bound — the pool's acquire timeout, 10 s by default, counted
+    /// from the wait for a connection. With the lock timeout off or not below what is left of
+    /// that bound, the wait ends there instead, as 503 `DATABASE_UNAVAILABLE` (a timed-out
+    /// attempt is not sent again). Testing the connection first cost a round trip before it
+    /// (db-cost: sync 8.1 → 7.1).
+    pub async fn fetch_alone<'q, F>(
+        &'q self,
+        statement: &'q str,
+        bind: F,
+    ) -> Result<Option<(WorkspaceMember, sqlx::postgres::PgRow)>, ApiError>
+    where
+        F: Fn(EnteredQuery<'q>) -> EnteredQuery<'q>,
+    {
         use sqlx::Row;
-        let tag = db::application_name(self.ctx.actor.as_ref());
-        // Sent on an idle connection untested, and sent again on another if that one turns out
-        // dead ([`db::retry_lost`]), as a `BEGIN` is: a read repeats harmlessly, and the only
-        // wait it may meet, the membership's key while a change of it commits, ends at the
-        // session's `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`), usually before the
-        // attempt's bound — the pool's acquire timeout, 10 s by default, counted from the wait
-        // for a connection. With the lock timeout off or not below what is left of that bound,
-        // the wait ends there instead, as 503 `DATABASE_UNAVAILABLE` (a timed-out attempt is not
-        // sent again). Testing the connection first cost every sync a round trip before it
-        // (db-cost: sync 8.1 → 7.1).
         let row = db::retry_lost(&self.pool, || {
-            sqlx::query(&ENTER_AND_READ_CONNECTION)
-                .bind(self.workspace_id)
-                .bind(self.caller)
-                .bind(&tag)
-                .bind(provider.as_str())
-                .fetch_optional(&self.pool)
+            bind(self.entered_query(statement)).fetch_optional(&self.pool)
         })
         .await
         .map_err(db::DbError::from)?;
@@ -192,8 +213,17 @@ impl WorkspaceRequest {
         let tenant_id: TenantId = row.try_get(0).map_err(db::DbError::from)?;
         let role: String = row.try_get(1).map_err(db::DbError::from)?;
         let role = Role::parse(&role).map_err(ApiError::stored)?;
-        let connection = crate::lifecycle::connection_from_row(&row, 2, provider)?;
-        Ok(Some((self.member(tenant_id, role), connection)))
+        Ok(Some((self.member(tenant_id, role), row)))
+    }
+
+    /// `statement` with the request's workspace, caller and tag bound as `$1`, `$2` and `$3`,
+    /// the parameters of its entry: for [`WorkspaceRequest::fetch_alone`], and for a seeded
+    /// flaw's variant run inside the flaw's own transaction.
+    pub fn entered_query<'q>(&self, statement: &'q str) -> EnteredQuery<'q> {
+        sqlx::query(statement)
+            .bind(self.workspace_id)
+            .bind(self.caller)
+            .bind(db::application_name(self.ctx.actor.as_ref()))
     }
 
     /// The workspace's tenant if this replica last read the caller as its owner or admin,
@@ -360,6 +390,9 @@ impl WorkspaceRequest {
         }
     }
 }
+
+/// A statement whose first three parameters are bound by [`WorkspaceRequest::entered_query`].
+pub type EnteredQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Ends `tx` and answers for an entry that let the caller through without the lock it was asked
 /// for: a statement that contradicts itself, not a refusal.
