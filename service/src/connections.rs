@@ -408,13 +408,15 @@ async fn transition(
 ) -> Result<(WorkspaceMember, Ended), ApiError> {
     let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let (mut tx, member, lock) = request.begin_locked(true, LockFor::Workspace).await?;
+    // The workspace lock and the row lock, with the `locked` point between them where the
+    // harness parks the request: there the schedule, not PostgreSQL, decides who takes the row
+    // next when this request and a writer waiting for the row are let go together
+    // (`WorkspaceRequest::begin_locked_with_row`).
+    let locked_at = (hooks, syncpoints::LIFECYCLE_LOCKED);
+    let (mut tx, member, lock, connection) = request
+        .begin_locked_with_row(true, LockFor::Workspace, provider, locked_at)
+        .await?;
     let result = async {
-        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
-        // decides who takes the row next when this request and a writer waiting for the row are
-        // let go together.
-        SyncHooks::reach(hooks, ctx, syncpoints::LIFECYCLE_LOCKED).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         // Seeded flaw: disconnect wipes the tokens and never tells the provider (the grant stays
         // live with no copy anywhere).
         let mut grant = if transition == Transition::Disconnect

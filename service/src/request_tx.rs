@@ -30,8 +30,10 @@ use crate::context::RequestContext;
 use crate::db::{self, Tx};
 use crate::domain::{Role, TenantId, UserId, WorkspaceId};
 use crate::error::ApiError;
+use crate::lifecycle::LockedConnection;
 use crate::locks::{self, ActivationReads, LockFor, WorkspaceLock};
 use crate::state::AppState;
+use crate::syncpoints::SyncHooks;
 use crate::user_tenants::UserTenants;
 
 /// The statement that enters a workspace: the tag, the caller's membership held and read, and the
@@ -55,6 +57,26 @@ pub const ENTER_AND_LOCK: &str = "SELECT e.tenant_id, e.role, \
 /// result is one composite column.
 pub const ENTER_AND_LOCK_FOR_ACTIVATION: &str = "SELECT e.tenant_id, e.role, \
     harbor_lock_for_activation($4, $5, $1) FROM harbor_enter_workspace($1, $2, $3) AS e";
+
+/// [`ENTER_AND_LOCK`] and then, once the lock is granted, the workspace's connection to the
+/// provider `$7` ([`crate::lifecycle::CONNECTION_COLUMNS`]) with its row lock: one round trip for
+/// what took two. The lock is asked for in a lateral subquery of the entry's row (run only once the
+/// function has returned it, for a role of `$6`; `OFFSET 0` keeps the planner from folding it into
+/// the read), and the row's read names that subquery's column, so it is the inner side of both
+/// and runs after the lock is granted: the workspace lock before the row lock, the order every
+/// path takes them in. A caller refused the lock reads no row and locks none. The row's columns
+/// are null when the workspace has no connection to the provider.
+pub static ENTER_LOCK_AND_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT e.tenant_id, e.role, l.taken IS NOT NULL, c.* FROM harbor_enter_workspace($1, $2, $3) AS e \
+         LEFT JOIN LATERAL (SELECT pg_advisory_xact_lock($4, $5)::text AS taken \
+           WHERE e.role = ANY($6) OFFSET 0) AS l ON true \
+         LEFT JOIN LATERAL (SELECT {} FROM connections \
+           WHERE workspace_id = $1 AND provider = $7 AND tenant_id = e.tenant_id \
+             AND l.taken IS NOT NULL FOR UPDATE) AS c ON true",
+        crate::lifecycle::CONNECTION_COLUMNS
+    )
+});
 
 /// [`ENTER`] and, in the same statement, the workspace's connection to the provider `$4`
 /// ([`crate::lifecycle::CONNECTION_COLUMNS`]), for a read that needs no transaction: run alone,
@@ -124,6 +146,53 @@ impl WorkspaceRequest {
         let (tx, member, entered) = self.begin_needing(admin, Entry::Locked(lock)).await?;
         match entered {
             Entered::Lock(taken) => Ok((tx, member, taken)),
+            _ => without_its_lock(tx).await,
+        }
+    }
+
+    /// [`WorkspaceRequest::begin_locked`] that also reads the workspace's connection to
+    /// `provider` with its row lock ([`crate::lifecycle::lock_connection`]), in the same
+    /// statement ([`ENTER_LOCK_AND_ROW`]): the round trip of the row's read saved for every
+    /// request that locks its workspace and then its connection's row.
+    ///
+    /// Between the two locks each such request has a sync point, `point` (its `locked`): there
+    /// the harness decides who takes the row next when this request and a writer waiting for the
+    /// row are let go together. A request the harness would park there
+    /// ([`SyncHooks::would_park`], asked at the entry, where the harness arms its points before
+    /// it sends the request) takes the locks in three steps as before, parking between them; so
+    /// does one under a seeded flaw that changes either lock. No workspace's connection to
+    /// `provider`: 404 `NOT_FOUND`, rolled back, as [`crate::lifecycle::lock_connection`] answers.
+    pub async fn begin_locked_with_row(
+        &self,
+        admin: bool,
+        lock: LockFor,
+        provider: crate::domain::Provider,
+        (hooks, point): (Option<&SyncHooks>, &'static str),
+    ) -> Result<(Tx, WorkspaceMember, WorkspaceLock, LockedConnection), ApiError> {
+        use crate::flaws::{active, Flaw};
+        let in_steps = SyncHooks::would_park(hooks, &self.ctx, &[point])
+            || active(Flaw::NoMembershipCheck)
+            || active(Flaw::NoRowLock);
+        if in_steps {
+            let (mut tx, member, taken) = self.begin_locked(admin, lock).await?;
+            let read = async {
+                SyncHooks::reach(hooks, &self.ctx, point).await?;
+                Ok(crate::lifecycle::lock_connection(&mut tx, &taken, provider).await?)
+            }
+            .await;
+            return match read {
+                Ok(connection) => Ok((tx, member, taken, connection)),
+                Err(error) => db::finish(tx, Err(error)).await,
+            };
+        }
+        let (tx, member, entered) = self
+            .begin_needing(admin, Entry::LockedWithRow(lock, provider))
+            .await?;
+        match entered {
+            Entered::LockAndRow(taken, Some(connection)) => Ok((tx, member, taken, *connection)),
+            Entered::LockAndRow(_, None) => {
+                db::finish(tx, Err(crate::lifecycle::LifecycleError::NotFound.into())).await
+            }
             _ => without_its_lock(tx).await,
         }
     }
@@ -256,6 +325,8 @@ impl WorkspaceRequest {
                     }
                 }
                 Entry::Plain => Entered::Nothing,
+                // Taken in steps under this flaw ([`WorkspaceRequest::begin_locked_with_row`]).
+                Entry::LockedWithRow(..) => return without_its_lock(tx).await,
             };
             return Ok((tx, member, taken));
         }
@@ -278,7 +349,7 @@ impl WorkspaceRequest {
                 Err(e) => Err(ApiError::stored(e)),
             },
             Ok(None) => Err(ApiError::NotFound),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         let member = member.and_then(|member| {
             if admin && !member.role.can_administer() {
@@ -307,7 +378,7 @@ impl WorkspaceRequest {
         tx: &mut Tx,
         admin: bool,
         entry: Entry,
-    ) -> Result<Option<(TenantId, String, Entered)>, sqlx::Error> {
+    ) -> Result<Option<(TenantId, String, Entered)>, ApiError> {
         let tag = db::application_name(self.ctx.actor.as_ref());
         // Without a lock, the statement without its clause. One text for both, with a null key
         // and no role allowed, was planned again at every call before migration 0018 (activation,
@@ -343,6 +414,36 @@ impl WorkspaceRequest {
                     };
                     (tenant, role, taken)
                 }))
+            }
+            Entry::LockedWithRow(lock, provider) => {
+                use sqlx::Row;
+                let key = lock.key(workspace_id);
+                let row = sqlx::query(&ENTER_LOCK_AND_ROW)
+                    .bind(workspace_id)
+                    .bind(self.caller)
+                    .bind(tag)
+                    .bind(key.classid)
+                    .bind(key.objid)
+                    .bind(Role::names_let_through(admin))
+                    .bind(provider.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let tenant: TenantId = row.try_get(0)?;
+                let role: String = row.try_get(1)?;
+                let locked: bool = row.try_get(2)?;
+                if !locked {
+                    return Ok(Some((tenant, role, Entered::Nothing)));
+                }
+                let found: Option<uuid::Uuid> = row.try_get(3)?;
+                let connection = match found {
+                    Some(_) => Some(Box::new(crate::lifecycle::connection_from_row(
+                        &row, 3, provider,
+                    )?)),
+                    None => None,
+                };
+                let taken = lock.taken_by_statement(workspace_id);
+                Ok(Some((tenant, role, Entered::LockAndRow(taken, connection))))
             }
             Entry::Activation => {
                 let key = LockFor::Workspace.key(workspace_id);
@@ -412,6 +513,9 @@ enum Entry {
     Locked(LockFor),
     /// The activation's lock and reads: [`ENTER_AND_LOCK_FOR_ACTIVATION`].
     Activation,
+    /// The workspace lock on this key for a role the request lets through, then the connection
+    /// to this provider with its row lock: [`ENTER_LOCK_AND_ROW`].
+    LockedWithRow(LockFor, crate::domain::Provider),
 }
 
 /// What the first statement took.
@@ -423,6 +527,8 @@ enum Entered {
     Lock(WorkspaceLock),
     /// The activation's lock and what it read under it.
     Activation(WorkspaceLock, ActivationReads),
+    /// The workspace lock, and the connection read with its row lock (`None`: no such row).
+    LockAndRow(WorkspaceLock, Option<Box<LockedConnection>>),
 }
 
 impl FromRequestParts<AppState> for WorkspaceRequest {

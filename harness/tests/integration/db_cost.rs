@@ -43,10 +43,12 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
     // four (`BEGIN`, the entry, the documents, `COMMIT`): two in all, five when the token is
     // decided under the locks.
     assert_eq!(of("sync").statements, 2.0, "{rows:?}");
-    // A disconnect: its transaction (`BEGIN`, the entry with the lock, the row, the intent, the
-    // transition with its audit row, `COMMIT`), then the settlement with the provider's answer
-    // audited, one statement run alone (with a transaction around it, three more).
-    assert_eq!(of("disconnect").statements, 7.0, "{rows:?}");
+    // A disconnect: its transaction (`BEGIN`, the entry with the lock and the row locked after
+    // it, the intent, the transition with its audit row, `COMMIT`), then the settlement with the
+    // provider's answer audited, one statement run alone (with a transaction around it, three
+    // more). Authorize's entry takes the lock and the row in one statement likewise.
+    assert_eq!(of("disconnect").statements, 6.0, "{rows:?}");
+    assert_eq!(of("authorize").statements, 4.0, "{rows:?}");
     // Redis: an authorize charges its address and tenant in one script call and stores its state
     // (2); a callback charges address, failed-state reservation and tenant in one call, consumes
     // its state and gives the reservation back (3). A workspace request sends none.
@@ -68,6 +70,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
     use harbor_service::locks::LockFor;
     use harbor_service::request_tx::{
         ENTER, ENTER_AND_LOCK, ENTER_AND_LOCK_FOR_ACTIVATION, ENTER_AND_READ_CONNECTION,
+        ENTER_LOCK_AND_ROW,
     };
     let app = crate::helpers::spawn_app().await;
     let t = app
@@ -121,6 +124,20 @@ async fn the_entry_statements_keep_a_generic_plan() {
             Some(true),
             "the entitlement read in the tenant's scope"
         );
+        // An entry that locks its connection's row after the lock: the row read in the scope.
+        let with_row: sqlx::postgres::PgRow = sqlx::query(&ENTER_LOCK_AND_ROW)
+            .bind(t.workspace)
+            .bind(t.owner)
+            .bind("harbor:plans")
+            .bind(5_i32)
+            .bind(6_i32)
+            .bind(admins)
+            .bind("qbo")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let row_status: Option<String> = sqlx::Row::get(&with_row, 5);
+        assert_eq!(row_status.as_deref(), Some("CONNECTED"));
         // The callback store's statement, in the tenant's scope the entry set: the membership
         // held again, and the lock taken with it.
         let held: (Option<String>, bool) = admin_entry(
@@ -193,6 +210,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
         MEMBERSHIP_HELD_AND_LOCK,
         MEMBERSHIP_AND_LOCK_TRIED,
         ENTER_AND_READ_CONNECTION.as_str(),
+        ENTER_LOCK_AND_ROW.as_str(),
         STORE.as_str(),
     ] {
         let (generic, custom): (i64, i64) = sqlx::query_as(
@@ -291,5 +309,104 @@ async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
              again each time a session moves between its path and the sessions'"
         );
     }
+    app.stop().await;
+}
+
+/// The entry that also reads the request's connection with its row lock (`ENTER_LOCK_AND_ROW`,
+/// one round trip for two) takes the workspace lock first, as every path does: seen in the lock
+/// tables waiting for the row another session holds, it already holds the workspace lock. Taken
+/// the other way round, it would wait for the row holding nothing, and a request holding the
+/// workspace lock while it waits for the row could deadlock with it.
+#[tokio::test]
+async fn the_entry_with_the_row_takes_the_workspace_lock_before_the_row() {
+    use crate::helpers::{within, PROBE_LIMIT};
+    use harbor_harness::evidence::{self, BlockedBy};
+    use harbor_service::domain::Role;
+    use harbor_service::locks::LockFor;
+    use harbor_service::request_tx::ENTER_LOCK_AND_ROW;
+    let app = crate::helpers::spawn_app().await;
+    let t = app
+        .tenant(
+            "order",
+            true,
+            harbor_service::lifecycle::ConnectionStatus::Connected,
+        )
+        .await;
+    // A session tagged R holds the connection's row lock.
+    let mut holder = app.db().begin().await.unwrap();
+    sqlx::query("SELECT set_config('application_name', 'harbor:R', true)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT 1 FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE",
+    )
+    .bind(t.workspace)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let key = LockFor::Workspace.key(t.workspace);
+    let (workspace, owner) = (t.workspace, t.owner);
+    let mut entering = app.db().acquire().await.unwrap();
+    let entry = tokio::spawn(async move {
+        // As the service's role, under row-level security.
+        sqlx::query("SET ROLE harbor_app")
+            .execute(&mut *entering)
+            .await
+            .unwrap();
+        let mut tx = sqlx::Connection::begin(&mut *entering).await.unwrap();
+        let row = sqlx::query(&ENTER_LOCK_AND_ROW)
+            .bind(workspace)
+            .bind(owner)
+            .bind("harbor:E")
+            .bind(key.classid)
+            .bind(key.objid)
+            .bind(Role::names_let_through(true))
+            .bind("qbo")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        // The lock's flag, then the row's columns: its id, tenant, status.
+        let locked: bool = sqlx::Row::get(&row, 2);
+        let status: Option<String> = sqlx::Row::get(&row, 5);
+        tx.rollback().await.unwrap();
+        sqlx::query("RESET ROLE")
+            .execute(&mut *entering)
+            .await
+            .unwrap();
+        (locked, status)
+    });
+    let seen = evidence::until_blocked(
+        app.db(),
+        "E",
+        Some("R"),
+        BlockedBy::Holder,
+        PROBE_LIMIT,
+        || entry.is_finished(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the entry must wait for the row R holds: {e:?}"));
+    assert_ne!(seen.awaited.locktype, "advisory", "{:?}", seen.awaited);
+    let holds_the_workspace_lock = seen.locks.iter().any(|l| {
+        l.pid == seen.waiter.pid
+            && l.granted
+            && l.locktype == "advisory"
+            // `pg_locks` shows the two keys as unsigned object ids.
+            && l.classid == Some(i64::from(key.classid as u32))
+            && l.objid == Some(i64::from(key.objid as u32))
+    });
+    assert!(
+        holds_the_workspace_lock,
+        "waiting for the row without the workspace lock: {:?}",
+        seen.locks
+    );
+    holder.commit().await.unwrap();
+    let (locked, status) = within("the entry", entry).await.unwrap();
+    assert!(locked, "the owner's entry takes the lock");
+    assert_eq!(
+        status.as_deref(),
+        Some("CONNECTED"),
+        "the row read in the tenant's scope"
+    );
     app.stop().await;
 }

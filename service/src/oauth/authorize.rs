@@ -184,20 +184,20 @@ async fn start_flow(
 ) -> Result<ConnectionStatus, ApiError> {
     let ctx = &request.ctx;
     let hooks = state.sync_points.as_ref();
-    let (mut tx, member, lock) = request.begin_locked(true, LockFor::OAuth).await?;
+    // The workspace lock and the row lock, with the `locked` point between them where the
+    // harness parks the request (`WorkspaceRequest::begin_locked_with_row`).
+    let locked_at = (hooks, syncpoints::OAUTH_AUTHORIZE_LOCKED);
+    let (mut tx, member, lock, connection) = request
+        .begin_locked_with_row(true, LockFor::OAuth, provider, locked_at)
+        .await?;
     let result = async {
         // The state is bound to `tenant`: it must be the membership's. (A workspace's tenant
         // never changes, so a remembered one cannot differ; this keeps the binding a check. It
-        // runs under the workspace lock, taken with the membership: a refusal here, which cannot
-        // happen, would hold the lock until its rollback.)
+        // runs under the locks, taken with the membership: a refusal here, which cannot happen,
+        // would hold them until its rollback.)
         if member.tenant_id != tenant {
             return Err(ApiError::NotFound);
         }
-        // Before the row lock, as every path's `locked` point: the schedule, not PostgreSQL, then
-        // decides who takes the row next when this request and a writer waiting for the row are
-        // let go together.
-        SyncHooks::reach(hooks, ctx, syncpoints::OAUTH_AUTHORIZE_LOCKED).await?;
-        let connection = lifecycle::lock_connection(&mut tx, &lock, provider).await?;
         let audit = lifecycle::Audit {
             ctx,
             event: |to: ConnectionStatus| AuditEvent {
