@@ -139,20 +139,50 @@ pub async fn tested_connection(
 ///   attempt would wait for it. Each attempt is bounded by the pool's acquire timeout, as the
 ///   test it replaces was, and one that runs out is answered as the pool's
 ///   [`sqlx::Error::PoolTimedOut`] (503 `DATABASE_UNAVAILABLE`).
-pub async fn retry_lost<T, F, Fut>(pool: &PgPool, mut attempt: F) -> Result<T, sqlx::Error>
+pub async fn retry_lost<T, F, Fut>(pool: &PgPool, attempt: F) -> Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
-    let bound = pool.options().get_acquire_timeout();
+    retry_lost_within(pool, Some(pool.options().get_acquire_timeout()), attempt).await
+}
+
+/// [`retry_lost`] for one statement run alone that may wait for row locks as well as for the
+/// pool (a sync's store, `documents::STORE`): its attempts are not bounded by the pool's acquire
+/// timeout, which a statement queued behind a row's holder could outlast without anything being
+/// wrong, and which would then answer 503 while the statement, dropped mid-flight, still ran to
+/// its commit (sqlx waits for a dropped statement's end before it reuses the connection). Each of
+/// its lock waits ends at the session's `lock_timeout`, the pool's own wait at its acquire
+/// timeout; a link that dies without a reset and never answers holds the attempt until the
+/// request's timeout, as the statement after a `BEGIN` always could.
+pub async fn retry_lost_waiting<T, F, Fut>(pool: &PgPool, attempt: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    retry_lost_within(pool, None, attempt).await
+}
+
+async fn retry_lost_within<T, F, Fut>(
+    pool: &PgPool,
+    bound: Option<std::time::Duration>,
+    mut attempt: F,
+) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
     let mut attempts = 0;
     let mut tried_without_idle = false;
     loop {
         let idle_before = pool.num_idle();
         attempts += 1;
-        let result = match tokio::time::timeout(bound, attempt()).await {
-            Ok(result) => result,
-            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        let result = match bound {
+            Some(bound) => match tokio::time::timeout(bound, attempt()).await {
+                Ok(result) => result,
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+            },
+            None => attempt().await,
         };
         match result {
             Err(e)

@@ -218,7 +218,7 @@ pub async fn sync(
     } else {
         let statement: &str = if unchecked { &STORE_UNCHECKED } else { &STORE };
         request
-            .fetch_alone(statement, |query| {
+            .write_alone(statement, |query| {
                 bind_store(query, provider, grant, (&ids, &titles))
             })
             .await?
@@ -256,13 +256,14 @@ pub async fn sync(
 /// A sync's documents stored with the grant they were fetched under (`$5`) and only while the
 /// connection to the provider `$4` still holds it, in the order given (`$6`, `$7`), in one
 /// statement with the request's entry (`harbor_enter_workspace($1, $2, $3)`), run alone
-/// ([`WorkspaceRequest::fetch_alone`]): what was a transaction of four round trips (`BEGIN`, the
+/// ([`WorkspaceRequest::write_alone`]): what was a transaction of four round trips (`BEGIN`, the
 /// entry, the store, `COMMIT`) is one. Answers the entry's tenant and role, and the row's status
 /// and grant as they are now (null when the workspace has no such connection).
 ///
 /// The entry is the outer side of the connection's read (which names its tenant), so the tag is
 /// set, the membership held and read and the tenant set before row-level security looks at a
-/// row, as in [`crate::request_tx::ENTER_AND_READ_CONNECTION`]; a caller who is not a member
+/// row (a subquery with a locking clause is never folded into its parent, so the read stays the
+/// inner side); a caller who is not a member
 /// yields no row, reads nothing and writes nothing. The statement's snapshot is taken before the
 /// entry waits for anything, but the row is read `FOR SHARE`, which under READ COMMITTED locks and
 /// answers the newest committed version of a row changed since (a revoke or disconnect that

@@ -14,6 +14,11 @@
 //! decision's transaction before it calls the provider. Some open a second transaction after the
 //! first is committed.
 //!
+//! A request whose database work is one statement needs no transaction block: it runs the
+//! statement alone, entered the same way in the statement itself
+//! ([`WorkspaceRequest::fetch_alone`] for a read, [`WorkspaceRequest::write_alone`] for a
+//! write: a sync's look at its token and its store), saving the `BEGIN` and the `COMMIT`.
+//!
 //! Transactions that are not a member's request to a workspace route (the OAuth callback, whose
 //! tenant is the caller's and whose workspace comes from the consumed state; the untagged
 //! bookkeeping of a seeded flaw) call [`crate::db::begin`] directly, and say why where they do.
@@ -81,16 +86,16 @@ pub static ENTER_LOCK_AND_ROW: std::sync::LazyLock<String> = std::sync::LazyLock
 /// [`ENTER`] and, in the same statement, the workspace's connection to the provider `$4`
 /// ([`crate::lifecycle::CONNECTION_COLUMNS`]), for a read that needs no transaction: run alone,
 /// the statement is its own, and the membership is held while it runs. The connection's read
-/// names the function's row (its tenant), so the function is the join's outer side and has
-/// returned — the tenant set — before row-level security looks at a row; without that reference
-/// the planner may order the two either way, and a read made first would see no tenant and no
-/// row.
+/// names the function's row (its tenant) and is kept a subquery (`OFFSET 0`: never folded into
+/// the join, where the planner could order the two either way), so the function is the outer
+/// side and has returned — the tenant set — before row-level security looks at a row; a read
+/// made first would see no tenant and no row.
 pub static ENTER_AND_READ_CONNECTION: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
         format!(
             "SELECT e.tenant_id, e.role, c.* FROM harbor_enter_workspace($1, $2, $3) AS e \
          CROSS JOIN LATERAL (SELECT {} FROM connections \
-           WHERE workspace_id = $1 AND provider = $4 AND tenant_id = e.tenant_id) AS c",
+           WHERE workspace_id = $1 AND provider = $4 AND tenant_id = e.tenant_id OFFSET 0) AS c",
             crate::lifecycle::CONNECTION_COLUMNS
         )
     });
@@ -248,22 +253,21 @@ impl WorkspaceRequest {
         Ok(Some((member, connection)))
     }
 
-    /// Runs `statement` alone — no transaction around it but its own, no `BEGIN` and no
-    /// `COMMIT` — with the request's workspace, caller and tag bound as its `$1`, `$2` and `$3`
-    /// (for its `harbor_enter_workspace` call, the outer side of whatever it reads: the tag set
-    /// and the membership held and read before row-level security looks at a row) and the rest
-    /// by `bind`. Its first two columns are the entry's tenant and role; `None` when it answers
-    /// no row (the caller is not a member). The membership is held while the statement runs.
+    /// Runs the read `statement` alone — no transaction around it but its own, no `BEGIN` and
+    /// no `COMMIT` — with the request's workspace, caller and tag bound as its `$1`, `$2` and
+    /// `$3` (for its `harbor_enter_workspace` call, the outer side of whatever it reads: the tag
+    /// set and the membership held and read before row-level security looks at a row) and the
+    /// rest by `bind`. Its first two columns are the entry's tenant and role; `None` when it
+    /// answers no row (the caller is not a member). The membership is held while it runs.
     ///
-    /// For a statement that may be sent twice: sent on an idle connection untested, and sent
-    /// again on another if that one turns out dead ([`db::retry_lost`]), as a `BEGIN` is. The
-    /// only wait it may meet besides a row lock, the membership's key while a change of it
-    /// commits, ends at the session's `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`),
-    /// usually before the attempt's bound — the pool's acquire timeout, 10 s by default, counted
-    /// from the wait for a connection. With the lock timeout off or not below what is left of
-    /// that bound, the wait ends there instead, as 503 `DATABASE_UNAVAILABLE` (a timed-out
-    /// attempt is not sent again). Testing the connection first cost a round trip before it
-    /// (db-cost: sync 8.1 → 7.1).
+    /// Sent on an idle connection untested, and sent again on another if that one turns out
+    /// dead ([`db::retry_lost`]), as a `BEGIN` is: a read repeats harmlessly. The only wait it
+    /// may meet, the membership's key while a change of it commits, ends at the session's
+    /// `lock_timeout` (5 s by default: 503 `LOCK_TIMEOUT`), usually before the attempt's bound —
+    /// the pool's acquire timeout, 10 s by default, counted from the wait for a connection. With
+    /// the lock timeout off or not below what is left of that bound, the wait ends there
+    /// instead, as 503 `DATABASE_UNAVAILABLE` (a timed-out attempt is not sent again). Testing
+    /// the connection first cost a round trip before it (db-cost: sync 8.1 → 7.1).
     pub async fn fetch_alone<'q, F>(
         &'q self,
         statement: &'q str,
@@ -272,12 +276,47 @@ impl WorkspaceRequest {
     where
         F: Fn(EnteredQuery<'q>) -> EnteredQuery<'q>,
     {
-        use sqlx::Row;
         let row = db::retry_lost(&self.pool, || {
             bind(self.entered_query(statement)).fetch_optional(&self.pool)
         })
-        .await
-        .map_err(db::DbError::from)?;
+        .await;
+        self.entered_row(row)
+    }
+
+    /// [`WorkspaceRequest::fetch_alone`] for a statement that writes and may wait for row locks
+    /// (a sync's store): sent again on another connection only when its own turns out dead
+    /// ([`db::retry_lost_waiting`]), so it must be one that may run twice — a repeat after a
+    /// reply lost with its commit writes what the first wrote. Its attempts are not cut at the
+    /// pool's acquire timeout: each lock wait ends at `lock_timeout`.
+    ///
+    /// Whatever ends the request while the statement runs (the request's timeout, the client
+    /// gone) does not end the statement: sqlx lets it finish before it reuses the connection, and
+    /// it commits, as a transaction's `COMMIT` sent before the end would have. Nor does an
+    /// answer other than 200 after a repeat say the first sending wrote nothing: its reply may
+    /// have been the one lost (a member removed between the two is answered 404, the documents
+    /// the first stored while they were a member kept).
+    pub async fn write_alone<'q, F>(
+        &'q self,
+        statement: &'q str,
+        bind: F,
+    ) -> Result<Option<(WorkspaceMember, sqlx::postgres::PgRow)>, ApiError>
+    where
+        F: Fn(EnteredQuery<'q>) -> EnteredQuery<'q>,
+    {
+        let row = db::retry_lost_waiting(&self.pool, || {
+            bind(self.entered_query(statement)).fetch_optional(&self.pool)
+        })
+        .await;
+        self.entered_row(row)
+    }
+
+    /// The member a statement run alone entered as (its first two columns), and its row.
+    fn entered_row(
+        &self,
+        row: Result<Option<sqlx::postgres::PgRow>, sqlx::Error>,
+    ) -> Result<Option<(WorkspaceMember, sqlx::postgres::PgRow)>, ApiError> {
+        use sqlx::Row;
+        let row = row.map_err(db::DbError::from)?;
         let Some(row) = row else { return Ok(None) };
         let tenant_id: TenantId = row.try_get(0).map_err(db::DbError::from)?;
         let role: String = row.try_get(1).map_err(db::DbError::from)?;
@@ -286,7 +325,8 @@ impl WorkspaceRequest {
     }
 
     /// `statement` with the request's workspace, caller and tag bound as `$1`, `$2` and `$3`,
-    /// the parameters of its entry: for [`WorkspaceRequest::fetch_alone`], and for a seeded
+    /// the parameters of its entry: for [`WorkspaceRequest::fetch_alone`] and
+    /// [`WorkspaceRequest::write_alone`], and for a seeded
     /// flaw's variant run inside the flaw's own transaction.
     pub fn entered_query<'q>(&self, statement: &'q str) -> EnteredQuery<'q> {
         sqlx::query(statement)

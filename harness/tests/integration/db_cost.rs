@@ -86,7 +86,15 @@ async fn the_entry_statements_keep_a_generic_plan() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    for _ in 0..8 {
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM connections")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        visible, 0,
+        "row-level security hides every row while no tenant is set"
+    );
+    for call in 0..8 {
         let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
         let entered: (uuid::Uuid, String) = sqlx::query_as(ENTER)
             .bind(t.workspace)
@@ -185,7 +193,10 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .bind("harbor:plans")
             .bind("qbo")
             .bind(None::<uuid::Uuid>)
-            .bind(vec!["plans-doc-1", "plans-doc-2"])
+            .bind(vec![
+                format!("plans-doc-{call}-1"),
+                format!("plans-doc-{call}-2"),
+            ])
             .bind(vec!["one", "two"])
             .fetch_one(&mut *conn)
             .await
@@ -196,13 +207,32 @@ async fn the_entry_statements_keep_a_generic_plan() {
             Some("CONNECTED"),
             "the row read in the tenant's scope"
         );
+        // A caller who is not a member enters nothing, reads nothing and writes nothing.
+        let outsider: Option<sqlx::postgres::PgRow> = sqlx::query(&STORE)
+            .bind(t.workspace)
+            .bind(uuid::Uuid::new_v4())
+            .bind("harbor:plans")
+            .bind("qbo")
+            .bind(None::<uuid::Uuid>)
+            .bind(vec!["plans-outsider"])
+            .bind(vec!["nothing"])
+            .fetch_optional(&mut *conn)
+            .await
+            .unwrap();
+        assert!(outsider.is_none(), "an outsider's store answers no row");
     }
     let documents: i64 =
         sqlx::query_scalar("SELECT count(*) FROM documents WHERE external_id LIKE 'plans-doc-%'")
             .fetch_one(app.db())
             .await
             .unwrap();
-    assert_eq!(documents, 2, "the store wrote in the tenant's scope");
+    assert_eq!(documents, 16, "every store wrote, in the tenant's scope");
+    let outsiders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM documents WHERE external_id = 'plans-outsider'")
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+    assert_eq!(outsiders, 0, "an outsider's store wrote nothing");
     for statement in [
         ENTER,
         ENTER_AND_LOCK,
