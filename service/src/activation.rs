@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::flaws::{self, Flaw};
 use crate::lifecycle::{self, ConnectionStatus};
 use crate::locks::{ActivationReads, WorkspaceLock};
-use crate::request_tx::WorkspaceRequest;
+use crate::request_tx::{ActivationRow, WorkspaceRequest};
 use crate::state::AppState;
 use crate::syncpoints::{self, SyncHooks};
 
@@ -60,9 +60,10 @@ pub async fn activate(
     // The entry, the lock and the two reads in one statement. Its errors (not a member, a wait
     // for the lock past `lock_timeout`) are answered there, rolled back, as every request's
     // entry's are: they never reach the activation's own error path (`activation.failing`).
-    let (mut tx, member, lock, reads) = request.begin_for_activation().await?;
     let hooks = state.sync_points.as_ref();
-    let error = match activate_in(&mut tx, &state, ctx, &member, (lock, reads)).await {
+    let locked_at = (hooks, syncpoints::ACTIVATION_LOCKED);
+    let (mut tx, member, lock, reads, qbo) = request.begin_for_activation(locked_at).await?;
+    let error = match activate_in(&mut tx, &state, ctx, &member, (lock, reads, qbo)).await {
         Err(error) if flaws::active(Flaw::EarlyLockRelease) => error,
         Err(error) => {
             // The error path, still inside the transaction and the lock: the harness checks here
@@ -108,11 +109,15 @@ async fn activate_in(
     state: &AppState,
     ctx: &RequestContext,
     member: &WorkspaceMember,
-    (lock, reads): (WorkspaceLock, ActivationReads),
+    (lock, reads, qbo): (WorkspaceLock, ActivationReads, ActivationRow),
 ) -> Result<(ActivationResponse, std::time::Instant), ApiError> {
     let hooks = state.sync_points.as_ref();
     let workspace_id = member.workspace_id;
-    SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_LOCKED).await?;
+    // Reached only by an activation whose entry left the row to it: the harness parks it here,
+    // between the workspace lock and the row lock (`WorkspaceRequest::begin_for_activation`).
+    if matches!(qbo, ActivationRow::NotRead) {
+        SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_LOCKED).await?;
+    }
 
     // A retry of a call that succeeded (its response lost) must learn that it succeeded, even if
     // the connection or entitlement has changed since.
@@ -131,7 +136,11 @@ async fn activate_in(
         return Err(ApiError::ActivationNotEntitled);
     }
 
-    let qbo = lifecycle::lock_connection(tx, &lock, Provider::Qbo).await?;
+    let qbo = match qbo {
+        ActivationRow::NotRead => lifecycle::lock_connection(tx, &lock, Provider::Qbo).await?,
+        ActivationRow::Locked(Some(row)) => *row,
+        ActivationRow::Locked(None) => return Err(lifecycle::LifecycleError::NotFound.into()),
+    };
     SyncHooks::reach(hooks, ctx, syncpoints::ACTIVATION_STATUS_READ).await?;
     if qbo.status != ConnectionStatus::Connected {
         return Err(ApiError::ActivationNotReady(qbo.status.as_str()));

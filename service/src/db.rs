@@ -152,8 +152,8 @@ where
 /// timeout, which a statement queued behind a row's holder could outlast without anything being
 /// wrong, and which would then answer 503 while the statement, dropped mid-flight, still ran to
 /// its commit (sqlx waits for a dropped statement's end before it reuses the connection). Each of
-/// its lock waits ends at the session's `lock_timeout`, the pool's own wait at its acquire
-/// timeout; a link that dies without a reset and never answers holds the attempt until the
+/// its lock waits ends at the session's `lock_timeout` (when it is on), the pool's own wait at
+/// its acquire timeout; a link that dies without a reset and never answers holds the attempt until the
 /// request's timeout, as the statement after a `BEGIN` always could.
 pub async fn retry_lost_waiting<T, F, Fut>(pool: &PgPool, attempt: F) -> Result<T, sqlx::Error>
 where

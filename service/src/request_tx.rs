@@ -71,6 +71,14 @@ pub const ENTER_AND_LOCK_FOR_ACTIVATION: &str = "SELECT e.tenant_id, e.role, \
 /// and runs after the lock is granted: the workspace lock before the row lock, the order every
 /// path takes them in. A caller refused the lock reads no row and locks none. The row's columns
 /// are null when the workspace has no connection to the provider.
+///
+/// The statement's snapshot is taken before the lock is waited for, yet what it reads of the row
+/// is the newest committed version: `FOR UPDATE` under READ COMMITTED locks the latest version of
+/// a row changed meanwhile (by the lock's previous holder, say) and answers it, re-checked. That
+/// holds because the row exists before the statement does: connections are made with their
+/// workspace (a trigger) and never deleted, so none can appear during the wait unseen. It is also
+/// why a seeded flaw without the row lock (`no-row-lock`) takes the locks in steps: without `FOR
+/// UPDATE` this read would answer the row as it was before the wait.
 pub static ENTER_LOCK_AND_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT e.tenant_id, e.role, l.taken IS NOT NULL, c.* FROM harbor_enter_workspace($1, $2, $3) AS e \
@@ -82,6 +90,28 @@ pub static ENTER_LOCK_AND_ROW: std::sync::LazyLock<String> = std::sync::LazyLock
         crate::lifecycle::CONNECTION_COLUMNS
     )
 });
+
+/// [`ENTER_AND_LOCK_FOR_ACTIVATION`] and then, when its reads let the activation go on (not
+/// activated yet, entitled), the QuickBooks connection with its row lock: one round trip for
+/// what took two. The lock function is called in a lateral subquery of the entry's row (`OFFSET
+/// 0`: never folded into the join), so it runs only for a member and once the entry has
+/// returned; the row's read names its columns, so it runs once the lock is granted and its reads
+/// made: the workspace lock before the row lock, as on every path. The row's columns are null
+/// when it was not read (or there is none).
+pub static ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT e.tenant_id, e.role, a.activated_at, a.entitled, c.* \
+             FROM harbor_enter_workspace($1, $2, $3) AS e \
+             CROSS JOIN LATERAL (SELECT r.activated_at, r.entitled \
+               FROM harbor_lock_for_activation($4, $5, $1) AS r \
+               WHERE e.tenant_id IS NOT NULL OFFSET 0) AS a \
+             LEFT JOIN LATERAL (SELECT {} FROM connections \
+               WHERE workspace_id = $1 AND provider = 'qbo' AND tenant_id = e.tenant_id \
+                 AND a.activated_at IS NULL AND a.entitled FOR UPDATE) AS c ON true",
+            crate::lifecycle::CONNECTION_COLUMNS
+        )
+    });
 
 /// [`ENTER`] and, in the same statement, the workspace's connection to the provider `$4`
 /// ([`crate::lifecycle::CONNECTION_COLUMNS`]), for a read that needs no transaction: run alone,
@@ -157,15 +187,17 @@ impl WorkspaceRequest {
 
     /// [`WorkspaceRequest::begin_locked`] that also reads the workspace's connection to
     /// `provider` with its row lock ([`crate::lifecycle::lock_connection`]), in the same
-    /// statement ([`ENTER_LOCK_AND_ROW`]): the round trip of the row's read saved for every
-    /// request that locks its workspace and then its connection's row.
+    /// statement ([`ENTER_LOCK_AND_ROW`]): the round trip of the row's read saved for authorize,
+    /// disconnect and revoke, which lock their workspace and then their connection's row first
+    /// thing (the callback's store and the sync's locked decision take them in steps).
     ///
     /// Between the two locks each such request has a sync point, `point` (its `locked`): there
     /// the harness decides who takes the row next when this request and a writer waiting for the
     /// row are let go together. A request the harness would park there
     /// ([`SyncHooks::would_park`], asked at the entry, where the harness arms its points before
     /// it sends the request) takes the locks in three steps as before, parking between them; so
-    /// does one under a seeded flaw that changes either lock. No workspace's connection to
+    /// does one under a seeded flaw that changes the membership's check or the row lock (a split
+    /// lock namespace needs nothing: the key is [`LockFor::key`]'s either way). No connection to
     /// `provider`: 404 `NOT_FOUND`, rolled back, as [`crate::lifecycle::lock_connection`] answers.
     pub async fn begin_locked_with_row(
         &self,
@@ -207,12 +239,35 @@ impl WorkspaceRequest {
     /// ([`ENTER_AND_LOCK_FOR_ACTIVATION`]): one round trip fewer than the entry and the lock's
     /// call one after the other, nothing of the critical section moved (it begins where the lock
     /// is granted, as before).
+    ///
+    /// The QuickBooks connection's row lock comes in the same statement too
+    /// ([`ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW`], [`ActivationRow::Locked`]), unless the
+    /// harness would park the request at `point`, the activation's `locked` point between the two
+    /// locks, or a seeded flaw changes what the activation reads or locks: the activation then
+    /// reads the row itself, after that point ([`ActivationRow::NotRead`]).
     pub async fn begin_for_activation(
         &self,
-    ) -> Result<(Tx, WorkspaceMember, WorkspaceLock, ActivationReads), ApiError> {
-        let (tx, member, entered) = self.begin_needing(false, Entry::Activation).await?;
+        (hooks, point): (Option<&SyncHooks>, &'static str),
+    ) -> Result<
+        (
+            Tx,
+            WorkspaceMember,
+            WorkspaceLock,
+            ActivationReads,
+            ActivationRow,
+        ),
+        ApiError,
+    > {
+        use crate::flaws::{active, Flaw};
+        let with_row = !(SyncHooks::would_park(hooks, &self.ctx, &[point])
+            || active(Flaw::NoMembershipCheck)
+            || active(Flaw::NoRowLock)
+            || active(Flaw::NoUniqueActivation));
+        let (tx, member, entered) = self
+            .begin_needing(false, Entry::Activation { with_row })
+            .await?;
         match entered {
-            Entered::Activation(lock, reads) => Ok((tx, member, lock, reads)),
+            Entered::Activation(lock, reads, row) => Ok((tx, member, lock, reads, row)),
             _ => without_its_lock(tx).await,
         }
     }
@@ -287,7 +342,9 @@ impl WorkspaceRequest {
     /// (a sync's store): sent again on another connection only when its own turns out dead
     /// ([`db::retry_lost_waiting`]), so it must be one that may run twice — a repeat after a
     /// reply lost with its commit writes what the first wrote. Its attempts are not cut at the
-    /// pool's acquire timeout: each lock wait ends at `lock_timeout`.
+    /// pool's acquire timeout: each lock wait ends at `lock_timeout` (with the lock timeout off,
+    /// only the request's timeout ends the wait, and the statement then commits once its locks
+    /// come, after the request has answered 503).
     ///
     /// Whatever ends the request while the statement runs (the request's timeout, the client
     /// gone) does not end the statement: sqlx lets it finish before it reuses the connection, and
@@ -358,9 +415,11 @@ impl WorkspaceRequest {
                     Err(e) => return db::finish(tx, Err(e.into())).await,
                 },
                 // No entry statement to make the call in: the lock and the reads on their own.
-                Entry::Activation => {
+                Entry::Activation { .. } => {
                     match locks::lock_workspace_for_activation(&mut tx, self.workspace_id).await {
-                        Ok((lock, reads)) => Entered::Activation(lock, reads),
+                        Ok((lock, reads)) => {
+                            Entered::Activation(lock, reads, ActivationRow::NotRead)
+                        }
                         Err(e) => return db::finish(tx, Err(e.into())).await,
                     }
                 }
@@ -485,7 +544,38 @@ impl WorkspaceRequest {
                 let taken = lock.taken_by_statement(workspace_id);
                 Ok(Some((tenant, role, Entered::LockAndRow(taken, connection))))
             }
-            Entry::Activation => {
+            Entry::Activation { with_row: true } => {
+                use sqlx::Row;
+                let key = LockFor::Workspace.key(workspace_id);
+                let row = sqlx::query(&ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW)
+                    .bind(workspace_id)
+                    .bind(self.caller)
+                    .bind(tag)
+                    .bind(key.classid)
+                    .bind(key.objid)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let tenant: TenantId = row.try_get(0)?;
+                let role: String = row.try_get(1)?;
+                let reads = ActivationReads {
+                    activated_at: row.try_get(2)?,
+                    entitled: row.try_get(3)?,
+                };
+                let found: Option<uuid::Uuid> = row.try_get(4)?;
+                let qbo = match found {
+                    Some(_) => Some(Box::new(crate::lifecycle::connection_from_row(
+                        &row,
+                        4,
+                        crate::domain::Provider::Qbo,
+                    )?)),
+                    None => None,
+                };
+                let lock = LockFor::Workspace.taken_by_statement(workspace_id);
+                let entered = Entered::Activation(lock, reads, ActivationRow::Locked(qbo));
+                Ok(Some((tenant, role, entered)))
+            }
+            Entry::Activation { with_row: false } => {
                 let key = LockFor::Workspace.key(workspace_id);
                 type Reads = (Option<chrono::DateTime<chrono::Utc>>, Option<bool>);
                 let entered: Option<(TenantId, String, Reads)> =
@@ -503,7 +593,11 @@ impl WorkspaceRequest {
                         activated_at,
                         entitled,
                     };
-                    (tenant, role, Entered::Activation(lock, reads))
+                    (
+                        tenant,
+                        role,
+                        Entered::Activation(lock, reads, ActivationRow::NotRead),
+                    )
                 }))
             }
         }
@@ -544,6 +638,16 @@ async fn without_its_lock<T>(tx: Tx) -> Result<T, ApiError> {
     db::finish(tx, Err(ApiError::Database(inconsistent))).await
 }
 
+/// What an activation's entry did with the QuickBooks connection's row.
+#[derive(Debug)]
+pub enum ActivationRow {
+    /// Nothing: the activation reads it with its row lock itself, after its `locked` point.
+    NotRead,
+    /// Read with its row lock in the entry, if the entry's reads let the activation go on (not
+    /// activated yet, entitled); `None` when they did not, or there is no such row.
+    Locked(Option<Box<LockedConnection>>),
+}
+
 /// What a request's first statement takes besides the membership.
 #[derive(Clone, Copy, Debug)]
 enum Entry {
@@ -551,8 +655,12 @@ enum Entry {
     Plain,
     /// The workspace lock on this key, for a role the request lets through: [`ENTER_AND_LOCK`].
     Locked(LockFor),
-    /// The activation's lock and reads: [`ENTER_AND_LOCK_FOR_ACTIVATION`].
-    Activation,
+    /// The activation's lock and reads: [`ENTER_AND_LOCK_FOR_ACTIVATION`], and `with_row` the
+    /// QuickBooks row's lock after them ([`ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW`]).
+    Activation {
+        /// Whether the row is read in the entry.
+        with_row: bool,
+    },
     /// The workspace lock on this key for a role the request lets through, then the connection
     /// to this provider with its row lock: [`ENTER_LOCK_AND_ROW`].
     LockedWithRow(LockFor, crate::domain::Provider),
@@ -565,8 +673,8 @@ enum Entered {
     Nothing,
     /// The workspace lock.
     Lock(WorkspaceLock),
-    /// The activation's lock and what it read under it.
-    Activation(WorkspaceLock, ActivationReads),
+    /// The activation's lock, what it read under it, and the QuickBooks row if it was read.
+    Activation(WorkspaceLock, ActivationReads, ActivationRow),
     /// The workspace lock, and the connection read with its row lock (`None`: no such row).
     LockAndRow(WorkspaceLock, Option<Box<LockedConnection>>),
 }

@@ -10,7 +10,9 @@
 //! between the two locks, the request parks there and the writer takes the row, every time.
 //! With the point after the row lock, which of them took the row first was PostgreSQL's
 //! scheduling, and `explore --depth 3` under load saw its replays diverge (authorize or revoke,
-//! sync and the raw writer).
+//! sync and the raw writer). A request not armed at its `locked` point takes both locks in one
+//! statement where its path allows it (`WorkspaceRequest::begin_locked_with_row`,
+//! `begin_for_activation`): there is nothing between them to park at.
 
 use std::time::Duration;
 

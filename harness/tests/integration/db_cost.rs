@@ -49,6 +49,9 @@ async fn every_kind_of_request_is_counted_in_transactions_and_round_trips() {
     // more). Authorize's entry takes the lock and the row in one statement likewise.
     assert_eq!(of("disconnect").statements, 6.0, "{rows:?}");
     assert_eq!(of("authorize").statements, 4.0, "{rows:?}");
+    // An activation: `BEGIN`, the entry with the lock, the two reads and the QuickBooks row
+    // locked after them, the row with its audit row, `COMMIT`.
+    assert_eq!(of("activate").statements, 4.0, "{rows:?}");
     // Redis: an authorize charges its address and tenant in one script call and stores its state
     // (2); a callback charges address, failed-state reservation and tenant in one call, consumes
     // its state and gives the reservation back (3). A workspace request sends none.
@@ -69,8 +72,8 @@ async fn the_entry_statements_keep_a_generic_plan() {
     use harbor_service::domain::Role;
     use harbor_service::locks::LockFor;
     use harbor_service::request_tx::{
-        ENTER, ENTER_AND_LOCK, ENTER_AND_LOCK_FOR_ACTIVATION, ENTER_AND_READ_CONNECTION,
-        ENTER_LOCK_AND_ROW,
+        ENTER, ENTER_AND_LOCK, ENTER_AND_LOCK_FOR_ACTIVATION,
+        ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW, ENTER_AND_READ_CONNECTION, ENTER_LOCK_AND_ROW,
     };
     let app = crate::helpers::spawn_app().await;
     let t = app
@@ -132,6 +135,19 @@ async fn the_entry_statements_keep_a_generic_plan() {
             Some(true),
             "the entitlement read in the tenant's scope"
         );
+        // An activation's entry that locks the QuickBooks row after the lock and the reads.
+        let activation_row: sqlx::postgres::PgRow =
+            sqlx::query(&ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW)
+                .bind(t.workspace)
+                .bind(t.owner)
+                .bind("harbor:plans")
+                .bind(7_i32)
+                .bind(8_i32)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        let qbo_status: Option<String> = sqlx::Row::get(&activation_row, 6);
+        assert_eq!(qbo_status.as_deref(), Some("CONNECTED"));
         // An entry that locks its connection's row after the lock: the row read in the scope.
         let with_row: sqlx::postgres::PgRow = sqlx::query(&ENTER_LOCK_AND_ROW)
             .bind(t.workspace)
@@ -241,6 +257,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
         MEMBERSHIP_AND_LOCK_TRIED,
         ENTER_AND_READ_CONNECTION.as_str(),
         ENTER_LOCK_AND_ROW.as_str(),
+        ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW.as_str(),
         STORE.as_str(),
     ] {
         let (generic, custom): (i64, i64) = sqlx::query_as(
@@ -342,18 +359,15 @@ async fn definer_functions_writing_audit_rows_share_the_sessions_search_path() {
     app.stop().await;
 }
 
-/// The entry that also reads the request's connection with its row lock (`ENTER_LOCK_AND_ROW`,
-/// one round trip for two) takes the workspace lock first, as every path does: seen in the lock
-/// tables waiting for the row another session holds, it already holds the workspace lock. Taken
-/// the other way round, it would wait for the row holding nothing, and a request holding the
-/// workspace lock while it waits for the row could deadlock with it.
+/// The entries that also read the request's connection with its row lock (`ENTER_LOCK_AND_ROW`,
+/// `ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW`: one round trip for two) take the workspace lock
+/// first, as every path does: seen in the lock tables waiting for the row another session holds,
+/// each already holds the workspace lock. Taken the other way round, it would wait for the row
+/// holding nothing, and a request holding the workspace lock while it waits for the row could
+/// deadlock with it.
 #[tokio::test]
-async fn the_entry_with_the_row_takes_the_workspace_lock_before_the_row() {
-    use crate::helpers::{within, PROBE_LIMIT};
-    use harbor_harness::evidence::{self, BlockedBy};
-    use harbor_service::domain::Role;
-    use harbor_service::locks::LockFor;
-    use harbor_service::request_tx::ENTER_LOCK_AND_ROW;
+async fn the_entries_with_the_row_take_the_workspace_lock_before_the_row() {
+    use harbor_service::request_tx::{ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW, ENTER_LOCK_AND_ROW};
     let app = crate::helpers::spawn_app().await;
     let t = app
         .tenant(
@@ -362,6 +376,97 @@ async fn the_entry_with_the_row_takes_the_workspace_lock_before_the_row() {
             harbor_service::lifecycle::ConnectionStatus::Connected,
         )
         .await;
+    // The lock's flag, then the row's columns (its id, tenant, status).
+    let status = waits_for_the_row_holding_the_lock(&app, &t, &ENTER_LOCK_AND_ROW, true, 5).await;
+    assert_eq!(
+        status.as_deref(),
+        Some("CONNECTED"),
+        "the row read in the tenant's scope"
+    );
+    // The two reads, then the row's columns: read because the workspace is entitled and not
+    // activated yet.
+    let status = waits_for_the_row_holding_the_lock(
+        &app,
+        &t,
+        &ENTER_AND_LOCK_FOR_ACTIVATION_WITH_ROW,
+        false,
+        6,
+    )
+    .await;
+    assert_eq!(
+        status.as_deref(),
+        Some("CONNECTED"),
+        "the row read in the tenant's scope"
+    );
+    // A plain member, refused the admin's lock, neither waits for the row R holds nor takes the
+    // workspace lock: answered at once, the lock not taken and no row read.
+    let mut holder = app.db().begin().await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE",
+    )
+    .bind(t.workspace)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let mut member = app.db().acquire().await.unwrap();
+    sqlx::query("SET ROLE harbor_app")
+        .execute(&mut *member)
+        .await
+        .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *member).await.unwrap();
+    let key = harbor_service::locks::LockFor::Workspace.key(t.workspace);
+    let refused = crate::helpers::within(
+        "a refused member's entry, which must not wait",
+        sqlx::query(&ENTER_LOCK_AND_ROW)
+            .bind(t.workspace)
+            .bind(t.member)
+            .bind("harbor:M")
+            .bind(key.classid)
+            .bind(key.objid)
+            .bind(harbor_service::domain::Role::names_let_through(true))
+            .bind("qbo")
+            .fetch_one(&mut *tx),
+    )
+    .await
+    .unwrap();
+    let locked: bool = sqlx::Row::get(&refused, 2);
+    let row_id: Option<uuid::Uuid> = sqlx::Row::get(&refused, 3);
+    assert!(
+        !locked && row_id.is_none(),
+        "a refused member locked {locked}, read {row_id:?}"
+    );
+    let advisory: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' \
+          AND mode = 'ExclusiveLock'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(advisory, 0, "a refused member holds no workspace lock");
+    tx.rollback().await.unwrap();
+    sqlx::query("RESET ROLE")
+        .execute(&mut *member)
+        .await
+        .unwrap();
+    holder.commit().await.unwrap();
+    app.stop().await;
+}
+
+/// Runs `statement` (an entry with the workspace lock's key as `$4`, `$5`, and with `admin_entry`
+/// the roles let through and the provider as `$6`, `$7`) as the service's role while a session
+/// holds the workspace's QuickBooks row, checks from the lock tables that it waits for the row
+/// holding the workspace lock, lets the row go, and answers the status column `status_at`.
+async fn waits_for_the_row_holding_the_lock(
+    app: &crate::helpers::TestApp,
+    t: &harbor_harness::fixtures::TenantWorkspace,
+    statement: &'static str,
+    admin_entry: bool,
+    status_at: usize,
+) -> Option<String> {
+    use crate::helpers::{within, PROBE_LIMIT};
+    use harbor_harness::evidence::{self, BlockedBy};
+    use harbor_service::domain::Role;
+    use harbor_service::locks::LockFor;
     // A session tagged R holds the connection's row lock.
     let mut holder = app.db().begin().await.unwrap();
     sqlx::query("SELECT set_config('application_name', 'harbor:R', true)")
@@ -385,26 +490,23 @@ async fn the_entry_with_the_row_takes_the_workspace_lock_before_the_row() {
             .await
             .unwrap();
         let mut tx = sqlx::Connection::begin(&mut *entering).await.unwrap();
-        let row = sqlx::query(&ENTER_LOCK_AND_ROW)
+        let mut query = sqlx::query(statement)
             .bind(workspace)
             .bind(owner)
             .bind("harbor:E")
             .bind(key.classid)
-            .bind(key.objid)
-            .bind(Role::names_let_through(true))
-            .bind("qbo")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        // The lock's flag, then the row's columns: its id, tenant, status.
-        let locked: bool = sqlx::Row::get(&row, 2);
-        let status: Option<String> = sqlx::Row::get(&row, 5);
+            .bind(key.objid);
+        if admin_entry {
+            query = query.bind(Role::names_let_through(true)).bind("qbo");
+        }
+        let row = query.fetch_one(&mut *tx).await.unwrap();
+        let status: Option<String> = sqlx::Row::get(&row, status_at);
         tx.rollback().await.unwrap();
         sqlx::query("RESET ROLE")
             .execute(&mut *entering)
             .await
             .unwrap();
-        (locked, status)
+        status
     });
     let seen = evidence::until_blocked(
         app.db(),
@@ -427,16 +529,31 @@ async fn the_entry_with_the_row_takes_the_workspace_lock_before_the_row() {
     });
     assert!(
         holds_the_workspace_lock,
-        "waiting for the row without the workspace lock: {:?}",
+        "{statement}: waiting for the row without the workspace lock: {:?}",
         seen.locks
     );
     holder.commit().await.unwrap();
-    let (locked, status) = within("the entry", entry).await.unwrap();
-    assert!(locked, "the owner's entry takes the lock");
-    assert_eq!(
-        status.as_deref(),
-        Some("CONNECTED"),
-        "the row read in the tenant's scope"
-    );
+    within("the entry", entry).await.unwrap()
+}
+
+/// The benches' raw ceiling of an activation (`ceiling::raw_activation`), which only the benches
+/// run otherwise, runs: it activates the workspace once, and a second call finds it done.
+#[tokio::test]
+async fn the_raw_activation_ceiling_activates_once() {
+    use harbor_harness::target::started::ceiling::raw_activation;
+    let app = crate::helpers::spawn_app().await;
+    let t = app
+        .tenant(
+            "ceiling",
+            true,
+            harbor_service::lifecycle::ConnectionStatus::Connected,
+        )
+        .await;
+    for _ in 0..2 {
+        raw_activation(app.db(), &t)
+            .await
+            .expect("the raw activation");
+    }
+    assert_eq!(app.activations_of(t.workspace).await, 1);
     app.stop().await;
 }
