@@ -38,7 +38,9 @@ pub(crate) fn test(args: &[String]) -> Result<ExitCode> {
     // side by side, and sharing sets among services, are held to silence too), then each ordering flaw
     // (each must be found). Then the lock probes' own kill
     // matrix: with no sync point armed, the probes alone must catch the lock a flawed build skips
-    // (the split namespace, the missing row lock).
+    // (the split namespace, the missing row lock). Unarmed, authorize, disconnect, revoke and
+    // activation take the workspace lock and their row's lock in one statement: these sets are
+    // where exploration meets that statement (the others park between the two locks).
     let explored = phase(
         "harbor-certify explore --kill-matrix (every pair of operations, every schedule)",
         || {
@@ -54,7 +56,7 @@ pub(crate) fn test(args: &[String]) -> Result<ExitCode> {
                 &[
                     "--lock-probes",
                     "--ops",
-                    "row_probe,activate,callback",
+                    "row_probe,activate,callback,disconnect,authorize,revoke",
                     "--pairs",
                     "--out",
                     "reports/explore-lock-probes",
