@@ -331,11 +331,7 @@ impl WorkspaceRequest {
     where
         F: Fn(EnteredQuery<'q>) -> EnteredQuery<'q>,
     {
-        let row = db::retry_lost(&self.pool, || {
-            bind(self.entered_query(statement)).fetch_optional(&self.pool)
-        })
-        .await;
-        self.entered_row(row)
+        self.run_alone(statement, bind, false).await
     }
 
     /// [`WorkspaceRequest::fetch_alone`] for a statement that writes and may wait for row locks
@@ -360,19 +356,28 @@ impl WorkspaceRequest {
     where
         F: Fn(EnteredQuery<'q>) -> EnteredQuery<'q>,
     {
-        let row = db::retry_lost_waiting(&self.pool, || {
-            bind(self.entered_query(statement)).fetch_optional(&self.pool)
-        })
-        .await;
-        self.entered_row(row)
+        self.run_alone(statement, bind, true).await
     }
 
-    /// The member a statement run alone entered as (its first two columns), and its row.
-    fn entered_row(
-        &self,
-        row: Result<Option<sqlx::postgres::PgRow>, sqlx::Error>,
-    ) -> Result<Option<(WorkspaceMember, sqlx::postgres::PgRow)>, ApiError> {
+    /// [`WorkspaceRequest::fetch_alone`] (`waiting` false) and [`WorkspaceRequest::write_alone`]
+    /// (true): the statement sent, and the member it entered as (its first two columns) with its
+    /// row.
+    async fn run_alone<'q, F>(
+        &'q self,
+        statement: &'q str,
+        bind: F,
+        waiting: bool,
+    ) -> Result<Option<(WorkspaceMember, sqlx::postgres::PgRow)>, ApiError>
+    where
+        F: Fn(EnteredQuery<'q>) -> EnteredQuery<'q>,
+    {
         use sqlx::Row;
+        let send = || bind(self.entered_query(statement)).fetch_optional(&self.pool);
+        let row = if waiting {
+            db::retry_lost_waiting(&self.pool, send).await
+        } else {
+            db::retry_lost(&self.pool, send).await
+        };
         let row = row.map_err(db::DbError::from)?;
         let Some(row) = row else { return Ok(None) };
         let tenant_id: TenantId = row.try_get(0).map_err(db::DbError::from)?;

@@ -400,14 +400,7 @@ async fn the_entries_with_the_row_take_the_workspace_lock_before_the_row() {
     );
     // A plain member, refused the admin's lock, neither waits for the row R holds nor takes the
     // workspace lock: answered at once, the lock not taken and no row read.
-    let mut holder = app.db().begin().await.unwrap();
-    sqlx::query(
-        "SELECT 1 FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE",
-    )
-    .bind(t.workspace)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
+    let holder = holding_the_qbo_row(&app, &t).await;
     let mut member = app.db().acquire().await.unwrap();
     sqlx::query("SET ROLE harbor_app")
         .execute(&mut *member)
@@ -452,6 +445,26 @@ async fn the_entries_with_the_row_take_the_workspace_lock_before_the_row() {
     app.stop().await;
 }
 
+/// A transaction of the harness's own, tagged R, holding the workspace's QuickBooks row lock.
+async fn holding_the_qbo_row(
+    app: &crate::helpers::TestApp,
+    t: &harbor_harness::fixtures::TenantWorkspace,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = app.db().begin().await.unwrap();
+    sqlx::query("SELECT set_config('application_name', 'harbor:R', true)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT 1 FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE",
+    )
+    .bind(t.workspace)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    holder
+}
+
 /// Runs `statement` (an entry with the workspace lock's key as `$4`, `$5`, and with `admin_entry`
 /// the roles let through and the provider as `$6`, `$7`) as the service's role while a session
 /// holds the workspace's QuickBooks row, checks from the lock tables that it waits for the row
@@ -467,19 +480,7 @@ async fn waits_for_the_row_holding_the_lock(
     use harbor_harness::evidence::{self, BlockedBy};
     use harbor_service::domain::Role;
     use harbor_service::locks::LockFor;
-    // A session tagged R holds the connection's row lock.
-    let mut holder = app.db().begin().await.unwrap();
-    sqlx::query("SELECT set_config('application_name', 'harbor:R', true)")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    sqlx::query(
-        "SELECT 1 FROM connections WHERE workspace_id = $1 AND provider = 'qbo' FOR UPDATE",
-    )
-    .bind(t.workspace)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
+    let holder = holding_the_qbo_row(app, t).await;
     let key = LockFor::Workspace.key(t.workspace);
     let (workspace, owner) = (t.workspace, t.owner);
     let mut entering = app.db().acquire().await.unwrap();
