@@ -299,7 +299,7 @@ fn bind_store<'q>(
     query: EnteredQuery<'q>,
     provider: Provider,
     grant: Option<uuid::Uuid>,
-    (ids, titles): (&'q Vec<&'q str>, &'q Vec<&'q str>),
+    (ids, titles): (&'q [&'q str], &'q [&'q str]),
 ) -> EnteredQuery<'q> {
     query
         .bind(provider.as_str())

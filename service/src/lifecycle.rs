@@ -321,6 +321,19 @@ async fn select_connection(
     connection_from_row(&row.ok_or(LifecycleError::NotFound)?, 0, provider)
 }
 
+/// [`connection_from_row`] for columns that may all be null (the outer join of an entry that
+/// reads the row only when it may): `None` when the row's id is.
+pub(crate) fn connection_if_read(
+    row: &sqlx::postgres::PgRow,
+    at: usize,
+    provider: Provider,
+) -> Result<Option<LockedConnection>, LifecycleError> {
+    use sqlx::Row;
+    let id: Option<ConnectionId> = row.try_get(at)?;
+    id.map(|_| connection_from_row(row, at, provider))
+        .transpose()
+}
+
 /// The connection whose [`CONNECTION_COLUMNS`] start at column `at` of `row`.
 pub(crate) fn connection_from_row(
     row: &sqlx::postgres::PgRow,

@@ -193,11 +193,9 @@ impl WorkspaceRequest {
     ///
     /// Between the two locks each such request has a sync point, `point` (its `locked`): there
     /// the harness decides who takes the row next when this request and a writer waiting for the
-    /// row are let go together. A request the harness would park there
-    /// ([`SyncHooks::would_park`], asked at the entry, where the harness arms its points before
-    /// it sends the request) takes the locks in three steps as before, parking between them; so
-    /// does one under a seeded flaw that changes the membership's check or the row lock (a split
-    /// lock namespace needs nothing: the key is [`LockFor::key`]'s either way). No connection to
+    /// row are let go together. A request the harness would park there, or one under a seeded
+    /// flaw that changes a lock, takes the locks in three steps as before, parking between them
+    /// ([`WorkspaceRequest::both_locks_in_the_entry`]). No connection to
     /// `provider`: 404 `NOT_FOUND`, rolled back, as [`crate::lifecycle::lock_connection`] answers.
     pub async fn begin_locked_with_row(
         &self,
@@ -206,11 +204,7 @@ impl WorkspaceRequest {
         provider: crate::domain::Provider,
         (hooks, point): (Option<&SyncHooks>, &'static str),
     ) -> Result<(Tx, WorkspaceMember, WorkspaceLock, LockedConnection), ApiError> {
-        use crate::flaws::{active, Flaw};
-        let in_steps = SyncHooks::would_park(hooks, &self.ctx, &[point])
-            || active(Flaw::NoMembershipCheck)
-            || active(Flaw::NoRowLock);
-        if in_steps {
+        if !self.both_locks_in_the_entry(hooks, point) {
             let (mut tx, member, taken) = self.begin_locked(admin, lock).await?;
             let read = async {
                 SyncHooks::reach(hooks, &self.ctx, point).await?;
@@ -258,11 +252,9 @@ impl WorkspaceRequest {
         ),
         ApiError,
     > {
-        use crate::flaws::{active, Flaw};
-        let with_row = !(SyncHooks::would_park(hooks, &self.ctx, &[point])
-            || active(Flaw::NoMembershipCheck)
-            || active(Flaw::NoRowLock)
-            || active(Flaw::NoUniqueActivation));
+        // Under `no-unique-activation` the row is read even for an activation already made.
+        let with_row = self.both_locks_in_the_entry(hooks, point)
+            && !crate::flaws::active(crate::flaws::Flaw::NoUniqueActivation);
         let (tx, member, entered) = self
             .begin_needing(false, Entry::Activation { with_row })
             .await?;
@@ -270,6 +262,19 @@ impl WorkspaceRequest {
             Entered::Activation(lock, reads, row) => Ok((tx, member, lock, reads, row)),
             _ => without_its_lock(tx).await,
         }
+    }
+
+    /// Whether the request's entry may take the workspace lock and its row's lock in one
+    /// statement: not when the harness would park it at `point`, its `locked` point between the
+    /// two ([`SyncHooks::would_park`], asked at the entry, where the harness arms its points
+    /// before it sends the request), nor under a seeded flaw that changes the membership's check
+    /// or the row lock (a split lock namespace needs nothing: the key is [`LockFor::key`]'s
+    /// either way).
+    fn both_locks_in_the_entry(&self, hooks: Option<&SyncHooks>, point: &'static str) -> bool {
+        use crate::flaws::{active, Flaw};
+        !(SyncHooks::would_park(hooks, &self.ctx, &[point])
+            || active(Flaw::NoMembershipCheck)
+            || active(Flaw::NoRowLock))
     }
 
     /// The caller's membership read from the pool, outside any transaction, for a handler that
@@ -539,15 +544,13 @@ impl WorkspaceRequest {
                 if !locked {
                     return Ok(Some((tenant, role, Entered::Nothing)));
                 }
-                let found: Option<uuid::Uuid> = row.try_get(3)?;
-                let connection = match found {
-                    Some(_) => Some(Box::new(crate::lifecycle::connection_from_row(
-                        &row, 3, provider,
-                    )?)),
-                    None => None,
-                };
+                let connection = crate::lifecycle::connection_if_read(&row, 3, provider)?;
                 let taken = lock.taken_by_statement(workspace_id);
-                Ok(Some((tenant, role, Entered::LockAndRow(taken, connection))))
+                Ok(Some((
+                    tenant,
+                    role,
+                    Entered::LockAndRow(taken, connection.map(Box::new)),
+                )))
             }
             Entry::Activation { with_row: true } => {
                 use sqlx::Row;
@@ -567,15 +570,9 @@ impl WorkspaceRequest {
                     activated_at: row.try_get(2)?,
                     entitled: row.try_get(3)?,
                 };
-                let found: Option<uuid::Uuid> = row.try_get(4)?;
-                let qbo = match found {
-                    Some(_) => Some(Box::new(crate::lifecycle::connection_from_row(
-                        &row,
-                        4,
-                        crate::domain::Provider::Qbo,
-                    )?)),
-                    None => None,
-                };
+                let qbo =
+                    crate::lifecycle::connection_if_read(&row, 4, crate::domain::Provider::Qbo)?
+                        .map(Box::new);
                 let lock = LockFor::Workspace.taken_by_statement(workspace_id);
                 let entered = Entered::Activation(lock, reads, ActivationRow::Locked(qbo));
                 Ok(Some((tenant, role, entered)))

@@ -83,14 +83,9 @@ async fn the_entry_statements_keep_a_generic_plan() {
             harbor_service::lifecycle::ConnectionStatus::Connected,
         )
         .await;
-    let mut conn = app.db().acquire().await.unwrap();
-    // As the service's role, under row-level security (the harness's own pool is not).
-    sqlx::query("SET ROLE harbor_app")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let mut conn = as_the_services_role(&app).await;
     let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM connections")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(
@@ -98,7 +93,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
         "row-level security hides every row while no tenant is set"
     );
     for call in 0..8 {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
         let entered: (uuid::Uuid, String) = sqlx::query_as(ENTER)
             .bind(t.workspace)
             .bind(t.owner)
@@ -194,7 +189,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .bind(t.owner)
             .bind("harbor:plans")
             .bind("qbo")
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut conn)
             .await
             .unwrap();
         let role: String =
@@ -214,7 +209,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
                 format!("plans-doc-{call}-2"),
             ])
             .bind(vec!["one", "two"])
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await
             .unwrap();
         let status: Option<String> = sqlx::Row::get(&stored, 2);
@@ -232,7 +227,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
             .bind(None::<uuid::Uuid>)
             .bind(vec!["plans-outsider"])
             .bind(vec!["nothing"])
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut conn)
             .await
             .unwrap();
         assert!(outsider.is_none(), "an outsider's store answers no row");
@@ -264,7 +259,7 @@ async fn the_entry_statements_keep_a_generic_plan() {
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
         )
         .bind(statement)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap();
         // Five custom plans, by rule, then the generic one for the rest.
@@ -279,14 +274,14 @@ async fn the_entry_statements_keep_a_generic_plan() {
         "SELECT p.oid::regprocedure::text, p.prorows FROM pg_proc p \
           WHERE p.proname IN ('harbor_enter_workspace', 'harbor_membership') ORDER BY 1",
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap();
     assert_eq!(estimates.len(), 3, "{estimates:?}");
     for (function, rows) in &estimates {
         assert_eq!(*rows, 1.0, "{function} is estimated at {rows} rows");
     }
-    conn.close().await.unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
     app.stop().await;
 }
 
@@ -401,12 +396,8 @@ async fn the_entries_with_the_row_take_the_workspace_lock_before_the_row() {
     // A plain member, refused the admin's lock, neither waits for the row R holds nor takes the
     // workspace lock: answered at once, the lock not taken and no row read.
     let holder = holding_the_qbo_row(&app, &t).await;
-    let mut member = app.db().acquire().await.unwrap();
-    sqlx::query("SET ROLE harbor_app")
-        .execute(&mut *member)
-        .await
-        .unwrap();
-    let mut tx = sqlx::Connection::begin(&mut *member).await.unwrap();
+    let mut member = as_the_services_role(&app).await;
+    let mut tx = sqlx::Connection::begin(&mut member).await.unwrap();
     let key = harbor_service::locks::LockFor::Workspace.key(t.workspace);
     let refused = crate::helpers::within(
         "a refused member's entry, which must not wait",
@@ -437,12 +428,20 @@ async fn the_entries_with_the_row_take_the_workspace_lock_before_the_row() {
     .unwrap();
     assert_eq!(advisory, 0, "a refused member holds no workspace lock");
     tx.rollback().await.unwrap();
-    sqlx::query("RESET ROLE")
-        .execute(&mut *member)
-        .await
-        .unwrap();
     holder.commit().await.unwrap();
     app.stop().await;
+}
+
+/// A connection of the harness's, taken out of its pool (closed when dropped, never given back
+/// with the role on it) and set to the service's role: under row-level security, which the
+/// harness's own role is not.
+async fn as_the_services_role(app: &crate::helpers::TestApp) -> sqlx::PgConnection {
+    let mut conn = app.db().acquire().await.unwrap().detach();
+    sqlx::query("SET ROLE harbor_app")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
 }
 
 /// A transaction of the harness's own, tagged R, holding the workspace's QuickBooks row lock.
@@ -483,14 +482,9 @@ async fn waits_for_the_row_holding_the_lock(
     let holder = holding_the_qbo_row(app, t).await;
     let key = LockFor::Workspace.key(t.workspace);
     let (workspace, owner) = (t.workspace, t.owner);
-    let mut entering = app.db().acquire().await.unwrap();
+    let mut entering = as_the_services_role(app).await;
     let entry = tokio::spawn(async move {
-        // As the service's role, under row-level security.
-        sqlx::query("SET ROLE harbor_app")
-            .execute(&mut *entering)
-            .await
-            .unwrap();
-        let mut tx = sqlx::Connection::begin(&mut *entering).await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut entering).await.unwrap();
         let mut query = sqlx::query(statement)
             .bind(workspace)
             .bind(owner)
@@ -503,10 +497,6 @@ async fn waits_for_the_row_holding_the_lock(
         let row = query.fetch_one(&mut *tx).await.unwrap();
         let status: Option<String> = sqlx::Row::get(&row, status_at);
         tx.rollback().await.unwrap();
-        sqlx::query("RESET ROLE")
-            .execute(&mut *entering)
-            .await
-            .unwrap();
         status
     });
     let seen = evidence::until_blocked(
